@@ -1,0 +1,16 @@
+"""`python -m conjure_actors machine` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "machine (not built yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+
+
+def main(args: argparse.Namespace) -> int:
+    print("conjure_actors: 'machine' is not built yet")
+    return 1

@@ -1,0 +1,1 @@
+"""eventlog: a domain-free append-only log of msgspec Structs."""

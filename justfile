@@ -1,0 +1,36 @@
+# List the recipes.
+default:
+    @just --list
+
+# Run the test suite (fast hypothesis profile).
+test *ARGS:
+    python -m pytest -q {{ARGS}}
+
+# Lint without editing anything.
+lint:
+    ruff check .
+    ruff format --check .
+
+# Format and fix what ruff can fix.
+fmt:
+    ruff format .
+    ruff check --fix .
+
+# Type-check (mypy strict on eventlog, domain and runtime).
+typecheck:
+    mypy
+
+# Everything CI runs.
+check: lint typecheck test
+
+# Run every benchmark and print its table.
+bench:
+    for b in bench/*.py; do echo "== $b"; python "$b" || exit 1; done
+
+# Long property-based runs (thousands of examples, database kept between runs).
+fuzz *ARGS:
+    HYPOTHESIS_PROFILE=fuzz python -m pytest -q tests {{ARGS}}
+
+# Run the CONJURE example job (embedded simulated cloud unless credentials are set).
+run *ARGS:
+    python -m conjure_actors run {{ARGS}}
