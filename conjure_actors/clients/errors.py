@@ -1,0 +1,112 @@
+"""Errors raised by the ComfyUI and RunComfy clients.
+
+::
+
+    ClientError                       talking to a service failed (base; .status if HTTP)
+    ├── TransportError                connect/read failed after retries
+    ├── OutcomeUnknownError           a request timed out: it may or may not have happened
+    ├── ComfyUIError
+    │   ├── PromptRejectedError       400 from /prompt; .node_errors lists every problem
+    │   ├── PromptLostError           the server forgot the prompt (restart, deleted, evicted)
+    │   ├── ExecutionError            the prompt ran and failed (node id, type, message)
+    │   ├── InterruptedError_         the prompt was interrupted
+    │   └── DownloadError             an output is missing, truncated or not what it claims
+    └── RunComfyError
+        ├── AuthError                 401/403: the token is wrong
+        ├── RateLimitedError          429 after retries
+        ├── ServerNotFoundError       404 for a server id (gone, or not yet visible)
+        └── LaunchError               the launch call failed or the machine never got Ready
+
+Messages never carry the API token or a machine's URL: say ``server <id>`` instead.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from conjure_actors.errors import ConjureError
+
+
+class ClientError(ConjureError):
+    """Talking to a service failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransportError(ClientError):
+    """The connection failed (after retries): nothing was answered."""
+
+
+class OutcomeUnknownError(ClientError):
+    """A request timed out after it may have reached the server; reconcile before retrying."""
+
+
+class ComfyUIError(ClientError):
+    """A ComfyUI server answered with an error."""
+
+
+@attrs.frozen
+class NodeError:
+    """One problem ComfyUI found with one input of one node (from ``node_errors``)."""
+
+    node_id: str
+    class_type: str
+    type: str
+    message: str
+    details: str = ""
+    input_name: str | None = None
+
+
+class PromptRejectedError(ComfyUIError):
+    """``/prompt`` answered 400: ``error_type`` and every ``node_errors`` entry."""
+
+    def __init__(self, message: str, *, error_type: str, node_errors: list[NodeError]) -> None:
+        super().__init__(message, status=400)
+        self.error_type = error_type
+        self.node_errors = node_errors
+
+
+class PromptLostError(ComfyUIError):
+    """The prompt is in neither the queue nor the history: deleted, evicted or forgotten."""
+
+
+class ExecutionError(ComfyUIError):
+    """The prompt ran and a node failed."""
+
+    def __init__(
+        self, message: str, *, node_id: str | None, node_type: str | None, exception_type: str
+    ) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.node_type = node_type
+        self.exception_type = exception_type
+
+
+class PromptInterruptedError(ComfyUIError):
+    """The prompt was interrupted (``execution_interrupted``)."""
+
+
+class DownloadError(ComfyUIError):
+    """An output could not be downloaded intact (missing, truncated, wrong signature)."""
+
+
+class RunComfyError(ClientError):
+    """The RunComfy API answered with an error."""
+
+
+class AuthError(RunComfyError):
+    """401/403: the user id or API token is wrong."""
+
+
+class RateLimitedError(RunComfyError):
+    """429 ``rate_limited`` persisted after backing off."""
+
+
+class ServerNotFoundError(RunComfyError):
+    """404 for a server id: it is gone (or, right after a launch, not visible yet)."""
+
+
+class LaunchError(RunComfyError):
+    """A machine could not be launched or never became Ready."""

@@ -1,0 +1,67 @@
+"""Lifecycle events of the actor runtime, journaled like every other event.
+
+The runtime is generic: it knows actors by name, never by what they do. The domain's event
+union includes these so that a replay shows every start, crash, restart and escalation.
+Tags are stable strings: renaming a class never breaks an old log.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ActorStarted(msgspec.Struct, frozen=True, tag="actor.started"):
+    """Emitted by a supervisor once a child actor's task is running."""
+
+    actor: str
+    incarnation: int
+    at: float
+
+
+class ActorCrashed(msgspec.Struct, frozen=True, tag="actor.crashed"):
+    """Emitted by a supervisor when a child raised; carries the exception type and message."""
+
+    actor: str
+    incarnation: int
+    error_type: str
+    message: str
+    at: float
+
+
+class ActorRestarted(msgspec.Struct, frozen=True, tag="actor.restarted"):
+    """Emitted by a supervisor when it restarts a child after ``delay`` seconds of backoff."""
+
+    actor: str
+    incarnation: int
+    delay: float
+    at: float
+
+
+class ActorStopped(msgspec.Struct, frozen=True, tag="actor.stopped"):
+    """Emitted by a supervisor when a child ended for good (``reason``: normal, shutdown...)."""
+
+    actor: str
+    incarnation: int
+    reason: str
+    at: float
+
+
+class SupervisorEscalated(msgspec.Struct, frozen=True, tag="actor.escalated"):
+    """Emitted by a supervisor whose restart intensity was exceeded, before it fails upward."""
+
+    supervisor: str
+    child: str
+    restarts: int
+    window: float
+    at: float
+
+
+LifecycleEvent = ActorStarted | ActorCrashed | ActorRestarted | ActorStopped | SupervisorEscalated
+
+LIFECYCLE_EVENTS: tuple[type[msgspec.Struct], ...] = (
+    ActorStarted,
+    ActorCrashed,
+    ActorRestarted,
+    ActorStopped,
+    SupervisorEscalated,
+)
