@@ -1,0 +1,675 @@
+"""The event vocabulary: every state change of conjure_actors, as it is written to the log.
+
+Each event is a frozen, keyword-only ``msgspec.Struct`` with an explicit, stable ``tag``
+(the ``"type"`` field on the wire), so renaming a class never breaks an old log. Every event
+carries the ids it is about and ``at``, the wall time (seconds since the epoch) at which its
+emitter decided it, so that :func:`conjure_actors.domain.state.apply` never reads a clock.
+
+Conventions:
+
+- Money is INTEGER micro-USD (``*_micros``): 1 USD = 1_000_000. Floats never hold money, so a
+  replay reproduces the bill to the micro-dollar.
+- ``server_id`` names a machine: a RunComfy server id, or for a ComfyUI the user runs
+  (``--comfyui-url``) and dev machines, a url-less name chosen by the runtime. Machine URLs
+  (``main_service_url``) are capabilities and NEVER appear in an event; neither do tokens.
+- Intents are logged before their side effect (``MachineLaunchRequested`` before the launch
+  POST, ``PromptSubmitting`` before ``POST /prompt``); an intent without its outcome in the
+  log tells recovery what may exist out there.
+- Evolution: new fields get a default and go last; a removed or retyped field needs an
+  upcaster in the log reader. Never reuse a tag for a different meaning.
+
+The :data:`Event` union also holds the actor runtime's lifecycle events
+(:mod:`conjure_actors.runtime.events`), so one typed decoder reads a whole log.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from conjure_actors.runtime.events import (
+    LIFECYCLE_EVENTS,
+    ActorCrashed,
+    ActorRestarted,
+    ActorStarted,
+    ActorStopped,
+    SupervisorEscalated,
+)
+
+__all__ = [
+    "DOMAIN_EVENTS",
+    "EVENT_TYPES",
+    "TAGS",
+    "BudgetExceeded",
+    "BudgetSet",
+    "BudgetWarning",
+    "CostAccrued",
+    "Event",
+    "ExecutionFailed",
+    "ExecutionInterrupted",
+    "ExecutionStarted",
+    "ExecutionSucceeded",
+    "InputUploaded",
+    "JobCancelled",
+    "JobFailed",
+    "JobQueued",
+    "JobRetrying",
+    "JobStalled",
+    "JobStarted",
+    "JobSubmitted",
+    "JobSucceeded",
+    "LaunchRefused",
+    "LeaseRenewed",
+    "MachineAdopted",
+    "MachineAttached",
+    "MachineHealthy",
+    "MachineLaunchFailed",
+    "MachineLaunchRequested",
+    "MachineLaunched",
+    "MachineLeased",
+    "MachineLost",
+    "MachineReady",
+    "MachineReleased",
+    "MachineStatusObserved",
+    "MachineStopped",
+    "MachineStopping",
+    "NodeCached",
+    "NodeExecuted",
+    "NodeProgress",
+    "NodeStarted",
+    "OutputSaved",
+    "PromptRejected",
+    "PromptSubmitted",
+    "PromptSubmitting",
+    "SystemStarted",
+    "SystemStopped",
+    "WorkflowRegistered",
+    "event_tag",
+]
+
+
+# --------------------------------------------------------------------------------- workflow
+
+
+class WorkflowRegistered(msgspec.Struct, frozen=True, kw_only=True, tag="workflow.registered"):
+    """Emitted by the CLI (``run``) before the first job that uses a workflow graph.
+
+    The graph is stored once, as canonical JSON text; jobs refer to it by ``sha256`` (see
+    :func:`conjure_actors.domain.workflow.graph_sha256`) so a resume can rebuild the prompt.
+    """
+
+    sha256: str
+    name: str
+    graph_json: str
+    at: float
+
+
+# -------------------------------------------------------------------------------------- job
+
+
+class JobSubmitted(msgspec.Struct, frozen=True, kw_only=True, tag="job.submitted"):
+    """Emitted by the CLI (``run``) when it decided to run a job; the job is ``pending``.
+
+    ``bindings`` maps ``"NODE.INPUT"`` to the JSON text of the value injected there (image
+    name, prompt and ``--set`` overrides already resolved), so the prompt can be rebuilt from
+    the registered graph alone. ``parent_id`` links a child job to its parent (fan-out).
+    ``workflow_version`` is the RunComfy workflow version a machine must run (None: any).
+    """
+
+    job_id: str
+    workflow_sha256: str
+    bindings: dict[str, str] = {}
+    image_path: str | None = None
+    image_sha256: str | None = None
+    prompt: str | None = None
+    priority: int = 0
+    seed: int | None = None
+    parent_id: str | None = None
+    workflow_version: str | None = None
+    at: float
+
+
+class JobQueued(msgspec.Struct, frozen=True, kw_only=True, tag="job.queued"):
+    """Emitted by the job supervisor when a job waits for a machine (also a requeue after a
+    lost machine or on resume); status ``queued``."""
+
+    job_id: str
+    reason: str = ""
+    at: float
+
+
+class JobStarted(msgspec.Struct, frozen=True, kw_only=True, tag="job.started"):
+    """Emitted by the WorkflowActor when attempt ``attempt`` (1-based) begins on a leased
+    machine ``server_id``; status ``running``."""
+
+    job_id: str
+    attempt: int
+    server_id: str
+    at: float
+
+
+class JobRetrying(msgspec.Struct, frozen=True, kw_only=True, tag="job.retrying"):
+    """Emitted by the WorkflowActor after a retryable failure of ``attempt``: the next one
+    starts after ``delay`` seconds of backoff; status ``retrying``."""
+
+    job_id: str
+    attempt: int
+    delay: float
+    reason: str
+    at: float
+
+
+class JobSucceeded(msgspec.Struct, frozen=True, kw_only=True, tag="job.succeeded"):
+    """Emitted by the WorkflowActor once every output is downloaded and verified (terminal)."""
+
+    job_id: str
+    at: float
+
+
+class JobFailed(msgspec.Struct, frozen=True, kw_only=True, tag="job.failed"):
+    """Emitted by the WorkflowActor when a job gives up (terminal). ``retryable`` says whether
+    the last error was transient (retries exhausted) or not (e.g. a prompt rejected by
+    validation). ``message`` is one line, scrubbed of secrets."""
+
+    job_id: str
+    error_type: str
+    message: str
+    retryable: bool = False
+    at: float
+
+
+class JobCancelled(msgspec.Struct, frozen=True, kw_only=True, tag="job.cancelled"):
+    """Emitted by the job supervisor when a job is cancelled (user, Ctrl-C, budget; terminal)."""
+
+    job_id: str
+    reason: str
+    at: float
+
+
+class JobStalled(msgspec.Struct, frozen=True, kw_only=True, tag="job.stalled"):
+    """Emitted by the MonitorActor when a running job showed no progress for ``idle_seconds``;
+    its WorkflowActor then switches to polling. Does not change the job's status."""
+
+    job_id: str
+    idle_seconds: float
+    at: float
+
+
+# ---------------------------------------------------------------------------------- machine
+
+
+class MachineLaunchRequested(
+    msgspec.Struct, frozen=True, kw_only=True, tag="machine.launch_requested"
+):
+    """Emitted by the MachineActor BEFORE ``POST /servers`` (an intent).
+
+    ``request_key`` is chosen locally and unique; if the log ends before the matching
+    ``MachineLaunched``/``MachineLaunchFailed``, recovery lists the account's servers to find
+    what this request may have started.
+    """
+
+    request_key: str
+    server_type: str
+    workflow_version: str
+    estimated_duration: int
+    at: float
+
+
+class MachineLaunched(msgspec.Struct, frozen=True, kw_only=True, tag="machine.launched"):
+    """Emitted by the MachineActor when RunComfy answered the launch (status ``Starting``)."""
+
+    request_key: str
+    server_id: str
+    at: float
+
+
+class MachineLaunchFailed(msgspec.Struct, frozen=True, kw_only=True, tag="machine.launch_failed"):
+    """Emitted by the MachineActor when the launch call failed for good (no server exists)."""
+
+    request_key: str
+    reason: str
+    at: float
+
+
+class MachineStatusObserved(
+    msgspec.Struct, frozen=True, kw_only=True, tag="machine.status_observed"
+):
+    """Emitted by the MachineActor when a poll shows a RunComfy status it has not recorded
+    yet (an open string: ``Starting``, ``Initializing``, ``Error``...). Informational."""
+
+    server_id: str
+    status: str
+    at: float
+
+
+class MachineReady(msgspec.Struct, frozen=True, kw_only=True, tag="machine.ready"):
+    """Emitted by the MachineActor when the server reports ``Ready``.
+
+    Billing starts at ``service_ready_at``, the SERVER's time (epoch seconds). The rate and
+    the price-table version are the facts the ledger is rebuilt from.
+    """
+
+    server_id: str
+    service_ready_at: float
+    estimated_stopping_at: float | None
+    rate_micros_per_hour: int
+    price_table_version: str
+    at: float
+
+
+class MachineHealthy(msgspec.Struct, frozen=True, kw_only=True, tag="machine.healthy"):
+    """Emitted by the MachineActor once ComfyUI's ``/system_stats`` answered on the machine."""
+
+    server_id: str
+    at: float
+
+
+class MachineLeased(msgspec.Struct, frozen=True, kw_only=True, tag="machine.leased"):
+    """Emitted by the MachineActor when it hands machine ``server_id`` to job ``job_id``."""
+
+    server_id: str
+    job_id: str
+    at: float
+
+
+class MachineReleased(msgspec.Struct, frozen=True, kw_only=True, tag="machine.released"):
+    """Emitted by the MachineActor when job ``job_id`` gave machine ``server_id`` back."""
+
+    server_id: str
+    job_id: str
+    at: float
+
+
+class LeaseRenewed(msgspec.Struct, frozen=True, kw_only=True, tag="machine.lease_renewed"):
+    """Emitted by the MachineActor after ``update-estimated-duration`` succeeded: RunComfy
+    will stop the machine by itself at ``estimated_stopping_at`` unless renewed again."""
+
+    server_id: str
+    estimated_stopping_at: float
+    at: float
+
+
+class MachineStopping(msgspec.Struct, frozen=True, kw_only=True, tag="machine.stopping"):
+    """Emitted by the MachineActor BEFORE ``DELETE /servers/{id}`` (an intent); ``reason``:
+    idle, budget, shutdown, not_ready, lost..."""
+
+    server_id: str
+    reason: str
+    at: float
+
+
+class MachineStopped(msgspec.Struct, frozen=True, kw_only=True, tag="machine.stopped"):
+    """Emitted by the MachineActor when the stop call returned 200 at ``stopped_at``.
+
+    ``billed_seconds`` and ``cost_micros`` follow THE billing rule
+    (:func:`conjure_actors.domain.prices.billed_seconds`, ``machine_cost_micros``); a machine
+    that never became ready bills 0.
+    """
+
+    server_id: str
+    stopped_at: float
+    billed_seconds: int
+    cost_micros: int
+    at: float
+
+
+class MachineLost(msgspec.Struct, frozen=True, kw_only=True, tag="machine.lost"):
+    """Emitted by the MachineActor when a machine vanished (404) or stopped on its own (lease
+    ran out); its jobs are requeued."""
+
+    server_id: str
+    reason: str
+    at: float
+
+
+class MachineAdopted(msgspec.Struct, frozen=True, kw_only=True, tag="machine.adopted"):
+    """Emitted by the MachineActor on resume for a server found alive that the log knew of
+    (or that a dangling launch request started): the runtime owns it again. Carries what
+    the server said so the machine can be rebuilt even if its launch was never logged."""
+
+    server_id: str
+    request_key: str | None = None
+    server_type: str
+    workflow_version: str | None = None
+    status: str
+    service_ready_at: float | None = None
+    estimated_stopping_at: float | None = None
+    rate_micros_per_hour: int = 0
+    price_table_version: str = ""
+    at: float
+
+
+class MachineAttached(msgspec.Struct, frozen=True, kw_only=True, tag="machine.attached"):
+    """Emitted by the MachineActor for a machine it does not pay for: a ComfyUI the user runs
+    (``kind="comfyui"``) or a dev machine from the state file (``kind="dev"``). ``server_id``
+    is a url-less name. Ready and healthy-checked separately; costs nothing here."""
+
+    server_id: str
+    kind: Literal["comfyui", "dev"]
+    max_jobs: int = 1
+    at: float
+
+
+# -------------------------------------------------------------------------------- execution
+
+
+class InputUploaded(msgspec.Struct, frozen=True, kw_only=True, tag="exec.input_uploaded"):
+    """Emitted by the WorkflowActor when an input file reached the machine: ``name`` is the
+    name ComfyUI answered (use it, not the one sent), bound into LoadImage ``node_id``."""
+
+    job_id: str
+    node_id: str
+    name: str
+    sha256: str
+    size: int
+    at: float
+
+
+class PromptSubmitting(msgspec.Struct, frozen=True, kw_only=True, tag="exec.prompt_submitting"):
+    """Emitted by the WorkflowActor BEFORE ``POST /prompt`` (an intent). ``prompt_id`` is a
+    uuid4 chosen locally; recovery looks it up in ``/queue`` and ``/history/{id}``."""
+
+    job_id: str
+    attempt: int
+    prompt_id: str
+    client_id: str
+    server_id: str
+    at: float
+
+
+class PromptSubmitted(msgspec.Struct, frozen=True, kw_only=True, tag="exec.prompt_submitted"):
+    """Emitted by the WorkflowActor when ``POST /prompt`` answered 200 (``number`` is the
+    queue position ComfyUI assigned)."""
+
+    job_id: str
+    prompt_id: str
+    number: float
+    at: float
+
+
+class PromptRejected(msgspec.Struct, frozen=True, kw_only=True, tag="exec.prompt_rejected"):
+    """Emitted by the WorkflowActor when ``POST /prompt`` answered 4xx (validation): the
+    outcome of the ``PromptSubmitting`` intent; the prompt never ran."""
+
+    job_id: str
+    prompt_id: str
+    error_type: str
+    message: str
+    at: float
+
+
+class ExecutionStarted(msgspec.Struct, frozen=True, kw_only=True, tag="exec.started"):
+    """Emitted by the WorkflowActor on ComfyUI's ``execution_start`` for the job's prompt."""
+
+    job_id: str
+    prompt_id: str
+    at: float
+
+
+class NodeCached(msgspec.Struct, frozen=True, kw_only=True, tag="exec.node_cached"):
+    """Emitted by the WorkflowActor on ``execution_cached``: these nodes will not run."""
+
+    job_id: str
+    prompt_id: str
+    nodes: tuple[str, ...]
+    at: float
+
+
+class NodeStarted(msgspec.Struct, frozen=True, kw_only=True, tag="exec.node_started"):
+    """Emitted by the WorkflowActor on ``executing {node}``."""
+
+    job_id: str
+    prompt_id: str
+    node_id: str
+    at: float
+
+
+class NodeProgress(msgspec.Struct, frozen=True, kw_only=True, tag="exec.node_progress"):
+    """Emitted by the WorkflowActor on ``progress {value, max}`` (the most frequent event)."""
+
+    job_id: str
+    prompt_id: str
+    node_id: str
+    value: float
+    max: float
+    at: float
+
+
+class NodeExecuted(msgspec.Struct, frozen=True, kw_only=True, tag="exec.node_executed"):
+    """Emitted by the WorkflowActor when a node finished (``executed`` or the
+    ``progress_state`` that marks it finished)."""
+
+    job_id: str
+    prompt_id: str
+    node_id: str
+    at: float
+
+
+class ExecutionSucceeded(msgspec.Struct, frozen=True, kw_only=True, tag="exec.succeeded"):
+    """Emitted by the WorkflowActor on ``execution_success`` (outputs not downloaded yet)."""
+
+    job_id: str
+    prompt_id: str
+    at: float
+
+
+class ExecutionInterrupted(msgspec.Struct, frozen=True, kw_only=True, tag="exec.interrupted"):
+    """Emitted by the WorkflowActor on ``execution_interrupted`` (after ``/interrupt``)."""
+
+    job_id: str
+    prompt_id: str
+    node_id: str | None = None
+    at: float
+
+
+class ExecutionFailed(msgspec.Struct, frozen=True, kw_only=True, tag="exec.failed"):
+    """Emitted by the WorkflowActor on a terminal ``execution_error`` of the job's prompt."""
+
+    job_id: str
+    prompt_id: str
+    node_id: str | None = None
+    node_type: str | None = None
+    exception_type: str
+    message: str
+    at: float
+
+
+class OutputSaved(msgspec.Struct, frozen=True, kw_only=True, tag="exec.output_saved"):
+    """Emitted by the WorkflowActor when an output file of node ``node_id`` was downloaded
+    and verified: ``path`` is local (under ``OUT/<job_id>/``), ``kind`` e.g. image, mesh."""
+
+    job_id: str
+    node_id: str
+    filename: str
+    path: str
+    size: int
+    sha256: str
+    kind: str
+    at: float
+
+
+# ------------------------------------------------------------------------------------- cost
+
+
+class CostAccrued(msgspec.Struct, frozen=True, kw_only=True, tag="cost.accrued"):
+    """Emitted by the CostActor periodically for a ready machine.
+
+    ``amount_micros`` is the machine's CUMULATIVE cost from its ``service_ready_at`` to
+    ``until`` under the billing rule (not a delta): rounding never drifts, and the ledger
+    just takes the latest figure. ``MachineStopped.cost_micros`` supersedes it.
+    """
+
+    server_id: str
+    amount_micros: int
+    until: float
+    rate_micros_per_hour: int
+    price_table_version: str
+    at: float
+
+
+class BudgetSet(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_set"):
+    """Emitted by the CLI/CostActor when a budget is set or changed (None: no budget)."""
+
+    limit_micros: int | None
+    at: float
+
+
+class BudgetWarning(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_warning"):
+    """Emitted by the CostActor when spending crossed the warning threshold (80%)."""
+
+    spent_micros: int
+    limit_micros: int
+    at: float
+
+
+class BudgetExceeded(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_exceeded"):
+    """Emitted by the CostActor when spending reached the limit: machines get stopped."""
+
+    spent_micros: int
+    limit_micros: int
+    at: float
+
+
+class LaunchRefused(msgspec.Struct, frozen=True, kw_only=True, tag="cost.launch_refused"):
+    """Emitted by the CostActor when a launch for ``job_id`` would cross the budget."""
+
+    job_id: str
+    estimate_micros: int
+    remaining_micros: int
+    at: float
+
+
+# ----------------------------------------------------------------------------------- system
+
+
+class SystemStarted(msgspec.Struct, frozen=True, kw_only=True, tag="system.started"):
+    """Emitted by the CLI first thing in every run (also each ``--resume``)."""
+
+    run_id: str
+    version: str
+    mode: Literal["simulated", "runcomfy", "comfyui"]
+    at: float
+
+
+class SystemStopped(msgspec.Struct, frozen=True, kw_only=True, tag="system.stopped"):
+    """Emitted by the CLI last thing in a run that ended in order (``reason``: done,
+    interrupted, error...). A log without it after ``SystemStarted`` ended in a crash."""
+
+    reason: str
+    at: float
+
+
+Event = (
+    WorkflowRegistered
+    | JobSubmitted
+    | JobQueued
+    | JobStarted
+    | JobRetrying
+    | JobSucceeded
+    | JobFailed
+    | JobCancelled
+    | JobStalled
+    | MachineLaunchRequested
+    | MachineLaunched
+    | MachineLaunchFailed
+    | MachineStatusObserved
+    | MachineReady
+    | MachineHealthy
+    | MachineLeased
+    | MachineReleased
+    | LeaseRenewed
+    | MachineStopping
+    | MachineStopped
+    | MachineLost
+    | MachineAdopted
+    | MachineAttached
+    | InputUploaded
+    | PromptSubmitting
+    | PromptSubmitted
+    | PromptRejected
+    | ExecutionStarted
+    | NodeCached
+    | NodeStarted
+    | NodeProgress
+    | NodeExecuted
+    | ExecutionSucceeded
+    | ExecutionInterrupted
+    | ExecutionFailed
+    | OutputSaved
+    | CostAccrued
+    | BudgetSet
+    | BudgetWarning
+    | BudgetExceeded
+    | LaunchRefused
+    | SystemStarted
+    | SystemStopped
+    | ActorStarted
+    | ActorCrashed
+    | ActorRestarted
+    | ActorStopped
+    | SupervisorEscalated
+)
+"""Every event a log may hold: pass it to ``eventlog`` as the ``event_type``."""
+
+DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
+    WorkflowRegistered,
+    JobSubmitted,
+    JobQueued,
+    JobStarted,
+    JobRetrying,
+    JobSucceeded,
+    JobFailed,
+    JobCancelled,
+    JobStalled,
+    MachineLaunchRequested,
+    MachineLaunched,
+    MachineLaunchFailed,
+    MachineStatusObserved,
+    MachineReady,
+    MachineHealthy,
+    MachineLeased,
+    MachineReleased,
+    LeaseRenewed,
+    MachineStopping,
+    MachineStopped,
+    MachineLost,
+    MachineAdopted,
+    MachineAttached,
+    InputUploaded,
+    PromptSubmitting,
+    PromptSubmitted,
+    PromptRejected,
+    ExecutionStarted,
+    NodeCached,
+    NodeStarted,
+    NodeProgress,
+    NodeExecuted,
+    ExecutionSucceeded,
+    ExecutionInterrupted,
+    ExecutionFailed,
+    OutputSaved,
+    CostAccrued,
+    BudgetSet,
+    BudgetWarning,
+    BudgetExceeded,
+    LaunchRefused,
+    SystemStarted,
+    SystemStopped,
+)
+"""The domain's own event classes (without the runtime's lifecycle events)."""
+
+EVENT_TYPES: Final[tuple[type[msgspec.Struct], ...]] = DOMAIN_EVENTS + LIFECYCLE_EVENTS
+"""Every class of the :data:`Event` union, in a stable order."""
+
+
+def event_tag(cls: type[msgspec.Struct]) -> str:
+    """The stable wire tag of an event class (e.g. ``"job.submitted"``)."""
+    tag = cls.__struct_config__.tag
+    if not isinstance(tag, str):  # pragma: no cover - every event class sets a string tag
+        raise TypeError(f"{cls.__name__} has no string tag")
+    return tag
+
+
+TAGS: Final[dict[str, type[msgspec.Struct]]] = {event_tag(cls): cls for cls in EVENT_TYPES}
+"""Wire tag -> event class, for every event of the union."""
