@@ -1,0 +1,365 @@
+"""Configuration: defaults < TOML file < environment < command-line flags.
+
+The whole configuration is one tree of frozen attrs classes (:class:`Config`). Each source is
+turned into a nested dict of overrides, the dicts are merged in precedence order, and one
+private cattrs ``Converter`` structures the result (extra keys forbidden), so a bad key or a
+bad value anywhere is caught in one place and reported as a one-line :class:`ConfigError`
+naming the key (``pool.max_machines: expected an integer, got 'many'``).
+
+The RunComfy API token is held in :class:`Secret`, whose ``repr``/``str`` never show it; call
+:meth:`Secret.reveal` at the one place that builds the ``Authorization`` header.
+
+Environment variables: ``RUNCOMFY_USER_ID``, ``RUNCOMFY_API_TOKEN``,
+``RUNCOMFY_API_BASE_URL`` and every ``CONJURE_<SECTION>_<KEY>`` (for example
+``CONJURE_POOL_MAX_MACHINES=3``, ``CONJURE_BUDGET_USD=2.5``). The TOML file is
+``--config PATH`` or ``./conjure.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from conjure_actors.errors import ConfigError
+
+DEFAULT_CONFIG_FILE: Final = "conjure.toml"
+DEFAULT_RUNCOMFY_BASE_URL: Final = "https://api.runcomfy.net"
+SERVER_TYPES: Final = ("medium", "large", "extra-large", "2x-large", "2xl-turbo")
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A secret string (API token): never shown by ``repr``, ``str`` or f-strings."""
+
+    _value: str = attrs.field(alias="value")
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+# Validators name their field in the message ("max_machines: must be > 0, got 0"); the
+# error formatter below joins it to the section's path.
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name}: must be > 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name}: must be >= 0, got {value!r}")
+
+
+def _one_of(*choices: str) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in choices:
+            raise ValueError(
+                f"{attribute.name}: must be one of {', '.join(choices)}, got {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen
+class RunComfyConfig:
+    """The RunComfy account and what to launch on it."""
+
+    user_id: str = ""
+    api_token: Secret = Secret("")
+    base_url: str = DEFAULT_RUNCOMFY_BASE_URL
+    server_type: str = attrs.field(default="medium")
+    workflow_version: str = ""
+    plan: str = attrs.field(default="hobby", validator=_one_of("hobby", "pro"))
+
+    @server_type.validator
+    def _check_server_type(self, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(
+                f"{attribute.name}: not a server type: {value!r} (e.g. {', '.join(SERVER_TYPES)})"
+            )
+
+    @property
+    def configured(self) -> bool:
+        """True when both the user id and the token are set (RunComfy mode)."""
+        return bool(self.user_id) and bool(self.api_token)
+
+
+@attrs.frozen
+class PoolConfig:
+    """The machine pool's policy (MachineActor)."""
+
+    max_machines: int = attrs.field(default=5, validator=_positive)
+    jobs_per_machine: int = attrs.field(default=1, validator=_positive)
+    # The RunComfy "estimated_duration" of a launch: the lease. Renewed while work remains.
+    lease_seconds: float = attrs.field(default=600.0, validator=_positive)
+    # Renew when less than this remains on the lease.
+    renew_margin: float = attrs.field(default=180.0, validator=_non_negative)
+    idle_timeout: float = attrs.field(default=120.0, validator=_non_negative)
+    ready_timeout: float = attrs.field(default=600.0, validator=_positive)
+    poll_interval: float = attrs.field(default=5.0, validator=_positive)
+
+
+@attrs.frozen
+class RetryConfig:
+    """A job's retry policy (WorkflowActor)."""
+
+    initial: float = attrs.field(default=2.0, validator=_non_negative)
+    factor: float = attrs.field(default=2.0, validator=_positive)
+    max_delay: float = attrs.field(default=60.0, validator=_non_negative)
+    max_attempts: int = attrs.field(default=3, validator=_positive)
+    attempt_timeout: float = attrs.field(default=1800.0, validator=_positive)
+    total_timeout: float = attrs.field(default=2100.0, validator=_positive)  # 35 min
+
+
+@attrs.frozen
+class BudgetConfig:
+    """Spending limit in USD (None: no limit)."""
+
+    usd: float | None = None
+    warn_fraction: float = attrs.field(default=0.8, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.usd is not None and self.usd < 0:
+            raise ValueError(f"usd: must be >= 0, got {self.usd!r}")
+
+
+@attrs.frozen
+class MonitorConfig:
+    """The live view and stall detection (MonitorActor)."""
+
+    stall_seconds: float = attrs.field(default=60.0, validator=_positive)
+    json: bool = False
+
+
+@attrs.frozen
+class Config:
+    """Everything a run needs. Build with :func:`load_config`."""
+
+    runcomfy: RunComfyConfig = RunComfyConfig()
+    pool: PoolConfig = PoolConfig()
+    retry: RetryConfig = RetryConfig()
+    budget: BudgetConfig = BudgetConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    comfyui_url: str | None = None
+    dev_state_file: str = "~/.conjure/dev_machine.json"
+
+    @property
+    def mode(self) -> str:
+        """``comfyui`` (a server the user runs), ``runcomfy``, or ``simulated``."""
+        if self.comfyui_url:
+            return "comfyui"
+        if self.runcomfy.configured:
+            return "runcomfy"
+        return "simulated"
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(
+    Secret, lambda v, _: v if isinstance(v, Secret) else Secret(_as_str(v))
+)
+
+
+def _as_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strict_scalar(kind: type) -> Any:
+    """Structure hook that refuses silent coercions (TOML ``true`` as an int, "3" as float)."""
+
+    def hook(value: object, _: object) -> Any:
+        if isinstance(value, str) and kind is not str:
+            try:
+                return _parse_text(value, kind)
+            except ValueError:
+                raise TypeError(f"expected {_KIND_NAMES[kind]}, got {value!r}") from None
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            return value
+        raise TypeError(f"expected {_KIND_NAMES[kind]}, got {value!r}")
+
+    return hook
+
+
+_KIND_NAMES: Final = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _parse_text(text: str, kind: type) -> Any:
+    """Values from the environment and flags arrive as text."""
+    if kind is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    return kind(text)
+
+
+for _kind in (int, float, bool, str):
+    _converter.register_structure_hook(_kind, _strict_scalar(_kind))
+
+
+def _optional_float(value: object, _: object) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return float(_strict_scalar(float)(value, float))
+
+
+def _optional_str(value: object, _: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return _as_str(value)
+
+
+_converter.register_structure_hook(float | None, _optional_float)
+_converter.register_structure_hook(str | None, _optional_str)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: object) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+_SECTIONS: Final = {
+    f.name
+    for f in attrs.fields(attrs.resolve_types(Config))
+    if isinstance(f.type, type) and attrs.has(f.type)
+}
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    direct = {
+        "RUNCOMFY_USER_ID": "runcomfy.user_id",
+        "RUNCOMFY_API_TOKEN": "runcomfy.api_token",
+        "RUNCOMFY_API_BASE_URL": "runcomfy.base_url",
+    }
+    for name, dotted in direct.items():
+        if env.get(name):
+            _set_dotted(out, dotted, env[name])
+    for name, value in env.items():
+        if not name.startswith("CONJURE_"):
+            continue
+        rest = name[len("CONJURE_") :].lower()
+        key = _env_key(rest)
+        if key is None:
+            raise ConfigError(f"environment variable {name}: unknown setting")
+        _set_dotted(out, key, value)
+    return out
+
+
+def _env_key(rest: str) -> str | None:
+    """``pool_max_machines`` -> ``pool.max_machines``; top-level keys stay flat."""
+    for section in _SECTIONS:
+        prefix = section + "_"
+        if rest.startswith(prefix):
+            return f"{section}.{rest[len(prefix) :]}"
+    top = {f.name for f in attrs.fields(Config)} - set(_SECTIONS)
+    return rest if rest in top else None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming the first bad key from a cattrs error tree."""
+    messages = cattrs.transform_error(exc, path="$", format_exception=_format_exc)
+    first = messages[0] if messages else str(exc)
+    # cattrs says "... @ $.pool.max_machines": turn it into "pool.max_machines: ...".
+    if " @ $" in first:
+        text, _, path = first.rpartition(" @ $")
+        key = path.lstrip(".")
+        field, sep, rest = text.partition(": ")
+        if sep and field.isidentifier():  # a validator named its field
+            key, text = (f"{key}.{field}" if key else field), rest
+        return f"{key or 'config'}: {text}"
+    return first
+
+
+def _format_exc(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"unknown key(s) {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    return str(exc) or type(exc).__name__
+
+
+def structure_config(tree: Mapping[str, Any]) -> Config:
+    """Structure a nested dict of settings into a :class:`Config`, or raise ConfigError."""
+    for section in _SECTIONS:
+        if section in tree and not isinstance(tree[section], Mapping):
+            raise ConfigError(f"bad configuration: {section}: expected a table of settings")
+    try:
+        return _converter.structure(dict(tree), Config)
+    except (ClassValidationError, IterableValidationError) as exc:
+        raise ConfigError(f"bad configuration: {_describe(exc)}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad configuration: {exc}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def load_config(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Merge defaults < TOML (``config_file`` or ``./conjure.toml``) < ``env`` < ``flags``.
+
+    ``flags`` maps dotted keys (``"pool.max_machines"``) to values; ``None`` values are
+    skipped (a flag the user did not give).
+    """
+    tree: dict[str, Any] = {}
+    if config_file is not None:
+        tree = _merge(tree, read_toml(Path(config_file)))
+    else:
+        default = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
+        if default.is_file():
+            tree = _merge(tree, read_toml(default))
+    tree = _merge(tree, _env_overrides(os.environ if env is None else env))
+    over: dict[str, Any] = {}
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(over, dotted, value)
+    tree = _merge(tree, over)
+    return structure_config(tree)
