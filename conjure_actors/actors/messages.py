@@ -1,0 +1,199 @@
+"""Commands the four actors accept (imperative names), and the one-shot reply slot they use.
+
+Events (past tense, persisted) live in :mod:`conjure_actors.domain.events`; the messages
+here are *commands*: in-process, never persisted, carrying live objects (reply slots,
+clients). An actor decides on a command, emits events, and answers through a :class:`Reply`
+when the answer can take long (a lease may wait minutes for a machine to boot): the asker
+awaits the reply without holding the actor's mailbox, so the actor keeps serving others.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Generic, TypeVar
+
+import attrs
+import trio
+
+from conjure_actors.errors import ConjureError
+
+T = TypeVar("T")
+
+
+class LeaseFailedError(ConjureError):
+    """No machine could be leased for a job (budget refused, machine never ready, shutdown)."""
+
+    def __init__(self, message: str, *, retryable: bool, reason: str) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.reason = reason
+
+
+class MachineGoneError(ConjureError):
+    """The machine a job was running on vanished, stopped or failed its health check."""
+
+
+class Reply(Generic[T]):
+    """A one-shot reply: the actor calls :meth:`set` or :meth:`fail`; the asker awaits
+    :meth:`wait`. Setting twice is ignored (the first answer wins: a lease granted and then
+    cancelled by shutdown keeps its grant, and the asker releases it)."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, value: T) -> bool:
+        if self._event.is_set():
+            return False
+        self._value = value
+        self._event.set()
+        return True
+
+    def fail(self, error: BaseException) -> bool:
+        if self._event.is_set():
+            return False
+        self._error = error
+        self._event.set()
+        return True
+
+    async def wait(self) -> T:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------- MachineActor (the pool)
+
+
+@attrs.frozen
+class Lease:
+    """A machine handed to a job: ``server_id`` and the live ComfyUI client to talk to it."""
+
+    server_id: str
+    client: object  # ComfyUIClient; kept untyped here so messages import no client module
+
+
+@attrs.frozen(eq=False)
+class LeaseMachine:
+    """Ask the pool for a machine able to run ``workflow_version`` (``None``: any).
+
+    ``only_server``: recovery re-attaching a submitted prompt wants that one machine, or
+    nothing (the reply then fails with ``reason="gone"``).
+    """
+
+    job_id: str
+    workflow_version: str | None
+    priority: int
+    reply: Reply[Lease]
+    only_server: str | None = None
+
+
+@attrs.frozen
+class ReleaseMachine:
+    """Give a leased machine back; ``broken`` marks it unfit (e.g. failed health) to stop it."""
+
+    server_id: str
+    job_id: str
+    broken: bool = False
+
+
+@attrs.frozen
+class CancelLease:
+    """Withdraw a pending lease request of ``job_id`` (job cancelled while waiting)."""
+
+    job_id: str
+
+
+@attrs.frozen
+class StopMachine:
+    """Stop one machine now (``reason``: budget, shutdown, user...)."""
+
+    server_id: str
+    reason: str
+
+
+@attrs.frozen(eq=False)
+class StopAllMachines:
+    """Stop launching and stop every machine this run pays for; ``reply`` once all are done."""
+
+    reason: str
+    reply: Reply[list[str]] | None = None
+
+
+@attrs.frozen
+class StopLaunching:
+    """Refuse every new launch from now on (budget reached, or shutdown begun)."""
+
+    reason: str
+
+
+@attrs.frozen
+class PollNow:
+    """Poll the cloud now rather than at the next tick (tests, stalls, recovery)."""
+
+
+# ------------------------------------------------------------------------------ CostActor
+
+
+@attrs.frozen
+class ApproveLaunch:
+    """Ask: may the pool launch a machine of ``server_type`` for ``job_id``? Answers a bool
+    (and emits ``LaunchRefused`` when not)."""
+
+    job_id: str
+    server_type: str
+
+
+@attrs.frozen
+class ApproveRenewal:
+    """Ask: may the pool extend ``server_id``'s lease by ``seconds``? Answers a bool."""
+
+    server_id: str
+    seconds: float
+
+
+@attrs.frozen
+class SetBudget:
+    """Set or change the budget (``None``: no limit); emits ``BudgetSet``."""
+
+    usd: float | None
+
+
+@attrs.frozen
+class AccrueNow:
+    """Accrue every ready machine's cost now (tests; the actor also does it on a timer)."""
+
+
+# -------------------------------------------------------------------------- WorkflowActor
+
+
+@attrs.frozen
+class CancelJob:
+    """Cancel one job (user, Ctrl-C, budget): interrupt or dequeue it, then ``JobCancelled``."""
+
+    job_id: str
+    reason: str = "cancelled"
+
+
+@attrs.frozen
+class JobStallNoticed:
+    """From the MonitorActor: no progress for a while; the WorkflowActor polls the server."""
+
+    job_id: str
+
+
+def usd_to_micros(usd: float | None) -> int | None:
+    """USD (float, user input) to integer micro-USD, rounding to the nearest micro."""
+    if usd is None:
+        return None
+    if not math.isfinite(usd) or usd < 0:
+        raise ValueError(f"not a budget: {usd!r}")
+    return round(usd * 1_000_000)
