@@ -1,1 +1,55 @@
-"""eventlog: a domain-free append-only log of msgspec Structs."""
+"""eventlog: a domain-free, append-only log of msgspec Structs.
+
+Write with :func:`open_writer` (sync) or :func:`open_journal` (trio, group commit), read with
+:func:`read` / :func:`follow`, rebuild state with :func:`fold` / :func:`replay`. The file
+format is described in ``docs/eventlog-format.md``; the error tree in :mod:`eventlog.errors`.
+This package never imports ``conjure_actors``.
+"""
+
+from .codec import Upcaster, Upcasters
+from .errors import (
+    CorruptLogError,
+    DiskFullError,
+    EventDecodeError,
+    EventLogError,
+    JournalFailedError,
+    LogClosedError,
+    LogLockedError,
+    LogNotFoundError,
+    LogWriteError,
+    NotALogError,
+    SnapshotError,
+    SubscriberOverflowError,
+    UnknownEventError,
+    UnsupportedVersionError,
+)
+from .reader import LogInfo, fold, read, scan
+from .record import Record
+from .writer import LogWriter, SyncPolicy, open_writer
+
+__all__ = [
+    "CorruptLogError",
+    "DiskFullError",
+    "EventDecodeError",
+    "EventLogError",
+    "JournalFailedError",
+    "LogClosedError",
+    "LogInfo",
+    "LogLockedError",
+    "LogNotFoundError",
+    "LogWriteError",
+    "LogWriter",
+    "NotALogError",
+    "Record",
+    "SnapshotError",
+    "SubscriberOverflowError",
+    "SyncPolicy",
+    "UnknownEventError",
+    "UnsupportedVersionError",
+    "Upcaster",
+    "Upcasters",
+    "fold",
+    "open_writer",
+    "read",
+    "scan",
+]

@@ -1,0 +1,159 @@
+"""The eventlog error tree: one root, one class per thing a caller may want to handle.
+
+Every message is one line that says what is wrong and what to do; the structured context
+(path, byte offset, seq, tag) is also on attributes so callers need not parse messages.
+
+::
+
+    EventLogError                      root: catch this to catch everything from eventlog
+    ├── LogNotFoundError               (also FileNotFoundError) reading a log that does not exist
+    ├── NotALogError                   a directory, or a file without the eventlog magic
+    ├── UnsupportedVersionError        a log written by a newer format version
+    ├── LogLockedError                 another writer holds the file's OS lock
+    ├── LogClosedError                 using a writer / journal after close
+    ├── CorruptLogError                damage in the middle: .offset, .seq (good records follow)
+    ├── EventDecodeError               a frame is intact but its payload does not fit event_type
+    │   └── UnknownEventError          ... because its tag is unknown and no upcaster maps it
+    ├── LogWriteError                  an append failed; the file was truncated back, still valid
+    │   └── DiskFullError              ... because the disk is full (ENOSPC / EDQUOT)
+    ├── SnapshotError                  a snapshot is missing its magic, damaged or mismatched
+    ├── SubscriberOverflowError        a journal subscriber fell more than max_buffer behind
+    └── JournalFailedError             the journal stopped after an earlier failure
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class EventLogError(Exception):
+    """Root of every error raised by :mod:`eventlog`."""
+
+
+class LogNotFoundError(EventLogError, FileNotFoundError):
+    """The log file to read does not exist."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"event log {self.path!r} does not exist; check the path")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class NotALogError(EventLogError):
+    """The path is a directory, or a file that does not start with the eventlog magic."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path!r} is not an event log ({reason})")
+
+
+class UnsupportedVersionError(EventLogError):
+    """The log was written by a newer format version than this code understands."""
+
+    def __init__(self, path: str | os.PathLike[str], version: int, supported: int) -> None:
+        self.path = os.fspath(path)
+        self.version = version
+        self.supported = supported
+        super().__init__(
+            f"event log {self.path!r} has format version {version}, this eventlog reads up to "
+            f"version {supported}; upgrade eventlog to read it"
+        )
+
+
+class LogLockedError(EventLogError):
+    """Another writer (this process or another) holds the log's exclusive lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(
+            f"event log {self.path!r} is locked by another writer; stop it or use another path"
+        )
+
+
+class LogClosedError(EventLogError):
+    """The writer or journal was used after it was closed."""
+
+
+class CorruptLogError(EventLogError):
+    """A damaged record sits in the middle of the log, with intact records after it."""
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, seq: int, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.offset = offset
+        self.seq = seq
+        self.reason = reason
+        super().__init__(
+            f"event log {self.path!r} is corrupt at byte offset {offset} (record seq {seq}: "
+            f"{reason}) with intact records after it; copy them out with eventlog.salvage()"
+        )
+
+
+class EventDecodeError(EventLogError):
+    """An intact record's payload does not decode as ``event_type`` (and no upcaster fixed it)."""
+
+    def __init__(self, seq: int, tag: str | None, reason: str) -> None:
+        self.seq = seq
+        self.tag = tag
+        self.reason = reason
+        super().__init__(
+            f"record seq {seq} (tag {tag!r}) does not decode as the event type: {reason}; "
+            "register an upcaster for this tag"
+        )
+
+
+class UnknownEventError(EventDecodeError):
+    """A record's tag matches no event type and no upcaster."""
+
+    def __init__(self, seq: int, tag: str | None) -> None:
+        self.seq = seq
+        self.tag = tag
+        self.reason = "unknown tag"
+        EventLogError.__init__(
+            self,
+            f"record seq {seq} has unknown event tag {tag!r}; add the event type to the union "
+            "or register an upcaster for this tag",
+        )
+
+
+class LogWriteError(EventLogError):
+    """An append could not be written; the log was truncated back to its last valid record."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        super().__init__(
+            f"cannot append to event log {self.path!r}: {reason}; the log is unchanged "
+            "(still valid), retry once the cause is fixed"
+        )
+
+
+class DiskFullError(LogWriteError):
+    """The disk (or quota) is full; nothing of the failed append is left in the file."""
+
+
+class SnapshotError(EventLogError):
+    """A snapshot file is damaged or does not match the expected state type."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(
+            f"snapshot {self.path!r} is unusable ({reason}); delete it or replay the full log"
+        )
+
+
+class SubscriberOverflowError(EventLogError):
+    """A journal subscriber fell more than ``max_buffer`` records behind and was cut off."""
+
+    def __init__(self, seq: int, max_buffer: float) -> None:
+        self.seq = seq
+        self.max_buffer = max_buffer
+        super().__init__(
+            f"journal subscriber fell {max_buffer} records behind and was closed before record "
+            f"seq {seq}; consume faster, raise max_buffer, or re-read the log from seq {seq}"
+        )
+
+
+class JournalFailedError(EventLogError):
+    """The journal stopped after an earlier failure; ``__cause__`` holds it."""

@@ -1,0 +1,346 @@
+"""``open_writer``: the synchronous, single-writer side of a log file.
+
+Opening scans the whole file (CRCs only, no decoding). A torn tail, the partial record a crash
+left behind, is truncated back to the last intact record and reported in ``dropped_bytes``;
+damage in the middle raises ``CorruptLogError`` and the file is left untouched. The file is
+held under an exclusive, non-blocking ``flock`` for the writer's lifetime, so a second writer
+(in this process or another) fails at once with ``LogLockedError``.
+
+Appends are encoded into an in-process buffer (one ``Encoder.encode_into`` and one
+``struct.pack_into`` per record) and handed to the OS according to the sync policy:
+
+``always``  write and fsync before ``append`` returns.
+``batch``   write and fsync once ``max_batch`` records are pending, or on the first append
+            after ``max_delay`` seconds, and on ``flush()``/``close()``. (In a trio program use
+            ``open_journal``, whose group commit gives every appender durability on return.)
+``none``    write once 64 KiB are buffered, and on ``flush()``/``close()``; never fsync.
+
+If a write or fsync fails (a full disk, an I/O error) the file is truncated back to the last
+durable record, the pending records are forgotten (``last_seq`` goes back with them) and
+``LogWriteError``/``DiskFullError`` is raised: the log stays valid.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from ._format import FRAME, FRAME_SIZE, header_bytes
+from ._format import crc32c_fn as _crc
+from .codec import EventCodec
+from .errors import (
+    DiskFullError,
+    EventLogError,
+    LogClosedError,
+    LogLockedError,
+    LogWriteError,
+    NotALogError,
+)
+from .reader import scan_fd
+from .record import Record
+
+E = TypeVar("E")
+SyncPolicy = Literal["always", "batch", "none"]
+SYNC_POLICIES: Final = ("always", "batch", "none")
+#: Under ``none``, buffered bytes are handed to the OS once the buffer reaches this size.
+BUFFER_LIMIT: Final = 64 * 1024
+_CRC: Final = struct.Struct("<I")
+_DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def event_classes(event_type: Any) -> tuple[type, ...]:
+    """The classes a value of ``event_type`` (a Struct type or a Union of them) may have."""
+    origin = typing.get_origin(event_type)
+    if origin is typing.Union or origin is types.UnionType:
+        return tuple(c for arg in typing.get_args(event_type) for c in event_classes(arg))
+    if origin is typing.Annotated:
+        return event_classes(typing.get_args(event_type)[0])
+    if isinstance(event_type, type):
+        return (event_type,)
+    raise TypeError(
+        f"event_type must be a msgspec Struct type or a Union of them, not {event_type!r}"
+    )
+
+
+def check_sync(sync: str) -> None:
+    """Reject an unknown sync policy with a clear message."""
+    if sync not in SYNC_POLICIES:
+        raise ValueError(f"sync must be one of {', '.join(SYNC_POLICIES)}, not {sync!r}")
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync the directory holding ``path`` so that a new or renamed entry survives a crash."""
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class LogWriter(Generic[E]):
+    """The single writer of one log file (see the module docstring for the policies)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        event_type: Any,
+        *,
+        sync: SyncPolicy = "batch",
+        clock: Callable[[], float] | None = None,
+        max_batch: int = 1024,
+        max_delay: float = 0.05,
+    ) -> None:
+        check_sync(sync)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.path: Final = os.fspath(path)
+        self.event_type: Final = event_type
+        self.sync: Final[SyncPolicy] = sync
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self._clock = clock or time.time
+        self._classes = event_classes(event_type)
+        self._codec = EventCodec(event_type)
+        self._encode_into = self._codec.encoder.encode_into
+        self._buf = bytearray()
+        self._pending = 0  # records in _buf
+        self._unsynced = False  # bytes written since the last fsync
+        self._first_pending_at = 0.0
+        self._fd = self._open()
+        try:
+            info = scan_fd(self.path, self._fd)
+            self.dropped_bytes: int = info.torn_bytes
+            if not info.has_header:
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, header_bytes(), 0)
+                os.fsync(self._fd)
+                fsync_dir(self.path)
+                self._size = len(header_bytes())
+            else:
+                if info.torn_bytes:
+                    os.ftruncate(self._fd, info.good_bytes)
+                    os.fsync(self._fd)
+                self._size = info.good_bytes
+            self._last_seq = info.last_seq
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._durable_seq = self._last_seq  # last seq in the file (written)
+        self._durable_size = self._size
+        self._closed = False
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        if os.path.isdir(self.path):
+            raise NotALogError(self.path, "it is a directory; pass the log file's path")
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except IsADirectoryError:
+            raise NotALogError(self.path, "it is a directory; pass the log file's path") from None
+        except FileNotFoundError:
+            raise EventLogError(
+                f"cannot create event log {self.path!r}: its directory does not exist"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogLockedError(self.path) from None
+        return fd
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last appended record (0 for an empty log)."""
+        return self._last_seq
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    # -- appending --------------------------------------------------------------------------
+
+    def append(self, event: E) -> Record[E]:
+        """Append one event; durable on return only under ``sync="always"``."""
+        if self._closed:
+            raise LogClosedError(f"event log writer for {self.path!r} is closed")
+        if not isinstance(event, self._classes):
+            raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
+        buf = self._buf
+        start = len(buf)
+        try:
+            self._encode_into(event, buf, start + FRAME_SIZE)
+        except BaseException:
+            del buf[start:]
+            raise
+        seq = self._last_seq + 1
+        ts = self._clock()
+        end = len(buf)
+        FRAME.pack_into(buf, start, 0, end - start - FRAME_SIZE, seq, ts)
+        _CRC.pack_into(buf, start, _crc(buf[start + 4 : end]))
+        self._last_seq = seq
+        self._after_append(1)
+        return Record(seq, ts, event)
+
+    def append_many(
+        self, events: Iterable[E], *, ts: Sequence[float] | None = None
+    ) -> list[Record[E]]:
+        """Append events as one unit: all encoded, or none; one write (and fsync) for all.
+
+        ``ts`` optionally gives each record's timestamp (the journal passes append times).
+        """
+        if self._closed:
+            raise LogClosedError(f"event log writer for {self.path!r} is closed")
+        events = list(events)
+        if ts is not None and len(ts) != len(events):
+            raise ValueError(f"got {len(events)} events but {len(ts)} timestamps")
+        buf = self._buf
+        mark = len(buf)
+        seq = self._last_seq
+        now = self._clock() if ts is None else 0.0
+        records: list[Record[E]] = []
+        try:
+            for i, event in enumerate(events):
+                if not isinstance(event, self._classes):
+                    raise TypeError(
+                        f"cannot append {type(event).__name__}: not part of the event type"
+                    )
+                start = len(buf)
+                self._encode_into(event, buf, start + FRAME_SIZE)
+                seq += 1
+                t = now if ts is None else ts[i]
+                end = len(buf)
+                FRAME.pack_into(buf, start, 0, end - start - FRAME_SIZE, seq, t)
+                _CRC.pack_into(buf, start, _crc(buf[start + 4 : end]))
+                records.append(Record(seq, t, event))
+        except BaseException:
+            del buf[mark:]
+            raise
+        self._last_seq = seq
+        if records:
+            self._after_append(len(records))
+        return records
+
+    def _after_append(self, count: int) -> None:
+        if self._pending == 0:
+            self._first_pending_at = time.monotonic()
+        self._pending += count
+        sync = self.sync
+        if sync == "none":
+            if len(self._buf) >= BUFFER_LIMIT:
+                self._write_out()
+        elif sync == "always" or (
+            self._pending >= self.max_batch
+            or time.monotonic() - self._first_pending_at >= self.max_delay
+        ):
+            self._write_out()
+            self._fsync()
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write buffered records to the OS, and fsync them unless ``sync="none"``."""
+        if self._closed:
+            return
+        self._write_out()
+        if self.sync != "none":
+            self._fsync()
+
+    def _write_out(self) -> None:
+        buf = self._buf
+        if not buf:
+            return
+        written = 0
+        try:
+            with memoryview(buf) as mv:
+                while written < len(mv):
+                    written += os.pwrite(self._fd, mv[written:], self._size + written)
+        except OSError as exc:
+            self._roll_back(exc)
+        self._size += len(buf)
+        buf.clear()
+        self._pending = 0
+        if self.sync == "none":
+            # Nothing is ever fsynced under "none": written is as durable as it gets.
+            self._durable_size = self._size
+            self._durable_seq = self._last_seq
+        else:
+            self._unsynced = True
+
+    def _fsync(self) -> None:
+        if not self._unsynced:
+            return
+        try:
+            _fdatasync(self._fd)
+        except OSError as exc:
+            self._roll_back(exc)
+        self._unsynced = False
+        self._durable_size = self._size
+        self._durable_seq = self._last_seq
+
+    def _roll_back(self, exc: OSError) -> typing.NoReturn:
+        """Forget everything not yet durable, truncate the file back, raise a clear error."""
+        lost = self._last_seq - self._durable_seq
+        self._buf.clear()
+        self._pending = 0
+        self._unsynced = False
+        self._last_seq = self._durable_seq
+        self._size = self._durable_size
+        try:
+            os.ftruncate(self._fd, self._durable_size)
+        except OSError as trunc_exc:
+            exc.add_note(f"truncating back to {self._durable_size} bytes also failed: {trunc_exc}")
+        cls = DiskFullError if exc.errno in _DISK_FULL else LogWriteError
+        err = cls(self.path, os.strerror(exc.errno) if exc.errno else str(exc))
+        err.add_note(f"{lost} record(s) after seq {self._durable_seq} were not written")
+        raise err from exc
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush (per the policy), release the lock and close the file. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            os.close(self._fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> LogWriter[E]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LogWriter {self.path!r} sync={self.sync} last_seq={self._last_seq}>"
+
+
+def open_writer(
+    path: str | os.PathLike[str],
+    event_type: Any,
+    *,
+    sync: SyncPolicy = "batch",
+    clock: Callable[[], float] | None = None,
+    max_batch: int = 1024,
+    max_delay: float = 0.05,
+) -> LogWriter[Any]:
+    """Open (creating with mode 0600 if needed) the log at ``path`` for appending.
+
+    Use as a context manager. ``clock`` gives each record's ``ts`` (default ``time.time``).
+    """
+    return LogWriter(
+        path, event_type, sync=sync, clock=clock, max_batch=max_batch, max_delay=max_delay
+    )
