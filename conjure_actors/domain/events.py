@@ -206,13 +206,15 @@ class MachineLaunchRequested(
 
     ``request_key`` is chosen locally and unique; if the log ends before the matching
     ``MachineLaunched``/``MachineLaunchFailed``, recovery lists the account's servers to find
-    what this request may have started.
+    what this request may have started. ``max_jobs`` is how many jobs the machine may run
+    at once (``jobs_per_machine``).
     """
 
     request_key: str
     server_type: str
     workflow_version: str
     estimated_duration: int
+    max_jobs: int = 1
     at: float
 
 
@@ -337,6 +339,7 @@ class MachineAdopted(msgspec.Struct, frozen=True, kw_only=True, tag="machine.ado
     estimated_stopping_at: float | None = None
     rate_micros_per_hour: int = 0
     price_table_version: str = ""
+    max_jobs: int = 1
     at: float
 
 

@@ -1,0 +1,437 @@
+"""The decide step: pure functions that read the state, validate a command, return events.
+
+An actor never assigns to the state. It calls one of these with the current state and the
+facts it learned (times, ids, what a server said); a rejected command raises a
+:class:`~conjure_actors.domain.errors.DomainError` and emits nothing; an accepted one returns
+the event(s) to journal. :func:`~conjure_actors.domain.state.apply` then folds them in.
+Nothing here reads a clock or makes an id: the caller passes ``at`` and every id.
+
+Naming: functions are the commands, in the imperative (``start_job``, ``lease_machine``);
+the events they return are in the past tense.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import prices
+from conjure_actors.domain.errors import CommandRejectedError, IllegalTransitionError
+from conjure_actors.domain.state import (
+    ACTIVE_STATUSES,
+    CANCELLED,
+    FAILED,
+    LEGAL_TRANSITIONS,
+    M_READY,
+    MACHINE_GONE,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    Machine,
+    State,
+)
+
+__all__ = [
+    "BUDGET_WARNING_FRACTION",
+    "Intents",
+    "accrue_cost",
+    "budget_check",
+    "cancel_job",
+    "check_launch",
+    "check_transition",
+    "fail_job",
+    "idle_machines",
+    "lease_machine",
+    "machine_launched",
+    "machine_ready",
+    "machine_stopped",
+    "next_jobs",
+    "pending_intents",
+    "queue_job",
+    "release_machine",
+    "request_launch",
+    "retry_job",
+    "reusable_machine",
+    "spent_micros",
+    "start_job",
+    "stop_machine",
+    "submit_job",
+    "succeed_job",
+]
+
+BUDGET_WARNING_FRACTION: Final = 0.8
+
+
+def check_transition(job_id: str, from_status: str, to_status: str) -> None:
+    """Raise :class:`IllegalTransitionError` (naming job, from and to) unless legal."""
+    if to_status not in LEGAL_TRANSITIONS.get(from_status, frozenset()):
+        raise IllegalTransitionError(job_id, from_status, to_status)
+
+
+def _job(state: State, job_id: str) -> Job:
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise CommandRejectedError(f"no job {job_id} in this run: check the job id")
+    return job
+
+
+def _machine(state: State, server_id: str) -> Machine:
+    machine = state.machines.get(server_id)
+    if machine is None:
+        raise CommandRejectedError(f"no machine {server_id} in this run: check the server id")
+    return machine
+
+
+# ------------------------------------------------------------------------------- jobs
+
+
+def submit_job(
+    state: State,
+    *,
+    job_id: str,
+    workflow_sha256: str,
+    at: float,
+    bindings: Mapping[str, str] | None = None,
+    image_path: str | None = None,
+    image_sha256: str | None = None,
+    prompt: str | None = None,
+    priority: int = 0,
+    seed: int | None = None,
+    parent_id: str | None = None,
+    workflow_version: str | None = None,
+) -> ev.JobSubmitted:
+    """A new job on a registered workflow; ids must be new, a parent must exist."""
+    if job_id in state.jobs:
+        raise CommandRejectedError(f"job {job_id} already exists: choose a new job id")
+    if workflow_sha256 not in state.workflows:
+        raise CommandRejectedError(
+            f"job {job_id}: workflow {workflow_sha256[:12]} is not registered: register it first"
+        )
+    if parent_id is not None and parent_id not in state.jobs:
+        raise CommandRejectedError(f"job {job_id}: parent job {parent_id} does not exist")
+    return ev.JobSubmitted(
+        job_id=job_id,
+        workflow_sha256=workflow_sha256,
+        bindings=dict(bindings or {}),
+        image_path=image_path,
+        image_sha256=image_sha256,
+        prompt=prompt,
+        priority=priority,
+        seed=seed,
+        parent_id=parent_id,
+        workflow_version=workflow_version,
+        at=at,
+    )
+
+
+def queue_job(state: State, job_id: str, *, at: float, reason: str = "") -> ev.JobQueued:
+    """Queue (or requeue) a job waiting for a machine."""
+    check_transition(job_id, _job(state, job_id).status, QUEUED)
+    return ev.JobQueued(job_id=job_id, reason=reason, at=at)
+
+
+def start_job(state: State, job_id: str, server_id: str, *, at: float) -> ev.JobStarted:
+    """Start the next attempt of a job on a machine it holds a lease on."""
+    job = _job(state, job_id)
+    check_transition(job_id, job.status, RUNNING)
+    machine = _machine(state, server_id)
+    if job_id not in machine.leases:
+        raise CommandRejectedError(
+            f"job {job_id} holds no lease on machine {server_id}: lease it first"
+        )
+    return ev.JobStarted(job_id=job_id, attempt=job.attempt + 1, server_id=server_id, at=at)
+
+
+def retry_job(state: State, job_id: str, *, delay: float, reason: str, at: float) -> ev.JobRetrying:
+    """Schedule another attempt after ``delay`` seconds."""
+    job = _job(state, job_id)
+    check_transition(job_id, job.status, RETRYING)
+    if delay < 0:
+        raise CommandRejectedError(f"job {job_id}: retry delay {delay} is negative")
+    return ev.JobRetrying(job_id=job_id, attempt=job.attempt, delay=delay, reason=reason, at=at)
+
+
+def succeed_job(state: State, job_id: str, *, at: float) -> ev.JobSucceeded:
+    """Mark a job done: it must be running and have at least one verified output."""
+    job = _job(state, job_id)
+    check_transition(job_id, job.status, SUCCEEDED)
+    if not job.outputs:
+        raise CommandRejectedError(
+            f"job {job_id} has no saved output: download and verify its outputs first"
+        )
+    return ev.JobSucceeded(job_id=job_id, at=at)
+
+
+def fail_job(
+    state: State,
+    job_id: str,
+    *,
+    error_type: str,
+    message: str,
+    retryable: bool = False,
+    at: float,
+) -> ev.JobFailed:
+    """Give up on a job (terminal)."""
+    check_transition(job_id, _job(state, job_id).status, FAILED)
+    return ev.JobFailed(
+        job_id=job_id, error_type=error_type, message=message, retryable=retryable, at=at
+    )
+
+
+def cancel_job(state: State, job_id: str, *, reason: str, at: float) -> ev.JobCancelled:
+    """Cancel a job that has not finished."""
+    check_transition(job_id, _job(state, job_id).status, CANCELLED)
+    return ev.JobCancelled(job_id=job_id, reason=reason, at=at)
+
+
+def next_jobs(state: State) -> list[str]:
+    """Queued jobs in the order they should get a machine: priority (high first), then
+    submission time, then id (a total, deterministic order)."""
+    queued = [job for job in state.jobs.values() if job.status == QUEUED]
+    queued.sort(key=lambda j: (-j.priority, j.submitted_at, j.job_id))
+    return [job.job_id for job in queued]
+
+
+# --------------------------------------------------------------------------- machines
+
+
+def request_launch(
+    state: State,
+    *,
+    request_key: str,
+    server_type: str,
+    workflow_version: str,
+    estimated_duration: int,
+    table: prices.PriceTable,
+    at: float,
+    max_jobs: int = 1,
+) -> ev.MachineLaunchRequested:
+    """The launch intent (log it BEFORE the POST). The server type must have a price."""
+    if request_key in state.launch_requests or any(
+        m.request_key == request_key for m in state.machines.values()
+    ):
+        raise CommandRejectedError(f"launch request {request_key} already used: pick a new key")
+    if estimated_duration <= 0:
+        raise CommandRejectedError(f"estimated_duration must be positive, not {estimated_duration}")
+    if max_jobs < 1:
+        raise CommandRejectedError(f"max_jobs must be at least 1, not {max_jobs}")
+    table.rate(server_type)
+    return ev.MachineLaunchRequested(
+        request_key=request_key,
+        server_type=server_type,
+        workflow_version=workflow_version,
+        estimated_duration=estimated_duration,
+        max_jobs=max_jobs,
+        at=at,
+    )
+
+
+def machine_launched(
+    state: State, *, request_key: str, server_id: str, at: float
+) -> ev.MachineLaunched:
+    """RunComfy answered the launch of ``request_key`` with ``server_id``."""
+    if request_key not in state.launch_requests:
+        raise CommandRejectedError(f"no pending launch request {request_key}")
+    if server_id in state.machines:
+        raise CommandRejectedError(f"machine {server_id} is already known")
+    return ev.MachineLaunched(request_key=request_key, server_id=server_id, at=at)
+
+
+def machine_ready(
+    state: State,
+    server_id: str,
+    *,
+    service_ready_at: float,
+    estimated_stopping_at: float | None,
+    table: prices.PriceTable,
+    at: float,
+) -> ev.MachineReady:
+    """The server reports Ready: fix its rate from ``table`` (recorded in the event)."""
+    machine = _machine(state, server_id)
+    if machine.status in MACHINE_GONE:
+        raise CommandRejectedError(f"machine {server_id} is {machine.status}, it cannot be ready")
+    if machine.server_type is None:
+        raise CommandRejectedError(f"machine {server_id} has no server type to price")
+    return ev.MachineReady(
+        server_id=server_id,
+        service_ready_at=service_ready_at,
+        estimated_stopping_at=estimated_stopping_at,
+        rate_micros_per_hour=table.rate(machine.server_type),
+        price_table_version=table.version,
+        at=at,
+    )
+
+
+def lease_machine(state: State, server_id: str, job_id: str, *, at: float) -> ev.MachineLeased:
+    """Hand a ready machine to an active job, within the machine's job limit."""
+    machine = _machine(state, server_id)
+    job = _job(state, job_id)
+    if machine.status != M_READY:
+        raise CommandRejectedError(f"machine {server_id} is {machine.status}, not ready")
+    if job.status not in ACTIVE_STATUSES:
+        raise CommandRejectedError(f"job {job_id} is {job.status}: it needs no machine")
+    if job_id in machine.leases:
+        raise CommandRejectedError(f"job {job_id} already leases machine {server_id}")
+    if len(machine.leases) >= machine.max_jobs:
+        raise CommandRejectedError(
+            f"machine {server_id} already runs {len(machine.leases)} of {machine.max_jobs} jobs"
+        )
+    return ev.MachineLeased(server_id=server_id, job_id=job_id, at=at)
+
+
+def release_machine(state: State, server_id: str, job_id: str, *, at: float) -> ev.MachineReleased:
+    """Job ``job_id`` gives its lease on ``server_id`` back."""
+    if job_id not in _machine(state, server_id).leases:
+        raise CommandRejectedError(f"job {job_id} holds no lease on machine {server_id}")
+    return ev.MachineReleased(server_id=server_id, job_id=job_id, at=at)
+
+
+def reusable_machine(state: State, workflow_version: str | None) -> str | None:
+    """A ready machine with a free slot for ``workflow_version`` (None matches any), the
+    least loaded first, then the oldest ready; None if there is none."""
+    best: tuple[int, float, str] | None = None
+    for m in state.machines.values():
+        if m.status != M_READY or len(m.leases) >= m.max_jobs:
+            continue
+        if (
+            workflow_version is not None
+            and m.kind == "runcomfy"
+            and m.workflow_version != workflow_version
+        ):
+            continue
+        key = (len(m.leases), m.service_ready_at or 0.0, m.server_id)
+        if best is None or key < best:
+            best = key
+    return None if best is None else best[2]
+
+
+def idle_machines(state: State, *, now: float, idle_timeout: float) -> list[str]:
+    """Ready RunComfy machines with no lease since at least ``idle_timeout`` seconds."""
+    return sorted(
+        m.server_id
+        for m in state.machines.values()
+        if m.kind == "runcomfy"
+        and m.status == M_READY
+        and not m.leases
+        and m.idle_since is not None
+        and now - m.idle_since >= idle_timeout
+    )
+
+
+def stop_machine(state: State, server_id: str, *, reason: str, at: float) -> ev.MachineStopping:
+    """The stop intent (log it BEFORE the DELETE)."""
+    machine = _machine(state, server_id)
+    if machine.status in MACHINE_GONE:
+        raise CommandRejectedError(f"machine {server_id} is already {machine.status}")
+    return ev.MachineStopping(server_id=server_id, reason=reason, at=at)
+
+
+def machine_stopped(
+    state: State, server_id: str, *, stopped_at: float, at: float
+) -> ev.MachineStopped:
+    """The DELETE returned 200 at ``stopped_at``: the final bill by THE billing rule."""
+    machine = _machine(state, server_id)
+    if machine.status == "stopped":
+        raise CommandRejectedError(f"machine {server_id} is already stopped")
+    seconds = prices.billed_seconds(machine.service_ready_at, stopped_at)
+    return ev.MachineStopped(
+        server_id=server_id,
+        stopped_at=stopped_at,
+        billed_seconds=seconds,
+        cost_micros=prices.cost_micros(machine.rate_micros_per_hour, seconds),
+        at=at,
+    )
+
+
+# ------------------------------------------------------------------------------- cost
+
+
+def accrue_cost(state: State, server_id: str, *, until: float, at: float) -> ev.CostAccrued:
+    """The machine's cumulative cost up to ``until`` (for a ready or stopping machine)."""
+    machine = _machine(state, server_id)
+    if machine.status in MACHINE_GONE or machine.service_ready_at is None:
+        raise CommandRejectedError(f"machine {server_id} is not billing ({machine.status})")
+    if machine.accrued_until is not None and until < machine.accrued_until:
+        raise CommandRejectedError(f"machine {server_id}: cost already accrued past {until}")
+    return ev.CostAccrued(
+        server_id=server_id,
+        amount_micros=prices.machine_cost_micros(
+            machine.rate_micros_per_hour, machine.service_ready_at, until
+        ),
+        until=until,
+        rate_micros_per_hour=machine.rate_micros_per_hour,
+        price_table_version=machine.price_table_version,
+        at=at,
+    )
+
+
+def spent_micros(state: State) -> int:
+    """What the ledger says was spent so far."""
+    return state.ledger.total_micros
+
+
+def budget_check(state: State, *, at: float) -> list[ev.BudgetWarning | ev.BudgetExceeded]:
+    """The budget events now due (each once): a warning at 80%, exceeded at 100%."""
+    limit = state.budget.limit_micros
+    if limit is None:
+        return []
+    spent = state.ledger.total_micros
+    out: list[ev.BudgetWarning | ev.BudgetExceeded] = []
+    if not state.budget.warned and spent * 10 >= limit * 8:
+        out.append(ev.BudgetWarning(spent_micros=spent, limit_micros=limit, at=at))
+    if not state.budget.exceeded and spent >= limit:
+        out.append(ev.BudgetExceeded(spent_micros=spent, limit_micros=limit, at=at))
+    return out
+
+
+def check_launch(
+    state: State, job_id: str, *, estimate_micros: int, at: float
+) -> ev.LaunchRefused | None:
+    """None if a launch costing ``estimate_micros`` fits the budget, else the refusal."""
+    limit = state.budget.limit_micros
+    if limit is None:
+        return None
+    remaining = limit - state.ledger.total_micros
+    if state.budget.exceeded or estimate_micros > remaining:
+        return ev.LaunchRefused(
+            job_id=job_id, estimate_micros=estimate_micros, remaining_micros=remaining, at=at
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+@attrs.frozen
+class Intents:
+    """What recovery must reconcile after a crash (sorted, deterministic)."""
+
+    launch_requests: tuple[str, ...]
+    """Launch intents without outcome: a server may exist that the log never named."""
+    prompts: tuple[str, ...]
+    """Prompt ids POSTed (maybe) without an answer: look them up before resubmitting."""
+    machines: tuple[str, ...]
+    """RunComfy machines the log says may still be running (not stopped, not lost)."""
+    jobs: tuple[str, ...]
+    """Jobs not in a terminal state."""
+
+
+def pending_intents(state: State) -> Intents:
+    """Everything a resume must look at, from the log alone."""
+    return Intents(
+        launch_requests=tuple(sorted(state.launch_requests)),
+        prompts=tuple(sorted(state.submitting)),
+        machines=tuple(
+            sorted(
+                m.server_id
+                for m in state.machines.values()
+                if m.kind == "runcomfy" and m.status not in MACHINE_GONE
+            )
+        ),
+        jobs=tuple(sorted(j.job_id for j in state.jobs.values() if j.status in ACTIVE_STATUSES)),
+    )
