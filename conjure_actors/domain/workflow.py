@@ -1,0 +1,605 @@
+"""ComfyUI API-format workflow graphs: load, validate, bind inputs, find outputs and roles.
+
+An API-format graph maps a node id (a string) to ``{"class_type", "inputs", "_meta"?}``.
+An input value is a *literal* (str, int, float, bool, or ``{"__value__": x}`` for a literal
+list) or a *link* ``[source_node_id, output_index]`` (any 2-element list is read as a link,
+as ComfyUI does). See ``protocols/comfyui.md`` section 3.
+
+Validation reports EVERY problem at once, each naming the node id and the input. It is
+stronger with a *catalog* (node knowledge from ComfyUI's ``/object_info``: output types,
+required and optional inputs, output nodes, see :class:`NodeSpec`); without one it checks
+the structure and falls back to a built-in list of output classes.
+
+*Bindings* are ``"NODE.INPUT" -> JSON text`` (how ``JobSubmitted`` stores them): the image
+goes into a LoadImage node, the prompt into a text-encode node, ``--set NODE.INPUT=VALUE``
+anywhere (VALUE parsed as JSON when it parses, so ``true``/``20``/``0.5`` keep their types,
+else taken as a string). *Roles* are the CONJURE workflow's named nodes (input image,
+prompt, depth image, GLB mesh), found by ``_meta.title`` first, then by class.
+
+Everything here is pure except :func:`load_workflow`, which reads the file it is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from conjure_actors.domain.errors import WorkflowError
+
+__all__ = [
+    "BUILTIN_OUTPUT_CLASSES",
+    "IMAGE_LOADER_CLASSES",
+    "TEXT_ENCODER_INPUTS",
+    "Catalog",
+    "NodeSpec",
+    "Roles",
+    "Workflow",
+    "apply_bindings",
+    "bindings_for",
+    "canonical_json",
+    "catalog_from_object_info",
+    "conjure_roles",
+    "graph_sha256",
+    "is_link",
+    "load_workflow",
+    "node_sort_key",
+    "output_nodes",
+    "parse_set",
+    "parse_value",
+    "seed_inputs",
+    "validate_bindings",
+    "validate_graph",
+    "workflow_from_mapping",
+    "workflow_from_text",
+]
+
+BUILTIN_OUTPUT_CLASSES: Final = frozenset(
+    {
+        "SaveImage",
+        "PreviewImage",
+        "SaveImageWebsocket",
+        "SaveAnimatedWEBP",
+        "SaveAnimatedPNG",
+        "SaveGLB",
+        "SaveLatent",
+        "SaveAudio",
+        "SaveVideo",
+        "SaveWEBM",
+        "PreviewAny",
+        "PreviewAudio",
+        "Preview3D",
+    }
+)
+"""Output classes known without a catalog (``output_node: true`` in ``/object_info``)."""
+
+IMAGE_LOADER_CLASSES: Final = ("LoadImage", "LoadImageOutput")
+
+TEXT_ENCODER_INPUTS: Final[Mapping[str, tuple[str, ...]]] = {
+    "CLIPTextEncodeFlux": ("clip_l", "t5xxl"),
+    "CLIPTextEncode": ("text",),
+    "CLIPTextEncodeSDXL": ("text_g", "text_l"),
+    "CLIPTextEncodeSD3": ("clip_l", "clip_g", "t5xxl"),
+}
+"""Text-encode classes and the inputs a prompt goes into."""
+
+ROLE_TITLES: Final[Mapping[str, str]] = {
+    "input_image": "INPUTIMAGE",
+    "prompt": "POSITIVECLIP",
+    "depth_image": "EXPORT IMAGE",
+    "mesh": "EXPORTGLB",
+}
+
+SEED_INPUTS: Final = ("seed", "noise_seed")
+
+# ------------------------------------------------------------------------------ catalog
+
+
+@attrs.frozen
+class NodeSpec:
+    """What ComfyUI's ``/object_info`` says about one node class."""
+
+    class_type: str
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    input_types: Mapping[str, str] = attrs.Factory(dict)
+    """Input name -> its type (``IMAGE``, ``INT``...; ``COMBO`` for a list of choices)."""
+    outputs: tuple[str, ...] = ()
+    output_node: bool = False
+
+    @classmethod
+    def from_object_info(cls, class_type: str, info: Mapping[str, Any]) -> NodeSpec:
+        """Build from one entry of ``/object_info`` (tolerant of missing keys)."""
+        inputs = info.get("input") or {}
+        types: dict[str, str] = {}
+        names: dict[str, tuple[str, ...]] = {}
+        for section in ("required", "optional"):
+            entries = inputs.get(section) or {}
+            names[section] = tuple(entries)
+            for name, config in entries.items():
+                kind = config[0] if isinstance(config, list | tuple) and config else config
+                types[name] = kind if isinstance(kind, str) else "COMBO"
+        outputs = tuple(str(o) if isinstance(o, str) else "COMBO" for o in info.get("output") or ())
+        return cls(
+            class_type=class_type,
+            required=names["required"],
+            optional=names["optional"],
+            input_types=types,
+            outputs=outputs,
+            output_node=bool(info.get("output_node", False)),
+        )
+
+    def accepts(self, name: str) -> bool:
+        """Whether the class has an input called ``name``."""
+        return name in self.input_types
+
+
+Catalog = Mapping[str, NodeSpec]
+"""class_type -> NodeSpec."""
+
+
+def catalog_from_object_info(object_info: Mapping[str, Any]) -> dict[str, NodeSpec]:
+    """A catalog from a whole ``/object_info`` answer (class name -> info)."""
+    return {
+        name: NodeSpec.from_object_info(name, info)
+        for name, info in object_info.items()
+        if isinstance(info, Mapping)
+    }
+
+
+# ------------------------------------------------------------------------------- basics
+
+
+def node_sort_key(node_id: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order, then the rest alphabetically."""
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def is_link(value: object) -> bool:
+    """Whether an input value is a link (ComfyUI reads ANY 2-element list as one)."""
+    return isinstance(value, list) and len(value) == 2
+
+
+def canonical_json(graph: Mapping[str, Any]) -> str:
+    """The graph as canonical JSON text: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(graph, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def graph_sha256(graph: Mapping[str, Any]) -> str:
+    """sha256 (hex) of :func:`canonical_json`: equal graphs hash equal whatever the layout."""
+    return hashlib.sha256(canonical_json(graph).encode("utf-8")).hexdigest()
+
+
+def _title(node: Mapping[str, Any]) -> str | None:
+    meta = node.get("_meta")
+    title = meta.get("title") if isinstance(meta, Mapping) else None
+    return title if isinstance(title, str) else None
+
+
+def _class(node: Any) -> str | None:
+    if not isinstance(node, Mapping):
+        return None
+    cls = node.get("class_type")
+    return cls if isinstance(cls, str) else None
+
+
+def _inputs(node: Any) -> Mapping[str, Any]:
+    if not isinstance(node, Mapping):
+        return {}
+    inputs = node.get("inputs")
+    return inputs if isinstance(inputs, Mapping) else {}
+
+
+def _is_output(class_type: str | None, catalog: Catalog | None) -> bool:
+    if class_type is None:
+        return False
+    if catalog is not None and class_type in catalog:
+        return catalog[class_type].output_node
+    return class_type in BUILTIN_OUTPUT_CLASSES
+
+
+def output_nodes(graph: Mapping[str, Any], catalog: Catalog | None = None) -> list[str]:
+    """Ids of the output nodes (what ComfyUI runs toward), in node order."""
+    return sorted(
+        (nid for nid, node in graph.items() if _is_output(_class(node), catalog)),
+        key=node_sort_key,
+    )
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+def _ui_format(data: Mapping[str, Any]) -> bool:
+    return isinstance(data.get("nodes"), list) and isinstance(data.get("links"), list)
+
+
+UI_FORMAT_HINT: Final = (
+    "this is a UI-format export (top-level 'nodes' and 'links'): in ComfyUI, export it with"
+    ' "Save (API)" (Workflow > Export (API)) and use that file'
+)
+
+
+def validate_graph(graph: object, catalog: Catalog | None = None) -> list[str]:
+    """Every problem of an API-format graph (empty list: it can run), each naming the node
+    id and, where it applies, the input."""
+    if not isinstance(graph, Mapping):
+        return [f"a workflow is a JSON object of nodes, not {type(graph).__name__}"]
+    if _ui_format(graph):
+        return [UI_FORMAT_HINT]
+    if not graph:
+        return ["the workflow has no nodes"]
+    problems: list[str] = []
+    edges: dict[str, list[tuple[str, str]]] = {}  # node -> [(input name, source node)]
+    for nid in sorted(graph, key=node_sort_key):
+        node = graph[nid]
+        where = f"node {nid}"
+        if not isinstance(node, Mapping):
+            problems.append(f"{where}: is not an object with class_type and inputs")
+            continue
+        cls = _class(node)
+        if cls is None:
+            problems.append(f"{where}: missing class_type")
+        spec = catalog.get(cls) if catalog is not None and cls is not None else None
+        if catalog is not None and cls is not None and spec is None:
+            problems.append(f"{where}: unknown class {cls!r} (not in the node catalog)")
+        raw_inputs = node.get("inputs", {})
+        if not isinstance(raw_inputs, Mapping):
+            problems.append(f"{where}: 'inputs' must be an object")
+            raw_inputs = {}
+        node_edges = edges.setdefault(nid, [])
+        for name, value in raw_inputs.items():
+            problems.extend(_check_input(graph, nid, name, value, spec, catalog, node_edges))
+        if spec is not None:
+            problems.extend(
+                f"{where} ({cls}) input {name!r}: required input missing"
+                for name in spec.required
+                if name not in raw_inputs
+            )
+    problems.extend(_find_cycles(edges))
+    if not output_nodes(graph, catalog):
+        known = "" if catalog is not None else " (known output classes: SaveImage, SaveGLB...)"
+        problems.append("the workflow has no output node: add a SaveImage or similar node" + known)
+    return problems
+
+
+def _check_input(
+    graph: Mapping[str, Any],
+    nid: str,
+    name: str,
+    value: object,
+    spec: NodeSpec | None,
+    catalog: Catalog | None,
+    node_edges: list[tuple[str, str]],
+) -> list[str]:
+    where = f"node {nid} input {name!r}"
+    if isinstance(value, bool | int | float | str):
+        return []
+    if isinstance(value, Mapping):
+        if "__value__" in value:
+            return []
+        return [f"{where}: an object is neither a literal nor a link (wrap values as __value__)"]
+    if isinstance(value, list):
+        if len(value) != 2:
+            return [
+                f"{where}: a list of {len(value)} items is neither a link [node_id, output_index]"
+                ' nor a literal (wrap a literal list as {"__value__": [...]})'
+            ]
+        source, index = value
+        if not isinstance(source, str):
+            return [f"{where}: link source {source!r} must be a node id string"]
+        if source not in graph:
+            return [f"{where}: link to missing node {source!r}"]
+        node_edges.append((name, source))
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            return [f"{where}: bad output index {index!r} (a non-negative integer)"]
+        src_cls = _class(graph[source])
+        src_spec = catalog.get(src_cls) if catalog is not None and src_cls is not None else None
+        if src_spec is not None:
+            if index >= len(src_spec.outputs):
+                return [
+                    f"{where}: bad output index {index}: node {source} ({src_cls}) has"
+                    f" {len(src_spec.outputs)} outputs"
+                ]
+            wanted = spec.input_types.get(name) if spec is not None else None
+            got = src_spec.outputs[index]
+            if wanted and wanted not in ("*", "COMBO") and got != "*" and wanted != got:
+                return [f"{where}: expects {wanted} but node {source} output {index} is {got}"]
+        return []
+    return [f"{where}: {json.dumps(value)} is neither a literal nor a link"]
+
+
+def _find_cycles(edges: Mapping[str, list[tuple[str, str]]]) -> list[str]:
+    """One problem per link that closes a cycle, with the cycle's path.
+
+    Iterative depth-first search with three colours (no recursion: a long chain of nodes
+    must not hit Python's recursion limit). An edge to a node still on the stack (grey)
+    closes a cycle; the stack from that node is the cycle.
+    """
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(edges, white)
+    problems: list[str] = []
+    for root in sorted(edges, key=node_sort_key):
+        if colour[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = [root]
+        colour[root] = grey
+        while stack:
+            nid, i = stack[-1]
+            out = edges.get(nid, [])
+            if i < len(out):
+                stack[-1] = (nid, i + 1)
+                name, src = out[i]
+                state = colour.get(src, black)
+                if state == grey:
+                    loop = [*path[path.index(src) :], src]
+                    problems.append(
+                        f"node {nid} input {name!r}: link to node {src} closes a cycle"
+                        f" ({' -> '.join(loop)})"
+                    )
+                elif state == white:
+                    colour[src] = grey
+                    stack.append((src, 0))
+                    path.append(src)
+            else:
+                colour[nid] = black
+                stack.pop()
+                path.pop()
+    return problems
+
+
+# ----------------------------------------------------------------------------- workflow
+
+
+@attrs.frozen
+class Workflow:
+    """A validated API-format graph (treat ``graph`` as read-only) and where it came from."""
+
+    graph: Mapping[str, Any]
+    name: str = "workflow"
+
+    @property
+    def sha256(self) -> str:
+        """The graph's canonical hash (how jobs refer to it)."""
+        return graph_sha256(self.graph)
+
+    def canonical_json(self) -> str:
+        """The canonical JSON text (what ``WorkflowRegistered.graph_json`` stores)."""
+        return canonical_json(self.graph)
+
+    def outputs(self, catalog: Catalog | None = None) -> list[str]:
+        """Output node ids."""
+        return output_nodes(self.graph, catalog)
+
+    def roles(self) -> Roles:
+        """The CONJURE roles of this graph."""
+        return conjure_roles(self.graph)
+
+    def class_of(self, node_id: str) -> str | None:
+        """The class of node ``node_id`` (None if absent)."""
+        return _class(self.graph.get(node_id))
+
+    def prompt(self, bindings: Mapping[str, str]) -> dict[str, Any]:
+        """The graph with ``bindings`` injected: the ``prompt`` body of ``POST /prompt``."""
+        return apply_bindings(self.graph, bindings)
+
+
+def workflow_from_mapping(
+    data: object, *, name: str = "workflow", catalog: Catalog | None = None
+) -> Workflow:
+    """Validate ``data`` and wrap it (a deep copy); :class:`WorkflowError` lists every
+    problem."""
+    problems = validate_graph(data, catalog)
+    if problems:
+        raise WorkflowError(problems, source=name)
+    assert isinstance(data, Mapping)
+    return Workflow(copy.deepcopy(dict(data)), name)
+
+
+def workflow_from_text(
+    text: str, *, name: str = "workflow", catalog: Catalog | None = None
+) -> Workflow:
+    """Parse JSON text and validate it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(
+            [f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"], source=name
+        ) from exc
+    return workflow_from_mapping(data, name=name, catalog=catalog)
+
+
+def load_workflow(
+    source: str | os.PathLike[str] | Mapping[str, Any], *, catalog: Catalog | None = None
+) -> Workflow:
+    """A workflow from a JSON file path or a dict (the only function here that does I/O)."""
+    if isinstance(source, Mapping):
+        return workflow_from_mapping(source, catalog=catalog)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError(["file not found: check the path"], source=str(path)) from None
+    except IsADirectoryError:
+        raise WorkflowError(["is a directory, not a workflow file"], source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError([f"cannot read it ({exc})"], source=str(path)) from exc
+    return workflow_from_text(text, name=path.name, catalog=catalog)
+
+
+# ------------------------------------------------------------------------------- roles
+
+
+@attrs.frozen
+class Roles:
+    """Node ids of the CONJURE workflow's roles (None when the graph has no such node)."""
+
+    input_image: str | None = None
+    prompt: str | None = None
+    depth_image: str | None = None
+    mesh: str | None = None
+
+
+def _first(graph: Mapping[str, Any], classes: Iterable[str]) -> str | None:
+    wanted = set(classes)
+    ids = [nid for nid, node in graph.items() if _class(node) in wanted]
+    return min(ids, key=node_sort_key) if ids else None
+
+
+def conjure_roles(graph: Mapping[str, Any]) -> Roles:
+    """Roles by ``_meta.title`` (INPUTIMAGE, POSITIVECLIP, EXPORT IMAGE, EXPORTGLB), else by
+    class (the first LoadImage, text encoder, SaveImage, SaveGLB in node order)."""
+    by_title: dict[str, str] = {}
+    for nid in sorted(graph, key=node_sort_key):
+        node = graph[nid]
+        title = _title(node) if isinstance(node, Mapping) else None
+        for role, wanted in ROLE_TITLES.items():
+            if title is not None and title.strip().upper() == wanted and role not in by_title:
+                by_title[role] = nid
+    return Roles(
+        input_image=by_title.get("input_image") or _first(graph, IMAGE_LOADER_CLASSES),
+        prompt=by_title.get("prompt") or _first(graph, TEXT_ENCODER_INPUTS),
+        depth_image=by_title.get("depth_image") or _first(graph, ("SaveImage",)),
+        mesh=by_title.get("mesh") or _first(graph, ("SaveGLB",)),
+    )
+
+
+def seed_inputs(graph: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(node_id, input)`` of every literal seed input (KSampler ``seed``, ``noise_seed``)."""
+    found: list[tuple[str, str]] = []
+    for nid in sorted(graph, key=node_sort_key):
+        inputs = _inputs(graph[nid])
+        found.extend(
+            (nid, name)
+            for name in SEED_INPUTS
+            if isinstance(inputs.get(name), int) and not isinstance(inputs.get(name), bool)
+        )
+    return found
+
+
+# ----------------------------------------------------------------------------- bindings
+
+
+def parse_value(text: str) -> Any:
+    """JSON when ``text`` parses as JSON (``true``, ``20``, ``0.5``, ``"x"``, ``[1, 2]``),
+    else the text itself as a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    """``"NODE.INPUT=VALUE"`` -> ``("NODE.INPUT", value)``; a malformed one is a
+    :class:`WorkflowError` naming it."""
+    key, sep, raw = text.partition("=")
+    node, dot, name = key.strip().rpartition(".")
+    if not sep or not dot or not node or not name:
+        raise WorkflowError([f"--set {text!r}: use NODE.INPUT=VALUE (e.g. 20.steps=30)"])
+    return f"{node}.{name}", parse_value(raw)
+
+
+def _split(key: str) -> tuple[str, str]:
+    node, _, name = key.rpartition(".")
+    return node, name
+
+
+def validate_bindings(
+    graph: Mapping[str, Any], bindings: Mapping[str, str], catalog: Catalog | None = None
+) -> list[str]:
+    """Problems of ``bindings`` (``"NODE.INPUT"`` -> JSON text) against ``graph``: a missing
+    node, an input the node does not have (per its inputs or the catalog), bad JSON."""
+    problems: list[str] = []
+    for key in sorted(bindings):
+        node_id, name = _split(key)
+        if not node_id or not name:
+            problems.append(f"binding {key!r}: use NODE.INPUT")
+            continue
+        node = graph.get(node_id)
+        if node is None:
+            problems.append(f"binding {key}: no node {node_id!r} in the workflow")
+            continue
+        cls = _class(node)
+        spec = catalog.get(cls) if catalog is not None and cls is not None else None
+        if name not in _inputs(node) and not (spec is not None and spec.accepts(name)):
+            have = ", ".join(sorted(_inputs(node))) or "none"
+            problems.append(f"binding {key}: node {node_id} ({cls}) has no input {name!r} ({have})")
+        try:
+            json.loads(bindings[key])
+        except (json.JSONDecodeError, TypeError):
+            problems.append(f"binding {key}: value is not JSON text")
+    return problems
+
+
+def bindings_for(
+    workflow: Workflow,
+    *,
+    image: str | None = None,
+    prompt: str | None = None,
+    sets: Sequence[str] = (),
+    seed: int | None = None,
+    catalog: Catalog | None = None,
+) -> dict[str, str]:
+    """Resolve a job's inputs into bindings (``"NODE.INPUT"`` -> JSON text).
+
+    ``image`` (the name ComfyUI stored an upload under) goes into the input-image node's
+    ``image``; ``prompt`` into every prompt input of the prompt node (``clip_l`` and
+    ``t5xxl`` for CLIPTextEncodeFlux, ``text`` for CLIPTextEncode); ``seed`` into every
+    literal seed input; then each ``--set NODE.INPUT=VALUE`` (applied last, so it wins).
+    Every problem is reported at once in a :class:`WorkflowError`.
+    """
+    graph = workflow.graph
+    roles = conjure_roles(graph)
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    if image is not None:
+        if roles.input_image is None:
+            problems.append("--image: the workflow has no LoadImage node to take it")
+        else:
+            out[f"{roles.input_image}.image"] = image
+    if prompt is not None:
+        node_id = roles.prompt
+        cls = workflow.class_of(node_id) if node_id is not None else None
+        targets = TEXT_ENCODER_INPUTS.get(cls or "")
+        if node_id is None or not targets:
+            problems.append("--prompt: the workflow has no text-encode node to take it")
+        else:
+            for name in targets:
+                out[f"{node_id}.{name}"] = prompt
+    if seed is not None:
+        for node_id, name in seed_inputs(graph):
+            out[f"{node_id}.{name}"] = seed
+    for text in sets:
+        try:
+            key, value = parse_set(text)
+        except WorkflowError as exc:
+            problems.extend(exc.problems)
+            continue
+        out[key] = value
+    encoded = {key: json.dumps(value, ensure_ascii=False) for key, value in out.items()}
+    binding_problems = validate_bindings(graph, encoded, catalog)
+    problems.extend(binding_problems)
+    if not binding_problems:
+        # A bound value may itself be a link (a 2-item list): check the graph it makes.
+        problems.extend(validate_graph(apply_bindings(graph, encoded), catalog))
+    if problems:
+        raise WorkflowError(problems, source=workflow.name)
+    return encoded
+
+
+def apply_bindings(graph: Mapping[str, Any], bindings: Mapping[str, str]) -> dict[str, Any]:
+    """A deep copy of ``graph`` with every binding's value injected (bindings must have
+    been validated: :func:`validate_bindings`)."""
+    prompt: dict[str, Any] = copy.deepcopy(dict(graph))
+    for key, text in bindings.items():
+        node_id, name = _split(key)
+        node = prompt[node_id]
+        inputs = node.setdefault("inputs", {})
+        inputs[name] = json.loads(text)
+    return prompt
