@@ -23,6 +23,8 @@ from .errors import (
     UnknownEventError,
     UnsupportedVersionError,
 )
+from .journal import EventStore, Journal, JournalStatistics, open_journal
+from .memory import MemoryLog
 from .reader import LogInfo, fold, read, scan
 from .record import Record
 from .writer import LogWriter, SyncPolicy, open_writer
@@ -32,13 +34,17 @@ __all__ = [
     "DiskFullError",
     "EventDecodeError",
     "EventLogError",
+    "EventStore",
+    "Journal",
     "JournalFailedError",
+    "JournalStatistics",
     "LogClosedError",
     "LogInfo",
     "LogLockedError",
     "LogNotFoundError",
     "LogWriteError",
     "LogWriter",
+    "MemoryLog",
     "NotALogError",
     "Record",
     "SnapshotError",
@@ -49,6 +55,7 @@ __all__ = [
     "Upcaster",
     "Upcasters",
     "fold",
+    "open_journal",
     "open_writer",
     "read",
     "scan",
