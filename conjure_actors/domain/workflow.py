@@ -54,6 +54,7 @@ __all__ = [
     "parse_set",
     "parse_value",
     "seed_inputs",
+    "unknown_classes",
     "validate_bindings",
     "validate_graph",
     "workflow_from_mapping",
@@ -225,9 +226,15 @@ UI_FORMAT_HINT: Final = (
 )
 
 
-def validate_graph(graph: object, catalog: Catalog | None = None) -> list[str]:
+def validate_graph(
+    graph: object, catalog: Catalog | None = None, *, strict: bool = True
+) -> list[str]:
     """Every problem of an API-format graph (empty list: it can run), each naming the node
-    id and, where it applies, the input."""
+    id and, where it applies, the input.
+
+    With a catalog and ``strict``, a class the catalog does not know is a problem; with
+    ``strict=False`` (a built-in catalog that cannot know the user's custom nodes) such
+    nodes are checked for structure only (see :func:`unknown_classes`)."""
     if not isinstance(graph, Mapping):
         return [f"a workflow is a JSON object of nodes, not {type(graph).__name__}"]
     if _ui_format(graph):
@@ -246,7 +253,7 @@ def validate_graph(graph: object, catalog: Catalog | None = None) -> list[str]:
         if cls is None:
             problems.append(f"{where}: missing class_type")
         spec = catalog.get(cls) if catalog is not None and cls is not None else None
-        if catalog is not None and cls is not None and spec is None:
+        if strict and catalog is not None and cls is not None and spec is None:
             problems.append(f"{where}: unknown class {cls!r} (not in the node catalog)")
         raw_inputs = node.get("inputs", {})
         if not isinstance(raw_inputs, Mapping):
@@ -312,6 +319,11 @@ def _check_input(
                 return [f"{where}: expects {wanted} but node {source} output {index} is {got}"]
         return []
     return [f"{where}: {json.dumps(value)} is neither a literal nor a link"]
+
+
+def unknown_classes(graph: Mapping[str, Any], catalog: Catalog) -> list[str]:
+    """Classes used by ``graph`` that ``catalog`` does not describe (sorted)."""
+    return sorted({cls for node in graph.values() if (cls := _class(node)) and cls not in catalog})
 
 
 def _find_cycles(edges: Mapping[str, list[tuple[str, str]]]) -> list[str]:
@@ -391,11 +403,11 @@ class Workflow:
 
 
 def workflow_from_mapping(
-    data: object, *, name: str = "workflow", catalog: Catalog | None = None
+    data: object, *, name: str = "workflow", catalog: Catalog | None = None, strict: bool = True
 ) -> Workflow:
     """Validate ``data`` and wrap it (a deep copy); :class:`WorkflowError` lists every
     problem."""
-    problems = validate_graph(data, catalog)
+    problems = validate_graph(data, catalog, strict=strict)
     if problems:
         raise WorkflowError(problems, source=name)
     assert isinstance(data, Mapping)
@@ -403,7 +415,7 @@ def workflow_from_mapping(
 
 
 def workflow_from_text(
-    text: str, *, name: str = "workflow", catalog: Catalog | None = None
+    text: str, *, name: str = "workflow", catalog: Catalog | None = None, strict: bool = True
 ) -> Workflow:
     """Parse JSON text and validate it."""
     try:
@@ -412,15 +424,18 @@ def workflow_from_text(
         raise WorkflowError(
             [f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"], source=name
         ) from exc
-    return workflow_from_mapping(data, name=name, catalog=catalog)
+    return workflow_from_mapping(data, name=name, catalog=catalog, strict=strict)
 
 
 def load_workflow(
-    source: str | os.PathLike[str] | Mapping[str, Any], *, catalog: Catalog | None = None
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
+    strict: bool = True,
 ) -> Workflow:
     """A workflow from a JSON file path or a dict (the only function here that does I/O)."""
     if isinstance(source, Mapping):
-        return workflow_from_mapping(source, catalog=catalog)
+        return workflow_from_mapping(source, catalog=catalog, strict=strict)
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
@@ -430,7 +445,7 @@ def load_workflow(
         raise WorkflowError(["is a directory, not a workflow file"], source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError([f"cannot read it ({exc})"], source=str(path)) from exc
-    return workflow_from_text(text, name=path.name, catalog=catalog)
+    return workflow_from_text(text, name=path.name, catalog=catalog, strict=strict)
 
 
 # ------------------------------------------------------------------------------- roles
@@ -529,7 +544,9 @@ def validate_bindings(
         spec = catalog.get(cls) if catalog is not None and cls is not None else None
         if name not in _inputs(node) and not (spec is not None and spec.accepts(name)):
             have = ", ".join(sorted(_inputs(node))) or "none"
-            problems.append(f"binding {key}: node {node_id} ({cls}) has no input {name!r} ({have})")
+            problems.append(
+                f"binding {key}: node {node_id} ({cls}) has no input {name!r} (it has: {have})"
+            )
         try:
             json.loads(bindings[key])
         except (json.JSONDecodeError, TypeError):
