@@ -1,1 +1,100 @@
-"""runtime layer (see DESIGN.md)."""
+"""The actor runtime: supervised actors on trio, generic (it knows nothing of ComfyUI).
+
+- :class:`Actor` (subclass it), :class:`ActorRef` (``tell``, ``tell_nowait``, ``ask``,
+  ``statistics``), :class:`Reply` (a deferred answer), :func:`shielded` (cleanup that must run).
+- Supervisors: :class:`ActorSpec`, :class:`SupervisorSpec`, :class:`SupervisorRef`,
+  :class:`Strategy`, :class:`Restart`, :class:`Intensity`, :class:`Backoff`.
+- :func:`open_actor_system` / :class:`ActorSystem`: the root supervisor, journal and clocks.
+- Lifecycle events (:mod:`~conjure_actors.runtime.events`) go to an :class:`EventSink`.
+- Errors: :class:`ActorError` and its subclasses (:mod:`~conjure_actors.runtime.errors`).
+"""
+
+from conjure_actors.runtime.actor import (
+    BATCH,
+    DEFAULT_MAILBOX,
+    Actor,
+    ActorRef,
+    ActorStatistics,
+    Reply,
+    Status,
+    shielded,
+)
+from conjure_actors.runtime.errors import (
+    ActorError,
+    ActorStoppedError,
+    AskTimeoutError,
+    EscalationError,
+    MailboxFullError,
+    NameTakenError,
+)
+from conjure_actors.runtime.events import (
+    LIFECYCLE_EVENTS,
+    ActorCrashed,
+    ActorRestarted,
+    ActorStarted,
+    ActorStopped,
+    LifecycleEvent,
+    SupervisorEscalated,
+)
+from conjure_actors.runtime.policy import (
+    DEFAULT_BACKOFF,
+    DEFAULT_INTENSITY,
+    NO_BACKOFF,
+    Backoff,
+    Intensity,
+    Restart,
+    Strategy,
+)
+from conjure_actors.runtime.sink import MAX_MESSAGE, EventSink, ListSink, default_scrub
+from conjure_actors.runtime.supervisor import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    ActorSpec,
+    ChildSpec,
+    SupervisorRef,
+    SupervisorSpec,
+    SupervisorStatistics,
+)
+from conjure_actors.runtime.system import ActorSystem, open_actor_system
+
+__all__ = [
+    "BATCH",
+    "DEFAULT_BACKOFF",
+    "DEFAULT_INTENSITY",
+    "DEFAULT_MAILBOX",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "LIFECYCLE_EVENTS",
+    "MAX_MESSAGE",
+    "NO_BACKOFF",
+    "Actor",
+    "ActorCrashed",
+    "ActorError",
+    "ActorRef",
+    "ActorRestarted",
+    "ActorSpec",
+    "ActorStarted",
+    "ActorStatistics",
+    "ActorStopped",
+    "ActorStoppedError",
+    "ActorSystem",
+    "AskTimeoutError",
+    "Backoff",
+    "ChildSpec",
+    "EscalationError",
+    "EventSink",
+    "Intensity",
+    "LifecycleEvent",
+    "ListSink",
+    "MailboxFullError",
+    "NameTakenError",
+    "Reply",
+    "Restart",
+    "Status",
+    "Strategy",
+    "SupervisorEscalated",
+    "SupervisorRef",
+    "SupervisorSpec",
+    "SupervisorStatistics",
+    "default_scrub",
+    "open_actor_system",
+    "shielded",
+]

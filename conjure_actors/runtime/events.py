@@ -38,12 +38,18 @@ class ActorRestarted(msgspec.Struct, frozen=True, tag="actor.restarted"):
 
 
 class ActorStopped(msgspec.Struct, frozen=True, tag="actor.stopped"):
-    """Emitted by a supervisor when a child ended for good (``reason``: normal, shutdown...)."""
+    """Emitted by a supervisor when a child's incarnation ended and it does not come back by
+    itself. ``reason``: ``normal`` (it stopped itself), ``crashed`` (not restarted by its
+    restart type), ``stopped`` (``stop_child``), ``shutdown``, ``restart`` (stopped so that its
+    group restarts), ``escalated`` (its supervisor gave up), ``failed`` (a dynamic child whose
+    ``on_start`` raised), ``cancelled`` (cancelled from outside). ``forced``: it did not stop
+    within its graceful deadline and was cancelled."""
 
     actor: str
     incarnation: int
     reason: str
     at: float
+    forced: bool = False
 
 
 class SupervisorEscalated(msgspec.Struct, frozen=True, tag="actor.escalated"):

@@ -1,0 +1,688 @@
+"""Supervisors: OTP-style restart policies on trio nurseries.
+
+A supervisor owns an ordered set of children (actors or supervisors), each described by a
+spec. It runs every child's current incarnation as a task in its own nursery and is the only
+code that changes its set of children: every change (a child ended, a backoff timer fired, a
+``start_child``/``stop_child`` request) arrives as a message on its control channel and is
+handled by one loop, one at a time, so there are no races between a crash, a restart and a
+request.
+
+Restart, in order (see :mod:`~conjure_actors.runtime.policy` for the vocabulary):
+
+1. a child ends; its crash is journaled (``ActorCrashed``);
+2. its restart type says whether it comes back at all (else it is removed: ``ActorStopped``);
+3. the restart is counted against the intensity window; one too many and the supervisor
+   escalates: ``SupervisorEscalated`` is journaled, every child is stopped (reverse start
+   order), and the supervisor raises :class:`EscalationError` to its own parent, which treats
+   it as a crash of that child (at the root it leaves ``open_actor_system``);
+4. the strategy picks the group to restart; running siblings of the group are stopped in
+   reverse start order (``ActorStopped(reason="restart")``), temporary ones are dropped;
+5. ``ActorRestarted`` is journaled for each member with the backoff delay, and after the delay
+   (a timer task, so the supervisor keeps serving meanwhile) they start again in start order.
+
+Stopping a child: ask it to stop after its current message, wait up to its
+``shutdown_timeout``, then cancel it (``ActorStopped(forced=True)``). A supervisor's own
+default ``shutdown_timeout`` is infinite: its children's deadlines bound it.
+
+When a supervisor itself is restarted (by its parent), it restarts every child it had: static
+and dynamic, except temporary ones. The children's mailboxes (and so their refs) persist.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, overload
+
+import attrs
+import trio
+
+from conjure_actors.runtime.actor import (
+    _STOPPED_ERRORS,
+    DEFAULT_MAILBOX,
+    Actor,
+    ActorCell,
+    ActorRef,
+    Status,
+    _Ask,
+    spec_capacity,
+)
+from conjure_actors.runtime.errors import (
+    ActorError,
+    ActorStoppedError,
+    EscalationError,
+    NameTakenError,
+)
+from conjure_actors.runtime.events import (
+    ActorCrashed,
+    ActorRestarted,
+    ActorStarted,
+    ActorStopped,
+    SupervisorEscalated,
+)
+from conjure_actors.runtime.policy import (
+    DEFAULT_BACKOFF,
+    DEFAULT_INTENSITY,
+    Backoff,
+    Intensity,
+    Restart,
+    Strategy,
+)
+from conjure_actors.runtime.sink import crash_message
+
+if TYPE_CHECKING:
+    from conjure_actors.runtime.system import ActorSystem
+
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+"""Seconds an actor gets to stop gracefully before it is cancelled."""
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name:
+        raise ValueError(f"an actor name must be non-empty and contain no '/': {name!r}")
+    return name
+
+
+def _specs(
+    children: Iterable[ActorSpec | SupervisorSpec],
+) -> tuple[ActorSpec | SupervisorSpec, ...]:
+    return tuple(children)
+
+
+@attrs.frozen
+class ActorSpec:
+    """How to start (and restart) an actor child: ``factory()`` makes each incarnation."""
+
+    factory: Callable[[], Actor]
+    name: str = attrs.field(converter=_check_name)
+    restart: Restart = Restart.PERMANENT
+    mailbox_size: float = attrs.field(default=DEFAULT_MAILBOX, converter=spec_capacity)
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+
+@attrs.frozen
+class SupervisorSpec:
+    """How to start a supervisor child and its initial (static) children."""
+
+    name: str = attrs.field(converter=_check_name)
+    children: Sequence[ActorSpec | SupervisorSpec] = attrs.field(default=(), converter=_specs)
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: Intensity = DEFAULT_INTENSITY
+    backoff: Backoff = DEFAULT_BACKOFF
+    restart: Restart = Restart.PERMANENT
+    shutdown_timeout: float = math.inf
+
+
+ChildSpec = ActorSpec | SupervisorSpec
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    """A snapshot of one supervisor."""
+
+    path: str
+    status: Status
+    incarnation: int
+    restarts: int
+    """Times this supervisor itself was restarted by its parent."""
+    children: int
+    recent_restarts: int
+    """Restarts of its children inside the current intensity window."""
+
+
+# -- control messages ---------------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class _Exit:
+    child: _Child
+    run_id: int
+
+
+@attrs.define(slots=True)
+class _RestartDue:
+    token: int
+
+
+@attrs.frozen
+class _StartChild:
+    spec: ChildSpec
+
+
+@attrs.frozen
+class _StopChild:
+    name: str
+
+
+# -- children -----------------------------------------------------------------------------
+
+_RUNNING: Final = "running"
+_STOPPING: Final = "stopping"
+_RESTARTING: Final = "restarting"
+_IDLE: Final = "idle"  # not running: before the first start, between supervisor incarnations
+
+
+class _Child:
+    """A supervisor's record of one child: its spec, its unit (cell or supervisor), its run."""
+
+    __slots__ = (
+        "done",
+        "exc",
+        "exc_reported",
+        "forced",
+        "history",
+        "phase",
+        "run_id",
+        "scope",
+        "settled",
+        "spec",
+        "start_ok",
+        "token",
+        "unit",
+    )
+
+    def __init__(self, spec: ChildSpec, unit: ActorCell | Supervisor) -> None:
+        self.spec = spec
+        self.unit = unit
+        self.phase = _IDLE
+        self.run_id = 0
+        self.token = 0
+        self.done = trio.Event()
+        self.settled = trio.Event()
+        self.start_ok = False
+        self.scope: trio.CancelScope | None = None
+        self.exc: BaseException | None = None
+        self.exc_reported = True
+        self.forced = False
+        self.history: deque[float] = deque()
+
+    @property
+    def path(self) -> str:
+        return self.unit.path
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Supervisor:
+    """A supervisor's state that outlives its incarnations; driven like an actor cell."""
+
+    def __init__(self, path: str, spec: SupervisorSpec, system: ActorSystem) -> None:
+        self.path = path
+        self.spec = spec
+        self.system = system
+        self.ctl_send, self.ctl_recv = trio.open_memory_channel[object](math.inf)
+        self.children: dict[str, _Child] = {}
+        self.ref = SupervisorRef(self)
+        self.status = Status.NEW
+        self.incarnation = 0
+        self.restarts = 0
+        self.stop_requested = False
+        self.closed = False
+        self._loop_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._window: deque[float] = deque()
+        self._inflight: _Ask | None = None
+        self._next_run = 0
+        self._next_token = 0
+        for child_spec in spec.children:
+            self._add(child_spec)
+
+    # -- driven by the parent (same protocol as ActorCell) -----------------------------------
+
+    def prepare(self) -> None:
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        if self._loop_scope is not None:
+            self._loop_scope.cancel()
+
+    async def run(self, started: Callable[[], None]) -> None:
+        """One incarnation: start every child in order, then serve the control channel."""
+        self.incarnation += 1
+        self.status = Status.STARTING
+        self._window.clear()
+        reason = "shutdown"
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    with trio.CancelScope() as scope:
+                        self._loop_scope = scope
+                        if self.stop_requested:
+                            scope.cancel()
+                        for child in list(self.children.values()):
+                            if child.phase == _IDLE:
+                                await self._start(child)
+                        self.status = Status.RUNNING
+                        started()
+                        await self._loop()
+                except EscalationError:
+                    reason = "escalated"
+                    raise
+                finally:
+                    self._loop_scope = None
+                    self.status = Status.STOPPING
+                    if self._inflight is not None:
+                        self._inflight.fail(ActorStoppedError(f"supervisor {self.path} stopped"))
+                        self._inflight = None
+                    await self._stop_all(reason)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+
+    def close(self) -> None:
+        """The end for good: close every child and fail requests still queued."""
+        if self.closed:
+            return
+        self.closed = True
+        self.status = Status.STOPPED
+        for child in list(self.children.values()):
+            self._forget(child)
+        while True:
+            try:
+                item = self.ctl_recv.receive_nowait()
+            except (trio.WouldBlock, *_STOPPED_ERRORS):
+                break
+            if isinstance(item, _Ask):
+                item.fail(ActorStoppedError(f"supervisor {self.path} is stopped"))
+        self.ctl_recv.close()
+
+    def statistics(self) -> SupervisorStatistics:
+        return SupervisorStatistics(
+            path=self.path,
+            status=self.status,
+            incarnation=self.incarnation,
+            restarts=self.restarts,
+            children=len(self.children),
+            recent_restarts=len(self._window),
+        )
+
+    # -- the control loop --------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        receive = self.ctl_recv.receive
+        while True:
+            msg = await receive()
+            if isinstance(msg, _Exit):
+                await self._on_exit(msg)
+            elif isinstance(msg, _RestartDue):
+                await self._restart_due(msg.token)
+            elif isinstance(msg, _Ask):
+                if msg.abandoned:
+                    continue
+                self._inflight = msg
+                try:
+                    await self._on_request(msg)
+                finally:
+                    self._inflight = None
+
+    async def _on_request(self, req: _Ask) -> None:
+        cmd = req.msg
+        if isinstance(cmd, _StartChild):
+            try:
+                child = self._add(cmd.spec)
+            except NameTakenError as exc:
+                req.fail(exc)
+                return
+            if await self._start(child):
+                req.resolve(child.unit.ref)
+                return
+            # Failed in on_start (OTP: the child is not added): report, drop, tell the caller.
+            self.children.pop(child.spec.name, None)
+            await self._report_crash(child)
+            await self._stopped_event(child, "failed")
+            self._forget(child)
+            req.fail(
+                child.exc
+                if child.exc is not None
+                else ActorStoppedError(f"actor {child.path} stopped while starting")
+            )
+        elif isinstance(cmd, _StopChild):
+            found = self.children.get(cmd.name)
+            if found is None:
+                req.resolve(False)
+                return
+            if found.phase in (_RUNNING, _STOPPING):
+                await self._stop(found, "stopped")
+            else:
+                await self._stopped_event(found, "stopped")
+            self.children.pop(cmd.name, None)
+            self._forget(found)
+            req.resolve(True)
+
+    async def _on_exit(self, msg: _Exit) -> None:
+        child = msg.child
+        if child.phase != _RUNNING or child.run_id != msg.run_id:
+            return  # we stopped it on purpose, or it is an exit of an earlier incarnation
+        if self.children.get(child.spec.name) is not child:
+            return
+        await self._report_crash(child)
+        crashed = child.exc is not None
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not crashed):
+            child.phase = _IDLE
+            self.children.pop(child.spec.name, None)
+            await self._stopped_event(child, "crashed" if crashed else "normal")
+            self._forget(child)
+            return
+        await self._restart(child)
+
+    async def _restart(self, failed: _Child) -> None:
+        # Restart intensity: a sliding window of restart times; one too many -> escalate.
+        now = trio.current_time()
+        window = self._window
+        window.append(now)
+        period = self.spec.intensity.period
+        while window and window[0] <= now - period:
+            window.popleft()
+        if len(window) > self.spec.intensity.max_restarts:
+            await self.system._emit(
+                SupervisorEscalated(
+                    supervisor=self.path,
+                    child=failed.path,
+                    restarts=len(window),
+                    window=period,
+                    at=self.system._now(),
+                )
+            )
+            raise EscalationError(
+                f"supervisor {self.path} gave up after {len(window)} restarts within "
+                f"{period:g} s (last: {failed.path}); fix the crash or raise the intensity"
+            ) from failed.exc
+
+        order = list(self.children.values())
+        strategy = self.spec.strategy
+        if strategy is Strategy.ONE_FOR_ONE:
+            group = [failed]
+        elif strategy is Strategy.ONE_FOR_ALL:
+            group = order
+        else:
+            group = order[order.index(failed) :]
+
+        for sib in reversed(group):
+            if sib is not failed and sib.phase in (_RUNNING, _STOPPING):
+                await self._stop(sib, "restart")
+
+        history = failed.history
+        while history and history[0] <= now - period:
+            history.popleft()
+        delay = self.spec.backoff.delay(len(history), self.system._rng)
+        history.append(now)
+
+        self._next_token += 1
+        token = self._next_token
+        for member in group:
+            if member is not failed and member.spec.restart is Restart.TEMPORARY:
+                member.phase = _IDLE
+                self.children.pop(member.spec.name, None)
+                self._forget(member)
+                continue
+            member.phase = _RESTARTING
+            member.token = token
+            member.unit.restarts += 1
+            member.unit.status = Status.RESTARTING
+            await self.system._emit(
+                ActorRestarted(
+                    actor=member.path,
+                    incarnation=member.unit.incarnation + 1,
+                    delay=delay,
+                    at=self.system._now(),
+                )
+            )
+        if delay > 0:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._timer, token, delay)
+        else:
+            await self._restart_due(token)
+
+    async def _timer(self, token: int, delay: float) -> None:
+        await trio.sleep(delay)
+        self.ctl_send.send_nowait(_RestartDue(token))
+
+    async def _restart_due(self, token: int) -> None:
+        for child in list(self.children.values()):
+            if child.phase == _RESTARTING and child.token == token:
+                await self._start(child)
+
+    # -- starting and stopping one child ---------------------------------------------------
+
+    def _add(self, spec: ChildSpec) -> _Child:
+        if spec.name in self.children:
+            raise NameTakenError(
+                f"supervisor {self.path} already has a child named {spec.name!r}; pick another"
+            )
+        path = f"{self.path}/{spec.name}"
+        unit: ActorCell | Supervisor
+        if isinstance(spec, ActorSpec):
+            unit = ActorCell(path, spec.factory, spec.mailbox_size, self.system)
+        else:
+            unit = Supervisor(path, spec, self.system)
+        child = _Child(spec, unit)
+        self.children[spec.name] = child
+        self.system._registry[path] = unit.ref
+        return child
+
+    def _forget(self, child: _Child) -> None:
+        """Close a child that is gone for good and drop it from the system's registry."""
+        child.unit.close()
+        if self.system._registry.get(child.path) is child.unit.ref:
+            del self.system._registry[child.path]
+
+    async def _start(self, child: _Child) -> bool:
+        """Launch one incarnation and wait until it started (True) or ended trying (False)."""
+        assert self._nursery is not None
+        self._next_run += 1
+        child.run_id = self._next_run
+        child.phase = _RUNNING
+        child.done = trio.Event()
+        child.settled = trio.Event()
+        child.start_ok = False
+        child.scope = None
+        child.exc = None
+        child.exc_reported = True
+        child.forced = False
+        child.unit.prepare()
+        self._nursery.start_soon(self._runner, child, child.run_id, name=child.path)
+        await child.settled.wait()
+        if child.start_ok:
+            await self.system._emit(
+                ActorStarted(
+                    actor=child.path, incarnation=child.unit.incarnation, at=self.system._now()
+                )
+            )
+        return child.start_ok
+
+    async def _runner(self, child: _Child, run_id: int) -> None:
+        def started() -> None:
+            if child.run_id == run_id:
+                child.start_ok = True
+                child.settled.set()
+
+        done, settled = child.done, child.settled
+        try:
+            with trio.CancelScope() as scope:
+                child.scope = scope
+                if child.phase == _STOPPING:
+                    scope.cancel()
+                try:
+                    await child.unit.run(started)
+                except Exception as exc:
+                    # A crash: record it for the control loop, which applies the policy.
+                    child.exc = _unwrap(exc)
+                    child.exc_reported = False
+            child.forced = scope.cancelled_caught
+        except trio.Cancelled:
+            # Cancelled from outside (our own nursery is going down): say so, then go on.
+            if child.run_id == run_id:
+                await self.system._emit(
+                    ActorStopped(
+                        actor=child.path,
+                        incarnation=child.unit.incarnation,
+                        reason="cancelled",
+                        at=self.system._now(),
+                        forced=True,
+                    )
+                )
+            raise
+        finally:
+            done.set()
+            settled.set()
+        self.ctl_send.send_nowait(_Exit(child, run_id))
+
+    async def _stop(self, child: _Child, reason: str) -> None:
+        """Stop one running child: graceful request, deadline, then cancellation."""
+        child.phase = _STOPPING
+        child.unit.request_stop()
+        if not child.done.is_set():
+            with trio.move_on_after(child.spec.shutdown_timeout):
+                await child.done.wait()
+            if not child.done.is_set():
+                if child.scope is not None:
+                    child.scope.cancel()
+                await child.done.wait()
+                child.forced = True
+        child.phase = _IDLE
+        await self._report_crash(child)
+        await self._stopped_event(child, reason)
+
+    async def _stop_all(self, reason: str) -> None:
+        """Stop every child in reverse start order; drop temporary ones."""
+        for child in reversed(list(self.children.values())):
+            if child.phase in (_RUNNING, _STOPPING):
+                await self._stop(child, reason)
+            elif child.phase == _RESTARTING:
+                child.phase = _IDLE
+                await self._stopped_event(child, reason)
+            if child.spec.restart is Restart.TEMPORARY:
+                self.children.pop(child.spec.name, None)
+                self._forget(child)
+
+    async def _report_crash(self, child: _Child) -> None:
+        if child.exc is None or child.exc_reported:
+            return
+        child.exc_reported = True
+        error_type, message = crash_message(child.exc, self.system._scrub)
+        await self.system._emit(
+            ActorCrashed(
+                actor=child.path,
+                incarnation=child.unit.incarnation,
+                error_type=error_type,
+                message=message,
+                at=self.system._now(),
+            )
+        )
+
+    async def _stopped_event(self, child: _Child, reason: str) -> None:
+        if child.unit.status is not Status.RESTARTING:
+            child.unit.status = Status.STOPPED
+        await self.system._emit(
+            ActorStopped(
+                actor=child.path,
+                incarnation=child.unit.incarnation,
+                reason=reason,
+                at=self.system._now(),
+                forced=child.forced,
+            )
+        )
+
+
+class SupervisorRef:
+    """The address of a supervisor: start and stop children, list them, read statistics."""
+
+    __slots__ = ("_sup", "path")
+
+    def __init__(self, sup: Supervisor) -> None:
+        self._sup = sup
+        self.path = sup.path
+
+    def __repr__(self) -> str:
+        return f"SupervisorRef({self.path!r})"
+
+    @property
+    def name(self) -> str:
+        """The last segment of :attr:`path`."""
+        return self.path.rpartition("/")[2]
+
+    async def _call(self, cmd: object) -> Any:
+        slot = _Ask(cmd, trio.lowlevel.current_task())
+        try:
+            self._sup.ctl_send.send_nowait(slot)
+        except _STOPPED_ERRORS:
+            raise ActorStoppedError(
+                f"supervisor {self.path} is stopped; {type(cmd).__name__[1:]} refused"
+            ) from None
+        slot.waiting = True
+        await trio.lowlevel.wait_task_rescheduled(slot.abort)
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    @overload
+    async def start_child(self, spec: ActorSpec) -> ActorRef: ...
+    @overload
+    async def start_child(self, spec: SupervisorSpec) -> SupervisorRef: ...
+    async def start_child(self, spec: ChildSpec) -> ActorRef | SupervisorRef:
+        """Add a child and wait until it started; raises what its ``on_start`` raised."""
+        ref: ActorRef | SupervisorRef = await self._call(_StartChild(spec))
+        return ref
+
+    async def spawn(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        restart: Restart = Restart.PERMANENT,
+        mailbox_size: float = DEFAULT_MAILBOX,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> ActorRef:
+        """Start an actor child made by ``factory`` (a class, or a ``functools.partial``)."""
+        return await self.start_child(
+            ActorSpec(factory, name, restart, mailbox_size, shutdown_timeout)
+        )
+
+    async def spawn_supervisor(
+        self,
+        name: str,
+        *,
+        children: Sequence[ChildSpec] = (),
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        intensity: Intensity = DEFAULT_INTENSITY,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        restart: Restart = Restart.PERMANENT,
+        shutdown_timeout: float = math.inf,
+    ) -> SupervisorRef:
+        """Start a supervisor child (e.g. a job supervisor hosting one actor per job)."""
+        return await self.start_child(
+            SupervisorSpec(name, children, strategy, intensity, backoff, restart, shutdown_timeout)
+        )
+
+    async def stop_child(self, child: str | ActorRef | SupervisorRef) -> bool:
+        """Stop a child gracefully (deadline, then cancellation) and remove it.
+
+        Returns False if there is no such child (e.g. a temporary child that already ended).
+        """
+        name = child if isinstance(child, str) else child.name
+        if not isinstance(child, str) and child.path != f"{self.path}/{name}":
+            raise ActorError(f"{child.path} is not a child of supervisor {self.path}")
+        stopped: bool = await self._call(_StopChild(name))
+        return stopped
+
+    def children(self) -> list[ActorRef | SupervisorRef]:
+        """The current children's refs, in start order."""
+        return [c.unit.ref for c in self._sup.children.values()]
+
+    def child(self, name: str) -> ActorRef | SupervisorRef | None:
+        """The child called ``name``, if any."""
+        found = self._sup.children.get(name)
+        return None if found is None else found.unit.ref
+
+    def statistics(self) -> SupervisorStatistics:
+        """A frozen snapshot of this supervisor."""
+        return self._sup.statistics()

@@ -1,0 +1,205 @@
+"""The actor system: the root supervisor, the journal, the clocks, and the way in and out.
+
+::
+
+    async with open_actor_system(journal=journal, clock=TrioWallClock()) as system:
+        machines = await system.spawn(MachineActor, name="machines")
+        jobs = await system.spawn_supervisor("jobs", restart=Restart.PERMANENT)
+        ...
+    # leaving the block stops everything in reverse start order, each with its deadline
+
+All timing goes through trio (``trio.sleep``, ``trio.current_time``), so a test under
+``MockClock`` sees restarts, backoffs and deadlines pass instantly; ``clock`` only stamps the
+wall time (``at``) of lifecycle events. If the root supervisor escalates, the block is
+cancelled and ``open_actor_system`` raises :class:`EscalationError`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from conjure_actors.clock import SystemWallClock, WallClock
+from conjure_actors.runtime.actor import DEFAULT_MAILBOX, Actor, ActorRef
+from conjure_actors.runtime.errors import ActorError
+from conjure_actors.runtime.events import ActorStarted, ActorStopped
+from conjure_actors.runtime.policy import (
+    DEFAULT_BACKOFF,
+    DEFAULT_INTENSITY,
+    Backoff,
+    Intensity,
+    Restart,
+    Strategy,
+)
+from conjure_actors.runtime.sink import EventSink, Scrubber, default_scrub, emit
+from conjure_actors.runtime.supervisor import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    ChildSpec,
+    Supervisor,
+    SupervisorRef,
+    SupervisorSpec,
+)
+
+
+class ActorSystem:
+    """Owns the root supervisor; everything else hangs below it. Made by
+    :func:`open_actor_system`."""
+
+    def __init__(
+        self,
+        *,
+        journal: EventSink | None,
+        clock: WallClock,
+        rng: random.Random,
+        scrub: Scrubber,
+    ) -> None:
+        self.journal = journal
+        self.clock = clock
+        self._rng = rng
+        self._scrub = scrub
+        self._registry: dict[str, ActorRef | SupervisorRef] = {}
+        self._root: Supervisor | None = None
+
+    @property
+    def root(self) -> SupervisorRef:
+        """The root supervisor."""
+        if self._root is None:
+            raise ActorError("the actor system is not running")
+        return self._root.ref
+
+    async def spawn(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        restart: Restart = Restart.PERMANENT,
+        mailbox_size: float = DEFAULT_MAILBOX,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> ActorRef:
+        """Start an actor under the root supervisor; see :meth:`SupervisorRef.spawn`."""
+        return await self.root.spawn(
+            factory,
+            name=name,
+            restart=restart,
+            mailbox_size=mailbox_size,
+            shutdown_timeout=shutdown_timeout,
+        )
+
+    async def spawn_supervisor(
+        self,
+        name: str,
+        *,
+        children: Sequence[ChildSpec] = (),
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        intensity: Intensity = DEFAULT_INTENSITY,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        restart: Restart = Restart.PERMANENT,
+        shutdown_timeout: float = math.inf,
+    ) -> SupervisorRef:
+        """Start a supervisor under the root supervisor."""
+        return await self.root.spawn_supervisor(
+            name,
+            children=children,
+            strategy=strategy,
+            intensity=intensity,
+            backoff=backoff,
+            restart=restart,
+            shutdown_timeout=shutdown_timeout,
+        )
+
+    async def stop(self, ref: ActorRef | SupervisorRef) -> bool:
+        """Stop ``ref`` through its parent supervisor (graceful, then cancelled)."""
+        parent = self._registry.get(ref.path.rpartition("/")[0])
+        if not isinstance(parent, SupervisorRef):
+            return False
+        return await parent.stop_child(ref)
+
+    def lookup(self, path: str) -> ActorRef | SupervisorRef | None:
+        """The live actor or supervisor at ``path`` (e.g. ``root/jobs/job-1``), if any."""
+        return self._registry.get(path)
+
+    def _now(self) -> float:
+        return self.clock.now()
+
+    async def _emit(self, event: Any) -> None:
+        await emit(self.journal, event)
+
+    async def _serve_root(self, root: Supervisor, *, task_status: Any) -> None:
+        reason = "shutdown"
+        try:
+            await root.run(task_status.started)
+        except Exception:
+            reason = "escalated"
+            raise
+        finally:
+            await self._emit(
+                ActorStopped(
+                    actor=root.path, incarnation=root.incarnation, reason=reason, at=self._now()
+                )
+            )
+            root.close()
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def open_actor_system(
+    journal: EventSink | None = None,
+    clock: WallClock | None = None,
+    *,
+    name: str = "root",
+    strategy: Strategy = Strategy.ONE_FOR_ONE,
+    intensity: Intensity = DEFAULT_INTENSITY,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    rng: random.Random | int | None = None,
+    scrub: Scrubber = default_scrub,
+) -> AsyncIterator[ActorSystem]:
+    """Run an actor system for the duration of the block.
+
+    ``journal``: where lifecycle events go (``None``: nowhere). ``clock``: wall time for
+    events (default :class:`~conjure_actors.clock.SystemWallClock`). ``rng``: a
+    ``random.Random`` or a seed, for the backoff jitter (deterministic tests). ``scrub``:
+    cleans crash messages before they are journaled. The root supervisor uses ``strategy``,
+    ``intensity`` and ``backoff``.
+
+    Leaving the block stops every actor in reverse start order (each with its graceful
+    deadline). If the root supervisor escalates, the block is cancelled and this raises
+    :class:`EscalationError`. An exception raised alone in the block comes out as itself, not
+    wrapped in an exception group.
+    """
+    system = ActorSystem(
+        journal=journal,
+        clock=clock if clock is not None else SystemWallClock(),
+        rng=rng if isinstance(rng, random.Random) else random.Random(rng),
+        scrub=scrub,
+    )
+    root = Supervisor(
+        name, SupervisorSpec(name, strategy=strategy, intensity=intensity, backoff=backoff), system
+    )
+    system._root = root
+    system._registry[name] = root.ref
+    try:
+        async with trio.open_nursery() as nursery:
+            root.prepare()
+            await nursery.start(system._serve_root, root)
+            await system._emit(ActorStarted(actor=root.path, incarnation=1, at=system._now()))
+            try:
+                yield system
+            finally:
+                root.request_stop()
+    except BaseExceptionGroup as group:
+        leaf = _leaf(group)
+        if leaf is group:
+            raise
+        raise leaf from leaf.__cause__
+    finally:
+        system._root = None
