@@ -80,6 +80,20 @@ class MemoryLog(Generic[E]):
         self, events: Iterable[E], *, ts: Sequence[float] | None = None
     ) -> list[Record[E]]:
         """Append events as one unit: all encoded, or none."""
+        records = self.stage_many(events, ts=ts)
+        pending = len(self._storage.frames) - self._storage.durable
+        if (
+            self.sync == "always"
+            or (self.sync == "batch" and pending >= self.max_batch)
+            or (self.sync == "none" and self._pending_bytes >= BUFFER_LIMIT)
+        ):
+            self.flush()
+        return records
+
+    def stage_many(
+        self, events: Iterable[E], *, ts: Sequence[float] | None = None
+    ) -> list[Record[E]]:
+        """Add events without making them durable; :meth:`flush` does that."""
         if self._closed:
             raise LogClosedError("memory log writer is closed")
         events = list(events)
@@ -95,13 +109,6 @@ class MemoryLog(Generic[E]):
             new.append((len(frames) + i + 1, now if ts is None else ts[i], encode(event)))
         frames.extend(new)
         self._pending_bytes += sum(24 + len(p) for _, _, p in new)
-        pending = len(frames) - self._storage.durable
-        if (
-            self.sync == "always"
-            or (self.sync == "batch" and pending >= self.max_batch)
-            or (self.sync == "none" and self._pending_bytes >= BUFFER_LIMIT)
-        ):
-            self.flush()
         return [Record(seq, t, e) for (seq, t, _), e in zip(new, events, strict=True)]
 
     def flush(self) -> None:

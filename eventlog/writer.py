@@ -200,6 +200,19 @@ class LogWriter(Generic[E]):
 
         ``ts`` optionally gives each record's timestamp (the journal passes append times).
         """
+        records = self.stage_many(events, ts=ts)
+        if records:
+            self._after_append(0)
+        return records
+
+    def stage_many(
+        self, events: Iterable[E], *, ts: Sequence[float] | None = None
+    ) -> list[Record[E]]:
+        """Encode events into the buffer without any write-out; :meth:`flush` commits them.
+
+        The journal stages in the trio thread (CPU work) and flushes in a worker thread (I/O
+        only), so the two threads never fight over the GIL.
+        """
         if self._closed:
             raise LogClosedError(f"event log writer for {self.path!r} is closed")
         events = list(events)
@@ -229,11 +242,13 @@ class LogWriter(Generic[E]):
             raise
         self._last_seq = seq
         if records:
-            self._after_append(len(records))
+            if self._pending == 0:
+                self._first_pending_at = time.monotonic()
+            self._pending += len(records)
         return records
 
     def _after_append(self, count: int) -> None:
-        if self._pending == 0:
+        if self._pending == 0 and count:
             self._first_pending_at = time.monotonic()
         self._pending += count
         sync = self.sync
