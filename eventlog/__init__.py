@@ -23,10 +23,13 @@ from .errors import (
     UnknownEventError,
     UnsupportedVersionError,
 )
+from .follow import follow
 from .journal import EventStore, Journal, JournalStatistics, open_journal
 from .memory import MemoryLog
 from .reader import LogInfo, fold, read, scan
 from .record import Record
+from .salvage import SalvageReport, salvage
+from .snapshot import ReplayResult, read_snapshot, replay, write_snapshot
 from .writer import LogWriter, SyncPolicy, open_writer
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "MemoryLog",
     "NotALogError",
     "Record",
+    "ReplayResult",
+    "SalvageReport",
     "SnapshotError",
     "SubscriberOverflowError",
     "SyncPolicy",
@@ -55,8 +60,13 @@ __all__ = [
     "Upcaster",
     "Upcasters",
     "fold",
+    "follow",
     "open_journal",
     "open_writer",
     "read",
+    "read_snapshot",
+    "replay",
+    "salvage",
     "scan",
+    "write_snapshot",
 ]
