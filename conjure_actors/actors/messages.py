@@ -10,7 +10,7 @@ awaits the reply without holding the actor's mailbox, so the actor keeps serving
 from __future__ import annotations
 
 import math
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
@@ -73,12 +73,14 @@ class Reply(Generic[T]):
 # ------------------------------------------------------------------- MachineActor (the pool)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Lease:
-    """A machine handed to a job: ``server_id`` and the live ComfyUI client to talk to it."""
+    """A machine handed to a job: ``server_id``, the live ComfyUI client to talk to it, and
+    ``lost``, set when the machine vanished or was stopped (the job then requeues)."""
 
     server_id: str
-    client: object  # ComfyUIClient; kept untyped here so messages import no client module
+    client: Any  # ComfyUIClient; kept untyped here so messages import no client module
+    lost: trio.Event
 
 
 @attrs.frozen(eq=False)

@@ -1,16 +1,402 @@
-"""`python -m conjure_actors run` (placeholder until its issue lands)."""
+"""``python -m conjure_actors run``: run a workflow (by default the CONJURE example) to the end.
+
+Where it runs, in order of precedence: ``--comfyui-url`` (a ComfyUI you run: no machines, no
+cost), RunComfy when ``RUNCOMFY_USER_ID`` and ``RUNCOMFY_API_TOKEN`` are set (or in the
+config file; ``RUNCOMFY_API_BASE_URL`` aims it elsewhere, e.g. at ``python -m conjure_actors
+sim``), else the embedded simulated cloud, in-process. The first line says which.
+
+Output: on a terminal a live view; otherwise (or with ``--json``) one JSON line per event on
+stdout, the human lines (banner, summary) on stderr and as ``run.banner``/``run.summary``
+JSON lines. The log goes to ``./runs/`` (mode 0600) unless ``--log``; outputs to
+``OUT/<job_id>/``.
+
+Ctrl-C: stop launching, cancel the jobs, stop every machine this run launched (shielded, with
+a deadline), log ``SystemStopped``, print the summary, exit 130. A second Ctrl-C exits at once
+and names the machines that may still be running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TextIO
 
-HELP = "run (not built yet)"
+import trio
+
+from conjure_actors.actors.example import (
+    DEFAULT_PROMPT,
+    DEFAULT_WORKFLOW,
+    bundled_workflow,
+    example_sketch_png,
+)
+from conjure_actors.actors.view import (
+    event_json_line,
+    summarize,
+    summary_lines,
+)
+from conjure_actors.config import Config, load_config
+from conjure_actors.errors import BudgetError, ConjureError, UsageError
+
+HELP = "run a workflow (default: the CONJURE example on the embedded simulated cloud)"
+
+EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "workflow",
+        nargs="?",
+        metavar="WORKFLOW.json",
+        help="API-format workflow (default: the bundled CONJURE workflow)",
+    )
+    parser.add_argument("--image", metavar="PATH", help="input image for the LoadImage node")
+    parser.add_argument("--prompt", metavar="TEXT", help="text for the prompt node")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="set a node input (repeatable)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="run N jobs with different seeds"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the first job")
+    parser.add_argument("--priority", type=int, default=0, help="job priority (higher first)")
+    parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI you run (no machines)")
+    parser.add_argument("--server-type", help="RunComfy server type (default medium)")
+    parser.add_argument("--workflow-version", help="RunComfy workflow version id")
+    parser.add_argument("--max-machines", type=int, help="machines at most at once")
+    parser.add_argument("--budget", type=float, metavar="USD", help="spending limit")
+    parser.add_argument(
+        "--idle-timeout", type=float, metavar="S", help="stop a machine idle this long"
+    )
+    parser.add_argument("--log", metavar="PATH", help="event log (default under ./runs/)")
+    parser.add_argument("--out", metavar="DIR", default="out", help="outputs go to DIR/<job>/")
+    parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    parser.add_argument("--resume", metavar="LOG", help="resume the run recorded in LOG")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    flags = {
+        "comfyui_url": args.comfyui_url,
+        "runcomfy.server_type": args.server_type,
+        "runcomfy.workflow_version": args.workflow_version,
+        "pool.max_machines": args.max_machines,
+        "budget.usd": args.budget,
+        "pool.idle_timeout": args.idle_timeout,
+        "monitor.json": True if args.json else None,
+    }
+    return load_config(config_file=args.config, flags=flags)
+
+
+class Out:
+    """Where human lines and event lines go (JSON mode: events on stdout, text on stderr)."""
+
+    def __init__(self, json_mode: bool, stdout: TextIO, stderr: TextIO) -> None:
+        self.json_mode = json_mode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def say(self, text: str, kind: str = "run.info", **fields: Any) -> None:
+        if self.json_mode:
+            print(text, file=self.stderr, flush=True)
+            import json
+
+            print(
+                json.dumps({"type": kind, "message": text, **fields}), file=self.stdout, flush=True
+            )
+        else:
+            print(text, file=self.stdout, flush=True)
+
+
+class JsonSink:
+    """MonitorActor sink: one JSON line per published event."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        self.stream.write(event_json_line(seq, ts, event) + "\n")
+
+    def tick(self, state: Any) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class RichSink:
+    """MonitorActor sink: the Rich live view, redrawn on each tick."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        from rich.live import Live
+
+        self.job_ids = job_ids
+        self.live = Live(refresh_per_second=4, transient=False)
+        self.live.start()
+
+    def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        return
+
+    def tick(self, state: Any) -> None:
+        from conjure_actors.actors.view import render_view
+
+        self.live.update(render_view(state, time.time(), self.job_ids))
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def _default_log() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"run-{stamp}-{os.getpid()}.log"
 
 
 def main(args: argparse.Namespace) -> int:
-    print("conjure_actors: 'run' is not built yet")
-    return 1
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    config = _config(args)
+    json_mode = config.monitor.json or not sys.stdout.isatty()
+    out = Out(json_mode, sys.stdout, sys.stderr)
+    prepared = _prepare(args, config)
+    return trio.run(_main, args, config, out, prepared)
+
+
+def _prepare(
+    args: argparse.Namespace, config: Config
+) -> tuple[Path, Any, bytes | None, str | None]:
+    """Validate every input before anything is launched: log, workflow, image, budget."""
+    from conjure_actors.domain.workflow import load_workflow, workflow_from_text
+
+    workflow: Any = None
+    if args.resume:
+        log_path = Path(args.resume)
+        if not log_path.is_file():
+            raise UsageError(f"--resume {log_path}: no such log file")
+    else:
+        log_path = Path(args.log) if args.log else _default_log()
+        if args.workflow:
+            workflow = load_workflow(args.workflow)
+        else:
+            workflow = workflow_from_text(
+                bundled_workflow(DEFAULT_WORKFLOW).decode(), name=DEFAULT_WORKFLOW
+            )
+    image: bytes | None = None
+    prompt = args.prompt
+    if not args.resume:
+        if args.image:
+            try:
+                image = Path(args.image).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read image {args.image}: {exc.strerror or exc}") from None
+            if not image:
+                raise UsageError(f"image {args.image} is empty")
+        elif not args.workflow:
+            image = example_sketch_png()
+        if prompt is None and not args.workflow:
+            prompt = DEFAULT_PROMPT
+    _check_budget(config)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {log_path.parent}: {exc.strerror}") from None
+    return log_path, workflow, image, prompt
+
+
+async def _main(
+    args: argparse.Namespace,
+    config: Config,
+    out: Out,
+    prepared: tuple[Path, Any, bytes | None, str | None],
+) -> int:
+    log_path, workflow, image, prompt = prepared
+    async with _cloud(config) as (config, http, ws_connect, banner):
+        out.say(banner, "run.banner", mode=config.mode)
+        return await _run(args, config, out, log_path, workflow, image, prompt, http, ws_connect)
+
+
+def _check_budget(config: Config) -> None:
+    """A budget below the cost of one lease can launch nothing: say so before starting."""
+    if config.budget.usd is None or config.mode == "comfyui":
+        return
+    from conjure_actors.actors.policy import lease_cost_micros
+    from conjure_actors.domain.prices import default_price_table, format_usd
+
+    table = default_price_table(config.runcomfy.plan)
+    one = lease_cost_micros(table.rate(config.runcomfy.server_type), config.pool.lease_seconds)
+    if round(config.budget.usd * 1_000_000) < one:
+        raise BudgetError(
+            f"budget ${config.budget.usd:g} is below one machine lease "
+            f"({format_usd(one)} for {config.pool.lease_seconds:g} s of "
+            f"{config.runcomfy.server_type}): raise --budget"
+        )
+
+
+@asynccontextmanager
+async def _cloud(config: Config) -> AsyncIterator[tuple[Config, Any, Any, str]]:
+    """The cloud to run on: the user's ComfyUI, RunComfy, or the embedded simulator."""
+    import attrs
+
+    mode = config.mode
+    if mode == "comfyui":
+        yield (
+            config,
+            None,
+            None,
+            ("conjure_actors: running on your ComfyUI (no machines launched, no cost)"),
+        )
+        return
+    if mode == "runcomfy":
+        host = config.runcomfy.base_url.split("://", 1)[-1].split("/", 1)[0]
+        if not config.runcomfy.workflow_version:
+            raise UsageError(
+                "RunComfy needs a workflow version: pass --workflow-version "
+                "or set runcomfy.workflow_version in the config"
+            )
+        yield config, None, None, f"conjure_actors: running on RunComfy ({host})"
+        return
+    from conjure_actors.clock import SystemWallClock
+    from conjure_actors.sim.cloud import open_simulated_cloud
+
+    async with open_simulated_cloud(
+        seed=random.randrange(2**32), wall=SystemWallClock().now
+    ) as cloud:
+        sim_config = attrs.evolve(
+            config,
+            runcomfy=attrs.evolve(
+                config.runcomfy,
+                user_id=cloud.user_id,
+                api_token=type(config.runcomfy.api_token)(cloud.token),
+                base_url=cloud.base_url,
+                workflow_version=config.runcomfy.workflow_version or "wv-conjure-flux-mesh-1",
+            ),
+            pool=attrs.evolve(config.pool, poll_interval=min(config.pool.poll_interval, 0.2)),
+        )
+        yield (
+            sim_config,
+            cloud.http_transport(),
+            cloud.ws_connect,
+            (
+                "conjure_actors: running on the embedded simulated cloud (no RunComfy credentials"
+                " found; set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN to use RunComfy)"
+            ),
+        )
+
+
+async def _run(
+    args: argparse.Namespace,
+    config: Config,
+    out: Out,
+    log_path: Path,
+    workflow: Any,
+    image: bytes | None,
+    prompt: str | None,
+    http: Any,
+    ws_connect: Any,
+) -> int:
+    import eventlog
+    from conjure_actors.actors.conjure import open_conjure
+    from conjure_actors.clock import SystemWallClock
+    from conjure_actors.domain.events import Event
+    from conjure_actors.domain.state import apply, initial_state
+
+    wall = SystemWallClock()
+    started = time.monotonic()
+    out_dir = Path(args.out)
+    interrupted = False
+    job_ids: list[str] = []
+    sink: Any = JsonSink(out.stdout) if out.json_mode else None
+    try:
+        async with eventlog.open_journal(
+            log_path, Event, apply=apply, initial=initial_state(), clock=wall.now
+        ) as journal:
+            if sink is None:
+                sink = RichSink(job_ids)
+            async with (
+                trio.open_nursery() as nursery,
+                open_conjure(
+                    config,
+                    journal=journal,
+                    http=http,
+                    ws_connect=ws_connect,
+                    wall=wall,
+                    out_dir=out_dir,
+                    monitor=sink,
+                ) as conjure,
+            ):
+                work = trio.CancelScope()
+
+                async def watch_signals() -> None:
+                    nonlocal interrupted
+                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            if not interrupted:
+                                interrupted = True
+                                print(
+                                    "interrupted: stopping launches, cancelling jobs, "
+                                    "stopping machines (Ctrl-C again to quit at once)",
+                                    file=sys.stderr,
+                                    flush=True,
+                                )
+                                work.cancel()
+                            else:
+                                left = conjure.running_machines()
+                                print(
+                                    "quitting now; machines that may still be running: "
+                                    + (", ".join(left) or "none"),
+                                    file=sys.stderr,
+                                    flush=True,
+                                )
+                                os._exit(EXIT_INTERRUPTED)
+
+                nursery.start_soon(watch_signals)
+                with work:
+                    if workflow is not None:
+                        base = args.seed if args.seed is not None else random.randrange(2**31)
+                        for i in range(args.jobs):
+                            job_id = await conjure.submit(
+                                workflow,
+                                image=image,
+                                prompt=prompt,
+                                sets=args.sets,
+                                priority=args.priority,
+                                seed=base + i if (args.jobs > 1 or args.seed is not None) else None,
+                            )
+                            job_ids.append(job_id)
+                    else:
+                        job_ids.extend(conjure.active_jobs())
+                    await conjure.wait_until_idle()
+                reason = "interrupted" if interrupted else "done"
+                left = await conjure.shutdown(reason)
+                nursery.cancel_scope.cancel()
+            state = journal.state
+    finally:
+        if sink is not None:
+            sink.close()
+    summary = summarize(state, job_ids or None)
+    for line in summary_lines(
+        summary,
+        seconds=time.monotonic() - started,
+        out_dir=str(out_dir),
+        log_path=str(log_path),
+        mode=config.mode,
+    ):
+        out.say(line, "run.summary")
+    if left:
+        out.say("machines that may still be running: " + ", ".join(left), "run.warning")
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if summary.succeeded == summary.jobs else 1
+
+
+__all__ = ["ConjureError", "add_arguments", "main"]

@@ -1,0 +1,461 @@
+"""The assembly: ``open_conjure`` runs the four actors under supervision over one journal.
+
+::
+
+    async with open_conjure(config, journal=journal, http=transport, ws_connect=connect,
+                            wall=wall, out_dir=out) as conjure:
+        job_id = await conjure.submit(graph, image=png_bytes, prompt="a fox")
+        await conjure.wait_until_idle()
+        conjure.state                      # the live folded state (journal.state)
+        await conjure.shutdown()           # ordered: stop launching, cancel, stop machines
+
+The tree::
+
+    root
+    ├── cost        CostActor      (permanent)
+    ├── machines    MachineActor   (permanent)
+    ├── monitor     MonitorActor   (permanent)
+    └── jobs        supervisor: one WorkflowActor per job (transient)
+
+Start-up on a journal that already holds events is a *resume*: the state was replayed by
+the journal; the MachineActor reconciles it with the cloud (one ``GET /servers``: adopt what
+is alive, close what is gone, match dangling launch intents), then every job that is not
+terminal gets its WorkflowActor again, which re-attaches to its submitted prompt or runs
+anew. Leaving the block normally shuts down in order; leaving it by cancellation (a crash in
+a test harness) does not: nothing more is journaled, as after a kill -9.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+import conjure_actors
+from conjure_actors.actors.actors import (
+    CostActor,
+    MachineActor,
+    MonitorActor,
+    MonitorSink,
+    PoolPort,
+    WorkflowActor,
+    _Reconcile,
+)
+from conjure_actors.actors.context import Context, WsConnect
+from conjure_actors.actors.cost import Ledger
+from conjure_actors.actors.messages import (
+    ApproveLaunch,
+    ApproveRenewal,
+    CancelJob,
+    JobStallNoticed,
+    Reply,
+    SetBudget,
+    StopAllMachines,
+    StopLaunching,
+)
+from conjure_actors.actors.pool import MachinePool
+from conjure_actors.clock import SystemWallClock, WallClock
+from conjure_actors.config import Config
+from conjure_actors.domain import decide
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import state as st
+from conjure_actors.domain.prices import default_price_table
+from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
+from conjure_actors.errors import UsageError
+from conjure_actors.runtime import ActorRef, Restart, SupervisorRef, open_actor_system
+
+SIM_WORKFLOW_VERSION = "wv-conjure-flux-mesh-1"
+SHUTDOWN_DEADLINE = 60.0
+
+
+def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> Any:
+    """A ComfyUI client for a machine; its URL never appears in messages (``redact``)."""
+    from conjure_actors.clients.comfyui import ComfyUIClient
+
+    raw = url.reveal() if hasattr(url, "reveal") else str(url)
+    kwargs: dict[str, Any] = {"http": ctx.http, "redact": f"server {server_id}"}
+    if ctx.ws_connect is not None:
+        kwargs["ws_connect"] = ctx.ws_connect
+    return ComfyUIClient(raw, **kwargs)
+
+
+class Conjure:
+    """A running runtime: submit, cancel, budget, wait, shut down. Made by open_conjure."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        system: Any,
+        *,
+        cost: ActorRef,
+        machines: ActorRef,
+        pool: MachinePool,
+        jobs: SupervisorRef,
+    ) -> None:
+        self.ctx = ctx
+        self.system = system
+        self.cost = cost
+        self.machines = machines
+        self.pool = pool
+        self.jobs = jobs
+        self._job_refs: dict[str, ActorRef] = {}
+        self._shut_down = False
+        self.run_id = uuid.uuid4().hex[:12]
+
+    @property
+    def state(self) -> st.State:
+        """The live folded state (``journal.state``)."""
+        return self.ctx.state
+
+    @property
+    def journal(self) -> Any:
+        return self.ctx.journal
+
+    # ------------------------------------------------------------------ jobs
+
+    async def submit(
+        self,
+        workflow: Workflow | Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        image: bytes | str | os.PathLike[str] | None = None,
+        prompt: str | None = None,
+        sets: Sequence[str] = (),
+        priority: int = 0,
+        seed: int | None = None,
+        workflow_version: str | None = None,
+        job_id: str | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Register the workflow (once), log ``JobSubmitted`` and start its WorkflowActor."""
+        if self._shut_down:
+            raise UsageError("the runtime is shutting down: no new jobs")
+        wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
+        if name is not None:
+            wf = Workflow(wf.graph, name)
+        image_path, image_sha = await self._store_image(image)
+        bindings = bindings_for(wf, prompt=prompt, sets=sets, seed=seed)
+        ctx = self.ctx
+        sha = wf.sha256
+        if sha not in ctx.state.workflows:
+            await ctx.emit(
+                ev.WorkflowRegistered(
+                    sha256=sha, name=wf.name, graph_json=wf.canonical_json(), at=ctx.now()
+                )
+            )
+        job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
+        version = workflow_version or self._default_version()
+        await ctx.emit(
+            decide.submit_job(
+                ctx.state,
+                job_id=job_id,
+                workflow_sha256=sha,
+                at=ctx.now(),
+                bindings=bindings,
+                image_path=image_path,
+                image_sha256=image_sha,
+                prompt=prompt,
+                priority=priority,
+                seed=seed,
+                workflow_version=version,
+            )
+        )
+        await self._start_job(job_id)
+        return job_id
+
+    def _default_version(self) -> str | None:
+        if self.ctx.mode == "comfyui":
+            return None
+        return self.ctx.config.runcomfy.workflow_version or (
+            SIM_WORKFLOW_VERSION if self.ctx.mode == "simulated" else None
+        )
+
+    async def _store_image(
+        self, image: bytes | str | os.PathLike[str] | None
+    ) -> tuple[str | None, str | None]:
+        """Keep a copy of the input under ``OUT/.inputs/<sha256>`` so a resume finds it."""
+        if image is None:
+            return None, None
+        if isinstance(image, bytes | bytearray):
+            data, suffix = bytes(image), ".png"
+        else:
+            path = Path(image)
+            try:
+                data = await trio.Path(path).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+            suffix = path.suffix or ".png"
+        if not data:
+            raise UsageError("the input image is empty")
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.ctx.inputs_dir / f"{digest}{suffix}"
+        if not await trio.Path(target).exists():
+            await trio.Path(self.ctx.inputs_dir).mkdir(parents=True, exist_ok=True)
+            await trio.Path(target).write_bytes(data)
+        return str(target), digest
+
+    async def _start_job(self, job_id: str) -> None:
+        port = PoolPort(self.machines)
+        ref = await self.jobs.spawn(
+            functools.partial(WorkflowActor, self.ctx, job_id, port, self._job_done),
+            name=job_id,
+            restart=Restart.TRANSIENT,
+            shutdown_timeout=20.0,
+        )
+        self._job_refs[job_id] = ref
+
+    def _job_done(self, job_id: str) -> None:
+        self._job_refs.pop(job_id, None)
+
+    def _notify_stall(self, job_id: str) -> None:
+        ref = self._job_refs.get(job_id)
+        if ref is not None:
+            try:
+                ref.tell_nowait(JobStallNoticed(job_id))
+            except Exception:  # the job just ended: nothing to poll
+                return
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> None:
+        """Cancel a job: dequeue or interrupt it; it ends with ``JobCancelled``."""
+        job = self.state.jobs.get(job_id)
+        if job is None:
+            raise UsageError(f"no job {job_id}")
+        if job.status in st.TERMINAL_STATUSES:
+            return
+        ref = self._job_refs.get(job_id)
+        if ref is not None:
+            await ref.tell(CancelJob(job_id, reason))
+        else:
+            await self.ctx.emit(
+                decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
+            )
+
+    async def set_budget(self, usd: float | None) -> None:
+        """Set or change the budget (``None``: unlimited)."""
+        await self.cost.ask(SetBudget(usd), timeout=60)
+
+    # ------------------------------------------------------------------ waiting
+
+    def active_jobs(self) -> list[str]:
+        return [j.job_id for j in self.state.jobs.values() if j.status in st.ACTIVE_STATUSES]
+
+    def running_machines(self) -> list[str]:
+        return [
+            m.server_id
+            for m in self.state.machines.values()
+            if m.kind == "runcomfy" and m.status not in st.MACHINE_GONE
+        ]
+
+    async def wait_until_idle(self, *, machines_stopped: bool = False) -> None:
+        """Return once every job is terminal (and, if asked, every machine we pay for has
+        stopped: idle shutdown or lease end)."""
+
+        def idle() -> bool:
+            if self.active_jobs():
+                return False
+            return not (machines_stopped and self.running_machines())
+
+        async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
+            while not idle():
+                with trio.move_on_after(max(1.0, self.ctx.config.pool.poll_interval)):
+                    await records.receive()
+
+    # ------------------------------------------------------------------ stop
+
+    async def shutdown(self, reason: str = "done") -> list[str]:
+        """Ordered stop: no more launches, cancel every job, stop every machine (shielded,
+        with a deadline), ``SystemStopped``. Returns machines that may still run."""
+        if self._shut_down:
+            return self.running_machines()
+        self._shut_down = True
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_DEADLINE):
+            await self.machines.tell(StopLaunching(reason))
+            for job_id in self.active_jobs():
+                await self.cancel(job_id, reason="shutdown" if reason == "done" else reason)
+            with trio.move_on_after(25):
+                await self.wait_until_idle()
+            for job_id in self.active_jobs():  # actors that did not answer in time
+                await self.ctx.emit(
+                    ev.JobCancelled(job_id=job_id, reason=reason, at=self.ctx.now())
+                )
+            reply: Reply[list[str]] = Reply()
+            await self.machines.tell(StopAllMachines(reason, reply))
+            with trio.move_on_after(45):
+                await reply.wait()
+            await self.cost.ask(_accrue(), timeout=10)
+            await self.ctx.emit(ev.SystemStopped(reason=reason, at=self.ctx.now()))
+        return self.running_machines()
+
+    async def _on_budget_exceeded(self, reason: str) -> None:
+        """From the CostActor: stop launching, cancel the jobs, stop the machines (tells
+        only: the CostActor must not wait on the MachineActor)."""
+        self.machines.tell_nowait(StopLaunching(reason))
+        for job_id, ref in list(self._job_refs.items()):
+            try:
+                ref.tell_nowait(CancelJob(job_id, reason))
+            except Exception:  # the job just ended
+                continue
+        self.machines.tell_nowait(StopAllMachines(reason))
+
+
+def _accrue() -> Any:
+    from conjure_actors.actors.messages import AccrueNow
+
+    return AccrueNow()
+
+
+@asynccontextmanager
+async def open_conjure(
+    config: Config,
+    *,
+    journal: Any,
+    http: httpx.AsyncBaseTransport | httpx.AsyncClient | None = None,
+    ws_connect: WsConnect | None = None,
+    wall: WallClock | None = None,
+    out_dir: str | os.PathLike[str] = "out",
+    monitor: MonitorSink | None = None,
+    seed: int | None = None,
+    mode: str | None = None,
+    attach: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Conjure]:
+    """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
+    ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
+    ``attach``: ``{name: url}`` of machines we do not pay for (dev machine)."""
+    wall = wall or SystemWallClock()
+    out = Path(out_dir)
+    mode = mode or config.mode
+    own_client = not isinstance(http, httpx.AsyncClient)
+    client = (
+        http
+        if isinstance(http, httpx.AsyncClient)
+        else httpx.AsyncClient(transport=http, timeout=httpx.Timeout(60.0))
+    )
+    try:
+        table = default_price_table(config.runcomfy.plan)
+        rc = None
+        if mode in ("runcomfy", "simulated"):
+            from conjure_actors.clients.runcomfy import RunComfyClient
+
+            rc = RunComfyClient(
+                config.runcomfy.base_url,
+                config.runcomfy.user_id,
+                config.runcomfy.api_token.reveal(),
+                http=client,
+                rng=random.Random(seed),
+            )
+        ctx = Context(
+            config=config,
+            journal=journal,
+            wall=wall,
+            table=table,
+            out_dir=out,
+            http=client,
+            ws_connect=ws_connect,
+            runcomfy=rc,
+            rng=random.Random(seed),
+            inputs_dir=out / ".inputs",
+            mode=mode,
+        )
+        async with open_actor_system(journal=journal, clock=wall, rng=seed) as system:
+            holder: dict[str, Conjure] = {}
+
+            async def on_exceeded(reason: str) -> None:
+                await holder["c"]._on_budget_exceeded(reason)
+
+            ledger = Ledger(ctx, on_exceeded=on_exceeded)
+            cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
+
+            async def approve_launch(job_id: str, server_type: str) -> bool:
+                return bool(await cost_ref.ask(ApproveLaunch(job_id, server_type), timeout=60))
+
+            async def approve_renewal(server_id: str, seconds: float) -> bool:
+                return bool(await cost_ref.ask(ApproveRenewal(server_id, seconds), timeout=60))
+
+            pool = MachinePool(
+                ctx,
+                approve_launch=approve_launch,
+                approve_renewal=approve_renewal,
+                make_client=functools.partial(make_comfyui_client, ctx),
+            )
+            machines_ref = await system.spawn(
+                functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0
+            )
+            stall_target: list[Callable[[str], None]] = []
+
+            def notify_stall(job_id: str) -> None:
+                if stall_target:
+                    stall_target[0](job_id)
+
+            await system.spawn(
+                functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor"
+            )
+            jobs_sup = await system.spawn_supervisor("jobs")
+            conjure = Conjure(
+                ctx, system, cost=cost_ref, machines=machines_ref, pool=pool, jobs=jobs_sup
+            )
+            holder["c"] = conjure
+            stall_target.append(conjure._notify_stall)
+            await _start(conjure, attach or {})
+            yield conjure
+            await conjure.shutdown()
+    finally:
+        if own_client:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+
+async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
+    """``SystemStarted``, attach unpaid machines, budget, then reconcile and resume jobs."""
+    ctx = conjure.ctx
+    state = ctx.state
+    resuming = bool(state.jobs or state.machines or state.launch_requests)
+    await ctx.emit(
+        ev.SystemStarted(
+            run_id=conjure.run_id,
+            version=conjure_actors.__version__,
+            mode=ctx.mode,  # type: ignore[arg-type]
+            at=ctx.now(),
+        )
+    )
+    budget = ctx.config.budget.usd
+    limit = None if budget is None else round(budget * 1_000_000)
+    if budget is not None and state.budget.limit_micros != limit:
+        await conjure.set_budget(budget)
+    if ctx.mode == "comfyui" and ctx.config.comfyui_url:
+        attach = {"comfyui": ctx.config.comfyui_url, **attach}
+    for name, url in attach.items():
+        kind = "comfyui" if name == "comfyui" else "dev"
+        client = make_comfyui_client(ctx, name, url)
+        conjure.pool.attach(name, client)
+        await ctx.emit(
+            ev.MachineAttached(
+                server_id=name,
+                kind=kind,  # type: ignore[arg-type]
+                max_jobs=ctx.config.pool.jobs_per_machine,
+                at=ctx.now(),
+            )
+        )
+        try:
+            await client.system_stats()
+        except Exception as exc:
+            raise UsageError(
+                f"the ComfyUI at {name} does not answer /system_stats: {type(exc).__name__};"
+                " is it running?"
+            ) from None
+        await ctx.emit(ev.MachineHealthy(server_id=name, at=ctx.now()))
+    if resuming:
+        reply: Reply[None] = Reply()
+        await conjure.machines.tell(_Reconcile(reply))
+        await reply.wait()
+        for job in list(ctx.state.jobs.values()):
+            if job.status in st.ACTIVE_STATUSES:
+                await conjure._start_job(job.job_id)

@@ -1,0 +1,183 @@
+"""What the MonitorActor shows: JSON lines, the Rich live view, the run summary, stalls.
+
+Everything here reads the folded :class:`~conjure_actors.domain.state.State` or one
+published record, never the network: the monitor only watches. Machine URLs and tokens are
+not in the state, so nothing here can leak them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import msgspec
+
+from conjure_actors.domain import state as st
+from conjure_actors.domain.prices import format_usd
+
+_json = msgspec.json.Encoder()
+
+
+def event_json_line(seq: int, ts: float, event: msgspec.Struct) -> str:
+    """One JSON line for one published record: ``{"seq", "ts", "type", ...fields}``."""
+    body: dict[str, Any] = {"seq": seq, "ts": round(ts, 6)}
+    body.update(msgspec.to_builtins(event))
+    return _json.encode(body).decode()
+
+
+@attrs.define
+class StallDetector:
+    """Remembers each running job's last sign of life; reports those silent too long.
+
+    A job is reported once per silence: a new sign of life re-arms it.
+    """
+
+    stall_seconds: float
+    _last: dict[str, float] = attrs.Factory(dict)
+    _reported: set[str] = attrs.Factory(set)
+
+    def alive(self, job_id: str, now: float) -> None:
+        self._last[job_id] = now
+        self._reported.discard(job_id)
+
+    def forget(self, job_id: str) -> None:
+        self._last.pop(job_id, None)
+        self._reported.discard(job_id)
+
+    def stalled(self, now: float) -> list[tuple[str, float]]:
+        out = []
+        for job_id, last in self._last.items():
+            idle = now - last
+            if idle >= self.stall_seconds and job_id not in self._reported:
+                self._reported.add(job_id)
+                out.append((job_id, idle))
+        return out
+
+
+_graph_sizes: dict[str, int] = {}
+
+
+def _graph_size(state: st.State, sha: str) -> int:
+    size = _graph_sizes.get(sha)
+    if size is None:
+        record = state.workflows.get(sha)
+        try:
+            size = len(json.loads(record.graph_json)) if record is not None else 0
+        except ValueError:
+            size = 0
+        _graph_sizes[sha] = size
+    return size
+
+
+def job_fraction(state: st.State, job: st.Job) -> float:
+    """How far a job is: finished nodes (and the running node's progress) over all nodes."""
+    if job.status == st.SUCCEEDED:
+        return 1.0
+    total = _graph_size(state, job.workflow_sha256) or max(1, len(job.nodes))
+    done = 0.0
+    for node in job.nodes.values():
+        if node.status in ("cached", "executed"):
+            done += 1
+        elif node.status == "running" and node.max:
+            done += min(1.0, node.value / node.max)
+    return min(1.0, done / total)
+
+
+def machine_cost(machine: st.Machine) -> int:
+    return machine.cost_micros
+
+
+@attrs.frozen
+class Summary:
+    """The end-of-run figures."""
+
+    jobs: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    unfinished: int
+    machines: int
+    cost_micros: int
+    price_table_versions: tuple[str, ...]
+    outputs: int
+
+
+def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
+    """Count jobs by outcome and machines used, with the bill from the ledger."""
+    jobs = (
+        [state.jobs[j] for j in job_ids if j in state.jobs]
+        if job_ids
+        else list(state.jobs.values())
+    )
+    count = {s: 0 for s in st.JOB_STATUSES}
+    for job in jobs:
+        count[job.status] += 1
+    return Summary(
+        jobs=len(jobs),
+        succeeded=count[st.SUCCEEDED],
+        failed=count[st.FAILED],
+        cancelled=count[st.CANCELLED],
+        unfinished=sum(count[s] for s in st.ACTIVE_STATUSES),
+        machines=len(state.machines),
+        cost_micros=state.ledger.total_micros,
+        price_table_versions=tuple(state.ledger.price_table_versions),
+        outputs=sum(len(j.outputs) for j in jobs),
+    )
+
+
+def summary_lines(
+    summary: Summary, *, seconds: float, out_dir: str, log_path: str, mode: str
+) -> list[str]:
+    """The human summary printed at the end of ``run``."""
+    tables = ", ".join(summary.price_table_versions) or "no machine billed"
+    lines = [
+        f"jobs: {summary.jobs} ({summary.succeeded} succeeded, {summary.failed} failed,"
+        f" {summary.cancelled} cancelled"
+        + (f", {summary.unfinished} unfinished" if summary.unfinished else "")
+        + ")",
+        f"time: {seconds:.1f} s",
+        f"cost: {format_usd(summary.cost_micros)} ({tables})",
+        f"machines: {summary.machines} used ({mode})",
+        f"outputs: {summary.outputs} files under {out_dir}",
+        f"log: {log_path}  (python -m conjure_actors replay {log_path})",
+    ]
+    return lines
+
+
+def render_view(state: st.State, now: float, job_ids: Iterable[str] | None = None) -> Any:
+    """The Rich live view: one line per job (bar, running node, ETA), machines, total cost."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    jobs = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for col in ("job", "status", "progress", "node", "eta"):
+        jobs.add_column(col)
+    ids = list(job_ids) if job_ids is not None else list(state.jobs)
+    for job_id in ids[-30:]:
+        job = state.jobs.get(job_id)
+        if job is None:
+            continue
+        fraction = job_fraction(state, job)
+        eta = "-"
+        if job.status == st.RUNNING and 0 < fraction < 1:
+            elapsed = max(0.0, now - job.updated_at) + (job.updated_at - job.submitted_at)
+            eta = f"{elapsed * (1 - fraction) / fraction:.0f}s"
+        jobs.add_row(
+            job_id[:12],
+            job.status,
+            ProgressBar(total=1.0, completed=fraction, width=24),
+            job.current_node or "",
+            eta,
+        )
+    machines = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for col in ("machine", "state", "jobs", "cost"):
+        machines.add_column(col)
+    for m in state.machines.values():
+        machines.add_row(m.server_id[:16], m.status, str(len(m.leases)), format_usd(m.cost_micros))
+    total = f"total cost: {format_usd(state.ledger.total_micros)}"
+    if state.budget.limit_micros is not None:
+        total += f" of {format_usd(state.budget.limit_micros)} budget"
+    return Group(jobs, machines, total)
