@@ -332,7 +332,9 @@ class Actor:
 
     def _tasks(self) -> trio.Nursery:
         if self._nursery is None:
-            raise ActorError(f"actor {self.path} is not running: start tasks from on_start on")
+            raise ActorError(
+                f"{type(self).__name__} is not running: start tasks from on_start on, not __init__"
+            )
         return self._nursery
 
     def start_soon(
