@@ -100,7 +100,7 @@ class MemoryLog(Generic[E]):
         if ts is not None and len(ts) != len(events):
             raise ValueError(f"got {len(events)} events but {len(ts)} timestamps")
         encode = self._codec.encoder.encode
-        now = self._clock() if ts is None else 0.0
+        now = self._clock() if ts is None and events else 0.0
         frames = self._storage.frames
         new: list[tuple[int, float, bytes]] = []
         for i, event in enumerate(events):

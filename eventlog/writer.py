@@ -221,7 +221,7 @@ class LogWriter(Generic[E]):
         buf = self._buf
         mark = len(buf)
         seq = self._last_seq
-        now = self._clock() if ts is None else 0.0
+        now = self._clock() if ts is None and events else 0.0
         records: list[Record[E]] = []
         try:
             for i, event in enumerate(events):
@@ -276,16 +276,18 @@ class LogWriter(Generic[E]):
         buf = self._buf
         if not buf:
             return
-        written = 0
-        try:
-            with memoryview(buf) as mv:
-                while written < len(mv):
-                    written += os.pwrite(self._fd, mv[written:], self._size + written)
-        except OSError as exc:
-            self._roll_back(exc)
-        self._size += len(buf)
+        # Detach the bytes first: no memoryview of the bytearray may outlive this call (a
+        # traceback holding one would forbid resizing the buffer ever after).
+        data = bytes(buf)
         buf.clear()
         self._pending = 0
+        written = 0
+        try:
+            while written < len(data):
+                written += os.pwrite(self._fd, data[written:], self._size + written)
+        except OSError as exc:
+            self._roll_back(exc)
+        self._size += len(data)
         if self.sync == "none":
             # Nothing is ever fsynced under "none": written is as durable as it gets.
             self._durable_size = self._size
