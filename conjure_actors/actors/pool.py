@@ -350,7 +350,11 @@ class MachinePool:
             and m.status not in MACHINE_GONE
             and m.server_id not in self._stopping
         ]
-        starting = sum(1 for m in alive if m.status == M_STARTING) + len(self._launching)
+        # Machines that will take jobs soon: still starting, or Ready with the health check
+        # in progress.
+        starting = sum(
+            1 for m in alive if m.status == M_STARTING or (m.status == M_READY and not m.healthy)
+        ) + len(self._launching)
         n = launches_needed(
             waiting=len(demand),
             starting=starting,

@@ -1,0 +1,267 @@
+"""The machine pool against the in-memory RunComfy simulator (MockClock): launch, reuse,
+idle shutdown, lease renewal, stuck machines, lost machines, the ledger vs the sim's bills."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+import trio.testing
+
+import eventlog
+from conjure_actors.actors.context import Context
+from conjure_actors.actors.cost import Ledger
+from conjure_actors.actors.messages import Lease, LeaseFailedError, Reply
+from conjure_actors.actors.pool import MachinePool
+from conjure_actors.clients.runcomfy import RunComfyClient
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.config import Config, PoolConfig, RunComfyConfig, Secret
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.prices import default_price_table
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfySim, RunComfyTimings
+
+
+class _HealthyComfy:
+    """Answers the health check; the pool needs nothing else from a machine."""
+
+    async def system_stats(self) -> dict[str, Any]:
+        return {"system": {}, "devices": []}
+
+
+@attrs.define
+class Rig:
+    pool: MachinePool
+    ledger: Ledger
+    ctx: Context
+    sim: RunComfySim
+    jobs: int = 0
+
+    @property
+    def state(self) -> Any:
+        return self.ctx.state
+
+    async def job(self) -> str:
+        """A registered, queued job the pool can lease for."""
+        from conjure_actors.domain import events as ev
+
+        self.jobs += 1
+        job_id = f"j{self.jobs}"
+        if "w" not in self.state.workflows:
+            await self.ctx.emit(
+                ev.WorkflowRegistered(sha256="w", name="w", graph_json="{}", at=self.ctx.now())
+            )
+        await self.ctx.emit(
+            ev.JobSubmitted(
+                job_id=job_id, workflow_sha256="w", workflow_version="v1", at=self.ctx.now()
+            ),
+            ev.JobQueued(job_id=job_id, at=self.ctx.now()),
+        )
+        return job_id
+
+    async def lease(self, job_id: str) -> Lease:
+        reply: Reply[Lease] = Reply()
+        await self.pool.lease(job_id, "v1", 0, reply)
+        with trio.fail_after(3600):
+            return await reply.wait()
+
+    def ledger_matches_sim(self) -> bool:
+        bills = {b.server_id: b.cost_micros for b in self.sim.billing()}
+        ours = {m.server_id: m.cost_micros for m in self.state.machines.values()}
+        return bills == ours
+
+
+@asynccontextmanager
+async def pool_rig(
+    *, faults: RunComfyFaults | None = None, budget: float | None = None, **pool: Any
+) -> AsyncIterator[Rig]:
+    wall = TrioWallClock()
+    sim = RunComfySim(wall=wall.now, faults=faults, timings=RunComfyTimings(ready_delay=60.0))
+    config = Config(
+        runcomfy=RunComfyConfig(
+            user_id="sim-user",
+            api_token=Secret("sim-token"),
+            base_url="http://rc.sim.invalid",
+            workflow_version="v1",
+        ),
+        pool=PoolConfig(**{"poll_interval": 5.0, **pool}),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.run)
+        log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+        async with (
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.asgi)) as http,
+            eventlog.open_journal(
+                log, Event, apply=apply, initial=initial_state(), clock=wall.now
+            ) as journal,
+        ):
+            rc = RunComfyClient(
+                config.runcomfy.base_url, "sim-user", "sim-token", http=http, rng=random.Random(0)
+            )
+            ctx = Context(
+                config=config,
+                journal=journal,
+                wall=wall,
+                table=default_price_table(),
+                out_dir=Path("/nonexistent"),
+                http=http,
+                ws_connect=None,
+                runcomfy=rc,
+                rng=random.Random(0),
+                inputs_dir=Path("/nonexistent"),
+            )
+
+            async def exceeded(reason: str) -> None:
+                await pool.stop_all(reason)
+
+            ledger = Ledger(ctx, on_exceeded=exceeded)
+            pool = MachinePool(
+                ctx,
+                approve_launch=ledger.approve_launch,
+                approve_renewal=ledger.approve_renewal,
+                make_client=lambda sid, url: _HealthyComfy(),
+            )
+            if budget is not None:
+                await ledger.set_budget(budget)
+            async with trio.open_nursery() as inner:
+                pool.bind(inner)
+                inner.start_soon(pool.run_poller)
+                yield Rig(pool, ledger, ctx, sim)
+                inner.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+
+async def test_launches_one_machine_and_reuses_it(autojump_clock: trio.testing.MockClock) -> None:
+    """Two jobs one after the other run on the same machine: one launch."""
+    async with pool_rig(max_machines=2) as rig:
+        a = await rig.job()
+        lease = await rig.lease(a)
+        await rig.pool.release(lease.server_id, a)
+        b = await rig.job()
+        again = await rig.lease(b)
+        assert again.server_id == lease.server_id
+        assert len(rig.sim.billing()) == 1
+        await rig.pool.release(again.server_id, b)
+
+
+async def test_unmet_demand_launches_up_to_max(autojump_clock: trio.testing.MockClock) -> None:
+    """Five waiting jobs with max_machines=3 launch exactly three machines."""
+    async with pool_rig(max_machines=3) as rig:
+        jobs = [await rig.job() for _ in range(5)]
+        async with trio.open_nursery() as nursery:
+            for j in jobs[:3]:
+                nursery.start_soon(rig.lease, j)
+        assert len(rig.sim.billing()) == 3
+        assert {m.status for m in rig.state.machines.values()} == {"ready"}
+
+
+async def test_idle_machine_is_stopped_and_billed_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After idle_timeout with no lease the machine stops; our bill equals the sim's."""
+    async with pool_rig(idle_timeout=30.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await trio.sleep(17.3)
+        await rig.pool.release(lease.server_id, j)
+        await trio.sleep(60)
+        m = rig.state.machines[lease.server_id]
+        assert m.status == "stopped"
+        assert m.stop_reason == "idle"
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_lease_renewed_while_work_remains(autojump_clock: trio.testing.MockClock) -> None:
+    """A machine busy past its lease gets it renewed (not stopped by RunComfy)."""
+    async with pool_rig(lease_seconds=120.0, renew_margin=40.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        first = rig.state.machines[lease.server_id].estimated_stopping_at
+        await trio.sleep(400)
+        m = rig.state.machines[lease.server_id]
+        assert m.status == "ready"
+        assert m.estimated_stopping_at > first + 200
+        assert rig.sim.running() == [lease.server_id]
+
+
+async def test_idle_lease_runs_out_without_renewal(autojump_clock: trio.testing.MockClock) -> None:
+    """With no work, the lease is not renewed: RunComfy stops it; the bill ends at the lease."""
+    async with pool_rig(lease_seconds=120.0, renew_margin=40.0, idle_timeout=10_000.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.pool.release(lease.server_id, j)
+        await trio.sleep(400)
+        m = rig.state.machines[lease.server_id]
+        assert m.status == "stopped"
+        assert m.stopped_at == m.estimated_stopping_at
+        assert rig.ledger_matches_sim()
+
+
+async def test_machine_stuck_in_starting_is_stopped(autojump_clock: trio.testing.MockClock) -> None:
+    """A machine never Ready is stopped after ready_timeout and costs nothing."""
+    faults = RunComfyFaults(stuck_starting_rate=1.0)
+    async with pool_rig(faults=faults, ready_timeout=300.0, max_machines=1) as rig:
+        j = await rig.job()
+        reply: Reply[Lease] = Reply()
+        await rig.pool.lease(j, "v1", 0, reply)
+        await trio.sleep(400)
+        first = next(iter(rig.state.machines.values()))
+        assert first.status == "stopped"
+        assert first.stop_reason == "not_ready"
+        assert first.cost_micros == 0
+        assert not reply.done or isinstance(reply._error, LeaseFailedError)
+
+
+async def test_vanished_machine_is_lost_and_lease_signalled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A machine that vanishes (404) mid-job is marked lost; the lease's ``lost`` is set."""
+    faults = RunComfyFaults(vanish_rate=1.0, vanish_after=100.0)
+    async with pool_rig(faults=faults) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        with trio.fail_after(300):
+            await lease.lost.wait()
+        m = rig.state.machines[lease.server_id]
+        assert m.status in ("lost", "stopped")
+        assert m.lost_reason is not None
+        assert rig.sim.running() == []
+
+
+async def test_budget_refuses_launch(autojump_clock: trio.testing.MockClock) -> None:
+    """A budget smaller than one lease refuses the launch and fails the request."""
+    async with pool_rig(budget=0.01) as rig:
+        j = await rig.job()
+        reply: Reply[Lease] = Reply()
+        await rig.pool.lease(j, "v1", 0, reply)
+        with trio.fail_after(10):
+            try:
+                await reply.wait()
+            except LeaseFailedError as exc:
+                assert exc.reason == "budget"
+            else:
+                raise AssertionError("lease granted over budget")
+        assert rig.sim.billing() == []
+        assert rig.state.budget.launches_refused == 1
+
+
+async def test_stop_all_leaves_nothing_running(autojump_clock: trio.testing.MockClock) -> None:
+    """stop_all stops every machine, including one still starting."""
+    async with pool_rig(max_machines=2) as rig:
+        a, b = await rig.job(), await rig.job()
+        await rig.lease(a)
+        reply: Reply[Lease] = Reply()
+        await rig.pool.lease(b, "v1", 0, reply)
+        await trio.sleep(1)
+        left = await rig.pool.stop_all("shutdown")
+        assert left == []
+        await trio.sleep(5)
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
