@@ -1,16 +1,536 @@
-"""`python -m conjure_actors replay` (placeholder until its issue lands)."""
+"""``python -m conjure_actors replay LOG``: the debugger, the audit trail and the bill.
+
+Without options it prints the timeline (seq, time, job or machine, one-line summary).
+
+- ``--at SEQ`` / ``--at TIME`` prints the whole state at that point (jobs, machines,
+  ledger, budget, pending intents, actors); TIME is ISO-8601 (UTC unless it says) or epoch
+  seconds, compared with the events' own time; ``--job ID`` narrows to one job;
+- ``--json`` prints the state as JSON (schema in ``docs/replay-json.md``);
+- ``--follow`` tails a live log until its run stops (``SystemStopped``) or Ctrl-C;
+- ``--check`` verifies seq contiguity, that folding twice gives equal states, and that the
+  snapshot (if any) agrees with the records; exit 1 naming the first divergence;
+- ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do).
+
+A torn tail (a crash mid-append) is reported on stderr and the replay goes on up to it;
+damage in the middle of the log exits 1 with its byte offset, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-HELP = "replay (not built yet)"
+import msgspec
+
+import eventlog
+from conjure_actors.domain.describe import describe, event_job_id
+from conjure_actors.domain.events import Event, SystemStopped
+from conjure_actors.domain.prices import format_usd
+from conjure_actors.domain.state import (
+    SCHEMA_VERSION,
+    State,
+    apply,
+    initial_state,
+    state_to_builtins,
+)
+from conjure_actors.errors import ConjureError, UsageError
+
+HELP = "replay an event log: timeline, state at any point, JSON, follow, check, diff"
+
+EXIT_OK = 0
+EXIT_DIVERGED = 1
+_DIGITS = re.compile(r"(\d+)")
+
+
+class ReplayError(ConjureError):
+    """The log cannot be replayed (damage in the middle, an undecodable record...)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("log", metavar="LOG", help="the event log of a run")
+    parser.add_argument(
+        "--at",
+        metavar="SEQ|TIME",
+        help="print the state after record SEQ, or as of TIME (ISO-8601 or epoch seconds)",
+    )
+    parser.add_argument("--job", metavar="ID", help="only this job (timeline and state)")
+    parser.add_argument("--json", action="store_true", help="print the state as JSON")
+    parser.add_argument("--follow", action="store_true", help="tail a live log")
+    parser.add_argument(
+        "--poll", type=float, default=0.2, metavar="SECONDS", help="--follow poll interval"
+    )
+    parser.add_argument("--check", action="store_true", help="verify the log; exit 1 if not")
+    parser.add_argument(
+        "--snapshot",
+        metavar="PATH",
+        help="snapshot to verify with --check (default: LOG.snapshot if it exists)",
+    )
+    parser.add_argument("--diff", metavar="OTHER", help="where this log and OTHER first differ")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
+    """Records of ``path``, with eventlog's errors turned into one-line ConjureErrors."""
+    try:
+        yield from eventlog.read(path, Event, **kwargs)
+    except eventlog.LogNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    except eventlog.NotALogError as exc:
+        raise UsageError(str(exc)) from exc
+    except eventlog.EventLogError as exc:
+        raise ReplayError(f"{exc} (replay stopped there)") from exc
+
+
+def _report_torn_tail(path: str) -> None:
+    try:
+        info = eventlog.scan(path)
+    except eventlog.LogNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    except eventlog.NotALogError as exc:
+        raise UsageError(str(exc)) from exc
+    except eventlog.EventLogError as exc:
+        raise ReplayError(str(exc)) from exc
+    if info.torn_bytes:
+        print(
+            f"warning: {path}: torn tail of {info.torn_bytes} bytes at offset"
+            f" {info.good_bytes} (a crash mid-append); replaying the {info.last_seq}"
+            " complete records before it",
+            file=sys.stderr,
+        )
+
+
+def _parse_at(text: str) -> tuple[int | None, float | None]:
+    """``--at`` as ``(seq, None)`` or ``(None, epoch_seconds)``."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text), None
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(value):
+            return None, value
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--at {text!r}: give a record number (e.g. 120) or a time"
+            " (e.g. 2026-11-23T10:15:00Z or epoch seconds)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return None, moment.timestamp()
+
+
+def fold_log(
+    path: str, *, stop_seq: int | None = None, stop_at: float | None = None
+) -> tuple[State, int, float | None]:
+    """Fold the log up to ``stop_seq`` / event time ``stop_at``: (state, last seq, its at)."""
+    state = initial_state()
+    last_seq = 0
+    last_at: float | None = None
+    for record in _records(path, stop_seq=stop_seq):
+        event = record.event
+        if stop_at is not None and event.at > stop_at:
+            break
+        apply(state, event)
+        last_seq = record.seq
+        last_at = event.at
+    return state, last_seq, last_at
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def format_time(at: float | None) -> str:
+    """Epoch seconds as ISO-8601 UTC with milliseconds (``-`` for None)."""
+    if at is None or not math.isfinite(at):
+        return "-"
+    try:
+        moment = datetime.fromtimestamp(at, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{at:.3f}"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def timeline_line(record: eventlog.Record[Any]) -> str:
+    subject, summary = describe(record.event)
+    return f"{record.seq:>7}  {format_time(record.event.at)}  {subject:<22} {summary}"
+
+
+def _print_table(title: str, headers: Sequence[str], rows: list[list[str]], rich: bool) -> None:
+    if not rows:
+        print(f"{title}: none")
+        return
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for header in headers:
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print(f"{title}:")
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def natural_key(text: str) -> list[Any]:
+    """``job2`` before ``job10``: digits compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text)]
+
+
+def _job_rows(state: State, job_id: str | None) -> list[list[str]]:
+    rows = []
+    for jid in sorted(state.jobs, key=natural_key):
+        job = state.jobs[jid]
+        if job_id is not None and jid != job_id:
+            continue
+        node = "-"
+        if job.current_node is not None:
+            progress = job.nodes.get(job.current_node)
+            node = job.current_node
+            if progress is not None and progress.max:
+                node += f" {progress.value:g}/{progress.max:g}"
+        done = sum(1 for n in job.nodes.values() if n.status in ("executed", "cached"))
+        why = ""
+        if job.error is not None:
+            why = f"{job.error.error_type}: {job.error.message}"
+        elif job.cancel_reason:
+            why = f"cancelled: {job.cancel_reason}"
+        elif job.status == "retrying" and job.retry_reason:
+            why = f"retry: {job.retry_reason}"
+        rows.append(
+            [
+                jid,
+                job.status,
+                str(job.priority),
+                str(job.attempt),
+                job.server_id or "-",
+                node,
+                f"{done}/{len(job.nodes)}",
+                str(len(job.outputs)),
+                why[:60],
+            ]
+        )
+    return rows
+
+
+def _machine_rows(state: State) -> list[list[str]]:
+    return [
+        [
+            sid,
+            m.kind,
+            m.server_type or "-",
+            m.status + (" (adopted)" if m.adopted else ""),
+            ",".join(m.leases) or "-",
+            format_time(m.service_ready_at),
+            format_time(m.stopped_at),
+            format_usd(m.cost_micros),
+        ]
+        for sid, m in sorted(state.machines.items(), key=lambda item: natural_key(item[0]))
+    ]
+
+
+def print_state(state: State, seq: int, at: float | None, *, job_id: str | None) -> None:
+    rich = sys.stdout.isatty()
+    system = state.system
+    print(
+        f"state after seq {seq} ({format_time(at)}): run {system.run_id or '-'}"
+        f" ({system.mode or '-'}, {'running' if system.running else 'not running'}),"
+        f" {state.events_applied} events, {state.anomaly_count} anomalies"
+    )
+    _print_table(
+        "jobs",
+        ["job", "status", "prio", "try", "machine", "node", "nodes", "outputs", "error"],
+        _job_rows(state, job_id),
+        rich,
+    )
+    if job_id is not None and job_id in state.jobs:
+        job = state.jobs[job_id]
+        _print_table(
+            f"nodes of job {job_id}",
+            ["node", "status", "progress"],
+            [
+                [nid, n.status, f"{n.value:g}/{n.max:g}" if n.max else "-"]
+                for nid, n in job.nodes.items()
+            ],
+            rich,
+        )
+        _print_table(
+            f"outputs of job {job_id}",
+            ["node", "kind", "file", "size", "sha256", "path"],
+            [
+                [o.node_id, o.kind, o.filename, str(o.size), o.sha256[:16], o.path]
+                for o in job.outputs
+            ],
+            rich,
+        )
+    if job_id is None:
+        _print_table(
+            "machines",
+            ["machine", "kind", "type", "status", "leases", "ready at", "stopped at", "cost"],
+            _machine_rows(state),
+            rich,
+        )
+        budget = state.budget
+        limit = "none" if budget.limit_micros is None else format_usd(budget.limit_micros)
+        flags = [
+            name for name, on in (("warned", budget.warned), ("exceeded", budget.exceeded)) if on
+        ]
+        print(
+            f"ledger: total {format_usd(state.ledger.total_micros)}"
+            f" over {len(state.machines)} machines; budget {limit}"
+            + (f" ({', '.join(flags)})" if flags else "")
+            + (f"; {budget.launches_refused} launches refused" if budget.launches_refused else "")
+            + (
+                f"; price tables {', '.join(state.ledger.price_table_versions)}"
+                if state.ledger.price_table_versions
+                else ""
+            )
+        )
+        intents = [
+            [f"launch {key}", f"{r.server_type} {r.workflow_version}", format_time(r.at)]
+            for key, r in sorted(state.launch_requests.items())
+        ] + [
+            [
+                f"prompt {pid}",
+                f"job {p.job_id} attempt {p.attempt} on {p.server_id}",
+                format_time(p.at),
+            ]
+            for pid, p in sorted(state.submitting.items())
+        ]
+        _print_table(
+            "pending intents (no outcome logged)", ["intent", "what", "since"], intents, rich
+        )
+        _print_table(
+            "actors",
+            ["actor", "status", "incarnation", "crashes", "restarts", "last error"],
+            [
+                [
+                    name,
+                    h.status,
+                    str(h.incarnation),
+                    str(h.crashes),
+                    str(h.restarts),
+                    h.last_error or "-",
+                ]
+                for name, h in sorted(state.actors.items())
+            ],
+            rich,
+        )
+    if state.anomalies:
+        print(f"anomalies (first {min(10, len(state.anomalies))} of {state.anomaly_count}):")
+        for message in state.anomalies[:10]:
+            print(f"  - {message}")
+
+
+def state_document(
+    state: State, *, log: str, seq: int, at: float | None, job_id: str | None
+) -> dict[str, Any]:
+    """The ``--json`` document (schema in docs/replay-json.md)."""
+    body = state_to_builtins(state)
+    if job_id is not None:
+        body["jobs"] = {k: v for k, v in body["jobs"].items() if k == job_id}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "log": log,
+        "seq": seq,
+        "at": at,
+        "state": body,
+    }
+
+
+# -------------------------------------------------------------------------- commands
+
+
+def _timeline(path: str, job_id: str | None) -> int:
+    count = 0
+    for record in _records(path):
+        if job_id is not None and event_job_id(record.event) != job_id:
+            continue
+        print(timeline_line(record))
+        count += 1
+    if job_id is not None and count == 0:
+        raise UsageError(f"no event in {path} is about job {job_id}: check the job id")
+    return EXIT_OK
+
+
+def _follow(path: str, job_id: str | None, poll: float) -> int:
+    import trio
+
+    async def tail() -> None:
+        async for record in eventlog.follow(path, Event, poll_interval=poll):
+            if job_id is None or event_job_id(record.event) == job_id:
+                print(timeline_line(record), flush=True)
+            if isinstance(record.event, SystemStopped):
+                return
+
+    try:
+        trio.run(tail)
+    except eventlog.EventLogError as exc:
+        raise ReplayError(f"{exc} (follow stopped there)") from exc
+    return EXIT_OK
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first path (``jobs.j1.status``) where two JSON-like values differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return (f"{path}.{key}".lstrip("."), a.get(key, "<absent>"), b.get(key, "<absent>"))
+            found = first_difference(a[key], b[key], f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            found = first_difference(x, y, f"{path}[{i}]")
+            if found is not None:
+                return found
+        if len(a) != len(b):
+            return (f"{path}.length".lstrip("."), len(a), len(b))
+        return None
+    if a != b or type(a) is not type(b):
+        return (path.lstrip(".") or "<root>", a, b)
+    return None
+
+
+def _describe_difference(left: State, right: State) -> str:
+    found = first_difference(state_to_builtins(left), state_to_builtins(right))
+    if found is None:
+        return "states equal"
+    where, x, y = found
+    return f"{where}: {x!r} != {y!r}"
+
+
+def _check(path: str, snapshot: str | None) -> int:
+    # 1. Seq contiguity: eventlog checks frames, we check the numbering we are handed.
+    first = initial_state()
+    expected = 1
+    count = 0
+    for record in _records(path):
+        if record.seq != expected:
+            print(f"check failed: {path}: expected seq {expected}, found seq {record.seq}")
+            return EXIT_DIVERGED
+        apply(first, record.event)
+        expected += 1
+        count += 1
+    # 2. The fold is deterministic: a second, independent fold gives an equal state.
+    second, last_seq, _ = fold_log(path)
+    if second != first or last_seq != count:
+        print(
+            f"check failed: {path}: folding twice gave different states:"
+            f" {_describe_difference(first, second)}"
+        )
+        return EXIT_DIVERGED
+    # 3. The snapshot (if any) equals the fold of the records it claims to cover.
+    snapshot_path = snapshot or (f"{path}.snapshot" if os.path.exists(f"{path}.snapshot") else None)
+    snap_note = "no snapshot"
+    if snapshot_path is not None:
+        try:
+            got = eventlog.read_snapshot(snapshot_path, State)
+        except eventlog.EventLogError as exc:
+            print(f"check failed: snapshot {snapshot_path}: {exc}")
+            return EXIT_DIVERGED
+        if got is None:
+            if snapshot is not None:
+                raise UsageError(f"--snapshot {snapshot}: file not found")
+        else:
+            snap_seq, snap_state = got
+            if snap_seq > count:
+                print(
+                    f"check failed: snapshot {snapshot_path} covers seq {snap_seq}"
+                    f" but the log ends at seq {count}"
+                )
+                return EXIT_DIVERGED
+            expected_state, _, _ = fold_log(path, stop_seq=snap_seq)
+            if snap_state != expected_state:
+                print(
+                    f"check failed: snapshot {snapshot_path} at seq {snap_seq} disagrees with"
+                    f" the records: {_describe_difference(snap_state, expected_state)}"
+                    " (snapshot != records)"
+                )
+                return EXIT_DIVERGED
+            snap_note = f"snapshot at seq {snap_seq} agrees"
+    anomalies = f", {first.anomaly_count} anomalies" if first.anomaly_count else ""
+    print(
+        f"ok: {path}: {count} records, seqs 1..{count} contiguous, fold deterministic,"
+        f" {snap_note}{anomalies}"
+    )
+    return EXIT_OK
+
+
+def _diff(path: str, other: str) -> int:
+    left, right = initial_state(), initial_state()
+    mine, theirs = _records(path), _records(other)
+    seq = 0
+    while True:
+        a = next(mine, None)
+        b = next(theirs, None)
+        if a is None and b is None:
+            print(f"identical: {path} and {other} give equal states at every one of {seq} records")
+            return EXIT_OK
+        seq += 1
+        if a is None or b is None:
+            longer, record = (other, b) if a is None else (path, a)
+            assert record is not None
+            line = timeline_line(record).strip()
+            print(f"first difference at seq {seq}: only {longer} has it: {line}")
+            return EXIT_DIVERGED
+        apply(left, a.event)
+        apply(right, b.event)
+        # A deterministic fold of equal events gives equal states: compare the (cheap) events
+        # first, and the states only where the events differ.
+        if a.event != b.event and left != right:
+            print(f"first difference at seq {seq}:")
+            print(f"  {path}: {timeline_line(a).strip()}")
+            print(f"  {other}: {timeline_line(b).strip()}")
+            print(f"  state: {_describe_difference(left, right)}")
+            return EXIT_DIVERGED
 
 
 def main(args: argparse.Namespace) -> int:
-    print("conjure_actors: 'replay' is not built yet")
-    return 1
+    path = str(args.log)
+    if Path(path).is_dir():
+        raise UsageError(f"{path} is a directory: pass the log file (e.g. runs/<run>.log)")
+    modes = [name for name in ("follow", "check", "diff") if getattr(args, name)]
+    if len(modes) > 1:
+        raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined")
+    if args.check:
+        _report_torn_tail(path)
+        return _check(path, args.snapshot)
+    if args.diff:
+        _report_torn_tail(path)
+        _report_torn_tail(args.diff)
+        return _diff(path, args.diff)
+    if args.follow:
+        return _follow(path, args.job, args.poll)
+    _report_torn_tail(path)
+    if args.at is None and not args.json:
+        return _timeline(path, args.job)
+    stop_seq, stop_at = _parse_at(args.at) if args.at is not None else (None, None)
+    state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at)
+    if args.job is not None and args.job not in state.jobs:
+        raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
+    if args.json:
+        document = state_document(state, log=path, seq=seq, at=at, job_id=args.job)
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(document)).decode() + "\n")
+        return EXIT_OK
+    print_state(state, seq, at, job_id=args.job)
+    return EXIT_OK

@@ -1,0 +1,153 @@
+"""One-line, human descriptions of events (the ``replay`` timeline, the monitor's log view).
+
+:func:`describe` returns ``(subject, summary)``: the subject is what the event is about
+(``job j1``, ``machine s-1``, ``actor cost``, ``budget``, ``system``), the summary a short
+phrase. Nothing here can leak a secret: events carry none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.prices import format_usd
+from conjure_actors.runtime import events as rt
+
+__all__ = ["describe", "event_job_id", "event_subject"]
+
+
+def _rate(micros_per_hour: int) -> str:
+    return f"{format_usd(micros_per_hour, 2)}/h"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+_SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
+    ev.WorkflowRegistered: lambda e: f"workflow {e.name} registered ({e.sha256[:12]})",
+    ev.JobSubmitted: lambda e: (
+        f"submitted (workflow {e.workflow_sha256[:12]}, priority {e.priority}"
+        + (f", seed {e.seed}" if e.seed is not None else "")
+        + (f", {len(e.bindings)} bindings" if e.bindings else "")
+        + (f", parent {e.parent_id}" if e.parent_id else "")
+        + ")"
+    ),
+    ev.JobQueued: lambda e: "queued" + (f" ({e.reason})" if e.reason else ""),
+    ev.JobStarted: lambda e: f"attempt {e.attempt} started on {e.server_id}",
+    ev.JobRetrying: lambda e: f"attempt {e.attempt} failed ({e.reason}); retry in {_num(e.delay)}s",
+    ev.JobSucceeded: lambda e: "succeeded",
+    ev.JobFailed: lambda e: (
+        f"failed: {e.error_type}: {e.message}" + (" (retryable)" if e.retryable else "")
+    ),
+    ev.JobCancelled: lambda e: f"cancelled ({e.reason})",
+    ev.JobStalled: lambda e: f"stalled: no progress for {_num(e.idle_seconds)}s",
+    ev.MachineLaunchRequested: lambda e: (
+        f"launch requested: {e.server_type}, version {e.workflow_version},"
+        f" lease {e.estimated_duration}s (key {e.request_key})"
+    ),
+    ev.MachineLaunched: lambda e: f"launched (key {e.request_key}), starting",
+    ev.MachineLaunchFailed: lambda e: f"launch failed: {e.reason}",
+    ev.MachineStatusObserved: lambda e: f"status {e.status}",
+    ev.MachineReady: lambda e: (
+        f"ready; billing at {_rate(e.rate_micros_per_hour)} ({e.price_table_version})"
+    ),
+    ev.MachineHealthy: lambda e: "healthy (ComfyUI answered)",
+    ev.MachineLeased: lambda e: f"leased to job {e.job_id}",
+    ev.MachineReleased: lambda e: f"released by job {e.job_id}",
+    ev.LeaseRenewed: lambda e: "lease renewed",
+    ev.MachineStopping: lambda e: f"stopping ({e.reason})",
+    ev.MachineStopped: lambda e: (
+        f"stopped: billed {e.billed_seconds}s, {format_usd(e.cost_micros)}"
+    ),
+    ev.MachineLost: lambda e: f"lost ({e.reason})",
+    ev.MachineAdopted: lambda e: f"adopted after restart ({e.server_type}, {e.status})",
+    ev.MachineAttached: lambda e: f"attached ({e.kind}, {e.max_jobs} job(s) at a time)",
+    ev.InputUploaded: lambda e: f"uploaded {e.name} ({e.size} bytes) for node {e.node_id}",
+    ev.PromptSubmitting: lambda e: (
+        f"submitting prompt {e.prompt_id} (attempt {e.attempt}) to {e.server_id}"
+    ),
+    ev.PromptSubmitted: lambda e: f"prompt {e.prompt_id} queued as #{_num(e.number)}",
+    ev.PromptRejected: lambda e: f"prompt {e.prompt_id} rejected: {e.error_type}: {e.message}",
+    ev.ExecutionStarted: lambda e: f"prompt {e.prompt_id} started",
+    ev.NodeCached: lambda e: f"cached nodes: {', '.join(e.nodes) or 'none'}",
+    ev.NodeStarted: lambda e: f"node {e.node_id} running",
+    ev.NodeProgress: lambda e: f"node {e.node_id} {_num(e.value)}/{_num(e.max)}",
+    ev.NodeExecuted: lambda e: f"node {e.node_id} done",
+    ev.ExecutionSucceeded: lambda e: f"prompt {e.prompt_id} succeeded",
+    ev.ExecutionInterrupted: lambda e: f"prompt {e.prompt_id} interrupted",
+    ev.ExecutionFailed: lambda e: (
+        f"node {e.node_id} ({e.node_type}) failed: {e.exception_type}: {e.message}"
+    ),
+    ev.OutputSaved: lambda e: (
+        f"saved {e.kind} {e.filename} ({e.size} bytes, sha256 {e.sha256[:12]}) -> {e.path}"
+    ),
+    ev.CostAccrued: lambda e: f"cost so far {format_usd(e.amount_micros)}",
+    ev.BudgetSet: lambda e: (
+        "no budget" if e.limit_micros is None else f"budget set to {format_usd(e.limit_micros)}"
+    ),
+    ev.BudgetWarning: lambda e: (
+        f"warning: spent {format_usd(e.spent_micros)} of {format_usd(e.limit_micros)}"
+    ),
+    ev.BudgetExceeded: lambda e: (
+        f"EXCEEDED: spent {format_usd(e.spent_micros)} of {format_usd(e.limit_micros)}"
+    ),
+    ev.LaunchRefused: lambda e: (
+        f"launch for job {e.job_id} refused: needs {format_usd(e.estimate_micros)},"
+        f" {format_usd(e.remaining_micros)} left"
+    ),
+    ev.SystemStarted: lambda e: f"started run {e.run_id} ({e.mode}, version {e.version})",
+    ev.SystemStopped: lambda e: f"stopped ({e.reason})",
+    rt.ActorStarted: lambda e: f"started (incarnation {e.incarnation})",
+    rt.ActorCrashed: lambda e: f"crashed: {e.error_type}: {e.message}",
+    rt.ActorRestarted: lambda e: f"restarting after {_num(e.delay)}s",
+    rt.ActorStopped: lambda e: f"stopped ({e.reason})",
+    rt.SupervisorEscalated: lambda e: (
+        f"escalated: {e.child} restarted {e.restarts} times in {_num(e.window)}s"
+    ),
+}
+
+
+def event_job_id(event: object) -> str | None:
+    """The job an event is about, if any (``MachineLeased`` and friends count)."""
+    job_id = getattr(event, "job_id", None)
+    return job_id if isinstance(job_id, str) else None
+
+
+def event_subject(event: object) -> str:
+    """What the event is about: ``job X``, ``machine Y``, ``actor Z``, ``budget``..."""
+    if isinstance(event, ev.MachineLeased | ev.MachineReleased):
+        return f"machine {event.server_id}"
+    job_id = event_job_id(event)
+    if job_id is not None and not isinstance(event, ev.LaunchRefused):
+        return f"job {job_id}"
+    server_id = getattr(event, "server_id", None)
+    if isinstance(server_id, str):
+        return f"machine {server_id}"
+    if isinstance(event, ev.MachineLaunchRequested | ev.MachineLaunchFailed):
+        return f"launch {event.request_key}"
+    if isinstance(event, rt.ActorStarted | rt.ActorCrashed | rt.ActorRestarted | rt.ActorStopped):
+        return f"actor {event.actor}"
+    if isinstance(event, rt.SupervisorEscalated):
+        return f"actor {event.supervisor}"
+    if isinstance(event, ev.WorkflowRegistered):
+        return "workflow"
+    if isinstance(event, ev.BudgetSet | ev.BudgetWarning | ev.BudgetExceeded | ev.LaunchRefused):
+        return "budget"
+    return "system"
+
+
+def describe(event: object) -> tuple[str, str]:
+    """``(subject, one-line summary)`` of any event (unknown types: tag and fields)."""
+    summarize = _SUMMARIES.get(type(event))
+    if summarize is not None:
+        return event_subject(event), summarize(event)
+    if isinstance(event, msgspec.Struct):
+        fields = msgspec.structs.asdict(event)
+        fields.pop("at", None)
+        text = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return event_subject(event), f"{type(event).__name__}({text})"
+    return "system", repr(event)
