@@ -506,6 +506,16 @@ def _diff(path: str, other: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        # `replay LOG | head`: the reader left; stop quietly (and silence the final flush).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(args: argparse.Namespace) -> int:
     path = str(args.log)
     if Path(path).is_dir():
         raise UsageError(f"{path} is a directory: pass the log file (e.g. runs/<run>.log)")
