@@ -1,1 +1,51 @@
-"""clients layer (see DESIGN.md)."""
+"""clients layer (see DESIGN.md): httpx + trio-websocket clients for ComfyUI and RunComfy."""
+
+from conjure_actors.clients.comfyui import (
+    ComfyUIClient,
+    ComfyUIEvents,
+    Download,
+    FollowUpdate,
+    NodeExecuted,
+    NodeProgress,
+    NodesCached,
+    NodeStarted,
+    OutputFile,
+    PreviewImage,
+    PromptFailed,
+    PromptInterrupted,
+    PromptStarted,
+    PromptSucceeded,
+    QueueItem,
+    QueueSnapshot,
+    Submitted,
+    UploadedImage,
+    check_signature,
+    new_prompt_id,
+)
+from conjure_actors.clients.retry import RetryPolicy, parse_retry_after, send_with_retry
+
+__all__ = [
+    "ComfyUIClient",
+    "ComfyUIEvents",
+    "Download",
+    "FollowUpdate",
+    "NodeExecuted",
+    "NodeProgress",
+    "NodeStarted",
+    "NodesCached",
+    "OutputFile",
+    "PreviewImage",
+    "PromptFailed",
+    "PromptInterrupted",
+    "PromptStarted",
+    "PromptSucceeded",
+    "QueueItem",
+    "QueueSnapshot",
+    "RetryPolicy",
+    "Submitted",
+    "UploadedImage",
+    "check_signature",
+    "new_prompt_id",
+    "parse_retry_after",
+    "send_with_retry",
+]

@@ -1,0 +1,1023 @@
+"""The ComfyUI client: upload, submit, follow, download, and the small routes around them.
+
+Three ideas shape it (see ``../shared/protocols/comfyui.md`` §4 for the evidence):
+
+- **Polling is the source of truth.** ``/history/{id}`` says a prompt is done; ``/queue``
+  tells "not yet" (running or pending) from "unknown" (deleted, evicted, server restarted).
+  The WebSocket only makes following faster and more detailed.
+- **One long-lived WebSocket for many prompts** (:class:`ComfyUIEvents`). It carries a fresh
+  ``clientId`` on every (re)connect, because a reused id breaks the server's socket table
+  (P3). After a drop, prompts submitted under the old id get no more per-prompt events, so
+  their followers simply continue by polling.
+- **Nothing is resubmitted blindly.** A timeout on ``POST /prompt`` raises
+  :class:`OutcomeUnknownError`; the caller reconciles with :meth:`ComfyUIClient.find_prompt`
+  using the ``prompt_id`` it chose and logged before the POST.
+
+Secrets: with ``redact`` set, every message, log line and repr names the server by that
+string; the base URL (a RunComfy machine URL is a capability) never appears. A logging
+filter also scrubs it from the ``httpx``/``httpcore``/``trio-websocket`` loggers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import msgspec
+import trio
+import trio_websocket
+
+from conjure_actors.clients import comfyui_wire as wire
+from conjure_actors.clients.errors import (
+    ClientError,
+    ComfyUIError,
+    DownloadError,
+    ExecutionError,
+    NodeError,
+    PromptInterruptedError,
+    PromptLostError,
+    PromptRejectedError,
+)
+from conjure_actors.clients.retry import RetryPolicy, send_with_retry
+
+__all__ = [
+    "GLB_MAGIC",
+    "PNG_SIGNATURE",
+    "WS_MAX_MESSAGE_SIZE",
+    "ComfyUIClient",
+    "ComfyUIEvents",
+    "Download",
+    "FollowUpdate",
+    "NodeExecuted",
+    "NodeProgress",
+    "NodeStarted",
+    "NodesCached",
+    "OutputFile",
+    "PreviewImage",
+    "PromptFailed",
+    "PromptInterrupted",
+    "PromptStarted",
+    "PromptSucceeded",
+    "QueueItem",
+    "QueueSnapshot",
+    "Submitted",
+    "UploadedImage",
+    "check_signature",
+    "new_prompt_id",
+]
+
+log = logging.getLogger("conjure_actors.clients.comfyui")
+
+WS_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
+PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND: Final = b"IEND\xaeB`\x82"
+GLB_MAGIC: Final = b"glTF"
+PromptStatus = Literal["running", "pending", "done", "unknown"]
+
+
+def new_prompt_id() -> str:
+    """A canonical lowercase hyphenated UUID4, the only form newer servers accept."""
+    return str(uuid.uuid4())
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@attrs.frozen
+class OutputFile:
+    """One file a node reported (``/history`` outputs or an ``executed`` frame)."""
+
+    node_id: str
+    key: str  # the UI key: "images", "3d", "gifs", ...
+    filename: str
+    subfolder: str
+    type: str
+
+    @property
+    def path(self) -> str:
+        """``type/subfolder/filename`` (the simulator's ``produced`` key)."""
+        parts = [self.type, self.subfolder, self.filename]
+        return "/".join(p for p in parts if p)
+
+
+@attrs.frozen
+class UploadedImage:
+    """What ``/upload/image`` stored: use :attr:`reference` in a LoadImage node."""
+
+    name: str
+    subfolder: str
+    type: str
+    sha256: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
+
+
+@attrs.frozen
+class Submitted:
+    """A queued prompt. ``warnings``: node errors of outputs that will NOT run (200 answer)."""
+
+    prompt_id: str
+    number: float
+    warnings: tuple[NodeError, ...] = ()
+
+
+@attrs.frozen
+class QueueItem:
+    number: float
+    prompt_id: str
+    client_id: str | None
+
+
+@attrs.frozen
+class QueueSnapshot:
+    """``/queue`` without the graphs; ``pending`` in run order (sorted by number)."""
+
+    running: tuple[QueueItem, ...]
+    pending: tuple[QueueItem, ...]
+
+    def status_of(self, prompt_id: str) -> PromptStatus:
+        if any(i.prompt_id == prompt_id for i in self.running):
+            return "running"
+        if any(i.prompt_id == prompt_id for i in self.pending):
+            return "pending"
+        return "unknown"
+
+
+@attrs.frozen
+class Download:
+    """Verified bytes of one output file and their sha256 (hex)."""
+
+    output: OutputFile
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    sha256: str
+    size: int
+
+
+# Updates yielded by ComfyUIClient.follow (the last one is always a terminal one).
+
+
+@attrs.frozen
+class PromptStarted:
+    prompt_id: str
+
+
+@attrs.frozen
+class NodesCached:
+    prompt_id: str
+    nodes: tuple[str, ...]
+
+
+@attrs.frozen
+class NodeStarted:
+    prompt_id: str
+    node: str
+
+
+@attrs.frozen
+class NodeProgress:
+    prompt_id: str
+    node: str
+    value: float
+    max: float
+
+
+@attrs.frozen
+class NodeExecuted:
+    prompt_id: str
+    node: str
+    outputs: tuple[OutputFile, ...]
+
+
+@attrs.frozen
+class PreviewImage:
+    prompt_id: str
+    node: str | None
+    image_type: str | None
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+
+
+@attrs.frozen
+class PromptSucceeded:
+    """Terminal: history says success. ``outputs`` (from history) is authoritative."""
+
+    prompt_id: str
+    outputs: tuple[OutputFile, ...]
+    cached_nodes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class PromptFailed:
+    """Terminal: a node raised (``execution_error`` in history)."""
+
+    prompt_id: str
+    node_id: str | None
+    node_type: str | None
+    exception_type: str
+    exception_message: str
+
+
+@attrs.frozen
+class PromptInterrupted:
+    """Terminal: the prompt was interrupted before ``node_id`` ran."""
+
+    prompt_id: str
+    node_id: str | None
+    node_type: str | None
+
+
+FollowUpdate = (
+    PromptStarted
+    | NodesCached
+    | NodeStarted
+    | NodeProgress
+    | NodeExecuted
+    | PreviewImage
+    | PromptSucceeded
+    | PromptFailed
+    | PromptInterrupted
+)
+_TERMINAL: Final = (PromptSucceeded, PromptFailed, PromptInterrupted)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def check_signature(filename: str, data: bytes) -> str | None:
+    """Why ``data`` is not a plausible ``filename`` (PNG / GLB / JPEG / WEBP), or ``None``."""
+    if not data:
+        return "empty body"
+    lower = filename.lower()
+    if lower.endswith(".png"):
+        if not data.startswith(PNG_SIGNATURE):
+            return "not a PNG (bad signature)"
+        if not data.endswith(_PNG_IEND):
+            return "PNG without its IEND chunk (truncated)"
+    elif lower.endswith(".glb"):
+        if len(data) < 12 or data[:4] != GLB_MAGIC:
+            return "not a binary glTF (bad magic)"
+        version = int.from_bytes(data[4:8], "little")
+        length = int.from_bytes(data[8:12], "little")
+        if version != 2:
+            return f"binary glTF version {version}, expected 2"
+        if length != len(data):
+            return f"binary glTF declares {length} bytes, got {len(data)} (truncated)"
+    elif lower.endswith((".jpg", ".jpeg")):
+        if not data.startswith(b"\xff\xd8\xff"):
+            return "not a JPEG (bad signature)"
+    elif lower.endswith(".webp") and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return "not a WEBP (bad signature)"
+    return None
+
+
+def outputs_from_ui(node_id: str, ui: Mapping[str, Any] | None) -> tuple[OutputFile, ...]:
+    """Every ``{filename, subfolder, type}`` entry in one node's UI output."""
+    files: list[OutputFile] = []
+    for key, entries in (ui or {}).items():
+        if not isinstance(entries, list):
+            continue
+        files.extend(
+            OutputFile(
+                node_id=node_id,
+                key=str(key),
+                filename=str(entry["filename"]),
+                subfolder=str(entry.get("subfolder", "")),
+                type=str(entry.get("type", "output")),
+            )
+            for entry in entries
+            if isinstance(entry, dict) and "filename" in entry
+        )
+    return tuple(files)
+
+
+def _node_errors(raw: object) -> list[NodeError]:
+    out: list[NodeError] = []
+    if not isinstance(raw, dict):
+        return out
+    for node_id, entry in raw.items():
+        if not isinstance(entry, dict):
+            continue
+        class_type = str(entry.get("class_type", ""))
+        for err in entry.get("errors", []) or []:
+            if not isinstance(err, dict):
+                continue
+            extra = err.get("extra_info") or {}
+            input_name = extra.get("input_name") if isinstance(extra, dict) else None
+            out.append(
+                NodeError(
+                    node_id=str(node_id),
+                    class_type=class_type,
+                    type=str(err.get("type", "")),
+                    message=str(err.get("message", "")),
+                    details=str(err.get("details", "")),
+                    input_name=str(input_name) if input_name is not None else None,
+                )
+            )
+    return out
+
+
+class _RedactFilter(logging.Filter):
+    """Replaces secret URLs in records of third-party loggers (httpx logs every request URL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        changed = message
+        for secret, name in self.secrets.items():
+            changed = changed.replace(secret, name)
+        if changed != message:
+            record.msg, record.args = changed, None
+        return True
+
+
+_REDACT_FILTER: Final = _RedactFilter()
+for _name in ("httpx", "httpcore", "trio-websocket", "hypercorn.access"):
+    logging.getLogger(_name).addFilter(_REDACT_FILTER)
+
+
+def _default_ws_connect(
+    url: str,
+) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
+    return trio_websocket.open_websocket_url(
+        url, max_message_size=WS_MAX_MESSAGE_SIZE, connect_timeout=10, disconnect_timeout=5
+    )
+
+
+# ---------------------------------------------------------------------------- events
+
+
+_Routed = wire.WsMessage | wire.BinaryFrame | None  # None: "the socket was replaced"
+
+
+class _Subscription:
+    def __init__(self, events: ComfyUIEvents, prompt_id: str) -> None:
+        self.events = events
+        self.prompt_id = prompt_id
+        self.send, self.receive = trio.open_memory_channel[_Routed](math.inf)
+
+    def close(self) -> None:
+        self.events._subs.pop(self.prompt_id, None)
+        self.send.close()
+
+
+class ComfyUIEvents:
+    """One long-lived WebSocket shared by every follower; reconnects with a fresh client id.
+
+    Run :meth:`run` in a nursery (``await nursery.start(events.run)``; it returns once the
+    first connection attempt is over, connected or not). Submit prompts with
+    :attr:`client_id`; :meth:`ComfyUIClient.follow` subscribes by prompt id. Frames for a
+    prompt nobody follows yet are kept (a bounded number of prompts) because ComfyUI may
+    send ``execution_start`` before the ``POST /prompt`` answer arrives.
+    """
+
+    MAX_BUFFERED_PROMPTS: Final = 256
+    MAX_BUFFERED_FRAMES: Final = 4096
+
+    def __init__(
+        self,
+        client: ComfyUIClient,
+        *,
+        keepalive: float = 20.0,
+        ping_timeout: float = 10.0,
+        feature_flags: bool = True,
+    ) -> None:
+        self._client = client
+        self._keepalive = keepalive
+        self._ping_timeout = ping_timeout
+        self._feature_flags = feature_flags
+        self.client_id = uuid.uuid4().hex
+        self.connected = False
+        self.generation = 0
+        self.frames = 0
+        self._subs: dict[str, _Subscription] = {}
+        self._orphans: OrderedDict[str, list[_Routed]] = OrderedDict()
+        self._current_prompt: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ComfyUIEvents(server={self._client.name!r}, connected={self.connected})"
+
+    def subscribe(self, prompt_id: str) -> _Subscription:
+        sub = _Subscription(self, prompt_id)
+        self._subs[prompt_id] = sub
+        for item in self._orphans.pop(prompt_id, []):
+            sub.send.send_nowait(item)
+        return sub
+
+    def _route(self, prompt_id: str | None, item: _Routed) -> None:
+        if prompt_id is None:
+            return
+        sub = self._subs.get(prompt_id)
+        if sub is not None:
+            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+                sub.send.send_nowait(item)
+            return
+        buffered = self._orphans.get(prompt_id)
+        if buffered is None:
+            if len(self._orphans) >= self.MAX_BUFFERED_PROMPTS:
+                self._orphans.popitem(last=False)
+            buffered = self._orphans[prompt_id] = []
+        if len(buffered) < self.MAX_BUFFERED_FRAMES:
+            buffered.append(item)
+
+    def dispatch(self, message: str | bytes) -> None:
+        """Parse one frame and hand it to the follower of its prompt."""
+        self.frames += 1
+        if isinstance(message, str):
+            msg = wire.parse_ws_message(message)
+            if isinstance(msg, wire.UnknownMessage):
+                log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, msg.type)
+                return
+            if isinstance(msg, wire.StatusMsg | wire.FeatureFlagsMsg):
+                return
+            prompt_id = msg.data.prompt_id
+            if isinstance(msg, wire.ExecutingMsg | wire.ExecutionStartMsg):
+                self._current_prompt = prompt_id if msg.data.prompt_id else self._current_prompt
+            self._route(prompt_id, msg)
+            return
+        frame = wire.parse_binary_frame(message)
+        target = frame.prompt_id or self._current_prompt
+        self._route(target, frame)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a socket open until cancelled; report started after the first attempt."""
+        started = False
+        delays = self._client.policy.delays(self._client.rng)
+        while True:
+            client_id = uuid.uuid4().hex
+            url = f"{self._client.ws_base}/ws?clientId={client_id}"
+            try:
+                async with self._client.ws_connect(url) as ws:
+                    self.client_id = client_id
+                    self.connected = True
+                    self.generation += 1
+                    delays = self._client.policy.delays(self._client.rng)
+                    if self.generation > 1:
+                        for sub in list(self._subs.values()):
+                            sub.send.send_nowait(None)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await self._serve(ws)
+            except (
+                OSError,
+                trio_websocket.HandshakeError,
+                trio_websocket.ConnectionClosed,
+                trio.BrokenResourceError,
+            ) as exc:
+                log.info(
+                    "%s: WebSocket unavailable (%s: %s); following by polling",
+                    self._client.name,
+                    type(exc).__name__,
+                    self._client.scrub(str(exc)),
+                )
+            finally:
+                self.connected = False
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(next(delays))
+
+    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> None:
+        if self._feature_flags:
+            await ws.send_message(
+                msgspec.json.encode(
+                    {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+                ).decode()
+            )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_alive, ws, nursery.cancel_scope)
+            while True:
+                try:
+                    message = await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    log.info("%s: WebSocket closed; reconnecting", self._client.name)
+                    nursery.cancel_scope.cancel()
+                    return
+                self.dispatch(message)
+
+    async def _keep_alive(
+        self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope
+    ) -> None:
+        """ComfyUI sends no heartbeat: ping ourselves and drop a socket that stopped answering."""
+        while True:
+            await trio.sleep(self._keepalive)
+            with trio.move_on_after(self._ping_timeout) as ping:
+                try:
+                    await ws.ping()
+                except (trio_websocket.ConnectionClosed, ValueError):
+                    scope.cancel()
+                    return
+            if ping.cancelled_caught:
+                log.info("%s: WebSocket ping unanswered; reconnecting", self._client.name)
+                scope.cancel()
+                return
+
+
+# ---------------------------------------------------------------------------- the client
+
+
+class ComfyUIClient:
+    """A ComfyUI server's HTTP API (+ WebSocket through :class:`ComfyUIEvents`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        http: httpx.AsyncClient,
+        ws_connect: Callable[[str], AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
+        | None = None,
+        policy: RetryPolicy | None = None,
+        redact: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._http = http
+        self.ws_connect = ws_connect if ws_connect is not None else _default_ws_connect
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.rng = rng if rng is not None else random.Random()
+        self.name = redact if redact is not None else self._base
+        parts = urlsplit(self._base)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        self.ws_base = f"{scheme}://{parts.netloc}{parts.path}"
+        self._secrets: dict[str, str] = {}
+        if redact is not None:
+            for secret in {self._base, self.ws_base, parts.netloc, parts.hostname or ""}:
+                if secret:
+                    self._secrets[secret] = redact
+            # Longest first, so that a full URL is replaced before its host alone.
+            self._secrets = dict(sorted(self._secrets.items(), key=lambda kv: -len(kv[0])))
+            _REDACT_FILTER.secrets.update(self._secrets)
+
+    def __repr__(self) -> str:
+        return f"ComfyUIClient(server={self.name!r})"
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the server's URL and host replaced by its redacted name."""
+        for secret, name in self._secrets.items():
+            text = text.replace(secret, name)
+        return text
+
+    def events(self, **kwargs: Any) -> ComfyUIEvents:
+        """A :class:`ComfyUIEvents` for this server (start its ``run`` in a nursery)."""
+        return ComfyUIEvents(self, **kwargs)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = True,
+        retry_statuses: frozenset[int] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        url = self._base + path
+
+        async def attempt() -> httpx.Response:
+            return await self._http.request(method, url, **kwargs)
+
+        extra = {} if retry_statuses is None else {"retry_statuses": retry_statuses}
+        response = await send_with_retry(
+            attempt,
+            policy=self.policy,
+            rng=self.rng,
+            what=f"{method} {path} on {self.name}",
+            idempotent=idempotent,
+            scrub=self.scrub,
+            **extra,
+        )
+        return response
+
+    def _fail(self, what: str, response: httpx.Response) -> ComfyUIError:
+        hint = " (rate limited: slow down)" if response.status_code == 429 else ""
+        return ComfyUIError(
+            f"{what} on {self.name} answered HTTP {response.status_code}{hint}",
+            status=response.status_code,
+        )
+
+    async def _get_json(self, path: str, **kwargs: Any) -> Any:
+        response = await self._request("GET", path, **kwargs)
+        if response.status_code != 200:
+            raise self._fail(f"GET {path}", response)
+        try:
+            return msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise ComfyUIError(f"GET {path} on {self.name} did not answer JSON") from None
+
+    # ------------------------------------------------------------------ routes
+
+    async def upload_image(
+        self,
+        data: bytes,
+        filename: str,
+        *,
+        subfolder: str = "",
+        type: str = "input",
+        overwrite: bool = False,
+    ) -> UploadedImage:
+        """``POST /upload/image``; the server may rename (``name (1).png``): use the result."""
+        fields = {"type": type, "subfolder": subfolder}
+        if overwrite:
+            fields["overwrite"] = "true"
+        response = await self._request(
+            "POST",
+            "/upload/image",
+            files={"image": (filename, data, "application/octet-stream")},
+            data=fields,
+        )
+        if response.status_code != 200:
+            raise self._fail("POST /upload/image", response)
+        body = msgspec.json.decode(response.content)
+        return UploadedImage(
+            name=str(body["name"]),
+            subfolder=str(body.get("subfolder", "")),
+            type=str(body.get("type", type)),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    async def submit(
+        self,
+        graph: Mapping[str, Any],
+        prompt_id: str,
+        client_id: str | None,
+        number: float | None = None,
+        *,
+        extra_data: Mapping[str, Any] | None = None,
+        front: bool = False,
+    ) -> Submitted:
+        """``POST /prompt`` under our own ``prompt_id``.
+
+        Raises :class:`PromptRejectedError` (400, with every ``node_errors`` entry) and
+        :class:`OutcomeUnknownError` on a timeout or a lost connection: reconcile with
+        :meth:`find_prompt` instead of submitting again.
+        """
+        body: dict[str, Any] = {"prompt": graph, "prompt_id": prompt_id}
+        if client_id is not None:
+            body["client_id"] = client_id
+        if number is not None:
+            body["number"] = number
+        if front:
+            body["front"] = True
+        if extra_data:
+            body["extra_data"] = dict(extra_data)
+        try:
+            response = await self._request(
+                "POST",
+                "/prompt",
+                idempotent=False,
+                retry_statuses=frozenset({429, 502, 503, 504}),
+                content=msgspec.json.encode(body),
+                headers={"content-type": "application/json"},
+            )
+        except ClientError as exc:
+            exc.add_note(f"prompt id {prompt_id}: use find_prompt() before submitting again")
+            raise
+        if response.status_code == 400:
+            raise self._rejected(prompt_id, response)
+        if response.status_code != 200:
+            raise self._fail("POST /prompt", response)
+        answer = msgspec.json.decode(response.content)
+        warnings = tuple(_node_errors(answer.get("node_errors")))
+        if warnings:
+            log.warning(
+                "%s: prompt %s queued, but %d node error(s) drop some outputs: %s",
+                self.name,
+                prompt_id,
+                len(warnings),
+                "; ".join(f"node {w.node_id} ({w.class_type}): {w.message}" for w in warnings),
+            )
+        return Submitted(
+            prompt_id=str(answer.get("prompt_id", prompt_id)),
+            number=float(answer.get("number", 0)),
+            warnings=warnings,
+        )
+
+    def _rejected(self, prompt_id: str, response: httpx.Response) -> PromptRejectedError:
+        try:
+            body = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            body = {}
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        errors = _node_errors(body.get("node_errors") if isinstance(body, dict) else None)
+        summary = "; ".join(
+            f"node {e.node_id} ({e.class_type}) {e.input_name or ''}: {e.message}".replace(
+                " :", ":"
+            )
+            for e in errors[:5]
+        )
+        if not summary:
+            summary = f"{error.get('message', 'rejected')} {error.get('details', '')}".strip()
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        return PromptRejectedError(
+            f"{self.name} rejected prompt {prompt_id}: {summary}{more}; fix the workflow inputs",
+            error_type=str(error.get("type", "")),
+            node_errors=errors,
+        )
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """``/history/{id}``: the entry, or ``None`` for ``{}`` (not done, or unknown)."""
+        body = await self._get_json(f"/history/{prompt_id}")
+        if isinstance(body, dict):
+            entry = body.get(prompt_id)
+            if isinstance(entry, dict):
+                return entry
+        return None
+
+    async def queue(self) -> QueueSnapshot:
+        """``/queue`` reduced to numbers and ids, pending sorted into run order."""
+        body = await self._get_json("/queue")
+
+        def items(raw: Iterable[Any]) -> list[QueueItem]:
+            out = []
+            for entry in raw:
+                extra = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
+                cid = extra.get("client_id")
+                out.append(QueueItem(float(entry[0]), str(entry[1]), str(cid) if cid else None))
+            return out
+
+        pending = sorted(items(body.get("queue_pending", [])), key=lambda i: i.number)
+        return QueueSnapshot(
+            running=tuple(items(body.get("queue_running", []))), pending=tuple(pending)
+        )
+
+    async def find_prompt(self, prompt_id: str) -> PromptStatus:
+        """Where a prompt is: queue first, then history (a finish in between shows as done)."""
+        snapshot = await self.queue()
+        status = snapshot.status_of(prompt_id)
+        if status != "unknown":
+            return status
+        return "done" if await self.history(prompt_id) is not None else "unknown"
+
+    async def delete_from_queue(self, *prompt_ids: str) -> None:
+        """Remove pending prompts (silently, as ComfyUI does; running ones are unaffected)."""
+        response = await self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+        if response.status_code != 200:
+            raise self._fail("POST /queue", response)
+
+    async def interrupt(self, prompt_id: str | None = None) -> None:
+        """Interrupt ``prompt_id`` if it is the one running (or whatever runs, if None)."""
+        body = {"prompt_id": prompt_id} if prompt_id is not None else None
+        response = await self._request("POST", "/interrupt", json=body)
+        if response.status_code != 200:
+            raise self._fail("POST /interrupt", response)
+
+    async def system_stats(self) -> dict[str, Any]:
+        body = await self._get_json("/system_stats")
+        return body if isinstance(body, dict) else {}
+
+    async def object_info(self, class_type: str | None = None) -> dict[str, Any]:
+        path = "/object_info" if class_type is None else f"/object_info/{class_type}"
+        body = await self._get_json(path)
+        return body if isinstance(body, dict) else {}
+
+    async def download(self, output: OutputFile) -> Download:
+        """``/view`` with checks: status, Content-Length, non-empty, signature; retried."""
+        params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
+        problem = "no attempt made"
+        for attempt in range(self.policy.attempts):
+            response = await self._request("GET", "/view", params=params)
+            if response.status_code == 404:
+                raise DownloadError(
+                    f"{output.path} is missing on {self.name} (404); the server may have "
+                    "restarted or the file was removed",
+                    status=404,
+                )
+            if response.status_code != 200:
+                raise DownloadError(
+                    f"downloading {output.path} from {self.name} answered HTTP "
+                    f"{response.status_code}",
+                    status=response.status_code,
+                )
+            data = response.content
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) != len(data):
+                problem = f"got {len(data)} of {declared} bytes"
+            else:
+                problem = check_signature(output.filename, data) or ""
+            if not problem:
+                return Download(
+                    output=output,
+                    data=data,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    size=len(data),
+                )
+            log.info("%s: %s: %s; retrying", self.name, output.path, problem)
+            if attempt < self.policy.attempts - 1:
+                await trio.sleep(self.policy.delay(attempt, self.rng))
+        raise DownloadError(
+            f"{output.path} from {self.name} stayed broken after {self.policy.attempts} "
+            f"attempts ({problem})"
+        )
+
+    # ------------------------------------------------------------------ following
+
+    async def follow(
+        self,
+        prompt_id: str,
+        *,
+        events: ComfyUIEvents | None = None,
+        poll_interval: float = 1.0,
+        ws_poll_interval: float = 10.0,
+        lost_after: int = 3,
+        history_grace: float = 2.0,
+    ) -> AsyncIterator[FollowUpdate]:
+        """Updates for ``prompt_id`` until a terminal one (succeeded / failed / interrupted).
+
+        Polling (``/history/{id}``, then ``/queue``) decides; WebSocket frames from
+        ``events`` add detail and tell when to poll (``executing {node: null}`` means history
+        is ready, but even then an empty answer is retried for ``history_grace`` seconds).
+        A prompt in neither queue nor history for ``lost_after`` polls in a row raises
+        :class:`PromptLostError` (deleted, evicted, or the server restarted).
+        The caller bounds the total time (``trio.fail_after``).
+        """
+        sub = events.subscribe(prompt_id) if events is not None else None
+        seen_start = False
+        cached: tuple[str, ...] = ()
+        seen_cached = False
+        done_hint_at: float | None = None
+        unknown = 0
+        next_poll = trio.current_time()
+        fast = self.policy.base_delay
+        status: PromptStatus = "unknown"
+        try:
+            while True:
+                item: _Routed | Literal[False] = False
+                if sub is not None and trio.current_time() < next_poll:
+                    with trio.move_on_after(next_poll - trio.current_time()):
+                        item = await sub.receive.receive()
+                if item is None:  # the socket was replaced: reconcile now
+                    next_poll = trio.current_time()
+                    continue
+                if item is not False:
+                    for update, hint in self._translate(prompt_id, item):
+                        if hint and done_hint_at is None:
+                            done_hint_at = trio.current_time()
+                            next_poll = trio.current_time()
+                        if update is None:
+                            continue
+                        if isinstance(update, PromptStarted):
+                            seen_start = True
+                        elif isinstance(update, NodesCached):
+                            seen_cached, cached = True, update.nodes
+                        yield update
+                    continue
+                if sub is None:
+                    await trio.sleep_until(next_poll)
+                entry = await self.history(prompt_id)
+                if entry is None:
+                    status = await self.find_prompt(prompt_id)
+                    if status == "done":
+                        entry = await self.history(prompt_id)
+                if entry is not None:
+                    for update in self._from_history(prompt_id, entry, seen_start, seen_cached):
+                        if isinstance(update, NodesCached):
+                            cached = update.nodes
+                        if isinstance(update, PromptSucceeded) and cached:
+                            update = attrs.evolve(update, cached_nodes=cached)
+                        yield update
+                    return
+                now = trio.current_time()
+                if status in ("running", "pending"):
+                    unknown = 0
+                else:
+                    unknown += 1
+                    grace = done_hint_at is not None and now - done_hint_at < history_grace
+                    if unknown >= lost_after and not grace:
+                        raise PromptLostError(
+                            f"prompt {prompt_id} is in neither the queue nor the history of "
+                            f"{self.name}: it was deleted, evicted, or the server restarted; "
+                            "submit it again"
+                        )
+                connected = events is not None and events.connected
+                if done_hint_at is not None or unknown:
+                    interval = fast
+                elif connected:
+                    interval = ws_poll_interval
+                else:
+                    interval = poll_interval
+                next_poll = now + interval
+        finally:
+            if sub is not None:
+                sub.close()
+
+    def _translate(
+        self, prompt_id: str, item: wire.WsMessage | wire.BinaryFrame
+    ) -> Iterable[tuple[FollowUpdate | None, bool]]:
+        """WS frame -> (update or None, "history should be ready / outcome known")."""
+        if isinstance(item, wire.BinaryFrame):
+            if item.event in (1, 4):
+                yield PreviewImage(prompt_id, item.node_id, item.image_type, item.data), False
+            return
+        match item:
+            case wire.ExecutionStartMsg():
+                yield PromptStarted(prompt_id), False
+            case wire.ExecutionCachedMsg(data=data):
+                yield NodesCached(prompt_id, tuple(data.nodes)), False
+            case wire.ExecutingMsg(data=data):
+                if data.node is None:
+                    yield None, True
+                else:
+                    yield NodeStarted(prompt_id, data.node), False
+            case wire.ProgressMsg(data=data):
+                if data.node is not None:
+                    yield NodeProgress(prompt_id, data.node, data.value, data.max), False
+            case wire.ExecutedMsg(data=data):
+                yield (
+                    NodeExecuted(prompt_id, data.node, outputs_from_ui(data.node, data.output)),
+                    False,
+                )
+            case wire.ExecutionSuccessMsg() | wire.ExecutionInterruptedMsg():
+                yield None, True
+            case wire.ExecutionErrorMsg(data=data):
+                # ExecutionBlocked is not terminal: the prompt keeps running.
+                yield None, data.exception_type != "ExecutionBlocked"
+            case _:
+                return
+
+    def _from_history(
+        self, prompt_id: str, entry: Mapping[str, Any], seen_start: bool, seen_cached: bool
+    ) -> list[FollowUpdate]:
+        """Updates the socket may have missed, then the terminal update, from a history entry."""
+        updates: list[FollowUpdate] = []
+        status = entry.get("status") or {}
+        messages = status.get("messages") or []
+        error: dict[str, Any] | None = None
+        interrupted: dict[str, Any] | None = None
+        for pair in messages:
+            if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], dict):
+                continue
+            kind, data = pair
+            if kind == "execution_start" and not seen_start:
+                updates.append(PromptStarted(prompt_id))
+            elif kind == "execution_cached" and not seen_cached:
+                updates.append(NodesCached(prompt_id, tuple(str(n) for n in data.get("nodes", []))))
+            elif kind == "execution_error":
+                error = data
+            elif kind == "execution_interrupted":
+                interrupted = data
+        outputs: list[OutputFile] = []
+        for node_id, ui in (entry.get("outputs") or {}).items():
+            outputs.extend(outputs_from_ui(str(node_id), ui))
+        if interrupted is not None:
+            updates.append(
+                PromptInterrupted(
+                    prompt_id, interrupted.get("node_id"), interrupted.get("node_type")
+                )
+            )
+        elif error is not None or status.get("status_str") == "error":
+            error = error or {}
+            updates.append(
+                PromptFailed(
+                    prompt_id,
+                    error.get("node_id"),
+                    error.get("node_type"),
+                    str(error.get("exception_type", "unknown")),
+                    str(error.get("exception_message", "the server reported an error")).strip(),
+                )
+            )
+        else:
+            updates.append(PromptSucceeded(prompt_id, tuple(outputs)))
+        return updates
+
+    async def wait(self, prompt_id: str, **follow_kwargs: Any) -> PromptSucceeded:
+        """Follow to the end; raise :class:`ExecutionError` / :class:`PromptInterruptedError`."""
+        async for update in self.follow(prompt_id, **follow_kwargs):
+            if isinstance(update, PromptSucceeded):
+                return update
+            if isinstance(update, PromptFailed):
+                first_line = (update.exception_message.splitlines() or [""])[0]
+                raise ExecutionError(
+                    f"prompt {prompt_id} failed on {self.name} in node {update.node_id} "
+                    f"({update.node_type}): {update.exception_type}: {first_line}",
+                    node_id=update.node_id,
+                    node_type=update.node_type,
+                    exception_type=update.exception_type,
+                )
+            if isinstance(update, PromptInterrupted):
+                raise PromptInterruptedError(
+                    f"prompt {prompt_id} was interrupted on {self.name} before node "
+                    f"{update.node_id} ({update.node_type})"
+                )
+        raise PromptLostError(f"following prompt {prompt_id} on {self.name} ended without outcome")
