@@ -209,10 +209,10 @@ def _job_rows(state: State, job_id: str | None) -> list[list[str]]:
                 node += f" {progress.value:g}/{progress.max:g}"
         done = sum(1 for n in job.nodes.values() if n.status in ("executed", "cached"))
         why = ""
-        if job.error is not None:
-            why = f"{job.error.error_type}: {job.error.message}"
-        elif job.cancel_reason:
+        if job.status == "cancelled" and job.cancel_reason:
             why = f"cancelled: {job.cancel_reason}"
+        elif job.error is not None:
+            why = f"{job.error.error_type}: {job.error.message}"
         elif job.status == "retrying" and job.retry_reason:
             why = f"retry: {job.retry_reason}"
         rows.append(
