@@ -23,7 +23,7 @@ from .errors import (
     UnknownEventError,
     UnsupportedVersionError,
 )
-from .follow import follow
+from .follow import LogFollower, follow
 from .journal import EventStore, Journal, JournalStatistics, open_journal
 from .memory import MemoryLog
 from .reader import LogInfo, fold, read, scan
@@ -42,6 +42,7 @@ __all__ = [
     "JournalFailedError",
     "JournalStatistics",
     "LogClosedError",
+    "LogFollower",
     "LogInfo",
     "LogLockedError",
     "LogNotFoundError",

@@ -5,13 +5,17 @@ Every ``poll_interval`` seconds it reads what was appended since the last look (
 record. An incomplete or checksum-bad frame at the end is a write in progress: it is read
 again on the next poll. If intact records appear after a bad frame, that frame is damage in
 the middle and ``CorruptLogError`` is raised. A path that does not exist yet is waited for.
-Polling (not inotify) keeps it portable and works under ``trio.testing.MockClock``.
+
+Polling (not inotify) keeps it portable and works under ``trio.testing.MockClock``. The file
+is opened only for the moment of each poll, so a follower that is simply dropped (a ``break``
+out of ``async for``) holds no descriptor and needs no finalizer: it is a plain object with
+``__anext__``, not an async generator.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections import deque
 from typing import Any
 
 import trio
@@ -32,72 +36,105 @@ from .reader import _open_for_read
 from .record import Record
 
 
-async def follow(
+class LogFollower:
+    """The async iterator :func:`follow` returns."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        event_type: Any,
+        *,
+        start_seq: int,
+        poll_interval: float,
+        upcasters: Upcasters | None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.start_seq = start_seq
+        self.poll_interval = poll_interval
+        self._codec = EventCodec(event_type, upcasters)
+        self._offset = HEADER_SIZE  # file offset of the next frame to read
+        self._expected = 1  # seq of that frame
+        self._header_ok = False
+        self._ready: deque[Record[Any]] = deque()
+
+    def __aiter__(self) -> LogFollower:
+        return self
+
+    async def __anext__(self) -> Record[Any]:
+        while not self._ready:
+            more = self._poll()
+            if self._ready:
+                break
+            if more:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.sleep(self.poll_interval)
+        else:
+            await trio.lowlevel.checkpoint()
+        return self._ready.popleft()
+
+    def _poll(self) -> bool:
+        """Read what is new; True if unread bytes remain beyond this chunk."""
+        try:
+            fd = _open_for_read(self.path)
+        except LogNotFoundError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            if not self._header_ok:
+                self._header_ok = check_header(self.path, os.pread(fd, HEADER_SIZE, 0))
+                if not self._header_ok:
+                    return False
+            if size < self._offset:
+                raise EventLogError(
+                    f"event log {self.path!r} shrank below what was already read; "
+                    "it was replaced or rewritten, follow it again from the start"
+                )
+            if size == self._offset:
+                return False
+            data = os.pread(fd, min(size - self._offset, CHUNK), self._offset)
+        finally:
+            os.close(fd)
+        self._parse(data, at_eof=self._offset + len(data) >= size)
+        return self._offset < size and not self._ready and len(data) == CHUNK
+
+    def _parse(self, data: bytes, at_eof: bool) -> None:
+        n = len(data)
+        mv = memoryview(data)
+        decode = self._codec.decode
+        p = 0
+        expected = self._expected
+        while p + FRAME_SIZE <= n:
+            crc, length, seq, ts = FRAME.unpack_from(data, p)
+            end = p + FRAME_SIZE + length
+            if end > n or seq != expected or length < 1 or crc != crc32c_fn(mv[p + 4 : end]):
+                # Complete but bad, or at the very end: damage if intact records follow,
+                # otherwise a write still in progress that the next poll will see whole.
+                if (end <= n or at_eof) and find_next_frame(data, p + 1, expected) >= 0:
+                    reason = describe_bad_frame(data, p, n, expected)
+                    raise CorruptLogError(self.path, self._offset + p, expected, reason)
+                break
+            if seq >= self.start_seq:
+                self._ready.append(Record(seq, ts, decode(mv[p + FRAME_SIZE : end], seq)))
+            expected += 1
+            p = end
+        self._expected = expected
+        self._offset += p
+
+
+def follow(
     path: str | os.PathLike[str],
     event_type: Any,
     *,
     start_seq: int = 1,
     poll_interval: float = 0.1,
     upcasters: Upcasters | None = None,
-) -> AsyncIterator[Record[Any]]:
-    """Yield every record with ``seq >= start_seq``, now and as they are appended, forever."""
-    codec = EventCodec(event_type, upcasters)
-    fd: int | None = None
-    try:
-        while fd is None:
-            try:
-                fd = _open_for_read(path)
-            except LogNotFoundError:
-                await trio.sleep(poll_interval)
-        offset = HEADER_SIZE
-        expected = 1
-        header_ok = False
-        while True:
-            size = os.fstat(fd).st_size
-            if not header_ok:
-                header_ok = check_header(path, os.pread(fd, HEADER_SIZE, 0))
-            elif size < offset:
-                raise EventLogError(
-                    f"event log {os.fspath(path)!r} shrank below what was already read; "
-                    "it was replaced or rewritten, follow it again from the start"
-                )
-            progressed = False
-            if header_ok and size > offset:
-                data = os.pread(fd, min(size - offset, CHUNK), offset)
-                n = len(data)
-                mv = memoryview(data)
-                p = 0
-                while p + FRAME_SIZE <= n:
-                    crc, length, seq, ts = FRAME.unpack_from(data, p)
-                    end = p + FRAME_SIZE + length
-                    if (
-                        end > n
-                        or seq != expected
-                        or length < 1
-                        or crc != crc32c_fn(mv[p + 4 : end])
-                    ):
-                        if end <= n or offset + n >= size:
-                            _check_middle(path, data, p, expected, offset)
-                        break
-                    if seq >= start_seq:
-                        yield Record(seq, ts, codec.decode(mv[p + FRAME_SIZE : end], seq))
-                    expected += 1
-                    p = end
-                offset += p
-                progressed = p > 0 and offset < size
-            if progressed:
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.sleep(poll_interval)
-    finally:
-        if fd is not None:
-            os.close(fd)
+) -> LogFollower:
+    """Yield every record with ``seq >= start_seq``, now and as they are appended, forever.
 
-
-def _check_middle(
-    path: str | os.PathLike[str], data: bytes, p: int, expected: int, base: int
-) -> None:
-    """A bad frame at ``p``: raise if intact records follow it, else it is still being written."""
-    if find_next_frame(data, p + 1, expected) >= 0:
-        reason = describe_bad_frame(data, p, len(data), expected)
-        raise CorruptLogError(path, base + p, expected, reason)
+    Use as ``async for record in eventlog.follow(path, Event): ...``; cancel or ``break`` to
+    stop.
+    """
+    return LogFollower(
+        path, event_type, start_seq=start_seq, poll_interval=poll_interval, upcasters=upcasters
+    )

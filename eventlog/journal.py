@@ -273,11 +273,14 @@ class Journal(Generic[E, S]):
     # -- committing -------------------------------------------------------------------------
 
     async def _run_committer(self) -> None:
+        idle = True
         while True:
-            if not self._queue:
+            while not self._queue:
                 await self._park_committer()
+                idle = True
+            if idle:
                 # Just woken from idle: one pass of the scheduler lets every appender that
-                # is already runnable join this batch.
+                # is already runnable join this batch; max_delay may hold it open longer.
                 await trio.lowlevel.checkpoint()
                 if self._max_delay > 0:
                     with trio.move_on_after(self._max_delay):
@@ -286,6 +289,7 @@ class Journal(Generic[E, S]):
             # Appends that queued up during the previous commit go at once, no extra pass.
             with trio.CancelScope(shield=True):
                 await self._commit_one_batch()
+            idle = False
 
     def _take_batch(self) -> list[_Entry]:
         # Everything queued, in order, up to max_batch events (an append_many is never split).

@@ -241,7 +241,7 @@ def test_public_names_are_exported() -> None:
     """eventlog.__all__ lists exactly the public API, and each name exists."""
     expected = {
         "open_writer", "read", "scan", "follow", "fold", "Record", "LogInfo", "LogWriter",
-        "Journal", "open_journal", "JournalStatistics", "EventStore", "MemoryLog",
+        "LogFollower", "Journal", "open_journal", "JournalStatistics", "EventStore", "MemoryLog",
         "write_snapshot", "read_snapshot", "replay", "ReplayResult", "salvage",
         "SalvageReport", "SyncPolicy", "Upcaster", "Upcasters", "EventLogError",
         "CorruptLogError", "LogLockedError", "NotALogError", "UnsupportedVersionError",
