@@ -452,6 +452,7 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
                 " is it running?"
             ) from None
         await ctx.emit(ev.MachineHealthy(server_id=name, at=ctx.now()))
+        conjure.pool.attach_events_later(name)
     if resuming:
         reply: Reply[None] = Reply()
         await conjure.machines.tell(_Reconcile(reply))

@@ -20,10 +20,10 @@ abandoned and a new one starts. Nothing the log says was done is done twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import math
 import mimetypes
 import uuid
 from pathlib import Path
@@ -301,7 +301,8 @@ class JobRun:
 
         prompt = apply_bindings(graph, bindings)
         prompt_id = str(uuid.uuid4())
-        client_id = uuid.uuid4().hex
+        events = self._lease.events if self._lease is not None else None
+        client_id = events.client_id if events is not None else uuid.uuid4().hex
         await self.emit(
             ev.PromptSubmitting(
                 job_id=self.job_id,
@@ -362,9 +363,7 @@ class JobRun:
             uploaded = await client.upload_image(data, filename)
         except cerr.ClientError as exc:
             raise _Retryable(f"upload failed: {exc}") from None
-        name = getattr(uploaded, "name", None) or str(uploaded)
-        subfolder = getattr(uploaded, "subfolder", "") or ""
-        ref = f"{subfolder}/{name}" if subfolder else name
+        ref = str(uploaded.reference)
         roles = conjure_roles(graph)
         await self.emit(
             ev.InputUploaded(
@@ -382,70 +381,104 @@ class JobRun:
 
     async def _follow(self, client: Any, prompt_id: str) -> list[Any]:
         """Map the client's progress updates onto events until the prompt ends; returns the
-        outputs to download."""
+        outputs to download. A stall notice (MonitorActor) restarts following by polling."""
+        use_ws = True
+        while True:
+            stalled = self.poll_now
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def on_stall(
+                        scope: trio.CancelScope = scope, stalled: trio.Event = stalled
+                    ) -> None:
+                        await stalled.wait()
+                        scope.cancel()
+
+                    nursery.start_soon(on_stall)
+                    outputs = await self._follow_once(client, prompt_id, use_ws)
+                    nursery.cancel_scope.cancel()
+                    return outputs
+            if scope.cancelled_caught:
+                log.info("job %s stalled: following prompt by polling", self.job_id)
+                use_ws = False
+
+    async def _follow_once(self, client: Any, prompt_id: str, use_ws: bool) -> list[Any]:
         from conjure_actors.clients import comfyui as cu
 
         jid = self.job_id
-        outputs: list[Any] = []
+        events = self._lease.events if (use_ws and self._lease is not None) else None
+        poll = self.ctx.config.pool.poll_interval
         try:
-            async for u in client.follow(prompt_id, poll_now=self.poll_now):
-                now = self.ctx.now()
-                match u:
-                    case cu.ExecutionStartedUpdate():
-                        await self.emit(
-                            ev.ExecutionStarted(job_id=jid, prompt_id=prompt_id, at=now)
-                        )
-                    case cu.CachedUpdate(nodes=nodes):
-                        await self.emit(
-                            ev.NodeCached(
-                                job_id=jid, prompt_id=prompt_id, nodes=tuple(nodes), at=now
+            async with contextlib.aclosing(
+                client.follow(prompt_id, events=events, poll_interval=min(1.0, poll))
+            ) as updates:
+                async for u in updates:
+                    now = self.ctx.now()
+                    match u:
+                        case cu.PromptStarted():
+                            await self.emit(
+                                ev.ExecutionStarted(job_id=jid, prompt_id=prompt_id, at=now)
                             )
-                        )
-                    case cu.NodeStartedUpdate(node=node):
-                        await self.emit(
-                            ev.NodeStarted(job_id=jid, prompt_id=prompt_id, node_id=node, at=now)
-                        )
-                    case cu.ProgressUpdate(node=node, value=value, max=mx):
-                        await self.emit(
-                            ev.NodeProgress(
-                                job_id=jid,
-                                prompt_id=prompt_id,
-                                node_id=node or "",
-                                value=value,
-                                max=mx,
-                                at=now,
+                        case cu.NodesCached(nodes=nodes):
+                            await self.emit(
+                                ev.NodeCached(
+                                    job_id=jid, prompt_id=prompt_id, nodes=tuple(nodes), at=now
+                                )
                             )
-                        )
-                    case cu.NodeExecutedUpdate(node=node):
-                        await self.emit(
-                            ev.NodeExecuted(job_id=jid, prompt_id=prompt_id, node_id=node, at=now)
-                        )
-                    case cu.SucceededUpdate(outputs=outs):
-                        await self.emit(
-                            ev.ExecutionSucceeded(job_id=jid, prompt_id=prompt_id, at=now)
-                        )
-                        outputs = list(outs)
-                        return outputs
-                    case _:
-                        pass
-        except cerr.ExecutionError as exc:
-            await self.emit(
-                ev.ExecutionFailed(
-                    job_id=jid,
-                    prompt_id=prompt_id,
-                    node_id=exc.node_id,
-                    node_type=exc.node_type,
-                    exception_type=exc.exception_type,
-                    message=_one_line(str(exc)),
-                    at=self.ctx.now(),
-                )
-            )
-            raise _Retryable(f"node {exc.node_id} failed: {exc}") from None
-        except cerr.PromptInterruptedError:
-            await self.emit(
-                ev.ExecutionInterrupted(job_id=jid, prompt_id=prompt_id, at=self.ctx.now())
-            )
-            raise _Retryable("prompt interrupted") from None
+                        case cu.NodeStarted(node=node):
+                            await self.emit(
+                                ev.NodeStarted(
+                                    job_id=jid, prompt_id=prompt_id, node_id=node, at=now
+                                )
+                            )
+                        case cu.NodeProgress(node=node, value=value, max=mx):
+                            await self.emit(
+                                ev.NodeProgress(
+                                    job_id=jid,
+                                    prompt_id=prompt_id,
+                                    node_id=node,
+                                    value=value,
+                                    max=mx,
+                                    at=now,
+                                )
+                            )
+                        case cu.NodeExecuted(node=node):
+                            await self.emit(
+                                ev.NodeExecuted(
+                                    job_id=jid, prompt_id=prompt_id, node_id=node, at=now
+                                )
+                            )
+                        case cu.PromptSucceeded(outputs=outs):
+                            if self.job.execution != "succeeded":
+                                await self.emit(
+                                    ev.ExecutionSucceeded(job_id=jid, prompt_id=prompt_id, at=now)
+                                )
+                            return list(outs)
+                        case cu.PromptFailed():
+                            await self.emit(
+                                ev.ExecutionFailed(
+                                    job_id=jid,
+                                    prompt_id=prompt_id,
+                                    node_id=u.node_id,
+                                    node_type=u.node_type,
+                                    exception_type=u.exception_type,
+                                    message=_one_line(u.exception_message),
+                                    at=now,
+                                )
+                            )
+                            raise _Retryable(
+                                f"node {u.node_id} ({u.node_type}) failed: "
+                                f"{u.exception_type}: {u.exception_message}"
+                            )
+                        case cu.PromptInterrupted():
+                            await self.emit(
+                                ev.ExecutionInterrupted(
+                                    job_id=jid, prompt_id=prompt_id, node_id=u.node_id, at=now
+                                )
+                            )
+                            raise _Retryable("prompt interrupted")
+                        case _:
+                            pass
         except cerr.PromptLostError as exc:
             raise _Retryable(f"prompt lost: {exc}") from None
         except cerr.ClientError as exc:
@@ -458,8 +491,8 @@ class JobRun:
         await trio.Path(out).mkdir(parents=True, exist_ok=True)
         saved = {(o.node_id, o.filename): o for o in self.job.outputs}
         for output in outputs:
-            node_id = str(getattr(output, "node_id", ""))
-            filename = str(getattr(output, "filename", "output"))
+            node_id = str(output.node_id)
+            filename = str(output.filename)
             path = out / Path(filename).name
             prior = saved.get((node_id, filename))
             if prior is not None and await _intact(Path(prior.path), prior.sha256):
@@ -508,7 +541,7 @@ class JobRun:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(10):
             try:
-                await client.delete_from_queue([prompt_id])
+                await client.delete_from_queue(prompt_id)
                 await client.interrupt(prompt_id)
             except cerr.ClientError as exc:
                 log.info("interrupting job %s: %s", self.job_id, exc)
@@ -527,12 +560,7 @@ async def _intact(path: Path, sha256: str) -> bool:
 
 async def _download_one(client: Any, output: Any) -> tuple[bytes, str]:
     result = await client.download(output)
-    if isinstance(result, tuple):
-        data, digest = result
-    else:
-        data = getattr(result, "data", result)
-        digest = getattr(result, "sha256", None) or hashlib.sha256(data).hexdigest()
-    return bytes(data), str(digest)
+    return bytes(result.data), str(result.sha256)
 
 
 def _kind_of(filename: str) -> str:
@@ -545,6 +573,3 @@ def _kind_of(filename: str) -> str:
     if mime and mime.startswith("video/"):
         return "video"
     return "file"
-
-
-_ = math  # math is used by callers computing deadlines

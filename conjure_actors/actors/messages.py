@@ -81,6 +81,7 @@ class Lease:
     server_id: str
     client: Any  # ComfyUIClient; kept untyped here so messages import no client module
     lost: trio.Event
+    events: Any = None  # the machine's shared ComfyUIEvents (WebSocket), if any
 
 
 @attrs.frozen(eq=False)

@@ -71,6 +71,8 @@ class _Live:
     lost: trio.Event = attrs.Factory(trio.Event)
     launched_at: float = 0.0  # trio time of the launch (ready deadline)
     health_task: bool = False
+    events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
+    events_scope: trio.CancelScope | None = None
 
 
 ApproveLaunch = Callable[[str, str], Awaitable[bool]]
@@ -156,7 +158,7 @@ class MachinePool:
                 and (only_server in (None, m.server_id))
             ):
                 live = self._live.setdefault(m.server_id, _Live())
-                reply.set(Lease(m.server_id, live.client, live.lost))
+                reply.set(Lease(m.server_id, live.client, live.lost, live.events))
                 return
         self._waiting.append(
             _Waiter(job_id, version, priority, next(self._seq), reply, only_server)
@@ -321,7 +323,7 @@ class MachinePool:
                     continue
                 await self.ctx.emit(decide.lease_machine(state, sid, w.job_id, at=self.ctx.now()))
                 live = self._live.setdefault(sid, _Live())
-                w.reply.set(Lease(sid, live.client, live.lost))
+                w.reply.set(Lease(sid, live.client, live.lost, live.events))
                 served.append(w)
             elif w.only_server is not None:
                 m = state.machines.get(w.only_server)
@@ -499,6 +501,8 @@ class MachinePool:
         live = self._live.get(server_id)
         if live is not None:
             live.lost.set()
+            if live.events_scope is not None:
+                live.events_scope.cancel()
 
     async def _lose(self, server_id: str, reason: str, stopped_at: float) -> None:
         """A machine vanished or stopped by itself: lost, final bill, its jobs requeued
@@ -723,6 +727,27 @@ class MachinePool:
             ev.LeaseRenewed(server_id=server_id, estimated_stopping_at=until, at=self.ctx.now())
         )
 
+    async def _start_events(self, live: _Live) -> None:
+        """Open the machine's shared WebSocket (followers fall back to polling without it)."""
+        if self._nursery is None:
+            return
+        events = live.client.events()
+        scope = trio.CancelScope()
+        live.events, live.events_scope = events, scope
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await events.run(task_status=task_status)
+
+        with trio.move_on_after(30):
+            await self._nursery.start(run)
+
+    def attach_events_later(self, server_id: str) -> None:
+        """For attached machines (comfyui/dev): open their WebSocket in the background."""
+        live = self._live.get(server_id)
+        if live is not None and live.events is None and live.client is not None:
+            self._spawn(self._start_events, live)
+
     def _start_health(self, server_id: str) -> None:
         live = self._live.get(server_id)
         if live is None or live.health_task or live.client is None:
@@ -741,6 +766,8 @@ class MachinePool:
                     log.info("health check %d of server %s failed: %s", attempt + 1, server_id, exc)
                     await trio.sleep(min(30.0, 1.0 * 2**attempt))
                     continue
+                if live.events is None and hasattr(live.client, "events"):
+                    await self._start_events(live)
                 m = self.ctx.state.machines.get(server_id)
                 if m is not None and m.status not in MACHINE_GONE and not m.healthy:
                     await self.ctx.emit(ev.MachineHealthy(server_id=server_id, at=self.ctx.now()))

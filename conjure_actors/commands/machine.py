@@ -1,16 +1,226 @@
-"""`python -m conjure_actors machine` (placeholder until its issue lands)."""
+"""``python -m conjure_actors machine up|status|down``: a dev machine for fast iteration.
+
+RunComfy machines take minutes to boot. ``machine up`` launches one, waits until it is Ready
+and answers ``/system_stats``, and records it in a state file (mode 0600, default
+``~/.conjure/dev_machine.json``, config ``dev_state_file``). While it is alive, ``run``
+attaches to it instead of waiting for a new machine (and does not pay for it twice: the dev
+machine's cost is its own, shown by ``machine status``). ``machine down`` stops it and
+prints its final bill. The state file holds the machine URL, which is a capability: it is
+never printed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
 
-HELP = "machine (not built yet)"
+import attrs
+import httpx
+import trio
+
+from conjure_actors.config import Config, load_config
+from conjure_actors.errors import UsageError
+
+HELP = "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("action", choices=("up", "status", "down"))
+    parser.add_argument("--server-type", help="RunComfy server type (default medium)")
+    parser.add_argument("--workflow-version", help="RunComfy workflow version id")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="lease: RunComfy stops the machine after S seconds (default 3600)",
+    )
+    parser.add_argument("--state-file", metavar="PATH", help="where the dev machine is recorded")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="give up waiting for Ready after S seconds (default 600)",
+    )
+
+
+@attrs.frozen
+class DevMachine:
+    """What the state file records."""
+
+    server_id: str
+    url: str
+    server_type: str
+    workflow_version: str
+    service_ready_at: float | None
+    estimated_stopping_at: float | None
+    rate_micros_per_hour: int
+    price_table_version: str
+    launched_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self), indent=2)
+
+    def __repr__(self) -> str:  # the URL is a capability
+        return f"DevMachine(server_id={self.server_id!r}, url=<redacted>)"
+
+
+def state_path(config: Config, override: str | None = None) -> Path:
+    return Path(os.path.expanduser(override or config.dev_state_file))
+
+
+def read_dev_machine(path: Path) -> DevMachine | None:
+    """The recorded dev machine, or None (no file); a damaged file is a UsageError."""
+    try:
+        data = json.loads(path.read_text())
+        return DevMachine(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(
+            f"dev machine state file {path} is unreadable ({type(exc).__name__}):"
+            " remove it or run `machine down`"
+        ) from None
+
+
+def write_dev_machine(path: Path, machine: DevMachine) -> None:
+    """Write the state file with mode 0600 (created so, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(machine.to_json())
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(
+        config_file=args.config,
+        flags={
+            "runcomfy.server_type": args.server_type,
+            "runcomfy.workflow_version": args.workflow_version,
+        },
+    )
+    if not config.runcomfy.configured:
+        raise UsageError(
+            "a dev machine needs RunComfy: set RUNCOMFY_USER_ID and "
+            "RUNCOMFY_API_TOKEN (and RUNCOMFY_API_BASE_URL for a simulator)"
+        )
+    return config
 
 
 def main(args: argparse.Namespace) -> int:
-    print("conjure_actors: 'machine' is not built yet")
-    return 1
+    config = _config(args)
+    path = state_path(config, args.state_file)
+    return trio.run(_main, args, config, path)
+
+
+async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
+    from conjure_actors.clients.runcomfy import RunComfyClient
+    from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
+
+    table = default_price_table(config.runcomfy.plan)
+    async with httpx.AsyncClient(timeout=60.0) as http:
+        rc = RunComfyClient(
+            config.runcomfy.base_url,
+            config.runcomfy.user_id,
+            config.runcomfy.api_token.reveal(),
+            http=http,
+        )
+        recorded = read_dev_machine(path)
+        if args.action == "up":
+            if recorded is not None:
+                alive = await _alive(rc, recorded.server_id)
+                if alive:
+                    print(
+                        f"dev machine {recorded.server_id} is already up ({alive}); "
+                        f"state file {path}"
+                    )
+                    return 0
+            version = config.runcomfy.workflow_version
+            if not version:
+                raise UsageError("pass --workflow-version (the RunComfy workflow to boot)")
+            server = await rc.launch(version, config.runcomfy.server_type, int(args.duration))
+            print(
+                f"launched dev machine {server.server_id} ({config.runcomfy.server_type}); "
+                "waiting until it is Ready...",
+                flush=True,
+            )
+            try:
+                server = await rc.wait_until_ready(
+                    server.server_id, give_up_after=args.wait, interval=2.0
+                )
+            except BaseException:
+                with trio.CancelScope(shield=True), trio.move_on_after(30):
+                    await rc.stop(server.server_id, missing_ok=True)
+                    print(f"stopped dev machine {server.server_id}")
+                raise
+            machine = DevMachine(
+                server_id=server.server_id,
+                url=server.url.reveal() if server.url is not None else "",
+                server_type=config.runcomfy.server_type,
+                workflow_version=version,
+                service_ready_at=server.service_ready_at,
+                estimated_stopping_at=server.estimated_stopping_at,
+                rate_micros_per_hour=table.rate(config.runcomfy.server_type),
+                price_table_version=table.version,
+                launched_at=time.time(),
+            )
+            write_dev_machine(path, machine)
+            print(f"dev machine {machine.server_id} is Ready; recorded in {path} (mode 0600)")
+            print("`run` attaches to it while it is alive; `machine down` stops it")
+            return 0
+        if recorded is None:
+            print(f"no dev machine recorded in {path}")
+            return 0 if args.action == "status" else 1
+        if args.action == "status":
+            alive = await _alive(rc, recorded.server_id)
+            cost = machine_cost_micros(
+                recorded.rate_micros_per_hour, recorded.service_ready_at, time.time()
+            )
+            print(
+                f"dev machine {recorded.server_id}: {alive or 'gone'}; "
+                f"{recorded.server_type}; cost so far {format_usd(cost)}"
+            )
+            return 0 if alive else 1
+        stopped = await rc.stop(recorded.server_id, missing_ok=True)
+        stopped_at = time.time()
+        if stopped is None and recorded.estimated_stopping_at is not None:
+            stopped_at = min(stopped_at, recorded.estimated_stopping_at)
+        cost = machine_cost_micros(
+            recorded.rate_micros_per_hour, recorded.service_ready_at, stopped_at
+        )
+        await trio.Path(path).unlink(missing_ok=True)
+        print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
+        return 0
+
+
+async def _alive(rc: Any, server_id: str) -> str | None:
+    """The machine's status if it is still there and not going away."""
+    from conjure_actors.clients.errors import ServerNotFoundError
+
+    try:
+        server = await rc.status(server_id)
+    except ServerNotFoundError:
+        return None
+    if server.status in ("Deleting", "Stopping"):
+        return None
+    return str(server.status)
+
+
+async def attachable_dev_machine(config: Config, rc: Any) -> DevMachine | None:
+    """For ``run``: the recorded dev machine if it is Ready now, else None."""
+    try:
+        recorded = read_dev_machine(state_path(config))
+    except UsageError:
+        return None
+    if recorded is None or not recorded.url:
+        return None
+    return recorded if await _alive(rc, recorded.server_id) == "Ready" else None

@@ -1,16 +1,140 @@
-"""`python -m conjure_actors status` (placeholder until its issue lands)."""
+"""``python -m conjure_actors status``: what is running, and what it costs.
+
+- ``--comfyui-url URL``: that ComfyUI's system stats and queue;
+- with RunComfy credentials: the account's machines, each with its status and cost so far
+  (from the server's ``service_ready_at`` and the price table);
+- ``LOG`` (or the newest ``./runs/*.log``): the run recorded there, replayed: jobs by
+  status, machines and the bill.
+
+Machine URLs are never printed (they are capabilities): machines are named by server id.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import Any
 
-HELP = "status (not built yet)"
+import httpx
+import trio
+
+from conjure_actors.config import Config, load_config
+from conjure_actors.errors import UsageError
+
+HELP = "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("log", nargs="?", metavar="LOG", help="a run log to summarize")
+    parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI to ask")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
 
 
 def main(args: argparse.Namespace) -> int:
-    print("conjure_actors: 'status' is not built yet")
-    return 1
+    config = load_config(config_file=args.config, flags={"comfyui_url": args.comfyui_url})
+    shown = False
+    if args.log or (not config.comfyui_url and not config.runcomfy.configured):
+        log = Path(args.log) if args.log else _newest_log()
+        if log is not None:
+            _show_log(log)
+            shown = True
+    if config.comfyui_url or config.runcomfy.configured:
+        trio.run(_show_cloud, config)
+        shown = True
+    if not shown:
+        print(
+            "nothing to show: no run log under ./runs/, no --comfyui-url and no RunComfy "
+            "credentials (RUNCOMFY_USER_ID, RUNCOMFY_API_TOKEN)"
+        )
+    return 0
+
+
+def _newest_log() -> Path | None:
+    logs = sorted(Path("runs").glob("*.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-1] if logs else None
+
+
+def _show_log(path: Path) -> None:
+    import eventlog
+    from conjure_actors.actors.view import summarize
+    from conjure_actors.domain.events import Event
+    from conjure_actors.domain.prices import format_usd
+    from conjure_actors.domain.state import apply, initial_state
+
+    if not path.is_file():
+        raise UsageError(f"no run log at {path}")
+    try:
+        state = eventlog.fold(eventlog.read(path, Event), apply, initial_state())
+    except eventlog.EventLogError as exc:
+        raise UsageError(f"cannot read run log {path}: {exc}") from None
+    s = summarize(state)
+    run = "running (or crashed)" if state.system.running else (state.system.stop_reason or "-")
+    print(f"run log {path}: {run}")
+    print(
+        f"  jobs: {s.jobs} ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} "
+        f"cancelled, {s.unfinished} unfinished)"
+    )
+    for m in state.machines.values():
+        print(f"  machine {m.server_id} ({m.kind}): {m.status}, {format_usd(m.cost_micros)}")
+    print(f"  cost: {format_usd(s.cost_micros)}")
+
+
+async def _show_cloud(config: Config) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        if config.comfyui_url:
+            await _show_comfyui(http, config.comfyui_url)
+        if config.runcomfy.configured:
+            await _show_runcomfy(http, config)
+
+
+async def _show_comfyui(http: httpx.AsyncClient, url: str) -> None:
+    base = url.rstrip("/")
+    try:
+        stats = (await http.get(f"{base}/system_stats")).json()
+        queue = (await http.get(f"{base}/queue")).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UsageError(
+            f"the ComfyUI does not answer ({type(exc).__name__}): is it running?"
+        ) from None
+    system = stats.get("system", {})
+    print(
+        f"ComfyUI {system.get('comfyui_version', '?')} (python "
+        f"{str(system.get('python_version', '?')).split()[0]})"
+    )
+    for dev in stats.get("devices", []):
+        free = dev.get("vram_free", 0) / 2**30
+        total = dev.get("vram_total", 0) / 2**30
+        print(f"  device {dev.get('name')}: {free:.1f} of {total:.1f} GiB free")
+    running = queue.get("queue_running", [])
+    pending = sorted(queue.get("queue_pending", []), key=lambda item: item[0])
+    print(f"  queue: {len(running)} running, {len(pending)} pending")
+    for item in running + pending:
+        print(f"    {item[1]}")
+
+
+async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
+    from conjure_actors.clients.runcomfy import RunComfyClient
+    from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
+
+    rc = RunComfyClient(
+        config.runcomfy.base_url,
+        config.runcomfy.user_id,
+        config.runcomfy.api_token.reveal(),
+        http=http,
+    )
+    table = default_price_table(config.runcomfy.plan)
+    servers: list[Any] = await rc.list_servers()
+    now = time.time()
+    total = 0
+    print(f"RunComfy: {len(servers)} machine(s)")
+    for s in servers:
+        cost = 0
+        if s.service_ready_at is not None and s.server_type in table.hourly_micros:
+            until = now if s.estimated_stopping_at is None else min(now, s.estimated_stopping_at)
+            cost = machine_cost_micros(table.rate(s.server_type), s.service_ready_at, until)
+        total += cost
+        print(
+            f"  {s.server_id}: {s.status}, {s.server_type or '?'}, cost so far {format_usd(cost)}"
+        )
+    print(f"  total so far: {format_usd(total)} ({table.version}, {table.plan})")
