@@ -1,0 +1,202 @@
+"""The decide step: commands validated against the state, events out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conjure_actors.domain import decide
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.errors import CommandRejectedError, IllegalTransitionError
+from conjure_actors.domain.prices import default_price_table
+from conjure_actors.domain.state import JOB_STATUSES, LEGAL_TRANSITIONS, State, apply, initial_state
+
+TABLE = default_price_table("pro")
+WF = "e" * 64
+
+
+def run(*events: Any) -> State:
+    state = initial_state()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def base() -> State:
+    return run(
+        ev.WorkflowRegistered(sha256=WF, name="w", graph_json="{}", at=0.0),
+        ev.JobSubmitted(job_id="j1", workflow_sha256=WF, at=1.0),
+        ev.MachineLaunchRequested(
+            request_key="k",
+            server_type="medium",
+            workflow_version="v1",
+            estimated_duration=60,
+            at=1.0,
+        ),
+        ev.MachineLaunched(request_key="k", server_id="s1", at=2.0),
+    )
+
+
+def ready(state: State, at: float = 10.0) -> State:
+    return apply(
+        state,
+        decide.machine_ready(
+            state, "s1", service_ready_at=at, estimated_stopping_at=None, table=TABLE, at=at
+        ),
+    )
+
+
+def test_illegal_transition_names_job_from_and_to() -> None:
+    """The error says which job, from which status, to which."""
+    with pytest.raises(
+        IllegalTransitionError, match=r"job j1: illegal transition succeeded -> running"
+    ):
+        decide.check_transition("j1", "succeeded", "running")
+
+
+def test_terminal_statuses_lead_nowhere() -> None:
+    """No transition leaves succeeded, failed or cancelled."""
+    for terminal in ("succeeded", "failed", "cancelled"):
+        for to in JOB_STATUSES:
+            with pytest.raises(IllegalTransitionError):
+                decide.check_transition("j", terminal, to)
+    assert set(LEGAL_TRANSITIONS) == set(JOB_STATUSES)
+
+
+def test_submit_refuses_a_duplicate_job_id() -> None:
+    """A job id can be used once."""
+    with pytest.raises(CommandRejectedError, match="already exists"):
+        decide.submit_job(base(), job_id="j1", workflow_sha256=WF, at=3.0)
+
+
+def test_submit_refuses_an_unregistered_workflow() -> None:
+    """Jobs must refer to a registered graph, so a resume can rebuild the prompt."""
+    with pytest.raises(CommandRejectedError, match="not registered"):
+        decide.submit_job(base(), job_id="j2", workflow_sha256="0" * 64, at=3.0)
+
+
+def test_ready_uses_the_price_table_rate_and_version() -> None:
+    """MachineReady records the rate and the table version it was priced with."""
+    event = decide.machine_ready(
+        base(), "s1", service_ready_at=5.0, estimated_stopping_at=65.0, table=TABLE, at=5.0
+    )
+    assert event.rate_micros_per_hour == 790_000
+    assert event.price_table_version == TABLE.version
+
+
+def test_lease_respects_the_machine_job_limit() -> None:
+    """A machine with max_jobs=1 cannot be leased to a second job."""
+    state = ready(base())
+    apply(state, ev.JobSubmitted(job_id="j2", workflow_sha256=WF, at=11.0))
+    apply(state, decide.lease_machine(state, "s1", "j1", at=12.0))
+    with pytest.raises(CommandRejectedError, match="1 of 1 jobs"):
+        decide.lease_machine(state, "s1", "j2", at=13.0)
+
+
+def test_start_requires_a_lease() -> None:
+    """A job cannot start on a machine it does not hold."""
+    state = ready(base())
+    with pytest.raises(CommandRejectedError, match="no lease"):
+        decide.start_job(state, "j1", "s1", at=12.0)
+
+
+def test_succeed_requires_an_output() -> None:
+    """A job without a verified output cannot succeed."""
+    state = ready(base())
+    apply(state, decide.lease_machine(state, "s1", "j1", at=12.0))
+    apply(state, decide.start_job(state, "j1", "s1", at=12.0))
+    with pytest.raises(CommandRejectedError, match="no saved output"):
+        decide.succeed_job(state, "j1", at=13.0)
+
+
+def test_stop_bills_by_the_rule() -> None:
+    """MachineStopped carries ceil-seconds and the half-up cost at the recorded rate."""
+    state = ready(base(), at=100.0)
+    stopped = decide.machine_stopped(state, "s1", stopped_at=200.5, at=200.5)
+    assert stopped.billed_seconds == 101
+    assert stopped.cost_micros == (790_000 * 101 + 1800) // 3600
+
+
+def test_accrual_is_cumulative() -> None:
+    """CostAccrued carries the machine's total since Ready, not a delta."""
+    state = ready(base(), at=100.0)
+    first = decide.accrue_cost(state, "s1", until=3700.0, at=3700.0)
+    apply(state, first)
+    second = decide.accrue_cost(state, "s1", until=7300.0, at=7300.0)
+    assert (first.amount_micros, second.amount_micros) == (790_000, 1_580_000)
+
+
+def test_budget_warns_at_80_percent_then_exceeds_once_each() -> None:
+    """Budget events fire once: warning at 80%, exceeded at 100%."""
+    state = ready(base(), at=0.0)
+    apply(state, ev.BudgetSet(limit_micros=1_000_000, at=0.0))
+    apply(state, decide.accrue_cost(state, "s1", until=3700.0, at=3700.0))  # 0.79 + a bit
+    found = decide.budget_check(state, at=3700.0)
+    assert [type(e) for e in found] == [ev.BudgetWarning]
+    for event in found:
+        apply(state, event)
+    assert decide.budget_check(state, at=3700.0) == []
+    apply(state, decide.accrue_cost(state, "s1", until=5000.0, at=5000.0))
+    assert [type(e) for e in decide.budget_check(state, at=5000.0)] == [ev.BudgetExceeded]
+
+
+def test_launch_refused_when_the_estimate_crosses_the_budget() -> None:
+    """check_launch refuses a launch whose estimate exceeds what is left."""
+    state = run(ev.BudgetSet(limit_micros=100_000, at=0.0))
+    refused = decide.check_launch(state, "j1", estimate_micros=150_000, at=1.0)
+    assert refused is not None
+    assert refused.remaining_micros == 100_000
+    assert decide.check_launch(state, "j1", estimate_micros=50_000, at=1.0) is None
+
+
+def test_next_jobs_orders_by_priority_then_age() -> None:
+    """Higher priority first, then the older submission."""
+    state = run(
+        ev.WorkflowRegistered(sha256=WF, name="w", graph_json="{}", at=0.0),
+        ev.JobSubmitted(job_id="old", workflow_sha256=WF, priority=0, at=1.0),
+        ev.JobSubmitted(job_id="new", workflow_sha256=WF, priority=0, at=2.0),
+        ev.JobSubmitted(job_id="vip", workflow_sha256=WF, priority=5, at=3.0),
+        *(ev.JobQueued(job_id=j, at=4.0) for j in ("old", "new", "vip")),
+    )
+    assert decide.next_jobs(state) == ["vip", "old", "new"]
+
+
+def test_pending_intents_list_what_recovery_must_reconcile() -> None:
+    """Dangling launch requests and prompts, live machines and active jobs are listed."""
+    state = ready(base())
+    apply(
+        state,
+        ev.MachineLaunchRequested(
+            request_key="k2",
+            server_type="medium",
+            workflow_version="v1",
+            estimated_duration=60,
+            at=20.0,
+        ),
+    )
+    apply(
+        state,
+        ev.PromptSubmitting(
+            job_id="j1", attempt=1, prompt_id="p", client_id="c", server_id="s1", at=21.0
+        ),
+    )
+    intents = decide.pending_intents(state)
+    assert intents.launch_requests == ("k2",)
+    assert intents.prompts == ("p",)
+    assert intents.machines == ("s1",)
+    assert intents.jobs == ("j1",)
+
+
+def test_idle_machines_after_the_timeout() -> None:
+    """A ready machine with no lease for idle_timeout seconds is idle."""
+    state = ready(base(), at=10.0)
+    assert decide.idle_machines(state, now=50.0, idle_timeout=60.0) == []
+    assert decide.idle_machines(state, now=70.0, idle_timeout=60.0) == ["s1"]
+
+
+def test_reusable_machine_matches_the_workflow_version() -> None:
+    """Only a ready machine of the same workflow version, with a free slot, is reused."""
+    state = ready(base())
+    assert decide.reusable_machine(state, "v1") == "s1"
+    assert decide.reusable_machine(state, "v2") is None
