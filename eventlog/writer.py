@@ -52,6 +52,8 @@ SYNC_POLICIES: Final = ("always", "batch", "none")
 #: Under ``none``, buffered bytes are handed to the OS once the buffer reaches this size.
 BUFFER_LIMIT: Final = 64 * 1024
 _CRC: Final = struct.Struct("<I")
+_pack_frame: Final = FRAME.pack_into
+_pack_crc: Final = _CRC.pack_into
 _DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
@@ -109,6 +111,8 @@ class LogWriter(Generic[E]):
         self.max_delay = max_delay
         self._clock = clock or time.time
         self._classes = event_classes(event_type)
+        self._class_set = frozenset(self._classes)
+        self._lazy = sync == "none"  # no fsync, write-out only when the buffer is full
         self._codec = EventCodec(event_type)
         self._encode_into = self._codec.encoder.encode_into
         self._buf = bytearray()
@@ -175,7 +179,8 @@ class LogWriter(Generic[E]):
         """Append one event; durable on return only under ``sync="always"``."""
         if self._closed:
             raise LogClosedError(f"event log writer for {self.path!r} is closed")
-        if not isinstance(event, self._classes):
+        # The hot path of buffered appends: every attribute load here is measurable.
+        if type(event) not in self._class_set and not isinstance(event, self._classes):
             raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
         buf = self._buf
         start = len(buf)
@@ -184,13 +189,16 @@ class LogWriter(Generic[E]):
         except BaseException:
             del buf[start:]
             raise
-        seq = self._last_seq + 1
+        self._last_seq = seq = self._last_seq + 1
         ts = self._clock()
         end = len(buf)
-        FRAME.pack_into(buf, start, 0, end - start - FRAME_SIZE, seq, ts)
-        _CRC.pack_into(buf, start, _crc(buf[start + 4 : end]))
-        self._last_seq = seq
-        self._after_append(1)
+        _pack_frame(buf, start, 0, end - start - FRAME_SIZE, seq, ts)
+        _pack_crc(buf, start, _crc(buf[start + 4 : end]))
+        if self._lazy:
+            if end >= BUFFER_LIMIT:
+                self._write_out()
+        else:
+            self._after_append(1)
         return Record(seq, ts, event)
 
     def append_many(

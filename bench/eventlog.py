@@ -1,0 +1,385 @@
+"""Benchmark of the eventlog package: prints a table, each figure beside its baseline.
+
+Run: ``python bench/eventlog.py`` (``just bench`` runs every benchmark). Every figure is the
+median of several repeats, measured in the same run as its baseline, and printed with the
+ratio and the target from issue 2:
+
+- buffered append (``sync="none"``, one event per call) vs a bare loop of msgspec
+  encode + CRC32C + frame into a buffer (target >= 50%);
+- replay through ``read`` + ``fold`` vs a bare loop of read + CRC + decode (a 20-type tagged
+  union) + the same dict fold, on the same file (target >= 60%);
+- ``Journal`` with ``sync="batch"`` and 256 concurrent trio appenders vs ``sync="always"``
+  (target >= 50x);
+- append and replay vs the Python ``eventsourcing`` library (in memory, and SQLite with a
+  commit per event) on the same events (target >= 15x). That library is not a dependency:
+  if it is missing, the rows say how to install it and are skipped.
+
+``EVENTLOG_BENCH_SCALE`` (default 1.0) scales the event counts, e.g. 0.1 for a smoke run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import msgspec
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import eventlog
+
+SCALE = float(os.environ.get("EVENTLOG_BENCH_SCALE", "1.0"))
+N_APPEND = int(200_000 * SCALE)
+N_REPLAY = int(1_000_000 * SCALE)
+N_JOURNAL_TASKS = 256
+N_JOURNAL_EACH = max(1, int(200 * SCALE))
+N_ALWAYS_EACH = 2
+N_ES_APPEND = max(100, int(5_000 * SCALE))
+N_ES_SQLITE_APPEND = max(50, int(500 * SCALE))
+N_ES_REBUILD = max(100, int(20_000 * SCALE))
+REPEATS = 3
+
+# A 20-type tagged union, like a real domain's events: same fields, distinct tags.
+EVENT_TYPES: list[type[msgspec.Struct]] = [
+    msgspec.defstruct(
+        f"Event{i}",
+        [("job", str), ("n", int), ("at", float), ("note", str)],
+        tag=f"bench.event{i}",
+        frozen=True,
+    )
+    for i in range(20)
+]
+Ev: Any = EVENT_TYPES[0]
+for _t in EVENT_TYPES[1:]:
+    Ev = Ev | _t
+
+FRAME = struct.Struct("<IIQd")
+CRC = struct.Struct("<I")
+
+
+def make_events(n: int) -> list[Any]:
+    """n events cycling through the 20 types, with realistic small payloads."""
+    return [
+        EVENT_TYPES[i % 20](f"job-{i % 97}", i, 1_700_000_000.0 + i, "node 34 progress 7/20")
+        for i in range(n)
+    ]
+
+
+def apply(state: dict[str, int], event: Any) -> dict[str, int]:
+    """The dict fold used by every replay row: a running sum per job."""
+    state[event.job] = state.get(event.job, 0) + event.n
+    return state
+
+
+def median_rate(fn: Callable[[], tuple[int, int, float]]) -> tuple[float, float]:
+    """Median events/s and MB/s of REPEATS runs of ``fn() -> (events, bytes, seconds)``."""
+    runs = [fn() for _ in range(REPEATS)]
+    rates = [n / s for n, _, s in runs]
+    mbs = [b / s / 1e6 for _, b, s in runs]
+    return statistics.median(rates), statistics.median(mbs)
+
+
+# -- append ----------------------------------------------------------------------------------
+
+
+def bare_append(events: list[Any]) -> tuple[int, int, float]:
+    """The ceiling: encode + CRC + frame into a buffer, nothing else."""
+    encode_into = msgspec.msgpack.Encoder().encode_into
+    buf = bytearray()
+    total = 0
+    t0 = time.perf_counter()
+    for seq, event in enumerate(events, 1):
+        start = len(buf)
+        encode_into(event, buf, start + 24)
+        end = len(buf)
+        FRAME.pack_into(buf, start, 0, end - start - 24, seq, time.time())
+        CRC.pack_into(buf, start, crc32c.crc32c(buf[start + 4 : end]))
+        if end >= 65536:
+            total += end
+            buf.clear()
+    elapsed = time.perf_counter() - t0
+    return len(events), total + len(buf), elapsed
+
+
+def eventlog_append(events: list[Any], tmp: Path) -> tuple[int, int, float]:
+    """LogWriter, sync="none", one event per append call, into a real file."""
+    path = tmp / "append.log"
+    path.unlink(missing_ok=True)
+    with eventlog.open_writer(path, Ev, sync="none") as w:
+        append = w.append
+        t0 = time.perf_counter()
+        for event in events:
+            append(event)
+        w.flush()
+        elapsed = time.perf_counter() - t0
+    return len(events), path.stat().st_size, elapsed
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+def bare_replay(path: Path) -> tuple[int, int, float]:
+    """The ceiling: read the file, check each CRC, decode (typed union), dict fold."""
+    decode = msgspec.msgpack.Decoder(Ev).decode
+    t0 = time.perf_counter()
+    data = path.read_bytes()
+    mv = memoryview(data)
+    unpack = FRAME.unpack_from
+    crc_of = crc32c.crc32c
+    state: dict[str, int] = {}
+    p, n, count = 16, len(data), 0
+    while p < n:
+        crc, length, _seq, _ts = unpack(data, p)
+        end = p + 24 + length
+        if crc_of(mv[p + 4 : end]) != crc:
+            raise RuntimeError("bad crc")
+        state = apply(state, decode(mv[p + 24 : end]))
+        count += 1
+        p = end
+    elapsed = time.perf_counter() - t0
+    return count, n, elapsed
+
+
+def eventlog_replay(path: Path) -> tuple[int, int, float]:
+    """eventlog.read + eventlog.fold with the same apply."""
+    t0 = time.perf_counter()
+    state = eventlog.fold(eventlog.read(path, Ev), apply, {})
+    elapsed = time.perf_counter() - t0
+    assert len(state) == 97
+    return N_REPLAY, path.stat().st_size, elapsed
+
+
+# -- journal ---------------------------------------------------------------------------------
+
+
+def journal_run(tmp: Path, sync: eventlog.SyncPolicy, each: int) -> tuple[int, int, float]:
+    """256 trio tasks, each appending ``each`` events one at a time through one Journal."""
+    path = tmp / f"journal-{sync}.log"
+    path.unlink(missing_ok=True)
+    events = make_events(N_JOURNAL_TASKS)
+    elapsed = 0.0
+
+    async def main() -> None:
+        nonlocal elapsed
+        async with eventlog.open_journal(path, Ev, sync=sync) as journal:
+
+            async def appender(event: Any) -> None:
+                for _ in range(each):
+                    await journal.append(event)
+
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for event in events:
+                    nursery.start_soon(appender, event)
+            elapsed = time.perf_counter() - t0
+
+    trio.run(main)
+    return N_JOURNAL_TASKS * each, path.stat().st_size, elapsed
+
+
+# -- the eventsourcing library ---------------------------------------------------------------
+
+
+def eventsourcing_rows(tmp: Path) -> dict[str, tuple[float, float]] | None:
+    """events/s of the eventsourcing library: append and rebuild, in memory and SQLite."""
+    try:
+        from eventsourcing.application import Application
+        from eventsourcing.domain import Aggregate, event
+    except ImportError:
+        return None
+
+    class Job(Aggregate):  # type: ignore[misc]
+        @event("Created")
+        def __init__(self) -> None:
+            self.state: dict[str, int] = {}
+
+        @event("Happened")
+        def happened(self, kind: str, job: str, n: int, at: float, note: str) -> None:
+            apply(self.state, _Fields(job, n))
+
+    class App(Application):  # type: ignore[misc]
+        pass
+
+    def fields(e: Any) -> dict[str, Any]:
+        return {"kind": type(e).__name__, "job": e.job, "n": e.n, "at": e.at, "note": e.note}
+
+    def env(kind: str, name: str) -> dict[str, str]:
+        if kind == "memory":
+            return {}
+        db = tmp / f"{name}.sqlite"
+        db.unlink(missing_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(db)}
+
+    def append(kind: str, n: int) -> tuple[int, int, float]:
+        app = App(env=env(kind, "append"))
+        job = Job()
+        app.save(job)
+        evs = make_events(n)
+        t0 = time.perf_counter()
+        for e in evs:  # one event per call, saved (committed) each time
+            job.happened(**fields(e))
+            app.save(job)
+        return n, 0, time.perf_counter() - t0
+
+    def rebuild(kind: str) -> tuple[int, int, float]:
+        app = App(env=env(kind, "rebuild"))
+        job = Job()
+        for e in make_events(N_ES_REBUILD):
+            job.happened(**fields(e))
+        app.save(job)
+        t0 = time.perf_counter()
+        again = app.repository.get(job.id)
+        elapsed = time.perf_counter() - t0
+        assert again.state == job.state
+        return N_ES_REBUILD, 0, elapsed
+
+    return {
+        "append memory": median_rate(lambda: append("memory", N_ES_APPEND)),
+        "append sqlite": median_rate(lambda: append("sqlite", N_ES_SQLITE_APPEND)),
+        "rebuild memory": median_rate(lambda: rebuild("memory")),
+        "rebuild sqlite": median_rate(lambda: rebuild("sqlite")),
+    }
+
+
+class _Fields(msgspec.Struct):
+    job: str
+    n: int
+
+
+# -- table -----------------------------------------------------------------------------------
+
+ROW = "{:<40} {:>12} {:>8}  {:<40} {:>12} {:>9}  {:<7} {}"
+
+
+def row(
+    what: str,
+    ours: tuple[float, float],
+    base_name: str,
+    base: tuple[float, float],
+    target: float,
+    as_percent: bool,
+) -> None:
+    ratio = ours[0] / base[0]
+    shown = f"{ratio:.0%}" if as_percent else f"{ratio:.1f}x"
+    goal = f">={target:.0%}" if as_percent else f">={target:.0f}x"
+    verdict = "ok" if ratio >= target else "BELOW"
+    print(
+        ROW.format(
+            what,
+            f"{ours[0]:,.0f}",
+            f"{ours[1]:.1f}",
+            base_name,
+            f"{base[0]:,.0f}",
+            shown,
+            goal,
+            verdict,
+        )
+    )
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="eventlog-bench-"))
+    try:
+        print(
+            f"eventlog benchmark: medians of {REPEATS} runs; append {N_APPEND:,} events, "
+            f"replay {N_REPLAY:,}, journal {N_JOURNAL_TASKS} tasks x {N_JOURNAL_EACH}"
+        )
+        print(
+            ROW.format("measure", "events/s", "MB/s", "baseline", "events/s", "ratio", "target", "")
+        )
+        events = make_events(N_APPEND)
+        bare_a = median_rate(lambda: bare_append(events))
+        ours_a = median_rate(lambda: eventlog_append(events, tmp))
+        row(
+            "append sync=none, 1 event/call",
+            ours_a,
+            "bare encode+CRC+frame loop",
+            bare_a,
+            0.5,
+            True,
+        )
+
+        log = tmp / "replay.log"
+        with eventlog.open_writer(log, Ev, sync="none") as w:
+            chunk = make_events(100_000)
+            for _ in range(N_REPLAY // len(chunk)):
+                w.append_many(chunk)
+            w.append_many(chunk[: N_REPLAY % len(chunk)])
+        bare_r = median_rate(lambda: bare_replay(log))
+        ours_r = median_rate(lambda: eventlog_replay(log))
+        row(
+            "replay read+fold (20-type union)",
+            ours_r,
+            "bare read+CRC+decode+dict fold",
+            bare_r,
+            0.6,
+            True,
+        )
+
+        batch = median_rate(lambda: journal_run(tmp, "batch", N_JOURNAL_EACH))
+        always = median_rate(lambda: journal_run(tmp, "always", N_ALWAYS_EACH))
+        row(
+            "journal batch, 256 trio appenders",
+            batch,
+            "journal always, 256 trio appenders",
+            always,
+            50,
+            False,
+        )
+
+        es = eventsourcing_rows(tmp)
+        if es is None:
+            print(
+                "eventsourcing rows skipped: the library is not installed "
+                "(pip install eventsourcing) -- it is not a project dependency"
+            )
+        else:
+            row(
+                "append sync=none, 1 event/call",
+                ours_a,
+                "eventsourcing append (memory)",
+                es["append memory"],
+                15,
+                False,
+            )
+            row(
+                "journal batch (durable, group commit)",
+                batch,
+                "eventsourcing append (SQLite)",
+                es["append sqlite"],
+                15,
+                False,
+            )
+            row(
+                "replay read+fold",
+                ours_r,
+                "eventsourcing rebuild (memory)",
+                es["rebuild memory"],
+                15,
+                False,
+            )
+            row(
+                "replay read+fold",
+                ours_r,
+                "eventsourcing rebuild (SQLite)",
+                es["rebuild sqlite"],
+                15,
+                False,
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
