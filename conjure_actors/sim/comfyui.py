@@ -1201,10 +1201,13 @@ class ComfyUISim:
             conn.frames += 1
             if conn.silent_from is not None and conn.frames > conn.silent_from:
                 continue
-            if isinstance(message, str):
-                await sock.send_text(message)
-            else:
-                await sock.send_bytes(message)
+            try:
+                if isinstance(message, str):
+                    await sock.send_text(message)
+                else:
+                    await sock.send_bytes(message)
+            except simws.SocketClosedError:
+                return 1000
         return 1000
 
     async def connect_ws_in_memory(

@@ -41,6 +41,7 @@ class Blob:
     width: int = 0
     height: int = 0
     batch: int = 1
+    noisy: bool = False
 
 
 class NodeFailure(Exception):
@@ -134,6 +135,11 @@ def _same_size(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _
     src = _first_sized(i)
     w, h, b = (src.width, src.height, src.batch) if src else (64, 64, 1)
     return (Blob("IMAGE", d, w, h, b),), None
+
+
+def _add_noise(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
+    src = i["image"]
+    return (Blob("IMAGE", d, src.width, src.height, src.batch, noisy=True),), None
 
 
 def _image_scale(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
@@ -232,7 +238,7 @@ NODE_FUNCTIONS: dict[str, _NodeFn] = {
     "ImageInvert": _same_size,
     "ImageBlur": _same_size,
     "ImageSharpen": _same_size,
-    "ImageAddNoise": _same_size,
+    "ImageAddNoise": _add_noise,
     "ImageScale": _image_scale,
     "ImageScaleBy": _image_scale_by,
     "GetImageSize": _get_image_size,

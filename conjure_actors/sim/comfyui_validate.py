@@ -317,9 +317,11 @@ def validate_prompt(
                 [],
                 {},
             )
+    # The real server iterates a set here (hash order); reverse prompt order reproduces the
+    # captures (``history_loadimage_run.json`` lists outputs ["16", "13"]).
     outputs = [
         node_id
-        for node_id, node in prompt.items()
+        for node_id, node in reversed(prompt.items())
         if node["class_type"] in output_classes
         and (partial_targets is None or node_id in partial_targets)
     ]

@@ -13,6 +13,7 @@ the same ``digest`` (derived from the node's inputs and seed) always gives the s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -41,23 +42,31 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     )
 
 
-def write_png(width: int, height: int, digest: bytes) -> bytes:
-    """A valid RGB PNG of ``width`` x ``height`` (capped at MAX_SIDE) patterned by ``digest``.
+def write_png(
+    width: int, height: int, digest: bytes, *, max_side: int = MAX_SIDE, noise: bool = False
+) -> bytes:
+    """A valid RGB PNG of ``width`` x ``height`` (capped at ``max_side``) from ``digest``.
 
-    Each row is one colour taken from the digest and shifted by the row number, so that the
-    file is cheap to build (row bytes are repeated, not computed per pixel) yet differs for
-    every digest.
+    Normally each row is one colour taken from the digest and shifted by the row number, so
+    that the file is cheap to build (row bytes are repeated, not computed per pixel) yet
+    differs for every digest. ``noise`` fills the pixels with SHAKE-256 output instead:
+    incompressible, like ``ImageAddNoise`` (a 1024x1024 noise PNG is about 3 MB).
     """
-    w = max(1, min(int(width), MAX_SIDE))
-    h = max(1, min(int(height), MAX_SIDE))
+    w = max(1, min(int(width), max_side))
+    h = max(1, min(int(height), max_side))
     seed = digest or b"\x00"
-    rows = []
-    for y in range(h):
-        r = seed[y % len(seed)]
-        g = seed[(y * 7 + 3) % len(seed)]
-        b = (seed[(y * 13 + 5) % len(seed)] + y) & 0xFF
-        rows.append(b"\x00" + bytes((r, g, b)) * w)
-    raw = b"".join(rows)
+    if noise:
+        pixels = hashlib.shake_256(seed).digest(3 * w * h)
+        stride = 3 * w
+        raw = b"".join(b"\x00" + pixels[y * stride : (y + 1) * stride] for y in range(h))
+    else:
+        rows = []
+        for y in range(h):
+            r = seed[y % len(seed)]
+            g = seed[(y * 7 + 3) % len(seed)]
+            b = (seed[(y * 13 + 5) % len(seed)] + y) & 0xFF
+            rows.append(b"\x00" + bytes((r, g, b)) * w)
+        raw = b"".join(rows)
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return (
         PNG_SIGNATURE

@@ -22,6 +22,7 @@ __all__ = [
     "CLIENT_MAX_MESSAGE_SIZE",
     "AsgiServerSocket",
     "ServerSocket",
+    "SocketClosedError",
     "TrioServerSocket",
     "connect_in_memory",
 ]
@@ -31,10 +32,16 @@ CLIENT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 _Message = MutableMapping[str, Any]
 
 
+class SocketClosedError(Exception):
+    """The peer is gone: a send could not be delivered."""
+
+
 class ServerSocket(Protocol):
     """The server end of one WebSocket, whatever carries it."""
 
-    async def send_text(self, text: str) -> None: ...
+    async def send_text(self, text: str) -> None:
+        """Send a text frame; raises :class:`SocketClosedError` if the peer is gone."""
+        ...
 
     async def send_bytes(self, data: bytes) -> None: ...
 
@@ -52,10 +59,16 @@ class TrioServerSocket:
         self._ws = ws
 
     async def send_text(self, text: str) -> None:
-        await self._ws.send_message(text)
+        try:
+            await self._ws.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise SocketClosedError from exc
 
     async def send_bytes(self, data: bytes) -> None:
-        await self._ws.send_message(data)
+        try:
+            await self._ws.send_message(data)
+        except trio_websocket.ConnectionClosed as exc:
+            raise SocketClosedError from exc
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -91,12 +104,20 @@ class AsgiServerSocket:
         return True
 
     async def send_text(self, text: str) -> None:
-        if not self._closed:
-            await self._send({"type": "websocket.send", "text": text})
+        await self._send_message({"type": "websocket.send", "text": text})
 
     async def send_bytes(self, data: bytes) -> None:
-        if not self._closed:
-            await self._send({"type": "websocket.send", "bytes": data})
+        await self._send_message({"type": "websocket.send", "bytes": data})
+
+    async def _send_message(self, message: _Message) -> None:
+        if self._closed:
+            raise SocketClosedError
+        try:
+            await self._send(message)
+        except (OSError, RuntimeError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # Servers signal "client gone" differently (hypercorn: a closed stream).
+            self._closed = True
+            raise SocketClosedError from exc
 
     async def receive(self) -> str | bytes | None:
         while not self._closed:
