@@ -1,0 +1,224 @@
+"""``python -m conjure_actors replay``: timeline, --at, --json, --job, --check, --diff, --follow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eventlog
+from conjure_actors.cli import main
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.state import SCHEMA_VERSION, State, apply, initial_state
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_v1.log"
+T0 = 1_800_000_000.0
+WF = "d" * 64
+
+
+def story(job: str = "j1", failed: bool = False) -> list[Any]:
+    end: Any = (
+        ev.JobFailed(job_id=job, error_type="E", message="boom", at=T0 + 5)
+        if failed
+        else ev.JobCancelled(job_id=job, reason="user", at=T0 + 5)
+    )
+    return [
+        ev.SystemStarted(run_id="r", version="0", mode="simulated", at=T0),
+        ev.WorkflowRegistered(sha256=WF, name="w", graph_json="{}", at=T0),
+        ev.JobSubmitted(job_id=job, workflow_sha256=WF, at=T0 + 1),
+        ev.JobQueued(job_id=job, at=T0 + 2),
+        ev.JobSubmitted(job_id="other", workflow_sha256=WF, at=T0 + 3),
+        end,
+        ev.SystemStopped(reason="done", at=T0 + 6),
+    ]
+
+
+def write(path: Path, events: list[Any]) -> Path:
+    with eventlog.open_writer(path, ev.Event, sync="none") as writer:
+        writer.append_many(events)
+    return path
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return write(tmp_path / "run.log", story())
+
+
+def test_timeline_prints_one_line_per_record(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Seq, ISO time, subject and summary, one line per record."""
+    assert main(["replay", str(log)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7
+    assert lines[2].split()[:4] == ["3", "2027-01-15T08:00:01.000Z", "job", "j1"]
+    assert "submitted" in lines[2]
+
+
+def test_job_filter_keeps_only_that_job(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--job shows only the job's own events."""
+    assert main(["replay", str(log), "--job", "j1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert all("job j1" in line for line in lines)
+
+
+def test_at_seq_prints_the_state_then(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--at 4: j1 is queued (not yet cancelled)."""
+    assert main(["replay", str(log), "--at", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("state after seq 4 ")
+    assert any(line.split()[:2] == ["j1", "queued"] for line in out.splitlines())
+
+
+def test_at_time_uses_event_time(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--at an ISO time replays the events up to that moment."""
+    assert main(["replay", str(log), "--at", "2027-01-15T08:00:01.500Z"]) == 0
+    assert capsys.readouterr().out.startswith("state after seq 3 ")
+
+
+def test_json_has_the_documented_envelope(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints schema_version, seq, and the state with jobs, machines, ledger."""
+    assert main(["replay", str(log), "--json", "--job", "j1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == SCHEMA_VERSION
+    assert doc["seq"] == 7
+    assert set(doc["state"]["jobs"]) == {"j1"}
+    assert doc["state"]["jobs"]["j1"]["status"] == "cancelled"
+    assert doc["state"]["ledger"]["total_micros"] == 0
+
+
+def test_bad_at_is_a_usage_error(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An --at that is neither a seq nor a time exits 2 with one line."""
+    assert main(["replay", str(log), "--at", "yesterday"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--at" in err
+
+
+def test_unknown_job_is_a_usage_error(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--job naming no job exits 2."""
+    assert main(["replay", str(log), "--job", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_missing_log_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing log is one line and exit 2."""
+    assert main(["replay", str(tmp_path / "nope.log")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_torn_tail_is_reported_and_replay_continues(
+    log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Half a record at the end: a warning, then every complete record."""
+    with log.open("ab") as f:
+        f.write(b"\x01\x02\x03\x04\x05")
+    assert main(["replay", str(log)]) == 0
+    captured = capsys.readouterr()
+    assert "torn tail of 5 bytes" in captured.err
+    assert len(captured.out.splitlines()) == 7
+
+
+def test_corruption_in_the_middle_exits_1_with_the_offset(
+    log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flipped byte in the middle: exit 1, one line naming the offset, no traceback."""
+    data = bytearray(log.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    log.write_bytes(bytes(data))
+    assert main(["replay", str(log)]) == 1
+    err = capsys.readouterr().err
+    assert "offset" in err
+    assert "Traceback" not in err
+
+
+def test_check_passes_on_a_good_log(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--check: contiguous, deterministic, no snapshot -> exit 0."""
+    assert main(["replay", str(log), "--check"]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_check_accepts_an_agreeing_snapshot(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A snapshot equal to the fold of its records passes."""
+    state = initial_state()
+    for event in story()[:4]:
+        apply(state, event)
+    eventlog.write_snapshot(f"{log}.snapshot", state, 4, State)
+    assert main(["replay", str(log), "--check"]) == 0
+    assert "snapshot at seq 4 agrees" in capsys.readouterr().out
+
+
+def test_check_names_a_disagreeing_snapshot(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A snapshot that differs from the records fails with the first differing field."""
+    state = initial_state()
+    for event in story()[:4]:
+        apply(state, event)
+    state.jobs["j1"].status = "running"
+    eventlog.write_snapshot(f"{log}.snapshot", state, 4, State)
+    assert main(["replay", str(log), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "jobs.j1.status: 'running' != 'queued'" in out
+
+
+def test_diff_names_the_first_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two logs that differ at seq 6 are reported there, with the state field."""
+    a = write(tmp_path / "a.log", story())
+    b = write(tmp_path / "b.log", story(failed=True))
+    assert main(["replay", str(a), "--diff", str(b)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("first difference at seq 6:")
+    assert "jobs.j1" in out
+
+
+def test_diff_of_equal_logs_is_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Equal logs: exit 0."""
+    a = write(tmp_path / "a.log", story())
+    b = write(tmp_path / "b.log", story())
+    assert main(["replay", str(a), "--diff", str(b)]) == 0
+    assert capsys.readouterr().out.startswith("identical")
+
+
+def test_follow_tails_until_the_run_stops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--follow prints records appended while it runs and ends at SystemStopped."""
+    path = tmp_path / "live.log"
+    events = story()
+    writer = eventlog.open_writer(path, ev.Event, sync="none")
+    writer.append_many(events[:3])
+    writer.flush()
+
+    def finish() -> None:
+        writer.append_many(events[3:])
+        writer.close()
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    try:
+        assert main(["replay", str(path), "--follow", "--poll", "0.01"]) == 0
+    finally:
+        thread.join(timeout=10)
+    assert len(capsys.readouterr().out.splitlines()) == 7
+
+
+def test_golden_log_replays_from_the_command_line(tmp_path: Path) -> None:
+    """The real entry point (a subprocess) replays the golden log and checks it."""
+    log = shutil.copy(GOLDEN, tmp_path / "golden.log")
+    done = subprocess.run(
+        [sys.executable, "-m", "conjure_actors", "replay", str(log), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "107 records" in done.stdout

@@ -1,0 +1,98 @@
+"""``python -m conjure_actors validate``: a summary line, or exit 2 with every problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conjure_actors.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONJURE = ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json"
+CAPTURES = Path("/work/shared/protocols/captures")
+
+
+def test_valid_workflow_prints_one_summary_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CONJURE workflow validates: exit 0, one line with outputs and roles."""
+    assert main(["validate", str(CONJURE)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    assert out[0].startswith("ok: conjure_flux_mesh.json: 19 nodes")
+    assert "24 (SaveImage), 33 (SaveGLB)" in out[0]
+    assert "image=16 prompt=34 depth=24 mesh=33" in out[0]
+
+
+def test_bindings_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    """Good --image/--prompt/--set bindings are counted in the summary."""
+    args = ["validate", str(CONJURE), "--image", "a.png", "--prompt", "fox", "--set", "20.steps=30"]
+    assert main(args) == 0
+    assert "4 bindings" in capsys.readouterr().out
+
+
+def test_every_problem_is_listed_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken workflow exits 2 and lists each problem on its own line."""
+    path = tmp_path / "bad.json"
+    path.write_text(
+        json.dumps({"1": {"inputs": {}}, "2": {"class_type": "X", "inputs": {"a": ["7", 0]}}})
+    )
+    assert main(["validate", str(path), "--no-catalog"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: bad.json: 3 problems:"
+    assert err[1:] == [
+        "  - node 1: missing class_type",
+        "  - node 2 input 'a': link to missing node '7'",
+        "  - the workflow has no output node: add a SaveImage or similar node"
+        " (known output classes: SaveImage, SaveGLB...)",
+    ]
+
+
+def test_bad_binding_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    """--set to a missing input is a problem naming node and input."""
+    assert main(["validate", str(CONJURE), "--set", "20.nope=1"]) == 2
+    assert "binding 20.nope: node 20 (KSampler) has no input 'nope'" in capsys.readouterr().err
+
+
+def test_ui_format_gets_the_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A UI export is told to use Save (API)."""
+    path = tmp_path / "ui.json"
+    path.write_text(json.dumps({"nodes": [], "links": []}))
+    assert main(["validate", str(path)]) == 2
+    assert "Save (API)" in capsys.readouterr().err
+
+
+def test_object_info_file_is_used_strictly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --object-info, classes the server does not have are errors."""
+    assert (
+        main(
+            [
+                "validate",
+                str(CONJURE),
+                "--object-info",
+                str(CAPTURES / "object_info_LoadImage.json"),
+            ]
+        )
+        == 2
+    )
+    assert "unknown class 'KSampler'" in capsys.readouterr().err
+
+
+def test_unreadable_object_info_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --object-info file is one line, exit 2."""
+    path = tmp_path / "oi.json"
+    path.write_text("[1, 2]")
+    assert main(["validate", str(CONJURE), "--object-info", str(path)]) == 2
+    assert "GET /object_info" in capsys.readouterr().err
+
+
+def test_missing_workflow_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing file is reported, no traceback."""
+    assert main(["validate", str(tmp_path / "nope.json")]) == 2
+    assert "file not found" in capsys.readouterr().err
