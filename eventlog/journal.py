@@ -167,6 +167,7 @@ class Journal(Generic[E, S]):
         self._appended = 0
         self._commits = 0
         self._largest = 0
+        self._last_seq = store.last_seq
 
     # -- public -----------------------------------------------------------------------------
 
@@ -177,8 +178,8 @@ class Journal(Generic[E, S]):
 
     @property
     def last_seq(self) -> int:
-        """The seq of the last durable record."""
-        return self._store.last_seq
+        """The seq of the last durable (and applied, and published) record."""
+        return self._last_seq
 
     def statistics(self) -> JournalStatistics:
         """Counters: appended records, commits (fsyncs), largest batch, queue, subscribers."""
@@ -321,7 +322,15 @@ class Journal(Generic[E, S]):
         except LogWriteError as exc:
             self._answer_all(batch, exc)
             return
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # KeyboardInterrupt and the like: nobody may stay parked forever.
+                self._fail(exc)
+                self._answer_all(batch, self._failed_error())
+                self._answer_all(list(self._queue), self._failed_error())
+                self._queue.clear()
+                self._queued_events = 0
+                raise
             # Not the disk: most likely one event that does not encode. Commit the entries
             # one by one so that only the culprit's append fails.
             if len(batch) == 1:
@@ -354,6 +363,8 @@ class Journal(Generic[E, S]):
         self._commits += 1
         self._appended += len(records)
         self._largest = max(self._largest, len(records))
+        if records:
+            self._last_seq = records[-1].seq
         if self._apply is not None:
             apply = self._apply
             state = self._state
@@ -403,7 +414,9 @@ class Journal(Generic[E, S]):
             trio.lowlevel.reschedule(entry.task, outcome.Error(exc))
 
     def _failed_error(self) -> JournalFailedError:
-        err = JournalFailedError("the journal stopped: apply raised; restart from the log")
+        err = JournalFailedError(
+            f"the journal stopped after {type(self._failure).__name__}; restart from the log"
+        )
         err.__cause__ = self._failure
         return err
 

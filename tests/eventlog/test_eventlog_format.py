@@ -256,3 +256,20 @@ def test_public_names_are_exported() -> None:
         for n in expected
         if n.endswith("Error")
     )
+
+
+@given(evs=event_lists, chunk=st.integers(1, 200))
+def test_reading_in_small_chunks_gives_the_same_records(
+    tmp_path_factory: pytest.TempPathFactory,
+    evs: list[Ev],
+    chunk: int,
+) -> None:
+    """Frames that straddle read chunks are reassembled (read and scan agree on every size)."""
+    path = tmp_path_factory.mktemp("chunks") / "log"
+    with eventlog.open_writer(path, Ev, sync="none") as w:
+        w.append_many(evs)
+    expected = list(eventlog.read(path, Ev))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(eventlog.reader, "CHUNK", chunk)
+        assert list(eventlog.read(path, Ev)) == expected
+        assert eventlog.scan(path).last_seq == len(evs)
