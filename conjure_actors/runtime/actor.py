@@ -253,16 +253,9 @@ class ActorRef:
         (``None``: wait as long as the caller's own cancel scopes allow), or
         :class:`ActorStoppedError` if the actor is, or ends, stopped before answering.
         """
-        if timeout is None:
-            return await self._ask(msg)
-        with trio.move_on_after(timeout):
-            return await self._ask(msg)
-        raise AskTimeoutError(
-            f"actor {self.path} did not answer {_name_of(msg)} within {timeout:g} s "
-            "(raise the timeout, or check the actor's statistics())"
-        )
-
-    async def _ask(self, msg: object) -> Any:
+        if timeout is not None:
+            return await self._ask_within(msg, timeout)
+        # The fast path, kept flat (no inner coroutine): queue a slot, park until answered.
         slot = _Ask(msg, trio.lowlevel.current_task())
         try:
             self._send_nowait(slot)
@@ -279,6 +272,14 @@ class ActorRef:
         if slot.error is not None:
             raise slot.error
         return slot.value
+
+    async def _ask_within(self, msg: object, timeout: float) -> Any:  # noqa: ASYNC109
+        with trio.move_on_after(timeout):
+            return await self.ask(msg)
+        raise AskTimeoutError(
+            f"actor {self.path} did not answer {_name_of(msg)} within {timeout:g} s "
+            "(raise the timeout, or check the actor's statistics())"
+        )
 
     def statistics(self) -> ActorStatistics:
         """A frozen snapshot: status, mailbox depth, messages handled, restarts..."""
@@ -376,6 +377,26 @@ class ActorCell:
     Supervisors drive it through :meth:`run` (one incarnation), :meth:`request_stop` and
     :meth:`close` (the end for good).
     """
+
+    __slots__ = (
+        "abandoned",
+        "capacity",
+        "closed",
+        "current",
+        "dead_letters",
+        "factory",
+        "handled",
+        "incarnation",
+        "path",
+        "pending",
+        "recv",
+        "ref",
+        "restarts",
+        "send",
+        "status",
+        "stop_requested",
+        "system",
+    )
 
     def __init__(
         self,
@@ -498,8 +519,28 @@ class ActorCell:
             except trio.WouldBlock:
                 budget = BATCH
                 item = await receive()
-            if item.__class__ is _Ask:
-                await self._handle_ask(handle, item)
+            if type(item) is _Ask:
+                # Inlined (one coroutine less per ask): see the module docstring for the rules.
+                if item.abandoned:
+                    self.abandoned += 1
+                    continue
+                self.current = item
+                try:
+                    result = await handle(item.msg)
+                except trio.Cancelled:
+                    self.current = None
+                    self.pending.discard(item)
+                    item.fail(self._stopped_error(item.msg, "was cancelled"))
+                    raise
+                except BaseException as exc:
+                    # Let it crash, and tell the asker why.
+                    self.current = None
+                    self.pending.discard(item)
+                    item.fail(exc)
+                    raise
+                self.current = None
+                if not item.deferred:
+                    item.resolve(result)
             elif item is _WAKE:
                 continue
             else:
@@ -509,28 +550,6 @@ class ActorCell:
             if not budget:
                 budget = BATCH
                 await trio.lowlevel.checkpoint()
-
-    async def _handle_ask(self, handle: Callable[[Any], Awaitable[Any]], slot: _Ask) -> None:
-        if slot.abandoned:
-            self.abandoned += 1
-            self.handled -= 1  # skipped, not handled (the loop adds it back)
-            return
-        self.current = slot
-        try:
-            result = await handle(slot.msg)
-        except trio.Cancelled:
-            self.pending.discard(slot)
-            slot.fail(self._stopped_error(slot.msg, "was cancelled"))
-            raise
-        except BaseException as exc:
-            # Let it crash, and tell the asker why.
-            self.pending.discard(slot)
-            slot.fail(exc)
-            raise
-        finally:
-            self.current = None
-        if not slot.deferred:
-            slot.resolve(result)
 
 
 def spec_capacity(mailbox_size: float) -> float:

@@ -163,6 +163,15 @@ _RESTARTING: Final = "restarting"
 _IDLE: Final = "idle"  # not running: before the first start, between supervisor incarnations
 
 
+def _set_event() -> trio.Event:
+    event = trio.Event()
+    event.set()
+    return event
+
+
+_SETTLED: Final = _set_event()
+
+
 class _Child:
     """A supervisor's record of one child: its spec, its unit (cell or supervisor), its run."""
 
@@ -195,7 +204,7 @@ class _Child:
         self.exc: BaseException | None = None
         self.exc_reported = True
         self.forced = False
-        self.history: deque[float] = deque()
+        self.history: list[float] = []  # restart times inside the window (not a deque: 700 B)
 
     @property
     def path(self) -> str:
@@ -410,9 +419,7 @@ class Supervisor:
             if sib is not failed and sib.phase in (_RUNNING, _STOPPING):
                 await self._stop(sib, "restart")
 
-        history = failed.history
-        while history and history[0] <= now - period:
-            history.popleft()
+        history = failed.history = [t for t in failed.history if t > now - period]
         delay = self.spec.backoff.delay(len(history), self.system._rng)
         history.append(now)
 
@@ -491,6 +498,7 @@ class Supervisor:
         child.unit.prepare()
         self._nursery.start_soon(self._runner, child, child.run_id, name=child.path)
         await child.settled.wait()
+        child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
         if child.start_ok:
             await self.system._emit(
                 ActorStarted(
@@ -505,7 +513,6 @@ class Supervisor:
                 child.start_ok = True
                 child.settled.set()
 
-        done, settled = child.done, child.settled
         try:
             with trio.CancelScope() as scope:
                 child.scope = scope
@@ -532,8 +539,8 @@ class Supervisor:
                 )
             raise
         finally:
-            done.set()
-            settled.set()
+            child.done.set()
+            child.settled.set()
         self.ctl_send.send_nowait(_Exit(child, run_id))
 
     async def _stop(self, child: _Child, reason: str) -> None:
