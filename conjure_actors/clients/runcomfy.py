@@ -1,0 +1,478 @@
+"""The RunComfy Server API client (httpx): launch, status, list, extend, stop, workflows.
+
+Every request first takes a token from the account's shared :class:`TokenBucket` (about one
+request per second with a small burst): share ONE client, or at least one bucket, per
+account. A 429 pauses that bucket for ``Retry-After`` so every caller backs off together.
+
+Retries follow :class:`~conjure_actors.clients.retry.RetryPolicy` (jittered exponential
+backoff): connect errors, 429 and 5xx are retried for idempotent calls. ``launch`` is not
+idempotent: a timeout, a lost connection or a 5xx after it was sent raise
+:class:`OutcomeUnknownError` and the caller reconciles with :meth:`RunComfyClient.list_servers`
+instead of launching blindly again. A 404 for a server this client launched moments ago is
+retried for ``not_found_grace`` seconds (RunComfy has been seen answering 404 right after a
+launch).
+
+Secrets: the API token and each machine's ``main_service_url`` never appear in a log line,
+an exception message or a repr. The URL lives in a :class:`SecretURL` whose repr and str are
+redacted (``reveal()`` returns it); error bodies are truncated and scrubbed of the token,
+of URLs and of every machine host this client has seen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import msgspec
+import trio
+
+from conjure_actors.clients.errors import (
+    AuthError,
+    LaunchError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    RunComfyError,
+    ServerNotFoundError,
+    TransportError,
+)
+from conjure_actors.clients.ratelimit import TokenBucket
+from conjure_actors.clients.retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "KNOWN_STATUSES",
+    "RunComfyClient",
+    "SecretURL",
+    "Server",
+    "Workflow",
+    "parse_timestamp",
+]
+
+log = logging.getLogger("conjure_actors.clients.runcomfy")
+
+DEFAULT_BASE_URL: Final = "https://api.runcomfy.net"
+KNOWN_STATUSES: Final = frozenset(
+    {"Starting", "Initializing", "Ready", "Stopping", "Deleting", "Error"}
+)
+_BODY_LIMIT: Final = 200
+_URL_RE: Final = re.compile(r"(?:https?|wss?)://[^\s\"'<>]+", re.IGNORECASE)
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class SecretURL:
+    """A capability URL (a machine's ComfyUI): redacted in ``repr``/``str``; ``reveal()``."""
+
+    __slots__ = ("_label", "_url")
+
+    def __init__(self, url: str, label: str = "machine") -> None:
+        self._url = url
+        self._label = label
+
+    def reveal(self) -> str:
+        """The URL itself: pass it to an HTTP client, never to a log or a message."""
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"SecretURL(<{self._label}: redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretURL) and other._url == self._url
+
+    def __hash__(self) -> int:
+        return hash(self._url)
+
+
+@attrs.frozen
+class Server:
+    """A machine as RunComfy described it. ``status`` is an open string (see KNOWN_STATUSES)."""
+
+    server_id: str
+    status: str
+    server_type: str | None = None
+    workflow_version_id: str | None = None
+    estimated_duration: int | None = None
+    service_ready_at: float | None = None
+    estimated_stopping_at: float | None = None
+    url: SecretURL | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == "Ready"
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in KNOWN_STATUSES
+
+
+@attrs.frozen
+class Workflow:
+    """One entry of ``GET /workflows``."""
+
+    workflow_id: str
+    workflow_name: str
+    version_id: str
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+class _ServerWire(msgspec.Struct):
+    server_id: str
+    current_status: str | None = None
+    server_type: str | None = None
+    workflow_version_id: str | None = None
+    estimated_duration: int | float | None = None
+    main_service_url: str | None = None
+    service_ready_at: str | int | float | None = None
+    estimated_stopping_at: str | int | float | None = None
+
+
+class _WorkflowWire(msgspec.Struct):
+    workflow_id: str
+    workflow_name: str = ""
+    version_id: str = ""
+    created_at: str | int | float | None = None
+    updated_at: str | int | float | None = None
+
+
+_server_decoder: Final = msgspec.json.Decoder(_ServerWire)
+_servers_decoder: Final = msgspec.json.Decoder(list[_ServerWire])
+_workflows_decoder: Final = msgspec.json.Decoder(list[_WorkflowWire])
+
+
+def parse_timestamp(value: str | int | float | None) -> float | None:
+    """ISO-8601 (UTC assumed when no zone) or epoch seconds -> epoch seconds; ``None`` stays."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    if not value:
+        return None
+    when = dt.datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    # Exact microseconds / 1e6 (not datetime.timestamp() on a naive value): the same float
+    # the simulator bills from, so a ledger built from these times matches its bill.
+    return (when - _EPOCH) / dt.timedelta(seconds=1)
+
+
+@attrs.frozen
+class RunComfyPolicy:
+    """Retry policy plus RunComfy specifics."""
+
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    not_found_grace: float = 60.0
+    """Retry 404s for a server this client launched less than this many seconds ago."""
+    default_retry_after: float = 2.0
+    """Pause after a 429 that carried no usable ``Retry-After``."""
+
+
+class RunComfyClient:
+    """One RunComfy account. Share one instance (or one ``bucket``) per account."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user_id: str,
+        token: str,
+        *,
+        http: httpx.AsyncClient,
+        bucket: TokenBucket | None = None,
+        policy: RunComfyPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not user_id or not token:
+            raise AuthError(
+                "RunComfy needs a user id and an API token: "
+                "set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
+            )
+        self._root = f"{base_url.rstrip('/')}/prod/api/users/{user_id}"
+        self._user_id = user_id
+        self._token = token
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._http = http
+        self.bucket = bucket or TokenBucket(rate=1.0, burst=2)
+        self.policy = policy or RunComfyPolicy()
+        self._rng = rng or random.Random()
+        self._launched_at: dict[str, float] = {}
+        self._hosts: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"RunComfyClient(user_id={self._user_id!r}, token=<redacted>)"
+
+    # ------------------------------------------------------------------ API
+
+    async def list_workflows(self) -> list[Workflow]:
+        """``GET /workflows``."""
+        resp = await self._request("GET", "/workflows", what="list workflows")
+        wires = self._decode(_workflows_decoder, resp, "list workflows")
+        return [
+            Workflow(
+                workflow_id=w.workflow_id,
+                workflow_name=w.workflow_name,
+                version_id=w.version_id,
+                created_at=self._time(w.created_at, "list workflows"),
+                updated_at=self._time(w.updated_at, "list workflows"),
+            )
+            for w in wires
+        ]
+
+    async def list_servers(self) -> list[Server]:
+        """``GET /servers``: every machine of the account."""
+        resp = await self._request("GET", "/servers", what="list servers")
+        return [
+            self._server(w, "list servers")
+            for w in self._decode(_servers_decoder, resp, "list servers")
+        ]
+
+    async def status(self, server_id: str) -> Server:
+        """``GET /servers/{id}``; 404 -> :class:`ServerNotFoundError` (after the launch grace)."""
+        what = f"status of server {server_id}"
+        resp = await self._request("GET", f"/servers/{server_id}", what=what, server_id=server_id)
+        return self._server(self._decode(_server_decoder, resp, what), what)
+
+    async def launch(
+        self, workflow_version_id: str, server_type: str, estimated_duration: int
+    ) -> Server:
+        """``POST /servers``: a new machine, ``Starting``. Not retried once it may have landed."""
+        what = f"launch of a {server_type} server"
+        resp = await self._request(
+            "POST",
+            "/servers",
+            what=what,
+            json={
+                "workflow_version_id": workflow_version_id,
+                "server_type": server_type,
+                "estimated_duration": int(estimated_duration),
+            },
+            idempotent=False,
+        )
+        server = self._server(self._decode(_server_decoder, resp, what), what)
+        self._launched_at[server.server_id] = trio.current_time()
+        return server
+
+    async def extend(self, server_id: str, seconds: int) -> Server:
+        """``update-estimated-duration``: the lease becomes ready-time + ``seconds``."""
+        what = f"lease update of server {server_id}"
+        resp = await self._request(
+            "POST",
+            f"/servers/{server_id}/update-estimated-duration",
+            what=what,
+            json={"update_estimated_duration": int(seconds)},
+            server_id=server_id,
+        )
+        return self._server(self._decode(_server_decoder, resp, what), what)
+
+    async def stop(self, server_id: str, *, missing_ok: bool = False) -> Server | None:
+        """``DELETE /servers/{id}``: billing stops when this returns. ``None`` if gone and
+        ``missing_ok``."""
+        what = f"stop of server {server_id}"
+        try:
+            resp = await self._request(
+                "DELETE", f"/servers/{server_id}", what=what, server_id=server_id
+            )
+        except ServerNotFoundError:
+            if missing_ok:
+                return None
+            raise
+        self._launched_at.pop(server_id, None)
+        return self._server(self._decode(_server_decoder, resp, what), what)
+
+    async def wait_until_ready(
+        self, server_id: str, *, give_up_after: float = 600.0, interval: float = 5.0
+    ) -> Server:
+        """Poll until ``Ready``; ``Error`` or ``give_up_after`` s -> :class:`LaunchError`."""
+        with trio.move_on_after(give_up_after):
+            while True:
+                server = await self.status(server_id)
+                if server.is_ready:
+                    return server
+                if server.status == "Error":
+                    raise LaunchError(f"server {server_id} failed to start (status Error)")
+                if not server.is_known_status:
+                    log.info("server %s reports unknown status %r", server_id, server.status)
+                await trio.sleep(interval)
+        raise LaunchError(f"server {server_id} was not Ready within {give_up_after:g} s; stop it")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the token, URLs or machine hosts, on one line, truncated."""
+        text = text.replace(self._token, "<token>")
+        text = _URL_RE.sub("<url>", text)
+        for host in self._hosts:
+            text = text.replace(host, "<host>")
+        text = " ".join(text.split())
+        if len(text) > _BODY_LIMIT:
+            text = text[:_BODY_LIMIT] + "..."
+        return text
+
+    async def _request(
+        self,
+        method: str,
+        route: str,
+        *,
+        what: str,
+        json: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+        server_id: str | None = None,
+    ) -> httpx.Response:
+        """Send with the bucket, retries and 404 grace; return a 2xx response or raise.
+
+        The bucket is taken OUTSIDE the per-attempt deadline: waiting for our turn under the
+        account's rate limit is not the server being slow, and must never turn a launch
+        into "outcome unknown".
+        """
+        policy = self.policy.retry
+        url = self._root + route
+        failures = 0
+        not_found_delays = policy.delays(self._rng)
+        while True:
+            await self.bucket.acquire()
+            response: httpx.Response | None = None
+            problem = ""
+            with trio.move_on_after(policy.request_timeout) as scope:
+                try:
+                    response = await self._http.request(
+                        method, url, json=json, headers=self._headers
+                    )
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    problem = f"cannot connect ({type(exc).__name__})"
+                except httpx.TransportError as exc:
+                    problem = f"connection lost ({type(exc).__name__})"
+                    if not idempotent:
+                        raise OutcomeUnknownError(
+                            f"RunComfy {what}: {problem} before an answer; list servers "
+                            "before trying again"
+                        ) from None
+            if scope.cancelled_caught:
+                problem = f"no answer within {policy.request_timeout:g} s"
+                if not idempotent:
+                    raise OutcomeUnknownError(
+                        f"RunComfy {what}: {problem}; list servers before trying again"
+                    )
+            wait: float | None = None
+            if response is not None:
+                code = response.status_code
+                log.debug("RunComfy %s -> HTTP %d", what, code)
+                if code < 300:
+                    return response
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                if code == 429:
+                    pause = (
+                        retry_after if retry_after is not None else self.policy.default_retry_after
+                    )
+                    # Hold every caller of this account, not just this one.
+                    self.bucket.pause(pause)
+                    problem = "HTTP 429 rate_limited"
+                    wait = 0.0  # the bucket does the waiting
+                elif code >= 500:
+                    problem = f"HTTP {code}"
+                    if not idempotent:
+                        raise OutcomeUnknownError(
+                            f"RunComfy {what} answered HTTP {code}: it may or may not have "
+                            "happened; list servers before trying again",
+                            status=code,
+                        )
+                    if retry_after is not None:
+                        wait = max(
+                            policy.delay(failures, self._rng),
+                            min(retry_after, policy.max_retry_after),
+                        )
+                elif code == 404 and self._in_grace(server_id):
+                    delay = next(not_found_delays)
+                    log.info("RunComfy %s: 404 right after launch; retrying in %.2f s", what, delay)
+                    await trio.sleep(delay)
+                    continue
+                else:
+                    self._raise_for(response, what, server_id)
+            failures += 1
+            if failures >= policy.attempts:
+                if response is not None and response.status_code == 429:
+                    raise RateLimitedError(
+                        f"RunComfy {what}: still rate limited after {failures} attempts; "
+                        "fewer concurrent callers or a slower rate will help",
+                        status=429,
+                    )
+                if response is not None:
+                    self._raise_for(response, what, server_id)
+                raise TransportError(f"RunComfy {what} failed after {failures} attempts: {problem}")
+            if wait is None:
+                wait = policy.delay(failures - 1, self._rng)
+            log.info(
+                "RunComfy %s: %s; retry %d/%d in %.2f s",
+                what,
+                problem,
+                failures,
+                policy.attempts - 1,
+                wait,
+            )
+            if wait > 0:
+                await trio.sleep(wait)
+
+    def _in_grace(self, server_id: str | None) -> bool:
+        if server_id is None or server_id not in self._launched_at:
+            return False
+        return trio.current_time() - self._launched_at[server_id] < self.policy.not_found_grace
+
+    def _raise_for(self, response: httpx.Response, what: str, server_id: str | None) -> None:
+        code = response.status_code
+        body = self.scrub(response.text)
+        if code in (401, 403):
+            raise AuthError(
+                f"RunComfy rejected the credentials ({what}: HTTP {code}); check "
+                "RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN",
+                status=code,
+            )
+        if code == 404 and server_id is not None:
+            raise ServerNotFoundError(
+                f"server {server_id} not found (HTTP 404): it has stopped or never existed",
+                status=404,
+            )
+        if code == 429:
+            raise RateLimitedError(f"RunComfy {what}: rate limited (HTTP 429)", status=429)
+        if what.startswith("launch"):
+            raise LaunchError(f"RunComfy refused the {what} (HTTP {code}): {body}", status=code)
+        raise RunComfyError(f"RunComfy {what} answered HTTP {code}: {body}", status=code)
+
+    def _decode(
+        self, decoder: msgspec.json.Decoder[Any], response: httpx.Response, what: str
+    ) -> Any:
+        try:
+            return decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise RunComfyError(
+                f"RunComfy {what}: unexpected answer ({self.scrub(str(exc))})",
+                status=response.status_code,
+            ) from None
+
+    def _time(self, value: str | int | float | None, what: str) -> float | None:
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            raise RunComfyError(f"RunComfy {what}: unreadable timestamp") from None
+
+    def _server(self, wire: _ServerWire, what: str) -> Server:
+        url = None
+        if wire.main_service_url:
+            host = urlsplit(wire.main_service_url).hostname
+            if host:
+                self._hosts.add(host)
+            url = SecretURL(wire.main_service_url, f"server {wire.server_id}")
+        duration = wire.estimated_duration
+        return Server(
+            server_id=wire.server_id,
+            status=wire.current_status or "",
+            server_type=wire.server_type,
+            workflow_version_id=wire.workflow_version_id,
+            estimated_duration=None if duration is None else int(duration),
+            service_ready_at=self._time(wire.service_ready_at, what),
+            estimated_stopping_at=self._time(wire.estimated_stopping_at, what),
+            url=url,
+        )
