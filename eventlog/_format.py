@@ -116,9 +116,34 @@ def check_damage(
 ) -> None:
     """Called at the first bad frame (``offset``): raise if intact records follow it.
 
-    Returns normally when the rest of the file holds no intact record: a torn tail.
+    Returns normally when the rest of the file holds no intact record: a torn tail. The rest
+    of the file is searched in windows, so a huge log costs bounded memory; the search stops
+    at the first intact frame.
     """
-    data = os.pread(fd, size - offset, offset)
-    reason = describe_bad_frame(data, 0, len(data), expected_seq)
-    if find_next_frame(data, 1, expected_seq) >= 0:
-        raise CorruptLogError(path, offset, expected_seq, reason)
+    head = os.pread(fd, FRAME_SIZE, offset)
+    reason = "incomplete record header"
+    if len(head) == FRAME_SIZE:
+        length = FRAME.unpack_from(head)[1]
+        if 1 <= length <= MAX_PAYLOAD and offset + FRAME_SIZE + length <= size:
+            frame = os.pread(fd, FRAME_SIZE + length, offset)
+            reason = describe_bad_frame(frame, 0, len(frame), expected_seq)
+        else:
+            reason = describe_bad_frame(head, 0, size - offset, expected_seq)
+    pos = offset + 1
+    while pos + FRAME_SIZE < size:
+        window = os.pread(fd, min(CHUNK + FRAME_SIZE, size - pos), pos)
+        for i in range(min(CHUNK, len(window) - FRAME_SIZE)):
+            crc, length, seq, _ts = FRAME.unpack_from(window, i)
+            at = pos + i
+            if length < 1 or length > MAX_PAYLOAD or seq < expected_seq:
+                continue
+            end = at + FRAME_SIZE + length
+            if end > size or seq - expected_seq > (size - at) // (FRAME_SIZE + 1):
+                continue
+            if i + FRAME_SIZE + length <= len(window):
+                body: bytes | memoryview = memoryview(window)[i + 4 : i + FRAME_SIZE + length]
+            else:
+                body = os.pread(fd, FRAME_SIZE - 4 + length, at + 4)
+            if crc32c_fn(body) == crc:
+                raise CorruptLogError(path, offset, expected_seq, reason)
+        pos += CHUNK

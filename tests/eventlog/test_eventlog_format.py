@@ -273,3 +273,20 @@ def test_reading_in_small_chunks_gives_the_same_records(
         mp.setattr(eventlog.reader, "CHUNK", chunk)
         assert list(eventlog.read(path, Ev)) == expected
         assert eventlog.scan(path).last_seq == len(evs)
+
+
+@pytest.mark.parametrize("window", [1, 7, 64])
+def test_damage_search_works_across_small_windows(tmp_path: Path, window: int) -> None:
+    """The windowed search for intact records after a bad one finds them across windows."""
+    path = tmp_path / "log"
+    ends = write_log(path, SAMPLE)
+    good = path.read_bytes()
+    raw = bytearray(good)
+    raw[HEADER_SIZE + 1] ^= 0x08  # record 1's checksum
+    path.write_bytes(raw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(eventlog._format, "CHUNK", window)
+        with pytest.raises(eventlog.CorruptLogError, match="checksum mismatch"):
+            eventlog.scan(path)
+        path.write_bytes(good[: ends[-2] + 30])  # only a torn tail this time
+        assert eventlog.scan(path).last_seq == len(SAMPLE) - 1
