@@ -354,8 +354,11 @@ class Actor:
         return await self._tasks().start(fn, *args, name=name)
 
     def stop(self) -> None:
-        """End this actor normally after the current message (a permanent child restarts)."""
-        self._cell.stop_requested = True
+        """End this actor normally after the current message (a permanent child restarts).
+
+        May be called from a background task too: an idle message loop is woken up.
+        """
+        self._cell.request_stop()
 
     def defer_reply(self) -> Reply:
         """Answer the ask being handled later, from anywhere, through the returned :class:`Reply`.

@@ -326,11 +326,10 @@ class Supervisor:
             elif isinstance(msg, _Ask):
                 if msg.abandoned:
                     continue
+                # Not cleared on failure: run()'s cleanup fails a request left half done.
                 self._inflight = msg
-                try:
-                    await self._on_request(msg)
-                finally:
-                    self._inflight = None
+                await self._on_request(msg)
+                self._inflight = None
 
     async def _on_request(self, req: _Ask) -> None:
         cmd = req.msg
@@ -516,8 +515,6 @@ class Supervisor:
         try:
             with trio.CancelScope() as scope:
                 child.scope = scope
-                if child.phase == _STOPPING:
-                    scope.cancel()
                 try:
                     await child.unit.run(started)
                 except Exception as exc:
@@ -525,20 +522,8 @@ class Supervisor:
                     child.exc = _unwrap(exc)
                     child.exc_reported = False
             child.forced = scope.cancelled_caught
-        except trio.Cancelled:
-            # Cancelled from outside (our own nursery is going down): say so, then go on.
-            if child.run_id == run_id:
-                await self.system._emit(
-                    ActorStopped(
-                        actor=child.path,
-                        incarnation=child.unit.incarnation,
-                        reason="cancelled",
-                        at=self.system._now(),
-                        forced=True,
-                    )
-                )
-            raise
         finally:
+            # Also when cancelled from outside: _stop_all journals that stop.
             child.done.set()
             child.settled.set()
         self.ctl_send.send_nowait(_Exit(child, run_id))
@@ -560,16 +545,42 @@ class Supervisor:
         await self._stopped_event(child, reason)
 
     async def _stop_all(self, reason: str) -> None:
-        """Stop every child in reverse start order; drop temporary ones."""
-        for child in reversed(list(self.children.values())):
-            if child.phase in (_RUNNING, _STOPPING):
-                await self._stop(child, reason)
-            elif child.phase == _RESTARTING:
-                child.phase = _IDLE
-                await self._stopped_event(child, reason)
-            if child.spec.restart is Restart.TEMPORARY:
-                self.children.pop(child.spec.name, None)
-                self._forget(child)
+        """Stop every child in reverse start order; drop temporary ones.
+
+        If this supervisor is itself being cancelled meanwhile, the graceful sequence is over:
+        every child still running is cancelled at once, their ends are awaited (shielded: a
+        cancelled actor ends promptly, its ``shielded`` cleanup has its own deadline) and
+        journaled as ``ActorStopped(reason="cancelled", forced=True)``, and the cancellation
+        goes on.
+        """
+        try:
+            for child in reversed(list(self.children.values())):
+                if child.phase in (_RUNNING, _STOPPING):
+                    await self._stop(child, reason)
+                elif child.phase == _RESTARTING:
+                    child.phase = _IDLE
+                    await self._stopped_event(child, reason)
+                if child.spec.restart is Restart.TEMPORARY:
+                    self.children.pop(child.spec.name, None)
+                    self._forget(child)
+        except trio.Cancelled:
+            live = [
+                c
+                for c in reversed(list(self.children.values()))
+                if c.phase in (_RUNNING, _STOPPING)
+            ]
+            for child in live:
+                child.unit.request_stop()
+                if child.scope is not None:
+                    child.scope.cancel()
+            with trio.CancelScope(shield=True):
+                for child in live:
+                    await child.done.wait()
+                    child.phase = _IDLE
+                    child.forced = True
+                    await self._report_crash(child)
+                    await self._stopped_event(child, "cancelled")
+            raise
 
     async def _report_crash(self, child: _Child) -> None:
         if child.exc is None or child.exc_reported:

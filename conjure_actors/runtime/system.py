@@ -133,6 +133,9 @@ class ActorSystem:
         reason = "shutdown"
         try:
             await root.run(task_status.started)
+        except trio.Cancelled:
+            reason = "cancelled"
+            raise
         except Exception:
             reason = "escalated"
             raise

@@ -31,6 +31,7 @@ from conjure_actors.runtime import (
     SupervisorEscalated,
     SupervisorSpec,
     open_actor_system,
+    shielded,
 )
 
 CAP = 30
@@ -547,3 +548,80 @@ async def test_supervisor_stopped_for_good_refuses_requests(
                 await jobs.start_child(worker([], "k"))
             with pytest.raises(ActorStoppedError):
                 await j.ask("x")  # type: ignore[union-attr]
+
+
+async def test_stopping_a_supervisor_fails_its_pending_start_child(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A start_child still waiting for on_start when its supervisor stops gets ActorStoppedError."""
+
+    class SlowStart(Actor):
+        async def on_start(self) -> None:
+            await trio.sleep_forever()
+
+        async def receive(self, msg: object) -> object:
+            return None
+
+    with trio.fail_after(CAP):
+        async with open_actor_system() as system:
+            jobs = await system.spawn_supervisor("jobs")
+            async with trio.open_nursery() as nursery:
+
+                async def starter() -> None:
+                    with pytest.raises(ActorStoppedError, match="root/jobs"):
+                        await jobs.spawn(SlowStart, name="slow", shutdown_timeout=2)
+
+                nursery.start_soon(starter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert await system.stop(jobs)
+
+
+async def test_outside_cancellation_stops_everything_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cancelling the system from outside cancels actors at once; shielded cleanup still runs."""
+    sink, log = ListSink(), []
+
+    class Paid(Actor):
+        async def receive(self, msg: object) -> object:
+            return None
+
+        async def on_stop(self) -> None:
+            with shielded(5):
+                await trio.sleep(1)
+                log.append("machine stopped")
+
+    with trio.fail_after(CAP):
+        with trio.CancelScope() as outer:
+            async with open_actor_system(sink) as system:
+                await system.spawn(Paid, name="m")
+                outer.cancel()
+                await trio.sleep_forever()
+    assert log == ["machine stopped"]
+    (stopped,) = [e for e in sink.events if isinstance(e, ActorStopped) and e.actor == "root/m"]
+    assert (stopped.reason, stopped.forced) == ("cancelled", True)
+
+
+async def test_self_stop_from_a_background_task_wakes_an_idle_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """self.stop() called from a background task ends an idle (transient) actor promptly."""
+
+    class Timer(Actor):
+        async def on_start(self) -> None:
+            self.start_soon(self.expire)
+
+        async def expire(self) -> None:
+            await trio.sleep(3)
+            self.stop()
+
+        async def receive(self, msg: object) -> object:
+            return None
+
+    with trio.fail_after(CAP):
+        async with open_actor_system() as system:
+            ref = await system.spawn(Timer, name="t", restart=Restart.TRANSIENT)
+            await trio.sleep(4)
+            assert system.root.child("t") is None
+            with pytest.raises(ActorStoppedError):
+                await ref.tell("x")
