@@ -231,7 +231,14 @@ def _job_rows(state: State, job_id: str | None) -> list[list[str]]:
     return rows
 
 
-def _machine_rows(state: State) -> list[list[str]]:
+def _short_time(at: float | None) -> str:
+    """``HH:MM:SS`` UTC, for narrow table columns (the header line carries the date)."""
+    text = format_time(at)
+    return text[11:19] if len(text) > 19 else text
+
+
+def _machine_rows(state: State, rich: bool) -> list[list[str]]:
+    when = _short_time if rich else format_time
     return [
         [
             sid,
@@ -239,8 +246,8 @@ def _machine_rows(state: State) -> list[list[str]]:
             m.server_type or "-",
             m.status + (" (adopted)" if m.adopted else ""),
             ",".join(m.leases) or "-",
-            format_time(m.service_ready_at),
-            format_time(m.stopped_at),
+            when(m.service_ready_at),
+            when(m.stopped_at),
             format_usd(m.cost_micros),
         ]
         for sid, m in sorted(state.machines.items(), key=lambda item: natural_key(item[0]))
@@ -285,7 +292,7 @@ def print_state(state: State, seq: int, at: float | None, *, job_id: str | None)
         _print_table(
             "machines",
             ["machine", "kind", "type", "status", "leases", "ready at", "stopped at", "cost"],
-            _machine_rows(state),
+            _machine_rows(state, rich),
             rich,
         )
         budget = state.budget
