@@ -15,6 +15,10 @@ Decisions worth knowing (each has a test):
   valid across restarts; tells sent during the restart backoff wait in the mailbox. Only when
   the actor ends for good is the mailbox drained: queued asks fail with
   :class:`ActorStoppedError`, queued tells are counted as dead letters.
+- **A graceful stop ends the actor after the message it is handling**; what is still queued
+  is not handled (as in OTP and Akka's ``stop``): the mailbox is drained as above. To have the
+  queued messages handled first, send a message whose handler calls :meth:`Actor.stop` (a
+  "poison pill": it is handled in order).
 - **An exception escaping ``receive`` crashes the actor, ask or not** ("let it crash": its
   state may be half-updated), and for an ask the asker also gets that exception. To refuse a
   request *without* crashing, return an error value, or :meth:`Actor.defer_reply` and

@@ -470,6 +470,7 @@ def test_per_sender_order_under_load(plan: list[int], mailbox: int) -> None:
                 async with trio.open_nursery() as nursery:
                     for who, count in enumerate(plan):
                         nursery.start_soon(sender, who, count)
+                await ref.ask((-1, 0))  # queued after every tell: all are handled once it answers
         for who, count in enumerate(plan):
             assert [i for w, i in seen if w == who] == list(range(count))
 
