@@ -27,7 +27,7 @@ import math
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -842,7 +842,7 @@ class ComfyUIClient:
         ws_poll_interval: float = 10.0,
         lost_after: int = 3,
         history_grace: float = 2.0,
-    ) -> AsyncIterator[FollowUpdate]:
+    ) -> AsyncGenerator[FollowUpdate, None]:
         """Updates for ``prompt_id`` until a terminal one (succeeded / failed / interrupted).
 
         Polling (``/history/{id}``, then ``/queue``) decides; WebSocket frames from
@@ -1003,21 +1003,22 @@ class ComfyUIClient:
 
     async def wait(self, prompt_id: str, **follow_kwargs: Any) -> PromptSucceeded:
         """Follow to the end; raise :class:`ExecutionError` / :class:`PromptInterruptedError`."""
-        async for update in self.follow(prompt_id, **follow_kwargs):
-            if isinstance(update, PromptSucceeded):
-                return update
-            if isinstance(update, PromptFailed):
-                first_line = (update.exception_message.splitlines() or [""])[0]
-                raise ExecutionError(
-                    f"prompt {prompt_id} failed on {self.name} in node {update.node_id} "
-                    f"({update.node_type}): {update.exception_type}: {first_line}",
-                    node_id=update.node_id,
-                    node_type=update.node_type,
-                    exception_type=update.exception_type,
-                )
-            if isinstance(update, PromptInterrupted):
-                raise PromptInterruptedError(
-                    f"prompt {prompt_id} was interrupted on {self.name} before node "
-                    f"{update.node_id} ({update.node_type})"
-                )
+        async with contextlib.aclosing(self.follow(prompt_id, **follow_kwargs)) as updates:
+            async for update in updates:
+                if isinstance(update, PromptSucceeded):
+                    return update
+                if isinstance(update, PromptFailed):
+                    first_line = (update.exception_message.splitlines() or [""])[0]
+                    raise ExecutionError(
+                        f"prompt {prompt_id} failed on {self.name} in node {update.node_id} "
+                        f"({update.node_type}): {update.exception_type}: {first_line}",
+                        node_id=update.node_id,
+                        node_type=update.node_type,
+                        exception_type=update.exception_type,
+                    )
+                if isinstance(update, PromptInterrupted):
+                    raise PromptInterruptedError(
+                        f"prompt {prompt_id} was interrupted on {self.name} before node "
+                        f"{update.node_id} ({update.node_type})"
+                    )
         raise PromptLostError(f"following prompt {prompt_id} on {self.name} ended without outcome")

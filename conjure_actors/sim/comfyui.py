@@ -33,7 +33,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -738,9 +738,9 @@ class ComfyUISim:
 
     async def asgi(
         self,
-        scope: Mapping[str, Any],
-        receive: Callable[[], Any],
-        send: Callable[[_Message], Any],
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
     ) -> None:
         """ASGI 3 application: every HTTP route (also under ``/api``) and ``/ws``."""
         kind = scope["type"]
@@ -754,7 +754,7 @@ class ComfyUISim:
                     return
         path = self._strip_api(scope["path"])
         if kind == "websocket":
-            sock = simws.AsgiServerSocket(receive, send)  # type: ignore[arg-type]
+            sock = simws.AsgiServerSocket(receive, send)
             if path != "/ws":
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})

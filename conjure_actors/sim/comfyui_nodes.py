@@ -188,9 +188,9 @@ def _preview_image(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) 
 def _save_image_websocket(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
     src = i["images"]
     for k in range(max(1, src.batch)):
-        ctx.send_image(
-            node_id, write_png(src.width, src.height, _slot(src.digest, k)), k, src.batch
-        )
+        # Full size, like the real node: a noisy 1024x1024 image makes a frame over 1 MiB.
+        png = write_png(src.width, src.height, _slot(src.digest, k), max_side=4096, noise=src.noisy)
+        ctx.send_image(node_id, png, k, src.batch)
     return (), None
 
 
