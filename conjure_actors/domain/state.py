@@ -100,7 +100,8 @@ ACTIVE_STATUSES: Final = frozenset({PENDING, QUEUED, RUNNING, RETRYING})
 LEGAL_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     # A job may start at once when a machine is free (pending -> running).
     PENDING: frozenset({QUEUED, RUNNING, FAILED, CANCELLED}),
-    QUEUED: frozenset({RUNNING, FAILED, CANCELLED}),
+    # queued -> queued: a resume queues again the jobs the log left queued.
+    QUEUED: frozenset({QUEUED, RUNNING, FAILED, CANCELLED}),
     # running -> queued: its machine was lost, or a resume requeues it.
     RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELLED, QUEUED}),
     RETRYING: frozenset({RUNNING, QUEUED, FAILED, CANCELLED}),
@@ -593,7 +594,9 @@ def _released(s: State, e: ev.MachineReleased) -> None:
     try:
         m.leases.remove(e.job_id)
     except ValueError:
-        _anomaly(s, f"machine {e.server_id} released by job {e.job_id} that held no lease")
+        # A stop or a loss already dropped every lease: a late release is expected then.
+        if m.status not in MACHINE_GONE:
+            _anomaly(s, f"machine {e.server_id} released by job {e.job_id} that held no lease")
         return
     if not m.leases:
         m.idle_since = e.at
