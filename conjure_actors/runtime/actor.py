@@ -342,6 +342,12 @@ class Actor:
             )
         return self._nursery
 
+    @property
+    def nursery(self) -> trio.Nursery:
+        """This incarnation's nursery (for code that takes a nursery); tasks started in it
+        live as long as the incarnation, and a failing one crashes the actor."""
+        return self._tasks()
+
     def start_soon(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
     ) -> None:

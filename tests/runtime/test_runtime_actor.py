@@ -369,6 +369,34 @@ async def test_background_tasks_stop_with_the_actor(
     assert log == ["tick cancelled", "on_stop"]
 
 
+async def test_nursery_property_hosts_tasks_for_the_incarnation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Tasks started in self.nursery run while the actor lives and end with it."""
+    ticks: list[int] = []
+
+    class Heart(Actor):
+        async def on_start(self) -> None:
+            self.nursery.start_soon(self.beat)
+
+        async def beat(self) -> None:
+            while True:
+                ticks.append(self.incarnation)
+                await trio.sleep(1)
+
+        async def receive(self, msg: object) -> object:
+            return len(ticks)
+
+    with trio.fail_after(CAP):
+        async with open_actor_system() as system:
+            ref = await system.spawn(Heart, name="h")
+            await trio.sleep(2.5)
+            assert await ref.ask("count") == 3
+        count = len(ticks)
+        await trio.sleep(5)
+    assert len(ticks) == count
+
+
 async def test_shielded_cleanup_runs_despite_forced_stop(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
