@@ -22,9 +22,19 @@ from conjure_actors.clients.comfyui import (
     check_signature,
     new_prompt_id,
 )
+from conjure_actors.clients.ratelimit import BucketStatistics, TokenBucket
 from conjure_actors.clients.retry import RetryPolicy, parse_retry_after, send_with_retry
+from conjure_actors.clients.runcomfy import (
+    RunComfyClient,
+    RunComfyPolicy,
+    SecretURL,
+    Server,
+    Workflow,
+    parse_timestamp,
+)
 
 __all__ = [
+    "BucketStatistics",
     "ComfyUIClient",
     "ComfyUIEvents",
     "Download",
@@ -42,10 +52,17 @@ __all__ = [
     "QueueItem",
     "QueueSnapshot",
     "RetryPolicy",
+    "RunComfyClient",
+    "RunComfyPolicy",
+    "SecretURL",
+    "Server",
     "Submitted",
+    "TokenBucket",
     "UploadedImage",
+    "Workflow",
     "check_signature",
     "new_prompt_id",
     "parse_retry_after",
+    "parse_timestamp",
     "send_with_retry",
 ]

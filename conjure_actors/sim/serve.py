@@ -1,0 +1,212 @@
+"""The simulators over loopback sockets: hypercorn on trio, port 0 by default.
+
+- :func:`serve_asgi` serves any ASGI app and reports its base URL through ``task_status``;
+- :func:`serve_comfyui` serves one ComfyUI simulator (its worker included);
+- :func:`serve_cloud` serves a RunComfy account on one port; each machine that becomes Ready
+  gets its own ComfyUI on its own port, so its ``main_service_url`` is
+  ``http://127.0.0.1:<port>``, and that server shuts down when the machine stops. A standalone
+  ComfyUI (not behind RunComfy) is served beside it.
+
+All of them run until cancelled (trio's ``serve_*`` convention). The in-memory twin is
+:mod:`conjure_actors.sim.cloud`; these are for the ``sim`` command and loopback tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from conjure_actors.sim.cloud import CloudFaults, CloudTimings, machine_seed
+from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings, ComfyUISim
+from conjure_actors.sim.runcomfy import RunComfySim
+
+__all__ = ["ServedCloud", "ServedComfyUI", "serve_asgi", "serve_cloud", "serve_comfyui"]
+
+log = logging.getLogger("conjure_actors.sim.serve")
+
+_WS_MAX_MESSAGE: int = 64 * 1024 * 1024
+
+
+def _config(host: str, port: int) -> hypercorn.config.Config:
+    config = hypercorn.config.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    # hypercorn announces "Running on <url>" at INFO: a machine's URL is a capability.
+    config.loglevel = "WARNING"
+    config.websocket_max_message_size = _WS_MAX_MESSAGE
+    config.graceful_timeout = 0.5
+    return config
+
+
+async def serve_asgi(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until cancelled; report ``http://host:port`` (the bound port)."""
+    config = _config(host, port)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(hypercorn.trio.serve, app, config, shutdown_trigger=trio.sleep_forever)
+        )
+        task_status.started(binds[0])
+
+
+@attrs.frozen
+class ServedComfyUI:
+    """A ComfyUI simulator on loopback."""
+
+    url: str
+    sim: ComfyUISim
+
+
+async def serve_comfyui(
+    sim: ComfyUISim | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: trio.TaskStatus[ServedComfyUI] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``sim`` (a fresh one by default) and run its worker until cancelled."""
+    sim = sim or ComfyUISim()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.run)
+        url = await nursery.start(partial(serve_asgi, sim.asgi, host=host, port=port))
+        task_status.started(ServedComfyUI(url, sim))
+
+
+@attrs.frozen
+class ServedCloud:
+    """A RunComfy account on loopback, plus a standalone ComfyUI."""
+
+    base_url: str
+    user_id: str
+    token: str = attrs.field(repr=False)
+    runcomfy: RunComfySim
+    comfyui_url: str
+    comfyui: ComfyUISim
+    machines: dict[str, ComfyUISim] = attrs.field(eq=False)
+    """Every machine's ComfyUI by server id (kept after the machine stops)."""
+
+
+class _LoopbackMachines:
+    """A :class:`~conjure_actors.sim.runcomfy.MachineHost` serving each machine on a port."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        host: str,
+        seed: int,
+        faults: ComfyFaults,
+        timings: ComfyTimings,
+        wall: Callable[[], float],
+    ) -> None:
+        self._nursery = nursery
+        self._host = host
+        self._seed = seed
+        self._faults = faults
+        self._timings = timings
+        self._wall = wall
+        self.machines: dict[str, ComfyUISim] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+
+    async def start_machine(self, server_id: str) -> str:
+        sim = ComfyUISim(
+            seed=machine_seed(self._seed, len(self.machines) + 1),
+            faults=self._faults,
+            timings=self._timings,
+            wall=self._wall,
+            name=f"server {server_id}",
+        )
+        scope = trio.CancelScope()
+
+        async def host(
+            task_status: trio.TaskStatus[ServedComfyUI] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            with scope:
+                await serve_comfyui(sim, host=self._host, task_status=task_status)
+
+        served: ServedComfyUI = await self._nursery.start(host)
+        self.machines[server_id] = sim
+        self._scopes[server_id] = scope
+        log.info("server %s is Ready (its ComfyUI is served on loopback)", server_id)
+        return served.url
+
+    async def stop_machine(self, server_id: str) -> None:
+        scope = self._scopes.pop(server_id, None)
+        if scope is not None:
+            self.machines[server_id].restart()
+            scope.cancel()
+            log.info("server %s stopped", server_id)
+
+
+async def serve_cloud(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    comfyui_port: int = 0,
+    seed: int = 0,
+    faults: CloudFaults | None = None,
+    timings: CloudTimings | None = None,
+    wall: Callable[[], float] = time.time,
+    user_id: str = "sim-user",
+    token: str | None = None,
+    task_status: trio.TaskStatus[ServedCloud] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a simulated RunComfy account (and a standalone ComfyUI) until cancelled."""
+    faults = faults or CloudFaults()
+    timings = timings or CloudTimings()
+    token = token or f"sim-token-{random.Random(seed).getrandbits(64):016x}"
+    async with trio.open_nursery() as nursery:
+        machines = _LoopbackMachines(
+            nursery,
+            host=host,
+            seed=seed,
+            faults=faults.comfyui,
+            timings=timings.comfyui,
+            wall=wall,
+        )
+        runcomfy = RunComfySim(
+            user_id=user_id,
+            tokens=[token],
+            seed=seed,
+            faults=faults.runcomfy,
+            timings=timings.runcomfy,
+            wall=wall,
+            host=machines,
+        )
+        await nursery.start(runcomfy.run)
+        base_url = await nursery.start(partial(serve_asgi, runcomfy.asgi, host=host, port=port))
+        standalone = ComfyUISim(
+            seed=machine_seed(seed, 0),
+            faults=faults.standalone or faults.comfyui,
+            timings=timings.comfyui,
+            wall=wall,
+            name="standalone comfyui",
+        )
+        served: ServedComfyUI = await nursery.start(
+            partial(serve_comfyui, standalone, host=host, port=comfyui_port)
+        )
+        task_status.started(
+            ServedCloud(
+                base_url=base_url,
+                user_id=user_id,
+                token=token,
+                runcomfy=runcomfy,
+                comfyui_url=served.url,
+                comfyui=standalone,
+                machines=machines.machines,
+            )
+        )
