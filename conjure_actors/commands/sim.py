@@ -1,16 +1,169 @@
-"""`python -m conjure_actors sim` (placeholder until its issue lands)."""
+"""`python -m conjure_actors sim`: serve the simulated cloud on loopback until Ctrl-C.
+
+It prints shell ``export`` lines for a RunComfy account the simulator accepts (base URL, user
+id, token: a local simulator token, so printing it is fine) and the URL of a standalone
+ComfyUI simulator, then serves both until interrupted. Machines launched through the
+simulated RunComfy API each get their own ComfyUI on their own loopback port.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+from functools import partial
 
-HELP = "sim (not built yet)"
+import trio
+
+from conjure_actors.errors import UsageError
+from conjure_actors.sim.cloud import CloudFaults, CloudTimings
+from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
+from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
+
+HELP = "serve a simulated RunComfy account and ComfyUI on loopback until Ctrl-C"
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port of the RunComfy API (default 0: any free port)"
+    )
+    parser.add_argument(
+        "--comfyui-port",
+        type=int,
+        default=0,
+        help="port of the standalone ComfyUI (default 0: any free port)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument(
+        "--ready-delay",
+        type=_non_negative,
+        default=3.0,
+        metavar="S",
+        help="seconds from launch to Ready (RunComfy really takes 1-3 min; default 3)",
+    )
+    parser.add_argument(
+        "--deleting-delay",
+        type=_non_negative,
+        default=2.0,
+        metavar="S",
+        help="seconds a stopped machine stays 'Deleting' (default 2)",
+    )
+    parser.add_argument("--user-id", default="sim-user", help="the account's user id")
+    parser.add_argument("--token", default=None, help="the API token to accept (default: derived)")
+    parser.add_argument(
+        "--rate", type=float, default=1.0, help="account rate limit, requests/s (default 1)"
+    )
+    parser.add_argument("--burst", type=int, default=3, help="requests allowed at once (default 3)")
+    parser.add_argument(
+        "--node-scale",
+        type=_non_negative,
+        default=1.0,
+        help="multiply every ComfyUI node duration (default 1: the CONJURE workflow ~2 s)",
+    )
+    faults = parser.add_argument_group("fault knobs (probabilities)")
+    faults.add_argument("--fault-429", type=_probability, default=0.0, metavar="P")
+    faults.add_argument("--fault-5xx", type=_probability, default=0.0, metavar="P")
+    faults.add_argument("--fault-launch-error", type=_probability, default=0.0, metavar="P")
+    faults.add_argument("--fault-stuck-starting", type=_probability, default=0.0, metavar="P")
+    faults.add_argument("--fault-vanish", type=_probability, default=0.0, metavar="P")
+    faults.add_argument("--fault-ws-drop", type=_probability, default=0.0, metavar="P")
+
+
+def _configure(args: argparse.Namespace) -> tuple[CloudFaults, CloudTimings]:
+    if args.rate <= 0 or args.burst < 1:
+        raise UsageError("--rate must be > 0 and --burst >= 1")
+    faults = CloudFaults(
+        runcomfy=RunComfyFaults(
+            rate_limit_burst_probability=args.fault_429,
+            server_error_rate=args.fault_5xx,
+            launch_error_rate=args.fault_launch_error,
+            stuck_starting_rate=args.fault_stuck_starting,
+            vanish_rate=args.fault_vanish,
+        ),
+        comfyui=ComfyFaults(ws_drop_rate=args.fault_ws_drop),
+    )
+    timings = CloudTimings(
+        runcomfy=RunComfyTimings(
+            ready_delay=args.ready_delay,
+            deleting_delay=args.deleting_delay,
+            rate_per_second=args.rate,
+            burst=args.burst,
+        ),
+        comfyui=ComfyTimings(scale=args.node_scale),
+    )
+    return faults, timings
+
+
+async def _serve(args: argparse.Namespace, faults: CloudFaults, timings: CloudTimings) -> None:
+    from conjure_actors.sim.serve import ServedCloud, serve_cloud
+
+    # Ctrl-C (SIGINT) or SIGTERM ends the serve loop through trio, so every server shuts down
+    # through cancellation and the process exits 0 instead of dying in a KeyboardInterrupt.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            served: ServedCloud = await nursery.start(
+                partial(
+                    serve_cloud,
+                    host=args.host,
+                    port=args.port,
+                    comfyui_port=args.comfyui_port,
+                    seed=args.seed,
+                    faults=faults,
+                    timings=timings,
+                    user_id=args.user_id,
+                    token=args.token,
+                )
+            )
+            print(f"# conjure_actors simulated cloud (seed {args.seed}); a local simulator token")
+            print(f"export RUNCOMFY_API_BASE_URL={served.base_url}")
+            print(f"export RUNCOMFY_USER_ID={served.user_id}")
+            print(f"export RUNCOMFY_API_TOKEN={served.token}")
+            print(f"# standalone ComfyUI simulator: {served.comfyui_url}")
+            print(f"#   use it with: run --comfyui-url {served.comfyui_url}")
+            print("# press Ctrl-C to stop", flush=True)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (or ``exc``)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(args: argparse.Namespace) -> int:
-    print("conjure_actors: 'sim' is not built yet")
-    return 1
+    faults, timings = _configure(args)
+    logging.basicConfig(level=logging.WARNING, format="sim: %(message)s", stream=sys.stderr)
+    logging.getLogger("conjure_actors.sim").setLevel(logging.INFO)
+    try:
+        trio.run(_serve, args, faults, timings)
+    except BaseException as exc:
+        inner = _single(exc)
+        if isinstance(inner, KeyboardInterrupt):  # a second Ctrl-C while shutting down
+            print("sim: stopped", file=sys.stderr)
+            return 0
+        if isinstance(inner, OSError):
+            raise UsageError(
+                f"cannot listen on {args.host} ({inner.strerror or inner}): pick other ports"
+            ) from inner
+        raise
+    print("sim: stopped", file=sys.stderr)
+    return 0

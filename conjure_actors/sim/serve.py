@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from functools import partial
@@ -47,6 +48,16 @@ def _config(host: str, port: int) -> hypercorn.config.Config:
     return config
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ``OSError`` now if ``host:port`` cannot be bound (hypercorn would leak a socket)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
 async def serve_asgi(
     app: Any,
     *,
@@ -55,6 +66,7 @@ async def serve_asgi(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until cancelled; report ``http://host:port`` (the bound port)."""
+    _check_port_free(host, port)
     config = _config(host, port)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(

@@ -1,0 +1,79 @@
+"""`python -m conjure_actors sim`: prints usable env lines, serves, exits 0 on Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+import trio
+
+from conjure_actors.cli import build_parser
+from conjure_actors.commands import sim
+from conjure_actors.errors import UsageError
+
+EXPORTS = ("RUNCOMFY_API_BASE_URL", "RUNCOMFY_USER_ID", "RUNCOMFY_API_TOKEN")
+
+
+async def _read_until_ready(proc: trio.Process) -> str:
+    assert proc.stdout is not None
+    text = b""
+    while b"press Ctrl-C" not in text:
+        chunk = await proc.stdout.receive_some()
+        if not chunk:
+            break
+        text += chunk
+    return text.decode()
+
+
+async def test_sim_command_prints_env_serves_and_exits_0_on_sigint() -> None:
+    """The printed base URL, user id and token work; SIGINT ends the process with status 0."""
+    with trio.fail_after(60):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "conjure_actors", "sim", "--port", "0", "--seed", "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            text = await _read_until_ready(proc)
+            env = {}
+            for line in text.splitlines():
+                if line.startswith("export "):
+                    name, _, value = line[len("export ") :].partition("=")
+                    env[name] = value
+            assert set(env) == set(EXPORTS)
+            assert "standalone ComfyUI simulator: http://127.0.0.1:" in text
+            async with httpx.AsyncClient() as http:
+                resp = await http.get(
+                    f"{env['RUNCOMFY_API_BASE_URL']}/prod/api/users/{env['RUNCOMFY_USER_ID']}/servers",
+                    headers={"Authorization": f"Bearer {env['RUNCOMFY_API_TOKEN']}"},
+                )
+            assert resp.status_code == 200
+            assert resp.json() == []
+            proc.send_signal(signal.SIGINT)
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0
+
+
+def test_busy_port_is_a_usage_error() -> None:
+    """A port already in use gives a one-line UsageError (exit 2), not a traceback."""
+    sim_logger = logging.getLogger("conjure_actors.sim")
+    level = sim_logger.level
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = build_parser().parse_args(["sim", "--port", str(port)])
+        try:
+            with pytest.raises(UsageError, match="cannot listen"):
+                sim.main(args)
+        finally:
+            sim_logger.setLevel(level)
