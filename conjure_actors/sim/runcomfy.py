@@ -15,8 +15,11 @@ so the simulator never imports the domain::
     billed_seconds = max(0, ceil(stopped_at - service_ready_at))
     cost_micros    = (rate_micros_per_hour * billed_seconds + 1800) // 3600
 
-Times are whole microseconds inside the sim and ISO-8601 UTC on the wire, so a client that
-parses ``service_ready_at`` gets back exactly the float the sim bills from.
+Published times (``service_ready_at``, ``estimated_stopping_at``) are whole microseconds,
+ISO-8601 UTC on the wire, so a client that parses them gets back exactly the floats the sim
+bills from. A stop time is never published: a ``DELETE`` stops billing at the sim's raw
+``wall()`` reading, the same value a client reading the same clock when the call returns
+gets; a lease expiry stops it at the published ``estimated_stopping_at``.
 
 Every wait is a ``trio.sleep`` and every wall time comes from the injectable ``wall``
 callable, so the whole cloud runs under ``trio.testing.MockClock`` (pass a wall clock that
@@ -237,11 +240,11 @@ class _Machine:
     workflow_version_id: str
     estimated_duration: int
     rate: int
-    launched_us: int
+    launched_at: float
     status: str = STARTING
     ready_us: int | None = None
     stopping_us: int | None = None
-    stopped_us: int | None = None
+    stopped_at: float | None = None
     reason: str = "running"
     url: str | None = None
     gone: bool = False
@@ -345,12 +348,12 @@ class RunComfySim:
 
     def billing(self) -> list[BillingRecord]:
         """One record per machine ever launched (running ones billed up to now)."""
-        now_us = _to_us(self.wall())
-        return [self._record(m, now_us) for m in self._machines.values()]
+        now = self.wall()
+        return [self._record(m, now) for m in self._machines.values()]
 
     def running(self) -> list[str]:
         """Server ids of machines not stopped yet (Starting, Ready, Error, ...)."""
-        return [m.server_id for m in self._machines.values() if m.stopped_us is None]
+        return [m.server_id for m in self._machines.values() if m.stopped_at is None]
 
     def total_cost_micros(self) -> int:
         """Sum of every machine's cost so far."""
@@ -375,18 +378,18 @@ class RunComfySim:
         m = self._machines.get(server_id)
         return None if m is None or m.gone else m.status
 
-    def _record(self, m: _Machine, now_us: int) -> BillingRecord:
+    def _record(self, m: _Machine, now: float) -> BillingRecord:
         ready = None if m.ready_us is None else _from_us(m.ready_us)
-        end_us = m.stopped_us if m.stopped_us is not None else now_us
-        seconds = billed_seconds(ready, _from_us(end_us))
+        end = m.stopped_at if m.stopped_at is not None else now
+        seconds = billed_seconds(ready, end)
         return BillingRecord(
             server_id=m.server_id,
             server_type=m.server_type,
             workflow_version_id=m.workflow_version_id,
             rate_micros_per_hour=m.rate,
-            launched_at=_from_us(m.launched_us),
+            launched_at=m.launched_at,
             service_ready_at=ready,
-            stopped_at=None if m.stopped_us is None else _from_us(m.stopped_us),
+            stopped_at=m.stopped_at,
             billed_seconds=seconds,
             cost_micros=cost_micros(m.rate, seconds),
             reason=m.reason,
@@ -405,9 +408,9 @@ class RunComfySim:
     async def _lifecycle(self, m: _Machine) -> None:
         delay = self.timings.ready_delay * (self.faults.slow_ready_factor if m.slow else 1.0)
         with trio.move_on_after(delay):
-            while m.stopped_us is None:
+            while m.stopped_at is None:
                 await m.changed.wait()
-        if m.stopped_us is not None:
+        if m.stopped_at is not None:
             return
         if m.stuck:
             return  # stays Starting until someone stops it
@@ -415,7 +418,7 @@ class RunComfySim:
             m.status = ERROR
             return
         url = await self.host.start_machine(m.server_id)
-        if m.stopped_us is not None:  # stopped while its ComfyUI was booting
+        if m.stopped_at is not None:  # stopped while its ComfyUI was booting
             await self.host.stop_machine(m.server_id)
             return
         now = self._now_us()
@@ -426,24 +429,24 @@ class RunComfySim:
         vanish_us = now + _to_us(self.faults.vanish_after) if m.vanish else None
         # The lease: sleep until the earliest deadline, waking up whenever the machine
         # changes (an extension moves the deadline, a DELETE ends the lifecycle).
-        while m.stopped_us is None:
+        while m.stopped_at is None:
             assert m.stopping_us is not None
             deadline = m.stopping_us if vanish_us is None else min(m.stopping_us, vanish_us)
             remaining = _from_us(deadline - self._now_us())
             if remaining <= 0:
                 if vanish_us is not None and deadline == vanish_us:
-                    self._stop(m, self._now_us(), "vanished")
+                    self._stop(m, self.wall(), "vanished")
                 else:
-                    self._stop(m, m.stopping_us, "lease_expired")
+                    self._stop(m, _from_us(m.stopping_us), "lease_expired")
                 break
             with trio.move_on_after(remaining):
                 await m.changed.wait()
 
-    def _stop(self, m: _Machine, at_us: int, reason: str) -> None:
+    def _stop(self, m: _Machine, at: float, reason: str) -> None:
         """Stop billing at ``at_us`` and tear the machine down in the background."""
-        if m.stopped_us is not None:
+        if m.stopped_at is not None:
             return
-        m.stopped_us = at_us
+        m.stopped_at = at
         m.reason = reason if m.ready_us is not None else "never_ready"
         if reason == "vanished":
             m.gone = True
@@ -526,7 +529,7 @@ class RunComfySim:
                 return 200, self._wire(self._poll(server_id)), []
             case ["servers", server_id] if method == "DELETE":
                 m = self._find(server_id)
-                self._stop(m, self._now_us(), "stopped")
+                self._stop(m, self.wall(), "stopped")
                 return 200, self._wire(m), []
             case ["servers", server_id, "update-estimated-duration"] if method == "POST":
                 return 200, self._extend(self._find(server_id), body), []
@@ -645,7 +648,7 @@ class RunComfySim:
             workflow_version_id=version,
             estimated_duration=duration,
             rate=self.prices[server_type],
-            launched_us=self._now_us(),
+            launched_at=self.wall(),
             stuck=rng.random() < f.stuck_starting_rate,
             error=rng.random() < f.launch_error_rate,
             slow=rng.random() < f.slow_ready_rate,
@@ -665,10 +668,10 @@ class RunComfySim:
         duration = self._positive_int(data, "update_estimated_duration")
         if m.status != READY or m.ready_us is None:
             raise _error(400, "server_not_ready", "the duration can only change once Ready")
-        now = self._now_us()
+        now = self.wall()
         m.estimated_duration = duration
         m.stopping_us = m.ready_us + duration * _US
-        if m.stopping_us <= now:
+        if _from_us(m.stopping_us) <= now:
             self._stop(m, now, "lease_expired")
         else:
             m.wake()
