@@ -625,3 +625,56 @@ async def test_self_stop_from_a_background_task_wakes_an_idle_actor(
             assert system.root.child("t") is None
             with pytest.raises(ActorStoppedError):
                 await ref.tell("x")
+
+
+def _model_escalates(times: list[float], max_restarts: int, period: float) -> int | None:
+    """Index of the crash that exceeds the intensity (sliding window of restarts), or None."""
+    for i, now in enumerate(times):
+        if sum(1 for t in times[: i + 1] if t > now - period) > max_restarts:
+            return i
+    return None
+
+
+@given(
+    gaps=st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=12),
+    max_restarts=st.integers(min_value=0, max_value=3),
+    period=st.integers(min_value=1, max_value=5),
+)
+def test_intensity_matches_the_sliding_window_model(
+    gaps: list[int], max_restarts: int, period: int
+) -> None:
+    """The root escalates exactly at the crash where a sliding-window model says it must."""
+    times = []
+    now = 0.0
+    for gap in gaps:
+        now += gap / 2
+        times.append(now)
+    expected = _model_escalates(times, max_restarts, period)
+
+    async def main() -> None:
+        sink = ListSink()
+        crashed = 0
+
+        async def scenario() -> None:
+            nonlocal crashed
+            async with open_actor_system(
+                sink, intensity=Intensity(max_restarts, period), backoff=NO_BACKOFF
+            ) as system:
+                ref = await system.root.start_child(worker([], "w"))
+                origin = trio.current_time()
+                for at in times:
+                    await trio.sleep_until(origin + at)
+                    crashed += 1
+                    await crash(ref)
+
+        if expected is None:
+            await scenario()
+            assert not [e for e in sink.events if isinstance(e, SupervisorEscalated)]
+        else:
+            with pytest.raises(EscalationError):
+                await scenario()
+            assert crashed == expected + 1
+            restarted = [e for e in sink.events if isinstance(e, ActorRestarted)]
+            assert len(restarted) == expected
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
