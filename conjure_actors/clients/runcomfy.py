@@ -325,6 +325,9 @@ class RunComfyClient:
     ) -> httpx.Response:
         """Send with the bucket, retries and 404 grace; return a 2xx response or raise.
 
+        ``idempotent=False`` is the launch: never resent once it may have reached the server
+        (a 429 or a connect error prove it did not), and a 4xx becomes :class:`LaunchError`.
+
         The bucket is taken OUTSIDE the per-attempt deadline: waiting for our turn under the
         account's rate limit is not the server being slow, and must never turn a launch
         into "outcome unknown".
@@ -369,7 +372,7 @@ class RunComfyClient:
                         retry_after if retry_after is not None else self.policy.default_retry_after
                     )
                     # Hold every caller of this account, not just this one.
-                    self.bucket.pause(pause)
+                    self.bucket.pause(min(pause, policy.max_retry_after))
                     problem = "HTTP 429 rate_limited"
                     wait = 0.0  # the bucket does the waiting
                 elif code >= 500:
@@ -391,7 +394,7 @@ class RunComfyClient:
                     await trio.sleep(delay)
                     continue
                 else:
-                    self._raise_for(response, what, server_id)
+                    self._raise_for(response, what, server_id, launch=not idempotent)
             failures += 1
             if failures >= policy.attempts:
                 if response is not None and response.status_code == 429:
@@ -401,7 +404,7 @@ class RunComfyClient:
                         status=429,
                     )
                 if response is not None:
-                    self._raise_for(response, what, server_id)
+                    self._raise_for(response, what, server_id, launch=not idempotent)
                 raise TransportError(f"RunComfy {what} failed after {failures} attempts: {problem}")
             if wait is None:
                 wait = policy.delay(failures - 1, self._rng)
@@ -421,7 +424,9 @@ class RunComfyClient:
             return False
         return trio.current_time() - self._launched_at[server_id] < self.policy.not_found_grace
 
-    def _raise_for(self, response: httpx.Response, what: str, server_id: str | None) -> None:
+    def _raise_for(
+        self, response: httpx.Response, what: str, server_id: str | None, *, launch: bool
+    ) -> None:
         code = response.status_code
         body = self.scrub(response.text)
         if code in (401, 403):
@@ -437,7 +442,7 @@ class RunComfyClient:
             )
         if code == 429:
             raise RateLimitedError(f"RunComfy {what}: rate limited (HTTP 429)", status=429)
-        if what.startswith("launch"):
+        if launch:
             raise LaunchError(f"RunComfy refused the {what} (HTTP {code}): {body}", status=code)
         raise RunComfyError(f"RunComfy {what} answered HTTP {code}: {body}", status=code)
 
