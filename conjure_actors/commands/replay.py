@@ -47,6 +47,7 @@ HELP = "replay an event log: timeline, state at any point, JSON, follow, check, 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
 _DIGITS = re.compile(r"(\d+)")
+EPOCH_DIGITS_THRESHOLD = 1_000_000_000
 
 
 class ReplayError(ConjureError):
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--at",
         metavar="SEQ|TIME",
-        help="print the state after record SEQ, or as of TIME (ISO-8601 or epoch seconds)",
+        help="print the state after record SEQ, or as of TIME (ISO-8601, or epoch seconds >= 1e9)",
     )
     parser.add_argument("--job", metavar="ID", help="only this job (timeline and state)")
     parser.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -111,7 +112,9 @@ def _report_torn_tail(path: str) -> None:
 def _parse_at(text: str) -> tuple[int | None, float | None]:
     """``--at`` as ``(seq, None)`` or ``(None, epoch_seconds)``."""
     text = text.strip()
-    if text.isdigit():
+    # Digits are a seq, unless they are as large as an epoch time (>= 1e9 s, 2001-09-09):
+    # no log has a billion records, and "--at $(date +%s)" should just work.
+    if text.isdigit() and int(text) < EPOCH_DIGITS_THRESHOLD:
         return int(text), None
     try:
         value = float(text)

@@ -222,3 +222,9 @@ def test_golden_log_replays_from_the_command_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "107 records" in done.stdout
+
+
+def test_at_epoch_seconds_is_a_time(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A large integer is epoch seconds (e.g. from ``date +%s``), not a seq."""
+    assert main(["replay", str(log), "--at", str(int(T0 + 2))]) == 0
+    assert capsys.readouterr().out.startswith("state after seq 4 ")
