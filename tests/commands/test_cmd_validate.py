@@ -96,3 +96,20 @@ def test_missing_workflow_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     """A missing file is reported, no traceback."""
     assert main(["validate", str(tmp_path / "nope.json")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_default_catalog_catches_a_type_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the simulator's catalog, a MASK wired into an IMAGE input is reported."""
+    pytest.importorskip("conjure_actors.sim.catalog")
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 1], "filename_prefix": "x"}},
+    }
+    path = tmp_path / "mask.json"
+    path.write_text(json.dumps(graph))
+    assert main(["validate", str(path)]) == 2
+    assert "node 2 input 'images': expects IMAGE but node 1 output 1 is MASK" in (
+        capsys.readouterr().err
+    )
