@@ -561,7 +561,8 @@ def _ready(s: State, e: ev.MachineReady) -> None:
     if m.status in MACHINE_GONE:
         _anomaly(s, f"machine {e.server_id} ready after it was {m.status}")
         return
-    m.status = M_READY
+    if m.status == M_STARTING:  # a late Ready must not undo a stop already under way
+        m.status = M_READY
     m.service_ready_at = e.service_ready_at
     m.estimated_stopping_at = e.estimated_stopping_at
     m.rate_micros_per_hour = e.rate_micros_per_hour
