@@ -95,6 +95,7 @@ def test_every_event_has_a_wall_time() -> None:
         assert "at" in names, cls.__name__
 
 
+@settings(max_examples=15)
 @given(st.data())
 def test_every_event_type_round_trips_through_msgpack(data: st.DataObject) -> None:
     """Encoding then decoding through the typed union gives the same event."""
