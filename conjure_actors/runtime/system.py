@@ -64,6 +64,7 @@ class ActorSystem:
         self._scrub = scrub
         self._registry: dict[str, ActorRef | SupervisorRef] = {}
         self._root: Supervisor | None = None
+        self._root_done = trio.Event()
 
     @property
     def root(self) -> SupervisorRef:
@@ -140,6 +141,7 @@ class ActorSystem:
             reason = "escalated"
             raise
         finally:
+            self._root_done.set()
             await self._emit(
                 ActorStopped(
                     actor=root.path, incarnation=root.incarnation, reason=reason, at=self._now()
@@ -174,10 +176,11 @@ async def open_actor_system(
     cleans crash messages before they are journaled. The root supervisor uses ``strategy``,
     ``intensity`` and ``backoff``.
 
-    Leaving the block stops every actor in reverse start order (each with its graceful
-    deadline). If the root supervisor escalates, the block is cancelled and this raises
-    :class:`EscalationError`. An exception raised alone in the block comes out as itself, not
-    wrapped in an exception group.
+    Leaving the block, normally or by an exception (KeyboardInterrupt included), stops every
+    actor gracefully in reverse start order (each within its graceful deadline); if the block is
+    cancelled from outside, actors are cancelled at once. If the root supervisor escalates,
+    the block is cancelled and this raises :class:`EscalationError`. An exception raised
+    alone in the block comes out as itself, not wrapped in an exception group.
     """
     system = ActorSystem(
         journal=journal,
@@ -198,7 +201,11 @@ async def open_actor_system(
             try:
                 yield system
             finally:
+                # Shut down gracefully here, inside the nursery's body: once an exception (say
+                # KeyboardInterrupt) leaves the body, trio cancels the nursery and every actor
+                # would be cancelled instead of stopped. Outside cancellation still wins.
                 root.request_stop()
+                await system._root_done.wait()
     except BaseExceptionGroup as group:
         leaf = _leaf(group)
         if leaf is group:

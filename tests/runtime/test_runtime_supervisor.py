@@ -474,16 +474,23 @@ async def test_body_exception_still_shuts_down_gracefully(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """An exception in the system block stops actors gracefully and comes out unwrapped."""
-    log: list[str] = []
+    sink = ListSink()
+
+    class Slow(Actor):
+        async def receive(self, msg: object) -> object:
+            await trio.sleep(2)  # finishes within its graceful deadline
+            return None
 
     async def failing_block() -> None:
-        async with open_actor_system() as system:
-            await system.root.start_child(worker(log, "a"))
+        async with open_actor_system(sink) as system:
+            ref = await system.spawn(Slow, name="a")
+            await ref.tell("work")
             raise LookupError("mine")
 
     with trio.fail_after(CAP), pytest.raises(LookupError, match="mine"):
         await failing_block()
-    assert log == ["start a1", "stop a1"]
+    stopped = [(e.actor, e.reason, e.forced) for e in sink.events if isinstance(e, ActorStopped)]
+    assert stopped == [("root/a", "shutdown", False), ("root", "shutdown", False)]
 
 
 # -- dynamic children ---------------------------------------------------------------------
