@@ -31,7 +31,7 @@ import msgspec
 
 import eventlog
 from conjure_actors.domain.describe import describe, event_job_id
-from conjure_actors.domain.events import Event, SystemStopped
+from conjure_actors.domain.events import UPCASTERS, Event, SystemStopped
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import (
     SCHEMA_VERSION,
@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
     """Records of ``path``, with eventlog's errors turned into one-line ConjureErrors."""
     try:
-        yield from eventlog.read(path, Event, **kwargs)
+        yield from eventlog.read(path, Event, upcasters=UPCASTERS, **kwargs)
     except eventlog.LogNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:
@@ -385,7 +385,7 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
     import trio
 
     async def tail() -> None:
-        async for record in eventlog.follow(path, Event, poll_interval=poll):
+        async for record in eventlog.follow(path, Event, poll_interval=poll, upcasters=UPCASTERS):
             if job_id is None or event_job_id(record.event) == job_id:
                 print(timeline_line(record), flush=True)
             if isinstance(record.event, SystemStopped):

@@ -24,7 +24,8 @@ The :data:`Event` union also holds the actor runtime's lifecycle events
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -41,6 +42,7 @@ __all__ = [
     "DOMAIN_EVENTS",
     "EVENT_TYPES",
     "TAGS",
+    "UPCASTERS",
     "BudgetExceeded",
     "BudgetSet",
     "BudgetWarning",
@@ -676,3 +678,11 @@ def event_tag(cls: type[msgspec.Struct]) -> str:
 
 TAGS: Final[dict[str, type[msgspec.Struct]]] = {event_tag(cls): cls for cls in EVENT_TYPES}
 """Wire tag -> event class, for every event of the union."""
+
+
+UPCASTERS: Final[Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+"""Old tag -> a function rewriting an old event's raw dict into a newer one; pass it to
+``eventlog.read`` / ``eventlog.open_journal`` as ``upcasters``. Empty today: every tag ever
+written is current. When an event must change incompatibly, the new layout gets a new tag
+(e.g. ``job.submitted.v2``) on the class, the old tag gets an upcaster here, and the old
+golden log under ``tests/data/`` proves old logs still replay."""
