@@ -19,6 +19,11 @@ from conjure_actors.runtime import events as rt
 __all__ = ["describe", "event_job_id", "event_subject"]
 
 
+def _one_line(text: str) -> str:
+    """Messages from servers may hold newlines; a timeline entry must not."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+
+
 def _rate(micros_per_hour: int) -> str:
     return f"{format_usd(micros_per_hour, 2)}/h"
 
@@ -144,10 +149,10 @@ def describe(event: object) -> tuple[str, str]:
     """``(subject, one-line summary)`` of any event (unknown types: tag and fields)."""
     summarize = _SUMMARIES.get(type(event))
     if summarize is not None:
-        return event_subject(event), summarize(event)
+        return event_subject(event), _one_line(summarize(event))
     if isinstance(event, msgspec.Struct):
         fields = msgspec.structs.asdict(event)
         fields.pop("at", None)
         text = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-        return event_subject(event), f"{type(event).__name__}({text})"
+        return event_subject(event), _one_line(f"{type(event).__name__}({text})")
     return "system", repr(event)

@@ -1,0 +1,40 @@
+"""One-line descriptions of events for the timeline."""
+
+from __future__ import annotations
+
+from domain_strategies import event_strategy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.describe import _SUMMARIES, describe, event_subject
+
+
+def test_every_event_type_has_a_summary() -> None:
+    """No event type falls back to the generic field dump."""
+    assert set(_SUMMARIES) == set(ev.EVENT_TYPES)
+
+
+@settings(max_examples=10)
+@given(st.data())
+def test_descriptions_are_one_line(data: st.DataObject) -> None:
+    """Every description is a single line with a subject."""
+    for cls in ev.EVENT_TYPES:
+        subject, summary = describe(data.draw(event_strategy(cls)))
+        assert subject
+        assert "\n" not in summary
+
+
+def test_subjects_name_jobs_and_machines() -> None:
+    """A node event is about its job; a lease is about its machine."""
+    progress = ev.NodeProgress(job_id="j", prompt_id="p", node_id="3", value=1, max=4, at=0)
+    lease = ev.MachineLeased(server_id="s", job_id="j", at=0)
+    assert event_subject(progress) == "job j"
+    assert event_subject(lease) == "machine s"
+    assert describe(progress)[1] == "node 3 1/4"
+
+
+def test_multiline_messages_become_one_line() -> None:
+    """A server error message with newlines still describes on one line."""
+    failed = ev.JobFailed(job_id="j", error_type="E", message="first\nsecond\r\nthird", at=0)
+    assert describe(failed)[1] == "failed: E: first second third"
