@@ -40,7 +40,7 @@ import eventlog
 
 SCALE = float(os.environ.get("EVENTLOG_BENCH_SCALE", "1.0"))
 N_APPEND = int(200_000 * SCALE)
-N_REPLAY = int(1_000_000 * SCALE)
+N_REPLAY = int(500_000 * SCALE)
 N_JOURNAL_TASKS = 256
 N_JOURNAL_EACH = max(1, int(200 * SCALE))
 N_ALWAYS_EACH = 2
