@@ -541,9 +541,13 @@ def _main(args: argparse.Namespace) -> int:
         return _diff(path, args.diff)
     if args.follow:
         return _follow(path, args.job, args.poll)
-    _report_torn_tail(path)
     if args.at is None and not args.json:
-        return _timeline(path, args.job)
+        # The timeline prints every good record first, so a damaged log still shows what
+        # happened up to the damage (then the error); a torn tail is reported at the end.
+        code = _timeline(path, args.job)
+        _report_torn_tail(path)
+        return code
+    _report_torn_tail(path)
     stop_seq, stop_at = _parse_at(args.at) if args.at is not None else (None, None)
     state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at)
     if args.job is not None and args.job not in state.jobs:
