@@ -373,11 +373,16 @@ class Supervisor:
             return
         await self._report_crash(child)
         crashed = child.exc is not None
+        if not crashed:
+            # A normal exit is journaled as such, whether or not a restart follows.
+            child.phase = _IDLE
+            await self._stopped_event(child, "normal")
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not crashed):
             child.phase = _IDLE
             self.children.pop(child.spec.name, None)
-            await self._stopped_event(child, "crashed" if crashed else "normal")
+            if crashed:
+                await self._stopped_event(child, "crashed")
             self._forget(child)
             return
         await self._restart(child)
@@ -430,8 +435,11 @@ class Supervisor:
                 self.children.pop(member.spec.name, None)
                 self._forget(member)
                 continue
+            pending = member.phase == _RESTARTING
             member.phase = _RESTARTING
             member.token = token
+            if pending:
+                continue  # its restart, already journaled, now happens with this group's
             member.unit.restarts += 1
             member.unit.status = Status.RESTARTING
             await self.system._emit(
