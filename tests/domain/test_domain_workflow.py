@@ -242,3 +242,43 @@ def test_sha256_changes_with_content() -> None:
     other = invert()
     other["1"]["inputs"]["width"] = 65
     assert graph_sha256(other) != graph_sha256(invert())
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+NODE_IDS = st.sampled_from(["1", "2", "3"])
+NODE = st.fixed_dictionaries(
+    {},
+    optional={
+        "class_type": st.sampled_from(["SaveImage", "ImageInvert", "LoadImage"]) | JSON,
+        "inputs": st.dictionaries(
+            st.sampled_from(["image", "images", "x"]),
+            st.tuples(NODE_IDS, st.integers(-1, 2)).map(list) | JSON,
+            max_size=3,
+        )
+        | JSON,
+    },
+)
+
+
+@given(st.dictionaries(NODE_IDS, NODE | JSON, max_size=3) | JSON)
+def test_validate_never_raises_on_any_json(graph: Any) -> None:
+    """Validation is total: any JSON value gives a list of one-line problems."""
+    problems = validate_graph(graph)
+    assert all(isinstance(p, str) and "\n" not in p for p in problems)
+
+
+@given(st.dictionaries(NODE_IDS, NODE, min_size=1, max_size=3))
+def test_node_problems_name_their_node(graph: dict[str, Any]) -> None:
+    """Every problem names a node id, except the graph-wide 'no output node'."""
+    for problem in validate_graph(graph):
+        assert problem.startswith("node ") or "no output node" in problem
