@@ -63,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--job", metavar="ID", help="only this job (timeline and state)")
     parser.add_argument("--json", action="store_true", help="print the state as JSON")
-    parser.add_argument("--follow", action="store_true", help="tail a live log")
+    parser.add_argument(
+        "--follow", action="store_true", help="tail a live log until its run stops (or Ctrl-C)"
+    )
     parser.add_argument(
         "--poll", type=float, default=0.2, metavar="SECONDS", help="--follow poll interval"
     )
@@ -540,6 +542,8 @@ def _main(args: argparse.Namespace) -> int:
         _report_torn_tail(args.diff)
         return _diff(path, args.diff)
     if args.follow:
+        if not args.poll > 0:
+            raise UsageError(f"--poll {args.poll}: give a positive number of seconds")
         return _follow(path, args.job, args.poll)
     if args.at is None and not args.json:
         # The timeline prints every good record first, so a damaged log still shows what
