@@ -176,11 +176,13 @@ class _Child:
     """A supervisor's record of one child: its spec, its unit (cell or supervisor), its run."""
 
     __slots__ = (
+        "announced",
         "done",
         "exc",
         "exc_reported",
         "forced",
         "history",
+        "open",
         "phase",
         "run_id",
         "scope",
@@ -204,6 +206,10 @@ class _Child:
         self.exc: BaseException | None = None
         self.exc_reported = True
         self.forced = False
+        # A lifecycle is "open" in the journal between its first event (started, crashed,
+        # restarted) and its ActorStopped: no Stopped without an open one, never two.
+        self.open = False
+        self.announced = 0  # the run_id whose ActorStarted is journaled
         self.history: list[float] = []  # restart times inside the window (not a deque: 700 B)
 
     @property
@@ -278,10 +284,12 @@ class Supervisor:
                 finally:
                     self._loop_scope = None
                     self.status = Status.STOPPING
-                    if self._inflight is not None:
-                        self._inflight.fail(ActorStoppedError(f"supervisor {self.path} stopped"))
-                        self._inflight = None
-                    await self._stop_all(reason)
+                    inflight, self._inflight = self._inflight, None
+                    try:
+                        await self._stop_all(reason)
+                    finally:
+                        if inflight is not None:
+                            self._abort_request(inflight)
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
@@ -365,6 +373,31 @@ class Supervisor:
             self._forget(found)
             req.resolve(True)
 
+    def _abort_request(self, req: _Ask) -> None:
+        """Settle a start/stop request this incarnation was handling when it ended.
+
+        Its child is dropped either way (so a later incarnation does not bring it back): a
+        start fails with ActorStoppedError, a stop has happened (by _stop_all) and succeeds.
+        """
+        if req.done or req.abandoned:
+            return
+        cmd = req.msg
+        if isinstance(cmd, _StartChild):
+            child = self.children.get(cmd.spec.name)
+            if child is not None and child.spec is cmd.spec:
+                self.children.pop(cmd.spec.name, None)
+                self._forget(child)
+            req.fail(
+                ActorStoppedError(
+                    f"supervisor {self.path} stopped before {cmd.spec.name!r} started; retry"
+                )
+            )
+        elif isinstance(cmd, _StopChild):
+            child = self.children.pop(cmd.name, None)
+            if child is not None:
+                self._forget(child)
+            req.resolve(True)
+
     async def _on_exit(self, msg: _Exit) -> None:
         child = msg.child
         if child.phase != _RUNNING or child.run_id != msg.run_id:
@@ -442,6 +475,7 @@ class Supervisor:
                 continue  # its restart, already journaled, now happens with this group's
             member.unit.restarts += 1
             member.unit.status = Status.RESTARTING
+            member.open = True
             await self.system._emit(
                 ActorRestarted(
                     actor=member.path,
@@ -506,13 +540,20 @@ class Supervisor:
         self._nursery.start_soon(self._runner, child, child.run_id, name=child.path)
         await child.settled.wait()
         child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
-        if child.start_ok:
+        await self._announce(child)
+        return child.start_ok
+
+    async def _announce(self, child: _Child) -> None:
+        """Journal ActorStarted for the current run if it started and that is not journaled yet
+        (our wait for the start can be interrupted by a stop request)."""
+        if child.start_ok and child.announced != child.run_id:
+            child.announced = child.run_id
+            child.open = True
             await self.system._emit(
                 ActorStarted(
                     actor=child.path, incarnation=child.unit.incarnation, at=self.system._now()
                 )
             )
-        return child.start_ok
 
     async def _runner(self, child: _Child, run_id: int) -> None:
         def started() -> None:
@@ -549,6 +590,7 @@ class Supervisor:
                 await child.done.wait()
                 child.forced = True
         child.phase = _IDLE
+        await self._announce(child)
         await self._report_crash(child)
         await self._stopped_event(child, reason)
 
@@ -586,6 +628,7 @@ class Supervisor:
                     await child.done.wait()
                     child.phase = _IDLE
                     child.forced = True
+                    await self._announce(child)
                     await self._report_crash(child)
                     await self._stopped_event(child, "cancelled")
             raise
@@ -594,6 +637,7 @@ class Supervisor:
         if child.exc is None or child.exc_reported:
             return
         child.exc_reported = True
+        child.open = True
         error_type, message = crash_message(child.exc, self.system._scrub)
         await self.system._emit(
             ActorCrashed(
@@ -608,6 +652,9 @@ class Supervisor:
     async def _stopped_event(self, child: _Child, reason: str) -> None:
         if child.unit.status is not Status.RESTARTING:
             child.unit.status = Status.STOPPED
+        if not child.open:
+            return  # never announced (start interrupted), or already journaled as stopped
+        child.open = False
         await self.system._emit(
             ActorStopped(
                 actor=child.path,

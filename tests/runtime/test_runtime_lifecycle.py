@@ -17,6 +17,7 @@ from conjure_actors.runtime import (
     Actor,
     ActorCrashed,
     ActorError,
+    ActorRef,
     ActorRestarted,
     ActorSpec,
     ActorStarted,
@@ -26,6 +27,7 @@ from conjure_actors.runtime import (
     Intensity,
     ListSink,
     Restart,
+    Status,
     Strategy,
     SupervisorEscalated,
     SupervisorRef,
@@ -84,6 +86,7 @@ def test_lifecycle_events_form_legal_sequences(
 ) -> None:
     """Random crashes, exits, stops and spawns: every actor's events follow LEGAL, end down."""
     sink = ListSink()
+    seen: dict[str, ActorRef] = {}
 
     async def scenario() -> None:
         backoff = Backoff(initial=delay, jitter=0) if delay else NO_BACKOFF
@@ -113,6 +116,7 @@ def test_lifecycle_events_form_legal_sequences(
                 )
             for n, (op, i) in enumerate(plan):
                 children = sup.children()
+                seen.update((r.path, r) for r in children if isinstance(r, ActorRef))
                 if op == "sleep":
                     await trio.sleep(i)
                 elif op == "spawn":
@@ -155,3 +159,9 @@ def test_lifecycle_events_form_legal_sequences(
             assert event.incarnation == started.get(event.actor, 0) + 1, event
             started[event.actor] = event.incarnation
     assert set(states.values()) == {"down"}, states
+    for path, ref in seen.items():  # statistics agree with the journal
+        stats = ref.statistics()
+        assert stats.status is Status.STOPPED
+        restarted = [e for e in sink.events if isinstance(e, ActorRestarted) and e.actor == path]
+        assert stats.restarts == len(restarted), path
+        assert stats.incarnation == started[path], path
