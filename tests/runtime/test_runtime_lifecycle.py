@@ -22,6 +22,7 @@ from conjure_actors.runtime import (
     ActorSpec,
     ActorStarted,
     ActorStopped,
+    ActorStoppedError,
     Backoff,
     EscalationError,
     Intensity,
@@ -57,11 +58,17 @@ class Node(Actor):
             self.stop()
         if msg == "slow":
             await trio.sleep(1)
+        if msg == "defer":
+            self.defer_reply()  # never answered: fails when the incarnation ends
 
 
+OPS = (
+    *("crash", "quit", "slow", "stop", "spawn", "spawn-bad", "sleep"),
+    *("ask", "ask-crash", "ask-slow", "ask-defer"),
+)
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["crash", "quit", "slow", "stop", "spawn", "spawn-bad", "sleep"]),
+        st.sampled_from(OPS),
         st.integers(min_value=0, max_value=5),
     ),
     max_size=25,
@@ -84,11 +91,24 @@ def test_lifecycle_events_form_legal_sequences(
     delay: float,
     nested: bool,
 ) -> None:
-    """Random crashes, exits, stops and spawns: every actor's events follow LEGAL, end down."""
+    """Random crashes, exits, stops, spawns and asks: every actor's events follow LEGAL and end
+    down, statistics agree with the journal, and every ask ends (none is left parked)."""
     sink = ListSink()
     seen: dict[str, ActorRef] = {}
+    asked: list[str] = []
+    answered: list[str] = []
 
-    async def scenario() -> None:
+    async def asker(ref: ActorRef, msg: str) -> None:
+        asked.append(msg)
+        try:
+            await ref.ask(msg)
+            answered.append("ok")
+        except ActorStoppedError:
+            answered.append("stopped")
+        except RuntimeError:
+            answered.append("crash")
+
+    async def scenario(askers: trio.Nursery) -> None:
         backoff = Backoff(initial=delay, jitter=0) if delay else NO_BACKOFF
         async with open_actor_system(
             sink, intensity=Intensity(max_restarts, 5), backoff=backoff, rng=0
@@ -131,6 +151,8 @@ def test_lifecycle_events_form_legal_sequences(
                         ref = grandchildren[i % len(grandchildren)] if grandchildren else ref
                     if op == "stop":
                         await system.stop(ref)
+                    elif op.startswith("ask") and isinstance(ref, ActorRef):
+                        askers.start_soon(asker, ref, op.partition("-")[2] or "x")
                     else:
                         # Stopped meanwhile, or full: both fine here.
                         with contextlib.suppress(ActorError, AttributeError):
@@ -139,10 +161,12 @@ def test_lifecycle_events_form_legal_sequences(
 
     async def main() -> None:
         with trio.fail_after(1000):
-            try:
-                await scenario()
-            except EscalationError:
-                assert any(isinstance(e, SupervisorEscalated) for e in sink.events)
+            async with trio.open_nursery() as askers:
+                try:
+                    await scenario(askers)
+                except EscalationError:
+                    assert any(isinstance(e, SupervisorEscalated) for e in sink.events)
+        assert len(answered) == len(asked)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
