@@ -69,6 +69,45 @@ async def run_conjure(
 OpenCloud = Callable[..., Any]
 
 
+async def wait_for(conjure: Conjure, predicate: Callable[[Any], bool]) -> None:
+    """Wait until ``predicate(conjure.state)`` holds (checked after every record)."""
+    async with conjure.journal.subscribe(max_buffer=float("inf")) as records:
+        while not predicate(conjure.state):
+            await records.receive()
+
+
+async def crash_when(
+    cloud: Any,
+    log: eventlog.MemoryLog[Any],
+    out_dir: Path,
+    config: Config,
+    wall: TrioWallClock,
+    body: Callable[[Conjure], Any],
+) -> None:
+    """Run ``body(conjure)``; when it returns, crash: drop what is not durable, then tear
+    the runtime down (the journal stays open around it, failing every later append, as a
+    dead process would write nothing more)."""
+    async with eventlog.open_journal(
+        log, Event, apply=apply, initial=initial_state(), clock=wall.now
+    ) as journal:
+        with trio.CancelScope() as scope:
+            try:
+                async with open_conjure(
+                    config,
+                    journal=journal,
+                    http=cloud.http_transport(),
+                    ws_connect=cloud.ws_connect,
+                    wall=wall,
+                    out_dir=out_dir,
+                    seed=1,
+                ) as conjure:
+                    await body(conjure)
+                    log.crash()
+                    scope.cancel()
+            except (eventlog.EventLogError, BaseExceptionGroup):
+                pass
+
+
 @attrs.define(eq=False)
 class _StandInCloud:
     """The simulated cloud (RunComfy + one ComfyUI per machine, in memory) until

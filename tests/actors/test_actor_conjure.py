@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
-from conftest import open_test_cloud, run_conjure, sim_config
+from conftest import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
@@ -39,5 +40,87 @@ async def test_one_conjure_job_end_to_end(
             kinds = sorted(o.kind for o in state.jobs[job].outputs)
             assert kinds == ["image", "mesh"]
             for o in state.jobs[job].outputs:
-                assert Path(o.path).is_file()
+                assert await trio.Path(o.path).is_file()
         assert cloud.running() == []
+
+
+def _bills(cloud: Any) -> dict[str, int]:
+    return {b.server_id: b.cost_micros for b in cloud.billing()}
+
+
+def _ledger(state: Any) -> dict[str, int]:
+    return {m.server_id: m.cost_micros for m in state.machines.values() if m.kind == "runcomfy"}
+
+
+async def test_fifty_jobs_on_five_machines(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """50 concurrent jobs on at most 5 machines all succeed, machines are reused, outputs
+    match what the simulator produced, and the ledger equals the simulator's bills."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud, max_machines=5)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            jobs = [
+                await conjure.submit(
+                    _graph(), image=example_sketch_png(), prompt=f"fox {i}", seed=i
+                )
+                for i in range(50)
+            ]
+            with trio.fail_after(36_000):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        assert all(state.jobs[j].status == "succeeded" for j in jobs)
+        machines = [m for m in state.machines.values() if m.kind == "runcomfy"]
+        assert 1 <= len(machines) <= 5
+        assert sum(m.jobs_served for m in machines) == 50
+        for j in jobs:
+            job = state.jobs[j]
+            produced = cloud.machine_sim(job.server_id).produced.values()
+            hashes = {hashlib.sha256(v).hexdigest() for v in produced}
+            assert sorted(o.kind for o in job.outputs) == ["image", "mesh"]
+            for o in job.outputs:
+                assert o.sha256 in hashes
+                data = await trio.Path(o.path).read_bytes()
+                assert hashlib.sha256(data).hexdigest() == o.sha256
+        assert cloud.running() == []
+        assert _ledger(state) == _bills(cloud)
+        assert state.ledger.total_micros == sum(_bills(cloud).values())
+
+
+async def test_resume_after_crash_mid_prompt(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A crash while the prompt runs, then a restart from the log: the machine is adopted,
+    the prompt is followed (not run again), the job succeeds, the ledger is exact."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    slow = __import__("conjure_actors.sim.comfyui", fromlist=["ComfyTimings"]).ComfyTimings(
+        scale=200.0
+    )
+    async with open_test_cloud(wall.now, timings=slow) as cloud:
+        config = sim_config(cloud)
+        job = ""
+
+        async def until_started(conjure: Any) -> None:
+            nonlocal job
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+
+        await crash_when(cloud, log, tmp_path, config, wall, until_started)
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        assert state.jobs[job].status == "succeeded"
+        assert state.jobs[job].attempt == 1
+        ran = [p for sid in cloud.machines for p in cloud.machine_sim(sid).prompts_run]
+        assert len(ran) == len(set(ran)) == 1
+        assert any(m.adopted for m in state.machines.values())
+        assert cloud.running() == []
+        assert _ledger(state) == _bills(cloud)
