@@ -35,6 +35,7 @@ __all__ = ["ServedCloud", "ServedComfyUI", "serve_asgi", "serve_cloud", "serve_c
 log = logging.getLogger("conjure_actors.sim.serve")
 
 _WS_MAX_MESSAGE: int = 64 * 1024 * 1024
+_STOP_GRACE: float = 2.0
 
 
 def _config(host: str, port: int) -> hypercorn.config.Config:
@@ -63,14 +64,20 @@ async def serve_asgi(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until cancelled; report ``http://host:port`` (the bound port)."""
+    """Serve ``app``; report ``http://host:port`` (the bound port).
+
+    Runs until cancelled, or until ``shutdown`` is set: then hypercorn stops listening, lets
+    open connections finish for a moment and closes them cleanly before this returns.
+    """
     _check_port_free(host, port)
     config = _config(host, port)
+    trigger = trio.sleep_forever if shutdown is None else shutdown.wait
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=trio.sleep_forever)
+            partial(hypercorn.trio.serve, app, config, shutdown_trigger=trigger)
         )
         task_status.started(binds[0])
 
@@ -88,13 +95,22 @@ async def serve_comfyui(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[ServedComfyUI] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``sim`` (a fresh one by default) and run its worker until cancelled."""
+    """Serve ``sim`` (a fresh one by default) and run its worker until cancelled (or until
+    ``shutdown`` is set, see :func:`serve_asgi`)."""
     sim = sim or ComfyUISim()
     async with trio.open_nursery() as nursery:
         await nursery.start(sim.run)
-        url = await nursery.start(partial(serve_asgi, sim.asgi, host=host, port=port))
+
+        async def http(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve_asgi(
+                sim.asgi, host=host, port=port, shutdown=shutdown, task_status=task_status
+            )
+            nursery.cancel_scope.cancel()  # the server is down: stop its worker too
+
+        url = await nursery.start(http)
         task_status.started(ServedComfyUI(url, sim))
 
 
@@ -132,7 +148,7 @@ class _LoopbackMachines:
         self._timings = timings
         self._wall = wall
         self.machines: dict[str, ComfyUISim] = {}
-        self._scopes: dict[str, trio.CancelScope] = {}
+        self._running: dict[str, tuple[trio.CancelScope, trio.Event, trio.Event]] = {}
 
     async def start_machine(self, server_id: str) -> str:
         sim = ComfyUISim(
@@ -143,25 +159,39 @@ class _LoopbackMachines:
             name=f"server {server_id}",
         )
         scope = trio.CancelScope()
+        shutdown = trio.Event()
+        done = trio.Event()
 
         async def host(
             task_status: trio.TaskStatus[ServedComfyUI] = trio.TASK_STATUS_IGNORED,
         ) -> None:
-            with scope:
-                await serve_comfyui(sim, host=self._host, task_status=task_status)
+            try:
+                with scope:
+                    await serve_comfyui(
+                        sim, host=self._host, shutdown=shutdown, task_status=task_status
+                    )
+            finally:
+                done.set()
 
         served: ServedComfyUI = await self._nursery.start(host)
         self.machines[server_id] = sim
-        self._scopes[server_id] = scope
+        self._running[server_id] = (scope, shutdown, done)
         log.info("server %s is Ready (its ComfyUI is served on loopback)", server_id)
         return served.url
 
     async def stop_machine(self, server_id: str) -> None:
-        scope = self._scopes.pop(server_id, None)
-        if scope is not None:
-            self.machines[server_id].restart()
-            scope.cancel()
-            log.info("server %s stopped", server_id)
+        running = self._running.pop(server_id, None)
+        if running is None:
+            return
+        scope, shutdown, done = running
+        # Drop the sockets from the app side, then let hypercorn close its connections
+        # (cancelling it outright would leave an open WebSocket's socket unclosed).
+        self.machines[server_id].restart()
+        shutdown.set()
+        with trio.move_on_after(_STOP_GRACE):
+            await done.wait()
+        scope.cancel()
+        log.info("server %s stopped", server_id)
 
 
 async def serve_cloud(

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
 import trio
 import trio_websocket
 
+from conjure_actors.clients.comfyui import ComfyUIClient, PromptSucceeded
 from conjure_actors.clients.ratelimit import TokenBucket
 from conjure_actors.clients.runcomfy import RunComfyClient
 from conjure_actors.sim.cloud import CloudTimings
 from conjure_actors.sim.runcomfy import RunComfyTimings
 from conjure_actors.sim.serve import ServedCloud, ServedComfyUI, serve_cloud, serve_comfyui
 
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 FAST = CloudTimings(runcomfy=RunComfyTimings(ready_delay=0.05, deleting_delay=0.05, burst=50))
 
 
@@ -79,3 +83,50 @@ async def test_standalone_comfyui_over_loopback() -> None:
                 resp = await http.get(served.url + "/queue")
             nursery.cancel_scope.cancel()
     assert resp.json() == {"queue_running": [], "queue_pending": []}
+
+
+async def test_prompt_on_a_rented_machine_over_loopback() -> None:
+    """End to end over real sockets: launch, Ready, WebSocket + submit + follow, download."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            served: ServedCloud = await nursery.start(partial(serve_cloud, timings=FAST))
+            async with httpx.AsyncClient() as http:
+                client = RunComfyClient(
+                    served.base_url,
+                    served.user_id,
+                    served.token,
+                    http=http,
+                    bucket=TokenBucket(rate=50, burst=50),
+                )
+                server = await client.launch("wv-1", "medium", 600)
+                ready = await client.wait_until_ready(server.server_id, interval=0.05)
+                assert ready.url is not None
+                comfy = ComfyUIClient(
+                    ready.url.reveal(), http=http, redact=f"server {server.server_id}"
+                )
+                events = comfy.events()
+                events_scope = trio.CancelScope()
+
+                async def follow_events(
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                ) -> None:
+                    with events_scope:
+                        await events.run(task_status=task_status)
+
+                await nursery.start(follow_events)
+                assert events.connected
+                prompt_id = str(uuid.uuid4())
+                await comfy.submit(graph, prompt_id, events.client_id)
+                updates = [u async for u in comfy.follow(prompt_id, events=events)]
+                done = updates[-1]
+                assert isinstance(done, PromptSucceeded)
+                download = await comfy.download(done.outputs[0])
+                # Release the machine before stopping it, as the actors do. (A server-side
+                # close of a trio-websocket 0.12 client leaks the client's socket: its
+                # context exits on ConnectionClosed before the server's TCP FIN arrives.)
+                events_scope.cancel()
+                await client.stop(server.server_id)
+            nursery.cancel_scope.cancel()
+    assert download.data.startswith(b"\x89PNG")
+    assert served.machines[server.server_id].prompts_run == [prompt_id]
