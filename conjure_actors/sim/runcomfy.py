@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import logging
 import math
 import random
 import time
@@ -92,6 +93,8 @@ ERROR: Final = "Error"
 API_PREFIX: Final = "/prod/api/users/"
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US: Final = 1_000_000
+
+log = logging.getLogger("conjure_actors.sim.runcomfy")
 
 
 def billed_seconds(service_ready_at: float | None, stopped_at: float) -> int:
@@ -416,6 +419,7 @@ class RunComfySim:
             return  # stays Starting until someone stops it
         if m.error:
             m.status = ERROR
+            log.info("server %s failed to start (status Error)", m.server_id)
             return
         url = await self.host.start_machine(m.server_id)
         if m.stopped_at is not None:  # stopped while its ComfyUI was booting
@@ -426,6 +430,7 @@ class RunComfySim:
         m.status = READY
         m.ready_us = now
         m.stopping_us = now + m.estimated_duration * _US
+        log.info("server %s is Ready (lease %d s)", m.server_id, m.estimated_duration)
         vanish_us = now + _to_us(self.faults.vanish_after) if m.vanish else None
         # The lease: sleep until the earliest deadline, waking up whenever the machine
         # changes (an extension moves the deadline, a DELETE ends the lifecycle).
@@ -448,6 +453,14 @@ class RunComfySim:
             return
         m.stopped_at = at
         m.reason = reason if m.ready_us is not None else "never_ready"
+        record = self._record(m, at)
+        log.info(
+            "server %s stopped (%s): %d s billed, %d micro-USD",
+            m.server_id,
+            m.reason,
+            record.billed_seconds,
+            record.cost_micros,
+        )
         if reason == "vanished":
             m.gone = True
         else:
@@ -658,6 +671,7 @@ class RunComfySim:
         )
         self._spawn(self._lifecycle, m)
         self._machines[m.server_id] = m
+        log.info("server %s launched (%s, %s)", m.server_id, server_type, version)
         if ghost:
             self._server_errors += 1
             raise _error(502, "bad_gateway", "upstream error")

@@ -176,7 +176,7 @@ class _LoopbackMachines:
         served: ServedComfyUI = await self._nursery.start(host)
         self.machines[server_id] = sim
         self._running[server_id] = (scope, shutdown, done)
-        log.info("server %s is Ready (its ComfyUI is served on loopback)", server_id)
+        log.debug("server %s: its ComfyUI is served on loopback", server_id)
         return served.url
 
     async def stop_machine(self, server_id: str) -> None:
@@ -191,7 +191,7 @@ class _LoopbackMachines:
         with trio.move_on_after(_STOP_GRACE):
             await done.wait()
         scope.cancel()
-        log.info("server %s stopped", server_id)
+        log.debug("server %s: its ComfyUI is down", server_id)
 
 
 async def serve_cloud(
