@@ -195,6 +195,19 @@ class SimulatedCloud:
         except KeyError:
             raise KeyError(f"server {server_id} never had a ComfyUI (not Ready yet?)") from None
 
+    def live_machines(self) -> dict[str, ComfyUISim]:
+        """The ComfyUIs of machines that are Ready now, by server id."""
+        return {server_id: m.sim for server_id, m in self._live.items()}
+
+    def set_faults(self, faults: CloudFaults) -> None:
+        """Swap every fault knob: the RunComfy API's, the live machines', the standalone's,
+        and those of machines that become Ready from now on."""
+        self.faults = faults
+        self.runcomfy.faults = faults.runcomfy
+        for machine in self._live.values():
+            machine.sim.faults = faults.comfyui
+        self._standalone.faults = faults.standalone or faults.comfyui
+
     def http_client(self, **kwargs: object) -> httpx.AsyncClient:
         """An ``httpx.AsyncClient`` on :meth:`http_transport` (``kwargs`` go to httpx)."""
         return httpx.AsyncClient(transport=self.http_transport(), **kwargs)  # type: ignore[arg-type]

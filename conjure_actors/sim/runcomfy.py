@@ -376,6 +376,15 @@ class RunComfySim:
         """Answer the next ``length`` requests with 429 (``Retry-After: faults.retry_after``)."""
         self._burst_left = max(self._burst_left, length)
 
+    def vanish(self, server_id: str) -> bool:
+        """Make a machine disappear now (the ``vanish_rate`` fate on demand): billing stops
+        now, the API answers 404, its ComfyUI is torn down. False if already stopped/unknown."""
+        m = self._machines.get(server_id)
+        if m is None or m.stopped_at is not None:
+            return False
+        self._stop(m, self.wall(), "vanished")
+        return True
+
     def status_of(self, server_id: str) -> str | None:
         """The true status of a machine (``None`` once gone), bypassing faults."""
         m = self._machines.get(server_id)

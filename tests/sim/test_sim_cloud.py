@@ -22,6 +22,7 @@ from conjure_actors.sim.cloud import (
     SimulatedCloud,
     open_simulated_cloud,
 )
+from conjure_actors.sim.comfyui import ComfyFaults
 from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
@@ -200,3 +201,40 @@ async def test_vanishing_machine_secrets_never_leak(
     text = "\n".join(seen)
     assert token not in text
     assert host not in text
+
+
+async def test_vanish_on_demand(autojump_clock: trio.testing.MockClock) -> None:
+    """runcomfy.vanish(id) makes a Ready machine 404 at once, billed up to that moment."""
+    with trio.fail_after(3600):
+        async with open_simulated_cloud(timings=TIMINGS) as cloud, cloud.http_client() as http:
+            client = runcomfy(cloud, http)
+            server = await ready_machine(client)
+            await trio.sleep(42)
+            vanished_at = cloud.wall()
+            assert cloud.runcomfy.vanish(server.server_id)
+            assert not cloud.runcomfy.vanish(server.server_id)
+            with pytest.raises(ServerNotFoundError):
+                await client.status(server.server_id)
+            await trio.sleep(0.1)
+            assert cloud.live_machines() == {}
+            (record,) = cloud.billing()
+    assert record.reason == "vanished"
+    assert record.stopped_at == vanished_at
+    assert server.service_ready_at is not None
+    assert record.billed_seconds >= 42
+
+
+async def test_set_faults_reaches_live_machines(autojump_clock: trio.testing.MockClock) -> None:
+    """set_faults swaps the knobs of the RunComfy API and of every live machine's ComfyUI."""
+    with trio.fail_after(3600):
+        async with open_simulated_cloud(timings=TIMINGS) as cloud, cloud.http_client() as http:
+            server = await ready_machine(runcomfy(cloud, http))
+            faults = CloudFaults(
+                runcomfy=RunComfyFaults(server_error_rate=1.0),
+                comfyui=ComfyFaults(http_5xx_rate=1.0),
+            )
+            cloud.set_faults(faults)
+            assert server.url is not None
+            resp = await http.get(server.url.reveal() + "/queue")
+            assert cloud.runcomfy.faults.server_error_rate == 1.0
+    assert resp.status_code == 503
