@@ -371,6 +371,15 @@ async def open_conjure(
             async def on_exceeded(reason: str) -> None:
                 await holder["c"]._on_budget_exceeded(reason)
 
+            stall_target: list[Callable[[str], None]] = []
+
+            def notify_stall(job_id: str) -> None:
+                if stall_target:
+                    stall_target[0](job_id)
+
+            await system.spawn(
+                functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor"
+            )
             ledger = Ledger(ctx, on_exceeded=on_exceeded)
             cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
 
@@ -388,15 +397,6 @@ async def open_conjure(
             )
             machines_ref = await system.spawn(
                 functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0
-            )
-            stall_target: list[Callable[[str], None]] = []
-
-            def notify_stall(job_id: str) -> None:
-                if stall_target:
-                    stall_target[0](job_id)
-
-            await system.spawn(
-                functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor"
             )
             jobs_sup = await system.spawn_supervisor("jobs")
             conjure = Conjure(

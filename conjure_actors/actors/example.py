@@ -7,6 +7,7 @@ outline: head circle, two ears, a tail curve) into a 128x128 grayscale PNG writt
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -49,6 +50,7 @@ def _png(width: int, height: int, rows: list[bytes]) -> bytes:
     )
 
 
+@functools.cache
 def example_sketch_png() -> bytes:
     """A 128x128 grayscale PNG: black strokes on white, the same bytes every time."""
     pixels = [[255] * _SIZE for _ in range(_SIZE)]

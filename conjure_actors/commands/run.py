@@ -220,9 +220,11 @@ async def _main(
     prepared: tuple[Path, Any, bytes | None, str | None],
 ) -> int:
     log_path, workflow, image, prompt = prepared
-    async with _cloud(config) as (config, http, ws_connect, banner):
-        out.say(banner, "run.banner", mode=config.mode)
-        return await _run(args, config, out, log_path, workflow, image, prompt, http, ws_connect)
+    async with _cloud(config) as (config, mode, http, ws_connect, banner):
+        out.say(banner, "run.banner", mode=mode)
+        return await _run(
+            args, config, mode, out, log_path, workflow, image, prompt, http, ws_connect
+        )
 
 
 def _check_budget(config: Config) -> None:
@@ -243,7 +245,7 @@ def _check_budget(config: Config) -> None:
 
 
 @asynccontextmanager
-async def _cloud(config: Config) -> AsyncIterator[tuple[Config, Any, Any, str]]:
+async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, str]]:
     """The cloud to run on: the user's ComfyUI, RunComfy, or the embedded simulator."""
     import attrs
 
@@ -251,9 +253,10 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, Any, Any, str]]:
     if mode == "comfyui":
         yield (
             config,
+            mode,
             None,
             None,
-            ("conjure_actors: running on your ComfyUI (no machines launched, no cost)"),
+            "conjure_actors: running on your ComfyUI (no machines launched, no cost)",
         )
         return
     if mode == "runcomfy":
@@ -263,13 +266,15 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, Any, Any, str]]:
                 "RunComfy needs a workflow version: pass --workflow-version "
                 "or set runcomfy.workflow_version in the config"
             )
-        yield config, None, None, f"conjure_actors: running on RunComfy ({host})"
+        yield config, mode, None, None, f"conjure_actors: running on RunComfy ({host})"
         return
     from conjure_actors.clock import SystemWallClock
-    from conjure_actors.sim.cloud import open_simulated_cloud
+    from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud
+    from conjure_actors.sim.runcomfy import RunComfyTimings
 
+    timings = CloudTimings(runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5))
     async with open_simulated_cloud(
-        seed=random.randrange(2**32), wall=SystemWallClock().now
+        seed=random.randrange(2**32), wall=SystemWallClock().now, timings=timings
     ) as cloud:
         sim_config = attrs.evolve(
             config,
@@ -284,6 +289,7 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, Any, Any, str]]:
         )
         yield (
             sim_config,
+            "simulated",
             cloud.http_transport(),
             cloud.ws_connect,
             (
@@ -296,6 +302,7 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, Any, Any, str]]:
 async def _run(
     args: argparse.Namespace,
     config: Config,
+    mode: str,
     out: Out,
     log_path: Path,
     workflow: Any,
@@ -332,6 +339,7 @@ async def _run(
                     wall=wall,
                     out_dir=out_dir,
                     monitor=sink,
+                    mode=mode,
                 ) as conjure,
             ):
                 work = trio.CancelScope()
@@ -389,7 +397,7 @@ async def _run(
         seconds=time.monotonic() - started,
         out_dir=str(out_dir),
         log_path=str(log_path),
-        mode=config.mode,
+        mode=mode,
     ):
         out.say(line, "run.summary")
     if left:
