@@ -169,7 +169,25 @@ def main(args: argparse.Namespace) -> int:
     json_mode = config.monitor.json or not sys.stdout.isatty()
     out = Out(json_mode, sys.stdout, sys.stderr)
     prepared = _prepare(args, config)
-    return trio.run(_main, args, config, out, prepared)
+    try:
+        return trio.run(_main, args, config, out, prepared)
+    except BaseExceptionGroup as group:
+        leaf = first_conjure_error(group)
+        if leaf is not None:
+            raise leaf from None
+        raise
+
+
+def first_conjure_error(group: BaseExceptionGroup[BaseException]) -> ConjureError | None:
+    """The first ConjureError inside nested exception groups (what the user must see)."""
+    for exc in group.exceptions:
+        if isinstance(exc, ConjureError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_conjure_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def _prepare(
@@ -205,6 +223,9 @@ def _prepare(
             image = example_sketch_png()
         if prompt is None and not args.workflow:
             prompt = DEFAULT_PROMPT
+        from conjure_actors.domain.workflow import bindings_for
+
+        bindings_for(workflow, prompt=prompt, sets=args.sets, seed=args.seed)
     _check_budget(config)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,117 @@
+"""``run``: bad input is one line and launches nothing; the embedded run ends with a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conjure_actors.cli import main
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["run", *args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("RUNCOMFY_", "CONJURE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _one_line_error(code: int, err: str) -> None:
+    assert code != 0
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_missing_workflow_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A workflow path that does not exist: one line, non-zero, nothing launched."""
+    code, err = _run_cli([str(tmp_path / "nope.json")], capsys)
+    _one_line_error(code, err)
+    assert "not found" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_invalid_workflow(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A graph with a dangling link is refused with every problem on one line."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"1": {"class_type": "SaveImage", "inputs": {"images": ["9", 0]}}}))
+    code, err = _run_cli([str(bad)], capsys)
+    _one_line_error(code, err)
+    assert "workflow has" in err
+
+
+def test_ui_format_workflow_gets_a_hint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A UI-format export (nodes/links) is refused with a hint to export the API format."""
+    ui = tmp_path / "ui.json"
+    ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    code, err = _run_cli([str(ui)], capsys)
+    _one_line_error(code, err)
+
+
+def test_unreadable_image(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An image that cannot be read: one line naming it."""
+    code, err = _run_cli(["--image", str(tmp_path / "missing.png")], capsys)
+    _one_line_error(code, err)
+    assert "missing.png" in err
+
+
+def test_budget_below_one_launch(capsys: pytest.CaptureFixture[str]) -> None:
+    """A budget smaller than one machine lease is refused before anything starts."""
+    code, err = _run_cli(["--budget", "0.001"], capsys)
+    _one_line_error(code, err)
+    assert "below one machine lease" in err
+
+
+def test_bad_set_syntax(capsys: pytest.CaptureFixture[str]) -> None:
+    """A malformed --set is a one-line usage error."""
+    code, err = _run_cli(["--set", "nonsense"], capsys)
+    _one_line_error(code, err)
+
+
+def test_bad_config_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A bad value in conjure.toml names its key."""
+    (tmp_path / "conjure.toml").write_text("[pool]\nmax_machines = 'many'\n")
+    code, err = _run_cli([], capsys)
+    _one_line_error(code, err)
+    assert "pool.max_machines" in err
+
+
+@pytest.mark.slow
+def test_embedded_run_end_to_end(tmp_path: Path) -> None:
+    """No args, no credentials: the example runs on the embedded simulated cloud, says so
+    first, ends with a summary, writes a depth PNG and a GLB and a 0600 log; exit 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "conjure_actors", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert "embedded simulated cloud" in first
+    assert "jobs: 1 (1 succeeded" in proc.stderr
+    assert "cost: $" in proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0]["type"] == "run.banner"
+    assert any(line.get("type") == "job.succeeded" for line in lines)
+    files = sorted(p.suffix for p in (tmp_path / "out").glob("job-*/*"))
+    assert files == [".glb", ".png"]
+    logs = list((tmp_path / "runs").glob("*.log"))
+    assert len(logs) == 1
+    assert logs[0].stat().st_mode & 0o777 == 0o600
+    assert "Traceback" not in proc.stderr
