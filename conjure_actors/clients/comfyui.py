@@ -366,6 +366,17 @@ def _default_ws_connect(
 # ---------------------------------------------------------------------------- events
 
 
+async def _close_transport(ws: trio_websocket.WebSocketConnection) -> None:
+    """Close the socket under ``ws``: trio-websocket 0.12 leaves it open when the peer closed
+    first (``aclose`` returns early once a close reason is set), leaking a file descriptor on
+    every server-side drop."""
+    stream = getattr(ws, "_stream", None)
+    if stream is None:
+        return
+    with trio.CancelScope(shield=True), contextlib.suppress(trio.BrokenResourceError, OSError):
+        await stream.aclose()
+
+
 _Routed = wire.WsMessage | wire.BinaryFrame | None  # None: "the socket was replaced"
 
 
@@ -477,7 +488,10 @@ class ComfyUIEvents:
                     if not started:
                         started = True
                         task_status.started()
-                    await self._serve(ws)
+                    try:
+                        await self._serve(ws)
+                    finally:
+                        await _close_transport(ws)
             except (
                 OSError,
                 trio_websocket.HandshakeError,
@@ -858,7 +872,10 @@ class ComfyUIClient:
         seen_cached = False
         done_hint_at: float | None = None
         unknown = 0
-        next_poll = trio.current_time()
+        # With a live socket the frames usually say when to look; poll first after a short
+        # while anyway (a re-attached prompt may have finished long ago). Without one, now.
+        live = events is not None and events.connected
+        next_poll = trio.current_time() + (poll_interval if live else 0.0)
         fast = self.policy.base_delay
         status: PromptStatus = "unknown"
         try:
