@@ -418,6 +418,9 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
     ctx = conjure.ctx
     state = ctx.state
     resuming = bool(state.jobs or state.machines or state.launch_requests)
+    if ctx.runcomfy is not None:
+        # Check the credentials first: a wrong token is one clear error, not a failed job.
+        await ctx.runcomfy.list_servers()
     await ctx.emit(
         ev.SystemStarted(
             run_id=conjure.run_id,

@@ -40,7 +40,12 @@ from conjure_actors.actors.policy import (
     renewed_duration,
     should_renew,
 )
-from conjure_actors.clients.errors import ClientError, ServerNotFoundError
+from conjure_actors.clients.errors import (
+    AuthError,
+    ClientError,
+    OutcomeUnknownError,
+    ServerNotFoundError,
+)
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import DomainError
@@ -50,6 +55,7 @@ from conjure_actors.domain.state import M_READY, M_STARTING, M_STOPPING, MACHINE
 log = logging.getLogger("conjure_actors.actors.pool")
 
 HEALTH_ATTEMPTS = 5
+MAX_LAUNCH_FAILURES = 5
 STOP_DEADLINE = 30.0
 
 
@@ -108,6 +114,8 @@ class MachinePool:
         self._wake = trio.Event()
         self._lock = trio.Lock()
         self._settled = trio.Event()  # pulsed when a launch or a stop ends
+        self._launch_failures = 0
+        self._next_launch_at = float("-inf")
         self.polls = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -369,6 +377,8 @@ class MachinePool:
         if not self.launching_allowed:
             self._fail_unservable(self.refuse_reason or "launching stopped")
             return
+        if trio.current_time() < self._next_launch_at:
+            return  # backing off after a failed launch; the poller comes back
         order = priority_order([(w.priority, w.seq) for w in demand])
         for k in range(n):
             w = demand[order[k % len(order)]]
@@ -426,14 +436,22 @@ class MachinePool:
             except ClientError as exc:
                 # An unknown outcome stays an open intent: the next listing adopts what it
                 # started. A clear failure closes it.
-                if type(exc).__name__ == "OutcomeUnknownError":
+                if isinstance(exc, OutcomeUnknownError):
                     log.warning("launch %s: outcome unknown; reconciling by listing", key)
                     return
                 await self.ctx.emit(
                     ev.MachineLaunchFailed(request_key=key, reason=str(exc), at=self.ctx.now())
                 )
+                self._launching.discard(key)
+                self._launch_failures += 1
+                # Back off before the next launch; give up after a few in a row, and at
+                # once when the credentials are wrong (nothing will ever launch).
+                self._next_launch_at = trio.current_time() + min(60.0, 2.0**self._launch_failures)
+                if isinstance(exc, AuthError) or self._launch_failures >= MAX_LAUNCH_FAILURES:
+                    self.stop_launching(f"launch failed: {exc}")
                 self._fail_unservable(f"launch failed: {exc}")
                 return
+            self._launch_failures = 0
             await self.ctx.emit(
                 decide.machine_launched(
                     self.ctx.state,

@@ -1,0 +1,189 @@
+"""``run`` as a subprocess against a simulated RunComfy account served on loopback by the
+test: kill -9 at several points then ``--resume``; Ctrl-C; a wrong token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import eventlog
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.sim.cloud import CloudTimings
+from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.serve import ServedCloud, serve_cloud
+
+pytestmark = pytest.mark.slow
+
+VERSION = "wv-conjure-flux-mesh-1"
+
+
+@asynccontextmanager
+async def served_cloud() -> AsyncIterator[ServedCloud]:
+    timings = CloudTimings(
+        runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2, rate_per_second=20, burst=20)
+    )
+    async with trio.open_nursery() as nursery:
+        cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=7))
+        yield cloud
+        nursery.cancel_scope.cancel()
+
+
+def _env(cloud: ServedCloud, token: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
+    env.update(
+        RUNCOMFY_API_BASE_URL=cloud.base_url,
+        RUNCOMFY_USER_ID=cloud.user_id,
+        RUNCOMFY_API_TOKEN=token or cloud.token,
+        CONJURE_POOL_POLL_INTERVAL="0.2",
+        CONJURE_POOL_IDLE_TIMEOUT="30",
+    )
+    return env
+
+
+@attrs.define
+class Run:
+    """One ``run`` subprocess: its JSON lines as they come, its exit code."""
+
+    process: Any
+    lines: list[dict[str, Any]] = attrs.Factory(list)
+    stderr: bytes = b""
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Read stdout until a JSON line matches (fails if the process ends first)."""
+        buffer = b""
+        for line in self.lines:
+            if predicate(line):
+                return line
+        while True:
+            chunk = await self.process.stdout.receive_some(65536)
+            if not chunk:
+                raise AssertionError(f"run ended before the expected line; got {self.lines[-3:]}")
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                line = json.loads(raw)
+                self.lines.append(line)
+                if predicate(line):
+                    return line
+
+    async def finish(self) -> int:
+        async with trio.open_nursery() as nursery:
+
+            async def drain_err() -> None:
+                while chunk := await self.process.stderr.receive_some(65536):
+                    self.stderr += chunk
+
+            nursery.start_soon(drain_err)
+            while await self.process.stdout.receive_some(65536):
+                pass
+        return int(await self.process.wait())
+
+
+async def start_run(cloud: ServedCloud, cwd: Path, *args: str, token: str | None = None) -> Run:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "conjure_actors", "run", "--json", "--workflow-version", VERSION,
+         *args],
+        cwd=cwd, env=_env(cloud, token), stdout=-1, stderr=-1,
+    )
+    return Run(process)
+
+
+def _state(log: Path) -> Any:
+    return eventlog.fold(eventlog.read(log, Event), apply, initial_state())
+
+
+def _is(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda line: line.get("type") == kind
+
+
+KILL_POINTS = {
+    "before_launch": _is("machine.launch_requested"),
+    "while_starting": _is("machine.launched"),
+    "mid_prompt": _is("exec.prompt_submitted"),
+    "mid_download": _is("exec.output_saved"),
+}
+
+
+async def _kill_and_resume(cloud: ServedCloud, root: Path, point: str,
+                           results: dict[str, Any]) -> None:
+    cwd = root / point
+    cwd.mkdir()
+    log = cwd / "run.log"
+    first = await start_run(cloud, cwd, "--log", str(log), "--jobs", "2", "--seed", "5")
+    with trio.fail_after(60):
+        await first.until(KILL_POINTS[point])
+    first.process.send_signal(signal.SIGKILL)
+    await first.process.wait()
+    second = await start_run(cloud, cwd, "--resume", str(log))
+    with trio.fail_after(90):
+        code = await second.finish()
+    results[point] = (code, second.stderr.decode(), _state(log))
+
+
+async def test_kill_9_then_resume_at_four_points(tmp_path: Path) -> None:
+    """kill -9 before launch, while Starting, mid-prompt and mid-download, then --resume:
+    every job succeeds, no machine is left running, no prompt ran twice, and the ledger
+    equals the simulator's bills."""
+    results: dict[str, Any] = {}
+    async with served_cloud() as cloud:
+        async with trio.open_nursery() as nursery:
+            for point in KILL_POINTS:
+                nursery.start_soon(_kill_and_resume, cloud, tmp_path, point, results)
+        with trio.fail_after(10):
+            while cloud.runcomfy.running():
+                await trio.sleep(0.1)
+        bills = {b.server_id: b.cost_micros for b in cloud.runcomfy.billing()}
+        ran = [p for sim in cloud.machines.values() for p in sim.prompts_run]
+    for point, (code, stderr, state) in results.items():
+        assert code == 0, (point, stderr)
+        assert "Traceback" not in stderr
+        assert [j.status for j in state.jobs.values()] == ["succeeded", "succeeded"], point
+        for m in state.machines.values():
+            assert m.status in ("stopped", "lost"), (point, m)
+            assert m.cost_micros == bills[m.server_id], (point, m.server_id)
+    assert len(ran) == len(set(ran)), "a prompt ran twice"
+    assert set(bills) == {sid for _, _, s in results.values() for sid in s.machines}
+
+
+async def test_ctrl_c_stops_every_machine(tmp_path: Path) -> None:
+    """SIGINT mid-run: jobs cancelled, machines stopped, summary printed, exit 130."""
+    async with served_cloud() as cloud:
+        run = await start_run(cloud, tmp_path, "--log", str(tmp_path / "r.log"), "--jobs", "3",
+                              "--set", "20.steps=400")
+        with trio.fail_after(60):
+            await run.until(_is("exec.node_progress"))
+        run.process.send_signal(signal.SIGINT)
+        with trio.fail_after(60):
+            code = await run.finish()
+        assert code == 130, run.stderr.decode()
+        assert "jobs: 3" in run.stderr.decode()
+        assert cloud.runcomfy.running() == []
+        state = _state(tmp_path / "r.log")
+        assert state.system.stop_reason == "interrupted"
+        assert all(j.status == "cancelled" for j in state.jobs.values())
+
+
+async def test_wrong_token_is_one_line(tmp_path: Path) -> None:
+    """A wrong API token: a one-line error, non-zero exit, no machine launched."""
+    async with served_cloud() as cloud:
+        run = await start_run(cloud, tmp_path, token="not-the-token")
+        with trio.fail_after(60):
+            code = await run.finish()
+        err = run.stderr.decode()
+        assert code != 0
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("error: ")
+        assert cloud.runcomfy.billing() == []
+        assert "not-the-token" not in err
