@@ -563,8 +563,12 @@ class ComfyUIClient:
         policy: RetryPolicy | None = None,
         redact: str | None = None,
         rng: random.Random | None = None,
+        concurrency: int = 32,
     ) -> None:
         self._base = base_url.rstrip("/")
+        # httpcore's pool rescans every waiting request on each release (quadratic with
+        # hundreds of concurrent followers): queue them here instead, cheaply.
+        self._limiter = trio.CapacityLimiter(concurrency)
         self._http = http
         self.ws_connect = ws_connect if ws_connect is not None else _default_ws_connect
         self.policy = policy if policy is not None else RetryPolicy()
@@ -574,6 +578,8 @@ class ComfyUIClient:
         scheme = "wss" if parts.scheme == "https" else "ws"
         self.ws_base = f"{scheme}://{parts.netloc}{parts.path}"
         self._secrets: dict[str, str] = {}
+        self._queue_cache: tuple[float, QueueSnapshot] | None = None
+        self._queue_inflight: trio.Event | None = None
         if redact is not None:
             for secret in {self._base, self.ws_base, parts.netloc, parts.hostname or ""}:
                 if secret:
@@ -619,6 +625,7 @@ class ComfyUIClient:
             what=f"{method} {path} on {self.name}",
             idempotent=idempotent,
             scrub=self.scrub,
+            limiter=self._limiter,
             **extra,
         )
         return response
@@ -759,8 +766,36 @@ class ComfyUIClient:
                 return entry
         return None
 
-    async def queue(self) -> QueueSnapshot:
-        """``/queue`` reduced to numbers and ids, pending sorted into run order."""
+    async def queue(self, *, max_age: float = 0.0) -> QueueSnapshot:
+        """``/queue`` reduced to numbers and ids, pending sorted into run order.
+
+        ``/queue`` carries every queued graph (P7), so many followers share one snapshot:
+        with ``max_age > 0`` a snapshot fetched at most that many seconds ago is reused, and
+        concurrent callers wait for the one request in flight instead of sending their own.
+        """
+        if max_age > 0:
+            cached = self._queue_cache
+            if cached is not None and trio.current_time() - cached[0] <= max_age:
+                return cached[1]
+            if self._queue_inflight is not None:
+                await self._queue_inflight.wait()
+                cached = self._queue_cache
+                if cached is not None and trio.current_time() - cached[0] <= max_age:
+                    return cached[1]
+        started = trio.current_time()
+        inflight = trio.Event()
+        self._queue_inflight = inflight
+        try:
+            snapshot = await self._fetch_queue()
+        finally:
+            inflight.set()
+            if self._queue_inflight is inflight:
+                self._queue_inflight = None
+        if self._queue_cache is None or self._queue_cache[0] <= started:
+            self._queue_cache = (started, snapshot)
+        return snapshot
+
+    async def _fetch_queue(self) -> QueueSnapshot:
         body = await self._get_json("/queue")
 
         def items(raw: Iterable[Any]) -> list[QueueItem]:
@@ -776,10 +811,16 @@ class ComfyUIClient:
             running=tuple(items(body.get("queue_running", []))), pending=tuple(pending)
         )
 
-    async def find_prompt(self, prompt_id: str) -> PromptStatus:
-        """Where a prompt is: queue first, then history (a finish in between shows as done)."""
-        snapshot = await self.queue()
+    async def find_prompt(self, prompt_id: str, *, max_age: float = 0.0) -> PromptStatus:
+        """Where a prompt is: queue first, then history (a finish in between shows as done).
+
+        A shared snapshot up to ``max_age`` old may say running/pending; "unknown" is only
+        ever concluded from a fresh one (the prompt may have been queued after the snapshot).
+        """
+        snapshot = await self.queue(max_age=max_age)
         status = snapshot.status_of(prompt_id)
+        if status == "unknown" and max_age > 0:
+            status = (await self.queue()).status_of(prompt_id)
         if status != "unknown":
             return status
         return "done" if await self.history(prompt_id) is not None else "unknown"
@@ -856,6 +897,7 @@ class ComfyUIClient:
         ws_poll_interval: float = 10.0,
         lost_after: int = 3,
         history_grace: float = 2.0,
+        queue_max_age: float = 0.5,
     ) -> AsyncGenerator[FollowUpdate, None]:
         """Updates for ``prompt_id`` until a terminal one (succeeded / failed / interrupted).
 
@@ -863,7 +905,8 @@ class ComfyUIClient:
         ``events`` add detail and tell when to poll (``executing {node: null}`` means history
         is ready, but even then an empty answer is retried for ``history_grace`` seconds).
         A prompt in neither queue nor history for ``lost_after`` polls in a row raises
-        :class:`PromptLostError` (deleted, evicted, or the server restarted).
+        :class:`PromptLostError` (deleted, evicted, or the server restarted). Followers share
+        ``/queue`` snapshots up to ``queue_max_age`` seconds old.
         The caller bounds the total time (``trio.fail_after``).
         """
         sub = events.subscribe(prompt_id) if events is not None else None
@@ -904,7 +947,7 @@ class ComfyUIClient:
                     await trio.sleep_until(next_poll)
                 entry = await self.history(prompt_id)
                 if entry is None:
-                    status = await self.find_prompt(prompt_id)
+                    status = await self.find_prompt(prompt_id, max_age=queue_max_age)
                     if status == "done":
                         entry = await self.history(prompt_id)
                 if entry is not None:

@@ -99,3 +99,30 @@ async def test_exhausted_5xx_returns_last_response(autojump_clock: trio.abc.Cloc
         attempt, policy=RetryPolicy(attempts=2), rng=random.Random(1), what="GET /x"
     )
     assert response.status_code == 503
+
+
+async def test_waiting_for_the_limiter_is_not_a_timeout(autojump_clock: trio.abc.Clock) -> None:
+    """A POST queued 100 s behind a busy limiter is sent, not reported as outcome unknown."""
+    limiter = trio.CapacityLimiter(1)
+
+    async def attempt() -> httpx.Response:
+        return httpx.Response(200)
+
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire_on_behalf_of("other")
+        nursery.start_soon(_release_later, limiter)
+        response = await send_with_retry(
+            attempt,
+            policy=RetryPolicy(request_timeout=5.0),
+            rng=random.Random(1),
+            what="POST /prompt",
+            idempotent=False,
+            limiter=limiter,
+        )
+    assert response.status_code == 200
+    assert trio.current_time() >= 100.0
+
+
+async def _release_later(limiter: trio.CapacityLimiter) -> None:
+    await trio.sleep(100.0)
+    limiter.release_on_behalf_of("other")
