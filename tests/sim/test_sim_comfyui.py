@@ -18,6 +18,8 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings, ComfyUISim
@@ -108,7 +110,7 @@ async def collect(
     ws: trio_websocket.WebSocketConnection, stop: Callable[[_Frame], bool]
 ) -> list[_Frame]:
     frames: list[_Frame] = []
-    with trio.fail_after(60):
+    with trio.fail_after(600):  # simulated seconds (MockClock) in most tests
         while True:
             frame = await receive(ws)
             frames.append(frame)
@@ -683,3 +685,150 @@ async def test_origin_mismatch_on_loopback_is_403(
         "/prompt", headers={"host": "127.0.0.1:8188", "origin": "http://evil.example"}
     )
     assert response.status_code == 403
+
+
+async def test_history_max_items_returns_the_newest(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """GET /history?max_items=2 returns the two newest entries, oldest first."""
+    post = captured_posts("ws_normal_run.jsonl")[0]
+    pids = []
+    for color in (1, 2, 3):
+        body = copy.deepcopy(post["request_json"])
+        body["prompt"]["1"]["inputs"]["color"] = color
+        frames = await run_body(harness, {**body, "client_id": "h"}, "h")
+        pids.append(frames[-1]["data"]["prompt_id"])
+    newest = (await harness.http.get("/history", params={"max_items": 2})).json()
+    assert list(newest) == pids[1:]
+    assert list((await harness.http.get("/history")).json()) == pids
+    captured = load("history_max_items_2.json")["body"]
+    assert len(captured) == len(newest) == 2
+    assert [set(e) for e in captured.values()] == [set(e) for e in newest.values()]
+
+
+async def test_post_history_deletes_and_clears(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """POST /history {delete} removes one entry; {clear} removes all."""
+    post = captured_posts("ws_normal_run.jsonl")[0]
+    frames = await run_body(harness, {**post["request_json"], "client_id": "h"}, "h")
+    pid = frames[-1]["data"]["prompt_id"]
+    await harness.http.post("/history", json={"delete": [pid]})
+    assert (await harness.http.get(f"/history/{pid}")).json() == {}
+    await run_body(harness, {**post["request_json"], "client_id": "h"}, "h")
+    await harness.http.post("/history", json={"clear": True})
+    assert (await harness.http.get("/history")).json() == {}
+
+
+async def test_queue_clear_empties_pending_only(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """POST /queue {clear}: pending prompts vanish, the running one goes on."""
+    harness.sim.timings = ComfyTimings(per_class={"ImageBlur": 0.8})
+    ws = await harness.ws("c")
+    base = {**captured_posts("ws_queue_and_interrupt.jsonl")[0]["request_json"], "client_id": "c"}
+    running = (await harness.post(base)).json()["prompt_id"]
+    await collect(ws, lambda f: f.get("type") == "execution_start")
+    other = copy.deepcopy(base)
+    other["prompt"]["1"]["inputs"]["color"] = 5
+    await harness.post(other)
+    await harness.http.post("/queue", json={"clear": True})
+    queue = (await harness.http.get("/queue")).json()
+    assert queue["queue_pending"] == []
+    assert [item[1] for item in queue["queue_running"]] == [running]
+    await collect(ws, end_of(running))
+    await ws.aclose()
+
+
+async def test_timings_scale_stretches_simulated_time(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """The CONJURE run takes 1-2 simulated seconds at scale 1 and 100x that at scale 100."""
+    workflow = json.loads(
+        (Path(__file__).parents[2] / "conjure_actors/workflows/conjure_flux_mesh.json").read_text()
+    )
+    spans = []
+    for scale, seed in ((1.0, 1), (100.0, 2)):
+        harness.sim.timings = ComfyTimings(scale=scale)
+        graph = copy.deepcopy(workflow)
+        graph["20"]["inputs"]["seed"] = seed
+        for loader in ("11", "12", "13", "40"):  # cold loaders: give each run its own names
+            graph[loader]["_meta"] = {"title": str(seed)}
+        harness.sim._cache.clear()
+        start = trio.current_time()
+        await run_body(harness, {"prompt": graph, "client_id": "t"}, "t")
+        spans.append(trio.current_time() - start)
+    assert 1.0 <= spans[0] <= 2.0
+    assert spans[1] == pytest.approx(100 * spans[0], rel=0.05)
+
+
+_MUTATIONS = st.sampled_from(
+    [
+        ("1", "width", 0),
+        ("1", "width", "abc"),
+        ("1", "width", 10**9),
+        ("1", "color", -1),
+        ("1", "height", [1, 2, 3]),
+        ("2", "image", ["99", 0]),
+        ("2", "image", ["1", 5]),
+        ("2", "image", ["1", 0, 0]),
+        ("3", "filename_prefix", 12),
+        ("3", "images", ["3", 0]),
+        ("2", "class_type", "Nope"),
+        ("1", "batch_size", {"__value__": 2}),
+    ]
+)
+
+
+@given(mutations=st.lists(_MUTATIONS, max_size=4))
+def test_any_mutated_prompt_gets_a_well_formed_answer(mutations: list[Any]) -> None:
+    """Whatever is wrong with the graph: 200 or 400 with well-formed node_errors, never a crash."""
+    graph = json.loads((CAPTURES / "workflows" / "invert_save.json").read_text())
+    for node, key, value in mutations:
+        if key == "class_type":
+            graph[node]["class_type"] = value
+        else:
+            graph[node]["inputs"][key] = value
+
+    async def scenario() -> None:
+        sim = ComfyUISim()
+        transport = httpx.ASGITransport(app=sim.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim.invalid") as http:
+            response = await http.post("/prompt", json={"prompt": graph})
+        assert response.status_code in (200, 400)
+        body = response.json()
+        if response.status_code == 200:
+            assert set(body) == {"prompt_id", "number", "node_errors"}
+            return
+        assert set(body) == {"error", "node_errors"}
+        assert set(body["error"]) == {"type", "message", "details", "extra_info"}
+        for node_id, entry in body["node_errors"].items():
+            assert node_id in graph
+            assert set(entry) == {"errors", "dependent_outputs", "class_type"}
+            assert entry["errors"]
+            assert all(
+                {"type", "message", "details", "extra_info"} <= set(e) for e in entry["errors"]
+            )
+
+    trio.run(scenario)
+
+
+@given(
+    name=st.text(st.characters(min_codepoint=48, max_codepoint=122), min_size=1, max_size=12),
+    data=st.binary(max_size=256),
+)
+def test_multipart_upload_round_trips(name: str, data: bytes) -> None:
+    """Any file httpx uploads is stored byte for byte under the name the server returns."""
+
+    async def scenario() -> None:
+        sim = ComfyUISim()
+        transport = httpx.ASGITransport(app=sim.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim.invalid") as http:
+            response = await http.post(
+                "/upload/image", files={"image": (name + ".png", data)}, data={"subfolder": "u"}
+            )
+        assert response.status_code == 200
+        stored = response.json()
+        assert sim._files[f"input/u/{stored['name']}"] == data
+
+    trio.run(scenario)
