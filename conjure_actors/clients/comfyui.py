@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Literal
@@ -401,8 +401,11 @@ class ComfyUIEvents:
     send ``execution_start`` before the ``POST /prompt`` answer arrives.
     """
 
-    MAX_BUFFERED_PROMPTS: Final = 256
-    MAX_BUFFERED_FRAMES: Final = 4096
+    # Frames of prompts nobody follows (yet): a short window in practice, but broadcast
+    # progress of other clients' prompts lands here too, so keep it small. The newest
+    # frames are kept: polling recovers anything older.
+    MAX_BUFFERED_PROMPTS: Final = 64
+    MAX_BUFFERED_FRAMES: Final = 256
 
     def __init__(
         self,
@@ -421,7 +424,7 @@ class ComfyUIEvents:
         self.generation = 0
         self.frames = 0
         self._subs: dict[str, _Subscription] = {}
-        self._orphans: OrderedDict[str, list[_Routed]] = OrderedDict()
+        self._orphans: OrderedDict[str, deque[_Routed]] = OrderedDict()
         self._current_prompt: str | None = None
 
     def __repr__(self) -> str:
@@ -430,7 +433,7 @@ class ComfyUIEvents:
     def subscribe(self, prompt_id: str) -> _Subscription:
         sub = _Subscription(self, prompt_id)
         self._subs[prompt_id] = sub
-        for item in self._orphans.pop(prompt_id, []):
+        for item in self._orphans.pop(prompt_id, ()):
             sub.send.send_nowait(item)
         return sub
 
@@ -446,9 +449,8 @@ class ComfyUIEvents:
         if buffered is None:
             if len(self._orphans) >= self.MAX_BUFFERED_PROMPTS:
                 self._orphans.popitem(last=False)
-            buffered = self._orphans[prompt_id] = []
-        if len(buffered) < self.MAX_BUFFERED_FRAMES:
-            buffered.append(item)
+            buffered = self._orphans[prompt_id] = deque(maxlen=self.MAX_BUFFERED_FRAMES)
+        buffered.append(item)
 
     def dispatch(self, message: str | bytes) -> None:
         """Parse one frame and hand it to the follower of its prompt."""

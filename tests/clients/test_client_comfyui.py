@@ -705,3 +705,26 @@ def test_client_error_tree_is_used() -> None:
     """Every client error raised above is a ClientError (one root for callers)."""
     for cls in (DownloadError, PromptLostError, PromptRejectedError, TransportError):
         assert issubclass(cls, ClientError)
+
+
+def test_public_names_are_exported() -> None:
+    """Every name in conjure_actors.clients.__all__ exists."""
+    import conjure_actors.clients as package
+
+    assert all(hasattr(package, name) for name in package.__all__)
+
+
+async def test_frames_before_follow_are_buffered_for_the_follower(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Frames that arrive before follow() subscribes are delivered to it (newest kept)."""
+    async with open_env() as env:
+        pid = new_prompt_id()
+        await env.client.submit(workflow("invert_save"), pid, env.events.client_id)
+        with trio.fail_after(60):
+            while env.sim.prompts_run != [pid] or env.sim.queue_remaining:  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the simulator's state has no event to wait on
+        updates = [u async for u in env.client.follow(pid, events=env.events)]
+    assert isinstance(updates[0], PromptStarted)
+    assert any(isinstance(u, NodeExecuted) for u in updates)
+    assert isinstance(updates[-1], PromptSucceeded)
