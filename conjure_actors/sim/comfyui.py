@@ -15,6 +15,13 @@ same handler. :meth:`ComfyUISim.run` is the worker that executes queued prompts.
 All waiting is ``trio.sleep``, so ``trio.testing.MockClock`` drives the simulated time.
 Every fault is drawn from random generators seeded by ``seed`` (one stream per fault family
 so that turning one knob does not reshuffle the others).
+
+Known simplifications: files live in memory (``input/example.png`` and ``input/sketch.png``
+exist from the start, like a fresh install plus the CONJURE default input); saved PNGs are
+capped at 256 px a side (``SaveImageWebsocket`` frames are full size); ``/view``'s
+``preview`` and ``channel`` parameters return the stored file unchanged; the "classic" cache
+is modelled (unchanged nodes are not re-run, entries not used by the current prompt are
+dropped); subgraph expansion, lazy inputs and ``ExecutionBlocker`` are not.
 """
 
 from __future__ import annotations
