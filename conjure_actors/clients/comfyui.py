@@ -387,7 +387,8 @@ class _Subscription:
         self.send, self.receive = trio.open_memory_channel[_Routed](math.inf)
 
     def close(self) -> None:
-        self.events._subs.pop(self.prompt_id, None)
+        if self.events._subs.get(self.prompt_id) is self:
+            del self.events._subs[self.prompt_id]
         self.send.close()
 
 
