@@ -108,94 +108,6 @@ async def crash_when(
                 pass
 
 
-@attrs.define(eq=False)
-class _StandInCloud:
-    """The simulated cloud (RunComfy + one ComfyUI per machine, in memory) until
-    ``conjure_actors.sim.cloud`` lands; same surface as its ``SimulatedCloud``."""
-
-    runcomfy: Any
-    nursery: trio.Nursery
-    wall: Any
-    timings: Any = None
-    faults: Any = None
-    user_id: str = "sim-user"
-    token: str = "sim-token"
-    base_url: str = "http://runcomfy.sim.invalid"
-    machines: dict[str, Any] = attrs.Factory(dict)
-    scopes: dict[str, trio.CancelScope] = attrs.Factory(dict)
-
-    async def start_machine(self, server_id: str) -> str:
-        from conjure_actors.sim.comfyui import ComfyUISim
-
-        sim = ComfyUISim(
-            seed=len(self.machines),
-            wall=self.wall,
-            timings=self.timings,
-            faults=self.faults,
-            name=server_id,
-        )
-        scope = trio.CancelScope()
-
-        async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                await sim.run(task_status=task_status)
-
-        await self.nursery.start(serve)
-        self.machines[server_id] = sim
-        self.scopes[server_id] = scope
-        return f"http://{server_id}-comfyui.sim.invalid"
-
-    async def stop_machine(self, server_id: str) -> None:
-        scope = self.scopes.pop(server_id, None)
-        if scope is not None:
-            scope.cancel()
-
-    def machine_sim(self, server_id: str) -> Any:
-        return self.machines[server_id]
-
-    def _sim_for(self, host: str) -> Any:
-        if host.endswith("-comfyui.sim.invalid"):
-            sid = host[: -len("-comfyui.sim.invalid")]
-            if sid in self.scopes:
-                return self.machines[sid]
-        return None
-
-    async def asgi(self, scope: Any, receive: Any, send: Any) -> None:
-        host = ""
-        for key, value in scope.get("headers", []):
-            if key == b"host":
-                host = value.decode().split(":")[0]
-        if host == "runcomfy.sim.invalid":
-            await self.runcomfy.asgi(scope, receive, send)
-            return
-        sim = self._sim_for(host)
-        if sim is None:
-            import httpx
-
-            raise httpx.ConnectError(f"no route to {host}")
-        await sim.asgi(scope, receive, send)
-
-    def http_transport(self) -> Any:
-        import httpx
-
-        return httpx.ASGITransport(app=self.asgi)
-
-    def ws_connect(self, url: str) -> Any:
-        from urllib.parse import urlsplit
-
-        host = urlsplit(url).hostname or ""
-        sim = self._sim_for(host)
-        if sim is None:
-            raise OSError(f"no route to {host}")
-        return sim.open_ws_in_memory(url)
-
-    def billing(self) -> list[Any]:
-        return list(self.runcomfy.billing())
-
-    def running(self) -> list[str]:
-        return list(self.runcomfy.running())
-
-
 @asynccontextmanager
 async def open_test_cloud(
     wall: Any,
@@ -205,19 +117,18 @@ async def open_test_cloud(
     comfy_faults: Any = None,
     timings: Any = None,
 ) -> AsyncIterator[Any]:
-    """The simulated cloud for actor tests (in memory)."""
-    from conjure_actors.sim.runcomfy import RunComfySim, RunComfyTimings
+    """The simulated cloud for actor tests (in memory, on the test's wall clock)."""
+    from conjure_actors.sim.cloud import CloudFaults, CloudTimings, open_simulated_cloud
+    from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
+    from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
 
-    async with trio.open_nursery() as nursery:
-        cloud = _StandInCloud(
-            runcomfy=None, nursery=nursery, wall=wall, timings=timings, faults=comfy_faults
-        )
-        cloud.runcomfy = RunComfySim(
-            wall=wall,
-            faults=rc_faults,
-            host=cloud,
-            timings=RunComfyTimings(ready_delay=ready_delay),
-        )
-        await nursery.start(cloud.runcomfy.run)
+    faults = CloudFaults(
+        runcomfy=rc_faults or RunComfyFaults(), comfyui=comfy_faults or ComfyFaults()
+    )
+    cloud_timings = CloudTimings(
+        runcomfy=RunComfyTimings(ready_delay=ready_delay), comfyui=timings or ComfyTimings()
+    )
+    async with open_simulated_cloud(
+        seed=3, faults=faults, timings=cloud_timings, wall=wall
+    ) as cloud:
         yield cloud
-        nursery.cancel_scope.cancel()
