@@ -76,6 +76,13 @@ VERSION: Final = "0.3.64"
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _OUTPUT_CLASSES: Final = output_nodes()
 _ANNOTATION: Final = re.compile(r"^(.*) \[(output|input|temp)\]$")
+#: ``/models/{folder}``: the folder's files are the combo list of the loader that reads it.
+_MODEL_FOLDERS: Final[Mapping[str, tuple[str, str]]] = {
+    "checkpoints": ("ImageOnlyCheckpointLoader", "ckpt_name"),
+    "diffusion_models": ("UNETLoader", "unet_name"),
+    "text_encoders": ("DualCLIPLoader", "clip_name2"),
+    "vae": ("VAELoader", "vae_name"),
+}
 
 #: Realistic relative weights of the CONJURE classes (seconds at scale 1): loaders and the
 #: samplers dominate, as on a GPU; the whole workflow takes about 1.6 s cold.
@@ -891,7 +898,12 @@ class ComfyUISim:
         if route == ("GET", "/extensions"):
             return self._ok([])
         if route == ("GET", "/models"):
-            return self._ok(["checkpoints", "clip", "clip_vision", "diffusion_models", "vae"])
+            return self._ok(sorted(_MODEL_FOLDERS))
+        if method == "GET" and path.startswith("/models/"):
+            folder = _MODEL_FOLDERS.get(path[len("/models/") :])
+            if folder is None:
+                return 404, b"404: Not Found", TEXT_TYPE, []
+            return self._ok(self._model_files(*folder))
         known = {"/prompt", "/queue", "/interrupt", "/history", "/view", "/upload/image"}
         if path in known:
             return 405, b"405: Method Not Allowed", TEXT_TYPE, []
@@ -900,6 +912,11 @@ class ComfyUISim:
     @staticmethod
     def _ok(value: object) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
         return 200, _json_bytes(value), JSON_TYPE, []
+
+    @staticmethod
+    def _model_files(class_type: str, input_name: str) -> list[str]:
+        spec = OBJECT_INFO[class_type]["input"]["required"][input_name]
+        return sorted(str(name) for name in spec[0])
 
     def _input_files(self) -> list[str]:
         return [k[len("input/") :] for k in self._files if k.startswith("input/")]
@@ -1107,6 +1124,8 @@ class ComfyUISim:
     def _upload(
         self, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
+        if len(body) > MAX_UPLOAD:
+            return 413, b"413: Request Entity Too Large", TEXT_TYPE, []
         fields = _parse_multipart(headers.get("content-type", ""), body)
         image = fields.get("image")
         kind_field = fields.get("type")

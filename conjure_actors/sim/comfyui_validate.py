@@ -13,6 +13,9 @@ plus ``node_errors`` keyed by the node that has reasons, each with ``errors``,
 - values are coerced in place (``int()``, ``float()``, ``str()``, ``bool()``) before the range
   and combo checks, and the coerced values are what the queue and history then show;
 - combo lists longer than 20 are not echoed back (``input_config`` is null);
+- a dependency cycle makes the real (unguarded, recursive) validator overflow the stack;
+  the ``RecursionError`` is filed under a node of the cycle, then overwritten while the
+  recursion unwinds, so the answer is a 400 with empty ``node_errors`` (same here);
 - nodes with their own ``VALIDATE_INPUTS`` (here only ``LoadImage``) skip the combo check and
   answer ``custom_validation_failed``.
 """
@@ -79,6 +82,7 @@ class _Validator:
         self.catalog = catalog
         self.custom = custom
         self.validated: dict[str, tuple[bool, list[_JSON], str]] = {}
+        self.visiting: set[str] = set()
 
     def inputs_of(self, class_type: str) -> list[tuple[str, str, Any, _JSON]]:
         spec = self.catalog[class_type]["input"]
@@ -92,6 +96,17 @@ class _Validator:
     def validate(self, unique_id: str) -> tuple[bool, list[_JSON], str]:
         if unique_id in self.validated:
             return self.validated[unique_id]
+        if unique_id in self.visiting:
+            # The real validator recurses without a guard: a cycle ends in RecursionError,
+            # caught (and filed) by the node that linked into it.
+            raise RecursionError("maximum recursion depth exceeded")
+        self.visiting.add(unique_id)
+        try:
+            return self._validate(unique_id)
+        finally:
+            self.visiting.discard(unique_id)
+
+    def _validate(self, unique_id: str) -> tuple[bool, list[_JSON], str]:
         node = self.prompt[unique_id]
         inputs = node.setdefault("inputs", {})
         class_type = node["class_type"]
@@ -153,7 +168,7 @@ class _Validator:
                     continue
                 try:
                     inner = self.validate(str(o_id))
-                except (KeyError, IndexError, TypeError) as exc:
+                except (KeyError, IndexError, TypeError, RecursionError) as exc:
                     valid = False
                     self.validated[str(o_id)] = (
                         False,
@@ -336,7 +351,7 @@ def validate_prompt(
     for out in outputs:
         try:
             ok, reasons, _ = validator.validate(out)
-        except (KeyError, IndexError, TypeError) as exc:
+        except (KeyError, IndexError, TypeError, RecursionError) as exc:
             ok = False
             reasons = [
                 {

@@ -832,3 +832,27 @@ def test_multipart_upload_round_trips(name: str, data: bytes) -> None:
         assert sim._files[f"input/u/{stored['name']}"] == data
 
     trio.run(scenario)
+
+
+async def test_dependency_cycle_is_rejected_by_validation(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """Two nodes feeding each other: a 400, not a crash (reasons are lost, as in ComfyUI)."""
+    graph = {
+        "1": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "c"}},
+    }
+    response = await harness.post({"prompt": graph})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "prompt_outputs_failed_validation"
+
+
+async def test_models_folder_lists_the_loader_files(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """/models/{folder} lists the model files the catalogue's loaders accept."""
+    assert "vae" in (await harness.http.get("/models")).json()
+    vae = (await harness.http.get("/models/vae")).json()
+    assert "ae.safetensors" in vae
+    assert (await harness.http.get("/models/nope")).status_code == 404
