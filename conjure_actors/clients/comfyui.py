@@ -58,6 +58,7 @@ __all__ = [
     "ComfyUIClient",
     "ComfyUIEvents",
     "Download",
+    "EventsStatistics",
     "FollowUpdate",
     "NodeExecuted",
     "NodeProgress",
@@ -380,6 +381,18 @@ async def _close_transport(ws: trio_websocket.WebSocketConnection) -> None:
 _Routed = wire.WsMessage | wire.BinaryFrame | None  # None: "the socket was replaced"
 
 
+@attrs.frozen
+class EventsStatistics:
+    """``ComfyUIEvents.statistics()``: ``generation`` counts (re)connections."""
+
+    connected: bool
+    client_id: str
+    generation: int
+    frames: int
+    followers: int
+    buffered_prompts: int
+
+
 class _Subscription:
     def __init__(self, events: ComfyUIEvents, prompt_id: str) -> None:
         self.events = events
@@ -430,6 +443,17 @@ class ComfyUIEvents:
 
     def __repr__(self) -> str:
         return f"ComfyUIEvents(server={self._client.name!r}, connected={self.connected})"
+
+    def statistics(self) -> EventsStatistics:
+        """A snapshot of the socket's state (for monitors and tests)."""
+        return EventsStatistics(
+            connected=self.connected,
+            client_id=self.client_id,
+            generation=self.generation,
+            frames=self.frames,
+            followers=len(self._subs),
+            buffered_prompts=len(self._orphans),
+        )
 
     def subscribe(self, prompt_id: str) -> _Subscription:
         sub = _Subscription(self, prompt_id)

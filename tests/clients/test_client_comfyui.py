@@ -728,3 +728,39 @@ async def test_frames_before_follow_are_buffered_for_the_follower(
     assert isinstance(updates[0], PromptStarted)
     assert any(isinstance(u, NodeExecuted) for u in updates)
     assert isinstance(updates[-1], PromptSucceeded)
+
+
+CAPTURED_BINARY = ROOT / "tests/data/captures/binary"
+
+
+def test_captured_binary_frames_decode() -> None:
+    """The captured type-1, type-3 and type-4 frames decode to their image, text and metadata."""
+    legacy = parse_binary_frame((CAPTURED_BINARY / "ws_preview_legacy_1_event1.bin").read_bytes())
+    assert (legacy.event, legacy.image_type) == (1, "image/png")
+    assert legacy.data.startswith(b"\x89PNG\r\n\x1a\n")
+    meta = parse_binary_frame((CAPTURED_BINARY / "ws_preview_metadata_1_event4.bin").read_bytes())
+    assert (meta.event, meta.image_type, meta.node_id) == (4, "image/png", "2")
+    assert meta.prompt_id == "447fd527-7665-4301-a3d6-1963311b0348"
+    assert meta.data.startswith(b"\x89PNG\r\n\x1a\n")
+    text = parse_binary_frame((CAPTURED_BINARY / "loadimage_run_1_event3.bin").read_bytes())
+    assert (text.event, text.node_id) == (3, "14")
+    assert text.text == "width: 40, height: 30\n batch size: 1"
+
+
+async def test_legacy_previews_are_routed_by_the_running_prompt(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Without preview metadata, type-1 frames go to the prompt that is executing."""
+    async with open_env() as env:
+        legacy = env.client.events(feature_flags=False)
+        await env.nursery.start(legacy.run)
+        pid = new_prompt_id()
+        await env.client.submit(workflow("ws_preview"), pid, legacy.client_id)
+        with trio.fail_after(60):
+            updates = [u async for u in env.client.follow(pid, events=legacy)]
+        stats = legacy.statistics()
+    previews = [u for u in updates if isinstance(u, PreviewImage)]
+    assert [(p.image_type, p.node) for p in previews] == [("image/png", None)] * 2
+    assert stats.connected
+    assert stats.generation == 1
+    assert stats.followers == 0
