@@ -894,7 +894,15 @@ class ComfyUIClient:
                 )
             data = response.content
             declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) != len(data):
+            encoded = response.headers.get("content-encoding", "identity") != "identity"
+            # A compressed answer's Content-Length counts the compressed bytes (a proxy may
+            # gzip): then only the signature check below can tell a truncated file.
+            if (
+                declared is not None
+                and not encoded
+                and declared.isdigit()
+                and int(declared) != len(data)
+            ):
                 problem = f"got {len(data)} of {declared} bytes"
             else:
                 problem = check_signature(output.filename, data) or ""

@@ -764,3 +764,20 @@ async def test_legacy_previews_are_routed_by_the_running_prompt(
     assert stats.connected
     assert stats.generation == 1
     assert stats.followers == 0
+
+
+async def test_gzip_encoded_download_is_not_mistaken_for_truncated() -> None:
+    """A gzip-encoded /view (Content-Length of the compressed body) verifies by signature."""
+    import gzip
+
+    png = write_png(32, 32, b"z")
+    body = gzip.compress(png)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-encoding": "gzip", "content-length": str(len(body))}
+        return httpx.Response(200, headers=headers, content=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = ComfyUIClient(BASE, http=http)
+        download = await client.download(OutputFile("1", "images", "a.png", "", "output"))
+    assert download.data == png
