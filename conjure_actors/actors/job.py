@@ -26,6 +26,7 @@ import json
 import logging
 import mimetypes
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,16 +239,17 @@ class JobRun:
             raise _Requeue("machine has no client")
         gone = lease.lost
         try:
-            async with trio.open_nursery() as nursery:
+            with single_errors():
+                async with trio.open_nursery() as nursery:
 
-                async def watch_lost() -> None:
-                    await gone.wait()
+                    async def watch_lost() -> None:
+                        await gone.wait()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(watch_lost)
+                    with trio.fail_after(self.ctx.config.retry.attempt_timeout):
+                        await self._attempt_body(lease, attempt_no, reattach)
                     nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch_lost)
-                with trio.fail_after(self.ctx.config.retry.attempt_timeout):
-                    await self._attempt_body(lease, attempt_no, reattach)
-                nursery.cancel_scope.cancel()
         except TooSlowError:
             raise _Retryable(
                 f"attempt timed out after {self.ctx.config.retry.attempt_timeout:g} s"
@@ -385,7 +387,7 @@ class JobRun:
         use_ws = True
         while True:
             stalled = self.poll_now
-            with trio.CancelScope() as scope:
+            with trio.CancelScope() as scope, single_errors():
                 async with trio.open_nursery() as nursery:
 
                     async def on_stall(
@@ -548,6 +550,25 @@ class JobRun:
 
 
 TooSlowError = trio.TooSlowError
+
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Let one error escape a nursery as itself, not wrapped in an exception group, so the
+    attempt's ``except`` clauses (fatal, retryable, requeue) see it."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 async def _intact(path: Path, sha256: str) -> bool:

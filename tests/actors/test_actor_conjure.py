@@ -14,6 +14,7 @@ import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
+from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
 
 CONJURE = bundled_workflow().decode()
 
@@ -133,3 +134,110 @@ async def test_resume_after_crash_mid_prompt(
         assert any(m.adopted for m in state.machines.values())
         assert cloud.running() == []
         assert _ledger(state) == _bills(cloud)
+
+
+async def test_budget_stops_launching_and_every_job_ends(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """With a budget for about two leases, launches stop at the limit, every job ends with
+    a terminal event, and spending never passes the budget plus one lease."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    slow = ComfyTimings(scale=100.0)
+    async with open_test_cloud(wall.now, timings=slow) as cloud:
+        config = sim_config(cloud, max_machines=4, lease_seconds=300.0, budget=0.2)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            jobs = [
+                await conjure.submit(_graph(), image=example_sketch_png(), prompt=f"{i}", seed=i)
+                for i in range(8)
+            ]
+            with trio.fail_after(36_000):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        statuses = {state.jobs[j].status for j in jobs}
+        assert statuses <= {"succeeded", "failed", "cancelled"}
+        assert state.budget.launches_refused >= 1
+        one_lease = 990_000 * 300 // 3600
+        assert state.ledger.total_micros <= 200_000 + one_lease
+        assert cloud.running() == []
+        assert _ledger(state) == _bills(cloud)
+
+
+async def test_cancel_running_job(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """Cancelling a running job interrupts it: JobCancelled, the machine is free again."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, timings=ComfyTimings(scale=100.0)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            await conjure.cancel(job)
+            await conjure.wait_until_idle()
+        state = conjure.state
+        assert state.jobs[job].status == "cancelled"
+        assert all(not m.leases for m in state.machines.values())
+
+
+async def test_lost_machine_requeues_its_job(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A machine that vanishes mid-job: lost, the job requeued and finished elsewhere."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=100.0)) as cloud:
+        async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure:
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            first = conjure.state.jobs[job].server_id
+            cloud.runcomfy.vanish(first)
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        assert state.jobs[job].status == "succeeded"
+        assert state.machines[first].status in ("lost", "stopped")
+        assert state.machines[first].lost_reason is not None
+        assert state.jobs[job].server_id != first
+
+
+async def test_rejected_prompt_is_not_retried(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A prompt the server rejects (validation) fails the job at once: one attempt."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure:
+            job = await conjure.submit(
+                _graph(), image=example_sketch_png(), prompt="x", sets=["20.steps=-5"]
+            )
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        assert state.jobs[job].status == "failed"
+        assert state.jobs[job].error is not None
+        assert state.jobs[job].error.error_type == "PromptRejected"
+        assert state.jobs[job].attempt == 1
+
+
+async def test_node_errors_are_retried_then_fail(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A node that always fails: retried with backoff up to max_attempts, then JobFailed."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    faults = ComfyFaults(node_error_classes=frozenset({"VAEDecode"}))
+    async with open_test_cloud(wall.now, comfy_faults=faults) as cloud:
+        async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure:
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        assert state.jobs[job].status == "failed"
+        assert state.jobs[job].attempt == 3
+        retries = [r.event for r in log.records() if type(r.event).__name__ == "JobRetrying"]
+        assert [e.attempt for e in retries] == [1, 2]
