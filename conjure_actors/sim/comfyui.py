@@ -107,16 +107,24 @@ DEFAULT_DURATIONS: Final[Mapping[str, float]] = {
     "SaveGLB": 0.01,
 }
 DEFAULT_STEP_DURATIONS: Final[Mapping[str, float]] = {"KSampler": 0.015}
+DEFAULT_PROGRESS_STEPS: Final[Mapping[str, int]] = {"VAEDecodeHunyuan3D": 8}
 
 
 @attrs.frozen
 class ComfyTimings:
-    """How long nodes take: ``scale * (per_class[cls] + steps * per_step[cls])`` seconds."""
+    """How long nodes take: ``scale * (per_class[cls] + steps * per_step[cls])`` seconds.
+
+    ``steps`` is how many progress updates a node sends: ``KSampler`` its ``steps`` input,
+    ``SaveImageWebsocket`` one per image, any class listed in ``progress_steps`` that many
+    (the mesh decoder reports its chunks), every other class none. ``scale`` stretches or
+    shrinks everything (0 = instant; 100 = long runs for property tests under MockClock).
+    """
 
     scale: float = 1.0
     default_node: float = 0.001
     per_class: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_DURATIONS))
     per_step: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_STEP_DURATIONS))
+    progress_steps: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_PROGRESS_STEPS))
 
     def node_seconds(self, class_type: str) -> float:
         return self.scale * self.per_class.get(class_type, self.default_node)
@@ -655,7 +663,7 @@ class ComfyUISim:
                 "torch.OutOfMemoryError",
                 f"Allocation on device 0 would exceed allowed memory (simulated, {class_type})",
             )
-        steps = progress_steps(class_type, resolved)
+        steps = self.timings.progress_steps.get(class_type) or progress_steps(class_type, resolved)
         await trio.sleep(self.timings.node_seconds(class_type))
         ctx = _Context(self, item, steps)
         if steps and class_type != "SaveImageWebsocket":

@@ -781,3 +781,29 @@ async def test_gzip_encoded_download_is_not_mistaken_for_truncated() -> None:
         client = ComfyUIClient(BASE, http=http)
         download = await client.download(OutputFile("1", "images", "a.png", "", "output"))
     assert download.data == png
+
+
+async def test_random_node_errors_fail_some_jobs_and_never_hang(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """node_error_rate: each job ends, succeeded or failed, and the failures name a node."""
+    async with open_env(faults=ComfyFaults(node_error_rate=0.3), seed=11) as env:
+        finals = []
+        for color in range(6):
+            graph = workflow("invert_save")
+            graph["1"]["inputs"]["color"] = color
+            _, updates = await run_job(env, graph)
+            finals.append(updates[-1])
+    failed = [f for f in finals if isinstance(f, PromptFailed)]
+    assert failed
+    assert any(isinstance(f, PromptSucceeded) for f in finals)
+    assert all(f.node_id in {"1", "2", "3"} for f in failed)
+
+
+async def test_mesh_decoder_reports_progress_steps(autojump_clock: trio.abc.Clock) -> None:
+    """VAEDecodeHunyuan3D sends the configured number of progress updates."""
+    timings = ComfyTimings(progress_steps={"VAEDecodeHunyuan3D": 5})
+    async with open_env(timings=timings) as env:
+        _, updates = await run_job(env, await conjure_graph(env))
+    steps = [u.value for u in updates if isinstance(u, NodeProgress) and u.node == "45"]
+    assert steps == [1, 2, 3, 4, 5]
