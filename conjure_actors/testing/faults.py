@@ -14,7 +14,7 @@ are values, so hypothesis prints and shrinks them like any other argument:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -39,7 +39,7 @@ class Fault(Protocol):
     def apply(self, harness: Harness) -> None: ...
 
 
-def _nonzero(obj: object) -> str:
+def _nonzero(obj: Any) -> str:
     """Only the knobs that differ from their defaults (a readable repr)."""
     default = type(obj)()
     parts = [

@@ -30,7 +30,6 @@ process with this on).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
 import math
@@ -64,7 +63,6 @@ from conjure_actors.config import (
 from conjure_actors.domain import state as st
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import default_price_table
-from conjure_actors.domain.workflow import WorkflowError
 from conjure_actors.errors import ConjureError
 from conjure_actors.sim import (
     CloudFaults,
@@ -562,7 +560,7 @@ class Harness:
                     name=request.name,
                 )
             )
-        except (WorkflowError, ConjureError) as exc:
+        except ConjureError as exc:  # WorkflowError and UsageError among them
             self.submitted.append(Submitted(request, None, refused=str(exc)))
             await self.settle()
             return None
@@ -642,40 +640,17 @@ class Harness:
 
 def vanish(cloud: SimulatedCloud, server_id: str) -> None:
     """Make a machine disappear (the RunComfy sim's ``vanished`` fate, applied now)."""
-    rc = cloud.runcomfy
-    public = getattr(rc, "vanish", None)
-    if public is not None:
-        public(server_id)
-        return
-    # Thin adapter until the simulator has a public knob: the same path as its
-    # ``vanish_rate`` fault (billing stops now, 404 from now on, its ComfyUI torn down).
-    machine = rc._machines.get(server_id)
-    if machine is None or machine.stopped_us is not None:
-        return
-    rc._stop(machine, rc._now_us(), "vanished")
+    cloud.runcomfy.vanish(server_id)
 
 
 def set_cloud_faults(cloud: SimulatedCloud, faults: CloudFaults) -> None:
     """Swap the fault knobs of the RunComfy sim, every live ComfyUI and future machines."""
-    cloud.faults = faults
-    cloud.runcomfy.faults = faults.runcomfy
-    for sim in _live_sims(cloud):
-        sim.faults = faults.comfyui
-
-
-def _live_sims(cloud: SimulatedCloud) -> list[Any]:
-    live = getattr(cloud, "_live", {})
-    return [m.sim for m in live.values()]
+    cloud.set_faults(faults)
 
 
 def live_comfyuis(cloud: SimulatedCloud) -> dict[str, Any]:
     """``server_id -> ComfyUISim`` of the machines whose ComfyUI currently answers."""
-    live = getattr(cloud, "_live", {})
-    return {sid: m.sim for sid, m in sorted(live.items())}
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return dict(sorted(cloud.live_machines().items()))
 
 
 @contextlib.asynccontextmanager

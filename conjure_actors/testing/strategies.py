@@ -90,12 +90,12 @@ def _literal(cls: str, name: str, spec: Sequence[Any]) -> st.SearchStrategy[Any]
         hi = min(hi, lo + _INT_CAPS.get(name, 100))
         return st.integers(lo, max(lo, hi))
     if kind == "FLOAT":
-        lo = float(opts.get("min", 0.0))
-        hi = float(opts.get("max", lo + 1.0))
-        hi = min(hi, _FLOAT_CAPS.get(name, hi), lo + 10.0)
+        flo = float(opts.get("min", 0.0))
+        fhi = float(opts.get("max", flo + 1.0))
+        fhi = min(fhi, _FLOAT_CAPS.get(name, fhi), flo + 10.0)
         step = float(opts.get("step", 0.01)) or 0.01
-        count = max(0, int((hi - lo) / step))
-        return st.integers(0, count).map(lambda k: round(lo + k * step, 6))
+        count = max(0, int((fhi - flo) / step))
+        return st.integers(0, count).map(lambda k: round(flo + k * step, 6))
     if kind == "STRING":
         if name == "filename_prefix":
             return st.text(alphabet="abcdefghijklmnop", min_size=1, max_size=8)
@@ -249,10 +249,10 @@ def valid_requests(draw: st.DrawFn, *, conjure_weight: float = 0.5) -> JobReques
     return JobRequest(draw(catalog_workflows()), name="generated", priority=priority, seed=seed)
 
 
-def _refused_variants(graph: dict[str, Any]) -> list[tuple[str, dict[str, Any] | list[Any]]]:
+def _refused_variants(graph: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Structurally broken copies of ``graph`` (each names what is wrong)."""
     first = next(iter(graph))
-    out: list[tuple[str, dict[str, Any] | list[Any]]] = []
+    out: list[tuple[str, dict[str, Any]]] = []
     g = copy.deepcopy(graph)
     g[first]["inputs"]["__extra__"] = ["999", 0]
     out.append(("link to a missing node", g))
@@ -271,26 +271,48 @@ def _refused_variants(graph: dict[str, Any]) -> list[tuple[str, dict[str, Any] |
     return out
 
 
+def _ancestors(graph: Mapping[str, Any], node_id: str) -> set[str]:
+    """Every node ``node_id`` reads from, directly or not."""
+    seen: set[str] = set()
+    todo = [node_id]
+    while todo:
+        for value in graph[todo.pop()]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and value[0] not in seen:
+                seen.add(value[0])
+                todo.append(value[0])
+    return seen
+
+
 def _rejected_variants(graph: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Well-formed copies of ``graph`` that the server's validation rejects."""
+    """Well-formed copies of ``graph`` that the server's validation rejects as a whole.
+
+    ComfyUI runs a prompt whose *other* outputs are valid (and answers 200 with node
+    errors), and never validates nodes no output reads: so the copies keep one output
+    node only, and break that output or a node it reads from."""
+    sinks = [nid for nid, node in graph.items() if _is_output(node["class_type"])]
+    keep = sinks[0]
+    base = {nid: node for nid, node in graph.items() if nid == keep or nid not in sinks}
+    targets = [*sorted(_ancestors(base, keep)), keep]
     out: list[tuple[str, dict[str, Any]]] = []
-    for nid, node in graph.items():
+    for nid in targets:
+        node = base[nid]
         cls = node["class_type"]
         for name, spec in _required(cls).items():
             kind = spec[0]
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
             if kind == "INT" and "min" in opts and not isinstance(node["inputs"][name], list):
-                g = copy.deepcopy(graph)
+                g = copy.deepcopy(base)
                 g[nid]["inputs"][name] = int(opts["min"]) - 1
                 out.append((f"{cls}.{name} below its minimum", g))
             elif isinstance(kind, list) and kind and cls != "LoadImage":
-                g = copy.deepcopy(graph)
+                g = copy.deepcopy(base)
                 g[nid]["inputs"][name] = "no-such-choice"
                 out.append((f"{cls}.{name} not one of its choices", g))
-    g = copy.deepcopy(graph)
-    first = next(iter(g))
-    g[first]["class_type"] = "NoSuchNodeClass"
-    out.append(("an unknown node class", g))
+    source = targets[0]
+    if source != keep:
+        g = copy.deepcopy(base)
+        g[source]["class_type"] = "NoSuchNodeClass"
+        out.append(("an unknown node class", g))
     return out
 
 
@@ -301,7 +323,7 @@ def invalid_requests(draw: st.DrawFn) -> JobRequest:
     priority = draw(priorities())
     if draw(st.booleans()):
         what, bad = draw(st.sampled_from(_refused_variants(graph)))
-        return JobRequest(bad, name=f"refused: {what}", priority=priority, expect="refused")  # type: ignore[arg-type]
+        return JobRequest(bad, name=f"refused: {what}", priority=priority, expect="refused")
     what, bad = draw(st.sampled_from(_rejected_variants(graph)))
     return JobRequest(bad, name=f"rejected: {what}", priority=priority, expect="rejected")
 

@@ -21,6 +21,7 @@ We use 2. Trio's scheduler randomness is seeded by hypothesis (trio registers it
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -79,10 +80,9 @@ class HarnessThread:
             return
         token, stop = self._token, self._stop
         if token is not None and stop is not None and thread.is_alive():
-            try:
+            # The run may have ended on its own (a failure): nothing left to stop then.
+            with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(stop.set, trio_token=token)
-            except trio.RunFinishedError:
-                pass
         thread.join()
         if self._error is not None:
             error, self._error = self._error, None
