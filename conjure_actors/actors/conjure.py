@@ -42,6 +42,7 @@ import httpx
 import trio
 
 import conjure_actors
+from conjure_actors.actors import files
 from conjure_actors.actors.actors import (
     CostActor,
     MachineActor,
@@ -190,17 +191,14 @@ class Conjure:
         else:
             path = Path(image)
             try:
-                data = await trio.Path(path).read_bytes()
+                data = files.read_bytes(path)
             except OSError as exc:
                 raise UsageError(f"cannot read image {path}: {exc.strerror or exc}") from None
             suffix = path.suffix or ".png"
         if not data:
             raise UsageError("the input image is empty")
         digest = hashlib.sha256(data).hexdigest()
-        target = self.ctx.inputs_dir / f"{digest}{suffix}"
-        if not await trio.Path(target).exists():
-            await trio.Path(self.ctx.inputs_dir).mkdir(parents=True, exist_ok=True)
-            await trio.Path(target).write_bytes(data)
+        target = files.keep_input(self.ctx.inputs_dir, f"{digest}{suffix}", data)
         return str(target), digest
 
     async def _start_job(self, job_id: str) -> None:

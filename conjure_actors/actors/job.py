@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from conjure_actors.actors import files
 from conjure_actors.actors.context import Context
 from conjure_actors.actors.messages import Lease, LeaseFailedError, Reply
 from conjure_actors.actors.policy import Backoff
@@ -352,7 +353,7 @@ class JobRun:
         assert job.image_path is not None
         path = Path(job.image_path)
         try:
-            data = await trio.Path(path).read_bytes()
+            data = files.read_bytes(path)
         except OSError as exc:
             raise _Fatal(
                 "InputMissing", f"cannot read input image {path}: {exc.strerror}"
@@ -490,14 +491,13 @@ class JobRun:
     async def _download(self, client: Any, outputs: list[Any]) -> None:
         """Download every output not already saved intact; verify and write atomically."""
         out = self.ctx.out_dir / self.job_id
-        await trio.Path(out).mkdir(parents=True, exist_ok=True)
         saved = {(o.node_id, o.filename): o for o in self.job.outputs}
         for output in outputs:
             node_id = str(output.node_id)
             filename = str(output.filename)
             path = out / Path(filename).name
             prior = saved.get((node_id, filename))
-            if prior is not None and await _intact(Path(prior.path), prior.sha256):
+            if prior is not None and files.intact(Path(prior.path), prior.sha256):
                 continue
             try:
                 data, digest = await _download_one(client, output)
@@ -505,9 +505,7 @@ class JobRun:
                 raise _Retryable(f"download of {filename} failed: {exc}") from None
             except cerr.ClientError as exc:
                 raise _Retryable(f"download of {filename} failed: {exc}") from None
-            tmp = path.with_name(path.name + ".part")
-            await trio.Path(tmp).write_bytes(data)
-            await trio.Path(tmp).replace(path)
+            files.write_atomic(path, data)
             kind = _kind_of(filename)
             await self.emit(
                 ev.OutputSaved(
@@ -569,14 +567,6 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
     return [exc]
-
-
-async def _intact(path: Path, sha256: str) -> bool:
-    try:
-        data = await trio.Path(path).read_bytes()
-    except OSError:
-        return False
-    return hashlib.sha256(data).hexdigest() == sha256
 
 
 async def _download_one(client: Any, output: Any) -> tuple[bytes, str]:
