@@ -124,6 +124,7 @@ class HarnessSettings:
     stall_seconds: float = 60.0
     faults: CloudFaults = attrs.field(factory=CloudFaults)
     deterministic_ids: bool = True
+    start_retries: int = 3
 
     def config(self, cloud: SimulatedCloud) -> Config:
         """The runtime's :class:`~conjure_actors.config.Config` aimed at ``cloud``."""
@@ -284,7 +285,7 @@ class Harness:
             None if settings.budget_usd is None else round(settings.budget_usd * 1_000_000)
         )
         self.budget_floor_micros = 0
-        self.notes: list[str] = []
+        self.start_failures: list[str] = []
 
     # ------------------------------------------------------------------ views
 
@@ -338,9 +339,28 @@ class Harness:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start an incarnation on the log (a resume when the log is not empty)."""
+        """Start an incarnation on the log (a resume when the log is not empty).
+
+        A start that fails (the runtime refuses to resume: the cloud unreachable or rate
+        limited while it reconciles) is retried ``settings.start_retries`` times, 30
+        simulated seconds apart, as an operator re-running ``--resume`` would; each failure
+        is kept in :attr:`start_failures`. With ``start_retries=0`` the first must work."""
         if self.running:
             raise HarnessError("the runtime is already running")
+        for attempt in range(self.settings.start_retries + 1):
+            if attempt:
+                await self.advance(30.0)
+            inc = await self._start_once()
+            if inc.conjure is not None:
+                return
+            self.start_failures.append(repr(inc.error))
+        raise HarnessError(
+            f"the runtime did not start ({self.settings.start_retries + 1} tries): {inc.error!r}"
+            if inc.error is not None
+            else "the runtime did not start within 3600 simulated s"
+        )
+
+    async def _start_once(self) -> _Incarnation:
         self.incarnations += 1
         inc = _Incarnation(self.incarnations, _Severable(self.cloud.http_transport()))
         self._current = inc
@@ -348,12 +368,7 @@ class Harness:
         # rate limit): drive the clock until the runtime is up (or has died).
         self._nursery.start_soon(self._run_incarnation, inc)
         await self._advance_until(lambda: inc.conjure is not None or inc.done.is_set(), 3600.0)
-        if inc.conjure is None:
-            raise HarnessError(
-                f"the runtime did not start: {inc.error!r}"
-                if inc.error is not None
-                else "the runtime did not start within 3600 simulated s"
-            )
+        return inc
 
     async def _run_incarnation(self, inc: _Incarnation) -> None:
         # The journal stays open while the runtime dies: the crash cancels only the

@@ -188,8 +188,10 @@ def _job_problems(job: st.Job, expect: str) -> list[str]:
             out.append(f"jobs: {jid}: a workflow the server rejects succeeded")
         if job.execution != "succeeded":
             out.append(f"jobs: {jid} succeeded but its execution is {job.execution!r}")
+    # A job that never reached a server (no machine: budget, launch failures) fails for
+    # that reason; only a prompt that was sent must come back rejected.
     if expect == "rejected" and job.status == st.FAILED and job.error is not None:
-        if job.error.error_type != "PromptRejected":
+        if job.error.error_type != "PromptRejected" and job.prompt_id is not None:
             out.append(
                 f"jobs: {jid}: a rejected workflow failed as {job.error.error_type}"
                 " instead of PromptRejected"
