@@ -335,7 +335,7 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=10, help="overhead: machines")
     parser.add_argument("--repeats", type=int, default=3, help="overhead: repeats (median)")
     parser.add_argument("--day-jobs", type=int, default=300, help="cost: jobs in the day")
-    parser.add_argument("--idle-timeout", type=float, default=90.0,
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
                         help="cost: our idle timeout (s)")
     parser.add_argument("--seed", type=int, default=11, help="cost: arrival seed")
     parser.add_argument("--skip-overhead", action="store_true")

@@ -433,6 +433,14 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
         await conjure.set_budget(budget)
     if ctx.mode == "comfyui" and ctx.config.comfyui_url:
         attach = {"comfyui": ctx.config.comfyui_url, **attach}
+    for m in list(state.machines.values()):
+        # An attached machine of an earlier run that is not attached now cannot be reached.
+        if m.kind != "runcomfy" and m.status not in st.MACHINE_GONE and m.server_id not in attach:
+            await ctx.emit(
+                ev.MachineLost(
+                    server_id=m.server_id, reason="not attached in this run", at=ctx.now()
+                )
+            )
     for name, url in attach.items():
         kind = "comfyui" if name == "comfyui" else "dev"
         client = make_comfyui_client(ctx, name, url)

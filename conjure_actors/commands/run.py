@@ -248,6 +248,23 @@ async def _main(
         )
 
 
+async def _dev_machine(config: Config) -> Any:
+    """The dev machine of ``machine up`` if it is alive (``run`` attaches to it)."""
+    import httpx
+
+    from conjure_actors.clients.runcomfy import RunComfyClient
+    from conjure_actors.commands.machine import attachable_dev_machine
+
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        rc = RunComfyClient(
+            config.runcomfy.base_url,
+            config.runcomfy.user_id,
+            config.runcomfy.api_token.reveal(),
+            http=http,
+        )
+        return await attachable_dev_machine(config, rc)
+
+
 def _check_budget(config: Config) -> None:
     """A budget below the cost of one lease can launch nothing: say so before starting."""
     if config.budget.usd is None or config.mode == "comfyui":
@@ -344,6 +361,12 @@ async def _run(
     interrupted = False
     job_ids: list[str] = []
     sink: Any = JsonSink(out.stdout) if out.json_mode else None
+    attach: dict[str, str] = {}
+    if mode == "runcomfy":
+        dev = await _dev_machine(config)
+        if dev is not None:
+            attach[dev.server_id] = dev.url
+            out.say(f"attaching to dev machine {dev.server_id} (machine down stops it)")
     try:
         async with eventlog.open_journal(
             log_path, Event, apply=apply, initial=initial_state(), clock=wall.now
@@ -361,6 +384,7 @@ async def _run(
                     out_dir=out_dir,
                     monitor=sink,
                     mode=mode,
+                    attach=attach,
                 ) as conjure,
             ):
                 work = trio.CancelScope()
