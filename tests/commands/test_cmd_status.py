@@ -1,0 +1,66 @@
+"""``status LOG`` summarizes a run log; without anything to show it says so."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import eventlog
+from conjure_actors.cli import main
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.events import Event
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("RUNCOMFY_", "CONJURE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _log(path: Path) -> None:
+    with eventlog.open_writer(path, Event) as writer:
+        writer.append(ev.WorkflowRegistered(sha256="w", name="w", graph_json="{}", at=1.0))
+        writer.append(ev.JobSubmitted(job_id="j1", workflow_sha256="w", at=1.0))
+        writer.append(ev.JobQueued(job_id="j1", at=1.0))
+        writer.append(ev.JobFailed(job_id="j1", error_type="X", message="boom", at=2.0))
+        writer.append(
+            ev.MachineStopped(
+                server_id="s1", stopped_at=10.0, billed_seconds=10, cost_micros=2750, at=10.0
+            )
+        )
+
+
+def test_status_of_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run log: jobs by status, machines and the bill."""
+    _log(tmp_path / "r.log")
+    assert main(["status", str(tmp_path / "r.log")]) == 0
+    out = capsys.readouterr().out
+    assert "1 failed" in out
+    assert "machine s1" in out
+    assert "$0.0028" in out
+
+
+def test_status_defaults_to_newest_run_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No argument: the newest log under ./runs/ is summarized."""
+    (tmp_path / "runs").mkdir()
+    _log(tmp_path / "runs" / "a.log")
+    assert main(["status"]) == 0
+    assert "runs/a.log" in capsys.readouterr().out
+
+
+def test_status_with_nothing_to_show(capsys: pytest.CaptureFixture[str]) -> None:
+    """No log, no ComfyUI, no credentials: one line saying so, exit 0."""
+    assert main(["status"]) == 0
+    assert "nothing to show" in capsys.readouterr().out
+
+
+def test_status_missing_log_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A LOG that does not exist is a one-line usage error."""
+    assert main(["status", str(tmp_path / "absent.log")]) == 2
+    assert "no run log" in capsys.readouterr().err
