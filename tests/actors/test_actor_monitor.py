@@ -1,0 +1,100 @@
+"""The monitor's pieces: public names, JSON lines, stall detection, the run summary; and a
+stalled job noticed end to end (JobStalled, then the job still succeeds by polling)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+from conftest import open_test_cloud, run_conjure, sim_config
+
+import conjure_actors.actors as actors
+import eventlog
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.actors.view import StallDetector, event_json_line, summarize, summary_lines
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.config import MonitorConfig
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
+
+
+def test_public_names() -> None:
+    """Every name in __all__ exists, and the list is sorted."""
+    for name in actors.__all__:
+        assert hasattr(actors, name), name
+    assert sorted(actors.__all__) == actors.__all__
+
+
+def test_event_json_line_has_seq_type_and_fields() -> None:
+    """One JSON object per event: seq, ts, type tag and the event's fields."""
+    line = event_json_line(7, 1.5, ev.JobQueued(job_id="j", at=1.0))
+    assert json.loads(line) == {
+        "seq": 7,
+        "ts": 1.5,
+        "type": "job.queued",
+        "job_id": "j",
+        "reason": "",
+        "at": 1.0,
+    }
+
+
+def test_stall_reported_once_per_silence() -> None:
+    """A job silent for stall_seconds is reported once; a sign of life re-arms it."""
+    d = StallDetector(10.0)
+    d.alive("a", 0.0)
+    assert d.stalled(9.0) == []
+    assert d.stalled(10.0) == [("a", 10.0)]
+    assert d.stalled(20.0) == []
+    d.alive("a", 21.0)
+    assert d.stalled(31.0) == [("a", 10.0)]
+    d.forget("a")
+    assert d.stalled(100.0) == []
+
+
+def test_summary_counts_outcomes() -> None:
+    """The summary counts jobs by outcome and takes the bill from the ledger."""
+    state = initial_state()
+    for e in (
+        ev.WorkflowRegistered(sha256="w", name="w", graph_json="{}", at=0.0),
+        ev.JobSubmitted(job_id="a", workflow_sha256="w", at=0.0),
+        ev.JobSubmitted(job_id="b", workflow_sha256="w", at=0.0),
+        ev.JobCancelled(job_id="b", reason="x", at=1.0),
+        ev.MachineStopped(
+            server_id="s", stopped_at=5.0, billed_seconds=5, cost_micros=1375, at=5.0
+        ),
+    ):
+        state = apply(state, e)
+    s = summarize(state)
+    assert (s.jobs, s.cancelled, s.unfinished, s.cost_micros) == (2, 1, 1, 1375)
+    lines = summary_lines(s, seconds=1.0, out_dir="o", log_path="l", mode="simulated")
+    assert lines[0].startswith("jobs: 2 (0 succeeded, 0 failed, 1 cancelled, 1 unfinished)")
+
+
+async def test_silent_websocket_is_noticed_as_a_stall(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A WebSocket that goes silent: the monitor logs JobStalled, the job follows by polling
+    and still succeeds."""
+    import attrs
+
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    faults = ComfyFaults(ws_silence_rate=1.0, ws_silent_after=2)
+    async with open_test_cloud(
+        wall.now, comfy_faults=faults, timings=ComfyTimings(scale=50.0)
+    ) as cloud:
+        config = attrs.evolve(sim_config(cloud), monitor=MonitorConfig(stall_seconds=5.0))
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job = await conjure.submit(
+                json.loads(bundled_workflow()), image=example_sketch_png(), prompt="x"
+            )
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            state = conjure.state
+    assert state.jobs[job].status == "succeeded"
+    assert state.jobs[job].stalls >= 1
