@@ -15,7 +15,7 @@ import attrs
 import msgspec
 
 from conjure_actors.domain import state as st
-from conjure_actors.domain.prices import format_usd
+from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
 _json = msgspec.json.Encoder()
 
@@ -85,8 +85,18 @@ def job_fraction(state: st.State, job: st.Job) -> float:
     return min(1.0, done / total)
 
 
-def machine_cost(machine: st.Machine) -> int:
-    return machine.cost_micros
+def live_cost(machine: st.Machine, now: float) -> int:
+    """A machine's cost so far: its final bill once stopped, else the billing rule to now
+    (the ledger's accruals lag by up to the accrual period)."""
+    if machine.status in st.MACHINE_GONE or machine.service_ready_at is None:
+        return machine.cost_micros
+    until = now
+    if machine.estimated_stopping_at is not None:
+        until = min(now, machine.estimated_stopping_at)
+    return max(
+        machine.cost_micros,
+        machine_cost_micros(machine.rate_micros_per_hour, machine.service_ready_at, until),
+    )
 
 
 @attrs.frozen
@@ -175,9 +185,12 @@ def render_view(state: st.State, now: float, job_ids: Iterable[str] | None = Non
     machines = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for col in ("machine", "state", "jobs", "cost"):
         machines.add_column(col)
+    total_micros = 0
     for m in state.machines.values():
-        machines.add_row(m.server_id[:16], m.status, str(len(m.leases)), format_usd(m.cost_micros))
-    total = f"total cost: {format_usd(state.ledger.total_micros)}"
+        cost = live_cost(m, now)
+        total_micros += cost
+        machines.add_row(m.server_id[:16], m.status, str(len(m.leases)), format_usd(cost))
+    total = f"total cost: {format_usd(total_micros)}"
     if state.budget.limit_micros is not None:
         total += f" of {format_usd(state.budget.limit_micros)} budget"
     return Group(jobs, machines, total)

@@ -360,6 +360,7 @@ async def _run(
     out_dir = Path(args.out)
     interrupted = False
     job_ids: list[str] = []
+    state: Any = None
     sink: Any = JsonSink(out.stdout) if out.json_mode else None
     attach: dict[str, str] = {}
     if mode == "runcomfy":
@@ -435,6 +436,8 @@ async def _run(
             state = journal.state
     finally:
         if sink is not None:
+            if state is not None:
+                sink.tick(state)
             sink.close()
     summary = summarize(state, job_ids or None)
     for line in summary_lines(
