@@ -92,8 +92,9 @@ class ConjureStateMachine(RuleBasedStateMachine):
         return self.h
 
     @contextlib.contextmanager
-    def _watch(self) -> Iterator[None]:
-        """Any failure: note the seed, save the log (on the final, shrunk run)."""
+    def watch(self) -> Iterator[None]:
+        """Any failure inside: note the seed and save the log (on the final, shrunk run).
+        Wrap the body of your own rules in it; invariants (yours too) are covered."""
         try:
             yield
         except BaseException as exc:
@@ -127,44 +128,44 @@ class ConjureStateMachine(RuleBasedStateMachine):
     )
     def open_world(self, seed: int, budget: float | None, machines: int) -> None:
         self.seed = seed
-        with self._watch():
+        with self.watch():
             self.h = HarnessThread(self.harness_settings(seed, budget, machines)).open()
 
     @rule(target=jobs, request=job_requests())
     def submit(self, request: JobRequest) -> Any:
-        with self._watch():
+        with self.watch():
             job_id = self.harness.submit(request)
         return multiple(job_id) if job_id is not None else multiple()
 
     @rule(job_id=jobs)
     def cancel(self, job_id: str) -> None:
-        with self._watch():
+        with self.watch():
             self.harness.cancel(job_id)
 
     @rule(fault=faults())
     def inject_fault(self, fault: Fault) -> None:
-        with self._watch():
+        with self.watch():
             self.harness.inject(fault)
 
     @rule(data=st.data())
     def advance_clock(self, data: st.DataObject) -> None:
         seconds = data.draw(st.sampled_from(self.CLOCK_STEPS), label="seconds")
-        with self._watch():
+        with self.watch():
             self.harness.advance(seconds)
 
     @rule()
     def crash_and_resume(self) -> None:
-        with self._watch():
+        with self.watch():
             self.harness.restart()
 
     @rule(usd=budgets())
     def change_budget(self, usd: float | None) -> None:
-        with self._watch():
+        with self.watch():
             self.harness.set_budget(usd)
 
     @rule(index=st.integers(0, 7))
     def lose_machine(self, index: int) -> None:
-        with self._watch():
+        with self.watch():
             self.harness.lose_machine(index)
 
     # ------------------------------------------------------------------ invariants
@@ -172,8 +173,14 @@ class ConjureStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.h is not None)
     @invariant()
     def invariants_hold(self) -> None:
-        with self._watch():
+        with self.watch():
             self.harness.check()
+
+    def check_invariants(self, *args: Any, **kwargs: Any) -> Any:
+        # Hypothesis runs every @invariant (a subclass's too) through this method: a
+        # failing one is reported like a failing rule.
+        with self.watch():
+            return super().check_invariants(*args, **kwargs)  # type: ignore[misc]
 
     def teardown(self) -> None:
         h, self.h = self.h, None
@@ -182,7 +189,7 @@ class ConjureStateMachine(RuleBasedStateMachine):
         try:
             if not self._failed:
                 self.h = h  # for _report
-                with self._watch():
+                with self.watch():
                     h.run_until_quiet()
                     h.check()
                     h.check_quiet()

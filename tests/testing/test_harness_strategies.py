@@ -1,0 +1,100 @@
+"""The harness's hypothesis strategies draw what they promise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import conjure_actors.testing as testing
+from conjure_actors.domain.workflow import catalog_from_object_info, load_workflow, validate_graph
+from conjure_actors.errors import ConjureError
+from conjure_actors.sim import PNG_SIGNATURE
+from conjure_actors.sim.catalog import OBJECT_INFO, output_nodes
+from conjure_actors.sim.comfyui_validate import validate_prompt
+from conjure_actors.testing import (
+    Knobs,
+    budgets,
+    catalog_workflows,
+    fault_schedules,
+    images,
+    invalid_requests,
+    valid_requests,
+)
+
+CATALOG = catalog_from_object_info(OBJECT_INFO)
+
+
+@given(catalog_workflows())
+def test_catalog_workflows_validate_against_the_catalog(graph: dict) -> None:
+    """Every drawn graph is valid for the simulator's node catalogue."""
+    assert validate_graph(graph, CATALOG) == []
+    assert json.loads(json.dumps(graph)) == graph
+
+
+@given(valid_requests())
+def test_valid_requests_load(request: testing.JobRequest) -> None:
+    """A valid request's workflow loads and expects to run."""
+    assert request.expect == "valid"
+    load_workflow(dict(request.workflow))
+
+
+@given(invalid_requests())
+def test_invalid_requests_are_refused_or_well_formed(request: testing.JobRequest) -> None:
+    """``refused`` graphs fail to load; ``rejected`` ones load (the server rejects them)."""
+    if request.expect == "refused":
+        with pytest.raises(ConjureError):
+            load_workflow(dict(request.workflow))
+    else:
+        assert request.expect == "rejected"
+        load_workflow(dict(request.workflow))
+        outcome = validate_prompt(
+            json.loads(json.dumps(request.workflow)),
+            catalog=OBJECT_INFO,
+            output_classes=output_nodes(),
+            custom={"LoadImage": lambda name, value: True},
+        )
+        assert not outcome.ok, request.name
+
+
+@given(images())
+def test_images_are_pngs(data: bytes) -> None:
+    """Input images are real PNG files."""
+    assert data.startswith(PNG_SIGNATURE)
+
+
+@given(fault_schedules())
+def test_fault_schedules_are_sorted_in_time(schedule: list) -> None:
+    """Scheduled faults come in time order, within the horizon."""
+    times = [t.after for t in schedule]
+    assert times == sorted(times)
+    assert all(0 <= t <= 900 for t in times)
+
+
+@settings(max_examples=10)
+@given(budgets())
+def test_budgets_are_whole_cents(usd: float | None) -> None:
+    """Budgets are None or whole cents up to $5."""
+    if usd is not None:
+        assert 0 <= usd <= 5
+        assert round(usd * 100) == pytest.approx(usd * 100)
+
+
+def test_knobs_repr_shows_only_what_is_set() -> None:
+    """A fault's repr names only the knobs it turns (readable shrunk steps)."""
+    knobs = Knobs(runcomfy=testing.RunComfyFaults(server_error_rate=0.1))
+    assert repr(knobs) == (
+        "Knobs(runcomfy=RunComfyFaults(server_error_rate=0.1), comfyui=ComfyFaults())"
+    )
+
+
+def test_public_names() -> None:
+    """``conjure_actors.testing`` exports exactly its documented names."""
+    assert sorted(testing.__all__) == testing.__all__
+    for name in testing.__all__:
+        assert hasattr(testing, name), name
+    assert {"SimulatedCloud", "Harness", "ConjureStateMachine", "run_harness"} <= set(
+        testing.__all__
+    )
