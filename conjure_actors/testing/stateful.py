@@ -180,7 +180,7 @@ class ConjureStateMachine(RuleBasedStateMachine):
         # Hypothesis runs every @invariant (a subclass's too) through this method: a
         # failing one is reported like a failing rule.
         with self.watch():
-            return super().check_invariants(*args, **kwargs)  # type: ignore[misc]
+            return super().check_invariants(*args, **kwargs)
 
     def teardown(self) -> None:
         h, self.h = self.h, None

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import conjure_actors.testing as testing
 from conjure_actors.domain.workflow import catalog_from_object_info, load_workflow, validate_graph
