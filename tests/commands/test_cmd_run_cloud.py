@@ -191,6 +191,10 @@ async def test_ctrl_c_stops_every_machine(tmp_path: Path) -> None:
         state = _state(tmp_path / "r.log")
         assert state.system.stop_reason == "interrupted"
         assert all(j.status == "cancelled" for j in state.jobs.values())
+        # Secrets: the token appears in no output and no logged event.
+        raw_log = (tmp_path / "r.log").read_bytes()
+        assert cloud.token.encode() not in raw_log
+        assert cloud.token not in json.dumps(run.lines) + run.stderr.decode()
 
 
 async def test_wrong_token_is_one_line(tmp_path: Path) -> None:
