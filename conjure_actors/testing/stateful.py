@@ -1,8 +1,8 @@
 """The stateful test: a hypothesis ``RuleBasedStateMachine`` over the whole simulated system.
 
-Rules: submit a job (random workflow, priority), cancel a job, inject a fault, advance the
-clock, crash the runtime and resume it, change the budget, lose a machine. After every step
-every invariant of :mod:`conjure_actors.testing.invariants` is checked; at the end (teardown)
+Rules: submit a job (random workflow, priority), cancel a job, inject a fault (now, or a
+schedule of faults that fire as the clock advances), advance the clock, crash the runtime
+and resume it, change the budget, lose a machine. After every step every invariant of :mod:`conjure_actors.testing.invariants` is checked; at the end (teardown)
 the faults stop, the clock runs on, and every job must have ended, no machine may run and the
 ledger must equal the cloud's bills exactly.
 
@@ -41,10 +41,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from conjure_actors.testing.faults import Fault
+from conjure_actors.testing.faults import Fault, TimedFault
 from conjure_actors.testing.harness import HarnessSettings
 from conjure_actors.testing.requests import JobRequest
-from conjure_actors.testing.strategies import budgets, faults, job_requests
+from conjure_actors.testing.strategies import budgets, fault_schedules, faults, job_requests
 from conjure_actors.testing.thread import HarnessThread
 
 __all__ = ["FAILURES_ENV", "ConjureStateMachine", "failures_dir"]
@@ -146,6 +146,11 @@ class ConjureStateMachine(RuleBasedStateMachine):
     def inject_fault(self, fault: Fault) -> None:
         with self.watch():
             self.harness.inject(fault)
+
+    @rule(schedule=fault_schedules(max_faults=3, horizon=600.0))
+    def schedule_faults(self, schedule: list[TimedFault]) -> None:
+        with self.watch():
+            self.harness.schedule(schedule)
 
     @rule(data=st.data())
     def advance_clock(self, data: st.DataObject) -> None:
