@@ -3,8 +3,9 @@
 Rules: submit a job (random workflow, priority), cancel a job, inject a fault (now, or a
 schedule of faults that fire as the clock advances), advance the clock, crash the runtime
 and resume it, change the budget, lose a machine. After every step every invariant of
-:mod:`conjure_actors.testing.invariants` is checked; at the end (teardown) the faults stop, the clock runs on, and every job must have ended, no machine may run and the
-ledger must equal the cloud's bills exactly.
+:mod:`conjure_actors.testing.invariants` is checked; at the end (teardown) the faults stop,
+the clock runs on, and every job must have ended, no machine may run and the ledger must
+equal the cloud's bills exactly.
 
 The simulated world lives in a :class:`~conjure_actors.testing.HarnessThread` (one
 ``trio.run`` in a background thread for the whole example; see that module for why).
