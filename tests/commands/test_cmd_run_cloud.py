@@ -134,14 +134,14 @@ async def _kill_and_resume(root: Path, point: str, results: dict[str, Any]) -> N
     log = cwd / "run.log"
     async with served_cloud() as cloud:
         first = await start_run(cloud, cwd, "--log", str(log), "--jobs", "2", "--seed", "5")
-        with trio.fail_after(60):
+        with trio.fail_after(120):
             await first.until(KILL_POINTS[point])
         first.process.send_signal(signal.SIGKILL)
         await first.process.wait()
         second = await start_run(cloud, cwd, "--resume", str(log))
-        with trio.fail_after(90):
+        with trio.fail_after(180):
             code = await second.finish()
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while cloud.runcomfy.running():  # noqa: ASYNC110 - the sim offers no event
                 await trio.sleep(0.1)
         bills = {b.server_id: b.cost_micros for b in cloud.runcomfy.billing()}
