@@ -262,10 +262,21 @@ class Conjure:
                 return False
             return not (machines_stopped and self.running_machines())
 
+        # Re-check only on events that can end the wait (a job or a machine reaching its
+        # end), so a long run does not rescan every job on every progress event.
+        enders = (
+            ev.JobSucceeded,
+            ev.JobFailed,
+            ev.JobCancelled,
+            ev.MachineStopped,
+            ev.MachineLost,
+            ev.SystemStopped,
+        )
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             while not idle():
                 with trio.move_on_after(max(1.0, self.ctx.config.pool.poll_interval)):
-                    await records.receive()
+                    while not isinstance((await records.receive()).event, enders):
+                        pass
 
     # ------------------------------------------------------------------ stop
 

@@ -306,6 +306,13 @@ class MachinePool:
 
     async def _assign_locked(self) -> None:
         state = self.ctx.state
+        # Machines with a free slot now; once none is left, only waiters bound to one
+        # machine (recovery) still need a look, so a long queue costs O(free machines).
+        views = [
+            v
+            for v in self._views()
+            if v.ready and v.healthy and not v.stopping and v.leases < self._limit(v.server_id)
+        ]
         order = priority_order([(w.priority, w.seq) for w in self._waiting])
         served: list[_Waiter] = []
         for i in order:
@@ -313,11 +320,10 @@ class MachinePool:
             if w.reply.done:
                 served.append(w)
                 continue
+            if not views and w.only_server is None:
+                continue
             sid = pick_machine(
-                self._views(),
-                w.workflow_version,
-                self.cfg.jobs_per_machine,
-                only_server=w.only_server,
+                views, w.workflow_version, self.cfg.jobs_per_machine, only_server=w.only_server
             )
             if sid is not None and len(state.machines[sid].leases) < self._limit(sid):
                 job = state.jobs.get(w.job_id)
@@ -333,6 +339,10 @@ class MachinePool:
                 live = self._live.setdefault(sid, _Live())
                 w.reply.set(Lease(sid, live.client, live.lost, live.events))
                 served.append(w)
+                views = [
+                    attrs.evolve(v, leases=v.leases + 1) if v.server_id == sid else v for v in views
+                ]
+                views = [v for v in views if v.leases < self._limit(v.server_id)]
             elif w.only_server is not None:
                 m = state.machines.get(w.only_server)
                 if m is None or m.status in MACHINE_GONE:
@@ -342,8 +352,9 @@ class MachinePool:
                         )
                     )
                     served.append(w)
-        for w in served:
-            self._waiting.remove(w)
+        if served:
+            done = set(map(id, served))
+            self._waiting = [w for w in self._waiting if id(w) not in done]
         await self._launch_for_demand()
 
     async def _launch_for_demand(self) -> None:
