@@ -303,6 +303,7 @@ class MachinePool:
         """Serve waiting requests from Ready machines; launch for the unmet demand."""
         async with self._lock:
             await self._assign_locked()
+            await self._launch_for_demand()
 
     async def _assign_locked(self) -> None:
         state = self.ctx.state
@@ -313,6 +314,8 @@ class MachinePool:
             for v in self._views()
             if v.ready and v.healthy and not v.stopping and v.leases < self._limit(v.server_id)
         ]
+        if not views and not any(w.only_server is not None for w in self._waiting):
+            return  # nothing free: the waiters keep waiting (launches are decided below)
         order = priority_order([(w.priority, w.seq) for w in self._waiting])
         served: list[_Waiter] = []
         for i in order:
@@ -355,7 +358,6 @@ class MachinePool:
         if served:
             done = set(map(id, served))
             self._waiting = [w for w in self._waiting if id(w) not in done]
-        await self._launch_for_demand()
 
     async def _launch_for_demand(self) -> None:
         if self.ctx.runcomfy is None:
