@@ -112,11 +112,19 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
         log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event, sync="none")
         config = _config(cloud, max_machines=machines, poll_interval=1.0, idle_timeout=30.0)
         async with (
-            eventlog.open_journal(log, Event, apply=apply, initial=initial_state(),
-                                  clock=wall.now) as journal,
-            open_conjure(config, journal=journal, http=cloud.http_transport(),
-                         ws_connect=cloud.ws_connect, wall=wall, out_dir=out, monitor=sink,
-                         seed=1) as conjure,
+            eventlog.open_journal(
+                log, Event, apply=apply, initial=initial_state(), clock=wall.now
+            ) as journal,
+            open_conjure(
+                config,
+                journal=journal,
+                http=cloud.http_transport(),
+                ws_connect=cloud.ws_connect,
+                wall=wall,
+                out_dir=out,
+                monitor=sink,
+                seed=1,
+            ) as conjure,
         ):
             cpu0, t0 = time.process_time(), time.perf_counter()
             for i in range(n):
@@ -127,8 +135,13 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
             events = log.last_seq
             await conjure.shutdown()
     assert ok == n, f"only {ok} of {n} jobs succeeded"
-    return {"jobs_s": n / elapsed, "events_s": events / elapsed, "cpu_ms": 1000 * cpu / n,
-            "events": events, "ui_events": sink.events}
+    return {
+        "jobs_s": n / elapsed,
+        "events_s": events / elapsed,
+        "cpu_ms": 1000 * cpu / n,
+        "events": events,
+        "ui_events": sink.events,
+    }
 
 
 async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
@@ -146,8 +159,12 @@ async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
         rc = RunComfyClient(cloud.base_url, cloud.user_id, cloud.token, http=http)
         servers = [await rc.launch(VERSION, "medium", 3600) for _ in range(machines)]
         ready = [await rc.wait_until_ready(s.server_id, interval=1.0) for s in servers]
-        clients = [ComfyUIClient(s.url.reveal(), http=http, ws_connect=cloud.ws_connect,
-                                 redact=s.server_id) for s in ready]
+        clients = [
+            ComfyUIClient(
+                s.url.reveal(), http=http, ws_connect=cloud.ws_connect, redact=s.server_id
+            )
+            for s in ready
+        ]
         queue_send, queue_recv = trio.open_memory_channel[int](math.inf)
         for i in range(n):
             queue_send.send_nowait(i)
@@ -223,7 +240,9 @@ def _day_timings() -> CloudTimings:
     return CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=60.0),
         comfyui=ComfyTimings(
-            per_class={}, default_node=0.0, per_step={"KSampler": STEP_SECONDS},
+            per_class={},
+            default_node=0.0,
+            per_step={"KSampler": STEP_SECONDS},
             progress_steps={},
         ),
     )
@@ -248,26 +267,44 @@ async def _ours_day(jobs: list[DayJob], out: Path, idle_timeout: float) -> dict[
     wall = TrioWallClock()
     wf = load_workflow(json.loads(bundled_workflow()))
     image = example_sketch_png()
-    async with open_simulated_cloud(seed=2, timings=_day_timings(), faults=_day_faults(),
-                                    wall=wall.now) as cloud:
+    async with open_simulated_cloud(
+        seed=2, timings=_day_timings(), faults=_day_faults(), wall=wall.now
+    ) as cloud:
         log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event, sync="none")
-        config = _config(cloud, max_machines=20, poll_interval=5.0, idle_timeout=idle_timeout,
-                         lease_seconds=900.0, renew_margin=300.0)
-        config = attrs.evolve(config, runcomfy=attrs.evolve(config.runcomfy,
-                                                            workflow_version="wv-1"))
+        config = _config(
+            cloud,
+            max_machines=20,
+            poll_interval=5.0,
+            idle_timeout=idle_timeout,
+            lease_seconds=900.0,
+            renew_margin=300.0,
+        )
+        config = attrs.evolve(
+            config, runcomfy=attrs.evolve(config.runcomfy, workflow_version="wv-1")
+        )
         async with (
-            eventlog.open_journal(log, Event, apply=apply, initial=initial_state(),
-                                  clock=wall.now) as journal,
-            open_conjure(config, journal=journal, http=cloud.http_transport(),
-                         ws_connect=cloud.ws_connect, wall=wall, out_dir=out,
-                         seed=3) as conjure,
+            eventlog.open_journal(
+                log, Event, apply=apply, initial=initial_state(), clock=wall.now
+            ) as journal,
+            open_conjure(
+                config,
+                journal=journal,
+                http=cloud.http_transport(),
+                ws_connect=cloud.ws_connect,
+                wall=wall,
+                out_dir=out,
+                seed=3,
+            ) as conjure,
         ):
             start = trio.current_time()
             ids: list[str] = []
             for job in jobs:
                 await trio.sleep_until(start + job.arrival)
-                ids.append(await conjure.submit(wf, image=image, prompt="fox", seed=job.seed,
-                                                sets=_conjure_sets(job)))
+                ids.append(
+                    await conjure.submit(
+                        wf, image=image, prompt="fox", seed=job.seed, sets=_conjure_sets(job)
+                    )
+                )
             await conjure.wait_until_idle(machines_stopped=True)
             state = conjure.state
             await conjure.shutdown()
@@ -287,8 +324,9 @@ async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
     image = example_sketch_png()
     latencies: list[float] = []
     async with (
-        open_simulated_cloud(seed=2, timings=_day_timings(), faults=_day_faults(),
-                             wall=wall.now) as cloud,
+        open_simulated_cloud(
+            seed=2, timings=_day_timings(), faults=_day_faults(), wall=wall.now
+        ) as cloud,
         httpx.AsyncClient(transport=cloud.http_transport()) as http,
     ):
         rc = RunComfyClient(cloud.base_url, cloud.user_id, cloud.token, http=http)
@@ -302,8 +340,13 @@ async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
                 client = ComfyUIClient(server.url.reveal(), http=http, redact=server.server_id)
                 await client.system_stats()
                 uploaded = await client.upload_image(image, f"in{job.seed}.png")
-                bindings = bindings_for(wf, image=uploaded.reference, prompt="fox",
-                                        seed=job.seed, sets=_conjure_sets(job))
+                bindings = bindings_for(
+                    wf,
+                    image=uploaded.reference,
+                    prompt="fox",
+                    seed=job.seed,
+                    sets=_conjure_sets(job),
+                )
                 pid = f"00000000-0000-4000-8000-{job.seed:012d}"
                 await client.submit(wf.prompt(bindings), pid, None)
                 done = await client.wait(pid, poll_interval=5.0)
@@ -335,8 +378,9 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=10, help="overhead: machines")
     parser.add_argument("--repeats", type=int, default=3, help="overhead: repeats (median)")
     parser.add_argument("--day-jobs", type=int, default=300, help="cost: jobs in the day")
-    parser.add_argument("--idle-timeout", type=float, default=60.0,
-                        help="cost: our idle timeout (s)")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=60.0, help="cost: our idle timeout (s)"
+    )
     parser.add_argument("--seed", type=int, default=11, help="cost: arrival seed")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
@@ -346,8 +390,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if not args.skip_overhead:
-            ours = [_run(_ours_overhead, args.jobs, args.machines, out / f"o{r}")
-                    for r in range(args.repeats)]
+            ours = [
+                _run(_ours_overhead, args.jobs, args.machines, out / f"o{r}")
+                for r in range(args.repeats)
+            ]
             bare_dirs = [out / f"b{r}" for r in range(args.repeats)]
             for d in bare_dirs:
                 d.mkdir()
@@ -357,27 +403,38 @@ def main() -> int:
             def med(rows: list[dict[str, float]], key: str) -> float:
                 return statistics.median(r[key] for r in rows)
 
-            print(f"== overhead: {args.jobs} jobs (invert_save, zero-duration nodes), "
-                  f"{args.machines} machines, in memory, MockClock; median of {args.repeats}")
+            print(
+                f"== overhead: {args.jobs} jobs (invert_save, zero-duration nodes), "
+                f"{args.machines} machines, in memory, MockClock; median of {args.repeats}"
+            )
             print(f"{'figure':<34}{'conjure':>14}{'bare client':>14}{'ratio':>8}")
-            for label, key, fmt in (("jobs/s", "jobs_s", "{:.0f}"),
-                                    ("CPU per job (ms)", "cpu_ms", "{:.2f}")):
+            for label, key, fmt in (
+                ("jobs/s", "jobs_s", "{:.0f}"),
+                ("CPU per job (ms)", "cpu_ms", "{:.2f}"),
+            ):
                 a, b = med(ours, key), med(bare, key)
                 print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
-            print(f"{'events/s (WS->journal->state->UI)':<34}{med(ours, 'events_s'):>14.0f}"
-                  f"{'-':>14}{'':>8}")
+            print(
+                f"{'events/s (WS->journal->state->UI)':<34}{med(ours, 'events_s'):>14.0f}"
+                f"{'-':>14}{'':>8}"
+            )
             print(f"{'events per job':<34}{med(ours, 'events') / args.jobs:>14.1f}")
             print(f"{'peak memory per job (KiB)':<34}{mem:>14.1f}")
         if not args.skip_cost:
             jobs = _day(args.day_jobs, args.seed)
             ours_day = _run(_ours_day, jobs, out / "day", args.idle_timeout)
             seeds_day = _run(_seeds_day, jobs, out / "seeds")
-            print(f"\n== cost efficiency: {args.day_jobs} jobs over a simulated day (seed "
-                  f"{args.seed}), start-up 60-180 s, jobs 100-500 s")
+            print(
+                f"\n== cost efficiency: {args.day_jobs} jobs over a simulated day (seed "
+                f"{args.seed}), start-up 60-180 s, jobs 100-500 s"
+            )
             print(f"{'figure':<34}{'our policy':>14}{'seeds policy':>14}{'ratio':>8}")
-            for label, key in (("billed / useful GPU-seconds", "ratio"),
-                               ("p50 latency (s)", "p50"), ("p95 latency (s)", "p95"),
-                               ("machines launched", "machines")):
+            for label, key in (
+                ("billed / useful GPU-seconds", "ratio"),
+                ("p50 latency (s)", "p50"),
+                ("p95 latency (s)", "p95"),
+                ("machines launched", "machines"),
+            ):
                 a, b = ours_day[key], seeds_day[key]
                 print(f"{label:<34}{a:>14.2f}{b:>14.2f}{a / b:>8.2f}")
             verdict = ours_day["ratio"] <= 1.25 and ours_day["p95"] <= seeds_day["p95"]
