@@ -229,7 +229,8 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
     state = h.state
     problems: list[str] = []
     bills = {b.server_id: b for b in h.cloud.billing()}
-    lag = _lag_micros(h)
+    found_gone = _found_gone_at(h)
+    now = h.now()
     for m in state.machines.values():
         if m.kind != "runcomfy":
             continue
@@ -243,21 +244,27 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
             continue
         if m.status in st.MACHINE_GONE and bill.stopped_at is not None:
             if bill.reason == "vanished":
-                # Nobody can learn when a machine vanished: the runtime bills it up to the
-                # poll that found it gone, at most one poll interval late.
-                if not bill.cost_micros <= m.cost_micros <= bill.cost_micros + lag:
+                # Nobody can learn when a machine vanished (it is just gone: 404): the
+                # runtime bills it up to the moment it found it gone. So: never less than
+                # the cloud billed, never more than up to that moment.
+                seen = found_gone.get(m.server_id, now)
+                most = _cost_until(m, seen)
+                if not bill.cost_micros <= m.cost_micros <= most:
                     problems.append(
                         f"ledger: vanished {m.server_id} costs {m.cost_micros} µ$ in the"
-                        f" ledger, the cloud billed {bill.cost_micros} µ$ (slack {lag})"
+                        f" ledger; the cloud billed {bill.cost_micros} µ$ and billing up to"
+                        f" when it was found gone is {most} µ$"
                     )
             elif m.cost_micros != bill.cost_micros:
                 problems.append(
                     f"ledger: {m.server_id} ({bill.reason}) costs {m.cost_micros} µ$ in the"
                     f" ledger but the cloud billed {bill.cost_micros} µ$"
                 )
-        elif m.cost_micros > bill.cost_micros + (lag if bill.reason == "vanished" else 0):
+        elif m.cost_micros > (
+            _cost_until(m, now) if bill.reason == "vanished" else bill.cost_micros
+        ):
             # (A machine that vanished bills nothing more, but the runtime accrues it until
-            # its next poll finds it gone.)
+            # a poll finds it gone.)
             problems.append(
                 f"ledger: running {m.server_id} accrued {m.cost_micros} µ$, more than the"
                 f" {bill.cost_micros} µ$ the cloud billed so far"
@@ -288,12 +295,22 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
     return problems
 
 
-def _lag_micros(h: Harness) -> int:
-    rate = max(
-        (m.rate_micros_per_hour for m in h.state.machines.values()),
-        default=0,
-    )
-    return math.ceil(rate * (h.settings.poll_interval + 2) / 3600) + 1
+def _found_gone_at(h: Harness) -> dict[str, float]:
+    """When the runtime logged each machine lost (found gone)."""
+    out: dict[str, float] = {}
+    for record in h.log.records():
+        event = record.event
+        if isinstance(event, ev.MachineLost):
+            out.setdefault(event.server_id, event.at)
+    return out
+
+
+def _cost_until(m: st.Machine, until: float) -> int:
+    """What ``m`` costs from its ready time to ``until`` (the billing rule)."""
+    if m.service_ready_at is None:
+        return 0
+    seconds = max(0, math.ceil(until - m.service_ready_at))
+    return (m.rate_micros_per_hour * seconds + 1800) // 3600
 
 
 def _prompt_owners(h: Harness) -> dict[str, tuple[str, int]]:

@@ -29,8 +29,8 @@ def test_failure_saves_a_replayable_log(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv(FAILURES_ENV, str(tmp_path))
     # No shrinking: what is tested is the report of the final run, not the shrinker.
     quick = settings(
-        max_examples=30,
-        stateful_step_count=6,
+        max_examples=100,
+        stateful_step_count=15,
         deadline=None,
         database=None,
         derandomize=True,
