@@ -11,7 +11,7 @@ from conjure_actors.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONJURE = ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json"
-CAPTURES = Path("/work/shared/protocols/captures")
+CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
 
 
 def test_valid_workflow_prints_one_summary_line(capsys: pytest.CaptureFixture[str]) -> None:

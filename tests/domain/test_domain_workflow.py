@@ -29,7 +29,7 @@ from conjure_actors.domain.workflow import (
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "conjure_actors" / "workflows").glob("*.json"))
-CAPTURES = Path("/work/shared/protocols/captures")
+CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
 CONJURE = ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json"
 
 
