@@ -481,13 +481,23 @@ async def open_journal(
             max_batch=max_batch,
             max_delay=max_delay,
         )
+        # The committer is shielded from cancellation from outside: when the scope around
+        # the journal is cancelled, the body's shielded clean-up (an actor system logging
+        # its shutdown) must still get its appends committed, not park forever. It stops
+        # when the body is done.
+        committer = trio.CancelScope(shield=True)
+
+        async def run_committer() -> None:
+            with committer:
+                await journal._run_committer()
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(journal._run_committer)
+            nursery.start_soon(run_committer)
             try:
                 yield journal
             finally:
                 journal._closing = True
-                nursery.cancel_scope.cancel()
+                committer.cancel()
         with trio.CancelScope(shield=True):
             await journal._drain()
         journal._close_subscribers()

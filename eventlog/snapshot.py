@@ -70,7 +70,10 @@ def write_snapshot(
     if seq < 0:
         raise ValueError(f"seq must be >= 0, not {seq}")
     # Validate against state_type now: a snapshot that cannot be read back is worse than none.
-    payload = msgspec.msgpack.encode(state)
+    try:
+        payload = msgspec.msgpack.encode(state)
+    except (msgspec.EncodeError, TypeError, OverflowError) as exc:
+        raise SnapshotError(path, f"the state cannot be encoded: {exc}") from exc
     try:
         msgspec.msgpack.decode(payload, type=state_type)
     except msgspec.ValidationError as exc:

@@ -54,3 +54,12 @@ events = st.one_of(
     st.builds(Noted, st.text(max_size=40), st.binary(max_size=40)),
 )
 event_lists = st.lists(events, max_size=30)
+# Values small enough that a Tally's sums stay within msgpack's 64-bit integers (snapshots).
+summable_event_lists = st.lists(
+    st.one_of(
+        st.builds(Started, names, st.floats(allow_nan=False, allow_infinity=False)),
+        st.builds(Progressed, names, st.integers(-(2**57), 2**57)),
+        st.builds(Noted, st.text(max_size=40), st.binary(max_size=40)),
+    ),
+    max_size=30,
+)

@@ -280,3 +280,21 @@ async def test_store_with_another_sync_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="sync"):
         async with eventlog.open_journal(eventlog.MemoryLog(Ev, sync="none"), Ev, sync="always"):
             pass
+
+
+async def test_shielded_appends_outlive_a_cancel_of_the_journals_scope(backend: Any) -> None:
+    """The scope around the journal is cancelled and the body's shielded teardown appends
+    (an actor system logging its shutdown): the appends are committed, nothing hangs.
+    (Real clock: the file backend's fsync runs in a thread, which autojump would not wait
+    for; the deadline only turns a hang into a failure.)"""
+    with trio.CancelScope() as outer:
+        async with eventlog.open_journal(backend, Ev) as journal:
+            try:
+                outer.cancel()
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.fail_after(60):
+                    await journal.append(Noted("teardown 1"))
+                    await journal.append(Noted("teardown 2"))
+    events = [r.event for r in all_records(backend)]
+    assert events == [Noted("teardown 1"), Noted("teardown 2")]

@@ -10,7 +10,15 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-from eventlog_testtypes import Ev, Noted, Progressed, Started, Tally, apply_tally, event_lists
+from eventlog_testtypes import (
+    Ev,
+    Noted,
+    Progressed,
+    Started,
+    Tally,
+    apply_tally,
+    summable_event_lists,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +32,7 @@ def write(path: Path, evs: list[Any], event_type: Any = Ev) -> None:
         w.append_many(evs)
 
 
-@given(evs=event_lists, data=st.data())
+@given(evs=summable_event_lists, data=st.data())
 def test_snapshot_plus_tail_equals_full_replay(
     tmp_path_factory: pytest.TempPathFactory, evs: list[Ev], data: st.DataObject
 ) -> None:
@@ -306,3 +314,11 @@ def test_nan_is_not_a_special_case_for_ts(tmp_path: Path) -> None:
     eventlog.write_snapshot(snap, Tally(), 0, Tally)
     assert eventlog.read_snapshot(snap, Tally) == (0, Tally())
     assert math.isnan(float("nan"))
+
+
+def test_snapshot_of_a_state_msgpack_cannot_hold_is_refused(tmp_path: Path) -> None:
+    """An integer beyond 64 bits is a clear SnapshotError, and no file is left behind."""
+    snap = tmp_path / "s.snap"
+    with pytest.raises(eventlog.SnapshotError, match="cannot be encoded"):
+        eventlog.write_snapshot(snap, Tally({"a": 2**64}, 1), 1, Tally)
+    assert list(tmp_path.iterdir()) == []
