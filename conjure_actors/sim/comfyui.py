@@ -745,7 +745,7 @@ class ComfyUISim:
         return self._files.get(path)
 
     def _counter(self, kind: str, subfolder: str, prefix: str) -> int:
-        folder = posixpath.join(kind, subfolder)
+        folder = posixpath.normpath(posixpath.join(kind, subfolder))  # "output/" -> "output"
         pattern = re.compile(re.escape(prefix) + r"_(\d{5,})_\.[a-z0-9]+$")
         highest = 0
         for key in self._files:

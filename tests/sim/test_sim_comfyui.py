@@ -856,3 +856,35 @@ async def test_models_folder_lists_the_loader_files(
     vae = (await harness.http.get("/models/vae")).json()
     assert "ae.safetensors" in vae
     assert (await harness.http.get("/models/nope")).status_code == 404
+
+
+async def test_outputs_without_a_subfolder_are_numbered_not_overwritten(
+    harness: Harness, autojump_clock: trio.abc.Clock
+) -> None:
+    """Two prompts saving under the same prefix in ``output/`` itself get ``_00001_`` and
+    ``_00002_``, as ComfyUI numbers them; the first file is not overwritten."""
+    names = []
+    for color in (0, 255):
+        workflow = {
+            "1": {
+                "class_type": "EmptyImage",
+                "inputs": {"width": 1, "height": 1, "batch_size": 1, "color": color},
+            },
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "a"},
+            },
+        }
+        frames = await run_body(harness, {"prompt": workflow, "client_id": "c"}, "c")
+        names += [
+            image["filename"]
+            for f in frames
+            if f.get("type") == "executed"
+            for image in f["data"]["output"]["images"]
+        ]
+    assert names == ["a_00001_.png", "a_00002_.png"]
+    first, second = (
+        harness.sim.produced["output/a_00001_.png"],
+        harness.sim.produced["output/a_00002_.png"],
+    )
+    assert first != second
