@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import eventlog  # noqa: E402
-from conjure_actors.actors.conjure import open_conjure  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png  # noqa: E402
 from conjure_actors.clients.comfyui import ComfyUIClient  # noqa: E402
 from conjure_actors.clients.runcomfy import RunComfyClient  # noqa: E402
@@ -50,11 +49,11 @@ from conjure_actors.config import (  # noqa: E402
     Secret,
 )
 from conjure_actors.domain.events import Event  # noqa: E402
-from conjure_actors.domain.state import apply, initial_state  # noqa: E402
 from conjure_actors.domain.workflow import apply_bindings, bindings_for, load_workflow  # noqa: E402
 from conjure_actors.sim.cloud import CloudFaults, CloudTimings, open_simulated_cloud  # noqa: E402
 from conjure_actors.sim.comfyui import ComfyTimings  # noqa: E402
 from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings  # noqa: E402
+from conjure_actors.testing import open_simulated_conjure  # noqa: E402
 
 VERSION = "wv-core-nodes-1"
 MOCK = trio.testing.MockClock
@@ -111,21 +110,9 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
     async with open_simulated_cloud(seed=1, timings=timings, wall=wall.now) as cloud:
         log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event, sync="none")
         config = _config(cloud, max_machines=machines, poll_interval=1.0, idle_timeout=30.0)
-        async with (
-            eventlog.open_journal(
-                log, Event, apply=apply, initial=initial_state(), clock=wall.now
-            ) as journal,
-            open_conjure(
-                config,
-                journal=journal,
-                http=cloud.http_transport(),
-                ws_connect=cloud.ws_connect,
-                wall=wall,
-                out_dir=out,
-                monitor=sink,
-                seed=1,
-            ) as conjure,
-        ):
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=out, monitor=sink, seed=1
+        ) as conjure:
             cpu0, t0 = time.process_time(), time.perf_counter()
             for i in range(n):
                 await conjure.submit(wf, sets=[f"1.color={i}"])
@@ -282,20 +269,9 @@ async def _ours_day(jobs: list[DayJob], out: Path, idle_timeout: float) -> dict[
         config = attrs.evolve(
             config, runcomfy=attrs.evolve(config.runcomfy, workflow_version="wv-1")
         )
-        async with (
-            eventlog.open_journal(
-                log, Event, apply=apply, initial=initial_state(), clock=wall.now
-            ) as journal,
-            open_conjure(
-                config,
-                journal=journal,
-                http=cloud.http_transport(),
-                ws_connect=cloud.ws_connect,
-                wall=wall,
-                out_dir=out,
-                seed=3,
-            ) as conjure,
-        ):
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=out, seed=3
+        ) as conjure:
             start = trio.current_time()
             ids: list[str] = []
             for job in jobs:

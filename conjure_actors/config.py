@@ -111,6 +111,9 @@ class PoolConfig:
     idle_timeout: float = attrs.field(default=120.0, validator=_non_negative)
     ready_timeout: float = attrs.field(default=600.0, validator=_positive)
     poll_interval: float = attrs.field(default=5.0, validator=_positive)
+    # How long start-up and recovery wait out a rate-limited or unreachable RunComfy (they
+    # must list the account's machines before anything else) before giving up.
+    cloud_patience: float = attrs.field(default=600.0, validator=_non_negative)
 
 
 @attrs.frozen

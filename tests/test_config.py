@@ -115,3 +115,32 @@ def test_env_integer_round_trips(n: int) -> None:
     """Any positive integer given as text in the environment structures to that integer."""
     config = load_config(env={"CONJURE_POOL_JOBS_PER_MACHINE": str(n)}, cwd=Path("/nonexistent"))
     assert config.pool.jobs_per_machine == n
+
+
+def _config_keys(cls: type = Config, prefix: str = "") -> set[str]:
+    import attrs
+
+    keys: set[str] = set()
+    for field in attrs.fields(cls):
+        if isinstance(field.type, type) and attrs.has(field.type) and field.type is not Secret:
+            keys |= _config_keys(field.type, prefix + field.name + ".")
+        else:
+            keys.add(prefix + field.name)
+    return keys
+
+
+def test_docs_list_every_setting_and_only_real_ones() -> None:
+    """docs/config.md's table names every setting there is, and nothing else."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", doc, flags=re.MULTILINE))
+    assert documented == _config_keys()
+
+
+def test_documented_example_toml_is_valid(tmp_path: Path) -> None:
+    """The example conjure.toml in docs/config.md loads."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(config_file=_write(tmp_path, example), env={})
+    assert (config.pool.max_machines, config.budget.usd) == (3, 5.0)

@@ -88,8 +88,8 @@ class MachineActor(Actor):
                 left = await pool.stop_all(msg.reason)
                 if msg.reply is not None:
                     msg.reply.set(left)
-            case PollNow():
-                pool.wake()
+            case PollNow(reply=reply):
+                pool.poll_soon(reply)
             case _Reconcile():
                 try:
                     await pool.reconcile()
@@ -119,6 +119,12 @@ class PoolPort:
 
     async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None:
         await self.ref.tell(ReleaseMachine(server_id, job_id, broken))
+
+    async def polled(self) -> None:
+        """Return once the pool has listed the cloud afresh (machines found gone are lost)."""
+        reply: Reply[None] = Reply()
+        await self.ref.tell(PollNow(reply))
+        await reply.wait()
 
     def cancel_lease(self, job_id: str) -> None:
         try:

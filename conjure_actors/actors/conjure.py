@@ -64,7 +64,8 @@ from conjure_actors.actors.messages import (
     StopAllMachines,
     StopLaunching,
 )
-from conjure_actors.actors.pool import MachinePool
+from conjure_actors.actors.pool import MachinePool, list_servers_patiently
+from conjure_actors.clients.comfyui import ComfyUIClient, origin_of
 from conjure_actors.clock import SystemWallClock, WallClock
 from conjure_actors.config import Config
 from conjure_actors.domain import decide
@@ -81,8 +82,6 @@ SHUTDOWN_DEADLINE = 60.0
 
 def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> Any:
     """A ComfyUI client for a machine; its URL never appears in messages (``redact``)."""
-    from conjure_actors.clients.comfyui import ComfyUIClient
-
     raw = url.reveal() if hasattr(url, "reveal") else str(url)
     kwargs: dict[str, Any] = {"http": ctx.http, "redact": f"server {server_id}"}
     if ctx.ws_connect is not None:
@@ -423,13 +422,39 @@ async def open_conjure(
 
 
 async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
-    """``SystemStarted``, attach unpaid machines, budget, then reconcile and resume jobs."""
+    """Check what the run depends on (credentials, attached ComfyUIs), then
+    ``SystemStarted``, attach, budget, reconcile and resume jobs."""
     ctx = conjure.ctx
     state = ctx.state
     resuming = bool(state.jobs or state.machines or state.launch_requests)
     if ctx.runcomfy is not None:
         # Check the credentials first: a wrong token is one clear error, not a failed job.
-        await ctx.runcomfy.list_servers()
+        # A rate limit is waited out (the account is there, and busy); so is an outage on a
+        # resume (it must reach the cloud to stop what the crashed run left running), but
+        # for a minute at most on a fresh start, where nothing is at stake yet.
+        await list_servers_patiently(
+            ctx.runcomfy,
+            ctx.config.pool.cloud_patience,
+            what="start-up",
+            outage_patience=None if resuming else 60.0,
+        )
+    if ctx.mode == "comfyui" and ctx.config.comfyui_url:
+        attach = {"comfyui": ctx.config.comfyui_url, **attach}
+    # An attached ComfyUI that does not answer is a usage error, found before the log says
+    # the run started.
+    clients = {}
+    for name, url in attach.items():
+        client = make_comfyui_client(ctx, name, url)
+        try:
+            await client.system_stats()
+        except Exception as exc:
+            what = f"dev machine {name}"
+            if name == "comfyui":
+                what = f"the ComfyUI at {origin_of(str(url))}"
+            raise UsageError(
+                f"{what} does not answer /system_stats ({type(exc).__name__}): is it running?"
+            ) from None
+        clients[name] = client
     await ctx.emit(
         ev.SystemStarted(
             run_id=conjure.run_id,
@@ -442,8 +467,6 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
     limit = None if budget is None else round(budget * 1_000_000)
     if budget is not None and state.budget.limit_micros != limit:
         await conjure.set_budget(budget)
-    if ctx.mode == "comfyui" and ctx.config.comfyui_url:
-        attach = {"comfyui": ctx.config.comfyui_url, **attach}
     for m in list(state.machines.values()):
         # An attached machine of an earlier run that is not attached now cannot be reached.
         if m.kind != "runcomfy" and m.status not in st.MACHINE_GONE and m.server_id not in attach:
@@ -452,25 +475,16 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
                     server_id=m.server_id, reason="not attached in this run", at=ctx.now()
                 )
             )
-    for name, url in attach.items():
-        kind = "comfyui" if name == "comfyui" else "dev"
-        client = make_comfyui_client(ctx, name, url)
+    for name, client in clients.items():
         conjure.pool.attach(name, client)
         await ctx.emit(
             ev.MachineAttached(
                 server_id=name,
-                kind=kind,  # type: ignore[arg-type]
+                kind="comfyui" if name == "comfyui" else "dev",
                 max_jobs=ctx.config.pool.jobs_per_machine,
                 at=ctx.now(),
             )
         )
-        try:
-            await client.system_stats()
-        except Exception as exc:
-            raise UsageError(
-                f"the ComfyUI at {name} does not answer /system_stats: {type(exc).__name__};"
-                " is it running?"
-            ) from None
         await ctx.emit(ev.MachineHealthy(server_id=name, at=ctx.now()))
         conjure.pool.attach_events_later(name)
     if resuming:

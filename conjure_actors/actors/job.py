@@ -7,9 +7,11 @@ of truth) -> download and verify every output into ``OUT/<job_id>/`` (``OutputSa
 ``JobSucceeded`` -> release the machine.
 
 Failures: a prompt rejected by validation is not retried (``JobFailed``); transient errors
-are retried with backoff (``JobRetrying``) up to ``max_attempts``; a machine lost mid-job
-requeues the job (``JobQueued``) without counting an attempt; each attempt has a deadline
-and the whole job ``total_timeout`` (35 min by default).
+are retried with backoff (``JobRetrying``) until ``max_attempts`` have failed; a machine
+lost mid-job requeues the job (``JobQueued``) without counting a failure (before a failure
+is counted, the pool lists the cloud afresh, so an error that was really the machine
+vanishing is a requeue too); each attempt has a deadline and the whole job
+``total_timeout`` (35 min by default).
 
 Resume (after a crash, from the log): a job whose current prompt was submitted on a machine
 that is still alive is *re-attached*: the prompt is looked up by id (``/queue``,
@@ -49,9 +51,19 @@ class _Requeue(Exception):
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str) -> None:
+    """A failed attempt, retried with backoff. ``machine_suspect``: the failure may be the
+    machine's disappearance (a connection error, a forgotten prompt), so the pool is asked
+    to look before the failure is counted; a node's own error is not."""
+
+    def __init__(self, reason: str, *, machine_suspect: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.machine_suspect = machine_suspect
+
+
+# How long a failed attempt waits for the pool's fresh look at the cloud before it counts
+# the failure anyway (the listing is rate limited and retried, so it may take a while).
+LOST_CHECK_TIMEOUT = 60.0
 
 
 class _Fatal(Exception):
@@ -161,8 +173,22 @@ class JobRun:
                 )
                 return
             except _Retryable as exc:
+                if exc.machine_suspect and await self._machine_gone(lease):
+                    # The machine vanished under the attempt: requeue, not a failure.
+                    await self._release(lease)
+                    if self.job.status == st.RUNNING:
+                        await self.emit(
+                            ev.JobQueued(
+                                job_id=self.job_id,
+                                reason=f"machine {lease.server_id} lost",
+                                at=self.ctx.now(),
+                            )
+                        )
+                    reattach = None
+                    continue
                 await self._release(lease)
-                if self.backoff.exhausted(attempt_no):
+                failures = self.job.failures + 1
+                if self.backoff.exhausted(failures):
                     await self.emit(
                         ev.JobFailed(
                             job_id=self.job_id,
@@ -173,7 +199,7 @@ class JobRun:
                         )
                     )
                     return
-                delay = self.backoff.delay(attempt_no)
+                delay = self.backoff.delay(failures)
                 await self.emit(
                     ev.JobRetrying(
                         job_id=self.job_id,
@@ -185,6 +211,18 @@ class JobRun:
                 )
                 await trio.sleep(delay)
             reattach = None
+
+    async def _machine_gone(self, lease: Lease) -> bool:
+        """Is the leased machine lost? Asks the pool for a fresh listing first, so that a
+        machine that vanished is known before a failure is counted or it is leased again."""
+        if not lease.lost.is_set():
+            with trio.move_on_after(LOST_CHECK_TIMEOUT):
+                try:
+                    await self.pool.polled()
+                except Exception as exc:  # a stopping pool: judge by what is known
+                    log.debug("job %s: no fresh listing: %s", self.job_id, exc)
+        machine = self.ctx.state.machines.get(lease.server_id)
+        return lease.lost.is_set() or machine is None or machine.status in st.MACHINE_GONE
 
     def _reattach_target(self) -> tuple[str, str] | None:
         """``(server_id, prompt_id)`` when the log shows this job's prompt submitted on a
@@ -471,7 +509,8 @@ class JobRun:
                             )
                             raise _Retryable(
                                 f"node {u.node_id} ({u.node_type}) failed: "
-                                f"{u.exception_type}: {u.exception_message}"
+                                f"{u.exception_type}: {u.exception_message}",
+                                machine_suspect=False,
                             )
                         case cu.PromptInterrupted():
                             await self.emit(

@@ -138,9 +138,13 @@ class StopLaunching:
     reason: str
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class PollNow:
-    """Poll the cloud now rather than at the next tick (tests, stalls, recovery)."""
+    """Poll the cloud now rather than at the next tick (tests, stalls, recovery); ``reply``,
+    when given, is answered once a poll that began after this request has ended (a job
+    asks whether its machine still exists before it counts a failure)."""
+
+    reply: Reply[None] | None = None
 
 
 # ------------------------------------------------------------------------------ CostActor

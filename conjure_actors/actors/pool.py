@@ -44,7 +44,9 @@ from conjure_actors.clients.errors import (
     AuthError,
     ClientError,
     OutcomeUnknownError,
+    RateLimitedError,
     ServerNotFoundError,
+    TransportError,
 )
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
@@ -57,6 +59,57 @@ log = logging.getLogger("conjure_actors.actors.pool")
 HEALTH_ATTEMPTS = 5
 MAX_LAUNCH_FAILURES = 5
 STOP_DEADLINE = 30.0
+
+
+def _gone_at(m: Any, now: float, *, stop_sent: bool = False) -> float:
+    """When billing most likely ended for a machine found gone at ``now`` (nobody says: a
+    gone machine is a 404). A lease that ran out ended at its end. With ``stop_sent`` (a
+    resume finds gone a machine whose stop the log shows decided: the ``DELETE`` was in
+    flight at the crash) it ended at the logged stop, give or take the ``DELETE``'s own
+    latency (if it instead vanished by itself after the stop was decided and before the
+    ``DELETE`` arrived, that undercounts: nobody can tell the two apart). Otherwise it
+    was billing when last seen, and ``now`` bounds it."""
+    until = now
+    if m.estimated_stopping_at is not None:
+        until = min(until, m.estimated_stopping_at)
+    if stop_sent and m.status == M_STOPPING and m.stop_requested_at is not None:
+        until = min(until, m.stop_requested_at)
+    return until
+
+
+def _passing(exc: ClientError) -> bool:
+    """A failure that waiting cures: rate limited, unreachable, or the service's own 5xx."""
+    if isinstance(exc, AuthError):
+        return False
+    if isinstance(exc, (RateLimitedError, TransportError, OutcomeUnknownError)):
+        return True
+    return exc.status is not None and exc.status >= 500
+
+
+async def list_servers_patiently(
+    rc: Any, patience: float, *, what: str, outage_patience: float | None = None
+) -> list[Any]:
+    """``GET /servers``, waiting out rate limits and outages for up to ``patience`` seconds
+    (the client already retried each call a few times); a wrong token fails at once.
+    ``outage_patience``, if given, is shorter for an unreachable or failing service (a rate
+    limit says the account is there and busy; an outage says nothing).
+
+    Start-up and recovery cannot go on without this listing: giving up would leave the
+    machines a crashed run may have launched billing until their lease runs out."""
+    start = trio.current_time()
+    delay = 2.0
+    while True:
+        try:
+            return list(await rc.list_servers())
+        except ClientError as exc:
+            limit = patience
+            if outage_patience is not None and not isinstance(exc, RateLimitedError):
+                limit = min(patience, outage_patience)
+            if not _passing(exc) or trio.current_time() + delay > start + limit:
+                raise
+            log.warning("%s: listing servers failed (%s); trying again in %g s", what, exc, delay)
+        await trio.sleep(delay)
+        delay = min(60.0, delay * 2)
 
 
 @attrs.define(eq=False)
@@ -76,6 +129,7 @@ class _Live:
     client: Any = None
     lost: trio.Event = attrs.Factory(trio.Event)
     launched_at: float = 0.0  # trio time of the launch (ready deadline)
+    seen: bool = False  # listed at least once: a 404 from now on means it is gone
     health_task: bool = False
     events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
     events_scope: trio.CancelScope | None = None
@@ -112,9 +166,11 @@ class MachinePool:
         self.refuse_reason = ""
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+        self._poll_waiters: list[Reply[None]] = []
         self._lock = trio.Lock()
         self._settled = trio.Event()  # pulsed when a launch or a stop ends
         self._launch_failures = 0
+        self._failing_since = 0.0
         self._next_launch_at = float("-inf")
         self.polls = 0
 
@@ -135,6 +191,12 @@ class MachinePool:
     def wake(self) -> None:
         self._wake.set()
 
+    def poll_soon(self, reply: Reply[None] | None = None) -> None:
+        """Poll now; answer ``reply`` once a poll that starts after this call has ended."""
+        if reply is not None:
+            self._poll_waiters.append(reply)
+        self.wake()
+
     def _pulse(self) -> None:
         self._settled.set()
         self._settled = trio.Event()
@@ -145,7 +207,12 @@ class MachinePool:
             with trio.move_on_after(self.cfg.poll_interval):
                 await self._wake.wait()
             self._wake = trio.Event()
-            await self.poll_once()
+            waiters, self._poll_waiters = self._poll_waiters, []
+            try:
+                await self.poll_once()
+            finally:
+                for reply in waiters:
+                    reply.set(None)
             await self.assign()
 
     # ------------------------------------------------------------------ commands
@@ -187,16 +254,15 @@ class MachinePool:
         ]
         if not doubtful and not state.launch_requests:
             return
-        servers = await rc.list_servers()
+        servers = await list_servers_patiently(rc, self.cfg.cloud_patience, what="recovery")
         by_id = {s.server_id: s for s in servers}
         now = self.ctx.now()
         for m in doubtful:
             s = by_id.get(m.server_id)
             if s is None or s.status in ("Deleting", "Stopping"):
-                stop_at = now
-                if m.estimated_stopping_at is not None and m.estimated_stopping_at <= now:
-                    stop_at = m.estimated_stopping_at
-                await self._lose(m.server_id, "gone while we were down", stop_at)
+                await self._lose(
+                    m.server_id, "gone while we were down", _gone_at(m, now, stop_sent=True)
+                )
             elif m.status == M_STOPPING:
                 await self.adopt(
                     s,
@@ -456,13 +522,28 @@ class MachinePool:
                     ev.MachineLaunchFailed(request_key=key, reason=str(exc), at=self.ctx.now())
                 )
                 self._launching.discard(key)
+                now = trio.current_time()
                 self._launch_failures += 1
-                # Back off before the next launch; give up after a few in a row, and at
-                # once when the credentials are wrong (nothing will ever launch).
-                self._next_launch_at = trio.current_time() + min(60.0, 2.0**self._launch_failures)
-                if isinstance(exc, AuthError) or self._launch_failures >= MAX_LAUNCH_FAILURES:
+                if self._launch_failures == 1:
+                    self._failing_since = now
+                # Back off before the next launch. Give up at once when the cloud refuses
+                # the launch itself (a wrong token, an unknown workflow version or server
+                # type: a 4xx, nothing will ever launch); after a few failures in a row of
+                # another kind; and when a rate limit or an outage has outlasted
+                # ``cloud_patience``. Only then do the waiting jobs fail.
+                self._next_launch_at = now + min(60.0, 2.0**self._launch_failures)
+                refused = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+                patience_out = now - self._failing_since >= self.cfg.cloud_patience
+                if (
+                    isinstance(exc, AuthError)
+                    or refused
+                    or (
+                        self._launch_failures >= MAX_LAUNCH_FAILURES
+                        and (not _passing(exc) or patience_out)
+                    )
+                ):
                     self.stop_launching(f"launch failed: {exc}")
-                self._fail_unservable(f"launch failed: {exc}")
+                    self._fail_unservable(f"launch failed: {exc}")
                 return
             self._launch_failures = 0
             await self.ctx.emit(
@@ -505,9 +586,9 @@ class MachinePool:
                     server = await self.ctx.runcomfy.stop(server_id, missing_ok=True)
                     now = self.ctx.now()
                     m = self.ctx.state.machines[server_id]
-                    stopped_at = now
-                    if server is None and m.estimated_stopping_at is not None:
-                        stopped_at = min(now, m.estimated_stopping_at)
+                    # 404: it was gone before the DELETE arrived (vanished, or its lease ran
+                    # out), at a moment nobody tells: bill up to now, or the lease's end.
+                    stopped_at = now if server is not None else _gone_at(m, now)
                     await self._emit_stopped(server_id, stopped_at)
         except ClientError as exc:
             log.warning("stop of server %s failed: %s", server_id, exc)
@@ -588,13 +669,15 @@ class MachinePool:
             s = by_id.get(m.server_id)
             live = self._live.setdefault(m.server_id, _Live(launched_at=trio.current_time()))
             if s is None:
-                if m.status == M_STARTING and trio.current_time() - live.launched_at < 60.0:
+                if (
+                    m.status == M_STARTING
+                    and not live.seen
+                    and trio.current_time() - live.launched_at < 60.0
+                ):
                     continue  # a 404 right after a launch: not visible yet
-                stop_at = now
-                if m.estimated_stopping_at is not None and m.estimated_stopping_at <= now:
-                    stop_at = m.estimated_stopping_at
-                await self._lose(m.server_id, "vanished (404)", stop_at)
+                await self._lose(m.server_id, "vanished (404)", _gone_at(m, now))
                 continue
+            live.seen = True
             if s.status != m.observed_status and not s.is_ready:
                 await self.ctx.emit(
                     ev.MachineStatusObserved(server_id=m.server_id, status=s.status, at=now)
@@ -617,12 +700,16 @@ class MachinePool:
                     trio.current_time() - live.launched_at >= self.cfg.ready_timeout
                 ):
                     self._spawn_stop(m.server_id, "not_ready")
+            elif m.status == M_STOPPING:
+                if s.status not in ("Deleting", "Stopping"):
+                    # Our DELETE failed (or never went out): a paid machine must not be left
+                    # running until its lease ends. Stop it again.
+                    self._spawn_stop(m.server_id, m.stop_reason or "retry")
             elif m.status == M_READY:
                 if not s.is_ready:
-                    stop_at = now
-                    if m.estimated_stopping_at is not None and m.estimated_stopping_at <= now:
-                        stop_at = m.estimated_stopping_at
-                    await self._lose(m.server_id, f"stopped by itself ({s.status})", stop_at)
+                    await self._lose(
+                        m.server_id, f"stopped by itself ({s.status})", _gone_at(m, now)
+                    )
                     continue
                 if live.client is None:
                     live.client = self._make_client(m.server_id, s.url)
@@ -701,6 +788,7 @@ class MachinePool:
         )
         live = self._live.setdefault(s.server_id, _Live(launched_at=trio.current_time()))
         live.lost = trio.Event()
+        live.seen = True
         if ready:
             live.client = self._make_client(s.server_id, s.url)
             self._start_health(s.server_id)

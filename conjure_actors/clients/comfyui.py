@@ -76,6 +76,7 @@ __all__ = [
     "UploadedImage",
     "check_signature",
     "new_prompt_id",
+    "origin_of",
 ]
 
 log = logging.getLogger("conjure_actors.clients.comfyui")
@@ -85,6 +86,19 @@ PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND: Final = b"IEND\xaeB`\x82"
 GLB_MAGIC: Final = b"glTF"
 PromptStatus = Literal["running", "pending", "done", "unknown"]
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a user's ComfyUI URL, fit for a message: without the
+    credentials, path or query it may carry. (A RunComfy machine's URL is a secret and is
+    never shown at all: say ``server <id>``.)"""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    return f"{parts.scheme or 'http'}://{host}" + (f":{port}" if port else "")
 
 
 def new_prompt_id() -> str:

@@ -89,13 +89,16 @@ async def _show_cloud(config: Config) -> None:
 
 
 async def _show_comfyui(http: httpx.AsyncClient, url: str) -> None:
+    from conjure_actors.clients.comfyui import origin_of
+
     base = url.rstrip("/")
     try:
         stats = (await http.get(f"{base}/system_stats")).json()
         queue = (await http.get(f"{base}/queue")).json()
     except (httpx.HTTPError, ValueError) as exc:
         raise UsageError(
-            f"the ComfyUI does not answer ({type(exc).__name__}): is it running?"
+            f"the ComfyUI at {origin_of(url)} does not answer ({type(exc).__name__}):"
+            " is it running?"
         ) from None
     system = stats.get("system", {})
     print(

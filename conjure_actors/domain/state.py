@@ -200,6 +200,7 @@ class Job:
     updated_at: float = 0.0
     finished_at: float | None = None
     attempt: int = 0
+    failures: int = 0  # failed attempts (JobRetrying); a requeue after a lost machine is not one
     server_id: str | None = None
     prompt_id: str | None = None
     client_id: str | None = None
@@ -245,6 +246,7 @@ class Machine:
     idle_since: float | None = None
     accrued_until: float | None = None
     cost_micros: int = 0
+    stop_requested_at: float | None = None  # the stop intent (before the DELETE)
     stopped_at: float | None = None
     billed_seconds: int | None = None
     stop_reason: str | None = None
@@ -488,6 +490,7 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
 def _job_retrying(s: State, e: ev.JobRetrying) -> None:
     job = _job_for(s, e.job_id, "JobRetrying")
     if job is not None and _move(s, job, RETRYING, "JobRetrying", e.at):
+        job.failures += 1
         job.retry_delay = e.delay
         job.retry_reason = e.reason
         job.current_node = None
@@ -614,6 +617,7 @@ def _stopping(s: State, e: ev.MachineStopping) -> None:
         return
     m.status = M_STOPPING
     m.stop_reason = e.reason
+    m.stop_requested_at = e.at
 
 
 def _stopped(s: State, e: ev.MachineStopped) -> None:

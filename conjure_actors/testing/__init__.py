@@ -15,6 +15,8 @@ milliseconds and a failing case replays exactly from its seed.
   :func:`budgets`;
 - invariants: :func:`check_all` (after every step) and :func:`check_quiet` (once faults
   stop and the clock ran on), raising :class:`InvariantViolation`;
+- :func:`open_simulated_conjure`: just the runtime on a log against a simulated cloud (for
+  a test or a benchmark of your own, without the harness);
 - :class:`ConjureStateMachine`: the stateful test (subclass it for your own properties) and
   :func:`stateful_settings` (profiles ``ci`` and ``fuzz``).
 
@@ -48,6 +50,7 @@ from conjure_actors.testing.harness import (
 from conjure_actors.testing.invariants import InvariantViolation, check_all, check_quiet
 from conjure_actors.testing.profiles import stateful_settings
 from conjure_actors.testing.requests import JobRequest
+from conjure_actors.testing.runtime import open_simulated_conjure
 from conjure_actors.testing.stateful import ConjureStateMachine, failures_dir
 from conjure_actors.testing.strategies import (
     budgets,
@@ -98,6 +101,7 @@ __all__ = [
     "job_requests",
     "open_harness",
     "open_simulated_cloud",
+    "open_simulated_conjure",
     "run_harness",
     "stateful_settings",
     "valid_requests",

@@ -124,7 +124,7 @@ class HarnessSettings:
     stall_seconds: float = 60.0
     faults: CloudFaults = attrs.field(factory=CloudFaults)
     deterministic_ids: bool = True
-    start_retries: int = 3
+    start_retries: int = 0
 
     def config(self, cloud: SimulatedCloud) -> Config:
         """The runtime's :class:`~conjure_actors.config.Config` aimed at ``cloud``."""
@@ -341,10 +341,11 @@ class Harness:
     async def start(self) -> None:
         """Start an incarnation on the log (a resume when the log is not empty).
 
-        A start that fails (the runtime refuses to resume: the cloud unreachable or rate
-        limited while it reconciles) is retried ``settings.start_retries`` times, 30
-        simulated seconds apart, as an operator re-running ``--resume`` would; each failure
-        is kept in :attr:`start_failures`. With ``start_retries=0`` the first must work."""
+        The runtime waits out rate limits and outages while it starts and reconciles, so
+        the first start must work (``start_retries=0``, the default). A harness of your
+        own may allow ``settings.start_retries`` more, 30 simulated seconds apart, as an
+        operator re-running ``--resume`` would; each failure is kept in
+        :attr:`start_failures`."""
         if self.running:
             raise HarnessError("the runtime is already running")
         for attempt in range(self.settings.start_retries + 1):

@@ -39,6 +39,7 @@ import attrs
 import eventlog
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
+from conjure_actors.domain.prices import machine_cost_micros
 
 if TYPE_CHECKING:
     from conjure_actors.testing.harness import Harness
@@ -146,6 +147,9 @@ def check_jobs(h: Harness) -> list[str]:
         return []
     state = h.state
     problems: list[str] = []
+    rejections: Counter[str] = Counter(
+        r.event.job_id for r in h.log.records() if isinstance(r.event, ev.PromptRejected)
+    )
     for sub in h.submitted:
         req = sub.request
         if sub.job_id is None:
@@ -160,7 +164,7 @@ def check_jobs(h: Harness) -> list[str]:
         if job is None:
             problems.append(f"jobs: {sub.job_id} was accepted but is not in the state")
             continue
-        problems.extend(_job_problems(job, req.expect))
+        problems.extend(_job_problems(job, req.expect, rejections[sub.job_id]))
     for job_id, job in state.jobs.items():
         if job.status not in st.ACTIVE_STATUSES and job.status not in st.TERMINAL_STATUSES:
             problems.append(f"jobs: {job_id} has an unknown status {job.status!r}")
@@ -172,7 +176,7 @@ def check_jobs(h: Harness) -> list[str]:
     return problems
 
 
-def _job_problems(job: st.Job, expect: str) -> list[str]:
+def _job_problems(job: st.Job, expect: str, rejections: int) -> list[str]:
     out: list[str] = []
     jid = job.job_id
     if job.status == st.FAILED:
@@ -196,8 +200,8 @@ def _job_problems(job: st.Job, expect: str) -> list[str]:
                 f"jobs: {jid}: a rejected workflow failed as {job.error.error_type}"
                 " instead of PromptRejected"
             )
-        if job.attempt > 1:
-            out.append(f"jobs: {jid}: a rejected workflow was retried ({job.attempt} attempts)")
+        if rejections > 1:
+            out.append(f"jobs: {jid}: a rejected workflow was sent again ({rejections} times)")
     return out
 
 
@@ -243,7 +247,41 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
                 )
             continue
         if m.status in st.MACHINE_GONE and bill.stopped_at is not None:
-            if bill.reason == "vanished":
+            if m.lost_reason == "gone while we were down" and m.stop_requested_at is not None:
+                # A resume found gone a machine whose stop was decided before the crash:
+                # the runtime bills it to that stop (the DELETE was in flight; whether it
+                # landed, or the machine vanished by itself first, nobody can tell), and
+                # the cloud cannot have billed past when it was found gone.
+                end = m.stop_requested_at
+                if m.estimated_stopping_at is not None:
+                    end = min(end, m.estimated_stopping_at)
+                seen = found_gone.get(m.server_id, now)
+                if m.cost_micros != _cost_until(m, end) or bill.cost_micros > _cost_until(m, seen):
+                    problems.append(
+                        f"ledger: {m.server_id}, stopping at the crash, costs {m.cost_micros}"
+                        f" µ$ in the ledger (to its stop: {_cost_until(m, end)} µ$); the"
+                        f" cloud billed {bill.cost_micros} µ$"
+                    )
+            elif bill.reason == "vanished" and m.service_ready_at is None:
+                # It became Ready and vanished between two polls: the runtime never saw it
+                # Ready, so it can know neither when billing started nor when it ended,
+                # and bills nothing. What it must do is find it gone within a poll or two
+                # (checked here: the cloud's bill fits between the last time the runtime
+                # saw it Starting and when it found it gone).
+                seen = found_gone.get(m.server_id, now)
+                since = _last_seen_starting(h, m.server_id)
+                most = (
+                    machine_cost_micros(bill.rate_micros_per_hour, since, seen)
+                    if math.isfinite(since)
+                    else 0
+                )
+                if m.cost_micros != 0 or bill.cost_micros > most:
+                    problems.append(
+                        f"ledger: {m.server_id}, never seen Ready, costs {m.cost_micros} µ$"
+                        f" in the ledger; the cloud billed {bill.cost_micros} µ$, more than"
+                        f" the {most} µ$ between {since:.0f} and {seen:.0f}"
+                    )
+            elif bill.reason == "vanished":
                 # Nobody can learn when a machine vanished (it is just gone: 404): the
                 # runtime bills it up to the moment it found it gone. So: never less than
                 # the cloud billed, never more than up to that moment.
@@ -305,12 +343,23 @@ def _found_gone_at(h: Harness) -> dict[str, float]:
     return out
 
 
+def _last_seen_starting(h: Harness, server_id: str) -> float:
+    """The last logged moment the runtime knew ``server_id`` to be starting (launched,
+    adopted, or a status observed; polls that change nothing are not logged, so this is
+    a lower bound)."""
+    at = -math.inf
+    for record in h.log.records():
+        event = record.event
+        if getattr(event, "server_id", None) == server_id and isinstance(
+            event, ev.MachineLaunched | ev.MachineAdopted | ev.MachineStatusObserved
+        ):
+            at = event.at
+    return at
+
+
 def _cost_until(m: st.Machine, until: float) -> int:
     """What ``m`` costs from its ready time to ``until`` (the billing rule)."""
-    if m.service_ready_at is None:
-        return 0
-    seconds = max(0, math.ceil(until - m.service_ready_at))
-    return (m.rate_micros_per_hour * seconds + 1800) // 3600
+    return machine_cost_micros(m.rate_micros_per_hour, m.service_ready_at, until)
 
 
 def _prompt_owners(h: Harness) -> dict[str, tuple[str, int]]:

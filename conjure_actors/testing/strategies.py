@@ -382,9 +382,9 @@ def faults() -> st.SearchStrategy[Fault]:
     """One fault: new knobs, a 429 burst, a ComfyUI restart or a lost machine."""
     return st.one_of(
         fault_knobs(),
-        # Bursts shorter than the clients' five attempts: a longer one is an outage, and
-        # the runtime then refuses to resume (one clear error) instead of running.
-        st.builds(RateLimitBurst, st.integers(1, 4)),
+        # Bursts up to three times the clients' five attempts: the runtime must wait them
+        # out (start-up, recovery, launches) rather than fail.
+        st.builds(RateLimitBurst, st.integers(1, 15)),
         st.builds(RestartComfyUI, st.integers(0, 7)),
         st.builds(LoseMachine, st.integers(0, 7)),
         st.just(Knobs()),  # faults stop

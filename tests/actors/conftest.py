@@ -17,6 +17,7 @@ from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfig, Secret
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.testing import open_simulated_conjure
 
 
 def sim_config(cloud: Any, **pool: Any) -> Config:
@@ -48,21 +49,9 @@ async def run_conjure(
     **kwargs: Any,
 ) -> AsyncIterator[Conjure]:
     """open_conjure over a journal on ``log`` (which may already hold a crashed run)."""
-    async with (
-        eventlog.open_journal(
-            log, Event, apply=apply, initial=initial_state(), clock=wall.now
-        ) as journal,
-        open_conjure(
-            config,
-            journal=journal,
-            http=cloud.http_transport(),
-            ws_connect=cloud.ws_connect,
-            wall=wall,
-            out_dir=out_dir,
-            seed=1,
-            **kwargs,
-        ) as conjure,
-    ):
+    async with open_simulated_conjure(
+        cloud, log, config, wall=wall, out_dir=out_dir, **kwargs
+    ) as conjure:
         yield conjure
 
 

@@ -95,6 +95,22 @@ async def test_fifty_jobs_on_five_machines(
         assert state.ledger.total_micros == sum(_bills(cloud).values())
 
 
+async def _crash_mid_prompt(
+    cloud: Any, log: eventlog.MemoryLog[Any], out: Path, config: Any, wall: TrioWallClock
+) -> str:
+    """Submit one job and crash once its prompt runs; returns the job's id."""
+    job = ""
+
+    async def until_started(conjure: Any) -> None:
+        nonlocal job
+        job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+
+    await crash_when(cloud, log, out, config, wall, until_started)
+    return job
+
+
 async def test_resume_after_crash_mid_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -107,15 +123,7 @@ async def test_resume_after_crash_mid_prompt(
     )
     async with open_test_cloud(wall.now, timings=slow) as cloud:
         config = sim_config(cloud)
-        job = ""
-
-        async def until_started(conjure: Any) -> None:
-            nonlocal job
-            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
-
-        await crash_when(cloud, log, tmp_path, config, wall, until_started)
+        job = await _crash_mid_prompt(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
             with trio.fail_after(3600):
@@ -134,6 +142,82 @@ async def test_resume_after_crash_mid_prompt(
         assert any(m.adopted for m in state.machines.values())
         assert cloud.running() == []
         assert _ledger(state) == _bills(cloud)
+
+
+async def test_resume_waits_out_a_long_rate_limit(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A crash mid-prompt, then a restart while RunComfy answers 429 for longer than the
+    client's own retries: recovery waits, adopts the machine, and the job succeeds."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200.0)) as cloud:
+        config = sim_config(cloud)
+        job = await _crash_mid_prompt(cloud, log, tmp_path, config, wall)
+        cloud.runcomfy.inject_rate_limit_burst(17)  # more than three calls' five attempts
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        assert state.jobs[job].status == "succeeded"
+        assert any(m.adopted for m in state.machines.values())
+        assert cloud.running() == []
+        assert _ledger(state) == _bills(cloud)
+
+
+async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A crash with an idle machine's DELETE in flight, and a resume ten minutes later that
+    finds it gone: its bill ends at the logged stop, as the cloud's does, not at the
+    resume."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud, idle_timeout=30.0)
+        stopping = ""
+
+        async def until_stopping(conjure: Any) -> None:
+            nonlocal stopping
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].status == "succeeded")
+                await wait_for(
+                    conjure, lambda s: any(m.status == "stopping" for m in s.machines.values())
+                )
+            stopping = next(m.server_id for m in conjure.state.machines.values())
+            cloud.runcomfy.vanish(stopping)  # the DELETE lands as the process dies
+
+        await crash_when(cloud, log, tmp_path, config, wall, until_stopping)
+        await trio.sleep(600)
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            await conjure.shutdown()
+            state = conjure.state
+        assert state.machines[stopping].status in ("lost", "stopped")
+        assert _ledger(state) == _bills(cloud)
+
+
+async def test_fresh_start_and_launch_wait_out_a_long_rate_limit(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """429s for longer than the client's retries at start-up and then at the launch: the
+    run waits them out and the job succeeds (no job fails for want of a machine)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        cloud.runcomfy.inject_rate_limit_burst(12)
+        async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure:
+            cloud.runcomfy.inject_rate_limit_burst(12)
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        assert state.jobs[job].status == "succeeded", state.jobs[job].error
+        assert cloud.running() == []
 
 
 async def test_budget_stops_launching_and_every_job_ends(
@@ -201,6 +285,34 @@ async def test_lost_machine_requeues_its_job(
         assert state.jobs[job].status == "succeeded"
         assert state.machines[first].status in ("lost", "stopped")
         assert state.machines[first].lost_reason is not None
+        assert state.jobs[job].server_id != first
+        assert state.jobs[job].failures == 0
+
+
+async def test_machine_lost_between_polls_costs_no_attempt(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The machine vanishes long before the pool's next poll: the attempt fails first, the
+    pool is asked to look, and the job is requeued (not retried) onto another machine."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    config = None
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=100.0)) as cloud:
+        config = sim_config(cloud, poll_interval=600.0)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            first = conjure.state.jobs[job].server_id
+            cloud.runcomfy.vanish(first)
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        events = [r.event for r in log.records()]
+        assert state.jobs[job].status == "succeeded"
+        assert state.jobs[job].failures == 0
+        assert not any(type(e).__name__ == "JobRetrying" for e in events)
+        assert next(e.server_id for e in events if type(e).__name__ == "JobStarted") == first
         assert state.jobs[job].server_id != first
 
 

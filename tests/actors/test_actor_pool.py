@@ -261,3 +261,129 @@ async def test_stop_all_leaves_nothing_running(autojump_clock: trio.testing.Mock
         await trio.sleep(5)
         assert rig.sim.running() == []
         assert rig.ledger_matches_sim()
+
+
+class _FlakyList:
+    """A RunComfy whose listing fails with ``errors`` in turn, then answers ``[]``."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def list_servers(self) -> list[Any]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return []
+
+
+async def test_patient_listing_waits_out_rate_limits_and_outages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """429s, connection failures and 5xx are waited out; the listing then comes back."""
+    from conjure_actors.actors.pool import list_servers_patiently
+    from conjure_actors.clients.errors import ClientError, RateLimitedError, TransportError
+
+    rc = _FlakyList(
+        RateLimitedError("429", status=429),
+        TransportError("down"),
+        ClientError("bad gateway", status=502),
+    )
+    assert await list_servers_patiently(rc, 600.0, what="test") == []
+    assert rc.calls == 4
+
+
+async def test_patient_listing_fails_at_once_on_a_wrong_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A wrong token is not something waiting cures: it is raised on the first call."""
+    from conjure_actors.actors.pool import list_servers_patiently
+    from conjure_actors.clients.errors import AuthError
+
+    rc = _FlakyList(AuthError("401", status=401))
+    start = trio.current_time()
+    with pytest.raises(AuthError):
+        await list_servers_patiently(rc, 600.0, what="test")
+    assert rc.calls == 1
+    assert trio.current_time() == start
+
+
+async def test_patient_listing_gives_up_after_its_patience(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A rate limit that outlasts the patience is raised (one clear error, not a hang)."""
+    from conjure_actors.actors.pool import list_servers_patiently
+    from conjure_actors.clients.errors import RateLimitedError
+
+    rc = _FlakyList(*(RateLimitedError("429", status=429) for _ in range(100)))
+    start = trio.current_time()
+    with pytest.raises(RateLimitedError):
+        await list_servers_patiently(rc, 120.0, what="test")
+    assert trio.current_time() - start <= 120.0
+    assert rc.calls > 3
+
+
+async def test_failed_stop_is_sent_again(autojump_clock: trio.testing.MockClock) -> None:
+    """A DELETE that fails (after the client's retries) is not the end: the next poll
+    finds the machine still up and stops it again; the bill is exact."""
+    from conjure_actors.clients.errors import TransportError
+
+    async with pool_rig(idle_timeout=30.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        calls = 0
+
+        async def failing_once(server_id: str, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise TransportError("connection reset")
+            return await real_stop(server_id, **kwargs)
+
+        rc.stop = failing_once
+        await rig.pool.release(lease.server_id, j)
+        await trio.sleep(120)
+        assert calls == 2
+        assert rig.state.machines[lease.server_id].status == "stopped"
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_launch_the_cloud_refuses_fails_the_waiting_job_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 4xx on the launch (here: no workflow version) will never succeed: the waiting
+    request fails at once, naming the cause, and no more launches are tried."""
+    async with pool_rig() as rig:
+        rig.pool.default_version = None
+        j = await rig.job()
+        reply: Reply[Lease] = Reply()
+        start = trio.current_time()
+        await rig.pool.lease(j, None, 0, reply)
+        with pytest.raises(LeaseFailedError, match="workflow_version_id") as info:
+            with trio.fail_after(3600):
+                await reply.wait()
+        assert trio.current_time() - start < 5.0
+        assert not info.value.retryable
+        assert not rig.pool.launching_allowed
+        assert rig.sim.billing() == []
+
+
+async def test_patient_listing_gives_up_sooner_on_an_outage_than_a_rate_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With ``outage_patience``, an unreachable service is given up on after that long,
+    while a rate limit is still waited out for the whole patience."""
+    from conjure_actors.actors.pool import list_servers_patiently
+    from conjure_actors.clients.errors import RateLimitedError, TransportError
+
+    down = _FlakyList(*(TransportError("down") for _ in range(100)))
+    start = trio.current_time()
+    with pytest.raises(TransportError):
+        await list_servers_patiently(down, 600.0, what="test", outage_patience=60.0)
+    assert trio.current_time() - start <= 60.0
+    busy = _FlakyList(*(RateLimitedError("429", status=429) for _ in range(7)))
+    assert await list_servers_patiently(busy, 600.0, what="test", outage_patience=60.0) == []
+    assert busy.calls == 8

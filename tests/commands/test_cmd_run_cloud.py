@@ -160,7 +160,11 @@ async def test_kill_9_then_resume_at_four_points(tmp_path: Path) -> None:
     for point, (code, stderr, state, bills, ran) in results.items():
         assert code == 0, (point, stderr)
         assert "Traceback" not in stderr
-        assert [j.status for j in state.jobs.values()] == ["succeeded", "succeeded"], point
+        assert [j.status for j in state.jobs.values()] == ["succeeded", "succeeded"], (
+            point,
+            [(j.status, j.error, j.queue_reason) for j in state.jobs.values()],
+            stderr,
+        )
         for m in state.machines.values():
             assert m.status in ("stopped", "lost"), (point, m)
         assert {m.server_id: m.cost_micros for m in state.machines.values()} == bills, point

@@ -1,0 +1,120 @@
+"""``run --comfyui-url`` and ``status --comfyui-url`` as subprocesses against a ComfyUI
+simulator the test serves on loopback: a ComfyUI the user runs, no machines, no cost."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import eventlog
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.sim.comfyui import ComfyUISim
+from conjure_actors.sim.serve import ServedComfyUI, serve_comfyui
+
+pytestmark = pytest.mark.slow
+
+
+@asynccontextmanager
+async def served_comfyui() -> AsyncIterator[ServedComfyUI]:
+    async with trio.open_nursery() as nursery:
+        served: ServedComfyUI = await nursery.start(serve_comfyui, ComfyUISim())
+        yield served
+        nursery.cancel_scope.cancel()
+
+
+def _env() -> dict[str, str]:
+    """No RunComfy credentials and no config from the developer's shell."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
+
+
+async def _cli(cwd: Path, *args: str) -> Any:
+    return await trio.run_process(
+        [sys.executable, "-m", "conjure_actors", *args],
+        cwd=cwd,
+        env=_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+async def test_run_on_a_users_comfyui(tmp_path: Path) -> None:
+    """The example job runs on the given ComfyUI: both outputs, no machine launched, no
+    cost, and the prompt ran exactly once on that ComfyUI."""
+    async with served_comfyui() as comfy:
+        with trio.fail_after(120):
+            proc = await _cli(
+                tmp_path, "run", "--json", "--comfyui-url", comfy.url, "--log", "r.log"
+            )
+        ran = list(comfy.sim.prompts_run)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "jobs: 1 (1 succeeded" in err
+    assert "cost: $0.00" in err
+    files = sorted(p.suffix for p in (tmp_path / "out").glob("job-*/*"))
+    assert files == [".glb", ".png"]
+    state = eventlog.fold(eventlog.read(tmp_path / "r.log", Event), apply, initial_state())
+    assert [(m.kind, m.cost_micros) for m in state.machines.values()] == [("comfyui", 0)]
+    assert state.launch_requests == {}
+    assert len(ran) == 1
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert not any(line.get("type", "").startswith("machine.launch") for line in lines)
+
+
+async def test_run_with_an_unreachable_comfyui_is_one_line(tmp_path: Path) -> None:
+    """A ComfyUI that does not answer: one line naming the problem, non-zero exit."""
+    url = _closed_port_url()
+    with trio.fail_after(120):
+        proc = await _cli(tmp_path, "run", "--comfyui-url", url + "/?token=abc", "--log", "r.log")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: the ComfyUI at {url} does not answer /system_stats (TransportError):"
+        " is it running?"
+    )
+    assert "abc" not in err
+    state = eventlog.fold(eventlog.read(tmp_path / "r.log", Event), apply, initial_state())
+    assert state.machines == {}
+    assert state.system.run_id is None
+
+
+async def test_status_of_a_users_comfyui(tmp_path: Path) -> None:
+    """``status --comfyui-url``: its version, devices and an empty queue."""
+    async with served_comfyui() as comfy:
+        with trio.fail_after(60):
+            proc = await _cli(tmp_path, "status", "--comfyui-url", comfy.url)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert out.startswith("ComfyUI ")
+    assert "device " in out
+    assert "queue: 0 running, 0 pending" in out
+
+
+async def test_status_of_an_unreachable_comfyui_is_one_line(tmp_path: Path) -> None:
+    """``status`` of a ComfyUI that does not answer: one line, non-zero exit."""
+    url = _closed_port_url()
+    with trio.fail_after(60):
+        proc = await _cli(tmp_path, "status", "--comfyui-url", url)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        f"error: the ComfyUI at {url} does not answer (ConnectError): is it running?"
+    ]
