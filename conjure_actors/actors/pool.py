@@ -77,6 +77,18 @@ def _gone_at(m: Any, now: float, *, stop_sent: bool = False) -> float:
     return until
 
 
+class _Reported:
+    """A ``task_status`` that remembers whether the task reported itself started."""
+
+    def __init__(self, status: trio.TaskStatus[None]) -> None:
+        self._status = status
+        self.reported = False
+
+    def started(self, value: None = None) -> None:
+        self.reported = True
+        self._status.started()
+
+
 def _passing(exc: ClientError) -> bool:
     """A failure that waiting cures: rate limited, unreachable, or the service's own 5xx."""
     if isinstance(exc, AuthError):
@@ -855,8 +867,11 @@ class MachinePool:
         live.events, live.events_scope = events, scope
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            status = _Reported(task_status)
             with scope:
-                await events.run(task_status=task_status)
+                await events.run(task_status=status)
+            if not status.reported:  # lost (scope cancelled) before the first attempt
+                task_status.started()
 
         with trio.move_on_after(30):
             await self._nursery.start(run)

@@ -36,6 +36,16 @@ class _HealthyComfy:
         return {"system": {}, "devices": []}
 
 
+class _SocketNeverOpens(_HealthyComfy):
+    """Healthy, but its WebSocket never gets through its first attempt."""
+
+    def events(self) -> Any:
+        return self
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.sleep_forever()
+
+
 @attrs.define
 class Rig:
     pool: MachinePool
@@ -80,7 +90,11 @@ class Rig:
 
 @asynccontextmanager
 async def pool_rig(
-    *, faults: RunComfyFaults | None = None, budget: float | None = None, **pool: Any
+    *,
+    faults: RunComfyFaults | None = None,
+    budget: float | None = None,
+    comfy: type[_HealthyComfy] = _HealthyComfy,
+    **pool: Any,
 ) -> AsyncIterator[Rig]:
     wall = TrioWallClock()
     sim = RunComfySim(wall=wall.now, faults=faults, timings=RunComfyTimings(ready_delay=60.0))
@@ -126,7 +140,7 @@ async def pool_rig(
                 ctx,
                 approve_launch=ledger.approve_launch,
                 approve_renewal=ledger.approve_renewal,
-                make_client=lambda sid, url: _HealthyComfy(),
+                make_client=lambda sid, url: comfy(),
             )
             if budget is not None:
                 await ledger.set_budget(budget)
@@ -234,6 +248,29 @@ async def test_vanished_machine_is_lost_and_lease_signalled(
         assert m.status in ("lost", "stopped")
         assert m.lost_reason is not None
         assert rig.sim.running() == []
+
+
+async def test_stop_while_the_websocket_opens_does_not_crash_the_pool(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A machine stopped while its WebSocket is still on its first attempt (as when a
+    resume adopts a machine and stops it at once) is stopped and billed; the pool carries
+    on (it used to crash: the socket's task ended without reporting itself started)."""
+    async with pool_rig(comfy=_SocketNeverOpens) as rig:
+        j = await rig.job()
+        reply: Reply[Lease] = Reply()
+        await rig.pool.lease(j, "v1", 0, reply)
+        await trio.sleep(61)  # Ready at 60 s; the health check is now opening the socket
+        (m,) = rig.state.machines.values()
+        assert (m.status, m.healthy) == ("ready", False)
+        await rig.pool.stop_machine(m.server_id, "test")
+        with trio.fail_after(600):
+            lease = await reply.wait()  # the pool carries on: another machine for the job
+        assert lease.server_id != m.server_id
+        assert rig.state.machines[m.server_id].status == "stopped"
+        assert m.server_id not in rig.sim.running()
+        bills = {b.server_id: b.cost_micros for b in rig.sim.billing()}
+        assert rig.state.machines[m.server_id].cost_micros == bills[m.server_id]
 
 
 async def test_budget_refuses_launch(autojump_clock: trio.testing.MockClock) -> None:
