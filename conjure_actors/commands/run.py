@@ -12,7 +12,11 @@ JSON lines. The log goes to ``./runs/`` (mode 0600) unless ``--log``; outputs to
 
 Ctrl-C: stop launching, cancel the jobs, stop every machine this run launched (shielded, with
 a deadline), log ``SystemStopped``, print the summary, exit 130. A second Ctrl-C exits at once
-and names the machines that may still be running.
+and names the machines (and launches in flight) that may still be running, and the
+``--resume LOG`` that stops them.
+
+Exit: 0 when every job succeeded, 1 when one failed or was cancelled (or on an error), 2 on bad
+input, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -337,6 +341,23 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
         )
 
 
+def _quit_now(conjure: Any, log_path: Path) -> str:
+    """What a second Ctrl-C says: the machines (and launches in flight) that may still
+    bill, and the command that stops them."""
+    left = conjure.running_machines()
+    launching = len(conjure.state.launch_requests)
+    if not left and not launching:
+        return "quitting now; no machine is running"
+    named = ", ".join(left)
+    if launching:
+        more = f"{launching} launch{'es' if launching > 1 else ''} in flight"
+        named = f"{named} and {more}" if named else more
+    return (
+        f"quitting now; machines that may still be running: {named}; "
+        f"python -m conjure_actors run --resume {log_path} stops them"
+    )
+
+
 async def _run(
     args: argparse.Namespace,
     config: Config,
@@ -404,13 +425,7 @@ async def _run(
                                 )
                                 work.cancel()
                             else:
-                                left = conjure.running_machines()
-                                print(
-                                    "quitting now; machines that may still be running: "
-                                    + (", ".join(left) or "none"),
-                                    file=sys.stderr,
-                                    flush=True,
-                                )
+                                print(_quit_now(conjure, log_path), file=sys.stderr, flush=True)
                                 os._exit(EXIT_INTERRUPTED)
 
                 nursery.start_soon(watch_signals)

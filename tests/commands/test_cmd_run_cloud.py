@@ -21,8 +21,8 @@ import eventlog
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import billed_seconds, cost_micros
 from conjure_actors.domain.state import apply, initial_state
-from conjure_actors.sim.cloud import CloudTimings
-from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.cloud import CloudFaults, CloudTimings
+from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
 from conjure_actors.sim.serve import ServedCloud, serve_cloud
 
 pytestmark = pytest.mark.slow
@@ -31,12 +31,15 @@ VERSION = "wv-conjure-flux-mesh-1"
 
 
 @asynccontextmanager
-async def served_cloud() -> AsyncIterator[ServedCloud]:
+async def served_cloud(retry_after: float = 2.0) -> AsyncIterator[ServedCloud]:
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2, rate_per_second=20, burst=20)
     )
+    faults = CloudFaults(runcomfy=RunComfyFaults(retry_after=retry_after))
     async with trio.open_nursery() as nursery:
-        cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=7))
+        cloud: ServedCloud = await nursery.start(
+            partial(serve_cloud, timings=timings, faults=faults, seed=7)
+        )
         yield cloud
         nursery.cancel_scope.cancel()
 
@@ -78,6 +81,14 @@ class Run:
                 self.lines.append(line)
                 if predicate(line):
                     return line
+
+    async def until_stderr(self, text: bytes) -> None:
+        """Read stderr until ``text`` appears (fails if the process ends first)."""
+        while text not in self.stderr:
+            chunk = await self.process.stderr.receive_some(65536)
+            if not chunk:
+                raise AssertionError(f"run ended before {text!r}; stderr: {self.stderr!r}")
+            self.stderr += chunk
 
     async def finish(self) -> int:
         async with trio.open_nursery() as nursery:
@@ -222,6 +233,48 @@ async def test_ctrl_c_stops_every_machine(tmp_path: Path) -> None:
         raw_log = (tmp_path / "r.log").read_bytes()
         assert cloud.token.encode() not in raw_log
         assert cloud.token not in json.dumps(run.lines) + run.stderr.decode()
+
+
+async def test_second_ctrl_c_quits_at_once_naming_what_may_still_run(tmp_path: Path) -> None:
+    """A second SIGINT while the machines' stops are held up by 429s: exit 130 at once,
+    naming every machine still billing and the command that stops them; that command then
+    stops them without running the cancelled jobs again."""
+    log = tmp_path / "r.log"
+    async with served_cloud(retry_after=1.0) as cloud:
+        run = await start_run(
+            cloud, tmp_path, "--log", str(log), "--jobs", "2", "--set", "20.steps=400"
+        )
+        with trio.fail_after(60):
+            await run.until(_is("exec.node_progress"))
+        cloud.runcomfy.inject_rate_limit_burst(3)  # the stops wait on Retry-After
+        run.process.send_signal(signal.SIGINT)
+        with trio.fail_after(60):
+            # A person's second Ctrl-C comes after the cancellations are durable.
+            await run.until(lambda line: sum(_is("job.cancelled")(x) for x in run.lines) == 2)
+        run.process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            code = await run.finish()
+        still_running = cloud.runcomfy.running()
+        err = run.stderr.decode()
+        assert code == 130, err
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("quitting now; "), err
+        assert all(server_id in last for server_id in still_running), (still_running, last)
+        if still_running:
+            assert last.endswith(f"python -m conjure_actors run --resume {log} stops them")
+        assert cloud.token not in err
+
+        resume = await start_run(cloud, tmp_path, "--resume", str(log))
+        with trio.fail_after(120):
+            code = await resume.finish()
+        assert code == 1, resume.stderr.decode()  # the jobs stay cancelled: not a success
+        assert "jobs: 2 (0 succeeded, 0 failed, 2 cancelled)" in resume.stderr.decode()
+        assert cloud.runcomfy.running() == []
+        state = _state(log)
+        assert all(m.status in ("stopped", "lost") for m in state.machines.values())
+        assert [j.status for j in state.jobs.values()] == ["cancelled", "cancelled"]
+        assert not any(_is("exec.prompt_submitted")(line) for line in resume.lines)
 
 
 async def test_wrong_token_is_one_line(tmp_path: Path) -> None:
