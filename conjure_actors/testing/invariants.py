@@ -20,7 +20,9 @@ listing every one. Call it after every step of a test (the state machine does).
 - ``prompts``: every prompt a ComfyUI executed was logged (``PromptSubmitting``) before it
   was sent, no prompt id ran twice, and no job attempt ran two prompts;
 - ``outputs``: every saved output is on disk with the logged size and sha256, byte-identical
-  to a file the simulator produced.
+  to a file the simulator produced;
+- ``actors``: no actor crashed. Every fault the harness injects is one the actors must handle
+  (a supervisor's restart hides a bug from every other check).
 
 :func:`check_quiet` is the liveness half, for after :meth:`Harness.run_until_quiet`: every
 job terminal, no machine running anywhere, and the ledger equal to the cloud's bills.
@@ -40,6 +42,7 @@ import eventlog
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import machine_cost_micros
+from conjure_actors.runtime.events import ActorCrashed
 
 if TYPE_CHECKING:
     from conjure_actors.testing.harness import Harness
@@ -432,6 +435,15 @@ def check_outputs(h: Harness) -> list[str]:
     return problems
 
 
+def check_actors(h: Harness) -> list[str]:
+    """No actor crashed (a restart is how a supervisor survives a bug, not how it is fixed)."""
+    return [
+        f"actors: {e.actor} crashed at seq {r.seq}: {e.error_type}: {e.message[:160]}"
+        for r in h.log.records()
+        if isinstance(e := r.event, ActorCrashed)
+    ][:_MAX_LISTED]
+
+
 CHECKS: Final = (
     check_runtime_alive,
     check_log,
@@ -441,6 +453,7 @@ CHECKS: Final = (
     check_ledger,
     check_prompts,
     check_outputs,
+    check_actors,
 )
 
 

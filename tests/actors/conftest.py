@@ -17,6 +17,7 @@ from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfig, Secret
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.runtime.events import ActorCrashed
 from conjure_actors.testing import open_simulated_conjure
 
 
@@ -48,11 +49,14 @@ async def run_conjure(
     wall: TrioWallClock,
     **kwargs: Any,
 ) -> AsyncIterator[Conjure]:
-    """open_conjure over a journal on ``log`` (which may already hold a crashed run)."""
+    """open_conjure over a journal on ``log`` (which may already hold a crashed run); on a
+    clean exit, fails if an actor crashed (its supervisor's restart would hide the bug)."""
     async with open_simulated_conjure(
         cloud, log, config, wall=wall, out_dir=out_dir, **kwargs
     ) as conjure:
         yield conjure
+    crashes = [r.event for r in log.records() if isinstance(r.event, ActorCrashed)]
+    assert crashes == [], crashes
 
 
 OpenCloud = Callable[..., Any]

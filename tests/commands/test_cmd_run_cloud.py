@@ -21,6 +21,7 @@ import eventlog
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import billed_seconds, cost_micros
 from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.runtime.events import ActorCrashed
 from conjure_actors.sim.cloud import CloudFaults, CloudTimings
 from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
 from conjure_actors.sim.serve import ServedCloud, serve_cloud
@@ -127,6 +128,15 @@ def _state(log: Path) -> Any:
     return eventlog.fold(eventlog.read(log, Event), apply, initial_state())
 
 
+def _crashes(log: Path) -> list[str]:
+    """Every actor crash the log records (a supervisor restart hides a bug otherwise)."""
+    return [
+        f"{r.event.actor}: {r.event.error_type}: {r.event.message}"
+        for r in eventlog.read(log, Event)
+        if isinstance(r.event, ActorCrashed)
+    ]
+
+
 def _is(kind: str) -> Callable[[dict[str, Any]], bool]:
     return lambda line: line.get("type") == kind
 
@@ -158,7 +168,7 @@ async def _kill_and_resume(root: Path, point: str, results: dict[str, Any]) -> N
                 await trio.sleep(0.1)
         bills = {b.server_id: b.cost_micros for b in cloud.runcomfy.billing()}
         ran = [p for sim in cloud.machines.values() for p in sim.prompts_run]
-    results[point] = (code, second.stderr.decode(), _state(log), bills, ran)
+    results[point] = (code, second.stderr.decode(), _state(log), bills, ran, _crashes(log))
 
 
 def _ledger_bounds(m: Any) -> set[int]:
@@ -189,8 +199,9 @@ async def test_kill_9_then_resume_at_four_points(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         for point in KILL_POINTS:
             nursery.start_soon(_kill_and_resume, tmp_path, point, results)
-    for point, (code, stderr, state, bills, ran) in results.items():
+    for point, (code, stderr, state, bills, ran, crashes) in results.items():
         assert code == 0, (point, stderr)
+        assert crashes == [], point
         assert "Traceback" not in stderr
         assert [j.status for j in state.jobs.values()] == ["succeeded", "succeeded"], (
             point,
@@ -228,6 +239,7 @@ async def test_ctrl_c_stops_every_machine(tmp_path: Path) -> None:
         assert cloud.runcomfy.running() == []
         state = _state(tmp_path / "r.log")
         assert state.system.stop_reason == "interrupted"
+        assert _crashes(tmp_path / "r.log") == []
         assert all(j.status == "cancelled" for j in state.jobs.values())
         # Secrets: the token appears in no output and no logged event.
         raw_log = (tmp_path / "r.log").read_bytes()
@@ -274,6 +286,7 @@ async def test_second_ctrl_c_quits_at_once_naming_what_may_still_run(tmp_path: P
         state = _state(log)
         assert all(m.status in ("stopped", "lost") for m in state.machines.values())
         assert [j.status for j in state.jobs.values()] == ["cancelled", "cancelled"]
+        assert _crashes(log) == []
         assert not any(_is("exec.prompt_submitted")(line) for line in resume.lines)
 
 

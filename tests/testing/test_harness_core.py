@@ -150,6 +150,30 @@ async def test_unknown_billing_machine_is_caught(mock_clock: trio.testing.MockCl
             check_all(h)
 
 
+async def test_actor_crash_is_caught(
+    mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An actor that raised is reported even though its supervisor restarted it."""
+    from conjure_actors.actors.pool import MachinePool
+
+    real = MachinePool.poll_once
+    calls = 0
+
+    async def poll_once_that_fails_once(self: MachinePool) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        await real(self)
+
+    monkeypatch.setattr(MachinePool, "poll_once", poll_once_that_fails_once)
+    async with open_harness(HarnessSettings(seed=2)) as h:
+        await h.submit(_conjure_job())
+        await _wait_for(h, lambda: calls > 1)
+        with pytest.raises(InvariantViolation, match=r"actors: .* crashed .*RuntimeError: boom"):
+            check_all(h)
+
+
 async def test_harness_refuses_a_real_clock() -> None:
     """Without MockClock the harness says what it needs."""
     with pytest.raises(HarnessError, match="MockClock"):
