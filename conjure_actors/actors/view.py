@@ -56,19 +56,72 @@ class StallDetector:
         return out
 
 
-_graph_sizes: dict[str, int] = {}
+_class_types: dict[str, dict[str, str]] = {}
+
+
+def _nodes_of(state: st.State, sha: str) -> dict[str, str]:
+    """A workflow's node ids and their ``class_type`` (parsed once per workflow)."""
+    nodes = _class_types.get(sha)
+    if nodes is None:
+        record = state.workflows.get(sha)
+        try:
+            graph = json.loads(record.graph_json) if record is not None else {}
+        except ValueError:
+            graph = {}
+        nodes = {
+            str(node_id): str(node.get("class_type", "")) if isinstance(node, dict) else ""
+            for node_id, node in (graph.items() if isinstance(graph, dict) else ())
+        }
+        _class_types[sha] = nodes
+    return nodes
 
 
 def _graph_size(state: st.State, sha: str) -> int:
-    size = _graph_sizes.get(sha)
-    if size is None:
-        record = state.workflows.get(sha)
-        try:
-            size = len(json.loads(record.graph_json)) if record is not None else 0
-        except ValueError:
-            size = 0
-        _graph_sizes[sha] = size
-    return size
+    return len(_nodes_of(state, sha))
+
+
+def node_label(state: st.State, job: st.Job) -> str:
+    """The running node as ``"20 KSampler"`` (its id alone if the graph does not say)."""
+    node_id = job.current_node
+    if not node_id:
+        return ""
+    class_type = _nodes_of(state, job.workflow_sha256).get(node_id, "")
+    return f"{node_id} {class_type}" if class_type else node_id
+
+
+def job_eta(state: st.State, job: st.Job, now: float) -> float | None:
+    """Seconds left for a running prompt, from its pace since it began executing (queueing
+    and machine start-up do not count); ``None`` when there is nothing to go on."""
+    if job.status != st.RUNNING or job.execution_started_at is None:
+        return None
+    fraction = job_fraction(state, job)
+    if not 0 < fraction < 1:
+        return None
+    return max(0.0, now - job.execution_started_at) * (1 - fraction) / fraction
+
+
+def _eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 100:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def shown_jobs(state: st.State, job_ids: Iterable[str] | None, limit: int) -> list[st.Job]:
+    """The jobs the live view lists: running, then waiting, then the latest finished."""
+    jobs = [state.jobs[j] for j in (job_ids or state.jobs) if j in state.jobs]
+    running = [j for j in jobs if j.status == st.RUNNING]
+    waiting = [j for j in jobs if j.status in st.ACTIVE_STATUSES and j.status != st.RUNNING]
+    ended = sorted(
+        (j for j in jobs if j.status not in st.ACTIVE_STATUSES),
+        key=lambda j: j.finished_at or j.updated_at,
+        reverse=True,
+    )
+    return (running + waiting + ended)[:limit]
 
 
 def job_fraction(state: st.State, job: st.Job) -> float:
@@ -156,40 +209,42 @@ def summary_lines(
     return lines
 
 
-def render_view(state: st.State, now: float, job_ids: Iterable[str] | None = None) -> Any:
-    """The Rich live view: one line per job (bar, running node, ETA), machines, total cost."""
+def render_view(
+    state: st.State, now: float, job_ids: Iterable[str] | None = None, *, limit: int = 20
+) -> Any:
+    """The Rich live view: a line per job (status, bar, share done, running node, ETA), the
+    machines (state, jobs served, cost so far) and the total cost (and budget)."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
 
-    jobs = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for col in ("job", "status", "progress", "node", "eta"):
-        jobs.add_column(col)
     ids = list(job_ids) if job_ids is not None else list(state.jobs)
-    for job_id in ids[-30:]:
-        job = state.jobs.get(job_id)
-        if job is None:
-            continue
+    jobs = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for col in ("job", "status", "progress", "done", "node", "eta"):
+        jobs.add_column(col, justify="right" if col in ("done", "eta") else "left")
+    shown = shown_jobs(state, ids, limit)
+    for job in shown:
         fraction = job_fraction(state, job)
-        eta = "-"
-        if job.status == st.RUNNING and 0 < fraction < 1:
-            elapsed = max(0.0, now - job.updated_at) + (job.updated_at - job.submitted_at)
-            eta = f"{elapsed * (1 - fraction) / fraction:.0f}s"
         jobs.add_row(
-            job_id[:12],
+            job.job_id[:16],
             job.status,
             ProgressBar(total=1.0, completed=fraction, width=24),
-            job.current_node or "",
-            eta,
+            f"{fraction:.0%}",
+            node_label(state, job),
+            _eta_text(job_eta(state, job, now)),
         )
+    hidden = sum(1 for j in ids if j in state.jobs) - len(shown)
+    if hidden > 0:
+        jobs.add_row(f"... {hidden} more", "", "", "", "", "")
     machines = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for col in ("machine", "state", "jobs", "cost"):
-        machines.add_column(col)
+        machines.add_column(col, justify="right" if col in ("jobs", "cost") else "left")
     total_micros = 0
     for m in state.machines.values():
         cost = live_cost(m, now)
         total_micros += cost
-        machines.add_row(m.server_id[:16], m.status, str(len(m.leases)), format_usd(cost))
+        status = "busy" if m.status == st.M_READY and m.leases else m.status
+        machines.add_row(m.server_id[:16], status, str(m.jobs_served), format_usd(cost))
     total = f"total cost: {format_usd(total_micros)}"
     if state.budget.limit_micros is not None:
         total += f" of {format_usd(state.budget.limit_micros)} budget"

@@ -206,6 +206,7 @@ class Job:
     client_id: str | None = None
     prompt_number: float | None = None
     execution: str | None = None  # None, submitting, submitted, started, succeeded, failed...
+    execution_started_at: float | None = None  # when the current prompt began executing
     current_node: str | None = None
     nodes: dict[str, NodeState] = attrs.Factory(dict)
     inputs: list[InputFile] = attrs.Factory(list)
@@ -482,6 +483,7 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
         job.client_id = None
         job.prompt_number = None
         job.execution = None
+        job.execution_started_at = None
         job.current_node = None
         job.nodes = {}
         job.retry_delay = None
@@ -736,6 +738,8 @@ def _execution_started(s: State, e: ev.ExecutionStarted) -> None:
     # The WS may beat the HTTP answer: the prompt then runs before PromptSubmitted.
     job = _current_job(s, e.job_id, e.prompt_id, "ExecutionStarted")
     if job is not None:
+        if job.execution != "started":
+            job.execution_started_at = e.at
         job.execution = "started"
         job.updated_at = e.at
 
