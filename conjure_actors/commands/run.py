@@ -269,6 +269,14 @@ async def _dev_machine(config: Config) -> Any:
         return await attachable_dev_machine(config, rc)
 
 
+def _dev_workflow_version(config: Config) -> str | None:
+    """The workflow version of the dev machine ``machine up`` recorded, if any."""
+    from conjure_actors.commands.machine import read_dev_machine, state_path
+
+    recorded = read_dev_machine(state_path(config))
+    return recorded.workflow_version if recorded is not None else None
+
+
 def _check_budget(config: Config) -> None:
     """A budget below the cost of one lease can launch nothing: say so before starting."""
     if config.budget.usd is None or config.mode == "comfyui":
@@ -303,12 +311,19 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
         return
     if mode == "runcomfy":
         host = config.runcomfy.base_url.split("://", 1)[-1].split("/", 1)[0]
+        banner = f"conjure_actors: running on RunComfy ({host})"
         if not config.runcomfy.workflow_version:
-            raise UsageError(
-                "RunComfy needs a workflow version: pass --workflow-version "
-                "or set runcomfy.workflow_version in the config"
+            version = _dev_workflow_version(config)
+            if version is None:
+                raise UsageError(
+                    "RunComfy needs a workflow version: pass --workflow-version, "
+                    "set runcomfy.workflow_version in the config, or `machine up` one"
+                )
+            config = attrs.evolve(
+                config, runcomfy=attrs.evolve(config.runcomfy, workflow_version=version)
             )
-        yield config, mode, None, None, f"conjure_actors: running on RunComfy ({host})"
+            banner += f", workflow version {version} (the dev machine's)"
+        yield config, mode, None, None, banner
         return
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud

@@ -115,3 +115,47 @@ def test_embedded_run_end_to_end(tmp_path: Path) -> None:
     assert len(logs) == 1
     assert logs[0].stat().st_mode & 0o777 == 0o600
     assert "Traceback" not in proc.stderr
+
+
+def _runcomfy_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RUNCOMFY_USER_ID", "user")
+    monkeypatch.setenv("RUNCOMFY_API_TOKEN", "token")
+    monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("CONJURE_DEV_STATE_FILE", str(tmp_path / "dev.json"))
+
+
+def test_runcomfy_without_a_workflow_version_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """RunComfy, no --workflow-version and no dev machine: one line saying the three ways."""
+    _runcomfy_env(monkeypatch, tmp_path)
+    code, err = _run_cli([], capsys)
+    _one_line_error(code, err)
+    assert "--workflow-version" in err
+    assert "machine up" in err
+
+
+async def test_runcomfy_takes_the_dev_machines_workflow_version(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """After `machine up --workflow-version V`, `run` on RunComfy needs no version: V."""
+    from conjure_actors.commands.machine import DevMachine
+    from conjure_actors.commands.run import _cloud
+    from conjure_actors.config import load_config
+
+    _runcomfy_env(monkeypatch, tmp_path)
+    dev = DevMachine(
+        server_id="s",
+        url="http://127.0.0.1:9",
+        server_type="medium",
+        workflow_version="wv-dev",
+        service_ready_at=None,
+        estimated_stopping_at=None,
+        rate_micros_per_hour=0,
+        price_table_version="v",
+        launched_at=0.0,
+    )
+    (tmp_path / "dev.json").write_text(dev.to_json())
+    async with _cloud(load_config()) as (config, mode, _http, _ws, banner):
+        assert (mode, config.runcomfy.workflow_version) == ("runcomfy", "wv-dev")
+        assert "wv-dev" in banner
