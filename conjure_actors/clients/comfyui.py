@@ -974,7 +974,9 @@ class ComfyUIClient:
             while True:
                 item: _Routed | Literal[False] = False
                 if sub is not None and trio.current_time() < next_poll:
-                    with trio.move_on_after(next_poll - trio.current_time()):
+                    # A deadline, not a duration: the clock moves on between two readings,
+                    # and a duration computed from a second one can come out negative.
+                    with trio.move_on_at(next_poll):
                         item = await sub.receive.receive()
                 if item is None:  # the socket was replaced: reconcile now
                     next_poll = trio.current_time()
