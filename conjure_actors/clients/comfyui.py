@@ -37,6 +37,7 @@ import httpx
 import msgspec
 import trio
 import trio_websocket
+import wsproto.utilities
 
 from conjure_actors.clients import comfyui_wire as wire
 from conjure_actors.clients.errors import (
@@ -538,6 +539,9 @@ class ComfyUIEvents:
                 trio_websocket.HandshakeError,
                 trio_websocket.ConnectionClosed,
                 trio.BrokenResourceError,
+                # trio-websocket #184: a ping from the server while we close is answered
+                # on the closing socket and wsproto refuses it; the socket is gone anyway.
+                wsproto.utilities.LocalProtocolError,
             ) as exc:
                 log.info(
                     "%s: WebSocket unavailable (%s: %s); following by polling",

@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 import trio
 import trio.testing
 import trio_websocket
+import wsproto.utilities
 
 __all__ = [
     "CLIENT_MAX_MESSAGE_SIZE",
@@ -157,13 +158,23 @@ async def connect_in_memory(
     client_stream, server_stream = trio.testing.memory_stream_pair()
 
     async def serve() -> None:
-        request = await trio_websocket.wrap_server_stream(nursery, server_stream)
-        ws = await request.accept()
-        sock = TrioServerSocket(ws)
+        # The server end lives in a nursery of its own, as a real server lives in its own
+        # process: what goes wrong in its connection ends the connection, not the client.
+        # trio-websocket (0.12, issue #184) answers a ping that arrives after it sent its
+        # close frame, and wsproto refuses that pong with LocalProtocolError: a client
+        # pinging while the server closes would otherwise crash the client's nursery.
         try:
-            await handler(sock, request.path)
-        finally:
-            await sock.close()
+            async with trio.open_nursery() as server_nursery:
+                request = await trio_websocket.wrap_server_stream(server_nursery, server_stream)
+                ws = await request.accept()
+                sock = TrioServerSocket(ws)
+                try:
+                    await handler(sock, request.path)
+                finally:
+                    await sock.close()
+                server_nursery.cancel_scope.cancel()
+        except* wsproto.utilities.LocalProtocolError:
+            await server_stream.aclose()
 
     nursery.start_soon(serve)
     return await trio_websocket.wrap_client_stream(

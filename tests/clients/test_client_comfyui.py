@@ -17,6 +17,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import wsproto.utilities
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +86,7 @@ async def open_env(
     base: str = BASE,
     app: Callable[..., Any] | None = None,
     seed: int = 0,
+    ws_connect: Callable[[str], Any] | None = None,
 ) -> AsyncIterator[Env]:
     sim = ComfyUISim(seed=seed, faults=faults, timings=timings, wall=TrioWallClock().now)
     async with trio.open_nursery() as nursery:
@@ -94,7 +96,7 @@ async def open_env(
             client = ComfyUIClient(
                 base,
                 http=http,
-                ws_connect=sim.open_ws_in_memory,
+                ws_connect=ws_connect or sim.open_ws_in_memory,
                 redact=redact,
                 policy=policy,
                 rng=random.Random(seed),
@@ -327,6 +329,24 @@ async def test_silent_socket_job_completes_by_polling(autojump_clock: trio.abc.C
         _, updates = await run_job(env, await conjure_graph(env))
     assert isinstance(updates[-1], PromptSucceeded)
     assert {o.node_id for o in updates[-1].outputs} == {"24", "33"}
+
+
+async def test_socket_protocol_error_falls_back_to_polling(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A socket that fails with wsproto's LocalProtocolError (trio-websocket #184: a server
+    ping answered on a closing socket) is a dropped socket: the events task reports itself
+    started, keeps trying, and the job completes by polling."""
+
+    @asynccontextmanager
+    async def broken(url: str) -> AsyncIterator[Any]:
+        raise wsproto.utilities.LocalProtocolError("Event Pong cannot be sent")
+        yield  # pragma: no cover
+
+    async with open_env(ws_connect=broken) as env:
+        _, updates = await run_job(env, workflow("invert_save"))
+        assert isinstance(updates[-1], PromptSucceeded)
+        assert not env.events.connected
 
 
 async def test_polling_only_without_events(autojump_clock: trio.abc.Clock) -> None:
