@@ -8,6 +8,7 @@ not in the state, so nothing here can leak them.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterable
 from typing import Any
 
@@ -204,7 +205,7 @@ def summary_lines(
         f"cost: {format_usd(summary.cost_micros)} ({tables})",
         f"machines: {summary.machines} used ({mode})",
         f"outputs: {summary.outputs} files under {out_dir}",
-        f"log: {log_path}  (python -m conjure_actors replay {log_path})",
+        f"log: {log_path}  (python -m conjure_actors replay {shlex.quote(log_path)})",
     ]
     return lines
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -369,7 +370,7 @@ def _quit_now(conjure: Any, log_path: Path) -> str:
         named = f"{named} and {more}" if named else more
     return (
         f"quitting now; machines that may still be running: {named}; "
-        f"python -m conjure_actors run --resume {log_path} stops them"
+        f"python -m conjure_actors run --resume {shlex.quote(str(log_path))} stops them"
     )
 
 
