@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,32 @@ async def open_simulated_conjure(
         eventlog.open_journal(
             log, Event, apply=apply, initial=initial_state(), clock=wall.now
         ) as journal,
-        open_conjure(
-            config,
-            journal=journal,
-            http=cloud.http_transport(),
-            ws_connect=cloud.ws_connect,
-            wall=wall,
-            out_dir=out_dir,
-            seed=seed,
-            **kwargs,
+        open_conjure_on(
+            cloud, journal, config, wall=wall, out_dir=out_dir, seed=seed, **kwargs
         ) as conjure,
     ):
         yield conjure
+
+
+def open_conjure_on(
+    cloud: Any,
+    journal: Any,
+    config: Config,
+    *,
+    wall: WallClock,
+    out_dir: Path,
+    seed: int = 1,
+    **kwargs: Any,
+) -> AbstractAsyncContextManager[Conjure]:
+    """The runtime on an open ``journal`` (which outlives it: a test can crash the log and
+    tear the runtime down under it) against ``cloud`` in memory."""
+    return open_conjure(
+        config,
+        journal=journal,
+        http=cloud.http_transport(),
+        ws_connect=cloud.ws_connect,
+        wall=wall,
+        out_dir=out_dir,
+        seed=seed,
+        **kwargs,
+    )
