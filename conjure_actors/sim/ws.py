@@ -172,7 +172,8 @@ async def connect_in_memory(
                     await handler(sock, request.path)
                 finally:
                     await sock.close()
-                server_nursery.cancel_scope.cancel()
+                # (The connection's reader task ends once the close handshake is over; it
+                # must not be cancelled before: it answers the client's close frame.)
         except* wsproto.utilities.LocalProtocolError:
             await server_stream.aclose()
 
