@@ -173,6 +173,7 @@ class MachinePool:
         self._seq = itertools.count()
         self._live: dict[str, _Live] = {}
         self._launching: set[str] = set()  # request keys with a POST in flight
+        self._resolving = trio.Lock()  # one resolution of open launch intents at a time
         self._stopping: set[str] = set()
         self.launching_allowed = True
         self.refuse_reason = ""
@@ -742,40 +743,53 @@ class MachinePool:
         await self._renew_and_reap(now)
 
     async def _adopt_unknown(self, servers: list[Any], open_intents: set[str]) -> None:
-        """Servers a logged launch intent may have started (crash, or unknown outcome)."""
-        if not open_intents:
+        """Servers a logged launch intent may have started (crash, or unknown outcome).
+
+        One resolution at a time (start-up's reconcile and the poller both get here), and
+        none while a launch is in flight: an unknown server may then be that launch's, whose
+        answer has not arrived yet. An intent resolved meanwhile (its launch answered, or an
+        earlier resolution) is skipped, as is a server that became known."""
+        if not open_intents or self._launching:
             return
-        state = self.ctx.state
-        unknown = [
-            s
-            for s in servers
-            if s.server_id not in state.machines and s.status not in ("Deleting", "Stopping")
-        ]
-        for key in sorted(open_intents, key=lambda k: state.launch_requests[k].at):
-            req = state.launch_requests[key]
-            match = next(
-                (
-                    s
-                    for s in unknown
-                    if (s.server_type in (None, req.server_type))
-                    and (s.workflow_version_id in (None, req.workflow_version))
-                ),
-                None,
-            )
-            if match is None:
-                await self.ctx.emit(
-                    ev.MachineLaunchFailed(
-                        request_key=key, reason="no server found for this launch", at=self.ctx.now()
-                    )
+        async with self._resolving:
+            state = self.ctx.state
+            unknown = [
+                s
+                for s in servers
+                if s.server_id not in state.machines and s.status not in ("Deleting", "Stopping")
+            ]
+            pending = [k for k in open_intents if k in state.launch_requests]
+            for key in sorted(pending, key=lambda k: state.launch_requests[k].at):
+                if key not in state.launch_requests or self._launching:
+                    continue
+                unknown = [s for s in unknown if s.server_id not in state.machines]
+                await self._resolve_intent(key, unknown)
+
+    async def _resolve_intent(self, key: str, unknown: list[Any]) -> None:
+        """Adopt the first unknown server that fits launch intent ``key``, or close it."""
+        req = self.ctx.state.launch_requests[key]
+        match = next(
+            (
+                s
+                for s in unknown
+                if (s.server_type in (None, req.server_type))
+                and (s.workflow_version_id in (None, req.workflow_version))
+            ),
+            None,
+        )
+        if match is None:
+            await self.ctx.emit(
+                ev.MachineLaunchFailed(
+                    request_key=key, reason="no server found for this launch", at=self.ctx.now()
                 )
-                continue
-            unknown.remove(match)
-            await self.adopt(
-                match,
-                request_key=key,
-                server_type=req.server_type,
-                workflow_version=req.workflow_version,
             )
+            return
+        await self.adopt(
+            match,
+            request_key=key,
+            server_type=req.server_type,
+            workflow_version=req.workflow_version,
+        )
 
     async def adopt(
         self, s: Any, *, request_key: str | None, server_type: str, workflow_version: str | None

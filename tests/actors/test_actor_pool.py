@@ -273,6 +273,48 @@ async def test_stop_while_the_websocket_opens_does_not_crash_the_pool(
         assert rig.state.machines[m.server_id].cost_micros == bills[m.server_id]
 
 
+async def test_a_dangling_launch_intent_is_resolved_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A launch intent left by a crash, with the server it started: a poll that saw the
+    intent open, then waited on the cloud while start-up's reconcile adopted the server,
+    leaves it alone (it used to die of a KeyError, crashing the machines actor)."""
+    from conjure_actors.domain import events as ev
+
+    async with pool_rig() as rig:
+        body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
+        rig.sim._launch(body)
+        await rig.ctx.emit(
+            ev.MachineLaunchRequested(
+                request_key="k1",
+                server_type="medium",
+                workflow_version="v1",
+                estimated_duration=600,
+                at=rig.ctx.now(),
+            )
+        )
+        rc = rig.ctx.runcomfy
+        list_servers = rc.list_servers
+        reconciled = trio.Event()
+
+        async def list_then_wait() -> Any:
+            servers = await list_servers()
+            await reconciled.wait()
+            return servers
+
+        async with trio.open_nursery() as nursery:
+            rc.list_servers = list_then_wait
+            nursery.start_soon(rig.pool.poll_once)
+            await trio.testing.wait_all_tasks_blocked()
+            rc.list_servers = list_servers
+            await rig.pool.reconcile()
+            reconciled.set()
+        (m,) = rig.state.machines.values()
+        assert m.request_key == "k1"
+        assert rig.state.launch_requests == {}
+        assert rig.state.anomalies == []
+
+
 async def test_budget_refuses_launch(autojump_clock: trio.testing.MockClock) -> None:
     """A budget smaller than one lease refuses the launch and fails the request."""
     async with pool_rig(budget=0.01) as rig:
