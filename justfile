@@ -29,7 +29,7 @@ bench:
 
 # Long property-based runs (thousands of examples, database kept between runs).
 fuzz *ARGS:
-    HYPOTHESIS_PROFILE=fuzz python -m pytest -q tests {{ARGS}}
+    HYPOTHESIS_PROFILE=fuzz python -m pytest -q -o faulthandler_timeout=0 tests {{ARGS}}
 
 # Run the CONJURE example job (embedded simulated cloud unless credentials are set).
 run *ARGS:
