@@ -16,7 +16,7 @@ import attrs
 import msgspec
 
 from conjure_actors.domain import state as st
-from conjure_actors.domain.prices import format_usd, machine_cost_micros
+from conjure_actors.domain.prices import format_usd
 
 _json = msgspec.json.Encoder()
 
@@ -139,18 +139,7 @@ def job_fraction(state: st.State, job: st.Job) -> float:
     return min(1.0, done / total)
 
 
-def live_cost(machine: st.Machine, now: float) -> int:
-    """A machine's cost so far: its final bill once stopped, else the billing rule to now
-    (the ledger's accruals lag by up to the accrual period)."""
-    if machine.status in st.MACHINE_GONE or machine.service_ready_at is None:
-        return machine.cost_micros
-    until = now
-    if machine.estimated_stopping_at is not None:
-        until = min(now, machine.estimated_stopping_at)
-    return max(
-        machine.cost_micros,
-        machine_cost_micros(machine.rate_micros_per_hour, machine.service_ready_at, until),
-    )
+live_cost = st.machine_cost_at  # a machine's cost so far (the live view's cost column)
 
 
 @attrs.frozen

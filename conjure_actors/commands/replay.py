@@ -38,6 +38,7 @@ from conjure_actors.domain.state import (
     State,
     apply,
     initial_state,
+    machine_cost_at,
     state_to_builtins,
 )
 from conjure_actors.errors import ConjureError, UsageError
@@ -242,7 +243,13 @@ def _short_time(at: float | None) -> str:
     return text[11:19] if len(text) > 19 else text
 
 
-def _machine_rows(state: State, rich: bool) -> list[list[str]]:
+def _cost_at(m: Any, moment: float | None) -> int:
+    """A machine's bill as of ``moment`` by the billing rule (the ledger's accruals lag:
+    a machine still running at that moment has cost more than its last accrual)."""
+    return m.cost_micros if moment is None else machine_cost_at(m, moment)
+
+
+def _machine_rows(state: State, rich: bool, moment: float | None) -> list[list[str]]:
     when = _short_time if rich else format_time
     return [
         [
@@ -253,13 +260,22 @@ def _machine_rows(state: State, rich: bool) -> list[list[str]]:
             ",".join(m.leases) or "-",
             when(m.service_ready_at),
             when(m.stopped_at),
-            format_usd(m.cost_micros),
+            format_usd(_cost_at(m, moment)),
         ]
         for sid, m in sorted(state.machines.items(), key=lambda item: natural_key(item[0]))
     ]
 
 
-def print_state(state: State, seq: int, at: float | None, *, job_id: str | None) -> None:
+def print_state(
+    state: State,
+    seq: int,
+    at: float | None,
+    *,
+    job_id: str | None,
+    moment: float | None = None,
+) -> None:
+    """The state after ``seq`` (logged at ``at``); costs as of ``moment`` (default ``at``)."""
+    moment = at if moment is None else moment
     rich = sys.stdout.isatty()
     system = state.system
     print(
@@ -296,8 +312,17 @@ def print_state(state: State, seq: int, at: float | None, *, job_id: str | None)
     if job_id is None:
         _print_table(
             "machines",
-            ["machine", "kind", "type", "status", "leases", "ready at", "stopped at", "cost"],
-            _machine_rows(state, rich),
+            [
+                "machine",
+                "kind",
+                "type",
+                "status",
+                "leases",
+                "ready at",
+                "stopped at",
+                "cost so far",
+            ],
+            _machine_rows(state, rich, moment),
             rich,
         )
         budget = state.budget
@@ -305,8 +330,14 @@ def print_state(state: State, seq: int, at: float | None, *, job_id: str | None)
         flags = [
             name for name, on in (("warned", budget.warned), ("exceeded", budget.exceeded)) if on
         ]
+        so_far = sum(_cost_at(m, moment) for m in state.machines.values())
+        billing = (
+            f" (accrued; {format_usd(so_far)} billed by {format_time(moment)})"
+            if so_far != state.ledger.total_micros
+            else ""
+        )
         print(
-            f"ledger: total {format_usd(state.ledger.total_micros)}"
+            f"ledger: total {format_usd(state.ledger.total_micros)}{billing}"
             f" over {len(state.machines)} machines; budget {limit}"
             + (f" ({', '.join(flags)})" if flags else "")
             + (f"; {budget.launches_refused} launches refused" if budget.launches_refused else "")
@@ -560,5 +591,5 @@ def _main(args: argparse.Namespace) -> int:
         document = state_document(state, log=path, seq=seq, at=at, job_id=args.job)
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(document)).decode() + "\n")
         return EXIT_OK
-    print_state(state, seq, at, job_id=args.job)
+    print_state(state, seq, at, job_id=args.job, moment=stop_at)
     return EXIT_OK

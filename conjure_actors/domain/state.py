@@ -30,6 +30,7 @@ import attrs
 import msgspec
 
 from conjure_actors.domain import events as ev
+from conjure_actors.domain.prices import machine_cost_micros
 from conjure_actors.runtime import events as rt
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "copy_state",
     "initial_state",
     "is_legal",
+    "machine_cost_at",
     "state_from_builtins",
     "state_to_builtins",
 ]
@@ -350,6 +352,21 @@ class State:
     last_at: float | None = None
     anomaly_count: int = 0
     anomalies: list[str] = attrs.Factory(list)
+
+
+def machine_cost_at(machine: Machine, now: float) -> int:
+    """A machine's bill as of ``now``: its final bill once stopped, else the billing rule
+    up to ``now`` (or its lease's end, when RunComfy stops it). The ledger's accruals lag
+    behind a running machine by up to the accrual period; this does not."""
+    if machine.status in MACHINE_GONE or machine.service_ready_at is None:
+        return machine.cost_micros
+    until = now
+    if machine.estimated_stopping_at is not None:
+        until = min(now, machine.estimated_stopping_at)
+    return max(
+        machine.cost_micros,
+        machine_cost_micros(machine.rate_micros_per_hour, machine.service_ready_at, until),
+    )
 
 
 def initial_state() -> State:

@@ -228,3 +228,40 @@ def test_at_epoch_seconds_is_a_time(log: Path, capsys: pytest.CaptureFixture[str
     """A large integer is epoch seconds (e.g. from ``date +%s``), not a seq."""
     assert main(["replay", str(log), "--at", str(int(T0 + 2))]) == 0
     assert capsys.readouterr().out.startswith("state after seq 4 ")
+
+
+def test_state_shows_what_a_running_machine_has_cost_by_then(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--at TIME: a machine Ready at T0+10 and never accrued has cost 100 s by T0+110 (the
+    ledger's accruals lag; the billing rule does not)."""
+    rate = 990_000  # $0.99/h: 275 micro-USD a second
+    log = write(
+        tmp_path / "m.log",
+        [
+            ev.SystemStarted(run_id="r", version="0", mode="runcomfy", at=T0),
+            ev.MachineLaunchRequested(
+                request_key="k",
+                server_type="medium",
+                workflow_version="v",
+                estimated_duration=600,
+                at=T0,
+            ),
+            ev.MachineLaunched(request_key="k", server_id="s1", at=T0 + 1),
+            ev.MachineReady(
+                server_id="s1",
+                service_ready_at=T0 + 10,
+                estimated_stopping_at=T0 + 610,
+                rate_micros_per_hour=rate,
+                price_table_version="t",
+                at=T0 + 10,
+            ),
+            ev.SystemStopped(reason="done", at=T0 + 200),
+        ],
+    )
+    assert main(["replay", str(log), "--at", "2027-01-15T08:01:50Z"]) == 0
+    out = capsys.readouterr().out
+    machine = next(line for line in out.splitlines() if line.split()[:1] == ["s1"])
+    assert machine.split()[-1] == "$0.0275"
+    ledger = next(line for line in out.splitlines() if line.startswith("ledger:"))
+    assert "total $0.0000 (accrued; $0.0275 billed by 2027-01-15T08:01:50.000Z)" in ledger
