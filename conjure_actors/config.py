@@ -366,3 +366,15 @@ def load_config(
             _set_dotted(over, dotted, value)
     tree = _merge(tree, over)
     return structure_config(tree)
+
+
+def require_priced_server_type(config: Config) -> None:
+    """A RunComfy launch must be billable: its server type needs a price in the plan's
+    table (the protocol's open list of server types has some the table does not price)."""
+    from conjure_actors.domain.errors import PriceTableError
+    from conjure_actors.domain.prices import default_price_table
+
+    try:
+        default_price_table(config.runcomfy.plan).rate(config.runcomfy.server_type)
+    except PriceTableError as exc:
+        raise ConfigError(f"bad configuration: runcomfy.server_type: {exc}") from None

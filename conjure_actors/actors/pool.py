@@ -475,13 +475,12 @@ class MachinePool:
         for k in range(n):
             w = demand[order[k % len(order)]]
             version = w.workflow_version or self.default_version or ""
-            if not await self._approve_launch(w.job_id, self.server_type):
-                self._fail_unservable("budget")
-                return
             key = uuid.uuid4().hex
-            self._launching.add(key)
-            await self.ctx.emit(
-                decide.request_launch(
+            try:
+                if not await self._approve_launch(w.job_id, self.server_type):
+                    self._fail_unservable("budget")
+                    return
+                intent = decide.request_launch(
                     state,
                     request_key=key,
                     server_type=self.server_type,
@@ -491,7 +490,12 @@ class MachinePool:
                     max_jobs=self.cfg.jobs_per_machine,
                     at=self.ctx.now(),
                 )
-            )
+            except DomainError as exc:  # e.g. a server type the price table cannot bill
+                self.stop_launching(f"cannot launch: {exc}")
+                self._fail_unservable(self.refuse_reason)
+                return
+            self._launching.add(key)
+            await self.ctx.emit(intent)
             self._spawn(self._launch, key, version)
 
     def _fail_unservable(self, reason: str) -> None:

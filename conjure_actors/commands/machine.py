@@ -22,7 +22,7 @@ import attrs
 import httpx
 import trio
 
-from conjure_actors.config import Config, load_config
+from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errors import UsageError
 
 HELP = "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)"
@@ -118,6 +118,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 def main(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.action == "up":
+        require_priced_server_type(config)
     path = state_path(config, args.state_file)
     return trio.run(_main, args, config, path)
 

@@ -46,7 +46,7 @@ from conjure_actors.actors.view import (
     summarize,
     summary_lines,
 )
-from conjure_actors.config import Config, load_config
+from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errors import BudgetError, ConjureError, UsageError
 
 HELP = "run a workflow (default: the CONJURE example on the embedded simulated cloud)"
@@ -231,6 +231,8 @@ def _prepare(
         from conjure_actors.domain.workflow import bindings_for
 
         bindings_for(workflow, prompt=prompt, sets=args.sets, seed=args.seed)
+    if config.mode != "comfyui":
+        require_priced_server_type(config)
     _check_budget(config)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)

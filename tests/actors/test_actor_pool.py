@@ -315,6 +315,22 @@ async def test_a_dangling_launch_intent_is_resolved_once(
         assert rig.state.anomalies == []
 
 
+async def test_unpriced_server_type_fails_the_lease_not_the_pool(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server type the price table cannot bill (the CLI refuses it up front): the waiting
+    job's lease fails with the reason, nothing is launched, the pool carries on."""
+    async with pool_rig() as rig:
+        rig.pool.server_type = "gigantic"
+        j = await rig.job()
+        reply: Reply[Lease] = Reply()
+        await rig.pool.lease(j, "v1", 0, reply)
+        with trio.fail_after(10), pytest.raises(LeaseFailedError, match=r"no price .*gigantic"):
+            await reply.wait()
+        assert rig.sim.billing() == []
+        assert rig.state.launch_requests == {}
+
+
 async def test_budget_refuses_launch(autojump_clock: trio.testing.MockClock) -> None:
     """A budget smaller than one lease refuses the launch and fails the request."""
     async with pool_rig(budget=0.01) as rig:

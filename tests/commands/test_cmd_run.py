@@ -159,3 +159,11 @@ async def test_runcomfy_takes_the_dev_machines_workflow_version(
     async with _cloud(load_config()) as (config, mode, _http, _ws, banner):
         assert (mode, config.runcomfy.workflow_version) == ("runcomfy", "wv-dev")
         assert "wv-dev" in banner
+
+
+def test_unpriced_server_type_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A server type the price table cannot bill: refused before anything starts."""
+    code, err = _run_cli(["--server-type", "gigantic"], capsys)
+    _one_line_error(code, err)
+    assert "runcomfy.server_type" in err
+    assert "medium" in err
