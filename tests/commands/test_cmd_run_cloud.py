@@ -163,9 +163,11 @@ async def _kill_and_resume(root: Path, point: str, results: dict[str, Any]) -> N
         second = await start_run(cloud, cwd, "--resume", str(log))
         with trio.fail_after(180):
             code = await second.finish()
-        with trio.fail_after(30):
+        with trio.move_on_after(30):
             while cloud.runcomfy.running():  # noqa: ASYNC110 - the sim offers no event
                 await trio.sleep(0.1)
+        left = cloud.runcomfy.running()
+        assert left == [], (point, left, _state(log).machines, second.stderr.decode())
         bills = {b.server_id: b.cost_micros for b in cloud.runcomfy.billing()}
         ran = [p for sim in cloud.machines.values() for p in sim.prompts_run]
     results[point] = (code, second.stderr.decode(), _state(log), bills, ran, _crashes(log))
