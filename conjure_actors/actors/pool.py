@@ -329,8 +329,11 @@ class MachinePool:
                 async with trio.open_nursery() as nursery:
                     for sid in ids:
                         nursery.start_soon(self.stop_machine, sid, reason)
-                # Launches still in flight: their servers appear at the next listing.
-                if self._launching and self.ctx.runcomfy is not None:
+                # Launches still in flight, or intents not resolved yet (an unknown outcome
+                # while other launches were in flight): their servers appear at a listing.
+                if (self._launching or self.ctx.state.launch_requests) and (
+                    self.ctx.runcomfy is not None
+                ):
                     while self._launching:
                         await self._settled.wait()
                     await self.poll_once()

@@ -331,6 +331,30 @@ async def test_unpriced_server_type_fails_the_lease_not_the_pool(
         assert rig.state.launch_requests == {}
 
 
+async def test_stop_all_resolves_a_dangling_intent_and_stops_its_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Shutting down with a launch intent still open (its outcome unknown): the listing
+    finds the server it started, which is adopted and stopped, not left billing."""
+    from conjure_actors.domain import events as ev
+
+    async with pool_rig() as rig:
+        body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
+        rig.sim._launch(body)
+        await rig.ctx.emit(
+            ev.MachineLaunchRequested(
+                request_key="k1",
+                server_type="medium",
+                workflow_version="v1",
+                estimated_duration=600,
+                at=rig.ctx.now(),
+            )
+        )
+        assert await rig.pool.stop_all("shutdown") == []
+        assert rig.sim.running() == []
+        assert rig.state.launch_requests == {}
+
+
 async def test_budget_refuses_launch(autojump_clock: trio.testing.MockClock) -> None:
     """A budget smaller than one lease refuses the launch and fails the request."""
     async with pool_rig(budget=0.01) as rig:
