@@ -73,10 +73,7 @@ async def test_fifty_jobs_on_five_machines(
                 )
                 for i in range(50)
             ]
-            with trio.fail_after(36_000):
-                await conjure.wait_until_idle()
-            await conjure.shutdown()
-            state = conjure.state
+            state = await _run_to_the_end(conjure, limit=36_000)
         assert all(state.jobs[j].status == "succeeded" for j in jobs)
         machines = [m for m in state.machines.values() if m.kind == "runcomfy"]
         assert 1 <= len(machines) <= 5
@@ -111,6 +108,14 @@ async def _crash_mid_prompt(
     return job
 
 
+async def _run_to_the_end(conjure: Any, limit: float = 3600) -> Any:
+    """Wait (simulated seconds) until every job ended, shut down, return the final state."""
+    with trio.fail_after(limit):
+        await conjure.wait_until_idle()
+    await conjure.shutdown()
+    return conjure.state
+
+
 async def test_resume_after_crash_mid_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -126,10 +131,7 @@ async def test_resume_after_crash_mid_prompt(
         job = await _crash_mid_prompt(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            with trio.fail_after(3600):
-                await conjure.wait_until_idle()
-            await conjure.shutdown()
-            state = conjure.state
+            state = await _run_to_the_end(conjure)
         assert state.jobs[job].status == "succeeded"
         assert state.jobs[job].attempt == 1
         ran = [
@@ -157,10 +159,7 @@ async def test_resume_waits_out_a_long_rate_limit(
         cloud.runcomfy.inject_rate_limit_burst(17)  # more than three calls' five attempts
         log = log.reopen()
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            with trio.fail_after(3600):
-                await conjure.wait_until_idle()
-            await conjure.shutdown()
-            state = conjure.state
+            state = await _run_to_the_end(conjure)
         assert state.jobs[job].status == "succeeded"
         assert any(m.adopted for m in state.machines.values())
         assert cloud.running() == []
@@ -212,10 +211,7 @@ async def test_fresh_start_and_launch_wait_out_a_long_rate_limit(
         async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure:
             cloud.runcomfy.inject_rate_limit_burst(12)
             job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await conjure.wait_until_idle()
-            await conjure.shutdown()
-            state = conjure.state
+            state = await _run_to_the_end(conjure)
         assert state.jobs[job].status == "succeeded", state.jobs[job].error
         assert cloud.running() == []
 
@@ -235,10 +231,7 @@ async def test_budget_stops_launching_and_every_job_ends(
                 await conjure.submit(_graph(), image=example_sketch_png(), prompt=f"{i}", seed=i)
                 for i in range(8)
             ]
-            with trio.fail_after(36_000):
-                await conjure.wait_until_idle()
-            await conjure.shutdown()
-            state = conjure.state
+            state = await _run_to_the_end(conjure, limit=36_000)
         statuses = {state.jobs[j].status for j in jobs}
         assert statuses <= {"succeeded", "failed", "cancelled"}
         assert state.budget.launches_refused >= 1

@@ -23,6 +23,7 @@ from conjure_actors.actors.pool import MachinePool
 from conjure_actors.clients.runcomfy import RunComfyClient
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import Config, PoolConfig, RunComfyConfig, Secret
+from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.state import apply, initial_state
@@ -60,8 +61,6 @@ class Rig:
 
     async def job(self) -> str:
         """A registered, queued job the pool can lease for."""
-        from conjure_actors.domain import events as ev
-
         self.jobs += 1
         job_id = f"j{self.jobs}"
         if "w" not in self.state.workflows:
@@ -75,6 +74,21 @@ class Rig:
             ev.JobQueued(job_id=job_id, at=self.ctx.now()),
         )
         return job_id
+
+    async def dangling_intent(self, key: str) -> None:
+        """A launch intent left open (as by a crash) whose server the cloud did start."""
+        self.sim._launch(
+            b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
+        )
+        await self.ctx.emit(
+            ev.MachineLaunchRequested(
+                request_key=key,
+                server_type="medium",
+                workflow_version="v1",
+                estimated_duration=600,
+                at=self.ctx.now(),
+            )
+        )
 
     async def lease(self, job_id: str) -> Lease:
         reply: Reply[Lease] = Reply()
@@ -279,20 +293,8 @@ async def test_a_dangling_launch_intent_is_resolved_once(
     """A launch intent left by a crash, with the server it started: a poll that saw the
     intent open, then waited on the cloud while start-up's reconcile adopted the server,
     leaves it alone (it used to die of a KeyError, crashing the machines actor)."""
-    from conjure_actors.domain import events as ev
-
     async with pool_rig() as rig:
-        body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
-        rig.sim._launch(body)
-        await rig.ctx.emit(
-            ev.MachineLaunchRequested(
-                request_key="k1",
-                server_type="medium",
-                workflow_version="v1",
-                estimated_duration=600,
-                at=rig.ctx.now(),
-            )
-        )
+        await rig.dangling_intent("k1")
         rc = rig.ctx.runcomfy
         list_servers = rc.list_servers
         reconciled = trio.Event()
@@ -336,20 +338,8 @@ async def test_stop_all_resolves_a_dangling_intent_and_stops_its_server(
 ) -> None:
     """Shutting down with a launch intent still open (its outcome unknown): the listing
     finds the server it started, which is adopted and stopped, not left billing."""
-    from conjure_actors.domain import events as ev
-
     async with pool_rig() as rig:
-        body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
-        rig.sim._launch(body)
-        await rig.ctx.emit(
-            ev.MachineLaunchRequested(
-                request_key="k1",
-                server_type="medium",
-                workflow_version="v1",
-                estimated_duration=600,
-                at=rig.ctx.now(),
-            )
-        )
+        await rig.dangling_intent("k1")
         assert await rig.pool.stop_all("shutdown") == []
         assert rig.sim.running() == []
         assert rig.state.launch_requests == {}
