@@ -246,11 +246,7 @@ class Conjure:
         return [j.job_id for j in self.state.jobs.values() if j.status in st.ACTIVE_STATUSES]
 
     def running_machines(self) -> list[str]:
-        return [
-            m.server_id
-            for m in self.state.machines.values()
-            if m.kind == "runcomfy" and m.status not in st.MACHINE_GONE
-        ]
+        return self.pool.still_running()
 
     async def wait_until_idle(self, *, machines_stopped: bool = False) -> None:
         """Return once every job is terminal (and, if asked, every machine we pay for has

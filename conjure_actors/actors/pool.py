@@ -319,15 +319,10 @@ class MachinePool:
         for w in self._waiting:
             w.reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
         self._waiting.clear()
-        ids = [
-            m.server_id
-            for m in self.ctx.state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
         with trio.CancelScope(shield=True):
             with trio.move_on_after(STOP_DEADLINE):
                 async with trio.open_nursery() as nursery:
-                    for sid in ids:
+                    for sid in self.still_running():
                         nursery.start_soon(self.stop_machine, sid, reason)
                 # Launches still in flight, or intents not resolved yet (an unknown outcome
                 # while other launches were in flight): their servers appear at a listing.
@@ -337,21 +332,13 @@ class MachinePool:
                     while self._launching:
                         await self._settled.wait()
                     await self.poll_once()
-                    rest = [
-                        m.server_id
-                        for m in self.ctx.state.machines.values()
-                        if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-                    ]
                     async with trio.open_nursery() as nursery:
-                        for sid in rest:
+                        for sid in self.still_running():
                             nursery.start_soon(self.stop_machine, sid, reason)
-        return [
-            m.server_id
-            for m in self.ctx.state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
+        return self.still_running()
 
     def still_running(self) -> list[str]:
+        """The RunComfy machines we pay for that are not stopped or lost."""
         return [
             m.server_id
             for m in self.ctx.state.machines.values()
@@ -767,7 +754,9 @@ class MachinePool:
             ]
             pending = [k for k in open_intents if k in state.launch_requests]
             for key in sorted(pending, key=lambda k: state.launch_requests[k].at):
-                if key not in state.launch_requests or self._launching:
+                if self._launching:
+                    break  # a launch began meanwhile: the next poll resolves the rest
+                if key not in state.launch_requests:
                     continue
                 unknown = [s for s in unknown if s.server_id not in state.machines]
                 await self._resolve_intent(key, unknown)
