@@ -12,9 +12,9 @@ from typing import Any, Final
 
 import msgspec
 
+from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import format_usd
-from conjure_actors.runtime import events as rt
 
 __all__ = ["describe", "event_job_id", "event_subject"]
 

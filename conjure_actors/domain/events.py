@@ -19,7 +19,7 @@ Conventions:
   upcaster in the log reader. Never reuse a tag for a different meaning.
 
 The :data:`Event` union also holds the actor runtime's lifecycle events
-(:mod:`conjure_actors.runtime.events`), so one typed decoder reads a whole log.
+(:mod:`conjure_actors.lifecycle`), so one typed decoder reads a whole log.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from conjure_actors.runtime.events import (
+from conjure_actors.lifecycle import (
     LIFECYCLE_EVENTS,
     ActorCrashed,
     ActorRestarted,

@@ -29,9 +29,9 @@ from typing import Any, Final
 import attrs
 import msgspec
 
+from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import machine_cost_micros
-from conjure_actors.runtime import events as rt
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -1,73 +1,27 @@
-"""Lifecycle events of the actor runtime, journaled like every other event.
+"""Lifecycle events of the actor runtime: re-exported from :mod:`conjure_actors.lifecycle`.
 
-The runtime is generic: it knows actors by name, never by what they do. The domain's event
-union includes these so that a replay shows every start, crash, restart and escalation.
-Tags are stable strings: renaming a class never breaks an old log.
+They live in that pure module (below both the runtime and the domain) so that the domain's
+event union can include them without importing the runtime.
 """
 
 from __future__ import annotations
 
-import msgspec
-
-
-class ActorStarted(msgspec.Struct, frozen=True, tag="actor.started"):
-    """Emitted by a supervisor once a child actor's task is running."""
-
-    actor: str
-    incarnation: int
-    at: float
-
-
-class ActorCrashed(msgspec.Struct, frozen=True, tag="actor.crashed"):
-    """Emitted by a supervisor when a child raised; carries the exception type and message."""
-
-    actor: str
-    incarnation: int
-    error_type: str
-    message: str
-    at: float
-
-
-class ActorRestarted(msgspec.Struct, frozen=True, tag="actor.restarted"):
-    """Emitted by a supervisor when it restarts a child after ``delay`` seconds of backoff."""
-
-    actor: str
-    incarnation: int
-    delay: float
-    at: float
-
-
-class ActorStopped(msgspec.Struct, frozen=True, tag="actor.stopped"):
-    """Emitted by a supervisor when a child's incarnation ended and it does not come back by
-    itself. ``reason``: ``normal`` (it stopped itself), ``crashed`` (not restarted by its
-    restart type), ``stopped`` (``stop_child``), ``shutdown``, ``restart`` (stopped so that its
-    group restarts), ``escalated`` (its supervisor gave up), ``failed`` (a dynamic child whose
-    ``on_start`` raised), ``cancelled`` (cancelled from outside). ``forced``: it did not stop
-    within its graceful deadline and was cancelled."""
-
-    actor: str
-    incarnation: int
-    reason: str
-    at: float
-    forced: bool = False
-
-
-class SupervisorEscalated(msgspec.Struct, frozen=True, tag="actor.escalated"):
-    """Emitted by a supervisor whose restart intensity was exceeded, before it fails upward."""
-
-    supervisor: str
-    child: str
-    restarts: int
-    window: float
-    at: float
-
-
-LifecycleEvent = ActorStarted | ActorCrashed | ActorRestarted | ActorStopped | SupervisorEscalated
-
-LIFECYCLE_EVENTS: tuple[type[msgspec.Struct], ...] = (
-    ActorStarted,
+from conjure_actors.lifecycle import (
+    LIFECYCLE_EVENTS,
     ActorCrashed,
     ActorRestarted,
+    ActorStarted,
     ActorStopped,
+    LifecycleEvent,
     SupervisorEscalated,
 )
+
+__all__ = [
+    "LIFECYCLE_EVENTS",
+    "ActorCrashed",
+    "ActorRestarted",
+    "ActorStarted",
+    "ActorStopped",
+    "LifecycleEvent",
+    "SupervisorEscalated",
+]
