@@ -20,8 +20,12 @@ fmt:
 typecheck:
     mypy
 
+# Check the import contracts (layers, pure domain, generic runtime) in pyproject.toml.
+imports:
+    lint-imports --no-cache
+
 # Everything CI runs.
-check: lint typecheck test
+check: lint typecheck imports test
 
 # Run every benchmark and print its table.
 bench:
