@@ -3,15 +3,55 @@
 They run inline, not in a worker thread: the files are small (an input sketch, a PNG, a
 mesh), and a worker thread would let ``trio.testing.MockClock`` jump simulated time forward
 while the thread runs (autojump sees every task blocked), which makes runs under the
-property harness and the benchmarks non-deterministic. Outputs are written to a ``.part``
-file and renamed, so a crash never leaves a truncated output under its final name.
+property harness and the benchmarks non-deterministic.
+
+Durability: a file is written to a temporary file in its own directory, fsynced, renamed
+over its final name, and the directory is fsynced, so that after a crash or a power loss
+the final name holds either the old bytes or the complete new ones, never a truncated file.
+
+Output names come from a server we do not trust: :func:`output_path` builds the path of
+an output under ``OUT/<job>/`` from its subfolder and filename, keeping the subfolder (two
+``x_00001_.png`` in different subfolders are different files), and refuses any name that
+could land elsewhere or that the filesystem cannot hold (:class:`UnsafeOutputNameError`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
+import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
+
+from conjure_actors.clients.errors import UnsafeOutputNameError
+
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_RELATIVE_BYTES",
+    "UnsafeOutputNameError",
+    "fsync_dir",
+    "hash_file",
+    "intact",
+    "keep_input",
+    "open_temp_beside",
+    "output_path",
+    "read_bytes",
+    "safe_relative_parts",
+    "write_atomic",
+]
+
+# NAME_MAX is 255 bytes on every filesystem we care about; a temporary file beside a
+# component adds a prefix and a suffix, so components stay well below it.
+MAX_COMPONENT_BYTES: Final = 200
+MAX_RELATIVE_BYTES: Final = 1024
+_CHUNK: Final = 1024 * 1024
+_DRIVE: Final = re.compile(r"^[A-Za-z]:")
+# Control characters, lone surrogates, line and paragraph separators: a name holding one
+# is either an attack or a bug, and would garble every terminal line that shows it.
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def read_bytes(path: Path) -> bytes:
@@ -19,12 +59,53 @@ def read_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a ``.part`` file and a rename."""
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (a rename, a new file) durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_temp_beside(path: Path, mode: int = 0o666) -> tuple[int, Path]:
+    """Create a fresh temporary file in ``path``'s directory (made if missing): (fd, path).
+
+    Its name starts with a dot and ends in ``.part``, and is never an existing file's.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        return fd, tmp
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` durably: temp file, fsync, rename, directory fsync.
+
+    ``mode``: the file's exact permission bits from its creation on (``0o600`` for a
+    secret: never readable by others, not even for a moment); ``None`` follows the umask.
+    """
+    fd, tmp = open_temp_beside(path, 0o666 if mode is None else mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if mode is not None:
+                os.fchmod(fd, mode)  # exactly, whatever the umask
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 def keep_input(folder: Path, name: str, data: bytes) -> Path:
@@ -35,9 +116,86 @@ def keep_input(folder: Path, name: str, data: bytes) -> Path:
     return target
 
 
+def hash_file(path: Path) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in chunks (``OSError`` if it cannot be read)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def intact(path: Path, sha256: str) -> bool:
-    """True if ``path`` exists and its bytes hash to ``sha256``."""
+    """True if ``path`` exists and its bytes hash to ``sha256`` (read in chunks)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
-    except OSError:
+        return hash_file(path)[1] == sha256
+    except (OSError, ValueError):  # ValueError: a path with a NUL (an old, unsafe log entry)
         return False
+
+
+def _check_component(component: str, what: str) -> str:
+    if component in (".", ".."):
+        raise UnsafeOutputNameError(f"{what} {component!r} leaves the output folder")
+    if _DRIVE.match(component):
+        raise UnsafeOutputNameError(f"{what} {_shown(component)} names a drive")
+    for char in component:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise UnsafeOutputNameError(
+                f"{what} {_shown(component)} holds a control character (U+{ord(char):04X})"
+            )
+    if len(component.encode("utf-8")) > MAX_COMPONENT_BYTES:
+        raise UnsafeOutputNameError(
+            f"{what} {_shown(component)} is longer than {MAX_COMPONENT_BYTES} bytes"
+        )
+    return component
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A name fit for a one-line message: escaped (``ascii``) and cut short."""
+    shown = ascii(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def _split(text: str) -> Iterator[str]:
+    for part in re.split(r"[/\\]", text):
+        if part not in ("", "."):
+            yield part
+
+
+def safe_relative_parts(subfolder: str, filename: str) -> tuple[str, ...]:
+    """The path components of an output under its job's folder: the subfolder's, then the
+    filename. Raises :class:`UnsafeOutputNameError` for anything that is not a plain
+    relative name: NUL or other control characters, ``..``, an absolute subfolder, a drive
+    letter, a separator inside the filename, an empty filename, an over-long name."""
+    if subfolder.startswith(("/", "\\")):
+        raise UnsafeOutputNameError(f"subfolder {_shown(subfolder)} is an absolute path")
+    if not filename or filename in (".", ".."):
+        raise UnsafeOutputNameError(f"filename {_shown(filename)} is not a file name")
+    if "/" in filename or "\\" in filename:
+        raise UnsafeOutputNameError(f"filename {_shown(filename)} holds a path separator")
+    parts = [_check_component(p, "subfolder") for p in _split(subfolder)]
+    parts.append(_check_component(filename, "filename"))
+    if len("/".join(parts).encode("utf-8")) > MAX_RELATIVE_BYTES:
+        raise UnsafeOutputNameError(
+            f"output {_shown(subfolder)}/{_shown(filename)} is longer than "
+            f"{MAX_RELATIVE_BYTES} bytes"
+        )
+    return tuple(parts)
+
+
+def output_path(job_dir: Path, subfolder: str, filename: str) -> Path:
+    """Where an output named by a server is saved: ``job_dir/<subfolder parts>/<filename>``.
+
+    The result is always strictly inside ``job_dir`` (checked again after joining);
+    anything else raises :class:`UnsafeOutputNameError`.
+    """
+    path = job_dir.joinpath(*safe_relative_parts(subfolder, filename))
+    base = os.path.normpath(job_dir)
+    joined = os.path.normpath(path)
+    if os.path.commonpath([base, joined]) != base or joined == base:
+        raise UnsafeOutputNameError(
+            f"output {_shown(subfolder)}/{_shown(filename)} would land outside its folder"
+        )
+    return path

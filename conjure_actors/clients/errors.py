@@ -9,12 +9,17 @@
     │   ├── PromptRejectedError       400 from /prompt; .node_errors lists every problem
     │   ├── PromptLostError           the server forgot the prompt (restart, deleted, evicted)
     │   ├── ExecutionError            the prompt ran and failed (node id, type, message)
-    │   ├── InterruptedError_         the prompt was interrupted
+    │   ├── PromptInterruptedError    the prompt was interrupted
+    │   ├── ComfyUIResponseError      an answer or frame of the wrong shape (short excerpt)
     │   └── DownloadError             an output is missing, truncated or not what it claims
+    │       ├── DownloadTooLargeError     the body went over the size cap
+    │       ├── DownloadStalledError      no byte arrived for the stall timeout
+    │       └── UnsafeOutputNameError     the output's subfolder/filename cannot be saved safely
     └── RunComfyError
         ├── AuthError                 401/403: the token is wrong
         ├── RateLimitedError          429 after retries
         ├── ServerNotFoundError       404 for a server id (gone, or not yet visible)
+        ├── RunComfyResponseError     an answer of the wrong shape (short excerpt)
         └── LaunchError               the launch call failed or the machine never got Ready
 
 Messages never carry the API token or a machine's URL: say ``server <id>`` instead.
@@ -88,8 +93,26 @@ class PromptInterruptedError(ComfyUIError):
     """The prompt was interrupted (``execution_interrupted``)."""
 
 
+class ComfyUIResponseError(ComfyUIError):
+    """A ComfyUI answer that is not what the protocol says (wrong types, missing fields, not
+    JSON): the message carries a short, scrubbed excerpt of it."""
+
+
 class DownloadError(ComfyUIError):
     """An output could not be downloaded intact (missing, truncated, wrong signature)."""
+
+
+class DownloadTooLargeError(DownloadError):
+    """The output is larger than the download size cap (declared or while streaming)."""
+
+
+class DownloadStalledError(DownloadError):
+    """No byte of the output arrived for the stall timeout (after retries)."""
+
+
+class UnsafeOutputNameError(DownloadError):
+    """An output's subfolder or filename could land outside its job's folder, or holds
+    characters no file name should (NUL, control characters): it is refused, not retried."""
 
 
 class RunComfyError(ClientError):
@@ -106,6 +129,11 @@ class RateLimitedError(RunComfyError):
 
 class ServerNotFoundError(RunComfyError):
     """404 for a server id: it is gone (or, right after a launch, not visible yet)."""
+
+
+class RunComfyResponseError(RunComfyError):
+    """A RunComfy answer that is not what the API says (wrong types, missing fields, not
+    JSON): the message carries a short, scrubbed excerpt of it."""
 
 
 class LaunchError(RunComfyError):

@@ -1,0 +1,123 @@
+"""File helpers of the actors: safe output paths under OUT/<job>/, durable atomic writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from conjure_actors.actors import files
+from conjure_actors.clients.errors import DownloadError, UnsafeOutputNameError
+
+# Names a hostile server might send: separators, dots, drives, NUL and controls, unicode.
+_hostile_text = st.lists(
+    st.one_of(
+        st.sampled_from(["/", "\\", ".", "..", ":", "C:", "\x00", "\n", "\x7f", "~", " "]),
+        st.text(max_size=8),
+        st.text(alphabet="x", min_size=190, max_size=260),
+    ),
+    max_size=8,
+).map("".join)
+
+
+def _inside(base: Path, path: Path) -> bool:
+    base_s, path_s = os.path.normpath(base), os.path.normpath(path)
+    return os.path.commonpath([base_s, path_s]) == base_s and path_s != base_s
+
+
+@given(subfolder=_hostile_text, filename=_hostile_text)
+@example(subfolder="../..", filename="x.png")
+@example(subfolder="/etc", filename="passwd")
+@example(subfolder="", filename="a\x00b.png")
+@example(subfolder="C:\\Windows", filename="x.png")
+@example(subfolder="a/../../b", filename="x.png")
+@example(subfolder="", filename="..")
+def test_output_path_is_inside_the_job_folder_or_refused(subfolder: str, filename: str) -> None:
+    """Any subfolder/filename gives a path strictly inside OUT/<job>/, or a typed refusal."""
+    job_dir = Path("/out/job-1")
+    refusal: DownloadError | None = None
+    try:
+        path = files.output_path(job_dir, subfolder, filename)
+    except UnsafeOutputNameError as exc:
+        refusal = exc
+    if refusal is not None:
+        assert "\x00" not in str(refusal)
+        assert "\n" not in str(refusal)
+        return
+    assert _inside(job_dir, path)
+    assert ".." not in path.relative_to(job_dir).parts
+    assert path.name == filename
+
+
+@given(subfolder=_hostile_text, filename=_hostile_text)
+def test_an_accepted_output_name_can_be_written_where_it_says(
+    subfolder: str, filename: str
+) -> None:
+    """A name output_path accepts is writable on disk, and the file lands inside the folder."""
+    try:
+        files.safe_relative_parts(subfolder, filename)
+    except UnsafeOutputNameError:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        job_dir = Path(tmp) / "job-1"
+        path = files.output_path(job_dir, subfolder, filename)
+        files.write_atomic(path, b"data")
+        written = [Path(root) / name for root, _, names in os.walk(tmp) for name in names]
+        assert written == [path]
+        assert path.read_bytes() == b"data"
+
+
+def test_the_subfolder_is_kept_so_equal_names_do_not_collide() -> None:
+    """Two x_00001_.png in different subfolders get different paths under the job folder."""
+    job_dir = Path("/out/job-1")
+    a = files.output_path(job_dir, "previews", "x_00001_.png")
+    b = files.output_path(job_dir, "final/3d", "x_00001_.png")
+    assert a == job_dir / "previews" / "x_00001_.png"
+    assert b == job_dir / "final" / "3d" / "x_00001_.png"
+
+
+def test_a_nul_in_a_filename_is_refused_with_one_escaped_line() -> None:
+    """A NUL in a filename is refused; the message shows it escaped, on one line."""
+    with pytest.raises(UnsafeOutputNameError, match=r"control character \(U\+0000\)") as info:
+        files.output_path(Path("/out/j"), "", "evil\x00.png")
+    assert "\\x00" in str(info.value)
+
+
+def test_write_atomic_with_mode_0600_leaves_only_the_final_file(tmp_path: Path) -> None:
+    """write_atomic(mode=0o600): the bytes, mode 0600, and no temporary file left beside it."""
+    target = tmp_path / "state" / "dev.json"
+    files.write_atomic(target, b"{}", mode=0o600)
+    files.write_atomic(target, b'{"a": 1}', mode=0o600)
+    assert target.read_bytes() == b'{"a": 1}'
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["dev.json"]
+
+
+def test_write_atomic_that_fails_keeps_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    """A write that fails (a directory in the way) leaves no temporary file behind."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep").write_bytes(b"x")
+    with pytest.raises(IsADirectoryError):
+        files.write_atomic(target, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_hash_file_matches_the_bytes_and_intact_reads_in_chunks(tmp_path: Path) -> None:
+    """hash_file gives (size, sha256) of a multi-chunk file; intact agrees."""
+    import hashlib
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert files.hash_file(path) == (len(data), digest)
+    assert files.intact(path, digest)
+    assert not files.intact(path, "0" * 64)
+    assert not files.intact(tmp_path / "missing", digest)
+    assert not files.intact(Path(str(tmp_path) + "/a\x00b"), digest)
