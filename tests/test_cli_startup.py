@@ -1,0 +1,78 @@
+"""The CLI's start path imports only the dispatched command (issue 16: start time)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conjure_actors import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs ``python -m conjure_actors ARGS`` in this interpreter (its help text discarded) and
+# prints, as JSON, the names of every module loaded by then.
+PROBE = """
+import contextlib, io, json, runpy, sys
+sys.argv = ["conjure_actors", *json.loads(sys.argv[1])]
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        runpy.run_module("conjure_actors", run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+# Never needed to print help: the simulator, the test harness and test libraries.
+NEVER = ("conjure_actors.sim", "conjure_actors.testing", "pytest", "hypothesis")
+
+
+def _modules_loaded_by(*args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return list(json.loads(done.stdout))
+
+
+def _under(modules: list[str], packages: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)]
+
+
+@pytest.mark.slow
+def test_help_imports_no_command_and_no_io_library() -> None:
+    """``--help`` loads no command module, no simulator or harness, no trio, httpx or rich."""
+    loaded = _modules_loaded_by("--help")
+    heavy = (*NEVER, "conjure_actors.commands.run", "conjure_actors.actors", "trio", "httpx")
+    assert _under(loaded, (*heavy, "rich", "conjure_actors.runtime")) == []
+
+
+@pytest.mark.slow
+def test_replay_help_imports_replay_only() -> None:
+    """``replay --help`` loads the replay command but no other command, simulator or harness."""
+    loaded = _modules_loaded_by("replay", "--help")
+    assert "conjure_actors.commands.replay" in loaded
+    others = tuple(cli.command_module_name(n) for n in cli.COMMANDS if n != "replay")
+    assert _under(loaded, (*NEVER, *others, "conjure_actors.actors", "httpx", "rich")) == []
+
+
+def test_listed_helps_match_the_command_modules() -> None:
+    """Each one-line help that ``--help`` lists is the command module's own ``HELP``."""
+    for name, help_text in cli.COMMANDS.items():
+        module = importlib.import_module(cli.command_module_name(name))
+        assert help_text == module.HELP, name
+
+
+def test_dispatched_command_is_the_first_word_not_an_option() -> None:
+    """The command is found after top-level flags; an unknown word or none gives no command."""
+    assert cli.dispatched_command(["--debug", "replay", "--json", "x.log"]) == "replay"
+    assert cli.dispatched_command(["--help"]) is None
+    assert cli.dispatched_command(["nonsense", "--help"]) is None
