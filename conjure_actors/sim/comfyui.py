@@ -50,11 +50,11 @@ import trio
 import trio_websocket
 
 from conjure_actors.sim import ws as simws
-from conjure_actors.sim.catalog import OBJECT_INFO, object_info, output_nodes
+from conjure_actors.sim.catalog import MODEL_FILES, OBJECT_INFO, object_info, output_nodes
 from conjure_actors.sim.comfyui_nodes import (
-    NODE_FUNCTIONS,
     NodeFailure,
     digest_of,
+    node_function,
     progress_steps,
 )
 from conjure_actors.sim.comfyui_validate import is_link, validate_prompt
@@ -70,20 +70,13 @@ _Message = dict[str, Any]
 JSON_TYPE: Final = b"application/json; charset=utf-8"
 TEXT_TYPE: Final = b"text/plain; charset=utf-8"
 ERROR_500: Final = b"500 Internal Server Error\n\nServer got itself in trouble"
+WS_NO_UPGRADE: Final = b'400: No WebSocket UPGRADE hdr: None\n Can "Upgrade" only to "WebSocket".'
 MAX_HISTORY: Final = 10_000
 MAX_UPLOAD: Final = 104_857_600
 VERSION: Final = "0.3.64"
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _OUTPUT_CLASSES: Final = output_nodes()
 _ANNOTATION: Final = re.compile(r"^(.*) \[(output|input|temp)\]$")
-#: ``/models/{folder}``: the folder's files are the combo list of the loader that reads it.
-_MODEL_FOLDERS: Final[Mapping[str, tuple[str, str]]] = {
-    "checkpoints": ("ImageOnlyCheckpointLoader", "ckpt_name"),
-    "diffusion_models": ("UNETLoader", "unet_name"),
-    "text_encoders": ("DualCLIPLoader", "clip_name2"),
-    "vae": ("VAELoader", "vae_name"),
-}
-
 #: Realistic relative weights of the CONJURE classes (seconds at scale 1): loaders and the
 #: samplers dominate, as on a GPU; the whole workflow takes about 1.6 s cold.
 DEFAULT_DURATIONS: Final[Mapping[str, float]] = {
@@ -671,7 +664,7 @@ class ComfyUISim:
                 await trio.sleep(self.timings.step_seconds(class_type))
                 self._progress(item, node_id, step, steps, progress, send_progress_state)
         digest = digest_of(class_type, resolved)
-        fn = NODE_FUNCTIONS[class_type]
+        fn = node_function(class_type, OBJECT_INFO[class_type]["output"])
         outputs, ui = fn(node_id, resolved, ctx, digest)
         for step, png in ctx.images:
             await trio.sleep(self.timings.step_seconds(class_type))
@@ -906,12 +899,15 @@ class ComfyUISim:
         if route == ("GET", "/extensions"):
             return self._ok([])
         if route == ("GET", "/models"):
-            return self._ok(sorted(_MODEL_FOLDERS))
+            return self._ok(sorted(MODEL_FILES))
         if method == "GET" and path.startswith("/models/"):
-            folder = _MODEL_FOLDERS.get(path[len("/models/") :])
-            if folder is None:
+            files = MODEL_FILES.get(path[len("/models/") :])
+            if files is None:
                 return 404, b"404: Not Found", TEXT_TYPE, []
-            return self._ok(self._model_files(*folder))
+            return self._ok(sorted(files))
+        if route == ("GET", "/ws"):
+            # aiohttp's WebSocketResponse.prepare on a plain GET (no Upgrade header).
+            return 400, WS_NO_UPGRADE, TEXT_TYPE, []
         known = {"/prompt", "/queue", "/interrupt", "/history", "/view", "/upload/image"}
         if path in known:
             return 405, b"405: Method Not Allowed", TEXT_TYPE, []
@@ -920,11 +916,6 @@ class ComfyUISim:
     @staticmethod
     def _ok(value: object) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
         return 200, _json_bytes(value), JSON_TYPE, []
-
-    @staticmethod
-    def _model_files(class_type: str, input_name: str) -> list[str]:
-        spec = OBJECT_INFO[class_type]["input"]["required"][input_name]
-        return sorted(str(name) for name in spec[0])
 
     def _input_files(self) -> list[str]:
         return [k[len("input/") :] for k in self._files if k.startswith("input/")]
@@ -1062,7 +1053,11 @@ class ComfyUISim:
     def _post_interrupt(
         self, body: bytes
     ) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
-        data = self._json_body(body)
+        # The real handler reads a body that is not JSON as ``{}``: a global interrupt.
+        try:
+            data = msgspec.json.decode(body) if body else {}
+        except msgspec.DecodeError:
+            data = {}
         pid = data.get("prompt_id") if isinstance(data, dict) else None
         if pid is None or (self._running is not None and self._running.prompt_id == pid):
             self._interrupt = True

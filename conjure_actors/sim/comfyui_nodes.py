@@ -23,11 +23,13 @@ import attrs
 from conjure_actors.sim.media import png_size, write_glb, write_png
 
 __all__ = [
+    "EXECUTABLE_CLASSES",
     "NODE_FUNCTIONS",
     "Blob",
     "NodeContext",
     "NodeFailure",
     "digest_of",
+    "node_function",
     "progress_steps",
 ]
 
@@ -266,3 +268,36 @@ NODE_FUNCTIONS: dict[str, _NodeFn] = {
     "VoxelToMeshBasic": _produce("MESH"),
     "SaveGLB": _save_glb,
 }
+
+
+EXECUTABLE_CLASSES: frozenset[str] = frozenset(NODE_FUNCTIONS)
+"""Classes with their own implementation (the others get :func:`_stand_in`)."""
+
+_PRIMITIVE_DEFAULTS: dict[str, object] = {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}
+
+
+def _stand_in(outputs: list[Any]) -> _NodeFn:
+    """Any other catalogue class: fresh values of its declared output types, sized like its
+    ``width``/``height`` inputs or its first sized input."""
+
+    def run(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
+        if isinstance(i.get("width"), int) and isinstance(i.get("height"), int):
+            w, h = int(i["width"]), int(i["height"])
+        else:
+            src = _first_sized(i)
+            w, h = (src.width, src.height) if src else (512, 512)
+        values: list[object] = []
+        for n, kind in enumerate(outputs):
+            if isinstance(kind, str) and kind in _PRIMITIVE_DEFAULTS:
+                values.append(_PRIMITIVE_DEFAULTS[kind])
+            else:
+                values.append(Blob(str(kind), _slot(d, n), w, h))
+        return tuple(values), None
+
+    return run
+
+
+def node_function(class_type: str, outputs: list[Any]) -> _NodeFn:
+    """The implementation of ``class_type`` (a stand-in if it has none of its own)."""
+    fn = NODE_FUNCTIONS.get(class_type)
+    return fn if fn is not None else _stand_in(outputs)

@@ -17,7 +17,8 @@ plus ``node_errors`` keyed by the node that has reasons, each with ``errors``,
   the ``RecursionError`` is filed under a node of the cycle, then overwritten while the
   recursion unwinds, so the answer is a 400 with empty ``node_errors`` (same here);
 - nodes with their own ``VALIDATE_INPUTS`` (here only ``LoadImage``) skip the combo check and
-  answer ``custom_validation_failed``.
+  answer ``custom_validation_failed``;
+- V3 nodes declare combos as ``["COMBO", {"options": [...]}]``: checked like V1 lists.
 """
 
 from __future__ import annotations
@@ -69,6 +70,25 @@ def _types_match(received: object, expected: object) -> bool:
     if not isinstance(received, str) or not isinstance(expected, str):
         return False
     return bool(set(received.split(",")) & set(expected.split(",")))
+
+
+def _combo_options(input_type: object, extra: _JSON) -> list[Any] | None:
+    """A combo's choices: the type itself (V1 nodes) or ``options`` of a V3 ``COMBO``."""
+    if isinstance(input_type, list):
+        return input_type
+    if input_type == "COMBO":
+        options = extra.get("options", [])
+        return list(options) if isinstance(options, list) else []
+    return None
+
+
+def _in_combo(val: object, options: list[Any], extra: _JSON) -> bool:
+    if extra.get("multiselect") and isinstance(val, list):
+        return all(v in options for v in val)
+    try:
+        return val in options
+    except TypeError:  # an unhashable value compared with strings: not in the list
+        return False
 
 
 class _Validator:
@@ -252,13 +272,14 @@ class _Validator:
                     }
                 )
                 continue
-            if isinstance(input_type, list) and val not in input_type:
+            options = _combo_options(input_type, extra)
+            if options is not None and not _in_combo(val, options, extra):
                 config: list[Any] | None = info
-                if len(input_type) > 20:
-                    list_info = f"(list of length {len(input_type)})"
+                if len(options) > 20:
+                    list_info = f"(list of length {len(options)})"
                     config = None
                 else:
-                    list_info = str(input_type)
+                    list_info = str(options)
                 errors.append(
                     {
                         "type": "value_not_in_list",
@@ -309,7 +330,12 @@ def validate_prompt(
         raise TypeError("prompt is not an object")  # the real server answers 500
     for node_id in prompt:
         node = prompt[node_id]
-        if not isinstance(node, dict) or "class_type" not in node:
+        # ``'class_type' not in prompt[x]`` as Python evaluates it: a number (a UI-format
+        # graph's "version", "last_node_id"...) raises TypeError, which the server answers
+        # with a 500; a string or a list is searched and usually lacks it (400).
+        if not isinstance(node, (dict, str, list)):
+            raise TypeError(f"argument of type '{type(node).__name__}' is not iterable")
+        if "class_type" not in node:
             return ValidationOutcome(
                 False,
                 _error(
@@ -320,8 +346,12 @@ def validate_prompt(
                 [],
                 {},
             )
+        if not isinstance(node, dict):
+            raise TypeError("string indices must be integers")  # node["class_type"]
         class_type = node["class_type"]
-        if class_type not in catalog:
+        if isinstance(class_type, (list, dict)):
+            raise TypeError(f"unhashable type: '{type(class_type).__name__}'")
+        if not isinstance(class_type, str) or class_type not in catalog:
             return ValidationOutcome(
                 False,
                 _error(

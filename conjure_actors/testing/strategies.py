@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from conjure_actors.sim import ComfyFaults, RunComfyFaults, write_png
 from conjure_actors.sim.catalog import OBJECT_INFO
+from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES
 from conjure_actors.testing.faults import (
     Fault,
     Knobs,
@@ -130,7 +131,10 @@ def catalog_workflows(
     """A valid API-format graph from the catalogue's ``classes``, ending in output nodes.
 
     Each node's link inputs connect to an earlier node's output of the declared type, so
-    the graph is acyclic and type-correct; literals come from the declared ranges."""
+    the graph is acyclic and type-correct; literals come from the declared ranges. Only
+    classes the simulator executes for real (:data:`EXECUTABLE_CLASSES`) are drawn: the
+    catalogue lists every class of a real server, most of which it only stands in for."""
+    classes = [c for c in classes if c in EXECUTABLE_CLASSES]
     producers = [c for c in classes if not _is_output(c) and _outputs(c)]
     sinks = [c for c in classes if _is_output(c)]
     if not sinks:
