@@ -1,9 +1,9 @@
 """eventlog: a domain-free, append-only log of msgspec Structs.
 
 Write with :func:`open_writer` (sync) or :func:`open_journal` (trio, group commit), read with
-:func:`read` / :func:`follow`, rebuild state with :func:`fold` / :func:`replay`. The file
-format is described in ``docs/eventlog-format.md``; the error tree in :mod:`eventlog.errors`.
-This package never imports ``conjure_actors``.
+:func:`read` / :func:`follow`, rebuild state with :func:`fold` / :func:`replay`, tell what a
+file holds with :func:`inspect`. The file format is described in ``docs/eventlog-format.md``;
+the error tree in :mod:`eventlog.errors`. This package never imports ``conjure_actors``.
 """
 
 from .codec import Upcaster, Upcasters
@@ -18,6 +18,7 @@ from .errors import (
     LogNotFoundError,
     LogWriteError,
     NotALogError,
+    RecordTooLargeError,
     SnapshotError,
     SubscriberOverflowError,
     UnknownEventError,
@@ -26,7 +27,7 @@ from .errors import (
 from .follow import LogFollower, follow
 from .journal import EventStore, Journal, JournalStatistics, open_journal
 from .memory import MemoryLog
-from .reader import LogInfo, fold, read, scan
+from .reader import LogInfo, LogState, LogStatus, fold, inspect, read, scan
 from .record import Record
 from .salvage import SalvageReport, salvage
 from .snapshot import ReplayResult, read_snapshot, replay, write_snapshot
@@ -46,11 +47,14 @@ __all__ = [
     "LogInfo",
     "LogLockedError",
     "LogNotFoundError",
+    "LogState",
+    "LogStatus",
     "LogWriteError",
     "LogWriter",
     "MemoryLog",
     "NotALogError",
     "Record",
+    "RecordTooLargeError",
     "ReplayResult",
     "SalvageReport",
     "SnapshotError",
@@ -62,6 +66,7 @@ __all__ = [
     "Upcasters",
     "fold",
     "follow",
+    "inspect",
     "open_journal",
     "open_writer",
     "read",

@@ -1,4 +1,4 @@
-"""The on-disk format: file header, record frame, and the scanner that tells tail from middle.
+"""The on-disk format: file header, record frame, and the rules that tell torn from corrupt.
 
 Layout (all integers little-endian; ``docs/eventlog-format.md`` is the full write-up)::
 
@@ -8,16 +8,26 @@ Layout (all integers little-endian; ``docs/eventlog-format.md`` is the full writ
 ``crc`` is CRC32C over everything after it (length, seq, ts and payload), so a flipped bit
 anywhere in a record, including its length, is caught. ``seq`` counts from 1 without gaps.
 
-Telling a torn tail from damage in the middle
----------------------------------------------
-A crash during an append leaves an incomplete or checksum-bad *last* record: that is a torn
-tail, and it is simply the end of the log (the writer truncates it on open). A bad record that
-has intact records *after* it is something else: bit rot or a bad splice. We must not drop the
-good records that follow, so when the walk meets a bad frame we search the rest of the file,
-byte by byte, for any frame that is intact and whose seq could follow (``expected <= seq``,
-and no more seqs than could fit). Finding one means corruption in the middle
-(:class:`CorruptLogError`); finding none means a torn tail. The search only runs on the
-damage path, and on a torn tail it covers at most the bytes of one partial record.
+The header is checked as a whole before its version is believed: a header whose CRC does
+not hold is damage (:class:`CorruptLogError` at offset 0), never "a newer version".
+
+Telling a torn tail from corruption
+-----------------------------------
+An append is one ``pwrite`` at the end of the file, so a crash leaves a *prefix* of what was
+being written: whole records, then at most one record cut short. When the walk meets a
+record that is not the intact record it expected, at offset ``o``:
+
+* fewer than 24 bytes left, or nothing but zero bytes left (an extent the crash left
+  unwritten): a **torn tail**;
+* a complete frame (its declared length fits in the file) with a bad CRC or the wrong seq,
+  or a complete frame header with an impossible length: **corruption**, a crash never
+  leaves a complete frame that is wrong;
+* a declared length that runs past the end of the file (unterminated): a **torn tail**,
+  unless (a) the bytes up to the end of the file are an intact record once the length field
+  is set to what is there (a damaged length field in the last record), or (b) an intact
+  record whose seq could follow starts somewhere after ``o`` (a damaged length field in the
+  middle); both are corruption. The search for (b) reads in windows and stops at the first
+  intact frame; on a genuine torn tail it covers the bytes of one partial record.
 """
 
 from __future__ import annotations
@@ -36,10 +46,15 @@ HEADER: Final = struct.Struct("<8sII")
 HEADER_SIZE: Final = HEADER.size  # 16
 FRAME: Final = struct.Struct("<IIQd")
 FRAME_SIZE: Final = FRAME.size  # 24
-#: Largest payload accepted; a larger length field is treated as damage.
+_LENGTH_SEQ_TS: Final = struct.Struct("<IQd")
+#: Largest payload accepted: ``append`` refuses a larger event (``RecordTooLargeError``), and a
+#: larger length field in a complete frame header is damage.
 MAX_PAYLOAD: Final = 64 * 1024 * 1024
-#: Read size for scans and replays: big reads, no per-record syscalls.
+#: Read size for scans and replays: big reads, no per-record syscalls (a larger record is read
+#: whole in one read of its own size).
 CHUNK: Final = 4 * 1024 * 1024
+#: A magic this many bits away from ours is our magic, damaged (no other format comes close).
+_MAGIC_BIT_TOLERANCE: Final = 2
 
 crc32c_fn: Final = crc32c.crc32c
 
@@ -50,24 +65,46 @@ def header_bytes(version: int = FORMAT_VERSION) -> bytes:
     return head + struct.pack("<I", crc32c_fn(head))
 
 
+def _bit_distance(a: bytes, b: bytes) -> int:
+    return sum((x ^ y).bit_count() for x, y in zip(a, b, strict=False))
+
+
+def header_damage(path: str | os.PathLike[str], reason: str) -> CorruptLogError:
+    """The error for a damaged file header (offset 0, before any record)."""
+    return CorruptLogError(path, 0, 0, f"the file header is damaged: {reason}")
+
+
 def check_header(path: str | os.PathLike[str], data: bytes) -> bool:
     """Validate the first bytes of a log; False means "empty or torn while being created".
 
-    ``data`` is the file's first ``HEADER_SIZE`` bytes (fewer if the file is shorter).
+    ``data`` is the file's first ``HEADER_SIZE`` bytes (fewer if the file is shorter). The
+    header's CRC is checked before its version is believed, so a flipped bit in the version
+    is damage (``CorruptLogError``), and ``UnsupportedVersionError`` means an intact header
+    from a newer eventlog.
     """
+    expected = header_bytes()
     if len(data) < HEADER_SIZE:
         # An empty file, or a crash while the header was being written: a prefix of a valid
         # header is a log with no records yet. Anything else is some other file.
-        if header_bytes().startswith(data):
+        if expected.startswith(data):
             return False
+        if len(data) >= len(MAGIC) and _bit_distance(data, expected) <= _MAGIC_BIT_TOLERANCE:
+            raise header_damage(path, "it is cut short and differs from a header")
         raise NotALogError(path, "the file is too short and does not start with the magic")
     magic, version, crc = HEADER.unpack_from(data)
+    intact = crc == crc32c_fn(data[:12])
     if magic != MAGIC:
+        if _bit_distance(magic, MAGIC) <= _MAGIC_BIT_TOLERANCE or crc == crc32c_fn(
+            MAGIC + data[8:12]
+        ):
+            raise header_damage(path, "flipped bits in the magic")
         raise NotALogError(path, "wrong magic bytes; it was not written by eventlog")
+    if not intact:
+        raise header_damage(path, "checksum mismatch")
     if version > FORMAT_VERSION:
         raise UnsupportedVersionError(path, version, FORMAT_VERSION)
-    if version < 1 or crc != crc32c_fn(data[:12]):
-        raise NotALogError(path, "the file header is damaged")
+    if version < 1:
+        raise NotALogError(path, f"unknown format version {version}")
     return True
 
 
@@ -111,24 +148,18 @@ def describe_bad_frame(data: bytes | memoryview, pos: int, n: int, expected_seq:
     return "bad record"
 
 
-def check_damage(
-    path: str | os.PathLike[str], fd: int, offset: int, size: int, expected_seq: int
-) -> None:
-    """Called at the first bad frame (``offset``): raise if intact records follow it.
+def _only_zeros_from(fd: int, offset: int, size: int) -> bool:
+    pos = offset
+    while pos < size:
+        window = os.pread(fd, min(CHUNK, size - pos), pos)
+        if not window or window.count(0) != len(window):
+            return False
+        pos += len(window)
+    return True
 
-    Returns normally when the rest of the file holds no intact record: a torn tail. The rest
-    of the file is searched in windows, so a huge log costs bounded memory; the search stops
-    at the first intact frame.
-    """
-    head = os.pread(fd, FRAME_SIZE, offset)
-    reason = "incomplete record header"
-    if len(head) == FRAME_SIZE:
-        length = FRAME.unpack_from(head)[1]
-        if 1 <= length <= MAX_PAYLOAD and offset + FRAME_SIZE + length <= size:
-            frame = os.pread(fd, FRAME_SIZE + length, offset)
-            reason = describe_bad_frame(frame, 0, len(frame), expected_seq)
-        else:
-            reason = describe_bad_frame(head, 0, size - offset, expected_seq)
+
+def _intact_frame_after(fd: int, offset: int, size: int, expected_seq: int) -> bool:
+    """Whether an intact frame whose seq could follow starts after ``offset``."""
     pos = offset + 1
     while pos + FRAME_SIZE < size:
         window = os.pread(fd, min(CHUNK + FRAME_SIZE, size - pos), pos)
@@ -145,5 +176,45 @@ def check_damage(
             else:
                 body = os.pread(fd, FRAME_SIZE - 4 + length, at + 4)
             if crc32c_fn(body) == crc:
-                raise CorruptLogError(path, offset, expected_seq, reason)
+                return True
         pos += CHUNK
+    return False
+
+
+def damage_at(
+    path: str | os.PathLike[str], fd: int, offset: int, size: int, expected_seq: int
+) -> CorruptLogError | None:
+    """Classify the first bad frame (at ``offset``): the corruption error, or None if torn.
+
+    ``size`` is the file size the caller read up to. The rules are in the module docstring.
+    """
+    if size - offset < FRAME_SIZE or _only_zeros_from(fd, offset, size):
+        return None
+    head = os.pread(fd, FRAME_SIZE, offset)
+    crc, length, seq, ts = FRAME.unpack(head)
+    if length < 1 or length > MAX_PAYLOAD:
+        return CorruptLogError(path, offset, expected_seq, f"implausible length {length}")
+    if offset + FRAME_SIZE + length <= size:
+        frame = os.pread(fd, FRAME_SIZE + length, offset)
+        reason = describe_bad_frame(frame, 0, len(frame), expected_seq)
+        return CorruptLogError(path, offset, expected_seq, reason)
+    # Unterminated: torn, unless the length field is what was damaged.
+    rest = size - offset - FRAME_SIZE
+    if rest >= 1 and seq == expected_seq:
+        body = _LENGTH_SEQ_TS.pack(rest, seq, ts) + os.pread(fd, rest, offset + FRAME_SIZE)
+        if crc32c_fn(body) == crc:
+            reason = f"length field damaged: it says {length} bytes, the record has {rest}"
+            return CorruptLogError(path, offset, expected_seq, reason)
+    if _intact_frame_after(fd, offset, size, expected_seq):
+        reason = f"length {length} runs past the end of the file, with intact records after"
+        return CorruptLogError(path, offset, expected_seq, reason)
+    return None
+
+
+def check_damage(
+    path: str | os.PathLike[str], fd: int, offset: int, size: int, expected_seq: int
+) -> None:
+    """Called at the first bad frame (``offset``): raise ``CorruptLogError`` unless torn."""
+    error = damage_at(path, fd, offset, size, expected_seq)
+    if error is not None:
+        raise error

@@ -11,7 +11,8 @@ Every message is one line that says what is wrong and what to do; the structured
     ├── UnsupportedVersionError        a log written by a newer format version
     ├── LogLockedError                 another writer holds the file's OS lock
     ├── LogClosedError                 using a writer / journal after close
-    ├── CorruptLogError                damage in the middle: .offset, .seq (good records follow)
+    ├── CorruptLogError                a damaged record or header: .offset, .seq (never a crash)
+    ├── RecordTooLargeError            (also ValueError) an event over the per-record size limit
     ├── EventDecodeError               a frame is intact but its payload does not fit event_type
     │   └── UnknownEventError          ... because its tag is unknown and no upcaster maps it
     ├── LogWriteError                  an append failed; the file was truncated back, still valid
@@ -24,6 +25,7 @@ Every message is one line that says what is wrong and what to do; the structured
 from __future__ import annotations
 
 import os
+import shlex
 
 
 class EventLogError(Exception):
@@ -77,16 +79,42 @@ class LogClosedError(EventLogError):
 
 
 class CorruptLogError(EventLogError):
-    """A damaged record sits in the middle of the log, with intact records after it."""
+    """A complete record (or the file header) is damaged: bit rot, a bad copy, a bad splice.
+
+    Never what a crash leaves (that is a torn tail, which writers truncate). ``offset`` is
+    the byte offset of the damaged record (0: the file header) and ``seq`` the seq it should
+    carry (0 for the header). The file is never modified; :func:`eventlog.salvage` (or
+    ``python -m eventlog salvage``) copies the intact records to a new log.
+    """
 
     def __init__(self, path: str | os.PathLike[str], offset: int, seq: int, reason: str) -> None:
         self.path = os.fspath(path)
         self.offset = offset
         self.seq = seq
         self.reason = reason
+        where = f"record seq {seq}" if seq else "before the first record"
         super().__init__(
-            f"event log {self.path!r} is corrupt at byte offset {offset} (record seq {seq}: "
-            f"{reason}) with intact records after it; copy them out with eventlog.salvage()"
+            f"event log {self.path!r} is corrupt at byte offset {offset} ({where}: {reason}); "
+            f"it was left unchanged: copy its intact records to a new log with "
+            f"{salvage_command(self.path)}"
+        )
+
+
+def salvage_command(path: str) -> str:
+    """The shell command that salvages the log at ``path`` (into ``<path>.salvaged``)."""
+    quoted = shlex.quote(path)
+    return f"python -m eventlog salvage {quoted} {shlex.quote(path + '.salvaged')}"
+
+
+class RecordTooLargeError(EventLogError, ValueError):
+    """An event encodes to more than the format's record limit; nothing was appended."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event encodes to {size} bytes, over the event log's limit of {limit} bytes per "
+            "record; store large data in a file and put its path (and hash) in the event"
         )
 
 

@@ -1,10 +1,11 @@
 """``follow``: an async iterator (trio) that tails a log file as it grows.
 
-Every ``poll_interval`` seconds it reads what was appended since the last look (at most
-4 MiB per step, so a long backlog does not block the event loop), and yields each complete
-record. An incomplete or checksum-bad frame at the end is a write in progress: it is read
-again on the next poll. If intact records appear after a bad frame, that frame is damage in
-the middle and ``CorruptLogError`` is raised. A path that does not exist yet is waited for.
+Every ``poll_interval`` seconds it reads what was appended since the last look (4 MiB per
+step, or one whole record if it is larger, so a long backlog does not block the event loop),
+and yields each complete record. An unterminated frame at the end (its declared length runs
+past the end of the file) is a write in progress: it is read again on the next poll. A
+complete frame that is wrong (bad CRC, wrong seq) is damage: if it is still wrong on the next
+poll, ``CorruptLogError`` is raised. A path that does not exist yet is waited for.
 
 Polling (not inotify) keeps it portable and works under ``trio.testing.MockClock``. The file
 is opened only for the moment of each poll, so a follower that is simply dropped (a ``break``
@@ -25,13 +26,13 @@ from ._format import (
     FRAME,
     FRAME_SIZE,
     HEADER_SIZE,
+    MAX_PAYLOAD,
     check_header,
     crc32c_fn,
-    describe_bad_frame,
-    find_next_frame,
+    damage_at,
 )
 from .codec import EventCodec, Upcasters
-from .errors import CorruptLogError, EventLogError, LogNotFoundError
+from .errors import EventLogError, LogNotFoundError
 from .reader import _open_for_read
 from .record import Record
 
@@ -55,6 +56,7 @@ class LogFollower:
         self._offset = HEADER_SIZE  # file offset of the next frame to read
         self._expected = 1  # seq of that frame
         self._header_ok = False
+        self._suspect = -1  # offset of a complete but bad frame seen once (raised if seen again)
         self._ready: deque[Record[Any]] = deque()
 
     def __aiter__(self) -> LogFollower:
@@ -74,7 +76,7 @@ class LogFollower:
         return self._ready.popleft()
 
     def _poll(self) -> bool:
-        """Read what is new; True if unread bytes remain beyond this chunk."""
+        """Read what is new; True if it advanced and unread bytes remain (poll again at once)."""
         try:
             fd = _open_for_read(self.path)
         except LogNotFoundError:
@@ -90,15 +92,23 @@ class LogFollower:
                     f"event log {self.path!r} shrank below what was already read; "
                     "it was replaced or rewritten, follow it again from the start"
                 )
-            if size == self._offset:
+            available = size - self._offset
+            if available == 0:
                 return False
-            data = os.pread(fd, min(size - self._offset, CHUNK), self._offset)
+            # A chunk, or the whole of the next record if it is larger than a chunk.
+            want = CHUNK
+            if available >= FRAME_SIZE:
+                length = FRAME.unpack(os.pread(fd, FRAME_SIZE, self._offset))[1]
+                if 0 < length <= MAX_PAYLOAD:
+                    want = max(CHUNK, FRAME_SIZE + length)
+            data = os.pread(fd, min(available, want), self._offset)
+            before = self._offset
+            self._parse(data, fd, size)
         finally:
             os.close(fd)
-        self._parse(data, at_eof=self._offset + len(data) >= size)
-        return self._offset < size and not self._ready and len(data) == CHUNK
+        return self._offset != before and self._offset < size
 
-    def _parse(self, data: bytes, at_eof: bool) -> None:
+    def _parse(self, data: bytes, fd: int, size: int) -> None:
         n = len(data)
         mv = memoryview(data)
         decode = self._codec.decode
@@ -107,12 +117,18 @@ class LogFollower:
         while p + FRAME_SIZE <= n:
             crc, length, seq, ts = FRAME.unpack_from(data, p)
             end = p + FRAME_SIZE + length
+            if end > n and 0 < length <= MAX_PAYLOAD and self._offset + end <= size:
+                break  # complete in the file, not in this chunk: the next poll reads it
             if end > n or seq != expected or length < 1 or crc != crc32c_fn(mv[p + 4 : end]):
-                # Complete but bad, or at the very end: damage if intact records follow,
-                # otherwise a write still in progress that the next poll will see whole.
-                if (end <= n or at_eof) and find_next_frame(data, p + 1, expected) >= 0:
-                    reason = describe_bad_frame(data, p, n, expected)
-                    raise CorruptLogError(self.path, self._offset + p, expected, reason)
+                # A torn or unfinished record is waited for; damage is raised. A complete
+                # frame that is wrong is damage, but it is read once more on the next poll
+                # before it is reported, in case it was caught mid-write.
+                offset = self._offset + p
+                error = damage_at(self.path, fd, offset, size, expected)
+                if error is not None:
+                    if self._suspect == offset:
+                        raise error
+                    self._suspect = offset
                 break
             if seq >= self.start_seq:
                 self._ready.append(Record(seq, ts, decode(mv[p + FRAME_SIZE : end], seq)))

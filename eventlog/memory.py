@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
+from ._format import MAX_PAYLOAD
 from .codec import EventCodec, Upcasters
-from .errors import LogClosedError
+from .errors import LogClosedError, RecordTooLargeError
 from .record import Record
 from .writer import BUFFER_LIMIT, SyncPolicy, check_sync, event_classes
 
@@ -50,6 +51,7 @@ class MemoryLog(Generic[E]):
         self.sync: SyncPolicy = sync
         self.max_batch = max_batch
         self.dropped_bytes = 0
+        self.notice: str | None = None
         self._clock = clock or time.time
         self._codec = EventCodec(event_type)
         self._classes = event_classes(event_type)
@@ -106,7 +108,10 @@ class MemoryLog(Generic[E]):
         for i, event in enumerate(events):
             if not isinstance(event, self._classes):
                 raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
-            new.append((len(frames) + i + 1, now if ts is None else ts[i], encode(event)))
+            payload = encode(event)
+            if len(payload) > MAX_PAYLOAD:
+                raise RecordTooLargeError(len(payload), MAX_PAYLOAD)
+            new.append((len(frames) + i + 1, now if ts is None else ts[i], payload))
         frames.extend(new)
         self._pending_bytes += sum(24 + len(p) for _, _, p in new)
         return [Record(seq, t, e) for (seq, t, _), e in zip(new, events, strict=True)]

@@ -1,10 +1,11 @@
 """Reading a log: ``read`` (records), ``scan`` (validate without decoding) and ``fold``.
 
 ``read`` is the replay hot path, so its loop is written out by hand: the file is read in
-4 MiB chunks, frames are sliced out of a ``memoryview`` (no copies), checked with one CRC32C
-call and decoded by one typed msgspec ``Decoder``. Only anomalies leave the loop, to
-:func:`eventlog._format.check_damage`, which decides "torn tail, stop cleanly" versus
-"damage in the middle, raise ``CorruptLogError``".
+4 MiB chunks (a larger record in one read of its own size), frames are sliced out of a
+``memoryview`` (no copies), checked with one CRC32C call and decoded by one typed msgspec
+``Decoder``. Only anomalies leave the loop, to :func:`eventlog._format.check_damage`, which
+decides "torn tail, stop cleanly" versus "damaged record, raise ``CorruptLogError``".
+:func:`inspect` answers "what is in this file?" without raising.
 
 A file that is still being written is read up to the size it had when ``read`` opened it,
 and to its last complete record within that size.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -29,7 +30,12 @@ from ._format import (
     crc32c_fn,
 )
 from .codec import EventCodec, Upcasters
-from .errors import LogNotFoundError, NotALogError
+from .errors import (
+    CorruptLogError,
+    LogNotFoundError,
+    NotALogError,
+    UnsupportedVersionError,
+)
 from .record import Record
 
 S = TypeVar("S")
@@ -51,6 +57,77 @@ class LogInfo(msgspec.Struct, frozen=True):
     has_header: bool
 
 
+LogState = Literal[
+    "missing", "empty", "header-only", "ok", "torn", "corrupt", "not-a-log", "newer-version"
+]
+
+
+class LogStatus(msgspec.Struct, frozen=True):
+    """What :func:`inspect` found at a path; ``message`` says it in one line.
+
+    ``state`` is one of:
+
+    ``missing``        no such file
+    ``empty``          0 bytes, or a header cut short by a crash while the log was created
+    ``header-only``    an intact header and no record
+    ``ok``             intact records ``1..last_seq``
+    ``torn``           intact records ``1..last_seq``, then a torn tail (a crash mid-append)
+                       starting at ``offset``; a writer truncates it on open
+    ``corrupt``        a damaged record at ``offset`` that should carry ``seq`` (0: the file
+                       header); writers refuse it, ``salvage`` copies what is intact
+    ``not-a-log``      a directory, or a file eventlog did not write
+    ``newer-version``  an intact header from a newer eventlog
+    """
+
+    path: str
+    state: LogState
+    message: str
+    last_seq: int = 0
+    offset: int | None = None
+    seq: int | None = None
+
+    @property
+    def has_records(self) -> bool:
+        """Whether the log holds at least one intact record."""
+        return self.last_seq > 0
+
+
+def inspect(path: str | os.PathLike[str]) -> LogStatus:
+    """Tell what ``path`` holds, without decoding or changing anything (see :class:`LogStatus`).
+
+    Errors other than the log's own state (e.g. a permission error) propagate.
+    """
+    name = os.fspath(path)
+    try:
+        info = scan(path)
+    except LogNotFoundError as exc:
+        return LogStatus(name, "missing", str(exc))
+    except NotALogError as exc:
+        return LogStatus(name, "not-a-log", str(exc))
+    except UnsupportedVersionError as exc:
+        return LogStatus(name, "newer-version", str(exc))
+    except CorruptLogError as exc:
+        return LogStatus(name, "corrupt", str(exc), offset=exc.offset, seq=exc.seq)
+    if not info.has_header:
+        what = "0 bytes" if not info.file_size else "a header cut short by a crash"
+        return LogStatus(name, "empty", f"event log {name!r} is empty ({what})")
+    if info.torn_bytes:
+        return LogStatus(
+            name,
+            "torn",
+            f"event log {name!r} ends in a torn tail of {info.torn_bytes} bytes at offset "
+            f"{info.good_bytes} after seq {info.last_seq} (an append cut short by a crash); "
+            "opening it for writing truncates the tail",
+            last_seq=info.last_seq,
+            offset=info.good_bytes,
+        )
+    if not info.last_seq:
+        return LogStatus(name, "header-only", f"event log {name!r} has a header and no record")
+    return LogStatus(
+        name, "ok", f"event log {name!r} holds records 1..{info.last_seq}", info.last_seq
+    )
+
+
 def _open_for_read(path: str | os.PathLike[str]) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -69,25 +146,28 @@ def walk_frames(
 ) -> Iterator[tuple[int, int, float, memoryview]]:
     """Yield ``(offset, seq, ts, payload)`` of every intact record from ``start``.
 
-    Stops cleanly at a torn tail; raises ``CorruptLogError`` on damage in the middle. The
+    Stops cleanly at a torn tail; raises ``CorruptLogError`` on a damaged record. The
     payload memoryview is only valid until the next item.
     """
     unpack = FRAME.unpack_from
     pos_abs = start  # file offset of data[0]
     data = b""
     p = 0
+    want = CHUNK  # bytes to read next: a chunk, or the rest of a record larger than one
     while True:
-        chunk = os.pread(fd, min(CHUNK, size - pos_abs - len(data)), pos_abs + len(data))
+        chunk = os.pread(fd, min(want, size - pos_abs - len(data)), pos_abs + len(data))
         data = data[p:] + chunk
         pos_abs += p
         p = 0
         n = len(data)
         at_eof = pos_abs + n >= size or not chunk
         mv = memoryview(data)
+        want = CHUNK
         while p + FRAME_SIZE <= n:
             crc, length, rseq, ts = unpack(data, p)
             end = p + FRAME_SIZE + length
             if end > n and not at_eof and 0 < length <= MAX_PAYLOAD:
+                want = max(CHUNK, end - n)
                 break
             if end > n or rseq != seq or length < 1 or crc != crc32c_fn(mv[p + 4 : end]):
                 check_damage(path, fd, pos_abs + p, size, seq)
@@ -104,7 +184,7 @@ def walk_frames(
 def scan(path: str | os.PathLike[str]) -> LogInfo:
     """Validate every record's frame and CRC (no decoding) and report where the log ends.
 
-    Raises ``CorruptLogError`` for damage in the middle; a torn tail is reported in
+    Raises ``CorruptLogError`` for a damaged record or header; a torn tail is reported in
     ``torn_bytes``, not raised.
     """
     fd = _open_for_read(path)
@@ -141,8 +221,9 @@ def read(
     """Yield the records with ``start_seq <= seq <= stop_seq`` and ``ts <= stop_ts``.
 
     Stops cleanly at the last complete record (a torn tail, or a file still being written);
-    raises ``CorruptLogError`` for damage in the middle, ``UnknownEventError`` for an event
-    tag nobody knows. Use :func:`scan` to learn whether the tail was torn.
+    raises ``CorruptLogError`` for a damaged record (the last one included) and
+    ``UnknownEventError`` for an event tag nobody knows. Use :func:`scan` or :func:`inspect`
+    to learn whether the tail was torn.
     """
     codec = EventCodec(event_type, upcasters)
     fd = _open_for_read(path)
@@ -173,18 +254,21 @@ def _read_fd(
     pos_abs = HEADER_SIZE
     data = b""
     p = 0
+    want = CHUNK  # bytes to read next: a chunk, or the rest of a record larger than one
     while True:
-        chunk = os.pread(fd, min(CHUNK, size - pos_abs - len(data)), pos_abs + len(data))
+        chunk = os.pread(fd, min(want, size - pos_abs - len(data)), pos_abs + len(data))
         data = data[p:] + chunk
         pos_abs += p
         p = 0
         n = len(data)
         at_eof = pos_abs + n >= size or not chunk
         mv = memoryview(data)
+        want = CHUNK
         while p + FRAME_SIZE <= n:
             crc, length, rseq, ts = unpack(data, p)
             end = p + FRAME_SIZE + length
             if end > n and not at_eof and 0 < length <= MAX_PAYLOAD:
+                want = max(CHUNK, end - n)
                 break
             if end > n or rseq != seq or length < 1 or crc != crc_of(mv[p + 4 : end]):
                 check_damage(path, fd, pos_abs + p, size, seq)

@@ -32,7 +32,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Generic, Literal, TypeVar
 
-from ._format import FRAME, FRAME_SIZE, header_bytes
+from ._format import FRAME, FRAME_SIZE, MAX_PAYLOAD, header_bytes
 from ._format import crc32c_fn as _crc
 from .codec import EventCodec
 from .errors import (
@@ -42,6 +42,7 @@ from .errors import (
     LogLockedError,
     LogWriteError,
     NotALogError,
+    RecordTooLargeError,
 )
 from .reader import scan_fd
 from .record import Record
@@ -54,6 +55,7 @@ BUFFER_LIMIT: Final = 64 * 1024
 _CRC: Final = struct.Struct("<I")
 _pack_frame: Final = FRAME.pack_into
 _pack_crc: Final = _CRC.pack_into
+_MAX_FRAME: Final = FRAME_SIZE + MAX_PAYLOAD
 _DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
@@ -123,7 +125,14 @@ class LogWriter(Generic[E]):
         try:
             info = scan_fd(self.path, self._fd)
             self.dropped_bytes: int = info.torn_bytes
+            #: One line for the user when opening repaired the file (a torn tail), else None.
+            self.notice: str | None = None
             if not info.has_header:
+                if info.file_size:
+                    self.notice = (
+                        f"event log {self.path!r}: rewrote a header left incomplete by a crash "
+                        f"({info.file_size} bytes); the log is empty"
+                    )
                 os.ftruncate(self._fd, 0)
                 os.pwrite(self._fd, header_bytes(), 0)
                 os.fsync(self._fd)
@@ -133,6 +142,11 @@ class LogWriter(Generic[E]):
                 if info.torn_bytes:
                     os.ftruncate(self._fd, info.good_bytes)
                     os.fsync(self._fd)
+                    self.notice = (
+                        f"event log {self.path!r}: truncated a torn tail of {info.torn_bytes} "
+                        f"bytes at offset {info.good_bytes} (an append cut short by a crash); "
+                        f"the log ends at seq {info.last_seq}"
+                    )
                 self._size = info.good_bytes
             self._last_seq = info.last_seq
         except BaseException:
@@ -176,7 +190,11 @@ class LogWriter(Generic[E]):
     # -- appending --------------------------------------------------------------------------
 
     def append(self, event: E) -> Record[E]:
-        """Append one event; durable on return only under ``sync="always"``."""
+        """Append one event; durable on return only under ``sync="always"``.
+
+        An event that encodes to more than ``MAX_PAYLOAD`` (64 MiB) raises
+        ``RecordTooLargeError`` and appends nothing.
+        """
         if self._closed:
             raise LogClosedError(f"event log writer for {self.path!r} is closed")
         # The hot path of buffered appends: every attribute load here is measurable.
@@ -189,9 +207,12 @@ class LogWriter(Generic[E]):
         except BaseException:
             del buf[start:]
             raise
+        end = len(buf)
+        if end - start > _MAX_FRAME:
+            del buf[start:]
+            raise RecordTooLargeError(end - start - FRAME_SIZE, MAX_PAYLOAD)
         self._last_seq = seq = self._last_seq + 1
         ts = self._clock()
-        end = len(buf)
         _pack_frame(buf, start, 0, end - start - FRAME_SIZE, seq, ts)
         _pack_crc(buf, start, _crc(buf[start + 4 : end]))
         if self._lazy:
@@ -239,9 +260,11 @@ class LogWriter(Generic[E]):
                     )
                 start = len(buf)
                 self._encode_into(event, buf, start + FRAME_SIZE)
+                end = len(buf)
+                if end - start > _MAX_FRAME:
+                    raise RecordTooLargeError(end - start - FRAME_SIZE, MAX_PAYLOAD)
                 seq += 1
                 t = now if ts is None else ts[i]
-                end = len(buf)
                 FRAME.pack_into(buf, start, 0, end - start - FRAME_SIZE, seq, t)
                 _CRC.pack_into(buf, start, _crc(buf[start + 4 : end]))
                 records.append(Record(seq, t, event))
