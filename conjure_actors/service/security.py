@@ -1,0 +1,328 @@
+"""Safe by default: who may call ``serve``, from where, how much, how often.
+
+What this module guards, outermost first (see :func:`security_middleware`):
+
+- **CORS**, only for the origins the user listed (``--cors-origin``), never ``*``: Starlette's
+  ``CORSMiddleware`` with an explicit list answers the preflights of those origins.
+- **The Origin check ComfyUI itself does** (its ``create_origin_only_middleware``): a browser
+  request marked ``Sec-Fetch-Site: cross-site``, or whose ``Origin`` host differs from a
+  loopback ``Host``, is refused 403 ``forbidden`` unless its origin is listed. That is what
+  stops a web page open in the user's browser from driving a loopback service (drive-by
+  requests, DNS rebinding). Requests without ``Origin`` (curl, the SDK) are not browsers'.
+- **A bearer token** (``--token``), compared in constant time; 401 ``unauthorized``.
+  ``GET /api/v2/health`` stays open so probes need no credential.
+- **Request size limits**: 413 ``payload_too_large`` (the v2 error envelope), from the
+  ``Content-Length`` before a byte is read, or as the body streams in when it has none.
+
+The cap on open SSE streams (429 ``too_many_streams``) and the bounded queue (429
+``queue_full`` with ``Retry-After``) are where the streams and the jobs are counted: in
+``v2_jobs.events`` and ``Service.submit_job``.
+
+And :func:`check_bind`: a non-loopback ``--host`` without a token is refused before the
+socket is opened.
+
+Secrets (the token, RunComfy credentials, machine URLs) never enter a response or a log line:
+the refusals below say what was wrong, never what was presented.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import urllib.parse
+from collections.abc import Collection, Iterable
+from typing import Any, Final
+
+import attrs
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conjure_actors.errors import UsageError
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "SecurityMiddleware",
+    "SecuritySettings",
+    "check_bind",
+    "error_response",
+    "is_loopback_host",
+    "normalize_origin",
+    "security_middleware",
+]
+
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+"""A JSON body (a workflow): 8 MiB is far above any real API-format graph."""
+DEFAULT_MAX_UPLOAD_BYTES: Final = 100 * 1024 * 1024
+"""A multipart body (an asset, the front end's image)."""
+MULTIPART_SLACK: Final = 64 * 1024
+"""What a multipart body may carry beyond its file (boundaries, headers, form fields)."""
+
+OPEN_PATHS: Final = frozenset({"/api/v2/health"})
+"""Paths answered without a token (probes)."""
+
+
+CORS_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
+CORS_HEADERS: Final = ("Authorization", "Content-Type", "Idempotency-Key", "Range")
+CORS_EXPOSE: Final = ("Retry-After", "Content-Range", "Accept-Ranges", "Location")
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def normalize_origin(value: str) -> str:
+    """``"https://App.example.com:443/"`` -> ``"https://app.example.com"``: the form a browser
+    sends in ``Origin``. ``*``, paths, userinfo and non-http(s) schemes are usage errors."""
+    raw = value.strip()
+    if raw == "*":
+        raise UsageError("--cors-origin '*' is refused: list each origin (https://app.example)")
+    parsed = urllib.parse.urlsplit(raw)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or "@" in parsed.netloc
+        or parsed.path not in ("", "/")
+        or parsed.query
+        or parsed.fragment
+        or port == -1
+        or parsed.netloc.endswith(":")
+    ):
+        raise UsageError(
+            f"--cors-origin {raw!r} is not an origin: give scheme://host[:port], e.g."
+            " https://app.example"
+        )
+    host = parsed.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[parsed.scheme]
+    if port is None or port == default:
+        return f"{parsed.scheme}://{host}"
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+def _normalize_origins(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(normalize_origin(v) for v in values)
+
+
+@attrs.frozen
+class SecuritySettings:
+    """The limits and credentials ``serve`` runs with (``--token``, ``--cors-origin``...)."""
+
+    token: str | None = attrs.field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = attrs.field(default=(), converter=_normalize_origins)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine (``""`` binds everything)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback ``host`` without a token (one clear line; the CLI exits 2)."""
+    if not is_loopback_host(host) and not token:
+        raise UsageError(
+            f"refusing to listen on {host or 'every interface'!r} without a token: pass"
+            " --token (or set CONJURE_TOKEN), or keep the default --host 127.0.0.1"
+        )
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The v2 error envelope: ``{"error": {"code", "message", "details"}}``."""
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# -------------------------------------------------------------------------- middleware
+
+
+class _BodyTooLargeError(Exception):
+    """Raised from ``receive`` when a body without Content-Length passes its limit."""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _host_name(authority: str) -> tuple[str, int | None]:
+    parsed = urllib.parse.urlsplit("//" + authority)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    return (parsed.hostname or "").lower(), port
+
+
+def origin_refusal(scope: Scope, allowed: Collection[str]) -> str | None:
+    """Why ComfyUI's origin check refuses this request (None: it passes)."""
+    origin = _header(scope, b"origin")
+    if origin is not None and origin in allowed:
+        return None
+    if _header(scope, b"sec-fetch-site") == "cross-site":
+        return "cross-site browser requests are refused"
+    host = _header(scope, b"host")
+    if origin is None or host is None:
+        return None
+    host_name, host_port = _host_name(host)
+    if not is_loopback_host(host_name.strip("[]")):
+        # As ComfyUI does: only a loopback Host is checked, so a reverse proxy that
+        # rewrites Host in front of a real deployment keeps working.
+        return None
+    parsed = urllib.parse.urlsplit(origin)
+    origin_name = (parsed.hostname or "").lower()
+    try:
+        origin_port = parsed.port
+    except ValueError:
+        origin_port = None
+    same_host = origin_name == host_name.strip("[]")
+    same_port = origin_port is None or host_port is None or origin_port == host_port
+    if same_host and same_port:
+        return None
+    return "the request's Origin does not match its Host: list it with --cors-origin"
+
+
+def _authorized(scope: Scope, token: str) -> bool:
+    header = _header(scope, b"authorization") or ""
+    scheme, _, presented = header.partition(" ")
+    # compare_digest on bytes: a non-ASCII token is compared, not refused with TypeError.
+    ok = hmac.compare_digest(presented.strip().encode(), token.encode())
+    return ok and scheme.lower() == "bearer"
+
+
+class SecurityMiddleware:
+    """Pure ASGI (so SSE streams pass untouched): origin check, token, body size."""
+
+    def __init__(self, app: ASGIApp, *, settings: SecuritySettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refuse(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self._limited(scope, receive, send)
+
+    def _refuse(self, scope: Scope) -> JSONResponse | None:
+        why = origin_refusal(scope, self.settings.cors_origins)
+        if why is not None:
+            return error_response(403, "forbidden", why)
+        token = self.settings.token
+        if (
+            token
+            and scope["path"] not in OPEN_PATHS
+            and scope["method"] != "OPTIONS"
+            and not _authorized(scope, token)
+        ):
+            return error_response(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        limit = self._limit(scope)
+        length = _header(scope, b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            return self._too_large(limit)
+        return None
+
+    def _limit(self, scope: Scope) -> int:
+        ctype = (_header(scope, b"content-type") or "").lower()
+        if ctype.startswith("multipart/"):
+            return self.settings.max_upload_bytes + MULTIPART_SLACK
+        return self.settings.max_body_bytes
+
+    @staticmethod
+    def _too_large(limit: int) -> JSONResponse:
+        return error_response(
+            413,
+            "payload_too_large",
+            f"the request body is larger than this service accepts ({limit} bytes)",
+            details={"limit_bytes": limit},
+        )
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope)
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLargeError
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLargeError:
+            if started:
+                raise
+        except BaseExceptionGroup as group:
+            matched, rest = group.split(_BodyTooLargeError)
+            if matched is None or started:
+                raise
+            if rest is not None:
+                raise rest from None
+        else:
+            return
+        await self._too_large(limit)(scope, receive, send)
+
+
+def security_middleware(settings: SecuritySettings) -> list[Middleware]:
+    """The middleware list for ``Starlette(middleware=...)``, outermost first: CORS for the
+    listed origins (only when some are listed), then :class:`SecurityMiddleware`."""
+    stack: list[Middleware] = []
+    if settings.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=list(CORS_METHODS),
+                allow_headers=list(CORS_HEADERS),
+                expose_headers=list(CORS_EXPOSE),
+                allow_credentials=True,
+            )
+        )
+    stack.append(Middleware(SecurityMiddleware, settings=settings))
+    return stack

@@ -1,0 +1,278 @@
+"""The security layer on its own: a small Starlette app behind ``security_middleware``."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from conjure_actors.errors import UsageError
+from conjure_actors.service.security import (
+    SecuritySettings,
+    check_bind,
+    is_loopback_host,
+    normalize_origin,
+    security_middleware,
+)
+
+TOKEN = "s3cret-token-value"
+
+
+def make_app(settings: SecuritySettings) -> tuple[Starlette, list]:
+    """An app with an echo route that stores what it accepted, health, and an SSE route."""
+    stored: list[bytes] = []
+    release = trio.Event()
+
+    async def echo(request: Request) -> Response:
+        body = await request.body()
+        stored.append(body)
+        return JSONResponse({"size": len(body)}, status_code=201)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def events(request: Request) -> Response:
+        async def stream():  # type: ignore[no-untyped-def]
+            yield b"event: status\ndata: {}\n\n"
+            await release.wait()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    app = Starlette(
+        routes=[
+            Route("/api/v2/jobs", echo, methods=["POST"]),
+            Route("/api/v2/health", health),
+            Route("/api/v2/jobs/{id}/events", events),
+        ],
+        middleware=security_middleware(settings),
+    )
+    app.state.release = release
+    return app, stored
+
+
+def _scope(method: str, path: str) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8189"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8189),
+    }
+
+
+async def asgi_call(
+    app: Starlette,
+    method: str,
+    path: str,
+    chunks: list[bytes] = (),  # type: ignore[assignment]
+    started: trio.Event | None = None,
+) -> list[dict]:
+    """Call the ASGI app directly (httpx's transport neither streams a body without length
+    nor a response): the request body arrives in ``chunks``; returns every message sent."""
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ] or [{"type": "http.request", "body": b"", "more_body": False}]
+    sent: list[dict] = []
+    disconnected = trio.Event()
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if started is not None and message["type"] == "http.response.start":
+            started.set()
+
+    await app(_scope(method, path), receive, send)
+    return sent
+
+
+def client(app: Starlette, host: str = "127.0.0.1:8189") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{host}")
+
+
+async def test_wrong_token_is_401_unauthorized_and_nothing_stored() -> None:
+    """A wrong bearer token is refused 401 with the v2 envelope; the route never runs."""
+    app, stored = make_app(SecuritySettings(token=TOKEN))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert TOKEN not in r.text
+    assert stored == []
+
+
+async def test_missing_token_is_401() -> None:
+    """No Authorization header at all is 401 when a token is set."""
+    app, stored = make_app(SecuritySettings(token=TOKEN))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}")
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized")
+    assert stored == []
+
+
+async def test_right_token_passes() -> None:
+    """The right bearer token reaches the route."""
+    app, stored = make_app(SecuritySettings(token=TOKEN))
+    async with client(app) as c:
+        r = await c.post(
+            "/api/v2/jobs", content=b"{}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert r.status_code == 201
+    assert stored == [b"{}"]
+
+
+async def test_health_needs_no_token() -> None:
+    """Probes reach /api/v2/health without a credential."""
+    app, _ = make_app(SecuritySettings(token=TOKEN))
+    async with client(app) as c:
+        r = await c.get("/api/v2/health")
+    assert r.status_code == 200
+
+
+async def test_oversized_body_is_413_before_the_route_runs() -> None:
+    """A Content-Length over the limit is refused 413 ``payload_too_large``; nothing stored."""
+    app, stored = make_app(SecuritySettings(max_body_bytes=100))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"x" * 101)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+    assert stored == []
+
+
+async def test_oversized_chunked_body_is_413() -> None:
+    """A body streamed without Content-Length is cut off at the limit, 413, nothing stored."""
+    app, stored = make_app(SecuritySettings(max_body_bytes=100))
+
+    sent = await asgi_call(app, "POST", "/api/v2/jobs", [b"x" * 50] * 10)
+    assert sent[0]["status"] == 413
+    assert b'"payload_too_large"' in b"".join(m.get("body", b"") for m in sent[1:])
+    assert stored == []
+
+
+async def test_multipart_gets_the_upload_limit() -> None:
+    """A multipart body is measured against the upload limit, not the JSON one."""
+    app, stored = make_app(SecuritySettings(max_body_bytes=100, max_upload_bytes=1000))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", files={"file": ("a.png", b"x" * 1000, "image/png")})
+    assert r.status_code == 201
+    assert len(stored) == 1
+
+
+async def test_foreign_origin_on_loopback_is_403() -> None:
+    """A browser request whose Origin host differs from the loopback Host is refused."""
+    app, stored = make_app(SecuritySettings())
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Origin": "https://evil.example"})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden")
+    assert stored == []
+
+
+async def test_cross_site_fetch_is_403() -> None:
+    """``Sec-Fetch-Site: cross-site`` is refused even without an Origin header."""
+    app, stored = make_app(SecuritySettings())
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    assert stored == []
+
+
+async def test_same_origin_passes() -> None:
+    """The service's own page (Origin = Host) passes the origin check."""
+    app, _ = make_app(SecuritySettings())
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Origin": "http://127.0.0.1:8189"})
+    assert r.status_code == 201
+
+
+async def test_listed_origin_gets_cors_headers() -> None:
+    """A listed origin passes and gets its own name back (never ``*``)."""
+    app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Origin": "https://app.example"})
+        pre = await c.options(
+            "/api/v2/jobs",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+    assert r.status_code == 201
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_unlisted_origin_gets_no_cors_headers() -> None:
+    """An origin not on the list is refused and gets no CORS header."""
+    app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Origin": "https://other.example"})
+    assert r.status_code == 403
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_star_origin_is_a_usage_error() -> None:
+    """``--cors-origin '*'`` is refused with a clear line."""
+    with pytest.raises(UsageError, match=r"\*"):
+        SecuritySettings(cors_origins=("*",))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://App.Example:443/", "https://app.example"),
+        ("http://localhost:5173", "http://localhost:5173"),
+        ("http://[::1]:80", "http://[::1]"),
+    ],
+)
+def test_normalize_origin(raw: str, expected: str) -> None:
+    """Origins are normalized to what a browser sends."""
+    assert normalize_origin(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["ftp://x", "https://a/b", "https://u@h", "https://h:", "h"])
+def test_bad_origin_is_refused(raw: str) -> None:
+    """Anything but scheme://host[:port] is a usage error."""
+    with pytest.raises(UsageError):
+        normalize_origin(raw)
+
+
+def test_non_loopback_bind_without_token_is_refused() -> None:
+    """``--host 0.0.0.0`` without a token is one clear usage error."""
+    with pytest.raises(UsageError, match="--token"):
+        check_bind("0.0.0.0", None)
+
+
+def test_non_loopback_bind_with_token_is_allowed() -> None:
+    """A token makes a non-loopback bind acceptable."""
+    check_bind("0.0.0.0", TOKEN)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost"])
+def test_loopback_hosts(host: str) -> None:
+    """Loopback addresses need no token."""
+    assert is_loopback_host(host)
+    check_bind(host, None)
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::", "192.168.1.4", "example.com"])
+def test_non_loopback_hosts(host: str) -> None:
+    """Every other address (and the empty one: all interfaces) is not loopback."""
+    assert not is_loopback_host(host)
