@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from conjure_actors.clients.download import fsync_dir, open_temp_beside
 from conjure_actors.clients.errors import UnsafeOutputNameError
 
 __all__ = [
@@ -57,30 +57,6 @@ _REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
 def read_bytes(path: Path) -> bytes:
     """The file's bytes (``OSError`` if it cannot be read)."""
     return path.read_bytes()
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the directory's entries (a rename, a new file) durable."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_temp_beside(path: Path, mode: int = 0o666) -> tuple[int, Path]:
-    """Create a fresh temporary file in ``path``'s directory (made if missing): (fd, path).
-
-    Its name starts with a dot and ends in ``.part``, and is never an existing file's.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:
-            continue
-        return fd, tmp
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:

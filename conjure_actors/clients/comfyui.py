@@ -27,8 +27,9 @@ import math
 import random
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -40,19 +41,24 @@ import trio_websocket
 import wsproto.utilities
 
 from conjure_actors.clients import comfyui_wire as wire
+from conjure_actors.clients.download import DEFAULT_MAX_DOWNLOAD_BYTES, FileSink
 from conjure_actors.clients.errors import (
     ClientError,
     ComfyUIError,
     DownloadError,
+    DownloadStalledError,
+    DownloadTooLargeError,
     ExecutionError,
     NodeError,
     PromptInterruptedError,
     PromptLostError,
     PromptRejectedError,
 )
-from conjure_actors.clients.retry import RetryPolicy, send_with_retry
+from conjure_actors.clients.retry import RetryPolicy, parse_retry_after, send_with_retry
 
 __all__ = [
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DEFAULT_STALL_TIMEOUT",
     "GLB_MAGIC",
     "PNG_SIGNATURE",
     "WS_MAX_MESSAGE_SIZE",
@@ -78,11 +84,13 @@ __all__ = [
     "check_signature",
     "new_prompt_id",
     "origin_of",
+    "signature_problem",
 ]
 
 log = logging.getLogger("conjure_actors.clients.comfyui")
 
 WS_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
+DEFAULT_STALL_TIMEOUT: Final = 60.0
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND: Final = b"IEND\xaeB`\x82"
 GLB_MAGIC: Final = b"glTF"
@@ -170,6 +178,38 @@ class QueueSnapshot:
         if any(i.prompt_id == prompt_id for i in self.pending):
             return "pending"
         return "unknown"
+
+
+async def _abandon(chunks: AsyncIterator[bytes]) -> None:
+    """Stop reading an httpx body early without leaving its generators suspended.
+
+    ``aiter_bytes`` is a chain of nested async generators (httpx, then httpcore); closing
+    the outer one leaves the inner ones suspended until garbage collection, which trio
+    reports as a ResourceWarning. Resumed under a cancelled scope, the chain raises
+    ``Cancelled`` at its next read, and that exception unwinds (so finishes) every one of
+    them; httpcore then drops the connection. A stream that keeps yielding without a
+    checkpoint is left to ``Response.aclose`` after a bounded number of chunks.
+    """
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with contextlib.suppress(StopAsyncIteration, httpx.RequestError):
+            for _ in range(_ABANDON_CHUNKS):
+                await anext(chunks)
+
+
+_ABANDON_CHUNKS: Final = 1024
+
+
+class _RetryDownload(Exception):
+    """One download attempt failed in a way another attempt may fix (internal)."""
+
+    def __init__(
+        self, problem: str, *, stalled: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.stalled = stalled
+        self.retry_after = retry_after
 
 
 @attrs.frozen
@@ -273,27 +313,33 @@ _TERMINAL: Final = (PromptSucceeded, PromptFailed, PromptInterrupted)
 
 def check_signature(filename: str, data: bytes) -> str | None:
     """Why ``data`` is not a plausible ``filename`` (PNG / GLB / JPEG / WEBP), or ``None``."""
-    if not data:
+    return signature_problem(filename, data[:16], data[-16:], len(data))
+
+
+def signature_problem(filename: str, head: bytes, tail: bytes, size: int) -> str | None:
+    """:func:`check_signature` from a body's first and last (up to 16) bytes and its size,
+    so that a download streamed to disk is checked without reading it again."""
+    if size == 0:
         return "empty body"
     lower = filename.lower()
     if lower.endswith(".png"):
-        if not data.startswith(PNG_SIGNATURE):
+        if not head.startswith(PNG_SIGNATURE):
             return "not a PNG (bad signature)"
-        if not data.endswith(_PNG_IEND):
+        if not tail.endswith(_PNG_IEND):
             return "PNG without its IEND chunk (truncated)"
     elif lower.endswith(".glb"):
-        if len(data) < 12 or data[:4] != GLB_MAGIC:
+        if len(head) < 12 or head[:4] != GLB_MAGIC:
             return "not a binary glTF (bad magic)"
-        version = int.from_bytes(data[4:8], "little")
-        length = int.from_bytes(data[8:12], "little")
+        version = int.from_bytes(head[4:8], "little")
+        length = int.from_bytes(head[8:12], "little")
         if version != 2:
             return f"binary glTF version {version}, expected 2"
-        if length != len(data):
-            return f"binary glTF declares {length} bytes, got {len(data)} (truncated)"
+        if length != size:
+            return f"binary glTF declares {length} bytes, got {size} (truncated)"
     elif lower.endswith((".jpg", ".jpeg")):
-        if not data.startswith(b"\xff\xd8\xff"):
+        if not head.startswith(b"\xff\xd8\xff"):
             return "not a JPEG (bad signature)"
-    elif lower.endswith(".webp") and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+    elif lower.endswith(".webp") and not (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "not a WEBP (bad signature)"
     return None
 
@@ -938,6 +984,141 @@ class ComfyUIClient:
             f"{output.path} from {self.name} stayed broken after {self.policy.attempts} "
             f"attempts ({problem})"
         )
+
+    async def download_to(
+        self,
+        output: OutputFile,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> tuple[int, str]:
+        """Stream ``/view`` of ``output`` into ``path`` durably: ``(size, sha256 hex)``.
+
+        The body goes to a temporary file beside ``path`` (see :class:`FileSink`) while it
+        is hashed; it must match its Content-Length and its format's signature, then it is
+        fsynced and renamed into place. Nothing is held in memory but one chunk.
+
+        Bounded against a hostile or broken server: more than ``max_bytes`` raises
+        :class:`DownloadTooLargeError` at once (declared or streamed; not retried); no byte
+        for ``stall_timeout`` seconds (headers included), a body shorter or longer than its
+        Content-Length, a bad signature or a 5xx is retried per the policy, then raises
+        :class:`DownloadStalledError` (if the last attempt stalled) or
+        :class:`DownloadError`. A 404 or another 4xx raises :class:`DownloadError` at once.
+        """
+        params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
+        problem, stalled = "no attempt made", False
+        for attempt in range(self.policy.attempts):
+            try:
+                return await self._download_once(output, path, params, max_bytes, stall_timeout)
+            except _RetryDownload as retry:
+                problem, stalled, wait = retry.problem, retry.stalled, retry.retry_after
+            log.info("%s: %s: %s; retrying", self.name, output.path, problem)
+            if attempt < self.policy.attempts - 1:
+                delay = self.policy.delay(attempt, self.rng)
+                if wait is not None:
+                    delay = max(delay, min(wait, self.policy.max_retry_after))
+                await trio.sleep(delay)
+        error = DownloadStalledError if stalled else DownloadError
+        raise error(
+            f"{output.path} from {self.name} stayed broken after {self.policy.attempts} "
+            f"attempts ({problem})"
+        )
+
+    async def _download_once(
+        self,
+        output: OutputFile,
+        path: Path,
+        params: dict[str, str],
+        max_bytes: int,
+        stall_timeout: float,
+    ) -> tuple[int, str]:
+        """One streamed attempt; a problem worth another attempt raises _RetryDownload."""
+        # Ask for the bytes as they are: a compressed body would be inflated in memory a
+        # whole network chunk at a time, beyond the cap's reach.
+        request = self._http.build_request(
+            "GET", self._base + "/view", params=params, headers={"accept-encoding": "identity"}
+        )
+        async with self._limiter:
+            response: httpx.Response | None = None
+            with trio.move_on_after(stall_timeout) as scope:
+                try:
+                    response = await self._http.send(request, stream=True)
+                except httpx.RequestError as exc:
+                    raise _RetryDownload(f"{type(exc).__name__}: {self.scrub(str(exc))}") from None
+            if response is None or scope.cancelled_caught:
+                raise _RetryDownload(f"no answer within {stall_timeout:g} s", stalled=True)
+            try:
+                return await self._save_body(output, path, response, max_bytes, stall_timeout)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await response.aclose()
+
+    async def _save_body(
+        self,
+        output: OutputFile,
+        path: Path,
+        response: httpx.Response,
+        max_bytes: int,
+        stall_timeout: float,
+    ) -> tuple[int, str]:
+        code = response.status_code
+        if code == 404:
+            raise DownloadError(
+                f"{output.path} is missing on {self.name} (404); the server may have "
+                "restarted or the file was removed",
+                status=404,
+            )
+        if code == 429 or code >= 500:
+            raise _RetryDownload(
+                f"HTTP {code}", retry_after=parse_retry_after(response.headers.get("retry-after"))
+            )
+        if code != 200:
+            raise DownloadError(
+                f"downloading {output.path} from {self.name} answered HTTP {code}", status=code
+            )
+        declared_text = response.headers.get("content-length", "").strip()
+        declared = int(declared_text) if declared_text.isdecimal() else None
+        if declared is not None and declared > max_bytes:
+            raise DownloadTooLargeError(
+                f"{output.path} on {self.name} declares {declared} bytes, more than the "
+                f"download cap of {max_bytes} (raise downloads.max_bytes if it is expected)"
+            )
+        sink = FileSink(path, max_bytes=max_bytes, what=f"{output.path} from {self.name}")
+        try:
+            chunks = response.aiter_bytes()
+            while True:
+                chunk: bytes | None = None
+                with trio.move_on_after(stall_timeout) as scope:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except httpx.RequestError as exc:
+                        raise _RetryDownload(
+                            f"after {sink.size} bytes: {type(exc).__name__}: {self.scrub(str(exc))}"
+                        ) from None
+                if scope.cancelled_caught or chunk is None:
+                    raise _RetryDownload(
+                        f"no byte for {stall_timeout:g} s after {sink.size} bytes", stalled=True
+                    )
+                try:
+                    sink.write(chunk)
+                except BaseException:
+                    await _abandon(chunks)
+                    raise
+            # Content-Length counts the bytes on the wire: the compressed ones if encoded.
+            encoded = response.headers.get("content-encoding", "identity") != "identity"
+            received = response.num_bytes_downloaded if encoded else sink.size
+            if declared is not None and received != declared:
+                raise _RetryDownload(f"got {received} of {declared} bytes")
+            problem = signature_problem(output.filename, sink.head, sink.tail, sink.size)
+            if problem:
+                raise _RetryDownload(problem)
+            sink.commit()
+        finally:
+            sink.abort()
+        return sink.size, sink.sha256
 
     # ------------------------------------------------------------------ following
 

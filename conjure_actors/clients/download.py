@@ -1,0 +1,128 @@
+"""Where a download lands: a temporary file beside its final name, written durably.
+
+A :class:`FileSink` takes the body of an HTTP answer chunk by chunk. It counts the bytes
+against a cap (:class:`DownloadTooLargeError` the moment one byte too many arrives, so a
+body that never ends costs at most the cap on disk and one chunk in memory), hashes them as
+they come (no second read of the file), and keeps the first and last bytes for the format
+check. :meth:`FileSink.commit` fsyncs the file, renames it over the final name and fsyncs
+the directory; :meth:`FileSink.abort` removes it. A local ``OSError`` (disk full, a
+directory where the file should go) becomes :class:`DownloadError`.
+
+The helpers :func:`open_temp_beside` and :func:`fsync_dir` are shared with
+``conjure_actors.actors.files`` (the actors' durable writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+from conjure_actors.clients.errors import DownloadError, DownloadTooLargeError
+
+__all__ = ["DEFAULT_MAX_DOWNLOAD_BYTES", "FileSink", "fsync_dir", "open_temp_beside"]
+
+DEFAULT_MAX_DOWNLOAD_BYTES: Final = 2 * 1024**3
+_HEAD: Final = 16
+_TAIL: Final = 16
+
+
+def open_temp_beside(path: Path, mode: int = 0o666) -> tuple[int, Path]:
+    """Create a fresh temporary file in ``path``'s directory (made if missing): (fd, path).
+
+    Its name starts with a dot and ends in ``.part``, and is never an existing file's.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        return fd, tmp
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (a rename, a new file) durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileSink:
+    """The body of one download attempt, on its way to ``path`` (see the module doc)."""
+
+    def __init__(self, path: Path, *, max_bytes: int, what: str) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.what = what
+        self.size = 0
+        self.head = b""
+        self.tail = b""
+        self._digest = hashlib.sha256()
+        self._fd: int | None = None
+        self._tmp: Path | None = None
+        try:
+            self._fd, self._tmp = open_temp_beside(path)
+        except OSError as exc:
+            raise self._local(exc) from exc
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def _local(self, exc: OSError) -> DownloadError:
+        return DownloadError(
+            f"cannot save {self.what} locally: {exc.strerror or type(exc).__name__}"
+        )
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; over the cap -> :class:`DownloadTooLargeError`."""
+        if not chunk:
+            return
+        if self.size + len(chunk) > self.max_bytes:
+            raise DownloadTooLargeError(
+                f"{self.what} is larger than the download cap of {self.max_bytes} bytes "
+                "(raise downloads.max_bytes if it is expected)"
+            )
+        if len(self.head) < _HEAD:
+            self.head += chunk[: _HEAD - len(self.head)]
+        self.tail = (self.tail + chunk)[-_TAIL:]
+        self._digest.update(chunk)
+        self.size += len(chunk)
+        assert self._fd is not None
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise self._local(exc) from exc
+
+    def commit(self) -> None:
+        """fsync, rename over the final name, fsync the directory."""
+        assert self._fd is not None
+        assert self._tmp is not None
+        fd, self._fd = self._fd, None
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise self._local(exc) from exc
+
+    def abort(self) -> None:
+        """Close and remove the temporary file (idempotent; after commit, nothing)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        if self._tmp is not None:
+            tmp, self._tmp = self._tmp, None
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,270 @@
+"""ComfyUIClient.download_to against hostile /view servers: in memory and over loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from conjure_actors.clients import ComfyUIClient, OutputFile, RetryPolicy
+from conjure_actors.clients.errors import (
+    DownloadError,
+    DownloadStalledError,
+    DownloadTooLargeError,
+)
+from conjure_actors.sim.media import write_png
+
+SECRET_BASE = "http://machine-7f3a.secret.invalid:8188"
+PNG = write_png(16, 16, b"x")
+OUTPUT = OutputFile("9", "images", "x_00001_.png", "final", "output")
+POLICY = RetryPolicy(attempts=2, base_delay=0.5, max_delay=1.0)
+
+
+class Body(httpx.AsyncByteStream):
+    """A response body: some chunks, then the end, a hang, or an endless stream of zeros."""
+
+    def __init__(self, chunks: list[bytes], then: str = "end", chunk: int = 64 * 1024) -> None:
+        self.chunks, self.then, self.chunk = chunks, then, chunk
+        self._gen = self._generate()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._gen
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+
+    async def _generate(self) -> AsyncGenerator[bytes, None]:
+        for chunk in self.chunks:
+            await trio.lowlevel.checkpoint()
+            yield chunk
+        if self.then == "hang":
+            await trio.sleep_forever()
+        while self.then == "endless":
+            await trio.lowlevel.checkpoint()
+            yield bytes(self.chunk)
+
+
+def client_for(answer: Callable[[httpx.Request], httpx.Response], http_hits: list[int]) -> Any:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        http_hits.append(1)
+        return answer(request)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+def comfy(http: httpx.AsyncClient) -> ComfyUIClient:
+    return ComfyUIClient(SECRET_BASE, http=http, policy=POLICY, redact="server s-1")
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+async def test_download_to_streams_verifies_and_renames_into_place(tmp_path: Path) -> None:
+    """A good PNG lands at its path with its size and sha256; no temporary file is left."""
+    hits: list[int] = []
+    target = tmp_path / "job" / "final" / OUTPUT.filename
+    async with client_for(lambda r: httpx.Response(200, content=PNG), hits) as http:
+        size, digest = await comfy(http).download_to(OUTPUT, target)
+    assert (size, digest) == (len(PNG), hashlib.sha256(PNG).hexdigest())
+    assert target.read_bytes() == PNG
+    assert leftovers(tmp_path) == [OUTPUT.filename]
+
+
+async def test_endless_body_is_capped_with_bounded_memory(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A body that never ends: DownloadTooLargeError at the cap, memory stays a few chunks."""
+    hits: list[int] = []
+    cap = 32 * 1024 * 1024
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Body([PNG[:16]], then="endless"))
+
+    target = tmp_path / "out.png"
+    async with client_for(answer, hits) as http:
+        tracemalloc.start()
+        try:
+            with trio.fail_after(60), pytest.raises(DownloadTooLargeError, match="cap"):
+                await comfy(http).download_to(OUTPUT, target, max_bytes=cap)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024, peak
+    assert hits == [1]  # too large is not retried
+    assert leftovers(tmp_path) == []
+
+
+async def test_declared_length_over_the_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    """A Content-Length above the cap is refused at once: no file is created."""
+    hits: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-length": str(10**12)}
+        return httpx.Response(200, headers=headers, stream=Body([], then="hang"))
+
+    async with client_for(answer, hits) as http:
+        with trio.fail_after(5), pytest.raises(DownloadTooLargeError, match="declares"):
+            await comfy(http).download_to(OUTPUT, tmp_path / "x.png", max_bytes=1024)
+    assert leftovers(tmp_path) == []
+
+
+async def test_body_shorter_than_its_content_length_is_a_typed_error(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A body that ends before its Content-Length: retried, then DownloadError naming both."""
+    hits: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-length": str(len(PNG) + 100)}
+        return httpx.Response(200, headers=headers, stream=Body([PNG]))
+
+    async with client_for(answer, hits) as http:
+        with trio.fail_after(60), pytest.raises(DownloadError, match=f"got {len(PNG)} of"):
+            await comfy(http).download_to(OUTPUT, tmp_path / "x.png")
+    assert len(hits) == POLICY.attempts
+    assert leftovers(tmp_path) == []
+
+
+async def test_body_that_stops_mid_way_is_a_stall_within_the_stall_timeout(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A body that stops sending (long Content-Length, no more bytes): DownloadStalledError."""
+    hits: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-length": str(len(PNG) * 10)}
+        return httpx.Response(200, headers=headers, stream=Body([PNG[:20]], then="hang"))
+
+    start = trio.current_time()
+    async with client_for(answer, hits) as http:
+        with trio.fail_after(600), pytest.raises(DownloadStalledError, match="no byte for 5 s"):
+            await comfy(http).download_to(OUTPUT, tmp_path / "x.png", stall_timeout=5.0)
+    elapsed = trio.current_time() - start
+    assert elapsed <= POLICY.attempts * 5.0 + POLICY.max_delay + 0.1
+    assert leftovers(tmp_path) == []
+
+
+async def test_a_failed_download_keeps_the_previous_file(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A truncated answer never replaces a file already saved under the final name."""
+    hits: list[int] = []
+    target = tmp_path / "x.png"
+    target.write_bytes(PNG)
+    async with client_for(lambda r: httpx.Response(200, content=PNG[:-8]), hits) as http:
+        with trio.fail_after(60), pytest.raises(DownloadError, match="IEND"):
+            await comfy(http).download_to(OUTPUT, target)
+    assert target.read_bytes() == PNG
+    assert leftovers(tmp_path) == ["x.png"]
+
+
+async def test_a_404_is_not_retried(tmp_path: Path) -> None:
+    """/view answering 404: DownloadError at once, one request."""
+    hits: list[int] = []
+    async with client_for(lambda r: httpx.Response(404), hits) as http:
+        with pytest.raises(DownloadError, match="missing") as info:
+            await comfy(http).download_to(OUTPUT, tmp_path / "x.png")
+    assert info.value.status == 404
+    assert hits == [1]
+
+
+async def test_a_transient_503_is_retried_then_saved(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """One 503, then the file: saved on the second attempt."""
+    hits: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503 if len(hits) == 1 else 200, content=PNG)
+
+    async with client_for(answer, hits) as http:
+        with trio.fail_after(60):
+            size, _ = await comfy(http).download_to(OUTPUT, tmp_path / "x.png")
+    assert size == len(PNG)
+    assert len(hits) == 2
+
+
+# ------------------------------------------------------------------ loopback (real h11)
+
+
+async def serve_raw(
+    nursery: trio.Nursery, response: bytes, *, hold: bool
+) -> tuple[int, list[bytes]]:
+    """A TCP server on port 0 that answers every request with ``response`` verbatim, then
+    holds the connection open (``hold``) or closes it. Returns (port, requests seen)."""
+    seen: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        seen.append(await stream.receive_some(65536))
+        await stream.send_all(response)
+        if hold:
+            await trio.sleep_forever()
+        await stream.aclose()
+
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    return listeners[0].socket.getsockname()[1], seen
+
+
+def raw_response(body: bytes, declared: int) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: {declared}\r\n\r\n"
+    return head.encode() + body
+
+
+async def test_loopback_long_content_length_held_open_stalls_not_hangs(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """Over a real socket: Content-Length 10x the body, connection held open -> stall error."""
+    async with trio.open_nursery() as nursery:
+        port, seen = await serve_raw(nursery, raw_response(PNG, len(PNG) * 10), hold=True)
+        async with httpx.AsyncClient() as http:
+            client = ComfyUIClient(
+                f"http://127.0.0.1:{port}", http=http, policy=POLICY, redact="server s-1"
+            )
+            start = trio.current_time()
+            with trio.fail_after(120), pytest.raises(DownloadStalledError) as info:
+                await client.download_to(OUTPUT, tmp_path / "x.png", stall_timeout=5.0)
+        assert trio.current_time() - start <= POLICY.attempts * 5.0 + POLICY.max_delay + 0.1
+        assert str(port) not in str(info.value)
+        assert len(seen) == POLICY.attempts
+        nursery.cancel_scope.cancel()
+    assert leftovers(tmp_path) == []
+
+
+async def test_loopback_connection_closed_before_content_length_is_a_typed_error(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """Over a real socket: the server closes before its Content-Length -> DownloadError."""
+    async with trio.open_nursery() as nursery:
+        port, _ = await serve_raw(nursery, raw_response(PNG, len(PNG) + 50), hold=False)
+        async with httpx.AsyncClient() as http:
+            client = ComfyUIClient(f"http://127.0.0.1:{port}", http=http, policy=POLICY)
+            with trio.fail_after(120), pytest.raises(DownloadError) as info:
+                await client.download_to(OUTPUT, tmp_path / "x.png", stall_timeout=5.0)
+        assert not isinstance(info.value, DownloadStalledError)
+        nursery.cancel_scope.cancel()
+    assert leftovers(tmp_path) == []
+
+
+async def test_stall_error_never_names_the_machine_url(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """With redact set, a download error names the server, never its (secret) URL."""
+    hits: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError(f"connection to {SECRET_BASE}/view reset")
+
+    async with client_for(answer, hits) as http:
+        with trio.fail_after(60), pytest.raises(DownloadError) as info:
+            await comfy(http).download_to(OUTPUT, tmp_path / "x.png")
+    message = str(info.value)
+    assert "server s-1" in message
+    assert "secret.invalid" not in message
