@@ -29,6 +29,7 @@ COMMANDS: Final[dict[str, str]] = {
     "generate": "write the bundled example workflows and the example sketch image into DIR",
     "machine": "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)",
     "sim": "serve a simulated RunComfy account and ComfyUI on loopback until Ctrl-C",
+    "serve": "serve the Comfy API v2 job service over HTTP (default http://127.0.0.1:8189)",
 }
 
 EXIT_USAGE = 2

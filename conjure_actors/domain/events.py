@@ -29,6 +29,17 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from conjure_actors.domain.service_events import (
+    SERVICE_EVENTS,
+    ApiJobAccepted,
+    ApiJobCancelRequested,
+    ApiJobExpired,
+    AssetDeleted,
+    AssetExpired,
+    AssetRecorded,
+    IdempotencyKeyClaimed,
+    IdempotencyKeyReleased,
+)
 from conjure_actors.lifecycle import (
     LIFECYCLE_EVENTS,
     ActorCrashed,
@@ -614,6 +625,14 @@ Event = (
     | ActorRestarted
     | ActorStopped
     | SupervisorEscalated
+    | AssetRecorded
+    | AssetDeleted
+    | AssetExpired
+    | IdempotencyKeyClaimed
+    | IdempotencyKeyReleased
+    | ApiJobAccepted
+    | ApiJobCancelRequested
+    | ApiJobExpired
 )
 """Every event a log may hold: pass it to ``eventlog`` as the ``event_type``."""
 
@@ -664,8 +683,11 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
 )
 """The domain's own event classes (without the runtime's lifecycle events)."""
 
-EVENT_TYPES: Final[tuple[type[msgspec.Struct], ...]] = DOMAIN_EVENTS + LIFECYCLE_EVENTS
-"""Every class of the :data:`Event` union, in a stable order."""
+EVENT_TYPES: Final[tuple[type[msgspec.Struct], ...]] = (
+    DOMAIN_EVENTS + LIFECYCLE_EVENTS + SERVICE_EVENTS
+)
+"""Every class of the :data:`Event` union, in a stable order (the service's events of
+:mod:`conjure_actors.domain.service_events` last)."""
 
 
 def event_tag(cls: type[msgspec.Struct]) -> str:

@@ -32,6 +32,7 @@ import msgspec
 from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import machine_cost_micros
+from conjure_actors.domain.service_events import SERVICE_HANDLERS, ServiceState
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -352,6 +353,8 @@ class State:
     last_at: float | None = None
     anomaly_count: int = 0
     anomalies: list[str] = attrs.Factory(list)
+    # serve's assets, API jobs and idempotency keys (conjure_actors.domain.service_events).
+    service: ServiceState = attrs.Factory(ServiceState)
 
 
 def machine_cost_at(machine: Machine, now: float) -> int:
@@ -999,6 +1002,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     rt.ActorRestarted: _actor_restarted,
     rt.ActorStopped: _actor_stopped,
     rt.SupervisorEscalated: _supervisor_escalated,
+    **SERVICE_HANDLERS,
 }
 
 

@@ -1,0 +1,331 @@
+"""AssetActor: the only writer of the service's events (assets, API jobs, idempotency keys,
+expiry; :mod:`conjure_actors.domain.service_events`).
+
+HTTP handlers (``conjure_actors.service``) ask it; it decides from the state, emits, and
+answers. Work that waits runs in child tasks that report back by message: a timer asks for
+an expiry sweep, a journal subscriber reports each ``OutputSaved`` so the output becomes an
+asset (its bytes copied into the blob store BEFORE ``AssetRecorded`` is logged). On start it
+catches up: outputs the log saved but never recorded as assets (a crash in between) are
+recorded then.
+
+Answers are values, never exceptions (an exception in ``receive`` is a crash):
+:class:`Claimed` / :class:`KeyReused`, an asset id, ``True``/``False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from conjure_actors.actors.context import Context
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
+from conjure_actors.domain import state as st
+from conjure_actors.runtime import Actor
+
+log = logging.getLogger("conjure_actors.actors.assets")
+
+SWEEP_INTERVAL = 30.0
+"""Seconds between two expiry sweeps."""
+
+
+class Blobs(Protocol):
+    """What the actor needs of the blob store (``conjure_actors.service.blobs.BlobStore``)."""
+
+    def put_file(self, path: Any) -> tuple[str, int, bool]: ...
+
+    def remove(self, hash_text: str) -> None: ...
+
+
+@attrs.frozen
+class Retention:
+    """How long things live (seconds; None: forever)."""
+
+    jobs: float = 7 * 86400.0
+    assets: float | None = 7 * 86400.0
+    idempotency_keys: float = 86400.0
+
+
+# ------------------------------------------------------------------------------ messages
+
+
+@attrs.frozen
+class AcceptJob:
+    """Claim ``key`` (if any) and log the API facts of ``job_id`` before its submission."""
+
+    job_id: str
+    labels: Mapping[str, str]
+    input_assets: Mapping[str, str]
+    key: str | None = None
+
+
+@attrs.frozen
+class ReleaseKey:
+    """The submission that claimed ``key`` created nothing: free the key."""
+
+    key: str
+    scope: str
+    reason: str
+
+
+@attrs.frozen
+class RecordAsset:
+    """Log an asset over a blob already durable in the store; answers the asset id."""
+
+    hash: str
+    size: int
+    content_type: str
+    file_path: str | None
+    tags: tuple[str, ...]
+    created_new: bool
+    expires_in: float | None = None
+
+
+@attrs.frozen
+class DeleteAsset:
+    """Delete an asset record; answers whether it existed."""
+
+    asset_id: str
+
+
+@attrs.frozen
+class RequestCancel:
+    """Mark an active job ``canceling`` (the caller then cancels it in the runtime)."""
+
+    job_id: str
+
+
+@attrs.frozen
+class OutputSeen:
+    """From the journal watcher: a job saved an output file."""
+
+    event: ev.OutputSaved
+
+
+@attrs.frozen
+class SweepNow:
+    """From the timer (or a test): expire what passed its retention."""
+
+
+@attrs.frozen
+class Claimed:
+    """``AcceptJob`` answer: the job's API facts (and key) are durable."""
+
+
+@attrs.frozen
+class KeyReused:
+    """``AcceptJob`` answer: the key was claimed before and has not expired."""
+
+
+# ------------------------------------------------------------------------------ the actor
+
+
+class AssetActor(Actor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: Context, blobs: Blobs, retention: Retention) -> None:
+        self.ctx = ctx
+        self.blobs = blobs
+        self.retention = retention
+
+    async def on_start(self) -> None:
+        ready = trio.Event()
+        self.start_soon(self._watch_outputs, ready, name="asset-output-watch")
+        await ready.wait()
+        self.start_soon(self._timer, name="asset-expiry-timer")
+        # Catch up: outputs saved (maybe before a crash) that are not assets yet.
+        for job in list(self.ctx.state.jobs.values()):
+            for out in job.outputs:
+                await self._record_output(job.job_id, out.node_id, out.filename, out.path, out.kind)
+
+    async def _watch_outputs(self, ready: trio.Event) -> None:
+        async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
+            ready.set()
+            async for record in records:
+                if isinstance(record.event, ev.OutputSaved):
+                    await self.ref.tell(OutputSeen(record.event))
+
+    async def _timer(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_INTERVAL)
+            await self.ref.tell(SweepNow())
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case AcceptJob():
+                return await self._accept(msg)
+            case ReleaseKey():
+                if se.claim_key(msg.scope, msg.key) in self.ctx.state.service.idempotency:
+                    await self.ctx.emit(
+                        se.IdempotencyKeyReleased(
+                            key=msg.key, scope=msg.scope, reason=msg.reason, at=self.ctx.now()
+                        )
+                    )
+                return None
+            case RecordAsset():
+                return await self._record(msg)
+            case DeleteAsset():
+                return await self._delete(msg.asset_id)
+            case RequestCancel():
+                api = self.ctx.state.service.api_jobs.get(msg.job_id)
+                job = self.ctx.state.jobs.get(msg.job_id)
+                if (
+                    api is not None
+                    and api.cancel_requested_at is None
+                    and job is not None
+                    and job.status not in st.TERMINAL_STATUSES
+                ):
+                    await self.ctx.emit(
+                        se.ApiJobCancelRequested(job_id=msg.job_id, at=self.ctx.now())
+                    )
+                return None
+            case OutputSeen():
+                e = msg.event
+                await self._record_output(e.job_id, e.node_id, e.filename, e.path, e.kind)
+                return None
+            case SweepNow():
+                await self._sweep()
+                return None
+            case _:
+                log.warning("AssetActor: unknown message %s", type(msg).__name__)
+                return None
+
+    # ------------------------------------------------------------------ decisions
+
+    async def _accept(self, msg: AcceptJob) -> Claimed | KeyReused:
+        now = self.ctx.now()
+        events: list[Any] = []
+        if msg.key is not None:
+            claim = self.ctx.state.service.idempotency.get(se.claim_key("jobs", msg.key))
+            if claim is not None and claim.expires_at > now:
+                return KeyReused()
+            events.append(
+                se.IdempotencyKeyClaimed(
+                    key=msg.key,
+                    scope="jobs",
+                    expires_at=now + self.retention.idempotency_keys,
+                    at=now,
+                )
+            )
+        events.append(
+            se.ApiJobAccepted(
+                job_id=msg.job_id,
+                labels=dict(msg.labels),
+                idempotency_key=msg.key,
+                input_assets=dict(msg.input_assets),
+                expires_at=now + self.retention.jobs,
+                at=now,
+            )
+        )
+        await self.ctx.emit(*events)
+        return Claimed()
+
+    async def _record(self, msg: RecordAsset) -> str:
+        now = self.ctx.now()
+        keep = msg.expires_in if msg.expires_in is not None else self.retention.assets
+        asset_id = str(uuid.uuid4())
+        await self.ctx.emit(
+            se.AssetRecorded(
+                asset_id=asset_id,
+                hash=msg.hash,
+                size=msg.size,
+                content_type=msg.content_type,
+                file_path=msg.file_path,
+                tags=msg.tags,
+                created_new=msg.created_new,
+                expires_at=None if keep is None else now + keep,
+                at=now,
+            )
+        )
+        return asset_id
+
+    async def _delete(self, asset_id: str) -> bool:
+        record = self.ctx.state.service.assets.get(asset_id)
+        if record is None:
+            return False
+        await self.ctx.emit(se.AssetDeleted(asset_id=asset_id, at=self.ctx.now()))
+        self._drop_blob_if_unused(record.hash)
+        return True
+
+    def _drop_blob_if_unused(self, hash_text: str) -> None:
+        if hash_text not in self.ctx.state.service.blob_refs:
+            self.blobs.remove(hash_text)
+
+    async def _record_output(
+        self, job_id: str, node_id: str, filename: str, path: str, kind: str
+    ) -> None:
+        svc = self.ctx.state.service
+        if path in svc.job_outputs.get(job_id, {}):
+            return
+        api = svc.api_jobs.get(job_id)
+        if api is not None and api.expired:
+            return
+        try:
+            hash_text, size, created = await trio.to_thread.run_sync(self.blobs.put_file, path)
+        except OSError as exc:
+            # The file went (deleted by hand): the job keeps its OutputSaved; no asset.
+            log.warning("output %s of job %s not kept as an asset: %s", filename, job_id, exc)
+            return
+        now = self.ctx.now()
+        expires = api.expires_at if api is not None else None
+        await self.ctx.emit(
+            se.AssetRecorded(
+                asset_id=str(uuid.uuid4()),
+                hash=hash_text,
+                size=size,
+                content_type=_content_type(filename, kind),
+                file_path=filename,
+                tags=("output",),
+                job_id=job_id,
+                node_id=node_id,
+                kind=kind,
+                source_path=path,
+                created_new=created,
+                expires_at=expires,
+                at=now,
+            )
+        )
+
+    async def _sweep(self) -> None:
+        now = self.ctx.now()
+        state = self.ctx.state
+        for api in list(state.service.api_jobs.values()):
+            job = state.jobs.get(api.job_id)
+            if api.expired or job is None or job.status not in st.TERMINAL_STATUSES:
+                continue
+            if api.expires_at <= now:
+                await self.ctx.emit(se.ApiJobExpired(job_id=api.job_id, at=now))
+        for record in list(state.service.assets.values()):
+            if record.expires_at is not None and record.expires_at <= now:
+                await self.ctx.emit(se.AssetExpired(asset_id=record.asset_id, at=now))
+                self._drop_blob_if_unused(record.hash)
+
+
+_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".glb": "model/gltf-binary",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".flac": "audio/flac",
+    ".txt": "text/plain",
+    ".json": "application/json",
+}
+
+
+def _content_type(filename: str, kind: str) -> str:
+    dot = filename.rfind(".")
+    if dot >= 0 and filename[dot:].lower() in _TYPES:
+        return _TYPES[filename[dot:].lower()]
+    return "image/png" if kind == "image" else "application/octet-stream"

@@ -1,0 +1,208 @@
+"""``python -m conjure_actors serve``: the job service (Comfy API v2) over one actor system.
+
+The first line on stdout is the URL it listens on (``--port 0`` picks a free port and prints
+the real one); the cloud banner and notices go to stderr. The cloud is chosen as ``run``
+chooses it (the embedded simulated cloud without credentials, ``--comfyui-url``, or
+RunComfy), through the same config layers. The log (``--log``, default
+``runs/serve.log``) holds every job, asset record and claimed key: started again on the same
+log, ``serve`` replays it and carries on (running jobs reconciled as ``run --resume`` does,
+queued ones run, finished ones readable). Asset bytes live beside the log
+(``<log>.blobs/``).
+
+SIGTERM/SIGINT: stop accepting (new connections, new jobs), let running jobs finish for
+``--drain-timeout`` seconds, then interrupt the rest, stop every machine and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from conjure_actors.errors import UsageError
+
+HELP = "serve the Comfy API v2 job service over HTTP (default http://127.0.0.1:8189)"
+
+DEFAULT_LOG = Path("runs") / "serve.log"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8189, help="port (0: pick a free one)")
+    parser.add_argument("--token", help="bearer token clients must send")
+    parser.add_argument("--log", metavar="PATH", help=f"event log (default {DEFAULT_LOG})")
+    parser.add_argument("--out", metavar="DIR", default="out", help="job outputs go to DIR/<job>/")
+    parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI you run (no machines)")
+    parser.add_argument("--server-type", help="RunComfy server type (default medium)")
+    parser.add_argument("--workflow-version", help="RunComfy workflow version id")
+    parser.add_argument("--max-machines", type=int, help="machines at most at once")
+    parser.add_argument("--budget", type=float, metavar="USD", help="spending limit")
+    parser.add_argument(
+        "--idle-timeout", type=float, metavar="S", help="stop a machine idle this long"
+    )
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
+    parser.add_argument(
+        "--max-queue", type=int, default=1000, help="jobs queued or running at most (then 429)"
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=100.0, help="largest asset upload, in MB"
+    )
+    parser.add_argument(
+        "--retention",
+        type=float,
+        default=7 * 86400.0,
+        metavar="S",
+        help="seconds a job and its assets stay readable (default 7 days)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds running jobs may take to finish before they are interrupted",
+    )
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from conjure_actors.config import load_config
+
+    flags = {
+        "comfyui_url": args.comfyui_url,
+        "runcomfy.server_type": args.server_type,
+        "runcomfy.workflow_version": args.workflow_version,
+        "pool.max_machines": args.max_machines,
+        "budget.usd": args.budget,
+        "pool.idle_timeout": args.idle_timeout,
+    }
+    return load_config(config_file=args.config, flags=flags)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from conjure_actors.actors.assets import Retention
+    from conjure_actors.service.app import Settings
+
+    if args.max_queue < 1:
+        raise UsageError("--max-queue must be at least 1")
+    if args.max_upload_mb <= 0:
+        raise UsageError("--max-upload-mb must be positive")
+    if args.retention < 60:
+        raise UsageError("--retention must be at least 60 seconds")
+    return Settings(
+        max_queue=args.max_queue,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        retention=Retention(jobs=args.retention, assets=args.retention),
+    )
+
+
+def build_app(service: Any, args: argparse.Namespace) -> Any:
+    """The ASGI app ``serve`` runs (routes and middleware beyond the v2 ones go here)."""
+    from conjure_actors.service.app import create_app
+
+    return create_app(service, debug=False)
+
+
+def main(args: argparse.Namespace) -> int:
+    from conjure_actors.commands.run import _check_budget, first_conjure_error
+    from conjure_actors.config import require_priced_server_type
+
+    config = _config(args)
+    settings = _settings(args)
+    if config.mode != "comfyui":
+        require_priced_server_type(config)
+    _check_budget(config)
+    log_path = Path(args.log) if args.log else DEFAULT_LOG
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {log_path.parent}: {exc.strerror}") from None
+    try:
+        return trio.run(_main, args, config, settings, log_path)
+    except BaseExceptionGroup as group:
+        leaf = first_conjure_error(group)
+        if leaf is not None:
+            raise leaf from None
+        raise
+
+
+async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:
+    import eventlog
+    from conjure_actors.clock import SystemWallClock
+    from conjure_actors.commands.run import _cloud, _dev_machine
+    from conjure_actors.domain.events import Event
+    from conjure_actors.domain.state import apply, initial_state
+    from conjure_actors.service.app import open_service, serve_app
+
+    wall = SystemWallClock()
+    async with _cloud(config) as (config, mode, http, ws_connect, banner):
+        attach: dict[str, str] = {}
+        if mode == "runcomfy":
+            dev = await _dev_machine(config)
+            if dev is not None:
+                attach[dev.server_id] = dev.url
+        async with (
+            eventlog.open_journal(
+                log_path, Event, apply=apply, initial=initial_state(), clock=wall.now
+            ) as journal,
+            open_service(
+                config,
+                journal=journal,
+                data_dir=Path(str(log_path) + ".blobs"),
+                settings=settings,
+                http=http,
+                ws_connect=ws_connect,
+                wall=wall,
+                out_dir=Path(args.out),
+                mode=mode,
+                attach=attach,
+            ) as service,
+            trio.open_nursery() as nursery,
+        ):
+            stop_http = trio.Event()
+            app = build_app(service, args)
+            url = await nursery.start(
+                lambda task_status: serve_app(
+                    app,
+                    host=args.host,
+                    port=args.port,
+                    shutdown=stop_http,
+                    task_status=task_status,
+                )
+            )
+            print(f"serving the Comfy API v2 on {url}", flush=True)
+            print(banner, file=sys.stderr, flush=True)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            print(
+                "stopping: no new jobs; running jobs get "
+                f"{args.drain_timeout:g} s to finish, then machines stop",
+                file=sys.stderr,
+                flush=True,
+            )
+            service.accepting = False
+            service.stopping.set()
+            stop_http.set()
+            with trio.move_on_after(args.drain_timeout):
+                await _drain(service)
+            left = await service.conjure.shutdown("interrupted")
+            nursery.cancel_scope.cancel()
+    if left:
+        print("machines that may still be running: " + ", ".join(left), file=sys.stderr)
+    return 0
+
+
+async def _drain(service: Any) -> None:
+    """Return once no job runs on a machine (queued ones stay queued for the next start)."""
+    from conjure_actors.domain import state as st
+
+    def running() -> bool:
+        return any(j.status in (st.RUNNING, st.RETRYING) for j in service.state.jobs.values())
+
+    async with service.journal.subscribe(max_buffer=math.inf) as records:
+        while running():
+            await records.receive()

@@ -1,0 +1,312 @@
+"""The service's events and their part of the state: assets, API jobs, idempotency keys.
+
+``serve`` (the Comfy API v2 job service) records everything it promises a client as events,
+so a restart on the same log loses nothing: an uploaded or produced *asset* (a record over a
+content-addressed *blob*, named by its blake3 hash), the API facts of a job (its labels, its
+retention deadline), a claimed ``Idempotency-Key`` and every expiry. Every event here is
+emitted by the AssetActor (:mod:`conjure_actors.actors.assets`), the only writer of this part
+of the log; HTTP handlers send it messages.
+
+:class:`ServiceState` is the fold of these events (``State.service``); the ``apply_*``
+functions are registered in :mod:`conjure_actors.domain.state` and follow its rules: pure,
+total (a nonsensical event changes nothing), no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import msgspec
+
+__all__ = [
+    "SERVICE_EVENTS",
+    "SERVICE_HANDLERS",
+    "ApiJob",
+    "ApiJobAccepted",
+    "ApiJobCancelRequested",
+    "ApiJobExpired",
+    "AssetDeleted",
+    "AssetExpired",
+    "AssetRecord",
+    "AssetRecorded",
+    "IdempotencyClaim",
+    "IdempotencyKeyClaimed",
+    "IdempotencyKeyReleased",
+    "ServiceState",
+]
+
+
+# ----------------------------------------------------------------------------- events
+
+
+class AssetRecorded(msgspec.Struct, frozen=True, kw_only=True, tag="service.asset_recorded"):
+    """Emitted by the AssetActor once an asset's bytes are durable in the blob store: an
+    upload (``job_id`` None), a mint over a known blob (from-hash), or a job's output
+    (``job_id``, ``node_id`` set; ``source_path`` is the ``OutputSaved`` path it came from).
+    ``hash`` is ``blake3:<hex>``; ``created_new`` says whether the blob was new."""
+
+    asset_id: str
+    hash: str
+    size: int
+    content_type: str
+    file_path: str | None = None
+    tags: tuple[str, ...] = ()
+    job_id: str | None = None
+    node_id: str | None = None
+    kind: str | None = None
+    source_path: str | None = None
+    created_new: bool = True
+    expires_at: float | None = None
+    at: float
+
+
+class AssetDeleted(msgspec.Struct, frozen=True, kw_only=True, tag="service.asset_deleted"):
+    """Emitted by the AssetActor on ``DELETE /api/v2/assets/{id}`` (the record goes; the
+    blob stays while another asset refers to it)."""
+
+    asset_id: str
+    at: float
+
+
+class AssetExpired(msgspec.Struct, frozen=True, kw_only=True, tag="service.asset_expired"):
+    """Emitted by the AssetActor when an asset passed its ``expires_at`` (retention)."""
+
+    asset_id: str
+    at: float
+
+
+class IdempotencyKeyClaimed(
+    msgspec.Struct, frozen=True, kw_only=True, tag="service.idempotency_claimed"
+):
+    """Emitted by the AssetActor when a request presenting ``Idempotency-Key`` reached
+    submission: the key is single use until ``expires_at`` (``scope``: ``jobs``, ``assets``)."""
+
+    key: str
+    scope: str
+    expires_at: float
+    at: float
+
+
+class IdempotencyKeyReleased(
+    msgspec.Struct, frozen=True, kw_only=True, tag="service.idempotency_released"
+):
+    """Emitted by the AssetActor when the submission that claimed ``key`` definitely created
+    nothing (validation refused it): a retry with the same key may proceed."""
+
+    key: str
+    scope: str
+    reason: str
+    at: float
+
+
+class ApiJobAccepted(msgspec.Struct, frozen=True, kw_only=True, tag="service.job_accepted"):
+    """Emitted by the AssetActor for ``POST /api/v2/jobs`` BEFORE the job's ``JobSubmitted``
+    (an intent: without its ``JobSubmitted`` the job does not exist). ``labels`` are the
+    request's ``metadata``; ``input_assets`` maps ``NODE.INPUT`` to the asset bound there."""
+
+    job_id: str
+    labels: dict[str, str] = {}
+    idempotency_key: str | None = None
+    input_assets: dict[str, str] = {}
+    expires_at: float
+    at: float
+
+
+class ApiJobCancelRequested(
+    msgspec.Struct, frozen=True, kw_only=True, tag="service.job_cancel_requested"
+):
+    """Emitted by the AssetActor on ``POST /api/v2/jobs/{id}/cancel`` of an active job: the
+    job reads ``canceling`` until its ``JobCancelled`` (or another terminal event)."""
+
+    job_id: str
+    at: float
+
+
+class ApiJobExpired(msgspec.Struct, frozen=True, kw_only=True, tag="service.job_expired"):
+    """Emitted by the AssetActor when a finished job passed its retention deadline: it is
+    gone from the API (404) and its outputs expire with it."""
+
+    job_id: str
+    at: float
+
+
+SERVICE_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
+    AssetRecorded,
+    AssetDeleted,
+    AssetExpired,
+    IdempotencyKeyClaimed,
+    IdempotencyKeyReleased,
+    ApiJobAccepted,
+    ApiJobCancelRequested,
+    ApiJobExpired,
+)
+"""The service's event classes, in a stable order."""
+
+
+# ------------------------------------------------------------------------------ state
+
+
+@attrs.define(slots=True)
+class AssetRecord:
+    """A live asset (deleted or expired ones leave the map)."""
+
+    asset_id: str
+    hash: str
+    size: int
+    content_type: str
+    file_path: str | None
+    tags: list[str]
+    job_id: str | None
+    node_id: str | None
+    kind: str | None
+    source_path: str | None
+    created_at: float
+    expires_at: float | None
+
+
+@attrs.define(slots=True)
+class IdempotencyClaim:
+    """A claimed key (until ``expires_at``)."""
+
+    key: str
+    scope: str
+    claimed_at: float
+    expires_at: float
+
+
+@attrs.define(slots=True)
+class ApiJob:
+    """The API facts of a job (its run is ``State.jobs[job_id]``)."""
+
+    job_id: str
+    labels: dict[str, str]
+    idempotency_key: str | None
+    input_assets: dict[str, str]
+    accepted_at: float
+    expires_at: float
+    cancel_requested_at: float | None = None
+    expired: bool = False
+
+
+@attrs.define(slots=True)
+class ServiceState:
+    """The service's part of the state. ``blob_refs`` counts live assets per hash (a blob
+    with none may be removed); ``job_outputs`` maps a job to its output assets by the
+    ``OutputSaved`` path they came from."""
+
+    assets: dict[str, AssetRecord] = attrs.Factory(dict)
+    blob_refs: dict[str, int] = attrs.Factory(dict)
+    blob_sizes: dict[str, int] = attrs.Factory(dict)
+    idempotency: dict[str, IdempotencyClaim] = attrs.Factory(dict)
+    api_jobs: dict[str, ApiJob] = attrs.Factory(dict)
+    job_outputs: dict[str, dict[str, str]] = attrs.Factory(dict)
+
+
+def claim_key(scope: str, key: str) -> str:
+    """The map key of an idempotency claim (keys are single use per scope)."""
+    return f"{scope}:{key}"
+
+
+# ------------------------------------------------------------------------------ apply
+# Each takes the whole State (``s.service`` is ours) so the domain fold can dispatch to it.
+
+
+def _asset_recorded(s: Any, e: AssetRecorded) -> None:
+    svc: ServiceState = s.service
+    if e.asset_id in svc.assets:
+        return
+    svc.assets[e.asset_id] = AssetRecord(
+        asset_id=e.asset_id,
+        hash=e.hash,
+        size=e.size,
+        content_type=e.content_type,
+        file_path=e.file_path,
+        tags=list(e.tags),
+        job_id=e.job_id,
+        node_id=e.node_id,
+        kind=e.kind,
+        source_path=e.source_path,
+        created_at=e.at,
+        expires_at=e.expires_at,
+    )
+    svc.blob_refs[e.hash] = svc.blob_refs.get(e.hash, 0) + 1
+    svc.blob_sizes[e.hash] = e.size
+    if e.job_id is not None and e.source_path is not None:
+        svc.job_outputs.setdefault(e.job_id, {})[e.source_path] = e.asset_id
+
+
+def _forget_asset(s: Any, asset_id: str) -> None:
+    svc: ServiceState = s.service
+    record = svc.assets.pop(asset_id, None)
+    if record is None:
+        return
+    left = svc.blob_refs.get(record.hash, 0) - 1
+    if left > 0:
+        svc.blob_refs[record.hash] = left
+    else:
+        svc.blob_refs.pop(record.hash, None)
+        svc.blob_sizes.pop(record.hash, None)
+    if record.job_id is not None and record.source_path is not None:
+        outputs = svc.job_outputs.get(record.job_id)
+        if outputs is not None and outputs.get(record.source_path) == asset_id:
+            del outputs[record.source_path]
+
+
+def _asset_deleted(s: Any, e: AssetDeleted) -> None:
+    _forget_asset(s, e.asset_id)
+
+
+def _asset_expired(s: Any, e: AssetExpired) -> None:
+    _forget_asset(s, e.asset_id)
+
+
+def _key_claimed(s: Any, e: IdempotencyKeyClaimed) -> None:
+    svc: ServiceState = s.service
+    svc.idempotency[claim_key(e.scope, e.key)] = IdempotencyClaim(
+        key=e.key, scope=e.scope, claimed_at=e.at, expires_at=e.expires_at
+    )
+
+
+def _key_released(s: Any, e: IdempotencyKeyReleased) -> None:
+    s.service.idempotency.pop(claim_key(e.scope, e.key), None)
+
+
+def _job_accepted(s: Any, e: ApiJobAccepted) -> None:
+    svc: ServiceState = s.service
+    if e.job_id in svc.api_jobs:
+        return
+    svc.api_jobs[e.job_id] = ApiJob(
+        job_id=e.job_id,
+        labels=dict(e.labels),
+        idempotency_key=e.idempotency_key,
+        input_assets=dict(e.input_assets),
+        accepted_at=e.at,
+        expires_at=e.expires_at,
+    )
+
+
+def _cancel_requested(s: Any, e: ApiJobCancelRequested) -> None:
+    job = s.service.api_jobs.get(e.job_id)
+    if job is not None and job.cancel_requested_at is None:
+        job.cancel_requested_at = e.at
+
+
+def _job_expired(s: Any, e: ApiJobExpired) -> None:
+    job = s.service.api_jobs.get(e.job_id)
+    if job is not None:
+        job.expired = True
+
+
+SERVICE_HANDLERS: Final[dict[type[Any], Callable[[Any, Any], None]]] = {
+    AssetRecorded: _asset_recorded,
+    AssetDeleted: _asset_deleted,
+    AssetExpired: _asset_expired,
+    IdempotencyKeyClaimed: _key_claimed,
+    IdempotencyKeyReleased: _key_released,
+    ApiJobAccepted: _job_accepted,
+    ApiJobCancelRequested: _cancel_requested,
+    ApiJobExpired: _job_expired,
+}
+"""Event class -> its apply step (``State.service`` is what it changes)."""

@@ -1,0 +1,278 @@
+"""The job service's assembly: :class:`Service` (the runtime, the AssetActor, the blob store
+and the settings), :func:`open_service` (its lifetime), :func:`create_app` (the Starlette app
+over it) and :func:`serve_app` (hypercorn on trio).
+
+One module per area adds its routes (``ROUTES`` lists of Starlette routes):
+:mod:`~conjure_actors.service.v2_jobs`, :mod:`~conjure_actors.service.v2_assets`; the error
+envelope is :mod:`~conjure_actors.service.errors`. Handlers read answers from the state (the
+fold of the log, ``service.state``) and change it only by messages to actors (the runtime's
+``Conjure`` and the AssetActor), so a restart on the same log serves the same answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from conjure_actors.actors.assets import (
+    AcceptJob,
+    AssetActor,
+    Claimed,
+    ReleaseKey,
+    Retention,
+)
+from conjure_actors.domain import state as st
+from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.workflow import Catalog, Workflow
+from conjure_actors.errors import UsageError
+from conjure_actors.service.blobs import BlobStore
+from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
+
+__all__ = ["Service", "Settings", "create_app", "open_service", "serve_app"]
+
+
+@attrs.frozen
+class Settings:
+    """The service's own knobs (the runtime's are in ``Config``)."""
+
+    max_queue: int = 1000
+    """Jobs queued or running at most; more is 429 ``queue_full``."""
+    max_upload_bytes: int = 100 * 1024 * 1024
+    """One asset upload at most (413 ``payload_too_large`` past it)."""
+    max_streams: int = 100
+    """Open SSE streams at most (429 ``too_many_streams``)."""
+    progress_interval: float = 0.5
+    """Seconds between two SSE ``progress`` events of a job (~2/s)."""
+    retention: Retention = attrs.Factory(Retention)
+    retry_after: int = 5
+    """Seconds a 429 asks the client to wait."""
+
+
+class KeyReusedError(Exception):
+    """The ``Idempotency-Key`` was claimed before (422 ``idempotency_key_reuse``)."""
+
+
+class Service:
+    """What every handler reaches through ``request.app.state.service``."""
+
+    def __init__(
+        self,
+        conjure: Any,
+        assets: Any,
+        blobs: BlobStore,
+        settings: Settings,
+        *,
+        catalog: Catalog | None,
+        mode: str,
+    ) -> None:
+        self.conjure = conjure
+        self.assets = assets
+        self.blobs = blobs
+        self.settings = settings
+        self.catalog = catalog
+        self.mode = mode
+        self.accepting = True
+        self.open_streams = 0
+        self._node_classes: dict[str, dict[str, str]] = {}
+        self.stopping = trio.Event()
+
+    @property
+    def state(self) -> st.State:
+        """The live fold of the log."""
+        return self.conjure.state  # type: ignore[no-any-return]
+
+    @property
+    def journal(self) -> Any:
+        return self.conjure.journal
+
+    def node_classes(self, workflow_sha256: str) -> dict[str, str]:
+        """``node id -> class_type`` of a registered workflow (cached: graphs never change)."""
+        found = self._node_classes.get(workflow_sha256)
+        if found is None:
+            record = self.state.workflows.get(workflow_sha256)
+            graph = json.loads(record.graph_json) if record is not None else {}
+            found = {
+                nid: str(node.get("class_type", ""))
+                for nid, node in graph.items()
+                if isinstance(node, dict)
+            }
+            self._node_classes[workflow_sha256] = found
+        return found
+
+    def active_jobs(self) -> int:
+        return sum(1 for j in self.state.jobs.values() if j.status not in st.TERMINAL_STATUSES)
+
+    async def submit_job(
+        self,
+        workflow: Workflow,
+        *,
+        image: Path | bytes | None = None,
+        prompt: str | None = None,
+        sets: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        input_assets: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Record and queue a job; returns its id once ``JobSubmitted`` is durable.
+
+        Order: the key claim and the job's API facts (one append), then the runtime's
+        ``JobSubmitted``. A submission the runtime refuses (bad bindings, shutting down)
+        created no job: the key is released and the error raised. Any other failure keeps
+        the key claimed (the job may exist). Raises :class:`KeyReusedError`, ``ApiError``
+        (queue full, shutting down) and ``UsageError``/``WorkflowError`` (refused)."""
+        if not self.accepting:
+            raise ApiError(
+                503, "unavailable", "the job service is shutting down", headers=self._retry()
+            )
+        if self.active_jobs() >= self.settings.max_queue:
+            raise ApiError(
+                429,
+                "queue_full",
+                f"{self.settings.max_queue} jobs are queued or running: retry later",
+                headers=self._retry(),
+            )
+        job_id = str(uuid.uuid4())
+        answer = await self.assets.ask(
+            AcceptJob(
+                job_id=job_id,
+                labels=dict(labels or {}),
+                input_assets=dict(input_assets or {}),
+                key=idempotency_key,
+            ),
+            timeout=60,
+        )
+        if not isinstance(answer, Claimed):
+            raise KeyReusedError(idempotency_key)
+        try:
+            await self.conjure.submit(
+                workflow, image=image, prompt=prompt, sets=sets, job_id=job_id
+            )
+        except (UsageError, WorkflowError) as exc:
+            if idempotency_key is not None and job_id not in self.state.jobs:
+                await self.assets.ask(
+                    ReleaseKey(idempotency_key, "jobs", type(exc).__name__), timeout=60
+                )
+            raise
+        return job_id
+
+    def _retry(self) -> dict[str, str]:
+        return {"Retry-After": str(self.settings.retry_after)}
+
+
+def _routes() -> list[BaseRoute]:
+    from conjure_actors.service import v2_assets, v2_jobs
+
+    return [*v2_jobs.ROUTES, *v2_assets.ROUTES]
+
+
+def create_app(
+    service: Service,
+    *,
+    routes: Iterable[BaseRoute] = (),
+    middleware: Sequence[Middleware] = (),
+    debug: bool = False,
+) -> Starlette:
+    """The ASGI app: the Comfy API v2 routes (plus ``routes``) over ``service``."""
+    app = Starlette(
+        debug=debug,
+        routes=[*_routes(), *routes],
+        middleware=list(middleware),
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+    app.state.service = service
+    return app
+
+
+def _default_catalog(mode: str) -> tuple[Catalog | None, bool]:
+    """The node catalog to validate submissions with, and whether it is complete (strict).
+
+    On the simulated cloud the simulator's catalog is the truth; elsewhere we cannot know
+    the machine's custom nodes, so graphs are checked for structure only and the machine's
+    ComfyUI validates node classes (a rejection fails the job)."""
+    from conjure_actors.domain.workflow import catalog_from_object_info
+
+    try:
+        from conjure_actors.sim.catalog import object_info
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        return None, False
+    catalog = catalog_from_object_info(object_info(()))
+    return catalog, mode == "simulated"
+
+
+@asynccontextmanager
+async def open_service(
+    config: Any,
+    *,
+    journal: Any,
+    data_dir: str | os.PathLike[str],
+    settings: Settings | None = None,
+    **conjure_kwargs: Any,
+) -> AsyncIterator[Service]:
+    """Run the runtime (``open_conjure``) and the AssetActor over ``journal``; blobs live
+    under ``data_dir/blobs``. Leaving the block shuts the runtime down in order."""
+    from conjure_actors.actors.conjure import open_conjure
+
+    settings = settings or Settings()
+    blobs = BlobStore(Path(data_dir) / "blobs", max_bytes=settings.max_upload_bytes)
+    async with open_conjure(config, journal=journal, **conjure_kwargs) as conjure:
+        ref = await conjure.system.spawn(
+            functools.partial(AssetActor, conjure.ctx, blobs, settings.retention),
+            name="assets",
+        )
+        catalog, strict = _default_catalog(conjure.ctx.mode)
+        service = Service(
+            conjure,
+            ref,
+            blobs,
+            settings,
+            catalog=catalog if strict else None,
+            mode=conjure.ctx.mode,
+        )
+        try:
+            yield service
+        finally:
+            service.accepting = False
+            service.stopping.set()
+
+
+def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
+    config = hypercorn.config.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 2.0
+    return config
+
+
+async def serve_app(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` with hypercorn's trio worker; reports ``http://host:port`` (the real
+    port) once listening. Runs until cancelled or ``shutdown`` is set (then it stops
+    accepting connections and lets open ones finish briefly)."""
+    config = hypercorn_config(host, port)
+    trigger = trio.sleep_forever if shutdown is None else shutdown.wait
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            functools.partial(hypercorn.trio.serve, app, config, shutdown_trigger=trigger)
+        )
+        task_status.started(binds[0])

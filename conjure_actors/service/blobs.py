@@ -1,0 +1,123 @@
+"""The blob store: content-addressed bytes on disk, named by their blake3 hash.
+
+A blob is written to a temporary file in the store's directory, flushed and fsynced, then
+renamed to its hash (and the directory fsynced), so a blob that exists under its name is
+complete: the event that records an asset is logged only after :meth:`BlobStore.put`
+returned. Assets are records over blobs (:mod:`conjure_actors.domain.service_events`);
+several assets may share one blob.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import blake3
+
+HASH_PREFIX: Final = "blake3:"
+_HEX = re.compile(r"[0-9a-f]{64}")
+CHUNK: Final = 1 << 20
+
+
+class BlobTooLargeError(Exception):
+    """The bytes exceed the store's limit for one blob."""
+
+
+def parse_hash(text: str) -> str | None:
+    """The hex digest of ``blake3:<64 hex>`` (None when malformed)."""
+    if not text.startswith(HASH_PREFIX):
+        return None
+    hexdigest = text[len(HASH_PREFIX) :].lower()
+    return hexdigest if _HEX.fullmatch(hexdigest) else None
+
+
+def blake3_of(data: bytes) -> str:
+    """``blake3:<hex>`` of ``data``."""
+    return HASH_PREFIX + blake3.blake3(data).hexdigest()
+
+
+class BlobStore:
+    """Blobs under ``root/<hex>`` (mode 0600)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, max_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, hash_text: str) -> Path | None:
+        """Where the blob of ``blake3:<hex>`` lives (None when the hash is malformed)."""
+        hexdigest = parse_hash(hash_text)
+        return None if hexdigest is None else self.root / hexdigest
+
+    def has(self, hash_text: str) -> bool:
+        path = self.path_of(hash_text)
+        return path is not None and path.is_file()
+
+    def put_stream(self, source: BinaryIO) -> tuple[str, int, bool]:
+        """Copy ``source`` into the store; returns ``(blake3:<hex>, size, created_new)``.
+
+        Blocking (file I/O): run it in a worker thread. Raises :class:`BlobTooLargeError`
+        past ``max_bytes`` (nothing is kept)."""
+        hasher = blake3.blake3()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    size += len(chunk)
+                    if self.max_bytes is not None and size > self.max_bytes:
+                        raise BlobTooLargeError(f"more than {self.max_bytes} bytes")
+                    hasher.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            hash_text = HASH_PREFIX + hasher.hexdigest()
+            target = self.root / hash_text[len(HASH_PREFIX) :]
+            if target.is_file():
+                os.unlink(tmp)
+                return hash_text, size, False
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+            self._sync_dir()
+            return hash_text, size, True
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int, bool]:
+        """:meth:`put_stream` of a file's bytes."""
+        with open(path, "rb") as source:
+            return self.put_stream(source)
+
+    def read_range(self, hash_text: str, start: int, end: int) -> Iterator[bytes]:
+        """The bytes ``start..end`` (inclusive) of a blob, in chunks (blocking)."""
+        path = self.path_of(hash_text)
+        if path is None:
+            raise FileNotFoundError(hash_text)
+        with open(path, "rb") as source:
+            source.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = source.read(min(CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+    def remove(self, hash_text: str) -> None:
+        """Delete a blob no asset refers to any more (missing is fine)."""
+        path = self.path_of(hash_text)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,102 @@
+"""The Comfy API v2 error envelope: ``{"error": {"code", "message", "details"}}``.
+
+Handlers raise :class:`ApiError` (status, code, one-line message, optional details and
+headers); the app turns it into the envelope. Starlette's own 404/405 and any unexpected
+exception get the envelope too: an unexpected one is a 500 ``upstream_error`` with a generic
+message (the detail goes to the server's log with ``--debug``, never to the client).
+
+Codes (the spec's): ``invalid_request`` 400, ``unauthorized`` 401, ``forbidden`` 403,
+``not_found`` / ``blob_not_found`` 404, ``hash_mismatch`` 409, ``payload_too_large`` 413,
+``invalid_workflow`` / ``workflow_format_ui`` / ``missing_asset`` / ``idempotency_key_reuse``
+422, ``queue_full`` / ``too_many_streams`` 429 (+ Retry-After), ``upstream_error`` 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("conjure_actors.service")
+
+_HTTP_CODES: Mapping[int, str] = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success, as the envelope says it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = dict(details) if details is not None else None
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str = "not found") -> ApiError:
+    return ApiError(404, "not_found", what)
+
+
+def invalid_request(message: str, **details: Any) -> ApiError:
+    return ApiError(400, "invalid_request", message, details=details or None)
+
+
+def envelope(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(exc: ApiError, *, head: bool = False) -> Response:
+    if head:
+        return Response(status_code=exc.status, headers=exc.headers)
+    return JSONResponse(
+        envelope(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+    )
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc, head=request.method == "HEAD")
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "invalid_request")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    api = ApiError(exc.status_code, code, message, headers=exc.headers)
+    return error_response(api, head=request.method == "HEAD")
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        ApiError(500, "upstream_error", "internal error; the job service logged it")
+    )
+
+
+EXCEPTION_HANDLERS: Mapping[Any, Any] = {
+    ApiError: handle_api_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+"""Pass to ``Starlette(exception_handlers=...)``."""

@@ -1,0 +1,293 @@
+"""Comfy API v2 assets: multipart upload (server-computed blake3, dedup 201/200,
+``expected_hash`` checked), from-hash, HEAD by-hash, metadata, content with Range, delete.
+
+The bytes go to the blob store (temp file, fsync, rename) BEFORE the AssetActor logs
+``AssetRecorded``; a rejected upload (too large, hash mismatch) leaves no blob that no
+asset refers to (unless another asset already had those bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import trio
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from conjure_actors.actors.assets import DeleteAsset, RecordAsset
+from conjure_actors.domain import service_events as se
+from conjure_actors.service.app import Service
+from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
+from conjure_actors.service.errors import ApiError, invalid_request, not_found
+
+URL_TTL = 3600.0
+"""Seconds a content URL is announced valid (our URLs do not expire; the spec wants one)."""
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def content_url(request: Request, asset_id: str) -> tuple[str, str | None]:
+    """The content URL of an asset (absolute: the spec says ``format: uri``) and until when
+    it is announced valid."""
+    from conjure_actors.service.v2_jobs import iso
+
+    base = str(request.base_url).rstrip("/")
+    service = service_of(request)
+    return f"{base}/api/v2/assets/{asset_id}/content", iso(service.conjure.ctx.now() + URL_TTL)
+
+
+def asset_view(
+    request: Request, record: se.AssetRecord, *, created_new: bool | None = None
+) -> dict[str, Any]:
+    from conjure_actors.service.v2_jobs import iso
+
+    url, expires = content_url(request, record.asset_id)
+    out: dict[str, Any] = {
+        "id": record.asset_id,
+        "hash": record.hash,
+        "size_bytes": record.size,
+        "content_type": record.content_type,
+        "file_path": record.file_path,
+        "created_at": iso(record.created_at),
+        "url": url,
+        "url_expires_at": expires,
+        "expires_at": iso(record.expires_at),
+        "job_id": record.job_id,
+        "tags": list(record.tags),
+    }
+    if created_new is not None:
+        out["created_new"] = created_new
+    return out
+
+
+def _record(service: Service, asset_id: str) -> se.AssetRecord:
+    record = service.state.service.assets.get(asset_id)
+    if record is None:
+        raise not_found(f"no asset {asset_id}")
+    return record
+
+
+def _expires_in(raw: Any) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise invalid_request("'expires_in' must be an integer (seconds)") from None
+    if not 60 <= value <= 604800:
+        raise invalid_request("'expires_in' must be between 60 and 604800 seconds")
+    return value
+
+
+def _text_field(form: Any, name: str, *, required: bool) -> str | None:
+    value = form.get(name)
+    if value is None:
+        if required:
+            raise invalid_request(f"the form field '{name}' is required")
+        return None
+    if not isinstance(value, str):
+        raise invalid_request(f"the form field '{name}' must be text")
+    return value
+
+
+async def upload(request: Request) -> Response:
+    service = service_of(request)
+    limit = service.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise ApiError(413, "payload_too_large", f"an upload is at most {limit} bytes")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid_request("send multipart/form-data with file, content_type and file_path")
+    try:
+        form = await request.form(max_files=1, max_fields=64)
+    except Exception as exc:  # Starlette raises its own MultiPartException/HTTPException
+        raise invalid_request(f"malformed multipart body: {exc}") from None
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise invalid_request("the form field 'file' (the bytes) is required")
+        content_type = _text_field(form, "content_type", required=True)
+        file_path = _text_field(form, "file_path", required=True)
+        expected = _text_field(form, "expected_hash", required=False)
+        tags = [t for t in form.getlist("tags") if isinstance(t, str)]
+        expires_in = _expires_in(form.get("expires_in"))
+        assert content_type is not None
+        assert file_path is not None
+        if not content_type or not file_path or len(file_path) > 1024:
+            raise invalid_request("'content_type' and 'file_path' must be non-empty")
+        if expected is not None and parse_hash(expected) is None:
+            raise invalid_request("'expected_hash' must be blake3:<64 hex digits>")
+        try:
+            hash_text, size, created = await trio.to_thread.run_sync(
+                service.blobs.put_stream, file.file
+            )
+        except BlobTooLargeError:
+            raise ApiError(
+                413, "payload_too_large", f"an upload is at most {limit} bytes"
+            ) from None
+    finally:
+        await form.close()
+    if expected is not None and expected.lower() != hash_text:
+        if created and hash_text not in service.state.service.blob_refs:
+            service.blobs.remove(hash_text)
+        raise ApiError(
+            409,
+            "hash_mismatch",
+            f"expected_hash {expected} does not match the bytes received ({hash_text})",
+            details={"expected": expected, "actual": hash_text},
+        )
+    known = hash_text in service.state.service.blob_refs
+    asset_id = await service.assets.ask(
+        RecordAsset(
+            hash=hash_text,
+            size=size,
+            content_type=content_type,
+            file_path=file_path,
+            tags=tuple(tags),
+            created_new=not known,
+            expires_in=expires_in,
+        ),
+        timeout=60,
+    )
+    record = _record(service, asset_id)
+    status = 200 if known else 201
+    return JSONResponse(asset_view(request, record, created_new=not known), status_code=status)
+
+
+async def from_hash(request: Request) -> Response:
+    service = service_of(request)
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request('the body is not JSON: send {"hash": "blake3:..."}') from None
+    if not isinstance(body, dict) or not isinstance(body.get("hash"), str):
+        raise invalid_request("'hash' is required: blake3:<hex>")
+    hash_text = body["hash"].lower()
+    file_path = body.get("file_path")
+    tags = body.get("tags") or []
+    if file_path is not None and not isinstance(file_path, str):
+        raise invalid_request("'file_path' must be a string")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise invalid_request("'tags' must be a list of strings")
+    expires_in = _expires_in(body.get("expires_in"))
+    svc = service.state.service
+    if parse_hash(hash_text) is None or hash_text not in svc.blob_refs:
+        raise ApiError(404, "blob_not_found", "no blob with that hash: upload the bytes")
+    for record in svc.assets.values():  # an identical reference already exists
+        if (
+            record.hash == hash_text
+            and record.file_path == file_path
+            and record.job_id is None
+            and sorted(record.tags) == sorted(tags)
+        ):
+            return JSONResponse(asset_view(request, record, created_new=False))
+    sample = next(r for r in svc.assets.values() if r.hash == hash_text)
+    asset_id = await service.assets.ask(
+        RecordAsset(
+            hash=hash_text,
+            size=svc.blob_sizes[hash_text],
+            content_type=sample.content_type,
+            file_path=file_path,
+            tags=tuple(tags),
+            created_new=False,
+            expires_in=expires_in,
+        ),
+        timeout=60,
+    )
+    record = _record(service, asset_id)
+    return JSONResponse(asset_view(request, record, created_new=False), status_code=201)
+
+
+async def head_by_hash(request: Request) -> Response:
+    service = service_of(request)
+    hash_text = request.path_params["hash"].lower()
+    present = parse_hash(hash_text) is not None and hash_text in service.state.service.blob_refs
+    return Response(status_code=200 if present else 404)
+
+
+async def get_asset(request: Request) -> Response:
+    service = service_of(request)
+    return JSONResponse(asset_view(request, _record(service, request.path_params["id"])))
+
+
+async def delete_asset(request: Request) -> Response:
+    service = service_of(request)
+    asset_id = request.path_params["id"]
+    _record(service, asset_id)
+    if not await service.assets.ask(DeleteAsset(asset_id), timeout=60):
+        raise not_found(f"no asset {asset_id}")
+    return Response(status_code=204)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` inclusive for one ``bytes=`` range; None when unsatisfiable."""
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            return None
+        return max(size - length, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+async def content(request: Request) -> Response:
+    service = service_of(request)
+    record = _record(service, request.path_params["id"])
+    size = record.size
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": record.content_type,
+        "ETag": f'"{record.hash}"',
+    }
+    wanted = request.headers.get("range")
+    start, end, status = 0, size - 1, 200
+    if wanted is not None:
+        span = _byte_range(wanted, size)
+        if span is None:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        start, end = span
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(max(end - start + 1, 0))
+    if size == 0:
+        return Response(b"", status_code=status, headers=headers)
+    chunks = service.blobs.read_range(record.hash, start, end)
+
+    async def body() -> Any:
+        while True:
+            chunk = await trio.to_thread.run_sync(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    return StreamingResponse(body(), status_code=status, headers=headers)
+
+
+ROUTES = [
+    Route("/api/v2/assets", upload, methods=["POST"]),
+    Route("/api/v2/assets/from-hash", from_hash, methods=["POST"]),
+    Route("/api/v2/assets/by-hash/{hash}", head_by_hash, methods=["HEAD"]),
+    Route("/api/v2/assets/{id}", get_asset, methods=["GET"]),
+    Route("/api/v2/assets/{id}", delete_asset, methods=["DELETE"]),
+    Route("/api/v2/assets/{id}/content", content, methods=["GET"]),
+]
+
+__all__ = ["ROUTES", "asset_view", "content_url"]

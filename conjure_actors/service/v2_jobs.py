@@ -1,0 +1,568 @@
+"""Comfy API v2 jobs: submit, get, list, the job's workflow, cancel, and the SSE stream.
+
+Our job statuses map onto the API's: pending/queued/interrupted -> ``queued``;
+running/retrying -> ``running``; succeeded -> ``succeeded`` once every output is an asset
+(until then ``running``: the outputs must be downloadable when the client sees success);
+failed -> ``failed``; cancelled -> ``canceled``; an active job whose cancel was requested ->
+``canceling``. A job past its retention is gone (404).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from conjure_actors.actors.assets import RequestCancel
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
+from conjure_actors.domain import state as st
+from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.workflow import (
+    IMAGE_LOADER_CLASSES,
+    Workflow,
+    apply_bindings,
+    conjure_roles,
+    validate_graph,
+)
+from conjure_actors.errors import UsageError
+from conjure_actors.service.app import KeyReusedError, Service
+from conjure_actors.service.errors import ApiError, invalid_request, not_found
+
+TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
+MAX_LIST: int = 500
+DEFAULT_LIST: int = 50
+_RESERVED = ("webhook_url", "inputs")
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as RFC 3339 UTC (``...Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+# ----------------------------------------------------------------------------- the view
+
+
+def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
+    if job.status == st.SUCCEEDED:
+        done = svc.job_outputs.get(job.job_id, {})
+        return "succeeded" if all(o.path in done for o in job.outputs) else "running"
+    if job.status == st.FAILED:
+        return "failed"
+    if job.status == st.CANCELLED:
+        return "canceled"
+    if api is not None and api.cancel_requested_at is not None:
+        return "canceling"
+    if job.status in (st.RUNNING, st.RETRYING):
+        return "running"
+    return "queued"
+
+
+def _queue_position(state: st.State, job: st.Job) -> int:
+    ahead = 0
+    for other in state.jobs.values():
+        if other.status not in (st.PENDING, st.QUEUED) or other is job:
+            continue
+        if (-other.priority, other.submitted_at) <= (-job.priority, job.submitted_at):
+            ahead += 1
+    return ahead
+
+
+def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
+    if job.prompt_id is None and job.status not in st.TERMINAL_STATUSES:
+        return None
+    classes = service.node_classes(job.workflow_sha256)
+    total = max(len(classes), 1)
+    done = sum(1 for n in job.nodes.values() if n.status in (st.NODE_EXECUTED, st.NODE_CACHED))
+    if job.status == st.SUCCEEDED:
+        done = total
+    done = min(done, total)
+    current = job.current_node
+    step: int | None = None
+    steps: int | None = None
+    fraction = 0.0
+    if current is not None and current in job.nodes:
+        node = job.nodes[current]
+        if node.max > 0:
+            step, steps = int(node.value), int(node.max)
+            fraction = min(node.value / node.max, 1.0)
+    value = min((done + (fraction if done < total else 0.0)) / total, 1.0)
+    cls = classes.get(current) if current is not None else None
+    message = None
+    if cls is not None:
+        message = f"{cls} {step}/{steps}" if step is not None else cls
+    return {
+        "value": value,
+        "nodes_done": done,
+        "nodes_total": total,
+        "current_node": current,
+        "current_node_class": cls,
+        "step": step,
+        "steps": steps,
+        "message": message,
+    }
+
+
+def _output_type(kind: str | None, content_type: str) -> str:
+    major = content_type.split("/", 1)[0]
+    if kind == "image" or major == "image":
+        return "image"
+    if major in ("video", "audio"):
+        return major
+    if major == "text":
+        return "text"
+    return "file"
+
+
+def output_view(request: Request, record: se.AssetRecord) -> dict[str, Any]:
+    from conjure_actors.service.v2_assets import content_url
+
+    url, expires = content_url(request, record.asset_id)
+    return {
+        "node_id": record.node_id or "",
+        "name": record.file_path or record.asset_id,
+        "type": _output_type(record.kind, record.content_type),
+        "content_type": record.content_type,
+        "size_bytes": record.size,
+        "id": record.asset_id,
+        "hash": record.hash,
+        "url": url,
+        "url_expires_at": expires,
+        "job_id": record.job_id,
+    }
+
+
+def _error_view(job: st.Job) -> dict[str, Any] | None:
+    if job.status != st.FAILED or job.error is None:
+        return None
+    err = job.error
+    code = "node_execution_error" if err.node_id is not None else _snake(err.error_type)
+    return {
+        "code": code,
+        "message": err.message,
+        "node_id": err.node_id,
+        "class_type": err.node_type,
+        "traceback": None,
+    }
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out) or "execution_error"
+
+
+def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
+    """The v2 ``Job`` object of ``job_id`` (``ApiError`` 404 when unknown or expired)."""
+    state = service.state
+    job = state.jobs.get(job_id)
+    svc = state.service
+    api = svc.api_jobs.get(job_id)
+    if job is None or (api is not None and api.expired):
+        raise not_found(f"no job {job_id}")
+    status = api_status(job, api, svc)
+    outputs = [
+        output_view(request, svc.assets[asset_id])
+        for asset_id in svc.job_outputs.get(job_id, {}).values()
+        if asset_id in svc.assets
+    ]
+    expires = (
+        api.expires_at if api is not None else job.submitted_at + (service.settings.retention.jobs)
+    )
+    started = job.execution_started_at
+    finished = job.finished_at if status in TERMINAL_API else None
+    queue_ms = None
+    if started is not None:
+        queue_ms = int((started - job.submitted_at) * 1000)
+    execution_ms = None
+    if started is not None and finished is not None:
+        execution_ms = int((finished - started) * 1000)
+    base = f"/api/v2/jobs/{job_id}"
+    return {
+        "id": job_id,
+        "status": status,
+        "created_at": iso(job.submitted_at),
+        "started_at": iso(started),
+        "completed_at": iso(finished),
+        "expires_at": iso(expires),
+        "queue_position": _queue_position(state, job) if status == "queued" else None,
+        "progress": progress_of(service, job),
+        "outputs": outputs,
+        "error": _error_view(job),
+        "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
+        "urls": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
+        "metadata": dict(api.labels) if api is not None else {},
+    }
+
+
+# ----------------------------------------------------------------------------- submit
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request("the body is not JSON: send a JSON object") from None
+
+
+def _labels(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise invalid_request("'metadata' must be an object of string labels")
+    if len(raw) > 64 or any(len(k) > 256 or len(v) > 1024 for k, v in raw.items()):
+        raise invalid_request("'metadata': at most 64 labels, keys 256 and values 1024 chars")
+    return dict(raw)
+
+
+def _check_extra_data(raw: Any) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise invalid_request("'extra_data' must be an object")
+    unknown = sorted(k for k in raw if k != "api_key_comfy_org")
+    if unknown:
+        raise invalid_request(f"'extra_data' accepts only api_key_comfy_org, not {unknown}")
+    if not isinstance(raw.get("api_key_comfy_org", ""), str):
+        raise invalid_request("'extra_data.api_key_comfy_org' must be a string")
+
+
+def _node_errors(problems: tuple[str, ...] | list[str]) -> dict[str, list[dict[str, str]]]:
+    """Per-node details from our problem lines (``node 12 input 'x': ...``)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for line in problems:
+        if line.startswith("node "):
+            head = line[5:]
+            nid = head.split(" ", 1)[0].split(":", 1)[0]
+            out.setdefault(nid, []).append({"reason": line})
+    return out
+
+
+def _invalid(problems: tuple[str, ...] | list[str]) -> ApiError:
+    first = problems[0] if problems else "invalid workflow"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return ApiError(
+        422,
+        "invalid_workflow",
+        f"{first}{more}",
+        details={"node_errors": _node_errors(problems), "problems": list(problems)},
+    )
+
+
+def resolve_assets(
+    service: Service, graph: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Replace every ``core/ASSET`` reference (anywhere) and every plain filename in a
+    LoadImage ``image`` input by the asset's file name; returns the graph and
+    ``{"NODE.INPUT": asset_id}``. Unknown or malformed -> 422 ``missing_asset``."""
+    assets = service.state.service.assets
+    by_path: dict[str, str] = {}
+    for record in assets.values():
+        if record.file_path is not None:
+            by_path[record.file_path] = record.asset_id  # the latest wins
+    resolved: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for nid, node in graph.items():
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            out[nid] = node
+            continue
+        inputs = dict(node["inputs"])
+        loader = node.get("class_type") in IMAGE_LOADER_CLASSES
+        for name, value in node["inputs"].items():
+            asset_id: str | None = None
+            if isinstance(value, dict) and value.get("__type") == "core/ASSET":
+                info = value.get("info")
+                ref = info.get("id") if isinstance(info, dict) else None
+                if not isinstance(ref, str) or ref not in assets:
+                    raise ApiError(
+                        422,
+                        "missing_asset",
+                        f"node {nid} input {name!r}: no asset {ref!r}: upload it first",
+                        details={"node_id": nid, "input": name},
+                    )
+                asset_id = ref
+            elif loader and name == "image" and isinstance(value, str):
+                found = by_path.get(value)
+                if found is None:
+                    raise ApiError(
+                        422,
+                        "missing_asset",
+                        f"node {nid} input 'image': no asset named {value!r}: upload it first",
+                        details={"node_id": nid, "input": name},
+                    )
+                asset_id = found
+            if asset_id is not None:
+                record = assets[asset_id]
+                inputs[name] = record.file_path or f"{asset_id}.png"
+                resolved[f"{nid}.{name}"] = asset_id
+        out[nid] = {**node, "inputs": inputs}
+    return out, resolved
+
+
+async def submit(request: Request) -> Response:
+    service = service_of(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise invalid_request("the body must be a JSON object with a 'workflow'")
+    for field in _RESERVED:
+        if field in body:
+            raise invalid_request(f"'{field}' is reserved and not accepted yet")
+    unknown = sorted(k for k in body if k not in ("workflow", "extra_data", "metadata"))
+    if unknown:
+        raise invalid_request(f"unknown fields {unknown}")
+    graph = body.get("workflow")
+    if not isinstance(graph, dict):
+        raise invalid_request("'workflow' is required: an API-format graph (a JSON object)")
+    _check_extra_data(body.get("extra_data"))
+    labels = _labels(body.get("metadata"))
+    if isinstance(graph.get("nodes"), list) and isinstance(graph.get("links"), list):
+        raise ApiError(
+            422,
+            "workflow_format_ui",
+            "this is a UI-format workflow (nodes/links): export it with Save (API) instead",
+        )
+    graph, inputs = resolve_assets(service, graph)
+    problems = validate_graph(graph, service.catalog, strict=service.catalog is not None)
+    if problems:
+        raise _invalid(problems)
+    image: Path | None = None
+    if inputs:
+        role = conjure_roles(graph).input_image
+        wrong = [name for name in inputs if name != f"{role}.image"]
+        if wrong:
+            raise _invalid(
+                [
+                    f"node {name.split('.', 1)[0]}: this service takes one input image per job,"
+                    f" in the workflow's input image node ({role})"
+                    for name in wrong
+                ]
+            )
+        record = service.state.service.assets[next(iter(inputs.values()))]
+        image = service.blobs.path_of(record.hash)
+    key: str | None = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= 255):
+        raise invalid_request("Idempotency-Key must be 1 to 255 characters")
+    try:
+        job_id = await service.submit_job(
+            Workflow(graph, "api"),
+            image=image,
+            labels=labels,
+            input_assets=inputs,
+            idempotency_key=key,
+        )
+    except KeyReusedError:
+        raise ApiError(
+            422,
+            "idempotency_key_reuse",
+            "this Idempotency-Key was used before: poll or list your jobs instead of resubmitting",
+        ) from None
+    except WorkflowError as exc:
+        raise _invalid(exc.problems) from None
+    except UsageError as exc:
+        raise invalid_request(str(exc)) from None
+    return JSONResponse(job_view(request, service, job_id), status_code=201)
+
+
+# ----------------------------------------------------------------------------- read
+
+
+async def get_job(request: Request) -> Response:
+    service = service_of(request)
+    return JSONResponse(job_view(request, service, request.path_params["id"]))
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_request(f"'{name}' must be an integer") from None
+    if not lo <= value <= hi:
+        raise invalid_request(f"'{name}' must be between {lo} and {hi}")
+    return value
+
+
+async def list_jobs(request: Request) -> Response:
+    """``GET /api/v2/jobs``: newest first; ``metadata[k]=v`` filters (all must match),
+    ``limit`` (1..500, default 50), ``cursor`` (the last id of the previous page)."""
+    service = service_of(request)
+    limit = _int_param(request, "limit", DEFAULT_LIST, 1, MAX_LIST)
+    wanted: dict[str, str] = {}
+    for k, v in request.query_params.multi_items():
+        if k.startswith("metadata[") and k.endswith("]"):
+            wanted[k[len("metadata[") : -1]] = v
+        elif k not in ("limit", "cursor", "status"):
+            raise invalid_request(f"unknown query parameter {k!r}")
+    cursor = request.query_params.get("cursor")
+    state = service.state
+    svc = state.service
+    ids = [jid for jid in reversed(list(state.jobs)) if jid in svc.api_jobs]
+    start = 0
+    if cursor is not None:
+        try:
+            start = ids.index(cursor) + 1
+        except ValueError:
+            raise invalid_request("unknown cursor") from None
+    page: list[dict[str, Any]] = []
+    next_cursor = None
+    for jid in ids[start:]:
+        api = svc.api_jobs[jid]
+        if api.expired or any(api.labels.get(k) != v for k, v in wanted.items()):
+            continue
+        if len(page) == limit:
+            next_cursor = page[-1]["id"]
+            break
+        item = job_view(request, service, jid)
+        job = state.jobs[jid]
+        item["create_time"] = item["created_at"]
+        item["update_time"] = iso(job.updated_at or job.submitted_at)
+        page.append(item)
+    body: dict[str, Any] = {"jobs": page}
+    if next_cursor is not None:
+        body["next_cursor"] = next_cursor
+    return JSONResponse(body)
+
+
+async def get_workflow(request: Request) -> Response:
+    service = service_of(request)
+    job_id = request.path_params["id"]
+    job_view(request, service, job_id)  # 404 as the job does
+    job = service.state.jobs[job_id]
+    record = service.state.workflows.get(job.workflow_sha256)
+    if record is None:
+        raise not_found(f"no workflow for job {job_id}")
+    graph = apply_bindings(json.loads(record.graph_json), job.bindings)
+    return JSONResponse({"workflow": graph, "format": "api"})
+
+
+async def cancel(request: Request) -> Response:
+    service = service_of(request)
+    job_id = request.path_params["id"]
+    job_view(request, service, job_id)
+    job = service.state.jobs[job_id]
+    if job.status not in st.TERMINAL_STATUSES:
+        await service.assets.ask(RequestCancel(job_id), timeout=60)
+        await service.conjure.cancel(job_id, reason="cancelled by the client")
+    return JSONResponse(job_view(request, service, job_id))
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def _concerns(event: Any, job_id: str) -> bool:
+    return getattr(event, "job_id", None) == job_id
+
+
+async def events(request: Request) -> Response:
+    """SSE: a ``status`` snapshot (and the latest ``progress``) on connect, then ``status``
+    on every change, ``progress`` at most every ``progress_interval``, ``output`` as each
+    output becomes an asset, and the terminal ``status`` (the full job); then it ends."""
+    service = service_of(request)
+    job_id = request.path_params["id"]
+    job_view(request, service, job_id)
+    if service.open_streams >= service.settings.max_streams:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"{service.settings.max_streams} event streams are open: close one, or poll"
+            " GET /api/v2/jobs/{id}",
+            headers={"Retry-After": str(service.settings.retry_after)},
+        )
+    service.open_streams += 1
+
+    def frame(name: str, data: Mapping[str, Any]) -> dict[str, str]:
+        return {"event": name, "data": json.dumps(data, separators=(",", ":"))}
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        try:
+            async with service.journal.subscribe(max_buffer=math.inf) as records:
+                view = job_view(request, service, job_id)
+                status = view["status"]
+                yield frame("status", _status_payload(view))
+                if view["progress"] is not None:
+                    yield frame("progress", view["progress"])
+                if status in TERMINAL_API:
+                    return
+                sent_outputs = {o["id"] for o in view["outputs"]}
+                dirty = False
+                last_progress = time.monotonic()
+                while True:
+                    with trio.move_on_after(service.settings.progress_interval):
+                        record = await records.receive()
+                        if _concerns(record.event, job_id):
+                            dirty = True
+                        if isinstance(record.event, se.AssetRecorded | ev.SystemStopped):
+                            dirty = True
+                    if service.stopping.is_set():
+                        return
+                    if not dirty:
+                        continue
+                    try:
+                        view = job_view(request, service, job_id)
+                    except ApiError:
+                        return  # expired meanwhile
+                    for out in view["outputs"]:
+                        if out["id"] not in sent_outputs:
+                            sent_outputs.add(out["id"])
+                            yield frame("output", out)
+                    if view["status"] != status:
+                        status = view["status"]
+                        if status in TERMINAL_API:
+                            yield frame("status", _status_payload(view, full=True))
+                            return
+                        yield frame("status", _status_payload(view))
+                    now = time.monotonic()
+                    if (
+                        view["progress"] is not None
+                        and now - last_progress >= service.settings.progress_interval
+                    ):
+                        last_progress = now
+                        yield frame("progress", view["progress"])
+                    dirty = False
+        finally:
+            service.open_streams -= 1
+
+    return EventSourceResponse(stream(), ping=15, send_timeout=30)
+
+
+def _status_payload(view: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:
+    if full:
+        return {**view, "queue_position": view["queue_position"]}
+    return {"status": view["status"], "queue_position": view["queue_position"]}
+
+
+ROUTES = [
+    Route("/api/v2/jobs", submit, methods=["POST"]),
+    Route("/api/v2/jobs", list_jobs, methods=["GET"]),
+    Route("/api/v2/jobs/{id}", get_job, methods=["GET"]),
+    Route("/api/v2/jobs/{id}/workflow", get_workflow, methods=["GET"]),
+    Route("/api/v2/jobs/{id}/cancel", cancel, methods=["POST"]),
+    Route("/api/v2/jobs/{id}/events", events, methods=["GET"]),
+]
+
+__all__ = ["ROUTES", "api_status", "iso", "job_view"]
