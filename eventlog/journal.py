@@ -181,6 +181,12 @@ class Journal(Generic[E, S]):
         """The seq of the last durable (and applied, and published) record."""
         return self._last_seq
 
+    @property
+    def notice(self) -> str | None:
+        """One line to show the user if opening the log repaired it (a torn tail), else None."""
+        notice: str | None = getattr(self._store, "notice", None)
+        return notice
+
     def statistics(self) -> JournalStatistics:
         """Counters: appended records, commits (fsyncs), largest batch, queue, subscribers."""
         return JournalStatistics(

@@ -126,6 +126,22 @@ def test_a_torn_tail_is_truncated_with_a_one_line_notice(tmp_path: Path) -> None
         assert w.notice is None
 
 
+async def test_a_journal_passes_on_the_torn_tail_notice(tmp_path: Path) -> None:
+    """open_journal on a log with a torn tail truncates it and exposes the writer's notice."""
+    path = tmp_path / "log"
+    write_log(path, SAMPLE)
+    with path.open("ab") as f:
+        f.write(b"\x01\x02\x03")
+    with trio.fail_after(10):
+        async with eventlog.open_journal(path, Ev) as journal:
+            assert journal.notice is not None
+            assert "torn tail of 3 bytes" in journal.notice
+            await journal.append(Noted("after"))
+        async with eventlog.open_journal(path, Ev) as journal:
+            assert journal.notice is None
+    assert [r.event for r in eventlog.read(path, Ev)] == [*SAMPLE, Noted("after")]
+
+
 def test_a_zero_filled_tail_is_torn_not_corrupt(tmp_path: Path) -> None:
     """Zero bytes after the last record (an extent a power cut left unwritten) are a torn tail."""
     path = tmp_path / "log"
