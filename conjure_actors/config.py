@@ -149,6 +149,16 @@ class MonitorConfig:
 
 
 @attrs.frozen
+class DownloadsConfig:
+    """How outputs are downloaded (a hostile or broken server cannot fill the disk or hang)."""
+
+    # An output larger than this is refused (declared or while streaming): 2 GiB.
+    max_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive)
+    # No byte of an output for this long: the attempt is abandoned (then retried).
+    stall_seconds: float = attrs.field(default=60.0, validator=_positive)
+
+
+@attrs.frozen
 class Config:
     """Everything a run needs. Build with :func:`load_config`."""
 
@@ -157,6 +167,7 @@ class Config:
     retry: RetryConfig = RetryConfig()
     budget: BudgetConfig = BudgetConfig()
     monitor: MonitorConfig = MonitorConfig()
+    downloads: DownloadsConfig = DownloadsConfig()
     comfyui_url: str | None = None
     dev_state_file: str = "~/.conjure/dev_machine.json"
 
