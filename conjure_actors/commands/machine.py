@@ -90,14 +90,12 @@ def read_dev_machine(path: Path) -> DevMachine | None:
 
 
 def write_dev_machine(path: Path, machine: DevMachine) -> None:
-    """Write the state file with mode 0600 (created so, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(machine.to_json())
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    """Write the state file durably with mode 0600 (created so, never world-readable): a
+    temporary file beside it, fsync, rename, directory fsync. A crash leaves the old
+    record or the new one, never a torn file that would lose track of a billed machine."""
+    from conjure_actors.actors.files import write_atomic  # here: `--help` stays light
+
+    write_atomic(path, machine.to_json().encode(), mode=0o600)
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -121,3 +121,16 @@ def test_hash_file_matches_the_bytes_and_intact_reads_in_chunks(tmp_path: Path) 
     assert not files.intact(path, "0" * 64)
     assert not files.intact(tmp_path / "missing", digest)
     assert not files.intact(Path(str(tmp_path) + "/a\x00b"), digest)
+
+
+def test_dev_machine_state_file_is_written_durably_with_mode_0600(tmp_path: Path) -> None:
+    """machine up's state file: 0600 from creation, replaced whole, no temporary file left."""
+    from conjure_actors.commands.machine import DevMachine, read_dev_machine, write_dev_machine
+
+    machine = DevMachine("s-1", "https://secret.invalid", "medium", "wv", 1.0, 2.0, 990, "t1", 0.5)
+    path = tmp_path / "conjure" / "dev_machine.json"
+    write_dev_machine(path, machine)
+    write_dev_machine(path, machine)
+    assert read_dev_machine(path) == machine
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["dev_machine.json"]
