@@ -206,6 +206,15 @@ def _prepare(
         log_path = Path(args.resume)
         if not log_path.is_file():
             raise UsageError(f"--resume {log_path}: no such log file")
+        import eventlog
+
+        status = eventlog.inspect(log_path)  # damaged, foreign or empty: one line, exit 2
+        if status.state in ("corrupt", "not-a-log", "newer-version"):
+            raise UsageError(f"--resume {log_path}: {status.message}")
+        if not status.has_records:
+            raise UsageError(f"{log_path} holds no run to resume; run without --resume")
+        if status.state == "torn":
+            print(f"note: {status.message}", file=sys.stderr)
     else:
         log_path = Path(args.log) if args.log else _default_log()
         if args.workflow:
