@@ -16,12 +16,17 @@ SIGTERM/SIGINT: stop accepting (new connections, new jobs), let running jobs fin
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from conjure_actors.errors import UsageError
@@ -34,7 +39,21 @@ DEFAULT_LOG = Path("runs") / "serve.log"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=8189, help="port (0: pick a free one)")
-    parser.add_argument("--token", help="bearer token clients must send")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CONJURE_TOKEN") or None,
+        help="bearer token clients must send (default: $CONJURE_TOKEN; required off loopback)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the service (repeatable; '*' is refused)",
+    )
+    parser.add_argument(
+        "--max-body-mb", type=float, default=8.0, help="largest JSON request body, in MB"
+    )
     parser.add_argument("--log", metavar="PATH", help=f"event log (default {DEFAULT_LOG})")
     parser.add_argument("--out", metavar="DIR", default="out", help="job outputs go to DIR/<job>/")
     parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI you run (no machines)")
@@ -102,14 +121,36 @@ def _settings(args: argparse.Namespace) -> Any:
 def build_app(service: Any, args: argparse.Namespace) -> Any:
     """The ASGI app ``serve`` runs (routes and middleware beyond the v2 ones go here)."""
     from conjure_actors.service.app import create_app
+    from conjure_actors.service.extras import extras_for, metrics_lifespan
 
-    return create_app(service, debug=False)
+    extras = extras_for(service, _security(args, service.settings.max_upload_bytes))
+    app = create_app(service, routes=extras.routes, middleware=extras.middleware, debug=False)
+    app.router.lifespan_context = metrics_lifespan(extras.metrics, service)
+    app.state.metrics = extras.metrics
+    return app
+
+
+def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
+    """Token, CORS origins and body limits (``--token``, ``--cors-origin``, ``--max-body-mb``)."""
+    from conjure_actors.service.security import SecuritySettings
+
+    if args.max_body_mb <= 0:
+        raise UsageError("--max-body-mb must be positive")
+    return SecuritySettings(
+        token=args.token,
+        cors_origins=tuple(args.cors_origin),
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_upload_bytes=max_upload_bytes,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from conjure_actors.commands.run import _check_budget, first_conjure_error
     from conjure_actors.config import require_priced_server_type
+    from conjure_actors.service.security import check_bind
 
+    check_bind(args.host, args.token)
+    _security(args, 0)  # a bad --cors-origin or --max-body-mb fails before the log opens
     config = _config(args)
     settings = _settings(args)
     if config.mode != "comfyui":
@@ -129,13 +170,37 @@ def main(args: argparse.Namespace) -> int:
         raise
 
 
-async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:
+@attrs.frozen
+class Served:
+    """A running service: its URL, the service object and the cloud banner."""
+
+    url: str
+    service: Any
+    banner: str
+    stop_http: trio.Event
+
+
+@asynccontextmanager
+async def open_serve(
+    config: Any,
+    *,
+    log_path: Path,
+    out_dir: Path,
+    settings: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    app_factory: Callable[[Any], Any] | None = None,
+) -> AsyncIterator[Served]:
+    """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
+    journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
+    the HTTP server and shuts the runtime down in order (jobs interrupted, machines
+    stopped)."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.run import _cloud, _dev_machine
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
-    from conjure_actors.service.app import open_service, serve_app
+    from conjure_actors.service.app import create_app, open_service, serve_app
 
     wall = SystemWallClock()
     async with _cloud(config) as (config, mode, http, ws_connect, banner):
@@ -156,41 +221,53 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 http=http,
                 ws_connect=ws_connect,
                 wall=wall,
-                out_dir=Path(args.out),
+                out_dir=out_dir,
                 mode=mode,
                 attach=attach,
             ) as service,
             trio.open_nursery() as nursery,
         ):
             stop_http = trio.Event()
-            app = build_app(service, args)
+            app = (app_factory or create_app)(service)
             url = await nursery.start(
-                lambda task_status: serve_app(
-                    app,
-                    host=args.host,
-                    port=args.port,
-                    shutdown=stop_http,
-                    task_status=task_status,
-                )
+                functools.partial(serve_app, app, host=host, port=port, shutdown=stop_http)
             )
-            print(f"serving the Comfy API v2 on {url}", flush=True)
-            print(banner, file=sys.stderr, flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
-            print(
-                "stopping: no new jobs; running jobs get "
-                f"{args.drain_timeout:g} s to finish, then machines stop",
-                file=sys.stderr,
-                flush=True,
-            )
-            service.accepting = False
-            service.stopping.set()
-            stop_http.set()
-            with trio.move_on_after(args.drain_timeout):
-                await _drain(service)
-            left = await service.conjure.shutdown("interrupted")
-            nursery.cancel_scope.cancel()
+            try:
+                yield Served(url, service, banner, stop_http)
+            finally:
+                service.accepting = False
+                service.stopping.set()
+                stop_http.set()
+
+
+async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:
+    async with open_serve(
+        config,
+        log_path=log_path,
+        out_dir=Path(args.out),
+        settings=settings,
+        host=args.host,
+        port=args.port,
+        app_factory=lambda service: build_app(service, args),
+    ) as served:
+        service = served.service
+        print(f"serving the Comfy API v2 on {served.url}", flush=True)
+        print(served.banner, file=sys.stderr, flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+        print(
+            "stopping: no new jobs; running jobs get "
+            f"{args.drain_timeout:g} s to finish, then machines stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        service.accepting = False
+        service.stopping.set()
+        served.stop_http.set()
+        with trio.move_on_after(args.drain_timeout):
+            await _drain(service)
+        left = await service.conjure.shutdown("interrupted")
     if left:
         print("machines that may still be running: " + ", ".join(left), file=sys.stderr)
     return 0

@@ -226,15 +226,26 @@ async def _json_body(request: Request) -> Any:
         raise invalid_request("the body is not JSON: send a JSON object") from None
 
 
+MAX_LABELS: int = 16
+
+
 def _labels(raw: Any) -> dict[str, str]:
+    """The job's ``metadata`` labels: at most 16 string pairs (422 ``metadata_invalid``)."""
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-    ):
-        raise invalid_request("'metadata' must be an object of string labels")
-    if len(raw) > 64 or any(len(k) > 256 or len(v) > 1024 for k, v in raw.items()):
-        raise invalid_request("'metadata': at most 64 labels, keys 256 and values 1024 chars")
+
+    def refuse(message: str) -> ApiError:
+        return ApiError(422, "metadata_invalid", message)
+
+    if not isinstance(raw, dict):
+        raise refuse("'metadata' must be an object of string labels")
+    if len(raw) > MAX_LABELS:
+        raise refuse(f"'metadata' has {len(raw)} pairs: at most {MAX_LABELS}")
+    for k, v in raw.items():
+        if not isinstance(v, str):
+            raise refuse(f"'metadata' label {k!r}: the value must be a string")
+        if not 0 < len(k) <= 64 or len(v) > 512:
+            raise refuse(f"'metadata' label {k[:64]!r}: keys 1-64 and values 0-512 characters")
     return dict(raw)
 
 
@@ -416,8 +427,10 @@ async def list_jobs(request: Request) -> Response:
     for k, v in request.query_params.multi_items():
         if k.startswith("metadata[") and k.endswith("]"):
             wanted[k[len("metadata[") : -1]] = v
-        elif k not in ("limit", "cursor", "status"):
+        elif k not in ("limit", "cursor"):
             raise invalid_request(f"unknown query parameter {k!r}")
+    if len(wanted) > MAX_LABELS or any(not k for k in wanted):
+        raise ApiError(422, "invalid_metadata_filter", f"at most {MAX_LABELS} non-empty keys")
     cursor = request.query_params.get("cursor")
     state = service.state
     svc = state.service
@@ -427,7 +440,7 @@ async def list_jobs(request: Request) -> Response:
         try:
             start = ids.index(cursor) + 1
         except ValueError:
-            raise invalid_request("unknown cursor") from None
+            raise ApiError(422, "invalid_cursor", "this cursor was not issued here") from None
     page: list[dict[str, Any]] = []
     next_cursor = None
     for jid in ids[start:]:
