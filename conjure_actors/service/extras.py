@@ -1,0 +1,474 @@
+"""CONJURE's own endpoints beside the Comfy API v2, under ``/api/conjure/``, and the probe.
+
+- ``POST /api/conjure/jobs``: the seeds' front-end call. Multipart ``image`` + ``prompt``
+  (+ ``set`` fields in ``--set`` form, ``NODE.INPUT=VALUE``, and ``workflow``, the name of a
+  bundled workflow); answers the v2 job object, 201, through the same submit path as
+  ``POST /api/v2/jobs`` (queue bound, durable before the answer).
+- ``GET /api/conjure/mode``: simulated / a ComfyUI (its origin only) / RunComfy, and
+  whether RunComfy answers (asked at most every :data:`PROBE_TTL` seconds).
+- ``GET /api/conjure/machines``, ``GET /api/conjure/costs``: read from the state; a
+  machine's URL is never in it, so never in an answer.
+- ``POST /api/conjure/estimate``: what one more job would cost before it is submitted
+  (``prices.estimate_job_cost``: its run time, from the history of the same workflow, plus
+  the idle tail of a machine launched for it when no warm one is free).
+- ``PUT /api/conjure/budget``: ``Conjure.set_budget``; answers the costs.
+- ``GET /api/v2/health``: for probes, answered without a token.
+- ``GET /api/conjure/openapi.yaml`` (this surface's contract) and ``GET /api/v2/openapi.yaml``
+  (the Comfy API v2 one), both shipped in the package.
+
+Money is given twice: exact integer micro-USD (``*_micros``, as in the log) and USD numbers
+for display (``*_usd``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Final
+
+import attrs
+import trio
+from starlette.datastructures import UploadFile
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import conjure_actors
+from conjure_actors.actors.example import DEFAULT_WORKFLOW, bundled_workflow, bundled_workflows
+from conjure_actors.clients.comfyui import origin_of
+from conjure_actors.clients.errors import ClientError
+from conjure_actors.domain import state as st
+from conjure_actors.domain.errors import PriceTableError, WorkflowError
+from conjure_actors.domain.prices import MICROS_PER_USD, estimate_job_cost
+from conjure_actors.domain.workflow import workflow_from_text
+from conjure_actors.errors import UsageError
+from conjure_actors.service.app import Service
+from conjure_actors.service.errors import ApiError, invalid_request
+from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
+from conjure_actors.service.security import SecuritySettings, security_middleware
+from conjure_actors.service.v2_jobs import iso, job_view, service_of
+
+__all__ = [
+    "DEFAULT_JOB_SECONDS",
+    "PROBE_TTL",
+    "ROUTES",
+    "Extras",
+    "estimate",
+    "extras_for",
+    "job_seconds_of",
+    "metrics_lifespan",
+]
+
+DEFAULT_JOB_SECONDS: Final = 60.0
+"""A job's run time when no finished job of its workflow says better."""
+PROBE_TTL: Final = 30.0
+"""Seconds a RunComfy reachability answer is reused (probes must not eat its rate limit)."""
+PROBE_TIMEOUT: Final = 5.0
+MAX_SETS: Final = 64
+MAX_PROMPT_CHARS: Final = 10_000
+
+
+def _usd(micros: int | None) -> float | None:
+    return None if micros is None else micros / MICROS_PER_USD
+
+
+def _now(service: Service) -> float:
+    """The runtime's wall clock (the one its events carry)."""
+    return float(service.conjure.ctx.now())
+
+
+# ----------------------------------------------------------------------------- health
+
+
+async def health(request: Request) -> Response:
+    """``GET /api/v2/health``: ``ok`` while accepting jobs, ``stopping`` during shutdown."""
+    service = service_of(request)
+    status = "ok" if service.accepting else "stopping"
+    return JSONResponse(
+        {"status": status, "version": conjure_actors.__version__},
+        status_code=200 if service.accepting else 503,
+    )
+
+
+# ------------------------------------------------------------------------------- mode
+
+
+class _Probe:
+    """The last answer to "does RunComfy answer?" and when it was asked."""
+
+    def __init__(self) -> None:
+        self.at = -math.inf
+        self.answers: bool | None = None
+        self.lock = trio.Lock()
+
+
+def _probe_of(service: Service) -> _Probe:
+    probe = getattr(service, "_runcomfy_probe", None)
+    if probe is None:
+        probe = _Probe()
+        service._runcomfy_probe = probe  # type: ignore[attr-defined]
+    return probe
+
+
+async def runcomfy_answers(service: Service) -> bool | None:
+    """Whether the RunComfy API (real or simulated) answers a ``GET /servers`` (None: not
+    used in this mode). Cached for :data:`PROBE_TTL` seconds."""
+    client = service.conjure.ctx.runcomfy
+    if client is None:
+        return None
+    probe = _probe_of(service)
+    async with probe.lock:
+        if trio.current_time() - probe.at < PROBE_TTL:
+            return probe.answers
+        answers = False
+        with trio.move_on_after(PROBE_TIMEOUT):
+            try:
+                await client.list_servers()
+                answers = True
+            except ClientError:
+                answers = False
+        probe.at, probe.answers = trio.current_time(), answers
+        return answers
+
+
+async def mode(request: Request) -> Response:
+    """``GET /api/conjure/mode``."""
+    service = service_of(request)
+    ctx = service.conjure.ctx
+    config = ctx.config
+    comfyui = (
+        origin_of(config.comfyui_url) if ctx.mode == "comfyui" and config.comfyui_url else None
+    )
+    return JSONResponse(
+        {
+            "mode": ctx.mode,
+            "comfyui_url": comfyui,
+            "runcomfy": {
+                "used": ctx.runcomfy is not None,
+                "simulated": ctx.mode == "simulated",
+                "answers": await runcomfy_answers(service),
+                "server_type": config.runcomfy.server_type,
+                "plan": config.runcomfy.plan,
+            },
+            "version": conjure_actors.__version__,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- machines
+
+
+def machine_view(machine: st.Machine, now: float) -> dict[str, Any]:
+    """One machine, as the state knows it (no URL: the state never holds one)."""
+    cost = st.machine_cost_at(machine, now)
+    return {
+        "id": machine.server_id,
+        "kind": machine.kind,
+        "status": machine.status,
+        "server_type": machine.server_type,
+        "workflow_version": machine.workflow_version,
+        "healthy": machine.healthy,
+        "jobs": list(machine.leases),
+        "max_jobs": machine.max_jobs,
+        "jobs_served": machine.jobs_served,
+        "launched_at": iso(machine.launched_at),
+        "ready_at": iso(machine.service_ready_at),
+        "idle_since": iso(machine.idle_since),
+        "stops_by": iso(machine.estimated_stopping_at),
+        "stopped_at": iso(machine.stopped_at),
+        "rate_micros_per_hour": machine.rate_micros_per_hour,
+        "billed_seconds": machine.billed_seconds,
+        "cost_micros": cost,
+        "cost_usd": _usd(cost),
+    }
+
+
+async def machines(request: Request) -> Response:
+    """``GET /api/conjure/machines``: every machine of the log, running ones first."""
+    service = service_of(request)
+    state = service.state
+    now = _now(service)
+    gone = st.MACHINE_GONE
+    ordered = sorted(state.machines.values(), key=lambda m: (m.status in gone, m.server_id))
+    return JSONResponse({"machines": [machine_view(m, now) for m in ordered]})
+
+
+# ------------------------------------------------------------------------------ costs
+
+
+def costs_view(state: st.State, now: float) -> dict[str, Any]:
+    """The ledger, the spend up to ``now``, the budget, and each machine's bill."""
+    spent = sum(st.machine_cost_at(m, now) for m in state.machines.values())
+    limit = state.budget.limit_micros
+    remaining = None if limit is None else limit - spent
+    return {
+        "spent_micros": spent,
+        "spent_usd": _usd(spent),
+        "ledger_micros": state.ledger.total_micros,
+        "ledger_usd": _usd(state.ledger.total_micros),
+        "budget": {
+            "limit_micros": limit,
+            "limit_usd": _usd(limit),
+            "remaining_micros": remaining,
+            "remaining_usd": _usd(remaining),
+            "warned": state.budget.warned,
+            "exceeded": state.budget.exceeded,
+            "launches_refused": state.budget.launches_refused,
+        },
+        "price_table_versions": list(state.ledger.price_table_versions),
+        "machines": [
+            {
+                "id": m.server_id,
+                "status": m.status,
+                "server_type": m.server_type,
+                "rate_micros_per_hour": m.rate_micros_per_hour,
+                "billed_seconds": m.billed_seconds,
+                "cost_micros": st.machine_cost_at(m, now),
+                "cost_usd": _usd(st.machine_cost_at(m, now)),
+            }
+            for m in sorted(state.machines.values(), key=lambda m: m.server_id)
+            if m.kind == "runcomfy"
+        ],
+    }
+
+
+async def costs(request: Request) -> Response:
+    """``GET /api/conjure/costs``."""
+    service = service_of(request)
+    return JSONResponse(costs_view(service.state, _now(service)))
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request("the body is not JSON: send a JSON object") from None
+    if not isinstance(body, dict):
+        raise invalid_request("the body must be a JSON object")
+    return body
+
+
+async def put_budget(request: Request) -> Response:
+    """``PUT /api/conjure/budget`` ``{"usd": 5.0}`` (``null``: unlimited)."""
+    service = service_of(request)
+    body = await _json_object(request)
+    unknown = sorted(k for k in body if k != "usd")
+    if unknown or "usd" not in body:
+        raise invalid_request('send {"usd": <amount in USD, or null for no limit>}')
+    usd = body["usd"]
+    if usd is not None and (
+        isinstance(usd, bool)
+        or not isinstance(usd, int | float)
+        or not math.isfinite(usd)
+        or usd < 0
+        or usd > 1_000_000
+    ):
+        raise invalid_request("'usd' must be a number from 0 to 1000000, or null")
+    await service.conjure.set_budget(None if usd is None else float(usd))
+    return JSONResponse(costs_view(service.state, _now(service)))
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def job_seconds_of(state: st.State, workflow_name: str | None) -> tuple[float, str]:
+    """The mean run time of the finished jobs of ``workflow_name`` (of every workflow when
+    None), and its basis: ``history`` or ``default`` (:data:`DEFAULT_JOB_SECONDS`)."""
+    shas = None
+    if workflow_name is not None:
+        shas = {sha for sha, w in state.workflows.items() if w.name == workflow_name}
+    runs = [
+        job.finished_at - job.execution_started_at
+        for job in state.jobs.values()
+        if job.status == st.SUCCEEDED
+        and job.execution_started_at is not None
+        and job.finished_at is not None
+        and (shas is None or job.workflow_sha256 in shas)
+    ]
+    if not runs:
+        return DEFAULT_JOB_SECONDS, "default"
+    return max(0.0, sum(runs) / len(runs)), "history"
+
+
+def _warm(state: st.State) -> bool:
+    return any(
+        m.status == st.M_READY and m.healthy and len(m.leases) < m.max_jobs
+        for m in state.machines.values()
+    )
+
+
+def estimate(service: Service, workflow: str | None, server_type: str | None) -> dict[str, Any]:
+    """What one more job would add to the bill now (see the module docstring)."""
+    ctx = service.conjure.ctx
+    state = service.state
+    server_type = server_type or ctx.config.runcomfy.server_type
+    try:
+        rate = ctx.table.rate(server_type)
+    except PriceTableError as exc:
+        raise invalid_request(str(exc)) from None
+    seconds, basis = job_seconds_of(state, workflow)
+    warm = _warm(state)
+    billed = ctx.mode != "comfyui"  # a ComfyUI the user runs costs us nothing
+    idle = 0.0 if warm or not billed else ctx.config.pool.idle_timeout
+    micros = estimate_job_cost(ctx.table, server_type, seconds, idle_seconds=idle) if billed else 0
+    remaining = costs_view(state, _now(service))["budget"]["remaining_micros"]
+    return {
+        "mode": ctx.mode,
+        "server_type": server_type,
+        "rate_micros_per_hour": rate if billed else 0,
+        "price_table_version": ctx.table.version,
+        "job_seconds": seconds,
+        "basis": basis,
+        "warm_machine": warm,
+        "idle_seconds": idle,
+        "estimate_micros": micros,
+        "estimate_usd": _usd(micros),
+        "remaining_micros": remaining,
+        "within_budget": remaining is None or micros <= remaining,
+    }
+
+
+async def post_estimate(request: Request) -> Response:
+    """``POST /api/conjure/estimate`` ``{"workflow": name?, "server_type": type?}``."""
+    service = service_of(request)
+    body = await _json_object(request)
+    unknown = sorted(k for k in body if k not in ("workflow", "server_type"))
+    if unknown:
+        raise invalid_request(f"unknown fields {unknown}: send workflow and/or server_type")
+    workflow = body.get("workflow")
+    server_type = body.get("server_type")
+    if workflow is not None and not isinstance(workflow, str):
+        raise invalid_request("'workflow' must be the name of a workflow")
+    if server_type is not None and not isinstance(server_type, str):
+        raise invalid_request("'server_type' must be a string")
+    return JSONResponse(estimate(service, workflow, server_type))
+
+
+# ------------------------------------------------------------------------------- jobs
+
+
+def _bundled_name(raw: str | None) -> str:
+    name = raw or DEFAULT_WORKFLOW
+    if not name.endswith(".json"):
+        name += ".json"
+    if name not in bundled_workflows():
+        known = ", ".join(n.removesuffix(".json") for n in bundled_workflows())
+        raise invalid_request(f"no bundled workflow {raw!r}: use one of {known}")
+    return name
+
+
+async def post_job(request: Request) -> Response:
+    """``POST /api/conjure/jobs``: multipart ``image``, ``prompt``, ``set``*, ``workflow``."""
+    service = service_of(request)
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise invalid_request("send multipart/form-data with an 'image' file and a 'prompt'")
+    async with request.form(max_files=1, max_fields=MAX_SETS + 8) as form:
+        unknown = sorted({k for k in form if k not in ("image", "prompt", "set", "workflow")})
+        if unknown:
+            raise invalid_request(f"unknown fields {unknown}: send image, prompt, set, workflow")
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise invalid_request("'image' is required: the input picture, as a file")
+        image = await upload.read()
+        prompt = form.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise invalid_request("'prompt' is required: what to make of the picture")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise invalid_request(f"'prompt' is longer than {MAX_PROMPT_CHARS} characters")
+        sets = form.getlist("set")
+        workflow_field = form.get("workflow")
+    if not image:
+        raise invalid_request("'image' is empty")
+    if not all(isinstance(s, str) for s in sets):
+        raise invalid_request("'set' fields are text: NODE.INPUT=VALUE")
+    if workflow_field is not None and not isinstance(workflow_field, str):
+        raise invalid_request("'workflow' is the name of a bundled workflow")
+    name = _bundled_name(workflow_field)
+    workflow = workflow_from_text(bundled_workflow(name).decode(), name=name)
+    try:
+        job_id = await service.submit_job(
+            workflow, image=image, prompt=prompt, sets=[str(s) for s in sets]
+        )
+    except WorkflowError as exc:
+        raise ApiError(
+            422, "invalid_workflow", str(exc), details={"problems": list(exc.problems)}
+        ) from None
+    except UsageError as exc:
+        raise invalid_request(str(exc)) from None
+    return JSONResponse(job_view(request, service, job_id), status_code=201)
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def _spec(name: str) -> bytes:
+    return resources.files("conjure_actors.service").joinpath(name).read_bytes()
+
+
+async def extras_spec(request: Request) -> Response:
+    """``GET /api/conjure/openapi.yaml``: the contract of this module's routes."""
+    return Response(_spec("openapi_extras.yaml"), media_type="application/yaml")
+
+
+async def v2_spec(request: Request) -> Response:
+    """``GET /api/v2/openapi.yaml``: the Comfy API v2 contract this service speaks."""
+    return Response(_spec("openapi_v2.yaml"), media_type="application/yaml")
+
+
+ROUTES = [
+    Route("/api/v2/health", health, methods=["GET"]),
+    Route("/api/v2/openapi.yaml", v2_spec, methods=["GET"]),
+    Route("/api/conjure/openapi.yaml", extras_spec, methods=["GET"]),
+    Route("/api/conjure/mode", mode, methods=["GET"]),
+    Route("/api/conjure/machines", machines, methods=["GET"]),
+    Route("/api/conjure/costs", costs, methods=["GET"]),
+    Route("/api/conjure/estimate", post_estimate, methods=["POST"]),
+    Route("/api/conjure/budget", put_budget, methods=["PUT"]),
+    Route("/api/conjure/jobs", post_job, methods=["POST"]),
+]
+
+
+@attrs.frozen
+class Extras:
+    """What ``serve`` adds to the v2 app: these routes, this middleware (outermost first),
+    and the metrics (whose ``watch_journal`` the caller runs in its nursery)."""
+
+    routes: list[BaseRoute]
+    middleware: list[Middleware]
+    metrics: ServiceMetrics
+
+
+def extras_for(service: Service, security: SecuritySettings) -> Extras:
+    """The extras of ``service``: metrics time every request (refused ones included), then
+    CORS and the security checks run before any route."""
+    metrics = ServiceMetrics(
+        lambda: service.state,
+        now=service.conjure.ctx.now,
+        open_streams=lambda: int(service.open_streams),
+        max_queued=service.settings.max_queue,
+        last_seq=lambda: int(service.journal.last_seq),
+    )
+    routes: list[BaseRoute] = [*ROUTES, Route("/metrics", metrics.endpoint, methods=["GET"])]
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics), *security_middleware(security)]
+    return Extras(routes, middleware, metrics)
+
+
+def metrics_lifespan(metrics: ServiceMetrics, service: Service) -> Any:
+    """A Starlette lifespan that observes journal appends while the app is served."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(metrics.watch_journal, service.journal)
+            yield
+            nursery.cancel_scope.cancel()
+
+    return lifespan

@@ -1,0 +1,201 @@
+"""``GET /metrics``: Prometheus text exposition from prometheus-client, on its own registry.
+
+Two kinds of figures:
+
+- **read from the state at scrape time** (a custom collector over the fold of the log, so they
+  are never out of step with ``GET /api/v2/jobs``): jobs by status, queue depth, machines by
+  state, spend and budget, open event streams, the log's last seq;
+- **observed as they happen**: request latency (an ASGI middleware, labelled by the route's
+  endpoint name so the label set stays bounded) and journal append latency (from the append
+  call, stamped in the record, to its publication, measured by a journal subscriber).
+
+The registry is private (``CollectorRegistry()``), never prometheus-client's global one, so two
+services in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conjure_actors.domain import state as st
+from conjure_actors.domain.prices import MICROS_PER_USD
+
+__all__ = ["MetricsMiddleware", "ServiceMetrics", "queue_depth"]
+
+_REQUEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_APPEND_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+_WAITING: Final = frozenset({st.PENDING, st.QUEUED, st.RETRYING})
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+_MACHINE_STATES: Final = (st.M_STARTING, st.M_READY, st.M_STOPPING, st.M_STOPPED, st.M_LOST)
+
+
+def queue_depth(state: st.State) -> int:
+    """Jobs waiting for a machine: pending, queued or retrying (not running)."""
+    return sum(1 for job in state.jobs.values() if job.status in _WAITING)
+
+
+class _StateCollector(Collector):
+    """Gauges computed from the live state on each scrape."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._m.get_state()
+        now = self._m.now()
+        jobs = GaugeMetricFamily("conjure_jobs", "Jobs by status.", labels=["status"])
+        counts = dict.fromkeys(st.JOB_STATUSES, 0)
+        for job in state.jobs.values():
+            counts[job.status] = counts.get(job.status, 0) + 1
+        for status, n in counts.items():
+            jobs.add_metric([status], n)
+        yield jobs
+        yield GaugeMetricFamily(
+            "conjure_queue_depth",
+            "Jobs waiting for a machine (pending, queued, retrying).",
+            value=queue_depth(state),
+        )
+        if self._m.max_queued is not None:
+            yield GaugeMetricFamily(
+                "conjure_queue_limit",
+                "Waiting jobs past which submissions get 429.",
+                value=self._m.max_queued,
+            )
+        machines = GaugeMetricFamily(
+            "conjure_machines", "Machines by state.", labels=["state", "kind"]
+        )
+        by_state: dict[tuple[str, str], int] = {}
+        for s in _MACHINE_STATES:
+            by_state[(s, "runcomfy")] = 0
+        spent = 0
+        for m in state.machines.values():
+            by_state[(m.status, m.kind)] = by_state.get((m.status, m.kind), 0) + 1
+            spent += st.machine_cost_at(m, now)
+        for (status, kind), n in sorted(by_state.items()):
+            machines.add_metric([status, kind], n)
+        yield machines
+        yield GaugeMetricFamily(
+            "conjure_spend_usd",
+            "Spent so far: stopped machines' bills plus ready machines billed up to now.",
+            value=spent / MICROS_PER_USD,
+        )
+        yield GaugeMetricFamily(
+            "conjure_ledger_usd",
+            "The ledger (accrued and final bills as logged).",
+            value=state.ledger.total_micros / MICROS_PER_USD,
+        )
+        limit = state.budget.limit_micros
+        yield GaugeMetricFamily(
+            "conjure_budget_usd",
+            "The budget (NaN: unlimited).",
+            value=math.nan if limit is None else limit / MICROS_PER_USD,
+        )
+        if self._m.open_streams is not None:
+            yield GaugeMetricFamily(
+                "conjure_sse_streams_open", "Open job event streams.", value=self._m.open_streams()
+            )
+        last_seq = self._m.last_seq()
+        if last_seq is not None:
+            yield GaugeMetricFamily(
+                "conjure_journal_last_seq", "Seq of the last durable record.", value=last_seq
+            )
+
+
+class ServiceMetrics:
+    """The service's registry and its instruments; ``endpoint`` serves ``GET /metrics``."""
+
+    def __init__(
+        self,
+        get_state: Callable[[], st.State],
+        *,
+        now: Callable[[], float] = time.time,
+        open_streams: Callable[[], int] | None = None,
+        max_queued: int | None = None,
+        last_seq: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.get_state = get_state
+        self.now = now
+        self.open_streams = open_streams
+        self.max_queued = max_queued
+        self.last_seq = last_seq
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "conjure_http_request_duration_seconds",
+            "HTTP request latency, from the request to the end of the response.",
+            ["method", "route", "status"],
+            buckets=_REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.append_seconds = Histogram(
+            "conjure_journal_append_seconds",
+            "Journal append latency: from the append call to the record's publication.",
+            buckets=_APPEND_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(self))
+
+    def observe_record(self, record: Any) -> None:
+        """Observe one published record's append latency (``now - record.ts``)."""
+        self.append_seconds.observe(max(0.0, self.now() - record.ts))
+
+    async def watch_journal(self, journal: Any) -> None:
+        """Observe every record the journal publishes until cancelled (run it in a nursery)."""
+        async with journal.subscribe(max_buffer=math.inf) as records:
+            async for record in records:
+                self.observe_record(record)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        return Response(self.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """Times every HTTP request into ``ServiceMetrics.request_seconds`` (pure ASGI: an SSE
+    stream is timed to its end without being buffered)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ServiceMetrics,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = self.clock()
+        status = 500
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.request_seconds.labels(method, route, str(status)).observe(
+                self.clock() - start
+            )

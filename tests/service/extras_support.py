@@ -1,0 +1,126 @@
+"""A job service on the embedded simulated cloud, in memory, for the extras' tests.
+
+``open_extras_service`` yields the :class:`~conjure_actors.service.app.Service`, the ASGI app
+``serve`` would run (with the extras, metrics and security wired as ``build_app`` wires them)
+and an httpx client over it (httpx's ASGI transport: no socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+import eventlog
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.commands.serve import build_app
+from conjure_actors.config import Config, Secret
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.service.app import Settings, open_service
+from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud
+from conjure_actors.sim.runcomfy import RunComfyTimings
+
+SIM_VERSION = "wv-conjure-flux-mesh-1"
+
+
+def serve_args(**overrides: Any) -> argparse.Namespace:
+    """The ``serve`` flags ``build_app`` reads, with their defaults."""
+    from conjure_actors.cli import build_parser
+
+    args = build_parser("serve").parse_args(["serve"])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+@attrs.define
+class Running:
+    service: Any
+    app: Any
+    client: httpx.AsyncClient
+    cloud: Any
+    wall: TrioWallClock
+
+
+@asynccontextmanager
+async def open_extras_service(
+    tmp_path: Path,
+    *,
+    log: Any = None,
+    settings: Settings | None = None,
+    config: Config | None = None,
+    **flags: Any,
+) -> AsyncIterator[Running]:
+    """The service on a simulated cloud (wall time follows trio's clock: use autojump)."""
+    wall = TrioWallClock()
+    timings = CloudTimings(runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5))
+    log = log if log is not None else eventlog.MemoryLog(Event)
+    async with open_simulated_cloud(seed=7, wall=wall.now, timings=timings) as cloud:
+        base = config or Config()
+        config = attrs.evolve(
+            base,
+            runcomfy=attrs.evolve(
+                base.runcomfy,
+                user_id=cloud.user_id,
+                api_token=Secret(cloud.token),
+                base_url=cloud.base_url,
+                workflow_version=SIM_VERSION,
+            ),
+            pool=attrs.evolve(base.pool, poll_interval=0.2),
+        )
+        async with (
+            eventlog.open_journal(
+                log, Event, apply=apply, initial=initial_state(), clock=wall.now
+            ) as journal,
+            open_service(
+                config,
+                journal=journal,
+                data_dir=tmp_path / "blobs",
+                settings=settings,
+                http=cloud.http_transport(),
+                ws_connect=cloud.ws_connect,
+                wall=wall,
+                out_dir=tmp_path / "out",
+                mode="simulated",
+                seed=3,
+            ) as service,
+            trio.open_nursery() as nursery,
+        ):
+            app = build_app(service, serve_args(**flags))
+            nursery.start_soon(app.state.metrics.watch_journal, service.journal)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1:8189"
+            ) as client:
+                yield Running(service, app, client, cloud, wall)
+            nursery.cancel_scope.cancel()
+
+
+async def wait_idle(service: Any, within: float = 900) -> None:
+    """Wait (on trio's clock) until every job is terminal."""
+    with trio.fail_after(within):
+        await service.conjure.wait_until_idle()
+
+
+async def wait_for(service: Any, predicate: Any, within: float = 900) -> None:
+    """Wait (on trio's clock) until ``predicate(state)`` holds, re-checked on each event."""
+    import math
+
+    with trio.fail_after(within):
+        async with service.journal.subscribe(max_buffer=math.inf) as records:
+            while not predicate(service.state):
+                await records.receive()
+
+
+def png() -> bytes:
+    """A small valid PNG (the example sketch)."""
+    from conjure_actors.actors.example import example_sketch_png
+
+    return example_sketch_png()

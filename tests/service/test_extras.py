@@ -1,0 +1,249 @@
+"""CONJURE's extras under /api/conjure/ (and the health probe), over the ASGI app in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from extras_support import open_extras_service, png, wait_for, wait_idle
+
+from conjure_actors.domain import state as st
+from conjure_actors.domain.prices import default_price_table, estimate_job_cost
+from conjure_actors.service.extras import DEFAULT_JOB_SECONDS
+
+PROMPT = "a carved wooden fox"
+
+
+async def test_health_answers_ok(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """GET /api/v2/health is 200 ``ok`` with the version."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.get("/api/v2/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+async def test_mode_on_the_simulated_cloud(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The mode says simulated, no ComfyUI URL, and that the (simulated) RunComfy answers."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.get("/api/conjure/mode")
+    body = r.json()
+    assert r.status_code == 200
+    assert body["mode"] == "simulated"
+    assert body["comfyui_url"] is None
+    assert body["runcomfy"]["used"] is True
+    assert body["runcomfy"]["answers"] is True
+
+
+async def test_post_conjure_job_returns_the_v2_job_and_runs_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Multipart image + prompt: 201 with the v2 job object; the job runs to success."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 201, r.text
+        job = r.json()
+        assert job["status"] == "queued"
+        assert job["urls"]["self"] == f"/api/v2/jobs/{job['id']}"
+        assert run.service.state.jobs[job["id"]].prompt == PROMPT
+        await wait_idle(run.service)
+        assert run.service.state.jobs[job["id"]].status == st.SUCCEEDED
+
+
+async def test_post_conjure_job_applies_set_overrides(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``set`` fields in ``--set`` form reach the job's bindings."""
+    async with open_extras_service(tmp_path) as run:
+        graph = run.service  # the bundled CONJURE workflow: find a KSampler's node id
+        from conjure_actors.actors.example import bundled_workflow
+        from conjure_actors.domain.workflow import workflow_from_text
+
+        wf = workflow_from_text(bundled_workflow().decode())
+        sampler = next(n for n, node in wf.graph.items() if node["class_type"] == "KSampler")
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT, "set": [f"{sampler}.steps=3"]},
+        )
+        assert r.status_code == 201, r.text
+        bindings = graph.state.jobs[r.json()["id"]].bindings
+        assert bindings[f"{sampler}.steps"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "code"),
+    [
+        (None, {"prompt": PROMPT}, "invalid_request"),  # no image
+        ({"image": ("s.png", b"", "image/png")}, {"prompt": PROMPT}, "invalid_request"),
+        ({"image": ("s.png", b"PNG", "image/png")}, {}, "invalid_request"),  # no prompt
+        (
+            {"image": ("s.png", b"PNG", "image/png")},
+            {"prompt": PROMPT, "workflow": "nope"},
+            "invalid_request",
+        ),
+        (
+            {"image": ("s.png", b"PNG", "image/png")},
+            {"prompt": PROMPT, "set": "not-a-binding"},
+            "invalid_workflow",
+        ),
+        (
+            {"image": ("s.png", b"PNG", "image/png")},
+            {"prompt": PROMPT, "bogus": "1"},
+            "invalid_request",
+        ),
+    ],
+)
+async def test_bad_conjure_job_is_refused_and_nothing_stored(
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    files: dict | None,
+    data: dict,
+    code: str,
+) -> None:
+    """A submission missing its image or prompt, or naming an unknown workflow, is 400; a bad
+    override is 422 ``invalid_workflow``; no job is logged."""
+    async with open_extras_service(tmp_path) as run:
+        if files is None:
+            r = await run.client.post("/api/conjure/jobs", data=data, files={"x": ("", b"")})
+        else:
+            r = await run.client.post("/api/conjure/jobs", data=data, files=files)
+        assert r.status_code == (422 if code == "invalid_workflow" else 400), r.text
+        assert r.json()["error"]["code"] == code
+        assert run.service.state.jobs == {}
+
+
+async def test_json_body_on_conjure_jobs_is_400(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The front-end call is multipart: JSON is refused with a line saying so."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/conjure/jobs", json={"prompt": PROMPT})
+    assert r.status_code == 400
+    assert "multipart" in r.json()["error"]["message"]
+
+
+async def test_machines_and_costs_after_a_job(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """After a job, the machine it ran on is listed (no URL) and the costs add up."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 201
+        await wait_idle(run.service)
+        machines = (await run.client.get("/api/conjure/machines")).json()["machines"]
+        costs = (await run.client.get("/api/conjure/costs")).json()
+    assert len(machines) == 1
+    assert machines[0]["jobs_served"] == 1
+    assert "url" not in machines[0]
+    assert costs["spent_micros"] == sum(m["cost_micros"] for m in costs["machines"])
+    assert costs["spent_micros"] > 0
+    assert costs["budget"]["limit_micros"] is None
+
+
+async def test_put_budget_sets_and_lifts_the_limit(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """PUT /api/conjure/budget logs BudgetSet; null lifts the limit."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.put("/api/conjure/budget", json={"usd": 2.5})
+        assert r.status_code == 200
+        assert r.json()["budget"]["limit_micros"] == 2_500_000
+        assert run.service.state.budget.limit_micros == 2_500_000
+        r = await run.client.put("/api/conjure/budget", json={"usd": None})
+        assert r.json()["budget"]["limit_micros"] is None
+        assert run.service.state.budget.limit_micros is None
+
+
+@pytest.mark.parametrize("body", [{"usd": -1}, {"usd": "5"}, {"usd": True}, {}, {"usd": 1, "x": 1}])
+async def test_bad_budget_is_400_and_nothing_logged(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, body: dict
+) -> None:
+    """A negative, non-numeric or missing amount is 400 ``invalid_request``; no BudgetSet."""
+    async with open_extras_service(tmp_path) as run:
+        before = run.service.journal.last_seq
+        r = await run.client.put("/api/conjure/budget", json=body)
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "invalid_request"
+        assert run.service.journal.last_seq == before
+
+
+async def test_estimate_before_any_job_uses_the_default_and_an_idle_tail(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With no history and no warm machine: the default run time plus the idle timeout."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/conjure/estimate", json={})
+        config = run.service.conjure.ctx.config
+    body = r.json()
+    assert r.status_code == 200
+    assert body["basis"] == "default"
+    assert body["warm_machine"] is False
+    table = default_price_table(config.runcomfy.plan)
+    expected = estimate_job_cost(
+        table,
+        config.runcomfy.server_type,
+        DEFAULT_JOB_SECONDS,
+        idle_seconds=config.pool.idle_timeout,
+    )
+    assert body["estimate_micros"] == expected
+    assert body["within_budget"] is True
+
+
+async def test_estimate_after_a_job_uses_its_history_and_the_warm_machine(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """After a job of the workflow, its run time is the basis, and a warm machine means no
+    idle tail."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT},
+        )
+        await wait_for(
+            run.service,
+            lambda state: (
+                all(not m.leases for m in state.machines.values())
+                and state.jobs[r.json()["id"]].status == st.SUCCEEDED
+            ),
+        )
+        job = run.service.state.jobs[r.json()["id"]]
+        name = run.service.state.workflows[job.workflow_sha256].name
+        body = (await run.client.post("/api/conjure/estimate", json={"workflow": name})).json()
+    assert body["basis"] == "history"
+    assert body["job_seconds"] == pytest.approx(job.finished_at - job.execution_started_at)
+    assert body["warm_machine"] is True
+    assert body["idle_seconds"] == 0
+
+
+async def test_estimate_of_an_unknown_server_type_is_400(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A server type the price table cannot bill is 400 naming the known ones."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/conjure/estimate", json={"server_type": "h100-x9"})
+    assert r.status_code == 400
+    assert "medium" in r.json()["error"]["message"]
+
+
+async def test_both_openapi_documents_are_served(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The extras' and the v2 contracts are served as YAML from the package."""
+    async with open_extras_service(tmp_path) as run:
+        extras = await run.client.get("/api/conjure/openapi.yaml")
+        v2 = await run.client.get("/api/v2/openapi.yaml")
+    assert extras.status_code == v2.status_code == 200
+    assert "/api/conjure/estimate" in extras.text
+    assert "/api/v2/jobs/{id}/events" in v2.text

@@ -1,0 +1,94 @@
+"""GET /metrics: prometheus-client on a private registry, figures read from the state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+from extras_support import open_extras_service, png, wait_idle
+from prometheus_client.parser import text_string_to_metric_families
+
+from conjure_actors.domain import state as st
+from conjure_actors.service.metrics import ServiceMetrics, queue_depth
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``{(sample name, sorted labels): value}`` of a Prometheus text exposition."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_metrics_count_jobs_machines_spend_and_latencies(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """After one job: jobs by status, machines by state, spend, request and append latency."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": "a fox"},
+        )
+        assert r.status_code == 201
+        await wait_idle(run.service)
+        text = (await run.client.get("/metrics")).text
+        spent = sum(
+            st.machine_cost_at(m, run.wall.now()) for m in run.service.state.machines.values()
+        )
+    got = samples(text)
+    assert got[("conjure_jobs", (("status", "succeeded"),))] == 1
+    assert got[("conjure_jobs", (("status", "queued"),))] == 0
+    assert got[("conjure_queue_depth", ())] == 0
+    ready = got.get(("conjure_machines", (("kind", "runcomfy"), ("state", "ready"))), 0)
+    stopped = got.get(("conjure_machines", (("kind", "runcomfy"), ("state", "stopped"))), 0)
+    assert ready + stopped == 1
+    assert got[("conjure_spend_usd", ())] == spent / 1_000_000
+    key = (
+        "conjure_http_request_duration_seconds_count",
+        (("method", "POST"), ("route", "post_job"), ("status", "201")),
+    )
+    assert got[key] == 1
+    assert got[("conjure_journal_append_seconds_count", ())] > 0
+
+
+async def test_refused_requests_are_timed_too(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A request the security layer refuses is counted with its status."""
+    async with open_extras_service(tmp_path, token="t0ken") as run:
+        await run.client.get("/api/conjure/costs")
+        text = (await run.client.get("/metrics", headers={"Authorization": "Bearer t0ken"})).text
+    got = samples(text)
+    key = (
+        "conjure_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", "unmatched"), ("status", "401")),
+    )
+    assert got[key] == 1
+
+
+def test_two_services_have_separate_registries() -> None:
+    """Each ServiceMetrics has its own registry: a second one does not collide."""
+    state = st.initial_state()
+    a = ServiceMetrics(lambda: state)
+    b = ServiceMetrics(lambda: state)
+    a.request_seconds.labels("GET", "x", "200").observe(0.1)
+    assert b"conjure_http_request_duration_seconds_count" in a.render()
+    assert b'route="x"' not in b.render()
+
+
+def test_queue_depth_counts_waiting_jobs_only() -> None:
+    """Pending, queued and retrying jobs wait; running and finished ones do not."""
+    state = st.initial_state()
+    for i, status in enumerate(st.JOB_STATUSES):
+        state.jobs[f"j{i}"] = st.Job(job_id=f"j{i}", workflow_sha256="w", status=status)
+    assert queue_depth(state) == 3
+
+
+def test_budget_is_nan_when_unlimited() -> None:
+    """No budget: conjure_budget_usd is NaN (Prometheus' "no value")."""
+    state = st.initial_state()
+    got = samples(ServiceMetrics(lambda: state).render().decode())
+    value = got[("conjure_budget_usd", ())]
+    assert value != value
