@@ -52,7 +52,7 @@ from conjure_actors.actors.actors import (
     WorkflowActor,
     _Reconcile,
 )
-from conjure_actors.actors.context import Context, WsConnect
+from conjure_actors.actors.context import Context, Ids, Journal, WsConnect
 from conjure_actors.actors.cost import Ledger
 from conjure_actors.actors.messages import (
     ApproveLaunch,
@@ -80,10 +80,10 @@ SIM_WORKFLOW_VERSION = "wv-conjure-flux-mesh-1"
 SHUTDOWN_DEADLINE = 60.0
 
 
-def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> Any:
+def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> ComfyUIClient:
     """A ComfyUI client for a machine; its URL never appears in messages (``redact``)."""
     raw = url.reveal() if hasattr(url, "reveal") else str(url)
-    kwargs: dict[str, Any] = {"http": ctx.http, "redact": f"server {server_id}"}
+    kwargs: dict[str, Any] = {"http": ctx.http, "redact": f"server {server_id}", "ids": ctx.ids}
     if ctx.ws_connect is not None:
         kwargs["ws_connect"] = ctx.ws_connect
     return ComfyUIClient(raw, **kwargs)
@@ -110,7 +110,7 @@ class Conjure:
         self.jobs = jobs
         self._job_refs: dict[str, ActorRef] = {}
         self._shut_down = False
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = ctx.ids().hex[:12]
 
     @property
     def state(self) -> st.State:
@@ -118,7 +118,7 @@ class Conjure:
         return self.ctx.state
 
     @property
-    def journal(self) -> Any:
+    def journal(self) -> Journal:
         return self.ctx.journal
 
     # ------------------------------------------------------------------ jobs
@@ -152,7 +152,7 @@ class Conjure:
                     sha256=sha, name=wf.name, graph_json=wf.canonical_json(), at=ctx.now()
                 )
             )
-        job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
+        job_id = job_id or f"job-{ctx.ids().hex[:12]}"
         version = workflow_version or self._default_version()
         await ctx.emit(
             decide.submit_job(
@@ -321,7 +321,7 @@ def _accrue() -> Any:
 async def open_conjure(
     config: Config,
     *,
-    journal: Any,
+    journal: Journal,
     http: httpx.AsyncBaseTransport | httpx.AsyncClient | None = None,
     ws_connect: WsConnect | None = None,
     wall: WallClock | None = None,
@@ -330,10 +330,12 @@ async def open_conjure(
     seed: int | None = None,
     mode: str | None = None,
     attach: Mapping[str, Any] | None = None,
+    ids: Ids = uuid.uuid4,
 ) -> AsyncIterator[Conjure]:
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
-    ``attach``: ``{name: url}`` of machines we do not pay for (dev machine)."""
+    ``attach``: ``{name: url}`` of machines we do not pay for (dev machine).
+    ``ids``: makes every new id (``uuid.uuid4``; the test harness passes a seeded one)."""
     wall = wall or SystemWallClock()
     out = Path(out_dir)
     mode = mode or config.mode
@@ -368,6 +370,7 @@ async def open_conjure(
             rng=random.Random(seed),
             inputs_dir=out / ".inputs",
             mode=mode,
+            ids=ids,
         )
         async with open_actor_system(journal=journal, clock=wall, rng=seed) as system:
             holder: dict[str, Conjure] = {}

@@ -11,20 +11,85 @@ same context, so live objects (HTTP clients, waiting lease requests) are not los
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httpx
+import trio
 
+from conjure_actors.actors.messages import Lease, Reply
+from conjure_actors.clients.comfyui import ComfyUIClient
+from conjure_actors.clients.runcomfy import SecretURL, Server
 from conjure_actors.clock import WallClock
 from conjure_actors.config import Config
 from conjure_actors.domain.prices import PriceTable
 from conjure_actors.domain.state import State
+from eventlog import Record
 
 WsConnect = Callable[[str], AbstractAsyncContextManager[Any]]
+
+MakeComfyUIClient = Callable[[str, SecretURL | str], ComfyUIClient]
+"""``(server_id, url) -> client``: a ComfyUI client for one machine (its URL kept secret)."""
+
+Ids = Callable[[], uuid.UUID]
+"""Makes a new id (launch keys, run, job, prompt and WebSocket client ids): ``uuid.uuid4`` in
+production; the test harness passes a seeded one so that a run replays exactly."""
+
+
+class Journal(Protocol):
+    """What the actors use of an ``eventlog.Journal`` opened with the domain's ``apply``:
+    append (persist -> apply -> publish), the folded state, and a live feed of records."""
+
+    @property
+    def state(self) -> State: ...
+
+    async def append(self, event: Any, /) -> object: ...
+
+    async def append_many(self, events: Iterable[Any], /) -> object: ...
+
+    def subscribe(
+        self, max_buffer: float = ...
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Record[Any]]]: ...
+
+
+class RunComfy(Protocol):
+    """What the actors use of the RunComfy API (:class:`~conjure_actors.clients.runcomfy.
+    RunComfyClient`, against the real service or the simulated one)."""
+
+    async def list_servers(self) -> list[Server]: ...
+
+    async def status(self, server_id: str) -> Server: ...
+
+    async def launch(
+        self, workflow_version_id: str, server_type: str, estimated_duration: int
+    ) -> Server: ...
+
+    async def extend(self, server_id: str, seconds: int) -> Server: ...
+
+    async def stop(self, server_id: str, *, missing_ok: bool = False) -> Server | None: ...
+
+
+class Leases(Protocol):
+    """The machine pool as one job sees it (``PoolPort``: messages to the MachineActor)."""
+
+    async def lease(
+        self,
+        job_id: str,
+        version: str | None,
+        priority: int,
+        reply: Reply[Lease],
+        only_server: str | None = None,
+    ) -> None: ...
+
+    async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None: ...
+
+    async def polled(self) -> None: ...
+
+    def cancel_lease(self, job_id: str) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -32,25 +97,31 @@ class Context:
     """Shared, long-lived objects of one run."""
 
     config: Config
-    journal: Any  # eventlog.Journal: append / append_many / state / subscribe
+    journal: Journal
     wall: WallClock
     table: PriceTable
     out_dir: Path
     http: httpx.AsyncClient
     ws_connect: WsConnect | None
-    runcomfy: Any  # RunComfyClient in runcomfy/simulated mode, else None
+    runcomfy: RunComfy | None  # in runcomfy and simulated mode, else None
     rng: random.Random
     inputs_dir: Path
     mode: str = "simulated"
     appended: int = 0
+    ids: Ids = uuid.uuid4
 
     @property
     def state(self) -> State:
-        state: State = self.journal.state
-        return state
+        return self.journal.state
 
     def now(self) -> float:
         return self.wall.now()
+
+    def require_runcomfy(self) -> RunComfy:
+        """The RunComfy client, for code that runs only in runcomfy or simulated mode."""
+        if self.runcomfy is None:
+            raise RuntimeError(f"no RunComfy client in {self.mode} mode")
+        return self.runcomfy
 
     async def emit(self, *events: Any) -> None:
         """Journal events (persist -> apply -> publish); returns once they are durable."""

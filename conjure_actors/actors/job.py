@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import mimetypes
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import trio
 
 from conjure_actors.actors import files
-from conjure_actors.actors.context import Context
+from conjure_actors.actors.context import Context, Leases
 from conjure_actors.actors.messages import Lease, LeaseFailedError, Reply
 from conjure_actors.actors.policy import Backoff
 from conjure_actors.clients import errors as cerr
@@ -81,7 +80,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 class JobRun:
     """The logic of one job. ``pool`` is the MachinePool-facing API (lease/release)."""
 
-    def __init__(self, ctx: Context, job_id: str, pool: Any) -> None:
+    def __init__(self, ctx: Context, job_id: str, pool: Leases) -> None:
         self.ctx = ctx
         self.job_id = job_id
         self.pool = pool
@@ -341,9 +340,9 @@ class JobRun:
         from conjure_actors.domain.workflow import apply_bindings
 
         prompt = apply_bindings(graph, bindings)
-        prompt_id = str(uuid.uuid4())
+        prompt_id = str(self.ctx.ids())
         events = self._lease.events if self._lease is not None else None
-        client_id = events.client_id if events is not None else uuid.uuid4().hex
+        client_id = events.client_id if events is not None else self.ctx.ids().hex
         await self.emit(
             ev.PromptSubmitting(
                 job_id=self.job_id,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -465,7 +464,7 @@ class MachinePool:
         for k in range(n):
             w = demand[order[k % len(order)]]
             version = w.workflow_version or self.default_version or ""
-            key = uuid.uuid4().hex
+            key = self.ctx.ids().hex
             try:
                 if not await self._approve_launch(w.job_id, self.server_type):
                     self._fail_unservable("budget")
@@ -515,7 +514,7 @@ class MachinePool:
         self._nursery.start_soon(fn, *args)
 
     async def _launch(self, key: str, version: str) -> None:
-        rc = self.ctx.runcomfy
+        rc = self.ctx.require_runcomfy()
         try:
             try:
                 server = await rc.launch(version, self.server_type, int(self.cfg.lease_seconds))
@@ -590,7 +589,7 @@ class MachinePool:
                             decide.stop_machine(state, server_id, reason=reason, at=self.ctx.now())
                         )
                     self._mark_lost(server_id)
-                    server = await self.ctx.runcomfy.stop(server_id, missing_ok=True)
+                    server = await self.ctx.require_runcomfy().stop(server_id, missing_ok=True)
                     now = self.ctx.now()
                     m = self.ctx.state.machines[server_id]
                     # 404: it was gone before the DELETE arrived (vanished, or its lease ran
@@ -853,7 +852,7 @@ class MachinePool:
             lease_seconds=self.cfg.lease_seconds,
         )
         try:
-            server = await self.ctx.runcomfy.extend(server_id, seconds)
+            server = await self.ctx.require_runcomfy().extend(server_id, seconds)
         except ServerNotFoundError:
             self.wake()
             return

@@ -494,7 +494,7 @@ class ComfyUIEvents:
         self._keepalive = keepalive
         self._ping_timeout = ping_timeout
         self._feature_flags = feature_flags
-        self.client_id = uuid.uuid4().hex
+        self.client_id = client.ids().hex
         self.connected = False
         self.generation = 0
         self.frames = 0
@@ -562,7 +562,7 @@ class ComfyUIEvents:
         started = False
         delays = self._client.policy.delays(self._client.rng)
         while True:
-            client_id = uuid.uuid4().hex
+            client_id = self._client.ids().hex
             url = f"{self._client.ws_base}/ws?clientId={client_id}"
             try:
                 async with self._client.ws_connect(url) as ws:
@@ -655,6 +655,7 @@ class ComfyUIClient:
         redact: str | None = None,
         rng: random.Random | None = None,
         concurrency: int = 32,
+        ids: Callable[[], uuid.UUID] = uuid.uuid4,
     ) -> None:
         self._base = base_url.rstrip("/")
         # httpcore's pool rescans every waiting request on each release (quadratic with
@@ -664,6 +665,7 @@ class ComfyUIClient:
         self.ws_connect = ws_connect if ws_connect is not None else _default_ws_connect
         self.policy = policy if policy is not None else RetryPolicy()
         self.rng = rng if rng is not None else random.Random()
+        self.ids = ids  # WebSocket client ids (the test harness passes a seeded factory)
         self.name = redact if redact is not None else self._base
         parts = urlsplit(self._base)
         scheme = "wss" if parts.scheme == "https" else "ws"

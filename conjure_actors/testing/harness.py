@@ -20,11 +20,11 @@ log). It can
 Every method is ``async`` and runs inside trio. :class:`conjure_actors.testing.HarnessThread`
 runs a harness in a background thread for synchronous callers (hypothesis state machines).
 
-Ids: the runtime names prompts, launch requests and runs with ``uuid.uuid4()``. So that a
-failing case replays exactly from its seed, :func:`open_harness` (with ``deterministic_ids``)
-makes ``uuid.uuid4`` draw from a generator seeded by the harness seed while the harness is
-open (the module attribute is swapped back on exit; do not open two harnesses at once in one
-process with this on).
+Ids: the runtime names runs, jobs, prompts, launch requests and WebSocket clients with the
+id factory it is given (``open_conjure(..., ids=...)``, ``uuid.uuid4`` by default). So that a
+failing case replays exactly from its seed, the harness (with ``deterministic_ids``) gives
+every incarnation one factory drawing from a generator seeded by the harness seed
+(:func:`seeded_ids`). Nothing global is patched: two harnesses may run at once.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -207,20 +207,15 @@ class _Severable(httpx.AsyncBaseTransport):
         return guarded
 
 
-@contextlib.contextmanager
-def _seeded_uuid4(seed: int) -> Iterator[None]:
-    """``uuid.uuid4`` drawing from ``Random(seed)`` while the block runs."""
+def seeded_ids(seed: int) -> Callable[[], uuid.UUID]:
+    """An id factory: version-4 UUIDs drawn from ``Random`` seeded by ``seed`` (the same seed
+    gives the same ids, in the same order)."""
     rng = random.Random(f"uuid:{seed}")
-    original = uuid.uuid4
 
-    def uuid4() -> uuid.UUID:
+    def new_id() -> uuid.UUID:
         return uuid.UUID(int=rng.getrandbits(128), version=4)
 
-    uuid.uuid4 = uuid4
-    try:
-        yield
-    finally:
-        uuid.uuid4 = original
+    return new_id
 
 
 @attrs.define(eq=False)
@@ -263,6 +258,7 @@ class Harness:
         out_dir: Path,
     ) -> None:
         self.settings = settings
+        self.ids = seeded_ids(settings.seed) if settings.deterministic_ids else uuid.uuid4
         self.cloud = cloud
         self.wall = wall
         self.out_dir = out_dir
@@ -399,6 +395,7 @@ class Harness:
                         out_dir=self.out_dir,
                         seed=self.settings.seed * 7919 + inc.number,
                         mode="simulated",
+                        ids=self.ids,
                     ) as conjure:
                         inc.conjure = conjure
                         await trio.sleep_forever()
@@ -691,31 +688,29 @@ async def open_harness(
         out = Path(tmp)
     else:
         out = Path(out_dir)
-    ids = _seeded_uuid4(settings.seed) if settings.deterministic_ids else contextlib.nullcontext()
     wall = TrioWallClock()
     try:
-        with ids:
-            async with (
-                open_simulated_cloud(
-                    seed=settings.seed,
-                    faults=settings.faults,
-                    timings=settings.timings(),
-                    wall=wall.now,
-                ) as cloud,
-                trio.open_nursery() as nursery,
-            ):
-                harness = Harness(settings, cloud=cloud, wall=wall, nursery=nursery, out_dir=out)
-                if start:
-                    await harness.start()
-                try:
-                    yield harness
-                finally:
-                    # Kill a runtime still running before the cloud goes (see
-                    # _run_incarnation for why the journal must outlive it).
-                    if harness.running:
-                        with trio.CancelScope(shield=True):
-                            await harness.crash()
-                    nursery.cancel_scope.cancel()
+        async with (
+            open_simulated_cloud(
+                seed=settings.seed,
+                faults=settings.faults,
+                timings=settings.timings(),
+                wall=wall.now,
+            ) as cloud,
+            trio.open_nursery() as nursery,
+        ):
+            harness = Harness(settings, cloud=cloud, wall=wall, nursery=nursery, out_dir=out)
+            if start:
+                await harness.start()
+            try:
+                yield harness
+            finally:
+                # Kill a runtime still running before the cloud goes (see
+                # _run_incarnation for why the journal must outlive it).
+                if harness.running:
+                    with trio.CancelScope(shield=True):
+                        await harness.crash()
+                nursery.cancel_scope.cancel()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
