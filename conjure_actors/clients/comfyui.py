@@ -26,6 +26,7 @@ import logging
 import math
 import random
 import uuid
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -391,21 +392,45 @@ def _node_errors(raw: object) -> list[NodeError]:
 
 
 class _RedactFilter(logging.Filter):
-    """Replaces secret URLs in records of third-party loggers (httpx logs every request URL)."""
+    """Replaces secret URLs in records of third-party loggers (httpx logs every request URL).
+
+    It holds the secrets of live clients only: a client registers its own, and they leave
+    with it (the filter keeps weak references to the clients), so a long run that talks to
+    many machines one after another does not accumulate every URL it ever saw.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: dict[str, str] = {}
+        self._owners: weakref.WeakKeyDictionary[object, dict[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def register(self, owner: object, secrets: Mapping[str, str]) -> None:
+        """Scrub ``secrets`` (secret -> shown name) for as long as ``owner`` lives."""
+        self._owners[owner] = dict(secrets)
+
+    def __len__(self) -> int:
+        """How many secrets are held (those of live clients)."""
+        return sum(len(secrets) for secrets in list(self._owners.values()))
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        merged: dict[str, str] = {}
+        for secrets in list(self._owners.values()):
+            merged.update(secrets)
+        # Longest first, so that a full URL is replaced before its host alone (also across
+        # clients: one machine's host may be a prefix of another's).
+        return sorted(merged.items(), key=lambda kv: -len(kv[0]))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        pairs = self._pairs()
+        if not pairs:
             return True
         try:
             message = record.getMessage()
         except (TypeError, ValueError):
             return True
         changed = message
-        for secret, name in self.secrets.items():
+        for secret, name in pairs:
             changed = changed.replace(secret, name)
         if changed != message:
             record.msg, record.args = changed, None
@@ -679,7 +704,7 @@ class ComfyUIClient:
                     self._secrets[secret] = redact
             # Longest first, so that a full URL is replaced before its host alone.
             self._secrets = dict(sorted(self._secrets.items(), key=lambda kv: -len(kv[0])))
-            _REDACT_FILTER.secrets.update(self._secrets)
+            _REDACT_FILTER.register(self, self._secrets)
 
     def __repr__(self) -> str:
         return f"ComfyUIClient(server={self.name!r})"
