@@ -57,7 +57,8 @@ def dispatched_command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported, to add its arguments."""
+    """The parser, with the arguments of ``command`` only (its module alone is imported;
+    ``""``: no command's); ``None``: of every command (imports them all)."""
     parser = argparse.ArgumentParser(
         prog="python -m conjure_actors",
         description="Run ComfyUI workflows on rented GPUs (or a simulated cloud).",
@@ -66,7 +67,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name != command:
+        if command is not None and name != command:
             continue
         module = importlib.import_module(command_module_name(name))
         p.add_argument(
@@ -82,7 +83,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(dispatched_command(words))
+    parser = build_parser(dispatched_command(words) or "")
     args = parser.parse_args(words)
     debug = bool(getattr(args, "debug", False))
     try:

@@ -76,3 +76,11 @@ def test_dispatched_command_is_the_first_word_not_an_option() -> None:
     assert cli.dispatched_command(["--debug", "replay", "--json", "x.log"]) == "replay"
     assert cli.dispatched_command(["--help"]) is None
     assert cli.dispatched_command(["nonsense", "--help"]) is None
+
+
+def test_parser_for_every_command_by_default() -> None:
+    """``build_parser()`` knows every command's arguments; ``build_parser("")`` none of them."""
+    args = cli.build_parser().parse_args(["replay", "--json", "run.log"])
+    assert args.json
+    with pytest.raises(SystemExit):
+        cli.build_parser("").parse_args(["replay", "--json", "run.log"])
