@@ -1,4 +1,4 @@
-"""``salvage``: copy every intact record out of a log that is damaged in the middle.
+"""``salvage``: copy every intact record out of a damaged log into a new one.
 
 The source is never modified. The walk is the same resynchronising search the reader uses
 to tell a torn tail from corruption (see :mod:`eventlog._format`): at a bad frame it looks,

@@ -1,8 +1,10 @@
 """``open_writer``: the synchronous, single-writer side of a log file.
 
 Opening scans the whole file (CRCs only, no decoding). A torn tail, the partial record a crash
-left behind, is truncated back to the last intact record and reported in ``dropped_bytes``;
-damage in the middle raises ``CorruptLogError`` and the file is left untouched. The file is
+left behind, is truncated back to the last intact record, reported in ``dropped_bytes`` and
+in ``notice`` (one line for the user); a damaged record, the last one included, raises
+``CorruptLogError`` and the file is left untouched (``eventlog._format`` has the rules that
+tell the two apart). Events over 64 MiB are refused with ``RecordTooLargeError``. The file is
 held under an exclusive, non-blocking ``flock`` for the writer's lifetime, so a second writer
 (in this process or another) fails at once with ``LogLockedError``.
 

@@ -49,12 +49,26 @@ def big_event(payload_size: int) -> Noted:
 # -- the damage property ----------------------------------------------------------------------
 
 
+def follow_for_a_while(path: Path) -> list[Any]:
+    """The events ``follow`` yields within 1.5 (virtual) seconds; its error propagates."""
+    got: list[Any] = []
+
+    async def main() -> None:
+        with trio.move_on_after(1.5):
+            async for record in eventlog.follow(path, Ev, poll_interval=0.25):
+                got.append(record.event)  # noqa: PERF401 - kept when the scope is cancelled
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return got
+
+
 @given(evs=event_lists.filter(bool), data=st.data())
 def test_any_flip_or_cut_gives_an_exact_prefix_or_corruption_at_or_before_it(
     tmp_path_factory: pytest.TempPathFactory, evs: list[Ev], data: st.DataObject
 ) -> None:
     """Flip any bit or cut at any byte of a valid log: a cut reads as an exact prefix of the
-    records, a flip raises CorruptLogError at or before it; never an upgrade error."""
+    records, a flip raises CorruptLogError at or before it; never an upgrade error. The same
+    for read, scan and follow."""
     path = tmp_path_factory.mktemp("damage") / "log"
     starts = write_log(path, evs)
     good = path.read_bytes()
@@ -65,11 +79,17 @@ def test_any_flip_or_cut_gives_an_exact_prefix_or_corruption_at_or_before_it(
         complete = sum(1 for end in ends if end <= cut)
         assert [r.event for r in eventlog.read(path, Ev)] == evs[:complete]
         assert eventlog.scan(path).last_seq == complete
+        assert follow_for_a_while(path) == evs[:complete]
         return
     bit = data.draw(st.integers(0, len(good) * 8 - 1), label="bit")
     damaged = flip(path, bit)
     record = max((i for i, s in enumerate(starts) if s <= bit // 8), default=-1)
-    for reader in (lambda: list(eventlog.read(path, Ev)), lambda: eventlog.scan(path)):
+    readers = (
+        lambda: list(eventlog.read(path, Ev)),
+        lambda: eventlog.scan(path),
+        lambda: follow_for_a_while(path),
+    )
+    for reader in readers:
         with pytest.raises(eventlog.CorruptLogError) as info:
             reader()
         assert info.value.offset <= bit // 8
