@@ -10,6 +10,9 @@ ratio and the target from issue 2:
   union) + the same dict fold, on the same file (target >= 60%);
 - ``Journal`` with ``sync="batch"`` and 256 concurrent trio appenders vs ``sync="always"``
   (target >= 50x);
+- read and follow of records larger than the 4 MiB read chunk (6 MiB each) vs a bare loop
+  of read + CRC + decode on the same file (target >= 60%; follow used to spin forever on
+  such a record);
 - append and replay vs the Python ``eventsourcing`` library (in memory, and SQLite with a
   commit per event) on the same events (target >= 15x). That library is not a dependency:
   if it is missing, the rows say how to install it and are skipped.
@@ -47,6 +50,8 @@ N_ALWAYS_EACH = 2
 N_ES_APPEND = max(100, int(5_000 * SCALE))
 N_ES_SQLITE_APPEND = max(50, int(500 * SCALE))
 N_ES_REBUILD = max(100, int(20_000 * SCALE))
+N_BIG = max(2, int(16 * SCALE))
+BIG_PAYLOAD = 6 * 1024 * 1024
 REPEATS = 3
 
 # A 20-type tagged union, like a real domain's events: same fields, distinct tags.
@@ -166,6 +171,79 @@ def check_replay(state: dict[str, int]) -> None:
     expected = full * sum(range(100_000)) + sum(range(rest))
     if sum(state.values()) != expected:
         raise RuntimeError("replay folded the wrong events")
+
+
+# -- records larger than a read chunk -------------------------------------------------------
+
+
+class Blob(msgspec.Struct, tag="bench.blob", frozen=True):
+    """A large event: what a record over the 4 MiB read chunk looks like."""
+
+    n: int
+    data: bytes
+
+
+def big_log(tmp: Path) -> Path:
+    """N_BIG records of ~6 MiB each."""
+    path = tmp / "big.log"
+    with eventlog.open_writer(path, Blob, sync="none") as w:
+        for i in range(N_BIG):
+            w.append(Blob(i, bytes([i % 251]) * BIG_PAYLOAD))
+    return path
+
+
+def bare_big_read(path: Path) -> tuple[int, int, float]:
+    """The ceiling: read the file, check each CRC, decode each record."""
+    decode = msgspec.msgpack.Decoder(Blob).decode
+    t0 = time.perf_counter()
+    data = path.read_bytes()
+    mv = memoryview(data)
+    p, n, total = 16, len(data), 0
+    while p < n:
+        crc, length, _seq, _ts = FRAME.unpack_from(data, p)
+        end = p + 24 + length
+        if crc32c.crc32c(mv[p + 4 : end]) != crc:
+            raise RuntimeError("bad crc")
+        total += decode(mv[p + 24 : end]).n
+        p = end
+    elapsed = time.perf_counter() - t0
+    check_big(total)
+    return N_BIG, n, elapsed
+
+
+def eventlog_big_read(path: Path) -> tuple[int, int, float]:
+    """eventlog.read over the large records."""
+    t0 = time.perf_counter()
+    total = sum(record.event.n for record in eventlog.read(path, Blob))
+    elapsed = time.perf_counter() - t0
+    check_big(total)
+    return N_BIG, path.stat().st_size, elapsed
+
+
+def eventlog_big_follow(path: Path) -> tuple[int, int, float]:
+    """eventlog.follow over the large records, until it has yielded all of them."""
+    total = 0
+    elapsed = 0.0
+
+    async def main() -> None:
+        nonlocal total, elapsed
+        t0 = time.perf_counter()
+        with trio.fail_after(120):
+            async for record in eventlog.follow(path, Blob, poll_interval=0.01):
+                total += record.event.n
+                if record.seq == N_BIG:
+                    break
+        elapsed = time.perf_counter() - t0
+
+    trio.run(main)
+    check_big(total)
+    return N_BIG, path.stat().st_size, elapsed
+
+
+def check_big(total: int) -> None:
+    """Every large record was read."""
+    if total != sum(range(N_BIG)):
+        raise RuntimeError("the large records were not all read")
 
 
 # -- journal ---------------------------------------------------------------------------------
@@ -334,6 +412,26 @@ def main() -> int:
             0.6,
             True,
         )
+
+        big = big_log(tmp)
+        bare_big = median_rate(lambda: bare_big_read(big))
+        row(
+            "read, 6 MiB records",
+            median_rate(lambda: eventlog_big_read(big)),
+            "bare read+CRC+decode, 6 MiB records",
+            bare_big,
+            0.6,
+            True,
+        )
+        row(
+            "follow, 6 MiB records",
+            median_rate(lambda: eventlog_big_follow(big)),
+            "bare read+CRC+decode, 6 MiB records",
+            bare_big,
+            0.6,
+            True,
+        )
+        big.unlink()
 
         batch = median_rate(lambda: journal_run(tmp, "batch", N_JOURNAL_EACH))
         always = median_rate(lambda: journal_run(tmp, "always", N_ALWAYS_EACH))
