@@ -28,7 +28,7 @@ import random
 import uuid
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -42,10 +42,12 @@ import trio_websocket
 import wsproto.utilities
 
 from conjure_actors.clients import comfyui_wire as wire
+from conjure_actors.clients.bodies import abandon, excerpt, send_capped
 from conjure_actors.clients.download import DEFAULT_MAX_DOWNLOAD_BYTES, FileSink
 from conjure_actors.clients.errors import (
     ClientError,
     ComfyUIError,
+    ComfyUIResponseError,
     DownloadError,
     DownloadStalledError,
     DownloadTooLargeError,
@@ -61,6 +63,7 @@ __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "DEFAULT_STALL_TIMEOUT",
     "GLB_MAGIC",
+    "MAX_ANSWER_BYTES",
     "PNG_SIGNATURE",
     "WS_MAX_MESSAGE_SIZE",
     "ComfyUIClient",
@@ -92,6 +95,9 @@ log = logging.getLogger("conjure_actors.clients.comfyui")
 
 WS_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_STALL_TIMEOUT: Final = 60.0
+# The largest JSON answer read (``/object_info`` of a server with many custom nodes is a
+# few MB, ``/queue`` carries every queued graph): more is refused, not read into memory.
+MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND: Final = b"IEND\xaeB`\x82"
 GLB_MAGIC: Final = b"glTF"
@@ -179,26 +185,6 @@ class QueueSnapshot:
         if any(i.prompt_id == prompt_id for i in self.pending):
             return "pending"
         return "unknown"
-
-
-async def _abandon(chunks: AsyncIterator[bytes]) -> None:
-    """Stop reading an httpx body early without leaving its generators suspended.
-
-    ``aiter_bytes`` is a chain of nested async generators (httpx, then httpcore); closing
-    the outer one leaves the inner ones suspended until garbage collection, which trio
-    reports as a ResourceWarning. Resumed under a cancelled scope, the chain raises
-    ``Cancelled`` at its next read, and that exception unwinds (so finishes) every one of
-    them; httpcore then drops the connection. A stream that keeps yielding without a
-    checkpoint is left to ``Response.aclose`` after a bounded number of chunks.
-    """
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        with contextlib.suppress(StopAsyncIteration, httpx.RequestError):
-            for _ in range(_ABANDON_CHUNKS):
-                await anext(chunks)
-
-
-_ABANDON_CHUNKS: Final = 1024
 
 
 class _RetryDownload(Exception):
@@ -345,24 +331,47 @@ def signature_problem(filename: str, head: bytes, tail: bytes, size: int) -> str
     return None
 
 
-def outputs_from_ui(node_id: str, ui: Mapping[str, Any] | None) -> tuple[OutputFile, ...]:
-    """Every ``{filename, subfolder, type}`` entry in one node's UI output."""
+def outputs_from_ui(node_id: str, ui: object, *, strict: bool = False) -> tuple[OutputFile, ...]:
+    """Every ``{filename, subfolder, type}`` entry in one node's UI output.
+
+    Entries that are not files (texts, flags of custom nodes) are not outputs. A file entry
+    of the wrong shape (a filename that is not a string...) raises
+    :class:`ComfyUIResponseError` if ``strict`` (``/history``, the source of truth), and is
+    skipped otherwise (a WebSocket ``executed`` frame, which only adds detail).
+    """
     files: list[OutputFile] = []
-    for key, entries in (ui or {}).items():
+    if not isinstance(ui, dict):
+        return ()
+    for key, entries in ui.items():
         if not isinstance(entries, list):
             continue
-        files.extend(
-            OutputFile(
-                node_id=node_id,
-                key=str(key),
-                filename=str(entry["filename"]),
-                subfolder=str(entry.get("subfolder", "")),
-                type=str(entry.get("type", "output")),
+        for entry in entries:
+            if not isinstance(entry, dict) or "filename" not in entry:
+                continue
+            try:
+                out = msgspec.convert(entry, wire.OutputEntry)
+            except msgspec.ValidationError as exc:
+                if strict:
+                    raise ComfyUIResponseError(
+                        f"node {node_id} reported an output of the wrong shape ({exc}): "
+                        f"{excerpt(msgspec.json.encode(entry))}"
+                    ) from None
+                continue
+            files.append(
+                OutputFile(
+                    node_id=node_id,
+                    key=str(key),
+                    filename=out.filename,
+                    subfolder=out.subfolder,
+                    type=out.type,
+                )
             )
-            for entry in entries
-            if isinstance(entry, dict) and "filename" in entry
-        )
     return tuple(files)
+
+
+def _text(value: object) -> str | None:
+    """``value`` if it is a string, else ``None`` (a field of another type is no text)."""
+    return value if isinstance(value, str) else None
 
 
 def _node_errors(raw: object) -> list[NodeError]:
@@ -373,7 +382,8 @@ def _node_errors(raw: object) -> list[NodeError]:
         if not isinstance(entry, dict):
             continue
         class_type = str(entry.get("class_type", ""))
-        for err in entry.get("errors", []) or []:
+        errors = entry.get("errors")
+        for err in errors if isinstance(errors, list) else []:
             if not isinstance(err, dict):
                 continue
             extra = err.get("extra_info") or {}
@@ -437,6 +447,7 @@ class _RedactFilter(logging.Filter):
         return True
 
 
+_ANY_JSON: Final = msgspec.json.Decoder()
 _REDACT_FILTER: Final = _RedactFilter()
 for _name in ("httpx", "httpcore", "trio-websocket", "hypercorn.access"):
     logging.getLogger(_name).addFilter(_REDACT_FILTER)
@@ -728,12 +739,20 @@ class ComfyUIClient:
         *,
         idempotent: bool = True,
         retry_statuses: frozenset[int] | None = None,
+        max_body: int = MAX_ANSWER_BYTES,
         **kwargs: Any,
     ) -> httpx.Response:
         url = self._base + path
 
+        def too_large() -> ComfyUIResponseError:
+            return ComfyUIResponseError(
+                f"{method} {path} on {self.name} answered more than {max_body} bytes; not read"
+            )
+
         async def attempt() -> httpx.Response:
-            return await self._http.request(method, url, **kwargs)
+            return await send_capped(
+                self._http, method, url, limit=max_body, too_large=too_large, **kwargs
+            )
 
         extra = {} if retry_statuses is None else {"retry_statuses": retry_statuses}
         response = await send_with_retry(
@@ -755,14 +774,23 @@ class ComfyUIClient:
             status=response.status_code,
         )
 
+    def _decode(self, what: str, response: httpx.Response, decoder: Any) -> Any:
+        """The answer decoded by ``decoder`` (typed), or :class:`ComfyUIResponseError` with
+        a short excerpt of what came instead (scrubbed of the server's URL)."""
+        try:
+            return decoder.decode(response.content)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            raise ComfyUIResponseError(
+                f"{what} on {self.name} answered something unexpected ({exc}): "
+                f"{excerpt(response.content, scrub=self.scrub)}",
+                status=response.status_code,
+            ) from None
+
     async def _get_json(self, path: str, **kwargs: Any) -> Any:
         response = await self._request("GET", path, **kwargs)
         if response.status_code != 200:
             raise self._fail(f"GET {path}", response)
-        try:
-            return msgspec.json.decode(response.content)
-        except msgspec.DecodeError:
-            raise ComfyUIError(f"GET {path} on {self.name} did not answer JSON") from None
+        return self._decode(f"GET {path}", response, _ANY_JSON)
 
     # ------------------------------------------------------------------ routes
 
@@ -787,11 +815,13 @@ class ComfyUIClient:
         )
         if response.status_code != 200:
             raise self._fail("POST /upload/image", response)
-        body = msgspec.json.decode(response.content)
+        answer: wire.UploadAnswer = self._decode(
+            "POST /upload/image", response, wire.UPLOAD_DECODER
+        )
         return UploadedImage(
-            name=str(body["name"]),
-            subfolder=str(body.get("subfolder", "")),
-            type=str(body.get("type", type)),
+            name=answer.name,
+            subfolder=answer.subfolder,
+            type=answer.type if answer.type is not None else type,
             sha256=hashlib.sha256(data).hexdigest(),
         )
 
@@ -836,8 +866,12 @@ class ComfyUIClient:
             raise self._rejected(prompt_id, response)
         if response.status_code != 200:
             raise self._fail("POST /prompt", response)
-        answer = msgspec.json.decode(response.content)
-        warnings = tuple(_node_errors(answer.get("node_errors")))
+        try:
+            answer: wire.PromptAnswer = self._decode("POST /prompt", response, wire.PROMPT_DECODER)
+        except ComfyUIResponseError as exc:
+            exc.add_note(f"prompt id {prompt_id} may be queued: use find_prompt() first")
+            raise
+        warnings = tuple(_node_errors(answer.node_errors))
         if warnings:
             log.warning(
                 "%s: prompt %s queued, but %d node error(s) drop some outputs: %s",
@@ -847,14 +881,14 @@ class ComfyUIClient:
                 "; ".join(f"node {w.node_id} ({w.class_type}): {w.message}" for w in warnings),
             )
         return Submitted(
-            prompt_id=str(answer.get("prompt_id", prompt_id)),
-            number=float(answer.get("number", 0)),
+            prompt_id=answer.prompt_id if answer.prompt_id is not None else prompt_id,
+            number=answer.number if answer.number is not None else 0.0,
             warnings=warnings,
         )
 
     def _rejected(self, prompt_id: str, response: httpx.Response) -> PromptRejectedError:
         try:
-            body = msgspec.json.decode(response.content)
+            body = _ANY_JSON.decode(response.content)
         except msgspec.DecodeError:
             body = {}
         error = body.get("error") if isinstance(body, dict) else None
@@ -875,14 +909,28 @@ class ComfyUIClient:
             node_errors=errors,
         )
 
-    async def history(self, prompt_id: str) -> dict[str, Any] | None:
-        """``/history/{id}``: the entry, or ``None`` for ``{}`` (not done, or unknown)."""
-        body = await self._get_json(f"/history/{prompt_id}")
-        if isinstance(body, dict):
-            entry = body.get(prompt_id)
-            if isinstance(entry, dict):
-                return entry
-        return None
+    async def history(self, prompt_id: str) -> wire.HistoryEntry | None:
+        """``/history/{id}``: the entry, or ``None`` for ``{}`` (not done, or unknown).
+
+        Only our prompt's entry is decoded (typed); anything else of another shape raises
+        :class:`ComfyUIResponseError`."""
+        what = f"GET /history/{prompt_id}"
+        response = await self._request("GET", f"/history/{prompt_id}")
+        if response.status_code != 200:
+            raise self._fail(what, response)
+        entries: dict[str, msgspec.Raw] = self._decode(what, response, wire.HISTORY_DECODER)
+        raw = entries.get(prompt_id)
+        if raw is None:
+            return None
+        try:
+            entry: wire.HistoryEntry = wire.HISTORY_ENTRY_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ComfyUIResponseError(
+                f"{what} on {self.name}: an entry of the wrong shape ({exc}): "
+                f"{excerpt(bytes(raw), scrub=self.scrub)}",
+                status=response.status_code,
+            ) from None
+        return entry
 
     async def queue(self, *, max_age: float = 0.0) -> QueueSnapshot:
         """``/queue`` reduced to numbers and ids, pending sorted into run order.
@@ -914,20 +962,23 @@ class ComfyUIClient:
         return snapshot
 
     async def _fetch_queue(self) -> QueueSnapshot:
-        body = await self._get_json("/queue")
+        response = await self._request("GET", "/queue")
+        if response.status_code != 200:
+            raise self._fail("GET /queue", response)
+        body: wire.QueueAnswer = self._decode("GET /queue", response, wire.QUEUE_DECODER)
 
-        def items(raw: Iterable[Any]) -> list[QueueItem]:
-            out = []
-            for entry in raw:
-                extra = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
-                cid = extra.get("client_id")
-                out.append(QueueItem(float(entry[0]), str(entry[1]), str(cid) if cid else None))
-            return out
+        def items(entries: Iterable[wire.QueueEntry]) -> list[QueueItem]:
+            return [
+                QueueItem(
+                    e.number,
+                    e.prompt_id,
+                    e.extra_data.client_id if e.extra_data and e.extra_data.client_id else None,
+                )
+                for e in entries
+            ]
 
-        pending = sorted(items(body.get("queue_pending", [])), key=lambda i: i.number)
-        return QueueSnapshot(
-            running=tuple(items(body.get("queue_running", []))), pending=tuple(pending)
-        )
+        pending = sorted(items(body.queue_pending), key=lambda i: i.number)
+        return QueueSnapshot(running=tuple(items(body.queue_running)), pending=tuple(pending))
 
     async def find_prompt(self, prompt_id: str, *, max_age: float = 0.0) -> PromptStatus:
         """Where a prompt is: queue first, then history (a finish in between shows as done).
@@ -970,7 +1021,9 @@ class ComfyUIClient:
         params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
         problem = "no attempt made"
         for attempt in range(self.policy.attempts):
-            response = await self._request("GET", "/view", params=params)
+            response = await self._request(
+                "GET", "/view", params=params, max_body=DEFAULT_MAX_DOWNLOAD_BYTES
+            )
             if response.status_code == 404:
                 raise DownloadError(
                     f"{output.path} is missing on {self.name} (404); the server may have "
@@ -1132,7 +1185,7 @@ class ComfyUIClient:
                 try:
                     sink.write(chunk)
                 except BaseException:
-                    await _abandon(chunks)
+                    await abandon(chunks)
                     raise
             # Content-Length counts the bytes on the wire: the compressed ones if encoded.
             encoded = response.headers.get("content-encoding", "identity") != "identity"
@@ -1280,44 +1333,53 @@ class ComfyUIClient:
                 return
 
     def _from_history(
-        self, prompt_id: str, entry: Mapping[str, Any], seen_start: bool, seen_cached: bool
+        self, prompt_id: str, entry: wire.HistoryEntry, seen_start: bool, seen_cached: bool
     ) -> list[FollowUpdate]:
-        """Updates the socket may have missed, then the terminal update, from a history entry."""
+        """Updates the socket may have missed, then the terminal update, from a history entry.
+
+        ``status.messages`` holds ``[kind, data]`` pairs; a pair of another shape is not a
+        message and is skipped. The outputs are read strictly (they are what we download).
+        """
         updates: list[FollowUpdate] = []
-        status = entry.get("status") or {}
-        messages = status.get("messages") or []
+        status = entry.status or wire.HistoryStatus()
         error: dict[str, Any] | None = None
         interrupted: dict[str, Any] | None = None
-        for pair in messages:
+        for pair in status.messages:
             if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], dict):
                 continue
             kind, data = pair
             if kind == "execution_start" and not seen_start:
                 updates.append(PromptStarted(prompt_id))
             elif kind == "execution_cached" and not seen_cached:
-                updates.append(NodesCached(prompt_id, tuple(str(n) for n in data.get("nodes", []))))
+                nodes = data.get("nodes")
+                cached = tuple(str(n) for n in nodes) if isinstance(nodes, list) else ()
+                updates.append(NodesCached(prompt_id, cached))
             elif kind == "execution_error":
                 error = data
             elif kind == "execution_interrupted":
                 interrupted = data
         outputs: list[OutputFile] = []
-        for node_id, ui in (entry.get("outputs") or {}).items():
-            outputs.extend(outputs_from_ui(str(node_id), ui))
+        for node_id, ui in entry.outputs.items():
+            outputs.extend(outputs_from_ui(node_id, ui, strict=True))
         if interrupted is not None:
             updates.append(
                 PromptInterrupted(
-                    prompt_id, interrupted.get("node_id"), interrupted.get("node_type")
+                    prompt_id,
+                    _text(interrupted.get("node_id")),
+                    _text(interrupted.get("node_type")),
                 )
             )
-        elif error is not None or status.get("status_str") == "error":
+        elif error is not None or status.status_str == "error":
             error = error or {}
             updates.append(
                 PromptFailed(
                     prompt_id,
-                    error.get("node_id"),
-                    error.get("node_type"),
-                    str(error.get("exception_type", "unknown")),
-                    str(error.get("exception_message", "the server reported an error")).strip(),
+                    _text(error.get("node_id")),
+                    _text(error.get("node_type")),
+                    _text(error.get("exception_type")) or "unknown",
+                    (
+                        _text(error.get("exception_message")) or "the server reported an error"
+                    ).strip(),
                 )
             )
         else:

@@ -1,4 +1,6 @@
-"""ComfyUI WebSocket messages as typed msgspec Structs, decoded through ONE tagged-union decoder.
+"""ComfyUI's wire formats as typed msgspec Structs: WebSocket frames and HTTP answers.
+
+WebSocket frames are decoded through ONE tagged-union decoder.
 
 A text frame is ``{"type": <tag>, "data": {...}}``: the ``type`` field is the msgspec tag, so
 :func:`parse_ws_message` decodes any known frame straight into its Struct in a single pass
@@ -9,6 +11,12 @@ a client logs and ignores them.
 Binary frames start with a big-endian u32 event number (``protocol.py`` of ComfyUI):
 1 = preview image (``[u32 format 1=JPEG 2=PNG][bytes]``), 4 = preview with JSON metadata
 (``[u32 len][json][bytes]``), 3 = text (``[u32 len][node id][utf-8 text]``).
+
+HTTP answers (``/upload/image``, ``/prompt``, ``/history/{id}``, ``/queue``) have their own
+Structs below; the client decodes each answer into one with a typed decoder, and a body of
+another shape is a :class:`~conjure_actors.clients.errors.ComfyUIResponseError`, never a
+``KeyError``. Parts that custom nodes fill freely (a node's UI output, history messages) stay
+``Any`` and are checked where they are read.
 """
 
 from __future__ import annotations
@@ -32,15 +40,22 @@ __all__ = [
     "ExecutionStartMsg",
     "ExecutionSuccessMsg",
     "FeatureFlagsMsg",
+    "HistoryEntry",
+    "HistoryStatus",
     "InterruptedData",
     "NodeState",
+    "OutputEntry",
     "ProgressData",
     "ProgressMsg",
     "ProgressStateData",
     "ProgressStateMsg",
+    "PromptAnswer",
     "PromptStamp",
+    "QueueAnswer",
+    "QueueEntry",
     "StatusMsg",
     "UnknownMessage",
+    "UploadAnswer",
     "WsMessage",
     "parse_binary_frame",
     "parse_ws_message",
@@ -231,6 +246,10 @@ class BinaryFrame:
     text: str | None = None
 
 
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def parse_binary_frame(frame: bytes) -> BinaryFrame:
     """Decode a binary frame; unknown event numbers keep their payload as ``data``."""
     if len(frame) < 4:
@@ -250,9 +269,9 @@ def parse_binary_frame(frame: bytes) -> BinaryFrame:
         return BinaryFrame(
             event=4,
             data=bytes(frame[8 + size :]),
-            image_type=meta.get("image_type"),
-            prompt_id=meta.get("prompt_id"),
-            node_id=meta.get("node_id"),
+            image_type=_str_or_none(meta.get("image_type")),
+            prompt_id=_str_or_none(meta.get("prompt_id")),
+            node_id=_str_or_none(meta.get("node_id")),
         )
     if event == 3 and len(frame) >= 8:
         size = int.from_bytes(frame[4:8], "big")
@@ -260,3 +279,69 @@ def parse_binary_frame(frame: bytes) -> BinaryFrame:
         text = frame[8 + size :].decode("utf-8", "replace")
         return BinaryFrame(event=3, data=b"", node_id=node, text=text)
     return BinaryFrame(event=event, data=bytes(frame[4:]))
+
+
+# ---------------------------------------------------------------------------- HTTP answers
+
+
+class UploadAnswer(msgspec.Struct, frozen=True):
+    """``POST /upload/image``: the name the server stored the file under."""
+
+    name: str
+    subfolder: str = ""
+    type: str | None = None
+
+
+class PromptAnswer(msgspec.Struct, frozen=True):
+    """``POST /prompt`` (200). ``node_errors`` is read leniently (warnings only)."""
+
+    prompt_id: str | None = None
+    number: float | None = None
+    node_errors: Any = None
+
+
+class HistoryStatus(msgspec.Struct, frozen=True):
+    status_str: str | None = None
+    completed: bool | None = None
+    messages: list[Any] = []
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    """One prompt's ``/history/{id}`` entry (the graph and ``meta`` are not decoded)."""
+
+    outputs: dict[str, Any] = {}
+    status: HistoryStatus | None = None
+
+
+class OutputEntry(msgspec.Struct, frozen=True):
+    """One file in a node's UI output (``{filename, subfolder, type}``)."""
+
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+
+
+class QueueExtra(msgspec.Struct, frozen=True):
+    client_id: str | None = None
+
+
+class QueueEntry(msgspec.Struct, frozen=True, array_like=True):
+    """``[number, prompt_id, prompt, extra_data, outputs_to_execute]``; the graph is not
+    decoded (it can be big, P7), and a sixth element (newer servers) is ignored."""
+
+    number: float
+    prompt_id: str
+    prompt: msgspec.Raw = msgspec.Raw(b"null")
+    extra_data: QueueExtra | None = None
+
+
+class QueueAnswer(msgspec.Struct, frozen=True):
+    queue_running: list[QueueEntry] = []
+    queue_pending: list[QueueEntry] = []
+
+
+HISTORY_DECODER: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+HISTORY_ENTRY_DECODER: Final = msgspec.json.Decoder(HistoryEntry)
+UPLOAD_DECODER: Final = msgspec.json.Decoder(UploadAnswer)
+PROMPT_DECODER: Final = msgspec.json.Decoder(PromptAnswer)
+QUEUE_DECODER: Final = msgspec.json.Decoder(QueueAnswer)
