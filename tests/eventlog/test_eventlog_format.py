@@ -275,16 +275,18 @@ def test_reading_in_small_chunks_gives_the_same_records(
 
 @pytest.mark.parametrize("window", [1, 7, 64])
 def test_damage_search_works_across_small_windows(tmp_path: Path, window: int) -> None:
-    """The windowed search for intact records after a bad one finds them across windows."""
+    """The windowed search for intact records after an unterminated one (its length field
+    damaged to run past the end of the file) finds them across windows."""
     path = tmp_path / "log"
     ends = write_log(path, SAMPLE)
     good = path.read_bytes()
     raw = bytearray(good)
-    raw[HEADER_SIZE + 1] ^= 0x08  # record 1's checksum
+    raw[HEADER_SIZE + 6] ^= 0x01  # record 1's length + 65536: past the end of the file
     path.write_bytes(raw)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(eventlog._format, "CHUNK", window)
-        with pytest.raises(eventlog.CorruptLogError, match="checksum mismatch"):
+        with pytest.raises(eventlog.CorruptLogError, match="intact records after") as info:
             eventlog.scan(path)
+        assert (info.value.offset, info.value.seq) == (HEADER_SIZE, 1)
         path.write_bytes(good[: ends[-2] + 30])  # only a torn tail this time
         assert eventlog.scan(path).last_seq == len(SAMPLE) - 1
