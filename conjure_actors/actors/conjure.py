@@ -74,7 +74,7 @@ from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
 from conjure_actors.errors import UsageError
-from conjure_actors.runtime import ActorRef, Restart, SupervisorRef, open_actor_system
+from conjure_actors.runtime import ActorRef, ActorSystem, Restart, SupervisorRef, open_actor_system
 
 SIM_WORKFLOW_VERSION = "wv-conjure-flux-mesh-1"
 SHUTDOWN_DEADLINE = 60.0
@@ -95,7 +95,7 @@ class Conjure:
     def __init__(
         self,
         ctx: Context,
-        system: Any,
+        system: ActorSystem,
         *,
         cost: ActorRef,
         machines: ActorRef,
