@@ -1,0 +1,208 @@
+"""``serve`` is durable: a restart on the same log serves every job, asset and claimed key;
+jobs left unfinished run to the end; kill -9 with jobs in flight loses nothing and runs no
+prompt twice; SIGTERM exits 0 with every machine stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from service_helpers import serving, workflow
+
+import eventlog
+from conjure_actors.actors.example import example_sketch_png
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.sim.cloud import CloudTimings
+from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.serve import ServedCloud, serve_cloud
+
+pytestmark = pytest.mark.slow
+
+PNG = example_sketch_png()
+VERSION = "wv-conjure-flux-mesh-1"
+TERMINAL = {"succeeded", "failed", "canceled", "expired"}
+
+
+async def _wait_terminal(http: httpx.AsyncClient, url: str, job_ids: list[str]) -> list[Any]:
+    """Poll each job until terminal (the API is poll-first); returns the job objects."""
+    done: list[Any] = []
+    for job_id in job_ids:
+        while True:
+            answer = await http.get(f"{url}/api/v2/jobs/{job_id}")
+            assert answer.status_code == 200, answer.text
+            if answer.json()["status"] in TERMINAL:
+                done.append(answer.json())
+                break
+            await trio.sleep(0.2)
+    return done
+
+
+async def test_restart_serves_jobs_assets_and_keeps_keys_claimed(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """After a restart on the same log: the job with its outputs, the asset and its bytes
+    are there, and the Idempotency-Key stays claimed."""
+    body = {"workflow": workflow("invert_save.json"), "metadata": {"run": "1"}}
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+        asset = (
+            await http.post(
+                f"{served.url}/api/v2/assets",
+                files={"file": ("a.png", PNG, "image/png")},
+                data={"content_type": "image/png", "file_path": "a.png"},
+            )
+        ).json()
+        job = await http.post(
+            f"{served.url}/api/v2/jobs", json=body, headers={"Idempotency-Key": "once"}
+        )
+        with trio.fail_after(60):
+            (before,) = await _wait_terminal(http, served.url, [job.json()["id"]])
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+        after = (await http.get(f"{served.url}/api/v2/jobs/{before['id']}")).json()
+        again = await http.post(
+            f"{served.url}/api/v2/jobs", json=body, headers={"Idempotency-Key": "once"}
+        )
+        content = await http.get(f"{served.url}/api/v2/assets/{asset['id']}/content")
+        output = await http.get(after["outputs"][0]["url"])
+        listed = (await http.get(f"{served.url}/api/v2/jobs?metadata[run]=1")).json()
+    assert before["status"] == after["status"] == "succeeded"
+    assert [o["hash"] for o in after["outputs"]] == [o["hash"] for o in before["outputs"]]
+    assert again.status_code == 422
+    assert again.json()["error"]["code"] == "idempotency_key_reuse"
+    assert content.content == PNG
+    assert output.content.startswith(b"\x89PNG")
+    assert [j["id"] for j in listed["jobs"]] == [before["id"]]
+
+
+async def test_jobs_left_unfinished_run_after_restart(sim_config: Any, tmp_path: Path) -> None:
+    """Jobs still queued or running when serve stopped run to the end after a restart."""
+    body = {"workflow": workflow("invert_save.json")}
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+        ids = [(await http.post(f"{served.url}/api/v2/jobs", json=body)).json()["id"] for _ in "ab"]
+        assert all(j.status != "succeeded" for j in served.service.state.jobs.values())
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient(timeout=30) as http:
+        with trio.fail_after(120):
+            done = await _wait_terminal(http, served.url, ids)
+    assert [j["status"] for j in done] == ["succeeded", "succeeded"]
+
+
+# ------------------------------------------------------------------ subprocesses
+
+
+@asynccontextmanager
+async def served_cloud() -> AsyncIterator[ServedCloud]:
+    timings = CloudTimings(
+        runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2, rate_per_second=20, burst=20)
+    )
+    async with trio.open_nursery() as nursery:
+        cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=3))
+        yield cloud
+        nursery.cancel_scope.cancel()
+
+
+def _env(cloud: ServedCloud | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
+    if cloud is not None:
+        env.update(
+            RUNCOMFY_API_BASE_URL=cloud.base_url,
+            RUNCOMFY_USER_ID=cloud.user_id,
+            RUNCOMFY_API_TOKEN=cloud.token,
+            CONJURE_POOL_POLL_INTERVAL="0.2",
+            CONJURE_POOL_IDLE_TIMEOUT="30",
+        )
+    return env
+
+
+class Serve:
+    """A ``serve`` subprocess; ``url`` is read from its first line."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.url = ""
+        self.stderr = b""
+
+    @classmethod
+    async def start(cls, cwd: Path, log: Path, cloud: ServedCloud | None) -> Serve:
+        args = [sys.executable, "-m", "conjure_actors", "serve", "--port", "0", "--log", str(log)]
+        if cloud is not None:
+            args += ["--workflow-version", VERSION]
+        process = await trio.lowlevel.open_process(
+            args, cwd=cwd, env=_env(cloud), stdout=-1, stderr=-1
+        )
+        self = cls(process)
+        first = b""
+        while b"\n" not in first:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                err = await process.stderr.receive_some(65536)
+                raise AssertionError(f"serve ended before its URL line: {err!r}")
+            first += chunk
+        line = first.split(b"\n", 1)[0].decode()
+        self.url = line.rsplit(" ", 1)[-1]
+        assert self.url.startswith("http://127.0.0.1:"), line
+        return self
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        async with trio.open_nursery() as nursery:
+
+            async def drain_err() -> None:
+                while chunk := await self.process.stderr.receive_some(65536):
+                    self.stderr += chunk
+
+            nursery.start_soon(drain_err)
+            while await self.process.stdout.receive_some(65536):
+                pass
+        return int(await self.process.wait())
+
+
+async def test_sigterm_exits_0_after_printing_the_url_first(tmp_path: Path) -> None:
+    """The first line names the URL (port 0 -> the real port); SIGTERM exits 0."""
+    with trio.fail_after(60):
+        serve = await Serve.start(tmp_path, tmp_path / "s.log", None)
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"{serve.url}/api/v2/jobs")
+        code = await serve.stop()
+    assert answer.status_code == 200
+    assert code == 0, serve.stderr.decode()
+    assert b"Traceback" not in serve.stderr
+
+
+async def test_kill_9_with_jobs_in_flight_then_restart_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 while jobs run, restart on the same log: every job is there and succeeds, no
+    prompt ran twice, no machine is left running after SIGTERM."""
+    log = tmp_path / "serve.log"
+    body = {"workflow": workflow("slow_blur_chain.json")}
+    async with served_cloud() as cloud, httpx.AsyncClient(timeout=120) as http:
+        with trio.fail_after(120):
+            first = await Serve.start(tmp_path, log, cloud)
+            ids = [
+                (await http.post(f"{first.url}/api/v2/jobs", json=body)).json()["id"]
+                for _ in range(3)
+            ]
+            while not any(sim.prompts_run for sim in cloud.machines.values()):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+            first.process.send_signal(signal.SIGKILL)
+            await first.process.wait()
+        with trio.fail_after(240):
+            second = await Serve.start(tmp_path, log, cloud)
+            done = await _wait_terminal(http, second.url, ids)
+            code = await second.stop()
+            while cloud.runcomfy.running():  # noqa: ASYNC110 - the sim offers no event
+                await trio.sleep(0.1)
+        ran = [p for sim in cloud.machines.values() for p in sim.prompts_run]
+    state = eventlog.fold(eventlog.read(log, Event), apply, initial_state())
+    assert [j["status"] for j in done] == ["succeeded"] * 3, second.stderr.decode()
+    assert code == 0, second.stderr.decode()
+    assert len(ran) == len(set(ran)), "a prompt ran twice"
+    assert all(m.status in ("stopped", "lost") for m in state.machines.values())
+    assert set(state.service.api_jobs) == set(ids)
