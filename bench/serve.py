@@ -1,0 +1,341 @@
+"""Benchmark of ``serve`` against the Comfy API v2 reference proxy (``python bench/serve.py``).
+
+In one run, on loopback only:
+
+1. Submission: ``POST /api/v2/jobs`` -> 201 latency (p50/p99) and jobs/s with 1, 10 and 50
+   concurrent clients, against our ``serve`` (``--comfyui-url``) and against
+   ``comfy-api-proxy`` (the ``bench`` extra; ``--state-dir``, so its submissions are durable
+   too), each in front of its own fresh ComfyUI simulator (``python -m conjure_actors sim``,
+   nodes instantaneous) so neither backend's queue slows the other. The workflow is
+   ``invert_save.json`` (EmptyImage -> ImageInvert -> SaveImage: no input to upload).
+   Both services really run every job on their simulator while the next ones arrive.
+2. Memory per 10,000 retained jobs: ``serve``'s resident memory after replaying a log of
+   10,000 finished jobs, minus its resident memory started on an empty log.
+3. Restart: seconds from starting ``serve`` on that log of 10,000 jobs to its first line
+   (the URL it serves on: the log is replayed, the runtime started, the socket bound), and
+   the same on an empty log (interpreter and imports alone).
+
+It prints a table with the ratios against the proxy measured in the same run and a verdict
+line checking the goal: at least as fast as the proxy at every concurrency (jobs/s not
+lower, p50 not higher) and a restart under 2 s. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json").read_text())
+LEVELS = (1, 10, 50)
+RETAINED = 10_000
+START_TIMEOUT = 60.0
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A child process we started, with its stdout lines read by a thread-free poll."""
+
+    def __init__(self, argv: list[str], cwd: Path, name: str) -> None:
+        self.name = name
+        self.out = (cwd / f"{name}.out").open("w+b")
+        self.err = (cwd / f"{name}.err").open("w+b")
+        self.started = time.perf_counter()
+        self.popen = subprocess.Popen(
+            argv, cwd=cwd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL
+        )
+
+    def wait_line(self, needle: str, timeout: float = START_TIMEOUT) -> str:
+        """The first stdout line containing ``needle`` (polls the file; bounded)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self.out.seek(0)
+            for line in self.out.read().decode(errors="replace").splitlines():
+                if needle in line:
+                    return line
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.005)
+        self.err.seek(0)
+        tail = self.err.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{self.name} did not print {needle!r}:\n{tail}")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self.out.close()
+        self.err.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def simulator(work: Path, name: str) -> Iterator[str]:
+    """A ComfyUI simulator (instant nodes); yields its loopback URL."""
+    proc = Proc(
+        [sys.executable, "-m", "conjure_actors", "sim", "--seed", "0", "--node-scale", "0"],
+        work,
+        name,
+    )
+    try:
+        yield proc.wait_line("standalone ComfyUI simulator").split()[-1]
+    finally:
+        proc.stop()
+
+
+def start_serve(work: Path, comfyui: str, log: Path, name: str) -> tuple[Proc, str, float]:
+    """``serve`` on ``log``; returns it, its URL and the seconds to its first line."""
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "conjure_actors",
+            "serve",
+            "--port",
+            "0",
+            "--comfyui-url",
+            comfyui,
+            "--log",
+            str(log),
+            "--out",
+            str(work / "out"),
+            "--max-queue",
+            "1000000",
+            "--drain-timeout",
+            "5",
+        ],
+        work,
+        name,
+    )
+    line = proc.wait_line("serving the Comfy API v2 on")
+    return proc, line.split()[-1], time.perf_counter() - proc.started
+
+
+def start_proxy(work: Path, comfyui: str) -> tuple[Proc, str]:
+    port = free_port()
+    proxy = shutil.which("comfy-api-proxy")
+    if proxy is None:
+        raise RuntimeError("comfy-api-proxy is not installed: pip install -e '.[bench]'")
+    proc = Proc(
+        [
+            proxy,
+            "run",
+            "--comfyui",
+            comfyui,
+            "--port",
+            str(port),
+            "--state-dir",
+            str(work / "proxy-state"),
+        ],
+        work,
+        "proxy",
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.perf_counter() + START_TIMEOUT
+    while time.perf_counter() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v2/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.popen.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError("comfy-api-proxy did not answer /api/v2/health")
+
+
+# ----------------------------------------------------------------------------- load
+
+
+async def submit_load(url: str, clients: int, per_client: int, budget: float) -> dict[str, Any]:
+    """``clients`` concurrent clients, each submitting ``per_client`` jobs one after the
+    other (or until ``budget`` seconds pass): latencies of the 201s, jobs/s, non-201s."""
+    latencies: list[float] = []
+    refused: dict[int, int] = {}
+    body = json.dumps({"workflow": WORKFLOW}).encode()
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    deadline = time.perf_counter() + budget
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def one_client() -> None:
+            for _ in range(per_client):
+                if time.perf_counter() > deadline:
+                    return
+                t0 = time.perf_counter()
+                r = await client.post("/api/v2/jobs", content=body, headers=headers)
+                took = time.perf_counter() - t0
+                if r.status_code == 201:
+                    latencies.append(took)
+                else:
+                    refused[r.status_code] = refused.get(r.status_code, 0) + 1
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(one_client)
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "ok": n,
+        "refused": refused,
+        "jobs_per_s": n / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
+        "p99_ms": 1000 * latencies[min(n - 1, math.ceil(0.99 * n) - 1)] if n else math.nan,
+    }
+
+
+def measure(url: str, per_level: dict[int, int], budget: float) -> dict[int, dict[str, Any]]:
+    out = {}
+    for clients in LEVELS:
+        total = per_level[clients]
+        out[clients] = trio.run(submit_load, url, clients, max(1, total // clients), budget)
+    return out
+
+
+def wait_all_done(url: str, expected: int, timeout: float) -> int:
+    """Poll ``serve``'s metrics until ``expected`` jobs are finished; returns how many are."""
+    deadline = time.perf_counter() + timeout
+    done = 0
+    while time.perf_counter() < deadline:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        done = 0
+        for line in text.splitlines():
+            if line.startswith("conjure_jobs{") and any(
+                f'status="{s}"' in line for s in ("succeeded", "failed", "cancelled")
+            ):
+                done += int(float(line.split()[-1]))
+        if done >= expected:
+            return done
+        time.sleep(0.5)
+    return done
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="submissions per concurrency level")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds at most per level")
+    parser.add_argument("--retained", type=int, default=RETAINED, help="jobs in the restart log")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    per_level = {1: max(50, args.jobs // 5), 10: args.jobs, 50: args.jobs}
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    os.environ.pop("RUNCOMFY_USER_ID", None)
+    os.environ.pop("RUNCOMFY_API_TOKEN", None)
+    try:
+        # --- the reference proxy, on its own simulator
+        with simulator(work, "sim-proxy") as comfyui:
+            proxy, proxy_url = start_proxy(work, comfyui)
+            try:
+                theirs = measure(proxy_url, per_level, args.budget)
+            finally:
+                proxy.stop()
+        # --- serve, on its own simulator; then top the log up to --retained finished jobs
+        log = work / "serve.log"
+        with simulator(work, "sim-serve") as comfyui:
+            empty, _, empty_start = start_serve(work, comfyui, work / "empty.log", "serve-empty")
+            empty_rss = empty.rss_bytes()
+            empty.stop()
+            serve, url, _ = start_serve(work, comfyui, log, "serve")
+            try:
+                ours = measure(url, per_level, args.budget)
+                submitted = sum(r["ok"] for r in ours.values())
+                left = args.retained - submitted
+                while left > 0:
+                    batch = trio.run(submit_load, url, 50, max(1, left // 50), 600.0)
+                    if not batch["ok"]:
+                        raise RuntimeError(f"top-up refused: {batch['refused']}")
+                    submitted += batch["ok"]
+                    left = args.retained - submitted
+                done = wait_all_done(url, submitted, timeout=900)
+            finally:
+                serve.stop()
+            again, _, restart = start_serve(work, comfyui, log, "serve-restart")
+            time.sleep(1.0)  # let the replayed runtime settle before reading its memory
+            retained_rss = again.rss_bytes()
+            again.stop()
+    finally:
+        if args.keep:
+            print(f"work directory: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print("serve vs comfy-api-proxy: POST /api/v2/jobs -> 201 (invert_save.json, loopback)")
+    print(
+        f"{'clients':>7} | {'serve jobs/s':>12} {'p50 ms':>8} {'p99 ms':>8} | "
+        f"{'proxy jobs/s':>12} {'p50 ms':>8} {'p99 ms':>8} | {'jobs/s x':>8} {'p50 x':>6}"
+    )
+    fast_enough = True
+    for clients in LEVELS:
+        a, b = ours[clients], theirs[clients]
+        speed = a["jobs_per_s"] / b["jobs_per_s"] if b["jobs_per_s"] else math.inf
+        p50 = a["p50_ms"] / b["p50_ms"] if b["p50_ms"] else math.inf
+        fast_enough &= speed >= 1.0 and p50 <= 1.0
+        print(
+            f"{clients:>7} | {a['jobs_per_s']:>12.1f} {a['p50_ms']:>8.2f} {a['p99_ms']:>8.2f} | "
+            f"{b['jobs_per_s']:>12.1f} {b['p50_ms']:>8.2f} {b['p99_ms']:>8.2f} | "
+            f"{speed:>8.2f} {p50:>6.2f}"
+        )
+        for who, r in (("serve", a), ("proxy", b)):
+            if r["refused"]:
+                print(f"        {who} answered non-201s: {r['refused']}")
+    per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)
+    print(
+        f"log of {submitted} jobs ({done} finished): restart to first line {restart:.2f} s"
+        f" (empty log: {empty_start:.2f} s); memory {retained_rss / 2**20:.0f} MiB vs"
+        f" {empty_rss / 2**20:.0f} MiB empty -> {per_10k / 2**20:.1f} MiB per 10,000 jobs"
+    )
+    restart_ok = restart < 2.0
+    verdict = "PASS" if fast_enough and restart_ok else "FAIL"
+    print(
+        f"verdict: {verdict}: as fast as the proxy at every concurrency: "
+        f"{'yes' if fast_enough else 'no'}; restart on {submitted} jobs under 2 s: "
+        f"{'yes' if restart_ok else 'no'} ({restart:.2f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
