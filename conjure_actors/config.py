@@ -114,6 +114,12 @@ class PoolConfig:
     # How long start-up and recovery wait out a rate-limited or unreachable RunComfy (they
     # must list the account's machines before anything else) before giving up.
     cloud_patience: float = attrs.field(default=600.0, validator=_non_negative)
+    # Launches in a row that may end without a Ready machine (refused, or stuck Starting
+    # past ready_timeout) before the waiting jobs fail instead of launching again.
+    max_launch_attempts: int = attrs.field(default=3, validator=_positive)
+    # How long a stop (DELETE) keeps trying through rate limits and outages (never past the
+    # machine's lease, when RunComfy stops it by itself); shutdown waits this long at most.
+    stop_patience: float = attrs.field(default=600.0, validator=_positive)
 
 
 @attrs.frozen

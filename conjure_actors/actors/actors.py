@@ -1,8 +1,9 @@
-"""The four actors: thin message handlers over the long-lived logic objects.
+"""The four actors. The MachineActor lives in :mod:`conjure_actors.actors.pool` and the
+CostActor in :mod:`conjure_actors.actors.cost` (re-exported here).
 
 Each actor is a :class:`conjure_actors.runtime.Actor`; a crash restarts it (a new instance
-around the same logic object, so waiting lease requests, live clients and the ledger's
-figures survive). Who talks to whom (DESIGN.md):
+around the same long-lived memory, so waiting lease requests and live clients survive).
+Who talks to whom (DESIGN.md):
 
 - WorkflowActor -> MachineActor: ``LeaseMachine`` (the reply comes later through a
   :class:`Reply`), ``ReleaseMachine``, ``CancelLease``;
@@ -22,12 +23,9 @@ from typing import Any
 import trio
 
 from conjure_actors.actors.context import Context
-from conjure_actors.actors.cost import Ledger
+from conjure_actors.actors.cost import ACCRUE_INTERVAL, CostActor
 from conjure_actors.actors.job import JobRun
 from conjure_actors.actors.messages import (
-    AccrueNow,
-    ApproveLaunch,
-    ApproveRenewal,
     CancelJob,
     CancelLease,
     JobStallNoticed,
@@ -36,12 +34,9 @@ from conjure_actors.actors.messages import (
     PollNow,
     ReleaseMachine,
     Reply,
-    SetBudget,
-    StopAllMachines,
-    StopLaunching,
-    StopMachine,
 )
-from conjure_actors.actors.pool import MachinePool
+from conjure_actors.actors.pool import MachineActor
+from conjure_actors.actors.pool import Reconcile as _Reconcile
 from conjure_actors.actors.view import StallDetector
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
@@ -49,56 +44,7 @@ from conjure_actors.runtime import Actor, ActorRef
 
 log = logging.getLogger("conjure_actors.actors")
 
-ACCRUE_INTERVAL = 30.0
-
-
-class _Reconcile:
-    """Internal command: recovery, list the cloud and adopt or stop what the log knows."""
-
-    def __init__(self, reply: Reply[None]) -> None:
-        self.reply = reply
-
-
-class MachineActor(Actor):
-    """The pool (see :mod:`conjure_actors.actors.pool`)."""
-
-    def __init__(self, pool: MachinePool) -> None:
-        self.pool = pool
-
-    async def on_start(self) -> None:
-        self.pool.bind(self._tasks())
-        self.start_soon(self.pool.run_poller, name="machine-poller")
-
-    async def receive(self, msg: Any) -> Any:
-        pool = self.pool
-        match msg:
-            case LeaseMachine():
-                await pool.lease(
-                    msg.job_id, msg.workflow_version, msg.priority, msg.reply, msg.only_server
-                )
-            case ReleaseMachine():
-                await pool.release(msg.server_id, msg.job_id, broken=msg.broken)
-            case CancelLease():
-                pool.cancel_lease(msg.job_id)
-            case StopMachine():
-                await pool.stop_machine(msg.server_id, msg.reason)
-            case StopLaunching():
-                pool.stop_launching(msg.reason)
-            case StopAllMachines():
-                left = await pool.stop_all(msg.reason)
-                if msg.reply is not None:
-                    msg.reply.set(left)
-            case PollNow(reply=reply):
-                pool.poll_soon(reply)
-            case _Reconcile():
-                try:
-                    await pool.reconcile()
-                except BaseException as exc:
-                    msg.reply.fail(exc)
-                    raise
-                msg.reply.set(None)
-            case _:
-                log.warning("MachineActor: unknown message %s", type(msg).__name__)
+__all__ = ["ACCRUE_INTERVAL", "CostActor", "MachineActor", "_Reconcile"]
 
 
 class PoolPort:
@@ -131,38 +77,6 @@ class PoolPort:
             self.ref.tell_nowait(CancelLease(job_id))
         except Exception as exc:  # a stopped pool has no request to withdraw
             log.debug("cancel_lease(%s): %s", job_id, exc)
-
-
-class CostActor(Actor):
-    """The ledger (see :mod:`conjure_actors.actors.cost`); accrues on a timer."""
-
-    def __init__(self, ledger: Ledger, interval: float = ACCRUE_INTERVAL) -> None:
-        self.ledger = ledger
-        self.interval = interval
-
-    async def on_start(self) -> None:
-        self.start_soon(self._accrue_loop, name="cost-accrual")
-
-    async def _accrue_loop(self) -> None:
-        while True:
-            await trio.sleep(self.interval)
-            await self.ledger.accrue()
-
-    async def receive(self, msg: Any) -> Any:
-        match msg:
-            case ApproveLaunch():
-                return await self.ledger.approve_launch(msg.job_id, msg.server_type)
-            case ApproveRenewal():
-                return await self.ledger.approve_renewal(msg.server_id, msg.seconds)
-            case SetBudget():
-                await self.ledger.set_budget(msg.usd)
-                return None
-            case AccrueNow():
-                await self.ledger.accrue()
-                return None
-            case _:
-                log.warning("CostActor: unknown message %s", type(msg).__name__)
-                return None
 
 
 class WorkflowActor(Actor):

@@ -1,159 +1,130 @@
-"""The ledger: what the CostActor does (accrue, estimate, approve launches, enforce budgets).
+"""The CostActor: the ledger (accrue, approve launches and renewals, enforce budgets).
 
-Spending is computed from the log's facts only (each ready machine's rate and server-side
-``service_ready_at``, each stopped machine's final bill), so the ledger a replay rebuilds is
-the one the user saw. Accruals are cumulative (``CostAccrued.amount_micros`` is the machine's
-cost so far, never a delta), so rounding never drifts.
+It handles one message at a time and is the only writer of the cost events (``CostAccrued``,
+``BudgetSet``, ``BudgetWarning``, ``BudgetExceeded``, ``LaunchRefused``). Every decision is
+a pure function of :mod:`conjure_actors.domain.cost_policy`; the only thing that waits, the
+accrual timer, is a child task that reports ``AccrueNow`` to the actor and never emits.
 
-Budget rule: a launch (or a lease renewal) is approved only if ``spent + committed + one
-lease`` stays within the limit, where *committed* is what ready machines will cost until
-their leases end plus one lease per machine still starting. Because RunComfy stops a machine
-by itself at the end of its lease, even a crashed runtime cannot spend more than the limit
-plus one lease. A warning is logged at 80%; at 100% every machine is stopped.
+:class:`Ledger` is what outlives a restart of the actor: the run's context and whether the
+budget's excess was already acted upon.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
 
 from conjure_actors.actors.context import Context
-from conjure_actors.actors.policy import (
-    Billable,
-    committed_micros,
-    launch_allowed,
-    lease_cost_micros,
-    spent_micros,
-)
-from conjure_actors.domain import decide
+from conjure_actors.actors.messages import AccrueNow, ApproveLaunch, ApproveRenewal, SetBudget
+from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.errors import DomainError
-from conjure_actors.domain.state import M_READY, M_STARTING, M_STOPPING, MACHINE_GONE
+from conjure_actors.runtime import Actor
 
 log = logging.getLogger("conjure_actors.actors.cost")
+
+ACCRUE_INTERVAL = 30.0
 
 OnExceeded = Callable[[str], Awaitable[None]]
 
 
 class Ledger:
-    """The CostActor's logic."""
+    """The CostActor's long-lived memory, and the read-only figures of the bill."""
 
     def __init__(self, ctx: Context, *, on_exceeded: OnExceeded) -> None:
         self.ctx = ctx
-        self._on_exceeded = on_exceeded
+        self.on_exceeded = on_exceeded
         self.exceeded_handled = False
-
-    # ------------------------------------------------------------------ figures
-
-    def _billables(self) -> tuple[list[Billable], int]:
-        ready: list[Billable] = []
-        stopped_total = 0
-        for m in self.ctx.state.machines.values():
-            if m.status in MACHINE_GONE:
-                stopped_total += m.cost_micros
-            elif m.service_ready_at is not None and m.status in (M_READY, M_STOPPING):
-                ready.append(
-                    Billable(m.rate_micros_per_hour, m.service_ready_at, m.estimated_stopping_at)
-                )
-        return ready, stopped_total
-
-    def spent(self) -> int:
-        """Cost so far (stopped machines' bills plus ready machines up to now)."""
-        ready, stopped_total = self._billables()
-        return spent_micros(ready, self.ctx.now(), stopped_total)
-
-    def committed(self) -> int:
-        """What RunComfy will bill even if we stop deciding now: the rest of each lease,
-        and one lease for each machine starting or being launched."""
-        ready, _ = self._billables()
-        total = committed_micros(ready, self.ctx.now())
-        state = self.ctx.state
-        lease = self.lease_estimate(self.ctx.config.runcomfy.server_type)
-        starting = sum(
-            1 for m in state.machines.values() if m.kind == "runcomfy" and m.status == M_STARTING
-        )
-        return total + lease * (starting + len(state.launch_requests))
 
     def lease_estimate(self, server_type: str) -> int:
+        """What one lease of ``server_type`` commits to."""
         rate = self.ctx.table.rate(server_type)
-        return lease_cost_micros(rate, self.ctx.config.pool.lease_seconds)
+        return cost_policy.lease_cost_micros(rate, self.ctx.config.pool.lease_seconds)
 
-    def remaining(self) -> int | None:
-        limit = self.ctx.state.budget.limit_micros
-        if limit is None:
-            return None
-        return limit - self.spent() - self.committed()
+    def spent(self) -> int:
+        """Cost so far (stopped machines' bills plus running machines up to now)."""
+        return cost_policy.spent_micros(self.ctx.state, self.ctx.now())
 
-    # ------------------------------------------------------------------ decisions
+    def committed(self) -> int:
+        """What RunComfy will bill even if we stop deciding now."""
+        lease = self.lease_estimate(self.ctx.config.runcomfy.server_type)
+        return cost_policy.committed_micros(self.ctx.state, self.ctx.now(), lease_micros=lease)
 
-    async def approve_launch(self, job_id: str, server_type: str) -> bool:
+
+class CostActor(Actor):
+    """The ledger as an actor (see the module docstring)."""
+
+    def __init__(self, ledger: Ledger, interval: float = ACCRUE_INTERVAL) -> None:
+        self.ledger = ledger
+        self.ctx = ledger.ctx
+        self.interval = interval
+
+    async def on_start(self) -> None:
+        self.start_soon(self._timer, name="cost-accrual-timer")
+
+    async def _timer(self) -> None:
+        """Child task: every ``interval``, tell the actor to accrue (it never emits)."""
+        while True:
+            await trio.sleep(self.interval)
+            await self.ref.tell(AccrueNow())
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case ApproveLaunch():
+                return await self._approve_launch(msg.job_id, msg.server_type)
+            case ApproveRenewal():
+                lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
+                return cost_policy.check_renewal(
+                    self.ctx.state,
+                    msg.server_id,
+                    seconds=msg.seconds,
+                    lease_micros=lease,
+                    now=self.ctx.now(),
+                )
+            case SetBudget():
+                limit = None if msg.usd is None else round(msg.usd * 1_000_000)
+                await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
+                self.ledger.exceeded_handled = False
+                await self._accrue()
+                return None
+            case AccrueNow():
+                await self._accrue()
+                return None
+            case _:
+                log.warning("CostActor: unknown message %s", type(msg).__name__)
+                return None
+
+    async def _approve_launch(self, job_id: str, server_type: str) -> bool:
         """May the pool launch a machine for ``job_id``? Logs ``LaunchRefused`` when not."""
-        state = self.ctx.state
-        estimate = self.lease_estimate(server_type)
-        limit = state.budget.limit_micros
-        if limit is None:
-            return True
-        spent, committed = self.spent(), self.committed()
-        if not state.budget.exceeded and launch_allowed(
-            limit=limit, spent=spent, committed=committed, estimate=estimate
-        ):
-            return True
-        await self.ctx.emit(
-            ev.LaunchRefused(
-                job_id=job_id,
-                estimate_micros=estimate,
-                remaining_micros=limit - spent - committed,
-                at=self.ctx.now(),
-            )
+        estimate = self.ledger.lease_estimate(server_type)
+        lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
+        refused = cost_policy.check_launch(
+            self.ctx.state,
+            job_id,
+            estimate=estimate,
+            lease_micros=lease,
+            now=self.ctx.now(),
+            at=self.ctx.now(),
         )
+        if refused is None:
+            return True
+        await self.ctx.emit(refused)
         return False
 
-    async def approve_renewal(self, server_id: str, seconds: float) -> bool:
-        """May the pool extend ``server_id``'s lease by ``seconds``?"""
-        state = self.ctx.state
-        limit = state.budget.limit_micros
-        if limit is None:
-            return True
-        m = state.machines.get(server_id)
-        if m is None or state.budget.exceeded:
-            return False
-        estimate = lease_cost_micros(m.rate_micros_per_hour, seconds)
-        return launch_allowed(
-            limit=limit, spent=self.spent(), committed=self.committed(), estimate=estimate
-        )
-
-    async def set_budget(self, usd: float | None) -> None:
-        limit = None if usd is None else round(usd * 1_000_000)
-        await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
-        self.exceeded_handled = False
-        await self.accrue()
-
-    async def accrue(self) -> None:
-        """Accrue every ready machine's cost up to now, then apply the budget rule."""
+    async def _accrue(self) -> None:
+        """Accrue every billing machine up to now, then apply the budget rule."""
         now = self.ctx.now()
-        state = self.ctx.state
-        events = []
-        for m in state.machines.values():
-            if m.kind != "runcomfy" or m.status not in (M_READY, M_STOPPING):
-                continue
-            if m.service_ready_at is None:
-                continue
-            until = now if m.estimated_stopping_at is None else min(now, m.estimated_stopping_at)
-            if m.accrued_until is not None and until <= m.accrued_until:
-                continue
-            try:
-                events.append(decide.accrue_cost(state, m.server_id, until=until, at=now))
-            except DomainError:
-                continue
-        await self.ctx.emit(*events)
-        await self.check_budget()
-
-    async def check_budget(self) -> None:
-        state = self.ctx.state
-        due = decide.budget_check(state, at=self.ctx.now())
-        if due:
-            await self.ctx.emit(*due)
-        if state.budget.exceeded and not self.exceeded_handled:
-            self.exceeded_handled = True
+        await self.ctx.emit(*cost_policy.accruals(self.ctx.state, now=now, at=now))
+        due = cost_policy.budget_events(
+            self.ctx.state,
+            now=now,
+            warn_fraction=self.ctx.config.budget.warn_fraction,
+            at=now,
+        )
+        await self.ctx.emit(*due)
+        if self.ctx.state.budget.exceeded and not self.ledger.exceeded_handled:
+            self.ledger.exceeded_handled = True
             log.warning("budget exceeded: stopping every machine")
-            await self._on_exceeded("budget exceeded")
+            await self.ledger.on_exceeded("budget exceeded")

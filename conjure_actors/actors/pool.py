@@ -1,22 +1,33 @@
-"""The machine pool: what the MachineActor does (launch, wait-ready, health, lease, renew,
-idle shutdown, stop, lost machines, adoption after a crash).
+"""The MachineActor: the machine pool (launch, wait-ready, health, lease, renew, idle
+shutdown, stop, lost machines, adoption after a crash).
 
-One :class:`MachinePool` lives for the whole run (in the :class:`Context`'s lifetime); the
-MachineActor forwards its commands here, so a restarted actor keeps the waiting requests.
+The actor handles one message at a time and is the only writer of the machine events. It
+never waits on the cloud itself: every call that waits (``POST /servers``, the one
+``GET /servers`` per poll, a ``DELETE``, a renewal, a health check, the budget's approval,
+the poll timer, the shutdown deadline) runs in a child task in the actor's nursery that
+REPORTS what happened as a message (``ServerPolled``, ``LaunchAnswered``, ``StopAnswered``...).
+The actor then decides with a pure function of :mod:`conjure_actors.domain.machines_policy`
+and emits. A child never emits and never touches the pool's memory.
 
-How a lease is served (``_assign``, run after every change):
+:class:`MachinePool` is the memory that outlives a restart of the actor (the waiting lease
+requests, each machine's live client and lost signal, the count of launches that failed in a
+row); what is in flight (calls of the crashed incarnation) is not: after a restart, a launch
+whose answer was lost stays an open intent that the next listing resolves, and a stop whose
+answer was lost is sent again when a listing shows the machine still running.
+
+How a lease is served (``_assign``, after every change):
 
 1. waiting requests in priority order take a Ready, healthy machine of their workflow version
    with a free slot (reuse first);
-2. the requests left over are *unmet demand*: launch ``launches_needed(...)`` machines (each
-   approved by the CostActor against the budget), at most ``max_machines`` alive;
-3. a request that can never be served (budget refused and nothing alive, shutdown) fails.
+2. the requests left over whose job is still active are *unmet demand*: launch
+   ``launches_needed(...)`` machines (each approved by the CostActor), at most
+   ``max_machines`` alive, never after ``StopLaunching``, and not again once
+   ``max_launch_attempts`` launches in a row ended without a Ready machine;
+3. a request that can never be served (refused, launching stopped, shutdown) fails.
 
-The cloud is observed with ONE ``GET /servers`` per poll for all machines (the account has
-~1 request/s): Starting -> Ready (billing starts at the server's ``service_ready_at``), health
-check (``/system_stats``) before the first lease, a 404 (absent from the list) or a
-self-stopped machine (lease ran out) -> lost, its jobs requeued. Launch intents are logged
-before the POST and stops before the DELETE, so a crash leaves a trace recovery reconciles.
+Billing: a stop's bill comes from the server's final record (the ``DELETE``'s answer, or a
+``GET`` after it), so a machine stopped while the log still said Starting, or that became
+Ready between two polls, is billed from the server's Ready time, as RunComfy bills it.
 """
 
 from __future__ import annotations
@@ -30,14 +41,17 @@ import attrs
 import trio
 
 from conjure_actors.actors.context import Context
-from conjure_actors.actors.messages import Lease, LeaseFailedError, Reply
-from conjure_actors.actors.policy import (
-    MachineView,
-    launches_needed,
-    pick_machine,
-    priority_order,
-    renewed_duration,
-    should_renew,
+from conjure_actors.actors.messages import (
+    CancelLease,
+    Lease,
+    LeaseFailedError,
+    LeaseMachine,
+    PollNow,
+    ReleaseMachine,
+    Reply,
+    StopAllMachines,
+    StopLaunching,
+    StopMachine,
 )
 from conjure_actors.clients.errors import (
     AuthError,
@@ -49,43 +63,15 @@ from conjure_actors.clients.errors import (
 )
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain.errors import DomainError
-from conjure_actors.domain.prices import billed_seconds, cost_micros
-from conjure_actors.domain.state import M_READY, M_STARTING, M_STOPPING, MACHINE_GONE
+from conjure_actors.domain.machines_policy import MachineView, Observation, Seen
+from conjure_actors.domain.state import ACTIVE_STATUSES, M_READY, M_STARTING, MACHINE_GONE
+from conjure_actors.runtime import Actor, ActorRef
 
 log = logging.getLogger("conjure_actors.actors.pool")
 
 HEALTH_ATTEMPTS = 5
-MAX_LAUNCH_FAILURES = 5
-STOP_DEADLINE = 30.0
-
-
-def _gone_at(m: Any, now: float, *, stop_sent: bool = False) -> float:
-    """When billing most likely ended for a machine found gone at ``now`` (nobody says: a
-    gone machine is a 404). A lease that ran out ended at its end. With ``stop_sent`` (a
-    resume finds gone a machine whose stop the log shows decided: the ``DELETE`` was in
-    flight at the crash) it ended at the logged stop, give or take the ``DELETE``'s own
-    latency (if it instead vanished by itself after the stop was decided and before the
-    ``DELETE`` arrived, that undercounts: nobody can tell the two apart). Otherwise it
-    was billing when last seen, and ``now`` bounds it."""
-    until = now
-    if m.estimated_stopping_at is not None:
-        until = min(until, m.estimated_stopping_at)
-    if stop_sent and m.status == M_STOPPING and m.stop_requested_at is not None:
-        until = min(until, m.stop_requested_at)
-    return until
-
-
-class _Reported:
-    """A ``task_status`` that remembers whether the task reported itself started."""
-
-    def __init__(self, status: trio.TaskStatus[None]) -> None:
-        self._status = status
-        self.reported = False
-
-    def started(self, value: None = None) -> None:
-        self.reported = True
-        self._status.started()
 
 
 def _passing(exc: ClientError) -> bool:
@@ -123,6 +109,125 @@ async def list_servers_patiently(
         delay = min(60.0, delay * 2)
 
 
+class _Reported:
+    """A ``task_status`` that remembers whether the task reported itself started."""
+
+    def __init__(self, status: trio.TaskStatus[None]) -> None:
+        self._status = status
+        self.reported = False
+
+    def started(self, value: None = None) -> None:
+        self.reported = True
+        self._status.started()
+
+
+def _seen(s: Any) -> Seen:
+    return Seen(
+        status=s.status,
+        ready=s.is_ready,
+        service_ready_at=s.service_ready_at,
+        estimated_stopping_at=s.estimated_stopping_at,
+    )
+
+
+# ------------------------------------------------------------------------------ messages
+# What the actor's children (and start-up) report to it. In-process, never persisted.
+
+
+@attrs.frozen(eq=False)
+class Reconcile:
+    """Recovery: list the cloud, adopt or close what the log knows; ``reply`` when done."""
+
+    reply: Reply[None]
+
+
+@attrs.frozen(eq=False)
+class Tick:
+    """The poll timer fired."""
+
+
+@attrs.frozen(eq=False)
+class ServerPolled:
+    """One ``GET /servers`` ended: its servers, or why it failed (``servers is None``)."""
+
+    servers: list[Any] | None
+    error: str = ""
+    waiters: tuple[Reply[None], ...] = ()
+
+
+@attrs.frozen(eq=False)
+class Reconciled:
+    """The recovery listing ended (``error``: it could not be had)."""
+
+    servers: list[Any] | None
+    reply: Reply[None]
+    error: BaseException | None = None
+
+
+@attrs.frozen(eq=False)
+class LaunchApproved:
+    """The CostActor answered whether a launch for ``job_id`` fits the budget."""
+
+    job_id: str
+    version: str
+    approved: bool
+
+
+@attrs.frozen(eq=False)
+class LaunchAnswered:
+    """``POST /servers`` for intent ``key`` answered (``server``) or failed (``error``)."""
+
+    key: str
+    server: Any = None
+    error: ClientError | None = None
+
+
+@attrs.frozen(eq=False)
+class StopAnswered:
+    """A ``DELETE`` ended: ``found`` (200, at ``stopped_at``, with the server's own Ready
+    time from its final record), 404 (``found=False``), or given up (``error``)."""
+
+    server_id: str
+    found: bool = False
+    stopped_at: float = 0.0
+    server_ready_at: float | None = None
+    error: str = ""
+
+
+@attrs.frozen(eq=False)
+class RenewAnswered:
+    """A lease renewal ended: the server's new lease end, or ``None`` (refused, failed)."""
+
+    server_id: str
+    until: float | None
+    gone: bool = False
+
+
+@attrs.frozen(eq=False)
+class HealthAnswered:
+    """A health check ended; ``events``/``scope``: the machine's WebSocket, if it opened."""
+
+    server_id: str
+    healthy: bool
+    events: Any = None
+    scope: trio.CancelScope | None = None
+
+
+@attrs.frozen(eq=False)
+class OpenEvents:
+    """Open the WebSocket of an attached machine (comfyui/dev) in the background."""
+
+    server_id: str
+
+
+@attrs.frozen(eq=False)
+class ShutdownDeadline:
+    """``stop_patience`` has passed since ``StopAllMachines``: answer with what still runs."""
+
+
+# --------------------------------------------------------------------------------- memory
+
+
 @attrs.define(eq=False)
 class _Waiter:
     job_id: str
@@ -141,200 +246,57 @@ class _Live:
     lost: trio.Event = attrs.Factory(trio.Event)
     launched_at: float = 0.0  # trio time of the launch (ready deadline)
     seen: bool = False  # listed at least once: a 404 from now on means it is gone
-    health_task: bool = False
     events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
     events_scope: trio.CancelScope | None = None
 
 
-ApproveLaunch = Callable[[str, str], Awaitable[bool]]
-ApproveRenewal = Callable[[str, float], Awaitable[bool]]
+ApproveLaunchFn = Callable[[str, str], Awaitable[bool]]
+ApproveRenewalFn = Callable[[str, float], Awaitable[bool]]
 
 
 class MachinePool:
-    """The pool's logic and live data; driven by the MachineActor."""
+    """What the MachineActor keeps across its restarts (see the module docstring). Only the
+    actor changes it; others may read :meth:`still_running`."""
 
     def __init__(
         self,
         ctx: Context,
         *,
-        approve_launch: ApproveLaunch,
-        approve_renewal: ApproveRenewal,
+        approve_launch: ApproveLaunchFn,
+        approve_renewal: ApproveRenewalFn,
         make_client: Callable[[str, Any], Any],
     ) -> None:
         self.ctx = ctx
         self.cfg = ctx.config.pool
         self.server_type = ctx.config.runcomfy.server_type
         self.default_version = ctx.config.runcomfy.workflow_version or None
-        self._approve_launch = approve_launch
-        self._approve_renewal = approve_renewal
-        self._make_client = make_client  # (server_id, SecretURL|str) -> ComfyUIClient
-        self._waiting: list[_Waiter] = []
-        self._seq = itertools.count()
-        self._live: dict[str, _Live] = {}
-        self._launching: set[str] = set()  # request keys with a POST in flight
-        self._resolving = trio.Lock()  # one resolution of open launch intents at a time
-        self._stopping: set[str] = set()
+        self.approve_launch = approve_launch  # asks the CostActor (from a child task)
+        self.approve_renewal = approve_renewal
+        self.make_client = make_client  # (server_id, SecretURL|str) -> ComfyUIClient
+        self.waiting: list[_Waiter] = []
+        self.seq = itertools.count()
+        self.live: dict[str, _Live] = {}
         self.launching_allowed = True
         self.refuse_reason = ""
-        self._nursery: trio.Nursery | None = None
-        self._wake = trio.Event()
-        self._poll_waiters: list[Reply[None]] = []
-        self._lock = trio.Lock()
-        self._settled = trio.Event()  # pulsed when a launch or a stop ends
-        self._launch_failures = 0
-        self._failing_since = 0.0
-        self._next_launch_at = float("-inf")
+        self.failed_in_a_row = 0  # launches that ended without a Ready machine
+        self.failing_since = 0.0
+        self.next_launch_at = float("-inf")
         self.polls = 0
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def bind(self, nursery: trio.Nursery) -> None:
-        """Background work (launches, stops, health checks) runs in ``nursery``."""
-        self._nursery = nursery
+        self.ref: ActorRef | None = None
 
     def attach(self, server_id: str, client: Any) -> None:
-        """Register the live client of a machine we do not launch (comfyui/dev)."""
-        self._live[server_id] = _Live(client=client)
+        """Register the live client of a machine we do not launch (comfyui/dev), before
+        its ``MachineAttached`` is logged."""
+        self.live[server_id] = _Live(client=client)
+
+    def attach_events_later(self, server_id: str) -> None:
+        """For attached machines: have the actor open their WebSocket in the background."""
+        if self.ref is not None:
+            self.ref.tell_nowait(OpenEvents(server_id))
 
     def client_of(self, server_id: str) -> Any:
-        live = self._live.get(server_id)
+        live = self.live.get(server_id)
         return live.client if live is not None else None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def poll_soon(self, reply: Reply[None] | None = None) -> None:
-        """Poll now; answer ``reply`` once a poll that starts after this call has ended."""
-        if reply is not None:
-            self._poll_waiters.append(reply)
-        self.wake()
-
-    def _pulse(self) -> None:
-        self._settled.set()
-        self._settled = trio.Event()
-
-    async def run_poller(self) -> None:
-        """Poll the cloud every ``poll_interval`` (or sooner when woken), forever."""
-        while True:
-            with trio.move_on_after(self.cfg.poll_interval):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            waiters, self._poll_waiters = self._poll_waiters, []
-            try:
-                await self.poll_once()
-            finally:
-                for reply in waiters:
-                    reply.set(None)
-            await self.assign()
-
-    # ------------------------------------------------------------------ commands
-
-    async def lease(
-        self,
-        job_id: str,
-        version: str | None,
-        priority: int,
-        reply: Reply[Lease],
-        only_server: str | None = None,
-    ) -> None:
-        # A job that still holds a lease (its actor restarted) gets it back as it is.
-        for m in self.ctx.state.machines.values():
-            if (
-                job_id in m.leases
-                and m.status not in MACHINE_GONE
-                and (only_server in (None, m.server_id))
-            ):
-                live = self._live.setdefault(m.server_id, _Live())
-                reply.set(Lease(m.server_id, live.client, live.lost, live.events))
-                return
-        self._waiting.append(
-            _Waiter(job_id, version, priority, next(self._seq), reply, only_server)
-        )
-        await self.assign()
-
-    async def reconcile(self) -> None:
-        """Recovery: every machine the log says may exist is listed and adopted or closed;
-        launch intents without outcome are matched to unknown servers (or closed)."""
-        rc = self.ctx.runcomfy
-        state = self.ctx.state
-        if rc is None:
-            return
-        doubtful = [
-            m
-            for m in state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
-        if not doubtful and not state.launch_requests:
-            return
-        servers = await list_servers_patiently(rc, self.cfg.cloud_patience, what="recovery")
-        by_id = {s.server_id: s for s in servers}
-        now = self.ctx.now()
-        for m in doubtful:
-            s = by_id.get(m.server_id)
-            if s is None or s.status in ("Deleting", "Stopping"):
-                await self._lose(
-                    m.server_id, "gone while we were down", _gone_at(m, now, stop_sent=True)
-                )
-            elif m.status == M_STOPPING:
-                await self.adopt(
-                    s,
-                    request_key=None,
-                    server_type=m.server_type or self.server_type,
-                    workflow_version=m.workflow_version,
-                )
-                self._spawn_stop(m.server_id, m.stop_reason or "resume")
-            else:
-                await self.adopt(
-                    s,
-                    request_key=None,
-                    server_type=m.server_type or self.server_type,
-                    workflow_version=m.workflow_version,
-                )
-        await self._adopt_unknown(servers, set(self.ctx.state.launch_requests))
-
-    async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None:
-        state = self.ctx.state
-        machine = state.machines.get(server_id)
-        if machine is not None and job_id in machine.leases:
-            await self.ctx.emit(decide.release_machine(state, server_id, job_id, at=self.ctx.now()))
-        if broken and machine is not None and machine.kind == "runcomfy":
-            self._spawn_stop(server_id, "unhealthy")
-        await self.assign()
-
-    def cancel_lease(self, job_id: str) -> None:
-        for w in [w for w in self._waiting if w.job_id == job_id]:
-            self._waiting.remove(w)
-            w.reply.fail(
-                LeaseFailedError(f"job {job_id} cancelled", retryable=False, reason="cancelled")
-            )
-
-    def stop_launching(self, reason: str) -> None:
-        self.launching_allowed = False
-        self.refuse_reason = reason
-
-    async def stop_all(self, reason: str) -> list[str]:
-        """Stop every machine we pay for (shielded, each with a deadline); fail waiters."""
-        self.stop_launching(reason)
-        for w in self._waiting:
-            w.reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
-        self._waiting.clear()
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(STOP_DEADLINE):
-                async with trio.open_nursery() as nursery:
-                    for sid in self.still_running():
-                        nursery.start_soon(self.stop_machine, sid, reason)
-                # Launches still in flight, or intents not resolved yet (an unknown outcome
-                # while other launches were in flight): their servers appear at a listing.
-                if (self._launching or self.ctx.state.launch_requests) and (
-                    self.ctx.runcomfy is not None
-                ):
-                    while self._launching:
-                        await self._settled.wait()
-                    await self.poll_once()
-                    async with trio.open_nursery() as nursery:
-                        for sid in self.still_running():
-                            nursery.start_soon(self.stop_machine, sid, reason)
-        return self.still_running()
 
     def still_running(self) -> list[str]:
         """The RunComfy machines we pay for that are not stopped or lost."""
@@ -344,7 +306,138 @@ class MachinePool:
             if m.kind == "runcomfy" and m.status not in MACHINE_GONE
         ]
 
-    # ------------------------------------------------------------------ assignment
+
+@attrs.define(eq=False)
+class _Shutdown:
+    reason: str
+    replies: list[Reply[list[str]]] = attrs.Factory(list)
+
+
+class MachineActor(Actor):
+    """The pool as an actor (see the module docstring)."""
+
+    def __init__(self, pool: MachinePool) -> None:
+        self.pool = pool
+        self.ctx = pool.ctx
+        self.cfg = pool.cfg
+        # In flight in this incarnation (children's calls):
+        self._launching: set[str] = set()  # intent keys with a POST in flight
+        self._approving = 0  # launches waiting for the CostActor's answer
+        self._stopping: set[str] = set()  # DELETEs in flight
+        self._renewing: set[str] = set()
+        self._health: set[str] = set()
+        self._polling = False
+        self._poll_queued = False
+        self._poll_waiters: list[Reply[None]] = []
+        self._reconciling = False
+        self._shutdown: _Shutdown | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        self.pool.ref = self.ref
+        self.start_soon(self._ticker, name="machine-poll-timer")
+
+    async def _ticker(self) -> None:
+        """Child: tell the actor to poll every ``poll_interval``."""
+        while True:
+            await trio.sleep(self.cfg.poll_interval)
+            await self.ref.tell(Tick())
+
+    async def _tell(self, msg: Any) -> None:
+        await self.ref.tell(msg)
+
+    # ------------------------------------------------------------------ messages
+
+    async def receive(self, msg: Any) -> Any:
+        match msg:
+            case LeaseMachine():
+                await self._lease(msg)
+            case ReleaseMachine():
+                await self._release(msg.server_id, msg.job_id, broken=msg.broken)
+            case CancelLease():
+                self._cancel_lease(msg.job_id)
+            case StopMachine():
+                await self._stop(msg.server_id, msg.reason)
+            case StopLaunching():
+                self._stop_launching(msg.reason)
+            case StopAllMachines():
+                await self._stop_all(msg.reason, msg.reply)
+            case PollNow(reply=reply):
+                if reply is not None:
+                    self._poll_waiters.append(reply)
+                self._poll()
+            case Tick():
+                self._poll()
+            case ServerPolled():
+                await self._on_polled(msg)
+            case Reconcile():
+                self._reconcile(msg.reply)
+            case Reconciled():
+                await self._on_reconciled(msg)
+            case LaunchApproved():
+                await self._on_approved(msg)
+            case LaunchAnswered():
+                await self._on_launch_answered(msg)
+            case StopAnswered():
+                await self._on_stop_answered(msg)
+            case RenewAnswered():
+                await self._on_renewed(msg)
+            case HealthAnswered():
+                await self._on_health(msg)
+            case OpenEvents():
+                live = self.pool.live.get(msg.server_id)
+                if live is not None and live.events is None and live.client is not None:
+                    self.start_soon(self._open_events_child, msg.server_id, live.client)
+            case ShutdownDeadline():
+                self._on_shutdown_deadline()
+            case _:
+                log.warning("MachineActor: unknown message %s", type(msg).__name__)
+
+    # ------------------------------------------------------------------ leases
+
+    async def _lease(self, msg: LeaseMachine) -> None:
+        # A job that still holds a lease (its actor restarted) gets it back as it is.
+        for m in self.ctx.state.machines.values():
+            if (
+                msg.job_id in m.leases
+                and m.status not in MACHINE_GONE
+                and (msg.only_server in (None, m.server_id))
+            ):
+                live = self.pool.live.setdefault(m.server_id, _Live())
+                msg.reply.set(Lease(m.server_id, live.client, live.lost, live.events))
+                return
+        self.pool.waiting.append(
+            _Waiter(
+                msg.job_id,
+                msg.workflow_version,
+                msg.priority,
+                next(self.pool.seq),
+                msg.reply,
+                msg.only_server,
+            )
+        )
+        await self._assign()
+
+    async def _release(self, server_id: str, job_id: str, *, broken: bool) -> None:
+        state = self.ctx.state
+        machine = state.machines.get(server_id)
+        if machine is not None and job_id in machine.leases:
+            await self.ctx.emit(decide.release_machine(state, server_id, job_id, at=self.ctx.now()))
+        if broken and machine is not None and machine.kind == "runcomfy":
+            await self._stop(server_id, "unhealthy")
+        await self._assign()
+
+    def _cancel_lease(self, job_id: str) -> None:
+        for w in [w for w in self.pool.waiting if w.job_id == job_id]:
+            self.pool.waiting.remove(w)
+            w.reply.fail(
+                LeaseFailedError(f"job {job_id} cancelled", retryable=False, reason="cancelled")
+            )
+
+    def _stop_launching(self, reason: str) -> None:
+        self.pool.launching_allowed = False
+        self.pool.refuse_reason = reason
 
     def _views(self) -> list[MachineView]:
         out = []
@@ -358,7 +451,7 @@ class MachinePool:
                     healthy=m.healthy,
                     workflow_version=None if m.kind != "runcomfy" else m.workflow_version,
                     leases=len(m.leases),
-                    stopping=m.status == M_STOPPING or m.server_id in self._stopping,
+                    stopping=m.status != M_READY or m.server_id in self._stopping,
                 )
             )
         return out
@@ -367,14 +460,14 @@ class MachinePool:
         m = self.ctx.state.machines.get(server_id)
         return m.max_jobs if m is not None else self.cfg.jobs_per_machine
 
-    async def assign(self) -> None:
+    async def _assign(self) -> None:
         """Serve waiting requests from Ready machines; launch for the unmet demand."""
-        async with self._lock:
-            await self._assign_locked()
-            await self._launch_for_demand()
+        await self._serve_waiters()
+        self._launch_for_demand()
 
-    async def _assign_locked(self) -> None:
+    async def _serve_waiters(self) -> None:
         state = self.ctx.state
+        pool = self.pool
         # Machines with a free slot now; once none is left, only waiters bound to one
         # machine (recovery) still need a look, so a long queue costs O(free machines).
         views = [
@@ -382,23 +475,23 @@ class MachinePool:
             for v in self._views()
             if v.ready and v.healthy and not v.stopping and v.leases < self._limit(v.server_id)
         ]
-        if not views and not any(w.only_server is not None for w in self._waiting):
-            return  # nothing free: the waiters keep waiting (launches are decided below)
-        order = priority_order([(w.priority, w.seq) for w in self._waiting])
+        if not views and not any(w.only_server is not None for w in pool.waiting):
+            return
+        order = policy.priority_order([(w.priority, w.seq) for w in pool.waiting])
         served: list[_Waiter] = []
         for i in order:
-            w = self._waiting[i]
+            w = pool.waiting[i]
             if w.reply.done:
                 served.append(w)
                 continue
             if not views and w.only_server is None:
                 continue
-            sid = pick_machine(
+            sid = policy.pick_machine(
                 views, w.workflow_version, self.cfg.jobs_per_machine, only_server=w.only_server
             )
             if sid is not None and len(state.machines[sid].leases) < self._limit(sid):
                 job = state.jobs.get(w.job_id)
-                if job is None or job.status not in ("pending", "queued", "retrying", "running"):
+                if job is None or job.status not in ACTIVE_STATUSES:
                     w.reply.fail(
                         LeaseFailedError(
                             f"job {w.job_id} is not active", retryable=False, reason="inactive"
@@ -407,7 +500,7 @@ class MachinePool:
                     served.append(w)
                     continue
                 await self.ctx.emit(decide.lease_machine(state, sid, w.job_id, at=self.ctx.now()))
-                live = self._live.setdefault(sid, _Live())
+                live = pool.live.setdefault(sid, _Live())
                 w.reply.set(Lease(sid, live.client, live.lost, live.events))
                 served.append(w)
                 views = [
@@ -425,198 +518,363 @@ class MachinePool:
                     served.append(w)
         if served:
             done = set(map(id, served))
-            self._waiting = [w for w in self._waiting if id(w) not in done]
+            pool.waiting = [w for w in pool.waiting if id(w) not in done]
 
-    async def _launch_for_demand(self) -> None:
-        if self.ctx.runcomfy is None:
-            return
-        demand = [w for w in self._waiting if w.only_server is None and not w.reply.done]
-        if not demand:
-            return
-        state = self.ctx.state
+    def _demand(self) -> list[_Waiter]:
+        """Waiting requests a new machine would serve: any machine, job still active (a job
+        cancelled while its request was queued never causes a launch)."""
+        jobs = self.ctx.state.jobs
+        out = []
+        for w in self.pool.waiting:
+            if w.only_server is not None or w.reply.done:
+                continue
+            job = jobs.get(w.job_id)
+            if job is not None and job.status not in ACTIVE_STATUSES:
+                continue
+            out.append(w)
+        return out
+
+    def _launches_needed(self, demand: list[_Waiter]) -> int:
         alive = [
             m
-            for m in state.machines.values()
+            for m in self.ctx.state.machines.values()
             if m.kind == "runcomfy"
             and m.status not in MACHINE_GONE
             and m.server_id not in self._stopping
+            and m.status in (M_STARTING, M_READY)
         ]
+        in_flight = len(self._launching) + self._approving
         # Machines that will take jobs soon: still starting, or Ready with the health check
         # in progress.
-        starting = sum(
-            1 for m in alive if m.status == M_STARTING or (m.status == M_READY and not m.healthy)
-        ) + len(self._launching)
-        n = launches_needed(
+        starting = (
+            sum(
+                1
+                for m in alive
+                if m.status == M_STARTING or (m.status == M_READY and not m.healthy)
+            )
+            + in_flight
+        )
+        return policy.launches_needed(
             waiting=len(demand),
             starting=starting,
-            alive=len(alive) + len(self._launching),
+            alive=len(alive) + in_flight,
             max_machines=self.cfg.max_machines,
             jobs_per_machine=self.cfg.jobs_per_machine,
         )
+
+    def _launch_for_demand(self) -> None:
+        """Ask the CostActor to approve as many launches as the unmet demand needs (each
+        approval comes back as ``LaunchApproved``)."""
+        pool = self.pool
+        if self.ctx.runcomfy is None:
+            return
+        demand = self._demand()
+        if not demand:
+            return
+        n = self._launches_needed(demand)
         if n <= 0:
             return
-        if not self.launching_allowed:
-            self._fail_unservable(self.refuse_reason or "launching stopped")
+        try:
+            self.ctx.table.rate(pool.server_type)
+        except DomainError as exc:  # a server type the price table cannot bill
+            self._stop_launching(f"cannot launch: {exc}")
+        if pool.launching_allowed and policy.launches_exhausted(
+            failed_in_a_row=pool.failed_in_a_row, max_launch_attempts=self.cfg.max_launch_attempts
+        ):
+            self._stop_launching(
+                f"{pool.failed_in_a_row} launches in a row never became Ready "
+                f"(failed, or stuck Starting for {self.cfg.ready_timeout:g} s); "
+                "not launching again (pool.max_launch_attempts)"
+            )
+        if not pool.launching_allowed:
+            self._fail_unservable(pool.refuse_reason or "launching stopped")
             return
-        if trio.current_time() < self._next_launch_at:
-            return  # backing off after a failed launch; the poller comes back
-        order = priority_order([(w.priority, w.seq) for w in demand])
+        if trio.current_time() < pool.next_launch_at:
+            return  # backing off after a failed launch; the poll timer comes back
+        order = policy.priority_order([(w.priority, w.seq) for w in demand])
         for k in range(n):
             w = demand[order[k % len(order)]]
-            version = w.workflow_version or self.default_version or ""
-            key = self.ctx.ids().hex
-            try:
-                if not await self._approve_launch(w.job_id, self.server_type):
-                    self._fail_unservable("budget")
-                    return
-                intent = decide.request_launch(
-                    state,
-                    request_key=key,
-                    server_type=self.server_type,
-                    workflow_version=version,
-                    estimated_duration=int(self.cfg.lease_seconds),
-                    table=self.ctx.table,
-                    max_jobs=self.cfg.jobs_per_machine,
-                    at=self.ctx.now(),
-                )
-            except DomainError as exc:  # e.g. a server type the price table cannot bill
-                self.stop_launching(f"cannot launch: {exc}")
-                self._fail_unservable(self.refuse_reason)
+            version = w.workflow_version or pool.default_version or ""
+            self._approving += 1
+            self.start_soon(self._approve_child, w.job_id, version, name="machine-approve")
+
+    async def _approve_child(self, job_id: str, version: str) -> None:
+        """Child: ask the CostActor whether a launch fits the budget; report it."""
+        approved = await self.pool.approve_launch(job_id, self.pool.server_type)
+        await self._tell(LaunchApproved(job_id, version, bool(approved)))
+
+    async def _on_approved(self, msg: LaunchApproved) -> None:
+        self._approving -= 1
+        pool = self.pool
+        if not msg.approved:
+            self._fail_unservable("budget")
+            self._check_shutdown()
+            return
+        if not pool.launching_allowed or self._shutdown is not None:
+            self._fail_unservable(pool.refuse_reason or "launching stopped")
+            self._check_shutdown()
+            return
+        if self._launches_needed(self._demand()) <= 0:
+            return  # served, cancelled or covered by another launch meanwhile
+        key = self.ctx.ids().hex
+        try:
+            intent = decide.request_launch(
+                self.ctx.state,
+                request_key=key,
+                server_type=pool.server_type,
+                workflow_version=msg.version,
+                estimated_duration=int(self.cfg.lease_seconds),
+                table=self.ctx.table,
+                max_jobs=self.cfg.jobs_per_machine,
+                at=self.ctx.now(),
+            )
+        except DomainError as exc:  # e.g. a server type the price table cannot bill
+            self._stop_launching(f"cannot launch: {exc}")
+            self._fail_unservable(pool.refuse_reason)
+            return
+        self._launching.add(key)
+        await self.ctx.emit(intent)
+        self.start_soon(self._launch_child, key, msg.version, name="machine-launch")
+
+    async def _launch_child(self, key: str, version: str) -> None:
+        """Child: ``POST /servers``; report the answer."""
+        try:
+            server = await self.ctx.require_runcomfy().launch(
+                version, self.pool.server_type, int(self.cfg.lease_seconds)
+            )
+        except ClientError as exc:
+            await self._tell(LaunchAnswered(key, error=exc))
+            return
+        await self._tell(LaunchAnswered(key, server=server))
+
+    async def _on_launch_answered(self, msg: LaunchAnswered) -> None:
+        self._launching.discard(msg.key)
+        pool = self.pool
+        exc = msg.error
+        if exc is not None:
+            if isinstance(exc, OutcomeUnknownError):
+                # An unknown outcome stays an open intent: the next listing adopts what it
+                # started, or closes it.
+                log.warning("launch %s: outcome unknown; reconciling by listing", msg.key)
+                self._poll()
                 return
-            self._launching.add(key)
-            await self.ctx.emit(intent)
-            self._spawn(self._launch, key, version)
+            await self.ctx.emit(
+                ev.MachineLaunchFailed(request_key=msg.key, reason=str(exc), at=self.ctx.now())
+            )
+            self._count_failed_launch()
+            # Back off before the next launch. Give up at once when the cloud refuses the
+            # launch itself (a wrong token, an unknown workflow version or server type: a
+            # 4xx, nothing will ever launch); when a rate limit or an outage has outlasted
+            # ``cloud_patience``; or after ``max_launch_attempts`` failures of another kind.
+            now = trio.current_time()
+            pool.next_launch_at = now + min(60.0, 2.0**pool.failed_in_a_row)
+            refused = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+            patience_out = now - pool.failing_since >= self.cfg.cloud_patience
+            if isinstance(exc, AuthError) or refused or (_passing(exc) and patience_out):
+                self._stop_launching(f"launch failed: {exc}")
+            elif not _passing(exc) and policy.launches_exhausted(
+                failed_in_a_row=pool.failed_in_a_row,
+                max_launch_attempts=self.cfg.max_launch_attempts,
+            ):
+                self._stop_launching(
+                    f"launch failed {pool.failed_in_a_row} times in a row, last: {exc}"
+                )
+            if not pool.launching_allowed:
+                self._fail_unservable(pool.refuse_reason)
+            self._check_shutdown()
+            return
+        server = msg.server
+        await self.ctx.emit(
+            decide.machine_launched(
+                self.ctx.state, request_key=msg.key, server_id=server.server_id, at=self.ctx.now()
+            )
+        )
+        pool.live[server.server_id] = _Live(launched_at=trio.current_time())
+        if self._shutdown is not None:
+            # The launch completed after the stop of every machine began: stop it too.
+            await self._stop(server.server_id, self._shutdown.reason)
+        self._check_shutdown()
+        await self._assign()
+
+    def _count_failed_launch(self) -> None:
+        pool = self.pool
+        pool.failed_in_a_row += 1
+        if pool.failed_in_a_row == 1:
+            pool.failing_since = trio.current_time()
 
     def _fail_unservable(self, reason: str) -> None:
-        """Fail waiting requests when nothing alive can ever serve them."""
+        """Fail waiting requests when nothing alive, or on its way, can ever serve them."""
         state = self.ctx.state
         alive = [
             m
             for m in state.machines.values()
             if m.status not in MACHINE_GONE and m.server_id not in self._stopping
         ]
-        if alive or self._launching:
+        if alive or self._launching or self._approving:
             return  # they will be served by a machine that exists
-        for w in list(self._waiting):
+        for w in list(self.pool.waiting):
             if w.only_server is None:
-                self._waiting.remove(w)
+                self.pool.waiting.remove(w)
                 w.reply.fail(
                     LeaseFailedError(
                         f"no machine for job {w.job_id}: {reason}", retryable=False, reason=reason
                     )
                 )
 
-    # ------------------------------------------------------------------ side effects
+    # ------------------------------------------------------------------ stops
 
-    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        if self._nursery is None:
-            raise RuntimeError("MachinePool is not bound to a nursery")
-        self._nursery.start_soon(fn, *args)
-
-    async def _launch(self, key: str, version: str) -> None:
-        rc = self.ctx.require_runcomfy()
-        try:
-            try:
-                server = await rc.launch(version, self.server_type, int(self.cfg.lease_seconds))
-            except ClientError as exc:
-                # An unknown outcome stays an open intent: the next listing adopts what it
-                # started. A clear failure closes it.
-                if isinstance(exc, OutcomeUnknownError):
-                    log.warning("launch %s: outcome unknown; reconciling by listing", key)
-                    return
-                await self.ctx.emit(
-                    ev.MachineLaunchFailed(request_key=key, reason=str(exc), at=self.ctx.now())
-                )
-                self._launching.discard(key)
-                now = trio.current_time()
-                self._launch_failures += 1
-                if self._launch_failures == 1:
-                    self._failing_since = now
-                # Back off before the next launch. Give up at once when the cloud refuses
-                # the launch itself (a wrong token, an unknown workflow version or server
-                # type: a 4xx, nothing will ever launch); after a few failures in a row of
-                # another kind; and when a rate limit or an outage has outlasted
-                # ``cloud_patience``. Only then do the waiting jobs fail.
-                self._next_launch_at = now + min(60.0, 2.0**self._launch_failures)
-                refused = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
-                patience_out = now - self._failing_since >= self.cfg.cloud_patience
-                if (
-                    isinstance(exc, AuthError)
-                    or refused
-                    or (
-                        self._launch_failures >= MAX_LAUNCH_FAILURES
-                        and (not _passing(exc) or patience_out)
-                    )
-                ):
-                    self.stop_launching(f"launch failed: {exc}")
-                    self._fail_unservable(f"launch failed: {exc}")
-                return
-            self._launch_failures = 0
-            await self.ctx.emit(
-                decide.machine_launched(
-                    self.ctx.state,
-                    request_key=key,
-                    server_id=server.server_id,
-                    at=self.ctx.now(),
-                )
-            )
-            self._live[server.server_id] = _Live(launched_at=trio.current_time())
-        finally:
-            self._launching.discard(key)
-            self._pulse()
-            self.wake()
-
-    def _spawn_stop(self, server_id: str, reason: str) -> None:
-        if server_id not in self._stopping:
-            self._spawn(self.stop_machine, server_id, reason)
-
-    async def stop_machine(self, server_id: str, reason: str) -> None:
-        """Stop one RunComfy machine: intent, DELETE, final bill (shielded)."""
+    async def _stop(self, server_id: str, reason: str) -> None:
+        """Stop one RunComfy machine: the intent now, the ``DELETE`` in a child."""
         state = self.ctx.state
         m = state.machines.get(server_id)
         if m is None or m.status in MACHINE_GONE or m.kind != "runcomfy":
             return
         if server_id in self._stopping:
-            while server_id in self._stopping:
-                await self._settled.wait()
             return
-        self._stopping.add(server_id)
-        try:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(STOP_DEADLINE):
-                    if m.status != M_STOPPING:
-                        await self.ctx.emit(
-                            decide.stop_machine(state, server_id, reason=reason, at=self.ctx.now())
-                        )
-                    self._mark_lost(server_id)
-                    server = await self.ctx.require_runcomfy().stop(server_id, missing_ok=True)
-                    now = self.ctx.now()
-                    m = self.ctx.state.machines[server_id]
-                    # 404: it was gone before the DELETE arrived (vanished, or its lease ran
-                    # out), at a moment nobody tells: bill up to now, or the lease's end.
-                    stopped_at = now if server is not None else _gone_at(m, now)
-                    await self._emit_stopped(server_id, stopped_at)
-        except ClientError as exc:
-            log.warning("stop of server %s failed: %s", server_id, exc)
-        finally:
-            self._stopping.discard(server_id)
-            self._pulse()
-
-    async def _emit_stopped(self, server_id: str, stopped_at: float) -> None:
-        state = self.ctx.state
-        m = state.machines.get(server_id)
-        if m is None or m.status == "stopped":
-            return
-        try:
-            event = decide.machine_stopped(
-                state, server_id, stopped_at=stopped_at, at=self.ctx.now()
+        if m.status != "stopping":
+            await self.ctx.emit(
+                decide.stop_machine(state, server_id, reason=reason, at=self.ctx.now())
             )
-        except DomainError:
+        self._mark_lost(server_id)
+        self._stopping.add(server_id)
+        # Keep trying through rate limits and outages while the machine may bill: up to
+        # its lease's end (RunComfy stops it then), never longer than ``stop_patience``.
+        now = self.ctx.now()
+        lease_end = m.estimated_stopping_at
+        if lease_end is None:
+            lease_end = now + self.cfg.ready_timeout + self.cfg.lease_seconds
+        patience = max(1.0, min(self.cfg.stop_patience, lease_end - now))
+        self.start_soon(
+            self._stop_child,
+            server_id,
+            trio.current_time() + patience,
+            m.service_ready_at is not None,
+            name="machine-stop",
+        )
+
+    async def _stop_child(self, server_id: str, until: float, ready_logged: bool) -> None:
+        """Child: ``DELETE`` until it answers (or ``until``), then the final record."""
+        rc = self.ctx.require_runcomfy()
+        delay = 1.0
+        while True:
+            try:
+                server = await rc.stop(server_id, missing_ok=True)
+                break
+            except ClientError as exc:
+                if not _passing(exc) or trio.current_time() + delay > until:
+                    await self._tell(StopAnswered(server_id, error=str(exc)))
+                    return
+                log.warning("stop of server %s: %s; trying again in %g s", server_id, exc, delay)
+            await trio.sleep(delay)
+            delay = min(30.0, delay * 2)
+        stopped_at = self.ctx.now()
+        if server is None:
+            await self._tell(StopAnswered(server_id, found=False, stopped_at=stopped_at))
             return
-        await self.ctx.emit(event)
+        ready_at = server.service_ready_at
+        if ready_at is None and not ready_logged:
+            # The DELETE's answer says it was not Ready; its final record says for sure
+            # (it may have become Ready while the DELETE was on its way).
+            try:
+                ready_at = (await rc.status(server_id)).service_ready_at
+            except ServerNotFoundError:
+                pass
+            except ClientError as exc:
+                log.info("final record of server %s: %s", server_id, exc)
+        await self._tell(
+            StopAnswered(server_id, found=True, stopped_at=stopped_at, server_ready_at=ready_at)
+        )
+
+    async def _on_stop_answered(self, msg: StopAnswered) -> None:
+        self._stopping.discard(msg.server_id)
+        state = self.ctx.state
+        m = state.machines.get(msg.server_id)
+        if m is not None and m.status not in MACHINE_GONE:
+            if msg.error:
+                log.warning(
+                    "stop of server %s gave up: %s; it may still be billing until its lease"
+                    " ends; the next listing tries again",
+                    msg.server_id,
+                    msg.error,
+                )
+            else:
+                # 404: it was gone before the DELETE arrived (vanished, or its lease ran
+                # out), at a moment nobody tells: bill up to then, or the lease's end.
+                stopped_at = msg.stopped_at if msg.found else policy.gone_at(m, msg.stopped_at)
+                event = policy.machine_stopped(
+                    state,
+                    msg.server_id,
+                    stopped_at=stopped_at,
+                    server_ready_at=msg.server_ready_at if msg.found else None,
+                    table=self.ctx.table,
+                    at=self.ctx.now(),
+                )
+                if m.service_ready_at is None and event.service_ready_at is not None:
+                    self._ready_seen()  # it did become Ready: not a stuck launch
+                await self.ctx.emit(event)
+        self._check_shutdown()
+        await self._assign()
+
+    def _ready_seen(self) -> None:
+        self.pool.failed_in_a_row = 0
+
+    async def _stop_all(self, reason: str, reply: Reply[list[str]] | None) -> None:
+        """Stop launching and every machine we pay for; ``reply`` once none is left (or
+        with the ones still billing once ``stop_patience`` has passed)."""
+        self._stop_launching(reason)
+        for w in self.pool.waiting:
+            w.reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
+        self.pool.waiting.clear()
+        first = self._shutdown is None
+        if self._shutdown is None:
+            self._shutdown = _Shutdown(reason)
+        if reply is not None:
+            self._shutdown.replies.append(reply)
+        for sid in self.pool.still_running():
+            await self._stop(sid, reason)
+        if set(self.ctx.state.launch_requests) - self._launching:
+            self._poll()  # intents of unknown outcome: their servers appear in a listing
+        if first or reply is not None:
+            self.start_soon(self._deadline_child, name="machine-stop-deadline")
+        self._check_shutdown()
+
+    async def _deadline_child(self) -> None:
+        await trio.sleep(self.cfg.stop_patience)
+        await self._tell(ShutdownDeadline())
+
+    def _check_shutdown(self) -> None:
+        """Answer the stop-all replies once nothing runs and nothing is on its way."""
+        sd = self._shutdown
+        if sd is None or not sd.replies:
+            return
+        if self._launching or self._approving:
+            return
+        if self.ctx.runcomfy is not None and set(self.ctx.state.launch_requests):
+            return  # open intents: the next listing adopts (then stops) or closes them
+        if self.pool.still_running():
+            return
+        for reply in sd.replies:
+            reply.set([])
+        sd.replies.clear()
+
+    def _on_shutdown_deadline(self) -> None:
+        sd = self._shutdown
+        if sd is None or not sd.replies:
+            return
+        left = self.pool.still_running()
+        intents = sorted(self.ctx.state.launch_requests)
+        log.warning(
+            "stopping every machine: gave up after %g s; still billing: %s%s",
+            self.cfg.stop_patience,
+            ", ".join(left) or "none",
+            f"; launches of unknown outcome: {', '.join(intents)}" if intents else "",
+        )
+        for reply in sd.replies:
+            reply.set(left)
+        sd.replies.clear()
 
     def _mark_lost(self, server_id: str) -> None:
-        live = self._live.get(server_id)
+        live = self.pool.live.get(server_id)
         if live is not None:
             live.lost.set()
             if live.events_scope is not None:
@@ -625,168 +883,197 @@ class MachinePool:
     async def _lose(self, server_id: str, reason: str, stopped_at: float) -> None:
         """A machine vanished or stopped by itself: lost, final bill, its jobs requeued
         (their WorkflowActors see ``Lease.lost`` and requeue themselves)."""
-        m = self.ctx.state.machines.get(server_id)
+        state = self.ctx.state
+        m = state.machines.get(server_id)
         if m is None or m.status in MACHINE_GONE:
             return
-        await self.ctx.emit(ev.MachineLost(server_id=server_id, reason=reason, at=self.ctx.now()))
-        self._mark_lost(server_id)
-        seconds = billed_seconds(m.service_ready_at, stopped_at)
-        await self.ctx.emit(
-            ev.MachineStopped(
-                server_id=server_id,
-                stopped_at=stopped_at,
-                billed_seconds=seconds,
-                cost_micros=cost_micros(m.rate_micros_per_hour, seconds),
-                at=self.ctx.now(),
-            )
+        bill = policy.machine_stopped(
+            state,
+            server_id,
+            stopped_at=stopped_at,
+            server_ready_at=None,
+            table=self.ctx.table,
+            at=self.ctx.now(),
         )
+        lost = ev.MachineLost(server_id=server_id, reason=reason, at=self.ctx.now())
+        await self.ctx.emit(lost, bill)
+        self._mark_lost(server_id)
 
     # ------------------------------------------------------------------ observation
 
-    async def poll_once(self) -> None:
-        """ONE ``GET /servers`` for every machine; update each from what it says."""
-        async with self._lock:
-            await self._poll_locked()
-
-    async def _poll_locked(self) -> None:
-        rc = self.ctx.runcomfy
-        if rc is None:
+    def _poll(self) -> None:
+        """Start ONE ``GET /servers`` in a child (or queue one after the one in flight)."""
+        if self._polling or self._reconciling:
+            self._poll_queued = True
             return
         state = self.ctx.state
+        needed = self.ctx.runcomfy is not None and (
+            bool(state.launch_requests)
+            or any(
+                m.kind == "runcomfy" and m.status not in MACHINE_GONE
+                for m in state.machines.values()
+            )
+        )
+        waiters, self._poll_waiters = tuple(self._poll_waiters), []
+        if not needed:
+            for reply in waiters:
+                reply.set(None)
+            return
+        self._polling = True
+        self.start_soon(self._poll_child, waiters, name="machine-poll")
+
+    async def _poll_child(self, waiters: tuple[Reply[None], ...]) -> None:
+        """Child: list the account's servers; report the listing."""
+        try:
+            servers = await self.ctx.require_runcomfy().list_servers()
+        except ClientError as exc:
+            await self._tell(ServerPolled(None, str(exc), waiters))
+            return
+        await self._tell(ServerPolled(list(servers), "", waiters))
+
+    async def _on_polled(self, msg: ServerPolled) -> None:
+        self._polling = False
+        try:
+            if msg.servers is None:
+                log.warning("listing servers failed: %s", msg.error)
+            else:
+                self.pool.polls += 1
+                await self._apply_listing(msg.servers)
+        finally:
+            for reply in msg.waiters:
+                reply.set(None)
+        if self._poll_queued:
+            self._poll_queued = False
+            self._poll()
+        if self._shutdown is not None:
+            for sid in self.pool.still_running():
+                await self._stop(sid, self._shutdown.reason)
+        self._check_shutdown()
+        await self._assign()
+
+    async def _apply_listing(self, servers: list[Any]) -> None:
+        """Update every machine from what ONE listing says about it."""
+        state = self.ctx.state
+        pool = self.pool
+        by_id = {s.server_id: s for s in servers}
+        now = self.ctx.now()
+        tnow = trio.current_time()
         managed = [
             m
             for m in state.machines.values()
             if m.kind == "runcomfy" and m.status not in MACHINE_GONE
         ]
-        open_intents = set(state.launch_requests) - self._launching
-        if not managed and not open_intents:
-            return
-        try:
-            servers = await rc.list_servers()
-        except ClientError as exc:
-            log.warning("listing servers failed: %s", exc)
-            return
-        self.polls += 1
-        by_id = {s.server_id: s for s in servers}
-        now = self.ctx.now()
         for m in managed:
-            if m.server_id in self._stopping:
-                continue
-            s = by_id.get(m.server_id)
-            live = self._live.setdefault(m.server_id, _Live(launched_at=trio.current_time()))
-            if s is None:
+            sid = m.server_id
+            s = by_id.get(sid)
+            live = pool.live.setdefault(sid, _Live(launched_at=tnow))
+            obs = policy.observe(
+                m,
+                None if s is None else _seen(s),
+                since_launch=tnow - live.launched_at,
+                listed_before=live.seen,
+                ready_timeout=self.cfg.ready_timeout,
+                stop_in_flight=sid in self._stopping,
+            )
+            if s is not None:
+                live.seen = True
                 if (
-                    m.status == M_STARTING
-                    and not live.seen
-                    and trio.current_time() - live.launched_at < 60.0
+                    s.status != m.observed_status
+                    and not s.is_ready
+                    and sid not in self._stopping
+                    and m.status not in MACHINE_GONE
                 ):
-                    continue  # a 404 right after a launch: not visible yet
-                await self._lose(m.server_id, "vanished (404)", _gone_at(m, now))
+                    await self.ctx.emit(
+                        ev.MachineStatusObserved(server_id=sid, status=s.status, at=now)
+                    )
+            if obs is Observation.LOST:
+                reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
+                await self._lose(sid, reason, policy.gone_at(m, now))
                 continue
-            live.seen = True
-            if s.status != m.observed_status and not s.is_ready:
-                await self.ctx.emit(
-                    ev.MachineStatusObserved(server_id=m.server_id, status=s.status, at=now)
-                )
-            if m.status == M_STARTING:
-                if s.is_ready and s.service_ready_at is not None:
-                    live.client = self._make_client(m.server_id, s.url)
+            if s is None:
+                continue  # not listed yet, right after its launch
+            match obs:
+                case Observation.READY:
+                    live.client = pool.make_client(sid, s.url)
                     await self.ctx.emit(
                         decide.machine_ready(
-                            self.ctx.state,
-                            m.server_id,
+                            state,
+                            sid,
                             service_ready_at=s.service_ready_at,
                             estimated_stopping_at=s.estimated_stopping_at,
                             table=self.ctx.table,
                             at=now,
                         )
                     )
-                    self._start_health(m.server_id)
-                elif s.status == "Error" or (
-                    trio.current_time() - live.launched_at >= self.cfg.ready_timeout
-                ):
-                    self._spawn_stop(m.server_id, "not_ready")
-            elif m.status == M_STOPPING:
-                if s.status not in ("Deleting", "Stopping"):
+                    self._ready_seen()
+                case Observation.STUCK:
+                    self._count_failed_launch()
+                    await self._stop(sid, "not_ready")
+                    continue
+                case Observation.STOP_AGAIN:
                     # Our DELETE failed (or never went out): a paid machine must not be left
                     # running until its lease ends. Stop it again.
-                    self._spawn_stop(m.server_id, m.stop_reason or "retry")
-            elif m.status == M_READY:
-                if not s.is_ready:
-                    await self._lose(
-                        m.server_id, f"stopped by itself ({s.status})", _gone_at(m, now)
-                    )
+                    await self._stop(sid, m.stop_reason or "retry")
                     continue
-                if live.client is None:
-                    live.client = self._make_client(m.server_id, s.url)
-                if not m.healthy:
-                    self._start_health(m.server_id)
-                if s.estimated_stopping_at is not None and (
-                    m.estimated_stopping_at is None
-                    or abs(s.estimated_stopping_at - m.estimated_stopping_at) > 1e-6
-                ):
+                case Observation.RENEWED:
                     await self.ctx.emit(
                         ev.LeaseRenewed(
-                            server_id=m.server_id,
-                            estimated_stopping_at=s.estimated_stopping_at,
-                            at=now,
+                            server_id=sid, estimated_stopping_at=s.estimated_stopping_at, at=now
                         )
                     )
-        await self._adopt_unknown(servers, open_intents)
+                case _:
+                    pass
+            m = state.machines[sid]
+            if m.status == M_READY and s is not None:
+                if live.client is None:
+                    live.client = pool.make_client(sid, s.url)
+                if not m.healthy:
+                    self._start_health(sid)
+        await self._adopt_unknown(servers)
         await self._renew_and_reap(now)
 
-    async def _adopt_unknown(self, servers: list[Any], open_intents: set[str]) -> None:
+    async def _adopt_unknown(self, servers: list[Any]) -> None:
         """Servers a logged launch intent may have started (crash, or unknown outcome).
 
-        One resolution at a time (start-up's reconcile and the poller both get here), and
-        none while a launch is in flight: an unknown server may then be that launch's, whose
-        answer has not arrived yet. An intent resolved meanwhile (its launch answered, or an
-        earlier resolution) is skipped, as is a server that became known."""
-        if not open_intents or self._launching:
+        None while a launch is in flight: an unknown server may then be that launch's,
+        whose answer has not arrived yet."""
+        state = self.ctx.state
+        if not state.launch_requests or self._launching:
             return
-        async with self._resolving:
-            state = self.ctx.state
-            unknown = [
-                s
-                for s in servers
-                if s.server_id not in state.machines and s.status not in ("Deleting", "Stopping")
-            ]
-            pending = [k for k in open_intents if k in state.launch_requests]
-            for key in sorted(pending, key=lambda k: state.launch_requests[k].at):
-                if self._launching:
-                    break  # a launch began meanwhile: the next poll resolves the rest
-                if key not in state.launch_requests:
-                    continue
-                unknown = [s for s in unknown if s.server_id not in state.machines]
-                await self._resolve_intent(key, unknown)
-
-    async def _resolve_intent(self, key: str, unknown: list[Any]) -> None:
-        """Adopt the first unknown server that fits launch intent ``key``, or close it."""
-        req = self.ctx.state.launch_requests[key]
-        match = next(
-            (
-                s
-                for s in unknown
-                if (s.server_type in (None, req.server_type))
-                and (s.workflow_version_id in (None, req.workflow_version))
-            ),
-            None,
-        )
-        if match is None:
-            await self.ctx.emit(
-                ev.MachineLaunchFailed(
-                    request_key=key, reason="no server found for this launch", at=self.ctx.now()
-                )
+        unknown = [
+            s
+            for s in servers
+            if s.server_id not in state.machines and s.status not in policy.GONE_STATUSES
+        ]
+        for key in sorted(state.launch_requests, key=lambda k: state.launch_requests[k].at):
+            req = state.launch_requests[key]
+            unknown = [s for s in unknown if s.server_id not in state.machines]
+            match = next(
+                (
+                    s
+                    for s in unknown
+                    if (s.server_type in (None, req.server_type))
+                    and (s.workflow_version_id in (None, req.workflow_version))
+                ),
+                None,
             )
-            return
-        await self.adopt(
-            match,
-            request_key=key,
-            server_type=req.server_type,
-            workflow_version=req.workflow_version,
-        )
+            if match is None:
+                await self.ctx.emit(
+                    ev.MachineLaunchFailed(
+                        request_key=key,
+                        reason="no server found for this launch",
+                        at=self.ctx.now(),
+                    )
+                )
+                continue
+            await self._adopt(
+                match,
+                request_key=key,
+                server_type=req.server_type,
+                workflow_version=req.workflow_version,
+            )
 
-    async def adopt(
+    async def _adopt(
         self, s: Any, *, request_key: str | None, server_type: str, workflow_version: str | None
     ) -> None:
         """Own a server found alive again (recovery): ``MachineAdopted``, then health."""
@@ -807,11 +1094,11 @@ class MachinePool:
                 at=self.ctx.now(),
             )
         )
-        live = self._live.setdefault(s.server_id, _Live(launched_at=trio.current_time()))
+        live = self.pool.live.setdefault(s.server_id, _Live(launched_at=trio.current_time()))
         live.lost = trio.Event()
         live.seen = True
         if ready:
-            live.client = self._make_client(s.server_id, s.url)
+            live.client = self.pool.make_client(s.server_id, s.url)
             self._start_health(s.server_id)
 
     async def _renew_and_reap(self, now: float) -> None:
@@ -820,104 +1107,197 @@ class MachinePool:
             if m.kind != "runcomfy" or m.status != M_READY or m.server_id in self._stopping:
                 continue
             compatible = any(
-                w.workflow_version in (None, m.workflow_version) for w in self._waiting
+                w.workflow_version in (None, m.workflow_version) for w in self.pool.waiting
             )
-            work = bool(m.leases) or compatible
             if (
-                should_renew(
+                policy.should_renew(
                     now=now,
                     estimated_stopping_at=m.estimated_stopping_at,
                     renew_margin=self.cfg.renew_margin,
-                    work_remains=work,
+                    work_remains=bool(m.leases) or compatible,
                 )
-                and self.launching_allowed
-                and await self._approve_renewal(m.server_id, self.cfg.lease_seconds)
+                and self.pool.launching_allowed
+                and m.server_id not in self._renewing
+                and m.service_ready_at is not None
             ):
-                self._spawn(self._renew, m.server_id)
+                self._renewing.add(m.server_id)
+                seconds = policy.renewed_duration(
+                    now=now,
+                    service_ready_at=m.service_ready_at,
+                    lease_seconds=self.cfg.lease_seconds,
+                )
+                self.start_soon(
+                    self._renew_child,
+                    m.server_id,
+                    seconds,
+                    m.service_ready_at + seconds,
+                    name="machine-renew",
+                )
             if (
                 not m.leases
                 and not compatible
-                and m.idle_since is not None
-                and (now - m.idle_since >= self.cfg.idle_timeout)
+                and policy.idle_expired(
+                    now=now, idle_since=m.idle_since, idle_timeout=self.cfg.idle_timeout
+                )
             ):
-                self._spawn_stop(m.server_id, "idle")
+                await self._stop(m.server_id, "idle")
 
-    async def _renew(self, server_id: str) -> None:
-        m = self.ctx.state.machines.get(server_id)
-        if m is None or m.service_ready_at is None or m.status != M_READY:
+    async def _renew_child(self, server_id: str, seconds: int, fallback_until: float) -> None:
+        """Child: ask the CostActor, then ``update-estimated-duration``; report it."""
+        if not await self.pool.approve_renewal(server_id, self.cfg.lease_seconds):
+            await self._tell(RenewAnswered(server_id, None))
             return
-        seconds = renewed_duration(
-            now=self.ctx.now(),
-            service_ready_at=m.service_ready_at,
-            lease_seconds=self.cfg.lease_seconds,
-        )
         try:
             server = await self.ctx.require_runcomfy().extend(server_id, seconds)
         except ServerNotFoundError:
-            self.wake()
+            await self._tell(RenewAnswered(server_id, None, gone=True))
             return
         except ClientError as exc:
             log.warning("lease renewal of server %s failed: %s", server_id, exc)
+            await self._tell(RenewAnswered(server_id, None))
             return
-        m = self.ctx.state.machines.get(server_id)
-        if m is None or m.status != M_READY or m.service_ready_at is None:
+        await self._tell(RenewAnswered(server_id, server.estimated_stopping_at or fallback_until))
+
+    async def _on_renewed(self, msg: RenewAnswered) -> None:
+        self._renewing.discard(msg.server_id)
+        if msg.gone:
+            self._poll()
             return
-        until = server.estimated_stopping_at or (m.service_ready_at + seconds)
+        m = self.ctx.state.machines.get(msg.server_id)
+        if msg.until is None or m is None or m.status != M_READY:
+            return
         await self.ctx.emit(
-            ev.LeaseRenewed(server_id=server_id, estimated_stopping_at=until, at=self.ctx.now())
+            ev.LeaseRenewed(
+                server_id=msg.server_id, estimated_stopping_at=msg.until, at=self.ctx.now()
+            )
         )
 
-    async def _start_events(self, live: _Live) -> None:
-        """Open the machine's shared WebSocket (followers fall back to polling without it)."""
-        if self._nursery is None:
+    # ------------------------------------------------------------------ health, WebSocket
+
+    def _start_health(self, server_id: str) -> None:
+        live = self.pool.live.get(server_id)
+        if live is None or server_id in self._health or live.client is None:
             return
-        events = live.client.events()
+        self._health.add(server_id)
+        self.start_soon(self._health_child, server_id, live.client, name="machine-health")
+
+    async def _health_child(self, server_id: str, client: Any) -> None:
+        """Child: ``/system_stats`` before the first prompt, then the machine's WebSocket."""
+        for attempt in range(HEALTH_ATTEMPTS):
+            try:
+                await client.system_stats()
+            except ClientError as exc:
+                log.info("health check %d of server %s failed: %s", attempt + 1, server_id, exc)
+                await trio.sleep(min(30.0, 1.0 * 2**attempt))
+                continue
+            events, scope = await self._open_events(client)
+            await self._tell(HealthAnswered(server_id, True, events, scope))
+            return
+        await self._tell(HealthAnswered(server_id, False))
+
+    async def _open_events(self, client: Any) -> tuple[Any, trio.CancelScope | None]:
+        """Open the machine's shared WebSocket (followers fall back to polling without it):
+        it runs in the actor's nursery, within a scope the actor cancels when it is lost."""
+        if not hasattr(client, "events"):
+            return None, None
+        events = client.events()
         scope = trio.CancelScope()
-        live.events, live.events_scope = events, scope
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             status = _Reported(task_status)
             with scope:
                 await events.run(task_status=status)
-            if not status.reported:  # lost (scope cancelled) before the first attempt
+            if not status.reported:  # lost (scope cancelled) before its first attempt
                 task_status.started()
 
         with trio.move_on_after(30):
-            await self._nursery.start(run)
+            await self.nursery.start(run)
+        return events, scope
 
-    def attach_events_later(self, server_id: str) -> None:
-        """For attached machines (comfyui/dev): open their WebSocket in the background."""
-        live = self._live.get(server_id)
-        if live is not None and live.events is None and live.client is not None:
-            self._spawn(self._start_events, live)
+    async def _open_events_child(self, server_id: str, client: Any) -> None:
+        events, scope = await self._open_events(client)
+        await self._tell(HealthAnswered(server_id, True, events, scope))
 
-    def _start_health(self, server_id: str) -> None:
-        live = self._live.get(server_id)
-        if live is None or live.health_task or live.client is None:
+    async def _on_health(self, msg: HealthAnswered) -> None:
+        self._health.discard(msg.server_id)
+        live = self.pool.live.get(msg.server_id)
+        m = self.ctx.state.machines.get(msg.server_id)
+        gone = m is None or m.status in MACHINE_GONE or msg.server_id in self._stopping
+        if msg.events is not None and live is not None and live.events is None and not gone:
+            live.events, live.events_scope = msg.events, msg.scope
+        elif msg.scope is not None:
+            msg.scope.cancel()
+        if gone or m is None:
             return
-        live.health_task = True
-        self._spawn(self._health, server_id)
+        if not msg.healthy:
+            if m.kind == "runcomfy":
+                await self._stop(msg.server_id, "unhealthy")
+            return
+        if not m.healthy:
+            await self.ctx.emit(ev.MachineHealthy(server_id=msg.server_id, at=self.ctx.now()))
+        await self._assign()
 
-    async def _health(self, server_id: str) -> None:
-        """``/system_stats`` before the first prompt; a machine that never answers is stopped."""
-        live = self._live[server_id]
+    # ------------------------------------------------------------------ recovery
+
+    def _reconcile(self, reply: Reply[None]) -> None:
+        """Recovery: every machine the log says may exist is listed and adopted or closed;
+        launch intents without outcome are matched to unknown servers (or closed)."""
+        rc = self.ctx.runcomfy
+        state = self.ctx.state
+        doubtful = [
+            m
+            for m in state.machines.values()
+            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
+        ]
+        if rc is None or (not doubtful and not state.launch_requests):
+            reply.set(None)
+            return
+        self._reconciling = True
+        self.start_soon(self._reconcile_child, reply, name="machine-reconcile")
+
+    async def _reconcile_child(self, reply: Reply[None]) -> None:
         try:
-            for attempt in range(HEALTH_ATTEMPTS):
-                try:
-                    await live.client.system_stats()
-                except ClientError as exc:
-                    log.info("health check %d of server %s failed: %s", attempt + 1, server_id, exc)
-                    await trio.sleep(min(30.0, 1.0 * 2**attempt))
-                    continue
-                if live.events is None and hasattr(live.client, "events"):
-                    await self._start_events(live)
-                m = self.ctx.state.machines.get(server_id)
-                if m is not None and m.status not in MACHINE_GONE and not m.healthy:
-                    await self.ctx.emit(ev.MachineHealthy(server_id=server_id, at=self.ctx.now()))
-                await self.assign()
-                return
-            m = self.ctx.state.machines.get(server_id)
-            if m is not None and m.kind == "runcomfy":
-                self._spawn_stop(server_id, "unhealthy")
-        finally:
-            live.health_task = False
+            servers = await list_servers_patiently(
+                self.ctx.runcomfy, self.cfg.cloud_patience, what="recovery"
+            )
+        except ClientError as exc:
+            await self._tell(Reconciled(None, reply, exc))
+            return
+        await self._tell(Reconciled(servers, reply))
+
+    async def _on_reconciled(self, msg: Reconciled) -> None:
+        self._reconciling = False
+        if msg.servers is None:
+            assert msg.error is not None
+            msg.reply.fail(msg.error)
+            return
+        state = self.ctx.state
+        by_id = {s.server_id: s for s in msg.servers}
+        now = self.ctx.now()
+        doubtful = [
+            m
+            for m in state.machines.values()
+            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
+        ]
+        for m in doubtful:
+            s = by_id.get(m.server_id)
+            if s is None or s.status in policy.GONE_STATUSES:
+                await self._lose(
+                    m.server_id, "gone while we were down", policy.gone_at(m, now, stop_sent=True)
+                )
+                continue
+            stopping = m.status == "stopping"
+            await self._adopt(
+                s,
+                request_key=None,
+                server_type=m.server_type or self.pool.server_type,
+                workflow_version=m.workflow_version,
+            )
+            if stopping:
+                await self._stop(m.server_id, m.stop_reason or "resume")
+        await self._adopt_unknown(msg.servers)
+        msg.reply.set(None)
+        if self._poll_queued:
+            self._poll_queued = False
+            self._poll()
+        await self._assign()

@@ -293,7 +293,7 @@ def _check_budget(config: Config) -> None:
     """A budget below the cost of one lease can launch nothing: say so before starting."""
     if config.budget.usd is None or config.mode == "comfyui":
         return
-    from conjure_actors.actors.policy import lease_cost_micros
+    from conjure_actors.domain.cost_policy import lease_cost_micros
     from conjure_actors.domain.prices import default_price_table, format_usd
 
     table = default_price_table(config.runcomfy.plan)

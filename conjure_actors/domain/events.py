@@ -319,13 +319,18 @@ class MachineStopped(msgspec.Struct, frozen=True, kw_only=True, tag="machine.sto
 
     ``billed_seconds`` and ``cost_micros`` follow THE billing rule
     (:func:`conjure_actors.domain.prices.billed_seconds`, ``machine_cost_micros``); a machine
-    that never became ready bills 0.
+    that never became ready bills 0. ``service_ready_at`` (with its rate and price table)
+    is the server's Ready time from its final record, when the log had not seen it Ready
+    (stopped while Starting, or Ready between two polls); ``None`` in older logs.
     """
 
     server_id: str
     stopped_at: float
     billed_seconds: int
     cost_micros: int
+    service_ready_at: float | None = None
+    rate_micros_per_hour: int = 0
+    price_table_version: str = ""
     at: float
 
 

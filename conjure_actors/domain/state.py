@@ -647,6 +647,11 @@ def _stopped(s: State, e: ev.MachineStopped) -> None:
     if m.status == M_STOPPED:
         _anomaly(s, f"machine {e.server_id} stopped twice")
     m.status = M_STOPPED
+    if m.service_ready_at is None and e.service_ready_at is not None:
+        m.service_ready_at = e.service_ready_at  # Ready between two polls: its final record
+        m.rate_micros_per_hour = e.rate_micros_per_hour
+        m.price_table_version = e.price_table_version
+        _note_table(s, e.price_table_version)
     m.stopped_at = e.stopped_at
     m.billed_seconds = e.billed_seconds
     m.accrued_until = e.stopped_at

@@ -1,8 +1,11 @@
-"""The machine pool against the in-memory RunComfy simulator (MockClock): launch, reuse,
-idle shutdown, lease renewal, stuck machines, lost machines, the ledger vs the sim's bills."""
+"""The MachineActor (and the CostActor it asks) against the in-memory RunComfy simulator
+(MockClock): launch, reuse, idle shutdown, lease renewal, stuck machines, lost machines,
+stops (while Starting, between polls, through a 429 storm), early interrupts, and the
+ledger equal to the sim's bills to the micro-dollar."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,12 +17,28 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 import eventlog
 from conjure_actors.actors.context import Context
-from conjure_actors.actors.cost import Ledger
-from conjure_actors.actors.messages import Lease, LeaseFailedError, Reply
-from conjure_actors.actors.pool import MachinePool
+from conjure_actors.actors.cost import CostActor, Ledger
+from conjure_actors.actors.messages import (
+    ApproveLaunch,
+    ApproveRenewal,
+    CancelLease,
+    Lease,
+    LeaseFailedError,
+    LeaseMachine,
+    PollNow,
+    ReleaseMachine,
+    Reply,
+    SetBudget,
+    StopAllMachines,
+    StopLaunching,
+    StopMachine,
+)
+from conjure_actors.actors.pool import MachineActor, MachinePool, Reconcile
 from conjure_actors.clients.runcomfy import RunComfyClient
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import Config, PoolConfig, RunComfyConfig, Secret
@@ -27,6 +46,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.runtime import ActorRef, open_actor_system
 from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfySim, RunComfyTimings
 
 
@@ -50,14 +70,20 @@ class _SocketNeverOpens(_HealthyComfy):
 @attrs.define
 class Rig:
     pool: MachinePool
-    ledger: Ledger
+    machines: ActorRef
+    cost: ActorRef
     ctx: Context
     sim: RunComfySim
+    log: eventlog.MemoryLog[Any]
     jobs: int = 0
 
     @property
     def state(self) -> Any:
         return self.ctx.state
+
+    def events(self, kind: type) -> list[Any]:
+        """Every logged event of type ``kind``, in order."""
+        return [r.event for r in self.log.records() if isinstance(r.event, kind)]
 
     async def job(self) -> str:
         """A registered, queued job the pool can lease for."""
@@ -75,6 +101,11 @@ class Rig:
         )
         return job_id
 
+    async def cancel(self, job_id: str) -> None:
+        """The job is cancelled (as its WorkflowActor does) and its request withdrawn."""
+        await self.ctx.emit(ev.JobCancelled(job_id=job_id, reason="test", at=self.ctx.now()))
+        await self.machines.tell(CancelLease(job_id))
+
     async def dangling_intent(self, key: str) -> None:
         """A launch intent left open (as by a crash) whose server the cloud did start."""
         self.sim._launch(
@@ -90,10 +121,30 @@ class Rig:
             )
         )
 
-    async def lease(self, job_id: str) -> Lease:
+    async def ask_lease(self, job_id: str, version: str | None = "v1") -> Reply[Lease]:
         reply: Reply[Lease] = Reply()
-        await self.pool.lease(job_id, "v1", 0, reply)
+        await self.machines.tell(LeaseMachine(job_id, version, 0, reply))
+        return reply
+
+    async def lease(self, job_id: str) -> Lease:
+        reply = await self.ask_lease(job_id)
         with trio.fail_after(3600):
+            return await reply.wait()
+
+    async def release(self, server_id: str, job_id: str) -> None:
+        await self.machines.tell(ReleaseMachine(server_id, job_id))
+
+    async def poll(self) -> None:
+        """Return once a listing that began after this call has been acted upon."""
+        reply: Reply[None] = Reply()
+        await self.machines.tell(PollNow(reply))
+        with trio.fail_after(600):
+            await reply.wait()
+
+    async def stop_all(self, reason: str = "shutdown") -> list[str]:
+        reply: Reply[list[str]] = Reply()
+        await self.machines.tell(StopAllMachines(reason, reply))
+        with trio.fail_after(7200):
             return await reply.wait()
 
     def ledger_matches_sim(self) -> bool:
@@ -108,10 +159,13 @@ async def pool_rig(
     faults: RunComfyFaults | None = None,
     budget: float | None = None,
     comfy: type[_HealthyComfy] = _HealthyComfy,
+    ready_delay: float = 60.0,
     **pool: Any,
 ) -> AsyncIterator[Rig]:
     wall = TrioWallClock()
-    sim = RunComfySim(wall=wall.now, faults=faults, timings=RunComfyTimings(ready_delay=60.0))
+    sim = RunComfySim(
+        wall=wall.now, faults=faults, timings=RunComfyTimings(ready_delay=ready_delay)
+    )
     config = Config(
         runcomfy=RunComfyConfig(
             user_id="sim-user",
@@ -145,24 +199,35 @@ async def pool_rig(
                 rng=random.Random(0),
                 inputs_dir=Path("/nonexistent"),
             )
+            async with open_actor_system(journal=journal, clock=wall, rng=0) as system:
+                refs: dict[str, ActorRef] = {}
 
-            async def exceeded(reason: str) -> None:
-                await pool.stop_all(reason)
+                async def exceeded(reason: str) -> None:
+                    refs["machines"].tell_nowait(StopAllMachines(reason))
 
-            ledger = Ledger(ctx, on_exceeded=exceeded)
-            pool = MachinePool(
-                ctx,
-                approve_launch=ledger.approve_launch,
-                approve_renewal=ledger.approve_renewal,
-                make_client=lambda sid, url: comfy(),
-            )
-            if budget is not None:
-                await ledger.set_budget(budget)
-            async with trio.open_nursery() as inner:
-                pool.bind(inner)
-                inner.start_soon(pool.run_poller)
-                yield Rig(pool, ledger, ctx, sim)
-                inner.cancel_scope.cancel()
+                cost = await system.spawn(
+                    functools.partial(CostActor, Ledger(ctx, on_exceeded=exceeded)), name="cost"
+                )
+
+                async def approve_launch(job_id: str, server_type: str) -> bool:
+                    return bool(await cost.ask(ApproveLaunch(job_id, server_type), timeout=60))
+
+                async def approve_renewal(server_id: str, seconds: float) -> bool:
+                    return bool(await cost.ask(ApproveRenewal(server_id, seconds), timeout=60))
+
+                memory = MachinePool(
+                    ctx,
+                    approve_launch=approve_launch,
+                    approve_renewal=approve_renewal,
+                    make_client=lambda sid, url: comfy(),
+                )
+                machines = await system.spawn(
+                    functools.partial(MachineActor, memory), name="machines"
+                )
+                refs["machines"] = machines
+                if budget is not None:
+                    await cost.ask(SetBudget(budget), timeout=60)
+                yield Rig(memory, machines, cost, ctx, sim, log)
         nursery.cancel_scope.cancel()
 
 
@@ -171,12 +236,12 @@ async def test_launches_one_machine_and_reuses_it(autojump_clock: trio.testing.M
     async with pool_rig(max_machines=2) as rig:
         a = await rig.job()
         lease = await rig.lease(a)
-        await rig.pool.release(lease.server_id, a)
+        await rig.release(lease.server_id, a)
         b = await rig.job()
         again = await rig.lease(b)
         assert again.server_id == lease.server_id
         assert len(rig.sim.billing()) == 1
-        await rig.pool.release(again.server_id, b)
+        await rig.release(again.server_id, b)
 
 
 async def test_unmet_demand_launches_up_to_max(autojump_clock: trio.testing.MockClock) -> None:
@@ -198,7 +263,7 @@ async def test_idle_machine_is_stopped_and_billed_exactly(
         j = await rig.job()
         lease = await rig.lease(j)
         await trio.sleep(17.3)
-        await rig.pool.release(lease.server_id, j)
+        await rig.release(lease.server_id, j)
         await trio.sleep(60)
         m = rig.state.machines[lease.server_id]
         assert m.status == "stopped"
@@ -225,7 +290,7 @@ async def test_idle_lease_runs_out_without_renewal(autojump_clock: trio.testing.
     async with pool_rig(lease_seconds=120.0, renew_margin=40.0, idle_timeout=10_000.0) as rig:
         j = await rig.job()
         lease = await rig.lease(j)
-        await rig.pool.release(lease.server_id, j)
+        await rig.release(lease.server_id, j)
         await trio.sleep(400)
         m = rig.state.machines[lease.server_id]
         assert m.status == "stopped"
@@ -238,8 +303,7 @@ async def test_machine_stuck_in_starting_is_stopped(autojump_clock: trio.testing
     faults = RunComfyFaults(stuck_starting_rate=1.0)
     async with pool_rig(faults=faults, ready_timeout=300.0, max_machines=1) as rig:
         j = await rig.job()
-        reply: Reply[Lease] = Reply()
-        await rig.pool.lease(j, "v1", 0, reply)
+        reply = await rig.ask_lease(j)
         await trio.sleep(400)
         first = next(iter(rig.state.machines.values()))
         assert first.status == "stopped"
@@ -272,12 +336,11 @@ async def test_stop_while_the_websocket_opens_does_not_crash_the_pool(
     on (it used to crash: the socket's task ended without reporting itself started)."""
     async with pool_rig(comfy=_SocketNeverOpens) as rig:
         j = await rig.job()
-        reply: Reply[Lease] = Reply()
-        await rig.pool.lease(j, "v1", 0, reply)
+        reply = await rig.ask_lease(j)
         await trio.sleep(61)  # Ready at 60 s; the health check is now opening the socket
         (m,) = rig.state.machines.values()
         assert (m.status, m.healthy) == ("ready", False)
-        await rig.pool.stop_machine(m.server_id, "test")
+        await rig.machines.tell(StopMachine(m.server_id, "test"))
         with trio.fail_after(600):
             lease = await reply.wait()  # the pool carries on: another machine for the job
         assert lease.server_id != m.server_id
@@ -304,13 +367,16 @@ async def test_a_dangling_launch_intent_is_resolved_once(
             await reconciled.wait()
             return servers
 
-        async with trio.open_nursery() as nursery:
-            rc.list_servers = list_then_wait
-            nursery.start_soon(rig.pool.poll_once)
-            await trio.testing.wait_all_tasks_blocked()
-            rc.list_servers = list_servers
-            await rig.pool.reconcile()
-            reconciled.set()
+        rc.list_servers = list_then_wait
+        await rig.machines.tell(PollNow())
+        await trio.testing.wait_all_tasks_blocked()
+        rc.list_servers = list_servers
+        reply: Reply[None] = Reply()
+        await rig.machines.tell(Reconcile(reply))
+        with trio.fail_after(60):
+            await reply.wait()
+        reconciled.set()
+        await rig.poll()
         (m,) = rig.state.machines.values()
         assert m.request_key == "k1"
         assert rig.state.launch_requests == {}
@@ -325,8 +391,7 @@ async def test_unpriced_server_type_fails_the_lease_not_the_pool(
     async with pool_rig() as rig:
         rig.pool.server_type = "gigantic"
         j = await rig.job()
-        reply: Reply[Lease] = Reply()
-        await rig.pool.lease(j, "v1", 0, reply)
+        reply = await rig.ask_lease(j)
         with trio.fail_after(10), pytest.raises(LeaseFailedError, match=r"no price .*gigantic"):
             await reply.wait()
         assert rig.sim.billing() == []
@@ -340,7 +405,7 @@ async def test_stop_all_resolves_a_dangling_intent_and_stops_its_server(
     finds the server it started, which is adopted and stopped, not left billing."""
     async with pool_rig() as rig:
         await rig.dangling_intent("k1")
-        assert await rig.pool.stop_all("shutdown") == []
+        assert await rig.stop_all("shutdown") == []
         assert rig.sim.running() == []
         assert rig.state.launch_requests == {}
 
@@ -349,8 +414,7 @@ async def test_budget_refuses_launch(autojump_clock: trio.testing.MockClock) -> 
     """A budget smaller than one lease refuses the launch and fails the request."""
     async with pool_rig(budget=0.01) as rig:
         j = await rig.job()
-        reply: Reply[Lease] = Reply()
-        await rig.pool.lease(j, "v1", 0, reply)
+        reply = await rig.ask_lease(j)
         with trio.fail_after(10), pytest.raises(LeaseFailedError, match="budget"):
             await reply.wait()
         assert rig.sim.billing() == []
@@ -362,10 +426,9 @@ async def test_stop_all_leaves_nothing_running(autojump_clock: trio.testing.Mock
     async with pool_rig(max_machines=2) as rig:
         a, b = await rig.job(), await rig.job()
         await rig.lease(a)
-        reply: Reply[Lease] = Reply()
-        await rig.pool.lease(b, "v1", 0, reply)
+        await rig.ask_lease(b)
         await trio.sleep(1)
-        left = await rig.pool.stop_all("shutdown")
+        left = await rig.stop_all("shutdown")
         assert left == []
         await trio.sleep(5)
         assert rig.sim.running() == []
@@ -452,7 +515,7 @@ async def test_failed_stop_is_sent_again(autojump_clock: trio.testing.MockClock)
             return await real_stop(server_id, **kwargs)
 
         rc.stop = failing_once
-        await rig.pool.release(lease.server_id, j)
+        await rig.release(lease.server_id, j)
         await trio.sleep(120)
         assert calls == 2
         assert rig.state.machines[lease.server_id].status == "stopped"
@@ -468,9 +531,8 @@ async def test_launch_the_cloud_refuses_fails_the_waiting_job_at_once(
     async with pool_rig() as rig:
         rig.pool.default_version = None
         j = await rig.job()
-        reply: Reply[Lease] = Reply()
         start = trio.current_time()
-        await rig.pool.lease(j, None, 0, reply)
+        reply = await rig.ask_lease(j, None)
         with pytest.raises(LeaseFailedError, match="workflow_version_id") as info:
             with trio.fail_after(3600):
                 await reply.wait()
@@ -496,3 +558,226 @@ async def test_patient_listing_gives_up_sooner_on_an_outage_than_a_rate_limit(
     busy = _FlakyList(*(RateLimitedError("429", status=429) for _ in range(7)))
     assert await list_servers_patiently(busy, 600.0, what="test", outage_patience=60.0) == []
     assert busy.calls == 8
+
+
+# ----------------------------------------------------------- billing at every stop point
+
+
+async def test_stop_while_the_log_says_starting_bills_from_the_servers_ready_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A machine Ready at 60 s that no poll saw Ready, stopped at 90 s: the ledger bills
+    30 s from the server's Ready time (its final record), exactly as the cloud does."""
+    async with pool_rig(poll_interval=10_000.0) as rig:
+        j = await rig.job()
+        await rig.ask_lease(j)
+        await trio.sleep(90)
+        (m,) = rig.state.machines.values()
+        assert m.status == "starting"
+        await rig.cancel(j)
+        await rig.machines.tell(StopMachine(m.server_id, "test"))
+        await trio.sleep(1)
+        m = rig.state.machines[m.server_id]
+        assert (m.status, m.billed_seconds) == ("stopped", 30)
+        assert m.cost_micros > 0
+        assert rig.ledger_matches_sim()
+
+
+async def test_stop_of_a_machine_never_ready_bills_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopped before the cloud made it Ready: 0 µ$ in the ledger and in the cloud."""
+    async with pool_rig(poll_interval=10_000.0) as rig:
+        j = await rig.job()
+        await rig.ask_lease(j)
+        await trio.sleep(30)
+        (m,) = rig.state.machines.values()
+        await rig.cancel(j)
+        await rig.machines.tell(StopMachine(m.server_id, "test"))
+        await trio.sleep(1)
+        assert rig.state.machines[m.server_id].status == "stopped"
+        assert rig.state.machines[m.server_id].cost_micros == 0
+        assert rig.ledger_matches_sim()
+
+
+_SLOW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _mock_run(fn: Any) -> None:
+    trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@_SLOW
+@given(
+    ready_delay=hst.floats(1.0, 120.0),
+    poll_interval=hst.floats(1.0, 60.0),
+    stop_after=hst.floats(0.0, 200.0),
+)
+def test_ledger_equals_the_clouds_bill_whenever_the_stop_comes(
+    ready_delay: float, poll_interval: float, stop_after: float
+) -> None:
+    """Stopped while Starting, Ready between two polls, or Ready and seen: the ledger
+    equals the cloud's bill to the micro-dollar, and nothing is left running."""
+
+    async def main() -> None:
+        async with pool_rig(ready_delay=ready_delay, poll_interval=poll_interval) as rig:
+            j = await rig.job()
+            await rig.ask_lease(j)
+            await trio.sleep(stop_after)
+            assert await rig.stop_all() == []
+            assert rig.sim.running() == []
+            assert rig.ledger_matches_sim()
+
+    _mock_run(main)
+
+
+# ------------------------------------------------------------------ issue 17: interrupts
+
+
+@_SLOW
+@given(
+    jobs=hst.integers(1, 3),
+    ready_delay=hst.floats(1.0, 120.0),
+    poll_interval=hst.floats(1.0, 30.0),
+    interrupt_after=hst.floats(0.0, 150.0),
+)
+def test_early_interrupt_leaves_no_machine_billing(
+    jobs: int, ready_delay: float, poll_interval: float, interrupt_after: float
+) -> None:
+    """An interrupt at any moment of the launches (as ``Conjure.shutdown`` does it: stop
+    launching, cancel the jobs, stop every machine): afterwards no simulated machine runs,
+    no launch was requested after the interrupt, and the ledger equals the cloud's bill."""
+
+    async def main() -> None:
+        async with pool_rig(
+            ready_delay=ready_delay, poll_interval=poll_interval, max_machines=3
+        ) as rig:
+            ids = [await rig.job() for _ in range(jobs)]
+            for j in ids:
+                await rig.ask_lease(j)
+            await trio.sleep(interrupt_after)
+            await rig.machines.tell(StopLaunching("interrupted"))
+            await rig.poll()  # the interrupt has been handled
+            launches = len(rig.events(ev.MachineLaunchRequested))
+            for j in ids:
+                if rig.state.jobs[j].status != "cancelled":
+                    await rig.cancel(j)
+            assert await rig.stop_all("interrupted") == []
+            await trio.sleep(600)
+            assert rig.sim.running() == []
+            assert len(rig.events(ev.MachineLaunchRequested)) == launches
+            assert rig.ledger_matches_sim()
+
+    _mock_run(main)
+
+
+async def test_no_launch_is_requested_after_stop_launching(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A launch whose budget approval is still on its way when ``StopLaunching`` arrives
+    is not requested: no intent, no server, and the waiting job is told why."""
+    async with pool_rig() as rig:
+        approve = rig.pool.approve_launch
+        release = trio.Event()
+
+        async def slow_approval(job_id: str, server_type: str) -> bool:
+            await release.wait()
+            return await approve(job_id, server_type)
+
+        rig.pool.approve_launch = slow_approval
+        j = await rig.job()
+        reply = await rig.ask_lease(j)
+        await trio.testing.wait_all_tasks_blocked()
+        await rig.machines.tell(StopLaunching("interrupted"))
+        await rig.poll()
+        release.set()
+        with trio.fail_after(60), pytest.raises(LeaseFailedError, match="interrupted"):
+            await reply.wait()
+        assert rig.events(ev.MachineLaunchRequested) == []
+        assert rig.sim.billing() == []
+
+
+async def test_a_launch_answered_during_the_stop_of_every_machine_is_stopped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A launch whose answer arrives after the stop of every machine began: its server is
+    stopped too, and the stop's reply waits for it."""
+    async with pool_rig() as rig:
+        rc = rig.ctx.runcomfy
+        launch = rc.launch
+        answered = trio.Event()
+
+        async def slow_launch(*args: Any) -> Any:
+            server = await launch(*args)  # the cloud has started it...
+            await answered.wait()  # ...but the answer is late
+            return server
+
+        rc.launch = slow_launch
+        j = await rig.job()
+        await rig.ask_lease(j)
+        await trio.testing.wait_all_tasks_blocked()
+        await rig.cancel(j)
+        reply: Reply[list[str]] = Reply()
+        await rig.machines.tell(StopAllMachines("interrupted", reply))
+        await rig.poll()
+        assert not reply.done
+        answered.set()
+        with trio.fail_after(60):
+            assert await reply.wait() == []
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_stops_outlast_a_429_storm_during_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RunComfy answers 429 for minutes while we shut down: the stops keep trying (past
+    the 30 s that used to end them) and every machine is stopped and billed exactly."""
+    async with pool_rig(max_machines=2) as rig:
+        a, b = await rig.job(), await rig.job()
+        await rig.lease(a)
+        await rig.lease(b)
+        rig.sim.inject_rate_limit_burst(80)
+        start = trio.current_time()
+        assert await rig.stop_all() == []
+        assert trio.current_time() - start > 30.0
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_429_storm_past_the_patience_names_the_machines_still_billing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A rate limit that outlasts ``stop_patience``: the stop of every machine answers
+    then, with exactly the machines the cloud still bills."""
+    async with pool_rig(max_machines=2, stop_patience=120.0) as rig:
+        a, b = await rig.job(), await rig.job()
+        await rig.lease(a)
+        await rig.lease(b)
+        rig.sim.inject_rate_limit_burst(1_000_000)
+        start = trio.current_time()
+        left = await rig.stop_all()
+        assert 120.0 <= trio.current_time() - start < 130.0
+        assert sorted(left) == sorted(rig.sim.running())
+        assert len(left) == 2
+
+
+async def test_launches_stuck_in_starting_fail_the_job_after_bounded_tries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every launch stays Starting: after ``max_launch_attempts`` launches (each stopped at
+    ``ready_timeout``) the waiting job fails saying so, and nothing more is launched."""
+    faults = RunComfyFaults(stuck_starting_rate=1.0)
+    async with pool_rig(
+        faults=faults, ready_timeout=120.0, max_machines=1, max_launch_attempts=3
+    ) as rig:
+        j = await rig.job()
+        reply = await rig.ask_lease(j)
+        with trio.fail_after(3600), pytest.raises(LeaseFailedError) as info:
+            await reply.wait()
+        assert "3 launches in a row never became Ready" in str(info.value)
+        assert "stuck Starting for 120 s" in str(info.value)
+        await trio.sleep(3600)
+        assert len(rig.sim.billing()) == 3
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()

@@ -154,19 +154,19 @@ async def test_actor_crash_is_caught(
     mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An actor that raised is reported even though its supervisor restarted it."""
-    from conjure_actors.actors.pool import MachinePool
+    from conjure_actors.actors.pool import MachineActor
 
-    real = MachinePool.poll_once
+    real = MachineActor._apply_listing
     calls = 0
 
-    async def poll_once_that_fails_once(self: MachinePool) -> None:
+    async def apply_listing_that_fails_once(self: MachineActor, servers: list[Any]) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("boom")
-        await real(self)
+        await real(self, servers)
 
-    monkeypatch.setattr(MachinePool, "poll_once", poll_once_that_fails_once)
+    monkeypatch.setattr(MachineActor, "_apply_listing", apply_listing_that_fails_once)
     async with open_harness(HarnessSettings(seed=2)) as h:
         await h.submit(_conjure_job())
         await _wait_for(h, lambda: calls > 1)

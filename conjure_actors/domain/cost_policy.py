@@ -1,0 +1,183 @@
+"""The ledger's policies: pure functions the CostActor decides with.
+
+Spending is computed from the log's facts only (each machine's rate and server-side
+``service_ready_at``, each stopped machine's final bill), so the ledger a replay rebuilds is
+the one the user saw. The *commitment* adds what RunComfy will bill even if we stop deciding
+now: the rest of every Ready machine's lease, and one lease per machine starting or being
+launched. Budget rule:
+
+- a launch (or a lease renewal) is approved only if ``spent + committed + one lease`` stays
+  within the limit: since RunComfy stops a machine by itself when its lease ends, even a
+  crashed runtime cannot spend more than the limit plus one lease;
+- a warning once spending reaches ``warn_fraction`` of the limit (``budget.warn_fraction``);
+- at 100% the budget is exceeded: every machine is stopped.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.prices import cost_micros, machine_cost_micros
+from conjure_actors.domain.state import (
+    M_READY,
+    M_STARTING,
+    M_STOPPING,
+    State,
+    machine_cost_at,
+)
+
+__all__ = [
+    "BudgetLevel",
+    "accruals",
+    "budget_events",
+    "budget_level",
+    "check_launch",
+    "check_renewal",
+    "committed_micros",
+    "launch_allowed",
+    "lease_cost_micros",
+    "spent_micros",
+]
+
+
+class BudgetLevel(enum.Enum):
+    """Where spending stands against the limit."""
+
+    OK = "ok"
+    WARN = "warn"
+    EXCEEDED = "exceeded"
+
+
+def lease_cost_micros(rate_micros_per_hour: int, lease_seconds: float) -> int:
+    """The cost of one lease: what a launch commits to at most."""
+    return cost_micros(rate_micros_per_hour, int(-(-lease_seconds // 1)))
+
+
+def spent_micros(state: State, now: float) -> int:
+    """Cost so far: every machine's final bill, or its cost up to ``now`` while it runs."""
+    return sum(machine_cost_at(m, now) for m in state.machines.values())
+
+
+def committed_micros(state: State, now: float, *, lease_micros: int) -> int:
+    """What RunComfy will bill beyond ``now`` even if we stop deciding: the rest of each
+    Ready machine's lease, plus ``lease_micros`` per machine starting or being launched."""
+    total = 0
+    starting = len(state.launch_requests)
+    for m in state.machines.values():
+        if m.kind != "runcomfy":
+            continue
+        if m.status == M_STARTING:
+            starting += 1
+            continue
+        if m.status not in (M_READY, M_STOPPING) or m.service_ready_at is None:
+            continue
+        end = m.estimated_stopping_at
+        if end is None or end <= now:
+            continue
+        full = machine_cost_micros(m.rate_micros_per_hour, m.service_ready_at, end)
+        so_far = machine_cost_micros(m.rate_micros_per_hour, m.service_ready_at, now)
+        total += full - so_far
+    return total + lease_micros * starting
+
+
+def launch_allowed(*, limit: int | None, spent: int, committed: int, estimate: int) -> bool:
+    """May we commit ``estimate`` more micros? Always, without a limit."""
+    if limit is None:
+        return True
+    return spent + committed + estimate <= limit
+
+
+def budget_level(*, spent: int, limit: int | None, warn_fraction: float) -> BudgetLevel:
+    """``EXCEEDED`` at or over the limit, ``WARN`` at ``warn_fraction`` of it, else ``OK``."""
+    if limit is None:
+        return BudgetLevel.OK
+    if spent >= limit:
+        return BudgetLevel.EXCEEDED
+    if spent >= warn_fraction * limit:
+        return BudgetLevel.WARN
+    return BudgetLevel.OK
+
+
+def check_launch(
+    state: State, job_id: str, *, estimate: int, lease_micros: int, now: float, at: float
+) -> ev.LaunchRefused | None:
+    """``None`` if a launch committing ``estimate`` fits the budget, else the refusal."""
+    limit = state.budget.limit_micros
+    if limit is None:
+        return None
+    spent = spent_micros(state, now)
+    committed = committed_micros(state, now, lease_micros=lease_micros)
+    if not state.budget.exceeded and launch_allowed(
+        limit=limit, spent=spent, committed=committed, estimate=estimate
+    ):
+        return None
+    return ev.LaunchRefused(
+        job_id=job_id,
+        estimate_micros=estimate,
+        remaining_micros=limit - spent - committed,
+        at=at,
+    )
+
+
+def check_renewal(
+    state: State, server_id: str, *, seconds: float, lease_micros: int, now: float
+) -> bool:
+    """May ``server_id``'s lease be extended by ``seconds``?"""
+    limit = state.budget.limit_micros
+    if limit is None:
+        return True
+    m = state.machines.get(server_id)
+    if m is None or state.budget.exceeded:
+        return False
+    return launch_allowed(
+        limit=limit,
+        spent=spent_micros(state, now),
+        committed=committed_micros(state, now, lease_micros=lease_micros),
+        estimate=lease_cost_micros(m.rate_micros_per_hour, seconds),
+    )
+
+
+def budget_events(
+    state: State, *, now: float, warn_fraction: float, at: float
+) -> list[ev.BudgetWarning | ev.BudgetExceeded]:
+    """The budget events now due, each once: a warning at ``warn_fraction``, exceeded at
+    100% (spending counted up to ``now``, not only what was accrued)."""
+    limit = state.budget.limit_micros
+    if limit is None:
+        return []
+    spent = spent_micros(state, now)
+    level = budget_level(spent=spent, limit=limit, warn_fraction=warn_fraction)
+    out: list[ev.BudgetWarning | ev.BudgetExceeded] = []
+    if level is not BudgetLevel.OK and not state.budget.warned:
+        out.append(ev.BudgetWarning(spent_micros=spent, limit_micros=limit, at=at))
+    if level is BudgetLevel.EXCEEDED and not state.budget.exceeded:
+        out.append(ev.BudgetExceeded(spent_micros=spent, limit_micros=limit, at=at))
+    return out
+
+
+def accruals(state: State, *, now: float, at: float) -> list[ev.CostAccrued]:
+    """A cumulative accrual up to ``now`` (or the lease's end) for every billing machine
+    whose cost moved since its last accrual."""
+    out = []
+    for m in state.machines.values():
+        if m.kind != "runcomfy" or m.status not in (M_READY, M_STOPPING):
+            continue
+        if m.service_ready_at is None:
+            continue
+        until = now if m.estimated_stopping_at is None else min(now, m.estimated_stopping_at)
+        if m.accrued_until is not None and until <= m.accrued_until:
+            continue
+        out.append(
+            ev.CostAccrued(
+                server_id=m.server_id,
+                amount_micros=machine_cost_micros(
+                    m.rate_micros_per_hour, m.service_ready_at, until
+                ),
+                until=until,
+                rate_micros_per_hour=m.rate_micros_per_hour,
+                price_table_version=m.price_table_version,
+                at=at,
+            )
+        )
+    return out

@@ -1,0 +1,266 @@
+"""The machine pool's policies: pure functions the MachineActor decides with.
+
+Nothing here does I/O or reads a clock: the actor passes ``now`` and the facts its child
+tasks reported (what a listing said, what a launch or a ``DELETE`` answered), and gets back
+what to do (events to emit, or a decision it acts on). Each rule is tested on its own.
+
+- *reuse first* (:func:`pick_machine`): a waiting job takes a Ready, healthy machine that
+  runs the same workflow version and has a free slot, least loaded first;
+- *launch only for unmet demand* (:func:`launches_needed`): waiting jobs minus the slots
+  machines still starting will offer, capped by ``max_machines``;
+- *short leases* (:func:`should_renew`, :func:`renewed_duration`): renew only while work
+  remains and less than ``renew_margin`` is left, so a crashed runtime overspends by at
+  most one lease;
+- *idle shutdown* (:func:`idle_expired`);
+- *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
+- *give up on launches that never become Ready* (:func:`launches_exhausted`);
+- *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
+  final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.errors import CommandRejectedError
+from conjure_actors.domain.prices import PriceTable, billed_seconds, cost_micros
+from conjure_actors.domain.state import M_READY, M_STARTING, M_STOPPED, M_STOPPING, Machine, State
+
+__all__ = [
+    "GONE_STATUSES",
+    "NOT_VISIBLE_GRACE",
+    "MachineView",
+    "Observation",
+    "Seen",
+    "gone_at",
+    "idle_expired",
+    "launches_exhausted",
+    "launches_needed",
+    "machine_stopped",
+    "observe",
+    "pick_machine",
+    "priority_order",
+    "renewed_duration",
+    "should_renew",
+]
+
+GONE_STATUSES = frozenset({"Deleting", "Stopping"})
+"""RunComfy statuses of a machine on its way out (billing has ended)."""
+
+NOT_VISIBLE_GRACE = 60.0
+"""Seconds after a launch during which a 404 means "not listed yet", not "gone"."""
+
+
+@attrs.frozen
+class MachineView:
+    """What the lease policy needs to know about one machine."""
+
+    server_id: str
+    ready: bool
+    healthy: bool
+    workflow_version: str | None
+    leases: int
+    stopping: bool = False
+
+
+def pick_machine(
+    machines: Iterable[MachineView],
+    workflow_version: str | None,
+    jobs_per_machine: int,
+    *,
+    only_server: str | None = None,
+) -> str | None:
+    """The machine a waiting job should take now, or ``None``.
+
+    A job with ``workflow_version=None`` runs anywhere (a ComfyUI the user runs); otherwise
+    the machine must run that version. Least loaded first, then by id for determinism.
+    """
+    best: MachineView | None = None
+    for m in machines:
+        if only_server is not None and m.server_id != only_server:
+            continue
+        if not (m.ready and m.healthy) or m.stopping or m.leases >= jobs_per_machine:
+            continue
+        if workflow_version is not None and m.workflow_version not in (None, workflow_version):
+            continue
+        if best is None or (m.leases, m.server_id) < (best.leases, best.server_id):
+            best = m
+    return best.server_id if best is not None else None
+
+
+def launches_needed(
+    *,
+    waiting: int,
+    starting: int,
+    alive: int,
+    max_machines: int,
+    jobs_per_machine: int,
+) -> int:
+    """How many machines to launch now for ``waiting`` jobs that no Ready machine can take.
+
+    ``starting`` machines will each offer ``jobs_per_machine`` slots; ``alive`` counts every
+    machine not stopped (starting, ready, stopping), against ``max_machines``.
+    """
+    unmet = waiting - starting * jobs_per_machine
+    if unmet <= 0:
+        return 0
+    wanted = -(-unmet // jobs_per_machine)  # ceil
+    return max(0, min(wanted, max_machines - alive))
+
+
+def launches_exhausted(*, failed_in_a_row: int, max_launch_attempts: int) -> bool:
+    """True once ``max_launch_attempts`` launches in a row ended without a Ready machine
+    (refused, or stuck Starting past ``ready_timeout``): launching again would loop."""
+    return failed_in_a_row >= max_launch_attempts
+
+
+def should_renew(
+    *, now: float, estimated_stopping_at: float | None, renew_margin: float, work_remains: bool
+) -> bool:
+    """Renew a lease when work remains and less than ``renew_margin`` seconds are left."""
+    if not work_remains or estimated_stopping_at is None:
+        return False
+    return estimated_stopping_at - now <= renew_margin
+
+
+def renewed_duration(*, now: float, service_ready_at: float, lease_seconds: float) -> int:
+    """The new total ``estimated_duration`` (seconds from Ready) for a renewal that keeps the
+    machine until ``now + lease_seconds``."""
+    return max(1, int(-(-(now + lease_seconds - service_ready_at) // 1)))
+
+
+def idle_expired(*, now: float, idle_since: float | None, idle_timeout: float) -> bool:
+    """True when a machine has had no lease for ``idle_timeout`` seconds."""
+    return idle_since is not None and now - idle_since >= idle_timeout
+
+
+def priority_order(requests: Sequence[tuple[int, int]]) -> list[int]:
+    """Indices of ``(priority, arrival)`` pairs in serving order: higher priority first,
+    then first come first served."""
+    return sorted(range(len(requests)), key=lambda i: (-requests[i][0], requests[i][1]))
+
+
+# ------------------------------------------------------------------------- observation
+
+
+@attrs.frozen
+class Seen:
+    """What one listing entry said about a server (the facts, no URL)."""
+
+    status: str
+    ready: bool
+    service_ready_at: float | None = None
+    estimated_stopping_at: float | None = None
+
+
+class Observation(enum.Enum):
+    """What a listing means for one machine the log knows."""
+
+    NOTHING = "nothing"
+    NOT_VISIBLE_YET = "not_visible_yet"  # a 404 right after its launch
+    LOST = "lost"  # absent (404), or it stopped by itself
+    READY = "ready"  # Starting -> Ready: log MachineReady
+    STUCK = "stuck"  # Error, or not Ready within ready_timeout: stop it
+    STOP_AGAIN = "stop_again"  # we stop it, yet it still runs: DELETE again
+    RENEWED = "renewed"  # its lease end moved
+
+
+def observe(
+    m: Machine,
+    seen: Seen | None,
+    *,
+    since_launch: float,
+    listed_before: bool,
+    ready_timeout: float,
+    stop_in_flight: bool,
+) -> Observation:
+    """What to do about machine ``m`` given its listing entry ``seen`` (``None``: absent).
+
+    ``since_launch``: seconds since we launched (or adopted) it; ``listed_before``: a listing
+    showed it already (from then on, absent means gone).
+    """
+    if stop_in_flight:
+        return Observation.NOTHING
+    if seen is None:
+        if m.status == M_STARTING and not listed_before and since_launch < NOT_VISIBLE_GRACE:
+            return Observation.NOT_VISIBLE_YET
+        return Observation.LOST
+    if m.status == M_STARTING:
+        if seen.ready and seen.service_ready_at is not None:
+            return Observation.READY
+        if seen.status == "Error" or since_launch >= ready_timeout:
+            return Observation.STUCK
+        return Observation.NOTHING
+    if m.status == M_STOPPING:
+        return Observation.NOTHING if seen.status in GONE_STATUSES else Observation.STOP_AGAIN
+    if m.status == M_READY:
+        if not seen.ready:
+            return Observation.LOST
+        if seen.estimated_stopping_at is not None and (
+            m.estimated_stopping_at is None
+            or abs(seen.estimated_stopping_at - m.estimated_stopping_at) > 1e-6
+        ):
+            return Observation.RENEWED
+    return Observation.NOTHING
+
+
+def gone_at(m: Machine, now: float, *, stop_sent: bool = False) -> float:
+    """When billing most likely ended for a machine found gone at ``now`` (nobody says: a
+    gone machine is a 404). A lease that ran out ended at its end. With ``stop_sent`` (a
+    resume finds gone a machine whose stop the log shows decided: the ``DELETE`` was in
+    flight at the crash) it ended at the logged stop. Otherwise it was billing when last
+    seen, and ``now`` bounds it."""
+    until = now
+    if m.estimated_stopping_at is not None:
+        until = min(until, m.estimated_stopping_at)
+    if stop_sent and m.status == M_STOPPING and m.stop_requested_at is not None:
+        until = min(until, m.stop_requested_at)
+    return until
+
+
+# ------------------------------------------------------------------------------ billing
+
+
+def machine_stopped(
+    state: State,
+    server_id: str,
+    *,
+    stopped_at: float,
+    server_ready_at: float | None,
+    table: PriceTable,
+    at: float,
+) -> ev.MachineStopped:
+    """The final bill of a machine whose ``DELETE`` returned 200 at ``stopped_at``.
+
+    ``server_ready_at`` is the server's own Ready time from its final record (``None``: it
+    never became Ready). It wins over the logged one: a machine stopped while the log still
+    said Starting, or that became Ready between two polls, was billed from that moment.
+    Without a final record (``server_ready_at`` unknown), pass the logged one.
+    """
+    m = state.machines.get(server_id)
+    if m is None:
+        raise CommandRejectedError(f"no machine {server_id}")
+    if m.status == M_STOPPED:
+        raise CommandRejectedError(f"machine {server_id} is already stopped")
+    ready_at = server_ready_at if server_ready_at is not None else m.service_ready_at
+    rate = m.rate_micros_per_hour
+    version = m.price_table_version
+    if ready_at is not None and not rate:
+        if m.server_type is None:
+            raise CommandRejectedError(f"machine {server_id} has no server type to price")
+        rate, version = table.rate(m.server_type), table.version
+    seconds = billed_seconds(ready_at, stopped_at)
+    return ev.MachineStopped(
+        server_id=server_id,
+        stopped_at=stopped_at,
+        billed_seconds=seconds,
+        cost_micros=cost_micros(rate, seconds),
+        service_ready_at=ready_at,
+        rate_micros_per_hour=rate if ready_at is not None else 0,
+        price_table_version=version if ready_at is not None else "",
+        at=at,
+    )

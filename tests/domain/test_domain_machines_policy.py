@@ -1,0 +1,291 @@
+"""The machine pool's policies (pure functions of ``domain/machines_policy``)."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.errors import CommandRejectedError
+from conjure_actors.domain.machines_policy import (
+    MachineView,
+    Observation,
+    Seen,
+    gone_at,
+    idle_expired,
+    launches_exhausted,
+    launches_needed,
+    machine_stopped,
+    observe,
+    pick_machine,
+    priority_order,
+    renewed_duration,
+    should_renew,
+)
+from conjure_actors.domain.prices import billed_seconds, cost_micros, default_price_table
+from conjure_actors.domain.state import Machine, State, apply, initial_state
+
+TABLE = default_price_table()
+
+
+def _m(
+    sid: str,
+    *,
+    ready: bool = True,
+    healthy: bool = True,
+    version: str | None = "v1",
+    leases: int = 0,
+    stopping: bool = False,
+) -> MachineView:
+    return MachineView(sid, ready, healthy, version, leases, stopping)
+
+
+def test_pick_prefers_ready_machine_of_same_version() -> None:
+    """A Ready healthy machine of the job's workflow version is reused."""
+    machines = [_m("a", version="v2"), _m("b", ready=False), _m("c")]
+    assert pick_machine(machines, "v1", 1) == "c"
+
+
+def test_pick_skips_full_unhealthy_and_stopping() -> None:
+    """Full, unhealthy and stopping machines are never picked."""
+    machines = [_m("a", leases=1), _m("b", healthy=False), _m("c", stopping=True)]
+    assert pick_machine(machines, "v1", 1) is None
+
+
+def test_pick_least_loaded_first() -> None:
+    """With several jobs per machine, the least loaded machine is picked."""
+    machines = [_m("a", leases=2), _m("b", leases=1)]
+    assert pick_machine(machines, "v1", 3) == "b"
+
+
+def test_pick_only_server_restricts_choice() -> None:
+    """Recovery re-attaching a prompt gets that machine or nothing."""
+    machines = [_m("a"), _m("b")]
+    assert pick_machine(machines, "v1", 1, only_server="b") == "b"
+    assert pick_machine([_m("a")], "v1", 1, only_server="b") is None
+
+
+@given(
+    waiting=st.integers(0, 50),
+    starting=st.integers(0, 10),
+    alive=st.integers(0, 10),
+    max_machines=st.integers(1, 10),
+    per=st.integers(1, 4),
+)
+def test_launches_never_exceed_cap_or_demand(
+    waiting: int, starting: int, alive: int, max_machines: int, per: int
+) -> None:
+    """Launches never push past max_machines nor exceed the unmet demand."""
+    alive = max(alive, starting)
+    n = launches_needed(
+        waiting=waiting,
+        starting=starting,
+        alive=alive,
+        max_machines=max_machines,
+        jobs_per_machine=per,
+    )
+    assert n >= 0
+    assert alive + n <= max(alive, max_machines)
+    assert (n + starting) * per < waiting + per or n == 0
+
+
+def test_renew_only_when_work_remains_and_lease_short() -> None:
+    """A lease is renewed near its end only while work remains."""
+    assert should_renew(now=100, estimated_stopping_at=150, renew_margin=60, work_remains=True)
+    assert not should_renew(now=100, estimated_stopping_at=150, renew_margin=60, work_remains=False)
+    assert not should_renew(now=100, estimated_stopping_at=500, renew_margin=60, work_remains=True)
+
+
+@given(st.floats(0, 10_000), st.floats(0, 10_000), st.floats(1, 3600))
+def test_renewed_duration_covers_the_lease(ready: float, delta: float, lease: float) -> None:
+    """The renewed duration keeps the machine at least ``lease`` seconds from now."""
+    now = ready + delta
+    d = renewed_duration(now=now, service_ready_at=ready, lease_seconds=lease)
+    assert ready + d >= now + lease - 1e-6
+
+
+def test_idle_expiry() -> None:
+    """A machine idle for the timeout is expired; one never idle is not."""
+    assert idle_expired(now=200, idle_since=80, idle_timeout=120)
+    assert not idle_expired(now=199, idle_since=80, idle_timeout=120)
+    assert not idle_expired(now=1e9, idle_since=None, idle_timeout=1)
+
+
+def test_priority_order_higher_first_then_fifo() -> None:
+    """Higher priority first; ties in arrival order."""
+    assert priority_order([(0, 1), (5, 2), (0, 0), (5, 3)]) == [1, 3, 2, 0]
+
+
+def _starting_machine(state: State, sid: str = "s1") -> Machine:
+    apply(
+        state,
+        ev.MachineLaunchRequested(
+            request_key="k",
+            server_type="medium",
+            workflow_version="v1",
+            estimated_duration=600,
+            at=0.0,
+        ),
+    )
+    apply(state, ev.MachineLaunched(request_key="k", server_id=sid, at=1.0))
+    return state.machines[sid]
+
+
+def test_stop_while_starting_bills_from_the_servers_ready_time() -> None:
+    """A machine the log still says is Starting, but whose final record says Ready at
+    100.25, stopped at 130.5: billed 31 s at its type's rate, as the cloud bills it."""
+    state = initial_state()
+    _starting_machine(state)
+    event = machine_stopped(
+        state, "s1", stopped_at=130.5, server_ready_at=100.25, table=TABLE, at=131.0
+    )
+    rate = TABLE.rate("medium")
+    assert event.billed_seconds == 31
+    assert event.cost_micros == cost_micros(rate, 31)
+    assert (event.service_ready_at, event.rate_micros_per_hour) == (100.25, rate)
+    apply(state, event)
+    m = state.machines["s1"]
+    assert (m.status, m.cost_micros, m.service_ready_at) == ("stopped", event.cost_micros, 100.25)
+    assert state.ledger.total_micros == event.cost_micros
+
+
+def test_stop_of_a_machine_never_ready_bills_nothing() -> None:
+    """No Ready time in the final record nor in the log: 0 s, 0 µ$."""
+    state = initial_state()
+    _starting_machine(state)
+    event = machine_stopped(state, "s1", stopped_at=500.0, server_ready_at=None, table=TABLE, at=1)
+    assert (event.billed_seconds, event.cost_micros, event.service_ready_at) == (0, 0, None)
+
+
+def test_stop_without_final_record_uses_the_logged_ready_time() -> None:
+    """A machine seen Ready (rate in the log) whose final record is missing is billed
+    from the logged Ready time at the logged rate."""
+    state = initial_state()
+    _starting_machine(state)
+    apply(
+        state,
+        ev.MachineReady(
+            server_id="s1",
+            service_ready_at=50.0,
+            estimated_stopping_at=650.0,
+            rate_micros_per_hour=3_600_000,
+            price_table_version="t",
+            at=51.0,
+        ),
+    )
+    event = machine_stopped(state, "s1", stopped_at=60.2, server_ready_at=None, table=TABLE, at=61)
+    assert (event.billed_seconds, event.cost_micros) == (11, 11_000)
+
+
+def test_a_stopped_machine_cannot_be_stopped_again() -> None:
+    """The final bill is logged once."""
+    state = initial_state()
+    _starting_machine(state)
+    apply(
+        state, machine_stopped(state, "s1", stopped_at=5, server_ready_at=None, table=TABLE, at=5)
+    )
+    try:
+        machine_stopped(state, "s1", stopped_at=6, server_ready_at=None, table=TABLE, at=6)
+    except CommandRejectedError:
+        return
+    raise AssertionError("a second final bill was accepted")
+
+
+@given(
+    ready=st.floats(0, 1e6, allow_nan=False),
+    run=st.floats(0, 1e5, allow_nan=False),
+    logged=st.booleans(),
+)
+def test_final_bill_is_the_billing_rule_from_the_servers_ready_time(
+    ready: float, run: float, logged: bool
+) -> None:
+    """Whether or not a poll saw it Ready, the final bill is the billing rule applied from
+    the server's Ready time to the stop: the same figure the cloud computes."""
+    state = initial_state()
+    _starting_machine(state)
+    rate = TABLE.rate("medium")
+    if logged:
+        apply(
+            state,
+            ev.MachineReady(
+                server_id="s1",
+                service_ready_at=ready,
+                estimated_stopping_at=None,
+                rate_micros_per_hour=rate,
+                price_table_version=TABLE.version,
+                at=ready,
+            ),
+        )
+    event = machine_stopped(
+        state, "s1", stopped_at=ready + run, server_ready_at=ready, table=TABLE, at=0
+    )
+    assert event.cost_micros == cost_micros(rate, billed_seconds(ready, ready + run))
+
+
+def _observe(m: Machine, seen: Seen | None, **kw: object) -> Observation:
+    args: dict[str, object] = {
+        "since_launch": 10.0,
+        "listed_before": True,
+        "ready_timeout": 600.0,
+        "stop_in_flight": False,
+    }
+    args.update(kw)
+    return observe(m, seen, **args)  # type: ignore[arg-type]
+
+
+def test_observe_starting_to_ready() -> None:
+    """A Starting machine listed Ready with its Ready time: log it Ready."""
+    m = Machine(server_id="s", status="starting")
+    assert _observe(m, Seen("Ready", True, 5.0, 605.0)) is Observation.READY
+    assert _observe(m, Seen("Starting", False)) is Observation.NOTHING
+
+
+def test_observe_a_404_right_after_launch_is_not_a_loss() -> None:
+    """Absent from the listing right after its launch: not visible yet; later, lost."""
+    m = Machine(server_id="s", status="starting")
+    assert _observe(m, None, listed_before=False) is Observation.NOT_VISIBLE_YET
+    assert _observe(m, None, listed_before=False, since_launch=61.0) is Observation.LOST
+    assert _observe(m, None) is Observation.LOST
+
+
+def test_observe_stuck_starting_or_error() -> None:
+    """Still Starting after ready_timeout, or Error: stuck (stop it)."""
+    m = Machine(server_id="s", status="starting")
+    assert _observe(m, Seen("Starting", False), since_launch=600.0) is Observation.STUCK
+    assert _observe(m, Seen("Error", False)) is Observation.STUCK
+
+
+def test_observe_ready_machine_lost_or_renewed() -> None:
+    """A Ready machine no longer Ready stopped by itself; a moved lease end is a renewal."""
+    m = Machine(server_id="s", status="ready", estimated_stopping_at=600.0)
+    assert _observe(m, Seen("Deleting", False)) is Observation.LOST
+    assert _observe(m, Seen("Ready", True, 0.0, 900.0)) is Observation.RENEWED
+    assert _observe(m, Seen("Ready", True, 0.0, 600.0)) is Observation.NOTHING
+
+
+def test_observe_stopping_machine_still_up_is_stopped_again() -> None:
+    """Our stop is logged but the machine still runs (the DELETE failed): stop it again;
+    nothing is decided about a machine whose DELETE is in flight."""
+    m = Machine(server_id="s", status="stopping")
+    assert _observe(m, Seen("Ready", True, 0.0, 600.0)) is Observation.STOP_AGAIN
+    assert _observe(m, Seen("Deleting", False)) is Observation.NOTHING
+    assert _observe(m, None, stop_in_flight=True) is Observation.NOTHING
+
+
+def test_gone_at_bounds_the_bill() -> None:
+    """A machine found gone bills up to when it was found, its lease's end, or (a stop
+    in flight at a crash) its logged stop, whichever came first."""
+    m = Machine(server_id="s", status="stopping", estimated_stopping_at=500.0)
+    m.stop_requested_at = 300.0
+    assert gone_at(m, 400.0) == 400.0
+    assert gone_at(m, 900.0) == 500.0
+    assert gone_at(m, 900.0, stop_sent=True) == 300.0
+    assert math.isclose(gone_at(Machine(server_id="t"), 12.5), 12.5)
+
+
+def test_launches_exhausted_after_the_bounded_number_of_tries() -> None:
+    """Launching stops once ``max_launch_attempts`` launches in a row never became Ready."""
+    assert not launches_exhausted(failed_in_a_row=2, max_launch_attempts=3)
+    assert launches_exhausted(failed_in_a_row=3, max_launch_attempts=3)
