@@ -3,7 +3,8 @@
 - ``POST /api/conjure/jobs``: the seeds' front-end call. Multipart ``image`` + ``prompt``
   (+ ``set`` fields in ``--set`` form, ``NODE.INPUT=VALUE``, and ``workflow``, the name of a
   bundled workflow); answers the v2 job object, 201, through the same submit path as
-  ``POST /api/v2/jobs`` (queue bound, durable before the answer).
+  ``POST /api/v2/jobs`` (queue bound, durable before the answer, a single-use
+  ``Idempotency-Key``).
 - ``GET /api/conjure/mode``: simulated / a ComfyUI (its origin only) / RunComfy, and
   whether RunComfy answers (asked at most every :data:`PROBE_TTL` seconds).
 - ``GET /api/conjure/machines``, ``GET /api/conjure/costs``: read from the state; a
@@ -46,7 +47,7 @@ from conjure_actors.domain.errors import PriceTableError, WorkflowError
 from conjure_actors.domain.prices import MICROS_PER_USD, estimate_job_cost
 from conjure_actors.domain.workflow import workflow_from_text
 from conjure_actors.errors import UsageError
-from conjure_actors.service.app import Service
+from conjure_actors.service.app import KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.security import SecuritySettings, security_middleware
@@ -393,10 +394,23 @@ async def post_job(request: Request) -> Response:
         raise invalid_request("'workflow' is the name of a bundled workflow")
     name = _bundled_name(workflow_field)
     workflow = workflow_from_text(bundled_workflow(name).decode(), name=name)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= 255):
+        raise invalid_request("Idempotency-Key must be 1 to 255 characters")
     try:
         job_id = await service.submit_job(
-            workflow, image=image, prompt=prompt, sets=[str(s) for s in sets]
+            workflow,
+            image=image,
+            prompt=prompt,
+            sets=[str(s) for s in sets],
+            idempotency_key=key,
         )
+    except KeyReusedError:
+        raise ApiError(
+            422,
+            "idempotency_key_reuse",
+            "this Idempotency-Key was used before: poll your job instead of resubmitting",
+        ) from None
     except WorkflowError as exc:
         raise ApiError(
             422, "invalid_workflow", str(exc), details={"problems": list(exc.problems)}

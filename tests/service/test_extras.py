@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -247,3 +248,64 @@ async def test_both_openapi_documents_are_served(
     assert extras.status_code == v2.status_code == 200
     assert "/api/conjure/estimate" in extras.text
     assert "/api/v2/jobs/{id}/events" in v2.text
+
+
+async def test_conjure_job_idempotency_key_is_single_use(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A second front-end submission with the same Idempotency-Key is 422; one job only."""
+    async with open_extras_service(tmp_path) as run:
+        headers = {"Idempotency-Key": "k-1"}
+        files = {"image": ("sketch.png", png(), "image/png")}
+        first = await run.client.post(
+            "/api/conjure/jobs", files=files, data={"prompt": PROMPT}, headers=headers
+        )
+        again = await run.client.post(
+            "/api/conjure/jobs", files=files, data={"prompt": PROMPT}, headers=headers
+        )
+        assert first.status_code == 201
+        assert again.status_code == 422
+        assert again.json()["error"]["code"] == "idempotency_key_reuse"
+        assert list(run.service.state.jobs) == [first.json()["id"]]
+
+
+@pytest.mark.slow
+async def test_comfy_sdk_follows_a_front_end_job_to_its_outputs(
+    tmp_path: Path, sim_config: Any, sdk: Any
+) -> None:
+    """The front end posts image + prompt; comfy-sdk, as a user's program, waits for that
+    job on loopback and downloads its outputs (the sizes it was told, this job's)."""
+    import httpx
+    from extras_support import serve_args
+
+    from conjure_actors.commands.serve import build_app, open_serve
+    from conjure_actors.service.app import Settings
+
+    args = serve_args()
+    with trio.fail_after(180):
+        async with open_serve(
+            sim_config,
+            log_path=tmp_path / "serve.log",
+            out_dir=tmp_path / "out",
+            settings=Settings(),
+            app_factory=lambda service: build_app(service, args),
+        ) as served:
+            async with httpx.AsyncClient(base_url=served.url) as client:
+                r = await client.post(
+                    "/api/conjure/jobs",
+                    files={"image": ("sketch.png", png(), "image/png")},
+                    data={"prompt": PROMPT},
+                )
+            assert r.status_code == 201
+            job_id = r.json()["id"]
+
+            def follow() -> list[tuple[int, str | None, bytes]]:
+                with sdk(served.url) as comfy:
+                    job = comfy.jobs.get(job_id).wait(timeout=150)
+                    assert job.status == "succeeded", job.error
+                    return [(o.size_bytes, o.job_id, o.to_bytes()) for o in job.outputs]
+
+            outputs = await trio.to_thread.run_sync(follow)
+    assert outputs
+    for size, owner, data in outputs:
+        assert (len(data), owner) == (size, job_id)
