@@ -16,7 +16,6 @@ from conjure_actors.actors.conjure import Conjure, open_conjure
 from conjure_actors.actors.context import Context
 from conjure_actors.actors.cost import Ledger
 from conjure_actors.actors.example import bundled_workflow, bundled_workflows, example_sketch_png
-from conjure_actors.actors.job import JobRun
 from conjure_actors.actors.messages import (
     AccrueNow,
     ApproveLaunch,
@@ -48,7 +47,6 @@ __all__ = [
     "Conjure",
     "Context",
     "CostActor",
-    "JobRun",
     "JobStallNoticed",
     "Lease",
     "LeaseFailedError",

@@ -1,9 +1,10 @@
-"""The four actors. The MachineActor lives in :mod:`conjure_actors.actors.pool` and the
-CostActor in :mod:`conjure_actors.actors.cost` (re-exported here).
+"""The four actors: the MachineActor and the CostActor (thin message handlers over the
+long-lived logic objects) are here; the WorkflowActor lives in :mod:`conjure_actors.actors.job`
+and the MonitorActor in :mod:`conjure_actors.actors.monitor` (re-exported here).
 
 Each actor is a :class:`conjure_actors.runtime.Actor`; a crash restarts it (a new instance
-around the same long-lived memory, so waiting lease requests and live clients survive).
-Who talks to whom (DESIGN.md):
+around the same logic object, so waiting lease requests, live clients and the ledger's
+figures survive). Who talks to whom (DESIGN.md):
 
 - WorkflowActor -> MachineActor: ``LeaseMachine`` (the reply comes later through a
   :class:`Reply`), ``ReleaseMachine``, ``CancelLease``;
@@ -16,205 +17,122 @@ Who talks to whom (DESIGN.md):
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from conjure_actors.actors.context import Context
-from conjure_actors.actors.cost import ACCRUE_INTERVAL, CostActor
-from conjure_actors.actors.job import JobRun
+from conjure_actors.actors.cost import Ledger
+from conjure_actors.actors.job import PoolPort, WorkflowActor
 from conjure_actors.actors.messages import (
-    CancelJob,
+    AccrueNow,
+    ApproveLaunch,
+    ApproveRenewal,
     CancelLease,
-    JobStallNoticed,
-    Lease,
     LeaseMachine,
     PollNow,
     ReleaseMachine,
     Reply,
+    SetBudget,
+    StopAllMachines,
+    StopLaunching,
+    StopMachine,
 )
-from conjure_actors.actors.pool import MachineActor
-from conjure_actors.actors.pool import Reconcile as _Reconcile
-from conjure_actors.actors.view import StallDetector
-from conjure_actors.domain import events as ev
-from conjure_actors.domain import state as st
-from conjure_actors.runtime import Actor, ActorRef
+from conjure_actors.actors.monitor import MonitorActor, MonitorSink
+from conjure_actors.actors.pool import MachinePool
+from conjure_actors.runtime import Actor
 
 log = logging.getLogger("conjure_actors.actors")
 
-__all__ = ["ACCRUE_INTERVAL", "CostActor", "MachineActor", "_Reconcile"]
+__all__ = [
+    "ACCRUE_INTERVAL",
+    "CostActor",
+    "MachineActor",
+    "MonitorActor",
+    "MonitorSink",
+    "PoolPort",
+    "WorkflowActor",
+    "_Reconcile",
+]
+
+ACCRUE_INTERVAL = 30.0
 
 
-class PoolPort:
-    """The MachineActor as a WorkflowActor sees it (messages, not calls)."""
+class _Reconcile:
+    """Internal command: recovery, list the cloud and adopt or stop what the log knows."""
 
-    def __init__(self, ref: ActorRef) -> None:
-        self.ref = ref
-
-    async def lease(
-        self,
-        job_id: str,
-        version: str | None,
-        priority: int,
-        reply: Reply[Lease],
-        only_server: str | None = None,
-    ) -> None:
-        await self.ref.tell(LeaseMachine(job_id, version, priority, reply, only_server))
-
-    async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None:
-        await self.ref.tell(ReleaseMachine(server_id, job_id, broken))
-
-    async def polled(self) -> None:
-        """Return once the pool has listed the cloud afresh (machines found gone are lost)."""
-        reply: Reply[None] = Reply()
-        await self.ref.tell(PollNow(reply))
-        await reply.wait()
-
-    def cancel_lease(self, job_id: str) -> None:
-        try:
-            self.ref.tell_nowait(CancelLease(job_id))
-        except Exception as exc:  # a stopped pool has no request to withdraw
-            log.debug("cancel_lease(%s): %s", job_id, exc)
+    def __init__(self, reply: Reply[None]) -> None:
+        self.reply = reply
 
 
-class WorkflowActor(Actor):
-    """One job (see :mod:`conjure_actors.actors.job`). A temporary child of the job
-    supervisor: it ends when the job reaches a terminal event."""
+class MachineActor(Actor):
+    """The pool (see :mod:`conjure_actors.actors.pool`)."""
 
-    def __init__(
-        self, ctx: Context, job_id: str, pool: PoolPort, on_done: Callable[[str], None]
-    ) -> None:
-        self.ctx = ctx
-        self.job_id = job_id
+    def __init__(self, pool: MachinePool) -> None:
         self.pool = pool
-        self.on_done = on_done
-        self.run: JobRun | None = None
-        self._scope: trio.CancelScope | None = None
-        self._cancel_reason: str | None = None
 
     async def on_start(self) -> None:
-        self.run = JobRun(self.ctx, self.job_id, self.pool)
-        self._scope = trio.CancelScope()
-        self.start_soon(self._main, name=f"job-{self.job_id}")
+        self.pool.bind(self._tasks())
+        self.start_soon(self.pool.run_poller, name="machine-poller")
 
-    async def _main(self) -> None:
-        assert self.run is not None
-        assert self._scope is not None
-        with self._scope:
-            await self.run.run()
-        if self._cancel_reason is not None:
-            await self.run.cancel(self._cancel_reason)
-        self.on_done(self.job_id)
-        self.ref.tell_nowait(_Finished())
+    async def receive(self, msg: Any) -> Any:
+        pool = self.pool
+        match msg:
+            case LeaseMachine():
+                await pool.lease(
+                    msg.job_id, msg.workflow_version, msg.priority, msg.reply, msg.only_server
+                )
+            case ReleaseMachine():
+                await pool.release(msg.server_id, msg.job_id, broken=msg.broken)
+            case CancelLease():
+                pool.cancel_lease(msg.job_id)
+            case StopMachine():
+                await pool.stop_machine(msg.server_id, msg.reason)
+            case StopLaunching():
+                pool.stop_launching(msg.reason)
+            case StopAllMachines():
+                left = await pool.stop_all(msg.reason)
+                if msg.reply is not None:
+                    msg.reply.set(left)
+            case PollNow(reply=reply):
+                pool.poll_soon(reply)
+            case _Reconcile():
+                try:
+                    await pool.reconcile()
+                except BaseException as exc:
+                    msg.reply.fail(exc)
+                    raise
+                msg.reply.set(None)
+            case _:
+                log.warning("MachineActor: unknown message %s", type(msg).__name__)
+
+
+class CostActor(Actor):
+    """The ledger (see :mod:`conjure_actors.actors.cost`); accrues on a timer."""
+
+    def __init__(self, ledger: Ledger, interval: float = ACCRUE_INTERVAL) -> None:
+        self.ledger = ledger
+        self.interval = interval
+
+    async def on_start(self) -> None:
+        self.start_soon(self._accrue_loop, name="cost-accrual")
+
+    async def _accrue_loop(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            await self.ledger.accrue()
 
     async def receive(self, msg: Any) -> Any:
         match msg:
-            case CancelJob():
-                if self._cancel_reason is None:
-                    self._cancel_reason = msg.reason
-                    if self._scope is not None:
-                        self._scope.cancel()
-            case JobStallNoticed():
-                if self.run is not None:
-                    self.run.poll_now.set()
-                    self.run.poll_now = trio.Event()
-            case _Finished():
-                self.stop()
+            case ApproveLaunch():
+                return await self.ledger.approve_launch(msg.job_id, msg.server_type)
+            case ApproveRenewal():
+                return await self.ledger.approve_renewal(msg.server_id, msg.seconds)
+            case SetBudget():
+                await self.ledger.set_budget(msg.usd)
+                return None
+            case AccrueNow():
+                await self.ledger.accrue()
+                return None
             case _:
-                log.warning("WorkflowActor: unknown message %s", type(msg).__name__)
-
-
-class _Finished:
-    """Internal: the job task ended; stop the actor."""
-
-
-class MonitorSink:
-    """Where the MonitorActor shows things (JSON lines, the Rich view, or nowhere)."""
-
-    def record(self, seq: int, ts: float, event: Any, state: st.State) -> None:
-        """One published record."""
-
-    def tick(self, state: st.State) -> None:
-        """Periodic refresh (a live view redraws here)."""
-
-    def close(self) -> None:
-        """The run is over."""
-
-
-class MonitorActor(Actor):
-    """Watches every published record: feeds a sink, detects stalled jobs."""
-
-    def __init__(
-        self,
-        ctx: Context,
-        sink: MonitorSink | None,
-        notify_stall: Callable[[str], None],
-        *,
-        refresh: float = 0.25,
-    ) -> None:
-        self.ctx = ctx
-        self.sink = sink
-        self.notify_stall = notify_stall
-        self.refresh = refresh
-        self.detector = StallDetector(ctx.config.monitor.stall_seconds)
-
-    async def on_start(self) -> None:
-        ready = trio.Event()
-        self.start_soon(self._watch, ready, name="monitor-watch")
-        await ready.wait()
-        self.start_soon(self._stalls, name="monitor-stalls")
-
-    async def _watch(self, ready: trio.Event) -> None:
-        async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
-            ready.set()
-            async for record in records:
-                event = record.event
-                self._observe(event)
-                if self.sink is not None:
-                    self.sink.record(record.seq, record.ts, event, self.ctx.state)
-
-    def _observe(self, event: Any) -> None:
-        now = trio.current_time()
-        match event:
-            case (
-                ev.PromptSubmitting()
-                | ev.PromptSubmitted()
-                | ev.ExecutionStarted()
-                | ev.NodeStarted()
-                | ev.NodeProgress()
-                | ev.NodeExecuted()
-                | ev.NodeCached()
-                | ev.ExecutionSucceeded()
-                | ev.OutputSaved()
-            ):
-                self.detector.alive(event.job_id, now)
-            case (
-                ev.JobSucceeded()
-                | ev.JobFailed()
-                | ev.JobCancelled()
-                | ev.JobQueued()
-                | ev.JobRetrying()
-            ):
-                self.detector.forget(event.job_id)
-            case _:
-                pass
-
-    async def _stalls(self) -> None:
-        period = max(0.05, min(self.refresh, self.detector.stall_seconds / 4))
-        while True:
-            await trio.sleep(period)
-            if self.sink is not None:
-                self.sink.tick(self.ctx.state)
-            for job_id, idle in self.detector.stalled(trio.current_time()):
-                job = self.ctx.state.jobs.get(job_id)
-                if job is None or job.status != st.RUNNING:
-                    continue
-                await self.ctx.emit(
-                    ev.JobStalled(job_id=job_id, idle_seconds=round(idle, 3), at=self.ctx.now())
-                )
-                self.notify_stall(job_id)
-
-    async def receive(self, msg: Any) -> Any:
-        log.warning("MonitorActor: unknown message %s", type(msg).__name__)
+                log.warning("CostActor: unknown message %s", type(msg).__name__)
+                return None

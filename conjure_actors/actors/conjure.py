@@ -29,55 +29,70 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import os
 import random
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import trio
 
 import conjure_actors
+import eventlog
 from conjure_actors.actors import files
-from conjure_actors.actors.actors import (
-    CostActor,
-    MachineActor,
-    MonitorActor,
-    MonitorSink,
-    PoolPort,
-    WorkflowActor,
-    _Reconcile,
-)
+from conjure_actors.actors.actors import CostActor, MachineActor, _Reconcile
 from conjure_actors.actors.context import Context, Ids, Journal, WsConnect
 from conjure_actors.actors.cost import Ledger
+from conjure_actors.actors.job import PoolPort, WorkflowActor
 from conjure_actors.actors.messages import (
     ApproveLaunch,
     ApproveRenewal,
     CancelJob,
+    InterruptJob,
     JobStallNoticed,
     Reply,
     SetBudget,
     StopAllMachines,
     StopLaunching,
 )
+from conjure_actors.actors.monitor import MonitorActor, MonitorSink
 from conjure_actors.actors.pool import MachinePool, list_servers_patiently
 from conjure_actors.clients.comfyui import ComfyUIClient, origin_of
+from conjure_actors.clients.errors import ClientError
 from conjure_actors.clock import SystemWallClock, WallClock
 from conjure_actors.config import Config
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
+from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
-from conjure_actors.errors import UsageError
+from conjure_actors.errgroups import describe, meaningful, single_error
+from conjure_actors.errors import ConjureError, UsageError
 from conjure_actors.runtime import ActorRef, ActorSystem, Restart, SupervisorRef, open_actor_system
+from conjure_actors.runtime.errors import ActorStoppedError
+from conjure_actors.runtime.policy import Intensity
 
 SIM_WORKFLOW_VERSION = "wv-conjure-flux-mesh-1"
 SHUTDOWN_DEADLINE = 60.0
+
+JOBS_INTENSITY: Final = Intensity(max_restarts=sys.maxsize, period=1.0)
+"""The job supervisor never gives up as a whole: each WorkflowActor counts its own crashes
+and fails its job after ``job.MAX_JOB_CRASHES`` (restart intensity per job, not shared), so
+one job's crash loop cannot stop the run."""
+
+log = logging.getLogger("conjure_actors.actors.conjure")
+
+
+class RunStoppedError(ConjureError):
+    """The run stopped on an error (an actor crash loop, a journal that refuses writes); its
+    one line says what failed and which machines the shutdown stopped."""
 
 
 def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> ComfyUIClient:
@@ -110,6 +125,10 @@ class Conjure:
         self.jobs = jobs
         self._job_refs: dict[str, ActorRef] = {}
         self._shut_down = False
+        self._fatal: BaseException | None = None
+        self._fatal_event = trio.Event()
+        self.stop_note: str | None = None
+        """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.run_id = ctx.ids().hex[:12]
 
     @property
@@ -198,12 +217,13 @@ class Conjure:
             raise UsageError("the input image is empty")
         digest = hashlib.sha256(data).hexdigest()
         target = files.keep_input(self.ctx.inputs_dir, f"{digest}{suffix}", data)
-        return str(target), digest
+        # Absolute: a resume from another directory finds it (issue 17).
+        return str(target.resolve()), digest
 
     async def _start_job(self, job_id: str) -> None:
         port = PoolPort(self.machines)
         ref = await self.jobs.spawn(
-            functools.partial(WorkflowActor, self.ctx, job_id, port, self._job_done),
+            functools.partial(WorkflowActor, self.ctx, job_id, port, self._job_done, self.fail_run),
             name=job_id,
             restart=Restart.TRANSIENT,
             shutdown_timeout=20.0,
@@ -218,8 +238,8 @@ class Conjure:
         if ref is not None:
             try:
                 ref.tell_nowait(JobStallNoticed(job_id))
-            except Exception:  # the job just ended: nothing to poll
-                return
+            except (ActorStoppedError, trio.WouldBlock) as exc:  # it ended, or is busy
+                log.debug("stall of %s not delivered: %s", job_id, exc)
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> None:
         """Cancel a job: dequeue or interrupt it; it ends with ``JobCancelled``."""
@@ -275,29 +295,82 @@ class Conjure:
 
     # ------------------------------------------------------------------ stop
 
+    def fail_run(self, error: BaseException) -> None:
+        """Something the run cannot go on without failed (the journal refused an event):
+        ``open_conjure`` ends the run with the ordered shutdown."""
+        if self._fatal is None:
+            self._fatal = error
+        self._fatal_event.set()
+
+    async def _wait_fatal(self) -> None:
+        await self._fatal_event.wait()
+        assert self._fatal is not None
+        raise RunStoppedError(f"the run stopped: {describe(self._fatal)}") from self._fatal
+
     async def shutdown(self, reason: str = "done") -> list[str]:
-        """Ordered stop: no more launches, cancel every job, stop every machine (shielded,
-        with a deadline), ``SystemStopped``. Returns machines that may still run."""
+        """Ordered stop: no more launches, every unfinished job ``interrupted`` (``run
+        --resume`` finishes it), every machine stopped (shielded, with a deadline),
+        ``SystemStopped``. Returns machines that may still run. If the journal refuses
+        writes (a full disk), the machines are stopped anyway, without logging, and
+        :attr:`stop_note` says so in one line."""
         if self._shut_down:
             return self.running_machines()
         self._shut_down = True
-        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_DEADLINE):
-            await self.machines.tell(StopLaunching(reason))
-            for job_id in self.active_jobs():
-                await self.cancel(job_id, reason="shutdown" if reason == "done" else reason)
-            with trio.move_on_after(25):
-                await self.wait_until_idle()
-            for job_id in self.active_jobs():  # actors that did not answer in time
-                await self.ctx.emit(
-                    ev.JobCancelled(job_id=job_id, reason=reason, at=self.ctx.now())
-                )
-            reply: Reply[list[str]] = Reply()
-            await self.machines.tell(StopAllMachines(reason, reply))
-            with trio.move_on_after(45):
-                await reply.wait()
-            await self.cost.ask(_accrue(), timeout=10)
-            await self.ctx.emit(ev.SystemStopped(reason=reason, at=self.ctx.now()))
+        # The stops may wait out a rate limit for up to ``pool.stop_patience``.
+        patience = SHUTDOWN_DEADLINE + self.ctx.config.pool.stop_patience
+        with trio.CancelScope(shield=True), trio.move_on_after(patience):
+            if self._fatal is None:
+                try:
+                    await self._ordered_stop(reason)
+                except eventlog.LogClosedError:
+                    raise  # the journal is closed: the process is going away
+                except eventlog.EventLogError as exc:
+                    self.fail_run(exc)
+            if self._fatal is not None:
+                await self._stop_without_log(reason)
         return self.running_machines()
+
+    async def _ordered_stop(self, reason: str) -> None:
+        await self.machines.tell(StopLaunching(reason))
+        why = "shutdown" if reason == "done" else reason
+        for job_id in self.active_jobs():
+            ref = self._job_refs.get(job_id)
+            if ref is not None:
+                try:
+                    await ref.tell(InterruptJob(job_id, why))
+                except ActorStoppedError:
+                    log.debug("job %s ended before its interruption", job_id)
+        with trio.move_on_after(25):
+            await self.wait_until_idle()
+        for job_id in self.active_jobs():  # actors that did not answer in time
+            await self.ctx.emit(
+                decide.interrupt_job(self.state, job_id, reason=why, at=self.ctx.now())
+            )
+        reply: Reply[list[str]] = Reply()
+        await self.machines.tell(StopAllMachines(reason, reply))
+        with trio.move_on_after(self.ctx.config.pool.stop_patience + 15):
+            await reply.wait()
+        if self._fatal is not None:
+            return
+        await self.cost.ask(_accrue(), timeout=10)
+        await self.ctx.emit(ev.SystemStopped(reason=reason, at=self.ctx.now()))
+
+    async def _stop_without_log(self, reason: str) -> None:
+        """The journal refuses writes: stop every machine anyway, then say so in one line."""
+        stopped, failed = await stop_machines_directly(self.ctx, reason)
+        what = describe(self._fatal) if self._fatal is not None else "unknown error"
+        parts = [f"the event log refused writes ({what})"]
+        parts.append(
+            f"stopped machines {', '.join(stopped)} without logging it"
+            if stopped
+            else "no machine was running"
+        )
+        if failed:
+            parts.append(f"could not stop {', '.join(failed)}")
+        if self.state.launch_requests:
+            parts.append(f"{len(self.state.launch_requests)} launch(es) in flight")
+        self.stop_note = "; ".join(parts)
+        log.error("%s", self.stop_note)
 
     async def _on_budget_exceeded(self, reason: str) -> None:
         """From the CostActor: stop launching, cancel the jobs, stop the machines (tells
@@ -306,8 +379,8 @@ class Conjure:
         for job_id, ref in list(self._job_refs.items()):
             try:
                 ref.tell_nowait(CancelJob(job_id, reason))
-            except Exception:  # the job just ended
-                continue
+            except (ActorStoppedError, trio.WouldBlock) as exc:  # it just ended, or is busy
+                log.info("budget: cancel of %s not delivered: %s", job_id, exc)
         self.machines.tell_nowait(StopAllMachines(reason))
 
 
@@ -335,7 +408,13 @@ async def open_conjure(
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
     ``attach``: ``{name: url}`` of machines we do not pay for (dev machine).
-    ``ids``: makes every new id (``uuid.uuid4``; the test harness passes a seeded one)."""
+    ``ids``: makes every new id (``uuid.uuid4``; the test harness passes a seeded one).
+
+    Whatever ends the block runs the ordered shutdown (:meth:`Conjure.shutdown`): a normal
+    exit, an exception in the block or in the runtime (a job's failure is only that job's),
+    a journal that refuses writes. If the actor system itself fails, the machines are
+    stopped from here. Only a pure cancellation (a test's simulated kill -9) skips it.
+    """
     wall = wall or SystemWallClock()
     out = Path(out_dir)
     mode = mode or config.mode
@@ -372,52 +451,154 @@ async def open_conjure(
             mode=mode,
             ids=ids,
         )
-        async with open_actor_system(journal=journal, clock=wall, rng=seed) as system:
-            holder: dict[str, Conjure] = {}
-
-            async def on_exceeded(reason: str) -> None:
-                await holder["c"]._on_budget_exceeded(reason)
-
-            stall_target: list[Callable[[str], None]] = []
-
-            def notify_stall(job_id: str) -> None:
-                if stall_target:
-                    stall_target[0](job_id)
-
-            await system.spawn(
-                functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor"
-            )
-            ledger = Ledger(ctx, on_exceeded=on_exceeded)
-            cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
-
-            async def approve_launch(job_id: str, server_type: str) -> bool:
-                return bool(await cost_ref.ask(ApproveLaunch(job_id, server_type), timeout=60))
-
-            async def approve_renewal(server_id: str, seconds: float) -> bool:
-                return bool(await cost_ref.ask(ApproveRenewal(server_id, seconds), timeout=60))
-
-            pool = MachinePool(
-                ctx,
-                approve_launch=approve_launch,
-                approve_renewal=approve_renewal,
-                make_client=functools.partial(make_comfyui_client, ctx),
-            )
-            machines_ref = await system.spawn(
-                functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0
-            )
-            jobs_sup = await system.spawn_supervisor("jobs")
-            conjure = Conjure(
-                ctx, system, cost=cost_ref, machines=machines_ref, pool=pool, jobs=jobs_sup
-            )
-            holder["c"] = conjure
-            stall_target.append(conjure._notify_stall)
-            await _start(conjure, attach or {})
-            yield conjure
-            await conjure.shutdown()
+        started = False
+        try:
+            async with open_actor_system(journal=journal, clock=wall, rng=seed) as system:
+                conjure = await _assemble(ctx, system, monitor)
+                started = True
+                with single_error():
+                    async with trio.open_nursery() as guard:
+                        guard.start_soon(conjure._wait_fatal)
+                        try:
+                            await _start(conjure, attach or {})
+                            yield conjure
+                        except BaseException as exc:
+                            if meaningful(exc) is None and conjure._fatal is None:
+                                raise  # a pure cancellation: as after a kill -9
+                            await conjure.shutdown(_reason(exc))
+                            raise
+                        await conjure.shutdown()
+                        guard.cancel_scope.cancel()
+                if conjure.stop_note is not None:
+                    raise RunStoppedError(conjure.stop_note)
+        except BaseException as exc:
+            # The actor system itself failed (a supervisor gave up): its actors are gone,
+            # so the machines are stopped from here, without the MachineActor.
+            leaf = meaningful(exc)
+            if (
+                started
+                and leaf is not None
+                and not isinstance(leaf, eventlog.LogClosedError)  # the process is ending
+                and not isinstance(exc, RunStoppedError)
+            ):
+                note = await _stop_after_failure(ctx, exc)
+                raise RunStoppedError(note) from exc
+            raise
     finally:
         if own_client:
             with trio.CancelScope(shield=True):
                 await client.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    """The ``SystemStopped`` reason for a run that ends on ``exc``."""
+    leaf = meaningful(exc)
+    if isinstance(leaf, KeyboardInterrupt):
+        return "interrupted"
+    return "error" if leaf is not None else "cancelled"
+
+
+async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> Conjure:
+    """Spawn the actors (monitor, cost, machines, the job supervisor) and the Conjure."""
+    holder: dict[str, Conjure] = {}
+
+    async def on_exceeded(reason: str) -> None:
+        await holder["c"]._on_budget_exceeded(reason)
+
+    def notify_stall(job_id: str) -> None:
+        if "c" in holder:
+            holder["c"]._notify_stall(job_id)
+
+    await system.spawn(functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor")
+    ledger = Ledger(ctx, on_exceeded=on_exceeded)
+    cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
+
+    async def approve_launch(job_id: str, server_type: str) -> bool:
+        return bool(await cost_ref.ask(ApproveLaunch(job_id, server_type), timeout=60))
+
+    async def approve_renewal(server_id: str, seconds: float) -> bool:
+        return bool(await cost_ref.ask(ApproveRenewal(server_id, seconds), timeout=60))
+
+    pool = MachinePool(
+        ctx,
+        approve_launch=approve_launch,
+        approve_renewal=approve_renewal,
+        make_client=functools.partial(make_comfyui_client, ctx),
+    )
+    machines_ref = await system.spawn(
+        functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0
+    )
+    jobs_sup = await system.spawn_supervisor("jobs", intensity=JOBS_INTENSITY)
+    conjure = Conjure(ctx, system, cost=cost_ref, machines=machines_ref, pool=pool, jobs=jobs_sup)
+    holder["c"] = conjure
+    return conjure
+
+
+async def stop_machines_directly(ctx: Context, reason: str) -> tuple[list[str], list[str]]:
+    """The last resort, when the MachineActor cannot (the actor system failed, or the log
+    refuses writes): stop every RunComfy machine the state says runs, straight through the
+    RunComfy client (shielded, bounded). ``MachineStopping``/``MachineStopped`` are logged
+    while the journal takes them. Returns (stopped, could not stop)."""
+    stopped: list[str] = []
+    failed: list[str] = []
+    runcomfy = ctx.runcomfy
+    if runcomfy is None:
+        return stopped, failed
+    logging_ok = True
+
+    async def emit(event_of: Callable[[], Any]) -> None:
+        nonlocal logging_ok
+        if not logging_ok:
+            return
+        try:
+            await ctx.emit(event_of())
+        except (eventlog.EventLogError, DomainError) as exc:
+            logging_ok = False
+            log.warning("shutdown: not logged: %s", describe(exc))
+
+    async def stop_one(sid: str) -> None:
+        m = ctx.state.machines[sid]
+        if m.status != st.M_STOPPING:
+            await emit(lambda: decide.stop_machine(ctx.state, sid, reason=reason, at=ctx.now()))
+        try:
+            await runcomfy.stop(sid, missing_ok=True)
+        except ClientError as exc:
+            log.warning("shutdown: stopping %s failed: %s", sid, exc)
+            failed.append(sid)
+            return
+        stopped.append(sid)
+        now = ctx.now()
+        await emit(lambda: decide.machine_stopped(ctx.state, sid, stopped_at=now, at=now))
+
+    running = [
+        m.server_id
+        for m in ctx.state.machines.values()
+        if m.kind == "runcomfy" and m.status not in st.MACHINE_GONE
+    ]
+    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_DEADLINE):
+        async with trio.open_nursery() as nursery:
+            for sid in running:
+                nursery.start_soon(stop_one, sid)
+    return sorted(stopped), sorted(failed)
+
+
+async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
+    """The actor system failed: stop the machines, log ``SystemStopped`` if the log still
+    takes it; returns the one line that says what failed and what was stopped."""
+    stopped, failed = await stop_machines_directly(ctx, "error")
+    with trio.CancelScope(shield=True):
+        try:
+            await ctx.emit(ev.SystemStopped(reason="error", at=ctx.now()))
+        except eventlog.EventLogError as log_exc:
+            log.warning("shutdown: SystemStopped not logged: %s", describe(log_exc))
+    parts = [f"the run stopped: {describe(exc)}"]
+    if stopped:
+        parts.append(f"stopped machines {', '.join(stopped)}")
+    if failed:
+        parts.append(f"could not stop {', '.join(failed)}")
+    note = "; ".join(parts)
+    log.error("%s", note)
+    return note
 
 
 async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
@@ -491,5 +672,5 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
         await conjure.machines.tell(_Reconcile(reply))
         await reply.wait()
         for job in list(ctx.state.jobs.values()):
-            if job.status in st.ACTIVE_STATUSES:
+            if job.status in st.RESUMABLE_STATUSES:
                 await conjure._start_job(job.job_id)

@@ -1,23 +1,45 @@
-"""One job, start to end: what a WorkflowActor does.
+"""One job, start to end: the WorkflowActor.
 
-An attempt: lease a machine -> ``JobStarted`` -> upload the image (``InputUploaded``) ->
-inject the bindings -> ``PromptSubmitting`` (intent, with a locally chosen uuid4 prompt id)
--> ``POST /prompt`` -> ``PromptSubmitted`` -> follow (WebSocket, with polling as the source
-of truth) -> download and verify every output into ``OUT/<job_id>/`` (``OutputSaved``) ->
-``JobSucceeded`` -> release the machine.
+The actor owns its job (DESIGN.md, "Actors own their state"): it handles one message at a
+time and is the only writer of its job's events. Work that waits runs in child tasks that
+*report* by message and never emit: leasing a machine, uploading the input, ``POST
+/prompt``, following the prompt (WebSocket, polling ``/history``), downloading the outputs,
+backoff and timeout timers. The actor decides what a report means with the pure functions
+of :mod:`conjure_actors.domain.decide` (a failure: retry, requeue or fail; a timeout; a
+crash), emits, and starts the next child. One job, as messages::
 
-Failures: a prompt rejected by validation is not retried (``JobFailed``); transient errors
-are retried with backoff (``JobRetrying``) until ``max_attempts`` have failed; a machine
-lost mid-job requeues the job (``JobQueued``) without counting a failure (before a failure
-is counted, the pool lists the cloud afresh, so an error that was really the machine
-vanishing is a requeue too); each attempt has a deadline and the whole job
-``total_timeout`` (35 min by default).
+    _Go            -> JobQueued; child: lease          -> _Leased(lease)
+    _Leased        -> JobStarted; child: upload        -> _Uploaded(name, sha256)
+    _Uploaded      -> InputUploaded, PromptSubmitting (intent, with a fresh prompt id);
+                      child: POST /prompt              -> _Submitted(number)
+    _Submitted     -> PromptSubmitted; child: follow   -> _Progress(update)...
+    _Progress      -> ExecutionStarted / Node* / ExecutionSucceeded; child: download
+                                                       -> _Saved(file)... _Downloaded
+    _Saved         -> OutputSaved
+    _Downloaded    -> JobSucceeded; release the machine; the actor stops
+    _Failed        -> decide.judge_failure: JobRetrying (timer -> _RetryDue -> _Go),
+                      JobQueued (machine lost -> _Go) or JobFailed
+    CancelJob      -> interrupt the prompt (child) -> JobCancelled
+    InterruptJob   -> JobInterrupted (the run stops; ``run --resume`` finishes the job)
 
-Resume (after a crash, from the log): a job whose current prompt was submitted on a machine
-that is still alive is *re-attached*: the prompt is looked up by id (``/queue``,
-``/history``): still queued or running -> followed; done -> its outputs downloaded (those
-already saved and intact are not downloaded again); unknown to the machine -> the attempt is
-abandoned and a new one starts. Nothing the log says was done is done twice.
+Every child report carries the *token* of the attempt it belongs to; a report of an
+attempt the actor has moved on from is dropped (and a lease it brings is given back).
+
+Failures: a prompt rejected by validation is not retried; transient errors are retried
+with backoff until ``max_attempts`` have failed; a machine lost mid-job requeues the job
+without counting a failure (before a failure that may be the machine's disappearance is
+counted, the pool lists the cloud afresh). A transient error while *following* (a 429, a
+dropped connection) keeps following the same prompt: the work is never submitted twice.
+Each attempt has a deadline and the whole job ``total_timeout``. An unexpected exception in
+a child (a ComfyUI answer of an unexpected shape) fails that attempt, with its reason in the
+log. An exception in the actor itself crashes it; its supervisor restarts it and the new
+incarnation takes the job up from its log, until ``MAX_JOB_CRASHES`` crashes fail the job
+(``decide.job_crashed``): the limit is per job, so nothing one job does stops the run.
+
+Resume (from the log): an ``interrupted`` job is taken up (``JobResumed``); a job whose
+prompt was submitted on a machine still alive is *re-attached* (the prompt is looked up and
+followed, its outputs downloaded unless already saved intact); unknown to the machine, the
+attempt counts as failed and a new one starts. Nothing the log says was done is done twice.
 """
 
 from __future__ import annotations
@@ -27,49 +49,53 @@ import hashlib
 import json
 import logging
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import attrs
 import trio
 
+import eventlog
 from conjure_actors.actors import files
-from conjure_actors.actors.context import Context, Leases
-from conjure_actors.actors.messages import Lease, LeaseFailedError, Reply
+from conjure_actors.actors.context import Context
+from conjure_actors.actors.messages import (
+    CancelJob,
+    CancelLease,
+    InterruptJob,
+    JobStallNoticed,
+    Lease,
+    LeaseFailedError,
+    LeaseMachine,
+    PollNow,
+    ReleaseMachine,
+    Reply,
+)
 from conjure_actors.actors.policy import Backoff
 from conjure_actors.clients import errors as cerr
+from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
-from conjure_actors.domain.workflow import conjure_roles
+from conjure_actors.domain.decide import AttemptFailure
+from conjure_actors.domain.workflow import apply_bindings, conjure_roles
+from conjure_actors.errgroups import describe
+from conjure_actors.runtime import Actor, ActorRef
+from conjure_actors.runtime.errors import ActorStoppedError
 
 log = logging.getLogger("conjure_actors.actors.job")
 
+LOST_CHECK_TIMEOUT: Final = 60.0
+"""How long a failed attempt waits for the pool's fresh look at the cloud before it counts
+the failure anyway (the listing is rate limited and retried, so it may take a while)."""
 
-class _Requeue(Exception):
-    """The machine went away: requeue without counting the attempt."""
+MAX_JOB_CRASHES: Final = 3
+"""Crashes of one job's actor after which the job fails (the run goes on)."""
 
+FOLLOW_RETRY_DELAY: Final = 2.0
+"""First pause before following a prompt again after a transient error (doubles, to 30 s)."""
 
-class _Retryable(Exception):
-    """A failed attempt, retried with backoff. ``machine_suspect``: the failure may be the
-    machine's disappearance (a connection error, a forgotten prompt), so the pool is asked
-    to look before the failure is counted; a node's own error is not."""
-
-    def __init__(self, reason: str, *, machine_suspect: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.machine_suspect = machine_suspect
-
-
-# How long a failed attempt waits for the pool's fresh look at the cloud before it counts
-# the failure anyway (the listing is rate limited and retried, so it may take a while).
-LOST_CHECK_TIMEOUT = 60.0
-
-
-class _Fatal(Exception):
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
+INTERRUPT_DEADLINE: Final = 10.0
+"""Seconds a cancelled job's ``/interrupt`` may take before the job is cancelled anyway."""
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -77,539 +103,966 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class JobRun:
-    """The logic of one job. ``pool`` is the MachinePool-facing API (lease/release)."""
+# ----------------------------------------------------------------- reports of child tasks
 
-    def __init__(self, ctx: Context, job_id: str, pool: Leases) -> None:
+
+@attrs.frozen
+class _Go:
+    """Consider the job's next step (start, after a requeue, after a backoff)."""
+
+
+@attrs.frozen
+class _Leased:
+    token: int
+    lease: Lease
+
+
+@attrs.frozen
+class _LeaseFailed:
+    token: int
+    error: LeaseFailedError
+
+
+@attrs.frozen
+class _Uploaded:
+    token: int
+    node_id: str
+    name: str
+    sha256: str
+    size: int
+
+
+@attrs.frozen
+class _Submitted:
+    token: int
+    number: float
+
+
+@attrs.frozen
+class _Rejected:
+    token: int
+    error_type: str
+    message: str
+
+
+@attrs.frozen
+class _Found:
+    """A re-attached prompt is known to its machine (queued, running or done)."""
+
+    token: int
+
+
+@attrs.frozen
+class _Progress:
+    token: int
+    update: Any  # a comfyui FollowUpdate
+
+
+@attrs.frozen
+class _Saved:
+    token: int
+    node_id: str
+    filename: str
+    path: str
+    size: int
+    sha256: str
+    kind: str
+
+
+@attrs.frozen
+class _Downloaded:
+    token: int
+
+
+@attrs.frozen
+class _Failed:
+    """The attempt failed. ``suspect``: the failure may be the machine's disappearance, so
+    the pool looks at the cloud before it is counted."""
+
+    token: int
+    failure: AttemptFailure
+    suspect: bool = True
+
+
+@attrs.frozen
+class _Judge:
+    """The pool had its fresh look (or gave up): judge ``failure`` now."""
+
+    token: int
+    failure: AttemptFailure
+
+
+@attrs.frozen
+class _Lost:
+    token: int
+
+
+@attrs.frozen
+class _AttemptTimedOut:
+    token: int
+
+
+@attrs.frozen
+class _RetryDue:
+    token: int
+
+
+@attrs.frozen
+class _JobTimedOut:
+    pass
+
+
+@attrs.frozen
+class _CancelDone:
+    reason: str
+
+
+class PoolPort:
+    """The MachineActor as a WorkflowActor sees it: messages, not calls."""
+
+    def __init__(self, ref: ActorRef) -> None:
+        self.ref = ref
+
+    async def lease(
+        self,
+        job_id: str,
+        version: str | None,
+        priority: int,
+        reply: Reply[Lease],
+        only_server: str | None = None,
+    ) -> None:
+        await self.ref.tell(LeaseMachine(job_id, version, priority, reply, only_server))
+
+    async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None:
+        try:
+            await self.ref.tell(ReleaseMachine(server_id, job_id, broken))
+        except ActorStoppedError:  # a stopped pool holds no lease any more
+            log.debug("release of %s by %s: the pool has stopped", server_id, job_id)
+
+    async def polled(self) -> None:
+        """Return once the pool has listed the cloud afresh (machines found gone are lost)."""
+        reply: Reply[None] = Reply()
+        await self.ref.tell(PollNow(reply))
+        await reply.wait()
+
+    def cancel_lease(self, job_id: str) -> None:
+        try:
+            self.ref.tell_nowait(CancelLease(job_id))
+        except (ActorStoppedError, trio.WouldBlock) as exc:  # nothing to withdraw, or later
+            log.debug("cancel_lease(%s): %s", job_id, exc)
+
+
+class _LogFailedError(Exception):
+    """Internal: the journal refused an event; the run must stop (not this job's fault)."""
+
+
+class WorkflowActor(Actor):
+    """One job. A child of the job supervisor: it stops when the job reaches a terminal event
+    (or is interrupted). ``pool``: the MachineActor as a job sees it (lease, release,
+    cancel_lease, polled). ``on_done(job_id)``: the job needs its actor no more.
+    ``on_fatal(exc)``: the journal refused an event (e.g. a full disk): the run must stop."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        job_id: str,
+        pool: Any,
+        on_done: Callable[[str], None],
+        on_fatal: Callable[[BaseException], None] | None = None,
+        *,
+        max_crashes: int = MAX_JOB_CRASHES,
+    ) -> None:
         self.ctx = ctx
         self.job_id = job_id
         self.pool = pool
+        self.on_done = on_done
+        self.on_fatal = on_fatal
+        self.max_crashes = max_crashes
         cfg = ctx.config.retry
         self.backoff = Backoff(cfg.initial, cfg.factor, cfg.max_delay, cfg.max_attempts)
-        self.poll_now = trio.Event()
-        self._prompt_client: Any = None
-        self._prompt_id: str | None = None
+        self._token = 0
+        self._scopes: dict[str, trio.CancelScope] = {}  # the attempt's children, by role
         self._lease: Lease | None = None
-        self._started = trio.current_time()
+        self._reattach = False  # the current attempt follows a prompt submitted earlier
+        self._no_reattach = False  # the machine of the submitted prompt is gone
+        self._upload_name: str | None = None
+        self._ending = False
+        self._cancelling = False
+
+    # ------------------------------------------------------------------ helpers
 
     @property
     def job(self) -> st.Job:
         return self.ctx.state.jobs[self.job_id]
 
     async def emit(self, *events: Any) -> None:
-        await self.ctx.emit(*events)
+        """Journal this job's events; a refused append stops the run, not just this job."""
+        try:
+            await self.ctx.emit(*events)
+        except eventlog.LogClosedError:
+            raise  # the run is over (the journal closed): nothing to report to anyone
+        except eventlog.EventLogError as exc:
+            raise _LogFailedError(str(exc)) from exc
 
-    # ------------------------------------------------------------------ main loop
+    def _spawn(self, role: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(token, *args)`` as a child of the current attempt (cancelled when the
+        attempt ends). An unexpected exception fails the attempt (reported, not raised)."""
+        token = self._token
+        scope = trio.CancelScope()
+        old = self._scopes.pop(role, None)
+        if old is not None:
+            old.cancel()
+        self._scopes[role] = scope
 
-    async def run(self) -> None:
-        """Run the job to a terminal event (cancellation is handled by :meth:`cancel`)."""
-        if self.job.status in st.TERMINAL_STATUSES:
+        async def child() -> None:
+            try:
+                with scope:
+                    await fn(token, *args)
+            except Exception as exc:
+                log.warning("job %s: %s failed unexpectedly: %s", self.job_id, role, describe(exc))
+                log.debug("job %s: %s traceback", self.job_id, role, exc_info=True)
+                await self._report(
+                    _Failed(
+                        token,
+                        AttemptFailure("retryable", f"{role}: unexpected {describe(exc)}"),
+                        suspect=False,
+                    )
+                )
+            finally:
+                if self._scopes.get(role) is scope:
+                    del self._scopes[role]
+
+        self.start_soon(child, name=f"{self.job_id}-{role}")
+
+    def _cancel_children(self) -> None:
+        for scope in self._scopes.values():
+            scope.cancel()
+        self._scopes.clear()
+
+    async def _report(self, msg: Any) -> None:
+        """A child's answer to its actor (dropped if the actor ended meanwhile)."""
+        try:
+            await self.ref.tell(msg)
+        except ActorStoppedError:
+            log.debug("job %s: %s arrived after the actor stopped", self.job_id, type(msg))
+
+    def _new_attempt(self) -> int:
+        """Leave the current attempt: its children are cancelled, its reports dropped."""
+        self._cancel_children()
+        self._token += 1
+        self._upload_name = None
+        return self._token
+
+    async def _release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await self.pool.release(lease.server_id, self.job_id)
+
+    async def _release_held(self) -> None:
+        """Give back every lease the log says this job holds (a crashed incarnation's)."""
+        for m in list(self.ctx.state.machines.values()):
+            if self.job_id in m.leases:
+                await self.pool.release(m.server_id, self.job_id)
+
+    async def _finish(self) -> None:
+        """The job needs its actor no more: give the machine back and stop."""
+        if self._ending:
             return
-        total = self.ctx.config.retry.total_timeout
-        elapsed = max(0.0, self.ctx.now() - self.job.submitted_at)
-        with trio.move_on_after(max(0.0, total - elapsed)) as scope:
-            await self._loop()
-        if scope.cancelled_caught and self.job.status not in st.TERMINAL_STATUSES:
-            await self._interrupt_quietly()
-            await self.emit(
-                ev.JobFailed(
-                    job_id=self.job_id,
-                    error_type="Timeout",
-                    message=f"job did not finish within {total:g} s",
-                    retryable=True,
-                    at=self.ctx.now(),
-                )
+        self._ending = True
+        self._new_attempt()
+        await self._release()
+        self.pool.cancel_lease(self.job_id)
+        self.on_done(self.job_id)
+        self.stop()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        job = self.ctx.state.jobs.get(self.job_id)
+        if job is None or job.status in st.TERMINAL_STATUSES:
+            await self._finish()
+            return
+        crashes = self.incarnation - 1
+        if crashes:
+            await self._release_held()
+            health = self.ctx.state.actors.get(self.path)
+            error = health.last_error if health is not None and health.last_error else "?"
+            failed = decide.job_crashed(
+                self.ctx.state,
+                self.job_id,
+                crashes=crashes,
+                max_crashes=self.max_crashes,
+                error=_one_line(error, 200),
+                at=self.ctx.now(),
             )
-
-    async def _loop(self) -> None:
-        reattach = self._reattach_target()
-        while self.job.status not in st.TERMINAL_STATUSES:
-            job = self.job
-            if job.status == st.PENDING:
-                await self.emit(ev.JobQueued(job_id=self.job_id, at=self.ctx.now()))
-            elif job.status == st.RUNNING and reattach is None:
-                await self.emit(
-                    ev.JobQueued(job_id=self.job_id, reason="resumed", at=self.ctx.now())
-                )
-            try:
-                lease = await self._lease_machine(reattach)
-            except LeaseFailedError as exc:
-                if exc.reason == "gone" and reattach is not None:
-                    reattach = None
-                    continue
-                if exc.reason == "cancelled":
-                    return
-                await self.emit(
-                    ev.JobFailed(
-                        job_id=self.job_id,
-                        error_type="NoMachine",
-                        message=_one_line(str(exc)),
-                        retryable=exc.retryable,
-                        at=self.ctx.now(),
-                    )
-                )
+            if failed is not None:
+                await self._emit_or_stop(failed)
+                await self._finish()
                 return
-            attempt_no = self.job.attempt if reattach is not None else self.job.attempt + 1
-            try:
-                await self._attempt(lease, attempt_no, reattach)
-                return
-            except _Requeue as exc:
-                await self._release(lease)
-                if self.job.status == st.RUNNING:
-                    await self.emit(
-                        ev.JobQueued(job_id=self.job_id, reason=str(exc), at=self.ctx.now())
-                    )
-            except _Fatal as exc:
-                await self._release(lease)
-                await self.emit(
-                    ev.JobFailed(
-                        job_id=self.job_id,
-                        error_type=exc.error_type,
-                        message=_one_line(exc.message),
-                        retryable=False,
-                        at=self.ctx.now(),
-                    )
-                )
-                return
-            except _Retryable as exc:
-                if exc.machine_suspect and await self._machine_gone(lease):
-                    # The machine vanished under the attempt: requeue, not a failure.
-                    await self._release(lease)
-                    if self.job.status == st.RUNNING:
-                        await self.emit(
-                            ev.JobQueued(
-                                job_id=self.job_id,
-                                reason=f"machine {lease.server_id} lost",
-                                at=self.ctx.now(),
-                            )
-                        )
-                    reattach = None
-                    continue
-                await self._release(lease)
-                failures = self.job.failures + 1
-                if self.backoff.exhausted(failures):
-                    await self.emit(
-                        ev.JobFailed(
-                            job_id=self.job_id,
-                            error_type="RetriesExhausted",
-                            message=_one_line(f"attempt {attempt_no}: {exc.reason}"),
-                            retryable=True,
-                            at=self.ctx.now(),
-                        )
-                    )
-                    return
-                delay = self.backoff.delay(failures)
-                await self.emit(
-                    ev.JobRetrying(
-                        job_id=self.job_id,
-                        attempt=attempt_no,
-                        delay=delay,
-                        reason=_one_line(exc.reason),
-                        at=self.ctx.now(),
-                    )
-                )
-                await trio.sleep(delay)
-            reattach = None
+        if job.status == st.INTERRUPTED:
+            await self._emit_or_stop(
+                decide.resume_job(self.ctx.state, self.job_id, at=self.ctx.now())
+            )
+        total = self.ctx.config.retry.total_timeout
+        left = max(0.0, total - max(0.0, self.ctx.now() - job.submitted_at))
+        self.start_soon(self._job_timer, left, name=f"{self.job_id}-timeout")
+        self.ref.tell_nowait(_Go())
 
-    async def _machine_gone(self, lease: Lease) -> bool:
-        """Is the leased machine lost? Asks the pool for a fresh listing first, so that a
-        machine that vanished is known before a failure is counted or it is leased again."""
-        if not lease.lost.is_set():
-            with trio.move_on_after(LOST_CHECK_TIMEOUT):
-                try:
-                    await self.pool.polled()
-                except Exception as exc:  # a stopping pool: judge by what is known
-                    log.debug("job %s: no fresh listing: %s", self.job_id, exc)
-        machine = self.ctx.state.machines.get(lease.server_id)
-        return lease.lost.is_set() or machine is None or machine.status in st.MACHINE_GONE
+    async def _job_timer(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        await self._report(_JobTimedOut())
 
-    def _reattach_target(self) -> tuple[str, str] | None:
-        """``(server_id, prompt_id)`` when the log shows this job's prompt submitted on a
-        machine that may still run it (resume)."""
-        job = self.job
-        if job.status != st.RUNNING or job.server_id is None or job.prompt_id is None:
+    async def _emit_or_stop(self, *events: Any) -> bool:
+        """Emit; if the journal refuses, tell the run to stop and stop this actor (False)."""
+        try:
+            await self.emit(*events)
+        except _LogFailedError as exc:
+            if self.on_fatal is not None:
+                self.on_fatal(exc.__cause__ or exc)
+            self._ending = True
+            self._new_attempt()
+            self.stop()
+            return False
+        return True
+
+    async def receive(self, msg: Any) -> Any:
+        if isinstance(msg, _CancelDone):
+            await self._cancelled(msg)
             return None
-        if job.execution in (None, "rejected"):
+        if self._ending or self._cancelling:
+            if isinstance(msg, _Leased):
+                await self.pool.release(msg.lease.server_id, self.job_id)
+            return None
+        try:
+            await self._handle(msg)
+        except _LogFailedError as exc:
+            if self.on_fatal is not None:
+                self.on_fatal(exc.__cause__ or exc)
+            self._ending = True
+            self._new_attempt()
+            self.stop()
+        return None
+
+    async def _handle(self, msg: Any) -> None:
+        token = getattr(msg, "token", self._token)
+        if token != self._token:
+            if isinstance(msg, _Leased):
+                await self.pool.release(msg.lease.server_id, self.job_id)
+            return
+        match msg:
+            case _Go():
+                await self._go()
+            case _Leased():
+                await self._on_leased(msg.lease)
+            case _LeaseFailed():
+                await self._on_lease_failed(msg.error)
+            case _Found():
+                self._spawn("follow", self._follow, self.job.prompt_id, True)
+            case _Uploaded():
+                self._upload_name = msg.name
+                await self.emit(
+                    ev.InputUploaded(
+                        job_id=self.job_id,
+                        node_id=msg.node_id,
+                        name=msg.name,
+                        sha256=msg.sha256,
+                        size=msg.size,
+                        at=self.ctx.now(),
+                    )
+                )
+                await self._submit()
+            case _Submitted():
+                await self.emit(
+                    ev.PromptSubmitted(
+                        job_id=self.job_id,
+                        prompt_id=self.job.prompt_id or "",
+                        number=msg.number,
+                        at=self.ctx.now(),
+                    )
+                )
+                self._spawn("follow", self._follow, self.job.prompt_id, True)
+            case _Rejected():
+                await self.emit(
+                    ev.PromptRejected(
+                        job_id=self.job_id,
+                        prompt_id=self.job.prompt_id or "",
+                        error_type=msg.error_type,
+                        message=_one_line(msg.message),
+                        at=self.ctx.now(),
+                    )
+                )
+                await self._judge(AttemptFailure("fatal", msg.message, "PromptRejected"))
+            case _Progress():
+                await self._on_progress(msg.update)
+            case _Saved():
+                await self.emit(
+                    ev.OutputSaved(
+                        job_id=self.job_id,
+                        node_id=msg.node_id,
+                        filename=msg.filename,
+                        path=msg.path,
+                        size=msg.size,
+                        sha256=msg.sha256,
+                        kind=msg.kind,
+                        at=self.ctx.now(),
+                    )
+                )
+            case _Downloaded():
+                await self.emit(ev.JobSucceeded(job_id=self.job_id, at=self.ctx.now()))
+                await self._finish()
+            case _Failed():
+                await self._on_failed(msg.failure, msg.suspect)
+            case _Judge():
+                await self._judge(msg.failure)
+            case _Lost():
+                await self._judge(
+                    AttemptFailure("machine_lost", f"machine {self._lost_name()} lost")
+                )
+            case _AttemptTimedOut():
+                timeout = self.ctx.config.retry.attempt_timeout
+                await self._on_failed(
+                    AttemptFailure("retryable", f"attempt timed out after {timeout:g} s"), True
+                )
+            case _RetryDue():
+                await self._go()
+            case _JobTimedOut():
+                self._new_attempt()
+                self._interrupt_prompt_soon()
+                await self.emit(
+                    decide.time_out_job(
+                        self.ctx.state,
+                        self.job_id,
+                        total_timeout=self.ctx.config.retry.total_timeout,
+                        at=self.ctx.now(),
+                    )
+                )
+                await self._finish()
+            case CancelJob():
+                # Nothing but the cancellation from here on: interrupt the prompt (a child,
+                # bounded), then _CancelDone -> JobCancelled.
+                self._new_attempt()
+                self._cancelling = True
+                self.pool.cancel_lease(self.job_id)
+                self.start_soon(
+                    self._interrupt_then,
+                    self._lease,
+                    self.job.prompt_id,
+                    _CancelDone(msg.reason),
+                    name=f"{self.job_id}-cancel",
+                )
+            case InterruptJob():
+                await self._interrupt(msg.reason)
+            case JobStallNoticed():
+                if "follow" in self._scopes and self.job.prompt_id is not None:
+                    log.info("job %s stalled: following its prompt by polling", self.job_id)
+                    self._spawn("follow", self._follow, self.job.prompt_id, False)
+            case _:
+                log.warning("WorkflowActor: unknown message %s", type(msg).__name__)
+
+    def _lost_name(self) -> str:
+        return self._lease.server_id if self._lease is not None else "?"
+
+    # ------------------------------------------------------------------ steps
+
+    def _reattach_target(self) -> str | None:
+        """The machine of this job's submitted prompt if it may still run it (resume)."""
+        job = self.job
+        if self._no_reattach or job.status != st.RUNNING:
+            return None
+        if job.server_id is None or job.prompt_id is None or job.execution in (None, "rejected"):
             return None
         m = self.ctx.state.machines.get(job.server_id)
         if m is None or m.status in st.MACHINE_GONE:
             return None
-        return job.server_id, job.prompt_id
+        return job.server_id
 
-    async def _lease_machine(self, reattach: tuple[str, str] | None) -> Lease:
-        reply: Reply[Lease] = Reply()
+    async def _go(self) -> None:
+        """Ask for a machine (for a new attempt, or to re-attach to a submitted prompt)."""
         job = self.job
-        await self.pool.lease(
-            self.job_id,
-            job.workflow_version,
-            job.priority,
-            reply,
-            reattach[0] if reattach else None,
-        )
-        try:
-            lease = await reply.wait()
-        except BaseException:
-            self.pool.cancel_lease(self.job_id)
-            if reply.done and not isinstance(reply, Exception):
-                # Granted while we were being cancelled: give it back.
-                try:
-                    granted = reply._value
-                    if granted is not None:
-                        with trio.CancelScope(shield=True):
-                            await self.pool.release(granted.server_id, self.job_id)
-                except cerr.ClientError:
-                    pass
-            raise
-        self._lease = lease
-        return lease
-
-    async def _release(self, lease: Lease) -> None:
-        self._lease = None
-        with trio.CancelScope(shield=True):
-            await self.pool.release(lease.server_id, self.job_id)
-
-    # ------------------------------------------------------------------ one attempt
-
-    async def _attempt(
-        self, lease: Lease, attempt_no: int, reattach: tuple[str, str] | None
-    ) -> None:
-        if lease.client is None:
-            raise _Requeue("machine has no client")
-        gone = lease.lost
-        try:
-            with single_errors():
-                async with trio.open_nursery() as nursery:
-
-                    async def watch_lost() -> None:
-                        await gone.wait()
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(watch_lost)
-                    with trio.fail_after(self.ctx.config.retry.attempt_timeout):
-                        await self._attempt_body(lease, attempt_no, reattach)
-                    nursery.cancel_scope.cancel()
-        except TooSlowError:
-            raise _Retryable(
-                f"attempt timed out after {self.ctx.config.retry.attempt_timeout:g} s"
-            ) from None
-        if gone.is_set() and self.job.status not in st.TERMINAL_STATUSES:
-            raise _Requeue(f"machine {lease.server_id} lost")
-
-    async def _attempt_body(
-        self, lease: Lease, attempt_no: int, reattach: tuple[str, str] | None
-    ) -> None:
-        client = lease.client
-        sid = lease.server_id
-        prompt_id: str | None = None
-        if reattach is not None:
-            prompt_id = reattach[1]
-            where = await self._find(client, prompt_id)
-            if where == "unknown":
-                # The machine forgot it (restart) or it never arrived: a fresh attempt.
-                raise _Retryable(f"server {sid} does not know prompt {prompt_id[:8]}")
-        else:
+        if job.status in st.TERMINAL_STATUSES:
+            await self._finish()
+            return
+        self._new_attempt()
+        await self._release()
+        only = self._reattach_target()
+        if job.status == st.PENDING:
+            await self.emit(decide.queue_job(self.ctx.state, self.job_id, at=self.ctx.now()))
+        elif job.status == st.RUNNING and only is None:
             await self.emit(
-                ev.JobStarted(
-                    job_id=self.job_id, attempt=attempt_no, server_id=sid, at=self.ctx.now()
-                )
+                decide.queue_job(self.ctx.state, self.job_id, reason="resumed", at=self.ctx.now())
             )
-            prompt_id = await self._submit(client, sid, attempt_no)
-        self._prompt_client, self._prompt_id = client, prompt_id
-        outputs = await self._follow(client, prompt_id)
-        await self._download(client, outputs)
-        await self.emit(ev.JobSucceeded(job_id=self.job_id, at=self.ctx.now()))
-        self._prompt_client = self._prompt_id = None
-        await self._release(lease)
+        self._reattach = only is not None
+        self._spawn("lease", self._lease_child, only)
 
-    async def _find(self, client: Any, prompt_id: str) -> str:
-        try:
-            return str(await client.find_prompt(prompt_id))
-        except cerr.ClientError as exc:
-            raise _Retryable(f"looking up prompt: {exc}") from None
-
-    async def _submit(self, client: Any, sid: str, attempt_no: int) -> str:
+    async def _on_leased(self, lease: Lease) -> None:
+        self._lease = lease
+        if lease.client is None:
+            await self._judge(AttemptFailure("machine_lost", "machine has no client"))
+            return
+        self._spawn("lost", self._watch_lost, lease)
+        self._spawn("deadline", self._attempt_timer, self.ctx.config.retry.attempt_timeout)
+        if self._reattach:
+            self._spawn("find", self._find, self.job.prompt_id)
+            return
         job = self.job
-        record = self.ctx.state.workflows[job.workflow_sha256]
-        graph = json.loads(record.graph_json)
-        bindings = dict(job.bindings)
+        await self.emit(
+            ev.JobStarted(
+                job_id=self.job_id,
+                attempt=job.attempt + 1,
+                server_id=lease.server_id,
+                at=self.ctx.now(),
+            )
+        )
         if job.image_path is not None:
-            name = await self._upload(client, graph)
+            self._spawn("upload", self._upload, self._graph())
+        else:
+            await self._submit()
+
+    async def _on_lease_failed(self, error: LeaseFailedError) -> None:
+        if error.reason == "gone" and self._reattach:
+            self._no_reattach = True  # its machine is gone: requeue and submit anew
+            await self._go()
+            return
+        if error.reason == "cancelled":
+            return
+        await self.emit(
+            ev.JobFailed(
+                job_id=self.job_id,
+                error_type="NoMachine",
+                message=_one_line(str(error)),
+                retryable=error.retryable,
+                at=self.ctx.now(),
+            )
+        )
+        await self._finish()
+
+    def _graph(self) -> dict[str, Any]:
+        record = self.ctx.state.workflows[self.job.workflow_sha256]
+        graph: dict[str, Any] = json.loads(record.graph_json)
+        return graph
+
+    async def _submit(self) -> None:
+        """``PromptSubmitting`` (the intent, before the POST), then the POST in a child."""
+        assert self._lease is not None
+        job = self.job
+        graph = self._graph()
+        bindings = dict(job.bindings)
+        if self._upload_name is not None:
             roles = conjure_roles(graph)
             if roles.input_image is not None:
-                bindings[f"{roles.input_image}.image"] = json.dumps(name)
-        from conjure_actors.domain.workflow import apply_bindings
-
+                bindings[f"{roles.input_image}.image"] = json.dumps(self._upload_name)
         prompt = apply_bindings(graph, bindings)
         prompt_id = str(self.ctx.ids())
-        events = self._lease.events if self._lease is not None else None
+        events = self._lease.events
         client_id = events.client_id if events is not None else self.ctx.ids().hex
         await self.emit(
             ev.PromptSubmitting(
                 job_id=self.job_id,
-                attempt=attempt_no,
+                attempt=job.attempt,
                 prompt_id=prompt_id,
                 client_id=client_id,
-                server_id=sid,
+                server_id=self._lease.server_id,
                 at=self.ctx.now(),
             )
         )
-        try:
-            answer = await client.submit(prompt, prompt_id=prompt_id, client_id=client_id)
-        except cerr.PromptRejectedError as exc:
-            await self.emit(
-                ev.PromptRejected(
-                    job_id=self.job_id,
-                    prompt_id=prompt_id,
-                    error_type=exc.error_type,
-                    message=_one_line(str(exc)),
-                    at=self.ctx.now(),
-                )
-            )
-            raise _Fatal("PromptRejected", str(exc)) from None
-        except cerr.OutcomeUnknownError:
-            # Never resubmit blindly: look the id up first.
-            where = await self._find(client, prompt_id)
-            if where == "unknown":
-                raise _Retryable("prompt submission outcome unknown and not found") from None
-            answer = None
-        except cerr.ClientError as exc:
-            raise _Retryable(f"submit failed: {exc}") from None
-        number = getattr(answer, "number", None)
-        await self.emit(
-            ev.PromptSubmitted(
-                job_id=self.job_id,
-                prompt_id=prompt_id,
-                number=float(number if number is not None else -1),
-                at=self.ctx.now(),
-            )
-        )
-        return prompt_id
+        self._spawn("submit", self._post, prompt, prompt_id, client_id)
 
-    async def _upload(self, client: Any, graph: dict[str, Any]) -> str:
-        job = self.job
-        assert job.image_path is not None
-        path = Path(job.image_path)
-        try:
-            data = files.read_bytes(path)
-        except OSError as exc:
-            raise _Fatal(
-                "InputMissing", f"cannot read input image {path}: {exc.strerror}"
-            ) from None
-        digest = hashlib.sha256(data).hexdigest()
-        if job.image_sha256 is not None and digest != job.image_sha256:
-            raise _Fatal("InputChanged", f"input image {path} changed since the job was submitted")
-        filename = f"conjure_{digest[:16]}{path.suffix or '.png'}"
-        try:
-            uploaded = await client.upload_image(data, filename)
-        except cerr.ClientError as exc:
-            raise _Retryable(f"upload failed: {exc}") from None
-        ref = str(uploaded.reference)
-        roles = conjure_roles(graph)
-        await self.emit(
-            ev.InputUploaded(
-                job_id=self.job_id,
-                node_id=roles.input_image or "",
-                name=ref,
-                sha256=digest,
-                size=len(data),
-                at=self.ctx.now(),
-            )
-        )
-        return ref
-
-    # ------------------------------------------------------------------ following
-
-    async def _follow(self, client: Any, prompt_id: str) -> list[Any]:
-        """Map the client's progress updates onto events until the prompt ends; returns the
-        outputs to download. A stall notice (MonitorActor) restarts following by polling."""
-        use_ws = True
-        while True:
-            stalled = self.poll_now
-            with trio.CancelScope() as scope, single_errors():
-                async with trio.open_nursery() as nursery:
-
-                    async def on_stall(
-                        scope: trio.CancelScope = scope, stalled: trio.Event = stalled
-                    ) -> None:
-                        await stalled.wait()
-                        scope.cancel()
-
-                    nursery.start_soon(on_stall)
-                    outputs = await self._follow_once(client, prompt_id, use_ws)
-                    nursery.cancel_scope.cancel()
-                    return outputs
-            if scope.cancelled_caught:
-                log.info("job %s stalled: following prompt by polling", self.job_id)
-                use_ws = False
-
-    async def _follow_once(self, client: Any, prompt_id: str, use_ws: bool) -> list[Any]:
+    async def _on_progress(self, u: Any) -> None:
         from conjure_actors.clients import comfyui as cu
 
         jid = self.job_id
-        events = self._lease.events if (use_ws and self._lease is not None) else None
-        poll = self.ctx.config.pool.poll_interval
-        try:
-            async with contextlib.aclosing(
-                client.follow(prompt_id, events=events, poll_interval=min(1.0, poll))
-            ) as updates:
-                async for u in updates:
-                    now = self.ctx.now()
-                    match u:
-                        case cu.PromptStarted():
-                            await self.emit(
-                                ev.ExecutionStarted(job_id=jid, prompt_id=prompt_id, at=now)
-                            )
-                        case cu.NodesCached(nodes=nodes):
-                            await self.emit(
-                                ev.NodeCached(
-                                    job_id=jid, prompt_id=prompt_id, nodes=tuple(nodes), at=now
-                                )
-                            )
-                        case cu.NodeStarted(node=node):
-                            await self.emit(
-                                ev.NodeStarted(
-                                    job_id=jid, prompt_id=prompt_id, node_id=node, at=now
-                                )
-                            )
-                        case cu.NodeProgress(node=node, value=value, max=mx):
-                            await self.emit(
-                                ev.NodeProgress(
-                                    job_id=jid,
-                                    prompt_id=prompt_id,
-                                    node_id=node,
-                                    value=value,
-                                    max=mx,
-                                    at=now,
-                                )
-                            )
-                        case cu.NodeExecuted(node=node):
-                            await self.emit(
-                                ev.NodeExecuted(
-                                    job_id=jid, prompt_id=prompt_id, node_id=node, at=now
-                                )
-                            )
-                        case cu.PromptSucceeded(outputs=outs):
-                            if self.job.execution != "succeeded":
-                                await self.emit(
-                                    ev.ExecutionSucceeded(job_id=jid, prompt_id=prompt_id, at=now)
-                                )
-                            return list(outs)
-                        case cu.PromptFailed():
-                            await self.emit(
-                                ev.ExecutionFailed(
-                                    job_id=jid,
-                                    prompt_id=prompt_id,
-                                    node_id=u.node_id,
-                                    node_type=u.node_type,
-                                    exception_type=u.exception_type,
-                                    message=_one_line(u.exception_message),
-                                    at=now,
-                                )
-                            )
-                            raise _Retryable(
-                                f"node {u.node_id} ({u.node_type}) failed: "
-                                f"{u.exception_type}: {u.exception_message}",
-                                machine_suspect=False,
-                            )
-                        case cu.PromptInterrupted():
-                            await self.emit(
-                                ev.ExecutionInterrupted(
-                                    job_id=jid, prompt_id=prompt_id, node_id=u.node_id, at=now
-                                )
-                            )
-                            raise _Retryable("prompt interrupted")
-                        case _:
-                            pass
-        except cerr.PromptLostError as exc:
-            raise _Retryable(f"prompt lost: {exc}") from None
-        except cerr.ClientError as exc:
-            raise _Retryable(f"following failed: {exc}") from None
-        raise _Retryable("progress ended without an outcome")
-
-    async def _download(self, client: Any, outputs: list[Any]) -> None:
-        """Download every output not already saved intact; verify and write atomically."""
-        out = self.ctx.out_dir / self.job_id
-        saved = {(o.node_id, o.filename): o for o in self.job.outputs}
-        for output in outputs:
-            node_id = str(output.node_id)
-            filename = str(output.filename)
-            path = out / Path(filename).name
-            prior = saved.get((node_id, filename))
-            if prior is not None and files.intact(Path(prior.path), prior.sha256):
-                continue
-            try:
-                data, digest = await _download_one(client, output)
-            except cerr.DownloadError as exc:
-                raise _Retryable(f"download of {filename} failed: {exc}") from None
-            except cerr.ClientError as exc:
-                raise _Retryable(f"download of {filename} failed: {exc}") from None
-            files.write_atomic(path, data)
-            kind = _kind_of(filename)
-            await self.emit(
-                ev.OutputSaved(
-                    job_id=self.job_id,
-                    node_id=node_id,
-                    filename=filename,
-                    path=str(path),
-                    size=len(data),
-                    sha256=digest,
-                    kind=kind,
-                    at=self.ctx.now(),
-                )
-            )
-
-    # ------------------------------------------------------------------ cancel
-
-    async def cancel(self, reason: str) -> None:
-        """Interrupt the running prompt or dequeue it, release, ``JobCancelled`` (shielded)."""
-        with trio.CancelScope(shield=True), trio.move_on_after(15):
-            self.pool.cancel_lease(self.job_id)
-            await self._interrupt_quietly()
-            if self._lease is not None:
-                lease, self._lease = self._lease, None
-                await self.pool.release(lease.server_id, self.job_id)
-            if self.job.status not in st.TERMINAL_STATUSES:
+        pid = self.job.prompt_id or ""
+        now = self.ctx.now()
+        match u:
+            case cu.PromptStarted():
+                await self.emit(ev.ExecutionStarted(job_id=jid, prompt_id=pid, at=now))
+            case cu.NodesCached(nodes=nodes):
                 await self.emit(
-                    ev.JobCancelled(job_id=self.job_id, reason=reason, at=self.ctx.now())
+                    ev.NodeCached(job_id=jid, prompt_id=pid, nodes=tuple(nodes), at=now)
                 )
+            case cu.NodeStarted(node=node):
+                await self.emit(ev.NodeStarted(job_id=jid, prompt_id=pid, node_id=node, at=now))
+            case cu.NodeProgress(node=node, value=value, max=mx):
+                await self.emit(
+                    ev.NodeProgress(
+                        job_id=jid, prompt_id=pid, node_id=node, value=value, max=mx, at=now
+                    )
+                )
+            case cu.NodeExecuted(node=node):
+                await self.emit(ev.NodeExecuted(job_id=jid, prompt_id=pid, node_id=node, at=now))
+            case cu.PromptSucceeded(outputs=outs):
+                if self.job.execution != "succeeded":
+                    await self.emit(ev.ExecutionSucceeded(job_id=jid, prompt_id=pid, at=now))
+                self._spawn("download", self._download, list(outs))
+            case cu.PromptFailed():
+                await self.emit(
+                    ev.ExecutionFailed(
+                        job_id=jid,
+                        prompt_id=pid,
+                        node_id=u.node_id,
+                        node_type=u.node_type,
+                        exception_type=u.exception_type,
+                        message=_one_line(u.exception_message),
+                        at=now,
+                    )
+                )
+                await self._judge(
+                    AttemptFailure(
+                        "retryable",
+                        _one_line(
+                            f"node {u.node_id} ({u.node_type}) failed: "
+                            f"{u.exception_type}: {u.exception_message}"
+                        ),
+                        "ExecutionFailed",
+                    )
+                )
+            case cu.PromptInterrupted():
+                await self.emit(
+                    ev.ExecutionInterrupted(job_id=jid, prompt_id=pid, node_id=u.node_id, at=now)
+                )
+                await self._on_failed(AttemptFailure("retryable", "prompt interrupted"), True)
+            case _:
+                pass
 
-    async def _interrupt_quietly(self) -> None:
-        client, prompt_id = self._prompt_client, self._prompt_id
-        if client is None or prompt_id is None:
+    async def _on_failed(self, failure: AttemptFailure, suspect: bool) -> None:
+        """A failed attempt: if it may be the machine vanishing, let the pool look first."""
+        self._new_attempt()
+        lease = self._lease
+        if suspect and lease is not None and not lease.lost.is_set():
+            self._spawn("look", self._look, failure)
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
+        await self._judge(failure)
+
+    async def _judge(self, failure: AttemptFailure) -> None:
+        """Decide (``decide.judge_failure``) and act: retry after a backoff, requeue, fail."""
+        self._new_attempt()
+        lease = self._lease
+        if failure.kind != "machine_lost" and lease is not None and self._machine_gone(lease):
+            failure = AttemptFailure("machine_lost", f"machine {lease.server_id} lost")
+        await self._release()
+        job = self.job
+        event = decide.judge_failure(
+            self.ctx.state,
+            self.job_id,
+            attrs.evolve(failure, reason=_one_line(failure.reason)),
+            max_attempts=self.backoff.max_attempts,
+            delay=self.backoff.delay(job.failures + 1),
+            at=self.ctx.now(),
+        )
+        if event is None:
+            if job.status in st.TERMINAL_STATUSES:
+                await self._finish()
+            else:
+                await self._go()
+            return
+        await self.emit(event)
+        match event:
+            case ev.JobRetrying():
+                self._no_reattach = True
+                self._spawn("backoff", self._sleep_then, event.delay, _RetryDue)
+            case ev.JobQueued():
+                self._no_reattach = True
+                self.ref.tell_nowait(_Go())
+            case _:
+                await self._finish()
+
+    def _machine_gone(self, lease: Lease) -> bool:
+        machine = self.ctx.state.machines.get(lease.server_id)
+        return lease.lost.is_set() or machine is None or machine.status in st.MACHINE_GONE
+
+    async def _interrupt(self, reason: str) -> None:
+        """The run stops: the job waits, ``interrupted``, for ``run --resume``."""
+        self._new_attempt()
+        self.pool.cancel_lease(self.job_id)
+        if self.job.status in st.ACTIVE_STATUSES:
+            await self.emit(
+                decide.interrupt_job(self.ctx.state, self.job_id, reason=reason, at=self.ctx.now())
+            )
+        await self._finish()
+
+    async def _cancelled(self, msg: _CancelDone) -> None:
+        if self._ending:
+            return
+        await self._release()
+        if self.job.status not in st.TERMINAL_STATUSES:
+            await self._emit_or_stop(
+                decide.cancel_job(self.ctx.state, self.job_id, reason=msg.reason, at=self.ctx.now())
+            )
+        await self._finish()
+
+    def _interrupt_prompt_soon(self) -> None:
+        self.start_soon(
+            self._interrupt_then, self._lease, self.job.prompt_id, None, name=f"{self.job_id}-stop"
+        )
+
+    async def _interrupt_then(self, lease: Lease | None, prompt_id: str | None, then: Any) -> None:
+        """A child: interrupt the prompt, then report ``then`` (if any)."""
+        await self._interrupt_prompt(lease, prompt_id)
+        if then is not None:
+            await self._report(then)
+
+    async def _interrupt_prompt(self, lease: Lease | None, prompt_id: str | None) -> None:
+        """``DELETE`` the prompt from the queue and ``/interrupt`` it (shielded, bounded)."""
+        if lease is None or lease.client is None or prompt_id is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(INTERRUPT_DEADLINE):
             try:
-                await client.delete_from_queue(prompt_id)
-                await client.interrupt(prompt_id)
+                await lease.client.delete_from_queue(prompt_id)
+                await lease.client.interrupt(prompt_id)
             except cerr.ClientError as exc:
                 log.info("interrupting job %s: %s", self.job_id, exc)
 
+    # ------------------------------------------------------------------ children (report only)
 
-TooSlowError = trio.TooSlowError
+    async def _lease_child(self, token: int, only: str | None) -> None:
+        reply: Reply[Lease] = Reply()
+        job = self.job
+        await self.pool.lease(self.job_id, job.workflow_version, job.priority, reply, only)
+        try:
+            lease = await reply.wait()
+        except LeaseFailedError as exc:
+            await self._report(_LeaseFailed(token, exc))
+            return
+        except BaseException:
+            self.pool.cancel_lease(self.job_id)
+            granted = reply._value if reply.done else None
+            if isinstance(granted, Lease):  # granted while we were cancelled: give it back
+                with trio.CancelScope(shield=True):
+                    await self.pool.release(granted.server_id, self.job_id)
+            raise
+        await self._report(_Leased(token, lease))
 
+    async def _watch_lost(self, token: int, lease: Lease) -> None:
+        await lease.lost.wait()
+        await self._report(_Lost(token))
 
-@contextlib.contextmanager
-def single_errors() -> Iterator[None]:
-    """Let one error escape a nursery as itself, not wrapped in an exception group, so the
-    attempt's ``except`` clauses (fatal, retryable, requeue) see it."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-        if len(errors) == 1:
-            raise errors[0] from None
-        raise
+    async def _attempt_timer(self, token: int, seconds: float) -> None:
+        await trio.sleep(seconds)
+        await self._report(_AttemptTimedOut(token))
 
+    async def _sleep_then(self, token: int, seconds: float, msg: Callable[[int], Any]) -> None:
+        await trio.sleep(seconds)
+        await self._report(msg(token))
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
+    async def _look(self, token: int, failure: AttemptFailure) -> None:
+        """Ask the pool for a fresh listing, so a vanished machine is known before a failure
+        is counted (or the machine leased again)."""
+        with trio.move_on_after(LOST_CHECK_TIMEOUT):
+            await self.pool.polled()
+        await self._report(_Judge(token, failure))
 
+    def _client(self) -> Any:
+        assert self._lease is not None
+        return self._lease.client
 
-async def _download_one(client: Any, output: Any) -> tuple[bytes, str]:
-    result = await client.download(output)
-    return bytes(result.data), str(result.sha256)
+    async def _find(self, token: int, prompt_id: str | None) -> None:
+        assert prompt_id is not None
+        try:
+            where = str(await self._client().find_prompt(prompt_id))
+        except cerr.ClientError as exc:
+            await self._report(
+                _Failed(token, AttemptFailure("retryable", f"looking up prompt: {exc}"))
+            )
+            return
+        if where == "unknown":
+            # The machine forgot it (restart) or it never arrived: a fresh attempt.
+            sid = self._lease.server_id if self._lease is not None else "?"
+            await self._report(
+                _Failed(
+                    token,
+                    AttemptFailure(
+                        "retryable", f"server {sid} does not know prompt {prompt_id[:8]}"
+                    ),
+                )
+            )
+            return
+        await self._report(_Found(token))
+
+    async def _upload(self, token: int, graph: dict[str, Any]) -> None:
+        job = self.job
+        assert job.image_path is not None
+        path = self._input_path(job.image_path, job.image_sha256)
+        if path is None:
+            await self._report(
+                _Failed(
+                    token,
+                    AttemptFailure(
+                        "fatal",
+                        f"input image {job.image_path} is missing (it was kept at submission);"
+                        " restore it, or submit the job again",
+                        "InputMissing",
+                    ),
+                    suspect=False,
+                )
+            )
+            return
+        try:
+            data = files.read_bytes(path)
+        except OSError as exc:
+            await self._report(
+                _Failed(
+                    token,
+                    AttemptFailure(
+                        "fatal", f"cannot read input image {path}: {exc.strerror}", "InputMissing"
+                    ),
+                    suspect=False,
+                )
+            )
+            return
+        digest = hashlib.sha256(data).hexdigest()
+        if job.image_sha256 is not None and digest != job.image_sha256:
+            await self._report(
+                _Failed(
+                    token,
+                    AttemptFailure(
+                        "fatal",
+                        f"input image {path} changed since the job was submitted",
+                        "InputChanged",
+                    ),
+                    suspect=False,
+                )
+            )
+            return
+        filename = f"conjure_{digest[:16]}{path.suffix or '.png'}"
+        try:
+            uploaded = await self._client().upload_image(data, filename)
+        except cerr.ClientError as exc:
+            await self._report(_Failed(token, AttemptFailure("retryable", f"upload failed: {exc}")))
+            return
+        roles = conjure_roles(graph)
+        await self._report(
+            _Uploaded(token, roles.input_image or "", str(uploaded.reference), digest, len(data))
+        )
+
+    def _input_path(self, recorded: str, sha256: str | None) -> Path | None:
+        """Where the job's kept input is: the recorded path (absolute since issue 17; an older
+        log's relative path is tried as it is), else its content-addressed copy under this
+        run's inputs folder. None: it is really gone."""
+        path = Path(recorded)
+        if path.is_file():
+            return path
+        if sha256 is not None:
+            for candidate in (self.ctx.inputs_dir / path.name, self.ctx.inputs_dir / sha256):
+                if candidate.is_file():
+                    return candidate
+        return None
+
+    async def _post(
+        self, token: int, prompt: dict[str, Any], prompt_id: str, client_id: str
+    ) -> None:
+        client = self._client()
+        try:
+            answer = await client.submit(prompt, prompt_id=prompt_id, client_id=client_id)
+        except cerr.PromptRejectedError as exc:
+            await self._report(_Rejected(token, exc.error_type, str(exc)))
+            return
+        except cerr.OutcomeUnknownError:
+            # Never resubmit blindly: look the id up first.
+            try:
+                where = str(await client.find_prompt(prompt_id))
+            except cerr.ClientError as exc:
+                await self._report(
+                    _Failed(token, AttemptFailure("retryable", f"looking up prompt: {exc}"))
+                )
+                return
+            if where == "unknown":
+                await self._report(
+                    _Failed(
+                        token,
+                        AttemptFailure(
+                            "retryable", "prompt submission outcome unknown and not found"
+                        ),
+                    )
+                )
+                return
+            answer = None
+        except cerr.ClientError as exc:
+            await self._report(_Failed(token, AttemptFailure("retryable", f"submit failed: {exc}")))
+            return
+        number = getattr(answer, "number", None)
+        await self._report(_Submitted(token, float(number if number is not None else -1)))
+
+    async def _follow(self, token: int, prompt_id: str | None, use_ws: bool) -> None:
+        """Report the prompt's updates until its outcome. A transient error (a 429, a dropped
+        connection) follows the *same* prompt again after a pause, by polling: submitting it
+        again would run the work twice. The attempt's deadline bounds the whole."""
+        from conjure_actors.clients import comfyui as cu
+
+        assert prompt_id is not None
+        poll = min(1.0, self.ctx.config.pool.poll_interval)
+        pause = FOLLOW_RETRY_DELAY
+        while True:
+            lease = self._lease
+            events = lease.events if (use_ws and lease is not None) else None
+            try:
+                async with contextlib.aclosing(
+                    self._client().follow(prompt_id, events=events, poll_interval=poll)
+                ) as updates:
+                    async for update in updates:
+                        if isinstance(update, cu.PreviewImage):
+                            continue
+                        await self._report(_Progress(token, update))
+                        if isinstance(
+                            update, cu.PromptSucceeded | cu.PromptFailed | cu.PromptInterrupted
+                        ):
+                            return
+            except cerr.PromptLostError as exc:
+                await self._report(
+                    _Failed(token, AttemptFailure("retryable", f"prompt lost: {exc}"))
+                )
+                return
+            except cerr.ClientError as exc:
+                log.info(
+                    "job %s: following prompt %s failed (%s); following it again in %g s",
+                    self.job_id,
+                    prompt_id[:8],
+                    exc,
+                    pause,
+                )
+                await trio.sleep(pause)
+                pause = min(30.0, pause * 2)
+                use_ws = False
+                continue
+            await self._report(
+                _Failed(token, AttemptFailure("retryable", "progress ended without an outcome"))
+            )
+            return
+
+    async def _download(self, token: int, outputs: list[Any]) -> None:
+        """Stream every output not already saved intact to OUT/<job>/<subfolder>/<filename>
+        (capped, stall-bounded, verified, durable: ``ComfyUIClient.download_to``)."""
+        out = self.ctx.out_dir / self.job_id
+        saved = {o.path: o for o in self.job.outputs}
+        for output in outputs:
+            node_id = str(output.node_id)
+            filename = str(output.filename)
+            try:  # the subfolder is kept under OUT/<job>/; a hostile name fails the job once
+                path = files.output_path(out, str(output.subfolder), filename)
+            except cerr.UnsafeOutputNameError as exc:
+                failure = AttemptFailure("fatal", f"node {node_id}: {exc}", "UnsafeOutputName")
+                await self._report(_Failed(token, failure, suspect=False))
+                return
+            prior = saved.get(str(path))
+            if prior is not None and files.intact(Path(prior.path), prior.sha256):
+                continue
+            try:
+                size, digest = await self._client().download_to(
+                    output,
+                    path,
+                    max_bytes=self.ctx.config.downloads.max_bytes,
+                    stall_timeout=self.ctx.config.downloads.stall_seconds,
+                )
+            except cerr.ClientError as exc:
+                await self._report(
+                    _Failed(
+                        token, AttemptFailure("retryable", f"download of {filename} failed: {exc}")
+                    )
+                )
+                return
+            await self._report(
+                _Saved(token, node_id, filename, str(path), size, digest, _kind_of(filename))
+            )
+        await self._report(_Downloaded(token))
 
 
 def _kind_of(filename: str) -> str:

@@ -191,6 +191,15 @@ class CancelJob:
 
 
 @attrs.frozen
+class InterruptJob:
+    """The run stops (Ctrl-C, a signal, an error elsewhere): leave the job ``interrupted``
+    (not cancelled) for ``run --resume``; its prompt is not interrupted on the server."""
+
+    job_id: str
+    reason: str = "interrupted"
+
+
+@attrs.frozen
 class JobStallNoticed:
     """From the MonitorActor: no progress for a while; the WorkflowActor polls the server."""
 

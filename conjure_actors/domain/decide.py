@@ -13,7 +13,7 @@ the events they return are in the past tense.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 
@@ -24,6 +24,7 @@ from conjure_actors.domain.state import (
     ACTIVE_STATUSES,
     CANCELLED,
     FAILED,
+    INTERRUPTED,
     LEGAL_TRANSITIONS,
     M_READY,
     MACHINE_GONE,
@@ -38,6 +39,7 @@ from conjure_actors.domain.state import (
 
 __all__ = [
     "BUDGET_WARNING_FRACTION",
+    "AttemptFailure",
     "Intents",
     "accrue_cost",
     "budget_check",
@@ -46,6 +48,9 @@ __all__ = [
     "check_transition",
     "fail_job",
     "idle_machines",
+    "interrupt_job",
+    "job_crashed",
+    "judge_failure",
     "lease_machine",
     "machine_launched",
     "machine_ready",
@@ -55,6 +60,7 @@ __all__ = [
     "queue_job",
     "release_machine",
     "request_launch",
+    "resume_job",
     "retry_job",
     "reusable_machine",
     "spent_micros",
@@ -62,9 +68,11 @@ __all__ = [
     "stop_machine",
     "submit_job",
     "succeed_job",
+    "time_out_job",
 ]
 
 BUDGET_WARNING_FRACTION: Final = 0.8
+TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
 def check_transition(job_id: str, from_status: str, to_status: str) -> None:
@@ -187,6 +195,117 @@ def cancel_job(state: State, job_id: str, *, reason: str, at: float) -> ev.JobCa
     """Cancel a job that has not finished."""
     check_transition(job_id, _job(state, job_id).status, CANCELLED)
     return ev.JobCancelled(job_id=job_id, reason=reason, at=at)
+
+
+def interrupt_job(state: State, job_id: str, *, reason: str, at: float) -> ev.JobInterrupted:
+    """The run stops before the job finished: it waits, ``interrupted``, for a resume."""
+    check_transition(job_id, _job(state, job_id).status, INTERRUPTED)
+    return ev.JobInterrupted(job_id=job_id, reason=reason, at=at)
+
+
+def resume_job(state: State, job_id: str, *, at: float) -> ev.JobResumed:
+    """A resume takes up an interrupted job (running again if its prompt was submitted)."""
+    job = _job(state, job_id)
+    if job.status != INTERRUPTED:
+        raise CommandRejectedError(f"job {job_id} is {job.status}, not interrupted")
+    return ev.JobResumed(job_id=job_id, at=at)
+
+
+FailureKind = Literal["fatal", "retryable", "machine_lost"]
+
+
+@attrs.frozen
+class AttemptFailure:
+    """What went wrong with an attempt, as its WorkflowActor learned it.
+
+    ``kind``: ``fatal`` (retrying cannot help: a prompt rejected by validation, an input
+    missing), ``retryable`` (a node error, a network error, a timeout of the attempt) or
+    ``machine_lost`` (the machine went away: a requeue, not a failure). ``error_type``
+    names the failure for ``JobFailed`` (``PromptRejected``, ``InputMissing``...).
+    """
+
+    kind: FailureKind
+    reason: str
+    error_type: str = "AttemptFailed"
+
+
+def judge_failure(
+    state: State,
+    job_id: str,
+    failure: AttemptFailure,
+    *,
+    max_attempts: int,
+    delay: float,
+    at: float,
+) -> ev.JobQueued | ev.JobRetrying | ev.JobFailed | None:
+    """The job's next step after a failed attempt: requeue (machine lost), retry after
+    ``delay`` s, or fail (fatal, or the ``max_attempts``-th failure). None: the job already
+    ended or is not running (nothing to decide)."""
+    job = _job(state, job_id)
+    if job.status in TERMINAL or job.status == INTERRUPTED:
+        return None
+    if failure.kind == "machine_lost":
+        if job.status != RUNNING:
+            return None
+        return ev.JobQueued(job_id=job_id, reason=failure.reason, at=at)
+    if failure.kind == "fatal":
+        return ev.JobFailed(
+            job_id=job_id,
+            error_type=failure.error_type,
+            message=failure.reason,
+            retryable=False,
+            at=at,
+        )
+    if job.status != RUNNING:
+        # Failed before an attempt started (no machine to retry on, e.g. none could be
+        # leased): nothing to retry, the job fails with the error it met.
+        return ev.JobFailed(
+            job_id=job_id,
+            error_type=failure.error_type,
+            message=failure.reason,
+            retryable=True,
+            at=at,
+        )
+    if job.failures + 1 >= max_attempts:
+        return ev.JobFailed(
+            job_id=job_id,
+            error_type="RetriesExhausted",
+            message=f"attempt {max(job.attempt, 1)}: {failure.reason}",
+            retryable=True,
+            at=at,
+        )
+    return retry_job(state, job_id, delay=delay, reason=failure.reason, at=at)
+
+
+def time_out_job(state: State, job_id: str, *, total_timeout: float, at: float) -> ev.JobFailed:
+    """The job ran past its ``total_timeout`` (from submission): it fails, retryable."""
+    job = _job(state, job_id)
+    check_transition(job_id, job.status, FAILED)
+    return ev.JobFailed(
+        job_id=job_id,
+        error_type="Timeout",
+        message=f"job did not finish within {total_timeout:g} s",
+        retryable=True,
+        at=at,
+    )
+
+
+def job_crashed(
+    state: State, job_id: str, *, crashes: int, max_crashes: int, error: str, at: float
+) -> ev.JobFailed | None:
+    """The job's actor crashed ``crashes`` times (a bug, not a cloud failure): up to
+    ``max_crashes`` the job goes on where its log left it (None), then it fails. The limit is
+    per job, so a job that keeps crashing fails alone and the run goes on."""
+    job = _job(state, job_id)
+    if job.status in TERMINAL or crashes <= max_crashes:
+        return None
+    return ev.JobFailed(
+        job_id=job_id,
+        error_type="InternalError",
+        message=f"its actor crashed {crashes} times, last: {error}",
+        retryable=False,
+        at=at,
+    )
 
 
 def next_jobs(state: State) -> list[str]:

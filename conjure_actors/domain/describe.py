@@ -49,6 +49,8 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         f"failed: {e.error_type}: {e.message}" + (" (retryable)" if e.retryable else "")
     ),
     ev.JobCancelled: lambda e: f"cancelled ({e.reason})",
+    ev.JobInterrupted: lambda e: "interrupted" + (f" ({e.reason})" if e.reason else ""),
+    ev.JobResumed: lambda e: "resumed",
     ev.JobStalled: lambda e: f"stalled: no progress for {_num(e.idle_seconds)}s",
     ev.MachineLaunchRequested: lambda e: (
         f"launch requested: {e.server_type}, version {e.workflow_version},"

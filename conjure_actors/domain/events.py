@@ -66,7 +66,9 @@ __all__ = [
     "InputUploaded",
     "JobCancelled",
     "JobFailed",
+    "JobInterrupted",
     "JobQueued",
+    "JobResumed",
     "JobRetrying",
     "JobStalled",
     "JobStarted",
@@ -197,6 +199,26 @@ class JobCancelled(msgspec.Struct, frozen=True, kw_only=True, tag="job.cancelled
 
     job_id: str
     reason: str
+    at: float
+
+
+class JobInterrupted(msgspec.Struct, frozen=True, kw_only=True, tag="job.interrupted"):
+    """Emitted by the runtime's ordered shutdown for a job that had not finished when the run
+    was interrupted (Ctrl-C, SIGTERM, SIGHUP, an error elsewhere); status ``interrupted``: not
+    terminal, so ``run --resume`` runs it to the end. The job's prompt id and machine are kept,
+    so a resume can re-attach to a prompt that still runs."""
+
+    job_id: str
+    reason: str = ""
+    at: float
+
+
+class JobResumed(msgspec.Struct, frozen=True, kw_only=True, tag="job.resumed"):
+    """Emitted by a job's WorkflowActor when a resume takes up an ``interrupted`` job: it is
+    ``running`` again when its prompt was submitted on a machine (re-attach), else
+    ``queued``."""
+
+    job_id: str
     at: float
 
 
@@ -590,6 +612,8 @@ Event = (
     | JobSucceeded
     | JobFailed
     | JobCancelled
+    | JobInterrupted
+    | JobResumed
     | JobStalled
     | MachineLaunchRequested
     | MachineLaunched
@@ -650,6 +674,8 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     JobSucceeded,
     JobFailed,
     JobCancelled,
+    JobInterrupted,
+    JobResumed,
     JobStalled,
     MachineLaunchRequested,
     MachineLaunched,

@@ -38,6 +38,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "CANCELLED",
     "FAILED",
+    "INTERRUPTED",
     "JOB_STATUSES",
     "LEGAL_TRANSITIONS",
     "MACHINE_GONE",
@@ -54,6 +55,7 @@ __all__ = [
     "NODE_RUNNING",
     "PENDING",
     "QUEUED",
+    "RESUMABLE_STATUSES",
     "RETRYING",
     "RUNNING",
     "SCHEMA_VERSION",
@@ -95,19 +97,36 @@ RETRYING: Final = "retrying"
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 CANCELLED: Final = "cancelled"
+# The run stopped (Ctrl-C, a signal, an error elsewhere) before the job finished: neither
+# active (nothing works on it) nor terminal (``run --resume`` runs it to the end).
+INTERRUPTED: Final = "interrupted"
 
-JOB_STATUSES: Final = (PENDING, QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
+JOB_STATUSES: Final = (
+    PENDING,
+    QUEUED,
+    RUNNING,
+    RETRYING,
+    SUCCEEDED,
+    FAILED,
+    CANCELLED,
+    INTERRUPTED,
+)
 TERMINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE_STATUSES: Final = frozenset({PENDING, QUEUED, RUNNING, RETRYING})
+RESUMABLE_STATUSES: Final = ACTIVE_STATUSES | {INTERRUPTED}
+"""The jobs a start on an existing log runs again (to their end)."""
 
 LEGAL_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     # A job may start at once when a machine is free (pending -> running).
-    PENDING: frozenset({QUEUED, RUNNING, FAILED, CANCELLED}),
+    PENDING: frozenset({QUEUED, RUNNING, FAILED, CANCELLED, INTERRUPTED}),
     # queued -> queued: a resume queues again the jobs the log left queued.
-    QUEUED: frozenset({QUEUED, RUNNING, FAILED, CANCELLED}),
+    QUEUED: frozenset({QUEUED, RUNNING, FAILED, CANCELLED, INTERRUPTED}),
     # running -> queued: its machine was lost, or a resume requeues it.
-    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELLED, QUEUED}),
-    RETRYING: frozenset({RUNNING, QUEUED, FAILED, CANCELLED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELLED, QUEUED, INTERRUPTED}),
+    RETRYING: frozenset({RUNNING, QUEUED, FAILED, CANCELLED, INTERRUPTED}),
+    # interrupted -> running: a resume re-attaches to its submitted prompt (JobResumed);
+    # -> queued: it had none, or it needs a machine again.
+    INTERRUPTED: frozenset({RUNNING, QUEUED, FAILED, CANCELLED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),
@@ -536,6 +555,26 @@ def _job_cancelled(s: State, e: ev.JobCancelled) -> None:
     job = _job_for(s, e.job_id, "JobCancelled")
     if job is not None and _move(s, job, CANCELLED, "JobCancelled", e.at):
         job.cancel_reason = e.reason
+
+
+def _job_interrupted(s: State, e: ev.JobInterrupted) -> None:
+    # The prompt id and the machine stay: a resume may re-attach to a prompt still running.
+    job = _job_for(s, e.job_id, "JobInterrupted")
+    if job is not None and _move(s, job, INTERRUPTED, "JobInterrupted", e.at):
+        job.current_node = None
+        job.retry_delay = None
+
+
+def _job_resumed(s: State, e: ev.JobResumed) -> None:
+    job = _job_for(s, e.job_id, "JobResumed")
+    if job is None:
+        return
+    # Back to running when its prompt was submitted (re-attach), else queued.
+    submitted = job.prompt_id is not None and job.execution not in (None, "rejected")
+    to = RUNNING if submitted and job.server_id is not None else QUEUED
+    if _move(s, job, to, "JobResumed", e.at) and to == QUEUED:
+        job.queue_reason = "resumed"
+        job.server_id = None
 
 
 def _job_stalled(s: State, e: ev.JobStalled) -> None:
@@ -967,6 +1006,8 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.JobSucceeded: _job_succeeded,
     ev.JobFailed: _job_failed,
     ev.JobCancelled: _job_cancelled,
+    ev.JobInterrupted: _job_interrupted,
+    ev.JobResumed: _job_resumed,
     ev.JobStalled: _job_stalled,
     ev.MachineLaunchRequested: _launch_requested,
     ev.MachineLaunched: _launched,

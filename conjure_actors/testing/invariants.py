@@ -169,7 +169,7 @@ def check_jobs(h: Harness) -> list[str]:
             continue
         problems.extend(_job_problems(job, req.expect, rejections[sub.job_id]))
     for job_id, job in state.jobs.items():
-        if job.status not in st.ACTIVE_STATUSES and job.status not in st.TERMINAL_STATUSES:
+        if job.status not in st.JOB_STATUSES:
             problems.append(f"jobs: {job_id} has an unknown status {job.status!r}")
     if state.anomaly_count:
         problems.append(

@@ -109,7 +109,7 @@ def test_embedded_run_end_to_end(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines[0]["type"] == "run.banner"
     assert any(line.get("type") == "job.succeeded" for line in lines)
-    files = sorted(p.suffix for p in (tmp_path / "out").glob("job-*/*"))
+    files = sorted(p.suffix for p in (tmp_path / "out").glob("job-*/**/*") if p.is_file())
     assert files == [".glb", ".png"]
     logs = list((tmp_path / "runs").glob("*.log"))
     assert len(logs) == 1

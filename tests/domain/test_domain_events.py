@@ -24,6 +24,8 @@ EXPECTED_TAGS = {
     "job.succeeded",
     "job.failed",
     "job.cancelled",
+    "job.interrupted",
+    "job.resumed",
     "job.stalled",
     "machine.launch_requested",
     "machine.launched",
