@@ -309,3 +309,43 @@ async def test_comfy_sdk_follows_a_front_end_job_to_its_outputs(
     assert outputs
     for size, owner, data in outputs:
         assert (len(data), owner) == (size, job_id)
+
+
+@pytest.mark.slow
+async def test_mode_names_only_the_comfyui_origin(tmp_path: Path, sim_config: Any) -> None:
+    """In front of a ComfyUI, the mode shows its origin, never credentials in its URL, and
+    RunComfy is not used (a job costs nothing)."""
+    import httpx
+    from extras_support import serve_args
+
+    from conjure_actors.commands.serve import build_app, open_serve
+    from conjure_actors.config import load_config
+    from conjure_actors.service.app import Settings
+    from conjure_actors.sim.comfyui import ComfyUISim
+    from conjure_actors.sim.serve import serve_comfyui
+
+    args = serve_args()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            comfy = await nursery.start(serve_comfyui, ComfyUISim())
+            url = comfy.url.replace("http://", "http://user:s3cr3t-pass@")
+            config = load_config(config_file=None, flags={"comfyui_url": url})
+            async with (
+                open_serve(
+                    config,
+                    log_path=tmp_path / "serve.log",
+                    out_dir=tmp_path / "out",
+                    settings=Settings(),
+                    app_factory=lambda service: build_app(service, args),
+                ) as served,
+                httpx.AsyncClient(base_url=served.url) as client,
+            ):
+                mode = (await client.get("/api/conjure/mode")).json()
+                estimate = (await client.post("/api/conjure/estimate", json={})).json()
+            nursery.cancel_scope.cancel()
+    assert mode["mode"] == "comfyui"
+    assert mode["comfyui_url"] == comfy.url
+    assert "s3cr3t" not in str(mode)
+    assert mode["runcomfy"]["used"] is False
+    assert mode["runcomfy"]["answers"] is None
+    assert estimate["estimate_micros"] == 0
