@@ -8,7 +8,8 @@ In one run, on loopback only:
    too), each in front of its own fresh ComfyUI simulator (``python -m conjure_actors sim``,
    nodes instantaneous) so neither backend's queue slows the other. The workflow is
    ``invert_save.json`` (EmptyImage -> ImageInvert -> SaveImage: no input to upload).
-   Both services really run every job on their simulator while the next ones arrive.
+   Both services really run every job on their simulator while the next ones arrive
+   (``serve`` runs ``--parallel`` of them at once on its ComfyUI, default 8).
 2. Memory per 10,000 retained jobs: ``serve``'s resident memory after replaying a log of
    10,000 finished jobs, minus its resident memory started on an empty log.
 3. Restart: seconds from starting ``serve`` on that log of 10,000 jobs to its first line
@@ -116,8 +117,13 @@ def simulator(work: Path, name: str) -> Iterator[str]:
         proc.stop()
 
 
-def start_serve(work: Path, comfyui: str, log: Path, name: str) -> tuple[Proc, str, float]:
-    """``serve`` on ``log``; returns it, its URL and the seconds to its first line."""
+def start_serve(
+    work: Path, comfyui: str, log: Path, name: str, parallel: int
+) -> tuple[Proc, str, float]:
+    """``serve`` on ``log`` (``parallel`` jobs at once on the ComfyUI); returns it, its URL
+    and the seconds to its first line."""
+    config = work / "conjure.toml"
+    config.write_text(f"[pool]\njobs_per_machine = {parallel}\n")
     proc = Proc(
         [
             sys.executable,
@@ -136,6 +142,8 @@ def start_serve(work: Path, comfyui: str, log: Path, name: str) -> tuple[Proc, s
             "1000000",
             "--drain-timeout",
             "5",
+            "--config",
+            str(config),
         ],
         work,
         name,
@@ -255,6 +263,9 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=60.0, help="seconds at most per level")
     parser.add_argument("--retained", type=int, default=RETAINED, help="jobs in the restart log")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--parallel", type=int, default=8, help="jobs serve runs at once on its ComfyUI"
+    )
     args = parser.parse_args()
     per_level = {1: max(50, args.jobs // 5), 10: args.jobs, 50: args.jobs}
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -271,10 +282,12 @@ def main() -> int:
         # --- serve, on its own simulator; then top the log up to --retained finished jobs
         log = work / "serve.log"
         with simulator(work, "sim-serve") as comfyui:
-            empty, _, empty_start = start_serve(work, comfyui, work / "empty.log", "serve-empty")
+            empty, _, empty_start = start_serve(
+                work, comfyui, work / "empty.log", "serve-empty", args.parallel
+            )
             empty_rss = empty.rss_bytes()
             empty.stop()
-            serve, url, _ = start_serve(work, comfyui, log, "serve")
+            serve, url, _ = start_serve(work, comfyui, log, "serve", args.parallel)
             try:
                 ours = measure(url, per_level, args.budget)
                 submitted = sum(r["ok"] for r in ours.values())
@@ -288,7 +301,7 @@ def main() -> int:
                 done = wait_all_done(url, submitted, timeout=900)
             finally:
                 serve.stop()
-            again, _, restart = start_serve(work, comfyui, log, "serve-restart")
+            again, _, restart = start_serve(work, comfyui, log, "serve-restart", args.parallel)
             time.sleep(1.0)  # let the replayed runtime settle before reading its memory
             retained_rss = again.rss_bytes()
             again.stop()
