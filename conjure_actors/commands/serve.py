@@ -190,11 +190,12 @@ async def open_serve(
     host: str = "127.0.0.1",
     port: int = 0,
     app_factory: Callable[[Any], Any] | None = None,
+    wall: Any = None,
 ) -> AsyncIterator[Served]:
     """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
     journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
     the HTTP server and shuts the runtime down in order (jobs interrupted, machines
-    stopped)."""
+    stopped). ``wall``: the runtime's wall clock (tests move it to pass a retention)."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.run import _cloud, _dev_machine
@@ -202,7 +203,7 @@ async def open_serve(
     from conjure_actors.domain.state import apply, initial_state
     from conjure_actors.service.app import create_app, open_service, serve_app
 
-    wall = SystemWallClock()
+    wall = wall or SystemWallClock()
     async with _cloud(config) as (config, mode, http, ws_connect, banner):
         attach: dict[str, str] = {}
         if mode == "runcomfy":

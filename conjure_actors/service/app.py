@@ -184,14 +184,17 @@ def create_app(
     *,
     routes: Iterable[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
+    lifespan: Any = None,
     debug: bool = False,
 ) -> Starlette:
-    """The ASGI app: the Comfy API v2 routes (plus ``routes``) over ``service``."""
+    """The ASGI app: the Comfy API v2 routes (plus ``routes``, ``middleware`` outermost
+    first, and a Starlette ``lifespan``) over ``service``."""
     app = Starlette(
         debug=debug,
         routes=[*_routes(), *routes],
         middleware=list(middleware),
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        lifespan=lifespan,
     )
     app.state.service = service
     return app

@@ -68,3 +68,20 @@ def sdk(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
 async def in_thread(fn: Callable[[], T]) -> T:
     """Run blocking client code in a worker thread (the service runs on this trio loop)."""
     return await trio.to_thread.run_sync(fn)
+
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
+
+
+async def wait_terminal(http: Any, url: str, job_ids: list[str]) -> list[Any]:
+    """Poll each job until terminal (the API is poll-first); returns the job objects."""
+    done: list[Any] = []
+    for job_id in job_ids:
+        while True:
+            answer = await http.get(f"{url}/api/v2/jobs/{job_id}")
+            assert answer.status_code == 200, answer.text
+            if answer.json()["status"] in TERMINAL:
+                done.append(answer.json())
+                break
+            await trio.sleep(0.2)
+    return done

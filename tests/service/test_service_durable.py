@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from service_helpers import serving, workflow
+from service_helpers import serving, wait_terminal, workflow
 
 import eventlog
 from conjure_actors.actors.example import example_sketch_png
@@ -30,21 +30,6 @@ pytestmark = pytest.mark.slow
 
 PNG = example_sketch_png()
 VERSION = "wv-conjure-flux-mesh-1"
-TERMINAL = {"succeeded", "failed", "canceled", "expired"}
-
-
-async def _wait_terminal(http: httpx.AsyncClient, url: str, job_ids: list[str]) -> list[Any]:
-    """Poll each job until terminal (the API is poll-first); returns the job objects."""
-    done: list[Any] = []
-    for job_id in job_ids:
-        while True:
-            answer = await http.get(f"{url}/api/v2/jobs/{job_id}")
-            assert answer.status_code == 200, answer.text
-            if answer.json()["status"] in TERMINAL:
-                done.append(answer.json())
-                break
-            await trio.sleep(0.2)
-    return done
 
 
 async def test_restart_serves_jobs_assets_and_keeps_keys_claimed(
@@ -65,7 +50,7 @@ async def test_restart_serves_jobs_assets_and_keeps_keys_claimed(
             f"{served.url}/api/v2/jobs", json=body, headers={"Idempotency-Key": "once"}
         )
         with trio.fail_after(60):
-            (before,) = await _wait_terminal(http, served.url, [job.json()["id"]])
+            (before,) = await wait_terminal(http, served.url, [job.json()["id"]])
     async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
         after = (await http.get(f"{served.url}/api/v2/jobs/{before['id']}")).json()
         again = await http.post(
@@ -91,7 +76,7 @@ async def test_jobs_left_unfinished_run_after_restart(sim_config: Any, tmp_path:
         assert all(j.status != "succeeded" for j in served.service.state.jobs.values())
     async with serving(sim_config, tmp_path) as served, httpx.AsyncClient(timeout=30) as http:
         with trio.fail_after(120):
-            done = await _wait_terminal(http, served.url, ids)
+            done = await wait_terminal(http, served.url, ids)
     assert [j["status"] for j in done] == ["succeeded", "succeeded"]
 
 
@@ -195,7 +180,7 @@ async def test_kill_9_with_jobs_in_flight_then_restart_loses_nothing(tmp_path: P
             await first.process.wait()
         with trio.fail_after(240):
             second = await Serve.start(tmp_path, log, cloud)
-            done = await _wait_terminal(http, second.url, ids)
+            done = await wait_terminal(http, second.url, ids)
             code = await second.stop()
             while cloud.runcomfy.running():  # noqa: ASYNC110 - the sim offers no event
                 await trio.sleep(0.1)
