@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 import outcome
@@ -64,6 +64,10 @@ from .writer import LogWriter, SyncPolicy, event_classes, open_writer
 
 E = TypeVar("E")
 S = TypeVar("S")
+
+_current_task: Final = trio.lowlevel.current_task
+_reschedule: Final = trio.lowlevel.reschedule
+_park: Final = trio.lowlevel.wait_task_rescheduled
 
 
 class EventStore(Protocol):
@@ -101,26 +105,43 @@ class JournalStatistics(msgspec.Struct, frozen=True):
     failed: bool
 
 
-class _Entry:
-    """One append call waiting in the queue."""
+class _Batch:
+    """The events of one future commit, in append order, and the appenders waiting on it."""
 
-    __slots__ = ("events", "in_flight", "journal", "single", "task", "ts")
+    __slots__ = ("count", "entries", "events", "journal", "taken", "ts", "withdrawn")
 
-    def __init__(
-        self, journal: Journal[Any, Any], events: list[Any], ts: list[float], single: bool
-    ) -> None:
+    def __init__(self, journal: Journal[Any, Any]) -> None:
         self.journal = journal
-        self.task = trio.lowlevel.current_task()
-        self.events = events
-        self.ts = ts
-        self.single = single  # answer with the record itself, not a list
-        self.in_flight = False
+        self.entries: list[_Entry] = []
+        self.events: list[Any] = []
+        self.ts: list[float] = []
+        self.count = 0  # events of the entries still in the batch
+        self.withdrawn = 0  # entries withdrawn by a cancel while the batch was open
+        self.taken = False  # the committer has it: no entry may leave any more
+
+
+class _Entry:
+    """One append call parked on a batch: its slice of the batch's events.
+
+    ``count`` 0 means a single ``append`` (one event, answered with the record itself);
+    otherwise an ``append_many`` of ``count`` events (answered with a list). ``start`` -1
+    marks an entry withdrawn by a cancel. Kept tiny: one is made per append.
+    """
+
+    __slots__ = ("batch", "count", "start", "task")
+
+    def __init__(self, batch: _Batch, start: int, count: int) -> None:
+        self.batch = batch
+        self.start = start
+        self.count = count
+        self.task = _current_task()
 
     def abort(self, _: Any) -> trio.lowlevel.Abort:
         """Cancelled while parked: withdraw if still queued; once in flight, see it through."""
-        if self.in_flight:
+        batch = self.batch
+        if batch.taken:
             return trio.lowlevel.Abort.FAILED
-        self.journal._withdraw(self)
+        batch.journal._withdraw(self)
         return trio.lowlevel.Abort.SUCCEEDED
 
 
@@ -151,6 +172,7 @@ class Journal(Generic[E, S]):
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self._store = store
         self._classes = event_classes(event_type)
+        self._class_set = frozenset(self._classes)
         self._apply = apply
         self._state = initial
         self._clock = clock
@@ -158,7 +180,9 @@ class Journal(Generic[E, S]):
         self._max_batch = 1 if store.sync == "always" else max_batch
         self._max_delay = max_delay
         self._threaded = isinstance(store, LogWriter) and store.sync != "none"
-        self._queue: deque[_Entry] = deque()
+        # Open batches, oldest first: appenders join the last one while it has room, the
+        # committer takes the first one whole.
+        self._batches: deque[_Batch] = deque()
         self._queued_events = 0
         self._idle_committer: trio.lowlevel.Task | None = None
         self._subscribers: list[_Subscriber] = []
@@ -204,9 +228,26 @@ class Journal(Generic[E, S]):
         """Append one event; returns its record once durable, applied and published."""
         if self._failure is not None or self._closing:
             self._check_usable()
-        if not isinstance(event, self._classes):
+        if type(event) not in self._class_set and not isinstance(event, self._classes):
             raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
-        record: Record[E] = await self._wait(_Entry(self, [event], [self._clock()], True))
+        # The hot path: join the open batch in place (no per-call lists), park once.
+        batches = self._batches
+        batch = batches[-1] if batches else None
+        if batch is None or batch.count >= self._max_batch:
+            batch = _Batch(self)
+            batches.append(batch)
+        entry = _Entry(batch, len(batch.events), 0)
+        batch.entries.append(entry)
+        batch.events.append(event)
+        batch.ts.append(self._clock())
+        batch.count += 1
+        self._queued_events += 1
+        committer = self._idle_committer
+        if committer is not None:
+            self._idle_committer = None
+            _reschedule(committer)
+        # wait_task_rescheduled is the cheapest park in trio and is itself the checkpoint.
+        record: Record[E] = await _park(entry.abort)
         return record
 
     async def append_many(self, events: Iterable[E]) -> list[Record[E]]:
@@ -220,9 +261,23 @@ class Journal(Generic[E, S]):
             await trio.lowlevel.checkpoint()
             return []
         now = self._clock()
-        records: list[Record[E]] = await self._wait(
-            _Entry(self, events, [now] * len(events), False)
-        )
+        n = len(events)
+        batches = self._batches
+        batch = batches[-1] if batches else None
+        if batch is None or (batch.count and batch.count + n > self._max_batch):
+            batch = _Batch(self)
+            batches.append(batch)
+        entry = _Entry(batch, len(batch.events), n)
+        batch.entries.append(entry)
+        batch.events.extend(events)
+        batch.ts.extend([now] * n)
+        batch.count += n
+        self._queued_events += n
+        committer = self._idle_committer
+        if committer is not None:
+            self._idle_committer = None
+            trio.lowlevel.reschedule(committer)
+        records: list[Record[E]] = await trio.lowlevel.wait_task_rescheduled(entry.abort)
         return records
 
     @asynccontextmanager
@@ -254,19 +309,16 @@ class Journal(Generic[E, S]):
         if self._closing:
             raise LogClosedError("the journal is closed; append inside open_journal()")
 
-    async def _wait(self, entry: _Entry) -> Any:
-        # wait_task_rescheduled is the cheapest park in trio and is itself the checkpoint.
-        self._queue.append(entry)
-        self._queued_events += len(entry.events)
-        committer = self._idle_committer
-        if committer is not None:
-            self._idle_committer = None
-            trio.lowlevel.reschedule(committer)
-        return await trio.lowlevel.wait_task_rescheduled(entry.abort)
-
     def _withdraw(self, entry: _Entry) -> None:
-        self._queue.remove(entry)
-        self._queued_events -= len(entry.events)
+        # Rare (a cancel while queued): mark it; the committer drops marked entries.
+        n = entry.count or 1
+        entry.start = -1
+        batch = entry.batch
+        batch.withdrawn += 1
+        batch.count -= n
+        self._queued_events -= n
+        if not batch.count and batch in self._batches:
+            self._batches.remove(batch)
 
     async def _park_committer(self) -> None:
         self._idle_committer = trio.lowlevel.current_task()
@@ -282,7 +334,7 @@ class Journal(Generic[E, S]):
     async def _run_committer(self) -> None:
         idle = True
         while True:
-            while not self._queue:
+            while not self._batches:
                 await self._park_committer()
                 idle = True
             if idle:
@@ -298,63 +350,77 @@ class Journal(Generic[E, S]):
                 await self._commit_one_batch()
             idle = False
 
-    def _take_batch(self) -> list[_Entry]:
-        # Everything queued, in order, up to max_batch events (an append_many is never split).
-        # Splitting the queue to overlap one half's fsync with the other half's appenders was
-        # tried: the worker thread and the trio thread then convoy on the GIL, and throughput
-        # fell by 30-80%. One batch at a time, all of it, is faster.
-        limit = self._max_batch
-        batch: list[_Entry] = []
-        count = 0
-        queue = self._queue
-        while queue and (not batch or count + len(queue[0].events) <= limit):
-            entry = queue.popleft()
-            entry.in_flight = True
-            batch.append(entry)
-            count += len(entry.events)
-        self._queued_events -= count
-        return batch
+    def _take_batch(self) -> _Batch | None:
+        # The oldest open batch, whole: up to max_batch events (an append_many is never
+        # split). Splitting the queue to overlap one half's fsync with the other half's
+        # appenders was tried: the worker thread and the trio thread then convoy on the GIL,
+        # and throughput fell by 30-80%. One batch at a time, all of it, is faster.
+        if not self._batches:
+            return None
+        batch = self._batches.popleft()
+        batch.taken = True
+        self._queued_events -= batch.count
+        if batch.withdrawn:
+            # Rebuild without the withdrawn entries (their slices shift).
+            entries = [e for e in batch.entries if e.start >= 0]
+            events: list[Any] = []
+            stamps: list[float] = []
+            for e in entries:
+                start, n = e.start, e.count or 1
+                events.extend(batch.events[start : start + n])
+                stamps.extend(batch.ts[start : start + n])
+                e.start = len(events) - n
+            batch.entries, batch.events, batch.ts = entries, events, stamps
+            batch.withdrawn = 0
+        return batch if batch.entries else None
 
     async def _commit_one_batch(self) -> None:
         """Persist, apply, publish and answer one batch. Never raises (answers carry errors)."""
         batch = self._take_batch()
-        if not batch:
+        if batch is None:
             return
+        entries = batch.entries
         if self._failure is not None:
-            self._answer_all(batch, self._failed_error())
+            self._answer_all(entries, self._failed_error())
             return
         try:
-            records = await self._persist(batch)
+            records = await self._persist(batch.events, batch.ts)
         except LogWriteError as exc:
-            self._answer_all(batch, exc)
+            self._answer_all(entries, exc)
             return
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt and the like: nobody may stay parked forever.
                 self._fail(exc)
-                self._answer_all(batch, self._failed_error())
-                self._answer_all(list(self._queue), self._failed_error())
-                self._queue.clear()
+                self._answer_all(entries, self._failed_error())
+                for queued in self._batches:
+                    queued.taken = True
+                    self._answer_all(
+                        [e for e in queued.entries if e.start >= 0], self._failed_error()
+                    )
+                self._batches.clear()
                 self._queued_events = 0
                 raise
             # Not the disk: most likely one event that does not encode. Commit the entries
             # one by one so that only the culprit's append fails.
-            if len(batch) == 1:
-                self._answer_all(batch, exc)
+            if len(entries) == 1:
+                self._answer_all(entries, exc)
                 return
-            for entry in batch:
+            for entry in entries:
+                start, n = entry.start, entry.count or 1
                 try:
-                    records_one = await self._persist([entry])
+                    records_one = await self._persist(
+                        batch.events[start : start + n], batch.ts[start : start + n]
+                    )
                 except Exception as one_exc:
                     self._answer_all([entry], one_exc)
                 else:
+                    entry.start = 0
                     self._complete([entry], records_one)
             return
-        self._complete(batch, records)
+        self._complete(entries, records)
 
-    async def _persist(self, batch: list[_Entry]) -> list[Record[Any]]:
-        events = [event for entry in batch for event in entry.events]
-        stamps = [t for entry in batch for t in entry.ts]
+    async def _persist(self, events: list[Any], stamps: list[float]) -> list[Record[Any]]:
         # Encoding is CPU work: do it here. Only the write and fsync (which release the GIL)
         # go to the worker thread, so the appenders answered by the previous commit can
         # run meanwhile without the two threads convoying on the GIL.
@@ -365,7 +431,7 @@ class Journal(Generic[E, S]):
             self._store.flush()
         return records
 
-    def _complete(self, batch: list[_Entry], records: list[Record[Any]]) -> None:
+    def _complete(self, entries: list[_Entry], records: list[Record[Any]]) -> None:
         self._commits += 1
         self._appended += len(records)
         self._largest = max(self._largest, len(records))
@@ -380,20 +446,20 @@ class Journal(Generic[E, S]):
                 except Exception as exc:
                     exc.add_note(f"while applying record seq {record.seq} in the journal")
                     self._fail(exc)
-                    self._answer_all(batch, self._failed_error())
+                    self._answer_all(entries, self._failed_error())
                     return
             self._state = state
-        self._publish(records)
-        reschedule = trio.lowlevel.reschedule
-        i = 0
-        for entry in batch:
-            if entry.single:
-                reschedule(entry.task, outcome.Value(records[i]))
-                i += 1
+        if self._subscribers:
+            self._publish(records)
+        reschedule = _reschedule
+        value = outcome.Value
+        for entry in entries:
+            count = entry.count
+            if not count:
+                reschedule(entry.task, value(records[entry.start]))
             else:
-                n = len(entry.events)
-                reschedule(entry.task, outcome.Value(records[i : i + n]))
-                i += n
+                start = entry.start
+                reschedule(entry.task, value(records[start : start + count]))
 
     def _publish(self, records: list[Record[Any]]) -> None:
         if not self._subscribers:
@@ -415,8 +481,8 @@ class Journal(Generic[E, S]):
             self._subscribers.remove(sub)
         sub.send.close()
 
-    def _answer_all(self, batch: list[_Entry], exc: BaseException) -> None:
-        for entry in batch:
+    def _answer_all(self, entries: list[_Entry], exc: BaseException) -> None:
+        for entry in entries:
             trio.lowlevel.reschedule(entry.task, outcome.Error(exc))
 
     def _failed_error(self) -> JournalFailedError:
@@ -433,7 +499,7 @@ class Journal(Generic[E, S]):
 
     async def _drain(self) -> None:
         """Commit whatever is still queued (called once the committer has stopped)."""
-        while self._queue:
+        while self._batches:
             await self._commit_one_batch()
 
     def _close_subscribers(self) -> None:

@@ -255,8 +255,9 @@ class LogWriter(Generic[E]):
         now = self._clock() if ts is None and events else 0.0
         records: list[Record[E]] = []
         try:
+            class_set = self._class_set
             for i, event in enumerate(events):
-                if not isinstance(event, self._classes):
+                if type(event) not in class_set and not isinstance(event, self._classes):
                     raise TypeError(
                         f"cannot append {type(event).__name__}: not part of the event type"
                     )
