@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -33,12 +34,14 @@ import httpx
 import msgspec
 import trio
 
+from conjure_actors.clients.bodies import excerpt, send_capped
 from conjure_actors.clients.errors import (
     AuthError,
     LaunchError,
     OutcomeUnknownError,
     RateLimitedError,
     RunComfyError,
+    RunComfyResponseError,
     ServerNotFoundError,
     TransportError,
 )
@@ -62,6 +65,8 @@ KNOWN_STATUSES: Final = frozenset(
     {"Starting", "Initializing", "Ready", "Stopping", "Deleting", "Error"}
 )
 _BODY_LIMIT: Final = 200
+# The largest answer read: a list of every server of an account is a few kB.
+_ANSWER_LIMIT: Final = 8 * 1024 * 1024
 _URL_RE: Final = re.compile(r"(?:https?|wss?)://[^\s\"'<>]+", re.IGNORECASE)
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -342,8 +347,16 @@ class RunComfyClient:
             problem = ""
             with trio.move_on_after(policy.request_timeout) as scope:
                 try:
-                    response = await self._http.request(
-                        method, url, json=json, headers=self._headers
+                    response = await send_capped(
+                        self._http,
+                        method,
+                        url,
+                        limit=_ANSWER_LIMIT,
+                        too_large=lambda: RunComfyResponseError(
+                            f"RunComfy {what} answered more than {_ANSWER_LIMIT} bytes; not read"
+                        ),
+                        json=json,
+                        headers=self._headers,
                     )
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     problem = f"cannot connect ({type(exc).__name__})"
@@ -451,26 +464,36 @@ class RunComfyClient:
     ) -> Any:
         try:
             return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise RunComfyError(
-                f"RunComfy {what}: unexpected answer ({self.scrub(str(exc))})",
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            raise RunComfyResponseError(
+                f"RunComfy {what}: unexpected answer ({self.scrub(str(exc))}): "
+                f"{excerpt(response.content, scrub=self.scrub)}",
                 status=response.status_code,
             ) from None
 
     def _time(self, value: str | int | float | None, what: str) -> float | None:
         try:
             return parse_timestamp(value)
-        except ValueError:
-            raise RunComfyError(f"RunComfy {what}: unreadable timestamp") from None
+        except (ValueError, OverflowError):
+            raise RunComfyResponseError(f"RunComfy {what}: unreadable timestamp") from None
 
     def _server(self, wire: _ServerWire, what: str) -> Server:
         url = None
         if wire.main_service_url:
-            host = urlsplit(wire.main_service_url).hostname
+            try:
+                host = urlsplit(wire.main_service_url).hostname
+            except ValueError:  # e.g. an unclosed IPv6 bracket: no usable URL
+                raise RunComfyResponseError(
+                    f"RunComfy {what}: server {wire.server_id} has an unusable service URL"
+                ) from None
             if host:
                 self._hosts.add(host)
             url = SecretURL(wire.main_service_url, f"server {wire.server_id}")
         duration = wire.estimated_duration
+        if duration is not None and not math.isfinite(duration):
+            raise RunComfyResponseError(
+                f"RunComfy {what}: server {wire.server_id} has a non-finite estimated_duration"
+            )
         return Server(
             server_id=wire.server_id,
             status=wire.current_status or "",
