@@ -89,6 +89,11 @@ class Service:
         self.open_streams = 0
         self._node_classes: dict[str, dict[str, str]] = {}
         self.stopping = trio.Event()
+        # Submissions between the queue check and their JobSubmitted: counted so that
+        # concurrent requests cannot overshoot max_queue (flow control, not state).
+        self._submitting = 0
+        # (state version, job id -> queue position): see v2_jobs._queue_position.
+        self.queue_cache: tuple[int, dict[str, int]] | None = None
 
     @property
     def state(self) -> st.State:
@@ -138,13 +143,38 @@ class Service:
             raise ApiError(
                 503, "unavailable", "the job service is shutting down", headers=self._retry()
             )
-        if self.active_jobs() >= self.settings.max_queue:
+        if self.active_jobs() + self._submitting >= self.settings.max_queue:
             raise ApiError(
                 429,
                 "queue_full",
                 f"{self.settings.max_queue} jobs are queued or running: retry later",
                 headers=self._retry(),
             )
+        self._submitting += 1
+        try:
+            return await self._submit(
+                workflow,
+                image=image,
+                prompt=prompt,
+                sets=sets,
+                labels=labels,
+                input_assets=input_assets,
+                idempotency_key=idempotency_key,
+            )
+        finally:
+            self._submitting -= 1
+
+    async def _submit(
+        self,
+        workflow: Workflow,
+        *,
+        image: Path | bytes | None,
+        prompt: str | None,
+        sets: Sequence[str],
+        labels: Mapping[str, str] | None,
+        input_assets: Mapping[str, str] | None,
+        idempotency_key: str | None,
+    ) -> str:
         job_id = str(uuid.uuid4())
         answer = await self.assets.ask(
             AcceptJob(

@@ -75,14 +75,21 @@ def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
     return "queued"
 
 
-def _queue_position(state: st.State, job: st.Job) -> int:
-    ahead = 0
-    for other in state.jobs.values():
-        if other.status not in (st.PENDING, st.QUEUED) or other is job:
-            continue
-        if (-other.priority, other.submitted_at) <= (-job.priority, job.submitted_at):
-            ahead += 1
-    return ahead
+def _queue_position(service: Service, job: st.Job) -> int:
+    """How many waiting jobs go before ``job`` (priority first, then submission order).
+
+    The ranking is computed once per state version (``events_applied``) and shared by
+    every view of that version (a list page asks for many)."""
+    state = service.state
+    cached = service.queue_cache
+    if cached is None or cached[0] != state.events_applied:
+        waiting = sorted(
+            (j for j in state.jobs.values() if j.status in (st.PENDING, st.QUEUED)),
+            key=lambda j: (-j.priority, j.submitted_at),
+        )
+        cached = (state.events_applied, {j.job_id: i for i, j in enumerate(waiting)})
+        service.queue_cache = cached
+    return cached[1].get(job.job_id, 0)
 
 
 def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
@@ -205,7 +212,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "started_at": iso(started),
         "completed_at": iso(finished),
         "expires_at": iso(expires),
-        "queue_position": _queue_position(state, job) if status == "queued" else None,
+        "queue_position": _queue_position(service, job) if status == "queued" else None,
         "progress": progress_of(service, job),
         "outputs": outputs,
         "error": _error_view(job),

@@ -57,6 +57,7 @@ async def test_200_concurrent_submissions_none_lost_none_duplicated(
         keys = set(state.service.idempotency)
     assert others == [], [(r.status_code, r.text) for r in others[:3]]
     assert len(accepted) + len(refused) == CLIENTS * EACH
+    assert len(accepted) <= 150, "the bounded queue never overshoots"
     assert all(r.json()["error"]["code"] == "queue_full" for r in refused)
     assert len(set(accepted)) == len(accepted)
     assert sorted(logged) == sorted(accepted)
