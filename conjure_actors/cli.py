@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
+from conjure_actors import __version__
 from conjure_actors.errors import ConjureError, UsageError
 
 # name -> the module's HELP (shown by ``--help`` without importing the module).
@@ -30,6 +31,60 @@ COMMANDS: Final[dict[str, str]] = {
     "machine": "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)",
     "sim": "serve a simulated RunComfy account and ComfyUI on loopback until Ctrl-C",
     "serve": "serve the Comfy API v2 job service over HTTP (default http://127.0.0.1:8189)",
+}
+
+EPILOG: Final = """examples:
+  python -m conjure_actors run                      the CONJURE example on the simulated cloud
+  python -m conjure_actors run my_workflow.json --comfyui-url http://127.0.0.1:8188
+  python -m conjure_actors validate my_workflow.json --set 20.steps=30
+  python -m conjure_actors replay runs/run-20260101-120000-42.log
+
+RunComfy: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN (see docs/runcomfy.md).
+"""
+
+# name -> the examples its ``--help`` ends with (kept here with COMMANDS: one place to read).
+EXAMPLES: Final[dict[str, str]] = {
+    "run": """
+  python -m conjure_actors run                      the CONJURE example, simulated cloud
+  python -m conjure_actors run --jobs 3 --seed 7 --prompt "a glass owl"
+  python -m conjure_actors run my_workflow.json --image in.png --set 20.steps=30
+  python -m conjure_actors run my_workflow.json --comfyui-url http://127.0.0.1:8188
+  RUNCOMFY_USER_ID=... RUNCOMFY_API_TOKEN=... python -m conjure_actors run \\
+      --workflow-version 0123abcd-... --budget 2     on RunComfy (docs/runcomfy.md)
+  python -m conjure_actors run --resume runs/run-20260101-120000-42.log
+""",
+    "replay": """
+  python -m conjure_actors replay runs/run-20260101-120000-42.log
+  python -m conjure_actors replay RUN.log --check
+  python -m conjure_actors replay RUN.log --json
+""",
+    "validate": """
+  python -m conjure_actors validate my_workflow.json
+  python -m conjure_actors validate my_workflow.json --set 20.steps=30 --image sketch.png
+  python -m conjure_actors validate my_workflow.json --comfyui-url http://127.0.0.1:8188
+""",
+    "status": """
+  python -m conjure_actors status                   the newest run under ./runs/
+  python -m conjure_actors status runs/run-20260101-120000-42.log
+  python -m conjure_actors status --comfyui-url http://127.0.0.1:8188
+""",
+    "generate": """
+  python -m conjure_actors generate examples/
+  python -m conjure_actors run examples/conjure_flux_mesh.json --image examples/sketch.png
+""",
+    "machine": """
+  python -m conjure_actors machine up --workflow-version 0123abcd-...
+  python -m conjure_actors machine status
+  python -m conjure_actors machine down
+""",
+    "sim": """
+  python -m conjure_actors sim --port 8300 --fault-429 0.1
+  (then, in another shell, the variables it prints and: python -m conjure_actors run)
+""",
+    "serve": """
+  python -m conjure_actors serve                    http://127.0.0.1:8189, simulated cloud
+  python -m conjure_actors serve --port 0 --log serve.log --budget 5
+""",
 }
 
 EXIT_USAGE = 2
@@ -62,14 +117,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m conjure_actors",
         description="Run ComfyUI workflows on rented GPUs (or a simulated cloud).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"conjure_actors {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if command is not None and name != command:
             continue
         module = importlib.import_module(command_module_name(name))
+        p.epilog = "examples:" + EXAMPLES[name]
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
         p.add_argument(
             "--debug",
             action="store_true",
@@ -79,6 +139,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
+
+
+def _error_lines(exc: UsageError) -> list[str]:
+    """A workflow's problems one per line (as ``validate`` lists them); else one line."""
+    from conjure_actors.domain.errors import WorkflowError
+
+    if isinstance(exc, WorkflowError) and exc.problems:
+        from conjure_actors.domain.workflow import problem_lines
+
+        return problem_lines(exc)
+    return [f"error: {exc}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        for line in _error_lines(exc):
+            print(line, file=sys.stderr)
         return EXIT_USAGE
     except ConjureError as exc:
         if debug:

@@ -179,9 +179,11 @@ class Config:
 
     @property
     def mode(self) -> str:
-        """``comfyui`` (a server the user runs), ``runcomfy``, or ``simulated``."""
+        """``comfyui`` (a server the user runs), ``runcomfy``, or ``simulated``; half a
+        RunComfy credential set is a :class:`ConfigError` (:func:`require_both_credentials`)."""
         if self.comfyui_url:
             return "comfyui"
+        require_both_credentials(self.runcomfy)
         if self.runcomfy.configured:
             return "runcomfy"
         return "simulated"
@@ -383,6 +385,23 @@ def load_config(
             _set_dotted(over, dotted, value)
     tree = _merge(tree, over)
     return structure_config(tree)
+
+
+def require_both_credentials(runcomfy: RunComfyConfig) -> None:
+    """Half a credential set is a mistake, not a wish for the simulated cloud: say which
+    half is missing (never its value) instead of silently running somewhere else."""
+    if bool(runcomfy.user_id) == bool(runcomfy.api_token):
+        return
+    have, missing = (
+        ("RUNCOMFY_USER_ID", "RUNCOMFY_API_TOKEN")
+        if runcomfy.user_id
+        else ("RUNCOMFY_API_TOKEN", "RUNCOMFY_USER_ID")
+    )
+    raise ConfigError(
+        f"{have} is set but {missing} is not (runcomfy.user_id and runcomfy.api_token in a"
+        " config file): set both to use RunComfy (docs/runcomfy.md says where to find them),"
+        " or neither for the simulated cloud"
+    )
 
 
 def require_priced_server_type(config: Config) -> None:

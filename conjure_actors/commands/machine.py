@@ -29,25 +29,60 @@ HELP = "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("up", "status", "down"))
-    parser.add_argument("--server-type", help="RunComfy server type (default medium)")
-    parser.add_argument("--workflow-version", help="RunComfy workflow version id")
-    parser.add_argument(
+    # One sub-parser per action, so that `machine up --help` is up's own help.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-file", metavar="PATH", help="where the dev machine is recorded")
+    common.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show full tracebacks on errors",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
+        return actions.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog="examples:\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    up = action(
+        "up",
+        "launch a RunComfy machine, wait until it is Ready, record it for `run` to attach to",
+        "  python -m conjure_actors machine up --workflow-version 0123abcd-... \\\n"
+        "      --server-type medium --duration 3600\n"
+        "(the workflow version id is on RunComfy's dashboard: docs/runcomfy.md)\n",
+    )
+    up.add_argument("--server-type", help="RunComfy server type (default medium)")
+    up.add_argument(
+        "--workflow-version",
+        help="RunComfy workflow version id (from RunComfy's dashboard, see docs/runcomfy.md)",
+    )
+    up.add_argument(
         "--duration",
         type=float,
         default=3600.0,
         metavar="S",
         help="lease: RunComfy stops the machine after S seconds (default 3600)",
     )
-    parser.add_argument("--state-file", metavar="PATH", help="where the dev machine is recorded")
-    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
-    parser.add_argument(
+    up.add_argument(
         "--wait",
         type=float,
         default=600.0,
         metavar="S",
         help="give up waiting for Ready after S seconds (default 600)",
     )
+    for name, help_text, example in (
+        ("status", "is the dev machine alive, and what has it cost so far", "status"),
+        ("down", "stop the dev machine and print its final bill", "down"),
+    ):
+        sub = action(name, help_text, f"  python -m conjure_actors machine {example}\n")
+        sub.set_defaults(server_type=None, workflow_version=None)
 
 
 @attrs.frozen

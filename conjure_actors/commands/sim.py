@@ -77,12 +77,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiply every ComfyUI node duration (default 1: the CONJURE workflow ~2 s)",
     )
     faults = parser.add_argument_group("fault knobs (probabilities)")
-    faults.add_argument("--fault-429", type=_probability, default=0.0, metavar="P")
-    faults.add_argument("--fault-5xx", type=_probability, default=0.0, metavar="P")
-    faults.add_argument("--fault-launch-error", type=_probability, default=0.0, metavar="P")
-    faults.add_argument("--fault-stuck-starting", type=_probability, default=0.0, metavar="P")
-    faults.add_argument("--fault-vanish", type=_probability, default=0.0, metavar="P")
-    faults.add_argument("--fault-ws-drop", type=_probability, default=0.0, metavar="P")
+    faults.add_argument(
+        "--fault-429",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per RunComfy request: start a burst of 429 answers with Retry-After (default 0)",
+    )
+    faults.add_argument(
+        "--fault-5xx",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per RunComfy request: answer 5xx without acting (default 0)",
+    )
+    faults.add_argument(
+        "--fault-launch-error",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per launch: the machine ends in status Error instead of Ready (default 0)",
+    )
+    faults.add_argument(
+        "--fault-stuck-starting",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per launch: the machine never leaves Starting (default 0)",
+    )
+    faults.add_argument(
+        "--fault-vanish",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per launch: a Ready machine disappears 30 s later (404, billing stops; default 0)",
+    )
+    faults.add_argument(
+        "--fault-ws-drop",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per ComfyUI WebSocket frame: the server drops the socket instead (default 0)",
+    )
 
 
 def _configure(args: argparse.Namespace) -> tuple[CloudFaults, CloudTimings]:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import trio
 
-from conjure_actors.config import Config, load_config
+from conjure_actors.config import Config, load_config, require_both_credentials
 from conjure_actors.errors import UsageError
 
 HELP = "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log"
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config(config_file=args.config, flags={"comfyui_url": args.comfyui_url})
+    require_both_credentials(config.runcomfy)  # half a set is a mistake, said in one line
     shown = False
     if args.log or (not config.comfyui_url and not config.runcomfy.configured):
         log = Path(args.log) if args.log else _newest_log()

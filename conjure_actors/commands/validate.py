@@ -1,31 +1,42 @@
 """``python -m conjure_actors validate WORKFLOW.json [--set NODE.INPUT=VALUE ...]``.
 
 Checks an API-format workflow (and the inputs a run would bind into it) without running
-anything: exit 0 with a one-line summary, or exit 2 with every problem listed.
+anything: exit 0 with a one-line summary, or exit 2 with every problem listed. These are the
+checks ``run`` makes before it launches anything (:func:`check_before_launch`, the
+pre-flight of :mod:`conjure_actors.domain.preflight`), said the same way.
 
-Node knowledge comes from a catalog in ComfyUI's ``/object_info`` format: ``--object-info
-FILE`` (a dump of a real server's ``GET /object_info``; unknown classes are errors), else the
-simulator's built-in catalog (which cannot know custom nodes: their classes are only
-checked for structure, and listed in a note).
+Node knowledge comes from a catalog in ComfyUI's ``/object_info`` format (:class:`Target`):
+``--object-info FILE`` (a dump of a real server's ``GET /object_info``) or ``--comfyui-url
+URL`` (fetched once) know the target exactly: unknown classes and values outside a combo's
+choices are errors. Else the simulator's built-in catalog, which cannot know custom nodes or
+the model files of the user's server: those classes are only checked for structure and
+combo choices are not checked (a note says so); numbers, booleans and seeds always are.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.preflight import preflight
 from conjure_actors.domain.workflow import (
     Catalog,
     Workflow,
-    bindings_for,
     catalog_from_object_info,
     load_workflow,
+    problem_lines,
+    show,
     unknown_classes,
+    validate_graph,
 )
 from conjure_actors.errors import UsageError
 
@@ -45,13 +56,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NODE.INPUT=VALUE",
         help="override an input (VALUE is JSON when it parses, else a string); repeatable",
     )
-    parser.add_argument("--image", metavar="NAME", help="bind an image name into the LoadImage")
+    parser.add_argument(
+        "--image",
+        metavar="PATH|NAME",
+        help="an image file (checked: it must decode, under the upload limit) or the name of"
+        " one already on the server, bound into the LoadImage",
+    )
     parser.add_argument("--prompt", metavar="TEXT", help="bind a prompt into the text encoder")
-    parser.add_argument("--seed", type=int, help="bind a seed into every seed input")
+    parser.add_argument("--seed", type=int, help="bind a seed (0 to 2**64-1) into every seed input")
     parser.add_argument(
         "--object-info",
         metavar="FILE",
         help="node catalog: a JSON dump of a ComfyUI server's GET /object_info",
+    )
+    parser.add_argument(
+        "--comfyui-url",
+        metavar="URL",
+        help="node catalog: GET /object_info of this ComfyUI (the one `run --comfyui-url` uses)",
     )
     parser.add_argument(
         "--no-catalog",
@@ -76,6 +97,132 @@ def load_object_info(path: str) -> dict[str, Any]:
             " (class name -> node info)"
         )
     return data
+
+
+def fetch_object_info(url: str) -> dict[str, Any] | None:
+    """``GET /object_info`` of the ComfyUI at ``url`` (None when it does not answer: the run
+    says so itself, with its own one line)."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=30.0) as http:
+            answer = http.get(url.rstrip("/") + "/object_info")
+        answer.raise_for_status()
+        data = answer.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        return None
+    return data
+
+
+@attrs.frozen
+class Target:
+    """The node catalogue a workflow is checked against, and how far it can be trusted."""
+
+    catalog: Catalog | None
+    strict: bool
+    """Unknown classes are errors (the catalogue is the target's own)."""
+    choices: bool
+    """A combo's choices are checked (the target's own model files, samplers...)."""
+    note: str | None = None
+    """What could not be checked, said once (None: everything was)."""
+    note_always: bool = False
+    """Say the note even when every class of the workflow is in the catalogue."""
+
+
+def bundled_target(why: str) -> Target:
+    """The simulator's catalogue standing in for a server we cannot ask."""
+    return Target(
+        default_catalog(),
+        strict=False,
+        choices=False,
+        note=f"{why}: checked against the bundled node catalogue (ComfyUI core nodes and"
+        " the CONJURE workflow's); custom nodes are checked for structure only and model"
+        " file names are not checked",
+    )
+
+
+def comfyui_target(url: str) -> Target:
+    """``/object_info`` of the user's ComfyUI, fetched once."""
+    from conjure_actors.clients.comfyui import origin_of
+
+    info = fetch_object_info(url)
+    if info is None:
+        why = f"the ComfyUI at {origin_of(url)} did not give its /object_info"
+        return attrs.evolve(bundled_target(why), note_always=True)
+    return Target(catalog_from_object_info(info), strict=True, choices=True)
+
+
+def run_target(mode: str, *, comfyui_url: str | None, workflow_version: str | None) -> Target:
+    """What ``run`` checks against in ``mode`` (``comfyui``, ``runcomfy``, ``simulated``)."""
+    if mode == "comfyui" and comfyui_url:
+        return comfyui_target(comfyui_url)
+    if mode == "runcomfy":
+        # RunComfy's API has no /object_info for a workflow version: only its machines do.
+        version = f"workflow version {workflow_version}" if workflow_version else "RunComfy"
+        return bundled_target(f"{version}: its nodes cannot be listed before a machine runs")
+    return Target(default_catalog(), strict=True, choices=True)  # the simulator's own
+
+
+def decode_problems(data: bytes, name: str) -> list[str]:
+    """The image must decode (a header that parses is not enough: the pixels must too)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return [f"--image {show(name)}: does not decode ({show(str(exc) or type(exc).__name__)})"]
+    return []
+
+
+def check_before_launch(
+    workflow: Workflow,
+    target: Target,
+    *,
+    image: bytes | None = None,
+    image_name: str | None = None,
+    image_binding: str | None = None,
+    prompt: str | None = None,
+    sets: Sequence[str] = (),
+    seed: int | None = None,
+    jobs: int = 1,
+) -> Mapping[str, str]:
+    """The pre-flight of a run on ``target``: every problem in one :class:`WorkflowError`
+    (exit 2, one line each), else the bindings. ``run`` and ``validate`` both call it."""
+    problems = validate_graph(workflow.graph, target.catalog, strict=target.strict)
+    try:
+        checked = preflight(
+            workflow,
+            catalog=target.catalog,
+            choices=target.choices,
+            image=image,
+            image_name=image_name,
+            image_binding=image_binding,
+            prompt=prompt,
+            sets=sets,
+            seed=seed,
+            jobs=jobs,
+        )
+    except WorkflowError as exc:
+        problems.extend(p for p in exc.problems if p not in problems)
+    if image is not None and not any(p.startswith("--image") for p in problems):
+        problems.extend(decode_problems(image, image_name or "image"))
+    if problems:
+        raise WorkflowError(problems, source=show(workflow.name))
+    return checked.bindings
+
+
+def target_note(workflow: Workflow, target: Target) -> str | None:
+    """The note to print once: what the target's catalogue could not check."""
+    if target.catalog is None or target.strict:
+        return target.note
+    unknown = unknown_classes(workflow.graph, target.catalog)
+    if not unknown:
+        return target.note if target.note_always else None
+    listed = ", ".join(show(cls) for cls in unknown)
+    return f"{target.note} (not in it: {listed})"
 
 
 def default_catalog() -> Catalog | None:
@@ -111,38 +258,51 @@ def _summary(workflow: Workflow, catalog: Catalog | None, bindings: dict[str, st
     return "; ".join(parts)
 
 
-def main(args: argparse.Namespace) -> int:
-    strict = False
-    catalog: Catalog | None = None
+def _target(args: argparse.Namespace) -> Target:
     if args.object_info:
         catalog = catalog_from_object_info(load_object_info(args.object_info))
-        strict = True
-    elif not args.no_catalog:
-        catalog = default_catalog()
+        return Target(catalog, strict=True, choices=True)
+    if args.comfyui_url:
+        return comfyui_target(args.comfyui_url)
+    if args.no_catalog:
+        return Target(None, strict=False, choices=False)
+    return bundled_target("no --object-info or --comfyui-url")
+
+
+def _image(name: str | None) -> tuple[bytes | None, str | None]:
+    """An --image that is a file is read (and checked); any other is a name on the server."""
+    if name is None:
+        return None, None
+    path = Path(name)
+    if not path.is_file():
+        return None, name
     try:
-        workflow = load_workflow(args.workflow, catalog=catalog, strict=strict)
-        bindings = bindings_for(
+        return path.read_bytes(), path.name
+    except OSError as exc:
+        raise UsageError(f"cannot read image {show(name)}: {exc.strerror or exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    target = _target(args)
+    data, binding = _image(args.image)
+    try:
+        workflow = load_workflow(args.workflow, catalog=target.catalog, strict=target.strict)
+        bindings = check_before_launch(
             workflow,
-            image=args.image,
+            target,
+            image=data,
+            image_name=args.image,
+            image_binding=binding,
             prompt=args.prompt,
             sets=args.sets,
             seed=args.seed,
-            catalog=catalog,
         )
     except WorkflowError as exc:
-        where = f"{exc.source}: " if exc.source else ""
-        count = len(exc.problems)
-        print(f"error: {where}{count} problem{'s' if count != 1 else ''}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+        for line in problem_lines(exc):
+            print(line, file=sys.stderr)
         return EXIT_INVALID
-    print(_summary(workflow, catalog, bindings))
-    if catalog is not None and not strict:
-        unknown = unknown_classes(workflow.graph, catalog)
-        if unknown:
-            print(
-                f"note: not in the built-in catalog, checked for structure only: "
-                f"{', '.join(unknown)} (use --object-info with your server's /object_info)",
-                file=sys.stderr,
-            )
+    print(_summary(workflow, target.catalog, dict(bindings)))
+    note = target_note(workflow, target)
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
     return EXIT_OK

@@ -36,8 +36,10 @@ from conjure_actors.domain.errors import WorkflowError
 __all__ = [
     "BUILTIN_OUTPUT_CLASSES",
     "IMAGE_LOADER_CLASSES",
+    "PROMPT_BODY_KEYS",
     "TEXT_ENCODER_INPUTS",
     "Catalog",
+    "InputConfig",
     "NodeSpec",
     "Roles",
     "Workflow",
@@ -53,8 +55,11 @@ __all__ = [
     "output_nodes",
     "parse_set",
     "parse_value",
+    "problem_lines",
     "seed_inputs",
+    "show",
     "unknown_classes",
+    "unwrap_prompt",
     "validate_bindings",
     "validate_graph",
     "workflow_from_mapping",
@@ -103,6 +108,50 @@ SEED_INPUTS: Final = ("seed", "noise_seed")
 
 
 @attrs.frozen
+class InputConfig:
+    """What ``/object_info`` says about one input's literal values: its type, the range of
+    a number, the choices of a combo (``None``: not a combo)."""
+
+    kind: str
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    choices: tuple[Any, ...] | None = None
+    multiselect: bool = False
+    image_upload: bool = False
+    """The combo lists the server's input folder: a run fills it with its own upload."""
+
+    @classmethod
+    def from_object_info(cls, config: object) -> InputConfig:
+        """Build from one input's ``[type, {options}]`` (tolerant of any shape)."""
+        kind: object = config
+        extra: Mapping[str, Any] = {}
+        if isinstance(config, list | tuple):
+            kind = config[0] if config else None
+            if len(config) > 1 and isinstance(config[1], Mapping):
+                extra = config[1]
+        choices: tuple[Any, ...] | None = None
+        if isinstance(kind, list | tuple):
+            choices, kind = tuple(kind), "COMBO"
+        elif kind == "COMBO":
+            options = extra.get("options")
+            choices = tuple(options) if isinstance(options, list | tuple) else ()
+        return cls(
+            kind=kind if isinstance(kind, str) else "COMBO",
+            minimum=_number(extra.get("min")),
+            maximum=_number(extra.get("max")),
+            choices=choices,
+            multiselect=bool(extra.get("multiselect", False)),
+            image_upload=bool(extra.get("image_upload", False)),
+        )
+
+
+def _number(value: object) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+@attrs.frozen
 class NodeSpec:
     """What ComfyUI's ``/object_info`` says about one node class."""
 
@@ -113,12 +162,15 @@ class NodeSpec:
     """Input name -> its type (``IMAGE``, ``INT``...; ``COMBO`` for a list of choices)."""
     outputs: tuple[str, ...] = ()
     output_node: bool = False
+    configs: Mapping[str, InputConfig] = attrs.Factory(dict)
+    """Input name -> its type, range and choices (what :mod:`preflight` checks values by)."""
 
     @classmethod
     def from_object_info(cls, class_type: str, info: Mapping[str, Any]) -> NodeSpec:
         """Build from one entry of ``/object_info`` (tolerant of missing keys)."""
         inputs = info.get("input") or {}
         types: dict[str, str] = {}
+        configs: dict[str, InputConfig] = {}
         names: dict[str, tuple[str, ...]] = {}
         for section in ("required", "optional"):
             entries = inputs.get(section) or {}
@@ -126,6 +178,7 @@ class NodeSpec:
             for name, config in entries.items():
                 kind = config[0] if isinstance(config, list | tuple) and config else config
                 types[name] = kind if isinstance(kind, str) else "COMBO"
+                configs[name] = InputConfig.from_object_info(config)
         outputs = tuple(str(o) if isinstance(o, str) else "COMBO" for o in info.get("output") or ())
         return cls(
             class_type=class_type,
@@ -134,6 +187,7 @@ class NodeSpec:
             input_types=types,
             outputs=outputs,
             output_node=bool(info.get("output_node", False)),
+            configs=configs,
         )
 
     def accepts(self, name: str) -> bool:
@@ -158,8 +212,18 @@ def catalog_from_object_info(object_info: Mapping[str, Any]) -> dict[str, NodeSp
 
 
 def node_sort_key(node_id: str) -> tuple[int, int, str]:
-    """Numeric ids in numeric order, then the rest alphabetically."""
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    """Numeric ids in numeric order, then the rest alphabetically (total: any string)."""
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return (0, int(node_id), "") if node_id.isdecimal() else (1, 0, node_id)
+
+
+def show(text: object) -> str:
+    """A node id, class or name as a message shows it: as it is when it is plain printable
+    text, else quoted like ``repr`` (a newline or a control character becomes ``\\n``,
+    ``\\x1b``...), so that every problem is ONE line whatever the workflow holds."""
+    if isinstance(text, str) and text and text.isprintable() and text.strip() == text:
+        return text
+    return repr(text)
 
 
 def is_link(value: object) -> bool:
@@ -245,7 +309,7 @@ def validate_graph(
     edges: dict[str, list[tuple[str, str]]] = {}  # node -> [(input name, source node)]
     for nid in sorted(graph, key=node_sort_key):
         node = graph[nid]
-        where = f"node {nid}"
+        where = f"node {show(nid)}"
         if not isinstance(node, Mapping):
             problems.append(f"{where}: is not an object with class_type and inputs")
             continue
@@ -264,7 +328,7 @@ def validate_graph(
             problems.extend(_check_input(graph, nid, name, value, spec, catalog, node_edges))
         if spec is not None:
             problems.extend(
-                f"{where} ({cls}) input {name!r}: required input missing"
+                f"{where} ({show(cls)}) input {name!r}: required input missing"
                 for name in spec.required
                 if name not in raw_inputs
             )
@@ -284,7 +348,7 @@ def _check_input(
     catalog: Catalog | None,
     node_edges: list[tuple[str, str]],
 ) -> list[str]:
-    where = f"node {nid} input {name!r}"
+    where = f"node {show(nid)} input {name!r}"
     if isinstance(value, bool | int | float | str):
         return []
     if isinstance(value, Mapping):
@@ -310,13 +374,16 @@ def _check_input(
         if src_spec is not None:
             if index >= len(src_spec.outputs):
                 return [
-                    f"{where}: bad output index {index}: node {source} ({src_cls}) has"
-                    f" {len(src_spec.outputs)} outputs"
+                    f"{where}: bad output index {index}: node {show(source)} ({show(src_cls)})"
+                    f" has {len(src_spec.outputs)} outputs"
                 ]
             wanted = spec.input_types.get(name) if spec is not None else None
             got = src_spec.outputs[index]
             if wanted and wanted not in ("*", "COMBO") and got != "*" and wanted != got:
-                return [f"{where}: expects {wanted} but node {source} output {index} is {got}"]
+                return [
+                    f"{where}: expects {show(wanted)} but node {show(source)} output {index}"
+                    f" is {show(got)}"
+                ]
         return []
     return [f"{where}: {json.dumps(value)} is neither a literal nor a link"]
 
@@ -350,10 +417,10 @@ def _find_cycles(edges: Mapping[str, list[tuple[str, str]]]) -> list[str]:
                 name, src = out[i]
                 state = colour.get(src, black)
                 if state == grey:
-                    loop = [*path[path.index(src) :], src]
+                    loop = [show(n) for n in (*path[path.index(src) :], src)]
                     problems.append(
-                        f"node {nid} input {name!r}: link to node {src} closes a cycle"
-                        f" ({' -> '.join(loop)})"
+                        f"node {show(nid)} input {name!r}: link to node {show(src)} closes a"
+                        f" cycle ({' -> '.join(loop)})"
                     )
                 elif state == white:
                     colour[src] = grey
@@ -364,6 +431,19 @@ def _find_cycles(edges: Mapping[str, list[tuple[str, str]]]) -> list[str]:
                 stack.pop()
                 path.pop()
     return problems
+
+
+def problem_lines(exc: WorkflowError) -> list[str]:
+    """How a user is shown a :class:`WorkflowError`: one line for one problem; else a header
+    naming the source and the count, then one line per problem (``validate`` and ``run`` say
+    it the same way)."""
+    if len(exc.problems) == 1:
+        return [f"error: {exc}"]
+    where = f"{exc.source}: " if exc.source else ""
+    return [
+        f"error: {where}workflow has {len(exc.problems)} problems:",
+        *(f"  - {problem}" for problem in exc.problems),
+    ]
 
 
 # ----------------------------------------------------------------------------- workflow
@@ -402,14 +482,44 @@ class Workflow:
         return apply_bindings(self.graph, bindings)
 
 
+# The keys ComfyUI's ``POST /prompt`` body may hold beside ``prompt`` (server.py).
+PROMPT_BODY_KEYS: Final = frozenset(
+    {
+        "prompt",
+        "client_id",
+        "extra_data",
+        "front",
+        "number",
+        "prompt_id",
+        "partial_execution_targets",
+    }
+)
+
+
+def unwrap_prompt(data: object) -> object:
+    """The graph of a ``POST /prompt`` body (``{"prompt": {...}, "client_id"?...}``, the shape
+    ComfyUI's own API examples post); anything else is returned as it is.
+
+    It is a body only when ``prompt`` is an object that is not itself a node (no
+    ``class_type``) and every other key is one a body has: a graph whose node id happens to
+    be ``"prompt"`` stays a graph."""
+    if not isinstance(data, Mapping) or not set(data) <= PROMPT_BODY_KEYS:
+        return data
+    inner = data.get("prompt")
+    if isinstance(inner, Mapping) and "class_type" not in inner:
+        return inner
+    return data
+
+
 def workflow_from_mapping(
     data: object, *, name: str = "workflow", catalog: Catalog | None = None, strict: bool = True
 ) -> Workflow:
-    """Validate ``data`` and wrap it (a deep copy); :class:`WorkflowError` lists every
-    problem."""
+    """Validate ``data`` (a graph, or a ``{"prompt": graph}`` body: :func:`unwrap_prompt`)
+    and wrap it (a deep copy); :class:`WorkflowError` lists every problem."""
+    data = unwrap_prompt(data)
     problems = validate_graph(data, catalog, strict=strict)
     if problems:
-        raise WorkflowError(problems, source=name)
+        raise WorkflowError(problems, source=show(name))
     assert isinstance(data, Mapping)
     return Workflow(copy.deepcopy(dict(data)), name)
 
@@ -422,7 +532,8 @@ def workflow_from_text(
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise WorkflowError(
-            [f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"], source=name
+            [f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"],
+            source=show(name),
         ) from exc
     return workflow_from_mapping(data, name=name, catalog=catalog, strict=strict)
 
@@ -437,14 +548,17 @@ def load_workflow(
     if isinstance(source, Mapping):
         return workflow_from_mapping(source, catalog=catalog, strict=strict)
     path = Path(source)
+    where = show(str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise WorkflowError(["file not found: check the path"], source=str(path)) from None
+        raise WorkflowError(["file not found: check the path"], source=where) from None
     except IsADirectoryError:
-        raise WorkflowError(["is a directory, not a workflow file"], source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError([f"cannot read it ({exc})"], source=str(path)) from exc
+        raise WorkflowError(["is a directory, not a workflow file"], source=where) from None
+    except UnicodeDecodeError as exc:
+        raise WorkflowError([f"not UTF-8 text ({exc.reason})"], source=where) from exc
+    except OSError as exc:
+        raise WorkflowError([f"cannot read it ({exc.strerror or exc})"], source=where) from exc
     return workflow_from_text(text, name=path.name, catalog=catalog, strict=strict)
 
 
@@ -538,19 +652,20 @@ def validate_bindings(
             continue
         node = graph.get(node_id)
         if node is None:
-            problems.append(f"binding {key}: no node {node_id!r} in the workflow")
+            problems.append(f"binding {show(key)}: no node {node_id!r} in the workflow")
             continue
         cls = _class(node)
         spec = catalog.get(cls) if catalog is not None and cls is not None else None
         if name not in _inputs(node) and not (spec is not None and spec.accepts(name)):
-            have = ", ".join(sorted(_inputs(node))) or "none"
+            have = ", ".join(show(n) for n in sorted(_inputs(node))) or "none"
             problems.append(
-                f"binding {key}: node {node_id} ({cls}) has no input {name!r} (it has: {have})"
+                f"binding {show(key)}: node {show(node_id)} ({show(cls)}) has no input"
+                f" {name!r} (it has: {have})"
             )
         try:
             json.loads(bindings[key])
         except (json.JSONDecodeError, TypeError):
-            problems.append(f"binding {key}: value is not JSON text")
+            problems.append(f"binding {show(key)}: value is not JSON text")
     return problems
 
 

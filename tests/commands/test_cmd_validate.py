@@ -41,7 +41,7 @@ def test_every_problem_is_listed_with_exit_2(
     )
     assert main(["validate", str(path), "--no-catalog"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "error: bad.json: 3 problems:"
+    assert err[0] == "error: bad.json: workflow has 3 problems:"
     assert err[1:] == [
         "  - node 1: missing class_type",
         "  - node 2 input 'a': link to missing node '7'",

@@ -19,10 +19,13 @@ from conjure_actors.domain.workflow import (
     conjure_roles,
     graph_sha256,
     load_workflow,
+    node_sort_key,
     output_nodes,
     parse_set,
     parse_value,
     seed_inputs,
+    unwrap_prompt,
+    validate_bindings,
     validate_graph,
     workflow_from_mapping,
 )
@@ -282,3 +285,75 @@ def test_node_problems_name_their_node(graph: dict[str, Any]) -> None:
     """Every problem names a node id, except the graph-wide 'no output node'."""
     for problem in validate_graph(graph):
         assert problem.startswith("node ") or "no output node" in problem
+
+
+# ----------------------------------------------------- issue 17: every problem is one line
+
+_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Z", "C")), max_size=6
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+_NODE = st.fixed_dictionaries(
+    {"class_type": _TEXT | st.sampled_from(["SaveImage", "LoadImage", "KSampler"])},
+    optional={
+        "inputs": st.dictionaries(
+            _TEXT, _JSON | st.tuples(_TEXT, st.integers(-2, 3)).map(list), max_size=4
+        ),
+        "_meta": st.fixed_dictionaries({"title": _TEXT}),
+    },
+)
+_GRAPH = st.dictionaries(_TEXT, _NODE | _JSON, max_size=6)
+
+
+def test_newline_node_id_gives_one_line_problems() -> None:
+    """validate_graph({'\\n': None}) (issue 17): the id is quoted, the problem is one line."""
+    problems = validate_graph({"\n": None})
+    assert problems[0] == "node '\\n': is not an object with class_type and inputs"
+    assert all(len(p.splitlines()) == 1 for p in problems)
+
+
+@given(_GRAPH, st.booleans())
+def test_every_problem_of_any_graph_is_one_line(graph: dict[str, Any], strict: bool) -> None:
+    """Whatever ids, classes, names and values a graph holds, each problem is one line."""
+    catalog = catalog_from_object_info(
+        json.loads(
+            (ROOT / "tests" / "data" / "captures" / "object_info_SaveImage.json").read_text()
+        ).get("body", {})
+    )
+    for problems in (validate_graph(graph), validate_graph(graph, catalog, strict=strict)):
+        for problem in problems:
+            assert problem.splitlines() == [problem], problem
+
+
+@given(_GRAPH, st.dictionaries(_TEXT, _TEXT, max_size=3))
+def test_every_binding_problem_is_one_line(graph: dict[str, Any], sets: dict[str, str]) -> None:
+    """Bindings with control characters in their keys give one-line problems too."""
+    bindings = {key: json.dumps(value) for key, value in sets.items()}
+    for problem in validate_bindings(graph, bindings):
+        assert problem.splitlines() == [problem], problem
+
+
+def test_node_sort_key_is_total_on_digits_int_refuses() -> None:
+    """A superscript digit is a digit that int() refuses: it sorts as a name, no crash."""
+    assert sorted(["²", "10", "2"], key=node_sort_key) == ["2", "10", "²"]
+
+
+# ------------------------------------------------------------- {"prompt": {...}} bodies
+
+
+def test_prompt_body_loads_as_a_workflow(tmp_path: Path) -> None:
+    """A ``{"prompt": graph, "client_id": ...}`` file (ComfyUI's API examples) loads."""
+    graph = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json").read_text())
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps({"prompt": graph, "client_id": "abc"}))
+    assert load_workflow(path).graph == graph
+
+
+def test_a_node_called_prompt_stays_a_graph() -> None:
+    """A graph whose node id is ``prompt`` is not mistaken for a body."""
+    graph = {"prompt": {"class_type": "SaveImage", "inputs": {"images": ["x", 0]}}}
+    assert unwrap_prompt(graph) is graph

@@ -1,0 +1,347 @@
+"""Pre-flight: everything about a run that can be checked before a machine is launched.
+
+A machine bills from the moment it is Ready, so a job that ComfyUI will refuse must be
+refused here, for free: the graph against the node catalogue of its target (classes, links,
+required inputs: :func:`~conjure_actors.domain.workflow.validate_graph`), every literal value
+against its input's type and range (``INT``/``FLOAT`` min and max, a combo's choices,
+``BOOLEAN``: :func:`check_values`), the seeds (:func:`check_seed`) and the input image
+(:func:`check_image`: a PNG, JPEG, WebP, GIF or BMP header with a size, under ComfyUI's upload
+limit). :func:`preflight` runs them all and reports every problem at once.
+
+Every problem is one line that names the node id, its class and the input (ids and names are
+quoted with :func:`~conjure_actors.domain.workflow.show` when they hold control characters).
+
+The value rules follow what ComfyUI's own validation does to a literal (``int(value)`` for an
+``INT``, ``float(value)`` for a ``FLOAT``, the min/max of ``/object_info``, membership in a
+combo), and are stricter in two places where ComfyUI would silently run something else than
+what was asked: a fraction given to an ``INT`` (``int(20.5)`` is 20) and anything but
+``true``/``false`` given to a ``BOOLEAN`` (``bool("false")`` is True).
+
+Pure: bytes and mappings in, problems out.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.workflow import (
+    Catalog,
+    InputConfig,
+    Workflow,
+    apply_bindings,
+    bindings_for,
+    is_link,
+    node_sort_key,
+    show,
+)
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "MAX_SEED",
+    "MAX_UPLOAD_BYTES",
+    "ImageInfo",
+    "Preflight",
+    "check_image",
+    "check_seed",
+    "check_value",
+    "check_values",
+    "image_info",
+    "preflight",
+]
+
+MAX_SEED: Final = 2**64 - 1
+"""The largest seed ComfyUI's samplers take (``KSampler.seed`` max: 0xffffffffffffffff)."""
+
+MAX_UPLOAD_BYTES: Final = 100 * 1024 * 1024
+"""ComfyUI's default ``max_upload_size`` (``GET /features``): a larger upload is refused."""
+
+IMAGE_FORMATS: Final = ("PNG", "JPEG", "WebP", "GIF", "BMP")
+
+_CHOICES_SHOWN: Final = 8
+
+
+# ------------------------------------------------------------------------------ values
+
+
+def _where(nid: str, cls: str, name: str) -> str:
+    return f"node {show(nid)} ({show(cls)}) input {name!r}"
+
+
+def _shown(value: object) -> str:
+    text = repr(value) if isinstance(value, str) else _json_like(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_like(value: object) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def _choices(choices: Sequence[Any]) -> str:
+    shown = ", ".join(_shown(c) for c in choices[:_CHOICES_SHOWN])
+    if len(choices) > _CHOICES_SHOWN:
+        shown += f", ... ({len(choices)} choices)"
+    return shown or "none (the server lists no choices)"
+
+
+def _range(config: InputConfig, value: int | float) -> str | None:
+    if config.minimum is not None and value < config.minimum:
+        return f"{_shown(value)} is below the minimum {_shown(config.minimum)}"
+    if config.maximum is not None and value > config.maximum:
+        return f"{_shown(value)} is above the maximum {_shown(config.maximum)}"
+    return None
+
+
+def check_value(value: object, config: InputConfig, *, choices: bool = True) -> str | None:
+    """What is wrong with a literal ``value`` for an input described by ``config`` (None:
+    nothing). ``choices=False`` skips a combo's list (a catalogue that is not the target's
+    own cannot know its model files)."""
+    if isinstance(value, Mapping) and "__value__" in value:
+        value = value["__value__"]
+    kind = config.kind
+    if kind == "INT":
+        number: object = value
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                return f"expects an integer, got {_shown(value)}"
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            return f"expects an integer, got {_shown(value)}"
+        if isinstance(number, float):
+            if not number.is_integer():
+                return f"expects an integer, got {_shown(value)} (ComfyUI would cut it)"
+            number = int(number)
+        return _range(config, number)
+    if kind == "FLOAT":
+        real: object = value
+        if isinstance(value, str):
+            try:
+                real = float(value.strip())
+            except ValueError:
+                return f"expects a number, got {_shown(value)}"
+        if isinstance(real, bool) or not isinstance(real, int | float):
+            return f"expects a number, got {_shown(value)}"
+        if isinstance(real, float) and not math.isfinite(real):
+            return f"expects a finite number, got {_shown(value)}"
+        return _range(config, real)
+    if kind == "BOOLEAN":
+        if not isinstance(value, bool):
+            return f"expects true or false, got {_shown(value)}"
+        return None
+    if kind == "STRING":
+        if not isinstance(value, str | int | float):
+            return f"expects text, got {_shown(value)}"
+        return None
+    if config.choices is not None and choices and not config.image_upload:
+        picked = value if config.multiselect and isinstance(value, list) else [value]
+        for one in picked:
+            try:
+                known = one in config.choices
+            except TypeError:  # an unhashable value against strings: not a choice
+                known = False
+            if not known:
+                return f"{_shown(one)} is not one of: {_choices(config.choices)}"
+    return None
+
+
+def check_values(
+    graph: Mapping[str, Any], catalog: Catalog | None, *, choices: bool = True
+) -> list[str]:
+    """One problem per literal input whose value its class's input would refuse (type,
+    range, combo choice); classes the catalogue does not know are not checked here."""
+    if catalog is None:
+        return []
+    problems: list[str] = []
+    for nid in sorted(graph, key=node_sort_key):
+        node = graph[nid]
+        if not isinstance(node, Mapping):
+            continue
+        cls = node.get("class_type")
+        inputs = node.get("inputs")
+        if not isinstance(cls, str) or not isinstance(inputs, Mapping):
+            continue
+        spec = catalog.get(cls)
+        if spec is None:
+            continue
+        for name, value in inputs.items():
+            config = spec.configs.get(name)
+            if config is None or is_link(value):
+                continue
+            problem = check_value(value, config, choices=choices)
+            if problem is not None:
+                problems.append(f"{_where(nid, cls, name)}: {problem}")
+    return problems
+
+
+def check_seed(seed: int | None, *, jobs: int = 1, flag: str = "--seed") -> list[str]:
+    """A seed (and the ``jobs - 1`` seeds after it) must lie in 0..2**64-1."""
+    if seed is None:
+        return []
+    last = seed + max(jobs, 1) - 1
+    if seed < 0 or last > MAX_SEED:
+        what = f"{flag} {_shown(seed)}"
+        if jobs > 1 and seed >= 0:
+            what += f" with {jobs} jobs (last seed {last})"
+        return [f"{what}: a seed is an integer from 0 to {MAX_SEED}"]
+    return []
+
+
+# ------------------------------------------------------------------------------- image
+
+
+@attrs.frozen
+class ImageInfo:
+    """What an image file's header says: its format and size in pixels."""
+
+    format: str
+    width: int
+    height: int
+
+
+def _png(data: bytes) -> ImageInfo | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return ImageInfo("PNG", width, height)
+
+
+# JPEG start-of-frame markers (baseline, progressive...; not DHT C4, JPG C8, DAC CC).
+_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg(data: bytes) -> ImageInfo | None:
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if length < 2:
+            return None
+        if marker in _SOF:
+            if i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return ImageInfo("JPEG", width, height)
+        i += 2 + length
+    return None
+
+
+def _webp(data: bytes) -> ImageInfo | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return ImageInfo("WebP", width & 0x3FFF, height & 0x3FFF)
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return ImageInfo("WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return ImageInfo("WebP", width, height)
+    return None
+
+
+def image_info(data: bytes) -> ImageInfo | None:
+    """The format and size a PNG, JPEG, WebP, GIF or BMP header declares (None: none of
+    them, or a header cut short)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _png(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp(data)
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return ImageInfo("GIF", width, height)
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return ImageInfo("BMP", abs(width), abs(height))
+    return None
+
+
+def check_image(data: bytes, *, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> list[str]:
+    """Problems of an input image: empty, over the upload limit, not an image ComfyUI's
+    LoadImage reads, or a header that declares no pixels."""
+    where = f"--image {show(name)}"
+    if not data:
+        return [f"{where}: the file is empty"]
+    if len(data) > max_bytes:
+        return [f"{where}: {len(data)} bytes is over ComfyUI's upload limit of {max_bytes} bytes"]
+    info = image_info(data)
+    if info is None:
+        return [f"{where}: not an image ({', '.join(IMAGE_FORMATS)}) or its header is cut short"]
+    if info.width == 0 or info.height == 0:
+        return [f"{where}: the {info.format} header says {info.width}x{info.height} pixels"]
+    return []
+
+
+# ---------------------------------------------------------------------------- together
+
+
+@attrs.frozen
+class Preflight:
+    """What passed the pre-flight: the bindings a job would store."""
+
+    bindings: Mapping[str, str]
+
+
+def preflight(
+    workflow: Workflow,
+    *,
+    catalog: Catalog | None,
+    choices: bool = True,
+    image: bytes | None = None,
+    image_name: str | None = None,
+    image_binding: str | None = None,
+    prompt: str | None = None,
+    sets: Sequence[str] = (),
+    seed: int | None = None,
+    jobs: int = 1,
+) -> Preflight:
+    """Every check that needs no machine, all problems at once in one
+    :class:`WorkflowError` (each a line): the seeds, the image's bytes (``image``, shown as
+    ``image_name``), the bindings (``--prompt``, ``--set``, ``--seed``, and
+    ``image_binding``, the name an upload would get) and every literal value of the graph
+    they make, against ``catalog`` (``choices=False``: a combo's list is not checked)."""
+    seed_problems = check_seed(seed, jobs=jobs)
+    problems: list[str] = list(seed_problems)
+    if image is not None:
+        problems.extend(check_image(image, name=image_name or "image"))
+    bindings: dict[str, str] = {}
+    try:
+        bindings = bindings_for(
+            workflow,
+            image=image_binding,
+            prompt=prompt,
+            sets=sets,
+            seed=None if seed_problems else seed,
+            catalog=catalog,
+        )
+    except WorkflowError as exc:
+        problems.extend(exc.problems)
+    else:
+        problems.extend(
+            check_values(apply_bindings(workflow.graph, bindings), catalog, choices=choices)
+        )
+    if problems:
+        raise WorkflowError(problems, source=show(workflow.name))
+    return Preflight(bindings)

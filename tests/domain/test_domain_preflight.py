@@ -1,0 +1,198 @@
+"""Pre-flight (issue 14): values against their input's type and range, seeds, the image."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from conjure_actors.actors.example import example_sketch_png
+from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.preflight import (
+    MAX_SEED,
+    ImageInfo,
+    check_image,
+    check_seed,
+    check_value,
+    check_values,
+    image_info,
+    preflight,
+)
+from conjure_actors.domain.workflow import (
+    InputConfig,
+    catalog_from_object_info,
+    workflow_from_mapping,
+)
+from conjure_actors.sim.catalog import OBJECT_INFO
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = catalog_from_object_info(OBJECT_INFO)
+CONJURE = workflow_from_mapping(
+    json.loads((ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json").read_text()),
+    name="conjure_flux_mesh.json",
+)
+
+
+def _problems(**kwargs: Any) -> tuple[str, ...]:
+    with pytest.raises(WorkflowError) as info:
+        preflight(CONJURE, catalog=CATALOG, **kwargs)
+    return info.value.problems
+
+
+def _image(fmt: str, size: tuple[int, int] = (7, 5)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size).save(out, fmt)
+    return out.getvalue()
+
+
+def test_the_example_passes() -> None:
+    """The CONJURE workflow with its sketch, a prompt and a seed passes; seeds are bound."""
+    checked = preflight(
+        CONJURE, catalog=CATALOG, image=example_sketch_png(), prompt="fox", seed=3, jobs=2
+    )
+    assert checked.bindings["20.seed"] == "3"
+
+
+def test_a_word_for_an_int_is_refused() -> None:
+    """``--set 20.steps=abc`` (issue 14) names node, class, input and value."""
+    assert _problems(sets=["20.steps=abc"]) == (
+        "node 20 (KSampler) input 'steps': expects an integer, got 'abc'",
+    )
+
+
+def test_numbers_out_of_range_are_refused_all_at_once() -> None:
+    """Above a FLOAT's max and below an INT's min: both problems in one error."""
+    assert _problems(sets=["20.cfg=1000", "20.steps=0"]) == (
+        "node 20 (KSampler) input 'steps': 0 is below the minimum 1",
+        "node 20 (KSampler) input 'cfg': 1000 is above the maximum 100.0",
+    )
+
+
+def test_a_combo_value_must_be_a_choice() -> None:
+    """A sampler name that the server does not list is refused, with some choices shown."""
+    (problem,) = _problems(sets=['20.sampler_name="eulr"'])
+    assert problem.startswith("node 20 (KSampler) input 'sampler_name': 'eulr' is not one of:")
+    assert "'euler'" in problem
+
+
+def test_combo_choices_can_be_left_unchecked() -> None:
+    """choices=False (a catalogue that is not the target's own) leaves model names alone."""
+    preflight(CONJURE, catalog=CATALOG, choices=False, sets=['12.unet_name="mine.safetensors"'])
+
+
+def test_an_upload_combo_takes_any_name() -> None:
+    """LoadImage's list is the server's input folder: the run's own upload is not in it."""
+    config = InputConfig.from_object_info([["a.png"], {"image_upload": True}])
+    assert check_value("new.png", config) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (True, None),
+        ("false", "expects true or false, got 'false'"),
+        (1, "expects true or false, got 1"),
+    ],
+)
+def test_a_boolean_takes_true_or_false(value: object, problem: str | None) -> None:
+    """ComfyUI's bool("false") is True: anything but a JSON boolean is refused."""
+    assert check_value(value, InputConfig("BOOLEAN")) == problem
+
+
+def test_a_fraction_for_an_int_is_refused() -> None:
+    """ComfyUI would cut 1.5 to 1 silently."""
+    assert check_value(1.5, InputConfig("INT")) == (
+        "expects an integer, got 1.5 (ComfyUI would cut it)"
+    )
+
+
+@pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, 99999999999999999999999])
+def test_seeds_outside_64_bits_are_refused(seed: int) -> None:
+    """``--seed -1`` and ``--seed 99999999999999999999999`` (issue 14): one problem."""
+    assert _problems(seed=seed) == (f"--seed {seed}: a seed is an integer from 0 to {MAX_SEED}",)
+
+
+def test_the_last_seed_of_many_jobs_must_fit() -> None:
+    """Job i runs seed + i: the last one must fit in 64 bits too."""
+    assert check_seed(MAX_SEED, jobs=2) == [
+        f"--seed {MAX_SEED} with 2 jobs (last seed {MAX_SEED + 1}): a seed is an integer"
+        f" from 0 to {MAX_SEED}"
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_image_headers_give_format_and_size(fmt: str) -> None:
+    """Each format LoadImage reads is recognised with its size in pixels."""
+    info = image_info(_image(fmt))
+    assert info is not None
+    assert (info.format.upper(), info.width, info.height) == (fmt, 7, 5)
+
+
+def test_a_lossless_webp_is_read() -> None:
+    """WebP's VP8L (lossless) header too."""
+    out = io.BytesIO()
+    Image.new("RGB", (300, 2)).save(out, "WEBP", lossless=True)
+    assert image_info(out.getvalue()) == ImageInfo("WebP", 300, 2)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"", "--image x: the file is empty"),
+        (
+            b"hello",
+            "--image x: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+        ),
+        (
+            b"\x89PNG\r\n\x1a\n",
+            "--image x: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+        ),
+    ],
+)
+def test_bad_images_are_refused(data: bytes, problem: str) -> None:
+    """Empty, not an image, a header cut short: one problem each."""
+    assert check_image(data, name="x") == [problem]
+
+
+def test_an_image_over_the_upload_limit_is_refused() -> None:
+    """ComfyUI refuses uploads over its max_upload_size."""
+    assert check_image(_image("PNG"), name="x", max_bytes=10) == [
+        f"--image x: {len(_image('PNG'))} bytes is over ComfyUI's upload limit of 10 bytes"
+    ]
+
+
+@given(st.binary(max_size=64))
+def test_image_info_never_raises(data: bytes) -> None:
+    """Any bytes: an ImageInfo or None, never an exception (a header is read defensively)."""
+    info = image_info(data)
+    assert info is None or (info.width >= 0 and info.height >= 0)
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=5),
+        st.lists(st.integers(), max_size=2),
+    ),
+    st.sampled_from(["INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "IMAGE"]),
+)
+def test_check_value_is_total_and_one_line(value: object, kind: str) -> None:
+    """Any value against any kind: None or a one-line problem, never an exception."""
+    config = InputConfig(kind, minimum=0, maximum=10, choices=("a",) if kind == "COMBO" else None)
+    problem = check_value(value, config)
+    assert problem is None or problem.splitlines() == [problem]
+
+
+def test_values_of_unknown_classes_are_not_judged() -> None:
+    """A class the catalogue does not describe: no value problem invented for it."""
+    graph = {"1": {"class_type": "MyNode", "inputs": {"x": "anything"}}}
+    assert check_values(graph, CATALOG) == []
