@@ -170,6 +170,8 @@ def _default_log() -> Path:
 def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if not -(2**63) <= args.priority < 2**63:
+        raise UsageError(f"--priority {args.priority}: use an integer from -2**63 to 2**63-1")
     config = _config(args)
     json_mode = config.monitor.json or not sys.stdout.isatty()
     out = Out(json_mode, sys.stdout, sys.stderr)
@@ -215,8 +217,19 @@ def _prepare(
             raise UsageError(f"{log_path} holds no run to resume; run without --resume")
         if status.state == "torn":
             print(f"note: {status.message}", file=sys.stderr)
+        if _log_in_use(log_path):
+            raise UsageError(
+                f"--resume {shlex.quote(str(log_path))}: another run is writing this log"
+                " (it holds its lock): wait for it to end, or stop it with Ctrl-C first"
+            )
     else:
         log_path = Path(args.log) if args.log else _default_log()
+        if args.log and (log_path.exists() or log_path.is_symlink()):
+            raise UsageError(
+                f"--log {shlex.quote(args.log)}: the file exists and a new run never appends"
+                f" to an old one: pass --resume {shlex.quote(args.log)} to finish that run,"
+                " or another --log path"
+            )
         if args.workflow:
             workflow = load_workflow(args.workflow)
         else:
@@ -225,6 +238,7 @@ def _prepare(
             )
     image: bytes | None = None
     prompt = args.prompt
+    _check_out_dir(Path(args.out))
     if not args.resume:
         if args.image:
             try:
@@ -237,9 +251,7 @@ def _prepare(
             image = example_sketch_png()
         if prompt is None and not args.workflow:
             prompt = DEFAULT_PROMPT
-        from conjure_actors.domain.workflow import bindings_for
-
-        bindings_for(workflow, prompt=prompt, sets=args.sets, seed=args.seed)
+        _preflight(args, config, workflow, image, prompt)  # one line per problem, exit 2
     if config.mode != "comfyui":
         require_priced_server_type(config)
     _check_budget(config)
@@ -248,6 +260,65 @@ def _prepare(
     except OSError as exc:
         raise UsageError(f"cannot create {log_path.parent}: {exc.strerror}") from None
     return log_path, workflow, image, prompt
+
+
+def _log_in_use(path: Path) -> bool:
+    """Whether a live writer holds ``path``'s lock (eventlog's writers hold an exclusive
+    ``flock`` for their lifetime): asked before anything starts, released at once."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # eventlog.inspect said it is a log: opening it will say the rest
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken here
+    return False
+
+
+def _preflight(
+    args: argparse.Namespace, config: Config, workflow: Any, image: bytes | None, prompt: Any
+) -> None:
+    """Everything the target can refuse, checked before a machine is launched (the same
+    checks as ``validate``): the graph against the target's node catalogue, --set values,
+    seeds, the image."""
+    from conjure_actors.commands.validate import check_before_launch, run_target, target_note
+
+    target = run_target(
+        config.mode,
+        comfyui_url=config.comfyui_url,
+        workflow_version=config.runcomfy.workflow_version or None,
+    )
+    check_before_launch(
+        workflow,
+        target,
+        image=image,
+        image_name=args.image or "(the example sketch)",
+        image_binding=Path(args.image).name if args.image else None,
+        prompt=prompt,
+        sets=args.sets,
+        seed=args.seed,
+        jobs=args.jobs,
+    )
+    note = target_note(workflow, target)
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """--out must be a directory this run can write (made now, not after paying)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--out {out_dir}: cannot create it ({exc.strerror or exc}): pick another directory"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: not writable: pick another directory")
 
 
 async def _main(
