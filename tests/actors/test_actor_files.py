@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import trio
+import trio.testing
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -134,3 +140,133 @@ def test_dev_machine_state_file_is_written_durably_with_mode_0600(tmp_path: Path
     assert read_dev_machine(path) == machine
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["dev_machine.json"]
+
+
+# ---------------------------------------------------------------- a job's outputs, end to end
+
+
+class _RenamingTransport(httpx.AsyncBaseTransport):
+    """The cloud's transport, with every output entry of /history answers rewritten."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        rename: Callable[[dict], None],
+        originals: dict[str, str],
+    ) -> None:
+        self._inner, self._rename, self._originals = inner, rename, originals
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        name = request.url.params.get("filename")
+        if request.url.path == "/view" and name in self._originals:
+            # Ask the simulator for the file where it really is.
+            url = request.url.copy_set_param("subfolder", self._originals[name])
+            request = httpx.Request(request.method, url, headers=request.headers)
+        response = await self._inner.handle_async_request(request)
+        if not request.url.path.startswith("/history/") or response.status_code != 200:
+            return response
+        body = json.loads(await response.aread())
+        for entry in body.values():
+            for ui in entry.get("outputs", {}).values():
+                for files_ in ui.values():
+                    for item in files_:
+                        if isinstance(item, dict) and "filename" in item:
+                            subfolder = item.get("subfolder", "")
+                            self._rename(item)
+                            self._originals[item["filename"]] = subfolder
+        return httpx.Response(200, json=body)
+
+
+class _HostileCloud:
+    """The simulated cloud, answering /history with outputs renamed by ``rename``."""
+
+    def __init__(self, cloud: Any, rename: Callable[[dict], None]) -> None:
+        self._cloud, self._rename = cloud, rename
+        self._originals: dict[str, str] = {}  # renamed filename -> the sim's subfolder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cloud, name)
+
+    def http_transport(self) -> httpx.AsyncBaseTransport:
+        return _RenamingTransport(self._cloud.http_transport(), self._rename, self._originals)
+
+
+async def _run_one_job(cloud: Any, tmp_path: Path, wall: Any) -> tuple[Any, list[Any]]:
+    from conftest import run_conjure, sim_config
+
+    import eventlog
+    from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+    from conjure_actors.domain.events import Event
+
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    graph = json.loads(bundled_workflow())
+    async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure:
+        job = await conjure.submit(graph, image=example_sketch_png(), prompt="a fox")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        return conjure.state.jobs[job], [r.event for r in log.records()]
+
+
+async def test_a_nul_in_an_output_filename_fails_the_job_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A NUL in an output's filename: the job fails once with one line, no retry, no crash."""
+    from conftest import open_test_cloud
+
+    from conjure_actors.clock import TrioWallClock
+
+    def nul(item: dict) -> None:
+        item["filename"] = "evil\x00" + item["filename"]
+
+    wall = TrioWallClock()
+    async with open_test_cloud(wall.now) as cloud:
+        job, events = await _run_one_job(_HostileCloud(cloud, nul), tmp_path / "out", wall)
+    assert job.status == "failed"
+    assert job.error.error_type == "UnsafeOutputName"
+    assert "\n" not in job.error.message
+    assert "\x00" not in job.error.message
+    assert job.attempt == 1
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("JobFailed") == 1
+    assert "JobRetrying" not in kinds
+    assert "ActorCrashed" not in kinds
+
+
+async def test_a_subfolder_climbing_out_fails_the_job_and_writes_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """An output in subfolder '../../..': refused, nothing is written outside OUT/<job>/."""
+    from conftest import open_test_cloud
+
+    from conjure_actors.clock import TrioWallClock
+
+    def climb(item: dict) -> None:
+        item["subfolder"] = "../../.."
+
+    wall = TrioWallClock()
+    async with open_test_cloud(wall.now) as cloud:
+        job, _ = await _run_one_job(_HostileCloud(cloud, climb), tmp_path / "out", wall)
+    assert job.error.error_type == "UnsafeOutputName"
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]  # noqa: ASYNC240
+    assert all((tmp_path / "out") in p.parents for p in written), written
+
+
+async def test_outputs_keep_their_subfolder_under_the_job_folder(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Outputs in subfolder 'a/b' are saved as OUT/<job>/a/b/<filename>, sha256 intact."""
+    from conftest import open_test_cloud
+
+    from conjure_actors.clock import TrioWallClock
+
+    def nest(item: dict) -> None:
+        item["subfolder"] = "a/b"
+
+    wall = TrioWallClock()
+    async with open_test_cloud(wall.now) as cloud:
+        job, _ = await _run_one_job(_HostileCloud(cloud, nest), tmp_path / "out", wall)
+    assert job.status == "succeeded", job
+    for output in job.outputs:
+        path = Path(output.path)
+        assert path.parent == tmp_path / "out" / job.job_id / "a" / "b"
+        assert files.hash_file(path) == (output.size, output.sha256)
