@@ -301,6 +301,13 @@ class AssetActor(Actor):
                 continue
             if api.expires_at <= now:
                 await self.ctx.emit(se.ApiJobExpired(job_id=api.job_id, at=now))
+        for claim in list(state.service.idempotency.values()):
+            if claim.expires_at <= now:
+                await self.ctx.emit(
+                    se.IdempotencyKeyReleased(
+                        key=claim.key, scope=claim.scope, reason="expired", at=now
+                    )
+                )
         for record in list(state.service.assets.values()):
             if record.expires_at is not None and record.expires_at <= now:
                 await self.ctx.emit(se.AssetExpired(asset_id=record.asset_id, at=now))

@@ -513,61 +513,77 @@ async def events(request: Request) -> Response:
             " GET /api/v2/jobs/{id}",
             headers={"Retry-After": str(service.settings.retry_after)},
         )
-    service.open_streams += 1
 
     def frame(name: str, data: Mapping[str, Any]) -> dict[str, str]:
         return {"event": name, "data": json.dumps(data, separators=(",", ":"))}
 
     async def stream() -> AsyncIterator[dict[str, str]]:
-        try:
-            async with service.journal.subscribe(max_buffer=math.inf) as records:
-                view = job_view(request, service, job_id)
-                status = view["status"]
-                yield frame("status", _status_payload(view))
-                if view["progress"] is not None:
-                    yield frame("progress", view["progress"])
-                if status in TERMINAL_API:
+        async with service.journal.subscribe(max_buffer=math.inf) as records:
+            view = job_view(request, service, job_id)
+            status = view["status"]
+            yield frame("status", _status_payload(view))
+            sent_progress = view["progress"]
+            if sent_progress is not None:
+                yield frame("progress", sent_progress)
+            if status in TERMINAL_API:
+                return
+            sent_outputs = {o["id"] for o in view["outputs"]}
+            dirty = False
+            last_progress = time.monotonic()
+            while True:
+                with trio.move_on_after(service.settings.progress_interval):
+                    record = await records.receive()
+                    if _concerns(record.event, job_id):
+                        dirty = True
+                    if isinstance(record.event, se.AssetRecorded | ev.SystemStopped):
+                        dirty = True
+                if service.stopping.is_set():
                     return
-                sent_outputs = {o["id"] for o in view["outputs"]}
-                dirty = False
-                last_progress = time.monotonic()
-                while True:
-                    with trio.move_on_after(service.settings.progress_interval):
-                        record = await records.receive()
-                        if _concerns(record.event, job_id):
-                            dirty = True
-                        if isinstance(record.event, se.AssetRecorded | ev.SystemStopped):
-                            dirty = True
-                    if service.stopping.is_set():
+                if not dirty:
+                    continue
+                try:
+                    view = job_view(request, service, job_id)
+                except ApiError:
+                    return  # expired meanwhile
+                for out in view["outputs"]:
+                    if out["id"] not in sent_outputs:
+                        sent_outputs.add(out["id"])
+                        yield frame("output", out)
+                if view["status"] != status:
+                    status = view["status"]
+                    if status in TERMINAL_API:
+                        yield frame("status", _status_payload(view, full=True))
                         return
-                    if not dirty:
-                        continue
-                    try:
-                        view = job_view(request, service, job_id)
-                    except ApiError:
-                        return  # expired meanwhile
-                    for out in view["outputs"]:
-                        if out["id"] not in sent_outputs:
-                            sent_outputs.add(out["id"])
-                            yield frame("output", out)
-                    if view["status"] != status:
-                        status = view["status"]
-                        if status in TERMINAL_API:
-                            yield frame("status", _status_payload(view, full=True))
-                            return
-                        yield frame("status", _status_payload(view))
+                    yield frame("status", _status_payload(view))
+                # Progress at most every progress_interval; a newer snapshot held back by
+                # the throttle keeps the stream dirty so it goes out on the next tick.
+                dirty = False
+                progress = view["progress"]
+                if progress is not None and progress != sent_progress:
                     now = time.monotonic()
-                    if (
-                        view["progress"] is not None
-                        and now - last_progress >= service.settings.progress_interval
-                    ):
-                        last_progress = now
-                        yield frame("progress", view["progress"])
-                    dirty = False
-        finally:
-            service.open_streams -= 1
+                    if now - last_progress >= service.settings.progress_interval:
+                        last_progress, sent_progress = now, progress
+                        yield frame("progress", progress)
+                    else:
+                        dirty = True
 
-    return EventSourceResponse(stream(), ping=15, send_timeout=30)
+    service.open_streams += 1
+    return _CountedStream(service, stream(), ping=15, send_timeout=30)
+
+
+class _CountedStream(EventSourceResponse):
+    """An SSE response that frees its slot of ``max_streams`` however it ends (the stream
+    ran out, the client left, the server stopped), even if it never started."""
+
+    def __init__(self, service: Service, content: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._service = service
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._service.open_streams -= 1
 
 
 def _status_payload(view: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:

@@ -171,3 +171,28 @@ async def test_full_queue_answers_429_with_retry_after(sim_config: Any, tmp_path
         assert second.status_code == 429
         assert second.json()["error"]["code"] == "queue_full"
         assert int(second.headers["retry-after"]) > 0
+
+
+async def test_event_streams_past_the_cap_are_refused_and_slots_come_back(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """With max_streams=1 a second stream is 429 too_many_streams; once the first ends,
+    a new one is served."""
+    body = {"workflow": workflow("invert_save.json")}
+    async with (
+        serving(sim_config, tmp_path, settings=Settings(max_streams=1)) as served,
+        httpx.AsyncClient(timeout=60) as http,
+    ):
+        job = (await _post_job(http, served.url, json=body)).json()
+        events = f"{served.url}{job['urls']['events']}"
+        with trio.fail_after(60):
+            async with http.stream("GET", events) as first:
+                assert first.status_code == 200
+                second = await http.get(events)
+                async for _ in first.aiter_lines():
+                    pass
+            third = await http.get(events)
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "too_many_streams"
+    assert third.status_code == 200
+    assert served.service.open_streams == 0
