@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -43,6 +44,8 @@ from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
 
 __all__ = ["Service", "Settings", "create_app", "open_service", "serve_app"]
+
+log = logging.getLogger("conjure_actors.service")
 
 
 @attrs.frozen
@@ -230,20 +233,32 @@ def create_app(
     return app
 
 
-def _default_catalog(mode: str) -> tuple[Catalog | None, bool]:
-    """The node catalog to validate submissions with, and whether it is complete (strict).
+async def _node_catalog(conjure: Any, config: Any) -> Catalog | None:
+    """The node catalog submissions are validated with (None: structure only).
 
-    On the simulated cloud the simulator's catalog is the truth; elsewhere we cannot know
-    the machine's custom nodes, so graphs are checked for structure only and the machine's
-    ComfyUI validates node classes (a rejection fails the job)."""
+    On the simulated cloud, the simulator's catalog; with ``--comfyui-url``, that ComfyUI's
+    ``/object_info`` (what it will accept); on RunComfy no machine may be up to ask, so
+    graphs are checked for structure only and the machine's ComfyUI validates node
+    classes (a rejection fails the job)."""
     from conjure_actors.domain.workflow import catalog_from_object_info
 
-    try:
+    mode = conjure.ctx.mode
+    if mode == "simulated":
         from conjure_actors.sim.catalog import object_info
-    except ImportError:  # pragma: no cover - the simulator ships with the package
-        return None, False
-    catalog = catalog_from_object_info(object_info(()))
-    return catalog, mode == "simulated"
+
+        return catalog_from_object_info(object_info(()))
+    if mode == "comfyui" and config.comfyui_url:
+        from conjure_actors.actors.conjure import make_comfyui_client
+        from conjure_actors.clients.errors import ClientError
+
+        client = make_comfyui_client(conjure.ctx, "comfyui", config.comfyui_url)
+        try:
+            info = await client.object_info()
+        except ClientError as exc:  # a ComfyUI without /object_info: structure only
+            log.warning("no node catalog from the ComfyUI (%s): structure checks only", exc)
+            return None
+        return catalog_from_object_info(info) if info else None
+    return None
 
 
 @asynccontextmanager
@@ -266,15 +281,8 @@ async def open_service(
             functools.partial(AssetActor, conjure.ctx, blobs, settings.retention),
             name="assets",
         )
-        catalog, strict = _default_catalog(conjure.ctx.mode)
-        service = Service(
-            conjure,
-            ref,
-            blobs,
-            settings,
-            catalog=catalog if strict else None,
-            mode=conjure.ctx.mode,
-        )
+        catalog = await _node_catalog(conjure, config)
+        service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
         try:
             yield service
         finally:

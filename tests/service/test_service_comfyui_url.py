@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from service_helpers import in_thread, serving, workflow
@@ -47,3 +48,23 @@ async def test_sdk_job_with_an_asset_runs_on_the_given_comfyui(
     assert data.startswith(b"\x89PNG")
     assert [m.kind for m in machines.values()] == ["comfyui"]
     assert len(comfy.sim.prompts_run) == 1
+
+
+async def test_unknown_node_is_refused_from_the_comfyuis_catalog(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """With --comfyui-url, submissions are checked against that ComfyUI's /object_info:
+    an unknown class is 422 invalid_workflow before anything runs."""
+    graph = workflow("invert_save.json")
+    graph["2"]["class_type"] = "NotInThisComfyUI"
+    async with trio.open_nursery() as nursery:
+        comfy: ServedComfyUI = await nursery.start(serve_comfyui, ComfyUISim())
+        config = load_config(config_file=None, flags={"comfyui_url": comfy.url})
+        async with serving(config, tmp_path) as served, httpx.AsyncClient() as http:
+            answer = await http.post(f"{served.url}/api/v2/jobs", json={"workflow": graph})
+            jobs = dict(served.service.state.jobs)
+        nursery.cancel_scope.cancel()
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "invalid_workflow"
+    assert jobs == {}
+    assert comfy.sim.prompts_run == []

@@ -282,3 +282,29 @@ async def test_events_progress_is_throttled_to_about_two_per_second(
     # The first one is the snapshot on connect; the throttle applies from there on.
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(progress[1:])]
     assert all(gap >= 0.3 for gap in gaps), gaps
+
+
+async def test_failed_job_carries_the_node_error(
+    sim_config: Any, tmp_path: Path, sdk: Callable[[str], Any]
+) -> None:
+    """A job that fails at run time ends failed with error {code, message, node_id,
+    class_type}; result() raises JobFailed."""
+    from comfy_sdk.exceptions import JobFailed
+
+    async with serving(sim_config, tmp_path) as served:
+
+        def use() -> Any:
+            with sdk(served.url) as client:
+                client._low.post_assets(_stream(b"not a png"), "image/png", "heldout_broken.png")
+                job = client.submit(client.workflows.from_json(workflow("load_broken_file.json")))
+                with pytest.raises(JobFailed):
+                    job.result()
+                return job
+
+        with trio.fail_after(60):
+            job = await in_thread(use)
+    assert job.status == "failed"
+    assert job.error.node_id == "1"
+    assert job.error.class_type == "LoadImage"
+    assert job.error.code == "node_execution_error"
+    assert job.error.message
