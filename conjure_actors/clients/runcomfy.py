@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -67,6 +68,7 @@ KNOWN_STATUSES: Final = frozenset(
 _BODY_LIMIT: Final = 200
 # The largest answer read: a list of every server of an account is a few kB.
 _ANSWER_LIMIT: Final = 8 * 1024 * 1024
+_MAX_HOSTS: Final = 1024
 _URL_RE: Final = re.compile(r"(?:https?|wss?)://[^\s\"'<>]+", re.IGNORECASE)
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -206,7 +208,9 @@ class RunComfyClient:
         self.policy = policy or RunComfyPolicy()
         self._rng = rng or random.Random()
         self._launched_at: dict[str, float] = {}
-        self._hosts: set[str] = set()
+        # Machine hosts seen, to scrub from error bodies: the newest MAX_HOSTS only, so that
+        # a client that outlives thousands of machines does not keep every name.
+        self._hosts: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"RunComfyClient(user_id={self._user_id!r}, token=<redacted>)"
@@ -487,7 +491,10 @@ class RunComfyClient:
                     f"RunComfy {what}: server {wire.server_id} has an unusable service URL"
                 ) from None
             if host:
-                self._hosts.add(host)
+                self._hosts[host] = None
+                self._hosts.move_to_end(host)
+                while len(self._hosts) > _MAX_HOSTS:
+                    self._hosts.popitem(last=False)
             url = SecretURL(wire.main_service_url, f"server {wire.server_id}")
         duration = wire.estimated_duration
         if duration is not None and not math.isfinite(duration):
