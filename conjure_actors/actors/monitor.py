@@ -1,10 +1,12 @@
 """The MonitorActor: the live view and stall detection.
 
-It owns its state like every actor: a child task follows the journal and forwards each
-published record to the actor as a message, a timer child sends a tick; the actor feeds its
-sink (JSON lines, the Rich view), keeps the :class:`~conjure_actors.actors.view.StallDetector`
-and, for a running job silent too long, emits its one event, ``JobStalled``, then tells the
-job's WorkflowActor (``notify_stall``), which follows the prompt by polling.
+It owns its state like every actor: a child task follows the journal, shows each record on
+the sink (JSON lines, the Rich view: display, not state, and shown as soon as published, to
+the very last record) and forwards the records that tell whether a job is alive to the actor
+as messages; a timer child sends a tick. The actor keeps the
+:class:`~conjure_actors.actors.view.StallDetector` and, for a running job silent too long,
+emits its one event, ``JobStalled``, then tells the job's WorkflowActor (``notify_stall``),
+which follows the prompt by polling.
 
 A sink that fails (the terminal went away: SIGHUP, a closed pipe) is dropped with one log
 line; the view is not worth stopping the run for.
@@ -12,6 +14,7 @@ line; the view is not worth stopping the run for.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -50,6 +53,10 @@ _DONE = (
 )
 
 
+def _record_on(record: Any, state: st.State, sink: MonitorSink) -> None:
+    sink.record(record.seq, record.ts, record.event, state)
+
+
 class MonitorSink:
     """Where the MonitorActor shows things (JSON lines, the Rich view, or nowhere)."""
 
@@ -64,9 +71,9 @@ class MonitorSink:
 
 
 @attrs.frozen
-class _Record:
-    seq: int
-    ts: float
+class _Seen:
+    """A job showed a sign of life, or stopped needing to (from the watching child)."""
+
     event: Any
 
 
@@ -99,11 +106,14 @@ class MonitorActor(Actor):
         self.start_soon(self._ticks, name="monitor-ticks")
 
     async def _watch(self, ready: trio.Event) -> None:
-        """Child: forward every published record to the actor."""
+        """Child: show every published record; forward a job's signs of life and ends."""
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             ready.set()
             async for record in records:
-                await self._tell(_Record(record.seq, record.ts, record.event))
+                event = record.event
+                self._show(functools.partial(_record_on, record, self.ctx.state))
+                if isinstance(event, _ALIVE + _DONE):
+                    await self._tell(_Seen(event))
 
     async def _ticks(self) -> None:
         """Child: a tick per period (the view redraws, silent jobs are looked for)."""
@@ -120,13 +130,11 @@ class MonitorActor(Actor):
 
     async def receive(self, msg: Any) -> Any:
         match msg:
-            case _Record(seq=seq, ts=ts, event=event):
-                now = trio.current_time()
+            case _Seen(event=event):
                 if isinstance(event, _ALIVE):
-                    self.detector.alive(event.job_id, now)
-                elif isinstance(event, _DONE):
+                    self.detector.alive(event.job_id, trio.current_time())
+                else:
                     self.detector.forget(event.job_id)
-                self._show(lambda sink: sink.record(seq, ts, event, self.ctx.state))
             case _Tick():
                 self._show(lambda sink: sink.tick(self.ctx.state))
                 for job_id, idle in self.detector.stalled(trio.current_time()):

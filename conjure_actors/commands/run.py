@@ -10,18 +10,23 @@ stdout, the human lines (banner, summary) on stderr and as ``run.banner``/``run.
 JSON lines. The log goes to ``./runs/`` (mode 0600) unless ``--log``; outputs to
 ``OUT/<job_id>/``.
 
-Ctrl-C: stop launching, cancel the jobs, stop every machine this run launched (shielded, with
-a deadline), log ``SystemStopped``, print the summary, exit 130. A second Ctrl-C exits at once
-and names the machines (and launches in flight) that may still be running, and the
-``--resume LOG`` that stops them.
+Ctrl-C, SIGTERM, SIGHUP (the terminal closed): stop launching, leave every unfinished job
+``interrupted`` (``run --resume LOG`` runs it to the end; a job the user cancelled stays
+cancelled), stop every machine this run launched or adopted (shielded, with a deadline), log
+``SystemStopped``, print the summary (if the terminal is still there). A second Ctrl-C exits at
+once and names the machines (and launches in flight) that may still be running, and the
+``--resume LOG`` that stops them. An error anywhere runs the same ordered shutdown and prints
+one line (a traceback only with ``--debug``); if the log cannot take more (a full disk), the
+machines are stopped anyway and the line says so and names them.
 
 Exit: 0 when every job succeeded, 1 when one failed or was cancelled (or on an error), 2 on bad
-input, 130 on Ctrl-C.
+input, 130 on Ctrl-C (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import shlex
@@ -31,7 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import trio
 
@@ -47,11 +52,26 @@ from conjure_actors.actors.view import (
     summary_lines,
 )
 from conjure_actors.config import Config, load_config, require_priced_server_type
+from conjure_actors.errgroups import describe, leaves, meaningful
 from conjure_actors.errors import BudgetError, ConjureError, UsageError
+
+log = logging.getLogger("conjure_actors.commands.run")
 
 HELP = "run a workflow (default: the CONJURE example on the embedded simulated cloud)"
 
 EXIT_INTERRUPTED = 130
+# More jobs than this in one run is a typo (every one is queued and may launch machines);
+# a bigger batch is several runs.
+MAX_JOBS: Final = 10_000
+
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals that end a run in order (``128 + signum`` is the exit code)."""
+
+_REASONS: Final = {
+    signal.SIGINT: "interrupted",
+    signal.SIGTERM: "terminated",
+    signal.SIGHUP: "hangup",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,8 +188,8 @@ def _default_log() -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {args.jobs}: use a number from 1 to {MAX_JOBS}")
     if not -(2**63) <= args.priority < 2**63:
         raise UsageError(f"--priority {args.priority}: use an integer from -2**63 to 2**63-1")
     config = _config(args)
@@ -178,23 +198,25 @@ def main(args: argparse.Namespace) -> int:
     prepared = _prepare(args, config)
     try:
         return trio.run(_main, args, config, out, prepared)
-    except BaseExceptionGroup as group:
-        leaf = first_conjure_error(group)
-        if leaf is not None:
-            raise leaf from None
-        raise
+    except BaseException as exc:
+        if getattr(args, "debug", False):
+            raise
+        raise one_line_error(exc) from None
+
+
+def one_line_error(exc: BaseException) -> BaseException:
+    """What the user sees of ``exc`` (one line, through the CLI): the meaningful error of an
+    exception group; a ConjureError or an interrupt as it is; anything else (a bug, an
+    unexpected OSError) as a ConjureError naming it and ``--debug``."""
+    leaf = meaningful(exc)
+    if leaf is None or isinstance(leaf, ConjureError | KeyboardInterrupt | SystemExit):
+        return leaf if leaf is not None else exc
+    return ConjureError(f"{describe(leaf)} (run with --debug for the traceback)")
 
 
 def first_conjure_error(group: BaseExceptionGroup[BaseException]) -> ConjureError | None:
     """The first ConjureError inside nested exception groups (what the user must see)."""
-    for exc in group.exceptions:
-        if isinstance(exc, ConjureError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = first_conjure_error(exc)
-            if found is not None:
-                return found
-    return None
+    return next((e for e in leaves(group) if isinstance(e, ConjureError)), None)
 
 
 def _prepare(
@@ -472,12 +494,12 @@ async def _run(
     from conjure_actors.actors.conjure import open_conjure
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.domain.events import Event
-    from conjure_actors.domain.state import apply, initial_state
+    from conjure_actors.domain.state import RESUMABLE_STATUSES, apply, initial_state
 
     wall = SystemWallClock()
     started = time.monotonic()
     out_dir = Path(args.out)
-    interrupted = False
+    interrupted: signal.Signals | None = None
     job_ids: list[str] = []
     state: Any = None
     sink: Any = JsonSink(out.stdout) if out.json_mode else None
@@ -511,19 +533,20 @@ async def _run(
 
                 async def watch_signals() -> None:
                     nonlocal interrupted
-                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for _ in signals:
-                            if not interrupted:
-                                interrupted = True
-                                print(
-                                    "interrupted: stopping launches, cancelling jobs, "
-                                    "stopping machines (Ctrl-C again to quit at once)",
-                                    file=sys.stderr,
-                                    flush=True,
+                    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                        async for signum in signals:
+                            if interrupted is None:
+                                interrupted = signal.Signals(signum)
+                                if signum == signal.SIGHUP:
+                                    _detach_from_terminal()
+                                _tell(
+                                    f"{_REASONS[interrupted]}: stopping launches, leaving "
+                                    "unfinished jobs for --resume, stopping machines "
+                                    "(Ctrl-C again to quit at once)"
                                 )
                                 work.cancel()
-                            else:
-                                print(_quit_now(conjure, log_path), file=sys.stderr, flush=True)
+                            elif signum == signal.SIGINT:
+                                _tell(_quit_now(conjure, log_path))
                                 os._exit(EXIT_INTERRUPTED)
 
                 nursery.start_soon(watch_signals)
@@ -541,31 +564,71 @@ async def _run(
                             )
                             job_ids.append(job_id)
                     else:
-                        job_ids.extend(conjure.active_jobs())
+                        job_ids.extend(
+                            j.job_id
+                            for j in conjure.state.jobs.values()
+                            if j.status in RESUMABLE_STATUSES
+                        )
                     await conjure.wait_until_idle()
-                reason = "interrupted" if interrupted else "done"
+                reason = _REASONS[interrupted] if interrupted is not None else "done"
                 left = await conjure.shutdown(reason)
                 nursery.cancel_scope.cancel()
             state = journal.state
     finally:
         if sink is not None:
-            if state is not None:
-                sink.tick(state)
-            sink.close()
+            try:
+                if state is not None:
+                    sink.tick(state)
+                sink.close()
+            except OSError as exc:  # the terminal went away (SIGHUP)
+                log.info("the live view could not close: %s", exc)
     summary = summarize(state, job_ids or None)
-    for line in summary_lines(
-        summary,
-        seconds=time.monotonic() - started,
-        out_dir=str(out_dir),
-        log_path=str(log_path),
-        mode=mode,
-    ):
-        out.say(line, "run.summary")
-    if left:
-        out.say("machines that may still be running: " + ", ".join(left), "run.warning")
-    if interrupted:
-        return EXIT_INTERRUPTED
+    try:
+        for line in summary_lines(
+            summary,
+            seconds=time.monotonic() - started,
+            out_dir=str(out_dir),
+            log_path=str(log_path),
+            mode=mode,
+        ):
+            out.say(line, "run.summary")
+        if left:
+            out.say("machines that may still be running: " + ", ".join(left), "run.warning")
+        if summary.unfinished:
+            out.say(
+                f"{summary.unfinished} unfinished job(s): python -m conjure_actors run "
+                f"--resume {shlex.quote(str(log_path))} runs them to the end",
+                "run.info",
+            )
+    except OSError as exc:  # no terminal to print to any more (SIGHUP): the log has it all
+        log.info("summary not printed: %s", exc)
+    if interrupted is not None:
+        return 128 + int(interrupted)
     return 0 if summary.succeeded == summary.jobs else 1
+
+
+def _detach_from_terminal() -> None:
+    """The terminal hung up: later writes to it would fail (EIO, EPIPE) and an exit that
+    cannot flush stdout fails too; point stdout and stderr at /dev/null (the log keeps the
+    whole story)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError as exc:
+        log.warning("hangup: cannot open %s: %s", os.devnull, exc)
+        return
+    try:
+        for fd in (1, 2):
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _tell(text: str) -> None:
+    """One line on stderr, if there still is one (after SIGHUP the terminal may be gone)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError as exc:
+        log.info("%s (not shown: %s)", text, exc)
 
 
 __all__ = ["ConjureError", "add_arguments", "main"]
