@@ -59,6 +59,13 @@ async def send_capped(
     request = http.build_request(method, url, **kwargs)
     response = await http.send(request, stream=True)
     try:
+        # The common case: a plain body whose length is declared and within the limit
+        # (the HTTP/1.1 parser never reads past Content-Length) is read as it is.
+        declared = response.headers.get("content-length", "")
+        identity = response.headers.get("content-encoding", "identity") == "identity"
+        if identity and declared.isdecimal() and int(declared) <= limit:
+            await response.aread()
+            return response
         parts: list[bytes] = []
         size = 0
         chunks = response.aiter_bytes()
