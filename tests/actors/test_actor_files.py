@@ -270,3 +270,37 @@ async def test_outputs_keep_their_subfolder_under_the_job_folder(
         path = Path(output.path)
         assert path.parent == tmp_path / "out" / job.job_id / "a" / "b"
         assert files.hash_file(path) == (output.size, output.sha256)
+
+
+async def test_a_download_that_never_answers_fails_the_job_instead_of_hanging(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Every /view hangs for a day: each attempt gives up after the stall timeout, the job
+    fails after its attempts, long before the hang would end."""
+    import attrs
+    from conftest import open_test_cloud, run_conjure, sim_config
+
+    import eventlog
+    from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+    from conjure_actors.clock import TrioWallClock
+    from conjure_actors.config import DownloadsConfig
+    from conjure_actors.domain.events import Event
+    from conjure_actors.sim.comfyui import ComfyFaults
+
+    wall = TrioWallClock()
+    faults = ComfyFaults(slow_download_rate=1.0, slow_download_seconds=86400.0)
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, comfy_faults=faults) as cloud:
+        config = attrs.evolve(sim_config(cloud), downloads=DownloadsConfig(stall_seconds=5.0))
+        start = trio.current_time()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job_id = await conjure.submit(
+                json.loads(bundled_workflow()), image=example_sketch_png(), prompt="a fox"
+            )
+            with trio.fail_after(20000):
+                await conjure.wait_until_idle()
+            job = conjure.state.jobs[job_id]
+        elapsed = trio.current_time() - start
+    assert job.status == "failed"
+    assert "no answer within 5 s" in job.error.message
+    assert elapsed < 3600
