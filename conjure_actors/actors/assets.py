@@ -24,10 +24,11 @@ import attrs
 import trio
 
 from conjure_actors.actors.context import Context
+from conjure_actors.actors.messages import Reply
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
-from conjure_actors.runtime import Actor
+from conjure_actors.runtime import Actor, MailboxFullError
 
 log = logging.getLogger("conjure_actors.actors.assets")
 
@@ -57,12 +58,19 @@ class Retention:
 
 @attrs.frozen
 class AcceptJob:
-    """Claim ``key`` (if any) and log the API facts of ``job_id`` before its submission."""
+    """Claim ``key`` (if any) and log the API facts of ``job_id`` before its submission;
+    ``reply`` gets :class:`Claimed` once they are durable, or :class:`KeyReused`."""
 
     job_id: str
     labels: Mapping[str, str]
     input_assets: Mapping[str, str]
     key: str | None = None
+    reply: Reply[Any] = attrs.field(factory=Reply, eq=False)
+
+
+@attrs.frozen
+class _Flush:
+    """Internal: journal the acceptances decided since the last flush, in one append."""
 
 
 @attrs.frozen
@@ -133,6 +141,11 @@ class AssetActor(Actor):
         self.ctx = ctx
         self.blobs = blobs
         self.retention = retention
+        # Acceptances decided but not journaled yet (see _accept): their events, their
+        # replies and the keys they claim (so a duplicate in the same batch is refused).
+        self._staged: list[Any] = []
+        self._waiting: list[Reply[Any]] = []
+        self._staged_keys: set[str] = set()
 
     async def on_start(self) -> None:
         ready = trio.Event()
@@ -159,7 +172,11 @@ class AssetActor(Actor):
     async def receive(self, msg: Any) -> Any:
         match msg:
             case AcceptJob():
-                return await self._accept(msg)
+                self._accept(msg)
+                return None
+            case _Flush():
+                await self._flush()
+                return None
             case ReleaseKey():
                 if se.claim_key(msg.scope, msg.key) in self.ctx.state.service.idempotency:
                     await self.ctx.emit(
@@ -198,14 +215,24 @@ class AssetActor(Actor):
 
     # ------------------------------------------------------------------ decisions
 
-    async def _accept(self, msg: AcceptJob) -> Claimed | KeyReused:
+    def _accept(self, msg: AcceptJob) -> None:
+        """Decide at once; journal in batches.
+
+        Every acceptance must be durable before its 201, and a journal append waits for an
+        fsync. Deciding and appending one message at a time would cap submissions at one
+        per fsync, so the decisions made while the mailbox drains are staged and one
+        ``_Flush`` (told after the first of them) journals them all in one append, then
+        answers each. The claim check sees staged keys too, so a key used twice in the same
+        batch is still refused the second time."""
         now = self.ctx.now()
-        events: list[Any] = []
         if msg.key is not None:
-            claim = self.ctx.state.service.idempotency.get(se.claim_key("jobs", msg.key))
-            if claim is not None and claim.expires_at > now:
-                return KeyReused()
-            events.append(
+            claimed = se.claim_key("jobs", msg.key)
+            claim = self.ctx.state.service.idempotency.get(claimed)
+            if claimed in self._staged_keys or (claim is not None and claim.expires_at > now):
+                msg.reply.set(KeyReused())
+                return
+            self._staged_keys.add(claimed)
+            self._staged.append(
                 se.IdempotencyKeyClaimed(
                     key=msg.key,
                     scope="jobs",
@@ -213,7 +240,7 @@ class AssetActor(Actor):
                     at=now,
                 )
             )
-        events.append(
+        self._staged.append(
             se.ApiJobAccepted(
                 job_id=msg.job_id,
                 labels=dict(msg.labels),
@@ -223,8 +250,24 @@ class AssetActor(Actor):
                 at=now,
             )
         )
-        await self.ctx.emit(*events)
-        return Claimed()
+        self._waiting.append(msg.reply)
+        if len(self._waiting) == 1:
+            try:
+                self.ref.tell_nowait(_Flush())
+            except MailboxFullError:  # behind a full mailbox: queue it when there is room
+                self.start_soon(self.ref.tell, _Flush(), name="asset-flush")
+
+    async def _flush(self) -> None:
+        events, waiting = self._staged, self._waiting
+        self._staged, self._waiting, self._staged_keys = [], [], set()
+        try:
+            await self.ctx.emit(*events)
+        except BaseException as exc:
+            for reply in waiting:
+                reply.fail(exc)
+            raise
+        for reply in waiting:
+            reply.set(Claimed())
 
     async def _record(self, msg: RecordAsset) -> str:
         now = self.ctx.now()

@@ -179,15 +179,15 @@ class Service:
         idempotency_key: str | None,
     ) -> str:
         job_id = str(uuid.uuid4())
-        answer = await self.assets.ask(
-            AcceptJob(
-                job_id=job_id,
-                labels=dict(labels or {}),
-                input_assets=dict(input_assets or {}),
-                key=idempotency_key,
-            ),
-            timeout=60,
+        accept = AcceptJob(
+            job_id=job_id,
+            labels=dict(labels or {}),
+            input_assets=dict(input_assets or {}),
+            key=idempotency_key,
         )
+        with trio.fail_after(60):
+            await self.assets.tell(accept)
+            answer = await accept.reply.wait()
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key)
         try:
