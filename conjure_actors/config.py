@@ -55,11 +55,19 @@ class Secret:
 # Validators name their field in the message ("max_machines: must be > 0, got 0"); the
 # error formatter below joins it to the section's path.
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    _not_nan(attribute, value)
     if value <= 0:
         raise ValueError(f"{attribute.name}: must be > 0, got {value!r}")
 
 
+def _not_nan(attribute: attrs.Attribute[Any], value: float) -> None:
+    # NaN passes every comparison's "else": `nan <= 0` is False. Say it is not a number.
+    if value != value:
+        raise ValueError(f"{attribute.name}: must be a number, got {value!r}")
+
+
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    _not_nan(attribute, value)
     if value < 0:
         raise ValueError(f"{attribute.name}: must be >= 0, got {value!r}")
 
@@ -142,8 +150,8 @@ class BudgetConfig:
     warn_fraction: float = attrs.field(default=0.8, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
-        if self.usd is not None and self.usd < 0:
-            raise ValueError(f"usd: must be >= 0, got {self.usd!r}")
+        if self.usd is not None and not 0 <= self.usd < float("inf"):  # NaN fails this too
+            raise ValueError(f"usd: must be >= 0 (and finite), got {self.usd!r}")
 
 
 @attrs.frozen

@@ -143,10 +143,29 @@ def bundled_target(why: str) -> Target:
     )
 
 
+def check_comfyui_url(url: str) -> None:
+    """A ``--comfyui-url`` must be an http(s) URL with a host (said before anything starts;
+    the message shows no path, query or credentials: they may hold a token)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        raise UsageError(
+            "--comfyui-url: the port is not a number from 0 to 65535 (e.g. http://127.0.0.1:8188)"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            "--comfyui-url: not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8188)"
+        )
+
+
 def comfyui_target(url: str) -> Target:
     """``/object_info`` of the user's ComfyUI, fetched once."""
     from conjure_actors.clients.comfyui import origin_of
 
+    check_comfyui_url(url)
     info = fetch_object_info(url)
     if info is None:
         why = f"the ComfyUI at {origin_of(url)} did not give its /object_info"

@@ -63,12 +63,30 @@ def _refused(proc: subprocess.CompletedProcess[str], cwd: Path) -> list[str]:
             ["--priority", "99999999999999999999999"],
             "error: --priority 99999999999999999999999: use an integer from -2**63 to 2**63-1",
         ),
+        (
+            ["--jobs", "99999999999999999999"],
+            "error: --jobs 99999999999999999999: use a number from 1 to 10000",
+        ),
+        (
+            ["--budget", "nan"],
+            "error: bad configuration: budget.usd: must be >= 0 (and finite), got nan",
+        ),
+        (
+            ["--idle-timeout", "nan"],
+            "error: bad configuration: pool.idle_timeout: must be a number, got nan",
+        ),
+        (
+            ["--comfyui-url", "notaurl"],
+            "error: --comfyui-url: not an http:// or https:// URL with a host"
+            " (e.g. http://127.0.0.1:8188)",
+        ),
     ],
 )
 def test_bad_numbers_are_one_line_and_launch_nothing(
     tmp_path: Path, args: list[str], line: str
 ) -> None:
-    """--seed -1, a seed past 64 bits, a word for an INT, a huge priority: one line, exit 2."""
+    """--seed -1, a seed past 64 bits, a word for an INT, a huge priority or job count, a
+    NaN budget or timeout, a URL that is not one: one line, exit 2, nothing started."""
     assert _refused(_cli(tmp_path, "run", *args), tmp_path) == [line]
 
 
