@@ -196,3 +196,24 @@ async def test_event_streams_past_the_cap_are_refused_and_slots_come_back(
     assert second.json()["error"]["code"] == "too_many_streams"
     assert third.status_code == 200
     assert served.service.open_streams == 0
+
+
+async def test_concurrent_duplicates_of_a_key_create_one_job(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """20 concurrent submissions with one Idempotency-Key: one 201, nineteen 422, one job."""
+    body = {"workflow": workflow("invert_save.json")}
+    codes: list[int] = []
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient(timeout=60) as http:
+
+        async def submit() -> None:
+            answer = await _post_job(http, served.url, json=body, headers={"Idempotency-Key": "k"})
+            codes.append(answer.status_code)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(submit)
+        jobs = len(served.service.state.jobs)
+    assert sorted(codes) == [201] + [422] * 19
+    assert jobs == 1
