@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from conjure_actors.cli import COMMANDS
+from conjure_actors.sim.comfyui import ComfyUISim
+from conjure_actors.sim.serve import ServedComfyUI, serve_comfyui
 
 pytestmark = pytest.mark.slow
 
@@ -212,3 +215,39 @@ def test_sim_fault_options_have_help(tmp_path: Path) -> None:
     text = " ".join(_cli(tmp_path, "sim", "--help").stdout.split())
     for name in ("429", "5xx", "launch-error", "stuck-starting", "vanish", "ws-drop"):
         assert f"--fault-{name} P per " in text, name
+
+
+async def _cli_async(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
+    with trio.fail_after(120):
+        return await trio.run_process(
+            [sys.executable, "-m", "conjure_actors", *args],
+            cwd=cwd,
+            env=clean,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_users_comfyui_catalogue_is_fetched_and_checked_first(tmp_path: Path) -> None:
+    """--comfyui-url: a value that server's /object_info refuses is refused before anything
+    is submitted (no prompt ran, no log), and validate --comfyui-url says the same."""
+    async with trio.open_nursery() as nursery:
+        served: ServedComfyUI = await nursery.start(serve_comfyui, ComfyUISim())
+        args = ["--comfyui-url", served.url, "--set", '20.sampler_name="eulr"']
+        run = await _cli_async(tmp_path, "run", "--log", "r.log", *args)
+        workflow = str(ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json")
+        validate = await _cli_async(tmp_path, "validate", workflow, *args)
+        ran = list(served.sim.prompts_run)
+        nursery.cancel_scope.cancel()
+    err = run.stderr.decode()
+    assert run.returncode == 2, err
+    assert err.startswith(
+        "error: conjure_flux_mesh.json: workflow has 1 problem: node 20 (KSampler) input"
+        " 'sampler_name': 'eulr' is not one of: 'euler', "
+    )
+    assert len(err.splitlines()) == 1
+    assert ran == []
+    assert not (tmp_path / "r.log").exists()
+    assert (validate.returncode, validate.stderr.decode()) == (2, err)
