@@ -104,7 +104,9 @@ class Run:
         return int(await self.process.wait())
 
 
-async def start_run(cloud: ServedCloud, cwd: Path, *args: str, token: str | None = None) -> Run:
+async def start_run(
+    cloud: ServedCloud, cwd: Path, *args: str, token: str | None = None, **env: str
+) -> Run:
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -117,7 +119,7 @@ async def start_run(cloud: ServedCloud, cwd: Path, *args: str, token: str | None
             *args,
         ],
         cwd=cwd,
-        env=_env(cloud, token),
+        env={**_env(cloud, token), **env},
         stdout=-1,
         stderr=-1,
     )
@@ -305,3 +307,69 @@ async def test_wrong_token_is_one_line(tmp_path: Path) -> None:
         assert err.strip().splitlines()[-1].startswith("error: ")
         assert cloud.runcomfy.billing() == []
         assert "not-the-token" not in err
+
+
+@pytest.mark.parametrize(
+    ("after", "poll"),
+    [(0.0, "0.2"), (2.0, "60")],
+    ids=["while_starting", "ready_between_polls"],
+)
+async def test_interrupt_before_the_run_saw_ready_bills_what_the_cloud_bills(
+    tmp_path: Path, after: float, poll: str
+) -> None:
+    """Ctrl-C right after the launch (the machine still Starting), or once the cloud made it
+    Ready but no poll has seen it: the machine is stopped, and the ledger bills it from the
+    server's own Ready time (its final record), as the cloud does, not "0 s"."""
+    log = tmp_path / "r.log"
+    async with served_cloud() as cloud:
+        run = await start_run(
+            cloud, tmp_path, "--log", str(log), "--jobs", "1", CONJURE_POOL_POLL_INTERVAL=poll
+        )
+        with trio.fail_after(60):
+            await run.until(_is("machine.launched"))
+        await trio.sleep(after)
+        run.process.send_signal(signal.SIGINT)
+        with trio.fail_after(60):
+            code = await run.finish()
+        assert code == 130, run.stderr.decode()
+        assert cloud.runcomfy.running() == []
+        bills = {b.server_id: b for b in cloud.runcomfy.billing()}
+    state = _state(log)
+    assert _crashes(log) == []
+    assert set(bills) == set(state.machines)
+    for m in state.machines.values():
+        assert m.status == "stopped", m
+        assert bills[m.server_id].cost_micros in _ledger_bounds(m), (m, bills[m.server_id])
+        if after:  # Ready for about 1.5 s before the stop: billed, from the server's time
+            assert m.service_ready_at == bills[m.server_id].service_ready_at
+            assert (m.billed_seconds or 0) >= 1
+
+
+async def test_kill_9_while_stopping_then_resume_bills_no_time_nothing_ran(
+    tmp_path: Path,
+) -> None:
+    """kill -9 just after the stop of the idle machine was logged (its DELETE in flight):
+    the resume finds it gone (or stops it) and bills it up to its stop, not up to the
+    resume; the ledger equals the cloud's bill."""
+    log = tmp_path / "r.log"
+    async with served_cloud() as cloud:
+        first = await start_run(
+            cloud, tmp_path, "--log", str(log), "--jobs", "1", CONJURE_POOL_IDLE_TIMEOUT="0.5"
+        )
+        with trio.fail_after(120):
+            await first.until(_is("machine.stopping"))
+        first.process.send_signal(signal.SIGKILL)
+        await first.process.wait()
+        await trio.sleep(3.0)  # time in which no machine runs: never billed
+        second = await start_run(cloud, tmp_path, "--resume", str(log))
+        with trio.fail_after(120):
+            code = await second.finish()
+        assert code == 0, second.stderr.decode()
+        assert cloud.runcomfy.running() == []
+        bills = {b.server_id: b for b in cloud.runcomfy.billing()}
+    state = _state(log)
+    assert _crashes(log) == []
+    assert set(bills) == set(state.machines)
+    for m in state.machines.values():
+        assert m.status in ("stopped", "lost"), m
+        assert bills[m.server_id].cost_micros in _ledger_bounds(m), (m, bills[m.server_id])
