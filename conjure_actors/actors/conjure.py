@@ -67,7 +67,7 @@ from conjure_actors.clients.comfyui import ComfyUIClient, origin_of
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.clock import SystemWallClock, WallClock
 from conjure_actors.config import Config
-from conjure_actors.domain import decide
+from conjure_actors.domain import decide, machines_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import DomainError
@@ -88,6 +88,10 @@ and fails its job after ``job.MAX_JOB_CRASHES`` (restart intensity per job, not 
 one job's crash loop cannot stop the run."""
 
 log = logging.getLogger("conjure_actors.actors.conjure")
+
+
+class _FatalError(Exception):
+    """Internal: cancels the body of ``open_conjure`` after :meth:`Conjure.fail_run`."""
 
 
 class RunStoppedError(ConjureError):
@@ -303,9 +307,10 @@ class Conjure:
         self._fatal_event.set()
 
     async def _wait_fatal(self) -> None:
+        """``open_conjure``'s guard: a fatal failure cancels the block (the shutdown then
+        stops everything and raises :class:`RunStoppedError` with its one line)."""
         await self._fatal_event.wait()
-        assert self._fatal is not None
-        raise RunStoppedError(f"the run stopped: {describe(self._fatal)}") from self._fatal
+        raise _FatalError from self._fatal
 
     async def shutdown(self, reason: str = "done") -> list[str]:
         """Ordered stop: no more launches, every unfinished job ``interrupted`` (``run
@@ -466,6 +471,8 @@ async def open_conjure(
                             if meaningful(exc) is None and conjure._fatal is None:
                                 raise  # a pure cancellation: as after a kill -9
                             await conjure.shutdown(_reason(exc))
+                            if conjure.stop_note is not None:
+                                raise RunStoppedError(conjure.stop_note) from exc
                             raise
                         await conjure.shutdown()
                         guard.cancel_scope.cancel()
@@ -475,11 +482,12 @@ async def open_conjure(
             # The actor system itself failed (a supervisor gave up): its actors are gone,
             # so the machines are stopped from here, without the MachineActor.
             leaf = meaningful(exc)
+            if isinstance(leaf, RunStoppedError):
+                raise leaf from leaf.__cause__  # the shutdown ran: its line says it all
             if (
                 started
                 and leaf is not None
                 and not isinstance(leaf, eventlog.LogClosedError)  # the process is ending
-                and not isinstance(exc, RunStoppedError)
             ):
                 note = await _stop_after_failure(ctx, exc)
                 raise RunStoppedError(note) from exc
@@ -561,14 +569,22 @@ async def stop_machines_directly(ctx: Context, reason: str) -> tuple[list[str], 
         if m.status != st.M_STOPPING:
             await emit(lambda: decide.stop_machine(ctx.state, sid, reason=reason, at=ctx.now()))
         try:
-            await runcomfy.stop(sid, missing_ok=True)
+            server = await runcomfy.stop(sid, missing_ok=True)
         except ClientError as exc:
             log.warning("shutdown: stopping %s failed: %s", sid, exc)
             failed.append(sid)
             return
         stopped.append(sid)
         now = ctx.now()
-        await emit(lambda: decide.machine_stopped(ctx.state, sid, stopped_at=now, at=now))
+        # Billed from the server's own Ready time (its final record), as the cloud bills;
+        # gone before the DELETE (404): up to now, or its lease's end.
+        ready_at = server.service_ready_at if server is not None else None
+        until = now if server is not None else machines_policy.gone_at(m, now)
+        await emit(
+            lambda: machines_policy.machine_stopped(
+                ctx.state, sid, stopped_at=until, server_ready_at=ready_at, table=ctx.table, at=now
+            )
+        )
 
     running = [
         m.server_id

@@ -1,0 +1,243 @@
+"""The WorkflowActor and the runtime's containment, against the in-memory simulated cloud
+under MockClock: a 429 while following, inputs on resume, interrupted jobs, a job whose
+actor keeps crashing, a full disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from conftest import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors import job as job_module
+from conjure_actors.actors.conjure import RunStoppedError
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.domain.events import Event
+from conjure_actors.errgroups import meaningful
+from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
+from conjure_actors.testing import open_simulated_conjure
+
+GRAPH = json.loads(bundled_workflow())
+SLOW = ComfyTimings(scale=200.0)
+
+
+def _events(log: eventlog.MemoryLog[Any], name: str) -> list[Any]:
+    return [r.event for r in log.records() if type(r.event).__name__ == name]
+
+
+async def test_rate_limit_while_following_keeps_following_the_same_prompt(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17: 429s while the prompt runs (past the client's retries) do not abandon it:
+    the same prompt is followed again, the work runs once, the job succeeds on attempt 1."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    caplog.set_level(logging.INFO, logger="conjure_actors.actors.job")
+    async with (
+        open_test_cloud(wall.now, timings=SLOW) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+        sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
+        # A rate-limit storm on the machine for two simulated minutes.
+        sim.faults = ComfyFaults(http_429_rate=1.0, http_429_burst=1000, retry_after=1.0)
+        await trio.sleep(120)
+        sim.faults = ComfyFaults()
+        sim._burst_left = 0  # the storm is over
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        state = conjure.state
+    assert state.jobs[job].status == "succeeded", state.jobs[job].error
+    assert state.jobs[job].attempt == 1
+    assert _events(log, "JobRetrying") == []
+    assert len(_events(log, "PromptSubmitting")) == 1
+    assert len(sim.prompts_run) == 1
+    assert any("following it again" in r.getMessage() for r in caplog.records)
+
+
+async def test_input_path_is_absolute_so_resume_works_from_anywhere(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Issue 17: the kept copy of the input is logged with an absolute path."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, Path("out-relative"), sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        path = conjure.state.jobs[job].image_path
+        await conjure.shutdown()
+    assert path is not None
+    assert Path(path).is_absolute()
+    assert await trio.Path(path).is_file()
+    await trio.Path(path).unlink()
+
+
+async def test_missing_input_on_resume_fails_that_job_naming_the_file(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Issue 17: an input really gone at resume fails its job with one line naming the file;
+    the run goes on and stops its machines."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    job = ""
+
+    async def submit(conjure: Any) -> None:
+        nonlocal job
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud)
+        await crash_when(cloud, log, tmp_path / "first", config, wall, submit)
+        log = log.reopen()
+        kept = next(
+            Path(r.event.image_path)
+            for r in log.records()
+            if type(r.event).__name__ == "JobSubmitted"
+        )
+        await trio.Path(kept).unlink()
+        async with run_conjure(cloud, log, tmp_path / "second", config, wall) as conjure:
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        assert cloud.running() == []
+    error = state.jobs[job].error
+    assert state.jobs[job].status == "failed"
+    assert error is not None
+    assert error.error_type == "InputMissing"
+    assert str(kept) in error.message
+    assert "\n" not in error.message
+
+
+async def test_shutdown_interrupts_and_resume_finishes_but_cancelled_stays_cancelled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """An ordered shutdown mid-run leaves unfinished jobs interrupted (a cancelled one stays
+    cancelled); a start on the same log runs the interrupted ones to the end."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=SLOW) as cloud:
+        config = sim_config(cloud)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            keep = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="a")
+            drop = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="b")
+            await conjure.cancel(drop, "user")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[keep].execution == "started")
+            await conjure.shutdown("interrupted")
+            assert conjure.state.jobs[keep].status == "interrupted"
+            assert conjure.state.jobs[drop].status == "cancelled"
+        assert cloud.running() == []
+        log.close()
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            await conjure.shutdown()
+            state = conjure.state
+        assert cloud.running() == []
+    assert state.jobs[keep].status == "succeeded"
+    assert state.jobs[drop].status == "cancelled"
+    assert len(_events(log, "JobResumed")) == 1
+
+
+async def test_a_job_whose_actor_keeps_crashing_fails_alone(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one job's actor: it is restarted up to its own limit, then that job fails
+    (InternalError, naming the error); the other job succeeds and the run goes on."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    doomed: list[str] = []
+    original = job_module.WorkflowActor._on_leased
+
+    async def on_leased(self: Any, lease: Any) -> None:
+        if self.job_id in doomed:
+            raise KeyError("outputs")  # e.g. an answer of an unexpected shape, unhandled
+        await original(self, lease)
+
+    monkeypatch.setattr(job_module.WorkflowActor, "_on_leased", on_leased)
+    async with open_test_cloud(wall.now) as cloud:
+        async with open_simulated_conjure(
+            cloud, log, sim_config(cloud), wall=wall, out_dir=tmp_path
+        ) as conjure:
+            bad = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="bad")
+            doomed.append(bad)
+            good = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="good")
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        assert cloud.running() == []
+    assert state.jobs[good].status == "succeeded"
+    assert state.jobs[bad].status == "failed"
+    error = state.jobs[bad].error
+    assert error is not None
+    assert error.error_type == "InternalError"
+    assert "KeyError" in error.message
+    crashes = _events(log, "ActorCrashed")
+    assert len(crashes) == job_module.MAX_JOB_CRASHES + 1
+    assert {c.actor for c in crashes} == {f"root/jobs/{bad}"}
+    assert _events(log, "SupervisorEscalated") == []
+
+
+@attrs.define
+class _FullDisk:
+    """A MemoryLog whose appends fail with DiskFullError once ``full`` is set."""
+
+    log: eventlog.MemoryLog[Any]
+    full: bool = False
+
+
+async def test_a_full_disk_stops_every_machine_and_says_so_in_one_line(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log refuses writes mid-run (disk full): the run ends, every machine is stopped
+    anyway, and one line says the log is full and which machines were stopped."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    disk = _FullDisk(log)
+    original = type(log).stage_many
+
+    def stage_many(self: Any, events: Any, *args: Any, **kwargs: Any) -> Any:
+        if disk.full:
+            raise eventlog.DiskFullError("r.log", "No space left on device")
+        return original(self, events, *args, **kwargs)
+
+    monkeypatch.setattr(type(log), "stage_many", stage_many)
+    machines: list[str] = []
+
+    async def run_until_the_disk_fills(cloud: Any) -> None:
+        async with open_simulated_conjure(
+            cloud, log, sim_config(cloud), wall=wall, out_dir=tmp_path
+        ) as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            machines.extend(conjure.running_machines())
+            disk.full = True
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+
+    async with open_test_cloud(wall.now, timings=SLOW) as cloud:
+        with pytest.raises(BaseException) as caught:  # noqa: PT011 - checked just below
+            await run_until_the_disk_fills(cloud)
+        assert cloud.running() == []
+    assert machines
+    error = meaningful(caught.value)
+    assert isinstance(error, RunStoppedError), caught.value
+    line = str(error)
+    assert "\n" not in line
+    assert "refused writes" in line
+    assert all(m in line for m in machines), (machines, line)
