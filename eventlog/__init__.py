@@ -30,7 +30,15 @@ from .memory import MemoryLog
 from .reader import LogInfo, LogState, LogStatus, fold, inspect, read, scan
 from .record import Record
 from .salvage import SalvageReport, salvage
-from .snapshot import ReplayResult, read_snapshot, replay, write_snapshot
+from .snapshot import (
+    ReplayResult,
+    list_snapshots,
+    read_snapshot,
+    replay,
+    snapshot_file,
+    snapshots_dir,
+    write_snapshot,
+)
 from .writer import LogWriter, SyncPolicy, open_writer
 
 __all__ = [
@@ -67,6 +75,7 @@ __all__ = [
     "fold",
     "follow",
     "inspect",
+    "list_snapshots",
     "open_journal",
     "open_writer",
     "read",
@@ -74,5 +83,7 @@ __all__ = [
     "replay",
     "salvage",
     "scan",
+    "snapshot_file",
+    "snapshots_dir",
     "write_snapshot",
 ]

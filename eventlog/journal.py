@@ -55,11 +55,13 @@ from .errors import (
     JournalFailedError,
     LogClosedError,
     LogWriteError,
+    SnapshotError,
     SubscriberOverflowError,
 )
 from .memory import MemoryLog
 from .reader import fold, read
 from .record import Record
+from .snapshot import replay, snapshot_file, snapshots_dir, write_snapshot_payload
 from .writer import LogWriter, SyncPolicy, event_classes, open_writer
 
 E = TypeVar("E")
@@ -68,6 +70,8 @@ S = TypeVar("S")
 _current_task: Final = trio.lowlevel.current_task
 _reschedule: Final = trio.lowlevel.reschedule
 _park: Final = trio.lowlevel.wait_task_rescheduled
+#: Snapshots encoded but not yet written, at most (see Journal._take_snapshot).
+_MAX_PENDING_SNAPSHOTS: Final = 4
 
 
 class EventStore(Protocol):
@@ -103,6 +107,8 @@ class JournalStatistics(msgspec.Struct, frozen=True):
     queued: int  # events waiting for a commit
     subscribers: int
     failed: bool
+    snapshots: int = 0  # snapshots written (open_journal(snapshot_every=N))
+    snapshot_error: str | None = None  # why the last snapshot could not be written, if so
 
 
 class _Batch:
@@ -167,6 +173,9 @@ class Journal(Generic[E, S]):
         clock: Callable[[], float],
         max_batch: int,
         max_delay: float,
+        snapshot_every: int = 0,
+        snapshot_dir: str = "",
+        state_type: Any = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -192,6 +201,17 @@ class Journal(Generic[E, S]):
         self._commits = 0
         self._largest = 0
         self._last_seq = store.last_seq
+        # Snapshots (see open_journal): the state is encoded here, in the trio thread, right
+        # after the batch that crosses a multiple of snapshot_every (the state cannot change
+        # under the encoder), and written by the snapshot task in a worker thread.
+        self._snap_every = snapshot_every
+        self._snap_dir = snapshot_dir
+        self._snap_type = state_type
+        self._snap_seq = store.last_seq
+        self._snap_pending: deque[tuple[int, float, bytes]] = deque()
+        self._snap_wakeup = trio.Event()
+        self._snapshots = 0
+        self._snapshot_error: str | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -222,6 +242,8 @@ class Journal(Generic[E, S]):
             queued=self._queued_events,
             subscribers=len(self._subscribers),
             failed=self._failure is not None,
+            snapshots=self._snapshots,
+            snapshot_error=self._snapshot_error,
         )
 
     async def append(self, event: E) -> Record[E]:
@@ -460,6 +482,53 @@ class Journal(Generic[E, S]):
             else:
                 start = entry.start
                 reschedule(entry.task, value(records[start : start + count]))
+        every = self._snap_every
+        if every and self._last_seq // every > self._snap_seq // every and records:
+            self._take_snapshot(records[-1].ts)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def _take_snapshot(self, last_ts: float) -> None:
+        seq = self._last_seq
+        self._snap_seq = seq
+        if self._closing:
+            return
+        try:
+            payload = msgspec.msgpack.encode(self._state)
+        except (msgspec.EncodeError, TypeError, OverflowError) as exc:
+            # A state that cannot be encoded never will be: stop trying, say why.
+            self._snap_every = 0
+            self._snapshot_error = f"snapshots stopped: the state cannot be encoded: {exc}"
+            return
+        # Written in order; if the disk falls this far behind, the oldest waiting is dropped
+        # (the newest matter most: they make replays of the latest records fast).
+        if len(self._snap_pending) >= _MAX_PENDING_SNAPSHOTS:
+            self._snap_pending.popleft()
+        self._snap_pending.append((seq, last_ts, payload))
+        self._snap_wakeup.set()
+
+    async def _run_snapshotter(self) -> None:
+        # Runs until the journal closes and every snapshot taken before that is written.
+        pending = self._snap_pending
+        while True:
+            while not pending:
+                if self._closing:
+                    return
+                await self._snap_wakeup.wait()
+                self._snap_wakeup = trio.Event()
+            seq, last_ts, payload = pending.popleft()
+            try:
+                await trio.to_thread.run_sync(self._write_snapshot, seq, last_ts, payload)
+            except (OSError, SnapshotError) as exc:
+                # A snapshot only makes replays faster: the journal goes on without it.
+                self._snapshot_error = f"snapshot at seq {seq} not written: {exc}"
+            else:
+                self._snapshots += 1
+
+    def _write_snapshot(self, seq: int, last_ts: float, payload: bytes) -> None:
+        os.makedirs(self._snap_dir, mode=0o700, exist_ok=True)
+        path = snapshot_file(self._snap_dir, seq)
+        write_snapshot_payload(path, payload, seq, self._snap_type, last_ts=last_ts)
 
     def _publish(self, records: list[Record[Any]]) -> None:
         if not self._subscribers:
@@ -520,6 +589,9 @@ async def open_journal(
     max_batch: int = 1024,
     max_delay: float = 0.0,
     upcasters: Upcasters | None = None,
+    snapshot_every: int | None = None,
+    snapshot_dir: str | os.PathLike[str] | None = None,
+    state_type: Any = None,
 ) -> AsyncIterator[Journal[Any, Any]]:
     """Open a journal over a log path (opened and closed here) or an open store.
 
@@ -527,7 +599,22 @@ async def open_journal(
     :class:`MemoryLog`) its own policy applies; ``sync``, if given, must match it.
     If ``apply`` is given, ``journal.state`` starts as the fold of the existing records after
     ``initial_seq`` onto ``initial`` (pass a snapshot's state and seq there).
+
+    ``snapshot_every=N`` (a file log with ``apply``) writes ``journal.state`` as a snapshot
+    each time the log crosses a multiple of N records, into ``snapshot_dir`` (default
+    ``LOG.snapshots``), one file per snapshot, and starts ``journal.state`` from the newest
+    one that checks out (unless ``initial_seq`` is given). ``state_type`` (default
+    ``type(initial)``) is what the snapshots decode as. A snapshot that cannot be written
+    is reported in ``statistics().snapshot_error``; the journal goes on.
     """
+    if snapshot_every is not None and snapshot_every < 1:
+        raise ValueError(f"snapshot_every must be at least 1, not {snapshot_every}")
+    if snapshot_every and apply is None:
+        raise ValueError("snapshot_every needs apply: a snapshot is of journal.state")
+    if snapshot_every and not isinstance(path_or_store, str | os.PathLike | LogWriter):
+        raise ValueError("snapshot_every needs a log file (a path or a LogWriter)")
+    if state_type is None:
+        state_type = type(initial)
     owned = isinstance(path_or_store, str | os.PathLike)
     store: LogWriter[Any] | MemoryLog[Any]
     if isinstance(path_or_store, str | os.PathLike):
@@ -539,8 +626,32 @@ async def open_journal(
         if sync is not None and sync != store.sync:
             raise ValueError(f"sync={sync!r} but the store was opened with sync={store.sync!r}")
     try:
+        snap_dir = ""
+        if snapshot_every and isinstance(store, LogWriter):
+            snap_dir = os.fspath(snapshot_dir or snapshots_dir(store.path))
         state = initial
-        if apply is not None and store.last_seq > initial_seq:
+        if (
+            apply is not None
+            and snap_dir
+            and isinstance(store, LogWriter)
+            and initial_seq == 0
+            and store.last_seq > 0
+        ):
+            store.flush()
+            log_path = store.path
+            found = await trio.to_thread.run_sync(
+                lambda: replay(
+                    log_path,
+                    event_type,
+                    apply,
+                    initial,
+                    snapshot_dir=snap_dir,
+                    state_type=state_type,
+                    upcasters=upcasters,
+                )
+            )
+            state = found.state
+        elif apply is not None and store.last_seq > initial_seq:
             state = await _replay_existing(
                 store, event_type, apply, initial, initial_seq, upcasters
             )
@@ -552,6 +663,9 @@ async def open_journal(
             clock=clock or time.time,
             max_batch=max_batch,
             max_delay=max_delay,
+            snapshot_every=snapshot_every or 0,
+            snapshot_dir=snap_dir,
+            state_type=state_type,
         )
         # The committer is shielded from cancellation from outside: when the scope around
         # the journal is cancelled, the body's shielded clean-up (an actor system logging
@@ -565,11 +679,15 @@ async def open_journal(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_committer)
+            if snap_dir:
+                nursery.start_soon(journal._run_snapshotter)
             try:
                 yield journal
             finally:
                 journal._closing = True
                 committer.cancel()
+                # The snapshot task writes what it was given, then returns.
+                journal._snap_wakeup.set()
         with trio.CancelScope(shield=True):
             await journal._drain()
         journal._close_subscribers()

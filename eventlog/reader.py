@@ -36,6 +36,7 @@ from .errors import (
     NotALogError,
     UnsupportedVersionError,
 )
+from .index import INDEX_EVERY, seek_seq
 from .record import Record
 
 S = TypeVar("S")
@@ -194,8 +195,16 @@ def scan(path: str | os.PathLike[str]) -> LogInfo:
         os.close(fd)
 
 
-def scan_fd(path: str | os.PathLike[str], fd: int) -> LogInfo:
-    """:func:`scan` on an open file descriptor."""
+def scan_fd(
+    path: str | os.PathLike[str],
+    fd: int,
+    index: list[tuple[int, int, float]] | None = None,
+) -> LogInfo:
+    """:func:`scan` on an open file descriptor.
+
+    With ``index`` (a list), the ``(seq, offset, ts)`` of every ``INDEX_EVERY``-th record is
+    appended to it: the writer rebuilds ``LOG.index`` from the scan it does anyway.
+    """
     size = os.fstat(fd).st_size
     has_header = check_header(path, os.pread(fd, HEADER_SIZE, 0))
     if not has_header:
@@ -203,9 +212,12 @@ def scan_fd(path: str | os.PathLike[str], fd: int) -> LogInfo:
     last_seq = 0
     last_ts: float | None = None
     good = HEADER_SIZE
+    mask = INDEX_EVERY - 1
     for offset, seq, ts, payload in walk_frames(path, fd, size):
         last_seq, last_ts = seq, ts
         good = offset + FRAME_SIZE + len(payload)
+        if index is not None and not seq & mask:
+            index.append((seq, offset, ts))
     return LogInfo(os.fspath(path), last_seq, last_ts, good, size - good, size, True)
 
 
@@ -224,6 +236,10 @@ def read(
     raises ``CorruptLogError`` for a damaged record (the last one included) and
     ``UnknownEventError`` for an event tag nobody knows. Use :func:`scan` or :func:`inspect`
     to learn whether the tail was torn.
+
+    With ``start_seq`` past the first index entry, the walk starts at the nearest verified
+    entry of ``LOG.index`` at or before it (see :mod:`eventlog.index`), so the time depends
+    on the records read, not on the records before them, which are then not checked.
     """
     codec = EventCodec(event_type, upcasters)
     fd = _open_for_read(path)
@@ -250,8 +266,8 @@ def _read_fd(
     unpack = FRAME.unpack_from
     decode = codec.decoder.decode
     crc_of = crc32c_fn
-    seq = 1
-    pos_abs = HEADER_SIZE
+    # Start at the verified index entry nearest before start_seq (the first record if none).
+    pos_abs, seq = seek_seq(path, fd, size, start_seq) if start_seq > 1 else (HEADER_SIZE, 1)
     data = b""
     p = 0
     want = CHUNK  # bytes to read next: a chunk, or the rest of a record larger than one

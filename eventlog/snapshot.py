@@ -14,12 +14,19 @@ really has a record at the snapshot's seq, and (when the snapshot recorded it) t
 ``ts`` matches: a snapshot of another log, or of a log that was since truncated, is
 "mismatched". Any doubt means a full replay from seq 1, with the reason in
 ``ReplayResult.snapshot_error``: a snapshot is an optimisation, never a source of truth.
+
+A snapshot directory (``LOG.snapshots/``, written by ``open_journal(snapshot_every=N)``)
+holds one snapshot per N events, each named for its seq (``000000100000.snapshot``).
+``replay(..., snapshot_dir=...)`` starts from the newest one at or before ``stop_seq`` that
+checks out (older ones are tried if it does not), and reads the log from there through the
+seq -> offset index, so its time is that of the records after the snapshot.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
@@ -39,6 +46,26 @@ S = TypeVar("S")
 SNAPSHOT_MAGIC: Final = b"\x89EVS\r\n\x1a\n"
 SNAPSHOT_VERSION: Final = 1
 _HEAD: Final = struct.Struct("<8sIQdII")
+_SNAPSHOT_NAME: Final = re.compile(r"^(\d{12})\.snapshot$")
+
+
+def snapshots_dir(log_path: str | os.PathLike[str]) -> str:
+    """The snapshot directory of the log at ``log_path``: ``LOG.snapshots`` beside it."""
+    return os.fspath(log_path) + ".snapshots"
+
+
+def snapshot_file(directory: str | os.PathLike[str], seq: int) -> str:
+    """The file of the snapshot at ``seq`` in a snapshot directory."""
+    return os.path.join(os.fspath(directory), f"{seq:012d}.snapshot")
+
+
+def list_snapshots(directory: str | os.PathLike[str]) -> list[int]:
+    """The seqs of the snapshots in ``directory``, ascending (``[]`` if there is none)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(m.group(1)) for name in names if (m := _SNAPSHOT_NAME.match(name)))
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
@@ -69,11 +96,28 @@ def write_snapshot(
     """
     if seq < 0:
         raise ValueError(f"seq must be >= 0, not {seq}")
-    # Validate against state_type now: a snapshot that cannot be read back is worse than none.
+    write_snapshot_payload(path, encode_state(path, state), seq, state_type, last_ts=last_ts)
+
+
+def encode_state(path: str | os.PathLike[str], state: Any) -> bytes:
+    """``state`` as a snapshot payload; ``SnapshotError`` (naming ``path``) if it cannot be."""
     try:
-        payload = msgspec.msgpack.encode(state)
+        return msgspec.msgpack.encode(state)
     except (msgspec.EncodeError, TypeError, OverflowError) as exc:
         raise SnapshotError(path, f"the state cannot be encoded: {exc}") from exc
+
+
+def write_snapshot_payload(
+    path: str | os.PathLike[str],
+    payload: bytes,
+    seq: int,
+    state_type: Any,
+    *,
+    last_ts: float | None = None,
+) -> None:
+    """:func:`write_snapshot` of a state already encoded (the journal encodes in the trio
+    thread, where the state cannot change under it, and writes in a worker thread)."""
+    # Validate against state_type now: a snapshot that cannot be read back is worse than none.
     try:
         msgspec.msgpack.decode(payload, type=state_type)
     except msgspec.ValidationError as exc:
@@ -156,6 +200,7 @@ def replay(
     initial: S,
     *,
     snapshot_path: str | os.PathLike[str] | None = None,
+    snapshot_dir: str | os.PathLike[str] | None = None,
     state_type: Any = None,
     stop_seq: int | None = None,
     upcasters: Upcasters | None = None,
@@ -163,9 +208,31 @@ def replay(
     """Rebuild state: the newest valid snapshot plus the records after it, else a full fold.
 
     ``log_path`` may also be a :class:`MemoryLog`. ``state_type`` is required with
-    ``snapshot_path``. ``stop_seq`` replays up to that seq (a snapshot past it is not used).
+    ``snapshot_path`` or ``snapshot_dir``. ``stop_seq`` replays up to that seq (a snapshot
+    past it is not used). With ``snapshot_dir``, the newest snapshot in it at or before
+    ``stop_seq`` that checks out is used (then ``snapshot_path``, then none).
     """
     snapshot_error: str | None = None
+    if snapshot_dir is not None:
+        if state_type is None:
+            raise ValueError("replay() needs state_type to read a snapshot")
+        for seq in reversed(list_snapshots(snapshot_dir)):
+            if stop_seq is not None and seq > stop_seq:
+                continue
+            result_or_error = _replay_from_file(
+                snapshot_file(snapshot_dir, seq),
+                log_path,
+                event_type,
+                apply,
+                state_type,
+                stop_seq,
+                upcasters,
+            )
+            if isinstance(result_or_error, ReplayResult):
+                if snapshot_error is None:
+                    return result_or_error
+                return msgspec.structs.replace(result_or_error, snapshot_error=snapshot_error)
+            snapshot_error = snapshot_error or result_or_error
     if snapshot_path is not None:
         if state_type is None:
             raise ValueError("replay() needs state_type to read a snapshot")
@@ -190,6 +257,26 @@ def replay(
         state = apply(state, record.event)
         last = record.seq
     return ReplayResult(state, last, None, snapshot_error)
+
+
+def _replay_from_file(
+    path: str,
+    log: str | os.PathLike[str] | MemoryLog[Any],
+    event_type: Any,
+    apply: Callable[[S, Any], S],
+    state_type: Any,
+    stop_seq: int | None,
+    upcasters: Upcasters | None,
+) -> ReplayResult | str:
+    """Replay from the snapshot file at ``path``, or say why it cannot be used."""
+    try:
+        got = read_snapshot_full(path, state_type)
+    except SnapshotError as exc:
+        return str(exc)
+    if got is None:
+        return f"snapshot {path!r} disappeared"
+    snap_seq, snap_ts, snap_state = got
+    return _replay_from(log, event_type, apply, snap_state, snap_seq, snap_ts, stop_seq, upcasters)
 
 
 def _replay_from(

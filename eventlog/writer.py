@@ -46,6 +46,7 @@ from .errors import (
     NotALogError,
     RecordTooLargeError,
 )
+from .index import INDEX_EVERY, encode_entries, index_header, index_path
 from .reader import scan_fd
 from .record import Record
 
@@ -59,6 +60,7 @@ _pack_frame: Final = FRAME.pack_into
 _pack_crc: Final = _CRC.pack_into
 _MAX_FRAME: Final = FRAME_SIZE + MAX_PAYLOAD
 _DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_INDEX_MASK: Final = INDEX_EVERY - 1
 
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
@@ -124,8 +126,13 @@ class LogWriter(Generic[E]):
         self._unsynced = False  # bytes written since the last fsync
         self._first_pending_at = 0.0
         self._fd = self._open()
+        #: (seq, offset, ts) of every INDEX_EVERY-th record: in LOG.index, and still to write.
+        self._index: list[tuple[int, int, float]] = []
+        self._index_pending: list[tuple[int, int, float]] = []
+        self._index_fd: int | None = None
+        self._index_size = 0
         try:
-            info = scan_fd(self.path, self._fd)
+            info = scan_fd(self.path, self._fd, self._index)
             self.dropped_bytes: int = info.torn_bytes
             #: One line for the user when opening repaired the file (a torn tail), else None.
             self.notice: str | None = None
@@ -157,6 +164,61 @@ class LogWriter(Generic[E]):
         self._durable_seq = self._last_seq  # last seq in the file (written)
         self._durable_size = self._size
         self._closed = False
+        self._open_index()
+
+    def _open_index(self) -> None:
+        """Make ``LOG.index`` hold exactly the entries the opening scan found (see ``index``)."""
+        want = index_header() + encode_entries(self._index)
+        try:
+            fd = os.open(
+                index_path(self.path), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600
+            )
+        except OSError:
+            # The index only speeds reads up (and readers verify it): a log whose index
+            # cannot be created is still a good log; it is read from the start.
+            return
+        try:
+            if os.pread(fd, len(want) + 1, 0) != want:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, want, 0)
+        except OSError:
+            os.close(fd)
+            return
+        self._index_fd = fd
+        self._index_size = len(want)
+
+    def _write_index(self) -> None:
+        """Append the entries of the records just written out to ``LOG.index``."""
+        pending = self._index_pending
+        fd = self._index_fd
+        if fd is not None:
+            data = encode_entries(pending)
+            try:
+                os.pwrite(fd, data, self._index_size)
+            except OSError:
+                # A hint that cannot be written is dropped, the log goes on (see _open_index);
+                # the next open rebuilds it.
+                self._index_fd = None
+                os.close(fd)
+            else:
+                self._index_size += len(data)
+        self._index.extend(pending)
+        pending.clear()
+
+    def _roll_back_index(self) -> None:
+        """Forget the index entries of records that are no longer in the log."""
+        self._index_pending.clear()
+        keep = [e for e in self._index if e[0] <= self._durable_seq]
+        if len(keep) == len(self._index):
+            return
+        self._index = keep
+        self._index_size = len(index_header()) + len(keep) * 24
+        if self._index_fd is not None:
+            try:
+                os.ftruncate(self._index_fd, self._index_size)
+            except OSError:
+                os.close(self._index_fd)
+                self._index_fd = None
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -217,6 +279,8 @@ class LogWriter(Generic[E]):
         ts = self._clock()
         _pack_frame(buf, start, 0, end - start - FRAME_SIZE, seq, ts)
         _pack_crc(buf, start, _crc(buf[start + 4 : end]))
+        if not seq & _INDEX_MASK:
+            self._index_pending.append((seq, self._size + start, ts))
         if self._lazy:
             if end >= BUFFER_LIMIT:
                 self._write_out()
@@ -271,8 +335,11 @@ class LogWriter(Generic[E]):
                 FRAME.pack_into(buf, start, 0, end - start - FRAME_SIZE, seq, t)
                 _CRC.pack_into(buf, start, _crc(buf[start + 4 : end]))
                 records.append(Record(seq, t, event))
+                if not seq & _INDEX_MASK:
+                    self._index_pending.append((seq, self._size + start, t))
         except BaseException:
             del buf[mark:]
+            self._index_pending[:] = [e for e in self._index_pending if e[0] <= self._last_seq]
             raise
         self._last_seq = seq
         if records:
@@ -322,6 +389,8 @@ class LogWriter(Generic[E]):
         except OSError as exc:
             self._roll_back(exc)
         self._size += len(data)
+        if self._index_pending:
+            self._write_index()
         if self.sync == "none":
             # Nothing is ever fsynced under "none": written is as durable as it gets.
             self._durable_size = self._size
@@ -348,6 +417,7 @@ class LogWriter(Generic[E]):
         self._unsynced = False
         self._last_seq = self._durable_seq
         self._size = self._durable_size
+        self._roll_back_index()
         try:
             os.ftruncate(self._fd, self._durable_size)
         except OSError as trunc_exc:
@@ -368,6 +438,9 @@ class LogWriter(Generic[E]):
         finally:
             self._closed = True
             os.close(self._fd)  # closing the descriptor releases the flock
+            if self._index_fd is not None:
+                os.close(self._index_fd)
+                self._index_fd = None
 
     def __enter__(self) -> LogWriter[E]:
         return self
