@@ -38,7 +38,6 @@ from conjure_actors.domain.state import (
 )
 
 __all__ = [
-    "BUDGET_WARNING_FRACTION",
     "AttemptFailure",
     "Intents",
     "accrue_cost",
@@ -63,7 +62,6 @@ __all__ = [
     "resume_job",
     "retry_job",
     "reusable_machine",
-    "spent_micros",
     "start_job",
     "stop_machine",
     "submit_job",
@@ -71,7 +69,6 @@ __all__ = [
     "time_out_job",
 ]
 
-BUDGET_WARNING_FRACTION: Final = 0.8
 TERMINAL: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
@@ -487,11 +484,6 @@ def accrue_cost(state: State, server_id: str, *, until: float, at: float) -> ev.
         price_table_version=machine.price_table_version,
         at=at,
     )
-
-
-def spent_micros(state: State) -> int:
-    """What the ledger says was spent so far."""
-    return state.ledger.total_micros
 
 
 def budget_check(state: State, *, at: float) -> list[ev.BudgetWarning | ev.BudgetExceeded]:
