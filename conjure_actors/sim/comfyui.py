@@ -16,12 +16,16 @@ All waiting is ``trio.sleep``, so ``trio.testing.MockClock`` drives the simulate
 Every fault is drawn from random generators seeded by ``seed`` (one stream per fault family
 so that turning one knob does not reshuffle the others).
 
+The catalogue is the real server's ``/object_info`` (:mod:`conjure_actors.sim.catalog`);
+model-free nodes compute their images for real and model nodes stand in with outputs of the
+right type and size (:mod:`conjure_actors.sim.comfyui_nodes`); nodes take the time of a
+per-class cost model (:mod:`conjure_actors.sim.timings`), or longer if computing them here
+takes longer. ``/view`` honours ``preview``, ``channel`` and ``Range`` like the real handler.
+
 Known simplifications: files live in memory (``input/example.png`` and ``input/sketch.png``
-exist from the start, like a fresh install plus the CONJURE default input); saved PNGs are
-capped at 256 px a side (``SaveImageWebsocket`` frames are full size); ``/view``'s
-``preview`` and ``channel`` parameters return the stored file unchanged; the "classic" cache
-is modelled (unchanged nodes are not re-run, entries not used by the current prompt are
-dropped); subgraph expansion, lazy inputs and ``ExecutionBlocker`` are not.
+exist from the start, like a fresh install plus the CONJURE default input); the "classic"
+cache is modelled (unchanged nodes are not re-run, entries not used by the current prompt
+are dropped); subgraph expansion, lazy inputs and ``ExecutionBlocker`` are not.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import copy
 import email.message
 import hashlib
 import heapq
+import io
 import itertools
 import logging
 import math
@@ -48,17 +53,19 @@ import attrs
 import msgspec
 import trio
 import trio_websocket
+from PIL import Image, UnidentifiedImageError
 
 from conjure_actors.sim import ws as simws
 from conjure_actors.sim.catalog import MODEL_FILES, OBJECT_INFO, object_info, output_nodes
 from conjure_actors.sim.comfyui_nodes import (
     NodeFailure,
-    digest_of,
     node_function,
+    pixels_of,
     progress_steps,
 )
 from conjure_actors.sim.comfyui_validate import is_link, validate_prompt
 from conjure_actors.sim.media import write_png
+from conjure_actors.sim.timings import ComfyTimings
 
 __all__ = ["ComfyFaults", "ComfyTimings", "ComfyUISim"]
 
@@ -77,53 +84,6 @@ VERSION: Final = "0.3.64"
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _OUTPUT_CLASSES: Final = output_nodes()
 _ANNOTATION: Final = re.compile(r"^(.*) \[(output|input|temp)\]$")
-#: Realistic relative weights of the CONJURE classes (seconds at scale 1): loaders and the
-#: samplers dominate, as on a GPU; the whole workflow takes about 1.6 s cold.
-DEFAULT_DURATIONS: Final[Mapping[str, float]] = {
-    "DualCLIPLoader": 0.08,
-    "UNETLoader": 0.12,
-    "VAELoader": 0.02,
-    "ImageOnlyCheckpointLoader": 0.1,
-    "LoadImage": 0.005,
-    "DepthAnythingV2Preprocessor": 0.06,
-    "CLIPTextEncodeFlux": 0.03,
-    "ConditioningZeroOut": 0.002,
-    "InstructPixToPixConditioning": 0.02,
-    "KSampler": 0.0,
-    "VAEDecode": 0.05,
-    "SaveImage": 0.01,
-    "CLIPVisionEncode": 0.02,
-    "Hunyuan3Dv2Conditioning": 0.005,
-    "EmptyLatentHunyuan3Dv2": 0.002,
-    "VAEDecodeHunyuan3D": 0.2,
-    "VoxelToMeshBasic": 0.05,
-    "SaveGLB": 0.01,
-}
-DEFAULT_STEP_DURATIONS: Final[Mapping[str, float]] = {"KSampler": 0.015}
-DEFAULT_PROGRESS_STEPS: Final[Mapping[str, int]] = {"VAEDecodeHunyuan3D": 8}
-
-
-@attrs.frozen
-class ComfyTimings:
-    """How long nodes take: ``scale * (per_class[cls] + steps * per_step[cls])`` seconds.
-
-    ``steps`` is how many progress updates a node sends: ``KSampler`` its ``steps`` input,
-    ``SaveImageWebsocket`` one per image, any class listed in ``progress_steps`` that many
-    (the mesh decoder reports its chunks), every other class none. ``scale`` stretches or
-    shrinks everything (0 = instant; 100 = long runs for property tests under MockClock).
-    """
-
-    scale: float = 1.0
-    default_node: float = 0.001
-    per_class: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_DURATIONS))
-    per_step: Mapping[str, float] = attrs.field(factory=lambda: dict(DEFAULT_STEP_DURATIONS))
-    progress_steps: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_PROGRESS_STEPS))
-
-    def node_seconds(self, class_type: str) -> float:
-        return self.scale * self.per_class.get(class_type, self.default_node)
-
-    def step_seconds(self, class_type: str) -> float:
-        return self.scale * self.per_step.get(class_type, self.default_node / 4)
 
 
 @attrs.frozen
@@ -466,6 +426,7 @@ class ComfyUISim:
             if sid is not None or broadcast_if_no_client:
                 self._send(kind, data, sid)
 
+        await trio.sleep(self.timings.prompt_seconds())
         record("execution_start", {"prompt_id": pid, "timestamp": self._now_ms()})
         sigs = self._signatures(item)
         used = set(sigs.values())
@@ -647,25 +608,28 @@ class ComfyUISim:
                 resolved[name] = values[str(value[0])][int(value[1])]
             else:
                 resolved[name] = value
+        info = OBJECT_INFO[class_type]
+        own = self.timings.node_seconds(class_type, pixels_of(resolved), info["category"])
         if class_type in self.faults.node_error_classes or (
             self.faults.node_error_rate > 0
             and self._rng_nodes.random() < self.faults.node_error_rate
         ):
-            await trio.sleep(self.timings.node_seconds(class_type) / 2)
+            await trio.sleep(own / 2)
             raise NodeFailure(
                 "torch.OutOfMemoryError",
                 f"Allocation on device 0 would exceed allowed memory (simulated, {class_type})",
             )
         steps = self.timings.progress_steps.get(class_type) or progress_steps(class_type, resolved)
-        await trio.sleep(self.timings.node_seconds(class_type))
+        # The node takes the modelled time, or longer if computing it here took longer.
+        start = trio.current_time()
         ctx = _Context(self, item, steps)
+        fn = node_function(class_type, info["output"])
+        outputs, ui = fn(node_id, resolved, ctx, sigs[node_id])
+        await trio.sleep_until(start + own)
         if steps and class_type != "SaveImageWebsocket":
             for step in range(1, steps + 1):
                 await trio.sleep(self.timings.step_seconds(class_type))
                 self._progress(item, node_id, step, steps, progress, send_progress_state)
-        digest = digest_of(class_type, resolved)
-        fn = node_function(class_type, OBJECT_INFO[class_type]["output"])
-        outputs, ui = fn(node_id, resolved, ctx, digest)
         for step, png in ctx.images:
             await trio.sleep(self.timings.step_seconds(class_type))
             self._progress(item, node_id, step, steps, progress, send_progress_state, png)
@@ -881,7 +845,7 @@ class ComfyUISim:
         if route == ("POST", "/history"):
             return self._post_history(body)
         if route == ("GET", "/view"):
-            return await self._view(query)
+            return await self._view(query, headers)
         if route == ("POST", "/upload/image"):
             return self._upload(headers, body)
         if route == ("GET", "/system_stats"):
@@ -1090,7 +1054,7 @@ class ComfyUISim:
         return 200, b"", None, []
 
     async def _view(
-        self, query: dict[str, str]
+        self, query: dict[str, str], headers: Mapping[str, str]
     ) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
         filename = query.get("filename")
         if filename is None:
@@ -1118,11 +1082,32 @@ class ComfyUISim:
         if f.slow_download_rate > 0 and self._rng_http.random() < f.slow_download_rate:
             await trio.sleep(f.slow_download_seconds)
         extra = [(b"content-disposition", f'filename="{name}"'.encode())]
+        channel = query.get("channel", "")
+        if "preview" in query or channel in ("rgb", "a"):
+            try:
+                body, content_type = view_image(data, query.get("preview"), channel)
+            except (UnidentifiedImageError, OSError, ValueError):
+                return 500, ERROR_500, TEXT_TYPE, []  # Image.open raised in the handler
+            return 200, body, content_type.encode(), extra
+        # web.FileResponse: the file as it is, with byte ranges.
+        status = 200
+        extra.append((b"accept-ranges", b"bytes"))
+        wanted = headers.get("range")
+        if wanted is not None:
+            span = _byte_range(wanted, len(data))
+            if span is None:
+                extra.append((b"content-range", f"bytes */{len(data)}".encode()))
+                return 416, b"", None, extra
+            start, end = span
+            extra.append((b"content-range", f"bytes {start}-{end - 1}/{len(data)}".encode()))
+            data, status = data[start:end], 206
         if f.truncated_download_rate > 0 and self._rng_http.random() < f.truncated_download_rate:
             extra.append((b"x-sim-declared-length", str(len(data)).encode()))
             data = data[: len(data) // 2]
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return 200, data, content_type.encode(), extra
+        if content_type in _FORCED_DOWNLOAD:
+            content_type = "application/octet-stream"
+        return status, data, content_type.encode(), extra
 
     def _upload(
         self, headers: dict[str, str], body: bytes
@@ -1278,6 +1263,15 @@ class _Context:
         self.images: list[tuple[int, bytes]] = []
         self._steps = steps
 
+    @property
+    def prompt(self) -> Mapping[str, Any]:
+        return self._item.prompt
+
+    @property
+    def extra_pnginfo(self) -> Mapping[str, Any] | None:
+        info = self._item.extra_data.get("extra_pnginfo")
+        return info if isinstance(info, dict) else None
+
     def read_input(self, name: str) -> bytes | None:
         return self._sim._read_input(name)
 
@@ -1302,6 +1296,58 @@ class _Context:
 
     def send_image(self, node_id: str, png: bytes, step: int, steps: int) -> None:
         self.images.append((step, png))
+
+
+_FORCED_DOWNLOAD: Final = frozenset(
+    {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
+)
+_RANGE: Final = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """aiohttp's single ``Range: bytes=a-b`` (or ``a-``, ``-n``) as ``[start, end)``; None
+    when it cannot be served (416)."""
+    m = _RANGE.match(header.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None
+    if not m.group(1):
+        start, end = max(0, size - int(m.group(2))), size
+    else:
+        start = int(m.group(1))
+        end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+    if start >= size or end <= start:
+        return None
+    return start, end
+
+
+def view_image(data: bytes, preview: str | None, channel: str) -> tuple[bytes, str]:
+    """``/view``'s conversions of a stored image: ``preview=webp;Q`` or ``jpeg;Q`` re-encodes
+    (webp for any other format or when the alpha channel is asked for); ``channel=rgb``
+    drops alpha, ``channel=a`` keeps only alpha (an RGBA PNG, opaque if the file has none)."""
+    with Image.open(io.BytesIO(data)) as img:
+        if preview is not None:
+            parts = preview.split(";")
+            fmt = parts[0]
+            if fmt not in ("webp", "jpeg") or "a" in channel:
+                fmt = "webp"
+            quality = int(parts[-1]) if parts[-1].isdigit() else 90
+            out = img.convert("RGB") if fmt == "jpeg" or channel == "rgb" else img
+            buffer = io.BytesIO()
+            out.save(buffer, format=fmt, quality=quality)
+            return buffer.getvalue(), f"image/{fmt}"
+        buffer = io.BytesIO()
+        if channel == "rgb":
+            if img.mode == "RGBA":
+                r, g, b, _ = img.split()
+                Image.merge("RGB", (r, g, b)).save(buffer, format="PNG")
+            else:
+                img.convert("RGB").save(buffer, format="PNG")
+        else:
+            alpha = img.split()[3] if img.mode == "RGBA" else Image.new("L", img.size, 255)
+            alpha_img = Image.new("RGBA", alpha.size)
+            alpha_img.putalpha(alpha)
+            alpha_img.save(buffer, format="PNG")
+        return buffer.getvalue(), "image/png"
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:

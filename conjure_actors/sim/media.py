@@ -1,11 +1,13 @@
-"""Real, tiny output files for the simulators: PNG images and binary glTF (``.glb``) meshes.
+"""Small valid files made without numpy or Pillow: PNG images and binary glTF meshes.
 
-The ComfyUI simulator writes these where a real server would write a generated image or
-mesh. They are valid files (a PNG viewer or a glTF loader opens them) and deterministic:
-the same ``digest`` (derived from the node's inputs and seed) always gives the same bytes.
+Tests and the simulators use these as input images (the simulated ComfyUI's ``input/``
+folder, uploads in tests) and the ComfyUI simulator's ``SaveGLB`` writes the mesh. They are
+valid files (a PNG viewer or a glTF loader opens them) and deterministic: the same
+``digest`` always gives the same bytes. (Saved images are encoded by the simulated nodes
+with Pillow, at the size the graph asks for: see ``comfyui_nodes.encode_png``.)
 
 - PNG: 8-bit RGB, no interlace, one IDAT chunk compressed with zlib, CRCs computed with
-  ``zlib.crc32``. Sides are capped at :data:`MAX_SIDE` pixels to keep the simulator fast.
+  ``zlib.crc32``.
 - GLB: glTF 2.0 binary container: 12-byte header (``glTF``, version 2, total length), a JSON
   chunk padded with spaces and a BIN chunk padded with zeros, both 4-byte aligned. The mesh is
   a tetrahedron whose vertices are nudged by the digest.
@@ -21,7 +23,6 @@ from typing import Final
 
 __all__ = [
     "GLB_MAGIC",
-    "MAX_SIDE",
     "PNG_SIGNATURE",
     "png_size",
     "write_glb",
@@ -30,7 +31,6 @@ __all__ = [
 
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 GLB_MAGIC: Final = b"glTF"
-MAX_SIDE: Final = 256
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -42,18 +42,16 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     )
 
 
-def write_png(
-    width: int, height: int, digest: bytes, *, max_side: int = MAX_SIDE, noise: bool = False
-) -> bytes:
-    """A valid RGB PNG of ``width`` x ``height`` (capped at ``max_side``) from ``digest``.
+def write_png(width: int, height: int, digest: bytes, *, noise: bool = False) -> bytes:
+    """A valid RGB PNG of ``width`` x ``height`` from ``digest``.
 
     Normally each row is one colour taken from the digest and shifted by the row number, so
     that the file is cheap to build (row bytes are repeated, not computed per pixel) yet
     differs for every digest. ``noise`` fills the pixels with SHAKE-256 output instead:
     incompressible, like ``ImageAddNoise`` (a 1024x1024 noise PNG is about 3 MB).
     """
-    w = max(1, min(int(width), max_side))
-    h = max(1, min(int(height), max_side))
+    w = max(1, int(width))
+    h = max(1, int(height))
     seed = digest or b"\x00"
     if noise:
         pixels = hashlib.shake_256(seed).digest(3 * w * h)

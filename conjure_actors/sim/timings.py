@@ -1,0 +1,176 @@
+"""How long simulated ComfyUI nodes take: a per-class cost model.
+
+A node takes ``scale * (constant + per_pixel * pixels + steps * per_step)`` seconds, where
+``pixels`` is what it works on (:func:`conjure_actors.sim.comfyui_nodes.pixels_of`) and
+``steps`` the progress updates it sends (a sampler's ``steps``). Every prompt also costs
+``per_prompt`` (queueing, caching, history: what a fully cached run takes).
+
+The figures at real speed (:data:`REAL_CONSTANT`, :data:`REAL_PER_PIXEL`,
+:data:`REAL_PER_STEP`) come from two sources:
+
+- **CPU, model-free classes**: fitted to the real server's timings on this machine
+  (``../shared/protocols/captures/timings.json``; ComfyUI 0.3.64, 2 cores). A fully cached
+  run takes 3 ms (the per-prompt cost); EmptyImage -> ImageInvert -> SaveImage at 64x64
+  takes 6 ms (about 1 ms a node); the seven-node LoadImage/Scale/Blur/Save graph 13 ms;
+  ImageBlur radius 15 on 4x1024x1024 0.8 s a node (1.9e-7 s a pixel, which also predicts
+  the 0.73 s from /interrupt to ``execution_interrupted`` while that node runs).
+  SaveImage's per-pixel term is PNG encoding at level 4 as measured here with Pillow.
+- **GPU, model classes** (the CONJURE workflow's FLUX depth and Hunyuan3D nodes and the
+  other loaders): no local measurement is possible (no GPU, no model files), so the table
+  follows the project's seeds: a FLUX job takes 100-500 s on a RunComfy machine. Model
+  loads dominate (10-25 s each, cold), a FLUX step at 1024x1024 takes about 1.2 s; the
+  bundled workflow comes to about 150 s.
+
+:meth:`ComfyTimings.real` is that model at real speed (the ``sim`` command's default).
+``ComfyTimings()`` is the quick demo used by ``run``'s embedded cloud and by tests: the same
+model :data:`DEMO_SPEEDUP` times faster (the CONJURE workflow in about 1.5 s). Tests stretch
+or shrink either with ``scale`` (MockClock makes long simulated runs free).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+
+__all__ = [
+    "DEMO_SPEEDUP",
+    "REAL_CONSTANT",
+    "REAL_PER_PIXEL",
+    "REAL_PER_PROMPT",
+    "REAL_PER_STEP",
+    "REAL_PROGRESS_STEPS",
+    "ComfyTimings",
+]
+
+#: How much faster than a real server the default (demo) timings run.
+DEMO_SPEEDUP: Final = 100.0
+
+#: A fully cached prompt, POST to ``executing null`` (captures/timings.json).
+REAL_PER_PROMPT: Final = 0.003
+#: A model-free node with no pixel term: (6 ms - 3 ms) / 3 nodes in invert_save.
+REAL_MODEL_FREE_NODE: Final = 0.001
+#: A model node the table does not list: as long as a small model load.
+REAL_MODEL_NODE: Final = 2.0
+
+REAL_CONSTANT: Final[Mapping[str, float]] = {
+    # CPU, fitted (see the module docstring).
+    "EmptyImage": 0.0005,
+    "ImageInvert": 0.0005,
+    "LoadImage": 0.0015,
+    "SaveImage": 0.0015,
+    "PreviewImage": 0.0012,
+    "GetImageSize": 0.0005,
+    # GPU, from the seeds' FLUX job figures (100-500 s).
+    "DualCLIPLoader": 12.0,
+    "CLIPLoader": 8.0,
+    "UNETLoader": 25.0,
+    "CheckpointLoaderSimple": 20.0,
+    "ImageOnlyCheckpointLoader": 15.0,
+    "VAELoader": 1.0,
+    "CLIPVisionLoader": 2.0,
+    "ControlNetLoader": 4.0,
+    "LoraLoader": 2.0,
+    "DepthAnythingV2Preprocessor": 4.0,
+    "CLIPTextEncode": 0.5,
+    "CLIPTextEncodeFlux": 2.0,
+    "ConditioningZeroOut": 0.01,
+    "InstructPixToPixConditioning": 0.5,
+    "KSampler": 1.0,
+    "KSamplerAdvanced": 1.0,
+    "VAEDecode": 2.0,
+    "VAEEncode": 1.0,
+    "CLIPVisionEncode": 1.0,
+    "Hunyuan3Dv2Conditioning": 0.05,
+    "EmptyLatentHunyuan3Dv2": 0.01,
+    "EmptyLatentImage": 0.001,
+    "VAEDecodeHunyuan3D": 12.0,
+    "VoxelToMeshBasic": 3.0,
+    "SaveGLB": 0.5,
+}
+
+REAL_PER_PIXEL: Final[Mapping[str, float]] = {
+    "ImageBlur": 1.9e-7,  # 0.8 s on 4 x 1024 x 1024, radius 15
+    "ImageSharpen": 1.9e-7,
+    "SaveImage": 1.2e-8,  # PNG level 4, Pillow, this CPU
+    "PreviewImage": 8e-9,  # PNG level 1
+    "ImageScale": 2e-8,
+    "ImageAddNoise": 3e-8,
+}
+
+REAL_PER_STEP: Final[Mapping[str, float]] = {
+    "KSampler": 1.2,  # FLUX dev at 1024 x 1024 on a RunComfy GPU
+    "KSamplerAdvanced": 1.2,
+    "VAEDecodeHunyuan3D": 1.0,  # per progress update (8 chunks of the octree)
+}
+
+#: Classes that send progress updates the graph does not say (the mesh decoder's chunks).
+REAL_PROGRESS_STEPS: Final[Mapping[str, int]] = {"VAEDecodeHunyuan3D": 8}
+
+_MODEL_FREE_PREFIXES: Final = ("image", "mask", "latent", "utils", "api node/image", "_for_testing")
+
+
+def _scaled(table: Mapping[str, float], factor: float) -> dict[str, float]:
+    return {k: v * factor for k, v in table.items()}
+
+
+@attrs.frozen
+class ComfyTimings:
+    """Seconds a node takes: ``scale * (per_class + per_pixel * pixels + steps * per_step)``.
+
+    A class missing from ``per_class`` takes ``default_node`` if it needs no model (its
+    category is image, mask, latent or utility work) and ``default_model_node`` otherwise;
+    missing from ``per_step``, ``default_node / 4`` a step. ``steps`` is how many progress
+    updates a node sends: ``KSampler`` its ``steps`` input, ``SaveImageWebsocket`` one per
+    image, any class in ``progress_steps`` that many. ``scale`` stretches or shrinks it all
+    (0 = instant; 100 = long runs for tests under MockClock).
+
+    The defaults are the real-speed model divided by :data:`DEMO_SPEEDUP`;
+    :meth:`real` is the model at real speed.
+    """
+
+    scale: float = 1.0
+    default_node: float = REAL_MODEL_FREE_NODE / DEMO_SPEEDUP
+    default_model_node: float = REAL_MODEL_NODE / DEMO_SPEEDUP
+    per_prompt: float = REAL_PER_PROMPT / DEMO_SPEEDUP
+    per_class: Mapping[str, float] = attrs.field(
+        factory=lambda: _scaled(REAL_CONSTANT, 1 / DEMO_SPEEDUP)
+    )
+    per_pixel: Mapping[str, float] = attrs.field(
+        factory=lambda: _scaled(REAL_PER_PIXEL, 1 / DEMO_SPEEDUP)
+    )
+    per_step: Mapping[str, float] = attrs.field(
+        factory=lambda: _scaled(REAL_PER_STEP, 1 / DEMO_SPEEDUP)
+    )
+    progress_steps: Mapping[str, int] = attrs.field(factory=lambda: dict(REAL_PROGRESS_STEPS))
+    speedup: float = DEMO_SPEEDUP
+    """How much faster than a real server these timings run (at ``scale`` 1)."""
+
+    @classmethod
+    def real(cls, scale: float = 1.0) -> ComfyTimings:
+        """The cost model at the real server's speed (``scale`` multiplies it)."""
+        return cls(
+            scale=scale,
+            default_node=REAL_MODEL_FREE_NODE,
+            default_model_node=REAL_MODEL_NODE,
+            per_prompt=REAL_PER_PROMPT,
+            per_class=dict(REAL_CONSTANT),
+            per_pixel=dict(REAL_PER_PIXEL),
+            per_step=dict(REAL_PER_STEP),
+            speedup=1.0,
+        )
+
+    def node_seconds(self, class_type: str, pixels: int = 0, category: str = "") -> float:
+        """The node's own time (without its progress steps)."""
+        constant = self.per_class.get(class_type)
+        if constant is None:
+            model_free = category.startswith(_MODEL_FREE_PREFIXES)
+            constant = self.default_node if model_free else self.default_model_node
+        return self.scale * (constant + self.per_pixel.get(class_type, 0.0) * pixels)
+
+    def step_seconds(self, class_type: str) -> float:
+        return self.scale * self.per_step.get(class_type, self.default_node / 4)
+
+    def prompt_seconds(self) -> float:
+        return self.scale * self.per_prompt
