@@ -310,11 +310,10 @@ def _preflight(
     seeds, the image."""
     from conjure_actors.commands.validate import check_before_launch, run_target, target_note
 
-    target = run_target(
-        config.mode,
-        comfyui_url=config.comfyui_url,
-        workflow_version=config.runcomfy.workflow_version or None,
-    )
+    target = run_target(config)
+    note = target_note(workflow, target)  # what cannot be checked: said even if refused
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
     check_before_launch(
         workflow,
         target,
@@ -326,9 +325,6 @@ def _preflight(
         seed=args.seed,
         jobs=args.jobs,
     )
-    note = target_note(workflow, target)
-    if note is not None:
-        print(f"note: {note}", file=sys.stderr)
 
 
 def _check_out_dir(out_dir: Path) -> None:

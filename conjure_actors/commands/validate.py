@@ -22,10 +22,11 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
+from conjure_actors.config import Config
 from conjure_actors.domain.errors import WorkflowError
 from conjure_actors.domain.preflight import preflight
 from conjure_actors.domain.workflow import (
@@ -173,15 +174,93 @@ def comfyui_target(url: str) -> Target:
     return Target(catalog_from_object_info(info), strict=True, choices=True)
 
 
-def run_target(mode: str, *, comfyui_url: str | None, workflow_version: str | None) -> Target:
-    """What ``run`` checks against in ``mode`` (``comfyui``, ``runcomfy``, ``simulated``)."""
-    if mode == "comfyui" and comfyui_url:
-        return comfyui_target(comfyui_url)
-    if mode == "runcomfy":
-        # RunComfy's API has no /object_info for a workflow version: only its machines do.
-        version = f"workflow version {workflow_version}" if workflow_version else "RunComfy"
-        return bundled_target(f"{version}: its nodes cannot be listed before a machine runs")
-    return Target(default_catalog(), strict=True, choices=True)  # the simulator's own
+def run_target(config: Config) -> Target:
+    """What ``run`` checks against: the user's ComfyUI's ``/object_info``, the catalogue
+    recorded for the RunComfy workflow version, or the simulator's own."""
+    if config.mode == "comfyui" and config.comfyui_url:
+        return comfyui_target(config.comfyui_url)
+    if config.mode == "runcomfy":
+        return runcomfy_target(config)
+    return Target(default_catalog(), strict=True, choices=True)
+
+
+# RunComfy's API cannot list the nodes of a workflow version: only a running machine of it
+# can (its ComfyUI's /object_info). So the catalogue of a version is fetched from the dev
+# machine (`machine up`) when one of that version is up, and kept on disk beside its state
+# file, one JSON file per version; later runs check against it with no machine at all.
+CATALOGS_DIR: Final = "catalogs"
+
+
+def catalogue_path(config: Config, version: str) -> Path:
+    """Where the catalogue of workflow ``version`` is kept (a safe file name for any id)."""
+    import hashlib
+
+    from conjure_actors.commands.machine import state_path
+
+    safe = version if version.replace("-", "").replace("_", "").isalnum() else None
+    name = safe or hashlib.sha256(version.encode()).hexdigest()[:32]
+    return state_path(config).parent / CATALOGS_DIR / f"{name}.json"
+
+
+def _dev_machine_of(config: Config, version: str | None) -> tuple[str, str] | None:
+    """(workflow version, URL) of the recorded dev machine, if its lease has not run out
+    and it runs ``version`` (any, when None). The URL is a secret: it is only fetched."""
+    import time
+
+    from conjure_actors.commands.machine import read_dev_machine, state_path
+
+    try:
+        dev = read_dev_machine(state_path(config))
+    except UsageError:
+        return None  # `run` says what is wrong with the state file itself
+    if dev is None or not dev.url or (version and dev.workflow_version != version):
+        return None
+    if dev.estimated_stopping_at is not None and dev.estimated_stopping_at < time.time():
+        return None
+    return dev.workflow_version, dev.url
+
+
+def _read_catalogue(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a damaged cache is not the user's input: fall back, it is rewritten
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        return None
+    return data
+
+
+def _write_catalogue(path: Path, info: Mapping[str, Any]) -> None:
+    from conjure_actors.actors.files import write_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(info, separators=(",", ":")).encode(), mode=0o600)
+    except OSError as exc:
+        print(f"note: could not keep the node catalogue in {path}: {exc.strerror}", file=sys.stderr)
+
+
+def runcomfy_target(config: Config) -> Target:
+    """The catalogue of the workflow version: fetched from a dev machine of that version
+    (and kept), else the one kept from an earlier fetch, else the bundled one (said)."""
+    version = config.runcomfy.workflow_version or None
+    dev = _dev_machine_of(config, version)
+    if dev is not None:
+        version = dev[0]
+        info = fetch_object_info(dev[1])
+        if info is not None:
+            _write_catalogue(catalogue_path(config, version), info)
+            return Target(catalog_from_object_info(info), strict=True, choices=True)
+    if version:
+        kept = _read_catalogue(catalogue_path(config, version))
+        if kept is not None:
+            return Target(catalog_from_object_info(kept), strict=True, choices=True)
+    label = f"workflow version {version}" if version else "RunComfy"
+    return bundled_target(
+        f"{label}: no node catalogue recorded yet (`machine up` of that version records it)"
+    )
 
 
 def decode_problems(data: bytes, name: str) -> list[str]:
@@ -215,6 +294,7 @@ def check_before_launch(
         checked = preflight(
             workflow,
             catalog=target.catalog,
+            strict=target.strict,
             choices=target.choices,
             image=image,
             image_name=image_name,

@@ -308,6 +308,7 @@ def preflight(
     workflow: Workflow,
     *,
     catalog: Catalog | None,
+    strict: bool = True,
     choices: bool = True,
     image: bytes | None = None,
     image_name: str | None = None,
@@ -321,7 +322,8 @@ def preflight(
     :class:`WorkflowError` (each a line): the seeds, the image's bytes (``image``, shown as
     ``image_name``), the bindings (``--prompt``, ``--set``, ``--seed``, and
     ``image_binding``, the name an upload would get) and every literal value of the graph
-    they make, against ``catalog`` (``choices=False``: a combo's list is not checked)."""
+    they make, against ``catalog`` (``strict=False``: classes it does not know are checked
+    for structure only; ``choices=False``: a combo's list is not checked)."""
     seed_problems = check_seed(seed, jobs=jobs)
     problems: list[str] = list(seed_problems)
     if image is not None:
@@ -335,6 +337,7 @@ def preflight(
             sets=sets,
             seed=None if seed_problems else seed,
             catalog=catalog,
+            strict=strict,
         )
     except WorkflowError as exc:
         problems.extend(exc.problems)

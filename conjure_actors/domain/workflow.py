@@ -677,6 +677,7 @@ def bindings_for(
     sets: Sequence[str] = (),
     seed: int | None = None,
     catalog: Catalog | None = None,
+    strict: bool = True,
 ) -> dict[str, str]:
     """Resolve a job's inputs into bindings (``"NODE.INPUT"`` -> JSON text).
 
@@ -684,7 +685,8 @@ def bindings_for(
     ``image``; ``prompt`` into every prompt input of the prompt node (``clip_l`` and
     ``t5xxl`` for CLIPTextEncodeFlux, ``text`` for CLIPTextEncode); ``seed`` into every
     literal seed input; then each ``--set NODE.INPUT=VALUE`` (applied last, so it wins).
-    Every problem is reported at once in a :class:`WorkflowError`.
+    Every problem is reported at once in a :class:`WorkflowError`; ``strict`` as in
+    :func:`validate_graph` (classes the catalog does not know).
     """
     graph = workflow.graph
     roles = conjure_roles(graph)
@@ -719,7 +721,7 @@ def bindings_for(
     problems.extend(binding_problems)
     if not binding_problems:
         # A bound value may itself be a link (a 2-item list): check the graph it makes.
-        problems.extend(validate_graph(apply_bindings(graph, encoded), catalog))
+        problems.extend(validate_graph(apply_bindings(graph, encoded), catalog, strict=strict))
     if problems:
         raise WorkflowError(problems, source=workflow.name)
     return encoded

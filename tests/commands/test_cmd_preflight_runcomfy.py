@@ -1,0 +1,104 @@
+"""The pre-flight on RunComfy: the node catalogue of a workflow version is fetched from a dev
+machine of it, kept on disk, and checked against on later runs with no machine up."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from conjure_actors.sim.cloud import CloudTimings
+from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.serve import ServedCloud, serve_cloud
+
+pytestmark = pytest.mark.slow
+
+VERSION = "wv-conjure-flux-mesh-1"
+
+
+@asynccontextmanager
+async def served() -> AsyncIterator[ServedCloud]:
+    timings = CloudTimings(
+        runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2, rate_per_second=20, burst=20)
+    )
+    async with trio.open_nursery() as nursery:
+        cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=3))
+        yield cloud
+        nursery.cancel_scope.cancel()
+
+
+async def _cli(cloud: ServedCloud, cwd: Path, *args: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
+    env.update(
+        RUNCOMFY_API_BASE_URL=cloud.base_url,
+        RUNCOMFY_USER_ID=cloud.user_id,
+        RUNCOMFY_API_TOKEN=cloud.token,
+        CONJURE_DEV_STATE_FILE=str(cwd / "state" / "dev.json"),
+        CONJURE_POOL_POLL_INTERVAL="0.2",
+    )
+    with trio.fail_after(90):
+        proc = await trio.run_process(
+            [sys.executable, "-m", "conjure_actors", *args],
+            cwd=cwd,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return proc.returncode, proc.stderr.decode()
+
+
+async def test_version_catalogue_is_recorded_then_used_without_a_machine(tmp_path: Path) -> None:
+    """With a dev machine up, a bad combo value is refused from its /object_info and the
+    catalogue is kept; after machine down, the kept one refuses it again: no launch."""
+    bad = ["--workflow-version", VERSION, "--set", '20.scheduler="nope"', "--log", "r.log"]
+    async with served() as cloud:
+        code, err = await _cli(cloud, tmp_path, "machine", "up", "--workflow-version", VERSION)
+        assert code == 0, err
+        code, err = await _cli(cloud, tmp_path, "run", *bad)
+        assert code == 2, err
+        assert "node 20 (KSampler) input 'scheduler': 'nope' is not one of:" in err
+        kept = tmp_path / "state" / "catalogs" / f"{VERSION}.json"
+        assert kept.stat().st_mode & 0o777 == 0o600
+        code, err = await _cli(cloud, tmp_path, "machine", "down")
+        assert code == 0, err
+        launched = len(cloud.runcomfy.billing())
+        code, err = await _cli(cloud, tmp_path, "run", *bad)
+        assert code == 2, err
+        assert "node 20 (KSampler) input 'scheduler': 'nope' is not one of:" in err
+        assert not err.startswith("note:")
+        assert len(cloud.runcomfy.billing()) == launched  # the dev machine only
+        assert not (tmp_path / "r.log").exists()
+
+
+async def test_without_a_recorded_catalogue_the_run_says_what_is_not_checked(
+    tmp_path: Path,
+) -> None:
+    """No dev machine and nothing kept: a custom class is named in a note (not refused),
+    and numbers are still checked against the bundled catalogue before any launch."""
+    (tmp_path / "w.json").write_text(
+        '{"1": {"class_type": "MyCustomNode", "inputs": {}},'
+        ' "2": {"class_type": "EmptyLatentImage",'
+        ' "inputs": {"width": 7, "height": 512, "batch_size": 1}},'
+        ' "3": {"class_type": "SaveLatent", "inputs": {"samples": ["2", 0],'
+        ' "filename_prefix": "x"}}}'
+    )
+    async with served() as cloud:
+        code, err = await _cli(cloud, tmp_path, "run", "w.json", "--workflow-version", VERSION)
+        launched = len(cloud.runcomfy.billing())
+    assert code == 2, err
+    assert err.splitlines() == [
+        f"note: workflow version {VERSION}: no node catalogue recorded yet (`machine up` of"
+        " that version records it): checked against the bundled node catalogue (ComfyUI core"
+        " nodes and the CONJURE workflow's); custom nodes are checked for structure only and"
+        " model file names are not checked (not in it: MyCustomNode)",
+        "error: w.json: workflow has 1 problem: node 2 (EmptyLatentImage) input 'width':"
+        " 7 is below the minimum 16",
+    ]
+    assert launched == 0
