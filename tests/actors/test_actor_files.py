@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from conftest import open_test_cloud, run_conjure, sim_config
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -192,7 +193,6 @@ class _HostileCloud:
 
 
 async def _run_one_job(cloud: Any, tmp_path: Path, wall: Any) -> tuple[Any, list[Any]]:
-    from conftest import run_conjure, sim_config
 
     import eventlog
     from conjure_actors.actors.example import bundled_workflow, example_sketch_png
@@ -211,7 +211,6 @@ async def test_a_nul_in_an_output_filename_fails_the_job_once(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """A NUL in an output's filename: the job fails once with one line, no retry, no crash."""
-    from conftest import open_test_cloud
 
     from conjure_actors.clock import TrioWallClock
 
@@ -236,7 +235,6 @@ async def test_a_subfolder_climbing_out_fails_the_job_and_writes_nothing(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """An output in subfolder '../../..': refused, nothing is written outside OUT/<job>/."""
-    from conftest import open_test_cloud
 
     from conjure_actors.clock import TrioWallClock
 
@@ -255,7 +253,6 @@ async def test_outputs_keep_their_subfolder_under_the_job_folder(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """Outputs in subfolder 'a/b' are saved as OUT/<job>/a/b/<filename>, sha256 intact."""
-    from conftest import open_test_cloud
 
     from conjure_actors.clock import TrioWallClock
 
@@ -278,7 +275,6 @@ async def test_a_download_that_never_answers_fails_the_job_instead_of_hanging(
     """Every /view hangs for a day: each attempt gives up after the stall timeout, the job
     fails after its attempts, long before the hang would end."""
     import attrs
-    from conftest import open_test_cloud, run_conjure, sim_config
 
     import eventlog
     from conjure_actors.actors.example import bundled_workflow, example_sketch_png
