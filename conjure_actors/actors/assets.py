@@ -84,7 +84,8 @@ class ReleaseKey:
 
 @attrs.frozen
 class RecordAsset:
-    """Log an asset over a blob already durable in the store; answers the asset id."""
+    """Log an asset over a blob already durable in the store; answers the asset id, or
+    :class:`KeyReused` when ``key`` (an upload's ``Idempotency-Key``) was claimed before."""
 
     hash: str
     size: int
@@ -93,6 +94,7 @@ class RecordAsset:
     tags: tuple[str, ...]
     created_new: bool
     expires_in: float | None = None
+    key: str | None = None
 
 
 @attrs.frozen
@@ -269,11 +271,25 @@ class AssetActor(Actor):
         for reply in waiting:
             reply.set(Claimed())
 
-    async def _record(self, msg: RecordAsset) -> str:
+    async def _record(self, msg: RecordAsset) -> str | KeyReused:
         now = self.ctx.now()
         keep = msg.expires_in if msg.expires_in is not None else self.retention.assets
         asset_id = str(uuid.uuid4())
+        claim: list[Any] = []
+        if msg.key is not None:
+            found = self.ctx.state.service.idempotency.get(se.claim_key("assets", msg.key))
+            if found is not None and found.expires_at > now:
+                return KeyReused()
+            claim.append(
+                se.IdempotencyKeyClaimed(
+                    key=msg.key,
+                    scope="assets",
+                    expires_at=now + self.retention.idempotency_keys,
+                    at=now,
+                )
+            )
         await self.ctx.emit(
+            *claim,
             se.AssetRecorded(
                 asset_id=asset_id,
                 hash=msg.hash,
@@ -284,7 +300,7 @@ class AssetActor(Actor):
                 created_new=msg.created_new,
                 expires_at=None if keep is None else now + keep,
                 at=now,
-            )
+            ),
         )
         return asset_id
 

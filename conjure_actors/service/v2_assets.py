@@ -105,6 +105,9 @@ async def upload(request: Request) -> Response:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise ApiError(413, "payload_too_large", f"an upload is at most {limit} bytes")
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 255:
+        raise invalid_request("Idempotency-Key must be 1 to 255 characters")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise invalid_request("send multipart/form-data with file, content_type and file_path")
     try:
@@ -155,9 +158,18 @@ async def upload(request: Request) -> Response:
             tags=tuple(tags),
             created_new=not known,
             expires_in=expires_in,
+            key=key,
         ),
         timeout=60,
     )
+    if not isinstance(asset_id, str):
+        if created and hash_text not in service.state.service.blob_refs:
+            service.blobs.remove(hash_text)
+        raise ApiError(
+            422,
+            "idempotency_key_reuse",
+            "this Idempotency-Key was used before: get the asset you uploaded with it instead",
+        )
     record = _record(service, asset_id)
     status = 200 if known else 201
     return JSONResponse(asset_view(request, record, created_new=not known), status_code=status)

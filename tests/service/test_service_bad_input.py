@@ -217,3 +217,27 @@ async def test_concurrent_duplicates_of_a_key_create_one_job(
         jobs = len(served.service.state.jobs)
     assert sorted(codes) == [201] + [422] * 19
     assert jobs == 1
+
+
+async def test_reused_upload_key_is_refused_and_mints_nothing(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """An upload's Idempotency-Key is single use: the second is 422, one asset, one blob."""
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+
+        async def upload(data: bytes) -> httpx.Response:
+            return await http.post(
+                f"{served.url}/api/v2/assets",
+                files={"file": ("a.bin", data, "application/octet-stream")},
+                data={"content_type": "application/octet-stream", "file_path": "a.bin"},
+                headers={"Idempotency-Key": "upload-1"},
+            )
+
+        first = await upload(b"first bytes")
+        second = await upload(b"other bytes")
+        assets = len(served.service.state.service.assets)
+    assert first.status_code == 201
+    assert second.status_code == 422
+    assert second.json()["error"]["code"] == "idempotency_key_reuse"
+    assert assets == 1
+    assert len(list((tmp_path / "serve.log.blobs" / "blobs").iterdir())) == 1
