@@ -6,11 +6,13 @@ checks ``run`` makes before it launches anything (:func:`check_before_launch`, t
 pre-flight of :mod:`conjure_actors.domain.preflight`), said the same way.
 
 Node knowledge comes from a catalog in ComfyUI's ``/object_info`` format (:class:`Target`):
-``--object-info FILE`` (a dump of a real server's ``GET /object_info``) or ``--comfyui-url
-URL`` (fetched once) know the target exactly: unknown classes and values outside a combo's
-choices are errors. Else the simulator's built-in catalog, which cannot know custom nodes or
-the model files of the user's server: those classes are only checked for structure and
-combo choices are not checked (a note says so); numbers, booleans and seeds always are.
+``--object-info FILE`` (a dump of a real server's ``GET /object_info``), ``--comfyui-url
+URL`` (fetched once) or ``--workflow-version ID`` (the catalogue recorded for that RunComfy
+workflow version: :func:`runcomfy_target`) know the target exactly: unknown classes and
+values outside a combo's choices are errors. Else the simulator's built-in catalog, which
+cannot know custom nodes or the model files of the user's server: those classes are only
+checked for structure and combo choices are not checked (a note says so); numbers, booleans
+and seeds always are.
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="node catalog: GET /object_info of this ComfyUI (the one `run --comfyui-url` uses)",
     )
+    parser.add_argument(
+        "--workflow-version",
+        metavar="ID",
+        help="node catalog: the one recorded for this RunComfy workflow version (what `run"
+        " --workflow-version` checks against; `machine up` records it)",
+    )
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
     parser.add_argument(
         "--no-catalog",
         action="store_true",
@@ -363,6 +372,11 @@ def _target(args: argparse.Namespace) -> Target:
         return Target(catalog, strict=True, choices=True)
     if args.comfyui_url:
         return comfyui_target(args.comfyui_url)
+    if args.workflow_version:
+        from conjure_actors.config import load_config
+
+        flags = {"runcomfy.workflow_version": args.workflow_version}
+        return runcomfy_target(load_config(config_file=args.config, flags=flags))
     if args.no_catalog:
         return Target(None, strict=False, choices=False)
     return bundled_target("no --object-info or --comfyui-url")

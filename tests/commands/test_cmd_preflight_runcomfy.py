@@ -20,6 +20,9 @@ from conjure_actors.sim.serve import ServedCloud, serve_cloud
 pytestmark = pytest.mark.slow
 
 VERSION = "wv-conjure-flux-mesh-1"
+CONJURE = str(
+    Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows" / "conjure_flux_mesh.json"
+)
 
 
 @asynccontextmanager
@@ -56,7 +59,8 @@ async def _cli(cloud: ServedCloud, cwd: Path, *args: str) -> tuple[int, str]:
 
 async def test_version_catalogue_is_recorded_then_used_without_a_machine(tmp_path: Path) -> None:
     """With a dev machine up, a bad combo value is refused from its /object_info and the
-    catalogue is kept; after machine down, the kept one refuses it again: no launch."""
+    catalogue is kept; after machine down, the kept one refuses it again (no launch), and
+    validate --workflow-version says the same line."""
     bad = ["--workflow-version", VERSION, "--set", '20.scheduler="nope"', "--log", "r.log"]
     async with served() as cloud:
         code, err = await _cli(cloud, tmp_path, "machine", "up", "--workflow-version", VERSION)
@@ -75,6 +79,8 @@ async def test_version_catalogue_is_recorded_then_used_without_a_machine(tmp_pat
         assert not err.startswith("note:")
         assert len(cloud.runcomfy.billing()) == launched  # the dev machine only
         assert not (tmp_path / "r.log").exists()
+        code, said = await _cli(cloud, tmp_path, "validate", CONJURE, *bad[:4])
+        assert (code, said) == (2, err)  # validate --workflow-version says what run says
 
 
 async def test_without_a_recorded_catalogue_the_run_says_what_is_not_checked(
