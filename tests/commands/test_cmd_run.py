@@ -167,3 +167,35 @@ def test_unpriced_server_type_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     _one_line_error(code, err)
     assert "runcomfy.server_type" in err
     assert "medium" in err
+
+
+def _crash_inside_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the run fail with an unexpected error from inside trio (a bug, a bad answer)."""
+    import conjure_actors.commands.run as run_cmd
+
+    async def broken(*args: object, **kwargs: object) -> int:
+        raise ExceptionGroup("nursery", [KeyError("outputs")])
+
+    monkeypatch.setattr(run_cmd, "_run", broken)
+
+
+def test_an_unexpected_error_is_one_line_naming_debug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception (inside an exception group) is one line that names --debug."""
+    _crash_inside_the_run(monkeypatch)
+    code, err = _run_cli([], capsys)
+    banner, last = err.splitlines()  # the banner (where it runs), then the error
+    assert "embedded simulated cloud" in banner
+    _one_line_error(code, last + "\n")
+    assert "KeyError: 'outputs'" in last
+    assert "--debug" in last
+
+
+def test_debug_shows_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --debug the original exception propagates (its traceback is shown)."""
+    _crash_inside_the_run(monkeypatch)
+    with pytest.raises(ExceptionGroup):
+        main(["--debug", "run"])
