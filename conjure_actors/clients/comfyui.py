@@ -141,6 +141,12 @@ class OutputFile:
         parts = [self.type, self.subfolder, self.filename]
         return "/".join(p for p in parts if p)
 
+    @property
+    def shown(self) -> str:
+        """:attr:`path` fit for a one-line message (escaped if it holds control characters)."""
+        path = self.path
+        return path if path.isprintable() else ascii(path)
+
 
 @attrs.frozen
 class UploadedImage:
@@ -1026,13 +1032,13 @@ class ComfyUIClient:
             )
             if response.status_code == 404:
                 raise DownloadError(
-                    f"{output.path} is missing on {self.name} (404); the server may have "
+                    f"{output.shown} is missing on {self.name} (404); the server may have "
                     "restarted or the file was removed",
                     status=404,
                 )
             if response.status_code != 200:
                 raise DownloadError(
-                    f"downloading {output.path} from {self.name} answered HTTP "
+                    f"downloading {output.shown} from {self.name} answered HTTP "
                     f"{response.status_code}",
                     status=response.status_code,
                 )
@@ -1057,11 +1063,11 @@ class ComfyUIClient:
                     sha256=hashlib.sha256(data).hexdigest(),
                     size=len(data),
                 )
-            log.info("%s: %s: %s; retrying", self.name, output.path, problem)
+            log.info("%s: %s: %s; retrying", self.name, output.shown, problem)
             if attempt < self.policy.attempts - 1:
                 await trio.sleep(self.policy.delay(attempt, self.rng))
         raise DownloadError(
-            f"{output.path} from {self.name} stayed broken after {self.policy.attempts} "
+            f"{output.shown} from {self.name} stayed broken after {self.policy.attempts} "
             f"attempts ({problem})"
         )
 
@@ -1093,7 +1099,7 @@ class ComfyUIClient:
                 return await self._download_once(output, path, params, max_bytes, stall_timeout)
             except _RetryDownload as retry:
                 problem, stalled, wait = retry.problem, retry.stalled, retry.retry_after
-            log.info("%s: %s: %s; retrying", self.name, output.path, problem)
+            log.info("%s: %s: %s; retrying", self.name, output.shown, problem)
             if attempt < self.policy.attempts - 1:
                 delay = self.policy.delay(attempt, self.rng)
                 if wait is not None:
@@ -1101,7 +1107,7 @@ class ComfyUIClient:
                 await trio.sleep(delay)
         error = DownloadStalledError if stalled else DownloadError
         raise error(
-            f"{output.path} from {self.name} stayed broken after {self.policy.attempts} "
+            f"{output.shown} from {self.name} stayed broken after {self.policy.attempts} "
             f"attempts ({problem})"
         )
 
@@ -1145,7 +1151,7 @@ class ComfyUIClient:
         code = response.status_code
         if code == 404:
             raise DownloadError(
-                f"{output.path} is missing on {self.name} (404); the server may have "
+                f"{output.shown} is missing on {self.name} (404); the server may have "
                 "restarted or the file was removed",
                 status=404,
             )
@@ -1155,16 +1161,16 @@ class ComfyUIClient:
             )
         if code != 200:
             raise DownloadError(
-                f"downloading {output.path} from {self.name} answered HTTP {code}", status=code
+                f"downloading {output.shown} from {self.name} answered HTTP {code}", status=code
             )
         declared_text = response.headers.get("content-length", "").strip()
         declared = int(declared_text) if declared_text.isdecimal() else None
         if declared is not None and declared > max_bytes:
             raise DownloadTooLargeError(
-                f"{output.path} on {self.name} declares {declared} bytes, more than the "
+                f"{output.shown} on {self.name} declares {declared} bytes, more than the "
                 f"download cap of {max_bytes} (raise downloads.max_bytes if it is expected)"
             )
-        sink = FileSink(path, max_bytes=max_bytes, what=f"{output.path} from {self.name}")
+        sink = FileSink(path, max_bytes=max_bytes, what=f"{output.shown} from {self.name}")
         try:
             chunks = response.aiter_bytes()
             while True:

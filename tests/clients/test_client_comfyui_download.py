@@ -268,3 +268,17 @@ async def test_stall_error_never_names_the_machine_url(
     message = str(info.value)
     assert "server s-1" in message
     assert "secret.invalid" not in message
+
+
+async def test_an_output_name_with_control_characters_is_escaped_in_errors(
+    tmp_path: Path,
+) -> None:
+    """A 404 for an output whose name holds a newline: the message stays on one line."""
+    hits: list[int] = []
+    weird = OutputFile("9", "images", "a\nb\x00.png", "sub\x1b[2J", "output")
+    async with client_for(lambda r: httpx.Response(404), hits) as http:
+        with pytest.raises(DownloadError) as info:
+            await comfy(http).download_to(weird, tmp_path / "x.png")
+    assert "\n" not in str(info.value)
+    assert "\x00" not in str(info.value)
+    assert "\\n" in str(info.value)
