@@ -250,6 +250,14 @@ class _Live:
     events_scope: trio.CancelScope | None = None
 
 
+@attrs.define(eq=False)
+class _Shutdown:
+    """``StopAllMachines`` received: why, and who waits for the last machine to stop."""
+
+    reason: str
+    replies: list[Reply[list[str]]] = attrs.Factory(list)
+
+
 ApproveLaunchFn = Callable[[str, str], Awaitable[bool]]
 ApproveRenewalFn = Callable[[str, float], Awaitable[bool]]
 
@@ -283,6 +291,7 @@ class MachinePool:
         self.next_launch_at = float("-inf")
         self.polls = 0
         self.ref: ActorRef | None = None
+        self.shutdown: _Shutdown | None = None  # StopAllMachines received
 
     def attach(self, server_id: str, client: Any) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -307,12 +316,6 @@ class MachinePool:
         ]
 
 
-@attrs.define(eq=False)
-class _Shutdown:
-    reason: str
-    replies: list[Reply[list[str]]] = attrs.Factory(list)
-
-
 class MachineActor(Actor):
     """The pool as an actor (see the module docstring)."""
 
@@ -330,13 +333,19 @@ class MachineActor(Actor):
         self._poll_queued = False
         self._poll_waiters: list[Reply[None]] = []
         self._reconciling = False
-        self._shutdown: _Shutdown | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
         self.pool.ref = self.ref
+        for live in self.pool.live.values():  # their tasks ended with the last incarnation
+            live.events, live.events_scope = None, None
         self.start_soon(self._ticker, name="machine-poll-timer")
+        if self.pool.shutdown is not None and self.pool.shutdown.replies:
+            # Restarted while stopping every machine: the next listing stops what still
+            # runs, and the stop's reply still gets its answer in time.
+            self.start_soon(self._deadline_child, name="machine-stop-deadline")
+            self._poll()
 
     async def _ticker(self) -> None:
         """Child: tell the actor to poll every ``poll_interval``."""
@@ -397,6 +406,12 @@ class MachineActor(Actor):
     # ------------------------------------------------------------------ leases
 
     async def _lease(self, msg: LeaseMachine) -> None:
+        if self.pool.shutdown is not None:
+            reason = self.pool.shutdown.reason
+            msg.reply.fail(
+                LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason)
+            )
+            return
         # A job that still holds a lease (its actor restarted) gets it back as it is.
         for m in self.ctx.state.machines.values():
             if (
@@ -541,7 +556,6 @@ class MachineActor(Actor):
             if m.kind == "runcomfy"
             and m.status not in MACHINE_GONE
             and m.server_id not in self._stopping
-            and m.status in (M_STARTING, M_READY)
         ]
         in_flight = len(self._launching) + self._approving
         # Machines that will take jobs soon: still starting, or Ready with the health check
@@ -610,7 +624,7 @@ class MachineActor(Actor):
             self._fail_unservable("budget")
             self._check_shutdown()
             return
-        if not pool.launching_allowed or self._shutdown is not None:
+        if not pool.launching_allowed or self.pool.shutdown is not None:
             self._fail_unservable(pool.refuse_reason or "launching stopped")
             self._check_shutdown()
             return
@@ -690,9 +704,9 @@ class MachineActor(Actor):
             )
         )
         pool.live[server.server_id] = _Live(launched_at=trio.current_time())
-        if self._shutdown is not None:
+        if self.pool.shutdown is not None:
             # The launch completed after the stop of every machine began: stop it too.
-            await self._stop(server.server_id, self._shutdown.reason)
+            await self._stop(server.server_id, self.pool.shutdown.reason)
         self._check_shutdown()
         await self._assign()
 
@@ -825,11 +839,11 @@ class MachineActor(Actor):
         for w in self.pool.waiting:
             w.reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
         self.pool.waiting.clear()
-        first = self._shutdown is None
-        if self._shutdown is None:
-            self._shutdown = _Shutdown(reason)
+        first = self.pool.shutdown is None
+        if self.pool.shutdown is None:
+            self.pool.shutdown = _Shutdown(reason)
         if reply is not None:
-            self._shutdown.replies.append(reply)
+            self.pool.shutdown.replies.append(reply)
         for sid in self.pool.still_running():
             await self._stop(sid, reason)
         if set(self.ctx.state.launch_requests) - self._launching:
@@ -844,7 +858,7 @@ class MachineActor(Actor):
 
     def _check_shutdown(self) -> None:
         """Answer the stop-all replies once nothing runs and nothing is on its way."""
-        sd = self._shutdown
+        sd = self.pool.shutdown
         if sd is None or not sd.replies:
             return
         if self._launching or self._approving:
@@ -858,7 +872,7 @@ class MachineActor(Actor):
         sd.replies.clear()
 
     def _on_shutdown_deadline(self) -> None:
-        sd = self._shutdown
+        sd = self.pool.shutdown
         if sd is None or not sd.replies:
             return
         left = self.pool.still_running()
@@ -945,9 +959,9 @@ class MachineActor(Actor):
         if self._poll_queued:
             self._poll_queued = False
             self._poll()
-        if self._shutdown is not None:
+        if self.pool.shutdown is not None:
             for sid in self.pool.still_running():
-                await self._stop(sid, self._shutdown.reason)
+                await self._stop(sid, self.pool.shutdown.reason)
         self._check_shutdown()
         await self._assign()
 

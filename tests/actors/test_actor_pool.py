@@ -781,3 +781,16 @@ async def test_launches_stuck_in_starting_fail_the_job_after_bounded_tries(
         assert len(rig.sim.billing()) == 3
         assert rig.sim.running() == []
         assert rig.ledger_matches_sim()
+
+
+async def test_a_lease_asked_after_the_stop_of_every_machine_fails_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once every machine is being stopped, a new lease request is refused at once, with
+    the reason, and launches nothing."""
+    async with pool_rig() as rig:
+        assert await rig.stop_all("interrupted") == []
+        reply = await rig.ask_lease(await rig.job())
+        with trio.fail_after(1), pytest.raises(LeaseFailedError, match="interrupted"):
+            await reply.wait()
+        assert rig.sim.billing() == []
