@@ -241,3 +241,47 @@ async def test_a_full_disk_stops_every_machine_and_says_so_in_one_line(
     assert "\n" not in line
     assert "refused writes" in line
     assert all(m in line for m in machines), (machines, line)
+
+
+async def test_one_job_is_a_sequence_of_messages_and_events(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WorkflowActor of one job handles one report at a time, in the documented order,
+    and every job event of the log was emitted while it handled one of them."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    seen: list[str] = []
+    original = job_module.WorkflowActor._handle
+
+    async def handle(self: Any, msg: Any) -> None:
+        seen.append(type(msg).__name__)
+        await original(self, msg)
+
+    monkeypatch.setattr(job_module.WorkflowActor, "_handle", handle)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        assert conjure.state.jobs[job].status == "succeeded"
+    squeezed = [m for i, m in enumerate(seen) if i == 0 or seen[i - 1] != m]
+    assert squeezed == [
+        "_Go",
+        "_Leased",
+        "_Uploaded",
+        "_Submitted",
+        "_Progress",
+        "_Saved",
+        "_Downloaded",
+    ], seen
+    kinds = [type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None)]
+    assert kinds[:5] == [
+        "JobSubmitted",
+        "JobQueued",
+        "MachineLeased",
+        "JobStarted",
+        "InputUploaded",
+    ]
+    assert kinds[-2:] == ["JobSucceeded", "MachineReleased"]

@@ -98,3 +98,42 @@ async def test_silent_websocket_is_noticed_as_a_stall(
             state = conjure.state
     assert state.jobs[job].status == "succeeded"
     assert state.jobs[job].stalls >= 1
+
+
+class _GoneTerminal:
+    """A sink whose terminal went away (SIGHUP): every write fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        self.calls += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def tick(self, state: Any) -> None:
+        self.calls += 1
+        raise OSError(5, "Input/output error")
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_sink_whose_terminal_is_gone_is_dropped_and_the_run_goes_on(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A view that cannot write any more is dropped after its first failure; no actor
+    crashes and the job still succeeds."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    sink = _GoneTerminal()
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall, monitor=sink) as conjure,
+    ):
+        job = await conjure.submit(
+            json.loads(bundled_workflow()), image=example_sketch_png(), prompt="x"
+        )
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        assert conjure.state.jobs[job].status == "succeeded"
+    assert sink.calls == 1
