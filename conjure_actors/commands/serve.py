@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import math
 import os
 import signal
@@ -150,6 +151,9 @@ def main(args: argparse.Namespace) -> int:
     from conjure_actors.service.security import check_bind
 
     check_bind(args.host, args.token)
+    if getattr(args, "debug", False):  # an unexpected error's traceback (service/errors.py)
+        logging.basicConfig(level=logging.WARNING)
+        logging.getLogger("conjure_actors.service").setLevel(logging.DEBUG)
     _security(args, 0)  # a bad --cors-origin or --max-body-mb fails before the log opens
     config = _config(args)
     settings = _settings(args)

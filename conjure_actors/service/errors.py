@@ -88,7 +88,14 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    # One line by default; the traceback only when logging is at DEBUG (``--debug``).
+    log.error(
+        "unexpected %s on %s %s (answered 500 upstream_error)",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+    )
+    log.debug("traceback of the unexpected error", exc_info=exc)
     return error_response(
         ApiError(500, "upstream_error", "internal error; the job service logged it")
     )

@@ -521,7 +521,7 @@ async def events(request: Request) -> Response:
         async with service.journal.subscribe(max_buffer=math.inf) as records:
             view = job_view(request, service, job_id)
             status = view["status"]
-            yield frame("status", _status_payload(view))
+            yield frame("status", _status_payload(view, full=status in TERMINAL_API))
             sent_progress = view["progress"]
             if sent_progress is not None:
                 yield frame("progress", sent_progress)
