@@ -28,6 +28,17 @@ from conjure_actors.errors import UsageError
 HELP = "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)"
 
 
+def _seconds(text: str) -> float:
+    """A duration flag: a finite number of seconds, at least 1 (NaN and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 1, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # One sub-parser per action, so that `machine up --help` is up's own help.
     common = argparse.ArgumentParser(add_help=False)
@@ -65,14 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     up.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=3600.0,
         metavar="S",
         help="lease: RunComfy stops the machine after S seconds (default 3600)",
     )
     up.add_argument(
         "--wait",
-        type=float,
+        type=_seconds,
         default=600.0,
         metavar="S",
         help="give up waiting for Ready after S seconds (default 600)",

@@ -387,6 +387,8 @@ def _image(name: str | None) -> tuple[bytes | None, str | None]:
     if name is None:
         return None, None
     path = Path(name)
+    if path.is_dir():
+        raise UsageError(f"--image {show(name)}: is a directory, not an image file")
     if not path.is_file():
         return None, name
     try:

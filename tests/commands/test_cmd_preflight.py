@@ -251,3 +251,31 @@ async def test_users_comfyui_catalogue_is_fetched_and_checked_first(tmp_path: Pa
     assert ran == []
     assert not (tmp_path / "r.log").exists()
     assert (validate.returncode, validate.stderr.decode()) == (2, err)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """--debug: the same refusal, with its traceback (exit non-zero, nothing started)."""
+    proc = _cli(tmp_path, "--debug", "run", "--seed", "-1")
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("a seed is an integer from 0 to 18446744073709551615")
+    assert not list(tmp_path.glob("runs/*.log"))
+
+
+def test_machine_up_refuses_a_nan_duration(tmp_path: Path) -> None:
+    """machine up --duration nan (a traceback after the launch call): refused by argparse."""
+    proc = _cli(tmp_path, "machine", "up", "--duration", "nan", RUNCOMFY_USER_ID="u")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].endswith(
+        "argument --duration: must be a finite number of seconds >= 1, got nan"
+    )
+
+
+def test_validate_image_that_is_a_directory(tmp_path: Path) -> None:
+    """validate --image DIR is refused, not taken for an image name on the server."""
+    workflow = str(ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json")
+    proc = _cli(tmp_path, "validate", workflow, "--image", str(tmp_path))
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"error: --image {tmp_path}: is a directory, not an image file\n",
+    )
