@@ -454,6 +454,7 @@ class _RedactFilter(logging.Filter):
 
 
 _ANY_JSON: Final = msgspec.json.Decoder()
+_JSON_OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
 _REDACT_FILTER: Final = _RedactFilter()
 for _name in ("httpx", "httpcore", "trio-websocket", "hypercorn.access"):
     logging.getLogger(_name).addFilter(_REDACT_FILTER)
@@ -792,11 +793,11 @@ class ComfyUIClient:
                 status=response.status_code,
             ) from None
 
-    async def _get_json(self, path: str, **kwargs: Any) -> Any:
+    async def _get_json(self, path: str, *, decoder: Any = None, **kwargs: Any) -> Any:
         response = await self._request("GET", path, **kwargs)
         if response.status_code != 200:
             raise self._fail(f"GET {path}", response)
-        return self._decode(f"GET {path}", response, _ANY_JSON)
+        return self._decode(f"GET {path}", response, decoder or _ANY_JSON)
 
     # ------------------------------------------------------------------ routes
 
@@ -1014,13 +1015,16 @@ class ComfyUIClient:
             raise self._fail("POST /interrupt", response)
 
     async def system_stats(self) -> dict[str, Any]:
-        body = await self._get_json("/system_stats")
-        return body if isinstance(body, dict) else {}
+        """``/system_stats`` (the health check): a JSON object, else ComfyUIResponseError
+        (a proxy's HTML page answered with 200 is not a healthy ComfyUI)."""
+        body: dict[str, Any] = await self._get_json("/system_stats", decoder=_JSON_OBJECT)
+        return body
 
     async def object_info(self, class_type: str | None = None) -> dict[str, Any]:
+        """``/object_info[/{class}]``: the node catalogue, a JSON object."""
         path = "/object_info" if class_type is None else f"/object_info/{class_type}"
-        body = await self._get_json(path)
-        return body if isinstance(body, dict) else {}
+        body: dict[str, Any] = await self._get_json(path, decoder=_JSON_OBJECT)
+        return body
 
     async def download(self, output: OutputFile) -> Download:
         """``/view`` with checks: status, Content-Length, non-empty, signature; retried."""
