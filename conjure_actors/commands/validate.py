@@ -345,10 +345,12 @@ def default_catalog() -> Catalog | None:
 
 def _summary(workflow: Workflow, catalog: Catalog | None, bindings: dict[str, str]) -> str:
     graph = workflow.graph
-    outs = ", ".join(f"{nid} ({workflow.class_of(nid)})" for nid in workflow.outputs(catalog))
+    outs = ", ".join(
+        f"{show(nid)} ({show(workflow.class_of(nid))})" for nid in workflow.outputs(catalog)
+    )
     roles = workflow.roles()
     named = [
-        f"{label}={nid}"
+        f"{label}={show(nid)}"
         for label, nid in (
             ("image", roles.input_image),
             ("prompt", roles.prompt),
@@ -357,7 +359,7 @@ def _summary(workflow: Workflow, catalog: Catalog | None, bindings: dict[str, st
         )
         if nid is not None
     ]
-    parts = [f"ok: {workflow.name}: {len(graph)} nodes", f"outputs {outs}"]
+    parts = [f"ok: {show(workflow.name)}: {len(graph)} nodes", f"outputs {outs}"]
     if named:
         parts.append("roles " + " ".join(named))
     if bindings:

@@ -196,3 +196,26 @@ def test_values_of_unknown_classes_are_not_judged() -> None:
     """A class the catalogue does not describe: no value problem invented for it."""
     graph = {"1": {"class_type": "MyNode", "inputs": {"x": "anything"}}}
     assert check_values(graph, CATALOG) == []
+
+
+_NAME = st.text(max_size=4) | st.sampled_from(["20", "\n", "seed", "steps", "cfg", "image"])
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4), _NAME)
+
+
+@given(
+    st.dictionaries(
+        _NAME,
+        st.fixed_dictionaries(
+            {
+                "class_type": st.sampled_from(["KSampler", "LoadImage", "EmptyLatentImage"])
+                | _NAME,
+                "inputs": st.dictionaries(_NAME, _VALUE, max_size=4),
+            }
+        ),
+        max_size=4,
+    )
+)
+def test_value_problems_of_any_graph_are_one_line(graph: dict[str, Any]) -> None:
+    """Issue 17 for values: whatever ids, names and values, each problem is one line."""
+    for problem in check_values(graph, CATALOG):
+        assert problem.splitlines() == [problem], problem
