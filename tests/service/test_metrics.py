@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 from extras_support import open_extras_service, png, wait_idle
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,3 +94,32 @@ def test_budget_is_nan_when_unlimited() -> None:
     got = samples(ServiceMetrics(lambda: state).render().decode())
     value = got[("conjure_budget_usd", ())]
     assert value != value
+
+
+@pytest.mark.slow
+async def test_served_app_observes_journal_appends(tmp_path: Path, sim_config: Any) -> None:
+    """Under hypercorn, the app's lifespan watches the journal: appends are timed."""
+    import httpx
+    from extras_support import serve_args
+
+    from conjure_actors.commands.serve import build_app, open_serve
+    from conjure_actors.service.app import Settings
+
+    args = serve_args()
+    with trio.fail_after(120):
+        async with (
+            open_serve(
+                sim_config,
+                log_path=tmp_path / "serve.log",
+                out_dir=tmp_path / "out",
+                settings=Settings(),
+                app_factory=lambda service: build_app(service, args),
+            ) as served,
+            httpx.AsyncClient(base_url=served.url) as client,
+        ):
+            r = await client.put("/api/conjure/budget", json={"usd": 1})
+            assert r.status_code == 200
+            text = (await client.get("/metrics")).text
+    got = samples(text)
+    assert got[("conjure_journal_append_seconds_count", ())] > 0
+    assert got[("conjure_budget_usd", ())] == 1.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as hs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -16,6 +18,7 @@ from conjure_actors.service.security import (
     check_bind,
     is_loopback_host,
     normalize_origin,
+    origin_refusal,
     security_middleware,
 )
 
@@ -276,3 +279,49 @@ def test_loopback_hosts(host: str) -> None:
 def test_non_loopback_hosts(host: str) -> None:
     """Every other address (and the empty one: all interfaces) is not loopback."""
     assert not is_loopback_host(host)
+
+
+_HOSTS = hs.sampled_from(["127.0.0.1", "localhost", "[::1]"])
+_NAMES = hs.sampled_from(["127.0.0.1", "localhost", "[::1]", "evil.example", "app.example"])
+_PORTS = hs.one_of(hs.none(), hs.sampled_from([80, 443, 5173, 8189]))
+
+
+def _scope_with(host: str, origin: str) -> dict:
+    return {
+        "type": "http",
+        "headers": [(b"host", host.encode()), (b"origin", origin.encode())],
+    }
+
+
+@given(
+    host=_HOSTS,
+    host_port=_PORTS,
+    name=_NAMES,
+    port=_PORTS,
+    scheme=hs.sampled_from(["http", "https"]),
+)
+def test_origin_check_passes_exactly_the_same_host(
+    host: str, host_port: int | None, name: str, port: int | None, scheme: str
+) -> None:
+    """On a loopback Host, an unlisted Origin passes iff it names the same host (and the
+    same port whenever both say one)."""
+    host_header = host if host_port is None else f"{host}:{host_port}"
+    origin = f"{scheme}://{name}" if port is None else f"{scheme}://{name}:{port}"
+    same = name == host and (port is None or host_port is None or port == host_port)
+    assert (origin_refusal(_scope_with(host_header, origin), ()) is None) == same
+
+
+@given(host=_HOSTS, name=_NAMES, port=_PORTS)
+def test_a_listed_origin_always_passes(host: str, name: str, port: int | None) -> None:
+    """An origin on the --cors-origin list passes whatever the Host."""
+    origin = normalize_origin(f"https://{name}" if port is None else f"https://{name}:{port}")
+    assert origin_refusal(_scope_with(f"{host}:8189", origin), (origin,)) is None
+
+
+@given(name=_NAMES, port=_PORTS, scheme=hs.sampled_from(["http", "https", "HTTP"]))
+def test_normalize_origin_is_idempotent(name: str, port: int | None, scheme: str) -> None:
+    """Normalizing a normalized origin changes nothing."""
+    raw = f"{scheme}://{name.upper()}" + ("" if port is None else f":{port}") + "/"
+    once = normalize_origin(raw)
+    assert normalize_origin(once) == once
+    assert "/" not in once.split("://", 1)[1]
