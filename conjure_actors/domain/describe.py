@@ -14,6 +14,7 @@ import msgspec
 
 from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
 from conjure_actors.domain.prices import format_usd
 
 __all__ = ["describe", "event_job_id", "event_subject"]
@@ -115,6 +116,19 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     rt.SupervisorEscalated: lambda e: (
         f"escalated: {e.child} restarted {e.restarts} times in {_num(e.window)}s"
     ),
+    se.AssetRecorded: lambda e: (
+        f"asset {e.asset_id} recorded: {e.file_path or '-'} ({e.size} bytes, {e.hash[:19]})"
+        + ("" if e.created_new else ", existing blob")
+    ),
+    se.AssetDeleted: lambda e: "deleted",
+    se.AssetExpired: lambda e: "expired",
+    se.IdempotencyKeyClaimed: lambda e: f"{e.scope} key {e.key!r} claimed",
+    se.IdempotencyKeyReleased: lambda e: f"{e.scope} key {e.key!r} released ({e.reason})",
+    se.ApiJobAccepted: lambda e: (
+        "accepted by the job service" + (f", labels {_one_line(str(e.labels))}" if e.labels else "")
+    ),
+    se.ApiJobCancelRequested: lambda e: "cancel requested by the client",
+    se.ApiJobExpired: lambda e: "expired (past its retention)",
 }
 
 
@@ -142,6 +156,10 @@ def event_subject(event: object) -> str:
         return f"actor {event.supervisor}"
     if isinstance(event, ev.WorkflowRegistered):
         return "workflow"
+    if isinstance(event, se.AssetDeleted | se.AssetExpired | se.AssetRecorded):
+        return f"asset {event.asset_id}"
+    if isinstance(event, se.IdempotencyKeyClaimed | se.IdempotencyKeyReleased):
+        return "idempotency"
     if isinstance(event, ev.BudgetSet | ev.BudgetWarning | ev.BudgetExceeded | ev.LaunchRefused):
         return "budget"
     return "system"

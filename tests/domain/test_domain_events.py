@@ -66,6 +66,14 @@ EXPECTED_TAGS = {
     "actor.restarted",
     "actor.stopped",
     "actor.escalated",
+    "service.asset_recorded",
+    "service.asset_deleted",
+    "service.asset_expired",
+    "service.idempotency_claimed",
+    "service.idempotency_released",
+    "service.job_accepted",
+    "service.job_cancel_requested",
+    "service.job_expired",
 }
 
 
