@@ -41,7 +41,7 @@ from conjure_actors.actors.messages import (
 from conjure_actors.actors.pool import MachineActor, MachinePool, Reconcile
 from conjure_actors.clients.runcomfy import RunComfyClient
 from conjure_actors.clock import TrioWallClock
-from conjure_actors.config import Config, PoolConfig, RunComfyConfig, Secret
+from conjure_actors.config import BudgetConfig, Config, PoolConfig, RunComfyConfig, Secret
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import default_price_table
@@ -160,6 +160,7 @@ async def pool_rig(
     budget: float | None = None,
     comfy: type[_HealthyComfy] = _HealthyComfy,
     ready_delay: float = 60.0,
+    warn_fraction: float = 0.8,
     **pool: Any,
 ) -> AsyncIterator[Rig]:
     wall = TrioWallClock()
@@ -174,6 +175,7 @@ async def pool_rig(
             workflow_version="v1",
         ),
         pool=PoolConfig(**{"poll_interval": 5.0, **pool}),
+        budget=BudgetConfig(warn_fraction=warn_fraction),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(sim.run)
@@ -794,3 +796,19 @@ async def test_a_lease_asked_after_the_stop_of_every_machine_fails_at_once(
         with trio.fail_after(1), pytest.raises(LeaseFailedError, match="interrupted"):
             await reply.wait()
         assert rig.sim.billing() == []
+
+
+async def test_budget_warning_comes_at_the_configured_fraction(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With ``budget.warn_fraction = 0.5`` the CostActor warns once half the budget is spent
+    (not at a fixed 80%), and the machine keeps running."""
+    async with pool_rig(budget=1.0, warn_fraction=0.5) as rig:
+        j = await rig.job()
+        await rig.lease(j)
+        await trio.sleep(1500)  # $0.99/h: about $0.41 spent
+        assert rig.events(ev.BudgetWarning) == []
+        await trio.sleep(600)  # about $0.58
+        (warning,) = rig.events(ev.BudgetWarning)
+        assert 500_000 <= warning.spent_micros < 600_000
+        assert rig.events(ev.BudgetExceeded) == []
