@@ -21,6 +21,7 @@ from service_helpers import serving, wait_terminal, workflow
 import eventlog
 from conjure_actors.actors.example import example_sketch_png
 from conjure_actors.domain.events import Event
+from conjure_actors.domain.prices import billed_seconds, cost_micros
 from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.sim.cloud import CloudTimings
 from conjure_actors.sim.runcomfy import RunComfyTimings
@@ -162,32 +163,58 @@ async def test_sigterm_exits_0_after_printing_the_url_first(tmp_path: Path) -> N
     assert b"Traceback" not in serve.stderr
 
 
-async def test_kill_9_with_jobs_in_flight_then_restart_loses_nothing(tmp_path: Path) -> None:
-    """kill -9 while jobs run, restart on the same log: every job is there and succeeds, no
-    prompt ran twice, no machine is left running after SIGTERM."""
+def _ledger_bounds(m: Any) -> set[int]:
+    """The bills the cloud may have recorded for a machine the ledger closed: exact but for
+    when, within a ``DELETE``'s round trip, the cloud stopped billing (see the same check in
+    ``tests/commands/test_cmd_run_cloud.py``)."""
+    if m.stop_requested_at is None or m.stopped_at is None:
+        return {m.cost_micros}
+    low = m.stop_requested_at
+    high = m.stopped_at if m.stopped_at > low else low + 1.0
+    first = billed_seconds(m.service_ready_at, low)
+    last = billed_seconds(m.service_ready_at, high)
+    return {cost_micros(m.rate_micros_per_hour, s) for s in range(first, last + 1)}
+
+
+async def test_kill_9_with_jobs_in_every_state_then_restart_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 with a job finished, one running and some queued, restart on the same log:
+    every job is there, the finished one with its output, the others succeed; no prompt ran
+    twice, no machine is left running after SIGTERM, and the ledger matches the bills."""
     log = tmp_path / "serve.log"
-    body = {"workflow": workflow("slow_blur_chain.json")}
+    slow = {"workflow": workflow("slow_blur_chain.json")}
     async with served_cloud() as cloud, httpx.AsyncClient(timeout=120) as http:
-        with trio.fail_after(120):
+        with trio.fail_after(180):
             first = await Serve.start(tmp_path, log, cloud)
+            fast = await http.post(
+                f"{first.url}/api/v2/jobs", json={"workflow": workflow("invert_save.json")}
+            )
+            (finished,) = await wait_terminal(http, first.url, [fast.json()["id"]])
             ids = [
-                (await http.post(f"{first.url}/api/v2/jobs", json=body)).json()["id"]
+                (await http.post(f"{first.url}/api/v2/jobs", json=slow)).json()["id"]
                 for _ in range(3)
             ]
-            while not any(sim.prompts_run for sim in cloud.machines.values()):  # noqa: ASYNC110
+            while sum(len(sim.prompts_run) for sim in cloud.machines.values()) < 2:  # noqa: ASYNC110
                 await trio.sleep(0.1)
             first.process.send_signal(signal.SIGKILL)
             await first.process.wait()
         with trio.fail_after(240):
             second = await Serve.start(tmp_path, log, cloud)
+            again = (await http.get(f"{second.url}/api/v2/jobs/{finished['id']}")).json()
+            output = await http.get(again["outputs"][0]["url"])
             done = await wait_terminal(http, second.url, ids)
             code = await second.stop()
             while cloud.runcomfy.running():  # noqa: ASYNC110 - the sim offers no event
                 await trio.sleep(0.1)
         ran = [p for sim in cloud.machines.values() for p in sim.prompts_run]
+        bills = {b.server_id: b.cost_micros for b in cloud.runcomfy.billing()}
     state = eventlog.fold(eventlog.read(log, Event), apply, initial_state())
+    assert finished["status"] == again["status"] == "succeeded"
+    assert output.content.startswith(b"\x89PNG")
     assert [j["status"] for j in done] == ["succeeded"] * 3, second.stderr.decode()
     assert code == 0, second.stderr.decode()
     assert len(ran) == len(set(ran)), "a prompt ran twice"
     assert all(m.status in ("stopped", "lost") for m in state.machines.values())
-    assert set(state.service.api_jobs) == set(ids)
+    assert set(state.service.api_jobs) == {finished["id"], *ids}
+    assert set(bills) == set(state.machines)
+    for m in state.machines.values():
+        assert bills[m.server_id] in _ledger_bounds(m), (m, bills[m.server_id])
