@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -145,6 +146,22 @@ def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
     )
 
 
+def _check_port(host: str, port: int) -> None:
+    """A port already taken is one clear line before anything starts (no cloud, no log)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port"
+                " (0: any free one)"
+            ) from None
+
+
 def main(args: argparse.Namespace) -> int:
     from conjure_actors.commands.run import _check_budget, first_conjure_error
     from conjure_actors.config import require_priced_server_type
@@ -155,6 +172,7 @@ def main(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING)
         logging.getLogger("conjure_actors.service").setLevel(logging.DEBUG)
     _security(args, 0)  # a bad --cors-origin or --max-body-mb fails before the log opens
+    _check_port(args.host, args.port)
     config = _config(args)
     settings = _settings(args)
     if config.mode != "comfyui":

@@ -218,3 +218,27 @@ async def test_kill_9_with_jobs_in_every_state_then_restart_loses_nothing(tmp_pa
     assert set(bills) == set(state.machines)
     for m in state.machines.values():
         assert bills[m.server_id] in _ledger_bounds(m), (m, bills[m.server_id])
+
+
+async def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A port already taken: one error line naming it, exit 2, no log written."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-m", "conjure_actors", "serve", "--port", str(port)],
+                cwd=tmp_path,
+                env=_env(None),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2
+    assert len(lines) == 1
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert not (tmp_path / "runs").exists()
