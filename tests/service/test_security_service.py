@@ -192,3 +192,33 @@ async def test_no_secret_in_any_response_log_line_or_event(
         assert all(secret not in body for body in bodies), "a response leaks a secret"
         assert secret not in logged, "a log line leaks a secret"
         assert secret.encode() not in event_log, "the event log holds a secret"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["serve", "--host", "0.0.0.0"], "--token"),
+        (["serve", "--host", ""], "--token"),
+        (["serve", "--cors-origin", "*"], "'*' is refused"),
+        (["serve", "--cors-origin", "app.example"], "not an origin"),
+        (["serve", "--max-body-mb", "0"], "--max-body-mb"),
+    ],
+)
+def test_serve_refuses_unsafe_flags_in_one_line(
+    argv: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A non-loopback bind without a token, a wildcard or malformed CORS origin, a zero body
+    limit: exit 2 with one line, before any log is created."""
+    from conjure_actors.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONJURE_TOKEN", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert needle in err[0]
+    assert not (tmp_path / "runs").exists()
