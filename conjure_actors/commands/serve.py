@@ -228,10 +228,12 @@ async def open_serve(
     wall = wall or SystemWallClock()
     async with _cloud(config) as (config, mode, http, ws_connect, banner):
         attach: dict[str, str] = {}
+        catalog = None
         if mode == "runcomfy":
             dev = await _dev_machine(config)
             if dev is not None:
                 attach[dev.server_id] = dev.url
+            catalog = await trio.to_thread.run_sync(_runcomfy_catalog, config)
         async with (
             eventlog.open_journal(
                 log_path, Event, apply=apply, initial=initial_state(), clock=wall.now
@@ -241,6 +243,7 @@ async def open_serve(
                 journal=journal,
                 data_dir=Path(str(log_path) + ".blobs"),
                 settings=settings,
+                catalog=catalog,
                 http=http,
                 ws_connect=ws_connect,
                 wall=wall,
@@ -261,6 +264,16 @@ async def open_serve(
                 service.accepting = False
                 service.stopping.set()
                 stop_http.set()
+
+
+def _runcomfy_catalog(config: Any) -> Any:
+    """The node catalogue of the RunComfy workflow version, when one was recorded (``machine
+    up`` of that version records it) or a dev machine of it answers: submissions are then
+    checked strictly against it. None: structure only (the machine's ComfyUI validates)."""
+    from conjure_actors.commands.validate import runcomfy_target
+
+    target = runcomfy_target(config)
+    return target.catalog if target.strict else None
 
 
 async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:

@@ -268,10 +268,13 @@ async def open_service(
     journal: Any,
     data_dir: str | os.PathLike[str],
     settings: Settings | None = None,
+    catalog: Catalog | None = None,
     **conjure_kwargs: Any,
 ) -> AsyncIterator[Service]:
     """Run the runtime (``open_conjure``) and the AssetActor over ``journal``; blobs live
-    under ``data_dir/blobs``. Leaving the block shuts the runtime down in order."""
+    under ``data_dir/blobs``. ``catalog``: the node catalogue to validate submissions
+    with, strictly (default: the one :func:`_node_catalog` finds). Leaving the block shuts
+    the runtime down in order."""
     from conjure_actors.actors.conjure import open_conjure
 
     settings = settings or Settings()
@@ -281,7 +284,7 @@ async def open_service(
             functools.partial(AssetActor, conjure.ctx, blobs, settings.retention),
             name="assets",
         )
-        catalog = await _node_catalog(conjure, config)
+        catalog = catalog or await _node_catalog(conjure, config)
         service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
         try:
             yield service

@@ -1,0 +1,62 @@
+"""``serve`` on RunComfy (our simulated account on loopback): submissions are checked
+against the node catalogue recorded for the workflow version, as ``run`` checks them."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from service_helpers import serving, workflow
+
+from conjure_actors.commands.validate import catalogue_path
+from conjure_actors.config import load_config
+from conjure_actors.sim.catalog import object_info
+from conjure_actors.sim.cloud import CloudTimings
+from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.serve import ServedCloud, serve_cloud
+
+pytestmark = pytest.mark.slow
+
+VERSION = "wv-conjure-flux-mesh-1"
+
+
+async def test_recorded_catalogue_refuses_an_unknown_node(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a catalogue recorded for the version, an unknown class is 422 before any
+    machine is launched; a known workflow is accepted."""
+    timings = CloudTimings(runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2))
+    monkeypatch.chdir(tmp_path)
+    async with trio.open_nursery() as nursery:
+        cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=5))
+        monkeypatch.setenv("RUNCOMFY_API_BASE_URL", cloud.base_url)
+        monkeypatch.setenv("RUNCOMFY_USER_ID", cloud.user_id)
+        monkeypatch.setenv("RUNCOMFY_API_TOKEN", cloud.token)
+        config = load_config(
+            config_file=None,
+            flags={
+                "runcomfy.workflow_version": VERSION,
+                "dev_state_file": str(tmp_path / "dev_machine.json"),
+            },
+        )
+        kept = catalogue_path(config, VERSION)
+        kept.parent.mkdir(parents=True)
+        kept.write_text(json.dumps(object_info(())))
+        unknown = workflow("invert_save.json")
+        unknown["2"]["class_type"] = "NotOnThatVersion"
+        async with serving(config, tmp_path) as served, httpx.AsyncClient() as http:
+            assert served.service.mode == "runcomfy"
+            refused = await http.post(f"{served.url}/api/v2/jobs", json={"workflow": unknown})
+            accepted = await http.post(
+                f"{served.url}/api/v2/jobs", json={"workflow": workflow("invert_save.json")}
+            )
+            jobs = list(served.service.state.jobs)
+        nursery.cancel_scope.cancel()
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid_workflow"
+    assert accepted.status_code == 201
+    assert jobs == [accepted.json()["id"]]
