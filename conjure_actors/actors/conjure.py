@@ -287,6 +287,7 @@ class Conjure:
             ev.JobSucceeded,
             ev.JobFailed,
             ev.JobCancelled,
+            ev.JobInterrupted,
             ev.MachineStopped,
             ev.MachineLost,
             ev.SystemStopped,
@@ -331,6 +332,11 @@ class Conjure:
                     raise  # the journal is closed: the process is going away
                 except eventlog.EventLogError as exc:
                     self.fail_run(exc)
+                except ActorStoppedError as exc:
+                    # The MachineActor is gone (its supervisor gave up): stop from here.
+                    log.warning("shutdown without the machine actor: %s", exc)
+                    await stop_machines_directly(self.ctx, reason)
+                    await self.ctx.emit(ev.SystemStopped(reason=reason, at=self.ctx.now()))
             if self._fatal is not None:
                 await self._stop_without_log(reason)
         return self.running_machines()
