@@ -14,6 +14,8 @@ from typing import Any
 
 import trio
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -112,8 +114,9 @@ async def upload(request: Request) -> Response:
         raise invalid_request("send multipart/form-data with file, content_type and file_path")
     try:
         form = await request.form(max_files=1, max_fields=64)
-    except Exception as exc:  # Starlette raises its own MultiPartException/HTTPException
-        raise invalid_request(f"malformed multipart body: {exc}") from None
+    except (HTTPException, MultiPartException) as exc:  # Starlette's word for a bad body
+        detail = exc.detail if isinstance(exc, HTTPException) else exc.message
+        raise invalid_request(f"malformed multipart body: {detail}") from None
     try:
         file = form.get("file")
         if not isinstance(file, UploadFile):
