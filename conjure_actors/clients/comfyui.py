@@ -1027,7 +1027,9 @@ class ComfyUIClient:
         return body
 
     async def download(self, output: OutputFile) -> Download:
-        """``/view`` with checks: status, Content-Length, non-empty, signature; retried."""
+        """``/view`` into memory with checks: status, Content-Length, non-empty, signature;
+        retried. The body is capped at ``DEFAULT_MAX_DOWNLOAD_BYTES`` but held whole: to save
+        an output, use :meth:`download_to` (streamed to disk, stall-bounded)."""
         params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
         problem = "no attempt made"
         for attempt in range(self.policy.attempts):
