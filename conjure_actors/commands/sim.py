@@ -74,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--node-scale",
         type=_non_negative,
         default=1.0,
-        help="multiply every ComfyUI node duration (default 1: the CONJURE workflow ~2 s)",
+        metavar="S",
+        help=(
+            "multiply every ComfyUI node duration (default 1: a real server's timings, the"
+            " CONJURE workflow ~150 s on a GPU machine; 0.01: run's quick demo; 0: instant)"
+        ),
     )
     faults = parser.add_argument_group("fault knobs (probabilities)")
     faults.add_argument(
@@ -141,7 +145,7 @@ def _configure(args: argparse.Namespace) -> tuple[CloudFaults, CloudTimings]:
             rate_per_second=args.rate,
             burst=args.burst,
         ),
-        comfyui=ComfyTimings(scale=args.node_scale),
+        comfyui=ComfyTimings.real(scale=args.node_scale),
     )
     return faults, timings
 

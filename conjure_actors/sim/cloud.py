@@ -126,6 +126,9 @@ class SimulatedCloud:
         self.user_id = user_id
         self.token = token or f"sim-token-{random.Random(seed).getrandbits(64):016x}"
         self.base_url = f"https://{API_HOST}"
+        comfy = self.timings.comfyui
+        #: How much faster than a real GPU machine its ComfyUI nodes run (inf: instant).
+        self.speedup = comfy.speedup / comfy.scale if comfy.scale > 0 else float("inf")
         self.runcomfy = RunComfySim(
             user_id=user_id,
             tokens=[self.token],

@@ -129,6 +129,7 @@ class _Item:
     prompt: _JSON
     extra_data: _JSON
     outputs: list[str]
+    queued_at: float = 0.0
 
     @property
     def client_id(self) -> str | None:
@@ -221,6 +222,7 @@ class ComfyUISim:
         self._interrupt = False
         self._last_node: str | None = None
         self._exec_scope: trio.CancelScope | None = None
+        self._idle_since = 0.0
         self._changed_counter = itertools.count()
 
     # ------------------------------------------------------------------ state helpers
@@ -305,6 +307,7 @@ class ComfyUISim:
             if scope.cancelled_caught:
                 log.info("%s: prompt %s lost to a restart", self.name, item.prompt_id)
             self._exec_scope = None
+            self._idle_since = trio.current_time()
             await trio.lowlevel.checkpoint()
 
     def _signatures(self, item: _Item) -> dict[str, bytes]:
@@ -426,7 +429,11 @@ class ComfyUISim:
             if sid is not None or broadcast_if_no_client:
                 self._send(kind, data, sid)
 
-        await trio.sleep(self.timings.prompt_seconds())
+        # The per-prompt cost runs from the POST (or the previous prompt's end): the time
+        # this simulator already spent handling it counts towards it.
+        await trio.sleep_until(
+            max(item.queued_at, self._idle_since) + self.timings.prompt_seconds()
+        )
         record("execution_start", {"prompt_id": pid, "timestamp": self._now_ms()})
         sigs = self._signatures(item)
         used = set(sigs.values())
@@ -964,7 +971,9 @@ class ComfyUISim:
         }
         if "client_id" in data:
             extra_data["client_id"] = data["client_id"]
-        item = _Item(number, prompt_id, prompt, extra_data, outcome.good_outputs)
+        item = _Item(
+            number, prompt_id, prompt, extra_data, outcome.good_outputs, trio.current_time()
+        )
         heapq.heappush(self._pending, (number, prompt_id, next(self._seq), item))
         self._wakeup.set()
         self._queue_updated()

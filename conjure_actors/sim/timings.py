@@ -11,10 +11,12 @@ The figures at real speed (:data:`REAL_CONSTANT`, :data:`REAL_PER_PIXEL`,
 - **CPU, model-free classes**: fitted to the real server's timings on this machine
   (``../shared/protocols/captures/timings.json``; ComfyUI 0.3.64, 2 cores). A fully cached
   run takes 3 ms (the per-prompt cost); EmptyImage -> ImageInvert -> SaveImage at 64x64
-  takes 6 ms (about 1 ms a node); the seven-node LoadImage/Scale/Blur/Save graph 13 ms;
-  ImageBlur radius 15 on 4x1024x1024 0.8 s a node (1.9e-7 s a pixel, which also predicts
-  the 0.73 s from /interrupt to ``execution_interrupted`` while that node runs).
-  SaveImage's per-pixel term is PNG encoding at level 4 as measured here with Pillow.
+  takes 6 ms (about 1 ms a node); the seven-node LoadImage/Scale/Blur/Save graph 13 ms.
+  The frame times of ``ws_queue_and_interrupt.jsonl`` give the per-pixel terms: EmptyImage
+  at 4x1024x1024 took 25-31 ms (6.5e-9 s a pixel), ImageBlur radius 15 on it 733-747 ms
+  (1.76e-7 s a pixel), which also gives the 0.73 s from /interrupt to
+  ``execution_interrupted`` while that node runs. SaveImage's per-pixel term is PNG
+  encoding at level 4 as measured here with Pillow.
 - **GPU, model classes** (the CONJURE workflow's FLUX depth and Hunyuan3D nodes and the
   other loaders): no local measurement is possible (no GPU, no model files), so the table
   follows the project's seeds: a FLUX job takes 100-500 s on a RunComfy machine. Model
@@ -91,8 +93,9 @@ REAL_CONSTANT: Final[Mapping[str, float]] = {
 }
 
 REAL_PER_PIXEL: Final[Mapping[str, float]] = {
-    "ImageBlur": 1.9e-7,  # 0.8 s on 4 x 1024 x 1024, radius 15
-    "ImageSharpen": 1.9e-7,
+    "EmptyImage": 6.5e-9,  # 25-31 ms on 4 x 1024 x 1024
+    "ImageBlur": 1.76e-7,  # 733-747 ms on 4 x 1024 x 1024, radius 15
+    "ImageSharpen": 1.76e-7,
     "SaveImage": 1.2e-8,  # PNG level 4, Pillow, this CPU
     "PreviewImage": 8e-9,  # PNG level 1
     "ImageScale": 2e-8,
