@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import tempfile
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
@@ -12,6 +14,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conjure_actors.clients import ComfyUIClient, OutputFile, RetryPolicy
 from conjure_actors.clients.errors import (
@@ -282,3 +286,46 @@ async def test_an_output_name_with_control_characters_is_escaped_in_errors(
     assert "\n" not in str(info.value)
     assert "\x00" not in str(info.value)
     assert "\\n" in str(info.value)
+
+
+@given(
+    body=st.one_of(st.just(PNG), st.binary(max_size=200)),
+    cuts=st.lists(st.integers(0, 200), max_size=4),
+    declared_delta=st.one_of(st.none(), st.integers(-20, 20)),
+    then=st.sampled_from(["end", "hang"]),
+    max_bytes=st.sampled_from([50, 10_000]),
+)
+def test_download_to_saves_exactly_the_body_or_nothing(
+    body: bytes, cuts: list[int], declared_delta: int | None, then: str, max_bytes: int
+) -> None:
+    """Any body, chunking, Content-Length and ending: the file holds exactly the body and
+    its sha256, or a DownloadError is raised and no file (final or temporary) is left."""
+    edges = sorted({0, len(body), *(c for c in cuts if c < len(body))})
+    chunks = [body[a:b] for a, b in itertools.pairwise(edges)]
+    declared = None if declared_delta is None else max(0, len(body) + declared_delta)
+    headers = {} if declared is None else {"content-length": str(declared)}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=headers, stream=Body(list(chunks), then=then))
+
+    async def scenario(target: Path) -> tuple[int, str] | DownloadError:
+        hits: list[int] = []
+        async with client_for(answer, hits) as http:
+            try:
+                return await comfy(http).download_to(
+                    OUTPUT, target, max_bytes=max_bytes, stall_timeout=5.0
+                )
+            except DownloadError as exc:
+                return exc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "x.png"
+        result = trio.run(scenario, target, clock=trio.testing.MockClock(autojump_threshold=0))
+        if isinstance(result, DownloadError):
+            assert leftovers(Path(tmp)) == []
+        else:
+            assert result == (len(body), hashlib.sha256(body).hexdigest())
+            assert target.read_bytes() == body
+            assert leftovers(Path(tmp)) == ["x.png"]
+            assert len(body) <= max_bytes
+            assert declared in (None, len(body))
