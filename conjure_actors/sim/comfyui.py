@@ -12,7 +12,8 @@ websocket), for hypercorn on loopback or ``httpx.ASGITransport`` in memory;
 :meth:`ComfyUISim.connect_ws_in_memory` gives a trio-websocket client connection served by the
 same handler. :meth:`ComfyUISim.run` is the worker that executes queued prompts.
 
-All waiting is ``trio.sleep``, so ``trio.testing.MockClock`` drives the simulated time.
+All waiting is ``trio.sleep``/``sleep_until``, so ``trio.testing.MockClock`` drives the
+simulated time.
 Every fault is drawn from random generators seeded by ``seed`` (one stream per fault family
 so that turning one knob does not reshuffle the others).
 
@@ -223,6 +224,7 @@ class ComfyUISim:
         self._last_node: str | None = None
         self._exec_scope: trio.CancelScope | None = None
         self._idle_since = 0.0
+        self._budget = 0.0
         self._changed_counter = itertools.count()
 
     # ------------------------------------------------------------------ state helpers
@@ -429,11 +431,12 @@ class ComfyUISim:
             if sid is not None or broadcast_if_no_client:
                 self._send(kind, data, sid)
 
-        # The per-prompt cost runs from the POST (or the previous prompt's end): the time
-        # this simulator already spent handling it counts towards it.
-        await trio.sleep_until(
-            max(item.queued_at, self._idle_since) + self.timings.prompt_seconds()
-        )
+        # The prompt's time budget runs from the POST (or the previous prompt's end) and
+        # grows by each modelled duration; every wait is "until the budget", so the time this
+        # simulator really spends (Python, numpy, encoding, frames) counts towards the model:
+        # a prompt takes the model's time, or longer only if the real work is longer.
+        self._budget = max(item.queued_at, self._idle_since)
+        await self._spend(self.timings.prompt_seconds())
         record("execution_start", {"prompt_id": pid, "timestamp": self._now_ms()})
         sigs = self._signatures(item)
         used = set(sigs.values())
@@ -558,6 +561,11 @@ class ComfyUISim:
         self._send_client("executing", {"node": None, "prompt_id": pid}, sid)
         self._last_node = None
 
+    async def _spend(self, seconds: float) -> None:
+        """Wait until the running prompt's time budget, grown by ``seconds``."""
+        self._budget += seconds
+        await trio.sleep_until(self._budget)
+
     def _meta(self, node_id: str) -> _JSON:
         return {
             "node_id": node_id,
@@ -621,24 +629,22 @@ class ComfyUISim:
             self.faults.node_error_rate > 0
             and self._rng_nodes.random() < self.faults.node_error_rate
         ):
-            await trio.sleep(own / 2)
+            await self._spend(own / 2)
             raise NodeFailure(
                 "torch.OutOfMemoryError",
                 f"Allocation on device 0 would exceed allowed memory (simulated, {class_type})",
             )
         steps = self.timings.progress_steps.get(class_type) or progress_steps(class_type, resolved)
-        # The node takes the modelled time, or longer if computing it here took longer.
-        start = trio.current_time()
         ctx = _Context(self, item, steps)
         fn = node_function(class_type, info["output"])
         outputs, ui = fn(node_id, resolved, ctx, sigs[node_id])
-        await trio.sleep_until(start + own)
+        await self._spend(own)
         if steps and class_type != "SaveImageWebsocket":
             for step in range(1, steps + 1):
-                await trio.sleep(self.timings.step_seconds(class_type))
+                await self._spend(self.timings.step_seconds(class_type))
                 self._progress(item, node_id, step, steps, progress, send_progress_state)
         for step, png in ctx.images:
-            await trio.sleep(self.timings.step_seconds(class_type))
+            await self._spend(self.timings.step_seconds(class_type))
             self._progress(item, node_id, step, steps, progress, send_progress_state, png)
         values[node_id] = outputs
         self._cache[sigs[node_id]] = _CacheEntry(outputs, ui)
