@@ -9,7 +9,9 @@ ratio and the target from issue 2:
 - replay through ``read`` + ``fold`` vs a bare loop of read + CRC + decode (a 20-type tagged
   union) + the same dict fold, on the same file (target >= 60%);
 - ``Journal`` with ``sync="batch"`` and 256 concurrent trio appenders vs ``sync="always"``
-  (target >= 50x);
+  (target >= 50x), and vs a bare loop that frames the same events and writes + fdatasyncs
+  every 256 records into a file on the same disk, the ceiling of group commit for 256
+  appenders (issue 16, target >= 50%; the two alternate, so load hits both alike);
 - read and follow of records larger than the 4 MiB read chunk (6 MiB each) vs a bare loop
   of read + CRC + decode on the same file (target >= 60%; follow used to spin forever on
   such a record);
@@ -274,6 +276,56 @@ def journal_run(tmp: Path, sync: eventlog.SyncPolicy, each: int) -> tuple[int, i
     return N_JOURNAL_TASKS * each, path.stat().st_size, elapsed
 
 
+def bare_fsync_every_256(tmp: Path, each: int) -> tuple[int, int, float]:
+    """The ceiling of group commit: frame the journal row's events and write + fdatasync
+    every 256 records (one 256-appender batch), single-threaded, into a file on the same disk."""
+    path = tmp / "bare-fsync.log"
+    path.unlink(missing_ok=True)
+    events = make_events(N_JOURNAL_TASKS)
+    encode_into = msgspec.msgpack.Encoder().encode_into
+    sync = getattr(os, "fdatasync", os.fsync)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"\x00" * 16)  # a header's worth, as a log has
+        size = 16
+        buf = bytearray()
+        seq = 0
+        t0 = time.perf_counter()
+        for _ in range(each):
+            for event in events:
+                seq += 1
+                start = len(buf)
+                encode_into(event, buf, start + 24)
+                end = len(buf)
+                FRAME.pack_into(buf, start, 0, end - start - 24, seq, time.time())
+                CRC.pack_into(buf, start, crc32c.crc32c(buf[start + 4 : end]))
+            size += os.pwrite(fd, buf, size)
+            buf.clear()
+            sync(fd)
+        elapsed = time.perf_counter() - t0
+    finally:
+        os.close(fd)
+    return N_JOURNAL_TASKS * each, size, elapsed
+
+
+def alternate_rates(
+    first: Callable[[], tuple[int, int, float]], second: Callable[[], tuple[int, int, float]]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median rates of ``first`` and ``second``, run alternately REPEATS times each."""
+    runs: tuple[list[tuple[int, int, float]], list[tuple[int, int, float]]] = ([], [])
+    for _ in range(REPEATS):
+        runs[0].append(first())
+        runs[1].append(second())
+
+    def rate(rs: list[tuple[int, int, float]]) -> tuple[float, float]:
+        return (
+            statistics.median(n / s for n, _, s in rs),
+            statistics.median(b / s / 1e6 for _, b, s in rs),
+        )
+
+    return rate(runs[0]), rate(runs[1])
+
+
 # -- the eventsourcing library ---------------------------------------------------------------
 
 
@@ -433,7 +485,10 @@ def main() -> int:
         )
         big.unlink()
 
-        batch = median_rate(lambda: journal_run(tmp, "batch", N_JOURNAL_EACH))
+        batch, bare_fsync = alternate_rates(
+            lambda: journal_run(tmp, "batch", N_JOURNAL_EACH),
+            lambda: bare_fsync_every_256(tmp, N_JOURNAL_EACH),
+        )
         always = median_rate(lambda: journal_run(tmp, "always", N_ALWAYS_EACH))
         row(
             "journal batch, 256 trio appenders",
@@ -442,6 +497,14 @@ def main() -> int:
             always,
             50,
             False,
+        )
+        row(
+            "journal batch, 256 trio appenders",
+            batch,
+            "bare frame+fdatasync every 256, 1 loop",
+            bare_fsync,
+            0.5,
+            True,
         )
 
         es = eventsourcing_rows(tmp)

@@ -58,7 +58,15 @@ class EventCodec:
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(event_type)
         self.upcasters: Upcasters = dict(upcasters or {})
-        self._tag_fields, self._tags = _tag_info(event_type)
+        # Only the slow path needs the tags, and inspecting a large union costs tens of
+        # milliseconds: a read of a few records must not pay it (see _tag_info_once).
+        self._tag_fields: set[str] | None = None
+        self._tags: set[Any] = set()
+
+    def _tag_info_once(self) -> set[str]:
+        if self._tag_fields is None:
+            self._tag_fields, self._tags = _tag_info(self.event_type)
+        return self._tag_fields
 
     def decode_slow(self, payload: bytes | memoryview, seq: int) -> Any:
         """Decode a payload the typed decoder rejected: upcast it, or explain why not."""
@@ -68,6 +76,7 @@ class EventCodec:
             raise EventDecodeError(seq, None, f"malformed msgpack: {exc}") from exc
         if not isinstance(raw, dict):
             raise EventDecodeError(seq, None, f"payload is a {type(raw).__name__}, not a map")
+        tag_fields = self._tag_info_once()
         tag = self._tag_of(raw)
         steps = 0
         while tag in self.upcasters and steps < _MAX_UPCAST_STEPS:
@@ -81,7 +90,7 @@ class EventCodec:
             if new_tag == tag:
                 break
             tag = new_tag
-        if self._tag_fields and tag not in self._tags:
+        if tag_fields and tag not in self._tags:
             raise UnknownEventError(seq, None if tag is None else str(tag))
         try:
             return msgspec.convert(raw, self.event_type)
@@ -96,7 +105,7 @@ class EventCodec:
             return self.decode_slow(payload, seq)
 
     def _tag_of(self, raw: dict[str, Any]) -> Any:
-        for name in self._tag_fields:
+        for name in self._tag_info_once():
             if name in raw:
                 return raw[name]
         return None

@@ -182,15 +182,17 @@ def walk_frames(
             return
 
 
-def scan(path: str | os.PathLike[str]) -> LogInfo:
+def scan(path: str | os.PathLike[str], *, tail_only: bool = False) -> LogInfo:
     """Validate every record's frame and CRC (no decoding) and report where the log ends.
 
     Raises ``CorruptLogError`` for a damaged record or header; a torn tail is reported in
-    ``torn_bytes``, not raised.
+    ``torn_bytes``, not raised. ``tail_only=True`` checks only the records from the last
+    verified entry of ``LOG.index`` on (the whole log if there is none): where the log ends
+    and whether its tail is torn, in time independent of the log's size.
     """
     fd = _open_for_read(path)
     try:
-        return scan_fd(path, fd)
+        return scan_fd(path, fd, tail_only=tail_only)
     finally:
         os.close(fd)
 
@@ -199,6 +201,8 @@ def scan_fd(
     path: str | os.PathLike[str],
     fd: int,
     index: list[tuple[int, int, float]] | None = None,
+    *,
+    tail_only: bool = False,
 ) -> LogInfo:
     """:func:`scan` on an open file descriptor.
 
@@ -211,9 +215,10 @@ def scan_fd(
         return LogInfo(os.fspath(path), 0, None, 0, size, size, False)
     last_seq = 0
     last_ts: float | None = None
-    good = HEADER_SIZE
+    start, first = seek_seq(path, fd, size, 1 << 62) if tail_only else (HEADER_SIZE, 1)
+    good = start
     mask = INDEX_EVERY - 1
-    for offset, seq, ts, payload in walk_frames(path, fd, size):
+    for offset, seq, ts, payload in walk_frames(path, fd, size, start, first):
         last_seq, last_ts = seq, ts
         good = offset + FRAME_SIZE + len(payload)
         if index is not None and not seq & mask:

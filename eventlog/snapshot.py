@@ -24,6 +24,7 @@ seq -> offset index, so its time is that of the records after the snapshot.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -114,16 +115,22 @@ def write_snapshot_payload(
     state_type: Any,
     *,
     last_ts: float | None = None,
+    validate: bool = True,
 ) -> None:
     """:func:`write_snapshot` of a state already encoded (the journal encodes in the trio
-    thread, where the state cannot change under it, and writes in a worker thread)."""
+    thread, where the state cannot change under it, and writes in a worker thread).
+
+    ``validate=False`` skips decoding the payload back as ``state_type`` (the journal checks
+    its first snapshot only: decoding costs as much as reading the snapshot back).
+    """
     # Validate against state_type now: a snapshot that cannot be read back is worse than none.
-    try:
-        msgspec.msgpack.decode(payload, type=state_type)
-    except msgspec.ValidationError as exc:
-        raise SnapshotError(
-            path, f"the state does not round-trip as {state_type!r}: {exc}"
-        ) from exc
+    if validate:
+        try:
+            msgspec.msgpack.decode(payload, type=state_type)
+        except msgspec.ValidationError as exc:
+            raise SnapshotError(
+                path, f"the state does not round-trip as {state_type!r}: {exc}"
+            ) from exc
     ts = math.nan if last_ts is None else last_ts
     head = _HEAD.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, seq, ts, crc32c_fn(payload), len(payload))
     path = os.fspath(path)
@@ -166,10 +173,23 @@ def read_snapshot_full(
     if len(payload) != length or crc32c_fn(payload) != crc:
         raise SnapshotError(path, "checksum mismatch or wrong length: the file is damaged")
     try:
-        state = msgspec.msgpack.decode(payload, type=state_type)
+        state = _decode_state(payload, state_type)
     except msgspec.DecodeError as exc:
         raise SnapshotError(path, f"the state does not decode as {state_type!r}: {exc}") from exc
     return seq, (None if math.isnan(ts) else ts), state
+
+
+def _decode_state(payload: memoryview, state_type: Any) -> Any:
+    # A large state is hundreds of thousands of new objects: the cyclic GC would walk the
+    # growing heap again and again while they are made (a third of the decode time). They
+    # hold no cycles the GC must break before the decode returns, so it waits until then.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return msgspec.msgpack.decode(payload, type=state_type)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_snapshot(path: str | os.PathLike[str], state_type: Any) -> tuple[int, Any] | None:

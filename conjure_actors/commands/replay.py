@@ -18,6 +18,7 @@ damage in the middle of the log exits 1 with its byte offset, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import re
@@ -94,9 +95,9 @@ def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
         raise ReplayError(f"{exc} (replay stopped there)") from exc
 
 
-def _report_torn_tail(path: str) -> None:
+def _report_torn_tail(path: str, *, tail_only: bool = False) -> None:
     try:
-        info = eventlog.scan(path)
+        info = eventlog.scan(path, tail_only=tail_only)
     except eventlog.LogNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:
@@ -139,9 +140,19 @@ def _parse_at(text: str) -> tuple[int | None, float | None]:
 
 
 def fold_log(
-    path: str, *, stop_seq: int | None = None, stop_at: float | None = None
+    path: str,
+    *,
+    stop_seq: int | None = None,
+    stop_at: float | None = None,
+    use_snapshots: bool = False,
 ) -> tuple[State, int, float | None]:
-    """Fold the log up to ``stop_seq`` / event time ``stop_at``: (state, last seq, its at)."""
+    """Fold the log up to ``stop_seq`` / event time ``stop_at``: (state, last seq, its at).
+
+    ``use_snapshots`` (without ``stop_at``) starts from the newest snapshot the run's journal
+    wrote (``LOG.snapshots/``) at or before ``stop_seq`` that checks out against the log.
+    """
+    if use_snapshots and stop_at is None and os.path.isdir(eventlog.snapshots_dir(path)):
+        return _fold_from_snapshot(path, stop_seq)
     state = initial_state()
     last_seq = 0
     last_at: float | None = None
@@ -153,6 +164,33 @@ def fold_log(
         last_seq = record.seq
         last_at = event.at
     return state, last_seq, last_at
+
+
+def _fold_from_snapshot(path: str, stop_seq: int | None) -> tuple[State, int, float | None]:
+    # A long run's state is ~10^6 objects, all made at once by the snapshot's decode: the
+    # cyclic GC would walk them all again at its next pass (as long as the decode itself).
+    # This command prints the state and exits, so they are frozen out of the GC's view.
+    gc.disable()
+    try:
+        result = eventlog.replay(
+            path,
+            Event,
+            apply,
+            initial_state(),
+            snapshot_dir=eventlog.snapshots_dir(path),
+            state_type=State,
+            stop_seq=stop_seq,
+            upcasters=UPCASTERS,
+        )
+    except (eventlog.LogNotFoundError, eventlog.NotALogError) as exc:
+        raise UsageError(str(exc)) from exc
+    except eventlog.EventLogError as exc:
+        raise ReplayError(f"{exc} (replay stopped there)") from exc
+    finally:
+        gc.freeze()
+        gc.enable()
+    state: State = result.state
+    return state, result.last_seq, state.last_at if result.last_seq else None
 
 
 # ------------------------------------------------------------------------- rendering
@@ -582,9 +620,10 @@ def _main(args: argparse.Namespace) -> int:
         code = _timeline(path, args.job)
         _report_torn_tail(path)
         return code
-    _report_torn_tail(path)
     stop_seq, stop_at = _parse_at(args.at) if args.at is not None else (None, None)
-    state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at)
+    # By seq, only the records after the nearest snapshot are read: check only the tail.
+    _report_torn_tail(path, tail_only=stop_at is None)
+    state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at, use_snapshots=True)
     if args.job is not None and args.job not in state.jobs:
         raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
     if args.json:
