@@ -76,9 +76,37 @@ def _show_log(path: Path) -> None:
         f"  jobs: {s.jobs} ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} "
         f"cancelled, {s.unfinished} unfinished)"
     )
+    for job in state.jobs.values():
+        why = job_failure(job)
+        if why is not None:
+            print(f"  job {job.job_id}: {job.status}: {why}")
     for m in state.machines.values():
         print(f"  machine {m.server_id} ({m.kind}): {m.status}, {format_usd(m.cost_micros)}")
     print(f"  cost: {format_usd(s.cost_micros)}")
+
+
+def _one_line(text: str) -> str:
+    """A message from a server or a log, fit for one line: whitespace runs become one space,
+    other control characters are escaped."""
+    flat = " ".join(text.split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+
+
+def job_failure(job: Any) -> str | None:
+    """Why a failed or cancelled job ended, in one line (None for any other job): the node,
+    its class, the error's type and message, as the log recorded them."""
+    if job.status == "cancelled":
+        return _one_line(job.cancel_reason or "cancelled")
+    if job.status != "failed":
+        return None
+    error = job.error
+    if error is None:
+        return "no reason recorded"
+    where = ""
+    if error.node_id is not None:
+        cls = f" ({_one_line(error.node_type)})" if error.node_type else ""
+        where = f"node {_one_line(error.node_id)}{cls}: "
+    return f"{where}{_one_line(error.error_type)}: {_one_line(error.message)}"
 
 
 async def _show_cloud(config: Config) -> None:

@@ -64,3 +64,21 @@ def test_status_missing_log_is_an_error(tmp_path: Path, capsys: pytest.CaptureFi
     """A LOG that does not exist is a one-line usage error."""
     assert main(["status", str(tmp_path / "absent.log")]) == 2
     assert "no run log" in capsys.readouterr().err
+
+
+def test_status_says_why_a_job_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """status LOG (issue 14: it said "1 failed" only): the reason, on one line, by job id."""
+    with eventlog.open_writer(tmp_path / "r.log", Event) as writer:
+        writer.append(ev.WorkflowRegistered(sha256="w", name="w", graph_json="{}", at=1.0))
+        writer.append(ev.JobSubmitted(job_id="j1", workflow_sha256="w", at=1.0))
+        writer.append(ev.JobQueued(job_id="j1", at=1.0))
+        message = "Prompt outputs failed validation\nInvalid image file: x.png"
+        writer.append(
+            ev.JobFailed(job_id="j1", error_type="prompt_rejected", message=message, at=2)
+        )
+    assert main(["status", str(tmp_path / "r.log")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "  job j1: failed: prompt_rejected: Prompt outputs failed validation Invalid image file:"
+        " x.png"
+    ) in lines
