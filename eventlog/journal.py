@@ -1,7 +1,8 @@
 """The trio side: ``open_journal`` and ``Journal``: persist, then apply, then publish.
 
-Many tasks call ``await journal.append(event)``. Each call joins a queue and parks; one
-committer task takes the queue in order, writes it as one batch and makes it durable, then
+Many tasks call ``await journal.append(event)``. Each call puts its event into the open
+batch and parks (no channel round trip: one tiny entry and one reschedule per append); one
+committer task takes the oldest batch whole, writes it and makes it durable, then
 folds the records into ``journal.state`` (if ``apply`` was given), then hands them to the
 subscribers, and only then wakes the appenders with their records. So nothing can be observed
 (by a subscriber, by the state, by the caller) that a replay of the log would not rebuild.
@@ -30,6 +31,12 @@ a subscriber whose buffer is full is cut off (its channel ends) and leaving its
 re-read the log from there. Bounded by default because one stuck consumer must neither stall
 the runtime nor grow memory without limit; pass ``max_buffer=math.inf`` for an in-process UI
 that must see everything and is trusted to keep up.
+
+Snapshots
+---------
+``snapshot_every=N`` writes ``journal.state`` to ``LOG.snapshots/`` each time the log crosses
+a multiple of N records (encoded in the trio thread after the commit, written by a snapshot
+task in a worker thread), so that ``replay`` and a reopened journal start from there.
 
 Failures: a failed write (e.g. ``DiskFullError``) fails exactly the appends of that batch (the
 log was truncated back and stays valid) and the journal carries on. If ``apply`` raises, the

@@ -140,3 +140,30 @@ def test_index_is_truncated_when_a_write_is_rolled_back(
         Noted("again"),
         Noted("and again"),
     ]
+
+
+def test_tail_only_scan_agrees_with_the_full_scan(tmp_path: Path) -> None:
+    """scan(tail_only=True) finds the same end, last ts and torn tail as a full scan."""
+    log = tmp_path / "log"
+    write_log(log)
+    assert eventlog.scan(log, tail_only=True) == eventlog.scan(log)
+    with open(log, "ab") as f:
+        f.write(b"\x07" * 20)  # a torn tail: a frame header cut short
+    full = eventlog.scan(log)
+    assert full.torn_bytes == 20
+    assert eventlog.scan(log, tail_only=True) == full
+    os.unlink(index_path(log))
+    assert eventlog.scan(log, tail_only=True) == full
+
+
+def test_tail_only_scan_does_not_read_before_the_last_entry(tmp_path: Path) -> None:
+    """Damage before the last index entry is not seen by a tail-only scan (only the tail is
+    read); the full scan still reports it."""
+    log = tmp_path / "log"
+    write_log(log)
+    with open(log, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff\xff")
+    with pytest.raises(eventlog.CorruptLogError):
+        eventlog.scan(log)
+    assert eventlog.scan(log, tail_only=True).last_seq == N
