@@ -131,6 +131,8 @@ class Conjure:
         self._shut_down = False
         self._fatal: BaseException | None = None
         self._fatal_event = trio.Event()
+        self.system_started = False
+        """``SystemStarted`` is logged: from here on, whatever ends the run shuts it down."""
         self.stop_note: str | None = None
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.run_id = ctx.ids().hex[:12]
@@ -462,11 +464,10 @@ async def open_conjure(
             mode=mode,
             ids=ids,
         )
-        started = False
+        conjure: Conjure | None = None
         try:
             async with open_actor_system(journal=journal, clock=wall, rng=seed) as system:
                 conjure = await _assemble(ctx, system, monitor)
-                started = True
                 with single_error():
                     async with trio.open_nursery() as guard:
                         guard.start_soon(conjure._wait_fatal)
@@ -476,6 +477,8 @@ async def open_conjure(
                         except BaseException as exc:
                             if meaningful(exc) is None and conjure._fatal is None:
                                 raise  # a pure cancellation: as after a kill -9
+                            if not conjure.system_started:
+                                raise  # the run never began (a usage error): nothing to stop
                             await conjure.shutdown(_reason(exc))
                             if conjure.stop_note is not None:
                                 raise RunStoppedError(conjure.stop_note) from exc
@@ -488,16 +491,13 @@ async def open_conjure(
             # The actor system itself failed (a supervisor gave up): its actors are gone,
             # so the machines are stopped from here, without the MachineActor.
             leaf = meaningful(exc)
-            if isinstance(leaf, RunStoppedError):
-                raise leaf from leaf.__cause__  # the shutdown ran: its line says it all
-            if (
-                started
-                and leaf is not None
-                and not isinstance(leaf, eventlog.LogClosedError)  # the process is ending
-            ):
+            if leaf is None or isinstance(leaf, eventlog.LogClosedError):
+                raise  # a cancellation, or the process is ending (its journal closed)
+            if conjure is not None and conjure.system_started and not conjure._shut_down:
                 note = await _stop_after_failure(ctx, exc)
                 raise RunStoppedError(note) from exc
-            raise
+            # The ordered shutdown ran (or the run never began): the error, as itself.
+            raise leaf from leaf.__cause__
     finally:
         if own_client:
             with trio.CancelScope(shield=True):
@@ -665,6 +665,7 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
             at=ctx.now(),
         )
     )
+    conjure.system_started = True
     budget = ctx.config.budget.usd
     limit = None if budget is None else round(budget * 1_000_000)
     if budget is not None and state.budget.limit_micros != limit:

@@ -508,7 +508,11 @@ class WorkflowActor(Actor):
                     )
                 )
             case _Downloaded():
-                await self.emit(ev.JobSucceeded(job_id=self.job_id, at=self.ctx.now()))
+                if not self.job.outputs:  # nothing to show for it: not a success
+                    failure = AttemptFailure("fatal", "the prompt produced no output", "NoOutput")
+                    await self._judge(failure)
+                    return
+                await self.emit(decide.succeed_job(self.ctx.state, self.job_id, at=self.ctx.now()))
                 await self._finish()
             case _Failed():
                 await self._on_failed(msg.failure, msg.suspect)
@@ -604,16 +608,10 @@ class WorkflowActor(Actor):
         if self._reattach:
             self._spawn("find", self._find, self.job.prompt_id)
             return
-        job = self.job
         await self.emit(
-            ev.JobStarted(
-                job_id=self.job_id,
-                attempt=job.attempt + 1,
-                server_id=lease.server_id,
-                at=self.ctx.now(),
-            )
+            decide.start_job(self.ctx.state, self.job_id, lease.server_id, at=self.ctx.now())
         )
-        if job.image_path is not None:
+        if self.job.image_path is not None:
             self._spawn("upload", self._upload, self._graph())
         else:
             await self._submit()
@@ -626,8 +624,9 @@ class WorkflowActor(Actor):
         if error.reason == "cancelled":
             return
         await self.emit(
-            ev.JobFailed(
-                job_id=self.job_id,
+            decide.fail_job(
+                self.ctx.state,
+                self.job_id,
                 error_type="NoMachine",
                 message=_one_line(str(error)),
                 retryable=error.retryable,
