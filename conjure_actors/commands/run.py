@@ -63,6 +63,9 @@ EXIT_INTERRUPTED = 130
 # More jobs than this in one run is a typo (every one is queued and may launch machines);
 # a bigger batch is several runs.
 MAX_JOBS: Final = 10_000
+# The journal writes the state to LOG.snapshots/ every this many events, so that `replay
+# --at SEQ` (and a resumed run) folds at most this many records after the nearest one.
+SNAPSHOT_EVERY: Final = 20_000
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """The signals that end a run in order (``128 + signum`` is the exit code)."""
@@ -507,7 +510,12 @@ async def _run(
             out.say(f"attaching to dev machine {dev.server_id} (machine down stops it)")
     try:
         async with eventlog.open_journal(
-            log_path, Event, apply=apply, initial=initial_state(), clock=wall.now
+            log_path,
+            Event,
+            apply=apply,
+            initial=initial_state(),
+            clock=wall.now,
+            snapshot_every=SNAPSHOT_EVERY,
         ) as journal:
             if sink is None:
                 sink = RichSink(job_ids)
