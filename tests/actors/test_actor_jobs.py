@@ -285,3 +285,32 @@ async def test_one_job_is_a_sequence_of_messages_and_events(
         "InputUploaded",
     ]
     assert kinds[-2:] == ["JobSucceeded", "MachineReleased"]
+
+
+async def test_an_unexpected_answer_fails_the_attempt_not_the_actor(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ComfyUI answer of an unexpected shape (a KeyError inside the client) fails that
+    attempt with its reason; retried, then the job fails; no actor crashes."""
+    from conjure_actors.clients.comfyui import ComfyUIClient
+
+    async def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise KeyError("filename")
+
+    monkeypatch.setattr(ComfyUIClient, "download_to", broken)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        state = conjure.state
+    error = state.jobs[job].error
+    assert state.jobs[job].status == "failed"
+    assert error is not None
+    assert error.error_type == "RetriesExhausted"
+    assert "KeyError: 'filename'" in error.message
+    assert len(_events(log, "JobRetrying")) == 2
