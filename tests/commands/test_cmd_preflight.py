@@ -279,3 +279,16 @@ def test_validate_image_that_is_a_directory(tmp_path: Path) -> None:
         2,
         f"error: --image {tmp_path}: is a directory, not an image file\n",
     )
+
+
+def test_prompt_body_file_runs(tmp_path: Path) -> None:
+    """run on a ``{"prompt": {...}, "client_id": ...}`` file (issue 14: "missing class_type")
+    runs its graph to the end."""
+    graph = json.loads(
+        (ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json").read_text()
+    )
+    (tmp_path / "body.json").write_text(json.dumps({"prompt": graph, "client_id": "c1"}))
+    assert _cli(tmp_path, "generate", "ex").returncode == 0
+    proc = _cli(tmp_path, "run", "body.json", "--image", "ex/sketch.png", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "jobs: 1 (1 succeeded" in proc.stderr
