@@ -42,7 +42,7 @@ import trio
 import eventlog
 from conjure_actors.commands.replay import fold_log
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.state import apply, apply_all, initial_state
+from conjure_actors.domain.state import State, apply, apply_all, initial_state
 
 T0 = 1_800_000_000.0
 #: As in ``conjure_actors/commands/run.py``: the journal snapshots its state every N events.
@@ -205,7 +205,7 @@ def at_snapshot(path: str, seq: int) -> Any:
 def at_rows(path: str, total: int, repeats: int) -> bool:
     """Print the ``--at`` table; True if the end row meets its target."""
     points = [("start", 1_000), ("middle", total // 2 + 7_777), ("end", total - 10)]
-    snaps = eventlog.list_snapshots(eventlog.snapshots_dir(path))
+    snaps = eventlog.list_snapshots(eventlog.snapshots_dir(path), State)
     print(
         f"\nreplay --at SEQ: {len(snaps)} snapshots (every {SNAPSHOT_EVERY:,} events),"
         f" median of {repeats} round-robin repeats, same file, same run"

@@ -534,7 +534,7 @@ class Journal(Generic[E, S]):
 
     def _write_snapshot(self, seq: int, last_ts: float, payload: bytes) -> None:
         os.makedirs(self._snap_dir, mode=0o700, exist_ok=True)
-        path = snapshot_file(self._snap_dir, seq)
+        path = snapshot_file(self._snap_dir, seq, self._snap_type)
         # The first snapshot is decoded back as state_type (a state type that does not
         # round-trip is caught once, loudly); later ones have the same shape.
         write_snapshot_payload(

@@ -16,7 +16,9 @@ really has a record at the snapshot's seq, and (when the snapshot recorded it) t
 ``ReplayResult.snapshot_error``: a snapshot is an optimisation, never a source of truth.
 
 A snapshot directory (``LOG.snapshots/``, written by ``open_journal(snapshot_every=N)``)
-holds one snapshot per N events, each named for its seq (``000000100000.snapshot``).
+holds one snapshot per N events, each named for its seq and for the state type's schema
+(``000000100000.<fingerprint>.snapshot``): once the state type changes (a field added...),
+the old snapshots are simply not seen, and the new code folds from the log.
 ``replay(..., snapshot_dir=...)`` starts from the newest one at or before ``stop_seq`` that
 checks out (older ones are tried if it does not), and reads the log from there through the
 seq -> offset index, so its time is that of the records after the snapshot.
@@ -24,7 +26,9 @@ seq -> offset index, so its time is that of the records after the snapshot.
 
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
 import math
 import os
 import re
@@ -47,7 +51,24 @@ S = TypeVar("S")
 SNAPSHOT_MAGIC: Final = b"\x89EVS\r\n\x1a\n"
 SNAPSHOT_VERSION: Final = 1
 _HEAD: Final = struct.Struct("<8sIQdII")
-_SNAPSHOT_NAME: Final = re.compile(r"^(\d{12})\.snapshot$")
+_SNAPSHOT_NAME: Final = re.compile(r"^(\d{12})\.([0-9a-f]{16})\.snapshot$")
+
+
+@functools.cache
+def state_fingerprint(state_type: Any) -> str:
+    """16 hex digits naming the shape of ``state_type`` (its JSON schema, docstrings too).
+
+    A snapshot is only read back as the state type it was written from: a changed type
+    (a new field, a renamed class...) gets another fingerprint, so its old snapshots are
+    ignored rather than decoded into a state the fold would not have built. (A change to
+    the fold's logic alone does not show here: delete the snapshot directory then.)
+    """
+    try:
+        shape = msgspec.json.encode(msgspec.json.schema(state_type))
+    except (TypeError, ValueError):
+        # A type msgspec cannot describe (it will fail to encode too): name it at least.
+        shape = repr(state_type).encode()
+    return hashlib.sha256(shape).hexdigest()[:16]
 
 
 def snapshots_dir(log_path: str | os.PathLike[str]) -> str:
@@ -55,18 +76,24 @@ def snapshots_dir(log_path: str | os.PathLike[str]) -> str:
     return os.fspath(log_path) + ".snapshots"
 
 
-def snapshot_file(directory: str | os.PathLike[str], seq: int) -> str:
-    """The file of the snapshot at ``seq`` in a snapshot directory."""
-    return os.path.join(os.fspath(directory), f"{seq:012d}.snapshot")
+def snapshot_file(directory: str | os.PathLike[str], seq: int, state_type: Any) -> str:
+    """The file of the snapshot of a ``state_type`` state at ``seq`` in a snapshot directory."""
+    name = f"{seq:012d}.{state_fingerprint(state_type)}.snapshot"
+    return os.path.join(os.fspath(directory), name)
 
 
-def list_snapshots(directory: str | os.PathLike[str]) -> list[int]:
-    """The seqs of the snapshots in ``directory``, ascending (``[]`` if there is none)."""
+def list_snapshots(directory: str | os.PathLike[str], state_type: Any) -> list[int]:
+    """The seqs of the ``state_type`` snapshots in ``directory``, ascending (maybe ``[]``)."""
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(m.group(1)) for name in names if (m := _SNAPSHOT_NAME.match(name)))
+    mine = state_fingerprint(state_type)
+    return sorted(
+        int(m.group(1))
+        for name in names
+        if (m := _SNAPSHOT_NAME.match(name)) and m.group(2) == mine
+    )
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
@@ -236,11 +263,11 @@ def replay(
     if snapshot_dir is not None:
         if state_type is None:
             raise ValueError("replay() needs state_type to read a snapshot")
-        for seq in reversed(list_snapshots(snapshot_dir)):
+        for seq in reversed(list_snapshots(snapshot_dir, state_type)):
             if stop_seq is not None and seq > stop_seq:
                 continue
             result_or_error = _replay_from_file(
-                snapshot_file(snapshot_dir, seq),
+                snapshot_file(snapshot_dir, seq, state_type),
                 log_path,
                 event_type,
                 apply,

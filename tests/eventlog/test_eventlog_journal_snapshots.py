@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 from eventlog_testtypes import Ev, Progressed, Tally, apply_tally
@@ -38,9 +39,9 @@ async def test_journal_writes_a_snapshot_every_n_events(tmp_path: Path) -> None:
     assert stats.snapshot_error is None
     assert stats.snapshots == 3
     directory = snapshots_dir(log)
-    assert list_snapshots(directory) == [100, 200, 300]
+    assert list_snapshots(directory, Tally) == [100, 200, 300]
     for seq in (100, 200, 300):
-        assert eventlog.read_snapshot(snapshot_file(directory, seq), Tally) == (
+        assert eventlog.read_snapshot(snapshot_file(directory, seq, Tally), Tally) == (
             seq,
             fold_to(log, seq),
         )
@@ -72,7 +73,7 @@ async def test_damaged_newest_snapshot_falls_back_to_an_older_one(tmp_path: Path
     """A damaged snapshot is skipped for the next older one, and the reason is kept."""
     log = tmp_path / "log"
     await append_in_tens(log, 350)
-    damaged = trio.Path(snapshot_file(snapshots_dir(log), 300))
+    damaged = trio.Path(snapshot_file(snapshots_dir(log), 300, Tally))
     raw = bytearray(await damaged.read_bytes())
     raw[-1] ^= 0xFF
     await damaged.write_bytes(bytes(raw))
@@ -161,3 +162,29 @@ async def test_snapshot_every_needs_a_log_file() -> None:
             eventlog.MemoryLog(Ev), Ev, apply=apply_tally, initial=Tally(), snapshot_every=10
         ):
             pass
+
+
+class TallyV2(msgspec.Struct, frozen=True):
+    """The test state after a schema change: one more field."""
+
+    sums: dict[str, int] = msgspec.field(default_factory=dict)
+    count: int = 0
+    names: list[str] = msgspec.field(default_factory=list)
+
+
+async def test_snapshots_of_another_state_type_are_not_seen(tmp_path: Path) -> None:
+    """After the state type changes, the old snapshots are ignored: a full fold, not a
+    state decoded from the old shape."""
+    log = tmp_path / "log"
+    await append_in_tens(log, 350)
+    assert list_snapshots(snapshots_dir(log), TallyV2) == []
+
+    def apply_v2(state: TallyV2, event: Any) -> TallyV2:
+        tally = apply_tally(Tally(state.sums, state.count), event)
+        return TallyV2(tally.sums, tally.count, [*state.names, type(event).__name__])
+
+    result = eventlog.replay(
+        log, Ev, apply_v2, TallyV2(), snapshot_dir=snapshots_dir(log), state_type=TallyV2
+    )
+    assert result.used_snapshot_seq is None
+    assert len(result.state.names) == 350
