@@ -60,10 +60,23 @@ def service_of(request: Request) -> Service:
 # ----------------------------------------------------------------------------- the view
 
 
-def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
+OUTPUT_GRACE: float = 60.0
+"""Seconds a succeeded job may read ``running`` while its outputs become assets; past
+that, an output that could not be kept (its file gone) no longer holds the job back."""
+
+
+def api_status(
+    job: st.Job, api: se.ApiJob | None, svc: se.ServiceState, now: float | None = None
+) -> str:
+    """The API status of ``job`` (see the module docstring); ``now`` bounds the wait for
+    its outputs to become assets (None: wait for all of them)."""
     if job.status == st.SUCCEEDED:
         done = svc.job_outputs.get(job.job_id, {})
-        return "succeeded" if all(o.path in done for o in job.outputs) else "running"
+        if all(o.path in done for o in job.outputs):
+            return "succeeded"
+        if now is not None and job.finished_at is not None:
+            return "succeeded" if now - job.finished_at > OUTPUT_GRACE else "running"
+        return "running"
     if job.status == st.FAILED:
         return "failed"
     if job.status == st.CANCELLED:
@@ -187,7 +200,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
     api = svc.api_jobs.get(job_id)
     if job is None or (api is not None and api.expired):
         raise not_found(f"no job {job_id}")
-    status = api_status(job, api, svc)
+    status = api_status(job, api, svc, service.conjure.ctx.now())
     outputs = [
         output_view(request, svc.assets[asset_id])
         for asset_id in svc.job_outputs.get(job_id, {}).values()

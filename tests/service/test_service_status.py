@@ -1,0 +1,56 @@
+"""The API status of a job, from our job status and the service's facts (a pure view)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conjure_actors.domain import service_events as se
+from conjure_actors.domain import state as st
+from conjure_actors.service.v2_jobs import OUTPUT_GRACE, api_status
+
+
+def _job(status: str, *, outputs: int = 0, finished_at: float | None = None) -> st.Job:
+    job = st.Job(job_id="j", workflow_sha256="w", status=status, finished_at=finished_at)
+    job.outputs = [
+        st.OutputFile(
+            node_id="9", filename=f"o{i}.png", path=f"/o/{i}", size=1, sha256="s", kind="image"
+        )
+        for i in range(outputs)
+    ]
+    return job
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (st.PENDING, "queued"),
+        (st.QUEUED, "queued"),
+        (st.INTERRUPTED, "queued"),
+        (st.RUNNING, "running"),
+        (st.RETRYING, "running"),
+        (st.FAILED, "failed"),
+        (st.CANCELLED, "canceled"),
+        (st.SUCCEEDED, "succeeded"),
+    ],
+)
+def test_our_statuses_map_onto_the_apis(ours: str, theirs: str) -> None:
+    """Each of our job statuses reads as the spec's status."""
+    assert api_status(_job(ours), None, se.ServiceState()) == theirs
+
+
+def test_cancel_requested_reads_canceling_until_terminal() -> None:
+    """An active job whose cancel was requested reads canceling; once cancelled, canceled."""
+    api = se.ApiJob("j", {}, None, {}, accepted_at=0.0, expires_at=1.0, cancel_requested_at=0.5)
+    assert api_status(_job(st.RUNNING), api, se.ServiceState()) == "canceling"
+    assert api_status(_job(st.CANCELLED), api, se.ServiceState()) == "canceled"
+
+
+def test_success_waits_for_outputs_to_become_assets_within_a_grace() -> None:
+    """A succeeded job reads running until its outputs are assets, at most OUTPUT_GRACE."""
+    job = _job(st.SUCCEEDED, outputs=2, finished_at=100.0)
+    svc = se.ServiceState()
+    svc.job_outputs["j"] = {"/o/0": "a0"}
+    assert api_status(job, None, svc, now=101.0) == "running"
+    assert api_status(job, None, svc, now=100.0 + OUTPUT_GRACE + 1) == "succeeded"
+    svc.job_outputs["j"]["/o/1"] = "a1"
+    assert api_status(job, None, svc, now=101.0) == "succeeded"
