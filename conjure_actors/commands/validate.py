@@ -273,12 +273,15 @@ def runcomfy_target(config: Config) -> Target:
 
 
 def decode_problems(data: bytes, name: str) -> list[str]:
-    """The image must decode (a header that parses is not enough: the pixels must too)."""
+    """The image must decode (a header that parses is not enough: the pixels must too).
+    Pillow's decompression-bomb guard is left on: ComfyUI's Pillow would refuse it too."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.verify()
+            image.verify()  # checksums (PNG's CRCs) without decoding
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # the pixels themselves, as ComfyUI's LoadImage will
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return [f"--image {show(name)}: does not decode ({show(str(exc) or type(exc).__name__)})"]
     return []

@@ -113,3 +113,37 @@ def test_default_catalog_catches_a_type_mismatch(
     assert "node 2 input 'images': expects IMAGE but node 1 output 1 is MASK" in (
         capsys.readouterr().err
     )
+
+
+def test_image_whose_pixels_do_not_decode_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JPEG with a sound header but damaged data is refused (the pixels are decoded)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(out, "JPEG")
+    data = bytearray(out.getvalue())
+    data[-200:-2] = bytes(198)
+    (tmp_path / "bad.jpg").write_bytes(bytes(data))
+    assert main(["validate", str(CONJURE), "--image", str(tmp_path / "bad.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: conjure_flux_mesh.json: workflow has 1 problem: --image {tmp_path / 'bad.jpg'}:"
+        " does not decode ("
+    )
+    assert err.count("\n") == 1
+
+
+def test_image_file_is_checked_and_bound_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate --image FILE: a good image passes and is bound into the LoadImage."""
+    from conjure_actors.actors.example import example_sketch_png
+
+    path = tmp_path / "s.png"
+    path.write_bytes(example_sketch_png())
+    assert main(["validate", str(CONJURE), "--image", str(path)]) == 0
+    assert "1 bindings" in capsys.readouterr().out
