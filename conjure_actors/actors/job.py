@@ -79,6 +79,7 @@ from conjure_actors.domain import state as st
 from conjure_actors.domain.decide import AttemptFailure
 from conjure_actors.domain.workflow import apply_bindings, conjure_roles
 from conjure_actors.errgroups import describe
+from conjure_actors.errors import ConjureError
 from conjure_actors.runtime import Actor, ActorRef
 from conjure_actors.runtime.errors import ActorStoppedError
 
@@ -403,8 +404,10 @@ class WorkflowActor(Actor):
             await self._emit_or_stop(
                 decide.resume_job(self.ctx.state, self.job_id, at=self.ctx.now())
             )
-        total = self.ctx.config.retry.total_timeout
-        left = max(0.0, total - max(0.0, self.ctx.now() - job.submitted_at))
+        deadline = decide.job_deadline(
+            self.ctx.state, self.job_id, total_timeout=self.ctx.config.retry.total_timeout
+        )
+        left = max(0.0, deadline - self.ctx.now())
         self.start_soon(self._job_timer, left, name=f"{self.job_id}-timeout")
         self.ref.tell_nowait(_Go())
 
@@ -847,7 +850,10 @@ class WorkflowActor(Actor):
         """Ask the pool for a fresh listing, so a vanished machine is known before a failure
         is counted (or the machine leased again)."""
         with trio.move_on_after(LOST_CHECK_TIMEOUT):
-            await self.pool.polled()
+            try:
+                await self.pool.polled()
+            except (ActorStoppedError, ConjureError) as exc:  # judge by what is known
+                log.info("job %s: no fresh look at the cloud: %s", self.job_id, exc)
         await self._report(_Judge(token, failure))
 
     def _client(self) -> Any:

@@ -49,6 +49,7 @@ __all__ = [
     "idle_machines",
     "interrupt_job",
     "job_crashed",
+    "job_deadline",
     "judge_failure",
     "lease_machine",
     "machine_launched",
@@ -272,6 +273,16 @@ def judge_failure(
             at=at,
         )
     return retry_job(state, job_id, delay=delay, reason=failure.reason, at=at)
+
+
+def job_deadline(state: State, job_id: str, *, total_timeout: float) -> float:
+    """The wall time at which the job times out: ``total_timeout`` after its submission, or
+    after the start of this run for a job an earlier run submitted (a resume, days later
+    maybe, gives the job its whole time again rather than failing it at once)."""
+    job = _job(state, job_id)
+    started = state.system.started_at
+    since = job.submitted_at if started is None else max(job.submitted_at, started)
+    return since + total_timeout
 
 
 def time_out_job(state: State, job_id: str, *, total_timeout: float, at: float) -> ev.JobFailed:

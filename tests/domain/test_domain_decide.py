@@ -355,3 +355,12 @@ def test_judged_events_always_apply_cleanly(failures: int, kind: str, max_attemp
     apply(state, event)
     assert state.anomaly_count == 0
     assert state.jobs["j1"].failures < max_attempts
+
+
+def test_a_resumed_job_gets_its_whole_time_from_the_run_that_resumes_it() -> None:
+    """The total timeout counts from submission, or from the start of a later run."""
+    state = base()
+    apply(state, ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=0.5))
+    assert decide.job_deadline(state, "j1", total_timeout=100.0) == 101.0
+    apply(state, ev.SystemStarted(run_id="r2", version="0", mode="simulated", at=5000.0))
+    assert decide.job_deadline(state, "j1", total_timeout=100.0) == 5100.0
