@@ -3,9 +3,13 @@
 An API-format graph maps a node id (a string) to ``{"class_type", "inputs", "_meta"?}``.
 An input value is a *literal* (str, int, float, bool, or ``{"__value__": x}`` for a literal
 list) or a *link* ``[source_node_id, output_index]`` (any 2-element list is read as a link,
-as ComfyUI does). See ``protocols/comfyui.md`` section 3.
+as ComfyUI does). See ``protocols/comfyui.md`` section 3. A file may also hold a ``POST
+/prompt`` body, ``{"prompt": graph, "client_id"?...}`` (how ComfyUI's API examples post
+one): the loaders unwrap it (:func:`unwrap_prompt`).
 
-Validation reports EVERY problem at once, each naming the node id and the input. It is
+Validation reports EVERY problem at once, each naming the node id and the input, each on
+ONE line whatever the graph holds (ids, classes and names with control characters are
+quoted: :func:`show`). It is
 stronger with a *catalog* (node knowledge from ComfyUI's ``/object_info``: output types,
 required and optional inputs, output nodes, see :class:`NodeSpec`); without one it checks
 the structure and falls back to a built-in list of output classes.
