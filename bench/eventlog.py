@@ -431,7 +431,8 @@ def main() -> int:
     try:
         print(
             f"eventlog benchmark: medians of {REPEATS} runs; append {N_APPEND:,} events, "
-            f"replay {N_REPLAY:,}, journal {N_JOURNAL_TASKS} tasks x {N_JOURNAL_EACH}"
+            f"replay {N_REPLAY:,}, journal {N_JOURNAL_TASKS} tasks x {N_JOURNAL_EACH};"
+            f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         print(
             ROW.format("measure", "events/s", "MB/s", "baseline", "events/s", "ratio", "target", "")

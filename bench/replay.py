@@ -209,6 +209,7 @@ def at_rows(path: str, total: int, repeats: int) -> bool:
     print(
         f"\nreplay --at SEQ: {len(snaps)} snapshots (every {SNAPSHOT_EVERY:,} events),"
         f" median of {repeats} round-robin repeats, same file, same run"
+        f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     print(
         f"{'at':<8} {'seq':>9} {'snapshot':>9} {'folded':>7} {'full scan':>10}"
