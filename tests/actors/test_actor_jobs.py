@@ -314,3 +314,31 @@ async def test_an_unexpected_answer_fails_the_attempt_not_the_actor(
     assert error.error_type == "RetriesExhausted"
     assert "KeyError: 'filename'" in error.message
     assert len(_events(log, "JobRetrying")) == 2
+
+
+async def test_an_interrupted_prompt_on_a_users_comfyui_is_reattached_not_run_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """On the user's ComfyUI an interrupt leaves the prompt running there; the resume
+    re-attaches to it: the job succeeds on attempt 1 and the work ran once."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=SLOW) as cloud:
+        url, sim = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            await conjure.shutdown("interrupted")
+            assert conjure.state.jobs[job].status == "interrupted"
+        log.close()
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            state = conjure.state
+    assert state.jobs[job].status == "succeeded"
+    assert state.jobs[job].attempt == 1
+    assert len(_events(log, "PromptSubmitting")) == 1
+    assert len(sim.prompts_run) == 1
