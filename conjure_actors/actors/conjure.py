@@ -383,7 +383,7 @@ class Conjure:
         if self.state.launch_requests:
             parts.append(f"{len(self.state.launch_requests)} launch(es) in flight")
         self.stop_note = "; ".join(parts)
-        log.error("%s", self.stop_note)
+        log.info("%s", self.stop_note)  # the same line leaves as RunStoppedError
 
     async def _on_budget_exceeded(self, reason: str) -> None:
         """From the CostActor: stop launching, cancel the jobs, stop the machines (tells
@@ -493,6 +493,10 @@ async def open_conjure(
             leaf = meaningful(exc)
             if leaf is None or isinstance(leaf, eventlog.LogClosedError):
                 raise  # a cancellation, or the process is ending (its journal closed)
+            if conjure is not None and conjure.stop_note is not None:
+                # The shutdown ran without a log: its line says it all (the runtime's own
+                # last records failed to journal too, for the same reason).
+                raise RunStoppedError(conjure.stop_note) from exc
             if conjure is not None and conjure.system_started and not conjure._shut_down:
                 note = await _stop_after_failure(ctx, exc)
                 raise RunStoppedError(note) from exc
@@ -568,7 +572,7 @@ async def stop_machines_directly(ctx: Context, reason: str) -> tuple[list[str], 
             await ctx.emit(event_of())
         except (eventlog.EventLogError, DomainError) as exc:
             logging_ok = False
-            log.warning("shutdown: not logged: %s", describe(exc))
+            log.info("shutdown: not logged: %s", describe(exc))
 
     async def stop_one(sid: str) -> None:
         m = ctx.state.machines[sid]
@@ -612,14 +616,14 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
         try:
             await ctx.emit(ev.SystemStopped(reason="error", at=ctx.now()))
         except eventlog.EventLogError as log_exc:
-            log.warning("shutdown: SystemStopped not logged: %s", describe(log_exc))
+            log.info("shutdown: SystemStopped not logged: %s", describe(log_exc))
     parts = [f"the run stopped: {describe(exc)}"]
     if stopped:
         parts.append(f"stopped machines {', '.join(stopped)}")
     if failed:
         parts.append(f"could not stop {', '.join(failed)}")
     note = "; ".join(parts)
-    log.error("%s", note)
+    log.info("%s", note)  # the same line leaves as RunStoppedError
     return note
 
 

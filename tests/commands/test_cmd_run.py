@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,3 +200,31 @@ def test_debug_shows_the_traceback(
     _crash_inside_the_run(monkeypatch)
     with pytest.raises(ExceptionGroup):
         main(["--debug", "run"])
+
+
+def test_a_full_disk_mid_run_is_one_line_naming_the_machines_it_stopped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's disk fills up mid-run: no traceback; one line says the log refused writes
+    and which machines were stopped anyway; exit 1."""
+    import eventlog
+    from eventlog.writer import LogWriter
+
+    original = LogWriter.stage_many
+    seen: list[str] = []
+
+    def stage_many(self: Any, events: Any, *args: Any, **kwargs: Any) -> Any:
+        events = list(events)
+        seen.extend(type(e).__name__ for e in events)
+        if "ExecutionStarted" in seen:
+            raise eventlog.DiskFullError(self.path, "No space left on device")
+        return original(self, events, *args, **kwargs)
+
+    monkeypatch.setattr(LogWriter, "stage_many", stage_many)
+    code, err = _run_cli(["--json"], capsys)
+    banner, last = err.splitlines()
+    assert "embedded simulated cloud" in banner
+    _one_line_error(code, last + "\n")
+    assert "refused writes" in last
+    assert "No space left on device" in last
+    assert "stopped machines " in last
