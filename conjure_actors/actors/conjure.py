@@ -617,7 +617,11 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
             await ctx.emit(ev.SystemStopped(reason="error", at=ctx.now()))
         except eventlog.EventLogError as log_exc:
             log.info("shutdown: SystemStopped not logged: %s", describe(log_exc))
-    parts = [f"the run stopped: {describe(exc)}"]
+    leaf = meaningful(exc) or exc
+    what = describe(leaf)
+    if leaf.__cause__ is not None:  # a supervisor that gave up: say what kept crashing
+        what += f" (last error: {describe(leaf.__cause__)})"
+    parts = [f"the run stopped: {what}"]
     if stopped:
         parts.append(f"stopped machines {', '.join(stopped)}")
     if failed:

@@ -62,13 +62,17 @@ def _raising(
     return receive
 
 
-async def _run(tmp: Path, actor: str, target: type[Any]) -> tuple[list[str], Any, Any, Any]:
-    """Two jobs with the handler broken; returns (lines that say what failed, the cloud's
-    running machines, the live state, the replayed state)."""
+async def _run(
+    tmp: Path, actor: str, target: type[Any]
+) -> tuple[list[str], str | None, Any, Any, Any]:
+    """Two jobs with the handler broken; returns (lines that say what failed, the run's
+    error line if it stopped on one, the cloud's running machines, the live state, the
+    replayed state)."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     what = f"injected into {actor} on {target.__name__}"
     lines: list[str] = []
+    stopped: str | None = None
     state: Any = None
     async with open_test_cloud(wall.now, ready_delay=5.0) as cloud:
         try:
@@ -88,7 +92,8 @@ async def _run(tmp: Path, actor: str, target: type[Any]) -> tuple[list[str], Any
         except BaseException as exc:  # the run may stop: its one line is what we check
             if meaningful(exc) is None:
                 raise
-            lines.append(describe(exc))
+            stopped = describe(exc)
+            lines.append(stopped)
         running = cloud.running()
     events = [r.event for r in log.records()]
     lines += [f"{e.error_type}: {e.message}" for e in events if type(e).__name__ == "ActorCrashed"]
@@ -96,7 +101,7 @@ async def _run(tmp: Path, actor: str, target: type[Any]) -> tuple[list[str], Any
     replayed = initial_state()
     for event in events:
         apply(replayed, event)
-    return [line for line in lines if what in line], running, state, replayed
+    return [line for line in lines if what in line], stopped, running, state, replayed
 
 
 @settings(
@@ -118,7 +123,7 @@ def test_a_handler_that_raises_never_leaves_a_machine_running(
     raised: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cls, "receive", _raising(cls.receive, message, what, raised, times))
-        said, running, live, replayed = trio.run(
+        said, stopped, running, live, replayed = trio.run(
             _run, tmp, actor, message, clock=trio.testing.MockClock(autojump_threshold=0)
         )
     assert running == [], f"{actor}/{message.__name__}: machines left running: {running}"
@@ -129,3 +134,5 @@ def test_a_handler_that_raises_never_leaves_a_machine_running(
     else:
         assert {j.status for j in live.jobs.values()} == {"succeeded"}
     assert all("\n" not in line for line in said)
+    if stopped is not None:  # the run stopped on it: its own line names the failure
+        assert what in stopped, stopped
