@@ -30,7 +30,7 @@ import attrs
 
 from conjure_actors.config import Config
 from conjure_actors.domain.errors import WorkflowError
-from conjure_actors.domain.preflight import preflight
+from conjure_actors.domain.preflight import preflight, raise_problems
 from conjure_actors.domain.workflow import (
     Catalog,
     Workflow,
@@ -320,8 +320,7 @@ def check_before_launch(
         problems.extend(p for p in exc.problems if p not in problems)
     if image is not None and not any(p.startswith("--image") for p in problems):
         problems.extend(decode_problems(image, image_name or "image"))
-    if problems:
-        raise WorkflowError(problems, source=show(workflow.name))
+    raise_problems(problems, source=show(workflow.name))
     return checked.bindings
 
 

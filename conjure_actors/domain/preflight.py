@@ -46,6 +46,7 @@ __all__ = [
     "MAX_SEED",
     "MAX_UPLOAD_BYTES",
     "ImageInfo",
+    "InputError",
     "Preflight",
     "check_image",
     "check_seed",
@@ -53,6 +54,7 @@ __all__ = [
     "check_values",
     "image_info",
     "preflight",
+    "raise_problems",
 ]
 
 MAX_SEED: Final = 2**64 - 1
@@ -297,6 +299,28 @@ def check_image(data: bytes, *, name: str, max_bytes: int = MAX_UPLOAD_BYTES) ->
 # ---------------------------------------------------------------------------- together
 
 
+class InputError(WorkflowError):
+    """Problems of a run's own inputs (``--seed``, ``--image``, ``--set`` syntax), not of
+    its graph: said as what they are ("error: --seed -1: ..."), not as the workflow's."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(problems)
+        self.header = f"the inputs have {len(self.problems)} problems:"
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
+
+
+def raise_problems(problems: Sequence[str], *, source: str) -> None:
+    """Raise ``problems`` (if any): as an :class:`InputError` when every one is about a
+    flag (they start with ``--``), else as the workflow's :class:`WorkflowError`."""
+    if not problems:
+        return
+    if all(problem.startswith("--") for problem in problems):
+        raise InputError(problems)
+    raise WorkflowError(problems, source=source)
+
+
 @attrs.frozen
 class Preflight:
     """What passed the pre-flight: the bindings a job would store."""
@@ -345,6 +369,5 @@ def preflight(
         problems.extend(
             check_values(apply_bindings(workflow.graph, bindings), catalog, choices=choices)
         )
-    if problems:
-        raise WorkflowError(problems, source=show(workflow.name))
+    raise_problems(problems, source=show(workflow.name))
     return Preflight(bindings)

@@ -444,8 +444,9 @@ def problem_lines(exc: WorkflowError) -> list[str]:
     if len(exc.problems) == 1:
         return [f"error: {exc}"]
     where = f"{exc.source}: " if exc.source else ""
+    header = getattr(exc, "header", None) or f"workflow has {len(exc.problems)} problems:"
     return [
-        f"error: {where}workflow has {len(exc.problems)} problems:",
+        f"error: {where}{header}",
         *(f"  - {problem}" for problem in exc.problems),
     ]
 

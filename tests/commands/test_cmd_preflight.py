@@ -49,13 +49,12 @@ def _refused(proc: subprocess.CompletedProcess[str], cwd: Path) -> list[str]:
     [
         (
             ["--seed", "-1"],
-            "error: conjure_flux_mesh.json: workflow has 1 problem: --seed -1: a seed is an"
-            " integer from 0 to 18446744073709551615",
+            "error: --seed -1: a seed is an integer from 0 to 18446744073709551615",
         ),
         (
             ["--seed", "99999999999999999999999"],
-            "error: conjure_flux_mesh.json: workflow has 1 problem: --seed"
-            " 99999999999999999999999: a seed is an integer from 0 to 18446744073709551615",
+            "error: --seed 99999999999999999999999: a seed is an integer from 0 to"
+            " 18446744073709551615",
         ),
         (
             ["--set", "20.steps=abc"],
@@ -91,6 +90,17 @@ def test_bad_numbers_are_one_line_and_launch_nothing(
     """--seed -1, a seed past 64 bits, a word for an INT, a huge priority or job count, a
     NaN budget or timeout, a URL that is not one: one line, exit 2, nothing started."""
     assert _refused(_cli(tmp_path, "run", *args), tmp_path) == [line]
+
+
+def test_several_bad_flags_are_said_as_the_inputs_problems(tmp_path: Path) -> None:
+    """Only flags wrong: a header that blames the inputs (not the workflow), one line each."""
+    (tmp_path / "x.png").write_text("not an image")
+    proc = _cli(tmp_path, "run", "--image", "x.png", "--seed", "-1")
+    assert _refused(proc, tmp_path) == [
+        "error: the inputs have 2 problems:",
+        "  - --seed -1: a seed is an integer from 0 to 18446744073709551615",
+        "  - --image x.png: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+    ]
 
 
 def test_every_problem_is_its_own_line(tmp_path: Path) -> None:

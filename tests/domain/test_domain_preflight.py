@@ -17,6 +17,7 @@ from conjure_actors.domain.errors import WorkflowError
 from conjure_actors.domain.preflight import (
     MAX_SEED,
     ImageInfo,
+    InputError,
     check_image,
     check_seed,
     check_value,
@@ -116,6 +117,13 @@ def test_a_fraction_for_an_int_is_refused() -> None:
 def test_seeds_outside_64_bits_are_refused(seed: int) -> None:
     """``--seed -1`` and ``--seed 99999999999999999999999`` (issue 14): one problem."""
     assert _problems(seed=seed) == (f"--seed {seed}: a seed is an integer from 0 to {MAX_SEED}",)
+
+
+def test_flag_problems_are_the_inputs_not_the_workflow() -> None:
+    """Problems of flags only: an InputError that says them as they are, no workflow name."""
+    with pytest.raises(InputError) as info:
+        preflight(CONJURE, catalog=CATALOG, seed=-1)
+    assert str(info.value) == f"--seed -1: a seed is an integer from 0 to {MAX_SEED}"
 
 
 def test_the_last_seed_of_many_jobs_must_fit() -> None:
