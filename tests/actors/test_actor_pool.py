@@ -812,3 +812,27 @@ async def test_budget_warning_comes_at_the_configured_fraction(
         (warning,) = rig.events(ev.BudgetWarning)
         assert 500_000 <= warning.spent_micros < 600_000
         assert rig.events(ev.BudgetExceeded) == []
+
+
+async def test_the_stop_of_every_machine_does_not_wait_behind_a_hung_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A listing that never answers (it used to hold the pool's lock) does not hold up the
+    stop of every machine: the actor handles it at once and the DELETEs go out."""
+    async with pool_rig() as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        rc = rig.ctx.runcomfy
+
+        async def hangs() -> Any:
+            await trio.sleep_forever()
+
+        rc.list_servers = hangs
+        await rig.machines.tell(PollNow())
+        await trio.testing.wait_all_tasks_blocked()
+        await rig.release(lease.server_id, j)
+        start = trio.current_time()
+        assert await rig.stop_all() == []
+        assert trio.current_time() - start < 5.0
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
