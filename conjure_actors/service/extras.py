@@ -188,14 +188,30 @@ def machine_view(machine: st.Machine, now: float) -> dict[str, Any]:
     }
 
 
-async def machines(request: Request) -> Response:
-    """``GET /api/conjure/machines``: every machine of the log, running ones first."""
-    service = service_of(request)
-    state = service.state
-    now = _now(service)
+def machines_view(state: st.State, now: float) -> dict[str, Any]:
+    """Every machine of the log, running ones first, and the launches asked for whose
+    machine RunComfy has not named yet (a cold start takes minutes: say one is coming)."""
     gone = st.MACHINE_GONE
     ordered = sorted(state.machines.values(), key=lambda m: (m.status in gone, m.server_id))
-    return JSONResponse({"machines": [machine_view(m, now) for m in ordered]})
+    launches = sorted(state.launch_requests.values(), key=lambda r: (r.at, r.request_key))
+    return {
+        "machines": [machine_view(m, now) for m in ordered],
+        "launches": [
+            {
+                "request_key": r.request_key,
+                "server_type": r.server_type,
+                "workflow_version": r.workflow_version,
+                "requested_at": iso(r.at),
+            }
+            for r in launches
+        ],
+    }
+
+
+async def machines(request: Request) -> Response:
+    """``GET /api/conjure/machines``."""
+    service = service_of(request)
+    return JSONResponse(machines_view(service.state, _now(service)))
 
 
 # ------------------------------------------------------------------------------ costs

@@ -349,3 +349,30 @@ async def test_mode_names_only_the_comfyui_origin(tmp_path: Path, sim_config: An
     assert mode["runcomfy"]["used"] is False
     assert mode["runcomfy"]["answers"] is None
     assert estimate["estimate_micros"] == 0
+
+
+def test_machines_view_lists_launches_in_flight_and_running_machines_first() -> None:
+    """A launch RunComfy has not answered yet is listed; gone machines come after live ones."""
+    from conjure_actors.service.extras import machines_view
+
+    state = st.initial_state()
+    state.launch_requests["k1"] = st.LaunchRequest(
+        request_key="k1",
+        server_type="medium",
+        workflow_version="wv",
+        estimated_duration=600,
+        max_jobs=1,
+        at=1_800_000_000.0,
+    )
+    state.machines["a"] = st.Machine(server_id="a", status=st.M_STOPPED)
+    state.machines["b"] = st.Machine(server_id="b", status=st.M_READY)
+    view = machines_view(state, 1_800_000_100.0)
+    assert [m["id"] for m in view["machines"]] == ["b", "a"]
+    assert view["launches"] == [
+        {
+            "request_key": "k1",
+            "server_type": "medium",
+            "workflow_version": "wv",
+            "requested_at": "2027-01-15T08:00:00Z",
+        }
+    ]
