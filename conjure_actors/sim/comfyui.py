@@ -82,6 +82,10 @@ WS_NO_UPGRADE: Final = b'400: No WebSocket UPGRADE hdr: None\n Can "Upgrade" onl
 MAX_HISTORY: Final = 10_000
 MAX_UPLOAD: Final = 104_857_600
 VERSION: Final = "0.3.64"
+#: How the per-prompt cost is spent: validating the POST, taking the prompt from the
+#: queue, and writing history after ``execution_success`` (captured: the worker starts
+#: ~0.5 ms after the queue ``status``, history follows success by ~1 ms).
+PROMPT_COST_SPLIT: Final = (0.5, 1 / 6, 1 / 3)
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _OUTPUT_CLASSES: Final = output_nodes()
 _ANNOTATION: Final = re.compile(r"^(.*) \[(output|input|temp)\]$")
@@ -243,6 +247,10 @@ class ComfyUISim:
     def add_input(self, name: str, data: bytes, subfolder: str = "") -> None:
         """Put a file in the simulated ``input/`` folder (as if uploaded earlier)."""
         self._files[posixpath.join("input", subfolder, name)] = data
+
+    def add_file(self, path: str, data: bytes) -> None:
+        """Put a file at ``path`` (``output/...``, ``temp/...``): left by earlier runs."""
+        self._files[posixpath.normpath(path)] = data
 
     @property
     def queue_remaining(self) -> int:
@@ -436,11 +444,16 @@ class ComfyUISim:
         # simulator really spends (Python, numpy, encoding, frames) counts towards the model:
         # a prompt takes the model's time, or longer only if the real work is longer.
         self._budget = max(item.queued_at, self._idle_since)
-        await self._spend(self.timings.prompt_seconds())
+        await self._spend(self.timings.prompt_seconds() * PROMPT_COST_SPLIT[1])
         record("execution_start", {"prompt_id": pid, "timestamp": self._now_ms()})
         sigs = self._signatures(item)
         used = set(sigs.values())
+        dropped = [v for k, v in self._cache.items() if k not in used]
         self._cache = {k: v for k, v in self._cache.items() if k in used}  # clean_unused
+        # Freeing big outputs is what delays execution_cached on the real server (9.5 ms
+        # after an interrupted 4x1024x1024 blur chain, ws_queue_and_interrupt.jsonl).
+        freed = sum(pixels_of({str(i): v for i, v in enumerate(e.outputs)}) for e in dropped)
+        await self._spend(self.timings.free_seconds(freed))
         cached = {n for n, s in sigs.items() if s in self._cache}
         record(
             "execution_cached",
@@ -556,6 +569,9 @@ class ComfyUISim:
         ):
             # The real race: execution_success is out, the worker has not written history yet.
             await trio.sleep(self.faults.history_race_delay)
+        # task_done: the gap between execution_success and the history write (about 1 ms
+        # on the captured server, captures/history_race_stats_idle.json).
+        await self._spend(self.timings.prompt_seconds() * PROMPT_COST_SPLIT[2])
         self._task_done(item, outputs_ui, meta, status_str, completed, messages)
         self._queue_updated()
         self._send_client("executing", {"node": None, "prompt_id": pid}, sid)
@@ -837,6 +853,8 @@ class ComfyUISim:
         if route == ("GET", "/prompt"):
             return self._ok(self._queue_info())
         if route == ("POST", "/prompt"):
+            # Validation takes its share of the per-prompt cost before the answer.
+            await trio.sleep(self.timings.prompt_seconds() * PROMPT_COST_SPLIT[0])
             return self._post_prompt(body)
         if route == ("GET", "/queue"):
             return self._ok(
@@ -911,7 +929,15 @@ class ComfyUISim:
                 "python_version": "3.11.7 (main, May  9 2026, 07:35:25) [GCC 12.2.0]",
                 "pytorch_version": "2.13.0+cpu",
                 "embedded_python": False,
-                "argv": ["main.py", "--cpu", "--listen", "127.0.0.1", "--port", "8188"],
+                "argv": [
+                    "main.py",
+                    "--cpu",
+                    "--listen",
+                    "127.0.0.1",
+                    "--port",
+                    "8188",
+                    "--disable-auto-launch",
+                ],
             },
             "devices": [
                 {
@@ -1240,10 +1266,16 @@ class ComfyUISim:
         return 1000
 
     async def connect_ws_in_memory(
-        self, nursery: trio.Nursery, resource: str
+        self,
+        nursery: trio.Nursery,
+        resource: str,
+        *,
+        max_message_size: int = simws.CLIENT_MAX_MESSAGE_SIZE,
     ) -> trio_websocket.WebSocketConnection:
         """A client WebSocket to ``resource`` (``/ws?clientId=...``) over memory streams."""
-        return await simws.connect_in_memory(nursery, resource, self._serve_ws)
+        return await simws.connect_in_memory(
+            nursery, resource, self._serve_ws, max_message_size=max_message_size
+        )
 
     @contextlib.asynccontextmanager
     async def open_ws_in_memory(

@@ -36,9 +36,12 @@ from typing import Final
 
 import attrs
 
+from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES
+
 __all__ = [
     "DEMO_SPEEDUP",
     "REAL_CONSTANT",
+    "REAL_FREE_PER_PIXEL",
     "REAL_PER_PIXEL",
     "REAL_PER_PROMPT",
     "REAL_PER_STEP",
@@ -64,6 +67,7 @@ REAL_CONSTANT: Final[Mapping[str, float]] = {
     "SaveImage": 0.0015,
     "PreviewImage": 0.0012,
     "GetImageSize": 0.0005,
+    "SaveImageWebsocket": 0.0005,
     # GPU, from the seeds' FLUX job figures (100-500 s).
     "DualCLIPLoader": 12.0,
     "CLIPLoader": 8.0,
@@ -98,6 +102,7 @@ REAL_PER_PIXEL: Final[Mapping[str, float]] = {
     "ImageSharpen": 1.76e-7,
     "SaveImage": 1.2e-8,  # PNG level 4, Pillow, this CPU
     "PreviewImage": 8e-9,  # PNG level 1
+    "SaveImageWebsocket": 8e-9,  # PNG level 1
     "ImageScale": 2e-8,
     "ImageAddNoise": 3e-8,
 }
@@ -107,6 +112,10 @@ REAL_PER_STEP: Final[Mapping[str, float]] = {
     "KSamplerAdvanced": 1.2,
     "VAEDecodeHunyuan3D": 1.0,  # per progress update (8 chunks of the octree)
 }
+
+#: Freeing cached outputs at the start of a prompt: 9.5 ms for two 4x1024x1024 batches
+#: (ws_queue_and_interrupt.jsonl, execution_start to execution_cached).
+REAL_FREE_PER_PIXEL: Final = 1.1e-9
 
 #: Classes that send progress updates the graph does not say (the mesh decoder's chunks).
 REAL_PROGRESS_STEPS: Final[Mapping[str, int]] = {"VAEDecodeHunyuan3D": 8}
@@ -122,8 +131,9 @@ def _scaled(table: Mapping[str, float], factor: float) -> dict[str, float]:
 class ComfyTimings:
     """Seconds a node takes: ``scale * (per_class + per_pixel * pixels + steps * per_step)``.
 
-    A class missing from ``per_class`` takes ``default_node`` if it needs no model (its
-    category is image, mask, latent or utility work) and ``default_model_node`` otherwise;
+    A class missing from ``per_class`` takes ``default_node`` if it needs no model (the
+    simulator runs it for real, or its category is image, mask, latent or utility work) and
+    ``default_model_node`` otherwise;
     missing from ``per_step``, ``default_node / 4`` a step. ``steps`` is how many progress
     updates a node sends: ``KSampler`` its ``steps`` input, ``SaveImageWebsocket`` one per
     image, any class in ``progress_steps`` that many. ``scale`` stretches or shrinks it all
@@ -147,6 +157,8 @@ class ComfyTimings:
         factory=lambda: _scaled(REAL_PER_STEP, 1 / DEMO_SPEEDUP)
     )
     progress_steps: Mapping[str, int] = attrs.field(factory=lambda: dict(REAL_PROGRESS_STEPS))
+    free_per_pixel: float = REAL_FREE_PER_PIXEL / DEMO_SPEEDUP
+    """Dropping cached outputs a new prompt does not use, per pixel freed."""
     speedup: float = DEMO_SPEEDUP
     """How much faster than a real server these timings run (at ``scale`` 1)."""
 
@@ -161,6 +173,7 @@ class ComfyTimings:
             per_class=dict(REAL_CONSTANT),
             per_pixel=dict(REAL_PER_PIXEL),
             per_step=dict(REAL_PER_STEP),
+            free_per_pixel=REAL_FREE_PER_PIXEL,
             speedup=1.0,
         )
 
@@ -168,7 +181,9 @@ class ComfyTimings:
         """The node's own time (without its progress steps)."""
         constant = self.per_class.get(class_type)
         if constant is None:
-            model_free = category.startswith(_MODEL_FREE_PREFIXES)
+            model_free = class_type in EXECUTABLE_CLASSES or category.startswith(
+                _MODEL_FREE_PREFIXES
+            )
             constant = self.default_node if model_free else self.default_model_node
         return self.scale * (constant + self.per_pixel.get(class_type, 0.0) * pixels)
 
@@ -177,3 +192,6 @@ class ComfyTimings:
 
     def prompt_seconds(self) -> float:
         return self.scale * self.per_prompt
+
+    def free_seconds(self, pixels: int) -> float:
+        return self.scale * self.free_per_pixel * pixels

@@ -475,7 +475,17 @@ async def test_deleted_pending_prompt_vanishes_with_only_a_status(
     second_body = copy.deepcopy(body)
     second_body["prompt"]["1"]["inputs"]["color"] = 1
     second = (await harness.post(second_body)).json()["prompt_id"]
-    await collect(ws, lambda f: f.get("type") == "executing" and f["data"]["node"] == "1")
+    seen: set[str] = set()
+
+    def running_and_queued(f: _Frame) -> bool:
+        # The second POST is validated while the first prompt starts: either order.
+        if f.get("type") == "executing" and f["data"]["node"] == "1":
+            seen.add("running")
+        if norm(f) == ("status", 2, False):
+            seen.add("queued")
+        return seen == {"running", "queued"}
+
+    await collect(ws, running_and_queued)
     await harness.http.post("/queue", json={"delete": [second]})
     frame = await receive(ws)
     assert norm(frame) == ("status", 1, False)
