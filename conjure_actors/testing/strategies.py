@@ -65,7 +65,7 @@ MODEL_FREE_CLASSES: Final = (
 """Classes the default :func:`catalog_workflows` draws from (they need no model files)."""
 
 # Inputs whose declared range is huge but whose cost grows with the value: keep them small
-# so that a drawn workflow runs in microseconds (the simulator caps images at 256 px).
+# so that a drawn workflow runs in milliseconds (the simulator computes real images).
 _INT_CAPS: Final = {"width": 64, "height": 64, "batch_size": 2, "blur_radius": 5}
 _FLOAT_CAPS: Final = {"scale_by": 1.0}
 _LOAD_IMAGE_FILE: Final = "example.png"  # in every simulated ComfyUI's input folder

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -22,6 +23,7 @@ from conjure_actors.clock import TrioWallClock
 from conjure_actors.sim.catalog import OBJECT_INFO
 from conjure_actors.sim.comfyui import ComfyUISim
 from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES, NODE_FUNCTIONS
+from conjure_actors.testing.strategies import catalog_workflows
 
 WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
 
@@ -279,3 +281,24 @@ def test_blur_keeps_shape_range_and_mean(seed: int, radius: int, sigma: float) -
     assert out.min() >= -1e-6
     assert out.max() <= 1 + 1e-6
     assert abs(float(out.mean()) - float(image.mean())) < 0.05
+
+
+async def _run_to_history(graph: dict[str, Any]) -> dict[str, Any]:
+    sim = ComfyUISim()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.run)
+        transport = httpx.ASGITransport(app=sim.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim.invalid") as http:
+            entry = await Env(sim, http).run(graph)
+        nursery.cancel_scope.cancel()
+    return entry
+
+
+@settings(max_examples=15, deadline=None)
+@given(graph=catalog_workflows(classes=sorted(OBJECT_INFO), max_nodes=8))
+def test_catalog_workflows_from_the_whole_catalogue_run(graph: dict[str, Any]) -> None:
+    """Drawn from all 479 classes, a workflow uses only executable ones and runs to success."""
+    assert {node["class_type"] for node in graph.values()} <= EXECUTABLE_CLASSES
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    entry = trio.run(_run_to_history, graph, clock=clock)
+    assert entry["status"]["status_str"] == "success", entry["status"]
