@@ -68,7 +68,7 @@ async def test_run_on_a_users_comfyui(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert "jobs: 1 (1 succeeded" in err
     assert "cost: $0.00" in err
-    files = sorted(p.suffix for p in (tmp_path / "out").glob("job-*/*"))
+    files = sorted(p.suffix for p in (tmp_path / "out").glob("job-*/**/*") if p.is_file())
     assert files == [".glb", ".png"]
     state = eventlog.fold(eventlog.read(tmp_path / "r.log", Event), apply, initial_state())
     assert [(m.kind, m.cost_micros) for m in state.machines.values()] == [("comfyui", 0)]
