@@ -287,7 +287,8 @@ class MachinePool:
         self.launching_allowed = True
         self.refuse_reason = ""
         self.failed_in_a_row = 0  # launches that ended without a Ready machine
-        self.failing_since = 0.0
+        self.launch_errors = 0  # launch calls failed in a row (the backoff's exponent)
+        self.failing_since: float | None = None  # first launch of a rate limit or outage
         self.next_launch_at = float("-inf")
         self.polls = 0
         self.ref: ActorRef | None = None
@@ -378,6 +379,7 @@ class MachineActor(Actor):
                 self._poll()
             case Tick():
                 self._poll()
+                await self._assign()  # a launch backing off after a failure comes back here
             case ServerPolled():
                 await self._on_polled(msg)
             case Reconcile():
@@ -675,29 +677,36 @@ class MachineActor(Actor):
             await self.ctx.emit(
                 ev.MachineLaunchFailed(request_key=msg.key, reason=str(exc), at=self.ctx.now())
             )
-            self._count_failed_launch()
-            # Back off before the next launch. Give up at once when the cloud refuses the
-            # launch itself (a wrong token, an unknown workflow version or server type: a
-            # 4xx, nothing will ever launch); when a rate limit or an outage has outlasted
-            # ``cloud_patience``; or after ``max_launch_attempts`` failures of another kind.
+            # Back off before the next launch. A rate limit or an outage is waited out for
+            # ``cloud_patience``. Give up at once when the cloud refuses the launch itself
+            # (a wrong token, an unknown workflow version or server type: a 4xx, nothing
+            # will ever launch), or after ``max_launch_attempts`` failures of another kind.
             now = trio.current_time()
-            pool.next_launch_at = now + min(60.0, 2.0**pool.failed_in_a_row)
+            pool.launch_errors += 1
+            pool.next_launch_at = now + min(60.0, 2.0**pool.launch_errors)
             refused = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
-            patience_out = now - pool.failing_since >= self.cfg.cloud_patience
-            if isinstance(exc, AuthError) or refused or (_passing(exc) and patience_out):
-                self._stop_launching(f"launch failed: {exc}")
-            elif not _passing(exc) and policy.launches_exhausted(
-                failed_in_a_row=pool.failed_in_a_row,
-                max_launch_attempts=self.cfg.max_launch_attempts,
-            ):
-                self._stop_launching(
-                    f"launch failed {pool.failed_in_a_row} times in a row, last: {exc}"
-                )
+            if _passing(exc):
+                if pool.failing_since is None:
+                    pool.failing_since = now
+                if now - pool.failing_since >= self.cfg.cloud_patience:
+                    self._stop_launching(f"launch failed: {exc}")
+            else:
+                pool.failed_in_a_row += 1
+                if isinstance(exc, AuthError) or refused:
+                    self._stop_launching(f"launch failed: {exc}")
+                elif policy.launches_exhausted(
+                    failed_in_a_row=pool.failed_in_a_row,
+                    max_launch_attempts=self.cfg.max_launch_attempts,
+                ):
+                    self._stop_launching(
+                        f"launch failed {pool.failed_in_a_row} times in a row, last: {exc}"
+                    )
             if not pool.launching_allowed:
                 self._fail_unservable(pool.refuse_reason)
             self._check_shutdown()
             return
         server = msg.server
+        pool.launch_errors, pool.failing_since = 0, None
         await self.ctx.emit(
             decide.machine_launched(
                 self.ctx.state, request_key=msg.key, server_id=server.server_id, at=self.ctx.now()
@@ -709,12 +718,6 @@ class MachineActor(Actor):
             await self._stop(server.server_id, self.pool.shutdown.reason)
         self._check_shutdown()
         await self._assign()
-
-    def _count_failed_launch(self) -> None:
-        pool = self.pool
-        pool.failed_in_a_row += 1
-        if pool.failed_in_a_row == 1:
-            pool.failing_since = trio.current_time()
 
     def _fail_unservable(self, reason: str) -> None:
         """Fail waiting requests when nothing alive, or on its way, can ever serve them."""
@@ -1021,7 +1024,7 @@ class MachineActor(Actor):
                     )
                     self._ready_seen()
                 case Observation.STUCK:
-                    self._count_failed_launch()
+                    pool.failed_in_a_row += 1  # a launch that never became Ready
                     await self._stop(sid, "not_ready")
                     continue
                 case Observation.STOP_AGAIN:

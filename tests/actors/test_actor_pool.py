@@ -836,3 +836,30 @@ async def test_the_stop_of_every_machine_does_not_wait_behind_a_hung_poll(
         assert trio.current_time() - start < 5.0
         assert rig.sim.running() == []
         assert rig.ledger_matches_sim()
+
+
+async def test_rate_limited_launches_are_waited_out_not_counted_as_stuck(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Five launches refused by a rate limit in a row (more than ``max_launch_attempts``):
+    the pool backs off and tries again within ``cloud_patience``; the job gets its machine."""
+    from conjure_actors.clients.errors import RateLimitedError
+
+    async with pool_rig(max_launch_attempts=3) as rig:
+        rc = rig.ctx.runcomfy
+        launch = rc.launch
+        calls = 0
+
+        async def busy_then_fine(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls <= 5:
+                raise RateLimitedError("429 rate_limited", status=429)
+            return await launch(*args)
+
+        rc.launch = busy_then_fine
+        j = await rig.job()
+        lease = await rig.lease(j)
+        assert len(rig.events(ev.MachineLaunchFailed)) == 5
+        assert rig.pool.launching_allowed
+        assert rig.sim.running() == [lease.server_id]
