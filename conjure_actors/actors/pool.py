@@ -68,6 +68,7 @@ from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.machines_policy import MachineView, Observation, Seen
 from conjure_actors.domain.state import ACTIVE_STATUSES, M_READY, M_STARTING, MACHINE_GONE
 from conjure_actors.runtime import Actor, ActorRef
+from conjure_actors.runtime.errors import ActorStoppedError, AskTimeoutError
 
 log = logging.getLogger("conjure_actors.actors.pool")
 
@@ -170,7 +171,7 @@ class LaunchApproved:
 
     job_id: str
     version: str
-    approved: bool
+    approved: bool | None
 
 
 @attrs.frozen(eq=False)
@@ -615,13 +616,22 @@ class MachineActor(Actor):
             self.start_soon(self._approve_child, w.job_id, version, name="machine-approve")
 
     async def _approve_child(self, job_id: str, version: str) -> None:
-        """Child: ask the CostActor whether a launch fits the budget; report it."""
-        approved = await self.pool.approve_launch(job_id, self.pool.server_type)
-        await self._tell(LaunchApproved(job_id, version, bool(approved)))
+        """Child: ask the CostActor whether a launch fits the budget; report it (``None``:
+        no answer, as while the CostActor restarts; the poll timer asks again)."""
+        approved: bool | None
+        try:
+            approved = bool(await self.pool.approve_launch(job_id, self.pool.server_type))
+        except (AskTimeoutError, ActorStoppedError) as exc:
+            log.warning("launch for job %s: the budget did not answer (%s)", job_id, exc)
+            approved = None
+        await self._tell(LaunchApproved(job_id, version, approved))
 
     async def _on_approved(self, msg: LaunchApproved) -> None:
         self._approving -= 1
         pool = self.pool
+        if msg.approved is None:
+            self._check_shutdown()
+            return
         if not msg.approved:
             self._fail_unservable("budget")
             self._check_shutdown()
@@ -1161,7 +1171,12 @@ class MachineActor(Actor):
 
     async def _renew_child(self, server_id: str, seconds: int, fallback_until: float) -> None:
         """Child: ask the CostActor, then ``update-estimated-duration``; report it."""
-        if not await self.pool.approve_renewal(server_id, self.cfg.lease_seconds):
+        try:
+            approved = await self.pool.approve_renewal(server_id, self.cfg.lease_seconds)
+        except (AskTimeoutError, ActorStoppedError) as exc:
+            log.warning("renewal of server %s: the budget did not answer (%s)", server_id, exc)
+            approved = False
+        if not approved:
             await self._tell(RenewAnswered(server_id, None))
             return
         try:

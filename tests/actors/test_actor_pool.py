@@ -863,3 +863,29 @@ async def test_rate_limited_launches_are_waited_out_not_counted_as_stuck(
         assert len(rig.events(ev.MachineLaunchFailed)) == 5
         assert rig.pool.launching_allowed
         assert rig.sim.running() == [lease.server_id]
+
+
+async def test_a_budget_that_does_not_answer_delays_the_launch_without_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The CostActor's answer times out once: the launch is asked again at the next tick,
+    the job gets its machine and the MachineActor never crashed."""
+    from conjure_actors.lifecycle import ActorCrashed
+    from conjure_actors.runtime.errors import AskTimeoutError
+
+    async with pool_rig() as rig:
+        approve = rig.pool.approve_launch
+        calls = 0
+
+        async def times_out_once(job_id: str, server_type: str) -> bool:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise AskTimeoutError("no answer in 60 s")
+            return await approve(job_id, server_type)
+
+        rig.pool.approve_launch = times_out_once
+        lease = await rig.lease(await rig.job())
+        assert calls == 2
+        assert rig.sim.running() == [lease.server_id]
+        assert rig.events(ActorCrashed) == []
