@@ -37,6 +37,7 @@ from typing import Any
 
 import crc32c
 import msgspec
+import outcome
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -308,6 +309,52 @@ def bare_fsync_every_256(tmp: Path, each: int) -> tuple[int, int, float]:
     return N_JOURNAL_TASKS * each, size, elapsed
 
 
+def trio_park_wake_floor(each: int) -> tuple[int, int, float]:
+    """What trio alone costs per append: 256 tasks that each park and are woken ``each``
+    times by one committer task that wakes the whole batch at once (no log, no encoding):
+    the least any journal with one trio task step per append can spend."""
+    elapsed = 0.0
+
+    async def main() -> None:
+        nonlocal elapsed
+        parked: list[trio.lowlevel.Task] = []
+        idle: list[trio.lowlevel.Task] = []
+
+        async def appender() -> None:
+            for _ in range(each):
+                parked.append(trio.lowlevel.current_task())
+                if idle:
+                    trio.lowlevel.reschedule(idle.pop())
+                await trio.lowlevel.wait_task_rescheduled(
+                    lambda _: trio.lowlevel.Abort.FAILED  # never cancelled here
+                )
+
+        async def committer() -> None:
+            nonlocal parked
+            while True:
+                while not parked:
+                    idle.append(trio.lowlevel.current_task())
+                    await trio.lowlevel.wait_task_rescheduled(
+                        lambda _: (idle.clear(), trio.lowlevel.Abort.SUCCEEDED)[1]
+                    )
+                await trio.lowlevel.checkpoint()
+                batch, parked = parked, []
+                for task in batch:
+                    trio.lowlevel.reschedule(task, outcome.Value(None))
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(committer)
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(N_JOURNAL_TASKS):
+                    nursery.start_soon(appender)
+            elapsed = time.perf_counter() - t0
+            outer.cancel_scope.cancel()
+
+    trio.run(main)
+    return N_JOURNAL_TASKS * each, 0, elapsed
+
+
 def alternate_rates(
     first: Callable[[], tuple[int, int, float]], second: Callable[[], tuple[int, int, float]]
 ) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -506,6 +553,14 @@ def main() -> int:
             bare_fsync,
             0.5,
             True,
+        )
+        floor = median_rate(lambda: trio_park_wake_floor(N_JOURNAL_EACH))
+        ceiling = 1 / (1 / floor[0] + 1 / bare_fsync[0])
+        print(
+            f"  (trio alone, 256 tasks parked and woken once per append: {1e6 / floor[0]:.2f}"
+            f" us/append; the bare loop plus that is {ceiling:,.0f} events/s,"
+            f" {ceiling / bare_fsync[0]:.0%} of it: the most a journal with one task step"
+            " per append can reach)"
         )
 
         es = eventsourcing_rows(tmp)
