@@ -355,22 +355,20 @@ def trio_park_wake_floor(each: int) -> tuple[int, int, float]:
     return N_JOURNAL_TASKS * each, 0, elapsed
 
 
-def alternate_rates(
-    first: Callable[[], tuple[int, int, float]], second: Callable[[], tuple[int, int, float]]
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Median rates of ``first`` and ``second``, run alternately REPEATS times each."""
-    runs: tuple[list[tuple[int, int, float]], list[tuple[int, int, float]]] = ([], [])
+def alternate_rates(*fns: Callable[[], tuple[int, int, float]]) -> list[tuple[float, float]]:
+    """Median rates of each of ``fns``, run round-robin REPEATS times (so that load from
+    other processes hits every one alike)."""
+    runs: list[list[tuple[int, int, float]]] = [[] for _ in fns]
     for _ in range(REPEATS):
-        runs[0].append(first())
-        runs[1].append(second())
-
-    def rate(rs: list[tuple[int, int, float]]) -> tuple[float, float]:
-        return (
+        for fn, out in zip(fns, runs, strict=True):
+            out.append(fn())
+    return [
+        (
             statistics.median(n / s for n, _, s in rs),
             statistics.median(b / s / 1e6 for _, b, s in rs),
         )
-
-    return rate(runs[0]), rate(runs[1])
+        for rs in runs
+    ]
 
 
 # -- the eventsourcing library ---------------------------------------------------------------
@@ -533,9 +531,10 @@ def main() -> int:
         )
         big.unlink()
 
-        batch, bare_fsync = alternate_rates(
+        batch, bare_fsync, floor = alternate_rates(
             lambda: journal_run(tmp, "batch", N_JOURNAL_EACH),
             lambda: bare_fsync_every_256(tmp, N_JOURNAL_EACH),
+            lambda: trio_park_wake_floor(N_JOURNAL_EACH),
         )
         always = median_rate(lambda: journal_run(tmp, "always", N_ALWAYS_EACH))
         row(
@@ -554,13 +553,13 @@ def main() -> int:
             0.5,
             True,
         )
-        floor = median_rate(lambda: trio_park_wake_floor(N_JOURNAL_EACH))
         ceiling = 1 / (1 / floor[0] + 1 / bare_fsync[0])
         print(
-            f"  (trio alone, 256 tasks parked and woken once per append: {1e6 / floor[0]:.2f}"
-            f" us/append; the bare loop plus that is {ceiling:,.0f} events/s,"
-            f" {ceiling / bare_fsync[0]:.0%} of it: the most a journal with one task step"
-            " per append can reach)"
+            f"  (trio alone, 256 tasks parked and woken once per append, no log:"
+            f" {1e6 / floor[0]:.2f} us/append; the bare loop plus that: {ceiling:,.0f}"
+            f" events/s, {ceiling / bare_fsync[0]:.0%} of the bare loop, about the most a"
+            " journal with one task step per append gets while fsync and trio work do not"
+            " overlap)"
         )
 
         es = eventsourcing_rows(tmp)
