@@ -2,9 +2,17 @@
 default:
     @just --list
 
-# Run the test suite (fast hypothesis profile).
+# The inner loop: every test not marked slow, on both cores (fast hypothesis profile).
 test *ARGS:
-    python -m pytest -q {{ARGS}}
+    python -m pytest -q -n 2 -m "not slow" {{ARGS}}
+
+# The slow tests only (subprocesses, loopback servers, long properties); CI runs them too.
+test-slow *ARGS:
+    python -m pytest -q -m slow {{ARGS}}
+
+# The whole suite in one run, as CI sees it.
+test-all *ARGS:
+    python -m pytest -q -n 2 {{ARGS}}
 
 # Lint without editing anything.
 lint:
@@ -25,7 +33,7 @@ imports:
     lint-imports --no-cache
 
 # Everything CI runs.
-check: lint typecheck imports test
+check: lint typecheck imports test test-slow
 
 # Run every benchmark and print its table.
 bench:

@@ -104,6 +104,7 @@ async def _run(
     return [line for line in lines if what in line], stopped, running, state, replayed
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,
     deadline=None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -16,6 +18,7 @@ def _example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_readme_budget_property_runs() -> None:
     """The README's budget property is defined and passes."""
     namespace: dict[str, object] = {}
