@@ -6,6 +6,10 @@ which reads the file it is given), reads a clock or draws a random number. Modul
 - :mod:`~conjure_actors.domain.events`: the event vocabulary (the ``Event`` union);
 - :mod:`~conjure_actors.domain.state`: ``State`` and ``apply``, the fold step;
 - :mod:`~conjure_actors.domain.decide`: commands validated against the state, events out;
+- :mod:`~conjure_actors.domain.machines_policy`: the machine pool's decisions (reuse,
+  launch, renew, idle stop, the final bill);
+- :mod:`~conjure_actors.domain.cost_policy`: the ledger's decisions (accruals, budget,
+  launch and renewal approval);
 - :mod:`~conjure_actors.domain.workflow`: ComfyUI API-format graphs;
 - :mod:`~conjure_actors.domain.prices`: RunComfy prices and the billing rule;
 - :mod:`~conjure_actors.domain.describe`: one-line descriptions of events;

@@ -40,13 +40,9 @@ from conjure_actors.domain.state import (
 __all__ = [
     "AttemptFailure",
     "Intents",
-    "accrue_cost",
-    "budget_check",
     "cancel_job",
-    "check_launch",
     "check_transition",
     "fail_job",
-    "idle_machines",
     "interrupt_job",
     "job_crashed",
     "job_deadline",
@@ -54,7 +50,6 @@ __all__ = [
     "lease_machine",
     "machine_launched",
     "machine_ready",
-    "machine_stopped",
     "next_jobs",
     "pending_intents",
     "queue_job",
@@ -62,7 +57,6 @@ __all__ = [
     "request_launch",
     "resume_job",
     "retry_job",
-    "reusable_machine",
     "start_job",
     "stop_machine",
     "submit_job",
@@ -418,112 +412,12 @@ def release_machine(state: State, server_id: str, job_id: str, *, at: float) -> 
     return ev.MachineReleased(server_id=server_id, job_id=job_id, at=at)
 
 
-def reusable_machine(state: State, workflow_version: str | None) -> str | None:
-    """A ready machine with a free slot for ``workflow_version`` (None matches any), the
-    least loaded first, then the oldest ready; None if there is none."""
-    best: tuple[int, float, str] | None = None
-    for m in state.machines.values():
-        if m.status != M_READY or len(m.leases) >= m.max_jobs:
-            continue
-        if (
-            workflow_version is not None
-            and m.kind == "runcomfy"
-            and m.workflow_version != workflow_version
-        ):
-            continue
-        key = (len(m.leases), m.service_ready_at or 0.0, m.server_id)
-        if best is None or key < best:
-            best = key
-    return None if best is None else best[2]
-
-
-def idle_machines(state: State, *, now: float, idle_timeout: float) -> list[str]:
-    """Ready RunComfy machines with no lease since at least ``idle_timeout`` seconds."""
-    return sorted(
-        m.server_id
-        for m in state.machines.values()
-        if m.kind == "runcomfy"
-        and m.status == M_READY
-        and not m.leases
-        and m.idle_since is not None
-        and now - m.idle_since >= idle_timeout
-    )
-
-
 def stop_machine(state: State, server_id: str, *, reason: str, at: float) -> ev.MachineStopping:
     """The stop intent (log it BEFORE the DELETE)."""
     machine = _machine(state, server_id)
     if machine.status in MACHINE_GONE:
         raise CommandRejectedError(f"machine {server_id} is already {machine.status}")
     return ev.MachineStopping(server_id=server_id, reason=reason, at=at)
-
-
-def machine_stopped(
-    state: State, server_id: str, *, stopped_at: float, at: float
-) -> ev.MachineStopped:
-    """The DELETE returned 200 at ``stopped_at``: the final bill by THE billing rule."""
-    machine = _machine(state, server_id)
-    if machine.status == "stopped":
-        raise CommandRejectedError(f"machine {server_id} is already stopped")
-    seconds = prices.billed_seconds(machine.service_ready_at, stopped_at)
-    return ev.MachineStopped(
-        server_id=server_id,
-        stopped_at=stopped_at,
-        billed_seconds=seconds,
-        cost_micros=prices.cost_micros(machine.rate_micros_per_hour, seconds),
-        at=at,
-    )
-
-
-# ------------------------------------------------------------------------------- cost
-
-
-def accrue_cost(state: State, server_id: str, *, until: float, at: float) -> ev.CostAccrued:
-    """The machine's cumulative cost up to ``until`` (for a ready or stopping machine)."""
-    machine = _machine(state, server_id)
-    if machine.status in MACHINE_GONE or machine.service_ready_at is None:
-        raise CommandRejectedError(f"machine {server_id} is not billing ({machine.status})")
-    if machine.accrued_until is not None and until < machine.accrued_until:
-        raise CommandRejectedError(f"machine {server_id}: cost already accrued past {until}")
-    return ev.CostAccrued(
-        server_id=server_id,
-        amount_micros=prices.machine_cost_micros(
-            machine.rate_micros_per_hour, machine.service_ready_at, until
-        ),
-        until=until,
-        rate_micros_per_hour=machine.rate_micros_per_hour,
-        price_table_version=machine.price_table_version,
-        at=at,
-    )
-
-
-def budget_check(state: State, *, at: float) -> list[ev.BudgetWarning | ev.BudgetExceeded]:
-    """The budget events now due (each once): a warning at 80%, exceeded at 100%."""
-    limit = state.budget.limit_micros
-    if limit is None:
-        return []
-    spent = state.ledger.total_micros
-    out: list[ev.BudgetWarning | ev.BudgetExceeded] = []
-    if not state.budget.warned and spent * 10 >= limit * 8:
-        out.append(ev.BudgetWarning(spent_micros=spent, limit_micros=limit, at=at))
-    if not state.budget.exceeded and spent >= limit:
-        out.append(ev.BudgetExceeded(spent_micros=spent, limit_micros=limit, at=at))
-    return out
-
-
-def check_launch(
-    state: State, job_id: str, *, estimate_micros: int, at: float
-) -> ev.LaunchRefused | None:
-    """None if a launch costing ``estimate_micros`` fits the budget, else the refusal."""
-    limit = state.budget.limit_micros
-    if limit is None:
-        return None
-    remaining = limit - state.ledger.total_micros
-    if state.budget.exceeded or estimate_micros > remaining:
-        return ev.LaunchRefused(
-            job_id=job_id, estimate_micros=estimate_micros, remaining_micros=remaining, at=at
-        )
-    return None
 
 
 # --------------------------------------------------------------------------- recovery

@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 import eventlog  # noqa: E402
-from conjure_actors.domain import decide  # noqa: E402
+from conjure_actors.domain import cost_policy, decide, machines_policy  # noqa: E402
 from conjure_actors.domain import events as ev  # noqa: E402
 from conjure_actors.domain.prices import default_price_table  # noqa: E402
 from conjure_actors.domain.state import apply, initial_state, state_to_builtins  # noqa: E402
@@ -35,6 +37,8 @@ from conjure_actors.runtime import events as rt  # noqa: E402
 LOG = HERE / "golden_v1.log"
 STATE = HERE / "golden_v1_state.json"
 T0 = 1_800_000_000.0
+WARN_FRACTION = 0.8
+"""The budget's warning fraction when v1 was written (then fixed, now ``budget.warn_fraction``)."""
 
 
 def story() -> list[Any]:
@@ -244,7 +248,7 @@ def story() -> list[Any]:
     )
     emit(decide.release_machine(state, "srv-1", "job-2", at=t(236)))
     emit(ev.LeaseRenewed(server_id="srv-1", estimated_stopping_at=t(1320), at=t(300)))
-    emit(decide.accrue_cost(state, "srv-1", until=t(420), at=t(420)))
+    emit(*cost_policy.accruals(state, now=t(420), at=t(420)))
     # job-3 is interrupted and then cancelled by the user.
     emit(decide.lease_machine(state, "srv-1", "job-3", at=t(421)))
     emit(decide.start_job(state, "job-3", "srv-1", at=t(421)))
@@ -265,7 +269,7 @@ def story() -> list[Any]:
     )
     emit(decide.cancel_job(state, "job-3", reason="user", at=t(425)))
     emit(decide.release_machine(state, "srv-1", "job-3", at=t(425)))
-    emit(*decide.budget_check(state, at=t(425)))
+    emit(*cost_policy.budget_events(state, now=t(425), warn_fraction=WARN_FRACTION, at=t(425)))
     # A launch that fails, and one refused by the budget.
     emit(
         decide.request_launch(
@@ -281,9 +285,15 @@ def story() -> list[Any]:
     )
     emit(decide.submit_job(state, job_id="job-4", workflow_sha256=workflow.sha256, at=t(432)))
     emit(decide.queue_job(state, "job-4", at=t(432)))
-    refused = decide.check_launch(state, "job-4", estimate_micros=500_000, at=t(433))
+    refused = cost_policy.check_launch(
+        state, "job-4", estimate=500_000, lease_micros=0, now=t(433), at=t(433)
+    )
     assert refused is not None
-    emit(refused)
+    # v1 logged what remained of the limit after the ACCRUED cost; today's rule also takes
+    # off the running cost and the leases' commitment. The log keeps v1's figure.
+    limit = state.budget.limit_micros
+    assert limit is not None
+    emit(msgspec.structs.replace(refused, remaining_micros=limit - state.ledger.total_micros))
     # An attached ComfyUI (no cost) runs job-4.
     emit(ev.MachineAttached(server_id="local-comfyui", kind="comfyui", at=t(440)))
     emit(decide.lease_machine(state, "local-comfyui", "job-4", at=t(441)))
@@ -341,11 +351,20 @@ def story() -> list[Any]:
     emit(decide.queue_job(state, "job-4", reason="resume", at=t(602)))
     emit(decide.cancel_job(state, "job-4", reason="shutdown", at=t(603)))
     emit(decide.release_machine(state, "local-comfyui", "job-4", at=t(603)))
-    emit(*decide.budget_check(state, at=t(603)))
+    # v1 checked the budget here on the accrued cost alone (under 80%: nothing due); today's
+    # rule counts the cost up to now and would warn at 603, which v1 did not log.
     for server, stopped in (("srv-1", 610.4), ("srv-3", 612.0)):
         emit(decide.stop_machine(state, server, reason="shutdown", at=t(605)))
-        emit(decide.machine_stopped(state, server, stopped_at=t(stopped), at=t(stopped)))
-    emit(*decide.budget_check(state, at=t(613)))
+        bill = machines_policy.machine_stopped(
+            state, server, stopped_at=t(stopped), server_ready_at=None, table=table, at=t(stopped)
+        )
+        # v1's MachineStopped had no final-record fields (they decode to their defaults).
+        emit(
+            msgspec.structs.replace(
+                bill, service_ready_at=None, rate_micros_per_hour=0, price_table_version=""
+            )
+        )
+    emit(*cost_policy.budget_events(state, now=t(613), warn_fraction=WARN_FRACTION, at=t(613)))
     emit(
         ev.MachineLost(server_id="local-comfyui", reason="connection refused", at=t(614)),
         rt.ActorStopped(actor="machines", incarnation=2, reason="shutdown", at=t(615)),

@@ -13,7 +13,9 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
+from conjure_actors.domain import cost_policy, machines_policy
 from conjure_actors.domain.events import EVENT_TYPES
+from conjure_actors.domain.state import M_READY, State
 
 IDS = st.sampled_from(["a", "b", "c", "m1", "p1"])
 SMALL_INT = st.integers(min_value=-1, max_value=5)
@@ -56,6 +58,28 @@ def any_event() -> st.SearchStrategy[Any]:
 
 
 # ------------------------------------------------------------------ random legal runs
+
+WARN_FRACTION = 0.8
+"""The budget's warning fraction in random runs (the default of ``budget.warn_fraction``)."""
+
+
+def free_machine(state: State, workflow_version: str | None) -> str | None:
+    """The machine the pool's reuse rule (:func:`machines_policy.pick_machine`) gives a job
+    of ``workflow_version`` now, each machine within its own job limit (health is not
+    logged by these runs, so every machine counts as healthy)."""
+    views = [
+        machines_policy.MachineView(
+            server_id=m.server_id,
+            ready=m.status == M_READY,
+            healthy=True,
+            workflow_version=m.workflow_version if m.kind == "runcomfy" else None,
+            leases=len(m.leases),
+        )
+        for m in state.machines.values()
+        if len(m.leases) < m.max_jobs
+    ]
+    limit = max((m.max_jobs for m in state.machines.values()), default=1)
+    return machines_policy.pick_machine(views, workflow_version, limit)
 
 
 class LegalRunner:
@@ -187,7 +211,7 @@ class LegalRunner:
     def dispatch(self) -> None:
         d = self.decide
         waiting = d.next_jobs(self.state) + self.jobs_in("retrying")
-        server = d.reusable_machine(self.state, "v1")
+        server = free_machine(self.state, "v1")
         if waiting and server:
             job = waiting[0]
             self.emit(d.lease_machine(self.state, server, job, at=self.tick(0)))
@@ -316,10 +340,13 @@ class LegalRunner:
     def accrue(self) -> None:
         billing = self.machines_in("ready", "stopping")
         if billing:
-            server = self.rng.choice(billing)
             until = self.tick(self.rng.uniform(1, 120))
-            self.emit(self.decide.accrue_cost(self.state, server, until=until, at=until))
-            self.emit(*self.decide.budget_check(self.state, at=self.now))
+            self.emit(*cost_policy.accruals(self.state, now=until, at=until))
+            self.emit(
+                *cost_policy.budget_events(
+                    self.state, now=self.now, warn_fraction=WARN_FRACTION, at=self.now
+                )
+            )
 
     def stop(self) -> None:
         idle = [
@@ -330,11 +357,20 @@ class LegalRunner:
             self.emit(self.decide.stop_machine(self.state, server, reason="idle", at=self.now))
             stopped_at = self.tick(self.rng.uniform(0, 60))
             self.emit(
-                self.decide.machine_stopped(
-                    self.state, server, stopped_at=stopped_at, at=stopped_at
+                machines_policy.machine_stopped(
+                    self.state,
+                    server,
+                    stopped_at=stopped_at,
+                    server_ready_at=None,
+                    table=self.table,
+                    at=stopped_at,
                 )
             )
-            self.emit(*self.decide.budget_check(self.state, at=self.now))
+            self.emit(
+                *cost_policy.budget_events(
+                    self.state, now=self.now, warn_fraction=WARN_FRACTION, at=self.now
+                )
+            )
 
     def lose(self) -> None:
         alive = self.machines_in("ready", "starting")

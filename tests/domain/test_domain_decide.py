@@ -121,46 +121,6 @@ def test_succeed_requires_an_output() -> None:
         decide.succeed_job(state, "j1", at=13.0)
 
 
-def test_stop_bills_by_the_rule() -> None:
-    """MachineStopped carries ceil-seconds and the half-up cost at the recorded rate."""
-    state = ready(base(), at=100.0)
-    stopped = decide.machine_stopped(state, "s1", stopped_at=200.5, at=200.5)
-    assert stopped.billed_seconds == 101
-    assert stopped.cost_micros == (790_000 * 101 + 1800) // 3600
-
-
-def test_accrual_is_cumulative() -> None:
-    """CostAccrued carries the machine's total since Ready, not a delta."""
-    state = ready(base(), at=100.0)
-    first = decide.accrue_cost(state, "s1", until=3700.0, at=3700.0)
-    apply(state, first)
-    second = decide.accrue_cost(state, "s1", until=7300.0, at=7300.0)
-    assert (first.amount_micros, second.amount_micros) == (790_000, 1_580_000)
-
-
-def test_budget_warns_at_80_percent_then_exceeds_once_each() -> None:
-    """Budget events fire once: warning at 80%, exceeded at 100%."""
-    state = ready(base(), at=0.0)
-    apply(state, ev.BudgetSet(limit_micros=1_000_000, at=0.0))
-    apply(state, decide.accrue_cost(state, "s1", until=3700.0, at=3700.0))  # 0.79 + a bit
-    found = decide.budget_check(state, at=3700.0)
-    assert [type(e) for e in found] == [ev.BudgetWarning]
-    for event in found:
-        apply(state, event)
-    assert decide.budget_check(state, at=3700.0) == []
-    apply(state, decide.accrue_cost(state, "s1", until=5000.0, at=5000.0))
-    assert [type(e) for e in decide.budget_check(state, at=5000.0)] == [ev.BudgetExceeded]
-
-
-def test_launch_refused_when_the_estimate_crosses_the_budget() -> None:
-    """check_launch refuses a launch whose estimate exceeds what is left."""
-    state = run(ev.BudgetSet(limit_micros=100_000, at=0.0))
-    refused = decide.check_launch(state, "j1", estimate_micros=150_000, at=1.0)
-    assert refused is not None
-    assert refused.remaining_micros == 100_000
-    assert decide.check_launch(state, "j1", estimate_micros=50_000, at=1.0) is None
-
-
 def test_next_jobs_orders_by_priority_then_age() -> None:
     """Higher priority first, then the older submission."""
     state = run(
@@ -197,20 +157,6 @@ def test_pending_intents_list_what_recovery_must_reconcile() -> None:
     assert intents.prompts == ("p",)
     assert intents.machines == ("s1",)
     assert intents.jobs == ("j1",)
-
-
-def test_idle_machines_after_the_timeout() -> None:
-    """A ready machine with no lease for idle_timeout seconds is idle."""
-    state = ready(base(), at=10.0)
-    assert decide.idle_machines(state, now=50.0, idle_timeout=60.0) == []
-    assert decide.idle_machines(state, now=70.0, idle_timeout=60.0) == ["s1"]
-
-
-def test_reusable_machine_matches_the_workflow_version() -> None:
-    """Only a ready machine of the same workflow version, with a free slot, is reused."""
-    state = ready(base())
-    assert decide.reusable_machine(state, "v1") == "s1"
-    assert decide.reusable_machine(state, "v2") is None
 
 
 # ------------------------------------------------------------ job lifecycle: interrupt, judge

@@ -5,8 +5,19 @@ from __future__ import annotations
 import importlib
 
 import conjure_actors.domain as domain
+from conjure_actors.domain import cost_policy, decide, machines_policy
 
-MODULES = ("describe", "decide", "errors", "events", "prices", "state", "workflow")
+MODULES = (
+    "cost_policy",
+    "decide",
+    "describe",
+    "errors",
+    "events",
+    "machines_policy",
+    "prices",
+    "state",
+    "workflow",
+)
 
 
 def test_package_all_names_resolve() -> None:
@@ -22,3 +33,9 @@ def test_module_all_names_resolve() -> None:
         module = importlib.import_module(f"conjure_actors.domain.{module_name}")
         for name in getattr(module, "__all__", ()):
             assert hasattr(module, name), f"{module_name}.{name}"
+
+
+def test_each_machine_and_cost_decision_lives_in_one_module() -> None:
+    """No machine or cost policy is also defined in ``decide`` (one place per decision)."""
+    policies = set(machines_policy.__all__) | set(cost_policy.__all__)
+    assert sorted(policies & set(dir(decide))) == []

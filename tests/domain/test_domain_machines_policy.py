@@ -60,6 +60,13 @@ def test_pick_least_loaded_first() -> None:
     assert pick_machine(machines, "v1", 3) == "b"
 
 
+def test_pick_without_a_version_on_either_side_matches_any() -> None:
+    """A job without a workflow version runs anywhere; a machine without one (a ComfyUI the
+    user runs) takes any job."""
+    assert pick_machine([_m("a", version="v2")], None, 1) == "a"
+    assert pick_machine([_m("a", version=None)], "v1", 1) == "a"
+
+
 def test_pick_only_server_restricts_choice() -> None:
     """Recovery re-attaching a prompt gets that machine or nothing."""
     machines = [_m("a"), _m("b")]
@@ -191,6 +198,29 @@ def test_a_stopped_machine_cannot_be_stopped_again() -> None:
     except CommandRejectedError:
         return
     raise AssertionError("a second final bill was accepted")
+
+
+def test_stop_bills_ceil_seconds_and_the_half_up_cost() -> None:
+    """The final bill counts started seconds (ceil) and rounds the cost half up."""
+    state = initial_state()
+    _starting_machine(state)
+    rate = TABLE.rate("medium")
+    apply(
+        state,
+        ev.MachineReady(
+            server_id="s1",
+            service_ready_at=100.0,
+            estimated_stopping_at=None,
+            rate_micros_per_hour=rate,
+            price_table_version=TABLE.version,
+            at=100.0,
+        ),
+    )
+    event = machine_stopped(
+        state, "s1", stopped_at=200.5, server_ready_at=None, table=TABLE, at=200.5
+    )
+    assert event.billed_seconds == 101
+    assert event.cost_micros == (rate * 101 + 1800) // 3600
 
 
 @given(

@@ -6,12 +6,12 @@ import random
 from typing import Any
 
 import msgspec
-from domain_strategies import LegalRunner, any_event
+from domain_strategies import WARN_FRACTION, LegalRunner, any_event, free_machine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conjure_actors.domain import decide
+from conjure_actors.domain import cost_policy, decide, machines_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.prices import default_price_table
@@ -442,8 +442,12 @@ class LegalRun(RuleBasedStateMachine):
         server = self.pick(data, list(self.state.machines))
         if server:
             until = self.tick(seconds)
-            self.try_emit(lambda: decide.accrue_cost(self.state, server, until=until, at=until))
-            self.try_emit(lambda: decide.budget_check(self.state, at=self.now))
+            self.try_emit(lambda: cost_policy.accruals(self.state, now=until, at=until))
+            self.try_emit(
+                lambda: cost_policy.budget_events(
+                    self.state, now=self.now, warn_fraction=WARN_FRACTION, at=self.now
+                )
+            )
 
     @rule(data=st.data(), seconds=st.floats(0, 900))
     def stop(self, data: st.DataObject, seconds: float) -> None:
@@ -454,11 +458,20 @@ class LegalRun(RuleBasedStateMachine):
         if self.state.machines[server].status == "stopping":
             stopped_at = self.tick(seconds)
             self.try_emit(
-                lambda: decide.machine_stopped(
-                    self.state, server, stopped_at=stopped_at, at=stopped_at
+                lambda: machines_policy.machine_stopped(
+                    self.state,
+                    server,
+                    stopped_at=stopped_at,
+                    server_ready_at=None,
+                    table=TABLE,
+                    at=stopped_at,
                 )
             )
-            self.try_emit(lambda: decide.budget_check(self.state, at=self.now))
+            self.try_emit(
+                lambda: cost_policy.budget_events(
+                    self.state, now=self.now, warn_fraction=WARN_FRACTION, at=self.now
+                )
+            )
 
     @rule(startup=st.floats(0, 200))
     def provision(self, startup: float) -> None:
@@ -485,7 +498,7 @@ class LegalRun(RuleBasedStateMachine):
     @rule(data=st.data())
     def dispatch(self, data: st.DataObject) -> None:
         """Lease a free ready machine to a waiting job and start it (the common path)."""
-        server = decide.reusable_machine(self.state, "v1")
+        server = free_machine(self.state, "v1")
         job = self.pick(data, self.jobs_in("pending", "queued", "retrying"))
         if server and job:
             self.try_emit(lambda: decide.lease_machine(self.state, server, job, at=self.tick(0)))
