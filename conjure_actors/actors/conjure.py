@@ -160,14 +160,23 @@ class Conjure:
         workflow_version: str | None = None,
         job_id: str | None = None,
         name: str | None = None,
+        images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
     ) -> str:
-        """Register the workflow (once), log ``JobSubmitted`` and start its WorkflowActor."""
+        """Register the workflow (once), log ``JobSubmitted`` and start its WorkflowActor.
+
+        ``images``: more input files than ``image``, by ``"NODE.INPUT"`` (kept like it, then
+        uploaded to the machine before the prompt and bound there)."""
         if self._shut_down:
             raise UsageError("the runtime is shutting down: no new jobs")
         wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
         if name is not None:
             wf = Workflow(wf.graph, name)
         image_path, image_sha = await self._store_image(image)
+        extra_inputs: dict[str, str] = {}
+        for key, extra in (images or {}).items():
+            kept, _ = await self._store_image(extra)
+            if kept is not None:
+                extra_inputs[key] = kept
         bindings = bindings_for(wf, prompt=prompt, sets=sets, seed=seed)
         ctx = self.ctx
         sha = wf.sha256
@@ -192,6 +201,7 @@ class Conjure:
                 priority=priority,
                 seed=seed,
                 workflow_version=version,
+                extra_inputs=extra_inputs,
             )
         )
         await self._start_job(job_id)

@@ -134,6 +134,15 @@ class _Uploaded:
 
 
 @attrs.frozen
+class _ExtrasUploaded:
+    """Every file of ``job.extra_inputs`` reached the machine: (``NODE.INPUT``, node id,
+    the name ComfyUI stored it under, sha256, size) each."""
+
+    token: int
+    files: tuple[tuple[str, str, str, str, int], ...]
+
+
+@attrs.frozen
 class _Submitted:
     token: int
     number: float
@@ -287,6 +296,7 @@ class WorkflowActor(Actor):
         self._reattach = False  # the current attempt follows a prompt submitted earlier
         self._no_reattach = False  # the machine of the submitted prompt is gone
         self._upload_name: str | None = None
+        self._extra_names: dict[str, str] = {}  # NODE.INPUT -> uploaded name (extra_inputs)
         self._ending = False
         self._cancelling = False
 
@@ -352,6 +362,7 @@ class WorkflowActor(Actor):
         self._cancel_children()
         self._token += 1
         self._upload_name = None
+        self._extra_names = {}
         return self._token
 
     async def _release(self) -> None:
@@ -461,6 +472,21 @@ class WorkflowActor(Actor):
                 await self._on_lease_failed(msg.error)
             case _Found():
                 self._spawn("follow", self._follow, self.job.prompt_id, True)
+            case _ExtrasUploaded():
+                for key, node_id, name, sha256, size in msg.files:
+                    self._extra_names[key] = name
+                    await self.emit(
+                        ev.InputUploaded(
+                            job_id=self.job_id,
+                            node_id=node_id,
+                            name=name,
+                            sha256=sha256,
+                            size=size,
+                            at=self.ctx.now(),
+                        )
+                    )
+                if self.job.image_path is None:
+                    await self._submit()
             case _Uploaded():
                 self._upload_name = msg.name
                 await self.emit(
@@ -614,7 +640,7 @@ class WorkflowActor(Actor):
         await self.emit(
             decide.start_job(self.ctx.state, self.job_id, lease.server_id, at=self.ctx.now())
         )
-        if self.job.image_path is not None:
+        if self.job.image_path is not None or self.job.extra_inputs:
             self._spawn("upload", self._upload, self._graph())
         else:
             await self._submit()
@@ -653,6 +679,8 @@ class WorkflowActor(Actor):
             roles = conjure_roles(graph)
             if roles.input_image is not None:
                 bindings[f"{roles.input_image}.image"] = json.dumps(self._upload_name)
+        for key, name in self._extra_names.items():
+            bindings[key] = json.dumps(name)
         prompt = apply_bindings(graph, bindings)
         prompt_id = str(self.ctx.ids())
         events = self._lease.events
@@ -883,9 +911,49 @@ class WorkflowActor(Actor):
             return
         await self._report(_Found(token))
 
+    async def _upload_extras(self, token: int) -> bool:
+        """Upload ``job.extra_inputs`` (inputs beyond the input image), then report them all
+        at once; False when a failure was reported instead."""
+        sent: list[tuple[str, str, str, str, int]] = []
+        for key, recorded in sorted(self.job.extra_inputs.items()):
+            stem = Path(recorded).stem
+            kept_sha = stem if len(stem) == 64 else None
+            path = self._input_path(recorded, kept_sha)
+            problem = None
+            data = b""
+            if path is None:
+                problem = f"input {recorded} for {key} is missing (it was kept at submission)"
+            else:
+                try:
+                    data = files.read_bytes(path)
+                except OSError as exc:
+                    problem = f"cannot read input {path} for {key}: {exc.strerror}"
+            digest = hashlib.sha256(data).hexdigest()
+            if problem is None and kept_sha is not None and digest != kept_sha:
+                problem = f"input {path} for {key} changed since the job was submitted"
+            if problem is not None or path is None:
+                failure = AttemptFailure(
+                    "fatal", f"{problem}; submit the job again", "InputMissing"
+                )
+                await self._report(_Failed(token, failure, suspect=False))
+                return False
+            filename = f"conjure_{digest[:16]}{path.suffix or '.png'}"
+            try:
+                uploaded = await self._client().upload_image(data, filename)
+            except cerr.ClientError as exc:
+                failure = AttemptFailure("retryable", f"upload failed: {exc}")
+                await self._report(_Failed(token, failure))
+                return False
+            sent.append((key, key.split(".", 1)[0], str(uploaded.reference), digest, len(data)))
+        await self._report(_ExtrasUploaded(token, tuple(sent)))
+        return True
+
     async def _upload(self, token: int, graph: dict[str, Any]) -> None:
         job = self.job
-        assert job.image_path is not None
+        if job.extra_inputs and not await self._upload_extras(token):
+            return
+        if job.image_path is None:
+            return
         path = self._input_path(job.image_path, job.image_sha256)
         if path is None:
             await self._report(

@@ -104,6 +104,7 @@ def submit_job(
     seed: int | None = None,
     parent_id: str | None = None,
     workflow_version: str | None = None,
+    extra_inputs: Mapping[str, str] | None = None,
 ) -> ev.JobSubmitted:
     """A new job on a registered workflow; ids must be new, a parent must exist."""
     if job_id in state.jobs:
@@ -126,6 +127,7 @@ def submit_job(
         parent_id=parent_id,
         workflow_version=workflow_version,
         at=at,
+        extra_inputs=dict(extra_inputs or {}),
     )
 
 

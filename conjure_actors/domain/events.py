@@ -130,6 +130,10 @@ class JobSubmitted(msgspec.Struct, frozen=True, kw_only=True, tag="job.submitted
     name, prompt and ``--set`` overrides already resolved), so the prompt can be rebuilt from
     the registered graph alone. ``parent_id`` links a child job to its parent (fan-out).
     ``workflow_version`` is the RunComfy workflow version a machine must run (None: any).
+    ``extra_inputs`` maps ``"NODE.INPUT"`` to more input files than ``image_path`` (which goes
+    to the input-image node), each kept at submission under its content's sha256 (the file
+    name's stem): each is uploaded before the prompt and the name ComfyUI gave it bound
+    there (``serve`` jobs with several LoadImage inputs). Empty in older logs.
     """
 
     job_id: str
@@ -143,6 +147,7 @@ class JobSubmitted(msgspec.Struct, frozen=True, kw_only=True, tag="job.submitted
     parent_id: str | None = None
     workflow_version: str | None = None
     at: float
+    extra_inputs: dict[str, str] = {}
 
 
 class JobQueued(msgspec.Struct, frozen=True, kw_only=True, tag="job.queued"):

@@ -239,6 +239,8 @@ class Job:
     queue_reason: str | None = None
     cancel_reason: str | None = None
     stalls: int = 0
+    # "NODE.INPUT" -> kept path of input files beyond image_path (JobSubmitted).
+    extra_inputs: dict[str, str] = attrs.Factory(dict)
 
 
 @attrs.define(slots=True)
@@ -494,6 +496,7 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         workflow_version=e.workflow_version,
         submitted_at=e.at,
         updated_at=e.at,
+        extra_inputs=dict(e.extra_inputs),
     )
     if e.parent_id is not None:
         parent = s.jobs.get(e.parent_id)

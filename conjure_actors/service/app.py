@@ -129,6 +129,7 @@ class Service:
         workflow: Workflow,
         *,
         image: Path | bytes | None = None,
+        images: Mapping[str, Path] | None = None,
         prompt: str | None = None,
         sets: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
@@ -158,6 +159,7 @@ class Service:
             return await self._submit(
                 workflow,
                 image=image,
+                images=images,
                 prompt=prompt,
                 sets=sets,
                 labels=labels,
@@ -172,6 +174,7 @@ class Service:
         workflow: Workflow,
         *,
         image: Path | bytes | None,
+        images: Mapping[str, Path] | None,
         prompt: str | None,
         sets: Sequence[str],
         labels: Mapping[str, str] | None,
@@ -192,7 +195,12 @@ class Service:
             raise KeyReusedError(idempotency_key)
         try:
             await self.conjure.submit(
-                workflow, image=image, prompt=prompt, sets=sets, job_id=job_id
+                workflow,
+                image=image,
+                images=dict(images or {}),
+                prompt=prompt,
+                sets=sets,
+                job_id=job_id,
             )
         except (UsageError, WorkflowError) as exc:
             if idempotency_key is not None and job_id not in self.state.jobs:

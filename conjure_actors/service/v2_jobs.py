@@ -379,20 +379,19 @@ async def submit(request: Request) -> Response:
     problems = validate_graph(graph, service.catalog, strict=service.catalog is not None)
     if problems:
         raise _invalid(problems)
+    # The input-image node's asset goes as the job's image; every other resolved input as
+    # an extra input file: all are uploaded to the machine before the prompt.
     image: Path | None = None
-    if inputs:
-        role = conjure_roles(graph).input_image
-        wrong = [name for name in inputs if name != f"{role}.image"]
-        if wrong:
-            raise _invalid(
-                [
-                    f"node {name.split('.', 1)[0]}: this service takes one input image per job,"
-                    f" in the workflow's input image node ({role})"
-                    for name in wrong
-                ]
-            )
-        record = service.state.service.assets[next(iter(inputs.values()))]
-        image = service.blobs.path_of(record.hash)
+    images: dict[str, Path] = {}
+    role = conjure_roles(graph).input_image
+    for binding, asset_id in inputs.items():
+        blob = service.blobs.path_of(service.state.service.assets[asset_id].hash)
+        if blob is None:  # pragma: no cover - recorded hashes are well formed
+            raise ApiError(422, "missing_asset", f"{binding}: the asset's bytes are gone")
+        if binding == f"{role}.image":
+            image = blob
+        else:
+            images[binding] = blob
     key: str | None = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise invalid_request("Idempotency-Key must be 1 to 255 characters")
@@ -400,6 +399,7 @@ async def submit(request: Request) -> Response:
         job_id = await service.submit_job(
             Workflow(graph, "api"),
             image=image,
+            images=images,
             labels=labels,
             input_assets=inputs,
             idempotency_key=key,

@@ -308,3 +308,37 @@ async def test_failed_job_carries_the_node_error(
     assert job.error.class_type == "LoadImage"
     assert job.error.code == "node_execution_error"
     assert job.error.message
+
+
+async def test_several_load_image_inputs_each_reach_the_machine(
+    sim_config: Any, tmp_path: Path, sdk: Callable[[str], Any]
+) -> None:
+    """Two LoadImage nodes, each with its own asset: both files are uploaded before the
+    prompt, bound into their node, and the job's two outputs come back."""
+    from conjure_actors.sim.media import write_png
+
+    other = write_png(48, 32, b"second input")
+    graph = {
+        "10": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "a"}},
+        "20": {"class_type": "LoadImage", "inputs": {"image": "b.png"}},
+        "21": {"class_type": "SaveImage", "inputs": {"images": ["20", 0], "filename_prefix": "b"}},
+    }
+    async with serving(sim_config, tmp_path) as served:
+
+        def use() -> Any:
+            with sdk(served.url) as client:
+                wf = client.workflows.from_json(graph)
+                wf.set_input("10", "image", client.assets.from_bytes(PNG, filename="a.png"))
+                wf.set_input("20", "image", client.assets.from_bytes(other, filename="b.png"))
+                job = client.submit(wf)
+                job.result()
+                return job, {o.node_id: o.to_bytes()[16:24] for o in job.outputs}
+
+        with trio.fail_after(60):
+            job, sizes = await in_thread(use)
+        record = served.service.state.jobs[job.id]
+    assert job.status == "succeeded"
+    assert sorted(i.node_id for i in record.inputs) == ["10", "20"]
+    assert sorted(sizes) == ["11", "21"]
+    assert sizes["11"] != sizes["21"], "each LoadImage got its own file (their PNG sizes)"
