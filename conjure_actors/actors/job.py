@@ -25,7 +25,10 @@ crash), emits, and starts the next child. One job, as messages::
 Every child report carries the *token* of the attempt it belongs to; a report of an
 attempt the actor has moved on from is dropped (and a lease it brings is given back).
 
-Failures: a prompt rejected by validation is not retried; transient errors are retried
+Failures: a prompt rejected by validation, a 200 answer whose node errors drop outputs, and
+a node error of the graph itself (``decide.execution_failure``: not out of memory) are not
+retried; an interrupt this run did not send (the web UI) cancels the job; SaveImageWebsocket
+images (binary frames) are saved as outputs under ``websocket/``; transient errors are retried
 with backoff until ``max_attempts`` have failed; a machine lost mid-job requeues the job
 without counting a failure (before a failure that may be the machine's disappearance is
 counted, the pool lists the cloud afresh). A transient error while *following* (a 429, a
@@ -95,6 +98,12 @@ MAX_JOB_CRASHES: Final = 3
 FOLLOW_RETRY_DELAY: Final = 2.0
 """First pause before following a prompt again after a transient error (doubles, to 30 s)."""
 
+WS_SAVE_CLASS: Final = "SaveImageWebsocket"
+"""The node whose images come only as binary WebSocket frames (saved as outputs)."""
+
+WS_SUBFOLDER: Final = "websocket"
+"""Where under OUT/<job>/ the SaveImageWebsocket images go."""
+
 INTERRUPT_DEADLINE: Final = 10.0
 """Seconds a cancelled job's ``/interrupt`` may take before the job is cancelled anyway."""
 
@@ -153,6 +162,7 @@ class _Rejected:
     token: int
     error_type: str
     message: str
+    failed_as: str = "PromptRejected"  # the JobFailed error type
 
 
 @attrs.frozen
@@ -520,7 +530,7 @@ class WorkflowActor(Actor):
                         at=self.ctx.now(),
                     )
                 )
-                await self._judge(AttemptFailure("fatal", msg.message, "PromptRejected"))
+                await self._judge(AttemptFailure("fatal", msg.message, msg.failed_as))
             case _Progress():
                 await self._on_progress(msg.update)
             case _Saved():
@@ -737,20 +747,18 @@ class WorkflowActor(Actor):
                     )
                 )
                 await self._judge(
-                    AttemptFailure(
-                        "retryable",
-                        _one_line(
-                            f"node {u.node_id} ({u.node_type}) failed: "
-                            f"{u.exception_type}: {u.exception_message}"
-                        ),
-                        "ExecutionFailed",
+                    decide.execution_failure(
+                        u.node_id, u.node_type, u.exception_type, u.exception_message
                     )
                 )
             case cu.PromptInterrupted():
                 await self.emit(
                     ev.ExecutionInterrupted(job_id=jid, prompt_id=pid, node_id=u.node_id, at=now)
                 )
-                await self._on_failed(AttemptFailure("retryable", "prompt interrupted"), True)
+                # This run interrupts a prompt only once it has left the attempt (cancel,
+                # timeout), so an interrupt reported here came from elsewhere. Suspect: a
+                # machine going away interrupts too (then it is a requeue, not a cancel).
+                await self._on_failed(decide.outside_interrupt(u.node_id, u.node_type), True)
             case _:
                 pass
 
@@ -1052,6 +1060,16 @@ class WorkflowActor(Actor):
         except cerr.ClientError as exc:
             await self._report(_Failed(token, AttemptFailure("retryable", f"submit failed: {exc}")))
             return
+        warnings = tuple(getattr(answer, "warnings", ()) or ())
+        if warnings:
+            # Queued without the outputs those node errors drop: a failure, so the rest of
+            # the prompt is not left to run (and bill) for nothing.
+            await self._interrupt_prompt(self._lease, prompt_id)
+            failure = decide.dropped_outputs([_node_problem(w) for w in warnings])
+            await self._report(
+                _Rejected(token, failure.error_type, failure.reason, failure.error_type)
+            )
+            return
         number = getattr(answer, "number", None)
         await self._report(_Submitted(token, float(number if number is not None else -1)))
 
@@ -1064,6 +1082,13 @@ class WorkflowActor(Actor):
         assert prompt_id is not None
         poll = min(1.0, self.ctx.config.pool.poll_interval)
         pause = FOLLOW_RETRY_DELAY
+        ws_nodes = {
+            str(node_id)
+            for node_id, node in self._graph().items()
+            if isinstance(node, dict) and node.get("class_type") == WS_SAVE_CLASS
+        }
+        frames: dict[str, int] = {}  # SaveImageWebsocket images saved so far, by node
+        running: str | None = None  # the node a frame without metadata comes from
         while True:
             lease = self._lease
             events = lease.events if (use_ws and lease is not None) else None
@@ -1072,7 +1097,14 @@ class WorkflowActor(Actor):
                     self._client().follow(prompt_id, events=events, poll_interval=poll)
                 ) as updates:
                     async for update in updates:
+                        if isinstance(update, cu.NodeStarted):
+                            running = update.node
                         if isinstance(update, cu.PreviewImage):
+                            node = update.node or running
+                            if node in ws_nodes and node is not None:
+                                index = frames.get(node, 0)
+                                frames[node] = index + 1
+                                await self._save_ws_image(token, node, index, update)
                             continue
                         await self._report(_Progress(token, update))
                         if isinstance(
@@ -1100,6 +1132,24 @@ class WorkflowActor(Actor):
                 _Failed(token, AttemptFailure("retryable", "progress ended without an outcome"))
             )
             return
+
+    async def _save_ws_image(self, token: int, node_id: str, index: int, image: Any) -> None:
+        """A SaveImageWebsocket image (a binary WebSocket frame, never in ``/history``) is an
+        output like any: saved as OUT/<job>/websocket/<node>_<index>.<ext>."""
+        kind = str(image.image_type or "").lower()
+        ext = ".jpg" if "jpeg" in kind or "jpg" in kind else ".webp" if "webp" in kind else ".png"
+        filename = f"{node_id}_{index:05d}{ext}"
+        try:
+            path = files.output_path(self.ctx.out_dir / self.job_id, WS_SUBFOLDER, filename)
+            await trio.to_thread.run_sync(files.write_atomic, path, image.data)
+        except (OSError, cerr.UnsafeOutputNameError) as exc:
+            failure = AttemptFailure("fatal", f"node {node_id}: cannot save {filename}: {exc}")
+            await self._report(_Failed(token, failure, suspect=False))
+            return
+        digest = hashlib.sha256(image.data).hexdigest()
+        await self._report(
+            _Saved(token, node_id, filename, str(path), len(image.data), digest, "image")
+        )
 
     async def _download(self, token: int, outputs: list[Any]) -> None:
         """Stream every output not already saved intact to OUT/<job>/<subfolder>/<filename>
@@ -1136,6 +1186,18 @@ class WorkflowActor(Actor):
                 _Saved(token, node_id, filename, str(path), size, digest, _kind_of(filename))
             )
         await self._report(_Downloaded(token))
+
+
+def _node_problem(error: Any) -> str:
+    """One ComfyUI node error as ``node 9 (SaveImage) images: message: details``."""
+    where = f"node {error.node_id} ({error.class_type})"
+    if error.input_name:
+        where += f" {error.input_name}"
+    text = f"{where}: {error.message}"
+    details = str(error.details or "").strip()
+    if details and details not in text:
+        text += f": {details}"
+    return _one_line(text, 200)
 
 
 def _kind_of(filename: str) -> str:

@@ -905,6 +905,7 @@ class ComfyUIClient:
             f"node {e.node_id} ({e.class_type}) {e.input_name or ''}: {e.message}".replace(
                 " :", ":"
             )
+            + (f": {e.details}" if e.details and e.details not in e.message else "")
             for e in errors[:5]
         )
         if not summary:
@@ -1279,6 +1280,20 @@ class ComfyUIClient:
                     if status == "done":
                         entry = await self.history(prompt_id)
                 if entry is not None:
+                    # Frames that arrived before the outcome was read (SaveImageWebsocket
+                    # images among them) are not lost: they go out first.
+                    while sub is not None:
+                        try:
+                            pending = sub.receive.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        for update, _ in self._translate(prompt_id, pending) if pending else ():
+                            if isinstance(update, PromptStarted):
+                                seen_start = True
+                            elif isinstance(update, NodesCached):
+                                seen_cached, cached = True, update.nodes
+                            if update is not None:
+                                yield update
                     for update in self._from_history(prompt_id, entry, seen_start, seen_cached):
                         if isinstance(update, NodesCached):
                             cached = update.nodes

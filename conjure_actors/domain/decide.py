@@ -42,6 +42,8 @@ __all__ = [
     "Intents",
     "cancel_job",
     "check_transition",
+    "dropped_outputs",
+    "execution_failure",
     "fail_job",
     "interrupt_job",
     "job_crashed",
@@ -51,6 +53,7 @@ __all__ = [
     "machine_launched",
     "machine_ready",
     "next_jobs",
+    "outside_interrupt",
     "pending_intents",
     "queue_job",
     "release_machine",
@@ -205,7 +208,7 @@ def resume_job(state: State, job_id: str, *, at: float) -> ev.JobResumed:
     return ev.JobResumed(job_id=job_id, at=at)
 
 
-FailureKind = Literal["fatal", "retryable", "machine_lost"]
+FailureKind = Literal["fatal", "retryable", "machine_lost", "cancelled"]
 
 
 @attrs.frozen
@@ -213,8 +216,10 @@ class AttemptFailure:
     """What went wrong with an attempt, as its WorkflowActor learned it.
 
     ``kind``: ``fatal`` (retrying cannot help: a prompt rejected by validation, an input
-    missing), ``retryable`` (a node error, a network error, a timeout of the attempt) or
-    ``machine_lost`` (the machine went away: a requeue, not a failure). ``error_type``
+    missing, a node error: :func:`execution_failure`), ``retryable`` (a network error, a
+    timeout of the attempt, a node out of memory),
+    ``machine_lost`` (the machine went away: a requeue, not a failure) or ``cancelled``
+    (someone else stopped the prompt: the job ends cancelled, not resubmitted). ``error_type``
     names the failure for ``JobFailed`` (``PromptRejected``, ``InputMissing``...).
     """
 
@@ -231,9 +236,10 @@ def judge_failure(
     max_attempts: int,
     delay: float,
     at: float,
-) -> ev.JobQueued | ev.JobRetrying | ev.JobFailed | None:
+) -> ev.JobQueued | ev.JobRetrying | ev.JobFailed | ev.JobCancelled | None:
     """The job's next step after a failed attempt: requeue (machine lost), retry after
-    ``delay`` s, or fail (fatal, or the ``max_attempts``-th failure). None: the job already
+    ``delay`` s, cancel (stopped by someone else), or fail (fatal, or the ``max_attempts``-th
+    failure). None: the job already
     ended or is not running (nothing to decide)."""
     job = _job(state, job_id)
     if job.status in TERMINAL or job.status == INTERRUPTED:
@@ -242,6 +248,8 @@ def judge_failure(
         if job.status != RUNNING:
             return None
         return ev.JobQueued(job_id=job_id, reason=failure.reason, at=at)
+    if failure.kind == "cancelled":
+        return cancel_job(state, job_id, reason=failure.reason, at=at)
     if failure.kind == "fatal":
         return ev.JobFailed(
             job_id=job_id,
@@ -269,6 +277,65 @@ def judge_failure(
             at=at,
         )
     return retry_job(state, job_id, delay=delay, reason=failure.reason, at=at)
+
+
+TRANSIENT_EXCEPTIONS: Final = frozenset(
+    {
+        "OutOfMemoryError",  # torch.OutOfMemoryError / torch.cuda.OutOfMemoryError
+        "torch.OutOfMemoryError",
+        "torch.cuda.OutOfMemoryError",
+        "MemoryError",
+        "ConnectionError",
+        "ConnectionResetError",
+        "TimeoutError",
+        "OSError",  # a model file on a network disk, a full temp dir
+    }
+)
+"""``exception_type`` of a node error that another attempt may not meet (memory, I/O)."""
+
+_TRANSIENT_MARKERS: Final = ("out of memory", "cuda error", "allocation on device")
+
+
+def execution_failure(
+    node_id: str | None, node_type: str | None, exception_type: str, message: str
+) -> AttemptFailure:
+    """A node raised while the prompt ran. The same graph on the same inputs raises the same
+    error again (a bad value, a missing model, an image of the wrong size), so it is fatal:
+    a retry that cannot help is not made. Only memory and I/O troubles are retried."""
+    first = (message.strip().splitlines() or [""])[0]
+    where = f"node {node_id or '?'} ({node_type or '?'})"
+    reason = f"{where} failed: {exception_type}: {first}".rstrip(": ")
+    short = exception_type.rsplit(".", 1)[-1]
+    transient = (
+        exception_type in TRANSIENT_EXCEPTIONS
+        or short in TRANSIENT_EXCEPTIONS
+        or any(m in message.lower() for m in _TRANSIENT_MARKERS)
+    )
+    return AttemptFailure("retryable" if transient else "fatal", reason, "ExecutionFailed")
+
+
+def outside_interrupt(node_id: str | None = None, node_type: str | None = None) -> AttemptFailure:
+    """The prompt was interrupted and this run did not ask for it (another client, e.g. the
+    ComfyUI web UI, POSTed ``/interrupt``): someone meant to stop it, so the job ends
+    cancelled instead of running again."""
+    at_node = f" at node {node_id} ({node_type or '?'})" if node_id else ""
+    return AttemptFailure(
+        "cancelled",
+        f"interrupted on the server{at_node}, not by this run",
+        "InterruptedOnServer",
+    )
+
+
+def dropped_outputs(problems: list[str]) -> AttemptFailure:
+    """``POST /prompt`` answered 200 but listed node errors: ComfyUI queued the prompt
+    without the outputs those errors drop. Fewer outputs than asked is a failure, and the
+    same graph would be answered the same way: fatal."""
+    shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+    return AttemptFailure(
+        "fatal",
+        f"ComfyUI dropped output(s) for node errors: {shown}; fix the workflow inputs",
+        "NodeErrors",
+    )
 
 
 def job_deadline(state: State, job_id: str, *, total_timeout: float) -> float:
