@@ -11,7 +11,11 @@ import attrs
 
 @attrs.frozen
 class Backoff:
-    """A job's retry schedule: ``initial * factor ** (attempt - 1)``, capped at ``max_delay``."""
+    """A job's retry schedule: ``initial * factor ** (attempt - 1)``, capped at ``max_delay``.
+
+    ``max_attempts`` is handed to :func:`conjure_actors.domain.decide.judge_failure`, the one
+    place that decides when the retries are exhausted.
+    """
 
     initial: float
     factor: float
@@ -21,7 +25,3 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
         return float(min(self.max_delay, self.initial * self.factor ** max(0, attempt - 1)))
-
-    def exhausted(self, attempt: int) -> bool:
-        """True when attempt ``attempt`` (1-based) was the last one allowed."""
-        return attempt >= self.max_attempts

@@ -311,11 +311,7 @@ class MachinePool:
 
     def still_running(self) -> list[str]:
         """The RunComfy machines we pay for that are not stopped or lost."""
-        return [
-            m.server_id
-            for m in self.ctx.state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
+        return [m.server_id for m in policy.paid_machines(self.ctx.state)]
 
 
 class MachineActor(Actor):
@@ -825,14 +821,12 @@ class MachineActor(Actor):
                     msg.error,
                 )
             else:
-                # 404: it was gone before the DELETE arrived (vanished, or its lease ran
-                # out), at a moment nobody tells: bill up to then, or the lease's end.
-                stopped_at = msg.stopped_at if msg.found else policy.gone_at(m, msg.stopped_at)
-                event = policy.machine_stopped(
+                event = policy.bill_after_delete(
                     state,
                     msg.server_id,
-                    stopped_at=stopped_at,
-                    server_ready_at=msg.server_ready_at if msg.found else None,
+                    found=msg.found,
+                    answered_at=msg.stopped_at,
+                    server_ready_at=msg.server_ready_at,
                     table=self.ctx.table,
                     at=self.ctx.now(),
                 )
@@ -935,11 +929,7 @@ class MachineActor(Actor):
             return
         state = self.ctx.state
         needed = self.ctx.runcomfy is not None and (
-            bool(state.launch_requests)
-            or any(
-                m.kind == "runcomfy" and m.status not in MACHINE_GONE
-                for m in state.machines.values()
-            )
+            bool(state.launch_requests) or bool(policy.paid_machines(state))
         )
         waiters, self._poll_waiters = tuple(self._poll_waiters), []
         if not needed:
@@ -985,11 +975,7 @@ class MachineActor(Actor):
         by_id = {s.server_id: s for s in servers}
         now = self.ctx.now()
         tnow = trio.current_time()
-        managed = [
-            m
-            for m in state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
+        managed = policy.paid_machines(state)
         for m in managed:
             sid = m.server_id
             s = by_id.get(sid)
@@ -1276,11 +1262,7 @@ class MachineActor(Actor):
         launch intents without outcome are matched to unknown servers (or closed)."""
         rc = self.ctx.runcomfy
         state = self.ctx.state
-        doubtful = [
-            m
-            for m in state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
+        doubtful = policy.paid_machines(state)
         if rc is None or (not doubtful and not state.launch_requests):
             reply.set(None)
             return
@@ -1306,11 +1288,7 @@ class MachineActor(Actor):
         state = self.ctx.state
         by_id = {s.server_id: s for s in msg.servers}
         now = self.ctx.now()
-        doubtful = [
-            m
-            for m in state.machines.values()
-            if m.kind == "runcomfy" and m.status not in MACHINE_GONE
-        ]
+        doubtful = policy.paid_machines(state)
         for m in doubtful:
             s = by_id.get(m.server_id)
             if s is None or s.status in policy.GONE_STATUSES:

@@ -15,7 +15,9 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 - *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
 - *give up on launches that never become Ready* (:func:`launches_exhausted`);
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
-  final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready.
+  final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready; what
+  the ``DELETE``'s answer (found or 404) means for it (:func:`bill_after_delete`);
+- *the machines we pay for* (:func:`paid_machines`): RunComfy machines not stopped or lost.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import attrs
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import CommandRejectedError
 from conjure_actors.domain.prices import PriceTable, billed_seconds, cost_micros
-from conjure_actors.domain.state import M_READY, M_STARTING, M_STOPPED, M_STOPPING, Machine, State
+from conjure_actors.domain.state import (
+    M_READY,
+    M_STARTING,
+    M_STOPPED,
+    M_STOPPING,
+    MACHINE_GONE,
+    Machine,
+    State,
+)
 
 __all__ = [
     "GONE_STATUSES",
@@ -36,12 +46,14 @@ __all__ = [
     "MachineView",
     "Observation",
     "Seen",
+    "bill_after_delete",
     "gone_at",
     "idle_expired",
     "launches_exhausted",
     "launches_needed",
     "machine_stopped",
     "observe",
+    "paid_machines",
     "pick_machine",
     "priority_order",
     "renewed_duration",
@@ -136,6 +148,14 @@ def renewed_duration(*, now: float, service_ready_at: float, lease_seconds: floa
 def idle_expired(*, now: float, idle_since: float | None, idle_timeout: float) -> bool:
     """True when a machine has had no lease for ``idle_timeout`` seconds."""
     return idle_since is not None and now - idle_since >= idle_timeout
+
+
+def paid_machines(state: State) -> list[Machine]:
+    """The RunComfy machines we pay for that are not stopped or lost, in the log's order
+    (what a poll watches, a recovery reconciles and a shutdown stops)."""
+    return [
+        m for m in state.machines.values() if m.kind == "runcomfy" and m.status not in MACHINE_GONE
+    ]
 
 
 def priority_order(requests: Sequence[tuple[int, int]]) -> list[int]:
@@ -262,5 +282,35 @@ def machine_stopped(
         service_ready_at=ready_at,
         rate_micros_per_hour=rate if ready_at is not None else 0,
         price_table_version=version if ready_at is not None else "",
+        at=at,
+    )
+
+
+def bill_after_delete(
+    state: State,
+    server_id: str,
+    *,
+    found: bool,
+    answered_at: float,
+    server_ready_at: float | None,
+    table: PriceTable,
+    at: float,
+) -> ev.MachineStopped:
+    """The final bill once the stop's ``DELETE`` answered at ``answered_at``.
+
+    ``found``: the server was there and billing ended then, from ``server_ready_at`` (its
+    final record; ``None``: the logged Ready time). Not found (404): it was gone before the
+    ``DELETE`` arrived, at a moment nobody tells (:func:`gone_at`), billed from the logged
+    Ready time.
+    """
+    m = state.machines.get(server_id)
+    if m is None:
+        raise CommandRejectedError(f"no machine {server_id}")
+    return machine_stopped(
+        state,
+        server_id,
+        stopped_at=answered_at if found else gone_at(m, answered_at),
+        server_ready_at=server_ready_at if found else None,
+        table=table,
         at=at,
     )

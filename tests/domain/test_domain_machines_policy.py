@@ -13,12 +13,14 @@ from conjure_actors.domain.machines_policy import (
     MachineView,
     Observation,
     Seen,
+    bill_after_delete,
     gone_at,
     idle_expired,
     launches_exhausted,
     launches_needed,
     machine_stopped,
     observe,
+    paid_machines,
     pick_machine,
     priority_order,
     renewed_duration,
@@ -319,3 +321,51 @@ def test_launches_exhausted_after_the_bounded_number_of_tries() -> None:
     """Launching stops once ``max_launch_attempts`` launches in a row never became Ready."""
     assert not launches_exhausted(failed_in_a_row=2, max_launch_attempts=3)
     assert launches_exhausted(failed_in_a_row=3, max_launch_attempts=3)
+
+
+def _ready_machine(state: State, *, ready: float, lease_end: float) -> None:
+    _starting_machine(state)
+    apply(
+        state,
+        ev.MachineReady(
+            server_id="s1",
+            service_ready_at=ready,
+            estimated_stopping_at=lease_end,
+            rate_micros_per_hour=TABLE.rate("medium"),
+            price_table_version=TABLE.version,
+            at=ready,
+        ),
+    )
+
+
+def test_a_delete_that_found_the_server_bills_to_its_answer_from_the_servers_ready_time() -> None:
+    """Found: billing ended when the ``DELETE`` answered, from the final record's Ready time."""
+    state = initial_state()
+    _ready_machine(state, ready=100.0, lease_end=700.0)
+    event = bill_after_delete(
+        state, "s1", found=True, answered_at=900.0, server_ready_at=90.0, table=TABLE, at=901.0
+    )
+    assert (event.stopped_at, event.service_ready_at) == (900.0, 90.0)
+    assert event.billed_seconds == billed_seconds(90.0, 900.0)
+
+
+def test_a_delete_answered_404_bills_to_the_lease_end_from_the_logged_ready_time() -> None:
+    """Not found: it was gone before, at its lease's end at the latest; a Ready time the 404
+    carries is not believed."""
+    state = initial_state()
+    _ready_machine(state, ready=100.0, lease_end=700.0)
+    event = bill_after_delete(
+        state, "s1", found=False, answered_at=900.0, server_ready_at=90.0, table=TABLE, at=901.0
+    )
+    assert (event.stopped_at, event.service_ready_at) == (700.0, 100.0)
+    assert event.billed_seconds == billed_seconds(100.0, 700.0)
+
+
+def test_paid_machines_are_the_runcomfy_machines_not_stopped_or_lost() -> None:
+    """A user's ComfyUI is not paid for; a stopped or lost machine no longer is."""
+    state = initial_state()
+    _ready_machine(state, ready=100.0, lease_end=700.0)
+    apply(state, ev.MachineAttached(server_id="local", kind="comfyui", at=1.0))
+    assert [m.server_id for m in paid_machines(state)] == ["s1"]
+    apply(state, ev.MachineLost(server_id="s1", reason="404", at=2.0))
+    assert paid_machines(state) == []
