@@ -8,9 +8,10 @@ not in the state, so nothing here can leak them.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import msgspec
@@ -90,20 +91,54 @@ def node_label(state: st.State, job: st.Job) -> str:
     return f"{node_id} {class_type}" if class_type else node_id
 
 
+ETA_MIN_SECONDS: Final = 5.0
+"""An ETA needs this much execution behind it: cached nodes make the first seconds jump."""
+
+ETA_MIN_FRACTION: Final = 0.05
+"""... and this much of the work done (a pace from 1% is noise)."""
+
+
 def job_eta(state: st.State, job: st.Job, now: float) -> float | None:
     """Seconds left for a running prompt, from its pace since it began executing (queueing
-    and machine start-up do not count); ``None`` when there is nothing to go on."""
+    and machine start-up do not count); ``None`` when there is nothing meaningful to go on
+    (too early, too little done, or an estimate under a second: never "0 s at 54%")."""
     if job.status != st.RUNNING or job.execution_started_at is None:
         return None
     fraction = job_fraction(state, job)
-    if not 0 < fraction < 1:
+    elapsed = now - job.execution_started_at
+    if not ETA_MIN_FRACTION <= fraction < 1 or elapsed < ETA_MIN_SECONDS:
         return None
-    return max(0.0, now - job.execution_started_at) * (1 - fraction) / fraction
+    left = elapsed * (1 - fraction) / fraction
+    return left if left >= 1.0 else None
+
+
+def overall_fraction(state: st.State, jobs: list[st.Job]) -> float:
+    """How far the whole run is: each job's share done (a failed or cancelled job counts as
+    done: nothing more will happen to it)."""
+    if not jobs:
+        return 0.0
+    done = sum(
+        1.0 if j.status in (st.FAILED, st.CANCELLED) else job_fraction(state, j) for j in jobs
+    )
+    return done / len(jobs)
+
+
+def run_eta(fraction: float, elapsed: float) -> float | None:
+    """Seconds left for the whole run at its pace so far; ``None`` while not meaningful."""
+    if not ETA_MIN_FRACTION <= fraction < 1 or elapsed < 2 * ETA_MIN_SECONDS:
+        return None
+    left = elapsed * (1 - fraction) / fraction
+    return left if left >= 1.0 else None
 
 
 def _eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    return duration_text(seconds)
+
+
+def duration_text(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
     if seconds < 100:
         return f"{seconds:.0f}s"
     minutes, secs = divmod(round(seconds), 60)
@@ -113,7 +148,8 @@ def _eta_text(seconds: float | None) -> str:
 
 
 def shown_jobs(state: st.State, job_ids: Iterable[str] | None, limit: int) -> list[st.Job]:
-    """The jobs the live view lists: running, then waiting, then the latest finished."""
+    """The jobs the live view lists: running, then the latest failed or cancelled (so their
+    reason is seen), then waiting, then the latest finished otherwise."""
     jobs = [state.jobs[j] for j in (job_ids or state.jobs) if j in state.jobs]
     running = [j for j in jobs if j.status == st.RUNNING]
     waiting = [j for j in jobs if j.status in st.ACTIVE_STATUSES and j.status != st.RUNNING]
@@ -122,7 +158,9 @@ def shown_jobs(state: st.State, job_ids: Iterable[str] | None, limit: int) -> li
         key=lambda j: j.finished_at or j.updated_at,
         reverse=True,
     )
-    return (running + waiting + ended)[:limit]
+    failed = [j for j in ended if j.status in (st.FAILED, st.CANCELLED)]
+    others = [j for j in ended if j.status not in (st.FAILED, st.CANCELLED)]
+    return (running + failed + waiting + others)[:limit]
 
 
 def job_fraction(state: st.State, job: st.Job) -> float:
@@ -142,6 +180,62 @@ def job_fraction(state: st.State, job: st.Job) -> float:
 live_cost = st.machine_cost_at  # a machine's cost so far (the live view's cost column)
 
 
+def _flat(text: str) -> str:
+    """A message from a server or a log, fit for one line: whitespace runs become one space,
+    other control characters are escaped."""
+    flat = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+
+
+_CLIENT_PREFIX: Final = re.compile(r"^.{0,80}? rejected prompt [0-9A-Za-z-]+: ")
+"""The client's preamble of a rejection (which server, which prompt id): not the reason."""
+
+
+def job_reason(job: st.Job) -> str | None:
+    """Why a failed or cancelled job ended, in one line (None for any other job): the node,
+    its class, the error's type and message (ComfyUI's details included), as logged."""
+    if job.status == st.CANCELLED:
+        return _flat(job.cancel_reason or "cancelled")
+    if job.status != st.FAILED:
+        return None
+    error = job.error
+    if error is None:
+        return "no reason recorded"
+    where = ""
+    message = _CLIENT_PREFIX.sub("", _flat(error.message))
+    if error.node_id is not None and f"node {error.node_id} " not in message:
+        cls = f" ({_flat(error.node_type)})" if error.node_type else ""
+        where = f"node {_flat(error.node_id)}{cls}: "
+    return f"{where}{_flat(error.error_type)}: {message}"
+
+
+def short_reason(job: st.Job) -> str | None:
+    """:func:`job_reason` for a narrow column: the message first (the node and ComfyUI's
+    words), without the error type or the client's "... rejected prompt <id>:" preamble."""
+    if job.status != st.FAILED or job.error is None:
+        return job_reason(job)
+    message = _CLIENT_PREFIX.sub("", _flat(job.error.message))
+    if job.error.node_id is not None and f"node {job.error.node_id} " not in message:
+        message = f"node {job.error.node_id}: {message}"
+    return message
+
+
+def error_record(job: st.Job) -> dict[str, Any]:
+    """The ``run.error`` JSON record of a failed or cancelled job (see docs/run-json.md)."""
+    error = job.error if job.status == st.FAILED else None
+    return {
+        "type": "run.error",
+        "job_id": job.job_id,
+        "status": job.status,
+        "error_type": error.error_type if error is not None else "Cancelled",
+        "message": short_reason(job) or "",
+        "node_id": error.node_id if error is not None else None,
+        "node_type": error.node_type if error is not None else None,
+        "retryable": error.retryable if error is not None else False,
+        "attempt": job.attempt,
+    }
+
+
 @attrs.frozen
 class Summary:
     """The end-of-run figures."""
@@ -155,18 +249,27 @@ class Summary:
     cost_micros: int
     price_table_versions: tuple[str, ...]
     outputs: int
+    failures: tuple[tuple[str, str, str], ...] = ()
+    """(job id, status, why) of every failed or cancelled job, in submission order."""
+
+
+def _jobs_of(state: st.State, job_ids: Iterable[str] | None) -> list[st.Job]:
+    if job_ids:
+        return [state.jobs[j] for j in job_ids if j in state.jobs]
+    return list(state.jobs.values())
 
 
 def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
     """Count jobs by outcome and machines used, with the bill from the ledger."""
-    jobs = (
-        [state.jobs[j] for j in job_ids if j in state.jobs]
-        if job_ids
-        else list(state.jobs.values())
-    )
+    jobs = _jobs_of(state, job_ids)
     count = {s: 0 for s in st.JOB_STATUSES}
     for job in jobs:
         count[job.status] += 1
+    failures = []
+    for job in jobs:
+        why = job_reason(job)
+        if why is not None:
+            failures.append((job.job_id, job.status, why))
     return Summary(
         jobs=len(jobs),
         succeeded=count[st.SUCCEEDED],
@@ -177,19 +280,32 @@ def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
         cost_micros=state.ledger.total_micros,
         price_table_versions=tuple(state.ledger.price_table_versions),
         outputs=sum(len(j.outputs) for j in jobs),
+        failures=tuple(failures),
     )
+
+
+SUMMARY_FAILURES: Final = 10
+"""Failed or cancelled jobs the human summary names one by one (``status LOG`` has all)."""
 
 
 def summary_lines(
     summary: Summary, *, seconds: float, out_dir: str, log_path: str, mode: str
 ) -> list[str]:
-    """The human summary printed at the end of ``run``."""
+    """The human summary printed at the end of ``run``: the figures, and why each failed or
+    cancelled job ended (one line each)."""
     tables = ", ".join(summary.price_table_versions) or "no machine billed"
     lines = [
         f"jobs: {summary.jobs} ({summary.succeeded} succeeded, {summary.failed} failed,"
         f" {summary.cancelled} cancelled"
         + (f", {summary.unfinished} unfinished" if summary.unfinished else "")
         + ")",
+    ]
+    for job_id, status, why in summary.failures[:SUMMARY_FAILURES]:
+        lines.append(f"  {job_id} {status}: {why}")
+    more = len(summary.failures) - SUMMARY_FAILURES
+    if more > 0:
+        lines.append(f"  ... {more} more: python -m conjure_actors status {shlex.quote(log_path)}")
+    lines += [
         f"time: {seconds:.1f} s",
         f"cost: {format_usd(summary.cost_micros)} ({tables})",
         f"machines: {summary.machines} used ({mode})",
@@ -199,43 +315,194 @@ def summary_lines(
     return lines
 
 
+def summary_record(
+    state: st.State,
+    job_ids: Iterable[str] | None,
+    *,
+    seconds: float,
+    out_dir: str,
+    log_path: str,
+    mode: str,
+) -> dict[str, Any]:
+    """The final ``run.summary`` JSON record (see docs/run-json.md): jobs by status, every
+    output with its path and hash, the cost, the machines, the log."""
+    jobs = _jobs_of(state, job_ids)
+    summary = summarize(state, job_ids)
+    by_status = {status: 0 for status in st.JOB_STATUSES}
+    for job in jobs:
+        by_status[job.status] += 1
+    return {
+        "type": "run.summary",
+        "ok": summary.jobs > 0 and summary.succeeded == summary.jobs,
+        "mode": mode,
+        "seconds": round(seconds, 3),
+        "jobs": {"total": summary.jobs, **by_status},
+        "job_ids": [j.job_id for j in jobs],
+        "errors": [error_record(j) for j in jobs if job_reason(j) is not None],
+        "outputs": [
+            {
+                "job_id": j.job_id,
+                "node_id": o.node_id,
+                "path": o.path,
+                "sha256": o.sha256,
+                "size": o.size,
+                "kind": o.kind,
+            }
+            for j in jobs
+            for o in j.outputs
+        ],
+        "out_dir": out_dir,
+        "cost": {
+            "micros": summary.cost_micros,
+            "usd": format_usd(summary.cost_micros),
+            "price_tables": list(summary.price_table_versions),
+            "budget_micros": state.budget.limit_micros,
+        },
+        "machines": [
+            {
+                "server_id": m.server_id,
+                "kind": m.kind,
+                "server_type": m.server_type,
+                "status": m.status,
+                "jobs_served": m.jobs_served,
+                "cost_micros": m.cost_micros,
+            }
+            for m in state.machines.values()
+        ],
+        "log": log_path,
+    }
+
+
+_STATUS_WORDS: Final = (
+    (st.RUNNING, "running"),
+    (None, "waiting"),
+    (st.SUCCEEDED, "succeeded"),
+    (st.FAILED, "failed"),
+    (st.CANCELLED, "cancelled"),
+    (st.INTERRUPTED, "interrupted"),
+)
+
+
+def _counts_text(jobs: list[st.Job]) -> str:
+    counts = {word: 0 for _, word in _STATUS_WORDS}
+    for job in jobs:
+        if job.status == st.RUNNING:
+            counts["running"] += 1
+        elif job.status in st.ACTIVE_STATUSES:
+            counts["waiting"] += 1
+        elif job.status in counts:
+            counts[job.status] += 1
+    return ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+
+
+MACHINE_ROWS: Final = 4
+"""Machines the live view lists one by one at most (the rest as a count), so the job list
+keeps room on a short terminal."""
+
+
 def render_view(
-    state: st.State, now: float, job_ids: Iterable[str] | None = None, *, limit: int = 20
+    state: st.State,
+    now: float,
+    job_ids: Iterable[str] | None = None,
+    *,
+    limit: int = 20,
+    height: int | None = None,
+    width: int | None = None,
+    started_at: float | None = None,
 ) -> Any:
-    """The Rich live view: a line per job (status, bar, share done, running node, ETA), the
-    machines (state, jobs served, cost so far) and the total cost (and budget)."""
+    """The Rich live view, made to fit ``height`` lines (a terminal's): first the run (jobs
+    by status, overall progress, elapsed, an ETA when meaningful), the total cost and the
+    machines (always visible), then as many jobs as fit (running first), each with its full
+    id, status, bar, share done, running node or why it ended, and ETA; the rest counted."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
+    from rich.text import Text
 
     ids = list(job_ids) if job_ids is not None else list(state.jobs)
-    jobs = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for col in ("job", "status", "progress", "done", "node", "eta"):
-        jobs.add_column(col, justify="right" if col in ("done", "eta") else "left")
-    shown = shown_jobs(state, ids, limit)
-    for job in shown:
-        fraction = job_fraction(state, job)
-        jobs.add_row(
-            job.job_id[:16],
-            job.status,
-            ProgressBar(total=1.0, completed=fraction, width=24),
-            f"{fraction:.0%}",
-            node_label(state, job),
-            _eta_text(job_eta(state, job, now)),
-        )
-    hidden = sum(1 for j in ids if j in state.jobs) - len(shown)
-    if hidden > 0:
-        jobs.add_row(f"... {hidden} more", "", "", "", "", "")
+    all_jobs = [state.jobs[j] for j in ids if j in state.jobs]
+    start = started_at if started_at is not None else state.system.started_at
+    elapsed = max(0.0, now - start) if start is not None else None
+    fraction = overall_fraction(state, all_jobs)
+    head = f"{len(all_jobs)} jobs: {_counts_text(all_jobs) or 'none yet'}"
+    progress = f"{fraction:.0%} done"
+    if elapsed is not None:
+        progress += f" · elapsed {duration_text(elapsed)}"
+        eta = run_eta(fraction, elapsed)
+        if eta is not None and any(j.status in st.ACTIVE_STATUSES for j in all_jobs):
+            progress += f" · ETA ~{duration_text(eta)}"
+
     machines = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for col in ("machine", "state", "jobs", "cost"):
-        machines.add_column(col, justify="right" if col in ("jobs", "cost") else "left")
+    machines.add_column(
+        "machine",
+        no_wrap=True,
+        min_width=max(7, *(len(m) for m in state.machines)) if state.machines else 7,
+    )
+    machines.add_column("state", no_wrap=True)
+    machines.add_column("jobs", justify="right", no_wrap=True)
+    machines.add_column("cost", justify="right", no_wrap=True)
     total_micros = 0
-    for m in state.machines.values():
+    listed = sorted(
+        state.machines.values(), key=lambda m: (m.status in st.MACHINE_GONE, m.server_id)
+    )
+    for i, m in enumerate(listed):
         cost = live_cost(m, now)
         total_micros += cost
-        status = "busy" if m.status == st.M_READY and m.leases else m.status
-        machines.add_row(m.server_id[:16], status, str(m.jobs_served), format_usd(cost))
-    total = f"total cost: {format_usd(total_micros)}"
+        if i < MACHINE_ROWS:
+            status = "busy" if m.status == st.M_READY and m.leases else m.status
+            machines.add_row(m.server_id, status, str(m.jobs_served), format_usd(cost))
+    if len(listed) > MACHINE_ROWS:
+        machines.add_row(f"... {len(listed) - MACHINE_ROWS} more machines", "", "", "")
+    total = f"{progress} · total cost: {format_usd(total_micros)}"
     if state.budget.limit_micros is not None:
         total += f" of {format_usd(state.budget.limit_micros)} budget"
-    return Group(jobs, machines, total)
+    total += f" · {len(listed)} machine{'s' if len(listed) != 1 else ''}"
+
+    # What fits: the head, the total, the machine table (header + rows), the job table's
+    # header, the "... more" row; the jobs get the rest.
+    ended = [j for j in all_jobs if j.status in (st.FAILED, st.CANCELLED)]
+    last = max(ended, key=lambda j: j.finished_at or j.updated_at) if ended else None
+    fixed = 2 + (1 + min(len(listed), MACHINE_ROWS + 1) if listed else 0) + 2 + (last is not None)
+    rows = limit if height is None else max(1, min(limit, height - fixed))
+    shown = shown_jobs(state, ids, rows)
+    narrow = width is not None and width < 100
+    bar = 10 if narrow else 24
+    id_width = max((len(j.job_id) for j in shown), default=3)
+    # Ids are never cut (users paste them); the node or the reason takes what is left.
+    node_width = max(12, (width or 120) - id_width - 9 - bar - 4 - 4 - 10)
+    jobs = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    jobs.add_column("job", no_wrap=True, min_width=id_width)
+    jobs.add_column("status", no_wrap=True, min_width=9)
+    jobs.add_column("progress", no_wrap=True, min_width=bar)
+    jobs.add_column("done", justify="right", no_wrap=True, min_width=4)
+    jobs.add_column("node / why", no_wrap=True, overflow="ellipsis", max_width=node_width)
+    jobs.add_column("eta", justify="right", no_wrap=True, min_width=4)
+    for job in shown:
+        done = job_fraction(state, job)
+        what = short_reason(job) or node_label(state, job)
+        if len(what) > node_width:
+            what = what[: node_width - 1] + "…"
+        jobs.add_row(
+            job.job_id,
+            job.status,
+            ProgressBar(total=1.0, completed=done, width=bar),
+            f"{done:.0%}",
+            what,
+            _eta_text(job_eta(state, job, now)),
+        )
+    hidden = len(all_jobs) - len(shown)
+    if hidden > 0:
+        listed_ids = {j.job_id for j in shown}
+        rest = _counts_text([j for j in all_jobs if j.job_id not in listed_ids])
+        jobs.add_row(f"... {hidden} more", "", "", "", rest, "")
+    parts: list[Any] = [
+        Text(head, no_wrap=True, overflow="ellipsis"),
+        Text(total, no_wrap=True, overflow="ellipsis"),
+    ]
+    if listed:
+        parts.append(machines)
+    parts.append(jobs)
+    if last is not None:
+        why = f"last {last.status}: {last.job_id}: {short_reason(last)}"
+        parts.append(Text(why, no_wrap=True, overflow="ellipsis"))
+    return Group(*parts)

@@ -26,6 +26,7 @@ input, 130 on Ctrl-C (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -47,9 +48,11 @@ from conjure_actors.actors.example import (
     example_sketch_png,
 )
 from conjure_actors.actors.view import (
+    error_record,
     event_json_line,
     summarize,
     summary_lines,
+    summary_record,
 )
 from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errgroups import describe, leaves, meaningful
@@ -146,15 +149,46 @@ class Out:
         else:
             print(text, file=self.stdout, flush=True)
 
+    def record(self, record: dict[str, Any]) -> None:
+        """One JSON record on stdout (JSON mode only)."""
+        if self.json_mode:
+            import json
+
+            print(json.dumps(record), file=self.stdout, flush=True)
+
+
+PROGRESS_INTERVAL: Final = 0.5
+"""JSON mode: at most one ``exec.node_progress`` line per job per this many seconds."""
+
+_ENDS: Final = frozenset({"job.failed", "job.cancelled"})
+_QUIET: Final = frozenset({"actor.started", "actor.stopped"})  # the runtime's, not the run's
+
 
 class JsonSink:
-    """MonitorActor sink: one JSON line per published event."""
+    """MonitorActor sink: one JSON line per meaningful published event (a job's progress at
+    most twice a second), and a ``run.error`` record for every job that fails or is
+    cancelled (docs/run-json.md)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, progress_interval: float = PROGRESS_INTERVAL) -> None:
         self.stream = stream
+        self.progress_interval = progress_interval
+        self._last_progress: dict[str, float] = {}
 
     def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        kind = type(event).__struct_config__.tag
+        if kind in _QUIET:
+            return
+        if kind == "exec.node_progress":
+            last = self._last_progress.get(event.job_id)
+            if last is not None and ts - last < self.progress_interval:
+                return
+            self._last_progress[event.job_id] = ts
         self.stream.write(event_json_line(seq, ts, event) + "\n")
+        if kind in _ENDS:
+            job = state.jobs.get(event.job_id) if state is not None else None
+            if job is not None and job.status in ("failed", "cancelled"):
+                self.stream.write(json.dumps({"seq": seq, "ts": round(ts, 6), **error_record(job)}))
+                self.stream.write("\n")
 
     def tick(self, state: Any) -> None:
         self.stream.flush()
@@ -179,7 +213,10 @@ class RichSink:
     def tick(self, state: Any) -> None:
         from conjure_actors.actors.view import render_view
 
-        self.live.update(render_view(state, time.time(), self.job_ids))
+        size = self.live.console.size
+        self.live.update(
+            render_view(state, time.time(), self.job_ids, height=size.height, width=size.width)
+        )
 
     def close(self) -> None:
         self.live.stop()
@@ -587,15 +624,22 @@ async def _run(
             except OSError as exc:  # the terminal went away (SIGHUP)
                 log.info("the live view could not close: %s", exc)
     summary = summarize(state, job_ids or None)
+    seconds = time.monotonic() - started
     try:
         for line in summary_lines(
-            summary,
-            seconds=time.monotonic() - started,
-            out_dir=str(out_dir),
-            log_path=str(log_path),
-            mode=mode,
+            summary, seconds=seconds, out_dir=str(out_dir), log_path=str(log_path), mode=mode
         ):
-            out.say(line, "run.summary")
+            print(line, file=out.stderr if out.json_mode else out.stdout, flush=True)
+        out.record(
+            summary_record(
+                state,
+                job_ids or None,
+                seconds=seconds,
+                out_dir=str(out_dir),
+                log_path=str(log_path),
+                mode=mode,
+            )
+        )
         if left:
             out.say("machines that may still be running: " + ", ".join(left), "run.warning")
         if summary.unfinished:

@@ -14,7 +14,13 @@ from conftest import open_test_cloud, run_conjure, sim_config
 import conjure_actors.actors as actors
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
-from conjure_actors.actors.view import StallDetector, event_json_line, summarize, summary_lines
+from conjure_actors.actors.view import (
+    StallDetector,
+    event_json_line,
+    summarize,
+    summary_lines,
+    summary_record,
+)
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import MonitorConfig
 from conjure_actors.domain import events as ev
@@ -73,6 +79,80 @@ def test_summary_counts_outcomes() -> None:
     assert (s.jobs, s.cancelled, s.unfinished, s.cost_micros) == (2, 1, 1, 1375)
     lines = summary_lines(s, seconds=1.0, out_dir="o", log_path="l", mode="simulated")
     assert lines[0].startswith("jobs: 2 (0 succeeded, 0 failed, 1 cancelled, 1 unfinished)")
+
+
+def _ended_state() -> Any:
+    """Job a failed in node 16 (a rejection), b cancelled from the web UI, c succeeded."""
+    state = initial_state()
+    for e in (
+        ev.WorkflowRegistered(sha256="w", name="w", graph_json="{}", at=0.0),
+        ev.JobSubmitted(job_id="a", workflow_sha256="w", at=0.0),
+        ev.JobSubmitted(job_id="b", workflow_sha256="w", at=0.0),
+        ev.JobSubmitted(job_id="c", workflow_sha256="w", at=0.0),
+        ev.JobFailed(
+            job_id="a",
+            error_type="PromptRejected",
+            message="server s rejected prompt 9f-1: node 16 (LoadImage) image: "
+            "Invalid image file: x.png; fix the workflow inputs",
+            at=1.0,
+        ),
+        ev.JobCancelled(job_id="b", reason="interrupted on the server, not by this run", at=1.0),
+        ev.OutputSaved(
+            job_id="c",
+            node_id="9",
+            filename="o.png",
+            path="out/c/o.png",
+            size=3,
+            sha256="ab" * 32,
+            kind="image",
+            at=2.0,
+        ),
+    ):
+        state = apply(state, e)
+    state.jobs["c"].status = "succeeded"
+    return state
+
+
+def test_summary_says_why_each_failed_or_cancelled_job_ended() -> None:
+    """A line per failed or cancelled job: its id, status, node, class and ComfyUI's words
+    (without the client's preamble)."""
+    s = summarize(_ended_state())
+    lines = summary_lines(s, seconds=1.0, out_dir="o", log_path="l", mode="simulated")
+    assert lines[1] == (
+        "  a failed: PromptRejected: node 16 (LoadImage) image: Invalid image file: x.png;"
+        " fix the workflow inputs"
+    )
+    assert lines[2] == "  b cancelled: interrupted on the server, not by this run"
+
+
+def test_summary_record_has_jobs_outputs_cost_machines_and_log() -> None:
+    """The run.summary JSON record: jobs by status, outputs with path and hash, cost,
+    machines, log path, and an error record per failed or cancelled job."""
+    record = summary_record(
+        _ended_state(), None, seconds=2.0, out_dir="out", log_path="r.log", mode="simulated"
+    )
+    assert record["type"] == "run.summary"
+    assert record["ok"] is False
+    assert record["jobs"]["total"] == 3
+    assert (record["jobs"]["failed"], record["jobs"]["cancelled"]) == (1, 1)
+    assert record["outputs"] == [
+        {
+            "job_id": "c",
+            "node_id": "9",
+            "path": "out/c/o.png",
+            "sha256": "ab" * 32,
+            "size": 3,
+            "kind": "image",
+        }
+    ]
+    assert set(record["cost"]) == {"micros", "usd", "price_tables", "budget_micros"}
+    assert record["machines"] == []
+    assert record["log"] == "r.log"
+    errors = {e["job_id"]: e for e in record["errors"]}
+    assert errors["a"]["error_type"] == "PromptRejected"
+    assert errors["a"]["message"].startswith("node 16 (LoadImage) image: Invalid image file")
+    assert errors["b"]["status"] == "cancelled"
+    json.dumps(record)  # plain JSON
 
 
 async def test_silent_websocket_is_noticed_as_a_stall(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as hyp
 from rich.console import Console
 
-from conjure_actors.actors.view import job_eta, node_label, render_view, shown_jobs
+from conjure_actors.actors.view import job_eta, node_label, render_view, run_eta, shown_jobs
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 
@@ -108,3 +110,99 @@ def test_render_view_shows_node_eta_machines_and_what_it_left_out() -> None:
     assert "busy" in text
     machine_line = next(line for line in text.splitlines() if "server-1" in line)
     assert machine_line.split()[1:3] == ["busy", "3"]
+
+
+def _crowd(jobs: int = 30, machines: int = 3) -> tuple[st.State, list[str]]:
+    """``jobs`` jobs (4 running, 4 succeeded, 1 failed, the rest waiting) on ``machines``
+    machines with UUID server ids; the run began at 50."""
+    ids = [f"job-{i:012x}" for i in range(jobs)]
+    state = _state(*ids)
+    for i, job_id in enumerate(ids[:4]):
+        _running(state, job_id, started=100.0, done=1 + i % 3)
+    for job_id in ids[4:8]:
+        state.jobs[job_id].status = st.SUCCEEDED
+        state.jobs[job_id].finished_at = 110.0
+    failed = state.jobs[ids[8]]
+    failed.status = st.FAILED
+    failed.finished_at = 120.0
+    failed.error = st.JobError(
+        "PromptRejected",
+        "server s rejected prompt 1f2e-44: node 16 (LoadImage) image: Invalid image file: x.png",
+    )
+    for k in range(machines):
+        sid = f"2f1c9a7e-5b3d-4c8e-9f00-{k:012d}"
+        state.machines[sid] = st.Machine(sid, status=st.M_READY, leases=[ids[k % 4]])
+    state.system.started_at = 50.0
+    return state, ids
+
+
+def _render(state: st.State, ids: list[str], now: float, width: int, height: int) -> list[str]:
+    console = Console(record=True, width=width, height=height, color_system=None)
+    console.print(render_view(state, now, ids, height=height, width=width))
+    return console.export_text().rstrip("\n").splitlines()
+
+
+def test_on_80x20_with_30_jobs_machines_and_total_cost_are_visible() -> None:
+    """30 jobs on an 80x20 terminal: the view fits, every machine and the total cost are
+    there, the job list is cut to fit and says what it left out."""
+    state, ids = _crowd()
+    lines = _render(state, ids, 130.0, 80, 20)
+    assert len(lines) <= 20
+    assert max(len(line) for line in lines) <= 80
+    text = "\n".join(lines)
+    assert "total cost: $" in text
+    for sid in state.machines:
+        assert sid in text
+    assert "... " in text
+    assert "more" in text
+    assert "waiting" in text
+    assert "30 jobs: 4 running, 21 waiting, 4 succeeded, 1 failed" in text
+
+
+@given(jobs=hyp.integers(1, 60), machines=hyp.integers(0, 8), height=hyp.integers(14, 40))
+@settings(max_examples=40, deadline=None)
+def test_the_view_fits_any_terminal_and_keeps_cost_visible(
+    jobs: int, machines: int, height: int
+) -> None:
+    """Whatever the number of jobs and machines, the view fits the terminal's height and
+    the total cost line is in it."""
+    state, ids = _crowd(max(jobs, 9), machines)
+    lines = _render(state, ids, 130.0, 80, height)
+    assert len(lines) <= height
+    assert any("total cost: $" in line for line in lines)
+
+
+def test_ids_are_never_cut() -> None:
+    """Every listed job id and machine id is whole (users paste them)."""
+    state, ids = _crowd()
+    text = "\n".join(_render(state, ids, 130.0, 80, 20))
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("job-")]
+    assert listed
+    assert all(job_id in ids for job_id in listed)
+    assert sum(sid in text for sid in state.machines) == len(state.machines)
+
+
+def test_overall_progress_and_elapsed_are_shown() -> None:
+    """The run's share done and the time since it began are on the second line."""
+    state, ids = _crowd()
+    lines = _render(state, ids, 130.0, 80, 20)
+    assert "% done" in lines[1]
+    assert "elapsed 80s" in lines[1]
+
+
+def test_no_eta_right_after_execution_starts() -> None:
+    """54% done one second into execution (cached nodes) gives no ETA, not "0s"."""
+    state = _state("a")
+    job = _running(state, "a", started=600.0, done=2)
+    assert job_eta(state, job, 601.0) is None
+    assert run_eta(0.54, 1.0) is None
+    assert run_eta(0.5, 60.0) == 60.0
+
+
+def test_a_failed_job_says_why_in_the_view() -> None:
+    """The failed job's row and the last line give the node and ComfyUI's message."""
+    state, ids = _crowd()
+    lines = _render(state, ids, 130.0, 80, 20)
+    assert lines[-1].startswith(f"last failed: {ids[8]}: node 16 (LoadImage) image: Invalid")
+    row = next(line for line in lines if line.startswith(ids[8]))
+    assert "node 16 (LoadImage)" in row
