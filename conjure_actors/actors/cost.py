@@ -18,7 +18,13 @@ from typing import Any
 import trio
 
 from conjure_actors.actors.context import Context
-from conjure_actors.actors.messages import AccrueNow, ApproveLaunch, ApproveRenewal, SetBudget
+from conjure_actors.actors.messages import (
+    AccrueNow,
+    ApproveLaunch,
+    ApproveRenewal,
+    SetBudget,
+    usd_to_micros,
+)
 from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.runtime import Actor
@@ -84,7 +90,7 @@ class CostActor(Actor):
                     now=self.ctx.now(),
                 )
             case SetBudget():
-                limit = None if msg.usd is None else round(msg.usd * 1_000_000)
+                limit = usd_to_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
                 self.ledger.exceeded_handled = False
                 await self._accrue()
