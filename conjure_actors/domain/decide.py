@@ -52,7 +52,6 @@ __all__ = [
     "lease_machine",
     "machine_launched",
     "machine_ready",
-    "next_jobs",
     "outside_interrupt",
     "pending_intents",
     "queue_job",
@@ -377,14 +376,6 @@ def job_crashed(
         retryable=False,
         at=at,
     )
-
-
-def next_jobs(state: State) -> list[str]:
-    """Queued jobs in the order they should get a machine: priority (high first), then
-    submission time, then id (a total, deterministic order)."""
-    queued = [job for job in state.jobs.values() if job.status == QUEUED]
-    queued.sort(key=lambda j: (-j.priority, j.submitted_at, j.job_id))
-    return [job.job_id for job in queued]
 
 
 # --------------------------------------------------------------------------- machines

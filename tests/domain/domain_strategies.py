@@ -210,7 +210,13 @@ class LegalRunner:
 
     def dispatch(self) -> None:
         d = self.decide
-        waiting = d.next_jobs(self.state) + self.jobs_in("retrying")
+        queued = sorted(
+            (j for j in self.state.jobs.values() if j.status == "queued"),
+            key=lambda j: (j.submitted_at, j.job_id),
+        )
+        # The pool's serving order: higher priority first, then first come.
+        order = machines_policy.priority_order([(j.priority, i) for i, j in enumerate(queued)])
+        waiting = [queued[i].job_id for i in order] + self.jobs_in("retrying")
         server = free_machine(self.state, "v1")
         if waiting and server:
             job = waiting[0]

@@ -121,18 +121,6 @@ def test_succeed_requires_an_output() -> None:
         decide.succeed_job(state, "j1", at=13.0)
 
 
-def test_next_jobs_orders_by_priority_then_age() -> None:
-    """Higher priority first, then the older submission."""
-    state = run(
-        ev.WorkflowRegistered(sha256=WF, name="w", graph_json="{}", at=0.0),
-        ev.JobSubmitted(job_id="old", workflow_sha256=WF, priority=0, at=1.0),
-        ev.JobSubmitted(job_id="new", workflow_sha256=WF, priority=0, at=2.0),
-        ev.JobSubmitted(job_id="vip", workflow_sha256=WF, priority=5, at=3.0),
-        *(ev.JobQueued(job_id=j, at=4.0) for j in ("old", "new", "vip")),
-    )
-    assert decide.next_jobs(state) == ["vip", "old", "new"]
-
-
 def test_pending_intents_list_what_recovery_must_reconcile() -> None:
     """Dangling launch requests and prompts, live machines and active jobs are listed."""
     state = ready(base())
