@@ -1091,7 +1091,6 @@ class MachineActor(Actor):
     ) -> None:
         """Own a server found alive again (recovery): ``MachineAdopted``, then health."""
         ready = s.is_ready and s.service_ready_at is not None
-        m = self.ctx.state.machines.get(s.server_id)
         await self.ctx.emit(
             ev.MachineAdopted(
                 server_id=s.server_id,
@@ -1103,7 +1102,7 @@ class MachineActor(Actor):
                 estimated_stopping_at=s.estimated_stopping_at if ready else None,
                 rate_micros_per_hour=self.ctx.table.rate(server_type) if ready else 0,
                 price_table_version=self.ctx.table.version if ready else "",
-                max_jobs=m.max_jobs if m is not None else self.cfg.jobs_per_machine,
+                max_jobs=self._limit(s.server_id),
                 at=self.ctx.now(),
             )
         )
