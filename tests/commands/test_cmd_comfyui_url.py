@@ -118,3 +118,109 @@ async def test_status_of_an_unreachable_comfyui_is_one_line(tmp_path: Path) -> N
     assert err.strip().splitlines() == [
         f"error: the ComfyUI at {url} does not answer (ConnectError): is it running?"
     ]
+
+
+WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
+
+
+async def test_an_interrupt_from_the_web_ui_cancels_the_job(tmp_path: Path) -> None:
+    """Someone else interrupts the running prompt (the web UI's POST /interrupt): the job
+    ends cancelled, the summary says so, the prompt is not submitted again; exit 1."""
+    import subprocess
+
+    import httpx
+
+    from conjure_actors.sim.comfyui import ComfyTimings
+
+    sim = ComfyUISim(timings=ComfyTimings(scale=5.0))
+    async with trio.open_nursery() as nursery:
+        comfy: ServedComfyUI = await nursery.start(serve_comfyui, sim)
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "conjure_actors", "run", "--json", "--comfyui-url", comfy.url],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        out = b""
+        err = b""
+
+        async def drain_stderr() -> None:
+            nonlocal err
+            assert proc.stderr is not None
+            async for chunk in proc.stderr:
+                err += chunk
+
+        nursery.start_soon(drain_stderr)
+        with trio.fail_after(120):
+            async for chunk in proc.stdout:  # the run says when the prompt runs
+                out += chunk
+                if b'"type":"exec.started"' in out:
+                    break
+            async with httpx.AsyncClient() as web_ui:
+                response = await web_ui.post(comfy.url + "/interrupt", content=b"")
+            assert response.status_code == 200
+            async for chunk in proc.stdout:
+                out += chunk
+            code = await proc.wait()
+        nursery.cancel_scope.cancel()
+    text = err.decode()
+    assert code == 1, text
+    assert "Traceback" not in text
+    assert "jobs: 1 (0 succeeded, 0 failed, 1 cancelled)" in text
+    assert "cancelled: interrupted on the server" in text
+    assert "not by this run" in text
+    assert len(sim.prompts_run) == 1
+    errors = [r for r in map(json.loads, out.decode().splitlines()) if r["type"] == "run.error"]
+    assert [e["status"] for e in errors] == ["cancelled"]
+
+
+async def test_save_image_websocket_images_are_saved(tmp_path: Path) -> None:
+    """A workflow whose output is a SaveImageWebsocket node: its images (binary frames) are
+    saved under OUT/<job>/websocket/ and counted; exit 0."""
+    async with served_comfyui() as comfy:
+        with trio.fail_after(120):
+            proc = await _cli(
+                tmp_path,
+                "run",
+                "--json",
+                "--comfyui-url",
+                comfy.url,
+                "--log",
+                "r.log",
+                str(WORKFLOWS / "ws_preview.json"),
+            )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "outputs: 2 files" in err
+    saved = sorted((tmp_path / "out").glob("job-*/websocket/*.png"))
+    assert [p.name for p in saved] == ["2_00000.png", "2_00001.png"]
+
+
+async def test_outputs_dropped_by_node_errors_fail_the_run(tmp_path: Path) -> None:
+    """ComfyUI answers 200 but lists a node error that drops one of two outputs: the job
+    fails with ComfyUI's reason instead of succeeding with one file; exit 1."""
+    graph = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "heldout_broken.png"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "b"}},
+    }
+    (tmp_path / "two.json").write_text(json.dumps(graph))
+    async with served_comfyui() as comfy:
+        with trio.fail_after(120):
+            proc = await _cli(
+                tmp_path, "run", "--json", "--comfyui-url", comfy.url, "--log", "r.log", "two.json"
+            )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    line = next(x for x in err.splitlines() if " failed: " in x)
+    assert "NodeErrors" in line
+    assert "node 3 (LoadImage)" in line
+    assert "Invalid image file: heldout_broken.png" in line
