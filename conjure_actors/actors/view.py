@@ -445,14 +445,23 @@ def render_view(
     listed = sorted(
         state.machines.values(), key=lambda m: (m.status in st.MACHINE_GONE, m.server_id)
     )
+    # A quarter of the terminal for machines (at least MACHINE_ROWS); the rest counted.
+    machine_rows = max(MACHINE_ROWS, (height or 0) // 4)
+    if len(listed) == machine_rows + 1:
+        machine_rows += 1  # the "... more" row would take the line anyway
+    hidden_machines: dict[str, int] = {}
     for i, m in enumerate(listed):
         cost = live_cost(m, now)
         total_micros += cost
-        if i < MACHINE_ROWS:
-            status = "busy" if m.status == st.M_READY and m.leases else m.status
+        status = "busy" if m.status == st.M_READY and m.leases else m.status
+        if i < machine_rows:
             machines.add_row(m.server_id, status, str(m.jobs_served), format_usd(cost))
-    if len(listed) > MACHINE_ROWS:
-        machines.add_row(f"... {len(listed) - MACHINE_ROWS} more machines", "", "", "")
+        else:
+            hidden_machines[status] = hidden_machines.get(status, 0) + 1
+    if hidden_machines:
+        n = sum(hidden_machines.values())
+        what = ", ".join(f"{count} {status}" for status, count in sorted(hidden_machines.items()))
+        machines.add_row(f"... {n} more machine{'s' if n != 1 else ''} ({what})", "", "", "")
     total = f"{progress} · total cost: {format_usd(total_micros)}"
     if state.budget.limit_micros is not None:
         total += f" of {format_usd(state.budget.limit_micros)} budget"
@@ -462,7 +471,8 @@ def render_view(
     # header, the "... more" row; the jobs get the rest.
     ended = [j for j in all_jobs if j.status in (st.FAILED, st.CANCELLED)]
     last = max(ended, key=lambda j: j.finished_at or j.updated_at) if ended else None
-    fixed = 2 + (1 + min(len(listed), MACHINE_ROWS + 1) if listed else 0) + 2 + (last is not None)
+    shown_machines = min(len(listed), machine_rows) + bool(hidden_machines)
+    fixed = 2 + (1 + shown_machines if listed else 0) + 2 + (last is not None)
     rows = limit if height is None else max(1, min(limit, height - fixed))
     shown = shown_jobs(state, ids, rows)
     narrow = width is not None and width < 100

@@ -206,3 +206,15 @@ def test_a_failed_job_says_why_in_the_view() -> None:
     assert lines[-1].startswith(f"last failed: {ids[8]}: node 16 (LoadImage) image: Invalid")
     row = next(line for line in lines if line.startswith(ids[8]))
     assert "node 16 (LoadImage)" in row
+
+
+def test_machines_that_do_not_fit_are_counted_by_state() -> None:
+    """12 machines on 80x20: five are listed (a quarter of the lines), the others counted by
+    state, and the total cost still shows."""
+    state, ids = _crowd(30, 12)
+    lines = _render(state, ids, 130.0, 80, 20)
+    assert len(lines) <= 20
+    listed = [sid for sid in state.machines if any(line.startswith(sid) for line in lines)]
+    assert len(listed) == 5
+    assert any(line.startswith("... 7 more machines (7 busy)") for line in lines)
+    assert any("total cost: $" in line for line in lines)
