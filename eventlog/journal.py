@@ -68,7 +68,13 @@ from .errors import (
 from .memory import MemoryLog
 from .reader import fold, read
 from .record import Record
-from .snapshot import replay, snapshot_file, snapshots_dir, write_snapshot_payload
+from .snapshot import (
+    prune_snapshots,
+    replay,
+    snapshot_file,
+    snapshots_dir,
+    write_snapshot_payload,
+)
 from .writer import LogWriter, SyncPolicy, event_classes, open_writer
 
 E = TypeVar("E")
@@ -183,6 +189,7 @@ class Journal(Generic[E, S]):
         snapshot_every: int = 0,
         snapshot_dir: str = "",
         state_type: Any = None,
+        keep_snapshots: int = 0,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -214,6 +221,7 @@ class Journal(Generic[E, S]):
         self._snap_every = snapshot_every
         self._snap_dir = snapshot_dir
         self._snap_type = state_type
+        self._snap_keep = keep_snapshots  # 0: keep them all
         self._snap_seq = store.last_seq
         self._snap_pending: deque[tuple[int, float, bytes]] = deque()
         self._snap_wakeup = trio.Event()
@@ -540,6 +548,8 @@ class Journal(Generic[E, S]):
         write_snapshot_payload(
             path, payload, seq, self._snap_type, last_ts=last_ts, validate=not self._snapshots
         )
+        if self._snap_keep:
+            prune_snapshots(self._snap_dir, self._snap_type, self._snap_keep)
 
     def _publish(self, records: list[Record[Any]]) -> None:
         if not self._subscribers:
@@ -603,6 +613,7 @@ async def open_journal(
     snapshot_every: int | None = None,
     snapshot_dir: str | os.PathLike[str] | None = None,
     state_type: Any = None,
+    keep_snapshots: int | None = None,
 ) -> AsyncIterator[Journal[Any, Any]]:
     """Open a journal over a log path (opened and closed here) or an open store.
 
@@ -617,6 +628,8 @@ async def open_journal(
     one that checks out (unless ``initial_seq`` is given). ``state_type`` (default
     ``type(initial)``) is what the snapshots decode as. A snapshot that cannot be written
     is reported in ``statistics().snapshot_error``; the journal goes on.
+    ``keep_snapshots=K`` deletes all but the newest K snapshots after each one written
+    (default: keep them all).
     """
     if snapshot_every is not None and snapshot_every < 1:
         raise ValueError(f"snapshot_every must be at least 1, not {snapshot_every}")
@@ -624,6 +637,8 @@ async def open_journal(
         raise ValueError("snapshot_every needs apply: a snapshot is of journal.state")
     if snapshot_every and not isinstance(path_or_store, str | os.PathLike | LogWriter):
         raise ValueError("snapshot_every needs a log file (a path or a LogWriter)")
+    if keep_snapshots is not None and keep_snapshots < 1:
+        raise ValueError(f"keep_snapshots must be at least 1, not {keep_snapshots}")
     if state_type is None:
         state_type = type(initial)
     owned = isinstance(path_or_store, str | os.PathLike)
@@ -677,6 +692,7 @@ async def open_journal(
             snapshot_every=snapshot_every or 0,
             snapshot_dir=snap_dir,
             state_type=state_type,
+            keep_snapshots=keep_snapshots or 0,
         )
         # The committer is shielded from cancellation from outside: when the scope around
         # the journal is cancelled, the body's shielded clean-up (an actor system logging

@@ -19,13 +19,16 @@ A snapshot directory (``LOG.snapshots/``, written by ``open_journal(snapshot_eve
 holds one snapshot per N events, each named for its seq and for the state type's schema
 (``000000100000.<fingerprint>.snapshot``): once the state type changes (a field added...),
 the old snapshots are simply not seen, and the new code folds from the log.
-``replay(..., snapshot_dir=...)`` starts from the newest one at or before ``stop_seq`` that
-checks out (older ones are tried if it does not), and reads the log from there through the
-seq -> offset index, so its time is that of the records after the snapshot.
+``open_journal(keep_snapshots=K)`` deletes all but the newest K after each one it writes
+(:func:`prune_snapshots`). ``replay(..., snapshot_dir=...)`` starts from the newest one at
+or before ``stop_seq`` that checks out (older ones are tried if it does not), and reads the
+log from there through the seq -> offset index, so its time is that of the records after
+the snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import hashlib
@@ -94,6 +97,19 @@ def list_snapshots(directory: str | os.PathLike[str], state_type: Any) -> list[i
         for name in names
         if (m := _SNAPSHOT_NAME.match(name)) and m.group(2) == mine
     )
+
+
+def prune_snapshots(directory: str | os.PathLike[str], state_type: Any, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` (at least 1) ``state_type`` snapshots in
+    ``directory``; returns the seqs deleted. Snapshots of other state types are left alone
+    (an older version of the program may still want them). A file already gone is fine."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+    old = list_snapshots(directory, state_type)[:-keep]
+    for seq in old:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(snapshot_file(directory, seq, state_type))
+    return old
 
 
 class ReplayResult(msgspec.Struct, frozen=True):

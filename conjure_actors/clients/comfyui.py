@@ -1208,7 +1208,7 @@ class ComfyUIClient:
             problem = signature_problem(output.filename, sink.head, sink.tail, sink.size)
             if problem:
                 raise _RetryDownload(problem)
-            sink.commit()
+            await trio.to_thread.run_sync(sink.commit)  # fsyncs: off the event loop
         finally:
             sink.abort()
         return sink.size, sink.sha256

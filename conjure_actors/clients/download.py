@@ -103,7 +103,8 @@ class FileSink:
             raise self._local(exc) from exc
 
     def commit(self) -> None:
-        """fsync, rename over the final name, fsync the directory."""
+        """fsync, rename over the final name, fsync the directory. Blocking (two fsyncs):
+        async callers run it in a worker thread (``trio.to_thread.run_sync(sink.commit)``)."""
         assert self._fd is not None
         assert self._tmp is not None
         fd, self._fd = self._fd, None

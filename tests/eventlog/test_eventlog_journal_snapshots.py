@@ -12,7 +12,7 @@ import trio
 from eventlog_testtypes import Ev, Progressed, Tally, apply_tally
 
 import eventlog
-from eventlog.snapshot import list_snapshots, snapshot_file, snapshots_dir
+from eventlog.snapshot import list_snapshots, prune_snapshots, snapshot_file, snapshots_dir
 
 
 async def append_in_tens(log: Path, count: int, every: int = 100) -> eventlog.JournalStatistics:
@@ -45,6 +45,32 @@ async def test_journal_writes_a_snapshot_every_n_events(tmp_path: Path) -> None:
             seq,
             fold_to(log, seq),
         )
+
+
+async def test_keep_snapshots_deletes_all_but_the_newest(tmp_path: Path) -> None:
+    """keep_snapshots=2: after 550 events only the snapshots at 400 and 500 remain."""
+    log = tmp_path / "log"
+    with trio.fail_after(30):
+        async with eventlog.open_journal(
+            log, Ev, apply=apply_tally, initial=Tally(), snapshot_every=100, keep_snapshots=2
+        ) as journal:
+            for i in range(0, 550, 10):
+                await journal.append_many([Progressed("a", v) for v in range(i, i + 10)])
+    assert journal.statistics().snapshots == 5
+    assert list_snapshots(snapshots_dir(log), Tally) == [400, 500]
+    assert sorted(os.listdir(snapshots_dir(log))) == [
+        os.path.basename(snapshot_file(snapshots_dir(log), seq, Tally)) for seq in (400, 500)
+    ]
+
+
+def test_prune_snapshots_leaves_other_state_types(tmp_path: Path) -> None:
+    """prune_snapshots deletes only old snapshots of its own state type."""
+    for seq in (1, 2, 3):
+        eventlog.write_snapshot(snapshot_file(tmp_path, seq, Tally), Tally(), seq, Tally)
+    eventlog.write_snapshot(snapshot_file(tmp_path, 1, TallyV2), TallyV2(), 1, TallyV2)
+    assert prune_snapshots(tmp_path, Tally, 1) == [1, 2]
+    assert list_snapshots(tmp_path, Tally) == [3]
+    assert list_snapshots(tmp_path, TallyV2) == [1]
 
 
 @pytest.mark.parametrize("stop", [5, 99, 100, 250, 350, 1000])
@@ -143,6 +169,7 @@ async def test_unencodable_state_stops_snapshots_and_the_journal_goes_on(tmp_pat
     [
         ({"snapshot_every": 0}, "at least 1"),
         ({"snapshot_every": 10, "apply": None}, "needs apply"),
+        ({"snapshot_every": 10, "keep_snapshots": 0}, "keep_snapshots"),
     ],
 )
 async def test_bad_snapshot_settings_are_refused(
