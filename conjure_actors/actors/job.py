@@ -74,12 +74,12 @@ from conjure_actors.actors.messages import (
     ReleaseMachine,
     Reply,
 )
-from conjure_actors.actors.policy import Backoff
 from conjure_actors.clients import errors as cerr
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.decide import AttemptFailure
+from conjure_actors.domain.retry import Backoff
 from conjure_actors.domain.workflow import apply_bindings, conjure_roles
 from conjure_actors.errgroups import describe
 from conjure_actors.errors import ConjureError

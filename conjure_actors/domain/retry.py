@@ -1,4 +1,4 @@
-"""The job's retry schedule, a pure rule the WorkflowActor calls in its decide step.
+"""The job's retry schedule: a pure rule the WorkflowActor calls in its decide step.
 
 The machine pool's and the ledger's policies live in the domain
 (:mod:`conjure_actors.domain.machines_policy`, :mod:`conjure_actors.domain.cost_policy`).

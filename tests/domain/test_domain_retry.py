@@ -1,11 +1,11 @@
-"""The job's retry schedule (``actors/policy``)."""
+"""The job's retry schedule (``domain/retry``)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conjure_actors.actors.policy import Backoff
+from conjure_actors.domain.retry import Backoff
 
 
 @given(st.integers(1, 20))
