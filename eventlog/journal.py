@@ -267,8 +267,12 @@ class Journal(Generic[E, S]):
             self._check_usable()
         if type(event) not in self._class_set and not isinstance(event, self._classes):
             raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
-        # The hot path: join the open batch in place (no per-call lists), park once.
         batches = self._batches
+        if not batches and self._sync == "none" and not self._max_delay:
+            # Nothing queued and nothing to group (no fsync to share, no batching delay):
+            # commit inline instead of a round trip through the committer.
+            return await self._append_inline(event)
+        # The hot path: join the open batch in place (no per-call lists), park once.
         batch = batches[-1] if batches else None
         if batch is None or batch.count >= self._max_batch:
             batch = _Batch(self)
@@ -286,6 +290,18 @@ class Journal(Generic[E, S]):
         # wait_task_rescheduled is the cheapest park in trio and is itself the checkpoint.
         record: Record[E] = await _park(entry.abort)
         return record
+
+    async def _append_inline(self, event: E) -> Record[E]:
+        # A cancel before the commit withdraws the event, as a queued append's would; once
+        # committed the append succeeds (the checkpoint after it cannot raise Cancelled).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        records = self._store.stage_many([event], ts=[self._clock()])
+        self._store.flush()
+        self._complete([], records)
+        if self._failure is not None:
+            raise self._failed_error()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return records[0]
 
     async def append_many(self, events: Iterable[E]) -> list[Record[E]]:
         """Append events as one unit (contiguous seqs, one commit); returns their records."""

@@ -162,7 +162,41 @@ class Conjure:
         name: str | None = None,
         images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
     ) -> str:
-        """Register the workflow (once), log ``JobSubmitted`` and start its WorkflowActor.
+        """Register the workflow (once), log ``JobSubmitted`` and start its WorkflowActor
+        (the options are :meth:`prepare_submission`'s)."""
+        job_id, submitted = await self.prepare_submission(
+            workflow,
+            image=image,
+            prompt=prompt,
+            sets=sets,
+            priority=priority,
+            seed=seed,
+            workflow_version=workflow_version,
+            job_id=job_id,
+            name=name,
+            images=images,
+        )
+        await self.ctx.emit(submitted)
+        await self._start_job(job_id)
+        return job_id
+
+    async def prepare_submission(
+        self,
+        workflow: Workflow | Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        image: bytes | str | os.PathLike[str] | None = None,
+        prompt: str | None = None,
+        sets: Sequence[str] = (),
+        priority: int = 0,
+        seed: int | None = None,
+        workflow_version: str | None = None,
+        job_id: str | None = None,
+        name: str | None = None,
+        images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+    ) -> tuple[str, ev.JobSubmitted]:
+        """A submission decided but not logged: the inputs kept, the workflow registered
+        (once), and the job id with its ``JobSubmitted``. The caller logs it (the job
+        service, with its own facts, in one append) then calls :meth:`start_submitted`.
 
         ``images``: more input files than ``image``, by ``"NODE.INPUT"`` (kept like it, then
         uploaded to the machine before the prompt and bound there)."""
@@ -188,24 +222,27 @@ class Conjure:
             )
         job_id = job_id or f"job-{ctx.ids().hex[:12]}"
         version = workflow_version or self._default_version()
-        await ctx.emit(
-            decide.submit_job(
-                ctx.state,
-                job_id=job_id,
-                workflow_sha256=sha,
-                at=ctx.now(),
-                bindings=bindings,
-                image_path=image_path,
-                image_sha256=image_sha,
-                prompt=prompt,
-                priority=priority,
-                seed=seed,
-                workflow_version=version,
-                extra_inputs=extra_inputs,
-            )
+        submitted = decide.submit_job(
+            ctx.state,
+            job_id=job_id,
+            workflow_sha256=sha,
+            at=ctx.now(),
+            bindings=bindings,
+            image_path=image_path,
+            image_sha256=image_sha,
+            prompt=prompt,
+            priority=priority,
+            seed=seed,
+            workflow_version=version,
+            extra_inputs=extra_inputs,
         )
-        await self._start_job(job_id)
-        return job_id
+        return job_id, submitted
+
+    async def start_submitted(self, job_id: str) -> None:
+        """Start the WorkflowActor of a job whose ``JobSubmitted`` the caller logged (after
+        a shutdown began it stays queued in the log: the next start runs it)."""
+        if not self._shut_down:
+            await self._start_job(job_id)
 
     def _default_version(self) -> str | None:
         if self.ctx.mode == "comfyui":
@@ -288,27 +325,38 @@ class Conjure:
         """Return once every job is terminal (and, if asked, every machine we pay for has
         stopped: idle shutdown or lease end)."""
 
+        # The active jobs are counted once; each job's end then costs O(1) (a set of the
+        # ones still active), so waiting on n jobs is O(n), not a rescan per job end. The
+        # full check runs only once none seems active, and on each timeout.
+        active = set(self.active_jobs())
+
         def idle() -> bool:
-            if self.active_jobs():
+            if active:
+                return False
+            active.update(self.active_jobs())
+            if active:
                 return False
             return not (machines_stopped and self.running_machines())
 
-        # Re-check only on events that can end the wait (a job or a machine reaching its
-        # end), so a long run does not rescan every job on every progress event.
-        enders = (
-            ev.JobSucceeded,
-            ev.JobFailed,
-            ev.JobCancelled,
-            ev.JobInterrupted,
-            ev.MachineStopped,
-            ev.MachineLost,
-            ev.SystemStopped,
-        )
+        job_enders = (ev.JobSucceeded, ev.JobFailed, ev.JobCancelled, ev.JobInterrupted)
+        machine_enders = (ev.MachineStopped, ev.MachineLost, ev.SystemStopped)
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             while not idle():
                 with trio.move_on_after(max(1.0, self.ctx.config.pool.poll_interval)):
-                    while not isinstance((await records.receive()).event, enders):
-                        pass
+                    while True:
+                        event = (await records.receive()).event
+                        if isinstance(event, ev.JobSubmitted):
+                            active.add(event.job_id)
+                        elif isinstance(event, job_enders):
+                            job = self.state.jobs.get(event.job_id)
+                            if job is None or job.status not in st.ACTIVE_STATUSES:
+                                active.discard(event.job_id)
+                                if not active:
+                                    break
+                        elif isinstance(event, machine_enders) and not active:
+                            break
+                    continue
+                active.clear()  # a timeout: the next check is a full one
 
     # ------------------------------------------------------------------ stop
 

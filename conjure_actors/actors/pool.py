@@ -32,9 +32,11 @@ Ready between two polls, is billed from the server's Ready time, as RunComfy bil
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -239,6 +241,78 @@ class _Waiter:
     only_server: str | None = None
 
 
+def _serving_key(w: _Waiter) -> tuple[int, int]:
+    """Serving order (the policy's): higher priority first, then first come first served."""
+    return (-w.priority, w.seq)
+
+
+class _WaitQueue:
+    """The waiting lease requests, so that serving one costs O(log n), not a scan of all.
+
+    Requests any machine may serve sit in a heap in serving order (an entry whose request
+    was removed is dropped when it reaches the top); requests bound to one machine (a
+    recovery) are few and kept apart. Counts by workflow version answer "is there work for
+    this machine?" without a scan.
+    """
+
+    def __init__(self) -> None:
+        self.unbound: dict[int, _Waiter] = {}
+        self.bound: dict[int, _Waiter] = {}
+        self._heap: list[tuple[int, int]] = []
+        self._versions: Counter[str | None] = Counter()
+
+    def __len__(self) -> int:
+        return len(self.unbound) + len(self.bound)
+
+    def __iter__(self) -> Iterator[_Waiter]:
+        """Every request, in arrival order (a copy: the caller may remove as it goes)."""
+        return iter(sorted([*self.unbound.values(), *self.bound.values()], key=lambda w: w.seq))
+
+    def append(self, w: _Waiter) -> None:
+        if w.only_server is None:
+            self.unbound[w.seq] = w
+            heapq.heappush(self._heap, _serving_key(w))
+        else:
+            self.bound[w.seq] = w
+        self._versions[w.workflow_version] += 1
+
+    def remove(self, w: _Waiter) -> None:
+        if (self.unbound if w.only_server is None else self.bound).pop(w.seq, None) is not None:
+            self._versions[w.workflow_version] -= 1
+
+    def clear(self) -> None:
+        self.unbound.clear()
+        self.bound.clear()
+        self._heap.clear()
+        self._versions.clear()
+
+    def wants(self, workflow_version: str | None) -> bool:
+        """True when a request a machine running ``workflow_version`` could serve waits."""
+        versions = self._versions
+        return versions[None] > 0 or versions[workflow_version] > 0
+
+    def peek(self) -> _Waiter | None:
+        """The next unbound request in serving order (left queued)."""
+        heap = self._heap
+        while heap:
+            w = self.unbound.get(heap[0][1])
+            if w is not None:
+                return w
+            heapq.heappop(heap)
+        return None
+
+    def pop(self) -> _Waiter | None:
+        """Take the next unbound request in serving order out of the heap (it stays
+        queued: :meth:`push_back` it, or :meth:`remove` it once served)."""
+        w = self.peek()
+        if w is not None:
+            heapq.heappop(self._heap)
+        return w
+
+    def push_back(self, w: _Waiter) -> None:
+        heapq.heappush(self._heap, _serving_key(w))
+
+
 @attrs.define(eq=False)
 class _Live:
     """Live (not logged) facts about one machine: its client, its lost signal."""
@@ -282,7 +356,7 @@ class MachinePool:
         self.approve_launch = approve_launch  # asks the CostActor (from a child task)
         self.approve_renewal = approve_renewal
         self.make_client = make_client  # (server_id, SecretURL|str) -> ComfyUIClient
-        self.waiting: list[_Waiter] = []
+        self.waiting = _WaitQueue()
         self.seq = itertools.count()
         self.live: dict[str, _Live] = {}
         self.launching_allowed = True
@@ -443,7 +517,7 @@ class MachineActor(Actor):
         await self._assign()
 
     def _cancel_lease(self, job_id: str) -> None:
-        for w in [w for w in self.pool.waiting if w.job_id == job_id]:
+        for w in [w for w in list(self.pool.waiting) if w.job_id == job_id]:
             self.pool.waiting.remove(w)
             w.reply.fail(
                 LeaseFailedError(f"job {job_id} cancelled", retryable=False, reason="cancelled")
@@ -481,29 +555,38 @@ class MachineActor(Actor):
 
     async def _serve_waiters(self) -> None:
         state = self.ctx.state
-        pool = self.pool
-        # Machines with a free slot now; once none is left, only waiters bound to one
-        # machine (recovery) still need a look, so a long queue costs O(free machines).
+        queue = self.pool.waiting
+        # Machines with a free slot now. Unbound requests are taken from the heap in serving
+        # order only while one is left, so serving costs O(served log n), not O(n); the few
+        # requests bound to one machine (recovery) are merged in by the same order.
         views = [
             v
             for v in self._views()
             if v.ready and v.healthy and not v.stopping and v.leases < self._limit(v.server_id)
         ]
-        if not views and not any(w.only_server is not None for w in pool.waiting):
+        if not views and not queue.bound:
             return
-        order = policy.priority_order([(w.priority, w.seq) for w in pool.waiting])
-        served: list[_Waiter] = []
-        for i in order:
-            w = pool.waiting[i]
+        bound = sorted(queue.bound.values(), key=_serving_key)
+        bi = 0
+        skipped: list[_Waiter] = []
+        while True:
+            top = queue.peek() if views else None
+            nb = bound[bi] if bi < len(bound) else None
+            if nb is not None and (top is None or _serving_key(nb) < _serving_key(top)):
+                w, bi = nb, bi + 1
+            elif top is not None:
+                queue.pop()
+                w = top
+            else:
+                break
             if w.reply.done:
-                served.append(w)
-                continue
-            if not views and w.only_server is None:
+                queue.remove(w)
                 continue
             sid = policy.pick_machine(
                 views, w.workflow_version, self.cfg.jobs_per_machine, only_server=w.only_server
             )
             if sid is not None and len(state.machines[sid].leases) < self._limit(sid):
+                queue.remove(w)
                 job = state.jobs.get(w.job_id)
                 if job is None or job.status not in ACTIVE_STATUSES:
                     w.reply.fail(
@@ -511,12 +594,10 @@ class MachineActor(Actor):
                             f"job {w.job_id} is not active", retryable=False, reason="inactive"
                         )
                     )
-                    served.append(w)
                     continue
                 await self.ctx.emit(decide.lease_machine(state, sid, w.job_id, at=self.ctx.now()))
-                live = pool.live.setdefault(sid, _Live())
+                live = self.pool.live.setdefault(sid, _Live())
                 w.reply.set(Lease(sid, live.client, live.lost, live.events))
-                served.append(w)
                 views = [
                     attrs.evolve(v, leases=v.leases + 1) if v.server_id == sid else v for v in views
                 ]
@@ -524,23 +605,24 @@ class MachineActor(Actor):
             elif w.only_server is not None:
                 m = state.machines.get(w.only_server)
                 if m is None or m.status in MACHINE_GONE:
+                    queue.remove(w)
                     w.reply.fail(
                         LeaseFailedError(
                             f"machine {w.only_server} is gone", retryable=True, reason="gone"
                         )
                     )
-                    served.append(w)
-        if served:
-            done = set(map(id, served))
-            pool.waiting = [w for w in pool.waiting if id(w) not in done]
+            else:
+                skipped.append(w)  # no free machine of its version: it keeps its place
+        for w in skipped:
+            queue.push_back(w)
 
     def _demand(self) -> list[_Waiter]:
         """Waiting requests a new machine would serve: any machine, job still active (a job
         cancelled while its request was queued never causes a launch)."""
         jobs = self.ctx.state.jobs
         out = []
-        for w in self.pool.waiting:
-            if w.only_server is not None or w.reply.done:
+        for w in self.pool.waiting.unbound.values():
+            if w.reply.done:
                 continue
             job = jobs.get(w.job_id)
             if job is not None and job.status not in ACTIVE_STATUSES:
@@ -548,7 +630,19 @@ class MachineActor(Actor):
             out.append(w)
         return out
 
-    def _launches_needed(self, demand: list[_Waiter]) -> int:
+    def _launches_for_demand(self) -> tuple[int, list[_Waiter]]:
+        """(launches needed, the demand). The demand is only gathered (a pass over the
+        queue) when launches would be needed even if every unbound request counted: in a
+        pool at ``max_machines``, or with enough machines starting, a lease costs no scan."""
+        if (
+            not self.pool.waiting.unbound
+            or self._launches_needed(len(self.pool.waiting.unbound)) <= 0
+        ):
+            return 0, []
+        demand = self._demand()
+        return (self._launches_needed(len(demand)) if demand else 0), demand
+
+    def _launches_needed(self, waiting: int) -> int:
         alive = [
             m
             for m in self.ctx.state.machines.values()
@@ -568,7 +662,7 @@ class MachineActor(Actor):
             + in_flight
         )
         return policy.launches_needed(
-            waiting=len(demand),
+            waiting=waiting,
             starting=starting,
             alive=len(alive) + in_flight,
             max_machines=self.cfg.max_machines,
@@ -581,10 +675,7 @@ class MachineActor(Actor):
         pool = self.pool
         if self.ctx.runcomfy is None:
             return
-        demand = self._demand()
-        if not demand:
-            return
-        n = self._launches_needed(demand)
+        n, demand = self._launches_for_demand()
         if n <= 0:
             return
         try:
@@ -636,7 +727,7 @@ class MachineActor(Actor):
             self._fail_unservable(pool.refuse_reason or "launching stopped")
             self._check_shutdown()
             return
-        if self._launches_needed(self._demand()) <= 0:
+        if self._launches_for_demand()[0] <= 0:
             return  # served, cancelled or covered by another launch meanwhile
         key = self.ctx.ids().hex
         try:
@@ -1118,9 +1209,7 @@ class MachineActor(Actor):
         for m in list(state.machines.values()):
             if m.kind != "runcomfy" or m.status != M_READY or m.server_id in self._stopping:
                 continue
-            compatible = any(
-                w.workflow_version in (None, m.workflow_version) for w in self.pool.waiting
-            )
+            compatible = self.pool.waiting.wants(m.workflow_version)
             if (
                 policy.should_renew(
                     now=now,

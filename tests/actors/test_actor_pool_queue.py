@@ -1,0 +1,69 @@
+"""The MachineActor's waiting queue: serving order and bookkeeping without scans."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as hst
+
+from conjure_actors.actors.messages import Reply
+from conjure_actors.actors.pool import _Waiter, _WaitQueue
+from conjure_actors.domain import machines_policy as policy
+
+
+def waiter(
+    seq: int, priority: int, version: str | None = "v1", bound: str | None = None
+) -> _Waiter:
+    """A waiting lease request."""
+    return _Waiter(f"job-{seq}", version, priority, seq, Reply(), bound)
+
+
+ops = hst.lists(
+    hst.tuples(hst.sampled_from(["add", "add", "remove", "serve"]), hst.integers(0, 3)),
+    max_size=60,
+)
+
+
+@given(ops)
+def test_queue_serves_in_the_policys_priority_order(steps: list[tuple[str, int]]) -> None:
+    """Whatever was added, removed or popped and pushed back, the queue serves the
+    remaining unbound requests in policy.priority_order, and counts them right."""
+    queue = _WaitQueue()
+    alive: list[_Waiter] = []
+    seq = 0
+    for op, k in steps:
+        if op == "add":
+            w = waiter(seq, k, bound="m1" if k == 3 else None)
+            seq += 1
+            queue.append(w)
+            alive.append(w)
+        elif op == "remove" and alive:
+            w = alive.pop(k % len(alive))
+            queue.remove(w)
+        elif op == "serve":
+            popped = queue.pop()  # looked at, not served: it keeps its place
+            if popped is not None:
+                queue.push_back(popped)
+    unbound = [w for w in alive if w.only_server is None]
+    assert len(queue) == len(alive)
+    assert sorted(queue.bound) == sorted(w.seq for w in alive if w.only_server is not None)
+    expected = [unbound[i] for i in policy.priority_order([(w.priority, w.seq) for w in unbound])]
+    served = []
+    while (w := queue.pop()) is not None:
+        queue.remove(w)
+        served.append(w)
+    assert served == expected
+    assert [w.seq for w in queue] == sorted(w.seq for w in alive if w.only_server is not None)
+
+
+def test_queue_wants_a_machine_only_for_a_compatible_request() -> None:
+    """A machine of version v2 has work only while a v2 or any-version request waits."""
+    queue = _WaitQueue()
+    v1, anyv = waiter(0, 0, "v1"), waiter(1, 0, None)
+    queue.append(v1)
+    assert queue.wants("v1")
+    assert not queue.wants("v2")
+    queue.append(anyv)
+    assert queue.wants("v2")
+    queue.remove(anyv)
+    queue.remove(v1)
+    assert not queue.wants("v1")
