@@ -1,5 +1,13 @@
 """AssetActor: the only writer of the service's events (assets, API jobs, idempotency keys,
-expiry; :mod:`conjure_actors.domain.service_events`).
+expiry; :mod:`conjure_actors.domain.service_events`), and of the ``JobSubmitted`` of every
+job submitted through the API.
+
+It owns an API submission whole: whether the job may exist hangs on its idempotency key,
+whose check and claim must be serialised in one mailbox, so the claim, the job's API facts
+and its ``JobSubmitted`` (decided by the runtime's rule, ``Conjure.prepare_submission``)
+are logged in ONE append: a submission is one durable write, and a crash can never leave a
+key claimed by a job that does not exist (nor a job without its API facts). The runtime then
+only starts the job's actor (``Conjure.start_submitted``). Jobs of ``run`` are the runtime's.
 
 HTTP handlers (``conjure_actors.service``) ask it; it decides from the state, emits, and
 answers. Work that waits runs in child tasks that report back by message: a timer asks for
@@ -58,12 +66,14 @@ class Retention:
 
 @attrs.frozen
 class AcceptJob:
-    """Claim ``key`` (if any) and log the API facts of ``job_id`` before its submission;
-    ``reply`` gets :class:`Claimed` once they are durable, or :class:`KeyReused`."""
+    """Claim ``key`` (if any) and log the API facts of ``job_id`` with its ``submitted``
+    (its ``JobSubmitted``), in one append; ``reply`` gets :class:`Claimed` once they are
+    durable, or :class:`KeyReused` (then nothing was logged)."""
 
     job_id: str
     labels: Mapping[str, str]
     input_assets: Mapping[str, str]
+    submitted: ev.JobSubmitted
     key: str | None = None
     reply: Reply[Any] = attrs.field(factory=Reply, eq=False)
 
@@ -71,15 +81,6 @@ class AcceptJob:
 @attrs.frozen
 class _Flush:
     """Internal: journal the acceptances decided since the last flush, in one append."""
-
-
-@attrs.frozen
-class ReleaseKey:
-    """The submission that claimed ``key`` created nothing: free the key."""
-
-    key: str
-    scope: str
-    reason: str
 
 
 @attrs.frozen
@@ -179,14 +180,6 @@ class AssetActor(Actor):
             case _Flush():
                 await self._flush()
                 return None
-            case ReleaseKey():
-                if se.claim_key(msg.scope, msg.key) in self.ctx.state.service.idempotency:
-                    await self.ctx.emit(
-                        se.IdempotencyKeyReleased(
-                            key=msg.key, scope=msg.scope, reason=msg.reason, at=self.ctx.now()
-                        )
-                    )
-                return None
             case RecordAsset():
                 return await self._record(msg)
             case DeleteAsset():
@@ -252,6 +245,7 @@ class AssetActor(Actor):
                 at=now,
             )
         )
+        self._staged.append(msg.submitted)
         self._waiting.append(msg.reply)
         if len(self._waiting) == 1:
             try:

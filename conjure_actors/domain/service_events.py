@@ -102,8 +102,9 @@ class IdempotencyKeyReleased(
 
 
 class ApiJobAccepted(msgspec.Struct, frozen=True, kw_only=True, tag="service.job_accepted"):
-    """Emitted by the AssetActor for ``POST /api/v2/jobs`` BEFORE the job's ``JobSubmitted``
-    (an intent: without its ``JobSubmitted`` the job does not exist). ``labels`` are the
+    """Emitted by the AssetActor for ``POST /api/v2/jobs`` in the same append as the job's
+    ``JobSubmitted``, just before it (an old log may hold one without its ``JobSubmitted``:
+    that job does not exist). ``labels`` are the
     request's ``metadata``; ``input_assets`` maps ``NODE.INPUT`` to the asset bound there."""
 
     job_id: str

@@ -29,17 +29,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from conjure_actors.actors.assets import (
-    AcceptJob,
-    AssetActor,
-    Claimed,
-    ReleaseKey,
-    Retention,
-)
+from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, Retention
 from conjure_actors.domain import state as st
-from conjure_actors.domain.errors import WorkflowError
 from conjure_actors.domain.workflow import Catalog, Workflow
-from conjure_actors.errors import UsageError
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
 
@@ -138,11 +130,11 @@ class Service:
     ) -> str:
         """Record and queue a job; returns its id once ``JobSubmitted`` is durable.
 
-        Order: the key claim and the job's API facts (one append), then the runtime's
-        ``JobSubmitted``. A submission the runtime refuses (bad bindings, shutting down)
-        created no job: the key is released and the error raised. Any other failure keeps
-        the key claimed (the job may exist). Raises :class:`KeyReusedError`, ``ApiError``
-        (queue full, shutting down) and ``UsageError``/``WorkflowError`` (refused)."""
+        The key claim, the job's API facts and its ``JobSubmitted`` are ONE append (by the
+        AssetActor): concurrent submissions share its fsync, and a key is claimed exactly
+        when its job exists. A submission the runtime refuses (bad bindings, shutting down)
+        logs nothing. Raises :class:`KeyReusedError`, ``ApiError`` (queue full, shutting
+        down) and ``UsageError``/``WorkflowError`` (refused)."""
         if not self.accepting:
             raise ApiError(
                 503, "unavailable", "the job service is shutting down", headers=self._retry()
@@ -181,11 +173,23 @@ class Service:
         input_assets: Mapping[str, str] | None,
         idempotency_key: str | None,
     ) -> str:
-        job_id = str(uuid.uuid4())
+        # The runtime decides the submission (inputs kept, bindings checked: a refusal
+        # raises here, before anything is logged); the AssetActor logs it with the key claim
+        # and the API facts in one append (see actors/assets.py), then the job starts.
+        job_id: str
+        job_id, submitted = await self.conjure.prepare_submission(
+            workflow,
+            image=image,
+            images=dict(images or {}),
+            prompt=prompt,
+            sets=sets,
+            job_id=str(uuid.uuid4()),
+        )
         accept = AcceptJob(
             job_id=job_id,
             labels=dict(labels or {}),
             input_assets=dict(input_assets or {}),
+            submitted=submitted,
             key=idempotency_key,
         )
         with trio.fail_after(60):
@@ -193,21 +197,7 @@ class Service:
             answer = await accept.reply.wait()
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key)
-        try:
-            await self.conjure.submit(
-                workflow,
-                image=image,
-                images=dict(images or {}),
-                prompt=prompt,
-                sets=sets,
-                job_id=job_id,
-            )
-        except (UsageError, WorkflowError) as exc:
-            if idempotency_key is not None and job_id not in self.state.jobs:
-                await self.assets.ask(
-                    ReleaseKey(idempotency_key, "jobs", type(exc).__name__), timeout=60
-                )
-            raise
+        await self.conjure.start_submitted(job_id)
         return job_id
 
     def _retry(self) -> dict[str, str]:
