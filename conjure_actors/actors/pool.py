@@ -260,6 +260,7 @@ class _WaitQueue:
         self.bound: dict[int, _Waiter] = {}
         self._heap: list[tuple[int, int]] = []
         self._versions: Counter[str | None] = Counter()
+        self._by_job: dict[str, list[_Waiter]] = {}
 
     def __len__(self) -> int:
         return len(self.unbound) + len(self.bound)
@@ -275,16 +276,26 @@ class _WaitQueue:
         else:
             self.bound[w.seq] = w
         self._versions[w.workflow_version] += 1
+        self._by_job.setdefault(w.job_id, []).append(w)
 
     def remove(self, w: _Waiter) -> None:
         if (self.unbound if w.only_server is None else self.bound).pop(w.seq, None) is not None:
             self._versions[w.workflow_version] -= 1
+            same_job = self._by_job[w.job_id]
+            same_job.remove(w)
+            if not same_job:
+                del self._by_job[w.job_id]
+
+    def of_job(self, job_id: str) -> list[_Waiter]:
+        """The requests of one job (a copy)."""
+        return list(self._by_job.get(job_id, ()))
 
     def clear(self) -> None:
         self.unbound.clear()
         self.bound.clear()
         self._heap.clear()
         self._versions.clear()
+        self._by_job.clear()
 
     def wants(self, workflow_version: str | None) -> bool:
         """True when a request a machine running ``workflow_version`` could serve waits."""
@@ -517,7 +528,7 @@ class MachineActor(Actor):
         await self._assign()
 
     def _cancel_lease(self, job_id: str) -> None:
-        for w in [w for w in list(self.pool.waiting) if w.job_id == job_id]:
+        for w in self.pool.waiting.of_job(job_id):
             self.pool.waiting.remove(w)
             w.reply.fail(
                 LeaseFailedError(f"job {job_id} cancelled", retryable=False, reason="cancelled")

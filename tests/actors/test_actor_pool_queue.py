@@ -45,6 +45,8 @@ def test_queue_serves_in_the_policys_priority_order(steps: list[tuple[str, int]]
                 queue.push_back(popped)
     unbound = [w for w in alive if w.only_server is None]
     assert len(queue) == len(alive)
+    for w in alive:
+        assert w in queue.of_job(w.job_id)
     assert sorted(queue.bound) == sorted(w.seq for w in alive if w.only_server is not None)
     expected = [unbound[i] for i in policy.priority_order([(w.priority, w.seq) for w in unbound])]
     served = []
