@@ -1280,14 +1280,29 @@ class ComfyUIClient:
                     if status == "done":
                         entry = await self.history(prompt_id)
                 if entry is not None:
-                    # Frames that arrived before the outcome was read (SaveImageWebsocket
-                    # images among them) are not lost: they go out first.
+                    # Frames sent before the outcome (SaveImageWebsocket images among them)
+                    # go out first: the buffered ones, and, on a live socket that has not
+                    # said the prompt ended, those still on their way (history_grace at most).
+                    wait = events is not None and events.connected and done_hint_at is None
+                    until = trio.current_time() + history_grace
                     while sub is not None:
+                        pending: _Routed = None
                         try:
                             pending = sub.receive.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
+                        except trio.EndOfChannel:
                             break
-                        for update, _ in self._translate(prompt_id, pending) if pending else ():
+                        except trio.WouldBlock:
+                            if not wait:
+                                break
+                            with trio.move_on_at(until) as waited:
+                                try:
+                                    pending = await sub.receive.receive()
+                                except trio.EndOfChannel:
+                                    wait = False
+                            if waited.cancelled_caught:
+                                break
+                        for update, hint in self._translate(prompt_id, pending) if pending else ():
+                            wait = wait and not hint
                             if isinstance(update, PromptStarted):
                                 seen_start = True
                             elif isinstance(update, NodesCached):
