@@ -20,6 +20,8 @@ from service_helpers import serving, wait_terminal, workflow
 
 import eventlog
 from conjure_actors.actors.example import example_sketch_png
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import billed_seconds, cost_micros
 from conjure_actors.domain.state import apply, initial_state
@@ -242,3 +244,32 @@ async def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert f"127.0.0.1:{port}" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+async def test_a_submission_is_one_append(sim_config: Any, tmp_path: Path) -> None:
+    """Each of 10 concurrent submissions logs its key claim, API record and JobSubmitted in
+    one append (consecutive seqs, nothing of another submission between them)."""
+    body = {"workflow": workflow("invert_save.json")}
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+
+        async def submit(i: int) -> None:
+            headers = {"Idempotency-Key": f"key-{i}"}
+            answer = await http.post(f"{served.url}/api/v2/jobs", json=body, headers=headers)
+            assert answer.status_code == 201, answer.text
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(10):
+                    nursery.start_soon(submit, i)
+    wanted = (se.IdempotencyKeyClaimed, se.ApiJobAccepted, ev.JobSubmitted)
+    records = [
+        r for r in eventlog.read(tmp_path / "serve.log", Event) if isinstance(r.event, wanted)
+    ]
+    assert len(records) == 30
+    for claim, accepted, submitted in zip(records[::3], records[1::3], records[2::3], strict=True):
+        assert isinstance(claim.event, se.IdempotencyKeyClaimed)
+        assert isinstance(accepted.event, se.ApiJobAccepted)
+        assert isinstance(submitted.event, ev.JobSubmitted)
+        assert accepted.event.job_id == submitted.event.job_id
+        assert accepted.event.idempotency_key == claim.event.key
+        assert (claim.seq + 1, claim.seq + 2) == (accepted.seq, submitted.seq)
