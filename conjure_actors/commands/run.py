@@ -5,10 +5,12 @@ cost), RunComfy when ``RUNCOMFY_USER_ID`` and ``RUNCOMFY_API_TOKEN`` are set (or
 config file; ``RUNCOMFY_API_BASE_URL`` aims it elsewhere, e.g. at ``python -m conjure_actors
 sim``), else the embedded simulated cloud, in-process. The first line says which.
 
-Output: on a terminal a live view; otherwise (or with ``--json``) one JSON line per event on
-stdout, the human lines (banner, summary) on stderr and as ``run.banner``/``run.summary``
-JSON lines. The log goes to ``./runs/`` (mode 0600) unless ``--log``; outputs to
-``OUT/<job_id>/``.
+Output: on a terminal a live view (fit to the terminal: machines and total cost always
+shown); otherwise (or with ``--json``) one JSON line per meaningful event on stdout (node
+progress at most twice a second per job), a ``run.error`` record per failed or cancelled
+job and a final ``run.summary`` object (docs/run-json.md); the human lines (banner, summary,
+why each job failed) go to stderr. The log goes to ``./runs/`` (mode 0600) unless
+``--log``; outputs to ``OUT/<job_id>/``.
 
 Ctrl-C, SIGTERM, SIGHUP (the terminal closed): stop launching, leave every unfinished job
 ``interrupted`` (``run --resume LOG`` runs it to the end; a job the user cancelled stays
