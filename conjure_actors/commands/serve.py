@@ -6,8 +6,9 @@ chooses it (the embedded simulated cloud without credentials, ``--comfyui-url``,
 RunComfy), through the same config layers. The log (``--log``, default
 ``runs/serve.log``) holds every job, asset record and claimed key: started again on the same
 log, ``serve`` replays it and carries on (running jobs reconciled as ``run --resume`` does,
-queued ones run, finished ones readable). Asset bytes live beside the log
-(``<log>.blobs/``).
+queued ones run, finished ones readable), from the newest snapshot of its state
+(``<log>.snapshots/``, the last two kept) plus the records after it. Asset bytes live beside
+the log (``<log>.blobs/``).
 
 SIGTERM/SIGINT: stop accepting (new connections, new jobs), let running jobs finish for
 ``--drain-timeout`` seconds, then interrupt the rest, stop every machine and exit 0.
@@ -36,6 +37,12 @@ from conjure_actors.errors import UsageError
 HELP = "serve the Comfy API v2 job service over HTTP (default http://127.0.0.1:8189)"
 
 DEFAULT_LOG = Path("runs") / "serve.log"
+
+SNAPSHOT_EVERY = 20_000
+"""The journal writes the state to ``<log>.snapshots/`` every this many events: a restart
+reads the newest snapshot and folds at most this many records after it, not the whole log."""
+KEEP_SNAPSHOTS = 2
+"""Snapshots kept (the newest; older ones are deleted as each new one is written)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,11 +220,14 @@ async def open_serve(
     port: int = 0,
     app_factory: Callable[[Any], Any] | None = None,
     wall: Any = None,
+    cloud: Callable[[Any], Any] | None = None,
 ) -> AsyncIterator[Served]:
     """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
     journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
     the HTTP server and shuts the runtime down in order (jobs interrupted, machines
-    stopped). ``wall``: the runtime's wall clock (tests move it to pass a retention)."""
+    stopped). ``wall``: the runtime's wall clock (tests move it to pass a retention).
+    ``cloud``: ``config -> async context of (config, mode, http, ws_connect, banner)``, the
+    cloud to run on (default: as ``run`` chooses it; tests pass a faster simulated one)."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.run import _cloud, _dev_machine
@@ -226,7 +236,7 @@ async def open_serve(
     from conjure_actors.service.app import create_app, open_service, serve_app
 
     wall = wall or SystemWallClock()
-    async with _cloud(config) as (config, mode, http, ws_connect, banner):
+    async with (cloud or _cloud)(config) as (config, mode, http, ws_connect, banner):
         attach: dict[str, str] = {}
         catalog = None
         if mode == "runcomfy":
@@ -236,7 +246,13 @@ async def open_serve(
             catalog = await trio.to_thread.run_sync(_runcomfy_catalog, config)
         async with (
             eventlog.open_journal(
-                log_path, Event, apply=apply, initial=initial_state(), clock=wall.now
+                log_path,
+                Event,
+                apply=apply,
+                initial=initial_state(),
+                clock=wall.now,
+                snapshot_every=SNAPSHOT_EVERY,
+                keep_snapshots=KEEP_SNAPSHOTS,
             ) as journal,
             open_service(
                 config,

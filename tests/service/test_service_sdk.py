@@ -267,7 +267,7 @@ async def test_events_progress_is_throttled_to_about_two_per_second(
 
     from comfy_sdk.events import Progress
 
-    async with serving(sim_config, tmp_path) as served:
+    async with serving(sim_config, tmp_path, fast=False) as served:
 
         def use() -> list[tuple[float, Any]]:
             with sdk(served.url) as client:
