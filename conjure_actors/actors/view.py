@@ -220,17 +220,27 @@ def short_reason(job: st.Job) -> str | None:
     return message
 
 
+_FIRST_NODE: Final = re.compile(r"\bnode (\S+) \(([^()]+)\)")
+
+
 def error_record(job: st.Job) -> dict[str, Any]:
-    """The ``run.error`` JSON record of a failed or cancelled job (see docs/run-json.md)."""
+    """The ``run.error`` JSON record of a failed or cancelled job (see docs/run-json.md).
+    A rejection names its nodes only in its message: the first one is the record's node."""
     error = job.error if job.status == st.FAILED else None
+    node_id = error.node_id if error is not None else None
+    node_type = error.node_type if error is not None else None
+    if error is not None and node_id is None:
+        found = _FIRST_NODE.search(error.message)
+        if found is not None:
+            node_id, node_type = found.group(1), found.group(2)
     return {
         "type": "run.error",
         "job_id": job.job_id,
         "status": job.status,
         "error_type": error.error_type if error is not None else "Cancelled",
         "message": short_reason(job) or "",
-        "node_id": error.node_id if error is not None else None,
-        "node_type": error.node_type if error is not None else None,
+        "node_id": node_id,
+        "node_type": node_type,
         "retryable": error.retryable if error is not None else False,
         "attempt": job.attempt,
     }

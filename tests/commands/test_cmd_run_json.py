@@ -118,6 +118,7 @@ def test_a_rejected_job_says_why_in_json_and_in_the_summary(tmp_path: Path) -> N
     errors = [r for r in records if r["type"] == "run.error"]
     assert len(errors) == 1
     assert errors[0]["error_type"] == "PromptRejected"
+    assert (errors[0]["node_id"], errors[0]["node_type"]) == ("1", "LoadImage")
     assert "node 1 (LoadImage)" in errors[0]["message"]
     assert "Invalid image file: heldout_broken.png" in errors[0]["message"]
     summary = records[-1]
