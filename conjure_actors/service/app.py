@@ -34,6 +34,7 @@ from conjure_actors.domain import state as st
 from conjure_actors.domain.workflow import Catalog, Workflow
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
+from conjure_actors.service.jobindex import JobIndex, follow_jobs
 
 __all__ = ["Service", "Settings", "create_app", "open_service", "serve_app"]
 
@@ -87,8 +88,8 @@ class Service:
         # Submissions between the queue check and their JobSubmitted: counted so that
         # concurrent requests cannot overshoot max_queue (flow control, not state).
         self._submitting = 0
-        # (state version, job id -> queue position): see v2_jobs._queue_position.
-        self.queue_cache: tuple[int, dict[str, int]] | None = None
+        # Active and waiting jobs, followed event by event (open_service runs the task).
+        self.index = JobIndex()
 
     @property
     def state(self) -> st.State:
@@ -114,7 +115,8 @@ class Service:
         return found
 
     def active_jobs(self) -> int:
-        return sum(1 for j in self.state.jobs.values() if j.status not in st.TERMINAL_STATUSES)
+        """Jobs queued or running (O(1): see :class:`JobIndex`)."""
+        return len(self.index.active)
 
     async def submit_job(
         self,
@@ -197,6 +199,9 @@ class Service:
             answer = await accept.reply.wait()
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key)
+        # Counted at once (the index task sees the JobSubmitted a moment later), so that
+        # max_queue holds between the two.
+        self.index.update(self.state.jobs[job_id])
         await self.conjure.start_submitted(job_id)
         return job_id
 
@@ -284,11 +289,14 @@ async def open_service(
         )
         catalog = catalog or await _node_catalog(conjure, config)
         service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
-        try:
-            yield service
-        finally:
-            service.accepting = False
-            service.stopping.set()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(follow_jobs, journal, service.index)
+            try:
+                yield service
+            finally:
+                service.accepting = False
+                service.stopping.set()
+                nursery.cancel_scope.cancel()
 
 
 def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:

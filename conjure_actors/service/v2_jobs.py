@@ -89,20 +89,8 @@ def api_status(
 
 
 def _queue_position(service: Service, job: st.Job) -> int:
-    """How many waiting jobs go before ``job`` (priority first, then submission order).
-
-    The ranking is computed once per state version (``events_applied``) and shared by
-    every view of that version (a list page asks for many)."""
-    state = service.state
-    cached = service.queue_cache
-    if cached is None or cached[0] != state.events_applied:
-        waiting = sorted(
-            (j for j in state.jobs.values() if j.status in (st.PENDING, st.QUEUED)),
-            key=lambda j: (-j.priority, j.submitted_at),
-        )
-        cached = (state.events_applied, {j.job_id: i for i, j in enumerate(waiting)})
-        service.queue_cache = cached
-    return cached[1].get(job.job_id, 0)
+    """How many waiting jobs go before ``job`` (priority first, then submission order)."""
+    return service.index.position(job)
 
 
 def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
@@ -310,10 +298,7 @@ def resolve_assets(
     LoadImage ``image`` input by the asset's file name; returns the graph and
     ``{"NODE.INPUT": asset_id}``. Unknown or malformed -> 422 ``missing_asset``."""
     assets = service.state.service.assets
-    by_path: dict[str, str] = {}
-    for record in assets.values():
-        if record.file_path is not None:
-            by_path[record.file_path] = record.asset_id  # the latest wins
+    by_path: dict[str, str] | None = None  # built on the first plain filename only
     resolved: dict[str, str] = {}
     out: dict[str, Any] = {}
     for nid, node in graph.items():
@@ -336,6 +321,12 @@ def resolve_assets(
                     )
                 asset_id = ref
             elif loader and name == "image" and isinstance(value, str):
+                if by_path is None:
+                    by_path = {
+                        record.file_path: record.asset_id  # the latest wins
+                        for record in assets.values()
+                        if record.file_path is not None
+                    }
                 found = by_path.get(value)
                 if found is None:
                     raise ApiError(

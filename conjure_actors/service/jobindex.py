@@ -1,0 +1,86 @@
+"""The jobs a request asks about by status, kept up to date event by event.
+
+``max_queue`` needs how many jobs are queued or running, and every queued job's view its
+queue position; scanning (and sorting) every job of the state for each request made a
+submission O(jobs). :class:`JobIndex` keeps the active job ids and the waiting jobs in
+serving order (priority first, then submission time), updated from each job event: a change
+costs O(log n) to find (plus a C-level list shift), a position is one binary search.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from conjure_actors.domain import state as st
+
+__all__ = ["JobIndex", "follow_jobs"]
+
+WAITING: frozenset[str] = frozenset({st.PENDING, st.QUEUED})
+
+_Key = tuple[int, float, str]
+
+
+def _key(job: st.Job) -> _Key:
+    return (-job.priority, job.submitted_at, job.job_id)
+
+
+class JobIndex:
+    """Active job ids and waiting jobs in serving order (see the module docstring)."""
+
+    def __init__(self, jobs: Iterable[st.Job] = ()) -> None:
+        self.active: set[str] = set()
+        self._waiting: list[_Key] = []  # sorted
+        self._keys: dict[str, _Key] = {}
+        for job in jobs:
+            self.update(job)
+
+    def update(self, job: st.Job) -> None:
+        """Take ``job``'s current status into account (idempotent)."""
+        job_id = job.job_id
+        if job.status in st.TERMINAL_STATUSES:
+            self.active.discard(job_id)
+        else:
+            self.active.add(job_id)
+        old = self._keys.get(job_id)
+        if job.status in WAITING:
+            key = _key(job)
+            if key == old:
+                return
+            if old is not None:
+                self._remove(old)
+            bisect.insort(self._waiting, key)
+            self._keys[job_id] = key
+        elif old is not None:
+            self._remove(old)
+            del self._keys[job_id]
+
+    def _remove(self, key: _Key) -> None:
+        at = bisect.bisect_left(self._waiting, key)
+        if at < len(self._waiting) and self._waiting[at] == key:
+            del self._waiting[at]
+
+    def position(self, job: st.Job) -> int:
+        """How many waiting jobs go before ``job``."""
+        return bisect.bisect_left(self._waiting, _key(job))
+
+    def waiting(self) -> list[str]:
+        """The waiting job ids in serving order."""
+        return [key[2] for key in self._waiting]
+
+
+async def follow_jobs(journal: Any, index: JobIndex, *, task_status: Any) -> None:
+    """Keep ``index`` up to date with ``journal.state`` (a trio task; ``nursery.start`` it:
+    it subscribes, then indexes every job already there, then follows each job event)."""
+    async with journal.subscribe(max_buffer=math.inf) as records:
+        for job in journal.state.jobs.values():
+            index.update(job)
+        task_status.started()
+        async for record in records:
+            job_id = getattr(record.event, "job_id", None)
+            if job_id is not None:
+                job = journal.state.jobs.get(job_id)
+                if job is not None:
+                    index.update(job)
