@@ -117,6 +117,11 @@ class PoolConfig:
     # Renew when less than this remains on the lease.
     renew_margin: float = attrs.field(default=180.0, validator=_non_negative)
     idle_timeout: float = attrs.field(default=120.0, validator=_non_negative)
+    # Idle machines kept past idle_timeout (ready for the next job at once, billed meanwhile).
+    warm_pool: int = attrs.field(default=0, validator=_non_negative)
+    # Machines launched per machine a waiting job needs: the first Ready takes the job, the
+    # others are stopped while Starting (not billed), so a slow start-up rarely delays it.
+    launch_hedge: int = attrs.field(default=1, validator=_positive)
     ready_timeout: float = attrs.field(default=600.0, validator=_positive)
     poll_interval: float = attrs.field(default=5.0, validator=_positive)
     # How long start-up and recovery wait out a rate-limited or unreachable RunComfy (they

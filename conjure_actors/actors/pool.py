@@ -563,6 +563,29 @@ class MachineActor(Actor):
         """Serve waiting requests from Ready machines; launch for the unmet demand."""
         await self._serve_waiters()
         self._launch_for_demand()
+        await self._stop_surplus()
+
+    async def _stop_surplus(self) -> None:
+        """Hedged launches: stop the machines still Starting beyond what the waiting jobs
+        need (not billed before Ready), the most recently launched first."""
+        hedge = self.cfg.launch_hedge
+        if hedge <= 1 or self.ctx.runcomfy is None:
+            return
+        starting = [
+            m.server_id
+            for m in self.ctx.state.machines.values()
+            if m.kind == "runcomfy" and m.status == M_STARTING and m.server_id not in self._stopping
+        ]
+        if not starting:
+            return
+        n = policy.surplus_starting(
+            waiting=len(self.pool.waiting.unbound),
+            starting=len(starting) + len(self._launching) + self._approving,
+            jobs_per_machine=self.cfg.jobs_per_machine,
+            hedge=hedge,
+        )
+        for sid in starting[::-1][:n]:
+            await self._stop(sid, "surplus")
 
     async def _serve_waiters(self) -> None:
         state = self.ctx.state
@@ -678,6 +701,7 @@ class MachineActor(Actor):
             alive=len(alive) + in_flight,
             max_machines=self.cfg.max_machines,
             jobs_per_machine=self.cfg.jobs_per_machine,
+            hedge=self.cfg.launch_hedge,
         )
 
     def _launch_for_demand(self) -> None:
@@ -1217,10 +1241,28 @@ class MachineActor(Actor):
 
     async def _renew_and_reap(self, now: float) -> None:
         state = self.ctx.state
-        for m in list(state.machines.values()):
-            if m.kind != "runcomfy" or m.status != M_READY or m.server_id in self._stopping:
-                continue
-            compatible = self.pool.waiting.wants(m.workflow_version)
+        ready = [
+            m
+            for m in state.machines.values()
+            if m.kind == "runcomfy" and m.status == M_READY and m.server_id not in self._stopping
+        ]
+        # Idle (no lease, no compatible request waiting): stopped once idle_timeout has
+        # passed, except for the warm pool, which is kept (and renewed) for the next job.
+        idle = [
+            (m.server_id, m.idle_since)
+            for m in ready
+            if not m.leases
+            and m.idle_since is not None
+            and not self.pool.waiting.wants(m.workflow_version)
+        ]
+        to_stop = set(
+            policy.idle_to_stop(
+                idle, now=now, idle_timeout=self.cfg.idle_timeout, warm_pool=self.cfg.warm_pool
+            )
+        )
+        warm = {sid for sid, _ in idle} - to_stop if self.cfg.warm_pool else set()
+        for m in ready:
+            compatible = self.pool.waiting.wants(m.workflow_version) or m.server_id in warm
             if (
                 policy.should_renew(
                     now=now,
@@ -1245,13 +1287,7 @@ class MachineActor(Actor):
                     m.service_ready_at + seconds,
                     name="machine-renew",
                 )
-            if (
-                not m.leases
-                and not compatible
-                and policy.idle_expired(
-                    now=now, idle_since=m.idle_since, idle_timeout=self.cfg.idle_timeout
-                )
-            ):
+            if m.server_id in to_stop:
                 await self._stop(m.server_id, "idle")
 
     async def _renew_child(self, server_id: str, seconds: int, fallback_until: float) -> None:

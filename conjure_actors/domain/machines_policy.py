@@ -11,7 +11,11 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 - *short leases* (:func:`should_renew`, :func:`renewed_duration`): renew only while work
   remains and less than ``renew_margin`` is left, so a crashed runtime overspends by at
   most one lease;
-- *idle shutdown* (:func:`idle_expired`);
+- *idle shutdown* (:func:`idle_expired`), keeping a warm pool (:func:`idle_to_stop`);
+- *hedged launches* (``hedge`` in :func:`launches_needed`, :func:`surplus_starting`): a
+  job that needs a machine launches ``hedge`` of them and takes the first Ready; the others
+  are stopped while still Starting, which RunComfy does not bill (billing starts at Ready),
+  so a slow start-up rarely delays a job;
 - *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
 - *give up on launches that never become Ready* (:func:`launches_exhausted`);
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
@@ -49,6 +53,7 @@ __all__ = [
     "bill_after_delete",
     "gone_at",
     "idle_expired",
+    "idle_to_stop",
     "launches_exhausted",
     "launches_needed",
     "machine_stopped",
@@ -58,6 +63,7 @@ __all__ = [
     "priority_order",
     "renewed_duration",
     "should_renew",
+    "surplus_starting",
 ]
 
 GONE_STATUSES = frozenset({"Deleting", "Stopping"})
@@ -111,17 +117,27 @@ def launches_needed(
     alive: int,
     max_machines: int,
     jobs_per_machine: int,
+    hedge: int = 1,
 ) -> int:
     """How many machines to launch now for ``waiting`` jobs that no Ready machine can take.
 
     ``starting`` machines will each offer ``jobs_per_machine`` slots; ``alive`` counts every
-    machine not stopped (starting, ready, stopping), against ``max_machines``.
+    machine not stopped (starting, ready, stopping), against ``max_machines``. With
+    ``hedge`` > 1, each machine needed is launched ``hedge`` times (the first Ready wins).
     """
-    unmet = waiting - starting * jobs_per_machine
-    if unmet <= 0:
+    wanted = -(-waiting // jobs_per_machine) * hedge - starting  # ceil
+    if wanted <= 0:
         return 0
-    wanted = -(-unmet // jobs_per_machine)  # ceil
     return max(0, min(wanted, max_machines - alive))
+
+
+def surplus_starting(*, waiting: int, starting: int, jobs_per_machine: int, hedge: int) -> int:
+    """How many machines still Starting to stop: those beyond ``hedge`` per machine the
+    ``waiting`` jobs need. Only hedged launches leave a surplus to stop (``hedge`` 1: none;
+    a machine launched for a job that was then cancelled is left to the idle timeout)."""
+    if hedge <= 1:
+        return 0
+    return max(0, starting - -(-waiting // jobs_per_machine) * hedge)
 
 
 def launches_exhausted(*, failed_in_a_row: int, max_launch_attempts: int) -> bool:
@@ -148,6 +164,22 @@ def renewed_duration(*, now: float, service_ready_at: float, lease_seconds: floa
 def idle_expired(*, now: float, idle_since: float | None, idle_timeout: float) -> bool:
     """True when a machine has had no lease for ``idle_timeout`` seconds."""
     return idle_since is not None and now - idle_since >= idle_timeout
+
+
+def idle_to_stop(
+    idle: Sequence[tuple[str, float]], *, now: float, idle_timeout: float, warm_pool: int
+) -> list[str]:
+    """Which idle machines (``(server_id, idle_since)``, Ready and without work) to stop:
+    those idle for ``idle_timeout``, except that ``warm_pool`` idle machines stay (the most
+    recently idle, whose lease has longest to run); the longest idle go first."""
+    ordered = sorted(idle, key=lambda m: (m[1], m[0]))
+    expired = [
+        sid
+        for sid, since in ordered
+        if idle_expired(now=now, idle_since=since, idle_timeout=idle_timeout)
+    ]
+    keep = max(0, warm_pool - (len(ordered) - len(expired)))
+    return expired[: max(0, len(expired) - keep)]
 
 
 def paid_machines(state: State) -> list[Machine]:

@@ -889,3 +889,36 @@ async def test_a_budget_that_does_not_answer_delays_the_launch_without_a_crash(
         assert calls == 2
         assert rig.sim.running() == [lease.server_id]
         assert rig.events(ActorCrashed) == []
+
+
+async def test_hedged_launch_stops_the_slower_machine_unbilled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With launch_hedge=2 a job launches two machines, takes the first Ready and the other
+    is stopped while still Starting: billed nothing."""
+    faults = RunComfyFaults(slow_ready_rate=0.5, slow_ready_factor=3.0)
+    async with pool_rig(max_machines=4, launch_hedge=2, faults=faults) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.poll()
+        bills = {b.server_id: b.billed_seconds for b in rig.sim.billing()}
+        assert len(bills) == 2
+        others = [sid for sid in bills if sid != lease.server_id]
+        assert [rig.state.machines[sid].stop_reason for sid in others] == ["surplus"]
+        assert [bills[sid] for sid in others] == [0]
+        await rig.release(lease.server_id, j)
+
+
+async def test_warm_pool_keeps_an_idle_machine_past_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With warm_pool=1 the one idle machine outlives idle_timeout and its lease (renewed)."""
+    async with pool_rig(
+        idle_timeout=30.0, warm_pool=1, lease_seconds=120.0, renew_margin=40.0
+    ) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.release(lease.server_id, j)
+        await trio.sleep(600)
+        assert rig.state.machines[lease.server_id].status == "ready"
+        assert rig.sim.running() == [lease.server_id]

@@ -16,6 +16,7 @@ from conjure_actors.domain.machines_policy import (
     bill_after_delete,
     gone_at,
     idle_expired,
+    idle_to_stop,
     launches_exhausted,
     launches_needed,
     machine_stopped,
@@ -25,6 +26,7 @@ from conjure_actors.domain.machines_policy import (
     priority_order,
     renewed_duration,
     should_renew,
+    surplus_starting,
 )
 from conjure_actors.domain.prices import billed_seconds, cost_micros, default_price_table
 from conjure_actors.domain.state import Machine, State, apply, initial_state
@@ -369,3 +371,63 @@ def test_paid_machines_are_the_runcomfy_machines_not_stopped_or_lost() -> None:
     assert [m.server_id for m in paid_machines(state)] == ["s1"]
     apply(state, ev.MachineLost(server_id="s1", reason="404", at=2.0))
     assert paid_machines(state) == []
+
+
+@given(
+    waiting=st.integers(0, 20),
+    starting=st.integers(0, 20),
+    alive=st.integers(0, 20),
+    jpm=st.integers(1, 3),
+    hedge=st.integers(1, 4),
+)
+def test_hedged_launches_cover_each_machine_needed_hedge_times(
+    waiting: int, starting: int, alive: int, jpm: int, hedge: int
+) -> None:
+    """Launches plus machines starting reach hedge per machine needed (within max_machines);
+    once they do, none of them is surplus, and hedge 1 never has a surplus."""
+    n = launches_needed(
+        waiting=waiting,
+        starting=starting,
+        alive=alive,
+        max_machines=40,
+        jobs_per_machine=jpm,
+        hedge=hedge,
+    )
+    needed = math.ceil(waiting / jpm) * hedge
+    assert starting + n == max(starting, min(needed, starting + max(0, 40 - alive)))
+    assert (
+        surplus_starting(
+            waiting=waiting, starting=min(starting, needed), jobs_per_machine=jpm, hedge=hedge
+        )
+        == 0
+        or hedge == 1
+    )
+    assert surplus_starting(waiting=waiting, starting=starting, jobs_per_machine=jpm, hedge=1) == 0
+
+
+def test_surplus_is_what_starts_beyond_the_hedge() -> None:
+    """One job waiting, hedge 2, three starting: one is surplus; none waiting: all three."""
+    assert surplus_starting(waiting=1, starting=3, jobs_per_machine=1, hedge=2) == 1
+    assert surplus_starting(waiting=0, starting=3, jobs_per_machine=1, hedge=2) == 3
+
+
+@given(
+    st.lists(st.floats(0, 1000), max_size=8),
+    st.floats(0, 1000),
+    st.floats(0, 500),
+    st.integers(0, 4),
+)
+def test_idle_to_stop_keeps_the_warm_pool_and_stops_only_expired(
+    since: list[float], now: float, idle_timeout: float, warm_pool: int
+) -> None:
+    """Only machines idle for idle_timeout are stopped, the longest idle first, and at least
+    min(warm_pool, idle) machines stay."""
+    idle = [(f"s{i}", t) for i, t in enumerate(since)]
+    stop = idle_to_stop(idle, now=now, idle_timeout=idle_timeout, warm_pool=warm_pool)
+    by_id = dict(idle)
+    assert all(now - by_id[sid] >= idle_timeout for sid in stop)
+    assert len(idle) - len(stop) >= min(warm_pool, len(idle))
+    kept = [t for sid, t in idle if sid not in stop]
+    assert all(by_id[sid] <= t for sid in stop for t in kept)
+    if warm_pool == 0:
+        assert len(stop) == sum(now - t >= idle_timeout for t in since)
