@@ -21,6 +21,7 @@ baseline with the ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import random
@@ -117,11 +118,19 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
         async with open_simulated_conjure(
             cloud, log, config, wall=wall, out_dir=out, monitor=sink, seed=1
         ) as conjure:
+            tracing = tracemalloc.is_tracing()
+            if tracing:
+                gc.collect()
+                mem0 = tracemalloc.get_traced_memory()[0]
             cpu0, t0 = time.process_time(), time.perf_counter()
             for i in range(n):
                 await conjure.submit(wf, sets=[f"1.color={i}"])
             await conjure.wait_until_idle()
             cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
+            retained = 0.0
+            if tracing:
+                gc.collect()  # what the run still holds for its n jobs (state, log, view)
+                retained = tracemalloc.get_traced_memory()[0] - mem0
             ok = sum(j.status == "succeeded" for j in conjure.state.jobs.values())
             events = log.last_seq
             await conjure.shutdown()
@@ -132,6 +141,7 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
         "cpu_ms": 1000 * cpu / n,
         "events": events,
         "ui_events": sink.events,
+        "retained_kib": retained / n / 1024,
     }
 
 
@@ -185,14 +195,15 @@ async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
     return {"jobs_s": n / elapsed, "cpu_ms": 1000 * cpu / n}
 
 
-async def _memory_per_job(n: int, machines: int, out: Path) -> float:
+async def _memory_per_job(n: int, machines: int, out: Path) -> tuple[float, float]:
+    """(peak KiB per job, KiB per job still retained once every job has ended)."""
     tracemalloc.start()
     try:
-        await _ours_overhead(n, machines, out)
+        row = await _ours_overhead(n, machines, out)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return peak / n / 1024
+    return peak / n / 1024, row["retained_kib"]
 
 
 # ------------------------------------------------------------------------ cost efficiency
@@ -362,6 +373,26 @@ async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
 # ---------------------------------------------------------------------------------- main
 
 
+def _print_scaling(args: argparse.Namespace, out: Path) -> None:
+    """CPU per job at each job count (one run each, ours and the bare loop)."""
+    sizes = [int(x) for x in args.scaling.split(",")]
+    print(f"\n== CPU per job against job count ({args.machines} machines; one run per size)")
+    print(f"{'jobs':>8}{'conjure (ms)':>14}{'bare (ms)':>12}{'ratio':>8}")
+    ours_cpu = []
+    for n in sizes:
+        a = _run(_ours_overhead, n, args.machines, out / f"s{n}")["cpu_ms"]
+        d = out / f"sb{n}"
+        d.mkdir()
+        b = _run(_bare_overhead, n, args.machines, d)["cpu_ms"]
+        ours_cpu.append(a)
+        print(f"{n:>8}{a:>14.2f}{b:>12.2f}{a / b:>8.2f}")
+    growth = max(ours_cpu) / min(ours_cpu)
+    print(
+        f"target (CPU per job flat within 10% from {sizes[0]:,} to {sizes[-1]:,} jobs): "
+        f"{'met' if growth <= 1.10 else 'NOT met'} (max/min {growth:.2f})"
+    )
+
+
 P95_TARGET = 0.60  # issue 16: p95 latency at most this fraction of the seeds' policy
 RATIO_TARGET = 1.25  # billed / useful GPU-seconds at most
 
@@ -481,6 +512,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000, help="overhead: jobs (default 1000)")
     parser.add_argument("--machines", type=int, default=10, help="overhead: machines")
     parser.add_argument("--repeats", type=int, default=3, help="overhead: repeats (median)")
+    parser.add_argument(
+        "--scaling",
+        default="100,1000,10000",
+        help="overhead: job counts for the CPU-per-job row ('' to skip)",
+    )
     parser.add_argument("--day-jobs", type=int, default=300, help="cost: jobs in the day")
     parser.add_argument(
         "--idle-timeout", type=float, default=60.0, help="cost: our idle timeout (s)"
@@ -509,7 +545,9 @@ def main() -> int:
             for d in bare_dirs:
                 d.mkdir()
             bare = [_run(_bare_overhead, args.jobs, args.machines, d) for d in bare_dirs]
-            mem = _run(_memory_per_job, max(100, args.jobs // 5), args.machines, out / "m")
+            mem, retained = _run(
+                _memory_per_job, max(100, args.jobs // 5), args.machines, out / "m"
+            )
 
             def med(rows: list[dict[str, float]], key: str) -> float:
                 return statistics.median(r[key] for r in rows)
@@ -531,6 +569,14 @@ def main() -> int:
             )
             print(f"{'events per job':<34}{med(ours, 'events') / args.jobs:>14.1f}")
             print(f"{'peak memory per job (KiB)':<34}{mem:>14.1f}")
+            print(f"{'memory per retained job (KiB)':<34}{retained:>14.1f}")
+            jobs_ratio = med(ours, "jobs_s") / med(bare, "jobs_s")
+            print(
+                f"target (jobs/s >= 0.80 of the bare client's): "
+                f"{'met' if jobs_ratio >= 0.8 else 'NOT met'} ({jobs_ratio:.2f})"
+            )
+            if args.scaling:
+                _print_scaling(args, out)
         if not args.skip_cost:
             _cost_section(args, out)
     return 0
