@@ -90,8 +90,19 @@ class BlobStore:
             raise
 
     def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int, bool]:
-        """:meth:`put_stream` of a file's bytes."""
+        """:meth:`put_stream` of a file's bytes; a file whose blob is already stored is only
+        read (hashed), never copied nor fsynced again (a job's outputs are often the same
+        bytes as an earlier job's, and every fsync here delays the journal's on the disk)."""
         with open(path, "rb") as source:
+            hasher = blake3.blake3()
+            size = 0
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                hasher.update(chunk)
+            hash_text = HASH_PREFIX + hasher.hexdigest()
+            if (self.max_bytes is None or size <= self.max_bytes) and self.has(hash_text):
+                return hash_text, size, False
+            source.seek(0)
             return self.put_stream(source)
 
     def read_range(self, hash_text: str, start: int, end: int) -> Iterator[bytes]:
