@@ -378,18 +378,20 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
     sizes = [int(x) for x in args.scaling.split(",")]
     print(f"\n== CPU per job against job count ({args.machines} machines; one run per size)")
     print(f"{'jobs':>8}{'conjure (ms)':>14}{'bare (ms)':>12}{'ratio':>8}")
-    ours_cpu = []
+    ours_cpu, ratios = [], []
     for n in sizes:
         a = _run(_ours_overhead, n, args.machines, out / f"s{n}")["cpu_ms"]
         d = out / f"sb{n}"
         d.mkdir()
         b = _run(_bare_overhead, n, args.machines, d)["cpu_ms"]
         ours_cpu.append(a)
+        ratios.append(a / b)
         print(f"{n:>8}{a:>14.2f}{b:>12.2f}{a / b:>8.2f}")
     growth = max(ours_cpu) / min(ours_cpu)
     print(
         f"target (CPU per job flat within 10% from {sizes[0]:,} to {sizes[-1]:,} jobs): "
-        f"{'met' if growth <= 1.10 else 'NOT met'} (max/min {growth:.2f})"
+        f"{'met' if growth <= 1.10 else 'NOT met'} (max/min {growth:.2f}; of the ratio to "
+        f"the bare loop, which shares the simulator's growth: {max(ratios) / min(ratios):.2f})"
     )
 
 
