@@ -90,6 +90,8 @@ class Service:
         self._submitting = 0
         # Active and waiting jobs, followed event by event (open_service runs the task).
         self.index = JobIndex()
+        # Where a submitted job's actor is started (open_service's nursery); None: inline.
+        self.background: trio.Nursery | None = None
 
     @property
     def state(self) -> st.State:
@@ -202,7 +204,12 @@ class Service:
         # Counted at once (the index task sees the JobSubmitted a moment later), so that
         # max_queue holds between the two.
         self.index.update(self.state.jobs[job_id])
-        await self.conjure.start_submitted(job_id)
+        # The 201 needs the submission durable, not the job's actor running: starting it
+        # (the actor system logs ActorStarted, another commit) goes on after the answer.
+        if self.background is not None:
+            self.background.start_soon(self.conjure.start_submitted, job_id)
+        else:
+            await self.conjure.start_submitted(job_id)
         return job_id
 
     def _retry(self) -> dict[str, str]:
@@ -288,8 +295,9 @@ async def open_service(
             name="assets",
         )
         catalog = catalog or await _node_catalog(conjure, config)
-        service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
         async with trio.open_nursery() as nursery:
+            service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
+            service.background = nursery
             await nursery.start(follow_jobs, journal, service.index)
             try:
                 yield service

@@ -445,17 +445,21 @@ async def list_jobs(request: Request) -> Response:
     cursor = request.query_params.get("cursor")
     state = service.state
     svc = state.service
-    ids = [jid for jid in reversed(list(state.jobs)) if jid in svc.api_jobs]
-    start = 0
+    # Newest first, walked lazily: a page costs what it skips and shows, not a scan and
+    # copy of every job.
+    ids = reversed(state.jobs)
     if cursor is not None:
-        try:
-            start = ids.index(cursor) + 1
-        except ValueError:
-            raise ApiError(422, "invalid_cursor", "this cursor was not issued here") from None
+        if cursor not in svc.api_jobs or cursor not in state.jobs:
+            raise ApiError(422, "invalid_cursor", "this cursor was not issued here")
+        for jid in ids:
+            if jid == cursor:
+                break
     page: list[dict[str, Any]] = []
     next_cursor = None
-    for jid in ids[start:]:
-        api = svc.api_jobs[jid]
+    for jid in ids:
+        api = svc.api_jobs.get(jid)
+        if api is None:
+            continue
         if api.expired or any(api.labels.get(k) != v for k, v in wanted.items()):
             continue
         if len(page) == limit:
