@@ -70,6 +70,7 @@ from conjure_actors.config import Config
 from conjure_actors.domain import decide, machines_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
+from conjure_actors.domain.cost_policy import budget_micros
 from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
@@ -733,7 +734,7 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
     )
     conjure.system_started = True
     budget = ctx.config.budget.usd
-    limit = None if budget is None else round(budget * 1_000_000)
+    limit = budget_micros(budget)
     if budget is not None and state.budget.limit_micros != limit:
         await conjure.set_budget(budget)
     for m in list(state.machines.values()):

@@ -23,7 +23,6 @@ from conjure_actors.actors.messages import (
     ApproveLaunch,
     ApproveRenewal,
     SetBudget,
-    usd_to_micros,
 )
 from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
@@ -90,7 +89,7 @@ class CostActor(Actor):
                     now=self.ctx.now(),
                 )
             case SetBudget():
-                limit = usd_to_micros(msg.usd)
+                limit = cost_policy.budget_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
                 self.ledger.exceeded_handled = False
                 await self._accrue()

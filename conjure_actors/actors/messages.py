@@ -9,7 +9,6 @@ awaits the reply without holding the actor's mailbox, so the actor keeps serving
 
 from __future__ import annotations
 
-import math
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -204,12 +203,3 @@ class JobStallNoticed:
     """From the MonitorActor: no progress for a while; the WorkflowActor polls the server."""
 
     job_id: str
-
-
-def usd_to_micros(usd: float | None) -> int | None:
-    """USD (float, user input) to integer micro-USD, rounding to the nearest micro."""
-    if usd is None:
-        return None
-    if not math.isfinite(usd) or usd < 0:
-        raise ValueError(f"not a budget: {usd!r}")
-    return round(usd * 1_000_000)

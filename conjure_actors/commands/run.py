@@ -424,12 +424,12 @@ def _check_budget(config: Config) -> None:
     """A budget below the cost of one lease can launch nothing: say so before starting."""
     if config.budget.usd is None or config.mode == "comfyui":
         return
-    from conjure_actors.domain.cost_policy import lease_cost_micros
+    from conjure_actors.domain.cost_policy import budget_micros, lease_cost_micros
     from conjure_actors.domain.prices import default_price_table, format_usd
 
     table = default_price_table(config.runcomfy.plan)
     one = lease_cost_micros(table.rate(config.runcomfy.server_type), config.pool.lease_seconds)
-    if round(config.budget.usd * 1_000_000) < one:
+    if (budget_micros(config.budget.usd) or 0) < one:
         raise BudgetError(
             f"budget ${config.budget.usd:g} is below one machine lease "
             f"({format_usd(one)} for {config.pool.lease_seconds:g} s of "

@@ -16,6 +16,7 @@ launched. Budget rule:
 from __future__ import annotations
 
 import enum
+import math
 
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import cost_micros, machine_cost_micros
@@ -32,6 +33,7 @@ __all__ = [
     "accruals",
     "budget_events",
     "budget_level",
+    "budget_micros",
     "check_launch",
     "check_renewal",
     "committed_micros",
@@ -47,6 +49,17 @@ class BudgetLevel(enum.Enum):
     OK = "ok"
     WARN = "warn"
     EXCEEDED = "exceeded"
+
+
+def budget_micros(usd: float | None) -> int | None:
+    """A budget in USD (user input: a flag, the config, ``PUT /api/conjure/budget``) as the
+    integer micro-USD the ledger compares with, rounded to the nearest micro; ``None`` is no
+    limit. The one conversion every path uses, so a resume never sees a "changed" budget."""
+    if usd is None:
+        return None
+    if not math.isfinite(usd) or usd < 0:
+        raise ValueError(f"not a budget: {usd!r}")
+    return round(usd * 1_000_000)
 
 
 def lease_cost_micros(rate_micros_per_hour: int, lease_seconds: float) -> int:

@@ -61,6 +61,7 @@ from conjure_actors.config import (
     Secret,
 )
 from conjure_actors.domain import state as st
+from conjure_actors.domain.cost_policy import budget_micros
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.errors import ConjureError
@@ -277,9 +278,7 @@ class Harness:
         self._timed: list[tuple[float, int, Fault]] = []
         self._tie = itertools.count()
         # The budget in force and the spend at the moment it was set (see invariants).
-        self.budget_limit_micros: int | None = (
-            None if settings.budget_usd is None else round(settings.budget_usd * 1_000_000)
-        )
+        self.budget_limit_micros: int | None = budget_micros(settings.budget_usd)
         self.budget_floor_micros = 0
         self.start_failures: list[str] = []
 
@@ -591,7 +590,7 @@ class Harness:
         """Change the budget; the spend ceiling becomes max(limit, spent now) + one lease."""
         conjure = self.conjure
         await self.drive(lambda: conjure.set_budget(usd))
-        self.budget_limit_micros = None if usd is None else round(usd * 1_000_000)
+        self.budget_limit_micros = budget_micros(usd)
         self.budget_floor_micros = self.spent_micros()
         await self.settle()
 

@@ -1,4 +1,4 @@
-"""The budget's conversion that SetBudget's receiver (the CostActor) applies."""
+"""The one conversion of a budget from USD to the micro-USD the ledger compares with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conjure_actors.actors.messages import usd_to_micros
+from conjure_actors.domain.cost_policy import budget_micros as usd_to_micros
 
 
 @given(st.floats(min_value=0, max_value=1_000_000, allow_nan=False))
