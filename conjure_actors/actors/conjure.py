@@ -645,21 +645,21 @@ async def stop_machines_directly(ctx: Context, reason: str) -> tuple[list[str], 
             return
         stopped.append(sid)
         now = ctx.now()
-        # Billed from the server's own Ready time (its final record), as the cloud bills;
-        # gone before the DELETE (404): up to now, or its lease's end.
-        ready_at = server.service_ready_at if server is not None else None
-        until = now if server is not None else machines_policy.gone_at(m, now)
+        # Billed as the MachineActor bills a stop: from the server's own Ready time (its
+        # final record); gone before the DELETE (404): up to now, or its lease's end.
         await emit(
-            lambda: machines_policy.machine_stopped(
-                ctx.state, sid, stopped_at=until, server_ready_at=ready_at, table=ctx.table, at=now
+            lambda: machines_policy.bill_after_delete(
+                ctx.state,
+                sid,
+                found=server is not None,
+                answered_at=now,
+                server_ready_at=server.service_ready_at if server is not None else None,
+                table=ctx.table,
+                at=now,
             )
         )
 
-    running = [
-        m.server_id
-        for m in ctx.state.machines.values()
-        if m.kind == "runcomfy" and m.status not in st.MACHINE_GONE
-    ]
+    running = [m.server_id for m in machines_policy.paid_machines(ctx.state)]
     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_DEADLINE):
         async with trio.open_nursery() as nursery:
             for sid in running:
