@@ -23,7 +23,7 @@ import trio
 
 from conjure_actors.errors import ConjureError
 
-__all__ = ["describe", "leaves", "meaningful", "single_error"]
+__all__ = ["describe", "leaves", "meaningful", "single_error", "unwrap"]
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -31,6 +31,14 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
     return [exc]
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member groups, else ``exc`` itself (a group
+    of several stays a group: the runtime's supervisors decide on it as a whole)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _rank(exc: BaseException) -> int:

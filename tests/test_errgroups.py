@@ -7,7 +7,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conjure_actors.errgroups import describe, leaves, meaningful, single_error
+from conjure_actors.errgroups import describe, leaves, meaningful, single_error, unwrap
 from conjure_actors.errors import ConjureError, UsageError
 
 
@@ -83,3 +83,12 @@ def test_meaningful_is_cancelled_only_when_every_leaf_is(kinds: list[str]) -> No
         assert not isinstance(found, trio.Cancelled)
         if "usage" in kinds:
             assert isinstance(found, UsageError)
+
+
+def test_unwrap_takes_the_one_error_out_of_nested_single_groups_only() -> None:
+    """A chain of one-member groups unwraps to its error; a group of two stays a group."""
+    inner = ValueError("x")
+    assert unwrap(ExceptionGroup("a", [ExceptionGroup("b", [inner])])) is inner
+    pair = ExceptionGroup("c", [ValueError("y"), KeyError("z")])
+    assert unwrap(pair) is pair
+    assert unwrap(inner) is inner

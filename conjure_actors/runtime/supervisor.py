@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, overload
 import attrs
 import trio
 
+from conjure_actors.errgroups import unwrap
 from conjure_actors.runtime.actor import (
     _STOPPED_ERRORS,
     DEFAULT_MAILBOX,
@@ -215,13 +216,6 @@ class _Child:
     @property
     def path(self) -> str:
         return self.unit.path
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one exception inside (nested) single-member exception groups, else ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class Supervisor:
@@ -568,7 +562,7 @@ class Supervisor:
                     await child.unit.run(started)
                 except Exception as exc:
                     # A crash: record it for the control loop, which applies the policy.
-                    child.exc = _unwrap(exc)
+                    child.exc = unwrap(exc)
                     child.exc_reported = False
             child.forced = scope.cancelled_caught
         finally:

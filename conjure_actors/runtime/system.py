@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from conjure_actors.clock import SystemWallClock, WallClock
+from conjure_actors.errgroups import unwrap
 from conjure_actors.runtime.actor import DEFAULT_MAILBOX, Actor, ActorRef
 from conjure_actors.runtime.errors import ActorError
 from conjure_actors.runtime.events import ActorStarted, ActorStopped
@@ -150,12 +151,6 @@ class ActorSystem:
             root.close()
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 @asynccontextmanager
 async def open_actor_system(
     journal: EventSink | None = None,
@@ -207,7 +202,7 @@ async def open_actor_system(
                 root.request_stop()
                 await system._root_done.wait()
     except BaseExceptionGroup as group:
-        leaf = _leaf(group)
+        leaf = unwrap(group)
         if leaf is group:
             raise
         raise leaf from leaf.__cause__
