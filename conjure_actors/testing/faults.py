@@ -58,9 +58,7 @@ class Knobs:
     comfyui: ComfyFaults = attrs.field(factory=ComfyFaults)
 
     def apply(self, harness: Harness) -> None:
-        from conjure_actors.testing.harness import set_cloud_faults
-
-        set_cloud_faults(harness.cloud, CloudFaults(runcomfy=self.runcomfy, comfyui=self.comfyui))
+        harness.cloud.set_faults(CloudFaults(runcomfy=self.runcomfy, comfyui=self.comfyui))
 
     def __repr__(self) -> str:
         return f"Knobs(runcomfy={_nonzero(self.runcomfy)}, comfyui={_nonzero(self.comfyui)})"
@@ -83,9 +81,7 @@ class RestartComfyUI:
     index: int = 0
 
     def apply(self, harness: Harness) -> None:
-        from conjure_actors.testing.harness import live_comfyuis
-
-        sims = list(live_comfyuis(harness.cloud).values())
+        sims = [sim for _, sim in sorted(harness.cloud.live_machines().items())]
         if sims:
             sims[self.index % len(sims)].restart()
 
@@ -97,12 +93,10 @@ class LoseMachine:
     index: int = 0
 
     def apply(self, harness: Harness) -> None:
-        from conjure_actors.testing.harness import vanish
-
         running = sorted(harness.cloud.running())
         if running:
             server_id = running[self.index % len(running)]
-            vanish(harness.cloud, server_id)
+            harness.cloud.runcomfy.vanish(server_id)
             harness.lost.append(server_id)
 
 
