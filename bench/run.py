@@ -222,13 +222,14 @@ class DayJob:
 
 
 STEP_SECONDS = 5.0
+DAY_SECONDS = 86_400.0
 
 
 def _day(n: int, seed: int) -> list[DayJob]:
     """``n`` arrivals over 24 h (Poisson), each 100-500 s of sampler steps."""
     rng = random.Random(seed)
     t, out = 0.0, []
-    rate = n / 86_400
+    rate = n / DAY_SECONDS
     for i in range(n):
         t += rng.expovariate(rate)
         total = rng.randint(20, 100)  # x 5 s = 100-500 s
@@ -310,7 +311,13 @@ async def _ours_day(jobs: list[DayJob], out: Path, knobs: Knobs) -> dict[str, fl
                         wf, image=image, prompt="fox", seed=job.seed, sets=_conjure_sets(job)
                     )
                 )
-            await conjure.wait_until_idle(machines_stopped=True)
+            if knobs.warm_pool:
+                # A warm pool never stops by itself: it is kept (and billed) to the end of
+                # the day, then shut down with the rest.
+                await conjure.wait_until_idle()
+                await trio.sleep_until(max(trio.current_time(), start + DAY_SECONDS))
+            else:
+                await conjure.wait_until_idle(machines_stopped=True)
             state = conjure.state
             await conjure.shutdown()
         assert all(state.jobs[i].status == "succeeded" for i in ids)
