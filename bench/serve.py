@@ -4,9 +4,11 @@ In one run, on loopback only:
 
 1. Submission: ``POST /api/v2/jobs`` -> 201 latency (p50/p99) and jobs/s with 1, 10 and 50
    concurrent clients, against our ``serve`` (``--comfyui-url``) and against
-   ``comfy-api-proxy`` (the ``bench`` extra; ``--state-dir``, so its submissions are durable
-   too), each in front of its own fresh ComfyUI simulator (``python -m conjure_actors sim``,
-   nodes instantaneous) so neither backend's queue slows the other. The workflow is
+   ``comfy-api-proxy`` (the ``bench`` extra; ``--state-dir``, so its submissions survive a
+   crash of the process: SQLite WAL with ``synchronous=NORMAL``, which does not fsync each
+   commit, where ``serve`` answers 201 only once the submission is fsynced), each in front
+   of its own fresh ComfyUI simulator (``python -m conjure_actors sim``, nodes
+   instantaneous) so neither backend's queue slows the other. The workflow is
    ``invert_save.json`` (EmptyImage -> ImageInvert -> SaveImage: no input to upload).
    Both services really run every job on their simulator while the next ones arrive
    (``serve`` runs ``--parallel`` of them at once on its ComfyUI, default 8).
