@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -268,7 +267,7 @@ class AssetActor(Actor):
     async def _record(self, msg: RecordAsset) -> str | KeyReused:
         now = self.ctx.now()
         keep = msg.expires_in if msg.expires_in is not None else self.retention.assets
-        asset_id = str(uuid.uuid4())
+        asset_id = str(self.ctx.ids())
         claim: list[Any] = []
         if msg.key is not None:
             found = self.ctx.state.service.idempotency.get(se.claim_key("assets", msg.key))
@@ -329,7 +328,7 @@ class AssetActor(Actor):
         expires = api.expires_at if api is not None else None
         await self.ctx.emit(
             se.AssetRecorded(
-                asset_id=str(uuid.uuid4()),
+                asset_id=str(self.ctx.ids()),
                 hash=hash_text,
                 size=size,
                 content_type=_content_type(filename, kind),

@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -187,7 +186,7 @@ class Service:
             images=dict(images or {}),
             prompt=prompt,
             sets=sets,
-            job_id=str(uuid.uuid4()),
+            job_id=str(self.conjure.ctx.ids()),
         )
         accept = AcceptJob(
             job_id=job_id,
