@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 import eventlog
@@ -20,6 +21,25 @@ from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.runtime.events import ActorCrashed
 from conjure_actors.testing import open_simulated_conjure
 from conjure_actors.testing.runtime import open_conjure_on
+
+
+async def _run_inline(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
+    """``trio.to_thread.run_sync`` without the thread: a checkpoint, then the call."""
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_threads_under_autojump(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the autojump clock, a task waiting on a worker thread (an output's fsync, an
+    input's write) counts as idle, so mock time leaps ahead while the disk works: on a loaded
+    machine far enough to reach a stall or a job timeout. Actor tests are about the actors'
+    logic in mock time, so their blocking file work runs inline instead (the harness, which
+    drives time itself, waits for threads: ``Harness.settle``)."""
+    if "autojump_clock" in request.fixturenames:
+        monkeypatch.setattr(trio.to_thread, "run_sync", _run_inline)
 
 
 def sim_config(cloud: Any, **pool: Any) -> Config:

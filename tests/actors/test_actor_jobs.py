@@ -258,17 +258,14 @@ async def test_one_job_is_a_sequence_of_messages_and_events(
         await original(self, msg)
 
     monkeypatch.setattr(job_module.WorkflowActor, "_handle", handle)
-    async with open_test_cloud(wall.now) as cloud:
-        # A download's fsync runs in a worker thread, and the autojump clock jumps while it
-        # waits: on a loaded machine that could reach the stall timer and add a stall report
-        # to the sequence this test pins down. Stalls have their own tests.
-        base = sim_config(cloud)
-        config = attrs.evolve(base, monitor=attrs.evolve(base.monitor, stall_seconds=1e9))
-        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await conjure.wait_until_idle()
-            assert conjure.state.jobs[job].status == "succeeded"
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        assert conjure.state.jobs[job].status == "succeeded"
     squeezed = [m for i, m in enumerate(seen) if i == 0 or seen[i - 1] != m]
     assert squeezed == [
         "_Go",
