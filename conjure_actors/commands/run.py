@@ -56,6 +56,7 @@ from conjure_actors.actors.view import (
     summary_lines,
     summary_record,
 )
+from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errgroups import describe, leaves, meaningful
 from conjure_actors.errors import BudgetError, ConjureError, UsageError
@@ -104,31 +105,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the first job")
     parser.add_argument("--priority", type=int, default=0, help="job priority (higher first)")
-    parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI you run (no machines)")
-    parser.add_argument("--server-type", help="RunComfy server type (default medium)")
-    parser.add_argument("--workflow-version", help="RunComfy workflow version id")
-    parser.add_argument("--max-machines", type=int, help="machines at most at once")
-    parser.add_argument("--budget", type=float, metavar="USD", help="spending limit")
-    parser.add_argument(
-        "--idle-timeout", type=float, metavar="S", help="stop a machine idle this long"
-    )
+    add_cloud_arguments(parser)
     parser.add_argument("--log", metavar="PATH", help="event log (default under ./runs/)")
     parser.add_argument("--out", metavar="DIR", default="out", help="outputs go to DIR/<job>/")
     parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     parser.add_argument("--resume", metavar="LOG", help="resume the run recorded in LOG")
-    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    flags = {
-        "comfyui_url": args.comfyui_url,
-        "runcomfy.server_type": args.server_type,
-        "runcomfy.workflow_version": args.workflow_version,
-        "pool.max_machines": args.max_machines,
-        "budget.usd": args.budget,
-        "pool.idle_timeout": args.idle_timeout,
-        "monitor.json": True if args.json else None,
-    }
+    flags = {**cloud_flags(args), "monitor.json": True if args.json else None}
     return load_config(config_file=args.config, flags=flags)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 import trio
 
+from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.errors import UsageError
 
 HELP = "serve the Comfy API v2 job service over HTTP (default http://127.0.0.1:8189)"
@@ -65,15 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log", metavar="PATH", help=f"event log (default {DEFAULT_LOG})")
     parser.add_argument("--out", metavar="DIR", default="out", help="job outputs go to DIR/<job>/")
-    parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI you run (no machines)")
-    parser.add_argument("--server-type", help="RunComfy server type (default medium)")
-    parser.add_argument("--workflow-version", help="RunComfy workflow version id")
-    parser.add_argument("--max-machines", type=int, help="machines at most at once")
-    parser.add_argument("--budget", type=float, metavar="USD", help="spending limit")
-    parser.add_argument(
-        "--idle-timeout", type=float, metavar="S", help="stop a machine idle this long"
-    )
-    parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
+    add_cloud_arguments(parser)
     parser.add_argument(
         "--max-queue", type=int, default=1000, help="jobs queued or running at most (then 429)"
     )
@@ -99,15 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from conjure_actors.config import load_config
 
-    flags = {
-        "comfyui_url": args.comfyui_url,
-        "runcomfy.server_type": args.server_type,
-        "runcomfy.workflow_version": args.workflow_version,
-        "pool.max_machines": args.max_machines,
-        "budget.usd": args.budget,
-        "pool.idle_timeout": args.idle_timeout,
-    }
-    return load_config(config_file=args.config, flags=flags)
+    return load_config(config_file=args.config, flags=cloud_flags(args))
 
 
 def _settings(args: argparse.Namespace) -> Any:
