@@ -478,7 +478,8 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
             cloud.http_transport(),
             cloud.ws_connect,
             (
-                "conjure_actors: running on the embedded simulated cloud (no RunComfy credentials"
+                "conjure_actors: running on the embedded simulated cloud, nodes "
+                f"{cloud.speedup:g}x faster than a real machine (no RunComfy credentials"
                 " found; set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN to use RunComfy)"
             ),
         )

@@ -91,7 +91,8 @@ def test_bad_config_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
 @pytest.mark.slow
 def test_embedded_run_end_to_end(tmp_path: Path) -> None:
     """No args, no credentials: the example runs on the embedded simulated cloud, says so
-    first, ends with a summary, writes a depth PNG and a GLB and a 0600 log; exit 0."""
+    first (and how much faster than real it runs), ends with a summary, writes a depth PNG
+    and a GLB and a 0600 log; exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "CONJURE_"))}
     proc = subprocess.run(
         [sys.executable, "-m", "conjure_actors", "run"],
@@ -105,6 +106,7 @@ def test_embedded_run_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     first = proc.stderr.splitlines()[0]
     assert "embedded simulated cloud" in first
+    assert "100x faster than a real machine" in first
     assert "jobs: 1 (1 succeeded" in proc.stderr
     assert "cost: $" in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
