@@ -204,6 +204,7 @@ def test_debug_shows_the_traceback(
         main(["--debug", "run"])
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_is_one_line_naming_the_machines_it_stopped(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

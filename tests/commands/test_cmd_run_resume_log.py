@@ -16,6 +16,9 @@ import pytest
 
 from eventlog._format import header_bytes
 
+# Each test runs the CLI in a subprocess: `just test-slow` and CI run them.
+pytestmark = pytest.mark.slow
+
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden_v1.log"
 
 
