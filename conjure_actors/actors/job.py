@@ -75,6 +75,7 @@ from conjure_actors.actors.messages import (
     Reply,
 )
 from conjure_actors.clients import errors as cerr
+from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
@@ -892,7 +893,7 @@ class WorkflowActor(Actor):
                 log.info("job %s: no fresh look at the cloud: %s", self.job_id, exc)
         await self._report(_Judge(token, failure))
 
-    def _client(self) -> Any:
+    def _client(self) -> ComfyUIClient:
         assert self._lease is not None
         return self._lease.client
 

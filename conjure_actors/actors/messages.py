@@ -9,12 +9,15 @@ awaits the reply without holding the actor's mailbox, so the actor keeps serving
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import trio
 
 from conjure_actors.errors import ConjureError
+
+if TYPE_CHECKING:
+    from conjure_actors.clients.comfyui import ComfyUIClient
 
 T = TypeVar("T")
 
@@ -78,7 +81,7 @@ class Lease:
     ``lost``, set when the machine vanished or was stopped (the job then requeues)."""
 
     server_id: str
-    client: Any  # ComfyUIClient; kept untyped here so messages import no client module
+    client: ComfyUIClient  # typed only: messages import no client module at run time
     lost: trio.Event
     events: Any = None  # the machine's shared ComfyUIEvents (WebSocket), if any
 

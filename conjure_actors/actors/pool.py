@@ -55,6 +55,7 @@ from conjure_actors.actors.messages import (
     StopLaunching,
     StopMachine,
 )
+from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.clients.errors import (
     AuthError,
     ClientError,
@@ -380,7 +381,7 @@ class MachinePool:
         self.ref: ActorRef | None = None
         self.shutdown: _Shutdown | None = None  # StopAllMachines received
 
-    def attach(self, server_id: str, client: Any) -> None:
+    def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
         its ``MachineAttached`` is logged."""
         self.live[server_id] = _Live(client=client)
@@ -390,7 +391,7 @@ class MachinePool:
         if self.ref is not None:
             self.ref.tell_nowait(OpenEvents(server_id))
 
-    def client_of(self, server_id: str) -> Any:
+    def client_of(self, server_id: str) -> ComfyUIClient | None:
         live = self.live.get(server_id)
         return live.client if live is not None else None
 
@@ -1334,7 +1335,7 @@ class MachineActor(Actor):
         self._health.add(server_id)
         self.start_soon(self._health_child, server_id, live.client, name="machine-health")
 
-    async def _health_child(self, server_id: str, client: Any) -> None:
+    async def _health_child(self, server_id: str, client: ComfyUIClient) -> None:
         """Child: ``/system_stats`` before the first prompt, then the machine's WebSocket."""
         for attempt in range(HEALTH_ATTEMPTS):
             try:
@@ -1348,7 +1349,7 @@ class MachineActor(Actor):
             return
         await self._tell(HealthAnswered(server_id, False))
 
-    async def _open_events(self, client: Any) -> tuple[Any, trio.CancelScope | None]:
+    async def _open_events(self, client: ComfyUIClient) -> tuple[Any, trio.CancelScope | None]:
         """Open the machine's shared WebSocket (followers fall back to polling without it):
         it runs in the actor's nursery, within a scope the actor cancels when it is lost."""
         if not hasattr(client, "events"):
@@ -1367,7 +1368,7 @@ class MachineActor(Actor):
             await self.nursery.start(run)
         return events, scope
 
-    async def _open_events_child(self, server_id: str, client: Any) -> None:
+    async def _open_events_child(self, server_id: str, client: ComfyUIClient) -> None:
         events, scope = await self._open_events(client)
         await self._tell(HealthAnswered(server_id, True, events, scope))
 
