@@ -1,26 +1,12 @@
-"""Fixtures for the actor tests: a runtime (open_conjure) over a MemoryLog journal against the
-in-memory simulated cloud, all under MockClock."""
+"""Fixtures for the actor tests (their helpers are in ``actor_support``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pytest
 import trio
-
-import eventlog
-from conjure_actors.actors.conjure import Conjure
-from conjure_actors.clock import TrioWallClock
-from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfig, Secret
-from conjure_actors.domain.events import Event
-from conjure_actors.domain.state import apply, initial_state
-from conjure_actors.runtime.events import ActorCrashed
-from conjure_actors.testing import open_simulated_conjure
-from conjure_actors.testing.runtime import open_conjure_on
 
 
 async def _run_inline(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
@@ -40,103 +26,3 @@ def _no_worker_threads_under_autojump(
     drives time itself, waits for threads: ``Harness.settle``)."""
     if "autojump_clock" in request.fixturenames:
         monkeypatch.setattr(trio.to_thread, "run_sync", _run_inline)
-
-
-def sim_config(cloud: Any, **pool: Any) -> Config:
-    """A config aimed at ``cloud`` with test-friendly pool settings."""
-    retry = pool.pop("retry", RetryConfig(initial=1.0, max_delay=5.0))
-    budget = pool.pop("budget", None)
-    base = Config(
-        runcomfy=RunComfyConfig(
-            user_id=cloud.user_id,
-            api_token=Secret(cloud.token),
-            base_url=cloud.base_url,
-            workflow_version="wv-conjure-flux-mesh-1",
-        ),
-        pool=PoolConfig(**{"poll_interval": 2.0, "idle_timeout": 60.0, **pool}),
-        retry=retry,
-    )
-    if budget is not None:
-        base = attrs.evolve(base, budget=attrs.evolve(base.budget, usd=budget))
-    return base
-
-
-@asynccontextmanager
-async def run_conjure(
-    cloud: Any,
-    log: eventlog.MemoryLog[Any],
-    out_dir: Path,
-    config: Config,
-    wall: TrioWallClock,
-    **kwargs: Any,
-) -> AsyncIterator[Conjure]:
-    """open_conjure over a journal on ``log`` (which may already hold a crashed run); on a
-    clean exit, fails if an actor crashed (its supervisor's restart would hide the bug)."""
-    async with open_simulated_conjure(
-        cloud, log, config, wall=wall, out_dir=out_dir, **kwargs
-    ) as conjure:
-        yield conjure
-    crashes = [r.event for r in log.records() if isinstance(r.event, ActorCrashed)]
-    assert crashes == [], crashes
-
-
-OpenCloud = Callable[..., Any]
-
-
-async def wait_for(conjure: Conjure, predicate: Callable[[Any], bool]) -> None:
-    """Wait until ``predicate(conjure.state)`` holds (checked after every record)."""
-    async with conjure.journal.subscribe(max_buffer=float("inf")) as records:
-        while not predicate(conjure.state):
-            await records.receive()
-
-
-async def crash_when(
-    cloud: Any,
-    log: eventlog.MemoryLog[Any],
-    out_dir: Path,
-    config: Config,
-    wall: TrioWallClock,
-    body: Callable[[Conjure], Any],
-) -> None:
-    """Run ``body(conjure)``; when it returns, crash: drop what is not durable, then tear
-    the runtime down (the journal stays open around it, failing every later append, as a
-    dead process would write nothing more)."""
-    async with eventlog.open_journal(
-        log, Event, apply=apply, initial=initial_state(), clock=wall.now
-    ) as journal:
-        with trio.CancelScope() as scope:
-            try:
-                async with open_conjure_on(
-                    cloud, journal, config, wall=wall, out_dir=out_dir
-                ) as conjure:
-                    await body(conjure)
-                    log.crash()
-                    scope.cancel()
-            except* eventlog.EventLogError:
-                pass  # appends refused by the crashed log: the dead process wrote nothing
-
-
-@asynccontextmanager
-async def open_test_cloud(
-    wall: Any,
-    *,
-    ready_delay: float = 60.0,
-    rc_faults: Any = None,
-    comfy_faults: Any = None,
-    timings: Any = None,
-) -> AsyncIterator[Any]:
-    """The simulated cloud for actor tests (in memory, on the test's wall clock)."""
-    from conjure_actors.sim.cloud import CloudFaults, CloudTimings, open_simulated_cloud
-    from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
-    from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
-
-    faults = CloudFaults(
-        runcomfy=rc_faults or RunComfyFaults(), comfyui=comfy_faults or ComfyFaults()
-    )
-    cloud_timings = CloudTimings(
-        runcomfy=RunComfyTimings(ready_delay=ready_delay), comfyui=timings or ComfyTimings()
-    )
-    async with open_simulated_cloud(
-        seed=3, faults=faults, timings=cloud_timings, wall=wall
-    ) as cloud:
-        yield cloud

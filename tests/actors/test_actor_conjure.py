@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from conftest import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import open_test_cloud, run_conjure, sim_config
+from actor_support import open_test_cloud, run_conjure, sim_config
 
 import eventlog
 from conjure_actors.clock import TrioWallClock

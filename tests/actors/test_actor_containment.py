@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import open_test_cloud, sim_config
+from actor_support import open_test_cloud, sim_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

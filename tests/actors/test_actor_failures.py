@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import trio
 import trio.testing
-from conftest import open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png

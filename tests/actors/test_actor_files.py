@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from conftest import open_test_cloud, run_conjure, sim_config
+from actor_support import open_test_cloud, run_conjure, sim_config
 from hypothesis import example, given
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from conftest import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors import job as job_module

@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from conftest import open_test_cloud, run_conjure, sim_config
+from actor_support import open_test_cloud, run_conjure, sim_config
 
 import conjure_actors.actors as actors
 import eventlog
