@@ -16,7 +16,6 @@ is fixed, so the events (and the state) are byte-for-byte reproducible.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,13 @@ import msgspec
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE))
 
-import eventlog  # noqa: E402
+from golden_story import Story, write_golden  # noqa: E402
+
 from conjure_actors.domain import cost_policy, decide, machines_policy  # noqa: E402
 from conjure_actors.domain import events as ev  # noqa: E402
 from conjure_actors.domain.prices import default_price_table  # noqa: E402
-from conjure_actors.domain.state import apply, initial_state, state_to_builtins  # noqa: E402
 from conjure_actors.domain.workflow import load_workflow  # noqa: E402
 from conjure_actors.runtime import events as rt  # noqa: E402
 
@@ -45,16 +45,8 @@ def story() -> list[Any]:
     """The golden events, decided against the state as they go (so they are legal)."""
     table = default_price_table("pro")
     workflow = load_workflow(HERE.parent.parent / "conjure_actors/workflows/conjure_flux_mesh.json")
-    state = initial_state()
-    out: list[Any] = []
-
-    def emit(*events: Any) -> None:
-        for event in events:
-            out.append(event)
-            apply(state, event)
-
-    def t(seconds: float) -> float:
-        return T0 + seconds
+    story_ = Story(T0)
+    state, out, emit, t = story_.state, story_.out, story_.emit, story_.t
 
     emit(
         ev.SystemStarted(run_id="run-1", version="0.1.0", mode="runcomfy", at=t(0)),
@@ -380,18 +372,10 @@ def main() -> int:
     parser.add_argument("--state-only", action="store_true", help="rewrite the state JSON only")
     args = parser.parse_args()
     events = story()
-    if not args.state_only:
-        if LOG.exists():
-            print(f"{LOG} exists: golden logs are never regenerated (write golden_v2)")
-            return 1
-        with eventlog.open_writer(LOG, ev.Event, sync="always") as writer:
-            writer.append_many(events)
-    state = initial_state()
-    for record in eventlog.read(LOG, ev.Event):
-        apply(state, record.event)
-    STATE.write_text(json.dumps(state_to_builtins(state), indent=1, sort_keys=True) + "\n")
+    if code := write_golden(LOG, STATE, events, state_only=args.state_only):
+        return code
     missing = {cls.__name__ for cls in ev.EVENT_TYPES} - {type(e).__name__ for e in events}
-    print(f"wrote {LOG.name} ({len(events)} events) and {STATE.name}; types missing: {missing}")
+    print(f"event types missing from the story: {missing}")
     return 0
 
 

@@ -13,19 +13,19 @@ client; the uploaded asset is deleted, the output asset and the first job expire
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE))
 
-import eventlog  # noqa: E402
+from golden_story import Story, write_golden  # noqa: E402
+
 from conjure_actors.domain import decide  # noqa: E402
 from conjure_actors.domain import events as ev  # noqa: E402
 from conjure_actors.domain import service_events as se  # noqa: E402
-from conjure_actors.domain.state import apply, initial_state, state_to_builtins  # noqa: E402
 
 LOG = HERE / "golden_v3_service.log"
 STATE = HERE / "golden_v3_service_state.json"
@@ -42,16 +42,8 @@ H_OUT = "blake3:" + "2" * 64
 
 def story() -> list[Any]:
     """The golden events, decided against the state as they go (so they are legal)."""
-    state = initial_state()
-    out: list[Any] = []
-
-    def emit(*events: Any) -> None:
-        for event in events:
-            out.append(event)
-            apply(state, event)
-
-    def t(seconds: float) -> float:
-        return T0 + seconds
+    story_ = Story(T0)
+    state, out, emit, t = story_.state, story_.out, story_.emit, story_.t
 
     emit(
         ev.SystemStarted(run_id="run-1", version="0.1.0", mode="comfyui", at=t(0)),
@@ -137,18 +129,7 @@ def story() -> list[Any]:
 
 
 def main() -> int:
-    if LOG.exists():
-        print(f"{LOG} exists: golden logs are never regenerated (write a new one)")
-        return 1
-    events = story()
-    with eventlog.open_writer(LOG, ev.Event, sync="always") as writer:
-        writer.append_many(events)
-    state = initial_state()
-    for record in eventlog.read(LOG, ev.Event):
-        apply(state, record.event)
-    STATE.write_text(json.dumps(state_to_builtins(state), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {LOG.name} ({len(events)} events) and {STATE.name}")
-    return 0
+    return write_golden(LOG, STATE, story())
 
 
 if __name__ == "__main__":
