@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from sim_support import norm
 
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.sim.catalog import OBJECT_INFO
@@ -38,7 +38,6 @@ from conjure_actors.sim.timings import ComfyTimings
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 _JSON = dict[str, Any]
-_TEMP_NAME = re.compile(r"ComfyUI_temp_[a-z]{5}_")
 
 
 def lines_of(name: str) -> list[_JSON]:
@@ -47,33 +46,6 @@ def lines_of(name: str) -> list[_JSON]:
 
 def load(name: str) -> Any:
     return json.loads((CAPTURES / name).read_text())
-
-
-def norm(frame: _JSON) -> tuple[Any, ...]:
-    """The key fields of a frame: what must match the capture, in order."""
-    if frame.get("kind") == "binary":
-        return ("binary", frame["event"])
-    kind, d = frame["type"], frame["data"]
-    if kind == "status":
-        return (kind, d["status"]["exec_info"]["queue_remaining"], "sid" in d)
-    if kind == "execution_cached":
-        return (kind, tuple(d["nodes"]))
-    if kind == "progress_state":
-        states = sorted(
-            (k, v["state"], float(v["value"]), float(v["max"])) for k, v in d["nodes"].items()
-        )
-        return (kind, tuple(states))
-    if kind == "executing":
-        return (kind, d["node"], "prompt_id" in d)
-    if kind == "executed":
-        return (kind, d["node"], _TEMP_NAME.sub("ComfyUI_temp_", json.dumps(d["output"])))
-    if kind == "progress":
-        return (kind, d["node"], d["value"], d["max"])
-    if kind == "execution_error":
-        return (kind, d["node_id"], d["node_type"], d["exception_type"], tuple(d["executed"]))
-    if kind == "execution_interrupted":
-        return (kind, d["node_id"], d["node_type"], tuple(d["executed"]))
-    return (kind,)
 
 
 def shape(value: Any) -> Any:
