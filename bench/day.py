@@ -1,0 +1,368 @@
+"""The simulated day (``python bench/day.py``): cost efficiency of the pool's policy (issue 16).
+
+300 jobs arriving at random (seeded Poisson) over 24 h, machine start-up 1-3 min, jobs
+100-500 s of GPU time. Our policy (reuse, short leases, idle timeout) vs the seeds' policy
+(launch a machine per job, stop it after): billed machine-seconds / useful GPU-seconds and
+p50/p95 job latency. Target (issue 16): p95 <= 0.60 of the seeds' with ratio <= 1.25, and
+the same figures from two runs of one seed (the scheduler's tie-breaking is seeded). Beside
+it, the floor no policy can beat (each job's own GPU time, no start-up, no wait) and the
+trade-off curve over the policy's knobs (idle timeout, warm pool, launch hedge) so a user
+can pick a point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+import trio.testing
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import eventlog  # noqa: E402
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png  # noqa: E402
+from conjure_actors.clients.comfyui import ComfyUIClient  # noqa: E402
+from conjure_actors.clients.runcomfy import RunComfyClient  # noqa: E402
+from conjure_actors.clock import TrioWallClock  # noqa: E402
+from conjure_actors.config import (  # noqa: E402
+    Config,
+    PoolConfig,
+    RetryConfig,
+    RunComfyConfig,
+    Secret,
+)
+from conjure_actors.domain.events import Event  # noqa: E402
+from conjure_actors.domain.workflow import bindings_for, load_workflow  # noqa: E402
+from conjure_actors.sim.cloud import CloudFaults, CloudTimings, open_simulated_cloud  # noqa: E402
+from conjure_actors.sim.comfyui import ComfyTimings  # noqa: E402
+from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings  # noqa: E402
+from conjure_actors.testing import open_simulated_conjure  # noqa: E402
+from conjure_actors.testing.harness import seeded_ids  # noqa: E402
+
+VERSION = "wv-1"
+MOCK = trio.testing.MockClock
+
+
+def _config(cloud: Any, **pool: Any) -> Config:
+    return Config(
+        runcomfy=RunComfyConfig(
+            user_id=cloud.user_id,
+            api_token=Secret(cloud.token),
+            base_url=cloud.base_url,
+            workflow_version=VERSION,
+        ),
+        pool=PoolConfig(**pool),
+        retry=RetryConfig(initial=1.0, max_delay=10.0),
+    )
+
+
+@attrs.frozen
+class DayJob:
+    arrival: float
+    steps_a: int
+    steps_b: int
+    seed: int
+
+    @property
+    def gpu_seconds(self) -> float:
+        return (self.steps_a + self.steps_b) * STEP_SECONDS
+
+
+STEP_SECONDS = 5.0
+DAY_SECONDS = 86_400.0
+
+
+def _day(n: int, seed: int) -> list[DayJob]:
+    """``n`` arrivals over 24 h (Poisson), each 100-500 s of sampler steps."""
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    rate = n / DAY_SECONDS
+    for i in range(n):
+        t += rng.expovariate(rate)
+        total = rng.randint(20, 100)  # x 5 s = 100-500 s
+        a = rng.randint(1, total - 1)
+        out.append(DayJob(t, a, total - a, i))
+    return out
+
+
+def _day_timings() -> CloudTimings:
+    # Start-up: 60 s, or 180 s for half the machines (slow_ready): "up to 3 minutes".
+    return CloudTimings(
+        runcomfy=RunComfyTimings(ready_delay=60.0),
+        comfyui=ComfyTimings(
+            per_class={},
+            default_node=0.0,
+            per_step={"KSampler": STEP_SECONDS},
+            progress_steps={},
+        ),
+    )
+
+
+def _day_faults() -> CloudFaults:
+    return CloudFaults(runcomfy=RunComfyFaults(slow_ready_rate=0.5, slow_ready_factor=3.0))
+
+
+def _conjure_sets(job: DayJob) -> list[str]:
+    return [f"20.steps={job.steps_a}", f"44.steps={job.steps_b}"]
+
+
+def _latencies_summary(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered)
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return p50, p95
+
+
+@attrs.frozen
+class Knobs:
+    """The pool policy's knobs the day is run with (config.PoolConfig)."""
+
+    idle_timeout: float = 60.0
+    warm_pool: int = 0
+    launch_hedge: int = 1
+
+    def label(self) -> str:
+        return f"idle {self.idle_timeout:g} s, warm {self.warm_pool}, hedge {self.launch_hedge}"
+
+
+async def _ours_day(jobs: list[DayJob], out: Path, knobs: Knobs) -> dict[str, float]:
+    wall = TrioWallClock()
+    wf = load_workflow(json.loads(bundled_workflow()))
+    image = example_sketch_png()
+    async with open_simulated_cloud(
+        seed=2, timings=_day_timings(), faults=_day_faults(), wall=wall.now
+    ) as cloud:
+        log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event, sync="none")
+        config = _config(
+            cloud,
+            max_machines=20,
+            poll_interval=5.0,
+            idle_timeout=knobs.idle_timeout,
+            warm_pool=knobs.warm_pool,
+            launch_hedge=knobs.launch_hedge,
+            lease_seconds=900.0,
+            renew_margin=300.0,
+        )
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=out, seed=3, ids=seeded_ids(3)
+        ) as conjure:
+            start = trio.current_time()
+            ids: list[str] = []
+            for job in jobs:
+                await trio.sleep_until(start + job.arrival)
+                ids.append(
+                    await conjure.submit(
+                        wf, image=image, prompt="fox", seed=job.seed, sets=_conjure_sets(job)
+                    )
+                )
+            if knobs.warm_pool:
+                # A warm pool never stops by itself: it is kept (and billed) to the end of
+                # the day, then shut down with the rest.
+                await conjure.wait_until_idle()
+                await trio.sleep_until(max(trio.current_time(), start + DAY_SECONDS))
+            else:
+                await conjure.wait_until_idle(machines_stopped=True)
+            state = conjure.state
+            await conjure.shutdown()
+        assert all(state.jobs[i].status == "succeeded" for i in ids)
+        latencies = [state.jobs[i].finished_at - state.jobs[i].submitted_at for i in ids]
+        billed = sum(b.billed_seconds for b in cloud.billing())
+        launched = len(cloud.billing())
+    useful = sum(j.gpu_seconds for j in jobs)
+    p50, p95 = _latencies_summary(latencies)
+    return {"ratio": billed / useful, "p50": p50, "p95": p95, "machines": launched}
+
+
+async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
+    """The seeds' policy: each job launches its machine, waits for Ready, runs, stops it."""
+    wall = TrioWallClock()
+    wf = load_workflow(json.loads(bundled_workflow()))
+    image = example_sketch_png()
+    latencies: list[float] = []
+    async with (
+        open_simulated_cloud(
+            seed=2, timings=_day_timings(), faults=_day_faults(), wall=wall.now
+        ) as cloud,
+        httpx.AsyncClient(transport=cloud.http_transport()) as http,
+    ):
+        rc = RunComfyClient(cloud.base_url, cloud.user_id, cloud.token, http=http)
+        start = trio.current_time()
+
+        async def one(job: DayJob) -> None:
+            await trio.sleep_until(start + job.arrival)
+            server = await rc.launch("wv-1", "medium", 3600)
+            try:
+                server = await rc.wait_until_ready(server.server_id, interval=5.0)
+                client = ComfyUIClient(server.url.reveal(), http=http, redact=server.server_id)
+                await client.system_stats()
+                uploaded = await client.upload_image(image, f"in{job.seed}.png")
+                bindings = bindings_for(
+                    wf,
+                    image=uploaded.reference,
+                    prompt="fox",
+                    seed=job.seed,
+                    sets=_conjure_sets(job),
+                )
+                pid = f"00000000-0000-4000-8000-{job.seed:012d}"
+                await client.submit(wf.prompt(bindings), pid, None)
+                done = await client.wait(pid, poll_interval=5.0)
+                for output in done.outputs:
+                    await client.download(output)
+            finally:
+                await rc.stop(server.server_id)
+            latencies.append(trio.current_time() - start - job.arrival)
+
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(one, job)
+        billed = sum(b.billed_seconds for b in cloud.billing())
+    useful = sum(j.gpu_seconds for j in jobs)
+    p50, p95 = _latencies_summary(latencies)
+    return {"ratio": billed / useful, "p50": p50, "p95": p95, "machines": len(jobs)}
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+P95_TARGET = 0.60  # issue 16: p95 latency at most this fraction of the seeds' policy
+RATIO_TARGET = 1.25  # billed / useful GPU-seconds at most
+
+
+def _cost_section(args: argparse.Namespace, out: Path) -> None:
+    jobs = _day(args.day_jobs, args.seed)
+    knobs = Knobs(args.idle_timeout, args.warm_pool, args.launch_hedge)
+    ours_day = _run_deterministic(_ours_day, jobs, out / "day", knobs)
+    again = _run_deterministic(_ours_day, jobs, out / "day2", knobs)  # same seed: the same figures?
+    seeds_day = _run_deterministic(_seeds_day, jobs, out / "seeds")
+    deterministic = again == ours_day
+    # No policy beats running each job the moment it arrives on a machine already Ready.
+    _, floor_p95 = _latencies_summary([j.gpu_seconds for j in jobs])
+    print(
+        f"\n== cost efficiency: {args.day_jobs} jobs over a simulated day (seed "
+        f"{args.seed}), start-up 60-180 s, jobs 100-500 s; ours: {knobs.label()}"
+    )
+    print(f"{'figure':<34}{'our policy':>14}{'seeds policy':>14}{'ratio':>8}")
+    for label, key in (
+        ("billed / useful GPU-seconds", "ratio"),
+        ("p50 latency (s)", "p50"),
+        ("p95 latency (s)", "p95"),
+        ("machines launched", "machines"),
+    ):
+        a, b = ours_day[key], seeds_day[key]
+        print(f"{label:<34}{a:>14.2f}{b:>14.2f}{a / b:>8.2f}")
+    print(
+        f"{'p95 floor (GPU time alone, s)':<34}{floor_p95:>14.2f}{seeds_day['p95']:>14.2f}"
+        f"{floor_p95 / seeds_day['p95']:>8.2f}   no policy can go below this"
+    )
+    print(
+        f"{'same seed, second run':<34}{'same' if deterministic else 'DIFFERENT':>14}"
+        + ("" if deterministic else f"   p95 {again['p95']:.2f}, ratio {again['ratio']:.2f}")
+    )
+    p95_ratio = ours_day["p95"] / seeds_day["p95"]
+    verdict = ours_day["ratio"] <= RATIO_TARGET and p95_ratio <= P95_TARGET and deterministic
+    print(
+        f"target (p95 <= {P95_TARGET:.2f} of the seeds' with billed/useful <= {RATIO_TARGET}, "
+        f"deterministic): {'met' if verdict else 'NOT met'} (p95 {p95_ratio:.2f}, "
+        f"billed/useful {ours_day['ratio']:.2f})"
+    )
+    if args.curve:
+        _print_curve(args, jobs, out, seeds_day["p95"])
+
+
+def _print_curve(args: argparse.Namespace, jobs: list[DayJob], out: Path, seeds_p95: float) -> None:
+    grid = [
+        Knobs(60.0, 0, 1),  # reuse within a minute, no hedge
+        Knobs(60.0, 0, 2),
+        Knobs(60.0, 0, 3),
+        Knobs(300.0, 0, 1),
+        Knobs(300.0, 0, 3),
+        Knobs(60.0, 1, 3),
+    ]
+    print(
+        f"\n== trade-off curve: the same day under each setting of the pool's knobs "
+        f"(pool.idle_timeout, pool.warm_pool, pool.launch_hedge); p95 against the seeds' "
+        f"{seeds_p95:.0f} s"
+    )
+    print(
+        f"{'idle_timeout':>12}{'warm_pool':>10}{'hedge':>6}{'billed/useful':>15}"
+        f"{'p50 (s)':>9}{'p95 (s)':>9}{'p95/seeds':>10}{'launched':>9}"
+    )
+    for i, knobs in enumerate(grid):
+        r = _run_deterministic(_ours_day, jobs, out / f"curve{i}", knobs)
+        mark = (
+            " <= targets"
+            if r["ratio"] <= RATIO_TARGET and r["p95"] / seeds_p95 <= P95_TARGET
+            else ""
+        )
+        print(
+            f"{knobs.idle_timeout:>12g}{knobs.warm_pool:>10}{knobs.launch_hedge:>6}"
+            f"{r['ratio']:>15.2f}{r['p50']:>9.0f}{r['p95']:>9.0f}{r['p95'] / seeds_p95:>10.2f}"
+            f"{r['machines']:>9.0f}{mark}"
+        )
+
+
+def _run_deterministic(fn: Any, *args: Any) -> Any:
+    """Run ``fn`` on a MockClock that moves only once every task is blocked AND no worker
+    thread is in flight (autojump would jump while a file is written in a thread, so
+    simulated time would depend on the disk), with trio's tie-breaking between runnable
+    tasks seeded: the same seed gives the same run."""
+    trio._core._run._r.seed(1)
+
+    async def main() -> Any:
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, MOCK)
+        limiter = trio.to_thread.current_default_thread_limiter()
+
+        async def drive() -> None:
+            while True:
+                await trio.testing.wait_all_tasks_blocked()
+                if limiter.statistics().borrowed_tokens:
+                    time.sleep(0.0002)  # noqa: ASYNC251 - no simulated time may pass here
+                    await trio.lowlevel.checkpoint()
+                    continue
+                gap = trio.lowlevel.current_statistics().seconds_to_next_deadline
+                if gap != math.inf:
+                    clock.jump(gap)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive)
+            result = await fn(*args)
+            nursery.cancel_scope.cancel()
+        return result
+
+    return trio.run(main, clock=MOCK())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--day-jobs", type=int, default=300, help="jobs in the day")
+    parser.add_argument("--idle-timeout", type=float, default=60.0, help="our idle timeout (s)")
+    parser.add_argument("--warm-pool", type=int, default=0, help="idle machines kept")
+    parser.add_argument(
+        "--launch-hedge", type=int, default=2, help="machines launched per machine needed"
+    )
+    parser.add_argument(
+        "--no-curve", dest="curve", action="store_false", help="skip the trade-off curve"
+    )
+    parser.add_argument("--seed", type=int, default=11, help="arrival seed")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        _cost_section(args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
