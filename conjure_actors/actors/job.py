@@ -164,6 +164,8 @@ class _Rejected:
     error_type: str
     message: str
     failed_as: str = "PromptRejected"  # the JobFailed error type
+    node_id: str | None = None  # the first node the rejection names, and its class
+    class_type: str | None = None
 
 
 @attrs.frozen
@@ -528,6 +530,8 @@ class WorkflowActor(Actor):
                         prompt_id=self.job.prompt_id or "",
                         error_type=msg.error_type,
                         message=_one_line(msg.message),
+                        node_id=msg.node_id,
+                        class_type=msg.class_type,
                         at=self.ctx.now(),
                     )
                 )
@@ -1036,7 +1040,16 @@ class WorkflowActor(Actor):
         try:
             answer = await client.submit(prompt, prompt_id=prompt_id, client_id=client_id)
         except cerr.PromptRejectedError as exc:
-            await self._report(_Rejected(token, exc.error_type, str(exc)))
+            first = exc.node_errors[0] if exc.node_errors else None
+            await self._report(
+                _Rejected(
+                    token,
+                    exc.error_type,
+                    str(exc),
+                    node_id=first.node_id if first is not None else None,
+                    class_type=first.class_type or None if first is not None else None,
+                )
+            )
             return
         except cerr.OutcomeUnknownError:
             # Never resubmit blindly: look the id up first.
@@ -1068,7 +1081,14 @@ class WorkflowActor(Actor):
             await self._interrupt_prompt(self._lease, prompt_id)
             failure = decide.dropped_outputs([_node_problem(w) for w in warnings])
             await self._report(
-                _Rejected(token, failure.error_type, failure.reason, failure.error_type)
+                _Rejected(
+                    token,
+                    failure.error_type,
+                    failure.reason,
+                    failure.error_type,
+                    node_id=str(warnings[0].node_id),
+                    class_type=str(warnings[0].class_type) or None,
+                )
             )
             return
         number = getattr(answer, "number", None)

@@ -225,7 +225,9 @@ _FIRST_NODE: Final = re.compile(r"\bnode (\S+) \(([^()]+)\)")
 
 def error_record(job: st.Job) -> dict[str, Any]:
     """The ``run.error`` JSON record of a failed or cancelled job (see docs/run-json.md).
-    A rejection names its nodes only in its message: the first one is the record's node."""
+    The node is the one the log recorded (``PromptRejected``'s first node since its
+    ``node_id``/``class_type`` fields exist); an older log's rejection named it only in
+    its message, so the first node the message names stands in."""
     error = job.error if job.status == st.FAILED else None
     node_id = error.node_id if error is not None else None
     node_type = error.node_type if error is not None else None

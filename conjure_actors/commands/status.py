@@ -85,28 +85,13 @@ def _show_log(path: Path) -> None:
     print(f"  cost: {format_usd(s.cost_micros)}")
 
 
-def _one_line(text: str) -> str:
-    """A message from a server or a log, fit for one line: whitespace runs become one space,
-    other control characters are escaped."""
-    flat = " ".join(text.split())
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
-
-
 def job_failure(job: Any) -> str | None:
-    """Why a failed or cancelled job ended, in one line (None for any other job): the node,
-    its class, the error's type and message, as the log recorded them."""
-    if job.status == "cancelled":
-        return _one_line(job.cancel_reason or "cancelled")
-    if job.status != "failed":
-        return None
-    error = job.error
-    if error is None:
-        return "no reason recorded"
-    where = ""
-    if error.node_id is not None:
-        cls = f" ({_one_line(error.node_type)})" if error.node_type else ""
-        where = f"node {_one_line(error.node_id)}{cls}: "
-    return f"{where}{_one_line(error.error_type)}: {_one_line(error.message)}"
+    """Why a failed or cancelled job ended, in one line (None for any other job): the node
+    and its class (the fields the log recorded: a rejection's first node too), the error's
+    type and message, said as the live view and the summary say it."""
+    from conjure_actors.actors.view import job_reason
+
+    return job_reason(job)
 
 
 async def _show_cloud(config: Config) -> None:

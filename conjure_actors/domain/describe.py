@@ -29,6 +29,14 @@ def _rate(micros_per_hour: int) -> str:
     return f"{format_usd(micros_per_hour, 2)}/h"
 
 
+def _rejected_node(e: ev.PromptRejected) -> str:
+    """``node 16 (LoadImage): `` when the rejection names a node its message does not."""
+    if e.node_id is None or f"node {e.node_id} " in e.message:
+        return ""
+    cls = f" ({e.class_type})" if e.class_type else ""
+    return f"node {e.node_id}{cls}: "
+
+
 def _num(value: float) -> str:
     return f"{value:g}"
 
@@ -79,7 +87,9 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         f"submitting prompt {e.prompt_id} (attempt {e.attempt}) to {e.server_id}"
     ),
     ev.PromptSubmitted: lambda e: f"prompt {e.prompt_id} queued as #{_num(e.number)}",
-    ev.PromptRejected: lambda e: f"prompt {e.prompt_id} rejected: {e.error_type}: {e.message}",
+    ev.PromptRejected: lambda e: (
+        f"prompt {e.prompt_id} rejected: {_rejected_node(e)}{e.error_type}: {e.message}"
+    ),
     ev.ExecutionStarted: lambda e: f"prompt {e.prompt_id} started",
     ev.NodeCached: lambda e: f"cached nodes: {', '.join(e.nodes) or 'none'}",
     ev.NodeStarted: lambda e: f"node {e.node_id} running",

@@ -437,13 +437,18 @@ class PromptSubmitted(msgspec.Struct, frozen=True, kw_only=True, tag="exec.promp
 
 
 class PromptRejected(msgspec.Struct, frozen=True, kw_only=True, tag="exec.prompt_rejected"):
-    """Emitted by the WorkflowActor when ``POST /prompt`` answered 4xx (validation): the
-    outcome of the ``PromptSubmitting`` intent; the prompt never ran."""
+    """Emitted by the WorkflowActor when ``POST /prompt`` answered 4xx (validation), or when
+    its own check against the version's node catalogue refused the prompt before the POST:
+    the outcome of the ``PromptSubmitting`` intent; the prompt never ran. ``node_id`` and
+    ``class_type``: the first node the rejection names (ComfyUI's ``node_errors``); None
+    when it names none, and in logs written before they existed."""
 
     job_id: str
     prompt_id: str
     error_type: str
     message: str
+    node_id: str | None = None
+    class_type: str | None = None
     at: float
 
 

@@ -786,7 +786,7 @@ def _prompt_rejected(s: State, e: ev.PromptRejected) -> None:
     job = _job_for(s, e.job_id, "PromptRejected")
     if job is not None:
         job.execution = "rejected"
-        job.error = JobError(e.error_type, e.message, False)
+        job.error = JobError(e.error_type, e.message, False, e.node_id, e.class_type)
 
 
 def _current_job(s: State, job_id: str, prompt_id: str, what: str) -> Job | None:

@@ -38,3 +38,15 @@ def test_multiline_messages_become_one_line() -> None:
     """A server error message with newlines still describes on one line."""
     failed = ev.JobFailed(job_id="j", error_type="E", message="first\nsecond\r\nthird", at=0)
     assert describe(failed)[1] == "failed: E: first second third"
+
+
+def test_a_rejection_names_its_node_once() -> None:
+    """A rejection's node is named when its message does not name it, and only once."""
+    bare = ev.PromptRejected(
+        job_id="j", prompt_id="p", error_type="t", message="bad", node_id="7", class_type="X", at=0
+    )
+    named = ev.PromptRejected(
+        job_id="j", prompt_id="p", error_type="t", message="node 7 (X) w: bad", node_id="7", at=0
+    )
+    assert describe(bare)[1] == "prompt p rejected: node 7 (X): t: bad"
+    assert describe(named)[1] == "prompt p rejected: t: node 7 (X) w: bad"
