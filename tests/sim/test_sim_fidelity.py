@@ -96,10 +96,6 @@ _SETUP: dict[str, Callable[[ComfyUISim], None]] = {
     "ws_execution_error.jsonl": lambda sim: sim.add_input(
         "heldout_broken.png", b"this is not a png"
     ),
-    # Taken after ws_normal_run on the same server: its output is on disk.
-    "ws_validation_errors.jsonl": lambda sim: sim.add_file(
-        "output/heldout/invert_00001_.png", write_png(64, 64, b"earlier run")
-    ),
     "ws_loadimage_run.jsonl": lambda sim: (
         sim.add_input("heldout_input.png", write_png(40, 30, b"input")),
         sim.add_input("sub.png", write_png(40, 30, b"sub"), "heldout"),
@@ -111,6 +107,71 @@ _BEFORE: dict[str, str] = {
     "ws_ws_preview_metadata.jsonl": "ws_ws_preview_legacy.jsonl",
     "ws_queue_shape.jsonl": "ws_queue_and_interrupt.jsonl",
 }
+
+
+def first_number(name: str) -> float:
+    """The queue number of the capture's first accepted prompt: the server's order."""
+    numbers = [
+        line["response"]["number"]
+        for line in lines_of(name)
+        if line.get("path") == "/prompt" and line["method"] == "POST" and line["status"] == 200
+    ]
+    return abs(min(numbers, key=abs)) if numbers else float("inf")
+
+
+def outputs_before(name: str) -> list[str]:
+    """The files in ``output/`` that the captures taken earlier on the same server saved.
+
+    All the captures come from one server process (their queue numbers run on), so a
+    SaveImage numbers its file after those (``invert_00003_`` in ws_queue_shape)."""
+    here = first_number(name)
+    paths: list[str] = []
+    for path in sorted(CAPTURES.glob("ws_*.jsonl")):
+        if first_number(path.name) >= here:
+            continue
+        for line in lines_of(path.name):
+            frame = line.get("frame", {})
+            if line.get("dir") != "in" or frame.get("type") != "executed":
+                continue
+            images = frame["data"]["output"].get("images", [])
+            paths.extend(
+                f"output/{i['subfolder']}/{i['filename']}" for i in images if i["type"] == "output"
+            )
+    return paths
+
+
+def prepare(sim: ComfyUISim, name: str) -> None:
+    """The server as it was when ``name`` (or the capture it continues) was taken."""
+    for path in outputs_before(_BEFORE.get(name, name)):
+        sim.add_file(path, write_png(8, 8, path.encode()))
+    _SETUP.get(name, lambda s: None)(sim)
+
+
+def _server_records() -> dict[str, _JSON]:
+    """Each prompt's graph as the server recorded it (history and queue captures), by id."""
+    graphs: dict[str, _JSON] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for each in value.values():
+                walk(each)
+        elif isinstance(value, list):
+            if len(value) >= 3 and isinstance(value[1], str) and isinstance(value[2], dict):
+                graphs[value[1]] = value[2]  # [number, prompt_id, prompt, extra, outputs]
+            for each in value:
+                walk(each)
+
+    for path in [*CAPTURES.glob("history_*.json"), *CAPTURES.glob("queue_*.json")]:
+        walk(load(path.name))
+    return graphs
+
+
+#: The client's log can be wrong about what it sent: ws_reconnect_same_client_id logged
+#: its first prompt with color 4243, but the server recorded 4242 (history_max_items_2):
+#: the capture tool logged the body after changing it for the second POST. That is why
+#: the real server ran the "identical" second prompt again. The replay sends what the
+#: server received.
+SERVER_RECORDS: dict[str, _JSON] = _server_records()
 #: Requests whose parameters the log does not record (covered by their own captures:
 #: upload_image_responses.json, view_responses.json).
 _UNRECORDED: frozenset[str] = frozenset({"/upload/image", "/view"})
@@ -170,6 +231,7 @@ async def replay(
             body = copy.deepcopy(line.get("request_json"))
             if line["path"] == "/prompt" and line["method"] == "POST" and line["status"] == 200:
                 body["prompt_id"] = line["response"]["prompt_id"]  # the captured id
+                body["prompt"] = SERVER_RECORDS.get(body["prompt_id"], body["prompt"])
             response = await http.request(
                 line["method"], line["path"], json=body if body is not None else None
             )
@@ -196,12 +258,6 @@ WS_CAPTURES = sorted(p.name for p in CAPTURES.glob("ws_*.jsonl") if "history_rac
 _KNOWN_GAPS = {
     "ws_queue_and_interrupt.jsonl": "the real worker sent execution_start 10 ms after taking "
     "the first prompt (after 2 more POSTs); the simulator starts it within 0.5 ms",
-    "ws_queue_shape.jsonl": "the real server took 7 ms from execution_start to "
-    "execution_cached (the interrupt landed before node 1 ran); the simulator's cache-free "
-    "cost only covers outputs it knows were cached",
-    "ws_reconnect_same_client_id.jsonl": "the real server re-ran an identical prompt 1.1 s "
-    "after the first (execution_cached [], invert_00005); the simulator's classic cache "
-    "serves it from cache",
 }
 
 
@@ -223,7 +279,7 @@ async def test_ws_capture_replays_with_the_same_frames_statuses_and_shapes(
 ) -> None:
     """Replayed in time at real speed: each socket's frames, each answer's status and shape."""
     sim, http = served
-    _SETUP.get(name, lambda s: None)(sim)
+    prepare(sim, name)
     sockets: dict[str, Socket] = {}
     if name in _BEFORE:
         sockets, _ = await replay(sim, http, nursery, _BEFORE[name])
@@ -243,6 +299,27 @@ async def test_ws_capture_replays_with_the_same_frames_statuses_and_shapes(
             assert shape(response.json()) == shape(line["response"]), where
 
 
+async def test_a_prompt_differing_in_one_input_runs_again_like_on_the_real_server(
+    served: tuple[ComfyUISim, httpx.AsyncClient], autojump_clock: trio.abc.Clock
+) -> None:
+    """history_max_items_2: color 4242 then 4243, nothing cached, the second saves anew."""
+    _, http = served
+    captured = load("history_max_items_2.json")["body"]
+    for pid, entry in captured.items():
+        body = {"prompt": entry["prompt"][2], "prompt_id": pid, **entry["prompt"][3]}
+        assert (await http.post("/prompt", json=body)).status_code == 200
+    got: _JSON = {}
+    with trio.fail_after(10):
+        while len(got) < len(captured):
+            await trio.sleep(0.01)
+            got = (await http.get("/history")).json()
+    for pid, entry in captured.items():
+        cached = [m[1]["nodes"] for m in got[pid]["status"]["messages"] if "nodes" in m[1]]
+        assert cached == [m[1]["nodes"] for m in entry["status"]["messages"] if "nodes" in m[1]]
+    (first, second) = (got[pid]["outputs"]["3"]["images"][0]["filename"] for pid in captured)
+    assert (first, second) == ("invert_00001_.png", "invert_00002_.png")
+
+
 def test_every_capture_is_replayed() -> None:
     """Each capture copied from the real server has a replay here or in test_sim_*."""
     covered = set(WS_CAPTURES) | set(OTHER_CHECKS)
@@ -256,7 +333,7 @@ def test_every_capture_is_replayed() -> None:
 async def _history_after(
     sim: ComfyUISim, http: httpx.AsyncClient, nursery: trio.Nursery, name: str
 ) -> _JSON:
-    _SETUP.get(name, lambda s: None)(sim)
+    prepare(sim, name)
     sockets: dict[str, Socket] = {}
     if name in _BEFORE:
         sockets, _ = await replay(sim, http, nursery, _BEFORE[name])
