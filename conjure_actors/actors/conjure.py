@@ -47,7 +47,7 @@ import conjure_actors
 import eventlog
 from conjure_actors.actors import files
 from conjure_actors.actors.actors import CostActor, MachineActor, _Reconcile
-from conjure_actors.actors.context import Context, Ids, Journal, WsConnect
+from conjure_actors.actors.context import Context, Ids, Journal, PromptCheck, WsConnect
 from conjure_actors.actors.cost import Ledger
 from conjure_actors.actors.job import PoolPort, WorkflowActor
 from conjure_actors.actors.messages import (
@@ -476,11 +476,13 @@ async def open_conjure(
     mode: str | None = None,
     attach: Mapping[str, Any] | None = None,
     ids: Ids = uuid.uuid4,
+    prompt_check: PromptCheck | None = None,
 ) -> AsyncIterator[Conjure]:
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
     ``attach``: ``{name: url}`` of machines we do not pay for (dev machine).
     ``ids``: makes every new id (``uuid.uuid4``; the test harness passes a seeded one).
+    ``prompt_check``: checks each prompt before its POST (a RunComfy version's catalogue).
 
     Whatever ends the block runs the ordered shutdown (:meth:`Conjure.shutdown`): a normal
     exit, an exception in the block or in the runtime (a job's failure is only that job's),
@@ -522,6 +524,7 @@ async def open_conjure(
             inputs_dir=out / ".inputs",
             mode=mode,
             ids=ids,
+            prompt_check=prompt_check,
         )
         conjure: Conjure | None = None
         try:

@@ -26,6 +26,7 @@ from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.clients.runcomfy import SecretURL, Server
 from conjure_actors.clock import WallClock
 from conjure_actors.config import Config
+from conjure_actors.domain.preflight import PromptRefusal
 from conjure_actors.domain.prices import PriceTable
 from conjure_actors.domain.state import State
 from eventlog import Record
@@ -92,6 +93,17 @@ class Leases(Protocol):
     def cancel_lease(self, job_id: str) -> None: ...
 
 
+class PromptCheck(Protocol):
+    """A check of each prompt just before its ``POST /prompt``, against the node catalogue of
+    the machine it goes to (``run``/``serve`` on a RunComfy workflow version with no recorded
+    catalogue: :class:`conjure_actors.commands.cloud_args.VersionCatalogue`)."""
+
+    async def refusal(self, client: ComfyUIClient, prompt: dict[str, Any]) -> PromptRefusal | None:
+        """None to submit the prompt; else why it must not be (its ``message`` is the line
+        the job fails with)."""
+        ...
+
+
 @attrs.define(eq=False)
 class Context:
     """Shared, long-lived objects of one run."""
@@ -109,6 +121,7 @@ class Context:
     mode: str = "simulated"
     appended: int = 0
     ids: Ids = uuid.uuid4
+    prompt_check: PromptCheck | None = None  # a prompt checked before its POST (None: not)
 
     @property
     def state(self) -> State:

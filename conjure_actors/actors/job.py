@@ -1037,6 +1037,19 @@ class WorkflowActor(Actor):
         self, token: int, prompt: dict[str, Any], prompt_id: str, client_id: str
     ) -> None:
         client = self._client()
+        check = self.ctx.prompt_check
+        refused = await check.refusal(client, prompt) if check is not None else None
+        if refused is not None:  # the machine's own catalogue refuses it: not sent, not run
+            await self._report(
+                _Rejected(
+                    token,
+                    "catalogue_check",
+                    refused.message,
+                    node_id=refused.node_id,
+                    class_type=refused.class_type,
+                )
+            )
+            return
         try:
             answer = await client.submit(prompt, prompt_id=prompt_id, client_id=client_id)
         except cerr.PromptRejectedError as exc:

@@ -7,9 +7,21 @@ Both commands take the same flags for them and map them onto the config's keys t
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_cloud_arguments", "cloud_flags"]
+import attrs
+import trio
+
+from conjure_actors.config import Config
+
+if TYPE_CHECKING:
+    from conjure_actors.clients.comfyui import ComfyUIClient
+    from conjure_actors.domain.preflight import PromptRefusal
+    from conjure_actors.domain.workflow import Catalog
+
+__all__ = ["VersionCatalogue", "add_cloud_arguments", "cloud_flags", "version_catalogue"]
 
 
 def add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,3 +47,90 @@ def cloud_flags(args: argparse.Namespace) -> dict[str, Any]:
         "budget.usd": args.budget,
         "pool.idle_timeout": args.idle_timeout,
     }
+
+
+# RunComfy's API cannot list the nodes of a workflow version; a running machine of it can
+# (its ComfyUI's /object_info). `machine up` records the catalogue from the dev machine; a
+# run (or serve) without one records it from its own first machine: the first prompt about
+# to be submitted fetches it from the machine it goes to, keeps it where `machine up` does,
+# and every prompt of the run is checked against it before its POST. So a workflow the
+# version cannot run fails with the pre-flight's line without the GPU running it, and the
+# next runs refuse it before launching anything. The fetch failing fails no job: said once,
+# the run goes on unchecked, as before.
+
+
+class VersionCatalogue:
+    """The node catalogue of RunComfy workflow ``version``, fetched from its first machine
+    (``refusal`` is the actors' ``PromptCheck``). ``note`` says a failed fetch, once."""
+
+    def __init__(self, path: Path, version: str, note: Callable[[str], None]) -> None:
+        self.path = path
+        self.version = version
+        self._note = note
+        self._catalog: Catalog | None = None
+        self._given_up = False
+        self._lock = trio.Lock()
+
+    def __repr__(self) -> str:
+        return f"VersionCatalogue({self.version!r}, fetched={self._catalog is not None})"
+
+    @property
+    def fetched(self) -> bool:
+        return self._catalog is not None
+
+    async def refusal(self, client: ComfyUIClient, prompt: dict[str, Any]) -> PromptRefusal | None:
+        """None to submit ``prompt``; else why the version's catalogue refuses it."""
+        from conjure_actors.domain.preflight import check_prompt
+
+        async with self._lock:  # one fetch, whatever the jobs waiting on it
+            if self._catalog is None and not self._given_up:
+                await self._fetch(client)
+        if self._catalog is None:
+            return None
+        refused = check_prompt(prompt, self._catalog)
+        if refused is None:
+            return None
+        by = f"workflow version {self.version}'s node catalogue (from its machine)"
+        return attrs.evolve(refused, by=by)
+
+    async def _fetch(self, client: ComfyUIClient) -> None:
+        from conjure_actors.clients.errors import ClientError
+        from conjure_actors.commands.validate import write_catalogue
+        from conjure_actors.domain.workflow import catalog_from_object_info
+
+        try:
+            info = await client.object_info()
+            catalog = catalog_from_object_info(info)
+        except (ClientError, ValueError, TypeError, KeyError) as exc:
+            self._given_up = True
+            why = (
+                client.scrub(str(exc))[:200] if isinstance(exc, ClientError) else "not a catalogue"
+            )
+            self._note(
+                f"workflow version {self.version}: its machine did not give its node catalogue"
+                f" ({type(exc).__name__}: {why}); the jobs run without that check"
+            )
+            return
+        if not catalog:
+            self._given_up = True
+            self._note(
+                f"workflow version {self.version}: its machine's node catalogue is empty;"
+                " the jobs run without that check"
+            )
+            return
+        await trio.to_thread.run_sync(write_catalogue, self.path, info)
+        self._catalog = catalog
+
+
+def version_catalogue(config: Config, note: Callable[[str], None]) -> VersionCatalogue | None:
+    """For a RunComfy run whose workflow version has no recorded catalogue: the check that
+    records it from the first machine (None: another target, or one is recorded)."""
+    from conjure_actors.commands.validate import catalogue_path, read_catalogue
+
+    version = config.runcomfy.workflow_version
+    if config.mode != "runcomfy" or not version:
+        return None
+    path = catalogue_path(config, version)
+    if read_catalogue(path) is not None:
+        return None
+    return VersionCatalogue(path, version, note)

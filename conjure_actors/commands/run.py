@@ -517,6 +517,7 @@ async def _run(
     import eventlog
     from conjure_actors.actors.conjure import open_conjure
     from conjure_actors.clock import SystemWallClock
+    from conjure_actors.commands.cloud_args import version_catalogue
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import RESUMABLE_STATUSES, apply, initial_state
 
@@ -533,6 +534,9 @@ async def _run(
         if dev is not None:
             attach[dev.server_id] = dev.url
             out.say(f"attaching to dev machine {dev.server_id} (machine down stops it)")
+    # No catalogue recorded for the workflow version: its first machine gives it, and each
+    # prompt is checked against it before its POST (a note, once, if it cannot be had).
+    check = version_catalogue(config, lambda text: _tell(f"note: {text}"))
     try:
         async with eventlog.open_journal(
             log_path,
@@ -556,6 +560,7 @@ async def _run(
                     monitor=sink,
                     mode=mode,
                     attach=attach,
+                    prompt_check=check,
                 ) as conjure,
             ):
                 work = trio.CancelScope()

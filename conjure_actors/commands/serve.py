@@ -215,6 +215,7 @@ async def open_serve(
     cloud to run on (default: as ``run`` chooses it; tests pass a faster simulated one)."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
+    from conjure_actors.commands.cloud_args import version_catalogue
     from conjure_actors.commands.run import _cloud, _dev_machine
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
@@ -251,6 +252,7 @@ async def open_serve(
                 out_dir=out_dir,
                 mode=mode,
                 attach=attach,
+                prompt_check=version_catalogue(config, _note),
             ) as service,
             trio.open_nursery() as nursery,
         ):
@@ -265,6 +267,10 @@ async def open_serve(
                 service.accepting = False
                 service.stopping.set()
                 stop_http.set()
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def _runcomfy_catalog(config: Any) -> Any:

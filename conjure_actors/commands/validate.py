@@ -229,7 +229,8 @@ def _dev_machine_of(config: Config, version: str | None) -> tuple[str, str] | No
     return dev.workflow_version, dev.url
 
 
-def _read_catalogue(path: Path) -> dict[str, Any] | None:
+def read_catalogue(path: Path) -> dict[str, Any] | None:
+    """The ``/object_info`` kept in ``path`` (None: none, or damaged)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -241,7 +242,8 @@ def _read_catalogue(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _write_catalogue(path: Path, info: Mapping[str, Any]) -> None:
+def write_catalogue(path: Path, info: Mapping[str, Any]) -> None:
+    """Keep ``info`` in ``path`` (0600, atomically); a failure is a note, not an error."""
     from conjure_actors.actors.files import write_atomic
 
     try:
@@ -260,15 +262,16 @@ def runcomfy_target(config: Config) -> Target:
         version = dev[0]
         info = fetch_object_info(dev[1])
         if info is not None:
-            _write_catalogue(catalogue_path(config, version), info)
+            write_catalogue(catalogue_path(config, version), info)
             return Target(catalog_from_object_info(info), strict=True, choices=True)
     if version:
-        kept = _read_catalogue(catalogue_path(config, version))
+        kept = read_catalogue(catalogue_path(config, version))
         if kept is not None:
             return Target(catalog_from_object_info(kept), strict=True, choices=True)
     label = f"workflow version {version}" if version else "RunComfy"
     return bundled_target(
-        f"{label}: no node catalogue recorded yet (`machine up` of that version records it)"
+        f"{label}: no node catalogue recorded yet (a run records it from its first machine"
+        " and checks each prompt against it before submitting; so does `machine up`)"
     )
 
 

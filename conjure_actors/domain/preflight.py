@@ -23,6 +23,7 @@ Pure: bytes and mappings in, problems out.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -39,6 +40,7 @@ from conjure_actors.domain.workflow import (
     is_link,
     node_sort_key,
     show,
+    validate_graph,
 )
 
 __all__ = [
@@ -48,7 +50,9 @@ __all__ = [
     "ImageInfo",
     "InputError",
     "Preflight",
+    "PromptRefusal",
     "check_image",
+    "check_prompt",
     "check_seed",
     "check_value",
     "check_values",
@@ -371,3 +375,47 @@ def preflight(
         )
     raise_problems(problems, source=show(workflow.name))
     return Preflight(bindings)
+
+
+_FIRST_NODE: Final = re.compile(r"^node (\S+?)[ :]")
+_REFUSAL_SHOWN: Final = 5
+
+
+@attrs.frozen
+class PromptRefusal:
+    """Why a catalogue refuses a prompt: every problem (one line each), and the first node
+    they name with its class (None when the first problem names no node)."""
+
+    problems: tuple[str, ...]
+    node_id: str | None
+    class_type: str | None
+    by: str = "the node catalogue"
+    """Whose catalogue refused it, as a message names it."""
+
+    @property
+    def message(self) -> str:
+        """The one line a job fails with: what refused the prompt, and every problem."""
+        return f"{self.by} refuses the prompt (not submitted): {self.line()}"
+
+    def line(self) -> str:
+        """The problems in one line: the first five, then how many more."""
+        shown = "; ".join(self.problems[:_REFUSAL_SHOWN])
+        more = len(self.problems) - _REFUSAL_SHOWN
+        return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+def check_prompt(prompt: Mapping[str, Any], catalog: Catalog) -> PromptRefusal | None:
+    """The pre-flight of a prompt about to be submitted, against its target's own catalogue
+    (strict: an unknown class, a missing input, a value out of range or not one of a
+    combo's choices are refused; an uploaded image's name is not a choice to check).
+    None: nothing to refuse."""
+    problems = validate_graph(prompt, catalog, strict=True)
+    problems.extend(p for p in check_values(prompt, catalog) if p not in problems)
+    if not problems:
+        return None
+    found = _FIRST_NODE.match(problems[0])
+    node = prompt.get(found.group(1)) if found else None
+    cls = node.get("class_type") if isinstance(node, Mapping) else None
+    if node is None:  # a problem of the whole graph, or a node id shown quoted
+        return PromptRefusal(tuple(problems), None, None)
+    return PromptRefusal(tuple(problems), found.group(1) if found else None, show(cls) or None)

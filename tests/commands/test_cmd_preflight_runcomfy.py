@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+import eventlog
+from conjure_actors.domain import events as ev
 from conjure_actors.sim.cloud import CloudTimings
 from conjure_actors.sim.runcomfy import RunComfyTimings
 from conjure_actors.sim.serve import ServedCloud, serve_cloud
@@ -100,11 +103,56 @@ async def test_without_a_recorded_catalogue_the_run_says_what_is_not_checked(
         launched = len(cloud.runcomfy.billing())
     assert code == 2, err
     assert err.splitlines() == [
-        f"note: workflow version {VERSION}: no node catalogue recorded yet (`machine up` of"
-        " that version records it): checked against the bundled node catalogue (ComfyUI core"
+        f"note: workflow version {VERSION}: no node catalogue recorded yet (a run records it"
+        " from its first machine and checks each prompt against it before submitting; so does"
+        " `machine up`): checked against the bundled node catalogue (ComfyUI core"
         " nodes and the CONJURE workflow's); custom nodes are checked for structure only and"
         " model file names are not checked (not in it: MyCustomNode)",
         "error: w.json: workflow has 1 problem: node 2 (EmptyLatentImage) input 'width':"
         " 7 is below the minimum 16",
     ]
     assert launched == 0
+
+
+CUSTOM = (
+    '{"1": {"class_type": "MyCustomNode", "inputs": {}},'
+    ' "2": {"class_type": "EmptyLatentImage",'
+    ' "inputs": {"width": 512, "height": 512, "batch_size": 1}},'
+    ' "3": {"class_type": "SaveLatent", "inputs": {"samples": ["2", 0],'
+    ' "filename_prefix": "x"}}}'
+)
+
+
+async def test_first_run_records_the_catalogue_from_its_machine_and_checks_before_submit(
+    tmp_path: Path,
+) -> None:
+    """No catalogue recorded: the run's first machine gives its /object_info, which is kept,
+    and the prompt it refuses (a class the version lacks) is never POSTed: the job fails
+    with the pre-flight's line. The next run refuses it before launching any machine."""
+    (tmp_path / "w.json").write_text(CUSTOM)
+    kept = tmp_path / "state" / "catalogs" / f"{VERSION}.json"
+    line = "node 1: unknown class 'MyCustomNode' (not in the node catalog)"
+    async with served() as cloud:
+        code, err = await _cli(
+            cloud, tmp_path, "run", "w.json", "--workflow-version", VERSION, "--log", "1.log"
+        )
+        assert code == 1, err
+        assert "Traceback" not in err
+        assert line in err
+        assert kept.stat().st_mode & 0o777 == 0o600
+        events: list[Any] = [r.event for r in eventlog.read(tmp_path / "1.log", ev.Event)]
+        assert not any(isinstance(e, ev.PromptSubmitted) for e in events)
+        rejected = [e for e in events if isinstance(e, ev.PromptRejected)]
+        assert [(e.error_type, e.node_id, e.class_type) for e in rejected] == [
+            ("catalogue_check", "1", "MyCustomNode")
+        ]
+        assert cloud.machines
+        assert all(not m._history for m in cloud.machines.values())  # nothing ran
+        assert cloud.token not in err
+        launched = len(cloud.runcomfy.billing())
+        code, err = await _cli(
+            cloud, tmp_path, "run", "w.json", "--workflow-version", VERSION, "--log", "2.log"
+        )
+        assert (code, err.splitlines()) == (2, [f"error: w.json: workflow has 1 problem: {line}"])
+        assert len(cloud.runcomfy.billing()) == launched
+        assert not (tmp_path / "2.log").exists()

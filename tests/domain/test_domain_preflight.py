@@ -227,3 +227,28 @@ def test_value_problems_of_any_graph_are_one_line(graph: dict[str, Any]) -> None
     """Issue 17 for values: whatever ids, names and values, each problem is one line."""
     for problem in check_values(graph, CATALOG):
         assert problem.splitlines() == [problem], problem
+
+
+def test_check_prompt_names_the_first_refused_node_and_its_class() -> None:
+    """A prompt with a class the target lacks: refused, naming that node and its class."""
+    from conjure_actors.domain.preflight import check_prompt
+    from conjure_actors.domain.workflow import catalog_from_object_info
+    from conjure_actors.sim.catalog import OBJECT_INFO
+
+    catalog = catalog_from_object_info(OBJECT_INFO)
+    prompt = {
+        "1": {"class_type": "MyCustomNode", "inputs": {}},
+        "2": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 7, "height": 8, "batch_size": 1},
+        },
+        "3": {"class_type": "SaveLatent", "inputs": {"samples": ["2", 0], "filename_prefix": "x"}},
+    }
+    refused = check_prompt(prompt, catalog)
+    assert refused is not None
+    assert (refused.node_id, refused.class_type) == ("1", "MyCustomNode")
+    assert refused.problems[0] == "node 1: unknown class 'MyCustomNode' (not in the node catalog)"
+    assert "node 2 (EmptyLatentImage) input 'width': 7 is below the minimum 16" in refused.line()
+    del prompt["1"]
+    prompt["2"]["inputs"].update(width=512, height=512)
+    assert check_prompt(prompt, catalog) is None
