@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import trio
 
 import eventlog
-from conjure_actors.commands.replay import fold_log
+from conjure_actors.commands.replay_impl import fold_log
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.state import State, apply, apply_all, initial_state
 

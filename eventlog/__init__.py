@@ -6,6 +6,9 @@ file holds with :func:`inspect`. The file format is described in ``docs/eventlog
 the error tree in :mod:`eventlog.errors`. This package never imports ``conjure_actors``.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from .codec import Upcaster, Upcasters
 from .errors import (
     CorruptLogError,
@@ -24,8 +27,6 @@ from .errors import (
     UnknownEventError,
     UnsupportedVersionError,
 )
-from .follow import LogFollower, follow
-from .journal import EventStore, Journal, JournalStatistics, open_journal
 from .memory import MemoryLog
 from .reader import LogInfo, LogState, LogStatus, fold, inspect, read, scan
 from .record import Record
@@ -40,6 +41,32 @@ from .snapshot import (
     write_snapshot,
 )
 from .writer import LogWriter, SyncPolicy, open_writer
+
+if TYPE_CHECKING:
+    from .follow import LogFollower, follow
+    from .journal import EventStore, Journal, JournalStatistics, open_journal
+
+# The trio half (journal, follow) loads on first use: reading, scanning and replaying a log
+# (``replay --at``) need no trio, and importing it costs more than reading a snapshot.
+_LAZY: Final = {
+    "LogFollower": ".follow",
+    "follow": ".follow",
+    "EventStore": ".journal",
+    "Journal": ".journal",
+    "JournalStatistics": ".journal",
+    "open_journal": ".journal",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    # Importing .follow set the package's ``follow`` to the submodule: the function wins.
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CorruptLogError",

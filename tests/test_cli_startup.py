@@ -57,11 +57,15 @@ def test_help_imports_no_command_and_no_io_library() -> None:
 
 @pytest.mark.slow
 def test_replay_help_imports_replay_only() -> None:
-    """``replay --help`` loads the replay command but no other command, simulator or harness."""
+    """``replay --help`` loads the replay command's parser alone: no other command, simulator
+    or harness, and not the command's work (replay_impl) with eventlog, trio, msgspec and the
+    domain, which load when the command runs."""
     loaded = _modules_loaded_by("replay", "--help")
     assert "conjure_actors.commands.replay" in loaded
     others = tuple(cli.command_module_name(n) for n in cli.COMMANDS if n != "replay")
     assert _under(loaded, (*NEVER, *others, "conjure_actors.actors", "httpx", "rich")) == []
+    work = ("conjure_actors.commands.replay_impl", "conjure_actors.domain", "eventlog")
+    assert _under(loaded, (*work, "trio", "msgspec", "attrs", "conjure_actors.runtime")) == []
 
 
 def test_listed_helps_match_the_command_modules() -> None:

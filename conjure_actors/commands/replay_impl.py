@@ -1,18 +1,8 @@
-"""``python -m conjure_actors replay LOG``: the debugger, the audit trail and the bill.
+"""What ``python -m conjure_actors replay`` does: timeline, state at a point, JSON, follow,
+check and diff (the options are described in :mod:`conjure_actors.commands.replay`).
 
-Without options it prints the timeline (seq, time, job or machine, one-line summary).
-
-- ``--at SEQ`` / ``--at TIME`` prints the whole state at that point (jobs, machines,
-  ledger, budget, pending intents, actors); TIME is ISO-8601 (UTC unless it says) or epoch
-  seconds, compared with the events' own time; ``--job ID`` narrows to one job;
-- ``--json`` prints the state as JSON (schema in ``docs/replay-json.md``);
-- ``--follow`` tails a live log until its run stops (``SystemStopped``) or Ctrl-C;
-- ``--check`` verifies seq contiguity, that folding twice gives equal states, and that the
-  snapshot (if any) agrees with the records; exit 1 naming the first divergence;
-- ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do).
-
-A torn tail (a crash mid-append) is reported on stderr and the replay goes on up to it;
-damage in the middle of the log exits 1 with its byte offset, never a traceback.
+This module holds the work and its imports (eventlog, the domain, msgspec); the command's
+own module, imported to build the parser, stays light so ``replay --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -44,8 +34,6 @@ from conjure_actors.domain.state import (
 )
 from conjure_actors.errors import ConjureError, UsageError
 
-HELP = "replay an event log: timeline, state at any point, JSON, follow, check, diff"
-
 EXIT_OK = 0
 EXIT_DIVERGED = 1
 _DIGITS = re.compile(r"(\d+)")
@@ -54,30 +42,6 @@ EPOCH_DIGITS_THRESHOLD = 1_000_000_000
 
 class ReplayError(ConjureError):
     """The log cannot be replayed (damage in the middle, an undecodable record...)."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("log", metavar="LOG", help="the event log of a run")
-    parser.add_argument(
-        "--at",
-        metavar="SEQ|TIME",
-        help="print the state after record SEQ, or as of TIME (ISO-8601, or epoch seconds >= 1e9)",
-    )
-    parser.add_argument("--job", metavar="ID", help="only this job (timeline and state)")
-    parser.add_argument("--json", action="store_true", help="print the state as JSON")
-    parser.add_argument(
-        "--follow", action="store_true", help="tail a live log until its run stops (or Ctrl-C)"
-    )
-    parser.add_argument(
-        "--poll", type=float, default=0.2, metavar="SECONDS", help="--follow poll interval"
-    )
-    parser.add_argument("--check", action="store_true", help="verify the log; exit 1 if not")
-    parser.add_argument(
-        "--snapshot",
-        metavar="PATH",
-        help="snapshot to verify with --check (default: LOG.snapshot if it exists)",
-    )
-    parser.add_argument("--diff", metavar="OTHER", help="where this log and OTHER first differ")
 
 
 # --------------------------------------------------------------------------- reading
