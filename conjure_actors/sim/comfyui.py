@@ -174,6 +174,15 @@ class _HttpError(Exception):
         self.content_type = content_type
 
 
+def _file_number(name: str, at: int) -> int:
+    """The number ComfyUI reads in a saved file's ``name`` after the prefix ending at ``at``
+    (``invert_00012_.png`` -> 12): the text up to the next ``_``, 0 if not a number."""
+    try:
+        return int(name[at + 1 :].split("_")[0])
+    except ValueError:
+        return 0
+
+
 def _json_bytes(value: object) -> bytes:
     return msgspec.json.encode(value)
 
@@ -207,10 +216,12 @@ class ComfyUISim:
         self.produced: dict[str, bytes] = {}
         self.prompts_run: list[str] = []
         self.restarts = 0
-        self._files: dict[str, bytes] = {
-            "input/example.png": write_png(64, 64, b"example"),
-            "input/sketch.png": write_png(64, 64, b"sketch"),
-        }
+        self._files: dict[str, bytes] = {}
+        #: For each (folder, prefix) the files could have been saved with, the highest file
+        #: number among them: kept by :meth:`_store` as files are written.
+        self._highest: dict[tuple[str, str], int] = {}
+        self._store("input/example.png", write_png(64, 64, b"example"))
+        self._store("input/sketch.png", write_png(64, 64, b"sketch"))
         self._burst_left = 0
         self._taken = 0
         self._wakeup = trio.Event()
@@ -241,16 +252,29 @@ class ComfyUISim:
         conns = list(self._conns.values())
         for conn in conns:
             conn.scope.cancel()
-        self._files = {k: v for k, v in self._files.items() if not k.startswith("temp/")}
+        kept = {k: v for k, v in self._files.items() if not k.startswith("temp/")}
+        self._files, self._highest = {}, {}
+        for path, data in kept.items():
+            self._store(path, data)
         self._reset_state()
 
     def add_input(self, name: str, data: bytes, subfolder: str = "") -> None:
         """Put a file in the simulated ``input/`` folder (as if uploaded earlier)."""
-        self._files[posixpath.join("input", subfolder, name)] = data
+        self._store(posixpath.normpath(posixpath.join("input", subfolder, name)), data)
 
     def add_file(self, path: str, data: bytes) -> None:
         """Put a file at ``path`` (``output/...``, ``temp/...``): left by earlier runs."""
-        self._files[posixpath.normpath(path)] = data
+        self._store(posixpath.normpath(path), data)
+
+    def _store(self, path: str, data: bytes) -> None:
+        """Write a file (``path`` normalised) and note its number for each prefix it could
+        have been saved with (``a_b_00003_.png``: 3 for ``a_b``, 0 for ``a``)."""
+        self._files[path] = data
+        folder, name = posixpath.split(path)
+        for at, char in enumerate(name):
+            if char == "_":
+                key = (folder, name[:at])
+                self._highest[key] = max(self._highest.get(key, 0), _file_number(name, at))
 
     @property
     def queue_remaining(self) -> int:
@@ -731,16 +755,14 @@ class ComfyUISim:
         return self._files.get(path)
 
     def _counter(self, kind: str, subfolder: str, prefix: str) -> int:
+        """The number of the next file ``prefix`` saves in ``kind/subfolder``.
+
+        ComfyUI's ``get_save_image_path`` lists the folder at each save: one more than the
+        highest number among the files named ``<prefix>_<number>...`` (1 if none). Here that
+        figure is kept as files are written (:meth:`_store`), so a save costs the same however
+        many files the folder holds."""
         folder = posixpath.normpath(posixpath.join(kind, subfolder))  # "output/" -> "output"
-        pattern = re.compile(re.escape(prefix) + r"_(\d{5,})_\.[a-z0-9]+$")
-        highest = 0
-        for key in self._files:
-            head, tail = posixpath.split(key)
-            if head == folder:
-                m = pattern.match(tail)
-                if m:
-                    highest = max(highest, int(m.group(1)))
-        return highest + 1
+        return self._highest.get((folder, prefix), 0) + 1
 
     # ------------------------------------------------------------------ ASGI entry point
 
@@ -1187,7 +1209,7 @@ class ComfyUISim:
                 path = posixpath.join(folder, filename)
                 i += 1
         if not duplicate:
-            self._files[path] = data
+            self._store(path, data)
         return self._ok({"name": filename, "subfolder": subfolder, "type": kind})
 
     # ------------------------------------------------------------------ WebSocket
@@ -1325,8 +1347,8 @@ class _Context:
     def save_file(self, kind: str, subfolder: str, prefix: str, ext: str, data: bytes) -> str:
         counter = self._sim._counter(kind, subfolder, prefix)
         filename = f"{prefix}_{counter:05}_.{ext}"
-        key = posixpath.join(kind, subfolder, filename)
-        self._sim._files[key] = data
+        key = posixpath.normpath(posixpath.join(kind, subfolder, filename))
+        self._sim._store(key, data)
         self._sim.produced[key] = data
         return filename
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
-from sim_support import norm
+from sim_support import norm, run_prompt
 
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.sim.catalog import OBJECT_INFO
@@ -300,19 +300,17 @@ async def test_ws_capture_replays_with_the_same_frames_statuses_and_shapes(
 
 
 async def test_a_prompt_differing_in_one_input_runs_again_like_on_the_real_server(
-    served: tuple[ComfyUISim, httpx.AsyncClient], autojump_clock: trio.abc.Clock
+    served: tuple[ComfyUISim, httpx.AsyncClient],
+    nursery: trio.Nursery,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     """history_max_items_2: color 4242 then 4243, nothing cached, the second saves anew."""
-    _, http = served
+    sim, http = served
     captured = load("history_max_items_2.json")["body"]
-    for pid, entry in captured.items():
-        body = {"prompt": entry["prompt"][2], "prompt_id": pid, **entry["prompt"][3]}
-        assert (await http.post("/prompt", json=body)).status_code == 200
-    got: _JSON = {}
-    with trio.fail_after(10):
-        while len(got) < len(captured):
-            await trio.sleep(0.01)
-            got = (await http.get("/history")).json()
+    got = {
+        pid: await run_prompt(sim, http, nursery, {"prompt": entry["prompt"][2], "prompt_id": pid})
+        for pid, entry in captured.items()
+    }
     for pid, entry in captured.items():
         cached = [m[1]["nodes"] for m in got[pid]["status"]["messages"] if "nodes" in m[1]]
         assert cached == [m[1]["nodes"] for m in entry["status"]["messages"] if "nodes" in m[1]]
