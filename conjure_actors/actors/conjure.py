@@ -49,7 +49,7 @@ from conjure_actors.actors import files
 from conjure_actors.actors.actors import CostActor, MachineActor, _Reconcile
 from conjure_actors.actors.context import Context, Ids, Journal, PromptCheck, WsConnect
 from conjure_actors.actors.cost import Ledger
-from conjure_actors.actors.job import PoolPort, WorkflowActor
+from conjure_actors.actors.job import JobSide, PoolPort, WorkflowActor
 from conjure_actors.actors.messages import (
     ApproveLaunch,
     ApproveRenewal,
@@ -137,6 +137,8 @@ class Conjure:
         self.stop_note: str | None = None
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.run_id = ctx.ids().hex[:12]
+        self.side = JobSide()
+        """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
 
     @property
     def state(self) -> st.State:
@@ -277,7 +279,15 @@ class Conjure:
     async def _start_job(self, job_id: str) -> None:
         port = PoolPort(self.machines)
         ref = await self.jobs.spawn(
-            functools.partial(WorkflowActor, self.ctx, job_id, port, self._job_done, self.fail_run),
+            functools.partial(
+                WorkflowActor,
+                self.ctx,
+                job_id,
+                port,
+                self._job_done,
+                self.fail_run,
+                side=self.side,
+            ),
             name=job_id,
             restart=Restart.TRANSIENT,
             shutdown_timeout=20.0,

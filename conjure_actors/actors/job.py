@@ -275,6 +275,24 @@ class PoolPort:
             log.debug("cancel_lease(%s): %s", job_id, exc)
 
 
+class JobSide:
+    """Per-job facts that are never events (memory only: gone after a restart), shared by
+    the runtime and the job service: the ``extra_data`` each of a job's prompts carries to
+    ComfyUI (it may hold a credential, so it goes nowhere else: no event, log line or
+    error) and ``on_preview``, where the job's preview images go (the SSE ``preview``)."""
+
+    def __init__(self) -> None:
+        self.extra_data: dict[str, dict[str, Any]] = {}
+        self.on_preview: Callable[[str, str | None, str | None, bytes], None] | None = None
+
+    def __repr__(self) -> str:  # never the extra_data
+        return f"<JobSide of {len(self.extra_data)} jobs>"
+
+    def preview(self, job_id: str, node: str | None, image_type: str | None, data: bytes) -> None:
+        if self.on_preview is not None:
+            self.on_preview(job_id, node, image_type, data)
+
+
 class _LogFailedError(Exception):
     """Internal: the journal refused an event; the run must stop (not this job's fault)."""
 
@@ -294,9 +312,11 @@ class WorkflowActor(Actor):
         on_fatal: Callable[[BaseException], None] | None = None,
         *,
         max_crashes: int = MAX_JOB_CRASHES,
+        side: JobSide | None = None,
     ) -> None:
         self.ctx = ctx
         self.job_id = job_id
+        self.side = side
         self.pool = pool
         self.on_done = on_done
         self.on_fatal = on_fatal
@@ -1051,7 +1071,10 @@ class WorkflowActor(Actor):
             )
             return
         try:
-            answer = await client.submit(prompt, prompt_id=prompt_id, client_id=client_id)
+            extra = self.side.extra_data.get(self.job_id) if self.side is not None else None
+            answer = await client.submit(
+                prompt, prompt_id=prompt_id, client_id=client_id, extra_data=extra
+            )
         except cerr.PromptRejectedError as exc:
             first = exc.node_errors[0] if exc.node_errors else None
             await self._report(
@@ -1135,6 +1158,8 @@ class WorkflowActor(Actor):
                             running = update.node
                         if isinstance(update, cu.PreviewImage):
                             node = update.node or running
+                            if self.side is not None:
+                                self.side.preview(self.job_id, node, update.image_type, update.data)
                             if node in ws_nodes and node is not None:
                                 index = frames.get(node, 0)
                                 frames[node] = index + 1

@@ -34,6 +34,7 @@ from conjure_actors.domain.workflow import Catalog, Workflow
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
+from conjure_actors.service.previews import Previews
 
 __all__ = ["Service", "Settings", "create_app", "open_service", "serve_app"]
 
@@ -52,6 +53,8 @@ class Settings:
     """Open SSE streams at most (429 ``too_many_streams``)."""
     progress_interval: float = 0.5
     """Seconds between two SSE ``progress`` events of a job (~2/s)."""
+    preview_interval: float = 0.5
+    """Seconds between two SSE ``preview`` events of a job (~2/s)."""
     retention: Retention = attrs.Factory(Retention)
     retry_after: int = 5
     """Seconds a 429 asks the client to wait."""
@@ -91,6 +94,18 @@ class Service:
         self.index = JobIndex()
         # Where a submitted job's actor is started (open_service's nursery); None: inline.
         self.background: trio.Nursery | None = None
+        # The newest preview of each running job (memory only; the job's actor feeds it).
+        self.previews = Previews()
+        side = getattr(conjure, "side", None)
+        if side is not None:
+            side.on_preview = self.previews.put
+
+    def job_ended(self, job_id: str) -> None:
+        """A job reached a terminal status: its memory-only facts go (preview, extra_data)."""
+        self.previews.forget(job_id)
+        side = getattr(self.conjure, "side", None)
+        if side is not None:
+            side.extra_data.pop(job_id, None)
 
     @property
     def state(self) -> st.State:
@@ -130,8 +145,13 @@ class Service:
         labels: Mapping[str, str] | None = None,
         input_assets: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        extra_data: Mapping[str, Any] | None = None,
     ) -> str:
         """Record and queue a job; returns its id once ``JobSubmitted`` is durable.
+
+        ``extra_data`` goes with the job's prompts to ComfyUI and nowhere else: never
+        logged (it may hold a credential), not part of the idempotency comparison, and gone
+        after a restart (the job then runs without it).
 
         The key claim, the job's API facts and its ``JobSubmitted`` are ONE append (by the
         AssetActor): concurrent submissions share its fsync, and a key is claimed exactly
@@ -160,6 +180,7 @@ class Service:
                 labels=labels,
                 input_assets=input_assets,
                 idempotency_key=idempotency_key,
+                extra_data=extra_data,
             )
         finally:
             self._submitting -= 1
@@ -175,6 +196,7 @@ class Service:
         labels: Mapping[str, str] | None,
         input_assets: Mapping[str, str] | None,
         idempotency_key: str | None,
+        extra_data: Mapping[str, Any] | None,
     ) -> str:
         # The runtime decides the submission (inputs kept, bindings checked: a refusal
         # raises here, before anything is logged); the AssetActor logs it with the key claim
@@ -203,6 +225,8 @@ class Service:
         # Counted at once (the index task sees the JobSubmitted a moment later), so that
         # max_queue holds between the two.
         self.index.update(self.state.jobs[job_id])
+        if extra_data:
+            self.conjure.side.extra_data[job_id] = dict(extra_data)
         # The 201 needs the submission durable, not the job's actor running: starting it
         # (the actor system logs ActorStarted, another commit) goes on after the answer.
         if self.background is not None:
@@ -297,7 +321,9 @@ async def open_service(
         async with trio.open_nursery() as nursery:
             service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
             service.background = nursery
-            await nursery.start(follow_jobs, journal, service.index)
+            await nursery.start(
+                functools.partial(follow_jobs, journal, service.index, on_end=service.job_ended)
+            )
             try:
                 yield service
             finally:

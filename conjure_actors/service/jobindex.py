@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from conjure_actors.domain import state as st
@@ -71,9 +71,16 @@ class JobIndex:
         return [key[2] for key in self._waiting]
 
 
-async def follow_jobs(journal: Any, index: JobIndex, *, task_status: Any) -> None:
+async def follow_jobs(
+    journal: Any,
+    index: JobIndex,
+    *,
+    on_end: Callable[[str], None] | None = None,
+    task_status: Any,
+) -> None:
     """Keep ``index`` up to date with ``journal.state`` (a trio task; ``nursery.start`` it:
-    it subscribes, then indexes every job already there, then follows each job event)."""
+    it subscribes, then indexes every job already there, then follows each job event).
+    ``on_end(job_id)``: called on each event that leaves a job terminal."""
     async with journal.subscribe(max_buffer=math.inf) as records:
         for job in journal.state.jobs.values():
             index.update(job)
@@ -84,3 +91,5 @@ async def follow_jobs(journal: Any, index: JobIndex, *, task_status: Any) -> Non
                 job = journal.state.jobs.get(job_id)
                 if job is not None:
                     index.update(job)
+                    if on_end is not None and job.status in st.TERMINAL_STATUSES:
+                        on_end(job_id)

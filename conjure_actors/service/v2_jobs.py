@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,9 +256,11 @@ def _labels(raw: Any) -> dict[str, str]:
     return dict(raw)
 
 
-def _check_extra_data(raw: Any) -> None:
+def _check_extra_data(raw: Any) -> dict[str, Any] | None:
+    """The submission's ``extra_data`` (only ``api_key_comfy_org``); messages never echo
+    its values (a credential)."""
     if raw is None:
-        return
+        return None
     if not isinstance(raw, dict):
         raise invalid_request("'extra_data' must be an object")
     unknown = sorted(k for k in raw if k != "api_key_comfy_org")
@@ -267,6 +268,7 @@ def _check_extra_data(raw: Any) -> None:
         raise invalid_request(f"'extra_data' accepts only api_key_comfy_org, not {unknown}")
     if not isinstance(raw.get("api_key_comfy_org", ""), str):
         raise invalid_request("'extra_data.api_key_comfy_org' must be a string")
+    return dict(raw)
 
 
 def _node_errors(problems: tuple[str, ...] | list[str]) -> dict[str, list[dict[str, str]]]:
@@ -358,7 +360,7 @@ async def submit(request: Request) -> Response:
     graph = body.get("workflow")
     if not isinstance(graph, dict):
         raise invalid_request("'workflow' is required: an API-format graph (a JSON object)")
-    _check_extra_data(body.get("extra_data"))
+    extra_data = _check_extra_data(body.get("extra_data"))
     labels = _labels(body.get("metadata"))
     if isinstance(graph.get("nodes"), list) and isinstance(graph.get("links"), list):
         raise ApiError(
@@ -394,6 +396,7 @@ async def submit(request: Request) -> Response:
             labels=labels,
             input_assets=inputs,
             idempotency_key=key,
+            extra_data=extra_data,
         )
     except KeyReusedError:
         raise ApiError(
@@ -507,9 +510,10 @@ def _concerns(event: Any, job_id: str) -> bool:
 
 
 async def events(request: Request) -> Response:
-    """SSE: a ``status`` snapshot (and the latest ``progress``) on connect, then ``status``
-    on every change, ``progress`` at most every ``progress_interval``, ``output`` as each
-    output becomes an asset, and the terminal ``status`` (the full job); then it ends."""
+    """SSE: a ``status`` snapshot (and the latest ``progress`` and ``preview``) on connect,
+    then ``status`` on every change, ``progress`` at most every ``progress_interval``,
+    ``preview`` (the newest frame, JPEG) at most every ``preview_interval``, ``output`` as
+    each output becomes an asset, and the terminal ``status`` (the full job); then it ends."""
     service = service_of(request)
     job_id = request.path_params["id"]
     job_view(request, service, job_id)
@@ -535,9 +539,15 @@ async def events(request: Request) -> Response:
                 yield frame("progress", sent_progress)
             if status in TERMINAL_API:
                 return
+            # The newest preview on connect, then at most every preview_interval, looked
+            # at on every wake (a preview is no event, but the job's events follow it).
+            previews = _PreviewThrottle(service, job_id)
+            payload = await previews.due()
+            if payload is not None:
+                yield frame("preview", payload)
             sent_outputs = {o["id"] for o in view["outputs"]}
             dirty = False
-            last_progress = time.monotonic()
+            last_progress = trio.current_time()
             while True:
                 with trio.move_on_after(service.settings.progress_interval):
                     record = await records.receive()
@@ -547,6 +557,9 @@ async def events(request: Request) -> Response:
                         dirty = True
                 if service.stopping.is_set():
                     return
+                payload = await previews.due()
+                if payload is not None:
+                    yield frame("preview", payload)
                 if not dirty:
                     continue
                 try:
@@ -568,7 +581,7 @@ async def events(request: Request) -> Response:
                 dirty = False
                 progress = view["progress"]
                 if progress is not None and progress != sent_progress:
-                    now = time.monotonic()
+                    now = trio.current_time()
                     if now - last_progress >= service.settings.progress_interval:
                         last_progress, sent_progress = now, progress
                         yield frame("progress", progress)
@@ -577,6 +590,29 @@ async def events(request: Request) -> Response:
 
     service.open_streams += 1
     return _CountedStream(service, stream(), ping=15, send_timeout=30)
+
+
+class _PreviewThrottle:
+    """One stream's view of a job's previews: the newest one not sent yet, at most every
+    ``preview_interval`` seconds."""
+
+    def __init__(self, service: Service, job_id: str) -> None:
+        self.previews = service.previews
+        self.interval = service.settings.preview_interval
+        self.job_id = job_id
+        self.sent = 0  # the seq of the last preview sent
+        self.last = -math.inf
+
+    async def due(self) -> dict[str, Any] | None:
+        """The ``PreviewEvent`` to send now, if any."""
+        preview = self.previews.latest(self.job_id)
+        if preview is None or preview.seq == self.sent:
+            return None
+        now = trio.current_time()
+        if now - self.last < self.interval:
+            return None
+        self.sent, self.last = preview.seq, now
+        return await self.previews.payload(preview)
 
 
 class _CountedStream(EventSourceResponse):

@@ -26,6 +26,7 @@ from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.service.app import Settings, open_service
 from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud
 from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.timings import ComfyTimings
 
 SIM_VERSION = "wv-conjure-flux-mesh-1"
 
@@ -56,11 +57,18 @@ async def open_extras_service(
     log: Any = None,
     settings: Settings | None = None,
     config: Config | None = None,
+    wrap_http: Any = None,
+    comfy: ComfyTimings | None = None,
     **flags: Any,
 ) -> AsyncIterator[Running]:
-    """The service on a simulated cloud (wall time follows trio's clock: use autojump)."""
+    """The service on a simulated cloud (wall time follows trio's clock: use autojump).
+    ``wrap_http``: ``transport -> transport`` around the cloud's (to record requests);
+    ``comfy``: the simulated nodes' timings."""
     wall = TrioWallClock()
-    timings = CloudTimings(runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5))
+    timings = CloudTimings(
+        runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5),
+        comfyui=comfy or ComfyTimings(),
+    )
     log = log if log is not None else eventlog.MemoryLog(Event)
     async with open_simulated_cloud(seed=7, wall=wall.now, timings=timings) as cloud:
         base = config or Config()
@@ -84,7 +92,7 @@ async def open_extras_service(
                 journal=journal,
                 data_dir=tmp_path / "blobs",
                 settings=settings,
-                http=cloud.http_transport(),
+                http=wrap_http(cloud.http_transport()) if wrap_http else cloud.http_transport(),
                 ws_connect=cloud.ws_connect,
                 wall=wall,
                 out_dir=tmp_path / "out",
@@ -124,3 +132,53 @@ def png() -> bytes:
     from conjure_actors.actors.example import example_sketch_png
 
     return example_sketch_png()
+
+
+async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[float, str, Any]]:
+    """Drive ``app`` with one SSE request to ``path`` until the stream ends; returns
+    ``(trio time the frame was sent, event name, decoded data)`` per event (pings skipped).
+    httpx's ASGI transport hands the body over only once it is complete: this keeps when
+    each frame left."""
+    import json
+
+    sent: list[tuple[float, bytes]] = []
+    done = trio.Event()
+    asked: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        if not asked:
+            asked.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append((trio.current_time(), message.get("body", b"")))
+            if not message.get("more_body", False):
+                done.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8189"), (b"accept", b"text/event-stream")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8189),
+        "state": {},
+    }
+    with trio.fail_after(within):
+        await app(scope, receive, send)
+    out: list[tuple[float, str, Any]] = []
+    for at, chunk in sent:
+        for block in chunk.decode().replace("\r\n", "\n").split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            if "event" in fields:
+                out.append((at, fields["event"], json.loads(fields.get("data", "null"))))
+    return out
