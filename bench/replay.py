@@ -16,9 +16,11 @@ The log is written through ``eventlog.open_journal`` with the domain fold and
 offset index and a snapshot every N events. Then ``replay --at SEQ`` (issue 16) near the
 start, the middle and the end: the state rebuilt the way the command does it (tail check,
 nearest snapshot, fold of the records after it), beside the full scan it did before (a CRC
-scan of the whole file, then a fold from seq 1), both checked to give the same state. Target:
-<= 100 ms near the end, whatever the log size. The whole command (start-up and printing the
-state as JSON included) is timed once per SEQ for reference.
+scan of the whole file, then a fold from seq 1), both checked to give the same state, in this
+process (wall and CPU time: on a loaded box the wall time is mostly waiting for a CPU) and in
+a new process (timed inside it, imports excluded: memory first touched, as the command
+does). Target: <= 100 ms near the end, whatever the log size, in both. The whole command
+(start-up and printing the state as JSON included) is timed once per SEQ for reference.
 """
 
 from __future__ import annotations
@@ -202,6 +204,34 @@ def at_snapshot(path: str, seq: int) -> Any:
     return fold_log(path, stop_seq=seq, use_snapshots=True)
 
 
+# ``replay --at SEQ`` in a new process, as the command runs it (its imports excluded, its
+# printing not done): the tail check and the rebuild, timed inside that process, so what a
+# long-lived bench process cannot show (memory first touched, caches cold) is counted.
+FRESH_PROBE = """
+import sys, time
+import eventlog
+from conjure_actors.commands.replay_impl import fold_log
+path, seq = sys.argv[1], int(sys.argv[2])
+wall, cpu = time.perf_counter(), time.process_time()
+eventlog.scan(path, tail_only=True)
+fold_log(path, stop_seq=seq, use_snapshots=True)
+print(time.perf_counter() - wall, time.process_time() - cpu)
+"""
+
+
+def at_fresh(path: str, seq: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``replay --at SEQ``'s rebuild in a new process."""
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROBE, path, str(seq)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    wall, cpu = done.stdout.split()
+    return float(wall), float(cpu)
+
+
 def at_rows(path: str, total: int, repeats: int) -> bool:
     """Print the ``--at`` table; True if the end row meets its target."""
     points = [("start", 1_000), ("middle", total // 2 + 7_777), ("end", total - 10)]
@@ -212,24 +242,38 @@ def at_rows(path: str, total: int, repeats: int) -> bool:
         f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     print(
-        f"{'at':<8} {'seq':>9} {'snapshot':>9} {'folded':>7} {'full scan':>10}"
-        f" {'snapshot':>9} {'speed-up':>9} {'whole command':>14}"
+        "  full scan: CRC of the whole log, fold from seq 1 (before issue 16); snapshot: tail"
+        " check, nearest snapshot, fold after it,\n  in this process (wall, CPU) and in a new"
+        " process (wall, CPU; imports excluded); whole command: start-up, rebuild, --json"
     )
-    end_ms = 0.0
+    print(
+        f"{'at':<7} {'seq':>9} {'snapshot':>9} {'folded':>6} {'full scan':>9}"
+        f" {'snapshot':>8} {'cpu':>6} {'new proc':>8} {'cpu':>6} {'speed-up':>8}"
+        f" {'command':>8}"
+    )
+    end: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     for name, seq in points:
         full_t: list[float] = []
         snap_t: list[float] = []
+        snap_c: list[float] = []
+        fresh_t: list[float] = []
+        fresh_c: list[float] = []
         for _ in range(repeats):
             t = time.perf_counter()
             full = at_full_scan(path, seq)
             full_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fast = at_snapshot(path, seq)
             snap_t.append(time.perf_counter() - t)
+            snap_c.append(time.process_time() - c)
             # The command freezes its state out of the GC and exits; this process goes on.
             gc.unfreeze()
             if fast[1:] != full[1:] or fast[0] != full[0]:
                 raise RuntimeError(f"--at {seq}: the snapshot path gave another state")
+            del full, fast
+            wall, cpu = at_fresh(path, seq)
+            fresh_t.append(wall)
+            fresh_c.append(cpu)
         used = max((s for s in snaps if s <= seq), default=0)
         t = time.perf_counter()
         subprocess.run(
@@ -238,17 +282,29 @@ def at_rows(path: str, total: int, repeats: int) -> bool:
             stdout=subprocess.DEVNULL,
         )
         command = time.perf_counter() - t
-        f_ms, s_ms = statistics.median(full_t) * 1e3, statistics.median(snap_t) * 1e3
+        f_ms = statistics.median(full_t) * 1e3
+        s_ms, s_cpu = statistics.median(snap_t) * 1e3, statistics.median(snap_c) * 1e3
+        n_ms, n_cpu = statistics.median(fresh_t) * 1e3, statistics.median(fresh_c) * 1e3
         if name == "end":
-            end_ms = s_ms
+            end = (s_ms, s_cpu, n_ms, n_cpu)
         print(
-            f"{name:<8} {seq:>9,} {used:>9,} {seq - used:>7,} {f_ms:>8.0f}ms {s_ms:>7.0f}ms"
-            f" {f_ms / s_ms:>8.1f}x {command * 1e3:>12.0f}ms"
+            f"{name:<7} {seq:>9,} {used:>9,} {seq - used:>6,} {f_ms:>7.0f}ms"
+            f" {s_ms:>6.0f}ms {s_cpu:>4.0f}ms {n_ms:>6.0f}ms {n_cpu:>4.0f}ms"
+            f" {f_ms / s_ms:>7.1f}x {command * 1e3:>6.0f}ms"
         )
-    met = end_ms <= 100
+    s_ms, s_cpu, n_ms, n_cpu = end
+    worst, worst_cpu = max(s_ms, n_ms), max(s_cpu, n_cpu)
+    met = worst <= 100
+    why = ""
+    if not met and worst_cpu <= 100:
+        why = (
+            f" (CPU {worst_cpu:.0f} ms: the wall time is the box's load,"
+            f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; rerun on a quieter box)"
+        )
     print(
         f"target: --at near the end of a {total:,}-event log <= 100 ms (state rebuilt, as"
-        f" the command does it): {end_ms:.0f} ms -> {'PASS' if met else 'MISS'}"
+        f" the command does it; the worse of this process and a new one): {worst:.0f} ms"
+        f" -> {'PASS' if met else 'MISS'}{why}"
     )
     return met
 

@@ -222,14 +222,24 @@ def read_snapshot_full(
     return seq, (None if math.isnan(ts) else ts), state
 
 
+@functools.cache
+def _state_decoder(state_type: Any) -> msgspec.msgpack.Decoder[Any]:
+    """One typed decoder per state type (``decode(type=...)`` rebuilds its plan each call)."""
+    return msgspec.msgpack.Decoder(state_type)
+
+
 def _decode_state(payload: memoryview, state_type: Any) -> Any:
     # A large state is hundreds of thousands of new objects: the cyclic GC would walk the
     # growing heap again and again while they are made (a third of the decode time). They
     # hold no cycles the GC must break before the decode returns, so it waits until then.
+    try:
+        decoder = _state_decoder(state_type)
+    except TypeError:  # an unhashable type (an Annotated with a dict...): no cache
+        decoder = msgspec.msgpack.Decoder(state_type)
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return msgspec.msgpack.decode(payload, type=state_type)
+        return decoder.decode(payload)
     finally:
         if enabled:
             gc.enable()
