@@ -81,7 +81,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.decide import AttemptFailure
 from conjure_actors.domain.retry import Backoff
-from conjure_actors.domain.workflow import apply_bindings, conjure_roles
+from conjure_actors.domain.workflow import apply_bindings, conjure_roles, node_sort_key
 from conjure_actors.errgroups import describe
 from conjure_actors.errors import ConjureError
 from conjure_actors.runtime import Actor, ActorRef
@@ -104,6 +104,9 @@ WS_SAVE_CLASS: Final = "SaveImageWebsocket"
 
 WS_SUBFOLDER: Final = "websocket"
 """Where under OUT/<job>/ the SaveImageWebsocket images go."""
+
+SOCKET_WAIT: Final = 30.0
+"""Seconds a prompt waits for its machine's WebSocket to (re)connect before its POST."""
 
 INTERRUPT_DEADLINE: Final = 10.0
 """Seconds a cancelled job's ``/interrupt`` may take before the job is cancelled anyway."""
@@ -156,6 +159,13 @@ class _ExtrasUploaded:
 class _Submitted:
     token: int
     number: float
+
+
+@attrs.frozen
+class _SocketUp:
+    """The machine's WebSocket is connected: the prompt can be submitted."""
+
+    token: int
 
 
 @attrs.frozen
@@ -533,6 +543,8 @@ class WorkflowActor(Actor):
                     )
                 )
                 await self._submit()
+            case _SocketUp():
+                await self._submit_now()
             case _Submitted():
                 await self.emit(
                     ev.PromptSubmitted(
@@ -705,6 +717,18 @@ class WorkflowActor(Actor):
         return graph
 
     async def _submit(self) -> None:
+        """Submit, once the machine's WebSocket is connected: ComfyUI sends a prompt's events
+        and its SaveImageWebsocket images only to the socket of the prompt's ``client_id``,
+        as it runs, and keeps nothing; a socket that connects after the POST misses them. If
+        it is not connected (dropped, reconnecting), a child waits for it first."""
+        assert self._lease is not None
+        events = self._lease.events
+        if events is not None and not events.connected:
+            self._spawn("socket", self._await_socket, events)
+            return
+        await self._submit_now()
+
+    async def _submit_now(self) -> None:
         """``PromptSubmitting`` (the intent, before the POST), then the POST in a child."""
         assert self._lease is not None
         job = self.job
@@ -731,6 +755,30 @@ class WorkflowActor(Actor):
             )
         )
         self._spawn("submit", self._post, prompt, prompt_id, client_id)
+
+    async def _await_socket(self, token: int, events: Any) -> None:
+        """Wait (at most ``SOCKET_WAIT`` s) for the machine's WebSocket to connect. If it does
+        not, a prompt without SaveImageWebsocket goes on (followed by polling); one with it
+        would lose its images: the attempt fails (retryable) instead of paying for that."""
+        with trio.move_on_after(SOCKET_WAIT):
+            await events.wait_connected()
+        if events.connected or not self._ws_nodes():
+            await self._report(_SocketUp(token))
+            return
+        failure = AttemptFailure(
+            "retryable",
+            f"the WebSocket to machine {self._lease.server_id if self._lease else '?'} did not"
+            f" connect within {SOCKET_WAIT:g} s: SaveImageWebsocket images come only over it",
+        )
+        await self._report(_Failed(token, failure, suspect=True))
+
+    def _ws_nodes(self) -> set[str]:
+        """The graph's SaveImageWebsocket nodes (their images come only over the WebSocket)."""
+        return {
+            str(node_id)
+            for node_id, node in self._graph().items()
+            if isinstance(node, dict) and node.get("class_type") == WS_SAVE_CLASS
+        }
 
     async def _on_progress(self, u: Any) -> None:
         from conjure_actors.clients import comfyui as cu
@@ -1139,12 +1187,9 @@ class WorkflowActor(Actor):
         assert prompt_id is not None
         poll = min(1.0, self.ctx.config.pool.poll_interval)
         pause = FOLLOW_RETRY_DELAY
-        ws_nodes = {
-            str(node_id)
-            for node_id, node in self._graph().items()
-            if isinstance(node, dict) and node.get("class_type") == WS_SAVE_CLASS
-        }
+        ws_nodes = self._ws_nodes()
         frames: dict[str, int] = {}  # SaveImageWebsocket images saved so far, by node
+        sent: dict[str, int] = {}  # the images each one announced (its progress bar's max)
         running: str | None = None  # the node a frame without metadata comes from
         while True:
             lease = self._lease
@@ -1156,6 +1201,8 @@ class WorkflowActor(Actor):
                     async for update in updates:
                         if isinstance(update, cu.NodeStarted):
                             running = update.node
+                        if isinstance(update, cu.NodeProgress) and update.node in ws_nodes:
+                            sent[update.node] = max(sent.get(update.node, 0), int(update.max))
                         if isinstance(update, cu.PreviewImage):
                             node = update.node or running
                             if self.side is not None:
@@ -1165,6 +1212,12 @@ class WorkflowActor(Actor):
                                 frames[node] = index + 1
                                 await self._save_ws_image(token, node, index, update)
                             continue
+                        if isinstance(update, cu.PromptSucceeded):
+                            lost = ws_images_lost(ws_nodes, frames, sent)
+                            if lost is not None:
+                                failure = AttemptFailure("retryable", lost, "WebSocketImagesLost")
+                                await self._report(_Failed(token, failure, suspect=False))
+                                return
                         await self._report(_Progress(token, update))
                         if isinstance(
                             update, cu.PromptSucceeded | cu.PromptFailed | cu.PromptInterrupted
@@ -1198,14 +1251,18 @@ class WorkflowActor(Actor):
         kind = str(image.image_type or "").lower()
         ext = ".jpg" if "jpeg" in kind or "jpg" in kind else ".webp" if "webp" in kind else ".png"
         filename = f"{node_id}_{index:05d}{ext}"
+        digest = hashlib.sha256(image.data).hexdigest()
         try:
             path = files.output_path(self.ctx.out_dir / self.job_id, WS_SUBFOLDER, filename)
+            if any(
+                o.path == str(path) and o.sha256 == digest for o in self.job.outputs
+            ) and files.intact(path, digest):
+                return  # an earlier attempt saved this very image (a re-run sends them all)
             await trio.to_thread.run_sync(files.write_atomic, path, image.data)
         except (OSError, cerr.UnsafeOutputNameError) as exc:
             failure = AttemptFailure("fatal", f"node {node_id}: cannot save {filename}: {exc}")
             await self._report(_Failed(token, failure, suspect=False))
             return
-        digest = hashlib.sha256(image.data).hexdigest()
         await self._report(
             _Saved(token, node_id, filename, str(path), len(image.data), digest, "image")
         )
@@ -1245,6 +1302,30 @@ class WorkflowActor(Actor):
                 _Saved(token, node_id, filename, str(path), size, digest, _kind_of(filename))
             )
         await self._report(_Downloaded(token))
+
+
+def ws_images_lost(ws_nodes: set[str], saved: dict[str, int], sent: dict[str, int]) -> str | None:
+    """Why a prompt that succeeded is short of SaveImageWebsocket images (None: it is not).
+
+    Each such node sends its images only as binary frames to the socket of the prompt's
+    ``client_id``, while it runs; ComfyUI keeps no copy (no ``/history`` entry, no file), so
+    frames sent while the socket was down are gone. The node announces how many it sends
+    (its progress bar's max); one that ran (it always runs: its ``IS_CHANGED`` is the time)
+    sends at least one. The same prompt again sends them again: the node re-runs, and the
+    nodes before it are answered from ComfyUI's cache (same inputs, same seed), so the
+    images are the same ones, at the cost of the save alone."""
+    for node in sorted(ws_nodes, key=node_sort_key):
+        got = saved.get(node, 0)
+        announced = sent.get(node)
+        if (announced is not None and got >= announced) or (announced is None and got):
+            continue
+        what = f"{announced - got} of {announced} images" if announced is not None else "its images"
+        return (
+            f"node {node} ({WS_SAVE_CLASS}): {what} sent while the WebSocket was down are lost:"
+            f" ComfyUI keeps no copy of {WS_SAVE_CLASS} output; rerun (that node always runs"
+            " again, the nodes before it come from ComfyUI's cache)"
+        )
+    return None
 
 
 def _node_problem(error: Any) -> str:

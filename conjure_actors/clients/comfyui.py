@@ -539,6 +539,7 @@ class ComfyUIEvents:
         self._feature_flags = feature_flags
         self.client_id = client.ids().hex
         self.connected = False
+        self._up = trio.Event()  # set while connected; a fresh one after each drop
         self.generation = 0
         self.frames = 0
         self._subs: dict[str, _Subscription] = {}
@@ -558,6 +559,14 @@ class ComfyUIEvents:
             followers=len(self._subs),
             buffered_prompts=len(self._orphans),
         )
+
+    async def wait_connected(self) -> None:
+        """Return once the socket is connected (at once if it is). ComfyUI sends a prompt's
+        events and SaveImageWebsocket's images only to the socket of the prompt's
+        ``client_id``, when it sends them, and keeps nothing: submit once this returned,
+        with the :attr:`client_id` it leaves."""
+        while not self.connected:
+            await self._up.wait()
 
     def subscribe(self, prompt_id: str) -> _Subscription:
         sub = _Subscription(self, prompt_id)
@@ -611,6 +620,7 @@ class ComfyUIEvents:
                 async with self._client.ws_connect(url) as ws:
                     self.client_id = client_id
                     self.connected = True
+                    self._up.set()
                     self.generation += 1
                     delays = self._client.policy.delays(self._client.rng)
                     if self.generation > 1:
@@ -640,6 +650,8 @@ class ComfyUIEvents:
                 )
             finally:
                 self.connected = False
+                if self._up.is_set():
+                    self._up = trio.Event()
             if not started:
                 started = True
                 task_status.started()
