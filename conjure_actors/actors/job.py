@@ -1323,7 +1323,7 @@ def ws_images_lost(ws_nodes: set[str], saved: dict[str, int], sent: dict[str, in
         return (
             f"node {node} ({WS_SAVE_CLASS}): {what} sent while the WebSocket was down are lost:"
             f" ComfyUI keeps no copy of {WS_SAVE_CLASS} output; rerun (that node always runs"
-            " again, the nodes before it come from ComfyUI's cache)"
+            " again; on the same machine the nodes before it come from ComfyUI's cache)"
         )
     return None
 

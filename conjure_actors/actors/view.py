@@ -191,6 +191,12 @@ _CLIENT_PREFIX: Final = re.compile(r"^.{0,80}? rejected prompt [0-9A-Za-z-]+: ")
 """The client's preamble of a rejection (which server, which prompt id): not the reason."""
 
 
+def _names_node(message: str, node_id: str) -> bool:
+    """Whether ``message`` already names node ``node_id`` ("node 16 (LoadImage)...",
+    "node 1: unknown class...")."""
+    return f"node {node_id} " in message or f"node {node_id}:" in message
+
+
 def job_reason(job: st.Job) -> str | None:
     """Why a failed or cancelled job ended, in one line (None for any other job): the node,
     its class, the error's type and message (ComfyUI's details included), as logged."""
@@ -203,7 +209,7 @@ def job_reason(job: st.Job) -> str | None:
         return "no reason recorded"
     where = ""
     message = _CLIENT_PREFIX.sub("", _flat(error.message))
-    if error.node_id is not None and f"node {error.node_id} " not in message:
+    if error.node_id is not None and not _names_node(message, error.node_id):
         cls = f" ({_flat(error.node_type)})" if error.node_type else ""
         where = f"node {_flat(error.node_id)}{cls}: "
     return f"{where}{_flat(error.error_type)}: {message}"
@@ -215,7 +221,7 @@ def short_reason(job: st.Job) -> str | None:
     if job.status != st.FAILED or job.error is None:
         return job_reason(job)
     message = _CLIENT_PREFIX.sub("", _flat(job.error.message))
-    if job.error.node_id is not None and f"node {job.error.node_id} " not in message:
+    if job.error.node_id is not None and not _names_node(message, job.error.node_id):
         message = f"node {job.error.node_id}: {message}"
     return message
 

@@ -31,7 +31,7 @@ def _rate(micros_per_hour: int) -> str:
 
 def _rejected_node(e: ev.PromptRejected) -> str:
     """``node 16 (LoadImage): `` when the rejection names a node its message does not."""
-    if e.node_id is None or f"node {e.node_id} " in e.message:
+    if e.node_id is None or any(f"node {e.node_id}{c}" in e.message for c in " :"):
         return ""
     cls = f" ({e.class_type})" if e.class_type else ""
     return f"node {e.node_id}{cls}: "

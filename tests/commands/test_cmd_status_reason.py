@@ -8,7 +8,9 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 
 
-def _rejected(message: str, node_id: str | None, class_type: str | None) -> st.State:
+def _rejected(
+    message: str, node_id: str | None, class_type: str | None, failed: str = "m"
+) -> st.State:
     state = st.initial_state()
     for e in (
         ev.WorkflowRegistered(sha256="w", name="w", graph_json="{}", at=0.0),
@@ -26,7 +28,7 @@ def _rejected(message: str, node_id: str | None, class_type: str | None) -> st.S
             class_type=class_type,
             at=1.0,
         ),
-        ev.JobFailed(job_id="j", error_type="PromptRejected", message="m", at=1.0),
+        ev.JobFailed(job_id="j", error_type="PromptRejected", message=failed, at=1.0),
     ):
         st.apply(state, e)
     return state
@@ -36,3 +38,9 @@ def test_status_names_the_rejected_node_from_the_event_fields() -> None:
     """A rejection whose message does not name its node: status names it from the fields."""
     state = _rejected("bad value", "20", "KSampler")
     assert job_failure(state.jobs["j"]) == "node 20 (KSampler): PromptRejected: m"
+
+
+def test_status_does_not_repeat_a_node_the_message_names() -> None:
+    """A catalogue refusal names its node as "node 1: ...": status does not name it again."""
+    state = _rejected("node 1: unknown class 'X'", "1", "X", "refused: node 1: unknown class 'X'")
+    assert job_failure(state.jobs["j"]) == "PromptRejected: refused: node 1: unknown class 'X'"
