@@ -122,6 +122,14 @@ class PoolConfig:
     # Machines launched per machine a waiting job needs: the first Ready takes the job, the
     # others are stopped while Starting (not billed), so a slow start-up rarely delays it.
     launch_hedge: int = attrs.field(default=1, validator=_positive)
+    # Predictive pre-launch (off while prelaunch_max is 0): as jobs arrive, keep
+    # ceil(rate x prelaunch_service x prelaunch_factor) machines Ready or Starting (at most
+    # prelaunch_max), the rate being the jobs that arrived over the last prelaunch_window
+    # seconds; each launch asks the budget, and a machine nobody takes stops by idle_timeout.
+    prelaunch_max: int = attrs.field(default=0, validator=_non_negative)
+    prelaunch_window: float = attrs.field(default=1800.0, validator=_positive)
+    prelaunch_service: float = attrs.field(default=600.0, validator=_positive)
+    prelaunch_factor: float = attrs.field(default=1.0, validator=_positive)
     ready_timeout: float = attrs.field(default=600.0, validator=_positive)
     poll_interval: float = attrs.field(default=5.0, validator=_positive)
     # How long start-up and recovery wait out a rate-limited or unreachable RunComfy (they

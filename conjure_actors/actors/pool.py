@@ -25,6 +25,12 @@ How a lease is served (``_assign``, after every change):
    ``max_launch_attempts`` launches in a row ended without a Ready machine;
 3. a request that can never be served (refused, launching stopped, shutdown) fails.
 
+Predictive pre-launch (``pool.prelaunch_max`` > 0): each lease request is an arrival; from
+their rate over ``prelaunch_window`` the pool launches machines (each approved by the
+CostActor, like any launch) until ``prelaunch_target(...)`` are alive, so machines start
+before the jobs that will need them arrive. A hedge never stops a pre-launched machine as
+surplus; one that no job takes stops by the idle timeout.
+
 Billing: a stop's bill comes from the server's final record (the ``DELETE``'s answer, or a
 ``GET`` after it), so a machine stopped while the log still said Starting, or that became
 Ready between two polls, is billed from the server's Ready time, as RunComfy bills it.
@@ -32,6 +38,7 @@ Ready between two polls, is billed from the server's Ready time, as RunComfy bil
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import logging
@@ -175,6 +182,7 @@ class LaunchApproved:
     job_id: str
     version: str
     approved: bool | None
+    prelaunch: bool = False  # a predictive pre-launch, not a launch for unmet demand
 
 
 @attrs.frozen(eq=False)
@@ -380,6 +388,9 @@ class MachinePool:
         self.polls = 0
         self.ref: ActorRef | None = None
         self.shutdown: _Shutdown | None = None  # StopAllMachines received
+        self.arrivals: list[float] = []  # trio times of lease requests (pre-launch's rate)
+        self.prelaunch_keys: set[str] = set()  # pre-launch intents not answered yet
+        self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -517,7 +528,9 @@ class MachineActor(Actor):
                 msg.only_server,
             )
         )
+        self._arrived()
         await self._assign()
+        self._prelaunch(msg.job_id, msg.workflow_version)
 
     async def _release(self, server_id: str, job_id: str, *, broken: bool) -> None:
         state = self.ctx.state
@@ -578,14 +591,18 @@ class MachineActor(Actor):
             if m.kind == "runcomfy" and m.status == M_STARTING and m.server_id not in self._stopping
         ]
         if not starting:
+            self.pool.prelaunched.clear()
             return
+        if self.pool.prelaunched:
+            self.pool.prelaunched.intersection_update(starting)
         n = policy.surplus_starting(
             waiting=len(self.pool.waiting.unbound),
             starting=len(starting) + len(self._launching) + self._approving,
             jobs_per_machine=self.cfg.jobs_per_machine,
             hedge=hedge,
         )
-        for sid in starting[::-1][:n]:
+        surplus = [sid for sid in starting[::-1] if sid not in self.pool.prelaunched]
+        for sid in surplus[:n]:
             await self._stop(sid, "surplus")
 
     async def _serve_waiters(self) -> None:
@@ -738,7 +755,77 @@ class MachineActor(Actor):
             self._approving += 1
             self.start_soon(self._approve_child, w.job_id, version, name="machine-approve")
 
-    async def _approve_child(self, job_id: str, version: str) -> None:
+    # ------------------------------------------------------------------ pre-launch
+
+    def _arrived(self) -> None:
+        """Count a lease request as an arrival (pre-launch on: the window's only)."""
+        window = self.cfg.prelaunch_window
+        if self.cfg.prelaunch_max <= 0:
+            return
+        arrivals = self.pool.arrivals
+        now = trio.current_time()
+        del arrivals[: bisect.bisect_right(arrivals, now - window)]
+        arrivals.append(now)
+
+    def _prelaunches_now(self) -> int:
+        """Machines to pre-launch now: the policy's target for the arrival rate, less the
+        machines alive (Ready or Starting) and the launches on their way."""
+        cfg = self.cfg
+        rate = policy.arrival_rate(
+            self.pool.arrivals, now=trio.current_time(), window=cfg.prelaunch_window
+        )
+        target = policy.prelaunch_target(
+            rate=rate,
+            service_seconds=cfg.prelaunch_service,
+            factor=cfg.prelaunch_factor,
+            cap=cfg.prelaunch_max,
+        )
+        if target <= 0:
+            return 0
+        alive = sum(
+            1
+            for m in self.ctx.state.machines.values()
+            if m.kind == "runcomfy"
+            and m.status not in MACHINE_GONE
+            and m.server_id not in self._stopping
+        )
+        return policy.prelaunches_needed(
+            target=target,
+            alive=alive + len(self._launching) + self._approving,
+            max_machines=cfg.max_machines,
+        )
+
+    def _prelaunch(self, job_id: str, version: str | None) -> None:
+        """On an arrival: ask the CostActor to approve one pre-launch if the policy wants
+        one (it comes back as ``LaunchApproved(prelaunch=True)``, whose launch then asks for
+        the next). One at a time, and only while no other approval is in flight: the budget
+        then sees every launch decided before it, so a pre-launch never takes what the
+        budget did not permit."""
+        pool = self.pool
+        if (
+            self.cfg.prelaunch_max <= 0
+            or self._approving
+            or self.ctx.runcomfy is None
+            or not pool.launching_allowed
+            or pool.shutdown is not None
+            or trio.current_time() < pool.next_launch_at
+            or policy.launches_exhausted(
+                failed_in_a_row=pool.failed_in_a_row,
+                max_launch_attempts=self.cfg.max_launch_attempts,
+            )
+        ):
+            return
+        if self._prelaunches_now() > 0:
+            self._approving += 1
+            self.start_soon(
+                self._approve_child,
+                job_id,
+                version or pool.default_version or "",
+                True,
+                name="machine-prelaunch",
+            )
+
+    async def _approve_child(self, job_id: str, version: str, prelaunch: bool = False) -> None:
         """Child: ask the CostActor whether a launch fits the budget; report it (``None``:
         no answer, as while the CostActor restarts; the poll timer asks again)."""
         approved: bool | None
@@ -747,11 +834,19 @@ class MachineActor(Actor):
         except (AskTimeoutError, ActorStoppedError) as exc:
             log.warning("launch for job %s: the budget did not answer (%s)", job_id, exc)
             approved = None
-        await self._tell(LaunchApproved(job_id, version, approved))
+        await self._tell(LaunchApproved(job_id, version, approved, prelaunch))
 
     async def _on_approved(self, msg: LaunchApproved) -> None:
         self._approving -= 1
         pool = self.pool
+        if msg.prelaunch:
+            # Refused or unanswered: nothing waits on a pre-launch (the demand's own
+            # launches fail the jobs the budget cannot serve).
+            if msg.approved and pool.shutdown is None and self._prelaunches_now() > 0:
+                await self._request_launch(msg.version, prelaunch=True)
+                self._prelaunch(msg.job_id, msg.version)
+            self._check_shutdown()
+            return
         if msg.approved is None:
             self._check_shutdown()
             return
@@ -763,15 +858,22 @@ class MachineActor(Actor):
             self._fail_unservable(pool.refuse_reason or "launching stopped")
             self._check_shutdown()
             return
-        if self._launches_for_demand()[0] <= 0:
-            return  # served, cancelled or covered by another launch meanwhile
+        if self._launches_for_demand()[0] > 0:  # not served, cancelled or covered meanwhile
+            await self._request_launch(msg.version)
+        self._prelaunch(msg.job_id, msg.version)  # it waited for this approval
+
+    async def _request_launch(self, version: str, *, prelaunch: bool = False) -> None:
+        """Log the launch intent, then ``POST /servers`` in a child."""
+        pool = self.pool
+        if not pool.launching_allowed:
+            return
         key = self.ctx.ids().hex
         try:
             intent = decide.request_launch(
                 self.ctx.state,
                 request_key=key,
                 server_type=pool.server_type,
-                workflow_version=msg.version,
+                workflow_version=version,
                 estimated_duration=int(self.cfg.lease_seconds),
                 table=self.ctx.table,
                 max_jobs=self.cfg.jobs_per_machine,
@@ -782,8 +884,10 @@ class MachineActor(Actor):
             self._fail_unservable(pool.refuse_reason)
             return
         self._launching.add(key)
+        if prelaunch:
+            pool.prelaunch_keys.add(key)
         await self.ctx.emit(intent)
-        self.start_soon(self._launch_child, key, msg.version, name="machine-launch")
+        self.start_soon(self._launch_child, key, version, name="machine-launch")
 
     async def _launch_child(self, key: str, version: str) -> None:
         """Child: ``POST /servers``; report the answer."""
@@ -799,6 +903,8 @@ class MachineActor(Actor):
     async def _on_launch_answered(self, msg: LaunchAnswered) -> None:
         self._launching.discard(msg.key)
         pool = self.pool
+        prelaunched = msg.key in pool.prelaunch_keys
+        pool.prelaunch_keys.discard(msg.key)
         exc = msg.error
         if exc is not None:
             if isinstance(exc, OutcomeUnknownError):
@@ -846,6 +952,8 @@ class MachineActor(Actor):
             )
         )
         pool.live[server.server_id] = _Live(launched_at=trio.current_time())
+        if prelaunched:
+            pool.prelaunched.add(server.server_id)
         if self.pool.shutdown is not None:
             # The launch completed after the stop of every machine began: stop it too.
             await self._stop(server.server_id, self.pool.shutdown.reason)

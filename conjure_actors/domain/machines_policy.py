@@ -16,6 +16,12 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   job that needs a machine launches ``hedge`` of them and takes the first Ready; the others
   are stopped while still Starting, which RunComfy does not bill (billing starts at Ready),
   so a slow start-up rarely delays a job;
+- *predictive pre-launch* (:func:`arrival_rate`, :func:`prelaunch_target`,
+  :func:`prelaunches_needed`): from the rate at which jobs arrived over a sliding window,
+  keep ``ceil(rate x service time x factor)`` machines (at most a cap) Ready or Starting,
+  so machines start before the jobs that will need them arrive (Little's law: that many
+  machines are busy on average); a pre-launched machine nobody takes stops by the idle
+  timeout like any other;
 - *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
 - *give up on launches that never become Ready* (:func:`launches_exhausted`);
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
@@ -26,7 +32,9 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 
 from __future__ import annotations
 
+import bisect
 import enum
+import math
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -50,6 +58,7 @@ __all__ = [
     "MachineView",
     "Observation",
     "Seen",
+    "arrival_rate",
     "bill_after_delete",
     "gone_at",
     "idle_expired",
@@ -60,6 +69,8 @@ __all__ = [
     "observe",
     "paid_machines",
     "pick_machine",
+    "prelaunch_target",
+    "prelaunches_needed",
     "priority_order",
     "renewed_duration",
     "should_renew",
@@ -138,6 +149,32 @@ def surplus_starting(*, waiting: int, starting: int, jobs_per_machine: int, hedg
     if hedge <= 1:
         return 0
     return max(0, starting - -(-waiting // jobs_per_machine) * hedge)
+
+
+def arrival_rate(arrivals: Sequence[float], *, now: float, window: float) -> float:
+    """Arrivals per second over the ``window`` seconds up to ``now``: those in
+    ``(now - window, now]`` (``arrivals`` in ascending order); 0 without a window."""
+    if window <= 0:
+        return 0.0
+    first = bisect.bisect_right(arrivals, now - window)
+    last = bisect.bisect_right(arrivals, now)
+    return max(0, last - first) / window
+
+
+def prelaunch_target(*, rate: float, service_seconds: float, factor: float, cap: int) -> int:
+    """How many machines should be Ready or Starting for jobs arriving at ``rate`` per
+    second, each keeping a machine ``service_seconds`` (Little's law: ``rate x service``
+    machines are busy on average), times ``factor`` for headroom; at most ``cap``, and none
+    when nothing arrives."""
+    if rate <= 0 or service_seconds <= 0 or factor <= 0 or cap <= 0:
+        return 0
+    return min(cap, math.ceil(rate * service_seconds * factor))
+
+
+def prelaunches_needed(*, target: int, alive: int, max_machines: int) -> int:
+    """How many machines to launch now so that the ``alive`` ones (Ready or Starting, and
+    launches on their way) reach ``target``, never past ``max_machines``."""
+    return max(0, min(target, max_machines) - alive)
 
 
 def launches_exhausted(*, failed_in_a_row: int, max_launch_attempts: int) -> bool:

@@ -922,3 +922,67 @@ async def test_warm_pool_keeps_an_idle_machine_past_idle_timeout(
         await trio.sleep(600)
         assert rig.state.machines[lease.server_id].status == "ready"
         assert rig.sim.running() == [lease.server_id]
+
+
+PRELAUNCH = {"prelaunch_max": 4, "prelaunch_window": 600.0, "prelaunch_service": 600.0}
+
+
+async def test_a_burst_of_arrivals_prelaunches_machines_for_the_next_jobs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two jobs arriving together (rate 2 per 600 s, factor 2: target 4) launch two machines
+    beyond their own; a third job then takes a pre-launched Ready machine, launching none."""
+    async with pool_rig(max_machines=6, prelaunch_factor=2.0, **PRELAUNCH) as rig:
+        a, b = await rig.job(), await rig.job()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rig.lease, a)
+            nursery.start_soon(rig.lease, b)
+        await trio.sleep(30)  # the pre-launched machines' start-up (the cloud throttles launches)
+        assert len(rig.events(ev.MachineLaunchRequested)) == 4
+        assert [m.status for m in rig.state.machines.values()] == ["ready"] * 4
+        c = await rig.job()
+        with trio.fail_after(1):
+            lease = await rig.lease(c)
+        assert rig.state.machines[lease.server_id].status == "ready"
+        assert len(rig.events(ev.MachineLaunchRequested)) == 4
+
+
+async def test_prelaunched_machines_nobody_takes_stop_by_the_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The machines pre-launched for a burst that never comes stop once idle_timeout passes."""
+    async with pool_rig(
+        max_machines=6, idle_timeout=60.0, prelaunch_factor=2.0, **PRELAUNCH
+    ) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.release(lease.server_id, j)
+        await trio.sleep(600)
+        assert len(rig.sim.billing()) == 2
+        assert rig.sim.running() == []
+        assert {m.stop_reason for m in rig.state.machines.values()} == {"idle"}
+
+
+async def test_prelaunch_is_off_by_default(autojump_clock: trio.testing.MockClock) -> None:
+    """Without pool.prelaunch_max, a burst of jobs launches one machine per job, no more."""
+    async with pool_rig(max_machines=6) as rig:
+        jobs = [await rig.job() for _ in range(3)]
+        async with trio.open_nursery() as nursery:
+            for j in jobs:
+                nursery.start_soon(rig.lease, j)
+        assert len(rig.events(ev.MachineLaunchRequested)) == 3
+
+
+async def test_prelaunch_asks_the_budget_and_stops_at_its_refusal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With room in the budget for two leases, a job that would pre-launch three more gets
+    its own machine and one pre-launch; the budget refuses the next, and nothing else
+    launches."""
+    async with pool_rig(max_machines=6, budget=0.40, prelaunch_factor=4.0, **PRELAUNCH) as rig:
+        j = await rig.job()
+        await rig.lease(j)
+        await rig.poll()
+        assert len(rig.events(ev.MachineLaunchRequested)) == 2
+        assert len(rig.sim.billing()) == 2
+        assert rig.state.budget.launches_refused == 1
