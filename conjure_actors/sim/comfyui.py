@@ -135,6 +135,8 @@ class _Item:
     extra_data: _JSON
     outputs: list[str]
     queued_at: float = 0.0
+    counter: int | None = None
+    """The server's queue counter this POST took (None when the client chose ``number``)."""
 
     @property
     def client_id(self) -> str | None:
@@ -469,6 +471,7 @@ class ComfyUISim:
         # a prompt takes the model's time, or longer only if the real work is longer.
         self._budget = max(item.queued_at, self._idle_since)
         await self._spend(self.timings.prompt_seconds() * PROMPT_COST_SPLIT[1])
+        await self._spend(self.timings.pause_seconds(item.counter))
         record("execution_start", {"prompt_id": pid, "timestamp": self._now_ms()})
         sigs = self._signatures(item)
         used = set(sigs.values())
@@ -983,13 +986,14 @@ class ComfyUISim:
             return 500, ERROR_500, TEXT_TYPE, []
         if not isinstance(data, dict):
             return 500, ERROR_500, TEXT_TYPE, []
+        counter: int | None = None
         if "number" in data:
             try:
                 number: int | float = float(data["number"])
             except (TypeError, ValueError):
                 return 500, ERROR_500, TEXT_TYPE, []
         else:
-            number = self._number
+            number = counter = self._number
             if data.get("front"):
                 number = -number
             self._number += 1
@@ -1026,7 +1030,13 @@ class ComfyUISim:
         if "client_id" in data:
             extra_data["client_id"] = data["client_id"]
         item = _Item(
-            number, prompt_id, prompt, extra_data, outcome.good_outputs, trio.current_time()
+            number,
+            prompt_id,
+            prompt,
+            extra_data,
+            outcome.good_outputs,
+            trio.current_time(),
+            counter,
         )
         heapq.heappush(self._pending, (number, prompt_id, next(self._seq), item))
         self._wakeup.set()

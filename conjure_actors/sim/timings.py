@@ -3,7 +3,9 @@
 A node takes ``scale * (constant + per_pixel * pixels + steps * per_step)`` seconds, where
 ``pixels`` is what it works on (:func:`conjure_actors.sim.comfyui_nodes.pixels_of`) and
 ``steps`` the progress updates it sends (a sampler's ``steps``). Every prompt also costs
-``per_prompt`` (queueing, caching, history: what a fully cached run takes).
+``per_prompt`` (queueing, caching, history: what a fully cached run takes), freeing the
+cached outputs the prompt does not use costs ``free_per_pixel`` a pixel, and every
+``pause_every``-th prompt the worker pauses ``pause`` before starting it (:data:`REAL_PAUSE`).
 
 The figures at real speed (:data:`REAL_CONSTANT`, :data:`REAL_PER_PIXEL`,
 :data:`REAL_PER_STEP`) come from two sources:
@@ -42,6 +44,7 @@ __all__ = [
     "DEMO_SPEEDUP",
     "REAL_CONSTANT",
     "REAL_FREE_PER_PIXEL",
+    "REAL_PAUSE",
     "REAL_PER_PIXEL",
     "REAL_PER_PROMPT",
     "REAL_PER_STEP",
@@ -113,9 +116,23 @@ REAL_PER_STEP: Final[Mapping[str, float]] = {
     "VAEDecodeHunyuan3D": 1.0,  # per progress update (8 chunks of the octree)
 }
 
-#: Freeing cached outputs at the start of a prompt: 9.5 ms for two 4x1024x1024 batches
-#: (ws_queue_and_interrupt.jsonl, execution_start to execution_cached).
-REAL_FREE_PER_PIXEL: Final = 1.1e-9
+#: Freeing cached outputs at the start of a prompt, execution_start to execution_cached:
+#: 9.5 ms (ws_queue_and_interrupt.jsonl) and 7.2 ms (ws_queue_shape.jsonl), each time for
+#: two 4x1024x1024 batches (8.4 M pixels) left by an interrupted blur chain.
+REAL_FREE_PER_PIXEL: Final = 1.0e-9
+
+#: The worker's pause at every tenth prompt, between taking it from the queue and
+#: ``execution_start``: 9.7, 9.8 and 6.3 ms (mean 8.6) at queue numbers 62, 82 and 392
+#: (ws_loadimage_run, ws_queue_and_interrupt, ws_big_frame), where the other 15 captured
+#: prompts took 0-1.2 ms. Nothing in ComfyUI's worker loop (main.py prompt_worker,
+#: execution.py) waits there; a stall that holds the HTTP side too (ws_queue_and_interrupt
+#: answered its third POST just after) and recurs every ten POSTs is CPython's full
+#: garbage collection, whose cadence follows allocations, which POSTs dominate here.
+REAL_PAUSE: Final = 0.0086
+#: Queue numbers (POSTs, the server's ``number`` counter) between two pauses ...
+PAUSE_EVERY: Final = 10
+#: ... and where the captured server's cycle stood: numbers ending in 2.
+PAUSE_PHASE: Final = 2
 
 #: Classes that send progress updates the graph does not say (the mesh decoder's chunks).
 REAL_PROGRESS_STEPS: Final[Mapping[str, int]] = {"VAEDecodeHunyuan3D": 8}
@@ -159,6 +176,10 @@ class ComfyTimings:
     progress_steps: Mapping[str, int] = attrs.field(factory=lambda: dict(REAL_PROGRESS_STEPS))
     free_per_pixel: float = REAL_FREE_PER_PIXEL / DEMO_SPEEDUP
     """Dropping cached outputs a new prompt does not use, per pixel freed."""
+    pause: float = REAL_PAUSE / DEMO_SPEEDUP
+    """The worker's periodic pause before ``execution_start`` (see :data:`REAL_PAUSE`)."""
+    pause_every: int = PAUSE_EVERY
+    pause_phase: int = PAUSE_PHASE
     speedup: float = DEMO_SPEEDUP
     """How much faster than a real server these timings run (at ``scale`` 1)."""
 
@@ -174,6 +195,7 @@ class ComfyTimings:
             per_pixel=dict(REAL_PER_PIXEL),
             per_step=dict(REAL_PER_STEP),
             free_per_pixel=REAL_FREE_PER_PIXEL,
+            pause=REAL_PAUSE,
             speedup=1.0,
         )
 
@@ -195,3 +217,10 @@ class ComfyTimings:
 
     def free_seconds(self, pixels: int) -> float:
         return self.scale * self.free_per_pixel * pixels
+
+    def pause_seconds(self, counter: int | None) -> float:
+        """The pause before running the prompt the queue counter numbered ``counter``
+        (None: the client chose the number, the counter did not move)."""
+        if counter is None or self.pause_every <= 0:
+            return 0.0
+        return self.scale * self.pause if counter % self.pause_every == self.pause_phase else 0.0

@@ -1,14 +1,17 @@
 """Fidelity: every capture of the real server, replayed against the simulator.
 
 The WebSocket logs (``ws_*.jsonl``) are replayed *in time*: under MockClock, with the
-simulator at real speed (``ComfyTimings.real()``), each socket opens, each request is sent
-and each socket closes at the captured millisecond, but not before the frames the real
-client had received by then have arrived (it acted on them: a ``/history`` read follows
-``executing null``). Then, per socket, the frames must come
-in the captured order with the captured key fields (``norm``), and every HTTP answer must
-have the captured status and the captured body's shape (keys and value types). Because the
-requests keep their captured timing, the interleavings that depend on how long nodes take
-(an interrupt landing mid-blur, a queue cleared while a prompt runs) are checked too.
+simulator at real speed (``ComfyTimings.real()``) and in the state the real server was in
+(the files earlier captures saved, its queue counter), each socket opens, each request is
+sent and each socket closes as long after the last worker frame the client had received as
+in the capture (the client acted on them: a ``/history`` read follows ``executing null``, a
+queue clear follows ``execution_start``), and not before the frames it had received by then
+have arrived. Then, per socket, the frames must come in the captured order with the
+captured key fields (``norm``), and every HTTP answer must have the captured status and the
+captured body's shape (keys and value types). Because the requests keep their captured
+timing, the interleavings that depend on how long nodes and the worker take (an interrupt
+landing mid-blur, a queue cleared while a prompt frees the last one's outputs, two POSTs
+answered before the worker's pause ends) are checked too.
 
 The other captures (single answers, summaries, statistics) each have a check below, and
 :func:`test_every_capture_is_replayed` fails when a capture has none.
@@ -65,6 +68,7 @@ class Socket:
     def __init__(self, conn: trio_websocket.WebSocketConnection) -> None:
         self.conn = conn
         self.frames: list[_JSON] = []
+        self.times: list[float] = []  # when each frame came
         self.closed = trio.Event()
         self._changed = trio.Event()
 
@@ -81,6 +85,7 @@ class Socket:
                     self.frames.append({"kind": "binary", "event": event})
                 else:
                     self.frames.append({"kind": "json", **json.loads(message)})
+                self.times.append(trio.current_time())
                 self._notify()
         except trio_websocket.ConnectionClosed:
             self.closed.set()
@@ -89,6 +94,21 @@ class Socket:
     async def received(self, count: int) -> None:
         """Wait until ``count`` frames have come (or the socket closed)."""
         while len(self.frames) < count and not self.closed.is_set():
+            await self._changed.wait()
+
+    async def arrival(self, first: int, key: tuple[Any, ...], nth: int) -> float | None:
+        """When the ``nth`` frame (from 0) like ``key`` (``norm``) at or after index
+        ``first`` came; None if the socket closed first."""
+        checked, found = first, -1
+        while True:
+            for index in range(checked, len(self.frames)):
+                if norm(self.frames[index]) == key:
+                    found += 1
+                    if found == nth:
+                        return self.times[index]
+            checked = len(self.frames)
+            if self.closed.is_set():
+                return None
             await self._changed.wait()
 
 
@@ -117,6 +137,26 @@ def first_number(name: str) -> float:
         if line.get("path") == "/prompt" and line["method"] == "POST" and line["status"] == 200
     ]
     return abs(min(numbers, key=abs)) if numbers else float("inf")
+
+
+def counter_at_start(name: str) -> int:
+    """The server's queue counter when ``name`` began: its first accepted prompt's number,
+    less the POSTs before it that took a number too (rejected ones do)."""
+    lines = lines_of(name)
+    first = next(
+        i
+        for i, line in enumerate(lines)
+        if line.get("path") == "/prompt" and line["method"] == "POST" and line["status"] == 200
+    )
+    taken = sum(
+        1
+        for line in lines[:first]
+        if line.get("path") == "/prompt"
+        and line["method"] == "POST"
+        and isinstance(line.get("request_json"), dict)
+        and "number" not in line["request_json"]
+    )
+    return int(first_number(name)) - taken
 
 
 def outputs_before(name: str) -> list[str]:
@@ -177,6 +217,22 @@ SERVER_RECORDS: dict[str, _JSON] = _server_records()
 _UNRECORDED: frozenset[str] = frozenset({"/upload/image", "/view"})
 
 
+def trigger(lines: list[_JSON], at: int) -> int | None:
+    """The last frame the client of ``lines`` had surely received before taking the action
+    of ``lines[at]``: a request is logged when its answer came, so the frames it caused may
+    come before it in the log (a ``status``; the worker's frames of the prompt it posts)."""
+    own = lines[at].get("response") if lines[at].get("path") == "/prompt" else None
+    pid = own.get("prompt_id") if isinstance(own, dict) else None
+    for before in range(at - 1, -1, -1):
+        frame = lines[before].get("frame", {})
+        if lines[before].get("dir") != "in" or frame.get("type") == "status":
+            continue
+        if pid is not None and frame.get("data", {}).get("prompt_id") == pid:
+            continue
+        return before
+    return None
+
+
 async def replay(
     sim: ComfyUISim,
     http: httpx.AsyncClient,
@@ -186,14 +242,46 @@ async def replay(
 ) -> tuple[dict[str, Socket], list[tuple[_JSON, httpx.Response]]]:
     """Replay ``name`` in time; the sockets (by capture name) and the HTTP exchanges.
 
+    The capture's client acted on the frames it received (queue_and_interrupt.json:
+    ``started_after_A``), so each action comes as long after the frame that preceded it
+    (:func:`trigger`) as in the capture, once the frames received by then have come here:
+    it follows the simulator's timeline, as the client followed the real server's. Actions
+    before any such frame come at the captured millisecond.
+
     ``sockets`` are those still open from the capture this one continues."""
     lines = lines_of(name)
+    # The captures come from one server: its queue counter stood where the capture shows
+    # (the worker's periodic pause depends on it, ComfyTimings.pause_every).
+    sim._number = max(sim._number, counter_at_start(name))
     sockets = sockets if sockets is not None else {}
     already = {src: len(socket.frames) for src, socket in sockets.items()}
     answers: list[tuple[_JSON, httpx.Response]] = []
-    seen: dict[str, int] = {}  # frames each socket had received so far in the capture
-    acted: dict[str, int] = {}  # the same, at the previous request or close
     start = trio.current_time()
+
+    def received_by(at: int) -> dict[str, int]:
+        """Frames each socket had received in the capture up to ``lines[at]``."""
+        counts: dict[str, int] = {}
+        for line in lines[: at + 1]:
+            if line.get("dir") == "in":
+                counts[line["src"]] = counts.get(line["src"], 0) + 1
+        return counts
+
+    async def when(at: int) -> float:
+        cause = trigger(lines, at)
+        if cause is None:
+            return start + lines[at]["t_ms"] / 1000
+        line = lines[cause]
+        src, key = line["src"], norm(line["frame"])
+        nth = sum(
+            1
+            for ln in lines[:cause]
+            if ln.get("src") == src and ln.get("dir") == "in" and norm(ln["frame"]) == key
+        )
+        with trio.move_on_after(60):
+            came = await sockets[src].arrival(already.get(src, 0), key, nth)
+            if came is not None:
+                return came + (lines[at]["t_ms"] - line["t_ms"]) / 1000
+        return trio.current_time()
 
     async def caught_up(counts: dict[str, int]) -> None:
         """The client acted on what it had received: wait for the same frames here."""
@@ -201,13 +289,14 @@ async def replay(
             for src, count in counts.items():
                 await sockets[src].received(already.get(src, 0) + count)
 
-    for line in lines:
+    for at, line in enumerate(lines):
         src = line.get("src", "")
         direction = line.get("dir")
-        if direction == "in":
-            seen[src] = seen.get(src, 0) + 1
+        if direction in ("in", "closed") or src == "note":
             continue
-        await trio.sleep_until(start + line["t_ms"] / 1000)
+        if src == "http" and line["path"] in _UNRECORDED:
+            continue
+        await trio.sleep_until(await when(at))
         if src.startswith("ws:"):
             if direction == "open":
                 already[src] = 0  # a new socket under a name the earlier capture used
@@ -219,15 +308,11 @@ async def replay(
             elif direction == "out":
                 await sockets[src].conn.send_message(json.dumps(line["frame"]))
             elif direction == "close-by-client":
-                await caught_up(seen)
-                acted = dict(seen)
+                await caught_up(received_by(at))
                 await sockets[src].conn.aclose()
-        elif src == "http" and line["path"] not in _UNRECORDED:
-            # A request is logged when its answer came, so the frames it caused (a POST's
-            # queue status) may be logged before it: a POST waits only for what came
-            # before the previous action.
-            await caught_up(acted if line["path"] == "/prompt" else seen)
-            acted = dict(seen)
+        elif src == "http":
+            cause = trigger(lines, at)
+            await caught_up(received_by(cause) if cause is not None else {})
             body = copy.deepcopy(line.get("request_json"))
             if line["path"] == "/prompt" and line["method"] == "POST" and line["status"] == 200:
                 body["prompt_id"] = line["response"]["prompt_id"]  # the captured id
@@ -253,24 +338,9 @@ async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[ComfyUISim, httpx
 
 
 WS_CAPTURES = sorted(p.name for p in CAPTURES.glob("ws_*.jsonl") if "history_race" not in p.name)
-#: Known gaps, each a real-server timing the model does not have (issue 15 follow-up).
-#: strict: when the simulator starts matching, the marker must go.
-_KNOWN_GAPS = {
-    "ws_queue_and_interrupt.jsonl": "the real worker sent execution_start 10 ms after taking "
-    "the first prompt (after 2 more POSTs); the simulator starts it within 0.5 ms",
-}
 
 
-def _ws_params() -> list[Any]:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=_KNOWN_GAPS[name]))
-        if name in _KNOWN_GAPS
-        else name
-        for name in WS_CAPTURES
-    ]
-
-
-@pytest.mark.parametrize("name", _ws_params())
+@pytest.mark.parametrize("name", WS_CAPTURES)
 async def test_ws_capture_replays_with_the_same_frames_statuses_and_shapes(
     served: tuple[ComfyUISim, httpx.AsyncClient],
     nursery: trio.Nursery,

@@ -16,7 +16,7 @@ from conjure_actors.commands import sim as sim_command
 from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud
 from conjure_actors.sim.comfyui import ComfyUISim
 from conjure_actors.sim.fidelity import SCENARIOS, run_scenario
-from conjure_actors.sim.timings import DEMO_SPEEDUP, ComfyTimings
+from conjure_actors.sim.timings import DEMO_SPEEDUP, REAL_PAUSE, ComfyTimings
 
 CAPTURED = json.loads((Path(__file__).parents[1] / "data/captures/timings.json").read_text())
 WORKFLOW = json.loads(
@@ -113,3 +113,52 @@ async def test_embedded_cloud_says_how_much_faster_than_real_it_runs(
     timings = CloudTimings(comfyui=ComfyTimings(scale=4.0))
     async with open_simulated_cloud(timings=timings) as cloud:
         assert cloud.speedup == DEMO_SPEEDUP / 4
+
+
+def test_the_worker_pause_comes_every_tenth_queue_number_and_scales() -> None:
+    """Numbers ending in 2 (as captured: 62, 82, 392) pause REAL_PAUSE; scale multiplies it."""
+    real = ComfyTimings.real()
+    assert [n for n in range(100) if real.pause_seconds(n)] == list(range(2, 100, 10))
+    assert real.pause_seconds(82) == REAL_PAUSE
+    assert real.pause_seconds(None) == 0.0  # the client chose the number
+    assert ComfyTimings.real(scale=0.01).pause_seconds(392) == pytest.approx(REAL_PAUSE / 100)
+    assert ComfyTimings().pause_seconds(62) == pytest.approx(REAL_PAUSE / DEMO_SPEEDUP)
+
+
+async def _start_delays(sim: ComfyUISim, count: int) -> list[float]:
+    """POST ``count`` small prompts one after another: each one's POST to execution_start."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    delays = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.run)
+        transport = httpx.ASGITransport(app=sim.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim.invalid") as http:
+            ws = await sim.connect_ws_in_memory(nursery, "/ws?clientId=t")
+            for n in range(count):
+                graph = copy.deepcopy(prompt)
+                graph["1"]["inputs"]["color"] = n  # nothing cached
+                posted = trio.current_time()
+                body = {"prompt": graph, "client_id": "t"}
+                pid = (await http.post("/prompt", json=body)).json()["prompt_id"]
+                end = {"type": "executing", "data": {"node": None, "prompt_id": pid}}
+                with trio.fail_after(10):
+                    while (frame := json.loads(await ws.get_message()))["type"] != (
+                        "execution_start"
+                    ):
+                        pass
+                    delays.append(trio.current_time() - posted)
+                    while frame != end:
+                        frame = json.loads(await ws.get_message())
+            await ws.aclose()
+        nursery.cancel_scope.cancel()
+    return delays
+
+
+async def test_the_prompt_numbered_2_starts_a_pause_later(autojump_clock: trio.abc.Clock) -> None:
+    """From POST to execution_start, the third prompt (number 2) takes REAL_PAUSE longer."""
+    first, second, third, fourth = await _start_delays(ComfyUISim(timings=ComfyTimings.real()), 4)
+    assert first == pytest.approx(second) == pytest.approx(fourth)
+    assert third - first == pytest.approx(REAL_PAUSE)
