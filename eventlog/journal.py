@@ -87,10 +87,6 @@ _park: Final = trio.lowlevel.wait_task_rescheduled
 _MAX_PENDING_SNAPSHOTS: Final = 4
 
 
-def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
-
-
 class EventStore(Protocol):
     """What the journal needs from a backend: :class:`LogWriter` and :class:`MemoryLog`."""
 
@@ -483,23 +479,10 @@ class Journal(Generic[E, S]):
         # run meanwhile without the two threads convoying on the GIL.
         records = self._store.stage_many(events, ts=stamps)
         if self._threaded:
-            await self._flush_in_thread()
+            await trio.to_thread.run_sync(self._store.flush)
         else:
             self._store.flush()
         return records
-
-    async def _flush_in_thread(self) -> None:
-        # trio.to_thread.run_sync, minus what the committer does not need (a capacity
-        # limiter, a cancel scope, context copying, from_thread support): a third of its
-        # cost per commit. The committer is shielded, so the park cannot be cancelled.
-        task = _current_task()
-        token = trio.lowlevel.current_trio_token()
-
-        def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
-            token.run_sync_soon(_reschedule, task, result)
-
-        trio.lowlevel.start_thread_soon(self._store.flush, deliver)
-        await _park(_cannot_abort)
 
     def _complete(self, entries: list[_Entry], records: list[Record[Any]]) -> None:
         self._commits += 1
