@@ -10,6 +10,15 @@ the simulator at scale 1 (``ComfyTimings.real()``), twice:
   (Python, numpy, PNG encoding) takes longer. Median of ``--repeats`` runs.
 
 Each line gives the ratio simulator / real and a verdict: ``ok`` within 25 %, else ``off``.
+
+A second table does the same for the worker's own latencies, measured on the WebSocket
+captures (``captures/ws_*.jsonl``, every prompt the worker took at once): POST answered ->
+``execution_start`` (at queue numbers where the worker pauses, and at the others), and
+``execution_start`` -> ``execution_cached`` (after an interrupted blur chain, whose outputs
+are freed, and otherwise). Medians; the model's figure comes from
+:data:`conjure_actors.sim.fidelity.WORKER_SCENARIOS` under MockClock. These are fractions
+of a millisecond where the captures' resolution is 0.1 ms, so a figure within 0.2 ms is
+``ok`` too.
 The demo timings (``ComfyTimings()``, the embedded cloud of ``run``) are the same model
 ``DEMO_SPEEDUP`` times faster; the last line says so.
 
@@ -30,7 +39,12 @@ import trio.testing
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conjure_actors.sim.fidelity import SCENARIOS, run_scenario  # noqa: E402
+from conjure_actors.sim.fidelity import (  # noqa: E402
+    SCENARIOS,
+    WORKER_SCENARIOS,
+    captured_worker_latencies,
+    run_scenario,
+)
 from conjure_actors.sim.timings import DEMO_SPEEDUP, ComfyTimings  # noqa: E402
 
 TOLERANCE = 0.25
@@ -51,6 +65,12 @@ def verdict(ratio: float) -> str:
     return "ok" if abs(ratio - 1.0) <= TOLERANCE else "off"
 
 
+def within(model_ms: float, real_ms: float) -> bool:
+    """Within TOLERANCE, or within 0.2 ms (the captures log to 0.1 ms)."""
+    close = round(abs(model_ms - real_ms), 1) <= 0.2
+    return close or abs(model_ms / real_ms - 1.0) <= TOLERANCE
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -66,6 +86,7 @@ def main() -> int:
         f"{'scenario':<38} {'real s':>8} {'model s':>8} {'ratio':>6}   {'wall s':>8} {'ratio':>6}"
     )
     bad = 0
+    captured = captured_worker_latencies(args.timings.parent)
     for name, seconds in real.items():
         if name not in SCENARIOS:
             print(f"{name:<38} {seconds:>8.3f}  (no scenario replays it)")
@@ -79,6 +100,22 @@ def main() -> int:
             f"{wall:>8.4f} {w:>6.2f} {verdict(w)}"
         )
         bad += verdict(m) != "ok"
+    print()
+    print(f"{'worker latency (ms)':<42} {'real':>6} {'n':>3} {'model':>7} {'ratio':>6}")
+    for name in WORKER_SCENARIOS:
+        if not captured[name]:
+            print(f"{name:<42} (no captured prompt shows it)")
+            bad += 1
+            continue
+        want = statistics.median(captured[name])
+        model = model_seconds(name) * 1000
+        ok = within(model, want)
+        ratio = f"{model / want:>6.2f}" if want else f"{'-':>6}"
+        print(
+            f"{name:<42} {want:>6.2f} {len(captured[name]):>3} {model:>7.2f} {ratio}"
+            f" {'ok' if ok else 'off'}"
+        )
+        bad += not ok
     print(
         f"demo timings (ComfyTimings(), run's embedded cloud): the same model"
         f" {DEMO_SPEEDUP:g}x faster than real"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,12 @@ from conjure_actors.cli import build_parser
 from conjure_actors.commands import sim as sim_command
 from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud
 from conjure_actors.sim.comfyui import ComfyUISim
-from conjure_actors.sim.fidelity import SCENARIOS, run_scenario
+from conjure_actors.sim.fidelity import (
+    SCENARIOS,
+    WORKER_SCENARIOS,
+    captured_worker_latencies,
+    run_scenario,
+)
 from conjure_actors.sim.timings import DEMO_SPEEDUP, REAL_PAUSE, ComfyTimings
 
 CAPTURED = json.loads((Path(__file__).parents[1] / "data/captures/timings.json").read_text())
@@ -36,6 +42,17 @@ async def test_real_timings_reproduce_the_capture(
     """At real speed the cost model gives each captured time within 15%."""
     seconds = await run_scenario(name, ComfyTimings.real())
     assert seconds == pytest.approx(CAPTURED[name], rel=0.15)
+
+
+@pytest.mark.parametrize("name", sorted(WORKER_SCENARIOS))
+async def test_the_workers_own_latencies_reproduce_the_ws_captures(
+    autojump_clock: trio.abc.Clock, name: str
+) -> None:
+    """Pickup and cache-freeing latencies: the captures' median within 25% or 0.2 ms."""
+    captured = captured_worker_latencies(Path(__file__).parents[1] / "data/captures")[name]
+    want = statistics.median(captured)
+    got = await run_scenario(name, ComfyTimings.real()) * 1000
+    assert got == pytest.approx(want, rel=0.25, abs=0.2)
 
 
 async def _conjure_seconds(timings: ComfyTimings) -> float:
