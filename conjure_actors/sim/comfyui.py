@@ -477,8 +477,10 @@ class ComfyUISim:
         used = set(sigs.values())
         dropped = [v for k, v in self._cache.items() if k not in used]
         self._cache = {k: v for k, v in self._cache.items() if k in used}  # clean_unused
-        # Freeing big outputs is what delays execution_cached on the real server (9.5 ms
-        # after an interrupted 4x1024x1024 blur chain, ws_queue_and_interrupt.jsonl).
+        # Freeing big outputs is what delays execution_cached on the real server (9.5 and
+        # 7.2 ms after an interrupted 4x1024x1024 blur chain, ws_queue_and_interrupt.jsonl
+        # and ws_queue_shape.jsonl); before execution_start, every tenth prompt waits for
+        # the worker's pause (ComfyTimings.pause_seconds).
         freed = sum(pixels_of({str(i): v for i, v in enumerate(e.outputs)}) for e in dropped)
         await self._spend(self.timings.free_seconds(freed))
         cached = {n for n, s in sigs.items() if s in self._cache}
