@@ -122,12 +122,14 @@ REAL_PER_STEP: Final[Mapping[str, float]] = {
 REAL_FREE_PER_PIXEL: Final = 1.0e-9
 
 #: The worker's pause at every tenth prompt, between taking it from the queue and
-#: ``execution_start``: 9.7, 9.8 and 6.3 ms (mean 8.6) at queue numbers 62, 82 and 392
-#: (ws_loadimage_run, ws_queue_and_interrupt, ws_big_frame), where the other 15 captured
-#: prompts took 0-1.2 ms. Nothing in ComfyUI's worker loop (main.py prompt_worker,
-#: execution.py) waits there; a stall that holds the HTTP side too (ws_queue_and_interrupt
-#: answered its third POST just after) and recurs every ten POSTs is CPython's full
-#: garbage collection, whose cadence follows allocations, which POSTs dominate here.
+#: ``execution_start``: POST answered to ``execution_start`` took 9.9, 10.2 and 6.5 ms at
+#: queue numbers 62, 82 and 392 (ws_loadimage_run, ws_queue_and_interrupt, ws_big_frame),
+#: 0.1-1.3 ms for the 10 other prompts the worker took at once (numbers 0-1, 63-66, 80,
+#: 87, 91, 393). Nothing in ComfyUI's worker (main.py prompt_worker, execution.py) waits
+#: there, and its own gc.collect() runs at most every 10 s, after a prompt; the stall held
+#: the HTTP side too (ws_queue_and_interrupt answered its third POST just after it). Most
+#: likely CPython's automatic full collection, whose cadence follows allocations: inferred,
+#: not measured inside the server; the period comes from those three occurrences.
 REAL_PAUSE: Final = 0.0086
 #: Queue numbers (POSTs, the server's ``number`` counter) between two pauses ...
 PAUSE_EVERY: Final = 10
