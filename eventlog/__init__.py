@@ -6,7 +6,6 @@ file holds with :func:`inspect`. The file format is described in ``docs/eventlog
 the error tree in :mod:`eventlog.errors`. This package never imports ``conjure_actors``.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 from .codec import Upcaster, Upcasters
@@ -27,6 +26,7 @@ from .errors import (
     UnknownEventError,
     UnsupportedVersionError,
 )
+from .follow import LogFollower, follow
 from .memory import MemoryLog
 from .reader import LogInfo, LogState, LogStatus, fold, inspect, read, scan
 from .record import Record
@@ -43,27 +43,20 @@ from .snapshot import (
 from .writer import LogWriter, SyncPolicy, open_writer
 
 if TYPE_CHECKING:
-    from .follow import LogFollower, follow
     from .journal import EventStore, Journal, JournalStatistics, open_journal
 
-# The trio half (journal, follow) loads on first use: reading, scanning and replaying a log
-# (``replay --at``) need no trio, and importing it costs more than reading a snapshot.
-_LAZY: Final = {
-    "LogFollower": ".follow",
-    "follow": ".follow",
-    "EventStore": ".journal",
-    "Journal": ".journal",
-    "JournalStatistics": ".journal",
-    "open_journal": ".journal",
-}
+# The journal (trio) loads on first use: reading, scanning and replaying a log (``replay
+# --at``) need no trio, and importing it costs more than reading a snapshot. (``follow``
+# imports trio when it first waits.)
+_JOURNAL_NAMES: Final = frozenset({"EventStore", "Journal", "JournalStatistics", "open_journal"})
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _JOURNAL_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    # Importing .follow set the package's ``follow`` to the submodule: the function wins.
+    from . import journal
+
+    value = getattr(journal, name)
     globals()[name] = value
     return value
 

@@ -19,8 +19,6 @@ import os
 from collections import deque
 from typing import Any
 
-import trio
-
 from ._format import (
     CHUNK,
     FRAME,
@@ -63,6 +61,9 @@ class LogFollower:
         return self
 
     async def __anext__(self) -> Record[Any]:
+        # Imported here, not at the top: ``import eventlog`` (a replay, a scan) needs no trio.
+        import trio
+
         while not self._ready:
             more = self._poll()
             if self._ready:

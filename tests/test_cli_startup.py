@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import eventlog
 from conjure_actors import cli
+from conjure_actors.domain.events import Event, SystemStarted
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +68,18 @@ def test_replay_help_imports_replay_only() -> None:
     assert _under(loaded, (*NEVER, *others, "conjure_actors.actors", "httpx", "rich")) == []
     work = ("conjure_actors.commands.replay_impl", "conjure_actors.domain", "eventlog")
     assert _under(loaded, (*work, "trio", "msgspec", "attrs", "conjure_actors.runtime")) == []
+
+
+@pytest.mark.slow
+def test_replay_at_imports_no_trio(tmp_path: Path) -> None:
+    """``replay LOG --at SEQ`` reads and folds without trio (eventlog loads its journal only
+    when it is used, and ``follow`` imports trio only when it first waits)."""
+    log = tmp_path / "run.log"
+    with eventlog.open_writer(log, Event, sync="none") as writer:
+        writer.append(SystemStarted(run_id="r", version="0", mode="simulated", at=1.0))
+    loaded = _modules_loaded_by("replay", str(log), "--at", "1")
+    assert "conjure_actors.commands.replay_impl" in loaded
+    assert _under(loaded, ("trio", "eventlog.journal", "httpx")) == []
 
 
 def test_listed_helps_match_the_command_modules() -> None:

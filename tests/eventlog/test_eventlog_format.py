@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,21 @@ def test_public_names_are_exported() -> None:
         for n in expected
         if n.endswith("Error")
     )
+
+
+def test_journal_names_load_lazily_as_the_public_objects() -> None:
+    """The journal's names, loaded on first use (no trio for a plain read), are the journal
+    module's objects; ``follow`` is the function even once its submodule is imported; an
+    unknown name is an AttributeError."""
+    import eventlog.follow
+    import eventlog.journal as journal_module
+
+    assert eventlog.follow is sys.modules["eventlog.follow"].follow
+    assert eventlog.open_journal is journal_module.open_journal
+    assert eventlog.Journal is journal_module.Journal
+    assert eventlog.EventStore is journal_module.EventStore
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = eventlog.no_such_name  # type: ignore[attr-defined]
 
 
 @given(evs=event_lists, chunk=st.integers(1, 200))
