@@ -772,6 +772,27 @@ class WorkflowActor(Actor):
         )
         await self._report(_Failed(token, failure, suspect=True))
 
+    def _ws_saved(self, frames: dict[str, int]) -> dict[str, int]:
+        """SaveImageWebsocket images the job has, by node: those this follow received, or
+        those already kept (an earlier follow of the prompt, before a switch to polling or
+        a resume; an earlier attempt's identical ones), whichever is more."""
+        kept: dict[str, set[str]] = {}
+        for o in self.job.outputs:
+            if Path(o.path).parent.name == WS_SUBFOLDER:
+                kept.setdefault(o.node_id, set()).add(o.path)
+        nodes = set(frames) | set(kept)
+        return {n: max(frames.get(n, 0), len(kept.get(n, ()))) for n in nodes}
+
+    def _ws_sent(self, sent: dict[str, int]) -> dict[str, int]:
+        """The images each SaveImageWebsocket node announced for the current prompt: in this
+        follow, or as the log recorded (its progress max, kept across follows and resumes)."""
+        announced = dict(sent)
+        ws_nodes = self._ws_nodes()
+        for node_id, node in self.job.nodes.items():
+            if node.max and node_id in ws_nodes:
+                announced[node_id] = max(announced.get(node_id, 0), int(node.max))
+        return announced
+
     def _ws_nodes(self) -> set[str]:
         """The graph's SaveImageWebsocket nodes (their images come only over the WebSocket)."""
         return {
@@ -1213,7 +1234,8 @@ class WorkflowActor(Actor):
                                 await self._save_ws_image(token, node, index, update)
                             continue
                         if isinstance(update, cu.PromptSucceeded):
-                            lost = ws_images_lost(ws_nodes, frames, sent)
+                            have, announced = self._ws_saved(frames), self._ws_sent(sent)
+                            lost = ws_images_lost(ws_nodes, have, announced)
                             if lost is not None:
                                 failure = AttemptFailure("retryable", lost, "WebSocketImagesLost")
                                 await self._report(_Failed(token, failure, suspect=False))

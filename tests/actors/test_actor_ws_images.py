@@ -156,3 +156,30 @@ async def test_the_prompt_is_posted_only_once_its_socket_is_connected(
     assert len(state.outputs) == 2
     (submitting,) = _events(log, ev.PromptSubmitting)
     assert urls[-1].endswith(f"clientId={submitting.client_id}")
+
+
+async def test_images_a_switch_to_polling_missed_are_had_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A stall notice after node 2's first image makes the job follow by polling, which
+    cannot see the second: the success is not taken short of it; the image already kept
+    counts, the prompt runs again and the job ends with both images, each once."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH)
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: len(s.jobs[job].outputs) == 1)
+            conjure._notify_stall(job)
+            await conjure.wait_until_idle()
+        state = conjure.state.jobs[job]
+    assert state.status == "succeeded", state.error
+    assert sorted(Path(o.path).name for o in state.outputs) == ["2_00000.png", "2_00001.png"]
+    retried = _events(log, ev.JobRetrying)
+    assert len(retried) == 1
+    assert retried[0].reason.startswith(
+        "node 2 (SaveImageWebsocket): 1 of 2 images sent while the WebSocket was down are lost"
+    )
