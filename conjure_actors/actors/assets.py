@@ -119,6 +119,17 @@ class OutputSeen:
 
 
 @attrs.frozen
+class _OutputStored:
+    """From a child: an output's bytes are in the blob store (``hash_text`` None: the file
+    could not be read); the actor logs its ``AssetRecorded``."""
+
+    event: ev.OutputSaved
+    hash_text: str | None
+    size: int = 0
+    created: bool = False
+
+
+@attrs.frozen
 class SweepNow:
     """From the timer (or a test): expire what passed its retention."""
 
@@ -148,6 +159,9 @@ class AssetActor(Actor):
         self._staged: list[Any] = []
         self._waiting: list[Reply[Any]] = []
         self._staged_keys: set[str] = set()
+        self._flush_told = False
+        # Output files being copied into the blob store by a child (by path).
+        self._storing: set[str] = set()
 
     async def on_start(self) -> None:
         ready = trio.Event()
@@ -197,8 +211,10 @@ class AssetActor(Actor):
                     )
                 return None
             case OutputSeen():
-                e = msg.event
-                await self._record_output(e.job_id, e.node_id, e.filename, e.path, e.kind)
+                self._store_output(msg.event)
+                return None
+            case _OutputStored():
+                self._output_stored(msg)
                 return None
             case SweepNow():
                 await self._sweep()
@@ -246,15 +262,24 @@ class AssetActor(Actor):
         )
         self._staged.append(msg.submitted)
         self._waiting.append(msg.reply)
-        if len(self._waiting) == 1:
-            try:
-                self.ref.tell_nowait(_Flush())
-            except MailboxFullError:  # behind a full mailbox: queue it when there is room
-                self.start_soon(self.ref.tell, _Flush(), name="asset-flush")
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Tell ``_Flush`` once for whatever is staged until it runs."""
+        if self._flush_told:
+            return
+        self._flush_told = True
+        try:
+            self.ref.tell_nowait(_Flush())
+        except MailboxFullError:  # behind a full mailbox: queue it when there is room
+            self.start_soon(self.ref.tell, _Flush(), name="asset-flush")
 
     async def _flush(self) -> None:
         events, waiting = self._staged, self._waiting
         self._staged, self._waiting, self._staged_keys = [], [], set()
+        self._flush_told = False
+        if not events:
+            return
         try:
             await self.ctx.emit(*events)
         except BaseException as exc:
@@ -309,14 +334,84 @@ class AssetActor(Actor):
         if hash_text not in self.ctx.state.service.blob_refs:
             self.blobs.remove(hash_text)
 
+    def _store_output(self, e: ev.OutputSaved) -> None:
+        """A job saved an output: a child copies it into the blob store, then the actor
+        stages its ``AssetRecorded`` with the next flush. The mailbox never waits on the
+        copy nor on a journal commit of its own, so a submission's ``AcceptJob`` (its 201)
+        is not held behind the outputs of running jobs."""
+        if e.path in self._storing or self._recorded_or_expired(e.job_id, e.path):
+            return
+        self._storing.add(e.path)
+        self.start_soon(self._put_blob, e, name="asset-store-output")
+
+    async def _put_blob(self, e: ev.OutputSaved) -> None:
+        try:
+            hash_text, size, created = await trio.to_thread.run_sync(self.blobs.put_file, e.path)
+        except OSError as exc:
+            log.warning("output %s of job %s not kept as an asset: %s", e.filename, e.job_id, exc)
+            await self.ref.tell(_OutputStored(e, None))
+            return
+        await self.ref.tell(_OutputStored(e, hash_text, size, created))
+
+    def _output_stored(self, msg: _OutputStored) -> None:
+        e = msg.event
+        self._storing.discard(e.path)
+        if msg.hash_text is None or self._recorded_or_expired(e.job_id, e.path):
+            return
+        self._staged.append(
+            self._asset_recorded(
+                e.job_id,
+                e.node_id,
+                e.filename,
+                e.path,
+                e.kind,
+                msg.hash_text,
+                msg.size,
+                msg.created,
+            )
+        )
+        self._flush_soon()
+
+    def _recorded_or_expired(self, job_id: str, path: str) -> bool:
+        svc = self.ctx.state.service
+        if path in svc.job_outputs.get(job_id, {}):
+            return True
+        api = svc.api_jobs.get(job_id)
+        return api is not None and api.expired
+
+    def _asset_recorded(
+        self,
+        job_id: str,
+        node_id: str,
+        filename: str,
+        path: str,
+        kind: str,
+        hash_text: str,
+        size: int,
+        created: bool,
+    ) -> se.AssetRecorded:
+        api = self.ctx.state.service.api_jobs.get(job_id)
+        return se.AssetRecorded(
+            asset_id=str(self.ctx.ids()),
+            hash=hash_text,
+            size=size,
+            content_type=_content_type(filename, kind),
+            file_path=filename,
+            tags=("output",),
+            job_id=job_id,
+            node_id=node_id,
+            kind=kind,
+            source_path=path,
+            created_new=created,
+            expires_at=api.expires_at if api is not None else None,
+            at=self.ctx.now(),
+        )
+
     async def _record_output(
         self, job_id: str, node_id: str, filename: str, path: str, kind: str
     ) -> None:
-        svc = self.ctx.state.service
-        if path in svc.job_outputs.get(job_id, {}):
-            return
-        api = svc.api_jobs.get(job_id)
-        if api is not None and api.expired:
+        """The catch-up on start: record one output at once (inline)."""
+        if self._recorded_or_expired(job_id, path):
             return
         try:
             hash_text, size, created = await trio.to_thread.run_sync(self.blobs.put_file, path)
@@ -324,24 +419,8 @@ class AssetActor(Actor):
             # The file went (deleted by hand): the job keeps its OutputSaved; no asset.
             log.warning("output %s of job %s not kept as an asset: %s", filename, job_id, exc)
             return
-        now = self.ctx.now()
-        expires = api.expires_at if api is not None else None
         await self.ctx.emit(
-            se.AssetRecorded(
-                asset_id=str(self.ctx.ids()),
-                hash=hash_text,
-                size=size,
-                content_type=_content_type(filename, kind),
-                file_path=filename,
-                tags=("output",),
-                job_id=job_id,
-                node_id=node_id,
-                kind=kind,
-                source_path=path,
-                created_new=created,
-                expires_at=expires,
-                at=now,
-            )
+            self._asset_recorded(job_id, node_id, filename, path, kind, hash_text, size, created)
         )
 
     async def _sweep(self) -> None:

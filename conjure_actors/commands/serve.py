@@ -27,13 +27,16 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.errors import UsageError
+
+if TYPE_CHECKING:
+    from eventlog import SyncPolicy
 
 HELP = "serve the Comfy API v2 job service over HTTP (default http://127.0.0.1:8189)"
 
@@ -44,6 +47,8 @@ SNAPSHOT_EVERY = 20_000
 reads the newest snapshot and folds at most this many records after it, not the whole log."""
 KEEP_SNAPSHOTS = 2
 """Snapshots kept (the newest; older ones are deleted as each new one is written)."""
+SYNC_CHOICES = ("batch", "always", "none")
+"""``--journal-sync``: the journal's sync policies (``eventlog.SyncPolicy``)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=7 * 86400.0,
         metavar="S",
         help="seconds a job and its assets stay readable (default 7 days)",
+    )
+    parser.add_argument(
+        "--journal-sync",
+        choices=SYNC_CHOICES,
+        default="batch",
+        help="when a submission is durable before its 201: 'batch' (default) fsyncs it"
+        " (shared by concurrent ones), 'always' fsyncs every append alone, 'none' hands it"
+        " to the OS unsynced (survives a crash of serve, not a power loss)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -206,13 +219,15 @@ async def open_serve(
     app_factory: Callable[[Any], Any] | None = None,
     wall: Any = None,
     cloud: Callable[[Any], Any] | None = None,
+    sync: SyncPolicy = "batch",
 ) -> AsyncIterator[Served]:
     """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
     journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
     the HTTP server and shuts the runtime down in order (jobs interrupted, machines
     stopped). ``wall``: the runtime's wall clock (tests move it to pass a retention).
     ``cloud``: ``config -> async context of (config, mode, http, ws_connect, banner)``, the
-    cloud to run on (default: as ``run`` chooses it; tests pass a faster simulated one)."""
+    cloud to run on (default: as ``run`` chooses it; tests pass a faster simulated one).
+    ``sync``: the journal's sync policy (``--journal-sync``)."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
@@ -234,6 +249,7 @@ async def open_serve(
             eventlog.open_journal(
                 log_path,
                 Event,
+                sync=sync,
                 apply=apply,
                 initial=initial_state(),
                 clock=wall.now,
@@ -292,6 +308,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
         host=args.host,
         port=args.port,
         app_factory=lambda service: build_app(service, args),
+        sync=args.journal_sync,
     ) as served:
         service = served.service
         print(f"serving the Comfy API v2 on {served.url}", flush=True)

@@ -74,6 +74,7 @@ async def serving(
     log: str = "serve.log",
     settings: Settings | None = None,
     fast: bool = True,
+    sync: Any = "batch",
 ) -> AsyncIterator[Served]:
     """``serve`` in-process on loopback port 0 (log and blobs under ``tmp_path``), on the
     embedded simulated cloud with instant machines (:func:`fast_cloud`; ``fast=False``:
@@ -84,6 +85,7 @@ async def serving(
         out_dir=tmp_path / "out",
         settings=settings or Settings(),
         cloud=fast_cloud if fast and config.mode == "simulated" else None,
+        sync=sync,
     ) as served:
         runcomfy = served.service.conjure.ctx.runcomfy
         if config.mode == "simulated" and runcomfy is not None:

@@ -1,0 +1,53 @@
+"""A submission's 201 waits for its own durable append, not for the work of running jobs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from extras_support import open_extras_service, wait_for
+
+from conjure_actors.service.blobs import BlobStore
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+
+
+@pytest.mark.slow
+async def test_201_does_not_wait_for_another_jobs_output_becoming_an_asset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a finished job's output is still being copied into the blob store, a new
+    submission is answered 201; the output becomes an asset once the copy ends."""
+    gate = threading.Event()
+    put_file = BlobStore.put_file
+
+    def held(self: BlobStore, path: Any) -> Any:
+        gate.wait(timeout=60)
+        return put_file(self, path)
+
+    monkeypatch.setattr(BlobStore, "put_file", held)
+    with trio.fail_after(60):
+        try:
+            await _submit_while_an_output_is_held(tmp_path, gate)
+        finally:
+            gate.set()
+
+
+async def _submit_while_an_output_is_held(tmp_path: Path, gate: threading.Event) -> None:
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    async with open_extras_service(tmp_path) as run:
+        first = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        job_id = first.json()["id"]
+        await wait_for(run.service, lambda s: bool(s.jobs[job_id].outputs))
+        with trio.fail_after(10):
+            second = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert second.status_code == 201, second.text
+        assert not run.service.state.service.job_outputs.get(job_id)
+        gate.set()
+        await wait_for(run.service, lambda s: bool(s.service.job_outputs.get(job_id)))
+        other = second.json()["id"]
+        await wait_for(run.service, lambda s: bool(s.service.job_outputs.get(other)))
