@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgspec
 
 import eventlog
@@ -388,10 +389,14 @@ def print_state(
 def state_document(
     state: State, *, log: str, seq: int, at: float | None, job_id: str | None
 ) -> dict[str, Any]:
-    """The ``--json`` document (schema in docs/replay-json.md)."""
-    body = state_to_builtins(state)
+    """The ``--json`` document (schema in docs/replay-json.md).
+
+    The state stays a :class:`State` (msgspec encodes it to the very bytes its builtins
+    would give, without making a million builtins first); ``job_id`` keeps one job.
+    """
+    body = state
     if job_id is not None:
-        body["jobs"] = {k: v for k, v in body["jobs"].items() if k == job_id}
+        body = attrs.evolve(state, jobs={k: v for k, v in state.jobs.items() if k == job_id})
     return {
         "schema_version": SCHEMA_VERSION,
         "log": log,
@@ -399,6 +404,18 @@ def state_document(
         "at": at,
         "state": body,
     }
+
+
+def _write_bytes(data: bytes) -> None:
+    """``data`` (UTF-8) to stdout, straight to its byte buffer when it has one (a large
+    JSON document is not decoded to text only to be encoded back)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode())
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.flush()
 
 
 # -------------------------------------------------------------------------- commands
@@ -592,7 +609,7 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
     if args.json:
         document = state_document(state, log=path, seq=seq, at=at, job_id=args.job)
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(document)).decode() + "\n")
+        _write_bytes(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return EXIT_OK
     print_state(state, seq, at, job_id=args.job, moment=stop_at)
     return EXIT_OK
