@@ -92,6 +92,16 @@ def test_json_has_the_documented_envelope(log: Path, capsys: pytest.CaptureFixtu
     assert doc["state"]["ledger"]["total_micros"] == 0
 
 
+@pytest.mark.parametrize("name", ["golden_v1", "golden_v2_jobs", "golden_v3_service"])
+def test_json_state_is_the_golden_state(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints each golden log's state exactly as its golden builtins (the State is
+    encoded directly, not through state_to_builtins)."""
+    log = GOLDEN.with_name(f"{name}.log")
+    assert main(["replay", str(log), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["state"] == json.loads(log.with_name(f"{name}_state.json").read_text())
+
+
 def test_bad_at_is_a_usage_error(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An --at that is neither a seq nor a time exits 2 with one line."""
     assert main(["replay", str(log), "--at", "yesterday"]) == 2
