@@ -536,7 +536,7 @@ async def _run(
             out.say(f"attaching to dev machine {dev.server_id} (machine down stops it)")
     # No catalogue recorded for the workflow version: its first machine gives it, and each
     # prompt is checked against it before its POST (a note, once, if it cannot be had).
-    check = version_catalogue(config, lambda text: _tell(f"note: {text}"))
+    check = version_catalogue(config, lambda text: out.say(f"note: {text}", "run.warning"))
     try:
         async with eventlog.open_journal(
             log_path,
