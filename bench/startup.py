@@ -10,8 +10,10 @@ Measures, in one run, the median wall time of
 prints each beside its ratio to the baseline and a verdict against the goal (<= 1.3x), then
 lists the modules that should never load to print help (``conjure_actors.sim``,
 ``conjure_actors.testing``, ``pytest``, ``hypothesis``) found in ``sys.modules`` after each
-help command. Uses hyperfine when it is installed (``-N``, warm-up runs, medians from its
-JSON export), otherwise repeated subprocess runs.
+help command, and the heavy packages it loaded (trio, httpx, eventlog, msgspec, the domain,
+the actors: a command's work, imported only when it runs). Uses hyperfine when it is
+installed (``-N``, warm-up runs, medians from its JSON export), otherwise repeated
+subprocess runs.
 
 Run: ``python bench/startup.py`` (about 10 s).
 """
@@ -42,6 +44,8 @@ CASES = [
 ]
 
 NEVER = ("conjure_actors.sim", "conjure_actors.testing", "pytest", "hypothesis")
+#: Not needed to print help either (the work of a command, and its I/O libraries).
+HEAVY = ("trio", "httpx", "eventlog", "msgspec", "conjure_actors.domain", "conjure_actors.actors")
 
 # Runs ``python -m conjure_actors ARGS`` in one interpreter (help text discarded) and prints,
 # as JSON, the names of every module loaded by then.
@@ -81,8 +85,8 @@ def medians_subprocess() -> tuple[str, list[float]]:
     return f"subprocess, {RUNS} runs", [statistics.median(s) for s in samples]
 
 
-def never_loaded(*args: str) -> list[str]:
-    """The modules of NEVER loaded by ``python -m conjure_actors ARGS``."""
+def never_loaded(*args: str, packages: tuple[str, ...] = NEVER) -> list[str]:
+    """The modules of ``packages`` loaded by ``python -m conjure_actors ARGS``."""
     done = subprocess.run(
         [PYTHON, "-c", PROBE, json.dumps(args)],
         cwd=ROOT,
@@ -91,7 +95,7 @@ def never_loaded(*args: str) -> list[str]:
         check=True,
     )
     loaded = json.loads(done.stdout)
-    return [m for m in loaded if any(m == p or m.startswith(p + ".") for p in NEVER)]
+    return [m for m in loaded if any(m == p or m.startswith(p + ".") for p in packages)]
 
 
 def main() -> int:
@@ -115,6 +119,13 @@ def main() -> int:
         bad = bad or bool(found)
         shown = ", ".join(found) if found else "none"
         print(f"forbidden modules after `{' '.join(args)}`: {shown}")
+        heavy = sorted(
+            {
+                next(p for p in HEAVY if m == p or m.startswith(p + "."))
+                for m in never_loaded(*args, packages=HEAVY)
+            }
+        )
+        print(f"  heavy packages loaded (none needed for help): {', '.join(heavy) or 'none'}")
     return 1 if bad else 0
 
 
