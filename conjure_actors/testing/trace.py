@@ -441,7 +441,7 @@ class _Machine:
         if socket is None:
             run.done = True  # nobody listens: the prompt runs unseen, its history is there
         else:
-            socket.push(trace.frames_for(prompt_id), run)
+            socket.push(self._cloud.frames_for(trace, prompt_id), run)
         return trace.answer("POST /prompt", prompt_id) or _EMPTY
 
     def _queue(self) -> Answer:
@@ -498,6 +498,12 @@ class TraceCloud:
             raise ValueError("a TraceCloud needs at least one trace")
         self.traces = tuple(traces)
         self._by_shape = {t.shape: t for t in self.traces}
+        # Each text frame split at the recorded prompt id, once: a job's frames are then
+        # one join per frame (the replayer's own cost is not the pipeline's).
+        self._templates: dict[int, list[list[str] | bytes]] = {
+            id(t): [f.split(t.prompt_id) if isinstance(f, str) else f for f in t.frames]
+            for t in self.traces
+        }
         self._nursery = nursery
         self.user_id = user_id
         self.token = token
@@ -515,6 +521,14 @@ class TraceCloud:
 
     def __repr__(self) -> str:
         return f"TraceCloud(traces={len(self.traces)}, machines={len(self._machines)})"
+
+    def frames_for(self, trace: Trace, prompt_id: str) -> list[str | bytes]:
+        """``trace.frames_for(prompt_id)``, from the split frames."""
+        old = trace.prompt_id
+        return [
+            prompt_id.join(f) if isinstance(f, list) else _swap_binary(f, old, prompt_id)
+            for f in self._templates[id(trace)]
+        ]
 
     def trace_for(self, graph: Mapping[str, Any]) -> Trace:
         """The trace of the submitted graph's shape (the only one, if there is one)."""
