@@ -17,6 +17,9 @@ milliseconds and a failing case replays exactly from its seed.
   stop and the clock ran on), raising :class:`InvariantViolation`;
 - :func:`open_simulated_conjure`: just the runtime on a log against a simulated cloud (for
   a test or a benchmark of your own, without the harness);
+- :func:`record_trace`, :class:`Trace`, :class:`TraceCloud` / :func:`open_trace_cloud`: one
+  job's WebSocket frames and ComfyUI answers recorded from a simulated run, replayed per job
+  with no simulator work (:mod:`conjure_actors.testing.trace`; ``bench/ws_trace.py``);
 - :class:`ConjureStateMachine`: the stateful test (subclass it for your own properties) and
   :func:`stateful_settings` (profiles ``ci`` and ``fuzz``).
 
@@ -65,6 +68,13 @@ from conjure_actors.testing.strategies import (
     valid_requests,
 )
 from conjure_actors.testing.thread import HarnessThread, run_harness
+from conjure_actors.testing.trace import (
+    Trace,
+    TraceCloud,
+    job_outcome,
+    open_trace_cloud,
+    record_trace,
+)
 
 __all__ = [
     "CloudFaults",
@@ -87,6 +97,8 @@ __all__ = [
     "RunComfyTimings",
     "SimulatedCloud",
     "TimedFault",
+    "Trace",
+    "TraceCloud",
     "budgets",
     "catalog_workflows",
     "check_all",
@@ -98,10 +110,13 @@ __all__ = [
     "faults",
     "images",
     "invalid_requests",
+    "job_outcome",
     "job_requests",
     "open_harness",
     "open_simulated_cloud",
     "open_simulated_conjure",
+    "open_trace_cloud",
+    "record_trace",
     "run_harness",
     "stateful_settings",
     "valid_requests",
