@@ -27,6 +27,7 @@ a test harness) does not: nothing more is journaled, as after a kill -9.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -351,20 +352,31 @@ class Conjure:
 
         job_enders = (ev.JobSucceeded, ev.JobFailed, ev.JobCancelled, ev.JobInterrupted)
         machine_enders = (ev.MachineStopped, ev.MachineLost, ev.SystemStopped)
+
+        def ends(event: Any) -> bool:
+            """Take one published event into account: may the run be idle now?"""
+            if isinstance(event, ev.JobSubmitted):
+                active.add(event.job_id)
+            elif isinstance(event, job_enders):
+                job = self.state.jobs.get(event.job_id)
+                if job is None or job.status not in st.ACTIVE_STATUSES:
+                    active.discard(event.job_id)
+                    return not active
+            elif isinstance(event, machine_enders):
+                return not active
+            return False
+
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             while not idle():
                 with trio.move_on_after(max(1.0, self.ctx.config.pool.poll_interval)):
                     while True:
-                        event = (await records.receive()).event
-                        if isinstance(event, ev.JobSubmitted):
-                            active.add(event.job_id)
-                        elif isinstance(event, job_enders):
-                            job = self.state.jobs.get(event.job_id)
-                            if job is None or job.status not in st.ACTIVE_STATUSES:
-                                active.discard(event.job_id)
-                                if not active:
-                                    break
-                        elif isinstance(event, machine_enders) and not active:
+                        # One wake-up for every record already published (a receive()
+                        # per record is a task switch per event).
+                        done = ends((await records.receive()).event)
+                        with contextlib.suppress(trio.WouldBlock):
+                            while not done:
+                                done = ends(records.receive_nowait().event)
+                        if done:
                             break
                     continue
                 active.clear()  # a timeout: the next check is a full one

@@ -679,8 +679,7 @@ class WorkflowActor(Actor):
         if lease.client is None:
             await self._judge(AttemptFailure("machine_lost", "machine has no client"))
             return
-        self._spawn("lost", self._watch_lost, lease)
-        self._spawn("deadline", self._attempt_timer, self.ctx.config.retry.attempt_timeout)
+        self._spawn("guard", self._guard, lease, self.ctx.config.retry.attempt_timeout)
         if self._reattach:
             self._spawn("find", self._find, self.job.prompt_id)
             return
@@ -964,13 +963,14 @@ class WorkflowActor(Actor):
             raise
         await self._report(_Leased(token, lease))
 
-    async def _watch_lost(self, token: int, lease: Lease) -> None:
-        await lease.lost.wait()
-        await self._report(_Lost(token))
-
-    async def _attempt_timer(self, token: int, seconds: float) -> None:
-        await trio.sleep(seconds)
-        await self._report(_AttemptTimedOut(token))
+    async def _guard(self, token: int, lease: Lease, seconds: float) -> None:
+        """The attempt's watch (one child, not two): its machine lost (``_Lost``), or its
+        deadline passed (``_AttemptTimedOut``), whichever comes first."""
+        lost = False
+        with trio.move_on_after(seconds):
+            await lease.lost.wait()
+            lost = True
+        await self._report(_Lost(token) if lost else _AttemptTimedOut(token))
 
     async def _sleep_then(self, token: int, seconds: float, msg: Callable[[int], Any]) -> None:
         await trio.sleep(seconds)

@@ -14,6 +14,7 @@ line; the view is not worth stopping the run for.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -51,6 +52,7 @@ _DONE = (
     ev.JobQueued,
     ev.JobRetrying,
 )
+_SEEN = _ALIVE + _DONE
 
 
 def _record_on(record: Any, state: st.State, sink: MonitorSink) -> None:
@@ -72,9 +74,10 @@ class MonitorSink:
 
 @attrs.frozen
 class _Seen:
-    """A job showed a sign of life, or stopped needing to (from the watching child)."""
+    """Jobs showed signs of life, or stopped needing to (from the watching child), in the
+    order they were published."""
 
-    event: Any
+    events: tuple[Any, ...]
 
 
 @attrs.frozen
@@ -109,11 +112,20 @@ class MonitorActor(Actor):
         """Child: show every published record; forward a job's signs of life and ends."""
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             ready.set()
-            async for record in records:
-                event = record.event
-                self._show(functools.partial(_record_on, record, self.ctx.state))
-                if isinstance(event, _ALIVE + _DONE):
-                    await self._tell(_Seen(event))
+            async for first in records:
+                # One wake-up (and one message) for everything already published: a
+                # receive() per record would be a trio checkpoint, a task switch, per event.
+                batch = [first]
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                    while True:
+                        batch.append(records.receive_nowait())
+                seen = []
+                for record in batch:
+                    self._show(functools.partial(_record_on, record, self.ctx.state))
+                    if isinstance(record.event, _SEEN):
+                        seen.append(record.event)
+                if seen:
+                    await self._tell(_Seen(tuple(seen)))
 
     async def _ticks(self) -> None:
         """Child: a tick per period (the view redraws, silent jobs are looked for)."""
@@ -130,11 +142,13 @@ class MonitorActor(Actor):
 
     async def receive(self, msg: Any) -> Any:
         match msg:
-            case _Seen(event=event):
-                if isinstance(event, _ALIVE):
-                    self.detector.alive(event.job_id, trio.current_time())
-                else:
-                    self.detector.forget(event.job_id)
+            case _Seen(events=events):
+                now = trio.current_time()
+                for event in events:
+                    if isinstance(event, _ALIVE):
+                        self.detector.alive(event.job_id, now)
+                    else:
+                        self.detector.forget(event.job_id)
             case _Tick():
                 self._show(lambda sink: sink.tick(self.ctx.state))
                 for job_id, idle in self.detector.stalled(trio.current_time()):

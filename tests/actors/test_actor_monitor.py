@@ -217,3 +217,49 @@ async def test_a_sink_whose_terminal_is_gone_is_dropped_and_the_run_goes_on(
             await conjure.wait_until_idle()
         assert conjure.state.jobs[job].status == "succeeded"
     assert sink.calls == 1
+
+
+class _Recording:
+    """A sink that keeps the seq of every record it is shown."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        self.seqs.append(seq)
+
+    def tick(self, state: Any) -> None:
+        """Nothing to redraw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+async def test_the_sink_is_shown_every_record_once_in_order(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Records published together are shown in one batch: each once, in seq order, none
+    skipped from the monitor's start to the last one once the jobs are done."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    sink = _Recording()
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall, monitor=sink) as conjure,
+    ):
+        graph = json.loads(bundled_workflow())
+        jobs = [
+            await conjure.submit(graph, image=example_sketch_png(), prompt=f"p{i}")
+            for i in range(3)
+        ]
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        assert all(conjure.state.jobs[j].status == "succeeded" for j in jobs)
+        last = log.last_seq
+        with trio.fail_after(5):
+            await trio.testing.wait_all_tasks_blocked()  # the watcher has shown what it got
+        shown, published = list(sink.seqs), log.last_seq
+    first = shown[0]  # the monitor starts once the run has begun
+    assert first <= 3
+    assert shown == list(range(first, published + 1))
+    assert published >= last
