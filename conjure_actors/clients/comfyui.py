@@ -1102,7 +1102,9 @@ class ComfyUIClient:
 
         The body goes to a temporary file beside ``path`` (see :class:`FileSink`) while it
         is hashed; it must match its Content-Length and its format's signature, then it is
-        fsynced and renamed into place. Nothing is held in memory but one chunk.
+        fsynced and renamed into place. Nothing is held in memory but one chunk, or a small
+        body whole (up to ``download.MEMORY_BYTES``: written, fsynced and renamed in one
+        worker thread call).
 
         Bounded against a hostile or broken server: more than ``max_bytes`` raises
         :class:`DownloadTooLargeError` at once (declared or streamed; not retried); no byte

@@ -8,6 +8,13 @@ check. :meth:`FileSink.commit` fsyncs the file, renames it over the final name a
 the directory; :meth:`FileSink.abort` removes it. A local ``OSError`` (disk full, a
 directory where the file should go) becomes :class:`DownloadError`.
 
+Small bodies (most outputs: a PNG, a short mesh) stay in memory until :meth:`commit`, which
+then does all the file work at once (folder, temporary file, write, fsync, rename, folder
+fsync) in the one worker thread the caller runs it in: the event loop makes no file system
+call for them (a ``mkdir`` and an ``open`` on the loop cost more than the rest of the
+download). The first chunk that takes a body past :data:`MEMORY_BYTES` opens the temporary
+file and the body streams to disk from then on, as large ones always did.
+
 The helpers :func:`open_temp_beside` and :func:`fsync_dir` are shared with
 ``conjure_actors.actors.files`` (the actors' durable writes).
 """
@@ -22,9 +29,17 @@ from typing import Final
 
 from conjure_actors.clients.errors import DownloadError, DownloadTooLargeError
 
-__all__ = ["DEFAULT_MAX_DOWNLOAD_BYTES", "FileSink", "fsync_dir", "open_temp_beside"]
+__all__ = [
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "MEMORY_BYTES",
+    "FileSink",
+    "fsync_dir",
+    "open_temp_beside",
+]
 
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 2 * 1024**3
+MEMORY_BYTES: Final = 1024 * 1024
+"""A body up to this size is held in memory until :meth:`FileSink.commit` writes it."""
 _HEAD: Final = 16
 _TAIL: Final = 16
 
@@ -66,10 +81,8 @@ class FileSink:
         self._digest = hashlib.sha256()
         self._fd: int | None = None
         self._tmp: Path | None = None
-        try:
-            self._fd, self._tmp = open_temp_beside(path)
-        except OSError as exc:
-            raise self._local(exc) from exc
+        self._held: list[bytes] | None = []  # the body while it is small (None: on disk)
+        self._done = False
 
     @property
     def sha256(self) -> str:
@@ -94,33 +107,59 @@ class FileSink:
         self.tail = (self.tail + chunk)[-_TAIL:]
         self._digest.update(chunk)
         self.size += len(chunk)
-        assert self._fd is not None
-        view = memoryview(chunk)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            if self._held is not None:
+                if self.size <= MEMORY_BYTES:
+                    self._held.append(chunk)
+                    return
+                held, self._held = self._held, None
+                self._open()
+                for piece in held:
+                    self._write(piece)
+            self._write(chunk)
         except OSError as exc:
             raise self._local(exc) from exc
 
-    def commit(self) -> None:
-        """fsync, rename over the final name, fsync the directory. Blocking (two fsyncs):
-        async callers run it in a worker thread (``trio.to_thread.run_sync(sink.commit)``)."""
+    def _open(self) -> None:
+        assert self._fd is None
+        self._fd, self._tmp = open_temp_beside(self.path)
+
+    def _write(self, data: bytes) -> None:
         assert self._fd is not None
-        assert self._tmp is not None
-        fd, self._fd = self._fd, None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def commit(self) -> None:
+        """(Write a body held in memory,) fsync, rename over the final name, fsync the
+        directory. Blocking (file system calls, two fsyncs): async callers run it in a
+        worker thread (``trio.to_thread.run_sync(sink.commit)``)."""
+        assert not self._done, "FileSink.commit after commit or abort"
         try:
+            if self._held is not None:
+                held, self._held = self._held, None
+                self._open()
+                for piece in held:
+                    self._write(piece)
+            assert self._fd is not None
+            assert self._tmp is not None
+            fd, self._fd = self._fd, None
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(self._tmp, self.path)
             self._tmp = None
+            self._done = True
             fsync_dir(self.path.parent)
         except OSError as exc:
             raise self._local(exc) from exc
 
     def abort(self) -> None:
-        """Close and remove the temporary file (idempotent; after commit, nothing)."""
+        """Drop the body: close and remove the temporary file if there is one (idempotent;
+        after commit, nothing)."""
+        self._held = None
+        self._done = True
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)

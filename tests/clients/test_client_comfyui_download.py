@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conjure_actors.clients import ComfyUIClient, OutputFile, RetryPolicy
+from conjure_actors.clients.download import MEMORY_BYTES, FileSink
 from conjure_actors.clients.errors import (
     DownloadError,
     DownloadStalledError,
@@ -329,3 +330,55 @@ def test_download_to_saves_exactly_the_body_or_nothing(
             assert leftovers(Path(tmp)) == ["x.png"]
             assert len(body) <= max_bytes
             assert declared in (None, len(body))
+
+
+def test_a_small_body_touches_the_disk_only_at_commit(tmp_path: Path) -> None:
+    """A body within MEMORY_BYTES is held: no folder, no temporary file until commit."""
+    target = tmp_path / "job" / "final" / OUTPUT.filename
+    sink = FileSink(target, max_bytes=10 * MEMORY_BYTES, what="x")
+    sink.write(PNG[:10])
+    sink.write(PNG[10:])
+    assert not (tmp_path / "job").exists()
+    sink.commit()
+    sink.abort()  # after commit: nothing
+    assert target.read_bytes() == PNG
+    assert (sink.size, sink.sha256) == (len(PNG), hashlib.sha256(PNG).hexdigest())
+    assert leftovers(tmp_path) == [OUTPUT.filename]
+
+
+def test_a_body_past_the_memory_bound_streams_to_a_temporary_file(tmp_path: Path) -> None:
+    """The chunk that takes a body past MEMORY_BYTES opens the temporary file: from then on
+    the body is on disk, and commit renames it into place whole."""
+    body = bytes(range(256)) * (MEMORY_BYTES // 256 + 1)
+    target = tmp_path / "out.bin"
+    sink = FileSink(target, max_bytes=10 * MEMORY_BYTES, what="x")
+    sink.write(body[:MEMORY_BYTES])
+    assert leftovers(tmp_path) == []
+    sink.write(body[MEMORY_BYTES:])
+    assert [p.endswith(".part") for p in leftovers(tmp_path)] == [True]
+    sink.commit()
+    assert target.read_bytes() == body
+    assert leftovers(tmp_path) == ["out.bin"]
+
+
+def test_abort_of_a_held_body_leaves_nothing_and_commit_is_refused(tmp_path: Path) -> None:
+    """Aborting a small body writes nothing; a later commit is a programming error."""
+    sink = FileSink(tmp_path / "a" / "x.png", max_bytes=MEMORY_BYTES, what="x")
+    sink.write(PNG)
+    sink.abort()
+    assert leftovers(tmp_path) == []
+    with pytest.raises(AssertionError):
+        sink.commit()
+
+
+def test_a_held_body_whose_folder_cannot_be_made_fails_at_commit_as_a_download_error(
+    tmp_path: Path,
+) -> None:
+    """A file where the job's folder should be: DownloadError (one line), nothing left."""
+    (tmp_path / "job").write_bytes(b"not a folder")
+    sink = FileSink(tmp_path / "job" / "x.png", max_bytes=MEMORY_BYTES, what="x.png")
+    sink.write(PNG)
+    with pytest.raises(DownloadError, match=r"cannot save x\.png locally"):
+        sink.commit()
+    sink.abort()
+    assert leftovers(tmp_path) == ["job"]
