@@ -12,6 +12,7 @@ import httpx
 import msgspec
 import pytest
 import trio
+import trio_websocket
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -188,3 +189,22 @@ def test_a_binary_preview_frame_gets_the_new_prompt_id(
     assert swapped.prompt_id == new
     assert swapped.data == payload
     assert swapped.node_id == extra.get("node_id")
+
+
+async def test_a_stopped_machine_closes_its_sockets_and_refuses_new_ones() -> None:
+    """Once a replaying machine stops, its open socket ends (ConnectionClosed) and neither
+    its WebSocket nor its HTTP host answers any more."""
+    with trio.fail_after(10):
+        async with open_trace_cloud([_tiny_trace()]) as cloud:
+            url = await cloud.start_machine("s1")
+            ws_url = url.replace("https", "wss") + "/ws?clientId=c1"
+            async with cloud.ws_connect(ws_url) as ws:
+                await cloud.stop_machine("s1")
+                with pytest.raises(trio_websocket.ConnectionClosed):
+                    await ws.get_message()
+            with pytest.raises(ConnectionRefusedError):
+                async with cloud.ws_connect(ws_url):
+                    pass
+            async with httpx.AsyncClient(transport=cloud.http_transport()) as http:
+                with pytest.raises(httpx.ConnectError):
+                    await http.get(url + "/system_stats")
