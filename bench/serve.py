@@ -15,7 +15,11 @@ In one run, on loopback only:
    to the OS, which survives a crash of the process, not a power loss). The workflow is
    ``invert_save.json`` (EmptyImage -> ImageInvert -> SaveImage: no input to upload).
    Both services really run every job on their simulator while the next ones arrive
-   (``serve`` runs ``--parallel`` of them at once on its ComfyUI, default 8).
+   (``serve`` runs ``--parallel`` of them at once on its ComfyUI, default 8). The three
+   backends are up at once and measured in ``--rounds`` interleaved rounds (the order
+   rotates; each load starts once every backend is quiet, its accepted jobs run), so a
+   drift of the machine's load weighs on all three alike: jobs/s is the median of the
+   rounds, p50/p99 come from all their latencies.
 2. Memory per 10,000 retained jobs: ``serve``'s resident memory after replaying a log of
    10,000 finished jobs, minus its resident memory started on an empty log.
 3. Restart: seconds from starting ``serve`` on that log of 10,000 jobs to its first line
@@ -37,6 +41,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,17 +116,44 @@ def free_port() -> int:
 
 
 @contextmanager
-def simulator(work: Path, name: str) -> Iterator[str]:
-    """A ComfyUI simulator (instant nodes); yields its loopback URL."""
+def simulator(work: Path, name: str) -> Iterator[tuple[str, Proc]]:
+    """A ComfyUI simulator (instant nodes); yields its loopback URL and its process."""
     proc = Proc(
         [sys.executable, "-m", "conjure_actors", "sim", "--seed", "0", "--node-scale", "0"],
         work,
         name,
     )
     try:
-        yield proc.wait_line("standalone ComfyUI simulator").split()[-1]
+        yield proc.wait_line("standalone ComfyUI simulator").split()[-1], proc
     finally:
         proc.stop()
+
+
+def cpu_ticks(procs: list[Proc]) -> int:
+    """User + system CPU ticks the processes used so far (``/proc/PID/stat``)."""
+    total = 0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def wait_quiet(procs: list[Proc], timeout: float = 300.0) -> None:
+    """Return once the processes use under ~5% of a core (the jobs a backend accepted in
+    the previous round have run), so no round pays for another backend's backlog."""
+    window = 0.5
+    quiet = max(1, int(os.sysconf("SC_CLK_TCK") * window * 0.05))
+    deadline = time.perf_counter() + timeout
+    before = cpu_ticks(procs)
+    while time.perf_counter() < deadline:
+        time.sleep(window)
+        now = cpu_ticks(procs)
+        if now - before <= quiet:
+            return
+        before = now
 
 
 def start_serve(
@@ -230,6 +262,7 @@ async def submit_load(url: str, clients: int, per_client: int, budget: float) ->
     n = len(latencies)
     return {
         "ok": n,
+        "latencies": latencies,
         "refused": refused,
         "jobs_per_s": n / elapsed if elapsed > 0 else 0.0,
         "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
@@ -237,11 +270,46 @@ async def submit_load(url: str, clients: int, per_client: int, budget: float) ->
     }
 
 
-def measure(url: str, per_level: dict[int, int], budget: float) -> dict[int, dict[str, Any]]:
-    out = {}
+def measure(
+    targets: dict[str, tuple[str, list[Proc]]],
+    per_level: dict[int, int],
+    budget: float,
+    rounds: int,
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every target at every concurrency, in ``rounds`` interleaved rounds (the order
+    rotates each round, and each load starts once every backend is quiet), so a drift of
+    the machine's load over the run weighs on all of them alike. Per target and level:
+    jobs/s is the median of the rounds', p50/p99 come from all the rounds' latencies."""
+    names = list(targets)
+    every = [proc for _, procs in targets.values() for proc in procs]
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {n: {c: [] for c in LEVELS} for n in names}
     for clients in LEVELS:
-        total = per_level[clients]
-        out[clients] = trio.run(submit_load, url, clients, max(1, total // clients), budget)
+        each = max(1, per_level[clients] // rounds // clients)
+        for turn in range(rounds):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                wait_quiet(every)
+                url = targets[name][0]
+                runs[name][clients].append(
+                    trio.run(submit_load, url, clients, each, budget / rounds)
+                )
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for name in names:
+        out[name] = {}
+        for clients in LEVELS:
+            done = runs[name][clients]
+            latencies = sorted(x for r in done for x in r["latencies"])
+            n = len(latencies)
+            refused: dict[int, int] = {}
+            for r in done:
+                for code, count in r["refused"].items():
+                    refused[code] = refused.get(code, 0) + count
+            out[name][clients] = {
+                "ok": n,
+                "refused": refused,
+                "jobs_per_s": statistics.median(r["jobs_per_s"] for r in done),
+                "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
+                "p99_ms": 1000 * latencies[min(n - 1, math.ceil(0.99 * n) - 1)] if n else math.nan,
+            }
     return out
 
 
@@ -275,40 +343,48 @@ def main() -> int:
     parser.add_argument(
         "--parallel", type=int, default=8, help="jobs serve runs at once on its ComfyUI"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds per concurrency level"
+    )
     args = parser.parse_args()
     per_level = {1: max(50, args.jobs // 5), 10: args.jobs, 50: args.jobs}
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     os.environ.pop("RUNCOMFY_USER_ID", None)
     os.environ.pop("RUNCOMFY_API_TOKEN", None)
     try:
-        # --- the reference proxy, on its own simulator
-        with simulator(work, "sim-proxy") as comfyui:
-            proxy, proxy_url = start_proxy(work, comfyui)
-            try:
-                theirs = measure(proxy_url, per_level, args.budget)
-            finally:
-                proxy.stop()
-        # --- serve at the proxy's durability (OS write, no fsync), on its own simulator
-        with simulator(work, "sim-serve-none") as comfyui:
-            unsynced, unsynced_url, _ = start_serve(
-                work, comfyui, work / "serve-none.log", "serve-none", args.parallel, "none"
-            )
-            try:
-                written = measure(unsynced_url, per_level, args.budget)
-            finally:
-                unsynced.stop()
-        # --- serve (default: fsync), on its own simulator; then top the log up to
-        # --retained finished jobs
+        # --- the proxy and serve at both durability levels, each on its own simulator, all
+        # up at once and measured in interleaved rounds; then the default serve's log is
+        # topped up to --retained finished jobs for the memory and restart figures.
         log = work / "serve.log"
-        with simulator(work, "sim-serve") as comfyui:
+        with (
+            simulator(work, "sim-proxy") as (proxy_comfy, proxy_sim),
+            simulator(work, "sim-serve-none") as (none_comfy, none_sim),
+            simulator(work, "sim-serve") as (comfyui, serve_sim),
+        ):
             empty, _, empty_start = start_serve(
                 work, comfyui, work / "empty.log", "serve-empty", args.parallel
             )
             empty_rss = empty.rss_bytes()
             empty.stop()
+            proxy, proxy_url = start_proxy(work, proxy_comfy)
+            unsynced, unsynced_url, _ = start_serve(
+                work, none_comfy, work / "serve-none.log", "serve-none", args.parallel, "none"
+            )
             serve, url, _ = start_serve(work, comfyui, log, "serve", args.parallel)
             try:
-                ours = measure(url, per_level, args.budget)
+                measured = measure(
+                    {
+                        "proxy": (proxy_url, [proxy, proxy_sim]),
+                        "fsync": (url, [serve, serve_sim]),
+                        "write": (unsynced_url, [unsynced, none_sim]),
+                    },
+                    per_level,
+                    args.budget,
+                    max(1, args.rounds),
+                )
+                theirs, ours, written = measured["proxy"], measured["fsync"], measured["write"]
+                proxy.stop()
+                unsynced.stop()
                 submitted = sum(r["ok"] for r in ours.values())
                 left = args.retained - submitted
                 while left > 0:
@@ -319,7 +395,8 @@ def main() -> int:
                     left = args.retained - submitted
                 done = wait_all_done(url, submitted, timeout=900)
             finally:
-                serve.stop()
+                for proc in (proxy, unsynced, serve):
+                    proc.stop()
             again, _, restart = start_serve(work, comfyui, log, "serve-restart", args.parallel)
             time.sleep(1.0)  # let the replayed runtime settle before reading its memory
             retained_rss = again.rss_bytes()
