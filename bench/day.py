@@ -5,16 +5,23 @@
 (launch a machine per job, stop it after): billed machine-seconds / useful GPU-seconds and
 p50/p95 job latency. Target (issue 16): p95 <= 0.60 of the seeds' with ratio <= 1.25, and
 the same figures from two runs of one seed (the scheduler's tie-breaking is seeded). Beside
-it, the floor no policy can beat (each job's own GPU time, no start-up, no wait) and the
-trade-off curve over the policy's knobs (idle timeout, warm pool, launch hedge) so a user
-can pick a point.
+it, the floor no policy can beat (each job's own GPU time, no start-up, no wait), the p95 of
+the queueing latency (latency minus the job's GPU time: what a policy can change), and the
+trade-off curve over the policy's knobs (idle timeout, warm pool, launch hedge, predictive
+pre-launch on the arrival rate) so a user can pick a point. The verdict checks the issue's
+numbers on the best point of the curve (and says why when no point can meet them).
+
+Each run is a whole simulated day on a MockClock (about 40 s of CPU); the runs go to
+``--workers`` processes, and the figures do not depend on which process ran them.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import random
 import statistics
 import sys
@@ -125,6 +132,10 @@ def _latencies_summary(latencies: list[float]) -> tuple[float, float]:
     return p50, p95
 
 
+PRELAUNCH_WINDOW = 1800.0  # pool.prelaunch_window: arrivals over the last 30 min
+PRELAUNCH_SERVICE = 600.0  # pool.prelaunch_service: start-up + run, a little above the mean
+
+
 @attrs.frozen
 class Knobs:
     """The pool policy's knobs the day is run with (config.PoolConfig)."""
@@ -132,9 +143,19 @@ class Knobs:
     idle_timeout: float = 60.0
     warm_pool: int = 0
     launch_hedge: int = 1
+    prelaunch_max: int = 0
+    prelaunch_factor: float = 1.0
+
+    def prelaunch_label(self) -> str:
+        if not self.prelaunch_max:
+            return "off"
+        return f"{self.prelaunch_max} x{self.prelaunch_factor:g}"
 
     def label(self) -> str:
-        return f"idle {self.idle_timeout:g} s, warm {self.warm_pool}, hedge {self.launch_hedge}"
+        return (
+            f"idle {self.idle_timeout:g} s, warm {self.warm_pool}, hedge {self.launch_hedge}, "
+            f"pre-launch {self.prelaunch_label()}"
+        )
 
 
 async def _ours_day(jobs: list[DayJob], out: Path, knobs: Knobs) -> dict[str, float]:
@@ -152,6 +173,10 @@ async def _ours_day(jobs: list[DayJob], out: Path, knobs: Knobs) -> dict[str, fl
             idle_timeout=knobs.idle_timeout,
             warm_pool=knobs.warm_pool,
             launch_hedge=knobs.launch_hedge,
+            prelaunch_max=knobs.prelaunch_max,
+            prelaunch_factor=knobs.prelaunch_factor,
+            prelaunch_window=PRELAUNCH_WINDOW,
+            prelaunch_service=PRELAUNCH_SERVICE,
             lease_seconds=900.0,
             renew_margin=300.0,
         )
@@ -180,9 +205,18 @@ async def _ours_day(jobs: list[DayJob], out: Path, knobs: Knobs) -> dict[str, fl
         latencies = [state.jobs[i].finished_at - state.jobs[i].submitted_at for i in ids]
         billed = sum(b.billed_seconds for b in cloud.billing())
         launched = len(cloud.billing())
+    return _figures(jobs, latencies, billed, launched)
+
+
+def _figures(
+    jobs: list[DayJob], latencies: list[float], billed: float, launched: int
+) -> dict[str, float]:
+    """The day's figures from each job's latency (in ``jobs``' order) and the bill."""
     useful = sum(j.gpu_seconds for j in jobs)
     p50, p95 = _latencies_summary(latencies)
-    return {"ratio": billed / useful, "p50": p50, "p95": p95, "machines": launched}
+    queueing = [lat - j.gpu_seconds for lat, j in zip(latencies, jobs, strict=True)]
+    _, q95 = _latencies_summary(queueing)
+    return {"ratio": billed / useful, "p50": p50, "p95": p95, "q95": q95, "machines": launched}
 
 
 async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
@@ -190,7 +224,7 @@ async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
     wall = TrioWallClock()
     wf = load_workflow(json.loads(bundled_workflow()))
     image = example_sketch_png()
-    latencies: list[float] = []
+    latencies: dict[int, float] = {}
     async with (
         open_simulated_cloud(
             seed=2, timings=_day_timings(), faults=_day_faults(), wall=wall.now
@@ -222,15 +256,13 @@ async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
                     await client.download(output)
             finally:
                 await rc.stop(server.server_id)
-            latencies.append(trio.current_time() - start - job.arrival)
+            latencies[job.seed] = trio.current_time() - start - job.arrival
 
         async with trio.open_nursery() as nursery:
             for job in jobs:
                 nursery.start_soon(one, job)
         billed = sum(b.billed_seconds for b in cloud.billing())
-    useful = sum(j.gpu_seconds for j in jobs)
-    p50, p95 = _latencies_summary(latencies)
-    return {"ratio": billed / useful, "p50": p50, "p95": p95, "machines": len(jobs)}
+    return _figures(jobs, [latencies[j.seed] for j in jobs], billed, len(jobs))
 
 
 # ---------------------------------------------------------------------------------- main
@@ -240,24 +272,66 @@ P95_TARGET = 0.60  # issue 16: p95 latency at most this fraction of the seeds' p
 RATIO_TARGET = 1.25  # billed / useful GPU-seconds at most
 
 
-def _cost_section(args: argparse.Namespace, out: Path) -> None:
+def _grid(main: Knobs) -> list[Knobs]:
+    """The curve's points: reuse alone, hedged launches, longer idle timeouts, a warm pool,
+    predictive pre-launch; and the point the flags chose."""
+    grid = [
+        Knobs(60.0, 0, 1),
+        Knobs(60.0, 0, 2),
+        Knobs(300.0, 0, 2),
+        Knobs(60.0, 1, 2),
+        Knobs(60.0, 0, 2, prelaunch_max=2),
+        Knobs(60.0, 0, 2, prelaunch_max=3, prelaunch_factor=2.0),
+        Knobs(180.0, 0, 2, prelaunch_max=2),
+    ]
+    return grid if main in grid else [main, *grid]
+
+
+def _day_run(what: str, jobs: list[DayJob], knobs: Knobs | None) -> dict[str, float]:
+    """One whole day in this process (a worker's task): ``ours`` with ``knobs``, or the
+    seeds' policy."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if what == "seeds":
+            return _run_deterministic(_seeds_day, jobs, Path(tmp))  # type: ignore[no-any-return]
+        return _run_deterministic(_ours_day, jobs, Path(tmp), knobs)  # type: ignore[no-any-return]
+
+
+def _cost_section(args: argparse.Namespace) -> bool:
     jobs = _day(args.day_jobs, args.seed)
-    knobs = Knobs(args.idle_timeout, args.warm_pool, args.launch_hedge)
-    ours_day = _run_deterministic(_ours_day, jobs, out / "day", knobs)
-    again = _run_deterministic(_ours_day, jobs, out / "day2", knobs)  # same seed: the same figures?
-    seeds_day = _run_deterministic(_seeds_day, jobs, out / "seeds")
+    main = Knobs(
+        args.idle_timeout,
+        args.warm_pool,
+        args.launch_hedge,
+        args.prelaunch_max,
+        args.prelaunch_factor,
+    )
+    grid = _grid(main) if args.curve else [main]
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as workers:
+        seeds_f = workers.submit(_day_run, "seeds", jobs, None)
+        again_f = workers.submit(_day_run, "ours", jobs, main)  # same seed: the same figures?
+        points_f = [workers.submit(_day_run, "ours", jobs, k) for k in grid]
+        seeds_day = seeds_f.result()
+        points = [f.result() for f in points_f]
+        again = again_f.result()
+    elapsed = time.perf_counter() - t0
+    ours_day = points[grid.index(main)]
     deterministic = again == ours_day
-    # No policy beats running each job the moment it arrives on a machine already Ready.
+    # No policy beats running each job the moment it arrives on a machine already Ready:
+    # every job's latency is at least its GPU time, so every order statistic is too.
     _, floor_p95 = _latencies_summary([j.gpu_seconds for j in jobs])
     print(
         f"\n== cost efficiency: {args.day_jobs} jobs over a simulated day (seed "
-        f"{args.seed}), start-up 60-180 s, jobs 100-500 s; ours: {knobs.label()}"
+        f"{args.seed}), start-up 60-180 s, jobs 100-500 s; ours: {main.label()}"
     )
     print(f"{'figure':<34}{'our policy':>14}{'seeds policy':>14}{'ratio':>8}")
     for label, key in (
         ("billed / useful GPU-seconds", "ratio"),
         ("p50 latency (s)", "p50"),
         ("p95 latency (s)", "p95"),
+        ("p95 queueing (latency - GPU, s)", "q95"),
         ("machines launched", "machines"),
     ):
         a, b = ours_day[key], seeds_day[key]
@@ -270,45 +344,55 @@ def _cost_section(args: argparse.Namespace, out: Path) -> None:
         f"{'same seed, second run':<34}{'same' if deterministic else 'DIFFERENT':>14}"
         + ("" if deterministic else f"   p95 {again['p95']:.2f}, ratio {again['ratio']:.2f}")
     )
-    p95_ratio = ours_day["p95"] / seeds_day["p95"]
-    verdict = ours_day["ratio"] <= RATIO_TARGET and p95_ratio <= P95_TARGET and deterministic
+    if args.curve:
+        _print_curve(grid, points, seeds_day)
+    # The verdict: the best point (lowest p95 within the bill's bound) against the goal.
+    within = [(p, k) for p, k in zip(points, grid, strict=True) if p["ratio"] <= RATIO_TARGET]
+    best, best_knobs = min(within, key=lambda pk: pk[0]["p95"]) if within else (ours_day, main)
+    p95_ratio = best["p95"] / seeds_day["p95"]
+    floor_ratio = floor_p95 / seeds_day["p95"]
+    met = best["ratio"] <= RATIO_TARGET and p95_ratio <= P95_TARGET and deterministic
     print(
         f"target (p95 <= {P95_TARGET:.2f} of the seeds' with billed/useful <= {RATIO_TARGET}, "
-        f"deterministic): {'met' if verdict else 'NOT met'} (p95 {p95_ratio:.2f}, "
-        f"billed/useful {ours_day['ratio']:.2f})"
+        f"deterministic): {'met' if met else 'NOT met'}; best point ({best_knobs.label()}): "
+        f"p95 {p95_ratio:.2f} of the seeds', billed/useful {best['ratio']:.2f}, queueing p95 "
+        f"{best['q95'] / seeds_day['q95']:.2f} of the seeds'"
     )
-    if args.curve:
-        _print_curve(args, jobs, out, seeds_day["p95"])
+    if floor_ratio > P95_TARGET:
+        print(
+            f"  unreachable on this day: every job's latency >= its GPU time, so p95 >= the "
+            f"GPU time's p95 {floor_p95:.0f} s = {floor_ratio:.2f} of the seeds' "
+            f"{seeds_day['p95']:.0f} s > {P95_TARGET:.2f} (the goal needs p95 <= "
+            f"{P95_TARGET * seeds_day['p95']:.0f} s)"
+        )
+    print(f"({len(grid) + 2} simulated days in {elapsed:.0f} s on {args.workers} workers)")
+    return met
 
 
-def _print_curve(args: argparse.Namespace, jobs: list[DayJob], out: Path, seeds_p95: float) -> None:
-    grid = [
-        Knobs(60.0, 0, 1),  # reuse within a minute, no hedge
-        Knobs(60.0, 0, 2),
-        Knobs(60.0, 0, 3),
-        Knobs(300.0, 0, 1),
-        Knobs(300.0, 0, 3),
-        Knobs(60.0, 1, 3),
-    ]
+def _print_curve(
+    grid: list[Knobs], points: list[dict[str, float]], seeds: dict[str, float]
+) -> None:
     print(
         f"\n== trade-off curve: the same day under each setting of the pool's knobs "
-        f"(pool.idle_timeout, pool.warm_pool, pool.launch_hedge); p95 against the seeds' "
-        f"{seeds_p95:.0f} s"
+        f"(pool.idle_timeout, pool.warm_pool, pool.launch_hedge, pool.prelaunch_max x "
+        f"pool.prelaunch_factor, window {PRELAUNCH_WINDOW:g} s, service "
+        f"{PRELAUNCH_SERVICE:g} s); against the seeds' p95 {seeds['p95']:.0f} s and "
+        f"queueing p95 {seeds['q95']:.0f} s"
     )
     print(
-        f"{'idle_timeout':>12}{'warm_pool':>10}{'hedge':>6}{'billed/useful':>15}"
-        f"{'p50 (s)':>9}{'p95 (s)':>9}{'p95/seeds':>10}{'launched':>9}"
+        f"{'idle_timeout':>12}{'warm':>5}{'hedge':>6}{'prelaunch':>10}{'billed/useful':>14}"
+        f"{'p50 (s)':>9}{'p95 (s)':>9}{'p95/seeds':>10}{'queue p95/seeds':>16}{'launched':>9}"
     )
-    for i, knobs in enumerate(grid):
-        r = _run_deterministic(_ours_day, jobs, out / f"curve{i}", knobs)
+    for knobs, r in zip(grid, points, strict=True):
         mark = (
             " <= targets"
-            if r["ratio"] <= RATIO_TARGET and r["p95"] / seeds_p95 <= P95_TARGET
-            else ""
+            if r["ratio"] <= RATIO_TARGET and r["p95"] / seeds["p95"] <= P95_TARGET
+            else (" within the bill" if r["ratio"] <= RATIO_TARGET else "")
         )
         print(
-            f"{knobs.idle_timeout:>12g}{knobs.warm_pool:>10}{knobs.launch_hedge:>6}"
-            f"{r['ratio']:>15.2f}{r['p50']:>9.0f}{r['p95']:>9.0f}{r['p95'] / seeds_p95:>10.2f}"
+            f"{knobs.idle_timeout:>12g}{knobs.warm_pool:>5}{knobs.launch_hedge:>6}"
+            f"{knobs.prelaunch_label():>10}{r['ratio']:>14.2f}{r['p50']:>9.0f}{r['p95']:>9.0f}"
+            f"{r['p95'] / seeds['p95']:>10.2f}{r['q95'] / seeds['q95']:>16.2f}"
             f"{r['machines']:>9.0f}{mark}"
         )
 
@@ -354,13 +438,19 @@ def main() -> int:
     parser.add_argument(
         "--launch-hedge", type=int, default=2, help="machines launched per machine needed"
     )
+    parser.add_argument("--prelaunch-max", type=int, default=0, help="pre-launch's cap (0: off)")
+    parser.add_argument(
+        "--prelaunch-factor", type=float, default=1.0, help="pre-launch's headroom factor"
+    )
     parser.add_argument(
         "--no-curve", dest="curve", action="store_false", help="skip the trade-off curve"
     )
     parser.add_argument("--seed", type=int, default=11, help="arrival seed")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes running the days (default 2)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        _cost_section(args, Path(tmp))
+    _cost_section(args)
     return 0
 
 
