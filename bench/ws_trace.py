@@ -168,7 +168,13 @@ async def replay(w: Workload, n: int, machines: int, out: Path) -> dict[str, flo
                 progress = sink.progress
                 commits = conjure.journal.statistics().commits - commits0  # type: ignore[attr-defined]
                 state: State = conjure.state
-                same = sum(job_outcome(state, j) == w.live for j in ids)
+                outcomes = [job_outcome(state, j) for j in ids]
+                same = sum(o == w.live for o in outcomes)
+                for o in outcomes:  # say how a job differs from the live run, once
+                    if o != w.live:
+                        keys = sorted(k for k in o if o[k] != w.live.get(k))
+                        print(f"  a replayed job differs from the live run in {keys}: {o}")
+                        break
                 await conjure.shutdown()
     return {
         "msgs_s": frames / elapsed,

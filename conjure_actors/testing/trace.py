@@ -280,7 +280,10 @@ async def record_trace(
 ) -> tuple[Trace, st.State]:
     """Run one job of ``workflow`` through the actors against the simulated cloud (in
     memory; call it under a MockClock) and return its trace and the run's final state."""
-    settings = settings or HarnessSettings(seed=seed, ready_delay=1.0)
+    # Under autojump, mock time leaps while a worker thread writes an output (every task
+    # is blocked): on a loaded machine far enough for a stall that is the clock's, not the
+    # job's. The live run then differs from any replay by that JobStalled: no stalls here.
+    settings = settings or HarnessSettings(seed=seed, ready_delay=1.0, stall_seconds=3600.0)
     timings = timings or CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=settings.ready_delay),
         comfyui=ComfyTimings(scale=0.0),
@@ -309,21 +312,33 @@ async def record_trace(
     return recorder.trace(job, graph), state
 
 
-def job_outcome(state: st.State, job_id: str) -> dict[str, Any]:
-    """What a job came to, without its ids, times and paths (they differ between a live
-    run and a replay): status, attempts, execution, every node, inputs, outputs, error."""
-    job = state.jobs[job_id]
-    return {
-        "status": job.status,
-        "attempt": job.attempt,
-        "failures": job.failures,
-        "execution": job.execution,
-        "nodes": {n: (s.status, s.value, s.max) for n, s in sorted(job.nodes.items())},
-        "inputs": [(i.node_id, i.name, i.sha256, i.size) for i in job.inputs],
-        "outputs": sorted((o.node_id, o.filename, o.size, o.sha256, o.kind) for o in job.outputs),
-        "error": None if job.error is None else attrs.asdict(job.error),
-        "stalls": job.stalls,
+_VOLATILE: Final = frozenset(
+    {
+        "job_id",
+        "server_id",
+        "prompt_id",
+        "client_id",
+        "image_path",
+        "submitted_at",
+        "updated_at",
+        "finished_at",
+        "execution_started_at",
+        "workflow_version",  # the RunComfy machine's: none on an attached ComfyUI
     }
+)
+
+
+def job_outcome(state: st.State, job_id: str) -> dict[str, Any]:
+    """A job's whole state but its ids, times, paths and machine (a replay's differ from
+    the live run's): status, attempts, execution, every node, inputs, outputs (by file
+    name), error, stalls, bindings..."""
+    job: dict[str, Any] = msgspec.to_builtins(state.jobs[job_id])
+    for key in _VOLATILE:
+        del job[key]
+    for output in job["outputs"]:
+        del output["path"]
+    job["outputs"].sort(key=lambda o: (o["node_id"], o["filename"]))
+    return job
 
 
 # ---------------------------------------------------------------------------- replaying
