@@ -136,7 +136,9 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
 
 
 async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
-    """The same prompts through the ComfyUI client alone, on already launched machines."""
+    """The same prompts through the ComfyUI client alone, on already launched machines:
+    the same HTTP calls (POST /prompt, the WebSocket, /history, /view) and the same output
+    files, with none of the pipeline's guarantees (no journal, no fsync)."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, rate_per_second=1000, burst=1000),
@@ -175,7 +177,11 @@ async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
                             done = await client.wait(pid, events=events, poll_interval=1.0)
                             for output in done.outputs:
                                 data = await client.download(output)
-                                (out / f"{i}.png").write_bytes(data.data)
+                                # The same files as the pipeline: OUT/<job>/<subfolder>/<name>
+                                # (written plainly: no temporary file, no fsync).
+                                folder = out / f"job-{i}" / output.subfolder
+                                folder.mkdir(parents=True, exist_ok=True)
+                                (folder / output.filename).write_bytes(data.data)
                         inner.cancel_scope.cancel()
 
                 nursery.start_soon(worker)
@@ -222,7 +228,38 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
 
 
 def _run(fn: Any, *args: Any) -> Any:
-    return trio.run(fn, *args, clock=MOCK(autojump_threshold=0))
+    """Run ``fn`` on a MockClock that jumps to the next deadline only once every task is
+    blocked AND no worker thread is in flight. Plain autojump also jumps while a task waits
+    for a file written in a worker thread (the pipeline's fsynced outputs): simulated time
+    then races ahead with the disk (450 simulated seconds for 1,000 jobs instead of 30), and
+    every timer (pool polls, monitor ticks, keep-alives) fires that many more times, which
+    is not the pipeline's cost. While a thread runs the loop sleeps in short real-time steps
+    (nothing else can run meanwhile)."""
+
+    async def main() -> Any:
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, MOCK)
+        limiter = trio.to_thread.current_default_thread_limiter()
+
+        async def drive() -> None:
+            while True:
+                await trio.testing.wait_all_tasks_blocked()
+                if limiter.statistics().borrowed_tokens:
+                    time.sleep(0.0001)  # noqa: ASYNC251 - no simulated time may pass here
+                    await trio.lowlevel.checkpoint()
+                    continue
+                gap = trio.lowlevel.current_statistics().seconds_to_next_deadline
+                if gap != math.inf:
+                    clock.jump(gap)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive)
+            result = await fn(*args)
+            nursery.cancel_scope.cancel()
+        return result
+
+    return trio.run(main, clock=MOCK())
 
 
 def main() -> int:
