@@ -13,13 +13,14 @@ real clients and a real journal against it. Each machine's ComfyUI is a replayer
 ``POST /prompt`` queues the recorded frames on the submitting client's socket, with the
 recorded prompt id replaced by the one submitted (every job has its own), and nothing else
 happens: no node runs, no image is made, no timer sleeps. Frames are handed out as fast as
-the client's reader asks for them; ``/history/{id}`` answers ``{}`` until the prompt's last
-frame has been taken (ComfyUI writes the history before its final frames), then the recorded
-entry; ``/queue`` lists the prompts not finished yet.
+the client's reader asks for them; ``/history/{id}`` answers ``{}`` until the prompt's
+outcome frame (``execution_success``...) has been taken (ComfyUI writes the history right
+after sending it), then the recorded entry; ``/queue`` lists the prompts not finished yet.
 
 The RunComfy API is :class:`~conjure_actors.sim.runcomfy.RunComfySim` (launch, readiness,
 leases, bills: a few requests per machine, none per message) with the replaying ComfyUIs as
-its machines.
+its machines; :meth:`TraceCloud.comfyui` gives replayers to attach instead (``mode="comfyui"``,
+``attach=``), with no RunComfy at all.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class Trace:
     hello: tuple[str | bytes, ...] = ()
     shape: tuple[str, ...] = ()
     done_index: int = -1
-    """The frame once taken which the prompt's history exists (its outcome: ComfyUI writes
-    the history right after ``execution_success``); -1: the last frame."""
+    """Index of the outcome frame (``execution_success``...): once the client has taken it,
+    the prompt's history exists (ComfyUI writes it right after); -1: the last frame."""
 
     def count(self, kind: str) -> int:
         """How many text frames of type ``kind`` (``"progress"``...) the trace holds."""
@@ -159,13 +160,13 @@ def _is_outcome(frame: str) -> bool:
     return isinstance(msg, wire.ExecutionSuccessMsg | wire.ExecutionInterruptedMsg)
 
 
-@attrs.define(eq=False)
+@attrs.frozen
 class _Exchange:
-    host: str
-    key: str
+    """One recorded request to a ComfyUI and its answer."""
+
+    method: str
     path: str
     query: bytes
-    method: str
     answer: Answer
 
 
@@ -208,7 +209,7 @@ class _RecordingTransport(httpx.AsyncBaseTransport):
         )
         url = request.url
         answer = Answer(response.status_code, headers, body)
-        self._exchanges.append(_Exchange(url.host, "", url.path, url.query, request.method, answer))
+        self._exchanges.append(_Exchange(request.method, url.path, url.query, answer))
         return httpx.Response(response.status_code, headers=headers, content=body)
 
 
