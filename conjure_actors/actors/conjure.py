@@ -130,6 +130,7 @@ class Conjure:
         self.pool = pool
         self.jobs = jobs
         self._job_refs: dict[str, ActorRef] = {}
+        self._job_ended = trio.Event()  # set (and replaced) when a job's actor is done
         self._shut_down = False
         self._fatal: BaseException | None = None
         self._fatal_event = trio.Event()
@@ -297,6 +298,13 @@ class Conjure:
 
     def _job_done(self, job_id: str) -> None:
         self._job_refs.pop(job_id, None)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """A job ended: every wait_until_idle looks at what was published (each waiter then
+        waits on the fresh event)."""
+        ended, self._job_ended = self._job_ended, trio.Event()
+        ended.set()
 
     def _notify_stall(self, job_id: str) -> None:
         ref = self._job_refs.get(job_id)
@@ -320,6 +328,7 @@ class Conjure:
             await self.ctx.emit(
                 decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
             )
+            self._wake_waiters()
 
     async def set_budget(self, usd: float | None) -> None:
         """Set or change the budget (``None``: unlimited)."""
@@ -366,13 +375,20 @@ class Conjure:
                 return not active
             return False
 
+        # While jobs are active the waiter wakes when a job's actor is done (its terminal
+        # event is published by then), not for every record (a task switch per event),
+        # and reads what was published meanwhile in one go; once none is, it follows the
+        # records (machines stopping). A job that ends with no actor of ours is seen at the
+        # next timeout's full check at the latest.
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             while not idle():
                 with trio.move_on_after(max(1.0, self.ctx.config.pool.poll_interval)):
                     while True:
-                        # One wake-up for every record already published (a receive()
-                        # per record is a task switch per event).
-                        done = ends((await records.receive()).event)
+                        if active:
+                            await self._job_ended.wait()
+                            done = False
+                        else:
+                            done = ends((await records.receive()).event)
                         with contextlib.suppress(trio.WouldBlock):
                             while not done:
                                 done = ends(records.receive_nowait().event)

@@ -342,3 +342,33 @@ async def test_an_interrupted_prompt_on_a_users_comfyui_is_reattached_not_run_ag
     assert state.jobs[job].attempt == 1
     assert len(_events(log, "PromptSubmitting")) == 1
     assert len(sim.prompts_run) == 1
+
+
+async def test_every_waiter_returns_when_the_last_job_ends(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Several wait_until_idle at once: each returns once every job ended, all together
+    (each woken by the last job's end, none left to its timeout)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    returned: list[float] = []
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        jobs = [
+            await conjure.submit(GRAPH, image=example_sketch_png(), prompt=f"p{i}")
+            for i in range(3)
+        ]
+
+        async def waiter() -> None:
+            await conjure.wait_until_idle()
+            returned.append(trio.current_time())
+
+        with trio.fail_after(3600):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(waiter)
+        assert all(conjure.state.jobs[j].status == "succeeded" for j in jobs)
+    assert len(returned) == 3
+    assert max(returned) - min(returned) < 0.5  # none was left to its 1 s timeout
