@@ -10,6 +10,7 @@ same context, so live objects (HTTP clients, waiting lease requests) are not los
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Callable, Iterable
@@ -122,10 +123,20 @@ class Context:
     appended: int = 0
     ids: Ids = uuid.uuid4
     prompt_check: PromptCheck | None = None  # a prompt checked before its POST (None: not)
+    _graphs: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def state(self) -> State:
         return self.journal.state
+
+    def graph(self, sha256: str) -> dict[str, Any]:
+        """The graph of a registered workflow, parsed from the log once per run and shared
+        by every job of it: read it, never change it (``apply_bindings`` copies)."""
+        graph = self._graphs.get(sha256)
+        if graph is None:
+            graph = json.loads(self.state.workflows[sha256].graph_json)
+            self._graphs[sha256] = graph
+        return graph
 
     def now(self) -> float:
         return self.wall.now()

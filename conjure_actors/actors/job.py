@@ -683,13 +683,12 @@ class WorkflowActor(Actor):
         if self._reattach:
             self._spawn("find", self._find, self.job.prompt_id)
             return
-        await self.emit(
-            decide.start_job(self.ctx.state, self.job_id, lease.server_id, at=self.ctx.now())
-        )
+        started = decide.start_job(self.ctx.state, self.job_id, lease.server_id, at=self.ctx.now())
         if self.job.image_path is not None or self.job.extra_inputs:
+            await self.emit(started)
             self._spawn("upload", self._upload, self._graph())
         else:
-            await self._submit()
+            await self._submit(started)  # one append: JobStarted, PromptSubmitting
 
     async def _on_lease_failed(self, error: LeaseFailedError) -> None:
         if error.reason == "gone" and self._reattach:
@@ -711,24 +710,28 @@ class WorkflowActor(Actor):
         await self._finish()
 
     def _graph(self) -> dict[str, Any]:
-        record = self.ctx.state.workflows[self.job.workflow_sha256]
-        graph: dict[str, Any] = json.loads(record.graph_json)
-        return graph
+        """The job's workflow graph (parsed once per run and shared: read it, never change
+        it; ``apply_bindings`` makes the prompt a copy)."""
+        return self.ctx.graph(self.job.workflow_sha256)
 
-    async def _submit(self) -> None:
+    async def _submit(self, started: ev.JobStarted | None = None) -> None:
         """Submit, once the machine's WebSocket is connected: ComfyUI sends a prompt's events
         and its SaveImageWebsocket images only to the socket of the prompt's ``client_id``,
         as it runs, and keeps nothing; a socket that connects after the POST misses them. If
-        it is not connected (dropped, reconnecting), a child waits for it first."""
+        it is not connected (dropped, reconnecting), a child waits for it first.
+        ``started``: the attempt's JobStarted, not emitted yet (it goes with the intent)."""
         assert self._lease is not None
         events = self._lease.events
         if events is not None and not events.connected:
+            if started is not None:
+                await self.emit(started)
             self._spawn("socket", self._await_socket, events)
             return
-        await self._submit_now()
+        await self._submit_now(started)
 
-    async def _submit_now(self) -> None:
-        """``PromptSubmitting`` (the intent, before the POST), then the POST in a child."""
+    async def _submit_now(self, started: ev.JobStarted | None = None) -> None:
+        """``PromptSubmitting`` (the intent, before the POST; in one append after
+        ``started`` if given), then the POST in a child."""
         assert self._lease is not None
         job = self.job
         graph = self._graph()
@@ -743,16 +746,18 @@ class WorkflowActor(Actor):
         prompt_id = str(self.ctx.ids())
         events = self._lease.events
         client_id = events.client_id if events is not None else self.ctx.ids().hex
-        await self.emit(
-            ev.PromptSubmitting(
-                job_id=self.job_id,
-                attempt=job.attempt,
-                prompt_id=prompt_id,
-                client_id=client_id,
-                server_id=self._lease.server_id,
-                at=self.ctx.now(),
-            )
+        submitting = ev.PromptSubmitting(
+            job_id=self.job_id,
+            attempt=started.attempt if started is not None else job.attempt,
+            prompt_id=prompt_id,
+            client_id=client_id,
+            server_id=self._lease.server_id,
+            at=self.ctx.now(),
         )
+        if started is not None:
+            await self.emit(started, submitting)
+        else:
+            await self.emit(submitting)
         self._spawn("submit", self._post, prompt, prompt_id, client_id)
 
     async def _await_socket(self, token: int, events: Any) -> None:
