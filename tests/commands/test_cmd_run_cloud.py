@@ -64,24 +64,26 @@ class Run:
     process: Any
     lines: list[dict[str, Any]] = attrs.Factory(list)
     stderr: bytes = b""
+    # The unfinished last line of stdout read so far: kept across calls (a chunk ends
+    # wherever the pipe was when read, mid-line as often as not).
+    partial: bytes = b""
 
     async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """Read stdout until a JSON line matches (fails if the process ends first)."""
-        buffer = b""
-        for line in self.lines:
-            if predicate(line):
-                return line
+        """Read stdout until a JSON line matches (fails if the process ends first).
+
+        Every complete line read is kept in ``lines``, those after the match included: a
+        later call (or a predicate over ``lines``) sees them."""
+        checked = 0
         while True:
+            for line in self.lines[checked:]:
+                if predicate(line):
+                    return line
+            checked = len(self.lines)
             chunk = await self.process.stdout.receive_some(65536)
             if not chunk:
                 raise AssertionError(f"run ended before the expected line; got {self.lines[-3:]}")
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for raw in complete:
-                line = json.loads(raw)
-                self.lines.append(line)
-                if predicate(line):
-                    return line
+            *complete, self.partial = (self.partial + chunk).split(b"\n")
+            self.lines.extend(json.loads(raw) for raw in complete)
 
     async def until_stderr(self, text: bytes) -> None:
         """Read stderr until ``text`` appears (fails if the process ends first)."""
