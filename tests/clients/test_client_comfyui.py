@@ -827,3 +827,44 @@ async def test_mesh_decoder_reports_progress_steps(autojump_clock: trio.abc.Cloc
         _, updates = await run_job(env, await conjure_graph(env))
     steps = [u.value for u in updates if isinstance(u, NodeProgress) and u.node == "45"]
     assert steps == [1, 2, 3, 4, 5]
+
+
+async def test_a_flood_of_buffered_frames_does_not_starve_other_tasks(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A follower draining many buffered frames still lets other tasks run between them."""
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no poll expected before the flood is read: {request.url}")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(unreachable)) as http:
+        client = ComfyUIClient(BASE, http=http)
+        events = ComfyUIEvents(client)
+        events.connected = True  # a live socket: the first poll waits for poll_interval
+        pid = new_prompt_id()
+        flood = ComfyUIEvents.MAX_BUFFERED_FRAMES
+        for value in range(flood):
+            frame = {"prompt_id": pid, "node": "3", "value": value + 1, "max": flood}
+            events.dispatch(json.dumps({"type": "progress", "data": frame}))
+        read = 0
+        seen_by_other: list[int] = []
+
+        async def follower() -> None:
+            nonlocal read
+            async with aclosing(client.follow(pid, events=events)) as updates:
+                async for _ in updates:  # nothing else here awaits: only follow can yield
+                    read += 1
+
+        async def other() -> None:
+            await trio.lowlevel.checkpoint()
+            seen_by_other.append(read)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follower)
+                nursery.start_soon(other)
+                while read < flood:
+                    await trio.lowlevel.checkpoint()
+                nursery.cancel_scope.cancel()
+    assert seen_by_other
+    assert seen_by_other[0] < flood // 4
