@@ -2,8 +2,8 @@
 
 It owns its state like every actor: a child task follows the journal, shows each record on
 the sink (JSON lines, the Rich view: display, not state, and shown as soon as published, to
-the very last record) and forwards the records that tell whether a job is alive to the actor
-as messages; a timer child sends a tick. The actor keeps the
+the very last record) and, once per period, tells the actor which jobs showed a sign of life
+(or ended) since the last tick, then the tick itself. The actor keeps the
 :class:`~conjure_actors.actors.view.StallDetector` and, for a running job silent too long,
 emits its one event, ``JobStalled``, then tells the job's WorkflowActor (``notify_stall``),
 which follows the prompt by polling.
@@ -74,10 +74,10 @@ class MonitorSink:
 
 @attrs.frozen
 class _Seen:
-    """Jobs showed signs of life, or stopped needing to (from the watching child), in the
-    order they were published."""
+    """Jobs showed signs of life, or stopped needing to, since the last tick (from the
+    watching child): each job's latest such event with the (trio) time it was seen."""
 
-    events: tuple[Any, ...]
+    events: tuple[tuple[Any, float], ...]
 
 
 @attrs.frozen
@@ -106,33 +106,42 @@ class MonitorActor(Actor):
         ready = trio.Event()
         self.start_soon(self._watch, ready, name="monitor-watch")
         await ready.wait()
-        self.start_soon(self._ticks, name="monitor-ticks")
 
     async def _watch(self, ready: trio.Event) -> None:
-        """Child: show every published record; forward a job's signs of life and ends."""
+        """Child: show every published record as it comes; once per period, tell the actor
+        each job's latest sign of life (or end) since the last tick, then the tick (the view
+        redraws, silent jobs are looked for). Stall detection looks only at ticks, so one
+        message per tick tells it all a message per record would (with the times seen)."""
+        period = max(0.05, min(self.refresh, self.detector.stall_seconds / 4))
+        seen: dict[str, tuple[Any, float]] = {}
         async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             ready.set()
-            async for first in records:
-                # One wake-up (and one message) for everything already published: a
-                # receive() per record would be a trio checkpoint, a task switch, per event.
-                batch = [first]
-                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                    while True:
-                        batch.append(records.receive_nowait())
-                seen = []
-                for record in batch:
-                    self._show(functools.partial(_record_on, record, self.ctx.state))
-                    if isinstance(record.event, _SEEN):
-                        seen.append(record.event)
+            next_tick = trio.current_time() + period
+            while True:
+                with trio.move_on_at(next_tick):
+                    try:
+                        first = await records.receive()
+                    except trio.EndOfChannel:
+                        return
+                    # One wake-up for everything already published: a receive() per record
+                    # would be a trio checkpoint, a task switch, per event.
+                    batch = [first]
+                    with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                        while True:
+                            batch.append(records.receive_nowait())
+                    now = trio.current_time()
+                    for record in batch:
+                        self._show(functools.partial(_record_on, record, self.ctx.state))
+                        event = record.event
+                        if isinstance(event, _SEEN):
+                            seen.pop(event.job_id, None)  # keep the order of the latest
+                            seen[event.job_id] = (event, now)
+                    continue
                 if seen:
-                    await self._tell(_Seen(tuple(seen)))
-
-    async def _ticks(self) -> None:
-        """Child: a tick per period (the view redraws, silent jobs are looked for)."""
-        period = max(0.05, min(self.refresh, self.detector.stall_seconds / 4))
-        while True:
-            await trio.sleep(period)
-            await self._tell(_Tick())
+                    await self._tell(_Seen(tuple(seen.values())))
+                    seen = {}
+                await self._tell(_Tick())
+                next_tick = trio.current_time() + period
 
     async def _tell(self, msg: Any) -> None:
         try:
@@ -143,10 +152,9 @@ class MonitorActor(Actor):
     async def receive(self, msg: Any) -> Any:
         match msg:
             case _Seen(events=events):
-                now = trio.current_time()
-                for event in events:
+                for event, at in events:
                     if isinstance(event, _ALIVE):
-                        self.detector.alive(event.job_id, now)
+                        self.detector.alive(event.job_id, at)
                     else:
                         self.detector.forget(event.job_id)
             case _Tick():
