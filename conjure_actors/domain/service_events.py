@@ -14,11 +14,14 @@ total (a nonsensical event changes nothing), no clock.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 import msgspec
+
+from conjure_actors.domain.sharing import EMPTY_LIST, dict_or_empty, share
 
 __all__ = [
     "SERVICE_EVENTS",
@@ -212,30 +215,60 @@ def claim_key(scope: str, key: str) -> str:
 
 # ------------------------------------------------------------------------------ apply
 # Each takes the whole State (``s.service`` is ours) so the domain fold can dispatch to it.
+# Values go in shared where the state already holds them (conjure_actors.domain.sharing): a
+# job's id as its Job holds it, an output's path and file name as its OutputFile does.
+
+
+def _intern(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
+
+
+def _tags(tags: tuple[str, ...]) -> list[str]:
+    if not tags:
+        return EMPTY_LIST
+    out = list(tags)  # sized exactly (a comprehension over-allocates)
+    for i, tag in enumerate(out):
+        out[i] = sys.intern(tag)
+    return out
 
 
 def _asset_recorded(s: Any, e: AssetRecorded) -> None:
     svc: ServiceState = s.service
     if e.asset_id in svc.assets:
         return
+    table: dict[str, str] = s._strings
+    job_id, source_path = e.job_id, e.source_path
+    file_path = None if e.file_path is None else share(table, e.file_path)
+    if job_id is not None:
+        job = s.jobs.get(job_id)
+        api_job = svc.api_jobs.get(job_id) if job is None else None
+        if job is not None:
+            job_id = job.job_id
+            for output in job.outputs:
+                if output.path == source_path:
+                    source_path = output.path
+                    break
+        elif api_job is not None:
+            job_id = api_job.job_id
+    digest = share(table, e.hash)
     svc.assets[e.asset_id] = AssetRecord(
         asset_id=e.asset_id,
-        hash=e.hash,
+        hash=digest,
         size=e.size,
-        content_type=e.content_type,
-        file_path=e.file_path,
-        tags=list(e.tags),
-        job_id=e.job_id,
-        node_id=e.node_id,
-        kind=e.kind,
-        source_path=e.source_path,
+        content_type=sys.intern(e.content_type),
+        file_path=file_path,
+        tags=_tags(e.tags),
+        job_id=job_id,
+        node_id=_intern(e.node_id),
+        kind=_intern(e.kind),
+        source_path=source_path,
         created_at=e.at,
         expires_at=e.expires_at,
     )
-    svc.blob_refs[e.hash] = svc.blob_refs.get(e.hash, 0) + 1
-    svc.blob_sizes[e.hash] = e.size
-    if e.job_id is not None and e.source_path is not None:
-        svc.job_outputs.setdefault(e.job_id, {})[e.source_path] = e.asset_id
+    svc.blob_refs[digest] = svc.blob_refs.get(digest, 0) + 1
+    svc.blob_sizes[digest] = e.size
+    if job_id is not None and source_path is not None:
+        svc.job_outputs.setdefault(job_id, {})[source_path] = e.asset_id
 
 
 def _forget_asset(s: Any, asset_id: str) -> None:
@@ -280,9 +313,9 @@ def _job_accepted(s: Any, e: ApiJobAccepted) -> None:
         return
     svc.api_jobs[e.job_id] = ApiJob(
         job_id=e.job_id,
-        labels=dict(e.labels),
+        labels=dict_or_empty(e.labels),
         idempotency_key=e.idempotency_key,
-        input_assets=dict(e.input_assets),
+        input_assets=dict_or_empty(e.input_assets),
         accepted_at=e.at,
         expires_at=e.expires_at,
     )

@@ -23,6 +23,7 @@ happen whose outcome is not logged yet (what recovery reconciles).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import machine_cost_micros
 from conjure_actors.domain.service_events import SERVICE_HANDLERS, ServiceState
+from conjure_actors.domain.sharing import EMPTY_DICT, EMPTY_LIST, dict_or_empty, share
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -301,7 +303,8 @@ class Budget:
 
 @attrs.define(slots=True)
 class ActorHealth:
-    """What the supervisors said about one actor (or supervisor)."""
+    """What the supervisors said about one actor (or supervisor). A job's actor that
+    stopped once its job finished, never having crashed, has none (``ActorStopped``)."""
 
     status: str
     incarnation: int = 0
@@ -378,6 +381,15 @@ class State:
     anomalies: list[str] = attrs.Factory(list)
     # serve's assets, API jobs and idempotency keys (conjure_actors.domain.service_events).
     service: ServiceState = attrs.Factory(ServiceState)
+    # The fold's table of shared values (conjure_actors.domain.sharing.share): private, so
+    # neither compared, encoded nor decoded (msgspec skips attrs fields named with "_").
+    _strings: dict[str, str] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # A decoded state (a snapshot serve restarts from, copy_state) holds a new object
+        # for every value: make it share what the fold shares.
+        if self.jobs or self.service.assets or self.service.api_jobs:
+            _share_decoded(self)
 
 
 def machine_cost_at(machine: Machine, now: float) -> int:
@@ -393,6 +405,110 @@ def machine_cost_at(machine: Machine, now: float) -> int:
         machine.cost_micros,
         machine_cost_micros(machine.rate_micros_per_hour, machine.service_ready_at, until),
     )
+
+
+def _share_decoded(s: State) -> None:
+    """Make a decoded state share values as the fold does (conjure_actors.domain.sharing):
+    equal values become one object, empty per-job containers the shared empty ones. Only
+    objects change, never a value: the state compares and encodes the same."""
+    table = s._strings
+    intern = sys.intern
+    svc = s.service
+    ids = {job_id: job_id for job_id in s.jobs}  # this pass only: one object per job id
+
+    def opt(value: str | None) -> str | None:
+        return None if value is None else share(table, value)
+
+    for job_id, job in s.jobs.items():
+        if job.job_id == job_id:
+            job.job_id = job_id
+        workflow = s.workflows.get(job.workflow_sha256)
+        job.workflow_sha256 = (
+            share(table, job.workflow_sha256) if workflow is None else workflow.sha256
+        )
+        job.status = intern(job.status)
+        if job.parent_id is not None:
+            job.parent_id = ids.get(job.parent_id, job.parent_id)
+        job.children = [ids.get(c, c) for c in job.children] if job.children else EMPTY_LIST
+        job.bindings = job.bindings or EMPTY_DICT
+        job.extra_inputs = job.extra_inputs or EMPTY_DICT
+        job.image_sha256 = opt(job.image_sha256)
+        if job.workflow_version is not None:
+            job.workflow_version = intern(job.workflow_version)
+        job.server_id = opt(job.server_id)
+        job.client_id = opt(job.client_id)
+        if job.execution is not None:
+            job.execution = intern(job.execution)
+        job.queue_reason = opt(job.queue_reason)
+        job.retry_reason = opt(job.retry_reason)
+        job.cancel_reason = opt(job.cancel_reason)
+        if job.error is not None:
+            error = job.error
+            error.error_type = intern(error.error_type)
+            error.message = share(table, error.message)
+            if error.node_id is not None:
+                error.node_id = intern(error.node_id)
+            if error.node_type is not None:
+                error.node_type = intern(error.node_type)
+        if job.nodes:
+            nodes: dict[str, NodeState] = {}
+            for node_id, node in job.nodes.items():
+                node.status = intern(node.status)
+                nodes[intern(node_id)] = node
+            job.nodes = nodes
+        else:
+            job.nodes = EMPTY_DICT
+        for put in job.inputs:
+            put.node_id = intern(put.node_id)
+            put.name = share(table, put.name)
+            put.sha256 = share(table, put.sha256)
+        job.inputs = job.inputs or EMPTY_LIST
+        for out in job.outputs:
+            out.node_id = intern(out.node_id)
+            out.filename = share(table, out.filename)
+            out.sha256 = share(table, out.sha256)
+            out.kind = intern(out.kind)
+        job.outputs = job.outputs or EMPTY_LIST
+
+    asset_ids = {asset_id: asset_id for asset_id in svc.assets}
+    paths: dict[str, str] = {}  # output path -> the OutputFile's object (this pass only)
+    for asset_id, record in svc.assets.items():
+        if record.asset_id == asset_id:
+            record.asset_id = asset_id
+        record.hash = share(table, record.hash)
+        record.content_type = intern(record.content_type)
+        record.file_path = opt(record.file_path)
+        record.tags = [intern(tag) for tag in record.tags] if record.tags else EMPTY_LIST
+        if record.node_id is not None:
+            record.node_id = intern(record.node_id)
+        if record.kind is not None:
+            record.kind = intern(record.kind)
+        if record.job_id is not None:
+            record.job_id = ids.get(record.job_id, record.job_id)
+            owner = s.jobs.get(record.job_id)
+            if owner is not None and record.source_path is not None:
+                for out in owner.outputs:
+                    if out.path == record.source_path:
+                        record.source_path = paths[out.path] = out.path
+                        break
+    svc.blob_refs = {share(table, h): n for h, n in svc.blob_refs.items()}
+    svc.blob_sizes = {share(table, h): n for h, n in svc.blob_sizes.items()}
+    api_jobs: dict[str, Any] = {}
+    for job_id, api in svc.api_jobs.items():
+        job_id = ids.setdefault(job_id, job_id)
+        if api.job_id == job_id:
+            api.job_id = job_id
+        api.labels = api.labels or EMPTY_DICT
+        api.input_assets = api.input_assets or EMPTY_DICT
+        api_jobs[job_id] = api
+    svc.api_jobs = api_jobs
+    svc.job_outputs = {
+        ids.get(job_id, job_id): {
+            paths.get(path, path): asset_ids.get(asset_id, asset_id)
+            for path, asset_id in outputs.items()
+        }
+        for job_id, outputs in svc.job_outputs.items()
+    }
 
 
 def initial_state() -> State:
@@ -483,35 +599,47 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
     if e.job_id in s.jobs:
         _anomaly(s, f"job {e.job_id} submitted twice")
         return
-    if e.workflow_sha256 not in s.workflows:
+    # Shared objects where the state already holds the value (sharing.py): the workflow's
+    # hash, the job id its ApiJobAccepted (just before) recorded, its parent's id.
+    workflow = s.workflows.get(e.workflow_sha256)
+    if workflow is None:
         _anomaly(s, f"job {e.job_id} uses unregistered workflow {e.workflow_sha256[:12]}")
-    s.jobs[e.job_id] = Job(
-        job_id=e.job_id,
-        workflow_sha256=e.workflow_sha256,
+    api_job = s.service.api_jobs.get(e.job_id)
+    job_id = e.job_id if api_job is None else api_job.job_id
+    parent = None if e.parent_id is None else s.jobs.get(e.parent_id)
+    table = s._strings
+    s.jobs[job_id] = Job(
+        job_id=job_id,
+        workflow_sha256=e.workflow_sha256 if workflow is None else workflow.sha256,
         priority=e.priority,
         seed=e.seed,
-        bindings=dict(e.bindings),
+        bindings=dict_or_empty(e.bindings),
         image_path=e.image_path,
-        image_sha256=e.image_sha256,
+        image_sha256=None if e.image_sha256 is None else share(table, e.image_sha256),
         prompt=e.prompt,
-        parent_id=e.parent_id,
-        workflow_version=e.workflow_version,
+        parent_id=e.parent_id if parent is None else parent.job_id,
+        workflow_version=None if e.workflow_version is None else sys.intern(e.workflow_version),
+        children=EMPTY_LIST,
         submitted_at=e.at,
         updated_at=e.at,
-        extra_inputs=dict(e.extra_inputs),
+        nodes=EMPTY_DICT,
+        inputs=EMPTY_LIST,
+        outputs=EMPTY_LIST,
+        extra_inputs=dict_or_empty(e.extra_inputs),
     )
     if e.parent_id is not None:
-        parent = s.jobs.get(e.parent_id)
         if parent is None:
             _anomaly(s, f"job {e.job_id} names unknown parent {e.parent_id}")
         else:
-            parent.children.append(e.job_id)
+            if parent.children is EMPTY_LIST:
+                parent.children = []
+            parent.children.append(job_id)
 
 
 def _job_queued(s: State, e: ev.JobQueued) -> None:
     job = _job_for(s, e.job_id, "JobQueued")
     if job is not None and _move(s, job, QUEUED, "JobQueued", e.at):
-        job.queue_reason = e.reason or None
+        job.queue_reason = share(s._strings, e.reason) if e.reason else None
         job.server_id = None
         job.current_node = None
 
@@ -522,14 +650,15 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
         if e.attempt <= job.attempt:
             _anomaly(s, f"job {e.job_id} attempt {e.attempt} after attempt {job.attempt}")
         job.attempt = max(job.attempt, e.attempt)
-        job.server_id = e.server_id
+        machine = s.machines.get(e.server_id)
+        job.server_id = share(s._strings, e.server_id) if machine is None else machine.server_id
         job.prompt_id = None
         job.client_id = None
         job.prompt_number = None
         job.execution = None
         job.execution_started_at = None
         job.current_node = None
-        job.nodes = {}
+        job.nodes = EMPTY_DICT
         job.retry_delay = None
 
 
@@ -538,7 +667,7 @@ def _job_retrying(s: State, e: ev.JobRetrying) -> None:
     if job is not None and _move(s, job, RETRYING, "JobRetrying", e.at):
         job.failures += 1
         job.retry_delay = e.delay
-        job.retry_reason = e.reason
+        job.retry_reason = share(s._strings, e.reason)
         job.current_node = None
 
 
@@ -553,13 +682,15 @@ def _job_failed(s: State, e: ev.JobFailed) -> None:
     if job is not None and _move(s, job, FAILED, "JobFailed", e.at):
         node_id = job.error.node_id if job.error is not None else None
         node_type = job.error.node_type if job.error is not None else None
-        job.error = JobError(e.error_type, e.message, e.retryable, node_id, node_type)
+        job.error = JobError(
+            sys.intern(e.error_type), share(s._strings, e.message), e.retryable, node_id, node_type
+        )
 
 
 def _job_cancelled(s: State, e: ev.JobCancelled) -> None:
     job = _job_for(s, e.job_id, "JobCancelled")
     if job is not None and _move(s, job, CANCELLED, "JobCancelled", e.at):
-        job.cancel_reason = e.reason
+        job.cancel_reason = share(s._strings, e.reason)
 
 
 def _job_interrupted(s: State, e: ev.JobInterrupted) -> None:
@@ -758,7 +889,12 @@ def _attached(s: State, e: ev.MachineAttached) -> None:
 def _input_uploaded(s: State, e: ev.InputUploaded) -> None:
     job = _job_for(s, e.job_id, "InputUploaded")
     if job is not None:
-        job.inputs.append(InputFile(e.node_id, e.name, e.sha256, e.size))
+        table = s._strings
+        new = InputFile(sys.intern(e.node_id), share(table, e.name), share(table, e.sha256), e.size)
+        if job.inputs is EMPTY_LIST:
+            job.inputs = [new]  # sized exactly: most jobs have one or two
+        else:
+            job.inputs.append(new)
 
 
 def _prompt_submitting(s: State, e: ev.PromptSubmitting) -> None:
@@ -768,9 +904,9 @@ def _prompt_submitting(s: State, e: ev.PromptSubmitting) -> None:
     job = _job_for(s, e.job_id, "PromptSubmitting")
     if job is not None:
         job.prompt_id = e.prompt_id
-        job.client_id = e.client_id
+        job.client_id = share(s._strings, e.client_id)
         job.execution = "submitting"
-        job.nodes = {}
+        job.nodes = EMPTY_DICT
 
 
 def _prompt_submitted(s: State, e: ev.PromptSubmitted) -> None:
@@ -788,7 +924,27 @@ def _prompt_rejected(s: State, e: ev.PromptRejected) -> None:
     job = _job_for(s, e.job_id, "PromptRejected")
     if job is not None:
         job.execution = "rejected"
-        job.error = JobError(e.error_type, e.message, False, e.node_id, e.class_type)
+        job.error = _job_error(s, e.error_type, e.message, e.node_id, e.class_type)
+
+
+def _job_error(
+    s: State, error_type: str, message: str, node_id: str | None, node_type: str | None
+) -> JobError:
+    return JobError(
+        sys.intern(error_type),
+        share(s._strings, message),
+        False,
+        None if node_id is None else sys.intern(node_id),
+        None if node_type is None else sys.intern(node_type),
+    )
+
+
+def _nodes(job: Job) -> dict[str, NodeState]:
+    """``job.nodes``, to add to (a new dict in place of the shared empty one)."""
+    nodes = job.nodes
+    if nodes is EMPTY_DICT:
+        nodes = job.nodes = {}
+    return nodes
 
 
 def _current_job(s: State, job_id: str, prompt_id: str, what: str) -> Job | None:
@@ -816,8 +972,9 @@ def _execution_started(s: State, e: ev.ExecutionStarted) -> None:
 def _node_cached(s: State, e: ev.NodeCached) -> None:
     job = _current_job(s, e.job_id, e.prompt_id, "NodeCached")
     if job is not None:
+        nodes = _nodes(job)
         for node_id in e.nodes:
-            job.nodes[node_id] = NodeState(NODE_CACHED)
+            nodes[sys.intern(node_id)] = NodeState(NODE_CACHED)
 
 
 def _node_started(s: State, e: ev.NodeStarted) -> None:
@@ -825,7 +982,7 @@ def _node_started(s: State, e: ev.NodeStarted) -> None:
     if job is not None:
         node = job.nodes.get(e.node_id)
         if node is None:
-            job.nodes[e.node_id] = NodeState(NODE_RUNNING)
+            _nodes(job)[sys.intern(e.node_id)] = NodeState(NODE_RUNNING)
         else:
             node.status = NODE_RUNNING
         job.current_node = e.node_id
@@ -840,7 +997,7 @@ def _node_progress(s: State, e: ev.NodeProgress) -> None:
         return
     node = job.nodes.get(e.node_id)
     if node is None:
-        job.nodes[e.node_id] = NodeState(NODE_RUNNING, e.value, e.max)
+        _nodes(job)[sys.intern(e.node_id)] = NodeState(NODE_RUNNING, e.value, e.max)
     else:
         node.value = e.value
         node.max = e.max
@@ -852,7 +1009,7 @@ def _node_executed(s: State, e: ev.NodeExecuted) -> None:
     if job is not None:
         node = job.nodes.get(e.node_id)
         if node is None:
-            job.nodes[e.node_id] = NodeState(NODE_EXECUTED)
+            _nodes(job)[sys.intern(e.node_id)] = NodeState(NODE_EXECUTED)
         else:
             node.status = NODE_EXECUTED
         if job.current_node == e.node_id:
@@ -883,11 +1040,11 @@ def _execution_failed(s: State, e: ev.ExecutionFailed) -> None:
     if job is not None:
         job.execution = "failed"
         job.current_node = None
-        job.error = JobError(e.exception_type, e.message, False, e.node_id, e.node_type)
+        job.error = _job_error(s, e.exception_type, e.message, e.node_id, e.node_type)
         if e.node_id is not None:
             node = job.nodes.get(e.node_id)
             if node is None:
-                job.nodes[e.node_id] = NodeState(NODE_FAILED)
+                _nodes(job)[sys.intern(e.node_id)] = NodeState(NODE_FAILED)
             else:
                 node.status = NODE_FAILED
 
@@ -895,7 +1052,19 @@ def _execution_failed(s: State, e: ev.ExecutionFailed) -> None:
 def _output_saved(s: State, e: ev.OutputSaved) -> None:
     job = _job_for(s, e.job_id, "OutputSaved")
     if job is not None:
-        job.outputs.append(OutputFile(e.node_id, e.filename, e.path, e.size, e.sha256, e.kind))
+        table = s._strings
+        new = OutputFile(
+            sys.intern(e.node_id),
+            share(table, e.filename),
+            e.path,
+            e.size,
+            share(table, e.sha256),
+            sys.intern(e.kind),
+        )
+        if job.outputs is EMPTY_LIST:
+            job.outputs = [new]  # sized exactly: most jobs have one or two
+        else:
+            job.outputs.append(new)
 
 
 # --- cost
@@ -989,6 +1158,15 @@ def _actor_restarted(s: State, e: rt.ActorRestarted) -> None:
 
 
 def _actor_stopped(s: State, e: rt.ActorStopped) -> None:
+    # A job's actor (``.../<job id>``) that stopped once its job finished, having never
+    # crashed, leaves no record: it would say "stopped" once per job the log ever ran (serve
+    # keeps finished jobs for days). A crash, or a job not finished, keeps it.
+    job = s.jobs.get(e.actor.rpartition("/")[2])
+    if job is not None and job.status in TERMINAL_STATUSES:
+        old = s.actors.get(e.actor)
+        if old is None or not (old.crashes or old.restarts or old.last_error):
+            s.actors.pop(e.actor, None)
+            return
     h = _actor(s, e.actor)
     h.status = "stopped"
     h.incarnation = e.incarnation
