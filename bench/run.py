@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import eventlog  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow  # noqa: E402
+from conjure_actors.actors.view import event_json_line  # noqa: E402
 from conjure_actors.clients.comfyui import ComfyUIClient  # noqa: E402
 from conjure_actors.clients.runcomfy import RunComfyClient  # noqa: E402
 from conjure_actors.clock import TrioWallClock  # noqa: E402
@@ -62,8 +63,6 @@ class CountingSink:
         self.bytes = 0
 
     def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
-        from conjure_actors.actors.view import event_json_line
-
         self.events += 1
         self.bytes += len(event_json_line(seq, ts, event))
 
