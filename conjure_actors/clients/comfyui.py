@@ -600,7 +600,9 @@ class ComfyUIEvents:
             if isinstance(msg, wire.UnknownMessage):
                 log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, msg.type)
                 return
-            if isinstance(msg, wire.StatusMsg | wire.FeatureFlagsMsg):
+            # progress_state (half of a sampler's frames) repeats what the progress frames
+            # say and follow reads nothing from it: dropped here, it wakes no follower.
+            if isinstance(msg, wire.StatusMsg | wire.FeatureFlagsMsg | wire.ProgressStateMsg):
                 return
             prompt_id = msg.data.prompt_id
             if isinstance(msg, wire.ExecutingMsg | wire.ExecutionStartMsg):

@@ -40,6 +40,7 @@ from conjure_actors.clients import (
     new_prompt_id,
 )
 from conjure_actors.clients.comfyui_wire import (
+    ProgressMsg,
     ProgressStateMsg,
     UnknownMessage,
     parse_binary_frame,
@@ -868,3 +869,25 @@ async def test_a_flood_of_buffered_frames_does_not_starve_other_tasks(
                 nursery.cancel_scope.cancel()
     assert seen_by_other
     assert seen_by_other[0] < flood // 4
+
+
+async def test_progress_state_frames_wake_no_follower() -> None:
+    """A followed prompt's progress_state frame is dropped by dispatch, its progress is not."""
+    line = next(
+        ln
+        for ln in (ROOT / "tests/data/captures/ws_normal_run.jsonl").read_text().splitlines()
+        if '"progress_state"' in ln
+    )
+    state = json.loads(line)["frame"]
+    state.pop("kind", None)
+    pid = state["data"]["prompt_id"]
+    progress = {"type": "progress", "data": {"prompt_id": pid, "node": "1", "value": 1, "max": 2}}
+    async with httpx.AsyncClient() as http:
+        events = ComfyUIEvents(ComfyUIClient(BASE, http=http))
+        sub = events.subscribe(pid)
+        events.dispatch(json.dumps(state))
+        with pytest.raises(trio.WouldBlock):
+            sub.receive.receive_nowait()
+        events.dispatch(json.dumps(progress))
+        assert isinstance(sub.receive.receive_nowait(), ProgressMsg)
+        sub.close()
