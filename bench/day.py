@@ -278,9 +278,7 @@ def _grid(main: Knobs) -> list[Knobs]:
     grid = [
         Knobs(60.0, 0, 1),
         Knobs(60.0, 0, 2),
-        Knobs(300.0, 0, 2),
         Knobs(60.0, 1, 2),
-        Knobs(60.0, 0, 2, prelaunch_max=2),
         Knobs(60.0, 0, 2, prelaunch_max=3, prelaunch_factor=2.0),
         Knobs(180.0, 0, 2, prelaunch_max=2),
     ]
@@ -397,12 +395,45 @@ def _print_curve(
         )
 
 
+class _TieBreak(random.Random):
+    """trio's order between tasks runnable together, seeded and stateless: each batch
+    (sorted by task creation, as trio does when deterministic scheduling is on) is permuted
+    by a function of its size alone, the driver set aside. A running random stream would
+    be shifted by every extra batch the driver makes while a worker thread writes a file,
+    and that depends on how busy the machine is: the same seed would not give the same
+    run from one process to the next."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.tie_seed = seed
+        self.driver: Any = None
+
+    def shuffle(self, x: Any) -> None:  # type: ignore[override]
+        rest = [t for t in x if t is not self.driver]
+        random.Random(self.tie_seed * 1_000_003 + len(rest)).shuffle(rest)
+        x[:] = rest + [t for t in x if t is self.driver]
+
+
+def _quiet_monitor() -> None:
+    """Nobody watches the simulated day: the monitor's redraw tick (0.25 s, for a terminal)
+    would be 345,600 wake-ups, a third of a day's CPU. Every 5 s it still looks for stalled
+    jobs (stall_seconds 60); no decision of the pool depends on it."""
+    from conjure_actors.actors.monitor import MonitorActor
+
+    kwdefaults = MonitorActor.__init__.__kwdefaults__
+    assert kwdefaults is not None
+    assert "refresh" in kwdefaults
+    kwdefaults["refresh"] = 5.0
+
+
 def _run_deterministic(fn: Any, *args: Any) -> Any:
     """Run ``fn`` on a MockClock that moves only once every task is blocked AND no worker
     thread is in flight (autojump would jump while a file is written in a thread, so
     simulated time would depend on the disk), with trio's tie-breaking between runnable
-    tasks seeded: the same seed gives the same run."""
-    trio._core._run._r.seed(1)
+    tasks seeded (:class:`_TieBreak`): the same seed gives the same run."""
+    run = trio._core._run
+    run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    tie = run._r = _TieBreak(1)
 
     async def main() -> Any:
         clock = trio.lowlevel.current_clock()
@@ -410,6 +441,7 @@ def _run_deterministic(fn: Any, *args: Any) -> Any:
         limiter = trio.to_thread.current_default_thread_limiter()
 
         async def drive() -> None:
+            tie.driver = trio.lowlevel.current_task()
             while True:
                 await trio.testing.wait_all_tasks_blocked()
                 if limiter.statistics().borrowed_tokens:
@@ -450,6 +482,7 @@ def main() -> int:
         "--workers", type=int, default=2, help="processes running the days (default 2)"
     )
     args = parser.parse_args()
+    _quiet_monitor()
     _cost_section(args)
     return 0
 
