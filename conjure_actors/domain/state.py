@@ -606,9 +606,8 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         _anomaly(s, f"job {e.job_id} uses unregistered workflow {e.workflow_sha256[:12]}")
     api_job = s.service.api_jobs.get(e.job_id)
     job_id = e.job_id if api_job is None else api_job.job_id
-    parent = None if e.parent_id is None else s.jobs.get(e.parent_id)
     table = s._strings
-    s.jobs[job_id] = Job(
+    s.jobs[job_id] = job = Job(
         job_id=job_id,
         workflow_sha256=e.workflow_sha256 if workflow is None else workflow.sha256,
         priority=e.priority,
@@ -617,7 +616,7 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         image_path=e.image_path,
         image_sha256=None if e.image_sha256 is None else share(table, e.image_sha256),
         prompt=e.prompt,
-        parent_id=e.parent_id if parent is None else parent.job_id,
+        parent_id=e.parent_id,
         workflow_version=None if e.workflow_version is None else sys.intern(e.workflow_version),
         children=EMPTY_LIST,
         submitted_at=e.at,
@@ -628,9 +627,11 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         extra_inputs=dict_or_empty(e.extra_inputs),
     )
     if e.parent_id is not None:
+        parent = s.jobs.get(e.parent_id)  # after the insert: as ever, a job may name itself
         if parent is None:
             _anomaly(s, f"job {e.job_id} names unknown parent {e.parent_id}")
         else:
+            job.parent_id = parent.job_id
             if parent.children is EMPTY_LIST:
                 parent.children = []
             parent.children.append(job_id)

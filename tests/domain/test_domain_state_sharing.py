@@ -165,6 +165,19 @@ def test_nodes_inputs_and_children_are_added_to_a_new_container() -> None:
     assert EMPTY_LIST == []
 
 
+def test_a_job_naming_itself_as_parent_is_its_own_child_as_before() -> None:
+    """Sharing the parent's id keeps the old fold's answer for a job that names itself."""
+    state = apply_all(
+        initial_state(),
+        [
+            ev.WorkflowRegistered(sha256=WF, name="api", graph_json="{}", at=1.0),
+            ev.JobSubmitted(job_id="j", workflow_sha256=WF, parent_id="j", at=2.0),
+        ],
+    )
+    assert state.jobs["j"].children == ["j"]
+    assert state.anomaly_count == 0
+
+
 def test_finished_job_actor_leaves_no_health_record() -> None:
     """A job's actor that stopped cleanly after its job finished has no health record."""
     state = apply_all(initial_state(), serve_log(3))
