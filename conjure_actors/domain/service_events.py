@@ -21,7 +21,7 @@ from typing import Any, Final
 import attrs
 import msgspec
 
-from conjure_actors.domain.sharing import EMPTY_LIST, dict_or_empty, share
+from conjure_actors.domain.sharing import EMPTY_LIST, SHARED, dict_or_empty, share
 
 __all__ = [
     "SERVICE_EVENTS",
@@ -169,6 +169,21 @@ class AssetRecord:
     created_at: float
     expires_at: float | None
 
+    def __attrs_post_init__(self) -> None:
+        # Shared as soon as decoded (conjure_actors.domain.sharing.SHARED); the fold's
+        # values are shared already, so this only looks them up.
+        self.hash = share(SHARED, self.hash)
+        self.content_type = sys.intern(self.content_type)
+        if self.file_path is not None:
+            self.file_path = share(SHARED, self.file_path)
+        if self.node_id is not None:
+            self.node_id = sys.intern(self.node_id)
+        if self.kind is not None:
+            self.kind = sys.intern(self.kind)
+        tags = self.tags
+        for i, tag in enumerate(tags):
+            tags[i] = sys.intern(tag)
+
 
 @attrs.define(slots=True)
 class IdempotencyClaim:
@@ -236,7 +251,7 @@ def _asset_recorded(s: Any, e: AssetRecorded) -> None:
     svc: ServiceState = s.service
     if e.asset_id in svc.assets:
         return
-    table: dict[str, str] = s._strings
+    table = SHARED
     job_id, source_path = e.job_id, e.source_path
     file_path = None if e.file_path is None else share(table, e.file_path)
     if job_id is not None:

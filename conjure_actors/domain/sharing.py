@@ -9,7 +9,7 @@ empty. The fold therefore stores (readers see the same values, ``==`` is unchang
 - enum-like words (node ids and class names, kinds, content types, tags, error types) through
   :func:`sys.intern` (a small, bounded vocabulary);
 - values that may repeat but are not a vocabulary (hashes, client ids, file names, reasons)
-  through :func:`share`, a per-state table that forgets everything once it holds
+  through :func:`share` and :data:`SHARED`, a table that forgets everything once it holds
   :data:`SHARED_MAX` values: its memory is bounded whatever goes through it, and a value
   that recurs is shared again right after;
 - an empty per-job container as :data:`EMPTY_LIST` / :data:`EMPTY_DICT`: one shared empty
@@ -25,6 +25,7 @@ from typing import Any, Final, NoReturn
 __all__ = [
     "EMPTY_DICT",
     "EMPTY_LIST",
+    "SHARED",
     "SHARED_MAX",
     "dict_or_empty",
     "list_or_empty",
@@ -69,9 +70,16 @@ def dict_or_empty(items: Any) -> dict[Any, Any]:
     return dict(items) if items else EMPTY_DICT
 
 
+SHARED: Final[dict[str, str]] = {}
+"""The :func:`share` table of the fold and of records as they are decoded
+(``__attrs_post_init__``, so a duplicate's memory is reused by the next record rather than
+left as a hole: serve's resident memory after a restart from a snapshot). One table for the
+process: values only, bounded, so it has no effect on any result; every state shares it."""
+
+
 def share(table: dict[str, str], value: str) -> str:
-    """The one object ``table`` holds equal to ``value`` (``value`` itself the first time).
-    ``table`` is a state's own; it starts again once it holds :data:`SHARED_MAX` values."""
+    """The one object ``table`` (:data:`SHARED`) holds equal to ``value`` (``value`` itself
+    the first time); the table starts again once it holds :data:`SHARED_MAX` values."""
     got = table.get(value)
     if got is None:
         if len(table) >= SHARED_MAX:

@@ -34,7 +34,7 @@ from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import machine_cost_micros
 from conjure_actors.domain.service_events import SERVICE_HANDLERS, ServiceState
-from conjure_actors.domain.sharing import EMPTY_DICT, EMPTY_LIST, dict_or_empty, share
+from conjure_actors.domain.sharing import EMPTY_DICT, EMPTY_LIST, SHARED, dict_or_empty, share
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -246,6 +246,9 @@ class Job:
     # "NODE.INPUT" -> kept path of input files beyond image_path (JobSubmitted).
     extra_inputs: dict[str, str] = attrs.Factory(dict)
 
+    def __attrs_post_init__(self) -> None:
+        _share_job(self, SHARED)
+
 
 @attrs.define(slots=True)
 class Machine:
@@ -381,9 +384,6 @@ class State:
     anomalies: list[str] = attrs.Factory(list)
     # serve's assets, API jobs and idempotency keys (conjure_actors.domain.service_events).
     service: ServiceState = attrs.Factory(ServiceState)
-    # The fold's table of shared values (conjure_actors.domain.sharing.share): private, so
-    # neither compared, encoded nor decoded (msgspec skips attrs fields named with "_").
-    _strings: dict[str, str] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A decoded state (a snapshot serve restarts from, copy_state) holds a new object
@@ -407,11 +407,57 @@ def machine_cost_at(machine: Machine, now: float) -> int:
     )
 
 
+def _share_job(job: Job, table: dict[str, str]) -> None:
+    """Share the values of one job record (its containers and ids are the state's part)."""
+    intern = sys.intern
+    job.workflow_sha256 = share(table, job.workflow_sha256)
+    job.status = intern(job.status)
+    if job.image_sha256 is not None:
+        job.image_sha256 = share(table, job.image_sha256)
+    if job.workflow_version is not None:
+        job.workflow_version = intern(job.workflow_version)
+    if job.server_id is not None:
+        job.server_id = share(table, job.server_id)
+    if job.client_id is not None:
+        job.client_id = share(table, job.client_id)
+    if job.execution is not None:
+        job.execution = intern(job.execution)
+    if job.queue_reason is not None:
+        job.queue_reason = share(table, job.queue_reason)
+    if job.retry_reason is not None:
+        job.retry_reason = share(table, job.retry_reason)
+    if job.cancel_reason is not None:
+        job.cancel_reason = share(table, job.cancel_reason)
+    error = job.error
+    if error is not None:
+        error.error_type = intern(error.error_type)
+        error.message = share(table, error.message)
+        if error.node_id is not None:
+            error.node_id = intern(error.node_id)
+        if error.node_type is not None:
+            error.node_type = intern(error.node_type)
+    nodes = job.nodes
+    if nodes:
+        for node in nodes.values():
+            node.status = intern(node.status)
+        if any(intern(node_id) is not node_id for node_id in nodes):
+            job.nodes = {intern(node_id): node for node_id, node in nodes.items()}
+    for put in job.inputs:
+        put.node_id = intern(put.node_id)
+        put.name = share(table, put.name)
+        put.sha256 = share(table, put.sha256)
+    for out in job.outputs:
+        out.node_id = intern(out.node_id)
+        out.filename = share(table, out.filename)
+        out.sha256 = share(table, out.sha256)
+        out.kind = intern(out.kind)
+
+
 def _share_decoded(s: State) -> None:
     """Make a decoded state share values as the fold does (conjure_actors.domain.sharing):
     equal values become one object, empty per-job containers the shared empty ones. Only
     objects change, never a value: the state compares and encodes the same."""
-    table = s._strings
+    table = SHARED
     intern = sys.intern
     svc = s.service
     ids = {job_id: job_id for job_id in s.jobs}  # this pass only: one object per job id
@@ -422,52 +468,17 @@ def _share_decoded(s: State) -> None:
     for job_id, job in s.jobs.items():
         if job.job_id == job_id:
             job.job_id = job_id
+        _share_job(job, table)
         workflow = s.workflows.get(job.workflow_sha256)
-        job.workflow_sha256 = (
-            share(table, job.workflow_sha256) if workflow is None else workflow.sha256
-        )
-        job.status = intern(job.status)
+        if workflow is not None:
+            job.workflow_sha256 = workflow.sha256
         if job.parent_id is not None:
             job.parent_id = ids.get(job.parent_id, job.parent_id)
         job.children = [ids.get(c, c) for c in job.children] if job.children else EMPTY_LIST
         job.bindings = job.bindings or EMPTY_DICT
         job.extra_inputs = job.extra_inputs or EMPTY_DICT
-        job.image_sha256 = opt(job.image_sha256)
-        if job.workflow_version is not None:
-            job.workflow_version = intern(job.workflow_version)
-        job.server_id = opt(job.server_id)
-        job.client_id = opt(job.client_id)
-        if job.execution is not None:
-            job.execution = intern(job.execution)
-        job.queue_reason = opt(job.queue_reason)
-        job.retry_reason = opt(job.retry_reason)
-        job.cancel_reason = opt(job.cancel_reason)
-        if job.error is not None:
-            error = job.error
-            error.error_type = intern(error.error_type)
-            error.message = share(table, error.message)
-            if error.node_id is not None:
-                error.node_id = intern(error.node_id)
-            if error.node_type is not None:
-                error.node_type = intern(error.node_type)
-        if job.nodes:
-            nodes: dict[str, NodeState] = {}
-            for node_id, node in job.nodes.items():
-                node.status = intern(node.status)
-                nodes[intern(node_id)] = node
-            job.nodes = nodes
-        else:
-            job.nodes = EMPTY_DICT
-        for put in job.inputs:
-            put.node_id = intern(put.node_id)
-            put.name = share(table, put.name)
-            put.sha256 = share(table, put.sha256)
+        job.nodes = job.nodes or EMPTY_DICT
         job.inputs = job.inputs or EMPTY_LIST
-        for out in job.outputs:
-            out.node_id = intern(out.node_id)
-            out.filename = share(table, out.filename)
-            out.sha256 = share(table, out.sha256)
-            out.kind = intern(out.kind)
         job.outputs = job.outputs or EMPTY_LIST
 
     asset_ids = {asset_id: asset_id for asset_id in svc.assets}
@@ -606,7 +617,7 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         _anomaly(s, f"job {e.job_id} uses unregistered workflow {e.workflow_sha256[:12]}")
     api_job = s.service.api_jobs.get(e.job_id)
     job_id = e.job_id if api_job is None else api_job.job_id
-    table = s._strings
+    table = SHARED
     s.jobs[job_id] = job = Job(
         job_id=job_id,
         workflow_sha256=e.workflow_sha256 if workflow is None else workflow.sha256,
@@ -626,6 +637,8 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         outputs=EMPTY_LIST,
         extra_inputs=dict_or_empty(e.extra_inputs),
     )
+    if workflow is not None:
+        job.workflow_sha256 = workflow.sha256  # the WorkflowRecord's own object
     if e.parent_id is not None:
         parent = s.jobs.get(e.parent_id)  # after the insert: as ever, a job may name itself
         if parent is None:
@@ -640,7 +653,7 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
 def _job_queued(s: State, e: ev.JobQueued) -> None:
     job = _job_for(s, e.job_id, "JobQueued")
     if job is not None and _move(s, job, QUEUED, "JobQueued", e.at):
-        job.queue_reason = share(s._strings, e.reason) if e.reason else None
+        job.queue_reason = share(SHARED, e.reason) if e.reason else None
         job.server_id = None
         job.current_node = None
 
@@ -652,7 +665,7 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
             _anomaly(s, f"job {e.job_id} attempt {e.attempt} after attempt {job.attempt}")
         job.attempt = max(job.attempt, e.attempt)
         machine = s.machines.get(e.server_id)
-        job.server_id = share(s._strings, e.server_id) if machine is None else machine.server_id
+        job.server_id = share(SHARED, e.server_id) if machine is None else machine.server_id
         job.prompt_id = None
         job.client_id = None
         job.prompt_number = None
@@ -668,7 +681,7 @@ def _job_retrying(s: State, e: ev.JobRetrying) -> None:
     if job is not None and _move(s, job, RETRYING, "JobRetrying", e.at):
         job.failures += 1
         job.retry_delay = e.delay
-        job.retry_reason = share(s._strings, e.reason)
+        job.retry_reason = share(SHARED, e.reason)
         job.current_node = None
 
 
@@ -684,14 +697,14 @@ def _job_failed(s: State, e: ev.JobFailed) -> None:
         node_id = job.error.node_id if job.error is not None else None
         node_type = job.error.node_type if job.error is not None else None
         job.error = JobError(
-            sys.intern(e.error_type), share(s._strings, e.message), e.retryable, node_id, node_type
+            sys.intern(e.error_type), share(SHARED, e.message), e.retryable, node_id, node_type
         )
 
 
 def _job_cancelled(s: State, e: ev.JobCancelled) -> None:
     job = _job_for(s, e.job_id, "JobCancelled")
     if job is not None and _move(s, job, CANCELLED, "JobCancelled", e.at):
-        job.cancel_reason = share(s._strings, e.reason)
+        job.cancel_reason = share(SHARED, e.reason)
 
 
 def _job_interrupted(s: State, e: ev.JobInterrupted) -> None:
@@ -890,7 +903,7 @@ def _attached(s: State, e: ev.MachineAttached) -> None:
 def _input_uploaded(s: State, e: ev.InputUploaded) -> None:
     job = _job_for(s, e.job_id, "InputUploaded")
     if job is not None:
-        table = s._strings
+        table = SHARED
         new = InputFile(sys.intern(e.node_id), share(table, e.name), share(table, e.sha256), e.size)
         if job.inputs is EMPTY_LIST:
             job.inputs = [new]  # sized exactly: most jobs have one or two
@@ -905,7 +918,7 @@ def _prompt_submitting(s: State, e: ev.PromptSubmitting) -> None:
     job = _job_for(s, e.job_id, "PromptSubmitting")
     if job is not None:
         job.prompt_id = e.prompt_id
-        job.client_id = share(s._strings, e.client_id)
+        job.client_id = share(SHARED, e.client_id)
         job.execution = "submitting"
         job.nodes = EMPTY_DICT
 
@@ -933,7 +946,7 @@ def _job_error(
 ) -> JobError:
     return JobError(
         sys.intern(error_type),
-        share(s._strings, message),
+        share(SHARED, message),
         False,
         None if node_id is None else sys.intern(node_id),
         None if node_type is None else sys.intern(node_type),
@@ -1053,7 +1066,7 @@ def _execution_failed(s: State, e: ev.ExecutionFailed) -> None:
 def _output_saved(s: State, e: ev.OutputSaved) -> None:
     job = _job_for(s, e.job_id, "OutputSaved")
     if job is not None:
-        table = s._strings
+        table = SHARED
         new = OutputFile(
             sys.intern(e.node_id),
             share(table, e.filename),
