@@ -162,6 +162,11 @@ async def _kill_and_resume(root: Path, point: str, results: dict[str, Any]) -> N
         first = await start_run(cloud, cwd, "--log", str(log), "--jobs", "2", "--seed", "5")
         with trio.fail_after(120):
             await first.until(KILL_POINTS[point])
+            # The run logs its jobs one by one while the pool already acts on the first: a
+            # launch may be logged before the second job is (every run seen so far logged it
+            # just after). A job the killed run never logged was never accepted and no resume
+            # can know it, so the kill waits for both: the scenario is about resuming them.
+            await first.until(lambda _: sum(map(_is("job.submitted"), first.lines)) == 2)
         first.process.send_signal(signal.SIGKILL)
         await first.process.wait()
         second = await start_run(cloud, cwd, "--resume", str(log))
