@@ -5,8 +5,14 @@ It handles one message at a time and is the only writer of the cost events (``Co
 a pure function of :mod:`conjure_actors.domain.cost_policy`; the only thing that waits, the
 accrual timer, is a child task that reports ``AccrueNow`` to the actor and never emits.
 
-:class:`Ledger` is what outlives a restart of the actor: the run's context and whether the
-budget's excess was already acted upon.
+:class:`Ledger` is what outlives a restart of the actor: the run's context, whether the
+budget's excess was already acted upon, and the launches approved but not yet logged.
+
+An approval is answered before the pool logs its ``MachineLaunchRequested``, so two asks
+close together would both be judged on the same committed figure and both approved while
+only one fits. Each approval therefore *reserves* its estimate (in memory: after a crash of
+the run no approval is in flight) until its launch shows in the State, the pool tells
+``LaunchApprovalUnused``, or ``APPROVAL_TTL`` seconds pass (a lost reply).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from conjure_actors.actors.messages import (
     AccrueNow,
     ApproveLaunch,
     ApproveRenewal,
+    LaunchApprovalUnused,
     SetBudget,
 )
 from conjure_actors.domain import cost_policy
@@ -31,6 +38,7 @@ from conjure_actors.runtime import Actor
 log = logging.getLogger("conjure_actors.actors.cost")
 
 ACCRUE_INTERVAL = 30.0
+APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launch logged
 
 OnExceeded = Callable[[str], Awaitable[None]]
 
@@ -42,6 +50,31 @@ class Ledger:
         self.ctx = ctx
         self.on_exceeded = on_exceeded
         self.exceeded_handled = False
+        self.reservations: list[cost_policy.Reservation] = []
+        self.seen_requests: set[str] | None = None  # launch requests known at the last look
+
+    def reserved(self) -> int:
+        """What the approvals still pending commit, after settling them against the State
+        (each launch logged since the last look uses one) and dropping the expired."""
+        keys = cost_policy.request_keys(self.ctx.state)
+        new = 0 if self.seen_requests is None else len(keys - self.seen_requests)
+        self.seen_requests = keys
+        self.reservations = cost_policy.settle_reservations(
+            self.reservations, new_launches=new, now=trio.current_time()
+        )
+        return cost_policy.reserved_micros(self.reservations)
+
+    def reserve(self, job_id: str, estimate: int) -> None:
+        """Count an approval for ``job_id`` as committed until its launch is logged."""
+        expires_at = trio.current_time() + APPROVAL_TTL
+        self.reservations.append(cost_policy.Reservation(job_id, estimate, expires_at))
+
+    def release(self, job_id: str) -> None:
+        """The pool did not use an approval for ``job_id``: its oldest reservation goes."""
+        for i, r in enumerate(self.reservations):
+            if r.job_id == job_id:
+                del self.reservations[i]
+                return
 
     def lease_estimate(self, server_type: str) -> int:
         """What one lease of ``server_type`` commits to."""
@@ -87,7 +120,11 @@ class CostActor(Actor):
                     seconds=msg.seconds,
                     lease_micros=lease,
                     now=self.ctx.now(),
+                    reserved=self.ledger.reserved(),
                 )
+            case LaunchApprovalUnused():
+                self.ledger.release(msg.job_id)
+                return None
             case SetBudget():
                 limit = cost_policy.budget_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
@@ -112,8 +149,10 @@ class CostActor(Actor):
             lease_micros=lease,
             now=self.ctx.now(),
             at=self.ctx.now(),
+            reserved=self.ledger.reserved(),
         )
         if refused is None:
+            self.ledger.reserve(job_id, estimate)
             return True
         await self.ctx.emit(refused)
         return False

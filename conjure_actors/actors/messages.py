@@ -162,6 +162,14 @@ class ApproveLaunch:
 
 
 @attrs.frozen
+class LaunchApprovalUnused:
+    """Tell: the pool did not launch on an approval it got for ``job_id`` (the demand was
+    served meanwhile, launching stopped...): the CostActor stops reserving its lease."""
+
+    job_id: str
+
+
+@attrs.frozen
 class ApproveRenewal:
     """Ask: may the pool extend ``server_id``'s lease by ``seconds``? Answers a bool."""
 

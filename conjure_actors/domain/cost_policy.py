@@ -18,6 +18,8 @@ from __future__ import annotations
 import enum
 import math
 
+import attrs
+
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import cost_micros, machine_cost_micros
 from conjure_actors.domain.state import (
@@ -30,6 +32,7 @@ from conjure_actors.domain.state import (
 
 __all__ = [
     "BudgetLevel",
+    "Reservation",
     "accruals",
     "budget_events",
     "budget_level",
@@ -39,6 +42,9 @@ __all__ = [
     "committed_micros",
     "launch_allowed",
     "lease_cost_micros",
+    "request_keys",
+    "reserved_micros",
+    "settle_reservations",
     "spent_micros",
 ]
 
@@ -94,6 +100,38 @@ def committed_micros(state: State, now: float, *, lease_micros: int) -> int:
     return total + lease_micros * starting
 
 
+@attrs.frozen
+class Reservation:
+    """A launch approved for ``job_id`` whose ``MachineLaunchRequested`` is not yet seen:
+    its ``estimate`` counts as committed until then, or until ``expires_at`` (a lost reply
+    never blocks launches for good)."""
+
+    job_id: str
+    estimate: int
+    expires_at: float
+
+
+def request_keys(state: State) -> set[str]:
+    """Every launch request the state knows: open ones and those a machine came from."""
+    keys = set(state.launch_requests)
+    keys.update(m.request_key for m in state.machines.values() if m.request_key is not None)
+    return keys
+
+
+def settle_reservations(
+    reservations: list[Reservation], *, new_launches: int, now: float
+) -> list[Reservation]:
+    """The reservations still pending: each of ``new_launches`` launches logged since the
+    last look uses the oldest approval (the pool launches in the order it was approved),
+    then those expired at ``now`` go."""
+    return [r for r in reservations[max(0, new_launches) :] if r.expires_at > now]
+
+
+def reserved_micros(reservations: list[Reservation]) -> int:
+    """What the pending approvals commit."""
+    return sum(r.estimate for r in reservations)
+
+
 def launch_allowed(*, limit: int | None, spent: int, committed: int, estimate: int) -> bool:
     """May we commit ``estimate`` more micros? Always, without a limit."""
     if limit is None:
@@ -113,14 +151,23 @@ def budget_level(*, spent: int, limit: int | None, warn_fraction: float) -> Budg
 
 
 def check_launch(
-    state: State, job_id: str, *, estimate: int, lease_micros: int, now: float, at: float
+    state: State,
+    job_id: str,
+    *,
+    estimate: int,
+    lease_micros: int,
+    now: float,
+    at: float,
+    reserved: int = 0,
 ) -> ev.LaunchRefused | None:
-    """``None`` if a launch committing ``estimate`` fits the budget, else the refusal."""
+    """``None`` if a launch committing ``estimate`` fits the budget, else the refusal.
+    ``reserved``: the estimates of launches approved but not yet in ``state`` (an approval
+    is answered before the pool logs its launch); they count as committed."""
     limit = state.budget.limit_micros
     if limit is None:
         return None
     spent = spent_micros(state, now)
-    committed = committed_micros(state, now, lease_micros=lease_micros)
+    committed = committed_micros(state, now, lease_micros=lease_micros) + reserved
     if not state.budget.exceeded and launch_allowed(
         limit=limit, spent=spent, committed=committed, estimate=estimate
     ):
@@ -134,9 +181,16 @@ def check_launch(
 
 
 def check_renewal(
-    state: State, server_id: str, *, seconds: float, lease_micros: int, now: float
+    state: State,
+    server_id: str,
+    *,
+    seconds: float,
+    lease_micros: int,
+    now: float,
+    reserved: int = 0,
 ) -> bool:
-    """May ``server_id``'s lease be extended by ``seconds``?"""
+    """May ``server_id``'s lease be extended by ``seconds``? (``reserved``: as for
+    :func:`check_launch`.)"""
     limit = state.budget.limit_micros
     if limit is None:
         return True
@@ -146,7 +200,7 @@ def check_renewal(
     return launch_allowed(
         limit=limit,
         spent=spent_micros(state, now),
-        committed=committed_micros(state, now, lease_micros=lease_micros),
+        committed=committed_micros(state, now, lease_micros=lease_micros) + reserved,
         estimate=lease_cost_micros(m.rate_micros_per_hour, seconds),
     )
 
