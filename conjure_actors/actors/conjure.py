@@ -57,6 +57,7 @@ from conjure_actors.actors.messages import (
     CancelJob,
     InterruptJob,
     JobStallNoticed,
+    LaunchApprovalUnused,
     Reply,
     SetBudget,
     StopAllMachines,
@@ -637,10 +638,14 @@ async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> C
     async def approve_renewal(server_id: str, seconds: float) -> bool:
         return bool(await cost_ref.ask(ApproveRenewal(server_id, seconds), timeout=60))
 
+    async def approval_unused(job_id: str) -> None:
+        await cost_ref.tell(LaunchApprovalUnused(job_id))
+
     pool = MachinePool(
         ctx,
         approve_launch=approve_launch,
         approve_renewal=approve_renewal,
+        approval_unused=approval_unused,
         make_client=functools.partial(make_comfyui_client, ctx),
     )
     machines_ref = await system.spawn(

@@ -355,6 +355,7 @@ class _Shutdown:
 
 ApproveLaunchFn = Callable[[str, str], Awaitable[bool]]
 ApproveRenewalFn = Callable[[str, float], Awaitable[bool]]
+ApprovalUnusedFn = Callable[[str], Awaitable[None]]
 
 
 class MachinePool:
@@ -368,6 +369,7 @@ class MachinePool:
         approve_launch: ApproveLaunchFn,
         approve_renewal: ApproveRenewalFn,
         make_client: Callable[[str, Any], Any],
+        approval_unused: ApprovalUnusedFn | None = None,
     ) -> None:
         self.ctx = ctx
         self.cfg = ctx.config.pool
@@ -375,6 +377,7 @@ class MachinePool:
         self.default_version = ctx.config.runcomfy.workflow_version or None
         self.approve_launch = approve_launch  # asks the CostActor (from a child task)
         self.approve_renewal = approve_renewal
+        self.approval_unused = approval_unused  # tells the CostActor (from a child task)
         self.make_client = make_client  # (server_id, SecretURL|str) -> ComfyUIClient
         self.waiting = _WaitQueue()
         self.seq = itertools.count()
@@ -837,6 +840,23 @@ class MachineActor(Actor):
         await self._tell(LaunchApproved(job_id, version, approved, prelaunch))
 
     async def _on_approved(self, msg: LaunchApproved) -> None:
+        launching = len(self._launching)
+        await self._act_on_approval(msg)
+        unused = self.pool.approval_unused
+        if msg.approved and len(self._launching) == launching and unused is not None:
+            # Approved but not launched (served or cancelled meanwhile, launching stopped):
+            # the CostActor stops counting the lease it reserved for it.
+            self.start_soon(self._approval_unused_child, unused, msg.job_id, name="unused")
+
+    async def _approval_unused_child(self, unused: ApprovalUnusedFn, job_id: str) -> None:
+        """Child: tell the CostActor an approval went unused (if it cannot hear it, the
+        reservation expires by itself)."""
+        try:
+            await unused(job_id)
+        except ActorStoppedError as exc:
+            log.warning("launch for job %s: approval unused, not told (%s)", job_id, exc)
+
+    async def _act_on_approval(self, msg: LaunchApproved) -> None:
         self._approving -= 1
         pool = self.pool
         if msg.prelaunch:

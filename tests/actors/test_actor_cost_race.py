@@ -8,6 +8,7 @@ from test_actor_pool import Rig, pool_rig
 
 from conjure_actors.actors.messages import ApproveLaunch, LaunchApprovalUnused, SetBudget
 from conjure_actors.domain import cost_policy
+from conjure_actors.domain import events as ev
 
 LEASE_SECONDS = 600.0
 
@@ -94,3 +95,39 @@ async def test_a_logged_launch_replaces_its_reservation(
         await rig.dangling_intent("k1")  # the pool logs MachineLaunchRequested for it
         assert await _approve(rig, "b")
         assert not await _approve(rig, "c")
+
+
+async def test_the_pool_returns_an_approval_it_did_not_use(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A job cancelled while its approval is on its way: the pool tells the CostActor, so
+    the next job's launch fits the budget at once instead of after the expiry."""
+    async with pool_rig(lease_seconds=LEASE_SECONDS) as rig:
+        await rig.cost.ask(set_budget(rig), timeout=60)
+        approve = rig.pool.approve_launch
+        release = trio.Event()
+
+        async def slow_approval(job_id: str, server_type: str) -> bool:
+            approved = await approve(job_id, server_type)
+            await release.wait()
+            return approved
+
+        async def approval_unused(job_id: str) -> None:
+            await rig.cost.tell(LaunchApprovalUnused(job_id))
+
+        rig.pool.approve_launch = slow_approval
+        rig.pool.approval_unused = approval_unused
+        a = await rig.job()
+        await rig.ask_lease(a)
+        await trio.testing.wait_all_tasks_blocked()
+        await rig.cancel(a)
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        rig.pool.approve_launch = approve
+        b = await rig.job()
+        start = rig.ctx.now()
+        lease = await rig.lease(b)
+        assert rig.state.budget.launches_refused == 0
+        assert rig.events(ev.MachineLaunchRequested)[0].at - start < 5
+        assert len(rig.sim.billing()) == 1
+        await rig.release(lease.server_id, b)
