@@ -505,9 +505,14 @@ class _Subscription:
         self.prompt_id = prompt_id
         self.send, self.receive = trio.open_memory_channel[_Routed](math.inf)
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = False) -> None:
+        """Unsubscribe; ``finished``: the prompt's outcome is known, so its late frames
+        (``execution_success``, ``executing {node: null}`` after the history answered) are
+        dropped instead of buffered as an orphan's."""
         if self.events._subs.get(self.prompt_id) is self:
             del self.events._subs[self.prompt_id]
+            if finished:
+                self.events._finished_prompt(self.prompt_id)
         self.send.close()
 
 
@@ -526,6 +531,10 @@ class ComfyUIEvents:
     # frames are kept: polling recovers anything older.
     MAX_BUFFERED_PROMPTS: Final = 64
     MAX_BUFFERED_FRAMES: Final = 256
+    # Prompts whose follower saw the outcome: their trailing frames are dropped, not kept
+    # as orphans (every finished job otherwise left one in the buffer until 64 newer ones
+    # pushed it out). An id is ~100 bytes: 1,024 of them are ~100 KiB per machine.
+    MAX_FINISHED_PROMPTS: Final = 1024
 
     def __init__(
         self,
@@ -546,6 +555,7 @@ class ComfyUIEvents:
         self.frames = 0
         self._subs: dict[str, _Subscription] = {}
         self._orphans: OrderedDict[str, deque[_Routed]] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._current_prompt: str | None = None
 
     def __repr__(self) -> str:
@@ -573,6 +583,7 @@ class ComfyUIEvents:
     def subscribe(self, prompt_id: str) -> _Subscription:
         sub = _Subscription(self, prompt_id)
         self._subs[prompt_id] = sub
+        self._finished.pop(prompt_id, None)
         for item in self._orphans.pop(prompt_id, ()):
             sub.send.send_nowait(item)
         return sub
@@ -585,12 +596,20 @@ class ComfyUIEvents:
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                 sub.send.send_nowait(item)
             return
+        if prompt_id in self._finished:
+            return
         buffered = self._orphans.get(prompt_id)
         if buffered is None:
             if len(self._orphans) >= self.MAX_BUFFERED_PROMPTS:
                 self._orphans.popitem(last=False)
             buffered = self._orphans[prompt_id] = deque(maxlen=self.MAX_BUFFERED_FRAMES)
         buffered.append(item)
+
+    def _finished_prompt(self, prompt_id: str) -> None:
+        self._orphans.pop(prompt_id, None)
+        self._finished[prompt_id] = None
+        if len(self._finished) > self.MAX_FINISHED_PROMPTS:
+            self._finished.popitem(last=False)
 
     def dispatch(self, message: str | bytes) -> None:
         """Parse one frame and hand it to the follower of its prompt."""
@@ -1272,6 +1291,7 @@ class ComfyUIClient:
         # path (a full checkpoint) runs, so a flood neither starves other tasks nor
         # outlives a cancellation.
         streak = 0
+        finished = False
         try:
             while True:
                 item: _Routed | Literal[False] = False
@@ -1342,6 +1362,8 @@ class ComfyUIClient:
                                 seen_cached, cached = True, update.nodes
                             if update is not None:
                                 yield update
+                    # The outcome is known: a consumer may close us at the last yield.
+                    finished = True
                     for update in self._from_history(prompt_id, entry, seen_start, seen_cached):
                         if isinstance(update, NodesCached):
                             cached = update.nodes
@@ -1371,7 +1393,7 @@ class ComfyUIClient:
                 next_poll = now + interval
         finally:
             if sub is not None:
-                sub.close()
+                sub.close(finished=finished)
 
     def _translate(
         self, prompt_id: str, item: wire.WsMessage | wire.BinaryFrame
