@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -106,6 +106,21 @@ class Run:
         return int(await self.process.wait())
 
 
+# Every ``run`` a test started: the autouse fixture below kills those still running when the
+# test ends, so a failing scenario (whose siblings are cancelled mid-way) leaves no process.
+_STARTED: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_runs() -> Iterator[None]:
+    """Kill any ``run`` subprocess the test left running (only a failed test leaves one)."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.returncode is None:
+            process.kill()
+
+
 async def start_run(
     cloud: ServedCloud, cwd: Path, *args: str, token: str | None = None, **env: str
 ) -> Run:
@@ -125,6 +140,7 @@ async def start_run(
         stdout=-1,
         stderr=-1,
     )
+    _STARTED.append(process)
     return Run(process)
 
 

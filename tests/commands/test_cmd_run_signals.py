@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_cmd_run_cloud import _crashes, _is, _state, served_cloud, start_run
+from test_cmd_run_cloud import (  # kill_leftover_runs: an autouse fixture, used by name
+    _crashes,
+    _is,
+    _state,
+    kill_leftover_runs,  # noqa: F401
+    served_cloud,
+    start_run,
+)
 
 pytestmark = pytest.mark.slow
 
