@@ -533,8 +533,9 @@ class ComfyUIEvents:
     MAX_BUFFERED_FRAMES: Final = 256
     # Prompts whose follower saw the outcome: their trailing frames are dropped, not kept
     # as orphans (every finished job otherwise left one in the buffer until 64 newer ones
-    # pushed it out). An id is ~100 bytes: 1,024 of them are ~100 KiB per machine.
-    MAX_FINISHED_PROMPTS: Final = 1024
+    # pushed it out). Late frames follow the outcome within moments and ComfyUI runs one
+    # prompt at a time: 256 ids (~80 bytes each, ~20 KiB per machine) cover that window.
+    MAX_FINISHED_PROMPTS: Final = 256
 
     def __init__(
         self,
