@@ -468,7 +468,7 @@ def _share_decoded(s: State) -> None:
     for job_id, job in s.jobs.items():
         if job.job_id == job_id:
             job.job_id = job_id
-        _share_job(job, table)
+        # Its values were shared as it was decoded (Job.__attrs_post_init__): not again.
         workflow = s.workflows.get(job.workflow_sha256)
         if workflow is not None:
             job.workflow_sha256 = workflow.sha256
