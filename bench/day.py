@@ -38,18 +38,13 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _mockrun import config_for, run_on_mock  # noqa: E402  (bench/_mockrun.py)
+
 import eventlog  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png  # noqa: E402
 from conjure_actors.clients.comfyui import ComfyUIClient  # noqa: E402
 from conjure_actors.clients.runcomfy import RunComfyClient  # noqa: E402
 from conjure_actors.clock import TrioWallClock  # noqa: E402
-from conjure_actors.config import (  # noqa: E402
-    Config,
-    PoolConfig,
-    RetryConfig,
-    RunComfyConfig,
-    Secret,
-)
 from conjure_actors.domain.events import Event  # noqa: E402
 from conjure_actors.domain.workflow import bindings_for, load_workflow  # noqa: E402
 from conjure_actors.sim.cloud import CloudFaults, CloudTimings, open_simulated_cloud  # noqa: E402
@@ -58,21 +53,7 @@ from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings  # noqa:
 from conjure_actors.testing import open_simulated_conjure  # noqa: E402
 from conjure_actors.testing.harness import seeded_ids  # noqa: E402
 
-VERSION = "wv-1"
-MOCK = trio.testing.MockClock
-
-
-def _config(cloud: Any, **pool: Any) -> Config:
-    return Config(
-        runcomfy=RunComfyConfig(
-            user_id=cloud.user_id,
-            api_token=Secret(cloud.token),
-            base_url=cloud.base_url,
-            workflow_version=VERSION,
-        ),
-        pool=PoolConfig(**pool),
-        retry=RetryConfig(initial=1.0, max_delay=10.0),
-    )
+_config = config_for
 
 
 @attrs.frozen
@@ -435,31 +416,10 @@ def _run_deterministic(fn: Any, *args: Any) -> Any:
     run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     tie = run._r = _TieBreak(1)
 
-    async def main() -> Any:
-        clock = trio.lowlevel.current_clock()
-        assert isinstance(clock, MOCK)
-        limiter = trio.to_thread.current_default_thread_limiter()
+    def on_drive() -> None:
+        tie.driver = trio.lowlevel.current_task()
 
-        async def drive() -> None:
-            tie.driver = trio.lowlevel.current_task()
-            while True:
-                await trio.testing.wait_all_tasks_blocked()
-                if limiter.statistics().borrowed_tokens:
-                    time.sleep(0.0002)  # noqa: ASYNC251 - no simulated time may pass here
-                    await trio.lowlevel.checkpoint()
-                    continue
-                gap = trio.lowlevel.current_statistics().seconds_to_next_deadline
-                if gap != math.inf:
-                    clock.jump(gap)
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drive)
-            result = await fn(*args)
-            nursery.cancel_scope.cancel()
-        return result
-
-    return trio.run(main, clock=MOCK())
+    return run_on_mock(fn, *args, on_drive=on_drive, step=0.0002)
 
 
 def main() -> int:

@@ -31,19 +31,15 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _mockrun import config_for, run_on_mock  # noqa: E402  (bench/_mockrun.py)
+
 import eventlog  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow  # noqa: E402
 from conjure_actors.actors.view import event_json_line  # noqa: E402
 from conjure_actors.clients.comfyui import ComfyUIClient  # noqa: E402
 from conjure_actors.clients.runcomfy import RunComfyClient  # noqa: E402
 from conjure_actors.clock import TrioWallClock  # noqa: E402
-from conjure_actors.config import (  # noqa: E402
-    Config,
-    PoolConfig,
-    RetryConfig,
-    RunComfyConfig,
-    Secret,
-)
+from conjure_actors.config import Config  # noqa: E402
 from conjure_actors.domain.events import Event  # noqa: E402
 from conjure_actors.domain.workflow import apply_bindings, load_workflow  # noqa: E402
 from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud  # noqa: E402
@@ -52,7 +48,6 @@ from conjure_actors.sim.runcomfy import RunComfyTimings  # noqa: E402
 from conjure_actors.testing import open_simulated_conjure  # noqa: E402
 
 VERSION = "wv-core-nodes-1"
-MOCK = trio.testing.MockClock
 
 
 class CountingSink:
@@ -74,16 +69,7 @@ class CountingSink:
 
 
 def _config(cloud: Any, **pool: Any) -> Config:
-    return Config(
-        runcomfy=RunComfyConfig(
-            user_id=cloud.user_id,
-            api_token=Secret(cloud.token),
-            base_url=cloud.base_url,
-            workflow_version=VERSION,
-        ),
-        pool=PoolConfig(**pool),
-        retry=RetryConfig(initial=1.0, max_delay=10.0),
-    )
+    return config_for(cloud, version=VERSION, **pool)
 
 
 # ------------------------------------------------------------------------------ overhead
@@ -226,39 +212,7 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
     )
 
 
-def _run(fn: Any, *args: Any) -> Any:
-    """Run ``fn`` on a MockClock that jumps to the next deadline only once every task is
-    blocked AND no worker thread is in flight. Plain autojump also jumps while a task waits
-    for a file written in a worker thread (the pipeline's fsynced outputs): simulated time
-    then races ahead with the disk (450 simulated seconds for 1,000 jobs instead of 30), and
-    every timer (pool polls, monitor ticks, keep-alives) fires that many more times, which
-    is not the pipeline's cost. While a thread runs the loop sleeps in short real-time steps
-    (nothing else can run meanwhile)."""
-
-    async def main() -> Any:
-        clock = trio.lowlevel.current_clock()
-        assert isinstance(clock, MOCK)
-        limiter = trio.to_thread.current_default_thread_limiter()
-
-        async def drive() -> None:
-            while True:
-                await trio.testing.wait_all_tasks_blocked()
-                if limiter.statistics().borrowed_tokens:
-                    time.sleep(0.0001)  # noqa: ASYNC251 - no simulated time may pass here
-                    await trio.lowlevel.checkpoint()
-                    continue
-                gap = trio.lowlevel.current_statistics().seconds_to_next_deadline
-                if gap != math.inf:
-                    clock.jump(gap)
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drive)
-            result = await fn(*args)
-            nursery.cancel_scope.cancel()
-        return result
-
-    return trio.run(main, clock=MOCK())
+_run = run_on_mock
 
 
 def main() -> int:

@@ -1,0 +1,73 @@
+"""What the pipeline benchmarks share (``bench/run.py``, ``bench/day.py``, ``bench/ws_trace.py``):
+the run settings against a simulated cloud, and a MockClock run that moves simulated time
+only when nothing but the clock can make progress."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+import trio.testing
+
+from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfig, Secret
+
+VERSION = "wv-1"
+MOCK = trio.testing.MockClock
+
+
+def config_for(cloud: Any, *, version: str = VERSION, **pool: Any) -> Config:
+    """Settings for a run of workflow ``version`` against ``cloud`` (a simulated cloud),
+    with these pool knobs."""
+    return Config(
+        runcomfy=RunComfyConfig(
+            user_id=cloud.user_id,
+            api_token=Secret(cloud.token),
+            base_url=cloud.base_url,
+            workflow_version=version,
+        ),
+        pool=PoolConfig(**pool),
+        retry=RetryConfig(initial=1.0, max_delay=10.0),
+    )
+
+
+def run_on_mock(
+    fn: Any, *args: Any, on_drive: Callable[[], None] | None = None, step: float = 0.0001
+) -> Any:
+    """Run ``fn(*args)`` on a MockClock that jumps to the next deadline only once every task
+    is blocked AND no worker thread is in flight. Plain autojump also jumps while a task
+    waits for a file written in a worker thread (the pipeline's fsynced outputs): simulated
+    time then races ahead with the disk (450 simulated seconds for 1,000 jobs instead of 30),
+    and every timer (pool polls, monitor ticks, keep-alives) fires that many more times,
+    which is not the pipeline's cost. While a thread runs, the loop sleeps in short
+    real-time steps of ``step`` seconds (nothing else can run meanwhile). ``on_drive`` is
+    called once from the driving task when it starts."""
+
+    async def main() -> Any:
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, MOCK)
+        limiter = trio.to_thread.current_default_thread_limiter()
+
+        async def drive() -> None:
+            if on_drive is not None:
+                on_drive()
+            while True:
+                await trio.testing.wait_all_tasks_blocked()
+                if limiter.statistics().borrowed_tokens:
+                    time.sleep(step)  # noqa: ASYNC251 - no simulated time may pass here
+                    await trio.lowlevel.checkpoint()
+                    continue
+                gap = trio.lowlevel.current_statistics().seconds_to_next_deadline
+                if gap != math.inf:
+                    clock.jump(gap)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive)
+            result = await fn(*args)
+            nursery.cancel_scope.cancel()
+        return result
+
+    return trio.run(main, clock=MOCK())
