@@ -78,6 +78,11 @@ class VersionCatalogue:
     def fetched(self) -> bool:
         return self._catalog is not None
 
+    @property
+    def catalog(self) -> Catalog | None:
+        """The catalogue fetched from the version's first machine (None until then)."""
+        return self._catalog
+
     async def refusal(self, client: ComfyUIClient, prompt: dict[str, Any]) -> PromptRefusal | None:
         """None to submit ``prompt``; else why the version's catalogue refuses it."""
         from conjure_actors.domain.preflight import check_prompt

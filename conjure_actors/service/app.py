@@ -81,7 +81,7 @@ class Service:
         self.assets = assets
         self.blobs = blobs
         self.settings = settings
-        self.catalog = catalog
+        self._catalog = catalog
         self.mode = mode
         self.accepting = True
         self.open_streams = 0
@@ -99,6 +99,19 @@ class Service:
         side = getattr(conjure, "side", None)
         if side is not None:
             side.on_preview = self.previews.put
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The node catalogue submissions are validated with, strictly (None: structure
+        only). On RunComfy with no catalogue recorded at start, the one the version's first
+        machine gave (the prompt check fetches and keeps it) counts from then on: a graph it
+        refuses gets its 422 at submission instead of failing later as a job."""
+        if self._catalog is None:
+            check = getattr(getattr(self.conjure, "ctx", None), "prompt_check", None)
+            learned: Catalog | None = getattr(check, "catalog", None)
+            if learned is not None:
+                self._catalog = learned
+        return self._catalog
 
     def job_ended(self, job_id: str) -> None:
         """A job reached a terminal status: its memory-only facts go (preview, extra_data)."""
