@@ -4,8 +4,11 @@ against the node catalogue recorded for the workflow version, as ``run`` checks 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,11 +27,12 @@ pytestmark = pytest.mark.slow
 VERSION = "wv-conjure-flux-mesh-1"
 
 
-async def test_recorded_catalogue_refuses_an_unknown_node(
+@asynccontextmanager
+async def runcomfy_account(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """With a catalogue recorded for the version, an unknown class is 422 before any
-    machine is launched; a known workflow is accepted."""
+) -> AsyncIterator[tuple[trio.Nursery, Any]]:
+    """Our simulated RunComfy account on loopback, and the settings of a run on it
+    (``tmp_path`` the working directory); the block's nursery runs the cloud."""
     timings = CloudTimings(runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2))
     monkeypatch.chdir(tmp_path)
     async with trio.open_nursery() as nursery:
@@ -43,6 +47,15 @@ async def test_recorded_catalogue_refuses_an_unknown_node(
                 "dev_state_file": str(tmp_path / "dev_machine.json"),
             },
         )
+        yield nursery, config
+
+
+async def test_recorded_catalogue_refuses_an_unknown_node(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a catalogue recorded for the version, an unknown class is 422 before any
+    machine is launched; a known workflow is accepted."""
+    async with runcomfy_account(monkeypatch, tmp_path) as (nursery, config):
         kept = catalogue_path(config, VERSION)
         kept.parent.mkdir(parents=True)
         kept.write_text(json.dumps(object_info(())))
@@ -67,20 +80,7 @@ async def test_catalogue_from_the_first_machine_refuses_at_submission_from_then_
 ) -> None:
     """With no catalogue recorded at start, the first job's machine gives it (the prompt
     check fetches and keeps it); from then on an unknown class is a 422 at submission."""
-    timings = CloudTimings(runcomfy=RunComfyTimings(ready_delay=0.5, deleting_delay=0.2))
-    monkeypatch.chdir(tmp_path)
-    async with trio.open_nursery() as nursery:
-        cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=5))
-        monkeypatch.setenv("RUNCOMFY_API_BASE_URL", cloud.base_url)
-        monkeypatch.setenv("RUNCOMFY_USER_ID", cloud.user_id)
-        monkeypatch.setenv("RUNCOMFY_API_TOKEN", cloud.token)
-        config = load_config(
-            config_file=None,
-            flags={
-                "runcomfy.workflow_version": VERSION,
-                "dev_state_file": str(tmp_path / "dev_machine.json"),
-            },
-        )
+    async with runcomfy_account(monkeypatch, tmp_path) as (nursery, config):
         unknown = workflow("invert_save.json")
         unknown["2"]["class_type"] = "NotOnThatVersion"
         async with serving(config, tmp_path) as served, httpx.AsyncClient() as http:
