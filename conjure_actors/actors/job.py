@@ -51,6 +51,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -342,6 +343,8 @@ class WorkflowActor(Actor):
         self._extra_names: dict[str, str] = {}  # NODE.INPUT -> uploaded name (extra_inputs)
         self._ending = False
         self._cancelling = False
+        self._timeout_at = math.inf  # set by on_start: the job's deadline (trio clock)
+        self._timer_started = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -360,33 +363,44 @@ class WorkflowActor(Actor):
 
     def _spawn(self, role: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn(token, *args)`` as a child of the current attempt (cancelled when the
-        attempt ends). An unexpected exception fails the attempt (reported, not raised)."""
-        token = self._token
+        attempt ends). An unexpected exception fails the attempt (reported, not raised).
+        Every child but the lease wait also needs the job's timer running (see _lease_child)."""
+        if role != "lease":
+            self._start_timer()
         scope = trio.CancelScope()
         old = self._scopes.pop(role, None)
         if old is not None:
             old.cancel()
         self._scopes[role] = scope
+        # A bound method, not a closure: fewer objects per waiting job (issue 16).
+        self.start_soon(
+            self._child, role, scope, self._token, fn, args, name=f"{self.job_id}-{role}"
+        )
 
-        async def child() -> None:
-            try:
-                with scope:
-                    await fn(token, *args)
-            except Exception as exc:
-                log.warning("job %s: %s failed unexpectedly: %s", self.job_id, role, describe(exc))
-                log.debug("job %s: %s traceback", self.job_id, role, exc_info=True)
-                await self._report(
-                    _Failed(
-                        token,
-                        AttemptFailure("retryable", f"{role}: unexpected {describe(exc)}"),
-                        suspect=False,
-                    )
+    async def _child(
+        self,
+        role: str,
+        scope: trio.CancelScope,
+        token: int,
+        fn: Callable[..., Awaitable[None]],
+        args: tuple[Any, ...],
+    ) -> None:
+        try:
+            with scope:
+                await fn(token, *args)
+        except Exception as exc:
+            log.warning("job %s: %s failed unexpectedly: %s", self.job_id, role, describe(exc))
+            log.debug("job %s: %s traceback", self.job_id, role, exc_info=True)
+            await self._report(
+                _Failed(
+                    token,
+                    AttemptFailure("retryable", f"{role}: unexpected {describe(exc)}"),
+                    suspect=False,
                 )
-            finally:
-                if self._scopes.get(role) is scope:
-                    del self._scopes[role]
-
-        self.start_soon(child, name=f"{self.job_id}-{role}")
+            )
+        finally:
+            if self._scopes.get(role) is scope:
+                del self._scopes[role]
 
     def _cancel_children(self) -> None:
         for scope in self._scopes.values():
@@ -462,11 +476,19 @@ class WorkflowActor(Actor):
             self.ctx.state, self.job_id, total_timeout=self.ctx.config.retry.total_timeout
         )
         left = max(0.0, deadline - self.ctx.now())
-        self.start_soon(self._job_timer, left, name=f"{self.job_id}-timeout")
+        # The job's deadline on the trio clock. No timer task yet: while the job only waits
+        # for a machine, its lease child waits until this deadline too (one task per queued
+        # job, not two: issue 16); the timer starts with the first other child.
+        self._timeout_at = trio.current_time() + left
         self.ref.tell_nowait(_Go())
 
-    async def _job_timer(self, seconds: float) -> None:
-        await trio.sleep(seconds)
+    def _start_timer(self) -> None:
+        if not self._timer_started:
+            self._timer_started = True
+            self.start_soon(self._job_timer, name=f"{self.job_id}-timeout")
+
+    async def _job_timer(self) -> None:
+        await trio.sleep_until(self._timeout_at)
         await self._report(_JobTimedOut())
 
     async def _emit_or_stop(self, *events: Any) -> bool:
@@ -951,14 +973,24 @@ class WorkflowActor(Actor):
     # ------------------------------------------------------------------ children (report only)
 
     async def _lease_child(self, token: int, only: str | None) -> None:
+        """Ask for a machine and wait for it, until the job's deadline at most (the job's
+        timer task is not running yet if this is all the job does: _JobTimedOut then)."""
+        with trio.move_on_at(self._timeout_at) as waiting:
+            lease = await self._lease_wait(token, only)
+        if waiting.cancelled_caught:
+            await self._report(_JobTimedOut())
+        elif lease is not None:
+            await self._report(_Leased(token, lease))
+
+    async def _lease_wait(self, token: int, only: str | None) -> Lease | None:
         reply: Reply[Lease] = Reply()
         job = self.job
         await self.pool.lease(self.job_id, job.workflow_version, job.priority, reply, only)
         try:
-            lease = await reply.wait()
+            return await reply.wait()
         except LeaseFailedError as exc:
             await self._report(_LeaseFailed(token, exc))
-            return
+            return None
         except BaseException:
             self.pool.cancel_lease(self.job_id)
             granted = reply._value if reply.done else None
@@ -966,7 +998,6 @@ class WorkflowActor(Actor):
                 with trio.CancelScope(shield=True):
                     await self.pool.release(granted.server_id, self.job_id)
             raise
-        await self._report(_Leased(token, lease))
 
     async def _guard(self, token: int, lease: Lease, seconds: float) -> None:
         """The attempt's watch (one child, not two): its machine lost (``_Lost``), or its

@@ -1,0 +1,100 @@
+"""A job's total timeout (``retry.total_timeout``, from submission) while it waits for a
+machine and while it runs, and what a queued job costs: one task, not a timer beside it
+(issue 16)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.config import RetryConfig
+from conjure_actors.domain.events import Event
+from conjure_actors.sim.comfyui import ComfyTimings
+
+GRAPH = json.loads(bundled_workflow())
+
+
+def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
+    return [
+        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
+    ]
+
+
+def _task_names(prefix: str) -> list[str]:
+    """The names of the running tasks that start with ``prefix``."""
+    names: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task.name.startswith(prefix):
+            names.append(task.name)
+        todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+    return sorted(names)
+
+
+async def test_a_job_waiting_for_a_machine_fails_at_its_total_timeout(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """No machine is ready before the job's total timeout: the job fails (Timeout) queued."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1, retry=RetryConfig(total_timeout=30.0))
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            t0 = trio.current_time()
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].status == "failed")
+            elapsed = trio.current_time() - t0
+            failed = conjure.state.jobs[job]
+    assert failed.error is not None
+    assert failed.error.error_type == "Timeout"
+    assert "30 s" in failed.error.message
+    assert 30.0 <= elapsed < 31.0
+    assert "JobStarted" not in _names(log, job)
+
+
+async def test_a_running_job_fails_at_its_total_timeout(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A prompt that runs past the job's total timeout: the job fails (Timeout) started."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud:
+        config = sim_config(cloud, max_machines=1, retry=RetryConfig(total_timeout=300.0))
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].status == "failed")
+            failed = conjure.state.jobs[job]
+    assert failed.error is not None
+    assert failed.error.error_type == "Timeout"
+    assert "300 s" in failed.error.message
+    assert "JobStarted" in _names(log, job)
+
+
+async def test_a_queued_job_runs_one_task_besides_its_actor(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """While a job waits for a machine, its lease wait is its only task (no timer task)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
+            await trio.testing.wait_all_tasks_blocked()
+            assert _task_names(f"{job}-") == [f"{job}-lease"]
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
