@@ -5,32 +5,16 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as hyp
+from test_domain_decide import TABLE, base
 
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.prices import default_price_table
-from conjure_actors.domain.state import State, apply, initial_state
-
-TABLE = default_price_table("pro")
-WF = "e" * 64
+from conjure_actors.domain.state import State, apply
 
 
 def running() -> State:
     """j1 running attempt 1 on a ready machine s1."""
-    state = initial_state()
-    for event in (
-        ev.WorkflowRegistered(sha256=WF, name="w", graph_json="{}", at=0.0),
-        ev.JobSubmitted(job_id="j1", workflow_sha256=WF, at=1.0),
-        ev.MachineLaunchRequested(
-            request_key="k",
-            server_type="medium",
-            workflow_version="v1",
-            estimated_duration=60,
-            at=1.0,
-        ),
-        ev.MachineLaunched(request_key="k", server_id="s1", at=2.0),
-    ):
-        apply(state, event)
+    state = base()  # j1 submitted, s1 launched (test_domain_decide)
     apply(
         state,
         decide.machine_ready(
