@@ -53,7 +53,7 @@ import json
 import logging
 import math
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -189,7 +189,21 @@ class _Found:
 @attrs.frozen
 class _Progress:
     token: int
-    update: Any  # a comfyui FollowUpdate
+    update: Any  # a comfyui FollowUpdate, or a _Streamed batch of them
+
+
+@attrs.define(eq=False)
+class _Streamed:
+    """Streamed updates of one follow (started, cached, node started / progress / executed),
+    in order, reported with ONE ``_Progress`` message and emitted with ONE journal append.
+
+    The follow child appends to the batch it reported last while the actor has not taken
+    it (``taken``) and nothing else was reported since: under a flood of progress frames the
+    actor wakes and waits for a commit once per batch, not once per frame (issue 16).
+    """
+
+    updates: list[Any]
+    taken: bool = False
 
 
 @attrs.frozen
@@ -834,22 +848,17 @@ class WorkflowActor(Actor):
         pid = self.job.prompt_id or ""
         now = self.ctx.now()
         match u:
-            case cu.PromptStarted():
-                await self.emit(ev.ExecutionStarted(job_id=jid, prompt_id=pid, at=now))
-            case cu.NodesCached(nodes=nodes):
-                await self.emit(
-                    ev.NodeCached(job_id=jid, prompt_id=pid, nodes=tuple(nodes), at=now)
-                )
-            case cu.NodeStarted(node=node):
-                await self.emit(ev.NodeStarted(job_id=jid, prompt_id=pid, node_id=node, at=now))
-            case cu.NodeProgress(node=node, value=value, max=mx):
-                await self.emit(
-                    ev.NodeProgress(
-                        job_id=jid, prompt_id=pid, node_id=node, value=value, max=mx, at=now
-                    )
-                )
-            case cu.NodeExecuted(node=node):
-                await self.emit(ev.NodeExecuted(job_id=jid, prompt_id=pid, node_id=node, at=now))
+            case _Streamed(updates=updates):
+                u.taken = True  # the follow child starts a new batch from now on
+                await self.emit(*_streamed_events(updates, jid, pid, now))
+            case (
+                cu.PromptStarted()
+                | cu.NodesCached()
+                | cu.NodeStarted()
+                | cu.NodeProgress()
+                | cu.NodeExecuted()
+            ):
+                await self.emit(*_streamed_events((u,), jid, pid, now))
             case cu.PromptSucceeded(outputs=outs):
                 if self.job.execution != "succeeded":
                     await self.emit(ev.ExecutionSucceeded(job_id=jid, prompt_id=pid, at=now))
@@ -1248,6 +1257,14 @@ class WorkflowActor(Actor):
         frames: dict[str, int] = {}  # SaveImageWebsocket images saved so far, by node
         sent: dict[str, int] = {}  # the images each one announced (its progress bar's max)
         running: str | None = None  # the node a frame without metadata comes from
+        streamed = (
+            cu.PromptStarted,
+            cu.NodesCached,
+            cu.NodeStarted,
+            cu.NodeProgress,
+            cu.NodeExecuted,
+        )
+        batch: _Streamed | None = None  # the last report, while it can take more updates
         while True:
             lease = self._lease
             events = lease.events if (use_ws and lease is not None) else None
@@ -1267,8 +1284,17 @@ class WorkflowActor(Actor):
                             if node in ws_nodes and node is not None:
                                 index = frames.get(node, 0)
                                 frames[node] = index + 1
+                                batch = None  # it reports: what follows goes after it
                                 await self._save_ws_image(token, node, index, update)
                             continue
+                        if isinstance(update, streamed):
+                            if batch is not None and not batch.taken:
+                                batch.updates.append(update)
+                            else:
+                                batch = _Streamed([update])
+                                await self._report(_Progress(token, batch))
+                            continue
+                        batch = None
                         if isinstance(update, cu.PromptSucceeded):
                             have, announced = self._ws_saved(frames), self._ws_sent(sent)
                             lost = ws_images_lost(ws_nodes, have, announced)
@@ -1360,6 +1386,32 @@ class WorkflowActor(Actor):
                 _Saved(token, node_id, filename, str(path), size, digest, _kind_of(filename))
             )
         await self._report(_Downloaded(token))
+
+
+def _streamed_events(updates: Iterable[Any], jid: str, pid: str, now: float) -> list[Any]:
+    """The events of streamed follow updates (a ``_Streamed`` batch), one each, in order."""
+    from conjure_actors.clients import comfyui as cu
+
+    events: list[Any] = []
+    for u in updates:
+        match u:
+            case cu.NodeProgress(node=node, value=value, max=mx):
+                events.append(
+                    ev.NodeProgress(
+                        job_id=jid, prompt_id=pid, node_id=node, value=value, max=mx, at=now
+                    )
+                )
+            case cu.NodeStarted(node=node):
+                events.append(ev.NodeStarted(job_id=jid, prompt_id=pid, node_id=node, at=now))
+            case cu.NodeExecuted(node=node):
+                events.append(ev.NodeExecuted(job_id=jid, prompt_id=pid, node_id=node, at=now))
+            case cu.PromptStarted():
+                events.append(ev.ExecutionStarted(job_id=jid, prompt_id=pid, at=now))
+            case cu.NodesCached(nodes=nodes):
+                events.append(ev.NodeCached(job_id=jid, prompt_id=pid, nodes=tuple(nodes), at=now))
+            case _:
+                raise TypeError(f"not a streamed follow update: {type(u).__name__}")
+    return events
 
 
 def ws_images_lost(ws_nodes: set[str], saved: dict[str, int], sent: dict[str, int]) -> str | None:
