@@ -49,9 +49,9 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 import msgspec
 import outcome
@@ -125,43 +125,54 @@ class JournalStatistics(msgspec.Struct, frozen=True):
 
 
 class _Batch:
-    """The events of one future commit, in append order, and the appenders waiting on it."""
+    """The events of one future commit, in append order, and the appenders parked on it.
 
-    __slots__ = ("count", "entries", "events", "journal", "taken", "ts", "withdrawn")
+    Entry ``k`` is one append call: ``tasks[k]`` parked on it, its events from ``starts[k]``
+    up to the next entry's start (one for ``append``, several for ``append_many``). A cancel
+    while the batch is open withdraws the entry: ``tasks[k]`` becomes None and its events
+    are left out when the committer takes the batch. Positions never move while it is open,
+    so each appender knows its own from the moment it joins.
+    """
 
-    def __init__(self, journal: Journal[Any, Any]) -> None:
-        self.journal = journal
-        self.entries: list[_Entry] = []
+    __slots__ = ("count", "events", "starts", "taken", "tasks", "ts", "withdrawn")
+
+    def __init__(self) -> None:
+        self.tasks: list[trio.lowlevel.Task | None] = []
+        self.starts: list[int] = []
         self.events: list[Any] = []
         self.ts: list[float] = []
         self.count = 0  # events of the entries still in the batch
         self.withdrawn = 0  # entries withdrawn by a cancel while the batch was open
         self.taken = False  # the committer has it: no entry may leave any more
 
+    def span(self, k: int) -> tuple[int, int]:
+        """Where entry ``k``'s events are: (start, end) in ``events``."""
+        starts = self.starts
+        end = starts[k + 1] if k + 1 < len(starts) else len(self.events)
+        return starts[k], end
 
-class _Entry:
-    """One append call parked on a batch: its slice of the batch's events.
 
-    ``count`` 0 means a single ``append`` (one event, answered with the record itself);
-    otherwise an ``append_many`` of ``count`` events (answered with a list). ``start`` -1
-    marks an entry withdrawn by a cancel. Kept tiny: one is made per append.
+class _Answer(outcome.Outcome[Any]):
+    """What every appender of a batch is woken with: the batch's records, by position.
+
+    ``outcome.Value`` may be unwrapped only once, so it would cost one allocation per
+    append; this one is unwrapped by each appender of the batch (inside trio's
+    ``wait_task_rescheduled``), which then takes its own record or slice.
     """
 
-    __slots__ = ("batch", "count", "start", "task")
+    __slots__ = ("value",)
 
-    def __init__(self, batch: _Batch, start: int, count: int) -> None:
-        self.batch = batch
-        self.start = start
-        self.count = count
-        self.task = _current_task()
+    def __init__(self, value: list[Any]) -> None:
+        self.value = value
 
-    def abort(self, _: Any) -> trio.lowlevel.Abort:
-        """Cancelled while parked: withdraw if still queued; once in flight, see it through."""
-        batch = self.batch
-        if batch.taken:
-            return trio.lowlevel.Abort.FAILED
-        batch.journal._withdraw(self)
-        return trio.lowlevel.Abort.SUCCEEDED
+    def unwrap(self) -> list[Any]:
+        return self.value
+
+    def send(self, gen: Generator[Any, list[Any], object]) -> Any:
+        return gen.send(self.value)
+
+    async def asend(self, agen: AsyncGenerator[Any, list[Any]]) -> Any:
+        return await agen.asend(self.value)
 
 
 class _Subscriber:
@@ -203,6 +214,7 @@ class Journal(Generic[E, S]):
         self._max_batch = 1 if store.sync == "always" else max_batch
         self._max_delay = max_delay
         self._threaded = isinstance(store, LogWriter) and store.sync != "none"
+        self._inline = store.sync == "none" and not max_delay
         # Open batches, oldest first: appenders join the last one while it has room, the
         # committer takes the first one whole.
         self._batches: deque[_Batch] = deque()
@@ -268,18 +280,25 @@ class Journal(Generic[E, S]):
         if type(event) not in self._class_set and not isinstance(event, self._classes):
             raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
         batches = self._batches
-        if not batches and self._sync == "none" and not self._max_delay:
+        if batches:
+            batch = batches[-1]
+            if batch.count >= self._max_batch:
+                batch = self._open_batch()
+        elif self._inline:
             # Nothing queued and nothing to group (no fsync to share, no batching delay):
             # commit inline instead of a round trip through the committer.
             return await self._append_inline(event)
-        # The hot path: join the open batch in place (no per-call lists), park once.
-        batch = batches[-1] if batches else None
-        if batch is None or batch.count >= self._max_batch:
-            batch = _Batch(self)
-            batches.append(batch)
-        entry = _Entry(batch, len(batch.events), 0)
-        batch.entries.append(entry)
-        batch.events.append(event)
+        else:
+            batch = self._open_batch()
+        # The hot path: join the open batch in place, park once. Nothing is allocated for
+        # the append but its abort callback: the batch's answer is shared (see _Answer).
+        events = batch.events
+        start = len(events)
+        tasks = batch.tasks
+        k = len(tasks)
+        tasks.append(_current_task())
+        batch.starts.append(start)
+        events.append(event)
         batch.ts.append(self._clock())
         batch.count += 1
         self._queued_events += 1
@@ -287,18 +306,21 @@ class Journal(Generic[E, S]):
         if committer is not None:
             self._idle_committer = None
             _reschedule(committer)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            return self._withdraw(batch, k)
+
         # wait_task_rescheduled is the cheapest park in trio and is itself the checkpoint.
-        record: Record[E] = await _park(entry.abort)
-        return record
+        records: list[Record[E]] = await _park(abort)
+        return records[start]
 
     async def _append_inline(self, event: E) -> Record[E]:
         # A cancel before the commit withdraws the event, as a queued append's would; once
         # committed the append succeeds (the checkpoint after it cannot raise Cancelled).
         await trio.lowlevel.checkpoint_if_cancelled()
-        records = self._store.stage_many([event], ts=[self._clock()])
+        records = self._store.stage_many((event,), ts=(self._clock(),))
         self._store.flush()
-        self._complete([], records)
-        if self._failure is not None:
+        if not self._complete(records):
             raise self._failed_error()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return records[0]
@@ -318,10 +340,11 @@ class Journal(Generic[E, S]):
         batches = self._batches
         batch = batches[-1] if batches else None
         if batch is None or (batch.count and batch.count + n > self._max_batch):
-            batch = _Batch(self)
-            batches.append(batch)
-        entry = _Entry(batch, len(batch.events), n)
-        batch.entries.append(entry)
+            batch = self._open_batch()
+        start = len(batch.events)
+        k = len(batch.tasks)
+        batch.tasks.append(_current_task())
+        batch.starts.append(start)
         batch.events.extend(events)
         batch.ts.extend([now] * n)
         batch.count += n
@@ -329,9 +352,13 @@ class Journal(Generic[E, S]):
         committer = self._idle_committer
         if committer is not None:
             self._idle_committer = None
-            trio.lowlevel.reschedule(committer)
-        records: list[Record[E]] = await trio.lowlevel.wait_task_rescheduled(entry.abort)
-        return records
+            _reschedule(committer)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            return self._withdraw(batch, k)
+
+        records: list[Record[E]] = await _park(abort)
+        return records[start : start + n]
 
     @asynccontextmanager
     async def subscribe(
@@ -362,16 +389,24 @@ class Journal(Generic[E, S]):
         if self._closing:
             raise LogClosedError("the journal is closed; append inside open_journal()")
 
-    def _withdraw(self, entry: _Entry) -> None:
-        # Rare (a cancel while queued): mark it; the committer drops marked entries.
-        n = entry.count or 1
-        entry.start = -1
-        batch = entry.batch
+    def _open_batch(self) -> _Batch:
+        batch = _Batch()
+        self._batches.append(batch)
+        return batch
+
+    def _withdraw(self, batch: _Batch, k: int) -> trio.lowlevel.Abort:
+        """Entry ``k`` of ``batch`` is cancelled while parked: withdrawn if still queued."""
+        if batch.taken:
+            # Being written: it cannot be withdrawn; it waits for that one commit.
+            return trio.lowlevel.Abort.FAILED
+        start, end = batch.span(k)
+        batch.tasks[k] = None
         batch.withdrawn += 1
-        batch.count -= n
-        self._queued_events -= n
+        batch.count -= end - start
+        self._queued_events -= end - start
         if not batch.count and batch in self._batches:
             self._batches.remove(batch)
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def _park_committer(self) -> None:
         self._idle_committer = trio.lowlevel.current_task()
@@ -413,65 +448,89 @@ class Journal(Generic[E, S]):
         batch = self._batches.popleft()
         batch.taken = True
         self._queued_events -= batch.count
-        if batch.withdrawn:
-            # Rebuild without the withdrawn entries (their slices shift).
-            entries = [e for e in batch.entries if e.start >= 0]
-            events: list[Any] = []
-            stamps: list[float] = []
-            for e in entries:
-                start, n = e.start, e.count or 1
-                events.extend(batch.events[start : start + n])
-                stamps.extend(batch.ts[start : start + n])
-                e.start = len(events) - n
-            batch.entries, batch.events, batch.ts = entries, events, stamps
-            batch.withdrawn = 0
-        return batch if batch.entries else None
+        return batch if batch.count else None
 
     async def _commit_one_batch(self) -> None:
         """Persist, apply, publish and answer one batch. Never raises (answers carry errors)."""
         batch = self._take_batch()
         if batch is None:
             return
-        entries = batch.entries
+        tasks = batch.tasks
         if self._failure is not None:
-            self._answer_all(entries, self._failed_error())
+            self._answer_all(tasks, self._failed_error())
             return
+        keep: list[int] | None = None
+        events, stamps = batch.events, batch.ts
+        if batch.withdrawn:
+            # Leave the withdrawn entries' events out; the others keep their positions.
+            keep = [i for k, t in enumerate(tasks) if t is not None for i in range(*batch.span(k))]
+            events = [events[i] for i in keep]
+            stamps = [stamps[i] for i in keep]
         try:
-            records = await self._persist(batch.events, batch.ts)
+            records = await self._persist(events, stamps)
         except LogWriteError as exc:
-            self._answer_all(entries, exc)
+            self._answer_all(tasks, exc)
             return
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt and the like: nobody may stay parked forever.
                 self._fail(exc)
-                self._answer_all(entries, self._failed_error())
+                self._answer_all(tasks, self._failed_error())
                 for queued in self._batches:
                     queued.taken = True
-                    self._answer_all(
-                        [e for e in queued.entries if e.start >= 0], self._failed_error()
-                    )
+                    self._answer_all(queued.tasks, self._failed_error())
                 self._batches.clear()
                 self._queued_events = 0
                 raise
             # Not the disk: most likely one event that does not encode. Commit the entries
             # one by one so that only the culprit's append fails.
-            if len(entries) == 1:
-                self._answer_all(entries, exc)
-                return
-            for entry in entries:
-                start, n = entry.start, entry.count or 1
-                try:
-                    records_one = await self._persist(
-                        batch.events[start : start + n], batch.ts[start : start + n]
-                    )
-                except Exception as one_exc:
-                    self._answer_all([entry], one_exc)
-                else:
-                    entry.start = 0
-                    self._complete([entry], records_one)
+            await self._commit_one_by_one(batch, exc)
             return
-        self._complete(entries, records)
+        if keep is not None:
+            by_position: list[Any] = [None] * len(batch.events)
+            for i, record in zip(keep, records, strict=True):
+                by_position[i] = record
+            records_at = by_position
+        else:
+            records_at = records
+        if not self._complete(records):
+            self._answer_all(tasks, self._failed_error())
+            return
+        answer = _Answer(records_at)
+        reschedule = _reschedule
+        if keep is None:
+            # Nothing withdrawn: every entry's task is there.
+            for parked in cast("list[trio.lowlevel.Task]", tasks):
+                reschedule(parked, answer)
+        else:
+            for task in tasks:
+                if task is not None:
+                    reschedule(task, answer)
+
+    async def _commit_one_by_one(self, batch: _Batch, exc: Exception) -> None:
+        live = [k for k, task in enumerate(batch.tasks) if task is not None]
+        if len(live) == 1:
+            self._answer_all(batch.tasks, exc)
+            return
+        records_at: list[Any] = [None] * len(batch.events)
+        answer = _Answer(records_at)
+        for k in live:
+            task = batch.tasks[k]
+            assert task is not None
+            if self._failure is not None:
+                _reschedule(task, outcome.Error(self._failed_error()))
+                continue
+            start, end = batch.span(k)
+            try:
+                records = await self._persist(batch.events[start:end], batch.ts[start:end])
+            except Exception as one_exc:
+                _reschedule(task, outcome.Error(one_exc))
+                continue
+            records_at[start:end] = records
+            if self._complete(records):
+                _reschedule(task, answer)
+            else:
+                _reschedule(task, outcome.Error(self._failed_error()))
 
     async def _persist(self, events: list[Any], stamps: list[float]) -> list[Record[Any]]:
         # Encoding is CPU work: do it here. Only the write and fsync (which release the GIL)
@@ -489,7 +548,8 @@ class Journal(Generic[E, S]):
             self._store.flush()
         return records
 
-    def _complete(self, entries: list[_Entry], records: list[Record[Any]]) -> None:
+    def _complete(self, records: list[Record[Any]]) -> bool:
+        """Count, apply and publish durable records; False if ``apply`` failed the journal."""
         self._commits += 1
         self._appended += len(records)
         self._largest = max(self._largest, len(records))
@@ -504,23 +564,14 @@ class Journal(Generic[E, S]):
                 except Exception as exc:
                     exc.add_note(f"while applying record seq {record.seq} in the journal")
                     self._fail(exc)
-                    self._answer_all(entries, self._failed_error())
-                    return
+                    return False
             self._state = state
         if self._subscribers:
             self._publish(records)
-        reschedule = _reschedule
-        value = outcome.Value
-        for entry in entries:
-            count = entry.count
-            if not count:
-                reschedule(entry.task, value(records[entry.start]))
-            else:
-                start = entry.start
-                reschedule(entry.task, value(records[start : start + count]))
         every = self._snap_every
         if every and self._last_seq // every > self._snap_seq // every and records:
             self._take_snapshot(records[-1].ts)
+        return True
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -592,9 +643,10 @@ class Journal(Generic[E, S]):
             self._subscribers.remove(sub)
         sub.send.close()
 
-    def _answer_all(self, entries: list[_Entry], exc: BaseException) -> None:
-        for entry in entries:
-            trio.lowlevel.reschedule(entry.task, outcome.Error(exc))
+    def _answer_all(self, tasks: list[trio.lowlevel.Task | None], exc: BaseException) -> None:
+        for task in tasks:
+            if task is not None:
+                _reschedule(task, outcome.Error(exc))
 
     def _failed_error(self) -> JournalFailedError:
         err = JournalFailedError(

@@ -187,6 +187,76 @@ async def test_cancelled_queued_append_is_withdrawn(autojump_clock: trio.testing
     assert [r.event for r in log.records()] == [Noted("kept")]
 
 
+async def test_appends_around_a_withdrawn_one_get_their_own_records(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A cancel in the middle of an open batch: the appends before and after it (single and
+    many) get their own records, and the withdrawn one is not written."""
+    log = eventlog.MemoryLog(Ev)
+    got: dict[str, Any] = {}
+    with trio.fail_after(10):
+        async with eventlog.open_journal(log, Ev, max_delay=1.0, max_batch=10) as journal:
+
+            async def one(name: str) -> None:
+                got[name] = await journal.append(Noted(name))
+
+            async def many(name: str) -> None:
+                got[name] = await journal.append_many([Noted(name), Progressed(name, 1)])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(many, "before")
+                await trio.sleep(0.1)
+                with trio.move_on_after(0.1):
+                    await journal.append(Noted("withdrawn"))
+                nursery.start_soon(one, "after")
+                await trio.sleep(0.1)
+                nursery.start_soon(many, "last")
+            assert journal.statistics().commits == 1
+    assert [(r.seq, r.event) for r in got["before"]] == [
+        (1, Noted("before")),
+        (2, Progressed("before", 1)),
+    ]
+    assert (got["after"].seq, got["after"].event) == (3, Noted("after"))
+    assert [(r.seq, r.event) for r in got["last"]] == [
+        (4, Noted("last")),
+        (5, Progressed("last", 1)),
+    ]
+    assert [r.event for r in log.records()] == [
+        Noted("before"),
+        Progressed("before", 1),
+        Noted("after"),
+        Noted("last"),
+        Progressed("last", 1),
+    ]
+
+
+async def test_an_event_that_does_not_encode_fails_only_its_own_append(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One event msgspec cannot encode in a shared batch: that append raises, the others of
+    the batch are written and get their own records."""
+    log = eventlog.MemoryLog(Ev)
+    got: dict[str, Any] = {}
+    unencodable = Noted(object())  # type: ignore[arg-type]
+    with trio.fail_after(10):
+        async with eventlog.open_journal(log, Ev, max_delay=1.0, max_batch=10) as journal:
+
+            async def one(name: str, event: Any) -> None:
+                try:
+                    got[name] = await journal.append(event)
+                except TypeError as exc:
+                    got[name] = exc
+
+            async with trio.open_nursery() as nursery:
+                for name, event in [("a", Noted("a")), ("bad", unencodable), ("b", Noted("b"))]:
+                    nursery.start_soon(one, name, event)
+                    await trio.sleep(0.1)
+    assert isinstance(got["bad"], TypeError)
+    assert (got["a"].seq, got["a"].event) == (1, Noted("a"))
+    assert (got["b"].seq, got["b"].event) == (2, Noted("b"))
+    assert [r.event for r in log.records()] == [Noted("a"), Noted("b")]
+
+
 async def test_max_delay_groups_appends_into_one_commit(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
