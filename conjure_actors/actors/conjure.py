@@ -58,6 +58,9 @@ from conjure_actors.actors.messages import (
     InterruptJob,
     JobStallNoticed,
     LaunchApprovalUnused,
+    Lease,
+    LeaseFailedError,
+    QueueJob,
     Reply,
     SetBudget,
     StopAllMachines,
@@ -131,6 +134,8 @@ class Conjure:
         self.pool = pool
         self.jobs = jobs
         self._job_refs: dict[str, ActorRef] = {}
+        self._starting: str | None = None  # the job whose actor is being spawned
+        self._ended_starting = False  # ... and it ended in its on_start
         self._job_ended = trio.Event()  # set (and replaced) when a job's actor is done
         self._shut_down = False
         self._fatal: BaseException | None = None
@@ -142,6 +147,11 @@ class Conjure:
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
         """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
+        # What the queue answered jobs waiting without an actor, for _run_starter to act on
+        # in order (the pool tells without waiting; starting an actor waits).
+        self._starts: tuple[
+            trio.MemorySendChannel[tuple[str, Any]], trio.MemoryReceiveChannel[tuple[str, Any]]
+        ] = trio.open_memory_channel(math.inf)
 
     @property
     def state(self) -> st.State:
@@ -182,8 +192,13 @@ class Conjure:
             name=name,
             images=images,
         )
-        await self.ctx.emit(submitted)
-        await self._start_job(job_id)
+        if self._shut_down:
+            await self.ctx.emit(submitted)
+            return job_id
+        # Submitted and queued in one append (the submitter writes both: a queued job has
+        # no actor until a machine is leased to it).
+        await self.ctx.emit(submitted, ev.JobQueued(job_id=job_id, at=submitted.at))
+        await self._queue(job_id)
         return job_id
 
     async def prepare_submission(
@@ -248,7 +263,7 @@ class Conjure:
         """Start the WorkflowActor of a job whose ``JobSubmitted`` the caller logged (after
         a shutdown began it stays queued in the log: the next start runs it)."""
         if not self._shut_down:
-            await self._start_job(job_id)
+            await self._queue(job_id)
 
     def _default_version(self) -> str | None:
         if self.ctx.mode == "comfyui":
@@ -279,8 +294,67 @@ class Conjure:
         # Absolute: a resume from another directory finds it (issue 17).
         return str(target.resolve()), digest
 
-    async def _start_job(self, job_id: str) -> None:
+    # A queued job is state, not a live actor (issue 16). Its JobSubmitted/JobQueued are in
+    # the log and the fold; the pool's one waiting queue holds a small entry for it (priority,
+    # order, deadline). Its WorkflowActor starts only when a machine is leased to it
+    # (MachinePool.on_granted -> _granted), or briefly to write what ends it while queued:
+    # its cancellation, its timeout, a refusal (budget, nothing can serve it). Only the run's
+    # stop writes JobInterrupted for the queued jobs itself, in one append (Conjure already
+    # wrote it for jobs whose actor did not answer), rather than start thousands of actors.
+
+    async def _queue(self, job_id: str) -> None:
+        """Put an active job the log says waits (pending, queued) into the pool's queue;
+        any other status (running, retrying, interrupted) gets its actor now."""
+        job = self.state.jobs[job_id]
+        if job.status not in st.RESUMABLE_STATUSES:
+            return  # ended already (cancelled before it was started)
+        if job.status not in (st.PENDING, st.QUEUED):
+            await self._start_job(job_id)
+            return
+        if job.status == st.PENDING:
+            await self.ctx.emit(decide.queue_job(self.state, job_id, at=self.ctx.now()))
+        deadline = decide.job_deadline(
+            self.state, job_id, total_timeout=self.ctx.config.retry.total_timeout
+        )
+        at = trio.current_time() + max(0.0, deadline - self.ctx.now())
+        await self.machines.tell(QueueJob(job_id, job.workflow_version, job.priority, at))
+
+    def _granted(self, job_id: str, lease: Lease) -> None:
+        """From the pool: a machine is leased to a queued job (start its actor with it)."""
+        self._starts[0].send_nowait((job_id, lease))
+
+    def _refused(self, job_id: str, error: LeaseFailedError) -> None:
+        """From the pool: a queued job cannot be served, or waited past its deadline."""
+        if error.reason != "cancelled":  # withdrawn by whoever cancels it
+            self._starts[0].send_nowait((job_id, error))
+
+    async def _run_starter(self) -> None:
+        """Start the actors of queued jobs as the queue answers them, one at a time (a job
+        has one actor: what comes for a job whose actor runs goes to it, or is given back)."""
         port = PoolPort(self.machines)
+        async for job_id, first in self._starts[1]:
+            ref = self._job_refs.get(job_id)
+            job = self.state.jobs.get(job_id)
+            active = job is not None and job.status in st.ACTIVE_STATUSES
+            if ref is not None or not active or self._shut_down:
+                if isinstance(first, Lease):
+                    await port.release(first.server_id, job_id)
+                elif isinstance(first, CancelJob) and ref is not None:
+                    with contextlib.suppress(ActorStoppedError):  # it ended meanwhile
+                        await ref.tell(first)
+                continue
+            try:
+                await self._start_job(job_id, first)
+            except ActorStoppedError as exc:  # the job supervisor is stopping: the run ends
+                log.info("job %s not started: %s", job_id, exc)
+                if isinstance(first, Lease):
+                    await port.release(first.server_id, job_id)
+
+    async def _start_job(
+        self, job_id: str, first: Lease | LeaseFailedError | CancelJob | None = None
+    ) -> None:
+        port = PoolPort(self.machines)
+        self._starting, self._ended_starting = job_id, False
         ref = await self.jobs.spawn(
             functools.partial(
                 WorkflowActor,
@@ -290,15 +364,20 @@ class Conjure:
                 self._job_done,
                 self.fail_run,
                 side=self.side,
+                first=first,
             ),
             name=job_id,
             restart=Restart.TRANSIENT,
             shutdown_timeout=20.0,
         )
-        self._job_refs[job_id] = ref
+        self._starting = None
+        if not self._ended_starting:  # not already done in its on_start (a job that ended)
+            self._job_refs[job_id] = ref
 
     def _job_done(self, job_id: str) -> None:
         self._job_refs.pop(job_id, None)
+        if job_id == self._starting:
+            self._ended_starting = True
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -325,6 +404,8 @@ class Conjure:
         ref = self._job_refs.get(job_id)
         if ref is not None:
             await ref.tell(CancelJob(job_id, reason))
+        elif not self._shut_down:  # queued: its actor starts to cancel it (and dequeue it)
+            self._starts[0].send_nowait((job_id, CancelJob(job_id, reason)))
         else:
             await self.ctx.emit(
                 decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
@@ -444,6 +525,7 @@ class Conjure:
     async def _ordered_stop(self, reason: str) -> None:
         await self.machines.tell(StopLaunching(reason))
         why = "shutdown" if reason == "done" else reason
+        queued: list[str] = []
         for job_id in self.active_jobs():
             ref = self._job_refs.get(job_id)
             if ref is not None:
@@ -451,6 +533,13 @@ class Conjure:
                     await ref.tell(InterruptJob(job_id, why))
                 except ActorStoppedError:
                     log.debug("job %s ended before its interruption", job_id)
+            else:
+                queued.append(job_id)
+        if queued:  # waiting without an actor: interrupted here, in one append
+            now = self.ctx.now()
+            await self.ctx.emit(
+                *(decide.interrupt_job(self.state, j, reason=why, at=now) for j in queued)
+            )
         with trio.move_on_after(25):
             await self.wait_until_idle()
         for job_id in self.active_jobs():  # actors that did not answer in time
@@ -492,6 +581,10 @@ class Conjure:
                 ref.tell_nowait(CancelJob(job_id, reason))
             except (ActorStoppedError, trio.WouldBlock) as exc:  # it just ended, or is busy
                 log.info("budget: cancel of %s not delivered: %s", job_id, exc)
+        if not self._shut_down:
+            for job_id in self.active_jobs():  # queued: an actor starts to cancel each
+                if job_id not in self._job_refs:
+                    self._starts[0].send_nowait((job_id, CancelJob(job_id, reason)))
         self.machines.tell_nowait(StopAllMachines(reason))
 
 
@@ -572,6 +665,7 @@ async def open_conjure(
                 with single_error():
                     async with trio.open_nursery() as guard:
                         guard.start_soon(conjure._wait_fatal)
+                        guard.start_soon(conjure._run_starter)
                         try:
                             await _start(conjure, attach or {})
                             yield conjure
@@ -647,6 +741,8 @@ async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> C
         approve_renewal=approve_renewal,
         approval_unused=approval_unused,
         make_client=functools.partial(make_comfyui_client, ctx),
+        on_granted=lambda job_id, lease: holder["c"]._granted(job_id, lease),
+        on_refused=lambda job_id, error: holder["c"]._refused(job_id, error),
     )
     machines_ref = await system.spawn(
         functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0
@@ -809,4 +905,4 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
         await reply.wait()
         for job in list(ctx.state.jobs.values()):
             if job.status in st.RESUMABLE_STATUSES:
-                await conjure._start_job(job.job_id)
+                await conjure._queue(job.job_id)  # queued again, or its actor for the rest

@@ -8,7 +8,11 @@ backoff and timeout timers. The actor decides what a report means with the pure 
 of :mod:`conjure_actors.domain.decide` (a failure: retry, requeue or fail; a timeout; a
 crash), emits, and starts the next child. One job, as messages::
 
-    _Go            -> JobQueued; child: lease          -> _Leased(lease)
+    (queued)       the job waits with no actor, one entry in the pool's queue; its actor
+                   starts once a machine is leased to it (or to write its cancellation or
+                   timeout while queued)              -> _Leased(lease)
+    _Go            -> JobQueued (a requeue, a retry, a crashed incarnation); child: lease
+                                                       -> _Leased(lease)
     _Leased        -> JobStarted; child: upload        -> _Uploaded(name, sha256)
     _Uploaded      -> InputUploaded, PromptSubmitting (intent, with a fresh prompt id);
                       child: POST /prompt              -> _Submitted(number)
@@ -338,8 +342,13 @@ class WorkflowActor(Actor):
         *,
         max_crashes: int = MAX_JOB_CRASHES,
         side: JobSide | None = None,
+        first: Lease | LeaseFailedError | CancelJob | None = None,
     ) -> None:
         self.ctx = ctx
+        # What the queue answered a job that waited without an actor (issue 16): the machine
+        # leased to it, the refusal (``reason="timeout"``: its deadline passed), or its
+        # cancellation. Only the first incarnation takes it: a restarted one asks again.
+        self._first = first
         self.job_id = job_id
         self.side = side
         self.pool = pool
@@ -461,8 +470,15 @@ class WorkflowActor(Actor):
     # ------------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
+        first, self._first = self._first, None
+        if self.incarnation > 1:
+            first = None
         job = self.ctx.state.jobs.get(self.job_id)
-        if job is None or job.status in st.TERMINAL_STATUSES:
+        # Interrupted while its lease was on its way (the run stops): not taken up.
+        stopped = first is not None and job is not None and job.status == st.INTERRUPTED
+        if job is None or job.status in st.TERMINAL_STATUSES or stopped:
+            if isinstance(first, Lease):
+                self._lease = first  # leased as the job ended: _finish gives it back
             await self._finish()
             return
         crashes = self.incarnation - 1
@@ -494,7 +510,19 @@ class WorkflowActor(Actor):
         # for a machine, its lease child waits until this deadline too (one task per queued
         # job, not two: issue 16); the timer starts with the first other child.
         self._timeout_at = trio.current_time() + left
-        self.ref.tell_nowait(_Go())
+        match first:
+            case None:
+                self.ref.tell_nowait(_Go())
+            case Lease():  # the queue leased it a machine: the attempt starts here
+                self._new_attempt()
+                self._reattach = False
+                self.ref.tell_nowait(_Leased(self._token, first))
+            case LeaseFailedError(reason="timeout"):
+                self.ref.tell_nowait(_JobTimedOut())
+            case LeaseFailedError():
+                self.ref.tell_nowait(_LeaseFailed(self._token, first))
+            case CancelJob():
+                self.ref.tell_nowait(first)
 
     def _start_timer(self) -> None:
         if not self._timer_started:

@@ -9,6 +9,7 @@ awaits the reply without holding the actor's mailbox, so the actor keeps serving
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -99,6 +100,28 @@ class LeaseMachine:
     priority: int
     reply: Reply[Lease]
     only_server: str | None = None
+
+
+@attrs.frozen
+class QueueJob:
+    """Queue a job that has no actor (issue 16: a queued job is state, not a live actor).
+
+    The pool keeps one small entry for it in its one waiting queue (priority, then first
+    come first served) until a machine is leased to it: then ``MachinePool.on_granted(job_id,
+    lease)`` starts its WorkflowActor with the lease. If it can never be served (launch
+    refused, shutdown), or ``deadline`` (trio time: the job's ``total_timeout``) passes while
+    it waits, ``MachinePool.on_refused(job_id, error)`` says so (``error.reason``:
+    ``"timeout"`` for the deadline, ``"cancelled"`` after a ``CancelLease``)."""
+
+    job_id: str
+    workflow_version: str | None
+    priority: int
+    deadline: float = math.inf
+
+
+@attrs.frozen
+class QueueDeadline:
+    """From the pool's one queue timer: the earliest deadline of a queued job has come."""
 
 
 @attrs.frozen

@@ -42,6 +42,7 @@ import bisect
 import heapq
 import itertools
 import logging
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -56,6 +57,8 @@ from conjure_actors.actors.messages import (
     LeaseFailedError,
     LeaseMachine,
     PollNow,
+    QueueDeadline,
+    QueueJob,
     ReleaseMachine,
     Reply,
     StopAllMachines,
@@ -246,8 +249,36 @@ class _Waiter:
     workflow_version: str | None
     priority: int
     seq: int
-    reply: Reply[Lease]
+    reply: Reply[Lease] | _Admission
     only_server: str | None = None
+    deadline: float = math.inf  # trio time; a queued job's (QueueJob), else none
+
+
+class _Admission:
+    """The answer slot of a job queued without an actor (``QueueJob``): the grant or the
+    refusal goes to the pool's ``on_granted`` / ``on_refused``, which start the job's actor
+    (issue 16: a queued job holds this, a ``_Waiter`` and its heap entries, not a task)."""
+
+    __slots__ = ("done", "job_id", "pool")
+
+    def __init__(self, pool: MachinePool, job_id: str) -> None:
+        self.pool = pool
+        self.job_id = job_id
+        self.done = False
+
+    def set(self, lease: Lease) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        self.pool.granted(self.job_id, lease)
+        return True
+
+    def fail(self, error: LeaseFailedError) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        self.pool.refused(self.job_id, error)
+        return True
 
 
 def _serving_key(w: _Waiter) -> tuple[int, int]:
@@ -294,6 +325,10 @@ class _WaitQueue:
             same_job.remove(w)
             if not same_job:
                 del self._by_job[w.job_id]
+
+    def get(self, seq: int) -> _Waiter | None:
+        """The request queued as ``seq``, if it still waits."""
+        return self.unbound.get(seq) or self.bound.get(seq)
 
     def of_job(self, job_id: str) -> list[_Waiter]:
         """The requests of one job (a copy)."""
@@ -370,6 +405,8 @@ class MachinePool:
         approve_renewal: ApproveRenewalFn,
         make_client: Callable[[str, Any], Any],
         approval_unused: ApprovalUnusedFn | None = None,
+        on_granted: Callable[[str, Lease], None] | None = None,
+        on_refused: Callable[[str, LeaseFailedError], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.cfg = ctx.config.pool
@@ -380,6 +417,9 @@ class MachinePool:
         self.approval_unused = approval_unused  # tells the CostActor (from a child task)
         self.make_client = make_client  # (server_id, SecretURL|str) -> ComfyUIClient
         self.waiting = _WaitQueue()
+        self.on_granted = on_granted  # a queued job got its machine: start its actor
+        self.on_refused = on_refused  # a queued job cannot be served, or timed out
+        self.deadlines: list[tuple[float, int]] = []  # (deadline, seq) of queued jobs, a heap
         self.seq = itertools.count()
         self.live: dict[str, _Live] = {}
         self.launching_allowed = True
@@ -404,6 +444,16 @@ class MachinePool:
         """For attached machines: have the actor open their WebSocket in the background."""
         if self.ref is not None:
             self.ref.tell_nowait(OpenEvents(server_id))
+
+    def granted(self, job_id: str, lease: Lease) -> None:
+        if self.on_granted is None:
+            raise RuntimeError("QueueJob needs MachinePool(on_granted=...)")
+        self.on_granted(job_id, lease)
+
+    def refused(self, job_id: str, error: LeaseFailedError) -> None:
+        if self.on_refused is None:
+            raise RuntimeError("QueueJob needs MachinePool(on_refused=...)")
+        self.on_refused(job_id, error)
 
     def client_of(self, server_id: str) -> ComfyUIClient | None:
         live = self.live.get(server_id)
@@ -431,6 +481,8 @@ class MachineActor(Actor):
         self._poll_queued = False
         self._poll_waiters: list[Reply[None]] = []
         self._reconciling = False
+        self._timer_at = math.inf  # when the queue timer (one child) wakes next
+        self._timer_scope: trio.CancelScope | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -439,6 +491,7 @@ class MachineActor(Actor):
         for live in self.pool.live.values():  # their tasks ended with the last incarnation
             live.events, live.events_scope = None, None
         self.start_soon(self._ticker, name="machine-poll-timer")
+        self._arm_queue_timer()  # the queue outlives an incarnation; its timer does not
         if self.pool.shutdown is not None and self.pool.shutdown.replies:
             # Restarted while stopping every machine: the next listing stops what still
             # runs, and the stop's reply still gets its answer in time.
@@ -459,7 +512,19 @@ class MachineActor(Actor):
     async def receive(self, msg: Any) -> Any:
         match msg:
             case LeaseMachine():
-                await self._lease(msg)
+                await self._lease(
+                    msg.job_id, msg.workflow_version, msg.priority, msg.reply, msg.only_server
+                )
+            case QueueJob():
+                await self._lease(
+                    msg.job_id,
+                    msg.workflow_version,
+                    msg.priority,
+                    _Admission(self.pool, msg.job_id),
+                    deadline=msg.deadline,
+                )
+            case QueueDeadline():
+                self._expire_queued()
             case ReleaseMachine():
                 await self._release(msg.server_id, msg.job_id, broken=msg.broken)
             case CancelLease():
@@ -504,36 +569,96 @@ class MachineActor(Actor):
 
     # ------------------------------------------------------------------ leases
 
-    async def _lease(self, msg: LeaseMachine) -> None:
+    async def _lease(
+        self,
+        job_id: str,
+        workflow_version: str | None,
+        priority: int,
+        reply: Reply[Lease] | _Admission,
+        only_server: str | None = None,
+        *,
+        deadline: float = math.inf,
+    ) -> None:
         if self.pool.shutdown is not None:
             reason = self.pool.shutdown.reason
-            msg.reply.fail(
-                LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason)
-            )
+            reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
             return
         # A job that still holds a lease (its actor restarted) gets it back as it is.
         for m in self.ctx.state.machines.values():
             if (
-                msg.job_id in m.leases
+                job_id in m.leases
                 and m.status not in MACHINE_GONE
-                and (msg.only_server in (None, m.server_id))
+                and (only_server in (None, m.server_id))
             ):
                 live = self.pool.live.setdefault(m.server_id, _Live())
-                msg.reply.set(Lease(m.server_id, live.client, live.lost, live.events))
+                reply.set(Lease(m.server_id, live.client, live.lost, live.events))
                 return
+        seq = next(self.pool.seq)
         self.pool.waiting.append(
-            _Waiter(
-                msg.job_id,
-                msg.workflow_version,
-                msg.priority,
-                next(self.pool.seq),
-                msg.reply,
-                msg.only_server,
-            )
+            _Waiter(job_id, workflow_version, priority, seq, reply, only_server, deadline)
         )
+        if deadline != math.inf:
+            heapq.heappush(self.pool.deadlines, (deadline, seq))
+            if deadline < self._timer_at:
+                self._arm_queue_timer()
         self._arrived()
         await self._assign()
-        self._prelaunch(msg.job_id, msg.workflow_version)
+        self._prelaunch(job_id, workflow_version)
+
+    # One timer for the whole queue (issue 16): the deadlines of the queued jobs sit in one
+    # heap; one child sleeps until the earliest and tells QueueDeadline, and is replaced
+    # only when an earlier deadline arrives (in the usual FIFO-ish order, never). An entry
+    # whose job was served or withdrawn is dropped when it reaches the top; the heap is
+    # compacted when such entries outnumber the waiting ones.
+
+    def _next_deadline(self) -> float:
+        heap, waiting = self.pool.deadlines, self.pool.waiting
+        if len(heap) > 64 and len(heap) > 2 * len(waiting):
+            heap[:] = [d for d in heap if waiting.get(d[1]) is not None]
+            heapq.heapify(heap)
+        while heap and waiting.get(heap[0][1]) is None:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
+
+    def _arm_queue_timer(self) -> None:
+        at = self._next_deadline()
+        if at == self._timer_at and self._timer_scope is not None:
+            return
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+            self._timer_scope = None
+        self._timer_at = at
+        if at != math.inf:
+            self._timer_scope = trio.CancelScope(deadline=math.inf)
+            self.start_soon(self._queue_timer, self._timer_scope, at, name="machine-queue-timer")
+
+    async def _queue_timer(self, scope: trio.CancelScope, at: float) -> None:
+        with scope:
+            await trio.sleep_until(at)
+            await self.ref.tell(QueueDeadline())
+
+    def _expire_queued(self) -> None:
+        """Refuse (``reason="timeout"``) every queued job whose deadline has come."""
+        now = trio.current_time()
+        heap, waiting = self.pool.deadlines, self.pool.waiting
+        while heap and heap[0][0] <= now:
+            _, seq = heapq.heappop(heap)
+            w = waiting.get(seq)
+            if w is None:
+                continue
+            waiting.remove(w)
+            w.reply.fail(
+                LeaseFailedError(
+                    f"job {w.job_id} waited for a machine past its deadline",
+                    retryable=True,
+                    reason="timeout",
+                )
+            )
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        self._timer_scope = None
+        self._timer_at = math.inf
+        self._arm_queue_timer()
 
     async def _release(self, server_id: str, job_id: str, *, broken: bool) -> None:
         state = self.ctx.state

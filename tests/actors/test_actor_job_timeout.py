@@ -1,6 +1,6 @@
 """A job's total timeout (``retry.total_timeout``, from submission) while it waits for a
-machine and while it runs, and what a queued job costs: one task, not a timer beside it
-(issue 16)."""
+machine and while it runs, and what a queued job costs: no task of its own, its deadline
+watched by the queue's one timer (issue 16)."""
 
 from __future__ import annotations
 
@@ -81,10 +81,10 @@ async def test_a_running_job_fails_at_its_total_timeout(
     assert "JobStarted" in _names(log, job)
 
 
-async def test_a_queued_job_runs_one_task_besides_its_actor(
+async def test_a_queued_job_runs_no_task_of_its_own(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """While a job waits for a machine, its lease wait is its only task (no timer task)."""
+    """While a job waits for a machine it runs no task (no lease wait, no timer task)."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
@@ -94,7 +94,7 @@ async def test_a_queued_job_runs_one_task_besides_its_actor(
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
             await trio.testing.wait_all_tasks_blocked()
-            assert _task_names(f"{job}-") == [f"{job}-lease"]
+            assert _task_names(f"{job}-") == []
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[job].status == "succeeded"

@@ -1,0 +1,171 @@
+"""A queued job is state, not a live actor (issue 16): it waits as one entry in the pool's
+queue, and its WorkflowActor starts only once a machine is leased to it (or briefly, to
+write its cancellation or its timeout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors.conjure import Conjure
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.config import RetryConfig
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.events import Event
+from conjure_actors.runtime.events import ActorStarted
+
+GRAPH = json.loads(bundled_workflow())
+
+
+def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
+    return [
+        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
+    ]
+
+
+def _task_names(part: str) -> list[str]:
+    """The names of the running tasks whose name contains ``part``."""
+    names: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if part in task.name:
+            names.append(task.name)
+        todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+    return sorted(names)
+
+
+def _started(log: eventlog.MemoryLog[Any], job: str) -> int:
+    """How many times the job's actor was started (ActorStarted of ``.../<job>``)."""
+    return sum(
+        isinstance(r.event, ActorStarted) and r.event.actor.endswith(f"/{job}")
+        for r in log.records()
+    )
+
+
+async def _submit(conjure: Conjure, n: int = 1, priority: int = 0) -> list[str]:
+    return [
+        await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x", priority=priority)
+        for _ in range(n)
+    ]
+
+
+async def test_a_queued_job_has_no_actor_and_no_task(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """While jobs wait for a machine none has an actor or a task; they run once leased."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            jobs = await _submit(conjure, 3)
+            await trio.testing.wait_all_tasks_blocked()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 3
+            for job in jobs:
+                assert _task_names(job) == []
+                assert conjure.jobs.child(job) is None
+                assert _started(log, job) == 0
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 3
+    assert [_started(log, j) for j in jobs] == [1, 1, 1]
+
+
+async def test_a_cancelled_queued_job_ends_cancelled_and_never_leases(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Cancelled while queued: its actor starts to write JobCancelled; no machine is leased
+    to it, and the job queued behind it still runs."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            first, second = await _submit(conjure, 2)
+            await conjure.cancel(second, "user")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[first].status == "succeeded"
+            assert conjure.state.jobs[second].status == "cancelled"
+    assert _names(log, second) == ["JobSubmitted", "JobQueued", "JobCancelled"]
+    leased = [r.event.job_id for r in log.records() if isinstance(r.event, ev.MachineLeased)]
+    assert leased == [first]
+    assert _started(log, second) == 1
+
+
+async def test_queued_jobs_time_out_on_one_timer(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Jobs that wait past their total timeout fail (Timeout) unstarted; one timer task
+    watches the whole queue, not one per job."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1, retry=RetryConfig(total_timeout=30.0))
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            t0 = trio.current_time()
+            jobs = await _submit(conjure, 5)
+            await trio.testing.wait_all_tasks_blocked()
+            assert _task_names("machine-queue-timer") == ["machine-queue-timer"]
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: all(s.jobs[j].status == "failed" for j in jobs))
+            elapsed = trio.current_time() - t0
+            errors = [conjure.state.jobs[j].error for j in jobs]
+    assert all(e is not None and e.error_type == "Timeout" for e in errors)
+    assert 30.0 <= elapsed < 31.0
+    for job in jobs:
+        assert _names(log, job) == ["JobSubmitted", "JobQueued", "JobFailed"]
+
+
+async def test_queued_jobs_start_by_priority_then_in_order(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """One machine, one job at a time: the higher priority first, equals first come first."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            low1 = (await _submit(conjure))[0]
+            high = (await _submit(conjure, priority=5))[0]
+            low2 = (await _submit(conjure))[0]
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+    started = [r.event.job_id for r in log.records() if isinstance(r.event, ev.JobStarted)]
+    assert started == [high, low1, low2]
+
+
+async def test_a_queued_job_goes_back_into_the_queue_after_a_crash(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Crashed while queued: the restart queues it again (no actor while it waits, no second
+    JobQueued), then runs it to its end."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    out = tmp_path / "out"
+    jobs: list[str] = []
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1)
+
+        async def until_queued(conjure: Conjure) -> None:
+            jobs.extend(await _submit(conjure, 2))
+
+        await crash_when(cloud, log, out, config, wall, until_queued)
+        log = log.reopen()
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            await trio.testing.wait_all_tasks_blocked()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 2
+            assert [_task_names(j) for j in jobs] == [[], []]
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
+    for job in jobs:
+        assert _names(log, job).count("JobQueued") == 1
