@@ -11,6 +11,7 @@ fresh writer over what survived (as reopening the file would).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -55,6 +56,7 @@ class MemoryLog(Generic[E]):
         self._clock = clock or time.time
         self._codec = EventCodec(event_type)
         self._classes = event_classes(event_type)
+        self._class_set = frozenset(self._classes)
         self._storage = _storage or _Storage()
         self._pending_bytes = 0
         self._closed = False
@@ -102,19 +104,26 @@ class MemoryLog(Generic[E]):
         if ts is not None and len(ts) != len(events):
             raise ValueError(f"got {len(events)} events but {len(ts)} timestamps")
         encode = self._codec.encoder.encode
-        now = self._clock() if ts is None and events else 0.0
+        stamps = itertools.repeat(self._clock() if events else 0.0) if ts is None else ts
         frames = self._storage.frames
+        seq = len(frames)
+        class_set = self._class_set
         new: list[tuple[int, float, bytes]] = []
-        for i, event in enumerate(events):
-            if not isinstance(event, self._classes):
+        records: list[Record[E]] = []
+        size = 0
+        for event, t in zip(events, stamps, strict=False):  # lengths checked above
+            if type(event) not in class_set and not isinstance(event, self._classes):
                 raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
             payload = encode(event)
             if len(payload) > MAX_PAYLOAD:
                 raise RecordTooLargeError(len(payload), MAX_PAYLOAD)
-            new.append((len(frames) + i + 1, now if ts is None else ts[i], payload))
+            seq += 1
+            new.append((seq, t, payload))
+            records.append(Record(seq, t, event))
+            size += 24 + len(payload)
         frames.extend(new)
-        self._pending_bytes += sum(24 + len(p) for _, _, p in new)
-        return [Record(seq, t, e) for (seq, t, _), e in zip(new, events, strict=True)]
+        self._pending_bytes += size
+        return records
 
     def flush(self) -> None:
         """Make every appended record durable."""
