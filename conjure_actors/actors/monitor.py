@@ -15,7 +15,6 @@ line; the view is not worth stopping the run for.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -53,10 +52,7 @@ _DONE = (
     ev.JobRetrying,
 )
 _SEEN = _ALIVE + _DONE
-
-
-def _record_on(record: Any, state: st.State, sink: MonitorSink) -> None:
-    sink.record(record.seq, record.ts, record.event, state)
+_SEEN_TYPES = frozenset(_SEEN)  # events are final classes: a set lookup, not 15 isinstance
 
 
 class MonitorSink:
@@ -130,10 +126,10 @@ class MonitorActor(Actor):
                         while True:
                             batch.append(records.receive_nowait())
                     now = trio.current_time()
+                    self._show_records(batch)
                     for record in batch:
-                        self._show(functools.partial(_record_on, record, self.ctx.state))
                         event = record.event
-                        if isinstance(event, _SEEN):
+                        if type(event) in _SEEN_TYPES:
                             seen.pop(event.job_id, None)  # keep the order of the latest
                             seen[event.job_id] = (event, now)
                     continue
@@ -169,6 +165,20 @@ class MonitorActor(Actor):
                     self.notify_stall(job_id)
             case _:
                 log.warning("MonitorActor: unknown message %s", type(msg).__name__)
+
+    def _show_records(self, batch: list[Any]) -> None:
+        """Each record of ``batch`` on the sink, in order (one call per record, no closure:
+        this runs for every event of the run)."""
+        sink = self.sink
+        if sink is None:
+            return
+        state = self.ctx.state
+        try:
+            for record in batch:
+                sink.record(record.seq, record.ts, record.event, state)
+        except (OSError, ValueError) as exc:  # the terminal or pipe is gone (SIGHUP, EPIPE)
+            log.warning("monitor: the live view stopped: %s", exc)
+            self.sink = None
 
     def _show(self, call: Callable[[MonitorSink], None]) -> None:
         if self.sink is None:

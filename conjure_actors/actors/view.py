@@ -23,10 +23,35 @@ _json = msgspec.json.Encoder()
 
 
 def event_json_line(seq: int, ts: float, event: msgspec.Struct) -> str:
-    """One JSON line for one published record: ``{"seq", "ts", "type", ...fields}``."""
-    body: dict[str, Any] = {"seq": seq, "ts": round(ts, 6)}
-    body.update(msgspec.to_builtins(event))
-    return _json.encode(body).decode()
+    """One JSON line for one published record: ``{"seq", "ts", "type", ...fields}``.
+
+    The event is encoded once, straight from its Struct (the tag first, then its fields:
+    what ``to_builtins`` gives, in the same order), and ``seq``/``ts`` are written in front
+    of it: no intermediate dict per line."""
+    kind = type(event)
+    spliced = _SPLICED.get(kind)
+    if spliced is None:
+        spliced = _SPLICED[kind] = _spliceable(kind)
+    if not spliced:
+        body: dict[str, Any] = {"seq": seq, "ts": round(ts, 6)}
+        body.update(msgspec.to_builtins(event))
+        return _json.encode(body).decode()
+    head = b'{"seq":%d,"ts":%b,' % (seq, _json.encode(round(ts, 6)))
+    return (head + memoryview(_json.encode(event))[1:]).decode()
+
+
+_SPLICED: dict[type, bool] = {}
+
+
+def _spliceable(kind: type) -> bool:
+    """Whether a record of this Struct type can be written as ``seq, ts`` + its own encoding:
+    it is tagged (never ``{}``) and has no field named ``seq`` or ``ts`` (which the dict
+    form would overwrite in place)."""
+    if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+        return False
+    config = kind.__struct_config__
+    names = {f.encode_name for f in msgspec.structs.fields(kind)}
+    return config.tag_field is not None and not names & {"seq", "ts"}
 
 
 @attrs.define

@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import httpx
@@ -103,6 +103,7 @@ _NOWAIT_STREAK: Final = 16
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND: Final = b"IEND\xaeB`\x82"
 GLB_MAGIC: Final = b"glTF"
+_AS_IS: Final = {"accept-encoding": "identity"}  # /view: the bytes as they are stored
 PromptStatus = Literal["running", "pending", "done", "unknown"]
 
 
@@ -616,12 +617,15 @@ class ComfyUIEvents:
         """Parse one frame and hand it to the follower of its prompt."""
         self.frames += 1
         if isinstance(message, str):
+            # progress_state (half of a sampler's frames) repeats what the progress frames
+            # say and follow reads nothing from it: dropped here, it wakes no follower. It is
+            # known by its first bytes (ComfyUI writes the type first), before any decoding.
+            if message.startswith(wire.PROGRESS_STATE_PREFIXES):
+                return
             msg = wire.parse_ws_message(message)
             if isinstance(msg, wire.UnknownMessage):
                 log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, msg.type)
                 return
-            # progress_state (half of a sampler's frames) repeats what the progress frames
-            # say and follow reads nothing from it: dropped here, it wakes no follower.
             if isinstance(msg, wire.StatusMsg | wire.FeatureFlagsMsg | wire.ProgressStateMsg):
                 return
             prompt_id = msg.data.prompt_id
@@ -749,6 +753,7 @@ class ComfyUIClient:
         parts = urlsplit(self._base)
         scheme = "wss" if parts.scheme == "https" else "ws"
         self.ws_base = f"{scheme}://{parts.netloc}{parts.path}"
+        self._view_url = self._base + "/view?"
         self._secrets: dict[str, str] = {}
         self._queue_cache: tuple[float, QueueSnapshot] | None = None
         self._queue_inflight: trio.Event | None = None
@@ -1166,33 +1171,89 @@ class ComfyUIClient:
     ) -> tuple[int, str]:
         """One streamed attempt; a problem worth another attempt raises _RetryDownload."""
         # Ask for the bytes as they are: a compressed body would be inflated in memory a
-        # whole network chunk at a time, beyond the cap's reach.
+        # whole network chunk at a time, beyond the cap's reach. The query is encoded here
+        # (httpx's params merge parses the URL a second time).
         request = self._http.build_request(
-            "GET", self._base + "/view", params=params, headers={"accept-encoding": "identity"}
+            "GET", self._view_url + urlencode(params, quote_via=quote), headers=_AS_IS
         )
-        async with self._limiter:
-            response: httpx.Response | None = None
-            with trio.move_on_after(stall_timeout) as scope:
-                try:
-                    response = await self._http.send(request, stream=True)
-                except httpx.RequestError as exc:
-                    raise _RetryDownload(f"{type(exc).__name__}: {self.scrub(str(exc))}") from None
-            if response is None or scope.cancelled_caught:
-                raise _RetryDownload(f"no answer within {stall_timeout:g} s", stalled=True)
+        sink = FileSink(path, max_bytes=max_bytes, what=f"{output.shown} from {self.name}")
+        try:
+            try:  # a free token needs no trip through the scheduler (the request yields)
+                self._limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await self._limiter.acquire()
             try:
-                return await self._save_body(output, path, response, max_bytes, stall_timeout)
+                response = await self._receive(output, request, sink, max_bytes, stall_timeout)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await response.aclose()
+                self._limiter.release()
+            # Content-Length counts the bytes on the wire: the compressed ones if encoded.
+            declared_text = response.headers.get("content-length", "").strip()
+            if declared_text.isdecimal():
+                encoded = response.headers.get("content-encoding", "identity") != "identity"
+                received = response.num_bytes_downloaded if encoded else sink.size
+                if received != (declared := int(declared_text)):
+                    raise _RetryDownload(f"got {received} of {declared} bytes")
+            problem = signature_problem(output.filename, sink.head, sink.tail, sink.size)
+            if problem:
+                raise _RetryDownload(problem)
+            await trio.to_thread.run_sync(sink.commit)  # fsyncs: off the event loop
+        finally:
+            sink.abort()
+        return sink.size, sink.sha256
 
-    async def _save_body(
+    async def _receive(
         self,
         output: OutputFile,
-        path: Path,
-        response: httpx.Response,
+        request: httpx.Request,
+        sink: FileSink,
         max_bytes: int,
         stall_timeout: float,
-    ) -> tuple[int, str]:
+    ) -> httpx.Response:
+        """Send ``request`` and stream its body into ``sink``: the (closed) response.
+
+        ONE cancel scope bounds the exchange: its deadline moves ``stall_timeout`` seconds
+        ahead after every chunk, so it fires only once that long passed without a byte (the
+        answer's headers included), at the cost of one scope per attempt, not one per chunk.
+        """
+        response: httpx.Response | None = None
+        with trio.move_on_after(stall_timeout) as scope:
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.RequestError as exc:
+                raise _RetryDownload(f"{type(exc).__name__}: {self.scrub(str(exc))}") from None
+            try:
+                self._check_answer(output, response, max_bytes)
+                chunks = response.aiter_bytes()
+                while True:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except httpx.RequestError as exc:
+                        raise _RetryDownload(
+                            f"after {sink.size} bytes: {type(exc).__name__}: {self.scrub(str(exc))}"
+                        ) from None
+                    try:
+                        sink.write(chunk)
+                    except BaseException:
+                        await abandon(chunks)
+                        raise
+                    scope.deadline = trio.current_time() + stall_timeout
+            finally:
+                # A body read to its end is closed already (httpx closes it).
+                if not response.is_closed:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await response.aclose()
+        if response is None:
+            raise _RetryDownload(f"no answer within {stall_timeout:g} s", stalled=True)
+        if scope.cancelled_caught:
+            raise _RetryDownload(
+                f"no byte for {stall_timeout:g} s after {sink.size} bytes", stalled=True
+            )
+        return response
+
+    def _check_answer(self, output: OutputFile, response: httpx.Response, max_bytes: int) -> None:
+        """Raise unless ``response`` is a 200 whose declared size fits ``max_bytes``."""
         code = response.status_code
         if code == 404:
             raise DownloadError(
@@ -1209,47 +1270,11 @@ class ComfyUIClient:
                 f"downloading {output.shown} from {self.name} answered HTTP {code}", status=code
             )
         declared_text = response.headers.get("content-length", "").strip()
-        declared = int(declared_text) if declared_text.isdecimal() else None
-        if declared is not None and declared > max_bytes:
+        if declared_text.isdecimal() and (declared := int(declared_text)) > max_bytes:
             raise DownloadTooLargeError(
                 f"{output.shown} on {self.name} declares {declared} bytes, more than the "
                 f"download cap of {max_bytes} (raise downloads.max_bytes if it is expected)"
             )
-        sink = FileSink(path, max_bytes=max_bytes, what=f"{output.shown} from {self.name}")
-        try:
-            chunks = response.aiter_bytes()
-            while True:
-                chunk: bytes | None = None
-                with trio.move_on_after(stall_timeout) as scope:
-                    try:
-                        chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    except httpx.RequestError as exc:
-                        raise _RetryDownload(
-                            f"after {sink.size} bytes: {type(exc).__name__}: {self.scrub(str(exc))}"
-                        ) from None
-                if scope.cancelled_caught or chunk is None:
-                    raise _RetryDownload(
-                        f"no byte for {stall_timeout:g} s after {sink.size} bytes", stalled=True
-                    )
-                try:
-                    sink.write(chunk)
-                except BaseException:
-                    await abandon(chunks)
-                    raise
-            # Content-Length counts the bytes on the wire: the compressed ones if encoded.
-            encoded = response.headers.get("content-encoding", "identity") != "identity"
-            received = response.num_bytes_downloaded if encoded else sink.size
-            if declared is not None and received != declared:
-                raise _RetryDownload(f"got {received} of {declared} bytes")
-            problem = signature_problem(output.filename, sink.head, sink.tail, sink.size)
-            if problem:
-                raise _RetryDownload(problem)
-            await trio.to_thread.run_sync(sink.commit)  # fsyncs: off the event loop
-        finally:
-            sink.abort()
-        return sink.size, sink.sha256
 
     # ------------------------------------------------------------------ following
 

@@ -27,6 +27,7 @@ import attrs
 import msgspec
 
 __all__ = [
+    "PROGRESS_STATE_PREFIXES",
     "BinaryFrame",
     "CachedData",
     "ExecutedData",
@@ -228,6 +229,11 @@ class UnknownMessage(msgspec.Struct, frozen=True):
     type: str
     data: Any = None
 
+
+PROGRESS_STATE_PREFIXES: Final = ('{"type": "progress_state"', '{"type":"progress_state"')
+"""How a ``progress_state`` text frame starts (ComfyUI's ``json.dumps`` writes ``type``
+first; the second form is the compact one): a client that drops these frames can skip them
+without decoding (a frame that starts so and is malformed is dropped all the same)."""
 
 _DECODER: Final = msgspec.json.Decoder(WsMessage)
 _FALLBACK: Final = msgspec.json.Decoder(UnknownMessage)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import msgspec
 import pytest
@@ -208,3 +209,70 @@ async def test_a_stopped_machine_closes_its_sockets_and_refuses_new_ones() -> No
             async with httpx.AsyncClient(transport=cloud.http_transport()) as http:
                 with pytest.raises(httpx.ConnectError):
                     await http.get(url + "/system_stats")
+
+
+def _node_events_of(frames: tuple[str | bytes, ...]) -> list[tuple[str, Any]]:
+    """What each text frame of a trace becomes in the log, in the frames' order."""
+    out: list[tuple[str, Any]] = []
+    for frame in frames:
+        if not isinstance(frame, str):
+            continue
+        kind, data = json.loads(frame)["type"], json.loads(frame)["data"]
+        if kind == "execution_start":
+            out.append(("ExecutionStarted", None))
+        elif kind == "execution_cached":
+            out.append(("NodeCached", tuple(data["nodes"])))
+        elif kind == "executing" and data.get("node") is not None:
+            out.append(("NodeStarted", data["node"]))
+        elif kind == "progress" and data.get("node") is not None:
+            out.append(("NodeProgress", (data["node"], data["value"])))
+        elif kind == "executed":
+            out.append(("NodeExecuted", data["node"]))
+    return out
+
+
+def _node_events_in(log: eventlog.MemoryLog[Any], job_id: str) -> list[tuple[str, Any]]:
+    what: dict[type, Callable[[Any], Any]] = {
+        ev.ExecutionStarted: lambda e: None,
+        ev.NodeCached: lambda e: tuple(e.nodes),
+        ev.NodeStarted: lambda e: e.node_id,
+        ev.NodeProgress: lambda e: (e.node_id, e.value),
+        ev.NodeExecuted: lambda e: e.node_id,
+    }
+    return [
+        (type(r.event).__name__, what[type(r.event)](r.event))
+        for r in log.records()
+        if type(r.event) in what and r.event.job_id == job_id
+    ]
+
+
+async def test_a_flood_of_progress_frames_is_logged_in_order_one_event_each(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """100 progress frames between a node's start and its end (the job's actor takes them in
+    batches): one event each, in the frames' order, among the other node events."""
+    with trio.fail_after(600):
+        trace, _ = await record_trace(LIGHT, out_dir=tmp_path / "live")
+        frames = list(trace.frames)
+        at = next(
+            i
+            for i, f in enumerate(frames)
+            if isinstance(f, str) and '"executing"' in f and '"node": null' not in f
+        )
+        node = json.loads(frames[at])["data"]["node"]
+        flood = [
+            json.dumps(
+                {
+                    "type": "progress",
+                    "data": {"value": v, "max": 100, "prompt_id": trace.prompt_id, "node": node},
+                }
+            )
+            for v in range(1, 101)
+        ]
+        frames[at + 1 : at + 1] = flood
+        done = trace.done_index % len(trace.frames) + len(flood)
+        flooded = attrs.evolve(trace, frames=tuple(frames), done_index=done)
+        _, ids, _, log = await _replay(flooded, tmp_path / "replay")
+    logged = _node_events_in(log, ids[0])
+    assert logged == _node_events_of(flooded.frames)
+    assert sum(kind == "NodeProgress" for kind, _ in logged) >= 100
