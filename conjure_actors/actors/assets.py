@@ -41,12 +41,18 @@ log = logging.getLogger("conjure_actors.actors.assets")
 
 SWEEP_INTERVAL = 30.0
 """Seconds between two expiry sweeps."""
+INLINE_BYTES = 64 * 1024
+"""An output up to this size whose bytes are stored already becomes an asset on the actor's
+own task (read and hashed in tens of microseconds): a worker thread, a child task and a
+message back would cost more, and every job of a workflow often saves the same bytes."""
 
 
 class Blobs(Protocol):
     """What the actor needs of the blob store (``conjure_actors.service.blobs.BlobStore``)."""
 
     def put_file(self, path: Any) -> tuple[str, int, bool]: ...
+
+    def stored_as(self, path: Any, limit: int) -> tuple[str, int] | None: ...
 
     def remove(self, hash_text: str) -> None: ...
 
@@ -160,8 +166,10 @@ class AssetActor(Actor):
         self._waiting: list[Reply[Any]] = []
         self._staged_keys: set[str] = set()
         self._flush_told = False
-        # Output files being copied into the blob store by a child (by path).
+        # Output files being copied into the blob store by a child (by path), and those
+        # whose AssetRecorded is staged for the next flush.
         self._storing: set[str] = set()
+        self._staged_outputs: set[str] = set()
 
     async def on_start(self) -> None:
         ready = trio.Event()
@@ -277,6 +285,7 @@ class AssetActor(Actor):
     async def _flush(self) -> None:
         events, waiting = self._staged, self._waiting
         self._staged, self._waiting, self._staged_keys = [], [], set()
+        self._staged_outputs = set()
         self._flush_told = False
         if not events:
             return
@@ -338,9 +347,23 @@ class AssetActor(Actor):
         """A job saved an output: a child copies it into the blob store, then the actor
         stages its ``AssetRecorded`` with the next flush. The mailbox never waits on the
         copy nor on a journal commit of its own, so a submission's ``AcceptJob`` (its 201)
-        is not held behind the outputs of running jobs."""
-        if e.path in self._storing or self._recorded_or_expired(e.job_id, e.path):
+        is not held behind the outputs of running jobs. A small output whose bytes are
+        stored already is staged at once (see :data:`INLINE_BYTES`)."""
+        if self._pending_output(e.job_id, e.path):
             return
+        if e.size <= INLINE_BYTES:
+            try:
+                known = self.blobs.stored_as(e.path, INLINE_BYTES)
+            except OSError:
+                known = None  # the child's put_file says why (or finds it on a retry)
+            if known is not None:
+                self._stage_output(
+                    e.path,
+                    self._asset_recorded(
+                        e.job_id, e.node_id, e.filename, e.path, e.kind, *known, False
+                    ),
+                )
+                return
         self._storing.add(e.path)
         self.start_soon(self._put_blob, e, name="asset-store-output")
 
@@ -356,9 +379,10 @@ class AssetActor(Actor):
     def _output_stored(self, msg: _OutputStored) -> None:
         e = msg.event
         self._storing.discard(e.path)
-        if msg.hash_text is None or self._recorded_or_expired(e.job_id, e.path):
+        if msg.hash_text is None or self._pending_output(e.job_id, e.path):
             return
-        self._staged.append(
+        self._stage_output(
+            e.path,
             self._asset_recorded(
                 e.job_id,
                 e.node_id,
@@ -368,9 +392,21 @@ class AssetActor(Actor):
                 msg.hash_text,
                 msg.size,
                 msg.created,
-            )
+            ),
         )
+
+    def _stage_output(self, path: str, recorded: se.AssetRecorded) -> None:
+        self._staged_outputs.add(path)
+        self._staged.append(recorded)
         self._flush_soon()
+
+    def _pending_output(self, job_id: str, path: str) -> bool:
+        """Whether an output is being stored, staged, recorded, or its job expired."""
+        return (
+            path in self._storing
+            or path in self._staged_outputs
+            or self._recorded_or_expired(job_id, path)
+        )
 
     def _recorded_or_expired(self, job_id: str, path: str) -> bool:
         svc = self.ctx.state.service

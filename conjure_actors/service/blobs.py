@@ -89,6 +89,18 @@ class BlobStore:
                 os.unlink(tmp)
             raise
 
+    def stored_as(self, path: str | os.PathLike[str], limit: int) -> tuple[str, int] | None:
+        """``(blake3:<hex>, size)`` of a file of at most ``limit`` bytes whose blob is stored
+        already; None when it is larger or its bytes are not stored yet (then
+        :meth:`put_file` it). Reads the file whole: meant for small files, where a worker
+        thread would cost more than the read and the hash."""
+        with open(path, "rb") as source:
+            data = source.read(limit + 1)
+        if len(data) > limit or (self.max_bytes is not None and len(data) > self.max_bytes):
+            return None
+        hash_text = blake3_of(data)
+        return (hash_text, len(data)) if self.has(hash_text) else None
+
     def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int, bool]:
         """:meth:`put_stream` of a file's bytes; a file whose blob is already stored is only
         read (hashed), never copied nor fsynced again (a job's outputs are often the same

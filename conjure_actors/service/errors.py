@@ -19,7 +19,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from conjure_actors.service.responses import JSONResponse
 
 log = logging.getLogger("conjure_actors.service")
 

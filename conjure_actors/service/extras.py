@@ -35,7 +35,7 @@ import trio
 from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 import conjure_actors
@@ -50,6 +50,7 @@ from conjure_actors.errors import UsageError
 from conjure_actors.service.app import KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
+from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
 from conjure_actors.service.v2_jobs import iso, job_view, service_of
 

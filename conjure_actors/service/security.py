@@ -36,10 +36,10 @@ from typing import Any, Final
 import attrs
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.errors import UsageError
+from conjure_actors.service.responses import JSONResponse
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

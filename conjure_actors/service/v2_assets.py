@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from conjure_actors.actors.assets import DeleteAsset, RecordAsset
@@ -25,6 +25,7 @@ from conjure_actors.domain import service_events as se
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
 from conjure_actors.service.errors import ApiError, invalid_request, not_found
+from conjure_actors.service.responses import JSONResponse
 
 URL_TTL = 3600.0
 """Seconds a content URL is announced valid (our URLs do not expire; the spec wants one)."""

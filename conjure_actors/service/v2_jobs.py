@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from conjure_actors.actors.assets import RequestCancel
@@ -37,6 +37,7 @@ from conjure_actors.domain.workflow import (
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request, not_found
+from conjure_actors.service.responses import JSONResponse
 
 TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
 MAX_LIST: int = 500

@@ -34,3 +34,24 @@ def test_put_file_over_the_cap_is_refused_even_if_known(tmp_path: Path) -> None:
     BlobStore(tmp_path / "blobs").put_file(tmp_path / "big")
     with pytest.raises(BlobTooLargeError):
         BlobStore(tmp_path / "blobs", max_bytes=10).put_file(tmp_path / "big")
+
+
+def test_stored_as_answers_a_small_file_whose_bytes_are_stored(tmp_path: Path) -> None:
+    """stored_as gives the hash and size of a small file whose blob exists, and writes nothing."""
+    store = BlobStore(tmp_path / "blobs")
+    (tmp_path / "a.png").write_bytes(b"\x89PNG same bytes")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG same bytes")
+    hash_text, size, _ = store.put_file(tmp_path / "a.png")
+    assert store.stored_as(tmp_path / "b.png", 1024) == (hash_text, size)
+    assert len(os.listdir(tmp_path / "blobs")) == 1
+
+
+def test_stored_as_is_none_for_new_bytes_or_a_file_past_the_limit(tmp_path: Path) -> None:
+    """Bytes not stored yet, or more than the limit, answer None (then put_file copies them)."""
+    store = BlobStore(tmp_path / "blobs")
+    (tmp_path / "new").write_bytes(b"never stored")
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    store.put_file(tmp_path / "big")
+    assert store.stored_as(tmp_path / "new", 1024) is None
+    assert store.stored_as(tmp_path / "big", 99) is None
+    assert len(os.listdir(tmp_path / "blobs")) == 1
