@@ -29,6 +29,7 @@ shared with other processes. The verdict checks the goal on both.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 import trio.testing
@@ -123,9 +124,35 @@ def workloads() -> list[Workload]:
     ]
 
 
-async def replay(w: Workload, n: int, machines: int, out: Path) -> dict[str, float]:
+class TaskSteps(trio.abc.Instrument):
+    """Counts trio task steps (one each time a task is resumed) by the task's function: the
+    breakdown's measure of how many task switches a message costs, and where."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    LABELS: Final = {
+        "MachineActor._open_events.<locals>.run": "WebSocket reader (ComfyUIEvents, per machine)",
+        "Supervisor._runner": "actor mailbox loops (WorkflowActor, MachineActor...)",
+        "open_journal.<locals>.run_committer": "journal committer",
+        "EntryQueue.task": "trio's entry queue (worker threads' answers)",
+        "MonitorActor._watch": "monitor -> sink",
+    }
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        code = getattr(task.coro, "cr_code", None)
+        name = code.co_qualname if code is not None else task.name
+        if name == "WorkflowActor._child":  # named "<job>-<role>": follow, download...
+            name = f"job child: {task.name.rsplit('-', 1)[-1]}"
+        self.counts[self.LABELS.get(name, name)] += 1
+
+
+async def replay(
+    w: Workload, n: int, machines: int, out: Path, steps: TaskSteps | None = None
+) -> dict[str, float]:
     """N jobs of ``w`` through the pipeline against its trace; figures of the timed part.
-    ``out`` (made by the caller) holds the log and the outputs."""
+    ``out`` (made by the caller) holds the log and the outputs; ``steps``, if given, counts
+    the timed part's task steps (the breakdown's run: an instrument slows every step)."""
     assert w.trace is not None
     wall = TrioWallClock()
     with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - /dev/null never blocks
@@ -161,8 +188,12 @@ async def replay(w: Workload, n: int, machines: int, out: Path) -> dict[str, flo
                 await batch(machines)  # launch and warm every machine (not timed)
                 frames0, appended0 = cloud.delivered, conjure.ctx.appended
                 commits0 = conjure.journal.statistics().commits  # type: ignore[attr-defined]
+                if steps is not None:
+                    trio.lowlevel.add_instrument(steps)
                 cpu0, t0, loop0 = time.process_time(), time.perf_counter(), time.thread_time()
                 ids = await batch(n)
+                if steps is not None:
+                    trio.lowlevel.remove_instrument(steps)
                 elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
                 loop = time.thread_time() - loop0  # the trio thread alone
                 frames, appended = cloud.delivered - frames0, conjure.ctx.appended - appended0
@@ -211,8 +242,14 @@ def main() -> int:
     parser.add_argument("--short-jobs", type=int, default=200, help="short jobs per run")
     parser.add_argument("--machines", type=int, default=20, help="machines (one job each)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="one more (untimed) run of the long trace: trio task steps per message, by task",
+    )
     args = parser.parse_args()
     rows: list[tuple[Workload, int, list[dict[str, float]], float]] = []
+    steps = TaskSteps()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for i, w in enumerate(workloads()):
@@ -226,6 +263,9 @@ def main() -> int:
             assert w.trace is not None
             base = statistics.median(decode_baseline(w.trace, n) for _ in range(args.repeats))
             rows.append((w, n, runs, base))
+            if i == 0 and args.breakdown:
+                (out / "breakdown").mkdir()
+                trio.run(replay, w, n, args.machines, out / "breakdown", steps)
     print(
         f"== the actor pipeline fed a recorded WebSocket trace: {args.machines} machines "
         f"(attached, one job each), file journal (sync=batch), JsonSink; median of "
@@ -269,6 +309,15 @@ def main() -> int:
                 f"wall time includes other processes' turns): {ok} ({per_cpu:,.0f} msgs/s)"
             )
     print("\n".join(verdicts))
+    if args.breakdown:
+        w, n, _, _ = rows[0]
+        msgs = n * statistics.median(r["frames"] for r in rows[0][2])
+        print(
+            f"breakdown, long-progress trace ({n} jobs, one more run, not timed): trio task "
+            f"steps per WebSocket message {sum(steps.counts.values()) / msgs:.2f}, by task:"
+        )
+        for name, count in steps.counts.most_common(8):
+            print(f"  {count / msgs:6.3f}  {name}")
     return 0
 
 
