@@ -26,10 +26,11 @@ In one run, on loopback only:
    (the URL it serves on: the log is replayed, the runtime started, the socket bound), and
    the same on an empty log (interpreter and imports alone).
 
-It prints a table with the ratios against the proxy measured in the same run and a verdict
-line checking the goal on ``serve``'s default level: at least as fast as the proxy at every
-concurrency (jobs/s not lower, p50 not higher) and a restart under 2 s; the same comparison
-at the proxy's level is printed beside it. Every loop is bounded in count and time.
+It prints a table with the ratios against the proxy measured in the same run, a breakdown
+(each backend's CPU time per accepted job: during the load, until its jobs ran, and its
+simulator's), and a verdict line checking the goal on ``serve``'s default level: at least as
+fast as the proxy at every concurrency (jobs/s not lower, p50 not higher) and a restart
+under 2 s; the same comparison at the proxy's level is printed beside it. Every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json
 LEVELS = (1, 10, 50)
 RETAINED = 10_000
 START_TIMEOUT = 60.0
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -288,10 +290,14 @@ def measure(
         for turn in range(rounds):
             for name in names[turn % len(names) :] + names[: turn % len(names)]:
                 wait_quiet(every)
-                url = targets[name][0]
-                runs[name][clients].append(
-                    trio.run(submit_load, url, clients, each, budget / rounds)
-                )
+                url, procs = targets[name]
+                front, behind = procs[:1], procs[1:]
+                before = cpu_ticks(front), cpu_ticks(behind)
+                run = trio.run(submit_load, url, clients, each, budget / rounds)
+                during = cpu_ticks(front) - before[0]
+                wait_quiet(every)  # its accepted jobs run (the next load waits for it anyway)
+                run["cpu"] = (during, cpu_ticks(front) - before[0], cpu_ticks(behind) - before[1])
+                runs[name][clients].append(run)
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for name in names:
         out[name] = {}
@@ -309,6 +315,11 @@ def measure(
                 "jobs_per_s": statistics.median(r["jobs_per_s"] for r in done),
                 "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
                 "p99_ms": 1000 * latencies[min(n - 1, math.ceil(0.99 * n) - 1)] if n else math.nan,
+                # CPU ms per accepted job: the service during the load, the service until
+                # its jobs ran, its simulator until then (the breakdown under the table).
+                "cpu_ms": tuple(
+                    1000 * sum(r["cpu"][i] for r in done) / TICKS / max(1, n) for i in range(3)
+                ),
             }
     return out
 
@@ -434,6 +445,15 @@ def main() -> int:
                 print(f"        serve {level} answered non-201s: {a['refused']}")
         if b["refused"]:
             print(f"        proxy answered non-201s: {b['refused']}")
+    print(
+        "breakdown: CPU ms per accepted job (user+system, /proc) of each backend's process"
+        " during the load, until its accepted jobs ran, and of its ComfyUI simulator"
+    )
+    print(f"{'clients':>7} | {'backend':<11} {'load':>8} {'all':>8} {'sim':>8}")
+    for clients in LEVELS:
+        for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
+            load, whole, sim = results[clients]["cpu_ms"]
+            print(f"{clients:>7} | {name:<11} {load:>8.2f} {whole:>8.2f} {sim:>8.2f}")
     fast_enough = verdicts["fsync"]
     per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)
     print(
