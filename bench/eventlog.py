@@ -545,8 +545,9 @@ def journal_verdict(journal: float, bare: float, floor: float, cpu: list[float])
     else:
         print(
             f"  verdict: journal {ratio:.0%} of the bare fsync loop, BELOW 50% although trio"
-            f" allows {ceiling:.0%}: the journal's own work ({own:.2f} us per append) is"
-            " what is missing"
+            f" allows {ceiling:.0%}: 50% needs the journal's own work within the bare loop's"
+            f" record minus trio's park/wake ({b_us - f_us:.2f} us per append); it is"
+            f" {own:.2f} us ({jc - bc - fc:.2f} us of CPU)"
         )
 
 
