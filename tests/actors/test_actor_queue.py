@@ -66,17 +66,17 @@ async def test_a_queued_job_has_no_actor_and_no_task(
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            jobs = await _submit(conjure, 3)
+            jobs = await _submit(conjure, 2)
             await trio.testing.wait_all_tasks_blocked()
-            assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 3
+            assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 2
             for job in jobs:
                 assert _task_names(job) == []
                 assert conjure.jobs.child(job) is None
                 assert _started(log, job) == 0
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
-            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 3
-    assert [_started(log, j) for j in jobs] == [1, 1, 1]
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
+    assert [_started(log, j) for j in jobs] == [1, 1]
 
 
 async def test_a_cancelled_queued_job_ends_cancelled_and_never_leases(
@@ -169,3 +169,30 @@ async def test_a_queued_job_goes_back_into_the_queue_after_a_crash(
             assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
     for job in jobs:
         assert _names(log, job).count("JobQueued") == 1
+
+
+async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_them(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The run stops with jobs queued: they are logged interrupted together, no actor
+    started for them; the next run on the log takes them up and runs them."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    out = tmp_path / "out"
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1)
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            jobs = await _submit(conjure, 3)
+            await conjure.shutdown()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["interrupted"] * 3
+        assert [_started(log, j) for j in jobs] == [0, 0, 0]
+        seqs = {r.seq for r in log.records() if isinstance(r.event, ev.JobInterrupted)}
+        log.close()
+        log = log.reopen()
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 3
+    assert sorted(seqs) == list(range(min(seqs), min(seqs) + 3))  # together, in one append
+    for job in jobs:
+        assert "JobResumed" in _names(log, job)
