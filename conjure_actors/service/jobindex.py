@@ -12,15 +12,33 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+import trio
 
 from conjure_actors.domain import state as st
 
-__all__ = ["JobIndex", "follow_jobs"]
+__all__ = ["JobIndex", "follow_jobs", "take_ready"]
 
 WAITING: frozenset[str] = frozenset({st.PENDING, st.QUEUED})
 
 _Key = tuple[int, float, str]
+_T = TypeVar("_T")
+
+
+def take_ready(channel: trio.MemoryReceiveChannel[_T]) -> list[_T]:
+    """What ``channel`` holds already, taken without waiting nor a checkpoint.
+
+    A journal subscriber gets each record of a commit as its own message, and each
+    ``await receive()`` is a trip through trio's scheduler, behind every other runnable
+    task; a subscriber that handles the first record of a wake-up and then these handles a
+    whole commit in one scheduler step instead of one per record (~18 records per job)."""
+    ready: list[_T] = []
+    while True:
+        try:
+            ready.append(channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return ready
 
 
 def _key(job: st.Job) -> _Key:
@@ -85,11 +103,12 @@ async def follow_jobs(
         for job in journal.state.jobs.values():
             index.update(job)
         task_status.started()
-        async for record in records:
-            job_id = getattr(record.event, "job_id", None)
-            if job_id is not None:
-                job = journal.state.jobs.get(job_id)
-                if job is not None:
-                    index.update(job)
-                    if on_end is not None and job.status in st.TERMINAL_STATUSES:
-                        on_end(job_id)
+        async for first in records:
+            for record in (first, *take_ready(records)):
+                job_id = getattr(record.event, "job_id", None)
+                if job_id is not None:
+                    job = journal.state.jobs.get(job_id)
+                    if job is not None:
+                        index.update(job)
+                        if on_end is not None and job.status in st.TERMINAL_STATUSES:
+                            on_end(job_id)

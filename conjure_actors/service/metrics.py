@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import MICROS_PER_USD
+from conjure_actors.service.jobindex import take_ready
 
 __all__ = ["MetricsMiddleware", "ServiceMetrics", "queue_depth"]
 
@@ -151,8 +152,9 @@ class ServiceMetrics:
     async def watch_journal(self, journal: Any) -> None:
         """Observe every record the journal publishes until cancelled (run it in a nursery)."""
         async with journal.subscribe(max_buffer=math.inf) as records:
-            async for record in records:
-                self.observe_record(record)
+            async for first in records:
+                for record in (first, *take_ready(records)):
+                    self.observe_record(record)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

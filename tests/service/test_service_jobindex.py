@@ -4,11 +4,12 @@ every job, whatever the order of status changes."""
 from __future__ import annotations
 
 import attrs
+import trio
 from hypothesis import given
 from hypothesis import strategies as hs
 
 from conjure_actors.domain import state as st
-from conjure_actors.service.jobindex import WAITING, JobIndex
+from conjure_actors.service.jobindex import WAITING, JobIndex, take_ready
 
 changes = hs.lists(
     hs.tuples(
@@ -54,3 +55,17 @@ def test_index_built_from_existing_jobs() -> None:
     index = JobIndex(jobs)
     assert index.waiting() == ["b", "a"]
     assert index.active == {"a", "b", "d"}
+
+
+async def test_take_ready_takes_what_is_buffered_without_waiting() -> None:
+    """take_ready answers every buffered item in order, then [] (never waits, even once the
+    channel is closed)."""
+    send, receive = trio.open_memory_channel[int](10)
+    for n in range(3):
+        send.send_nowait(n)
+    assert take_ready(receive) == [0, 1, 2]
+    assert take_ready(receive) == []
+    send.send_nowait(3)
+    send.close()
+    assert take_ready(receive) == [3]
+    assert take_ready(receive) == []
