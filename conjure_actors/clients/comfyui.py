@@ -486,6 +486,9 @@ async def _close_transport(ws: trio_websocket.WebSocketConnection) -> None:
 
 
 _Routed = wire.WsMessage | wire.BinaryFrame | None  # None: "the socket was replaced"
+# Tuples, not ``A | B`` unions: a union written in ``isinstance`` is built at each call.
+_UNROUTED: Final = (wire.StatusMsg, wire.FeatureFlagsMsg, wire.ProgressStateMsg)
+_SETS_CURRENT: Final = (wire.ExecutingMsg, wire.ExecutionStartMsg)
 
 
 @attrs.frozen
@@ -595,8 +598,11 @@ class ComfyUIEvents:
             return
         sub = self._subs.get(prompt_id)
         if sub is not None:
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            # try/except, not contextlib.suppress: no context manager object per frame.
+            try:
                 sub.send.send_nowait(item)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return  # the follower left between two frames
             return
         if prompt_id in self._finished:
             return
@@ -626,10 +632,10 @@ class ComfyUIEvents:
             if isinstance(msg, wire.UnknownMessage):
                 log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, msg.type)
                 return
-            if isinstance(msg, wire.StatusMsg | wire.FeatureFlagsMsg | wire.ProgressStateMsg):
+            if isinstance(msg, _UNROUTED):
                 return
             prompt_id = msg.data.prompt_id
-            if isinstance(msg, wire.ExecutingMsg | wire.ExecutionStartMsg):
+            if isinstance(msg, _SETS_CURRENT):
                 self._current_prompt = prompt_id if msg.data.prompt_id else self._current_prompt
             self._route(prompt_id, msg)
             return
