@@ -509,6 +509,8 @@ class Journal(Generic[E, S]):
                     reschedule(task, answer)
 
     async def _commit_one_by_one(self, batch: _Batch, exc: Exception) -> None:
+        """A batch failed with ``exc``, not the disk's fault: commit its entries one by one,
+        so that only the entries that fail again fail (each with its own error)."""
         live = [k for k, task in enumerate(batch.tasks) if task is not None]
         if len(live) == 1:
             self._answer_all(batch.tasks, exc)
