@@ -351,6 +351,7 @@ def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 2.0
+    config.include_server_header = False  # one header less per answer; names no software
     return config
 
 
