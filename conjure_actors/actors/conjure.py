@@ -296,7 +296,9 @@ class Conjure:
 
     # A queued job is state, not a live actor (issue 16). Its JobSubmitted/JobQueued are in
     # the log and the fold; the pool's one waiting queue holds a small entry for it (priority,
-    # order, deadline). Its WorkflowActor starts only when a machine is leased to it
+    # order, deadline). A job requeued later (its machine lost, a retry, a resume) is put
+    # back there by its actor, which then ends (a restarted incarnation waits itself, so its
+    # crashes stay counted). Its WorkflowActor starts only when a machine is leased to it
     # (MachinePool.on_granted -> _granted), or briefly to write what ends it while queued:
     # its cancellation, its timeout, a refusal (budget, nothing can serve it). Only the run's
     # stop writes JobInterrupted for the queued jobs itself, in one append (Conjure already
@@ -344,6 +346,8 @@ class Conjure:
                         await ref.tell(first)
                 continue
             try:
+                # An actor that put its job back into the queue may still be ending.
+                await self.jobs.wait_child_ended(job_id)
                 await self._start_job(job_id, first)
             except ActorStoppedError as exc:  # the job supervisor is stopping: the run ends
                 log.info("job %s not started: %s", job_id, exc)

@@ -11,8 +11,8 @@ crash), emits, and starts the next child. One job, as messages::
     (queued)       the job waits with no actor, one entry in the pool's queue; its actor
                    starts once a machine is leased to it (or to write its cancellation or
                    timeout while queued)              -> _Leased(lease)
-    _Go            -> JobQueued (a requeue, a retry, a crashed incarnation); child: lease
-                                                       -> _Leased(lease)
+    _Go            -> JobQueued (a requeue, a retry, a resume); back into the pool's queue,
+                      the actor ends (a restarted incarnation: child lease -> _Leased)
     _Leased        -> JobStarted; child: upload        -> _Uploaded(name, sha256)
     _Uploaded      -> InputUploaded, PromptSubmitting (intent, with a fresh prompt id);
                       child: POST /prompt              -> _Submitted(number)
@@ -76,6 +76,7 @@ from conjure_actors.actors.messages import (
     LeaseFailedError,
     LeaseMachine,
     PollNow,
+    QueueJob,
     ReleaseMachine,
     Reply,
 )
@@ -284,6 +285,10 @@ class PoolPort:
         only_server: str | None = None,
     ) -> None:
         await self.ref.tell(LeaseMachine(job_id, version, priority, reply, only_server))
+
+    async def queue(self, job_id: str, version: str | None, priority: int, deadline: float) -> None:
+        """Put the job into the pool's queue, to wait there without its actor."""
+        await self.ref.tell(QueueJob(job_id, version, priority, deadline))
 
     async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None:
         try:
@@ -736,7 +741,21 @@ class WorkflowActor(Actor):
                 decide.queue_job(self.ctx.state, self.job_id, reason="resumed", at=self.ctx.now())
             )
         self._reattach = only is not None
+        if only is None and self.incarnation == 1 and hasattr(self.pool, "queue"):
+            await self._wait_queued()
+            return
         self._spawn("lease", self._lease_child, only)
+
+    async def _wait_queued(self) -> None:
+        """The job waits for a machine as an entry in the pool's queue, not as this actor
+        (issue 16): the actor ends; a fresh one starts with the machine leased to the job.
+        A restarted incarnation keeps waiting itself instead (its crashes stay counted)."""
+        job = self.job
+        self._ending = True
+        self._new_attempt()
+        await self.pool.queue(self.job_id, job.workflow_version, job.priority, self._timeout_at)
+        self.on_done(self.job_id)
+        self.stop()
 
     async def _on_leased(self, lease: Lease) -> None:
         self._lease = lease

@@ -745,6 +745,15 @@ class SupervisorRef:
         """The current children's refs, in start order."""
         return [c.unit.ref for c in self._sup.children.values()]
 
+    async def wait_child_ended(self, name: str) -> None:
+        """Return once the current run of the child called ``name`` (if any) has ended. A
+        child that stops normally leaves by a control message sent as it ends, so a
+        ``start_child`` of the same name made after this is handled after it has left (the
+        name is free again, unless the child is restarted by its policy)."""
+        found = self._sup.children.get(name)
+        if found is not None and found.phase == _RUNNING:
+            await found.done.wait()
+
     def child(self, name: str) -> ActorRef | SupervisorRef | None:
         """The child called ``name``, if any."""
         found = self._sup.children.get(name)

@@ -20,6 +20,7 @@ from conjure_actors.config import RetryConfig
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.runtime.events import ActorStarted
+from conjure_actors.sim.comfyui import ComfyTimings
 
 GRAPH = json.loads(bundled_workflow())
 
@@ -196,3 +197,31 @@ async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_t
     assert sorted(seqs) == list(range(min(seqs), min(seqs) + 3))  # together, in one append
     for job in jobs:
         assert "JobResumed" in _names(log, job)
+
+
+async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Its machine vanishes mid-prompt: the job is requeued, its actor puts it back into the
+    pool's queue and ends; a fresh actor runs it once another machine is leased to it."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    timings = ComfyTimings(scale=100.0)
+    async with (
+        open_test_cloud(wall.now, ready_delay=120.0, timings=timings) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = (await _submit(conjure))[0]
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+        cloud.runcomfy.vanish(conjure.state.jobs[job].server_id)
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
+        await trio.testing.wait_all_tasks_blocked()
+        assert conjure.state.jobs[job].status == "queued"
+        assert _task_names(job) == []
+        assert conjure.jobs.child(job) is None
+        with trio.fail_after(7200):
+            await conjure.wait_until_idle()
+        assert conjure.state.jobs[job].status == "succeeded"
+    assert _started(log, job) == 2

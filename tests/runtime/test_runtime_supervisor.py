@@ -685,3 +685,20 @@ def test_intensity_matches_the_sliding_window_model(
             assert len(restarted) == expected
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_child_that_stopped_itself_can_be_started_again_once_ended(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """wait_child_ended, then start_child of the same name: no NameTakenError, even when
+    asked right after the child's stop (before its supervisor handled the exit)."""
+    log: list[str] = []
+    with trio.fail_after(CAP):
+        async with open_actor_system() as system:
+            ref = await system.root.start_child(worker(log, "w", restart=Restart.TRANSIENT))
+            await ref.tell("quit")
+            await system.root.wait_child_ended("w")
+            again = await system.root.start_child(worker(log, "w", restart=Restart.TRANSIENT))
+            assert await again.ask("hello") == 1
+            await system.root.wait_child_ended("nobody")  # no such child: returns at once
+    assert log[:3] == ["start w1", "stop w1", "start w1"]
