@@ -116,11 +116,14 @@ def _check_component(component: str, what: str) -> str:
         raise UnsafeOutputNameError(f"{what} {component!r} leaves the output folder")
     if _DRIVE.match(component):
         raise UnsafeOutputNameError(f"{what} {_shown(component)} names a drive")
-    for char in component:
-        if unicodedata.category(char) in _REFUSED_CATEGORIES:
-            raise UnsafeOutputNameError(
-                f"{what} {_shown(component)} holds a control character (U+{ord(char):04X})"
-            )
+    # Printable ASCII (nearly every name) holds none of the refused characters: the
+    # per-character look-up is for the rest.
+    if not (component.isascii() and component.isprintable()):
+        for char in component:
+            if unicodedata.category(char) in _REFUSED_CATEGORIES:
+                raise UnsafeOutputNameError(
+                    f"{what} {_shown(component)} holds a control character (U+{ord(char):04X})"
+                )
     if len(component.encode("utf-8")) > MAX_COMPONENT_BYTES:
         raise UnsafeOutputNameError(
             f"{what} {_shown(component)} is longer than {MAX_COMPONENT_BYTES} bytes"

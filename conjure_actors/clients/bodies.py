@@ -76,8 +76,10 @@ async def send_capped(
                 raise too_large()
             parts.append(chunk)
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await response.aclose()
+        # A body read to its end is closed already (httpx closes it): no shielded scope.
+        if not response.is_closed:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await response.aclose()
     headers = [(k, v) for k, v in response.headers.multi_items() if k not in _WIRE_HEADERS]
     return httpx.Response(
         response.status_code, headers=headers, content=b"".join(parts), request=request

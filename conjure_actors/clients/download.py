@@ -22,8 +22,8 @@ The helpers :func:`open_temp_beside` and :func:`fsync_dir` are shared with
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import secrets
 from pathlib import Path
 from typing import Final
 
@@ -40,6 +40,7 @@ __all__ = [
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 2 * 1024**3
 MEMORY_BYTES: Final = 1024 * 1024
 """A body up to this size is held in memory until :meth:`FileSink.commit` writes it."""
+_TEMP_IDS: Final = itertools.count()
 _HEAD: Final = 16
 _TAIL: Final = 16
 
@@ -47,14 +48,23 @@ _TAIL: Final = 16
 def open_temp_beside(path: Path, mode: int = 0o666) -> tuple[int, Path]:
     """Create a fresh temporary file in ``path``'s directory (made if missing): (fd, path).
 
-    Its name starts with a dot and ends in ``.part``, and is never an existing file's.
+    Its name starts with a dot and ends in ``.part``, and is never an existing file's: it
+    holds this process's id and a counter (unique among the live processes of this host),
+    and ``O_EXCL`` skips a name left behind by an earlier process. The directory is made
+    only when the first ``open`` finds it missing (one system call saved per later file).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = False
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        tmp = path.with_name(f".{path.name}.{os.getpid():x}-{next(_TEMP_IDS):x}.part")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except FileExistsError:
+            continue
+        except FileNotFoundError:
+            if made:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made = True
             continue
         return fd, tmp
 
@@ -104,7 +114,7 @@ class FileSink:
             )
         if len(self.head) < _HEAD:
             self.head += chunk[: _HEAD - len(self.head)]
-        self.tail = (self.tail + chunk)[-_TAIL:]
+        self.tail = (self.tail + chunk[-_TAIL:])[-_TAIL:]  # no copy of a whole chunk
         self._digest.update(chunk)
         self.size += len(chunk)
         try:

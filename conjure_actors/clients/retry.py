@@ -122,19 +122,36 @@ async def send_with_retry(
     ``limiter`` bounds concurrent attempts; waiting for it does not count against the
     attempt's deadline (a request still waiting was certainly not sent).
     """
+    # The attempt runs inline under ONE cancel scope (its deadline), with no helper
+    # coroutine or context manager around it: every request of both clients passes here.
     last_problem = "no attempt made"
     for n in range(policy.attempts):
         response: httpx.Response | None = None
         if limiter is not None:
-            await limiter.acquire()
+            try:  # a free token needs no trip through the scheduler (the request yields)
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
         try:
-            response, last_problem, timed_out = await _one_attempt(
-                attempt, policy, what, idempotent, scrub, last_problem
-            )
+            with trio.move_on_after(policy.request_timeout) as scope:
+                try:
+                    response = await attempt()
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    # Nothing reached the server: always safe to retry.
+                    last_problem = f"cannot connect ({type(exc).__name__}: {scrub(str(exc))})"
+                except httpx.TransportError as exc:
+                    # Sent (maybe) but no answer: the outcome is unknown for a non-idempotent
+                    # call.
+                    last_problem = f"{type(exc).__name__}: {scrub(str(exc))}"
+                    if not idempotent:
+                        raise OutcomeUnknownError(
+                            f"{what}: connection lost before an answer ({last_problem}); "
+                            "look the request up before sending it again"
+                        ) from None
         finally:
             if limiter is not None:
                 limiter.release()
-        if timed_out:
+        if scope.cancelled_caught:
             last_problem = f"no answer within {policy.request_timeout:g} s"
             if not idempotent:
                 raise OutcomeUnknownError(
@@ -157,30 +174,3 @@ async def send_with_retry(
         )
         await trio.sleep(wait)
     raise TransportError(f"{what} failed after {policy.attempts} attempts: {last_problem}")
-
-
-async def _one_attempt(
-    attempt: Callable[[], Awaitable[httpx.Response]],
-    policy: RetryPolicy,
-    what: str,
-    idempotent: bool,
-    scrub: Callable[[str], str],
-    last_problem: str,
-) -> tuple[httpx.Response | None, str, bool]:
-    """One attempt under its deadline: (response or None, problem, timed out)."""
-    response: httpx.Response | None = None
-    with trio.move_on_after(policy.request_timeout) as scope:
-        try:
-            response = await attempt()
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            # Nothing reached the server: always safe to retry.
-            last_problem = f"cannot connect ({type(exc).__name__}: {scrub(str(exc))})"
-        except httpx.TransportError as exc:
-            # Sent (maybe) but no answer: the outcome is unknown for a non-idempotent call.
-            last_problem = f"{type(exc).__name__}: {scrub(str(exc))}"
-            if not idempotent:
-                raise OutcomeUnknownError(
-                    f"{what}: connection lost before an answer ({last_problem}); "
-                    "look the request up before sending it again"
-                ) from None
-    return response, last_problem, scope.cancelled_caught

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from conjure_actors.actors import files
@@ -77,6 +78,20 @@ def test_an_accepted_output_name_can_be_written_where_it_says(
         written = [Path(root) / name for root, _, names in os.walk(tmp) for name in names]
         assert written == [path]
         assert path.read_bytes() == b"data"
+
+
+@given(name=st.text(min_size=1, max_size=40))
+@example(name="a\x7fb")
+@example(name="x\u2028y")
+def test_a_name_is_refused_for_a_control_character_exactly_when_it_holds_one(name: str) -> None:
+    """The printable-ASCII fast path agrees with the per-character check on every name."""
+    name = name.replace("/", "_").replace("\\", "_").replace(":", "_")
+    assume(name not in (".", ".."))
+    if any(unicodedata.category(c) in {"Cc", "Cs", "Zl", "Zp"} for c in name):
+        with pytest.raises(UnsafeOutputNameError, match="control character"):
+            files.safe_relative_parts("", name)
+    else:
+        assert files.safe_relative_parts("", name) == (name,)
 
 
 def test_the_subfolder_is_kept_so_equal_names_do_not_collide() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import tempfile
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -17,7 +18,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conjure_actors.clients import ComfyUIClient, OutputFile, RetryPolicy
+from conjure_actors.clients import ComfyUIClient, OutputFile, RetryPolicy, download
 from conjure_actors.clients.download import MEMORY_BYTES, FileSink
 from conjure_actors.clients.errors import (
     DownloadError,
@@ -195,6 +196,85 @@ async def test_a_transient_503_is_retried_then_saved(
             size, _ = await comfy(http).download_to(OUTPUT, tmp_path / "x.png")
     assert size == len(PNG)
     assert len(hits) == 2
+
+
+class Trickle(httpx.AsyncByteStream):
+    """A body sent one chunk every ``every`` seconds (a slow but live server)."""
+
+    def __init__(self, chunks: list[bytes], every: float) -> None:
+        self.chunks, self.every = chunks, every
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            await trio.sleep(self.every)
+            yield chunk
+
+
+async def test_a_body_slower_in_total_than_the_stall_timeout_but_never_silent_is_saved(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """Chunks 4 s apart under a 5 s stall timeout (40 s in all): saved, one request."""
+    hits: list[int] = []
+    pieces = [PNG[i : i + 10] for i in range(0, len(PNG), 10)]
+    assert len(pieces) >= 8
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Trickle(pieces, every=4.0))
+
+    async with client_for(answer, hits) as http:
+        with trio.fail_after(600):
+            size, _ = await comfy(http).download_to(OUTPUT, tmp_path / "x.png", stall_timeout=5.0)
+    assert size == len(PNG)
+    assert hits == [1]
+    assert trio.current_time() >= 4.0 * len(pieces)
+
+
+async def test_view_asks_for_identity_and_carries_names_that_need_escaping(
+    tmp_path: Path,
+) -> None:
+    """/view gets the output's filename, subfolder and type back exactly (spaces, &, =, %,
+    non-ASCII), and asks for the bytes unencoded."""
+    seen: list[httpx.Request] = []
+    weird = OutputFile("9", "images", "a b&c=d%20é+.png", "sub dir/ü", "temp")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=PNG)
+
+    async with client_for(answer, []) as http:
+        await comfy(http).download_to(weird, tmp_path / "x.png")
+    (request,) = seen
+    assert request.url.path == "/view"
+    assert dict(request.url.params) == {
+        "filename": "a b&c=d%20é+.png",
+        "subfolder": "sub dir/ü",
+        "type": "temp",
+    }
+    assert request.headers["accept-encoding"] == "identity"
+
+
+def test_a_temporary_name_already_taken_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leftover .part file with the next temporary name is neither reused nor touched."""
+    monkeypatch.setattr(download, "_TEMP_IDS", itertools.count())
+    target = tmp_path / "x.png"
+    taken = tmp_path / f".x.png.{os.getpid():x}-0.part"
+    taken.write_bytes(b"left by a crashed run")
+    fd, tmp = download.open_temp_beside(target)
+    os.close(fd)
+    assert tmp != taken
+    assert tmp.name.startswith(".x.png.")
+    assert tmp.name.endswith(".part")
+    assert taken.read_bytes() == b"left by a crashed run"
+
+
+def test_a_temporary_file_in_a_missing_folder_makes_the_folder(tmp_path: Path) -> None:
+    """The folders of a new job are made on the first file's open."""
+    fd, tmp = download.open_temp_beside(tmp_path / "job" / "sub" / "x.png")
+    os.close(fd)
+    assert tmp.parent == tmp_path / "job" / "sub"
+    assert tmp.exists()
 
 
 # ------------------------------------------------------------------ loopback (real h11)

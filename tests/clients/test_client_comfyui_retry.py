@@ -126,3 +126,24 @@ async def test_waiting_for_the_limiter_is_not_a_timeout(autojump_clock: trio.abc
 async def _release_later(limiter: trio.CapacityLimiter) -> None:
     await trio.sleep(100.0)
     limiter.release_on_behalf_of("other")
+
+
+async def test_the_limiter_token_comes_back_after_a_timed_out_attempt(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Attempts that time out give their limiter token back, every one of them."""
+    limiter = trio.CapacityLimiter(1)
+
+    async def attempt() -> httpx.Response:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with pytest.raises(TransportError, match="no answer within 5 s"):
+        await send_with_retry(
+            attempt,
+            policy=RetryPolicy(attempts=3, request_timeout=5.0),
+            rng=random.Random(1),
+            what="GET /queue",
+            limiter=limiter,
+        )
+    assert limiter.borrowed_tokens == 0
