@@ -37,6 +37,7 @@ from conjure_actors.domain.workflow import (
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request, not_found
+from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
 
 TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
@@ -551,11 +552,13 @@ async def events(request: Request) -> Response:
             last_progress = trio.current_time()
             while True:
                 with trio.move_on_after(service.settings.progress_interval):
-                    record = await records.receive()
-                    if _concerns(record.event, job_id):
-                        dirty = True
-                    if isinstance(record.event, se.AssetRecorded | ev.SystemStopped):
-                        dirty = True
+                    first = await records.receive()
+                    # The rest of the commit at once: one wake-up per commit, not per record.
+                    for record in (first, *take_ready(records)):
+                        if _concerns(record.event, job_id) or isinstance(
+                            record.event, se.AssetRecorded | ev.SystemStopped
+                        ):
+                            dirty = True
                 if service.stopping.is_set():
                     return
                 payload = await previews.due()
