@@ -69,3 +69,40 @@ def test_queue_wants_a_machine_only_for_a_compatible_request() -> None:
     queue.remove(anyv)
     queue.remove(v1)
     assert not queue.wants("v1")
+
+
+deadline_ops = hst.lists(
+    hst.tuples(hst.sampled_from(["add", "add", "remove", "look"]), hst.integers(0, 200)),
+    max_size=300,
+)
+
+
+@given(deadline_ops)
+def test_the_queue_timer_aims_at_the_earliest_deadline_of_a_waiting_job(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Whatever was queued and withdrawn, the one queue timer's next wake-up is the earliest
+    deadline among the jobs still waiting, and the deadline heap stays bounded by them."""
+    import heapq
+    import math
+    from types import SimpleNamespace
+
+    from conjure_actors.actors.pool import MachineActor
+
+    actor = MachineActor.__new__(MachineActor)  # only its queue bookkeeping is exercised
+    actor.pool = SimpleNamespace(deadlines=[], waiting=_WaitQueue())  # type: ignore[assignment]
+    alive: list[_Waiter] = []
+    seq = 0
+    for op, k in steps:
+        if op == "add":
+            w = _Waiter(f"job-{seq}", "v1", 0, seq, Reply(), None, float(k))
+            seq += 1
+            actor.pool.waiting.append(w)
+            heapq.heappush(actor.pool.deadlines, (w.deadline, w.seq))
+            alive.append(w)
+        elif op == "remove" and alive:
+            actor.pool.waiting.remove(alive.pop(k % len(alive)))
+        elif op == "look":
+            assert actor._next_deadline() == min((w.deadline for w in alive), default=math.inf)
+            assert len(actor.pool.deadlines) <= max(64, 2 * len(alive)) + 1
+    assert actor._next_deadline() == min((w.deadline for w in alive), default=math.inf)
