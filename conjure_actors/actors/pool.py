@@ -25,6 +25,14 @@ How a lease is served (``_assign``, after every change):
    ``max_launch_attempts`` launches in a row ended without a Ready machine;
 3. a request that can never be served (refused, launching stopped, shutdown) fails.
 
+The waiting requests are the run's one job queue (issue 16): a job waiting for a machine
+has no actor, only its entry here (``QueueJob``: a ``_Waiter`` and its heap entries). A
+machine leased to it goes to ``on_granted``, which starts its WorkflowActor with the lease;
+a refusal goes to ``on_refused``. The queued jobs' deadlines sit in one heap watched by one
+timer child (``machine-queue-timer``): a job still waiting at its deadline is refused with
+``reason="timeout"``. Requests of a running actor (``LeaseMachine``: a restarted job
+incarnation, a recovery bound to one machine) wait here too, answered through their reply.
+
 Predictive pre-launch (``pool.prelaunch_max`` > 0): each lease request is an arrival; from
 their rate over ``prelaunch_window`` the pool launches machines (each approved by the
 CostActor, like any launch) until ``prelaunch_target(...)`` are alive, so machines start
