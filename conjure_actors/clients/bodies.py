@@ -45,7 +45,7 @@ async def abandon(chunks: AsyncIterator[bytes]) -> None:
 async def send_capped(
     http: httpx.AsyncClient,
     method: str,
-    url: str,
+    url: httpx.URL | str,
     *,
     limit: int,
     too_large: Callable[[], Exception],

@@ -104,6 +104,11 @@ PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND: Final = b"IEND\xaeB`\x82"
 GLB_MAGIC: Final = b"glTF"
 _AS_IS: Final = {"accept-encoding": "identity"}  # /view: the bytes as they are stored
+# Routes whose URL never changes: _request keeps them parsed (httpx parses a URL string
+# again for every request, a third of building one).
+_FIXED_PATHS: Final = frozenset(
+    {"/prompt", "/queue", "/interrupt", "/system_stats", "/object_info", "/upload/image"}
+)
 PromptStatus = Literal["running", "pending", "done", "unknown"]
 
 
@@ -760,6 +765,7 @@ class ComfyUIClient:
         scheme = "wss" if parts.scheme == "https" else "ws"
         self.ws_base = f"{scheme}://{parts.netloc}{parts.path}"
         self._view_url = self._base + "/view?"
+        self._urls: dict[str, httpx.URL] = {}  # the parsed URLs of _FIXED_PATHS
         self._secrets: dict[str, str] = {}
         self._queue_cache: tuple[float, QueueSnapshot] | None = None
         self._queue_inflight: trio.Event | None = None
@@ -796,7 +802,11 @@ class ComfyUIClient:
         max_body: int = MAX_ANSWER_BYTES,
         **kwargs: Any,
     ) -> httpx.Response:
-        url = self._base + path
+        url: httpx.URL | str | None = self._urls.get(path)
+        if url is None:
+            url = self._base + path
+            if path in _FIXED_PATHS:  # parsed once per client, not once per request
+                url = self._urls[path] = httpx.URL(url)
 
         def too_large() -> ComfyUIResponseError:
             return ComfyUIResponseError(
