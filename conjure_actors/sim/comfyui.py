@@ -189,6 +189,12 @@ def _json_bytes(value: object) -> bytes:
     return msgspec.json.encode(value)
 
 
+def _history_json(entries: list[tuple[str, bytes]]) -> bytes:
+    """The JSON object of these ``(prompt id, entry JSON)`` pairs, in order: the bytes
+    ``_json_bytes({pid: entry, ...})`` gives for the decoded entries."""
+    return b"{" + b",".join(_json_bytes(pid) + b":" + entry for pid, entry in entries) + b"}"
+
+
 def _frame(kind: str, data: object) -> str:
     return msgspec.json.encode({"type": kind, "data": data}).decode()
 
@@ -233,7 +239,9 @@ class ComfyUISim:
         self._pending: list[tuple[float, str, int, _Item]] = []
         self._seq = itertools.count()
         self._running: _Item | None = None
-        self._history: dict[str, _JSON] = {}
+        #: ``/history``: each finished prompt's entry as its JSON bytes, oldest first (see
+        #: :meth:`_remember`).
+        self._history: dict[str, bytes] = {}
         self._number = 0
         self._cache: dict[bytes, _CacheEntry] = {}
         self._conns: dict[str, _Conn] = {}
@@ -629,15 +637,28 @@ class ComfyUISim:
         messages: list[list[Any]],
     ) -> None:
         self._running = None
+        self._remember(
+            item.prompt_id,
+            {
+                "prompt": item.wire(),
+                "outputs": outputs_ui,
+                "status": {"status_str": status_str, "completed": completed, "messages": messages},
+                "meta": meta,
+            },
+        )
+
+    def _remember(self, prompt_id: str, entry: _JSON) -> None:
+        """Write ``prompt_id``'s ``/history`` entry, forgetting the oldest beyond MAX_HISTORY.
+
+        The entry is kept as its JSON bytes, not as the dicts and lists it is made of: the
+        garbage collector neither tracks nor walks bytes, so the 10,000 entries a long run
+        keeps cost a full collection nothing (a dict entry is ~22 tracked objects, and every
+        full collection scanned them all). A ``GET /history`` splices the stored bytes into
+        its answer, which is byte for byte what encoding the entries would give."""
         if len(self._history) >= MAX_HISTORY:
             self._history.pop(next(iter(self._history)))
-        self._history.pop(item.prompt_id, None)
-        self._history[item.prompt_id] = {
-            "prompt": item.wire(),
-            "outputs": outputs_ui,
-            "status": {"status_str": status_str, "completed": completed, "messages": messages},
-            "meta": meta,
-        }
+        self._history.pop(prompt_id, None)
+        self._history[prompt_id] = _json_bytes(entry)
 
     async def _run_node(
         self,
@@ -895,11 +916,11 @@ class ComfyUISim:
         if route == ("POST", "/interrupt"):
             return self._post_interrupt(body)
         if route == ("GET", "/history"):
-            return self._ok(self._get_history(query))
+            return 200, self._get_history(query), JSON_TYPE, []
         if method == "GET" and path.startswith("/history/"):
             pid = path[len("/history/") :]
             entry = self._history.get(pid)
-            return self._ok({pid: entry} if entry is not None else {})
+            return 200, _history_json([(pid, entry)] if entry is not None else []), JSON_TYPE, []
         if route == ("POST", "/history"):
             return self._post_history(body)
         if route == ("GET", "/view"):
@@ -1104,18 +1125,20 @@ class ComfyUISim:
             log.info("%s: prompt %s is not currently running", self.name, pid)
         return 200, b"", None, []
 
-    def _get_history(self, query: dict[str, str]) -> _JSON:
+    def _get_history(self, query: dict[str, str]) -> bytes:
+        """``GET /history``'s JSON: the entries from ``offset`` (the last ``max_items``
+        when no offset is given), at most ``max_items`` of them, oldest first."""
         max_items = int(query["max_items"]) if query.get("max_items") else None
         offset = int(query["offset"]) if query.get("offset") else -1
         if offset < 0 and max_items is not None:
             offset = len(self._history) - max_items
-        out: _JSON = {}
+        out: list[tuple[str, bytes]] = []
         for i, (k, v) in enumerate(self._history.items()):
             if i >= offset:
-                out[k] = v
+                out.append((k, v))
                 if max_items is not None and len(out) >= max_items:
                     break
-        return out
+        return _history_json(out)
 
     def _post_history(
         self, body: bytes
