@@ -224,7 +224,11 @@ class _Saved:
 
 @attrs.frozen
 class _Downloaded:
+    """Every output is saved. ``last``: the last file saved, not reported by its own
+    ``_Saved``: its OutputSaved goes in one append with JobSucceeded (issue 16)."""
+
     token: int
+    last: _Saved | None = None
 
 
 @attrs.frozen
@@ -640,24 +644,21 @@ class WorkflowActor(Actor):
             case _Progress():
                 await self._on_progress(msg.update)
             case _Saved():
-                await self.emit(
-                    ev.OutputSaved(
-                        job_id=self.job_id,
-                        node_id=msg.node_id,
-                        filename=msg.filename,
-                        path=msg.path,
-                        size=msg.size,
-                        sha256=msg.sha256,
-                        kind=msg.kind,
-                        at=self.ctx.now(),
-                    )
-                )
-            case _Downloaded():
+                await self.emit(self._output_saved(msg))
+            case _Downloaded(last=None):
                 if not self.job.outputs:  # nothing to show for it: not a success
                     failure = AttemptFailure("fatal", "the prompt produced no output", "NoOutput")
                     await self._judge(failure)
                     return
                 await self.emit(decide.succeed_job(self.ctx.state, self.job_id, at=self.ctx.now()))
+                await self._finish()
+            case _Downloaded(last=_Saved() as last):
+                # The last output and the success in one append (one commit, not two).
+                saved = self._output_saved(last)
+                succeeded = decide.succeed_job(
+                    self.ctx.state, self.job_id, at=saved.at, saving=saved
+                )
+                await self.emit(saved, succeeded)
                 await self._finish()
             case _Failed():
                 await self._on_failed(msg.failure, msg.suspect)
@@ -707,6 +708,18 @@ class WorkflowActor(Actor):
                     self._spawn("follow", self._follow, self.job.prompt_id, False)
             case _:
                 log.warning("WorkflowActor: unknown message %s", type(msg).__name__)
+
+    def _output_saved(self, msg: _Saved) -> ev.OutputSaved:
+        return ev.OutputSaved(
+            job_id=self.job_id,
+            node_id=msg.node_id,
+            filename=msg.filename,
+            path=msg.path,
+            size=msg.size,
+            sha256=msg.sha256,
+            kind=msg.kind,
+            at=self.ctx.now(),
+        )
 
     def _lost_name(self) -> str:
         return self._lease.server_id if self._lease is not None else "?"
@@ -1403,6 +1416,7 @@ class WorkflowActor(Actor):
         (capped, stall-bounded, verified, durable: ``ComfyUIClient.download_to``)."""
         out = self.ctx.out_dir / self.job_id
         saved = {o.path: o for o in self.job.outputs}
+        last: _Saved | None = None
         for output in outputs:
             node_id = str(output.node_id)
             filename = str(output.filename)
@@ -1410,11 +1424,16 @@ class WorkflowActor(Actor):
                 path = files.output_path(out, str(output.subfolder), filename)
             except cerr.UnsafeOutputNameError as exc:
                 failure = AttemptFailure("fatal", f"node {node_id}: {exc}", "UnsafeOutputName")
+                if last is not None:
+                    await self._report(last)
                 await self._report(_Failed(token, failure, suspect=False))
                 return
             prior = saved.get(str(path))
             if prior is not None and files.intact(Path(prior.path), prior.sha256):
                 continue
+            if last is not None:  # reported before the next download starts
+                await self._report(last)
+                last = None
             try:
                 size, digest = await self._client().download_to(
                     output,
@@ -1429,10 +1448,10 @@ class WorkflowActor(Actor):
                     )
                 )
                 return
-            await self._report(
-                _Saved(token, node_id, filename, str(path), size, digest, _kind_of(filename))
-            )
-        await self._report(_Downloaded(token))
+            last = _Saved(token, node_id, filename, str(path), size, digest, _kind_of(filename))
+        # The last file saved comes with the end (its OutputSaved and JobSucceeded then go
+        # in one append); those before it were reported as each was saved.
+        await self._report(_Downloaded(token, last))
 
 
 def _streamed_events(updates: Iterable[Any], jid: str, pid: str, now: float) -> list[Any]:

@@ -114,25 +114,27 @@ class MonitorActor(Actor):
             ready.set()
             next_tick = trio.current_time() + period
             while True:
+                # One cancel scope per tick, not one per wake-up (issue 16: a wake-up per
+                # commit, a dozen per job).
                 with trio.move_on_at(next_tick):
-                    try:
-                        first = await records.receive()
-                    except trio.EndOfChannel:
-                        return
-                    # One wake-up for everything already published: a receive() per record
-                    # would be a trio checkpoint, a task switch, per event.
-                    batch = [first]
-                    with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                        while True:
-                            batch.append(records.receive_nowait())
-                    now = trio.current_time()
-                    self._show_records(batch)
-                    for record in batch:
-                        event = record.event
-                        if type(event) in _SEEN_TYPES:
-                            seen.pop(event.job_id, None)  # keep the order of the latest
-                            seen[event.job_id] = (event, now)
-                    continue
+                    while True:
+                        try:
+                            first = await records.receive()
+                        except trio.EndOfChannel:
+                            return
+                        # One wake-up for everything already published: a receive() per
+                        # record would be a trio checkpoint, a task switch, per event.
+                        batch = [first]
+                        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                            while True:
+                                batch.append(records.receive_nowait())
+                        now = trio.current_time()
+                        self._show_records(batch)
+                        for record in batch:
+                            event = record.event
+                            if type(event) in _SEEN_TYPES:
+                                seen.pop(event.job_id, None)  # keep the order of the latest
+                                seen[event.job_id] = (event, now)
                 if seen:
                     await self._tell(_Seen(tuple(seen.values())))
                     seen = {}

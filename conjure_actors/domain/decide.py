@@ -160,11 +160,14 @@ def retry_job(state: State, job_id: str, *, delay: float, reason: str, at: float
     return ev.JobRetrying(job_id=job_id, attempt=job.attempt, delay=delay, reason=reason, at=at)
 
 
-def succeed_job(state: State, job_id: str, *, at: float) -> ev.JobSucceeded:
-    """Mark a job done: it must be running and have at least one verified output."""
+def succeed_job(
+    state: State, job_id: str, *, at: float, saving: ev.OutputSaved | None = None
+) -> ev.JobSucceeded:
+    """Mark a job done: it must be running and have at least one verified output (``saving``:
+    one saved in the same append, just before the success)."""
     job = _job(state, job_id)
     check_transition(job_id, job.status, SUCCEEDED)
-    if not job.outputs:
+    if not job.outputs and (saving is None or saving.job_id != job_id):
         raise CommandRejectedError(
             f"job {job_id} has no saved output: download and verify its outputs first"
         )

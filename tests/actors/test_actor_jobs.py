@@ -286,6 +286,37 @@ async def test_one_job_is_a_sequence_of_messages_and_events(
     assert kinds[-2:] == ["JobSucceeded", "MachineReleased"]
 
 
+async def test_the_last_output_and_the_success_are_one_append(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the last output's OutputSaved and JobSucceeded are journaled in one append
+    (one commit); every output before it has an append of its own, in the same order."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    groups: list[list[str]] = []
+    original = eventlog.Journal.append_many
+
+    async def append_many(self: Any, events: Any) -> Any:
+        events = list(events)
+        groups.append([type(e).__name__ for e in events])
+        return await original(self, events)
+
+    monkeypatch.setattr(eventlog.Journal, "append_many", append_many)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        assert conjure.state.jobs[job].status == "succeeded"
+    assert ["OutputSaved", "JobSucceeded"] in groups, groups
+    kinds = [type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None)]
+    saved = _events(log, "OutputSaved")
+    assert len(saved) == len(conjure.state.jobs[job].outputs) >= 2
+    assert kinds[-3:] == ["OutputSaved", "JobSucceeded", "MachineReleased"]
+
+
 async def test_an_unexpected_answer_fails_the_attempt_not_the_actor(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
