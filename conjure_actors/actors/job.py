@@ -396,8 +396,10 @@ class WorkflowActor(Actor):
     def _spawn(self, role: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn(token, *args)`` as a child of the current attempt (cancelled when the
         attempt ends). An unexpected exception fails the attempt (reported, not raised).
-        Every child but the lease wait also needs the job's timer running (see _lease_child)."""
-        if role != "lease":
+        Every child but the lease wait also needs the job's timer running (see _lease_child);
+        while the attempt's guard runs, it watches the job's deadline too (one task less per
+        job: issue 16), so the timer task starts only with a child that has no guard."""
+        if role != "lease" and role != "guard" and "guard" not in self._scopes:
             self._start_timer()
         scope = trio.CancelScope()
         old = self._scopes.pop(role, None)
@@ -1069,13 +1071,21 @@ class WorkflowActor(Actor):
             raise
 
     async def _guard(self, token: int, lease: Lease, seconds: float) -> None:
-        """The attempt's watch (one child, not two): its machine lost (``_Lost``), or its
-        deadline passed (``_AttemptTimedOut``), whichever comes first."""
+        """The attempt's watch (one child, not three): its machine lost (``_Lost``), its
+        deadline passed (``_AttemptTimedOut``), or the job's (``_JobTimedOut``, unless the
+        job's timer task runs already), whichever comes first."""
         lost = False
-        with trio.move_on_after(seconds):
+        attempt_at = trio.current_time() + seconds
+        job_at = math.inf if self._timer_started else self._timeout_at
+        with trio.move_on_at(min(attempt_at, job_at)):
             await lease.lost.wait()
             lost = True
-        await self._report(_Lost(token) if lost else _AttemptTimedOut(token))
+        if lost:
+            await self._report(_Lost(token))
+        elif job_at <= attempt_at:
+            await self._report(_JobTimedOut())
+        else:
+            await self._report(_AttemptTimedOut(token))
 
     async def _sleep_then(self, token: int, seconds: float, msg: Callable[[int], Any]) -> None:
         await trio.sleep(seconds)

@@ -98,3 +98,29 @@ async def test_a_queued_job_runs_no_task_of_its_own(
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[job].status == "succeeded"
+
+
+async def test_a_running_attempt_watches_the_job_deadline_in_its_guard(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Issue 16: while an attempt runs, its guard watches the job's deadline (no timer task
+    of its own), and the job still fails at its total timeout, before the attempt's."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud:
+        retry = RetryConfig(total_timeout=300.0, attempt_timeout=1800.0)
+        config = sim_config(cloud, max_machines=1, retry=retry)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            await trio.testing.wait_all_tasks_blocked()
+            assert f"{job}-guard" in _task_names(f"{job}-")
+            assert _task_names(f"{job}-timeout") == []
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].status == "failed")
+            failed = conjure.state.jobs[job]
+    assert failed.error is not None
+    assert failed.error.error_type == "Timeout"
+    assert "300 s" in failed.error.message
+    assert failed.attempt == 1
