@@ -43,12 +43,14 @@ from .snapshot import (
 from .writer import LogWriter, SyncPolicy, open_writer
 
 if TYPE_CHECKING:
-    from .journal import EventStore, Journal, JournalStatistics, open_journal
+    from .journal import EventStore, Journal, JournalStatistics, Listener, open_journal
 
 # The journal (trio) loads on first use: reading, scanning and replaying a log (``replay
 # --at``) need no trio, and importing it costs more than reading a snapshot. (``follow``
 # imports trio when it first waits.)
-_JOURNAL_NAMES: Final = frozenset({"EventStore", "Journal", "JournalStatistics", "open_journal"})
+_JOURNAL_NAMES: Final = frozenset(
+    {"EventStore", "Journal", "JournalStatistics", "Listener", "open_journal"}
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -70,6 +72,7 @@ __all__ = [
     "Journal",
     "JournalFailedError",
     "JournalStatistics",
+    "Listener",
     "LogClosedError",
     "LogFollower",
     "LogInfo",

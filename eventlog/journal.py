@@ -33,6 +33,15 @@ re-read the log from there. Bounded by default because one stuck consumer must n
 the runtime nor grow memory without limit; pass ``max_buffer=math.inf`` for an in-process UI
 that must see everything and is trusted to keep up.
 
+Listeners
+---------
+``with journal.listen(fn) as listener:`` calls ``fn(records)`` with every batch of records
+made durable from then on, in the committing task, right after they are applied (before any
+subscriber gets them, before the appenders resume): no task of its own, so no wake-up and
+no task switch per commit. For cheap bookkeeping that must see everything (a live view,
+counters): ``fn`` must neither block nor raise. One that raises is dropped (logged) and the
+commit goes on; ``listener.active`` turns False once it is dropped or the journal closes.
+
 Snapshots
 ---------
 ``snapshot_every=N`` writes ``journal.state`` to ``LOG.snapshots/`` each time the log crosses
@@ -47,11 +56,20 @@ state can no longer be trusted: the journal fails, every later append raises
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 import msgspec
@@ -86,6 +104,8 @@ _reschedule: Final = trio.lowlevel.reschedule
 _park: Final = trio.lowlevel.wait_task_rescheduled
 #: Snapshots encoded but not yet written, at most (see Journal._take_snapshot).
 _MAX_PENDING_SNAPSHOTS: Final = 4
+
+log = logging.getLogger("eventlog.journal")
 
 
 class EventStore(Protocol):
@@ -185,6 +205,17 @@ class _Subscriber:
         self.missed_seq: int | None = None
 
 
+class Listener:
+    """A synchronous subscriber (see :meth:`Journal.listen`); ``active`` is False once the
+    journal dropped it (it raised) or closed."""
+
+    __slots__ = ("active", "fn")
+
+    def __init__(self, fn: Callable[[list[Record[Any]]], None]) -> None:
+        self.fn = fn
+        self.active = True
+
+
 class Journal(Generic[E, S]):
     """The journal over one store; create it with :func:`open_journal`."""
 
@@ -222,6 +253,7 @@ class Journal(Generic[E, S]):
         self._queued_events = 0
         self._idle_committer: trio.lowlevel.Task | None = None
         self._subscribers: list[_Subscriber] = []
+        self._listeners: list[Listener] = []
         self._closing = False
         self._failure: BaseException | None = None
         self._appended = 0
@@ -387,6 +419,21 @@ class Journal(Generic[E, S]):
             send.close()
         if sub.missed_seq is not None:
             raise SubscriberOverflowError(sub.missed_seq, max_buffer)
+
+    @contextmanager
+    def listen(self, fn: Callable[[list[Record[E]]], None]) -> Iterator[Listener]:
+        """Call ``fn(records)`` with every batch of records made durable from now on, in the
+        committing task right after they are applied (see "Listeners"): it must neither
+        block nor raise, nor keep or change the list."""
+        self._check_usable()
+        listener = Listener(fn)
+        self._listeners.append(listener)
+        try:
+            yield listener
+        finally:
+            listener.active = False
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     # -- appending --------------------------------------------------------------------------
 
@@ -580,6 +627,8 @@ class Journal(Generic[E, S]):
                     self._fail(exc)
                     return False
             self._state = state
+        if self._listeners:
+            self._notify(records)
         if self._subscribers:
             self._publish(records)
         every = self._snap_every
@@ -652,6 +701,19 @@ class Journal(Generic[E, S]):
                     self._drop_subscriber(sub)
                     break
 
+    def _notify(self, records: list[Record[Any]]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.fn(records)
+            except Exception as exc:
+                # Not the log's failure: the records are durable and applied. The listener
+                # broke its contract; drop it, say so, and finish the commit.
+                log.warning("a journal listener raised %s; it is dropped", type(exc).__name__)
+                log.debug("journal listener failure", exc_info=True)
+                listener.active = False
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
     def _drop_subscriber(self, sub: _Subscriber) -> None:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
@@ -682,6 +744,9 @@ class Journal(Generic[E, S]):
     def _close_subscribers(self) -> None:
         for sub in list(self._subscribers):
             self._drop_subscriber(sub)
+        for listener in self._listeners:
+            listener.active = False
+        self._listeners.clear()
 
 
 @asynccontextmanager

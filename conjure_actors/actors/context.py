@@ -14,7 +14,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import attrs
 import httpx
 import trio
 
+import eventlog
 from conjure_actors.actors.messages import Lease, Reply
 from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.clients.runcomfy import SecretURL, Server
@@ -56,6 +57,10 @@ class Journal(Protocol):
     def subscribe(
         self, max_buffer: float = ...
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Record[Any]]]: ...
+
+    def listen(
+        self, fn: Callable[[list[Record[Any]]], None], /
+    ) -> AbstractContextManager[eventlog.Listener]: ...
 
 
 class RunComfy(Protocol):

@@ -14,9 +14,7 @@ line; the view is not worth stopping the run for.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +95,9 @@ class MonitorActor(Actor):
         self.notify_stall = notify_stall
         self.refresh = refresh
         self.detector = StallDetector(ctx.config.monitor.stall_seconds)
+        # Filled by the journal listener (_on_records), taken at each tick by _watch.
+        self._seen: dict[str, tuple[Any, float]] = {}
+        self._broken: Exception | None = None
 
     async def on_start(self) -> None:
         ready = trio.Event()
@@ -104,42 +105,45 @@ class MonitorActor(Actor):
         await ready.wait()
 
     async def _watch(self, ready: trio.Event) -> None:
-        """Child: show every published record as it comes; once per period, tell the actor
-        each job's latest sign of life (or end) since the last tick, then the tick (the view
-        redraws, silent jobs are looked for). Stall detection looks only at ticks, so one
-        message per tick tells it all a message per record would (with the times seen)."""
+        """Child: every record is shown as it is committed (a journal listener, called by
+        the committing task: no wake-up of this task per commit, issue 16); once per
+        period, tell the actor each job's latest sign of life (or end) since the last tick,
+        then the tick (the view redraws, silent jobs are looked for). Stall detection looks
+        only at ticks, so one message per tick tells it all a message per record would (with
+        the times seen). Ends when the journal closes."""
         period = max(0.05, min(self.refresh, self.detector.stall_seconds / 4))
-        seen: dict[str, tuple[Any, float]] = {}
-        async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
+        self._seen = {}
+        self._broken = None
+        with self.ctx.journal.listen(self._on_records) as listener:
             ready.set()
-            next_tick = trio.current_time() + period
             while True:
-                # One cancel scope per tick, not one per wake-up (issue 16: a wake-up per
-                # commit, a dozen per job).
-                with trio.move_on_at(next_tick):
-                    while True:
-                        try:
-                            first = await records.receive()
-                        except trio.EndOfChannel:
-                            return
-                        # One wake-up for everything already published: a receive() per
-                        # record would be a trio checkpoint, a task switch, per event.
-                        batch = [first]
-                        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                            while True:
-                                batch.append(records.receive_nowait())
-                        now = trio.current_time()
-                        self._show_records(batch)
-                        for record in batch:
-                            event = record.event
-                            if type(event) in _SEEN_TYPES:
-                                seen.pop(event.job_id, None)  # keep the order of the latest
-                                seen[event.job_id] = (event, now)
+                await trio.sleep(period)
+                if self._broken is not None:
+                    raise self._broken  # the sink raised in the listener: crash here
+                if not listener.active:
+                    return  # the journal closed
+                seen, self._seen = self._seen, {}
                 if seen:
                     await self._tell(_Seen(tuple(seen.values())))
-                    seen = {}
                 await self._tell(_Tick())
-                next_tick = trio.current_time() + period
+
+    def _on_records(self, records: list[Any]) -> None:
+        """The journal listener: show each record, note the latest sign of life per job.
+        Never raises (the journal's contract): an unexpected error is kept for _watch to
+        raise, which crashes the actor as a crash in the watching child did before."""
+        if self._broken is not None:
+            return
+        try:
+            self._show_records(records)
+            now = trio.current_time()
+            seen = self._seen
+            for record in records:
+                event = record.event
+                if type(event) in _SEEN_TYPES:
+                    seen.pop(event.job_id, None)  # keep the order of the latest
+                    seen[event.job_id] = (event, now)
+        except Exception as exc:
+            self._broken = exc
 
     async def _tell(self, msg: Any) -> None:
         try:

@@ -263,3 +263,38 @@ async def test_the_sink_is_shown_every_record_once_in_order(
     assert first <= 3
     assert shown == list(range(first, published + 1))
     assert published >= last
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of the tasks with a given name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name:
+            self.steps += 1
+
+
+async def test_the_monitor_shows_records_without_a_wake_up_per_commit(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Issue 16: the sink is fed by a journal listener, in the committing task: a burst of
+    commits shows every record at once and wakes the monitor's watching task not at all."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    sink = _Recording()
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall, monitor=sink) as conjure,
+    ):
+        counter = _StepCounter("monitor-watch")
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for i in range(50):
+                await conjure.ctx.emit(ev.BudgetSet(limit_micros=i, at=wall.now()))
+                assert sink.seqs[-1] == log.last_seq  # shown before the append returned
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert counter.steps <= 1  # at most a tick, never one per commit

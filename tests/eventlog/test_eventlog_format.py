@@ -247,7 +247,7 @@ def test_public_names_are_exported() -> None:
         "UnknownEventError", "EventDecodeError", "DiskFullError", "LogWriteError",
         "LogClosedError", "LogNotFoundError", "SnapshotError", "SubscriberOverflowError",
         "JournalFailedError", "RecordTooLargeError", "inspect", "LogStatus", "LogState",
-        "snapshots_dir", "snapshot_file", "list_snapshots",
+        "snapshots_dir", "snapshot_file", "list_snapshots", "Listener",
     }  # fmt: skip
     assert set(eventlog.__all__) == expected
     assert all(hasattr(eventlog, name) for name in eventlog.__all__)

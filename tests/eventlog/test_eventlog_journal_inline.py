@@ -4,6 +4,7 @@ cancellation semantics as a round trip through the committer."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import trio
@@ -66,3 +67,87 @@ def test_inline_and_concurrent_appends_get_contiguous_seqs_in_log_order(
         assert [r.seq for r in store.records()] == sorted(got)
 
     trio.run(main)
+
+
+async def test_inline_append_many_commits_in_the_appending_task() -> None:
+    """An append_many with nothing queued commits inline: applied and published when it
+    returns, its committer never woken (issue 16), contiguous seqs."""
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with (
+            eventlog.open_journal(store, Ev, apply=apply_tally, initial=Tally()) as journal,
+            journal.subscribe(max_buffer=math.inf) as records,
+        ):
+            got = await journal.append_many([Progressed("a", 1), Progressed("b", 2)])
+            assert [r.seq for r in got] == [1, 2]
+            assert journal.state.sums == {"a": 1, "b": 2}
+            assert [records.receive_nowait().seq for _ in range(2)] == [1, 2]
+            assert journal.statistics().commits == 1
+
+
+async def test_inline_append_many_in_a_cancelled_scope_commits_nothing() -> None:
+    """An inline append_many whose scope is already cancelled logs none of its events."""
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with eventlog.open_journal(store, Ev) as journal:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await journal.append_many([Progressed("a", 1), Progressed("b", 1)])
+            assert journal.last_seq == 0
+            assert list(store.records()) == []
+
+
+async def test_a_listener_sees_each_commit_applied_before_the_appender_resumes() -> None:
+    """A listener is called in the committing task with every durable batch, in order,
+    with the state already folded, before the append returns."""
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with eventlog.open_journal(store, Ev, apply=apply_tally, initial=Tally()) as journal:
+            seen: list[tuple[list[int], dict[str, int]]] = []
+
+            def fn(records: list[eventlog.Record[Ev]]) -> None:
+                seen.append(([r.seq for r in records], dict(journal.state.sums)))
+
+            with journal.listen(fn) as listener:
+                await journal.append(Progressed("a", 1))
+                assert seen == [([1], {"a": 1})]
+                await journal.append_many([Progressed("a", 2), Progressed("b", 3)])
+                assert listener.active
+            await journal.append(Progressed("c", 1))  # after the with: not called
+    assert seen == [([1], {"a": 1}), ([2, 3], {"a": 3, "b": 3})]
+    assert not listener.active
+
+
+async def test_a_raising_listener_is_dropped_and_the_commit_goes_on() -> None:
+    """A listener that raises is dropped (active False); the append succeeds, the state and
+    the other listeners are unaffected."""
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with eventlog.open_journal(store, Ev, apply=apply_tally, initial=Tally()) as journal:
+            calls: list[int] = []
+
+            def broken(records: list[eventlog.Record[Ev]]) -> None:
+                calls.append(-1)
+                raise RuntimeError("boom")
+
+            def fine(records: list[eventlog.Record[Ev]]) -> None:
+                calls.extend(r.seq for r in records)
+
+            with journal.listen(broken) as bad, journal.listen(fine) as good:
+                assert (await journal.append(Progressed("a", 1))).seq == 1
+                await journal.append(Progressed("a", 1))
+                assert not bad.active
+                assert good.active
+            assert journal.state.sums == {"a": 2}
+    assert calls == [-1, 1, 2]
+
+
+async def test_a_listener_turns_inactive_when_the_journal_closes() -> None:
+    """Leaving open_journal marks a listener still registered inactive."""
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        with contextlib.ExitStack() as stack:
+            async with eventlog.open_journal(store, Ev) as journal:
+                listener = stack.enter_context(journal.listen(lambda records: None))
+                assert listener.active
+            assert not listener.active
