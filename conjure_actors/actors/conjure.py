@@ -76,7 +76,7 @@ from conjure_actors.domain import decide, machines_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.cost_policy import budget_micros
-from conjure_actors.domain.errors import DomainError
+from conjure_actors.domain.errors import CommandRejectedError, DomainError
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
 from conjure_actors.errgroups import describe, meaningful, single_error
@@ -134,10 +134,20 @@ class Conjure:
         self.pool = pool
         self.jobs = jobs
         self._job_refs: dict[str, ActorRef] = {}
+        # Only the starter task (_run_starter) spawns job actors, one at a time: one slot.
         self._starting: str | None = None  # the job whose actor is being spawned
         self._ended_starting = False  # ... and it ended in its on_start
+        # The cancels asked for jobs not ended yet (job -> reason): kept here, not only in
+        # a mailbox, so a request never depends on which side of the hand-off the job is
+        # (an actor that puts its job back into the queue drops its mail; _job_done
+        # delivers the request again).
+        self._cancels: dict[str, str] = {}
+        # The starter's re-check and actor start, and the shutdown's split of the jobs into
+        # "has an actor" and "queued": never interleaved.
+        self._start_lock = trio.Lock()
         self._job_ended = trio.Event()  # set (and replaced) when a job's actor is done
         self._shut_down = False
+        self._stop_why = "shutdown"  # the JobInterrupted reason once the run stops
         self._fatal: BaseException | None = None
         self._fatal_event = trio.Event()
         self.system_started = False
@@ -196,7 +206,9 @@ class Conjure:
             await self.ctx.emit(submitted)
             return job_id
         # Submitted and queued in one append (the submitter writes both: a queued job has
-        # no actor until a machine is leased to it).
+        # no actor until a machine is leased to it). JobQueued is built here, not by
+        # decide.queue_job, which checks a job the state holds: this one is in the same
+        # append, and a fresh submission is pending (pending -> queued) by construction.
         await self.ctx.emit(submitted, ev.JobQueued(job_id=job_id, at=submitted.at))
         await self._queue(job_id)
         return job_id
@@ -260,8 +272,9 @@ class Conjure:
         return job_id, submitted
 
     async def start_submitted(self, job_id: str) -> None:
-        """Start the WorkflowActor of a job whose ``JobSubmitted`` the caller logged (after
-        a shutdown began it stays queued in the log: the next start runs it)."""
+        """Queue a job whose ``JobSubmitted`` the caller logged (``JobQueued``, then an entry
+        in the pool's queue; its actor starts once a machine is leased to it). After a
+        shutdown began it stays pending in the log: the next start runs it."""
         if not self._shut_down:
             await self._queue(job_id)
 
@@ -306,12 +319,12 @@ class Conjure:
 
     async def _queue(self, job_id: str) -> None:
         """Put an active job the log says waits (pending, queued) into the pool's queue;
-        any other status (running, retrying, interrupted) gets its actor now."""
+        any other status (running, retrying, interrupted) gets its actor from the starter."""
         job = self.state.jobs[job_id]
         if job.status not in st.RESUMABLE_STATUSES:
             return  # ended already (cancelled before it was started)
         if job.status not in (st.PENDING, st.QUEUED):
-            await self._start_job(job_id)
+            self._starts[0].send_nowait((job_id, None))
             return
         if job.status == st.PENDING:
             await self.ctx.emit(decide.queue_job(self.state, job_id, at=self.ctx.now()))
@@ -331,57 +344,144 @@ class Conjure:
             self._starts[0].send_nowait((job_id, error))
 
     async def _run_starter(self) -> None:
-        """Start the actors of queued jobs as the queue answers them, one at a time (a job
-        has one actor: what comes for a job whose actor runs goes to it, or is given back)."""
+        """Start the job actors, one at a time, as the queue answers queued jobs (and for
+        the resumed and the cancelled ones): the only task that starts a job's actor. A job
+        has one actor: what comes for a job whose actor runs goes to it, or is given back.
+        Once the run stops no actor starts: a queued job is interrupted (or cancelled, if
+        that was asked) here. An error starting one job is logged; the others go on."""
         port = PoolPort(self.machines)
         async for job_id, first in self._starts[1]:
-            ref = self._job_refs.get(job_id)
-            job = self.state.jobs.get(job_id)
-            active = job is not None and job.status in st.ACTIVE_STATUSES
-            if ref is not None or not active or self._shut_down:
-                if isinstance(first, Lease):
-                    await port.release(first.server_id, job_id)
-                elif isinstance(first, CancelJob) and ref is not None:
-                    with contextlib.suppress(ActorStoppedError):  # it ended meanwhile
-                        await ref.tell(first)
+            if isinstance(first, trio.Event):  # see _wait_starts
+                first.set()
                 continue
             try:
-                # An actor that put its job back into the queue may still be ending.
-                await self.jobs.wait_child_ended(job_id)
-                await self._start_job(job_id, first)
-            except ActorStoppedError as exc:  # the job supervisor is stopping: the run ends
-                log.info("job %s not started: %s", job_id, exc)
+                async with self._start_lock:
+                    await self._start_one(port, job_id, first)
+            except Exception as exc:  # not this run's end: the next job must still start
+                log.error("job %s: its actor did not start: %s", job_id, describe(exc))
+                log.debug("job %s: start traceback", job_id, exc_info=True)
                 if isinstance(first, Lease):
                     await port.release(first.server_id, job_id)
+
+    async def _wait_starts(self) -> None:
+        """Return once the starter has handled everything sent to it before this call."""
+        handled = trio.Event()
+        self._starts[0].send_nowait(("", handled))
+        await handled.wait()
+
+    async def _start_one(
+        self, port: PoolPort, job_id: str, first: Lease | LeaseFailedError | CancelJob | None
+    ) -> None:
+        """The starter's step for one answer (holding the start lock)."""
+        ref = self._job_refs.get(job_id)
+        job = self.state.jobs.get(job_id)
+        if job is None or job.status not in st.RESUMABLE_STATUSES:
+            self._cancels.pop(job_id, None)
+            if isinstance(first, Lease):
+                await port.release(first.server_id, job_id)
+            return
+        if ref is not None:
+            if isinstance(first, Lease):
+                await port.release(first.server_id, job_id)
+            elif isinstance(first, CancelJob):
+                with contextlib.suppress(ActorStoppedError):  # it ended: _job_done re-sends
+                    await ref.tell(first)
+            return
+        if self._shut_down:
+            if isinstance(first, Lease):
+                await port.release(first.server_id, job_id)
+            await self._end_queued([job_id], self._stop_why)
+            return
+        if job.status == st.INTERRUPTED and first is not None and not isinstance(first, CancelJob):
+            if isinstance(first, Lease):  # interrupted while its lease was on its way
+                await port.release(first.server_id, job_id)
+            return
+        if job_id in self._cancels:  # cancelled while its machine was on its way: not run
+            if isinstance(first, Lease):
+                await port.release(first.server_id, job_id)
+            first = CancelJob(job_id, self._cancels[job_id])
+        # An actor that put its job back into the queue may still be ending.
+        await self.jobs.wait_child_ended(job_id)
+        try:
+            await self._start_job(job_id, first)
+        except ActorStoppedError as exc:  # the job supervisor is stopping: the run ends
+            log.info("job %s not started: %s", job_id, exc)
+            if isinstance(first, Lease):
+                await port.release(first.server_id, job_id)
+            return
+        ref = self._job_refs.get(job_id)
+        if self._shut_down and ref is not None:
+            # The run's stop began while this actor started (the stop waits for the lock):
+            # its interruption goes in now, ahead of what its first steps report.
+            try:
+                ref.tell_nowait(InterruptJob(job_id, self._stop_why))
+            except (ActorStoppedError, trio.WouldBlock) as exc:  # the stop tells it again
+                log.debug("job %s: interruption not delivered at its start: %s", job_id, exc)
+
+    def _stopping(self) -> str | None:
+        """For the job actors: the reason their jobs are interrupted once the stop began."""
+        return self._stop_why if self._shut_down else None
+
+    async def _end_queued(self, job_ids: Sequence[str], why: str) -> None:
+        """The run stops: end the active jobs that have no actor in one append, cancelled
+        if a cancel was asked, else interrupted (``run --resume`` takes them up)."""
+        now = self.ctx.now()
+        events: list[Any] = []
+        for job_id in job_ids:
+            job = self.state.jobs.get(job_id)
+            if job is None or job.status not in st.ACTIVE_STATUSES:
+                continue  # it ended meanwhile
+            reason = self._cancels.pop(job_id, None)
+            if reason is not None:
+                events.append(decide.cancel_job(self.state, job_id, reason=reason, at=now))
+            else:
+                events.append(decide.interrupt_job(self.state, job_id, reason=why, at=now))
+        if events:
+            await self.ctx.emit(*events)
+            self._wake_waiters()
 
     async def _start_job(
         self, job_id: str, first: Lease | LeaseFailedError | CancelJob | None = None
     ) -> None:
+        """Spawn the job's actor (the starter only, holding the start lock)."""
         port = PoolPort(self.machines)
         self._starting, self._ended_starting = job_id, False
-        ref = await self.jobs.spawn(
-            functools.partial(
-                WorkflowActor,
-                self.ctx,
-                job_id,
-                port,
-                self._job_done,
-                self.fail_run,
-                side=self.side,
-                first=first,
-            ),
-            name=job_id,
-            restart=Restart.TRANSIENT,
-            shutdown_timeout=20.0,
-        )
-        self._starting = None
+        try:
+            ref = await self.jobs.spawn(
+                functools.partial(
+                    WorkflowActor,
+                    self.ctx,
+                    job_id,
+                    port,
+                    self._job_done,
+                    self.fail_run,
+                    side=self.side,
+                    first=first,
+                    stopping=self._stopping,
+                ),
+                name=job_id,
+                restart=Restart.TRANSIENT,
+                shutdown_timeout=20.0,
+            )
+        finally:
+            self._starting = None
         if not self._ended_starting:  # not already done in its on_start (a job that ended)
             self._job_refs[job_id] = ref
 
     def _job_done(self, job_id: str) -> None:
+        """From a job's actor: it needs its actor no more (ended, or put back into the
+        queue). A job still active got no answer to a cancel or an interruption that may
+        have reached that actor too late: the starter delivers it again."""
         self._job_refs.pop(job_id, None)
         if job_id == self._starting:
             self._ended_starting = True
+        job = self.state.jobs.get(job_id)
+        if job is None or job.status not in st.ACTIVE_STATUSES:
+            self._cancels.pop(job_id, None)
+        elif job_id in self._cancels:
+            self._starts[0].send_nowait((job_id, CancelJob(job_id, self._cancels[job_id])))
+        elif self._shut_down:
+            self._starts[0].send_nowait((job_id, None))  # the starter interrupts it
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -405,16 +505,26 @@ class Conjure:
             raise UsageError(f"no job {job_id}")
         if job.status in st.TERMINAL_STATUSES:
             return
+        self._cancels.setdefault(job_id, reason)
+        if self._shut_down:  # no actor starts any more: the job's own, or Conjure ends it
+            async with self._start_lock:
+                ref = self._job_refs.get(job_id)
+                job = self.state.jobs[job_id]
+                if ref is None and job.status not in st.TERMINAL_STATUSES:
+                    await self.ctx.emit(
+                        decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
+                    )
+                    self._cancels.pop(job_id, None)
+                    self._wake_waiters()
+                    return
         ref = self._job_refs.get(job_id)
-        if ref is not None:
-            await ref.tell(CancelJob(job_id, reason))
-        elif not self._shut_down:  # queued: its actor starts to cancel it (and dequeue it)
+        if ref is None:  # queued: the starter starts its actor to cancel it (and dequeue it)
             self._starts[0].send_nowait((job_id, CancelJob(job_id, reason)))
-        else:
-            await self.ctx.emit(
-                decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
-            )
-            self._wake_waiters()
+            return
+        try:
+            await ref.tell(CancelJob(job_id, reason))
+        except ActorStoppedError:  # it just ended: _job_done delivered it again if need be
+            log.debug("job %s: its actor ended before the cancel", job_id)
 
     async def set_budget(self, usd: float | None) -> None:
         """Set or change the budget (``None``: unlimited)."""
@@ -507,6 +617,7 @@ class Conjure:
         if self._shut_down:
             return self.running_machines()
         self._shut_down = True
+        self._stop_why = "shutdown" if reason == "done" else reason
         # The stops may wait out a rate limit for up to ``pool.stop_patience``.
         patience = SHUTDOWN_DEADLINE + self.ctx.config.pool.stop_patience
         with trio.CancelScope(shield=True), trio.move_on_after(patience):
@@ -529,27 +640,32 @@ class Conjure:
     async def _ordered_stop(self, reason: str) -> None:
         await self.machines.tell(StopLaunching(reason))
         why = "shutdown" if reason == "done" else reason
-        queued: list[str] = []
-        for job_id in self.active_jobs():
-            ref = self._job_refs.get(job_id)
-            if ref is not None:
+        # Under the start lock: no actor is being started while the jobs are split into
+        # "has an actor" (told to stop) and "queued" (ended here); none starts after it
+        # (_shut_down is set). An actor that puts its job back into the queue meanwhile
+        # drops the interruption; its _job_done has the starter end the job instead.
+        async with self._start_lock:
+            queued: list[str] = []
+            for job_id in self.active_jobs():
+                ref = self._job_refs.get(job_id)
+                if ref is None:
+                    queued.append(job_id)
+                    continue
                 try:
                     await ref.tell(InterruptJob(job_id, why))
                 except ActorStoppedError:
                     log.debug("job %s ended before its interruption", job_id)
-            else:
-                queued.append(job_id)
-        if queued:  # waiting without an actor: interrupted here, in one append
-            now = self.ctx.now()
-            await self.ctx.emit(
-                *(decide.interrupt_job(self.state, j, reason=why, at=now) for j in queued)
-            )
+            await self._end_queued(queued, why)  # waiting without an actor: in one append
         with trio.move_on_after(25):
             await self.wait_until_idle()
-        for job_id in self.active_jobs():  # actors that did not answer in time
-            await self.ctx.emit(
-                decide.interrupt_job(self.state, job_id, reason=why, at=self.ctx.now())
-            )
+        async with self._start_lock:  # actors that did not answer in time
+            for job_id in self.active_jobs():
+                try:
+                    await self.ctx.emit(
+                        decide.interrupt_job(self.state, job_id, reason=why, at=self.ctx.now())
+                    )
+                except CommandRejectedError as exc:  # it ended meanwhile
+                    log.debug("job %s: not interrupted: %s", job_id, exc)
         reply: Reply[list[str]] = Reply()
         await self.machines.tell(StopAllMachines(reason, reply))
         with trio.move_on_after(self.ctx.config.pool.stop_patience + 15):
@@ -580,15 +696,20 @@ class Conjure:
         """From the CostActor: stop launching, cancel the jobs, stop the machines (tells
         only: the CostActor must not wait on the MachineActor)."""
         self.machines.tell_nowait(StopLaunching(reason))
-        for job_id, ref in list(self._job_refs.items()):
-            try:
-                ref.tell_nowait(CancelJob(job_id, reason))
-            except (ActorStoppedError, trio.WouldBlock) as exc:  # it just ended, or is busy
-                log.info("budget: cancel of %s not delivered: %s", job_id, exc)
-        if not self._shut_down:
-            for job_id in self.active_jobs():  # queued: an actor starts to cancel each
-                if job_id not in self._job_refs:
-                    self._starts[0].send_nowait((job_id, CancelJob(job_id, reason)))
+        for job_id in self.active_jobs():
+            self._cancels.setdefault(job_id, reason)
+            ref = self._job_refs.get(job_id)
+            if ref is not None:
+                try:
+                    ref.tell_nowait(CancelJob(job_id, reason))
+                    continue
+                except ActorStoppedError:  # it just ended: _job_done re-sends if need be
+                    continue
+                except trio.WouldBlock:  # busy: the starter delivers it, waiting
+                    pass
+            # Queued (or a busy actor): through the starter, which starts an actor to
+            # cancel it, or after the run's stop began, ends it cancelled itself.
+            self._starts[0].send_nowait((job_id, CancelJob(job_id, self._cancels[job_id])))
         self.machines.tell_nowait(StopAllMachines(reason))
 
 
@@ -910,3 +1031,6 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
         for job in list(ctx.state.jobs.values()):
             if job.status in st.RESUMABLE_STATUSES:
                 await conjure._queue(job.job_id)  # queued again, or its actor for the rest
+        # The resumed actors run (an interrupted job is active again) before the run's
+        # body starts: its wait_until_idle sees them.
+        await conjure._wait_starts()

@@ -352,8 +352,12 @@ class WorkflowActor(Actor):
         max_crashes: int = MAX_JOB_CRASHES,
         side: JobSide | None = None,
         first: Lease | LeaseFailedError | CancelJob | None = None,
+        stopping: Callable[[], str | None] | None = None,
     ) -> None:
         self.ctx = ctx
+        # The run's stop reason once its stop began (else None): no prompt is sent after
+        # it, whether or not this actor's InterruptJob has arrived yet.
+        self.stopping = stopping
         # What the queue answered a job that waited without an actor (issue 16): the machine
         # leased to it, the refusal (``reason="timeout"``: its deadline passed), or its
         # cancellation. Only the first incarnation takes it: a restarted one asks again.
@@ -485,8 +489,14 @@ class WorkflowActor(Actor):
         if self.incarnation > 1:
             first = None
         job = self.ctx.state.jobs.get(self.job_id)
-        # Interrupted while its lease was on its way (the run stops): not taken up.
-        stopped = first is not None and job is not None and job.status == st.INTERRUPTED
+        # Interrupted while its lease was on its way (the run stops): not taken up. A
+        # cancel is honoured whatever the job's resumable status (interrupted included).
+        stopped = (
+            first is not None
+            and not isinstance(first, CancelJob)
+            and job is not None
+            and job.status == st.INTERRUPTED
+        )
         if job is None or job.status in st.TERMINAL_STATUSES or stopped:
             if isinstance(first, Lease):
                 self._lease = first  # leased as the job ended: _finish gives it back
@@ -509,7 +519,7 @@ class WorkflowActor(Actor):
                 await self._emit_or_stop(failed)
                 await self._finish()
                 return
-        if job.status == st.INTERRUPTED:
+        if job.status == st.INTERRUPTED and not isinstance(first, CancelJob):
             await self._emit_or_stop(
                 decide.resume_job(self.ctx.state, self.job_id, at=self.ctx.now())
             )
@@ -517,9 +527,10 @@ class WorkflowActor(Actor):
             self.ctx.state, self.job_id, total_timeout=self.ctx.config.retry.total_timeout
         )
         left = max(0.0, deadline - self.ctx.now())
-        # The job's deadline on the trio clock. No timer task yet: while the job only waits
-        # for a machine, its lease child waits until this deadline too (one task per queued
-        # job, not two: issue 16); the timer starts with the first other child.
+        # The job's deadline on the trio clock. No timer task yet: a job waiting in the
+        # pool's queue has no actor (the queue's one timer watches its deadline: issue 16),
+        # a restarted incarnation's lease child waits until this deadline itself; the timer
+        # starts with the first other child.
         self._timeout_at = trio.current_time() + left
         match first:
             case None:
@@ -756,7 +767,7 @@ class WorkflowActor(Actor):
                 decide.queue_job(self.ctx.state, self.job_id, reason="resumed", at=self.ctx.now())
             )
         self._reattach = only is not None
-        if only is None and self.incarnation == 1 and hasattr(self.pool, "queue"):
+        if only is None and self.incarnation == 1:
             await self._wait_queued()
             return
         self._spawn("lease", self._lease_child, only)
@@ -831,6 +842,10 @@ class WorkflowActor(Actor):
         """``PromptSubmitting`` (the intent, before the POST; in one append after
         ``started`` if given), then the POST in a child."""
         assert self._lease is not None
+        why = self.stopping() if self.stopping is not None else None
+        if why is not None:  # the run stops: no prompt now (its InterruptJob follows)
+            await self._interrupt(why)
+            return
         job = self.job
         graph = self._graph()
         bindings = dict(job.bindings)

@@ -239,8 +239,20 @@ class Supervisor:
         self._inflight: _Ask | None = None
         self._next_run = 0
         self._next_token = 0
+        self._moved: trio.Event | None = None  # see moved(): made only when someone waits
         for child_spec in spec.children:
             self._add(child_spec)
+
+    def moved(self) -> trio.Event:
+        """Set at the next change of a child's phase or membership (for waiters)."""
+        if self._moved is None:
+            self._moved = trio.Event()
+        return self._moved
+
+    def _note_moved(self) -> None:
+        moved, self._moved = self._moved, None
+        if moved is not None:
+            moved.set()
 
     # -- driven by the parent (same protocol as ActorCell) -----------------------------------
 
@@ -403,6 +415,7 @@ class Supervisor:
         if not crashed:
             # A normal exit is journaled as such, whether or not a restart follows.
             child.phase = _IDLE
+            self._note_moved()
             await self._stopped_event(child, "normal")
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not crashed):
@@ -465,6 +478,7 @@ class Supervisor:
             pending = member.phase == _RESTARTING
             member.phase = _RESTARTING
             member.token = token
+            self._note_moved()
             if pending:
                 continue  # its restart, already journaled, now happens with this group's
             member.unit.restarts += 1
@@ -514,6 +528,7 @@ class Supervisor:
     def _forget(self, child: _Child) -> None:
         """Close a child that is gone for good and drop it from the system's registry."""
         child.unit.close()
+        self._note_moved()
         if self.system._registry.get(child.path) is child.unit.ref:
             del self.system._registry[child.path]
 
@@ -523,6 +538,7 @@ class Supervisor:
         self._next_run += 1
         child.run_id = self._next_run
         child.phase = _RUNNING
+        self._note_moved()
         child.done = trio.Event()
         child.settled = trio.Event()
         child.start_ok = False
@@ -584,6 +600,7 @@ class Supervisor:
                 await child.done.wait()
                 child.forced = True
         child.phase = _IDLE
+        self._note_moved()
         await self._announce(child)
         await self._report_crash(child)
         await self._stopped_event(child, reason)
@@ -603,6 +620,7 @@ class Supervisor:
                     await self._stop(child, reason)
                 elif child.phase == _RESTARTING:
                     child.phase = _IDLE
+                    self._note_moved()
                     await self._stopped_event(child, reason)
                 if child.spec.restart is Restart.TEMPORARY:
                     self.children.pop(child.spec.name, None)
@@ -621,6 +639,7 @@ class Supervisor:
                 for child in live:
                     await child.done.wait()
                     child.phase = _IDLE
+                    self._note_moved()
                     child.forced = True
                     await self._announce(child)
                     await self._report_crash(child)
@@ -746,13 +765,20 @@ class SupervisorRef:
         return [c.unit.ref for c in self._sup.children.values()]
 
     async def wait_child_ended(self, name: str) -> None:
-        """Return once the current run of the child called ``name`` (if any) has ended. A
-        child that stops normally leaves by a control message sent as it ends, so a
+        """Return once the child called ``name`` (if any) is really gone: not running, not
+        stopping, not waiting for its restart (a restarted child is waited for again). A
+        child that ends normally leaves by a control message sent as it ends, so a
         ``start_child`` of the same name made after this is handled after it has left (the
-        name is free again, unless the child is restarted by its policy)."""
-        found = self._sup.children.get(name)
-        if found is not None and found.phase == _RUNNING:
-            await found.done.wait()
+        name is free again)."""
+        sup = self._sup
+        while True:
+            found = sup.children.get(name)
+            if found is None or found.phase == _IDLE:
+                return
+            if found.phase in (_RUNNING, _STOPPING) and not found.done.is_set():
+                await found.done.wait()
+            else:  # its exit or restart is being handled: wait for the next change
+                await sup.moved().wait()
 
     def child(self, name: str) -> ActorRef | SupervisorRef | None:
         """The child called ``name``, if any."""

@@ -702,3 +702,25 @@ async def test_a_child_that_stopped_itself_can_be_started_again_once_ended(
             assert await again.ask("hello") == 1
             await system.root.wait_child_ended("nobody")  # no such child: returns at once
     assert log[:3] == ["start w1", "stop w1", "start w1"]
+
+
+async def test_wait_child_ended_waits_out_a_restart_until_the_child_is_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A child waiting for its restart is not gone: wait_child_ended returns once it ended."""
+    log: list[str] = []
+    with trio.fail_after(10 * CAP):
+        async with open_actor_system(backoff=Backoff(initial=10, jitter=0, max=10)) as system:
+            ref = await system.root.start_child(worker(log, "w", restart=Restart.TRANSIENT))
+            await crash(ref)  # restarted in 10 s
+
+            async def quit_once_restarted() -> None:
+                assert await ref.ask("which") == 2
+                await ref.tell("quit")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(quit_once_restarted)
+                await system.root.wait_child_ended("w")
+                again = await system.root.start_child(worker(log, "w", restart=Restart.TRANSIENT))
+            assert await again.ask("which") == 1
+    assert log[:5] == ["start w1", "stop w1", "start w2", "stop w2", "start w1"]

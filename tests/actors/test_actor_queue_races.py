@@ -1,0 +1,215 @@
+"""The hand-off between a queued job and its WorkflowActor (issue 16) under races: a cancel
+or an interruption is never lost on either side of it, no actor starts once the run's stop
+began, only the starter task starts job actors, and an error starting one job does not take
+the run down."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors import job as job_module
+from conjure_actors.actors.conjure import Conjure
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.events import Event
+from conjure_actors.runtime import ActorRef, SupervisorRef
+from conjure_actors.sim.comfyui import ComfyTimings
+
+GRAPH = json.loads(bundled_workflow())
+
+
+def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
+    return [
+        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
+    ]
+
+
+async def _submit(conjure: Conjure, n: int = 1) -> list[str]:
+    return [await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x") for _ in range(n)]
+
+
+async def _requeueing(
+    conjure: Conjure, cloud: Any, job: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run ``job`` until its prompt runs, take its machine away, and return while its actor
+    puts the job back into the pool's queue (the MachineActor's mailbox busy for 1 s)."""
+    with trio.fail_after(3600):
+        await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+    queue = job_module.PoolPort.queue
+    entered = trio.Event()
+
+    async def slow_queue(self: job_module.PoolPort, *args: Any) -> None:
+        entered.set()
+        await trio.sleep(1.0)
+        await queue(self, *args)
+
+    monkeypatch.setattr(job_module.PoolPort, "queue", slow_queue)
+    cloud.runcomfy.vanish(conjure.state.jobs[job].server_id)
+    with trio.fail_after(3600):
+        await entered.wait()
+    monkeypatch.setattr(job_module.PoolPort, "queue", queue)
+
+
+async def test_a_cancel_sent_while_the_actor_requeues_its_job_ends_it_cancelled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that reaches the actor as it puts its job back is delivered again: cancelled,
+    never run again."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = (await _submit(conjure))[0]
+        await _requeueing(conjure, cloud, job, monkeypatch)
+        await conjure.cancel(job, "user")
+        with trio.fail_after(7200):
+            await conjure.wait_until_idle()
+        assert conjure.state.jobs[job].status == "cancelled"
+    assert _names(log, job).count("JobStarted") == 1
+
+
+async def test_a_shutdown_while_the_actor_requeues_its_job_interrupts_it_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interruption that reaches the actor as it puts its job back is not lost: the
+    shutdown does not wait out its 25 s for it."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = (await _submit(conjure))[0]
+        await _requeueing(conjure, cloud, job, monkeypatch)
+        t0 = trio.current_time()
+        await conjure.shutdown()
+        assert trio.current_time() - t0 < 20
+        assert conjure.state.jobs[job].status == "interrupted"
+    assert _names(log, job).count("JobInterrupted") == 1
+
+
+def _on_spawn(monkeypatch: pytest.MonkeyPatch, hook: Callable[[str], None]) -> None:
+    """Call ``hook(name)`` each time a job actor is about to be spawned."""
+    spawn = SupervisorRef.spawn
+
+    async def spawning(self: SupervisorRef, factory: Any, **kw: Any) -> ActorRef:
+        if self.path.endswith("/jobs"):
+            hook(kw["name"])
+        return await spawn(self, factory, **kw)
+
+    monkeypatch.setattr(SupervisorRef, "spawn", spawning)
+
+
+async def test_a_shutdown_during_an_actor_start_interrupts_the_job_once_without_a_prompt(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run stops while a leased job's actor is starting: that actor alone interrupts it,
+    no prompt is sent, and the shutdown does not wait out its 25 s."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    took: list[float] = []
+    stopped = trio.Event()
+    async with (
+        open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=20.0)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud, max_machines=1), wall) as conjure,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def stop() -> None:
+            t0 = trio.current_time()
+            await conjure.shutdown()
+            took.append(trio.current_time() - t0)
+            stopped.set()
+
+        _on_spawn(monkeypatch, lambda _: nursery.start_soon(stop))
+        job = (await _submit(conjure))[0]
+        with trio.fail_after(3600):
+            await stopped.wait()
+    names = _names(log, job)
+    assert names.count("JobInterrupted") == 1
+    assert "PromptSubmitting" not in names, names
+    assert took[0] < 20
+
+
+async def test_a_cancel_just_before_a_shutdown_ends_the_queued_job_cancelled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A queued job cancelled as the run stops ends cancelled, not interrupted (a resume
+    would run it)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            jobs = await _submit(conjure, 2)
+            await trio.testing.wait_all_tasks_blocked()
+            await conjure.cancel(jobs[1], "user")
+            await conjure.shutdown()
+            assert conjure.state.jobs[jobs[0]].status == "interrupted"
+    assert _names(log, jobs[1]) == ["JobSubmitted", "JobQueued", "JobCancelled"]
+
+
+async def test_every_job_actor_is_started_by_the_starter_task(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume's actors too are started by the one starter task: no two starts at once."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    out = tmp_path / "out"
+    starters: set[str] = set()
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1)
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            jobs = await _submit(conjure, 3)
+            await conjure.shutdown()
+        log.close()
+        log = log.reopen()
+        _on_spawn(monkeypatch, lambda _: starters.add(trio.lowlevel.current_task().name))
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 3
+    assert len(starters) == 1
+    assert "_run_starter" in starters.pop()
+
+
+async def test_an_error_starting_one_job_leaves_the_run_and_the_other_jobs_going(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job whose actor fails to start is logged at error level with its id and its machine
+    given back; the job queued behind it still runs on that machine."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            bad, good = await _submit(conjure, 2)
+
+            def explode(name: str) -> None:
+                if name == bad:
+                    raise RuntimeError("no actor for you")
+
+            _on_spawn(monkeypatch, explode)
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[good].status == "succeeded")
+            await conjure.shutdown()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(bad in r.getMessage() for r in errors)
+    released = [r.event.job_id for r in log.records() if isinstance(r.event, ev.MachineReleased)]
+    assert bad in released
