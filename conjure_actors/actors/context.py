@@ -92,6 +92,9 @@ class Leases(Protocol):
         only_server: str | None = None,
     ) -> None: ...
 
+    async def queue(self, job_id: str, version: str | None, priority: int, deadline: float) -> None:
+        """Put the job into the pool's queue, to wait there without its actor (issue 16)."""
+
     async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None: ...
 
     async def polled(self) -> None: ...

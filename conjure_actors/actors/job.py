@@ -66,7 +66,7 @@ import trio
 
 import eventlog
 from conjure_actors.actors import files
-from conjure_actors.actors.context import Context
+from conjure_actors.actors.context import Context, Leases
 from conjure_actors.actors.messages import (
     CancelJob,
     CancelLease,
@@ -345,7 +345,7 @@ class WorkflowActor(Actor):
         self,
         ctx: Context,
         job_id: str,
-        pool: Any,
+        pool: Leases,
         on_done: Callable[[str], None],
         on_fatal: Callable[[BaseException], None] | None = None,
         *,

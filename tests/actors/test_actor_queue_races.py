@@ -15,6 +15,8 @@ import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import eventlog
 from conjure_actors.actors import job as job_module
@@ -33,6 +35,11 @@ def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
     return [
         type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
     ]
+
+
+def _next_seq(log: eventlog.MemoryLog[Any]) -> int:
+    records = list(log.records())
+    return records[-1].seq + 1 if records else 0
 
 
 async def _submit(conjure: Conjure, n: int = 1) -> list[str]:
@@ -213,3 +220,104 @@ async def test_an_error_starting_one_job_leaves_the_run_and_the_other_jobs_going
     assert any(bad in r.getMessage() for r in errors)
     released = [r.event.job_id for r in log.records() if isinstance(r.event, ev.MachineReleased)]
     assert bad in released
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["cancel", "lose"]),
+        st.integers(0, 3),
+        st.sampled_from([0.0, 0.5, 2.0, 20.0, 121.0, 130.0]),
+    ),
+    max_size=6,
+)
+
+
+async def _interleaving(
+    tmp: Path, n: int, ops: list[tuple[str, int, float]], stop_at: float
+) -> tuple[list[str], dict[str, int], int, float, eventlog.MemoryLog[Any], Any]:
+    """Submit ``n`` jobs, run ``ops`` (cancel a job, lose its machine) and a stop at
+    ``stop_at`` s; returns the jobs, the seq each cancel was asked at (the job active, the
+    stop not begun), the stop's seq, how long it took, the log and the final state."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    cancels: dict[str, int] = {}
+    stop: list[float] = []
+    async with open_test_cloud(
+        wall.now, ready_delay=120.0, timings=ComfyTimings(scale=20.0)
+    ) as cloud:
+        config = sim_config(cloud, max_machines=2, jobs_per_machine=1)
+        async with run_conjure(cloud, log, tmp, config, wall) as conjure:
+            jobs = await _submit(conjure, n)
+
+            async def stopper() -> None:
+                await trio.sleep(stop_at)
+                stop.append(_next_seq(log))
+                t0 = trio.current_time()
+                await conjure.shutdown()
+                stop.append(trio.current_time() - t0)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stopper)
+                for op, i, delay in ops:
+                    await trio.sleep(delay)
+                    job = jobs[i % n]
+                    status = conjure.state.jobs[job].status
+                    if op == "cancel" and not stop and status in ("queued", "running"):
+                        cancels.setdefault(job, _next_seq(log))
+                        await conjure.cancel(job, "user")
+                    elif op == "lose" and conjure.state.jobs[job].server_id is not None:
+                        cloud.runcomfy.vanish(conjure.state.jobs[job].server_id)
+            state = conjure.state
+    return jobs, cancels, int(stop[0]), stop[1], log, state
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    n=st.integers(1, 4),
+    ops=_OPS,
+    stop_at=st.sampled_from([0.0, 1.0, 122.0, 135.0, 400.0]),
+    hold=st.sampled_from([0.0, 1.0]),
+)
+def test_any_interleaving_of_cancels_machine_losses_and_a_stop_keeps_the_queues_promises(
+    tmp_path_factory: pytest.TempPathFactory,
+    n: int,
+    ops: list[tuple[str, int, float]],
+    stop_at: float,
+    hold: float,
+) -> None:
+    """Whatever the order of cancels, machine losses and the stop (the pool's mailbox busy
+    or not as an actor puts its job back): a job cancelled before the stop ends cancelled,
+    no prompt is sent once the stop began, the stop waits for no lost request, and no job
+    is left active."""
+    tmp = tmp_path_factory.mktemp("races")
+    queue = job_module.PoolPort.queue
+
+    async def held_queue(self: job_module.PoolPort, *args: Any) -> None:
+        await trio.sleep(hold)
+        await queue(self, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(job_module.PoolPort, "queue", held_queue)
+        jobs, cancels, stop_seq, took, log, state = trio.run(
+            _interleaving,
+            tmp,
+            n,
+            ops,
+            stop_at,
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
+    for job in cancels:
+        assert state.jobs[job].status == "cancelled", _names(log, job)
+    late = [
+        r.event.job_id
+        for r in log.records()
+        if isinstance(r.event, ev.PromptSubmitting) and r.seq >= stop_seq
+    ]
+    assert late == []
+    assert took < 20
+    assert [j for j in jobs if state.jobs[j].status in ("pending", "queued", "running")] == []
