@@ -362,6 +362,29 @@ class Conjure:
                 log.debug("job %s: start traceback", job_id, exc_info=True)
                 if isinstance(first, Lease):
                     await port.release(first.server_id, job_id)
+                await self._fail_unstarted(job_id, exc)
+
+    async def _fail_unstarted(self, job_id: str, exc: Exception) -> None:
+        """A job whose actor could not start is failed here (it is in no queue any more:
+        left active, it would wait forever and keep ``wait_until_idle`` from returning).
+        Its actor never ran, so this is the one writer of that job's end."""
+        job = self.state.jobs.get(job_id)
+        if job is None or job.status not in st.RESUMABLE_STATUSES or job_id in self._job_refs:
+            return  # it ended, or an actor runs it after all
+        try:
+            failed = decide.fail_job(
+                self.state,
+                job_id,
+                error_type="ActorStartFailed",
+                message=f"its actor did not start: {describe(exc)}; rerun it",
+                at=self.ctx.now(),
+            )
+            await self.ctx.emit(failed)
+        except (CommandRejectedError, eventlog.EventLogError) as err:  # the log says why elsewhere
+            log.error("job %s: could not record that its actor did not start: %s", job_id, err)
+            return
+        self._cancels.pop(job_id, None)
+        self._wake_waiters()
 
     async def _wait_starts(self) -> None:
         """Return once the starter has handled everything sent to it before this call."""

@@ -121,3 +121,22 @@ async def open_test_cloud(
         seed=3, faults=faults, timings=cloud_timings, wall=wall
     ) as cloud:
         yield cloud
+
+
+def event_names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
+    """The type names of ``job``'s events in ``log``, in order."""
+    return [
+        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
+    ]
+
+
+def task_names(part: str) -> list[str]:
+    """The names of the running tasks whose name contains ``part``, sorted."""
+    names: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if part in task.name:
+            names.append(task.name)
+        todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+    return sorted(names)

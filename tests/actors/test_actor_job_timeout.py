@@ -10,7 +10,14 @@ from typing import Any
 
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    event_names,
+    open_test_cloud,
+    run_conjure,
+    sim_config,
+    task_names,
+    wait_for,
+)
 
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
@@ -20,24 +27,6 @@ from conjure_actors.domain.events import Event
 from conjure_actors.sim.comfyui import ComfyTimings
 
 GRAPH = json.loads(bundled_workflow())
-
-
-def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
-    return [
-        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
-    ]
-
-
-def _task_names(prefix: str) -> list[str]:
-    """The names of the running tasks that start with ``prefix``."""
-    names: list[str] = []
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task.name.startswith(prefix):
-            names.append(task.name)
-        todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
-    return sorted(names)
 
 
 async def test_a_job_waiting_for_a_machine_fails_at_its_total_timeout(
@@ -59,7 +48,7 @@ async def test_a_job_waiting_for_a_machine_fails_at_its_total_timeout(
     assert failed.error.error_type == "Timeout"
     assert "30 s" in failed.error.message
     assert 30.0 <= elapsed < 31.0
-    assert "JobStarted" not in _names(log, job)
+    assert "JobStarted" not in event_names(log, job)
 
 
 async def test_a_running_job_fails_at_its_total_timeout(
@@ -78,7 +67,7 @@ async def test_a_running_job_fails_at_its_total_timeout(
     assert failed.error is not None
     assert failed.error.error_type == "Timeout"
     assert "300 s" in failed.error.message
-    assert "JobStarted" in _names(log, job)
+    assert "JobStarted" in event_names(log, job)
 
 
 async def test_a_queued_job_runs_no_task_of_its_own(
@@ -94,7 +83,7 @@ async def test_a_queued_job_runs_no_task_of_its_own(
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
             await trio.testing.wait_all_tasks_blocked()
-            assert _task_names(f"{job}-") == []
+            assert task_names(f"{job}-") == []
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[job].status == "succeeded"
@@ -115,8 +104,8 @@ async def test_a_running_attempt_watches_the_job_deadline_in_its_guard(
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
             await trio.testing.wait_all_tasks_blocked()
-            assert f"{job}-guard" in _task_names(f"{job}-")
-            assert _task_names(f"{job}-timeout") == []
+            assert f"{job}-guard" in task_names(f"{job}-")
+            assert task_names(f"{job}-timeout") == []
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[job].status == "failed")
             failed = conjure.state.jobs[job]

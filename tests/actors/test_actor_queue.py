@@ -10,7 +10,15 @@ from typing import Any
 
 import trio
 import trio.testing
-from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    crash_when,
+    event_names,
+    open_test_cloud,
+    run_conjure,
+    sim_config,
+    task_names,
+    wait_for,
+)
 
 import eventlog
 from conjure_actors.actors.conjure import Conjure
@@ -23,24 +31,6 @@ from conjure_actors.runtime.events import ActorStarted
 from conjure_actors.sim.comfyui import ComfyTimings
 
 GRAPH = json.loads(bundled_workflow())
-
-
-def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
-    return [
-        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
-    ]
-
-
-def _task_names(part: str) -> list[str]:
-    """The names of the running tasks whose name contains ``part``."""
-    names: list[str] = []
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if part in task.name:
-            names.append(task.name)
-        todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
-    return sorted(names)
 
 
 def _started(log: eventlog.MemoryLog[Any], job: str) -> int:
@@ -71,7 +61,7 @@ async def test_a_queued_job_has_no_actor_and_no_task(
             await trio.testing.wait_all_tasks_blocked()
             assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 2
             for job in jobs:
-                assert _task_names(job) == []
+                assert task_names(job) == []
                 assert conjure.jobs.child(job) is None
                 assert _started(log, job) == 0
             with trio.fail_after(3600):
@@ -96,7 +86,7 @@ async def test_a_cancelled_queued_job_ends_cancelled_and_never_leases(
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[first].status == "succeeded"
             assert conjure.state.jobs[second].status == "cancelled"
-    assert _names(log, second) == ["JobSubmitted", "JobQueued", "JobCancelled"]
+    assert event_names(log, second) == ["JobSubmitted", "JobQueued", "JobCancelled"]
     leased = [r.event.job_id for r in log.records() if isinstance(r.event, ev.MachineLeased)]
     assert leased == [first]
     assert _started(log, second) == 1
@@ -115,7 +105,7 @@ async def test_queued_jobs_time_out_on_one_timer(
             t0 = trio.current_time()
             jobs = await _submit(conjure, 5)
             await trio.testing.wait_all_tasks_blocked()
-            assert _task_names("machine-queue-timer") == ["machine-queue-timer"]
+            assert task_names("machine-queue-timer") == ["machine-queue-timer"]
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: all(s.jobs[j].status == "failed" for j in jobs))
             elapsed = trio.current_time() - t0
@@ -123,7 +113,7 @@ async def test_queued_jobs_time_out_on_one_timer(
     assert all(e is not None and e.error_type == "Timeout" for e in errors)
     assert 30.0 <= elapsed < 31.0
     for job in jobs:
-        assert _names(log, job) == ["JobSubmitted", "JobQueued", "JobFailed"]
+        assert event_names(log, job) == ["JobSubmitted", "JobQueued", "JobFailed"]
 
 
 async def test_queued_jobs_start_by_priority_then_in_order(
@@ -164,12 +154,12 @@ async def test_a_queued_job_goes_back_into_the_queue_after_a_crash(
         async with run_conjure(cloud, log, out, config, wall) as conjure:
             await trio.testing.wait_all_tasks_blocked()
             assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 2
-            assert [_task_names(j) for j in jobs] == [[], []]
+            assert [task_names(j) for j in jobs] == [[], []]
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
             assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
     for job in jobs:
-        assert _names(log, job).count("JobQueued") == 1
+        assert event_names(log, job).count("JobQueued") == 1
 
 
 async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_them(
@@ -196,7 +186,7 @@ async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_t
             assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 3
     assert sorted(seqs) == list(range(min(seqs), min(seqs) + 3))  # together, in one append
     for job in jobs:
-        assert "JobResumed" in _names(log, job)
+        assert "JobResumed" in event_names(log, job)
 
 
 async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
@@ -219,7 +209,7 @@ async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
             await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
         await trio.testing.wait_all_tasks_blocked()
         assert conjure.state.jobs[job].status == "queued"
-        assert _task_names(job) == []
+        assert task_names(job) == []
         assert conjure.jobs.child(job) is None
         with trio.fail_after(7200):
             await conjure.wait_until_idle()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import event_names, open_test_cloud, run_conjure, sim_config, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,12 +29,6 @@ from conjure_actors.runtime import ActorRef, SupervisorRef
 from conjure_actors.sim.comfyui import ComfyTimings
 
 GRAPH = json.loads(bundled_workflow())
-
-
-def _names(log: eventlog.MemoryLog[Any], job: str) -> list[str]:
-    return [
-        type(r.event).__name__ for r in log.records() if getattr(r.event, "job_id", None) == job
-    ]
 
 
 def _next_seq(log: eventlog.MemoryLog[Any]) -> int:
@@ -85,7 +79,7 @@ async def test_a_cancel_sent_while_the_actor_requeues_its_job_ends_it_cancelled(
         with trio.fail_after(7200):
             await conjure.wait_until_idle()
         assert conjure.state.jobs[job].status == "cancelled"
-    assert _names(log, job).count("JobStarted") == 1
+    assert event_names(log, job).count("JobStarted") == 1
 
 
 async def test_a_shutdown_while_the_actor_requeues_its_job_interrupts_it_at_once(
@@ -105,7 +99,7 @@ async def test_a_shutdown_while_the_actor_requeues_its_job_interrupts_it_at_once
         await conjure.shutdown()
         assert trio.current_time() - t0 < 20
         assert conjure.state.jobs[job].status == "interrupted"
-    assert _names(log, job).count("JobInterrupted") == 1
+    assert event_names(log, job).count("JobInterrupted") == 1
 
 
 def _on_spawn(monkeypatch: pytest.MonkeyPatch, hook: Callable[[str], None]) -> None:
@@ -145,7 +139,7 @@ async def test_a_shutdown_during_an_actor_start_interrupts_the_job_once_without_
         job = (await _submit(conjure))[0]
         with trio.fail_after(3600):
             await stopped.wait()
-    names = _names(log, job)
+    names = event_names(log, job)
     assert names.count("JobInterrupted") == 1
     assert "PromptSubmitting" not in names, names
     assert took[0] < 20
@@ -166,7 +160,7 @@ async def test_a_cancel_just_before_a_shutdown_ends_the_queued_job_cancelled(
             await conjure.cancel(jobs[1], "user")
             await conjure.shutdown()
             assert conjure.state.jobs[jobs[0]].status == "interrupted"
-    assert _names(log, jobs[1]) == ["JobSubmitted", "JobQueued", "JobCancelled"]
+    assert event_names(log, jobs[1]) == ["JobSubmitted", "JobQueued", "JobCancelled"]
 
 
 async def test_every_job_actor_is_started_by_the_starter_task(
@@ -220,6 +214,34 @@ async def test_an_error_starting_one_job_leaves_the_run_and_the_other_jobs_going
     assert any(bad in r.getMessage() for r in errors)
     released = [r.event.job_id for r in log.records() if isinstance(r.event, ev.MachineReleased)]
     assert bad in released
+
+
+async def test_a_job_whose_actor_does_not_start_ends_failed_and_the_run_goes_idle(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose actor fails to start is failed (ActorStartFailed, one line), not left
+    queued forever: ``wait_until_idle`` returns once the other job is done."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            bad, good = await _submit(conjure, 2)
+
+            def explode(name: str) -> None:
+                if name == bad:
+                    raise RuntimeError("no actor for you")
+
+            _on_spawn(monkeypatch, explode)
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            statuses = {j: conjure.state.jobs[j].status for j in (bad, good)}
+            await conjure.shutdown()
+    assert statuses == {bad: "failed", good: "succeeded"}
+    failed = [r.event for r in log.records() if isinstance(r.event, ev.JobFailed)]
+    assert [(f.job_id, f.error_type) for f in failed] == [(bad, "ActorStartFailed")]
+    assert "\n" not in failed[0].message
+    assert "no actor for you" in failed[0].message
 
 
 _OPS = st.lists(
@@ -312,7 +334,7 @@ def test_any_interleaving_of_cancels_machine_losses_and_a_stop_keeps_the_queues_
             clock=trio.testing.MockClock(autojump_threshold=0),
         )
     for job in cancels:
-        assert state.jobs[job].status == "cancelled", _names(log, job)
+        assert state.jobs[job].status == "cancelled", event_names(log, job)
     late = [
         r.event.job_id
         for r in log.records()
