@@ -8,8 +8,11 @@
    POSTs ``/prompt`` and polls ``/history/{id}`` every 50 ms with plain httpx (no socket,
    no verification).
 2. **WebSocket parsing.** A ~1 KiB ``progress_state`` frame decoded by the client's typed
-   decoder (``parse_ws_message``) and by its full dispatch path (decode + route to the
-   follower's channel), beside a bare ``msgspec.json.decode`` of the same bytes.
+   decoder (``parse_ws_message``), and an ``executed`` frame of about the same size through the
+   client's full dispatch path (decode + route to the follower's channel), each beside a bare
+   ``msgspec.json.decode`` of the same bytes. (The dispatch path drops ``progress_state``
+   frames by their first bytes, since following reads nothing from them: timing their
+   dispatch would time a skip, not a route.)
 
 Run: ``python bench/clients.py`` (about a minute). Figures are medians of several repeats.
 """
@@ -144,6 +147,27 @@ def progress_state_frame() -> bytes:
     )
 
 
+def executed_frame() -> bytes:
+    """A routed frame of about the progress_state frame's size: a SaveImage node's
+    ``executed`` with twelve images."""
+    pid = "65779a96-7993-43b4-93f2-88ca7d57278b"
+    images = [
+        {"filename": f"ComfyUI_{i:05d}_.png", "subfolder": "conjure", "type": "output"}
+        for i in range(12)
+    ]
+    return msgspec.json.encode(
+        {
+            "type": "executed",
+            "data": {
+                "node": "9",
+                "display_node": "9",
+                "output": {"images": images},
+                "prompt_id": pid,
+            },
+        }
+    )
+
+
 def rate(fn: Callable[[str], object], text: str) -> float:
     start = time.perf_counter()
     for _ in range(PARSE_MESSAGES):
@@ -161,6 +185,7 @@ def main() -> int:
 
     frame = progress_state_frame()
     text = frame.decode()
+    routed = executed_frame().decode()
     client = ComfyUIClient("http://127.0.0.1:1", http=httpx.AsyncClient())
     events = client.events()
     sub = events.subscribe("65779a96-7993-43b4-93f2-88ca7d57278b")
@@ -169,12 +194,19 @@ def main() -> int:
         events.dispatch(message)
         sub.receive.receive_nowait()
 
-    parse_rows: dict[str, list[float]] = {"bare": [], "typed": [], "dispatch": []}
+    parse_rows: dict[str, list[float]] = {
+        "bare": [],
+        "typed": [],
+        "bare_routed": [],
+        "dispatch": [],
+    }
     for _ in range(PARSE_REPEATS):
         parse_rows["bare"].append(rate(msgspec.json.decode, text))
         parse_rows["typed"].append(rate(parse_ws_message, text))
-        parse_rows["dispatch"].append(rate(dispatch, text))
+        parse_rows["bare_routed"].append(rate(msgspec.json.decode, routed))
+        parse_rows["dispatch"].append(rate(dispatch, routed))
     bare = statistics.median(parse_rows["bare"])
+    bare_routed = statistics.median(parse_rows["bare_routed"])
 
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve-sim"], stdout=subprocess.PIPE, text=True
@@ -197,7 +229,8 @@ def main() -> int:
     c_rate, c_cpu = med(client_rows, 0), med(client_rows, 1)
     n_rate, n_cpu = med(naive_rows, 0), med(naive_rows, 1)
     print(
-        f"frame: progress_state, {len(frame)} bytes; {PROMPTS} concurrent prompts; "
+        f"frames: progress_state, {len(frame)} bytes (decode); executed, {len(routed)} bytes "
+        f"(dispatch); {PROMPTS} concurrent prompts; "
         f"medians of {REPEATS} (prompts) / {PARSE_REPEATS} (parsing) repeats"
     )
     print()
@@ -217,8 +250,8 @@ def main() -> int:
         f"{typed / bare:7.2f}   baseline: bare msgspec.json.decode"
     )
     print(
-        f"{'WS msgs/s, decode + route to follower':46} {full:12,.0f} {bare:12,.0f} "
-        f"{full / bare:7.2f}   target >= 0.50"
+        f"{'WS msgs/s, decode + route to follower':46} {full:12,.0f} {bare_routed:12,.0f} "
+        f"{full / bare_routed:7.2f}   target >= 0.50 (executed frame; baseline: its bare decode)"
     )
     return 0
 
