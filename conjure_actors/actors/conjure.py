@@ -367,19 +367,25 @@ class Conjure:
     async def _fail_unstarted(self, job_id: str, exc: Exception) -> None:
         """A job whose actor could not start is failed here (it is in no queue any more:
         left active, it would wait forever and keep ``wait_until_idle`` from returning).
-        Its actor never ran, so this is the one writer of that job's end."""
+        Its actor never ran, so this is the one writer of that job's end. A job whose
+        cancel was asked (its actor was started only to cancel it) ends cancelled."""
         job = self.state.jobs.get(job_id)
         if job is None or job.status not in st.RESUMABLE_STATUSES or job_id in self._job_refs:
             return  # it ended, or an actor runs it after all
         try:
-            failed = decide.fail_job(
-                self.state,
-                job_id,
-                error_type="ActorStartFailed",
-                message=f"its actor did not start: {describe(exc)}; rerun it",
-                at=self.ctx.now(),
+            reason = self._cancels.get(job_id)
+            ended = (
+                decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
+                if reason is not None
+                else decide.fail_job(
+                    self.state,
+                    job_id,
+                    error_type="ActorStartFailed",
+                    message=f"its actor did not start: {describe(exc)}; rerun it",
+                    at=self.ctx.now(),
+                )
             )
-            await self.ctx.emit(failed)
+            await self.ctx.emit(ended)
         except (CommandRejectedError, eventlog.EventLogError) as err:  # the log says why elsewhere
             log.error("job %s: could not record that its actor did not start: %s", job_id, err)
             return
@@ -446,18 +452,20 @@ class Conjure:
         return self._stop_why if self._shut_down else None
 
     async def _end_queued(self, job_ids: Sequence[str], why: str) -> None:
-        """The run stops: end the active jobs that have no actor in one append, cancelled
-        if a cancel was asked, else interrupted (``run --resume`` takes them up)."""
+        """The run stops: end the jobs that have no actor in one append, cancelled if a
+        cancel was asked (an interrupted one too), else interrupted if still active
+        (``run --resume`` takes them up)."""
         now = self.ctx.now()
         events: list[Any] = []
-        for job_id in job_ids:
+        for job_id in dict.fromkeys(job_ids):  # once each
             job = self.state.jobs.get(job_id)
-            if job is None or job.status not in st.ACTIVE_STATUSES:
+            if job is None or job.status in st.TERMINAL_STATUSES:
+                self._cancels.pop(job_id, None)
                 continue  # it ended meanwhile
             reason = self._cancels.pop(job_id, None)
             if reason is not None:
                 events.append(decide.cancel_job(self.state, job_id, reason=reason, at=now))
-            else:
+            elif job.status in st.ACTIVE_STATUSES:
                 events.append(decide.interrupt_job(self.state, job_id, reason=why, at=now))
         if events:
             await self.ctx.emit(*events)
@@ -499,11 +507,13 @@ class Conjure:
         if job_id == self._starting:
             self._ended_starting = True
         job = self.state.jobs.get(job_id)
-        if job is None or job.status not in st.ACTIVE_STATUSES:
+        if job is None or job.status in st.TERMINAL_STATUSES:
             self._cancels.pop(job_id, None)
         elif job_id in self._cancels:
+            # Active, or interrupted by the stop while the cancel waited behind it in the
+            # actor's mailbox: the cancel still wins (interrupted -> cancelled).
             self._starts[0].send_nowait((job_id, CancelJob(job_id, self._cancels[job_id])))
-        elif self._shut_down:
+        elif self._shut_down and job.status in st.ACTIVE_STATUSES:
             self._starts[0].send_nowait((job_id, None))  # the starter interrupts it
         self._wake_waiters()
 
@@ -681,14 +691,10 @@ class Conjure:
             await self._end_queued(queued, why)  # waiting without an actor: in one append
         with trio.move_on_after(25):
             await self.wait_until_idle()
-        async with self._start_lock:  # actors that did not answer in time
-            for job_id in self.active_jobs():
-                try:
-                    await self.ctx.emit(
-                        decide.interrupt_job(self.state, job_id, reason=why, at=self.ctx.now())
-                    )
-                except CommandRejectedError as exc:  # it ended meanwhile
-                    log.debug("job %s: not interrupted: %s", job_id, exc)
+        async with self._start_lock:
+            # Actors that did not answer in time, and the cancels that reached an actor
+            # after its interruption: in one append (decided on the state right before it).
+            await self._end_queued([*self.active_jobs(), *self._cancels], why)
         reply: Reply[list[str]] = Reply()
         await self.machines.tell(StopAllMachines(reason, reply))
         with trio.move_on_after(self.ctx.config.pool.stop_patience + 15):

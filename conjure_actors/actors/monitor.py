@@ -1,9 +1,11 @@
 """The MonitorActor: the live view and stall detection.
 
-It owns its state like every actor: a child task follows the journal, shows each record on
-the sink (JSON lines, the Rich view: display, not state, and shown as soon as published, to
-the very last record) and, once per period, tells the actor which jobs showed a sign of life
-(or ended) since the last tick, then the tick itself. The actor keeps the
+A journal listener (``Journal.listen``: called inside each commit, in whichever task
+commits, with no wake-up of its own) shows each record on the sink (JSON lines, the Rich
+view: display, not state, and shown as soon as published, to the very last record) and
+notes which jobs showed a sign of life (or ended); that listener touches only the display
+(the sink) and that note. A child task takes the note once per period and tells the actor,
+then the tick itself: the actor's state changes only in the actor. The actor keeps the
 :class:`~conjure_actors.actors.view.StallDetector` and, for a running job silent too long,
 emits its one event, ``JobStalled``, then tells the job's WorkflowActor (``notify_stall``),
 which follows the prompt by polling.
@@ -80,7 +82,7 @@ class _Tick:
 
 
 class MonitorActor(Actor):
-    """Watches every published record: feeds a sink, detects stalled jobs."""
+    """Sees every published record (a journal listener): feeds a sink, detects stalled jobs."""
 
     def __init__(
         self,

@@ -244,6 +244,57 @@ async def test_a_job_whose_actor_does_not_start_ends_failed_and_the_run_goes_idl
     assert "no actor for you" in failed[0].message
 
 
+async def test_a_cancel_asked_once_the_stop_began_ends_the_running_job_cancelled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A cancel asked while the stop interrupts a running job (it reaches the actor behind
+    the interruption) still ends the job cancelled, so no resume runs it again."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = (await _submit(conjure))[0]
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conjure.shutdown)
+                while not conjure._shut_down:
+                    await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+                await conjure.cancel(job, "user")
+        status = conjure.state.jobs[job].status
+    assert status == "cancelled"
+    assert event_names(log, job).count("JobCancelled") == 1
+
+
+async def test_a_cancelled_queued_job_whose_actor_cannot_start_ends_cancelled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued job the user cancelled ends cancelled even if the actor started to cancel
+    it cannot start (not failed with "rerun it")."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, ready_delay=600.0) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = (await _submit(conjure))[0]
+
+        def explode(name: str) -> None:
+            raise RuntimeError("spawn broke")
+
+        _on_spawn(monkeypatch, explode)
+        await conjure.cancel(job, "user")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        status = conjure.state.jobs[job].status
+        await conjure.shutdown()
+    assert status == "cancelled"
+    assert "JobFailed" not in event_names(log, job)
+
+
 _OPS = st.lists(
     st.tuples(
         st.sampled_from(["cancel", "lose"]),
