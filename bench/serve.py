@@ -30,7 +30,8 @@ It prints a table with the ratios against the proxy measured in the same run, a 
 (each backend's CPU time per accepted job: during the load, until its jobs ran, and its
 simulator's), and a verdict line checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher) and a restart
-under 2 s; the same comparison at the proxy's level is printed beside it. Every loop is bounded in count and time.
+under 2 s; the same comparison at the proxy's level is printed beside it. Every loop is
+bounded in count and time.
 """
 
 from __future__ import annotations
