@@ -4,6 +4,7 @@ them by name, and another test folder has a conftest of its own.)"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import trio
 
 import eventlog
 from conjure_actors.actors.conjure import Conjure
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfig, Secret
 from conjure_actors.domain.events import Event
@@ -140,3 +142,12 @@ def task_names(part: str) -> list[str]:
             names.append(task.name)
         todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
     return sorted(names)
+
+
+async def submit_sketches(conjure: Conjure, n: int = 1, priority: int = 0) -> list[str]:
+    """Submit ``n`` jobs of the bundled CONJURE workflow (the example sketch, prompt "x")."""
+    graph = json.loads(bundled_workflow())
+    return [
+        await conjure.submit(graph, image=example_sketch_png(), prompt="x", priority=priority)
+        for _ in range(n)
+    ]

@@ -4,7 +4,6 @@ write its cancellation or its timeout)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,19 @@ from actor_support import (
     open_test_cloud,
     run_conjure,
     sim_config,
+    submit_sketches,
     task_names,
     wait_for,
 )
 
 import eventlog
 from conjure_actors.actors.conjure import Conjure
-from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import RetryConfig
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.runtime.events import ActorStarted
 from conjure_actors.sim.comfyui import ComfyTimings
-
-GRAPH = json.loads(bundled_workflow())
 
 
 def _started(log: eventlog.MemoryLog[Any], job: str) -> int:
@@ -39,13 +36,6 @@ def _started(log: eventlog.MemoryLog[Any], job: str) -> int:
         isinstance(r.event, ActorStarted) and r.event.actor.endswith(f"/{job}")
         for r in log.records()
     )
-
-
-async def _submit(conjure: Conjure, n: int = 1, priority: int = 0) -> list[str]:
-    return [
-        await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x", priority=priority)
-        for _ in range(n)
-    ]
 
 
 async def test_a_queued_job_has_no_actor_and_no_task(
@@ -57,7 +47,7 @@ async def test_a_queued_job_has_no_actor_and_no_task(
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            jobs = await _submit(conjure, 2)
+            jobs = await submit_sketches(conjure, 2)
             await trio.testing.wait_all_tasks_blocked()
             assert [conjure.state.jobs[j].status for j in jobs] == ["queued"] * 2
             for job in jobs:
@@ -80,7 +70,7 @@ async def test_a_cancelled_queued_job_ends_cancelled_and_never_leases(
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            first, second = await _submit(conjure, 2)
+            first, second = await submit_sketches(conjure, 2)
             await conjure.cancel(second, "user")
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
@@ -103,7 +93,7 @@ async def test_queued_jobs_time_out_on_one_timer(
         config = sim_config(cloud, max_machines=1, retry=RetryConfig(total_timeout=30.0))
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
             t0 = trio.current_time()
-            jobs = await _submit(conjure, 5)
+            jobs = await submit_sketches(conjure, 5)
             await trio.testing.wait_all_tasks_blocked()
             assert task_names("machine-queue-timer") == ["machine-queue-timer"]
             with trio.fail_after(3600):
@@ -125,9 +115,9 @@ async def test_queued_jobs_start_by_priority_then_in_order(
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            low1 = (await _submit(conjure))[0]
-            high = (await _submit(conjure, priority=5))[0]
-            low2 = (await _submit(conjure))[0]
+            low1 = (await submit_sketches(conjure))[0]
+            high = (await submit_sketches(conjure, priority=5))[0]
+            low2 = (await submit_sketches(conjure))[0]
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
     started = [r.event.job_id for r in log.records() if isinstance(r.event, ev.JobStarted)]
@@ -147,7 +137,7 @@ async def test_a_queued_job_goes_back_into_the_queue_after_a_crash(
         config = sim_config(cloud, max_machines=1)
 
         async def until_queued(conjure: Conjure) -> None:
-            jobs.extend(await _submit(conjure, 2))
+            jobs.extend(await submit_sketches(conjure, 2))
 
         await crash_when(cloud, log, out, config, wall, until_queued)
         log = log.reopen()
@@ -173,7 +163,7 @@ async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_t
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1)
         async with run_conjure(cloud, log, out, config, wall) as conjure:
-            jobs = await _submit(conjure, 3)
+            jobs = await submit_sketches(conjure, 3)
             await conjure.shutdown()
             assert [conjure.state.jobs[j].status for j in jobs] == ["interrupted"] * 3
         assert [_started(log, j) for j in jobs] == [0, 0, 0]
@@ -201,7 +191,7 @@ async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
         open_test_cloud(wall.now, ready_delay=120.0, timings=timings) as cloud,
         run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
     ):
-        job = (await _submit(conjure))[0]
+        job = (await submit_sketches(conjure))[0]
         with trio.fail_after(3600):
             await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
         cloud.runcomfy.vanish(conjure.state.jobs[job].server_id)

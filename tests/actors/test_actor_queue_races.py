@@ -5,7 +5,6 @@ the run down."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,30 +13,30 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from actor_support import event_names, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    event_names,
+    open_test_cloud,
+    run_conjure,
+    sim_config,
+    submit_sketches,
+    wait_for,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventlog
 from conjure_actors.actors import job as job_module
 from conjure_actors.actors.conjure import Conjure
-from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.runtime import ActorRef, SupervisorRef
 from conjure_actors.sim.comfyui import ComfyTimings
 
-GRAPH = json.loads(bundled_workflow())
-
 
 def _next_seq(log: eventlog.MemoryLog[Any]) -> int:
     records = list(log.records())
     return records[-1].seq + 1 if records else 0
-
-
-async def _submit(conjure: Conjure, n: int = 1) -> list[str]:
-    return [await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x") for _ in range(n)]
 
 
 async def _requeueing(
@@ -73,7 +72,7 @@ async def test_a_cancel_sent_while_the_actor_requeues_its_job_ends_it_cancelled(
         open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)) as cloud,
         run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
     ):
-        job = (await _submit(conjure))[0]
+        job = (await submit_sketches(conjure))[0]
         await _requeueing(conjure, cloud, job, monkeypatch)
         await conjure.cancel(job, "user")
         with trio.fail_after(7200):
@@ -93,7 +92,7 @@ async def test_a_shutdown_while_the_actor_requeues_its_job_interrupts_it_at_once
         open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)) as cloud,
         run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
     ):
-        job = (await _submit(conjure))[0]
+        job = (await submit_sketches(conjure))[0]
         await _requeueing(conjure, cloud, job, monkeypatch)
         t0 = trio.current_time()
         await conjure.shutdown()
@@ -136,7 +135,7 @@ async def test_a_shutdown_during_an_actor_start_interrupts_the_job_once_without_
             stopped.set()
 
         _on_spawn(monkeypatch, lambda _: nursery.start_soon(stop))
-        job = (await _submit(conjure))[0]
+        job = (await submit_sketches(conjure))[0]
         with trio.fail_after(3600):
             await stopped.wait()
     names = event_names(log, job)
@@ -155,7 +154,7 @@ async def test_a_cancel_just_before_a_shutdown_ends_the_queued_job_cancelled(
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            jobs = await _submit(conjure, 2)
+            jobs = await submit_sketches(conjure, 2)
             await trio.testing.wait_all_tasks_blocked()
             await conjure.cancel(jobs[1], "user")
             await conjure.shutdown()
@@ -174,7 +173,7 @@ async def test_every_job_actor_is_started_by_the_starter_task(
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1)
         async with run_conjure(cloud, log, out, config, wall) as conjure:
-            jobs = await _submit(conjure, 3)
+            jobs = await submit_sketches(conjure, 3)
             await conjure.shutdown()
         log.close()
         log = log.reopen()
@@ -200,7 +199,7 @@ async def test_an_error_starting_one_job_leaves_the_run_and_the_other_jobs_going
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            bad, good = await _submit(conjure, 2)
+            bad, good = await submit_sketches(conjure, 2)
 
             def explode(name: str) -> None:
                 if name == bad:
@@ -226,7 +225,7 @@ async def test_a_job_whose_actor_does_not_start_ends_failed_and_the_run_goes_idl
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            bad, good = await _submit(conjure, 2)
+            bad, good = await submit_sketches(conjure, 2)
 
             def explode(name: str) -> None:
                 if name == bad:
@@ -255,7 +254,7 @@ async def test_a_cancel_asked_once_the_stop_began_ends_the_running_job_cancelled
         open_test_cloud(wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)) as cloud,
         run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
     ):
-        job = (await _submit(conjure))[0]
+        job = (await submit_sketches(conjure))[0]
         with trio.fail_after(3600):
             await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
             async with trio.open_nursery() as nursery:
@@ -280,7 +279,7 @@ async def test_a_cancelled_queued_job_whose_actor_cannot_start_ends_cancelled(
         open_test_cloud(wall.now, ready_delay=600.0) as cloud,
         run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
     ):
-        job = (await _submit(conjure))[0]
+        job = (await submit_sketches(conjure))[0]
 
         def explode(name: str) -> None:
             raise RuntimeError("spawn broke")
@@ -320,7 +319,7 @@ async def _interleaving(
     ) as cloud:
         config = sim_config(cloud, max_machines=2, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp, config, wall) as conjure:
-            jobs = await _submit(conjure, n)
+            jobs = await submit_sketches(conjure, n)
 
             async def stopper() -> None:
                 await trio.sleep(stop_at)
