@@ -386,6 +386,9 @@ class _Live:
     seen: bool = False  # listed at least once: a 404 from now on means it is gone
     events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
     events_scope: trio.CancelScope | None = None
+    # An attached machine's WebSocket is opening: no lease until that attempt is over (a
+    # prompt posted with no socket to name would be followed by polling alone).
+    opening: bool = False
 
 
 @attrs.define(eq=False)
@@ -449,8 +452,11 @@ class MachinePool:
         self.live[server_id] = _Live(client=client)
 
     def attach_events_later(self, server_id: str) -> None:
-        """For attached machines: have the actor open their WebSocket in the background."""
-        if self.ref is not None:
+        """For attached machines: have the actor open their WebSocket in the background;
+        the machine takes no lease until that first attempt is over (connected or not)."""
+        live = self.live.get(server_id)
+        if self.ref is not None and live is not None:
+            live.opening = True
             self.ref.tell_nowait(OpenEvents(server_id))
 
     def granted(self, job_id: str, lease: Lease) -> None:
@@ -496,8 +502,10 @@ class MachineActor(Actor):
 
     async def on_start(self) -> None:
         self.pool.ref = self.ref
-        for live in self.pool.live.values():  # their tasks ended with the last incarnation
+        for server_id, live in self.pool.live.items():  # their tasks ended with the last one
             live.events, live.events_scope = None, None
+            if live.opening and live.client is not None:  # its answer will not come: again
+                self.start_soon(self._open_events_child, server_id, live.client)
         self.start_soon(self._ticker, name="machine-poll-timer")
         self._arm_queue_timer()  # the queue outlives an incarnation; its timer does not
         if self.pool.shutdown is not None and self.pool.shutdown.replies:
@@ -570,6 +578,9 @@ class MachineActor(Actor):
                 live = self.pool.live.get(msg.server_id)
                 if live is not None and live.events is None and live.client is not None:
                     self.start_soon(self._open_events_child, msg.server_id, live.client)
+                elif live is not None and live.opening:
+                    live.opening = False
+                    await self._assign()
             case ShutdownDeadline():
                 self._on_shutdown_deadline()
             case _:
@@ -747,10 +758,15 @@ class MachineActor(Actor):
         # Machines with a free slot now. Unbound requests are taken from the heap in serving
         # order only while one is left, so serving costs O(served log n), not O(n); the few
         # requests bound to one machine (recovery) are merged in by the same order.
+        lives = self.pool.live
         views = [
             v
             for v in self._views()
-            if v.ready and v.healthy and not v.stopping and v.leases < self._limit(v.server_id)
+            if v.ready
+            and v.healthy
+            and not v.stopping
+            and v.leases < self._limit(v.server_id)
+            and not (v.server_id in lives and lives[v.server_id].opening)
         ]
         if not views and not queue.bound:
             return
@@ -1636,6 +1652,8 @@ class MachineActor(Actor):
     async def _on_health(self, msg: HealthAnswered) -> None:
         self._health.discard(msg.server_id)
         live = self.pool.live.get(msg.server_id)
+        if live is not None:
+            live.opening = False
         m = self.ctx.state.machines.get(msg.server_id)
         gone = m is None or m.status in MACHINE_GONE or msg.server_id in self._stopping
         if msg.events is not None and live is not None and live.events is None and not gone:

@@ -525,6 +525,11 @@ class _Subscription:
         self.send.close()
 
 
+_FEATURE_FLAGS: Final = msgspec.json.encode(
+    {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+).decode()
+
+
 class ComfyUIEvents:
     """One long-lived WebSocket shared by every follower; reconnects with a fresh client id.
 
@@ -553,8 +558,10 @@ class ComfyUIEvents:
         keepalive: float = 20.0,
         ping_timeout: float = 10.0,
         feature_flags: bool = True,
+        hello_timeout: float = 5.0,
     ) -> None:
         self._client = client
+        self._hello_timeout = hello_timeout
         self._keepalive = keepalive
         self._ping_timeout = ping_timeout
         self._feature_flags = feature_flags
@@ -657,19 +664,24 @@ class ComfyUIEvents:
             url = f"{self._client.ws_base}/ws?clientId={client_id}"
             try:
                 async with self._client.ws_connect(url) as ws:
-                    self.client_id = client_id
-                    self.connected = True
-                    self._up.set()
-                    self.generation += 1
-                    delays = self._client.policy.delays(self._client.rng)
-                    if self.generation > 1:
-                        for sub in list(self._subs.values()):
-                            sub.send.send_nowait(None)
-                    if not started:
-                        started = True
-                        task_status.started()
                     try:
-                        await self._serve(ws)
+                        # The handshake is done before the server files the socket under
+                        # its client id (ComfyUI's handler registers it, then sends
+                        # ``status`` with the ``sid``): a prompt posted in between sends its
+                        # frames to nobody. Connected means the server spoke on this socket.
+                        if await self._hello(ws):
+                            self.client_id = client_id
+                            self.connected = True
+                            self._up.set()
+                            self.generation += 1
+                            delays = self._client.policy.delays(self._client.rng)
+                            if self.generation > 1:
+                                for sub in list(self._subs.values()):
+                                    sub.send.send_nowait(None)
+                            if not started:
+                                started = True
+                                task_status.started()
+                            await self._serve(ws)
                     finally:
                         await _close_transport(ws)
             except (
@@ -696,13 +708,30 @@ class ComfyUIEvents:
                 task_status.started()
             await trio.sleep(next(delays))
 
-    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> None:
-        if self._feature_flags:
-            await ws.send_message(
-                msgspec.json.encode(
-                    {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
-                ).decode()
+    async def _hello(self, ws: trio_websocket.WebSocketConnection) -> bool:
+        """Send our feature flags, then wait for the server's first frame (its ``status``
+        with our ``sid``, sent once the socket is registered) and route it. A server that
+        says nothing within ``hello_timeout`` (a silent proxy) is used anyway: following
+        polls what the socket does not bring. False: the socket closed first."""
+        try:
+            if self._feature_flags:
+                await ws.send_message(_FEATURE_FLAGS)
+            with trio.move_on_after(self._hello_timeout) as waited:
+                message = await ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            log.info("%s: WebSocket closed before its first frame; reconnecting", self._client.name)
+            return False
+        if waited.cancelled_caught:
+            log.info(
+                "%s: the WebSocket said nothing for %g s after connecting; using it anyway",
+                self._client.name,
+                self._hello_timeout,
             )
+            return True
+        self.dispatch(message)
+        return True
+
+    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keep_alive, ws, nursery.cancel_scope)
             while True:
