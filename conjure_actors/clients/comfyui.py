@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
+import itertools
 import logging
 import math
 import random
@@ -58,6 +60,7 @@ from conjure_actors.clients.errors import (
     PromptRejectedError,
 )
 from conjure_actors.clients.retry import RetryPolicy, parse_retry_after, send_with_retry
+from conjure_actors.errgroups import single_error
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
@@ -490,7 +493,19 @@ async def _close_transport(ws: trio_websocket.WebSocketConnection) -> None:
         await stream.aclose()
 
 
-_Routed = wire.WsMessage | wire.BinaryFrame | None  # None: "the socket was replaced"
+class _Wake:
+    """The item a follower's subscription gets at its next poll time (see
+    :meth:`ComfyUIEvents._wake_followers`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "_WAKE"
+
+
+_WAKE: Final = _Wake()
+# None: "the socket was replaced"; _WAKE: "the follower's poll time came".
+_Routed = wire.WsMessage | wire.BinaryFrame | _Wake | None
 # Tuples, not ``A | B`` unions: a union written in ``isinstance`` is built at each call.
 _UNROUTED: Final = (wire.StatusMsg, wire.FeatureFlagsMsg, wire.ProgressStateMsg)
 _SETS_CURRENT: Final = (wire.ExecutingMsg, wire.ExecutionStartMsg)
@@ -498,7 +513,8 @@ _SETS_CURRENT: Final = (wire.ExecutingMsg, wire.ExecutionStartMsg)
 
 @attrs.frozen
 class EventsStatistics:
-    """``ComfyUIEvents.statistics()``: ``generation`` counts (re)connections."""
+    """``ComfyUIEvents.statistics()``: ``generation`` counts (re)connections; ``wakeups``
+    the followers' poll times waiting in the heap (stale ones included)."""
 
     connected: bool
     client_id: str
@@ -506,6 +522,7 @@ class EventsStatistics:
     frames: int
     followers: int
     buffered_prompts: int
+    wakeups: int = 0
 
 
 class _Subscription:
@@ -513,16 +530,35 @@ class _Subscription:
         self.events = events
         self.prompt_id = prompt_id
         self.send, self.receive = trio.open_memory_channel[_Routed](math.inf)
+        self.wake: float | None = None  # when it gets _WAKE (None: never)
+
+    def wake_at(self, when: float) -> bool:
+        """Have ``_WAKE`` put into this subscription at ``when`` (trio clock), replacing an
+        earlier request. False: no task of the socket does that now (the caller bounds its
+        wait itself)."""
+        events = self.events
+        if events._waker is None:
+            return False
+        if self.wake != when:
+            self.wake = when
+            heapq.heappush(events._wakeups, (when, next(events._wake_ids), self))
+            events._rearm()
+        return True
 
     def close(self, *, finished: bool = False) -> None:
         """Unsubscribe; ``finished``: the prompt's outcome is known, so its late frames
         (``execution_success``, ``executing {node: null}`` after the history answered) are
         dropped instead of buffered as an orphan's."""
-        if self.events._subs.get(self.prompt_id) is self:
-            del self.events._subs[self.prompt_id]
+        events = self.events
+        if events._subs.get(self.prompt_id) is self:
+            del events._subs[self.prompt_id]
             if finished:
-                self.events._finished_prompt(self.prompt_id)
+                events._finished_prompt(self.prompt_id)
         self.send.close()
+        if self.wake is not None:
+            self.wake = None
+            if events._wakeups and events._wakeups[0][2] is self:
+                events._rearm()  # no wake-up of the socket's task for a follower gone
 
 
 _FEATURE_FLAGS: Final = msgspec.json.encode(
@@ -574,9 +610,59 @@ class ComfyUIEvents:
         self._orphans: OrderedDict[str, deque[_Routed]] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._current_prompt: str | None = None
+        # The followers' poll times: (when, order, subscription), stale ones included (a
+        # subscription whose ``wake`` is no longer ``when``). One task, ``_wake_followers``,
+        # sleeps until the earliest and puts ``_WAKE`` into that subscription: a follower
+        # blocks on its frames without a cancel scope of its own per wait (issue 16).
+        self._wakeups: list[tuple[float, int, _Subscription]] = []
+        self._wake_ids = itertools.count()
+        self._waker: trio.CancelScope | None = None  # the waker's sleep, while it runs
 
     def __repr__(self) -> str:
         return f"ComfyUIEvents(server={self._client.name!r}, connected={self.connected})"
+
+    def _rearm(self) -> None:
+        """Drop stale wake-ups at the top of the heap; the waker sleeps until the next."""
+        heap = self._wakeups
+        while heap and heap[0][2].wake != heap[0][0]:
+            heapq.heappop(heap)
+        waker = self._waker
+        if waker is not None:
+            deadline = heap[0][0] if heap else math.inf
+            if waker.deadline != deadline:
+                waker.deadline = deadline
+
+    async def _wake_followers(self) -> None:
+        """Put ``_WAKE`` into each subscription at the time it asked for (``wake_at``), for
+        as long as :meth:`run` runs. When it stops, every follower is woken (it then bounds
+        its waits itself)."""
+        heap = self._wakeups
+        try:
+            while True:
+                with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
+                    self._waker = sleep
+                    await trio.sleep_forever()
+                self._waker = None
+                now = trio.current_time()
+                while heap and heap[0][0] <= now:
+                    when, _, sub = heapq.heappop(heap)
+                    if sub.wake == when:
+                        sub.wake = None
+                        self._wake(sub)
+                self._rearm()
+        finally:
+            self._waker = None
+            heap.clear()
+            for sub in list(self._subs.values()):
+                sub.wake = None
+                self._wake(sub)
+
+    @staticmethod
+    def _wake(sub: _Subscription) -> None:
+        try:
+            sub.send.send_nowait(_WAKE)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return  # the follower left meanwhile
 
     def statistics(self) -> EventsStatistics:
         """A snapshot of the socket's state (for monitors and tests)."""
@@ -587,6 +673,7 @@ class ComfyUIEvents:
             frames=self.frames,
             followers=len(self._subs),
             buffered_prompts=len(self._orphans),
+            wakeups=len(self._wakeups),
         )
 
     async def wait_connected(self) -> None:
@@ -656,7 +743,14 @@ class ComfyUIEvents:
         self._route(target, frame)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a socket open until cancelled; report started after the first attempt."""
+        """Keep a socket open until cancelled; report started after the first attempt.
+        The followers' wake-ups (their poll times) run alongside, across reconnections."""
+        with single_error():  # what the socket's loop raises, as itself
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._wake_followers)
+                await self._run(task_status)
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         started = False
         delays = self._client.policy.delays(self._client.rng)
         while True:
@@ -1375,11 +1469,17 @@ class ComfyUIClient:
                             pass
                     if item is False:
                         streak = 0
-                        # A deadline, not a duration: the clock moves on between two
-                        # readings, and a duration computed from a second one can come out
-                        # negative.
-                        with trio.move_on_at(next_poll):
+                        # The socket's task puts _WAKE in at next_poll: no cancel scope
+                        # per wait (issue 16). Without that task, a deadline of our own:
+                        # a deadline, not a duration (the clock moves on between two
+                        # readings, and a duration from a second one can come out < 0).
+                        if sub.wake_at(next_poll):
                             item = await sub.receive.receive()
+                        else:
+                            with trio.move_on_at(next_poll):
+                                item = await sub.receive.receive()
+                if isinstance(item, _Wake):  # the poll time came (or the socket's task ended)
+                    continue
                 if item is None:  # the socket was replaced: reconcile now
                     next_poll = trio.current_time()
                     continue
@@ -1425,7 +1525,9 @@ class ComfyUIClient:
                                     wait = False
                             if waited.cancelled_caught:
                                 break
-                        for update, hint in self._translate(prompt_id, pending) if pending else ():
+                        if pending is None or isinstance(pending, _Wake):
+                            continue
+                        for update, hint in self._translate(prompt_id, pending):
                             wait = wait and not hint
                             if isinstance(update, PromptStarted):
                                 seen_start = True
