@@ -28,7 +28,10 @@ In one run, on loopback only:
 
 It prints a table with the ratios against the proxy measured in the same run, a breakdown
 (each backend's CPU time per accepted job: during the load, until its jobs ran, and its
-simulator's), and a verdict line checking the goal on ``serve``'s default level: at least as
+simulator's), a completion table (per round, from the load's start until every job the
+backend accepted has run: ``serve``'s /metrics count them finished, the proxy's ComfyUI has
+an empty queue; so a backend that answers fast by deferring its jobs shows it there), and a
+verdict line checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher) and a restart
 under 2 s; the same comparison at the proxy's level is printed beside it. Every loop is
 bounded in count and time.
@@ -267,14 +270,50 @@ async def submit_load(url: str, clients: int, per_client: int, budget: float) ->
         "ok": n,
         "latencies": latencies,
         "refused": refused,
+        "started": start,
         "jobs_per_s": n / elapsed if elapsed > 0 else 0.0,
         "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
         "p99_ms": 1000 * latencies[min(n - 1, math.ceil(0.99 * n) - 1)] if n else math.nan,
     }
 
 
+def serve_finished(url: str) -> int:
+    """Jobs ``serve`` has finished (succeeded, failed or cancelled), from its ``/metrics``."""
+    done = 0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("conjure_jobs{") and any(
+            f'status="{s}"' in line for s in ("succeeded", "failed", "cancelled")
+        ):
+            done += int(float(line.split()[-1]))
+    return done
+
+
+def comfyui_idle(comfyui: str) -> bool:
+    """The ComfyUI simulator runs nothing and has nothing queued (its ``/queue``)."""
+    queue = httpx.get(f"{comfyui}/queue", timeout=10).json()
+    return not queue.get("queue_running") and not queue.get("queue_pending")
+
+
+def wait_ran(done: Any, timeout: float = 300.0, poll: float = 0.02) -> float:
+    """``perf_counter()`` once ``done()`` holds (polled every ``poll`` s; bounded)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if done():
+            return time.perf_counter()
+        time.sleep(poll)
+    raise RuntimeError(f"the accepted jobs did not all run within {timeout:g} s")
+
+
+# How "its jobs ran" is told, per backend (the completion columns): ``serve`` once its
+# /metrics count every job it accepted as finished; the proxy once its ComfyUI simulator's
+# queue is empty (the proxy POSTs each prompt to ComfyUI before its 201, and keeps nothing
+# else to do: a job is done when its prompt ran). Each is polled every 20 ms from the end
+# of the load, so the time includes no more than that; one poll costs the backend ~1 ms.
+Done = Any  # () -> bool, made per round by a target's ``ran`` factory (expected count)
+
+
 def measure(
-    targets: dict[str, tuple[str, list[Proc]]],
+    targets: dict[str, tuple[str, list[Proc], Any]],
     per_level: dict[int, int],
     budget: float,
     rounds: int,
@@ -282,21 +321,28 @@ def measure(
     """Every target at every concurrency, in ``rounds`` interleaved rounds (the order
     rotates each round, and each load starts once every backend is quiet), so a drift of
     the machine's load over the run weighs on all of them alike. Per target and level:
-    jobs/s is the median of the rounds', p50/p99 come from all the rounds' latencies."""
+    jobs/s is the median of the rounds', p50/p99 come from all the rounds' latencies.
+    Each round also times the load's start to the moment every job it accepted has run
+    (``ran(accepted) -> done()``, a target's third element): "ran/s" is the median of
+    accepted jobs per second of that span, "done s" its median."""
     names = list(targets)
-    every = [proc for _, procs in targets.values() for proc in procs]
+    every = [proc for _, procs, _ in targets.values() for proc in procs]
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {n: {c: [] for c in LEVELS} for n in names}
     for clients in LEVELS:
         each = max(1, per_level[clients] // rounds // clients)
         for turn in range(rounds):
             for name in names[turn % len(names) :] + names[: turn % len(names)]:
                 wait_quiet(every)
-                url, procs = targets[name]
+                url, procs, ran = targets[name]
                 front, behind = procs[:1], procs[1:]
                 before = cpu_ticks(front), cpu_ticks(behind)
+                done = ran()
                 run = trio.run(submit_load, url, clients, each, budget / rounds)
                 during = cpu_ticks(front) - before[0]
-                wait_quiet(every)  # its accepted jobs run (the next load waits for it anyway)
+                span = wait_ran(done(run["ok"])) - run["started"]
+                run["ran_s"] = span
+                run["ran_per_s"] = run["ok"] / span if span > 0 else 0.0
+                wait_quiet(every)  # its accepted jobs ran (the next load waits for it anyway)
                 run["cpu"] = (during, cpu_ticks(front) - before[0], cpu_ticks(behind) - before[1])
                 runs[name][clients].append(run)
     out: dict[str, dict[int, dict[str, Any]]] = {}
@@ -314,6 +360,8 @@ def measure(
                 "ok": n,
                 "refused": refused,
                 "jobs_per_s": statistics.median(r["jobs_per_s"] for r in done),
+                "ran_s": statistics.median(r["ran_s"] for r in done),
+                "ran_per_s": statistics.median(r["ran_per_s"] for r in done),
                 "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
                 "p99_ms": 1000 * latencies[min(n - 1, math.ceil(0.99 * n) - 1)] if n else math.nan,
                 # CPU ms per accepted job: the service during the load, the service until
@@ -330,17 +378,26 @@ def wait_all_done(url: str, expected: int, timeout: float) -> int:
     deadline = time.perf_counter() + timeout
     done = 0
     while time.perf_counter() < deadline:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
-        done = 0
-        for line in text.splitlines():
-            if line.startswith("conjure_jobs{") and any(
-                f'status="{s}"' in line for s in ("succeeded", "failed", "cancelled")
-            ):
-                done += int(float(line.split()[-1]))
+        done = serve_finished(url)
         if done >= expected:
             return done
         time.sleep(0.5)
     return done
+
+
+def serve_ran(url: str) -> Any:
+    """A target's ``ran``: ``serve`` at ``url`` finished ``accepted`` more jobs than now."""
+
+    def start() -> Any:
+        before = serve_finished(url)
+        return lambda accepted: lambda: serve_finished(url) >= before + accepted
+
+    return start
+
+
+def proxy_ran(comfyui: str) -> Any:
+    """A target's ``ran``: the proxy's ComfyUI simulator is idle (see ``measure``)."""
+    return lambda: lambda accepted: lambda: comfyui_idle(comfyui)
 
 
 # ----------------------------------------------------------------------------- main
@@ -386,9 +443,9 @@ def main() -> int:
             try:
                 measured = measure(
                     {
-                        "proxy": (proxy_url, [proxy, proxy_sim]),
-                        "fsync": (url, [serve, serve_sim]),
-                        "write": (unsynced_url, [unsynced, none_sim]),
+                        "proxy": (proxy_url, [proxy, proxy_sim], proxy_ran(proxy_comfy)),
+                        "fsync": (url, [serve, serve_sim], serve_ran(url)),
+                        "write": (unsynced_url, [unsynced, none_sim], serve_ran(unsynced_url)),
                     },
                     per_level,
                     args.budget,
@@ -455,6 +512,21 @@ def main() -> int:
         for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
             load, whole, sim = results[clients]["cpu_ms"]
             print(f"{clients:>7} | {name:<11} {load:>8.2f} {whole:>8.2f} {sim:>8.2f}")
+    print(
+        "completion: from each load's start until every job it accepted ran (serve: its"
+        " /metrics count them finished; proxy: its ComfyUI's queue is empty), median of the"
+        " rounds: seconds, and accepted jobs per second of that span"
+    )
+    print(f"{'clients':>7} | {'backend':<11} {'done s':>8} {'ran/s':>8} | {'ran/s x proxy':>13}")
+    for clients in LEVELS:
+        for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
+            r = results[clients]
+            base = theirs[clients]["ran_per_s"]
+            ratio = r["ran_per_s"] / base if base else math.inf
+            print(
+                f"{clients:>7} | {name:<11} {r['ran_s']:>8.2f} {r['ran_per_s']:>8.1f} |"
+                f" {ratio:>13.2f}"
+            )
     fast_enough = verdicts["fsync"]
     per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)
     print(

@@ -901,7 +901,9 @@ async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> C
     machines_ref = await system.spawn(
         functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0
     )
-    jobs_sup = await system.spawn_supervisor("jobs", intensity=JOBS_INTENSITY)
+    # Job actors are background work: while a service's requests are in flight they wait
+    # (bounded) at the system's gate before each message; nothing a request awaits is one.
+    jobs_sup = await system.spawn_supervisor("jobs", intensity=JOBS_INTENSITY, background=True)
     conjure = Conjure(ctx, system, cost=cost_ref, machines=machines_ref, pool=pool, jobs=jobs_sup)
     holder["c"] = conjure
     return conjure

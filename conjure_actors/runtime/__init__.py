@@ -5,6 +5,8 @@
 - Supervisors: :class:`ActorSpec`, :class:`SupervisorSpec`, :class:`SupervisorRef`,
   :class:`Strategy`, :class:`Restart`, :class:`Intensity`, :class:`Backoff`.
 - :func:`open_actor_system` / :class:`ActorSystem`: the root supervisor, journal and clocks.
+- :class:`PriorityGate`: foreground work first; a background supervisor's actors wait for
+  their turn (bounded) before each message, their tasks at :func:`background_checkpoint`.
 - Lifecycle events (:mod:`~conjure_actors.runtime.events`) go to an :class:`EventSink`.
 - Errors: :class:`ActorError` and its subclasses (:mod:`~conjure_actors.runtime.errors`).
 """
@@ -36,6 +38,13 @@ from conjure_actors.runtime.events import (
     LifecycleEvent,
     SupervisorEscalated,
 )
+from conjure_actors.runtime.gate import (
+    DEFAULT_MAX_WAIT,
+    DEFAULT_TURN,
+    GateStatistics,
+    PriorityGate,
+    background_checkpoint,
+)
 from conjure_actors.runtime.policy import (
     DEFAULT_BACKOFF,
     DEFAULT_INTENSITY,
@@ -61,7 +70,9 @@ __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_INTENSITY",
     "DEFAULT_MAILBOX",
+    "DEFAULT_MAX_WAIT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DEFAULT_TURN",
     "LIFECYCLE_EVENTS",
     "MAX_MESSAGE",
     "NO_BACKOFF",
@@ -81,11 +92,13 @@ __all__ = [
     "ChildSpec",
     "EscalationError",
     "EventSink",
+    "GateStatistics",
     "Intensity",
     "LifecycleEvent",
     "ListSink",
     "MailboxFullError",
     "NameTakenError",
+    "PriorityGate",
     "Reply",
     "Restart",
     "Status",
@@ -94,6 +107,7 @@ __all__ = [
     "SupervisorRef",
     "SupervisorSpec",
     "SupervisorStatistics",
+    "background_checkpoint",
     "default_scrub",
     "open_actor_system",
     "shielded",

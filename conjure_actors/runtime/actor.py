@@ -52,6 +52,7 @@ from conjure_actors.runtime.errors import (
 )
 
 if TYPE_CHECKING:
+    from conjure_actors.runtime.gate import PriorityGate
     from conjure_actors.runtime.system import ActorSystem
 
 BATCH: Final = 256
@@ -398,6 +399,7 @@ class ActorCell:
         "current",
         "dead_letters",
         "factory",
+        "gate",
         "handled",
         "incarnation",
         "path",
@@ -417,11 +419,14 @@ class ActorCell:
         factory: Callable[[], Actor],
         capacity: float,
         system: ActorSystem,
+        gate: PriorityGate | None = None,
     ) -> None:
         self.path = path
         self.factory = factory
         self.capacity = capacity
         self.system = system
+        # A background actor's gate: it waits for its turn before each message (gate.py).
+        self.gate = gate
         self.send, self.recv = trio.open_memory_channel[object](capacity)
         self.ref = ActorRef(self)
         self.status = Status.NEW
@@ -459,14 +464,17 @@ class ActorCell:
                 f"the factory of actor {self.path} returned {type(actor).__name__}, not an Actor"
             )
         actor._cell = self
+        # A background actor's task, and every task it starts, is the gate's background work.
+        marked = self.gate.background() if self.gate is not None else contextlib.nullcontext()
         try:
-            async with trio.open_nursery() as nursery:
-                actor._nursery = nursery
-                await actor.on_start()
-                self.status = Status.RUNNING
-                started()
-                await self._serve(actor)
-                nursery.cancel_scope.cancel()
+            with marked:
+                async with trio.open_nursery() as nursery:
+                    actor._nursery = nursery
+                    await actor.on_start()
+                    self.status = Status.RUNNING
+                    started()
+                    await self._serve(actor)
+                    nursery.cancel_scope.cancel()
         finally:
             actor._nursery = None
             self.status = Status.STOPPING
@@ -525,6 +533,7 @@ class ActorCell:
         receive_nowait = self.recv.receive_nowait
         receive = self.recv.receive
         handle = actor.receive
+        turn = None if self.gate is None else self.gate.background_turn
         budget = BATCH
         while not self.stop_requested:
             try:
@@ -532,6 +541,10 @@ class ActorCell:
             except trio.WouldBlock:
                 budget = BATCH
                 item = await receive()
+            if turn is not None and item is not _WAKE:
+                # A background actor yields to foreground work in flight (a bounded wait;
+                # the message taken counts as being handled, as for a stop request).
+                await turn()
             if type(item) is _Ask:
                 # Inlined (one coroutine less per ask): see the module docstring for the rules.
                 if item.abandoned:

@@ -113,6 +113,9 @@ class SupervisorSpec:
     backoff: Backoff = DEFAULT_BACKOFF
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = math.inf
+    background: bool = False
+    """Its actors (and those of its supervisor children) are background work: each waits
+    for its turn at the system's gate (``ActorSystem.gate``) before each message."""
 
 
 ChildSpec = ActorSpec | SupervisorSpec
@@ -225,6 +228,7 @@ class Supervisor:
         self.path = path
         self.spec = spec
         self.system = system
+        self.background = spec.background  # or inherited from its parent (see _add)
         self.ctl_send, self.ctl_recv = trio.open_memory_channel[object](math.inf)
         self.children: dict[str, _Child] = {}
         self.ref = SupervisorRef(self)
@@ -517,9 +521,11 @@ class Supervisor:
         path = f"{self.path}/{spec.name}"
         unit: ActorCell | Supervisor
         if isinstance(spec, ActorSpec):
-            unit = ActorCell(path, spec.factory, spec.mailbox_size, self.system)
+            gate = self.system.gate if self.background else None
+            unit = ActorCell(path, spec.factory, spec.mailbox_size, self.system, gate)
         else:
             unit = Supervisor(path, spec, self.system)
+            unit.background = unit.background or self.background
         child = _Child(spec, unit)
         self.children[spec.name] = child
         self.system._registry[path] = unit.ref
@@ -743,10 +749,14 @@ class SupervisorRef:
         backoff: Backoff = DEFAULT_BACKOFF,
         restart: Restart = Restart.PERMANENT,
         shutdown_timeout: float = math.inf,
+        background: bool = False,
     ) -> SupervisorRef:
-        """Start a supervisor child (e.g. a job supervisor hosting one actor per job)."""
+        """Start a supervisor child (e.g. a job supervisor hosting one actor per job);
+        ``background``: its actors yield to foreground work (``SupervisorSpec.background``)."""
         return await self.start_child(
-            SupervisorSpec(name, children, strategy, intensity, backoff, restart, shutdown_timeout)
+            SupervisorSpec(
+                name, children, strategy, intensity, backoff, restart, shutdown_timeout, background
+            )
         )
 
     async def stop_child(self, child: str | ActorRef | SupervisorRef) -> bool:

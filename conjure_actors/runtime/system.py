@@ -29,6 +29,7 @@ from conjure_actors.errgroups import unwrap
 from conjure_actors.runtime.actor import DEFAULT_MAILBOX, Actor, ActorRef
 from conjure_actors.runtime.errors import ActorError
 from conjure_actors.runtime.events import ActorStarted, ActorStopped
+from conjure_actors.runtime.gate import PriorityGate
 from conjure_actors.runtime.policy import (
     DEFAULT_BACKOFF,
     DEFAULT_INTENSITY,
@@ -58,8 +59,12 @@ class ActorSystem:
         clock: WallClock,
         rng: random.Random,
         scrub: Scrubber,
+        gate: PriorityGate | None = None,
     ) -> None:
         self.journal = journal
+        # Foreground work (a service's requests) enters it; background supervisors' actors
+        # wait for their turn at it. Nobody enters it unless told: then it is always open.
+        self.gate = gate if gate is not None else PriorityGate()
         self.clock = clock
         self._rng = rng
         self._scrub = scrub
@@ -102,8 +107,10 @@ class ActorSystem:
         backoff: Backoff = DEFAULT_BACKOFF,
         restart: Restart = Restart.PERMANENT,
         shutdown_timeout: float = math.inf,
+        background: bool = False,
     ) -> SupervisorRef:
-        """Start a supervisor under the root supervisor."""
+        """Start a supervisor under the root supervisor (``background``: its actors yield to
+        foreground work at :attr:`gate`)."""
         return await self.root.spawn_supervisor(
             name,
             children=children,
@@ -112,6 +119,7 @@ class ActorSystem:
             backoff=backoff,
             restart=restart,
             shutdown_timeout=shutdown_timeout,
+            background=background,
         )
 
     async def stop(self, ref: ActorRef | SupervisorRef) -> bool:
@@ -162,6 +170,7 @@ async def open_actor_system(
     backoff: Backoff = DEFAULT_BACKOFF,
     rng: random.Random | int | None = None,
     scrub: Scrubber = default_scrub,
+    gate: PriorityGate | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system for the duration of the block.
 
@@ -169,7 +178,8 @@ async def open_actor_system(
     events (default :class:`~conjure_actors.clock.SystemWallClock`). ``rng``: a
     ``random.Random`` or a seed, for the backoff jitter (deterministic tests). ``scrub``:
     cleans crash messages before they are journaled. The root supervisor uses ``strategy``,
-    ``intensity`` and ``backoff``.
+    ``intensity`` and ``backoff``. ``gate``: the :class:`PriorityGate` background supervisors'
+    actors wait at (default: a fresh one, open until someone enters it).
 
     Leaving the block, normally or by an exception (KeyboardInterrupt included), stops every
     actor gracefully in reverse start order (each within its graceful deadline); if the block is
@@ -182,6 +192,7 @@ async def open_actor_system(
         clock=clock if clock is not None else SystemWallClock(),
         rng=rng if isinstance(rng, random.Random) else random.Random(rng),
         scrub=scrub,
+        gate=gate,
     )
     root = Supervisor(
         name, SupervisorSpec(name, strategy=strategy, intensity=intensity, backoff=backoff), system

@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute
 from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, Retention
 from conjure_actors.domain import state as st
 from conjure_actors.domain.workflow import Catalog, Workflow
+from conjure_actors.runtime import PriorityGate
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
@@ -58,6 +59,15 @@ class Settings:
     retention: Retention = attrs.Factory(Retention)
     retry_after: int = 5
     """Seconds a 429 asks the client to wait."""
+    background_max_wait: float = 0.02
+    """Seconds the job actors' work waits at most while requests are in flight (the
+    fairness bound of the runtime's ``PriorityGate``: see service/foreground.py)."""
+    background_turn: float = 0.002
+    """Seconds the job actors then go on, requests or not (so a backlog always drains)."""
+    request_linger: float = 0.003
+    """Seconds the job actors keep waiting after the last request ended: a client's next
+    request usually follows within a millisecond, and a job step started in between would
+    delay it."""
 
 
 class KeyReusedError(Exception):
@@ -128,6 +138,12 @@ class Service:
     @property
     def journal(self) -> Any:
         return self.conjure.journal
+
+    @property
+    def gate(self) -> PriorityGate | None:
+        """The actor system's gate requests hold while in flight (None: no actor system)."""
+        system = getattr(self.conjure, "system", None)
+        return getattr(system, "gate", None)
 
     def node_classes(self, workflow_sha256: str) -> dict[str, str]:
         """``node id -> class_type`` of a registered workflow (cached: graphs never change)."""
@@ -267,11 +283,16 @@ def create_app(
     debug: bool = False,
 ) -> Starlette:
     """The ASGI app: the Comfy API v2 routes (plus ``routes``, ``middleware`` outermost
-    first, and a Starlette ``lifespan``) over ``service``."""
+    first, and a Starlette ``lifespan``) over ``service``. Outermost of all, requests hold
+    the runtime's gate while in flight (:mod:`~conjure_actors.service.foreground`)."""
+    from conjure_actors.service.foreground import ForegroundMiddleware
+
+    gate = service.gate
+    first = [Middleware(ForegroundMiddleware, gate=gate)] if gate is not None else []
     app = Starlette(
         debug=debug,
         routes=[*_routes(), *routes],
-        middleware=list(middleware),
+        middleware=[*first, *middleware],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
@@ -322,10 +343,18 @@ async def open_service(
     with, strictly (default: the one :func:`_node_catalog` finds). Leaving the block shuts
     the runtime down in order."""
     from conjure_actors.actors.conjure import open_conjure
+    from conjure_actors.service.foreground import yielding_http
 
     settings = settings or Settings()
     blobs = BlobStore(Path(data_dir) / "blobs", max_bytes=settings.max_upload_bytes)
+    # The job actors' HTTP calls wait for their turn while requests are in flight.
+    conjure_kwargs["http"] = yielding_http(conjure_kwargs.get("http"))
     async with open_conjure(config, journal=journal, **conjure_kwargs) as conjure:
+        conjure.system.gate.tune(
+            max_wait=settings.background_max_wait,
+            turn=settings.background_turn,
+            linger=settings.request_linger,
+        )
         ref = await conjure.system.spawn(
             functools.partial(AssetActor, conjure.ctx, blobs, settings.retention),
             name="assets",

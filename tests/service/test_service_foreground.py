@@ -1,0 +1,193 @@
+"""Requests are the runtime's foreground: they hold its gate until their first body bytes;
+the job actors (and their HTTP calls) wait, within the bound; a submission never does, and
+under sustained request load every queued job still completes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from extras_support import open_extras_service, wait_idle
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from conjure_actors.runtime import PriorityGate
+from conjure_actors.service.app import Settings
+from conjure_actors.service.foreground import BackgroundYieldTransport, ForegroundMiddleware
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+
+
+def _app(gate: PriorityGate, seen: list[Any]) -> Starlette:
+    async def plain(request: Request) -> Response:
+        seen.append(("handler", gate.busy))
+        return JSONResponse({"ok": True})
+
+    async def stream(request: Request) -> Response:
+        async def chunks() -> Any:
+            yield b"first\n"
+            seen.append(("after first chunk", gate.busy))
+            yield b"second\n"
+
+        return StreamingResponse(chunks())
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    routes = [Route("/plain", plain), Route("/stream", stream), Route("/broken", broken)]
+    return Starlette(routes=routes, middleware=[Middleware(ForegroundMiddleware, gate=gate)])
+
+
+async def test_a_request_holds_the_gate_until_its_response_body_is_sent() -> None:
+    """In the handler the gate is held; once the answer is sent it is not."""
+    gate = PriorityGate()
+    seen: list[Any] = []
+    transport = httpx.ASGITransport(app=_app(gate, seen))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with trio.fail_after(10):
+            answer = await client.get("/plain")
+    assert answer.status_code == 200
+    assert seen == [("handler", True)]
+    assert not gate.busy
+
+
+async def test_a_stream_releases_the_gate_after_its_first_chunk() -> None:
+    """A long-lived response (SSE, a download) holds the gate only until it has started."""
+    gate = PriorityGate()
+    seen: list[Any] = []
+    transport = httpx.ASGITransport(app=_app(gate, seen))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with trio.fail_after(10):
+            answer = await client.get("/stream")
+    assert answer.text == "first\nsecond\n"
+    assert seen == [("after first chunk", False)]
+
+
+async def test_a_request_whose_handler_fails_releases_the_gate() -> None:
+    """A handler that raises (a 500) does not leave the gate held."""
+    gate = PriorityGate()
+    transport = httpx.ASGITransport(app=_app(gate, []), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with trio.fail_after(10):
+            answer = await client.get("/broken")
+    assert answer.status_code == 500
+    assert gate.statistics().foreground == 0
+
+
+async def test_background_http_calls_wait_at_the_gate_and_others_do_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Through BackgroundYieldTransport, a background task's request waits for its turn
+    while a request is in flight; any other task's goes at once."""
+    gate = PriorityGate(max_wait=0.5, turn=0.0)
+    transport = BackgroundYieldTransport(httpx.MockTransport(lambda r: httpx.Response(204)))
+    sent: list[tuple[str, float]] = []
+
+    async def call(who: str) -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await client.get("/x")
+        sent.append((who, trio.current_time()))
+
+    async def background_call() -> None:
+        with gate.background():
+            await call("background")
+
+    gate.enter()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(background_call)
+            nursery.start_soon(call, "foreground")
+    gate.leave()
+    assert sorted(sent) == [("background", 0.5), ("foreground", 0.0)]
+
+
+async def test_jobs_complete_and_submissions_are_answered_while_a_request_never_ends(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A request in flight for ever (the gate held from start to end): three submissions
+    are answered 201 without waiting on the gate, and their jobs all succeed, moved on by
+    the bound alone."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    settings = Settings(background_max_wait=0.02, background_turn=0.0)
+    took: list[float] = []
+    with trio.fail_after(900):
+        async with open_extras_service(tmp_path, settings=settings) as run:
+            gate = run.service.gate
+            with gate.foreground():
+                ids = []
+                for _ in range(3):
+                    start = trio.current_time()
+                    answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+                    took.append(trio.current_time() - start)
+                    assert answer.status_code == 201, answer.text
+                    ids.append(answer.json()["id"])
+                await wait_idle(run.service)
+                assert gate.busy
+            statuses = {run.service.state.jobs[j].status for j in ids}
+            stats = gate.statistics()
+    assert statuses == {"succeeded"}
+    assert max(took) < settings.background_max_wait
+    assert stats.released_bound > 0
+    assert stats.released_open == 0
+
+
+@pytest.mark.slow
+async def test_submissions_never_wait_on_the_gate_and_every_job_completes_under_sustained_load(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Clients keep requests in flight back to back (each within the linger of the last, so
+    the gate never opens of itself) while 4 jobs are submitted: every submission is
+    answered 201 in less than the bound (it waited on nothing gated), and every job still
+    runs to success, on the bound's turns."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    settings = Settings(background_max_wait=0.02, background_turn=0.002, request_linger=0.003)
+    took: list[float] = []
+    with trio.fail_after(900):
+        async with open_extras_service(tmp_path, settings=settings) as run:
+            gate = run.service.gate
+            done = trio.Event()
+
+            async def client_loop() -> None:
+                while not done.is_set():
+                    answer = await run.client.get("/api/v2/health")
+                    assert answer.status_code == 200
+                    await trio.sleep(0.001)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(client_loop)
+                ids = []
+                for _ in range(4):
+                    start = trio.current_time()
+                    answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+                    took.append(trio.current_time() - start)
+                    assert answer.status_code == 201, answer.text
+                    ids.append(answer.json()["id"])
+                await wait_idle(run.service)
+                done.set()
+            statuses = {run.service.state.jobs[j].status for j in ids}
+            stats = gate.statistics()
+    assert statuses == {"succeeded"}
+    assert max(took) < settings.background_max_wait
+    assert stats.released_bound > 0
+    assert stats.longest_wait <= settings.background_max_wait + 1e-9
+
+
+@pytest.mark.parametrize("field", ["background_max_wait", "background_turn", "request_linger"])
+async def test_the_service_tunes_the_runtimes_gate_from_its_settings(
+    tmp_path: Path, field: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gate the job actors wait at uses the service's settings."""
+    settings = Settings(**{field: 0.5})
+    attribute = {"background_max_wait": "max_wait", "background_turn": "turn"}.get(field, "linger")
+    with trio.fail_after(900):
+        async with open_extras_service(tmp_path, settings=settings) as run:
+            assert getattr(run.service.gate, attribute) == 0.5
