@@ -16,9 +16,10 @@ crash), emits, and starts the next child. One job, as messages::
     _Leased        -> JobStarted; child: upload        -> _Uploaded(name, sha256)
     _Uploaded      -> InputUploaded, PromptSubmitting (intent, with a fresh prompt id);
                       child: POST /prompt              -> _Submitted(number)
-    _Submitted     -> PromptSubmitted; child: follow   -> _Progress(update)...
-    _Progress      -> ExecutionStarted / Node* / ExecutionSucceeded; child: download
-                                                       -> _Saved(file)... _Downloaded
+    _Submitted     -> PromptSubmitted (the POST's child goes on following the prompt)
+                                                       -> _Progress(update)...
+    _Progress      -> ExecutionStarted / Node* / ExecutionSucceeded (after the success, the
+                      same child goes on downloading)  -> _Saved(file)... _Downloaded
     _Saved         -> OutputSaved
     _Downloaded    -> JobSucceeded; release the machine; the actor stops
     _Failed        -> decide.judge_failure: JobRetrying (timer -> _RetryDue -> _Go),
@@ -437,8 +438,24 @@ class WorkflowActor(Actor):
                 )
             )
         finally:
-            if self._scopes.get(role) is scope:
-                del self._scopes[role]
+            # Under the role it has now (a child may go on as another: _become).
+            for held, running in self._scopes.items():
+                if running is scope:
+                    del self._scopes[held]
+                    break
+
+    async def _become(self, role: str, then: str) -> None:
+        """The calling child (``role``) goes on as ``then``: one task for the POST, the
+        follow and the download of an attempt's prompt, not three (issue 16). A child that
+        was replaced or cancelled meanwhile stops here instead."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        scope = self._scopes.pop(role, None)
+        if scope is None:
+            return
+        prior = self._scopes.pop(then, None)
+        if prior is not None:
+            prior.cancel()
+        self._scopes[then] = scope
 
     def _cancel_children(self) -> None:
         for scope in self._scopes.values():
@@ -632,6 +649,7 @@ class WorkflowActor(Actor):
             case _SocketUp():
                 await self._submit_now()
             case _Submitted():
+                # The POST's child goes on following the prompt (its reports come after).
                 await self.emit(
                     ev.PromptSubmitted(
                         job_id=self.job_id,
@@ -640,7 +658,6 @@ class WorkflowActor(Actor):
                         at=self.ctx.now(),
                     )
                 )
-                self._spawn("follow", self._follow, self.job.prompt_id, True)
             case _Rejected():
                 await self.emit(
                     ev.PromptRejected(
@@ -936,10 +953,10 @@ class WorkflowActor(Actor):
                 | cu.NodeExecuted()
             ):
                 await self.emit(*_streamed_events((u,), jid, pid, now))
-            case cu.PromptSucceeded(outputs=outs):
+            case cu.PromptSucceeded():
+                # The follow's child goes on downloading the outputs (_Saved, _Downloaded).
                 if self.job.execution != "succeeded":
                     await self.emit(ev.ExecutionSucceeded(job_id=jid, prompt_id=pid, at=now))
-                self._spawn("download", self._download, list(outs))
             case cu.PromptFailed():
                 await self.emit(
                     ev.ExecutionFailed(
@@ -1328,6 +1345,10 @@ class WorkflowActor(Actor):
             return
         number = getattr(answer, "number", None)
         await self._report(_Submitted(token, float(number if number is not None else -1)))
+        # This child goes on as the prompt's follower: its reports follow _Submitted in the
+        # mailbox, so PromptSubmitted is written before anything the follow reports.
+        await self._become("submit", "follow")
+        await self._follow(token, prompt_id, True)
 
     async def _follow(self, token: int, prompt_id: str | None, use_ws: bool) -> None:
         """Report the prompt's updates until its outcome. A transient error (a 429, a dropped
@@ -1353,6 +1374,7 @@ class WorkflowActor(Actor):
         while True:
             lease = self._lease
             events = lease.events if (use_ws and lease is not None) else None
+            succeeded: cu.PromptSucceeded | None = None
             try:
                 async with contextlib.aclosing(
                     self._client().follow(prompt_id, events=events, poll_interval=poll)
@@ -1388,9 +1410,10 @@ class WorkflowActor(Actor):
                                 await self._report(_Failed(token, failure, suspect=False))
                                 return
                         await self._report(_Progress(token, update))
-                        if isinstance(
-                            update, cu.PromptSucceeded | cu.PromptFailed | cu.PromptInterrupted
-                        ):
+                        if isinstance(update, cu.PromptSucceeded):
+                            succeeded = update
+                            break  # the follow is closed (its outcome known) first
+                        if isinstance(update, cu.PromptFailed | cu.PromptInterrupted):
                             return
             except cerr.PromptLostError as exc:
                 await self._report(
@@ -1409,6 +1432,12 @@ class WorkflowActor(Actor):
                 pause = min(30.0, pause * 2)
                 use_ws = False
                 continue
+            if succeeded is not None:
+                # This child goes on downloading the outputs (one task, not two: issue 16);
+                # the actor wrote ExecutionSucceeded from the report above first.
+                await self._become("follow", "download")
+                await self._download(token, list(succeeded.outputs))
+                return
             await self._report(
                 _Failed(token, AttemptFailure("retryable", "progress ended without an outcome"))
             )
