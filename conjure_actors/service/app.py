@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute
 from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, Retention
 from conjure_actors.domain import state as st
 from conjure_actors.domain.workflow import Catalog, Workflow
-from conjure_actors.runtime import PriorityGate
+from conjure_actors.runtime import PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
@@ -259,10 +259,22 @@ class Service:
         # The 201 needs the submission durable, not the job's actor running: starting it
         # (the actor system logs ActorStarted, another commit) goes on after the answer.
         if self.background is not None:
-            self.background.start_soon(self.conjure.start_submitted, job_id)
+            self.background.start_soon(self._start_in_background, job_id)
         else:
             await self.conjure.start_submitted(job_id)
         return job_id
+
+    async def _start_in_background(self, job_id: str) -> None:
+        """Queue a submitted job as background work: its ``JobQueued`` (a commit) and its
+        entry in the pool's queue wait for the gate (within its bound), so they are not one
+        more commit the next request's append waits behind."""
+        gate = self.gate
+        if gate is None:
+            await self.conjure.start_submitted(job_id)
+            return
+        with gate.background():
+            await background_checkpoint()
+            await self.conjure.start_submitted(job_id)
 
     def _retry(self) -> dict[str, str]:
         return {"Retry-After": str(self.settings.retry_after)}

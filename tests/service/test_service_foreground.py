@@ -191,3 +191,30 @@ async def test_the_service_tunes_the_runtimes_gate_from_its_settings(
     with trio.fail_after(900):
         async with open_extras_service(tmp_path, settings=settings) as run:
             assert getattr(run.service.gate, attribute) == 0.5
+
+
+async def test_a_submitted_job_is_queued_as_background_work(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """While a request is in flight a new job's JobQueued (one more commit) waits for the
+    gate, the bound at most; once no request is in flight it is queued at once."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    settings = Settings(background_max_wait=0.5, background_turn=0.0, request_linger=0.0)
+    with trio.fail_after(900):
+        async with open_extras_service(tmp_path, settings=settings) as run:
+            gate = run.service.gate
+            with gate.foreground():
+                answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+                job_id = answer.json()["id"]
+                await trio.sleep(0.4)
+                held = run.service.state.jobs[job_id].status
+                await trio.sleep(0.2)
+                bounded = run.service.state.jobs[job_id].status
+            answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            other = answer.json()["id"]
+            await trio.testing.wait_all_tasks_blocked()
+            free = run.service.state.jobs[other].status
+            await wait_idle(run.service)
+    assert held == "pending"
+    assert bounded != "pending"
+    assert free != "pending"
