@@ -226,13 +226,16 @@ class Conjure:
         job_id: str | None = None,
         name: str | None = None,
         images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+        checked: bool = False,
     ) -> tuple[str, ev.JobSubmitted]:
         """A submission decided but not logged: the inputs kept, the workflow registered
         (once), and the job id with its ``JobSubmitted``. The caller logs it (the job
         service, with its own facts, in one append) then calls :meth:`start_submitted`.
 
         ``images``: more input files than ``image``, by ``"NODE.INPUT"`` (kept like it, then
-        uploaded to the machine before the prompt and bound there)."""
+        uploaded to the machine before the prompt and bound there). ``checked``: the caller
+        validated the graph already (the job service does, against its catalogue), so with
+        nothing to bind (no prompt, sets or seed) it is not walked again here."""
         if self._shut_down:
             raise UsageError("the runtime is shutting down: no new jobs")
         wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
@@ -244,7 +247,11 @@ class Conjure:
             kept, _ = await self._store_image(extra)
             if kept is not None:
                 extra_inputs[key] = kept
-        bindings = bindings_for(wf, prompt=prompt, sets=sets, seed=seed)
+        bindings = (
+            {}
+            if checked and prompt is None and not sets and seed is None
+            else bindings_for(wf, prompt=prompt, sets=sets, seed=seed)
+        )
         ctx = self.ctx
         sha = wf.sha256
         if sha not in ctx.state.workflows:

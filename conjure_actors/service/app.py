@@ -175,8 +175,10 @@ class Service:
         input_assets: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         extra_data: Mapping[str, Any] | None = None,
+        checked: bool = False,
     ) -> str:
         """Record and queue a job; returns its id once ``JobSubmitted`` is durable.
+        ``checked``: the caller validated the graph (the runtime does not walk it again).
 
         ``extra_data`` goes with the job's prompts to ComfyUI and nowhere else: never
         logged (it may hold a credential), not part of the idempotency comparison, and gone
@@ -210,6 +212,7 @@ class Service:
                 input_assets=input_assets,
                 idempotency_key=idempotency_key,
                 extra_data=extra_data,
+                checked=checked,
             )
         finally:
             self._submitting -= 1
@@ -226,6 +229,7 @@ class Service:
         input_assets: Mapping[str, str] | None,
         idempotency_key: str | None,
         extra_data: Mapping[str, Any] | None,
+        checked: bool,
     ) -> str:
         # The runtime decides the submission (inputs kept, bindings checked: a refusal
         # raises here, before anything is logged); the AssetActor logs it with the key claim
@@ -238,6 +242,7 @@ class Service:
             prompt=prompt,
             sets=sets,
             job_id=str(self.conjure.ctx.ids()),
+            checked=checked,
         )
         accept = AcceptJob(
             job_id=job_id,

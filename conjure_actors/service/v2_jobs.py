@@ -399,6 +399,7 @@ async def submit(request: Request) -> Response:
             input_assets=inputs,
             idempotency_key=key,
             extra_data=extra_data,
+            checked=True,  # validate_graph above, against the service's catalogue
         )
     except KeyReusedError:
         raise ApiError(

@@ -51,3 +51,29 @@ async def _submit_while_an_output_is_held(tmp_path: Path, gate: threading.Event)
         await wait_for(run.service, lambda s: bool(s.service.job_outputs.get(job_id)))
         other = second.json()["id"]
         await wait_for(run.service, lambda s: bool(s.service.job_outputs.get(other)))
+
+
+async def test_a_v2_submission_walks_its_graph_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """The handler validates the graph against the catalogue; the runtime, with nothing to
+    bind, does not validate it a second time (bindings_for), and the job runs as before."""
+    import conjure_actors.actors.conjure as conjure_module
+
+    calls: list[str] = []
+    bindings_for = conjure_module.bindings_for
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("bindings_for")
+        return bindings_for(*args, **kwargs)
+
+    monkeypatch.setattr(conjure_module, "bindings_for", counted)
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            assert answer.status_code == 201, answer.text
+            job_id = answer.json()["id"]
+            await wait_for(run.service, lambda s: s.jobs[job_id].status == "succeeded")
+            assert run.service.state.jobs[job_id].bindings == {}
+    assert calls == []
