@@ -47,9 +47,9 @@ from typing import Final
 import attrs
 import trio
 
-DEFAULT_MAX_WAIT: Final = 0.02
+DEFAULT_MAX_WAIT: Final = 0.03
 """Seconds a background waiter waits at most while the gate is closed."""
-DEFAULT_TURN: Final = 0.002
+DEFAULT_TURN: Final = 0.001
 """Seconds the gate stays open for the background once a cohort's ``max_wait`` passed."""
 DEFAULT_LINGER: Final = 0.0
 """Seconds the gate stays closed after the last foreground work ended."""
@@ -174,6 +174,13 @@ class PriorityGate:
     def busy(self) -> bool:
         """True while foreground work is in flight."""
         return self._foreground > 0
+
+    def is_open(self) -> bool:
+        """True if background work arriving now would go on at once."""
+        now = trio.current_time()
+        if now < self._open_until:
+            return True
+        return not self._foreground and now >= self._quiet_until
 
     # -- the background ---------------------------------------------------------------------
 

@@ -201,7 +201,7 @@ def test_no_background_wait_exceeds_the_bound_and_an_open_gate_never_waits(
     async def background(at: int) -> None:
         await trio.sleep(at / 1000)
         now = trio.current_time()
-        was_open = not gate.busy and now >= gate._quiet_until
+        was_open = gate.is_open()
         await gate.background_turn()
         waits.append((was_open, trio.current_time() - now))
 
