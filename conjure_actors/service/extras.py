@@ -486,6 +486,7 @@ def extras_for(service: Service, security: SecuritySettings) -> Extras:
         open_streams=lambda: int(service.open_streams),
         max_queued=service.settings.max_queue,
         last_seq=lambda: int(service.journal.last_seq),
+        gate_stats=service.gate.statistics if service.gate is not None else None,
     )
     routes: list[BaseRoute] = [*ROUTES, Route("/metrics", metrics.endpoint, methods=["GET"])]
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), *security_middleware(security)]

@@ -4,7 +4,8 @@ Two kinds of figures:
 
 - **read from the state at scrape time** (a custom collector over the fold of the log, so they
   are never out of step with ``GET /api/v2/jobs``): jobs by status, queue depth, machines by
-  state, spend and budget, open event streams, the log's last seq;
+  state, spend and budget, open event streams, the log's last seq, the runtime's gate (requests
+  in flight, job work waiting, its waits and releases);
 - **observed as they happen**: request latency (an ASGI middleware, labelled by the route's
   endpoint name so the label set stays bounded) and journal append latency (from the append
   call, stamped in the record, to its publication, measured by a journal subscriber).
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -110,6 +111,38 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(
                 "conjure_journal_last_seq", "Seq of the last durable record.", value=last_seq
             )
+        if self._m.gate_stats is not None:
+            yield from _gate_metrics(self._m.gate_stats())
+
+
+def _gate_metrics(stats: Any) -> Iterator[Metric]:
+    """The runtime's PriorityGate (requests first, job work within a bound)."""
+    yield GaugeMetricFamily(
+        "conjure_requests_in_flight",
+        "HTTP requests holding the gate (from their start to their first body bytes).",
+        value=stats.foreground,
+    )
+    yield GaugeMetricFamily(
+        "conjure_background_waiting", "Job tasks waiting at the gate now.", value=stats.waiting
+    )
+    yield CounterMetricFamily(
+        "conjure_background_waits",
+        "Times job work waited at the gate for requests in flight.",
+        value=stats.waits,
+    )
+    released = CounterMetricFamily(
+        "conjure_background_releases",
+        "Groups of waiting job work let go: the gate opened, or their bound passed.",
+        labels=["by"],
+    )
+    released.add_metric(["open"], stats.released_open)
+    released.add_metric(["bound"], stats.released_bound)
+    yield released
+    yield GaugeMetricFamily(
+        "conjure_background_longest_wait_seconds",
+        "The longest job work waited at the gate (at most its bound).",
+        value=stats.longest_wait,
+    )
 
 
 class ServiceMetrics:
@@ -123,8 +156,10 @@ class ServiceMetrics:
         open_streams: Callable[[], int] | None = None,
         max_queued: int | None = None,
         last_seq: Callable[[], int | None] = lambda: None,
+        gate_stats: Callable[[], Any] | None = None,
     ) -> None:
         self.get_state = get_state
+        self.gate_stats = gate_stats
         self.now = now
         self.open_streams = open_streams
         self.max_queued = max_queued

@@ -123,3 +123,25 @@ async def test_served_app_observes_journal_appends(tmp_path: Path, sim_config: A
     got = samples(text)
     assert got[("conjure_journal_append_seconds_count", ())] > 0
     assert got[("conjure_budget_usd", ())] == 1.0
+
+
+async def test_metrics_show_the_gate_requests_hold_and_job_work_waits_at(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With a request held in flight while a job runs, /metrics shows the job work that
+    waited at the gate, the bound that let it go, and the request in flight."""
+    async with open_extras_service(tmp_path) as run:
+        with run.service.gate.foreground():
+            r = await run.client.post(
+                "/api/conjure/jobs",
+                files={"image": ("sketch.png", png(), "image/png")},
+                data={"prompt": "a fox"},
+            )
+            assert r.status_code == 201
+            await wait_idle(run.service)
+            got = samples((await run.client.get("/metrics")).text)
+    assert got[("conjure_requests_in_flight", ())] == 2  # the held one and the scrape
+    assert got[("conjure_background_waits_total", ())] > 0
+    assert got[("conjure_background_releases_total", (("by", "bound"),))] > 0
+    assert 0 < got[("conjure_background_longest_wait_seconds", ())] <= 0.03 + 1e-9
+    assert got[("conjure_background_waiting", ())] >= 0
