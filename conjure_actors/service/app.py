@@ -69,7 +69,7 @@ class Settings:
     request_linger: float = 0.003
     """Seconds the job actors keep waiting after the last request ended: a client's next
     request usually follows within a millisecond, and a job step started in between would
-    delay it."""
+    delay it. (1.5 and 6 ms were measured too, at 1 client: both slower.)"""
 
 
 class KeyReusedError(Exception):
