@@ -497,14 +497,21 @@ class MachineActor(Actor):
         self._reconciling = False
         self._timer_at = math.inf  # when the queue timer (one child) wakes next
         self._timer_scope: trio.CancelScope | None = None
+        self._sockets: set[trio.CancelScope] = set()  # sockets opened by this incarnation
 
     # ------------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
         self.pool.ref = self.ref
         for server_id, live in self.pool.live.items():  # their tasks ended with the last one
+            had = live.events is not None
             live.events, live.events_scope = None, None
-            if live.opening and live.client is not None:  # its answer will not come: again
+            m = self.ctx.state.machines.get(server_id)
+            alive = m is not None and m.status not in MACHINE_GONE
+            if (live.opening or (had and alive)) and live.client is not None:
+                # Its answer will not come, or its socket's task ended with the last
+                # incarnation: open it again, and lease nothing on it until then.
+                live.opening = True
                 self.start_soon(self._open_events_child, server_id, live.client)
         self.start_soon(self._ticker, name="machine-poll-timer")
         self._arm_queue_timer()  # the queue outlives an incarnation; its timer does not
@@ -1641,6 +1648,7 @@ class MachineActor(Actor):
             if not status.reported:  # lost (scope cancelled) before its first attempt
                 task_status.started()
 
+        self._sockets.add(scope)
         with trio.move_on_after(30):
             await self.nursery.start(run)
         return events, scope
@@ -1650,9 +1658,14 @@ class MachineActor(Actor):
         await self._tell(HealthAnswered(server_id, True, events, scope))
 
     async def _on_health(self, msg: HealthAnswered) -> None:
+        stale = msg.scope is not None and msg.scope not in self._sockets
+        if stale:  # opened by an earlier incarnation: that socket's task ended with it
+            msg = HealthAnswered(msg.server_id, msg.healthy)
+        elif msg.scope is not None:
+            self._sockets.discard(msg.scope)
         self._health.discard(msg.server_id)
         live = self.pool.live.get(msg.server_id)
-        if live is not None:
+        if live is not None and not stale:
             live.opening = False
         m = self.ctx.state.machines.get(msg.server_id)
         gone = m is None or m.status in MACHINE_GONE or msg.server_id in self._stopping

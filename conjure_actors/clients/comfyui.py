@@ -652,8 +652,12 @@ class ComfyUIEvents:
                 self._rearm()
         finally:
             self._waker = None
+            # Every follower waiting for a wake-up, displaced subscriptions included (a
+            # second follower of the same prompt replaced it in _subs).
+            waiting = {id(sub): sub for _, _, sub in heap if sub.wake is not None}
+            waiting.update((id(sub), sub) for sub in self._subs.values())
             heap.clear()
-            for sub in list(self._subs.values()):
+            for sub in waiting.values():
                 sub.wake = None
                 self._wake(sub)
 

@@ -1,5 +1,6 @@
 """An attached ComfyUI (``--comfyui-url``) whose WebSocket is still opening when the first
-job is queued (MockClock): the job waits for that socket, so its prompt's frames reach it."""
+job is queued, or was lost with a MachineActor restart (MockClock): the job waits for the
+socket, so its prompt's frames reach it."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
 
 import eventlog
+from conjure_actors.actors import pool as pool_module
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
+from conjure_actors.testing import open_simulated_conjure
 
 GRAPH = json.loads(bundled_workflow())
 
@@ -50,3 +54,68 @@ async def test_a_job_queued_while_the_socket_opens_is_followed_over_it(
     names = [type(r.event).__name__ for r in log.records()]
     assert "NodeStarted" in names
     assert len(sim.prompts_run) == 1
+
+
+def _crash_on_boom(monkeypatch: pytest.MonkeyPatch, hold: float) -> None:
+    """The MachineActor crashes ``hold`` s after it is told "boom" (its supervisor restarts it)."""
+    original = pool_module.MachineActor.receive
+
+    async def receive(self: Any, msg: Any) -> Any:
+        if msg == "boom":
+            await trio.sleep(hold)
+            raise RuntimeError("the machines actor crashes")
+        return await original(self, msg)
+
+    monkeypatch.setattr(pool_module.MachineActor, "receive", receive)
+
+
+async def _names_after_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, boom_at: float, hold: float
+) -> list[str]:
+    """One job on an attached ComfyUI (socket 2 s to open) after a MachineActor restart."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    _crash_on_boom(monkeypatch, hold)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        fast = cloud.ws_connect
+
+        @asynccontextmanager
+        async def slow(target: str) -> AsyncIterator[Any]:
+            await trio.sleep(2.0)
+            async with fast(target) as ws:
+                yield ws
+
+        cloud.ws_connect = slow
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
+        ) as conjure:
+            await trio.sleep(boom_at)
+            await conjure.machines.tell("boom")
+            await trio.sleep(hold + 30.0)
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+    return [type(r.event).__name__ for r in log.records()]
+
+
+async def test_a_restart_after_the_socket_opened_opens_it_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MachineActor restarts once the socket is up (its task ended with the incarnation):
+    the socket is opened again and the next job is followed over it (found by review)."""
+    names = await _names_after_restart(tmp_path, monkeypatch, boom_at=10.0, hold=0.0)
+    assert "ActorCrashed" in names
+    assert "NodeStarted" in names
+
+
+async def test_a_restart_with_the_sockets_report_in_the_mailbox_ignores_that_report(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MachineActor restarts while the report of the socket it opened waits in its
+    mailbox: that dead socket is not installed, the new one is (found by review)."""
+    names = await _names_after_restart(tmp_path, monkeypatch, boom_at=0.5, hold=3.0)
+    assert "ActorCrashed" in names
+    assert "NodeStarted" in names

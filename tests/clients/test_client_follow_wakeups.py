@@ -104,3 +104,38 @@ async def test_a_follower_outlives_the_socket_task_by_its_own_deadline(
             await trio.sleep(2.0)
             assert result
             assert isinstance(result[-1], PromptSucceeded)
+
+
+async def test_a_displaced_follower_outlives_the_socket_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A second follower of the same prompt displaces the first in the socket's table; when
+    the socket's task stops, both are woken and both see the outcome (found by review)."""
+    with trio.fail_after(60):
+        async with _machine() as (client, events, nursery):
+            socket = trio.CancelScope()
+
+            async def run_socket(task_status: trio.TaskStatus[None]) -> None:
+                with socket:
+                    await events.run(task_status=task_status)
+
+            await nursery.start(run_socket)
+            await events.wait_connected()
+            pid = new_prompt_id()
+            await client.submit(GRAPH, pid, "another-client")
+            first: list[object] = []
+            second: list[object] = []
+
+            async def follower(into: list[object]) -> None:
+                into.extend(await _follow(client, pid, events))
+
+            nursery.start_soon(follower, first)
+            await trio.sleep(0.1)
+            nursery.start_soon(follower, second)
+            await trio.sleep(0.3)
+            socket.cancel()
+            await trio.sleep(5.0)
+            assert second
+            assert isinstance(second[-1], PromptSucceeded)
+            assert first
+            assert isinstance(first[-1], PromptSucceeded)
