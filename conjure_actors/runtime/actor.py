@@ -99,6 +99,8 @@ class _Wake:
 
 
 _WAKE: Final = _Wake()
+_NOTHING: Final = object()
+"""``ActorCell.held`` when no message is held."""
 
 
 class _Ask:
@@ -401,6 +403,7 @@ class ActorCell:
         "factory",
         "gate",
         "handled",
+        "held",
         "incarnation",
         "path",
         "pending",
@@ -439,6 +442,10 @@ class ActorCell:
         self.current: _Ask | None = None
         self.pending: set[_Ask] = set()
         self.closed = False
+        # A background actor's message taken from the mailbox while it waits for its turn at
+        # the gate: an incarnation that ends in that wait leaves it here, and the next one
+        # takes it first (as if it were still in the mailbox); the end for good fails it.
+        self.held: object = _NOTHING
 
     # -- what a supervisor calls ------------------------------------------------------------
 
@@ -490,10 +497,12 @@ class ActorCell:
         self.status = Status.STOPPED
         self._fail_pending("stopped")
         while True:
-            try:
-                item = self.recv.receive_nowait()
-            except (trio.WouldBlock, *_STOPPED_ERRORS):
-                break
+            item, self.held = self.held, _NOTHING
+            if item is _NOTHING:
+                try:
+                    item = self.recv.receive_nowait()
+                except (trio.WouldBlock, *_STOPPED_ERRORS):
+                    break
             if item.__class__ is _Ask:
                 item.fail(self._stopped_error(item.msg, "stopped"))
                 self.dead_letters += 1
@@ -536,15 +545,22 @@ class ActorCell:
         turn = None if self.gate is None else self.gate.background_turn
         budget = BATCH
         while not self.stop_requested:
-            try:
-                item = receive_nowait()
-            except trio.WouldBlock:
-                budget = BATCH
-                item = await receive()
-            if turn is not None and item is not _WAKE:
-                # A background actor yields to foreground work in flight (a bounded wait;
-                # the message taken counts as being handled, as for a stop request).
-                await turn()
+            item = self.held
+            if item is not _NOTHING:  # taken by an incarnation that ended at the gate
+                self.held = _NOTHING
+            else:
+                try:
+                    item = receive_nowait()
+                except trio.WouldBlock:
+                    budget = BATCH
+                    item = await receive()
+                if turn is not None and item is not _WAKE:
+                    # A background actor yields to foreground work in flight (a bounded
+                    # wait). The message is held meanwhile: if this incarnation ends in
+                    # the wait, the next one handles it (an ask is not lost unanswered).
+                    self.held = item
+                    await turn()
+                    self.held = _NOTHING
             if type(item) is _Ask:
                 # Inlined (one coroutine less per ask): see the module docstring for the rules.
                 if item.abandoned:

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -367,8 +367,14 @@ async def open_service(
     settings = settings or Settings()
     blobs = BlobStore(Path(data_dir) / "blobs", max_bytes=settings.max_upload_bytes)
     # The job actors' HTTP calls wait for their turn while requests are in flight.
-    conjure_kwargs["http"] = yielding_http(conjure_kwargs.get("http"))
-    async with open_conjure(config, journal=journal, **conjure_kwargs) as conjure:
+    given = conjure_kwargs.get("http")
+    http = conjure_kwargs["http"] = yielding_http(given)
+    async with AsyncExitStack() as stack:
+        if http is not given:
+            stack.push_async_callback(http.aclose)
+        conjure = await stack.enter_async_context(
+            open_conjure(config, journal=journal, **conjure_kwargs)
+        )
         conjure.system.gate.tune(
             max_wait=settings.background_max_wait,
             turn=settings.background_turn,

@@ -3,8 +3,8 @@ system's :class:`~conjure_actors.runtime.PriorityGate` from a request's start un
 response's first body bytes are sent, so the job actors (background work: see
 ``actors/conjure.py``) wait (bounded) at their next message instead of filling every scheduler
 pass the request's awaits go through. A long-lived response (an SSE stream, a download) holds
-it only until it starts. :class:`BackgroundYieldTransport` makes the job actors' HTTP calls
-wait too (``open_service`` wraps the runtime's transport with it). Nothing a request awaits
+it only until it starts. :func:`yielding_http` makes the job actors' HTTP calls wait too
+(``open_service`` gives the runtime that client). Nothing a request awaits
 is gated (the AssetActor, Conjure's submit, the journal's committer and the MachineActor are
 not background work), so a request never waits on the gate.
 """
@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.runtime import PriorityGate, background_checkpoint
 
-__all__ = ["BackgroundYieldTransport", "ForegroundMiddleware", "yielding_http"]
+__all__ = ["ForegroundMiddleware", "yielding_http"]
 
 
 class ForegroundMiddleware:
@@ -39,41 +39,60 @@ class ForegroundMiddleware:
         gate.enter()
         held = True
 
-        async def started_send(message: Message) -> None:
+        answered = False
+
+        async def gated_receive() -> Message:
+            # Waiting on the client (a slow or stalled upload) is not foreground work.
             nonlocal held
-            await send(message)
-            if held and message["type"] == "http.response.body":
+            if held:
                 held = False
                 gate.leave()
+            message = await receive()
+            if not answered and not held and message["type"] == "http.request":
+                held = True
+                gate.enter()
+            return message
+
+        async def started_send(message: Message) -> None:
+            nonlocal held, answered
+            await send(message)
+            if message["type"] == "http.response.body":
+                answered = True
+                if held:
+                    held = False
+                    gate.leave()
 
         try:
-            await self.app(scope, receive, started_send)
+            await self.app(scope, gated_receive, started_send)
         finally:
             if held:
                 held = False
                 gate.leave()
 
 
-class BackgroundYieldTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that, in background work (a job actor and its helpers), waits for
-    its turn at the gate before each request (:func:`background_checkpoint`): a job's calls
-    to ComfyUI (submit, history, downloads) do not run while a request is in flight. Any
-    other caller (a request, the MachineActor) goes straight through."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await background_checkpoint()
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+async def _background_turn(request: httpx.Request) -> None:
+    """httpx request hook: in background work, wait for its turn at the gate first."""
+    await background_checkpoint()
 
 
-def yielding_http(http: Any) -> Any:
-    """The ``http`` the runtime gets (``open_conjure``'s): a transport, or None for httpx's
-    default, wrapped in :class:`BackgroundYieldTransport`; a ready client as it is."""
+def yielding_http(http: Any) -> httpx.AsyncClient:
+    """The HTTP client the runtime gets (``open_conjure``'s ``http``): in background work (a
+    job actor and its helpers) each request, redirects included, first waits for its turn
+    at the gate (:func:`background_checkpoint`, an httpx request hook), so a job's calls to
+    ComfyUI do not run while a request is in flight; any other caller (a request, the
+    MachineActor) goes straight through. ``http``: a transport (tests), or None for httpx's
+    own, which keeps the environment's proxy settings (``HTTPS_PROXY``, ``NO_PROXY``) as
+    ``run`` does: a hook, not a wrapping transport, because httpx ignores the environment
+    for a client given a transport. A ready client gets the hook added. The caller closes
+    the client it did not pass in."""
     if isinstance(http, httpx.AsyncClient):
+        hooks = http.event_hooks
+        if _background_turn not in hooks["request"]:
+            hooks["request"] = [*hooks["request"], _background_turn]
+            http.event_hooks = hooks
         return http
-    return BackgroundYieldTransport(http if http is not None else httpx.AsyncHTTPTransport())
+    return httpx.AsyncClient(
+        transport=http,
+        timeout=httpx.Timeout(60.0),
+        event_hooks={"request": [_background_turn]},
+    )

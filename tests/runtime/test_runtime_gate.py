@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from conjure_actors.runtime import (
     Actor,
+    ActorStoppedError,
     PriorityGate,
     background_checkpoint,
     open_actor_system,
@@ -302,3 +303,63 @@ async def test_a_background_actor_under_a_foreground_that_never_ends_still_drain
     assert [m for m, _ in seen] == [*range(100), "last"]
     assert seen[-1][1] == pytest.approx(101 * 0.02)
     assert gate.statistics().longest_wait == pytest.approx(0.02)
+
+
+class _CrashesSoon(Actor):
+    """Answers asks; told "crash-soon", one of its tasks fails a second later."""
+
+    async def receive(self, msg: Any) -> Any:
+        if msg == "crash-soon":
+            self.start_soon(self._boom)
+            return None
+        return f"answer to {msg}"
+
+    async def _boom(self) -> None:
+        await trio.sleep(1.0)
+        raise RuntimeError("a helper task of the actor fails")
+
+
+async def test_an_ask_taken_while_waiting_at_the_gate_survives_the_incarnations_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The incarnation ends (a crash) while the ask it took waits at the gate: the next
+    incarnation answers it (it was lost, its asker hung; found by review)."""
+    gate = PriorityGate(max_wait=10.0)
+    async with open_actor_system(gate=gate) as system:
+        jobs = await system.spawn_supervisor("jobs", background=True)
+        ref = await jobs.spawn(_CrashesSoon, name="job")
+        await ref.tell("crash-soon")
+        await trio.testing.wait_all_tasks_blocked()
+        gate.enter()
+        with trio.fail_after(30):
+            answer = await ref.ask("q")
+        gate.leave()
+    assert answer == "answer to q"
+
+
+async def test_an_ask_held_at_the_gate_when_the_actor_is_stopped_is_not_left_unanswered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An ask held at the gate when the actor is stopped is answered or failed, never left
+    unanswered."""
+    gate = PriorityGate(max_wait=10.0)
+    outcome: list[object] = []
+    async with open_actor_system(gate=gate) as system:
+        jobs = await system.spawn_supervisor("jobs", background=True)
+        ref = await jobs.spawn(_CrashesSoon, name="job")
+        gate.enter()
+
+        async def asker() -> None:
+            try:
+                outcome.append(await ref.ask("q"))
+            except ActorStoppedError as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(asker)
+                await trio.testing.wait_all_tasks_blocked()
+                await jobs.stop_child("job")
+        gate.leave()
+    assert len(outcome) == 1
+    assert outcome[0] == "answer to q" or isinstance(outcome[0], ActorStoppedError)

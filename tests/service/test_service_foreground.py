@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from conjure_actors.runtime import PriorityGate
 from conjure_actors.service.app import Settings
-from conjure_actors.service.foreground import BackgroundYieldTransport, ForegroundMiddleware
+from conjure_actors.service.foreground import ForegroundMiddleware, yielding_http
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -85,15 +85,14 @@ async def test_a_request_whose_handler_fails_releases_the_gate() -> None:
 async def test_background_http_calls_wait_at_the_gate_and_others_do_not(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Through BackgroundYieldTransport, a background task's request waits for its turn
-    while a request is in flight; any other task's goes at once."""
+    """Through the runtime's client (yielding_http), a background task's request waits for
+    its turn while a request is in flight; any other task's goes at once."""
     gate = PriorityGate(max_wait=0.5, turn=0.0)
-    transport = BackgroundYieldTransport(httpx.MockTransport(lambda r: httpx.Response(204)))
+    client = yielding_http(httpx.MockTransport(lambda r: httpx.Response(204)))
     sent: list[tuple[str, float]] = []
 
     async def call(who: str) -> None:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            await client.get("/x")
+        await client.get("http://t/x")
         sent.append((who, trio.current_time()))
 
     async def background_call() -> None:
@@ -106,6 +105,7 @@ async def test_background_http_calls_wait_at_the_gate_and_others_do_not(
             nursery.start_soon(background_call)
             nursery.start_soon(call, "foreground")
     gate.leave()
+    await client.aclose()
     assert sorted(sent) == [("background", 0.5), ("foreground", 0.0)]
 
 
@@ -218,3 +218,71 @@ async def test_a_submitted_job_is_queued_as_background_work(
     assert held == "pending"
     assert bounded != "pending"
     assert free != "pending"
+
+
+async def test_the_runtimes_client_keeps_the_environments_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve's runtime client honours HTTPS_PROXY as run's does (a wrapping transport made
+    httpx ignore the environment: serve went direct; found by review)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.invalid:3128")
+    url = httpx.URL("https://api.runcomfy.example/prod/v2/servers")
+    client = yielding_http(None)
+    try:
+        assert client._transport_for_url(url) is not client._transport  # the proxy's mount
+    finally:
+        await client.aclose()
+
+
+async def test_a_stalled_upload_does_not_hold_the_gate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A request whose body never comes (a stalled or slow upload) is waiting on its client,
+    not foreground work: background work is not held back (found by review)."""
+    gate = PriorityGate(max_wait=10.0, turn=0.0)
+
+    async def upload_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the body, which never comes
+        raise AssertionError("unreachable")
+
+    async def stalled_receive() -> dict[str, Any]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        return None
+
+    app = ForegroundMiddleware(upload_app, gate=gate)
+    scope = {"type": "http", "method": "POST", "path": "/api/v2/assets", "headers": []}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, scope, stalled_receive, send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gate.is_open()
+        nursery.cancel_scope.cancel()
+    assert gate.statistics().foreground == 0
+
+
+async def test_a_request_body_that_arrives_holds_the_gate_until_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once its body arrives the request is foreground again, until its answer's first bytes."""
+    gate = PriorityGate(max_wait=10.0, turn=0.0)
+    seen: list[bool] = []
+
+    async def app_(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        seen.append(gate.is_open())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        seen.append(gate.is_open())
+
+    async def receive() -> dict[str, Any]:
+        await trio.sleep(1.0)
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+    await ForegroundMiddleware(app_, gate=gate)(scope, receive, send)
+    assert seen == [False, True]
