@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
@@ -53,6 +54,7 @@ def _ledger(state: Any) -> dict[str, int]:
     return {m.server_id: m.cost_micros for m in state.machines.values() if m.kind == "runcomfy"}
 
 
+@pytest.mark.slow
 async def test_fifty_jobs_on_five_machines(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

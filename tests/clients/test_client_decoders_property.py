@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 import trio
 import trio.testing
 from hypothesis import given
@@ -28,6 +29,9 @@ from conjure_actors.clients.comfyui_wire import (
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.clients.runcomfy import RunComfyClient, RunComfyPolicy
 from conjure_actors.sim.media import write_png
+
+# A long property suite: out of the inner loop (just test), run by just check and CI.
+pytestmark = pytest.mark.slow
 
 CAPTURES = Path(__file__).parents[1] / "data" / "captures"
 MARK = "m-5ec2e7"  # in the machine URL: must never reach a message

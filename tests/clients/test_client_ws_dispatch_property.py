@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conjure_actors.clients import ComfyUIClient
 from conjure_actors.clients import comfyui_wire as wire
 from conjure_actors.clients.comfyui import ComfyUIEvents
+
+# A long property suite: out of the inner loop (just test), run by just check and CI.
+pytestmark = pytest.mark.slow
 
 CAPTURES = Path(__file__).parents[1] / "data" / "captures"
 FRAMES = [

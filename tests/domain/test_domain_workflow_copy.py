@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +21,9 @@ from conjure_actors.domain.workflow import (
     workflow_from_mapping,
     workflow_from_text,
 )
+
+# A long property suite: out of the inner loop (just test), run by just check and CI.
+pytestmark = pytest.mark.slow
 
 CONJURE = (
     Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows" / "conjure_flux_mesh.json"

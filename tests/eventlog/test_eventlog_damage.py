@@ -205,6 +205,7 @@ def test_append_refuses_an_event_over_the_limit_and_appends_nothing(tmp_path: Pa
     assert mem.last_seq == 0
 
 
+@pytest.mark.slow
 def test_a_record_of_the_maximum_size_reads_back(tmp_path: Path) -> None:
     """A record of exactly MAX_PAYLOAD bytes, between small ones, is read, scanned and salvaged."""
     path = tmp_path / "log"
