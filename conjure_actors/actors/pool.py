@@ -1667,6 +1667,18 @@ class MachineActor(Actor):
         live = self.pool.live.get(msg.server_id)
         if live is not None and not stale:
             live.opening = False
+        elif (
+            live is not None
+            and msg.healthy
+            and live.events is None
+            and not live.opening
+            and live.client is not None
+            and msg.server_id not in self._stopping
+        ):
+            # Its socket ended with the incarnation that opened it: open it again (and
+            # lease nothing on it until then).
+            live.opening = True
+            self.start_soon(self._open_events_child, msg.server_id, live.client)
         m = self.ctx.state.machines.get(msg.server_id)
         gone = m is None or m.status in MACHINE_GONE or msg.server_id in self._stopping
         if msg.events is not None and live is not None and live.events is None and not gone:

@@ -40,17 +40,23 @@ class ForegroundMiddleware:
         held = True
 
         answered = False
+        body_done = False
 
         async def gated_receive() -> Message:
-            # Waiting on the client (a slow or stalled upload) is not foreground work.
-            nonlocal held
-            if held:
+            # Waiting on the client (a slow or stalled upload) is not foreground work; a
+            # receive once the body is in (a streaming response's disconnect listener) is
+            # not waiting on the body: the gate stays held until the first body bytes.
+            nonlocal held, body_done
+            if held and not body_done:
                 held = False
                 gate.leave()
             message = await receive()
-            if not answered and not held and message["type"] == "http.request":
-                held = True
-                gate.enter()
+            if message["type"] == "http.request":
+                if not message.get("more_body", False):
+                    body_done = True
+                if not answered and not held:
+                    held = True
+                    gate.enter()
             return message
 
         async def started_send(message: Message) -> None:

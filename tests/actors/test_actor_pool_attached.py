@@ -119,3 +119,45 @@ async def test_a_restart_with_the_sockets_report_in_the_mailbox_ignores_that_rep
     names = await _names_after_restart(tmp_path, monkeypatch, boom_at=0.5, hold=3.0)
     assert "ActorCrashed" in names
     assert "NodeStarted" in names
+
+
+async def test_a_restart_before_a_runcomfy_machines_first_socket_report_opens_it_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RunComfy machine's first health answer (its socket opened) waits in the mailbox when
+    the MachineActor restarts: that stale answer still makes it healthy, and its socket is
+    opened again, so jobs on it get their frames (found by review)."""
+    original_receive = pool_module.MachineActor.receive
+    original_open = pool_module.MachineActor._open_events
+    crashed: list[bool] = []
+
+    async def receive(self: Any, msg: Any) -> Any:
+        if msg == "boom":
+            raise RuntimeError("the machines actor crashes")
+        return await original_receive(self, msg)
+
+    async def open_events(self: Any, client: Any) -> Any:
+        result = await original_open(self, client)
+        if not crashed:  # the first socket: crash before its HealthAnswered is handled
+            crashed.append(True)
+            self.ref.tell_nowait("boom")
+        return result
+
+    monkeypatch.setattr(pool_module.MachineActor, "receive", receive)
+    monkeypatch.setattr(pool_module.MachineActor, "_open_events", open_events)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        open_simulated_conjure(cloud, log, sim_config(cloud), wall=wall, out_dir=tmp_path) as c,
+    ):
+        job = await c.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await c.wait_until_idle()
+        assert c.state.jobs[job].status == "succeeded"
+        (server_id,) = [s for s, m in c.state.machines.items() if m.healthy]
+        assert c.pool.live[server_id].events is not None
+    names = [type(r.event).__name__ for r in log.records()]
+    assert crashed
+    assert "ActorCrashed" in names
+    assert "NodeStarted" in names

@@ -286,3 +286,32 @@ async def test_a_request_body_that_arrives_holds_the_gate_until_the_answer(
     scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
     await ForegroundMiddleware(app_, gate=gate)(scope, receive, send)
     assert seen == [False, True]
+
+
+async def test_a_streaming_response_holds_the_gate_until_its_first_chunk() -> None:
+    """A streaming response's disconnect listener reads from the client once the body is in:
+    that is not waiting on the body, so the gate stays held until the first chunk (found by
+    review)."""
+    gate = PriorityGate()
+    seen: list[Any] = []
+
+    async def stream(request: Request) -> Response:
+        async def chunks() -> Any:
+            for _ in range(5):  # the first chunk's work (a blob read, a state snapshot)
+                await trio.lowlevel.checkpoint()
+            seen.append(("before first chunk", gate.busy))
+            yield b"first\n"
+
+        return StreamingResponse(chunks())
+
+    app = Starlette(
+        routes=[Route("/stream", stream)],
+        middleware=[Middleware(ForegroundMiddleware, gate=gate)],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with trio.fail_after(10):
+            answer = await client.get("/stream")
+    assert answer.status_code == 200
+    assert seen == [("before first chunk", True)]
+    assert not gate.busy
