@@ -18,9 +18,6 @@ appends, and a lone appender waits for exactly one fsync. ``max_delay`` (default
 committer also wait up to that long for a batch to fill, trading latency for fewer fsyncs at
 low concurrency. Policies: ``batch`` = group commit with fsync; ``always`` = one fsync per
 append call (no sharing: the strict baseline); ``none`` = group write, no fsync, no thread.
-A commit whose write + fsync has been fast (``INLINE_FLUSH_BELOW``, a moving average) runs
-on the event loop instead when nothing else is runnable: the thread's hand-off costs four
-scheduler passes, which a lone appender (a service's one client) would wait through.
 
 Cancellation: an append cancelled while still queued is withdrawn (never written). Once its
 batch is being written it cannot be withdrawn, so the cancel waits for that one commit (a
@@ -60,7 +57,6 @@ state can no longer be trusted: the journal fails, every later append raises
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections import deque
@@ -110,10 +106,6 @@ _park: Final = trio.lowlevel.wait_task_rescheduled
 _MAX_PENDING_SNAPSHOTS: Final = 4
 
 log = logging.getLogger("eventlog.journal")
-
-INLINE_FLUSH_BELOW: Final = 0.0003
-"""Seconds: a commit whose write + fsync has been taking less than this (a moving average)
-runs on the event loop when nothing else is runnable; otherwise in a worker thread."""
 
 
 class EventStore(Protocol):
@@ -254,9 +246,6 @@ class Journal(Generic[E, S]):
         self._max_batch = 1 if store.sync == "always" else max_batch
         self._max_delay = max_delay
         self._threaded = isinstance(store, LogWriter) and store.sync != "none"
-        # Seconds a commit's write + fsync has been taking (a moving average; unknown at
-        # first): see _persist.
-        self._flush_cost = math.inf
         self._inline = store.sync == "none" and not max_delay
         # Open batches, oldest first: appenders join the last one while it has room, the
         # committer takes the first one whole.
@@ -613,31 +602,12 @@ class Journal(Generic[E, S]):
         # Measured again with 256 appenders (bench/eventlog.py, CPU of every thread): the
         # hand-off is ~0.4 us per append (~100 us per commit), trio's park and wake 1.65,
         # the bare encode + frame + fdatasync loop ~1.1; the journal's other work ~1 us.
-        # The worker thread is worth its hand-off (four scheduler passes: the limiter's
-        # checkpoint, the thread, the wake-up, the resume) only when the event loop has
-        # something to run meanwhile, or when the fsync is slow. With nothing else runnable
-        # and a fast disk (its write + fsync averaging under INLINE_FLUSH_BELOW), the commit
-        # runs here: a lone appender (a service's one client) waits for the disk alone.
         records = self._store.stage_many(events, ts=stamps)
         if self._threaded:
-            if (
-                self._flush_cost < INLINE_FLUSH_BELOW
-                and not trio.lowlevel.current_statistics().tasks_runnable
-            ):
-                took = self._timed_flush()
-            else:
-                took = await trio.to_thread.run_sync(self._timed_flush)
-            cost = self._flush_cost
-            self._flush_cost = took if cost == math.inf else cost + (took - cost) / 4
+            await trio.to_thread.run_sync(self._store.flush)
         else:
             self._store.flush()
         return records
-
-    def _timed_flush(self) -> float:
-        """The store's flush (write + fsync); returns the seconds it took."""
-        start = time.perf_counter()
-        self._store.flush()
-        return time.perf_counter() - start
 
     def _complete(self, records: list[Record[Any]]) -> bool:
         """Count, apply and publish durable records; False if ``apply`` failed the journal."""
