@@ -236,12 +236,20 @@ def decode_baseline(trace: Trace, n: int) -> float:
     return n * len(frames) / (time.perf_counter() - t0)
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1 (a run of 0 jobs would wait forever)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=60, help="long-progress jobs per run")
-    parser.add_argument("--short-jobs", type=int, default=200, help="short jobs per run")
-    parser.add_argument("--machines", type=int, default=20, help="machines (one job each)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--jobs", type=_positive, default=60, help="long-progress jobs per run")
+    parser.add_argument("--short-jobs", type=_positive, default=200, help="short jobs per run")
+    parser.add_argument("--machines", type=_positive, default=20, help="machines (one job each)")
+    parser.add_argument("--repeats", type=_positive, default=5, help="runs per figure (median)")
     parser.add_argument(
         "--breakdown",
         action="store_true",
