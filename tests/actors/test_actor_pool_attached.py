@@ -26,6 +26,19 @@ from conjure_actors.testing import open_simulated_conjure
 GRAPH = json.loads(bundled_workflow())
 
 
+def _slow_sockets(cloud: Any, seconds: float = 2.0) -> None:
+    """Every WebSocket to ``cloud`` takes ``seconds`` to open."""
+    fast = cloud.ws_connect
+
+    @asynccontextmanager
+    async def slow(target: str) -> AsyncIterator[Any]:
+        await trio.sleep(seconds)
+        async with fast(target) as ws:
+            yield ws
+
+    cloud.ws_connect = slow
+
+
 async def test_a_job_queued_while_the_socket_opens_is_followed_over_it(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -36,15 +49,7 @@ async def test_a_job_queued_while_the_socket_opens_is_followed_over_it(
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now) as cloud:
         url, sim = cloud.standalone_comfyui()
-        fast = cloud.ws_connect
-
-        @asynccontextmanager
-        async def slow(target: str) -> AsyncIterator[Any]:
-            await trio.sleep(2.0)
-            async with fast(target) as ws:
-                yield ws
-
-        cloud.ws_connect = slow
+        _slow_sockets(cloud)
         config = attrs.evolve(sim_config(cloud), comfyui_url=url)
         async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
             job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
@@ -78,15 +83,7 @@ async def _names_after_restart(
     _crash_on_boom(monkeypatch, hold)
     async with open_test_cloud(wall.now) as cloud:
         url, _ = cloud.standalone_comfyui()
-        fast = cloud.ws_connect
-
-        @asynccontextmanager
-        async def slow(target: str) -> AsyncIterator[Any]:
-            await trio.sleep(2.0)
-            async with fast(target) as ws:
-                yield ws
-
-        cloud.ws_connect = slow
+        _slow_sockets(cloud)
         config = attrs.evolve(sim_config(cloud), comfyui_url=url)
         async with open_simulated_conjure(
             cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
