@@ -386,8 +386,9 @@ class _Live:
     seen: bool = False  # listed at least once: a 404 from now on means it is gone
     events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
     events_scope: trio.CancelScope | None = None
-    # An attached machine's WebSocket is opening: no lease until that attempt is over (a
-    # prompt posted with no socket to name would be followed by polling alone).
+    # The machine's WebSocket is opening (an attached machine's first one, or any live
+    # machine's again after a restart of this actor): no lease until that attempt is over
+    # (a prompt posted with no socket to name would be followed by polling alone).
     opening: bool = False
 
 
