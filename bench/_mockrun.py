@@ -1,9 +1,10 @@
 """What the pipeline benchmarks share (``bench/run.py``, ``bench/day.py``, ``bench/ws_trace.py``):
-the run settings against a simulated cloud, and a MockClock run that moves simulated time
-only when nothing but the clock can make progress."""
+the run settings against a simulated cloud, a MockClock run that moves simulated time
+only when nothing but the clock can make progress, and the count arguments' type."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +17,15 @@ from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfi
 
 VERSION = "wv-1"
 MOCK = trio.testing.MockClock
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a count: an integer of at least 1 (0 jobs has no figure per job,
+    and a run of 0 jobs may wait forever)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def config_for(cloud: Any, *, version: str = VERSION, **pool: Any) -> Config:

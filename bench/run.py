@@ -31,7 +31,7 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _mockrun import config_for, run_on_mock  # noqa: E402  (bench/_mockrun.py)
+from _mockrun import config_for, positive_int, run_on_mock  # noqa: E402  (bench/_mockrun.py)
 
 import eventlog  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow  # noqa: E402
@@ -217,9 +217,13 @@ _run = run_on_mock
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=1000, help="overhead: jobs (default 1000)")
-    parser.add_argument("--machines", type=int, default=10, help="overhead: machines")
-    parser.add_argument("--repeats", type=int, default=3, help="overhead: repeats (median)")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=1000, help="overhead: jobs (default 1000)"
+    )
+    parser.add_argument("--machines", type=positive_int, default=10, help="overhead: machines")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="overhead: repeats (median)"
+    )
     parser.add_argument(
         "--scaling",
         default="100,1000,10000",

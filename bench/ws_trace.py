@@ -45,6 +45,7 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _mockrun import positive_int  # noqa: E402  (bench/_mockrun.py)
 from run import _config  # noqa: E402  (bench/run.py: the overhead section's config)
 
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png  # noqa: E402
@@ -236,20 +237,12 @@ def decode_baseline(trace: Trace, n: int) -> float:
     return n * len(frames) / (time.perf_counter() - t0)
 
 
-def _positive(text: str) -> int:
-    """argparse type: an integer of at least 1 (a run of 0 jobs would wait forever)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=_positive, default=60, help="long-progress jobs per run")
-    parser.add_argument("--short-jobs", type=_positive, default=200, help="short jobs per run")
-    parser.add_argument("--machines", type=_positive, default=20, help="machines (one job each)")
-    parser.add_argument("--repeats", type=_positive, default=5, help="runs per figure (median)")
+    parser.add_argument("--jobs", type=positive_int, default=60, help="long-progress jobs per run")
+    parser.add_argument("--short-jobs", type=positive_int, default=200, help="short jobs per run")
+    parser.add_argument("--machines", type=positive_int, default=20, help="machines (one job each)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="runs per figure (median)")
     parser.add_argument(
         "--breakdown",
         action="store_true",
