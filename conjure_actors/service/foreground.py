@@ -25,7 +25,9 @@ class ForegroundMiddleware:
     """Pure ASGI: ``gate.enter()`` as an HTTP request arrives, ``gate.leave()`` once its
     response's first bytes are sent (the first body message is handed to the server: the
     head alone would leave the client waiting, through more scheduler passes, for the rest),
-    or as the app ends without one; never a schedule point of its own."""
+    or as the app ends without one; never a schedule point of its own. While the app waits
+    for the request's body the gate is left: that is waiting on the client (a slow or
+    stalled upload), not work to put first."""
 
     def __init__(self, app: ASGIApp, *, gate: PriorityGate) -> None:
         self.app = app
