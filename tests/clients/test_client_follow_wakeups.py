@@ -77,20 +77,27 @@ async def test_finished_followers_leave_no_wakeup_behind(
             assert events.statistics().wakeups == 0
 
 
+async def _stoppable_socket(nursery: trio.Nursery, events: ComfyUIEvents) -> trio.CancelScope:
+    """Run the socket's task in ``nursery`` until the scope returned is cancelled; return
+    once it is connected."""
+    socket = trio.CancelScope()
+
+    async def run_socket(task_status: trio.TaskStatus[None]) -> None:
+        with socket:
+            await events.run(task_status=task_status)
+
+    await nursery.start(run_socket)
+    await events.wait_connected()
+    return socket
+
+
 async def test_a_follower_outlives_the_socket_task_by_its_own_deadline(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     """The socket's task stopping while a follower waits: the follower polls on its own."""
     with trio.fail_after(60):
         async with _machine() as (client, events, nursery):
-            socket = trio.CancelScope()
-
-            async def run_socket(task_status: trio.TaskStatus[None]) -> None:
-                with socket:
-                    await events.run(task_status=task_status)
-
-            await nursery.start(run_socket)
-            await events.wait_connected()
+            socket = await _stoppable_socket(nursery, events)
             pid = new_prompt_id()
             await client.submit(GRAPH, pid, "another-client")
             result: list[object] = []
@@ -113,14 +120,7 @@ async def test_a_displaced_follower_outlives_the_socket_task(
     the socket's task stops, both are woken and both see the outcome (found by review)."""
     with trio.fail_after(60):
         async with _machine() as (client, events, nursery):
-            socket = trio.CancelScope()
-
-            async def run_socket(task_status: trio.TaskStatus[None]) -> None:
-                with socket:
-                    await events.run(task_status=task_status)
-
-            await nursery.start(run_socket)
-            await events.wait_connected()
+            socket = await _stoppable_socket(nursery, events)
             pid = new_prompt_id()
             await client.submit(GRAPH, pid, "another-client")
             first: list[object] = []

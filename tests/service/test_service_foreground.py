@@ -46,14 +46,19 @@ def _app(gate: PriorityGate, seen: list[Any]) -> Starlette:
     return Starlette(routes=routes, middleware=[Middleware(ForegroundMiddleware, gate=gate)])
 
 
+async def _get(app: Any, path: str, **transport: Any) -> httpx.Response:
+    """GET ``path`` from ``app`` in process (within 10 s)."""
+    asgi = httpx.ASGITransport(app=app, **transport)
+    async with httpx.AsyncClient(transport=asgi, base_url="http://t") as client:
+        with trio.fail_after(10):
+            return await client.get(path)
+
+
 async def test_a_request_holds_the_gate_until_its_response_body_is_sent() -> None:
     """In the handler the gate is held; once the answer is sent it is not."""
     gate = PriorityGate()
     seen: list[Any] = []
-    transport = httpx.ASGITransport(app=_app(gate, seen))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        with trio.fail_after(10):
-            answer = await client.get("/plain")
+    answer = await _get(_app(gate, seen), "/plain")
     assert answer.status_code == 200
     assert seen == [("handler", True)]
     assert not gate.busy
@@ -63,10 +68,7 @@ async def test_a_stream_releases_the_gate_after_its_first_chunk() -> None:
     """A long-lived response (SSE, a download) holds the gate only until it has started."""
     gate = PriorityGate()
     seen: list[Any] = []
-    transport = httpx.ASGITransport(app=_app(gate, seen))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        with trio.fail_after(10):
-            answer = await client.get("/stream")
+    answer = await _get(_app(gate, seen), "/stream")
     assert answer.text == "first\nsecond\n"
     assert seen == [("after first chunk", False)]
 
@@ -74,10 +76,7 @@ async def test_a_stream_releases_the_gate_after_its_first_chunk() -> None:
 async def test_a_request_whose_handler_fails_releases_the_gate() -> None:
     """A handler that raises (a 500) does not leave the gate held."""
     gate = PriorityGate()
-    transport = httpx.ASGITransport(app=_app(gate, []), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        with trio.fail_after(10):
-            answer = await client.get("/broken")
+    answer = await _get(_app(gate, []), "/broken", raise_app_exceptions=False)
     assert answer.status_code == 500
     assert gate.statistics().foreground == 0
 
@@ -308,10 +307,7 @@ async def test_a_streaming_response_holds_the_gate_until_its_first_chunk() -> No
         routes=[Route("/stream", stream)],
         middleware=[Middleware(ForegroundMiddleware, gate=gate)],
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        with trio.fail_after(10):
-            answer = await client.get("/stream")
+    answer = await _get(app, "/stream")
     assert answer.status_code == 200
     assert seen == [("before first chunk", True)]
     assert not gate.busy
