@@ -186,6 +186,20 @@ async def test_every_job_actor_is_started_by_the_starter_task(
     assert "_run_starter" in starters.pop()
 
 
+async def _two_jobs_the_first_unstartable(
+    conjure: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """Submit two jobs; the first one's actor fails to start ("no actor for you")."""
+    bad, good = await submit_sketches(conjure, 2)
+
+    def explode(name: str) -> None:
+        if name == bad:
+            raise RuntimeError("no actor for you")
+
+    _on_spawn(monkeypatch, explode)
+    return bad, good
+
+
 async def test_an_error_starting_one_job_leaves_the_run_and_the_other_jobs_going(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
@@ -199,13 +213,7 @@ async def test_an_error_starting_one_job_leaves_the_run_and_the_other_jobs_going
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            bad, good = await submit_sketches(conjure, 2)
-
-            def explode(name: str) -> None:
-                if name == bad:
-                    raise RuntimeError("no actor for you")
-
-            _on_spawn(monkeypatch, explode)
+            bad, good = await _two_jobs_the_first_unstartable(conjure, monkeypatch)
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[good].status == "succeeded")
             await conjure.shutdown()
@@ -225,13 +233,7 @@ async def test_a_job_whose_actor_does_not_start_ends_failed_and_the_run_goes_idl
     async with open_test_cloud(wall.now, ready_delay=120.0) as cloud:
         config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            bad, good = await submit_sketches(conjure, 2)
-
-            def explode(name: str) -> None:
-                if name == bad:
-                    raise RuntimeError("no actor for you")
-
-            _on_spawn(monkeypatch, explode)
+            bad, good = await _two_jobs_the_first_unstartable(conjure, monkeypatch)
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
             statuses = {j: conjure.state.jobs[j].status for j in (bad, good)}
