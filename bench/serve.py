@@ -58,6 +58,7 @@ from typing import Any
 
 import httpx
 import trio
+from _mockrun import positive_int  # bench/_mockrun.py: the count arguments' type (exit 2)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json").read_text())
@@ -403,17 +404,31 @@ def proxy_ran(comfyui: str) -> Any:
 # ----------------------------------------------------------------------------- main
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type for ``--budget``: a finite number of seconds above 0 (0 measures nothing)."""
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1000, help="submissions per concurrency level")
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds at most per level")
-    parser.add_argument("--retained", type=int, default=RETAINED, help="jobs in the restart log")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
-        "--parallel", type=int, default=8, help="jobs serve runs at once on its ComfyUI"
+        "--jobs", type=positive_int, default=1000, help="submissions per concurrency level"
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds per concurrency level"
+        "--budget", type=positive_seconds, default=60.0, help="seconds at most per level"
+    )
+    parser.add_argument(
+        "--retained", type=positive_int, default=RETAINED, help="jobs in the restart log"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--parallel", type=positive_int, default=8, help="jobs serve runs at once on its ComfyUI"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="interleaved rounds per concurrency level"
     )
     args = parser.parse_args()
     per_level = {1: max(50, args.jobs // 5), 10: args.jobs, 50: args.jobs}
