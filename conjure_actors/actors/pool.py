@@ -390,6 +390,9 @@ class _Live:
     # machine's again after a restart of this actor): no lease until that attempt is over
     # (a prompt posted with no socket to name would be followed by polling alone).
     opening: bool = False
+    # Jobs that still hold a lease on it, asking for it again (their actor restarted) while
+    # its socket opens: answered with the socket once that attempt is over.
+    returns: list[Reply[Lease] | _Admission] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -587,7 +590,7 @@ class MachineActor(Actor):
                 if live is not None and live.events is None and live.client is not None:
                     self.start_soon(self._open_events_child, msg.server_id, live.client)
                 elif live is not None and live.opening:
-                    live.opening = False
+                    self._opened(msg.server_id, live)
                     await self._assign()
             case ShutdownDeadline():
                 self._on_shutdown_deadline()
@@ -618,7 +621,10 @@ class MachineActor(Actor):
                 and (only_server in (None, m.server_id))
             ):
                 live = self.pool.live.setdefault(m.server_id, _Live())
-                reply.set(Lease(m.server_id, live.client, live.lost, live.events))
+                if live.opening and not live.lost.is_set():
+                    live.returns.append(reply)  # answered with its socket (_opened)
+                else:
+                    reply.set(Lease(m.server_id, live.client, live.lost, live.events))
                 return
         seq = next(self.pool.seq)
         self.pool.waiting.append(
@@ -1312,6 +1318,15 @@ class MachineActor(Actor):
             live.lost.set()
             if live.events_scope is not None:
                 live.events_scope.cancel()
+            self._opened(server_id, live)  # a lease asked back sees it lost, and requeues
+
+    def _opened(self, server_id: str, live: _Live) -> None:
+        """The machine's socket attempt is over (or the machine is lost): no longer opening,
+        and the jobs that asked for their lease back meanwhile get it, with the socket."""
+        live.opening = False
+        returns, live.returns = live.returns, []
+        for reply in returns:
+            reply.set(Lease(server_id, live.client, live.lost, live.events))
 
     async def _lose(self, server_id: str, reason: str, stopped_at: float) -> None:
         """A machine vanished or stopped by itself: lost, final bill, its jobs requeued
@@ -1666,7 +1681,9 @@ class MachineActor(Actor):
             self._sockets.discard(msg.scope)
         self._health.discard(msg.server_id)
         live = self.pool.live.get(msg.server_id)
-        if live is not None and not stale:
+        opened = live is not None and not stale
+        if opened:
+            assert live is not None
             live.opening = False
         elif (
             live is not None
@@ -1686,6 +1703,9 @@ class MachineActor(Actor):
             live.events, live.events_scope = msg.events, msg.scope
         elif msg.scope is not None:
             msg.scope.cancel()
+        if opened:
+            assert live is not None
+            self._opened(msg.server_id, live)
         if gone or m is None:
             return
         if not msg.healthy:

@@ -19,6 +19,7 @@ from actor_support import open_test_cloud, run_conjure, sim_config
 import eventlog
 from conjure_actors.actors import pool as pool_module
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.actors.messages import Lease, LeaseMachine, Reply
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
 from conjure_actors.testing import open_simulated_conjure
@@ -26,17 +27,20 @@ from conjure_actors.testing import open_simulated_conjure
 GRAPH = json.loads(bundled_workflow())
 
 
-def _slow_sockets(cloud: Any, seconds: float = 2.0) -> None:
-    """Every WebSocket to ``cloud`` takes ``seconds`` to open."""
+def _slow_sockets(cloud: Any, seconds: float = 2.0) -> dict[str, float]:
+    """Every WebSocket to ``cloud`` takes ``seconds`` to open (the returned dict's
+    ``"seconds"``, which a test may change)."""
     fast = cloud.ws_connect
+    delay = {"seconds": seconds}
 
     @asynccontextmanager
     async def slow(target: str) -> AsyncIterator[Any]:
-        await trio.sleep(seconds)
+        await trio.sleep(delay["seconds"])
         async with fast(target) as ws:
             yield ws
 
     cloud.ws_connect = slow
+    return delay
 
 
 async def test_a_job_queued_while_the_socket_opens_is_followed_over_it(
@@ -158,3 +162,86 @@ async def test_a_restart_before_a_runcomfy_machines_first_socket_report_opens_it
     assert crashed
     assert "ActorCrashed" in names
     assert "NodeStarted" in names
+
+
+async def test_a_lease_asked_back_while_the_socket_reopens_waits_for_the_socket(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that holds a lease asks for it again (its actor restarted) while a restarted
+    MachineActor reopens the machine's socket: the lease comes back once the socket is up,
+    with it, not at once without it (it would be followed by polling alone)."""
+    _crash_on_boom(monkeypatch, 0.0)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        _slow_sockets(cloud)
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
+        ) as conjure:
+            leased = trio.Event()
+
+            def on_records(records: list[Any]) -> None:
+                if any(type(r.event).__name__ == "MachineLeased" for r in records):
+                    leased.set()
+
+            with conjure.journal.listen(on_records):
+                job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+                with trio.fail_after(60):
+                    await leased.wait()
+            (held,) = [m for m in conjure.state.machines.values() if job in m.leases]
+            assert conjure.pool.live[held.server_id].events is not None
+            await conjure.machines.tell("boom")
+            await trio.sleep(0.5)  # restarted; its socket takes 2 s to open again
+            again: Reply[Lease] = Reply()
+            await conjure.machines.tell(LeaseMachine(job, None, 0, again))
+            await trio.sleep(1.0)
+            assert not again.done
+            with trio.fail_after(60):
+                back = await again.wait()
+            assert back.server_id == held.server_id
+            assert back.events is not None
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+
+
+async def test_a_lease_asked_back_while_the_socket_reopens_sees_the_machine_lost(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine vanishes while its socket reopens after a MachineActor restart: the job
+    that asked for its lease back gets it marked lost (and requeues), not never."""
+    _crash_on_boom(monkeypatch, 0.0)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        delay = _slow_sockets(cloud, 0.0)
+        config = sim_config(cloud)
+        async with open_simulated_conjure(cloud, log, config, wall=wall, out_dir=tmp_path) as c:
+            leased = trio.Event()
+
+            def on_records(records: list[Any]) -> None:
+                if any(type(r.event).__name__ == "MachineLeased" for r in records):
+                    leased.set()
+
+            with c.journal.listen(on_records):
+                job = await c.submit(GRAPH, image=example_sketch_png(), prompt="x")
+                with trio.fail_after(600):
+                    await leased.wait()
+            (held,) = [m for m in c.state.machines.values() if job in m.leases]
+            delay["seconds"] = 600.0  # the socket is not back before the machine is gone
+            await c.machines.tell("boom")
+            await trio.sleep(0.5)
+            again: Reply[Lease] = Reply()
+            await c.machines.tell(LeaseMachine(job, None, 0, again))
+            await trio.sleep(1.0)
+            assert not again.done
+            cloud.runcomfy.vanish(held.server_id)
+            with trio.fail_after(20):  # a poll or two; not the socket attempt's 30 s bound
+                back = await again.wait()
+            assert back.server_id == held.server_id
+            assert back.lost.is_set()
+            with trio.fail_after(3600):
+                await c.wait_until_idle()
+            assert c.state.jobs[job].status == "succeeded"
