@@ -609,6 +609,9 @@ class WorkflowActor(Actor):
             if isinstance(msg, _Leased):
                 await self.pool.release(msg.lease.server_id, self.job_id)
             return
+        if type(msg) is _Progress:  # most of a job's messages: before the match's chain
+            await self._on_progress(msg.update)
+            return
         match msg:
             case _Go():
                 await self._go()
@@ -1363,12 +1366,10 @@ class WorkflowActor(Actor):
         frames: dict[str, int] = {}  # SaveImageWebsocket images saved so far, by node
         sent: dict[str, int] = {}  # the images each one announced (its progress bar's max)
         running: str | None = None  # the node a frame without metadata comes from
-        streamed = (
-            cu.PromptStarted,
-            cu.NodesCached,
-            cu.NodeStarted,
-            cu.NodeProgress,
-            cu.NodeExecuted,
+        # By exact type (the follow updates are flat attrs classes): one set lookup per
+        # update, not an isinstance chain (issue 16).
+        streamed = frozenset(
+            (cu.PromptStarted, cu.NodesCached, cu.NodeStarted, cu.NodeProgress, cu.NodeExecuted)
         )
         batch: _Streamed | None = None  # the last report, while it can take more updates
         while True:
@@ -1380,11 +1381,18 @@ class WorkflowActor(Actor):
                     self._client().follow(prompt_id, events=events, poll_interval=poll)
                 ) as updates:
                     async for update in updates:
-                        if isinstance(update, cu.NodeStarted):
-                            running = update.node
-                        if isinstance(update, cu.NodeProgress) and update.node in ws_nodes:
-                            sent[update.node] = max(sent.get(update.node, 0), int(update.max))
-                        if isinstance(update, cu.PreviewImage):
+                        if type(update) in streamed:
+                            if type(update) is cu.NodeStarted:
+                                running = update.node
+                            elif type(update) is cu.NodeProgress and update.node in ws_nodes:
+                                sent[update.node] = max(sent.get(update.node, 0), int(update.max))
+                            if batch is not None and not batch.taken:
+                                batch.updates.append(update)
+                            else:
+                                batch = _Streamed([update])
+                                await self._report(_Progress(token, batch))
+                            continue
+                        if type(update) is cu.PreviewImage:
                             node = update.node or running
                             if self.side is not None:
                                 self.side.preview(self.job_id, node, update.image_type, update.data)
@@ -1393,13 +1401,6 @@ class WorkflowActor(Actor):
                                 frames[node] = index + 1
                                 batch = None  # it reports: what follows goes after it
                                 await self._save_ws_image(token, node, index, update)
-                            continue
-                        if isinstance(update, streamed):
-                            if batch is not None and not batch.taken:
-                                batch.updates.append(update)
-                            else:
-                                batch = _Streamed([update])
-                                await self._report(_Progress(token, batch))
                             continue
                         batch = None
                         if isinstance(update, cu.PromptSucceeded):

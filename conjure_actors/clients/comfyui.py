@@ -506,9 +506,85 @@ class _Wake:
 _WAKE: Final = _Wake()
 # None: "the socket was replaced"; _WAKE: "the follower's poll time came".
 _Routed = wire.WsMessage | wire.BinaryFrame | _Wake | None
-# Tuples, not ``A | B`` unions: a union written in ``isinstance`` is built at each call.
-_UNROUTED: Final = (wire.StatusMsg, wire.FeatureFlagsMsg, wire.ProgressStateMsg)
-_SETS_CURRENT: Final = (wire.ExecutingMsg, wire.ExecutionStartMsg)
+
+
+# What the socket's task does with each frame type (ComfyUIEvents.dispatch): route it to its
+# prompt's follower; route it and remember its prompt as the one running (a binary frame
+# without metadata comes from it); drop it (no prompt: status, feature flags, and
+# progress_state, which repeats the progress frames). One dict lookup per frame instead of
+# an isinstance chain (issue 16); the wire types are flat (no subclasses), so the exact
+# type is the type. A type not listed here (UnknownMessage) is logged and dropped.
+_ROUTE: Final = 0
+_ROUTE_CURRENT: Final = 1
+_DROP: Final = 2
+_DISPATCH: Final[dict[type, int]] = {
+    wire.ProgressMsg: _ROUTE,
+    wire.ExecutingMsg: _ROUTE_CURRENT,
+    wire.ExecutionStartMsg: _ROUTE_CURRENT,
+    wire.ExecutionCachedMsg: _ROUTE,
+    wire.ExecutedMsg: _ROUTE,
+    wire.ExecutionSuccessMsg: _ROUTE,
+    wire.ExecutionErrorMsg: _ROUTE,
+    wire.ExecutionInterruptedMsg: _ROUTE,
+    wire.StatusMsg: _DROP,
+    wire.FeatureFlagsMsg: _DROP,
+    wire.ProgressStateMsg: _DROP,
+}
+
+
+# WS frame -> (follow update or None, "history should be ready / outcome known"), by the
+# frame's type (ComfyUIClient._translate).
+def _t_binary(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    if item.event in (1, 4):
+        return PreviewImage(pid, item.node_id, item.image_type, item.data), False
+    return None, False
+
+
+def _t_start(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    return PromptStarted(pid), False
+
+
+def _t_cached(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    return NodesCached(pid, tuple(item.data.nodes)), False
+
+
+def _t_executing(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    node = item.data.node
+    return (None, True) if node is None else (NodeStarted(pid, node), False)
+
+
+def _t_progress(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    data = item.data
+    if data.node is None:
+        return None, False
+    return NodeProgress(pid, data.node, data.value, data.max), False
+
+
+def _t_executed(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    data = item.data
+    return NodeExecuted(pid, data.node, outputs_from_ui(data.node, data.output)), False
+
+
+def _t_ended(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    return None, True
+
+
+def _t_error(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
+    # ExecutionBlocked is not terminal: the prompt keeps running.
+    return None, item.data.exception_type != "ExecutionBlocked"
+
+
+_TRANSLATE: Final[dict[type, Callable[[str, Any], tuple[FollowUpdate | None, bool]]]] = {
+    wire.BinaryFrame: _t_binary,
+    wire.ExecutionStartMsg: _t_start,
+    wire.ExecutionCachedMsg: _t_cached,
+    wire.ExecutingMsg: _t_executing,
+    wire.ProgressMsg: _t_progress,
+    wire.ExecutedMsg: _t_executed,
+    wire.ExecutionSuccessMsg: _t_ended,
+    wire.ExecutionInterruptedMsg: _t_ended,
+    wire.ExecutionErrorMsg: _t_error,
+}
 
 
 @attrs.frozen
@@ -732,15 +808,17 @@ class ComfyUIEvents:
             if message.startswith(wire.PROGRESS_STATE_PREFIXES):
                 return
             msg = wire.parse_ws_message(message)
-            if isinstance(msg, wire.UnknownMessage):
-                log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, msg.type)
+            action = _DISPATCH.get(type(msg))
+            if action is None:  # UnknownMessage
+                kind = getattr(msg, "type", type(msg).__name__)
+                log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, kind)
                 return
-            if isinstance(msg, _UNROUTED):
+            if action == _DROP:
                 return
-            prompt_id = msg.data.prompt_id
-            if isinstance(msg, _SETS_CURRENT):
-                self._current_prompt = prompt_id if msg.data.prompt_id else self._current_prompt
-            self._route(prompt_id, msg)
+            prompt_id = msg.data.prompt_id  # type: ignore[union-attr]
+            if action == _ROUTE_CURRENT and prompt_id:
+                self._current_prompt = prompt_id
+            self._route(prompt_id, msg)  # type: ignore[arg-type]
             return
         frame = wire.parse_binary_frame(message)
         target = frame.prompt_id or self._current_prompt
@@ -1488,17 +1566,17 @@ class ComfyUIClient:
                     next_poll = trio.current_time()
                     continue
                 if item is not False:
-                    for update, hint in self._translate(prompt_id, item):
-                        if hint and done_hint_at is None:
-                            done_hint_at = trio.current_time()
-                            next_poll = trio.current_time()
-                        if update is None:
-                            continue
-                        if isinstance(update, PromptStarted):
-                            seen_start = True
-                        elif isinstance(update, NodesCached):
-                            seen_cached, cached = True, update.nodes
-                        yield update
+                    update, hint = self._translate(prompt_id, item)
+                    if hint and done_hint_at is None:
+                        done_hint_at = trio.current_time()
+                        next_poll = trio.current_time()
+                    if update is None:
+                        continue
+                    if type(update) is PromptStarted:
+                        seen_start = True
+                    elif type(update) is NodesCached:
+                        seen_cached, cached = True, update.nodes
+                    yield update
                     continue
                 if sub is None:
                     await trio.sleep_until(next_poll)
@@ -1531,14 +1609,14 @@ class ComfyUIClient:
                                 break
                         if pending is None or isinstance(pending, _Wake):
                             continue
-                        for update, hint in self._translate(prompt_id, pending):
-                            wait = wait and not hint
-                            if isinstance(update, PromptStarted):
-                                seen_start = True
-                            elif isinstance(update, NodesCached):
-                                seen_cached, cached = True, update.nodes
-                            if update is not None:
-                                yield update
+                        update, hint = self._translate(prompt_id, pending)
+                        wait = wait and not hint
+                        if isinstance(update, PromptStarted):
+                            seen_start = True
+                        elif isinstance(update, NodesCached):
+                            seen_cached, cached = True, update.nodes
+                        if update is not None:
+                            yield update
                     # The outcome is known: a consumer may close us at the last yield.
                     finished = True
                     for update in self._from_history(prompt_id, entry, seen_start, seen_cached):
@@ -1572,39 +1650,13 @@ class ComfyUIClient:
             if sub is not None:
                 sub.close(finished=finished)
 
-    def _translate(
-        self, prompt_id: str, item: wire.WsMessage | wire.BinaryFrame
-    ) -> Iterable[tuple[FollowUpdate | None, bool]]:
-        """WS frame -> (update or None, "history should be ready / outcome known")."""
-        if isinstance(item, wire.BinaryFrame):
-            if item.event in (1, 4):
-                yield PreviewImage(prompt_id, item.node_id, item.image_type, item.data), False
-            return
-        match item:
-            case wire.ExecutionStartMsg():
-                yield PromptStarted(prompt_id), False
-            case wire.ExecutionCachedMsg(data=data):
-                yield NodesCached(prompt_id, tuple(data.nodes)), False
-            case wire.ExecutingMsg(data=data):
-                if data.node is None:
-                    yield None, True
-                else:
-                    yield NodeStarted(prompt_id, data.node), False
-            case wire.ProgressMsg(data=data):
-                if data.node is not None:
-                    yield NodeProgress(prompt_id, data.node, data.value, data.max), False
-            case wire.ExecutedMsg(data=data):
-                yield (
-                    NodeExecuted(prompt_id, data.node, outputs_from_ui(data.node, data.output)),
-                    False,
-                )
-            case wire.ExecutionSuccessMsg() | wire.ExecutionInterruptedMsg():
-                yield None, True
-            case wire.ExecutionErrorMsg(data=data):
-                # ExecutionBlocked is not terminal: the prompt keeps running.
-                yield None, data.exception_type != "ExecutionBlocked"
-            case _:
-                return
+    def _translate(self, prompt_id: str, item: object) -> tuple[FollowUpdate | None, bool]:
+        """WS frame -> (update or None, "history should be ready / outcome known").
+
+        One pair per frame, looked up by the frame's type (no generator or isinstance
+        chain per frame: this runs for every frame a follower takes, issue 16)."""
+        translate = _TRANSLATE.get(type(item))
+        return (None, False) if translate is None else translate(prompt_id, item)
 
     def _from_history(
         self, prompt_id: str, entry: wire.HistoryEntry, seen_start: bool, seen_cached: bool
