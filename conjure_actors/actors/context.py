@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import httpx
@@ -37,6 +37,8 @@ WsConnect = Callable[[str], AbstractAsyncContextManager[Any]]
 
 MakeComfyUIClient = Callable[[str, SecretURL | str], ComfyUIClient]
 """``(server_id, url) -> client``: a ComfyUI client for one machine (its URL kept secret)."""
+
+T = TypeVar("T")
 
 Ids = Callable[[], uuid.UUID]
 """Makes a new id (launch keys, run, job, prompt and WebSocket client ids): ``uuid.uuid4`` in
@@ -132,6 +134,7 @@ class Context:
     ids: Ids = uuid.uuid4
     prompt_check: PromptCheck | None = None  # a prompt checked before its POST (None: not)
     _graphs: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False, repr=False)
+    _derived: dict[tuple[str, str], Any] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def state(self) -> State:
@@ -145,6 +148,17 @@ class Context:
             graph = json.loads(self.state.workflows[sha256].graph_json)
             self._graphs[sha256] = graph
         return graph
+
+    def derived(self, sha256: str, what: str, compute: Callable[[dict[str, Any]], T]) -> T:
+        """``compute(graph)`` of a registered workflow, computed once per run and shared by
+        every job of it (its roles, its SaveImageWebsocket nodes...): a pure function of the
+        graph, named ``what``; read the result, never change it."""
+        key = (sha256, what)
+        try:
+            value: T = self._derived[key]
+        except KeyError:
+            value = self._derived[key] = compute(self.graph(sha256))
+        return value
 
     def now(self) -> float:
         return self.wall.now()

@@ -59,6 +59,7 @@ import logging
 import math
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Final
 
@@ -88,7 +89,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.decide import AttemptFailure
 from conjure_actors.domain.retry import Backoff
-from conjure_actors.domain.workflow import apply_bindings, conjure_roles, node_sort_key
+from conjure_actors.domain.workflow import Roles, apply_bindings, conjure_roles, node_sort_key
 from conjure_actors.errgroups import describe
 from conjure_actors.errors import ConjureError
 from conjure_actors.runtime import Actor, ActorRef
@@ -870,7 +871,7 @@ class WorkflowActor(Actor):
         graph = self._graph()
         bindings = dict(job.bindings)
         if self._upload_name is not None:
-            roles = conjure_roles(graph)
+            roles = self._roles()
             if roles.input_image is not None:
                 bindings[f"{roles.input_image}.image"] = json.dumps(self._upload_name)
         for key, name in self._extra_names.items():
@@ -930,13 +931,14 @@ class WorkflowActor(Actor):
                 announced[node_id] = max(announced.get(node_id, 0), int(node.max))
         return announced
 
-    def _ws_nodes(self) -> set[str]:
-        """The graph's SaveImageWebsocket nodes (their images come only over the WebSocket)."""
-        return {
-            str(node_id)
-            for node_id, node in self._graph().items()
-            if isinstance(node, dict) and node.get("class_type") == WS_SAVE_CLASS
-        }
+    def _ws_nodes(self) -> frozenset[str]:
+        """The graph's SaveImageWebsocket nodes (their images come only over the WebSocket),
+        found once per workflow and run."""
+        return self.ctx.derived(self.job.workflow_sha256, "ws_nodes", _ws_save_nodes)
+
+    def _roles(self) -> Roles:
+        """The graph's CONJURE roles, found once per workflow and run."""
+        return self.ctx.derived(self.job.workflow_sha256, "roles", conjure_roles)
 
     async def _on_progress(self, u: Any) -> None:
         from conjure_actors.clients import comfyui as cu
@@ -1254,7 +1256,7 @@ class WorkflowActor(Actor):
         except cerr.ClientError as exc:
             await self._report(_Failed(token, AttemptFailure("retryable", f"upload failed: {exc}")))
             return
-        roles = conjure_roles(graph)
+        roles = self._roles()
         await self._report(
             _Uploaded(token, roles.input_image or "", str(uploaded.reference), digest, len(data))
         )
@@ -1535,7 +1537,17 @@ def _streamed_events(updates: Iterable[Any], jid: str, pid: str, now: float) -> 
     return events
 
 
-def ws_images_lost(ws_nodes: set[str], saved: dict[str, int], sent: dict[str, int]) -> str | None:
+def _ws_save_nodes(graph: dict[str, Any]) -> frozenset[str]:
+    return frozenset(
+        str(node_id)
+        for node_id, node in graph.items()
+        if isinstance(node, dict) and node.get("class_type") == WS_SAVE_CLASS
+    )
+
+
+def ws_images_lost(
+    ws_nodes: AbstractSet[str], saved: dict[str, int], sent: dict[str, int]
+) -> str | None:
     """Why a prompt that succeeded is short of SaveImageWebsocket images (None: it is not).
 
     Each such node sends its images only as binary frames to the socket of the prompt's

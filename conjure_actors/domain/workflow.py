@@ -343,6 +343,11 @@ def validate_graph(
     return problems
 
 
+# Literal input values (an exact-type set lookup first, then isinstance for subclasses).
+_LITERALS: Final = frozenset({str, int, float, bool})
+_LITERAL_TYPES: Final = (bool, int, float, str)
+
+
 def _check_input(
     graph: Mapping[str, Any],
     nid: str,
@@ -352,9 +357,9 @@ def _check_input(
     catalog: Catalog | None,
     node_edges: list[tuple[str, str]],
 ) -> list[str]:
-    where = f"node {show(nid)} input {name!r}"
-    if isinstance(value, bool | int | float | str):
+    if type(value) in _LITERALS or isinstance(value, _LITERAL_TYPES):  # most inputs
         return []
+    where = f"node {show(nid)} input {name!r}"
     if isinstance(value, Mapping):
         if "__value__" in value:
             return []
@@ -460,11 +465,21 @@ class Workflow:
 
     graph: Mapping[str, Any]
     name: str = "workflow"
+    # Computed once per instance (the graph is read-only): a job's submission asks for the
+    # hash and the roles several times (issue 16).
+    _sha256: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
+    _roles: Roles | None = attrs.field(default=None, init=False, eq=False, repr=False)
+    # True once the graph is known to have no problem without a catalog (bindings_for).
+    _valid: bool = attrs.field(default=False, init=False, eq=False, repr=False)
 
     @property
     def sha256(self) -> str:
         """The graph's canonical hash (how jobs refer to it)."""
-        return graph_sha256(self.graph)
+        sha = self._sha256
+        if sha is None:
+            sha = graph_sha256(self.graph)
+            object.__setattr__(self, "_sha256", sha)
+        return sha
 
     def canonical_json(self) -> str:
         """The canonical JSON text (what ``WorkflowRegistered.graph_json`` stores)."""
@@ -476,7 +491,11 @@ class Workflow:
 
     def roles(self) -> Roles:
         """The CONJURE roles of this graph."""
-        return conjure_roles(self.graph)
+        roles = self._roles
+        if roles is None:
+            roles = conjure_roles(self.graph)
+            object.__setattr__(self, "_roles", roles)
+        return roles
 
     def class_of(self, node_id: str) -> str | None:
         """The class of node ``node_id`` (None if absent)."""
@@ -516,12 +535,39 @@ def unwrap_prompt(data: object) -> object:
     return data
 
 
+# Graphs that validated without a catalog, by their canonical JSON: a service or a batch
+# submits the same workflow dict for every job, and validating and copying it again each
+# time was a tenth of a short job's pipeline (issue 16). Equal text, equal JSON graph; the
+# cached graph is a private deep copy that nobody changes (a Workflow's graph is
+# read-only), so a hit shares it. (``strict`` matters only with a catalog.) Bounded: the
+# oldest goes.
+_VALID_GRAPHS: dict[str, Workflow] = {}
+_VALID_GRAPHS_MAX: Final = 64
+
+
 def workflow_from_mapping(
     data: object, *, name: str = "workflow", catalog: Catalog | None = None, strict: bool = True
 ) -> Workflow:
     """Validate ``data`` (a graph, or a ``{"prompt": graph}`` body: :func:`unwrap_prompt`)
     and wrap it (a deep copy); :class:`WorkflowError` lists every problem."""
-    return _validated(data, name=name, catalog=catalog, strict=strict, owned=False)
+    if catalog is not None:
+        return _validated(data, name=name, catalog=catalog, strict=strict, owned=False)
+    try:
+        text = canonical_json(unwrap_prompt(data))  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # not JSON (validation says what is wrong with it)
+        return _validated(data, name=name, catalog=None, strict=strict, owned=False)
+    known = _VALID_GRAPHS.get(text)
+    if known is None:
+        known = _validated(data, name=name, catalog=None, strict=strict, owned=False)
+        object.__setattr__(known, "_sha256", hashlib.sha256(text.encode("utf-8")).hexdigest())
+        object.__setattr__(known, "_valid", True)
+        if len(_VALID_GRAPHS) >= _VALID_GRAPHS_MAX:
+            del _VALID_GRAPHS[next(iter(_VALID_GRAPHS))]
+        _VALID_GRAPHS[text] = known
+    wf = Workflow(known.graph, name)
+    for field in ("_sha256", "_roles", "_valid"):
+        object.__setattr__(wf, field, getattr(known, field))
+    return wf
 
 
 def _validated(
@@ -704,7 +750,7 @@ def bindings_for(
     :func:`validate_graph` (classes the catalog does not know).
     """
     graph = workflow.graph
-    roles = conjure_roles(graph)
+    roles = workflow.roles()
     problems: list[str] = []
     out: dict[str, Any] = {}
     if image is not None:
@@ -734,12 +780,27 @@ def bindings_for(
     encoded = {key: json.dumps(value, ensure_ascii=False) for key, value in out.items()}
     binding_problems = validate_bindings(graph, encoded, catalog)
     problems.extend(binding_problems)
-    if not binding_problems:
+    if not binding_problems and not (
+        catalog is None
+        and all(type(value) in _LITERALS for value in out.values())
+        and _valid_as_is(workflow)
+    ):
         # A bound value may itself be a link (a 2-item list): check the graph it makes.
+        # Literal values (without a catalog) change no problem of a graph that has none:
+        # a literal input is never one, and adds no link (the check then runs once per
+        # workflow, not per job: issue 16).
         problems.extend(validate_graph(apply_bindings(graph, encoded), catalog, strict=strict))
     if problems:
         raise WorkflowError(problems, source=workflow.name)
     return encoded
+
+
+def _valid_as_is(workflow: Workflow) -> bool:
+    """Whether ``workflow``'s graph has no problem without a catalog (found once per
+    Workflow instance)."""
+    if not workflow._valid:
+        object.__setattr__(workflow, "_valid", not validate_graph(workflow.graph))
+    return workflow._valid
 
 
 def apply_bindings(graph: Mapping[str, Any], bindings: Mapping[str, str]) -> dict[str, Any]:
