@@ -1374,13 +1374,29 @@ class WorkflowActor(Actor):
             (cu.PromptStarted, cu.NodesCached, cu.NodeStarted, cu.NodeProgress, cu.NodeExecuted)
         )
         batch: _Streamed | None = None  # the last report, while it can take more updates
+
+        def absorb(update: Any) -> bool:
+            """A node started / progress frame, taken in the socket's task while this child
+            waits: appended to the open batch as the loop below would (False: none open)."""
+            nonlocal running
+            if batch is None or batch.taken:
+                return False
+            if type(update) is cu.NodeStarted:
+                running = update.node
+            elif type(update) is cu.NodeProgress and update.node in ws_nodes:
+                sent[update.node] = max(sent.get(update.node, 0), int(update.max))
+            batch.updates.append(update)
+            return True
+
         while True:
             lease = self._lease
             events = lease.events if (use_ws and lease is not None) else None
             succeeded: cu.PromptSucceeded | None = None
             try:
                 async with contextlib.aclosing(
-                    self._client().follow(prompt_id, events=events, poll_interval=poll)
+                    self._client().follow(
+                        prompt_id, events=events, poll_interval=poll, absorb=absorb
+                    )
                 ) as updates:
                     async for update in updates:
                         if type(update) in streamed:

@@ -574,6 +574,13 @@ def _t_error(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
     return None, item.data.exception_type != "ExecutionBlocked"
 
 
+# The frames a follower's ``absorb`` may take in the socket's task (node started, node
+# progress: most of a prompt's routed frames), with their translation.
+_ABSORBABLE: Final[dict[type, Callable[[str, Any], tuple[FollowUpdate | None, bool]]]] = {
+    wire.ProgressMsg: _t_progress,
+    wire.ExecutingMsg: _t_executing,
+}
+
 _TRANSLATE: Final[dict[type, Callable[[str, Any], tuple[FollowUpdate | None, bool]]]] = {
     wire.BinaryFrame: _t_binary,
     wire.ExecutionStartMsg: _t_start,
@@ -607,6 +614,11 @@ class _Subscription:
         self.prompt_id = prompt_id
         self.send, self.receive = trio.open_memory_channel[_Routed](math.inf)
         self.wake: float | None = None  # when it gets _WAKE (None: never)
+        # The follower's ``absorb`` (see ComfyUIClient.follow), and whether the socket's task
+        # may call it now: only while the follower is parked on an empty channel with
+        # nothing handed to it yet (so an absorbed update cannot overtake one in flight).
+        self.absorb: Callable[[FollowUpdate], bool] | None = None
+        self.absorbing = False
 
     def wake_at(self, when: float) -> bool:
         """Have ``_WAKE`` put into this subscription at ``when`` (trio clock), replacing an
@@ -777,6 +789,13 @@ class ComfyUIEvents:
             return
         sub = self._subs.get(prompt_id)
         if sub is not None:
+            if sub.absorbing:
+                absorb = _ABSORBABLE.get(type(item))
+                if absorb is not None:
+                    update, hint = absorb(prompt_id, item)
+                    if update is not None and not hint and sub.absorb(update):  # type: ignore[misc]
+                        return  # taken in this task: no wake-up of the follower (issue 16)
+                sub.absorbing = False  # the follower gets this item: nothing overtakes it
             # try/except, not contextlib.suppress: no context manager object per frame.
             try:
                 sub.send.send_nowait(item)
@@ -1509,6 +1528,7 @@ class ComfyUIClient:
         lost_after: int = 3,
         history_grace: float = 2.0,
         queue_max_age: float = 0.5,
+        absorb: Callable[[FollowUpdate], bool] | None = None,
     ) -> AsyncGenerator[FollowUpdate, None]:
         """Updates for ``prompt_id`` until a terminal one (succeeded / failed / interrupted).
 
@@ -1519,8 +1539,18 @@ class ComfyUIClient:
         :class:`PromptLostError` (deleted, evicted, or the server restarted). Followers share
         ``/queue`` snapshots up to ``queue_max_age`` seconds old.
         The caller bounds the total time (``trio.fail_after``).
+
+        ``absorb``: while this generator waits for the socket's next frame, a ``NodeStarted``
+        or ``NodeProgress`` from it is first offered to ``absorb(update)``, called in the
+        socket's task: True means the caller took it as if it had been yielded (it is not
+        yielded), False that it is yielded as usual. It saves the follower a wake-up per
+        frame (issue 16); the order of the updates is kept (an update is offered only when
+        none is queued or being handed to this generator). ``absorb`` must not raise and
+        must not block.
         """
         sub = events.subscribe(prompt_id) if events is not None else None
+        if sub is not None and absorb is not None:
+            sub.absorb = absorb
         seen_start = False
         cached: tuple[str, ...] = ()
         seen_cached = False
@@ -1543,23 +1573,30 @@ class ComfyUIClient:
             while True:
                 item: _Routed | Literal[False] = False
                 if sub is not None and trio.current_time() < next_poll:
+                    empty = False
                     if streak < _NOWAIT_STREAK:
                         try:
                             item = sub.receive.receive_nowait()
                             streak += 1
                         except trio.WouldBlock:
-                            pass
+                            empty = True
                     if item is False:
                         streak = 0
+                        # Parked on an empty channel: the socket's task may hand frames
+                        # to ``absorb`` meanwhile (until it puts one in the channel).
+                        sub.absorbing = empty and sub.absorb is not None
                         # The socket's task puts _WAKE in at next_poll: no cancel scope
                         # per wait (issue 16). Without that task, a deadline of our own:
                         # a deadline, not a duration (the clock moves on between two
                         # readings, and a duration from a second one can come out < 0).
-                        if sub.wake_at(next_poll):
-                            item = await sub.receive.receive()
-                        else:
-                            with trio.move_on_at(next_poll):
+                        try:
+                            if sub.wake_at(next_poll):
                                 item = await sub.receive.receive()
+                            else:
+                                with trio.move_on_at(next_poll):
+                                    item = await sub.receive.receive()
+                        finally:
+                            sub.absorbing = False
                 if isinstance(item, _Wake):  # the poll time came (or the socket's task ended)
                     continue
                 if item is None:  # the socket was replaced: reconcile now

@@ -1,0 +1,140 @@
+"""``ComfyUIClient.follow(absorb=...)``: frames the socket's task hands to ``absorb`` while
+the follower waits, and those it yields, are together every update of the prompt's frames,
+in the frames' order, whatever ``absorb`` accepts and however the frames are timed."""
+
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conjure_actors.clients import ComfyUIClient
+from conjure_actors.clients.comfyui import NodeExecuted, NodeProgress, NodesCached, NodeStarted
+
+BASE = "http://comfy.sim.invalid:8188"
+PID = "p-1"
+
+
+def frame(kind: str, node: str, value: int) -> str:
+    data: dict[str, Any] = {"prompt_id": PID}
+    if kind == "progress":
+        data.update(node=node, value=value, max=9)
+    elif kind in ("executing", "executed"):
+        data["node"] = node
+        if kind == "executed":
+            data["output"] = {}
+    else:
+        data["nodes"] = [node]
+    return json.dumps({"type": kind, "data": data})
+
+
+def expected(kind: str, node: str, value: int) -> object:
+    if kind == "progress":
+        return NodeProgress(PID, node, float(value), 9.0)
+    if kind == "executing":
+        return NodeStarted(PID, node)
+    if kind == "executed":
+        return NodeExecuted(PID, node, ())
+    return NodesCached(PID, (node,))
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["progress", "progress", "executing", "executed", "execution_cached"]),
+        st.sampled_from(["3", "7"]),
+        st.integers(0, 9),
+        st.booleans(),  # wait for the follower to park before the next frame
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=OPS, accepts=st.lists(st.booleans(), min_size=1, max_size=8))
+def test_absorbed_and_yielded_updates_keep_the_frames_order(
+    ops: list[tuple[str, str, int, bool]], accepts: list[bool]
+) -> None:
+    """Absorbed and yielded updates together equal the frames' updates, in order."""
+    seen: list[object] = []
+    offered = 0
+
+    def absorb(update: Any) -> bool:
+        nonlocal offered
+        take = accepts[offered % len(accepts)]
+        offered += 1
+        if take:
+            seen.append(update)
+        return take
+
+    async def main() -> None:
+        client = ComfyUIClient(BASE, http=httpx.AsyncClient(), redact="server s-1")
+        events = client.events()
+        events.connected = True  # no socket task: the test plays it with dispatch
+        follow = client.follow(PID, events=events, poll_interval=1000.0, absorb=absorb)
+
+        async def consume() -> None:
+            async with aclosing(follow) as updates:
+                async for update in updates:
+                    seen.append(update)  # noqa: PERF401 - between absorb's appends
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                await trio.testing.wait_all_tasks_blocked()
+                for kind, node, value, settle in ops:
+                    events.dispatch(frame(kind, node, value))
+                    if settle:
+                        await trio.testing.wait_all_tasks_blocked()
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert seen == [expected(kind, node, value) for kind, node, value, _ in ops]
+
+
+def test_a_parked_follower_is_not_woken_for_absorbed_frames() -> None:
+    """Progress frames taken by ``absorb`` wake no follower: it steps once to park, once
+    to be cancelled."""
+    steps = 0
+
+    class Count(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            nonlocal steps
+            if task.name.endswith("consume"):
+                steps += 1
+
+    async def main() -> None:
+        client = ComfyUIClient(BASE, http=httpx.AsyncClient(), redact="server s-1")
+        events = client.events()
+        events.connected = True
+        taken: list[object] = []
+
+        def absorb(update: object) -> bool:
+            taken.append(update)
+            return True
+
+        async def consume() -> None:
+            follow = client.follow(PID, events=events, poll_interval=1000.0, absorb=absorb)
+            async with aclosing(follow) as updates:
+                async for _ in updates:
+                    raise AssertionError("nothing is yielded: every frame was absorbed")
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                await trio.testing.wait_all_tasks_blocked()
+                trio.lowlevel.add_instrument(Count())
+                for value in range(20):
+                    events.dispatch(frame("progress", "3", value))
+                    await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+        assert len(taken) == 20
+
+    trio.run(main)
+    assert steps <= 1
