@@ -98,6 +98,9 @@ class Service:
         self.accepting = True
         self.open_streams = 0
         self._node_classes: dict[str, dict[str, str]] = {}
+        # Validated submission graphs: JSON encoding -> (the catalogue, the Workflow); see
+        # v2_jobs.checked_workflow (bounded there).
+        self.checked_graphs: dict[bytes, tuple[Catalog | None, Workflow]] = {}
         self.stopping = trio.Event()
         # Submissions between the queue check and their JobSubmitted: counted so that
         # concurrent requests cannot overshoot max_queue (flow control, not state).

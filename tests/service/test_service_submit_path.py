@@ -77,3 +77,17 @@ async def test_a_v2_submission_walks_its_graph_once(
             await wait_for(run.service, lambda s: s.jobs[job_id].status == "succeeded")
             assert run.service.state.jobs[job_id].bindings == {}
     assert calls == []
+
+
+async def test_a_body_with_nan_is_not_json(tmp_path: Path, autojump_clock: Any) -> None:
+    """The body is strict JSON: ``NaN`` (which Python's json module accepts) is 400
+    ``invalid_request``, and no job is recorded."""
+    body = b'{"workflow": {"1": {"class_type": "EmptyImage", "inputs": {"width": NaN}}}}'
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            answer = await run.client.post(
+                "/api/v2/jobs", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["code"] == "invalid_request"
+            assert not run.service.state.jobs
