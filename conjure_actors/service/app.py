@@ -59,12 +59,16 @@ class Settings:
     retention: Retention = attrs.Factory(Retention)
     retry_after: int = 5
     """Seconds a 429 asks the client to wait."""
-    background_max_wait: float = 0.03
+    background_max_wait: float = 0.06
     """Seconds the job actors' work waits at most while requests are in flight (the
-    fairness bound of the runtime's ``PriorityGate``: see service/foreground.py)."""
+    fairness bound of the runtime's ``PriorityGate``: see service/foreground.py). Measured
+    against 30 and 100 ms with bench/serve.py's loads, the variants interleaved in one run
+    (a shared, noisy box): 60 ms had more jobs/s than 30 ms in 8 of 9 (level, run) pairs
+    (3 runs), with similar completion times; 100 ms beat 30 ms at 1 and 10 clients in 5 of
+    5 runs but lost at 50 clients in 3 of 5 (each cohort it releases is larger)."""
     background_turn: float = 0.001
     """Seconds the job actors then go on, requests or not: under requests that never stop
-    (a 429 storm) they still get ~1/31 of the time plus one step each per bound, so the
+    (a 429 storm) they still get ~1/61 of the time plus one step each per bound, so the
     queue drains. (20 ms / 2 ms was measured too: slower 201s, no faster completion.)"""
     request_linger: float = 0.003
     """Seconds the job actors keep waiting after the last request ended: a client's next
