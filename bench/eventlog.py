@@ -614,8 +614,8 @@ def journal_verdict(
     needs the bare loop's time per record (its framing and 1/256 of an fsync) to be at
     least trio's per append. Overlapping the two (``halves``: max_batch=128, one half's
     fsync running while the other half's appenders run) would lift that bound, but it
-    pays two fsyncs per 256 records, and the worker thread, back from its fsync, waits for
-    the GIL while the trio thread runs the other half: the row says what it gets (at best
+    pays two fsyncs per 256 records, each beside a trio thread busy with the other half
+    (the worker needs the GIL between its syscalls): the row says what it gets (at best
     the bare loop's record over the trio thread's share, trio's park/wake + the framing).
     ``cpu`` holds the rows' CPU time per append (journal, bare loop, trio floor, halves):
     on a shared box the wall times include waiting for a CPU (the worker thread's and the
@@ -650,8 +650,8 @@ def journal_verdict(
             f" appenders are trio tasks doing nothing else gets at most {ceiling:.0%} with"
             f" one fsync per 256; overlapping the fsync with the next appenders would allow"
             f" at most {overlap_ceiling:.0%}, and two half batches in flight get"
-            f" {halves / bare:.0%} (two fsyncs per 256 records, and the thread back from"
-            f" its fsync waits for the GIL)"
+            f" {halves / bare:.0%} (two fsyncs per 256 records, each beside a busy trio"
+            " thread)"
         )
     else:
         print(

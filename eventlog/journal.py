@@ -590,9 +590,10 @@ class Journal(Generic[E, S]):
         # and throughput fell by 30-80%. One batch at a time, all of it, is faster.
         # Measured again (issue 16, 256 appenders, max_batch=128): with to_thread the
         # thread's start waited behind the 128 woken appenders (limiter checkpoint, 384 us);
-        # started at once, the fsync of 128 records took 469 us against 254 for 256 alone
-        # (the worker waits for the GIL between its syscalls) and two fsyncs per 256
-        # records cost more than the overlap gains: bench/eventlog.py prints that row.
+        # started at once, the write + fsync of 128 records took 469 us against 254 for 256
+        # alone (the worker needs the GIL between its syscalls; 537-556 against 337-623
+        # with the journal's own thread, on a noisy disk) and two fsyncs per 256 records
+        # cost more than the overlap gains: bench/eventlog.py prints that row.
         if not self._batches:
             return None
         batch = self._batches.popleft()
