@@ -22,9 +22,7 @@ Answers are values, never exceptions (an exception in ``receive`` is a crash):
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -183,18 +181,27 @@ class AssetActor(Actor):
                 await self._record_output(job.job_id, out.node_id, out.filename, out.path, out.kind)
 
     async def _watch_outputs(self, ready: trio.Event) -> None:
-        async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
+        # A journal listener picks the outputs out of each commit as it is applied (no task
+        # step per commit: outputs are a few of a job's ~18 records); this task wakes only
+        # for a commit that saved one, and tells the actor (which may wait on its mailbox).
+        seen: list[ev.OutputSaved] = []
+        wake = trio.Event()
+
+        def on_records(records: list[Any]) -> None:
+            found = [r.event for r in records if isinstance(r.event, ev.OutputSaved)]
+            if found:
+                seen.extend(found)
+                wake.set()
+
+        with self.ctx.journal.listen(on_records):
             ready.set()
-            async for first in records:
-                # The rest of the commit is taken at once: one scheduler step per wake-up,
-                # not one per record (outputs are a few of a job's ~18 records).
-                taken = [first]
-                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                    while True:
-                        taken.append(records.receive_nowait())
-                for record in taken:
-                    if isinstance(record.event, ev.OutputSaved):
-                        await self.ref.tell(OutputSeen(record.event))
+            while True:
+                await wake.wait()
+                wake = trio.Event()  # set by outputs saved from now on
+                taken = seen[:]
+                seen.clear()
+                for event in taken:
+                    await self.ref.tell(OutputSeen(event))
 
     async def _timer(self) -> None:
         while True:

@@ -10,7 +10,6 @@ costs O(log n) to find (plus a C-level list shift), a position is one binary sea
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -97,18 +96,25 @@ async def follow_jobs(
     task_status: Any,
 ) -> None:
     """Keep ``index`` up to date with ``journal.state`` (a trio task; ``nursery.start`` it:
-    it subscribes, then indexes every job already there, then follows each job event).
-    ``on_end(job_id)``: called on each event that leaves a job terminal."""
-    async with journal.subscribe(max_buffer=math.inf) as records:
+    it installs a journal listener, then indexes every job already there, then each commit's
+    job events are indexed as the commit applies them). ``on_end(job_id)``: called on each
+    event that leaves a job terminal. A listener, not a subscription: no task step per
+    commit (a subscriber was woken by each of a job's ~5 commits, in the same scheduler
+    pass as the submission's answer)."""
+
+    def on_records(records: list[Any]) -> None:
+        jobs = journal.state.jobs
+        for record in records:
+            job_id = getattr(record.event, "job_id", None)
+            if job_id is not None:
+                job = jobs.get(job_id)
+                if job is not None:
+                    index.update(job)
+                    if on_end is not None and job.status in st.TERMINAL_STATUSES:
+                        on_end(job_id)
+
+    with journal.listen(on_records):
         for job in journal.state.jobs.values():
             index.update(job)
         task_status.started()
-        async for first in records:
-            for record in (first, *take_ready(records)):
-                job_id = getattr(record.event, "job_id", None)
-                if job_id is not None:
-                    job = journal.state.jobs.get(job_id)
-                    if job is not None:
-                        index.update(job)
-                        if on_end is not None and job.status in st.TERMINAL_STATUSES:
-                            on_end(job_id)
+        await trio.sleep_forever()

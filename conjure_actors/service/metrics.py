@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -30,7 +31,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import MICROS_PER_USD
-from conjure_actors.service.jobindex import take_ready
 
 __all__ = ["MetricsMiddleware", "ServiceMetrics", "queue_depth"]
 
@@ -184,12 +184,16 @@ class ServiceMetrics:
         """Observe one published record's append latency (``now - record.ts``)."""
         self.append_seconds.observe(max(0.0, self.now() - record.ts))
 
+    def observe_records(self, records: list[Any]) -> None:
+        """Observe a commit's records (a journal listener: it neither blocks nor raises)."""
+        for record in records:
+            self.observe_record(record)
+
     async def watch_journal(self, journal: Any) -> None:
-        """Observe every record the journal publishes until cancelled (run it in a nursery)."""
-        async with journal.subscribe(max_buffer=math.inf) as records:
-            async for first in records:
-                for record in (first, *take_ready(records)):
-                    self.observe_record(record)
+        """Observe every record the journal makes durable until cancelled (run it in a
+        nursery): a listener, so no task step per commit."""
+        with journal.listen(self.observe_records):
+            await trio.sleep_forever()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,13 +3,21 @@ every job, whatever the order of status changes."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import attrs
 import trio
 from hypothesis import given
 from hypothesis import strategies as hs
 
+import eventlog
+from conjure_actors.domain import decide
+from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
-from conjure_actors.service.jobindex import WAITING, JobIndex, take_ready
+from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.service.jobindex import WAITING, JobIndex, follow_jobs, take_ready
 
 changes = hs.lists(
     hs.tuples(
@@ -69,3 +77,39 @@ async def test_take_ready_takes_what_is_buffered_without_waiting() -> None:
     send.close()
     assert take_ready(receive) == [3]
     assert take_ready(receive) == []
+
+
+async def test_the_index_follows_each_commit_as_it_is_applied(tmp_path: Any) -> None:
+    """follow_jobs is a journal listener: a job is indexed (and its end reported) by the
+    time its append returns, and the following task takes no step per commit."""
+    ended: list[str] = []
+    steps: list[int] = []
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task.name.endswith("follow_jobs"):
+                steps.append(1)
+
+    with trio.fail_after(10):
+        async with (
+            eventlog.open_journal(
+                tmp_path / "log", Event, apply=apply, initial=initial_state(), sync="none"
+            ) as journal,
+            trio.open_nursery() as nursery,
+        ):
+            index = JobIndex()
+            await nursery.start(functools.partial(follow_jobs, journal, index, on_end=ended.append))
+            trio.lowlevel.add_instrument(instrument := Steps())
+            await journal.append(
+                ev.WorkflowRegistered(sha256="w" * 64, name="w", graph_json="{}", at=1.0)
+            )
+            await journal.append(
+                decide.submit_job(journal.state, job_id="j1", workflow_sha256="w" * 64, at=1.0)
+            )
+            assert index.active == {"j1"}
+            await journal.append(ev.JobCancelled(job_id="j1", reason="test", at=2.0))
+            assert index.active == set()
+            assert ended == ["j1"]
+            trio.lowlevel.remove_instrument(instrument)
+            nursery.cancel_scope.cancel()
+    assert steps == []
