@@ -1,11 +1,15 @@
-"""The journal's commit thread: borrowed from trio's default limiter, started at once."""
+"""The journal's commit thread: its own (to_thread under trio's MockClock, borrowing the default
+limiter without a checkpoint), the loop running on during an fsync, failures per batch."""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -126,3 +130,41 @@ async def test_under_a_mock_clock_a_commit_in_flight_holds_a_default_limiter_tok
         assert journal.last_seq == 1
         assert limiter.borrowed_tokens == 0
     assert seen["thread"].name != "eventlog journal commit"
+
+
+async def test_a_flush_that_fails_in_the_commit_thread_fails_exactly_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error in the commit thread fails every append of that batch and no other;
+    the next batch is written."""
+    path = tmp_path / "j.log"
+    real_pwrite = os.pwrite
+    failing = True
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_pwrite(fd, data, offset)
+
+    outcomes: dict[str, Any] = {}
+
+    async def one(name: str) -> None:
+        try:
+            outcomes[name] = await journal.append(Noted(name))
+        except eventlog.LogWriteError as exc:
+            outcomes[name] = exc
+
+    with trio.fail_after(10):
+        async with eventlog.open_journal(path, Ev, sync="batch") as journal:
+            monkeypatch.setattr(os, "pwrite", pwrite)
+            async with trio.open_nursery() as nursery:
+                for name in "abc":
+                    nursery.start_soon(one, name)
+            assert journal.statistics().commits == 0
+            failing = False
+            async with trio.open_nursery() as nursery:
+                for name in "de":
+                    nursery.start_soon(one, name)
+    assert all(isinstance(outcomes[name], eventlog.LogWriteError) for name in "abc")
+    assert sorted(outcomes[name].seq for name in "de") == [1, 2]
+    assert sorted(r.event.text for r in eventlog.read(path, Ev)) == ["d", "e"]
