@@ -125,6 +125,19 @@ class MemoryLog(Generic[E]):
         self._pending_bytes += size
         return records
 
+    def discard_staged(self, records: Sequence[Record[E]]) -> bool:
+        """Take back ``records``, the last :meth:`stage_many` call's, while they are not
+        durable yet (see :meth:`eventlog.LogWriter.discard_staged`)."""
+        if not records:
+            return True
+        frames = self._storage.frames
+        first = records[0].seq - 1
+        if self._closed or len(frames) != records[-1].seq or self._storage.durable > first:
+            return False
+        del frames[first:]
+        self._pending_bytes = 0
+        return True
+
     def flush(self) -> None:
         """Make every appended record durable."""
         if self._closed:

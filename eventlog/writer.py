@@ -130,6 +130,7 @@ class LogWriter(Generic[E]):
         #: (seq, offset, ts) of every INDEX_EVERY-th record: in LOG.index, and still to write.
         self._index: list[tuple[int, int, float]] = []
         self._index_pending: list[tuple[int, int, float]] = []
+        self._staged_at = 0  # where in _buf the last stage_many call's records begin
         self._index_fd: int | None = None
         self._index_size = 0
         try:
@@ -348,11 +349,26 @@ class LogWriter(Generic[E]):
             self._index_pending[:] = [e for e in self._index_pending if e[0] <= self._last_seq]
             raise
         self._last_seq = seq
+        self._staged_at = mark
         if records:
             if self._pending == 0:
                 self._first_pending_at = time.monotonic()
             self._pending += len(records)
         return records
+
+    def discard_staged(self, records: Sequence[Record[E]]) -> bool:
+        """Take back ``records``, the last :meth:`stage_many` call's, while they are still
+        only in the buffer (their commit failed before its write-out: they must never reach
+        the file). False, and nothing changed, when they are no longer there to take back."""
+        if not records:
+            return True
+        if self._closed or self._last_seq != records[-1].seq or len(self._buf) <= self._staged_at:
+            return False
+        del self._buf[self._staged_at :]
+        self._last_seq = records[0].seq - 1
+        self._pending = max(0, self._pending - len(records))
+        self._index_pending[:] = [e for e in self._index_pending if e[0] <= self._last_seq]
+        return True
 
     def _after_append(self, count: int) -> None:
         if self._pending == 0 and count:
