@@ -483,10 +483,11 @@ class WorkflowActor(Actor):
         if lease is not None:
             await self.pool.release(lease.server_id, self.job_id)
 
-    async def _release_held(self) -> None:
-        """Give back every lease the log says this job holds (a crashed incarnation's)."""
+    async def _release_held(self, but: str | None = None) -> None:
+        """Give back every lease the log says this job holds (a crashed incarnation's, or
+        one whose grant never reached this actor), except on the machine ``but``."""
         for m in list(self.ctx.state.machines.values()):
-            if self.job_id in m.leases:
+            if self.job_id in m.leases and m.server_id != but:
                 await self.pool.release(m.server_id, self.job_id)
 
     async def _finish(self) -> None:
@@ -495,7 +496,11 @@ class WorkflowActor(Actor):
             return
         self._ending = True
         self._new_attempt()
+        held = self._lease.server_id if self._lease is not None else None
         await self._release()
+        # A lease the log says it holds and this actor never got (asked back, then the wait
+        # cancelled): given back too, or that machine would stay leased to an ended job.
+        await self._release_held(but=held)
         self.pool.cancel_lease(self.job_id)
         self.on_done(self.job_id)
         self.stop()

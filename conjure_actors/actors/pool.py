@@ -131,16 +131,17 @@ async def list_servers_patiently(
         delay = min(60.0, delay * 2)
 
 
-class _Reported:
-    """A ``task_status`` that remembers whether the task reported itself started."""
+class _FirstAttempt:
+    """The ``task_status`` of a machine's socket task: sets ``over`` once its first attempt
+    to connect is over (connected or not)."""
 
-    def __init__(self, status: trio.TaskStatus[None]) -> None:
-        self._status = status
-        self.reported = False
+    __slots__ = ("over",)
+
+    def __init__(self, over: trio.Event) -> None:
+        self.over = over
 
     def started(self, value: None = None) -> None:
-        self.reported = True
-        self._status.started()
+        self.over.set()
 
 
 def _seen(s: Any) -> Seen:
@@ -392,7 +393,7 @@ class _Live:
     opening: bool = False
     # Jobs that still hold a lease on it, asking for it again (their actor restarted) while
     # its socket opens: answered with the socket once that attempt is over.
-    returns: list[Reply[Lease] | _Admission] = attrs.Factory(list)
+    returns: list[tuple[str, Reply[Lease] | _Admission]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -622,7 +623,7 @@ class MachineActor(Actor):
             ):
                 live = self.pool.live.setdefault(m.server_id, _Live())
                 if live.opening and not live.lost.is_set():
-                    live.returns.append(reply)  # answered with its socket (_opened)
+                    live.returns.append((job_id, reply))  # answered with its socket (_opened)
                 else:
                     reply.set(Lease(m.server_id, live.client, live.lost, live.events))
                 return
@@ -703,6 +704,16 @@ class MachineActor(Actor):
         await self._assign()
 
     def _cancel_lease(self, job_id: str) -> None:
+        for live in self.pool.live.values():
+            parked = [r for j, r in live.returns if j == job_id]
+            if parked:
+                live.returns = [(j, r) for j, r in live.returns if j != job_id]
+                for reply in parked:
+                    reply.fail(
+                        LeaseFailedError(
+                            f"job {job_id} cancelled", retryable=False, reason="cancelled"
+                        )
+                    )
         for w in self.pool.waiting.of_job(job_id):
             self.pool.waiting.remove(w)
             w.reply.fail(
@@ -1264,6 +1275,12 @@ class MachineActor(Actor):
         for w in self.pool.waiting:
             w.reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
         self.pool.waiting.clear()
+        for live in self.pool.live.values():  # leases asked back while a socket reopens
+            returns, live.returns = live.returns, []
+            for _, asked in returns:
+                asked.fail(
+                    LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason)
+                )
         first = self.pool.shutdown is None
         if self.pool.shutdown is None:
             self.pool.shutdown = _Shutdown(reason)
@@ -1325,7 +1342,7 @@ class MachineActor(Actor):
         and the jobs that asked for their lease back meanwhile get it, with the socket."""
         live.opening = False
         returns, live.returns = live.returns, []
-        for reply in returns:
+        for _, reply in returns:
             reply.set(Lease(server_id, live.client, live.lost, live.events))
 
     async def _lose(self, server_id: str, reason: str, stopped_at: float) -> None:
@@ -1656,17 +1673,20 @@ class MachineActor(Actor):
             return None, None
         events = client.events()
         scope = trio.CancelScope()
+        first_attempt = trio.Event()
 
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            status = _Reported(task_status)
-            with scope:
-                await events.run(task_status=status)
-            if not status.reported:  # lost (scope cancelled) before its first attempt
-                task_status.started()
+        async def run() -> None:
+            try:
+                with scope:
+                    await events.run(task_status=_FirstAttempt(first_attempt))
+            finally:
+                first_attempt.set()  # lost (scope cancelled) before its first attempt
 
         self._sockets.add(scope)
+        self.nursery.start_soon(run)
+        # The bound stops this wait, not the socket: it goes on trying (and reconnecting).
         with trio.move_on_after(30):
-            await self.nursery.start(run)
+            await first_attempt.wait()
         return events, scope
 
     async def _open_events_child(self, server_id: str, client: ComfyUIClient) -> None:

@@ -80,17 +80,18 @@ async def crash_when(
     config: Config,
     wall: TrioWallClock,
     body: Callable[[Conjure], Any],
+    **kwargs: Any,
 ) -> None:
     """Run ``body(conjure)``; when it returns, crash: drop what is not durable, then tear
     the runtime down (the journal stays open around it, failing every later append, as a
-    dead process would write nothing more)."""
+    dead process would write nothing more). ``kwargs`` go to ``open_conjure_on``."""
     async with eventlog.open_journal(
         log, Event, apply=apply, initial=initial_state(), clock=wall.now
     ) as journal:
         with trio.CancelScope() as scope:
             try:
                 async with open_conjure_on(
-                    cloud, journal, config, wall=wall, out_dir=out_dir
+                    cloud, journal, config, wall=wall, out_dir=out_dir, **kwargs
                 ) as conjure:
                     await body(conjure)
                     log.crash()

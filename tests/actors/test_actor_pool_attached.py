@@ -4,6 +4,7 @@ socket, so its prompt's frames reach it."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,14 +15,22 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config
+from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors import pool as pool_module
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
-from conjure_actors.actors.messages import Lease, LeaseMachine, Reply
+from conjure_actors.actors.messages import (
+    CancelLease,
+    Lease,
+    LeaseFailedError,
+    LeaseMachine,
+    Reply,
+)
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
+from conjure_actors.domain.state import apply, initial_state
+from conjure_actors.sim.timings import ComfyTimings
 from conjure_actors.testing import open_simulated_conjure
 
 GRAPH = json.loads(bundled_workflow())
@@ -173,7 +182,7 @@ async def test_a_lease_asked_back_while_the_socket_reopens_waits_for_the_socket(
     _crash_on_boom(monkeypatch, 0.0)
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with open_test_cloud(wall.now) as cloud:
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=100)) as cloud:
         url, _ = cloud.standalone_comfyui()
         _slow_sockets(cloud)
         config = attrs.evolve(sim_config(cloud), comfyui_url=url)
@@ -245,3 +254,105 @@ async def test_a_lease_asked_back_while_the_socket_reopens_sees_the_machine_lost
             with trio.fail_after(3600):
                 await c.wait_until_idle()
             assert c.state.jobs[job].status == "succeeded"
+
+
+async def test_a_lease_asked_back_while_the_socket_reopens_is_withdrawn_by_cancel_lease(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CancelLease withdraws a parked lease request as it withdraws a queued one: the asker
+    (whose wait was cancelled) must not be answered later with a Lease nobody releases."""
+    _crash_on_boom(monkeypatch, 0.0)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        _slow_sockets(cloud)
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
+        ) as conjure:
+            leased = trio.Event()
+
+            def on_records(records: list[Any]) -> None:
+                if any(type(r.event).__name__ == "MachineLeased" for r in records):
+                    leased.set()
+
+            with conjure.journal.listen(on_records):
+                job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+                with trio.fail_after(60):
+                    await leased.wait()
+            await conjure.machines.tell("boom")
+            await trio.sleep(0.5)  # restarted; its socket takes 2 s to open again
+            again: Reply[Lease] = Reply()
+            await conjure.machines.tell(LeaseMachine(job, None, 0, again))
+            await trio.sleep(0.1)
+            assert not again.done
+            await conjure.machines.tell(CancelLease(job))  # the asker gave up waiting
+            await trio.sleep(5.0)  # the socket is up again
+            assert again.done
+            with pytest.raises(LeaseFailedError):
+                await again.wait()
+            await conjure.cancel(job)
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert all(job not in m.leases for m in conjure.state.machines.values())
+
+
+async def test_a_socket_slower_than_the_open_bound_still_connects_later(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The machine's WebSocket takes 40 s to open (over _open_events' 30 s bound): the
+    machine is leased meanwhile, but its socket keeps trying, so the job's frames (node
+    started) still arrive once it is up."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        _slow_sockets(cloud, 40.0)
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with open_simulated_conjure(
+            cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
+        ) as conjure:
+            await trio.sleep(120.0)  # long after the socket could have connected
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+            (live,) = conjure.pool.live.values()
+            assert live.events is not None
+            assert live.events.connected, live.events.statistics()
+    names = [type(r.event).__name__ for r in log.records()]
+    assert "NodeStarted" in names  # frames only the socket brings
+
+
+async def test_a_job_cancelled_while_its_lease_is_asked_back_gives_that_lease_back(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A run resumed after a crash mid-prompt asks for the job's lease back while the
+    attached machine's socket opens; the job is cancelled meanwhile: the lease the log says
+    it holds is given back, so the machine is not left leased to an ended job."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200)) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        job = ""
+
+        async def until_started(conjure: Any) -> None:
+            nonlocal job
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+
+        await crash_when(cloud, log, tmp_path, config, wall, until_started, mode="comfyui")
+        crashed = functools.reduce(apply, (r.event for r in log.records()), initial_state())
+        assert any(job in m.leases for m in crashed.machines.values())
+        _slow_sockets(cloud, 30.0)
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            await trio.sleep(1.0)  # resumed: its lease asked back, the socket still opening
+            await conjure.cancel(job)
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "cancelled"
+            assert all(job not in m.leases for m in conjure.state.machines.values())
