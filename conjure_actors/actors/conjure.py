@@ -238,7 +238,7 @@ class Conjure:
         nothing to bind (no prompt, sets or seed) it is not walked again here."""
         if self._shut_down:
             raise UsageError("the runtime is shutting down: no new jobs")
-        wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
+        wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow, shared=True)
         if name is not None:
             wf = Workflow(wf.graph, name)
         image_path, image_sha = await self._store_image(image)

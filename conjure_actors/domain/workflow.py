@@ -535,36 +535,61 @@ def unwrap_prompt(data: object) -> object:
     return data
 
 
-# Graphs that validated without a catalog, by their canonical JSON: a service or a batch
-# submits the same workflow dict for every job, and validating and copying it again each
-# time was a tenth of a short job's pipeline (issue 16). Equal text, equal JSON graph; the
-# cached graph is a private deep copy that nobody changes (a Workflow's graph is
-# read-only), so a hit shares it. (``strict`` matters only with a catalog.) Bounded: the
-# oldest goes.
+# Graphs that validated without a catalog, by the sha256 of their canonical JSON: a service
+# or a batch submits the same workflow dict for every job, and validating it again each
+# time was a tenth of a short job's pipeline (issue 16). Only plain JSON graphs (dicts with
+# string keys, lists, exact JSON scalars: equal text then means an equal graph, equally
+# valid) of at most 64 KiB of text are kept; the cached graph is a private deep copy that
+# nobody changes, handed out as a copy (or as it is to a caller that only reads it:
+# ``shared``). Bounded: the oldest goes.
 _VALID_GRAPHS: dict[str, Workflow] = {}
 _VALID_GRAPHS_MAX: Final = 64
+_VALID_GRAPH_TEXT_MAX: Final = 64 * 1024
+
+
+def _pure_json(value: object) -> bool:
+    """Only dicts with string keys, lists and JSON scalars (exact types), all the way down."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _pure_json(v) for k, v in value.items())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(_pure_json(v) for v in value)  # type: ignore[attr-defined]
+    return kind in _SCALARS
 
 
 def workflow_from_mapping(
-    data: object, *, name: str = "workflow", catalog: Catalog | None = None, strict: bool = True
+    data: object,
+    *,
+    name: str = "workflow",
+    catalog: Catalog | None = None,
+    strict: bool = True,
+    shared: bool = False,
 ) -> Workflow:
     """Validate ``data`` (a graph, or a ``{"prompt": graph}`` body: :func:`unwrap_prompt`)
-    and wrap it (a deep copy); :class:`WorkflowError` lists every problem."""
-    if catalog is not None:
+    and wrap it (a deep copy); :class:`WorkflowError` lists every problem. ``shared``: the
+    caller only reads the graph, so one validated before may be handed out without a copy
+    (it must never be changed)."""
+    graph = unwrap_prompt(data)
+    if catalog is not None or not _pure_json(graph):
+        # A tuple, a subclass, a non-string key: equal JSON text would not mean an equal
+        # (or equally valid) graph, so it is validated and copied as it is.
         return _validated(data, name=name, catalog=catalog, strict=strict, owned=False)
     try:
-        text = canonical_json(unwrap_prompt(data))  # type: ignore[arg-type]
+        text = canonical_json(graph)  # type: ignore[arg-type]
     except (TypeError, ValueError):  # not JSON (validation says what is wrong with it)
         return _validated(data, name=name, catalog=None, strict=strict, owned=False)
-    known = _VALID_GRAPHS.get(text)
+    if len(text) > _VALID_GRAPH_TEXT_MAX:
+        return _validated(data, name=name, catalog=None, strict=strict, owned=False)
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    known = _VALID_GRAPHS.get(sha)
     if known is None:
         known = _validated(data, name=name, catalog=None, strict=strict, owned=False)
-        object.__setattr__(known, "_sha256", hashlib.sha256(text.encode("utf-8")).hexdigest())
+        object.__setattr__(known, "_sha256", sha)
         object.__setattr__(known, "_valid", True)
         if len(_VALID_GRAPHS) >= _VALID_GRAPHS_MAX:
             del _VALID_GRAPHS[next(iter(_VALID_GRAPHS))]
-        _VALID_GRAPHS[text] = known
-    wf = Workflow(known.graph, name)
+        _VALID_GRAPHS[sha] = known
+    wf = Workflow(known.graph if shared else _json_copy(known.graph), name)
     for field in ("_sha256", "_roles", "_valid"):
         object.__setattr__(wf, field, getattr(known, field))
     return wf
@@ -604,10 +629,12 @@ def load_workflow(
     *,
     catalog: Catalog | None = None,
     strict: bool = True,
+    shared: bool = False,
 ) -> Workflow:
-    """A workflow from a JSON file path or a dict (the only function here that does I/O)."""
+    """A workflow from a JSON file path or a dict (the only function here that does I/O);
+    ``shared``: see :func:`workflow_from_mapping`."""
     if isinstance(source, Mapping):
-        return workflow_from_mapping(source, catalog=catalog, strict=strict)
+        return workflow_from_mapping(source, catalog=catalog, strict=strict, shared=shared)
     path = Path(source)
     where = show(str(path))
     try:
