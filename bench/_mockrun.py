@@ -28,6 +28,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type for a count that may be 0 (a knob that 0 turns off)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """argparse type for a finite number above 0 (seconds, a factor)."""
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """argparse type for a finite number of 0 or more (seconds that may be none)."""
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text}")
+    return value
+
+
 def config_for(cloud: Any, *, version: str = VERSION, **pool: Any) -> Config:
     """Settings for a run of workflow ``version`` against ``cloud`` (a simulated cloud),
     with these pool knobs."""

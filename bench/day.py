@@ -38,7 +38,14 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _mockrun import config_for, run_on_mock  # noqa: E402  (bench/_mockrun.py)
+from _mockrun import (  # noqa: E402  (bench/_mockrun.py)
+    config_for,
+    non_negative_int,
+    non_negative_number,
+    positive_int,
+    positive_number,
+    run_on_mock,
+)
 
 import eventlog  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png  # noqa: E402
@@ -424,22 +431,26 @@ def _run_deterministic(fn: Any, *args: Any) -> Any:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--day-jobs", type=int, default=300, help="jobs in the day")
-    parser.add_argument("--idle-timeout", type=float, default=60.0, help="our idle timeout (s)")
-    parser.add_argument("--warm-pool", type=int, default=0, help="idle machines kept")
+    parser.add_argument("--day-jobs", type=positive_int, default=300, help="jobs in the day")
     parser.add_argument(
-        "--launch-hedge", type=int, default=2, help="machines launched per machine needed"
+        "--idle-timeout", type=non_negative_number, default=60.0, help="our idle timeout (s)"
     )
-    parser.add_argument("--prelaunch-max", type=int, default=0, help="pre-launch's cap (0: off)")
+    parser.add_argument("--warm-pool", type=non_negative_int, default=0, help="idle machines kept")
     parser.add_argument(
-        "--prelaunch-factor", type=float, default=1.0, help="pre-launch's headroom factor"
+        "--launch-hedge", type=positive_int, default=2, help="machines launched per machine needed"
+    )
+    parser.add_argument(
+        "--prelaunch-max", type=non_negative_int, default=0, help="pre-launch's cap (0: off)"
+    )
+    parser.add_argument(
+        "--prelaunch-factor", type=positive_number, default=1.0, help="pre-launch's headroom factor"
     )
     parser.add_argument(
         "--no-curve", dest="curve", action="store_false", help="skip the trade-off curve"
     )
     parser.add_argument("--seed", type=int, default=11, help="arrival seed")
     parser.add_argument(
-        "--workers", type=int, default=2, help="processes running the days (default 2)"
+        "--workers", type=positive_int, default=2, help="processes running the days (default 2)"
     )
     args = parser.parse_args()
     _quiet_monitor()

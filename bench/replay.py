@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio
+from _mockrun import positive_int  # bench/_mockrun.py: the count arguments' type (exit 2)
 
 import eventlog
 from conjure_actors.commands.replay_impl import fold_log
@@ -311,8 +312,8 @@ def at_rows(path: str, total: int, repeats: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--events", type=positive_int, default=1_000_000)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.log")

@@ -58,7 +58,10 @@ from typing import Any
 
 import httpx
 import trio
-from _mockrun import positive_int  # bench/_mockrun.py: the count arguments' type (exit 2)
+from _mockrun import (  # bench/_mockrun.py: the arguments' types (exit 2)
+    positive_int,
+    positive_number,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json").read_text())
@@ -404,21 +407,13 @@ def proxy_ran(comfyui: str) -> Any:
 # ----------------------------------------------------------------------------- main
 
 
-def positive_seconds(text: str) -> float:
-    """argparse type for ``--budget``: a finite number of seconds above 0 (0 measures nothing)."""
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
-    return value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--jobs", type=positive_int, default=1000, help="submissions per concurrency level"
     )
     parser.add_argument(
-        "--budget", type=positive_seconds, default=60.0, help="seconds at most per level"
+        "--budget", type=positive_number, default=60.0, help="seconds at most per level"
     )
     parser.add_argument(
         "--retained", type=positive_int, default=RETAINED, help="jobs in the restart log"

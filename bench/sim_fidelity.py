@@ -35,6 +35,7 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from _mockrun import positive_int  # bench/_mockrun.py: the count arguments' type (exit 2)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,7 +80,7 @@ def main() -> int:
         default=ROOT / "tests/data/captures/timings.json",
         help="the real server's timings (a copy of captures/timings.json)",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="wall-clock runs (median)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="wall-clock runs (median)")
     args = parser.parse_args()
     real: dict[str, float] = json.loads(args.timings.read_text())
     print(
