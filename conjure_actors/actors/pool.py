@@ -890,6 +890,17 @@ class MachineActor(Actor):
             )
             + in_flight
         )
+        # A Ready, healthy machine (attached or not) whose socket is opening takes jobs once
+        # that attempt is over: it is coming capacity, not missing (a job queued meanwhile
+        # launched and billed a RunComfy machine for nothing). It is as sure as a hedged
+        # launch's first Ready, so it counts as ``launch_hedge`` starting machines.
+        machines = self.ctx.state.machines
+        for server_id, live in self.pool.live.items():
+            if not live.opening or server_id in self._stopping:
+                continue
+            m = machines.get(server_id)
+            if m is not None and m.status == M_READY and m.healthy:
+                starting += self.cfg.launch_hedge
         return policy.launches_needed(
             waiting=waiting,
             starting=starting,

@@ -356,3 +356,26 @@ async def test_a_job_cancelled_while_its_lease_is_asked_back_gives_that_lease_ba
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[job].status == "cancelled"
             assert all(job not in m.leases for m in conjure.state.machines.values())
+
+
+async def test_a_job_on_an_attached_dev_machine_whose_socket_opens_launches_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A dev machine (``machine up``) attached while its socket takes 0.5 s to open, one job
+    queued meanwhile: the job waits for that machine; no RunComfy machine is launched (and
+    billed) for it (a flaky CI test found it: test_dev_machine_up_run_attaches_down)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        _slow_sockets(cloud, 0.5)
+        config = sim_config(cloud)
+        attach = {"dev-1": url}
+        async with run_conjure(cloud, log, tmp_path, config, wall, attach=attach) as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+            leased = {m.server_id: m.kind for m in conjure.state.machines.values()}
+    names = [type(r.event).__name__ for r in log.records()]
+    assert "MachineLaunchRequested" not in names, leased
