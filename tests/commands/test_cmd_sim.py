@@ -30,6 +30,7 @@ async def _read_until_ready(proc: trio.Process) -> str:
     return text.decode()
 
 
+@pytest.mark.slow  # a subprocess: not in the inner loop (just test)
 async def test_sim_command_prints_env_serves_and_exits_0_on_sigint() -> None:
     """The printed base URL, user id and token work; SIGINT ends the process with status 0."""
     with trio.fail_after(60):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import conjure_actors.sim as sim
 
 
@@ -15,6 +17,7 @@ def test_every_exported_name_resolves() -> None:
     assert sim.__all__ == sorted(sim.__all__, key=lambda n: (not n.isupper(), n))
 
 
+@pytest.mark.slow  # a subprocess: not in the inner loop (just test)
 def test_import_does_not_load_hypercorn() -> None:
     """`import conjure_actors.sim` leaves hypercorn (loopback serving) unloaded until used."""
     code = "import sys, conjure_actors.sim; print('hypercorn' in sys.modules)"
