@@ -75,7 +75,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final, Generic, Protocol, TypeVar, cast
+from typing import Any, Final, Generic, NoReturn, Protocol, TypeVar, cast
 
 import msgspec
 import outcome
@@ -292,13 +292,23 @@ class _Subscriber:
 
 class Listener:
     """A synchronous subscriber (see :meth:`Journal.listen`); ``active`` is False once the
-    journal dropped it (it raised) or closed."""
+    journal dropped it (it raised: ``error``) or closed."""
 
-    __slots__ = ("active", "fn")
+    __slots__ = ("_raised", "active", "error", "fn")
 
     def __init__(self, fn: Callable[[list[Record[Any]]], None]) -> None:
         self.fn = fn
         self.active = True
+        self.error: Exception | None = None
+        self._raised = trio.Event()
+
+    async def wait_raised(self) -> NoReturn:
+        """Wait until ``fn`` raises (the journal then drops it) and raise its error here: a
+        task that keeps a listener surfaces its failure instead of running on without it
+        (the journal itself only logs it: the records were durable and applied)."""
+        await self._raised.wait()
+        assert self.error is not None
+        raise self.error
 
 
 class Journal(Generic[E, S]):
@@ -827,6 +837,8 @@ class Journal(Generic[E, S]):
                 log.warning("a journal listener raised %s; it is dropped", type(exc).__name__)
                 log.debug("journal listener failure", exc_info=True)
                 listener.active = False
+                listener.error = exc
+                listener._raised.set()
                 if listener in self._listeners:
                     self._listeners.remove(listener)
 

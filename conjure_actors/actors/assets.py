@@ -186,9 +186,15 @@ class AssetActor(Actor):
         # for a commit that saved one, and tells the actor (which may wait on its mailbox).
         seen: list[ev.OutputSaved] = []
         wake = trio.Event()
+        broken: list[Exception] = []
 
         def on_records(records: list[Any]) -> None:
-            found = [r.event for r in records if isinstance(r.event, ev.OutputSaved)]
+            try:
+                found = [r.event for r in records if isinstance(r.event, ev.OutputSaved)]
+            except Exception as exc:  # raised in this task below, not dropped silently
+                broken.append(exc)
+                wake.set()
+                raise
             if found:
                 seen.extend(found)
                 wake.set()
@@ -197,6 +203,8 @@ class AssetActor(Actor):
             ready.set()
             while True:
                 await wake.wait()
+                if broken:
+                    raise broken[0]
                 wake = trio.Event()  # set by outputs saved from now on
                 taken = seen[:]
                 seen.clear()

@@ -113,8 +113,8 @@ async def follow_jobs(
                     if on_end is not None and job.status in st.TERMINAL_STATUSES:
                         on_end(job_id)
 
-    with journal.listen(on_records):
+    with journal.listen(on_records) as listener:
         for job in journal.state.jobs.values():
             index.update(job)
         task_status.started()
-        await trio.sleep_forever()
+        await listener.wait_raised()  # a failure of on_records fails this task (found by review)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -192,8 +191,8 @@ class ServiceMetrics:
     async def watch_journal(self, journal: Any) -> None:
         """Observe every record the journal makes durable until cancelled (run it in a
         nursery): a listener, so no task step per commit."""
-        with journal.listen(self.observe_records):
-            await trio.sleep_forever()
+        with journal.listen(self.observe_records) as listener:
+            await listener.wait_raised()  # its failure fails this task, not silently
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Any
 
+import pytest
 import trio
 import trio.testing
-from eventlog_testtypes import Ev, Progressed, Tally, apply_tally
+from eventlog_testtypes import Ev, Noted, Progressed, Tally, apply_tally
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,3 +153,23 @@ async def test_a_listener_turns_inactive_when_the_journal_closes() -> None:
                 listener = stack.enter_context(journal.listen(lambda records: None))
                 assert listener.active
             assert not listener.active
+
+
+async def test_a_listener_that_raises_is_dropped_and_its_error_raised_to_its_keeper() -> None:
+    """A listener that raises is dropped (the commit goes on: its records are durable and
+    applied), and ``wait_raised`` raises that error in the task that keeps the listener."""
+    calls: list[int] = []
+
+    def fn(records: list[Any]) -> None:
+        calls.append(len(records))
+        raise ValueError("listener broke")
+
+    async with eventlog.open_journal(eventlog.MemoryLog(Ev), Ev) as journal:
+        with journal.listen(fn) as listener:
+            record = await journal.append(Noted("a"))
+            await journal.append(Noted("b"))
+            with trio.fail_after(1), pytest.raises(ValueError, match="listener broke"):
+                await listener.wait_raised()
+    assert record.seq == 1
+    assert calls == [1]
+    assert not listener.active
