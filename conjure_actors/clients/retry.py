@@ -30,6 +30,7 @@ import httpx
 import trio
 
 from conjure_actors.clients.errors import OutcomeUnknownError, TransportError
+from conjure_actors.runtime.gate import background_checkpoint
 
 __all__ = [
     "RETRYABLE_STATUSES",
@@ -151,6 +152,10 @@ async def send_with_retry(
         finally:
             if limiter is not None:
                 limiter.release()
+        if response is not None:
+            # Background work (a job's call) waits for its turn again once its answer is
+            # read, with its connection and its limiter token given back.
+            await background_checkpoint()
         if scope.cancelled_caught:
             last_problem = f"no answer within {policy.request_timeout:g} s"
             if not idempotent:

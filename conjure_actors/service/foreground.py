@@ -83,20 +83,15 @@ async def _background_turn(request: httpx.Request) -> None:
     await background_checkpoint()
 
 
-async def _background_resume(response: httpx.Response) -> None:
-    """httpx response hook: in background work, wait for its turn again once the answer's
-    head is in, before its body is read and handled (a job's work between two calls)."""
-    await background_checkpoint()
-
-
 def yielding_http(http: Any) -> httpx.AsyncClient:
     """The HTTP client the runtime gets (``open_conjure``'s ``http``): in background work (a
     job actor and its helpers) each request, redirects included, first waits for its turn
-    at the gate (:func:`background_checkpoint`, an httpx request hook), and again once its
-    answer's head is in (a response hook: the body is read and handled in a turn), so a
-    job's calls to ComfyUI, and its work between them, do not run while a request is in
-    flight (measured at 1 client: a job's task steps during a request, 2.2 -> 1.0 per
-    request); any other caller (a request, the MachineActor) goes straight through.
+    at the gate (:func:`background_checkpoint`, an httpx request hook); the clients'
+    ``send_with_retry`` waits again once the answer is read and its connection and limiter
+    token are given back (not in a response hook, which would hold both while parked: a
+    foreground call could then wait on the pool), so a job's calls to ComfyUI, and its
+    work between them, do not run while a request is in flight; any other caller (a
+    request, the MachineActor) goes straight through.
     ``http``: a transport (tests), or None for httpx's own, which keeps the environment's
     proxy settings (``HTTPS_PROXY``, ``NO_PROXY``) as ``run`` does: hooks, not a wrapping
     transport, because httpx ignores the environment for a client given a transport. A
@@ -106,11 +101,10 @@ def yielding_http(http: Any) -> httpx.AsyncClient:
         hooks = http.event_hooks
         if _background_turn not in hooks["request"]:
             hooks["request"] = [*hooks["request"], _background_turn]
-            hooks["response"] = [*hooks["response"], _background_resume]
             http.event_hooks = hooks
         return http
     return httpx.AsyncClient(
         transport=http,
         timeout=httpx.Timeout(60.0),
-        event_hooks={"request": [_background_turn], "response": [_background_resume]},
+        event_hooks={"request": [_background_turn]},
     )

@@ -85,8 +85,9 @@ async def test_background_http_calls_wait_at_the_gate_and_others_do_not(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Through the runtime's client (yielding_http), a background task's request waits for
-    its turn while a request is in flight, and again once answered (no turn: turn=0); any
-    other task's goes at once."""
+    its turn while a request is in flight (the second wait, once the answer is read, is the
+    clients' send_with_retry: tests/clients/test_client_retry_gate.py); any other task's
+    goes at once."""
     gate = PriorityGate(max_wait=0.5, turn=0.0)
     client = yielding_http(httpx.MockTransport(lambda r: httpx.Response(204)))
     sent: list[tuple[str, float]] = []
@@ -106,29 +107,7 @@ async def test_background_http_calls_wait_at_the_gate_and_others_do_not(
             nursery.start_soon(call, "foreground")
     gate.leave()
     await client.aclose()
-    assert sorted(sent) == [("background", 1.0), ("foreground", 0.0)]
-
-
-async def test_a_background_call_waits_again_once_its_answer_is_in(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A background call whose answer comes while a request is in flight waits for its turn
-    before its body is read and handled (the response hook): the job's work between two
-    calls does not run during the request."""
-    gate = PriorityGate(max_wait=0.5, turn=0.0)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        gate.enter()  # a request arrives while the call is out (its hook let it go)
-        return httpx.Response(204)
-
-    client = yielding_http(httpx.MockTransport(answer))
-    handled: list[float] = []
-    with trio.fail_after(60), gate.background():
-        await client.get("http://t/x")
-        handled.append(trio.current_time())
-    gate.leave()
-    await client.aclose()
-    assert handled == [0.5]
+    assert sorted(sent) == [("background", 0.5), ("foreground", 0.0)]
 
 
 async def test_jobs_complete_and_submissions_are_answered_while_a_request_never_ends(
