@@ -234,8 +234,10 @@ _encode = msgspec.json.Encoder().encode
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     try:
-        return _decode(raw)  # strict JSON (no NaN/Infinity), ~3x faster than json.loads
-    except msgspec.DecodeError:
+        # strict JSON (no NaN/Infinity), ~3x faster than json.loads; a UTF-8 BOM is
+        # ignored (RFC 8259 allows it; json.loads did, as the other JSON endpoints do)
+        return _decode(raw.removeprefix(b"\xef\xbb\xbf"))
+    except (msgspec.DecodeError, RecursionError):
         raise invalid_request("the body is not JSON: send a JSON object") from None
 
 
