@@ -291,6 +291,19 @@ def journal_run(
     return N_JOURNAL_TASKS * each, path.stat().st_size, elapsed
 
 
+def frame_into(buf: bytearray, events: list[Any], seq: int, encode_into: Any) -> int:
+    """The bare loops' record: encode each event after a frame, pack the frame and its CRC
+    (as the log's format has them); returns the last seq."""
+    for event in events:
+        seq += 1
+        start = len(buf)
+        encode_into(event, buf, start + 24)
+        end = len(buf)
+        FRAME.pack_into(buf, start, 0, end - start - 24, seq, time.time())
+        CRC.pack_into(buf, start, crc32c.crc32c(buf[start + 4 : end]))
+    return seq
+
+
 def bare_fsync_every_256(tmp: Path, each: int) -> tuple[int, int, float]:
     """The ceiling of group commit: frame the journal row's events and write + fdatasync
     every 256 records (one 256-appender batch), single-threaded, into a file on the same disk."""
@@ -307,13 +320,7 @@ def bare_fsync_every_256(tmp: Path, each: int) -> tuple[int, int, float]:
         seq = 0
         t0 = time.perf_counter()
         for _ in range(each):
-            for event in events:
-                seq += 1
-                start = len(buf)
-                encode_into(event, buf, start + 24)
-                end = len(buf)
-                FRAME.pack_into(buf, start, 0, end - start - 24, seq, time.time())
-                CRC.pack_into(buf, start, crc32c.crc32c(buf[start + 4 : end]))
+            seq = frame_into(buf, events, seq, encode_into)
             size += os.pwrite(fd, buf, size)
             buf.clear()
             sync(fd)
@@ -364,13 +371,7 @@ def bare_commit_latency(tmp: Path, tasks: int) -> list[float]:
         buf = bytearray()
         for _ in range(max(1, N_LATENCY // tasks)):
             t0 = time.perf_counter()
-            for event in events:
-                seq += 1
-                start = len(buf)
-                encode_into(event, buf, start + 24)
-                end = len(buf)
-                FRAME.pack_into(buf, start, 0, end - start - 24, seq, time.time())
-                CRC.pack_into(buf, start, crc32c.crc32c(buf[start + 4 : end]))
+            seq = frame_into(buf, events, seq, encode_into)
             size += os.pwrite(fd, buf, size)
             buf.clear()
             sync(fd)

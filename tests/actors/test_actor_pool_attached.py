@@ -87,6 +87,22 @@ def _crash_on_boom(monkeypatch: pytest.MonkeyPatch, hold: float) -> None:
     monkeypatch.setattr(pool_module.MachineActor, "receive", receive)
 
 
+async def _submit_until_leased(conjure: Any) -> tuple[str, str]:
+    """Submit one job and return ``(job_id, server_id)`` once a machine is leased to it."""
+    leased = trio.Event()
+
+    def on_records(records: list[Any]) -> None:
+        if any(type(r.event).__name__ == "MachineLeased" for r in records):
+            leased.set()
+
+    with conjure.journal.listen(on_records):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(600):
+            await leased.wait()
+    (held,) = [m for m in conjure.state.machines.values() if job in m.leases]
+    return job, held.server_id
+
+
 async def _names_after_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, boom_at: float, hold: float
 ) -> list[str]:
@@ -189,18 +205,8 @@ async def test_a_lease_asked_back_while_the_socket_reopens_waits_for_the_socket(
         async with open_simulated_conjure(
             cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
         ) as conjure:
-            leased = trio.Event()
-
-            def on_records(records: list[Any]) -> None:
-                if any(type(r.event).__name__ == "MachineLeased" for r in records):
-                    leased.set()
-
-            with conjure.journal.listen(on_records):
-                job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
-                with trio.fail_after(60):
-                    await leased.wait()
-            (held,) = [m for m in conjure.state.machines.values() if job in m.leases]
-            assert conjure.pool.live[held.server_id].events is not None
+            job, server_id = await _submit_until_leased(conjure)
+            assert conjure.pool.live[server_id].events is not None
             await conjure.machines.tell("boom")
             await trio.sleep(0.5)  # restarted; its socket takes 2 s to open again
             again: Reply[Lease] = Reply()
@@ -209,7 +215,7 @@ async def test_a_lease_asked_back_while_the_socket_reopens_waits_for_the_socket(
             assert not again.done
             with trio.fail_after(60):
                 back = await again.wait()
-            assert back.server_id == held.server_id
+            assert back.server_id == server_id
             assert back.events is not None
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
@@ -228,17 +234,7 @@ async def test_a_lease_asked_back_while_the_socket_reopens_sees_the_machine_lost
         delay = _slow_sockets(cloud, 0.0)
         config = sim_config(cloud)
         async with open_simulated_conjure(cloud, log, config, wall=wall, out_dir=tmp_path) as c:
-            leased = trio.Event()
-
-            def on_records(records: list[Any]) -> None:
-                if any(type(r.event).__name__ == "MachineLeased" for r in records):
-                    leased.set()
-
-            with c.journal.listen(on_records):
-                job = await c.submit(GRAPH, image=example_sketch_png(), prompt="x")
-                with trio.fail_after(600):
-                    await leased.wait()
-            (held,) = [m for m in c.state.machines.values() if job in m.leases]
+            job, server_id = await _submit_until_leased(c)
             delay["seconds"] = 600.0  # the socket is not back before the machine is gone
             await c.machines.tell("boom")
             await trio.sleep(0.5)
@@ -246,10 +242,10 @@ async def test_a_lease_asked_back_while_the_socket_reopens_sees_the_machine_lost
             await c.machines.tell(LeaseMachine(job, None, 0, again))
             await trio.sleep(1.0)
             assert not again.done
-            cloud.runcomfy.vanish(held.server_id)
+            cloud.runcomfy.vanish(server_id)
             with trio.fail_after(20):  # a poll or two; not the socket attempt's 30 s bound
                 back = await again.wait()
-            assert back.server_id == held.server_id
+            assert back.server_id == server_id
             assert back.lost.is_set()
             with trio.fail_after(3600):
                 await c.wait_until_idle()
@@ -271,16 +267,7 @@ async def test_a_lease_asked_back_while_the_socket_reopens_is_withdrawn_by_cance
         async with open_simulated_conjure(
             cloud, log, config, wall=wall, out_dir=tmp_path, mode="comfyui"
         ) as conjure:
-            leased = trio.Event()
-
-            def on_records(records: list[Any]) -> None:
-                if any(type(r.event).__name__ == "MachineLeased" for r in records):
-                    leased.set()
-
-            with conjure.journal.listen(on_records):
-                job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
-                with trio.fail_after(60):
-                    await leased.wait()
+            job, _ = await _submit_until_leased(conjure)
             await conjure.machines.tell("boom")
             await trio.sleep(0.5)  # restarted; its socket takes 2 s to open again
             again: Reply[Lease] = Reply()
