@@ -78,3 +78,15 @@ def test_busy_port_is_a_usage_error() -> None:
                 sim.main(args)
         finally:
             sim_logger.setLevel(level)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_delay_that_is_not_a_finite_number_of_seconds_is_refused(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ready-delay nan`` (or inf, or below 0) would leave every machine Starting for
+    ever: one argparse line and exit 2 instead."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["sim", "--ready-delay", value])
+    assert exc.value.code == 2
+    assert "must be a finite number >= 0" in capsys.readouterr().err
