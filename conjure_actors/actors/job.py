@@ -483,11 +483,11 @@ class WorkflowActor(Actor):
         if lease is not None:
             await self.pool.release(lease.server_id, self.job_id)
 
-    async def _release_held(self, but: str | None = None) -> None:
+    async def _release_held(self) -> None:
         """Give back every lease the log says this job holds (a crashed incarnation's, or
-        one whose grant never reached this actor), except on the machine ``but``."""
+        one asked back whose answer never reached this actor)."""
         for m in list(self.ctx.state.machines.values()):
-            if self.job_id in m.leases and m.server_id != but:
+            if self.job_id in m.leases:
                 await self.pool.release(m.server_id, self.job_id)
 
     async def _finish(self) -> None:
@@ -496,11 +496,7 @@ class WorkflowActor(Actor):
             return
         self._ending = True
         self._new_attempt()
-        held = self._lease.server_id if self._lease is not None else None
         await self._release()
-        # A lease the log says it holds and this actor never got (asked back, then the wait
-        # cancelled): given back too, or that machine would stay leased to an ended job.
-        await self._release_held(but=held)
         self.pool.cancel_lease(self.job_id)
         self.on_done(self.job_id)
         self.stop()
@@ -1107,9 +1103,14 @@ class WorkflowActor(Actor):
         except BaseException:
             self.pool.cancel_lease(self.job_id)
             granted = reply._value if reply.done else None
-            if isinstance(granted, Lease):  # granted while we were cancelled: give it back
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if isinstance(granted, Lease):  # granted while we were cancelled: give it back
                     await self.pool.release(granted.server_id, self.job_id)
+                else:
+                    # A lease the log says this job holds, asked back (after a restart) while
+                    # its machine's socket reopens: the cancelled wait gives it back too, or
+                    # the machine would stay leased to an ended job (found by review).
+                    await self._release_held()
             raise
 
     async def _guard(self, token: int, lease: Lease, seconds: float) -> None:
