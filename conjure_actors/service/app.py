@@ -18,7 +18,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import hypercorn.config
@@ -406,12 +406,23 @@ async def open_service(
                 nursery.cancel_scope.cancel()
 
 
+KEEP_ALIVE_TIMEOUT: Final = 75.0
+"""Seconds an idle kept-alive connection stays open: longer than the idle expiry of the
+usual client pools (httpx, requests/urllib3: 5 s). With hypercorn's default (also 5 s) a
+client may send its next request on a connection whose server timer fires at that moment
+(the wider the busier the loop: the request waits in the socket while the timer runs
+first), and a POST sent so is lost ("server disconnected without sending a response":
+clients do not resend a POST); a bench/serve.py 50-client load lost 6 submissions at once
+that way, most likely. Closing later than the client's pool forgets it never races."""
+
+
 def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
     config = hypercorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 2.0
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     config.include_server_header = False  # one header less per answer; names no software
     return config
 

@@ -43,3 +43,42 @@ async def test_journal_sync_none_reaches_the_journal(sim_config: Any, tmp_path: 
                 r = await http.post("/api/v2/jobs", json={"workflow": workflow("invert_save.json")})
             assert r.status_code == 201, r.text
             assert served.service.journal.statistics().sync == "none"
+
+
+async def test_an_idle_kept_alive_connection_outlives_the_clients_pool(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server keeps an idle kept-alive connection open longer than a client's pool does
+    (httpx: 5 s), so it never closes one just as the client sends a POST on it."""
+    import functools
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from conjure_actors.service.app import serve_app
+
+    async def answer(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok", status_code=201)
+
+    app = Starlette(routes=[Route("/", answer, methods=["POST"])])
+    expiry = httpx.Limits().keepalive_expiry
+    assert expiry is not None
+    request = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(functools.partial(serve_app, app, port=0))
+            port = int(url.rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(request)
+                answered = b""
+                while not answered.endswith(b"ok"):
+                    answered += await stream.receive_some()
+                assert answered.startswith(b"HTTP/1.1 201")
+                # Idle for twice the client's expiry: the server has not closed it.
+                with trio.move_on_after(2 * expiry):
+                    assert await stream.receive_some() != b"", "closed by the server"
+                await stream.send_all(request)
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 201")
+            nursery.cancel_scope.cancel()
