@@ -93,7 +93,7 @@ from conjure_actors.domain.workflow import Roles, apply_bindings, conjure_roles,
 from conjure_actors.errgroups import describe
 from conjure_actors.errors import ConjureError
 from conjure_actors.runtime import Actor, ActorRef
-from conjure_actors.runtime.errors import ActorStoppedError
+from conjure_actors.runtime.errors import ActorStoppedError, MailboxFullError
 
 log = logging.getLogger("conjure_actors.actors.job")
 
@@ -1382,16 +1382,28 @@ class WorkflowActor(Actor):
         batch: _Streamed | None = None  # the last report, while it can take more updates
 
         def absorb(update: Any) -> bool:
-            """A node started / progress frame, taken in the socket's task while this child
-            waits: appended to the open batch as the loop below would (False: none open)."""
-            nonlocal running
-            if batch is None or batch.taken:
+            """A streamed update (started, cached, node started / progress / executed), taken
+            in the socket's task while this child waits, as the loop below would take it:
+            appended to the open batch, or reported in a new one straight to the actor
+            (False: the mailbox is full or closed; the child takes it). In order: ``follow``
+            offers an update only while this child has reported every one it was given and
+            waits for the next."""
+            nonlocal running, batch
+            if type(update) not in streamed:
                 return False
+            if batch is None or batch.taken:
+                fresh = _Streamed([update])
+                try:  # no wake-up of this child per frame (issue 16)
+                    self.ref.tell_nowait(_Progress(token, fresh))
+                except (MailboxFullError, ActorStoppedError):
+                    return False
+                batch = fresh
+            else:
+                batch.updates.append(update)
             if type(update) is cu.NodeStarted:
                 running = update.node
             elif type(update) is cu.NodeProgress and update.node in ws_nodes:
                 sent[update.node] = max(sent.get(update.node, 0), int(update.max))
-            batch.updates.append(update)
             return True
 
         while True:

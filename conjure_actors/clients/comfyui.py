@@ -574,11 +574,16 @@ def _t_error(pid: str, item: Any) -> tuple[FollowUpdate | None, bool]:
     return None, item.data.exception_type != "ExecutionBlocked"
 
 
-# The frames a follower's ``absorb`` may take in the socket's task (node started, node
-# progress: most of a prompt's routed frames), with their translation.
+# The frames a follower's ``absorb`` may take in the socket's task (the prompt started,
+# its cached nodes, node started / progress / executed: most of a prompt's routed frames),
+# with their translation. What ``follow`` keeps of them (the start, the cached nodes) the
+# subscription keeps for it (_Subscription.note).
 _ABSORBABLE: Final[dict[type, Callable[[str, Any], tuple[FollowUpdate | None, bool]]]] = {
     wire.ProgressMsg: _t_progress,
     wire.ExecutingMsg: _t_executing,
+    wire.ExecutionStartMsg: _t_start,
+    wire.ExecutionCachedMsg: _t_cached,
+    wire.ExecutedMsg: _t_executed,
 }
 
 _TRANSLATE: Final[dict[type, Callable[[str, Any], tuple[FollowUpdate | None, bool]]]] = {
@@ -619,6 +624,16 @@ class _Subscription:
         # nothing handed to it yet (so an absorbed update cannot overtake one in flight).
         self.absorb: Callable[[FollowUpdate], bool] | None = None
         self.absorbing = False
+        # What ``follow`` keeps of the updates absorbed: the prompt started; its cached nodes.
+        self.seen_start = False
+        self.cached: tuple[str, ...] | None = None
+
+    def note(self, update: FollowUpdate) -> None:
+        """Keep what ``follow`` needs of an absorbed update (it never sees it)."""
+        if type(update) is PromptStarted:
+            self.seen_start = True
+        elif type(update) is NodesCached:
+            self.cached = update.nodes
 
     def wake_at(self, when: float) -> bool:
         """Have ``_WAKE`` put into this subscription at ``when`` (trio clock), replacing an
@@ -794,6 +809,7 @@ class ComfyUIEvents:
                 if absorb is not None:
                     update, hint = absorb(prompt_id, item)
                     if update is not None and not hint and sub.absorb(update):  # type: ignore[misc]
+                        sub.note(update)
                         return  # taken in this task: no wake-up of the follower (issue 16)
                 sub.absorbing = False  # the follower gets this item: nothing overtakes it
             # try/except, not contextlib.suppress: no context manager object per frame.
@@ -1540,8 +1556,9 @@ class ComfyUIClient:
         ``/queue`` snapshots up to ``queue_max_age`` seconds old.
         The caller bounds the total time (``trio.fail_after``).
 
-        ``absorb``: while this generator waits for the socket's next frame, a ``NodeStarted``
-        or ``NodeProgress`` from it is first offered to ``absorb(update)``, called in the
+        ``absorb``: while this generator waits for the socket's next frame, a
+        ``PromptStarted``, ``NodesCached``, ``NodeStarted``, ``NodeProgress`` or
+        ``NodeExecuted`` from it is first offered to ``absorb(update)``, called in the
         socket's task: True means the caller took it as if it had been yielded (it is not
         yielded), False that it is yielded as usual. It saves the follower a wake-up per
         frame (issue 16); the order of the updates is kept (an update is offered only when
@@ -1656,6 +1673,10 @@ class ComfyUIClient:
                             yield update
                     # The outcome is known: a consumer may close us at the last yield.
                     finished = True
+                    if sub is not None:  # what was absorbed counts as seen
+                        seen_start = seen_start or sub.seen_start
+                        if sub.cached is not None and not seen_cached:
+                            seen_cached, cached = True, sub.cached
                     for update in self._from_history(prompt_id, entry, seen_start, seen_cached):
                         if isinstance(update, NodesCached):
                             cached = update.nodes

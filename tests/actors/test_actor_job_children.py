@@ -20,17 +20,26 @@ GRAPH = json.loads(bundled_workflow("invert_save.json"))
 
 
 class _Spawned(trio.abc.Instrument):
-    """The names of the tasks spawned while it is installed."""
+    """The names of the tasks spawned while it is installed, and their steps by name."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.steps: dict[str, int] = {}
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         self.names.append(task.name)
 
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task.name] = self.steps.get(task.name, 0) + 1
+
+
+LAST_STEPS: dict[str, int] = {}
+"""The task steps of the last ``_one_job`` run, by task name."""
+
 
 async def _one_job(tmp_path: Path) -> tuple[str, list[str], list[str]]:
-    """Run one invert_save job: (its id, its events' names, the names of its tasks)."""
+    """Run one invert_save job: (its id, its events' names, the names of its tasks); the
+    steps of its tasks go to ``LAST_STEPS``."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     spawned = _Spawned()
@@ -46,6 +55,8 @@ async def _one_job(tmp_path: Path) -> tuple[str, list[str], list[str]]:
         finally:
             trio.lowlevel.remove_instrument(spawned)
         assert conjure.state.jobs[job].status == "succeeded"
+    LAST_STEPS.clear()
+    LAST_STEPS.update(spawned.steps)
     return job, event_names(log, job), [n for n in spawned.names if n.startswith(f"{job}-")]
 
 
@@ -66,3 +77,14 @@ async def test_the_one_childs_reports_keep_the_events_in_order(
     assert names.index("PromptSubmitted") < names.index("ExecutionStarted")
     assert names.index("ExecutionSucceeded") < names.index("OutputSaved")
     assert names.index("OutputSaved") < names.index("JobSucceeded")
+
+
+async def test_streamed_frames_do_not_wake_the_child(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The prompt's started, cached and node frames go from the socket's task to the actor
+    (issue 16): the child steps for its POST, the outcome and the download only, not once
+    per frame (11 steps per invert_save job when each of its 6 frames woke it)."""
+    job, names, _ = await _one_job(tmp_path)
+    assert {"ExecutionStarted", "NodeCached", "NodeStarted", "NodeExecuted"} <= set(names)
+    assert LAST_STEPS[f"{job}-submit"] <= 6
