@@ -22,7 +22,10 @@ from typing import Any, Final
 
 import attrs
 import hypercorn.config
+import hypercorn.events
 import hypercorn.trio
+import hypercorn.trio.run
+import hypercorn.trio.tcp_server
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -427,6 +430,48 @@ def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
     return config
 
 
+class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
+    """hypercorn's TCP connection, but an HTTP/1.1 response's head (status line and headers)
+    goes out in one ``send`` with what follows it (its body, or its end), not alone.
+
+    hypercorn writes the head when the app sends ``http.response.start`` and the body when
+    it sends ``http.response.body``: two socket sends per answer, each a syscall that on
+    loopback also runs the receiver's TCP input and wakes it, and a client woken by a head
+    alone reads again for the body. Measured (two serves interleaved in one run, 2000
+    ``GET /api/v2/health`` per round, 6 rounds, medians): at 1 client serve's CPU per
+    request 0.593 -> 0.532 ms, the client's 0.615 -> 0.569 ms, the p50 1.12 -> 1.05 ms; at
+    10 clients serve's CPU 0.435 -> 0.417 ms. A head waits for the next bytes of its
+    connection (every response's end writes some, if only ``b""``) or its close; a 1xx
+    head (``100 Continue``, ``101``) is never held: the client waits for it."""
+
+    _head: bytes | None = None
+
+    async def protocol_send(self, event: hypercorn.events.Event) -> None:
+        if isinstance(event, hypercorn.events.RawData):
+            data = event.data
+            if self._head is not None:
+                data, self._head = self._head + data, None
+                event = hypercorn.events.RawData(data=data, address=event.address)
+            elif (
+                data.startswith(b"HTTP/1.1 ") and data[9:10] != b"1" and data.endswith(b"\r\n\r\n")
+            ):
+                self._head = data
+                return
+        elif self._head is not None and isinstance(event, hypercorn.events.Closed):
+            head, self._head = self._head, None
+            await super().protocol_send(hypercorn.events.RawData(data=head))
+        await super().protocol_send(event)
+
+
+def _send_heads_with_bodies() -> None:
+    """Serve every hypercorn trio connection of this process with :class:`_HeadWithBody`
+    (hypercorn's ``worker_serve`` takes no connection class: the name it looks up is
+    replaced, once; the bytes sent are the same, only grouped in fewer sends)."""
+    run = hypercorn.trio.run
+    if run.TCPServer is hypercorn.trio.tcp_server.TCPServer:  # type: ignore[attr-defined]
+        run.TCPServer = _HeadWithBody  # type: ignore[attr-defined]
+
+
 async def serve_app(
     app: Any,
     *,
@@ -439,6 +484,7 @@ async def serve_app(
     port) once listening. Runs until cancelled or ``shutdown`` is set (then it stops
     accepting connections and lets open ones finish briefly)."""
     config = hypercorn_config(host, port)
+    _send_heads_with_bodies()
     trigger = trio.sleep_forever if shutdown is None else shutdown.wait
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(

@@ -82,3 +82,71 @@ async def test_an_idle_kept_alive_connection_outlives_the_clients_pool(
                 await stream.send_all(request)
                 assert (await stream.receive_some()).startswith(b"HTTP/1.1 201")
             nursery.cancel_scope.cancel()
+
+
+class _Recorder:
+    """A connection's stream and protocol that record what hypercorn's server does."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    async def send_all(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    async def handle(self, event: Any) -> None:
+        pass
+
+
+def _connection(recorder: _Recorder) -> Any:
+    import hypercorn.config
+
+    from conjure_actors.service.app import _HeadWithBody
+
+    server = _HeadWithBody(None, hypercorn.config.Config(), None, None, recorder)  # type: ignore[arg-type]
+    server.protocol = recorder  # type: ignore[assignment]
+    return server
+
+
+HEAD = b"HTTP/1.1 201 \r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
+
+
+async def test_a_response_head_goes_out_with_its_body() -> None:
+    """A 201's head and body leave in one send (then the response's end), not two."""
+    from hypercorn.events import RawData
+
+    recorder = _Recorder()
+    server = _connection(recorder)
+    await server.protocol_send(RawData(data=HEAD))
+    assert recorder.sent == []
+    await server.protocol_send(RawData(data=b"{}"))
+    await server.protocol_send(RawData(data=b""))
+    assert recorder.sent == [HEAD + b"{}", b""]
+
+
+async def test_an_informational_head_is_sent_at_once() -> None:
+    """``100 Continue`` is not held: the client waits for it before sending its body."""
+    from hypercorn.events import RawData
+
+    recorder = _Recorder()
+    server = _connection(recorder)
+    await server.protocol_send(RawData(data=b"HTTP/1.1 100 \r\n\r\n"))
+    assert recorder.sent == [b"HTTP/1.1 100 \r\n\r\n"]
+
+
+async def test_a_held_head_is_sent_before_the_connection_closes() -> None:
+    """A head with nothing after it still reaches the client before the close."""
+    from hypercorn.events import Closed, RawData
+
+    recorder = _Recorder()
+    server = _connection(recorder)
+    await server.protocol_send(RawData(data=HEAD))
+    await server.protocol_send(Closed())
+    assert recorder.sent == [HEAD]
+    assert recorder.closed
