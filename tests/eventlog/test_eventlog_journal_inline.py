@@ -173,3 +173,36 @@ async def test_a_listener_that_raises_is_dropped_and_its_error_raised_to_its_kee
     assert record.seq == 1
     assert calls == [1]
     assert not listener.active
+
+
+async def test_inline_appends_yield_once_per_streak() -> None:
+    """An inline commit returns without a task switch (nothing to wait for); one in every
+    INLINE_STREAK commits in a row also yields, so an appending loop cannot hog the loop."""
+    from eventlog.journal import INLINE_STREAK
+
+    me = trio.lowlevel.current_task()
+
+    class Steps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task is me:
+                self.n += 1
+
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with eventlog.open_journal(store, Ev) as journal:
+            steps = Steps()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                for i in range(INLINE_STREAK - 1):
+                    await journal.append(Progressed("a", i))
+                assert steps.n == 0  # no task switch: this task was never stepped again
+                for i in range(2 * INLINE_STREAK):
+                    await journal.append(Progressed("a", i))
+                assert steps.n == 2  # the streak's last append yielded, each time
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            await journal.append_many([Progressed("b", 1), Progressed("b", 2)])
+            assert journal.last_seq == 3 * INLINE_STREAK + 1
