@@ -80,6 +80,31 @@ def test_two_services_have_separate_registries() -> None:
     assert b'route="x"' not in b.render()
 
 
+def test_a_commits_records_are_timed_against_one_clock_reading() -> None:
+    """A commit's records are published together: the clock is read once for all of
+    them, and each is observed as that reading minus its append stamp."""
+    readings: list[float] = []
+
+    def now() -> float:
+        readings.append(10.0)
+        return 10.0
+
+    class Record:
+        def __init__(self, ts: float) -> None:
+            self.ts = ts
+
+    metrics = ServiceMetrics(lambda: st.initial_state(), now=now)
+    metrics.observe_records([Record(9.9997), Record(9.998), Record(10.5)])
+    assert len(readings) == 1
+    got = samples(metrics.render().decode())
+    assert got[("conjure_journal_append_seconds_count", ())] == 3
+    # 0.3 ms, 2 ms, and 0 for a stamp ahead of the reading (never negative).
+    assert got[("conjure_journal_append_seconds_bucket", (("le", "0.0001"),))] == 1
+    assert got[("conjure_journal_append_seconds_bucket", (("le", "0.0005"),))] == 2
+    assert got[("conjure_journal_append_seconds_bucket", (("le", "0.0025"),))] == 3
+    assert got[("conjure_journal_append_seconds_sum", ())] == pytest.approx(0.0023)
+
+
 def test_queue_depth_counts_waiting_jobs_only() -> None:
     """Pending, queued and retrying jobs wait; running and finished ones do not."""
     state = st.initial_state()
