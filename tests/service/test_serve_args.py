@@ -150,3 +150,127 @@ async def test_a_held_head_is_sent_before_the_connection_closes() -> None:
     await server.protocol_send(Closed())
     assert recorder.sent == [HEAD]
     assert recorder.closed
+
+
+def _slow_app(seconds: float) -> Any:
+    """An app whose POST / answers 201 ``ok`` after ``seconds`` (trio's clock)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def answer(request: Any) -> PlainTextResponse:
+        await trio.sleep(seconds)
+        return PlainTextResponse("ok", status_code=201)
+
+    return Starlette(routes=[Route("/", answer, methods=["POST"])])
+
+
+async def _ask(stream: trio.SocketStream) -> bytes:
+    await stream.send_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+    answered = b""
+    while not answered.endswith(b"ok"):
+        chunk = await stream.receive_some()
+        assert chunk, "closed before the answer"
+        answered += chunk
+    return answered
+
+
+async def test_an_idle_connection_is_closed_once_the_keep_alive_passes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Idle past KEEP_ALIVE_TIMEOUT (and only then), the server closes the connection."""
+    import functools
+
+    from conjure_actors.service.app import KEEP_ALIVE_TIMEOUT, serve_app
+
+    with trio.fail_after(10 * KEEP_ALIVE_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(functools.partial(serve_app, _slow_app(0), port=0))
+            port = int(url.rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                for _ in range(3):  # idle for almost the timeout: still open
+                    assert (await _ask(stream)).startswith(b"HTTP/1.1 201")
+                    await trio.sleep(KEEP_ALIVE_TIMEOUT - 1)
+                assert (await _ask(stream)).startswith(b"HTTP/1.1 201")
+                idle_from = trio.current_time()
+                assert await stream.receive_some() == b""
+                assert (
+                    KEEP_ALIVE_TIMEOUT <= trio.current_time() - idle_from <= KEEP_ALIVE_TIMEOUT + 1
+                )
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_request_longer_than_the_keep_alive_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The keep-alive times idle connections only: a slow answer is not cut."""
+    import functools
+
+    from conjure_actors.service.app import KEEP_ALIVE_TIMEOUT, serve_app
+
+    with trio.fail_after(10 * KEEP_ALIVE_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            app = _slow_app(3 * KEEP_ALIVE_TIMEOUT)
+            url = await nursery.start(functools.partial(serve_app, app, port=0))
+            port = int(url.rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                assert (await _ask(stream)).startswith(b"HTTP/1.1 201")
+            nursery.cancel_scope.cancel()
+
+
+def _task_names() -> list[str]:
+    """The names of every task of this run."""
+    names: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return names
+
+
+async def test_a_connection_the_client_ends_is_done_with_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client's end of the connection ends the server's at once: no task of it waits for
+    a keep-alive timer that can no longer matter (hypercorn's kept it until it passed)."""
+    import functools
+
+    from conjure_actors.service.app import serve_app
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(functools.partial(serve_app, _slow_app(0), port=0))
+            port = int(url.rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                assert (await _ask(stream)).startswith(b"HTTP/1.1 201")
+                assert any("_run_handler" in name for name in _task_names())
+                await stream.send_eof()
+                with trio.fail_after(1):
+                    assert await stream.receive_some() == b""
+                await trio.testing.wait_all_tasks_blocked()
+                assert not any("_run_handler" in name for name in _task_names())
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_connection_is_closed_as_the_server_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Shutting down closes an idle kept-alive connection at once."""
+    import functools
+
+    from conjure_actors.service.app import serve_app
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            url = await nursery.start(
+                functools.partial(serve_app, _slow_app(0), port=0, shutdown=stop)
+            )
+            port = int(url.rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                assert (await _ask(stream)).startswith(b"HTTP/1.1 201")
+                stop.set()
+                with trio.fail_after(1):
+                    assert await stream.receive_some() == b""
