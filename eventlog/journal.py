@@ -20,7 +20,8 @@ committer also wait up to that long for a batch to fill, trading latency for few
 low concurrency. Policies: ``batch`` = group commit with fsync; ``always`` = one fsync per
 append call (no sharing: the strict baseline); ``none`` = group write, no fsync, no thread.
 With ``none`` (and no ``max_delay``) an append that finds nothing queued commits inline, in
-the appending task, and returns without a task switch (one in ``INLINE_STREAK`` yields).
+the appending task, and returns without a task switch (one in ``INLINE_STREAK`` yields, and
+every one while a bounded subscriber is subscribed).
 
 Cancellation: an append cancelled while still queued is withdrawn (never written). Once its
 batch is being written it cannot be withdrawn, so the cancel waits for that one commit (a
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import queue
 import sys
@@ -471,7 +473,12 @@ class Journal(Generic[E, S]):
         if not self._complete(records):
             raise self._failed_error()
         self._inline_streak += 1
-        if self._inline_streak >= INLINE_STREAK:
+        # A bounded subscriber takes about one record per scheduler pass: an appender going on
+        # without a pass would cut it off (SubscriberOverflowError) though it keeps up, so
+        # while one is subscribed every inline commit yields, as before the streak.
+        if self._inline_streak >= INLINE_STREAK or any(
+            s.max_buffer != math.inf for s in self._subscribers
+        ):
             self._inline_streak = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
         return records

@@ -206,3 +206,28 @@ async def test_inline_appends_yield_once_per_streak() -> None:
                 trio.lowlevel.remove_instrument(steps)
             await journal.append_many([Progressed("b", 1), Progressed("b", 2)])
             assert journal.last_seq == 3 * INLINE_STREAK + 1
+
+
+async def test_a_bounded_subscriber_that_keeps_up_is_not_cut_off_by_an_appending_loop() -> None:
+    """With a bounded subscriber every inline append yields, so one that reads as fast as it
+    is fed keeps up with a task appending in a loop (found by review)."""
+    got: list[int] = []
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with eventlog.open_journal(store, Ev) as journal:
+            ready = trio.Event()
+
+            async def consume() -> None:
+                async with journal.subscribe() as records:  # the default max_buffer (1024)
+                    ready.set()
+                    async for record in records:
+                        got.append(record.seq)
+                        if record.seq == 2000:
+                            return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                await ready.wait()
+                for i in range(2000):
+                    await journal.append(Progressed("a", i))
+    assert got == list(range(1, 2001))
