@@ -12,6 +12,8 @@ fold of the log, ``service.state``) and change it only by messages to actors (th
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import inspect
 import json
 import logging
 import math
@@ -446,6 +448,7 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
     head (``100 Continue``, ``101``) is never held: the client waits for it."""
 
     _head: bytes | None = None
+    _expect_head = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -465,11 +468,15 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
             if self._head is not None:
                 data, self._head = self._head + data, None
                 event = hypercorn.events.RawData(data=data, address=event.address)
-            elif (
-                data.startswith(b"HTTP/1.1 ") and data[9:10] != b"1" and data.endswith(b"\r\n\r\n")
-            ):
-                self._head = data
-                return
+            elif self._expect_head and not data.startswith(b"HTTP/1.1 1"):  # 1xx: not held
+                # The first bytes of an answer are its head; a body's bytes never are, even
+                # when they look like one.
+                self._expect_head = False
+                if data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+                    self._head = data
+                    return
+        elif isinstance(event, hypercorn.events.Updated) and not event.idle:
+            self._expect_head = True  # a request came: its answer's head is next
         elif self._head is not None and isinstance(event, hypercorn.events.Closed):
             head, self._head = self._head, None
             await super().protocol_send(hypercorn.events.RawData(data=head))
@@ -536,13 +543,70 @@ class _KeepAliveTimer:
                 await self._server._initiate_server_close()
 
 
+DRAIN_MAX: Final = 64 * 1024
+"""An answer that goes before its request's body is read reads that body first if it is
+at most this long (as nginx's lingering close): the connection then stays reusable."""
+
+
+class _ReadBeforeAnswer:
+    """An HTTP answer that starts before its request's body was read (an error raised
+    before ``request.form()``): the rest of a small body (``DRAIN_MAX``, within 1 s) is
+    read first; otherwise the answer says ``Connection: close``. hypercorn closes such a
+    connection after the answer without saying so, and a client (httpx) sends its next
+    request on it: lost ('Server disconnected without sending a response')."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"").strip()
+        chunked = b"transfer-encoding" in headers
+        done = not chunked and declared in (b"", b"0")
+
+        async def receive_() -> Any:
+            nonlocal done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        async def send_(message: Any) -> None:
+            if message["type"] == "http.response.start" and not done:
+                if not chunked and declared.isdigit() and int(declared) <= DRAIN_MAX:
+                    with trio.move_on_after(1.0):
+                        while not done:
+                            await receive_()
+                if not done:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"connection", b"close")],
+                    }
+            await send(message)
+
+        await self.app(scope, receive_, send_)
+
+
 def _send_heads_with_bodies() -> None:
     """Serve every hypercorn trio connection of this process with :class:`_HeadWithBody`
     (hypercorn's ``worker_serve`` takes no connection class: the name it looks up is
     replaced, once; the bytes sent are the same, only grouped in fewer sends)."""
     run = hypercorn.trio.run
-    if run.TCPServer is hypercorn.trio.tcp_server.TCPServer:  # type: ignore[attr-defined]
-        run.TCPServer = _HeadWithBody  # type: ignore[attr-defined]
+    stock = hypercorn.trio.tcp_server.TCPServer
+    if getattr(run, "TCPServer", None) is _HeadWithBody:
+        return
+    needed = ("run", "protocol_send", "_read_data", "_initiate_server_close", "_idle_timeout")
+    missing = [name for name in needed if not callable(getattr(stock, name, None))]
+    source = inspect.getsource(stock.run) if not missing else ""
+    if getattr(run, "TCPServer", None) is not stock or missing or "self._read_data()" not in source:
+        raise RuntimeError(
+            f"hypercorn {importlib.metadata.version('hypercorn')}: its trio TCPServer is not"
+            " the one _HeadWithBody and _KeepAliveTimer were written for (0.17-0.18)"
+        )
+    run.TCPServer = _HeadWithBody  # type: ignore[attr-defined]
 
 
 async def serve_app(
@@ -561,6 +625,8 @@ async def serve_app(
     trigger = trio.sleep_forever if shutdown is None else shutdown.wait
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            functools.partial(hypercorn.trio.serve, app, config, shutdown_trigger=trigger)
+            functools.partial(
+                hypercorn.trio.serve, _ReadBeforeAnswer(app), config, shutdown_trigger=trigger
+            )
         )
         task_status.started(binds[0])
