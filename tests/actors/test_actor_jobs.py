@@ -66,9 +66,10 @@ async def test_rate_limit_while_following_keeps_following_the_same_prompt(
 
 
 async def test_input_path_is_absolute_so_resume_works_from_anywhere(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17: the kept copy of the input is logged with an absolute path."""
+    monkeypatch.chdir(tmp_path)  # "out-relative" in a folder of its own, not the checkout's
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with (
