@@ -77,6 +77,7 @@ from conjure_actors.actors.messages import (
     Lease,
     LeaseFailedError,
     LeaseMachine,
+    LostSignal,
     PollNow,
     QueueJob,
     ReleaseMachine,
@@ -93,7 +94,7 @@ from conjure_actors.domain.workflow import Roles, apply_bindings, conjure_roles,
 from conjure_actors.errgroups import describe
 from conjure_actors.errors import ConjureError
 from conjure_actors.runtime import Actor, ActorRef
-from conjure_actors.runtime.errors import ActorStoppedError, MailboxFullError
+from conjure_actors.runtime.errors import ActorError, ActorStoppedError, MailboxFullError
 
 log = logging.getLogger("conjure_actors.actors.job")
 
@@ -383,6 +384,13 @@ class WorkflowActor(Actor):
         self._cancelling = False
         self._timeout_at = math.inf  # set by on_start: the job's deadline (trio clock)
         self._timer_started = False
+        # While an attempt runs (from its lease on): its children's deadline (the attempt's,
+        # or the job's if sooner and the job's timer task is not running), whether that is
+        # the job's, and the machine's lost signal this actor watches (see _on_leased).
+        self._attempt_on = False
+        self._watch_at = math.inf
+        self._job_first = False
+        self._watching: LostSignal | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -402,12 +410,15 @@ class WorkflowActor(Actor):
     def _spawn(self, role: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``fn(token, *args)`` as a child of the current attempt (cancelled when the
         attempt ends). An unexpected exception fails the attempt (reported, not raised).
-        Every child but the lease wait also needs the job's timer running (see _lease_child);
-        while the attempt's guard runs, it watches the job's deadline too (one task less per
-        job: issue 16), so the timer task starts only with a child that has no guard."""
-        if role != "lease" and role != "guard" and "guard" not in self._scopes:
-            self._start_timer()
+        While an attempt runs, its children carry its deadline (and the job's, if sooner) in
+        their cancel scope: a child cut by it reports the timeout (_child), so no task of its
+        own watches the attempt (issue 16). Any other child but the lease wait (which waits
+        until the job's deadline itself: _lease_child) needs the job's timer task."""
         scope = trio.CancelScope()
+        if self._attempt_on:
+            scope.deadline = self._watch_at
+        elif role != "lease":
+            self._start_timer()
         old = self._scopes.pop(role, None)
         if old is not None:
             old.cancel()
@@ -428,6 +439,9 @@ class WorkflowActor(Actor):
         try:
             with scope:
                 await fn(token, *args)
+            if scope.cancelled_caught and self._holds(scope):
+                # Cut by its deadline, not by this actor (which forgets a scope it cancels).
+                await self._report(_JobTimedOut() if self._job_first else _AttemptTimedOut(token))
         except Exception as exc:
             log.warning("job %s: %s failed unexpectedly: %s", self.job_id, role, describe(exc))
             log.debug("job %s: %s traceback", self.job_id, role, exc_info=True)
@@ -444,6 +458,9 @@ class WorkflowActor(Actor):
                 if running is scope:
                     del self._scopes[held]
                     break
+
+    def _holds(self, scope: trio.CancelScope) -> bool:
+        return any(running is scope for running in self._scopes.values())
 
     async def _become(self, role: str, then: str) -> None:
         """The calling child (``role``) goes on as ``then``: one task for the POST, the
@@ -473,6 +490,8 @@ class WorkflowActor(Actor):
     def _new_attempt(self) -> int:
         """Leave the current attempt: its children are cancelled, its reports dropped."""
         self._cancel_children()
+        self._unwatch()
+        self._attempt_on = False
         self._token += 1
         self._upload_name = None
         self._extra_names = {}
@@ -810,7 +829,7 @@ class WorkflowActor(Actor):
         if lease.client is None:
             await self._judge(AttemptFailure("machine_lost", "machine has no client"))
             return
-        self._spawn("guard", self._guard, lease, self.ctx.config.retry.attempt_timeout)
+        self._watch(lease)
         if self._reattach:
             self._spawn("find", self._find, self.job.prompt_id)
             return
@@ -1113,22 +1132,38 @@ class WorkflowActor(Actor):
                     await self._release_held()
             raise
 
-    async def _guard(self, token: int, lease: Lease, seconds: float) -> None:
-        """The attempt's watch (one child, not three): its machine lost (``_Lost``), its
-        deadline passed (``_AttemptTimedOut``), or the job's (``_JobTimedOut``, unless the
-        job's timer task runs already), whichever comes first."""
-        lost = False
-        attempt_at = trio.current_time() + seconds
+    def _watch(self, lease: Lease) -> None:
+        """The attempt's watch, without a task (issue 16): its machine lost (``_Lost``, told
+        by the lost signal's callback), its deadline passed (``_AttemptTimedOut``), or the
+        job's (``_JobTimedOut``, unless the job's timer task runs already), whichever comes
+        first (the deadline is on each child of the attempt: _spawn, _child)."""
+        attempt_at = trio.current_time() + self.ctx.config.retry.attempt_timeout
         job_at = math.inf if self._timer_started else self._timeout_at
-        with trio.move_on_at(min(attempt_at, job_at)):
-            await lease.lost.wait()
-            lost = True
-        if lost:
-            await self._report(_Lost(token))
-        elif job_at <= attempt_at:
-            await self._report(_JobTimedOut())
-        else:
-            await self._report(_AttemptTimedOut(token))
+        self._attempt_on = True
+        self._watch_at = min(attempt_at, job_at)
+        self._job_first = job_at <= attempt_at
+        self._watching = lease.lost
+        token = self._token
+        lease.lost.watch(self, lambda: self._machine_lost(token))
+
+    def _unwatch(self) -> None:
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.unwatch(self)
+
+    def _machine_lost(self, token: int) -> None:
+        """The lost signal's callback (in the pool's task, or here if it was set already)."""
+        try:
+            self.ref.tell_nowait(_Lost(token))
+        except MailboxFullError:
+            with contextlib.suppress(ActorError):  # ActorError: this incarnation is over
+                self.start_soon(self._report, _Lost(token), name=f"{self.job_id}-lost")
+        except ActorStoppedError:
+            pass
+
+    async def on_stop(self) -> None:
+        # A crashed incarnation forgets its watch too (a restart counts tokens anew).
+        self._unwatch()
 
     async def _sleep_then(self, token: int, seconds: float, msg: Callable[[int], Any]) -> None:
         await trio.sleep(seconds)

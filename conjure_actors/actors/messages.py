@@ -10,6 +10,7 @@ awaits the reply without holding the actor's mailbox, so the actor keeps serving
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -76,6 +77,57 @@ class Reply(Generic[T]):
 # ------------------------------------------------------------------- MachineActor (the pool)
 
 
+class LostSignal:
+    """Set once, when a machine vanished or was stopped: a ``trio.Event`` (``set``,
+    ``is_set``, ``wait``) that also calls back its watchers as it is set.
+
+    A job running on the machine watches it with a callback (:meth:`watch`) rather than a
+    task parked in :meth:`wait` (one task less per job: issue 16). A callback runs in the
+    task that calls :meth:`set`, once, and must not block or raise (a job's tells its own
+    actor without waiting)."""
+
+    __slots__ = ("_event", "_watchers")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._watchers: dict[object, Callable[[], None]] = {}
+
+    def __repr__(self) -> str:
+        return f"LostSignal(set={self._event.is_set()}, watchers={len(self._watchers)})"
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        """Set it (once: again does nothing), wake the waiters, call the watchers back."""
+        if self._event.is_set():
+            return
+        self._event.set()
+        watchers, self._watchers = self._watchers, {}
+        for callback in watchers.values():
+            callback()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def watch(self, key: object, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when it is set (at once if it is set already); one callback
+        per ``key`` (a new one replaces the old)."""
+        if self._event.is_set():
+            callback()
+        else:
+            self._watchers[key] = callback
+
+    def unwatch(self, key: object) -> None:
+        """Forget ``key``'s callback (none: nothing to do)."""
+        self._watchers.pop(key, None)
+
+    @property
+    def watchers(self) -> int:
+        """How many callbacks wait for it (for tests: a job forgets its own when done)."""
+        return len(self._watchers)
+
+
 @attrs.frozen(eq=False)
 class Lease:
     """A machine handed to a job: ``server_id``, the live ComfyUI client to talk to it, and
@@ -83,7 +135,7 @@ class Lease:
 
     server_id: str
     client: ComfyUIClient  # typed only: messages import no client module at run time
-    lost: trio.Event
+    lost: LostSignal
     events: Any = None  # the machine's shared ComfyUIEvents (WebSocket), if any
 
 

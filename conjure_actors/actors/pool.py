@@ -64,6 +64,7 @@ from conjure_actors.actors.messages import (
     Lease,
     LeaseFailedError,
     LeaseMachine,
+    LostSignal,
     PollNow,
     QueueDeadline,
     QueueJob,
@@ -382,7 +383,7 @@ class _Live:
     """Live (not logged) facts about one machine: its client, its lost signal."""
 
     client: Any = None
-    lost: trio.Event = attrs.Factory(trio.Event)
+    lost: LostSignal = attrs.Factory(LostSignal)
     launched_at: float = 0.0  # trio time of the launch (ready deadline)
     seen: bool = False  # listed at least once: a 404 from now on means it is gone
     events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
@@ -1562,7 +1563,7 @@ class MachineActor(Actor):
             )
         )
         live = self.pool.live.setdefault(s.server_id, _Live(launched_at=trio.current_time()))
-        live.lost = trio.Event()
+        live.lost = LostSignal()
         live.seen = True
         if ready:
             live.client = self.pool.make_client(s.server_id, s.url)

@@ -89,11 +89,12 @@ async def test_a_queued_job_runs_no_task_of_its_own(
             assert conjure.state.jobs[job].status == "succeeded"
 
 
-async def test_a_running_attempt_watches_the_job_deadline_in_its_guard(
+async def test_a_running_attempt_watches_the_job_deadline_in_its_child(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """Issue 16: while an attempt runs, its guard watches the job's deadline (no timer task
-    of its own), and the job still fails at its total timeout, before the attempt's."""
+    """Issue 16: while an attempt runs, its child's cancel scope carries the job's deadline
+    (no timer task, no guard task), and the job still fails at its total timeout, before
+    the attempt's."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud:
@@ -104,8 +105,7 @@ async def test_a_running_attempt_watches_the_job_deadline_in_its_guard(
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
             await trio.testing.wait_all_tasks_blocked()
-            assert f"{job}-guard" in task_names(f"{job}-")
-            assert task_names(f"{job}-timeout") == []
+            assert task_names(f"{job}-") == [f"{job}-submit"]
             with trio.fail_after(3600):
                 await wait_for(conjure, lambda s: s.jobs[job].status == "failed")
             failed = conjure.state.jobs[job]
