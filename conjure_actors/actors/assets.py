@@ -3,11 +3,13 @@ expiry; :mod:`conjure_actors.domain.service_events`), and of the ``JobSubmitted`
 job submitted through the API.
 
 It owns an API submission whole: whether the job may exist hangs on its idempotency key,
-whose check and claim must be serialised in one mailbox, so the claim, the job's API facts
-and its ``JobSubmitted`` (decided by the runtime's rule, ``Conjure.prepare_submission``)
-are logged in ONE append: a submission is one durable write, and a crash can never leave a
-key claimed by a job that does not exist (nor a job without its API facts). The runtime then
-only starts the job's actor (``Conjure.start_submitted``). Jobs of ``run`` are the runtime's.
+whose check and claim must be serialised in one mailbox, so the claim, the job's API facts,
+its ``JobSubmitted`` (decided by the runtime's rule, ``Conjure.prepare_submission``) and its
+``JobQueued`` are logged in ONE append: a submission is one durable write, and a crash can
+never leave a key claimed by a job that does not exist (nor a job without its API facts).
+The runtime then only puts the job into the pool's queue (``Conjure.start_submitted``).
+Jobs of ``run`` are the runtime's. Submissions are decided at once and journaled in
+pipelined batches (see ``AssetActor._accept``).
 
 HTTP handlers (``conjure_actors.service``) ask it; it decides from the state, emits, and
 answers. Work that waits runs in child tasks that report back by message: a timer asks for
@@ -34,7 +36,7 @@ from conjure_actors.actors.messages import Reply
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
-from conjure_actors.runtime import Actor, MailboxFullError
+from conjure_actors.runtime import Actor, ActorStoppedError
 
 log = logging.getLogger("conjure_actors.actors.assets")
 
@@ -80,11 +82,6 @@ class AcceptJob:
     submitted: ev.JobSubmitted
     key: str | None = None
     reply: Reply[Any] = attrs.field(factory=Reply, eq=False)
-
-
-@attrs.frozen
-class _Flush:
-    """Internal: journal the acceptances decided since the last flush, in one append."""
 
 
 @attrs.frozen
@@ -159,14 +156,24 @@ class AssetActor(Actor):
         self.ctx = ctx
         self.blobs = blobs
         self.retention = retention
-        # Acceptances decided but not journaled yet (see _accept): their events, their
-        # replies and the keys they claim (so a duplicate in the same batch is refused).
+        # Decisions not applied yet (see _accept): the events staged for the next append
+        # and their replies; the replies of every acceptance not applied yet, by job id (the
+        # journal listener answers each as its ApiJobAccepted is applied: _watch_outputs);
+        # the keys claimed by events staged or being journaled (a key used twice before its
+        # first claim is applied is still refused).
         self._staged: list[Any] = []
         self._waiting: list[Reply[Any]] = []
+        self._claims: dict[str, Reply[Any]] = {}
         self._staged_keys: set[str] = set()
-        self._flush_told = False
+        # A flush task is started and has not taken the staged events yet (at most one, so
+        # the appends go in the order of the decisions); flush tasks whose append is not
+        # done, and an event set once there are none (see _settle).
+        self._flush_started = False
+        self._journaling = 0
+        self._settled = trio.Event()
+        self._settled.set()
         # Output files being copied into the blob store by a child (by path), and those
-        # whose AssetRecorded is staged for the next flush.
+        # whose AssetRecorded is staged or being journaled.
         self._storing: set[str] = set()
         self._staged_outputs: set[str] = set()
 
@@ -188,9 +195,24 @@ class AssetActor(Actor):
         wake = trio.Event()
         broken: list[Exception] = []
 
+        claims = self._claims
+        accepted = se.ApiJobAccepted
+        output_saved = ev.OutputSaved
+
         def on_records(records: list[Any]) -> None:
             try:
-                found = [r.event for r in records if isinstance(r.event, ev.OutputSaved)]
+                found = []
+                for r in records:
+                    event = r.event
+                    if type(event) is accepted:
+                        # Durable and applied: the submission's 201 may go now, from the
+                        # commit itself (the actor's own wake-up is one scheduler pass
+                        # later, and every pass is long while requests pour in).
+                        reply = claims.pop(event.job_id, None)
+                        if reply is not None:
+                            reply.set(Claimed())
+                    elif isinstance(event, output_saved):
+                        found.append(event)
             except Exception as exc:  # raised in this task below, not dropped silently
                 broken.append(exc)
                 wake.set()
@@ -221,14 +243,14 @@ class AssetActor(Actor):
             case AcceptJob():
                 self._accept(msg)
                 return None
-            case _Flush():
-                await self._flush()
-                return None
             case RecordAsset():
+                await self._settle()
                 return await self._record(msg)
             case DeleteAsset():
+                await self._settle()
                 return await self._delete(msg.asset_id)
             case RequestCancel():
+                await self._settle()
                 api = self.ctx.state.service.api_jobs.get(msg.job_id)
                 job = self.ctx.state.jobs.get(msg.job_id)
                 if (
@@ -248,6 +270,7 @@ class AssetActor(Actor):
                 self._output_stored(msg)
                 return None
             case SweepNow():
+                await self._settle()
                 await self._sweep()
                 return None
             case _:
@@ -257,14 +280,19 @@ class AssetActor(Actor):
     # ------------------------------------------------------------------ decisions
 
     def _accept(self, msg: AcceptJob) -> None:
-        """Decide at once; journal in batches.
+        """Decide at once; journal in batches, without waiting for them.
 
         Every acceptance must be durable before its 201, and a journal append waits for an
         fsync. Deciding and appending one message at a time would cap submissions at one
-        per fsync, so the decisions made while the mailbox drains are staged and one
-        ``_Flush`` (told after the first of them) journals them all in one append, then
-        answers each. The claim check sees staged keys too, so a key used twice in the same
-        batch is still refused the second time."""
+        per fsync, so the decisions are staged and a flush task (see :meth:`_flush_soon`)
+        journals whatever is staged when it runs in one append. The actor does not wait for
+        that append: the acceptances that come during its fsync are decided at once and
+        appended behind it, so the journal commits them right after it (as one more
+        batch), instead of waiting, undecided in the mailbox, for the actor to come back
+        from the first one and for the journal to wake for the second. Each reply is
+        answered as its ``ApiJobAccepted`` is applied (the listener in _watch_outputs).
+        The claim check sees the keys staged or being journaled too, so a key used twice
+        before its first claim is applied is still refused the second time."""
         now = self.ctx.now()
         if msg.key is not None:
             claimed = se.claim_key("jobs", msg.key)
@@ -292,34 +320,75 @@ class AssetActor(Actor):
             )
         )
         self._staged.append(msg.submitted)
+        # Submitted and queued in one append, as ``Conjure.submit`` does for ``run``: a
+        # fresh submission is pending -> queued by construction, and a JobQueued of its own
+        # would be one more commit (an fsync) per submission for the runtime to wait on.
+        self._staged.append(ev.JobQueued(job_id=msg.job_id, at=msg.submitted.at))
         self._waiting.append(msg.reply)
+        self._claims[msg.job_id] = msg.reply
         self._flush_soon()
 
     def _flush_soon(self) -> None:
-        """Tell ``_Flush`` once for whatever is staged until it runs."""
-        if self._flush_told:
+        """Start one flush task for whatever is staged until it runs."""
+        if self._flush_started:
             return
-        self._flush_told = True
-        try:
-            self.ref.tell_nowait(_Flush())
-        except MailboxFullError:  # behind a full mailbox: queue it when there is room
-            self.start_soon(self.ref.tell, _Flush(), name="asset-flush")
+        self._flush_started = True
+        if not self._journaling:
+            self._settled = trio.Event()
+        self._journaling += 1
+        self.start_soon(self._flush, name="asset-flush")
 
     async def _flush(self) -> None:
+        """A flush task: append what is staged (in the step it starts, so appends keep the
+        order of the decisions: the next task starts only after this one took its events),
+        then wait until it is durable. A failed append fails its replies and the actor.
+
+        The one child of this actor that writes to the journal: it decides nothing, it
+        writes what the actor decided, in that order, so the actor can go on deciding
+        while the fsync runs (the actor's own appends wait for it: :meth:`_settle`)."""
         events, waiting = self._staged, self._waiting
-        self._staged, self._waiting, self._staged_keys = [], [], set()
-        self._staged_outputs = set()
-        self._flush_told = False
-        if not events:
-            return
+        self._staged, self._waiting = [], []
+        self._flush_started = False
         try:
             await self.ctx.emit(*events)
         except BaseException as exc:
+            error = (
+                exc
+                if isinstance(exc, Exception)
+                else ActorStoppedError(
+                    "the asset actor stopped before the submission was journaled; retry"
+                )
+            )
             for reply in waiting:
-                reply.fail(exc)
+                reply.fail(error)
             raise
+        finally:
+            self._journaled(events)
         for reply in waiting:
-            reply.set(Claimed())
+            reply.set(Claimed())  # the listener answered it already: a no-op
+
+    def _journaled(self, events: list[Any]) -> None:
+        """A flush task's append ended: what it held no longer counts as staged (once
+        applied, the state holds it; if it failed, the actor crashes)."""
+        for event in events:
+            kind = type(event)
+            if kind is se.ApiJobAccepted:
+                self._claims.pop(event.job_id, None)
+            elif kind is se.IdempotencyKeyClaimed:
+                self._staged_keys.discard(se.claim_key(event.scope, event.key))
+            elif kind is se.AssetRecorded and event.source_path is not None:
+                self._staged_outputs.discard(event.source_path)
+        self._journaling -= 1
+        if not self._journaling:
+            self._settled.set()
+
+    async def _settle(self) -> None:
+        """Wait until every staged decision is journaled: the actor's own appends (an
+        asset, a deletion, a cancel, a sweep) then go after all it decided before, and
+        decide from a state that holds it (a sweep must not release a key that a staged
+        claim took again)."""
+        while self._journaling:
+            await self._settled.wait()
 
     async def _record(self, msg: RecordAsset) -> str | KeyReused:
         now = self.ctx.now()

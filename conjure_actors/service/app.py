@@ -199,11 +199,11 @@ class Service:
         logged (it may hold a credential), not part of the idempotency comparison, and gone
         after a restart (the job then runs without it).
 
-        The key claim, the job's API facts and its ``JobSubmitted`` are ONE append (by the
-        AssetActor): concurrent submissions share its fsync, and a key is claimed exactly
-        when its job exists. A submission the runtime refuses (bad bindings, shutting down)
-        logs nothing. Raises :class:`KeyReusedError`, ``ApiError`` (queue full, shutting
-        down) and ``UsageError``/``WorkflowError`` (refused)."""
+        The key claim, the job's API facts, its ``JobSubmitted`` and its ``JobQueued`` are
+        ONE append (by the AssetActor): concurrent submissions share its fsync, and a key is
+        claimed exactly when its job exists. A submission the runtime refuses (bad
+        bindings, shutting down) logs nothing. Raises :class:`KeyReusedError`, ``ApiError``
+        (queue full, shutting down) and ``UsageError``/``WorkflowError`` (refused)."""
         if not self.accepting:
             raise ApiError(
                 503, "unavailable", "the job service is shutting down", headers=self._retry()
@@ -247,8 +247,9 @@ class Service:
         checked: bool,
     ) -> str:
         # The runtime decides the submission (inputs kept, bindings checked: a refusal
-        # raises here, before anything is logged); the AssetActor logs it with the key claim
-        # and the API facts in one append (see actors/assets.py), then the job starts.
+        # raises here, before anything is logged); the AssetActor logs it, queued, with the
+        # key claim and the API facts in one append (see actors/assets.py), then the job
+        # goes into the pool's queue.
         job_id: str
         job_id, submitted = await self.conjure.prepare_submission(
             workflow,
@@ -276,8 +277,8 @@ class Service:
         self.index.update(self.state.jobs[job_id])
         if extra_data:
             self.conjure.side.extra_data[job_id] = dict(extra_data)
-        # The 201 needs the submission durable, not the job's actor running: starting it
-        # (the actor system logs ActorStarted, another commit) goes on after the answer.
+        # The 201 needs the submission durable, not the job in the pool's queue: that goes
+        # on after the answer, as background work.
         if self.background is not None:
             self.background.start_soon(self._start_in_background, job_id)
         else:
@@ -285,9 +286,9 @@ class Service:
         return job_id
 
     async def _start_in_background(self, job_id: str) -> None:
-        """Queue a submitted job as background work: its ``JobQueued`` (a commit) and its
-        entry in the pool's queue wait for the gate (within its bound), so they are not one
-        more commit the next request's append waits behind."""
+        """Put a submitted job into the pool's queue as background work: its entry (and
+        whatever it sets off: a lease, a launch, the job's actor) waits for the gate
+        (within its bound), so it does not lengthen the passes the requests wait through."""
         gate = self.gate
         if gate is None:
             await self.conjure.start_submitted(job_id)

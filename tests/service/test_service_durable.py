@@ -247,8 +247,8 @@ async def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 async def test_a_submission_is_one_append(sim_config: Any, tmp_path: Path) -> None:
-    """Each of 10 concurrent submissions logs its key claim, API record and JobSubmitted in
-    one append (consecutive seqs, nothing of another submission between them)."""
+    """Each of 10 concurrent submissions logs its key claim, API record, JobSubmitted and
+    JobQueued in one append (consecutive seqs, nothing of another submission between them)."""
     body = {"workflow": workflow("invert_save.json")}
     async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
 
@@ -261,15 +261,22 @@ async def test_a_submission_is_one_append(sim_config: Any, tmp_path: Path) -> No
             async with trio.open_nursery() as nursery:
                 for i in range(10):
                     nursery.start_soon(submit, i)
-    wanted = (se.IdempotencyKeyClaimed, se.ApiJobAccepted, ev.JobSubmitted)
+    wanted = (se.IdempotencyKeyClaimed, se.ApiJobAccepted, ev.JobSubmitted, ev.JobQueued)
     records = [
         r for r in eventlog.read(tmp_path / "serve.log", Event) if isinstance(r.event, wanted)
     ]
-    assert len(records) == 30
-    for claim, accepted, submitted in zip(records[::3], records[1::3], records[2::3], strict=True):
+    assert len(records) == 40
+    for claim, accepted, submitted, queued in zip(
+        records[::4], records[1::4], records[2::4], records[3::4], strict=True
+    ):
         assert isinstance(claim.event, se.IdempotencyKeyClaimed)
         assert isinstance(accepted.event, se.ApiJobAccepted)
         assert isinstance(submitted.event, ev.JobSubmitted)
-        assert accepted.event.job_id == submitted.event.job_id
+        assert isinstance(queued.event, ev.JobQueued)
+        assert accepted.event.job_id == submitted.event.job_id == queued.event.job_id
         assert accepted.event.idempotency_key == claim.event.key
-        assert (claim.seq + 1, claim.seq + 2) == (accepted.seq, submitted.seq)
+        assert (claim.seq + 1, claim.seq + 2, claim.seq + 3) == (
+            accepted.seq,
+            submitted.seq,
+            queued.seq,
+        )

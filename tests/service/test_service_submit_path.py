@@ -11,6 +11,7 @@ import pytest
 import trio
 from extras_support import open_extras_service, wait_for
 
+from conjure_actors.domain import service_events as se
 from conjure_actors.service.blobs import BlobStore
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
@@ -120,3 +121,33 @@ async def _post_raw(run: Any, body: bytes) -> Any:
     return await run.client.post(
         "/api/v2/jobs", content=body, headers={"Content-Type": "application/json"}
     )
+
+
+async def test_concurrent_submissions_share_their_appends(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """20 submissions in flight at once are made durable in a few shared commits (group
+    commit), not one commit (fsync) each; every one is durable before its 201."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    commits: list[int] = []
+    answers: list[Any] = []
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+
+            def on_records(records: list[Any]) -> None:
+                accepted = [r for r in records if isinstance(r.event, se.ApiJobAccepted)]
+                if accepted:
+                    commits.append(len(accepted))
+
+            async def submit() -> None:
+                answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+                assert run.service.state.service.api_jobs[answer.json()["id"]]
+                answers.append(answer)
+
+            with run.service.journal.listen(on_records):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(20):
+                        nursery.start_soon(submit)
+    assert [a.status_code for a in answers] == [201] * 20
+    assert sum(commits) == 20
+    assert len(commits) <= 3, commits
