@@ -32,7 +32,12 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _mockrun import config_for, positive_int, run_on_mock  # noqa: E402  (bench/_mockrun.py)
+from _mockrun import (  # noqa: E402  (bench/_mockrun.py)
+    config_for,
+    non_negative_int,
+    positive_int,
+    run_on_mock,
+)
 
 import eventlog  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow  # noqa: E402
@@ -80,7 +85,51 @@ def _light_workflow() -> Any:
     return load_workflow(json.loads(bundled_workflow("invert_save.json")))
 
 
-async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
+class Counts(trio.abc.Instrument):
+    """What the event loop does (``--counts``): task spawns and steps, scheduler batches,
+    and worker-thread calls, counted between :meth:`start` and :meth:`stop` (the measured
+    window). Spawns and steps are exact, where the timings on a noisy box are not. A batch is
+    one pass of the scheduler that ran a task other than the MockClock driver's (whose
+    passes while a worker thread runs and nothing else can are idle waits, not work:
+    ``_mockrun.run_on_mock``); how the work falls into batches still depends on when the
+    worker threads' answers arrive (about +-1 batch per job from run to run)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.spawns = self.steps = self.batches = self.threads = 0
+        self._busy = False
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawns += self.on
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.on and not task.name.endswith(".drive"):
+            self.steps += 1
+            self._busy = True
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.batches += self._busy
+        self._busy = False
+
+    def start(self) -> None:
+        self.on = True
+
+    def stop(self) -> None:
+        self.on = False
+
+    def threaded(self, run_sync: Any) -> Any:
+        """``trio.to_thread.run_sync`` counting its calls while on."""
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.threads += self.on
+            return await run_sync(*args, **kwargs)
+
+        return counted
+
+
+async def _ours_overhead(
+    n: int, machines: int, out: Path, counts: Counts | None = None
+) -> dict[str, float]:
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, rate_per_second=1000, burst=1000),
@@ -98,12 +147,16 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
             if tracing:
                 gc.collect()
                 mem0 = tracemalloc.get_traced_memory()[0]
+            if counts is not None:
+                counts.start()
             cpu0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
             for i in range(n):
                 await conjure.submit(wf, sets=[f"1.color={i}"])
             await conjure.wait_until_idle()
             cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
             trio_cpu = time.thread_time() - main0
+            if counts is not None:
+                counts.stop()
             retained = 0.0
             if tracing:
                 gc.collect()  # what the run still holds for its n jobs (state, log, view)
@@ -123,7 +176,9 @@ async def _ours_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
     }
 
 
-async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
+async def _bare_overhead(
+    n: int, machines: int, out: Path, counts: Counts | None = None
+) -> dict[str, float]:
     """The same prompts through the ComfyUI client alone, on already launched machines:
     the same HTTP calls (POST /prompt, the WebSocket, /history, /view) and the same output
     files, with none of the pipeline's guarantees (no journal, no fsync)."""
@@ -150,6 +205,8 @@ async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
         for i in range(n):
             queue_send.send_nowait(i)
         queue_send.close()
+        if counts is not None:
+            counts.start()
         cpu0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
         async with trio.open_nursery() as nursery:
             for client in clients:
@@ -175,6 +232,8 @@ async def _bare_overhead(n: int, machines: int, out: Path) -> dict[str, float]:
                 nursery.start_soon(worker)
         cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
         trio_cpu = time.thread_time() - main0
+        if counts is not None:
+            counts.stop()
         for s in ready:
             await rc.stop(s.server_id)
     return {"jobs_s": n / elapsed, "cpu_ms": 1000 * cpu / n, "main_ms": 1000 * trio_cpu / n}
@@ -216,6 +275,39 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
     )
 
 
+def _count(fn: Any, n: int, machines: int, out: Path) -> tuple[Counts, dict[str, float]]:
+    """One run of ``fn`` with its loop counted (``--counts``)."""
+    counts = Counts()
+    run_sync = trio.to_thread.run_sync
+    trio.to_thread.run_sync = counts.threaded(run_sync)
+    try:
+        row = run_on_mock(
+            fn, n, machines, out, counts, on_drive=lambda: trio.lowlevel.add_instrument(counts)
+        )
+    finally:
+        trio.to_thread.run_sync = run_sync
+    return counts, row
+
+
+def _print_counts(args: argparse.Namespace, out: Path) -> None:
+    """What each job costs the event loop, counted (ours and the bare loop, one run each)."""
+    n = args.counts
+    ours, row = _count(_ours_overhead, n, args.machines, out / "c-ours")
+    (out / "c-bare").mkdir()
+    bare, _ = _count(_bare_overhead, n, args.machines, out / "c-bare")
+    print(f"\n== the event loop's work per job ({n} jobs, {args.machines} machines; counted)")
+    print(f"{'figure':<34}{'conjure':>14}{'bare client':>14}{'ratio':>8}")
+    for label, a, b in (
+        ("task spawns", ours.spawns, bare.spawns),
+        ("task steps", ours.steps, bare.steps),
+        ("scheduler batches", ours.batches, bare.batches),
+        ("worker-thread calls", ours.threads, bare.threads),
+    ):
+        ratio = f"{a / b:8.2f}" if b else f"{'-':>8}"
+        print(f"{label:<34}{a / n:>14.2f}{b / n:>14.2f}{ratio}")
+    print(f"{'events':<34}{row['events'] / n:>14.2f}{'-':>14}")
+
+
 _run = run_on_mock
 
 
@@ -227,6 +319,12 @@ def main() -> int:
     parser.add_argument("--machines", type=positive_int, default=10, help="overhead: machines")
     parser.add_argument(
         "--repeats", type=positive_int, default=3, help="overhead: repeats (median)"
+    )
+    parser.add_argument(
+        "--counts",
+        type=non_negative_int,
+        default=500,
+        help="jobs for the counted run (task spawns, steps, batches, thread calls; 0 to skip)",
     )
     parser.add_argument(
         "--scaling",
@@ -278,6 +376,8 @@ def main() -> int:
             f"target (jobs/s >= 0.80 of the bare client's): "
             f"{'met' if jobs_ratio >= 0.8 else 'NOT met'} ({jobs_ratio:.2f})"
         )
+        if args.counts:
+            _print_counts(args, out)
         if args.scaling:
             _print_scaling(args, out)
     return 0
