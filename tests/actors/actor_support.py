@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
+import trio.testing
 
 import eventlog
 from conjure_actors.actors.conjure import Conjure
@@ -23,6 +25,21 @@ from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.runtime.events import ActorCrashed
 from conjure_actors.testing import open_simulated_conjure
 from conjure_actors.testing.runtime import open_conjure_on
+
+
+async def _run_inline(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
+
+def run_on_autojump(fn: Callable[..., Any], *args: Any) -> Any:
+    """``trio.run(fn, *args)`` on an autojump MockClock, with worker threads run inline (as
+    the ``autojump_clock`` fixture's tests do, tests/conftest.py says why): for property tests,
+    which start a run per example. Under plain autojump a task waiting on an output's fsync
+    counts as idle, and on a loaded machine mock time leaps ahead while the thread works."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trio.to_thread, "run_sync", _run_inline)
+        return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def sim_config(cloud: Any, **pool: Any) -> Config:

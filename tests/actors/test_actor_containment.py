@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from actor_support import open_test_cloud, sim_config
+from actor_support import open_test_cloud, run_on_autojump, sim_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,9 +124,7 @@ def test_a_handler_that_raises_never_leaves_a_machine_running(
     raised: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cls, "receive", _raising(cls.receive, message, what, raised, times))
-        said, stopped, running, live, replayed = trio.run(
-            _run, tmp, actor, message, clock=trio.testing.MockClock(autojump_threshold=0)
-        )
+        said, stopped, running, live, replayed = run_on_autojump(_run, tmp, actor, message)
     assert running == [], f"{actor}/{message.__name__}: machines left running: {running}"
     assert live is not None
     assert state_to_builtins(replayed) == state_to_builtins(live)

@@ -17,6 +17,7 @@ from actor_support import (
     event_names,
     open_test_cloud,
     run_conjure,
+    run_on_autojump,
     sim_config,
     submit_sketches,
     wait_for,
@@ -377,13 +378,8 @@ def test_any_interleaving_of_cancels_machine_losses_and_a_stop_keeps_the_queues_
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(job_module.PoolPort, "queue", held_queue)
-        jobs, cancels, stop_seq, took, log, state = trio.run(
-            _interleaving,
-            tmp,
-            n,
-            ops,
-            stop_at,
-            clock=trio.testing.MockClock(autojump_threshold=0),
+        jobs, cancels, stop_seq, took, log, state = run_on_autojump(
+            _interleaving, tmp, n, ops, stop_at
         )
     for job in cancels:
         assert state.jobs[job].status == "cancelled", event_names(log, job)
