@@ -73,8 +73,9 @@ class Retention:
 @attrs.frozen
 class AcceptJob:
     """Claim ``key`` (if any) and log the API facts of ``job_id`` with its ``submitted``
-    (its ``JobSubmitted``), in one append; ``reply`` gets :class:`Claimed` once they are
-    durable, or :class:`KeyReused` (then nothing was logged)."""
+    (its ``JobSubmitted``) and its ``JobQueued``, in one append; ``reply`` gets
+    :class:`Claimed` once they are durable, or :class:`KeyReused` (then nothing was
+    logged)."""
 
     job_id: str
     labels: Mapping[str, str]

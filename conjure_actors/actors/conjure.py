@@ -279,9 +279,10 @@ class Conjure:
         return job_id, submitted
 
     async def start_submitted(self, job_id: str) -> None:
-        """Queue a job whose ``JobSubmitted`` the caller logged (``JobQueued``, then an entry
-        in the pool's queue; its actor starts once a machine is leased to it). After a
-        shutdown began it stays pending in the log: the next start runs it."""
+        """Queue a job whose ``JobSubmitted`` the caller logged: an entry in the pool's
+        queue (and its ``JobQueued`` first, unless the caller logged that too, as the job
+        service does); its actor starts once a machine is leased to it. After a shutdown
+        began it stays as the log has it: the next start runs it."""
         if not self._shut_down:
             await self._queue(job_id)
 

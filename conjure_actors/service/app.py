@@ -11,6 +11,7 @@ fold of the log, ``service.state``) and change it only by messages to actors (th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import inspect
@@ -267,13 +268,23 @@ class Service:
             submitted=submitted,
             key=idempotency_key,
         )
-        with trio.fail_after(60):
-            await self.assets.tell(accept)
-            answer = await accept.reply.wait()
+        told = False
+        try:
+            with trio.fail_after(60):
+                await self.assets.tell(accept)
+                told = True
+                answer = await accept.reply.wait()
+        except BaseException:
+            if told:
+                # The AssetActor has it, and its append may land after all (the request
+                # gave up at 60 s, or its client went away): the job is then queued in the
+                # log and must reach the pool's queue, though this request is not answered.
+                self._start_if_claimed_soon(accept)
+            raise
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key)
-        # Counted at once (the index task sees the JobSubmitted a moment later), so that
-        # max_queue holds between the two.
+        # Counted here too (the index's journal listener counted it as the commit applied;
+        # updating again is harmless), so that max_queue holds whatever ran first.
         self.index.update(self.state.jobs[job_id])
         if extra_data:
             self.conjure.side.extra_data[job_id] = dict(extra_data)
@@ -284,6 +295,24 @@ class Service:
         else:
             await self.conjure.start_submitted(job_id)
         return job_id
+
+    def _start_if_claimed_soon(self, accept: AcceptJob) -> None:
+        """Start ``accept``'s job once its append lands, if it does (as background work;
+        with no background nursery, or one closed because serve is stopping, a restart
+        queues it from the log)."""
+
+        async def start_if_claimed() -> None:
+            try:
+                answer = await accept.reply.wait()
+            except Exception:  # not logged (the actor stopped, the append failed)
+                return
+            if isinstance(answer, Claimed):
+                self.index.update(self.state.jobs[accept.job_id])
+                await self._start_in_background(accept.job_id)
+
+        if self.background is not None:
+            with contextlib.suppress(RuntimeError):  # the nursery is closed: stopping
+                self.background.start_soon(start_if_claimed)
 
     async def _start_in_background(self, job_id: str) -> None:
         """Put a submitted job into the pool's queue as background work: its entry (and
