@@ -724,6 +724,9 @@ class WorkflowActor(Actor):
                 )
             case _AttemptTimedOut():
                 timeout = self.ctx.config.retry.attempt_timeout
+                if self.job.execution in ("submitting", "submitted", "started"):
+                    # Its prompt may still run (and bill, and hold the machine's queue).
+                    self._interrupt_prompt_soon()
                 await self._on_failed(
                     AttemptFailure("retryable", f"attempt timed out after {timeout:g} s"), True
                 )
@@ -1156,7 +1159,9 @@ class WorkflowActor(Actor):
         try:
             self.ref.tell_nowait(_Lost(token))
         except MailboxFullError:
-            with contextlib.suppress(ActorError):  # ActorError: this incarnation is over
+            # ActorError: this incarnation is over; RuntimeError: its nursery closed already
+            # (ending: run() not yet past it). Either way no report of its attempt matters.
+            with contextlib.suppress(ActorError, RuntimeError):
                 self.start_soon(self._report, _Lost(token), name=f"{self.job_id}-lost")
         except ActorStoppedError:
             pass

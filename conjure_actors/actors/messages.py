@@ -9,6 +9,7 @@ awaits the reply without holding the actor's mailbox, so the actor keeps serving
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -105,7 +106,12 @@ class LostSignal:
         self._event.set()
         watchers, self._watchers = self._watchers, {}
         for callback in watchers.values():
-            callback()
+            try:  # one watcher's bug neither loses the others nor crashes the setter (the pool)
+                callback()
+            except Exception:
+                logging.getLogger("conjure_actors.actors.messages").exception(
+                    "a lost signal's watcher failed"
+                )
 
     async def wait(self) -> None:
         await self._event.wait()
