@@ -431,6 +431,16 @@ class Supervisor:
             return
         await self._restart(child)
 
+    def _first_crash(self, exc: BaseException | None) -> str:
+        """``Type: message`` (scrubbed, one line) of the crash at the root of ``exc``: past
+        the escalations of the supervisors below, which chain it as their cause."""
+        while isinstance(exc, EscalationError) and exc.__cause__ is not None:
+            exc = exc.__cause__
+        if exc is None:
+            return "no error"
+        error_type, text = crash_message(exc, self.system._scrub)
+        return f"{error_type}: {text}" if text else error_type
+
     async def _restart(self, failed: _Child) -> None:
         # Restart intensity: a sliding window of restart times; one too many -> escalate.
         now = trio.current_time()
@@ -451,7 +461,8 @@ class Supervisor:
             )
             raise EscalationError(
                 f"supervisor {self.path} gave up after {len(window)} restarts within "
-                f"{period:g} s (last: {failed.path}); fix the crash or raise the intensity"
+                f"{period:g} s (last: {failed.path}: {self._first_crash(failed.exc)}); "
+                "fix the crash or raise the intensity"
             ) from failed.exc
 
         order = list(self.children.values())

@@ -118,6 +118,48 @@ async def test_crash_storm_beyond_intensity_escalates_out_of_the_system(
     assert (sink.events[-1].actor, sink.events[-1].reason) == ("root", "escalated")
 
 
+async def test_an_escalation_names_the_crash_it_gave_up_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The one line a run stops with says what kept crashing, not only where."""
+
+    async def storm() -> None:
+        async with open_actor_system(intensity=Intensity(1, 5), backoff=NO_BACKOFF) as system:
+            ref = await system.root.start_child(worker([], "w"))
+            for _ in range(2):
+                await crash(ref)
+            await trio.sleep_forever()  # cancelled by the escalation
+
+    with trio.fail_after(CAP), pytest.raises(EscalationError) as info:
+        await storm()
+    assert "(last: root/w: RuntimeError: w crashed)" in str(info.value)
+
+
+async def test_an_escalation_through_two_levels_names_the_first_crash_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The root's line names the leaf's crash (the middle supervisor's own escalation is
+    the chain between them, not a second message inside the first)."""
+    mid = SupervisorSpec(
+        "mid",
+        children=[ActorSpec(StartCrasher, "leaf")],
+        intensity=Intensity(1, 5),
+        backoff=NO_BACKOFF,
+    )
+
+    async def loop() -> None:
+        async with open_actor_system(intensity=Intensity(1, 5), backoff=NO_BACKOFF) as system:
+            await system.root.start_child(mid)
+            await trio.sleep_forever()
+
+    with trio.fail_after(CAP), pytest.raises(EscalationError) as info:
+        await loop()
+    line = str(info.value)
+    assert line.startswith("supervisor root gave up")
+    assert "(last: root/mid: ConnectionError: cannot start)" in line
+    assert line.count("gave up") == 1
+
+
 async def test_crashes_spread_beyond_the_period_never_escalate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
