@@ -28,7 +28,8 @@ In one run, on loopback only:
    (the URL it serves on: the log is replayed, the runtime started, the socket bound), and
    the same on an empty log (interpreter and imports alone).
 
-It prints a table with the ratios against the proxy measured in the same run, a breakdown
+It prints a table with the ratios against the proxy measured in the same run, each round's
+jobs/s (the spread: on a busy box one round may be half or twice another), a breakdown
 (each backend's CPU time per accepted job: during the load, until its jobs ran, and its
 simulator's), a completion table (per round, from the load's start until every job the
 backend accepted has run: ``serve``'s /metrics count them finished, the proxy's ComfyUI has
@@ -36,7 +37,8 @@ an empty queue; so a backend that answers fast by deferring its jobs shows it th
 verdict line checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher) and a restart
 under 2 s; the same comparison at the proxy's level is printed beside it. Every loop is
-bounded in count and time.
+bounded in count and time. The last line is the load average before the bench started its
+processes: other work on the box, which makes every figure noisy.
 """
 
 from __future__ import annotations
@@ -378,6 +380,7 @@ def measure(
                 "ok": n,
                 "refused": refused,
                 "jobs_per_s": statistics.median(r["jobs_per_s"] for r in done),
+                "rounds_jobs_per_s": [r["jobs_per_s"] for r in done],
                 "ran_s": statistics.median(r["ran_s"] for r in done),
                 "ran_per_s": statistics.median(r["ran_per_s"] for r in done),
                 "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
@@ -441,6 +444,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     per_level = {1: max(50, args.jobs // 5), 10: args.jobs, 50: args.jobs}
+    load_before = os.getloadavg()[0]  # other work on the box (see the last line)
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     os.environ.pop("RUNCOMFY_USER_ID", None)
     os.environ.pop("RUNCOMFY_API_TOKEN", None)
@@ -527,6 +531,13 @@ def main() -> int:
                 print(f"        serve {level} answered non-201s: {a['refused']}")
         if b["refused"]:
             print(f"        proxy answered non-201s: {b['refused']}")
+    # A round's jobs/s on a busy box can be half or twice the median: the spread says how
+    # far the ratios above can be trusted (a verdict from rounds that overlap is noise).
+    print("spread: jobs/s of each round (in order), per backend")
+    for clients in LEVELS:
+        for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
+            rounds = " ".join(f"{x:.0f}" for x in results[clients]["rounds_jobs_per_s"])
+            print(f"{clients:>7} | {name:<11} {rounds}")
     print(
         "breakdown: CPU ms per accepted job (user+system, /proc) of each backend's process"
         " during the load, until its accepted jobs ran, and of its ComfyUI simulator"
@@ -568,6 +579,12 @@ def main() -> int:
     print(
         "at the proxy's durability (serve write): as fast as the proxy at every concurrency: "
         f"{'yes' if verdicts['write'] else 'no'}"
+    )
+    cores = os.cpu_count() or 1
+    busy = ": a busy box, other work shares the cores and the figures are noisy"
+    print(
+        f"load average (1 min) before the bench started its processes: {load_before:.2f} on"
+        f" {cores} cores{busy if load_before >= cores / 2 else ''}"
     )
     return 0
 
