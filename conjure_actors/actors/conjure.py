@@ -156,6 +156,9 @@ class Conjure:
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
+        # Workflows whose WorkflowRegistered is being logged (sha256 -> set once it is): a
+        # submission of one waits for it instead of logging it again.
+        self._registering: dict[str, trio.Event] = {}
         """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
         # What the queue answered jobs waiting without an actor, for _run_starter to act on
         # in order (the pool tells without waiting; starting an actor waits).
@@ -254,12 +257,19 @@ class Conjure:
         )
         ctx = self.ctx
         sha = wf.sha256
+        while (registering := self._registering.get(sha)) is not None:
+            await registering.wait()  # another submission is logging it: its commit
         if sha not in ctx.state.workflows:
-            await ctx.emit(
-                ev.WorkflowRegistered(
-                    sha256=sha, name=wf.name, graph_json=wf.canonical_json(), at=ctx.now()
+            self._registering[sha] = done = trio.Event()
+            try:
+                await ctx.emit(
+                    ev.WorkflowRegistered(
+                        sha256=sha, name=wf.name, graph_json=wf.canonical_json(), at=ctx.now()
+                    )
                 )
-            )
+            finally:
+                del self._registering[sha]
+                done.set()
         job_id = job_id or f"job-{ctx.ids().hex[:12]}"
         version = workflow_version or self._default_version()
         submitted = decide.submit_job(

@@ -348,3 +348,37 @@ async def test_node_errors_are_retried_then_fail(
         assert state.jobs[job].attempt == 3
         retries = [r.event for r in log.records() if type(r.event).__name__ == "JobRetrying"]
         assert [e.attempt for e in retries] == [1, 2]
+
+
+async def test_concurrent_first_submissions_of_a_workflow_register_it_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Many first submissions of one workflow at once (serve's 50 clients): while the first
+    one's WorkflowRegistered waits for its commit, the others wait for it rather than log
+    their own (the log held one per submission)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        graph = _graph()
+        slow_append = log.append_many
+
+        async def append_many(events: Any) -> Any:
+            await trio.sleep(0.01)  # a commit takes a while (fsync)
+            return await slow_append(events)
+
+        log.append_many = append_many  # type: ignore[method-assign]
+        submitted: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+
+                async def prepare() -> None:
+                    job_id, _ = await conjure.prepare_submission(graph)
+                    submitted.append(job_id)
+
+                nursery.start_soon(prepare)
+        registered = [r for r in log.records() if type(r.event).__name__ == "WorkflowRegistered"]
+        assert len(submitted) == 5
+        assert len(registered) == 1
