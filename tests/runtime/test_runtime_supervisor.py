@@ -140,20 +140,8 @@ async def test_an_escalation_through_two_levels_names_the_first_crash_once(
 ) -> None:
     """The root's line names the leaf's crash (the middle supervisor's own escalation is
     the chain between them, not a second message inside the first)."""
-    mid = SupervisorSpec(
-        "mid",
-        children=[ActorSpec(StartCrasher, "leaf")],
-        intensity=Intensity(1, 5),
-        backoff=NO_BACKOFF,
-    )
-
-    async def loop() -> None:
-        async with open_actor_system(intensity=Intensity(1, 5), backoff=NO_BACKOFF) as system:
-            await system.root.start_child(mid)
-            await trio.sleep_forever()
-
     with trio.fail_after(CAP), pytest.raises(EscalationError) as info:
-        await loop()
+        await _two_level_crash_loop(ListSink())
     line = str(info.value)
     assert line.startswith("supervisor root gave up")
     assert "(last: root/mid: ConnectionError: cannot start)" in line
@@ -189,23 +177,24 @@ async def test_zero_intensity_escalates_on_first_restart(
         await one_crash()
 
 
-async def test_escalation_through_two_levels(autojump_clock: trio.testing.MockClock) -> None:
-    """A crash loop escalates from the middle supervisor to the root, then out."""
-    sink = ListSink()
+async def _two_level_crash_loop(sink: ListSink) -> None:
+    """root -> mid -> a leaf that crashes as it starts, every time (both allow 1 in 5 s)."""
     mid = SupervisorSpec(
         "mid",
         children=[ActorSpec(StartCrasher, "leaf")],
         intensity=Intensity(1, 5),
         backoff=NO_BACKOFF,
     )
+    async with open_actor_system(sink, intensity=Intensity(1, 5), backoff=NO_BACKOFF) as system:
+        await system.root.start_child(mid)
+        await trio.sleep_forever()
 
-    async def loop() -> None:
-        async with open_actor_system(sink, intensity=Intensity(1, 5), backoff=NO_BACKOFF) as system:
-            await system.root.start_child(mid)
-            await trio.sleep_forever()
 
+async def test_escalation_through_two_levels(autojump_clock: trio.testing.MockClock) -> None:
+    """A crash loop escalates from the middle supervisor to the root, then out."""
+    sink = ListSink()
     with trio.fail_after(CAP), pytest.raises(EscalationError, match="supervisor root ") as info:
-        await loop()
+        await _two_level_crash_loop(sink)
     escalations = [
         (e.supervisor, e.child) for e in sink.events if isinstance(e, SupervisorEscalated)
     ]
