@@ -724,9 +724,6 @@ class WorkflowActor(Actor):
                 )
             case _AttemptTimedOut():
                 timeout = self.ctx.config.retry.attempt_timeout
-                if self.job.execution in ("submitting", "submitted", "started"):
-                    # Its prompt may still run (and bill, and hold the machine's queue).
-                    self._interrupt_prompt_soon()
                 await self._on_failed(
                     AttemptFailure("retryable", f"attempt timed out after {timeout:g} s"), True
                 )
@@ -1015,6 +1012,10 @@ class WorkflowActor(Actor):
 
     async def _on_failed(self, failure: AttemptFailure, suspect: bool) -> None:
         """A failed attempt: if it may be the machine vanishing, let the pool look first."""
+        if self.job.execution in ("submitting", "submitted", "started"):
+            # Its prompt may still run (and bill, and hold the machine's queue): a timeout,
+            # an unknown outcome not found, a follow that failed, a WebSocket image unsaved.
+            self._interrupt_prompt_soon()
         self._new_attempt()
         lease = self._lease
         if suspect and lease is not None and not lease.lost.is_set():
