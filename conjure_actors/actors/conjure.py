@@ -62,6 +62,7 @@ from conjure_actors.actors.messages import (
     LeaseFailedError,
     QueueJob,
     Reply,
+    ResumeLaunching,
     SetBudget,
     StopAllMachines,
     StopLaunching,
@@ -759,6 +760,13 @@ class Conjure:
             self._starts[0].send_nowait((job_id, CancelJob(job_id, self._cancels[job_id])))
         self.machines.tell_nowait(StopAllMachines(reason))
 
+    def _on_budget_lifted(self, reason: str) -> None:
+        """From the CostActor: the budget was raised past the spend after it stopped every
+        machine (``serve`` runs on): new jobs get machines again, unless the run is
+        stopping (a tell only, as above)."""
+        if not self._shut_down:
+            self.machines.tell_nowait(ResumeLaunching(reason))
+
 
 def _accrue() -> Any:
     from conjure_actors.actors.messages import AccrueNow
@@ -890,12 +898,15 @@ async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> C
     async def on_exceeded(reason: str) -> None:
         await holder["c"]._on_budget_exceeded(reason)
 
+    async def on_lifted(reason: str) -> None:
+        holder["c"]._on_budget_lifted(reason)
+
     def notify_stall(job_id: str) -> None:
         if "c" in holder:
             holder["c"]._notify_stall(job_id)
 
     await system.spawn(functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor")
-    ledger = Ledger(ctx, on_exceeded=on_exceeded)
+    ledger = Ledger(ctx, on_exceeded=on_exceeded, on_lifted=on_lifted)
     cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
 
     async def approve_launch(job_id: str, server_type: str) -> bool:

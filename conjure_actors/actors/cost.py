@@ -41,14 +41,18 @@ ACCRUE_INTERVAL = 30.0
 APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launch logged
 
 OnExceeded = Callable[[str], Awaitable[None]]
+BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
 
 
 class Ledger:
     """The CostActor's long-lived memory, and the read-only figures of the bill."""
 
-    def __init__(self, ctx: Context, *, on_exceeded: OnExceeded) -> None:
+    def __init__(
+        self, ctx: Context, *, on_exceeded: OnExceeded, on_lifted: OnExceeded | None = None
+    ) -> None:
         self.ctx = ctx
         self.on_exceeded = on_exceeded
+        self.on_lifted = on_lifted  # the budget was raised past the spend after an excess
         self.exceeded_handled = False
         self.reservations: list[cost_policy.Reservation] = []
         self.seen_requests: set[str] | None = None  # launch requests known at the last look
@@ -128,8 +132,11 @@ class CostActor(Actor):
             case SetBudget():
                 limit = cost_policy.budget_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
-                self.ledger.exceeded_handled = False
+                handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
+                lifted = self.ledger.on_lifted
+                if handled and not self.ctx.state.budget.exceeded and lifted is not None:
+                    await lifted(BUDGET_EXCEEDED)
                 return None
             case AccrueNow():
                 await self._accrue()
@@ -171,4 +178,4 @@ class CostActor(Actor):
         if self.ctx.state.budget.exceeded and not self.ledger.exceeded_handled:
             self.ledger.exceeded_handled = True
             log.warning("budget exceeded: stopping every machine")
-            await self.ledger.on_exceeded("budget exceeded")
+            await self.ledger.on_exceeded(BUDGET_EXCEEDED)

@@ -221,6 +221,16 @@ class StopLaunching:
     reason: str
 
 
+@attrs.frozen
+class ResumeLaunching:
+    """Launch again after :class:`StopLaunching` (and :class:`StopAllMachines`) for
+    ``reason``: the budget that stopped every machine was raised past the spend (a service
+    runs on). Nothing changes if launching stopped for another reason, or if someone waits
+    for every machine to stop (the run's own stop is never undone)."""
+
+    reason: str
+
+
 @attrs.frozen(eq=False)
 class PollNow:
     """Poll the cloud now rather than at the next tick (tests, stalls, recovery); ``reply``,

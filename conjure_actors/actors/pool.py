@@ -70,6 +70,7 @@ from conjure_actors.actors.messages import (
     QueueJob,
     ReleaseMachine,
     Reply,
+    ResumeLaunching,
     StopAllMachines,
     StopLaunching,
     StopMachine,
@@ -562,6 +563,8 @@ class MachineActor(Actor):
                 await self._stop(msg.server_id, msg.reason)
             case StopLaunching():
                 self._stop_launching(msg.reason)
+            case ResumeLaunching():
+                self._resume_launching(msg.reason)
             case StopAllMachines():
                 await self._stop_all(msg.reason, msg.reply)
             case PollNow(reply=reply):
@@ -724,6 +727,19 @@ class MachineActor(Actor):
     def _stop_launching(self, reason: str) -> None:
         self.pool.launching_allowed = False
         self.pool.refuse_reason = reason
+
+    def _resume_launching(self, reason: str) -> None:
+        """See :class:`ResumeLaunching`: the machines being stopped go on stopping; new
+        jobs get machines again."""
+        pool = self.pool
+        stop = pool.shutdown
+        if pool.launching_allowed or pool.refuse_reason != reason:
+            return
+        if stop is not None and (stop.reason != reason or stop.replies):
+            return
+        pool.shutdown = None
+        pool.launching_allowed = True
+        pool.refuse_reason = ""
 
     def _views(self) -> list[MachineView]:
         out = []
