@@ -169,3 +169,28 @@ async def submit_sketches(conjure: Conjure, n: int = 1, priority: int = 0) -> li
         await conjure.submit(graph, image=example_sketch_png(), prompt="x", priority=priority)
         for _ in range(n)
     ]
+
+
+async def second_attempt_submitted(conjure: Conjure, log: eventlog.MemoryLog[Any], job: str) -> str:
+    """Wait until ``job``'s second attempt has submitted its prompt; the first one's id."""
+    with trio.fail_after(3600):
+        await wait_for(
+            conjure,
+            lambda s: s.jobs[job].attempt == 2 and s.jobs[job].execution == "submitted",
+        )
+    return next(
+        r.event.prompt_id for r in log.records() if type(r.event).__name__ == "PromptSubmitting"
+    )
+
+
+async def assert_prompt_stopped(cloud: Any, conjure: Conjure, job: str, first: str) -> Any:
+    """30 s on, ``job``'s machine no longer runs prompt ``first`` (or was told to stop it:
+    the simulator honours it at its next node step); returns the machine's simulator."""
+    sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
+    await trio.sleep(30)
+    running = sim._running
+    assert conjure.state.jobs[job].prompt_id != first
+    assert running is None or running.prompt_id != first or sim._interrupt, (
+        f"prompt {first[:8]} still runs on the paid machine; queue: {sim.queue_remaining}"
+    )
+    return sim

@@ -10,7 +10,13 @@ from typing import Any
 
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    assert_prompt_stopped,
+    open_test_cloud,
+    run_conjure,
+    second_attempt_submitted,
+    sim_config,
+)
 
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
@@ -32,23 +38,8 @@ async def test_a_timed_out_attempt_stops_its_prompt(
         config = sim_config(cloud, max_machines=1, retry=retry)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
             job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await wait_for(
-                    conjure,
-                    lambda s: s.jobs[job].attempt == 2 and s.jobs[job].execution == "submitted",
-                )
-            first = next(
-                r.event.prompt_id
-                for r in log.records()
-                if type(r.event).__name__ == "PromptSubmitting"
-            )
-            sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
-            await trio.sleep(30)  # (attempt 2's own deadline is 60 s away)
-            running = sim._running
+            first = await second_attempt_submitted(conjure, log, job)
+            # (attempt 2's own deadline is 60 s away)
+            sim = await assert_prompt_stopped(cloud, conjure, job, first)
             pending = [item.prompt_id for *_, item in sim._pending]
-            assert conjure.state.jobs[job].prompt_id != first
             assert pending in ([], [conjure.state.jobs[job].prompt_id])
-            # Stopped, or told to stop (the simulator honours it at its next node step).
-            assert running is None or running.prompt_id != first or sim._interrupt, (
-                f"attempt 1's prompt {first[:8]} still runs; queue: {sim.queue_remaining}"
-            )
