@@ -82,7 +82,14 @@ from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
 from conjure_actors.errgroups import describe, meaningful, single_error
 from conjure_actors.errors import ConjureError, UsageError
-from conjure_actors.runtime import ActorRef, ActorSystem, Restart, SupervisorRef, open_actor_system
+from conjure_actors.runtime import (
+    ActorRef,
+    ActorSystem,
+    EscalationError,
+    Restart,
+    SupervisorRef,
+    open_actor_system,
+)
 from conjure_actors.runtime.errors import ActorStoppedError
 from conjure_actors.runtime.policy import Intensity
 
@@ -1005,7 +1012,8 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
             log.info("shutdown: SystemStopped not logged: %s", describe(log_exc))
     leaf = meaningful(exc) or exc
     what = describe(leaf)
-    if leaf.__cause__ is not None:  # a supervisor that gave up: say what kept crashing
+    if leaf.__cause__ is not None and not isinstance(leaf, EscalationError):
+        # (A supervisor that gave up names the crash in its own message.)
         what += f" (last error: {describe(leaf.__cause__)})"
     parts = [f"the run stopped: {what}"]
     if stopped:

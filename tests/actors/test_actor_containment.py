@@ -135,3 +135,21 @@ def test_a_handler_that_raises_never_leaves_a_machine_running(
     assert all("\n" not in line for line in said)
     if stopped is not None:  # the run stopped on it: its own line names the failure
         assert what in stopped, stopped
+
+
+def test_a_run_stopped_by_a_crash_loop_names_the_crash_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The supervisor's line names the crash it gave up on: the run's stop line does not
+    say it a second time."""
+    cls = assembly.MonitorActor
+    what = "injected into MonitorActor on _Tick"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cls, "receive", _raising(cls.receive, monitor_module._Tick, what, [], None))
+        _, stopped, running, _, _ = run_on_autojump(
+            _run, tmp_path_factory.mktemp("loop"), "MonitorActor", monitor_module._Tick
+        )
+    assert running == []
+    assert stopped is not None
+    assert "gave up" in stopped
+    assert stopped.count(what) == 1, stopped
