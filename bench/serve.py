@@ -14,31 +14,38 @@ In one run, on loopback only:
    loss) and the proxy's (``--journal-sync none``: the 201 once the submission is written
    to the OS, which survives a crash of the process, not a power loss). The workflow is
    ``invert_save.json`` (EmptyImage -> ImageInvert -> SaveImage: no input to upload).
-   Each client has its own connection (its own HTTP client) and submits one job after
-   the other.
+   Each client has its own keep-alive connection and submits one job after the other.
    Both services really run every job on their simulator while the next ones arrive
    (``serve`` runs ``--parallel`` of them at once on its ComfyUI, default 8). The three
-   backends are up at once and measured in ``--rounds`` interleaved rounds (the order
-   rotates; each load starts once every backend is quiet, its accepted jobs run), so a
-   drift of the machine's load weighs on all three alike: jobs/s is the median of the
-   rounds, p50/p99 come from all their latencies.
+   backends are up at once and measured in interleaved rounds: one warm-up round
+   (discarded), then ``--rounds`` rounds whose order alternates (A B C, C B A, ...); each
+   load starts once every backend is quiet (its accepted jobs ran), so a drift of the
+   machine's load weighs on all three alike. The server under test (each ``serve``, the
+   proxy) is pinned to core 0 and this process (the clients, bare HTTP/1.1 over
+   keep-alive sockets) and the simulators to core 1, so both servers get the same
+   dedicated core (said in the output when the platform cannot pin). jobs/s and p50 are
+   the medians of the rounds (min-max printed), p99 comes from all their latencies.
 2. Memory per 10,000 retained jobs: ``serve``'s resident memory after replaying a log of
    10,000 finished jobs, minus its resident memory started on an empty log.
 3. Restart: seconds from starting ``serve`` on that log of 10,000 jobs to its first line
    (the URL it serves on: the log is replayed, the runtime started, the socket bound), and
    the same on an empty log (interpreter and imports alone).
 
-It prints a table with the ratios against the proxy measured in the same run, each round's
-jobs/s (the spread: on a busy box one round may be half or twice another), a breakdown
+It prints a table with the ratios against the proxy measured in the same run, the rounds'
+spread (min-median-max) and paired ratios, a breakdown
 (each backend's CPU time per accepted job: during the load, until its jobs ran, and its
 simulator's), a completion table (per round, from the load's start until every job the
 backend accepted has run: ``serve``'s /metrics count them finished, the proxy's ComfyUI has
 an empty queue; so a backend that answers fast by deferring its jobs shows it there), and a
 verdict line checking the goal on ``serve``'s default level: at least as
-fast as the proxy at every concurrency (jobs/s not lower, p50 not higher) and a restart
-under 2 s; the same comparison at the proxy's level is printed beside it. Every loop is
-bounded in count and time. The last line is the load average before the bench started its
-processes: other work on the box, which makes every figure noisy.
+fast as the proxy at every concurrency (jobs/s not lower, p50 not higher), decided on the
+paired rounds (serve's round i against the proxy's round i, run back to back): PASS when
+every row's rounds agree it is, FAIL when a row's rounds all say it is not, NOT DECIDED
+when they disagree (a pass or fail from noise decides nothing); and a restart under 2 s.
+The same comparison at the proxy's level is printed beside it. ``--part`` runs the
+submission table or the restart figures alone (each fits one turn of a shared lock). Every
+loop is bounded in count and time. The last line is the load average before the bench
+started its processes: other work on the box, which makes every figure noisy.
 """
 
 from __future__ import annotations
@@ -56,9 +63,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import trio
@@ -75,19 +82,55 @@ START_TIMEOUT = 60.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+# ----------------------------------------------------------------------------- cores
+
+# The server under test (serve, or the proxy) runs alone on SERVER_CORE; this process (the
+# load's clients) and every ComfyUI simulator share DRIVER_CORE. Both servers so get the
+# same dedicated core, whatever else the box runs: unpinned, the scheduler put them beside
+# the load generator one round and not the next (rounds of one backend spread 402-729
+# jobs/s). serve also runs the jobs it accepts (follows them, downloads their outputs) in
+# its own process: that work stays on its core and in its figures.
+SERVER_CORE: Final = 0
+DRIVER_CORE: Final = 1
+PINNED = False  # set by main() once this process is pinned
+
+
+def pinning() -> str | None:
+    """Pin this process (and so the simulators it starts) to ``DRIVER_CORE``; returns why
+    it could not (a note for the output), or None once pinned."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "no sched_setaffinity on this platform"
+    allowed = os.sched_getaffinity(0)
+    if not {SERVER_CORE, DRIVER_CORE} <= allowed:
+        return f"cores {SERVER_CORE} and {DRIVER_CORE} not both allowed ({sorted(allowed)})"
+    os.sched_setaffinity(0, {DRIVER_CORE})
+    return None
+
+
+def server_core() -> None:
+    """``preexec_fn`` of a server: its every thread on ``SERVER_CORE`` (set before exec,
+    so no thread starts elsewhere)."""
+    os.sched_setaffinity(0, {SERVER_CORE})
+
+
 # ----------------------------------------------------------------------------- processes
 
 
 class Proc:
     """A child process we started, with its stdout lines read by a thread-free poll."""
 
-    def __init__(self, argv: list[str], cwd: Path, name: str) -> None:
+    def __init__(self, argv: list[str], cwd: Path, name: str, server: bool = False) -> None:
         self.name = name
         self.out = (cwd / f"{name}.out").open("w+b")
         self.err = (cwd / f"{name}.err").open("w+b")
         self.started = time.perf_counter()
         self.popen = subprocess.Popen(
-            argv, cwd=cwd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL
+            argv,
+            cwd=cwd,
+            stdout=self.out,
+            stderr=self.err,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=server_core if server and PINNED else None,  # this process has no threads
         )
 
     def wait_line(self, needle: str, timeout: float = START_TIMEOUT) -> str:
@@ -202,6 +245,7 @@ def start_serve(
         ],
         work,
         name,
+        server=True,
     )
     line = proc.wait_line("serving the Comfy API v2 on")
     return proc, line.split()[-1], time.perf_counter() - proc.started
@@ -225,6 +269,7 @@ def start_proxy(work: Path, comfyui: str) -> tuple[Proc, str]:
         ],
         work,
         "proxy",
+        server=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.perf_counter() + START_TIMEOUT
@@ -244,46 +289,74 @@ def start_proxy(work: Path, comfyui: str) -> tuple[Proc, str]:
 # ----------------------------------------------------------------------------- load
 
 
+async def read_response(stream: trio.SocketStream, buf: bytearray) -> tuple[int, bytearray]:
+    """One HTTP/1.1 response off a keep-alive connection: its status, and the bytes read
+    past its end (Content-Length bodies, which both backends send for a job)."""
+    while (head_end := buf.find(b"\r\n\r\n")) < 0:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise RuntimeError("the backend closed the connection mid-response")
+        buf += chunk
+    head = bytes(buf[:head_end]).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    length = None
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    if length is None:
+        raise RuntimeError(f"a response without Content-Length: {head[0]!r}")
+    end = head_end + 4 + length
+    while len(buf) < end:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise RuntimeError("the backend closed the connection mid-body")
+        buf += chunk
+    return status, buf[end:]
+
+
 async def submit_load(url: str, clients: int, per_client: int, budget: float) -> dict[str, Any]:
     """``clients`` concurrent clients, each submitting ``per_client`` jobs one after the
     other (or until ``budget`` seconds pass): latencies of the 201s, jobs/s, non-201s."""
     latencies: list[float] = []
     refused: dict[int, int] = {}
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
     body = json.dumps({"workflow": WORKFLOW}).encode()
-    headers = {"Content-Type": "application/json"}
-    # Each client has its own connection (its own httpx client), as separate clients do.
-    # One pool of ``clients`` connections shared by all of them cost this process ~3.3 ms
-    # of CPU per request at 50 clients (httpcore's pool walks its connections and queued
-    # requests on each assignment) against ~0.7 ms at 10, on the cores the backends share:
-    # the 50-client row then measured the load generator more than the backend.
-    # The clients are made before the clock starts: each builds a TLS context (~20 ms of
-    # CPU, even for http), which at 50 clients put ~1 s before the first answers.
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    request = (
+        f"POST /api/v2/jobs HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    # Each client has its own keep-alive connection, as separate clients do, opened before
+    # the clock starts, and speaks HTTP/1.1 over a bare socket: one prebuilt request, the
+    # status line and Content-Length read back. httpx cost this process 0.7 ms of CPU per
+    # request at 10 clients (1.5-2.1 at 50) on the core the simulators share; the 50-client
+    # row then measured the load generator as much as the backend.
+    streams = [await trio.open_tcp_stream(host, port) for _ in range(clients)]
 
-    async def one_client(client: httpx.AsyncClient, deadline: float) -> None:
+    async def one_client(stream: trio.SocketStream, deadline: float) -> None:
+        buf = bytearray()
         for _ in range(per_client):
             if time.perf_counter() > deadline:
                 return
             t0 = time.perf_counter()
-            r = await client.post("/api/v2/jobs", content=body, headers=headers)
+            await stream.send_all(request)
+            status, buf = await read_response(stream, buf)
             took = time.perf_counter() - t0
-            if r.status_code == 201:
+            if status == 201:
                 latencies.append(took)
             else:
-                refused[r.status_code] = refused.get(r.status_code, 0) + 1
+                refused[status] = refused.get(status, 0) + 1
 
-    async with AsyncExitStack() as stack:
-        each = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=url, limits=limits, timeout=60)
-            )
-            for _ in range(clients)
-        ]
+    try:
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for client in each:
-                nursery.start_soon(one_client, client, start + budget)
+            for stream in streams:
+                nursery.start_soon(one_client, stream, start + budget)
         elapsed = time.perf_counter() - start
+    finally:
+        for stream in streams:
+            await stream.aclose()
     latencies.sort()
     n = len(latencies)
     return {
@@ -334,37 +407,41 @@ Done = Any  # () -> bool, made per round by a target's ``ran`` factory (expected
 
 def measure(
     targets: dict[str, tuple[str, list[Proc], Any]],
-    per_level: dict[int, int],
+    per_round: dict[int, int],
     budget: float,
     rounds: int,
 ) -> dict[str, dict[int, dict[str, Any]]]:
-    """Every target at every concurrency, in ``rounds`` interleaved rounds (the order
-    rotates each round, and each load starts once every backend is quiet), so a drift of
-    the machine's load over the run weighs on all of them alike. Per target and level:
-    jobs/s is the median of the rounds', p50/p99 come from all the rounds' latencies.
-    Each round also times the load's start to the moment every job it accepted has run
-    (``ran(accepted) -> done()``, a target's third element): "ran/s" is the median of
-    accepted jobs per second of that span, "done s" its median."""
+    """Every target at every concurrency, in one warm-up round (discarded: first
+    connections, caches, the log's first segment) then ``rounds`` interleaved rounds whose
+    order alternates (A B C, then C B A: each target goes first as often as last; an
+    unalternated order favoured whichever server ran first, 3 A/Bs out of 3). Each load
+    starts once every backend is quiet (the jobs the previous one accepted have run).
+    Per target and level: jobs/s and p50 are medians of the rounds' (each round's kept, to
+    pair them across targets), p99 comes from all the rounds' latencies. Each round also
+    times the load's start to the moment every job it accepted has run (``ran(accepted)
+    -> done()``, a target's third element): "ran/s" is the median of accepted jobs per
+    second of that span, "done s" its median."""
     names = list(targets)
     every = [proc for _, procs, _ in targets.values() for proc in procs]
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {n: {c: [] for c in LEVELS} for n in names}
     for clients in LEVELS:
-        each = max(1, per_level[clients] // rounds // clients)
-        for turn in range(rounds):
-            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+        each = max(1, per_round[clients] // clients)
+        for turn in range(rounds + 1):  # turn 0 is the warm-up
+            for name in names if turn % 2 else names[::-1]:
                 wait_quiet(every)
                 url, procs, ran = targets[name]
                 front, behind = procs[:1], procs[1:]
                 before = cpu_ticks(front), cpu_ticks(behind)
                 done = ran()
-                run = trio.run(submit_load, url, clients, each, budget / rounds)
+                run = trio.run(submit_load, url, clients, each, budget)
                 during = cpu_ticks(front) - before[0]
                 span = wait_ran(done(run["ok"])) - run["started"]
                 run["ran_s"] = span
                 run["ran_per_s"] = run["ok"] / span if span > 0 else 0.0
                 wait_quiet(every)  # its accepted jobs ran (the next load waits for it anyway)
                 run["cpu"] = (during, cpu_ticks(front) - before[0], cpu_ticks(behind) - before[1])
-                runs[name][clients].append(run)
+                if turn:
+                    runs[name][clients].append(run)
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for name in names:
         out[name] = {}
@@ -381,9 +458,10 @@ def measure(
                 "refused": refused,
                 "jobs_per_s": statistics.median(r["jobs_per_s"] for r in done),
                 "rounds_jobs_per_s": [r["jobs_per_s"] for r in done],
+                "rounds_p50_ms": [r["p50_ms"] for r in done],
                 "ran_s": statistics.median(r["ran_s"] for r in done),
                 "ran_per_s": statistics.median(r["ran_per_s"] for r in done),
-                "p50_ms": 1000 * latencies[n // 2] if n else math.nan,
+                "p50_ms": statistics.median(r["p50_ms"] for r in done),
                 "p99_ms": 1000 * latencies[min(n - 1, math.ceil(0.99 * n) - 1)] if n else math.nan,
                 # CPU ms per accepted job: the service during the load, the service until
                 # its jobs ran, its simulator until then (the breakdown under the table).
@@ -392,6 +470,47 @@ def measure(
                 ),
             }
     return out
+
+
+# How a row is decided from paired rounds. Round i of serve and round i of the proxy ran
+# back to back, so their ratio cancels most of the box's drift; the rounds' ratios then say
+# how far a verdict can be trusted. "yes" needs the median ratio on the right side of 1 and
+# no round more than TOLERANCE on the wrong side; "no" needs every round on the wrong side;
+# anything between is "not decided": the rounds disagree, and a pass or fail would be noise.
+TOLERANCE: Final = 0.05
+
+
+def decide(ratios: list[float], higher_is_better: bool) -> str:
+    """``yes``/``no``/``not decided`` for one figure's paired ratios (serve / proxy)."""
+    sign = 1.0 if higher_is_better else -1.0
+    margins = [sign * math.log(r) for r in ratios]  # > 0: serve better in that round
+    if statistics.median(margins) >= 0 and min(margins) >= math.log(1 - TOLERANCE):
+        return "yes"
+    if max(margins) < 0:
+        return "no"
+    return "not decided"
+
+
+def row_verdict(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, str]:
+    """(verdict, ratios text) of one row: jobs/s not lower and p50 not higher than the
+    proxy's, per paired round."""
+    pairs = zip(ours["rounds_jobs_per_s"], theirs["rounds_jobs_per_s"], strict=True)
+    speed = [a / b for a, b in pairs]
+    p50 = [a / b for a, b in zip(ours["rounds_p50_ms"], theirs["rounds_p50_ms"], strict=True)]
+    both = (decide(speed, higher_is_better=True), decide(p50, higher_is_better=False))
+    verdict = "no" if "no" in both else "yes" if both == ("yes", "yes") else "not decided"
+    text = (
+        f"jobs/s x {min(speed):.2f}-{max(speed):.2f} ({both[0]}),"
+        f" p50 x {min(p50):.2f}-{max(p50):.2f} ({both[1]})"
+    )
+    return verdict, text
+
+
+def overall(verdicts: list[str]) -> str:
+    """PASS when every row is a yes, FAIL when one is a no, NOT DECIDED otherwise."""
+    if "no" in verdicts:
+        return "FAIL"
+    return "PASS" if all(v == "yes" for v in verdicts) else "NOT DECIDED"
 
 
 def wait_all_done(url: str, expected: int, timeout: float) -> int:
@@ -427,10 +546,13 @@ def proxy_ran(comfyui: str) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--jobs", type=positive_int, default=1000, help="submissions per concurrency level"
+        "--jobs",
+        type=positive_int,
+        default=300,
+        help="submissions per round at 10 and 50 clients (half of it at 1 client)",
     )
     parser.add_argument(
-        "--budget", type=positive_number, default=60.0, help="seconds at most per level"
+        "--budget", type=positive_number, default=30.0, help="seconds at most per round"
     )
     parser.add_argument(
         "--retained", type=positive_int, default=RETAINED, help="jobs in the restart log"
@@ -440,10 +562,24 @@ def main() -> int:
         "--parallel", type=positive_int, default=8, help="jobs serve runs at once on its ComfyUI"
     )
     parser.add_argument(
-        "--rounds", type=positive_int, default=3, help="interleaved rounds per concurrency level"
+        "--rounds",
+        type=positive_int,
+        default=5,
+        help="measured rounds per concurrency level (after one warm-up round)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=("all", "load", "restart"),
+        default="all",
+        help="load: the submission table only; restart: the memory and restart figures only"
+        " (each fits one turn of a shared benchmark lock)",
     )
     args = parser.parse_args()
-    per_level = {1: max(50, args.jobs // 5), 10: args.jobs, 50: args.jobs}
+    per_round = {1: args.jobs, 10: args.jobs, 50: args.jobs}
+    load, restarts = args.part in ("all", "load"), args.part in ("all", "restart")
+    global PINNED
+    unpinned = pinning()
+    PINNED = unpinned is None
     load_before = os.getloadavg()[0]  # other work on the box (see the last line)
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     os.environ.pop("RUNCOMFY_USER_ID", None)
@@ -469,21 +605,20 @@ def main() -> int:
             )
             serve, url, _ = start_serve(work, comfyui, log, "serve", args.parallel)
             try:
-                measured = measure(
+                measured = load and measure(
                     {
                         "proxy": (proxy_url, [proxy, proxy_sim], proxy_ran(proxy_comfy)),
                         "fsync": (url, [serve, serve_sim], serve_ran(url)),
                         "write": (unsynced_url, [unsynced, none_sim], serve_ran(unsynced_url)),
                     },
-                    per_level,
+                    per_round,
                     args.budget,
                     max(1, args.rounds),
                 )
-                theirs, ours, written = measured["proxy"], measured["fsync"], measured["write"]
                 proxy.stop()
                 unsynced.stop()
-                submitted = sum(r["ok"] for r in ours.values())
-                left = args.retained - submitted
+                submitted = serve_finished(url)  # measure() waited until every job ran
+                left = args.retained - submitted if restarts else 0
                 while left > 0:
                     batch = trio.run(submit_load, url, 50, max(1, left // 50), 600.0)
                     if not batch["ok"]:
@@ -494,91 +629,124 @@ def main() -> int:
             finally:
                 for proc in (proxy, unsynced, serve):
                     proc.stop()
-            again, _, restart = start_serve(work, comfyui, log, "serve-restart", args.parallel)
-            time.sleep(1.0)  # let the replayed runtime settle before reading its memory
-            retained_rss = again.rss_bytes()
-            again.stop()
+            if restarts:
+                again, _, restart = start_serve(work, comfyui, log, "serve-restart", args.parallel)
+                time.sleep(1.0)  # let the replayed runtime settle before reading its memory
+                retained_rss = again.rss_bytes()
+                again.stop()
     finally:
         if args.keep:
             print(f"work directory: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    print("serve vs comfy-api-proxy: POST /api/v2/jobs -> 201 (invert_save.json, loopback)")
-    print(
-        "  serve fsync = default (--journal-sync batch: 201 once fsynced, survives power loss);"
-        "\n  serve write = the proxy's level (--journal-sync none: 201 once written to the OS,"
-        " survives kill -9, not power loss)"
-    )
-    print(
-        f"{'clients':>7} | {'level':<11} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} | "
-        f"{'proxy jobs/s':>12} {'p50 ms':>8} {'p99 ms':>8} | {'jobs/s x':>8} {'p50 x':>6}"
-    )
-    verdicts = {"fsync": True, "write": True}
-    for clients in LEVELS:
-        b = theirs[clients]
-        for level, results in (("fsync", ours), ("write", written)):
-            a = results[clients]
-            speed = a["jobs_per_s"] / b["jobs_per_s"] if b["jobs_per_s"] else math.inf
-            p50 = a["p50_ms"] / b["p50_ms"] if b["p50_ms"] else math.inf
-            verdicts[level] &= speed >= 1.0 and p50 <= 1.0
-            print(
-                f"{clients:>7} | {'serve ' + level:<11} {a['jobs_per_s']:>8.1f} {a['p50_ms']:>8.2f}"
-                f" {a['p99_ms']:>8.2f} | {b['jobs_per_s']:>12.1f} {b['p50_ms']:>8.2f}"
-                f" {b['p99_ms']:>8.2f} | {speed:>8.2f} {p50:>6.2f}"
-            )
-            if a["refused"]:
-                print(f"        serve {level} answered non-201s: {a['refused']}")
-        if b["refused"]:
-            print(f"        proxy answered non-201s: {b['refused']}")
-    # A round's jobs/s on a busy box can be half or twice the median: the spread says how
-    # far the ratios above can be trusted (a verdict from rounds that overlap is noise).
-    print("spread: jobs/s of each round (in order), per backend")
-    for clients in LEVELS:
-        for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
-            rounds = " ".join(f"{x:.0f}" for x in results[clients]["rounds_jobs_per_s"])
-            print(f"{clients:>7} | {name:<11} {rounds}")
-    print(
-        "breakdown: CPU ms per accepted job (user+system, /proc) of each backend's process"
-        " during the load, until its accepted jobs ran, and of its ComfyUI simulator"
-    )
-    print(f"{'clients':>7} | {'backend':<11} {'load':>8} {'all':>8} {'sim':>8}")
-    for clients in LEVELS:
-        for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
-            load, whole, sim = results[clients]["cpu_ms"]
-            print(f"{clients:>7} | {name:<11} {load:>8.2f} {whole:>8.2f} {sim:>8.2f}")
-    print(
-        "completion: from each load's start until every job it accepted ran (serve: its"
-        " /metrics count them finished; proxy: its ComfyUI's queue is empty), median of the"
-        " rounds: seconds, and accepted jobs per second of that span"
-    )
-    print(f"{'clients':>7} | {'backend':<11} {'done s':>8} {'ran/s':>8} | {'ran/s x proxy':>13}")
-    for clients in LEVELS:
-        for name, results in (("proxy", theirs), ("serve fsync", ours), ("serve write", written)):
-            r = results[clients]
-            base = theirs[clients]["ran_per_s"]
-            ratio = r["ran_per_s"] / base if base else math.inf
-            print(
-                f"{clients:>7} | {name:<11} {r['ran_s']:>8.2f} {r['ran_per_s']:>8.1f} |"
-                f" {ratio:>13.2f}"
-            )
-    fast_enough = verdicts["fsync"]
-    per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)
-    print(
-        f"log of {submitted} jobs ({done} finished): restart to first line {restart:.2f} s"
-        f" (empty log: {empty_start:.2f} s); memory {retained_rss / 2**20:.0f} MiB vs"
-        f" {empty_rss / 2**20:.0f} MiB empty -> {per_10k / 2**20:.1f} MiB per 10,000 jobs"
-    )
-    restart_ok = restart < 2.0
-    verdict = "PASS" if fast_enough and restart_ok else "FAIL"
+    fast_enough = "not measured (--part restart)"
+    if measured:
+        theirs, ours, written = measured["proxy"], measured["fsync"], measured["write"]
+        rows = (("proxy", theirs), ("serve fsync", ours), ("serve write", written))
+        print("serve vs comfy-api-proxy: POST /api/v2/jobs -> 201 (invert_save.json, loopback)")
+        print(
+            "  serve fsync = default (--journal-sync batch: 201 once fsynced, survives power loss);"
+            "\n  serve write = the proxy's level (--journal-sync none: 201 once written to the OS,"
+            " survives kill -9, not power loss)"
+        )
+        print(
+            f"{'clients':>7} | {'level':<11} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} | "
+            f"{'proxy jobs/s':>12} {'p50 ms':>8} {'p99 ms':>8} | {'jobs/s x':>8} {'p50 x':>6}"
+        )
+        verdicts: dict[str, list[str]] = {"fsync": [], "write": []}
+        why: dict[str, list[str]] = {"fsync": [], "write": []}
+        for clients in LEVELS:
+            b = theirs[clients]
+            for level, results in (("fsync", ours), ("write", written)):
+                a = results[clients]
+                speed = a["jobs_per_s"] / b["jobs_per_s"] if b["jobs_per_s"] else math.inf
+                p50 = a["p50_ms"] / b["p50_ms"] if b["p50_ms"] else math.inf
+                verdict, text = row_verdict(a, b)
+                verdicts[level].append(verdict)
+                why[level].append(f"{clients:>7} | serve {level:<5} {verdict:<11} {text}")
+                print(
+                    f"{clients:>7} | {'serve ' + level:<11} {a['jobs_per_s']:>8.1f}"
+                    f" {a['p50_ms']:>8.2f} {a['p99_ms']:>8.2f} | {b['jobs_per_s']:>12.1f}"
+                    f" {b['p50_ms']:>8.2f} {b['p99_ms']:>8.2f} | {speed:>8.2f} {p50:>6.2f}"
+                )
+                if a["refused"]:
+                    print(f"        serve {level} answered non-201s: {a['refused']}")
+            if b["refused"]:
+                print(f"        proxy answered non-201s: {b['refused']}")
+        # The medians above hide how far apart the rounds were: each row's spread (min-max of
+        # its rounds) and the paired ratios say whether the rounds agree on a verdict.
+        print(
+            f"spread: jobs/s min-median-max of the {args.rounds} rounds (after a warm-up), p50 ms"
+            " min-max"
+        )
+        for clients in LEVELS:
+            for name, results in rows:
+                r = results[clients]
+                js, p50s = r["rounds_jobs_per_s"], r["rounds_p50_ms"]
+                print(
+                    f"{clients:>7} | {name:<11} {min(js):>7.0f} {statistics.median(js):>7.0f}"
+                    f" {max(js):>7.0f} | p50 {min(p50s):>6.2f}-{max(p50s):<6.2f}"
+                )
+        print(
+            f"paired rounds (serve / proxy of the same round): yes = median on the right side of 1"
+            f" and no round over {TOLERANCE:.0%} on the wrong side; no = every round on the wrong"
+            " side; otherwise not decided"
+        )
+        for level in ("fsync", "write"):
+            for line in why[level]:
+                print(line)
+        print(
+            "breakdown: CPU ms per accepted job (user+system, /proc) of each backend's process"
+            " during the load, until its accepted jobs ran, and of its ComfyUI simulator"
+        )
+        print(f"{'clients':>7} | {'backend':<11} {'load':>8} {'all':>8} {'sim':>8}")
+        for clients in LEVELS:
+            for name, results in rows:
+                load, whole, sim = results[clients]["cpu_ms"]
+                print(f"{clients:>7} | {name:<11} {load:>8.2f} {whole:>8.2f} {sim:>8.2f}")
+        print(
+            "completion: from each load's start until every job it accepted ran (serve: its"
+            " /metrics count them finished; proxy: its ComfyUI's queue is empty), median of the"
+            " rounds: seconds, and accepted jobs per second of that span"
+        )
+        head = f"{'clients':>7} | {'backend':<11} {'done s':>8} {'ran/s':>8} |"
+        print(f"{head} {'ran/s x proxy':>13}")
+        for clients in LEVELS:
+            for name, results in rows:
+                r = results[clients]
+                base = theirs[clients]["ran_per_s"]
+                ratio = r["ran_per_s"] / base if base else math.inf
+                print(
+                    f"{clients:>7} | {name:<11} {r['ran_s']:>8.2f} {r['ran_per_s']:>8.1f} |"
+                    f" {ratio:>13.2f}"
+                )
+        fast_enough = overall(verdicts["fsync"])
+    if restarts:
+        per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)
+        print(
+            f"log of {submitted} jobs ({done} finished): restart to first line {restart:.2f} s"
+            f" (empty log: {empty_start:.2f} s); memory {retained_rss / 2**20:.0f} MiB vs"
+            f" {empty_rss / 2**20:.0f} MiB empty -> {per_10k / 2**20:.1f} MiB per 10,000 jobs"
+        )
+        restart_ok = "yes" if restart < 2.0 else "no"
+        restart_text = f"restart on {submitted} jobs under 2 s: {restart_ok} ({restart:.2f} s)"
+    else:
+        restart_ok, restart_text = "yes", "restart: not measured (--part load)"
+    verdict = "FAIL" if restart_ok != "yes" else fast_enough if measured else "PASS (restart only)"
     print(
         f"verdict: {verdict}: serve (default, fsync) as fast as the proxy at every"
-        f" concurrency: {'yes' if fast_enough else 'no'}; restart on {submitted} jobs under"
-        f" 2 s: {'yes' if restart_ok else 'no'} ({restart:.2f} s)"
+        f" concurrency: {fast_enough}; {restart_text}"
     )
+    if measured:
+        print(
+            "at the proxy's durability (serve write): as fast as the proxy at every concurrency:"
+            f" {overall(verdicts['write'])}"
+        )
     print(
-        "at the proxy's durability (serve write): as fast as the proxy at every concurrency: "
-        f"{'yes' if verdicts['write'] else 'no'}"
+        f"cores: servers on core {SERVER_CORE}, load clients and simulators on core {DRIVER_CORE}"
+        if PINNED
+        else f"cores: NOT pinned ({unpinned}): servers, clients and simulators share the cores"
     )
     cores = os.cpu_count() or 1
     busy = ": a busy box, other work shares the cores and the figures are noisy"
