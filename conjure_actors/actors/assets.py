@@ -84,6 +84,10 @@ class AcceptJob:
     key: str | None = None
     reply: Reply[Any] = attrs.field(factory=Reply, eq=False)
 
+    def undelivered(self, error: BaseException) -> None:
+        """The actor ended for good with this in its mailbox: nothing was logged."""
+        self.reply.fail(error)
+
 
 @attrs.frozen
 class RecordAsset:

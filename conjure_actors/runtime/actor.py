@@ -237,7 +237,9 @@ class ActorRef:
         """Queue ``msg``, waiting while the mailbox is full (backpressure).
 
         Messages from one task arrive in the order it sent them. This is a checkpoint only
-        when it has to wait.
+        when it has to wait. A message that carries its own answer (a reply the sender waits
+        on) may define ``undelivered(error)``: if the actor ends for good before handling
+        it, that is called with the :class:`ActorStoppedError`, so its waiter is told at once.
         """
         try:
             self._send_nowait(msg)
@@ -489,8 +491,9 @@ class ActorCell:
             await actor.on_stop()
 
     def close(self) -> None:
-        """The end for good: fail queued asks, count queued tells as dead letters, and close the
-        mailbox so that every later (or blocked) ``tell``/``ask`` raises ActorStoppedError."""
+        """The end for good: fail queued asks, count queued tells as dead letters (telling those
+        that define ``undelivered``), and close the mailbox so that every later (or blocked)
+        ``tell``/``ask`` raises ActorStoppedError."""
         if self.closed:
             return
         self.closed = True
@@ -508,6 +511,11 @@ class ActorCell:
                 self.dead_letters += 1
             elif item is not _WAKE:
                 self.dead_letters += 1
+                # A tell that carries its own answer (a reply in the message) is told why
+                # it will never be handled, instead of leaving its waiter to its timeout.
+                undelivered = getattr(item, "undelivered", None)
+                if callable(undelivered):
+                    undelivered(self._stopped_error(item, "stopped"))
         self.recv.close()
 
     def statistics(self) -> ActorStatistics:

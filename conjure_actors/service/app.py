@@ -38,7 +38,7 @@ from starlette.routing import BaseRoute
 from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, Retention
 from conjure_actors.domain import state as st
 from conjure_actors.domain.workflow import Catalog, Workflow
-from conjure_actors.runtime import PriorityGate, background_checkpoint
+from conjure_actors.runtime import ActorStoppedError, PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
@@ -274,12 +274,20 @@ class Service:
                 await self.assets.tell(accept)
                 told = True
                 answer = await accept.reply.wait()
-        except BaseException:
+        except BaseException as exc:
             if told:
                 # The AssetActor has it, and its append may land after all (the request
                 # gave up at 60 s, or its client went away): the job is then queued in the
                 # log and must reach the pool's queue, though this request is not answered.
                 self._start_if_claimed_soon(accept)
+            if isinstance(exc, ActorStoppedError):
+                # The AssetActor stopped (or restarts) before logging it: nothing was logged.
+                raise ApiError(
+                    503,
+                    "unavailable",
+                    "the job service is restarting; retry",
+                    headers=self._retry(),
+                ) from None
             raise
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key)

@@ -185,6 +185,34 @@ async def test_queued_asks_fail_when_actor_stops_for_good(
     assert stats.dead_letters == 2
 
 
+class _Answered:
+    """A tell that carries its own answer."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def undelivered(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def test_a_queued_tell_that_carries_its_answer_is_told_when_the_actor_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = trio.Event()
+    queued = _Answered()
+    with trio.fail_after(CAP):
+        async with open_actor_system() as system:
+            ref = await system.spawn(
+                functools.partial(Gate, gate, []), name="g", shutdown_timeout=1
+            )
+            await ref.tell("busy")
+            await ref.tell(queued)
+            await trio.testing.wait_all_tasks_blocked()
+            await system.stop(ref)  # the actor never finishes "busy": forced
+    assert isinstance(queued.error, ActorStoppedError)
+    assert "root/g" in str(queued.error)
+
+
 async def test_exception_in_ask_reaches_asker_and_crashes_actor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

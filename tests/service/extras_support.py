@@ -21,9 +21,10 @@ import eventlog
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.commands.serve import build_app
 from conjure_actors.config import Config, Secret
+from conjure_actors.domain import service_events as se
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.state import apply, initial_state
-from conjure_actors.service.app import Settings, open_service
+from conjure_actors.service.app import Service, Settings, open_service
 from conjure_actors.sim.cloud import CloudTimings, open_simulated_cloud
 from conjure_actors.sim.runcomfy import RunComfyTimings
 from conjure_actors.sim.timings import ComfyTimings
@@ -182,3 +183,19 @@ async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[flo
             if "event" in fields:
                 out.append((at, fields["event"], json.loads(fields.get("data", "null"))))
     return out
+
+
+def hold_submissions(service: Service) -> trio.Event:
+    """Hold every submission's append until the returned event is set (a stalled disk)."""
+    release = trio.Event()
+    journal: Any = service.journal
+    append_many = journal.append_many
+
+    async def held(events: Any) -> Any:
+        events = list(events)
+        if any(isinstance(e, se.ApiJobAccepted) for e in events):
+            await release.wait()
+        return await append_many(events)
+
+    journal.append_many = held
+    return release

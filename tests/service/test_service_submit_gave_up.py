@@ -10,28 +10,11 @@ from typing import Any
 
 import pytest
 import trio
-from extras_support import open_extras_service
+from extras_support import hold_submissions, open_extras_service
 
-from conjure_actors.domain import service_events as se
 from conjure_actors.service.app import Service
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
-
-
-def _hold_submissions(service: Service) -> trio.Event:
-    """Hold every submission's append until the returned event is set (a stalled disk)."""
-    release = trio.Event()
-    journal: Any = service.journal
-    append_many = journal.append_many
-
-    async def held(events: Any) -> Any:
-        events = list(events)
-        if any(isinstance(e, se.ApiJobAccepted) for e in events):
-            await release.wait()
-        return await append_many(events)
-
-    journal.append_many = held
-    return release
 
 
 async def _settled_statuses(service: Service) -> list[str]:
@@ -49,7 +32,7 @@ async def test_a_submission_whose_answer_timed_out_still_runs_once_it_lands(
 ) -> None:
     with trio.fail_after(3600):
         async with open_extras_service(tmp_path) as run:
-            release = _hold_submissions(run.service)
+            release = hold_submissions(run.service)
             with pytest.raises(trio.TooSlowError):  # the handler gives up at 60 s (500)
                 await run.service.submit_job(_graph())
             release.set()
@@ -61,7 +44,7 @@ async def test_a_submission_whose_client_went_away_still_runs_once_it_lands(
 ) -> None:
     with trio.fail_after(3600):
         async with open_extras_service(tmp_path) as run:
-            release = _hold_submissions(run.service)
+            release = hold_submissions(run.service)
             with trio.move_on_after(5):  # the request is cancelled while the append waits
                 await run.service.submit_job(_graph())
             release.set()
