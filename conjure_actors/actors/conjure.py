@@ -116,7 +116,14 @@ class RunStoppedError(ConjureError):
 def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> ComfyUIClient:
     """A ComfyUI client for a machine; its URL never appears in messages (``redact``)."""
     raw = url.reveal() if hasattr(url, "reveal") else str(url)
-    kwargs: dict[str, Any] = {"http": ctx.http, "redact": f"server {server_id}", "ids": ctx.ids}
+    kwargs: dict[str, Any] = {
+        "http": ctx.http,
+        "redact": f"server {server_id}",
+        "ids": ctx.ids,
+        # Its retry and reconnect jitter from the run's seeded generator: a seeded run (the
+        # harness, a hypothesis example) replays the same waits, hence the same log.
+        "rng": random.Random(ctx.rng.getrandbits(64)),
+    }
     if ctx.ws_connect is not None:
         kwargs["ws_connect"] = ctx.ws_connect
     return ComfyUIClient(raw, **kwargs)
