@@ -120,6 +120,10 @@ SOCKET_WAIT: Final = 30.0
 INTERRUPT_DEADLINE: Final = 10.0
 """Seconds a cancelled job's ``/interrupt`` may take before the job is cancelled anyway."""
 
+POST_PATIENCE: Final = 30.0
+"""Seconds a ``POST /prompt`` may take (it is not cut by the attempt's end: a request cut on
+our side may still reach ComfyUI after the attempt's cleanup); then its outcome is unknown."""
+
 
 def _one_line(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
@@ -391,6 +395,9 @@ class WorkflowActor(Actor):
         self._watch_at = math.inf
         self._job_first = False
         self._watching: LostSignal | None = None
+        # Prompts whose POST is in flight (set once it settled): an attempt's cleanup waits
+        # for it, so a POST that lands after the cleanup began is still deleted/interrupted.
+        self._posts: dict[str, trio.Event] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -1095,6 +1102,10 @@ class WorkflowActor(Actor):
         """``DELETE`` the prompt from the queue and ``/interrupt`` it (shielded, bounded)."""
         if lease is None or lease.client is None or prompt_id is None:
             return
+        posting = self._posts.get(prompt_id)
+        if posting is not None:  # its POST may land after a DELETE sent now: wait for it
+            with trio.CancelScope(shield=True), trio.move_on_after(POST_PATIENCE):
+                await posting.wait()
         with trio.CancelScope(shield=True), trio.move_on_after(INTERRUPT_DEADLINE):
             try:
                 await lease.client.delete_from_queue(prompt_id)
@@ -1340,9 +1351,7 @@ class WorkflowActor(Actor):
             return
         try:
             extra = self.side.extra_data.get(self.job_id) if self.side is not None else None
-            answer = await client.submit(
-                prompt, prompt_id=prompt_id, client_id=client_id, extra_data=extra
-            )
+            answer = await self._post_settled(client, prompt, prompt_id, client_id, extra)
         except cerr.PromptRejectedError as exc:
             first = exc.node_errors[0] if exc.node_errors else None
             await self._report(
@@ -1401,6 +1410,30 @@ class WorkflowActor(Actor):
         # mailbox, so PromptSubmitted is written before anything the follow reports.
         await self._become("submit", "follow")
         await self._follow(token, prompt_id, True)
+
+    async def _post_settled(
+        self,
+        client: Any,
+        prompt: dict[str, Any],
+        prompt_id: str,
+        client_id: str,
+        extra: Any,
+    ) -> Any:
+        """``POST /prompt``, not cut by the attempt's end (bounded by POST_PATIENCE): bytes
+        already on the wire may reach ComfyUI after our ``DELETE``/``/interrupt``, and the
+        prompt would then run unfollowed on the paid machine. The cleanup waits for this."""
+        posted = self._posts[prompt_id] = trio.Event()
+        try:
+            with trio.CancelScope(shield=True), trio.fail_after(POST_PATIENCE):
+                return await client.submit(
+                    prompt, prompt_id=prompt_id, client_id=client_id, extra_data=extra
+                )
+        except trio.TooSlowError:
+            raise cerr.OutcomeUnknownError(f"POST /prompt took over {POST_PATIENCE:g} s") from None
+        finally:
+            posted.set()
+            if self._posts.get(prompt_id) is posted:
+                del self._posts[prompt_id]
 
     async def _follow(self, token: int, prompt_id: str | None, use_ws: bool) -> None:
         """Report the prompt's updates until its outcome. A transient error (a 429, a dropped
