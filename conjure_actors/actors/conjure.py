@@ -171,10 +171,10 @@ class Conjure:
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
+        """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
         # Workflows whose WorkflowRegistered is being logged (sha256 -> set once it is): a
         # submission of one waits for it instead of logging it again.
         self._registering: dict[str, trio.Event] = {}
-        """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
         # What the queue answered jobs waiting without an actor, for _run_starter to act on
         # in order (the pool tells without waiting; starting an actor waits).
         self._starts: tuple[
