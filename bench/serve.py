@@ -39,9 +39,10 @@ backend accepted has run: ``serve``'s /metrics count them finished, the proxy's 
 an empty queue; so a backend that answers fast by deferring its jobs shows it there), and a
 verdict line checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher), decided on the
-paired rounds (serve's round i against the proxy's round i, run back to back): PASS when
-every row's rounds agree it is, FAIL when a row's rounds all say it is not, NOT DECIDED
-when they disagree (a pass or fail from noise decides nothing); and a restart under 2 s.
+paired rounds (serve's round i against the proxy's round i, run close together) by a sign
+test (see ``decide``): PASS when every row's rounds agree it is, FAIL when a row's rounds
+agree it is not, NOT DECIDED otherwise (a pass or fail from noise decides nothing); and a
+restart under 2 s.
 The same comparison at the proxy's level is printed beside it. ``--part`` runs the
 submission table or the restart figures alone (each fits one turn of a shared lock). Every
 loop is bounded in count and time. The last line is the load average before the bench
@@ -289,9 +290,11 @@ def start_proxy(work: Path, comfyui: str) -> tuple[Proc, str]:
 # ----------------------------------------------------------------------------- load
 
 
-async def read_response(stream: trio.SocketStream, buf: bytearray) -> tuple[int, bytearray]:
-    """One HTTP/1.1 response off a keep-alive connection: its status, and the bytes read
-    past its end (Content-Length bodies, which both backends send for a job)."""
+async def read_response(stream: trio.SocketStream, buf: bytearray) -> tuple[int, bool, bytearray]:
+    """One HTTP/1.1 response off a keep-alive connection: its status, whether the server
+    closes the connection after it (``Connection: close``: hypercorn does after 1000
+    requests on one), and the bytes read past its end (Content-Length bodies, which both
+    backends send for a job)."""
     while (head_end := buf.find(b"\r\n\r\n")) < 0:
         chunk = await stream.receive_some(65536)
         if not chunk:
@@ -300,10 +303,14 @@ async def read_response(stream: trio.SocketStream, buf: bytearray) -> tuple[int,
     head = bytes(buf[:head_end]).decode("latin-1").split("\r\n")
     status = int(head[0].split(" ", 2)[1])
     length = None
+    close = False
     for line in head[1:]:
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
+        name = name.strip().lower()
+        if name == "content-length":
             length = int(value)
+        elif name == "connection":
+            close = value.strip().lower() == "close"
     if length is None:
         raise RuntimeError(f"a response without Content-Length: {head[0]!r}")
     end = head_end + 4 + length
@@ -312,7 +319,7 @@ async def read_response(stream: trio.SocketStream, buf: bytearray) -> tuple[int,
         if not chunk:
             raise RuntimeError("the backend closed the connection mid-body")
         buf += chunk
-    return status, buf[end:]
+    return status, close, buf[end:]
 
 
 async def submit_load(url: str, clients: int, per_client: int, budget: float) -> dict[str, Any]:
@@ -334,14 +341,17 @@ async def submit_load(url: str, clients: int, per_client: int, budget: float) ->
     # row then measured the load generator as much as the backend.
     streams = [await trio.open_tcp_stream(host, port) for _ in range(clients)]
 
-    async def one_client(stream: trio.SocketStream, deadline: float) -> None:
+    async def one_client(i: int, deadline: float) -> None:
         buf = bytearray()
         for _ in range(per_client):
             if time.perf_counter() > deadline:
                 return
             t0 = time.perf_counter()
-            await stream.send_all(request)
-            status, buf = await read_response(stream, buf)
+            await streams[i].send_all(request)
+            status, close, buf = await read_response(streams[i], buf)
+            if close:  # as a client does: a new connection for the next request
+                await streams[i].aclose()
+                streams[i] = await trio.open_tcp_stream(host, port)
             took = time.perf_counter() - t0
             if status == 201:
                 latencies.append(took)
@@ -351,8 +361,8 @@ async def submit_load(url: str, clients: int, per_client: int, budget: float) ->
     try:
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for stream in streams:
-                nursery.start_soon(one_client, stream, start + budget)
+            for i in range(clients):
+                nursery.start_soon(one_client, i, start + budget)
         elapsed = time.perf_counter() - start
     finally:
         for stream in streams:
@@ -473,20 +483,37 @@ def measure(
 
 
 # How a row is decided from paired rounds. Round i of serve and round i of the proxy ran
-# back to back, so their ratio cancels most of the box's drift; the rounds' ratios then say
-# how far a verdict can be trusted. "yes" needs the median ratio on the right side of 1 and
-# no round more than TOLERANCE on the wrong side; "no" needs every round on the wrong side;
-# anything between is "not decided": the rounds disagree, and a pass or fail would be noise.
+# close together, so their ratio cancels most of the box's drift, and a sign test over the
+# rounds says whether they agree beyond chance: "yes" needs the median ratio on the right
+# side of 1 and at least ``needed(n)`` of the n rounds no more than TOLERANCE on the wrong
+# side; "no" needs the median on the wrong side and at least ``needed(n)`` rounds on the
+# wrong side; anything between is "not decided" (a pass or fail would be noise). One round
+# disturbed by other work on the box cannot flip a verdict from 8 rounds.
 TOLERANCE: Final = 0.05
+ALPHA: Final = 0.05
+
+
+def needed(n: int) -> int | None:
+    """The fewest of ``n`` rounds that must agree for a one-sided sign test at ``ALPHA``
+    (None: ``n`` rounds cannot decide, fewer than 5)."""
+    for k in range(n + 1):
+        tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+        if tail <= ALPHA:
+            return k
+    return None
 
 
 def decide(ratios: list[float], higher_is_better: bool) -> str:
     """``yes``/``no``/``not decided`` for one figure's paired ratios (serve / proxy)."""
     sign = 1.0 if higher_is_better else -1.0
     margins = [sign * math.log(r) for r in ratios]  # > 0: serve better in that round
-    if statistics.median(margins) >= 0 and min(margins) >= math.log(1 - TOLERANCE):
+    k = needed(len(margins))
+    if k is None:
+        return "not decided"
+    middle = statistics.median(margins)
+    if middle >= 0 and sum(m >= math.log(1 - TOLERANCE) for m in margins) >= k:
         return "yes"
-    if max(margins) < 0:
+    if middle < 0 and sum(m < 0 for m in margins) >= k:
         return "no"
     return "not decided"
 
@@ -548,8 +575,8 @@ def main() -> int:
     parser.add_argument(
         "--jobs",
         type=positive_int,
-        default=300,
-        help="submissions per round at 10 and 50 clients (half of it at 1 client)",
+        default=200,
+        help="submissions per round at every concurrency",
     )
     parser.add_argument(
         "--budget", type=positive_number, default=30.0, help="seconds at most per round"
@@ -564,8 +591,9 @@ def main() -> int:
     parser.add_argument(
         "--rounds",
         type=positive_int,
-        default=5,
-        help="measured rounds per concurrency level (after one warm-up round)",
+        default=8,
+        help="measured rounds per concurrency level (after one warm-up round; at least 5"
+        " to decide)",
     )
     parser.add_argument(
         "--part",
@@ -689,9 +717,10 @@ def main() -> int:
                     f" {max(js):>7.0f} | p50 {min(p50s):>6.2f}-{max(p50s):<6.2f}"
                 )
         print(
-            f"paired rounds (serve / proxy of the same round): yes = median on the right side of 1"
-            f" and no round over {TOLERANCE:.0%} on the wrong side; no = every round on the wrong"
-            " side; otherwise not decided"
+            "paired rounds (serve / proxy of the same round), a sign test: yes = median on the"
+            f" right side of 1 and {needed(args.rounds)} of {args.rounds} rounds at most"
+            f" {TOLERANCE:.0%} on the wrong side; no = median and {needed(args.rounds)} rounds on"
+            " the wrong side; otherwise not decided"
         )
         for level in ("fsync", "write"):
             for line in why[level]:
