@@ -19,6 +19,7 @@ import gc
 import json
 import math
 import re
+import resource
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ from _mockrun import (  # noqa: E402  (bench/_mockrun.py)
 )
 
 import eventlog  # noqa: E402
+from conjure_actors.actors import files  # noqa: E402
 from conjure_actors.actors.example import bundled_workflow  # noqa: E402
 from conjure_actors.actors.view import event_json_line  # noqa: E402
 from conjure_actors.clients.comfyui import ComfyUIClient  # noqa: E402
@@ -100,7 +102,8 @@ class Counts(trio.abc.Instrument):
 
     def __init__(self) -> None:
         self.on = False
-        self.spawns = self.steps = self.batches = self.threads = 0
+        self.spawns = self.steps = self.batches = self.threads = self.switches = 0
+        self._switches0 = 0
         self._busy = False
         # The trio thread's CPU in each task's steps, by task (a job's own tasks together):
         # where the loop's time goes, ours beside the bare loop's (the clock reads cost a
@@ -129,9 +132,13 @@ class Counts(trio.abc.Instrument):
 
     def start(self) -> None:
         self.on = True
+        self._switches0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 
     def stop(self) -> None:
         self.on = False
+        # The trio thread's involuntary context switches (it was runnable, another thread
+        # ran): a worker thread taking the GIL and the core from the loop, mostly.
+        self.switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - self._switches0
 
     def threaded(self, run_sync: Any) -> Any:
         """``trio.to_thread.run_sync`` counting its calls while on."""
@@ -193,11 +200,17 @@ async def _ours_overhead(
 
 
 async def _bare_overhead(
-    n: int, machines: int, out: Path, counts: Counts | None = None
+    n: int, machines: int, out: Path, counts: Counts | None = None, durable: bool = False
 ) -> dict[str, float]:
     """The same prompts through the ComfyUI client alone, on already launched machines:
     the same HTTP calls (POST /prompt, the WebSocket, /history, /view) and the same output
-    files, with none of the pipeline's guarantees (no journal, no fsync)."""
+    files, with none of the pipeline's guarantees (no journal, no fsync).
+
+    ``durable``: each output is written as the pipeline writes it (temporary file, fsync,
+    rename, directory fsync, in a worker thread): the bare loop plus the one guarantee
+    that puts a worker thread in every job. It shows what that guarantee costs the loop by
+    itself: the thread's answer comes back at a time of its own, so the machines no longer
+    move in step, and the event loop runs more, smaller scheduler batches per job."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, rate_per_second=1000, burst=1000),
@@ -241,6 +254,11 @@ async def _bare_overhead(
                                 # The same files as the pipeline: OUT/<job>/<subfolder>/<name>
                                 # (written plainly: no temporary file, no fsync).
                                 folder = out / f"job-{i}" / output.subfolder
+                                if durable:
+                                    await trio.to_thread.run_sync(
+                                        files.write_atomic, folder / output.filename, data.data
+                                    )
+                                    continue
                                 folder.mkdir(parents=True, exist_ok=True)
                                 (folder / output.filename).write_bytes(data.data)
                         inner.cancel_scope.cancel()
@@ -322,14 +340,22 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
     )
 
 
-def _count(fn: Any, n: int, machines: int, out: Path) -> tuple[Counts, dict[str, float]]:
+def _count(
+    fn: Any, n: int, machines: int, out: Path, *extra: Any
+) -> tuple[Counts, dict[str, float]]:
     """One run of ``fn`` with its loop counted (``--counts``)."""
     counts = Counts()
     run_sync = trio.to_thread.run_sync
     trio.to_thread.run_sync = counts.threaded(run_sync)
     try:
         row = run_on_mock(
-            fn, n, machines, out, counts, on_drive=lambda: trio.lowlevel.add_instrument(counts)
+            fn,
+            n,
+            machines,
+            out,
+            counts,
+            *extra,
+            on_drive=lambda: trio.lowlevel.add_instrument(counts),
         )
     finally:
         trio.to_thread.run_sync = run_sync
@@ -337,23 +363,27 @@ def _count(fn: Any, n: int, machines: int, out: Path) -> tuple[Counts, dict[str,
 
 
 def _print_counts(args: argparse.Namespace, out: Path) -> None:
-    """What each job costs the event loop, counted (ours and the bare loop, one run each)."""
+    """What each job costs the event loop, counted (ours, the bare loop, and the bare loop
+    with durable outputs: one run each)."""
     n = args.counts
     ours, row = _count(_ours_overhead, n, args.machines, out / "c-ours")
     (out / "c-bare").mkdir()
     bare, _ = _count(_bare_overhead, n, args.machines, out / "c-bare")
+    (out / "c-durable").mkdir()
+    durable, _ = _count(_bare_overhead, n, args.machines, out / "c-durable", True)
     print(f"\n== the event loop's work per job ({n} jobs, {args.machines} machines; counted)")
-    print(f"{'figure':<34}{'conjure':>14}{'bare client':>14}{'ratio':>8}")
-    for label, a, b in (
-        ("task spawns", ours.spawns, bare.spawns),
-        ("task steps", ours.steps, bare.steps),
-        ("scheduler batches", ours.batches, bare.batches),
-        ("worker-thread calls", ours.threads, bare.threads),
+    print(f"{'figure':<34}{'conjure':>14}{'bare client':>14}{'ratio':>8}{'bare durable':>14}")
+    for label, a, b, c in (
+        ("task spawns", ours.spawns, bare.spawns, durable.spawns),
+        ("task steps", ours.steps, bare.steps, durable.steps),
+        ("scheduler batches", ours.batches, bare.batches, durable.batches),
+        ("worker-thread calls", ours.threads, bare.threads, durable.threads),
+        ("trio thread preempted", ours.switches, bare.switches, durable.switches),
     ):
         ratio = f"{a / b:8.2f}" if b else f"{'-':>8}"
-        print(f"{label:<34}{a / n:>14.2f}{b / n:>14.2f}{ratio}")
+        print(f"{label:<34}{a / n:>14.2f}{b / n:>14.2f}{ratio}{c / n:>14.2f}")
     print(f"{'events':<34}{row['events'] / n:>14.2f}{'-':>14}")
-    for label, counted in (("conjure", ours), ("bare client", bare)):
+    for label, counted in (("conjure", ours), ("bare client", bare), ("bare durable", durable)):
         print(f"  {label}: the trio thread's CPU per job in each task's steps (us)")
         for name, cpu in sorted(counted.cpu.items(), key=lambda kv: -kv[1])[:8]:
             print(f"{1e6 * cpu / n:>12.0f}  {name[-70:]}")
@@ -409,6 +439,12 @@ def main() -> int:
         for d in bare_dirs:
             d.mkdir()
         bare = [_run(_bare_overhead, args.jobs, args.machines, d) for d in bare_dirs]
+        durable_dirs = [out / f"d{r}" for r in range(args.repeats)]
+        for d in durable_dirs:
+            d.mkdir()
+        durable = [
+            _run(_bare_overhead, args.jobs, args.machines, d, None, True) for d in durable_dirs
+        ]
         mem, retained = _run(_memory_per_job, max(100, args.jobs // 5), args.machines, out / "m")
 
         def med(rows: list[dict[str, float]], key: str) -> float:
@@ -428,6 +464,16 @@ def main() -> int:
             ("  of it the trio thread (ms)", "main_ms", "{:.2f}"),
         ):
             a, b = med(ours, key), med(bare, key)
+            print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
+        print(
+            "  beside the bare loop with the pipeline's durable outputs (temporary file, fsync,"
+            " rename, directory fsync, in a worker thread):"
+        )
+        for label, key, fmt in (
+            ("  jobs/s, bare durable", "jobs_s", "{:.0f}"),
+            ("  trio thread (ms), bare durable", "main_ms", "{:.2f}"),
+        ):
+            a, b = med(ours, key), med(durable, key)
             print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
         print(
             f"{'events/s (WS->journal->state->UI)':<34}{med(ours, 'events_s'):>14.0f}"
