@@ -7,7 +7,8 @@ property harness and the benchmarks non-deterministic.
 
 Durability: a file is written to a temporary file in its own directory, fsynced, renamed
 over its final name, and the directory is fsynced, so that after a crash or a power loss
-the final name holds either the old bytes or the complete new ones, never a truncated file.
+the final name holds either the old bytes or the complete new ones, never a truncated file;
+a folder made for the file has its own name made durable too (its parent fsynced).
 
 Output names come from a server we do not trust: :func:`output_path` builds the path of
 an output under ``OUT/<job>/`` from its subfolder and filename, keeping the subfolder (two
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from conjure_actors.clients.download import fsync_dir, open_temp_beside
+from conjure_actors.clients.download import fsync_dir, fsync_made, open_temp_beside
 from conjure_actors.clients.errors import UnsafeOutputNameError
 
 __all__ = [
@@ -60,12 +61,14 @@ def read_bytes(path: Path) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` durably: temp file, fsync, rename, directory fsync.
+    """Write ``data`` to ``path`` durably: temp file, fsync, rename, directory fsync (and
+    the parent's of each folder made for it).
 
     ``mode``: the file's exact permission bits from its creation on (``0o600`` for a
     secret: never readable by others, not even for a moment); ``None`` follows the umask.
     """
-    fd, tmp = open_temp_beside(path, 0o666 if mode is None else mode)
+    made: list[Path] = []
+    fd, tmp = open_temp_beside(path, 0o666 if mode is None else mode, made)
     try:
         try:
             view = memoryview(data)
@@ -82,6 +85,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    fsync_made(made)
 
 
 def keep_input(folder: Path, name: str, data: bytes) -> Path:

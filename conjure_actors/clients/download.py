@@ -5,7 +5,8 @@ against a cap (:class:`DownloadTooLargeError` the moment one byte too many arriv
 body that never ends costs at most the cap on disk and one chunk in memory), hashes them as
 they come (no second read of the file), and keeps the first and last bytes for the format
 check. :meth:`FileSink.commit` fsyncs the file, renames it over the final name and fsyncs
-the directory; :meth:`FileSink.abort` removes it. A local ``OSError`` (disk full, a
+the directory (and the parent of every folder it made, so that a new job's folder survives
+a power loss too); :meth:`FileSink.abort` removes it. A local ``OSError`` (disk full, a
 directory where the file should go) becomes :class:`DownloadError`.
 
 Small bodies (most outputs: a PNG, a short mesh) stay in memory until :meth:`commit`, which
@@ -34,6 +35,7 @@ __all__ = [
     "MEMORY_BYTES",
     "FileSink",
     "fsync_dir",
+    "fsync_made",
     "open_temp_beside",
 ]
 
@@ -45,15 +47,19 @@ _HEAD: Final = 16
 _TAIL: Final = 16
 
 
-def open_temp_beside(path: Path, mode: int = 0o666) -> tuple[int, Path]:
+def open_temp_beside(
+    path: Path, mode: int = 0o666, made: list[Path] | None = None
+) -> tuple[int, Path]:
     """Create a fresh temporary file in ``path``'s directory (made if missing): (fd, path).
 
     Its name starts with a dot and ends in ``.part``, and is never an existing file's: it
     holds this process's id and a counter (unique among the live processes of this host),
     and ``O_EXCL`` skips a name left behind by an earlier process. The directory is made
-    only when the first ``open`` finds it missing (one system call saved per later file).
+    only when the first ``open`` finds it missing (one system call saved per later file);
+    the folders this call made are appended to ``made``, outermost first, for
+    :func:`fsync_made` (a new folder's own name is durable only once its parent is fsynced).
     """
-    made = False
+    tried = False
     while True:
         tmp = path.with_name(f".{path.name}.{os.getpid():x}-{next(_TEMP_IDS):x}.part")
         try:
@@ -61,12 +67,34 @@ def open_temp_beside(path: Path, mode: int = 0o666) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except FileNotFoundError:
-            if made:
+            if tried:
                 raise
-            path.parent.mkdir(parents=True, exist_ok=True)
-            made = True
+            _make_dirs(path.parent, [] if made is None else made)
+            tried = True
             continue
         return fd, tmp
+
+
+def _make_dirs(folder: Path, made: list[Path]) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)`` that appends the folders it made to
+    ``made`` (outermost first)."""
+    try:
+        os.mkdir(folder)
+    except FileNotFoundError:
+        if folder.parent == folder:
+            raise
+        _make_dirs(folder.parent, made)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            return  # made meanwhile by someone else
+    except FileExistsError:
+        if not folder.is_dir():
+            raise
+        return
+    made.append(folder)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -76,6 +104,15 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_made(made: list[Path]) -> None:
+    """Make the names of folders made for a file durable: the parent of each, innermost
+    first (call it after the file's own folder was fsynced). A file fsynced and renamed in
+    a folder made for it is not durable until the folder's own name is: after a power loss
+    the whole new folder (a job's ``OUT/<job>/``) could be gone."""
+    for folder in reversed(made):
+        fsync_dir(folder.parent)
 
 
 class FileSink:
@@ -92,6 +129,7 @@ class FileSink:
         self._fd: int | None = None
         self._tmp: Path | None = None
         self._held: list[bytes] | None = []  # the body while it is small (None: on disk)
+        self._made: list[Path] = []  # the folders made for it (their names fsynced at commit)
         self._done = False
 
     @property
@@ -132,7 +170,7 @@ class FileSink:
 
     def _open(self) -> None:
         assert self._fd is None
-        self._fd, self._tmp = open_temp_beside(self.path)
+        self._fd, self._tmp = open_temp_beside(self.path, made=self._made)
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -142,8 +180,9 @@ class FileSink:
 
     def commit(self) -> None:
         """(Write a body held in memory,) fsync, rename over the final name, fsync the
-        directory. Blocking (file system calls, two fsyncs): async callers run it in a
-        worker thread (``trio.to_thread.run_sync(sink.commit)``)."""
+        directory (and the parent of each folder made for the file). Blocking (file system
+        calls, two fsyncs, one more per folder made): async callers run it in a worker
+        thread (``trio.to_thread.run_sync(sink.commit)``)."""
         assert not self._done, "FileSink.commit after commit or abort"
         try:
             if self._held is not None:
@@ -162,6 +201,7 @@ class FileSink:
             self._tmp = None
             self._done = True
             fsync_dir(self.path.parent)
+            fsync_made(self._made)
         except OSError as exc:
             raise self._local(exc) from exc
 

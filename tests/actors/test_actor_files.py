@@ -20,6 +20,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from conjure_actors.actors import files
+from conjure_actors.clients import download
 from conjure_actors.clients.errors import DownloadError, UnsafeOutputNameError
 
 # Names a hostile server might send: separators, dots, drives, NUL and controls, unicode.
@@ -315,3 +316,24 @@ async def test_a_download_that_never_answers_fails_the_job_instead_of_hanging(
     assert job.status == "failed"
     assert "no answer within 5 s" in job.error.message
     assert elapsed < 3600
+
+
+def test_write_atomic_in_new_folders_makes_their_names_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_atomic into folders it makes fsyncs the file's folder, then each made folder's
+    parent, innermost first; into an existing folder, that folder alone."""
+    synced: list[Path] = []
+    real = download.fsync_dir
+
+    def fsync_dir(directory: Path) -> None:
+        synced.append(Path(directory))
+        real(directory)
+
+    monkeypatch.setattr(download, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(files, "fsync_dir", fsync_dir)
+    files.write_atomic(tmp_path / "a" / "b" / "x.json", b"{}")
+    assert synced == [tmp_path / "a" / "b", tmp_path / "a", tmp_path]
+    synced.clear()
+    files.write_atomic(tmp_path / "a" / "b" / "y.json", b"{}")
+    assert synced == [tmp_path / "a" / "b"]

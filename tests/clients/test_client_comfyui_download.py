@@ -462,3 +462,52 @@ def test_a_held_body_whose_folder_cannot_be_made_fails_at_commit_as_a_download_e
         sink.commit()
     sink.abort()
     assert leftovers(tmp_path) == ["job"]
+
+
+def _record_dir_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    synced: list[Path] = []
+    real = download.fsync_dir
+
+    def fsync_dir(directory: Path) -> None:
+        synced.append(Path(directory))
+        real(directory)
+
+    monkeypatch.setattr(download, "fsync_dir", fsync_dir)
+    return synced
+
+
+def test_commit_makes_the_names_of_the_folders_it_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file in folders made for it: its folder is fsynced, then the parent of each folder
+    made, innermost first (else a power loss could take the new job folder, file and all)."""
+    synced = _record_dir_fsyncs(monkeypatch)
+    sink = FileSink(tmp_path / "job" / "sub" / "x.png", max_bytes=MEMORY_BYTES, what="x")
+    sink.write(PNG)
+    sink.commit()
+    assert synced == [tmp_path / "job" / "sub", tmp_path / "job", tmp_path]
+
+
+def test_commit_in_an_existing_folder_fsyncs_that_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No folder made: one directory fsync, as before."""
+    (tmp_path / "job").mkdir()
+    synced = _record_dir_fsyncs(monkeypatch)
+    sink = FileSink(tmp_path / "job" / "x.png", max_bytes=MEMORY_BYTES, what="x")
+    sink.write(PNG)
+    sink.commit()
+    assert synced == [tmp_path / "job"]
+
+
+def test_a_streamed_body_in_new_folders_makes_their_names_durable_at_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body past MEMORY_BYTES makes its folders as it opens its temporary file (before
+    commit); the commit still fsyncs their parents."""
+    synced = _record_dir_fsyncs(monkeypatch)
+    sink = FileSink(tmp_path / "job" / "big.bin", max_bytes=10 * MEMORY_BYTES, what="x")
+    sink.write(b"\0" * (MEMORY_BYTES + 1))
+    assert synced == []
+    sink.commit()
+    assert synced == [tmp_path / "job", tmp_path]
