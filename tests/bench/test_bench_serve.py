@@ -1,0 +1,99 @@
+"""bench/serve.py's verdict and its clients' HTTP reading: a row is decided only when its
+paired rounds agree (a sign test), and a response is read whole off a kept-alive stream."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as hs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
+
+import serve as bench  # bench/ is not a package: its path is put first above
+
+ratios = hs.lists(hs.floats(min_value=0.2, max_value=5.0), min_size=1, max_size=12)
+
+
+def test_needed_is_the_smallest_count_a_one_sided_sign_test_accepts() -> None:
+    """Fewer than 5 rounds decide nothing; from 5, the fewest agreeing rounds at 5%."""
+    for n in range(1, 13):
+        k = bench.needed(n)
+        tail = [sum(math.comb(n, i) for i in range(j, n + 1)) / 2**n for j in range(n + 2)]
+        if n < 5:
+            assert k is None
+        else:
+            assert k is not None
+            assert tail[k] <= bench.ALPHA < tail[k - 1]
+
+
+def test_rounds_that_all_favour_serve_say_yes() -> None:
+    """Every round faster: yes (and every round slower: no)."""
+    assert bench.decide([1.2, 1.4, 1.1, 1.3, 1.5, 1.2, 1.1, 1.6], higher_is_better=True) == "yes"
+    assert bench.decide([0.8, 0.7, 0.9, 0.8, 0.6, 0.9, 0.7, 0.8], higher_is_better=True) == "no"
+
+
+def test_one_disturbed_round_of_eight_does_not_flip_a_verdict() -> None:
+    """One round far on the wrong side (other work on the box) still leaves 7 of 8."""
+    assert bench.decide([1.2, 1.4, 1.1, 1.3, 1.5, 1.2, 1.1, 0.4], higher_is_better=True) == "yes"
+
+
+def test_rounds_that_disagree_decide_nothing() -> None:
+    """Half the rounds each way: not decided, whatever the median says."""
+    mixed = [1.5, 0.7, 1.4, 0.8, 1.6, 0.6, 1.3, 0.9]
+    assert bench.decide(mixed, higher_is_better=True) == "not decided"
+
+
+def test_a_latency_ratio_is_better_below_one() -> None:
+    """For p50, lower is better: ratios under 1 in every round say yes."""
+    assert bench.decide([0.5, 0.6, 0.7, 0.5, 0.6, 0.4, 0.5, 0.6], higher_is_better=False) == "yes"
+
+
+def test_too_few_rounds_decide_nothing() -> None:
+    """Four rounds, all far ahead: not decided (a sign test needs 5)."""
+    assert bench.decide([3.0, 3.0, 3.0, 3.0], higher_is_better=True) == "not decided"
+
+
+@given(ratios, hs.floats(min_value=1.0, max_value=3.0))
+def test_serve_better_in_every_round_never_loses_a_yes(rounds: list[float], by: float) -> None:
+    """Monotone: a yes stays yes when serve does better in every round; a no stays no when
+    it does worse in every round."""
+    verdict = bench.decide(rounds, higher_is_better=True)
+    if verdict == "yes":
+        assert bench.decide([r * by for r in rounds], higher_is_better=True) == "yes"
+    if verdict == "no":
+        assert bench.decide([r / by for r in rounds], higher_is_better=True) == "no"
+
+
+@given(ratios)
+def test_yes_and_no_stay_apart_when_the_sides_swap(rounds: list[float]) -> None:
+    """Swapping serve and the proxy (inverse ratios) never turns a no into a no."""
+    if bench.decide(rounds, higher_is_better=True) == "no":
+        assert bench.decide([1 / r for r in rounds], higher_is_better=True) != "no"
+
+
+def test_the_overall_verdict_needs_every_row() -> None:
+    """PASS only when every row is yes; one no is FAIL; else NOT DECIDED."""
+    assert bench.overall(["yes", "yes", "yes"]) == "PASS"
+    assert bench.overall(["yes", "no", "not decided"]) == "FAIL"
+    assert bench.overall(["yes", "not decided", "yes"]) == "NOT DECIDED"
+
+
+async def test_a_response_is_read_whole_across_chunks_and_pipelined() -> None:
+    """Head and body split over sends, a second response right behind: each read returns
+    its status and leaves the next response's bytes in the buffer."""
+    client, server = trio.testing.memory_stream_pair()
+    first = b'HTTP/1.1 201 Created\r\ncontent-length: 7\r\n\r\n{"a":1}'
+    second = b"HTTP/1.1 429 Too Many\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    with trio.fail_after(5):
+        await server.send_all(first[:10])
+        await server.send_all(first[10:30])
+        await server.send_all(first[30:] + second)
+        status, close, rest = await bench.read_response(client, bytearray())  # type: ignore[arg-type]
+        assert (status, close) == (201, False)
+        status, close, rest = await bench.read_response(client, rest)  # type: ignore[arg-type]
+        assert (status, close, bytes(rest)) == (429, True, b"")
