@@ -120,9 +120,14 @@ SOCKET_WAIT: Final = 30.0
 INTERRUPT_DEADLINE: Final = 10.0
 """Seconds a cancelled job's ``/interrupt`` may take before the job is cancelled anyway."""
 
+POST_CAP: Final = 300.0
+"""Seconds a ``POST /prompt`` may take at most, whatever happens (the client's own retries
+may wait out a ``Retry-After`` of up to 120 s)."""
+
 POST_PATIENCE: Final = 30.0
-"""Seconds a ``POST /prompt`` may take (it is not cut by the attempt's end: a request cut on
-our side may still reach ComfyUI after the attempt's cleanup); then its outcome is unknown."""
+"""Seconds a ``POST /prompt`` may still take once its attempt ended (it is not cut at once: a
+request cut on our side may still reach ComfyUI after the attempt's cleanup); then its
+outcome is unknown."""
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -398,6 +403,7 @@ class WorkflowActor(Actor):
         # Prompts whose POST is in flight (set once it settled): an attempt's cleanup waits
         # for it, so a POST that lands after the cleanup began is still deleted/interrupted.
         self._posts: dict[str, trio.Event] = {}
+        self._post_scopes: dict[str, trio.CancelScope] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -498,6 +504,7 @@ class WorkflowActor(Actor):
         """Leave the current attempt: its children are cancelled, its reports dropped."""
         self._cancel_children()
         self._unwatch()
+        self._bound_posts()
         self._attempt_on = False
         self._token += 1
         self._upload_name = None
@@ -1102,6 +1109,8 @@ class WorkflowActor(Actor):
         """``DELETE`` the prompt from the queue and ``/interrupt`` it (shielded, bounded)."""
         if lease is None or lease.client is None or prompt_id is None:
             return
+        if lease.lost.is_set():  # stopped or vanished: nothing runs there any more
+            return
         posting = self._posts.get(prompt_id)
         if posting is not None:  # its POST may land after a DELETE sent now: wait for it
             with trio.CancelScope(shield=True), trio.move_on_after(POST_PATIENCE):
@@ -1181,6 +1190,7 @@ class WorkflowActor(Actor):
     async def on_stop(self) -> None:
         # A crashed incarnation forgets its watch too (a restart counts tokens anew).
         self._unwatch()
+        self._bound_posts()
 
     async def _sleep_then(self, token: int, seconds: float, msg: Callable[[int], Any]) -> None:
         await trio.sleep(seconds)
@@ -1423,17 +1433,40 @@ class WorkflowActor(Actor):
         already on the wire may reach ComfyUI after our ``DELETE``/``/interrupt``, and the
         prompt would then run unfollowed on the paid machine. The cleanup waits for this."""
         posted = self._posts[prompt_id] = trio.Event()
+        lost = self._lease.lost if self._lease is not None else None
         try:
-            with trio.CancelScope(shield=True), trio.fail_after(POST_PATIENCE):
+            # Not cut by the attempt's end; bounded by the client's own timeouts and retries
+            # while the attempt lives, and by POST_PATIENCE from its end (_bound_posts).
+            with trio.CancelScope(shield=True) as shield:
+                self._post_scopes[prompt_id] = shield
+                # A cap for a forced stop (no _bound_posts): past the client's longest wait.
+                shield.deadline = trio.current_time() + POST_CAP
+                if not self._attempt_on:  # the attempt ended already
+                    self._bound_posts()
+                # The machine stopped or vanished: nothing can run there, stop waiting.
+                if lost is not None:
+                    lost.watch(posted, shield.cancel)
                 return await client.submit(
                     prompt, prompt_id=prompt_id, client_id=client_id, extra_data=extra
                 )
-        except trio.TooSlowError:
-            raise cerr.OutcomeUnknownError(f"POST /prompt took over {POST_PATIENCE:g} s") from None
+            raise cerr.OutcomeUnknownError(
+                "POST /prompt given up: its attempt ended, its machine is gone, or it took"
+                f" {POST_CAP:g} s"
+            )
         finally:
+            if lost is not None:
+                lost.unwatch(posted)
             posted.set()
             if self._posts.get(prompt_id) is posted:
                 del self._posts[prompt_id]
+                self._post_scopes.pop(prompt_id, None)
+
+    def _bound_posts(self) -> None:
+        """The attempt (or the incarnation) ended: a POST still on the wire may take
+        POST_PATIENCE more, no longer."""
+        until = trio.current_time() + POST_PATIENCE
+        for scope in self._post_scopes.values():
+            scope.deadline = min(scope.deadline, until)
 
     async def _follow(self, token: int, prompt_id: str | None, use_ws: bool) -> None:
         """Report the prompt's updates until its outcome. A transient error (a 429, a dropped

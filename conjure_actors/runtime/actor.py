@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -515,7 +516,12 @@ class ActorCell:
                 # it will never be handled, instead of leaving its waiter to its timeout.
                 undelivered = getattr(item, "undelivered", None)
                 if callable(undelivered):
-                    undelivered(self._stopped_error(item, "stopped"))
+                    try:  # a message's bug must not leave the mailbox open (or stop the system)
+                        undelivered(self._stopped_error(item, "stopped"))
+                    except Exception:
+                        logging.getLogger(__name__).exception(
+                            "%s: undelivered() of %s failed", self.path, type(item).__name__
+                        )
         self.recv.close()
 
     def statistics(self) -> ActorStatistics:

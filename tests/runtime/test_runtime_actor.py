@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import trio
@@ -211,6 +212,40 @@ async def test_a_queued_tell_that_carries_its_answer_is_told_when_the_actor_stop
             await system.stop(ref)  # the actor never finishes "busy": forced
     assert isinstance(queued.error, ActorStoppedError)
     assert "root/g" in str(queued.error)
+
+
+class _FailsToBeTold:
+    def undelivered(self, error: BaseException) -> None:
+        raise RuntimeError("a buggy undelivered hook")
+
+
+async def test_a_failing_undelivered_hook_still_fails_the_asks_behind_it_and_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A message's bug is logged; it neither stops the system nor leaves the mailbox open."""
+    gate = trio.Event()
+    errors: list[BaseException] = []
+
+    async def asker(ref: Any) -> None:
+        try:
+            await ref.ask("late")
+        except ActorStoppedError as exc:
+            errors.append(exc)
+
+    with trio.fail_after(CAP):
+        async with open_actor_system() as system:
+            ref = await system.spawn(
+                functools.partial(Gate, gate, []), name="g", shutdown_timeout=1
+            )
+            async with trio.open_nursery() as nursery:
+                await ref.tell("busy")
+                await ref.tell(_FailsToBeTold())
+                nursery.start_soon(asker, ref)
+                await trio.testing.wait_all_tasks_blocked()
+                await system.stop(ref)
+            with pytest.raises(ActorStoppedError):
+                await ref.tell("after")
+    assert len(errors) == 1
 
 
 async def test_exception_in_ask_reaches_asker_and_crashes_actor(
