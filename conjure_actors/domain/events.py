@@ -74,6 +74,7 @@ __all__ = [
     "JobStarted",
     "JobSubmitted",
     "JobSucceeded",
+    "LatePromptStopped",
     "LaunchRefused",
     "LeaseRenewed",
     "MachineAdopted",
@@ -370,6 +371,21 @@ class MachineLost(msgspec.Struct, frozen=True, kw_only=True, tag="machine.lost")
     at: float
 
 
+class LatePromptStopped(
+    msgspec.Struct, frozen=True, kw_only=True, tag="machine.late_prompt_stopped"
+):
+    """Emitted by the MachineActor when a prompt its job had given up on (``POST /prompt``
+    with an unknown outcome, not found, or still on the wire when its attempt ended) showed up
+    late on machine ``server_id`` and was stopped there: ``was`` ``"pending"`` (deleted from
+    the queue) or ``"running"`` (interrupted). The job follows another prompt, or has ended."""
+
+    server_id: str
+    prompt_id: str
+    job_id: str
+    was: str
+    at: float
+
+
 class MachineAdopted(msgspec.Struct, frozen=True, kw_only=True, tag="machine.adopted"):
     """Emitted by the MachineActor on resume for a server found alive that the log knew of
     (or that a dangling launch request started): the runtime owns it again. Carries what
@@ -639,6 +655,7 @@ Event = (
     | MachineLost
     | MachineAdopted
     | MachineAttached
+    | LatePromptStopped
     | InputUploaded
     | PromptSubmitting
     | PromptSubmitted
@@ -701,6 +718,7 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     MachineLost,
     MachineAdopted,
     MachineAttached,
+    LatePromptStopped,
     InputUploaded,
     PromptSubmitting,
     PromptSubmitted,

@@ -849,6 +849,10 @@ def _stopped(s: State, e: ev.MachineStopped) -> None:
     _set_machine_cost(s, m, e.cost_micros)
 
 
+def _late_prompt_stopped(s: State, e: ev.LatePromptStopped) -> None:
+    """An audit fact: the prompt is not the job's any more, the machine's status is unchanged."""
+
+
 def _lost(s: State, e: ev.MachineLost) -> None:
     m = _machine(s, e.server_id, "MachineLost")
     if m.status == M_STOPPED:
@@ -1220,6 +1224,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.MachineLost: _lost,
     ev.MachineAdopted: _adopted,
     ev.MachineAttached: _attached,
+    ev.LatePromptStopped: _late_prompt_stopped,
     ev.InputUploaded: _input_uploaded,
     ev.PromptSubmitting: _prompt_submitting,
     ev.PromptSubmitted: _prompt_submitted,

@@ -39,6 +39,7 @@ EXPECTED_TAGS = {
     "machine.stopping",
     "machine.stopped",
     "machine.lost",
+    "machine.late_prompt_stopped",
     "machine.adopted",
     "machine.attached",
     "exec.input_uploaded",
