@@ -82,6 +82,7 @@ from conjure_actors.actors.messages import (
     QueueJob,
     ReleaseMachine,
     Reply,
+    WatchLatePrompt,
 )
 from conjure_actors.clients import errors as cerr
 from conjure_actors.clients.comfyui import ComfyUIClient
@@ -323,6 +324,14 @@ class PoolPort:
             self.ref.tell_nowait(CancelLease(job_id))
         except (ActorStoppedError, trio.WouldBlock) as exc:  # nothing to withdraw, or later
             log.debug("cancel_lease(%s): %s", job_id, exc)
+
+    def watch_late_prompt(self, server_id: str, prompt_id: str, job_id: str) -> None:
+        """The job gave ``prompt_id`` up while its POST may still land: the pool watches
+        for it and stops it there (a tell: the job may end right after)."""
+        try:
+            self.ref.tell_nowait(WatchLatePrompt(server_id, prompt_id, job_id))
+        except (ActorStoppedError, MailboxFullError) as exc:  # a stopped pool: the run ends
+            log.warning("job %s: prompt %s left unwatched: %s", job_id, prompt_id[:8], exc)
 
 
 class JobSide:
@@ -1113,8 +1122,10 @@ class WorkflowActor(Actor):
             return
         posting = self._posts.get(prompt_id)
         if posting is not None:  # its POST may land after a DELETE sent now: wait for it
-            with trio.CancelScope(shield=True), trio.move_on_after(POST_PATIENCE):
+            with trio.CancelScope(shield=True), trio.move_on_after(POST_PATIENCE) as waiting:
                 await posting.wait()
+            if waiting.cancelled_caught:  # it may land after the DELETE below: watch for it
+                self._give_up(lease, prompt_id)
         with trio.CancelScope(shield=True), trio.move_on_after(INTERRUPT_DEADLINE):
             try:
                 await lease.client.delete_from_queue(prompt_id)
@@ -1220,7 +1231,9 @@ class WorkflowActor(Actor):
             )
             return
         if where == "unknown":
-            # The machine forgot it (restart) or it never arrived: a fresh attempt.
+            # The machine forgot it (restart) or it never arrived: a fresh attempt. Its POST
+            # (of an earlier run) may still be on the wire: the pool watches for it.
+            self._give_up(self._lease, prompt_id)
             sid = self._lease.server_id if self._lease is not None else "?"
             await self._report(
                 _Failed(
@@ -1345,6 +1358,7 @@ class WorkflowActor(Actor):
     async def _post(
         self, token: int, prompt: dict[str, Any], prompt_id: str, client_id: str
     ) -> None:
+        lease = self._lease
         client = self._client()
         check = self.ctx.prompt_check
         refused = await check.refusal(client, prompt) if check is not None else None
@@ -1375,7 +1389,10 @@ class WorkflowActor(Actor):
             )
             return
         except cerr.OutcomeUnknownError:
-            # Never resubmit blindly: look the id up first.
+            # Never resubmit blindly: look the id up first. Not found (or not looked up:
+            # the lookup failed, the attempt ended), the job gives it up, but its POST may
+            # still land: the pool watches for it, and stops it if it does.
+            where = "unknown"
             try:
                 where = str(await client.find_prompt(prompt_id))
             except cerr.ClientError as exc:
@@ -1383,6 +1400,9 @@ class WorkflowActor(Actor):
                     _Failed(token, AttemptFailure("retryable", f"looking up prompt: {exc}"))
                 )
                 return
+            finally:
+                if where == "unknown":
+                    self._give_up(lease, prompt_id)
             if where == "unknown":
                 await self._report(
                     _Failed(
@@ -1460,6 +1480,13 @@ class WorkflowActor(Actor):
             if self._posts.get(prompt_id) is posted:
                 del self._posts[prompt_id]
                 self._post_scopes.pop(prompt_id, None)
+
+    def _give_up(self, lease: Lease | None, prompt_id: str) -> None:
+        """This job will not follow ``prompt_id``, whose POST may still reach its machine:
+        the pool watches for it there and stops it if it lands (``LatePromptStopped``)."""
+        watch = getattr(self.pool, "watch_late_prompt", None)
+        if lease is not None and watch is not None:
+            watch(lease.server_id, prompt_id, self.job_id)
 
     def _bound_posts(self) -> None:
         """The attempt (or the incarnation) ended: a POST still on the wire may take

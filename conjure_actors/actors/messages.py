@@ -206,6 +206,19 @@ class StopMachine:
     reason: str
 
 
+@attrs.frozen
+class WatchLatePrompt:
+    """From a job that gave up on prompt ``prompt_id`` while its ``POST /prompt`` may still
+    reach machine ``server_id`` (its outcome unknown and the lookup did not find it, or it was
+    still on the wire when its attempt's cleanup ran): the MachineActor looks the prompt up
+    there for a while and stops it if it shows up (``LatePromptStopped``). A tell: the job
+    may end right after."""
+
+    server_id: str
+    prompt_id: str
+    job_id: str
+
+
 @attrs.frozen(eq=False)
 class StopAllMachines:
     """Stop launching and stop every machine this run pays for; ``reply`` once all are done."""

@@ -74,6 +74,7 @@ from conjure_actors.actors.messages import (
     StopAllMachines,
     StopLaunching,
     StopMachine,
+    WatchLatePrompt,
 )
 from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.clients.errors import (
@@ -89,13 +90,33 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.machines_policy import MachineView, Observation, Seen
-from conjure_actors.domain.state import ACTIVE_STATUSES, M_READY, M_STARTING, MACHINE_GONE
+from conjure_actors.domain.state import (
+    ACTIVE_STATUSES,
+    M_READY,
+    M_STARTING,
+    MACHINE_GONE,
+    RUNNING,
+)
 from conjure_actors.runtime import Actor, ActorRef
 from conjure_actors.runtime.errors import ActorStoppedError, AskTimeoutError
 
 log = logging.getLogger("conjure_actors.actors.pool")
 
 HEALTH_ATTEMPTS = 5
+
+LATE_PROMPT_EVERY = 10.0
+"""Seconds between two lookups of a prompt its job gave up on (``WatchLatePrompt``)."""
+
+LATE_PROMPT_WINDOW = 900.0
+"""Seconds such a prompt is watched for: a request's bytes held by TCP retransmissions may
+still reach ComfyUI that late (Linux gives up after ~15 min)."""
+
+
+def _followed(state: Any, job_id: str, prompt_id: str) -> bool:
+    """Whether the log says job ``job_id`` runs and follows ``prompt_id`` (a job that gave a
+    prompt up and then re-attached to it after a restart of its actor): not stopped then."""
+    job = state.jobs.get(job_id)
+    return job is not None and job.status == RUNNING and job.prompt_id == prompt_id
 
 
 def _passing(exc: ClientError) -> bool:
@@ -244,6 +265,15 @@ class OpenEvents:
     """Open the WebSocket of an attached machine (comfyui/dev) in the background."""
 
     server_id: str
+
+
+@attrs.frozen(eq=False)
+class LateWatchEnded:
+    """A watch of a given-up prompt ended: ``was`` ``"pending"``/``"running"`` when it was
+    found there and stopped; ``None`` when its window passed, or its machine went away."""
+
+    prompt_id: str
+    was: str | None = None
 
 
 @attrs.frozen(eq=False)
@@ -399,6 +429,15 @@ class _Live:
 
 
 @attrs.define(eq=False)
+class _LateWatch:
+    """A prompt its job gave up on, watched on its machine until ``until`` (trio time)."""
+
+    server_id: str
+    job_id: str
+    until: float
+
+
+@attrs.define(eq=False)
 class _Shutdown:
     """``StopAllMachines`` received: why, and who waits for the last machine to stop."""
 
@@ -452,6 +491,7 @@ class MachinePool:
         self.arrivals: list[float] = []  # trio times of lease requests (pre-launch's rate)
         self.prelaunch_keys: set[str] = set()  # pre-launch intents not answered yet
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
+        self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -522,6 +562,8 @@ class MachineActor(Actor):
                 self.start_soon(self._open_events_child, server_id, live.client)
         self.start_soon(self._ticker, name="machine-poll-timer")
         self._arm_queue_timer()  # the queue outlives an incarnation; its timer does not
+        for prompt_id in list(self.pool.late):  # so do the watches of given-up prompts
+            self._start_late_watch(prompt_id)
         if self.pool.shutdown is not None and self.pool.shutdown.replies:
             # Restarted while stopping every machine: the next listing stops what still
             # runs, and the stop's reply still gets its answer in time.
@@ -599,6 +641,10 @@ class MachineActor(Actor):
                     await self._assign()
             case ShutdownDeadline():
                 self._on_shutdown_deadline()
+            case WatchLatePrompt():
+                self._watch_late_prompt(msg)
+            case LateWatchEnded():
+                await self._on_late_watch_ended(msg)
             case _:
                 log.warning("MachineActor: unknown message %s", type(msg).__name__)
 
@@ -1391,6 +1437,96 @@ class MachineActor(Actor):
         lost = ev.MachineLost(server_id=server_id, reason=reason, at=self.ctx.now())
         await self.ctx.emit(lost, bill)
         self._mark_lost(server_id)
+
+    # ------------------------------------------------------------------ given-up prompts
+
+    def _watch_late_prompt(self, msg: WatchLatePrompt) -> None:
+        """A job gave up on a prompt whose ``POST`` may still land: watch for it (once per
+        prompt id; not on a machine that is gone: nothing runs there any more)."""
+        live = self.pool.live.get(msg.server_id)
+        if msg.prompt_id in self.pool.late or live is None or live.lost.is_set():
+            return
+        until = trio.current_time() + LATE_PROMPT_WINDOW
+        self.pool.late[msg.prompt_id] = _LateWatch(msg.server_id, msg.job_id, until)
+        self._start_late_watch(msg.prompt_id)
+
+    def _start_late_watch(self, prompt_id: str) -> None:
+        watch = self.pool.late[prompt_id]
+        live = self.pool.live.get(watch.server_id)
+        if live is None or live.client is None or live.lost.is_set():
+            del self.pool.late[prompt_id]
+            return
+        self.start_soon(
+            self._late_watch_child,
+            prompt_id,
+            watch,
+            live.client,
+            live.lost,
+            name="machine-late-prompt",
+        )
+
+    async def _late_watch_child(
+        self, prompt_id: str, watch: _LateWatch, client: ComfyUIClient, lost: LostSignal
+    ) -> None:
+        """Child: every ``LATE_PROMPT_EVERY`` s until the watch's end (or the machine's),
+        look the prompt up; pending: ``DELETE`` it from the queue; running: ``/interrupt``
+        it (targeted: another prompt running is not touched). It ends once a prompt it
+        stopped is gone (looked up again). A lookup that fails is tried again next time."""
+        was: str | None = None
+        with trio.move_on_at(watch.until) as scope:
+            lost.watch(scope, scope.cancel)
+            try:
+                while True:
+                    await trio.sleep(LATE_PROMPT_EVERY)
+                    if _followed(self.ctx.state, watch.job_id, prompt_id):
+                        continue  # its job follows it again (re-attached after a restart)
+                    try:
+                        where = str(await client.find_prompt(prompt_id))
+                        if where == "pending":
+                            await client.delete_from_queue(prompt_id)
+                        elif where == "running":
+                            await client.interrupt(prompt_id)
+                        elif was is not None or where == "done":
+                            break  # stopped (or it ran before it was seen): nothing to stop
+                        else:
+                            continue  # not arrived (yet)
+                    except ClientError as exc:
+                        log.info(
+                            "late prompt %s on server %s: %s (again in %g s)",
+                            prompt_id[:8],
+                            watch.server_id,
+                            exc,
+                            LATE_PROMPT_EVERY,
+                        )
+                        continue
+                    was = was or where
+            finally:
+                lost.unwatch(scope)
+        await self._tell(LateWatchEnded(prompt_id, was))
+
+    async def _on_late_watch_ended(self, msg: LateWatchEnded) -> None:
+        watch = self.pool.late.pop(msg.prompt_id, None)
+        if watch is None:
+            return
+        if msg.was is None:
+            log.info("late prompt %s: watch on %s over", msg.prompt_id[:8], watch.server_id)
+            return
+        log.warning(
+            "prompt %s of job %s, given up, reached server %s late (%s): stopped",
+            msg.prompt_id[:8],
+            watch.job_id,
+            watch.server_id,
+            msg.was,
+        )
+        await self.ctx.emit(
+            ev.LatePromptStopped(
+                server_id=watch.server_id,
+                prompt_id=msg.prompt_id,
+                job_id=watch.job_id,
+                was=msg.was,
+                at=self.ctx.now(),
+            )
+        )
 
     # ------------------------------------------------------------------ observation
 
