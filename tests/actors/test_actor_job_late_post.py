@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.sim.comfyui import ComfyTimings
+from conjure_actors.testing.runtime import open_simulated_conjure
 
 SLOW = json.loads(bundled_workflow())
 
@@ -290,3 +292,52 @@ async def test_the_watch_of_a_given_up_prompt_ends_with_its_machine(
     assert watches == {}
     assert [t for t in lookups if t > stopped_at] == []
     assert _stopped(log) == []
+
+
+async def test_the_watch_of_a_given_up_prompt_outlives_a_restart_of_the_machine_actor(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MachineActor crashes (its supervisor restarts it) while it watches a given-up
+    prompt: the watch goes on in the new incarnation and stops the prompt when it lands."""
+    net = SlowNetwork(monkeypatch, 45.0)
+    original = pool_mod.MachineActor.receive
+
+    async def receive(self: Any, msg: Any) -> Any:
+        if msg == "boom":
+            raise RuntimeError("the machines actor crashes")
+        return await original(self, msg)
+
+    monkeypatch.setattr(pool_mod.MachineActor, "receive", receive)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
+        open_simulated_conjure(
+            cloud, log, sim_config(cloud), wall=wall, out_dir=tmp_path
+        ) as conjure,
+    ):
+        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await net.sent.wait()
+            await conjure.cancel(job)
+            await wait_for(conjure, lambda s: bool(conjure.pool.late))
+            await conjure.machines.tell("boom")
+            await wait_for(conjure, lambda s: s.actors["root/machines"].restarts > 0)
+            await net.landed.wait()
+            await wait_for(conjure, lambda s: bool(_stopped(log)))
+        left = _left(cloud.machine_sim(conjure.state.jobs[job].server_id), net.pids[0])
+    assert left is None
+    assert [e.prompt_id for e in _stopped(log)] == [net.pids[0]]
+
+
+def test_a_prompt_its_job_follows_again_is_not_stopped() -> None:
+    """A job running with the given-up prompt as its prompt (it re-attached to it after a
+    restart of its actor) keeps it; once it retried (a new prompt) or ended, it is stopped."""
+    job = SimpleNamespace(status="running", prompt_id="p1")
+    state = SimpleNamespace(jobs={"j": job})
+    assert pool_mod._followed(state, "j", "p1")
+    job.prompt_id = "p2"
+    assert not pool_mod._followed(state, "j", "p1")
+    job.prompt_id, job.status = "p1", "cancelled"
+    assert not pool_mod._followed(state, "j", "p1")
+    assert not pool_mod._followed(state, "other", "p1")

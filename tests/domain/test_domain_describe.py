@@ -50,3 +50,10 @@ def test_a_rejection_names_its_node_once() -> None:
     )
     assert describe(bare)[1] == "prompt p rejected: node 7 (X): t: bad"
     assert describe(named)[1] == "prompt p rejected: t: node 7 (X) w: bad"
+
+
+def test_a_late_prompt_stopped_is_told_under_its_job() -> None:
+    """The replay timeline shows a given-up prompt stopped late in its job's story."""
+    stopped = ev.LatePromptStopped(server_id="s", prompt_id="p1", job_id="j", was="pending", at=0)
+    summary = "prompt p1, given up, arrived late on s: stopped (pending)"
+    assert describe(stopped) == ("job j", summary)
