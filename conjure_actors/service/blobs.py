@@ -18,6 +18,8 @@ from typing import BinaryIO, Final
 
 import blake3
 
+from conjure_actors.clients.download import fsync_dir
+
 HASH_PREFIX: Final = "blake3:"
 _HEX = re.compile(r"[0-9a-f]{64}")
 CHUNK: Final = 1 << 20
@@ -46,7 +48,12 @@ class BlobStore:
     def __init__(self, root: str | os.PathLike[str], *, max_bytes: int | None = None) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        missing = [p for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
+        # A folder's name is durable only once its parent is fsynced: without it, a power
+        # loss could take the new store (and every blob the log says it holds) away.
+        for folder in missing:  # innermost first
+            fsync_dir(folder.parent)
 
     def path_of(self, hash_text: str) -> Path | None:
         """Where the blob of ``blake3:<hex>`` lives (None when the hash is malformed)."""

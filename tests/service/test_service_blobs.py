@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conjure_actors.service import blobs
 from conjure_actors.service.blobs import BlobStore, BlobTooLargeError
 
 
@@ -55,3 +56,12 @@ def test_stored_as_is_none_for_new_bytes_or_a_file_past_the_limit(tmp_path: Path
     assert store.stored_as(tmp_path / "new", 1024) is None
     assert store.stored_as(tmp_path / "big", 99) is None
     assert len(os.listdir(tmp_path / "blobs")) == 1
+
+
+def test_a_new_store_folder_s_name_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(blobs, "fsync_dir", lambda folder: synced.append(Path(folder)))
+    blobs.BlobStore(tmp_path / "a" / "b")
+    assert synced == [tmp_path / "a", tmp_path]
