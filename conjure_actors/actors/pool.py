@@ -39,6 +39,13 @@ CostActor, like any launch) until ``prelaunch_target(...)`` are alive, so machin
 before the jobs that will need them arrive. A hedge never stops a pre-launched machine as
 surplus; one that no job takes stops by the idle timeout.
 
+Given-up prompts (``WatchLatePrompt``): a job that gave a prompt up while its ``POST /prompt``
+may still reach the machine (outcome unknown and not found, still on the wire at its
+attempt's end, unknown to a restarted run) tells the pool, which looks it up there every
+``LATE_PROMPT_EVERY`` s for ``LATE_PROMPT_WINDOW`` s (one child per prompt; the watches
+outlive a restart of the actor) and deletes or interrupts it if it shows up
+(``LatePromptStopped``), so it does not run unfollowed on the paid machine.
+
 Billing: a stop's bill comes from the server's final record (the ``DELETE``'s answer, or a
 ``GET`` after it), so a machine stopped while the log still said Starting, or that became
 Ready between two polls, is billed from the server's Ready time, as RunComfy bills it.
