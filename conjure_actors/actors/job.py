@@ -1226,6 +1226,8 @@ class WorkflowActor(Actor):
         try:
             where = str(await self._client().find_prompt(prompt_id))
         except cerr.ClientError as exc:
+            if self.job.execution == "submitting":  # its POST (never answered) may land yet
+                self._give_up(self._lease, prompt_id)
             await self._report(
                 _Failed(token, AttemptFailure("retryable", f"looking up prompt: {exc}"))
             )

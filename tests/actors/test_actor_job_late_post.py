@@ -160,13 +160,28 @@ async def test_a_post_given_up_then_landing_beside_the_retry_is_stopped_not_the_
 
 
 @pytest.mark.slow  # ~3 s: two runs, a whole job
+@pytest.mark.parametrize("lookup", ["unknown", "failed"])
 async def test_a_post_of_a_crashed_run_landing_after_the_restart_resubmitted_is_stopped(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lookup: str,
 ) -> None:
     """D5: the process dies with the POST on the wire (its side of the connection is gone
     1 s later, as a dead process's is); the bytes reach ComfyUI 40 s after they were sent,
-    after the restarted run looked the prompt up ("unknown") and submitted a fresh one."""
+    after the restarted run looked the prompt up (``lookup``: "unknown", or it failed) and
+    submitted a fresh one."""
     net = SlowNetwork(monkeypatch, 40.0, cut_after=1.0)
+    real_find = ComfyUIClient.find_prompt
+    failing: list[str] = []  # the prompt whose next lookup fails, once
+
+    async def find_prompt(client: ComfyUIClient, prompt_id: str, **kwargs: Any) -> Any:
+        if prompt_id in failing:
+            failing.remove(prompt_id)
+            raise cerr.TransportError("connection reset")
+        return await real_find(client, prompt_id, **kwargs)
+
+    monkeypatch.setattr(ComfyUIClient, "find_prompt", find_prompt)
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200.0)) as cloud:
@@ -181,6 +196,8 @@ async def test_a_post_of_a_crashed_run_landing_after_the_restart_resubmitted_is_
                 await net.sent.wait()
 
         await crash_when(cloud, log, tmp_path, config, wall, until_posting)
+        if lookup == "failed":
+            failing.append(net.pids[0])
         log = log.reopen()
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
             with trio.fail_after(3600):
