@@ -103,6 +103,10 @@ class Leases(Protocol):
 
     def cancel_lease(self, job_id: str) -> None: ...
 
+    def watch_late_prompt(self, server_id: str, prompt_id: str, job_id: str) -> None:
+        """The job gave ``prompt_id`` up while its POST may still land on ``server_id``: the
+        pool watches for it there and stops it if it does (a tell: never waits)."""
+
 
 class PromptCheck(Protocol):
     """A check of each prompt just before its ``POST /prompt``, against the node catalogue of

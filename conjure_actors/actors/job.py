@@ -1486,9 +1486,8 @@ class WorkflowActor(Actor):
     def _give_up(self, lease: Lease | None, prompt_id: str) -> None:
         """This job will not follow ``prompt_id``, whose POST may still reach its machine:
         the pool watches for it there and stops it if it lands (``LatePromptStopped``)."""
-        watch = getattr(self.pool, "watch_late_prompt", None)
-        if lease is not None and watch is not None:
-            watch(lease.server_id, prompt_id, self.job_id)
+        if lease is not None:
+            self.pool.watch_late_prompt(lease.server_id, prompt_id, self.job_id)
 
     def _bound_posts(self) -> None:
         """The attempt (or the incarnation) ended: a POST still on the wire may take
