@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+# Last on the path: bench/eventlog.py must not shadow the eventlog package for later tests.
+sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))
 
 import _mockrun
 

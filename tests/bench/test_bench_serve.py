@@ -12,9 +12,10 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as hs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
+# Last on the path: bench/eventlog.py must not shadow the eventlog package for later tests.
+sys.path.append(str(Path(__file__).resolve().parent.parent.parent / "bench"))
 
-import serve as bench  # bench/ is not a package: its path is put first above
+import serve as bench  # bench/ is not a package: its path is added above
 
 ratios = hs.lists(hs.floats(min_value=0.2, max_value=5.0), min_size=1, max_size=12)
 
