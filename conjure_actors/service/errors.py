@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from conjure_actors.runtime import ActorStoppedError
 from conjure_actors.service.responses import JSONResponse
 
 log = logging.getLogger("conjure_actors.service")
@@ -103,8 +104,23 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
+async def handle_actor_stopped(request: Request, exc: Exception) -> Response:
+    # An actor the request asked stopped (or restarts) before answering: retry, as
+    # Service.submit_job answers it.
+    service = getattr(request.app.state, "service", None)
+    retry = getattr(getattr(service, "settings", None), "retry_after", 1)
+    api = ApiError(
+        503,
+        "unavailable",
+        "the job service is restarting; retry",
+        headers={"Retry-After": str(retry)},
+    )
+    return error_response(api, head=request.method == "HEAD")
+
+
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     ApiError: handle_api_error,
+    ActorStoppedError: handle_actor_stopped,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }

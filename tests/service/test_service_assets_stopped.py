@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
-from extras_support import hold_submissions, open_extras_service
+from extras_support import hold_submissions, open_extras_service, png
 
 from conjure_actors.actors.assets import AssetActor, SweepNow
 from conjure_actors.service.errors import ApiError
@@ -124,3 +125,54 @@ async def test_a_submission_left_in_the_mailbox_of_a_stopped_actor_is_answered_5
     took, answer = answers["k2"]
     assert answer == "503 unavailable"
     assert took < 10
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8189")
+
+
+async def test_a_cancel_waiting_on_a_stopping_asset_actor_is_answered_503(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The same answer as a submission's, not a 500 (found by review)."""
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            first = await run.client.post("/api/v2/jobs", json={"workflow": _graph()})
+            job_id = first.json()["id"]
+            release = hold_submissions(run.service)
+            answers: dict[str, httpx.Response] = {}
+
+            async def submit() -> None:
+                body = {"workflow": _graph()}
+                answers["submit"] = await run.client.post("/api/v2/jobs", json=body)
+
+            async def cancel() -> None:
+                async with _client(run.app) as client:
+                    answers["cancel"] = await client.post(f"/api/v2/jobs/{job_id}/cancel")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(submit)  # its append is held
+                await trio.sleep(0.001)
+                nursery.start_soon(cancel)  # waits for the append before deciding
+                await trio.sleep(0.001)
+                await run.service.conjure.system.stop(run.service.assets)
+                release.set()
+    answer = answers["cancel"]
+    assert (answer.status_code, answer.json()["error"]["code"]) == (503, "unavailable")
+    assert answer.headers["retry-after"]
+
+
+async def test_an_upload_to_a_stopped_asset_actor_is_answered_503(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            await run.service.conjure.system.stop(run.service.assets)
+            async with _client(run.app) as client:
+                answer = await client.post(
+                    "/api/v2/assets",
+                    files={"file": ("a.png", png(), "image/png")},
+                    data={"content_type": "image/png", "file_path": "a.png"},
+                )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (503, "unavailable")
