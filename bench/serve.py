@@ -80,6 +80,7 @@ WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json
 LEVELS = (1, 10, 50)
 RETAINED = 10_000
 START_TIMEOUT = 60.0
+ANSWER_SLACK = 60.0  # seconds past a round's budget one request may still take
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -347,8 +348,14 @@ async def submit_load(url: str, clients: int, per_client: int, budget: float) ->
             if time.perf_counter() > deadline:
                 return
             t0 = time.perf_counter()
-            await streams[i].send_all(request)
-            status, close, buf = await read_response(streams[i], buf)
+            # Bounded: a backend that never answers one request ends the round at its
+            # budget (plus ANSWER_SLACK), counted as refused with status 0 (no answer).
+            with trio.move_on_after(deadline - t0 + ANSWER_SLACK) as waited:
+                await streams[i].send_all(request)
+                status, close, buf = await read_response(streams[i], buf)
+            if waited.cancelled_caught:
+                refused[0] = refused.get(0, 0) + 1
+                return  # the connection is in an unknown state: this client is done
             if close:  # as a client does: a new connection for the next request
                 await streams[i].aclose()
                 streams[i] = await trio.open_tcp_stream(host, port)
@@ -469,6 +476,7 @@ def measure(
                 "jobs_per_s": statistics.median(r["jobs_per_s"] for r in done),
                 "rounds_jobs_per_s": [r["jobs_per_s"] for r in done],
                 "rounds_p50_ms": [r["p50_ms"] for r in done],
+                "rounds_ran_per_s": [r["ran_per_s"] for r in done],
                 "ran_s": statistics.median(r["ran_s"] for r in done),
                 "ran_per_s": statistics.median(r["ran_per_s"] for r in done),
                 "p50_ms": statistics.median(r["p50_ms"] for r in done),
@@ -524,11 +532,26 @@ def row_verdict(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, str]
     pairs = zip(ours["rounds_jobs_per_s"], theirs["rounds_jobs_per_s"], strict=True)
     speed = [a / b for a, b in pairs]
     p50 = [a / b for a, b in zip(ours["rounds_p50_ms"], theirs["rounds_p50_ms"], strict=True)]
-    both = (decide(speed, higher_is_better=True), decide(p50, higher_is_better=False))
-    verdict = "no" if "no" in both else "yes" if both == ("yes", "yes") else "not decided"
+    # The jobs accepted must also run as fast: serve defers running them past the timed
+    # window (requests first, the gate), the proxy forwards each to ComfyUI before its 201.
+    ran = [
+        a / b
+        for a, b in zip(
+            ours["rounds_ran_per_s"],
+            theirs["rounds_ran_per_s"],
+            strict=True,
+        )
+    ]
+    both = (
+        decide(speed, higher_is_better=True),
+        decide(p50, higher_is_better=False),
+        decide(ran, higher_is_better=True),
+    )
+    verdict = "no" if "no" in both else "yes" if set(both) == {"yes"} else "not decided"
     text = (
         f"jobs/s x {min(speed):.2f}-{max(speed):.2f} ({both[0]}),"
-        f" p50 x {min(p50):.2f}-{max(p50):.2f} ({both[1]})"
+        f" p50 x {min(p50):.2f}-{max(p50):.2f} ({both[1]}),"
+        f" ran/s x {min(ran):.2f}-{max(ran):.2f} ({both[2]})"
     )
     return verdict, text
 

@@ -3,9 +3,11 @@ paired rounds agree (a sign test), and a response is read whole off a kept-alive
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
@@ -98,3 +100,37 @@ async def test_a_response_is_read_whole_across_chunks_and_pipelined() -> None:
         assert (status, close) == (201, False)
         status, close, rest = await bench.read_response(client, rest)  # type: ignore[arg-type]
         assert (status, close, bytes(rest)) == (429, True, b"")
+
+
+def _row(jobs_per_s: float, p50_ms: float, ran_per_s: float) -> dict[str, Any]:
+    spread = (1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03, 0.97)
+    return {
+        "rounds_jobs_per_s": [jobs_per_s * f for f in spread],
+        "rounds_p50_ms": [p50_ms] * 8,
+        "rounds_ran_per_s": [ran_per_s] * 8,
+    }
+
+
+def test_a_serve_that_runs_its_accepted_jobs_slower_is_not_as_fast() -> None:
+    """Answering 201 faster is not enough: serve runs its jobs after the timed window (the
+    gate puts requests first), so the jobs it accepted must also run as fast (found by
+    review)."""
+    verdict, text = bench.row_verdict(_row(550.0, 1.8, 100.0), _row(500.0, 2.0, 400.0))
+    assert verdict == "no"
+    assert "ran/s x 0.25-0.25 (no)" in text
+
+
+async def test_a_backend_that_never_answers_ends_the_round_at_its_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, silent, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(600):
+            await bench.submit_load(f"http://127.0.0.1:{port}", 1, 1, 1.0)
+        nursery.cancel_scope.cancel()
