@@ -645,6 +645,12 @@ class WorkflowActor(Actor):
             self._ending = True
             self._new_attempt()
             self.stop()
+        except BaseException:
+            # This incarnation crashes (or is cut): on_stop runs only once its children
+            # ended, too late to bound a POST still on the wire (it would hold the restart
+            # up to POST_CAP). Bound it now.
+            self._bound_posts()
+            raise
         return None
 
     async def _handle(self, msg: Any) -> None:
@@ -1086,6 +1092,10 @@ class WorkflowActor(Actor):
     async def _interrupt(self, reason: str) -> None:
         """The run stops: the job waits, ``interrupted``, for ``run --resume``."""
         self._new_attempt()
+        # A POST still on the wire is not waited for: no cleanup follows a run's stop, and
+        # the resume looks its prompt up (find_prompt) before anything else.
+        for scope in self._post_scopes.values():
+            scope.cancel()
         self.pool.cancel_lease(self.job_id)
         if self.job.status in st.ACTIVE_STATUSES:
             await self.emit(
@@ -1454,6 +1464,9 @@ class WorkflowActor(Actor):
         """``POST /prompt``, not cut by the attempt's end (bounded by POST_PATIENCE): bytes
         already on the wire may reach ComfyUI after our ``DELETE``/``/interrupt``, and the
         prompt would then run unfollowed on the paid machine. The cleanup waits for this."""
+        # Its attempt ended before the request left (the child never ran until now): not
+        # sent at all, or it would land after the attempt's cleanup (no schedule point here).
+        await trio.lowlevel.checkpoint_if_cancelled()
         posted = self._posts[prompt_id] = trio.Event()
         lost = self._lease.lost if self._lease is not None else None
         try:
@@ -1465,6 +1478,8 @@ class WorkflowActor(Actor):
                 shield.deadline = trio.current_time() + POST_CAP
                 if not self._attempt_on:  # the attempt ended already
                     self._bound_posts()
+                else:  # its deadline (the attempt's or the job's) ends it too, unseen here
+                    shield.deadline = min(shield.deadline, self._watch_at + POST_PATIENCE)
                 # The machine stopped or vanished: nothing can run there, stop waiting.
                 if lost is not None:
                     lost.watch(posted, shield.cancel)
