@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from conjure_actors.clients.download import fsync_dir, fsync_made, open_temp_beside
+from conjure_actors.clients.download import fsync_dir, fsync_made, open_temp_beside, unmake_dirs
 from conjure_actors.clients.errors import UnsafeOutputNameError
 
 __all__ = [
@@ -83,6 +83,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        unmake_dirs(made)
         raise
     fsync_dir(path.parent)
     fsync_made(made)

@@ -37,6 +37,7 @@ __all__ = [
     "fsync_dir",
     "fsync_made",
     "open_temp_beside",
+    "unmake_dirs",
 ]
 
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 2 * 1024**3
@@ -113,6 +114,22 @@ def fsync_made(made: list[Path]) -> None:
     the whole new folder (a job's ``OUT/<job>/``) could be gone."""
     for folder in reversed(made):
         fsync_dir(folder.parent)
+
+
+def unmake_dirs(made: list[Path]) -> None:
+    """The file the folders in ``made`` were made for was not kept: remove them, innermost
+    first, while they are empty, so that the next file there makes them again (and makes
+    their names durable). One still in use (another file's) has its name made durable now:
+    the file in it found it made and will not. ``made`` is emptied."""
+    for i in range(len(made) - 1, -1, -1):
+        try:
+            os.rmdir(made[i])
+        except FileNotFoundError:
+            continue
+        except OSError:
+            fsync_made(made[: i + 1])
+            break
+    made.clear()
 
 
 class FileSink:
@@ -202,6 +219,7 @@ class FileSink:
             self._done = True
             fsync_dir(self.path.parent)
             fsync_made(self._made)
+            self._made.clear()  # kept: abort (always called after) must not unmake them
         except OSError as exc:
             raise self._local(exc) from exc
 
@@ -216,3 +234,5 @@ class FileSink:
         if self._tmp is not None:
             tmp, self._tmp = self._tmp, None
             tmp.unlink(missing_ok=True)
+        if self._made:
+            unmake_dirs(self._made)
