@@ -511,3 +511,61 @@ def test_a_streamed_body_in_new_folders_makes_their_names_durable_at_commit(
     assert synced == []
     sink.commit()
     assert synced == [tmp_path / "job", tmp_path]
+
+
+BIG = PNG + b"\0" * (MEMORY_BYTES + 1)  # streamed: past the memory bound
+BIG_OUTPUT = OutputFile("9", "", "data.bin", "final", "output")
+
+
+def test_an_aborted_sink_leaves_its_new_folder_whose_name_no_commit_makes_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt streams (so makes OUT/job/) and is aborted; the second commits into
+    the folder that now exists: nobody ever fsyncs OUT/, so OUT/job/ (and the output) may be
+    gone after a power loss although the output was committed."""
+    synced = _record_dir_fsyncs(monkeypatch)
+    first = FileSink(tmp_path / "job" / "data.bin", max_bytes=10 * len(BIG), what="x")
+    first.write(BIG)
+    first.abort()
+    second = FileSink(tmp_path / "job" / "data.bin", max_bytes=10 * len(BIG), what="x")
+    second.write(BIG)
+    second.commit()
+    assert (tmp_path / "job" / "data.bin").read_bytes() == BIG
+    assert tmp_path in synced, f"OUT/ never fsynced after OUT/job/ was made: {synced}"
+
+
+async def test_a_retried_download_into_a_new_job_folder_makes_its_name_durable(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """download_to: the first GET sends a short body (retried), the second the whole one."""
+    synced = _record_dir_fsyncs(monkeypatch)
+    hits: list[int] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        hits.append(1)
+        body = BIG if len(hits) > 1 else BIG[: MEMORY_BYTES + 100]
+        return httpx.Response(200, headers={"content-length": str(len(BIG))}, content=body)
+
+    target = tmp_path / "job" / "data.bin"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = ComfyUIClient(
+            "http://m.invalid:8188", http=http, policy=RetryPolicy(attempts=2), redact="s"
+        )
+        with trio.fail_after(60):
+            size, digest = await client.download_to(BIG_OUTPUT, target)
+    assert (size, digest) == (len(BIG), hashlib.sha256(BIG).hexdigest())
+    assert len(hits) == 2
+    assert tmp_path in synced, f"OUT/ never fsynced after OUT/job/ was made: {synced}"
+
+
+def test_abort_after_commit_touches_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Guard for the fix) download_to always aborts after commit: no further fsync."""
+    synced = _record_dir_fsyncs(monkeypatch)
+    sink = FileSink(tmp_path / "job" / "data.bin", max_bytes=10 * len(BIG), what="x")
+    sink.write(BIG)
+    sink.commit()
+    sink.abort()
+    assert synced == [tmp_path / "job", tmp_path]
+    assert (tmp_path / "job" / "data.bin").read_bytes() == BIG
