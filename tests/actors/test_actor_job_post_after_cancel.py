@@ -23,7 +23,11 @@ from conjure_actors.sim.comfyui import ComfyTimings
 SLOW = json.loads(bundled_workflow())
 
 
-@pytest.mark.parametrize("seed", range(20))
+# Trio orders a scheduler batch at random: the race shows in about 8 seeds of 20. Six run in
+# the inner loop, all twenty with the slow tests.
+@pytest.mark.parametrize(
+    "seed", [*range(6), *(pytest.param(s, marks=pytest.mark.slow) for s in range(6, 20))]
+)
 async def test_a_post_whose_attempt_ended_before_it_started_is_not_sent(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
