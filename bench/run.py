@@ -302,7 +302,7 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
     the box's load lands on every size alike), medians with their spread. Every run has the
     row's full number of jobs. A least-squares line through ours's total CPU against the
     job count splits it into a fixed cost per run and a cost per job."""
-    sizes = [int(x) for x in args.scaling.split(",")]
+    sizes = list(args.scaling)
     runs = args.scaling_runs
     ours: dict[int, list[float]] = {n: [] for n in sizes}
     bare: dict[int, list[float]] = {n: [] for n in sizes}
@@ -392,6 +392,13 @@ def _print_counts(args: argparse.Namespace, out: Path) -> None:
 _run = run_on_mock
 
 
+def job_counts(text: str) -> tuple[int, ...]:
+    """``--scaling``: comma-separated positive job counts, or '' for none."""
+    if not text.strip():
+        return ()
+    return tuple(positive_int(part.strip()) for part in text.split(","))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -409,6 +416,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--scaling",
+        type=job_counts,
         default="100,1000,10000",
         help="overhead: job counts for the CPU-per-job row ('' to skip)",
     )
@@ -424,6 +432,8 @@ def main() -> int:
         help="print the CPU-per-job row alone (its runs take minutes at 10,000 jobs)",
     )
     args = parser.parse_args()
+    if args.only_scaling and not args.scaling:
+        parser.error("--only-scaling needs job counts in --scaling (e.g. --scaling 100,1000)")
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
