@@ -194,3 +194,14 @@ async def assert_prompt_stopped(cloud: Any, conjure: Conjure, job: str, first: s
         f"prompt {first[:8]} still runs on the paid machine; queue: {sim.queue_remaining}"
     )
     return sim
+
+
+def prompt_left(sim: Any, prompt_id: str) -> str | None:
+    """Whether prompt ``prompt_id`` waits in the machine's queue (``"pending"``) or runs there
+    uninterrupted (``"running"``); None when it is neither (gone, or told to stop)."""
+    if prompt_id in [item.prompt_id for *_, item in sim._pending]:
+        return "pending"
+    running = sim._running
+    if running is not None and running.prompt_id == prompt_id and not sim._interrupt:
+        return "running"
+    return None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import open_test_cloud, prompt_left, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
@@ -87,9 +87,4 @@ async def _prompt_left_running(tmp_path: Path, posting: Any) -> bool:
                 await wait_for(conjure, lambda s: s.jobs[job].status == "cancelled")
             sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
             await trio.sleep(30)
-            pid = conjure.state.jobs[job].prompt_id
-            running = sim._running
-            pending = [item.prompt_id for *_, item in sim._pending]
-            return pid in pending or (
-                running is not None and running.prompt_id == pid and not sim._interrupt
-            )
+            return prompt_left(sim, conjure.state.jobs[job].prompt_id) is not None

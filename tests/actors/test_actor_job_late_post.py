@@ -15,7 +15,14 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    crash_when,
+    open_test_cloud,
+    prompt_left,
+    run_conjure,
+    sim_config,
+    wait_for,
+)
 
 import eventlog
 from conjure_actors.actors import pool as pool_mod
@@ -75,16 +82,6 @@ class SlowNetwork:
         monkeypatch.setattr(ComfyUIClient, "submit", submit)
 
 
-def _left(sim: Any, pid: str) -> str | None:
-    """Whether prompt ``pid`` waits in the machine's queue or runs there (not interrupted)."""
-    if pid in [item.prompt_id for *_, item in sim._pending]:
-        return "pending"
-    running = sim._running
-    if running is not None and running.prompt_id == pid and not sim._interrupt:
-        return "running"
-    return None
-
-
 def _stopped(log: eventlog.MemoryLog[Any]) -> list[ev.LatePromptStopped]:
     return [r.event for r in log.records() if isinstance(r.event, ev.LatePromptStopped)]
 
@@ -121,7 +118,7 @@ async def test_a_post_landing_after_its_job_was_cancelled_is_stopped(
             await net.landed.wait()
             await wait_for(conjure, lambda s: bool(_stopped(log)))
         sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
-        left = _left(sim, net.pids[0])
+        left = prompt_left(sim, net.pids[0])
         watches = dict(conjure.pool.late)
     assert left is None, f"job cancelled, its prompt {net.pids[0]} is {left} on the paid machine"
     assert [(e.prompt_id, e.job_id) for e in _stopped(log)] == [(net.pids[0], job)]
@@ -149,8 +146,8 @@ async def test_a_post_given_up_then_landing_beside_the_retry_is_stopped_not_the_
             await net.landed.wait()
             await wait_for(conjure, lambda s: bool(_stopped(log)))
         sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
-        first = _left(sim, net.pids[0])
-        second = _left(sim, net.pids[1])
+        first = prompt_left(sim, net.pids[0])
+        second = prompt_left(sim, net.pids[1])
         now_pid = conjure.state.jobs[job].prompt_id
         await conjure.cancel(job)
     assert now_pid == net.pids[1]
@@ -205,7 +202,7 @@ async def test_a_post_of_a_crashed_run_landing_after_the_restart_resubmitted_is_
                 await net.landed.wait()
                 await wait_for(conjure, lambda s: bool(_stopped(log)))
             sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
-            left = _left(sim, net.pids[0])
+            left = prompt_left(sim, net.pids[0])
             await conjure.shutdown()
             state = conjure.state
     assert state.jobs[job].status == "succeeded"
@@ -264,7 +261,7 @@ async def test_a_failing_lookup_of_a_given_up_prompt_is_tried_again(
             await net.landed.wait()
             await wait_for(conjure, lambda s: bool(_stopped(log)))
         sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
-        left = _left(sim, net.pids[0])
+        left = prompt_left(sim, net.pids[0])
     assert len(lookups) > 2
     assert left is None, f"prompt {net.pids[0]} is {left} after its lookups failed twice"
     assert [e.prompt_id for e in _stopped(log)] == [net.pids[0]]
@@ -342,7 +339,7 @@ async def test_the_watch_of_a_given_up_prompt_outlives_a_restart_of_the_machine_
             await wait_for(conjure, lambda s: s.actors["root/machines"].restarts > 0)
             await net.landed.wait()
             await wait_for(conjure, lambda s: bool(_stopped(log)))
-        left = _left(cloud.machine_sim(conjure.state.jobs[job].server_id), net.pids[0])
+        left = prompt_left(cloud.machine_sim(conjure.state.jobs[job].server_id), net.pids[0])
     assert left is None
     assert [e.prompt_id for e in _stopped(log)] == [net.pids[0]]
 

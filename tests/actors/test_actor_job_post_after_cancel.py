@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import open_test_cloud, prompt_left, run_conjure, sim_config, wait_for
 
 import eventlog
 from conjure_actors.actors import job as job_module
@@ -59,9 +59,5 @@ async def test_a_post_whose_attempt_ended_before_it_started_is_not_sent(
             await trio.sleep(30)
             sim = cloud.machine_sim(conjure.state.jobs[job].server_id)
             pid = conjure.state.jobs[job].prompt_id
-            running = sim._running
-            pending = [item.prompt_id for *_, item in sim._pending]
-            left = pid in pending or (
-                running is not None and running.prompt_id == pid and not sim._interrupt
-            )
-    assert not left, f"prompt {pid} still queued or running 30 s after JobCancelled"
+            left = prompt_left(sim, pid)
+    assert left is None, f"prompt {pid} still {left} 30 s after JobCancelled"
