@@ -41,7 +41,7 @@ from conjure_actors.domain import state as st
 from conjure_actors.domain.workflow import Catalog, Workflow
 from conjure_actors.runtime import ActorStoppedError, PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
-from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError
+from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError, restarting
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
 from conjure_actors.service.previews import Previews
 
@@ -296,12 +296,7 @@ class Service:
                 self._start_if_claimed_soon(accept)
             if isinstance(exc, ActorStoppedError):
                 # The AssetActor stopped (or restarts) before logging it: nothing was logged.
-                raise ApiError(
-                    503,
-                    "unavailable",
-                    "the job service is restarting; retry",
-                    headers=self._retry(),
-                ) from None
+                raise restarting(self.settings.retry_after) from None
             raise
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key)

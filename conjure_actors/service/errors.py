@@ -104,18 +104,21 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-async def handle_actor_stopped(request: Request, exc: Exception) -> Response:
-    # An actor the request asked stopped (or restarts) before answering: retry, as
-    # Service.submit_job answers it.
-    service = getattr(request.app.state, "service", None)
-    retry = getattr(getattr(service, "settings", None), "retry_after", 1)
-    api = ApiError(
+def restarting(retry_after: int) -> ApiError:
+    """503 ``unavailable``: an actor the request needed stopped (or restarts) before it
+    answered; nothing was logged for the request, so a retry is safe."""
+    return ApiError(
         503,
         "unavailable",
         "the job service is restarting; retry",
-        headers={"Retry-After": str(retry)},
+        headers={"Retry-After": str(retry_after)},
     )
-    return error_response(api, head=request.method == "HEAD")
+
+
+async def handle_actor_stopped(request: Request, exc: Exception) -> Response:
+    service = getattr(request.app.state, "service", None)
+    retry = getattr(getattr(service, "settings", None), "retry_after", 1)
+    return error_response(restarting(retry), head=request.method == "HEAD")
 
 
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {
