@@ -51,20 +51,34 @@ async def _submit(service: Any, key: str, answers: dict[str, tuple[float, str]])
     answers[key] = (trio.current_time() - started, answer)
 
 
+async def _crash_while_held(
+    service: Any,
+    held: tuple[str, ...],
+    after: tuple[str, ...],
+    answers: dict[str, tuple[float, str]],
+) -> None:
+    """Submit ``held`` while the disk holds their appends (the first waits on it, the others
+    behind it), crash the AssetActor, submit ``after`` (for the next incarnation), then let
+    the disk go and wait for every answer."""
+    release = hold_submissions(service)
+    async with trio.open_nursery() as nursery:
+        for key in held:
+            nursery.start_soon(_submit, service, key, answers)
+            await trio.sleep(0.001)
+        await service.assets.tell(_Crash())
+        for key in after:
+            nursery.start_soon(_submit, service, key, answers)
+        await trio.sleep(0.01)
+        release.set()
+
+
 async def test_a_crash_answers_the_submissions_it_held_503_at_once(
     tmp_path: Path, autojump_clock: Any, crashable: None
 ) -> None:
     answers: dict[str, tuple[float, str]] = {}
     with trio.fail_after(3600):
         async with open_extras_service(tmp_path) as run:
-            release = hold_submissions(run.service)
-            async with trio.open_nursery() as nursery:
-                for key in ("k1", "k2", "k3"):  # k1's append waits on the disk, k2, k3 behind
-                    nursery.start_soon(_submit, run.service, key, answers)
-                    await trio.sleep(0.001)
-                await run.service.assets.tell(_Crash())
-                await trio.sleep(0.01)
-                release.set()
+            await _crash_while_held(run.service, ("k1", "k2", "k3"), (), answers)
     assert {key: answer for key, (_, answer) in answers.items()} == dict.fromkeys(
         ("k1", "k2", "k3"), "503 unavailable"
     )
@@ -91,15 +105,7 @@ async def test_after_a_crash_the_log_holds_each_submission_whole_or_not_at_all(
     answers: dict[str, tuple[float, str]] = {}
     with trio.fail_after(3600):
         async with open_extras_service(tmp_path) as run:
-            release = hold_submissions(run.service)
-            async with trio.open_nursery() as nursery:
-                for key in ("k1", "k2"):
-                    nursery.start_soon(_submit, run.service, key, answers)
-                    await trio.sleep(0.001)
-                await run.service.assets.tell(_Crash())
-                nursery.start_soon(_submit, run.service, "k3", answers)  # the next incarnation's
-                await trio.sleep(0.01)
-                release.set()
+            await _crash_while_held(run.service, ("k1", "k2"), ("k3",), answers)
             state = run.service.state
     claimed = {claim.split(":", 1)[-1] for claim in state.service.idempotency}
     accepted = {api.idempotency_key for api in state.service.api_jobs.values()}
