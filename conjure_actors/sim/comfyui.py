@@ -32,7 +32,6 @@ are dropped); subgraph expansion, lazy inputs and ``ExecutionBlocker`` are not.
 from __future__ import annotations
 
 import contextlib
-import copy
 import email.message
 import hashlib
 import heapq
@@ -305,15 +304,19 @@ class ComfyUISim:
             conn.send.send_nowait(message)
 
     def _send(self, kind: str, data: object, sid: str | None) -> None:
-        """Queue one JSON frame for ``sid`` (or every socket when ``sid`` is None)."""
-        text = _frame(kind, data)
+        """Queue one JSON frame for ``sid`` (or every socket when ``sid`` is None).
+
+        ``data`` is encoded here, before this returns, so a caller may keep mutating it; it is
+        not encoded at all when no socket would receive it."""
         if sid is None:
-            for each in list(self._conns.values()):
-                self._deliver(each, text)
+            conns = list(self._conns.values())
         else:
             conn = self._conns.get(sid)
-            if conn is not None:
-                self._deliver(conn, text)
+            conns = [] if conn is None else [conn]
+        if conns:
+            text = _frame(kind, data)
+            for each in conns:
+                self._deliver(each, text)
 
     def _send_binary(self, data: bytes, sid: str | None) -> None:
         if sid is None:
@@ -507,8 +510,8 @@ class ComfyUISim:
         status_str, completed = "success", True
 
         def send_progress_state() -> None:
-            data = {"prompt_id": pid, "nodes": copy.deepcopy(progress)}
-            self._send("progress_state", data, sid)
+            # _send encodes the frame at once: the nodes as they are now, no copy needed.
+            self._send("progress_state", {"prompt_id": pid, "nodes": progress}, sid)
 
         try:
             while pending:
