@@ -25,9 +25,12 @@ import functools
 import gzip
 import importlib.resources
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
+
+from conjure_actors.domain.workflow import Catalog, catalog_from_object_info
 
 __all__ = [
     "LOADER_FOLDERS",
@@ -35,6 +38,7 @@ __all__ = [
     "OBJECT_INFO",
     "SAMPLERS",
     "SCHEDULERS",
+    "node_catalog",
     "object_info",
     "output_nodes",
 ]
@@ -139,3 +143,11 @@ def object_info(input_files: Iterable[str], only: str | None = None) -> _JSON:
                 info["input"]["required"][field][0] = files
         out[name] = info
     return out
+
+
+@functools.cache
+def node_catalog() -> Catalog:
+    """The parsed catalog of :func:`object_info` with an empty input folder (what a client
+    validating against this simulator sees), built once per process (~480 classes) and
+    read-only."""
+    return MappingProxyType(catalog_from_object_info(object_info(())))

@@ -19,7 +19,14 @@ import pytest
 import trio
 
 from conjure_actors.clock import TrioWallClock
-from conjure_actors.sim.catalog import LOADER_FOLDERS, MODEL_FILES, OBJECT_INFO
+from conjure_actors.domain.workflow import catalog_from_object_info
+from conjure_actors.sim.catalog import (
+    LOADER_FOLDERS,
+    MODEL_FILES,
+    OBJECT_INFO,
+    node_catalog,
+    object_info,
+)
 from conjure_actors.sim.comfyui import ComfyUISim
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
@@ -188,3 +195,13 @@ async def test_ws_without_upgrade_is_400(
     response = await http.get(path)
     assert response.status_code == 400
     assert response.text.startswith("400: No WebSocket UPGRADE hdr")
+
+
+def test_node_catalog_is_the_parsed_object_info_built_once_and_read_only() -> None:
+    """node_catalog() equals parsing /object_info (empty input folder), is one shared object,
+    and cannot be changed by one of the clients sharing it."""
+    catalog = node_catalog()
+    assert dict(catalog) == catalog_from_object_info(object_info(()))
+    assert node_catalog() is catalog
+    with pytest.raises(TypeError):
+        catalog["KSampler"] = catalog["VAEDecode"]  # type: ignore[index]
