@@ -487,6 +487,7 @@ def extras_for(service: Service, security: SecuritySettings) -> Extras:
         max_queued=service.settings.max_queue,
         last_seq=lambda: int(service.journal.last_seq),
         gate_stats=service.gate.statistics if service.gate is not None else None,
+        job_counts=lambda: service.index.counts,
     )
     routes: list[BaseRoute] = [*ROUTES, Route("/metrics", metrics.endpoint, methods=["GET"])]
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), *security_middleware(security)]

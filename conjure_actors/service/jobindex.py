@@ -4,7 +4,9 @@
 queue position; scanning (and sorting) every job of the state for each request made a
 submission O(jobs). :class:`JobIndex` keeps the active job ids and the waiting jobs in
 serving order (priority first, then submission time), updated from each job event: a change
-costs O(log n) to find (plus a C-level list shift), a position is one binary search.
+costs O(log n) to find (plus a C-level list shift), a position is one binary search. It also
+counts the jobs by status, so ``GET /metrics`` reads them instead of scanning every job of the
+state twice per scrape (0.3 ms at 2,400 jobs, polled every 20 ms by ``bench/serve.py``).
 """
 
 from __future__ import annotations
@@ -51,18 +53,29 @@ class JobIndex:
         self.active: set[str] = set()
         self._waiting: list[_Key] = []  # sorted
         self._keys: dict[str, _Key] = {}
+        self._status: dict[str, str] = {}
+        self.counts: dict[str, int] = dict.fromkeys(st.JOB_STATUSES, 0)
+        """Jobs by status (every job the index was given, as last given)."""
         for job in jobs:
             self.update(job)
 
     def update(self, job: st.Job) -> None:
         """Take ``job``'s current status into account (idempotent)."""
         job_id = job.job_id
-        if job.status in st.TERMINAL_STATUSES:
+        status = job.status
+        old_status = self._status.get(job_id)
+        if status != old_status:
+            counts = self.counts
+            if old_status is not None:
+                counts[old_status] -= 1
+            counts[status] = counts.get(status, 0) + 1
+            self._status[job_id] = status
+        if status in st.TERMINAL_STATUSES:
             self.active.discard(job_id)
         else:
             self.active.add(job_id)
         old = self._keys.get(job_id)
-        if job.status in WAITING:
+        if status in WAITING:
             key = _key(job)
             if key == old:
                 return

@@ -171,3 +171,29 @@ async def test_metrics_show_the_gate_requests_hold_and_job_work_waits_at(
     bound = run.service.settings.background_max_wait
     assert 0 < got[("conjure_background_longest_wait_seconds", ())] <= bound + 1e-9
     assert got[("conjure_background_waiting", ())] >= 0
+
+
+def test_exposition_is_generate_latest_byte_for_byte() -> None:
+    """The cached exposition writes what prometheus-client's generate_latest writes, for
+    every kind of family and label values that need escaping, scrape after scrape."""
+    from prometheus_client import Counter, Gauge, Info, generate_latest
+
+    from conjure_actors.service.metrics import Exposition
+
+    state = st.initial_state()
+    state.jobs["j"] = st.Job(job_id="j", workflow_sha256="w", status=st.QUEUED)
+    metrics = ServiceMetrics(lambda: state, max_queued=3, last_seq=lambda: 7)
+    registry = metrics.registry
+    metrics.request_seconds.labels("GET", 'we"ird\\route\nname', "200").observe(0.003)
+    metrics.request_seconds.labels("POST", "post_job", "201").observe(12.0)
+    metrics.append_seconds.observe(0.0002)
+    Counter("c_things", "Help with a \\ and a\nnewline.", ["b", "a"], registry=registry).labels(
+        "x", "ü"
+    ).inc(2)
+    Gauge("g_nan", "A NaN.", registry=registry).set(float("nan"))
+    Gauge("g_big", "Big.", registry=registry).set(1.5e300)
+    Info("i_build", "Info.", registry=registry).info({"version": "1"})
+    exposition = Exposition()
+    for _ in range(2):  # the second scrape reads the remembered names and label sets
+        assert exposition.render(registry) == generate_latest(registry)
+        metrics.request_seconds.labels("POST", "post_job", "201").observe(0.2)

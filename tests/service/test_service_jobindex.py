@@ -33,7 +33,8 @@ changes = hs.lists(
 @given(changes)
 def test_index_matches_a_full_scan(steps: list[tuple[int, str, int, float]]) -> None:
     """After every change: active = the non-terminal jobs; waiting order and each waiting
-    job's position = the sort of every waiting job by (priority desc, submitted_at, id)."""
+    job's position = the sort of every waiting job by (priority desc, submitted_at, id);
+    the counts by status = a count of every job's status (an update repeated included)."""
     jobs: dict[str, st.Job] = {}
     index = JobIndex()
     for n, status, priority, at in steps:
@@ -41,6 +42,8 @@ def test_index_matches_a_full_scan(steps: list[tuple[int, str, int, float]]) -> 
         job = jobs.get(job_id) or st.Job(job_id, "wf", priority=priority, submitted_at=at)
         jobs[job_id] = attrs.evolve(job, status=status)
         index.update(jobs[job_id])
+        if n % 2:
+            index.update(jobs[job_id])  # updating again changes nothing
         expected = sorted(
             (j for j in jobs.values() if j.status in WAITING),
             key=lambda j: (-j.priority, j.submitted_at, j.job_id),
@@ -49,6 +52,9 @@ def test_index_matches_a_full_scan(steps: list[tuple[int, str, int, float]]) -> 
         assert all(index.position(j) == i for i, j in enumerate(expected))
         assert index.active == {
             j.job_id for j in jobs.values() if j.status not in st.TERMINAL_STATUSES
+        }
+        assert index.counts == {
+            status: sum(j.status == status for j in jobs.values()) for status in st.JOB_STATUSES
         }
 
 
