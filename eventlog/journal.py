@@ -358,6 +358,9 @@ class Journal(Generic[E, S]):
         self._inline_streak = 0  # inline commits since the last one that yielded
         self._idle_committer: trio.lowlevel.Task | None = None
         self._subscribers: list[_Subscriber] = []
+        # How many of them are bounded (an inline commit then yields: _append_many_inline),
+        # kept as a count so that the inline path needs no scan per commit.
+        self._bounded_subscribers = 0
         self._listeners: list[Listener] = []
         self._closing = False
         self._failure: BaseException | None = None
@@ -476,9 +479,7 @@ class Journal(Generic[E, S]):
         # A bounded subscriber takes about one record per scheduler pass: an appender going on
         # without a pass would cut it off (SubscriberOverflowError) though it keeps up, so
         # while one is subscribed every inline commit yields, as before the streak.
-        if self._inline_streak >= INLINE_STREAK or any(
-            s.max_buffer != math.inf for s in self._subscribers
-        ):
+        if self._inline_streak >= INLINE_STREAK or self._bounded_subscribers:
             self._inline_streak = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
         return records
@@ -528,12 +529,12 @@ class Journal(Generic[E, S]):
         send, receive = trio.open_memory_channel[Record[Any]](max_buffer)
         sub = _Subscriber(send, max_buffer)
         self._subscribers.append(sub)
+        self._bounded_subscribers += max_buffer != math.inf
         try:
             async with receive:
                 yield receive
         finally:
-            if sub in self._subscribers:
-                self._subscribers.remove(sub)
+            self._forget_subscriber(sub)
             send.close()
         if sub.missed_seq is not None:
             raise SubscriberOverflowError(sub.missed_seq, max_buffer)
@@ -864,9 +865,13 @@ class Journal(Generic[E, S]):
                     self._listeners.remove(listener)
 
     def _drop_subscriber(self, sub: _Subscriber) -> None:
+        self._forget_subscriber(sub)
+        sub.send.close()
+
+    def _forget_subscriber(self, sub: _Subscriber) -> None:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
-        sub.send.close()
+            self._bounded_subscribers -= sub.max_buffer != math.inf
 
     def _answer_all(self, tasks: list[trio.lowlevel.Task | None], exc: BaseException) -> None:
         for task in tasks:

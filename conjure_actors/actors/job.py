@@ -84,6 +84,7 @@ from conjure_actors.actors.messages import (
     Reply,
     WatchLatePrompt,
 )
+from conjure_actors.clients import comfyui as cu
 from conjure_actors.clients import errors as cerr
 from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.domain import decide
@@ -990,8 +991,6 @@ class WorkflowActor(Actor):
         return self.ctx.derived(self.job.workflow_sha256, "roles", conjure_roles)
 
     async def _on_progress(self, u: Any) -> None:
-        from conjure_actors.clients import comfyui as cu
-
         jid = self.job_id
         pid = self.job.prompt_id or ""
         now = self.ctx.now()
@@ -1515,8 +1514,6 @@ class WorkflowActor(Actor):
         """Report the prompt's updates until its outcome. A transient error (a 429, a dropped
         connection) follows the *same* prompt again after a pause, by polling: submitting it
         again would run the work twice. The attempt's deadline bounds the whole."""
-        from conjure_actors.clients import comfyui as cu
-
         assert prompt_id is not None
         poll = min(1.0, self.ctx.config.pool.poll_interval)
         pause = FOLLOW_RETRY_DELAY
@@ -1697,8 +1694,6 @@ class WorkflowActor(Actor):
 
 def _streamed_events(updates: Iterable[Any], jid: str, pid: str, now: float) -> list[Any]:
     """The events of streamed follow updates (a ``_Streamed`` batch), one each, in order."""
-    from conjure_actors.clients import comfyui as cu
-
     events: list[Any] = []
     for u in updates:
         match u:
