@@ -231,3 +231,47 @@ async def test_a_bounded_subscriber_that_keeps_up_is_not_cut_off_by_an_appending
                 for i in range(2000):
                     await journal.append(Progressed("a", i))
     assert got == list(range(1, 2001))
+
+
+@pytest.mark.parametrize("how", ["left", "cut off"])
+async def test_inline_appends_stop_yielding_each_once_the_bounded_subscriber_is_gone(
+    how: str,
+) -> None:
+    """While a bounded subscriber is subscribed every inline commit yields; once it left its
+    block or was cut off (overflow), an inline commit yields only once per streak again."""
+    from eventlog.journal import INLINE_STREAK
+
+    me = trio.lowlevel.current_task()
+
+    class Steps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task is me:
+                self.n += 1
+
+    with trio.fail_after(10):
+        store = eventlog.MemoryLog(Ev, sync="none")
+        async with eventlog.open_journal(store, Ev) as journal:
+            steps = Steps()
+            with contextlib.suppress(eventlog.SubscriberOverflowError):
+                async with journal.subscribe(max_buffer=2), journal.subscribe(math.inf):
+                    trio.lowlevel.add_instrument(steps)
+                    try:
+                        for i in range(3 if how == "cut off" else 2):
+                            await journal.append(Progressed("a", i))
+                    finally:
+                        trio.lowlevel.remove_instrument(steps)
+                    # One yield per commit while it is subscribed (the third commit cut it
+                    # off: it did not yield).
+                    assert steps.n == 2
+            steps.n = 0
+            trio.lowlevel.add_instrument(steps)
+            try:
+                # (The cut-off commit did not yield: its streak goes on from 1.)
+                for i in range(INLINE_STREAK - 2):
+                    await journal.append(Progressed("b", i))
+                assert steps.n == 0
+            finally:
+                trio.lowlevel.remove_instrument(steps)
