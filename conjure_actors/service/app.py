@@ -424,6 +424,20 @@ async def _node_catalog(conjure: Any, config: Any) -> Catalog | None:
     return None
 
 
+async def _carry_out_cancel_requests(conjure: Any) -> None:
+    """Cancel in the runtime every active job whose cancel request is durable: the cancel
+    handler logs the request, then cancels, and a process stopped between the two would
+    otherwise show the job ``canceling`` while it runs (and bills) to its end."""
+    for api in list(conjure.state.service.api_jobs.values()):
+        job = conjure.state.jobs.get(api.job_id)
+        if (
+            api.cancel_requested_at is not None
+            and job is not None
+            and job.status not in st.TERMINAL_STATUSES
+        ):
+            await conjure.cancel(api.job_id, reason="cancelled by the client")
+
+
 @asynccontextmanager
 async def open_service(
     config: Any,
@@ -461,6 +475,7 @@ async def open_service(
             functools.partial(AssetActor, conjure.ctx, blobs, settings.retention),
             name="assets",
         )
+        await _carry_out_cancel_requests(conjure)
         catalog = catalog or await _node_catalog(conjure, config)
         async with trio.open_nursery() as nursery:
             service = Service(conjure, ref, blobs, settings, catalog=catalog, mode=conjure.ctx.mode)
