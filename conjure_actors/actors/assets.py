@@ -19,7 +19,9 @@ catches up: outputs the log saved but never recorded as assets (a crash in betwe
 recorded then.
 
 Answers are values, never exceptions (an exception in ``receive`` is a crash):
-:class:`Claimed` / :class:`KeyReused`, an asset id, ``True``/``False``.
+:class:`Claimed` / :class:`KeyReused`, an asset id / :class:`BlobGone`, ``True``/``False``.
+Only this actor removes blobs (when no asset refers to them any more), and it checks a blob
+is stored as it records an asset over it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Blobs(Protocol):
     """What the actor needs of the blob store (``conjure_actors.service.blobs.BlobStore``)."""
 
     def put_file(self, path: Any) -> tuple[str, int, bool]: ...
+
+    def has(self, hash_text: str) -> bool: ...
 
     def stored_as(self, path: Any, limit: int) -> tuple[str, int] | None: ...
 
@@ -92,7 +96,8 @@ class AcceptJob:
 @attrs.frozen
 class RecordAsset:
     """Log an asset over a blob already durable in the store; answers the asset id, or
-    :class:`KeyReused` when ``key`` (an upload's ``Idempotency-Key``) was claimed before."""
+    :class:`KeyReused` when ``key`` (an upload's ``Idempotency-Key``) was claimed before, or
+    :class:`BlobGone` when the blob is no longer stored."""
 
     hash: str
     size: int
@@ -102,6 +107,22 @@ class RecordAsset:
     created_new: bool
     expires_in: float | None = None
     key: str | None = None
+
+
+@attrs.frozen
+class BlobGone:
+    """``RecordAsset`` answer: the blob is not in the store (its last asset was deleted or
+    expired, or a refused upload's blob was dropped, after the caller stored it): nothing
+    was logged; store the bytes again, then ask again."""
+
+
+@attrs.frozen
+class DropBlobIfUnused:
+    """Remove a blob no asset refers to (a refused upload's). Only the actor removes blobs,
+    and it re-checks a blob as it records an asset over it (:class:`BlobGone`), so a removal
+    never falls between another request's check and its record."""
+
+    hash: str
 
 
 @attrs.frozen
@@ -254,6 +275,10 @@ class AssetActor(Actor):
             case DeleteAsset():
                 await self._settle()
                 return await self._delete(msg.asset_id)
+            case DropBlobIfUnused():
+                await self._settle()
+                self._drop_blob_if_unused(msg.hash)
+                return None
             case RequestCancel():
                 await self._settle()
                 api = self.ctx.state.service.api_jobs.get(msg.job_id)
@@ -395,7 +420,9 @@ class AssetActor(Actor):
         while self._journaling:
             await self._settled.wait()
 
-    async def _record(self, msg: RecordAsset) -> str | KeyReused:
+    async def _record(self, msg: RecordAsset) -> str | KeyReused | BlobGone:
+        if not self.blobs.has(msg.hash):  # removed by this actor since the caller stored it
+            return BlobGone()
         now = self.ctx.now()
         keep = msg.expires_in if msg.expires_in is not None else self.retention.assets
         asset_id = str(self.ctx.ids())
@@ -477,6 +504,12 @@ class AssetActor(Actor):
         e = msg.event
         self._storing.discard(e.path)
         if msg.hash_text is None or self._pending_output(e.job_id, e.path):
+            return
+        if not self.blobs.has(msg.hash_text):
+            # The child found the bytes stored, and the last asset over them went since
+            # (this actor removed the blob): store them again.
+            self._storing.add(e.path)
+            self.start_soon(self._put_blob, e, name="asset-store-output")
             return
         self._stage_output(
             e.path,

@@ -2,8 +2,10 @@
 ``expected_hash`` checked), from-hash, HEAD by-hash, metadata, content with Range, delete.
 
 The bytes go to the blob store (temp file, fsync, rename) BEFORE the AssetActor logs
-``AssetRecorded``; a rejected upload (too large, hash mismatch) leaves no blob that no
-asset refers to (unless another asset already had those bytes).
+``AssetRecorded``; a rejected upload (too large, hash mismatch, key reused) leaves no blob
+that no asset refers to (the AssetActor, the only one that removes blobs, drops it). The
+actor records an asset only over a blob still stored; an upload whose blob went between
+its store and its record stores it again.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from conjure_actors.actors.assets import DeleteAsset, RecordAsset
+from conjure_actors.actors.assets import BlobGone, DeleteAsset, DropBlobIfUnused, RecordAsset
 from conjure_actors.domain import service_events as se
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
 from conjure_actors.service.errors import ApiError, invalid_request, not_found
 from conjure_actors.service.responses import JSONResponse
 
+PUT_ATTEMPTS = 3
+"""Times an upload stores its bytes: again when the blob went (its last asset deleted)
+between the store and the record."""
 URL_TTL = 3600.0
 """Seconds a content URL is announced valid (our URLs do not expire; the spec wants one)."""
 
@@ -133,42 +138,49 @@ async def upload(request: Request) -> Response:
             raise invalid_request("'content_type' and 'file_path' must be non-empty")
         if expected is not None and parse_hash(expected) is None:
             raise invalid_request("'expected_hash' must be blake3:<64 hex digits>")
-        try:
-            hash_text, size, created = await trio.to_thread.run_sync(
-                service.blobs.put_stream, file.file
+        for attempt in range(PUT_ATTEMPTS):
+            if attempt:
+                file.file.seek(0)
+            try:
+                hash_text, size, created = await trio.to_thread.run_sync(
+                    service.blobs.put_stream, file.file
+                )
+            except BlobTooLargeError:
+                raise ApiError(
+                    413, "payload_too_large", f"an upload is at most {limit} bytes"
+                ) from None
+            if expected is not None and expected.lower() != hash_text:
+                if created:  # the AssetActor removes it unless an asset refers to it now
+                    await service.assets.tell(DropBlobIfUnused(hash_text))
+                raise ApiError(
+                    409,
+                    "hash_mismatch",
+                    f"expected_hash {expected} does not match the bytes received ({hash_text})",
+                    details={"expected": expected, "actual": hash_text},
+                )
+            known = hash_text in service.state.service.blob_refs
+            asset_id = await service.assets.ask(
+                RecordAsset(
+                    hash=hash_text,
+                    size=size,
+                    content_type=content_type,
+                    file_path=file_path,
+                    tags=tuple(tags),
+                    created_new=not known,
+                    expires_in=expires_in,
+                    key=key,
+                ),
+                timeout=60,
             )
-        except BlobTooLargeError:
-            raise ApiError(
-                413, "payload_too_large", f"an upload is at most {limit} bytes"
-            ) from None
+            if not isinstance(asset_id, BlobGone):
+                break
+        else:  # removed under every attempt (nothing was logged): the spec's one 5xx
+            raise ApiError(500, "upstream_error", "the upload could not be stored; retry it")
     finally:
         await form.close()
-    if expected is not None and expected.lower() != hash_text:
-        if created and hash_text not in service.state.service.blob_refs:
-            service.blobs.remove(hash_text)
-        raise ApiError(
-            409,
-            "hash_mismatch",
-            f"expected_hash {expected} does not match the bytes received ({hash_text})",
-            details={"expected": expected, "actual": hash_text},
-        )
-    known = hash_text in service.state.service.blob_refs
-    asset_id = await service.assets.ask(
-        RecordAsset(
-            hash=hash_text,
-            size=size,
-            content_type=content_type,
-            file_path=file_path,
-            tags=tuple(tags),
-            created_new=not known,
-            expires_in=expires_in,
-            key=key,
-        ),
-        timeout=60,
-    )
     if not isinstance(asset_id, str):
-        if created and hash_text not in service.state.service.blob_refs:
-            service.blobs.remove(hash_text)
+        if created:  # the AssetActor removes it unless an asset refers to it now
+            await service.assets.tell(DropBlobIfUnused(hash_text))
         raise ApiError(
             422,
             "idempotency_key_reuse",
@@ -219,6 +231,8 @@ async def from_hash(request: Request) -> Response:
         ),
         timeout=60,
     )
+    if isinstance(asset_id, BlobGone):  # its last asset went meanwhile
+        raise ApiError(404, "blob_not_found", "no blob with that hash: upload the bytes")
     record = _record(service, asset_id)
     return JSONResponse(asset_view(request, record, created_new=False), status_code=201)
 

@@ -107,6 +107,22 @@ class FakeContext:
         await self.journal.append(list(events))
 
 
+HASH = "blake3:" + "0" * 64
+
+
+class FakeBlobs:
+    """The blob store as the actor sees it: which hashes are stored."""
+
+    def __init__(self, stored: set[str]) -> None:
+        self.stored = stored
+
+    def has(self, hash_text: str) -> bool:
+        return hash_text in self.stored
+
+    def remove(self, hash_text: str) -> None:
+        self.stored.discard(hash_text)
+
+
 def accept(job_id: str, key: str | None = None) -> AcceptJob:
     submitted = ev.JobSubmitted(job_id=job_id, workflow_sha256="0" * 64, at=1000.0)
     return AcceptJob(job_id=job_id, labels={}, input_assets={}, submitted=submitted, key=key)
@@ -116,9 +132,10 @@ def kinds(events: list[Any]) -> list[type]:
     return [type(e) for e in events]
 
 
-async def spawn(journal: HeldJournal, system: Any) -> Any:
+async def spawn(journal: HeldJournal, system: Any, blobs: Any = None) -> Any:
+    blobs = blobs if blobs is not None else FakeBlobs({HASH})
     return await system.spawn(
-        functools.partial(AssetActor, FakeContext(journal), None, Retention()), name="assets"
+        functools.partial(AssetActor, FakeContext(journal), blobs, Retention()), name="assets"
     )
 
 
@@ -186,7 +203,7 @@ async def test_the_actors_own_appends_wait_for_the_submissions_in_flight() -> No
     before it are durable, never ahead of them."""
     journal = HeldJournal()
     record = RecordAsset(
-        hash="blake3:" + "0" * 64,
+        hash=HASH,
         size=1,
         content_type="image/png",
         file_path="a.png",

@@ -1,0 +1,149 @@
+"""Comfy API v2 assets over the blob store, when requests race: an asset is recorded only
+over bytes still stored (only the AssetActor removes a blob, and it re-checks the blob as it
+records), so a 2xx always means the bytes can be read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+from extras_support import open_extras_service
+
+from conjure_actors.domain import service_events as se
+
+
+def _hold_deletes(service: Any) -> trio.Event:
+    """Hold the append of an AssetDeleted (a slow fsync) until the event is set."""
+    release = trio.Event()
+    journal: Any = service.journal
+    append = journal.append
+
+    async def held(event: Any) -> Any:
+        if isinstance(event, se.AssetDeleted):
+            await release.wait()
+        return await append(event)
+
+    journal.append = held
+    return release
+
+
+async def _upload(client: Any, data: bytes, name: str) -> Any:
+    return await client.post(
+        "/api/v2/assets",
+        data={"content_type": "application/octet-stream", "file_path": name},
+        files={"file": (name, data, "application/octet-stream")},
+    )
+
+
+async def _race(run: Any, second: Any) -> tuple[Any, Any]:
+    data = b"the only copy of these bytes"
+    first = await _upload(run.client, data, "a.bin")
+    assert first.status_code == 201, first.text
+    asset_a, hash_text = first.json()["id"], first.json()["hash"]
+    release = _hold_deletes(run.service)
+    answers: dict[str, Any] = {}
+
+    async def delete() -> None:
+        answers["delete"] = await run.client.delete(f"/api/v2/assets/{asset_a}")
+
+    async def other() -> None:
+        answers["other"] = await second(run.client, data, hash_text)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delete)
+        await trio.sleep(0.01)  # the DELETE's append is in flight
+        nursery.start_soon(other)
+        await trio.sleep(0.01)
+        release.set()
+    assert answers["delete"].status_code == 204
+    return answers["other"], hash_text
+
+
+async def _check_new_asset(run: Any, answer: Any, hash_text: str) -> None:
+    asset_id = answer.json()["id"]
+    head = await run.client.head(f"/api/v2/assets/by-hash/{hash_text}")
+    content = None
+    try:
+        content = await run.client.get(f"/api/v2/assets/{asset_id}/content")
+    except Exception as exc:  # the app raised mid-body
+        content = exc
+    assert head.status_code == 200
+    # The promise of the 2xx: the asset's bytes are stored.
+    assert run.service.blobs.has(hash_text), (
+        f"{answer.status_code} for asset {asset_id} but its blob is gone; content -> {content!r}"
+    )
+
+
+async def test_from_hash_racing_the_delete_of_the_last_asset(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async def from_hash(client: Any, data: bytes, hash_text: str) -> Any:
+        return await client.post("/api/v2/assets/from-hash", json={"hash": hash_text})
+
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            answer, hash_text = await _race(run, from_hash)
+            # The delete won: 404 blob_not_found; or a 201 whose bytes are stored.
+            if answer.status_code != 404:
+                assert answer.status_code == 201, answer.text
+                await _check_new_asset(run, answer, hash_text)
+
+
+async def test_dedup_upload_racing_the_delete_of_the_last_asset(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    async def upload(client: Any, data: bytes, hash_text: str) -> Any:
+        return await _upload(client, data, "b.bin")
+
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            answer, hash_text = await _race(run, upload)
+            assert answer.status_code in (200, 201), answer.text
+            await _check_new_asset(run, answer, hash_text)
+
+
+async def test_a_refused_upload_removes_the_blob_a_concurrent_upload_is_recorded_over(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Upload B (a reused Idempotency-Key: 422) created blob X; upload C of the same bytes
+    found X stored (created False) and is recorded right after B's refusal. B's handler
+    removes X ('created and not in blob_refs') before C's AssetRecorded is applied: C is
+    answered 201 over a blob that is gone. (The same removal runs on a hash_mismatch 409.)"""
+    data = b"bytes B and C both upload"
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            client = run.client
+            first = await client.post(
+                "/api/v2/assets",
+                data={"content_type": "application/octet-stream", "file_path": "e.bin"},
+                files={"file": ("e.bin", b"other bytes", "application/octet-stream")},
+                headers={"Idempotency-Key": "K"},
+            )
+            assert first.status_code == 201
+            dummy = (await _upload(client, b"dummy", "d.bin")).json()["id"]
+            release = _hold_deletes(run.service)  # the actor is busy with a delete meanwhile
+            answers: dict[str, Any] = {}
+
+            async def b() -> None:
+                answers["B"] = await client.post(
+                    "/api/v2/assets",
+                    data={"content_type": "application/octet-stream", "file_path": "b.bin"},
+                    files={"file": ("b.bin", data, "application/octet-stream")},
+                    headers={"Idempotency-Key": "K"},
+                )
+
+            async def c() -> None:
+                answers["C"] = await _upload(client, data, "c.bin")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.delete, f"/api/v2/assets/{dummy}")
+                await trio.sleep(0.01)
+                nursery.start_soon(b)
+                await trio.sleep(0.01)
+                nursery.start_soon(c)
+                await trio.sleep(0.01)
+                release.set()
+            assert answers["B"].status_code == 422
+            assert answers["C"].status_code == 201, answers["C"].text
+            await _check_new_asset(run, answers["C"], answers["C"].json()["hash"])
