@@ -444,8 +444,32 @@ async def submit(request: Request) -> Response:
     except WorkflowError as exc:
         raise _invalid(exc.problems) from None
     except UsageError as exc:
-        raise invalid_request(str(exc)) from None
+        raise _refused_inputs(service, inputs, str(exc)) from None
     return JSONResponse(job_view(request, service, job_id), status_code=201)
+
+
+def _refused_inputs(service: Service, inputs: dict[str, str], message: str) -> ApiError:
+    """The error for a submission the runtime refused: 422 ``missing_asset`` when an input
+    asset's bytes are not stored (lost, or removed as its last asset went after the graph
+    was resolved), else 400 ``invalid_request``. The runtime's message may name an input's
+    file: a path of this server never reaches the client (the asset is named instead)."""
+    assets = service.state.service.assets
+    for binding, asset_id in inputs.items():
+        record = assets.get(asset_id)
+        if record is None or not service.blobs.has(record.hash):
+            nid, _, name = binding.partition(".")
+            return ApiError(
+                422,
+                "missing_asset",
+                f"node {nid} input {name!r}: the bytes of asset {asset_id} are gone: "
+                "upload them again",
+                details={"node_id": nid, "input": name},
+            )
+    for asset_id in inputs.values():
+        blob = service.blobs.path_of(assets[asset_id].hash)
+        if blob is not None:
+            message = message.replace(str(blob), f"asset {asset_id}")
+    return invalid_request(message.replace(str(service.blobs.root), "the blob store"))
 
 
 # ----------------------------------------------------------------------------- read

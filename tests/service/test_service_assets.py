@@ -4,6 +4,7 @@ records), so a 2xx always means the bytes can be read."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import trio
 from extras_support import open_extras_service
 
 from conjure_actors.domain import service_events as se
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
 
 def _hold_deletes(service: Any) -> trio.Event:
@@ -147,3 +150,47 @@ async def test_a_refused_upload_removes_the_blob_a_concurrent_upload_is_recorded
             assert answers["B"].status_code == 422
             assert answers["C"].status_code == 201, answers["C"].text
             await _check_new_asset(run, answers["C"], answers["C"].json()["hash"])
+
+
+async def _submit_over_lost_bytes(tmp_path: Path, lie: bool) -> Any:
+    """Upload a PNG, lose its blob, submit a job loading it. ``lie``: the store says the
+    blob is there (it went between a check and the read)."""
+    from conjure_actors.actors.example import example_sketch_png
+
+    graph = json.loads((WORKFLOWS / "load_scale_blur_save.json").read_text())
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            asset = (await _upload(run.client, example_sketch_png(), "in.png")).json()
+            blobs = run.service.blobs
+            path = blobs.path_of(asset["hash"])
+            assert path is not None
+            path.unlink()  # a disk cleaned by hand, or a removal after the graph resolved
+            if lie:
+                blobs.has = lambda hash_text: True
+            graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": asset["id"]}}
+            answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            assert not run.service.state.jobs
+            return answer
+
+
+async def test_a_job_over_an_asset_whose_bytes_are_gone_is_missing_asset(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """422 missing_asset, naming the input; no path of the server in the answer."""
+    answer = await _submit_over_lost_bytes(tmp_path, lie=False)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "missing_asset"
+    assert answer.json()["error"]["details"] == {"node_id": "10", "input": "image"}
+    assert str(tmp_path) not in answer.text
+    assert "/blobs" not in answer.text
+
+
+async def test_a_refused_input_never_names_a_path_of_the_server(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The runtime's refusal (it names the file it could not read) reaches the client with
+    the asset named instead of the blob's path."""
+    answer = await _submit_over_lost_bytes(tmp_path, lie=True)
+    assert answer.status_code == 400, answer.text
+    assert str(tmp_path) not in answer.text
+    assert "/blobs" not in answer.text
