@@ -124,20 +124,15 @@ class BlobStore:
             source.seek(0)
             return self.put_stream(source)
 
-    def read_range(self, hash_text: str, start: int, end: int) -> Iterator[bytes]:
-        """The bytes ``start..end`` (inclusive) of a blob, in chunks (blocking)."""
+    def open_range(self, hash_text: str, start: int, end: int) -> BlobRange:
+        """The bytes ``start..end`` (inclusive) of a blob, in chunks, from a file opened
+        now: ``FileNotFoundError`` here when the blob is gone, and once open the bytes stay
+        readable though the blob is removed meanwhile (removal unlinks the name). Close it
+        if it is not read to its end."""
         path = self.path_of(hash_text)
         if path is None:
             raise FileNotFoundError(hash_text)
-        with open(path, "rb") as source:
-            source.seek(start)
-            left = end - start + 1
-            while left > 0:
-                chunk = source.read(min(CHUNK, left))
-                if not chunk:
-                    return
-                left -= len(chunk)
-                yield chunk
+        return BlobRange(open(path, "rb"), start, end)  # BlobRange closes it
 
     def remove(self, hash_text: str) -> None:
         """Delete a blob no asset refers to any more (missing is fine)."""
@@ -151,3 +146,27 @@ class BlobStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class BlobRange:
+    """An open blob's bytes ``start..end`` (inclusive), in chunks (blocking reads); the file
+    is closed at the end or by :meth:`close`."""
+
+    def __init__(self, source: BinaryIO, start: int, end: int) -> None:
+        self._source = source
+        source.seek(start)
+        self._left = end - start + 1
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self._source.read(min(CHUNK, self._left)) if self._left > 0 else b""
+        if not chunk:
+            self.close()
+            raise StopIteration
+        self._left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._source.close()

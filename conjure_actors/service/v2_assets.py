@@ -299,14 +299,22 @@ async def content(request: Request) -> Response:
     headers["Content-Length"] = str(max(end - start + 1, 0))
     if size == 0:
         return Response(b"", status_code=status, headers=headers)
-    chunks = service.blobs.read_range(record.hash, start, end)
+    try:
+        # Opened before the answer starts: a DELETE landing meanwhile removes the blob's
+        # name, not the bytes this answer's head promises.
+        chunks = service.blobs.open_range(record.hash, start, end)
+    except FileNotFoundError:
+        raise not_found(f"no asset {record.asset_id}") from None
 
     async def body() -> Any:
-        while True:
-            chunk = await trio.to_thread.run_sync(next, chunks, None)
-            if chunk is None:
-                return
-            yield chunk
+        try:
+            while True:
+                chunk = await trio.to_thread.run_sync(next, chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            chunks.close()
 
     return StreamingResponse(body(), status_code=status, headers=headers)
 

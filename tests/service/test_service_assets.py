@@ -106,6 +106,67 @@ async def test_dedup_upload_racing_the_delete_of_the_last_asset(
             await _check_new_asset(run, answer, hash_text)
 
 
+async def test_delete_racing_a_download(tmp_path: Path, autojump_clock: Any) -> None:
+    """GET content checks the record, answers 200 with its Content-Length, and opens the blob
+    only as the body starts; a DELETE whose append lands in between removes the blob: the
+    client gets a 200 head and then a broken body (the app raises FileNotFoundError)."""
+    data = b"x" * 5000
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            first = await _upload(run.client, data, "a.bin")
+            asset_id = first.json()["id"]
+            release = _hold_deletes(run.service)
+            sent: list[dict[str, Any]] = []
+            raised: list[BaseException] = []
+
+            asked: list[bool] = []
+            finished = trio.Event()
+
+            async def receive() -> dict[str, Any]:
+                if not asked:
+                    asked.append(True)
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await finished.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    finished.set()
+                if message["type"] == "http.response.start":
+                    release.set()  # the DELETE's fsync ends while the head goes out
+                    await trio.sleep(0.01)
+
+            path = f"/api/v2/assets/{asset_id}/content"
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": [(b"host", b"127.0.0.1:8189")],
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", 8189),
+                "state": {},
+            }
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run.client.delete, f"/api/v2/assets/{asset_id}")
+                await trio.sleep(0.001)  # the DELETE's append is in flight
+                try:
+                    await run.app(scope, receive, send)
+                except Exception as exc:
+                    raised.append(exc)
+                finished.set()
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    # Either the asset is gone (404) or the client gets every byte the head announced.
+    assert start["status"] == 404 or body == data, (start["status"], len(body), raised)
+
+
 async def test_a_refused_upload_removes_the_blob_a_concurrent_upload_is_recorded_over(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

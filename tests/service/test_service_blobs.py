@@ -3,6 +3,7 @@ and answered, not copied again."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -65,3 +66,22 @@ def test_a_new_store_folder_s_name_is_made_durable(
     monkeypatch.setattr(blobs, "fsync_dir", lambda folder: synced.append(Path(folder)))
     blobs.BlobStore(tmp_path / "a" / "b")
     assert synced == [tmp_path / "a", tmp_path]
+
+
+def test_an_open_range_reads_its_bytes_though_the_blob_is_removed(tmp_path: Path) -> None:
+    """open_range opens the file at once: a removal after it takes the name, not the bytes
+    (a download answered 200 gets every byte its Content-Length announced)."""
+    store = BlobStore(tmp_path / "blobs")
+    data = bytes(range(256)) * 10_000
+    hash_text, _, _ = store.put_stream(io.BytesIO(data))
+    chunks = store.open_range(hash_text, 10, len(data) - 1)
+    store.remove(hash_text)
+    assert b"".join(chunks) == data[10:]
+
+
+def test_open_range_of_a_removed_blob_raises_at_once(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    hash_text, _, _ = store.put_stream(io.BytesIO(b"bytes"))
+    store.remove(hash_text)
+    with pytest.raises(FileNotFoundError):
+        store.open_range(hash_text, 0, 4)
