@@ -623,6 +623,8 @@ async def events(request: Request) -> Response:
                 payload = await previews.due()
                 if payload is not None:
                     yield frame("preview", payload)
+                if not dirty and _output_grace_ended(service, job_id, status):
+                    dirty = True  # no event says so: this tick (every progress_interval) does
                 if not dirty:
                     continue
                 try:
@@ -653,6 +655,18 @@ async def events(request: Request) -> Response:
 
     service.open_streams += 1
     return _CountedStream(service, stream(), ping=15, send_timeout=30)
+
+
+def _output_grace_ended(service: Service, job_id: str, status: str) -> bool:
+    """Whether ``job_id``, sent as ``running`` though it succeeded (an output did not become
+    an asset), now reads ``succeeded``: :data:`OUTPUT_GRACE` passed since it finished."""
+    if status != "running":
+        return False
+    job = service.state.jobs.get(job_id)
+    if job is None or job.status != st.SUCCEEDED or job.finished_at is None:
+        return False
+    now: float = service.conjure.ctx.now()
+    return now - job.finished_at > OUTPUT_GRACE
 
 
 class _PreviewThrottle:

@@ -1,0 +1,48 @@
+"""The SSE stream of a job ends with the terminal status even when no event marks it: a job
+whose output could not become an asset reads ``succeeded`` once OUTPUT_GRACE passed, and
+its stream sends that and ends then (it held a stream slot open forever before)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from extras_support import open_extras_service, sse_events, wait_for
+
+from conjure_actors.domain import state as st
+from conjure_actors.service.blobs import BlobStore
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+
+
+async def test_sse_ends_when_the_output_grace_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    def unreadable(self: BlobStore, path: Any) -> Any:
+        raise OSError("the output file went")
+
+    monkeypatch.setattr(BlobStore, "put_file", unreadable)
+    monkeypatch.setattr(BlobStore, "stored_as", lambda self, path, limit: None)
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            assert answer.status_code == 201, answer.text
+            job_id = answer.json()["id"]
+            await wait_for(run.service, lambda s: s.jobs[job_id].status == st.SUCCEEDED)
+            polled = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()["status"]
+            assert polled == "running"  # within the grace
+            got: list[Any] = []
+            try:
+                got = await sse_events(run.app, f"/api/v2/jobs/{job_id}/events", within=600)
+            except trio.TooSlowError:
+                got = [(0.0, "STREAM STILL OPEN after 600 s", None)]
+            polled = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()["status"]
+    assert polled == "succeeded"
+    names = [
+        (name, data.get("status") if isinstance(data, dict) else None) for _, name, data in got
+    ]
+    assert names[-1] == ("status", "succeeded"), names
