@@ -127,9 +127,16 @@ class DropBlobIfUnused:
 
 @attrs.frozen
 class DeleteAsset:
-    """Delete an asset record; answers whether it existed."""
+    """Delete an asset record; answers whether it existed, or :class:`AssetInUse`."""
 
     asset_id: str
+
+
+@attrs.frozen
+class AssetInUse:
+    """``DeleteAsset`` answer: a job's output; it goes with its job (its expiry), not alone.
+    Its job's outputs name it, and a deletion would turn the succeeded job back to running
+    (an output not an asset) and be undone by the next start's catch-up."""
 
 
 @attrs.frozen
@@ -455,10 +462,12 @@ class AssetActor(Actor):
         )
         return asset_id
 
-    async def _delete(self, asset_id: str) -> bool:
+    async def _delete(self, asset_id: str) -> bool | AssetInUse:
         record = self.ctx.state.service.assets.get(asset_id)
         if record is None:
             return False
+        if record.source_path is not None:
+            return AssetInUse()
         await self.ctx.emit(se.AssetDeleted(asset_id=asset_id, at=self.ctx.now()))
         self._drop_blob_if_unused(record.hash)
         return True

@@ -22,7 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from conjure_actors.actors.assets import BlobGone, DeleteAsset, DropBlobIfUnused, RecordAsset
+from conjure_actors.actors.assets import (
+    AssetInUse,
+    BlobGone,
+    DeleteAsset,
+    DropBlobIfUnused,
+    RecordAsset,
+)
 from conjure_actors.domain import service_events as se
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
@@ -253,7 +259,10 @@ async def delete_asset(request: Request) -> Response:
     service = service_of(request)
     asset_id = request.path_params["id"]
     _record(service, asset_id)
-    if not await service.assets.ask(DeleteAsset(asset_id), timeout=60):
+    answer = await service.assets.ask(DeleteAsset(asset_id), timeout=60)
+    if isinstance(answer, AssetInUse):  # the spec's word: the body never says which hold
+        raise ApiError(409, "asset_in_use", "this asset cannot be deleted now")
+    if not answer:
         raise not_found(f"no asset {asset_id}")
     return Response(status_code=204)
 

@@ -1,6 +1,6 @@
-"""Comfy API v2 assets over the blob store, when requests race: an asset is recorded only
+"""Comfy API v2 assets when requests race, and what holds them: an asset is recorded only
 over bytes still stored (only the AssetActor removes a blob, and it re-checks the blob as it
-records), so a 2xx always means the bytes can be read."""
+records), so a 2xx always means the bytes can be read; a job's output goes with its job."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from extras_support import open_extras_service
+from extras_support import open_extras_service, wait_for, wait_idle
 
+import eventlog
 from conjure_actors.domain import service_events as se
+from conjure_actors.domain.events import Event
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -255,3 +257,30 @@ async def test_a_refused_input_never_names_a_path_of_the_server(
     assert answer.status_code == 400, answer.text
     assert str(tmp_path) not in answer.text
     assert "/blobs" not in answer.text
+
+
+async def test_a_job_s_output_cannot_be_deleted_alone_and_a_restart_answers_the_same(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """DELETE of a job's output asset: 409 asset_in_use (it goes with its job). A deletion
+    turned the succeeded job back to running (an output not an asset), and the next start's
+    catch-up recorded the output again under a new id."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    log = eventlog.MemoryLog(Event)
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, log=log) as run:
+            job_id = (await run.client.post("/api/v2/jobs", json={"workflow": graph})).json()["id"]
+            await wait_for(run.service, lambda s: bool(s.service.job_outputs.get(job_id)))
+            before = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
+            assert before["status"] == "succeeded"
+            output_id = before["outputs"][0]["id"]
+            deleted = await run.client.delete(f"/api/v2/assets/{output_id}")
+            assert deleted.status_code == 409, deleted.text
+            assert deleted.json()["error"]["code"] == "asset_in_use"
+            assert (await run.client.get(f"/api/v2/jobs/{job_id}")).json() == before
+            assert (await run.client.get(f"/api/v2/assets/{output_id}")).status_code == 200
+        async with open_extras_service(tmp_path, log=log) as run:
+            await wait_idle(run.service)
+            after = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
+    assert after["status"] == "succeeded"
+    assert [o["id"] for o in after["outputs"]] == [output_id]
