@@ -19,7 +19,7 @@ catches up: outputs the log saved but never recorded as assets (a crash in betwe
 recorded then.
 
 Answers are values, never exceptions (an exception in ``receive`` is a crash):
-:class:`Claimed` / :class:`KeyReused`, an asset id / :class:`BlobGone`, ``True``/``False``.
+:class:`Claimed` / :class:`KeyReused`, :class:`Recorded` / :class:`BlobGone`, ``True``/``False``.
 Only this actor removes blobs (when no asset refers to them any more), and it checks a blob
 is stored as it records an asset over it.
 """
@@ -95,18 +95,27 @@ class AcceptJob:
 
 @attrs.frozen
 class RecordAsset:
-    """Log an asset over a blob already durable in the store; answers the asset id, or
-    :class:`KeyReused` when ``key`` (an upload's ``Idempotency-Key``) was claimed before, or
-    :class:`BlobGone` when the blob is no longer stored."""
+    """Log an asset over a blob already durable in the store; answers :class:`Recorded`,
+    or :class:`KeyReused` when ``key`` (an upload's ``Idempotency-Key``) was claimed before,
+    or :class:`BlobGone` when the blob is no longer stored."""
 
     hash: str
     size: int
     content_type: str
     file_path: str | None
     tags: tuple[str, ...]
-    created_new: bool
     expires_in: float | None = None
     key: str | None = None
+
+
+@attrs.frozen
+class Recorded:
+    """``RecordAsset`` answer: the asset is durable; ``created_new``: no live asset had its
+    bytes before it (decided as it is recorded, so of two uploads of the same new bytes
+    only the first says so)."""
+
+    asset_id: str
+    created_new: bool
 
 
 @attrs.frozen
@@ -427,9 +436,10 @@ class AssetActor(Actor):
         while self._journaling:
             await self._settled.wait()
 
-    async def _record(self, msg: RecordAsset) -> str | KeyReused | BlobGone:
+    async def _record(self, msg: RecordAsset) -> Recorded | KeyReused | BlobGone:
         if not self.blobs.has(msg.hash):  # removed by this actor since the caller stored it
             return BlobGone()
+        created_new = msg.hash not in self.ctx.state.service.blob_refs
         now = self.ctx.now()
         keep = msg.expires_in if msg.expires_in is not None else self.retention.assets
         asset_id = str(self.ctx.ids())
@@ -455,12 +465,12 @@ class AssetActor(Actor):
                 content_type=msg.content_type,
                 file_path=msg.file_path,
                 tags=msg.tags,
-                created_new=msg.created_new,
+                created_new=created_new,
                 expires_at=None if keep is None else now + keep,
                 at=now,
             ),
         )
-        return asset_id
+        return Recorded(asset_id, created_new)
 
     async def _delete(self, asset_id: str) -> bool | AssetInUse:
         record = self.ctx.state.service.assets.get(asset_id)

@@ -28,6 +28,7 @@ from conjure_actors.actors.assets import (
     DeleteAsset,
     DropBlobIfUnused,
     RecordAsset,
+    Recorded,
 )
 from conjure_actors.domain import service_events as se
 from conjure_actors.service.app import Service
@@ -164,27 +165,25 @@ async def upload(request: Request) -> Response:
                     f"expected_hash {expected} does not match the bytes received ({hash_text})",
                     details={"expected": expected, "actual": hash_text},
                 )
-            known = hash_text in service.state.service.blob_refs
-            asset_id = await service.assets.ask(
+            answer = await service.assets.ask(
                 RecordAsset(
                     hash=hash_text,
                     size=size,
                     content_type=content_type,
                     file_path=file_path,
                     tags=tuple(tags),
-                    created_new=not known,
                     expires_in=expires_in,
                     key=key,
                 ),
                 timeout=60,
             )
-            if not isinstance(asset_id, BlobGone):
+            if not isinstance(answer, BlobGone):
                 break
         else:  # removed under every attempt (nothing was logged): the spec's one 5xx
             raise ApiError(500, "upstream_error", "the upload could not be stored; retry it")
     finally:
         await form.close()
-    if not isinstance(asset_id, str):
+    if not isinstance(answer, Recorded):
         if created:  # the AssetActor removes it unless an asset refers to it now
             await service.assets.tell(DropBlobIfUnused(hash_text))
         raise ApiError(
@@ -192,9 +191,12 @@ async def upload(request: Request) -> Response:
             "idempotency_key_reuse",
             "this Idempotency-Key was used before: get the asset you uploaded with it instead",
         )
-    record = _record(service, asset_id)
-    status = 200 if known else 201
-    return JSONResponse(asset_view(request, record, created_new=not known), status_code=status)
+    # New bytes (201) or deduped onto a live asset's (200), as the actor recorded it.
+    record = _record(service, answer.asset_id)
+    status = 201 if answer.created_new else 200
+    return JSONResponse(
+        asset_view(request, record, created_new=answer.created_new), status_code=status
+    )
 
 
 async def from_hash(request: Request) -> Response:
@@ -225,21 +227,20 @@ async def from_hash(request: Request) -> Response:
         ):
             return JSONResponse(asset_view(request, record, created_new=False))
     sample = next(r for r in svc.assets.values() if r.hash == hash_text)
-    asset_id = await service.assets.ask(
+    answer = await service.assets.ask(
         RecordAsset(
             hash=hash_text,
             size=svc.blob_sizes[hash_text],
             content_type=sample.content_type,
             file_path=file_path,
             tags=tuple(tags),
-            created_new=False,
             expires_in=expires_in,
         ),
         timeout=60,
     )
-    if isinstance(asset_id, BlobGone):  # its last asset went meanwhile
+    if not isinstance(answer, Recorded):  # BlobGone: its last asset went meanwhile
         raise ApiError(404, "blob_not_found", "no blob with that hash: upload the bytes")
-    record = _record(service, asset_id)
+    record = _record(service, answer.asset_id)
     return JSONResponse(asset_view(request, record, created_new=False), status_code=201)
 
 

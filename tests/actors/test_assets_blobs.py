@@ -13,15 +13,14 @@ from conjure_actors.actors.assets import (
     BlobGone,
     DropBlobIfUnused,
     RecordAsset,
+    Recorded,
     _OutputStored,
 )
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.runtime import open_actor_system
 
-RECORD = RecordAsset(
-    hash=HASH, size=1, content_type="image/png", file_path="a.png", tags=(), created_new=True
-)
+RECORD = RecordAsset(hash=HASH, size=1, content_type="image/png", file_path="a.png", tags=())
 
 
 async def test_a_record_over_a_blob_no_longer_stored_answers_blob_gone() -> None:
@@ -89,3 +88,24 @@ async def test_an_output_whose_blob_went_after_its_store_is_stored_again() -> No
             assert kinds(journal.appends[0].events) == [se.AssetRecorded]
             assert blobs.has(journal.appends[0].events[0].hash)
             journal.release(0)
+
+
+async def test_only_the_first_record_over_new_bytes_is_created_new() -> None:
+    journal = HeldJournal()
+    with trio.fail_after(10):
+        async with open_actor_system() as system:
+            ref = await spawn(journal, system)
+            answers: list[Any] = []
+
+            async def record() -> None:
+                answers.append(await ref.ask(RECORD))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(record)
+                nursery.start_soon(record)
+                await journal.wait_appends(1)
+                journal.release(0)
+                await journal.wait_appends(2)
+                journal.release(1)
+    assert [a.created_new for a in answers] == [True, False]
+    assert all(isinstance(a, Recorded) for a in answers)

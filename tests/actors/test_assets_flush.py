@@ -208,7 +208,6 @@ async def test_the_actors_own_appends_wait_for_the_submissions_in_flight() -> No
         content_type="image/png",
         file_path="a.png",
         tags=(),
-        created_new=True,
     )
     with trio.fail_after(10):
         async with open_actor_system() as system:

@@ -284,3 +284,44 @@ async def test_a_job_s_output_cannot_be_deleted_alone_and_a_restart_answers_the_
             after = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
     assert after["status"] == "succeeded"
     assert [o["id"] for o in after["outputs"]] == [output_id]
+
+
+async def test_concurrent_uploads_of_the_same_bytes_store_once_and_say_so(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Two uploads of the same new bytes, the second while the first one's record is being
+    journaled: one 201 created_new (it stored the bytes), one 200 deduped (the spec's
+    split). Both were 201 created_new: the handler decided from blob_refs before the
+    first record was applied; the AssetActor decides as it records now."""
+    data = b"same new bytes"
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            release = trio.Event()
+            journal: Any = run.service.journal
+            append = journal.append
+
+            async def held(event: Any) -> Any:  # a slow fsync of the first AssetRecorded
+                if isinstance(event, se.AssetRecorded):
+                    await release.wait()
+                return await append(event)
+
+            journal.append = held
+            answers: list[Any] = []
+
+            async def upload(name: str) -> None:
+                answers.append(
+                    await run.client.post(
+                        "/api/v2/assets",
+                        data={"content_type": "application/octet-stream", "file_path": name},
+                        files={"file": (name, data, "application/octet-stream")},
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(upload, "a.bin")
+                await trio.sleep(0.01)
+                nursery.start_soon(upload, "b.bin")
+                await trio.sleep(0.01)
+                release.set()
+    got = sorted((a.status_code, a.json()["created_new"]) for a in answers)
+    assert got == [(200, False), (201, True)], got
