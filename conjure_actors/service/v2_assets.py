@@ -269,9 +269,10 @@ async def delete_asset(request: Request) -> Response:
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` inclusive for one ``bytes=`` range; None when unsatisfiable."""
+    """``(start, end)`` inclusive for one ``bytes=`` range; None when unsatisfiable (every
+    range of an empty representation is: RFC 9110 14.1.1)."""
     match = _RANGE.fullmatch(header.strip())
-    if match is None:
+    if match is None or size == 0:
         return None
     first, last = match.groups()
     if first == "" and last == "":

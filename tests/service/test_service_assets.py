@@ -10,10 +10,13 @@ from typing import Any
 
 import trio
 from extras_support import open_extras_service, wait_for, wait_idle
+from hypothesis import example, given
+from hypothesis import strategies as hs
 
 import eventlog
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain.events import Event
+from conjure_actors.service.v2_assets import _byte_range
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -325,3 +328,36 @@ async def test_concurrent_uploads_of_the_same_bytes_store_once_and_say_so(
                 release.set()
     got = sorted((a.status_code, a.json()["created_new"]) for a in answers)
     assert got == [(200, False), (201, True)], got
+
+
+async def test_a_suffix_range_of_an_empty_asset_is_416(tmp_path: Path, autojump_clock: Any) -> None:
+    """RFC 9110 14.1.1: a suffix range of a zero-length representation is unsatisfiable:
+    416 with 'bytes */0' (was 206 with the invalid 'bytes 0--1/0')."""
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            up = await _upload(run.client, b"", "e.bin")
+            assert up.status_code == 201, up.text
+            r = await run.client.get(
+                f"/api/v2/assets/{up.json()['id']}/content", headers={"Range": "bytes=-5"}
+            )
+    assert (r.status_code, r.headers.get("content-range")) == (416, "bytes */0")
+
+
+@given(
+    header=hs.one_of(
+        hs.builds(
+            "bytes={}-{}".format,
+            hs.one_of(hs.just(""), hs.integers(0, 40).map(str)),
+            hs.one_of(hs.just(""), hs.integers(0, 40).map(str)),
+        ),
+        hs.text(max_size=12),
+    ),
+    size=hs.integers(0, 30),
+)
+@example(header="bytes=-5", size=0)
+def test_a_satisfiable_range_lies_within_the_bytes(header: str, size: int) -> None:
+    """Any answered range is a non-empty span of the representation's bytes."""
+    span = _byte_range(header, size)
+    if span is not None:
+        start, end = span
+        assert 0 <= start <= end < size
