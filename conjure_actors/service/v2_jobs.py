@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,18 +159,41 @@ def output_view(request: Request, record: se.AssetRecord) -> dict[str, Any]:
     }
 
 
-def _error_view(job: st.Job) -> dict[str, Any] | None:
+def _error_view(service: Service, job: st.Job) -> dict[str, Any] | None:
     if job.status != st.FAILED or job.error is None:
         return None
     err = job.error
     code = "node_execution_error" if err.node_id is not None else _snake(err.error_type)
     return {
         "code": code,
-        "message": err.message,
+        "message": _without_server_paths(service, err.message),
         "node_id": err.node_id,
         "class_type": err.node_type,
         "traceback": None,
     }
+
+
+def _without_server_paths(service: Service, text: str) -> str:
+    """``text`` with this server's folders (the log's, which holds the blobs; the output
+    folder; the working and home folders) named instead of spelled out: a job's error may
+    quote a local file (an OSError of its actor), and no path of the server reaches a
+    client. Relative paths stay (they say nothing of the machine)."""
+    if "/" not in text and "\\" not in text:
+        return text
+    folders = (
+        (service.conjure.ctx.out_dir, "<out>"),
+        (service.blobs.root.parent.parent, "<data>"),
+        (Path.cwd(), "<cwd>"),
+        (Path(os.path.expanduser("~")), "~"),
+    )
+    named: dict[str, str] = {}
+    for folder, name in folders:
+        for form in (Path(folder), Path(folder).resolve()):
+            if form.is_absolute() and len(form.parts) > 1:  # never "/" itself
+                named.setdefault(str(form), name)
+    for spelled in sorted(named, key=len, reverse=True):
+        text = text.replace(spelled, named[spelled])
+    return text
 
 
 def _snake(name: str) -> str:
@@ -217,7 +241,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "queue_position": _queue_position(service, job) if status == "queued" else None,
         "progress": progress_of(service, job),
         "outputs": outputs,
-        "error": _error_view(job),
+        "error": _error_view(service, job),
         "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
         "urls": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
         "metadata": dict(api.labels) if api is not None else {},

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from conjure_actors.domain import service_events as se
@@ -54,3 +57,35 @@ def test_success_waits_for_outputs_to_become_assets_within_a_grace() -> None:
     assert api_status(job, None, svc, now=100.0 + OUTPUT_GRACE + 1) == "succeeded"
     svc.job_outputs["j"]["/o/1"] = "a1"
     assert api_status(job, None, svc, now=101.0) == "succeeded"
+
+
+def test_a_job_error_names_the_server_s_folders_instead_of_spelling_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's error may quote a local file (its actor's OSError): the view names the
+    output, data, working and home folders instead, and leaves other paths (a remote
+    machine's) alone."""
+    from types import SimpleNamespace
+
+    from conjure_actors.service.v2_jobs import _error_view
+
+    out, data, work = tmp_path / "out", tmp_path / "runs", tmp_path / "work"
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    service: Any = SimpleNamespace(
+        conjure=SimpleNamespace(ctx=SimpleNamespace(out_dir=out)),
+        blobs=SimpleNamespace(root=data / "serve.log.blobs" / "blobs"),
+    )
+    job = _job(st.FAILED)
+    message = (
+        f"its actor crashed 4 times, last: OSError: [Errno 28] '{out}/j/a.png', "
+        f"'{data}/serve.log', '{work}/x', '{tmp_path}/home/.cache/y', '/app/ComfyUI/z.py'"
+    )
+    job.error = st.JobError(error_type="InternalError", message=message)
+    view = _error_view(service, job)
+    assert view is not None
+    assert view["message"] == (
+        "its actor crashed 4 times, last: OSError: [Errno 28] '<out>/j/a.png', "
+        f"'<data>/serve.log', '<cwd>/{tmp_path.name}/work/x', '~/.cache/y', '/app/ComfyUI/z.py'"
+    )
+    assert str(tmp_path) not in view["message"]
