@@ -10,6 +10,7 @@ its store and its record stores it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -31,6 +32,7 @@ from conjure_actors.actors.assets import (
     Recorded,
 )
 from conjure_actors.domain import service_events as se
+from conjure_actors.runtime import ActorStoppedError, MailboxFullError
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
 from conjure_actors.service.errors import ApiError, invalid_request, not_found
@@ -130,6 +132,8 @@ async def upload(request: Request) -> Response:
     except (HTTPException, MultiPartException) as exc:  # Starlette's word for a bad body
         detail = exc.detail if isinstance(exc, HTTPException) else exc.message
         raise invalid_request(f"malformed multipart body: {detail}") from None
+    answer: Any = None
+    stored: str | None = None  # a blob this request created
     try:
         file = form.get("file")
         if not isinstance(file, UploadFile):
@@ -152,13 +156,13 @@ async def upload(request: Request) -> Response:
                 hash_text, size, created = await trio.to_thread.run_sync(
                     service.blobs.put_stream, file.file
                 )
+                if created:
+                    stored = hash_text
             except BlobTooLargeError:
                 raise ApiError(
                     413, "payload_too_large", f"an upload is at most {limit} bytes"
                 ) from None
             if expected is not None and expected.lower() != hash_text:
-                if created:  # the AssetActor removes it unless an asset refers to it now
-                    await service.assets.tell(DropBlobIfUnused(hash_text))
                 raise ApiError(
                     409,
                     "hash_mismatch",
@@ -182,10 +186,10 @@ async def upload(request: Request) -> Response:
         else:  # removed under every attempt (nothing was logged): the spec's one 5xx
             raise ApiError(500, "upstream_error", "the upload could not be stored; retry it")
     finally:
+        if stored is not None and not isinstance(answer, Recorded):
+            _drop_if_unused(service, stored)
         await form.close()
     if not isinstance(answer, Recorded):
-        if created:  # the AssetActor removes it unless an asset refers to it now
-            await service.assets.tell(DropBlobIfUnused(hash_text))
         raise ApiError(
             422,
             "idempotency_key_reuse",
@@ -197,6 +201,16 @@ async def upload(request: Request) -> Response:
     return JSONResponse(
         asset_view(request, record, created_new=answer.created_new), status_code=status
     )
+
+
+def _drop_if_unused(service: Service, hash_text: str) -> None:
+    """Have the AssetActor remove a blob an upload created and no asset took (refused,
+    failed, or abandoned: its client went, the actor stopped): it removes it unless an
+    asset refers to it by then (an ask cancelled after the actor took it is answered first).
+    Never waits, so it runs while the request is cancelled too; with the mailbox full or the
+    actor stopped the blob stays (unreferenced: invisible, only disk)."""
+    with contextlib.suppress(MailboxFullError, ActorStoppedError):
+        service.assets.tell_nowait(DropBlobIfUnused(hash_text))
 
 
 async def from_hash(request: Request) -> Response:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from extras_support import open_extras_service, wait_for, wait_idle
 from hypothesis import example, given
@@ -361,3 +362,33 @@ def test_a_satisfiable_range_lies_within_the_bytes(header: str, size: int) -> No
     if span is not None:
         start, end = span
         assert 0 <= start <= end < size
+
+
+async def test_an_upload_the_actor_never_recorded_leaves_no_blob(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AssetActor stops before recording an upload (503, retry is safe): the blob the
+    upload created is dropped, not left behind unreferenced."""
+    from conjure_actors.actors.assets import RecordAsset
+    from conjure_actors.runtime import ActorStoppedError
+
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            ref = run.service.assets
+
+            class Stopping:
+                """The actor's ref, but it stops before any RecordAsset."""
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(ref, name)
+
+                async def ask(self, msg: Any, **kwargs: Any) -> Any:
+                    if isinstance(msg, RecordAsset):
+                        raise ActorStoppedError("the asset actor stopped")
+                    return await ref.ask(msg, **kwargs)
+
+            monkeypatch.setattr(run.service, "assets", Stopping())
+            answer = await _upload(run.client, b"bytes nobody recorded", "n.bin")
+            assert answer.status_code == 503, answer.text
+            await trio.sleep(1)  # the actor handles the drop
+            assert list((tmp_path / "blobs" / "blobs").iterdir()) == []
