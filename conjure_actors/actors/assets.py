@@ -525,8 +525,11 @@ class AssetActor(Actor):
         if msg.hash_text is None or self._pending_output(e.job_id, e.path):
             return
         if not self.blobs.has(msg.hash_text):
+            if msg.created:  # it wrote the blob, which no asset had: removed by hand
+                log.warning("output %s of job %s not kept: its blob went", e.filename, e.job_id)
+                return
             # The child found the bytes stored, and the last asset over them went since
-            # (this actor removed the blob): store them again.
+            # (this actor removed the blob): store them again (this time it writes them).
             self._storing.add(e.path)
             self.start_soon(self._put_blob, e, name="asset-store-output")
             return

@@ -51,6 +51,18 @@ async def test_a_dropped_blob_is_removed_only_when_no_asset_refers_to_it() -> No
             assert not blobs.has(other)
 
 
+SAVED = ev.OutputSaved(
+    job_id="job-a",
+    node_id="9",
+    filename="out.png",
+    path="/nonexistent/out.png",
+    size=1 << 20,
+    sha256="0" * 64,
+    kind="image",
+    at=1000.0,
+)
+
+
 class StoringBlobs(FakeBlobs):
     """``put_file`` stores the bytes (as ``HASH``) and counts its calls."""
 
@@ -69,20 +81,10 @@ async def test_an_output_whose_blob_went_after_its_store_is_stored_again() -> No
     ``AssetRecorded``, never recorded over the missing blob."""
     journal = HeldJournal()
     blobs = StoringBlobs(set())
-    saved = ev.OutputSaved(
-        job_id="job-a",
-        node_id="9",
-        filename="out.png",
-        path="/nonexistent/out.png",
-        size=1 << 20,
-        sha256="0" * 64,
-        kind="image",
-        at=1000.0,
-    )
     with trio.fail_after(10):
         async with open_actor_system() as system:
             ref = await spawn(journal, system, blobs)
-            await ref.tell(_OutputStored(saved, HASH, 5, False))
+            await ref.tell(_OutputStored(SAVED, HASH, 5, False))
             await journal.wait_appends(1)
             assert blobs.puts == 1
             assert kinds(journal.appends[0].events) == [se.AssetRecorded]
@@ -109,3 +111,17 @@ async def test_only_the_first_record_over_new_bytes_is_created_new() -> None:
                 journal.release(1)
     assert [a.created_new for a in answers] == [True, False]
     assert all(isinstance(a, Recorded) for a in answers)
+
+
+async def test_an_output_whose_new_blob_went_is_not_recorded_nor_stored_again() -> None:
+    """A blob the child wrote itself (created) that is gone was removed by hand: the output
+    is not kept (no loop of stores, no record over nothing)."""
+    journal = HeldJournal()
+    blobs = StoringBlobs(set())
+    with trio.fail_after(10):
+        async with open_actor_system() as system:
+            ref = await spawn(journal, system, blobs)
+            await ref.tell(_OutputStored(SAVED, HASH, 5, True))
+            await trio.testing.wait_all_tasks_blocked()
+            assert blobs.puts == 0
+            assert journal.appends == []
