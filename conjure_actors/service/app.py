@@ -407,9 +407,9 @@ async def _node_catalog(conjure: Any, config: Any) -> Catalog | None:
 
     mode = conjure.ctx.mode
     if mode == "simulated":
-        from conjure_actors.sim.catalog import object_info
+        from conjure_actors.sim.catalog import node_catalog
 
-        return catalog_from_object_info(object_info(()))
+        return node_catalog()
     if mode == "comfyui" and config.comfyui_url:
         from conjure_actors.actors.conjure import make_comfyui_client
         from conjure_actors.clients.errors import ClientError
