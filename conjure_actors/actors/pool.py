@@ -1638,6 +1638,11 @@ class MachineActor(Actor):
                     pool.failed_in_a_row += 1  # a launch that never became Ready
                     await self._stop(sid, "not_ready")
                     continue
+                case Observation.UNWELL:
+                    # Listed, not Ready and not on its way out: it may bill on. Stop it
+                    # (billed from the DELETE's answer); its jobs see it lost.
+                    await self._stop(sid, f"not ready ({s.status})")
+                    continue
                 case Observation.STOP_AGAIN:
                     # Our DELETE failed (or never went out): a paid machine must not be left
                     # running until its lease ends. Stop it again.

@@ -254,6 +254,7 @@ class Observation(enum.Enum):
     LOST = "lost"  # absent (404), or it stopped by itself
     READY = "ready"  # Starting -> Ready: log MachineReady
     STUCK = "stuck"  # Error, or not Ready within ready_timeout: stop it
+    UNWELL = "unwell"  # was Ready, now listed neither Ready nor on its way out: stop it
     STOP_AGAIN = "stop_again"  # we stop it, yet it still runs: DELETE again
     RENEWED = "renewed"  # its lease end moved
 
@@ -288,7 +289,10 @@ def observe(
         return Observation.NOTHING if seen.status in GONE_STATUSES else Observation.STOP_AGAIN
     if m.status == M_READY:
         if not seen.ready:
-            return Observation.LOST
+            # Deleting/Stopping: it stopped by itself (billing ended). Any other status
+            # (Error, Initializing, an unknown string: an open string) is a machine still
+            # there, so maybe still billing: it must be stopped, not forgotten.
+            return Observation.LOST if seen.status in GONE_STATUSES else Observation.UNWELL
         if seen.estimated_stopping_at is not None and (
             m.estimated_stopping_at is None
             or abs(seen.estimated_stopping_at - m.estimated_stopping_at) > 1e-6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -297,6 +298,14 @@ def test_observe_ready_machine_lost_or_renewed() -> None:
     assert _observe(m, Seen("Deleting", False)) is Observation.LOST
     assert _observe(m, Seen("Ready", True, 0.0, 900.0)) is Observation.RENEWED
     assert _observe(m, Seen("Ready", True, 0.0, 600.0)) is Observation.NOTHING
+
+
+@pytest.mark.parametrize("status", ["Error", "Initializing", "Starting", "Rebooting", ""])
+def test_observe_ready_machine_listed_neither_ready_nor_going_away_is_unwell(status: str) -> None:
+    """A Ready machine listed in any other status (an open string) is still there and may
+    bill: unwell (stop it), never lost (forgotten while it bills)."""
+    m = Machine(server_id="s", status="ready", estimated_stopping_at=600.0)
+    assert _observe(m, Seen(status, False)) is Observation.UNWELL
 
 
 def test_observe_stopping_machine_still_up_is_stopped_again() -> None:
