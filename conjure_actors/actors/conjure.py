@@ -90,7 +90,7 @@ from conjure_actors.runtime import (
     SupervisorRef,
     open_actor_system,
 )
-from conjure_actors.runtime.errors import ActorStoppedError
+from conjure_actors.runtime.errors import ActorStoppedError, MailboxFullError
 from conjure_actors.runtime.policy import Intensity
 
 SIM_WORKFLOW_VERSION = "wv-conjure-flux-mesh-1"
@@ -180,6 +180,12 @@ class Conjure:
         self._starts: tuple[
             trio.MemorySendChannel[tuple[str, Any]], trio.MemoryReceiveChannel[tuple[str, Any]]
         ] = trio.open_memory_channel(math.inf)
+        # What callers that must not wait (the CostActor's budget rule) tell the
+        # MachineActor, in order, delivered by _run_machine_tells (waiting while its
+        # mailbox is full: a budget stop is never dropped, unlike a tell_nowait).
+        self._machine_tells: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]] = (
+            trio.open_memory_channel(math.inf)
+        )
 
     @property
     def state(self) -> st.State:
@@ -406,6 +412,21 @@ class Conjure:
                     await port.release(first.server_id, job_id)
                 await self._fail_unstarted(job_id, exc)
 
+    async def _run_machine_tells(self) -> None:
+        """Deliver to the MachineActor what :meth:`_tell_machines` queued, in order,
+        waiting while its mailbox is full (``open_conjure``'s guard runs it)."""
+        async for msg in self._machine_tells[1]:
+            try:
+                await self.machines.tell(msg)
+            except ActorStoppedError as exc:  # the run is ending: its shutdown stops them
+                log.warning("%s not delivered to the pool: %s", type(msg).__name__, exc)
+
+    def _tell_machines(self, *msgs: Any) -> None:
+        """Queue ``msgs`` for the MachineActor without waiting and without losing them (a
+        full mailbox delays them; ``tell_nowait`` would raise and drop them)."""
+        for msg in msgs:
+            self._machine_tells[0].send_nowait(msg)
+
     async def _fail_unstarted(self, job_id: str, exc: Exception) -> None:
         """A job whose actor could not start is failed here (it is in no queue any more:
         left active, it would wait forever and keep ``wait_until_idle`` from returning).
@@ -486,7 +507,7 @@ class Conjure:
             # its interruption goes in now, ahead of what its first steps report.
             try:
                 ref.tell_nowait(InterruptJob(job_id, self._stop_why))
-            except (ActorStoppedError, trio.WouldBlock) as exc:  # the stop tells it again
+            except (ActorStoppedError, MailboxFullError) as exc:  # the stop tells it again
                 log.debug("job %s: interruption not delivered at its start: %s", job_id, exc)
 
     def _stopping(self) -> str | None:
@@ -570,7 +591,7 @@ class Conjure:
         if ref is not None:
             try:
                 ref.tell_nowait(JobStallNoticed(job_id))
-            except (ActorStoppedError, trio.WouldBlock) as exc:  # it ended, or is busy
+            except (ActorStoppedError, MailboxFullError) as exc:  # it ended, or is busy
                 log.debug("stall of %s not delivered: %s", job_id, exc)
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> None:
@@ -765,8 +786,9 @@ class Conjure:
 
     async def _on_budget_exceeded(self, reason: str) -> None:
         """From the CostActor: stop launching, cancel the jobs, stop the machines (tells
-        only: the CostActor must not wait on the MachineActor)."""
-        self.machines.tell_nowait(StopLaunching(reason))
+        only: the CostActor must not wait on the MachineActor; the pool's through
+        :meth:`_tell_machines`, which never drops them)."""
+        self._tell_machines(StopLaunching(reason))
         for job_id in self.active_jobs():
             self._cancels.setdefault(job_id, reason)
             ref = self._job_refs.get(job_id)
@@ -776,19 +798,19 @@ class Conjure:
                     continue
                 except ActorStoppedError:  # it just ended: _job_done re-sends if need be
                     continue
-                except trio.WouldBlock:  # busy: the starter delivers it, waiting
+                except MailboxFullError:  # busy: the starter delivers it, waiting
                     pass
             # Queued (or a busy actor): through the starter, which starts an actor to
             # cancel it, or after the run's stop began, ends it cancelled itself.
             self._starts[0].send_nowait((job_id, CancelJob(job_id, self._cancels[job_id])))
-        self.machines.tell_nowait(StopAllMachines(reason))
+        self._tell_machines(StopAllMachines(reason))
 
     def _on_budget_lifted(self, reason: str) -> None:
         """From the CostActor: the budget was raised past the spend after it stopped every
         machine (``serve`` runs on): new jobs get machines again, unless the run is
         stopping (a tell only, as above)."""
-        if not self._shut_down:
-            self.machines.tell_nowait(ResumeLaunching(reason))
+        if not self._shut_down:  # after the stop it lifts, in order
+            self._tell_machines(ResumeLaunching(reason))
 
 
 def _accrue() -> Any:
@@ -869,6 +891,7 @@ async def open_conjure(
                     async with trio.open_nursery() as guard:
                         guard.start_soon(conjure._wait_fatal)
                         guard.start_soon(conjure._run_starter)
+                        guard.start_soon(conjure._run_machine_tells)
                         try:
                             await _start(conjure, attach or {})
                             yield conjure

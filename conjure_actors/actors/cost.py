@@ -176,6 +176,8 @@ class CostActor(Actor):
         )
         await self.ctx.emit(*due)
         if self.ctx.state.budget.exceeded and not self.ledger.exceeded_handled:
-            self.ledger.exceeded_handled = True
             log.warning("budget exceeded: stopping every machine")
             await self.ledger.on_exceeded(BUDGET_EXCEEDED)
+            # Handled once it went through: if it raised, this actor crashes and the
+            # restarted one (the ledger outlives it) acts on the excess at its next accrual.
+            self.ledger.exceeded_handled = True

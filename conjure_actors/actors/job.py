@@ -323,7 +323,7 @@ class PoolPort:
     def cancel_lease(self, job_id: str) -> None:
         try:
             self.ref.tell_nowait(CancelLease(job_id))
-        except (ActorStoppedError, trio.WouldBlock) as exc:  # nothing to withdraw, or later
+        except (ActorStoppedError, MailboxFullError) as exc:  # nothing to withdraw, or later
             log.debug("cancel_lease(%s): %s", job_id, exc)
 
     def watch_late_prompt(self, server_id: str, prompt_id: str, job_id: str) -> None:
