@@ -1135,12 +1135,19 @@ class WorkflowActor(Actor):
                 await posting.wait()
             if waiting.cancelled_caught:  # it may land after the DELETE below: watch for it
                 self._give_up(lease, prompt_id)
+        done = False
         with trio.CancelScope(shield=True), trio.move_on_after(INTERRUPT_DEADLINE):
             try:
                 await lease.client.delete_from_queue(prompt_id)
                 await lease.client.interrupt(prompt_id)
+                done = True
             except cerr.ClientError as exc:
                 log.info("interrupting job %s: %s", self.job_id, exc)
+        if not done:
+            # Failed or timed out: the prompt may run on, unfollowed, on a paid machine
+            # (and the next job there waits behind it). The pool's late-prompt watch looks
+            # it up and stops it (retried every LATE_PROMPT_EVERY s, targeted).
+            self._give_up(lease, prompt_id)
 
     # ------------------------------------------------------------------ children (report only)
 
