@@ -219,12 +219,14 @@ class Reconciled:
 
 @attrs.frozen(eq=False)
 class LaunchApproved:
-    """The CostActor answered whether a launch for ``job_id`` fits the budget."""
+    """The CostActor answered whether a launch for ``job_id`` fits the budget.
+    ``incarnation``: of the MachineActor that asked (and counted it in ``_approving``)."""
 
     job_id: str
     version: str
     approved: bool | None
     prelaunch: bool = False  # a predictive pre-launch, not a launch for unmet demand
+    incarnation: int = 0
 
 
 @attrs.frozen(eq=False)
@@ -539,7 +541,11 @@ class MachineActor(Actor):
         self.pool = pool
         self.ctx = pool.ctx
         self.cfg = pool.cfg
-        # In flight in this incarnation (children's calls):
+        # In flight in this incarnation (children's calls). The mailbox outlives a crash:
+        # a report queued before it reaches the next incarnation ahead of anything that one
+        # starts, so clearing a flag or discarding from a set is a no-op there and the fact
+        # reported (a listing, a launch's or a stop's answer) still holds. Only a count
+        # would go wrong: LaunchApproved carries its incarnation (_approving).
         self._launching: set[str] = set()  # intent keys with a POST in flight
         self._approving = 0  # launches waiting for the CostActor's answer
         self._stopping: set[str] = set()  # DELETEs in flight
@@ -1092,12 +1098,22 @@ class MachineActor(Actor):
         except (AskTimeoutError, ActorStoppedError) as exc:
             log.warning("launch for job %s: the budget did not answer (%s)", job_id, exc)
             approved = None
-        await self._tell(LaunchApproved(job_id, version, approved, prelaunch))
+        await self._tell(LaunchApproved(job_id, version, approved, prelaunch, self.incarnation))
 
     async def _on_approved(self, msg: LaunchApproved) -> None:
+        unused = self.pool.approval_unused
+        if msg.incarnation != self.incarnation:
+            # Asked by an incarnation that crashed since (this one never counted it in
+            # _approving, and counting it down would let _launches_needed pass
+            # max_machines): not acted on. Its reservation is given back; the demand it
+            # was for still waits, and this incarnation asks for it anew.
+            log.info("launch for job %s: approval asked before a restart, unused", msg.job_id)
+            if msg.approved and unused is not None:
+                self.start_soon(self._approval_unused_child, unused, msg.job_id, name="unused")
+            await self._assign()
+            return
         launching = len(self._launching)
         await self._act_on_approval(msg)
-        unused = self.pool.approval_unused
         if msg.approved and len(self._launching) == launching and unused is not None:
             # Approved but not launched (served or cancelled meanwhile, launching stopped):
             # the CostActor stops counting the lease it reserved for it.

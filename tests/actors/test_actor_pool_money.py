@@ -6,6 +6,8 @@ ours), and our ledger equals the simulator's bill."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
@@ -29,3 +31,48 @@ async def test_a_ready_machine_listed_neither_ready_nor_going_away_is_stopped(
         assert lease.lost.is_set()
         assert rig.state.machines[lease.server_id].stop_reason == f"not ready ({status})"
         assert rig.ledger_matches_sim()
+
+
+async def test_a_stale_approval_after_a_restart_neither_passes_max_machines_nor_leaks(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MachineActor crashes while a launch approval is in flight; its answer was
+    already queued (the mailbox outlives the crash). The next incarnation never counted
+    it: acting on it would drive ``_approving`` to -1 and ``max_machines=1`` launch two
+    machines. It is ignored, its reservation given back, and the demand asked anew."""
+    from conjure_actors.actors import pool as pool_mod
+
+    async with pool_rig(max_machines=1) as rig:
+        gate = trio.Event()
+        approve = rig.pool.approve_launch
+        given_back: list[str] = []
+
+        async def gated(job_id: str, server_type: str) -> bool:
+            await gate.wait()
+            return await approve(job_id, server_type)
+
+        async def unused(job_id: str) -> None:
+            given_back.append(job_id)
+
+        rig.pool.approve_launch = gated
+        rig.pool.approval_unused = unused
+        real_assign = pool_mod.MachineActor._assign
+        armed = [True]
+
+        async def assign(self: Any) -> None:
+            if armed[0] and self._approving == 1:  # an approval in flight
+                armed[0] = False
+                gate.set()
+                await trio.sleep(1)  # the approval's answer is queued meanwhile
+                raise RuntimeError("injected crash of the MachineActor")
+            await real_assign(self)
+
+        monkeypatch.setattr(pool_mod.MachineActor, "_assign", assign)
+        a, b = await rig.job(), await rig.job()
+        first = await rig.ask_lease(a)
+        await rig.ask_lease(b)
+        with trio.fail_after(600):
+            await first.wait()
+        await trio.sleep(300)
+        assert len(rig.sim.billing()) == 1
+        assert len(given_back) == 1
