@@ -499,6 +499,13 @@ class MachinePool:
         self.shutdown: _Shutdown | None = None  # StopAllMachines received
         self.arrivals: list[float] = []  # trio times of lease requests (pre-launch's rate)
         self.prelaunch_keys: set[str] = set()  # pre-launch intents not answered yet
+        # Open launch intents -> when (trio time) a listing without their server may close
+        # them: LAUNCH_LAND_GRACE after this process's POST ended in an unknown outcome
+        # (``unknown``: such a launch most likely started a machine), NOT_VISIBLE_GRACE
+        # after this process first looked at one left by a crashed run (its POSTs ended
+        # with it, so what they started is listed within that grace).
+        self.landing: dict[str, float] = {}
+        self.unknown: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
 
@@ -955,7 +962,13 @@ class MachineActor(Actor):
             and m.status not in MACHINE_GONE
             and m.server_id not in self._stopping
         ]
-        in_flight = len(self._launching) + self._approving
+        # Launches on their way: POSTs in flight, and this process's intents of unknown
+        # outcome (a POST whose answer was lost most likely started a machine, which shows
+        # in a listing within LAUNCH_LAND_GRACE: launching another for the same demand
+        # meanwhile would pay for two, past max_machines). An intent left by a crashed run
+        # is not counted: most were never sent (it is logged before the POST).
+        open_unknown = self.pool.unknown & set(self.ctx.state.launch_requests)
+        in_flight = len(self._launching | open_unknown) + self._approving
         # Machines that will take jobs soon: still starting, or Ready with the health check
         # in progress.
         starting = (
@@ -1202,6 +1215,8 @@ class MachineActor(Actor):
                 # An unknown outcome stays an open intent: the next listing adopts what it
                 # started, or closes it.
                 log.warning("launch %s: outcome unknown; reconciling by listing", msg.key)
+                pool.landing[msg.key] = trio.current_time() + policy.LAUNCH_LAND_GRACE
+                pool.unknown.add(msg.key)
                 self._poll()
                 return
             await self.ctx.emit(
@@ -1685,8 +1700,13 @@ class MachineActor(Actor):
         """Servers a logged launch intent may have started (crash, or unknown outcome).
 
         None while a launch is in flight: an unknown server may then be that launch's,
-        whose answer has not arrived yet."""
+        whose answer has not arrived yet. An intent whose server is not listed is closed
+        only once ``LAUNCH_LAND_GRACE`` has passed since it was logged (its POST may
+        still be landing): until then each listing looks again."""
         state = self.ctx.state
+        for key in [k for k in self.pool.landing if k not in state.launch_requests]:
+            del self.pool.landing[key]  # closed (adopted, launched, failed)
+        self.pool.unknown &= set(state.launch_requests)
         if not state.launch_requests or self._launching:
             return
         unknown = [
@@ -1707,6 +1727,10 @@ class MachineActor(Actor):
                 None,
             )
             if match is None:
+                tnow = trio.current_time()
+                until = self.pool.landing.setdefault(key, tnow + policy.NOT_VISIBLE_GRACE)
+                if tnow < until:
+                    continue  # its POST may still be landing: the next listings look again
                 await self.ctx.emit(
                     ev.MachineLaunchFailed(
                         request_key=key,

@@ -54,6 +54,7 @@ from conjure_actors.domain.state import (
 
 __all__ = [
     "GONE_STATUSES",
+    "LAUNCH_LAND_GRACE",
     "NOT_VISIBLE_GRACE",
     "MachineView",
     "Observation",
@@ -82,6 +83,14 @@ GONE_STATUSES = frozenset({"Deleting", "Stopping"})
 
 NOT_VISIBLE_GRACE = 60.0
 """Seconds after a launch during which a 404 means "not listed yet", not "gone"."""
+
+LAUNCH_LAND_GRACE = 180.0
+"""Seconds after a ``POST /servers`` ended in an unknown outcome during which a listing
+that does not show its server leaves the launch intent open. The POST answers with the
+server at once, but one whose answer we lost (a timeout after the client's 30 s request
+timeout, a connection dropped after it was sent) may still be creating it on RunComfy's
+side, and RunComfy has been seen to answer 404 for a server right after its launch
+(``NOT_VISIBLE_GRACE``, 60 s): 30 s + 60 s, doubled for margin (a slow API)."""
 
 
 @attrs.frozen

@@ -6,12 +6,15 @@ ours), and our ledger equals the simulator's bill."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from test_actor_pool import pool_rig
+
+from conjure_actors.domain import events as ev
 
 
 @pytest.mark.parametrize("status", ["Initializing", "Error", "Provisioning"])
@@ -76,3 +79,105 @@ async def test_a_stale_approval_after_a_restart_neither_passes_max_machines_nor_
         await trio.sleep(300)
         assert len(rig.sim.billing()) == 1
         assert len(given_back) == 1
+
+
+async def test_a_launch_of_unknown_outcome_that_lands_late_is_adopted_not_orphaned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``POST /servers`` times out (``OutcomeUnknownError``) while RunComfy still creates
+    the machine; it shows in the listing seconds later. The listings in between leave the
+    intent open (``LAUNCH_LAND_GRACE``), so the machine is adopted (then used, stopped and
+    billed) instead of billing its whole lease unaccounted for."""
+    from conjure_actors.clients.errors import OutcomeUnknownError
+
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        rc = rig.ctx.runcomfy
+        real_launch = rc.launch
+        landed: list[str] = []
+
+        async def lands_after_the_timeout(*args: Any) -> Any:
+            rc.launch = real_launch
+            body = json.dumps(
+                {
+                    "workflow_version_id": args[0],
+                    "server_type": args[1],
+                    "estimated_duration": args[2],
+                }
+            ).encode()
+
+            async def lands_late() -> None:
+                await trio.sleep(8)
+                landed.append(rig.sim._launch(body)["server_id"])
+
+            rig.sim._nursery.start_soon(lands_late)
+            raise OutcomeUnknownError("RunComfy launch: no answer within 30 s")
+
+        rc.launch = lands_after_the_timeout
+        j = await rig.job()
+        with trio.fail_after(600):
+            lease = await (await rig.ask_lease(j)).wait()
+        (orphan,) = landed
+        assert lease.server_id == orphan
+        assert rig.state.machines[orphan].adopted
+        assert rig.events(ev.MachineLaunchFailed) == []
+        await rig.release(orphan, j)
+        await trio.sleep(120)
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_launch_of_unknown_outcome_that_never_landed_is_closed_after_the_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No server ever appears for an intent of unknown outcome: it is closed once
+    ``LAUNCH_LAND_GRACE`` has passed (not left open forever), and the job gets a machine
+    from a new launch."""
+    from conjure_actors.clients.errors import OutcomeUnknownError
+    from conjure_actors.domain.machines_policy import LAUNCH_LAND_GRACE
+
+    async with pool_rig(lease_seconds=600.0, max_machines=1) as rig:
+        rc = rig.ctx.runcomfy
+        real_launch = rc.launch
+
+        async def lost(*args: Any) -> Any:
+            rc.launch = real_launch
+            raise OutcomeUnknownError("RunComfy launch: no answer within 30 s")
+
+        rc.launch = lost
+        j = await rig.job()
+        t0 = rig.ctx.now()
+        with trio.fail_after(3600):
+            lease = await (await rig.ask_lease(j)).wait()
+        (closed,) = rig.events(ev.MachineLaunchFailed)
+        assert closed.reason == "no server found for this launch"
+        assert closed.at - t0 >= LAUNCH_LAND_GRACE
+        assert rig.state.launch_requests == {}
+        assert lease.server_id in rig.sim.running()
+
+
+async def test_an_intent_left_by_a_crash_adopts_a_server_listed_soon_after_the_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An intent left by a crashed run (its POST reached RunComfy just before the crash)
+    whose server is not listed at the first look: kept open for ``NOT_VISIBLE_GRACE``, so
+    the server listed 20 s later is adopted (and stopped as idle), not orphaned."""
+    body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
+    async with pool_rig(idle_timeout=30.0) as rig:
+        await rig.ctx.emit(
+            ev.MachineLaunchRequested(
+                request_key="k1",
+                server_type="medium",
+                workflow_version="v1",
+                estimated_duration=600,
+                at=rig.ctx.now(),
+            )
+        )
+        await rig.poll()
+        assert "k1" in rig.state.launch_requests
+        await trio.sleep(20)
+        sid = rig.sim._launch(body)["server_id"]
+        await trio.sleep(300)
+        assert rig.state.machines[sid].request_key == "k1"
+        assert rig.state.launch_requests == {}
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
