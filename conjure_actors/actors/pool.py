@@ -505,6 +505,7 @@ class MachinePool:
         # after this process first looked at one left by a crashed run (its POSTs ended
         # with it, so what they started is listed within that grace).
         self.landing: dict[str, float] = {}
+        self.foreign: set[str] = set()  # unknown servers no intent matched (logged once)
         self.unknown: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
@@ -1172,13 +1173,20 @@ class MachineActor(Actor):
         if not pool.launching_allowed:
             return
         key = self.ctx.ids().hex
+        # Its lease, a few seconds shorter: the marker by which a listing tells its server
+        # from another client's on the account (see policy.matches_intent).
+        duration = policy.launch_duration(
+            int(self.cfg.lease_seconds),
+            taken=[r.estimated_duration for r in self.ctx.state.launch_requests.values()],
+            draw=self.ctx.rng.random(),
+        )
         try:
             intent = decide.request_launch(
                 self.ctx.state,
                 request_key=key,
                 server_type=pool.server_type,
                 workflow_version=version,
-                estimated_duration=int(self.cfg.lease_seconds),
+                estimated_duration=duration,
                 table=self.ctx.table,
                 max_jobs=self.cfg.jobs_per_machine,
                 at=self.ctx.now(),
@@ -1191,13 +1199,13 @@ class MachineActor(Actor):
         if prelaunch:
             pool.prelaunch_keys.add(key)
         await self.ctx.emit(intent)
-        self.start_soon(self._launch_child, key, version, name="machine-launch")
+        self.start_soon(self._launch_child, key, version, duration, name="machine-launch")
 
-    async def _launch_child(self, key: str, version: str) -> None:
+    async def _launch_child(self, key: str, version: str, duration: int) -> None:
         """Child: ``POST /servers``; report the answer."""
         try:
             server = await self.ctx.require_runcomfy().launch(
-                version, self.pool.server_type, int(self.cfg.lease_seconds)
+                version, self.pool.server_type, duration
             )
         except ClientError as exc:
             await self._tell(LaunchAnswered(key, error=exc))
@@ -1700,9 +1708,12 @@ class MachineActor(Actor):
         """Servers a logged launch intent may have started (crash, or unknown outcome).
 
         None while a launch is in flight: an unknown server may then be that launch's,
-        whose answer has not arrived yet. An intent whose server is not listed is closed
-        only once ``LAUNCH_LAND_GRACE`` has passed since it was logged (its POST may
-        still be landing): until then each listing looks again."""
+        whose answer has not arrived yet. A server is adopted only if it echoes the
+        intent's ``estimated_duration`` (``policy.matches_intent``): another client's
+        machine on the account is never adopted, hence never stopped, by this run (two
+        servers that both match are not provably ours: neither is). An intent whose server
+        is not listed is closed only after its landing grace (``pool.landing``): until
+        then each listing looks again."""
         state = self.ctx.state
         for key in [k for k in self.pool.landing if k not in state.launch_requests]:
             del self.pool.landing[key]  # closed (adopted, launched, failed)
@@ -1717,15 +1728,23 @@ class MachineActor(Actor):
         for key in sorted(state.launch_requests, key=lambda k: state.launch_requests[k].at):
             req = state.launch_requests[key]
             unknown = [s for s in unknown if s.server_id not in state.machines]
-            match = next(
-                (
-                    s
-                    for s in unknown
-                    if (s.server_type in (None, req.server_type))
-                    and (s.workflow_version_id in (None, req.workflow_version))
-                ),
-                None,
-            )
+            matches = [
+                s
+                for s in unknown
+                if policy.matches_intent(
+                    req,
+                    server_type=s.server_type,
+                    workflow_version_id=s.workflow_version_id,
+                    estimated_duration=s.estimated_duration,
+                )
+            ]
+            if len(matches) > 1:
+                log.warning(
+                    "launch %s: servers %s all match it; adopting none (not provably ours)",
+                    key,
+                    ", ".join(s.server_id for s in matches),
+                )
+            match = matches[0] if len(matches) == 1 else None
             if match is None:
                 tnow = trio.current_time()
                 until = self.pool.landing.setdefault(key, tnow + policy.NOT_VISIBLE_GRACE)
@@ -1745,6 +1764,15 @@ class MachineActor(Actor):
                 server_type=req.server_type,
                 workflow_version=req.workflow_version,
             )
+        for s in unknown:
+            if s.server_id not in state.machines and s.server_id not in self.pool.foreign:
+                self.pool.foreign.add(s.server_id)
+                log.info(
+                    "server %s (%s, %s s) on the account is not this run's: left alone",
+                    s.server_id,
+                    s.server_type,
+                    s.estimated_duration,
+                )
 
     async def _adopt(
         self, s: Any, *, request_key: str | None, server_type: str, workflow_version: str | None

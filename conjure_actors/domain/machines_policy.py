@@ -48,6 +48,7 @@ from conjure_actors.domain.state import (
     M_STOPPED,
     M_STOPPING,
     MACHINE_GONE,
+    LaunchRequest,
     Machine,
     State,
 )
@@ -55,6 +56,7 @@ from conjure_actors.domain.state import (
 __all__ = [
     "GONE_STATUSES",
     "LAUNCH_LAND_GRACE",
+    "LAUNCH_MARKER_SPREAD",
     "NOT_VISIBLE_GRACE",
     "MachineView",
     "Observation",
@@ -64,9 +66,11 @@ __all__ = [
     "gone_at",
     "idle_expired",
     "idle_to_stop",
+    "launch_duration",
     "launches_exhausted",
     "launches_needed",
     "machine_stopped",
+    "matches_intent",
     "observe",
     "paid_machines",
     "pick_machine",
@@ -184,6 +188,42 @@ def prelaunches_needed(*, target: int, alive: int, max_machines: int) -> int:
     """How many machines to launch now so that the ``alive`` ones (Ready or Starting, and
     launches on their way) reach ``target``, never past ``max_machines``."""
     return max(0, min(target, max_machines) - alive)
+
+
+LAUNCH_MARKER_SPREAD = 60
+"""How many distinct ``estimated_duration`` values a launch picks from (the lease, up to
+59 s shorter): the one field of a server we choose that RunComfy echoes back (its object
+has no name or tag of ours), so a launch intent recognises its own server among the
+account's (another run, the web UI) by it."""
+
+
+def launch_duration(lease: int, *, taken: Iterable[int], draw: float) -> int:
+    """The ``estimated_duration`` of a new launch: ``lease`` minus 0..59 s picked by
+    ``draw`` (uniform in [0, 1), drawn by the caller: the domain draws nothing), never
+    longer than the lease (the budget's bound holds), and not one an open intent uses."""
+    spread = max(1, min(LAUNCH_MARKER_SPREAD, lease // 2))
+    used = set(taken)
+    free = [lease - k for k in range(spread) if lease - k not in used] or [lease]
+    return free[min(len(free) - 1, int(draw * len(free)))]
+
+
+def matches_intent(
+    req: LaunchRequest,
+    *,
+    server_type: str | None,
+    workflow_version_id: str | None,
+    estimated_duration: int | None,
+) -> bool:
+    """May a server the log does not know be the one launch intent ``req`` started? Its
+    type and workflow version (when listed) must match, and its ``estimated_duration``
+    must be the one the intent asked for (:func:`launch_duration`): a server that does not
+    echo it is not provably ours, and is never adopted (nor stopped)."""
+    return (
+        server_type in (None, req.server_type)
+        and workflow_version_id in (None, req.workflow_version)
+        and estimated_duration is not None
+        and estimated_duration == req.estimated_duration
+    )
 
 
 def launches_exhausted(*, failed_in_a_row: int, max_launch_attempts: int) -> bool:

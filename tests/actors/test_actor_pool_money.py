@@ -15,6 +15,7 @@ import trio.testing
 from test_actor_pool import pool_rig
 
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import machines_policy as policy
 
 
 @pytest.mark.parametrize("status", ["Initializing", "Error", "Provisioning"])
@@ -181,3 +182,43 @@ async def test_an_intent_left_by_a_crash_adopts_a_server_listed_soon_after_the_r
         assert rig.state.launch_requests == {}
         assert rig.sim.running() == []
         assert rig.ledger_matches_sim()
+
+
+async def test_an_open_launch_intent_leaves_another_clients_machine_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An open launch intent (its POST never reached RunComfy) and, on the same account,
+    a machine of the same type and version that another client launched: the intent's
+    marker (its ``estimated_duration``) is not that machine's, so it is neither adopted
+    nor stopped; the intent is closed after its grace."""
+    async with pool_rig(idle_timeout=30.0, lease_seconds=600.0) as rig:
+        body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
+        foreign = rig.sim._launch(body)["server_id"]
+        await rig.ctx.emit(
+            ev.MachineLaunchRequested(
+                request_key="k1",
+                server_type="medium",
+                workflow_version="v1",
+                estimated_duration=583,
+                at=rig.ctx.now(),
+            )
+        )
+        await rig.poll()
+        await trio.sleep(300)
+        assert foreign not in rig.state.machines
+        assert foreign in rig.sim.running()
+        assert rig.state.launch_requests == {}
+
+
+async def test_a_launch_asks_for_its_lease_marked_by_a_few_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The pool's launch asks for its lease less a few seconds (its marker), logged in
+    its intent and echoed by the server."""
+    async with pool_rig(lease_seconds=600.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        (intent,) = rig.events(ev.MachineLaunchRequested)
+        assert 600 - policy.LAUNCH_MARKER_SPREAD < intent.estimated_duration <= 600
+        server = await rig.ctx.runcomfy.status(lease.server_id)
+        assert server.estimated_duration == intent.estimated_duration

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import CommandRejectedError
 from conjure_actors.domain.machines_policy import (
+    LAUNCH_MARKER_SPREAD,
     MachineView,
     Observation,
     Seen,
@@ -18,9 +19,11 @@ from conjure_actors.domain.machines_policy import (
     gone_at,
     idle_expired,
     idle_to_stop,
+    launch_duration,
     launches_exhausted,
     launches_needed,
     machine_stopped,
+    matches_intent,
     observe,
     paid_machines,
     pick_machine,
@@ -30,7 +33,7 @@ from conjure_actors.domain.machines_policy import (
     surplus_starting,
 )
 from conjure_actors.domain.prices import billed_seconds, cost_micros, default_price_table
-from conjure_actors.domain.state import Machine, State, apply, initial_state
+from conjure_actors.domain.state import LaunchRequest, Machine, State, apply, initial_state
 
 TABLE = default_price_table()
 
@@ -440,3 +443,46 @@ def test_idle_to_stop_keeps_the_warm_pool_and_stops_only_expired(
     assert all(by_id[sid] <= t for sid in stop for t in kept)
     if warm_pool == 0:
         assert len(stop) == sum(now - t >= idle_timeout for t in since)
+
+
+@given(
+    lease=st.integers(min_value=1, max_value=100_000),
+    taken=st.sets(st.integers(min_value=0, max_value=100_000), max_size=80),
+    draw=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
+def test_launch_duration_is_a_free_marker_never_past_the_lease(
+    lease: int, taken: set[int], draw: float
+) -> None:
+    """A launch's estimated_duration is at most its lease, less than LAUNCH_MARKER_SPREAD
+    seconds short of it, and not one an open intent uses while one is free."""
+    d = launch_duration(lease, taken=taken, draw=draw)
+    assert 0 < d <= lease
+    assert lease - d < LAUNCH_MARKER_SPREAD
+    spread = max(1, min(LAUNCH_MARKER_SPREAD, lease // 2))
+    if any(lease - k not in taken for k in range(spread)):
+        assert d not in taken
+
+
+def test_an_intent_matches_only_a_server_echoing_its_duration() -> None:
+    """A server is an intent's only with the intent's estimated_duration (and its type and
+    version when listed); without a duration it is not provably ours."""
+    req = LaunchRequest(
+        request_key="k",
+        server_type="medium",
+        workflow_version="v1",
+        estimated_duration=583,
+        max_jobs=1,
+        at=0.0,
+    )
+
+    def match(server_type: str | None, version: str | None, duration: int | None) -> bool:
+        return matches_intent(
+            req, server_type=server_type, workflow_version_id=version, estimated_duration=duration
+        )
+
+    assert match("medium", "v1", 583)
+    assert match(None, None, 583)
+    assert not match("medium", "v1", 600)
+    assert not match("medium", "v1", None)
+    assert not match("large", "v1", 583)
+    assert not match("medium", "v2", 583)
