@@ -1,6 +1,7 @@
 """Wall-clock time for events, derived from trio's clock so tests run under MockClock.
 
-Events carry wall times (seconds since the epoch, float). Live runs read ``time.time()``;
+Events carry wall times (seconds since the epoch, float). Live runs read ``time.time()``
+once and advance it by a clock that never steps (:class:`SystemWallClock`);
 under ``trio.testing.MockClock`` a :class:`TrioWallClock` maps trio's virtual time onto a
 fixed epoch so that an hour of simulated cloud passes in milliseconds and stays reproducible.
 """
@@ -19,11 +20,35 @@ class WallClock(Protocol):
     def now(self) -> float: ...
 
 
+def _elapsed() -> float:
+    """Seconds on a clock that never steps: ``CLOCK_BOOTTIME`` (counts a suspend too, as
+    RunComfy's billing does), else the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
+_anchor: tuple[float, float] | None = None  # (time.time(), _elapsed()) at first use
+
+
 class SystemWallClock:
-    """The real wall clock."""
+    """The real wall clock, read once per process and advanced by a clock that never steps.
+
+    ``time.time()`` steps (an NTP correction, a VM restored): a stop billed from the
+    server's Ready time to a stepped-back ``now`` would bill minutes short (or nothing),
+    and a step forward would bill time the cloud never charged. So the wall time is taken
+    at the first reading (shared by every instance of the process: their times agree) and
+    advanced by ``CLOCK_BOOTTIME``. A resumed run reads the wall afresh: a step between two
+    runs shows in neither. A constant offset from RunComfy's clock is not corrected here.
+    """
 
     def now(self) -> float:
-        return time.time()
+        global _anchor
+        if _anchor is None:
+            _anchor = (time.time(), _elapsed())
+        wall, base = _anchor
+        return wall + (_elapsed() - base)
 
 
 class TrioWallClock:
