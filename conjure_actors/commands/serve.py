@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,37 +300,97 @@ def _runcomfy_catalog(config: Any) -> Any:
 
 
 async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:
-    async with open_serve(
-        config,
-        log_path=log_path,
-        out_dir=Path(args.out),
-        settings=settings,
-        host=args.host,
-        port=args.port,
-        app_factory=lambda service: build_app(service, args),
-        sync=args.journal_sync,
-    ) as served:
-        service = served.service
-        print(f"serving the Comfy API v2 on {served.url}", flush=True)
-        print(served.banner, file=sys.stderr, flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                break
-        print(
-            "stopping: no new jobs; running jobs get "
-            f"{args.drain_timeout:g} s to finish, then machines stop",
-            file=sys.stderr,
-            flush=True,
-        )
-        service.accepting = False
-        service.stopping.set()
-        served.stop_http.set()
-        with trio.move_on_after(args.drain_timeout):
-            await _drain(service)
-        left = await service.conjure.shutdown("interrupted")
+    # Held from start to exit, over open_serve's closing too (as ``run`` holds its own): a
+    # second SIGTERM/SIGINT during the drain or the stop of every machine must not kill
+    # the process at its default action with machines left billing. One during start-up
+    # waits in it: serving then stops at once (after start-up's reconcile, whose adopted
+    # machines are stopped too).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as closing:
+            async with open_serve(
+                config,
+                log_path=log_path,
+                out_dir=Path(args.out),
+                settings=settings,
+                host=args.host,
+                port=args.port,
+                app_factory=lambda service: build_app(service, args),
+                sync=args.journal_sync,
+            ) as served:
+                service = served.service
+
+                def stop_accepting() -> None:
+                    service.accepting = False
+                    service.stopping.set()
+                    served.stop_http.set()
+
+                print(f"serving the Comfy API v2 on {served.url}", flush=True)
+                print(served.banner, file=sys.stderr, flush=True)
+                left = await _stop_on_signals(
+                    signals,
+                    drain_timeout=args.drain_timeout,
+                    stop_accepting=stop_accepting,
+                    drain=functools.partial(_drain, service),
+                    shutdown=functools.partial(service.conjure.shutdown, "interrupted"),
+                )
+                closing.start_soon(_while_closing, signals)
+            closing.cancel_scope.cancel()
     if left:
         print("machines that may still be running: " + ", ".join(left), file=sys.stderr)
     return 0
+
+
+async def _while_closing(signals: AsyncIterator[int]) -> None:
+    """Signals once the machines' stop is over, while the log and the server close."""
+    async for signum in signals:
+        _say(f"{signal.Signals(signum).name}: machines stopped; closing the log")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _stop_on_signals(
+    signals: AsyncIterator[int],
+    *,
+    drain_timeout: float,
+    stop_accepting: Callable[[], None],
+    drain: Callable[[], Awaitable[None]],
+    shutdown: Callable[[], Awaitable[list[str]]],
+) -> list[str]:
+    """Wait for a first signal; then no new jobs, the running ones get ``drain_timeout``
+    s, and every machine is stopped (``shutdown``'s answer: those that may still run).
+    Signals keep coming here meanwhile: a second one cuts the drain short; later ones
+    are answered with a line, never by skipping the machines' stop."""
+    async for _ in signals:
+        break
+    _say(
+        "stopping: no new jobs; running jobs get "
+        f"{drain_timeout:g} s to finish, then machines stop (a second signal: at once)"
+    )
+    stop_accepting()
+    draining = trio.CancelScope(deadline=trio.current_time() + drain_timeout)
+
+    async def watch() -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not draining.cancel_called:
+                _say(f"{name} again: drain cut short; stopping every machine now")
+                draining.cancel()
+            else:
+                _say(
+                    f"{name}: still stopping every machine; waiting for it (a machine left"
+                    " running bills until its lease ends)"
+                )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        with draining:
+            await drain()
+        draining.cancel()  # from here on, a signal is answered with the line above
+        left = await shutdown()
+        nursery.cancel_scope.cancel()
+    return left
 
 
 async def _drain(service: Any) -> None:
