@@ -118,6 +118,12 @@ LATE_PROMPT_WINDOW = 900.0
 """Seconds such a prompt is watched for: a request's bytes held by TCP retransmissions may
 still reach ComfyUI that late (Linux gives up after ~15 min)."""
 
+STOP_RECHECK = 300.0
+"""Seconds after a ``DELETE`` answered 200 during which listings are checked for that
+machine: RunComfy answers ``Deleting`` and then drops it; one still listed up (Ready,
+Starting, ...) meanwhile was not stopped, so it is sent a ``DELETE`` again. Five minutes:
+many polls, and well within any lease (so a machine that ignores it is not billed long)."""
+
 
 def _followed(state: Any, job_id: str, prompt_id: str) -> bool:
     """Whether the log says job ``job_id`` runs and follows ``prompt_id`` (a job that gave a
@@ -506,6 +512,9 @@ class MachinePool:
         # with it, so what they started is listed within that grace).
         self.landing: dict[str, float] = {}
         self.foreign: set[str] = set()  # unknown servers no intent matched (logged once)
+        # Machines whose DELETE answered 200 -> until when (trio time) listings are checked
+        # for them: one still listed up (not Deleting/Stopping) is sent a DELETE again.
+        self.recheck: dict[str, float] = {}
         self.unknown: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
@@ -1382,6 +1391,8 @@ class MachineActor(Actor):
                 if m.service_ready_at is None and event.service_ready_at is not None:
                     self._ready_seen()  # it did become Ready: not a stuck launch
                 await self.ctx.emit(event)
+                if msg.found:  # a 200 that did not take is seen in the next listings
+                    self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
         self._check_shutdown()
         await self._assign()
 
@@ -1582,8 +1593,9 @@ class MachineActor(Actor):
             self._poll_queued = True
             return
         state = self.ctx.state
+        pool_recheck = self.pool.recheck
         needed = self.ctx.runcomfy is not None and (
-            bool(state.launch_requests) or bool(policy.paid_machines(state))
+            bool(state.launch_requests) or bool(policy.paid_machines(state)) or bool(pool_recheck)
         )
         waiters, self._poll_waiters = tuple(self._poll_waiters), []
         if not needed:
@@ -1701,8 +1713,37 @@ class MachineActor(Actor):
                     live.client = pool.make_client(sid, s.url)
                 if not m.healthy:
                     self._start_health(sid)
+        await self._recheck_stopped(by_id)
         await self._adopt_unknown(servers)
         await self._renew_and_reap(now)
+
+    async def _recheck_stopped(self, by_id: dict[str, Any]) -> None:
+        """A machine whose DELETE answered 200 yet is still listed up (not on its way
+        out) is still billing: DELETE it again (logged; its bill in the log ended at the
+        first answer, so the cloud's is longer by the gap)."""
+        tnow = trio.current_time()
+        for sid, until in list(self.pool.recheck.items()):
+            s = by_id.get(sid)
+            if tnow > until or s is None:
+                if tnow > until:
+                    del self.pool.recheck[sid]
+                continue
+            if s.status in policy.GONE_STATUSES or sid in self._stopping:
+                continue
+            log.warning(
+                "server %s: its DELETE answered 200 but it is listed %s: stopping it again"
+                " (the cloud bills it past the logged stop until then)",
+                sid,
+                s.status,
+            )
+            self._stopping.add(sid)
+            self.start_soon(
+                self._stop_child,
+                sid,
+                tnow + max(1.0, min(self.cfg.stop_patience, until - tnow)),
+                True,
+                name="machine-stop-again",
+            )
 
     async def _adopt_unknown(self, servers: list[Any]) -> None:
         """Servers a logged launch intent may have started (crash, or unknown outcome).

@@ -222,3 +222,30 @@ async def test_a_launch_asks_for_its_lease_marked_by_a_few_seconds(
         assert 600 - policy.LAUNCH_MARKER_SPREAD < intent.estimated_duration <= 600
         server = await rig.ctx.runcomfy.status(lease.server_id)
         assert server.estimated_duration == intent.estimated_duration
+
+
+async def test_a_machine_still_listed_up_after_its_delete_answered_is_stopped_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The DELETE answers 200 but the machine stays up (listed Ready, billing): the
+    listings after a stop see it and send a DELETE again."""
+    async with pool_rig(idle_timeout=30.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        calls = 0
+
+        async def stop_that_does_not_take(server_id: str, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                return await real_stop(server_id, **kwargs)
+            return await rc.status(server_id)  # a 200 with the server object, still Ready
+
+        rc.stop = stop_that_does_not_take
+        await rig.release(lease.server_id, j)
+        await trio.sleep(300)
+        assert calls == 2
+        assert rig.sim.running() == []
+        assert rig.state.machines[lease.server_id].status == "stopped"
