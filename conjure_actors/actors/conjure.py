@@ -707,11 +707,12 @@ class Conjure:
     async def shutdown(self, reason: str = "done") -> list[str]:
         """Ordered stop: no more launches, every unfinished job ``interrupted`` (``run
         --resume`` finishes it), every machine stopped (shielded, with a deadline),
-        ``SystemStopped``. Returns machines that may still run. If the journal refuses
-        writes (a full disk), the machines are stopped anyway, without logging, and
+        ``SystemStopped``. Returns machines that may still run (and launches still
+        without an answer, which may have started one). If the journal refuses writes (a
+        full disk), the machines are stopped anyway, without logging, and
         :attr:`stop_note` says so in one line."""
         if self._shut_down:
-            return self.running_machines()
+            return self.running_machines() + self.pool.launches_unanswered()
         self._shut_down = True
         self._stop_why = "shutdown" if reason == "done" else reason
         # The stops may wait out a rate limit for up to ``pool.stop_patience``.
@@ -731,7 +732,7 @@ class Conjure:
                     await self.ctx.emit(ev.SystemStopped(reason=reason, at=self.ctx.now()))
             if self._fatal is not None:
                 await self._stop_without_log(reason)
-        return self.running_machines()
+        return self.running_machines() + self.pool.launches_unanswered()
 
     async def _ordered_stop(self, reason: str) -> None:
         await self.machines.tell(StopLaunching(reason))

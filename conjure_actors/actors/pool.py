@@ -550,6 +550,15 @@ class MachinePool:
         """The RunComfy machines we pay for that are not stopped or lost."""
         return [m.server_id for m in policy.paid_machines(self.ctx.state)]
 
+    def launches_unanswered(self) -> list[str]:
+        """Launch intents without an outcome in the log (a POST still waiting for its
+        answer, or whose answer was lost): each may have started a machine that bills."""
+        if self.ctx.runcomfy is None:
+            return []
+        return [
+            f"a launch without answer ({k[:8]})" for k in sorted(self.ctx.state.launch_requests)
+        ]
+
 
 class MachineActor(Actor):
     """The pool as an actor (see the module docstring)."""
@@ -1457,7 +1466,7 @@ class MachineActor(Actor):
             f"; launches of unknown outcome: {', '.join(intents)}" if intents else "",
         )
         for reply in sd.replies:
-            reply.set(left)
+            reply.set(left + self.pool.launches_unanswered())
         sd.replies.clear()
 
     def _mark_lost(self, server_id: str) -> None:

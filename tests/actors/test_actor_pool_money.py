@@ -249,3 +249,29 @@ async def test_a_machine_still_listed_up_after_its_delete_answered_is_stopped_ag
         assert calls == 2
         assert rig.sim.running() == []
         assert rig.state.machines[lease.server_id].status == "stopped"
+
+
+async def test_the_stop_deadline_names_a_launch_still_waiting_for_its_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The stop of every machine reaches ``stop_patience`` while a ``POST /servers`` still
+    waits for its answer (the cloud started the machine): the reply, which run and serve
+    print as what may still be running, names that launch."""
+    async with pool_rig(stop_patience=120.0) as rig:
+        rc = rig.ctx.runcomfy
+        launch = rc.launch
+
+        async def slow_answer(*args: Any) -> Any:
+            server = await launch(*args)  # the cloud has started it...
+            await trio.sleep(3600)  # ...the answer is very late
+            return server
+
+        rc.launch = slow_answer
+        j = await rig.job()
+        await rig.ask_lease(j)
+        await trio.testing.wait_all_tasks_blocked()
+        await rig.cancel(j)
+        left = await rig.stop_all("interrupted")
+        (key,) = rig.state.launch_requests
+        assert left == [f"a launch without answer ({key[:8]})"]
+        assert rig.pool.launches_unanswered() == left
