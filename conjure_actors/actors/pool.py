@@ -511,11 +511,11 @@ class MachinePool:
         # after this process first looked at one left by a crashed run (its POSTs ended
         # with it, so what they started is listed within that grace).
         self.landing: dict[str, float] = {}
+        self.unknown: set[str] = set()
         self.foreign: set[str] = set()  # unknown servers no intent matched (logged once)
         # Machines whose DELETE answered 200 -> until when (trio time) listings are checked
         # for them: one still listed up (not Deleting/Stopping) is sent a DELETE again.
         self.recheck: dict[str, float] = {}
-        self.unknown: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
 
@@ -1602,9 +1602,10 @@ class MachineActor(Actor):
             self._poll_queued = True
             return
         state = self.ctx.state
-        pool_recheck = self.pool.recheck
         needed = self.ctx.runcomfy is not None and (
-            bool(state.launch_requests) or bool(policy.paid_machines(state)) or bool(pool_recheck)
+            bool(state.launch_requests)
+            or bool(policy.paid_machines(state))
+            or bool(self.pool.recheck)  # a stop's 200 to check in the next listings
         )
         waiters, self._poll_waiters = tuple(self._poll_waiters), []
         if not needed:
