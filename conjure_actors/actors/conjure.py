@@ -1060,6 +1060,12 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
         parts.append(f"stopped machines {', '.join(stopped)}")
     if failed:
         parts.append(f"could not stop {', '.join(failed)}")
+    if ctx.runcomfy is not None and ctx.state.launch_requests:
+        n = len(ctx.state.launch_requests)
+        parts.append(
+            f"{n} launch{'es' if n > 1 else ''} without answer may have started a machine"
+            " (--resume stops it)"
+        )
     note = "; ".join(parts)
     log.info("%s", note)  # the same line leaves as RunStoppedError
     return note
