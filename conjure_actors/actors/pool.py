@@ -284,11 +284,10 @@ class OpenEvents:
 
 @attrs.frozen(eq=False)
 class LateWatchEnded:
-    """A watch of a given-up prompt ended: ``was`` ``"pending"``/``"running"`` when it was
-    found there and stopped; ``None`` when its window passed, or its machine went away."""
+    """A watch of a given-up prompt ended: its prompt was stopped when the watch's ``was``
+    is set; else its window passed, or its machine went away."""
 
     prompt_id: str
-    was: str | None = None
 
 
 @attrs.frozen(eq=False)
@@ -450,6 +449,10 @@ class _LateWatch:
     server_id: str
     job_id: str
     until: float
+    # What the prompt was when the watch first stopped it ("pending": deleted, "running":
+    # interrupted); kept here, not in the child, so a restart of the actor between the stop
+    # and its confirmation still logs ``LatePromptStopped``.
+    was: str | None = None
 
 
 @attrs.define(eq=False)
@@ -1538,7 +1541,6 @@ class MachineActor(Actor):
         look the prompt up; pending: ``DELETE`` it from the queue; running: ``/interrupt``
         it (targeted: another prompt running is not touched). It ends once a prompt it
         stopped is gone (looked up again). A lookup that fails is tried again next time."""
-        was: str | None = None
         with trio.move_on_at(watch.until) as scope:
             lost.watch(scope, scope.cancel)
             try:
@@ -1552,7 +1554,7 @@ class MachineActor(Actor):
                             await client.delete_from_queue(prompt_id)
                         elif where == "running":
                             await client.interrupt(prompt_id)
-                        elif was is not None or where == "done":
+                        elif watch.was is not None or where == "done":
                             break  # stopped (or it ran before it was seen): nothing to stop
                         else:
                             continue  # not arrived (yet)
@@ -1565,16 +1567,16 @@ class MachineActor(Actor):
                             LATE_PROMPT_EVERY,
                         )
                         continue
-                    was = was or where
+                    watch.was = watch.was or where
             finally:
                 lost.unwatch(scope)
-        await self._tell(LateWatchEnded(prompt_id, was))
+        await self._tell(LateWatchEnded(prompt_id))
 
     async def _on_late_watch_ended(self, msg: LateWatchEnded) -> None:
         watch = self.pool.late.pop(msg.prompt_id, None)
         if watch is None:
             return
-        if msg.was is None:
+        if watch.was is None:
             log.info("late prompt %s: watch on %s over", msg.prompt_id[:8], watch.server_id)
             return
         log.warning(
@@ -1582,14 +1584,14 @@ class MachineActor(Actor):
             msg.prompt_id[:8],
             watch.job_id,
             watch.server_id,
-            msg.was,
+            watch.was,
         )
         await self.ctx.emit(
             ev.LatePromptStopped(
                 server_id=watch.server_id,
                 prompt_id=msg.prompt_id,
                 job_id=watch.job_id,
-                was=msg.was,
+                was=watch.was,
                 at=self.ctx.now(),
             )
         )

@@ -355,3 +355,45 @@ def test_a_prompt_its_job_follows_again_is_not_stopped() -> None:
     job.prompt_id, job.status = "p1", "cancelled"
     assert not pool_mod._followed(state, "j", "p1")
     assert not pool_mod._followed(state, "other", "p1")
+
+
+async def test_a_given_up_prompt_stopped_just_before_a_restart_of_the_machine_actor_is_logged(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch deletes the late prompt (queued behind the retry's), then the MachineActor
+    crashes before its next lookup finds it gone: the new incarnation still logs the stop."""
+    net = SlowNetwork(monkeypatch, 31.0, cut_after=5.0)
+    deleted = trio.Event()
+    real_delete = ComfyUIClient.delete_from_queue
+
+    async def delete(client: ComfyUIClient, prompt_id: str) -> Any:
+        answer = await real_delete(client, prompt_id)
+        if "late-prompt" in trio.lowlevel.current_task().name:  # the watch's, not the job's
+            deleted.set()
+        return answer
+
+    monkeypatch.setattr(ComfyUIClient, "delete_from_queue", delete)
+    original = pool_mod.MachineActor.receive
+
+    async def receive(self: Any, msg: Any) -> Any:
+        if msg == "boom":
+            raise RuntimeError("the machines actor crashes")
+        return await original(self, msg)
+
+    monkeypatch.setattr(pool_mod.MachineActor, "receive", receive)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
+        open_simulated_conjure(
+            cloud, log, sim_config(cloud), wall=wall, out_dir=tmp_path
+        ) as conjure,
+    ):
+        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await deleted.wait()
+            await conjure.machines.tell("boom")
+            await wait_for(conjure, lambda s: s.actors["root/machines"].restarts > 0)
+            await wait_for(conjure, lambda s: not conjure.pool.late)
+        await conjure.cancel(job)
+    assert [(e.prompt_id, e.was) for e in _stopped(log)] == [(net.pids[0], "pending")]
