@@ -388,7 +388,7 @@ class Conjure:
         has one actor: what comes for a job whose actor runs goes to it, or is given back.
         Once the run stops no actor starts: a queued job is interrupted (or cancelled, if
         that was asked) here. An error starting one job is logged; the others go on."""
-        port = PoolPort(self.machines)
+        port = PoolPort(self.machines, self._tell_machines)
         lock = self._start_lock
         async for job_id, first in self._starts[1]:
             if isinstance(first, trio.Event):  # see _wait_starts
@@ -538,7 +538,7 @@ class Conjure:
         self, job_id: str, first: Lease | LeaseFailedError | CancelJob | None = None
     ) -> None:
         """Spawn the job's actor (the starter only, holding the start lock)."""
-        port = PoolPort(self.machines)
+        port = PoolPort(self.machines, self._tell_machines)
         self._starting, self._ended_starting = job_id, False
         try:
             ref = await self.jobs.spawn(

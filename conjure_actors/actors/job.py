@@ -291,8 +291,11 @@ class _CancelDone:
 class PoolPort:
     """The MachineActor as a WorkflowActor sees it: messages, not calls."""
 
-    def __init__(self, ref: ActorRef) -> None:
+    def __init__(self, ref: ActorRef, overflow: Callable[[object], None] | None = None) -> None:
         self.ref = ref
+        # Where a tell that must not be lost goes when the mailbox is full (delivered in
+        # order, waiting for room: ``Conjure._tell_machines``); None: it is logged, lost.
+        self.overflow = overflow
 
     async def lease(
         self,
@@ -329,9 +332,15 @@ class PoolPort:
     def watch_late_prompt(self, server_id: str, prompt_id: str, job_id: str) -> None:
         """The job gave ``prompt_id`` up while its POST may still land: the pool watches
         for it and stops it there (a tell: the job may end right after)."""
+        msg = WatchLatePrompt(server_id, prompt_id, job_id)
         try:
-            self.ref.tell_nowait(WatchLatePrompt(server_id, prompt_id, job_id))
-        except (ActorStoppedError, MailboxFullError) as exc:  # a stopped pool: the run ends
+            self.ref.tell_nowait(msg)
+        except MailboxFullError as exc:  # a busy pool: it gets the watch once it has room
+            if self.overflow is None:
+                log.warning("job %s: prompt %s left unwatched: %s", job_id, prompt_id[:8], exc)
+            else:
+                self.overflow(msg)
+        except ActorStoppedError as exc:  # a stopped pool: the run ends
             log.warning("job %s: prompt %s left unwatched: %s", job_id, prompt_id[:8], exc)
 
 

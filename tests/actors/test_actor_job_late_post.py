@@ -28,12 +28,14 @@ import eventlog
 from conjure_actors.actors import pool as pool_mod
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.actors.job import PoolPort
-from conjure_actors.actors.messages import StopMachine
+from conjure_actors.actors.messages import StopMachine, WatchLatePrompt
 from conjure_actors.clients import errors as cerr
 from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
+from conjure_actors.runtime import ActorRef
+from conjure_actors.runtime.errors import MailboxFullError
 from conjure_actors.sim.comfyui import ComfyTimings
 from conjure_actors.testing.runtime import open_simulated_conjure
 
@@ -397,3 +399,38 @@ async def test_a_given_up_prompt_stopped_just_before_a_restart_of_the_machine_ac
             await wait_for(conjure, lambda s: not conjure.pool.late)
         await conjure.cancel(job)
     assert [(e.prompt_id, e.was) for e in _stopped(log)] == [(net.pids[0], "pending")]
+
+
+async def test_a_prompt_given_up_while_the_pool_mailbox_is_full_is_still_watched(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job gives its prompt up (cancelled while its POST is on the wire) while the
+    MachineActor's mailbox is full: the watch waits for room instead of being dropped, and
+    the prompt that lands later is stopped."""
+    net = SlowNetwork(monkeypatch, 31.0)
+    real = ActorRef.tell_nowait
+    refused: list[str] = []
+
+    def full_for_watches(self: ActorRef, msg: object) -> None:
+        if isinstance(msg, WatchLatePrompt):
+            refused.append(msg.prompt_id)
+            raise MailboxFullError(f"mailbox of actor {self.path} is full")
+        real(self, msg)
+
+    monkeypatch.setattr(ActorRef, "tell_nowait", full_for_watches)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await net.sent.wait()
+            await conjure.cancel(job)
+            await net.landed.wait()
+            await wait_for(conjure, lambda s: bool(_stopped(log)))
+        left = prompt_left(cloud.machine_sim(conjure.state.jobs[job].server_id), net.pids[0])
+    assert set(refused) == {net.pids[0]}  # refused at once (given up, and again at cleanup)
+    assert left is None
+    assert [e.prompt_id for e in _stopped(log)] == [net.pids[0]]
