@@ -4,11 +4,16 @@ A journal listener (``Journal.listen``: called inside each commit, in whichever 
 commits, with no wake-up of its own) shows each record on the sink (JSON lines, the Rich
 view: display, not state, and shown as soon as published, to the very last record) and
 notes which jobs showed a sign of life (or ended); that listener touches only the display
-(the sink) and that note. A child task takes the note once per period and tells the actor,
-then the tick itself: the actor's state changes only in the actor. The actor keeps the
+(the sink) and that note. A child task takes the note and tells the actor, then the tick
+itself: the actor's state changes only in the actor. The actor keeps the
 :class:`~conjure_actors.actors.view.StallDetector` and, for a running job silent too long,
 emits its one event, ``JobStalled``, then tells the job's WorkflowActor (``notify_stall``),
 which follows the prompt by polling.
+
+The child wakes only when something is due (issue 16): with a sink that redraws (its own
+``tick``: the Rich view, the JSON lines' flush) every ``refresh``; with none (``serve``, the
+tests' runs) only at the earliest moment a job could have stalled, so an idle run does not
+wake at all.
 
 A sink that fails (the terminal went away: SIGHUP, a closed pipe) is dropped with one log
 line; the view is not worth stopping the run for.
@@ -17,6 +22,7 @@ line; the view is not worth stopping the run for.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +106,13 @@ class MonitorActor(Actor):
         # Filled by the journal listener (_on_records), taken at each tick by _watch.
         self._seen: dict[str, tuple[Any, float]] = {}
         self._broken: Exception | None = None
+        # Without a redrawing sink: when _watch wakes next (the earliest stall check due,
+        # lowered by the listener and the actor), and its sleep's cancel scope.
+        self._due = math.inf
+        self._wake: trio.CancelScope | None = None
+        # The actor's: each watched job's last sign of life (the detector's, not yet
+        # reported), whence the next stall check.
+        self._alive_at: dict[str, float] = {}
 
     async def on_start(self) -> None:
         ready = trio.Event()
@@ -108,26 +121,54 @@ class MonitorActor(Actor):
 
     async def _watch(self, ready: trio.Event) -> None:
         """Child: every record is shown as it is committed (a journal listener, called by
-        the committing task: no wake-up of this task per commit, issue 16); once per
-        period, tell the actor each job's latest sign of life (or end) since the last tick,
-        then the tick (the view redraws, silent jobs are looked for). Stall detection looks
-        only at ticks, so one message per tick tells it all a message per record would (with
-        the times seen). Ends when the journal closes."""
-        period = max(0.05, min(self.refresh, self.detector.stall_seconds / 4))
+        the committing task: no wake-up of this task per commit, issue 16); at each wake-up,
+        tell the actor each job's latest sign of life (or end) since the last one, then the
+        tick (the view redraws, silent jobs are looked for). Stall detection looks only at
+        ticks, so one message per tick tells it all a message per record would (with the
+        times seen). A sink that redraws is ticked once per period; with none, the child
+        sleeps until the earliest stall check is due (``_due``). Ends when the journal
+        closes."""
         self._seen = {}
         self._broken = None
+        self._due = math.inf
         with self.ctx.journal.listen(self._on_records) as listener:
             ready.set()
+            if self._redraws():
+                period = max(0.05, min(self.refresh, self.detector.stall_seconds / 4))
+                while True:
+                    await trio.sleep(period)
+                    if not await self._tick(listener):
+                        return
             while True:
-                await trio.sleep(period)
-                if self._broken is not None:
-                    raise self._broken  # the sink raised in the listener: crash here
-                if not listener.active:
-                    return  # the journal closed
-                seen, self._seen = self._seen, {}
-                if seen:
-                    await self._tell(_Seen(tuple(seen.values())))
-                await self._tell(_Tick())
+                with trio.CancelScope(deadline=self._due) as self._wake:
+                    await trio.sleep_forever()
+                self._wake = None
+                self._due = math.inf  # the actor sets the next one on this tick
+                if not await self._tick(listener):
+                    return
+
+    def _redraws(self) -> bool:
+        """The sink has a periodic refresh of its own (not MonitorSink's no-op ``tick``)."""
+        return self.sink is not None and type(self.sink).tick is not MonitorSink.tick
+
+    async def _tick(self, listener: Any) -> bool:
+        """Tell the actor what was seen, then tick; False once the journal closed."""
+        if self._broken is not None:
+            raise self._broken  # the sink raised in the listener: crash here
+        if not listener.active:
+            return False  # the journal closed
+        seen, self._seen = self._seen, {}
+        if seen:
+            await self._tell(_Seen(tuple(seen.values())))
+        await self._tell(_Tick())
+        return True
+
+    def _wake_by(self, when: float) -> None:
+        """The watching child wakes at ``when`` at the latest (a stall check is due)."""
+        if when < self._due:
+            self._due = when
+            if self._wake is not None:
+                self._wake.deadline = when
 
     def _on_records(self, records: list[Any]) -> None:
         """The journal listener: show each record, note the latest sign of life per job.
@@ -139,13 +180,18 @@ class MonitorActor(Actor):
             self._show_records(records)
             now = trio.current_time()
             seen = self._seen
+            alive = False
             for record in records:
                 event = record.event
                 if type(event) in _SEEN_TYPES:
                     seen.pop(event.job_id, None)  # keep the order of the latest
                     seen[event.job_id] = (event, now)
+                    alive = True
+            if alive:  # a job seen alive now may stall from now + stall_seconds
+                self._wake_by(_stall_due(now, self.detector.stall_seconds))
         except Exception as exc:
             self._broken = exc
+            self._wake_by(-math.inf)  # crash now, in the watching child
 
     async def _tell(self, msg: Any) -> None:
         try:
@@ -159,11 +205,19 @@ class MonitorActor(Actor):
                 for event, at in events:
                     if isinstance(event, _ALIVE):
                         self.detector.alive(event.job_id, at)
+                        self._alive_at[event.job_id] = at
                     else:
                         self.detector.forget(event.job_id)
+                        self._alive_at.pop(event.job_id, None)
             case _Tick():
                 self._show(lambda sink: sink.tick(self.ctx.state))
-                for job_id, idle in self.detector.stalled(trio.current_time()):
+                stalled = self.detector.stalled(trio.current_time())
+                for job_id, _ in stalled:
+                    del self._alive_at[job_id]  # reported: no check until a sign of life
+                if self._alive_at:
+                    stall = self.detector.stall_seconds
+                    self._wake_by(min(_stall_due(at, stall) for at in self._alive_at.values()))
+                for job_id, idle in stalled:
                     job = self.ctx.state.jobs.get(job_id)
                     if job is None or job.status != st.RUNNING:
                         continue
@@ -196,3 +250,16 @@ class MonitorActor(Actor):
         except (OSError, ValueError) as exc:  # the terminal or pipe is gone (SIGHUP, EPIPE)
             log.warning("monitor: the live view stopped: %s", exc)
             self.sink = None
+
+
+def _stall_due(last: float, stall_seconds: float) -> float:
+    """The first time ``t`` at which a job last seen alive at ``last`` counts as stalled
+    (``t - last >= stall_seconds``, as the detector computes it: ``last + stall_seconds``
+    may round an ulp either side of it; woken an ulp early, the watcher would find nothing
+    due and sleep until the same instant again)."""
+    due = last + stall_seconds
+    while due - last < stall_seconds:
+        due = math.nextafter(due, math.inf)
+    while (earlier := math.nextafter(due, -math.inf)) - last >= stall_seconds:
+        due = earlier
+    return due

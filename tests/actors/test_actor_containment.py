@@ -50,6 +50,21 @@ class InjectedError(Exception):
     """The unexpected exception a handler raises in this test."""
 
 
+class _LiveView:
+    """A sink that redraws (as ``conjure run``'s views do): the MonitorActor ticks it every
+    refresh, so ``_Tick`` comes as often as in a run with a terminal (with no sink it comes
+    only when a stall check is due)."""
+
+    def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        """Nothing to show."""
+
+    def tick(self, state: Any) -> None:
+        """Nothing to redraw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def _raising(
     original: Any, target: type[Any], what: str, raised: list[str], times: int | None
 ) -> Any:
@@ -77,7 +92,7 @@ async def _run(
     async with open_test_cloud(wall.now, ready_delay=5.0) as cloud:
         try:
             async with open_simulated_conjure(
-                cloud, log, sim_config(cloud), wall=wall, out_dir=tmp
+                cloud, log, sim_config(cloud), wall=wall, out_dir=tmp, monitor=_LiveView()
             ) as conjure:
                 state = conjure.state
                 for i in range(2):

@@ -4,15 +4,19 @@ stalled job noticed end to end (JobStalled, then the job still succeeds by polli
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
+from hypothesis import given
+from hypothesis import strategies as st
 
 import conjure_actors.actors as actors
 import eventlog
+from conjure_actors.actors import monitor as monitor_module
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.actors.view import (
     StallDetector,
@@ -298,3 +302,72 @@ async def test_the_monitor_shows_records_without_a_wake_up_per_commit(
         finally:
             trio.lowlevel.remove_instrument(counter)
     assert counter.steps <= 1  # at most a tick, never one per commit
+
+
+async def test_an_idle_run_without_a_view_never_wakes_the_monitor(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Issue 16: with no sink (``serve``), no job and nothing due, the monitor's watching task
+    sleeps: an hour of idle time wakes it not at all (it woke 4 times a second)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        counter = _StepCounter("monitor-watch")
+        trio.lowlevel.add_instrument(counter)
+        try:
+            await trio.sleep(3600)
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        assert conjure.state.jobs == {}
+    assert counter.steps == 0
+
+
+class _Ticks:
+    """A sink that redraws: counts its ticks."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        """Nothing to show."""
+
+    def tick(self, state: Any) -> None:
+        self.ticks += 1
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_view_is_redrawn_every_refresh_even_when_idle(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A sink with a refresh of its own (the live view) is ticked every 0.25 s, jobs or not."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    sink = _Ticks()
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall, monitor=sink),
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        before = sink.ticks
+        await trio.sleep(10.01)
+        assert sink.ticks - before == 40
+
+
+@given(
+    last=st.floats(0, 1e9, allow_nan=False),
+    stall=st.floats(1e-3, 1e6, allow_nan=False),
+)
+def test_a_stall_check_is_due_the_first_instant_the_detector_counts_it(
+    last: float, stall: float
+) -> None:
+    """The monitor wakes at the first time the detector says "stalled" (``now - last >=
+    stall``), not an ulp before, where it would find nothing and wake again at once."""
+    due = monitor_module._stall_due(last, stall)
+    assert due - last >= stall
+    assert math.nextafter(due, -math.inf) - last < stall
