@@ -32,12 +32,13 @@ In one run, on loopback only:
    the same on an empty log (interpreter and imports alone).
 
 It prints a table with the ratios against the proxy measured in the same run, the rounds'
-spread (min-median-max) and paired ratios, a breakdown
-(each backend's CPU time per accepted job: during the load, until its jobs ran, and its
-simulator's), a completion table (per round, from the load's start until every job the
-backend accepted has run: ``serve``'s /metrics count them finished, the proxy's ComfyUI has
-an empty queue; so a backend that answers fast by deferring its jobs shows it there), and a
-verdict line checking the goal on ``serve``'s default level: at least as
+spread (min-median-max) and paired ratios, a breakdown (each backend's CPU time per
+accepted job: during the load, until its jobs ran, and its simulator's), a completion
+table (per round, from the load's start until every job the backend accepted has run:
+``serve``'s log holds a terminal event for each (its outputs stored), the proxy's ComfyUI
+has an empty queue, both checked from the driver core, never by asking the server under
+test (see ``Finished``); so a backend that answers fast by deferring its jobs shows it
+there), and a verdict line checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher), decided on the
 paired rounds (serve's round i against the proxy's round i, run close together) by a sign
 test (see ``decide``): PASS when every row's rounds agree it is, FAIL when a row's rounds
@@ -76,6 +77,17 @@ from _mockrun import (  # bench/_mockrun.py: the arguments' types (exit 2)
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the package ``eventlog``, not bench/eventlog.py
+
+import eventlog  # noqa: E402
+from conjure_actors.domain.events import (  # noqa: E402
+    UPCASTERS,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobSucceeded,
+)
+
 WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json").read_text())
 LEVELS = (1, 10, 50)
 RETAINED = 10_000
@@ -414,12 +426,64 @@ def wait_ran(done: Any, timeout: float = 300.0, poll: float = 0.02) -> float:
     raise RuntimeError(f"the accepted jobs did not all run within {timeout:g} s")
 
 
-# How "its jobs ran" is told, per backend (the completion columns): ``serve`` once its
-# /metrics count every job it accepted as finished; the proxy once its ComfyUI simulator's
-# queue is empty (the proxy POSTs each prompt to ComfyUI before its 201, and keeps nothing
-# else to do: a job is done when its prompt ran). Each is polled every 20 ms from the end
-# of the load, so the time includes no more than that; one poll costs the backend ~1 ms.
-Done = Any  # () -> bool, made per round by a target's ``ran`` factory (expected count)
+# How "its jobs ran" is told, per backend (the completion columns), each from this process
+# (the driver core), so neither check costs the server's core or slows its jobs: ``serve``
+# once its log holds a terminal event (``JobSucceeded``, written once every output is
+# downloaded, verified and stored; or ``JobFailed``, ``JobCancelled``) for every job it
+# accepted: the durable facts its /metrics count, read by tailing the log file (see
+# ``Finished``); the proxy once its ComfyUI simulator's queue is empty (the proxy POSTs each
+# prompt to ComfyUI before its 201, and keeps nothing else to do: a job is done when its
+# prompt ran). Each is polled every 20 ms from the end of the load, so the time includes no
+# more than that. (Polling serve's /metrics instead cost serve ~0.6-0.95 ms of its core per
+# job and slowed the jobs it was timing.)
+POLL: Final = 0.02
+TERMINAL: Final = (JobSucceeded, JobFailed, JobCancelled)
+
+
+class Finished:
+    """Jobs a ``serve`` finished, counted from its log file by this process.
+
+    One follower per log, kept across rounds: each poll reads only what was appended since
+    the last (a ``stat`` and a ``pread``) and decodes it here, on the driver core. A record
+    is in the file once ``serve`` wrote it; at ``--journal-sync batch`` its fsync may still
+    be in flight (one group commit, a few ms), which /metrics would have waited for."""
+
+    def __init__(self, log: Path) -> None:
+        self.follower = eventlog.follow(log, Event, poll_interval=POLL, upcasters=UPCASTERS)
+        self.count = 0
+
+    async def _reach(self, target: int | None) -> None:
+        async for record in self.follower:
+            if isinstance(record.event, TERMINAL):
+                self.count += 1
+                if target is not None and self.count >= target:
+                    return
+
+    def now(self, settle: float = 0.2) -> int:
+        """The count once the log has been read to its end (``settle`` s without news)."""
+
+        async def read() -> None:
+            with trio.move_on_after(settle):
+                await self._reach(None)
+
+        trio.run(read)
+        return self.count
+
+    def until(self, target: int, timeout: float = 300.0) -> float:
+        """``perf_counter()`` once ``target`` jobs are finished (bounded)."""
+
+        async def wait() -> bool:
+            with trio.move_on_after(timeout):
+                await self._reach(target)
+                return True
+            return False
+
+        if not trio.run(wait):
+            raise RuntimeError(f"the accepted jobs did not all run within {timeout:g} s")
+        return time.perf_counter()
+
+
+Ran = Any  # () -> (accepted -> perf_counter() once they ran), one per round (see measure)
 
 
 def measure(
@@ -435,9 +499,9 @@ def measure(
     starts once every backend is quiet (the jobs the previous one accepted have run).
     Per target and level: jobs/s and p50 are medians of the rounds' (each round's kept, to
     pair them across targets), p99 comes from all the rounds' latencies. Each round also
-    times the load's start to the moment every job it accepted has run (``ran(accepted)
-    -> done()``, a target's third element): "ran/s" is the median of accepted jobs per
-    second of that span, "done s" its median."""
+    times the load's start to the moment every job it accepted has run (``ran()`` before the
+    load, then ``(accepted) -> perf_counter()``: a target's third element): "ran/s" is the
+    median of accepted jobs per second of that span, "done s" its median."""
     names = list(targets)
     every = [proc for _, procs, _ in targets.values() for proc in procs]
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {n: {c: [] for c in LEVELS} for n in names}
@@ -449,10 +513,10 @@ def measure(
                 url, procs, ran = targets[name]
                 front, behind = procs[:1], procs[1:]
                 before = cpu_ticks(front), cpu_ticks(behind)
-                done = ran()
+                until = ran()
                 run = trio.run(submit_load, url, clients, each, budget)
                 during = cpu_ticks(front) - before[0]
-                span = wait_ran(done(run["ok"])) - run["started"]
+                span = until(run["ok"]) - run["started"]
                 run["ran_s"] = span
                 run["ran_per_s"] = run["ok"] / span if span > 0 else 0.0
                 wait_quiet(every)  # its accepted jobs ran (the next load waits for it anyway)
@@ -575,19 +639,21 @@ def wait_all_done(url: str, expected: int, timeout: float) -> int:
     return done
 
 
-def serve_ran(url: str) -> Any:
-    """A target's ``ran``: ``serve`` at ``url`` finished ``accepted`` more jobs than now."""
+def serve_ran(log: Path) -> Ran:
+    """A target's ``ran``: the ``serve`` writing ``log`` finished ``accepted`` more jobs
+    than when the round started (counted from the log, see ``Finished``)."""
+    finished = Finished(log)
 
     def start() -> Any:
-        before = serve_finished(url)
-        return lambda accepted: lambda: serve_finished(url) >= before + accepted
+        before = finished.now()
+        return lambda accepted: finished.until(before + accepted)
 
     return start
 
 
-def proxy_ran(comfyui: str) -> Any:
+def proxy_ran(comfyui: str) -> Ran:
     """A target's ``ran``: the proxy's ComfyUI simulator is idle (see ``measure``)."""
-    return lambda: lambda accepted: lambda: comfyui_idle(comfyui)
+    return lambda: lambda accepted: wait_ran(lambda: comfyui_idle(comfyui), poll=POLL)
 
 
 # ----------------------------------------------------------------------------- main
@@ -651,16 +717,17 @@ def main() -> int:
             empty_rss = empty.rss_bytes()
             empty.stop()
             proxy, proxy_url = start_proxy(work, proxy_comfy)
+            none_log = work / "serve-none.log"
             unsynced, unsynced_url, _ = start_serve(
-                work, none_comfy, work / "serve-none.log", "serve-none", args.parallel, "none"
+                work, none_comfy, none_log, "serve-none", args.parallel, "none"
             )
             serve, url, _ = start_serve(work, comfyui, log, "serve", args.parallel)
             try:
                 measured = load and measure(
                     {
                         "proxy": (proxy_url, [proxy, proxy_sim], proxy_ran(proxy_comfy)),
-                        "fsync": (url, [serve, serve_sim], serve_ran(url)),
-                        "write": (unsynced_url, [unsynced, none_sim], serve_ran(unsynced_url)),
+                        "fsync": (url, [serve, serve_sim], serve_ran(log)),
+                        "write": (unsynced_url, [unsynced, none_sim], serve_ran(none_log)),
                     },
                     per_round,
                     args.budget,
@@ -759,7 +826,8 @@ def main() -> int:
                 print(f"{clients:>7} | {name:<11} {load:>8.2f} {whole:>8.2f} {sim:>8.2f}")
         print(
             "completion: from each load's start until every job it accepted ran (serve: its"
-            " /metrics count them finished; proxy: its ComfyUI's queue is empty), median of the"
+            " log holds them finished, read by this process; proxy: its ComfyUI's queue is empty),"
+            " median of the"
             " rounds: seconds, and accepted jobs per second of that span"
         )
         head = f"{'clients':>7} | {'backend':<11} {'done s':>8} {'ran/s':>8} |"

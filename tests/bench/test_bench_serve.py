@@ -134,3 +134,31 @@ async def test_a_backend_that_never_answers_ends_the_round_at_its_budget(
         with trio.fail_after(600):
             await bench.submit_load(f"http://127.0.0.1:{port}", 1, 1, 1.0)
         nursery.cancel_scope.cancel()
+
+
+def test_serve_finished_jobs_are_counted_from_its_log_as_it_grows(tmp_path: Path) -> None:
+    """The completion check reads serve's log from the bench process (not its /metrics,
+    which cost serve's core): only terminal events count, and later appends are seen."""
+    import eventlog
+    from conjure_actors.domain.events import (
+        Event,
+        JobCancelled,
+        JobFailed,
+        JobQueued,
+        JobStarted,
+        JobSucceeded,
+    )
+
+    log = tmp_path / "serve.log"
+    with eventlog.open_writer(log, Event, sync="none") as writer:
+        writer.append(JobQueued(job_id="a", at=1.0))
+        writer.append(JobStarted(job_id="a", attempt=1, server_id="s", at=1.0))
+        writer.append(JobSucceeded(job_id="a", at=2.0))
+        writer.append(JobFailed(job_id="b", error_type="x", message="m", at=2.0))
+        writer.flush()
+        finished = bench.Finished(log)
+        assert finished.now(settle=0.05) == 2
+        writer.append(JobCancelled(job_id="c", reason="user", at=3.0))
+        writer.flush()
+        finished.until(3, timeout=60.0)
+    assert finished.count == 3
