@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hyp
 from rich.console import Console
@@ -159,13 +160,29 @@ def test_on_80x20_with_30_jobs_machines_and_total_cost_are_visible() -> None:
     assert "30 jobs: 4 running, 21 waiting, 4 succeeded, 1 failed" in text
 
 
+# Building and rendering a crowd is ~25 ms an example: the inner loop runs 15, the slow
+# tests 200.
 @given(jobs=hyp.integers(1, 60), machines=hyp.integers(0, 8), height=hyp.integers(14, 40))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 def test_the_view_fits_any_terminal_and_keeps_cost_visible(
     jobs: int, machines: int, height: int
 ) -> None:
     """Whatever the number of jobs and machines, the view fits the terminal's height and
     the total cost line is in it."""
+    _check_view_fits(jobs, machines, height)
+
+
+@pytest.mark.slow
+@given(jobs=hyp.integers(1, 60), machines=hyp.integers(0, 8), height=hyp.integers(14, 40))
+@settings(max_examples=200, deadline=None)
+def test_the_view_fits_any_terminal_over_many_examples(
+    jobs: int, machines: int, height: int
+) -> None:
+    """The same property as above, over many more crowds and terminals."""
+    _check_view_fits(jobs, machines, height)
+
+
+def _check_view_fits(jobs: int, machines: int, height: int) -> None:
     state, ids = _crowd(max(jobs, 9), machines)
     lines = _render(state, ids, 130.0, 80, height)
     assert len(lines) <= height

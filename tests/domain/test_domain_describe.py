@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from domain_strategies import event_strategy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,10 +16,23 @@ def test_every_event_type_has_a_summary() -> None:
     assert set(_SUMMARIES) == set(ev.EVENT_TYPES)
 
 
-@settings(max_examples=10)
+# Each example draws one event of every type: the inner loop runs a few, the slow tests many.
+@settings(max_examples=4)
 @given(st.data())
 def test_descriptions_are_one_line(data: st.DataObject) -> None:
     """Every description is a single line with a subject."""
+    _check_one_line(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=50)
+@given(st.data())
+def test_descriptions_are_one_line_over_many_examples(data: st.DataObject) -> None:
+    """The same property as above, over many more generated events."""
+    _check_one_line(data)
+
+
+def _check_one_line(data: st.DataObject) -> None:
     for cls in ev.EVENT_TYPES:
         subject, summary = describe(data.draw(event_strategy(cls)))
         assert subject

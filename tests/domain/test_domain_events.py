@@ -106,20 +106,50 @@ def test_every_event_has_a_wall_time() -> None:
         assert "at" in names, cls.__name__
 
 
-@settings(max_examples=15)
+# Each example draws one event of every type (generation is nearly all the cost): the inner
+# loop runs a few examples, the slow tests many.
+@settings(max_examples=5)
 @given(st.data())
 def test_every_event_type_round_trips_through_msgpack(data: st.DataObject) -> None:
     """Encoding then decoding through the typed union gives the same event."""
+    _check_msgpack_round_trip(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=100)
+@given(st.data())
+def test_every_event_type_round_trips_through_msgpack_over_many_examples(
+    data: st.DataObject,
+) -> None:
+    """The same property as above, over many more generated events."""
+    _check_msgpack_round_trip(data)
+
+
+def _check_msgpack_round_trip(data: st.DataObject) -> None:
     decoder = msgspec.msgpack.Decoder(ev.Event)
     for cls in ev.EVENT_TYPES:
         event = data.draw(event_strategy(cls))
         assert decoder.decode(msgspec.msgpack.encode(event)) == event
 
 
-@settings(max_examples=10)
+@settings(max_examples=4)
 @given(st.data())
 def test_every_event_type_round_trips_through_the_log(data: st.DataObject) -> None:
     """One event of every type, written with eventlog and read back, is unchanged."""
+    _check_log_round_trip(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=50)
+@given(st.data())
+def test_every_event_type_round_trips_through_the_log_over_many_examples(
+    data: st.DataObject,
+) -> None:
+    """The same property as above, over many more generated events."""
+    _check_log_round_trip(data)
+
+
+def _check_log_round_trip(data: st.DataObject) -> None:
     events = [data.draw(event_strategy(cls)) for cls in ev.EVENT_TYPES]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "all.log"

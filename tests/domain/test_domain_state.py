@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import msgspec
+import pytest
 from domain_strategies import WARN_FRACTION, LegalRunner, any_event, free_machine
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -189,9 +190,29 @@ def check_invariants(state: State, finished: dict[str, str]) -> None:
             finished[job_id] = job.status
 
 
+# The slow twins' examples: 100, or the loaded profile's count if more (`just fuzz`).
+_MANY = max(100, settings.default.max_examples)
+
+
+# Up to 150 commands an example: the inner loop runs 10 examples, the slow tests _MANY.
+@settings(max_examples=10)
 @given(st.randoms(use_true_random=False), st.integers(min_value=10, max_value=150))
 def test_random_legal_runs_keep_the_invariants(rng: random.Random, steps: int) -> None:
     """Random legal command sequences: invariants after every step, replay equals live."""
+    _check_random_legal_run(rng, steps)
+
+
+@pytest.mark.slow
+@settings(max_examples=_MANY)
+@given(st.randoms(use_true_random=False), st.integers(min_value=10, max_value=150))
+def test_random_legal_runs_keep_the_invariants_over_many_examples(
+    rng: random.Random, steps: int
+) -> None:
+    """The same property as above, over many more runs."""
+    _check_random_legal_run(rng, steps)
+
+
+def _check_random_legal_run(rng: random.Random, steps: int) -> None:
     runner = LegalRunner(rng)
     finished: dict[str, str] = {}
     for _ in range(steps):
@@ -561,5 +582,13 @@ class LegalRun(RuleBasedStateMachine):
                 self.finished[job_id] = job.status
 
 
-LegalRun.TestCase.settings = settings(stateful_step_count=40, deadline=None)
+# 40 steps an example: the inner loop runs 10 examples, the slow tests _MANY.
+LegalRun.TestCase.settings = settings(max_examples=10, stateful_step_count=40, deadline=None)
 TestLegalRun = LegalRun.TestCase
+
+
+@pytest.mark.slow
+class TestLegalRunOverManyExamples(LegalRun.TestCase):
+    """The same state machine as TestLegalRun, over many more runs."""
+
+    settings = settings(max_examples=_MANY, stateful_step_count=40, deadline=None)

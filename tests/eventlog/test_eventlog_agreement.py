@@ -6,8 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eventlog_testtypes import Ev, event_lists, events
-from hypothesis import stateful
+from hypothesis import settings, stateful
 
 import eventlog
 
@@ -62,4 +63,18 @@ class BackendsAgree(stateful.RuleBasedStateMachine):
         self.dir.cleanup()
 
 
+# The slow twins' examples: 100, or the loaded profile's count if more (`just fuzz`).
+_MANY = max(100, settings.default.max_examples)
+
+
+# Each example fsyncs (sync="batch") at every flush and reopen: the inner loop runs 10
+# examples, the slow tests _MANY.
+BackendsAgree.TestCase.settings = settings(max_examples=10, deadline=None)
 TestBackendsAgree = BackendsAgree.TestCase
+
+
+@pytest.mark.slow
+class TestBackendsAgreeOverManyExamples(BackendsAgree.TestCase):
+    """The same state machine as TestBackendsAgree, over many more runs."""
+
+    settings = settings(max_examples=_MANY, deadline=None)

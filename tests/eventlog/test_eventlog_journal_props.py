@@ -8,10 +8,11 @@ import tempfile
 import unittest.mock
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from eventlog_testtypes import Ev, Progressed, Tally, apply_tally, event_lists, events
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eventlog
@@ -25,12 +26,22 @@ step = st.one_of(
 programs = st.lists(st.lists(step, max_size=8), min_size=1, max_size=12)
 
 
-@given(
-    programs=programs,
-    max_batch=st.integers(1, 20),
-    max_delay=st.sampled_from([0.0, 0.001]),
-    sync=st.sampled_from(["batch", "always", "none"]),
-)
+# The slow twins' examples: 100, or the loaded profile's count if more (`just fuzz`).
+_MANY = max(100, settings.default.max_examples)
+
+
+_journal_setups = {
+    "programs": programs,
+    "max_batch": st.integers(1, 20),
+    "max_delay": st.sampled_from([0.0, 0.001]),
+    "sync": st.sampled_from(["batch", "always", "none"]),
+}
+
+
+# A trio run of up to 12 appenders an example: the inner loop runs 10 examples, the slow
+# tests _MANY.
+@settings(max_examples=10)
+@given(**_journal_setups)
 def test_concurrent_appenders_journal_log_and_subscriber_agree(
     programs: list[list[tuple[str, Any]]],
     max_batch: int,
@@ -39,6 +50,28 @@ def test_concurrent_appenders_journal_log_and_subscriber_agree(
 ) -> None:
     """Seqs are unique and contiguous, per-task order holds, state == fold(log), and a
     subscriber sees every record once, in order (under a fresh autojumping MockClock)."""
+    _run_agreement(programs, max_batch, max_delay, sync)
+
+
+@pytest.mark.slow
+@settings(max_examples=_MANY)
+@given(**_journal_setups)
+def test_concurrent_appenders_agree_over_many_examples(
+    programs: list[list[tuple[str, Any]]],
+    max_batch: int,
+    max_delay: float,
+    sync: eventlog.SyncPolicy,
+) -> None:
+    """The same property as above, over many more programs."""
+    _run_agreement(programs, max_batch, max_delay, sync)
+
+
+def _run_agreement(
+    programs: list[list[tuple[str, Any]]],
+    max_batch: int,
+    max_delay: float,
+    sync: eventlog.SyncPolicy,
+) -> None:
     trio.run(
         check_agreement,
         programs,
