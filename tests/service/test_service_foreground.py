@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from conjure_actors.clients.cookieless import CookielessClient
 from conjure_actors.runtime import PriorityGate
 from conjure_actors.service.app import Settings
 from conjure_actors.service.foreground import ForegroundMiddleware, yielding_http
@@ -240,6 +241,16 @@ async def test_the_runtimes_client_keeps_the_environments_proxy(
     client = yielding_http(None)
     try:
         assert client._transport_for_url(url) is not client._transport  # the proxy's mount
+    finally:
+        await client.aclose()
+
+
+async def test_the_runtimes_client_keeps_no_cookies() -> None:
+    """ComfyUI and RunComfy use no cookies: the client serve makes skips httpx's jar (its
+    per-response parsing was waste)."""
+    client = yielding_http(None)
+    try:
+        assert isinstance(client, CookielessClient)
     finally:
         await client.aclose()
 
