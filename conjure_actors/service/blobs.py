@@ -88,7 +88,15 @@ class BlobStore:
                 os.unlink(tmp)
                 return hash_text, size, False
             os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
+            try:
+                # link, not replace: of two stores of the same new bytes at once, exactly
+                # one creates the blob (the AssetActor and uploads rely on 'created').
+                os.link(tmp, target)
+            except FileExistsError:  # stored meanwhile by another: its name made durable
+                self._sync_dir()
+                return hash_text, size, False
+            finally:
+                os.unlink(tmp)
             self._sync_dir()
             return hash_text, size, True
         except BaseException:

@@ -3,8 +3,10 @@ and answered, not copied again."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,36 @@ def test_open_range_of_a_removed_blob_raises_at_once(tmp_path: Path) -> None:
     store.remove(hash_text)
     with pytest.raises(FileNotFoundError):
         store.open_range(hash_text, 0, 4)
+
+
+def test_two_concurrent_stores_of_the_same_new_bytes_create_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload and a job's output (or two uploads) of the same new bytes, each in its
+    worker thread, both find no blob: exactly one of them creates it (the AssetActor
+    relies on 'created': a refused upload drops the blob it created; an output whose
+    blob it created and that is gone is judged removed by hand and not kept)."""
+    store = BlobStore(tmp_path)
+    barrier = threading.Barrier(2, timeout=2)
+    real_chmod = os.chmod
+
+    def chmod_together(path: object, mode: int) -> None:
+        # Reached only by a store that found no blob: hold both there (the window between
+        # is_file() and os.replace() that two worker threads share in production).
+        if threading.current_thread().name.startswith("put-"):
+            with contextlib.suppress(threading.BrokenBarrierError):  # no overlap: fine
+                barrier.wait()
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(blobs.os, "chmod", chmod_together)
+    results: list[tuple[str, int, bool]] = []
+
+    def put() -> None:
+        results.append(store.put_stream(io.BytesIO(b"the same new bytes")))
+
+    threads = [threading.Thread(target=put, name=f"put-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r[2] for r in results].count(True) == 1, results
