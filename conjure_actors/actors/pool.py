@@ -519,6 +519,9 @@ class MachinePool:
         # Machines whose DELETE answered 200 -> until when (trio time) listings are checked
         # for them: one still listed up (not Deleting/Stopping) is sent a DELETE again.
         self.recheck: dict[str, float] = {}
+        # Of those, the ones no listing has shown gone (absent, Deleting, Stopping) since:
+        # the stop of every machine is not answered while one is left (nor the run ended).
+        self.unconfirmed: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
 
@@ -1405,6 +1408,7 @@ class MachineActor(Actor):
                 await self.ctx.emit(event)
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
+                    self.pool.unconfirmed.add(msg.server_id)
         self._check_shutdown()
         await self._assign()
 
@@ -1452,6 +1456,9 @@ class MachineActor(Actor):
             return  # open intents: the next listing adopts (then stops) or closes them
         if self.pool.still_running():
             return
+        if self.pool.unconfirmed:  # a DELETE's 200 not yet seen taking: one more listing
+            self._poll()
+            return
         for reply in sd.replies:
             reply.set([])
         sd.replies.clear()
@@ -1460,7 +1467,7 @@ class MachineActor(Actor):
         sd = self.pool.shutdown
         if sd is None or not sd.replies:
             return
-        left = self.pool.still_running()
+        left = self.pool.still_running() + sorted(self.pool.unconfirmed)
         intents = sorted(self.ctx.state.launch_requests)
         log.warning(
             "stopping every machine: gave up after %g s; still billing: %s%s",
@@ -1736,9 +1743,12 @@ class MachineActor(Actor):
         tnow = trio.current_time()
         for sid, until in list(self.pool.recheck.items()):
             s = by_id.get(sid)
+            if s is None or s.status in policy.GONE_STATUSES:
+                self.pool.unconfirmed.discard(sid)  # seen going: the 200 took
             if tnow > until or s is None:
                 if tnow > until:
                     del self.pool.recheck[sid]
+                    self.pool.unconfirmed.discard(sid)
                 continue
             if s.status in policy.GONE_STATUSES or sid in self._stopping:
                 continue
@@ -1791,13 +1801,22 @@ class MachineActor(Actor):
                     estimated_duration=s.estimated_duration,
                 )
             ]
-            if len(matches) > 1:
+            # Open intents that ask for the very same server (a log written before the
+            # marker: every intent asked for the plain lease): up to that many matching
+            # servers are all ours, one each.
+            twins = sum(
+                1
+                for r in state.launch_requests.values()
+                if (r.server_type, r.workflow_version, r.estimated_duration)
+                == (req.server_type, req.workflow_version, req.estimated_duration)
+            )
+            if len(matches) > twins:
                 log.warning(
                     "launch %s: servers %s all match it; adopting none (not provably ours)",
                     key,
                     ", ".join(s.server_id for s in matches),
                 )
-            match = matches[0] if len(matches) == 1 else None
+            match = matches[0] if 0 < len(matches) <= twins else None
             if match is None:
                 tnow = trio.current_time()
                 until = self.pool.landing.setdefault(key, tnow + policy.NOT_VISIBLE_GRACE)

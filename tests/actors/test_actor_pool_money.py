@@ -275,3 +275,101 @@ async def test_the_stop_deadline_names_a_launch_still_waiting_for_its_answer(
         (key,) = rig.state.launch_requests
         assert left == [f"a launch without answer ({key[:8]})"]
         assert rig.pool.launches_unanswered() == left
+
+
+async def test_two_open_intents_of_an_old_log_adopt_their_two_servers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A log written before the launch marker: every intent asked for the plain lease. The
+    run crashed with two launches whose POSTs reached RunComfy; both servers are listed at
+    the resume. Each is ours (one per intent): both are adopted, then stopped as idle, not
+    left billing as 'not provably ours'."""
+    body = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 600}'
+    async with pool_rig(idle_timeout=30.0, lease_seconds=600.0) as rig:
+        s1 = rig.sim._launch(body)["server_id"]
+        s2 = rig.sim._launch(body)["server_id"]
+        for key in ("k1", "k2"):
+            await rig.ctx.emit(
+                ev.MachineLaunchRequested(
+                    request_key=key,
+                    server_type="medium",
+                    workflow_version="v1",
+                    estimated_duration=600,
+                    at=rig.ctx.now(),
+                )
+            )
+        await rig.poll()
+        await trio.sleep(300)
+        assert s1 in rig.state.machines
+        assert s2 in rig.state.machines
+        assert rig.sim.running() == []
+
+
+async def test_a_delete_that_did_not_take_during_the_stop_of_every_machine_is_sent_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At the stop of every machine (how every run ends) a DELETE answers 200 but the
+    machine stays Ready: the reply waits for a listing to show it going, so the recheck
+    sends the DELETE again (or the reply names it), never 'nothing left' over a billing
+    machine."""
+    async with pool_rig(idle_timeout=3600.0, stop_patience=120.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.release(lease.server_id, j)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        calls = 0
+
+        async def stop_that_does_not_take(server_id: str, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                return await real_stop(server_id, **kwargs)
+            return await rc.status(server_id)  # a 200 with the server object, still Ready
+
+        rc.stop = stop_that_does_not_take
+        left = await rig.stop_all("shutdown")
+        # What run/serve print as "may still be running" when they exit:
+        assert left != [] or rig.sim.running() == [], (left, rig.sim.running(), calls)
+
+
+async def test_a_launch_in_flight_when_the_machine_actor_crashes_does_not_pass_max_machines(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MachineActor crashes while a POST /servers is on the wire (the cloud already
+    started the machine; the crashed incarnation's child and its answer are gone): the
+    next incarnation launches no second machine for the same demand (max_machines=1)."""
+    from conjure_actors.actors import pool as pool_mod
+
+    async with pool_rig(max_machines=1, lease_seconds=600.0) as rig:
+        rc = rig.ctx.runcomfy
+        real_launch = rc.launch
+        calls = 0
+
+        async def slow_answer(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            server = await real_launch(*args)  # the cloud has started it...
+            if calls == 1:
+                await trio.sleep(20)  # ...its answer is still on the wire
+            return server
+
+        rc.launch = slow_answer
+        real_assign = pool_mod.MachineActor._assign
+        armed = [True]
+
+        async def assign(self: Any) -> None:
+            if armed[0] and self._launching and calls == 1:
+                armed[0] = False
+                await trio.sleep(5)
+                raise RuntimeError("injected crash of the MachineActor")
+            await real_assign(self)
+
+        monkeypatch.setattr(pool_mod.MachineActor, "_assign", assign)
+        j = await rig.job()
+        first = await rig.ask_lease(j)
+        with trio.fail_after(900):
+            await first.wait()
+        await trio.sleep(120)
+        assert calls == 1, f"{calls} launches for one job with max_machines=1"
+        assert len(rig.sim.billing()) <= 1, rig.sim.billing()
