@@ -452,19 +452,22 @@ class Finished:
         self.follower = eventlog.follow(log, Event, poll_interval=POLL, upcasters=UPCASTERS)
         self.count = 0
 
-    async def _reach(self, target: int | None) -> None:
-        async for record in self.follower:
-            if isinstance(record.event, TERMINAL):
-                self.count += 1
-                if target is not None and self.count >= target:
-                    return
+    def _note(self, event: Any) -> None:
+        if isinstance(event, TERMINAL):
+            self.count += 1
 
     def now(self, settle: float = 0.2) -> int:
-        """The count once the log has been read to its end (``settle`` s without news)."""
+        """The count once the log has been read to its end (no new record for ``settle`` s;
+        a long backlog is read whole, however long that takes)."""
 
         async def read() -> None:
-            with trio.move_on_after(settle):
-                await self._reach(None)
+            while True:
+                # A cancelled wait loses no record: the follower keeps what it read.
+                with trio.move_on_after(settle) as scope:
+                    record = await self.follower.__anext__()
+                if scope.cancelled_caught:
+                    return
+                self._note(record.event)
 
         trio.run(read)
         return self.count
@@ -474,8 +477,10 @@ class Finished:
 
         async def wait() -> bool:
             with trio.move_on_after(timeout):
-                await self._reach(target)
-                return True
+                async for record in self.follower:
+                    self._note(record.event)
+                    if self.count >= target:
+                        return True
             return False
 
         if not trio.run(wait):
