@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import math
 import os
@@ -324,6 +325,11 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                     service.stopping.set()
                     served.stop_http.set()
 
+                # The replayed state (every retained job) lives as long as the process: out
+                # of the cyclic GC's view, each full collection stops walking it again. On a
+                # log of 10,000 jobs, 1,000 more jobs spent 176-298 ms in full collections,
+                # 23-44 ms frozen (~0.2 ms of CPU per job).
+                gc.freeze()
                 print(f"serving the Comfy API v2 on {served.url}", flush=True)
                 print(served.banner, file=sys.stderr, flush=True)
                 left = await _stop_on_signals(
