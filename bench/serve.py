@@ -35,10 +35,11 @@ It prints a table with the ratios against the proxy measured in the same run, th
 spread (min-median-max) and paired ratios, a breakdown (each backend's CPU time per
 accepted job: during the load, until its jobs ran, and its simulator's), a completion
 table (per round, from the load's start until every job the backend accepted has run:
-``serve``'s log holds a terminal event for each (its outputs stored), the proxy's ComfyUI
-has an empty queue, both checked from the driver core, never by asking the server under
-test (see ``Finished``); so a backend that answers fast by deferring its jobs shows it
-there), and a verdict line checking the goal on ``serve``'s default level: at least as
+``serve``'s log holds a terminal event for each (its outputs stored), durable (its
+/metrics, asked once or twice at the end, counts it), the proxy's ComfyUI has an empty
+queue, both followed from the driver core while the jobs run (see ``Finished``); so a
+backend that answers fast by deferring its jobs shows it there), and a verdict line
+checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher), decided on the
 paired rounds (serve's round i against the proxy's round i, run close together) by a sign
 test (see ``decide``): PASS when every row's rounds agree it is, FAIL when a row's rounds
@@ -430,8 +431,10 @@ def wait_ran(done: Any, timeout: float = 300.0, poll: float = 0.02) -> float:
 # (the driver core), so neither check costs the server's core or slows its jobs: ``serve``
 # once its log holds a terminal event (``JobSucceeded``, written once every output is
 # downloaded, verified and stored; or ``JobFailed``, ``JobCancelled``) for every job it
-# accepted: the durable facts its /metrics count, read by tailing the log file (see
-# ``Finished``); the proxy once its ComfyUI simulator's queue is empty (the proxy POSTs each
+# accepted, read by tailing the log file (see ``Finished``), then the same count from its
+# /metrics, which counts a job once its terminal event is durable (one or two scrapes at the
+# end of a round: a record is in the file before its group commit's fsync); the proxy
+# once its ComfyUI simulator's queue is empty (the proxy POSTs each
 # prompt to ComfyUI before its 201, and keeps nothing else to do: a job is done when its
 # prompt ran). Each is polled every 20 ms from the end of the load, so the time includes no
 # more than that. (Polling serve's /metrics instead cost serve ~0.6-0.95 ms of its core per
@@ -446,7 +449,7 @@ class Finished:
     One follower per log, kept across rounds: each poll reads only what was appended since
     the last (a ``stat`` and a ``pread``) and decodes it here, on the driver core. A record
     is in the file once ``serve`` wrote it; at ``--journal-sync batch`` its fsync may still
-    be in flight (one group commit, a few ms), which /metrics would have waited for."""
+    be in flight (one group commit, a few ms): ``serve_ran`` confirms with /metrics."""
 
     def __init__(self, log: Path) -> None:
         self.follower = eventlog.follow(log, Event, poll_interval=POLL, upcasters=UPCASTERS)
@@ -476,6 +479,8 @@ class Finished:
         """``perf_counter()`` once ``target`` jobs are finished (bounded)."""
 
         async def wait() -> bool:
+            if self.count >= target:  # nothing more to wait for (a round that accepted none)
+                return True
             with trio.move_on_after(timeout):
                 async for record in self.follower:
                     self._note(record.event)
@@ -644,14 +649,23 @@ def wait_all_done(url: str, expected: int, timeout: float) -> int:
     return done
 
 
-def serve_ran(log: Path) -> Ran:
-    """A target's ``ran``: the ``serve`` writing ``log`` finished ``accepted`` more jobs
-    than when the round started (counted from the log, see ``Finished``)."""
+def serve_ran(log: Path, url: str) -> Ran:
+    """A target's ``ran``: the ``serve`` writing ``log`` (at ``url``) finished ``accepted``
+    more jobs than when the round started, durably. Counted from the log while the jobs
+    run (see ``Finished``: no load on serve's core), then confirmed by its ``/metrics``,
+    which counts a job only once its terminal event is durable (one or two scrapes a
+    round, where polling /metrics cost serve 0.5-0.75 scrapes per job)."""
     finished = Finished(log)
 
     def start() -> Any:
         before = finished.now()
-        return lambda accepted: finished.until(before + accepted)
+        durable = serve_finished(url)
+
+        def until(accepted: int) -> float:
+            finished.until(before + accepted)
+            return wait_ran(lambda: serve_finished(url) >= durable + accepted, poll=0.002)
+
+        return until
 
     return start
 
@@ -731,8 +745,12 @@ def main() -> int:
                 measured = load and measure(
                     {
                         "proxy": (proxy_url, [proxy, proxy_sim], proxy_ran(proxy_comfy)),
-                        "fsync": (url, [serve, serve_sim], serve_ran(log)),
-                        "write": (unsynced_url, [unsynced, none_sim], serve_ran(none_log)),
+                        "fsync": (url, [serve, serve_sim], serve_ran(log, url)),
+                        "write": (
+                            unsynced_url,
+                            [unsynced, none_sim],
+                            serve_ran(none_log, unsynced_url),
+                        ),
                     },
                     per_round,
                     args.budget,
@@ -831,7 +849,8 @@ def main() -> int:
                 print(f"{clients:>7} | {name:<11} {load:>8.2f} {whole:>8.2f} {sim:>8.2f}")
         print(
             "completion: from each load's start until every job it accepted ran (serve: its"
-            " log holds them finished, read by this process; proxy: its ComfyUI's queue is empty),"
+            " log holds them finished, read by this process, durable by its /metrics; proxy: its"
+            " ComfyUI's queue is empty),"
             " median of the"
             " rounds: seconds, and accepted jobs per second of that span"
         )

@@ -162,3 +162,19 @@ def test_serve_finished_jobs_are_counted_from_its_log_as_it_grows(tmp_path: Path
         writer.flush()
         finished.until(3, timeout=60.0)
     assert finished.count == 3
+
+
+def test_a_round_in_which_serve_accepted_no_job_has_run_at_once(tmp_path: Path) -> None:
+    """Every submission of a round refused (or none answered in the budget): nothing is
+    waited for (it used to wait for one more terminal event, then abort the bench)."""
+    import eventlog
+    from conjure_actors.domain.events import Event, JobSucceeded
+
+    log = tmp_path / "serve.log"
+    with eventlog.open_writer(log, Event, sync="none") as writer:
+        writer.append(JobSucceeded(job_id="a", at=2.0))
+        writer.flush()
+        finished = bench.Finished(log)
+        before = finished.now(settle=0.05)
+        finished.until(before + 0, timeout=5.0)  # raises if it waits out its timeout
+    assert before == 1
