@@ -70,6 +70,7 @@ from conjure_actors.actors.messages import (
 from conjure_actors.actors.monitor import MonitorActor, MonitorSink
 from conjure_actors.actors.pool import MachinePool, list_servers_patiently
 from conjure_actors.clients.comfyui import ComfyUIClient, origin_of
+from conjure_actors.clients.cookieless import CookielessClient
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.clock import SystemWallClock, WallClock
 from conjure_actors.config import Config
@@ -854,7 +855,7 @@ async def open_conjure(
     client = (
         http
         if isinstance(http, httpx.AsyncClient)
-        else httpx.AsyncClient(transport=http, timeout=httpx.Timeout(60.0))
+        else CookielessClient(transport=http, timeout=httpx.Timeout(60.0))
     )
     try:
         table = default_price_table(config.runcomfy.plan)

@@ -20,12 +20,16 @@ __all__ = ["CookielessClient"]
 
 
 class _NoCookies(httpx.Cookies):
-    """A jar that stays empty: responses are not read for ``Set-Cookie``."""
+    """A jar that stays empty: responses are not read for ``Set-Cookie``, and nothing put
+    into it (``set``, ``update``) is kept."""
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
 
     def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        return None
+
+    def update(self, cookies: Any = None) -> None:  # type: ignore[override]
         return None
 
 

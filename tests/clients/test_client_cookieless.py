@@ -31,3 +31,17 @@ async def test_a_cookieless_client_keeps_its_other_settings() -> None:
     async with CookielessClient(timeout=7.0) as client:
         assert client.timeout == httpx.Timeout(7.0)
         assert client.trust_env  # the environment's proxies, as httpx's own client
+
+
+async def test_a_cookie_put_into_the_jar_by_update_is_not_sent() -> None:
+    """``client.cookies.update(...)`` keeps nothing either: no Cookie header goes out."""
+    sent: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("cookie"))
+        return httpx.Response(200)
+
+    async with CookielessClient(transport=httpx.MockTransport(answer)) as client:
+        client.cookies.update({"session": "abc"})
+        await client.get("http://comfy.invalid/queue")
+    assert sent == [None]
