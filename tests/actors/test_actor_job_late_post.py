@@ -101,6 +101,18 @@ def _record_watches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return watched
 
 
+def _crash_on_boom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MachineActor crashes (its supervisor restarts it) when told ``"boom"``."""
+    original = pool_mod.MachineActor.receive
+
+    async def receive(self: Any, msg: Any) -> Any:
+        if msg == "boom":
+            raise RuntimeError("the machines actor crashes")
+        return await original(self, msg)
+
+    monkeypatch.setattr(pool_mod.MachineActor, "receive", receive)
+
+
 async def test_a_post_landing_after_its_job_was_cancelled_is_stopped(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,14 +328,7 @@ async def test_the_watch_of_a_given_up_prompt_outlives_a_restart_of_the_machine_
     """The MachineActor crashes (its supervisor restarts it) while it watches a given-up
     prompt: the watch goes on in the new incarnation and stops the prompt when it lands."""
     net = SlowNetwork(monkeypatch, 45.0)
-    original = pool_mod.MachineActor.receive
-
-    async def receive(self: Any, msg: Any) -> Any:
-        if msg == "boom":
-            raise RuntimeError("the machines actor crashes")
-        return await original(self, msg)
-
-    monkeypatch.setattr(pool_mod.MachineActor, "receive", receive)
+    _crash_on_boom(monkeypatch)
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with (
@@ -375,14 +380,7 @@ async def test_a_given_up_prompt_stopped_just_before_a_restart_of_the_machine_ac
         return answer
 
     monkeypatch.setattr(ComfyUIClient, "delete_from_queue", delete)
-    original = pool_mod.MachineActor.receive
-
-    async def receive(self: Any, msg: Any) -> Any:
-        if msg == "boom":
-            raise RuntimeError("the machines actor crashes")
-        return await original(self, msg)
-
-    monkeypatch.setattr(pool_mod.MachineActor, "receive", receive)
+    _crash_on_boom(monkeypatch)
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with (
