@@ -373,3 +373,18 @@ async def test_a_launch_in_flight_when_the_machine_actor_crashes_does_not_pass_m
         await trio.sleep(120)
         assert calls == 1, f"{calls} launches for one job with max_machines=1"
         assert len(rig.sim.billing()) <= 1, rig.sim.billing()
+
+
+async def test_the_stop_of_every_machine_is_answered_once_a_listing_shows_the_stops_took(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The stop's reply waits for a listing to confirm each DELETE's 200: one listing, not
+    ``stop_patience`` (a run's exit waits for it)."""
+    async with pool_rig(stop_patience=600.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.release(lease.server_id, j)
+        start = trio.current_time()
+        assert await rig.stop_all() == []
+        assert trio.current_time() - start < 30.0
+        assert rig.sim.running() == []
