@@ -36,7 +36,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -373,11 +373,93 @@ async def _main(
     prepared: tuple[Path, Any, bytes | None, str | None],
 ) -> int:
     log_path, workflow, image, prompt = prepared
-    async with _cloud(config) as (config, mode, http, ws_connect, banner):
-        out.say(banner, "run.banner", mode=mode)
-        return await _run(
-            args, config, mode, out, log_path, workflow, image, prompt, http, ws_connect
-        )
+    # Held from the very start (before the journal opens) to exit, past the run's last stop
+    # of machines: a signal during start-up (replay, reconcile, resumed jobs launching)
+    # waits for start-up to end and then stops the run as one during it would; never the
+    # default action that kills the process with machines left billing.
+    stopping = _Stopping()
+    error: Exception | None = None
+    code = 1
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, signals, stopping, log_path)
+            try:
+                async with _cloud(config) as (config, mode, http, ws_connect, banner):
+                    out.say(banner, "run.banner", mode=mode)
+                    code = await _run(
+                        args,
+                        config,
+                        mode,
+                        out,
+                        log_path,
+                        workflow,
+                        image,
+                        prompt,
+                        http,
+                        ws_connect,
+                        stopping,
+                    )
+            except Exception as exc:  # raised as it is, not wrapped in this nursery's group
+                error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return code
+
+
+class _Stopping:
+    """What the signal loop and the run share: the first stop signal, the scope of the
+    run's work (submitting, waiting for the jobs) it cancels, the conjure once it is up."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self.work = trio.CancelScope()
+        self.conjure: Any = None
+
+
+async def _stop_on_signals(
+    signals: AsyncIterator[int],
+    stopping: _Stopping,
+    log_path: Path,
+    *,
+    quit_now: Callable[[int], object] = os._exit,
+    detach: Callable[[], None] | None = None,
+) -> None:
+    """The first signal stops the run: no more launches (its work is cancelled, at once or
+    once start-up is done), unfinished jobs left for --resume, machines stopped (SIGHUP:
+    detached from the terminal first). A later SIGINT quits at once (``quit_now``, exit
+    130), naming what may still run; later SIGTERM/SIGHUP change nothing."""
+    for_detach = detach if detach is not None else _detach_from_terminal
+    async for signum in signals:
+        received = signal.Signals(signum)
+        if stopping.signal is None:
+            stopping.signal = received
+            if received == signal.SIGHUP:
+                for_detach()
+            when = "stopping once start-up is done: then " if stopping.conjure is None else ""
+            _tell(
+                f"{_REASONS[received]}: {when}stopping launches, leaving unfinished jobs for"
+                " --resume, stopping machines (Ctrl-C again to quit at once)"
+            )
+            stopping.work.cancel()
+        elif received == signal.SIGINT:
+            if stopping.conjure is None:
+                _tell(_quit_during_start_up(log_path))
+            else:
+                _tell(_quit_now(stopping.conjure, log_path))
+            quit_now(EXIT_INTERRUPTED)
+            return
+
+
+def _quit_during_start_up(log_path: Path) -> str:
+    """What a second Ctrl-C during start-up says: the machines it may have launched or
+    adopted are not known here; the log has them, and ``--resume`` stops them."""
+    return (
+        "quitting now, during start-up; machines adopted or launched so far may still be "
+        f"running (launches in flight are in the log {shlex.quote(str(log_path))}): "
+        f"python -m conjure_actors run --resume {shlex.quote(str(log_path))} stops them"
+    )
 
 
 async def _dev_machine(config: Config) -> Any:
@@ -513,6 +595,7 @@ async def _run(
     prompt: str | None,
     http: Any,
     ws_connect: Any,
+    stopping: _Stopping,
 ) -> int:
     import eventlog
     from conjure_actors.actors.conjure import open_conjure
@@ -524,7 +607,6 @@ async def _run(
     wall = SystemWallClock()
     started = time.monotonic()
     out_dir = Path(args.out)
-    interrupted: signal.Signals | None = None
     job_ids: list[str] = []
     state: Any = None
     sink: Any = JsonSink(out.stdout) if out.json_mode else None
@@ -548,8 +630,10 @@ async def _run(
         ) as journal:
             if sink is None:
                 sink = RichSink(job_ids)
+            # The nursery holds no task now (the signal loop is _main's): it keeps the
+            # errors of open_conjure grouped as they were, for main's one-line report.
             async with (
-                trio.open_nursery() as nursery,
+                trio.open_nursery(),
                 open_conjure(
                     config,
                     journal=journal,
@@ -563,29 +647,11 @@ async def _run(
                     prompt_check=check,
                 ) as conjure,
             ):
-                work = trio.CancelScope()
-
-                async def watch_signals() -> None:
-                    nonlocal interrupted
-                    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-                        async for signum in signals:
-                            if interrupted is None:
-                                interrupted = signal.Signals(signum)
-                                if signum == signal.SIGHUP:
-                                    _detach_from_terminal()
-                                _tell(
-                                    f"{_REASONS[interrupted]}: stopping launches, leaving "
-                                    "unfinished jobs for --resume, stopping machines "
-                                    "(Ctrl-C again to quit at once)"
-                                )
-                                work.cancel()
-                            elif signum == signal.SIGINT:
-                                _tell(_quit_now(conjure, log_path))
-                                os._exit(EXIT_INTERRUPTED)
-
-                nursery.start_soon(watch_signals)
-                with work:
-                    if workflow is not None:
+                stopping.conjure = conjure
+                # A signal during start-up has cancelled this scope already: nothing is
+                # submitted and no job waited for; the stop below is the run's.
+                with stopping.work:
+                    if workflow is not None and stopping.signal is None:
                         base = args.seed if args.seed is not None else random.randrange(2**31)
                         for i in range(args.jobs):
                             job_id = await conjure.submit(
@@ -597,16 +663,17 @@ async def _run(
                                 seed=base + i if (args.jobs > 1 or args.seed is not None) else None,
                             )
                             job_ids.append(job_id)
-                    else:
+                    elif workflow is None:
                         job_ids.extend(
                             j.job_id
                             for j in conjure.state.jobs.values()
                             if j.status in RESUMABLE_STATUSES
                         )
-                    await conjure.wait_until_idle()
+                    if stopping.signal is None:
+                        await conjure.wait_until_idle()
+                interrupted = stopping.signal
                 reason = _REASONS[interrupted] if interrupted is not None else "done"
                 left = await conjure.shutdown(reason)
-                nursery.cancel_scope.cancel()
             state = journal.state
     finally:
         if sink is not None:
@@ -643,8 +710,8 @@ async def _run(
             )
     except OSError as exc:  # no terminal to print to any more (SIGHUP): the log has it all
         log.info("summary not printed: %s", exc)
-    if interrupted is not None:
-        return 128 + int(interrupted)
+    if stopping.signal is not None:
+        return 128 + int(stopping.signal)
     return 0 if summary.succeeded == summary.jobs else 1
 
 

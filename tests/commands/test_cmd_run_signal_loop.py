@@ -1,0 +1,181 @@
+"""``run``'s signal loop (``_stop_on_signals``) fed by a memory channel: held from start-up,
+the first signal stops the run (at once, or once start-up is done), a second Ctrl-C quits at
+once naming what may still run, later SIGTERM/SIGHUP change nothing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from conjure_actors.commands.run import EXIT_INTERRUPTED, _stop_on_signals, _Stopping
+
+LOG = Path("runs") / "r 1.log"
+
+
+class Loop:
+    """The loop running in a nursery, its quits and detaches recorded."""
+
+    def __init__(self, stopping: _Stopping) -> None:
+        self.stopping = stopping
+        self.quits: list[int] = []
+        self.detached = 0
+        self.send, self.receive = trio.open_memory_channel[int](10)
+
+    def quit_now(self, code: int) -> None:
+        self.quits.append(code)
+
+    def detach(self) -> None:
+        self.detached += 1
+
+    async def signal(self, signum: signal.Signals) -> None:
+        await self.send.send(int(signum))
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def _loop(nursery: trio.Nursery, conjure: Any = None) -> Loop:
+    stopping = _Stopping()
+    stopping.conjure = conjure
+    loop = Loop(stopping)
+    nursery.start_soon(
+        lambda: _stop_on_signals(
+            loop.receive, stopping, LOG, quit_now=loop.quit_now, detach=loop.detach
+        )
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    return loop
+
+
+def _conjure(machines: list[str], launching: int) -> Any:
+    return SimpleNamespace(
+        running_machines=lambda: machines,
+        state=SimpleNamespace(launch_requests=dict.fromkeys(range(launching))),
+    )
+
+
+async def test_a_signal_during_start_up_stops_the_run_once_it_is_up(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        await loop.signal(signal.SIGTERM)
+        nursery.cancel_scope.cancel()
+    assert loop.stopping.signal == signal.SIGTERM
+    assert loop.stopping.work.cancel_called
+    assert loop.quits == []
+    err = capsys.readouterr().err
+    assert err.startswith("terminated: stopping once start-up is done")
+    assert "Ctrl-C again to quit at once" in err
+
+
+async def test_a_signal_during_the_run_stops_it_at_once(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery, conjure=_conjure([], 0))
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    assert loop.stopping.signal == signal.SIGINT
+    assert loop.stopping.work.cancel_called
+    assert loop.quits == []
+    assert capsys.readouterr().err == (
+        "interrupted: stopping launches, leaving unfinished jobs for --resume, stopping"
+        " machines (Ctrl-C again to quit at once)\n"
+    )
+
+
+async def test_a_second_ctrl_c_during_start_up_quits_at_once_naming_the_log(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        await loop.signal(signal.SIGINT)
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    assert loop.quits == [EXIT_INTERRUPTED]
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("quitting now, during start-up;")
+    assert "launches in flight are in the log 'runs/r 1.log'" in last
+    assert last.endswith("run --resume 'runs/r 1.log' stops them")
+
+
+async def test_a_second_ctrl_c_during_the_run_names_machines_and_launches(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery, conjure=_conjure(["srv-1"], 2))
+        await loop.signal(signal.SIGTERM)
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    assert loop.quits == [EXIT_INTERRUPTED]
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "quitting now; machines that may still be running: srv-1 and 2 launches in flight;"
+        " python -m conjure_actors run --resume 'runs/r 1.log' stops them"
+    )
+
+
+async def test_the_start_up_signal_is_kept_once_start_up_is_done(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signal during start-up, start-up ends, then Ctrl-C: the quit names the machines."""
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        await loop.signal(signal.SIGTERM)
+        loop.stopping.conjure = _conjure([], 0)
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    assert loop.stopping.signal == signal.SIGTERM
+    assert loop.quits == [EXIT_INTERRUPTED]
+    assert capsys.readouterr().err.splitlines()[-1] == "quitting now; no machine is running"
+
+
+@pytest.mark.parametrize("later", [signal.SIGTERM, signal.SIGHUP])
+async def test_a_later_sigterm_or_sighup_changes_nothing(
+    autojump_clock: trio.abc.Clock,
+    capsys: pytest.CaptureFixture[str],
+    later: signal.Signals,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        await loop.signal(signal.SIGINT)
+        capsys.readouterr()
+        await loop.signal(later)
+        nursery.cancel_scope.cancel()
+    assert loop.stopping.signal == signal.SIGINT
+    assert loop.quits == []
+    assert loop.detached == 0
+    assert capsys.readouterr().err == ""
+
+
+async def test_a_hangup_detaches_from_the_terminal_and_stops(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        await loop.signal(signal.SIGHUP)
+        nursery.cancel_scope.cancel()
+    assert loop.detached == 1
+    assert loop.stopping.signal == signal.SIGHUP
+    assert loop.stopping.work.cancel_called
+    assert capsys.readouterr().err.startswith("hangup: stopping once start-up is done")
+
+
+async def test_the_work_scope_cancelled_during_start_up_is_cancelled_when_entered(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The run's work scope, cancelled before start-up ends, stops its first checkpoint."""
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        await loop.signal(signal.SIGTERM)
+        nursery.cancel_scope.cancel()
+    reached = False
+    with loop.stopping.work:
+        await trio.sleep_forever()
+        reached = True
+    assert not reached
+    assert loop.stopping.work.cancelled_caught
