@@ -1,0 +1,73 @@
+"""``run`` as a subprocess, signalled as soon as it prints its banner (before or while it
+opens its log, replays and reconciles): it does not die at the signal's default action but
+stops once start-up is done, every machine stopped, the documented exit code."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+from test_cmd_run_cloud import (  # kill_leftover_runs: an autouse fixture, used by name
+    _crashes,
+    _is,
+    _state,
+    kill_leftover_runs,  # noqa: F401
+    served_cloud,
+    start_run,
+)
+from test_cmd_run_signals import _stopped_everything
+
+pytestmark = pytest.mark.slow
+
+
+async def test_sigterm_at_the_banner_of_a_resume_stops_its_machines(tmp_path: Path) -> None:
+    """A resumed run (its jobs relaunch during start-up) SIGTERMed at its banner: exit 143,
+    SystemStopped 'terminated', every machine stopped, the jobs still left for --resume."""
+    log = tmp_path / "r.log"
+    async with served_cloud() as cloud:
+        run = await start_run(
+            cloud, tmp_path, "--log", str(log), "--jobs", "2", "--set", "20.steps=200"
+        )
+        with trio.fail_after(60):
+            await run.until(_is("exec.node_progress"))
+        run.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            assert await run.finish() == 128 + signal.SIGTERM, run.stderr.decode()
+
+        resumed = await start_run(cloud, tmp_path, "--resume", str(log))
+        with trio.fail_after(60):
+            await resumed.until(_is("run.banner"))
+        resumed.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await resumed.finish()
+        assert code == 128 + signal.SIGTERM, resumed.stderr.decode()
+        assert b"terminated: " in resumed.stderr
+        state = _state(log)
+        assert _stopped_everything(state, cloud) == []
+        assert state.system.stop_reason == "terminated"
+        assert {j.status for j in state.jobs.values()} == {"interrupted"}
+        assert b"--resume" in resumed.stderr
+        assert _crashes(log) == []
+
+
+async def test_sigint_at_the_banner_of_a_fresh_run_exits_130_with_the_log_closed(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C at the banner of a fresh run: exit 130 (no KeyboardInterrupt traceback), the
+    log ends with SystemStopped 'interrupted' and no machine left running."""
+    log = tmp_path / "r.log"
+    async with served_cloud() as cloud:
+        run = await start_run(cloud, tmp_path, "--log", str(log))
+        with trio.fail_after(60):
+            await run.until(_is("run.banner"))
+        run.process.send_signal(signal.SIGINT)
+        with trio.fail_after(60):
+            code = await run.finish()
+        assert code == 128 + signal.SIGINT, run.stderr.decode()
+        assert b"Traceback" not in run.stderr
+        assert b"interrupted: " in run.stderr
+        state = _state(log)
+        assert _stopped_everything(state, cloud) == []
+        assert state.system.stop_reason == "interrupted"
