@@ -15,11 +15,13 @@ why each job failed) go to stderr. The log goes to ``./runs/`` (mode 0600) unles
 Ctrl-C, SIGTERM, SIGHUP (the terminal closed): stop launching, leave every unfinished job
 ``interrupted`` (``run --resume LOG`` runs it to the end; a job the user cancelled stays
 cancelled), stop every machine this run launched or adopted (shielded, with a deadline), log
-``SystemStopped``, print the summary (if the terminal is still there). A second Ctrl-C exits at
-once and names the machines (and launches in flight) that may still be running, and the
-``--resume LOG`` that stops them. An error anywhere runs the same ordered shutdown and prints
-one line (a traceback only with ``--debug``); if the log cannot take more (a full disk), the
-machines are stopped anyway and the line says so and names them.
+``SystemStopped``, print the summary (if the terminal is still there); one during start-up
+(replay, reconcile, resumed jobs relaunching) does so once start-up is done. A second Ctrl-C
+exits at once and names the machines (and launches in flight) that may still be running, and
+the ``--resume LOG`` that stops them (during start-up: the log that has them). An error
+anywhere runs the same ordered shutdown and prints one line (a traceback only with
+``--debug``); if the log cannot take more (a full disk), the machines are stopped anyway and
+the line says so and names them.
 
 Exit: 0 when every job succeeded, 1 when one failed or was cancelled (or on an error), 2 on bad
 input, 130 on Ctrl-C (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number).
