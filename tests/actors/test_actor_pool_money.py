@@ -224,6 +224,23 @@ async def test_a_launch_asks_for_its_lease_marked_by_a_few_seconds(
         assert server.estimated_duration == intent.estimated_duration
 
 
+def _first_stop_does_not_take(rig: Any) -> list[int]:
+    """The rig's first DELETE answers 200 with the server object still Ready (it did not
+    take); later ones stop for real. Returns the count of DELETEs sent, kept up to date."""
+    rc = rig.ctx.runcomfy
+    real_stop = rc.stop
+    calls = [0]
+
+    async def stop_that_does_not_take(server_id: str, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > 1:
+            return await real_stop(server_id, **kwargs)
+        return await rc.status(server_id)
+
+    rc.stop = stop_that_does_not_take
+    return calls
+
+
 async def test_a_machine_still_listed_up_after_its_delete_answered_is_stopped_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -232,21 +249,10 @@ async def test_a_machine_still_listed_up_after_its_delete_answered_is_stopped_ag
     async with pool_rig(idle_timeout=30.0) as rig:
         j = await rig.job()
         lease = await rig.lease(j)
-        rc = rig.ctx.runcomfy
-        real_stop = rc.stop
-        calls = 0
-
-        async def stop_that_does_not_take(server_id: str, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                return await real_stop(server_id, **kwargs)
-            return await rc.status(server_id)  # a 200 with the server object, still Ready
-
-        rc.stop = stop_that_does_not_take
+        calls = _first_stop_does_not_take(rig)
         await rig.release(lease.server_id, j)
         await trio.sleep(300)
-        assert calls == 2
+        assert calls == [2]
         assert rig.sim.running() == []
         assert rig.state.machines[lease.server_id].status == "stopped"
 
@@ -316,21 +322,11 @@ async def test_a_delete_that_did_not_take_during_the_stop_of_every_machine_is_se
         j = await rig.job()
         lease = await rig.lease(j)
         await rig.release(lease.server_id, j)
-        rc = rig.ctx.runcomfy
-        real_stop = rc.stop
-        calls = 0
-
-        async def stop_that_does_not_take(server_id: str, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                return await real_stop(server_id, **kwargs)
-            return await rc.status(server_id)  # a 200 with the server object, still Ready
-
-        rc.stop = stop_that_does_not_take
+        calls = _first_stop_does_not_take(rig)
         left = await rig.stop_all("shutdown")
         # What run/serve print as "may still be running" when they exit:
         assert left != [] or rig.sim.running() == [], (left, rig.sim.running(), calls)
+        assert calls == [2]  # the confirming listing saw it up: DELETE sent again
 
 
 async def test_a_launch_in_flight_when_the_machine_actor_crashes_does_not_pass_max_machines(
