@@ -836,12 +836,17 @@ async def open_conjure(
     attach: Mapping[str, Any] | None = None,
     ids: Ids = uuid.uuid4,
     prompt_check: PromptCheck | None = None,
+    hold_resumed: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Conjure]:
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
     ``attach``: ``{name: url}`` of machines we do not pay for (dev machine).
     ``ids``: makes every new id (``uuid.uuid4``; the test harness passes a seeded one).
     ``prompt_check``: checks each prompt before its POST (a RunComfy version's catalogue).
+    ``hold_resumed``: asked on a resume, after the reconcile, before each unfinished job is
+    started again: True leaves it (and the rest) as the log has it, unfinished, for a later
+    ``--resume``; the caller's way to say "stopping" (a signal during start-up) before a
+    resumed job launches a machine that the stop would only stop again (a paid start).
 
     Whatever ends the block runs the ordered shutdown (:meth:`Conjure.shutdown`): a normal
     exit, an exception in the block or in the runtime (a job's failure is only that job's),
@@ -895,7 +900,7 @@ async def open_conjure(
                         guard.start_soon(conjure._run_starter)
                         guard.start_soon(conjure._run_machine_tells)
                         try:
-                            await _start(conjure, attach or {})
+                            await _start(conjure, attach or {}, hold_resumed)
                             yield conjure
                         except BaseException as exc:
                             if meaningful(exc) is None and conjure._fatal is None:
@@ -1072,9 +1077,12 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
     return note
 
 
-async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
+async def _start(
+    conjure: Conjure, attach: Mapping[str, Any], hold_resumed: Callable[[], bool] | None = None
+) -> None:
     """Check what the run depends on (credentials, attached ComfyUIs), then
-    ``SystemStarted``, attach, budget, reconcile and resume jobs."""
+    ``SystemStarted``, attach, budget, reconcile and resume jobs (unless ``hold_resumed``
+    says the run is stopping: see :func:`open_conjure`)."""
     ctx = conjure.ctx
     state = ctx.state
     resuming = bool(state.jobs or state.machines or state.launch_requests)
@@ -1145,6 +1153,11 @@ async def _start(conjure: Conjure, attach: Mapping[str, Any]) -> None:
         await reply.wait()
         for job in list(ctx.state.jobs.values()):
             if job.status in st.RESUMABLE_STATUSES:
+                # Asked before each job: a signal may come while the first ones are queued.
+                # Those queued already are stopped by the run's stop like any running job.
+                if hold_resumed is not None and hold_resumed():
+                    log.info("stopping during start-up: unfinished jobs left for --resume")
+                    break
                 await conjure._queue(job.job_id)  # queued again, or its actor for the rest
         # The resumed actors run (an interrupted job is active again) before the run's
         # body starts: its wait_until_idle sees them.

@@ -647,6 +647,9 @@ async def _run(
                     mode=mode,
                     attach=attach,
                     prompt_check=check,
+                    # A signal already here when start-up would relaunch resumed jobs: they
+                    # stay for --resume instead of launching machines the stop would stop.
+                    hold_resumed=lambda: stopping.signal is not None,
                 ) as conjure,
             ):
                 stopping.conjure = conjure

@@ -221,6 +221,7 @@ async def open_serve(
     wall: Any = None,
     cloud: Callable[[Any], Any] | None = None,
     sync: SyncPolicy = "batch",
+    hold_resumed: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Served]:
     """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
     journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
@@ -228,7 +229,9 @@ async def open_serve(
     stopped). ``wall``: the runtime's wall clock (tests move it to pass a retention).
     ``cloud``: ``config -> async context of (config, mode, http, ws_connect, banner)``, the
     cloud to run on (default: as ``run`` chooses it; tests pass a faster simulated one).
-    ``sync``: the journal's sync policy (``--journal-sync``)."""
+    ``sync``: the journal's sync policy (``--journal-sync``). ``hold_resumed``: True once
+    serving is to stop before it began (a signal during start-up): the unfinished jobs of
+    the log are then not started again (``open_conjure``'s), so launch no machine."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
@@ -270,6 +273,7 @@ async def open_serve(
                 mode=mode,
                 attach=attach,
                 prompt_check=version_catalogue(config, _note),
+                hold_resumed=hold_resumed,
             ) as service,
             trio.open_nursery() as nursery,
         ):
@@ -304,10 +308,15 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
     # Held from start to exit, over open_serve's closing too (as ``run`` holds its own): a
     # second SIGTERM/SIGINT during the drain or the stop of every machine must not kill
     # the process at its default action with machines left billing. One during start-up
-    # waits in it: serving then stops at once (after start-up's reconcile, whose adopted
-    # machines are stopped too).
+    # is taken at once: the log's unfinished jobs are then not started again (no machine
+    # launched only to be stopped), and serving stops as soon as start-up is done (after
+    # its reconcile, whose adopted machines are stopped too).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as closing:
+            early: list[int] = []
+            start_up = trio.CancelScope()
+            watched = trio.Event()
+            closing.start_soon(_first_signal_during_start_up, signals, early, start_up, watched)
             async with open_serve(
                 config,
                 log_path=log_path,
@@ -317,7 +326,10 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 port=args.port,
                 app_factory=lambda service: build_app(service, args),
                 sync=args.journal_sync,
+                hold_resumed=lambda: bool(early),
             ) as served:
+                start_up.cancel()
+                await watched.wait()  # one task at a time iterates the signals
                 service = served.service
 
                 def stop_accepting() -> None:
@@ -334,6 +346,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 print(served.banner, file=sys.stderr, flush=True)
                 left = await _stop_on_signals(
                     signals,
+                    first=early[0] if early else None,
                     drain_timeout=args.drain_timeout,
                     stop_accepting=stop_accepting,
                     drain=functools.partial(_drain, service),
@@ -344,6 +357,29 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
     if left:
         print("machines that may still be running: " + ", ".join(left), file=sys.stderr)
     return 0
+
+
+async def _first_signal_during_start_up(
+    signals: AsyncIterator[int],
+    early: list[int],
+    start_up: trio.CancelScope,
+    watched: trio.Event,
+) -> None:
+    """Take a signal that comes during start-up (until ``start_up`` is cancelled) into
+    ``early``: start-up then starts no unfinished job of the log again, and serving stops
+    once it is up (:func:`_stop_on_signals` is given it as its first signal). ``watched``
+    is set once this no longer reads ``signals``."""
+    try:
+        with start_up:
+            async for signum in signals:
+                early.append(signum)
+                _say(
+                    f"{signal.Signals(signum).name}: stopping once start-up is done;"
+                    " unfinished jobs are left in the log for the next start"
+                )
+                return
+    finally:
+        watched.set()
 
 
 async def _while_closing(signals: AsyncIterator[int]) -> None:
@@ -359,17 +395,20 @@ def _say(text: str) -> None:
 async def _stop_on_signals(
     signals: AsyncIterator[int],
     *,
+    first: int | None = None,
     drain_timeout: float,
     stop_accepting: Callable[[], None],
     drain: Callable[[], Awaitable[None]],
     shutdown: Callable[[], Awaitable[list[str]]],
 ) -> list[str]:
-    """Wait for a first signal; then no new jobs, the running ones get ``drain_timeout``
-    s, and every machine is stopped (``shutdown``'s answer: those that may still run).
-    Signals keep coming here meanwhile: a second one cuts the drain short; later ones
-    are answered with a line, never by skipping the machines' stop."""
-    async for _ in signals:
-        break
+    """Wait for a first signal (``first``: one came already, during start-up); then no new
+    jobs, the running ones get ``drain_timeout`` s, and every machine is stopped
+    (``shutdown``'s answer: those that may still run). Signals keep coming here meanwhile:
+    a second one cuts the drain short; later ones are answered with a line, never by
+    skipping the machines' stop."""
+    if first is None:
+        async for _ in signals:
+            break
     _say(
         "stopping: no new jobs; running jobs get "
         f"{drain_timeout:g} s to finish, then machines stop (a second signal: at once)"

@@ -19,12 +19,27 @@ from test_cmd_run_cloud import (  # kill_leftover_runs: an autouse fixture, used
 )
 from test_cmd_run_signals import _stopped_everything
 
+import eventlog
+from conjure_actors.domain.events import Event, MachineLaunchRequested, SystemStarted
+
 pytestmark = pytest.mark.slow
 
 
+def _launches_since_the_last_start(log: Path) -> int:
+    """The launches asked for since the log's last SystemStarted (the last run's)."""
+    launches = 0
+    for record in eventlog.read(log, Event):
+        if isinstance(record.event, SystemStarted):
+            launches = 0
+        elif isinstance(record.event, MachineLaunchRequested):
+            launches += 1
+    return launches
+
+
 async def test_sigterm_at_the_banner_of_a_resume_stops_its_machines(tmp_path: Path) -> None:
-    """A resumed run (its jobs relaunch during start-up) SIGTERMed at its banner: exit 143,
-    SystemStopped 'terminated', every machine stopped, the jobs still left for --resume."""
+    """A resumed run (its jobs would relaunch during start-up) SIGTERMed at its banner: exit
+    143, SystemStopped 'terminated', no machine launched for its jobs (a paid start the stop
+    would only stop), every machine stopped, the jobs still left for --resume."""
     log = tmp_path / "r.log"
     async with served_cloud() as cloud:
         run = await start_run(
@@ -48,6 +63,7 @@ async def test_sigterm_at_the_banner_of_a_resume_stops_its_machines(tmp_path: Pa
         assert _stopped_everything(state, cloud) == []
         assert state.system.stop_reason == "terminated"
         assert {j.status for j in state.jobs.values()} == {"interrupted"}
+        assert _launches_since_the_last_start(log) == 0
         assert b"--resume" in resumed.stderr
         assert _crashes(log) == []
 

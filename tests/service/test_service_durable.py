@@ -83,6 +83,41 @@ async def test_jobs_left_unfinished_run_after_restart(sim_config: Any, tmp_path:
     assert [j["status"] for j in done] == ["succeeded", "succeeded"]
 
 
+async def test_a_restart_stopping_during_start_up_launches_nothing_for_unfinished_jobs(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """A restart told at start-up that serving stops (a signal came) starts no unfinished
+    job again: no machine is launched for them, and they stay for the next start."""
+    from service_helpers import fast_cloud
+
+    from conjure_actors.commands.serve import open_serve
+    from conjure_actors.service.app import Settings
+
+    body = {"workflow": workflow("invert_save.json")}
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+        for _ in "ab":
+            assert (await http.post(f"{served.url}/api/v2/jobs", json=body)).status_code == 201
+    async with open_serve(
+        sim_config,
+        log_path=tmp_path / "serve.log",
+        out_dir=tmp_path / "out",
+        settings=Settings(),
+        cloud=fast_cloud,
+        hold_resumed=lambda: True,
+    ) as served:
+        await trio.sleep(1.0)  # a machine launched at start-up is asked for by now
+        state = served.service.state
+        assert len(state.jobs) == 2
+        assert all(j.status not in ("succeeded", "running") for j in state.jobs.values())
+    launches = 0
+    for record in eventlog.read(tmp_path / "serve.log", Event):
+        if isinstance(record.event, ev.SystemStarted):
+            launches = 0
+        elif isinstance(record.event, ev.MachineLaunchRequested):
+            launches += 1
+    assert launches == 0
+
+
 # ------------------------------------------------------------------ subprocesses
 
 
