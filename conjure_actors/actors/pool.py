@@ -48,7 +48,9 @@ outlive a restart of the actor) and deletes or interrupts it if it shows up
 
 Billing: a stop's bill comes from the server's final record (the ``DELETE``'s answer, or a
 ``GET`` after it), so a machine stopped while the log still said Starting, or that became
-Ready between two polls, is billed from the server's Ready time, as RunComfy bills it.
+Ready between two polls, is billed from the server's Ready time, as RunComfy bills it. A
+machine still listed up after its ``DELETE`` answered 200 is sent one again, and the answer
+to that one ends its bill (``MachineStoppedAgain``): RunComfy billed it until then.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ from conjure_actors.domain.state import (
     ACTIVE_STATUSES,
     M_READY,
     M_STARTING,
+    M_STOPPED,
     MACHINE_GONE,
     RUNNING,
 )
@@ -1409,6 +1412,26 @@ class MachineActor(Actor):
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
+        elif (
+            m is not None
+            and m.status == M_STOPPED
+            and not msg.error
+            and msg.server_id in self.pool.recheck
+        ):
+            # The DELETE sent again to a machine still up after its stop's 200 (see
+            # _recheck_stopped): RunComfy billed it until this answer, so its logged bill
+            # is extended to it. Its recheck goes on: this 200 may not take either.
+            again = policy.bill_after_stop_again(
+                state,
+                msg.server_id,
+                found=msg.found,
+                answered_at=msg.stopped_at,
+                server_ready_at=msg.server_ready_at,
+                table=self.ctx.table,
+                at=self.ctx.now(),
+            )
+            if again is not None:
+                await self.ctx.emit(again)
         self._check_shutdown()
         await self._assign()
 
@@ -1738,8 +1761,8 @@ class MachineActor(Actor):
 
     async def _recheck_stopped(self, by_id: dict[str, Any]) -> None:
         """A machine whose DELETE answered 200 yet is still listed up (not on its way
-        out) is still billing: DELETE it again (logged; its bill in the log ended at the
-        first answer, so the cloud's is longer by the gap)."""
+        out) is still billing: DELETE it again; that one's answer extends its logged bill
+        (``MachineStoppedAgain``, see _on_stop_answered)."""
         tnow = trio.current_time()
         for sid, until in list(self.pool.recheck.items()):
             s = by_id.get(sid)
@@ -1754,7 +1777,7 @@ class MachineActor(Actor):
                 continue
             log.warning(
                 "server %s: its DELETE answered 200 but it is listed %s: stopping it again"
-                " (the cloud bills it past the logged stop until then)",
+                " (its bill runs on until that one answers)",
                 sid,
                 s.status,
             )

@@ -79,6 +79,10 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ev.MachineStopped: lambda e: (
         f"stopped: billed {e.billed_seconds}s, {format_usd(e.cost_micros)}"
     ),
+    ev.MachineStoppedAgain: lambda e: (
+        f"still up after its stop, {'stopped' if e.found else 'found gone'} by a DELETE"
+        f" sent again: billed {e.billed_seconds}s, {format_usd(e.cost_micros)}"
+    ),
     ev.MachineLost: lambda e: f"lost ({e.reason})",
     ev.MachineAdopted: lambda e: f"adopted after restart ({e.server_type}, {e.status})",
     ev.MachineAttached: lambda e: f"attached ({e.kind}, {e.max_jobs} job(s) at a time)",

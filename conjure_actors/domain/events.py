@@ -89,6 +89,7 @@ __all__ = [
     "MachineReleased",
     "MachineStatusObserved",
     "MachineStopped",
+    "MachineStoppedAgain",
     "MachineStopping",
     "NodeCached",
     "NodeExecuted",
@@ -356,6 +357,27 @@ class MachineStopped(msgspec.Struct, frozen=True, kw_only=True, tag="machine.sto
     stopped_at: float
     billed_seconds: int
     cost_micros: int
+    service_ready_at: float | None = None
+    rate_micros_per_hour: int = 0
+    price_table_version: str = ""
+    at: float
+
+
+class MachineStoppedAgain(msgspec.Struct, frozen=True, kw_only=True, tag="machine.stopped_again"):
+    """Emitted by the MachineActor when a machine whose stop is logged (``MachineStopped``:
+    its ``DELETE`` answered 200) was still listed up afterwards, so was sent a ``DELETE``
+    again, and that one answered at ``stopped_at`` (``found`` False: 404, gone by then;
+    ``stopped_at`` is then bounded as for any machine found gone). RunComfy billed it
+    until then: ``billed_seconds`` and ``cost_micros`` (from the logged Ready time and
+    rate, by THE billing rule) replace the bill ``MachineStopped`` gave it.
+    ``service_ready_at`` (with its rate and price table): the server's Ready time from that
+    answer, when the log had none (it became Ready after its first stop's answer)."""
+
+    server_id: str
+    stopped_at: float
+    billed_seconds: int
+    cost_micros: int
+    found: bool = True
     service_ready_at: float | None = None
     rate_micros_per_hour: int = 0
     price_table_version: str = ""
@@ -652,6 +674,7 @@ Event = (
     | LeaseRenewed
     | MachineStopping
     | MachineStopped
+    | MachineStoppedAgain
     | MachineLost
     | MachineAdopted
     | MachineAttached
@@ -715,6 +738,7 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     LeaseRenewed,
     MachineStopping,
     MachineStopped,
+    MachineStoppedAgain,
     MachineLost,
     MachineAdopted,
     MachineAttached,

@@ -408,6 +408,48 @@ def machine_stopped(
     )
 
 
+def bill_after_stop_again(
+    state: State,
+    server_id: str,
+    *,
+    found: bool,
+    answered_at: float,
+    server_ready_at: float | None,
+    table: PriceTable,
+    at: float,
+) -> ev.MachineStoppedAgain | None:
+    """The bill of a machine logged stopped that was still up, once a ``DELETE`` sent again
+    answered at ``answered_at`` (``found`` False: 404, gone at :func:`gone_at`): from its
+    Ready time (the logged one; else ``server_ready_at``, that answer's) to then. None when
+    that ends no later than the logged stop (nothing to extend) or the machine is not
+    logged stopped."""
+    m = state.machines.get(server_id)
+    if m is None or m.status != M_STOPPED or m.stopped_at is None:
+        return None
+    stopped_at = answered_at if found else gone_at(m, answered_at)
+    if stopped_at <= m.stopped_at:
+        return None
+    ready_at, rate, version = m.service_ready_at, m.rate_micros_per_hour, m.price_table_version
+    new_ready = ready_at is None and server_ready_at is not None and found
+    if new_ready:
+        if m.server_type is None:
+            return None  # nothing to price it by (never the case for a machine we launched)
+        ready_at = server_ready_at
+        rate, version = table.rate(m.server_type), table.version
+    seconds = billed_seconds(ready_at, stopped_at)
+    return ev.MachineStoppedAgain(
+        server_id=server_id,
+        stopped_at=stopped_at,
+        billed_seconds=seconds,
+        cost_micros=cost_micros(rate, seconds) if ready_at is not None else 0,
+        found=found,
+        service_ready_at=ready_at if new_ready else None,
+        rate_micros_per_hour=rate if new_ready else 0,
+        price_table_version=version if new_ready else "",
+        at=at,
+    )
+
+
 def bill_after_delete(
     state: State,
     server_id: str,

@@ -849,6 +849,23 @@ def _stopped(s: State, e: ev.MachineStopped) -> None:
     _set_machine_cost(s, m, e.cost_micros)
 
 
+def _stopped_again(s: State, e: ev.MachineStoppedAgain) -> None:
+    """A later ``DELETE`` of a machine logged stopped answered: its bill ends there."""
+    m = _machine(s, e.server_id, "MachineStoppedAgain")
+    if m.status != M_STOPPED:
+        _anomaly(s, f"machine {e.server_id} stopped again while {m.status}")
+        return
+    if m.service_ready_at is None and e.service_ready_at is not None:
+        m.service_ready_at = e.service_ready_at  # Ready after its first stop's answer
+        m.rate_micros_per_hour = e.rate_micros_per_hour
+        m.price_table_version = e.price_table_version
+        _note_table(s, e.price_table_version)
+    m.stopped_at = e.stopped_at
+    m.billed_seconds = e.billed_seconds
+    m.accrued_until = e.stopped_at
+    _set_machine_cost(s, m, e.cost_micros)
+
+
 def _late_prompt_stopped(s: State, e: ev.LatePromptStopped) -> None:
     """An audit fact: the prompt is not the job's any more, the machine's status is unchanged."""
 
@@ -1221,6 +1238,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.LeaseRenewed: _lease_renewed,
     ev.MachineStopping: _stopping,
     ev.MachineStopped: _stopped,
+    ev.MachineStoppedAgain: _stopped_again,
     ev.MachineLost: _lost,
     ev.MachineAdopted: _adopted,
     ev.MachineAttached: _attached,

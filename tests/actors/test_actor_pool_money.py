@@ -257,6 +257,31 @@ async def test_a_machine_still_listed_up_after_its_delete_answered_is_stopped_ag
         assert rig.state.machines[lease.server_id].status == "stopped"
 
 
+async def test_a_machine_stopped_again_is_billed_until_the_second_delete_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The DELETE answers 200 but the machine stays listed Ready, billing, until the
+    DELETE sent again: the logged bill ends at that second answer (MachineStoppedAgain),
+    so the ledger and the cost so far equal the cloud's bill, not the first answer's."""
+    from conjure_actors.domain import cost_policy
+
+    async with pool_rig(idle_timeout=30.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        calls = _first_stop_does_not_take(rig)
+        await rig.release(lease.server_id, j)
+        await trio.sleep(300)
+        assert calls == [2]
+        (first,) = rig.events(ev.MachineStopped)
+        (again,) = rig.events(ev.MachineStoppedAgain)
+        assert again.stopped_at > first.stopped_at
+        assert again.cost_micros > first.cost_micros
+        assert rig.ledger_matches_sim(), rig.sim.billing()
+        bill = sum(b.cost_micros for b in rig.sim.billing())
+        assert rig.state.ledger.total_micros == bill
+        assert cost_policy.spent_micros(rig.state, rig.ctx.now()) == bill
+
+
 async def test_the_stop_deadline_names_a_launch_still_waiting_for_its_answer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

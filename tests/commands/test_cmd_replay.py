@@ -240,34 +240,41 @@ def test_at_epoch_seconds_is_a_time(log: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.startswith("state after seq 4 ")
 
 
+RATE = 990_000
+"""$0.99/h: 275 micro-USD a second."""
+
+
+def _machine_ready_at_t0_plus_10() -> list[Any]:
+    """A run whose machine s1 is Ready at T0+10, billed at :data:`RATE`."""
+    return [
+        ev.SystemStarted(run_id="r", version="0", mode="runcomfy", at=T0),
+        ev.MachineLaunchRequested(
+            request_key="k",
+            server_type="medium",
+            workflow_version="v",
+            estimated_duration=600,
+            at=T0,
+        ),
+        ev.MachineLaunched(request_key="k", server_id="s1", at=T0 + 1),
+        ev.MachineReady(
+            server_id="s1",
+            service_ready_at=T0 + 10,
+            estimated_stopping_at=T0 + 610,
+            rate_micros_per_hour=RATE,
+            price_table_version="t",
+            at=T0 + 10,
+        ),
+    ]
+
+
 def test_state_shows_what_a_running_machine_has_cost_by_then(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--at TIME: a machine Ready at T0+10 and never accrued has cost 100 s by T0+110 (the
     ledger's accruals lag; the billing rule does not)."""
-    rate = 990_000  # $0.99/h: 275 micro-USD a second
     log = write(
         tmp_path / "m.log",
-        [
-            ev.SystemStarted(run_id="r", version="0", mode="runcomfy", at=T0),
-            ev.MachineLaunchRequested(
-                request_key="k",
-                server_type="medium",
-                workflow_version="v",
-                estimated_duration=600,
-                at=T0,
-            ),
-            ev.MachineLaunched(request_key="k", server_id="s1", at=T0 + 1),
-            ev.MachineReady(
-                server_id="s1",
-                service_ready_at=T0 + 10,
-                estimated_stopping_at=T0 + 610,
-                rate_micros_per_hour=rate,
-                price_table_version="t",
-                at=T0 + 10,
-            ),
-            ev.SystemStopped(reason="done", at=T0 + 200),
-        ],
+        [*_machine_ready_at_t0_plus_10(), ev.SystemStopped(reason="done", at=T0 + 200)],
     )
     assert main(["replay", str(log), "--at", "2027-01-15T08:01:50Z"]) == 0
     out = capsys.readouterr().out
@@ -275,3 +282,40 @@ def test_state_shows_what_a_running_machine_has_cost_by_then(
     assert machine.split()[-1] == "$0.0275"
     ledger = next(line for line in out.splitlines() if line.startswith("ledger:"))
     assert "total $0.0000 (accrued; $0.0275 billed by 2027-01-15T08:01:50.000Z)" in ledger
+
+
+def test_the_bill_of_a_machine_stopped_again_ends_at_the_second_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A machine whose first DELETE answered 200 at T0+110 but that billed on until a
+    second one answered at T0+210: the replayed bill is 200 s, not 100 s."""
+    log = write(
+        tmp_path / "m.log",
+        [
+            *_machine_ready_at_t0_plus_10(),
+            ev.MachineStopping(server_id="s1", reason="idle", at=T0 + 109),
+            ev.MachineStopped(
+                server_id="s1",
+                stopped_at=T0 + 110,
+                billed_seconds=100,
+                cost_micros=27_500,
+                at=T0 + 110,
+            ),
+            ev.MachineStoppedAgain(
+                server_id="s1",
+                stopped_at=T0 + 210,
+                billed_seconds=200,
+                cost_micros=55_000,
+                at=T0 + 210,
+            ),
+            ev.SystemStopped(reason="done", at=T0 + 220),
+        ],
+    )
+    assert main(["replay", str(log), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["state"]["ledger"]["total_micros"] == 55_000
+    assert main(["replay", str(log), "--at", "2027-01-15T08:05:00Z"]) == 0
+    machine = next(
+        line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["s1"]
+    )
+    assert machine.split()[-1] == "$0.0550"

@@ -38,6 +38,7 @@ EXPECTED_TAGS = {
     "machine.lease_renewed",
     "machine.stopping",
     "machine.stopped",
+    "machine.stopped_again",
     "machine.lost",
     "machine.late_prompt_stopped",
     "machine.adopted",

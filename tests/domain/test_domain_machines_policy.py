@@ -16,6 +16,7 @@ from conjure_actors.domain.machines_policy import (
     Observation,
     Seen,
     bill_after_delete,
+    bill_after_stop_again,
     gone_at,
     idle_expired,
     idle_to_stop,
@@ -373,6 +374,80 @@ def test_a_delete_answered_404_bills_to_the_lease_end_from_the_logged_ready_time
     )
     assert (event.stopped_at, event.service_ready_at) == (700.0, 100.0)
     assert event.billed_seconds == billed_seconds(100.0, 700.0)
+
+
+def _stopped_at_200(state: State) -> None:
+    """s1 Ready at 100, lease to 700, its first DELETE answered 200 at 200."""
+    _ready_machine(state, ready=100.0, lease_end=700.0)
+    apply(
+        state,
+        bill_after_delete(
+            state, "s1", found=True, answered_at=200.0, server_ready_at=None, table=TABLE, at=200
+        ),
+    )
+
+
+def test_a_delete_sent_again_extends_the_bill_to_its_answer() -> None:
+    """Still up after its stop's 200: the DELETE sent again ends the bill at its answer, and
+    the ledger holds that bill instead of the first one."""
+    state = initial_state()
+    _stopped_at_200(state)
+    event = bill_after_stop_again(
+        state, "s1", found=True, answered_at=260.0, server_ready_at=None, table=TABLE, at=261.0
+    )
+    assert event is not None
+    assert (event.stopped_at, event.billed_seconds) == (260.0, billed_seconds(100.0, 260.0))
+    apply(state, event)
+    m = state.machines["s1"]
+    assert (m.stopped_at, m.cost_micros) == (260.0, event.cost_micros)
+    assert state.ledger.total_micros == cost_micros(TABLE.rate("medium"), 160)
+    assert state.anomaly_count == 0
+
+
+def test_a_delete_sent_again_answered_404_bills_to_the_lease_end_at_most() -> None:
+    """Gone (404) by the DELETE sent again: billed to its answer, the lease end at most."""
+    state = initial_state()
+    _stopped_at_200(state)
+    event = bill_after_stop_again(
+        state, "s1", found=False, answered_at=900.0, server_ready_at=None, table=TABLE, at=901.0
+    )
+    assert event is not None
+    assert event.stopped_at == 700.0
+
+
+def test_a_delete_sent_again_never_shortens_the_bill() -> None:
+    """An answer no later than the logged stop extends nothing; a machine not logged
+    stopped has no bill to extend."""
+    state = initial_state()
+    _stopped_at_200(state)
+    early = bill_after_stop_again(
+        state, "s1", found=True, answered_at=150.0, server_ready_at=None, table=TABLE, at=150
+    )
+    assert early is None
+    running = initial_state()
+    _ready_machine(running, ready=100.0, lease_end=700.0)
+    assert (
+        bill_after_stop_again(
+            running, "s1", found=True, answered_at=300, server_ready_at=None, table=TABLE, at=300
+        )
+        is None
+    )
+
+
+def test_a_machine_stopped_again_while_not_stopped_is_an_anomaly_that_changes_nothing() -> None:
+    """The fold stays total: a MachineStoppedAgain for a machine not logged stopped is an
+    anomaly, and its bill is not touched."""
+    state = initial_state()
+    _ready_machine(state, ready=100.0, lease_end=700.0)
+    apply(
+        state,
+        ev.MachineStoppedAgain(
+            server_id="s1", stopped_at=300.0, billed_seconds=200, cost_micros=999, at=300.0
+        ),
+    )
+    assert state.anomaly_count == 1
+    assert state.machines["s1"].cost_micros == 0
+    assert state.ledger.total_micros == 0
 
 
 def test_paid_machines_are_the_runcomfy_machines_not_stopped_or_lost() -> None:
