@@ -121,6 +121,12 @@ LATE_PROMPT_WINDOW = 900.0
 """Seconds such a prompt is watched for: a request's bytes held by TCP retransmissions may
 still reach ComfyUI that late (Linux gives up after ~15 min)."""
 
+LATE_PROMPT_CONFIRM = 600.0
+"""Seconds a watch goes on (past its window if need be) after it first stopped the prompt,
+until a lookup finds it gone: ``/interrupt`` is a flag ComfyUI reads at the next node or
+progress step, so a long node that reports no progress runs on to its end (the watch
+interrupts it again at each lookup meanwhile)."""
+
 STOP_RECHECK = 300.0
 """Seconds after a ``DELETE`` answered 200 during which listings are checked for that
 machine: RunComfy answers ``Deleting`` and then drops it; one still listed up (Ready,
@@ -453,9 +459,11 @@ class _LateWatch:
     job_id: str
     until: float
     # What the prompt was when the watch first stopped it ("pending": deleted, "running":
-    # interrupted); kept here, not in the child, so a restart of the actor between the stop
-    # and its confirmation still logs ``LatePromptStopped``.
+    # interrupted), and whether a later lookup found it gone; kept here, not in the child,
+    # so a restart of the actor between the stop and its confirmation still logs
+    # ``LatePromptStopped``.
     was: str | None = None
+    confirmed: bool = False
 
 
 @attrs.define(eq=False)
@@ -1570,7 +1578,9 @@ class MachineActor(Actor):
         """Child: every ``LATE_PROMPT_EVERY`` s until the watch's end (or the machine's),
         look the prompt up; pending: ``DELETE`` it from the queue; running: ``/interrupt``
         it (targeted: another prompt running is not touched). It ends once a prompt it
-        stopped is gone (looked up again). A lookup that fails is tried again next time."""
+        stopped is gone (looked up again: ``watch.confirmed``); the first stop gives it
+        ``LATE_PROMPT_CONFIRM`` s for that, past its window if need be. A lookup that fails
+        is tried again next time."""
         with trio.move_on_at(watch.until) as scope:
             lost.watch(scope, scope.cancel)
             try:
@@ -1584,8 +1594,11 @@ class MachineActor(Actor):
                             await client.delete_from_queue(prompt_id)
                         elif where == "running":
                             await client.interrupt(prompt_id)
-                        elif watch.was is not None or where == "done":
-                            break  # stopped (or it ran before it was seen): nothing to stop
+                        elif watch.was is not None:
+                            watch.confirmed = True  # gone since it was stopped
+                            break
+                        elif where == "done":
+                            break  # it ran before it was seen: nothing to stop
                         else:
                             continue  # not arrived (yet)
                     except ClientError as exc:
@@ -1597,7 +1610,10 @@ class MachineActor(Actor):
                             LATE_PROMPT_EVERY,
                         )
                         continue
-                    watch.was = watch.was or where
+                    if watch.was is None:  # its first stop: confirmed by a later lookup
+                        watch.was = where
+                        watch.until = max(watch.until, trio.current_time() + LATE_PROMPT_CONFIRM)
+                        scope.deadline = watch.until
             finally:
                 lost.unwatch(scope)
         await self._tell(LateWatchEnded(prompt_id))
@@ -1610,11 +1626,14 @@ class MachineActor(Actor):
             log.info("late prompt %s: watch on %s over", msg.prompt_id[:8], watch.server_id)
             return
         log.warning(
-            "prompt %s of job %s, given up, reached server %s late (%s): stopped",
+            "prompt %s of job %s, given up, reached server %s late (%s): %s",
             msg.prompt_id[:8],
             watch.job_id,
             watch.server_id,
             watch.was,
+            "stopped"
+            if watch.confirmed
+            else "stop sent, not confirmed (its machine went, or it still ran)",
         )
         await self.ctx.emit(
             ev.LatePromptStopped(
@@ -1622,6 +1641,7 @@ class MachineActor(Actor):
                 prompt_id=msg.prompt_id,
                 job_id=watch.job_id,
                 was=watch.was,
+                confirmed=watch.confirmed,
                 at=self.ctx.now(),
             )
         )

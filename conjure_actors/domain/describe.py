@@ -87,7 +87,9 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ev.MachineAdopted: lambda e: f"adopted after restart ({e.server_type}, {e.status})",
     ev.MachineAttached: lambda e: f"attached ({e.kind}, {e.max_jobs} job(s) at a time)",
     ev.LatePromptStopped: lambda e: (
-        f"prompt {e.prompt_id}, given up, arrived late on {e.server_id}: stopped ({e.was})"
+        f"prompt {e.prompt_id}, given up, arrived late on {e.server_id}: "
+        + ("stopped" if e.confirmed is not False else "stop sent, not confirmed")
+        + f" ({e.was})"
     ),
     ev.InputUploaded: lambda e: f"uploaded {e.name} ({e.size} bytes) for node {e.node_id}",
     ev.PromptSubmitting: lambda e: (

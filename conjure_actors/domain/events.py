@@ -399,12 +399,17 @@ class LatePromptStopped(
     """Emitted by the MachineActor when a prompt its job had given up on (``POST /prompt``
     with an unknown outcome, not found, or still on the wire when its attempt ended) showed up
     late on machine ``server_id`` and was stopped there: ``was`` ``"pending"`` (deleted from
-    the queue) or ``"running"`` (interrupted). The job follows another prompt, or has ended."""
+    the queue) or ``"running"`` (interrupted). The job follows another prompt, or has ended.
+    ``confirmed``: a later lookup found it gone (``/interrupt`` only sets a flag ComfyUI
+    reads at the next node); False: the watch ended first (its machine went, or the prompt
+    still ran long after the stop); None in older logs, which logged ``"running"`` once
+    the interrupt was accepted, confirmed or not."""
 
     server_id: str
     prompt_id: str
     job_id: str
     was: str
+    confirmed: bool | None = None
     at: float
 
 

@@ -71,3 +71,13 @@ def test_a_late_prompt_stopped_is_told_under_its_job() -> None:
     stopped = ev.LatePromptStopped(server_id="s", prompt_id="p1", job_id="j", was="pending", at=0)
     summary = "prompt p1, given up, arrived late on s: stopped (pending)"
     assert describe(stopped) == ("job j", summary)
+
+
+def test_a_late_prompt_stop_not_confirmed_says_so() -> None:
+    """A stop no lookup confirmed (the interrupt accepted, the prompt not seen gone) is not
+    told as done."""
+    sent = ev.LatePromptStopped(
+        server_id="s", prompt_id="p1", job_id="j", was="running", confirmed=False, at=0
+    )
+    summary = "prompt p1, given up, arrived late on s: stop sent, not confirmed (running)"
+    assert describe(sent) == ("job j", summary)
