@@ -185,7 +185,10 @@ class Claimed:
 
 @attrs.frozen
 class KeyReused:
-    """``AcceptJob`` answer: the key was claimed before and has not expired."""
+    """``AcceptJob`` / ``RecordAsset`` answer: the key was claimed before and has not
+    expired; ``asset_id``: the asset an upload's key made, when the claim names it."""
+
+    asset_id: str | None = None
 
 
 # ------------------------------------------------------------------------------ the actor
@@ -447,12 +450,13 @@ class AssetActor(Actor):
         if msg.key is not None:
             found = self.ctx.state.service.idempotency.get(se.claim_key("assets", msg.key))
             if found is not None and found.expires_at > now:
-                return KeyReused()
+                return KeyReused(found.asset_id)
             claim.append(
                 se.IdempotencyKeyClaimed(
                     key=msg.key,
                     scope="assets",
                     expires_at=now + self.retention.idempotency_keys,
+                    asset_id=asset_id,
                     at=now,
                 )
             )

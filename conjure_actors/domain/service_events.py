@@ -84,11 +84,15 @@ class IdempotencyKeyClaimed(
     msgspec.Struct, frozen=True, kw_only=True, tag="service.idempotency_claimed"
 ):
     """Emitted by the AssetActor when a request presenting ``Idempotency-Key`` reached
-    submission: the key is single use until ``expires_at`` (``scope``: ``jobs``, ``assets``)."""
+    submission: the key is single use until ``expires_at`` (``scope``: ``jobs``, ``assets``).
+    ``asset_id``: the asset an upload's key made (in the same append as its
+    ``AssetRecorded``), so a request reusing the key can be told which asset it was; None
+    for a job's key (its ``ApiJobAccepted`` names it) and in older logs."""
 
     key: str
     scope: str
     expires_at: float
+    asset_id: str | None = None
     at: float
 
 
@@ -187,12 +191,13 @@ class AssetRecord:
 
 @attrs.define(slots=True)
 class IdempotencyClaim:
-    """A claimed key (until ``expires_at``)."""
+    """A claimed key (until ``expires_at``); ``asset_id``: the asset an upload's key made."""
 
     key: str
     scope: str
     claimed_at: float
     expires_at: float
+    asset_id: str | None = None
 
 
 @attrs.define(slots=True)
@@ -314,7 +319,7 @@ def _asset_expired(s: Any, e: AssetExpired) -> None:
 def _key_claimed(s: Any, e: IdempotencyKeyClaimed) -> None:
     svc: ServiceState = s.service
     svc.idempotency[claim_key(e.scope, e.key)] = IdempotencyClaim(
-        key=e.key, scope=e.scope, claimed_at=e.at, expires_at=e.expires_at
+        key=e.key, scope=e.scope, claimed_at=e.at, expires_at=e.expires_at, asset_id=e.asset_id
     )
 
 

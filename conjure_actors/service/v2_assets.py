@@ -28,6 +28,7 @@ from conjure_actors.actors.assets import (
     BlobGone,
     DeleteAsset,
     DropBlobIfUnused,
+    KeyReused,
     RecordAsset,
     Recorded,
 )
@@ -190,10 +191,25 @@ async def upload(request: Request) -> Response:
             _drop_if_unused(service, stored)
         await form.close()
     if not isinstance(answer, Recorded):
+        # Single use, no replay (the spec): the key's first upload may have been recorded
+        # though its answer never reached the client (a 5xx, a lost connection), so the
+        # refusal names the asset that upload made, when the claim recorded it: the client
+        # GETs it instead of uploading again.
+        made = answer.asset_id if isinstance(answer, KeyReused) else None
+        if made is not None and made in service.state.service.assets:
+            url = f"{str(request.base_url).rstrip('/')}/api/v2/assets/{made}"
+            raise ApiError(
+                422,
+                "idempotency_key_reuse",
+                f"this Idempotency-Key was used before, by the upload that made asset {made}:"
+                " get it instead of uploading again",
+                details={"asset_id": made, "url": url},
+            )
         raise ApiError(
             422,
             "idempotency_key_reuse",
-            "this Idempotency-Key was used before: get the asset you uploaded with it instead",
+            "this Idempotency-Key was used before: look up the bytes by their hash"
+            " (HEAD /api/v2/assets/by-hash/{hash}) instead of uploading them again",
         )
     # New bytes (201) or deduped onto a live asset's (200), as the actor recorded it.
     record = _record(service, answer.asset_id)

@@ -392,3 +392,39 @@ async def test_an_upload_the_actor_never_recorded_leaves_no_blob(
             assert answer.status_code == 503, answer.text
             await trio.sleep(1)  # the actor handles the drop
             assert list((tmp_path / "blobs" / "blobs").iterdir()) == []
+
+
+async def _upload_with_key(client: Any, key: str) -> Any:
+    return await client.post(
+        "/api/v2/assets",
+        data={"content_type": "application/octet-stream", "file_path": "k.bin"},
+        files={"file": ("k.bin", b"bytes uploaded with a key", "application/octet-stream")},
+        headers={"Idempotency-Key": key},
+    )
+
+
+async def test_an_upload_retried_with_its_key_is_refused_naming_the_asset_it_made(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The client never saw its upload's answer (a lost connection, a 5xx) and sends it
+    again with the same Idempotency-Key: single use (no replay), so 422
+    idempotency_key_reuse, whose details name the asset the first upload made, before and
+    after a restart: the client gets it instead of being left without it."""
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path, log=log) as run:
+            first = await _upload_with_key(run.client, "K")
+            assert first.status_code == 201, first.text
+            again = await _upload_with_key(run.client, "K")
+        log.close()
+        async with open_extras_service(tmp_path, log=log.reopen()) as run:
+            after = await _upload_with_key(run.client, "K")
+            fetched = await run.client.get(after.json()["error"]["details"]["url"])
+    made = first.json()["id"]
+    for answer in (again, after):
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "idempotency_key_reuse"
+        assert error["details"]["asset_id"] == made
+    assert fetched.status_code == 200
+    assert fetched.json()["id"] == made
