@@ -10,6 +10,20 @@ reproduces the bill exactly. The billing rule, shared with the RunComfy simulato
 
 Prices change, so they live in a versioned :class:`PriceTable` that users can override (a
 dict or TOML text); every cost event records the rate and the table version it used.
+
+Two clocks meet in that rule: ``service_ready_at`` (and a lease's ``estimated_stopping_at``)
+is RunComfy's, from its server record; ``stopped_at`` is ours, read when the ``DELETE``'s
+answer arrived (RunComfy's answer carries no stop time). A constant offset between the two
+(theirs minus ours: D seconds) moves every bill by -D seconds, and the cost so far of a
+running machine and the lease decisions by the same D. It is not corrected: the only
+measure of it, the ``Date`` header, has a one-second resolution (truncated), so with both
+clocks kept by NTP (D well under a second) a correction from it would add up to a second
+of error where there is none. A correction is worth it only for a large D (our process
+clock, read once at start and advanced by ``CLOCK_BOOTTIME``, keeps its start-time error
+when NTP steps the system clock later: a concern for a ``serve`` that lives for days); it
+must then bound D from many answers (each gives ``Date - received <= D < Date + 1 -
+sent``), act only when the bound excludes zero by more than a second, and turn the
+server's times into ours where they enter the log, with the offset in the event.
 """
 
 from __future__ import annotations
