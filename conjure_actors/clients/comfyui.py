@@ -55,6 +55,7 @@ from conjure_actors.clients.errors import (
     DownloadTooLargeError,
     ExecutionError,
     NodeError,
+    OutcomeUnknownError,
     PromptInterruptedError,
     PromptLostError,
     PromptRejectedError,
@@ -101,6 +102,8 @@ DEFAULT_STALL_TIMEOUT: Final = 60.0
 # The largest JSON answer read (``/object_info`` of a server with many custom nodes is a
 # few MB, ``/queue`` carries every queued graph): more is refused, not read into memory.
 MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+# POST /prompt is resent only on answers that prove nothing was queued (see submit).
+_PROMPT_RETRY_STATUSES: Final = frozenset({429, 503})
 # follow: buffered frames taken in a row without a checkpoint (then one blocking receive).
 _NOWAIT_STREAK: Final = 16
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -1142,8 +1145,9 @@ class ComfyUIClient:
         """``POST /prompt`` under our own ``prompt_id``.
 
         Raises :class:`PromptRejectedError` (400, with every ``node_errors`` entry) and
-        :class:`OutcomeUnknownError` on a timeout or a lost connection: reconcile with
-        :meth:`find_prompt` instead of submitting again.
+        :class:`OutcomeUnknownError` on a timeout, a lost connection, or an answer that does
+        not say whether ComfyUI queued it (a gateway's 502/504, any 5xx but 503, a 200 we
+        cannot read): reconcile with :meth:`find_prompt` instead of submitting again.
         """
         body: dict[str, Any] = {"prompt": graph, "prompt_id": prompt_id}
         if client_id is not None:
@@ -1154,27 +1158,38 @@ class ComfyUIClient:
             body["front"] = True
         if extra_data:
             body["extra_data"] = dict(extra_data)
+        # Only an answer that proves ComfyUI did not take the prompt is resent or reported
+        # as a plain failure: a 429 or a 503 (nothing was queued: come back later) and a
+        # 4xx (refused). On RunComfy a proxy sits in front of ComfyUI, and its 502/504 (or
+        # any other 5xx, or a 200 we cannot read) may come after ComfyUI queued the prompt:
+        # resent, it would run twice on the paid machine (P9). That is "outcome unknown":
+        # the caller looks ``prompt_id`` up (find_prompt) instead of sending it again.
         try:
             response = await self._request(
                 "POST",
                 "/prompt",
                 idempotent=False,
-                retry_statuses=frozenset({429, 502, 503, 504}),
+                retry_statuses=_PROMPT_RETRY_STATUSES,
                 content=msgspec.json.encode(body),
                 headers={"content-type": "application/json"},
             )
+        except ComfyUIResponseError as exc:  # an answer too large to read: it was answered
+            raise self._unknown(prompt_id, str(exc), exc.status) from None
         except ClientError as exc:
             exc.add_note(f"prompt id {prompt_id}: use find_prompt() before submitting again")
             raise
-        if response.status_code == 400:
+        status = response.status_code
+        if status == 400:
             raise self._rejected(prompt_id, response)
-        if response.status_code != 200:
+        if status >= 500 and status not in _PROMPT_RETRY_STATUSES:
+            what = f"POST /prompt on {self.name} answered HTTP {status}"
+            raise self._unknown(prompt_id, what, status)
+        if status != 200:
             raise self._fail("POST /prompt", response)
         try:
             answer: wire.PromptAnswer = self._decode("POST /prompt", response, wire.PROMPT_DECODER)
         except ComfyUIResponseError as exc:
-            exc.add_note(f"prompt id {prompt_id} may be queued: use find_prompt() first")
-            raise
+            raise self._unknown(prompt_id, str(exc), status) from None
         warnings = tuple(_node_errors(answer.node_errors))
         if warnings:
             log.warning(
@@ -1188,6 +1203,13 @@ class ComfyUIClient:
             prompt_id=answer.prompt_id if answer.prompt_id is not None else prompt_id,
             number=answer.number if answer.number is not None else 0.0,
             warnings=warnings,
+        )
+
+    def _unknown(self, prompt_id: str, what: str, status: int | None) -> OutcomeUnknownError:
+        """A ``POST /prompt`` answer that does not say whether ComfyUI queued the prompt."""
+        return OutcomeUnknownError(
+            f"{what}; prompt {prompt_id} may be queued: use find_prompt() before submitting again",
+            status=status,
         )
 
     def _rejected(self, prompt_id: str, response: httpx.Response) -> PromptRejectedError:

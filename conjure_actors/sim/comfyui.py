@@ -106,6 +106,9 @@ class ComfyFaults:
     - ``restart_during_prompt``: the server restarts while its N-th prompt (1-based) runs.
     - ``slow_download_rate`` / ``slow_download_seconds``; ``truncated_download_rate``: the
       ``/view`` body is cut short (Content-Length still announces the full size).
+    - ``gateway_error_after_accept_rate``: chance, per request to one of
+      ``gateway_error_paths``, that a gateway in front of ComfyUI (RunComfy's proxy) answers
+      502 or 504 AFTER ComfyUI acted on it (the prompt is queued, the image stored).
     """
 
     ws_drop_rate: float = 0.0
@@ -124,6 +127,8 @@ class ComfyFaults:
     slow_download_rate: float = 0.0
     slow_download_seconds: float = 5.0
     truncated_download_rate: float = 0.0
+    gateway_error_after_accept_rate: float = 0.0
+    gateway_error_paths: frozenset[str] = frozenset({"/prompt", "/upload/image"})
 
 
 @attrs.define(eq=False)
@@ -222,6 +227,8 @@ class ComfyUISim:
         self._rng_history = random.Random(f"{seed}:history")
         self.produced: dict[str, bytes] = {}
         self.prompts_run: list[str] = []
+        #: How many answers the ``gateway_error_after_accept_rate`` fault replaced.
+        self.gateway_errors = 0
         self.restarts = 0
         self._files: dict[str, bytes] = {}
         #: For each (folder, prefix) the files could have been saved with, the highest file
@@ -906,7 +913,7 @@ class ComfyUISim:
         if route == ("POST", "/prompt"):
             # Validation takes its share of the per-prompt cost before the answer.
             await trio.sleep(self.timings.prompt_seconds() * PROMPT_COST_SPLIT[0])
-            return self._post_prompt(body)
+            return self._gateway_after(path, self._post_prompt(body))
         if route == ("GET", "/queue"):
             return self._ok(
                 {
@@ -929,7 +936,7 @@ class ComfyUISim:
         if route == ("GET", "/view"):
             return await self._view(query, headers)
         if route == ("POST", "/upload/image"):
-            return self._upload(headers, body)
+            return self._gateway_after(path, self._upload(headers, body))
         if route == ("GET", "/system_stats"):
             return self._ok(self._system_stats())
         if route == ("GET", "/object_info"):
@@ -958,6 +965,23 @@ class ComfyUISim:
         if path in known:
             return 405, b"405: Method Not Allowed", TEXT_TYPE, []
         return 404, b"404: Not Found", TEXT_TYPE, []
+
+    def _gateway_after(
+        self, path: str, answer: tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]
+    ) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
+        """ComfyUI's ``answer``, or (fault) the gateway's 502/504 that replaced it: ComfyUI
+        has acted all the same."""
+        f = self.faults
+        if (
+            f.gateway_error_after_accept_rate > 0
+            and path in f.gateway_error_paths
+            and self._rng_http.random() < f.gateway_error_after_accept_rate
+        ):
+            status = self._rng_http.choice((502, 504))
+            self.gateway_errors += 1
+            page = f"<html><body><h1>{status} Gateway Error</h1></body></html>".encode()
+            return status, page, b"text/html", []
+        return answer
 
     @staticmethod
     def _ok(value: object) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:

@@ -1,0 +1,109 @@
+"""A gateway in front of ComfyUI (RunComfy's proxy) answering POST /prompt or POST
+/upload/image with a 502/504 after ComfyUI acted on it: a prompt is never sent twice (P9),
+its outcome is "unknown" (the caller looks the prompt id up); an upload is resent safely."""
+
+from __future__ import annotations
+
+import random
+from contextlib import aclosing
+
+import httpx
+import pytest
+import trio
+
+from conjure_actors.clients import ComfyUIClient, PromptSucceeded, RetryPolicy, new_prompt_id
+from conjure_actors.clients.errors import ComfyUIError, OutcomeUnknownError
+from conjure_actors.sim.comfyui import ComfyFaults
+from conjure_actors.sim.media import write_png
+from tests.clients.test_client_comfyui import open_env, workflow
+
+GATEWAY_ON_PROMPT = ComfyFaults(
+    gateway_error_after_accept_rate=1.0, gateway_error_paths=frozenset({"/prompt"})
+)
+GATEWAY_ON_UPLOAD = ComfyFaults(
+    gateway_error_after_accept_rate=1.0, gateway_error_paths=frozenset({"/upload/image"})
+)
+
+
+async def test_a_gateway_error_after_queueing_is_outcome_unknown_and_runs_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """POST /prompt queued, then answered 502/504: OutcomeUnknownError after ONE request, the
+    prompt found by its id, and run once."""
+    async with open_env(faults=GATEWAY_ON_PROMPT) as env:
+        pid = new_prompt_id()
+        with pytest.raises(OutcomeUnknownError) as info:
+            await env.client.submit(workflow("invert_save"), pid, env.events.client_id)
+        assert info.value.status in (502, 504)
+        assert env.sim.gateway_errors == 1
+        assert await env.client.find_prompt(pid) in ("pending", "running", "done")
+        with trio.fail_after(600):
+            async with aclosing(env.client.follow(pid, events=env.events)) as stream:
+                updates = [update async for update in stream]
+        assert isinstance(updates[-1], PromptSucceeded)
+        assert env.sim.queue_remaining == 0  # not queued again behind it
+        assert env.sim.prompts_run.count(pid) == 1
+
+
+def _answering(status: int, body: bytes, sent: list[httpx.Request]) -> httpx.MockTransport:
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(status, content=body)
+
+    return httpx.MockTransport(answer)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, b"500 Internal Server Error"),
+        (502, b"<html>502 Bad Gateway</html>"),
+        (504, b"<html>504 Gateway Time-out</html>"),
+        (200, b"<html>a proxy's page</html>"),
+    ],
+)
+async def test_an_answer_that_does_not_prove_a_refusal_is_outcome_unknown(
+    autojump_clock: trio.abc.Clock, status: int, body: bytes
+) -> None:
+    """A 5xx other than 503, or a 200 we cannot read: sent once, OutcomeUnknownError."""
+    sent: list[httpx.Request] = []
+    async with httpx.AsyncClient(transport=_answering(status, body, sent)) as http:
+        client = ComfyUIClient("http://comfy.invalid", http=http, rng=random.Random(0))
+        with pytest.raises(OutcomeUnknownError, match="find_prompt"):
+            await client.submit(workflow("invert_save"), new_prompt_id(), "c")
+    assert len(sent) == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_an_answer_that_proves_nothing_was_queued_is_resent(
+    autojump_clock: trio.abc.Clock, status: int
+) -> None:
+    """429 and 503 say "come back later": resent up to the policy's attempts, then a plain
+    ComfyUIError (nothing is queued)."""
+    sent: list[httpx.Request] = []
+    async with httpx.AsyncClient(transport=_answering(status, b"busy", sent)) as http:
+        client = ComfyUIClient(
+            "http://comfy.invalid", http=http, policy=RetryPolicy(attempts=3), rng=random.Random(0)
+        )
+        with pytest.raises(ComfyUIError) as info:
+            await client.submit(workflow("invert_save"), new_prompt_id(), "c")
+    assert not isinstance(info.value, OutcomeUnknownError)
+    assert len(sent) == 3
+
+
+async def test_an_upload_answered_by_a_gateway_is_resent_without_a_second_copy(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """POST /upload/image stored, then answered 502/504: resent, ComfyUI finds the same bytes
+    under the same name (no ``name (1).png``): the upload is idempotent, retrying is safe."""
+    data = write_png(8, 8, b"gateway")
+    async with open_env(faults=GATEWAY_ON_UPLOAD, policy=RetryPolicy(attempts=3)) as env:
+        with pytest.raises(ComfyUIError):
+            await env.client.upload_image(data, "conjure_gw.png")
+        assert env.sim.gateway_errors == 3
+        env.sim.faults = ComfyFaults()
+        uploaded = await env.client.upload_image(data, "conjure_gw.png")
+        assert uploaded.name == "conjure_gw.png"
+        assert [n for n in env.sim._input_files() if n.startswith("conjure_gw")] == [
+            "conjure_gw.png"
+        ]
