@@ -513,22 +513,26 @@ _Routed = wire.WsMessage | wire.BinaryFrame | _Wake | None
 
 # What the socket's task does with each frame type (ComfyUIEvents.dispatch): route it to its
 # prompt's follower; route it and remember its prompt as the one running (a binary frame
-# without metadata comes from it); drop it (no prompt: status, feature flags, and
-# progress_state, which repeats the progress frames). One dict lookup per frame instead of
-# an isinstance chain (issue 16); the wire types are flat (no subclasses), so the exact
-# type is the type. A type not listed here (UnknownMessage) is logged and dropped.
+# without metadata comes from it); route it and forget the one running if it is its prompt
+# that ended (``executing`` does either: a node starts, or with node null the prompt
+# ended); drop it (no prompt: status, feature flags, and progress_state, which repeats
+# the progress frames). One dict lookup per frame instead of an isinstance chain (issue
+# 16); the wire types are flat (no subclasses), so the exact type is the type. A type not
+# listed here (UnknownMessage) is logged and dropped.
 _ROUTE: Final = 0
 _ROUTE_CURRENT: Final = 1
 _DROP: Final = 2
+_ROUTE_END: Final = 3
+_ROUTE_EXECUTING: Final = 4
 _DISPATCH: Final[dict[type, int]] = {
-    wire.ProgressMsg: _ROUTE,
-    wire.ExecutingMsg: _ROUTE_CURRENT,
+    wire.ProgressMsg: _ROUTE_CURRENT,
+    wire.ExecutingMsg: _ROUTE_EXECUTING,
     wire.ExecutionStartMsg: _ROUTE_CURRENT,
     wire.ExecutionCachedMsg: _ROUTE,
     wire.ExecutedMsg: _ROUTE,
-    wire.ExecutionSuccessMsg: _ROUTE,
-    wire.ExecutionErrorMsg: _ROUTE,
-    wire.ExecutionInterruptedMsg: _ROUTE,
+    wire.ExecutionSuccessMsg: _ROUTE_END,
+    wire.ExecutionErrorMsg: _ROUTE_END,
+    wire.ExecutionInterruptedMsg: _ROUTE_END,
     wire.StatusMsg: _DROP,
     wire.FeatureFlagsMsg: _DROP,
     wire.ProgressStateMsg: _DROP,
@@ -854,8 +858,26 @@ class ComfyUIEvents:
             if action == _DROP:
                 return
             prompt_id = msg.data.prompt_id  # type: ignore[union-attr]
-            if action == _ROUTE_CURRENT and prompt_id:
-                self._current_prompt = prompt_id
+            # A binary frame without metadata (legacy type 1) names no prompt: it belongs
+            # to the prompt running now. ComfyUI runs one at a time, and a prompt queued by
+            # another client without a client_id sends its previews and its
+            # SaveImageWebsocket images to every socket (comfyui.md 2.5) with nothing but
+            # its `progress` frames to name it. So the running prompt is the last one seen
+            # starting or progressing, and none from the end of that prompt (executing
+            # null, execution_success/error/interrupted) or from a new socket on.
+            if action == _ROUTE:
+                pass
+            elif action == _ROUTE_CURRENT:
+                if prompt_id:
+                    self._current_prompt = prompt_id
+            elif action == _ROUTE_EXECUTING:  # a node starts, or (node null) the prompt ends
+                if msg.data.node is not None:  # type: ignore[union-attr]
+                    if prompt_id:
+                        self._current_prompt = prompt_id
+                elif prompt_id == self._current_prompt:
+                    self._current_prompt = None
+            elif prompt_id == self._current_prompt:  # _ROUTE_END
+                self._current_prompt = None
             self._route(prompt_id, msg)  # type: ignore[arg-type]
             return
         frame = wire.parse_binary_frame(message)
@@ -888,6 +910,9 @@ class ComfyUIEvents:
                             self.connected = True
                             self._up.set()
                             self.generation += 1
+                            # A prompt seen running on the old socket may have ended
+                            # unseen: a legacy frame is nobody's until one starts.
+                            self._current_prompt = None
                             delays = self._client.policy.delays(self._client.rng)
                             if self.generation > 1:
                                 for sub in list(self._subs.values()):

@@ -6,15 +6,19 @@ the nodes before it come from the cache), or fails with one precise line."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
+import msgspec
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from PIL import Image
 
 import eventlog
 from conjure_actors.actors.conjure import open_conjure
@@ -34,6 +38,14 @@ DROP_IN_THE_SAVE = 11
 
 def _events(log: eventlog.MemoryLog[Any], kind: type) -> list[Any]:
     return [r.event for r in log.records() if isinstance(r.event, kind)]
+
+
+def _colours(outputs: Any) -> list[Any]:
+    """The colour of each saved image (its first pixel)."""
+    return [
+        Image.open(io.BytesIO(Path(o.path).read_bytes())).convert("RGB").getpixel((0, 0))
+        for o in outputs
+    ]
 
 
 def test_images_lost_is_said_per_node_with_the_count_announced() -> None:
@@ -183,3 +195,51 @@ async def test_images_a_switch_to_polling_missed_are_had_again(
     assert retried[0].reason.startswith(
         "node 2 (SaveImageWebsocket): 1 of 2 images sent while the WebSocket was down are lost"
     )
+
+
+async def test_a_foreign_prompts_ws_images_are_not_saved_as_ours(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """On the user's own (shared) ComfyUI another script queues, right behind our prompt and
+    without a client_id, a prompt that broadcasts its images as legacy frames (no prompt id);
+    they come while our job reads its history. Only our two (green) images are saved."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    foreign = json.loads(json.dumps(GRAPH))
+    foreign["1"]["inputs"]["color"] = 255  # blue; ours are green
+    async with open_test_cloud(wall.now) as cloud:
+        url, sim = cloud.standalone_comfyui()
+        http, send_binary = sim._http, sim._send_binary
+        broadcast = trio.Event()  # the foreign prompt sent both its images to every socket
+        sent: list[bytes] = []
+        ours: list[str] = []
+
+        async def with_foreign_traffic(method: str, path: str, *args: Any) -> Any:
+            if (method, path) == ("GET", f"/history/{ours[0] if ours else ''}") and (
+                ours[0] in sim.prompts_run
+            ):
+                await broadcast.wait()  # our history is read once the foreign images came
+            answer = await http(method, path, *args)
+            if (method, path) == ("POST", "/prompt") and not ours:
+                ours.append(msgspec.json.decode(args[2])["prompt_id"])
+                await http(method, path, {}, {}, msgspec.json.encode({"prompt": foreign}))
+            return answer
+
+        def counting(data: bytes, sid: str | None) -> None:
+            send_binary(data, sid)
+            if sid is None:
+                sent.append(data)
+                if len(sent) == 2:
+                    broadcast.set()
+
+        sim._http = with_foreign_traffic  # type: ignore[method-assign]
+        sim._send_binary = counting  # type: ignore[method-assign]
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            job = await conjure.submit(GRAPH)
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            state = conjure.state.jobs[job]
+    assert broadcast.is_set()
+    assert state.status == "succeeded", state.error
+    assert _colours(state.outputs) == [(0, 255, 0)] * 2

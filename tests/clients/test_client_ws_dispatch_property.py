@@ -1,6 +1,7 @@
 """Property: ``ComfyUIEvents.dispatch``, which drops ``progress_state`` frames by their first
 bytes before decoding them, routes exactly what decoding every frame first routed (the
-reference below is the dispatch it replaced): same frames to the same prompts, in order."""
+reference below decodes every frame, and gives a legacy binary frame to the prompt seen
+running, none once it ended): same frames to the same prompts, in order."""
 
 from __future__ import annotations
 
@@ -35,16 +36,33 @@ FRAMES += [
 ]
 
 
-def reference_dispatch(events: ComfyUIEvents, message: str) -> None:
-    """The dispatch of text frames before the prefix test: decode, then drop or route."""
+# A legacy (type 1) preview: no prompt id, it goes to the prompt running.
+LEGACY = (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"\x89PNG\r\n\x1a\n"
+
+
+def reference_dispatch(events: ComfyUIEvents, message: str | bytes) -> None:
+    """The dispatch of text frames before the prefix test: decode, then drop or route; a
+    binary frame goes to its prompt, or to the prompt running."""
+    if isinstance(message, bytes):
+        frame = wire.parse_binary_frame(message)
+        events._route(frame.prompt_id or events._current_prompt, frame)
+        return
     msg = wire.parse_ws_message(message)
     if isinstance(msg, wire.UnknownMessage):
         return
     if isinstance(msg, wire.StatusMsg | wire.FeatureFlagsMsg | wire.ProgressStateMsg):
         return
     prompt_id = msg.data.prompt_id
-    if isinstance(msg, wire.ExecutingMsg | wire.ExecutionStartMsg):
-        events._current_prompt = prompt_id if msg.data.prompt_id else events._current_prompt
+    # The prompt running (a legacy binary frame's owner): the last one seen starting or
+    # progressing, none once it ended (executing null, success, error, interrupted).
+    ends = isinstance(
+        msg, wire.ExecutionSuccessMsg | wire.ExecutionErrorMsg | wire.ExecutionInterruptedMsg
+    ) or (isinstance(msg, wire.ExecutingMsg) and msg.data.node is None)
+    if ends:
+        if prompt_id and prompt_id == events._current_prompt:
+            events._current_prompt = None
+    elif isinstance(msg, wire.ExecutingMsg | wire.ExecutionStartMsg | wire.ProgressMsg):
+        events._current_prompt = prompt_id if prompt_id else events._current_prompt
     events._route(prompt_id, msg)
 
 
@@ -71,9 +89,10 @@ def _routed(events: ComfyUIEvents) -> dict[str, list[Any]]:
     return {pid: list(queue) for pid, queue in events._orphans.items()}
 
 
-@given(st.lists(frames(), max_size=40))
-def test_dispatch_routes_what_decoding_every_frame_routed(texts: list[str]) -> None:
-    """Any sequence of text frames: the same frames buffered for the same prompts, in order."""
+@given(st.lists(st.one_of(frames(), st.just(LEGACY)), max_size=40))
+def test_dispatch_routes_what_decoding_every_frame_routed(texts: list[str | bytes]) -> None:
+    """Any sequence of text frames and legacy binary frames: the same frames buffered for the
+    same prompts, in order."""
     client = ComfyUIClient("http://127.0.0.1:1", http=httpx.AsyncClient(), redact="s")
     new, old = client.events(), client.events()
     for text in texts:
