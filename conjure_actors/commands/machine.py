@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +195,17 @@ async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
             version = config.runcomfy.workflow_version
             if not version:
                 raise UsageError("pass --workflow-version (the RunComfy workflow to boot)")
-            server = await rc.launch(version, config.runcomfy.server_type, int(args.duration))
+            server_type = config.runcomfy.server_type
+            found = await launch_or_find(
+                rc,
+                version,
+                server_type,
+                int(args.duration),
+                say=lambda text: print(text, flush=True),
+            )
+            server, how = found
             print(
-                f"launched dev machine {server.server_id} ({config.runcomfy.server_type}); "
+                f"{how} dev machine {server.server_id} ({server_type}); "
                 "waiting until it is Ready...",
                 flush=True,
             )
@@ -246,6 +256,84 @@ async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
         await trio.Path(path).unlink(missing_ok=True)
         print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
         return 0
+
+
+# A launch whose answer was lost (a 5xx from RunComfy's gateway after it launched, a
+# timeout, a dropped connection: OutcomeUnknownError) may have started a machine that bills
+# until its lease ends, recorded nowhere (`machine down` would find nothing). As the pool
+# does after such a launch (actors/pool.py), the machine is told from the account's others
+# by a marker: its estimated_duration, the lease a few seconds shorter
+# (policy.launch_duration), one no listed machine uses, with its workflow version and server
+# type (policy.matches_intent). A listing taken before the launch rules out every machine
+# that already existed; listings for LAUNCH_LAND_GRACE after the lost answer look for the
+# new one, which is then adopted (waited for, recorded, stopped if it never gets Ready).
+async def launch_or_find(
+    rc: Any,
+    version: str,
+    server_type: str,
+    lease: int,
+    *,
+    say: Callable[[str], None],
+    grace: float | None = None,
+    interval: float = 5.0,
+    draw: Callable[[], float] = random.random,
+) -> tuple[Any, str]:
+    """``POST /servers`` for a ``lease``-second machine: (the server, "launched"); if its
+    answer was lost, (the server it started, "found the launched") once a listing shows it,
+    or :class:`LaunchError` if none did within ``grace`` seconds (default
+    ``LAUNCH_LAND_GRACE``)."""
+    from conjure_actors.clients.errors import ClientError, LaunchError, OutcomeUnknownError
+    from conjure_actors.domain import machines_policy as policy
+    from conjure_actors.domain.state import LaunchRequest
+
+    if grace is None:
+        grace = policy.LAUNCH_LAND_GRACE
+
+    before = await rc.list_servers()
+    known = {s.server_id for s in before}
+    duration = policy.launch_duration(
+        lease, taken=[s.estimated_duration for s in before if s.estimated_duration], draw=draw()
+    )
+    try:
+        return await rc.launch(version, server_type, duration), "launched"
+    except OutcomeUnknownError as exc:
+        say(
+            f"{exc}; looking for the machine it may have started"
+            f" (up to {grace:g} s, so that it does not bill unrecorded)..."
+        )
+    intent = LaunchRequest(
+        request_key="machine-up",
+        server_type=server_type,
+        workflow_version=version,
+        estimated_duration=duration,
+        max_jobs=1,
+        at=0.0,
+    )
+    with trio.move_on_after(grace):
+        while True:
+            try:
+                listed = await rc.list_servers()
+            except ClientError as exc:  # the API is having a bad moment: list again
+                say(f"listing machines failed ({exc}); trying again")
+                listed = []
+            for s in sorted(listed, key=lambda s: s.server_id):
+                if (
+                    s.server_id not in known
+                    and s.status not in policy.GONE_STATUSES
+                    and policy.matches_intent(
+                        intent,
+                        server_type=s.server_type,
+                        workflow_version_id=s.workflow_version_id,
+                        estimated_duration=s.estimated_duration,
+                    )
+                ):
+                    return s, "found the launched"
+            await trio.sleep(interval)
+    raise LaunchError(
+        f"the launch's answer was lost and no new {server_type} machine of workflow {version}"
+        f" appeared within {grace:g} s: most likely nothing was launched; check RunComfy's"
+        " dashboard for a machine you do not know, then run `machine up` again"
+    )
 
 
 async def _alive(rc: Any, server_id: str) -> str | None:

@@ -17,7 +17,7 @@ import eventlog
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.sim.cloud import CloudTimings
-from conjure_actors.sim.runcomfy import RunComfyTimings
+from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
 from conjure_actors.sim.serve import ServedCloud, serve_cloud
 
 pytestmark = pytest.mark.slow
@@ -107,3 +107,23 @@ def test_machine_without_credentials_is_one_line(
     err = capsys.readouterr().err
     assert "RUNCOMFY_USER_ID" in err
     assert err.count("\n") == 1
+
+
+async def test_machine_up_with_a_lost_launch_answer_adopts_the_machine(tmp_path: Path) -> None:
+    """The launch answered 502 after RunComfy launched (a ghost): `machine up` finds the
+    machine by listing, waits until it is Ready and records it; `machine down` stops it, so
+    nothing bills unrecorded."""
+    async with served() as cloud:
+        cloud.runcomfy.faults = RunComfyFaults(launch_ghost_rate=1.0)
+        code, out, err = await _cli(
+            cloud, tmp_path, "machine", "up", "--workflow-version", "wv-conjure-flux-mesh-1"
+        )
+        assert code == 0, err
+        assert "looking for the machine it may have started" in out
+        (billed,) = cloud.runcomfy.billing()
+        assert f"dev machine {billed.server_id} is Ready; recorded" in out
+        cloud.runcomfy.faults = RunComfyFaults()
+        code, out, err = await _cli(cloud, tmp_path, "machine", "down")
+        assert code == 0, err
+        assert f"dev machine {billed.server_id} stopped" in out
+        assert cloud.runcomfy.running() == []
