@@ -535,6 +535,12 @@ class MachinePool:
         self.unconfirmed: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
+        # Machines taken for lost because no listing showed them (not visible past
+        # NOT_VISIBLE_GRACE after their launch, or vanished) -> until when (trio time:
+        # their lease's end, or for one never seen Ready, ready_timeout + lease_seconds)
+        # listings go on for them even with nothing else to watch: one listed up after all
+        # bills until its lease ends, so it is stopped (see _stop_found_after_loss).
+        self.lost_watch: dict[str, float] = {}
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -1440,6 +1446,21 @@ class MachineActor(Actor):
             )
             if again is not None:
                 await self.ctx.emit(again)
+        elif m is not None and m.lost_reason is not None and msg.found and not msg.error:
+            # Taken for lost, found up and stopped (_stop_found_after_loss): billed from
+            # its final record to this answer, which replaces the bill of its loss.
+            await self.ctx.emit(
+                policy.bill_after_delete(
+                    state,
+                    msg.server_id,
+                    found=True,
+                    answered_at=msg.stopped_at,
+                    server_ready_at=msg.server_ready_at,
+                    table=self.ctx.table,
+                    at=self.ctx.now(),
+                )
+            )
+            self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
         self._check_shutdown()
         await self._assign()
 
@@ -1658,6 +1679,7 @@ class MachineActor(Actor):
             bool(state.launch_requests)
             or bool(policy.paid_machines(state))
             or bool(self.pool.recheck)  # a stop's 200 to check in the next listings
+            or bool(self.pool.lost_watch)  # a machine lost unlisted may show up after all
         )
         waiters, self._poll_waiters = tuple(self._poll_waiters), []
         if not needed:
@@ -1730,6 +1752,12 @@ class MachineActor(Actor):
             if obs is Observation.LOST:
                 reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
                 await self._lose(sid, reason, policy.gone_at(m, now))
+                if s is None:  # watched until it cannot bill any more: its lease's end
+                    pool.lost_watch[sid] = tnow + (
+                        max(0.0, m.estimated_stopping_at - now)
+                        if m.estimated_stopping_at is not None
+                        else self.cfg.ready_timeout + self.cfg.lease_seconds
+                    )
                 continue
             if s is None:
                 continue  # not listed yet, right after its launch
@@ -1776,6 +1804,7 @@ class MachineActor(Actor):
                 if not m.healthy:
                     self._start_health(sid)
         await self._recheck_stopped(by_id)
+        self._stop_found_after_loss(servers, tnow)
         await self._adopt_unknown(servers)
         await self._renew_and_reap(now)
 
@@ -1808,6 +1837,47 @@ class MachineActor(Actor):
                 tnow + max(1.0, min(self.cfg.stop_patience, until - tnow)),
                 True,
                 name="machine-stop-again",
+            )
+
+    def _stop_found_after_loss(self, servers: list[Any], tnow: float) -> None:
+        """A machine of ours taken for lost (no listing showed it: a listing that lags its
+        launch past NOT_VISIBLE_GRACE, or one that missed it for a while) that a listing
+        shows up after all bills until its lease ends: stop it (DELETE); its answer
+        corrects the bill its loss wrote (_on_stop_answered). Listings go on for it
+        until it cannot bill any more (``lost_watch``)."""
+        pool = self.pool
+        for sid, until in list(pool.lost_watch.items()):
+            if tnow > until:
+                del pool.lost_watch[sid]
+        state = self.ctx.state
+        for s in servers:
+            sid = s.server_id
+            m = state.machines.get(sid)
+            if (
+                m is None
+                or m.kind != "runcomfy"
+                or m.status not in MACHINE_GONE
+                or m.lost_reason is None  # stopped by our DELETE: _recheck_stopped's case
+                or s.status in policy.GONE_STATUSES
+                or sid in self._stopping
+                or sid in pool.recheck
+            ):
+                continue
+            pool.lost_watch.pop(sid, None)
+            log.warning(
+                "server %s, taken for lost (%s), is listed %s: stopping it (it bills until"
+                " its lease ends otherwise)",
+                sid,
+                m.lost_reason,
+                s.status,
+            )
+            self._stopping.add(sid)
+            self.start_soon(
+                self._stop_child,
+                sid,
+                tnow + self.cfg.stop_patience,
+                m.service_ready_at is not None,
+                name="machine-stop-found",
             )
 
     async def _adopt_unknown(self, servers: list[Any]) -> None:

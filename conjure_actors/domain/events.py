@@ -351,6 +351,9 @@ class MachineStopped(msgspec.Struct, frozen=True, kw_only=True, tag="machine.sto
     that never became ready bills 0. ``service_ready_at`` (with its rate and price table)
     is the server's Ready time from its final record, when the log had not seen it Ready
     (stopped while Starting, or Ready between two polls); ``None`` in older logs.
+
+    Emitted a second time for a machine taken for lost (``MachineLost`` and its bill) that a
+    later listing showed up after all: stopped then, this bill replaces the first.
     """
 
     server_id: str

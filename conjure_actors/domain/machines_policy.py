@@ -386,7 +386,9 @@ def machine_stopped(
     m = state.machines.get(server_id)
     if m is None:
         raise CommandRejectedError(f"no machine {server_id}")
-    if m.status == M_STOPPED:
+    if m.status == M_STOPPED and m.lost_reason is None:
+        # A machine we took for lost (and billed to that moment) that a listing showed up
+        # after all, then stopped: this bill, from its final record, corrects that one.
         raise CommandRejectedError(f"machine {server_id} is already stopped")
     ready_at = server_ready_at if server_ready_at is not None else m.service_ready_at
     rate = m.rate_micros_per_hour

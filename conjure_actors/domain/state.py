@@ -833,7 +833,8 @@ def _stopping(s: State, e: ev.MachineStopping) -> None:
 
 def _stopped(s: State, e: ev.MachineStopped) -> None:
     m = _machine(s, e.server_id, "MachineStopped")
-    if m.status == M_STOPPED:
+    if m.status == M_STOPPED and m.lost_reason is None:
+        # (A lost machine found up later and stopped gets its bill corrected: no anomaly.)
         _anomaly(s, f"machine {e.server_id} stopped twice")
     m.status = M_STOPPED
     if m.service_ready_at is None and e.service_ready_at is not None:

@@ -409,3 +409,44 @@ async def test_the_stop_of_every_machine_is_answered_once_a_listing_shows_the_st
         assert await rig.stop_all() == []
         assert trio.current_time() - start < 30.0
         assert rig.sim.running() == []
+
+
+@pytest.mark.parametrize("unlisted_for", [90.0, 450.0])
+async def test_a_machine_lost_while_not_listed_yet_that_shows_up_later_is_stopped(
+    autojump_clock: trio.testing.MockClock, unlisted_for: float
+) -> None:
+    """A new machine missing from the listings past NOT_VISIBLE_GRACE is taken for lost
+    (another is launched for the job); when a listing shows it after all (up, billing), it
+    is stopped, not left billing until its lease ends, and the ledger equals the bill. At
+    450 s nothing else is watched any more (the job's machine stopped idle, its stop
+    checked): the listings go on for the lost machine all the same."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=5.0) as rig:
+        rc = rig.ctx.runcomfy
+        real_launch, real_list = rc.launch, rc.list_servers
+        late: dict[str, float] = {}  # the first launch: unlisted for a while
+
+        async def launch(*args: Any) -> Any:
+            server = await real_launch(*args)
+            if not late:
+                late[server.server_id] = trio.current_time() + unlisted_for
+            return server
+
+        async def lagging_listing() -> Any:
+            now = trio.current_time()
+            return [s for s in await real_list() if late.get(s.server_id, 0.0) <= now]
+
+        rc.launch, rc.list_servers = launch, lagging_listing
+        j = await rig.job()
+        with trio.fail_after(600):
+            lease = await (await rig.ask_lease(j)).wait()
+        (first,) = late
+        assert lease.server_id != first
+        assert rig.state.machines[first].lost_reason == "vanished (404)"
+        await rig.release(lease.server_id, j)
+        await trio.sleep_until(late[first] + 30.0)  # its lease (600 s) still runs
+        assert first not in rig.sim.running()
+        await trio.sleep(60)
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+        assert rig.state.machines[first].cost_micros > 0  # it did bill, from its Ready
+        assert rig.state.anomalies == []

@@ -209,6 +209,26 @@ def test_a_stopped_machine_cannot_be_stopped_again() -> None:
     raise AssertionError("a second final bill was accepted")
 
 
+def test_a_machine_taken_for_lost_then_found_up_and_stopped_gets_its_bill_replaced() -> None:
+    """Lost while Starting (billed 0), then listed Ready and stopped: the second bill, from
+    its final record, replaces the first in the ledger, with no anomaly."""
+    state = initial_state()
+    _starting_machine(state)
+    apply(state, ev.MachineLost(server_id="s1", reason="vanished (404)", at=70.0))
+    apply(
+        state, machine_stopped(state, "s1", stopped_at=70, server_ready_at=None, table=TABLE, at=70)
+    )
+    assert state.ledger.total_micros == 0
+    bill = machine_stopped(
+        state, "s1", stopped_at=400.0, server_ready_at=100.0, table=TABLE, at=400
+    )
+    apply(state, bill)
+    assert bill.billed_seconds == 300
+    assert state.machines["s1"].cost_micros == bill.cost_micros > 0
+    assert state.ledger.total_micros == bill.cost_micros
+    assert state.anomalies == []
+
+
 def test_stop_bills_ceil_seconds_and_the_half_up_cost() -> None:
     """The final bill counts started seconds (ceil) and rounds the cost half up."""
     state = initial_state()
