@@ -4,7 +4,7 @@
 
     ClientError                       talking to a service failed (base; .status if HTTP)
     ├── TransportError                connect/read failed after retries
-    ├── OutcomeUnknownError           a request timed out: it may or may not have happened
+    ├── OutcomeUnknownError           it may or may not have happened (timeout, lost answer)
     ├── ComfyUIError
     │   ├── PromptRejectedError       400 from /prompt; .node_errors lists every problem
     │   ├── PromptLostError           the server forgot the prompt (restart, deleted, evicted)
@@ -45,7 +45,9 @@ class TransportError(ClientError):
 
 
 class OutcomeUnknownError(ClientError):
-    """A request timed out after it may have reached the server; reconcile before retrying."""
+    """A request that may have been acted on, with no answer saying so: a timeout or a
+    connection lost after it was sent, or an answer that does not prove a refusal (a
+    gateway's 502/504 to ``POST /prompt``). Reconcile (look it up) before sending it again."""
 
 
 class ComfyUIError(ClientError):
