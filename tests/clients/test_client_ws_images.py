@@ -82,9 +82,14 @@ def _legacy_owner(events: Any) -> list[str]:
     return [pid for pid, q in events._orphans.items() if len(q) > before.get(pid, 0)]
 
 
+_OFFLINE: list[ComfyUIClient] = []  # one client (an httpx client loads its TLS context)
+
+
 def _events() -> Any:
-    client = ComfyUIClient("http://127.0.0.1:1", http=httpx.AsyncClient(), redact="s")
-    return client.events()
+    """A fresh ComfyUIEvents, fed by hand (dispatch), never connected."""
+    if not _OFFLINE:
+        _OFFLINE.append(ComfyUIClient("http://127.0.0.1:1", http=httpx.AsyncClient()))
+    return _OFFLINE[0].events()
 
 
 def test_a_legacy_frame_belongs_to_the_prompt_running() -> None:
