@@ -57,6 +57,7 @@ __all__ = [
     "check_value",
     "check_values",
     "image_info",
+    "image_problem",
     "preflight",
     "raise_problems",
 ]
@@ -284,20 +285,26 @@ def image_info(data: bytes) -> ImageInfo | None:
     return None
 
 
-def check_image(data: bytes, *, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> list[str]:
-    """Problems of an input image: empty, over the upload limit, not an image ComfyUI's
-    LoadImage reads, or a header that declares no pixels."""
-    where = f"--image {show(name)}"
+def image_problem(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES) -> str | None:
+    """What is wrong with an input image's bytes (None: nothing): empty, over the upload
+    limit, not an image ComfyUI's LoadImage reads, or a header that declares no pixels.
+    Said without naming the file (the caller says where it comes from)."""
     if not data:
-        return [f"{where}: the file is empty"]
+        return "the file is empty"
     if len(data) > max_bytes:
-        return [f"{where}: {len(data)} bytes is over ComfyUI's upload limit of {max_bytes} bytes"]
+        return f"{len(data)} bytes is over ComfyUI's upload limit of {max_bytes} bytes"
     info = image_info(data)
     if info is None:
-        return [f"{where}: not an image ({', '.join(IMAGE_FORMATS)}) or its header is cut short"]
+        return f"not an image ({', '.join(IMAGE_FORMATS)}) or its header is cut short"
     if info.width == 0 or info.height == 0:
-        return [f"{where}: the {info.format} header says {info.width}x{info.height} pixels"]
-    return []
+        return f"the {info.format} header says {info.width}x{info.height} pixels"
+    return None
+
+
+def check_image(data: bytes, *, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> list[str]:
+    """Problems of an input image (:func:`image_problem`), said as ``--image NAME: ...``."""
+    problem = image_problem(data, max_bytes=max_bytes)
+    return [] if problem is None else [f"--image {show(name)}: {problem}"]
 
 
 # ---------------------------------------------------------------------------- together

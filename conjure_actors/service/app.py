@@ -117,6 +117,9 @@ class Service:
         # Validated submission graphs: JSON encoding -> (the catalogue, the Workflow); see
         # v2_jobs.checked_workflow (bounded there).
         self.checked_graphs: dict[bytes, tuple[Catalog | None, Workflow]] = {}
+        # Input-image checks of assets: content hash -> the problem (None: an image); see
+        # v2_jobs.check_input_images (bounded there).
+        self.image_checks: dict[str, str | None] = {}
         self.stopping = trio.Event()
         # Submissions between the queue check and their JobSubmitted: counted so that
         # concurrent requests cannot overshoot max_queue (flow control, not state).

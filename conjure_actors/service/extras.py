@@ -44,15 +44,16 @@ from conjure_actors.clients.comfyui import origin_of
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import PriceTableError, WorkflowError
+from conjure_actors.domain.preflight import image_problem, preflight
 from conjure_actors.domain.prices import MICROS_PER_USD, estimate_job_cost
-from conjure_actors.domain.workflow import workflow_from_text
+from conjure_actors.domain.workflow import Workflow, workflow_from_text
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
-from conjure_actors.service.v2_jobs import iso, job_view, service_of
+from conjure_actors.service.v2_jobs import invalid_workflow, iso, job_view, service_of
 
 __all__ = [
     "DEFAULT_JOB_SECONDS",
@@ -411,6 +412,7 @@ async def post_job(request: Request) -> Response:
         raise invalid_request("'workflow' is the name of a bundled workflow")
     name = _bundled_name(workflow_field)
     workflow = workflow_from_text(bundled_workflow(name).decode(), name=name)
+    _preflight(service, workflow, image, prompt, [str(s) for s in sets])
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise invalid_request("Idempotency-Key must be 1 to 255 characters")
@@ -429,12 +431,27 @@ async def post_job(request: Request) -> Response:
             "this Idempotency-Key was used before: poll your job instead of resubmitting",
         ) from None
     except WorkflowError as exc:
-        raise ApiError(
-            422, "invalid_workflow", str(exc), details={"problems": list(exc.problems)}
-        ) from None
+        raise invalid_workflow(exc.problems) from None
     except UsageError as exc:
         raise invalid_request(str(exc)) from None
     return JSONResponse(job_view(request, service, job_id), status_code=201)
+
+
+def _preflight(
+    service: Service, workflow: Workflow, image: bytes, prompt: str, sets: list[str]
+) -> None:
+    """What ``run`` checks before it launches anything, before anything is stored: the
+    image (400 ``invalid_request``: not an image LoadImage reads), then the bindings and
+    every literal of the graph they make against the service's catalogue (422
+    ``invalid_workflow``: a value ComfyUI would refuse on a paid machine)."""
+    problem = image_problem(image)
+    if problem is not None:
+        raise invalid_request(f"'image': {problem}")
+    catalog = service.catalog
+    try:
+        preflight(workflow, catalog=catalog, strict=catalog is not None, prompt=prompt, sets=sets)
+    except WorkflowError as exc:
+        raise invalid_workflow(exc.problems) from None
 
 
 # ----------------------------------------------------------------------------- specs

@@ -9,10 +9,12 @@ failed -> ``failed``; cancelled -> ``canceled``; an active job whose cancel was 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,12 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.preflight import MAX_UPLOAD_BYTES, check_values, image_problem
 from conjure_actors.domain.workflow import (
     IMAGE_LOADER_CLASSES,
     Workflow,
     apply_bindings,
+    show,
     validate_graph,
 )
 from conjure_actors.errors import UsageError
@@ -271,21 +275,31 @@ CHECKED_GRAPH_BYTES: int = 64 * 1024
 """Larger graphs are validated every time (a key that large costs more than it saves)."""
 
 
-def checked_workflow(service: Service, graph: dict[str, Any]) -> Workflow:
-    """``graph`` validated against the service's catalogue (422 ``invalid_workflow``), as a
-    :class:`Workflow` whose hash and roles are computed once. A front end submits the same
-    few graphs again and again: one whose JSON encoding (and catalogue) was validated
-    before reuses that Workflow (~45 us of validation and roles per submission saved;
-    equal encodings are equal JSON values, so the answer is the same)."""
+def checked_workflow(
+    service: Service, graph: dict[str, Any], resolved: Collection[str] = ()
+) -> Workflow:
+    """``graph`` checked against the service's catalogue as ``run`` checks it before a
+    launch (classes, links, required inputs, and every literal's type, range and choices:
+    the pre-flight ComfyUI's own validation would otherwise do on a paid machine), as a
+    :class:`Workflow` whose hash and roles are computed once; 422 ``invalid_workflow``.
+    ``resolved``: the ``"NODE.INPUT"`` an asset was put in (a file name the catalogue's
+    choices cannot list: not checked as a value). A front end submits the same few graphs
+    again and again: one whose JSON encoding (and catalogue) was checked before reuses
+    that Workflow (~45 us of validation and roles per submission saved; equal encodings
+    are equal JSON values, so the answer is the same)."""
     catalog = service.catalog
     key = _encode(graph)
+    if resolved:
+        key += b"\0" + "\0".join(sorted(resolved)).encode()
     cache = service.checked_graphs
     found = cache.get(key)
     if found is not None and found[0] is catalog:
         return found[1]
     problems = validate_graph(graph, catalog, strict=catalog is not None)
+    if not problems:
+        problems = check_values(_without(graph, resolved), catalog)
     if problems:
-        raise _invalid(problems)
+        raise invalid_workflow(problems)
     workflow = Workflow(graph, "api")
     workflow.roles()  # computed now, once for every submission of the graph
     if len(key) <= CHECKED_GRAPH_BYTES:
@@ -293,6 +307,77 @@ def checked_workflow(service: Service, graph: dict[str, Any]) -> Workflow:
             del cache[next(iter(cache))]  # the oldest
         cache[key] = (catalog, workflow)
     return workflow
+
+
+def _without(graph: dict[str, Any], resolved: Collection[str]) -> dict[str, Any]:
+    """``graph`` without the inputs in ``resolved`` (``"NODE.INPUT"``)."""
+    if not resolved:
+        return graph
+    out = dict(graph)
+    for binding in resolved:
+        nid, _, name = binding.partition(".")
+        node = out[nid]
+        out[nid] = {**node, "inputs": {k: v for k, v in node["inputs"].items() if k != name}}
+    return out
+
+
+IMAGE_CHECKS: int = 1024
+"""Assets whose image check a service remembers (by content hash: bytes never change)."""
+
+
+def _takes_an_image(service: Service, node: Mapping[str, Any], name: str) -> bool:
+    """Whether input ``name`` of ``node`` is an image upload (LoadImage's ``image``)."""
+    cls = node.get("class_type")
+    catalog = service.catalog
+    spec = catalog.get(cls) if catalog is not None and isinstance(cls, str) else None
+    config = spec.configs.get(name) if spec is not None else None
+    if config is not None:
+        return config.image_upload
+    return cls in IMAGE_LOADER_CLASSES and name == "image"
+
+
+def _read_image_problem(path: Path) -> str | None:
+    """:func:`image_problem` of a stored blob (one over the upload limit is not read)."""
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        return f"{size} bytes is over ComfyUI's upload limit of {MAX_UPLOAD_BYTES} bytes"
+    return image_problem(path.read_bytes())
+
+
+async def check_input_images(
+    service: Service, graph: Mapping[str, Any], inputs: Mapping[str, str]
+) -> None:
+    """The assets put in an image-upload input (LoadImage's ``image``) must be images
+    ComfyUI's LoadImage reads, as ``run --image`` is checked (422 ``invalid_workflow``
+    naming the node and input). An asset whose bytes are gone is left to the submission
+    (422 ``missing_asset``)."""
+    assets = service.state.service.assets
+    cache = service.image_checks
+    problems: list[str] = []
+    for binding, asset_id in inputs.items():
+        nid, _, name = binding.partition(".")
+        node = graph[nid]
+        if not _takes_an_image(service, node, name):
+            continue
+        digest = assets[asset_id].hash
+        if digest in cache:
+            problem = cache[digest]
+        else:
+            path = service.blobs.path_of(digest)
+            if path is None:  # pragma: no cover - recorded hashes are well formed
+                continue
+            try:
+                problem = await trio.to_thread.run_sync(_read_image_problem, path)
+            except OSError:
+                continue
+            if len(cache) >= IMAGE_CHECKS:
+                del cache[next(iter(cache))]  # the oldest
+            cache[digest] = problem
+        if problem is not None:
+            cls = show(str(node.get("class_type")))
+            problems.append(f"node {show(nid)} ({cls}) input {name!r}: asset {asset_id}: {problem}")
+    if problems:
+        raise invalid_workflow(problems)
 
 
 MAX_LABELS: int = 16
@@ -333,18 +418,39 @@ def _check_extra_data(raw: Any) -> dict[str, Any] | None:
     return dict(raw)
 
 
+_INPUT_NAMED = re.compile(r"""^node \S+(?: \(.*?\))? input ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _field(line: str) -> str | None:
+    """The input a problem line names (``node 12 (Class) input 'x': ...``), if any."""
+    found = _INPUT_NAMED.match(line)
+    if found is None:
+        return None
+    try:
+        name = ast.literal_eval(found.group(1))
+    except (ValueError, SyntaxError):  # pragma: no cover - the pattern matches a repr
+        return None
+    return name if isinstance(name, str) else None
+
+
 def _node_errors(problems: tuple[str, ...] | list[str]) -> dict[str, list[dict[str, str]]]:
-    """Per-node details from our problem lines (``node 12 input 'x': ...``)."""
+    """Per-node details from our problem lines (``node 12 (Class) input 'x': ...``), in
+    the spec's shape: ``{node id: [{"field": input, "reason": line}]}`` (``field`` when
+    the line names an input)."""
     out: dict[str, list[dict[str, str]]] = {}
     for line in problems:
         if line.startswith("node "):
             head = line[5:]
             nid = head.split(" ", 1)[0].split(":", 1)[0]
-            out.setdefault(nid, []).append({"reason": line})
+            field = _field(line)
+            entry = {"reason": line} if field is None else {"field": field, "reason": line}
+            out.setdefault(nid, []).append(entry)
     return out
 
 
-def _invalid(problems: tuple[str, ...] | list[str]) -> ApiError:
+def invalid_workflow(problems: tuple[str, ...] | list[str]) -> ApiError:
+    """422 ``invalid_workflow``: the first problem (and how many more) as the message,
+    ``details.node_errors`` per node and every line in ``details.problems``."""
     first = problems[0] if problems else "invalid workflow"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return ApiError(
@@ -431,7 +537,8 @@ async def submit(request: Request) -> Response:
             "this is a UI-format workflow (nodes/links): export it with Save (API) instead",
         )
     graph, inputs = resolve_assets(service, graph)
-    workflow = checked_workflow(service, graph)
+    workflow = checked_workflow(service, graph, inputs)
+    await check_input_images(service, graph, inputs)
     # The input-image node's asset goes as the job's image; every other resolved input as
     # an extra input file: all are uploaded to the machine before the prompt.
     image: Path | None = None
@@ -466,7 +573,7 @@ async def submit(request: Request) -> Response:
             "this Idempotency-Key was used before: poll or list your jobs instead of resubmitting",
         ) from None
     except WorkflowError as exc:
-        raise _invalid(exc.problems) from None
+        raise invalid_workflow(exc.problems) from None
     except UsageError as exc:
         raise _refused_inputs(service, inputs, str(exc)) from None
     return JSONResponse(job_view(request, service, job_id), status_code=201)

@@ -90,9 +90,14 @@ async def test_post_conjure_job_applies_set_overrides(
             "invalid_request",
         ),
         (
-            {"image": ("s.png", b"PNG", "image/png")},
+            {"image": ("s.png", png(), "image/png")},
             {"prompt": PROMPT, "set": "not-a-binding"},
             "invalid_workflow",
+        ),
+        (
+            {"image": ("s.png", b"PNG", "image/png")},  # no image
+            {"prompt": PROMPT},
+            "invalid_request",
         ),
         (
             {"image": ("s.png", b"PNG", "image/png")},

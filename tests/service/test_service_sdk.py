@@ -262,14 +262,16 @@ async def test_failed_job_carries_the_node_error(
     sim_config: Any, tmp_path: Path, sdk: Callable[[str], Any]
 ) -> None:
     """A job that fails at run time ends failed with error {code, message, node_id,
-    class_type}; result() raises JobFailed."""
+    class_type}; result() raises JobFailed. (A PNG cut after its header: the pre-flight
+    reads the header only, ComfyUI's LoadImage fails to decode the rest.)"""
     from comfy_sdk.exceptions import JobFailed
 
+    cut = PNG[:64]
     async with serving(sim_config, tmp_path) as served:
 
         def use() -> Any:
             with sdk(served.url) as client:
-                client._low.post_assets(_stream(b"not a png"), "image/png", "heldout_broken.png")
+                client._low.post_assets(_stream(cut), "image/png", "heldout_broken.png")
                 job = client.submit(client.workflows.from_json(workflow("load_broken_file.json")))
                 with pytest.raises(JobFailed):
                     job.result()

@@ -1,0 +1,191 @@
+"""Pre-flight in ``serve``: a job ``run`` refuses before launching (a literal ComfyUI would
+refuse, an input image that is not an image) is refused at submission, for free, with
+nothing stored (no job, no claimed Idempotency-Key), on both job routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+from extras_support import open_extras_service, png
+from service_helpers import workflow
+
+from conjure_actors.actors.example import bundled_workflow
+from conjure_actors.domain.workflow import workflow_from_text
+
+PROMPT = "a carved wooden fox"
+NOT_AN_IMAGE = b"hello, not a picture\n"
+
+
+def _sampler() -> str:
+    wf = workflow_from_text(bundled_workflow().decode())
+    return next(n for n, node in wf.graph.items() if node["class_type"] == "KSampler")
+
+
+def _nothing_stored(service: Any) -> None:
+    assert not service.state.jobs
+    assert not service.state.service.api_jobs
+    assert not service.state.service.idempotency
+
+
+async def _upload(client: Any, data: bytes, name: str) -> dict[str, Any]:
+    r = await client.post(
+        "/api/v2/assets",
+        data={"content_type": "image/png", "file_path": name},
+        files={"file": (name, data, "image/png")},
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+# ----------------------------------------------------------------------- /api/conjure/jobs
+
+
+async def test_conjure_job_with_a_non_image_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`run --image notimg.png` is exit 2; the front end's call is 400 invalid_request
+    naming the 'image' field, and no machine is launched."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("s.png", NOT_AN_IMAGE, "image/png")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert "'image'" in error["message"]
+        assert "not an image" in error["message"]
+        _nothing_stored(run.service)
+        assert not run.service.state.machines
+
+
+async def test_conjure_job_with_a_bad_set_value_is_invalid_workflow(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`run --set N.steps=abc` is exit 2 ('expects an integer'): the front end's call is 422
+    invalid_workflow naming the sampler's input, and nothing is stored."""
+    sampler = _sampler()
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT, "set": [f"{sampler}.steps=abc"]},
+        )
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_workflow"
+        assert "expects an integer" in error["message"]
+        assert [e["field"] for e in error["details"]["node_errors"][sampler]] == ["steps"]
+        _nothing_stored(run.service)
+        assert not run.service.state.machines
+
+
+async def test_conjure_job_refused_by_preflight_does_not_claim_its_key(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The Idempotency-Key of a refused submission is not used up: the corrected one with
+    the same key is 201."""
+    headers = {"Idempotency-Key": "k-1"}
+    async with open_extras_service(tmp_path) as run:
+        bad = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("s.png", NOT_AN_IMAGE, "image/png")},
+            data={"prompt": PROMPT},
+            headers=headers,
+        )
+        good = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("s.png", png(), "image/png")},
+            data={"prompt": PROMPT},
+            headers=headers,
+        )
+    assert bad.status_code == 400
+    assert good.status_code == 201, good.text
+
+
+# --------------------------------------------------------------------------- /api/v2/jobs
+
+
+async def test_v2_job_with_a_literal_of_the_wrong_type_is_invalid_workflow(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """EmptyImage width "abc": 422 invalid_workflow, node_errors in the spec's shape
+    ({node id: [{field, reason}]}), nothing stored."""
+    graph = workflow("invert_save.json")
+    graph["1"]["inputs"]["width"] = "abc"
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_workflow"
+        (entry,) = error["details"]["node_errors"]["1"]
+        assert entry["field"] == "width"
+        assert "expects an integer" in entry["reason"]
+        _nothing_stored(run.service)
+
+
+async def test_v2_job_with_a_value_out_of_range_is_invalid_workflow(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """EmptyImage width 0 (ComfyUI's min is 1): 422, as ComfyUI would refuse it."""
+    graph = workflow("invert_save.json")
+    graph["1"]["inputs"]["width"] = 0
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        assert "below the minimum" in r.json()["error"]["message"]
+        _nothing_stored(run.service)
+
+
+async def test_v2_job_whose_load_image_asset_is_not_an_image_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A core/ASSET in LoadImage whose bytes are no image: 422 invalid_workflow naming the
+    node and input; no job, the key not claimed (the asset itself stays: it was stored by
+    its own upload)."""
+    graph = workflow("load_scale_blur_save.json")
+    headers = {"Idempotency-Key": "k-2"}
+    async with open_extras_service(tmp_path) as run:
+        asset = await _upload(run.client, NOT_AN_IMAGE, "bad.png")
+        graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": asset["id"]}}
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph}, headers=headers)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_workflow"
+        (entry,) = error["details"]["node_errors"]["10"]
+        assert entry["field"] == "image"
+        assert "not an image" in entry["reason"]
+        assert asset["id"] in entry["reason"]
+        _nothing_stored(run.service)
+        good = await _upload(run.client, png(), "good.png")
+        graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": good["id"]}}
+        ok = await run.client.post("/api/v2/jobs", json={"workflow": graph}, headers=headers)
+        assert ok.status_code == 201, ok.text
+
+
+async def test_v2_job_naming_a_non_image_asset_by_file_name_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A LoadImage filename that resolves to an asset whose bytes are no image: 422."""
+    graph = workflow("load_scale_blur_save.json")
+    async with open_extras_service(tmp_path) as run:
+        await _upload(run.client, NOT_AN_IMAGE, graph["10"]["inputs"]["image"])
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        assert "10" in r.json()["error"]["details"]["node_errors"]
+        _nothing_stored(run.service)
+
+
+async def test_v2_job_over_an_image_asset_is_accepted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The check refuses only what is wrong: a PNG asset in LoadImage is 201."""
+    graph = workflow("load_scale_blur_save.json")
+    async with open_extras_service(tmp_path) as run:
+        await _upload(run.client, png(), graph["10"]["inputs"]["image"])
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 201, r.text
