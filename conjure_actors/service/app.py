@@ -120,6 +120,11 @@ class Service:
         # Input-image checks of assets: content hash -> the problem (None: an image); see
         # v2_jobs.check_input_images (bounded there).
         self.image_checks: dict[str, str | None] = {}
+        # Bundled workflows of /api/conjure/jobs: name -> (the catalogue, the Workflow, the
+        # problems of its graph and of its literals against it); see extras._bundled_checked.
+        self.bundled_checks: dict[
+            str, tuple[Catalog | None, Workflow, tuple[str, ...], tuple[str, ...]]
+        ] = {}
         self.stopping = trio.Event()
         # Submissions between the queue check and their JobSubmitted: counted so that
         # concurrent requests cannot overshoot max_queue (flow control, not state).

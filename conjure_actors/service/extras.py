@@ -44,9 +44,15 @@ from conjure_actors.clients.comfyui import origin_of
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import PriceTableError, WorkflowError
-from conjure_actors.domain.preflight import image_problem, preflight
+from conjure_actors.domain.preflight import check_values, image_problem
 from conjure_actors.domain.prices import MICROS_PER_USD, estimate_job_cost
-from conjure_actors.domain.workflow import Workflow, workflow_from_text
+from conjure_actors.domain.workflow import (
+    Workflow,
+    apply_bindings,
+    bindings_for,
+    validate_graph,
+    workflow_from_text,
+)
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request
@@ -410,9 +416,9 @@ async def post_job(request: Request) -> Response:
         raise invalid_request("'set' fields are text: NODE.INPUT=VALUE")
     if workflow_field is not None and not isinstance(workflow_field, str):
         raise invalid_request("'workflow' is the name of a bundled workflow")
-    name = _bundled_name(workflow_field)
-    workflow = workflow_from_text(bundled_workflow(name).decode(), name=name)
-    _preflight(service, workflow, image, prompt, [str(s) for s in sets])
+    workflow = _preflight(
+        service, _bundled_name(workflow_field), image, prompt, [str(s) for s in sets]
+    )
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise invalid_request("Idempotency-Key must be 1 to 255 characters")
@@ -437,21 +443,51 @@ async def post_job(request: Request) -> Response:
     return JSONResponse(job_view(request, service, job_id), status_code=201)
 
 
-def _preflight(
-    service: Service, workflow: Workflow, image: bytes, prompt: str, sets: list[str]
-) -> None:
-    """What ``run`` checks before it launches anything, before anything is stored: the
-    image (400 ``invalid_request``: not an image LoadImage reads), then the bindings and
-    every literal of the graph they make against the service's catalogue (422
-    ``invalid_workflow``: a value ComfyUI would refuse on a paid machine)."""
+def _bundled_checked(
+    service: Service, name: str
+) -> tuple[Workflow, tuple[str, ...], tuple[str, ...]]:
+    """Bundled workflow ``name`` and what the service's catalogue finds wrong in it as it
+    is: its graph (classes, links, required inputs) and its literals; once per catalogue
+    (the graph never changes)."""
+    catalog = service.catalog
+    found = service.bundled_checks.get(name)
+    if found is not None and found[0] is catalog:
+        return found[1], found[2], found[3]
+    workflow = workflow_from_text(bundled_workflow(name).decode(), name=name)
+    graph = tuple(validate_graph(workflow.graph, catalog, strict=catalog is not None))
+    values = tuple(check_values(workflow.graph, catalog))
+    workflow.roles()  # computed now, once for every submission of the workflow
+    service.bundled_checks[name] = (catalog, workflow, graph, values)
+    return workflow, graph, values
+
+
+def _preflight(service: Service, name: str, image: bytes, prompt: str, sets: list[str]) -> Workflow:
+    """What ``run`` checks before it launches anything (``check_before_launch``), before
+    anything is stored: the image (400 ``invalid_request``: not an image LoadImage reads),
+    then the graph, the bindings (prompt, ``set``) and every literal of the graph they
+    make, against the service's catalogue (422 ``invalid_workflow``: what ComfyUI would
+    refuse on a paid machine). The bundled graph is checked once; a submission checks
+    the nodes it binds (all of them when the graph's own literals are not clean: a
+    ``set`` may mend one)."""
     problem = image_problem(image)
     if problem is not None:
         raise invalid_request(f"'image': {problem}")
+    workflow, problems, values = _bundled_checked(service, name)
     catalog = service.catalog
     try:
-        preflight(workflow, catalog=catalog, strict=catalog is not None, prompt=prompt, sets=sets)
+        bindings = bindings_for(
+            workflow, prompt=prompt, sets=sets, catalog=catalog, strict=catalog is not None
+        )
     except WorkflowError as exc:
-        raise invalid_workflow(exc.problems) from None
+        raise invalid_workflow([*problems, *exc.problems]) from None
+    graph = workflow.graph
+    bound = apply_bindings(graph, bindings)  # copy-on-write: a bound node is a new object
+    if not values:
+        bound = {nid: node for nid, node in bound.items() if node is not graph.get(nid)}
+    found = [*problems, *(p for p in check_values(bound, catalog) if p not in problems)]
+    if found:
+        raise invalid_workflow(found)
+    return workflow
 
 
 # ----------------------------------------------------------------------------- specs

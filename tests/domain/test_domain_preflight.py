@@ -229,6 +229,46 @@ def test_value_problems_of_any_graph_are_one_line(graph: dict[str, Any]) -> None
         assert problem.splitlines() == [problem], problem
 
 
+@given(
+    st.dictionaries(
+        st.text(alphabet="0123456789ab", min_size=1, max_size=3),
+        st.fixed_dictionaries(
+            {
+                "class_type": st.just("EmptyImage"),
+                "inputs": st.fixed_dictionaries(
+                    {
+                        "width": st.integers(-2, 3) | st.text(max_size=2),
+                        "height": st.integers(-2, 3),
+                    }
+                ),
+            }
+        ),
+        max_size=6,
+    )
+)
+def test_value_problems_come_in_node_order_then_input_order(graph: dict[str, Any]) -> None:
+    """The problems of a graph are those of its nodes one by one, nodes in id order
+    (numeric ids numerically), each node's in its inputs' order."""
+    from conjure_actors.domain.workflow import node_sort_key
+
+    one_by_one = [
+        problem
+        for nid in sorted(graph, key=node_sort_key)
+        for problem in check_values({nid: graph[nid]}, CATALOG)
+    ]
+    assert check_values(graph, CATALOG) == one_by_one
+
+
+def test_image_problem_says_what_check_image_says_without_the_flag() -> None:
+    """image_problem is check_image's reason, for callers that name the file their way."""
+    from conjure_actors.domain.preflight import image_problem
+
+    assert image_problem(example_sketch_png()) is None
+    for data in (b"", b"hello", _image("PNG", (7, 5))[:20]):
+        (line,) = check_image(data, name="x.png")
+        assert line == f"--image x.png: {image_problem(data)}"
+
+
 def test_check_prompt_names_the_first_refused_node_and_its_class() -> None:
     """A prompt with a class the target lacks: refused, naming that node and its class."""
     from conjure_actors.domain.preflight import check_prompt

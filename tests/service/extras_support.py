@@ -60,11 +60,13 @@ async def open_extras_service(
     config: Config | None = None,
     wrap_http: Any = None,
     comfy: ComfyTimings | None = None,
+    catalog: Any = None,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
     ``wrap_http``: ``transport -> transport`` around the cloud's (to record requests);
-    ``comfy``: the simulated nodes' timings."""
+    ``comfy``: the simulated nodes' timings; ``catalog``: the node catalogue submissions
+    are checked against (default: the simulator's)."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5),
@@ -93,6 +95,7 @@ async def open_extras_service(
                 journal=journal,
                 data_dir=tmp_path / "blobs",
                 settings=settings,
+                catalog=catalog,
                 http=wrap_http(cloud.http_transport()) if wrap_http else cloud.http_transport(),
                 ws_connect=cloud.ws_connect,
                 wall=wall,

@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from extras_support import open_extras_service, png
 from service_helpers import workflow
 
 from conjure_actors.actors.example import bundled_workflow
-from conjure_actors.domain.workflow import workflow_from_text
+from conjure_actors.domain.workflow import Catalog, workflow_from_text
+from conjure_actors.sim.catalog import node_catalog
 
 PROMPT = "a carved wooden fox"
 NOT_AN_IMAGE = b"hello, not a picture\n"
@@ -21,6 +23,19 @@ NOT_AN_IMAGE = b"hello, not a picture\n"
 def _sampler() -> str:
     wf = workflow_from_text(bundled_workflow().decode())
     return next(n for n, node in wf.graph.items() if node["class_type"] == "KSampler")
+
+
+def _without_choice(cls: str, name: str, value: str) -> Catalog:
+    """The simulator's catalogue where input ``name`` of ``cls`` no longer offers ``value``
+    (a server without that sampler, model file...)."""
+    catalog = dict(node_catalog())
+    spec = catalog[cls]
+    config = spec.configs[name]
+    assert config.choices is not None
+    assert value in config.choices
+    narrowed = attrs.evolve(config, choices=tuple(c for c in config.choices if c != value))
+    catalog[cls] = attrs.evolve(spec, configs={**spec.configs, name: narrowed})
+    return catalog
 
 
 def _nothing_stored(service: Any) -> None:
@@ -107,6 +122,48 @@ async def test_conjure_job_refused_by_preflight_does_not_claim_its_key(
     assert good.status_code == 201, good.text
 
 
+async def test_conjure_job_over_a_literal_the_server_lacks_is_refused_unless_set(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bundled workflow whose own literal the catalogue refuses (its samplers' sampler is
+    not one the server offers): 422 naming each; a `set` of one it offers mends it (201)."""
+    graph = workflow_from_text(bundled_workflow().decode()).graph
+    samplers = sorted(n for n, node in graph.items() if node["class_type"] == "KSampler")
+    name = graph[samplers[0]]["inputs"]["sampler_name"]
+    catalog = _without_choice("KSampler", "sampler_name", name)
+    other = next(c for c in catalog["KSampler"].configs["sampler_name"].choices or ())
+    image = {"image": ("sketch.png", png(), "image/png")}
+    async with open_extras_service(tmp_path, catalog=catalog) as run:
+        refused = await run.client.post("/api/conjure/jobs", files=image, data={"prompt": PROMPT})
+        assert refused.status_code == 422, refused.text
+        node_errors = refused.json()["error"]["details"]["node_errors"]
+        assert sorted(node_errors) == samplers
+        assert [e["field"] for e in node_errors[samplers[0]]] == ["sampler_name"]
+        _nothing_stored(run.service)
+        mended = await run.client.post(
+            "/api/conjure/jobs",
+            files=image,
+            data={"prompt": PROMPT, "set": [f"{n}.sampler_name={other}" for n in samplers]},
+        )
+        assert mended.status_code == 201, mended.text
+
+
+async def test_conjure_job_checks_against_the_catalogue_the_service_has_now(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The bundled graph's check is kept per catalogue: a catalogue learned later (RunComfy's
+    first machine) that refuses a literal refuses the next submission."""
+    sampler = _sampler()
+    name = workflow_from_text(bundled_workflow().decode()).graph[sampler]["inputs"]["sampler_name"]
+    image = {"image": ("sketch.png", png(), "image/png")}
+    async with open_extras_service(tmp_path) as run:
+        first = await run.client.post("/api/conjure/jobs", files=image, data={"prompt": PROMPT})
+        assert first.status_code == 201, first.text
+        run.service._catalog = _without_choice("KSampler", "sampler_name", name)
+        second = await run.client.post("/api/conjure/jobs", files=image, data={"prompt": PROMPT})
+        assert second.status_code == 422, second.text
+
+
 # --------------------------------------------------------------------------- /api/v2/jobs
 
 
@@ -160,6 +217,8 @@ async def test_v2_job_whose_load_image_asset_is_not_an_image_is_refused(
         assert entry["field"] == "image"
         assert "not an image" in entry["reason"]
         assert asset["id"] in entry["reason"]
+        again = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert again.status_code == 422, "the asset's check is remembered, not forgotten"
         _nothing_stored(run.service)
         good = await _upload(run.client, png(), "good.png")
         graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": good["id"]}}
