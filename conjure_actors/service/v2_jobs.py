@@ -31,7 +31,12 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import WorkflowError
-from conjure_actors.domain.preflight import MAX_UPLOAD_BYTES, check_values, image_problem
+from conjure_actors.domain.preflight import (
+    MAX_UPLOAD_BYTES,
+    check_values,
+    image_info,
+    image_problem,
+)
 from conjure_actors.domain.workflow import (
     IMAGE_LOADER_CLASSES,
     Workflow,
@@ -336,12 +341,23 @@ def _takes_an_image(service: Service, node: Mapping[str, Any], name: str) -> boo
     return cls in IMAGE_LOADER_CLASSES and name == "image"
 
 
+IMAGE_HEAD_BYTES: int = 64 * 1024
+"""What is read of an asset to find its image header (all of it for a JPEG whose frame
+header comes later, after large metadata segments)."""
+
+
 def _read_image_problem(path: Path) -> str | None:
-    """:func:`image_problem` of a stored blob (one over the upload limit is not read)."""
-    size = path.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        return f"{size} bytes is over ComfyUI's upload limit of {MAX_UPLOAD_BYTES} bytes"
-    return image_problem(path.read_bytes())
+    """:func:`image_problem` of a stored blob, from its header: a blob over the upload
+    limit is not read, a large one only its first :data:`IMAGE_HEAD_BYTES` (all a PNG,
+    WebP, GIF or BMP header needs)."""
+    with path.open("rb") as blob:
+        size = os.fstat(blob.fileno()).st_size
+        if size > MAX_UPLOAD_BYTES:
+            return f"{size} bytes is over ComfyUI's upload limit of {MAX_UPLOAD_BYTES} bytes"
+        data = blob.read(IMAGE_HEAD_BYTES)
+        if len(data) < size and data.startswith(b"\xff\xd8") and image_info(data) is None:
+            data += blob.read()
+    return image_problem(data)
 
 
 async def check_input_images(

@@ -248,3 +248,54 @@ async def test_v2_job_over_an_image_asset_is_accepted(
         await _upload(run.client, png(), graph["10"]["inputs"]["image"])
         r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
         assert r.status_code == 201, r.text
+
+
+def _noise_png(side: int) -> bytes:
+    import io
+    import random
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    noise = random.Random(1).randbytes(side * side * 3)
+    Image.frombytes("RGB", (side, side), noise).save(out, "PNG")
+    return out.getvalue()
+
+
+def _jpeg_with_a_large_profile() -> bytes:
+    """A JPEG whose frame header (its size) comes after ~200 KB of ICC profile segments."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (9, 7)).save(out, "JPEG", icc_profile=bytes(200_000))
+    return out.getvalue()
+
+
+async def test_v2_job_over_large_image_assets_is_accepted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Images larger than the header read: a 300x300 noise PNG (~270 KB), and a JPEG whose
+    frame header comes after 200 KB of metadata (read to the end to find it): both 201."""
+    graph = workflow("load_scale_blur_save.json")
+    async with open_extras_service(tmp_path) as run:
+        for data in (_noise_png(300), _jpeg_with_a_large_profile()):
+            assert len(data) > 200_000
+            asset = await _upload(run.client, data, "big.img")
+            graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": asset["id"]}}
+            r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            assert r.status_code == 201, r.text
+
+
+async def test_v2_job_over_a_truncated_large_jpeg_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A JPEG cut inside its metadata (no frame header at all): 422, as `run` refuses it."""
+    graph = workflow("load_scale_blur_save.json")
+    async with open_extras_service(tmp_path) as run:
+        asset = await _upload(run.client, _jpeg_with_a_large_profile()[:150_000], "cut.jpg")
+        graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": asset["id"]}}
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        _nothing_stored(run.service)
