@@ -434,33 +434,42 @@ def _check_extra_data(raw: Any) -> dict[str, Any] | None:
     return dict(raw)
 
 
-_INPUT_NAMED = re.compile(r"""^node \S+(?: \(.*?\))? input ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_QUOTED = r"'(?:[^'\\]|\\.)*'" "|" r'"(?:[^"\\]|\\.)*"'
+_PROBLEM_OF = re.compile(
+    rf"^node (?P<node>{_QUOTED}|.+?)(?=:| \(| input |$)(?: \(.*?\))?"
+    rf"(?: input (?P<input>{_QUOTED}))?"
+)
+"""``node ID (CLASS) input NAME: ...``: an id or name that is not plain printable text is
+shown quoted like ``repr`` (:func:`~conjure_actors.domain.workflow.show`); a plain one
+may hold spaces (it ends where the class, the input or the colon begins)."""
 
 
-def _field(line: str) -> str | None:
-    """The input a problem line names (``node 12 (Class) input 'x': ...``), if any."""
-    found = _INPUT_NAMED.match(line)
-    if found is None:
-        return None
+def _unquoted(text: str) -> str | None:
+    if text[:1] not in ("'", '"'):
+        return text
     try:
-        name = ast.literal_eval(found.group(1))
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):  # pragma: no cover - the pattern matches a repr
         return None
-    return name if isinstance(name, str) else None
+    return value if isinstance(value, str) else None
 
 
 def _node_errors(problems: tuple[str, ...] | list[str]) -> dict[str, list[dict[str, str]]]:
     """Per-node details from our problem lines (``node 12 (Class) input 'x': ...``), in
     the spec's shape: ``{node id: [{"field": input, "reason": line}]}`` (``field`` when
-    the line names an input)."""
+    the line names an input; the node id as the graph has it, even when shown quoted)."""
     out: dict[str, list[dict[str, str]]] = {}
     for line in problems:
-        if line.startswith("node "):
-            head = line[5:]
-            nid = head.split(" ", 1)[0].split(":", 1)[0]
-            field = _field(line)
-            entry = {"reason": line} if field is None else {"field": field, "reason": line}
-            out.setdefault(nid, []).append(entry)
+        found = _PROBLEM_OF.match(line)
+        if found is None:
+            continue
+        nid = _unquoted(found.group("node"))
+        if nid is None:  # pragma: no cover - the pattern matches a repr
+            continue
+        name = found.group("input")
+        field = _unquoted(name) if name is not None else None
+        entry = {"reason": line} if field is None else {"field": field, "reason": line}
+        out.setdefault(nid, []).append(entry)
     return out
 
 

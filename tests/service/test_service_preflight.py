@@ -185,6 +185,25 @@ async def test_v2_job_with_a_literal_of_the_wrong_type_is_invalid_workflow(
         _nothing_stored(run.service)
 
 
+async def test_v2_node_errors_name_a_node_by_its_own_id_even_when_shown_quoted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A node id with a space (and an input name with a quote) is shown quoted in the
+    message; node_errors is keyed by the id itself, and field is the input's name."""
+    graph = workflow("invert_save.json")
+    node = graph.pop("1")
+    node["inputs"]["width"] = "abc"
+    graph["the source"] = node
+    graph["2"]["inputs"]["image"] = ["the source", 0]
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        node_errors = r.json()["error"]["details"]["node_errors"]
+        assert list(node_errors) == ["the source"]
+        assert [e["field"] for e in node_errors["the source"]] == ["width"]
+        _nothing_stored(run.service)
+
+
 async def test_v2_job_with_a_value_out_of_range_is_invalid_workflow(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
