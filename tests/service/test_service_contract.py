@@ -250,6 +250,49 @@ def test_any_list_query_is_typed(http: httpx.Client, params: list[tuple[str, str
         assert isinstance(answer.json()["jobs"], list)
 
 
+def _sketch() -> bytes:
+    from conjure_actors.actors.example import example_sketch_png
+
+    return example_sketch_png()
+
+
+_SAMPLER_SETS = st.builds(
+    "{}.{}={}".format,
+    st.sampled_from(["20", "44", "16", "99"]),
+    st.sampled_from(["steps", "cfg", "seed", "sampler_name", "denoise", "model", "nope"]),
+    st.sampled_from(["20", "-1", "abc", "1e400", "euler", "true", "[1, 0]", "3.5", ""]),
+)
+
+
+@SETTINGS
+@given(
+    image=st.binary(max_size=64) | st.just(b"") | st.builds(_sketch),
+    cut=st.none() | st.integers(0, 600),
+    prompt=ascii_text,
+    sets=st.lists(_SAMPLER_SETS | ascii_text, max_size=3),
+)
+def test_conjure_job_is_a_job_or_a_typed_error_and_never_over_a_non_image(
+    http: httpx.Client, image: bytes, cut: int | None, prompt: str, sets: list[str]
+) -> None:
+    """POST /api/conjure/jobs with any image bytes, prompt and sets: 201 or a typed 4xx;
+    a 201 only over bytes the pre-flight reads as an image, which a blank prompt or bytes
+    it does not read as one never get."""
+    from conjure_actors.domain.preflight import image_problem
+
+    data = image if cut is None else image[:cut]
+    answer = http.post(
+        "/api/conjure/jobs",
+        files={"image": ("s.png", data, "image/png")},
+        data={"prompt": prompt, "set": sets},
+    )
+    _typed(answer)
+    if answer.status_code == 201:
+        assert image_problem(data) is None
+        assert prompt.strip()
+    elif data and prompt.strip() and image_problem(data) is not None:
+        assert answer.status_code == 400, answer.text
+
+
 def test_events_of_a_finished_job_end_after_the_terminal_status(http: httpx.Client) -> None:
     """The SSE stream of a job ends after its terminal status event."""
     graph = json.loads(
