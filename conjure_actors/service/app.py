@@ -197,6 +197,14 @@ class Service:
         """Jobs queued or running (O(1): see :class:`JobIndex`)."""
         return len(self.index.active)
 
+    def job_of_key(self, key: str) -> str | None:
+        """The job a submission's ``Idempotency-Key`` made, while the API still serves it
+        (a scan: only a refused reuse asks, and a job's key is in its ``ApiJobAccepted``)."""
+        for api in self.state.service.api_jobs.values():
+            if api.idempotency_key == key and not api.expired:
+                return api.job_id
+        return None
+
     async def submit_job(
         self,
         workflow: Workflow,

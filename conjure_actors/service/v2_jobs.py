@@ -592,6 +592,18 @@ async def submit(request: Request) -> Response:
             checked=True,  # checked_workflow above, against the service's catalogue
         )
     except KeyReusedError:
+        # Single use, no replay (the spec): the key's first submission may have been
+        # accepted though its answer never reached the client (a 5xx, a lost connection),
+        # so the refusal names the job it made, which the client then polls.
+        made = service.job_of_key(key) if key is not None else None
+        if made is not None:
+            raise ApiError(
+                422,
+                "idempotency_key_reuse",
+                f"this Idempotency-Key was used before, by the submission of job {made}:"
+                " poll it instead of resubmitting",
+                details={"job_id": made, "url": f"/api/v2/jobs/{made}"},
+            ) from None
         raise ApiError(
             422,
             "idempotency_key_reuse",

@@ -134,6 +134,25 @@ async def test_reused_idempotency_key_is_refused(sim_config: Any, tmp_path: Path
         assert len(served.service.state.jobs) == 1
 
 
+async def test_a_reused_job_key_is_refused_naming_the_job_it_made(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """A submission sent again with its key (its answer was lost) is refused (single use, no
+    replay) with the job the first one made in the details, which the client then polls."""
+    body = {"workflow": workflow("invert_save.json")}
+    headers = {"Idempotency-Key": "key-lost-answer"}
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+        first = await _post_job(http, served.url, json=body, headers=headers)
+        second = await _post_job(http, served.url, json=body, headers=headers)
+        assert first.status_code == 201, first.text
+        details = second.json()["error"]["details"]
+        polled = await http.get(served.url + details["url"])
+    assert second.status_code == 422
+    assert details["job_id"] == first.json()["id"]
+    assert polled.status_code == 200
+    assert polled.json()["id"] == first.json()["id"]
+
+
 async def test_key_of_a_refused_submission_stays_free(sim_config: Any, tmp_path: Path) -> None:
     """A submission refused by validation does not claim its key: a fixed retry proceeds."""
     bad = workflow("invert_save.json")
