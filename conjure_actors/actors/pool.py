@@ -1582,7 +1582,12 @@ class MachineActor(Actor):
         watch = self.pool.late[prompt_id]
         live = self.pool.live.get(watch.server_id)
         if live is None or live.client is None or live.lost.is_set():
-            del self.pool.late[prompt_id]
+            if watch.was is None:
+                del self.pool.late[prompt_id]
+            else:
+                # A restart after the watch stopped the prompt, and its machine went before
+                # a lookup confirmed it: the stop is logged, as sent, not confirmed.
+                self.start_soon(self._tell, LateWatchEnded(prompt_id), name="machine-late-end")
             return
         self.start_soon(
             self._late_watch_child,

@@ -101,3 +101,36 @@ async def test_a_prompt_still_running_long_after_its_interrupt_is_logged_unconfi
     assert ended_at >= 20.0 + pool_mod.LATE_PROMPT_CONFIRM
     (stopped,) = host.emitted
     assert (stopped.was, stopped.confirmed) == ("running", False)
+
+
+async def test_a_stop_left_unconfirmed_by_a_restart_on_a_machine_gone_is_still_logged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The MachineActor restarts after its watch interrupted the prompt and before a lookup
+    confirmed it; the machine went meanwhile, so the watch cannot resume: the stop is
+    logged (sent, not confirmed), not dropped with the watch."""
+    host = WatchHost()
+    host.pool.live = {}  # the machine is gone
+    watch = pool_mod._LateWatch("s1", "j1", trio.current_time() + 900.0, was="running")
+    host.pool.late[PROMPT] = watch
+    async with trio.open_nursery() as nursery:
+        host.start_soon = lambda fn, *args, name=None: nursery.start_soon(fn, *args)
+        pool_mod.MachineActor._start_late_watch(host, PROMPT)  # type: ignore[arg-type]
+    ((_, ended),) = host.told
+    await pool_mod.MachineActor._on_late_watch_ended(host, ended)  # type: ignore[arg-type]
+    (stopped,) = host.emitted
+    assert (stopped.prompt_id, stopped.was, stopped.confirmed) == (PROMPT, "running", False)
+    assert host.pool.late == {}
+
+
+async def test_a_watch_that_stopped_nothing_ends_silently_with_its_machine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A restart finds a watch that stopped nothing on a machine now gone: it is dropped,
+    nothing is logged."""
+    host = WatchHost()
+    host.pool.live = {}
+    host.pool.late[PROMPT] = pool_mod._LateWatch("s1", "j1", trio.current_time() + 900.0)
+    pool_mod.MachineActor._start_late_watch(host, PROMPT)  # type: ignore[arg-type]
+    assert host.pool.late == {}
+    assert host.told == []
