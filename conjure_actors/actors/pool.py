@@ -2178,11 +2178,27 @@ class MachineActor(Actor):
         rc = self.ctx.runcomfy
         state = self.ctx.state
         doubtful = policy.paid_machines(state)
-        if rc is None or (not doubtful and not state.launch_requests):
+        if rc is None or (
+            not doubtful and not state.launch_requests and not self._stopped_in_lease()
+        ):
             reply.set(None)
             return
         self._reconciling = True
         self.start_soon(self._reconcile_child, reply, name="machine-reconcile")
+
+    def _stopped_in_lease(self) -> list[Any]:
+        """Machines the log says stopped whose lease had not ended yet: if a DELETE's 200
+        did not take, RunComfy still bills them (it stops a machine at its lease's end)."""
+        now = self.ctx.now()
+        lease = self.cfg.lease_seconds
+        return [
+            m
+            for m in self.ctx.state.machines.values()
+            if m.kind == "runcomfy"
+            and m.status == M_STOPPED
+            and m.stopped_at is not None
+            and (m.estimated_stopping_at or m.stopped_at + lease) > now
+        ]
 
     async def _reconcile_child(self, reply: Reply[None]) -> None:
         try:
@@ -2220,6 +2236,18 @@ class MachineActor(Actor):
             )
             if stopping:
                 await self._stop(m.server_id, m.stop_reason or "resume")
+        # A machine the log says stopped but listed up: its DELETE answered 200 and did not
+        # take, and the run went down before a listing could see it (the recheck is not in
+        # the log). It bills on: recheck it as a stop's 200 is rechecked (DELETE it again,
+        # and extend its bill to that answer).
+        tnow = trio.current_time()
+        for m in self._stopped_in_lease():
+            s = by_id.get(m.server_id)
+            if s is not None and s.status not in policy.GONE_STATUSES:
+                self.pool.recheck[m.server_id] = tnow + STOP_RECHECK
+                self.pool.unconfirmed.add(m.server_id)
+        if self.pool.recheck:
+            await self._recheck_stopped(by_id)
         await self._adopt_unknown(msg.servers)
         msg.reply.set(None)
         if self._poll_queued:

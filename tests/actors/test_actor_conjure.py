@@ -382,3 +382,41 @@ async def test_concurrent_first_submissions_of_a_workflow_register_it_once(
         registered = [r for r in log.records() if type(r.event).__name__ == "WorkflowRegistered"]
         assert len(submitted) == 5
         assert len(registered) == 1
+
+
+async def test_a_machine_still_up_after_its_stop_at_a_crash_is_stopped_again_on_resume(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run goes down right after a DELETE answered 200 that did not take (the machine
+    still Ready, billing; the log says stopped): the resume finds it listed up, stops it
+    again and bills it to that stop, so nothing is left billing and the ledger is exact."""
+    from conjure_actors.clients.runcomfy import RunComfyClient
+
+    real_stop = RunComfyClient.stop
+
+    async def does_not_take(client: RunComfyClient, server_id: str, **kwargs: Any) -> Any:
+        return await client.status(server_id)  # 200 with the server, which runs on
+
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud, idle_timeout=30.0, lease_seconds=3600.0)
+
+        async def until_stopped(conjure: Any) -> None:
+            job = await conjure.submit(_graph(), image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[job].status == "succeeded")
+                await wait_for(
+                    conjure, lambda s: any(m.status == "stopped" for m in s.machines.values())
+                )
+
+        monkeypatch.setattr(RunComfyClient, "stop", does_not_take)
+        await crash_when(cloud, log, tmp_path, config, wall, until_stopped)
+        monkeypatch.setattr(RunComfyClient, "stop", real_stop)
+        assert cloud.running() != []  # the crashed run's machine bills on
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            await trio.sleep(60)
+            state = conjure.state
+        assert cloud.running() == []
+        assert _ledger(state) == _bills(cloud)
