@@ -17,6 +17,7 @@ Environment variables: ``RUNCOMFY_USER_ID``, ``RUNCOMFY_API_TOKEN``,
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from conjure_actors.domain.prices import MAX_BUDGET_USD
 from conjure_actors.errors import ConfigError
 
 DEFAULT_CONFIG_FILE: Final = "conjure.toml"
@@ -55,21 +57,91 @@ class Secret:
 # Validators name their field in the message ("max_machines: must be > 0, got 0"); the
 # error formatter below joins it to the section's path.
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    _not_nan(attribute, value)
+    _finite(attribute, value)
     if value <= 0:
         raise ValueError(f"{attribute.name}: must be > 0, got {value!r}")
 
 
-def _not_nan(attribute: attrs.Attribute[Any], value: float) -> None:
-    # NaN passes every comparison's "else": `nan <= 0` is False. Say it is not a number.
-    if value != value:
-        raise ValueError(f"{attribute.name}: must be a number, got {value!r}")
+def _finite(attribute: attrs.Attribute[Any], value: float) -> None:
+    # NaN passes every comparison's "else" (`nan <= 0` is False) and infinity every lower
+    # bound; either would crash an actor later (a deadline, a lease's cost in integer
+    # micros), far from the setting: refuse them here, naming it.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{attribute.name}: must be a finite number, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    _not_nan(attribute, value)
+    _finite(attribute, value)
     if value < 0:
         raise ValueError(f"{attribute.name}: must be >= 0, got {value!r}")
+
+
+def _at_most(limit: float, what: str = "") -> Any:
+    """A cap on a setting (beyond it, a typo whose result would not fit an event's integer
+    or a deadline); ``what`` says the limit in words."""
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+        if value > limit:
+            said = f" ({what})" if what else ""
+            raise ValueError(f"{attribute.name}: must be at most {limit:g}{said}, got {value!r}")
+
+    return check
+
+
+MAX_LEASE_SECONDS: Final = 86400.0
+"""The longest lease (``pool.lease_seconds``): a day, renewed while work remains."""
+MAX_SECONDS: Final = 30 * 86400.0
+"""The longest of every other duration setting (30 days)."""
+
+_SECONDS: Final = (_at_most(MAX_SECONDS, "30 days"),)
+
+
+def _seconds(positive: bool = True) -> list[Any]:
+    """A duration setting's validators: finite, > 0 (or >= 0), at most :data:`MAX_SECONDS`."""
+    return [_positive if positive else _non_negative, *_SECONDS]
+
+
+MAX_RETRY_FACTOR: Final = 10.0
+MAX_RETRY_ATTEMPTS: Final = 100
+"""Caps on the retry schedule (``initial * factor ** (attempt - 1)`` must stay a float)."""
+MAX_PRELAUNCH_FACTOR: Final = 100.0
+
+# The environment variable each credential setting comes from (said with its error).
+_CREDENTIAL_VARIABLES: Final = {
+    "user_id": "RUNCOMFY_USER_ID",
+    "api_token": "RUNCOMFY_API_TOKEN",
+    "base_url": "RUNCOMFY_API_BASE_URL",
+}
+
+
+def _header_safe(attribute: attrs.Attribute[Any], value: str) -> None:
+    """A credential goes into every request's headers (or path): printable ASCII without
+    whitespace. A pasted token often ends in a newline; never echo the value (a token)."""
+    if value and not all("!" <= c <= "~" for c in value):
+        raise ValueError(
+            f"{attribute.name}: holds whitespace or a character that is not printable ASCII"
+            f" (a pasted newline?): set {_CREDENTIAL_VARIABLES[attribute.name]} (or"
+            f" runcomfy.{attribute.name} in the config file) to the value alone"
+        )
+
+
+def _http_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    """An API's base URL: ``http://`` or ``https://`` and a host (never echoed: it may
+    carry credentials)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number in 0-65535 raises ValueError
+    except ValueError:  # a bad port or IPv6 literal
+        ok = False
+    if not ok or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{attribute.name}: not an http:// or https:// URL with a host"
+            f" ({_CREDENTIAL_VARIABLES[attribute.name]} in the environment, if set): give one"
+            " like https://api.runcomfy.net or http://127.0.0.1:8300"
+        )
 
 
 def _one_of(*choices: str) -> Any:
@@ -86,9 +158,11 @@ def _one_of(*choices: str) -> Any:
 class RunComfyConfig:
     """The RunComfy account and what to launch on it."""
 
-    user_id: str = ""
-    api_token: Secret = Secret("")
-    base_url: str = DEFAULT_RUNCOMFY_BASE_URL
+    user_id: str = attrs.field(default="", validator=lambda i, a, v: _header_safe(a, v))
+    api_token: Secret = attrs.field(
+        default=Secret(""), validator=lambda i, a, v: _header_safe(a, v.reveal())
+    )
+    base_url: str = attrs.field(default=DEFAULT_RUNCOMFY_BASE_URL, validator=_http_url)
     server_type: str = attrs.field(default="medium")
     workflow_version: str = ""
     plan: str = attrs.field(default="hobby", validator=_one_of("hobby", "pro"))
@@ -113,10 +187,14 @@ class PoolConfig:
     max_machines: int = attrs.field(default=5, validator=_positive)
     jobs_per_machine: int = attrs.field(default=1, validator=_positive)
     # The RunComfy "estimated_duration" of a launch: the lease. Renewed while work remains.
-    lease_seconds: float = attrs.field(default=600.0, validator=_positive)
+    lease_seconds: float = attrs.field(
+        default=600.0, validator=[_positive, _at_most(MAX_LEASE_SECONDS, "a day")]
+    )
     # Renew when less than this remains on the lease.
-    renew_margin: float = attrs.field(default=180.0, validator=_non_negative)
-    idle_timeout: float = attrs.field(default=120.0, validator=_non_negative)
+    renew_margin: float = attrs.field(
+        default=180.0, validator=[_non_negative, _at_most(MAX_LEASE_SECONDS, "a day")]
+    )
+    idle_timeout: float = attrs.field(default=120.0, validator=_seconds(positive=False))
     # Idle machines kept past idle_timeout (ready for the next job at once, billed meanwhile).
     warm_pool: int = attrs.field(default=0, validator=_non_negative)
     # Machines launched per machine a waiting job needs: the first Ready takes the job, the
@@ -127,32 +205,34 @@ class PoolConfig:
     # prelaunch_max), the rate being the jobs that arrived over the last prelaunch_window
     # seconds; each launch asks the budget, and a machine nobody takes stops by idle_timeout.
     prelaunch_max: int = attrs.field(default=0, validator=_non_negative)
-    prelaunch_window: float = attrs.field(default=1800.0, validator=_positive)
-    prelaunch_service: float = attrs.field(default=600.0, validator=_positive)
-    prelaunch_factor: float = attrs.field(default=1.0, validator=_positive)
-    ready_timeout: float = attrs.field(default=600.0, validator=_positive)
-    poll_interval: float = attrs.field(default=5.0, validator=_positive)
+    prelaunch_window: float = attrs.field(default=1800.0, validator=_seconds())
+    prelaunch_service: float = attrs.field(default=600.0, validator=_seconds())
+    prelaunch_factor: float = attrs.field(
+        default=1.0, validator=[_positive, _at_most(MAX_PRELAUNCH_FACTOR)]
+    )
+    ready_timeout: float = attrs.field(default=600.0, validator=_seconds())
+    poll_interval: float = attrs.field(default=5.0, validator=_seconds())
     # How long start-up and recovery wait out a rate-limited or unreachable RunComfy (they
     # must list the account's machines before anything else) before giving up.
-    cloud_patience: float = attrs.field(default=600.0, validator=_non_negative)
+    cloud_patience: float = attrs.field(default=600.0, validator=_seconds(positive=False))
     # Launches in a row that may end without a Ready machine (refused, or stuck Starting
     # past ready_timeout) before the waiting jobs fail instead of launching again.
     max_launch_attempts: int = attrs.field(default=3, validator=_positive)
     # How long a stop (DELETE) keeps trying through rate limits and outages (never past the
     # machine's lease, when RunComfy stops it by itself); shutdown waits this long at most.
-    stop_patience: float = attrs.field(default=600.0, validator=_positive)
+    stop_patience: float = attrs.field(default=600.0, validator=_seconds())
 
 
 @attrs.frozen
 class RetryConfig:
     """A job's retry policy (WorkflowActor)."""
 
-    initial: float = attrs.field(default=2.0, validator=_non_negative)
-    factor: float = attrs.field(default=2.0, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_non_negative)
-    max_attempts: int = attrs.field(default=3, validator=_positive)
-    attempt_timeout: float = attrs.field(default=1800.0, validator=_positive)
-    total_timeout: float = attrs.field(default=2100.0, validator=_positive)  # 35 min
+    initial: float = attrs.field(default=2.0, validator=_seconds(positive=False))
+    factor: float = attrs.field(default=2.0, validator=[_positive, _at_most(MAX_RETRY_FACTOR)])
+    max_delay: float = attrs.field(default=60.0, validator=_seconds(positive=False))
+    max_attempts: int = attrs.field(default=3, validator=[_positive, _at_most(MAX_RETRY_ATTEMPTS)])
+    attempt_timeout: float = attrs.field(default=1800.0, validator=_seconds())
+    total_timeout: float = attrs.field(default=2100.0, validator=_seconds())  # 35 min
 
 
 @attrs.frozen
@@ -163,15 +243,17 @@ class BudgetConfig:
     warn_fraction: float = attrs.field(default=0.8, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
-        if self.usd is not None and not 0 <= self.usd < float("inf"):  # NaN fails this too
-            raise ValueError(f"usd: must be >= 0 (and finite), got {self.usd!r}")
+        if self.usd is not None and not 0 <= self.usd <= MAX_BUDGET_USD:  # NaN fails this too
+            raise ValueError(
+                f"usd: must be a number from 0 to {MAX_BUDGET_USD} (USD), got {self.usd!r}"
+            )
 
 
 @attrs.frozen
 class MonitorConfig:
     """The live view and stall detection (MonitorActor)."""
 
-    stall_seconds: float = attrs.field(default=60.0, validator=_positive)
+    stall_seconds: float = attrs.field(default=60.0, validator=_seconds())
     json: bool = False
 
 
@@ -182,7 +264,7 @@ class DownloadsConfig:
     # An output larger than this is refused (declared or while streaming): 2 GiB.
     max_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive)
     # No byte of an output for this long: the attempt is abandoned (then retried).
-    stall_seconds: float = attrs.field(default=60.0, validator=_positive)
+    stall_seconds: float = attrs.field(default=60.0, validator=_seconds())
 
 
 @attrs.frozen
@@ -211,9 +293,15 @@ class Config:
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(
-    Secret, lambda v, _: v if isinstance(v, Secret) else Secret(_as_str(v))
-)
+_converter.register_structure_hook(Secret, lambda v, _: _as_secret(v))
+
+
+def _as_secret(value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):  # never echo it: it may be the token
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return Secret(value)
 
 
 def _as_str(value: object) -> str:

@@ -68,7 +68,7 @@ def test_token_never_in_repr(tmp_path: Path) -> None:
         ({"pool": {"max_machines": "many"}}, "pool.max_machines: expected an integer"),
         ({"pool": {"nope": 1}}, "pool: unknown key(s) nope"),
         ({"pool": {"max_machines": 0}}, "pool.max_machines: must be > 0"),
-        ({"budget": {"usd": -1}}, "budget.usd: must be >= 0"),
+        ({"budget": {"usd": -1}}, "budget.usd: must be a number from 0 to 1000000"),
         ({"zzz": 1}, "config: unknown key(s) zzz"),
         ({"runcomfy": {"plan": "gold"}}, "runcomfy.plan: must be one of hobby, pro"),
         ({"pool": 3}, "pool: expected a table"),
@@ -144,3 +144,74 @@ def test_documented_example_toml_is_valid(tmp_path: Path) -> None:
     example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
     config = load_config(config_file=_write(tmp_path, example), env={})
     assert (config.pool.max_machines, config.budget.usd) == (3, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CONJURE_POOL_LEASE_SECONDS", "inf", "pool.lease_seconds: must be a finite number"),
+        ("CONJURE_POOL_LEASE_SECONDS", "1e308", "pool.lease_seconds: must be at most 86400"),
+        ("CONJURE_POOL_READY_TIMEOUT", "inf", "pool.ready_timeout: must be a finite number"),
+        ("CONJURE_POOL_POLL_INTERVAL", "inf", "pool.poll_interval: must be a finite number"),
+        ("CONJURE_POOL_IDLE_TIMEOUT", "1e308", "pool.idle_timeout: must be at most 2.592e+06"),
+        ("CONJURE_RETRY_TOTAL_TIMEOUT", "inf", "retry.total_timeout: must be a finite number"),
+        ("CONJURE_RETRY_FACTOR", "1e300", "retry.factor: must be at most 10"),
+        ("CONJURE_BUDGET_USD", "1e300", "budget.usd: must be a number from 0 to 1000000"),
+        ("CONJURE_BUDGET_USD", "inf", "budget.usd: must be a number from 0 to 1000000"),
+    ],
+)
+def test_an_endless_or_huge_number_names_its_setting(name: str, value: str, expected: str) -> None:
+    """Infinity passes every lower bound and a huge number overflows a deadline or a cost in
+    integer micros, far from the setting (a crash loop of the actors): refused at load."""
+    with pytest.raises(ConfigError) as info:
+        load_config(env={name: value}, cwd=Path("/nonexistent"))
+    assert expected in str(info.value)
+
+
+def test_the_largest_budget_is_the_http_routes() -> None:
+    """--budget and budget.usd take what PUT /api/conjure/budget takes: up to $1,000,000."""
+    from conjure_actors.domain.prices import MAX_BUDGET_USD
+
+    env = {"CONJURE_BUDGET_USD": str(MAX_BUDGET_USD)}
+    assert load_config(env=env, cwd=Path("/nonexistent")).budget.usd == MAX_BUDGET_USD
+
+
+@pytest.mark.parametrize("token", ["tok-123\n", " tok-123", "tok 123", "tök-123", "tok\x00"])
+def test_a_token_that_cannot_go_in_a_header_is_refused_unsaid(token: str) -> None:
+    """A pasted token with a newline (or a non-ASCII one) would fail every request deep in
+    HTTP, retried as "connection lost": refused at once, naming the variable, not the value."""
+    env = {"RUNCOMFY_USER_ID": "u1", "RUNCOMFY_API_TOKEN": token}
+    with pytest.raises(ConfigError) as info:
+        load_config(env=env, cwd=Path("/nonexistent"))
+    message = str(info.value)
+    assert "RUNCOMFY_API_TOKEN" in message
+    assert "tok" not in message.replace("api_token", "").replace("API_TOKEN", "")
+    assert "\n" not in message
+
+
+def test_a_user_id_with_whitespace_is_refused() -> None:
+    """The user id goes into every request's path: a trailing newline is refused too."""
+    env = {"RUNCOMFY_USER_ID": "u1\n", "RUNCOMFY_API_TOKEN": "tok"}
+    with pytest.raises(ConfigError, match=r"runcomfy\.user_id: .* RUNCOMFY_USER_ID"):
+        load_config(env=env, cwd=Path("/nonexistent"))
+
+
+def test_a_token_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    """api_token = 12345 in the TOML: 'expected a string', without the value."""
+    with pytest.raises(ConfigError) as info:
+        structure_config({"runcomfy": {"api_token": 12345}})
+    assert "12345" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://x", "http://", "http://h:99999", "http://h /"])
+def test_a_base_url_that_is_not_http_is_refused_at_once(url: str) -> None:
+    """RUNCOMFY_API_BASE_URL=notaurl was retried ~30 s as 'connection lost'."""
+    with pytest.raises(ConfigError, match=r"runcomfy.base_url: not an http:// or https:// URL"):
+        load_config(env={"RUNCOMFY_API_BASE_URL": url}, cwd=Path("/nonexistent"))
+
+
+@given(st.floats(min_value=1, max_value=86400))
+def test_any_lease_up_to_a_day_loads(lease: float) -> None:
+    """Every finite lease from 1 s to a day is a valid setting."""
+    env = {"CONJURE_POOL_LEASE_SECONDS": repr(lease)}
+    assert load_config(env=env, cwd=Path("/nonexistent")).pool.lease_seconds == lease

@@ -41,6 +41,7 @@ from conjure_actors.domain.errors import PriceTableError
 __all__ = [
     "DEFAULT_PLAN",
     "DEFAULT_PRICE_TABLE_VERSION",
+    "MAX_BUDGET_USD",
     "MICROS_PER_USD",
     "PRICE_TABLES",
     "PriceTable",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 MICROS_PER_USD: Final = 1_000_000
+MAX_BUDGET_USD: Final = 1_000_000
+"""The largest spending limit accepted (``--budget``, ``budget.usd``, ``PUT
+/api/conjure/budget``): more is a typo, and its micro-USD would not fit the log's integers."""
 DEFAULT_PRICE_TABLE_VERSION: Final = "runcomfy-2025-10"
 DEFAULT_PLAN: Final = "hobby"
 

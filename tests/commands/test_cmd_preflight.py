@@ -71,11 +71,12 @@ def _refused(proc: subprocess.CompletedProcess[str], cwd: Path) -> list[str]:
         ),
         (
             ["--budget", "nan"],
-            "error: bad configuration: budget.usd: must be >= 0 (and finite), got nan",
+            "error: bad configuration: budget.usd: must be a number from 0 to 1000000 (USD),"
+            " got nan",
         ),
         (
             ["--idle-timeout", "nan"],
-            "error: bad configuration: pool.idle_timeout: must be a number, got nan",
+            "error: bad configuration: pool.idle_timeout: must be a finite number, got nan",
         ),
         (
             ["--comfyui-url", "notaurl"],

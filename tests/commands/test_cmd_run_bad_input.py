@@ -1,0 +1,77 @@
+"""Bad input to ``run`` (flags, settings, files) is one line saying what is wrong and what
+to do, exit 2, before anything starts (cases from the CLI review)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conjure_actors.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("RUNCOMFY_", "CONJURE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _one_line_usage_error(code: int, err: str) -> None:
+    assert "Traceback" not in err, err
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, err
+    assert code == 2, (code, err)
+
+
+@pytest.mark.parametrize("budget", ["1e308", "1e300"])
+def test_a_huge_budget_is_one_line(capsys: pytest.CaptureFixture[str], budget: str) -> None:
+    """--budget 1e308 overflowed the micros (a traceback); 1e300 crashed the cost actor
+    after the banner. PUT /api/conjure/budget refuses above $1,000,000: so does run."""
+    code = main(["run", "--budget", budget, "--log", "x.log"])
+    _one_line_usage_error(code, capsys.readouterr().err)
+    assert not Path("x.log").exists()
+
+
+@pytest.mark.parametrize("lease", ["inf", "1e308"])
+def test_an_endless_lease_is_a_config_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, lease: str
+) -> None:
+    """CONJURE_POOL_LEASE_SECONDS=inf crash-looped the actors until the root supervisor
+    gave up (exit 1), no line naming the setting."""
+    monkeypatch.setenv("CONJURE_POOL_LEASE_SECONDS", lease)
+    code = main(["run", "--log", "x.log"])
+    err = capsys.readouterr().err
+    _one_line_usage_error(code, err)
+    assert "pool.lease_seconds" in err
+
+
+def test_a_token_with_a_newline_is_refused_unsaid(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pasted token ending in a newline failed every request in h11, retried ~30 s as
+    'connection lost' (exit 1): it is the token, not the network."""
+    monkeypatch.setenv("RUNCOMFY_USER_ID", "u1")
+    monkeypatch.setenv("RUNCOMFY_API_TOKEN", "tok-123\n")
+    monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "http://127.0.0.1:9")
+    code = main(["run", "--workflow-version", "v1", "--log", "x.log"])
+    err = capsys.readouterr().err
+    _one_line_usage_error(code, err)
+    assert "RUNCOMFY_API_TOKEN" in err
+    assert "tok-123" not in err
+
+
+def test_a_base_url_that_is_not_a_url_is_refused_at_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RUNCOMFY_API_BASE_URL=notaurl was retried ~30 s as 'connection lost
+    (UnsupportedProtocol)', exit 1."""
+    monkeypatch.setenv("RUNCOMFY_USER_ID", "u1")
+    monkeypatch.setenv("RUNCOMFY_API_TOKEN", "tok-123")
+    monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "notaurl")
+    code = main(["run", "--workflow-version", "v1", "--log", "x.log"])
+    err = capsys.readouterr().err
+    _one_line_usage_error(code, err)
+    assert "RUNCOMFY_API_BASE_URL" in err
