@@ -231,8 +231,16 @@ class LogWriter(Generic[E]):
         except IsADirectoryError:
             raise NotALogError(self.path, "it is a directory; pass the log file's path") from None
         except FileNotFoundError:
+            where = os.path.dirname(os.path.abspath(self.path))
+            why = (
+                "its directory takes no new file"
+                if os.path.isdir(where)
+                else "its directory does not exist"
+            )
+            raise EventLogError(f"cannot create event log {self.path!r}: {why}") from None
+        except OSError as exc:  # permission denied, a read-only file system, ...
             raise EventLogError(
-                f"cannot create event log {self.path!r}: its directory does not exist"
+                f"cannot open event log {self.path!r}: {exc.strerror or exc}"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -257,8 +257,10 @@ def _prepare(
     workflow: Any = None
     if args.resume:
         log_path = Path(args.resume)
+        if log_path.is_dir():
+            raise UsageError(f"--resume {_q(log_path)}: {_a_directory(log_path)}")
         if not log_path.is_file():
-            raise UsageError(f"--resume {log_path}: no such log file")
+            raise UsageError(f"--resume {_q(log_path)}: no such log file")
         import eventlog
 
         status = eventlog.inspect(log_path)  # damaged, foreign or empty: one line, exit 2
@@ -276,11 +278,7 @@ def _prepare(
     else:
         log_path = Path(args.log) if args.log else _default_log()
         if args.log and (log_path.exists() or log_path.is_symlink()):
-            raise UsageError(
-                f"--log {shlex.quote(args.log)}: the file exists and a new run never appends"
-                f" to an old one: pass --resume {shlex.quote(args.log)} to finish that run,"
-                " or another --log path"
-            )
+            _refuse_existing_log(log_path)
         if args.workflow:
             workflow = load_workflow(args.workflow)
         else:
@@ -306,11 +304,84 @@ def _prepare(
     if config.mode != "comfyui":
         require_priced_server_type(config)
     _check_budget(config)
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {log_path.parent}: {exc.strerror}") from None
+    check_log_path(log_path, "--resume" if args.resume else "--log")
     return log_path, workflow, image, prompt
+
+
+def _q(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
+def _a_directory(path: Path) -> str:
+    """What to say of a directory given for a log file (naming its newest log, if any)."""
+    try:
+        logs = sorted(path.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        logs = []
+    example = _q(logs[-1]) if logs else _q(path / "run.log")
+    return f"a directory, not a log file: pass a log file's path (e.g. {example})"
+
+
+def _refuse_existing_log(path: Path) -> None:
+    """``--log PATH`` that exists: a new run never appends to an old one. An event log's
+    run is finished with ``--resume``; any other file (or a directory) is said to be one."""
+    import eventlog
+
+    if path.is_dir():
+        raise UsageError(f"--log {_q(path)}: {_a_directory(path)}")
+    try:
+        status = eventlog.inspect(path)
+    except OSError as exc:
+        raise UsageError(f"--log {_q(path)}: the file exists ({exc.strerror or exc})") from None
+    if status.state in ("ok", "torn"):
+        raise UsageError(
+            f"--log {_q(path)}: the file exists and a new run never appends to an old one:"
+            f" pass --resume {_q(path)} to finish that run, or another --log path"
+        )
+    raise UsageError(
+        f"--log {_q(path)}: the file exists and is not a run's log ({status.message}): a run"
+        " never writes over a file: pick another --log path"
+    )
+
+
+def check_log_path(path: Path, flag: str) -> None:
+    """The event log at ``path`` can be written, said now (exit 2) rather than once the run
+    (or the service) has started: its directory is made; a file there must be an event log
+    this process can open for writing; a new one is created and removed again."""
+    import eventlog
+
+    if path.is_dir():
+        raise UsageError(f"{flag} {_q(path)}: {_a_directory(path)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {_q(path)}: cannot create its directory ({exc.strerror or exc}):"
+            " pick another path"
+        ) from None
+    exists = path.exists()
+    if exists:
+        try:
+            status = eventlog.inspect(path)
+        except OSError as exc:
+            raise UsageError(
+                f"{flag} {_q(path)}: cannot read it ({exc.strerror or exc}): pick another path"
+            ) from None
+        if status.state in ("corrupt", "not-a-log", "newer-version"):
+            raise UsageError(f"{flag} {_q(path)}: {status.message}: pick another path")
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (0 if exists else os.O_CREAT | os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        why = (
+            "no file can be created in its directory"
+            if isinstance(exc, FileNotFoundError)
+            else exc.strerror or str(exc)
+        )
+        raise UsageError(f"{flag} {_q(path)}: cannot write it ({why}): pick another path") from None
+    os.close(fd)
+    if not exists:
+        path.unlink(missing_ok=True)
 
 
 def _log_in_use(path: Path) -> bool:

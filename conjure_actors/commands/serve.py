@@ -169,7 +169,7 @@ def _check_port(host: str, port: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from conjure_actors.commands.run import _check_budget, first_conjure_error
+    from conjure_actors.commands.run import _check_budget, check_log_path, one_line_error
     from conjure_actors.config import require_priced_server_type
     from conjure_actors.service.security import check_bind
 
@@ -185,17 +185,13 @@ def main(args: argparse.Namespace) -> int:
         require_priced_server_type(config)
     _check_budget(config)
     log_path = Path(args.log) if args.log else DEFAULT_LOG
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {log_path.parent}: {exc.strerror}") from None
+    check_log_path(log_path, "--log")  # not a log, or not writable: one line, exit 2
     try:
         return trio.run(_main, args, config, settings, log_path)
-    except BaseExceptionGroup as group:
-        leaf = first_conjure_error(group)
-        if leaf is not None:
-            raise leaf from None
-        raise
+    except BaseException as exc:  # one line, as run says it (a traceback only with --debug)
+        if getattr(args, "debug", False):
+            raise
+        raise one_line_error(exc) from None
 
 
 @attrs.frozen

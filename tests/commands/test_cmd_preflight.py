@@ -140,12 +140,27 @@ def test_validate_says_what_run_says(tmp_path: Path) -> None:
 
 
 def test_existing_log_without_resume_is_refused(tmp_path: Path) -> None:
-    """--log on an existing file: one line saying --resume or another path; file untouched."""
-    (tmp_path / "old.log").write_bytes(b"old run")
+    """--log on an existing run's log: one line saying --resume or another path; the file
+    untouched."""
+    import eventlog
+    from conjure_actors.domain.events import Event, SystemStarted
+
+    with eventlog.open_writer(tmp_path / "old.log", Event, sync="none") as writer:
+        writer.append(SystemStarted(run_id="r", version="0", mode="simulated", at=1.0))
+    before = (tmp_path / "old.log").read_bytes()
     assert _refused(_cli(tmp_path, "run", "--log", "old.log"), tmp_path) == [
         "error: --log old.log: the file exists and a new run never appends to an old one:"
         " pass --resume old.log to finish that run, or another --log path"
     ]
+    assert (tmp_path / "old.log").read_bytes() == before
+
+
+def test_existing_file_that_is_no_log_is_refused_as_such(tmp_path: Path) -> None:
+    """--log on a file that is no event log: it says so (no --resume offered); untouched."""
+    (tmp_path / "old.log").write_bytes(b"old run")
+    (line,) = _refused(_cli(tmp_path, "run", "--log", "old.log"), tmp_path)
+    assert line.startswith("error: --log old.log: the file exists and is not a run's log (")
+    assert "--resume" not in line
     assert (tmp_path / "old.log").read_bytes() == b"old run"
 
 

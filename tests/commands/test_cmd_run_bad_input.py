@@ -19,11 +19,12 @@ def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def _one_line_usage_error(code: int, err: str) -> None:
+def _one_line_usage_error(code: int, err: str) -> str:
     assert "Traceback" not in err, err
     assert err.startswith("error: "), err
     assert err.count("\n") == 1, err
     assert code == 2, (code, err)
+    return err
 
 
 @pytest.mark.parametrize("budget", ["1e308", "1e300"])
@@ -75,3 +76,43 @@ def test_a_base_url_that_is_not_a_url_is_refused_at_once(
     err = capsys.readouterr().err
     _one_line_usage_error(code, err)
     assert "RUNCOMFY_API_BASE_URL" in err
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys (Linux)")
+@pytest.mark.parametrize("log", ["/sys/x.log", "/proc/x.log"])
+def test_a_log_in_an_unwritable_place_is_checked_before_start(
+    capsys: pytest.CaptureFixture[str], log: str
+) -> None:
+    """--log /sys/x.log failed after the banner ('PermissionError ... (run with --debug)',
+    exit 1); /proc/x.log said 'its directory does not exist' (it does)."""
+    code = main(["run", "--log", log])
+    captured = capsys.readouterr()
+    err = _one_line_usage_error(code, captured.err)
+    assert "cannot write it" in err
+    assert "does not exist" not in err
+    assert "running on" not in captured.out + captured.err
+
+
+def test_an_existing_file_that_is_not_a_log_is_not_offered_to_resume(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """run --log sketch.png said 'pass --resume sketch.png to finish that run'."""
+    (tmp_path / "sketch.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    code = main(["run", "--log", "sketch.png"])
+    err = _one_line_usage_error(code, capsys.readouterr().err)
+    assert "not an event log" in err
+    assert "--resume" not in err
+
+
+@pytest.mark.parametrize("flag", ["--log", "--resume"])
+def test_a_directory_for_the_log_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str
+) -> None:
+    """run --resume demo (a directory) said 'no such log file'; --log demo offered to resume
+    it. Both say it is a directory and name a log file in it."""
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "run-1.log").write_bytes(b"")
+    code = main(["run", flag, "demo"])
+    err = _one_line_usage_error(code, capsys.readouterr().err)
+    assert "a directory, not a log file" in err
+    assert "demo/run-1.log" in err

@@ -1,0 +1,55 @@
+"""Bad input to ``serve`` is one line saying what is wrong and what to do, exit 2, before it
+starts (no log written, nothing launched): cases from the CLI review."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conjure_actors.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("RUNCOMFY_", "CONJURE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _one_line_usage_error(code: int, err: str) -> str:
+    assert "Traceback" not in err, err
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, err
+    assert code == 2, (code, err)
+    return err
+
+
+def test_a_log_that_is_not_a_log_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """serve --log picture.png: a NotALogError traceback inside an exception group."""
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    code = main(["serve", "--port", "0", "--log", "picture.png"])
+    err = _one_line_usage_error(code, capsys.readouterr().err)
+    assert "not an event log" in err
+    assert picture.read_bytes() == b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def test_a_directory_for_the_log_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """serve --log DIR names a file path to give instead."""
+    (tmp_path / "logs").mkdir()
+    code = main(["serve", "--port", "0", "--log", "logs"])
+    assert "a directory, not a log file" in _one_line_usage_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys (Linux)")
+def test_an_unwritable_log_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve --log /sys/s.log was a PermissionError traceback."""
+    code = main(["serve", "--port", "0", "--log", "/sys/s.log"])
+    assert "cannot write it" in _one_line_usage_error(code, capsys.readouterr().err)
