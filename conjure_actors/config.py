@@ -388,6 +388,11 @@ _SECTIONS: Final = {
 }
 
 
+NOT_SETTINGS: Final = frozenset({"CONJURE_TOKEN", "CONJURE_HARNESS_FAILURES"})
+"""``CONJURE_*`` variables that are not settings: ``serve``'s bearer token (``--token``) and
+the stateful harness's directory of failing logs (read where they are used)."""
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     direct = {
@@ -399,7 +404,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if env.get(name):
             _set_dotted(out, dotted, env[name])
     for name, value in env.items():
-        if not name.startswith("CONJURE_"):
+        if not name.startswith("CONJURE_") or name in NOT_SETTINGS:
             continue
         rest = name[len("CONJURE_") :].lower()
         key = _env_key(rest)

@@ -215,3 +215,10 @@ def test_any_lease_up_to_a_day_loads(lease: float) -> None:
     """Every finite lease from 1 s to a day is a valid setting."""
     env = {"CONJURE_POOL_LEASE_SECONDS": repr(lease)}
     assert load_config(env=env, cwd=Path("/nonexistent")).pool.lease_seconds == lease
+
+
+def test_serve_token_variable_is_not_a_setting(tmp_path: Path) -> None:
+    """CONJURE_TOKEN is serve's --token: load_config called it an unknown setting, so the
+    documented `CONJURE_TOKEN=... serve` exited 2 before it started."""
+    env = {"CONJURE_TOKEN": "t0k", "CONJURE_HARNESS_FAILURES": str(tmp_path)}
+    assert load_config(env=env, cwd=tmp_path) == Config()

@@ -168,11 +168,27 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """The numbers and the token ``serve`` takes, refused in one line before it starts."""
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: use a port from 0 to 65535 (0: any free one)")
+    if not math.isfinite(args.drain_timeout) or args.drain_timeout < 0:
+        raise UsageError(
+            f"--drain-timeout {args.drain_timeout:g}: use a number of seconds >= 0 (default 30)"
+        )
+    if args.token is not None and not (args.token and all("!" <= c <= "~" for c in args.token)):
+        raise UsageError(  # never the value: it is the token
+            "--token (or CONJURE_TOKEN) is blank or holds whitespace or a character that is not"
+            " printable ASCII: every client would be refused; give the token alone"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     from conjure_actors.commands.run import _check_budget, check_log_path, one_line_error
     from conjure_actors.config import require_priced_server_type
     from conjure_actors.service.security import check_bind
 
+    _check_flags(args)
     check_bind(args.host, args.token)
     if getattr(args, "debug", False):  # an unexpected error's traceback (service/errors.py)
         logging.basicConfig(level=logging.WARNING)

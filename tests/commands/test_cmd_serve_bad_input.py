@@ -27,6 +27,14 @@ def _one_line_usage_error(code: int, err: str) -> str:
     return err
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_a_port_out_of_range_is_one_line(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    """serve --port 99999 was an OverflowError traceback from the port probe."""
+    code = main(["serve", "--port", port, "--log", "s.log"])
+    assert "0 to 65535" in _one_line_usage_error(code, capsys.readouterr().err)
+    assert not Path("s.log").exists()
+
+
 def test_a_log_that_is_not_a_log_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -53,3 +61,24 @@ def test_an_unwritable_log_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     """serve --log /sys/s.log was a PermissionError traceback."""
     code = main(["serve", "--port", "0", "--log", "/sys/s.log"])
     assert "cannot write it" in _one_line_usage_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-1"])
+def test_a_drain_timeout_that_is_not_seconds_is_refused(
+    capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    """--drain-timeout nan was accepted; the first SIGTERM then crashed ('deadline must not
+    be NaN') and left the jobs interrupted instead of drained."""
+    code = main(["serve", "--port", "0", "--log", "s.log", "--drain-timeout", timeout])
+    assert "--drain-timeout" in _one_line_usage_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("token", [" ", "", "sekrit tok", "sekrit\n"])
+def test_a_blank_or_spaced_token_is_refused_unsaid(
+    capsys: pytest.CaptureFixture[str], token: str
+) -> None:
+    """serve --token ' ' on 0.0.0.0 started and answered every client 401."""
+    code = main(["serve", "--host", "0.0.0.0", "--port", "0", "--log", "s.log", "--token", token])
+    err = _one_line_usage_error(code, capsys.readouterr().err)
+    assert "--token" in err
+    assert "sekrit" not in err
