@@ -287,6 +287,11 @@ def _prepare(
             )
     image: bytes | None = None
     prompt = args.prompt
+    if prompt is not None and not prompt.strip():
+        raise UsageError(
+            "--prompt is empty: give the text for the prompt node (an unset shell variable?),"
+            " or leave --prompt out"
+        )
     _check_out_dir(Path(args.out))
     if not args.resume:
         if args.image:

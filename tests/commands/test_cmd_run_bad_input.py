@@ -116,3 +116,13 @@ def test_a_directory_for_the_log_says_so(
     err = _one_line_usage_error(code, capsys.readouterr().err)
     assert "a directory, not a log file" in err
     assert "demo/run-1.log" in err
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_an_empty_prompt_is_refused_as_serve_refuses_it(
+    capsys: pytest.CaptureFixture[str], prompt: str
+) -> None:
+    """run --prompt '' (an unset shell variable) ran the paid job with an empty prompt;
+    POST /api/conjure/jobs refuses it (400)."""
+    code = main(["run", "--prompt", prompt, "--log", "x.log", "--json"])
+    assert "--prompt is empty" in _one_line_usage_error(code, capsys.readouterr().err)
