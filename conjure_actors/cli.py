@@ -154,7 +154,13 @@ def _error_lines(exc: UsageError) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(dispatched_command(words) or "")
+    try:  # a Ctrl-C while the command's modules load is an interrupt, not a traceback
+        parser = build_parser(dispatched_command(words) or "")
+    except KeyboardInterrupt:
+        if "--debug" in words:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     args = parser.parse_args(words)
     debug = bool(getattr(args, "debug", False))
     try:

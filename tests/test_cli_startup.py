@@ -102,3 +102,55 @@ def test_parser_for_every_command_by_default() -> None:
     assert args.json
     with pytest.raises(SystemExit):
         cli.build_parser("").parse_args(["replay", "--json", "run.log"])
+
+
+def test_ctrl_c_while_the_command_loads_is_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C while the dispatched command's modules import (the first ~0.5 s) was a
+    KeyboardInterrupt traceback: cli.main caught it around the command's main only."""
+
+    def ctrl_c(name: str) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", ctrl_c)
+    assert cli.main(["run"]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--debug", "run"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_python_m_loads_is_no_traceback(tmp_path: Path) -> None:
+    """The same through ``python -m conjure_actors`` (the CLI's own import included): an
+    import hook raises KeyboardInterrupt as the run command's module loads."""
+    import os
+    import textwrap
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            class _CtrlC:
+                def find_spec(self, name, path=None, target=None):
+                    if name in ("conjure_actors.commands.run", "conjure_actors.cli"):
+                        raise KeyboardInterrupt
+                    return None
+            sys.meta_path.insert(0, _CtrlC())
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "conjure_actors", "run"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == "interrupted\n"
+    assert done.returncode == 130
