@@ -61,7 +61,7 @@ from conjure_actors.actors.view import (
 from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errgroups import describe, leaves, meaningful
-from conjure_actors.errors import BudgetError, ConjureError, UsageError
+from conjure_actors.errors import ConjureError, UsageError
 
 log = logging.getLogger("conjure_actors.commands.run")
 
@@ -574,8 +574,8 @@ def _check_budget(config: Config) -> None:
 
     table = default_price_table(config.runcomfy.plan)
     one = lease_cost_micros(table.rate(config.runcomfy.server_type), config.pool.lease_seconds)
-    if (budget_micros(config.budget.usd) or 0) < one:
-        raise BudgetError(
+    if (budget_micros(config.budget.usd) or 0) < one:  # bad input: exit 2, as README says
+        raise UsageError(
             f"budget ${config.budget.usd:g} is below one machine lease "
             f"({format_usd(one)} for {config.pool.lease_seconds:g} s of "
             f"{config.runcomfy.server_type}): raise --budget"

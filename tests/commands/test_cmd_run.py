@@ -67,10 +67,13 @@ def test_unreadable_image(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert "missing.png" in err
 
 
-def test_budget_below_one_launch(capsys: pytest.CaptureFixture[str]) -> None:
-    """A budget smaller than one machine lease is refused before anything starts."""
-    code, err = _run_cli(["--budget", "0.001"], capsys)
+@pytest.mark.parametrize("budget", ["0.001", "0"])
+def test_budget_below_one_launch(capsys: pytest.CaptureFixture[str], budget: str) -> None:
+    """A budget smaller than one machine lease is refused before anything starts, as bad
+    input (exit 2: it was 1, a BudgetError)."""
+    code, err = _run_cli(["--budget", budget], capsys)
     _one_line_error(code, err)
+    assert code == 2
     assert "below one machine lease" in err
 
 
