@@ -577,6 +577,31 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _refuse_a_log_without_records(path: str) -> None:
+    """A log with no record (0 bytes, or a header only: a run that stopped before its
+    first record) has nothing to show: said in one line, exit 2, not an empty timeline."""
+    try:
+        status = eventlog.inspect(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if status.state == "missing":
+        raise UsageError(status.message)
+    if status.state in ("empty", "header-only"):
+        raise UsageError(f"{status.message}: no record to replay")
+
+
+def _refuse_a_time_before_the_log(path: str, text: str, stop_at: float) -> None:
+    """``--at TIME`` before the first record (``-1``, ``5.5``: read as epoch seconds)."""
+    first = next(iter(_records(path, stop_seq=1)), None)
+    if first is None:
+        return
+    raise UsageError(
+        f"--at {text}: {format_time(stop_at)} is before the log starts"
+        f" ({format_time(first.event.at)}, record 1): give a later time, or a record"
+        " number (1, 2, ...)"
+    )
+
+
 def _main(args: argparse.Namespace) -> int:
     path = str(args.log)
     if Path(path).is_dir():
@@ -595,6 +620,7 @@ def _main(args: argparse.Namespace) -> int:
         if not args.poll > 0:
             raise UsageError(f"--poll {args.poll}: give a positive number of seconds")
         return _follow(path, args.job, args.poll)
+    _refuse_a_log_without_records(path)
     if args.at is None and not args.json:
         # The timeline prints every good record first, so a damaged log still shows what
         # happened up to the damage (then the error); a torn tail is reported at the end.
@@ -605,6 +631,8 @@ def _main(args: argparse.Namespace) -> int:
     # By seq, only the records after the nearest snapshot are read: check only the tail.
     _report_torn_tail(path, tail_only=stop_at is None)
     state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at, use_snapshots=True)
+    if stop_at is not None and seq == 0:
+        _refuse_a_time_before_the_log(path, args.at, stop_at)
     if args.job is not None and args.job not in state.jobs:
         raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
     if args.json:

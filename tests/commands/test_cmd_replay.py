@@ -319,3 +319,28 @@ def test_the_bill_of_a_machine_stopped_again_ends_at_the_second_stop(
         line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["s1"]
     )
     assert machine.split()[-1] == "$0.0550"
+
+
+@pytest.mark.parametrize("at", ["-1", "5.5", "2001-01-01T00:00:00Z"])
+def test_at_a_time_before_the_log_says_so(
+    log: Path, capsys: pytest.CaptureFixture[str], at: str
+) -> None:
+    """--at -1 (or 5.5) was read as an epoch time and printed 'state after seq 0 (-)'."""
+    assert main(["replay", str(log), "--at", at]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "is before the log starts (2027-01-15T08:00:00.000Z, record 1)" in err
+
+
+@pytest.mark.parametrize("args", [[], ["--json"], ["--at", "3"]])
+def test_a_log_without_records_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """A 0-byte log exited 0 printing nothing (the timeline) or an empty state."""
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    assert main(["replay", str(empty), *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert "is empty (0 bytes): no record to replay" in captured.err
