@@ -750,6 +750,12 @@ async def _run(
                             for j in conjure.state.jobs.values()
                             if j.status in RESUMABLE_STATUSES
                         )
+                        if not job_ids:
+                            out.say(
+                                f"nothing to resume: every job in {_q(log_path)} had ended"
+                                " (the summary below is the log's)",
+                                "run.info",
+                            )
                     if stopping.signal is None:
                         await conjure.wait_until_idle()
                 interrupted = stopping.signal

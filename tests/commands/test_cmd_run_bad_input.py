@@ -126,3 +126,18 @@ def test_an_empty_prompt_is_refused_as_serve_refuses_it(
     POST /api/conjure/jobs refuses it (400)."""
     code = main(["run", "--prompt", prompt, "--log", "x.log", "--json"])
     assert "--prompt is empty" in _one_line_usage_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.slow  # ~2.5 s: the resumed run's start-up and shutdown on the simulated cloud
+def test_resuming_a_finished_run_says_there_is_nothing_to_resume(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """run --resume of a finished log appended a session and reprinted the old summary,
+    no line saying there was nothing to resume."""
+    import shutil
+
+    golden = Path(__file__).resolve().parents[1] / "data" / "golden_v1.log"
+    shutil.copyfile(golden, tmp_path / "done.log")
+    main(["run", "--resume", "done.log", "--json"])
+    err = capsys.readouterr().err
+    assert "nothing to resume: every job in done.log had ended" in err
