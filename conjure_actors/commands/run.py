@@ -455,7 +455,7 @@ async def _main(
     # of machines: a signal during start-up (replay, reconcile, resumed jobs launching)
     # waits for start-up to end and then stops the run as one during it would; never the
     # default action that kills the process with machines left billing.
-    stopping = _Stopping()
+    stopping = _Stopping(config.mode)
     error: Exception | None = None
     code = 1
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
@@ -490,7 +490,8 @@ class _Stopping:
     """What the signal loop and the run share: the first stop signal, the scope of the
     run's work (submitting, waiting for the jobs) it cancels, the conjure once it is up."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "") -> None:
+        self.mode = mode  # "simulated": the cloud ends with this process (nothing left)
         self.signal: signal.Signals | None = None
         self.work = trio.CancelScope()
         self.conjure: Any = None
@@ -522,12 +523,40 @@ async def _stop_on_signals(
             )
             stopping.work.cancel()
         elif received == signal.SIGINT:
-            if stopping.conjure is None:
+            if stopping.mode == "simulated":
+                _tell(QUIT_SIMULATED)
+            elif stopping.conjure is None:
                 _tell(_quit_during_start_up(log_path))
             else:
                 _tell(_quit_now(stopping.conjure, log_path))
             quit_now(EXIT_INTERRUPTED)
             return
+
+
+QUIT_SIMULATED: Final = (
+    "quitting now; the embedded simulated cloud ends with this process: no machine is left"
+    " running, nothing bills"
+)
+"""What a second Ctrl-C says on the simulated cloud (``--resume`` stops nothing there)."""
+
+
+def resume_waits_for(launches: int, mode: str) -> str:
+    """What a resumed run waits for when its log ended with ``launches`` in flight: RunComfy
+    to list their machines (adopted, or closed as failed after the grace); on the simulated
+    cloud, nothing can appear (that run's cloud ended with it): the grace is waited out."""
+    from conjure_actors.domain.machines_policy import NOT_VISIBLE_GRACE
+
+    what = f"{launches} launch{'es' if launches > 1 else ''} in flight when the log ended"
+    if mode == "simulated":
+        return (
+            f"resuming: {what} went to that run's embedded simulated cloud, which ended with"
+            f" it (nothing of it bills): they are closed as failed after {NOT_VISIBLE_GRACE:g}"
+            " s, then the jobs waiting on them launch again"
+        )
+    return (
+        f"resuming: {what}: waiting up to {NOT_VISIBLE_GRACE:g} s for RunComfy to list their"
+        " machines (each one listed is adopted; one not listed is closed as failed)"
+    )
 
 
 def _quit_during_start_up(log_path: Path) -> str:
@@ -706,6 +735,8 @@ async def _run(
             clock=wall.now,
             snapshot_every=SNAPSHOT_EVERY,
         ) as journal:
+            if workflow is None and journal.state.launch_requests and mode != "comfyui":
+                out.say(resume_waits_for(len(journal.state.launch_requests), mode), "run.info")
             if sink is None:
                 sink = RichSink(job_ids)
             # The nursery holds no task now (the signal loop is _main's): it keeps the

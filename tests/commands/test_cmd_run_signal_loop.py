@@ -13,7 +13,13 @@ import pytest
 import trio
 import trio.testing
 
-from conjure_actors.commands.run import EXIT_INTERRUPTED, _stop_on_signals, _Stopping
+from conjure_actors.commands.run import (
+    EXIT_INTERRUPTED,
+    QUIT_SIMULATED,
+    _stop_on_signals,
+    _Stopping,
+    resume_waits_for,
+)
 
 LOG = Path("runs") / "r 1.log"
 
@@ -179,3 +185,37 @@ async def test_the_work_scope_cancelled_during_start_up_is_cancelled_when_entere
         reached = True
     assert not reached
     assert loop.stopping.work.cancelled_caught
+
+
+async def test_a_second_ctrl_c_on_the_simulated_cloud_says_nothing_is_left(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The embedded simulated cloud ends with the process: '--resume LOG stops them' was
+    untrue there (a fresh embedded cloud cannot hold the old machines)."""
+    stopping = _Stopping("simulated")
+    stopping.conjure = _conjure(["srv-1"], 1)
+    loop = Loop(stopping)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: _stop_on_signals(
+                loop.receive, stopping, LOG, quit_now=loop.quit_now, detach=loop.detach
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        await loop.signal(signal.SIGINT)
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    assert loop.quits == [EXIT_INTERRUPTED]
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == QUIT_SIMULATED
+    assert "--resume" not in last
+
+
+@pytest.mark.parametrize("mode", ["runcomfy", "simulated"])
+def test_a_resume_says_what_its_launches_in_flight_wait_for(mode: str) -> None:
+    """A resumed run whose log ended with launches in flight waited ~60 s without a line;
+    on the simulated cloud nothing can ever appear, and the line says so."""
+    line = resume_waits_for(2, mode)
+    assert line.startswith("resuming: 2 launches in flight when the log ended")
+    assert "60 s" in line
+    assert ("simulated cloud, which ended with it" in line) == (mode == "simulated")
