@@ -18,10 +18,11 @@ cancelled), stop every machine this run launched or adopted (shielded, with a de
 ``SystemStopped``, print the summary (if the terminal is still there); one during start-up
 (replay, reconcile, resumed jobs relaunching) does so once start-up is done. A second Ctrl-C
 exits at once and names the machines (and launches in flight) that may still be running, and
-the ``--resume LOG`` that stops them (during start-up: the log that has them). An error
-anywhere runs the same ordered shutdown and prints one line (a traceback only with
-``--debug``); if the log cannot take more (a full disk), the machines are stopped anyway and
-the line says so and names them.
+the ``--resume LOG`` that stops them (during start-up: the log that has them; on the embedded
+simulated cloud, that nothing is left: it ends with the process). An error anywhere runs
+the same ordered shutdown and prints one line (a traceback only with ``--debug``); if the
+log cannot take more (a full disk), the machines are stopped anyway and the line says so and
+names them.
 
 Exit: 0 when every job succeeded, 1 when one failed or was cancelled (or on an error), 2 on bad
 input, 130 on Ctrl-C (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number).
