@@ -172,6 +172,10 @@ def _check_flags(args: argparse.Namespace) -> None:
     """The numbers and the token ``serve`` takes, refused in one line before it starts."""
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: use a port from 0 to 65535 (0: any free one)")
+    for flag in ("max_body_mb", "max_upload_mb", "retention"):  # their own checks follow
+        value = getattr(args, flag)
+        if not math.isfinite(value):
+            raise UsageError(f"--{flag.replace('_', '-')} {value:g}: give a finite number")
     if not math.isfinite(args.drain_timeout) or args.drain_timeout < 0:
         raise UsageError(
             f"--drain-timeout {args.drain_timeout:g}: use a number of seconds >= 0 (default 30)"

@@ -82,3 +82,24 @@ def test_a_blank_or_spaced_token_is_refused_unsaid(
     err = _one_line_usage_error(code, capsys.readouterr().err)
     assert "--token" in err
     assert "sekrit" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--max-upload-mb", "inf"),
+        ("--max-body-mb", "nan"),
+        ("--max-body-mb", "inf"),
+        ("--retention", "nan"),
+        ("--retention", "inf"),
+    ],
+)
+def test_a_size_or_retention_that_is_not_a_number_is_refused(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    """--max-upload-mb inf / --max-body-mb nan were an OverflowError / ValueError traceback
+    (int() of the bytes); --retention nan started a service whose jobs never expire."""
+    code = main(["serve", "--port", "0", "--log", "s.log", flag, value])
+    assert f"{flag} {value}: give a finite number" in _one_line_usage_error(
+        code, capsys.readouterr().err
+    )
