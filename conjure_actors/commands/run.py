@@ -375,6 +375,11 @@ def check_log_path(path: Path, flag: str) -> None:
             ) from None
         if status.state in ("corrupt", "not-a-log", "newer-version"):
             raise UsageError(f"{flag} {_q(path)}: {status.message}: pick another path")
+        if _log_in_use(path):
+            raise UsageError(
+                f"{flag} {_q(path)}: another process is writing this log (it holds its lock):"
+                " stop it first, or pick another path"
+            )
     flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (0 if exists else os.O_CREAT | os.O_EXCL)
     try:
         fd = os.open(path, flags, 0o600)

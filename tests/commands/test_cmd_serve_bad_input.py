@@ -103,3 +103,19 @@ def test_a_size_or_retention_that_is_not_a_number_is_refused(
     assert f"{flag} {value}: give a finite number" in _one_line_usage_error(
         code, capsys.readouterr().err
     )
+
+
+def test_a_log_another_process_writes_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """serve --log on a log another serve (or run) holds: it failed after start-up with
+    'LogLockedError ... (run with --debug)', exit 1."""
+    import eventlog
+    from conjure_actors.domain.events import Event, SystemStarted
+
+    with eventlog.open_writer(tmp_path / "held.log", Event, sync="none") as writer:
+        writer.append(SystemStarted(run_id="r", version="0", mode="simulated", at=1.0))
+        code = main(["serve", "--port", "0", "--log", "held.log"])
+    assert "another process is writing this log" in _one_line_usage_error(
+        code, capsys.readouterr().err
+    )
