@@ -127,8 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure(args: argparse.Namespace) -> tuple[CloudFaults, CloudTimings]:
-    if args.rate <= 0 or args.burst < 1:
-        raise UsageError("--rate must be > 0 and --burst >= 1")
+    for flag, port in (("--port", args.port), ("--comfyui-port", args.comfyui_port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag} {port}: use a port from 0 to 65535 (0: any free one)")
+    if not (math.isfinite(args.rate) and args.rate > 0) or args.burst < 1:  # nan: refused
+        raise UsageError("--rate must be a finite number > 0 and --burst >= 1")
     faults = CloudFaults(
         runcomfy=RunComfyFaults(
             rate_limit_burst_probability=args.fault_429,

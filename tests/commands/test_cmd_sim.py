@@ -90,3 +90,17 @@ def test_a_delay_that_is_not_a_finite_number_of_seconds_is_refused(
         build_parser().parse_args(["sim", "--ready-delay", value])
     assert exc.value.code == 2
     assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "--port 99999: use a port from 0 to 65535"),
+        (["--comfyui-port", "-1"], "--comfyui-port -1: use a port from 0 to 65535"),
+        (["--rate", "nan"], "--rate must be a finite number > 0"),
+    ],
+)
+def test_a_port_out_of_range_or_a_nan_rate_is_refused(args: list[str], message: str) -> None:
+    """sim --port 99999 was an OverflowError traceback from bind (as serve's was)."""
+    with pytest.raises(UsageError, match=message):
+        sim.main(build_parser().parse_args(["sim", *args]))
