@@ -61,7 +61,7 @@ from conjure_actors.actors.view import (
 )
 from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.config import Config, load_config, require_priced_server_type
-from conjure_actors.errgroups import describe, leaves, meaningful
+from conjure_actors.errgroups import describe, meaningful
 from conjure_actors.errors import ConjureError, UsageError
 
 log = logging.getLogger("conjure_actors.commands.run")
@@ -242,11 +242,6 @@ def one_line_error(exc: BaseException) -> BaseException:
     if leaf is None or isinstance(leaf, ConjureError | KeyboardInterrupt | SystemExit):
         return leaf if leaf is not None else exc
     return ConjureError(f"{describe(leaf)} (run with --debug for the traceback)")
-
-
-def first_conjure_error(group: BaseExceptionGroup[BaseException]) -> ConjureError | None:
-    """The first ConjureError inside nested exception groups (what the user must see)."""
-    return next((e for e in leaves(group) if isinstance(e, ConjureError)), None)
 
 
 def _prepare(

@@ -45,7 +45,7 @@ from conjure_actors.clients.errors import ClientError
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import PriceTableError, WorkflowError
 from conjure_actors.domain.preflight import check_values, image_problem
-from conjure_actors.domain.prices import MICROS_PER_USD, estimate_job_cost
+from conjure_actors.domain.prices import MAX_BUDGET_USD, MICROS_PER_USD, estimate_job_cost
 from conjure_actors.domain.workflow import (
     Workflow,
     apply_bindings,
@@ -293,9 +293,9 @@ async def put_budget(request: Request) -> Response:
         or not isinstance(usd, int | float)
         or not math.isfinite(usd)
         or usd < 0
-        or usd > 1_000_000
+        or usd > MAX_BUDGET_USD
     ):
-        raise invalid_request("'usd' must be a number from 0 to 1000000, or null")
+        raise invalid_request(f"'usd' must be a number from 0 to {MAX_BUDGET_USD}, or null")
     await service.conjure.set_budget(None if usd is None else float(usd))
     return JSONResponse(costs_view(service.state, _now(service)))
 
