@@ -428,7 +428,7 @@ class Journal(Generic[E, S]):
         elif self._inline:
             # Nothing queued and nothing to group (no fsync to share, no batching delay):
             # commit inline instead of a round trip through the committer.
-            return await self._append_inline(event)
+            return (await self._append_many_inline((event,)))[0]
         else:
             batch = self._open_batch()
         # The hot path: join the open batch in place, park once. Nothing is allocated for
@@ -457,9 +457,6 @@ class Journal(Generic[E, S]):
         self._check_usable()
         if not isinstance(event, self._classes):
             raise TypeError(f"cannot append {type(event).__name__}: not part of the event type")
-
-    async def _append_inline(self, event: E) -> Record[E]:
-        return (await self._append_many_inline((event,)))[0]
 
     async def _append_many_inline(self, events: Sequence[E]) -> list[Record[E]]:
         # A cancel before the commit withdraws the events, as a queued append's would; once
@@ -760,9 +757,11 @@ class Journal(Generic[E, S]):
     def _complete(self, records: list[Record[Any]]) -> bool:
         """Count, apply and publish durable records; False if ``apply`` failed the journal."""
         self._commits += 1
-        self._appended += len(records)
-        self._largest = max(self._largest, len(records))
-        if records:
+        n = len(records)
+        self._appended += n
+        if n > self._largest:
+            self._largest = n
+        if n:
             self._last_seq = records[-1].seq
         if self._apply is not None:
             apply = self._apply

@@ -187,8 +187,12 @@ class MonitorActor(Actor):
                     seen.pop(event.job_id, None)  # keep the order of the latest
                     seen[event.job_id] = (event, now)
                     alive = True
-            if alive:  # a job seen alive now may stall from now + stall_seconds
-                self._wake_by(_stall_due(now, self.detector.stall_seconds))
+            # A job seen alive now may stall from now + stall_seconds: the watcher must wake
+            # by then, unless it already wakes earlier (the usual case while jobs run: the
+            # exact instant is computed only when it may be the earliest, issue 16).
+            stall = self.detector.stall_seconds
+            if alive and not self._due - now < stall:
+                self._wake_by(_stall_due(now, stall))
         except Exception as exc:
             self._broken = exc
             self._wake_by(-math.inf)  # crash now, in the watching child
