@@ -411,8 +411,11 @@ def main() -> int:
     parser.add_argument(
         "--counts",
         type=non_negative_int,
+        nargs="?",
+        const=500,
         default=500,
-        help="jobs for the counted run (task spawns, steps, batches, thread calls; 0 to skip)",
+        help="jobs for the counted run (task spawns, steps, batches, thread calls; 0 to skip;"
+        " alone: 500)",
     )
     parser.add_argument(
         "--scaling",
