@@ -668,26 +668,25 @@ class Conjure:
                 return not active
             return False
 
-        # Every record is taken into account as it is committed, by a journal listener (no
-        # channel, no task switch per record: issue 16); the waiter wakes only when one of
-        # them may have made the run idle, and then checks. A job that ends with no actor
-        # of ours is seen at the next timeout's full check at the latest.
-        wake = [trio.Event()]
-
-        def on_records(records: list[Any]) -> None:
-            done = False
-            for record in records:
-                done = ends(record.event) or done
-            if done:
-                wake[0].set()
-
-        with self.ctx.journal.listen(on_records) as listener:
+        # While jobs are active the waiter wakes when a job's actor is done (its terminal
+        # event is published by then), not for every record (a task switch per event),
+        # and reads what was published meanwhile in one go; once none is, it follows the
+        # records (machines stopping). A job that ends with no actor of ours is seen at the
+        # next timeout's full check at the latest.
+        async with self.ctx.journal.subscribe(max_buffer=math.inf) as records:
             while not idle():
-                if not listener.active:
-                    raise eventlog.LogClosedError("the journal closed before the run was idle")
                 with trio.move_on_after(max(1.0, self.ctx.config.pool.poll_interval)):
-                    await wake[0].wait()
-                    wake[0] = trio.Event()
+                    while True:
+                        if active:
+                            await self._job_ended.wait()
+                            done = False
+                        else:
+                            done = ends((await records.receive()).event)
+                        with contextlib.suppress(trio.WouldBlock):
+                            while not done:
+                                done = ends(records.receive_nowait().event)
+                        if done:
+                            break
                     continue
                 active.clear()  # a timeout: the next check is a full one
 
