@@ -10,8 +10,6 @@ One shortcut keeps that rule: a spawn of an actor child on a supervisor whose lo
 (parked on an empty channel) is added and launched from the asker's task, exactly as the loop
 would handle it then, and the child's own task journals its ``ActorStarted`` and answers:
 no step of the supervisor's own per spawn (issue 16). A busy loop gets the request queued.
-Its twin: a child that ends normally and is not restarted (temporary, transient) leaves in
-its own task when the loop is idle, as the loop would handle its exit then.
 
 Restart, in order (see :mod:`~conjure_actors.runtime.policy` for the vocabulary):
 
@@ -669,38 +667,7 @@ class Supervisor:
             # Also when cancelled from outside: _stop_all journals that stop.
             child.done.set()
             child.settled.set()
-        if self._leaves_here(child, run_id):
-            await self._leave_here(child)
-            return
         self.ctl_send.send_nowait(_Exit(child, run_id))
-
-    def _leaves_here(self, child: _Child, run_id: int) -> bool:
-        """Whether a child that just ended can be handled in its own task instead of by the
-        control loop (the twin of _spawn_here): it ended normally, is not to be restarted
-        (temporary, or transient), and the loop is idle (parked on an empty channel), so it
-        is exactly as if the loop took its exit now."""
-        return (
-            child.exc is None
-            and not child.forced
-            and child.start_req is None
-            and child.phase == _RUNNING
-            and child.run_id == run_id
-            and child.spec.restart is not Restart.PERMANENT
-            and self.children.get(child.spec.name) is child
-            and self._nursery is not None
-            and not self.stop_requested
-            and self.status is Status.RUNNING
-            and self.ctl_recv.statistics().tasks_waiting_receive > 0
-        )
-
-    async def _leave_here(self, child: _Child) -> None:
-        """_on_exit's normal end of a child that is not restarted, in the child's task: it
-        leaves (its name is free, its mailbox closed) at once, then ``ActorStopped`` is
-        journaled (queued in the journal before anything that follows its leaving)."""
-        child.phase = _IDLE
-        self.children.pop(child.spec.name, None)
-        self._forget(child)
-        await self._stopped_event(child, "normal")
 
     async def _stop(self, child: _Child, reason: str) -> None:
         """Stop one running child: graceful request, deadline, then cancellation."""

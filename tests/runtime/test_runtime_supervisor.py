@@ -606,40 +606,6 @@ async def test_spawn_on_an_idle_supervisor_is_answered_by_the_child_without_a_su
             assert mine == [ActorStarted]
 
 
-async def test_a_transient_child_ending_normally_leaves_without_a_supervisor_step(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A transient child that ends normally while its supervisor is idle is handled in its
-    own task (issue 16): ActorStopped(normal) journaled, the child gone and its name free at
-    once, and the supervisor's task takes no step for it."""
-    sink = ListSink()
-    with trio.fail_after(CAP):
-        async with open_actor_system(sink) as system:
-            jobs = await system.spawn_supervisor("jobs")
-            ref = await jobs.start_child(worker([], "j", restart=Restart.TRANSIENT))
-            steps = _TaskSteps("root/jobs")
-            trio.lowlevel.add_instrument(steps)
-            try:
-                await ref.tell("quit")
-                await jobs.wait_child_ended("j")
-                assert jobs.child("j") is None
-                again = await jobs.start_child(worker([], "j", restart=Restart.TRANSIENT))
-            finally:
-                trio.lowlevel.remove_instrument(steps)
-            assert steps.steps == 0
-            assert await again.ask("x") == 1
-            mine = [
-                (type(e).__name__, getattr(e, "reason", None))
-                for e in sink.events
-                if getattr(e, "actor", None) == "root/jobs/j"
-            ]
-            assert mine[:3] == [
-                ("ActorStarted", None),
-                ("ActorStopped", "normal"),
-                ("ActorStarted", None),
-            ]
-
-
 async def test_a_spawn_sent_while_the_supervisor_stops_that_name_waits_its_turn(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
