@@ -479,14 +479,14 @@ def _preflight(service: Service, name: str, image: bytes, prompt: str, sets: lis
             workflow, prompt=prompt, sets=sets, catalog=catalog, strict=catalog is not None
         )
     except WorkflowError as exc:
-        raise invalid_workflow([*problems, *exc.problems]) from None
+        raise invalid_workflow([*problems, *exc.problems], workflow.graph) from None
     graph = workflow.graph
     bound = apply_bindings(graph, bindings)  # copy-on-write: a bound node is a new object
     if not values:
         bound = {nid: node for nid, node in bound.items() if node is not graph.get(nid)}
     found = [*problems, *(p for p in check_values(bound, catalog) if p not in problems)]
     if found:
-        raise invalid_workflow(found)
+        raise invalid_workflow(found, graph)
     return workflow
 
 

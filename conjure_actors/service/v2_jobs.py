@@ -304,7 +304,7 @@ def checked_workflow(
     if not problems:
         problems = check_values(_without(graph, resolved), catalog)
     if problems:
-        raise invalid_workflow(problems)
+        raise invalid_workflow(problems, graph)
     workflow = Workflow(graph, "api")
     workflow.roles()  # computed now, once for every submission of the graph
     if len(key) <= CHECKED_GRAPH_BYTES:
@@ -320,7 +320,7 @@ def _without(graph: dict[str, Any], resolved: Collection[str]) -> dict[str, Any]
         return graph
     out = dict(graph)
     for binding in resolved:
-        nid, _, name = binding.partition(".")
+        nid, _, name = binding.rpartition(".")
         node = out[nid]
         out[nid] = {**node, "inputs": {k: v for k, v in node["inputs"].items() if k != name}}
     return out
@@ -357,7 +357,22 @@ def _read_image_problem(path: Path) -> str | None:
         data = blob.read(IMAGE_HEAD_BYTES)
         if len(data) < size and data.startswith(b"\xff\xd8") and image_info(data) is None:
             data += blob.read()
-    return image_problem(data)
+    problem = image_problem(data)
+    if problem is not None and data and image_info(data) is None and _pillow_reads(path):
+        return None  # TIFF, AVIF, TGA...: LoadImage opens whatever Pillow opens
+    return problem
+
+
+def _pillow_reads(path: Path) -> bool:
+    """Whether Pillow (ComfyUI's LoadImage) opens ``path`` as an image with pixels (its
+    header only: nothing is decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.width > 0 and image.height > 0
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
 
 
 async def check_input_images(
@@ -371,11 +386,14 @@ async def check_input_images(
     cache = service.image_checks
     problems: list[str] = []
     for binding, asset_id in inputs.items():
-        nid, _, name = binding.partition(".")
+        nid, _, name = binding.rpartition(".")
         node = graph[nid]
         if not _takes_an_image(service, node, name):
             continue
-        digest = assets[asset_id].hash
+        record = assets.get(asset_id)
+        if record is None:  # deleted meanwhile (a header read awaited): missing_asset later
+            continue
+        digest = record.hash
         if digest in cache:
             problem = cache[digest]
         else:
@@ -393,7 +411,7 @@ async def check_input_images(
             cls = show(str(node.get("class_type")))
             problems.append(f"node {show(nid)} ({cls}) input {name!r}: asset {asset_id}: {problem}")
     if problems:
-        raise invalid_workflow(problems)
+        raise invalid_workflow(problems, graph)
 
 
 MAX_LABELS: int = 16
@@ -454,26 +472,46 @@ def _unquoted(text: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _node_errors(problems: tuple[str, ...] | list[str]) -> dict[str, list[dict[str, str]]]:
+def _node_of(line: str, shown: list[tuple[str, str]]) -> str | None:
+    """The graph's node id a ``node ID ...`` line names (the longest shown id that ends
+    where the class, the input or the colon begins): ids like ``57:35`` (a subgraph's
+    inner node) or ``a (copy)`` are not cut at their first colon or parenthesis."""
+    rest = line[5:]
+    for text, nid in shown:
+        if rest.startswith(text) and rest[len(text) : len(text) + 1] in ("", " ", ":"):
+            return nid
+    return None
+
+
+def _node_errors(
+    problems: tuple[str, ...] | list[str], node_ids: Collection[str] = ()
+) -> dict[str, list[dict[str, str]]]:
     """Per-node details from our problem lines (``node 12 (Class) input 'x': ...``), in
     the spec's shape: ``{node id: [{"field": input, "reason": line}]}`` (``field`` when
     the line names an input; the node id as the graph has it, even when shown quoted)."""
     out: dict[str, list[dict[str, str]]] = {}
+    shown = sorted(((show(n), n) for n in node_ids), key=lambda item: -len(item[0]))
     for line in problems:
         found = _PROBLEM_OF.match(line)
         if found is None:
             continue
-        nid = _unquoted(found.group("node"))
+        nid = _node_of(line, shown) if shown else None
+        if nid is None:
+            nid = _unquoted(found.group("node"))
         if nid is None:  # pragma: no cover - the pattern matches a repr
             continue
-        name = found.group("input")
+        rest = line[5 + len(show(nid)) :]
+        named = re.search(rf" input (?P<input>{_QUOTED})", rest.split(": ", 1)[0] + ":")
+        name = named.group("input") if named else None
         field = _unquoted(name) if name is not None else None
         entry = {"reason": line} if field is None else {"field": field, "reason": line}
         out.setdefault(nid, []).append(entry)
     return out
 
 
-def invalid_workflow(problems: tuple[str, ...] | list[str]) -> ApiError:
+def invalid_workflow(
+    problems: tuple[str, ...] | list[str], node_ids: Collection[str] = ()
+) -> ApiError:
     """422 ``invalid_workflow``: the first problem (and how many more) as the message,
     ``details.node_errors`` per node and every line in ``details.problems``."""
     first = problems[0] if problems else "invalid workflow"
@@ -482,7 +520,7 @@ def invalid_workflow(problems: tuple[str, ...] | list[str]) -> ApiError:
         422,
         "invalid_workflow",
         f"{first}{more}",
-        details={"node_errors": _node_errors(problems), "problems": list(problems)},
+        details={"node_errors": _node_errors(problems, node_ids), "problems": list(problems)},
     )
 
 
@@ -570,7 +608,10 @@ async def submit(request: Request) -> Response:
     images: dict[str, Path] = {}
     role = workflow.roles().input_image
     for binding, asset_id in inputs.items():
-        blob = service.blobs.path_of(service.state.service.assets[asset_id].hash)
+        record = service.state.service.assets.get(asset_id)
+        if record is None:  # deleted while the image check awaited: 422 missing_asset
+            raise _refused_inputs(service, inputs, "")
+        blob = service.blobs.path_of(record.hash)
         if blob is None:  # pragma: no cover - recorded hashes are well formed
             raise ApiError(422, "missing_asset", f"{binding}: the asset's bytes are gone")
         if binding == f"{role}.image":
@@ -610,7 +651,7 @@ async def submit(request: Request) -> Response:
             "this Idempotency-Key was used before: poll or list your jobs instead of resubmitting",
         ) from None
     except WorkflowError as exc:
-        raise invalid_workflow(exc.problems) from None
+        raise invalid_workflow(exc.problems, graph) from None
     except UsageError as exc:
         raise _refused_inputs(service, inputs, str(exc)) from None
     return JSONResponse(job_view(request, service, job_id), status_code=201)
@@ -625,7 +666,7 @@ def _refused_inputs(service: Service, inputs: dict[str, str], message: str) -> A
     for binding, asset_id in inputs.items():
         record = assets.get(asset_id)
         if record is None or not service.blobs.has(record.hash):
-            nid, _, name = binding.partition(".")
+            nid, _, name = binding.rpartition(".")
             return ApiError(
                 422,
                 "missing_asset",
