@@ -736,6 +736,12 @@ async def _run(
             clock=wall.now,
             snapshot_every=SNAPSHOT_EVERY,
         ) as journal:
+            logged = journal.state.system.mode
+            if workflow is None and logged == "runcomfy" and mode != "runcomfy":
+                raise UsageError(  # its machines and launches are on RunComfy, maybe billing
+                    f"--resume {_q(log_path)}: that run was on RunComfy: set RUNCOMFY_USER_ID"
+                    " and RUNCOMFY_API_TOKEN (as it had them) to resume it and stop its machines"
+                )
             if workflow is None and journal.state.launch_requests and mode != "comfyui":
                 out.say(resume_waits_for(len(journal.state.launch_requests), mode), "run.info")
             if sink is None:

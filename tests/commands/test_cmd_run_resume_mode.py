@@ -1,0 +1,56 @@
+"""run --resume of a RunComfy log without RunComfy credentials is refused: that run's
+machines and launches are on RunComfy, and the simulated cloud cannot stop them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import eventlog
+from conjure_actors.cli import main
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import machines_policy
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("RUNCOMFY_", "CONJURE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_resume_of_a_runcomfy_log_without_credentials_does_not_say_nothing_bills(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RunComfy run crashed with a launch in flight (a machine RunComfy may have started,
+    billing). `run --resume` from a shell without the credentials runs on the simulated
+    cloud (nothing refuses the mode change) and 579bd74's line says the launch 'went to that
+    run's embedded simulated cloud ... nothing of it bills': false, the log says RunComfy."""
+    monkeypatch.setattr(machines_policy, "NOT_VISIBLE_GRACE", 0.05)  # no 60 s wait here
+    now = time.time()
+    with eventlog.open_writer(tmp_path / "rc.log", ev.Event, sync="none") as writer:
+        writer.append_many(
+            [
+                ev.SystemStarted(run_id="r1", version="0", mode="runcomfy", at=now - 30),
+                ev.MachineLaunchRequested(
+                    request_key="k1",
+                    server_type="medium",
+                    workflow_version="wv-1",
+                    estimated_duration=600,
+                    at=now - 20,
+                ),
+            ]
+        )
+    code = main(["run", "--resume", "rc.log", "--json"])
+    err = capsys.readouterr().err
+    assert "nothing of it bills" not in err, err
+    # and the RunComfy launch in flight must not be closed as failed against the simulator
+    # (the machine it may have started would then be forgotten, billing)
+    from conjure_actors.commands.replay_impl import fold_log
+
+    state, _, _ = fold_log(str(tmp_path / "rc.log"))
+    assert "k1" in state.launch_requests, (code, err)
