@@ -541,6 +541,11 @@ class MachinePool:
         # listings go on for them even with nothing else to watch: one listed up after all
         # bills until its lease ends, so it is stopped (see _stop_found_after_loss).
         self.lost_watch: dict[str, float] = {}
+        # Lost machines a listing showed up after all, until their DELETE answers (or a
+        # listing shows them gone) -> that listing's Ready time and lease end: a 404 is
+        # billed from the one, to the DELETE's answer at the latest, the other at most.
+        # They bill meanwhile: :meth:`still_running` counts them.
+        self.found_up: dict[str, tuple[float | None, float | None]] = {}
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -570,8 +575,9 @@ class MachinePool:
         return live.client if live is not None else None
 
     def still_running(self) -> list[str]:
-        """The RunComfy machines we pay for that are not stopped or lost."""
-        return [m.server_id for m in policy.paid_machines(self.ctx.state)]
+        """The RunComfy machines we pay for that are not stopped or lost, then the ones
+        taken for lost that a listing showed up, whose stop has not answered yet."""
+        return [m.server_id for m in policy.paid_machines(self.ctx.state)] + sorted(self.found_up)
 
     def launches_unanswered(self) -> list[str]:
         """Launch intents without an outcome in the log (a POST still waiting for its
@@ -1446,21 +1452,41 @@ class MachineActor(Actor):
             )
             if again is not None:
                 await self.ctx.emit(again)
-        elif m is not None and m.lost_reason is not None and msg.found and not msg.error:
-            # Taken for lost, found up and stopped (_stop_found_after_loss): billed from
-            # its final record to this answer, which replaces the bill of its loss.
-            await self.ctx.emit(
-                policy.bill_after_delete(
-                    state,
+        elif m is not None and m.lost_reason is not None and msg.server_id in self.pool.found_up:
+            # Taken for lost, found up and stopped (_stop_found_after_loss): billed from its
+            # final record to this answer, which replaces the bill of its loss. A 404: it
+            # went meanwhile, billed from the listing that showed it up, to this answer
+            # (or that listing's lease end) at the latest, like any machine found gone.
+            if msg.error:
+                # Still found up (still_running), still watched: the next listing that
+                # shows it up sends the DELETE again, one that shows it gone forgets it.
+                log.warning(
+                    "stop of server %s, found up after its loss, gave up: %s; the next"
+                    " listing tries again",
                     msg.server_id,
-                    found=True,
-                    answered_at=msg.stopped_at,
-                    server_ready_at=msg.server_ready_at,
-                    table=self.ctx.table,
-                    at=self.ctx.now(),
+                    msg.error,
                 )
-            )
-            self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
+            else:
+                listed_ready, listed_end = self.pool.found_up.pop(msg.server_id)
+                self.pool.lost_watch.pop(msg.server_id, None)
+                stopped_at = msg.stopped_at
+                if not msg.found:
+                    stopped_at = policy.gone_at(m, stopped_at)
+                    if listed_end is not None:
+                        stopped_at = min(stopped_at, listed_end)
+                await self.ctx.emit(
+                    policy.machine_stopped(
+                        state,
+                        msg.server_id,
+                        stopped_at=stopped_at,
+                        server_ready_at=msg.server_ready_at if msg.found else listed_ready,
+                        table=self.ctx.table,
+                        at=self.ctx.now(),
+                    )
+                )
+                if msg.found:  # a 200 that did not take is seen in the next listings
+                    self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
+                    self.pool.unconfirmed.add(msg.server_id)
         self._check_shutdown()
         await self._assign()
 
@@ -1849,12 +1875,14 @@ class MachineActor(Actor):
         launch past NOT_VISIBLE_GRACE, or one that missed it for a while) that a listing
         shows up after all bills until its lease ends: stop it (DELETE); its answer
         corrects the bill its loss wrote (_on_stop_answered). Listings go on for it
-        until it cannot bill any more (``lost_watch``)."""
+        until that stop answers or it cannot bill any more (``lost_watch``)."""
         pool = self.pool
         for sid, until in list(pool.lost_watch.items()):
-            if tnow > until:
+            if tnow > until:  # its lease is over: it cannot bill any more
                 del pool.lost_watch[sid]
+                pool.found_up.pop(sid, None)
         state = self.ctx.state
+        up: set[str] = set()
         for s in servers:
             sid = s.server_id
             m = state.machines.get(sid)
@@ -1864,11 +1892,13 @@ class MachineActor(Actor):
                 or m.status not in MACHINE_GONE
                 or m.lost_reason is None  # stopped by our DELETE: _recheck_stopped's case
                 or s.status in policy.GONE_STATUSES
-                or sid in self._stopping
                 or sid in pool.recheck
             ):
                 continue
-            pool.lost_watch.pop(sid, None)
+            up.add(sid)
+            if sid in self._stopping:
+                continue
+            pool.found_up[sid] = (s.service_ready_at, s.estimated_stopping_at)
             log.warning(
                 "server %s, taken for lost (%s), is listed %s: stopping it (it bills until"
                 " its lease ends otherwise)",
@@ -1884,6 +1914,8 @@ class MachineActor(Actor):
                 m.service_ready_at is not None,
                 name="machine-stop-found",
             )
+        for sid in [k for k in pool.found_up if k not in up and k not in self._stopping]:
+            del pool.found_up[sid]  # its stop gave up, and it is gone now: billing ended
 
     async def _adopt_unknown(self, servers: list[Any]) -> None:
         """Servers a logged launch intent may have started (crash, or unknown outcome).

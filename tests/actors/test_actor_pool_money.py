@@ -450,3 +450,189 @@ async def test_a_machine_lost_while_not_listed_yet_that_shows_up_later_is_stoppe
         assert rig.ledger_matches_sim()
         assert rig.state.machines[first].cost_micros > 0  # it did bill, from its Ready
         assert rig.state.anomalies == []
+
+
+def _lost_first_launch(rig: Any, unlisted_for: float) -> dict[str, float]:
+    """The rig's first launch is missing from the listings for ``unlisted_for`` s (taken
+    for lost past NOT_VISIBLE_GRACE), then listed up: its id -> when it shows up."""
+    rc = rig.ctx.runcomfy
+    real_launch, real_list = rc.launch, rc.list_servers
+    late: dict[str, float] = {}
+
+    async def launch(*args: Any) -> Any:
+        server = await real_launch(*args)
+        if not late:
+            late[server.server_id] = trio.current_time() + unlisted_for
+        return server
+
+    async def lagging_listing() -> Any:
+        now = trio.current_time()
+        return [s for s in await real_list() if late.get(s.server_id, 0.0) <= now]
+
+    rc.launch, rc.list_servers = launch, lagging_listing
+    return late
+
+
+async def _run_one_job_on_the_second_machine(rig: Any, late: dict[str, float]) -> str:
+    """One job: its first machine is taken for lost, it runs on the second, released."""
+    j = await rig.job()
+    with trio.fail_after(600):
+        lease = await (await rig.ask_lease(j)).wait()
+    (first,) = late
+    assert rig.state.machines[first].lost_reason == "vanished (404)"
+    await rig.release(lease.server_id, j)
+    return first
+
+
+async def test_a_lost_machine_found_up_then_gone_at_its_delete_is_billed_past_its_loss(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found up 450 s after its loss, it went (404) before our DELETE arrived: it billed at
+    least until the listing that showed it up, so the bill of its loss (0: never Ready in
+    the log) is replaced by one from that listing's Ready time to the DELETE's answer."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+
+        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            if server_id in late:  # it stopped by itself just before our DELETE: 404
+                await real_stop(server_id, missing_ok=True)
+                return None
+            return await real_stop(server_id, missing_ok=missing_ok)
+
+        rc.stop = stop
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep_until(late[first] + 90.0)
+        assert rig.sim.running() == []
+        assert rig.state.machines[first].cost_micros > 0
+        assert rig.ledger_matches_sim()
+        assert rig.state.anomalies == []
+
+
+async def test_a_lost_machine_found_up_whose_stop_fails_once_is_stopped_at_the_next_listing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Its DELETE fails once with an error waiting does not cure (409): the listings go on
+    for it (nothing else is watched by then) and the next one sends the DELETE again; it
+    is not left billing until its lease ends, and the ledger equals the bill."""
+    from conjure_actors.clients.errors import ClientError
+
+    async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        failed: list[str] = []
+
+        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            if server_id in late and not failed:
+                failed.append(server_id)
+                raise ClientError("409 conflict", status=409)
+            return await real_stop(server_id, missing_ok=missing_ok)
+
+        rc.stop = stop
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep_until(late[first] + 120.0)  # well within its 3600 s lease
+        assert failed == [first]
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_lost_machine_found_up_whose_delete_does_not_take_is_stopped_again_and_replays(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """lost -> found up, DELETE 200 that does not take -> stopped again: the ledger, the
+    spend and a replay of the log equal the cloud's bill, and no anomaly."""
+    from conjure_actors.domain import cost_policy
+    from conjure_actors.domain.state import apply, initial_state
+
+    async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        calls: list[str] = []
+
+        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            if server_id in late:
+                calls.append(server_id)
+                if len(calls) == 1:
+                    return await rc.status(server_id)  # 200, did not take
+            return await real_stop(server_id, missing_ok=missing_ok)
+
+        rc.stop = stop
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep_until(late[first] + 900.0)
+        assert calls == [first, first]
+        assert rig.sim.running() == []
+        assert rig.events(ev.MachineStoppedAgain)
+        assert rig.ledger_matches_sim()
+        bill = sum(b.cost_micros for b in rig.sim.billing())
+        assert cost_policy.spent_micros(rig.state, rig.ctx.now()) == bill
+        replayed = initial_state()
+        for r in rig.log.records():
+            replayed = apply(replayed, r.event) or replayed
+        assert replayed.ledger.total_micros == rig.state.ledger.total_micros == bill
+        assert rig.state.anomalies == []
+        assert replayed.anomalies == []
+
+
+async def test_stop_all_waits_for_the_stop_of_a_lost_machine_found_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every machine is to stop (the run's end) while the DELETE of a lost machine found up
+    is on its way (a slow gateway): the stop-all reply ("none left billing") waits for it,
+    and the machine is stopped."""
+    async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        deleting = trio.Event()
+
+        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            if server_id in late:
+                deleting.set()
+                await trio.sleep(20)
+            return await real_stop(server_id, missing_ok=missing_ok)
+
+        rc.stop = stop
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        with trio.fail_after(900):
+            await deleting.wait()
+        assert first in rig.pool.still_running()
+        assert await rig.stop_all() == []
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_lost_machine_whose_stop_gave_up_and_that_went_since_does_not_hold_stop_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The DELETE of a lost machine found up gave up (409), then the machine went (its
+    lease ran out, someone stopped it): the next listing shows it gone, so the stop-all
+    reply does not wait ``stop_patience`` for it nor name it as still billing."""
+    from conjure_actors.clients.errors import ClientError
+
+    async with pool_rig(
+        lease_seconds=3600.0, max_machines=1, idle_timeout=5.0, stop_patience=600.0
+    ) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        rc = rig.ctx.runcomfy
+        real_stop = rc.stop
+        failed = trio.Event()
+
+        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            if server_id in late:
+                failed.set()
+                raise ClientError("409 conflict", status=409)
+            return await real_stop(server_id, missing_ok=missing_ok)
+
+        rc.stop = stop
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        with trio.fail_after(900):
+            await failed.wait()
+        await trio.sleep(1)
+        await real_stop(first, missing_ok=True)  # it goes by itself
+        start = trio.current_time()
+        assert await rig.stop_all() == []
+        assert trio.current_time() - start < 60.0
+        assert first not in rig.pool.still_running()
