@@ -2210,8 +2210,13 @@ class MachineActor(Actor):
         rc = self.ctx.runcomfy
         state = self.ctx.state
         doubtful = policy.paid_machines(state)
+        if rc is not None:
+            self._watch_logged_losses()
         if rc is None or (
-            not doubtful and not state.launch_requests and not self._stopped_in_lease()
+            not doubtful
+            and not state.launch_requests
+            and not self.pool.lost_watch
+            and not self._stopped_in_lease()
         ):
             reply.set(None)
             return
@@ -2228,9 +2233,26 @@ class MachineActor(Actor):
             for m in self.ctx.state.machines.values()
             if m.kind == "runcomfy"
             and m.status == M_STOPPED
+            and m.lost_reason is None  # a loss's own watch: _watch_logged_losses
             and m.stopped_at is not None
             and (m.estimated_stopping_at or m.stopped_at + lease) > now
         ]
+
+    def _watch_logged_losses(self) -> None:
+        """``lost_watch`` is memory only: after a restart the log's losses that may still
+        bill (their lease's end, or for one never seen Ready its launch + ready_timeout +
+        lease_seconds, not passed) are watched again, so a listing that shows one up
+        stops it (_stop_found_after_loss)."""
+        now, tnow = self.ctx.now(), trio.current_time()
+        for m in self.ctx.state.machines.values():
+            if m.kind != "runcomfy" or m.status != M_STOPPED or m.lost_reason is None:
+                continue
+            end = m.estimated_stopping_at
+            if end is None:
+                launched = m.launched_at if m.launched_at is not None else now
+                end = launched + self.cfg.ready_timeout + self.cfg.lease_seconds
+            if end > now:
+                self.pool.lost_watch.setdefault(m.server_id, tnow + (end - now))
 
     async def _reconcile_child(self, reply: Reply[None]) -> None:
         try:
@@ -2280,6 +2302,8 @@ class MachineActor(Actor):
                 self.pool.unconfirmed.add(m.server_id)
         if self.pool.recheck:
             await self._recheck_stopped(by_id)
+        self._watch_logged_losses()  # the ones just lost too: not listed may be a lag
+        self._stop_found_after_loss(msg.servers, trio.current_time())
         await self._adopt_unknown(msg.servers)
         msg.reply.set(None)
         if self._poll_queued:

@@ -636,3 +636,52 @@ async def test_a_lost_machine_whose_stop_gave_up_and_that_went_since_does_not_ho
         assert await rig.stop_all() == []
         assert trio.current_time() - start < 60.0
         assert first not in rig.pool.still_running()
+
+
+async def test_a_lost_machine_found_up_after_a_restart_is_stopped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A crash + --resume after a machine was taken for lost: ``lost_watch`` is memory only
+    (a new MachinePool starts with it empty: emulated by clearing it before the resume's
+    Reconcile); the reconcile watches the log's losses that may still bill again, so a
+    listing that shows it up later stops it, and the ledger equals the bill."""
+    from conjure_actors.actors.messages import Reply
+    from conjure_actors.actors.pool import Reconcile
+
+    async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 900.0)
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep(400)  # the job's machine stopped idle, its stop checked
+        rig.pool.lost_watch.clear()  # what a restarted run has in memory
+        reply: Reply[None] = Reply()
+        await rig.machines.tell(Reconcile(reply))
+        with trio.fail_after(60):
+            await reply.wait()
+        assert first in rig.pool.lost_watch
+        await trio.sleep_until(late[first] + 120.0)  # well within its 3600 s lease
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_lost_machine_listed_up_at_the_resume_is_stopped_by_the_reconcile(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Already listed up when the run resumes: the reconcile's own listing stops it."""
+    from conjure_actors.actors.messages import Reply
+    from conjure_actors.actors.pool import Reconcile
+
+    async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 500.0)
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep_until(late[first] - 1.0)
+        rig.pool.lost_watch.clear()  # what a restarted run has in memory
+        await trio.sleep(2.0)  # listed up now; nothing watched: no listing but the reconcile's
+        assert not rig.pool.recheck
+        assert not rig.state.launch_requests
+        assert not policy.paid_machines(rig.state)
+        reply: Reply[None] = Reply()
+        await rig.machines.tell(Reconcile(reply))
+        with trio.fail_after(60):
+            await reply.wait()
+        await trio.sleep(30)
+        assert first not in rig.sim.running()
