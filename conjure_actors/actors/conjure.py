@@ -158,6 +158,9 @@ class Conjure:
         # (an actor that puts its job back into the queue drops its mail; _job_done
         # delivers the request again).
         self._cancels: dict[str, str] = {}
+        # The log's unfinished jobs a resume left as they are (``hold_resumed``): no actor
+        # runs them in this process, whatever status the log gives them.
+        self.held: frozenset[str] = frozenset()
         # The starter's re-check and actor start, and the shutdown's split of the jobs into
         # "has an actor" and "queued": never interleaved.
         self._start_lock = trio.Lock()
@@ -1151,14 +1154,20 @@ async def _start(
         reply: Reply[None] = Reply()
         await conjure.machines.tell(_Reconcile(reply))
         await reply.wait()
-        for job in list(ctx.state.jobs.values()):
-            if job.status in st.RESUMABLE_STATUSES:
-                # Asked before each job: a signal may come while the first ones are queued.
-                # Those queued already are stopped by the run's stop like any running job.
-                if hold_resumed is not None and hold_resumed():
-                    log.info("stopping during start-up: unfinished jobs left for --resume")
-                    break
-                await conjure._queue(job.job_id)  # queued again, or its actor for the rest
+        unfinished = [
+            j.job_id for j in ctx.state.jobs.values() if j.status in st.RESUMABLE_STATUSES
+        ]
+        for i, job_id in enumerate(unfinished):
+            job = ctx.state.jobs.get(job_id)
+            if job is None or job.status not in st.RESUMABLE_STATUSES:
+                continue
+            # Asked before each job: a signal may come while the first ones are queued.
+            # Those queued already are stopped by the run's stop like any running job.
+            if hold_resumed is not None and hold_resumed():
+                log.info("stopping during start-up: unfinished jobs left for --resume")
+                conjure.held = frozenset(unfinished[i:])
+                break
+            await conjure._queue(job_id)  # queued again, or its actor for the rest
         # The resumed actors run (an interrupted job is active again) before the run's
         # body starts: its wait_until_idle sees them.
         await conjure._wait_starts()

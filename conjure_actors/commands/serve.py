@@ -455,11 +455,18 @@ async def _stop_on_signals(
 
 
 async def _drain(service: Any) -> None:
-    """Return once no job runs on a machine (queued ones stay queued for the next start)."""
+    """Return once no job runs on a machine (queued ones stay queued for the next start).
+    The unfinished jobs a start-up stopped by a signal left as the log has them (``held``)
+    have no actor: running in the log, they run nowhere, so they are not waited for."""
     from conjure_actors.domain import state as st
 
+    held = service.conjure.held
+
     def running() -> bool:
-        return any(j.status in (st.RUNNING, st.RETRYING) for j in service.state.jobs.values())
+        return any(
+            j.status in (st.RUNNING, st.RETRYING) and j.job_id not in held
+            for j in service.state.jobs.values()
+        )
 
     async with service.journal.subscribe(max_buffer=math.inf) as records:
         while running():

@@ -61,12 +61,13 @@ async def open_extras_service(
     wrap_http: Any = None,
     comfy: ComfyTimings | None = None,
     catalog: Any = None,
+    hold_resumed: Any = None,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
     ``wrap_http``: ``transport -> transport`` around the cloud's (to record requests);
     ``comfy``: the simulated nodes' timings; ``catalog``: the node catalogue submissions
-    are checked against (default: the simulator's)."""
+    are checked against (default: the simulator's); ``hold_resumed``: open_conjure's."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5),
@@ -102,6 +103,7 @@ async def open_extras_service(
                 out_dir=tmp_path / "out",
                 mode="simulated",
                 seed=3,
+                hold_resumed=hold_resumed,
             ) as service,
             trio.open_nursery() as nursery,
         ):
