@@ -2245,7 +2245,7 @@ class MachineActor(Actor):
         stops it (_stop_found_after_loss)."""
         now, tnow = self.ctx.now(), trio.current_time()
         for m in self.ctx.state.machines.values():
-            if m.kind != "runcomfy" or m.status != M_STOPPED or m.lost_reason is None:
+            if m.kind != "runcomfy" or m.status not in MACHINE_GONE or m.lost_reason is None:
                 continue
             end = m.estimated_stopping_at
             if end is None:

@@ -685,3 +685,26 @@ async def test_a_lost_machine_listed_up_at_the_resume_is_stopped_by_the_reconcil
             await reply.wait()
         await trio.sleep(30)
         assert first not in rig.sim.running()
+
+
+async def test_a_resume_watches_a_machine_the_log_has_lost_without_its_bill(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A log whose lost machine has no MachineStopped after its MachineLost (status "lost",
+    not "stopped": a crash between the two, or an older log) may still bill: the resume
+    watches it too."""
+    from conjure_actors.actors.messages import Reply
+    from conjure_actors.actors.pool import Reconcile
+
+    async with pool_rig(lease_seconds=3600.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        sid = lease.server_id
+        await rig.ctx.emit(ev.MachineLost(server_id=sid, reason="vanished (404)", at=rig.ctx.now()))
+        assert rig.state.machines[sid].status == "lost"
+        reply: Reply[None] = Reply()
+        await rig.machines.tell(Reconcile(reply))
+        with trio.fail_after(60):
+            await reply.wait()
+        await trio.sleep(30)
+        assert sid not in rig.sim.running()
