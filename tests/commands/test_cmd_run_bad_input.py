@@ -3,28 +3,14 @@ to do, exit 2, before anything starts (cases from the CLI review)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from bad_input_support import one_line_usage_error
 
 from conjure_actors.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("RUNCOMFY_", "CONJURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-def _one_line_usage_error(code: int, err: str) -> str:
-    assert "Traceback" not in err, err
-    assert err.startswith("error: "), err
-    assert err.count("\n") == 1, err
-    assert code == 2, (code, err)
-    return err
+pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
 @pytest.mark.parametrize("budget", ["1e308", "1e300"])
@@ -32,7 +18,7 @@ def test_a_huge_budget_is_one_line(capsys: pytest.CaptureFixture[str], budget: s
     """--budget 1e308 overflowed the micros (a traceback); 1e300 crashed the cost actor
     after the banner. PUT /api/conjure/budget refuses above $1,000,000: so does run."""
     code = main(["run", "--budget", budget, "--log", "x.log"])
-    _one_line_usage_error(code, capsys.readouterr().err)
+    one_line_usage_error(code, capsys.readouterr().err)
     assert not Path("x.log").exists()
 
 
@@ -45,7 +31,7 @@ def test_an_endless_lease_is_a_config_error(
     monkeypatch.setenv("CONJURE_POOL_LEASE_SECONDS", lease)
     code = main(["run", "--log", "x.log"])
     err = capsys.readouterr().err
-    _one_line_usage_error(code, err)
+    one_line_usage_error(code, err)
     assert "pool.lease_seconds" in err
 
 
@@ -59,7 +45,7 @@ def test_a_token_with_a_newline_is_refused_unsaid(
     monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "http://127.0.0.1:9")
     code = main(["run", "--workflow-version", "v1", "--log", "x.log"])
     err = capsys.readouterr().err
-    _one_line_usage_error(code, err)
+    one_line_usage_error(code, err)
     assert "RUNCOMFY_API_TOKEN" in err
     assert "tok-123" not in err
 
@@ -74,7 +60,7 @@ def test_a_base_url_that_is_not_a_url_is_refused_at_once(
     monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "notaurl")
     code = main(["run", "--workflow-version", "v1", "--log", "x.log"])
     err = capsys.readouterr().err
-    _one_line_usage_error(code, err)
+    one_line_usage_error(code, err)
     assert "RUNCOMFY_API_BASE_URL" in err
 
 
@@ -87,7 +73,7 @@ def test_a_log_in_an_unwritable_place_is_checked_before_start(
     exit 1); /proc/x.log said 'its directory does not exist' (it does)."""
     code = main(["run", "--log", log])
     captured = capsys.readouterr()
-    err = _one_line_usage_error(code, captured.err)
+    err = one_line_usage_error(code, captured.err)
     assert "cannot write it" in err
     assert "does not exist" not in err
     assert "running on" not in captured.out + captured.err
@@ -99,7 +85,7 @@ def test_an_existing_file_that_is_not_a_log_is_not_offered_to_resume(
     """run --log sketch.png said 'pass --resume sketch.png to finish that run'."""
     (tmp_path / "sketch.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     code = main(["run", "--log", "sketch.png"])
-    err = _one_line_usage_error(code, capsys.readouterr().err)
+    err = one_line_usage_error(code, capsys.readouterr().err)
     assert "not an event log" in err
     assert "--resume" not in err
 
@@ -113,7 +99,7 @@ def test_a_directory_for_the_log_says_so(
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "run-1.log").write_bytes(b"")
     code = main(["run", flag, "demo"])
-    err = _one_line_usage_error(code, capsys.readouterr().err)
+    err = one_line_usage_error(code, capsys.readouterr().err)
     assert "a directory, not a log file" in err
     assert "demo/run-1.log" in err
 
@@ -125,19 +111,18 @@ def test_an_empty_prompt_is_refused_as_serve_refuses_it(
     """run --prompt '' (an unset shell variable) ran the paid job with an empty prompt;
     POST /api/conjure/jobs refuses it (400)."""
     code = main(["run", "--prompt", prompt, "--log", "x.log", "--json"])
-    assert "--prompt is empty" in _one_line_usage_error(code, capsys.readouterr().err)
+    assert "--prompt is empty" in one_line_usage_error(code, capsys.readouterr().err)
 
 
-@pytest.mark.slow  # ~2.5 s: the resumed run's start-up and shutdown on the simulated cloud
+@pytest.mark.slow  # ~5 s: a run, then its resume, on the simulated cloud
 def test_resuming_a_finished_run_says_there_is_nothing_to_resume(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """run --resume of a finished log appended a session and reprinted the old summary,
-    no line saying there was nothing to resume."""
-    import shutil
-
-    golden = Path(__file__).resolve().parents[1] / "data" / "golden_v1.log"
-    shutil.copyfile(golden, tmp_path / "done.log")
+    no line saying there was nothing to resume. (A finished log of a RunComfy run, resumed
+    without credentials, is refused instead: test_cmd_run_resume_mode.py.)"""
+    assert main(["run", "--log", "done.log", "--json"]) == 0
+    capsys.readouterr()
     main(["run", "--resume", "done.log", "--json"])
     err = capsys.readouterr().err
     assert "nothing to resume: every job in done.log had ended" in err

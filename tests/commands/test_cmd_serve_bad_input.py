@@ -3,35 +3,21 @@ starts (no log written, nothing launched): cases from the CLI review."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from bad_input_support import one_line_usage_error
 
 from conjure_actors.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("RUNCOMFY_", "CONJURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-def _one_line_usage_error(code: int, err: str) -> str:
-    assert "Traceback" not in err, err
-    assert err.startswith("error: "), err
-    assert err.count("\n") == 1, err
-    assert code == 2, (code, err)
-    return err
+pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536"])
 def test_a_port_out_of_range_is_one_line(capsys: pytest.CaptureFixture[str], port: str) -> None:
     """serve --port 99999 was an OverflowError traceback from the port probe."""
     code = main(["serve", "--port", port, "--log", "s.log"])
-    assert "0 to 65535" in _one_line_usage_error(code, capsys.readouterr().err)
+    assert "0 to 65535" in one_line_usage_error(code, capsys.readouterr().err)
     assert not Path("s.log").exists()
 
 
@@ -42,7 +28,7 @@ def test_a_log_that_is_not_a_log_is_one_line(
     picture = tmp_path / "picture.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     code = main(["serve", "--port", "0", "--log", "picture.png"])
-    err = _one_line_usage_error(code, capsys.readouterr().err)
+    err = one_line_usage_error(code, capsys.readouterr().err)
     assert "not an event log" in err
     assert picture.read_bytes() == b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -53,14 +39,14 @@ def test_a_directory_for_the_log_is_one_line(
     """serve --log DIR names a file path to give instead."""
     (tmp_path / "logs").mkdir()
     code = main(["serve", "--port", "0", "--log", "logs"])
-    assert "a directory, not a log file" in _one_line_usage_error(code, capsys.readouterr().err)
+    assert "a directory, not a log file" in one_line_usage_error(code, capsys.readouterr().err)
 
 
 @pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys (Linux)")
 def test_an_unwritable_log_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     """serve --log /sys/s.log was a PermissionError traceback."""
     code = main(["serve", "--port", "0", "--log", "/sys/s.log"])
-    assert "cannot write it" in _one_line_usage_error(code, capsys.readouterr().err)
+    assert "cannot write it" in one_line_usage_error(code, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("timeout", ["nan", "inf", "-1"])
@@ -70,7 +56,7 @@ def test_a_drain_timeout_that_is_not_seconds_is_refused(
     """--drain-timeout nan was accepted; the first SIGTERM then crashed ('deadline must not
     be NaN') and left the jobs interrupted instead of drained."""
     code = main(["serve", "--port", "0", "--log", "s.log", "--drain-timeout", timeout])
-    assert "--drain-timeout" in _one_line_usage_error(code, capsys.readouterr().err)
+    assert "--drain-timeout" in one_line_usage_error(code, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("token", [" ", "", "sekrit tok", "sekrit\n"])
@@ -79,7 +65,7 @@ def test_a_blank_or_spaced_token_is_refused_unsaid(
 ) -> None:
     """serve --token ' ' on 0.0.0.0 started and answered every client 401."""
     code = main(["serve", "--host", "0.0.0.0", "--port", "0", "--log", "s.log", "--token", token])
-    err = _one_line_usage_error(code, capsys.readouterr().err)
+    err = one_line_usage_error(code, capsys.readouterr().err)
     assert "--token" in err
     assert "sekrit" not in err
 
@@ -100,7 +86,7 @@ def test_a_size_or_retention_that_is_not_a_number_is_refused(
     """--max-upload-mb inf / --max-body-mb nan were an OverflowError / ValueError traceback
     (int() of the bytes); --retention nan started a service whose jobs never expire."""
     code = main(["serve", "--port", "0", "--log", "s.log", flag, value])
-    assert f"{flag} {value}: give a finite number" in _one_line_usage_error(
+    assert f"{flag} {value}: give a finite number" in one_line_usage_error(
         code, capsys.readouterr().err
     )
 
@@ -116,6 +102,6 @@ def test_a_log_another_process_writes_is_one_line(
     with eventlog.open_writer(tmp_path / "held.log", Event, sync="none") as writer:
         writer.append(SystemStarted(run_id="r", version="0", mode="simulated", at=1.0))
         code = main(["serve", "--port", "0", "--log", "held.log"])
-    assert "another process is writing this log" in _one_line_usage_error(
+    assert "another process is writing this log" in one_line_usage_error(
         code, capsys.readouterr().err
     )
