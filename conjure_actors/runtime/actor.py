@@ -464,11 +464,8 @@ class ActorCell:
             with contextlib.suppress(trio.WouldBlock, *_STOPPED_ERRORS):
                 self.send.send_nowait(_WAKE)
 
-    async def run(self, started: Callable[[], Awaitable[None] | None]) -> None:
-        """Run one incarnation: make the actor, ``on_start``, serve until stopped, ``on_stop``.
-
-        ``started`` is called once ``on_start`` returned; if it returns an awaitable (the
-        supervisor answering a spawn from this task), it is awaited before any message."""
+    async def run(self, started: Callable[[], None]) -> None:
+        """Run one incarnation: make the actor, ``on_start``, serve until stopped, ``on_stop``."""
         self.incarnation += 1
         self.status = Status.STARTING
         actor = self.factory()
@@ -485,9 +482,7 @@ class ActorCell:
                     actor._nursery = nursery
                     await actor.on_start()
                     self.status = Status.RUNNING
-                    answer = started()
-                    if answer is not None:
-                        await answer
+                    started()
                     await self._serve(actor)
                     nursery.cancel_scope.cancel()
         finally:

@@ -6,10 +6,6 @@ code that changes its set of children: every change (a child ended, a backoff ti
 ``start_child``/``stop_child`` request) arrives as a message on its control channel and is
 handled by one loop, one at a time, so there are no races between a crash, a restart and a
 request.
-One shortcut keeps that rule: a spawn of an actor child on a supervisor whose loop is idle
-(parked on an empty channel) is added and launched from the asker's task, exactly as the loop
-would handle it then, and the child's own task journals its ``ActorStarted`` and answers:
-no step of the supervisor's own per spawn (issue 16). A busy loop gets the request queued.
 
 Restart, in order (see :mod:`~conjure_actors.runtime.policy` for the vocabulary):
 
@@ -36,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, overload
 
 import attrs
@@ -197,7 +193,6 @@ class _Child:
         "settled",
         "spec",
         "start_ok",
-        "start_req",
         "token",
         "unit",
     )
@@ -211,9 +206,6 @@ class _Child:
         self.done = trio.Event()
         self.settled = trio.Event()
         self.start_ok = False
-        # A spawn started straight from the asker's task (SupervisorRef.start_child): the
-        # child's own task answers it once started; until then it is pending here.
-        self.start_req: _Ask | None = None
         self.scope: trio.CancelScope | None = None
         self.exc: BaseException | None = None
         self.exc_reported = True
@@ -276,7 +268,7 @@ class Supervisor:
         if self._loop_scope is not None:
             self._loop_scope.cancel()
 
-    async def run(self, started: Callable[[], Awaitable[None] | None]) -> None:
+    async def run(self, started: Callable[[], None]) -> None:
         """One incarnation: start every child in order, then serve the control channel."""
         self.incarnation += 1
         self.status = Status.STARTING
@@ -294,9 +286,7 @@ class Supervisor:
                             if child.phase == _IDLE:
                                 await self._start(child)
                         self.status = Status.RUNNING
-                        answer = started()
-                        if answer is not None:
-                            await answer
+                        started()
                         await self._loop()
                 except EscalationError:
                     reason = "escalated"
@@ -372,8 +362,14 @@ class Supervisor:
                 return
             # Failed in on_start (OTP: the child is not added): report, drop, tell the caller.
             self.children.pop(child.spec.name, None)
-            child.start_req = req
-            await self._failed_start(child)
+            await self._report_crash(child)
+            await self._stopped_event(child, "failed")
+            self._forget(child)
+            req.fail(
+                child.exc
+                if child.exc is not None
+                else ActorStoppedError(f"actor {child.path} stopped while starting")
+            )
         elif isinstance(cmd, _StopChild):
             found = self.children.get(cmd.name)
             if found is None:
@@ -386,48 +382,6 @@ class Supervisor:
             self.children.pop(cmd.name, None)
             self._forget(found)
             req.resolve(True)
-
-    async def _failed_start(self, child: _Child) -> None:
-        """A spawned child ended in ``on_start`` (already out of ``children``): journal its
-        crash and its stop, drop it, and fail its spawn with the reason."""
-        req, child.start_req = child.start_req, None
-        await self._report_crash(child)
-        await self._stopped_event(child, "failed")
-        self._forget(child)
-        if req is not None:
-            req.fail(
-                child.exc
-                if child.exc is not None
-                else ActorStoppedError(f"actor {child.path} stopped while starting")
-            )
-
-    def _spawn_here(self, spec: ActorSpec, req: _Ask) -> bool:
-        """Start an actor child from the asker's task if the control loop is idle (parked
-        on an empty channel: nothing queued or handed to it, nothing half done), else
-        False (the request then goes through the loop). It is then exactly as if the loop
-        handled the request now: the same checks, the same child added and launched, with
-        no step of the supervisor's own; the child's task journals ``ActorStarted`` and
-        answers (``_answer_start``) once its ``on_start`` returned, or the loop fails the
-        spawn when the child ends before that (``_on_exit``, ``_stop_all``)."""
-        if (
-            self._nursery is None
-            or self.stop_requested
-            or self.status is not Status.RUNNING
-            or not self.ctl_recv.statistics().tasks_waiting_receive
-        ):
-            return False
-        child = self._add(spec)  # NameTakenError: raised to the asker, as the loop fails it
-        child.start_req = req
-        self._launch(child)
-        child.settled = _SETTLED  # nobody waits for it: the child answers the asker itself
-        return True
-
-    async def _answer_start(self, child: _Child) -> None:
-        """In the child's task, once started: journal ``ActorStarted``, answer the spawn."""
-        await self._announce(child)
-        req, child.start_req = child.start_req, None
-        if req is not None:
-            req.resolve(child.unit.ref)
 
     def _abort_request(self, req: _Ask) -> None:
         """Settle a start/stop request this incarnation was handling when it ended.
@@ -459,12 +413,6 @@ class Supervisor:
         if child.phase != _RUNNING or child.run_id != msg.run_id:
             return  # we stopped it on purpose, or it is an exit of an earlier incarnation
         if self.children.get(child.spec.name) is not child:
-            return
-        if child.start_req is not None:
-            # A spawn started from the asker's task ended before it started (its on_start
-            # raised): as _on_request's failed start, the child is not added.
-            self.children.pop(child.spec.name, None)
-            await self._failed_start(child)
             return
         await self._report_crash(child)
         crashed = child.exc is not None
@@ -595,13 +543,7 @@ class Supervisor:
         return child
 
     def _forget(self, child: _Child) -> None:
-        """Close a child that is gone for good and drop it from the system's registry (and
-        fail its spawn if it never started)."""
-        req, child.start_req = child.start_req, None
-        if req is not None:
-            req.fail(
-                ActorStoppedError(f"supervisor {self.path} stopped before {child.path} started")
-            )
+        """Close a child that is gone for good and drop it from the system's registry."""
         child.unit.close()
         self._note_moved()
         if self.system._registry.get(child.path) is child.unit.ref:
@@ -609,14 +551,6 @@ class Supervisor:
 
     async def _start(self, child: _Child) -> bool:
         """Launch one incarnation and wait until it started (True) or ended trying (False)."""
-        self._launch(child)
-        await child.settled.wait()
-        child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
-        await self._announce(child)
-        return child.start_ok
-
-    def _launch(self, child: _Child) -> None:
-        """Launch one incarnation of ``child`` (its runner task)."""
         assert self._nursery is not None
         self._next_run += 1
         child.run_id = self._next_run
@@ -631,6 +565,10 @@ class Supervisor:
         child.forced = False
         child.unit.prepare()
         self._nursery.start_soon(self._runner, child, child.run_id, name=child.path)
+        await child.settled.wait()
+        child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
+        await self._announce(child)
+        return child.start_ok
 
     async def _announce(self, child: _Child) -> None:
         """Journal ActorStarted for the current run if it started and that is not journaled yet
@@ -645,13 +583,10 @@ class Supervisor:
             )
 
     async def _runner(self, child: _Child, run_id: int) -> None:
-        def started() -> Awaitable[None] | None:
+        def started() -> None:
             if child.run_id == run_id:
                 child.start_ok = True
                 child.settled.set()
-                if child.start_req is not None:
-                    return self._answer_start(child)
-            return None
 
         try:
             with trio.CancelScope() as scope:
@@ -704,8 +639,7 @@ class Supervisor:
                     child.phase = _IDLE
                     self._note_moved()
                     await self._stopped_event(child, reason)
-                if child.spec.restart is Restart.TEMPORARY or child.start_req is not None:
-                    # (a spawn that never started is dropped and failed, as _abort_request)
+                if child.spec.restart is Restart.TEMPORARY:
                     self.children.pop(child.spec.name, None)
                     self._forget(child)
         except trio.Cancelled:
@@ -727,9 +661,6 @@ class Supervisor:
                     await self._announce(child)
                     await self._report_crash(child)
                     await self._stopped_event(child, "cancelled")
-                    if child.start_req is not None:  # never started: dropped and failed
-                        self.children.pop(child.spec.name, None)
-                        self._forget(child)
             raise
 
     async def _report_crash(self, child: _Child) -> None:
@@ -802,17 +733,6 @@ class SupervisorRef:
     async def start_child(self, spec: SupervisorSpec) -> SupervisorRef: ...
     async def start_child(self, spec: ChildSpec) -> ActorRef | SupervisorRef:
         """Add a child and wait until it started; raises what its ``on_start`` raised."""
-        if type(spec) is ActorSpec:
-            # The fast path (issue 16): an idle supervisor's actor child is added and
-            # launched from here, and answered from the child's own task (_spawn_here).
-            slot = _Ask(_StartChild(spec), trio.lowlevel.current_task())
-            if self._sup._spawn_here(spec, slot):
-                slot.waiting = True
-                await trio.lowlevel.wait_task_rescheduled(slot.abort)
-                if slot.error is not None:
-                    raise slot.error
-                actor: ActorRef = slot.value
-                return actor
         ref: ActorRef | SupervisorRef = await self._call(_StartChild(spec))
         return ref
 

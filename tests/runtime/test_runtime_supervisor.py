@@ -573,66 +573,6 @@ async def test_dynamic_child_failing_on_start_raises_to_caller(
     assert mine == [ActorCrashed, ActorStopped]
 
 
-class _TaskSteps(trio.abc.Instrument):
-    """Counts the steps of the task called ``name``."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps += task.name == self.name
-
-
-async def test_spawn_on_an_idle_supervisor_is_answered_by_the_child_without_a_supervisor_step(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """An idle supervisor's actor child is added and launched from the asker's task; the
-    child's own task journals ActorStarted and answers (issue 16): the supervisor's task
-    takes no step for it."""
-    sink = ListSink()
-    with trio.fail_after(CAP):
-        async with open_actor_system(sink) as system:
-            jobs = await system.spawn_supervisor("jobs")
-            steps = _TaskSteps("root/jobs")
-            trio.lowlevel.add_instrument(steps)
-            try:
-                ref = await jobs.start_child(worker([], "j"))
-            finally:
-                trio.lowlevel.remove_instrument(steps)
-            assert steps.steps == 0
-            assert await ref.ask("x") == 1
-            mine = [type(e) for e in sink.events if getattr(e, "actor", None) == "root/jobs/j"]
-            assert mine == [ActorStarted]
-
-
-async def test_a_spawn_sent_while_the_supervisor_stops_that_name_waits_its_turn(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A start_child sent while the supervisor is still stopping a child of the same name is
-    handled after that stop (the name is free then), not started at once from the asker's
-    task (NameTakenError)."""
-
-    class SlowStop(Actor):
-        async def receive(self, msg: object) -> object:
-            return self.incarnation
-
-        async def on_stop(self) -> None:
-            with shielded(5):
-                await trio.sleep(1)
-
-    with trio.fail_after(CAP):
-        async with open_actor_system() as system:
-            jobs = await system.spawn_supervisor("jobs")
-            await jobs.spawn(SlowStop, name="j")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(jobs.stop_child, "j")
-                await trio.sleep(0.5)  # the supervisor waits for the child's on_stop
-                ref = await jobs.spawn(SlowStop, name="j")
-                assert trio.current_time() >= 1
-            assert await ref.ask("x") == 1
-
-
 async def test_supervisor_stopped_for_good_refuses_requests(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
