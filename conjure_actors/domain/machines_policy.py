@@ -198,12 +198,14 @@ account's (another run, the web UI) by it."""
 
 
 def launch_duration(lease: int, *, taken: Iterable[int], draw: float) -> int:
-    """The ``estimated_duration`` of a new launch: ``lease`` minus 0..59 s picked by
+    """The ``estimated_duration`` of a new launch: ``lease`` minus 1..59 s picked by
     ``draw`` (uniform in [0, 1), drawn by the caller: the domain draws nothing), never
-    longer than the lease (the budget's bound holds), and not one an open intent uses."""
+    longer than the lease (the budget's bound holds), and not one an open intent uses.
+    Never the lease itself: the round figure another client on the account most likely
+    asks for would make its machine look like ours."""
     spread = max(1, min(LAUNCH_MARKER_SPREAD, lease // 2))
     used = set(taken)
-    free = [lease - k for k in range(spread) if lease - k not in used] or [lease]
+    free = [lease - k for k in range(1, spread) if lease - k not in used] or [lease]
     return free[min(len(free) - 1, int(draw * len(free)))]
 
 
