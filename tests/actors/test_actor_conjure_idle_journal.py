@@ -59,7 +59,7 @@ async def test_wait_until_idle_ends_when_the_journal_fails(
                     nursery.start_soon(wait)
                     await trio.sleep(1)
                     broken[0] = True
-                    with pytest.raises(Exception):
+                    with pytest.raises(eventlog.JournalFailedError):
                         await journal.append(ActorStarted(actor="root/x", incarnation=1, at=0.0))
             waited = trio.current_time()
     except eventlog.JournalFailedError:

@@ -4,7 +4,7 @@ already cancelled, a supervisor that stops while a spawn is pending."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -60,18 +60,16 @@ async def test_a_spawn_is_answered_when_the_journal_fails_while_the_child_starts
     with trio.fail_after(CAP):  # a hang shows as TooSlowError
         async with open_actor_system(sink) as system:
             jobs = await system.spawn_supervisor("jobs")
-            with pytest.raises(Exception) as info:
+            with pytest.raises(Exception) as info:  # noqa: PT011 - any answer, but an answer
                 with trio.fail_after(10):
-                    await jobs.start_child(
-                        ActorSpec(functools.partial(SlowStart, sink), "j")
-                    )
+                    await jobs.start_child(ActorSpec(functools.partial(SlowStart, sink), "j"))
             assert not isinstance(info.value, trio.TooSlowError), "the spawn was never answered"
             # and the system goes on: "jobs" was restarted by root
             assert (await jobs.spawn(SlowStart, name="k")).path == "root/jobs/k"
 
 
 class Counting(Actor):
-    started: list[str] = []
+    started: ClassVar[list[str]] = []
 
     async def on_start(self) -> None:
         Counting.started.append(self._cell.path)
