@@ -840,6 +840,7 @@ async def open_conjure(
     ids: Ids = uuid.uuid4,
     prompt_check: PromptCheck | None = None,
     hold_resumed: Callable[[], bool] | None = None,
+    fresh_cloud: bool = False,
 ) -> AsyncIterator[Conjure]:
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
@@ -850,6 +851,9 @@ async def open_conjure(
     started again: True leaves it (and the rest) as the log has it, unfinished, for a later
     ``--resume``; the caller's way to say "stopping" (a signal during start-up) before a
     resumed job launches a machine that the stop would only stop again (a paid start).
+    ``fresh_cloud``: the cloud began with this process and ends with it (the embedded
+    simulated one): the launch intents the log holds went to a cloud that is gone, so they
+    are closed at the reconcile instead of after ``NOT_VISIBLE_GRACE``. Never for RunComfy.
 
     Whatever ends the block runs the ordered shutdown (:meth:`Conjure.shutdown`): a normal
     exit, an exception in the block or in the runtime (a job's failure is only that job's),
@@ -896,7 +900,7 @@ async def open_conjure(
         conjure: Conjure | None = None
         try:
             async with open_actor_system(journal=journal, clock=wall, rng=seed) as system:
-                conjure = await _assemble(ctx, system, monitor)
+                conjure = await _assemble(ctx, system, monitor, fresh_cloud=fresh_cloud)
                 with single_error():
                     async with trio.open_nursery() as guard:
                         guard.start_soon(conjure._wait_fatal)
@@ -947,7 +951,9 @@ def _reason(exc: BaseException) -> str:
     return "error" if leaf is not None else "cancelled"
 
 
-async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> Conjure:
+async def _assemble(
+    ctx: Context, system: Any, monitor: MonitorSink | None, *, fresh_cloud: bool = False
+) -> Conjure:
     """Spawn the actors (monitor, cost, machines, the job supervisor) and the Conjure."""
     holder: dict[str, Conjure] = {}
 
@@ -982,6 +988,7 @@ async def _assemble(ctx: Context, system: Any, monitor: MonitorSink | None) -> C
         make_client=functools.partial(make_comfyui_client, ctx),
         on_granted=lambda job_id, lease: holder["c"]._granted(job_id, lease),
         on_refused=lambda job_id, error: holder["c"]._refused(job_id, error),
+        fresh_cloud=fresh_cloud and ctx.mode == "simulated",
     )
     machines_ref = await system.spawn(
         functools.partial(MachineActor, pool), name="machines", shutdown_timeout=45.0

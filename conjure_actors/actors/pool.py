@@ -133,6 +133,10 @@ machine: RunComfy answers ``Deleting`` and then drops it; one still listed up (R
 Starting, ...) meanwhile was not stopped, so it is sent a ``DELETE`` again. Five minutes:
 many polls, and well within any lease (so a machine that ignores it is not billed long)."""
 
+ORPHANED_LAUNCH = "its cloud ended with the run that launched it"
+"""Why a launch intent of a run on the embedded simulated cloud is closed as soon as a
+later run resumes its log (``MachinePool(fresh_cloud=True)``): nothing it started is left."""
+
 
 def _followed(state: Any, job_id: str, prompt_id: str) -> bool:
     """Whether the log says job ``job_id`` runs and follows ``prompt_id`` (a job that gave a
@@ -493,6 +497,7 @@ class MachinePool:
         approval_unused: ApprovalUnusedFn | None = None,
         on_granted: Callable[[str, Lease], None] | None = None,
         on_refused: Callable[[str, LeaseFailedError], None] | None = None,
+        fresh_cloud: bool = False,
     ) -> None:
         self.ctx = ctx
         self.cfg = ctx.config.pool
@@ -525,6 +530,11 @@ class MachinePool:
         # after this process first looked at one left by a crashed run (its POSTs ended
         # with it, so what they started is listed within that grace).
         self.landing: dict[str, float] = {}
+        # ``fresh_cloud``: the cloud began with this process (the embedded simulated one),
+        # so the launch intents the log holds already went to a cloud that ended with the
+        # run that logged them: no listing can show what they started. They are closed at
+        # the first listing (the reconcile), not after NOT_VISIBLE_GRACE. Never RunComfy's.
+        self.orphaned: set[str] = set(ctx.state.launch_requests) if fresh_cloud else set()
         self.unknown: set[str] = set()
         self.foreign: set[str] = set()  # unknown servers no intent matched (logged once)
         # Machines whose DELETE answered 200 -> until when (trio time) listings are checked
@@ -1931,6 +1941,7 @@ class MachineActor(Actor):
         for key in [k for k in self.pool.landing if k not in state.launch_requests]:
             del self.pool.landing[key]  # closed (adopted, launched, failed)
         self.pool.unknown &= set(state.launch_requests)
+        self.pool.orphaned &= set(state.launch_requests)
         if not state.launch_requests or self._launching:
             return
         unknown = [
@@ -1968,14 +1979,16 @@ class MachineActor(Actor):
                 )
             match = matches[0] if 0 < len(matches) <= twins else None
             if match is None:
+                orphaned = key in self.pool.orphaned
                 tnow = trio.current_time()
-                until = self.pool.landing.setdefault(key, tnow + policy.NOT_VISIBLE_GRACE)
+                grace = 0.0 if orphaned else policy.NOT_VISIBLE_GRACE
+                until = self.pool.landing.setdefault(key, tnow + grace)
                 if tnow < until:
                     continue  # its POST may still be landing: the next listings look again
                 await self.ctx.emit(
                     ev.MachineLaunchFailed(
                         request_key=key,
-                        reason="no server found for this launch",
+                        reason=ORPHANED_LAUNCH if orphaned else "no server found for this launch",
                         at=self.ctx.now(),
                     )
                 )

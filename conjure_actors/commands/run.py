@@ -544,15 +544,16 @@ QUIT_SIMULATED: Final = (
 def resume_waits_for(launches: int, mode: str) -> str:
     """What a resumed run waits for when its log ended with ``launches`` in flight: RunComfy
     to list their machines (adopted, or closed as failed after the grace); on the simulated
-    cloud, nothing can appear (that run's cloud ended with it): the grace is waited out."""
+    cloud, nothing can appear (that run's cloud ended with it): they are closed at once
+    (``open_conjure(fresh_cloud=True)``)."""
     from conjure_actors.domain.machines_policy import NOT_VISIBLE_GRACE
 
     what = f"{launches} launch{'es' if launches > 1 else ''} in flight when the log ended"
     if mode == "simulated":
         return (
             f"resuming: {what} went to that run's embedded simulated cloud, which ended with"
-            f" it (nothing of it bills): they are closed as failed after {NOT_VISIBLE_GRACE:g}"
-            " s, then the jobs waiting on them launch again"
+            " it (nothing of it bills): they are closed as failed at once, and the jobs"
+            " waiting on them launch again"
         )
     return (
         f"resuming: {what}: waiting up to {NOT_VISIBLE_GRACE:g} s for RunComfy to list their"
@@ -764,6 +765,9 @@ async def _run(
                     # A signal already here when start-up would relaunch resumed jobs: they
                     # stay for --resume instead of launching machines the stop would stop.
                     hold_resumed=lambda: stopping.signal is not None,
+                    # The embedded simulated cloud began with this process: the launches
+                    # in flight a resumed log holds went to one that is gone (closed now).
+                    fresh_cloud=mode == "simulated",
                 ) as conjure,
             ):
                 stopping.conjure = conjure

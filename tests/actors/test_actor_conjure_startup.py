@@ -106,3 +106,112 @@ async def test_a_job_held_at_a_stopped_start_up_runs_on_the_next_resume(
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[job].status == "succeeded"
         assert cloud.running() == []
+
+
+async def _crash_with_a_launch_in_flight(
+    cloud: Any, log: eventlog.MemoryLog[Any], out: Path, config: Any, wall: TrioWallClock
+) -> tuple[str, str]:
+    """Submit one job and crash once its launch intent is logged; returns the job's id and
+    the intent's key."""
+    from actor_support import crash_when, wait_for
+
+    from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+
+    job = ""
+
+    async def launching(conjure: Any) -> None:
+        nonlocal job
+        graph = json.loads(bundled_workflow())
+        job = await conjure.submit(graph, image=example_sketch_png(), prompt="a fox")
+        with trio.fail_after(600):
+            await wait_for(conjure, lambda s: bool(s.launch_requests))
+
+    await crash_when(cloud, log, out, config, wall, launching, mode="simulated")
+    (intent,) = [r.event for r in log.records() if isinstance(r.event, MachineLaunchRequested)]
+    return job, intent.request_key
+
+
+async def test_a_resume_on_a_fresh_simulated_cloud_closes_the_old_launches_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A simulated run crashed with a launch in flight; its embedded cloud ended with it.
+    The resume, on a new embedded cloud (``fresh_cloud``), closes that intent at its
+    reconcile (nothing can ever list its machine) instead of waiting NOT_VISIBLE_GRACE
+    (60 s) for it, and the job runs to the end on a machine of the new cloud."""
+    from conjure_actors.actors.pool import ORPHANED_LAUNCH
+    from conjure_actors.domain.events import MachineLaunchFailed
+    from conjure_actors.domain.machines_policy import NOT_VISIBLE_GRACE
+
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as gone:
+        job, key = await _crash_with_a_launch_in_flight(
+            gone, log, tmp_path, sim_config(gone, max_machines=1), wall
+        )
+    log = log.reopen()
+    async with open_test_cloud(wall.now) as cloud:
+        t0 = trio.current_time()
+        async with run_conjure(
+            cloud,
+            log,
+            tmp_path,
+            sim_config(cloud, max_machines=1),
+            wall,
+            mode="simulated",
+            fresh_cloud=True,
+        ) as conjure:
+            # start-up (its reconcile) is over: the old launch is closed already
+            assert trio.current_time() - t0 < NOT_VISIBLE_GRACE
+            assert key not in conjure.state.launch_requests
+            closed = [
+                r.event
+                for r in log.records()
+                if isinstance(r.event, MachineLaunchFailed) and r.event.request_key == key
+            ]
+            assert [c.reason for c in closed] == [ORPHANED_LAUNCH]
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        assert cloud.running() == []
+    assert state.jobs[job].status == "succeeded", state.jobs[job].error
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"mode": "simulated"}, {"mode": "runcomfy", "fresh_cloud": True}],
+    ids=["not-fresh", "runcomfy"],
+)
+async def test_a_resume_not_on_a_fresh_simulated_cloud_keeps_the_old_launches_open_a_while(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, kwargs: dict[str, Any]
+) -> None:
+    """The same resume without ``fresh_cloud``, or on RunComfy (never taken for fresh: a
+    launch in flight may have started a machine a later listing shows): the intent stays
+    open past the reconcile and is closed only after NOT_VISIBLE_GRACE; the job runs."""
+    from conjure_actors.domain.events import MachineLaunchFailed
+    from conjure_actors.domain.machines_policy import NOT_VISIBLE_GRACE
+
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as gone:
+        job, key = await _crash_with_a_launch_in_flight(
+            gone, log, tmp_path, sim_config(gone, max_machines=1), wall
+        )
+    log = log.reopen()
+    async with open_test_cloud(wall.now) as cloud:
+        t0 = wall.now()
+        async with run_conjure(
+            cloud, log, tmp_path, sim_config(cloud, max_machines=1), wall, **kwargs
+        ) as conjure:
+            assert key in conjure.state.launch_requests
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            state = conjure.state
+        assert cloud.running() == []
+    (closed,) = [
+        r.event
+        for r in log.records()
+        if isinstance(r.event, MachineLaunchFailed) and r.event.request_key == key
+    ]
+    assert closed.reason == "no server found for this launch"
+    assert closed.at - t0 >= NOT_VISIBLE_GRACE
+    assert state.jobs[job].status == "succeeded", state.jobs[job].error

@@ -54,3 +54,37 @@ def test_resume_of_a_runcomfy_log_without_credentials_does_not_say_nothing_bills
 
     state, _, _ = fold_log(str(tmp_path / "rc.log"))
     assert "k1" in state.launch_requests, (code, err)
+
+
+def test_resume_of_a_simulated_log_closes_its_launches_in_flight_at_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A simulated run ended with a launch in flight: it went to that run's embedded cloud,
+    gone with it. `run --resume` (a new embedded cloud) closes it at its reconcile, not
+    after NOT_VISIBLE_GRACE (60 s of a real clock here), and says so first."""
+    from conjure_actors.actors.pool import ORPHANED_LAUNCH
+    from conjure_actors.commands.replay_impl import fold_log
+
+    now = time.time()
+    with eventlog.open_writer(tmp_path / "sim.log", ev.Event, sync="none") as writer:
+        writer.append_many(
+            [
+                ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=now - 30),
+                ev.MachineLaunchRequested(
+                    request_key="k1",
+                    server_type="medium",
+                    workflow_version="wv-conjure-flux-mesh-1",
+                    estimated_duration=592,
+                    at=now - 20,
+                ),
+            ]
+        )
+    code = main(["run", "--resume", "sim.log", "--json"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "closed as failed at once" in err
+    state, _, _ = fold_log(str(tmp_path / "sim.log"))
+    assert state.launch_requests == {}
+    records = eventlog.read(tmp_path / "sim.log", ev.Event)
+    closed = [r.event for r in records if isinstance(r.event, ev.MachineLaunchFailed)]
+    assert [c.reason for c in closed] == [ORPHANED_LAUNCH]
