@@ -1381,8 +1381,11 @@ class MachineActor(Actor):
             name="machine-stop",
         )
 
-    async def _stop_child(self, server_id: str, until: float, ready_logged: bool) -> None:
-        """Child: ``DELETE`` until it answers (or ``until``), then the final record."""
+    async def _stop_child(
+        self, server_id: str, until: float, ready_logged: bool, record_if_gone: bool = False
+    ) -> None:
+        """Child: ``DELETE`` until it answers (or ``until``), then the final record (on a
+        404 too with ``record_if_gone``: a lost machine listed without a Ready time)."""
         rc = self.ctx.require_runcomfy()
         delay = 1.0
         while True:
@@ -1398,21 +1401,43 @@ class MachineActor(Actor):
             delay = min(30.0, delay * 2)
         stopped_at = self.ctx.now()
         if server is None:
-            await self._tell(StopAnswered(server_id, found=False, stopped_at=stopped_at))
+            ready_at = None
+            if record_if_gone:
+                # Listed Starting, gone (404) before the DELETE: it may have become Ready,
+                # and billed, meanwhile; its final record says (if RunComfy still has it).
+                ready_at = await self._final_ready_at(server_id, gone=True)
+            await self._tell(
+                StopAnswered(
+                    server_id, found=False, stopped_at=stopped_at, server_ready_at=ready_at
+                )
+            )
             return
         ready_at = server.service_ready_at
         if ready_at is None and not ready_logged:
             # The DELETE's answer says it was not Ready; its final record says for sure
             # (it may have become Ready while the DELETE was on its way).
-            try:
-                ready_at = (await rc.status(server_id)).service_ready_at
-            except ServerNotFoundError:
-                pass
-            except ClientError as exc:
-                log.info("final record of server %s: %s", server_id, exc)
+            ready_at = await self._final_ready_at(server_id, gone=False)
         await self._tell(
             StopAnswered(server_id, found=True, stopped_at=stopped_at, server_ready_at=ready_at)
         )
+
+    async def _final_ready_at(self, server_id: str, *, gone: bool) -> float | None:
+        """Child: the Ready time of a stopped machine's final record (``GET``), or None.
+        ``gone``: its DELETE answered 404; a record gone too leaves its bill unproven
+        (a warning: it may have billed from a Ready time nobody can tell any more)."""
+        try:
+            return (await self.ctx.require_runcomfy().status(server_id)).service_ready_at
+        except ServerNotFoundError:
+            if gone:
+                log.warning(
+                    "server %s, found up after its loss without a Ready time, answered 404"
+                    " to its DELETE and has no final record: billed without a Ready time"
+                    " (RunComfy may have billed it if it became Ready before it went)",
+                    server_id,
+                )
+        except ClientError as exc:
+            log.info("final record of server %s: %s", server_id, exc)
+        return None
 
     async def _on_stop_answered(self, msg: StopAnswered) -> None:
         self._stopping.discard(msg.server_id)
@@ -1465,8 +1490,9 @@ class MachineActor(Actor):
         elif m is not None and m.lost_reason is not None and msg.server_id in self.pool.found_up:
             # Taken for lost, found up and stopped (_stop_found_after_loss): billed from its
             # final record to this answer, which replaces the bill of its loss. A 404: it
-            # went meanwhile, billed from the listing that showed it up, to this answer
-            # (or that listing's lease end) at the latest, like any machine found gone.
+            # went meanwhile, billed from the listing that showed it up (listed Starting:
+            # from its final record's Ready time, _stop_child), to this answer (or that
+            # listing's lease end) at the latest, like any machine found gone.
             if msg.error:
                 # Still found up (still_running), still watched: the next listing that
                 # shows it up sends the DELETE again, one that shows it gone forgets it.
@@ -1489,7 +1515,10 @@ class MachineActor(Actor):
                         state,
                         msg.server_id,
                         stopped_at=stopped_at,
-                        server_ready_at=msg.server_ready_at if msg.found else listed_ready,
+                        # A 404: the listing's Ready time, else its final record's.
+                        server_ready_at=msg.server_ready_at
+                        if msg.found or listed_ready is None
+                        else listed_ready,
                         table=self.ctx.table,
                         at=self.ctx.now(),
                     )
@@ -1922,6 +1951,7 @@ class MachineActor(Actor):
                 sid,
                 tnow + self.cfg.stop_patience,
                 m.service_ready_at is not None,
+                s.service_ready_at is None and m.service_ready_at is None,
                 name="machine-stop-found",
             )
         for sid in [k for k in pool.found_up if k not in up and k not in self._stopping]:

@@ -708,3 +708,88 @@ async def test_a_resume_watches_a_machine_the_log_has_lost_without_its_bill(
             await reply.wait()
         await trio.sleep(30)
         assert sid not in rig.sim.running()
+
+
+def _listed_starting_then_gone_at_its_delete(rig: Any, late: dict[str, float]) -> dict[str, Any]:
+    """The lost machine is listed ``Starting`` without a Ready time (as a listing may show
+    one on its way up), and goes (404) just before our DELETE: its final record as
+    ``GET /servers/{id}`` read it then -> the dict returned (filled at the DELETE)."""
+    import attrs
+
+    rc = rig.ctx.runcomfy
+    real_list, real_stop, real_status = rc.list_servers, rc.stop, rc.status
+    records: dict[str, Any] = {}
+
+    async def listing() -> Any:
+        return [
+            attrs.evolve(s, status="Starting", service_ready_at=None, estimated_stopping_at=None)
+            if s.server_id in late
+            else s
+            for s in await real_list()
+        ]
+
+    async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+        if server_id in late:  # it stopped by itself just before our DELETE: 404
+            records[server_id] = await real_status(server_id)
+            await real_stop(server_id, missing_ok=True)
+            return None
+        return await real_stop(server_id, missing_ok=missing_ok)
+
+    rc.list_servers, rc.stop = listing, stop
+    return records
+
+
+async def test_a_lost_machine_listed_starting_then_gone_at_its_delete_is_billed_from_its_record(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found up 450 s after its loss, listed Starting (no Ready time), it went (404) before
+    our DELETE arrived: it had become Ready and billed. Its final record (GET) gives the
+    Ready time its bill starts from, not 0; the ledger equals the simulator's bill."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        records = _listed_starting_then_gone_at_its_delete(rig, late)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+
+        async def status(server_id: str) -> Any:
+            if server_id in records:  # RunComfy still has the record of the gone machine
+                return records[server_id]
+            return await real_status(server_id)
+
+        rc.status = status
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep_until(late[first] + 90.0)
+        assert first in records
+        assert rig.sim.running() == []
+        assert rig.state.machines[first].cost_micros > 0
+        assert rig.ledger_matches_sim()
+        assert rig.state.anomalies == []
+
+
+async def test_a_lost_machine_listed_starting_gone_with_its_record_keeps_its_bill_and_warns(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same, but its final record is gone too (404 to the GET): nothing tells when it
+    became Ready, so its bill stays the one its loss wrote (0), and a warning says it may
+    have billed."""
+    from conjure_actors.clients.errors import ServerNotFoundError
+
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=5.0) as rig:
+        late = _lost_first_launch(rig, 450.0)
+        records = _listed_starting_then_gone_at_its_delete(rig, late)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+
+        async def status(server_id: str) -> Any:
+            if server_id in records:  # its record went with it
+                raise ServerNotFoundError(f"status of server {server_id}: 404")
+            return await real_status(server_id)
+
+        rc.status = status
+        first = await _run_one_job_on_the_second_machine(rig, late)
+        await trio.sleep_until(late[first] + 90.0)
+        assert first in records
+        assert rig.sim.running() == []
+        assert rig.state.machines[first].cost_micros == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(first in w and "no final record" in w for w in warned), warned
