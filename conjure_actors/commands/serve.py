@@ -290,6 +290,9 @@ async def open_serve(
                 attach=attach,
                 prompt_check=version_catalogue(config, _note),
                 hold_resumed=hold_resumed,
+                # the embedded simulated cloud began with this process: a resumed log's
+                # launches in flight went to one that ended with the run that made them
+                fresh_cloud=mode == "simulated" and cloud is None,
             ) as service,
             trio.open_nursery() as nursery,
         ):

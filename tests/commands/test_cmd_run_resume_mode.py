@@ -14,13 +14,7 @@ from conjure_actors.cli import main
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import machines_policy
 
-
-@pytest.fixture(autouse=True)
-def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("RUNCOMFY_", "CONJURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
 def test_resume_of_a_runcomfy_log_without_credentials_does_not_say_nothing_bills(
@@ -65,8 +59,21 @@ def test_resume_of_a_simulated_log_closes_its_launches_in_flight_at_once(
     from conjure_actors.actors.pool import ORPHANED_LAUNCH
     from conjure_actors.commands.replay_impl import fold_log
 
+    _simulated_log_with_a_launch_in_flight(tmp_path / "sim.log")
+    code = main(["run", "--resume", "sim.log", "--json"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "closed as failed at once" in err
+    state, _, _ = fold_log(str(tmp_path / "sim.log"))
+    assert state.launch_requests == {}
+    records = eventlog.read(tmp_path / "sim.log", ev.Event)
+    closed = [r.event for r in records if isinstance(r.event, ev.MachineLaunchFailed)]
+    assert [c.reason for c in closed] == [ORPHANED_LAUNCH]
+
+
+def _simulated_log_with_a_launch_in_flight(path: Path) -> None:
     now = time.time()
-    with eventlog.open_writer(tmp_path / "sim.log", ev.Event, sync="none") as writer:
+    with eventlog.open_writer(path, ev.Event, sync="none") as writer:
         writer.append_many(
             [
                 ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=now - 30),
@@ -79,12 +86,39 @@ def test_resume_of_a_simulated_log_closes_its_launches_in_flight_at_once(
                 ),
             ]
         )
-    code = main(["run", "--resume", "sim.log", "--json"])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "closed as failed at once" in err
-    state, _, _ = fold_log(str(tmp_path / "sim.log"))
-    assert state.launch_requests == {}
-    records = eventlog.read(tmp_path / "sim.log", ev.Event)
+
+
+@pytest.mark.slow  # a serve process: start-up, then its stop
+def test_serve_on_a_simulated_log_closes_its_launches_in_flight_at_once(tmp_path: Path) -> None:
+    """serve started on a simulated log with a launch in flight (its embedded cloud ended
+    with the process that made it) closes it at its reconcile, as run --resume does, not
+    after NOT_VISIBLE_GRACE."""
+    import signal
+    import subprocess
+    import sys
+
+    from conjure_actors.actors.pool import ORPHANED_LAUNCH
+
+    log = tmp_path / "serve.log"
+    _simulated_log_with_a_launch_in_flight(log)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conjure_actors", "serve", "--port", "0", "--log", str(log)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "http://127.0.0.1:" in first, first
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-800:]
+    records = eventlog.read(log, ev.Event)
     closed = [r.event for r in records if isinstance(r.event, ev.MachineLaunchFailed)]
     assert [c.reason for c in closed] == [ORPHANED_LAUNCH]
