@@ -556,6 +556,9 @@ class MachinePool:
         # billed from the one, to the DELETE's answer at the latest, the other at most.
         # They bill meanwhile: :meth:`still_running` counts them.
         self.found_up: dict[str, tuple[float | None, float | None]] = {}
+        # Rechecked machines a listing showed Ready -> that listing's Ready time: a DELETE
+        # sent again that answers 404 is billed from it (the log may have none).
+        self.recheck_ready: dict[str, float] = {}
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -1481,7 +1484,9 @@ class MachineActor(Actor):
                 msg.server_id,
                 found=msg.found,
                 answered_at=msg.stopped_at,
-                server_ready_at=msg.server_ready_at,
+                server_ready_at=(
+                    msg.server_ready_at if msg.found else self.pool.recheck_ready.get(msg.server_id)
+                ),
                 table=self.ctx.table,
                 at=self.ctx.now(),
             )
@@ -1874,7 +1879,7 @@ class MachineActor(Actor):
                 if not m.healthy:
                     self._start_health(sid)
         await self._recheck_stopped(by_id)
-        self._stop_found_after_loss(servers, tnow)
+        await self._stop_found_after_loss(servers, tnow)
         await self._adopt_unknown(servers)
         await self._renew_and_reap(now)
 
@@ -1891,7 +1896,10 @@ class MachineActor(Actor):
                 if tnow > until:
                     del self.pool.recheck[sid]
                     self.pool.unconfirmed.discard(sid)
+                    self.pool.recheck_ready.pop(sid, None)
                 continue
+            if s.service_ready_at is not None:
+                self.pool.recheck_ready[sid] = s.service_ready_at
             if s.status in policy.GONE_STATUSES or sid in self._stopping:
                 continue
             log.warning(
@@ -1909,17 +1917,19 @@ class MachineActor(Actor):
                 name="machine-stop-again",
             )
 
-    def _stop_found_after_loss(self, servers: list[Any], tnow: float) -> None:
+    async def _stop_found_after_loss(self, servers: list[Any], tnow: float) -> None:
         """A machine of ours taken for lost (no listing showed it: a listing that lags its
         launch past NOT_VISIBLE_GRACE, or one that missed it for a while) that a listing
         shows up after all bills until its lease ends: stop it (DELETE); its answer
         corrects the bill its loss wrote (_on_stop_answered). Listings go on for it
         until that stop answers or it cannot bill any more (``lost_watch``)."""
         pool = self.pool
+        gone: list[str] = []
         for sid, until in list(pool.lost_watch.items()):
             if tnow > until:  # its lease is over: it cannot bill any more
                 del pool.lost_watch[sid]
-                pool.found_up.pop(sid, None)
+                if sid in pool.found_up and sid not in self._stopping:
+                    gone.append(sid)  # its stop's answer (in flight) bills it otherwise
         state = self.ctx.state
         up: set[str] = set()
         for s in servers:
@@ -1954,8 +1964,30 @@ class MachineActor(Actor):
                 s.service_ready_at is None and m.service_ready_at is None,
                 name="machine-stop-found",
             )
-        for sid in [k for k in pool.found_up if k not in up and k not in self._stopping]:
-            del pool.found_up[sid]  # its stop gave up, and it is gone now: billing ended
+        gone += [k for k in pool.found_up if k not in up and k not in self._stopping]
+        for sid in dict.fromkeys(gone):
+            # Its stop gave up, and it is gone now (or its lease is over): billing ended,
+            # after the listing that showed it up: billed as a 404 to its DELETE is.
+            listed_ready, listed_end = pool.found_up.pop(sid)
+            m = state.machines[sid]
+            stopped_at = policy.gone_at(m, self.ctx.now())
+            if listed_end is not None:
+                stopped_at = min(stopped_at, listed_end)
+            await self._emit_found_gone(sid, stopped_at, listed_ready)
+
+    async def _emit_found_gone(
+        self, sid: str, stopped_at: float, listed_ready: float | None
+    ) -> None:
+        await self.ctx.emit(
+            policy.machine_stopped(
+                self.ctx.state,
+                sid,
+                stopped_at=stopped_at,
+                server_ready_at=listed_ready,
+                table=self.ctx.table,
+                at=self.ctx.now(),
+            )
+        )
 
     async def _adopt_unknown(self, servers: list[Any]) -> None:
         """Servers a logged launch intent may have started (crash, or unknown outcome).
@@ -2271,6 +2303,15 @@ class MachineActor(Actor):
         did not take, RunComfy still bills them (it stops a machine at its lease's end)."""
         now = self.ctx.now()
         lease = self.cfg.lease_seconds
+
+        def lease_end(m: Any) -> float:
+            if m.estimated_stopping_at is not None:
+                return float(m.estimated_stopping_at)
+            # Never Ready in the log: a 200 that did not take lets it become Ready after
+            # the stop, and RunComfy's lease runs from Ready (as _watch_logged_losses).
+            launched = m.launched_at if m.launched_at is not None else m.stopped_at
+            return float(max(m.stopped_at, launched + self.cfg.ready_timeout) + lease)
+
         return [
             m
             for m in self.ctx.state.machines.values()
@@ -2278,7 +2319,7 @@ class MachineActor(Actor):
             and m.status == M_STOPPED
             and m.lost_reason is None  # a loss's own watch: _watch_logged_losses
             and m.stopped_at is not None
-            and (m.estimated_stopping_at or m.stopped_at + lease) > now
+            and lease_end(m) > now
         ]
 
     def _watch_logged_losses(self) -> None:
@@ -2346,7 +2387,7 @@ class MachineActor(Actor):
         if self.pool.recheck:
             await self._recheck_stopped(by_id)
         self._watch_logged_losses()  # the ones just lost too: not listed may be a lag
-        self._stop_found_after_loss(msg.servers, trio.current_time())
+        await self._stop_found_after_loss(msg.servers, trio.current_time())
         await self._adopt_unknown(msg.servers)
         msg.reply.set(None)
         if self._poll_queued:

@@ -434,7 +434,7 @@ def bill_after_stop_again(
     if stopped_at <= m.stopped_at:
         return None
     ready_at, rate, version = m.service_ready_at, m.rate_micros_per_hour, m.price_table_version
-    new_ready = ready_at is None and server_ready_at is not None and found
+    new_ready = ready_at is None and server_ready_at is not None
     if new_ready:
         if m.server_type is None:
             return None  # nothing to price it by (never the case for a machine we launched)
