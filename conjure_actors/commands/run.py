@@ -676,6 +676,16 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
         )
 
 
+def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
+    """A log whose run was on RunComfy is resumed on RunComfy only: its machines and
+    launches are there, maybe billing (the simulated cloud would close them as failed)."""
+    if state.system.mode == "runcomfy" and mode != "runcomfy":
+        raise UsageError(
+            f"{what}: that run was on RunComfy: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
+            " (as it had them) to resume it and stop its machines"
+        )
+
+
 def _quit_now(conjure: Any, log_path: Path) -> str:
     """What a second Ctrl-C says: the machines (and launches in flight) that may still
     bill, and the command that stops them."""
@@ -737,12 +747,8 @@ async def _run(
             clock=wall.now,
             snapshot_every=SNAPSHOT_EVERY,
         ) as journal:
-            logged = journal.state.system.mode
-            if workflow is None and logged == "runcomfy" and mode != "runcomfy":
-                raise UsageError(  # its machines and launches are on RunComfy, maybe billing
-                    f"--resume {_q(log_path)}: that run was on RunComfy: set RUNCOMFY_USER_ID"
-                    " and RUNCOMFY_API_TOKEN (as it had them) to resume it and stop its machines"
-                )
+            if workflow is None:
+                refuse_runcomfy_log_elsewhere(journal.state, mode, f"--resume {_q(log_path)}")
             if workflow is None and journal.state.launch_requests and mode != "comfyui":
                 out.say(resume_waits_for(len(journal.state.launch_requests), mode), "run.info")
             if sink is None:

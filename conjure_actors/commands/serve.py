@@ -251,7 +251,7 @@ async def open_serve(
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
-    from conjure_actors.commands.run import _cloud, _dev_machine
+    from conjure_actors.commands.run import _cloud, _dev_machine, refuse_runcomfy_log_elsewhere
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
     from conjure_actors.service.app import create_app, open_service, serve_app
@@ -265,48 +265,49 @@ async def open_serve(
             if dev is not None:
                 attach[dev.server_id] = dev.url
             catalog = await trio.to_thread.run_sync(_runcomfy_catalog, config)
-        async with (
-            eventlog.open_journal(
-                log_path,
-                Event,
-                sync=sync,
-                apply=apply,
-                initial=initial_state(),
-                clock=wall.now,
-                snapshot_every=SNAPSHOT_EVERY,
-                keep_snapshots=KEEP_SNAPSHOTS,
-            ) as journal,
-            open_service(
-                config,
-                journal=journal,
-                data_dir=Path(str(log_path) + ".blobs"),
-                settings=settings,
-                catalog=catalog,
-                http=http,
-                ws_connect=ws_connect,
-                wall=wall,
-                out_dir=out_dir,
-                mode=mode,
-                attach=attach,
-                prompt_check=version_catalogue(config, _note),
-                hold_resumed=hold_resumed,
-                # the embedded simulated cloud began with this process: a resumed log's
-                # launches in flight went to one that ended with the run that made them
-                fresh_cloud=mode == "simulated" and cloud is None,
-            ) as service,
-            trio.open_nursery() as nursery,
-        ):
-            stop_http = trio.Event()
-            app = (app_factory or create_app)(service)
-            url = await nursery.start(
-                functools.partial(serve_app, app, host=host, port=port, shutdown=stop_http)
-            )
-            try:
-                yield Served(url, service, banner, stop_http)
-            finally:
-                service.accepting = False
-                service.stopping.set()
-                stop_http.set()
+        async with eventlog.open_journal(
+            log_path,
+            Event,
+            sync=sync,
+            apply=apply,
+            initial=initial_state(),
+            clock=wall.now,
+            snapshot_every=SNAPSHOT_EVERY,
+            keep_snapshots=KEEP_SNAPSHOTS,
+        ) as journal:
+            refuse_runcomfy_log_elsewhere(journal.state, mode, f"--log {log_path}")
+            async with (
+                open_service(
+                    config,
+                    journal=journal,
+                    data_dir=Path(str(log_path) + ".blobs"),
+                    settings=settings,
+                    catalog=catalog,
+                    http=http,
+                    ws_connect=ws_connect,
+                    wall=wall,
+                    out_dir=out_dir,
+                    mode=mode,
+                    attach=attach,
+                    prompt_check=version_catalogue(config, _note),
+                    hold_resumed=hold_resumed,
+                    # the embedded simulated cloud began with this process: a resumed log's
+                    # launches in flight went to one that ended with the run that made them
+                    fresh_cloud=mode == "simulated" and cloud is None,
+                ) as service,
+                trio.open_nursery() as nursery,
+            ):
+                stop_http = trio.Event()
+                app = (app_factory or create_app)(service)
+                url = await nursery.start(
+                    functools.partial(serve_app, app, host=host, port=port, shutdown=stop_http)
+                )
+                try:
+                    yield Served(url, service, banner, stop_http)
+                finally:
+                    service.accepting = False
+                    service.stopping.set()
+                    stop_http.set()
 
 
 def _note(text: str) -> None:
