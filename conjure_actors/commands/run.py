@@ -680,9 +680,14 @@ def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
     """A log whose run was on RunComfy is resumed on RunComfy only: its machines and
     launches are there, maybe billing (the simulated cloud would close them as failed)."""
     if state.system.mode == "runcomfy" and mode != "runcomfy":
+        versions = sorted(
+            {r.workflow_version for r in state.launch_requests.values()}
+            | {m.workflow_version for m in state.machines.values() if m.workflow_version}
+        )
+        version = f" and --workflow-version {versions[-1]}" if len(versions) == 1 else ""
         raise UsageError(
             f"{what}: that run was on RunComfy: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
-            " (as it had them) to resume it and stop its machines"
+            f" (as it had them){version} to resume it and stop its machines"
         )
 
 

@@ -41,6 +41,7 @@ def test_serve_of_a_runcomfy_log_without_credentials_is_refused(
     code = main(["serve", "--log", str(log), "--port", "0"])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert "that run was on RunComfy" in err
+    assert "--workflow-version wv-1" in err  # the log's: RunComfy needs one to resume
     state, _, _ = fold_log(str(log))
     assert "k1" in state.launch_requests
     assert state.system.mode == "runcomfy"
