@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 import trio.testing
+from test_actor_pool import pool_rig
 from test_actor_pool_money import _lost_first_launch, _run_one_job_on_the_second_machine
 
 
@@ -25,7 +26,7 @@ async def test_a_found_up_machine_whose_stop_gave_up_and_that_went_since_is_bill
     at least until then: the ledger must equal the cloud's bill (the loss's bill is 0)."""
     from conjure_actors.clients.errors import ClientError
 
-    async with pool_rig_(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
+    async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
         late = _lost_first_launch(rig, 450.0)
         rc = rig.ctx.runcomfy
         real_stop = rc.stop
@@ -55,12 +56,6 @@ async def test_a_found_up_machine_whose_stop_gave_up_and_that_went_since_is_bill
         assert rig.state.anomalies == []
 
 
-def pool_rig_(**kw: Any) -> Any:
-    from test_actor_pool import pool_rig
-
-    return pool_rig(**kw)
-
-
 async def test_a_resume_rechecks_a_machine_stopped_while_starting_until_its_lease_from_ready(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -71,7 +66,7 @@ async def test_a_resume_rechecks_a_machine_stopped_while_starting_until_its_leas
     from conjure_actors.actors.messages import Reply, StopMachine
     from conjure_actors.actors.pool import Reconcile
 
-    async with pool_rig_(lease_seconds=600.0, ready_delay=200.0, max_machines=1) as rig:
+    async with pool_rig(lease_seconds=600.0, ready_delay=200.0, max_machines=1) as rig:
         rc = rig.ctx.runcomfy
         real_stop = rc.stop
         calls: list[str] = []
@@ -119,7 +114,7 @@ async def test_a_machine_ready_after_its_stop_and_gone_at_the_delete_sent_again_
     from conjure_actors.actors.messages import StopMachine
     from conjure_actors.clients.errors import ClientError
 
-    async with pool_rig_(lease_seconds=600.0, ready_delay=100.0, max_machines=1) as rig:
+    async with pool_rig(lease_seconds=600.0, ready_delay=100.0, max_machines=1) as rig:
         rc = rig.ctx.runcomfy
         real_stop = rc.stop
         calls: list[str] = []
