@@ -677,9 +677,12 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
 
 
 def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
-    """A log whose run was on RunComfy is resumed on RunComfy only: its machines and
-    launches are there, maybe billing (the simulated cloud would close them as failed)."""
-    if state.system.mode == "runcomfy" and mode != "runcomfy":
+    """A log is resumed on RunComfy only if its run was on RunComfy, and the other way
+    round: a RunComfy run's machines and launches are there, maybe billing (the simulated
+    cloud would close them as failed), and another run's launches in flight, resumed on
+    RunComfy, would be matched against the account's machines by their marker alone."""
+    logged = state.system.mode
+    if logged == "runcomfy" and mode != "runcomfy":
         versions = sorted(
             {r.workflow_version for r in state.launch_requests.values()}
             | {m.workflow_version for m in state.machines.values() if m.workflow_version}
@@ -688,6 +691,11 @@ def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
         raise UsageError(
             f"{what}: that run was on RunComfy: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
             f" (as it had them){version} to resume it and stop its machines"
+        )
+    if logged is not None and logged != "runcomfy" and mode == "runcomfy":
+        raise UsageError(
+            f"{what}: that run was not on RunComfy ({logged}): resume it as it ran, without"
+            " RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN set"
         )
 
 

@@ -122,3 +122,24 @@ def test_serve_on_a_simulated_log_closes_its_launches_in_flight_at_once(tmp_path
     records = eventlog.read(log, ev.Event)
     closed = [r.event for r in records if isinstance(r.event, ev.MachineLaunchFailed)]
     assert [c.reason for c in closed] == [ORPHANED_LAUNCH]
+
+
+def test_resume_of_a_simulated_log_on_runcomfy_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A simulated run's launch in flight, resumed on RunComfy, would be matched against
+    the account's machines by its marker alone (another run's machine adopted, stopped):
+    refused in one line, the log left as it was."""
+    from conjure_actors.commands.replay_impl import fold_log
+
+    _simulated_log_with_a_launch_in_flight(tmp_path / "sim.log")
+    monkeypatch.setenv("RUNCOMFY_USER_ID", "u1")
+    monkeypatch.setenv("RUNCOMFY_API_TOKEN", "tok-123")
+    monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "http://127.0.0.1:9")
+    code = main(["run", "--resume", "sim.log", "--workflow-version", "wv-1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "that run was not on RunComfy (simulated)" in err
+    assert "tok-123" not in err
+    state, _, _ = fold_log(str(tmp_path / "sim.log"))
+    assert "k1" in state.launch_requests
