@@ -602,6 +602,14 @@ class MachinePool:
         ]
 
 
+def _found_gone_at(m: Any, seen: float, listed_end: float | None) -> float:
+    """When a lost machine found up went, seen gone at ``seen``: as any machine found gone
+    (:func:`~conjure_actors.domain.machines_policy.gone_at`), and at the latest the lease
+    end of the listing that showed it up."""
+    gone = policy.gone_at(m, seen)
+    return gone if listed_end is None else min(gone, listed_end)
+
+
 class MachineActor(Actor):
     """The pool as an actor (see the module docstring)."""
 
@@ -1510,23 +1518,11 @@ class MachineActor(Actor):
             else:
                 listed_ready, listed_end = self.pool.found_up.pop(msg.server_id)
                 self.pool.lost_watch.pop(msg.server_id, None)
-                stopped_at = msg.stopped_at
-                if not msg.found:
-                    stopped_at = policy.gone_at(m, stopped_at)
-                    if listed_end is not None:
-                        stopped_at = min(stopped_at, listed_end)
-                await self.ctx.emit(
-                    policy.machine_stopped(
-                        state,
-                        msg.server_id,
-                        stopped_at=stopped_at,
-                        # A 404: the listing's Ready time, else its final record's.
-                        server_ready_at=msg.server_ready_at
-                        if msg.found or listed_ready is None
-                        else listed_ready,
-                        table=self.ctx.table,
-                        at=self.ctx.now(),
-                    )
+                await self._bill_found_up(
+                    msg.server_id,
+                    msg.stopped_at if msg.found else _found_gone_at(m, msg.stopped_at, listed_end),
+                    # A 404: the listing's Ready time, else its final record's.
+                    msg.server_ready_at if msg.found or listed_ready is None else listed_ready,
                 )
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
@@ -1969,21 +1965,19 @@ class MachineActor(Actor):
             # Its stop gave up, and it is gone now (or its lease is over): billing ended,
             # after the listing that showed it up: billed as a 404 to its DELETE is.
             listed_ready, listed_end = pool.found_up.pop(sid)
-            m = state.machines[sid]
-            stopped_at = policy.gone_at(m, self.ctx.now())
-            if listed_end is not None:
-                stopped_at = min(stopped_at, listed_end)
-            await self._emit_found_gone(sid, stopped_at, listed_ready)
+            went = _found_gone_at(state.machines[sid], self.ctx.now(), listed_end)
+            await self._bill_found_up(sid, went, listed_ready)
 
-    async def _emit_found_gone(
-        self, sid: str, stopped_at: float, listed_ready: float | None
+    async def _bill_found_up(
+        self, sid: str, stopped_at: float, server_ready_at: float | None
     ) -> None:
+        """The bill of a lost machine found up, to ``stopped_at``: it replaces its loss's."""
         await self.ctx.emit(
             policy.machine_stopped(
                 self.ctx.state,
                 sid,
                 stopped_at=stopped_at,
-                server_ready_at=listed_ready,
+                server_ready_at=server_ready_at,
                 table=self.ctx.table,
                 at=self.ctx.now(),
             )
