@@ -421,21 +421,7 @@ async def test_a_machine_lost_while_not_listed_yet_that_shows_up_later_is_stoppe
     450 s nothing else is watched any more (the job's machine stopped idle, its stop
     checked): the listings go on for the lost machine all the same."""
     async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=5.0) as rig:
-        rc = rig.ctx.runcomfy
-        real_launch, real_list = rc.launch, rc.list_servers
-        late: dict[str, float] = {}  # the first launch: unlisted for a while
-
-        async def launch(*args: Any) -> Any:
-            server = await real_launch(*args)
-            if not late:
-                late[server.server_id] = trio.current_time() + unlisted_for
-            return server
-
-        async def lagging_listing() -> Any:
-            now = trio.current_time()
-            return [s for s in await real_list() if late.get(s.server_id, 0.0) <= now]
-
-        rc.launch, rc.list_servers = launch, lagging_listing
+        late = _lost_first_launch(rig, unlisted_for)
         j = await rig.job()
         with trio.fail_after(600):
             lease = await (await rig.ask_lease(j)).wait()
@@ -610,28 +596,11 @@ async def test_a_lost_machine_whose_stop_gave_up_and_that_went_since_does_not_ho
     """The DELETE of a lost machine found up gave up (409), then the machine went (its
     lease ran out, someone stopped it): the next listing shows it gone, so the stop-all
     reply does not wait ``stop_patience`` for it nor name it as still billing."""
-    from conjure_actors.clients.errors import ClientError
 
     async with pool_rig(
         lease_seconds=3600.0, max_machines=1, idle_timeout=5.0, stop_patience=600.0
     ) as rig:
-        late = _lost_first_launch(rig, 450.0)
-        rc = rig.ctx.runcomfy
-        real_stop = rc.stop
-        failed = trio.Event()
-
-        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
-            if server_id in late:
-                failed.set()
-                raise ClientError("409 conflict", status=409)
-            return await real_stop(server_id, missing_ok=missing_ok)
-
-        rc.stop = stop
-        first = await _run_one_job_on_the_second_machine(rig, late)
-        with trio.fail_after(900):
-            await failed.wait()
-        await trio.sleep(1)
-        await real_stop(first, missing_ok=True)  # it goes by itself
+        first = await found_up_stop_gives_up_then_it_goes(rig)
         start = trio.current_time()
         assert await rig.stop_all() == []
         assert trio.current_time() - start < 60.0
@@ -793,3 +762,28 @@ async def test_a_lost_machine_listed_starting_gone_with_its_record_keeps_its_bil
         assert rig.state.machines[first].cost_micros == 0
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(first in w and "no final record" in w for w in warned), warned
+
+
+async def found_up_stop_gives_up_then_it_goes(rig: Any) -> str:
+    """The rig's first launch is taken for lost, then listed up (after 450 s); its DELETE
+    gives up (409), then it goes by itself. Its id, once it went."""
+    from conjure_actors.clients.errors import ClientError
+
+    late = _lost_first_launch(rig, 450.0)
+    rc = rig.ctx.runcomfy
+    real_stop = rc.stop
+    failed = trio.Event()
+
+    async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
+        if server_id in late:
+            failed.set()
+            raise ClientError("409 conflict", status=409)
+        return await real_stop(server_id, missing_ok=missing_ok)
+
+    rc.stop = stop
+    first = await _run_one_job_on_the_second_machine(rig, late)
+    with trio.fail_after(900):
+        await failed.wait()
+    await trio.sleep(1)
+    await real_stop(first, missing_ok=True)  # it goes by itself
+    return first

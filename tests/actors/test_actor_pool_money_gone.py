@@ -9,7 +9,7 @@ from typing import Any
 import trio
 import trio.testing
 from test_actor_pool import pool_rig
-from test_actor_pool_money import _lost_first_launch, _run_one_job_on_the_second_machine
+from test_actor_pool_money import found_up_stop_gives_up_then_it_goes
 
 
 async def _until(done: Any, step: float) -> None:
@@ -24,26 +24,9 @@ async def test_a_found_up_machine_whose_stop_gave_up_and_that_went_since_is_bill
     """The DELETE of a lost machine found up gives up (409); the machine then goes (it is
     stopped by someone else, or its lease ends). The listing showed it up, so it billed
     at least until then: the ledger must equal the cloud's bill (the loss's bill is 0)."""
-    from conjure_actors.clients.errors import ClientError
 
     async with pool_rig(lease_seconds=3600.0, max_machines=1, idle_timeout=5.0) as rig:
-        late = _lost_first_launch(rig, 450.0)
-        rc = rig.ctx.runcomfy
-        real_stop = rc.stop
-        failed = trio.Event()
-
-        async def stop(server_id: str, *, missing_ok: bool = False) -> Any:
-            if server_id in late:
-                failed.set()
-                raise ClientError("409 conflict", status=409)
-            return await real_stop(server_id, missing_ok=missing_ok)
-
-        rc.stop = stop
-        first = await _run_one_job_on_the_second_machine(rig, late)
-        with trio.fail_after(900):
-            await failed.wait()
-        await trio.sleep(1)
-        await real_stop(first, missing_ok=True)  # it goes by itself
+        first = await found_up_stop_gives_up_then_it_goes(rig)
         await trio.sleep(120)  # listings see it gone
         assert first not in rig.pool.found_up
         assert rig.sim.running() == []
