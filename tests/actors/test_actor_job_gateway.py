@@ -25,28 +25,37 @@ def _events(log: eventlog.MemoryLog[Any], name: str) -> list[Any]:
     return [r.event for r in log.records() if type(r.event).__name__ == name]
 
 
-async def test_a_prompt_answered_by_a_gateway_after_queueing_runs_once(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
-) -> None:
-    """Every POST /prompt queued, then answered 502/504: each job finds its prompt by id and
-    succeeds on its first attempt; every prompt ran exactly once."""
+async def _run_behind_a_gateway(
+    tmp_path: Path, faults: ComfyFaults, n: int
+) -> tuple[eventlog.MemoryLog[Any], Any, list[str], list[Any]]:
+    """``n`` jobs run to the end behind ``faults``: the log, the state, the job ids and the
+    ComfyUI simulators of the machines they ran on."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    faults = ComfyFaults(
-        gateway_error_after_accept_rate=1.0, gateway_error_paths=frozenset({"/prompt"})
-    )
     async with (
         open_test_cloud(wall.now, comfy_faults=faults) as cloud,
         run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
     ):
         jobs = [
             await conjure.submit(GRAPH, image=example_sketch_png(), prompt=f"p{i}")
-            for i in range(2)
+            for i in range(n)
         ]
         with trio.fail_after(3600):
             await conjure.wait_until_idle()
         state = conjure.state
         sims = [cloud.machine_sim(m) for m in {state.jobs[j].server_id for j in jobs}]
+    return log, state, jobs, sims
+
+
+async def test_a_prompt_answered_by_a_gateway_after_queueing_runs_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Every POST /prompt queued, then answered 502/504: each job finds its prompt by id and
+    succeeds on its first attempt; every prompt ran exactly once."""
+    faults = ComfyFaults(
+        gateway_error_after_accept_rate=1.0, gateway_error_paths=frozenset({"/prompt"})
+    )
+    log, state, jobs, sims = await _run_behind_a_gateway(tmp_path, faults, 2)
     for job in jobs:
         assert state.jobs[job].status == "succeeded", state.jobs[job].error
         assert state.jobs[job].attempt == 1
@@ -63,21 +72,8 @@ async def test_gateway_errors_on_uploads_and_prompts_never_run_a_prompt_twice(
 ) -> None:
     """Half the uploads and prompts answered 502/504 after ComfyUI acted: every job
     succeeds, no prompt runs twice, and each input is stored once."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     faults = ComfyFaults(gateway_error_after_accept_rate=0.5)
-    async with (
-        open_test_cloud(wall.now, comfy_faults=faults) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        jobs = [
-            await conjure.submit(GRAPH, image=example_sketch_png(), prompt=f"p{i}")
-            for i in range(4)
-        ]
-        with trio.fail_after(3600):
-            await conjure.wait_until_idle()
-        state = conjure.state
-        sims = [cloud.machine_sim(m) for m in {state.jobs[j].server_id for j in jobs}]
+    _, state, jobs, sims = await _run_behind_a_gateway(tmp_path, faults, 4)
     for job in jobs:
         assert state.jobs[job].status == "succeeded", state.jobs[job].error
     assert sum(sim.gateway_errors for sim in sims) > 0
