@@ -4,10 +4,10 @@ machines and launches are on RunComfy, and the simulated cloud cannot stop them.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+from bad_input_support import log_with_a_launch_in_flight
 
 import eventlog
 from conjure_actors.cli import main
@@ -25,20 +25,7 @@ def test_resume_of_a_runcomfy_log_without_credentials_does_not_say_nothing_bills
     cloud (nothing refuses the mode change) and 579bd74's line says the launch 'went to that
     run's embedded simulated cloud ... nothing of it bills': false, the log says RunComfy."""
     monkeypatch.setattr(machines_policy, "NOT_VISIBLE_GRACE", 0.05)  # no 60 s wait here
-    now = time.time()
-    with eventlog.open_writer(tmp_path / "rc.log", ev.Event, sync="none") as writer:
-        writer.append_many(
-            [
-                ev.SystemStarted(run_id="r1", version="0", mode="runcomfy", at=now - 30),
-                ev.MachineLaunchRequested(
-                    request_key="k1",
-                    server_type="medium",
-                    workflow_version="wv-1",
-                    estimated_duration=600,
-                    at=now - 20,
-                ),
-            ]
-        )
+    log_with_a_launch_in_flight(tmp_path / "rc.log", "runcomfy", "wv-1", 600)
     code = main(["run", "--resume", "rc.log", "--json"])
     err = capsys.readouterr().err
     assert "nothing of it bills" not in err, err
@@ -59,7 +46,7 @@ def test_resume_of_a_simulated_log_closes_its_launches_in_flight_at_once(
     from conjure_actors.actors.pool import ORPHANED_LAUNCH
     from conjure_actors.commands.replay_impl import fold_log
 
-    _simulated_log_with_a_launch_in_flight(tmp_path / "sim.log")
+    _simulated_log(tmp_path / "sim.log")
     code = main(["run", "--resume", "sim.log", "--json"])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -69,23 +56,6 @@ def test_resume_of_a_simulated_log_closes_its_launches_in_flight_at_once(
     records = eventlog.read(tmp_path / "sim.log", ev.Event)
     closed = [r.event for r in records if isinstance(r.event, ev.MachineLaunchFailed)]
     assert [c.reason for c in closed] == [ORPHANED_LAUNCH]
-
-
-def _simulated_log_with_a_launch_in_flight(path: Path) -> None:
-    now = time.time()
-    with eventlog.open_writer(path, ev.Event, sync="none") as writer:
-        writer.append_many(
-            [
-                ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=now - 30),
-                ev.MachineLaunchRequested(
-                    request_key="k1",
-                    server_type="medium",
-                    workflow_version="wv-conjure-flux-mesh-1",
-                    estimated_duration=592,
-                    at=now - 20,
-                ),
-            ]
-        )
 
 
 @pytest.mark.slow  # a serve process: start-up, then its stop
@@ -100,7 +70,7 @@ def test_serve_on_a_simulated_log_closes_its_launches_in_flight_at_once(tmp_path
     from conjure_actors.actors.pool import ORPHANED_LAUNCH
 
     log = tmp_path / "serve.log"
-    _simulated_log_with_a_launch_in_flight(log)
+    _simulated_log(log)
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
         [sys.executable, "-m", "conjure_actors", "serve", "--port", "0", "--log", str(log)],
@@ -132,7 +102,7 @@ def test_resume_of_a_simulated_log_on_runcomfy_is_refused(
     refused in one line, the log left as it was."""
     from conjure_actors.commands.replay_impl import fold_log
 
-    _simulated_log_with_a_launch_in_flight(tmp_path / "sim.log")
+    _simulated_log(tmp_path / "sim.log")
     monkeypatch.setenv("RUNCOMFY_USER_ID", "u1")
     monkeypatch.setenv("RUNCOMFY_API_TOKEN", "tok-123")
     monkeypatch.setenv("RUNCOMFY_API_BASE_URL", "http://127.0.0.1:9")
@@ -143,3 +113,7 @@ def test_resume_of_a_simulated_log_on_runcomfy_is_refused(
     assert "tok-123" not in err
     state, _, _ = fold_log(str(tmp_path / "sim.log"))
     assert "k1" in state.launch_requests
+
+
+def _simulated_log(path: Path) -> None:
+    log_with_a_launch_in_flight(path, "simulated", "wv-conjure-flux-mesh-1", 592)

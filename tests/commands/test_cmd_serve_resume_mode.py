@@ -3,16 +3,13 @@ left as it was): its machines and launches are on RunComfy, maybe billing."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from bad_input_support import one_line_usage_error
+from bad_input_support import log_with_a_launch_in_flight, one_line_usage_error
 
-import eventlog
 from conjure_actors.cli import main
 from conjure_actors.commands.replay_impl import fold_log
-from conjure_actors.domain import events as ev
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
 
@@ -23,21 +20,8 @@ def test_serve_of_a_runcomfy_log_without_credentials_is_refused(
     """Before, serve ran it on the simulated cloud: the RunComfy launch in flight was
     closed as failed (a machine it may have started forgotten, billing) and the log's mode
     became 'simulated', so a later run --resume without credentials was not refused."""
-    now = time.time()
     log = tmp_path / "rc.log"
-    with eventlog.open_writer(log, ev.Event, sync="none") as writer:
-        writer.append_many(
-            [
-                ev.SystemStarted(run_id="r1", version="0", mode="runcomfy", at=now - 30),
-                ev.MachineLaunchRequested(
-                    request_key="k1",
-                    server_type="medium",
-                    workflow_version="wv-1",
-                    estimated_duration=600,
-                    at=now - 20,
-                ),
-            ]
-        )
+    log_with_a_launch_in_flight(log, "runcomfy", "wv-1", 600)
     code = main(["serve", "--log", str(log), "--port", "0"])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert "that run was on RunComfy" in err
