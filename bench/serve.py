@@ -188,10 +188,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def simulator(work: Path, name: str) -> Iterator[tuple[str, Proc]]:
-    """A ComfyUI simulator (instant nodes); yields its loopback URL and its process."""
+def simulator(work: Path, name: str, node_scale: float = 0.0) -> Iterator[tuple[str, Proc]]:
+    """A ComfyUI simulator (instant nodes unless ``node_scale``); yields its loopback URL and
+    its process."""
     proc = Proc(
-        [sys.executable, "-m", "conjure_actors", "sim", "--seed", "0", "--node-scale", "0"],
+        [
+            sys.executable,
+            "-m",
+            "conjure_actors",
+            "sim",
+            "--seed",
+            "0",
+            "--node-scale",
+            f"{node_scale:g}",
+        ],
         work,
         name,
     )
@@ -704,6 +714,12 @@ def main() -> int:
         " to decide)",
     )
     parser.add_argument(
+        "--node-scale",
+        type=float,
+        default=0.0,
+        help="the simulators' node durations (0: instant, the default; 1: a real server's)",
+    )
+    parser.add_argument(
         "--part",
         choices=("all", "load", "restart"),
         default="all",
@@ -726,9 +742,9 @@ def main() -> int:
         # topped up to --retained finished jobs for the memory and restart figures.
         log = work / "serve.log"
         with (
-            simulator(work, "sim-proxy") as (proxy_comfy, proxy_sim),
-            simulator(work, "sim-serve-none") as (none_comfy, none_sim),
-            simulator(work, "sim-serve") as (comfyui, serve_sim),
+            simulator(work, "sim-proxy", args.node_scale) as (proxy_comfy, proxy_sim),
+            simulator(work, "sim-serve-none", args.node_scale) as (none_comfy, none_sim),
+            simulator(work, "sim-serve", args.node_scale) as (comfyui, serve_sim),
         ):
             empty, _, empty_start = start_serve(
                 work, comfyui, work / "empty.log", "serve-empty", args.parallel
