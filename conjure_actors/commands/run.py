@@ -463,7 +463,8 @@ async def _main(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, signals, stopping, log_path)
             try:
-                async with _cloud(config) as (config, mode, http, ws_connect, banner):
+                resumed = (log_path, f"--resume {_q(log_path)}") if workflow is None else None
+                async with _cloud(config, resumed) as (config, mode, http, ws_connect, banner):
                     out.say(banner, "run.banner", mode=mode)
                     code = await _run(
                         args,
@@ -614,8 +615,14 @@ def _check_budget(config: Config) -> None:
 
 
 @asynccontextmanager
-async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, str]]:
-    """The cloud to run on: the user's ComfyUI, RunComfy, or the embedded simulator."""
+async def _cloud(
+    config: Config, log: tuple[Path, str] | None = None
+) -> AsyncIterator[tuple[Config, str, Any, Any, str]]:
+    """The cloud to run on: the user's ComfyUI, RunComfy, or the embedded simulator.
+
+    ``log``: the log this start resumes and how the user named it (``--resume LOG``): on
+    RunComfy its workflow version is the run's unless one is given, and one given that is
+    not the log's is refused (see ``version_for_log``), before anything starts."""
     import attrs
 
     mode = config.mode
@@ -631,17 +638,28 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
     if mode == "runcomfy":
         host = config.runcomfy.base_url.split("://", 1)[-1].split("/", 1)[0]
         banner = f"conjure_actors: running on RunComfy ({host})"
-        if not config.runcomfy.workflow_version:
-            version = _dev_workflow_version(config)
-            if version is None:
-                raise UsageError(
-                    "RunComfy needs a workflow version: pass --workflow-version, "
-                    "set runcomfy.workflow_version in the config, or `machine up` one"
-                )
+        state = await trio.to_thread.run_sync(read_log_state, log[0]) if log else None
+        given = config.runcomfy.workflow_version
+        version: str | None = given
+        whose = ""
+        if log is not None and state is not None:
+            refuse_runcomfy_log_elsewhere(state, mode, log[1])
+            version = version_for_log(state, given, log[1])
+            whose = "the log's"
+        if not version:
+            version, whose = _dev_workflow_version(config), "the dev machine's"
+        if not version and state is not None:  # nothing left to resume: as it last ran
+            version, whose = newest_log_version(state), "the log's"
+        if not version:
+            raise UsageError(
+                "RunComfy needs a workflow version: pass --workflow-version, "
+                "set runcomfy.workflow_version in the config, or `machine up` one"
+            )
+        if version != given:
             config = attrs.evolve(
                 config, runcomfy=attrs.evolve(config.runcomfy, workflow_version=version)
             )
-            banner += f", workflow version {version} (the dev machine's)"
+            banner += f", workflow version {version} ({whose})"
         yield config, mode, None, None, banner
         return
     from conjure_actors.clock import SystemWallClock
@@ -674,6 +692,78 @@ async def _cloud(config: Config) -> AsyncIterator[tuple[Config, str, Any, Any, s
                 " found; set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN to use RunComfy)"
             ),
         )
+
+
+def read_log_state(log_path: Path) -> Any:
+    """The state of the log at ``log_path`` (from its newest snapshot), None when there is
+    no log with records there or it cannot be read (opening the journal then says why)."""
+    import eventlog
+    from conjure_actors.domain.events import UPCASTERS, Event
+    from conjure_actors.domain.state import State, apply, initial_state
+
+    try:
+        if not eventlog.inspect(log_path).has_records:
+            return None
+        snapshots = eventlog.snapshots_dir(log_path)
+        return eventlog.replay(
+            log_path,
+            Event,
+            apply,
+            initial_state(),
+            snapshot_dir=snapshots if os.path.isdir(snapshots) else None,
+            state_type=State,
+            upcasters=UPCASTERS,
+        ).state
+    except (OSError, eventlog.EventLogError):
+        return None
+
+
+def version_for_log(state: Any, given: str, what: str) -> str | None:
+    """The RunComfy workflow version to resume ``state``'s log with (None: the log names
+    none). What the log resumes (its launches in flight, its machines not gone, its
+    unfinished jobs) was made for the versions it names: a launch in flight is matched
+    against the account's servers by its version, and a resumed job's prompts are checked
+    against its version's node catalogue, which the run records from its first machine
+    under the version it was given (a catalogue of one version kept as another's). So
+    ``given`` (--workflow-version or the config's) must be one of those, and none given
+    takes the log's (None when nothing is left to resume: see ``newest_log_version``)."""
+    from conjure_actors.domain.state import MACHINE_GONE, RESUMABLE_STATUSES
+
+    pending = sorted(
+        {r.workflow_version for r in state.launch_requests.values()}
+        | {
+            m.workflow_version
+            for m in state.machines.values()
+            if m.kind == "runcomfy" and m.workflow_version and m.status not in MACHINE_GONE
+        }
+        | {
+            j.workflow_version
+            for j in state.jobs.values()
+            if j.workflow_version and j.status in RESUMABLE_STATUSES
+        }
+    )
+    if given:
+        if pending and given not in pending:
+            named = " or ".join(pending)
+            raise UsageError(
+                f"{what}: that run's launches, machines and unfinished jobs are of workflow"
+                f" version {named}, not {given}: pass --workflow-version {pending[-1]}"
+                f" (or none) to resume it; run {given} once it has ended"
+            )
+        return given
+    if len(pending) > 1:
+        raise UsageError(
+            f"{what}: that run has work of workflow versions {', '.join(pending)}: pass"
+            " --workflow-version with one of them (its jobs keep their own)"
+        )
+    return pending[0] if pending else None
+
+
+def newest_log_version(state: Any) -> str | None:
+    """The workflow version of the log's newest job (else machine), if any."""
+    logged = [m.workflow_version for m in state.machines.values() if m.workflow_version]
+    logged += [j.workflow_version for j in state.jobs.values() if j.workflow_version]
+    return logged[-1] if logged else None
 
 
 def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:

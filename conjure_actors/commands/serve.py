@@ -257,7 +257,9 @@ async def open_serve(
     from conjure_actors.service.app import create_app, open_service, serve_app
 
     wall = wall or SystemWallClock()
-    async with (cloud or _cloud)(config) as (config, mode, http, ws_connect, banner):
+    log = (log_path, f"--log {log_path}")
+    opened = cloud(config) if cloud is not None else _cloud(config, log)
+    async with opened as (config, mode, http, ws_connect, banner):
         attach: dict[str, str] = {}
         catalog = None
         if mode == "runcomfy":
