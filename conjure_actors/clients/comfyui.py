@@ -103,7 +103,7 @@ DEFAULT_STALL_TIMEOUT: Final = 60.0
 # few MB, ``/queue`` carries every queued graph): more is refused, not read into memory.
 MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 # POST /prompt is resent only on answers that prove nothing was queued (see submit).
-_PROMPT_RETRY_STATUSES: Final = frozenset({429, 503})
+_PROMPT_RETRY_STATUSES: Final = frozenset({429})
 # follow: buffered frames taken in a row without a checkpoint (then one blocking receive).
 _NOWAIT_STREAK: Final = 16
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -1171,8 +1171,8 @@ class ComfyUIClient:
 
         Raises :class:`PromptRejectedError` (400, with every ``node_errors`` entry) and
         :class:`OutcomeUnknownError` on a timeout, a lost connection, or an answer that does
-        not say whether ComfyUI queued it (a gateway's 502/504, any 5xx but 503, a 200 we
-        cannot read): reconcile with :meth:`find_prompt` instead of submitting again.
+        not say whether ComfyUI queued it (any 5xx, a gateway's 502/503/504 among them, a 200
+        we cannot read): reconcile with :meth:`find_prompt` instead of submitting again.
         """
         body: dict[str, Any] = {"prompt": graph, "prompt_id": prompt_id}
         if client_id is not None:
@@ -1184,11 +1184,16 @@ class ComfyUIClient:
         if extra_data:
             body["extra_data"] = dict(extra_data)
         # Only an answer that proves ComfyUI did not take the prompt is resent or reported
-        # as a plain failure: a 429 or a 503 (nothing was queued: come back later) and a
-        # 4xx (refused). On RunComfy a proxy sits in front of ComfyUI, and its 502/504 (or
-        # any other 5xx, or a 200 we cannot read) may come after ComfyUI queued the prompt:
-        # resent, it would run twice on the paid machine (P9). That is "outcome unknown":
-        # the caller looks ``prompt_id`` up (find_prompt) instead of sending it again.
+        # as a plain failure: a 429 (come back later) and a 4xx (refused). ComfyUI's own
+        # POST /prompt answers 200 or 400 only (an exception in it, 500): any other status
+        # is from a proxy in front of it (RunComfy's). A 5xx from that proxy may come after
+        # it forwarded the request and ComfyUI queued the prompt: 502/504, and 503 too
+        # (Envoy's "upstream connect error or disconnect/reset before headers" is a 503,
+        # whether the connection failed or was reset after the request went through).
+        # Resent, the prompt would run twice on the paid machine (P9). That is "outcome
+        # unknown": the caller looks ``prompt_id`` up (find_prompt) instead of sending it
+        # again. A 429 is a rate limiter's, which answers before routing the request on:
+        # nothing was forwarded, so it is resent after Retry-After.
         try:
             response = await self._request(
                 "POST",
@@ -1206,7 +1211,7 @@ class ComfyUIClient:
         status = response.status_code
         if status == 400:
             raise self._rejected(prompt_id, response)
-        if status >= 500 and status not in _PROMPT_RETRY_STATUSES:
+        if status >= 500:
             what = f"POST /prompt on {self.name} answered HTTP {status}"
             raise self._unknown(prompt_id, what, status)
         if status != 200:

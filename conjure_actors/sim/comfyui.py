@@ -108,7 +108,8 @@ class ComfyFaults:
       ``/view`` body is cut short (Content-Length still announces the full size).
     - ``gateway_error_after_accept_rate``: chance, per request to one of
       ``gateway_error_paths``, that a gateway in front of ComfyUI (RunComfy's proxy) answers
-      502 or 504 AFTER ComfyUI acted on it (the prompt is queued, the image stored).
+      one of ``gateway_error_statuses`` (502 or 504; 503 is Envoy's "disconnect/reset before
+      headers") AFTER ComfyUI acted on it (the prompt is queued, the image stored).
     """
 
     ws_drop_rate: float = 0.0
@@ -129,6 +130,7 @@ class ComfyFaults:
     truncated_download_rate: float = 0.0
     gateway_error_after_accept_rate: float = 0.0
     gateway_error_paths: frozenset[str] = frozenset({"/prompt", "/upload/image"})
+    gateway_error_statuses: tuple[int, ...] = (502, 504)
 
 
 @attrs.define(eq=False)
@@ -969,15 +971,15 @@ class ComfyUISim:
     def _gateway_after(
         self, path: str, answer: tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]
     ) -> tuple[int, bytes, bytes | None, list[tuple[bytes, bytes]]]:
-        """ComfyUI's ``answer``, or (fault) the gateway's 502/504 that replaced it: ComfyUI
-        has acted all the same."""
+        """ComfyUI's ``answer``, or (fault) the gateway's 5xx that replaced it: ComfyUI has
+        acted all the same."""
         f = self.faults
         if (
             f.gateway_error_after_accept_rate > 0
             and path in f.gateway_error_paths
             and self._rng_http.random() < f.gateway_error_after_accept_rate
         ):
-            status = self._rng_http.choice((502, 504))
+            status = self._rng_http.choice(f.gateway_error_statuses)
             self.gateway_errors += 1
             page = f"<html><body><h1>{status} Gateway Error</h1></body></html>".encode()
             return status, page, b"text/html", []

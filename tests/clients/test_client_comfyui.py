@@ -110,12 +110,25 @@ async def open_env(
 
 async def run_job(env: Env, graph: dict[str, Any]) -> tuple[str, list[FollowUpdate]]:
     pid = new_prompt_id()
-    await env.client.submit(graph, pid, env.events.client_id)
+    await submit_reconciled(env, graph, pid)
     updates: list[FollowUpdate] = []
     with trio.fail_after(600):
         async with aclosing(env.client.follow(pid, events=env.events)) as stream:
             updates.extend([update async for update in stream])
     return pid, updates
+
+
+async def submit_reconciled(env: Env, graph: dict[str, Any], pid: str) -> None:
+    """Submit as a caller must: an outcome unknown (a 5xx to POST /prompt) is looked up by
+    its id, and sent again only when the lookup proves ComfyUI does not have it."""
+    for _ in range(20):
+        try:
+            await env.client.submit(graph, pid, env.events.client_id)
+            return
+        except OutcomeUnknownError:
+            if await env.client.find_prompt(pid) != "unknown":
+                return
+    raise AssertionError(f"prompt {pid}: outcome unknown 20 times")
 
 
 async def conjure_graph(env: Env) -> dict[str, Any]:
@@ -382,7 +395,8 @@ async def test_429_bursts_are_retried_after_retry_after(autojump_clock: trio.abc
 
 
 async def test_5xx_are_retried(autojump_clock: trio.abc.Clock) -> None:
-    """A 30 % rate of 503s: every call is retried until it succeeds."""
+    """A 30 % rate of 503s: every call is retried until it succeeds (POST /prompt's 503 is
+    an outcome unknown: looked up, and sent again once the lookup finds nothing)."""
     policy = RetryPolicy(attempts=10)
     async with open_env(faults=ComfyFaults(http_5xx_rate=0.3), policy=policy, seed=1) as env:
         _, updates = await run_job(env, await conjure_graph(env))

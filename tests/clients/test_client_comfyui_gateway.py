@@ -1,6 +1,8 @@
 """A gateway in front of ComfyUI (RunComfy's proxy) answering POST /prompt or POST
-/upload/image with a 502/504 after ComfyUI acted on it: a prompt is never sent twice (P9),
-its outcome is "unknown" (the caller looks the prompt id up); an upload is resent safely."""
+/upload/image with a 502/503/504 after ComfyUI acted on it: a prompt is never sent twice
+(P9), its outcome is "unknown" (the caller looks the prompt id up); an upload is resent
+safely. ComfyUI's own POST /prompt answers 200 or 400 (500 on an exception in it): a 503 is
+the proxy's (Envoy's "upstream connect error or disconnect/reset before headers")."""
 
 from __future__ import annotations
 
@@ -45,6 +47,32 @@ async def test_a_gateway_error_after_queueing_is_outcome_unknown_and_runs_once(
         assert env.sim.prompts_run.count(pid) == 1
 
 
+async def test_a_503_after_queueing_is_outcome_unknown_and_runs_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """POST /prompt queued, then the proxy's 503 (reset before headers): before, resent on
+    the 503 (the policy's attempts, each queued again: the prompt ran 3 times); now
+    OutcomeUnknownError after ONE request, the prompt found by its id, run once."""
+    faults = ComfyFaults(
+        gateway_error_after_accept_rate=1.0,
+        gateway_error_paths=frozenset({"/prompt"}),
+        gateway_error_statuses=(503,),
+    )
+    async with open_env(faults=faults, policy=RetryPolicy(attempts=3)) as env:
+        pid = new_prompt_id()
+        with pytest.raises(OutcomeUnknownError) as info:
+            await env.client.submit(workflow("invert_save"), pid, env.events.client_id)
+        assert info.value.status == 503
+        assert env.sim.gateway_errors == 1
+        assert await env.client.find_prompt(pid) in ("pending", "running", "done")
+        env.sim.faults = ComfyFaults()
+        with trio.fail_after(600):
+            async with aclosing(env.client.follow(pid, events=env.events)) as stream:
+                updates = [update async for update in stream]
+        assert isinstance(updates[-1], PromptSucceeded)
+        assert env.sim.prompts_run.count(pid) == 1
+
+
 def _answering(status: int, body: bytes, sent: list[httpx.Request]) -> httpx.MockTransport:
     def answer(request: httpx.Request) -> httpx.Response:
         sent.append(request)
@@ -58,6 +86,7 @@ def _answering(status: int, body: bytes, sent: list[httpx.Request]) -> httpx.Moc
     [
         (500, b"500 Internal Server Error"),
         (502, b"<html>502 Bad Gateway</html>"),
+        (503, b"upstream connect error or disconnect/reset before headers"),
         (504, b"<html>504 Gateway Time-out</html>"),
         (200, b"<html>a proxy's page</html>"),
     ],
@@ -65,7 +94,7 @@ def _answering(status: int, body: bytes, sent: list[httpx.Request]) -> httpx.Moc
 async def test_an_answer_that_does_not_prove_a_refusal_is_outcome_unknown(
     autojump_clock: trio.abc.Clock, status: int, body: bytes
 ) -> None:
-    """A 5xx other than 503, or a 200 we cannot read: sent once, OutcomeUnknownError."""
+    """A 5xx (a proxy's 503 included), or a 200 we cannot read: sent once, outcome unknown."""
     sent: list[httpx.Request] = []
     async with httpx.AsyncClient(transport=_answering(status, body, sent)) as http:
         client = ComfyUIClient("http://comfy.invalid", http=http, rng=random.Random(0))
@@ -74,14 +103,11 @@ async def test_an_answer_that_does_not_prove_a_refusal_is_outcome_unknown(
     assert len(sent) == 1
 
 
-@pytest.mark.parametrize("status", [429, 503])
-async def test_an_answer_that_proves_nothing_was_queued_is_resent(
-    autojump_clock: trio.abc.Clock, status: int
-) -> None:
-    """429 and 503 say "come back later": resent up to the policy's attempts, then a plain
-    ComfyUIError (nothing is queued)."""
+async def test_a_429_is_resent(autojump_clock: trio.abc.Clock) -> None:
+    """A 429 is a rate limiter's, answered before the request is routed on (nothing was
+    queued): resent up to the policy's attempts, then a plain ComfyUIError."""
     sent: list[httpx.Request] = []
-    async with httpx.AsyncClient(transport=_answering(status, b"busy", sent)) as http:
+    async with httpx.AsyncClient(transport=_answering(429, b"busy", sent)) as http:
         client = ComfyUIClient(
             "http://comfy.invalid", http=http, policy=RetryPolicy(attempts=3), rng=random.Random(0)
         )
