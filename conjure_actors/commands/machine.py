@@ -7,6 +7,12 @@ attaches to it instead of waiting for a new machine (and does not pay for it twi
 machine's cost is its own, shown by ``machine status``). ``machine down`` stops it and
 prints its final bill. The state file holds the machine URL, which is a capability: it is
 never printed.
+
+From just before its ``POST /servers`` until the machine is recorded, ``machine up`` keeps
+the launch in ``STATE.launching`` (its marker, then the server's id): interrupted in between
+(Ctrl-C while it looks for the machine of a launch whose answer was lost, a kill), it stops
+the machine if one look finds it, else says so, and a later ``machine down`` stops it,
+``machine status`` reports it, ``machine up`` adopts it.
 """
 
 from __future__ import annotations
@@ -146,6 +152,57 @@ def write_dev_machine(path: Path, machine: DevMachine) -> None:
     write_atomic(path, machine.to_json().encode(), mode=0o600)
 
 
+@attrs.frozen
+class PendingLaunch:
+    """A launch ``machine up`` sent (or is about to send) whose machine is not recorded yet:
+    written before ``POST /servers``, given the ``server_id`` once known, removed once the
+    machine is recorded (or stopped). If ``machine up`` is interrupted (Ctrl-C, a kill) in
+    between, this file is what tells ``machine up|status|down`` later that a machine may be
+    starting, billing: by its id, or else by the launch's marker (``estimated_duration``,
+    with its type and version) among the servers that were not listed before the launch."""
+
+    server_type: str
+    workflow_version: str
+    estimated_duration: int
+    known_server_ids: list[str]
+    requested_at: float
+    server_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self), indent=2)
+
+
+def pending_path(path: Path) -> Path:
+    """Where the launch in flight of the dev machine recorded at ``path`` is kept."""
+    return path.with_name(path.name + ".launching")
+
+
+def read_pending_launch(path: Path) -> PendingLaunch | None:
+    """The launch an interrupted ``machine up`` left (None: none); damaged: a UsageError."""
+    pending = pending_path(path)
+    try:
+        data = json.loads(pending.read_text())
+        return PendingLaunch(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(
+            f"dev machine launch file {pending} is unreadable ({type(exc).__name__}): check"
+            " RunComfy's dashboard for a machine you do not know, then remove the file"
+        ) from None
+
+
+def write_pending_launch(path: Path, launch: PendingLaunch | None) -> None:
+    """Record ``launch`` durably (mode 0600, as the state file) before it can bill; None:
+    no launch in flight any more (refused)."""
+    from conjure_actors.actors.files import write_atomic
+
+    if launch is None:
+        pending_path(path).unlink(missing_ok=True)
+        return
+    write_atomic(pending_path(path), launch.to_json().encode(), mode=0o600)
+
+
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(
         config_file=args.config,
@@ -172,9 +229,7 @@ def main(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
     from conjure_actors.clients.runcomfy import RunComfyClient
-    from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
 
-    table = default_price_table(config.runcomfy.plan)
     async with httpx.AsyncClient(timeout=60.0) as http:
         rc = RunComfyClient(
             config.runcomfy.base_url,
@@ -182,80 +237,220 @@ async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
             config.runcomfy.api_token.reveal(),
             http=http,
         )
-        recorded = read_dev_machine(path)
-        if args.action == "up":
-            if recorded is not None:
-                alive = await _alive(rc, recorded.server_id)
-                if alive:
-                    print(
-                        f"dev machine {recorded.server_id} is already up ({alive}); "
-                        f"state file {path}"
-                    )
-                    return 0
-            version = config.runcomfy.workflow_version
-            if not version:
-                raise UsageError("pass --workflow-version (the RunComfy workflow to boot)")
-            server_type = config.runcomfy.server_type
-            found = await launch_or_find(
+        return await machine_action(args, config, path, rc)
+
+
+async def machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
+    """``machine up|status|down`` (``args.action``) on the account of ``rc``."""
+    from conjure_actors.domain.prices import format_usd, machine_cost_micros
+
+    recorded = read_dev_machine(path)
+    pending = read_pending_launch(path)
+    if args.action == "up":
+        if pending is not None:
+            adopted = await _settle_pending(rc, config, path, pending, "up")
+            if adopted is not None:
+                return await _wait_and_record(
+                    rc, config, path, args, adopted, "found the interrupted launch's"
+                )
+        if recorded is not None:
+            alive = await _alive(rc, recorded.server_id)
+            if alive:
+                print(
+                    f"dev machine {recorded.server_id} is already up ({alive}); state file {path}"
+                )
+                return 0
+        version = config.runcomfy.workflow_version
+        if not version:
+            raise UsageError("pass --workflow-version (the RunComfy workflow to boot)")
+        server_type = config.runcomfy.server_type
+        try:
+            server, how = await launch_or_find(
                 rc,
                 version,
                 server_type,
                 int(args.duration),
                 say=lambda text: print(text, flush=True),
+                record=lambda launch: write_pending_launch(path, launch),
             )
-            server, how = found
-            print(
-                f"{how} dev machine {server.server_id} ({server_type}); "
-                "waiting until it is Ready...",
-                flush=True,
-            )
-            try:
-                server = await rc.wait_until_ready(
-                    server.server_id, give_up_after=args.wait, interval=2.0
-                )
-            except BaseException:
-                with trio.CancelScope(shield=True), trio.move_on_after(30):
-                    await rc.stop(server.server_id, missing_ok=True)
-                    print(f"stopped dev machine {server.server_id}")
-                raise
-            machine = DevMachine(
-                server_id=server.server_id,
-                url=server.url.reveal() if server.url is not None else "",
-                server_type=config.runcomfy.server_type,
-                workflow_version=version,
-                service_ready_at=server.service_ready_at,
-                estimated_stopping_at=server.estimated_stopping_at,
-                rate_micros_per_hour=table.rate(config.runcomfy.server_type),
-                price_table_version=table.version,
-                launched_at=time.time(),
-            )
-            write_dev_machine(path, machine)
-            print(f"dev machine {machine.server_id} is Ready; recorded in {path} (mode 0600)")
-            print("`run` attaches to it while it is alive; `machine down` stops it")
-            return 0
+        except BaseException:
+            await _interrupted_launch(rc, path)
+            raise
+        return await _wait_and_record(rc, config, path, args, server, how)
+    if pending is not None:  # status, down: the interrupted launch's machine first
+        found = await _settle_pending(rc, config, path, pending, args.action)
         if recorded is None:
-            print(f"no dev machine recorded in {path}")
-            return 0 if args.action == "status" else 1
-        if args.action == "status":
-            alive = await _alive(rc, recorded.server_id)
-            cost = machine_cost_micros(
-                recorded.rate_micros_per_hour, recorded.service_ready_at, time.time()
-            )
-            print(
-                f"dev machine {recorded.server_id}: {alive or 'gone'}; "
-                f"{recorded.server_type}; cost so far {format_usd(cost)}"
-            )
-            return 0 if alive else 1
-        stopped = await rc.stop(recorded.server_id, missing_ok=True)
-        stopped_at = time.time()
-        if stopped is None and recorded.estimated_stopping_at is not None:
-            stopped_at = min(stopped_at, recorded.estimated_stopping_at)
+            if args.action == "status":
+                return 0 if found is not None else 1
+            return 0
+    if recorded is None:
+        print(f"no dev machine recorded in {path}")
+        return 0 if args.action == "status" else 1
+    if args.action == "status":
+        alive = await _alive(rc, recorded.server_id)
         cost = machine_cost_micros(
-            recorded.rate_micros_per_hour, recorded.service_ready_at, stopped_at
+            recorded.rate_micros_per_hour, recorded.service_ready_at, time.time()
         )
-        await trio.Path(path).unlink(missing_ok=True)
-        print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
-        return 0
+        print(
+            f"dev machine {recorded.server_id}: {alive or 'gone'}; "
+            f"{recorded.server_type}; cost so far {format_usd(cost)}"
+        )
+        return 0 if alive else 1
+    stopped = await rc.stop(recorded.server_id, missing_ok=True)
+    stopped_at = time.time()
+    if stopped is None and recorded.estimated_stopping_at is not None:
+        stopped_at = min(stopped_at, recorded.estimated_stopping_at)
+    cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, stopped_at)
+    await trio.Path(path).unlink(missing_ok=True)
+    print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
+    return 0
+
+
+async def _wait_and_record(
+    rc: Any, config: Config, path: Path, args: argparse.Namespace, server: Any, how: str
+) -> int:
+    """Wait until ``server`` is Ready and record it (its launch record then goes); stopped
+    if it never gets there or the wait is interrupted."""
+    from conjure_actors.domain.prices import default_price_table
+
+    table = default_price_table(config.runcomfy.plan)
+    server_type = server.server_type or config.runcomfy.server_type
+    version = server.workflow_version_id or config.runcomfy.workflow_version
+    print(
+        f"{how} dev machine {server.server_id} ({server_type}); waiting until it is Ready...",
+        flush=True,
+    )
+    try:
+        server = await rc.wait_until_ready(server.server_id, give_up_after=args.wait, interval=2.0)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            await rc.stop(server.server_id, missing_ok=True)
+            pending_path(path).unlink(missing_ok=True)
+            print(f"stopped dev machine {server.server_id}")
+        raise
+    machine = DevMachine(
+        server_id=server.server_id,
+        url=server.url.reveal() if server.url is not None else "",
+        server_type=server_type,
+        workflow_version=version,
+        service_ready_at=server.service_ready_at,
+        estimated_stopping_at=server.estimated_stopping_at,
+        rate_micros_per_hour=table.rate(server_type),
+        price_table_version=table.version,
+        launched_at=time.time(),
+    )
+    write_dev_machine(path, machine)
+    pending_path(path).unlink(missing_ok=True)
+    print(f"dev machine {machine.server_id} is Ready; recorded in {path} (mode 0600)")
+    print("`run` attaches to it while it is alive; `machine down` stops it")
+    return 0
+
+
+async def _find_pending(rc: Any, pending: PendingLaunch) -> Any:
+    """The server of ``pending`` if it is up (by its id, else by the launch's marker)."""
+    from conjure_actors.clients.errors import ServerNotFoundError
+    from conjure_actors.domain import machines_policy as policy
+
+    if pending.server_id is not None:
+        try:
+            server = await rc.status(pending.server_id)
+        except ServerNotFoundError:
+            return None
+        return None if server.status in policy.GONE_STATUSES else server
+    return _marked(pending, await rc.list_servers())
+
+
+def _marked(pending: PendingLaunch, listed: list[Any]) -> Any:
+    """The listed server ``pending``'s launch started: not listed before it, not going
+    away, with its marker (lease, type, version); None if none (or several) match."""
+    from conjure_actors.domain import machines_policy as policy
+    from conjure_actors.domain.state import LaunchRequest
+
+    intent = LaunchRequest(
+        request_key="machine-up",
+        server_type=pending.server_type,
+        workflow_version=pending.workflow_version,
+        estimated_duration=pending.estimated_duration,
+        max_jobs=1,
+        at=0.0,
+    )
+    known = set(pending.known_server_ids)
+    matches = [
+        s
+        for s in sorted(listed, key=lambda s: s.server_id)
+        if s.server_id not in known
+        and s.status not in policy.GONE_STATUSES
+        and policy.matches_intent(
+            intent,
+            server_type=s.server_type,
+            workflow_version_id=s.workflow_version_id,
+            estimated_duration=s.estimated_duration,
+        )
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
+async def _settle_pending(
+    rc: Any, config: Config, path: Path, pending: PendingLaunch, action: str
+) -> Any:
+    """What became of the launch an interrupted ``machine up`` left: ``up`` adopts its
+    machine (returned), ``down`` stops it, ``status`` reports it. None found: the record
+    goes (``status`` keeps it: a look, not a decision)."""
+    from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
+
+    server = await _find_pending(rc, pending)
+    if server is None:
+        print("an interrupted `machine up` left a launch: no machine of it is up")
+        if action != "status":
+            pending_path(path).unlink(missing_ok=True)
+        return None
+    if action == "up":
+        return server
+    rate = default_price_table(config.runcomfy.plan).rate(pending.server_type)
+    if action == "status":
+        cost = machine_cost_micros(rate, server.service_ready_at, time.time())
+        print(
+            f"machine {server.server_id} ({server.status}), launched by an interrupted"
+            f" `machine up`; cost so far {format_usd(cost)}: `machine down` stops it"
+        )
+        return server
+    stopped = await rc.stop(server.server_id, missing_ok=True)
+    stopped_at = time.time()
+    if stopped is None and server.estimated_stopping_at is not None:
+        stopped_at = min(stopped_at, server.estimated_stopping_at)
+    pending_path(path).unlink(missing_ok=True)
+    cost = machine_cost_micros(rate, server.service_ready_at, stopped_at)
+    print(
+        f"machine {server.server_id} (launched by an interrupted `machine up`) stopped;"
+        f" cost {format_usd(cost)}"
+    )
+    return server
+
+
+async def _interrupted_launch(rc: Any, path: Path) -> None:
+    """``machine up`` interrupted (or failed) between its launch and the machine's record:
+    one shielded look for the machine, stopped if found; else the line says what finds it."""
+    from conjure_actors.clients.errors import ClientError
+
+    pending = read_pending_launch(path)
+    if pending is None:
+        return
+    server = None
+    with trio.CancelScope(shield=True), trio.move_on_after(30):
+        try:
+            server = await _find_pending(rc, pending)
+            if server is not None:
+                await rc.stop(server.server_id, missing_ok=True)
+                pending_path(path).unlink(missing_ok=True)
+                print(f"stopped dev machine {server.server_id} (the interrupted launch's)")
+                return
+        except ClientError as exc:  # the record keeps it: said below
+            print(f"could not look for the launched machine now ({exc})", flush=True)
+    print(
+        "the launch may have started a machine that is not found yet (it may bill): recorded"
+        f" in {pending_path(path)}; `python -m conjure_actors machine down` stops it",
+        flush=True,
+    )
 
 
 # A launch whose answer was lost (a 5xx from RunComfy's gateway after it launched, a
@@ -277,11 +472,14 @@ async def launch_or_find(
     grace: float | None = None,
     interval: float = 5.0,
     draw: Callable[[], float] = random.random,
+    record: Callable[[PendingLaunch | None], None] | None = None,
 ) -> tuple[Any, str]:
     """``POST /servers`` for a ``lease``-second machine: (the server, "launched"); if its
     answer was lost, (the server it started, "found the launched") once a listing shows it,
     or :class:`LaunchError` if none did within ``grace`` seconds (default
-    ``LAUNCH_LAND_GRACE``)."""
+    ``LAUNCH_LAND_GRACE``). ``record``: given the launch (with its marker) before the POST,
+    again with the server's id once known, None once refused (nothing launched): ``machine
+    up`` keeps it on disk, so that an interruption in between leaves it findable."""
     from conjure_actors.clients.errors import ClientError, LaunchError, OutcomeUnknownError
     from conjure_actors.domain import machines_policy as policy
     from conjure_actors.domain.state import LaunchRequest
@@ -294,13 +492,29 @@ async def launch_or_find(
     duration = policy.launch_duration(
         lease, taken=[s.estimated_duration for s in before if s.estimated_duration], draw=draw()
     )
+    launch = PendingLaunch(
+        server_type=server_type,
+        workflow_version=version,
+        estimated_duration=duration,
+        known_server_ids=sorted(known),
+        requested_at=time.time(),
+    )
+    if record is not None:
+        record(launch)
     try:
-        return await rc.launch(version, server_type, duration), "launched"
+        server = await rc.launch(version, server_type, duration)
+        if record is not None:
+            record(attrs.evolve(launch, server_id=server.server_id))
+        return server, "launched"
     except OutcomeUnknownError as exc:
         say(
             f"{exc}; looking for the machine it may have started"
             f" (up to {grace:g} s, so that it does not bill unrecorded)..."
         )
+    except ClientError:  # refused: nothing was launched
+        if record is not None:
+            record(None)
+        raise
     intent = LaunchRequest(
         request_key="machine-up",
         server_type=server_type,
@@ -327,6 +541,8 @@ async def launch_or_find(
                         estimated_duration=s.estimated_duration,
                     )
                 ):
+                    if record is not None:
+                        record(attrs.evolve(launch, server_id=s.server_id))
                     return s, "found the launched"
             await trio.sleep(interval)
     raise LaunchError(
