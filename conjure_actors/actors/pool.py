@@ -602,6 +602,18 @@ class MachinePool:
         ]
 
 
+def _may_be_landing(m: Any, now: float) -> bool:
+    """A machine still Starting in the log, never listed (no status observed), launched
+    less than NOT_VISIBLE_GRACE ago by the log's clock: a listing without it proves
+    nothing yet."""
+    return (
+        m.status == M_STARTING
+        and m.observed_status is None
+        and m.launched_at is not None
+        and now - m.launched_at < policy.NOT_VISIBLE_GRACE
+    )
+
+
 def _found_gone_at(m: Any, seen: float, listed_end: float | None) -> float:
     """When a lost machine found up went, seen gone at ``seen``: as any machine found gone
     (:func:`~conjure_actors.domain.machines_policy.gone_at`), and at the latest the lease
@@ -1801,11 +1813,16 @@ class MachineActor(Actor):
             sid = m.server_id
             s = by_id.get(sid)
             live = pool.live.setdefault(sid, _Live(launched_at=tnow))
+            since_launch = tnow - live.launched_at
+            if s is None and m.launched_at is not None:
+                # Not listed: its grace runs from the launch the log has, not from when
+                # this actor (re)started (``live`` is memory: a restart would grant it anew).
+                since_launch = now - m.launched_at
             obs = policy.observe(
                 m,
                 None if s is None else _seen(s),
-                since_launch=tnow - live.launched_at,
-                listed_before=live.seen,
+                since_launch=since_launch,
+                listed_before=live.seen or m.observed_status is not None,
                 ready_timeout=self.cfg.ready_timeout,
                 stop_in_flight=sid in self._stopping,
             )
@@ -2354,6 +2371,11 @@ class MachineActor(Actor):
         doubtful = policy.paid_machines(state)
         for m in doubtful:
             s = by_id.get(m.server_id)
+            if s is None and _may_be_landing(m, now):
+                # Launched moments before the restart and not listed yet (RunComfy's listing
+                # lags): not gone. The listings that follow give it the rest of its grace
+                # from the logged launch (_apply_listing), then see it, or lose it.
+                continue
             if s is None or s.status in policy.GONE_STATUSES:
                 await self._lose(
                     m.server_id, "gone while we were down", policy.gone_at(m, now, stop_sent=True)
