@@ -84,9 +84,16 @@ import eventlog  # noqa: E402
 from conjure_actors.domain.events import (  # noqa: E402
     UPCASTERS,
     Event,
+    ExecutionStarted,
+    ExecutionSucceeded,
     JobCancelled,
     JobFailed,
+    JobSubmitted,
     JobSucceeded,
+    MachineLeased,
+    MachineReleased,
+    OutputSaved,
+    PromptSubmitted,
 )
 
 WORKFLOW = json.loads((ROOT / "conjure_actors" / "workflows" / "invert_save.json").read_text())
@@ -451,6 +458,34 @@ def wait_ran(done: Any, timeout: float = 300.0, poll: float = 0.02) -> float:
 # job and slowed the jobs it was timing.)
 POLL: Final = 0.02
 TERMINAL: Final = (JobSucceeded, JobFailed, JobCancelled)
+# A job's way through serve, as its log stamps it (each record's append time): where the
+# seconds between its submission and the release of its ComfyUI slot go. serve runs
+# ``--parallel`` jobs at once on its ComfyUI, so a slot held longer than ComfyUI's own work
+# bounds "ran/s" below ComfyUI's rate even with CPU to spare (see ``cycle_line``).
+CYCLE_STEPS: Final = (
+    JobSubmitted,
+    MachineLeased,
+    PromptSubmitted,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    OutputSaved,
+    MachineReleased,
+)
+CYCLE_NAMES: Final = ("queued", "submit", "comfy queue", "run", "outputs", "release")
+
+
+def cycle_line(name: str, cycles: list[dict[type, float]]) -> str:
+    """Median ms of each step of ``cycles`` (the jobs' stamps, see ``Finished``), and of a
+    slot's hold (lease to release) of which ComfyUI's queue and run are the part no client
+    can shorten."""
+    if not cycles:
+        return f"{name:<11} no job ran straight through"
+    parts = []
+    for i, step in enumerate(CYCLE_NAMES):
+        a, b = CYCLE_STEPS[i], CYCLE_STEPS[i + 1]
+        parts.append(f"{step} {1000 * statistics.median(c[b] - c[a] for c in cycles):.1f}")
+    hold = statistics.median(c[MachineReleased] - c[MachineLeased] for c in cycles)
+    return f"{name:<11} {' | '.join(parts)} | slot held {1000 * hold:.1f} ({len(cycles)} jobs)"
 
 
 class Finished:
@@ -464,10 +499,21 @@ class Finished:
     def __init__(self, log: Path) -> None:
         self.follower = eventlog.follow(log, Event, poll_interval=POLL, upcasters=UPCASTERS)
         self.count = 0
+        self.stamps: dict[str, dict[type, float]] = {}  # job -> first append time of each step
+        self.cycles: list[dict[type, float]] = []  # the jobs released, with every step
 
-    def _note(self, event: Any) -> None:
+    def _note(self, record: Any) -> None:
+        event = record.event
         if isinstance(event, TERMINAL):
             self.count += 1
+        step = type(event)
+        if step in CYCLE_STEPS:
+            stamps = self.stamps.setdefault(event.job_id, {})
+            stamps.setdefault(step, record.ts)
+            if step is MachineReleased:
+                del self.stamps[event.job_id]
+                if len(stamps) == len(CYCLE_STEPS):  # a job that ran once, straight through
+                    self.cycles.append(stamps)
 
     def now(self, settle: float = 0.2) -> int:
         """The count once the log has been read to its end (no new record for ``settle`` s;
@@ -480,7 +526,7 @@ class Finished:
                     record = await self.follower.__anext__()
                 if scope.cancelled_caught:
                     return
-                self._note(record.event)
+                self._note(record)
 
         trio.run(read)
         return self.count
@@ -493,7 +539,7 @@ class Finished:
                 return True
             with trio.move_on_after(timeout):
                 async for record in self.follower:
-                    self._note(record.event)
+                    self._note(record)
                     if self.count >= target:
                         return True
             return False
@@ -659,13 +705,13 @@ def wait_all_done(url: str, expected: int, timeout: float) -> int:
     return done
 
 
-def serve_ran(log: Path, url: str) -> Ran:
-    """A target's ``ran``: the ``serve`` writing ``log`` (at ``url``) finished ``accepted``
+def serve_ran(finished: Finished, url: str) -> Ran:
+    """A target's ``ran``: the ``serve`` writing ``finished``'s log (at ``url``) finished
+    ``accepted``
     more jobs than when the round started, durably. Counted from the log while the jobs
     run (see ``Finished``: no load on serve's core), then confirmed by its ``/metrics``,
     which counts a job only once its terminal event is durable (one or two scrapes a
     round, where polling /metrics cost serve 0.5-0.75 scrapes per job)."""
-    finished = Finished(log)
 
     def start() -> Any:
         before = finished.now()
@@ -757,15 +803,16 @@ def main() -> int:
                 work, none_comfy, none_log, "serve-none", args.parallel, "none"
             )
             serve, url, _ = start_serve(work, comfyui, log, "serve", args.parallel)
+            followed = {"serve fsync": Finished(log), "serve write": Finished(none_log)}
             try:
                 measured = load and measure(
                     {
                         "proxy": (proxy_url, [proxy, proxy_sim], proxy_ran(proxy_comfy)),
-                        "fsync": (url, [serve, serve_sim], serve_ran(log, url)),
+                        "fsync": (url, [serve, serve_sim], serve_ran(followed["serve fsync"], url)),
                         "write": (
                             unsynced_url,
                             [unsynced, none_sim],
-                            serve_ran(none_log, unsynced_url),
+                            serve_ran(followed["serve write"], unsynced_url),
                         ),
                     },
                     per_round,
@@ -881,6 +928,15 @@ def main() -> int:
                     f"{clients:>7} | {name:<11} {r['ran_s']:>8.2f} {r['ran_per_s']:>8.1f} |"
                     f" {ratio:>13.2f}"
                 )
+        print(
+            "cycle: serve's jobs step by step, median ms from one step's log record to the"
+            " next (every round, warm-ups too): queued (submitted -> leased a slot on its"
+            " ComfyUI), submit (-> prompt accepted), comfy queue (-> started), run (->"
+            " succeeded), outputs (-> stored), release (-> slot free); a slot held longer than"
+            " ComfyUI's run keeps ran/s under ComfyUI's rate"
+        )
+        for name, finished in followed.items():
+            print(cycle_line(name, finished.cycles))
         fast_enough = overall(verdicts["fsync"])
     if restarts:
         per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)

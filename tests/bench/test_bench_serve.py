@@ -178,3 +178,63 @@ def test_a_round_in_which_serve_accepted_no_job_has_run_at_once(tmp_path: Path) 
         before = finished.now(settle=0.05)
         finished.until(before + 0, timeout=5.0)  # raises if it waits out its timeout
     assert before == 1
+
+
+def test_a_job_that_ran_straight_through_gives_one_cycle_of_every_step(tmp_path: Path) -> None:
+    """The cycle line reads each job's steps from serve's log: a job released with every
+    step logged is one cycle, its steps in order; a job released before it ran (no prompt)
+    is none."""
+    import eventlog
+    from conjure_actors.domain import events as e
+
+    def steps(job: str) -> list[Any]:
+        return [
+            e.JobSubmitted(job_id=job, workflow_sha256="w", at=1.0),
+            e.MachineLeased(server_id="s", job_id=job, at=1.0),
+            e.PromptSubmitted(job_id=job, prompt_id="p", number=1, at=1.0),
+            e.ExecutionStarted(job_id=job, prompt_id="p", at=1.0),
+            e.ExecutionSucceeded(job_id=job, prompt_id="p", at=1.0),
+            e.OutputSaved(
+                job_id=job,
+                node_id="9",
+                filename="f",
+                path="p",
+                size=1,
+                sha256="h",
+                kind="image",
+                at=1.0,
+            ),
+            e.MachineReleased(server_id="s", job_id=job, at=1.0),
+        ]
+
+    log = tmp_path / "serve.log"
+    with eventlog.open_writer(log, e.Event, sync="none") as writer:
+        for event in steps("a"):
+            writer.append(event)
+        writer.append(e.JobSubmitted(job_id="b", workflow_sha256="w", at=1.0))
+        writer.append(e.MachineLeased(server_id="s", job_id="b", at=1.0))
+        writer.append(e.MachineReleased(server_id="s", job_id="b", at=1.0))
+        writer.flush()
+        finished = bench.Finished(log)
+        finished.now(settle=0.05)
+    [cycle] = finished.cycles
+    stamps = [cycle[step] for step in bench.CYCLE_STEPS]
+    assert stamps == sorted(stamps)
+    assert finished.stamps == {}
+
+
+def test_the_cycle_line_gives_the_median_of_each_step_and_of_the_slot_hold() -> None:
+    def cycle(*gaps: float) -> dict[type, float]:
+        t, stamps = 0.0, {}
+        for step, gap in zip(bench.CYCLE_STEPS, (0.0, *gaps), strict=True):
+            t += gap
+            stamps[step] = t
+        return stamps
+
+    line = bench.cycle_line(
+        "serve",
+        [cycle(1, 0.002, 0.010, 0.020, 0.030, 0.004), cycle(3, 0.004, 0.030, 0.020, 0.050, 0.006)],
+    )
+    assert "queued 2000.0 | submit 3.0 | comfy queue 20.0 | run 20.0 | outputs 40.0" in line
+    assert "release 5.0 | slot held 88.0 (2 jobs)" in line
+    assert "no job ran" in bench.cycle_line("serve", [])
