@@ -170,9 +170,12 @@ class _Batch:
     so each appender knows its own from the moment it joins.
     """
 
-    __slots__ = ("count", "events", "starts", "taken", "tasks", "ts", "withdrawn")
+    __slots__ = ("aborts", "count", "events", "starts", "taken", "tasks", "ts", "withdrawn")
 
     def __init__(self) -> None:
+        # Entry k's abort callback (a cancel while parked), made once per slot and kept
+        # while the batch is reused (see Journal._recycle): no allocation per append.
+        self.aborts: list[Callable[[Any], trio.lowlevel.Abort]] = []
         self.tasks: list[trio.lowlevel.Task | None] = []
         self.starts: list[int] = []
         self.events: list[Any] = []
@@ -180,6 +183,16 @@ class _Batch:
         self.count = 0  # events of the entries still in the batch
         self.withdrawn = 0  # entries withdrawn by a cancel while the batch was open
         self.taken = False  # the committer has it: no entry may leave any more
+
+    def reset(self) -> None:
+        """Empty again, for reuse once every appender of the batch has been answered."""
+        self.tasks.clear()
+        self.starts.clear()
+        self.events.clear()
+        self.ts.clear()
+        self.count = 0
+        self.withdrawn = 0
+        self.taken = False
 
     def span(self, k: int) -> tuple[int, int]:
         """Where entry ``k``'s events are: (start, end) in ``events``."""
@@ -354,7 +367,8 @@ class Journal(Generic[E, S]):
         # Open batches, oldest first: appenders join the last one while it has room, the
         # committer takes the first one whole.
         self._batches: deque[_Batch] = deque()
-        self._queued_events = 0
+        # Emptied batches kept for reuse (with their abort callbacks): see _recycle.
+        self._spare_batches: list[_Batch] = []
         self._inline_streak = 0  # inline commits since the last one that yielded
         self._idle_committer: trio.lowlevel.Task | None = None
         self._subscribers: list[_Subscriber] = []
@@ -407,7 +421,7 @@ class Journal(Generic[E, S]):
             appended=self._appended,
             commits=self._commits,
             largest_batch=self._largest,
-            queued=self._queued_events,
+            queued=self._queued_events(),
             subscribers=len(self._subscribers),
             failed=self._failure is not None,
             snapshots=self._snapshots,
@@ -432,18 +446,19 @@ class Journal(Generic[E, S]):
         else:
             batch = self._open_batch()
         # The hot path: join the open batch in place, park once. Nothing is allocated for
-        # the append but its abort callback (a partial: a closure would turn every local
-        # it captures into a cell): the batch's answer is shared (see _Answer).
+        # the append: its abort callback is the batch slot's own, made once (batches are
+        # reused: _recycle), and the batch's answer is shared (see _Answer).
         events = batch.events
         start = len(events)
         tasks = batch.tasks
-        abort = _partial(self._withdraw, batch, len(tasks))
+        k = len(tasks)
+        aborts = batch.aborts
+        abort = aborts[k] if k < len(aborts) else self._new_abort(batch)
         tasks.append(_current_task())
         batch.starts.append(start)
         events.append(event)
         batch.ts.append(self._clock())
         batch.count += 1
-        self._queued_events += 1
         committer = self._idle_committer
         if committer is not None:
             self._idle_committer = None
@@ -503,13 +518,13 @@ class Journal(Generic[E, S]):
         if batch is None or (batch.count and batch.count + n > self._max_batch):
             batch = self._open_batch()
         start = len(batch.events)
-        abort = _partial(self._withdraw, batch, len(batch.tasks))
+        k = len(batch.tasks)
+        abort = batch.aborts[k] if k < len(batch.aborts) else self._new_abort(batch)
         batch.tasks.append(_current_task())
         batch.starts.append(start)
         batch.events.extend(events)
         batch.ts.extend([now] * n)
         batch.count += n
-        self._queued_events += n
         committer = self._idle_committer
         if committer is not None:
             self._idle_committer = None
@@ -562,9 +577,27 @@ class Journal(Generic[E, S]):
             raise LogClosedError("the journal is closed; append inside open_journal()")
 
     def _open_batch(self) -> _Batch:
-        batch = _Batch()
+        spare = self._spare_batches
+        batch = spare.pop() if spare else _Batch()
         self._batches.append(batch)
         return batch
+
+    def _new_abort(self, batch: _Batch) -> Callable[[Any], trio.lowlevel.Abort]:
+        """The abort callback of ``batch``'s next slot, made for it and kept (see _Batch)."""
+        abort = _partial(self._withdraw, batch, len(batch.aborts))
+        batch.aborts.append(abort)
+        return abort
+
+    def _recycle(self, batch: _Batch) -> None:
+        # Only once every task of the batch has been rescheduled: trio then never calls
+        # their abort callbacks again, so the slots (and callbacks) may serve new appends.
+        if len(self._spare_batches) < 2:
+            batch.reset()
+            self._spare_batches.append(batch)
+
+    def _queued_events(self) -> int:
+        """Events waiting for a commit (the open batches' entries not withdrawn)."""
+        return sum(batch.count for batch in self._batches)
 
     def _refuse(self) -> None:
         """No more appends: the journal failed or is closing (see append's check)."""
@@ -579,7 +612,6 @@ class Journal(Generic[E, S]):
         batch.tasks[k] = None
         batch.withdrawn += 1
         batch.count -= end - start
-        self._queued_events -= end - start
         if not batch.count and batch in self._batches:
             self._batches.remove(batch)
         return trio.lowlevel.Abort.SUCCEEDED
@@ -607,7 +639,7 @@ class Journal(Generic[E, S]):
                 await trio.lowlevel.checkpoint()
                 if self._max_delay > 0:
                     with trio.move_on_after(self._max_delay):
-                        while self._queued_events < self._max_batch:
+                        while self._queued_events() < self._max_batch:
                             await self._park_committer()
             # Appends that queued up during the previous commit go at once, no extra pass.
             with trio.CancelScope(shield=True):
@@ -629,7 +661,6 @@ class Journal(Generic[E, S]):
             return None
         batch = self._batches.popleft()
         batch.taken = True
-        self._queued_events -= batch.count
         return batch if batch.count else None
 
     async def _commit_one_batch(self) -> None:
@@ -662,7 +693,6 @@ class Journal(Generic[E, S]):
                     queued.taken = True
                     self._answer_all(queued.tasks, self._failed_error())
                 self._batches.clear()
-                self._queued_events = 0
                 raise
             # Not the disk: most likely one event that does not encode. Commit the entries
             # one by one so that only the culprit's append fails.
@@ -688,6 +718,7 @@ class Journal(Generic[E, S]):
             for task in tasks:
                 if task is not None:
                     reschedule(task, answer)
+        self._recycle(batch)
 
     async def _commit_one_by_one(self, batch: _Batch, exc: Exception) -> None:
         """A batch failed with ``exc``, not the disk's fault: commit its entries one by one,

@@ -230,6 +230,44 @@ async def test_appends_around_a_withdrawn_one_get_their_own_records(
     ]
 
 
+async def test_a_cancel_in_a_reused_batch_withdraws_only_its_own_entry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Batches (and their slots' abort callbacks) are reused after a commit: a cancel in a
+    later batch still withdraws exactly its own entry, and the queue count follows it."""
+    log = eventlog.MemoryLog(Ev)
+    got: dict[str, Any] = {}
+    with trio.fail_after(10):
+        async with eventlog.open_journal(log, Ev, max_delay=1.0, max_batch=10) as journal:
+
+            async def one(name: str) -> None:
+                got[name] = await journal.append(Noted(name))
+
+            for round_ in ("r1", "r2"):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(one, f"{round_}-before")
+                    await trio.sleep(0.1)
+                    with trio.move_on_after(0.1):
+                        await journal.append(Noted(f"{round_}-withdrawn"))
+                    assert journal.statistics().queued == 1
+                    nursery.start_soon(one, f"{round_}-after")
+                    await trio.sleep(0.1)
+                    assert journal.statistics().queued == 2
+            assert journal.statistics().commits == 2
+    assert [(got[name].seq, got[name].event) for name in sorted(got)] == [
+        (2, Noted("r1-after")),
+        (1, Noted("r1-before")),
+        (4, Noted("r2-after")),
+        (3, Noted("r2-before")),
+    ]
+    assert [r.event.text for r in log.records()] == [
+        "r1-before",
+        "r1-after",
+        "r2-before",
+        "r2-after",
+    ]
+
+
 async def test_an_event_that_does_not_encode_fails_only_its_own_append(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
