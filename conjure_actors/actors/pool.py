@@ -1905,6 +1905,10 @@ class MachineActor(Actor):
             s = by_id.get(sid)
             if s is None or s.status in policy.GONE_STATUSES:
                 self.pool.unconfirmed.discard(sid)  # seen going: the 200 took
+            elif tnow > until:
+                # Still listed up past its recheck: its DELETEs keep not taking and it
+                # bills on (until its lease ends): the recheck goes on, never forgotten.
+                until = self.pool.recheck[sid] = tnow + STOP_RECHECK
             if tnow > until or s is None:
                 if tnow > until:
                     del self.pool.recheck[sid]

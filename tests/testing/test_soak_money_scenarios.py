@@ -1,0 +1,75 @@
+"""Money scenarios by hand, through the whole harness: a DELETE that answers 200 and does
+not take, a listing that misses a running machine, a launch that lands late, each at the
+worst moment (a crash, a budget stop). Each ends quiet: no machine runs, and the ledger is
+the cloud's bill exactly (check_quiet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from conjure_actors.actors.example import example_sketch_png
+from conjure_actors.testing import (
+    Harness,
+    HarnessSettings,
+    JobRequest,
+    check_all,
+    check_quiet,
+    conjure_workflow,
+    open_harness,
+)
+from conjure_actors.testing.faults import DeleteDoesNotTake, cloud_tricks
+
+
+def _job(seed: int = 1) -> JobRequest:
+    return JobRequest(
+        conjure_workflow(), name="conjure", image=example_sketch_png(), prompt="a fox", seed=seed
+    )
+
+
+async def _until(h: Harness, predicate: Any, limit: float = 3600.0) -> None:
+    waited = 0.0
+    while not predicate():
+        assert waited < limit, "condition not reached in simulated time"
+        await h.advance(1.0)
+        waited += 1.0
+
+
+def _ready(h: Harness) -> bool:
+    return any(m.status == "ready" for m in h.state.machines.values())
+
+
+async def _quiet(h: Harness) -> None:
+    await h.run_until_quiet()
+    check_all(h)
+    check_quiet(h)
+
+
+async def _delete_not_taking(h: Harness, seconds: float) -> None:
+    """Run one job; from then on every DELETE answers 200 and does not take, for
+    ``seconds`` after the first such answer; then DELETEs take again."""
+    job = await h.submit(_job())
+    assert job is not None
+    await _until(h, lambda: _ready(h))
+    await h.inject(DeleteDoesNotTake(10_000))
+    await _until(h, lambda: bool(cloud_tricks(h).ignored))
+    await h.advance(seconds)
+    cloud_tricks(h).deletes_ignored = 0
+
+
+async def test_a_delete_that_keeps_not_taking_past_the_recheck_is_still_sent_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Every DELETE answers 200 and does not take for 400 s, longer than the pool's
+    recheck of a stop (300 s), with a lease longer than that: the machine must still be
+    stopped once DELETEs take again (not left billing to its lease end), and billed."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1, lease_seconds=1800.0)) as h:
+        await _delete_not_taking(h, 400.0)
+        stopped_again = trio.current_time()
+        await _quiet(h)
+        (bill,) = h.cloud.billing()
+        assert bill.reason == "stopped", bill
+        assert bill.stopped_at is not None
+        assert bill.stopped_at < h.now() - trio.current_time() + stopped_again + 60, bill
