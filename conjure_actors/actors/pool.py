@@ -267,6 +267,9 @@ class StopAnswered:
     stopped_at: float = 0.0
     server_ready_at: float | None = None
     error: str = ""
+    still_up: bool = False
+    """A 200 whose answer still shows the machine up (not Deleting/Stopping): it did not
+    take, so billing did not end at that answer."""
 
 
 @attrs.frozen(eq=False)
@@ -543,6 +546,10 @@ class MachinePool:
         # Of those, the ones no listing has shown gone (absent, Deleting, Stopping) since:
         # the stop of every machine is not answered while one is left (nor the run ended).
         self.unconfirmed: set[str] = set()
+        # Stopped machines whose last DELETE answered 200 showing them still up: billing did
+        # not end at that answer; a listing that shows them gone ends it (at the latest at
+        # their lease's end: policy.gone_at).
+        self.not_taken: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
         # Machines taken for lost because no listing showed them (not visible past
@@ -1441,7 +1448,13 @@ class MachineActor(Actor):
             # (it may have become Ready while the DELETE was on its way).
             ready_at = await self._final_ready_at(server_id, gone=False)
         await self._tell(
-            StopAnswered(server_id, found=True, stopped_at=stopped_at, server_ready_at=ready_at)
+            StopAnswered(
+                server_id,
+                found=True,
+                stopped_at=stopped_at,
+                server_ready_at=ready_at,
+                still_up=server.status not in policy.GONE_STATUSES,
+            )
         )
 
     async def _final_ready_at(self, server_id: str, *, gone: bool) -> float | None:
@@ -1490,6 +1503,7 @@ class MachineActor(Actor):
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
+                self._note_taken(msg)
         elif (
             m is not None
             and m.status == M_STOPPED
@@ -1512,6 +1526,7 @@ class MachineActor(Actor):
             )
             if again is not None:
                 await self.ctx.emit(again)
+            self._note_taken(msg)
         elif m is not None and m.lost_reason is not None and msg.server_id in self.pool.found_up:
             # Taken for lost, found up and stopped (_stop_found_after_loss): billed from its
             # final record to this answer, which replaces the bill of its loss. A 404: it
@@ -1539,8 +1554,17 @@ class MachineActor(Actor):
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
+                self._note_taken(msg)
         self._check_shutdown()
         await self._assign()
+
+    def _note_taken(self, msg: StopAnswered) -> None:
+        """Whether billing ended at this DELETE's answer: not when it showed the machine
+        still up (then it bills on until a listing shows it gone: _recheck_stopped)."""
+        if msg.found and msg.still_up:
+            self.pool.not_taken.add(msg.server_id)
+        elif not msg.error:
+            self.pool.not_taken.discard(msg.server_id)
 
     def _ready_seen(self) -> None:
         self.pool.failed_in_a_row = 0
@@ -1905,6 +1929,21 @@ class MachineActor(Actor):
             s = by_id.get(sid)
             if s is None or s.status in policy.GONE_STATUSES:
                 self.pool.unconfirmed.discard(sid)  # seen going: the 200 took
+                if sid in self.pool.not_taken and sid not in self._stopping:
+                    # ... unless its answer showed it still up: then it went by itself
+                    # since (its lease ran out, or it vanished), billed until then.
+                    self.pool.not_taken.discard(sid)
+                    again = policy.bill_after_stop_again(
+                        self.ctx.state,
+                        sid,
+                        found=False,
+                        answered_at=self.ctx.now(),
+                        server_ready_at=self.pool.recheck_ready.get(sid),
+                        table=self.ctx.table,
+                        at=self.ctx.now(),
+                    )
+                    if again is not None:
+                        await self.ctx.emit(again)
             elif tnow > until:
                 # Still listed up past its recheck: its DELETEs keep not taking and it
                 # bills on (until its lease ends): the recheck goes on, never forgotten.

@@ -59,6 +59,17 @@ async def _delete_not_taking(h: Harness, seconds: float) -> None:
     cloud_tricks(h).deletes_ignored = 0
 
 
+async def test_a_machine_whose_delete_did_not_take_is_billed_to_its_lease_end(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Every DELETE answers 200 and does not take until the machine's lease runs out
+    (between two DELETEs sent again, which answered 200 with the machine still Ready):
+    RunComfy billed it to its lease end, and so must the ledger (not to the last 200)."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1)) as h:
+        await _delete_not_taking(h, 400.0)
+        await _quiet(h)
+
+
 async def test_a_delete_that_keeps_not_taking_past_the_recheck_is_still_sent_again(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -73,3 +84,21 @@ async def test_a_delete_that_keeps_not_taking_past_the_recheck_is_still_sent_aga
         assert bill.reason == "stopped", bill
         assert bill.stopped_at is not None
         assert bill.stopped_at < h.now() - trio.current_time() + stopped_again + 60, bill
+
+
+async def test_a_machine_whose_delete_did_not_take_and_that_vanished_is_billed_past_the_200(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The stop's DELETE answers 200 showing the machine still Ready (it did not take);
+    the machine vanishes 2 s later, before the next listing: RunComfy billed it those
+    2 s, so its bill may not end at the 200 (check_ledger: never less than the cloud's)."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1)) as h:
+        job = await h.submit(_job())
+        assert job is not None
+        await _until(h, lambda: _ready(h))
+        await h.inject(DeleteDoesNotTake(1))
+        await _until(h, lambda: bool(cloud_tricks(h).ignored))
+        await h.advance(2.0)
+        await h.lose_machine(0)
+        await h.advance(30.0)  # a few listings (quiet at once: nothing runs in the cloud)
+        await _quiet(h)
