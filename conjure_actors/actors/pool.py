@@ -65,6 +65,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
+import msgspec
 import trio
 
 from conjure_actors.actors.context import Context
@@ -546,10 +547,6 @@ class MachinePool:
         # Of those, the ones no listing has shown gone (absent, Deleting, Stopping) since:
         # the stop of every machine is not answered while one is left (nor the run ended).
         self.unconfirmed: set[str] = set()
-        # Stopped machines whose last DELETE answered 200 showing them still up: billing did
-        # not end at that answer; a listing that shows them gone ends it (at the latest at
-        # their lease's end: policy.gone_at).
-        self.not_taken: set[str] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
         # Machines taken for lost because no listing showed them (not visible past
@@ -619,6 +616,11 @@ def _may_be_landing(m: Any, now: float) -> bool:
         and m.launched_at is not None
         and now - m.launched_at < policy.NOT_VISIBLE_GRACE
     )
+
+
+def _still_up(event: Any, msg: StopAnswered) -> Any:
+    """``event`` (a stop's bill) marked with whether the answer showed the machine still up."""
+    return msgspec.structs.replace(event, still_up=msg.found and msg.still_up)
 
 
 def _found_gone_at(m: Any, seen: float, listed_end: float | None) -> float:
@@ -1499,11 +1501,10 @@ class MachineActor(Actor):
                 )
                 if m.service_ready_at is None and event.service_ready_at is not None:
                     self._ready_seen()  # it did become Ready: not a stuck launch
-                await self.ctx.emit(event)
+                await self.ctx.emit(_still_up(event, msg))
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
-                self._note_taken(msg)
         elif (
             m is not None
             and m.status == M_STOPPED
@@ -1525,8 +1526,7 @@ class MachineActor(Actor):
                 at=self.ctx.now(),
             )
             if again is not None:
-                await self.ctx.emit(again)
-            self._note_taken(msg)
+                await self.ctx.emit(_still_up(again, msg))
         elif m is not None and m.lost_reason is not None and msg.server_id in self.pool.found_up:
             # Taken for lost, found up and stopped (_stop_found_after_loss): billed from its
             # final record to this answer, which replaces the bill of its loss. A 404: it
@@ -1550,21 +1550,13 @@ class MachineActor(Actor):
                     msg.stopped_at if msg.found else _found_gone_at(m, msg.stopped_at, listed_end),
                     # A 404: the listing's Ready time, else its final record's.
                     msg.server_ready_at if msg.found or listed_ready is None else listed_ready,
+                    still_up=msg.found and msg.still_up,
                 )
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
-                self._note_taken(msg)
         self._check_shutdown()
         await self._assign()
-
-    def _note_taken(self, msg: StopAnswered) -> None:
-        """Whether billing ended at this DELETE's answer: not when it showed the machine
-        still up (then it bills on until a listing shows it gone: _recheck_stopped)."""
-        if msg.found and msg.still_up:
-            self.pool.not_taken.add(msg.server_id)
-        elif not msg.error:
-            self.pool.not_taken.discard(msg.server_id)
 
     def _ready_seen(self) -> None:
         self.pool.failed_in_a_row = 0
@@ -1929,21 +1921,8 @@ class MachineActor(Actor):
             s = by_id.get(sid)
             if s is None or s.status in policy.GONE_STATUSES:
                 self.pool.unconfirmed.discard(sid)  # seen going: the 200 took
-                if sid in self.pool.not_taken and sid not in self._stopping:
-                    # ... unless its answer showed it still up: then it went by itself
-                    # since (its lease ran out, or it vanished), billed until then.
-                    self.pool.not_taken.discard(sid)
-                    again = policy.bill_after_stop_again(
-                        self.ctx.state,
-                        sid,
-                        found=False,
-                        answered_at=self.ctx.now(),
-                        server_ready_at=self.pool.recheck_ready.get(sid),
-                        table=self.ctx.table,
-                        at=self.ctx.now(),
-                    )
-                    if again is not None:
-                        await self.ctx.emit(again)
+                if sid not in self._stopping:
+                    await self._bill_went_by_itself(sid)
             elif tnow > until:
                 # Still listed up past its recheck: its DELETEs keep not taking and it
                 # bills on (until its lease ends): the recheck goes on, never forgotten.
@@ -1972,6 +1951,25 @@ class MachineActor(Actor):
                 True,
                 name="machine-stop-again",
             )
+
+    async def _bill_went_by_itself(self, sid: str) -> None:
+        """A stopped machine whose last 200 showed it still up (``stop_still_up``: the stop
+        did not take), now listed gone or absent: it went by itself since (its lease ran
+        out, or it vanished), and billed until then: at most now, at most its lease end."""
+        m = self.ctx.state.machines.get(sid)
+        if m is None or m.status != M_STOPPED or not m.stop_still_up:
+            return
+        again = policy.bill_after_stop_again(
+            self.ctx.state,
+            sid,
+            found=False,
+            answered_at=self.ctx.now(),
+            server_ready_at=self.pool.recheck_ready.get(sid),
+            table=self.ctx.table,
+            at=self.ctx.now(),
+        )
+        if again is not None:
+            await self.ctx.emit(again)
 
     async def _stop_found_after_loss(self, servers: list[Any], tnow: float) -> None:
         """A machine of ours taken for lost (no listing showed it: a listing that lags its
@@ -2029,19 +2027,18 @@ class MachineActor(Actor):
             await self._bill_found_up(sid, went, listed_ready)
 
     async def _bill_found_up(
-        self, sid: str, stopped_at: float, server_ready_at: float | None
+        self, sid: str, stopped_at: float, server_ready_at: float | None, *, still_up: bool = False
     ) -> None:
         """The bill of a lost machine found up, to ``stopped_at``: it replaces its loss's."""
-        await self.ctx.emit(
-            policy.machine_stopped(
-                self.ctx.state,
-                sid,
-                stopped_at=stopped_at,
-                server_ready_at=server_ready_at,
-                table=self.ctx.table,
-                at=self.ctx.now(),
-            )
+        event = policy.machine_stopped(
+            self.ctx.state,
+            sid,
+            stopped_at=stopped_at,
+            server_ready_at=server_ready_at,
+            table=self.ctx.table,
+            at=self.ctx.now(),
         )
+        await self.ctx.emit(msgspec.structs.replace(event, still_up=still_up))
 
     async def _adopt_unknown(self, servers: list[Any]) -> None:
         """Servers a logged launch intent may have started (crash, or unknown outcome).
@@ -2346,6 +2343,7 @@ class MachineActor(Actor):
             and not state.launch_requests
             and not self.pool.lost_watch
             and not self._stopped_in_lease()
+            and not any(m.stop_still_up and m.status == M_STOPPED for m in state.machines.values())
         ):
             reply.set(None)
             return
@@ -2443,6 +2441,12 @@ class MachineActor(Actor):
             if s is not None and s.status not in policy.GONE_STATUSES:
                 self.pool.recheck[m.server_id] = tnow + STOP_RECHECK
                 self.pool.unconfirmed.add(m.server_id)
+        # One whose last 200 did not take (logged still_up) and that went while we were
+        # down: it billed until it went (at most its lease end), not to that 200.
+        for m in list(state.machines.values()):
+            s = by_id.get(m.server_id)
+            if m.stop_still_up and (s is None or s.status in policy.GONE_STATUSES):
+                await self._bill_went_by_itself(m.server_id)
         if self.pool.recheck:
             await self._recheck_stopped(by_id)
         self._watch_logged_losses()  # the ones just lost too: not listed may be a lag

@@ -354,6 +354,10 @@ class MachineStopped(msgspec.Struct, frozen=True, kw_only=True, tag="machine.sto
 
     Emitted a second time for a machine taken for lost (``MachineLost`` and its bill) that a
     later listing showed up after all: stopped then, this bill replaces the first.
+
+    ``still_up``: the 200's answer still showed the machine up (not Deleting/Stopping): the
+    stop did not take, so billing did not end at ``stopped_at`` (a ``DELETE`` sent again, or
+    the listing that shows it gone, ends it: ``MachineStoppedAgain``). False in older logs.
     """
 
     server_id: str
@@ -363,6 +367,7 @@ class MachineStopped(msgspec.Struct, frozen=True, kw_only=True, tag="machine.sto
     service_ready_at: float | None = None
     rate_micros_per_hour: int = 0
     price_table_version: str = ""
+    still_up: bool = False
     at: float
 
 
@@ -374,7 +379,10 @@ class MachineStoppedAgain(msgspec.Struct, frozen=True, kw_only=True, tag="machin
     until then: ``billed_seconds`` and ``cost_micros`` (from the logged Ready time and
     rate, by THE billing rule) replace the bill ``MachineStopped`` gave it.
     ``service_ready_at`` (with its rate and price table): the server's Ready time from that
-    answer, when the log had none (it became Ready after its first stop's answer)."""
+    answer, when the log had none (it became Ready after its first stop's answer).
+    ``still_up``: as for ``MachineStopped`` (this 200 did not take either). Emitted with
+    ``found`` False too when a listing shows gone a machine whose last 200 was ``still_up``
+    (it went by itself since: billed until then, at most its lease end)."""
 
     server_id: str
     stopped_at: float
@@ -384,6 +392,7 @@ class MachineStoppedAgain(msgspec.Struct, frozen=True, kw_only=True, tag="machin
     service_ready_at: float | None = None
     rate_micros_per_hour: int = 0
     price_table_version: str = ""
+    still_up: bool = False
     at: float
 
 

@@ -283,6 +283,7 @@ class Machine:
     billed_seconds: int | None = None
     stop_reason: str | None = None
     lost_reason: str | None = None
+    stop_still_up: bool = False  # its last DELETE's 200 showed it still up: billing goes on
 
 
 @attrs.define(slots=True)
@@ -845,6 +846,7 @@ def _stopped(s: State, e: ev.MachineStopped) -> None:
     m.stopped_at = e.stopped_at
     m.billed_seconds = e.billed_seconds
     m.accrued_until = e.stopped_at
+    m.stop_still_up = e.still_up
     m.leases = []
     m.idle_since = None
     _set_machine_cost(s, m, e.cost_micros)
@@ -864,6 +866,7 @@ def _stopped_again(s: State, e: ev.MachineStoppedAgain) -> None:
     m.stopped_at = e.stopped_at
     m.billed_seconds = e.billed_seconds
     m.accrued_until = e.stopped_at
+    m.stop_still_up = e.still_up
     _set_machine_cost(s, m, e.cost_micros)
 
 

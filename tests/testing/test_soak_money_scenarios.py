@@ -102,3 +102,22 @@ async def test_a_machine_whose_delete_did_not_take_and_that_vanished_is_billed_p
         await h.lose_machine(0)
         await h.advance(30.0)  # a few listings (quiet at once: nothing runs in the cloud)
         await _quiet(h)
+
+
+async def test_a_delete_that_did_not_take_before_a_crash_is_billed_to_the_lease_end_at_resume(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The stop's DELETE answers 200 showing the machine still Ready (it did not take);
+    the run crashes just after and stays down until the machine's lease ran out (RunComfy
+    billed it until then); the resumed run's bill must reach that lease end."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1)) as h:
+        job = await h.submit(_job())
+        assert job is not None
+        await _until(h, lambda: _ready(h))
+        await h.inject(DeleteDoesNotTake(1))
+        await _until(h, lambda: bool(cloud_tricks(h).ignored))
+        await h.crash()
+        await h.advance(300.0)  # down: the lease (ends 191 s after that 200) runs out
+        await h.start()
+        await h.advance(30.0)
+        await _quiet(h)
