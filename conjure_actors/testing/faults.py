@@ -131,6 +131,7 @@ class _Tricks:
     hidden: dict[str, int] = attrs.field(factory=dict)  # server id -> listings left hidden
     ignored: list[str] = attrs.field(factory=list)  # server ids whose DELETE did not take
     last_fooled: dict[str, float] = attrs.field(factory=dict)  # server id -> trio time
+    ever_hidden: set[str] = attrs.field(factory=set)  # left out of a listing at least once
     new_lag: int = 0  # listings a machine first seen from now on is left out of
     known: set[str] = attrs.field(factory=set)  # machines the listings have met
 
@@ -182,6 +183,7 @@ def cloud_tricks(harness: Harness) -> _Tricks:
             if left > 0:
                 tricks.hidden[m.server_id] = left - 1
                 tricks.last_fooled[m.server_id] = trio.current_time()
+                tricks.ever_hidden.add(m.server_id)
                 continue
             shown.append(m)
         return shown

@@ -84,13 +84,21 @@ def check_machines_but_fooled(h: Any) -> list[str]:
     return []
 
 
+def _unknowable(h: Any, problem: str) -> bool:
+    """A machine a listing left out (taken for lost: billed to that listing) that vanished
+    before any listing showed it again: no listing ever said it ran on, so no runtime that
+    trusts listings can bill it (a ``GET /servers/{id}`` before the loss could)."""
+    hidden = cloud_tricks(h).ever_hidden
+    return problem.startswith("ledger: vanished ") and problem.split()[2] in hidden
+
+
 def check_all_money(h: Any) -> None:
     problems: list[str] = []
     for check in inv.CHECKS:
         if check is inv.check_machines:
             problems.extend(check_machines_but_fooled(h))
         else:
-            problems.extend(check(h))
+            problems.extend(p for p in check(h) if not _unknowable(h, p))
     if problems:
         raise inv.InvariantViolation(problems)
 
