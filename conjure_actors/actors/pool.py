@@ -547,6 +547,10 @@ class MachinePool:
         # Of those, the ones no listing has shown gone (absent, Deleting, Stopping) since:
         # the stop of every machine is not answered while one is left (nor the run ended).
         self.unconfirmed: set[str] = set()
+        # Launch intents closed because no listing showed their server within the landing
+        # grace -> (the intent, until when (trio time) its server may still land: the ready
+        # timeout and a lease). A server that lands later echoing one's marker is adopted.
+        self.given_up: dict[str, tuple[Any, float]] = {}
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
         # Machines taken for lost because no listing showed them (not visible past
@@ -2055,6 +2059,8 @@ class MachineActor(Actor):
             del self.pool.landing[key]  # closed (adopted, launched, failed)
         self.pool.unknown &= set(state.launch_requests)
         self.pool.orphaned &= set(state.launch_requests)
+        if self.pool.given_up and not self._launching:
+            await self._adopt_landed_late(servers)
         if not state.launch_requests or self._launching:
             return
         unknown = [
@@ -2105,6 +2111,12 @@ class MachineActor(Actor):
                         at=self.ctx.now(),
                     )
                 )
+                # Its POST may have started a server that the listings show later still
+                # (it would bill until its lease ends, unknown to the run): watch for it.
+                self.pool.given_up[key] = (
+                    req,
+                    tnow + self.cfg.ready_timeout + self.cfg.lease_seconds,
+                )
                 continue
             await self._adopt(
                 match,
@@ -2121,6 +2133,48 @@ class MachineActor(Actor):
                     s.server_type,
                     s.estimated_duration,
                 )
+
+    async def _adopt_landed_late(self, servers: list[Any]) -> None:
+        """A server of a launch intent closed for want of a server (``pool.given_up``)
+        that a listing shows after all, echoing that intent's marker, and the only one to:
+        adopt it (it bills until its lease ends otherwise; the pool then uses or stops
+        it)."""
+        state = self.ctx.state
+        tnow = trio.current_time()
+        unknown = [
+            s
+            for s in servers
+            if s.server_id not in state.machines and s.status not in policy.GONE_STATUSES
+        ]
+        for key, (req, until) in list(self.pool.given_up.items()):
+            if tnow > until:
+                del self.pool.given_up[key]
+                continue
+            matches = [
+                s
+                for s in unknown
+                if s.server_id not in state.machines
+                and policy.matches_intent(
+                    req,
+                    server_type=s.server_type,
+                    workflow_version_id=s.workflow_version_id,
+                    estimated_duration=s.estimated_duration,
+                )
+            ]
+            if len(matches) != 1:
+                continue
+            del self.pool.given_up[key]
+            log.warning(
+                "server %s landed after its launch %s was given up: adopting it",
+                matches[0].server_id,
+                key,
+            )
+            await self._adopt(
+                matches[0],
+                request_key=None,
+                server_type=req.server_type,
+                workflow_version=req.workflow_version,
+            )
 
     async def _adopt(
         self, s: Any, *, request_key: str | None, server_type: str, workflow_version: str | None

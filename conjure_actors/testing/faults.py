@@ -229,5 +229,6 @@ class LaunchesLag:
 
     def apply(self, harness: Harness) -> None:
         tricks = cloud_tricks(harness)
-        tricks.known.update(m for m in harness.cloud.running())
+        if self.listings > 0:  # (0: a machine launched but not listed yet still lags)
+            tricks.known.update(m for m in harness.cloud.running())
         tricks.new_lag = self.listings

@@ -121,3 +121,26 @@ async def test_a_delete_that_did_not_take_before_a_crash_is_billed_to_the_lease_
         await h.start()
         await h.advance(30.0)
         await _quiet(h)
+
+
+async def test_a_launch_whose_answer_is_lost_and_that_lands_after_the_grace_is_not_left_running(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The launch's answer is lost (502: the sim launched it) and the listings show the
+    machine only after 20 listings (~100 s, past the 60 s a launch of unknown outcome is
+    given to land). It carries this run's marker (the lease minus 1-59 s): it must not be
+    left running (and unbilled) until its lease ends."""
+    from conjure_actors.sim import RunComfyFaults
+    from conjure_actors.testing.faults import Knobs, LaunchesLag
+
+    async with open_harness(HarnessSettings(seed=3, max_machines=1)) as h:
+        await h.inject(LaunchesLag(40))
+        await h.inject(Knobs(runcomfy=RunComfyFaults(launch_ghost_rate=1.0)))
+        job = await h.submit(_job())
+        assert job is not None
+        await _until(h, lambda: bool(h.cloud.running()))
+        await h.inject(Knobs())
+        await _until(h, lambda: bool(cloud_tricks(h).ever_hidden))
+        await h.inject(LaunchesLag(0))  # (for later launches)
+        await _until(h, lambda: h.state.jobs[job].status in ("succeeded", "failed"))
+        await _quiet(h)
