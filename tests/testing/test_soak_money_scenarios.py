@@ -144,3 +144,22 @@ async def test_a_launch_whose_answer_is_lost_and_that_lands_after_the_grace_is_n
         await h.inject(LaunchesLag(0))  # (for later launches)
         await _until(h, lambda: h.state.jobs[job].status in ("succeeded", "failed"))
         await _quiet(h)
+
+
+async def test_a_budget_stop_whose_deletes_do_not_take_still_stops_and_bills_every_machine(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The budget is lowered below the spend while two machines run; the stop of every machine meets
+    DELETEs that answer 200 without taking (three of them): every machine is stopped in
+    the end, billed as the cloud billed it, and the spend stays within a lease of it."""
+    async with open_harness(HarnessSettings(seed=5, max_machines=2)) as h:
+        jobs = [await h.submit(_job(seed=i)) for i in (1, 2, 3, 4)]
+        assert all(jobs)
+        await _until(h, lambda: _ready(h))
+        await h.inject(DeleteDoesNotTake(3))
+        await h.set_budget(0.01)  # below the spend: stop every machine now
+        await h.advance(600.0)
+        check_all(h)
+        await _quiet(h)
+        assert h.state.budget.exceeded
+        assert cloud_tricks(h).ignored
