@@ -96,7 +96,10 @@ def _unknowable(h: Any, problem: str) -> bool:
     bills = {b.server_id: b for b in h.cloud.billing()}
     for token in problem.replace(",", " ").split():
         if token in hidden and token in bills:
-            return bills[token].reason == "vanished" or "stopping at the crash" in problem
+            # (lease_expired: left out until its lease ran out; were it shown up and left
+            # running, check_machines_but_fooled would say so GRACE s after)
+            went = bills[token].reason in ("vanished", "lease_expired")
+            return went or "stopping at the crash" in problem
     return False
 
 
