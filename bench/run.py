@@ -109,6 +109,7 @@ class Counts(trio.abc.Instrument):
         # where the loop's time goes, ours beside the bare loop's (the clock reads cost a
         # little, alike for both).
         self.cpu: dict[str, float] = {}
+        self.task_steps: dict[str, int] = {}  # the same, in steps
         self._t0 = 0.0
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
@@ -124,6 +125,7 @@ class Counts(trio.abc.Instrument):
         if self.on and self._t0:
             name = _JOB_TASK.sub(r"\1<job>\2", task.name)
             self.cpu[name] = self.cpu.get(name, 0.0) + time.thread_time() - self._t0
+            self.task_steps[name] = self.task_steps.get(name, 0) + 1
         self._t0 = 0.0
 
     def before_io_wait(self, timeout: float) -> None:
@@ -384,9 +386,108 @@ def _print_counts(args: argparse.Namespace, out: Path) -> None:
         print(f"{label:<34}{a / n:>14.2f}{b / n:>14.2f}{ratio}{c / n:>14.2f}")
     print(f"{'events':<34}{row['events'] / n:>14.2f}{'-':>14}")
     for label, counted in (("conjure", ours), ("bare client", bare), ("bare durable", durable)):
-        print(f"  {label}: the trio thread's CPU per job in each task's steps (us)")
+        print(f"  {label}: the trio thread's CPU per job in each task's steps (us; steps per job)")
         for name, cpu in sorted(counted.cpu.items(), key=lambda kv: -kv[1])[:8]:
-            print(f"{1e6 * cpu / n:>12.0f}  {name[-70:]}")
+            steps = counted.task_steps.get(name, 0) / n
+            print(f"{1e6 * cpu / n:>12.0f}{steps:>8.1f}  {name[-70:]}")
+    _print_io(args, out)
+
+
+class IOCounts:
+    """What one loop asks of the simulated cloud (``--counts``): HTTP requests by method and
+    path (ids folded), and the WebSocket frames the machines send, by type, with their bytes.
+    Counted at the simulator's edges (its host router and its server sockets), in a run of its
+    own: the counting is not in the timed or the task-counted runs."""
+
+    _ID: Final = re.compile(r"[0-9a-f][0-9a-f-]{19,}")
+    _TYPE: Final = re.compile(r'"type":\s*"([A-Za-z_]+)"')
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.frames: dict[str, int] = {}
+        self.frame_bytes: dict[str, int] = {}
+        self.sockets = 0
+
+    def request(self, request: httpx.Request) -> None:
+        path = self._ID.sub("<id>", request.url.path)
+        # The RunComfy API (one host) apart from the machines' ComfyUIs (one host each).
+        where = "runcomfy" if "/servers" in path else "comfyui"
+        key = f"{request.method} {where} {path}"
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def frame(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            kind = "<binary>"
+        else:
+            found = self._TYPE.search(message, 0, 40)
+            kind = found.group(1) if found else "<other>"
+        self.frames[kind] = self.frames.get(kind, 0) + 1
+        self.frame_bytes[kind] = self.frame_bytes.get(kind, 0) + len(message)
+
+
+def _count_io(fn: Any, n: int, machines: int, out: Path) -> IOCounts:
+    """One run of ``fn`` with the simulator's requests and frames counted (``IOCounts``)."""
+    from conjure_actors.sim import cloud as sim_cloud
+    from conjure_actors.sim import comfyui as sim_comfyui
+    from conjure_actors.sim import ws as sim_ws
+
+    io = IOCounts()
+    router = sim_cloud._HostRouter
+    sock = sim_ws.TrioServerSocket
+    handle, send_text, send_bytes = router.handle_async_request, sock.send_text, sock.send_bytes
+    serve_ws = sim_comfyui.ComfyUISim._serve_ws
+
+    async def counted_handle(self: Any, request: httpx.Request) -> httpx.Response:
+        io.request(request)
+        return await handle(self, request)
+
+    async def counted_text(self: Any, text: str) -> None:
+        io.frame(text)
+        await send_text(self, text)
+
+    async def counted_bytes(self: Any, data: bytes) -> None:
+        io.frame(data)
+        await send_bytes(self, data)
+
+    async def counted_serve_ws(self: Any, *args: Any, **kwargs: Any) -> Any:
+        io.sockets += 1
+        return await serve_ws(self, *args, **kwargs)
+
+    patches: list[tuple[Any, str, Any]] = [
+        (router, "handle_async_request", counted_handle),
+        (sock, "send_text", counted_text),
+        (sock, "send_bytes", counted_bytes),
+        (sim_comfyui.ComfyUISim, "_serve_ws", counted_serve_ws),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, wrapper in patches:
+        setattr(owner, name, wrapper)
+    try:
+        run_on_mock(fn, n, machines, out)
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+    return io
+
+
+def _print_io(args: argparse.Namespace, out: Path) -> None:
+    """Per job, what each loop asks of the simulated cloud (one run each, machines'
+    launch and stop included): the same requests and frames mean the same simulator work."""
+    n = args.counts
+    ours = _count_io(_ours_overhead, n, args.machines, out / "io-ours")
+    (out / "io-bare").mkdir()
+    bare = _count_io(_bare_overhead, n, args.machines, out / "io-bare")
+    print(f"\n== what each job asks of the simulated cloud ({n} jobs; per job, counted)")
+    print(f"{'HTTP requests':<52}{'conjure':>10}{'bare client':>14}")
+    for key in sorted(ours.requests.keys() | bare.requests.keys()):
+        a, b = ours.requests.get(key, 0), bare.requests.get(key, 0)
+        print(f"  {key.replace('/prod/api/users/', '.../'):<50}{a / n:>10.2f}{b / n:>14.2f}")
+    print(f"{'WebSocket frames to the client (bytes)':<52}{'conjure':>10}{'bare client':>14}")
+    for key in sorted(ours.frames.keys() | bare.frames.keys()):
+        a, b = ours.frames.get(key, 0), bare.frames.get(key, 0)
+        ab, bb = ours.frame_bytes.get(key, 0), bare.frame_bytes.get(key, 0)
+        print(f"  {key:<50}{a / n:>10.2f}{b / n:>14.2f}  ({ab / n:.0f} B vs {bb / n:.0f} B)")
+    print(f"  {'WebSocket connections':<50}{ours.sockets / n:>10.2f}{bare.sockets / n:>14.2f}")
 
 
 _run = run_on_mock
