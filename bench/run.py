@@ -393,6 +393,71 @@ def _print_counts(args: argparse.Namespace, out: Path) -> None:
     _print_io(args, out)
 
 
+class Opcodes(trio.abc.Instrument):
+    """The Python bytecodes each task executes (``--opcodes``), between :meth:`start` and
+    :meth:`stop`: ``sys.settrace`` with opcode events, on the trio thread, during each task
+    step. A count is the same from run to run and does not depend on the box's load, where
+    CPU time on a shared box does not hold still: an A/B of a cut reads here whether the
+    work went, and the timed rows how much that was worth. Python code only: a call into C
+    (msgspec, hashing, PIL, numpy, a system call) counts as the bytecodes that make it.
+    Slow (about 10x): a run of its own, never a timed one."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.ops: dict[str, int] = {}
+        self._name = ""
+
+    def _trace_call(self, frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        return self._trace_op
+
+    def _trace_op(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            self.ops[self._name] = self.ops.get(self._name, 0) + 1
+        return self._trace_op
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.on and not task.name.endswith(".drive"):
+            self._name = _JOB_TASK.sub(r"\1<job>\2", task.name)
+            sys.settrace(self._trace_call)
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        sys.settrace(None)
+
+    def start(self) -> None:
+        self.on = True
+
+    def stop(self) -> None:
+        self.on = False
+        sys.settrace(None)
+
+
+def _print_opcodes(args: argparse.Namespace, out: Path) -> None:
+    """Per job, the Python bytecodes each task executes, conjure beside the bare loop (one
+    run each, ``Opcodes``)."""
+    n = args.opcodes
+    rows = []
+    for label, fn in (("conjure", _ours_overhead), ("bare client", _bare_overhead)):
+        counted = Opcodes()
+        folder = out / f"op-{label.split()[0]}"
+        folder.mkdir()
+        run_on_mock(
+            fn,
+            n,
+            args.machines,
+            folder,
+            counted,
+            on_drive=lambda counted=counted: trio.lowlevel.add_instrument(counted),
+        )
+        rows.append((label, counted))
+    print(f"\n== Python bytecodes per job, by task ({n} jobs, {args.machines} machines; exact)")
+    for label, counted in rows:
+        total = sum(counted.ops.values())
+        print(f"  {label}: {total / n:,.0f} in all")
+        for name, ops in sorted(counted.ops.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"{ops / n:>12,.0f}  {name[-70:]}")
+
+
 class IOCounts:
     """What one loop asks of the simulated cloud (``--counts``): HTTP requests by method and
     path (ids folded), and the WebSocket frames the machines send, by type, with their bytes.
@@ -519,6 +584,20 @@ def main() -> int:
         " alone: 500)",
     )
     parser.add_argument(
+        "--opcodes",
+        type=non_negative_int,
+        nargs="?",
+        const=100,
+        default=0,
+        help="jobs for a run that counts each task's Python bytecodes per job (exact, slow;"
+        " 0 to skip, the default; alone: 100)",
+    )
+    parser.add_argument(
+        "--only-opcodes",
+        action="store_true",
+        help="print the bytecode counts alone (with --opcodes N)",
+    )
+    parser.add_argument(
         "--scaling",
         type=job_counts,
         default="100,1000,10000",
@@ -536,6 +615,8 @@ def main() -> int:
         help="print the CPU-per-job row alone (its runs take minutes at 10,000 jobs)",
     )
     args = parser.parse_args()
+    if args.only_opcodes and not args.opcodes:
+        args.opcodes = 100
     if args.only_scaling and not args.scaling:
         parser.error("--only-scaling needs job counts in --scaling (e.g. --scaling 100,1000)")
     import tempfile
@@ -544,6 +625,9 @@ def main() -> int:
         out = Path(tmp)
         if args.only_scaling:
             _print_scaling(args, out)
+            return 0
+        if args.only_opcodes:
+            _print_opcodes(args, out)
             return 0
         ours = [
             _run(_ours_overhead, args.jobs, args.machines, out / f"o{r}")
@@ -603,6 +687,8 @@ def main() -> int:
         )
         if args.counts:
             _print_counts(args, out)
+        if args.opcodes:
+            _print_opcodes(args, out)
         if args.scaling:
             _print_scaling(args, out)
     return 0
