@@ -360,6 +360,30 @@ async def _find_pending(rc: Any, pending: PendingLaunch) -> Any:
     return _marked(pending, await rc.list_servers())
 
 
+async def _find_landing(rc: Any, pending: PendingLaunch, interval: float = 5.0) -> Any:
+    """As :func:`_find_pending`, looking again until ``LAUNCH_LAND_GRACE`` has passed since
+    the launch was sent: RunComfy answers 404 for a machine just launched and lists it late
+    (a new process has no memory of the launch to excuse that), so "not found" that soon
+    does not mean "nothing launched"; dropping the record then would leave the machine
+    billing, recorded nowhere. A failed look raises (the record stays)."""
+    from conjure_actors.domain import machines_policy as policy
+
+    server = await _find_pending(rc, pending)
+    left = pending.requested_at + policy.LAUNCH_LAND_GRACE - time.time()
+    if server is not None or left <= 0:
+        return server
+    print(
+        "an interrupted `machine up` left a launch sent moments ago whose machine RunComfy"
+        f" does not show yet: looking for it up to {left:.0f} s more...",
+        flush=True,
+    )
+    with trio.move_on_after(left):
+        while server is None:
+            await trio.sleep(interval)
+            server = await _find_pending(rc, pending)
+    return server
+
+
 def _marked(pending: PendingLaunch, listed: list[Any]) -> Any:
     """The listed server ``pending``'s launch started: not listed before it, not going
     away, with its marker (lease, type, version); None if none (or several) match."""
@@ -398,7 +422,10 @@ async def _settle_pending(
     goes (``status`` keeps it: a look, not a decision)."""
     from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
 
-    server = await _find_pending(rc, pending)
+    if action == "status":  # a look, not a wait
+        server = await _find_pending(rc, pending)
+    else:
+        server = await _find_landing(rc, pending)
     if server is None:
         print("an interrupted `machine up` left a launch: no machine of it is up")
         if action != "status":
