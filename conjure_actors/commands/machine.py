@@ -593,11 +593,17 @@ async def _alive(rc: Any, server_id: str) -> str | None:
 
 
 async def attachable_dev_machine(config: Config, rc: Any) -> DevMachine | None:
-    """For ``run``: the recorded dev machine if it is Ready now, else None."""
+    """For ``run``: the recorded dev machine if it is Ready now and runs the run's workflow
+    version, else None. An attached machine carries no version in the pool (it takes a job
+    of any): one booted with another workflow would run this run's jobs on the wrong
+    workflow, billed, and give the run's version the catalogue of its own."""
     try:
         recorded = read_dev_machine(state_path(config))
     except UsageError:
         return None
     if recorded is None or not recorded.url:
+        return None
+    version = config.runcomfy.workflow_version
+    if version and recorded.workflow_version and recorded.workflow_version != version:
         return None
     return recorded if await _alive(rc, recorded.server_id) == "Ready" else None
