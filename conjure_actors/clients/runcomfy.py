@@ -251,18 +251,27 @@ class RunComfyClient:
     ) -> Server:
         """``POST /servers``: a new machine, ``Starting``. Not retried once it may have landed."""
         what = f"launch of a {server_type} server"
-        resp = await self._request(
-            "POST",
-            "/servers",
-            what=what,
-            json={
-                "workflow_version_id": workflow_version_id,
-                "server_type": server_type,
-                "estimated_duration": int(estimated_duration),
-            },
-            idempotent=False,
-        )
-        server = self._server(self._decode(_server_decoder, resp, what), what)
+        try:
+            resp = await self._request(
+                "POST",
+                "/servers",
+                what=what,
+                json={
+                    "workflow_version_id": workflow_version_id,
+                    "server_type": server_type,
+                    "estimated_duration": int(estimated_duration),
+                },
+                idempotent=False,
+            )
+            server = self._server(self._decode(_server_decoder, resp, what), what)
+        except RunComfyResponseError as exc:
+            # An answer we cannot read (a 2xx that is not a server, one too large to read)
+            # does not say "refused": the machine may be up, its id unread, and only a
+            # listing can tell (a refusal here would leave it billing, unknown).
+            raise OutcomeUnknownError(
+                f"{exc}: it may have launched; list servers before trying again",
+                status=exc.status,
+            ) from None
         self._launched_at[server.server_id] = trio.current_time()
         return server
 
