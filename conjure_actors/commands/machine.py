@@ -200,7 +200,13 @@ def write_pending_launch(path: Path, launch: PendingLaunch | None) -> None:
     if launch is None:
         pending_path(path).unlink(missing_ok=True)
         return
-    write_atomic(pending_path(path), launch.to_json().encode(), mode=0o600)
+    try:
+        write_atomic(pending_path(path), launch.to_json().encode(), mode=0o600)
+    except OSError as exc:  # before the POST: nothing launched; after: the look says it
+        raise UsageError(
+            f"dev machine launch file {pending_path(path)}: cannot write it"
+            f" ({exc.strerror or exc}): pick another --state-file"
+        ) from None
 
 
 def _config(args: argparse.Namespace) -> Config:
