@@ -172,6 +172,12 @@ class PendingLaunch:
         return json.dumps(attrs.asdict(self), indent=2)
 
 
+LANDED_READY_WITHIN = 1200.0
+"""Seconds past its launch's landing grace by which the machine of a launch ``machine up``
+recorded is Ready, if it ever is (twice the 10 min a machine is given to boot): a marker
+match Ready later (or still starting past then) is another machine of the account."""
+
+
 def pending_path(path: Path) -> Path:
     """Where the launch in flight of the dev machine recorded at ``path`` is kept."""
     return path.with_name(path.name + ".launching")
@@ -405,11 +411,20 @@ def _marked(pending: PendingLaunch, listed: list[Any]) -> Any:
         at=0.0,
     )
     known = set(pending.known_server_ids)
+    # Its machine was Ready (or not, and then it does not bill) within this of the launch:
+    # a later one with the same marker is another's (1 in 59 for the pool's own launches
+    # of the same lease), never to be stopped or adopted for a record hours old.
+    latest = pending.requested_at + policy.LAUNCH_LAND_GRACE + LANDED_READY_WITHIN
     matches = [
         s
         for s in sorted(listed, key=lambda s: s.server_id)
         if s.server_id not in known
         and s.status not in policy.GONE_STATUSES
+        and (
+            s.service_ready_at <= latest
+            if s.service_ready_at is not None
+            else time.time() <= latest
+        )
         and policy.matches_intent(
             intent,
             server_type=s.server_type,
