@@ -18,11 +18,12 @@ the machine if one look finds it, else says so, and a later ``machine down`` sto
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,44 @@ async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
 
 
 async def machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
-    """``machine up|status|down`` (``args.action``) on the account of ``rc``."""
+    """``machine up|status|down`` (``args.action``) on the account of ``rc``; ``up`` and
+    ``down`` one at a time per state file (another one running: a UsageError)."""
+    if args.action == "status":  # a look: changes no file
+        return await _machine_action(args, config, path, rc)
+    with _one_at_a_time(path, args.action):
+        return await _machine_action(args, config, path, rc)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(path: Path, action: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``STATE.lock`` (released with the process): two ``machine
+    up`` at once would each launch, overwrite each other's launch record and state file,
+    and leave one machine billing, recorded nowhere."""
+    import fcntl
+
+    lock = path.with_name(path.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"dev machine state file {path}: cannot lock it ({exc.strerror or exc}):"
+            " pick another --state-file"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another `machine up` or `machine down` is running on {path}: let it end,"
+                f" then run `machine {action}` again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
     from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
     recorded = read_dev_machine(path)
