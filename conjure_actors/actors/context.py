@@ -111,7 +111,11 @@ class Leases(Protocol):
 class PromptCheck(Protocol):
     """A check of each prompt just before its ``POST /prompt``, against the node catalogue of
     the machine it goes to (``run``/``serve`` on a RunComfy workflow version with no recorded
-    catalogue: :class:`conjure_actors.commands.cloud_args.VersionCatalogue`)."""
+    catalogue: :class:`conjure_actors.commands.cloud_args.VersionCatalogue`). ``version``:
+    the workflow version whose catalogue it is; a prompt going to a machine of another
+    version is not checked (nor is its catalogue taken) by it."""
+
+    version: str
 
     async def refusal(self, client: ComfyUIClient, prompt: dict[str, Any]) -> PromptRefusal | None:
         """None to submit the prompt; else why it must not be (its ``message`` is the line

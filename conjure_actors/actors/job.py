@@ -1388,6 +1388,13 @@ class WorkflowActor(Actor):
         lease = self._lease
         client = self._client()
         check = self.ctx.prompt_check
+        machine = self.ctx.state.machines.get(lease.server_id) if lease is not None else None
+        if (
+            check is not None
+            and machine is not None
+            and machine.workflow_version not in (None, check.version)
+        ):
+            check = None  # a machine of another version (a resumed job's): not its catalogue
         refused = await check.refusal(client, prompt) if check is not None else None
         if refused is not None:  # the machine's own catalogue refuses it: not sent, not run
             await self._report(
