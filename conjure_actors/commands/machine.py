@@ -419,7 +419,9 @@ async def _find_landing(rc: Any, pending: PendingLaunch, interval: float = 5.0) 
     from conjure_actors.domain import machines_policy as policy
 
     server = await _find_pending(rc, pending)
-    left = pending.requested_at + policy.LAUNCH_LAND_GRACE - time.time()
+    # At most the grace (a clock set back since the record was written would make it more).
+    grace = policy.LAUNCH_LAND_GRACE
+    left = min(grace, pending.requested_at + grace - time.time())
     if server is not None or left <= 0:
         return server
     print(

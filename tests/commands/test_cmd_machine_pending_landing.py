@@ -181,3 +181,26 @@ async def test_a_launch_record_older_than_the_landing_grace_is_dropped_when_not_
         await machine_action(_args("down"), CONFIG, path, client)
         assert not pending_path(path).exists()
         assert sim.running() == []
+
+
+async def test_a_launch_record_from_the_future_is_waited_for_no_longer_than_the_grace(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+) -> None:
+    """The clock was set back since the record was written: `machine down` looks for its
+    machine no longer than the landing grace, not until the record's time comes."""
+    from conjure_actors.domain.machines_policy import LAUNCH_LAND_GRACE
+
+    path = tmp_path / "dev.json"
+    async with open_client() as (_sim, client):
+        ahead = PendingLaunch(
+            server_type="medium",
+            workflow_version=VERSION,
+            estimated_duration=3581,
+            known_server_ids=[],
+            requested_at=time.time() + 86_400,
+        )
+        write_pending_launch(path, ahead)
+        with trio.fail_after(LAUNCH_LAND_GRACE + 30):
+            await machine_action(_args("down"), CONFIG, path, client)
+        assert not pending_path(path).exists()
