@@ -295,7 +295,15 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
     from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
     recorded = read_dev_machine(path)
-    pending = read_pending_launch(path)
+    damaged: UsageError | None = None
+    try:
+        pending = read_pending_launch(path)
+    except UsageError as exc:
+        if args.action != "down" or recorded is None:
+            raise
+        # A damaged launch record must not keep the recorded machine billing: it is
+        # stopped first, then the record's line is said (exit 2).
+        pending, damaged = None, exc
     if args.action == "up":
         if pending is not None:
             adopted = await _settle_pending(rc, config, path, pending, "up")
@@ -352,7 +360,9 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
         stopped_at = min(stopped_at, recorded.estimated_stopping_at)
     cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, stopped_at)
     await trio.Path(path).unlink(missing_ok=True)
-    print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
+    print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}", flush=True)
+    if damaged is not None:
+        raise damaged
     return 0
 
 

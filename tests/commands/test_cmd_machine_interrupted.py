@@ -173,3 +173,25 @@ def test_the_launch_record_carries_no_secret(tmp_path: Path) -> None:
         "requested_at",
         "server_id",
     }
+
+
+async def test_down_stops_the_recorded_machine_even_when_the_launch_record_is_damaged(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A damaged STATE.launching (edited, a disk error) used to make `machine down` refuse
+    before it stopped anything, the recorded dev machine billing on. It is stopped first;
+    the damaged record is then one line, exit 2 (UsageError), naming what to check."""
+    from conjure_actors.errors import UsageError
+
+    path = tmp_path / "dev.json"
+    async with open_client() as (sim, client):
+        assert await machine_action(_args("up"), CONFIG, path, client) == 0
+        (machine,) = sim.running()
+        pending_path(path).write_text("{not json")
+        with pytest.raises(UsageError, match="unreadable"):
+            await machine_action(_args("down"), CONFIG, path, client)
+        assert sim.running() == []
+    assert f"dev machine {machine} stopped" in capsys.readouterr().out
+    assert read_dev_machine(path) is None
