@@ -678,3 +678,22 @@ async def attachable_dev_machine(config: Config, rc: Any) -> DevMachine | None:
     if version and recorded.workflow_version and recorded.workflow_version != version:
         return None
     return recorded if await _alive(rc, recorded.server_id) == "Ready" else None
+
+
+def skipped_dev_machine_note(config: Config) -> str | None:
+    """Why the recorded dev machine is not attached when its workflow version is not the
+    run's (``attachable_dev_machine``): said once, so that a user who booted it for this
+    run knows it bills on unused (None: nothing to say)."""
+    try:
+        recorded = read_dev_machine(state_path(config))
+    except UsageError:
+        return None
+    version = config.runcomfy.workflow_version
+    if recorded is None or not version or not recorded.workflow_version:
+        return None
+    if recorded.workflow_version == version:
+        return None
+    return (
+        f"dev machine {recorded.server_id} runs workflow version {recorded.workflow_version},"
+        f" not this run's {version}: not attached (it bills until `machine down`)"
+    )

@@ -838,6 +838,11 @@ async def _run(
         if dev is not None:
             attach[dev.server_id] = dev.url
             out.say(f"attaching to dev machine {dev.server_id} (machine down stops it)")
+        else:
+            from conjure_actors.commands.machine import skipped_dev_machine_note
+
+            if (skipped := skipped_dev_machine_note(config)) is not None:
+                out.say(f"note: {skipped}", "run.warning")
     # No catalogue recorded for the workflow version: its first machine gives it, and each
     # prompt is checked against it before its POST (a note, once, if it cannot be had).
     check = version_catalogue(config, lambda text: out.say(f"note: {text}", "run.warning"))

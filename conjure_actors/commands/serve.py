@@ -266,6 +266,11 @@ async def open_serve(
             dev = await _dev_machine(config)
             if dev is not None:
                 attach[dev.server_id] = dev.url
+            else:
+                from conjure_actors.commands.machine import skipped_dev_machine_note
+
+                if (skipped := skipped_dev_machine_note(config)) is not None:
+                    _note(skipped)
             catalog = await trio.to_thread.run_sync(_runcomfy_catalog, config)
         async with eventlog.open_journal(
             log_path,

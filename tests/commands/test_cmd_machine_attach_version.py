@@ -45,3 +45,19 @@ async def test_a_dev_machine_of_the_runs_workflow_version_is_attached(
         dev = await attachable_dev_machine(_config(path, VERSION), client)
         assert dev is not None
         assert dev.workflow_version == VERSION
+
+
+async def test_a_dev_machine_not_attached_for_its_version_is_said_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The user who booted it for this run learns why it is not used, and that it bills."""
+    from conjure_actors.commands.machine import skipped_dev_machine_note
+
+    path = tmp_path / "dev.json"
+    async with open_client() as (_sim, client):
+        await _dev_machine_up(path, client)
+    note = skipped_dev_machine_note(_config(path, "wv-2"))
+    assert note is not None
+    assert f"runs workflow version {VERSION}, not this run's wv-2: not attached" in note
+    assert "machine down" in note
+    assert skipped_dev_machine_note(_config(path, VERSION)) is None
