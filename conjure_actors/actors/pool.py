@@ -447,6 +447,9 @@ class _Live:
     client: Any = None
     lost: LostSignal = attrs.Factory(LostSignal)
     launched_at: float = 0.0  # trio time of the launch (ready deadline)
+    # ``launched_at`` is the launch itself (this actor sent it), not when this actor first
+    # saw the machine (a restart): trio's clock then measures its grace, not the wall's.
+    launch_seen: bool = False
     seen: bool = False  # listed at least once: a 404 from now on means it is gone
     events: Any = None  # ComfyUIEvents: one WebSocket per machine, shared by its jobs
     events_scope: trio.CancelScope | None = None
@@ -1358,7 +1361,7 @@ class MachineActor(Actor):
                 self.ctx.state, request_key=msg.key, server_id=server.server_id, at=self.ctx.now()
             )
         )
-        pool.live[server.server_id] = _Live(launched_at=trio.current_time())
+        pool.live[server.server_id] = _Live(launched_at=trio.current_time(), launch_seen=True)
         if prelaunched:
             pool.prelaunched.add(server.server_id)
         if self.pool.shutdown is not None:
@@ -1834,10 +1837,14 @@ class MachineActor(Actor):
             s = by_id.get(sid)
             live = pool.live.setdefault(sid, _Live(launched_at=tnow))
             since_launch = tnow - live.launched_at
-            if s is None and m.launched_at is not None:
-                # Not listed: its grace runs from the launch the log has, not from when
-                # this actor (re)started (``live`` is memory: a restart would grant it anew).
-                since_launch = now - m.launched_at
+            if s is None and m.launched_at is not None and not live.launch_seen:
+                # Not listed, launched before this actor (re)started: its grace runs from
+                # the launch the log has (``live`` is memory: a restart would grant it
+                # anew), and never past the grace from the restart (a wall clock stepped
+                # back since the launch would stretch it without bound). A machine this
+                # actor launched is timed by trio's clock alone: a wall clock stepped
+                # forward would end its grace at once.
+                since_launch = max(since_launch, now - m.launched_at)
             obs = policy.observe(
                 m,
                 None if s is None else _seen(s),
