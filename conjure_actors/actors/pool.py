@@ -1786,6 +1786,7 @@ class MachineActor(Actor):
             or bool(policy.paid_machines(state))
             or bool(self.pool.recheck)  # a stop's 200 to check in the next listings
             or bool(self.pool.lost_watch)  # a machine lost unlisted may show up after all
+            or bool(self.pool.given_up)  # a given-up launch's server may land after all
         )
         waiters, self._poll_waiters = tuple(self._poll_waiters), []
         if not needed:

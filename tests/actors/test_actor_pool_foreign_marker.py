@@ -1,0 +1,57 @@
+"""Servers a launch intent of ours may have started, seen in listings: one that lands after
+its intent was closed for want of a server (``pool.given_up``) is still looked for while the
+pool has nothing else to watch, and one another client on the account launched echoing the
+very marker (the ``estimated_duration``) an intent asks for is not that intent's server when
+a listing showed it before the intent was logged (no POST of it had been sent yet): it is
+never adopted (nor stopped), whether the intent is still open or was given up."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from test_actor_pool import Rig, pool_rig
+
+from conjure_actors.domain import events as ev
+
+_BODY = b'{"workflow_version_id": "v1", "server_type": "medium", "estimated_duration": 583}'
+
+
+async def _intent(rig: Rig, key: str, marker: int) -> None:
+    """A launch intent whose POST never reaches RunComfy."""
+    await rig.ctx.emit(
+        ev.MachineLaunchRequested(
+            request_key=key,
+            server_type="medium",
+            workflow_version="v1",
+            estimated_duration=marker,
+            at=rig.ctx.now(),
+        )
+    )
+
+
+async def _list_the_account(rig: Rig) -> None:
+    """One listing (an intent of another marker gives the pool a reason to list), and that
+    intent closed for want of a server."""
+    await _intent(rig, "k0", 541)
+    await rig.poll()
+    await trio.sleep(120)
+    assert rig.state.launch_requests == {}
+
+
+async def test_a_server_landing_after_its_intent_was_given_up_is_adopted_by_an_idle_pool(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An intent's server lands only after the intent was closed for want of a server
+    (a POST whose answer was lost; a listing that lagged), while the pool has nothing
+    else to watch (its job went away). No listing was ever taken again, so the watch for
+    it (``pool.given_up``) never ran: the server billed, unknown, until its lease ended."""
+    async with pool_rig(idle_timeout=30.0, lease_seconds=600.0) as rig:
+        await _intent(rig, "k1", 583)
+        await rig.poll()
+        await trio.sleep(120)  # k1 closed for want of a server
+        assert rig.state.launch_requests == {}
+        late = rig.sim._launch(_BODY)["server_id"]  # its POST's server, listed only now
+        await trio.sleep(300)
+        assert late in rig.state.machines
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
