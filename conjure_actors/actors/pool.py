@@ -554,6 +554,9 @@ class MachinePool:
         # grace -> (the intent, until when (trio time) its server may still land: the ready
         # timeout and a lease). A server that lands later echoing one's marker is adopted.
         self.given_up: dict[str, tuple[Any, float]] = {}
+        # Servers the log does not know, listed now -> when (the log's clock) a listing
+        # first showed them: one listed before a launch intent was logged is not its server.
+        self.first_listed: dict[str, float] = {}
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
         # Machines taken for lost because no listing showed them (not visible past
@@ -2063,6 +2066,13 @@ class MachineActor(Actor):
         is not listed is closed only after its landing grace (``pool.landing``): until
         then each listing looks again."""
         state = self.ctx.state
+        now = self.ctx.now()
+        seen = self.pool.first_listed
+        self.pool.first_listed = {
+            s.server_id: seen.get(s.server_id, now)
+            for s in servers
+            if s.server_id not in state.machines
+        }
         for key in [k for k in self.pool.landing if k not in state.launch_requests]:
             del self.pool.landing[key]  # closed (adopted, launched, failed)
         self.pool.unknown &= set(state.launch_requests)
@@ -2082,7 +2092,8 @@ class MachineActor(Actor):
             matches = [
                 s
                 for s in unknown
-                if policy.matches_intent(
+                if self._may_be_from(s, req)
+                and policy.matches_intent(
                     req,
                     server_type=s.server_type,
                     workflow_version_id=s.workflow_version_id,
@@ -2142,6 +2153,12 @@ class MachineActor(Actor):
                     s.estimated_duration,
                 )
 
+    def _may_be_from(self, s: Any, req: Any) -> bool:
+        """May listed server ``s`` be the answer to launch intent ``req``? Not when a
+        listing showed it before the intent was logged (another client's machine that
+        happens to echo the marker: no POST of that intent had been sent yet)."""
+        return bool(self.pool.first_listed.get(s.server_id, req.at) >= req.at)
+
     async def _adopt_landed_late(self, servers: list[Any]) -> None:
         """A server of a launch intent closed for want of a server (``pool.given_up``)
         that a listing shows after all, echoing that intent's marker, and the only one to:
@@ -2162,6 +2179,7 @@ class MachineActor(Actor):
                 s
                 for s in unknown
                 if s.server_id not in state.machines
+                and self._may_be_from(s, req)
                 and policy.matches_intent(
                     req,
                     server_type=s.server_type,

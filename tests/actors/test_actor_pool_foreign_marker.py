@@ -38,6 +38,44 @@ async def _list_the_account(rig: Rig) -> None:
     assert rig.state.launch_requests == {}
 
 
+async def test_a_machine_listed_before_a_launch_intent_is_not_adopted_by_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Another client's machine echoing marker 583 is listed; then an intent of ours asks
+    for 583 and its POST never reaches RunComfy. The intent adopted that machine (the only
+    one to match) and the idle timeout stopped it: another client's machine stopped."""
+    async with pool_rig(idle_timeout=30.0, lease_seconds=600.0) as rig:
+        foreign = rig.sim._launch(_BODY)["server_id"]
+        await _list_the_account(rig)
+        await _intent(rig, "k1", 583)
+        await rig.poll()
+        await trio.sleep(300)
+        assert foreign not in rig.state.machines
+        assert foreign in rig.sim.running()
+        assert rig.state.launch_requests == {}
+
+
+async def test_a_machine_listed_before_a_given_up_intent_is_not_adopted_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two machines of another client echo marker 583 and are listed; then an intent of
+    ours asks for 583 and its POST never reaches RunComfy. Two matches: neither adopted,
+    the intent is closed (given up). Their owner stops one; the given-up intent then
+    adopted the other (the only one to match now) and the idle timeout stopped it."""
+    async with pool_rig(idle_timeout=30.0, lease_seconds=600.0) as rig:
+        first = rig.sim._launch(_BODY)["server_id"]
+        second = rig.sim._launch(_BODY)["server_id"]
+        await _list_the_account(rig)
+        await _intent(rig, "k1", 583)
+        await rig.poll()
+        await trio.sleep(120)  # k1 closed for want of a (provably ours) server
+        assert rig.state.launch_requests == {}
+        rig.sim._stop(rig.sim._machines[second], rig.sim.wall(), "deleted")  # by its owner
+        await trio.sleep(300)
+        assert first not in rig.state.machines
+        assert first in rig.sim.running()
+
+
 async def test_a_server_landing_after_its_intent_was_given_up_is_adopted_by_an_idle_pool(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
