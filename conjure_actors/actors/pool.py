@@ -550,6 +550,10 @@ class MachinePool:
         # Of those, the ones no listing has shown gone (absent, Deleting, Stopping) since:
         # the stop of every machine is not answered while one is left (nor the run ended).
         self.unconfirmed: set[str] = set()
+        # Of those, the ones whose last DELETE answered 200 still up (it did not take) and
+        # that no listing has shown going since: a listing that leaves one out may have
+        # missed it (it bills on), so its recheck does not run out while it is left out.
+        self.not_taken: set[str] = set()
         # Launch intents closed because no listing showed their server within the landing
         # grace -> (the intent, until when (trio time) its server may still land: the ready
         # timeout and a lease). A server that lands later echoing one's marker is adopted.
@@ -1515,6 +1519,7 @@ class MachineActor(Actor):
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
+                self._note_taken(msg)
         elif (
             m is not None
             and m.status == M_STOPPED
@@ -1537,6 +1542,7 @@ class MachineActor(Actor):
             )
             if again is not None:
                 await self.ctx.emit(_still_up(again, msg))
+            self._note_taken(msg)
         elif m is not None and m.lost_reason is not None and msg.server_id in self.pool.found_up:
             # Taken for lost, found up and stopped (_stop_found_after_loss): billed from its
             # final record to this answer, which replaces the bill of its loss. A 404: it
@@ -1565,8 +1571,17 @@ class MachineActor(Actor):
                 if msg.found:  # a 200 that did not take is seen in the next listings
                     self.pool.recheck[msg.server_id] = trio.current_time() + STOP_RECHECK
                     self.pool.unconfirmed.add(msg.server_id)
+                self._note_taken(msg)
         self._check_shutdown()
         await self._assign()
+
+    def _note_taken(self, msg: StopAnswered) -> None:
+        """Whether a DELETE's answer showed it taking (Deleting, Stopping, a 404) or not
+        (a 200 still up): see ``pool.not_taken``."""
+        if msg.found and msg.still_up:
+            self.pool.not_taken.add(msg.server_id)
+        elif not msg.error:
+            self.pool.not_taken.discard(msg.server_id)
 
     def _ready_seen(self) -> None:
         self.pool.failed_in_a_row = 0
@@ -1938,6 +1953,18 @@ class MachineActor(Actor):
                 self.pool.unconfirmed.discard(sid)  # seen going: the 200 took
                 if sid not in self._stopping:
                     await self._bill_went_by_itself(sid)
+                if s is not None:
+                    self.pool.not_taken.discard(sid)
+                elif tnow > until and sid in self.pool.not_taken:
+                    # Left out of a listing after a DELETE that did not take: maybe
+                    # missed by the listing while it bills on. Watched while its lease
+                    # may run (a listing that shows it up sends the DELETE again).
+                    m = self.ctx.state.machines.get(sid)
+                    end = None if m is None else m.estimated_stopping_at
+                    if end is not None and self.ctx.now() < end:
+                        until = self.pool.recheck[sid] = tnow + STOP_RECHECK
+                    else:
+                        self.pool.not_taken.discard(sid)
             elif tnow > until:
                 # Still listed up past its recheck: its DELETEs keep not taking and it
                 # bills on (until its lease ends): the recheck goes on, never forgotten.
@@ -1946,6 +1973,7 @@ class MachineActor(Actor):
                 if tnow > until:
                     del self.pool.recheck[sid]
                     self.pool.unconfirmed.discard(sid)
+                    self.pool.not_taken.discard(sid)
                     self.pool.recheck_ready.pop(sid, None)
                 continue
             if s.service_ready_at is not None:

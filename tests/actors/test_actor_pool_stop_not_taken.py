@@ -1,0 +1,64 @@
+"""A stopped machine whose DELETEs answer 200 without taking (the answer still shows it
+up) runs and bills on: a listing that leaves it out (RunComfy's listing misses a machine
+now and then) is no proof that it went. It stays watched (DELETE again once listed up) until
+a listing shows it going, or its lease is over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+from test_actor_pool import Rig, pool_rig
+
+from conjure_actors.domain import events as ev
+
+
+def _deletes_and_listings(rig: Rig) -> tuple[list[bool], set[str]]:
+    """DELETEs answer 200 still up while ``taking[0]`` is False; servers in the returned
+    set are left out of every listing."""
+    rc = rig.ctx.runcomfy
+    real_stop, real_list = rc.stop, rc.list_servers
+    taking = [False]
+    hidden: set[str] = set()
+
+    async def stop(server_id: str, **kwargs: Any) -> Any:
+        if taking[0]:
+            return await real_stop(server_id, **kwargs)
+        return await rc.status(server_id)  # 200, the machine still Ready: did not take
+
+    async def list_servers() -> Any:
+        return [s for s in await real_list() if s.server_id not in hidden]
+
+    rc.stop = stop
+    rc.list_servers = list_servers
+    return taking, hidden
+
+
+async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopped idle; its DELETEs answer 200 still Ready (sent again at every listing) for
+    290 s; then three listings leave it out, across the end of its 300 s recheck; then it
+    is listed Ready again, and DELETEs take again. Before: the recheck ran out while it was
+    left out and it was forgotten: it billed on until its lease ended (1800 s), the ledger
+    stopped at the listing that left it out."""
+    async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
+        taking, hidden = _deletes_and_listings(rig)
+        j = await rig.job()
+        lease = await rig.lease(j)
+        sid = lease.server_id
+        await rig.release(sid, j)
+        while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
+            await trio.sleep(1)
+        await trio.sleep(290)
+        hidden.add(sid)
+        await trio.sleep(15)
+        hidden.clear()
+        taking[0] = True
+        await trio.sleep(1800)
+        assert rig.sim.running() == []
+        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
+        ours = rig.state.machines[sid]
+        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+        assert [e.found for e in rig.events(ev.MachineStoppedAgain)][-1] is True
