@@ -1627,7 +1627,9 @@ class MachineActor(Actor):
             return  # open intents: the next listing adopts (then stops) or closes them
         if self.pool.still_running():
             return
-        if self.pool.unconfirmed:  # a DELETE's 200 not yet seen taking: one more listing
+        if self.pool.unconfirmed or self.pool.not_taken:
+            # A DELETE's 200 not yet seen taking (or seen not taking, and left out of a
+            # listing since: no proof it went): one more listing.
             self._poll()
             return
         for reply in sd.replies:
@@ -1638,7 +1640,7 @@ class MachineActor(Actor):
         sd = self.pool.shutdown
         if sd is None or not sd.replies:
             return
-        left = self.pool.still_running() + sorted(self.pool.unconfirmed)
+        left = self.pool.still_running() + sorted(self.pool.unconfirmed | self.pool.not_taken)
         intents = sorted(self.ctx.state.launch_requests)
         log.warning(
             "stopping every machine: gave up after %g s; still billing: %s%s",

@@ -62,3 +62,28 @@ async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_
         ours = rig.state.machines[sid]
         assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
         assert [e.found for e in rig.events(ev.MachineStoppedAgain)][-1] is True
+
+
+async def test_the_stop_of_every_machine_does_not_answer_nothing_left_over_a_machine_left_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At the stop of every machine (how every run ends) the DELETE answers 200 still
+    Ready (it did not take) and the next listing leaves the machine out: that listing is
+    no proof it went. The reply must not say 'nothing left' while it runs and bills: it
+    waits for a listing that shows it, and sends the DELETE again (or names it)."""
+    async with pool_rig(idle_timeout=3600.0, stop_patience=120.0) as rig:
+        taking, hidden = _deletes_and_listings(rig)
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.release(lease.server_id, j)
+        hidden.add(lease.server_id)
+        async with trio.open_nursery() as nursery:
+
+            async def then_listed_and_taking() -> None:
+                await trio.sleep(12)  # two listings leave it out
+                hidden.clear()
+                taking[0] = True
+
+            nursery.start_soon(then_listed_and_taking)
+            left = await rig.stop_all("shutdown")
+        assert left != [] or rig.sim.running() == [], (left, rig.sim.running())
