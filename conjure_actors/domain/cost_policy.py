@@ -89,7 +89,8 @@ def committed_micros(state: State, now: float, *, lease_micros: int) -> int:
         if m.status == M_STARTING:
             starting += 1
             continue
-        if m.status not in (M_READY, M_STOPPING) or m.service_ready_at is None:
+        billing = m.status in (M_READY, M_STOPPING) or m.stop_still_up  # (did not take)
+        if not billing or m.service_ready_at is None:
             continue
         end = m.estimated_stopping_at
         if end is None or end <= now:

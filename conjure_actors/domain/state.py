@@ -397,8 +397,10 @@ def machine_cost_at(machine: Machine, now: float) -> int:
     """A machine's bill as of ``now``: its final bill once stopped, else the billing rule
     up to ``now`` (or its lease's end, when RunComfy stops it). The ledger's accruals lag
     behind a running machine by up to the accrual period; this does not."""
-    if machine.status in MACHINE_GONE or machine.service_ready_at is None:
-        return machine.cost_micros
+    if machine.service_ready_at is None or (
+        machine.status in MACHINE_GONE and not machine.stop_still_up
+    ):
+        return machine.cost_micros  # (a stop that did not take: it bills on, as if up)
     until = now
     if machine.estimated_stopping_at is not None:
         until = min(now, machine.estimated_stopping_at)
