@@ -2556,6 +2556,13 @@ class MachineActor(Actor):
         for m in list(state.machines.values()):
             s = by_id.get(m.server_id)
             if m.stop_still_up and (s is None or s.status in policy.GONE_STATUSES):
+                end = m.estimated_stopping_at
+                if s is None and end is not None and now < end:
+                    # Left out of this listing: no proof it went (a listing misses a
+                    # machine now and then), and it may bill on: watched as after a 200
+                    # seen not taking (DELETE again once listed up).
+                    self.pool.recheck[m.server_id] = tnow + STOP_RECHECK
+                    self.pool.not_taken.add(m.server_id)
                 await self._bill_went_by_itself(m.server_id)
         if self.pool.recheck:
             await self._recheck_stopped(by_id)
