@@ -135,6 +135,11 @@ Starting, ...) meanwhile was not stopped, so it is sent a ``DELETE`` again. Five
 many polls, and well within any lease (so a machine that ignores it is not billed long)."""
 
 ORPHANED_LAUNCH = "its cloud ended with the run that launched it"
+
+LOSS_LOOKUPS = 3
+"""Failed ``GET /servers/{id}`` (5xx, timeout, 429) of a machine a listing left out after
+which it is taken for lost as if the lookup had answered 404 (see _confirm_loss): an
+outage must not keep a machine unlisted for ever."""
 """Why a launch intent of a run on the embedded simulated cloud is closed as soon as a
 later run resumes its log (``MachinePool(fresh_cloud=True)``): nothing it started is left."""
 
@@ -305,6 +310,16 @@ class LateWatchEnded:
     is set; else its window passed, or its machine went away."""
 
     prompt_id: str
+
+
+@attrs.frozen(eq=False)
+class LossChecked:
+    """The ``GET /servers/{id}`` of a machine a listing left out answered: ``server`` (up or
+    going), ``None`` with no ``error`` (404: gone), or ``error`` (not proven either way)."""
+
+    server_id: str
+    server: Any = None
+    error: str = ""
 
 
 @attrs.frozen(eq=False)
@@ -577,6 +592,9 @@ class MachinePool:
         # Rechecked machines a listing showed Ready -> that listing's Ready time: a DELETE
         # sent again that answers 404 is billed from it (the log may have none).
         self.recheck_ready: dict[str, float] = {}
+        # Machines a listing left out whose lookup (GET /servers/{id}) failed -> failed
+        # lookups so far: not proven lost; the next listing decides (_confirm_loss).
+        self.unproven: dict[str, int] = {}
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -662,6 +680,7 @@ class MachineActor(Actor):
         self._stopping: set[str] = set()  # DELETEs in flight
         self._renewing: set[str] = set()
         self._health: set[str] = set()
+        self._looking_up: set[str] = set()  # GET /servers/{id} of a machine left out
         self._polling = False
         self._poll_queued = False
         self._poll_waiters: list[Reply[None]] = []
@@ -763,6 +782,8 @@ class MachineActor(Actor):
                 elif live is not None and live.opening:
                     self._opened(msg.server_id, live)
                     await self._assign()
+            case LossChecked():
+                await self._on_loss_checked(msg)
             case ShutdownDeadline():
                 self._on_shutdown_deadline()
             case WatchLatePrompt():
@@ -1845,8 +1866,9 @@ class MachineActor(Actor):
         self._check_shutdown()
         await self._assign()
 
-    async def _apply_listing(self, servers: list[Any]) -> None:
-        """Update every machine from what ONE listing says about it."""
+    async def _apply_listing(self, servers: list[Any], *, only_these: bool = False) -> None:
+        """Update every machine from what ONE listing says about it (``only_these``: the
+        machines of ``servers`` alone, as a lookup of each answered)."""
         state = self.ctx.state
         pool = self.pool
         by_id = {s.server_id: s for s in servers}
@@ -1856,6 +1878,10 @@ class MachineActor(Actor):
         for m in managed:
             sid = m.server_id
             s = by_id.get(sid)
+            if only_these and s is None:
+                continue
+            if s is not None:
+                pool.unproven.pop(sid, None)
             live = pool.live.setdefault(sid, _Live(launched_at=tnow))
             since_launch = tnow - live.launched_at
             if s is None and m.launched_at is not None and not live.launch_seen:
@@ -1886,14 +1912,9 @@ class MachineActor(Actor):
                         ev.MachineStatusObserved(server_id=sid, status=s.status, at=now)
                     )
             if obs is Observation.LOST:
-                reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
-                await self._lose(sid, reason, policy.gone_at(m, now))
-                if s is None:  # watched until it cannot bill any more: its lease's end
-                    pool.lost_watch[sid] = tnow + (
-                        max(0.0, m.estimated_stopping_at - now)
-                        if m.estimated_stopping_at is not None
-                        else self.cfg.ready_timeout + self.cfg.lease_seconds
-                    )
+                if s is None and self._confirm_loss(m, now):
+                    continue  # a listing that leaves it out proves nothing: its lookup does
+                await self._lose_observed(m, s, now, tnow)
                 continue
             if s is None:
                 continue  # not listed yet, right after its launch
@@ -1939,10 +1960,82 @@ class MachineActor(Actor):
                     live.client = pool.make_client(sid, s.url)
                 if not m.healthy:
                     self._start_health(sid)
+        if only_these:
+            return
         await self._recheck_stopped(by_id)
         await self._stop_found_after_loss(servers, tnow)
         await self._adopt_unknown(servers)
         await self._renew_and_reap(now)
+
+    async def _lose_observed(self, m: Any, s: Any, now: float, tnow: float) -> None:
+        """``m`` is gone: absent (``s`` is None: its lookup answered 404, or failed too
+        often) or listed on its way out by itself."""
+        sid = m.server_id
+        self.pool.unproven.pop(sid, None)
+        reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
+        await self._lose(sid, reason, policy.gone_at(m, now))
+        if s is None:  # watched until it cannot bill any more: its lease's end
+            self.pool.lost_watch[sid] = tnow + (
+                max(0.0, m.estimated_stopping_at - now)
+                if m.estimated_stopping_at is not None
+                else self.cfg.ready_timeout + self.cfg.lease_seconds
+            )
+
+    def _confirm_loss(self, m: Any, now: float) -> bool:
+        """A listing left ``m`` out (past its landing grace): True while a lookup
+        (``GET /servers/{id}``) is to decide, sent now or in flight (a listing may miss a
+        machine that runs and bills on: taken for lost, its bill would stop here). False:
+        take it for lost as today, after LOSS_LOOKUPS failed lookups, or one past its lease
+        end (it cannot bill on)."""
+        sid = m.server_id
+        if self.ctx.runcomfy is None:
+            return False
+        failed = self.pool.unproven.get(sid, 0)
+        past_lease = m.estimated_stopping_at is not None and now >= m.estimated_stopping_at
+        if failed >= LOSS_LOOKUPS or (failed and past_lease):
+            return False
+        if sid not in self._looking_up:
+            self._looking_up.add(sid)
+            self.start_soon(self._lookup_child, sid, name="machine-lookup")
+        return True
+
+    async def _lookup_child(self, sid: str) -> None:
+        """Child: ``GET /servers/{id}`` of a machine a listing left out."""
+        try:
+            server = await self.ctx.require_runcomfy().status(sid)
+        except ServerNotFoundError:
+            await self._tell(LossChecked(sid))
+            return
+        except ClientError as exc:
+            await self._tell(LossChecked(sid, error=str(exc) or type(exc).__name__))
+            return
+        await self._tell(LossChecked(sid, server))
+
+    async def _on_loss_checked(self, msg: LossChecked) -> None:
+        sid = msg.server_id
+        self._looking_up.discard(sid)
+        m = self.ctx.state.machines.get(sid)
+        if m is None or m.status in MACHINE_GONE or sid in self._stopping:
+            self.pool.unproven.pop(sid, None)
+            return
+        if msg.error:
+            failed = self.pool.unproven[sid] = self.pool.unproven.get(sid, 0) + 1
+            log.warning(
+                "server %s, left out of a listing: its lookup failed (%d/%d), not taken"
+                " for lost yet: %s",
+                sid,
+                failed,
+                LOSS_LOOKUPS,
+                msg.error,
+            )
+            return
+        if msg.server is None:
+            await self._lose_observed(m, None, self.ctx.now(), trio.current_time())
+        else:
+            # Up (the listing missed it), or going: as if that listing had shown it.
+            await self._apply_listing([msg.server], only_these=True)
+        self._check_shutdown()
+        await self._assign()
 
     async def _recheck_stopped(self, by_id: dict[str, Any]) -> None:
         """A machine whose DELETE answered 200 yet is still listed up (not on its way

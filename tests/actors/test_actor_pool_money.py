@@ -439,10 +439,13 @@ async def test_a_machine_lost_while_not_listed_yet_that_shows_up_later_is_stoppe
 
 
 def _lost_first_launch(rig: Any, unlisted_for: float) -> dict[str, float]:
-    """The rig's first launch is missing from the listings for ``unlisted_for`` s (taken
-    for lost past NOT_VISIBLE_GRACE), then listed up: its id -> when it shows up."""
+    """The rig's first launch is missing from the listings for ``unlisted_for`` s, its
+    lookup (``GET /servers/{id}``) answering 404 too (so it is taken for lost past
+    NOT_VISIBLE_GRACE), then listed up: its id -> when it shows up."""
+    from conjure_actors.clients.errors import ServerNotFoundError
+
     rc = rig.ctx.runcomfy
-    real_launch, real_list = rc.launch, rc.list_servers
+    real_launch, real_list, real_status = rc.launch, rc.list_servers, rc.status
     late: dict[str, float] = {}
 
     async def launch(*args: Any) -> Any:
@@ -455,7 +458,12 @@ def _lost_first_launch(rig: Any, unlisted_for: float) -> dict[str, float]:
         now = trio.current_time()
         return [s for s in await real_list() if late.get(s.server_id, 0.0) <= now]
 
-    rc.launch, rc.list_servers = launch, lagging_listing
+    async def lagging_status(server_id: str) -> Any:
+        if late.get(server_id, 0.0) > trio.current_time():
+            raise ServerNotFoundError(f"server {server_id} not found (HTTP 404)", status=404)
+        return await real_status(server_id)
+
+    rc.launch, rc.list_servers, rc.status = launch, lagging_listing, lagging_status
     return late
 
 

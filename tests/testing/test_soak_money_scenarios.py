@@ -20,7 +20,7 @@ from conjure_actors.testing import (
     conjure_workflow,
     open_harness,
 )
-from conjure_actors.testing.faults import DeleteDoesNotTake, cloud_tricks
+from conjure_actors.testing.faults import DeleteDoesNotTake, ListingMisses, cloud_tricks
 
 
 def _job(seed: int = 1) -> JobRequest:
@@ -163,3 +163,19 @@ async def test_a_budget_stop_whose_deletes_do_not_take_still_stops_and_bills_eve
         await _quiet(h)
         assert h.state.budget.exceeded
         assert cloud_tricks(h).ignored
+
+
+async def test_a_listing_that_misses_a_running_machine_does_not_lose_it(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Listings leave a Ready machine out (it runs and bills on): its lookup
+    (``GET /servers/{id}``) finds it up, so it is not logged lost; it is stopped when due,
+    and the ledger is the cloud's bill exactly (before: lost, billed to the loss)."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1)) as h:
+        job = await h.submit(_job())
+        assert job is not None
+        await _until(h, lambda: _ready(h))
+        await h.inject(ListingMisses(0, 3))
+        await _until(h, lambda: not any(cloud_tricks(h).hidden.values()))
+        await _quiet(h)
+        assert [m.lost_reason for m in h.state.machines.values() if m.lost_reason] == []

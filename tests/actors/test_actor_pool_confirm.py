@@ -1,0 +1,121 @@
+"""A listing that leaves out a machine still running is confirmed with ``GET /servers/{id}``
+before the machine is logged lost: the bill runs on, the machine is stopped when due, and
+the ledger equals the cloud's bill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+from test_actor_pool import pool_rig
+
+from conjure_actors.clients.errors import TransportError
+from conjure_actors.domain import events as ev
+
+
+def _miss_next_listings(rig: Any, sid: str, count: int) -> list[int]:
+    """The next ``count`` listings leave ``sid`` out (it runs and bills all along)."""
+    rc = rig.ctx.runcomfy
+    real_list = rc.list_servers
+    left = [count]
+
+    async def listing() -> Any:
+        servers = await real_list()
+        if left[0] > 0:
+            left[0] -= 1
+            return [s for s in servers if s.server_id != sid]
+        return servers
+
+    rc.list_servers = listing
+    return left
+
+
+async def _ready_machine(rig: Any) -> tuple[str, str]:
+    j = await rig.job()
+    lease = await rig.lease(j)
+    return j, lease.server_id
+
+
+async def test_a_listing_that_misses_a_ready_machine_once_does_not_lose_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One listing leaves a Ready machine out: before, MachineLost was logged and its bill
+    stopped there while it billed on. Its lookup finds it up: no loss, it is stopped when
+    due (idle), and the ledger equals the cloud's bill."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        j, sid = await _ready_machine(rig)
+        _miss_next_listings(rig, sid, 1)
+        await rig.poll()
+        await rig.poll()
+        assert rig.events(ev.MachineLost) == []
+        assert rig.state.machines[sid].status == "ready"
+        await rig.release(sid, j)
+        await trio.sleep(300)  # idle: stopped when due
+        assert rig.sim.running() == []
+        assert rig.state.machines[sid].status == "stopped"
+        assert rig.events(ev.MachineLost) == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_machine_left_out_whose_lookup_fails_is_kept_until_a_lookup_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The lookup errs (an outage): not proven lost, decided at the next listing."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        j, sid = await _ready_machine(rig)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+        fails = [1]
+
+        async def status(server_id: str) -> Any:
+            if fails[0] > 0:
+                fails[0] -= 1
+                raise TransportError("no answer")
+            return await real_status(server_id)
+
+        rc.status = status
+        _miss_next_listings(rig, sid, 2)
+        await rig.poll()
+        await rig.poll()
+        await rig.poll()
+        assert rig.events(ev.MachineLost) == []
+        await rig.release(sid, j)
+        await trio.sleep(300)
+        assert rig.sim.running() == []
+        assert rig.ledger_matches_sim()
+
+
+async def test_a_machine_left_out_that_answers_404_is_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Gone for real (it vanished): the lookup's 404 confirms the loss."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        _, sid = await _ready_machine(rig)
+        rig.sim._stop(rig.sim._machines[sid], rig.sim.wall(), "vanished")
+        await rig.poll()
+        await rig.poll()
+        (lost,) = rig.events(ev.MachineLost)
+        assert lost.server_id == sid
+        (bill,) = rig.sim.billing()
+        # Nobody says when it went: billed to the listing that left it out, at least.
+        assert rig.state.machines[sid].cost_micros >= bill.cost_micros
+
+
+async def test_a_machine_whose_lookups_keep_failing_is_lost_after_a_few(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Bounded: lookups that never answer do not keep a machine unlisted for ever."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        _, sid = await _ready_machine(rig)
+        rc = rig.ctx.runcomfy
+
+        async def status(server_id: str) -> Any:
+            raise TransportError("no answer")
+
+        rc.status = status
+        _miss_next_listings(rig, sid, 1000)
+        for _ in range(10):
+            await rig.poll()
+        (lost,) = rig.events(ev.MachineLost)
+        assert lost.server_id == sid
