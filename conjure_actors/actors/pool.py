@@ -2601,7 +2601,26 @@ class MachineActor(Actor):
         except ClientError as exc:
             await self._tell(Reconciled(None, reply, exc))
             return
+        servers = list(servers) + await self._look_up_unlisted(servers)
         await self._tell(Reconciled(servers, reply))
+
+    async def _look_up_unlisted(self, servers: list[Any]) -> list[Any]:
+        """The machines of the log the recovery's listing left out (past their landing
+        grace) that ``GET /servers/{id}`` finds up: a listing may miss a running machine,
+        and one taken for "gone while we were down" would be billed short. A 404 or an
+        error adds nothing (gone, or not proven: lost as before)."""
+        listed = {s.server_id for s in servers}
+        now = self.ctx.now()
+        rc = self.ctx.require_runcomfy()
+        found: list[Any] = []
+        for m in policy.paid_machines(self.ctx.state):
+            if m.server_id in listed or _may_be_landing(m, now):
+                continue
+            try:
+                found.append(await rc.status(m.server_id))
+            except ClientError:
+                continue
+        return found
 
     async def _on_reconciled(self, msg: Reconciled) -> None:
         self._reconciling = False

@@ -119,3 +119,27 @@ async def test_a_machine_whose_lookups_keep_failing_is_lost_after_a_few(
             await rig.poll()
         (lost,) = rig.events(ev.MachineLost)
         assert lost.server_id == sid
+
+
+async def test_a_recovery_listing_that_misses_a_ready_machine_does_not_lose_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The recovery's listing (a restart) leaves a Ready machine out: before, it was logged
+    "gone while we were down" while it billed on. Its lookup finds it up: adopted, stopped
+    when due, the ledger equals the cloud's bill."""
+    from conjure_actors.actors.messages import Reply
+    from conjure_actors.actors.pool import Reconcile
+
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        j, sid = await _ready_machine(rig)
+        await rig.release(sid, j)
+        _miss_next_listings(rig, sid, 1)
+        reply: Reply[None] = Reply()
+        await rig.machines.tell(Reconcile(reply))
+        with trio.fail_after(60):
+            await reply.wait()
+        assert rig.events(ev.MachineLost) == []
+        await trio.sleep(300)
+        assert rig.sim.running() == []
+        assert rig.events(ev.MachineLost) == []
+        assert rig.ledger_matches_sim()

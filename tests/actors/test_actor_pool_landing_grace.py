@@ -23,15 +23,23 @@ async def _until(done: Any, step: float) -> None:
 
 
 def _hide_from_listings(rig: Rig) -> set[str]:
-    """The servers in the returned set are left out of every listing (RunComfy's lag)."""
+    """The servers in the returned set are left out of every listing (RunComfy's lag), and
+    their lookup (``GET /servers/{id}``) answers 404 too."""
+    from conjure_actors.clients.errors import ServerNotFoundError
+
     rc = rig.ctx.runcomfy
-    real = rc.list_servers
+    real, real_status = rc.list_servers, rc.status
     hidden: set[str] = set()
 
     async def list_servers() -> Any:
         return [s for s in await real() if s.server_id not in hidden]
 
-    rc.list_servers = list_servers
+    async def status(server_id: str) -> Any:
+        if server_id in hidden:
+            raise ServerNotFoundError(f"server {server_id} not found (HTTP 404)", status=404)
+        return await real_status(server_id)
+
+    rc.list_servers, rc.status = list_servers, status
     return hidden
 
 
