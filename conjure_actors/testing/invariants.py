@@ -40,6 +40,7 @@ import attrs
 
 import eventlog
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import machine_cost_micros
 from conjure_actors.runtime.events import ActorCrashed
@@ -208,6 +209,36 @@ def _job_problems(job: st.Job, expect: str, rejections: int) -> list[str]:
     return out
 
 
+def unaccounted(h: Harness, unknown: list[str]) -> list[str]:
+    """The machines of ``unknown`` (running in the cloud, not held by the runtime) that no
+    open launch intent may have started: each intent accounts for one machine at most,
+    one that echoes its marker (``policy.matches_intent``: type, version,
+    estimated_duration), not merely one of as many intents as there are machines."""
+    free = list(h.state.launch_requests.values())
+    machines = h.cloud.runcomfy._machines
+    left = []
+    for sid in unknown:
+        m = machines[sid]
+        req = next(
+            (
+                r
+                for r in free
+                if policy.matches_intent(
+                    r,
+                    server_type=m.server_type,
+                    workflow_version_id=m.workflow_version_id,
+                    estimated_duration=m.estimated_duration,
+                )
+            ),
+            None,
+        )
+        if req is None:
+            left.append(sid)
+        else:
+            free.remove(req)
+    return left
+
+
 def check_machines(h: Harness) -> list[str]:
     """Every machine billing in the cloud is known to the runtime (or an open intent)."""
     if not h.running:
@@ -218,13 +249,14 @@ def check_machines(h: Harness) -> list[str]:
         for m in state.machines.values()
         if m.kind == "runcomfy" and m.status not in st.MACHINE_GONE
     }
-    unknown = [sid for sid in h.cloud.running() if sid not in alive]
-    if len(unknown) > len(state.launch_requests):
+    unknown = unaccounted(h, [sid for sid in h.cloud.running() if sid not in alive])
+    if unknown:
         known_gone = [sid for sid in unknown if sid in state.machines]
         return [
             f"machines: {len(unknown)} machine(s) run in the cloud that the runtime does not"
             f" hold ({', '.join(sorted(unknown))}; the runtime thinks {len(known_gone)} of them"
-            f" gone) with only {len(state.launch_requests)} launch intent(s) open"
+            f" gone) that none of the {len(state.launch_requests)} open launch intent(s)"
+            " accounts for (one machine per intent, echoing its marker)"
         ]
     return []
 

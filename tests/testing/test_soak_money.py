@@ -72,14 +72,19 @@ def check_machines_but_fooled(h: Any) -> list[str]:
         for m in state.machines.values()
         if m.kind == "runcomfy" and m.status not in dst.MACHINE_GONE
     }
-    unknown = [
-        sid for sid in h.cloud.running() if sid not in alive and not tricks.fooling(sid, now, GRACE)
-    ]
-    if len(unknown) > len(state.launch_requests):
+    unknown = inv.unaccounted(
+        h,
+        [
+            sid
+            for sid in h.cloud.running()
+            if sid not in alive and not tricks.fooling(sid, now, GRACE)
+        ],
+    )
+    if unknown:
         return [
             f"machines: {len(unknown)} machine(s) run in the cloud that the runtime does not"
-            f" hold ({', '.join(sorted(unknown))}) with only {len(state.launch_requests)}"
-            " launch intent(s) open"
+            f" hold ({', '.join(sorted(unknown))}) that none of the"
+            f" {len(state.launch_requests)} open launch intent(s) accounts for"
         ]
     return []
 
