@@ -337,13 +337,18 @@ class Harness:
         """Start an incarnation on the log (a resume when the log is not empty).
 
         The runtime waits out rate limits and outages while it starts and reconciles, so
-        the first start must work (``start_retries=0``, the default). A harness of your
+        the first start must work (``start_retries=0``, the default), except on a log with
+        nothing at stake (no job, machine or launch intent: a fresh start waits out an
+        outage for a minute only, by design), which may try once more. A harness of your
         own may allow ``settings.start_retries`` more, 30 simulated seconds apart, as an
         operator re-running ``--resume`` would; each failure is kept in
         :attr:`start_failures`."""
         if self.running:
             raise HarnessError("the runtime is already running")
-        for attempt in range(self.settings.start_retries + 1):
+        retries = self.settings.start_retries
+        if retries == 0 and self._nothing_at_stake():
+            retries = 1
+        for attempt in range(retries + 1):
             if attempt:
                 await self.advance(30.0)
             inc = await self._start_once()
@@ -351,10 +356,16 @@ class Harness:
                 return
             self.start_failures.append(repr(inc.error))
         raise HarnessError(
-            f"the runtime did not start ({self.settings.start_retries + 1} tries): {inc.error!r}"
+            f"the runtime did not start ({retries + 1} tries): {inc.error!r}"
             if inc.error is not None
             else "the runtime did not start within 3600 simulated s"
         )
+
+    def _nothing_at_stake(self) -> bool:
+        """The log has no job, machine or launch intent (what the runtime itself calls a
+        fresh start, not a resume: see ``conjure._start``)."""
+        state = st.apply_all(st.initial_state(), (r.event for r in self.log.records()))
+        return not (state.jobs or state.machines or state.launch_requests)
 
     async def _start_once(self) -> _Incarnation:
         self.incarnations += 1
