@@ -534,6 +534,12 @@ class Harness:
         await self.clear_faults()
         bound = self.settings.quiet_bound() if max_seconds is None else max_seconds
         await self._advance_until(self.quiet, bound)
+        if not self.quiet():
+            return False
+        # Quiet the moment nothing runs in the cloud: give the runtime a few listings to
+        # learn what went (a bill it corrects at the next listing), and check that it stays
+        # quiet (nothing launched or adopted after that moment).
+        await self.advance(3 * self.settings.poll_interval + 1.0)
         return self.quiet()
 
     def quiet(self) -> bool:
