@@ -681,6 +681,8 @@ class MachineActor(Actor):
         self._renewing: set[str] = set()
         self._health: set[str] = set()
         self._looking_up: set[str] = set()  # GET /servers/{id} of a machine left out
+        # Of those, stopped machines whose DELETE did not take (recheck) -> failed lookups.
+        self._recheck_lookups: dict[str, int] = {}
         self._polling = False
         self._poll_queued = False
         self._poll_waiters: list[Reply[None]] = []
@@ -2014,6 +2016,10 @@ class MachineActor(Actor):
     async def _on_loss_checked(self, msg: LossChecked) -> None:
         sid = msg.server_id
         self._looking_up.discard(sid)
+        if sid in self._recheck_lookups:
+            await self._on_recheck_looked_up(msg)
+            self._check_shutdown()
+            return
         m = self.ctx.state.machines.get(sid)
         if m is None or m.status in MACHINE_GONE or sid in self._stopping:
             self.pool.unproven.pop(sid, None)
@@ -2044,6 +2050,8 @@ class MachineActor(Actor):
         tnow = trio.current_time()
         for sid, until in list(self.pool.recheck.items()):
             s = by_id.get(sid)
+            if s is None and self._look_up_recheck(sid):
+                continue  # its lookup decides (_on_recheck_looked_up)
             if s is None or s.status in policy.GONE_STATUSES:
                 self.pool.unconfirmed.discard(sid)  # seen going: the 200 took
                 if sid not in self._stopping:
@@ -2070,25 +2078,81 @@ class MachineActor(Actor):
                     self.pool.unconfirmed.discard(sid)
                     self.pool.not_taken.discard(sid)
                     self.pool.recheck_ready.pop(sid, None)
+                    self._recheck_lookups.pop(sid, None)
                 continue
             if s.service_ready_at is not None:
                 self.pool.recheck_ready[sid] = s.service_ready_at
             if s.status in policy.GONE_STATUSES or sid in self._stopping:
                 continue
+            self._stop_again(sid, s, until, tnow)
+
+    def _stop_again(self, sid: str, s: Any, until: float, tnow: float) -> None:
+        """DELETE again a stopped machine still up (listed, or found by its lookup)."""
+        log.warning(
+            "server %s: its DELETE answered 200 but it is %s: stopping it again"
+            " (its bill runs on until that one answers)",
+            sid,
+            s.status,
+        )
+        self._stopping.add(sid)
+        self.start_soon(
+            self._stop_child,
+            sid,
+            tnow + max(1.0, min(self.cfg.stop_patience, until - tnow)),
+            True,
+            name="machine-stop-again",
+        )
+
+    def _look_up_recheck(self, sid: str) -> bool:
+        """A stopped machine whose last DELETE did not take (``stop_still_up``) that a
+        listing left out: True while ``GET /servers/{id}`` is to decide whether it went
+        (sent now or in flight). A listing may miss a machine that runs and bills on:
+        billed as gone then, it would run unwatched until its lease ends. False (as before:
+        the absence is taken as its going) after LOSS_LOOKUPS failed lookups."""
+        m = self.ctx.state.machines.get(sid)
+        if (
+            self.ctx.runcomfy is None
+            or m is None
+            or m.status != M_STOPPED
+            or not m.stop_still_up
+            or sid in self._stopping
+            or self._recheck_lookups.get(sid, 0) >= LOSS_LOOKUPS
+        ):
+            return False
+        if sid not in self._looking_up:
+            self._looking_up.add(sid)
+            self._recheck_lookups.setdefault(sid, 0)
+            self.start_soon(self._lookup_child, sid, name="machine-lookup")
+        return True
+
+    async def _on_recheck_looked_up(self, msg: LossChecked) -> None:
+        """The lookup of a stopped machine whose DELETE did not take, left out of a
+        listing (``_look_up_recheck``): up -> DELETE it again; 404 or going -> it went by
+        itself (billed to now, at most its lease end); an error -> the next listing asks
+        again (a failed count, bounded)."""
+        sid = msg.server_id
+        until = self.pool.recheck.get(sid)
+        if until is None:
+            self._recheck_lookups.pop(sid, None)
+            return
+        if msg.error:
+            self._recheck_lookups[sid] = self._recheck_lookups.get(sid, 0) + 1
             log.warning(
-                "server %s: its DELETE answered 200 but it is listed %s: stopping it again"
-                " (its bill runs on until that one answers)",
-                sid,
-                s.status,
+                "server %s, stopped, left out of a listing: lookup failed: %s", sid, msg.error
             )
-            self._stopping.add(sid)
-            self.start_soon(
-                self._stop_child,
-                sid,
-                tnow + max(1.0, min(self.cfg.stop_patience, until - tnow)),
-                True,
-                name="machine-stop-again",
-            )
+            return
+        self._recheck_lookups.pop(sid, None)
+        s = msg.server
+        if s is None or s.status in policy.GONE_STATUSES:
+            self.pool.unconfirmed.discard(sid)
+            if s is not None:
+                self.pool.not_taken.discard(sid)
+            await self._bill_went_by_itself(sid)
+            return
+        if s.service_ready_at is not None:
+            self.pool.recheck_ready[sid] = s.service_ready_at
+        if sid not in self._stopping:
+            self._stop_again(sid, s, until, trio.current_time())
 
     async def _bill_went_by_itself(self, sid: str) -> None:
         """A stopped machine whose last 200 showed it still up (``stop_still_up``: the stop

@@ -87,3 +87,28 @@ async def test_the_stop_of_every_machine_does_not_answer_nothing_left_over_a_mac
             nursery.start_soon(then_listed_and_taking)
             left = await rig.stop_all("shutdown")
         assert left != [] or rig.sim.running() == [], (left, rig.sim.running())
+
+
+async def test_a_machine_whose_delete_did_not_take_hidden_from_every_listing_is_looked_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopped idle; its DELETE answers 200 still Ready (did not take); from then on every
+    listing leaves it out, while GET /servers/{id} still finds it Ready (the soak's seed
+    1196). Before: the first listing without it billed it as gone by itself to then, and it
+    ran on, unwatched, until its lease ended. Now the lookup finds it up, the DELETE is sent
+    again (and takes), and the ledger matches the cloud."""
+    async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
+        taking, hidden = _deletes_and_listings(rig)
+        j = await rig.job()
+        lease = await rig.lease(j)
+        sid = lease.server_id
+        await rig.release(sid, j)
+        while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
+            await trio.sleep(1)
+        hidden.add(sid)
+        taking[0] = True  # the DELETEs sent from now on take
+        await trio.sleep(1800)
+        assert rig.sim.running() == []
+        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
+        ours = rig.state.machines[sid]
+        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
