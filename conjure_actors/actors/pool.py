@@ -576,6 +576,8 @@ class MachinePool:
         # Servers the log does not know, listed now -> when (the log's clock) a listing
         # first showed them: one listed before a launch intent was logged is not its server.
         self.first_listed: dict[str, float] = {}
+        # Their markers (estimated_duration): a new launch asks for none of them.
+        self.foreign_markers: set[int] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
         # Machines taken for lost because no listing showed them (not visible past
@@ -1301,9 +1303,16 @@ class MachineActor(Actor):
         key = self.ctx.ids().hex
         # Its lease, a few seconds shorter: the marker by which a listing tells its server
         # from another client's on the account (see policy.matches_intent).
+        # Not one an open or given-up intent, or a machine listed that is not ours, uses:
+        # two launches with one marker (both answers lost) would each match both servers,
+        # and neither would be adopted, both billing unknown.
         duration = policy.launch_duration(
             int(self.cfg.lease_seconds),
-            taken=[r.estimated_duration for r in self.ctx.state.launch_requests.values()],
+            taken=[
+                *(r.estimated_duration for r in self.ctx.state.launch_requests.values()),
+                *(req.estimated_duration for req, _ in self.pool.given_up.values()),
+                *self.pool.foreign_markers,
+            ],
             draw=self.ctx.rng.random(),
         )
         try:
@@ -2259,6 +2268,11 @@ class MachineActor(Actor):
             s.server_id: seen.get(s.server_id, now)
             for s in servers
             if s.server_id not in state.machines
+        }
+        self.pool.foreign_markers = {
+            s.estimated_duration
+            for s in servers
+            if s.server_id not in state.machines and s.estimated_duration
         }
         for key in [k for k in self.pool.landing if k not in state.launch_requests]:
             del self.pool.landing[key]  # closed (adopted, launched, failed)

@@ -7,6 +7,9 @@ never adopted (nor stopped), whether the intent is still open or was given up.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import pytest
 import trio
 import trio.testing
 from test_actor_pool import Rig, pool_rig
@@ -93,3 +96,32 @@ async def test_a_server_landing_after_its_intent_was_given_up_is_adopted_by_an_i
         assert late in rig.state.machines
         assert rig.sim.running() == []
         assert rig.ledger_matches_sim()
+
+
+async def test_a_new_launch_asks_for_no_marker_a_given_up_intent_or_a_foreign_machine_uses(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch's marker was kept apart only from the open intents': a retry could draw the
+    marker of an intent given up moments before (its server may still land) or of another
+    client's machine listed now, and then a listing could not tell the two apart."""
+    from conjure_actors.domain import machines_policy as policy
+
+    asked: list[set[int]] = []
+    real = policy.launch_duration
+
+    def launch_duration(lease: int, *, taken: Iterable[int], draw: float) -> int:
+        markers = set(taken)
+        asked.append(markers)
+        return real(lease, taken=markers, draw=draw)
+
+    monkeypatch.setattr(policy, "launch_duration", launch_duration)
+    async with pool_rig(idle_timeout=30.0, lease_seconds=600.0) as rig:
+        rig.sim._launch(_BODY.replace(b"583", b"571"))  # another client's, marker 571
+        await _intent(rig, "k1", 583)
+        await rig.poll()
+        await trio.sleep(120)  # k1 closed for want of a server: given up
+        assert rig.state.launch_requests == {}
+        j = await rig.job()
+        await rig.lease(j)
+    assert asked
+    assert {583, 571} <= asked[-1]
