@@ -655,19 +655,23 @@ class Conjure:
                 return False
             return not (machines_stopped and self.running_machines())
 
-        job_enders = (ev.JobSucceeded, ev.JobFailed, ev.JobCancelled, ev.JobInterrupted)
-        machine_enders = (ev.MachineStopped, ev.MachineLost, ev.SystemStopped)
+        # Events are final classes: a type looked up in a set, not three isinstance chains
+        # per published event (issue 16).
+        job_enders = frozenset((ev.JobSucceeded, ev.JobFailed, ev.JobCancelled, ev.JobInterrupted))
+        machine_enders = frozenset((ev.MachineStopped, ev.MachineLost, ev.SystemStopped))
+        submitted = ev.JobSubmitted
 
         def ends(event: Any) -> bool:
             """Take one published event into account: may the run be idle now?"""
-            if isinstance(event, ev.JobSubmitted):
+            kind = type(event)
+            if kind is submitted:
                 active.add(event.job_id)
-            elif isinstance(event, job_enders):
+            elif kind in job_enders:
                 job = self.state.jobs.get(event.job_id)
                 if job is None or job.status not in st.ACTIVE_STATUSES:
                     active.discard(event.job_id)
                     return not active
-            elif isinstance(event, machine_enders):
+            elif kind in machine_enders:
                 return not active
             return False
 

@@ -178,15 +178,17 @@ class MonitorActor(Actor):
             return
         try:
             self._show_records(records)
-            now = trio.current_time()
             seen = self._seen
             alive = False
+            now = 0.0
             for record in records:
                 event = record.event
                 if type(event) in _SEEN_TYPES:
+                    if not alive:  # the clock is read once, and only for a sign of life
+                        now = trio.current_time()
+                        alive = True
                     seen.pop(event.job_id, None)  # keep the order of the latest
                     seen[event.job_id] = (event, now)
-                    alive = True
             # A job seen alive now may stall from now + stall_seconds: the watcher must wake
             # by then, unless it already wakes earlier (the usual case while jobs run: the
             # exact instant is computed only when it may be the earliest, issue 16).
