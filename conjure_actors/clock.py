@@ -20,12 +20,15 @@ class WallClock(Protocol):
     def now(self) -> float: ...
 
 
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 def _elapsed() -> float:
     """Seconds on a clock that never steps: ``CLOCK_BOOTTIME`` (counts a suspend too, as
-    RunComfy's billing does), else the monotonic clock."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    if boottime is not None:
-        return time.clock_gettime(boottime)
+    RunComfy's billing does), else the monotonic clock. (Which one is found once, at
+    import: this runs for every event's time and record, issue 16.)"""
+    if _BOOTTIME is not None:
+        return time.clock_gettime(_BOOTTIME)
     return time.monotonic()
 
 
@@ -60,6 +63,7 @@ class TrioWallClock:
 
     def now(self) -> float:
         t = trio.current_time()
-        if self._origin is None:
-            self._origin = t
-        return self._epoch + (t - self._origin)
+        origin = self._origin
+        if origin is None:
+            origin = self._origin = t
+        return self._epoch + (t - origin)
