@@ -136,6 +136,10 @@ many polls, and well within any lease (so a machine that ignores it is not bille
 
 ORPHANED_LAUNCH = "its cloud ended with the run that launched it"
 
+RECOVERY_LOOKUP_PATIENCE = 60.0
+"""Seconds the recovery waits, in all, for the lookups of the machines its listing left
+out (_look_up_unlisted): the start-up of a resumed run waits for them."""
+
 LOSS_LOOKUPS = 3
 """Failed ``GET /servers/{id}`` (5xx, timeout, 429) of a machine a listing left out after
 which it is taken for lost as if the lookup had answered 404 (see _confirm_loss): an
@@ -2700,13 +2704,21 @@ class MachineActor(Actor):
         now = self.ctx.now()
         rc = self.ctx.require_runcomfy()
         found: list[Any] = []
-        for m in policy.paid_machines(self.ctx.state):
-            if m.server_id in listed or _may_be_landing(m, now):
-                continue
+
+        async def look_up(sid: str) -> None:
             try:
-                found.append(await rc.status(m.server_id))
+                server = await rc.status(sid)
             except ClientError:
-                continue
+                return  # gone (404), or not proven: lost as before
+            found.append(server)
+
+        # Together, under one patience (each GET may take minutes of retries): the
+        # start-up of a resumed run waits for them. One unanswered is lost as before.
+        with trio.move_on_after(RECOVERY_LOOKUP_PATIENCE):
+            async with trio.open_nursery() as nursery:
+                for m in policy.paid_machines(self.ctx.state):
+                    if m.server_id not in listed and not _may_be_landing(m, now):
+                        nursery.start_soon(look_up, m.server_id)
         return found
 
     async def _on_reconciled(self, msg: Reconciled) -> None:
