@@ -2774,6 +2774,9 @@ class MachineActor(Actor):
                     # seen not taking (DELETE again once listed up).
                     self.pool.recheck[m.server_id] = tnow + STOP_RECHECK
                     self.pool.not_taken.add(m.server_id)
+                    # Not billed as gone yet: that would end its stop_still_up, and with
+                    # it the lookup (_look_up_recheck) that tells whether it went.
+                    continue
                 await self._bill_went_by_itself(m.server_id)
         if self.pool.recheck:
             await self._recheck_stopped(by_id)

@@ -112,3 +112,43 @@ async def test_a_machine_whose_delete_did_not_take_hidden_from_every_listing_is_
         bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
         ours = rig.state.machines[sid]
         assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+
+
+async def test_a_resume_looks_up_a_machine_whose_delete_did_not_take_left_out_of_its_listing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopped idle; its DELETE answers 200 still Ready (did not take, logged still_up);
+    the run goes down and resumes; from then on every listing leaves it out, while
+    GET /servers/{id} still finds it Ready. Before: the recovery billed it as gone by
+    itself at once (still_up cleared), so no lookup was ever sent for it: it ran on,
+    unwatched, until its lease ended (ledger short of the cloud's bill). Now the lookup
+    decides, as in a run that did not go down: up -> DELETE again (it takes)."""
+    from conjure_actors.actors.messages import Reply
+    from conjure_actors.actors.pool import Reconcile
+
+    async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
+        taking, hidden = _deletes_and_listings(rig)
+        j = await rig.job()
+        lease = await rig.lease(j)
+        sid = lease.server_id
+        await rig.release(sid, j)
+        while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
+            await trio.sleep(1)
+        assert rig.state.machines[sid].stop_still_up
+        # The restart: the log is kept, the pool's memory of each machine is not.
+        pool = rig.pool
+        for kept in (pool.recheck, pool.recheck_ready, pool.live):
+            kept.clear()
+        pool.unconfirmed.clear()
+        pool.not_taken.clear()
+        hidden.add(sid)
+        taking[0] = True  # the DELETEs sent from now on take
+        reply: Reply[None] = Reply()
+        await rig.machines.tell(Reconcile(reply))
+        with trio.fail_after(600):
+            await reply.wait()
+        await trio.sleep(1800)
+        assert rig.sim.running() == []
+        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
+        ours = rig.state.machines[sid]
+        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
