@@ -2166,9 +2166,9 @@ class MachineActor(Actor):
         self._recheck_lookups.pop(sid, None)
         s = msg.server
         if s is None or s.status in policy.GONE_STATUSES:
+            # Proven gone (a 404 is, unlike a listing's absence): nothing left to wait for.
             self.pool.unconfirmed.discard(sid)
-            if s is not None:
-                self.pool.not_taken.discard(sid)
+            self.pool.not_taken.discard(sid)
             await self._bill_went_by_itself(sid)
             return
         if s.service_ready_at is not None:

@@ -152,3 +152,45 @@ async def test_a_resume_looks_up_a_machine_whose_delete_did_not_take_left_out_of
         bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
         ours = rig.state.machines[sid]
         assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+
+
+async def test_the_stop_of_every_machine_answers_once_a_lookup_proves_the_machine_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At the stop of every machine the DELETE answers 200 still Ready (did not take);
+    the machine then goes by itself (vanishes): listings leave it out and its lookup
+    answers 404. Before: the 404 billed it as gone but left it 'not taken', so the reply
+    waited the whole stop_patience (600 s) and named it as still billing. Now the 404 is
+    the proof: the reply says nothing is left, at the next listing."""
+    from conjure_actors.clients.errors import ServerNotFoundError
+
+    async with pool_rig(idle_timeout=3600.0, lease_seconds=1800.0) as rig:
+        _, hidden = _deletes_and_listings(rig)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+
+        async def status(server_id: str) -> Any:
+            if server_id in hidden:
+                raise ServerNotFoundError(f"server {server_id} not found (HTTP 404)", status=404)
+            return await real_status(server_id)
+
+        rc.status = status
+        j = await rig.job()
+        lease = await rig.lease(j)
+        sid = lease.server_id
+        await rig.release(sid, j)
+        async with trio.open_nursery() as nursery:
+
+            async def then_it_vanishes() -> None:
+                while not rig.state.machines[sid].stop_still_up:  # noqa: ASYNC110 - pool rig
+                    await trio.sleep(0.1)
+                rig.sim._stop(rig.sim._machines[sid], rig.sim.wall(), "vanished")
+                hidden.add(sid)
+
+            nursery.start_soon(then_it_vanishes)
+            started = trio.current_time()
+            left = await rig.stop_all("shutdown")
+            waited = trio.current_time() - started
+        assert rig.sim.running() == []
+        assert left == [], left
+        assert waited < 60, waited
