@@ -2072,6 +2072,10 @@ class MachineActor(Actor):
         tnow = trio.current_time()
         for sid, until in list(self.pool.recheck.items()):
             s = by_id.get(sid)
+            if s is not None and sid in self._recheck_lookups:
+                # Listed: the lookups that failed before say nothing of the next absence
+                # (kept at 0, not dropped: one in flight is still answered as a recheck's).
+                self._recheck_lookups[sid] = 0
             if s is None and self._look_up_recheck(sid):
                 continue  # its lookup decides (_on_recheck_looked_up)
             if s is None or s.status in policy.GONE_STATUSES:

@@ -194,3 +194,52 @@ async def test_the_stop_of_every_machine_answers_once_a_lookup_proves_the_machin
         assert rig.sim.running() == []
         assert left == [], left
         assert waited < 60, waited
+
+
+async def test_failed_recheck_lookups_do_not_count_past_a_listing_that_shows_the_machine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopped idle, its DELETEs answer 200 still Ready. Left out of listings while
+    GET /servers/{id} is out (three lookups fail), then listed Ready again (the DELETE sent
+    again does not take either), then left out of every listing while GET works. Before:
+    the three old failures still counted, so no lookup was sent any more: the absence was
+    trusted, it ran on unwatched until its lease ended (ledger short). Now a listing that
+    shows it starts the count anew: looked up, found up, DELETEd again (it takes)."""
+    from conjure_actors.clients.errors import TransportError
+
+    async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
+        taking, hidden = _deletes_and_listings(rig)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+        failing = [0]
+
+        async def status(server_id: str) -> Any:
+            if failing[0] > 0 and server_id in hidden:
+                failing[0] -= 1
+                raise TransportError("no answer")
+            return await real_status(server_id)
+
+        rc.status = status
+        j = await rig.job()
+        lease = await rig.lease(j)
+        sid = lease.server_id
+        await rig.release(sid, j)
+        while not rig.state.machines[sid].stop_still_up:  # noqa: ASYNC110 - pool rig
+            await trio.sleep(1)
+        failing[0] = 3
+        hidden.add(sid)
+        while failing[0]:  # noqa: ASYNC110 - pool rig
+            await trio.sleep(1)
+        await trio.sleep(10)  # a listing after the third failure trusts the absence
+        hidden.clear()  # listed Ready: DELETEd again, which does not take
+        n_again = len(rig.events(ev.MachineStoppedAgain))
+        while len(rig.events(ev.MachineStoppedAgain)) == n_again:  # noqa: ASYNC110
+            await trio.sleep(1)
+        assert rig.state.machines[sid].stop_still_up
+        hidden.add(sid)
+        taking[0] = True  # GET works; the DELETEs sent from now on take
+        await trio.sleep(1800)
+        assert rig.sim.running() == []
+        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
+        ours = rig.state.machines[sid]
+        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
