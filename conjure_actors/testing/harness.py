@@ -543,11 +543,13 @@ class Harness:
         return self.quiet()
 
     def quiet(self) -> bool:
-        """No active job, no machine running anywhere."""
+        """No active job, no launch in flight, no machine running anywhere."""
         if not self.running:
             return False
         state = self.state
         if any(j.status in st.ACTIVE_STATUSES for j in state.jobs.values()):
+            return False
+        if state.launch_requests:  # a launch in flight: its machine is not listed yet
             return False
         if any(
             m.kind == "runcomfy" and m.status not in st.MACHINE_GONE

@@ -217,3 +217,21 @@ def test_thread_harness_closes_once_and_then_refuses() -> None:
     h.close()
     with pytest.raises(HarnessError, match="not open"):
         h.advance(1)
+
+
+async def test_a_launch_in_flight_is_not_quiet(mock_clock: trio.testing.MockClock) -> None:
+    """A job cancelled the moment its machine's launch was requested: the POST is on its way
+    and nothing is listed yet. quiet() said quiet then (soak: the machine showed up 2 s
+    later and was found starting by the check after it); a launch in flight is not quiet,
+    and the run ends quiet once that machine is stopped."""
+    async with open_harness(HarnessSettings(seed=0, max_machines=1)) as h:
+        for _ in range(3):  # the account's burst: the next POST /servers waits its turn
+            await h.restart()
+        job = await h.submit(_conjure_job())
+        assert job is not None
+        await h.cancel(job)
+        assert h.state.launch_requests, "the launch is answered already: nothing to test"
+        assert not h.quiet()
+        assert await h.run_until_quiet()
+        check_all(h)
+        check_quiet(h)
