@@ -35,6 +35,22 @@ def _deletes_and_listings(rig: Rig) -> tuple[list[bool], set[str]]:
     return taking, hidden
 
 
+async def _used_once(rig: Rig) -> str:
+    """One job leases a machine and lets it go (the idle timeout then stops it): its id."""
+    j = await rig.job()
+    lease = await rig.lease(j)
+    await rig.release(lease.server_id, j)
+    return str(lease.server_id)
+
+
+async def _stopped_idle(rig: Rig) -> str:
+    """As :func:`_used_once`, until the log says the machine stopped: its id."""
+    sid = await _used_once(rig)
+    while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
+        await trio.sleep(1)
+    return sid
+
+
 async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_forgotten(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -45,12 +61,7 @@ async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_
     stopped at the listing that left it out."""
     async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
         taking, hidden = _deletes_and_listings(rig)
-        j = await rig.job()
-        lease = await rig.lease(j)
-        sid = lease.server_id
-        await rig.release(sid, j)
-        while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
-            await trio.sleep(1)
+        sid = await _stopped_idle(rig)
         await trio.sleep(290)
         hidden.add(sid)
         await trio.sleep(15)
@@ -73,10 +84,7 @@ async def test_the_stop_of_every_machine_does_not_answer_nothing_left_over_a_mac
     waits for a listing that shows it, and sends the DELETE again (or names it)."""
     async with pool_rig(idle_timeout=3600.0, stop_patience=120.0) as rig:
         taking, hidden = _deletes_and_listings(rig)
-        j = await rig.job()
-        lease = await rig.lease(j)
-        await rig.release(lease.server_id, j)
-        hidden.add(lease.server_id)
+        hidden.add(await _used_once(rig))
         async with trio.open_nursery() as nursery:
 
             async def then_listed_and_taking() -> None:
@@ -99,12 +107,7 @@ async def test_a_machine_whose_delete_did_not_take_hidden_from_every_listing_is_
     again (and takes), and the ledger matches the cloud."""
     async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
         taking, hidden = _deletes_and_listings(rig)
-        j = await rig.job()
-        lease = await rig.lease(j)
-        sid = lease.server_id
-        await rig.release(sid, j)
-        while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
-            await trio.sleep(1)
+        sid = await _stopped_idle(rig)
         hidden.add(sid)
         taking[0] = True  # the DELETEs sent from now on take
         await trio.sleep(1800)
@@ -128,12 +131,7 @@ async def test_a_resume_looks_up_a_machine_whose_delete_did_not_take_left_out_of
 
     async with pool_rig(idle_timeout=30.0, lease_seconds=1800.0) as rig:
         taking, hidden = _deletes_and_listings(rig)
-        j = await rig.job()
-        lease = await rig.lease(j)
-        sid = lease.server_id
-        await rig.release(sid, j)
-        while rig.state.machines[sid].status != "stopped":  # noqa: ASYNC110 - pool rig
-            await trio.sleep(1)
+        sid = await _stopped_idle(rig)
         assert rig.state.machines[sid].stop_still_up
         # The restart: the log is kept, the pool's memory of each machine is not.
         pool = rig.pool
@@ -175,10 +173,7 @@ async def test_the_stop_of_every_machine_answers_once_a_lookup_proves_the_machin
             return await real_status(server_id)
 
         rc.status = status
-        j = await rig.job()
-        lease = await rig.lease(j)
-        sid = lease.server_id
-        await rig.release(sid, j)
+        sid = await _used_once(rig)
         async with trio.open_nursery() as nursery:
 
             async def then_it_vanishes() -> None:
@@ -220,10 +215,7 @@ async def test_failed_recheck_lookups_do_not_count_past_a_listing_that_shows_the
             return await real_status(server_id)
 
         rc.status = status
-        j = await rig.job()
-        lease = await rig.lease(j)
-        sid = lease.server_id
-        await rig.release(sid, j)
+        sid = await _used_once(rig)
         while not rig.state.machines[sid].stop_still_up:  # noqa: ASYNC110 - pool rig
             await trio.sleep(1)
         failing[0] = 3
