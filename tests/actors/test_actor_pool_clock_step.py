@@ -10,7 +10,7 @@ from typing import Any
 import trio
 import trio.testing
 from test_actor_pool import Rig, pool_rig
-from test_actor_pool_landing_grace import _hide_from_listings, _lost, _restart, _until
+from test_actor_pool_landing_grace import _launch_for_a_job, _lost, _restart
 
 from conjure_actors.domain import events as ev
 
@@ -32,12 +32,7 @@ async def test_a_clock_stepped_forward_right_after_a_launch_does_not_lose_the_ma
     had run out at once: the machine was taken for lost and the job's lease went to a
     second machine."""
     async with pool_rig(max_machines=1, ready_delay=60.0) as rig:
-        hidden = _hide_from_listings(rig)
-        j = await rig.job()
-        reply = await rig.ask_lease(j)
-        with trio.fail_after(60):
-            await _until(lambda: bool(rig.state.machines), 0.1)
-        (sid,) = rig.state.machines
+        reply, sid, hidden = await _launch_for_a_job(rig)
         hidden.add(sid)
         _step_clock(rig, 3600.0)
         await trio.sleep(20)  # the listing catches up within the grace
@@ -57,12 +52,7 @@ async def test_a_clock_stepped_back_before_a_restart_still_loses_an_unlisted_mac
     negative: the machine was 'landing' for an hour, and the job waited on it. It must be
     lost within the grace (from the restart, at the latest) and the job served by another."""
     async with pool_rig(max_machines=1, ready_delay=60.0) as rig:
-        hidden = _hide_from_listings(rig)
-        j = await rig.job()
-        reply = await rig.ask_lease(j)
-        with trio.fail_after(60):
-            await _until(lambda: bool(rig.state.machines), 0.1)
-        (sid,) = rig.state.machines
+        reply, sid, hidden = await _launch_for_a_job(rig)
         hidden.add(sid)
         _step_clock(rig, -3600.0)
         await _restart(rig)

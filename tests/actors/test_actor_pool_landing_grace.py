@@ -56,6 +56,18 @@ def _lost(rig: Rig) -> list[Any]:
     return [r.event for r in rig.log.records() if isinstance(r.event, ev.MachineLost)]
 
 
+async def _launch_for_a_job(rig: Rig) -> tuple[Any, str, set[str]]:
+    """A job asks for a lease and a machine is launched for it: (the lease's reply, the
+    machine's id, the ids left out of every listing: add one to hide it)."""
+    hidden = _hide_from_listings(rig)
+    j = await rig.job()
+    reply = await rig.ask_lease(j)
+    with trio.fail_after(60):
+        await _until(lambda: bool(rig.state.machines), 0.1)
+    (sid,) = rig.state.machines
+    return reply, sid, hidden
+
+
 async def test_a_restart_right_after_a_launch_does_not_take_the_machine_for_gone(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -64,12 +76,7 @@ async def test_a_restart_right_after_a_launch_does_not_take_the_machine_for_gone
     found it up and stopped it: the job waited for a second machine's launch. Now it is
     given the rest of its grace from the logged launch, and leased once listed."""
     async with pool_rig(max_machines=1, ready_delay=60.0) as rig:
-        hidden = _hide_from_listings(rig)
-        j = await rig.job()
-        reply = await rig.ask_lease(j)
-        with trio.fail_after(60):
-            await _until(lambda: bool(rig.state.machines), 0.1)
-        (sid,) = rig.state.machines
+        reply, sid, hidden = await _launch_for_a_job(rig)
         hidden.add(sid)
         await _restart(rig)
         await trio.sleep(20)  # the listing catches up within the grace
@@ -88,12 +95,7 @@ async def test_a_restart_long_after_a_launch_gives_no_grace_again(
     """The actor restarts once the launch is older than the grace, and the machine is not
     listed: it is lost at once (the grace is not counted again from the restart)."""
     async with pool_rig(max_machines=1, ready_delay=600.0, ready_timeout=3600.0) as rig:
-        hidden = _hide_from_listings(rig)
-        j = await rig.job()
-        await rig.ask_lease(j)
-        with trio.fail_after(60):
-            await _until(lambda: bool(rig.state.machines), 0.1)
-        (sid,) = rig.state.machines
+        _, sid, hidden = await _launch_for_a_job(rig)
         await trio.sleep(NOT_VISIBLE_GRACE + 10)
         hidden.add(sid)
         await _restart(rig)
