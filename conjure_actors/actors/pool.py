@@ -942,9 +942,9 @@ class MachineActor(Actor):
 
     def _free_views(self) -> list[MachineView]:
         """A view of each machine that can take a lease now: Ready, healthy, not stopping,
-        not opening its events, with a free slot. Only those are built (what
-        :meth:`_serve_waiters` reads): the others are skipped before a record is made, on
-        each of the ~2 calls per lease (issue 16)."""
+        not opening its events, not suspected lost (its lookup in flight), with a free
+        slot. Only those are built (what :meth:`_serve_waiters` reads): the others are
+        skipped before a record is made, on each of the ~2 calls per lease (issue 16)."""
         out = []
         stopping = self._stopping
         lives = self.pool.live
@@ -954,6 +954,8 @@ class MachineActor(Actor):
             sid = m.server_id
             if sid in stopping or len(m.leases) >= m.max_jobs:
                 continue
+            if sid in self._looking_up:
+                continue  # a listing left it out: no new job until its lookup answers
             live = lives.get(sid)
             if live is not None and live.opening:
                 continue

@@ -143,3 +143,38 @@ async def test_a_recovery_listing_that_misses_a_ready_machine_does_not_lose_it(
         assert rig.sim.running() == []
         assert rig.events(ev.MachineLost) == []
         assert rig.ledger_matches_sim()
+
+
+async def test_a_machine_whose_loss_is_being_looked_up_takes_no_new_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A listing leaves a Ready machine out and its lookup takes a while (then answers 404:
+    it went). Before, a job waiting then was leased that machine; the loss landed right
+    after, and the job's actor crashed on its next event ("holds no lease on machine",
+    soak seed 5382). A machine suspected lost takes no new job until its lookup answers."""
+    async with pool_rig(lease_seconds=600.0, max_machines=2, idle_timeout=300.0) as rig:
+        j, sid = await _ready_machine(rig)
+        await rig.release(sid, j)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+        answered = trio.Event()
+
+        async def status(server_id: str) -> Any:
+            if server_id == sid:
+                await trio.sleep(10)
+                rig.sim._stop(rig.sim._machines[sid], rig.sim.wall(), "vanished")
+                answered.set()
+            return await real_status(server_id)
+
+        rc.status = status
+        _miss_next_listings(rig, sid, 100)
+        await rig.poll()
+        await trio.sleep(1)  # the lookup is in flight
+        other = await rig.job()
+        reply = await rig.ask_lease(other)
+        with trio.fail_after(600):
+            lease = await reply.wait()
+        assert answered.is_set()
+        assert lease.server_id != sid
+        (lost,) = rig.events(ev.MachineLost)
+        assert lost.server_id == sid
