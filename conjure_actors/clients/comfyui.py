@@ -104,6 +104,9 @@ DEFAULT_STALL_TIMEOUT: Final = 60.0
 MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 # POST /prompt is resent only on answers that prove nothing was queued (see submit).
 _PROMPT_RETRY_STATUSES: Final = frozenset({429})
+# A 503 to POST /prompt: the prompt looked up, and sent again (same id) only while absent,
+# after these pauses (s); then, as any 5xx, "outcome unknown" (see submit).
+_PROMPT_503_PAUSES: Final = (1.0, 2.0, 4.0, 8.0)
 # follow: buffered frames taken in a row without a checkpoint (then one blocking receive).
 _NOWAIT_STREAK: Final = 16
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -1194,21 +1197,31 @@ class ComfyUIClient:
         # unknown": the caller looks ``prompt_id`` up (find_prompt) instead of sending it
         # again. A 429 is a rate limiter's, which answers before routing the request on:
         # nothing was forwarded, so it is resent after Retry-After.
-        try:
-            response = await self._request(
-                "POST",
-                "/prompt",
-                idempotent=False,
-                retry_statuses=_PROMPT_RETRY_STATUSES,
-                content=msgspec.json.encode(body),
-                headers={"content-type": "application/json"},
-            )
-        except ComfyUIResponseError as exc:  # an answer too large to read: it was answered
-            raise self._unknown(prompt_id, str(exc), exc.status) from None
-        except ClientError as exc:
-            exc.add_note(f"prompt id {prompt_id}: use find_prompt() before submitting again")
-            raise
-        status = response.status_code
+        # A 503 is also what a proxy answers while ComfyUI restarts (connection refused):
+        # then nothing was forwarded. So a 503 is not given up at once (each give-up costs
+        # the job an attempt): the prompt is looked up, and sent again only while the
+        # lookup shows it absent; found, it is the caller's to follow (outcome unknown).
+        pauses = iter(_PROMPT_503_PAUSES)
+        while True:
+            try:
+                response = await self._request(
+                    "POST",
+                    "/prompt",
+                    idempotent=False,
+                    retry_statuses=_PROMPT_RETRY_STATUSES,
+                    content=msgspec.json.encode(body),
+                    headers={"content-type": "application/json"},
+                )
+            except ComfyUIResponseError as exc:  # an answer too large to read: answered
+                raise self._unknown(prompt_id, str(exc), exc.status) from None
+            except ClientError as exc:
+                exc.add_note(f"prompt id {prompt_id}: use find_prompt() before submitting again")
+                raise
+            status = response.status_code
+            pause = next(pauses, None) if status == 503 else None
+            if pause is None or not await self._absent(prompt_id):
+                break
+            await trio.sleep(pause)
         if status == 400:
             raise self._rejected(prompt_id, response)
         if status >= 500:
@@ -1234,6 +1247,14 @@ class ComfyUIClient:
             number=answer.number if answer.number is not None else 0.0,
             warnings=warnings,
         )
+
+    async def _absent(self, prompt_id: str) -> bool:
+        """Whether a lookup proves ``prompt_id`` is neither queued nor done (a failed lookup
+        proves nothing: False)."""
+        try:
+            return await self.find_prompt(prompt_id) == "unknown"
+        except ClientError:
+            return False
 
     def _unknown(self, prompt_id: str, what: str, status: int | None) -> OutcomeUnknownError:
         """A ``POST /prompt`` answer that does not say whether ComfyUI queued the prompt."""

@@ -94,13 +94,42 @@ def _answering(status: int, body: bytes, sent: list[httpx.Request]) -> httpx.Moc
 async def test_an_answer_that_does_not_prove_a_refusal_is_outcome_unknown(
     autojump_clock: trio.abc.Clock, status: int, body: bytes
 ) -> None:
-    """A 5xx (a proxy's 503 included), or a 200 we cannot read: sent once, outcome unknown."""
+    """A 5xx (a proxy's 503 included), or a 200 we cannot read: sent once, outcome unknown
+    (a 503's lookup, answered 503 too here, proves nothing: not sent again)."""
     sent: list[httpx.Request] = []
     async with httpx.AsyncClient(transport=_answering(status, body, sent)) as http:
         client = ComfyUIClient("http://comfy.invalid", http=http, rng=random.Random(0))
         with pytest.raises(OutcomeUnknownError, match="find_prompt"):
             await client.submit(workflow("invert_save"), new_prompt_id(), "c")
-    assert len(sent) == 1
+    assert [r.url.path for r in sent if r.method == "POST"] == ["/prompt"]
+
+
+async def test_a_503_with_nothing_queued_is_sent_again_once_a_lookup_shows_it_absent(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A proxy answers 503 while ComfyUI restarts (nothing forwarded). Given up at once,
+    each such answer cost the job an attempt: three in a row failed a job that ComfyUI
+    would have run (soak seed 48: RetriesExhausted). The prompt is looked up, absent, and
+    sent again under the same id after a pause: queued, no attempt lost."""
+    sent: list[str] = []
+    pid = new_prompt_id()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/prompt":
+            if sent.count("POST /prompt") == 1:
+                return httpx.Response(503, content=b"upstream connect error")
+            return httpx.Response(200, json={"prompt_id": pid, "number": 3, "node_errors": {}})
+        if request.url.path == "/queue":
+            return httpx.Response(200, json={"queue_running": [], "queue_pending": []})
+        return httpx.Response(200, json={})  # /history/{id}: not there
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = ComfyUIClient("http://comfy.invalid", http=http, rng=random.Random(0))
+        queued = await client.submit(workflow("invert_save"), pid, "c")
+    assert queued.prompt_id == pid
+    assert sent.count("POST /prompt") == 2
+    assert sent.index("GET /queue") < len(sent) - 1  # looked up before sending again
 
 
 async def test_a_429_is_resent(autojump_clock: trio.abc.Clock) -> None:
