@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
@@ -47,13 +48,18 @@ async def _run_behind_a_gateway(
     return log, state, jobs, sims
 
 
+@pytest.mark.parametrize("statuses", [(502, 504), (503,)])
 async def test_a_prompt_answered_by_a_gateway_after_queueing_runs_once(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, statuses: tuple[int, ...]
 ) -> None:
-    """Every POST /prompt queued, then answered 502/504: each job finds its prompt by id and
-    succeeds on its first attempt; every prompt ran exactly once."""
+    """Every POST /prompt queued, then answered 502/504, or the proxy's 503 (Envoy's
+    "upstream connect error or disconnect/reset before headers"; before 27be7fc it was
+    resent, and each resend queued it again): each job finds its prompt by id and succeeds
+    on its first attempt; every prompt ran exactly once."""
     faults = ComfyFaults(
-        gateway_error_after_accept_rate=1.0, gateway_error_paths=frozenset({"/prompt"})
+        gateway_error_after_accept_rate=1.0,
+        gateway_error_paths=frozenset({"/prompt"}),
+        gateway_error_statuses=statuses,
     )
     log, state, jobs, sims = await _run_behind_a_gateway(tmp_path, faults, 2)
     for job in jobs:
