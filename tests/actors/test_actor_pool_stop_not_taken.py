@@ -51,6 +51,15 @@ async def _stopped_idle(rig: Rig) -> str:
     return sid
 
 
+async def _ends_billed_as_the_cloud_bills(rig: Rig, sid: str) -> None:
+    """Past any lease: nothing runs, and the ledger is the cloud's bill."""
+    await trio.sleep(1800)
+    assert rig.sim.running() == []
+    bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
+    ours = rig.state.machines[sid]
+    assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+
+
 async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_forgotten(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -67,11 +76,7 @@ async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_
         await trio.sleep(15)
         hidden.clear()
         taking[0] = True
-        await trio.sleep(1800)
-        assert rig.sim.running() == []
-        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
-        ours = rig.state.machines[sid]
-        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+        await _ends_billed_as_the_cloud_bills(rig, sid)
         assert [e.found for e in rig.events(ev.MachineStoppedAgain)][-1] is True
 
 
@@ -110,11 +115,7 @@ async def test_a_machine_whose_delete_did_not_take_hidden_from_every_listing_is_
         sid = await _stopped_idle(rig)
         hidden.add(sid)
         taking[0] = True  # the DELETEs sent from now on take
-        await trio.sleep(1800)
-        assert rig.sim.running() == []
-        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
-        ours = rig.state.machines[sid]
-        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+        await _ends_billed_as_the_cloud_bills(rig, sid)
 
 
 async def test_a_resume_looks_up_a_machine_whose_delete_did_not_take_left_out_of_its_listing(
@@ -145,11 +146,7 @@ async def test_a_resume_looks_up_a_machine_whose_delete_did_not_take_left_out_of
         await rig.machines.tell(Reconcile(reply))
         with trio.fail_after(600):
             await reply.wait()
-        await trio.sleep(1800)
-        assert rig.sim.running() == []
-        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
-        ours = rig.state.machines[sid]
-        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+        await _ends_billed_as_the_cloud_bills(rig, sid)
 
 
 async def test_the_stop_of_every_machine_answers_once_a_lookup_proves_the_machine_gone(
@@ -230,8 +227,4 @@ async def test_failed_recheck_lookups_do_not_count_past_a_listing_that_shows_the
         assert rig.state.machines[sid].stop_still_up
         hidden.add(sid)
         taking[0] = True  # GET works; the DELETEs sent from now on take
-        await trio.sleep(1800)
-        assert rig.sim.running() == []
-        bills = {b.server_id: (b.billed_seconds, b.reason) for b in rig.sim.billing()}
-        ours = rig.state.machines[sid]
-        assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
+        await _ends_billed_as_the_cloud_bills(rig, sid)
