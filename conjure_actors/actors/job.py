@@ -82,6 +82,7 @@ from conjure_actors.actors.messages import (
     QueueJob,
     ReleaseMachine,
     Reply,
+    SlotFreed,
     WatchLatePrompt,
 )
 from conjure_actors.clients import comfyui as cu
@@ -322,6 +323,15 @@ class PoolPort:
         reply: Reply[None] = Reply()
         await self.ref.tell(PollNow(reply))
         await reply.wait()
+
+    def slot_freed(self, server_id: str, job_id: str) -> None:
+        """The job's prompt finished executing on ``server_id``: its slot may go to the next
+        job while it stores its outputs (a hint that never waits: if the mailbox is full,
+        the release that follows frees the slot anyway)."""
+        try:
+            self.ref.tell_nowait(SlotFreed(server_id, job_id))
+        except (ActorStoppedError, MailboxFullError) as exc:
+            log.debug("slot_freed(%s, %s): %s", server_id, job_id, exc)
 
     def cancel_lease(self, job_id: str) -> None:
         try:
@@ -1019,6 +1029,12 @@ class WorkflowActor(Actor):
                 # The follow's child goes on downloading the outputs (_Saved, _Downloaded).
                 if self.job.execution != "succeeded":
                     await self.emit(ev.ExecutionSucceeded(job_id=jid, prompt_id=pid, at=now))
+                # ComfyUI is done with the prompt: the job no longer takes one of its
+                # machine's slots (decide.slots_taken), though it holds the lease while it
+                # stores the outputs. The pool gives the slot to a waiting job now.
+                lease = self._lease
+                if lease is not None and isinstance(self.pool, PoolPort):
+                    self.pool.slot_freed(lease.server_id, jid)
             case cu.PromptFailed():
                 await self.emit(
                     ev.ExecutionFailed(

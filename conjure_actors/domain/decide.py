@@ -59,6 +59,7 @@ __all__ = [
     "request_launch",
     "resume_job",
     "retry_job",
+    "slots_taken",
     "start_job",
     "stop_machine",
     "submit_job",
@@ -451,8 +452,24 @@ def machine_ready(
     )
 
 
+def slots_taken(state: State, machine: Machine) -> int:
+    """How many of ``machine``'s ``max_jobs`` slots its leases take: a lease whose job's
+    prompt has finished executing on it (``ExecutionSucceeded``: ComfyUI is done with it)
+    takes none. Its job still holds the lease (the machine is not idle, not stopped, renewed
+    as busy) while it downloads and stores its outputs, but the next job's prompt can go to
+    ComfyUI meanwhile: a slot is ComfyUI's work, not our download."""
+    taken = 0
+    jobs = state.jobs
+    for job_id in machine.leases:
+        job = jobs.get(job_id)
+        if job is None or job.execution != "succeeded" or job.server_id != machine.server_id:
+            taken += 1
+    return taken
+
+
 def lease_machine(state: State, server_id: str, job_id: str, *, at: float) -> ev.MachineLeased:
-    """Hand a ready machine to an active job, within the machine's job limit."""
+    """Hand a ready machine to an active job, within the machine's job limit (its slots:
+    :func:`slots_taken`)."""
     machine = _machine(state, server_id)
     job = _job(state, job_id)
     if machine.status != M_READY:
@@ -461,9 +478,10 @@ def lease_machine(state: State, server_id: str, job_id: str, *, at: float) -> ev
         raise CommandRejectedError(f"job {job_id} is {job.status}: it needs no machine")
     if job_id in machine.leases:
         raise CommandRejectedError(f"job {job_id} already leases machine {server_id}")
-    if len(machine.leases) >= machine.max_jobs:
+    taken = slots_taken(state, machine)
+    if taken >= machine.max_jobs:
         raise CommandRejectedError(
-            f"machine {server_id} already runs {len(machine.leases)} of {machine.max_jobs} jobs"
+            f"machine {server_id} already runs {taken} of {machine.max_jobs} jobs"
         )
     return ev.MachineLeased(server_id=server_id, job_id=job_id, at=at)
 

@@ -366,3 +366,45 @@ async def test_a_job_on_an_attached_dev_machine_whose_socket_opens_launches_noth
             leased = {m.server_id: m.kind for m in conjure.state.machines.values()}
     names = [type(r.event).__name__ for r in log.records()]
     assert "MachineLaunchRequested" not in names, leased
+
+
+async def test_the_next_prompt_goes_while_a_job_stores_its_outputs(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """One slot, downloads that take 30 s: the second job's prompt is submitted once the
+    first's has run, while the first still downloads and holds its lease (released after
+    its success, never before: the machine was never idle meanwhile)."""
+    from conjure_actors.sim.comfyui import ComfyFaults
+
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    slow = ComfyFaults(slow_download_rate=1.0, slow_download_seconds=30.0)
+    async with open_test_cloud(wall.now, comfy_faults=slow) as cloud:
+        url, sim = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud, jobs_per_machine=1), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            first = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            second = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="y")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert {conjure.state.jobs[j].status for j in (first, second)} == {"succeeded"}
+    events = [r.event for r in log.records()]
+
+    def at(name: str, job: str) -> int:
+        return next(i for i, e in enumerate(events) if type(e).__name__ == name and e.job_id == job)
+
+    assert at("ExecutionSucceeded", first) < at("PromptSubmitted", second)
+    assert at("PromptSubmitted", second) < at("JobSucceeded", first)
+    assert at("JobSucceeded", first) < at("MachineReleased", first)
+    # Never more than one prompt in ComfyUI's hands at a time (one slot).
+    state = initial_state()
+    for e in events:
+        apply(state, e)
+        for m in state.machines.values():
+            running = [
+                j
+                for j in m.leases
+                if state.jobs[j].execution in ("submitting", "submitted", "started")
+            ]
+            assert len(running) <= 1
+    assert len(sim.prompts_run) == 2
