@@ -1154,6 +1154,11 @@ class WorkflowActor(Actor):
             return
         if lease.lost.is_set():  # stopped or vanished: nothing runs there any more
             return
+        if prompt_id == self.job.prompt_id and self.job.execution == "succeeded":
+            # It has run: nothing to stop. The machine's ComfyUI may already run the next
+            # job's prompt (a slot is freed at the success), which a ComfyUI that ignores
+            # /interrupt's prompt id would stop instead.
+            return
         posting = self._posts.get(prompt_id)
         if posting is not None:  # its POST may land after a DELETE sent now: wait for it
             with trio.CancelScope(shield=True), trio.move_on_after(POST_PATIENCE) as waiting:

@@ -452,17 +452,30 @@ def machine_ready(
     )
 
 
+_OWN_EXECUTION: Final = frozenset({RUNNING}) | TERMINAL
+"""Job statuses whose ``execution`` is the current attempt's (``JobStarted`` resets it)."""
+
+
 def slots_taken(state: State, machine: Machine) -> int:
     """How many of ``machine``'s ``max_jobs`` slots its leases take: a lease whose job's
     prompt has finished executing on it (``ExecutionSucceeded``: ComfyUI is done with it)
     takes none. Its job still holds the lease (the machine is not idle, not stopped, renewed
     as busy) while it downloads and stores its outputs, but the next job's prompt can go to
-    ComfyUI meanwhile: a slot is ComfyUI's work, not our download."""
+    ComfyUI meanwhile: a slot is ComfyUI's work, not our download.
+
+    Only a job that is running (or has ended) has an ``execution`` of its own: a job leased
+    again for a retry keeps its earlier attempt's until its ``JobStarted``, so its lease takes
+    a slot until then (its next prompt is still to come)."""
     taken = 0
     jobs = state.jobs
     for job_id in machine.leases:
         job = jobs.get(job_id)
-        if job is None or job.execution != "succeeded" or job.server_id != machine.server_id:
+        if (
+            job is None
+            or job.status not in _OWN_EXECUTION
+            or job.execution != "succeeded"
+            or job.server_id != machine.server_id
+        ):
             taken += 1
     return taken
 

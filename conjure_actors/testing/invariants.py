@@ -19,6 +19,7 @@ listing every one. Call it after every step of a test (the state machine does).
   it) by more than one lease;
 - ``prompts``: every prompt a ComfyUI executed was logged (``PromptSubmitting``) before it
   was sent, no prompt id ran twice, and no job attempt ran two prompts;
+- ``slots``: no machine ever had more of our prompts in ComfyUI at once than its jobs limit;
 - ``outputs``: every saved output is on disk with the logged size and sha256, byte-identical
   to a file the simulator produced;
 - ``actors``: no actor crashed. Every fault the harness injects is one the actors must handle
@@ -435,6 +436,40 @@ def check_prompts(h: Harness) -> list[str]:
     return problems
 
 
+_IN_COMFYUI: Final = frozenset({"submitting", "submitted", "started"})
+_SLOT_EVENTS: Final = (ev.PromptSubmitting, ev.ExecutionStarted, ev.MachineLeased, ev.JobResumed)
+
+
+def check_slots(h: Harness) -> list[str]:
+    """No machine ever had more of our prompts in ComfyUI's hands at once than its
+    ``max_jobs``: folded from the log (jobs running there whose execution is submitting,
+    submitted or started), not from ``decide.slots_taken``, which it checks."""
+    state = st.initial_state()
+    for record in h.log.records():
+        event = record.event
+        st.apply(state, event)
+        if not isinstance(event, _SLOT_EVENTS):
+            continue
+        server_id = getattr(event, "server_id", None)
+        if server_id is None:
+            job = state.jobs.get(event.job_id)
+            server_id = job.server_id if job is not None else None
+        machine = state.machines.get(server_id) if server_id is not None else None
+        if machine is None:
+            continue
+        running = [
+            job.job_id
+            for job in (state.jobs.get(j) for j in machine.leases)
+            if job is not None and job.status == st.RUNNING and job.execution in _IN_COMFYUI
+        ]
+        if len(running) > machine.max_jobs:
+            return [
+                f"slots: machine {machine.server_id} (max_jobs {machine.max_jobs}) had the"
+                f" prompts of {', '.join(running)} at once (seq {record.seq})"
+            ]
+    return []
+
+
 def check_outputs(h: Harness) -> list[str]:
     """Saved outputs on disk, as logged, byte-identical to what a simulator produced."""
     if not h.running:
@@ -484,6 +519,7 @@ CHECKS: Final = (
     check_machines,
     check_ledger,
     check_prompts,
+    check_slots,
     check_outputs,
     check_actors,
 )
