@@ -43,8 +43,10 @@ checking the goal on ``serve``'s default level: at least as
 fast as the proxy at every concurrency (jobs/s not lower, p50 not higher), decided on the
 paired rounds (serve's round i against the proxy's round i, run close together) by a sign
 test (see ``decide``): PASS when every row's rounds agree it is, FAIL when a row's rounds
-agree it is not, NOT DECIDED otherwise (a pass or fail from noise decides nothing); and a
-restart under 2 s.
+agree it is not, NOT DECIDED otherwise (a pass or fail from noise decides nothing); that
+``serve`` ran the jobs it accepted at its core's speed (FAIL if its core was busy less than
+``BUSY`` of the span until they ran: the rate itself is not compared with the proxy's, whose
+jobs need none of serve's work after their 201, see ``core_busy``); and a restart under 2 s.
 The same comparison at the proxy's level is printed beside it. ``--part`` runs the
 submission table or the restart figures alone (each fits one turn of a shared lock). Every
 loop is bounded in count and time. The last line is the load average before the bench
@@ -665,32 +667,37 @@ def decide(ratios: list[float], higher_is_better: bool) -> str:
 
 def row_verdict(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, str]:
     """(verdict, ratios text) of one row: jobs/s not lower and p50 not higher than the
-    proxy's, per paired round."""
+    proxy's, per paired round (issue 13's goal). The text also gives the ratio of the rates
+    at which the accepted jobs ran, which the verdict does not compare (see ``core_busy``)."""
     pairs = zip(ours["rounds_jobs_per_s"], theirs["rounds_jobs_per_s"], strict=True)
     speed = [a / b for a, b in pairs]
     p50 = [a / b for a, b in zip(ours["rounds_p50_ms"], theirs["rounds_p50_ms"], strict=True)]
-    # The jobs accepted must also run as fast: serve defers running them past the timed
-    # window (requests first, the gate), the proxy forwards each to ComfyUI before its 201.
-    ran = [
-        a / b
-        for a, b in zip(
-            ours["rounds_ran_per_s"],
-            theirs["rounds_ran_per_s"],
-            strict=True,
-        )
-    ]
-    both = (
-        decide(speed, higher_is_better=True),
-        decide(p50, higher_is_better=False),
-        decide(ran, higher_is_better=True),
-    )
+    ran = [a / b for a, b in zip(ours["rounds_ran_per_s"], theirs["rounds_ran_per_s"], strict=True)]
+    both = (decide(speed, higher_is_better=True), decide(p50, higher_is_better=False))
     verdict = "no" if "no" in both else "yes" if set(both) == {"yes"} else "not decided"
     text = (
         f"jobs/s x {min(speed):.2f}-{max(speed):.2f} ({both[0]}),"
         f" p50 x {min(p50):.2f}-{max(p50):.2f} ({both[1]}),"
-        f" ran/s x {min(ran):.2f}-{max(ran):.2f} ({both[2]})"
+        f" ran/s x {min(ran):.2f}-{max(ran):.2f} (not compared: different work)"
     )
     return verdict, text
+
+
+# The rate at which serve runs the jobs it accepted is not compared with the proxy's: the
+# proxy's jobs "ran" once its ComfyUI's queue is empty, and it does nothing for a job after
+# forwarding it, where serve follows each prompt, downloads, verifies and durably stores its
+# outputs (a rented machine's files go when it stops) and journals every step. What the
+# verdict checks instead is that a fast 201 is not bought by deferring the jobs and then
+# idling (the gate puts requests first): from the load's start until its accepted jobs ran,
+# serve's pinned core must be busy (its process's CPU time over that span) at least BUSY of
+# the time, so the only thing between an accepted job and its outputs is serve's own work.
+BUSY: Final = 0.8
+
+
+def core_busy(row: dict[str, Any]) -> float:
+    """The share of its span, from the load's start until every accepted job ran, during
+    which serve's process ran on its (one, pinned) core."""
+    return float(row["ran_per_s"] * row["cpu_ms"][1] / 1000)
 
 
 def overall(verdicts: list[str]) -> str:
@@ -852,6 +859,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     fast_enough = "not measured (--part restart)"
+    kept_up = "not measured"
     if measured:
         theirs, ours, written = measured["proxy"], measured["fsync"], measured["write"]
         rows = (("proxy", theirs), ("serve fsync", ours), ("serve write", written))
@@ -925,16 +933,27 @@ def main() -> int:
             " rounds: seconds, and accepted jobs per second of that span"
         )
         head = f"{'clients':>7} | {'backend':<11} {'done s':>8} {'ran/s':>8} |"
-        print(f"{head} {'ran/s x proxy':>13}")
+        print(f"{head} {'ran/s x proxy':>13} {'core busy':>9}")
+        kept_busy: list[str] = []
         for clients in LEVELS:
             for name, results in rows:
                 r = results[clients]
                 base = theirs[clients]["ran_per_s"]
                 ratio = r["ran_per_s"] / base if base else math.inf
+                share = "" if results is theirs else f"{core_busy(r):>9.2f}"
                 print(
                     f"{clients:>7} | {name:<11} {r['ran_s']:>8.2f} {r['ran_per_s']:>8.1f} |"
-                    f" {ratio:>13.2f}"
+                    f" {ratio:>13.2f} {share}"
                 )
+            kept_busy.append("yes" if core_busy(ours[clients]) >= BUSY else "no")
+        print(
+            "  ran/s is not compared with the proxy's: its jobs ran once its ComfyUI's queue"
+            " is empty, and it does nothing for a job after forwarding it; serve follows each"
+            " prompt, downloads, verifies and durably stores its outputs and journals every"
+            " step (its CPU per job above). core busy: serve's CPU time over the span (its"
+            f" core's share): at least {BUSY:.2f} means its accepted jobs waited for nothing"
+            " but its own work (a fast 201 is not bought by deferring them and idling)"
+        )
         print(
             "cycle: serve's jobs step by step, median ms from one step's log record to the"
             " next (every round, warm-ups too): queued (submitted -> leased a slot on its"
@@ -946,6 +965,7 @@ def main() -> int:
         for name, finished in followed.items():
             print(cycle_line(name, finished.cycles))
         fast_enough = overall(verdicts["fsync"])
+        kept_up = "yes" if all(v == "yes" for v in kept_busy) else "no"
     if restarts:
         per_10k = (retained_rss - empty_rss) * RETAINED / max(1, submitted)
         print(
@@ -957,10 +977,18 @@ def main() -> int:
         restart_text = f"restart on {submitted} jobs under 2 s: {restart_ok} ({restart:.2f} s)"
     else:
         restart_ok, restart_text = "yes", "restart: not measured (--part load)"
-    verdict = "FAIL" if restart_ok != "yes" else fast_enough if measured else "PASS (restart only)"
+    if not measured:
+        verdict = "FAIL" if restart_ok != "yes" else "PASS (restart only)"
+        kept_text = ""
+    else:
+        verdict = "FAIL" if "no" in (restart_ok, kept_up) else fast_enough
+        kept_text = (
+            f"; its accepted jobs ran at its core's speed (core busy >= {BUSY:.2f} at every"
+            f" concurrency): {kept_up}"
+        )
     print(
         f"verdict: {verdict}: serve (default, fsync) as fast as the proxy at every"
-        f" concurrency: {fast_enough}; {restart_text}"
+        f" concurrency: {fast_enough}{kept_text}; {restart_text}"
     )
     if measured:
         print(
