@@ -31,6 +31,7 @@ from conjure_actors.config import Config
 from conjure_actors.domain.preflight import PromptRefusal
 from conjure_actors.domain.prices import PriceTable
 from conjure_actors.domain.state import State
+from conjure_actors.runtime.disk import DiskCommitter, disk_committer
 from eventlog import Record
 
 WsConnect = Callable[[str], AbstractAsyncContextManager[Any]]
@@ -141,6 +142,7 @@ class Context:
     appended: int = 0
     ids: Ids = uuid.uuid4
     prompt_check: PromptCheck | None = None  # a prompt checked before its POST (None: not)
+    disk: DiskCommitter | None = None  # writes output files (None: the trio run's shared one)
     _graphs: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False, repr=False)
     _derived: dict[tuple[str, str], Any] = attrs.field(factory=dict, init=False, repr=False)
 
@@ -170,6 +172,12 @@ class Context:
 
     def now(self) -> float:
         return self.wall.now()
+
+    def committer(self) -> DiskCommitter:
+        """The group committer of the run's durable file writes (a job's outputs): one per
+        process (the trio run's, :func:`~conjure_actors.runtime.disk.disk_committer`),
+        shared by every job, unless ``disk`` names another."""
+        return self.disk if self.disk is not None else disk_committer()
 
     def require_runcomfy(self) -> RunComfy:
         """The RunComfy client, for code that runs only in runcomfy or simulated mode."""

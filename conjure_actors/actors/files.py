@@ -1,9 +1,8 @@
 """Small local file operations of the actors (inputs kept for resume, outputs written).
 
-They run inline, not in a worker thread: the files are small (an input sketch, a PNG, a
-mesh), and a worker thread would let ``trio.testing.MockClock`` jump simulated time forward
-while the thread runs (autojump sees every task blocked), which makes runs under the
-property harness and the benchmarks non-deterministic.
+:func:`write_atomic` is blocking; a job's outputs go through the run's group committer
+(:func:`commit_atomic`, ``conjure_actors.runtime.disk``), which writes them in its own thread,
+several files per batch with their directory fsyncs shared.
 
 Durability: a file is written to a temporary file in its own directory, fsynced, renamed
 over its final name, and the directory is fsynced, so that after a crash or a power loss
@@ -22,17 +21,22 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from conjure_actors.clients.download import fsync_dir, fsync_made, open_temp_beside, unmake_dirs
+from conjure_actors.clients.download import fsync_dir, open_temp_beside, unmake_dirs
 from conjure_actors.clients.errors import UnsafeOutputNameError
+
+if TYPE_CHECKING:
+    from conjure_actors.runtime.disk import DiskCommitter
 
 __all__ = [
     "MAX_COMPONENT_BYTES",
     "MAX_RELATIVE_BYTES",
+    "AtomicWrite",
     "UnsafeOutputNameError",
+    "commit_atomic",
     "fsync_dir",
     "hash_file",
     "intact",
@@ -62,31 +66,63 @@ def read_bytes(path: Path) -> bytes:
 
 def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` durably: temp file, fsync, rename, directory fsync (and
-    the parent's of each folder made for it).
+    the parent's of each folder made for it). Blocking; async code hands an
+    :class:`AtomicWrite` to the run's group committer instead (:func:`commit_atomic`).
 
     ``mode``: the file's exact permission bits from its creation on (``0o600`` for a
     secret: never readable by others, not even for a moment); ``None`` follows the umask.
     """
-    made: list[Path] = []
-    fd, tmp = open_temp_beside(path, 0o666 if mode is None else mode, made)
-    try:
+    write = AtomicWrite(path, data, mode=mode)
+    write.put_in_place()
+    write.make_durable(fsync_dir)
+
+
+class AtomicWrite:
+    """:func:`write_atomic` in the two halves a group committer runs (a
+    ``conjure_actors.runtime.disk.FileCommit``): the file written, fsynced and renamed,
+    then its directories fsynced."""
+
+    __slots__ = ("_made", "data", "mode", "path")
+
+    def __init__(self, path: Path, data: bytes, *, mode: int | None = None) -> None:
+        self.path = path
+        self.data = data
+        self.mode = mode
+        self._made: list[Path] = []
+
+    def put_in_place(self) -> None:
+        """Temp file (its folder made if missing), write, fsync, rename; on failure the
+        temp file and the folders made for it are removed."""
+        mode = self.mode
+        fd, tmp = open_temp_beside(self.path, 0o666 if mode is None else mode, self._made)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if mode is not None:
-                os.fchmod(fd, mode)  # exactly, whatever the umask
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        unmake_dirs(made)
-        raise
-    fsync_dir(path.parent)
-    fsync_made(made)
+            try:
+                view = memoryview(self.data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if mode is not None:
+                    os.fchmod(fd, mode)  # exactly, whatever the umask
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            unmake_dirs(self._made)
+            raise
+
+    def make_durable(self, fsync_dir: Callable[[Path], None]) -> None:
+        """Fsync the file's directory, then the parent of each folder made for it."""
+        fsync_dir(self.path.parent)
+        for folder in reversed(self._made):
+            fsync_dir(folder.parent)
+
+
+async def commit_atomic(disk: DiskCommitter, path: Path, data: bytes) -> None:
+    """:func:`write_atomic` through ``disk`` (the run's group committer): returns once the
+    file and its directories are fsynced; ``OSError`` as :func:`write_atomic` raises it."""
+    await disk.commit(AtomicWrite(path, data))
 
 
 def keep_input(folder: Path, name: str, data: bytes) -> Path:

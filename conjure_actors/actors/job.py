@@ -1684,7 +1684,7 @@ class WorkflowActor(Actor):
                 o.path == str(path) and o.sha256 == digest for o in self.job.outputs
             ) and files.intact(path, digest):
                 return  # an earlier attempt saved this very image (a re-run sends them all)
-            await trio.to_thread.run_sync(files.write_atomic, path, image.data)
+            await files.commit_atomic(self.ctx.committer(), path, image.data)
         except (OSError, cerr.UnsafeOutputNameError) as exc:
             failure = AttemptFailure("fatal", f"node {node_id}: cannot save {filename}: {exc}")
             await self._report(_Failed(token, failure, suspect=False))
@@ -1722,6 +1722,7 @@ class WorkflowActor(Actor):
                     path,
                     max_bytes=self.ctx.config.downloads.max_bytes,
                     stall_timeout=self.ctx.config.downloads.stall_seconds,
+                    disk=self.ctx.committer(),
                 )
             except cerr.ClientError as exc:
                 await self._report(

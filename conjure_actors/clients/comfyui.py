@@ -45,7 +45,7 @@ import wsproto.utilities
 
 from conjure_actors.clients import comfyui_wire as wire
 from conjure_actors.clients.bodies import abandon, excerpt, send_capped
-from conjure_actors.clients.download import DEFAULT_MAX_DOWNLOAD_BYTES, FileSink
+from conjure_actors.clients.download import DEFAULT_MAX_DOWNLOAD_BYTES, Committer, FileSink
 from conjure_actors.clients.errors import (
     ClientError,
     ComfyUIError,
@@ -1455,6 +1455,7 @@ class ComfyUIClient:
         *,
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        disk: Committer | None = None,
     ) -> tuple[int, str]:
         """Stream ``/view`` of ``output`` into ``path`` durably: ``(size, sha256 hex)``.
 
@@ -1462,7 +1463,8 @@ class ComfyUIClient:
         is hashed; it must match its Content-Length and its format's signature, then it is
         fsynced and renamed into place. Nothing is held in memory but one chunk, or a small
         body whole (up to ``download.MEMORY_BYTES``: written, fsynced and renamed in one
-        worker thread call).
+        worker thread call). ``disk``: a group committer that does that file work, shared
+        with other files (the run's); None: one ``trio.to_thread.run_sync`` of its own.
 
         Bounded against a hostile or broken server: more than ``max_bytes`` raises
         :class:`DownloadTooLargeError` at once (declared or streamed; not retried); no byte
@@ -1475,7 +1477,9 @@ class ComfyUIClient:
         problem, stalled = "no attempt made", False
         for attempt in range(self.policy.attempts):
             try:
-                return await self._download_once(output, path, params, max_bytes, stall_timeout)
+                return await self._download_once(
+                    output, path, params, max_bytes, stall_timeout, disk
+                )
             except _RetryDownload as retry:
                 problem, stalled, wait = retry.problem, retry.stalled, retry.retry_after
             log.info("%s: %s: %s; retrying", self.name, output.shown, problem)
@@ -1497,6 +1501,7 @@ class ComfyUIClient:
         params: dict[str, str],
         max_bytes: int,
         stall_timeout: float,
+        disk: Committer | None,
     ) -> tuple[int, str]:
         """One streamed attempt; a problem worth another attempt raises _RetryDownload."""
         # Ask for the bytes as they are: a compressed body would be inflated in memory a
@@ -1525,7 +1530,10 @@ class ComfyUIClient:
             problem = signature_problem(output.filename, sink.head, sink.tail, sink.size)
             if problem:
                 raise _RetryDownload(problem)
-            await trio.to_thread.run_sync(sink.commit)  # fsyncs: off the event loop
+            if disk is not None:
+                await disk.commit(sink)  # fsyncs: off the event loop, in a shared batch
+            else:
+                await trio.to_thread.run_sync(sink.commit)  # fsyncs: off the event loop
         finally:
             sink.abort()
         return sink.size, sink.sha256

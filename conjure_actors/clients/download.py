@@ -11,10 +11,11 @@ directory where the file should go) becomes :class:`DownloadError`.
 
 Small bodies (most outputs: a PNG, a short mesh) stay in memory until :meth:`commit`, which
 then does all the file work at once (folder, temporary file, write, fsync, rename, folder
-fsync) in the one worker thread the caller runs it in: the event loop makes no file system
-call for them (a ``mkdir`` and an ``open`` on the loop cost more than the rest of the
-download). The first chunk that takes a body past :data:`MEMORY_BYTES` opens the temporary
-file and the body streams to disk from then on, as large ones always did.
+fsync) in the one worker thread the caller runs it in (a group committer's, shared with
+every other file of its batch, or a ``trio.to_thread.run_sync`` of its own): the event loop
+makes no file system call for them (a ``mkdir`` and an ``open`` on the loop cost more than
+the rest of the download). The first chunk that takes a body past :data:`MEMORY_BYTES` opens
+the temporary file and the body streams to disk from then on, as large ones always did.
 
 The helpers :func:`open_temp_beside` and :func:`fsync_dir` are shared with
 ``conjure_actors.actors.files`` (the actors' durable writes).
@@ -25,14 +26,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
 from conjure_actors.clients.errors import DownloadError, DownloadTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "MEMORY_BYTES",
+    "Committer",
     "FileSink",
     "fsync_dir",
     "fsync_made",
@@ -43,6 +46,18 @@ __all__ = [
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 2 * 1024**3
 MEMORY_BYTES: Final = 1024 * 1024
 """A body up to this size is held in memory until :meth:`FileSink.commit` writes it."""
+
+
+class Committer(Protocol):
+    """A group committer of durable file writes (``conjure_actors.runtime.disk.
+    DiskCommitter``, passed in by the caller: clients know no runtime): it runs the
+    sink's :meth:`FileSink.put_in_place` then :meth:`FileSink.make_durable` in its own
+    thread, sharing directory fsyncs among the files of a batch, and returns once both ran
+    (raising what they raised)."""
+
+    async def commit(self, item: Any) -> Any: ...
+
+
 _TEMP_IDS: Final = itertools.count()
 _HEAD: Final = 16
 _TAIL: Final = 16
@@ -199,7 +214,14 @@ class FileSink:
         """(Write a body held in memory,) fsync, rename over the final name, fsync the
         directory (and the parent of each folder made for the file). Blocking (file system
         calls, two fsyncs, one more per folder made): async callers run it in a worker
-        thread (``trio.to_thread.run_sync(sink.commit)``)."""
+        thread (``trio.to_thread.run_sync(sink.commit)``), or hand the sink to a group
+        committer (:class:`Committer`), which runs its two halves below."""
+        self.put_in_place()
+        self.make_durable(fsync_dir)
+
+    def put_in_place(self) -> None:
+        """The first half of :meth:`commit`: (write a body held in memory,) fsync, rename
+        over the final name. Blocking."""
         assert not self._done, "FileSink.commit after commit or abort"
         try:
             if self._held is not None:
@@ -217,8 +239,17 @@ class FileSink:
             os.replace(self._tmp, self.path)
             self._tmp = None
             self._done = True
+        except OSError as exc:
+            raise self._local(exc) from exc
+
+    def make_durable(self, fsync_dir: Callable[[Path], None]) -> None:
+        """The second half of :meth:`commit`, after :meth:`put_in_place`: fsync the
+        directory and the parent of each folder made, through ``fsync_dir`` (a group
+        committer's fsyncs each directory once per batch). Blocking."""
+        try:
             fsync_dir(self.path.parent)
-            fsync_made(self._made)
+            for folder in reversed(self._made):
+                fsync_dir(folder.parent)
             self._made.clear()  # kept: abort (always called after) must not unmake them
         except OSError as exc:
             raise self._local(exc) from exc

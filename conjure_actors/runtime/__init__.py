@@ -8,6 +8,8 @@
 - :class:`PriorityGate`: foreground work first; a background supervisor's actors wait for
   their turn (bounded) before each message, their tasks at :func:`background_checkpoint`.
 - Lifecycle events (:mod:`~conjure_actors.runtime.events`) go to an :class:`EventSink`.
+- :class:`DiskCommitter` (:func:`disk_committer`: the run's): group commit of durable file
+  writes (:class:`FileCommit`), one worker thread, one wake-up per batch.
 - Errors: :class:`ActorError` and its subclasses (:mod:`~conjure_actors.runtime.errors`).
 """
 
@@ -20,6 +22,13 @@ from conjure_actors.runtime.actor import (
     Reply,
     Status,
     shielded,
+)
+from conjure_actors.runtime.disk import (
+    DiskCommitter,
+    DiskStatistics,
+    FileCommit,
+    disk_committer,
+    fsync_dir,
 )
 from conjure_actors.runtime.errors import (
     ActorError,
@@ -90,8 +99,11 @@ __all__ = [
     "AskTimeoutError",
     "Backoff",
     "ChildSpec",
+    "DiskCommitter",
+    "DiskStatistics",
     "EscalationError",
     "EventSink",
+    "FileCommit",
     "GateStatistics",
     "Intensity",
     "LifecycleEvent",
@@ -109,6 +121,8 @@ __all__ = [
     "SupervisorStatistics",
     "background_checkpoint",
     "default_scrub",
+    "disk_committer",
+    "fsync_dir",
     "open_actor_system",
     "shielded",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -569,3 +570,56 @@ def test_abort_after_commit_touches_no_folder(
     sink.abort()
     assert synced == [tmp_path / "job", tmp_path]
     assert (tmp_path / "job" / "data.bin").read_bytes() == BIG
+
+
+class GatedCommitter:
+    """A committer (``download.Committer``) that holds every commit until ``release``,
+    then runs it inline (the sink's two halves), counting them."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.release = trio.Event()
+        self.synced: list[Path] = []
+
+    async def commit(self, item: Any) -> Any:
+        self.queued += 1
+        await self.release.wait()
+        item.put_in_place()
+        return item.make_durable(self.synced.append)
+
+
+async def test_download_to_commits_through_the_committer_it_is_given(tmp_path: Path) -> None:
+    """With ``disk``, the file is written, renamed and its folders fsynced by the committer."""
+    hits: list[int] = []
+    disk = GatedCommitter()
+    disk.release.set()
+    target = tmp_path / "job" / "final" / OUTPUT.filename
+    async with client_for(lambda r: httpx.Response(200, content=PNG), hits) as http:
+        size, _ = await comfy(http).download_to(OUTPUT, target, disk=disk)
+    assert (disk.queued, size) == (1, len(PNG))
+    assert target.read_bytes() == PNG
+    # the file's folder, then the parent of each folder made for it, innermost first
+    assert disk.synced == [target.parent, tmp_path / "job", tmp_path]
+    assert leftovers(tmp_path) == [OUTPUT.filename]
+
+
+async def test_a_download_cancelled_while_its_commit_is_queued_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """Cancelled while queued at the committer: no temporary file, no final file (a body
+    past MEMORY_BYTES, already streamed to its temporary file, is removed)."""
+    body = PNG[:16] + bytes(MEMORY_BYTES) + PNG[16:]
+    disk = GatedCommitter()
+    hits: list[int] = []
+    target = tmp_path / "job" / OUTPUT.filename
+    async with client_for(lambda r: httpx.Response(200, content=body), hits) as http:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(comfy(http).download_to, OUTPUT, target, disk=disk)
+                )
+                await trio.testing.wait_all_tasks_blocked()
+                assert disk.queued == 1
+                assert [p.endswith(".part") for p in leftovers(tmp_path)] == [True]
+                nursery.cancel_scope.cancel()
+    assert leftovers(tmp_path) == []

@@ -33,7 +33,17 @@ class Blower(Actor):
 def test_public_names_are_exported() -> None:
     """runtime.__all__ lists exactly the public names, each importable."""
     public = {n for n in dir(runtime) if not n.startswith("_")}
-    modules = {"actor", "errors", "events", "gate", "policy", "sink", "supervisor", "system"}
+    modules = {
+        "actor",
+        "disk",
+        "errors",
+        "events",
+        "gate",
+        "policy",
+        "sink",
+        "supervisor",
+        "system",
+    }
     assert set(runtime.__all__) == public - modules
     assert all(getattr(runtime, name) is not None for name in runtime.__all__)
     assert runtime.__all__ == sorted(runtime.__all__, key=lambda n: (not n.isupper(), n))

@@ -1,0 +1,294 @@
+"""DiskCommitter: group commit of durable file writes (batches, shared directory fsyncs,
+per-file errors, cancellation, answers only after the fsyncs), in both of its modes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from conjure_actors.runtime.disk import DiskCommitter, FsyncDir, disk_committer
+
+MODES = [pytest.param(True, id="thread"), pytest.param(False, id="task")]
+
+
+class Recorder:
+    """What happened, in order, across the worker thread and the trio thread."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self.lines.append(line)
+
+    def fsync_dir(self, directory: Path) -> None:
+        self.add(f"fsync {directory.name}")
+
+
+class Fake:
+    """A file commit that writes a real file (temp + rename) and records its steps."""
+
+    def __init__(
+        self,
+        rec: Recorder,
+        path: Path,
+        *,
+        fail: bool = False,
+        gate: threading.Event | None = None,
+        made: Path | None = None,
+    ) -> None:
+        self.started = threading.Event()
+        self.rec = rec
+        self.path = path
+        self.fail = fail
+        self.gate = gate
+        self.made = made
+
+    def put_in_place(self) -> None:
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail:
+            self.rec.add(f"failed {self.path.name}")
+            raise OSError(28, "No space left on device")
+        tmp = self.path.with_name(f".{self.path.name}.part")
+        tmp.write_bytes(b"x")
+        os.replace(tmp, self.path)
+        self.rec.add(f"placed {self.path.name}")
+
+    def make_durable(self, fsync_dir: FsyncDir) -> str:
+        fsync_dir(self.path.parent)
+        if self.made is not None:
+            fsync_dir(self.made.parent)
+        return self.path.name
+
+
+@pytest.mark.parametrize("threaded", MODES)
+async def test_commits_queued_together_run_as_one_batch_with_one_fsync_per_directory(
+    tmp_path: Path, threaded: bool
+) -> None:
+    """Files queued in one pass share one batch; a directory is fsynced once per batch."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    (tmp_path / "a").mkdir(exist_ok=True)
+    (tmp_path / "b").mkdir(exist_ok=True)
+    gate = threading.Event()
+    answers: list[str] = []
+
+    async def one(item: Fake, out: list[str] = answers) -> None:
+        out.append(await disk.commit(item))
+
+    first = Fake(rec, tmp_path / "a" / "first", gate=gate)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, first)  # holds the worker until the gate opens
+            await trio.to_thread.run_sync(first.started.wait)
+            for name in ("a/1", "a/2", "b/3", "a/4"):
+                nursery.start_soon(one, Fake(rec, tmp_path / name))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert sorted(answers) == ["1", "2", "3", "4", "first"]
+    stats = disk.statistics()
+    assert (stats.commits, stats.batches, stats.largest) == (5, 2, 4)
+    # the batch: every file placed, then each directory fsynced once
+    assert sorted(rec.lines[-6:-2]) == ["placed 1", "placed 2", "placed 3", "placed 4"]
+    assert sorted(rec.lines[-2:]) == ["fsync a", "fsync b"]
+    await disk.aclose()
+
+
+@pytest.mark.parametrize("threaded", MODES)
+async def test_a_caller_is_answered_only_after_its_file_and_directories_are_fsynced(
+    tmp_path: Path, threaded: bool
+) -> None:
+    """The answer comes after the rename, the directory fsync and the made folder's parent."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    (tmp_path / "new").mkdir()
+    with trio.fail_after(10):
+        name = await disk.commit(Fake(rec, tmp_path / "new" / "x", made=tmp_path / "new"))
+    rec.add(f"answered {name}")
+    assert rec.lines == ["placed x", "fsync new", f"fsync {tmp_path.name}", "answered x"]
+    await disk.aclose()
+
+
+@pytest.mark.parametrize("threaded", MODES)
+async def test_one_file_failing_fails_its_caller_only(tmp_path: Path, threaded: bool) -> None:
+    """A put_in_place error reaches its own caller, as raised; the batch's others succeed."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    results: dict[str, object] = {}
+
+    async def one(name: str, fail: bool) -> None:
+        try:
+            results[name] = await disk.commit(Fake(rec, tmp_path / name, fail=fail))
+        except OSError as exc:
+            results[name] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for name, fail in (("ok1", False), ("bad", True), ("ok2", False)):
+                nursery.start_soon(one, name, fail)
+    assert results["ok1"] == "ok1"
+    assert results["ok2"] == "ok2"
+    bad = results["bad"]
+    assert isinstance(bad, OSError)
+    assert bad.strerror == "No space left on device"
+    await disk.aclose()
+
+
+@pytest.mark.parametrize("threaded", MODES)
+async def test_a_directory_fsync_failing_fails_each_of_its_files_with_its_own_error(
+    tmp_path: Path, threaded: bool
+) -> None:
+    """A directory whose fsync fails is tried once; every file in it fails, each caller with
+    an exception of its own; files elsewhere succeed."""
+    rec = Recorder()
+
+    def fsync_dir(directory: Path) -> None:
+        rec.fsync_dir(directory)
+        if directory.name == "broken":
+            raise OSError(5, "Input/output error", str(directory))
+
+    disk = DiskCommitter(fsync_dir=fsync_dir, threaded=threaded)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "fine").mkdir()
+    results: dict[str, object] = {}
+
+    async def one(name: str) -> None:
+        try:
+            results[name] = await disk.commit(Fake(rec, tmp_path / name))
+        except OSError as exc:
+            results[name] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for name in ("broken/1", "fine/2", "broken/3"):
+                nursery.start_soon(one, name)
+    assert results["fine/2"] == "2"
+    one_error, other = results["broken/1"], results["broken/3"]
+    assert isinstance(one_error, OSError)
+    assert isinstance(other, OSError)
+    assert one_error is not other
+    assert one_error.errno == other.errno == 5
+    assert rec.lines.count("fsync broken") == 1
+    await disk.aclose()
+
+
+@pytest.mark.parametrize("threaded", MODES)
+async def test_a_commit_cancelled_while_queued_is_withdrawn_and_never_written(
+    tmp_path: Path, threaded: bool
+) -> None:
+    """Cancelled while queued: its file is never touched (no temp file, no final file)."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    gate = threading.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            first = Fake(rec, tmp_path / "first", gate=gate)
+            nursery.start_soon(disk.commit, first)
+            await trio.to_thread.run_sync(first.started.wait)  # the worker is busy with it
+            scope = trio.CancelScope()
+
+            async def queued() -> None:
+                with scope:
+                    await disk.commit(Fake(rec, tmp_path / "queued"))
+
+            nursery.start_soon(queued)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert scope.cancelled_caught
+    assert sorted(os.listdir(tmp_path)) == ["first"]
+    assert disk.statistics().withdrawn == 1
+    await disk.aclose()
+
+
+async def test_a_commit_cancelled_while_running_waits_for_it_then_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Cancelled while its batch runs: the cancel waits for the commit (the file complete,
+    no temp file) and fires at the next checkpoint."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=True)
+    gate = threading.Event()
+    reached: list[str] = []
+    item = Fake(rec, tmp_path / "x", gate=gate)
+    scope = trio.CancelScope()
+
+    async def commit() -> None:
+        with scope:
+            reached.append(await disk.commit(item))
+            await trio.lowlevel.checkpoint()
+            reached.append("after checkpoint")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit)
+            await trio.to_thread.run_sync(item.started.wait)  # its batch runs
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert scope.cancelled_caught
+    assert reached == ["x"]
+    assert os.listdir(tmp_path) == ["x"]
+
+
+@pytest.mark.parametrize("threaded", MODES)
+async def test_aclose_waits_for_queued_commits_then_refuses_new_ones(
+    tmp_path: Path, threaded: bool
+) -> None:
+    """aclose answers every commit queued before it, then commit raises ClosedResourceError."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    gate = threading.Event()
+    answers: list[str] = []
+
+    async def one(name: str) -> None:
+        answers.append(await disk.commit(Fake(rec, tmp_path / name, gate=gate)))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, "a")
+            nursery.start_soon(one, "b")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(disk.aclose)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert sorted(answers) == ["a", "b"]
+    with pytest.raises(trio.ClosedResourceError):
+        await disk.commit(Fake(rec, tmp_path / "late"))
+
+
+async def test_the_run_shares_one_committer() -> None:
+    """disk_committer() is one object per trio run."""
+    assert disk_committer() is disk_committer()
+
+
+async def test_under_the_mock_clock_a_batch_goes_through_to_thread_run_sync(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under MockClock the committer runs each batch through trio.to_thread.run_sync (what
+    the tests run inline and the harness waits for): one call for a batch of files."""
+    calls: list[int] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(args[0]))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for name in ("1", "2", "3"):
+                nursery.start_soon(disk.commit, Fake(rec, tmp_path / name))
+    assert calls == [3]
+    await disk.aclose()
