@@ -208,11 +208,13 @@ async def _bare_overhead(
     the same HTTP calls (POST /prompt, the WebSocket, /history, /view) and the same output
     files, with none of the pipeline's guarantees (no journal, no fsync).
 
-    ``durable``: each output is written as the pipeline writes it (temporary file, fsync,
-    rename, directory fsync, in a worker thread): the bare loop plus the one guarantee
-    that puts a worker thread in every job. It shows what that guarantee costs the loop by
-    itself: the thread's answer comes back at a time of its own, so the machines no longer
-    move in step, and the event loop runs more, smaller scheduler batches per job."""
+    ``durable``: each output is written durably (temporary file, fsync, rename, directory
+    fsync) in a worker-thread call of its own (``trio.to_thread.run_sync``; the pipeline
+    hands its outputs to the run's group committer instead, ``runtime.disk``): the bare loop
+    plus the one guarantee that puts a worker thread in every job. It shows what that
+    guarantee costs the loop by itself when each file has its own thread call: the thread's
+    answer comes back at a time of its own, so the machines no longer move in step, and the
+    event loop runs more, smaller scheduler batches per job."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, rate_per_second=1000, burst=1000),
@@ -657,15 +659,15 @@ def main() -> int:
             ("jobs/s", "jobs_s", "{:.0f}"),
             ("CPU per job (ms)", "cpu_ms", "{:.2f}"),
             # The trio thread alone: steadier on a shared box than the process's CPU (the
-            # pipeline's output writes and fsyncs run in worker threads; the bare loop has
+            # pipeline's output writes and fsyncs run in a worker thread; the bare loop has
             # none, it writes on the loop without fsync).
             ("  of it the trio thread (ms)", "main_ms", "{:.2f}"),
         ):
             a, b = med(ours, key), med(bare, key)
             print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
         print(
-            "  beside the bare loop with the pipeline's durable outputs (temporary file, fsync,"
-            " rename, directory fsync, in a worker thread):"
+            "  beside the bare loop with durable outputs (temporary file, fsync, rename,"
+            " directory fsync), one worker-thread call per output:"
         )
         for label, key, fmt in (
             ("  jobs/s, bare durable", "jobs_s", "{:.0f}"),

@@ -24,7 +24,11 @@ scheduler does not know of counts as idle, and the clock may leap ahead while th
 there, as the journal does, a system task runs each batch through ``trio.to_thread.run_sync``
 (which the tests' fixtures run inline, and whose default limiter the harness and the
 benchmarks watch to know that a thread is in flight): still one thread call and one wake-up
-per batch.
+per batch. While commits wait there, the task holds a token of that limiter (mock time must
+not move) and takes its batch once the loop is idle (``wait_all_tasks_blocked``): mock time
+stands still meanwhile, so every commit that can come before it moves is in the batch, and
+the jobs that wait on it go on together (issue 16, ten machines: 0.30 -> 0.11 thread calls
+and 21.5 -> 15.0 scheduler batches per job).
 
 Cancellation: a commit still queued is withdrawn (its file never touched: the caller's own
 clean-up, such as ``FileSink.abort``, removes what it wrote before). Once its batch runs, it
@@ -226,6 +230,8 @@ class DiskCommitter:
     # ---------------------------------------------------------- task mode (MockClock)
 
     async def _run_batches(self) -> None:
+        from trio.testing import wait_all_tasks_blocked  # loaded already: MockClock is in it
+
         try:
             while True:
                 if not self._pending:
@@ -234,12 +240,22 @@ class DiskCommitter:
                     self._parked = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(self._unpark)
                     continue
-                batch, self._pending = self._pending, []
-                kept = self._take(batch)
-                if not kept:
-                    continue
-                dir_fsyncs = await trio.to_thread.run_sync(self._run_batch, kept)
-                self._answer(kept, dir_fsyncs)
+                # Mock time must not move while commits wait (a driver that jumps the
+                # clock looks at the default limiter: hold one of its tokens), and the
+                # batch is taken once the loop is idle: every commit that can come
+                # before time moves is in it.
+                limiter = trio.to_thread.current_default_thread_limiter()
+                await limiter.acquire_on_behalf_of(self)
+                try:
+                    await wait_all_tasks_blocked()
+                    batch, self._pending = self._pending, []
+                    kept = self._take(batch)
+                    if not kept:
+                        continue
+                    dir_fsyncs = await trio.to_thread.run_sync(self._run_batch, kept)
+                    self._answer(kept, dir_fsyncs)
+                finally:
+                    limiter.release_on_behalf_of(self)
         except _Stop:
             return
 

@@ -286,9 +286,39 @@ async def test_under_the_mock_clock_a_batch_goes_through_to_thread_run_sync(
     monkeypatch.setattr(trio.to_thread, "run_sync", counted)
     rec = Recorder()
     disk = DiskCommitter(fsync_dir=rec.fsync_dir)
+    # (no deadline: autojump would leap to it while the real thread works)
+    async with trio.open_nursery() as nursery:
+        for name in ("1", "2", "3"):
+            nursery.start_soon(disk.commit, Fake(rec, tmp_path / name))
+    assert calls == [3]
+    await disk.aclose()
+
+
+async def test_under_the_mock_clock_commits_made_before_the_loop_is_idle_share_a_batch(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under MockClock the batch is taken once the loop is idle: commits reached after a
+    different number of scheduler passes (no mock time passing) still share one batch, and
+    mock time does not move while they wait (the thread call run inline, as tests do)."""
+
+    async def inline(fn, *args, **_):  # type: ignore[no-untyped-def]
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", inline)
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir)
+    start = trio.current_time()
+
+    async def one(name: str, passes: int) -> None:
+        for _ in range(passes):
+            await trio.lowlevel.checkpoint()
+        await disk.commit(Fake(rec, tmp_path / name))
+
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            for name in ("1", "2", "3"):
-                nursery.start_soon(disk.commit, Fake(rec, tmp_path / name))
-    assert calls == [3]
+            for passes, name in enumerate(("a", "b", "c", "d")):
+                nursery.start_soon(one, name, passes * 3)
+    assert (disk.statistics().batches, disk.statistics().commits) == (1, 4)
+    assert trio.current_time() == start
     await disk.aclose()
