@@ -73,44 +73,68 @@ def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
     secret: never readable by others, not even for a moment); ``None`` follows the umask.
     """
     write = AtomicWrite(path, data, mode=mode)
+    write.stage()
     write.put_in_place()
     write.make_durable(fsync_dir)
 
 
 class AtomicWrite:
-    """:func:`write_atomic` in the two halves a group committer runs (a
-    ``conjure_actors.runtime.disk.FileCommit``): the file written, fsynced and renamed,
-    then its directories fsynced."""
+    """:func:`write_atomic` in the three steps a group committer runs (a
+    ``conjure_actors.runtime.disk.FileCommit``): the temporary file written, then fsynced
+    and renamed, then its directories fsynced."""
 
-    __slots__ = ("_made", "data", "mode", "path")
+    __slots__ = ("_fd", "_made", "_tmp", "data", "mode", "path")
 
     def __init__(self, path: Path, data: bytes, *, mode: int | None = None) -> None:
         self.path = path
         self.data = data
         self.mode = mode
         self._made: list[Path] = []
+        self._fd: int | None = None
+        self._tmp: Path | None = None
 
-    def put_in_place(self) -> None:
-        """Temp file (its folder made if missing), write, fsync, rename; on failure the
+    def stage(self) -> None:
+        """Temp file (its folder made if missing), written (no fsync yet); on failure the
         temp file and the folders made for it are removed."""
         mode = self.mode
-        fd, tmp = open_temp_beside(self.path, 0o666 if mode is None else mode, self._made)
+        fd, self._tmp = open_temp_beside(self.path, 0o666 if mode is None else mode, self._made)
+        self._fd = fd
         try:
+            view = memoryview(self.data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if mode is not None:
+                os.fchmod(fd, mode)  # exactly, whatever the umask
+        except BaseException:
+            self._drop()
+            raise
+
+    def put_in_place(self) -> None:
+        """After :meth:`stage`: fsync, rename; on failure the temp file and the folders
+        made for it are removed."""
+        assert self._fd is not None
+        assert self._tmp is not None
+        try:
+            fd, self._fd = self._fd, None
             try:
-                view = memoryview(self.data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if mode is not None:
-                    os.fchmod(fd, mode)  # exactly, whatever the umask
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.path)
+            os.replace(self._tmp, self.path)
+            self._tmp = None
         except BaseException:
-            tmp.unlink(missing_ok=True)
-            unmake_dirs(self._made)
+            self._drop()
             raise
+
+    def _drop(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        if self._tmp is not None:
+            tmp, self._tmp = self._tmp, None
+            tmp.unlink(missing_ok=True)
+        unmake_dirs(self._made)
 
     def make_durable(self, fsync_dir: Callable[[Path], None]) -> None:
         """Fsync the file's directory, then the parent of each folder made for it."""

@@ -51,8 +51,9 @@ MEMORY_BYTES: Final = 1024 * 1024
 class Committer(Protocol):
     """A group committer of durable file writes (``conjure_actors.runtime.disk.
     DiskCommitter``, passed in by the caller: clients know no runtime): it runs the
-    sink's :meth:`FileSink.put_in_place` then :meth:`FileSink.make_durable` in its own
-    thread, sharing directory fsyncs among the files of a batch, and returns once both ran
+    sink's :meth:`FileSink.stage`, :meth:`FileSink.put_in_place` and
+    :meth:`FileSink.make_durable` in its own thread, with the other files of a batch (all
+    staged before the first fsync; directory fsyncs shared), and returns once they ran
     (raising what they raised)."""
 
     async def commit(self, item: Any) -> Any: ...
@@ -215,20 +216,30 @@ class FileSink:
         directory (and the parent of each folder made for the file). Blocking (file system
         calls, two fsyncs, one more per folder made): async callers run it in a worker
         thread (``trio.to_thread.run_sync(sink.commit)``), or hand the sink to a group
-        committer (:class:`Committer`), which runs its two halves below."""
+        committer (:class:`Committer`), which runs its three steps below."""
+        self.stage()
         self.put_in_place()
         self.make_durable(fsync_dir)
 
+    def stage(self) -> None:
+        """The first step of :meth:`commit`: a body held in memory is written to its
+        temporary file (made now; no fsync). Blocking."""
+        assert not self._done, "FileSink.commit after commit or abort"
+        if self._held is None:
+            return  # on disk already
+        try:
+            held, self._held = self._held, None
+            self._open()
+            for piece in held:
+                self._write(piece)
+        except OSError as exc:
+            raise self._local(exc) from exc
+
     def put_in_place(self) -> None:
-        """The first half of :meth:`commit`: (write a body held in memory,) fsync, rename
-        over the final name. Blocking."""
+        """The second step of :meth:`commit`, after :meth:`stage`: fsync, rename over the
+        final name. Blocking."""
         assert not self._done, "FileSink.commit after commit or abort"
         try:
-            if self._held is not None:
-                held, self._held = self._held, None
-                self._open()
-                for piece in held:
-                    self._write(piece)
             assert self._fd is not None
             assert self._tmp is not None
             fd, self._fd = self._fd, None
@@ -243,7 +254,7 @@ class FileSink:
             raise self._local(exc) from exc
 
     def make_durable(self, fsync_dir: Callable[[Path], None]) -> None:
-        """The second half of :meth:`commit`, after :meth:`put_in_place`: fsync the
+        """The last step of :meth:`commit`, after :meth:`put_in_place`: fsync the
         directory and the parent of each folder made, through ``fsync_dir`` (a group
         committer's fsyncs each directory once per batch). Blocking."""
         try:

@@ -574,7 +574,7 @@ def test_abort_after_commit_touches_no_folder(
 
 class GatedCommitter:
     """A committer (``download.Committer``) that holds every commit until ``release``,
-    then runs it inline (the sink's two halves), counting them."""
+    then runs it inline (the sink's three steps), counting them."""
 
     def __init__(self) -> None:
         self.queued = 0
@@ -584,6 +584,7 @@ class GatedCommitter:
     async def commit(self, item: Any) -> Any:
         self.queued += 1
         await self.release.wait()
+        item.stage()
         item.put_in_place()
         return item.make_durable(self.synced.append)
 

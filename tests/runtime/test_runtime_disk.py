@@ -50,16 +50,18 @@ class Fake:
         self.gate = gate
         self.made = made
 
-    def put_in_place(self) -> None:
+    def stage(self) -> None:
         self.started.set()
         if self.gate is not None:
             self.gate.wait(10)
         if self.fail:
             self.rec.add(f"failed {self.path.name}")
             raise OSError(28, "No space left on device")
-        tmp = self.path.with_name(f".{self.path.name}.part")
-        tmp.write_bytes(b"x")
-        os.replace(tmp, self.path)
+        self.path.with_name(f".{self.path.name}.part").write_bytes(b"x")
+        self.rec.add(f"staged {self.path.name}")
+
+    def put_in_place(self) -> None:
+        os.replace(self.path.with_name(f".{self.path.name}.part"), self.path)
         self.rec.add(f"placed {self.path.name}")
 
     def make_durable(self, fsync_dir: FsyncDir) -> str:
@@ -96,7 +98,9 @@ async def test_commits_queued_together_run_as_one_batch_with_one_fsync_per_direc
     assert sorted(answers) == ["1", "2", "3", "4", "first"]
     stats = disk.statistics()
     assert (stats.commits, stats.batches, stats.largest) == (5, 2, 4)
-    # the batch: every file placed, then each directory fsynced once
+    # the batch: every file staged, then each fsynced and renamed, then each directory
+    # fsynced once
+    assert sorted(rec.lines[-10:-6]) == ["staged 1", "staged 2", "staged 3", "staged 4"]
     assert sorted(rec.lines[-6:-2]) == ["placed 1", "placed 2", "placed 3", "placed 4"]
     assert sorted(rec.lines[-2:]) == ["fsync a", "fsync b"]
     await disk.aclose()
@@ -113,7 +117,13 @@ async def test_a_caller_is_answered_only_after_its_file_and_directories_are_fsyn
     with trio.fail_after(10):
         name = await disk.commit(Fake(rec, tmp_path / "new" / "x", made=tmp_path / "new"))
     rec.add(f"answered {name}")
-    assert rec.lines == ["placed x", "fsync new", f"fsync {tmp_path.name}", "answered x"]
+    assert rec.lines == [
+        "staged x",
+        "placed x",
+        "fsync new",
+        f"fsync {tmp_path.name}",
+        "answered x",
+    ]
     await disk.aclose()
 
 
