@@ -25,16 +25,21 @@ answered only once its file, its rename and its directories are fsynced: exactly
 waited for before.
 Errors are per file: one file's failure (or its directory's) fails that caller only.
 
+When a batch is taken: the committer's task takes every commit queued once the event loop
+is idle (every other task blocked), at most :data:`GATHER` after the batch could start, and
+one batch runs at a time (the commits that come meanwhile wait for the next). Ten machines
+finishing jobs in step reach their commits a few scheduler passes apart: taking the first at
+once made batches of ~3 files and no fewer scheduler batches (issue 16: 0.30 thread calls
+and 21.5 scheduler batches per job; taken at idle, 0.11 and 15.0).
+
 Under trio's MockClock (tests, the harness, the benchmarks) a task waiting on a thread the
 scheduler does not know of counts as idle, and the clock may leap ahead while the disk works;
-there, as the journal does, a system task runs each batch through ``trio.to_thread.run_sync``
+there, as the journal does, the task runs each batch through ``trio.to_thread.run_sync``
 (which the tests' fixtures run inline, and whose default limiter the harness and the
-benchmarks watch to know that a thread is in flight): still one thread call and one wake-up
-per batch. While commits wait there, the task holds a token of that limiter (mock time must
-not move) and takes its batch once the loop is idle (``wait_all_tasks_blocked``): mock time
-stands still meanwhile, so every commit that can come before it moves is in the batch, and
-the jobs that wait on it go on together (issue 16, ten machines: 0.30 -> 0.11 thread calls
-and 21.5 -> 15.0 scheduler batches per job).
+benchmarks watch to know that a thread is in flight), holding a token of that limiter from
+its wait for idle to the answer: still one thread call and one wake-up per batch, and the
+same moment to take it (mock time stands still until the loop is idle, so GATHER never
+passes first).
 
 Cancellation: a commit still queued is withdrawn (its file never touched: the caller's own
 clean-up, such as ``FileSink.abort``, removes what it wrote before). Once its batch runs, it
@@ -60,6 +65,7 @@ import outcome
 import trio
 
 __all__ = [
+    "GATHER",
     "STAGED",
     "DiskCommitter",
     "DiskStatistics",
@@ -115,6 +121,10 @@ class DiskStatistics:
 
 STAGED: Final = 64
 """At most this many files of a batch are staged (an open file each) before their fsyncs."""
+GATHER: Final = 0.002
+"""Seconds a batch waits, at most, for the loop to be idle before it is taken (a loop that is
+never idle must not hold the disk back). Idle comes first whenever nothing else runs: under
+MockClock (time stands still until the loop is idle) always."""
 
 _QUEUED: Final = 0
 _RUNNING: Final = 1
@@ -150,10 +160,12 @@ class DiskCommitter:
         self._commits = self._batches = self._dir_fsyncs = self._largest = self._withdrawn = 0
         self._in_flight = 0  # commits queued or running, not yet answered
         self._idle: trio.Event | None = None  # set when _in_flight drops to 0 (aclose)
-        # Thread mode: the queue of the worker thread (None ends it).
-        self._jobs: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
+        # The queue of the worker thread: (runner task, batch), None ends it.
+        self._jobs: queue.SimpleQueue[tuple[trio.lowlevel.Task, list[_Entry]] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
-        # Task mode: the entries queued, and the runner task while it waits for one.
+        # The entries queued, and the runner task while it waits for one.
         self._pending: list[_Entry] = []
         self._parked: trio.lowlevel.Task | None = None
         self._runner_started = False
@@ -169,18 +181,13 @@ class DiskCommitter:
             raise trio.ClosedResourceError("the disk committer is closed")
         entry = _Entry(item, trio.lowlevel.current_task())
         self._in_flight += 1
-        if self._threaded:
-            if self._thread is None:
-                self._start_thread()
-            self._jobs.put(entry)
-        else:
-            if not self._runner_started:
-                self._runner_started = True
-                trio.lowlevel.spawn_system_task(self._run_batches, name="disk committer")
-            self._pending.append(entry)
-            if self._parked is not None:
-                task, self._parked = self._parked, None
-                trio.lowlevel.reschedule(task)
+        if not self._runner_started:
+            self._runner_started = True
+            trio.lowlevel.spawn_system_task(self._run_batches, name="disk committer")
+        self._pending.append(entry)
+        if self._parked is not None:
+            task, self._parked = self._parked, None
+            trio.lowlevel.reschedule(task)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             with self._lock:
@@ -239,15 +246,30 @@ class DiskCommitter:
     def _stop(self) -> None:
         if self._thread is not None:
             self._jobs.put(None)
+            self._thread = None
         if self._parked is not None:
             task, self._parked = self._parked, None
             trio.lowlevel.reschedule(task, outcome.Error(_Stop()))
 
-    # ---------------------------------------------------------- task mode (MockClock)
+    # ------------------------------------------------------------------ the runner
 
     async def _run_batches(self) -> None:
-        from trio.testing import wait_all_tasks_blocked  # loaded already: MockClock is in it
+        """The committer's task: once commits wait and the loop is idle (or GATHER after
+        the batch could start), take them all as a batch and run it: in the long-lived
+        worker thread, or under MockClock through ``trio.to_thread.run_sync`` (holding a
+        token of the default limiter from the wait to the answer, so that mock time does
+        not move meanwhile); then answer the batch. One batch at a time: the commits that
+        come while one runs wait for the next."""
+        from trio.testing import wait_all_tasks_blocked  # what trio's loop offers for idle
 
+        try:
+            await self._run_batches_until_stopped(wait_all_tasks_blocked)
+        finally:
+            if self._thread is not None:  # the run ends (or aclose): so does the thread
+                self._jobs.put(None)
+                self._thread = None
+
+    async def _run_batches_until_stopped(self, wait_idle: Callable[[], Any]) -> None:
         try:
             while True:
                 if not self._pending:
@@ -256,22 +278,26 @@ class DiskCommitter:
                     self._parked = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(self._unpark)
                     continue
-                # Mock time must not move while commits wait (a driver that jumps the
-                # clock looks at the default limiter: hold one of its tokens), and the
-                # batch is taken once the loop is idle: every commit that can come
-                # before time moves is in it.
-                limiter = trio.to_thread.current_default_thread_limiter()
-                await limiter.acquire_on_behalf_of(self)
+                limiter = (
+                    None if self._threaded else trio.to_thread.current_default_thread_limiter()
+                )
+                if limiter is not None:
+                    await limiter.acquire_on_behalf_of(self)
                 try:
-                    await wait_all_tasks_blocked()
+                    with trio.move_on_after(GATHER):
+                        await wait_idle()
                     batch, self._pending = self._pending, []
                     kept = self._take(batch)
                     if not kept:
                         continue
-                    dir_fsyncs = await trio.to_thread.run_sync(self._run_batch, kept)
+                    if limiter is not None:
+                        dir_fsyncs = await trio.to_thread.run_sync(self._run_batch, kept)
+                    else:
+                        dir_fsyncs = await self._in_thread(kept)
                     self._answer(kept, dir_fsyncs)
                 finally:
-                    limiter.release_on_behalf_of(self)
+                    if limiter is not None:
+                        limiter.release_on_behalf_of(self)
         except _Stop:
             return
 
@@ -281,45 +307,30 @@ class DiskCommitter:
 
     # ------------------------------------------------------------------- thread mode
 
-    def _start_thread(self) -> None:
-        thread = threading.Thread(target=self._work, name="disk committer", daemon=True)
-        thread.start()
-        self._thread = thread
-        # The thread ends with the run (a task of the run's own, cancelled at its end).
-        trio.lowlevel.spawn_system_task(self._stop_at_end, name="disk committer stop")
-
-    async def _stop_at_end(self) -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            self._jobs.put(None)
+    async def _in_thread(self, kept: list[_Entry]) -> int:
+        """Run a batch in the long-lived worker thread; its answer wakes this task once."""
+        if self._thread is None:
+            thread = threading.Thread(target=self._work, name="disk committer", daemon=True)
+            thread.start()
+            self._thread = thread
+        self._jobs.put((trio.lowlevel.current_task(), kept))
+        # A batch that runs cannot be withdrawn (a half-done rename is no state to leave):
+        # a cancel (the run ending) waits for its answer.
+        dir_fsyncs: int = await trio.lowlevel.wait_task_rescheduled(_wait_for_the_disk)
+        return dir_fsyncs
 
     def _work(self) -> None:
         jobs = self._jobs
         while True:
-            first = jobs.get()
-            if first is None:
+            job = jobs.get()
+            if job is None:
                 return
-            batch = [first]
-            ending = False
-            while True:
-                try:
-                    entry = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if entry is None:
-                    ending = True
-                    break
-                batch.append(entry)
-            kept = self._take(batch)
-            if kept:
-                dir_fsyncs = self._run_batch(kept)
-                try:
-                    self._token.run_sync_soon(self._answer, kept, dir_fsyncs)
-                except trio.RunFinishedError:
-                    return  # the run ended without waiting for it: nobody is left to answer
-            if ending:
-                return
+            runner, kept = job
+            answer = outcome.capture(self._run_batch, kept)
+            try:
+                self._token.run_sync_soon(trio.lowlevel.reschedule, runner, answer)
+            except trio.RunFinishedError:
+                return  # the run ended: nobody is left to answer
 
     # ------------------------------------------------------------ the batch (blocking)
 
@@ -363,6 +374,10 @@ class DiskCommitter:
         for entry in placed:
             entry.result = outcome.capture(entry.item.make_durable, once)
         return len(synced)
+
+
+def _wait_for_the_disk(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
 
 
 class _Stop(Exception):

@@ -332,3 +332,43 @@ async def test_under_the_mock_clock_commits_made_before_the_loop_is_idle_share_a
     assert (disk.statistics().batches, disk.statistics().commits) == (1, 4)
     assert trio.current_time() == start
     await disk.aclose()
+
+
+async def test_in_the_worker_thread_commits_made_before_the_loop_is_idle_share_a_batch(
+    tmp_path: Path,
+) -> None:
+    """The same moment to take a batch outside MockClock (what production runs): commits
+    reached a few scheduler passes apart share one batch in the long-lived thread."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=True)
+
+    async def one(name: str, passes: int) -> None:
+        for _ in range(passes):
+            await trio.lowlevel.checkpoint()
+        await disk.commit(Fake(rec, tmp_path / name))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for passes, name in enumerate(("a", "b", "c", "d")):
+                nursery.start_soon(one, name, passes * 3)
+    assert (disk.statistics().batches, disk.statistics().commits) == (1, 4)
+    await disk.aclose()
+
+
+async def test_a_loop_that_is_never_idle_does_not_hold_the_disk_back(tmp_path: Path) -> None:
+    """A task that never blocks (only checkpoints) keeps the loop from being idle: the batch
+    is still taken, GATHER after it could start."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=True)
+    done = trio.Event()
+
+    async def busy() -> None:
+        while not done.is_set():
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy)
+            assert await disk.commit(Fake(rec, tmp_path / "x")) == "x"
+            done.set()
+    await disk.aclose()
