@@ -1033,7 +1033,7 @@ class WorkflowActor(Actor):
                 # machine's slots (decide.slots_taken), though it holds the lease while it
                 # stores the outputs. The pool gives the slot to a waiting job now.
                 lease = self._lease
-                if lease is not None and isinstance(self.pool, PoolPort):
+                if lease is not None:
                     self.pool.slot_freed(lease.server_id, jid)
             case cu.PromptFailed():
                 await self.emit(
