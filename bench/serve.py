@@ -461,11 +461,9 @@ def wait_ran(done: Any, timeout: float = 300.0, poll: float = 0.02) -> float:
 POLL: Final = 0.02
 TERMINAL: Final = (JobSucceeded, JobFailed, JobCancelled)
 # A job's way through serve, as its log stamps it (each record's append time): where the
-# seconds between its submission and the release of its lease go. serve runs ``--parallel``
-# prompts at once on its ComfyUI: a job takes a slot from its lease until its prompt has
-# run (ExecutionSucceeded), then stores its outputs holding the lease but no slot; so a
-# slot held longer than ComfyUI's own work bounds "ran/s" below ComfyUI's rate even with
-# CPU to spare (see ``cycle_line``).
+# seconds between its submission and the release of its ComfyUI slot go. serve runs
+# ``--parallel`` jobs at once on its ComfyUI, so a slot held longer than ComfyUI's own work
+# bounds "ran/s" below ComfyUI's rate even with CPU to spare (see ``cycle_line``).
 CYCLE_STEPS: Final = (
     JobSubmitted,
     MachineLeased,
@@ -479,22 +477,17 @@ CYCLE_NAMES: Final = ("queued", "submit", "comfy queue", "run", "outputs", "rele
 
 
 def cycle_line(name: str, cycles: list[dict[type, float]]) -> str:
-    """Median ms of each step of ``cycles`` (the jobs' stamps, see ``Finished``), of a
-    slot's hold (lease to the prompt's success) of which ComfyUI's queue and run are the
-    part no client can shorten, and of the lease's (lease to release: the slot, then the
-    outputs' download and store)."""
+    """Median ms of each step of ``cycles`` (the jobs' stamps, see ``Finished``), and of a
+    slot's hold (lease to release) of which ComfyUI's queue and run are the part no client
+    can shorten."""
     if not cycles:
         return f"{name:<11} no job ran straight through"
     parts = []
     for i, step in enumerate(CYCLE_NAMES):
         a, b = CYCLE_STEPS[i], CYCLE_STEPS[i + 1]
         parts.append(f"{step} {1000 * statistics.median(c[b] - c[a] for c in cycles):.1f}")
-    slot = statistics.median(c[ExecutionSucceeded] - c[MachineLeased] for c in cycles)
-    lease = statistics.median(c[MachineReleased] - c[MachineLeased] for c in cycles)
-    return (
-        f"{name:<11} {' | '.join(parts)} | slot held {1000 * slot:.1f} | lease held"
-        f" {1000 * lease:.1f} ({len(cycles)} jobs)"
-    )
+    hold = statistics.median(c[MachineReleased] - c[MachineLeased] for c in cycles)
+    return f"{name:<11} {' | '.join(parts)} | slot held {1000 * hold:.1f} ({len(cycles)} jobs)"
 
 
 class Finished:
@@ -958,9 +951,8 @@ def main() -> int:
             "cycle: serve's jobs step by step, median ms from one step's log record to the"
             " next (every round, warm-ups too): queued (submitted -> leased a slot on its"
             " ComfyUI), submit (-> prompt accepted), comfy queue (-> started), run (->"
-            " succeeded: its slot is free), outputs (-> stored), release (-> lease given"
-            " back); slot held (leased -> succeeded) longer than ComfyUI's run keeps ran/s"
-            " under ComfyUI's rate; lease held: leased -> released"
+            " succeeded), outputs (-> stored), release (-> slot free); a slot held longer than"
+            " ComfyUI's run keeps ran/s under ComfyUI's rate"
         )
         for name, finished in followed.items():
             print(cycle_line(name, finished.cycles))

@@ -100,10 +100,6 @@ class Leases(Protocol):
 
     async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None: ...
 
-    def slot_freed(self, server_id: str, job_id: str) -> None:
-        """The job's prompt has run on ``server_id``: its slot may go to the next job while
-        it stores its outputs, holding its lease (a tell that never waits)."""
-
     async def polled(self) -> None: ...
 
     def cancel_lease(self, job_id: str) -> None: ...

@@ -82,7 +82,6 @@ from conjure_actors.actors.messages import (
     QueueJob,
     ReleaseMachine,
     Reply,
-    SlotFreed,
     WatchLatePrompt,
 )
 from conjure_actors.clients import comfyui as cu
@@ -323,15 +322,6 @@ class PoolPort:
         reply: Reply[None] = Reply()
         await self.ref.tell(PollNow(reply))
         await reply.wait()
-
-    def slot_freed(self, server_id: str, job_id: str) -> None:
-        """The job's prompt finished executing on ``server_id``: its slot may go to the next
-        job while it stores its outputs (a hint that never waits: if the mailbox is full,
-        the release that follows frees the slot anyway)."""
-        try:
-            self.ref.tell_nowait(SlotFreed(server_id, job_id))
-        except (ActorStoppedError, MailboxFullError) as exc:
-            log.debug("slot_freed(%s, %s): %s", server_id, job_id, exc)
 
     def cancel_lease(self, job_id: str) -> None:
         try:
@@ -1029,12 +1019,6 @@ class WorkflowActor(Actor):
                 # The follow's child goes on downloading the outputs (_Saved, _Downloaded).
                 if self.job.execution != "succeeded":
                     await self.emit(ev.ExecutionSucceeded(job_id=jid, prompt_id=pid, at=now))
-                # ComfyUI is done with the prompt: the job no longer takes one of its
-                # machine's slots (decide.slots_taken), though it holds the lease while it
-                # stores the outputs. The pool gives the slot to a waiting job now.
-                lease = self._lease
-                if lease is not None:
-                    self.pool.slot_freed(lease.server_id, jid)
             case cu.PromptFailed():
                 await self.emit(
                     ev.ExecutionFailed(
@@ -1155,9 +1139,9 @@ class WorkflowActor(Actor):
         if lease.lost.is_set():  # stopped or vanished: nothing runs there any more
             return
         if prompt_id == self.job.prompt_id and self.job.execution == "succeeded":
-            # It has run: nothing to stop. The machine's ComfyUI may already run the next
-            # job's prompt (a slot is freed at the success), which a ComfyUI that ignores
-            # /interrupt's prompt id would stop instead.
+            # It has run: nothing to stop (the job downloads its outputs). A /interrupt now
+            # would reach whatever that ComfyUI runs next: another client's prompt, or ours
+            # on a machine of several slots, if it ignores /interrupt's prompt id.
             return
         posting = self._posts.get(prompt_id)
         if posting is not None:  # its POST may land after a DELETE sent now: wait for it

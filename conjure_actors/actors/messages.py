@@ -192,17 +192,6 @@ class ReleaseMachine:
 
 
 @attrs.frozen
-class SlotFreed:
-    """Job ``job_id``'s prompt finished executing on ``server_id`` (its
-    ``ExecutionSucceeded`` is logged): it keeps its lease while it stores its outputs, but
-    takes none of the machine's slots any more (``decide.slots_taken``), so the pool can
-    give the slot to a waiting job now. A hint: the release that follows frees it too."""
-
-    server_id: str
-    job_id: str
-
-
-@attrs.frozen
 class CancelLease:
     """Withdraw a pending lease request of ``job_id`` (job cancelled while waiting)."""
 

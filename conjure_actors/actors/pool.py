@@ -18,11 +18,7 @@ answer was lost is sent again when a listing shows the machine still running.
 How a lease is served (``_assign``, after every change):
 
 1. waiting requests in priority order take a Ready, healthy machine of their workflow version
-   with a free slot (reuse first). A slot is ComfyUI's work: a job whose prompt has finished
-   executing (``ExecutionSucceeded``) takes none (``decide.slots_taken``) while it downloads
-   and stores its outputs, though it holds its lease until then (so the machine is not idle,
-   not stopped, renewed as busy, and a broken machine found meanwhile is handled as any
-   other); the job tells the pool (``SlotFreed``) so the slot goes to a waiting job now;
+   with a free slot (reuse first);
 2. the requests left over whose job is still active are *unmet demand*: launch
    ``launches_needed(...)`` machines (each approved by the CostActor), at most
    ``max_machines`` alive, never after ``StopLaunching``, and not again once
@@ -85,7 +81,6 @@ from conjure_actors.actors.messages import (
     ReleaseMachine,
     Reply,
     ResumeLaunching,
-    SlotFreed,
     StopAllMachines,
     StopLaunching,
     StopMachine,
@@ -755,8 +750,6 @@ class MachineActor(Actor):
                 self._expire_queued()
             case ReleaseMachine():
                 await self._release(msg.server_id, msg.job_id, broken=msg.broken)
-            case SlotFreed():
-                await self._assign()  # its machine may serve a waiting job now
             case CancelLease():
                 self._cancel_lease(msg.job_id)
             case StopMachine():
@@ -955,15 +948,11 @@ class MachineActor(Actor):
         out = []
         stopping = self._stopping
         lives = self.pool.live
-        state = self.ctx.state
-        for m in state.machines.values():
+        for m in self.ctx.state.machines.values():
             if m.status != M_READY or not m.healthy:
                 continue
             sid = m.server_id
-            if sid in stopping:
-                continue
-            taken = decide.slots_taken(state, m) if m.leases else 0
-            if taken >= m.max_jobs:
+            if sid in stopping or len(m.leases) >= m.max_jobs:
                 continue
             if sid in self._looking_up:
                 continue  # a listing left it out: no new job until its lookup answers
@@ -976,7 +965,7 @@ class MachineActor(Actor):
                     ready=True,
                     healthy=True,
                     workflow_version=None if m.kind != "runcomfy" else m.workflow_version,
-                    leases=taken,
+                    leases=len(m.leases),
                     stopping=False,
                 )
             )
@@ -1048,9 +1037,7 @@ class MachineActor(Actor):
             sid = policy.pick_machine(
                 views, w.workflow_version, self.cfg.jobs_per_machine, only_server=w.only_server
             )
-            if sid is not None and decide.slots_taken(state, state.machines[sid]) < self._limit(
-                sid
-            ):
+            if sid is not None and len(state.machines[sid].leases) < self._limit(sid):
                 queue.remove(w)
                 job = state.jobs.get(w.job_id)
                 if job is None or job.status not in ACTIVE_STATUSES:

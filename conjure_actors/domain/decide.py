@@ -59,7 +59,6 @@ __all__ = [
     "request_launch",
     "resume_job",
     "retry_job",
-    "slots_taken",
     "start_job",
     "stop_machine",
     "submit_job",
@@ -452,37 +451,8 @@ def machine_ready(
     )
 
 
-_OWN_EXECUTION: Final = frozenset({RUNNING}) | TERMINAL
-"""Job statuses whose ``execution`` is the current attempt's (``JobStarted`` resets it)."""
-
-
-def slots_taken(state: State, machine: Machine) -> int:
-    """How many of ``machine``'s ``max_jobs`` slots its leases take: a lease whose job's
-    prompt has finished executing on it (``ExecutionSucceeded``: ComfyUI is done with it)
-    takes none. Its job still holds the lease (the machine is not idle, not stopped, renewed
-    as busy) while it downloads and stores its outputs, but the next job's prompt can go to
-    ComfyUI meanwhile: a slot is ComfyUI's work, not our download.
-
-    Only a job that is running (or has ended) has an ``execution`` of its own: a job leased
-    again for a retry keeps its earlier attempt's until its ``JobStarted``, so its lease takes
-    a slot until then (its next prompt is still to come)."""
-    taken = 0
-    jobs = state.jobs
-    for job_id in machine.leases:
-        job = jobs.get(job_id)
-        if (
-            job is None
-            or job.status not in _OWN_EXECUTION
-            or job.execution != "succeeded"
-            or job.server_id != machine.server_id
-        ):
-            taken += 1
-    return taken
-
-
 def lease_machine(state: State, server_id: str, job_id: str, *, at: float) -> ev.MachineLeased:
-    """Hand a ready machine to an active job, within the machine's job limit (its slots:
-    :func:`slots_taken`)."""
+    """Hand a ready machine to an active job, within the machine's job limit."""
     machine = _machine(state, server_id)
     job = _job(state, job_id)
     if machine.status != M_READY:
@@ -491,10 +461,9 @@ def lease_machine(state: State, server_id: str, job_id: str, *, at: float) -> ev
         raise CommandRejectedError(f"job {job_id} is {job.status}: it needs no machine")
     if job_id in machine.leases:
         raise CommandRejectedError(f"job {job_id} already leases machine {server_id}")
-    taken = slots_taken(state, machine)
-    if taken >= machine.max_jobs:
+    if len(machine.leases) >= machine.max_jobs:
         raise CommandRejectedError(
-            f"machine {server_id} already runs {taken} of {machine.max_jobs} jobs"
+            f"machine {server_id} already runs {len(machine.leases)} of {machine.max_jobs} jobs"
         )
     return ev.MachineLeased(server_id=server_id, job_id=job_id, at=at)
 

@@ -43,7 +43,6 @@ from conjure_actors.actors.example import DEFAULT_WORKFLOW, bundled_workflow, bu
 from conjure_actors.clients.comfyui import origin_of
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.domain import state as st
-from conjure_actors.domain.decide import slots_taken
 from conjure_actors.domain.errors import PriceTableError, WorkflowError
 from conjure_actors.domain.preflight import check_values, image_problem
 from conjure_actors.domain.prices import MAX_BUDGET_USD, MICROS_PER_USD, estimate_job_cost
@@ -325,7 +324,7 @@ def job_seconds_of(state: st.State, workflow_name: str | None) -> tuple[float, s
 
 def _warm(state: st.State) -> bool:
     return any(
-        m.status == st.M_READY and m.healthy and slots_taken(state, m) < m.max_jobs
+        m.status == st.M_READY and m.healthy and len(m.leases) < m.max_jobs
         for m in state.machines.values()
     )
 

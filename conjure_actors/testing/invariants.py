@@ -443,7 +443,7 @@ _SLOT_EVENTS: Final = (ev.PromptSubmitting, ev.ExecutionStarted, ev.MachineLease
 def check_slots(h: Harness) -> list[str]:
     """No machine ever had more of our prompts in ComfyUI's hands at once than its
     ``max_jobs``: folded from the log (jobs running there whose execution is submitting,
-    submitted or started), not from ``decide.slots_taken``, which it checks."""
+    submitted or started), not from the leases the pool counts, which it checks."""
     state = st.initial_state()
     for record in h.log.records():
         event = record.event

@@ -1,6 +1,6 @@
-"""A job cancelled while it downloads: its prompt has run, so nothing is interrupted (the
-machine's ComfyUI may already run the next job's prompt, now that a slot is freed at the
-prompt's success; a ComfyUI that ignores ``/interrupt``'s prompt id would stop that one)."""
+"""A job cancelled while it downloads: its prompt has run, so nothing is interrupted (a
+ComfyUI that ignores ``/interrupt``'s prompt id would stop whatever it runs next: another
+job's prompt on a machine of several slots, or another client's)."""
 
 from __future__ import annotations
 

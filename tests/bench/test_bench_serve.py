@@ -237,8 +237,6 @@ def test_a_job_that_ran_straight_through_gives_one_cycle_of_every_step(tmp_path:
 
 
 def test_the_cycle_line_gives_the_median_of_each_step_and_of_the_slot_hold() -> None:
-    """Each step's median, the slot's hold (leased -> succeeded) and the lease's."""
-
     def cycle(*gaps: float) -> dict[type, float]:
         t, stamps = 0.0, {}
         for step, gap in zip(bench.CYCLE_STEPS, (0.0, *gaps), strict=True):
@@ -251,5 +249,5 @@ def test_the_cycle_line_gives_the_median_of_each_step_and_of_the_slot_hold() -> 
         [cycle(1, 0.002, 0.010, 0.020, 0.030, 0.004), cycle(3, 0.004, 0.030, 0.020, 0.050, 0.006)],
     )
     assert "queued 2000.0 | submit 3.0 | comfy queue 20.0 | run 20.0 | outputs 40.0" in line
-    assert "release 5.0 | slot held 43.0 | lease held 88.0 (2 jobs)" in line
+    assert "release 5.0 | slot held 88.0 (2 jobs)" in line
     assert "no job ran" in bench.cycle_line("serve", [])

@@ -14,7 +14,6 @@ import msgspec
 from hypothesis import strategies as st
 
 from conjure_actors.domain import cost_policy, machines_policy
-from conjure_actors.domain.decide import slots_taken
 from conjure_actors.domain.events import EVENT_TYPES
 from conjure_actors.domain.state import M_READY, State
 
@@ -74,10 +73,10 @@ def free_machine(state: State, workflow_version: str | None) -> str | None:
             ready=m.status == M_READY,
             healthy=True,
             workflow_version=m.workflow_version if m.kind == "runcomfy" else None,
-            leases=slots_taken(state, m),
+            leases=len(m.leases),
         )
         for m in state.machines.values()
-        if slots_taken(state, m) < m.max_jobs
+        if len(m.leases) < m.max_jobs
     ]
     limit = max((m.max_jobs for m in state.machines.values()), default=1)
     return machines_policy.pick_machine(views, workflow_version, limit)

@@ -105,43 +105,6 @@ def test_lease_respects_the_machine_job_limit() -> None:
         decide.lease_machine(state, "s1", "j2", at=13.0)
 
 
-def _executed_on_s1(state: State, *, succeeded: bool) -> State:
-    """j1 leases s1, starts, submits its prompt, which then runs (and succeeds)."""
-    apply(state, decide.lease_machine(state, "s1", "j1", at=12.0))
-    apply(state, decide.start_job(state, "j1", "s1", at=12.0))
-    apply(
-        state,
-        ev.PromptSubmitting(
-            job_id="j1", attempt=1, prompt_id="p", client_id="c", server_id="s1", at=12.0
-        ),
-    )
-    apply(state, ev.PromptSubmitted(job_id="j1", prompt_id="p", number=1, at=12.0))
-    apply(state, ev.ExecutionStarted(job_id="j1", prompt_id="p", at=12.5))
-    if succeeded:
-        apply(state, ev.ExecutionSucceeded(job_id="j1", prompt_id="p", at=13.0))
-    return state
-
-
-def test_a_prompt_done_frees_its_slot_and_keeps_its_lease() -> None:
-    """A job whose prompt finished executing takes no slot: the next job may lease the
-    machine while the first still holds its lease (it stores its outputs)."""
-    state = _executed_on_s1(ready(base()), succeeded=True)
-    apply(state, ev.JobSubmitted(job_id="j2", workflow_sha256=WF, at=13.0))
-    assert decide.slots_taken(state, state.machines["s1"]) == 0
-    apply(state, decide.lease_machine(state, "s1", "j2", at=14.0))
-    assert state.machines["s1"].leases == ["j1", "j2"]
-    assert decide.slots_taken(state, state.machines["s1"]) == 1
-    assert state.anomaly_count == 0
-
-
-def test_a_prompt_still_running_keeps_its_slot() -> None:
-    """Until its prompt succeeds, a job takes its slot (max_jobs=1: no second lease)."""
-    state = _executed_on_s1(ready(base()), succeeded=False)
-    apply(state, ev.JobSubmitted(job_id="j2", workflow_sha256=WF, at=13.0))
-    with pytest.raises(CommandRejectedError, match="1 of 1 jobs"):
-        decide.lease_machine(state, "s1", "j2", at=14.0)
-
-
 def test_start_requires_a_lease() -> None:
     """A job cannot start on a machine it does not hold."""
     state = ready(base())

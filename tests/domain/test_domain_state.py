@@ -14,7 +14,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from conjure_actors.domain import cost_policy, decide, machines_policy
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.decide import slots_taken
 from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.state import (
@@ -181,7 +180,7 @@ def check_invariants(state: State, finished: dict[str, str]) -> None:
     machines = state.machines.values()
     assert state.ledger.total_micros == sum(m.cost_micros for m in machines)
     for machine in machines:
-        assert slots_taken(state, machine) <= machine.max_jobs
+        assert len(machine.leases) <= machine.max_jobs
     for job_id, job in state.jobs.items():
         if job.status == "succeeded":
             assert job.outputs
@@ -566,7 +565,7 @@ class LegalRun(RuleBasedStateMachine):
     @invariant()
     def leases_within_limit(self) -> None:
         for machine in self.state.machines.values():
-            assert slots_taken(self.state, machine) <= machine.max_jobs
+            assert len(machine.leases) <= machine.max_jobs
             assert len(set(machine.leases)) == len(machine.leases)
 
     @invariant()

@@ -1,5 +1,5 @@
 """check_slots: no machine ever had more of our prompts in ComfyUI at once than its jobs
-limit, folded from the log (it checks ``decide.slots_taken``, so it must not use it)."""
+limit, folded from the log (it checks the leases the pool counts, so it must not use them)."""
 
 from __future__ import annotations
 
