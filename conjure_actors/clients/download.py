@@ -23,6 +23,7 @@ The helpers :func:`open_temp_beside` and :func:`fsync_dir` are shared with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -233,6 +234,7 @@ class FileSink:
             for piece in held:
                 self._write(piece)
         except OSError as exc:
+            self._abort_quietly()
             raise self._local(exc) from exc
 
     def put_in_place(self) -> None:
@@ -251,6 +253,7 @@ class FileSink:
             self._tmp = None
             self._done = True
         except OSError as exc:
+            self._abort_quietly()
             raise self._local(exc) from exc
 
     def make_durable(self, fsync_dir: Callable[[Path], None]) -> None:
@@ -264,6 +267,13 @@ class FileSink:
             self._made.clear()  # kept: abort (always called after) must not unmake them
         except OSError as exc:
             raise self._local(exc) from exc
+
+    def _abort_quietly(self) -> None:
+        """A failed step cleans up at once, in the committer's batch (a FileCommit leaves
+        nothing behind): a folder it made and unmakes is fsynced out before any file of the
+        batch that went into it is answered (its caller's own abort, later, does nothing)."""
+        with contextlib.suppress(OSError):
+            self.abort()
 
     def abort(self) -> None:
         """Drop the body: close and remove the temporary file if there is one (idempotent;

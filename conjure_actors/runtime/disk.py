@@ -169,6 +169,9 @@ class DiskCommitter:
         self._pending: list[_Entry] = []
         self._parked: trio.lowlevel.Task | None = None
         self._runner_started = False
+        # Under MockClock the runner holds a token of the default limiter (mock time must
+        # not move) while its thread call runs: the call takes its token from this one.
+        self._own_limiter: trio.CapacityLimiter | None = None
 
     # ------------------------------------------------------------------ the trio side
 
@@ -179,6 +182,8 @@ class DiskCommitter:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("the disk committer is closed")
+        if trio.lowlevel.current_trio_token() is not self._token:
+            raise RuntimeError("a disk committer serves the trio run that made it only")
         entry = _Entry(item, trio.lowlevel.current_task())
         self._in_flight += 1
         if not self._runner_started:
@@ -291,7 +296,11 @@ class DiskCommitter:
                     if not kept:
                         continue
                     if limiter is not None:
-                        dir_fsyncs = await trio.to_thread.run_sync(self._run_batch, kept)
+                        if self._own_limiter is None:
+                            self._own_limiter = trio.CapacityLimiter(1)
+                        dir_fsyncs = await trio.to_thread.run_sync(
+                            self._run_batch, kept, limiter=self._own_limiter
+                        )
                     else:
                         dir_fsyncs = await self._in_thread(kept)
                     self._answer(kept, dir_fsyncs)
