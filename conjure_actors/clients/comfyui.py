@@ -104,9 +104,10 @@ DEFAULT_STALL_TIMEOUT: Final = 60.0
 MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 # POST /prompt is resent only on answers that prove nothing was queued (see submit).
 _PROMPT_RETRY_STATUSES: Final = frozenset({429})
-# A 503 to POST /prompt: the prompt looked up, and sent again (same id) only while absent,
-# after these pauses (s); then, as any 5xx, "outcome unknown" (see submit).
-_PROMPT_503_PAUSES: Final = (1.0, 2.0, 4.0, 8.0)
+# A proxy's 502/503/504 to POST /prompt: the prompt looked up, and sent again (same id) only
+# while absent, after these pauses (s); then, as any 5xx, "outcome unknown" (see submit).
+_PROMPT_LOOKUP_STATUSES: Final = frozenset({502, 503, 504})
+_PROMPT_LOOKUP_PAUSES: Final = (1.0, 2.0, 4.0, 8.0)
 # follow: buffered frames taken in a row without a checkpoint (then one blocking receive).
 _NOWAIT_STREAK: Final = 16
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -1198,10 +1199,13 @@ class ComfyUIClient:
         # again. A 429 is a rate limiter's, which answers before routing the request on:
         # nothing was forwarded, so it is resent after Retry-After.
         # A 503 is also what a proxy answers while ComfyUI restarts (connection refused):
-        # then nothing was forwarded. So a 503 is not given up at once (each give-up costs
-        # the job an attempt): the prompt is looked up, and sent again only while the
-        # lookup shows it absent; found, it is the caller's to follow (outcome unknown).
-        pauses = iter(_PROMPT_503_PAUSES)
+        # then nothing was forwarded. And a 502/504 may hide ComfyUI's own answer, a 400
+        # among them (a prompt it refused, never queued). So a gateway's 5xx is not given
+        # up at once (each give-up costs the job an attempt, and a refusal it hides is
+        # never learnt): the prompt is looked up, and sent again only while the lookup
+        # shows it absent (neither queued, running nor done: ComfyUI did not take it);
+        # found, it is the caller's to follow (outcome unknown).
+        pauses = iter(_PROMPT_LOOKUP_PAUSES)
         while True:
             try:
                 response = await self._request(
@@ -1218,7 +1222,7 @@ class ComfyUIClient:
                 exc.add_note(f"prompt id {prompt_id}: use find_prompt() before submitting again")
                 raise
             status = response.status_code
-            pause = next(pauses, None) if status == 503 else None
+            pause = next(pauses, None) if status in _PROMPT_LOOKUP_STATUSES else None
             if pause is None or not await self._absent(prompt_id):
                 break
             await trio.sleep(pause)

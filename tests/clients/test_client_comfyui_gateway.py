@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from conjure_actors.clients import ComfyUIClient, PromptSucceeded, RetryPolicy, new_prompt_id
-from conjure_actors.clients.errors import ComfyUIError, OutcomeUnknownError
+from conjure_actors.clients.errors import ComfyUIError, OutcomeUnknownError, PromptRejectedError
 from conjure_actors.sim.comfyui import ComfyFaults
 from conjure_actors.sim.media import write_png
 from tests.clients.test_client_comfyui import open_env, workflow
@@ -95,7 +95,7 @@ async def test_an_answer_that_does_not_prove_a_refusal_is_outcome_unknown(
     autojump_clock: trio.abc.Clock, status: int, body: bytes
 ) -> None:
     """A 5xx (a proxy's 503 included), or a 200 we cannot read: sent once, outcome unknown
-    (a 503's lookup, answered 503 too here, proves nothing: not sent again)."""
+    (a gateway error's lookup, answered the same here, proves nothing: not sent again)."""
     sent: list[httpx.Request] = []
     async with httpx.AsyncClient(transport=_answering(status, body, sent)) as http:
         client = ComfyUIClient("http://comfy.invalid", http=http, rng=random.Random(0))
@@ -104,13 +104,15 @@ async def test_an_answer_that_does_not_prove_a_refusal_is_outcome_unknown(
     assert [r.url.path for r in sent if r.method == "POST"] == ["/prompt"]
 
 
-async def test_a_503_with_nothing_queued_is_sent_again_once_a_lookup_shows_it_absent(
-    autojump_clock: trio.abc.Clock,
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_a_gateway_error_with_nothing_queued_is_sent_again_once_a_lookup_shows_it_absent(
+    autojump_clock: trio.abc.Clock, status: int
 ) -> None:
     """A proxy answers 503 while ComfyUI restarts (nothing forwarded). Given up at once,
     each such answer cost the job an attempt: three in a row failed a job that ComfyUI
     would have run (soak seed 48: RetriesExhausted). The prompt is looked up, absent, and
-    sent again under the same id after a pause: queued, no attempt lost."""
+    sent again under the same id after a pause: queued, no attempt lost. The same for a
+    502/504 (a lookup that shows it absent proves ComfyUI did not take it)."""
     sent: list[str] = []
     pid = new_prompt_id()
 
@@ -118,7 +120,7 @@ async def test_a_503_with_nothing_queued_is_sent_again_once_a_lookup_shows_it_ab
         sent.append(f"{request.method} {request.url.path}")
         if request.url.path == "/prompt":
             if sent.count("POST /prompt") == 1:
-                return httpx.Response(503, content=b"upstream connect error")
+                return httpx.Response(status, content=b"upstream connect error")
             return httpx.Response(200, json={"prompt_id": pid, "number": 3, "node_errors": {}})
         if request.url.path == "/queue":
             return httpx.Response(200, json={"queue_running": [], "queue_pending": []})
@@ -130,6 +132,36 @@ async def test_a_503_with_nothing_queued_is_sent_again_once_a_lookup_shows_it_ab
     assert queued.prompt_id == pid
     assert sent.count("POST /prompt") == 2
     assert sent.index("GET /queue") < len(sent) - 1  # looked up before sending again
+
+
+async def test_a_refusal_hidden_by_a_gateway_error_is_learnt_by_sending_again(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """ComfyUI refused the prompt (400, never queued) and the proxy answered 502 instead:
+    given up as an outcome unknown, the job retried it as a new attempt until its attempts
+    ran out, and failed RetriesExhausted, never PromptRejected (money soak, seed 906). Looked
+    up (absent) and sent again, the refusal comes through."""
+    sent: list[str] = []
+    refusal = {
+        "error": {"type": "prompt_outputs_failed_validation", "message": "bad"},
+        "node_errors": {},
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/prompt":
+            if sent.count("POST /prompt") == 1:
+                return httpx.Response(502, content=b"<html>502 Bad Gateway</html>")
+            return httpx.Response(400, json=refusal)
+        if request.url.path == "/queue":
+            return httpx.Response(200, json={"queue_running": [], "queue_pending": []})
+        return httpx.Response(200, json={})  # /history/{id}: not there
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = ComfyUIClient("http://comfy.invalid", http=http, rng=random.Random(0))
+        with pytest.raises(PromptRejectedError):
+            await client.submit(workflow("invert_save"), new_prompt_id(), "c")
+    assert sent.count("POST /prompt") == 2
 
 
 async def test_a_429_is_resent(autojump_clock: trio.abc.Clock) -> None:
