@@ -181,6 +181,11 @@ def check_jobs(h: Harness) -> list[str]:
     return problems
 
 
+_NO_REJECTION_HEARD: Final = frozenset({"PromptRejected", "NoMachine"})
+"""How a job whose workflow the server refuses may end once its prompt went out: refused, or
+with no machine to send it to again (its answer lost to a crash, the budget spent since)."""
+
+
 def _job_problems(job: st.Job, expect: str, rejections: int) -> list[str]:
     out: list[str] = []
     jid = job.job_id
@@ -198,9 +203,11 @@ def _job_problems(job: st.Job, expect: str, rejections: int) -> list[str]:
         if job.execution != "succeeded":
             out.append(f"jobs: {jid} succeeded but its execution is {job.execution!r}")
     # A job that never reached a server (no machine: budget, launch failures) fails for
-    # that reason; only a prompt that was sent must come back rejected.
+    # that reason; only a prompt that was sent must come back rejected. A job whose prompt
+    # went out but whose answer was lost (a crash) and that then found no machine (the
+    # budget spent meanwhile) fails for that reason too: no answer said "rejected".
     if expect == "rejected" and job.status == st.FAILED and job.error is not None:
-        if job.error.error_type != "PromptRejected" and job.prompt_id is not None:
+        if job.error.error_type not in _NO_REJECTION_HEARD and job.prompt_id is not None:
             out.append(
                 f"jobs: {jid}: a rejected workflow failed as {job.error.error_type}"
                 " instead of PromptRejected"
