@@ -181,7 +181,7 @@ def check_jobs(h: Harness) -> list[str]:
     return problems
 
 
-_NO_REJECTION_HEARD: Final = frozenset({"PromptRejected", "NoMachine"})
+_REFUSED_WORKFLOW_ENDINGS: Final = frozenset({"PromptRejected", "NoMachine"})
 """How a job whose workflow the server refuses may end once its prompt went out: refused, or
 with no machine to send it to again (its answer lost to a crash, the budget spent since)."""
 
@@ -207,7 +207,7 @@ def _job_problems(job: st.Job, expect: str, rejections: int) -> list[str]:
     # went out but whose answer was lost (a crash) and that then found no machine (the
     # budget spent meanwhile) fails for that reason too: no answer said "rejected".
     if expect == "rejected" and job.status == st.FAILED and job.error is not None:
-        if job.error.error_type not in _NO_REJECTION_HEARD and job.prompt_id is not None:
+        if job.error.error_type not in _REFUSED_WORKFLOW_ENDINGS and job.prompt_id is not None:
             out.append(
                 f"jobs: {jid}: a rejected workflow failed as {job.error.error_type}"
                 " instead of PromptRejected"
