@@ -52,6 +52,7 @@ thread and its task end with the run.
 
 from __future__ import annotations
 
+import operator
 import os
 import queue
 import sys
@@ -81,7 +82,7 @@ FsyncDir = Callable[[Path], None]
 
 
 class FileCommit(Protocol[T_co]):
-    """The durable write of one file, in two blocking steps (run in the committer's thread)."""
+    """The durable write of one file, in three blocking steps (run in the committer's thread)."""
 
     def stage(self) -> None:
         """Write the file's bytes to a temporary file beside its name (no fsync yet). On
@@ -154,7 +155,6 @@ class DiskCommitter:
     def __init__(self, *, fsync_dir: FsyncDir = fsync_dir, threaded: bool | None = None) -> None:
         self._fsync_dir = fsync_dir
         self._threaded = not _mock_clock() if threaded is None else threaded
-        self._lock = threading.Lock()  # entry states (the worker thread marks them running)
         self._token = trio.lowlevel.current_trio_token()
         self._closed = False
         self._commits = self._batches = self._dir_fsyncs = self._largest = self._withdrawn = 0
@@ -195,10 +195,9 @@ class DiskCommitter:
             trio.lowlevel.reschedule(task)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            with self._lock:
-                if entry.state != _QUEUED:
-                    return trio.lowlevel.Abort.FAILED  # its batch runs: wait for it
-                entry.state = _WITHDRAWN
+            if entry.state != _QUEUED:
+                return trio.lowlevel.Abort.FAILED  # its batch runs: wait for it
+            entry.state = _WITHDRAWN
             self._withdrawn += 1
             self._done(1)
             return trio.lowlevel.Abort.SUCCEEDED
@@ -241,11 +240,11 @@ class DiskCommitter:
 
     def _take(self, batch: list[_Entry]) -> list[_Entry]:
         """The entries of ``batch`` not withdrawn, marked running (from then on a cancel
-        waits for them)."""
-        with self._lock:
-            kept = [e for e in batch if e.state == _QUEUED]
-            for entry in kept:
-                entry.state = _RUNNING
+        waits for them). In the trio thread, as a cancel's abort: the worker thread never
+        reads an entry's state."""
+        kept = [e for e in batch if e.state == _QUEUED]
+        for entry in kept:
+            entry.state = _RUNNING
         return kept
 
     def _stop(self) -> None:
@@ -348,21 +347,8 @@ class DiskCommitter:
         entry's result set. Returns the number of directory fsyncs made."""
         placed: list[_Entry] = []
         for start in range(0, len(entries), STAGED):
-            staged: list[_Entry] = []
-            for entry in entries[start : start + STAGED]:
-                try:
-                    entry.item.stage()
-                except Exception as exc:
-                    entry.result = outcome.Error(exc)
-                    continue
-                staged.append(entry)
-            for entry in staged:
-                try:
-                    entry.item.put_in_place()
-                except Exception as exc:
-                    entry.result = outcome.Error(exc)
-                    continue
-                placed.append(entry)
+            staged = _each(entries[start : start + STAGED], _STAGE)
+            placed += _each(staged, _PUT_IN_PLACE)
         synced: dict[str, OSError | None] = {}
         real = self._fsync_dir
 
@@ -383,6 +369,24 @@ class DiskCommitter:
         for entry in placed:
             entry.result = outcome.capture(entry.item.make_durable, once)
         return len(synced)
+
+
+_STAGE: Final = operator.methodcaller("stage")
+_PUT_IN_PLACE: Final = operator.methodcaller("put_in_place")
+
+
+def _each(entries: list[_Entry], step: Callable[[Any], object]) -> list[_Entry]:
+    """Run ``step`` on each entry's item; a failure is that entry's result. Returns the
+    entries it succeeded on, in order."""
+    done: list[_Entry] = []
+    for entry in entries:
+        try:
+            step(entry.item)
+        except Exception as exc:
+            entry.result = outcome.Error(exc)
+            continue
+        done.append(entry)
+    return done
 
 
 def _wait_for_the_disk(_: Any) -> trio.lowlevel.Abort:
