@@ -77,7 +77,7 @@ async def test_commits_queued_together_run_as_one_batch_with_one_fsync_per_direc
 ) -> None:
     """Files queued in one pass share one batch; a directory is fsynced once per batch."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=threaded)
     (tmp_path / "a").mkdir(exist_ok=True)
     (tmp_path / "b").mkdir(exist_ok=True)
     gate = threading.Event()
@@ -112,7 +112,7 @@ async def test_a_caller_is_answered_only_after_its_file_and_directories_are_fsyn
 ) -> None:
     """The answer comes after the rename, the directory fsync and the made folder's parent."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=threaded)
     (tmp_path / "new").mkdir()
     with trio.fail_after(10):
         name = await disk.commit(Fake(rec, tmp_path / "new" / "x", made=tmp_path / "new"))
@@ -131,7 +131,7 @@ async def test_a_caller_is_answered_only_after_its_file_and_directories_are_fsyn
 async def test_one_file_failing_fails_its_caller_only(tmp_path: Path, threaded: bool) -> None:
     """A put_in_place error reaches its own caller, as raised; the batch's others succeed."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=threaded)
     results: dict[str, object] = {}
 
     async def one(name: str, fail: bool) -> None:
@@ -165,7 +165,7 @@ async def test_a_directory_fsync_failing_fails_each_of_its_files_with_its_own_er
         if directory.name == "broken":
             raise OSError(5, "Input/output error", str(directory))
 
-    disk = DiskCommitter(fsync_dir=fsync_dir, threaded=threaded)
+    disk = DiskCommitter(fsync_dir=fsync_dir, syncfs=None, threaded=threaded)
     (tmp_path / "broken").mkdir()
     (tmp_path / "fine").mkdir()
     results: dict[str, object] = {}
@@ -196,7 +196,7 @@ async def test_a_commit_cancelled_while_queued_is_withdrawn_and_never_written(
 ) -> None:
     """Cancelled while queued: its file is never touched (no temp file, no final file)."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=threaded)
     gate = threading.Event()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -226,7 +226,7 @@ async def test_a_commit_cancelled_while_running_waits_for_it_then_is_cancelled(
     """Cancelled while its batch runs: the cancel waits for the commit (the file complete,
     no temp file) and fires at the next checkpoint."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=True)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=True)
     gate = threading.Event()
     reached: list[str] = []
     item = Fake(rec, tmp_path / "x", gate=gate)
@@ -256,7 +256,7 @@ async def test_aclose_waits_for_queued_commits_then_refuses_new_ones(
 ) -> None:
     """aclose answers every commit queued before it, then commit raises ClosedResourceError."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=threaded)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=threaded)
     gate = threading.Event()
     answers: list[str] = []
 
@@ -295,7 +295,7 @@ async def test_under_the_mock_clock_a_batch_goes_through_to_thread_run_sync(
 
     monkeypatch.setattr(trio.to_thread, "run_sync", counted)
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None)
     # (no deadline: autojump would leap to it while the real thread works)
     async with trio.open_nursery() as nursery:
         for name in ("1", "2", "3"):
@@ -317,7 +317,7 @@ async def test_under_the_mock_clock_commits_made_before_the_loop_is_idle_share_a
 
     monkeypatch.setattr(trio.to_thread, "run_sync", inline)
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None)
     start = trio.current_time()
 
     async def one(name: str, passes: int) -> None:
@@ -340,7 +340,7 @@ async def test_in_the_worker_thread_commits_made_before_the_loop_is_idle_share_a
     """The same moment to take a batch outside MockClock (what production runs): commits
     reached a few scheduler passes apart share one batch in the long-lived thread."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=True)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=True)
 
     async def one(name: str, passes: int) -> None:
         for _ in range(passes):
@@ -359,7 +359,7 @@ async def test_a_loop_that_is_never_idle_does_not_hold_the_disk_back(tmp_path: P
     """A task that never blocks (only checkpoints) keeps the loop from being idle: the batch
     is still taken, GATHER after it could start."""
     rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, threaded=True)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=True)
     done = trio.Event()
 
     async def busy() -> None:

@@ -44,7 +44,7 @@ def test_a_sink_failing_in_a_batch_cleans_up_in_the_batch_before_any_answer(
         out.mkdir()
 
         async def main(out: Path = out, lines: list[str] = lines) -> None:
-            disk = DiskCommitter(fsync_dir=lambda d: lines.append(f"fsync {d.name}"))
+            disk = DiskCommitter(fsync_dir=lambda d: lines.append(f"fsync {d.name}"), syncfs=None)
 
             async def one(name: str) -> None:
                 sink = FileSink(out / "job" / name, max_bytes=MEMORY_BYTES, what=name)
