@@ -27,18 +27,27 @@ Errors are per file: one file's failure (or its directory's) fails that caller o
 
 One flush per batch
 -------------------
-Where Linux reports a flush's write-back errors (``syncfs(2)``, 5.8 and later:
-:func:`system_syncfs`), a batch flushes each file system it writes to twice instead:
-once its files are staged (their data to disk in one journal commit, so that each file's
-own fsync that follows is cheap), and once every file is renamed (the renames, new files
-and folders made durable in one call, instead of one fsync per directory: three fsyncs per
-job in its own folder). Nine jobs' outputs: 3.1 ms fsynced file by file and directory by
-directory on this box, 1.1 ms so (strace of ``bench/run.py``: 1.32 s of fsync calls per
-1,000 jobs before, 0.09 s of syncfs and fsync after). The descriptor each flush runs on is
-opened on the batch's directories before the first rename, so it reports every write-back
-error since. The first flush is a hint (each file's fsync still reports that file's errors);
-a failed second flush puts the directory fsyncs back, each error its callers' own. The cost:
-a flush also writes other programs' pending data on that file system.
+Where a flush reports its errors (``syncfs(2)`` on Linux 5.17 and later, :func:`system_syncfs`;
+on ext4, xfs or btrfs, whose flush commits their journal and returns its error: not FUSE,
+whose flush may do nothing, nor a network file system), a batch flushes each file system it
+writes to twice: once a chunk of its files is staged (their data to disk in one journal
+commit, so that each file's own fsync that follows is cheap), and once every file is renamed
+(the renames and new files durable in one call, instead of a fsync of each file's
+directory). Nine jobs' outputs, each in a folder of its own: 3.1 ms fsynced file by file and
+directory by directory on this box, 1.1 ms so (strace of ``bench/run.py``: 1.32 s of fsync
+calls per 1,000 jobs before, 0.09 s of syncfs and fsync after).
+
+- The descriptor both flushes run on is opened on one of the batch's directories before any
+  rename on that file system, so the second reports every write-back error of the names
+  since.
+- The first flush is a hint for the data: each file's own fsync still reports that file's
+  errors. It consumes the errors it reports, though: if it fails, so does the second.
+- A file system whose flush failed has its directories fsynced one by one, each error its
+  callers' own.
+- A folder made for a file (maybe long before the batch, by a streamed download) has its
+  parent fsynced, once per batch: a flush may not report a write-back error an earlier one
+  saw.
+- The cost: a flush also writes other programs' pending data on that file system.
 
 When a batch is taken: the committer's task takes every commit queued once the event loop
 is idle (every other task blocked), at most :data:`GATHER` after the batch could start, and
@@ -67,6 +76,7 @@ thread and its task end with the run.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import queue
@@ -121,14 +131,15 @@ class FileCommit(Protocol[T_co]):
 
 
 def system_syncfs() -> Syncfs | None:
-    """libc's ``syncfs(2)`` where it reports write-back errors (Linux 5.8 and later: before,
-    it returned 0 whatever happened); ``None`` elsewhere. Imports ``ctypes``: called from the
-    committer's thread at its first batch, never at import."""
+    """libc's ``syncfs(2)`` where it reports errors (Linux 5.17 and later: 5.8 to 5.16
+    reported write-back errors but dropped the file system's own, such as a failed journal
+    commit; before 5.8 it returned 0 whatever happened); ``None`` elsewhere. Imports
+    ``ctypes``: called from the committer's thread at its first batch, never at import."""
     if not sys.platform.startswith("linux"):
         return None
     release = os.uname().release.split(".")
     try:
-        if (int(release[0]), int(release[1].split("-")[0])) < (5, 8):
+        if (int(release[0]), int(release[1].split("-")[0])) < (5, 17):
             return None
     except (IndexError, ValueError):
         return None
@@ -216,11 +227,12 @@ class DiskCommitter:
     ) -> None:
         self._fsync_dir = fsync_dir
         self._syncfs = syncfs
+        self._flushable_devices: dict[int, bool] = {}  # read and written by the batch's thread
         self._threaded = not _mock_clock() if threaded is None else threaded
         self._token = trio.lowlevel.current_trio_token()
         self._closed = False
         self._commits = self._batches = self._dir_fsyncs = self._largest = self._withdrawn = 0
-        self._syncfs_calls = 0  # written by the batch's thread, read between batches
+        self._syncfs_calls = 0
         self._in_flight = 0  # commits queued or running, not yet answered
         self._idle: trio.Event | None = None  # set when _in_flight drops to 0 (aclose)
         # The queue of the worker thread: (runner task, batch), None ends it.
@@ -291,11 +303,12 @@ class DiskCommitter:
         if not self._in_flight and self._idle is not None:
             self._idle.set()
 
-    def _answer(self, entries: list[_Entry], dir_fsyncs: int) -> None:
+    def _answer(self, entries: list[_Entry], dir_fsyncs: int, syncfs_calls: int) -> None:
         """In the trio thread: wake every waiter of a batch that ran."""
         self._batches += 1
         self._commits += len(entries)
         self._dir_fsyncs += dir_fsyncs
+        self._syncfs_calls += syncfs_calls
         self._largest = max(self._largest, len(entries))
         for entry in entries:
             assert entry.result is not None
@@ -358,15 +371,21 @@ class DiskCommitter:
                     kept = self._take(batch)
                     if not kept:
                         continue
-                    if limiter is not None:
-                        if self._own_limiter is None:
-                            self._own_limiter = trio.CapacityLimiter(1)
-                        dir_fsyncs = await trio.to_thread.run_sync(
-                            self._run_batch, kept, limiter=self._own_limiter
-                        )
-                    else:
-                        dir_fsyncs = await self._in_thread(kept)
-                    self._answer(kept, dir_fsyncs)
+                    try:
+                        if limiter is not None:
+                            if self._own_limiter is None:
+                                self._own_limiter = trio.CapacityLimiter(1)
+                            counts = await trio.to_thread.run_sync(
+                                self._run_batch, kept, limiter=self._own_limiter
+                            )
+                        else:
+                            counts = await self._in_thread(kept)
+                    except Exception as exc:  # a defect: still, every caller gets an answer
+                        for entry in kept:
+                            if entry.result is None:
+                                entry.result = outcome.Error(exc)
+                        counts = (0, 0)
+                    self._answer(kept, *counts)
                 finally:
                     if limiter is not None:
                         limiter.release_on_behalf_of(self)
@@ -379,7 +398,7 @@ class DiskCommitter:
 
     # ------------------------------------------------------------------- thread mode
 
-    async def _in_thread(self, kept: list[_Entry]) -> int:
+    async def _in_thread(self, kept: list[_Entry]) -> tuple[int, int]:
         """Run a batch in the long-lived worker thread; its answer wakes this task once."""
         if self._thread is None:
             thread = threading.Thread(target=self._work, name="disk committer", daemon=True)
@@ -388,8 +407,8 @@ class DiskCommitter:
         self._jobs.put((trio.lowlevel.current_task(), kept))
         # A batch that runs cannot be withdrawn (a half-done rename is no state to leave):
         # a cancel (the run ending) waits for its answer.
-        dir_fsyncs: int = await trio.lowlevel.wait_task_rescheduled(_wait_for_the_disk)
-        return dir_fsyncs
+        counts: tuple[int, int] = await trio.lowlevel.wait_task_rescheduled(_wait_for_the_disk)
+        return counts
 
     def _work(self) -> None:
         jobs = self._jobs
@@ -406,13 +425,13 @@ class DiskCommitter:
 
     # ------------------------------------------------------------ the batch (blocking)
 
-    def _run_batch(self, entries: list[_Entry]) -> int:
+    def _run_batch(self, entries: list[_Entry]) -> tuple[int, int]:
         """Every file put in place, then made durable with shared directory fsyncs (or one
         flush of each file system); each entry's result set. Returns the number of
-        directory fsyncs made."""
+        directory fsyncs and of flushes made."""
         if self._syncfs == "auto":
             self._syncfs = system_syncfs()
-        flush = _Flush(self._syncfs)
+        flush = _Flush(self._syncfs, self._flushable)
         try:
             placed: list[_Entry] = []
             for start in range(0, len(entries), STAGED):
@@ -420,22 +439,20 @@ class DiskCommitter:
                 # Each file's data to disk in one go before its own fsync (then a cheap one).
                 flush.data(staged)
                 placed += _each(staged, _PUT_IN_PLACE)
-            flushed = flush.names()
+            flush.names()
         finally:
             flush.close()
-            self._syncfs_calls += flush.calls
-        synced: dict[str, OSError | None] = {}
+        synced: dict[str, OSError | None] = {}  # the directories fsynced (not flushed)
         real = self._fsync_dir
 
-        def once(directory: Path) -> None:
+        def once(directory: Path, flushed_ok: bool) -> None:
+            if flushed_ok:
+                return
             key = os.fspath(directory)
             if key in synced:
                 failed = synced[key]
                 if failed is not None:  # a fresh exception (each caller raises its own)
                     raise OSError(failed.errno, failed.strerror, failed.filename)
-                return
-            if flushed(directory):
-                synced[key] = None
                 return
             try:
                 real(directory)
@@ -445,96 +462,146 @@ class DiskCommitter:
             synced[key] = None
 
         for entry in placed:
-            entry.result = outcome.capture(entry.item.make_durable, once)
-        return len(synced) - flushed.count
+            own = os.fspath(entry.item.path.parent)
+            flushed_here = flush.flushed(own)
+
+            def fsync_dir(directory: Path, own: str = own, ok: bool = flushed_here) -> None:
+                # Only the file's own folder (renamed into after the flush's descriptor was
+                # opened) counts as flushed: a folder made for it, maybe long before the batch
+                # (a streamed download), has its parent fsynced, once per batch.
+                once(directory, ok and os.fspath(directory) == own)
+
+            entry.result = outcome.capture(entry.item.make_durable, fsync_dir)
+        return len(synced), flush.calls
+
+    def _flushable(self, device: int) -> bool:
+        """Whether ``syncfs`` on ``device`` makes its names durable and reports its errors:
+        a local file system whose commit errors reach syncfs (not FUSE, whose syncfs may do
+        nothing, nor a network one). Looked up once per device in /proc/self/mountinfo."""
+        try:
+            return self._flushable_devices[device]
+        except KeyError:
+            pass
+        kind = _file_system_type(device)
+        self._flushable_devices[device] = kind in _FLUSHABLE
+        return self._flushable_devices[device]
+
+
+_FLUSHABLE: Final = frozenset({"ext4", "xfs", "btrfs"})
+"""The file systems whose ``syncfs`` writes every dirty inode and commits the journal (or
+log, or transaction), and returns that commit's error."""
+
+
+def _file_system_type(device: int) -> str | None:
+    """The type of the file system mounted from ``device`` (``/proc/self/mountinfo``), or
+    ``None`` if it is not found there (a btrfs subvolume's own device number, say)."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == wanted and "-" in fields:
+                    return fields[fields.index("-") + 1]
+    except OSError:
+        return None
+    return None
 
 
 class _Flush:
     """One batch's flushes of whole file systems (``syncfs``), when the committer has one.
 
-    A directory descriptor per file system of the batch is opened after its files are
-    staged and before any rename (so that a flush reports every write-back error of the
-    names since), then:
+    A directory descriptor per file system of the batch is opened after the first chunk of
+    its files is staged and before any of its renames (so that a flush reports every
+    write-back error of the names since), then:
 
-    - :meth:`data`: each file system flushed once the files of a chunk are staged, so that
-      their data reaches the disk in one journal commit. A hint only: whatever it raises,
-      each file's own fsync (in ``put_in_place``, cheap once its data is on disk) reports
-      that file's errors.
-    - :meth:`names`: each file system flushed again once every file is renamed: the names
-      (renames, new files, folders made) durable in one call instead of one fsync per
-      directory. The answer says whether a directory's file system was flushed; one whose
-      flush failed is fsynced directory by directory (each error its caller's own).
+    - :meth:`data`: each file system a chunk staged files on, flushed, so that their data
+      reaches the disk in one journal commit. A hint for the data: each file's own fsync
+      (in ``put_in_place``, cheap once its data is on disk) reports that file's errors. Its
+      failure still counts (it consumed the error the names' flush would have reported).
+    - :meth:`names`: each file system flushed again once every file is renamed: the renames
+      and new files durable in one call instead of one fsync per directory.
+
+    :meth:`flushed` says whether a directory's file system had every flush succeed; one
+    whose flush failed (or whose descriptor could not be opened in time) is fsynced
+    directory by directory, each error its callers' own. Nothing here raises: any failure
+    means "not flushed", and the directory fsyncs come back.
     """
 
-    def __init__(self, syncfs: Syncfs | None) -> None:
+    def __init__(self, syncfs: Syncfs | None, flushable: Callable[[int], bool]) -> None:
         self._syncfs = syncfs
+        self._flushable = flushable
         self._fds: dict[int, int] = {}  # device -> an open directory on it
         self._devices: dict[str, int | None] = {}  # directory -> its device (None: unknown)
+        self._failed: set[int] = set()  # devices not flushed (a flush or an open failed)
+        self._done: set[int] = set()  # devices whose names' flush succeeded
         self.calls = 0
 
-    def device(self, directory: Path) -> int | None:
-        key = os.fspath(directory)
+    def _device(self, directory: str) -> int | None:
         try:
-            return self._devices[key]
+            return self._devices[directory]
         except KeyError:
             pass
         try:
             device: int | None = os.stat(directory).st_dev
         except OSError:
             device = None
-        self._devices[key] = device
+        self._devices[directory] = device
         return device
 
     def data(self, staged: list[_Entry]) -> None:
         if self._syncfs is None:
             return
-        fresh: list[int] = []
-        for entry in staged:
-            directory = entry.item.path.parent
-            device = self.device(directory)
-            if device is None or device in self._fds:
-                continue
-            try:
-                self._fds[device] = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            except OSError:
-                continue  # its files are fsynced one by one
-            fresh.append(device)
-        for device in fresh or list(self._fds):
-            self._call(self._fds[device])
+        try:
+            chunk: set[int] = set()
+            for entry in staged:
+                directory = os.fspath(entry.item.path.parent)
+                device = self._device(directory)
+                if device is None or device in self._failed:
+                    continue
+                if device not in self._fds:
+                    if not self._flushable(device):
+                        self._failed.add(device)
+                        continue
+                    try:
+                        self._fds[device] = os.open(directory, _DIRECTORY_FLAGS)
+                    except OSError:
+                        self._failed.add(device)  # later chunks' renames would predate it
+                        continue
+                chunk.add(device)
+            for device in chunk:
+                self._call(device)
+        except Exception:  # a defect here costs the flush, never an answer
+            self._syncfs = None
 
-    def _call(self, fd: int) -> bool:
+    def _call(self, device: int) -> None:
         assert self._syncfs is not None
         self.calls += 1
         try:
-            self._syncfs(fd)
-        except OSError:
-            return False
-        return True
+            self._syncfs(self._fds[device])
+        except Exception:  # not flushed: its directories are fsynced instead
+            self._failed.add(device)
 
-    def names(self) -> _Flushed:
-        done = {device for device, fd in self._fds.items() if self._call(fd)}
-        return _Flushed(self, done)
+    def names(self) -> None:
+        if self._syncfs is None:
+            return
+        for device in self._fds:
+            if device not in self._failed:
+                self._call(device)
+                if device not in self._failed:
+                    self._done.add(device)
+
+    def flushed(self, directory: str) -> bool:
+        """Whether ``directory``'s file system had every flush of the batch succeed."""
+        return bool(self._done) and self._devices.get(directory) in self._done
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
-class _Flushed:
-    """Whether a directory's names were made durable by the batch's flush (``count``: the
-    directories answered so, which no fsync_dir call made)."""
-
-    def __init__(self, flush: _Flush, devices: set[int]) -> None:
-        self._flush = flush
-        self._devices = devices
-        self.count = 0
-
-    def __call__(self, directory: Path) -> bool:
-        if not self._devices or self._flush.device(directory) not in self._devices:
-            return False
-        self.count += 1
-        return True
+_DIRECTORY_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
 _STAGE: Final = operator.methodcaller("stage")
