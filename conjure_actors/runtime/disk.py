@@ -42,6 +42,9 @@ calls per 1,000 jobs before, 0.09 s of syncfs and fsync after).
   since.
 - The first flush is a hint for the data: each file's own fsync still reports that file's
   errors. It consumes the errors it reports, though: if it fails, so does the second.
+- After the names' flush, the directory the descriptor is open on is fsynced (clean, so
+  cheap): ext4 before Linux 6.13 answered the syncfs of a file system shut down by a failed
+  journal commit with 0; its fsync says EIO.
 - A file system whose flush failed has its directories fsynced one by one, each error its
   callers' own.
 - A folder made for a file (maybe long before the batch, by a streamed download) has its
@@ -227,7 +230,6 @@ class DiskCommitter:
     ) -> None:
         self._fsync_dir = fsync_dir
         self._syncfs = syncfs
-        self._flushable_devices: dict[int, bool] = {}  # read and written by the batch's thread
         self._threaded = not _mock_clock() if threaded is None else threaded
         self._token = trio.lowlevel.current_trio_token()
         self._closed = False
@@ -431,7 +433,7 @@ class DiskCommitter:
         directory fsyncs and of flushes made."""
         if self._syncfs == "auto":
             self._syncfs = system_syncfs()
-        flush = _Flush(self._syncfs, self._flushable)
+        flush = _Flush(self._syncfs)
         try:
             placed: list[_Entry] = []
             for start in range(0, len(entries), STAGED):
@@ -461,8 +463,10 @@ class DiskCommitter:
                 raise
             synced[key] = None
 
+        owns: list[str] = []
         for entry in placed:
             own = os.fspath(entry.item.path.parent)
+            owns.append(own)
             flushed_here = flush.flushed(own)
 
             def fsync_dir(directory: Path, own: str = own, ok: bool = flushed_here) -> None:
@@ -472,19 +476,18 @@ class DiskCommitter:
                 once(directory, ok and os.fspath(directory) == own)
 
             entry.result = outcome.capture(entry.item.make_durable, fsync_dir)
-        return len(synced), flush.calls
+        for entry, own in zip(placed, owns, strict=True):
+            failed = synced.get(own)
+            if failed is not None and not isinstance(entry.result, outcome.Error):
+                # Its folder was flushed, but also fsynced (a folder made for another file is
+                # in it), and that failed: as without the flush, every file in it fails (with
+                # the error its own make_durable makes of it).
+                def fail_own(directory: Path, own: str = own, failed: OSError = failed) -> None:
+                    if os.fspath(directory) == own:
+                        raise OSError(failed.errno, failed.strerror, failed.filename)
 
-    def _flushable(self, device: int) -> bool:
-        """Whether ``syncfs`` on ``device`` makes its names durable and reports its errors:
-        a local file system whose commit errors reach syncfs (not FUSE, whose syncfs may do
-        nothing, nor a network one). Looked up once per device in /proc/self/mountinfo."""
-        try:
-            return self._flushable_devices[device]
-        except KeyError:
-            pass
-        kind = _file_system_type(device)
-        self._flushable_devices[device] = kind in _FLUSHABLE
-        return self._flushable_devices[device]
+                entry.result = outcome.capture(entry.item.make_durable, fail_own)
+        return len(synced), flush.calls
 
 
 _FLUSHABLE: Final = frozenset({"ext4", "xfs", "btrfs"})
@@ -527,9 +530,8 @@ class _Flush:
     means "not flushed", and the directory fsyncs come back.
     """
 
-    def __init__(self, syncfs: Syncfs | None, flushable: Callable[[int], bool]) -> None:
+    def __init__(self, syncfs: Syncfs | None) -> None:
         self._syncfs = syncfs
-        self._flushable = flushable
         self._fds: dict[int, int] = {}  # device -> an open directory on it
         self._devices: dict[str, int | None] = {}  # directory -> its device (None: unknown)
         self._failed: set[int] = set()  # devices not flushed (a flush or an open failed)
@@ -559,7 +561,8 @@ class _Flush:
                 if device is None or device in self._failed:
                     continue
                 if device not in self._fds:
-                    if not self._flushable(device):
+                    # Looked up per batch: a device number may be a new mount's later.
+                    if _file_system_type(device) not in _FLUSHABLE:
                         self._failed.add(device)
                         continue
                     try:
@@ -584,11 +587,21 @@ class _Flush:
     def names(self) -> None:
         if self._syncfs is None:
             return
-        for device in self._fds:
-            if device not in self._failed:
-                self._call(device)
-                if device not in self._failed:
-                    self._done.add(device)
+        for device, fd in self._fds.items():
+            if device in self._failed:
+                continue
+            self._call(device)
+            if device in self._failed:
+                continue
+            # Then a fsync of the (now clean, so cheap) directory: ext4 before Linux 6.13
+            # answered a syncfs of a file system shut down by a failed journal commit with 0;
+            # its fsync says EIO.
+            try:
+                os.fsync(fd)
+            except OSError:
+                self._failed.add(device)
+                continue
+            self._done.add(device)
 
     def flushed(self, directory: str) -> bool:
         """Whether ``directory``'s file system had every flush of the batch succeed."""

@@ -136,6 +136,42 @@ async def test_a_flushed_folder_that_is_also_a_made_folders_parent_is_fsynced(
     assert [line for line in rec.lines if line.startswith("fsync")] == [f"fsync {tmp_path.name}"]
 
 
+async def test_a_file_whose_flushed_folder_failed_its_fsync_fails_too(
+    tmp_path: Path, local_fs: None
+) -> None:
+    """OUT/ is x's folder (flushed) and the parent of a folder made for y (fsynced): when
+    that fsync fails, x fails with y, as it did without the flush."""
+    rec = Recorder()
+
+    def fsync_dir(directory: Path) -> None:
+        rec.fsync_dir(directory)
+        raise OSError(5, "Input/output error")
+
+    disk = DiskCommitter(fsync_dir=fsync_dir, syncfs=Flushes(rec))
+    (tmp_path / "job").mkdir()
+    items = [Fake(rec, tmp_path / "x"), Fake(rec, tmp_path / "job" / "y", made=tmp_path / "job")]
+    assert await _commit_all(disk, items) == {"x": 5, "y": 5}
+
+
+async def test_a_shut_down_file_system_whose_flush_says_0_is_fsynced_directory_by_directory(
+    tmp_path: Path, local_fs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ext4 before Linux 6.13 answered syncfs with 0 once a failed journal commit had shut it
+    down; a fsync says EIO: the flushed directory's own fsync is asked after the flush."""
+    rec = Recorder()
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=Flushes(rec))
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(disk_module.os, "fsync", fsync)
+    await _commit_all(disk, _items(rec, tmp_path))
+    assert sorted(line for line in rec.lines if line.startswith("fsync")) == ["fsync a", "fsync b"]
+
+
 async def test_a_failed_data_flush_fsyncs_each_directory(tmp_path: Path, local_fs: None) -> None:
     """The data flush consumed the error the names flush would have reported: that file
     system's directories are fsynced one by one."""
@@ -219,6 +255,29 @@ async def test_a_batch_over_staged_files_flushes_each_chunks_data(
     results = await _commit_all(disk, items)
     assert len(results) == STAGED + 1
     assert (disk.statistics().batches, disk.statistics().syncfs) == (1, 3)
+
+
+async def test_each_chunk_flushes_the_file_systems_it_staged_on_only(
+    tmp_path: Path, local_fs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a/ and b/ on two (pretend) file systems: the first chunk stages on both, the second
+    (one file) on one: 2 + 1 data flushes, then 2 names flushes."""
+    devices = {"a": 1, "b": 2}
+    monkeypatch.setattr(
+        disk_module._Flush, "_device", lambda self, directory: devices[Path(directory).name]
+    )
+    rec = Recorder()
+    flushes = Flushes(rec)
+    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=flushes)
+    for folder in devices:
+        (tmp_path / folder).mkdir()
+    items = [Fake(rec, tmp_path / "a" / str(i)) for i in range(STAGED - 1)]
+    items += [Fake(rec, tmp_path / "b" / "0"), Fake(rec, tmp_path / "b" / "1")]
+    await _commit_all(disk, items)
+    # Whichever file is left for the second chunk, the first staged on both.
+    assert sorted(flushes.opened_on[:2]) == ["a", "b"]
+    assert len(flushes.opened_on) == 5
+    assert sorted(flushes.opened_on[3:]) == ["a", "b"]
 
 
 async def test_a_batch_leaves_no_descriptor_open(tmp_path: Path, local_fs: None) -> None:
