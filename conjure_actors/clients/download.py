@@ -40,6 +40,7 @@ __all__ = [
     "FileSink",
     "fsync_dir",
     "fsync_made",
+    "make_dirs",
     "open_temp_beside",
     "unmake_dirs",
 ]
@@ -113,6 +114,17 @@ def _make_dirs(folder: Path, made: list[Path]) -> None:
             raise
         return
     made.append(folder)
+
+
+def make_dirs(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)`` whose new folders' names are durable
+    (the parent of each fsynced, innermost first). For a folder made ahead of the files
+    that go into it (``--out``): a file's commit makes durable only the folders it made
+    itself, so a folder made before, and not yet durable, could vanish after a power loss
+    with every file a job was told was saved in it."""
+    made: list[Path] = []
+    _make_dirs(folder, made)
+    fsync_made(made)
 
 
 def fsync_dir(directory: Path) -> None:

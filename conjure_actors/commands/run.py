@@ -59,6 +59,7 @@ from conjure_actors.actors.view import (
     summary_lines,
     summary_record,
 )
+from conjure_actors.clients.download import make_dirs
 from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errgroups import describe, meaningful
@@ -288,7 +289,7 @@ def _prepare(
             "--prompt is empty: give the text for the prompt node (an unset shell variable?),"
             " or leave --prompt out"
         )
-    _check_out_dir(Path(args.out))
+    check_out_dir(Path(args.out))
     if not args.resume:
         if args.image:
             try:
@@ -433,10 +434,13 @@ def _preflight(
     )
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """--out must be a directory this run can write (made now, not after paying)."""
+def check_out_dir(out_dir: Path) -> None:
+    """--out must be a directory this process can write: made now (its new folders' names
+    durable), not found wrong once a job has run on a paid machine."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: a file, not a directory: pick a directory")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(out_dir)
     except OSError as exc:
         raise UsageError(
             f"--out {out_dir}: cannot create it ({exc.strerror or exc}): pick another directory"

@@ -188,7 +188,12 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from conjure_actors.commands.run import _check_budget, check_log_path, one_line_error
+    from conjure_actors.commands.run import (
+        _check_budget,
+        check_log_path,
+        check_out_dir,
+        one_line_error,
+    )
     from conjure_actors.config import require_priced_server_type
     from conjure_actors.service.security import check_bind
 
@@ -206,6 +211,7 @@ def main(args: argparse.Namespace) -> int:
     _check_budget(config)
     log_path = Path(args.log) if args.log else DEFAULT_LOG
     check_log_path(log_path, "--log")  # not a log, or not writable: one line, exit 2
+    check_out_dir(Path(args.out))  # not after a job has run on a paid machine
     try:
         return trio.run(_main, args, config, settings, log_path)
     except BaseException as exc:  # one line, as run says it (a traceback only with --debug)

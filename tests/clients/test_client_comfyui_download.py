@@ -514,6 +514,26 @@ def test_a_streamed_body_in_new_folders_makes_their_names_durable_at_commit(
     assert synced == [tmp_path / "job", tmp_path]
 
 
+def test_make_dirs_makes_the_names_of_the_folders_it_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder made ahead of its files (--out): the parent of each new folder is fsynced,
+    innermost first (no file's commit will: it makes durable only what it made itself)."""
+    (tmp_path / "runs").mkdir()
+    synced = _record_dir_fsyncs(monkeypatch)
+    download.make_dirs(tmp_path / "runs" / "out" / "day")
+    assert (tmp_path / "runs" / "out" / "day").is_dir()
+    assert synced == [tmp_path / "runs" / "out", tmp_path / "runs"]
+
+
+def test_make_dirs_of_an_existing_folder_fsyncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _record_dir_fsyncs(monkeypatch)
+    download.make_dirs(tmp_path)
+    assert synced == []
+
+
 BIG = PNG + b"\0" * (MEMORY_BYTES + 1)  # streamed: past the memory bound
 BIG_OUTPUT = OutputFile("9", "", "data.bin", "final", "output")
 

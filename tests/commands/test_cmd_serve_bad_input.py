@@ -49,6 +49,28 @@ def test_an_unwritable_log_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert "cannot write it" in one_line_usage_error(code, capsys.readouterr().err)
 
 
+def test_an_out_that_is_a_file_is_one_line_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """serve --out FILE started and took jobs; each failed only after running on a paid
+    machine ("cannot save ... locally")."""
+    (tmp_path / "notes.txt").write_text("mine")
+    code = main(["serve", "--port", "0", "--log", "s.log", "--out", "notes.txt/out"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err.startswith("error: --out notes.txt/out: cannot create it (")
+    assert not Path("s.log").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_that_names_a_file_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code = main(["serve", "--port", "0", "--log", "s.log", "--out", "notes.txt"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err == "error: --out notes.txt: a file, not a directory: pick a directory\n"
+
+
 @pytest.mark.parametrize("timeout", ["nan", "inf", "-1"])
 def test_a_drain_timeout_that_is_not_seconds_is_refused(
     capsys: pytest.CaptureFixture[str], timeout: str
