@@ -301,27 +301,38 @@ def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     return my - per_job * mx, per_job
 
 
+def _runs_per_round(jobs: int) -> int:
+    """Runs of ``jobs`` jobs per round of the CPU-per-job row: enough for about 1,000 jobs
+    (at most 10 runs), so that short runs are not left to one run's noise."""
+    return max(1, min(10, 1000 // jobs))
+
+
 def _print_scaling(args: argparse.Namespace, out: Path) -> None:
-    """CPU per job at each job count, ours and the bare loop: ``--scaling-runs`` runs per
-    size, rounds interleaved (each round runs every size, ours then bare, so a change in
-    the box's load lands on every size alike), medians with their spread. Every run has the
-    row's full number of jobs. A least-squares line through ours's total CPU against the
-    job count splits it into a fixed cost per run and a cost per job."""
+    """CPU per job at each job count, ours and the bare loop: ``--scaling-runs`` rounds,
+    interleaved (each round runs every size, ours then bare, so a change in the box's load
+    lands on every size alike), medians with their spread. A size under 1,000 jobs runs
+    ``1000 // jobs`` times per round (at most 10): its runs are short, so one busy second of
+    this shared box moves a single run's figure by a third, and more of them make its median
+    as steady as a long run's. Every run has the row's full number of jobs. A least-squares
+    line through ours's total CPU against the job count splits it into a fixed cost per run
+    and a cost per job."""
     sizes = list(args.scaling)
     runs = args.scaling_runs
     ours: dict[int, list[float]] = {n: [] for n in sizes}
     bare: dict[int, list[float]] = {n: [] for n in sizes}
     for r in range(runs):
         for n in sizes:
-            ours[n].append(_run(_ours_overhead, n, args.machines, out / f"s{n}-{r}")["cpu_ms"])
-            d = out / f"sb{n}-{r}"
-            d.mkdir()
-            bare[n].append(_run(_bare_overhead, n, args.machines, d)["cpu_ms"])
+            for k in range(_runs_per_round(n)):
+                tag = f"{n}-{r}-{k}"
+                ours[n].append(_run(_ours_overhead, n, args.machines, out / f"s{tag}")["cpu_ms"])
+                d = out / f"sb{tag}"
+                d.mkdir()
+                bare[n].append(_run(_bare_overhead, n, args.machines, d)["cpu_ms"])
     print(
         f"\n== CPU per job against job count ({args.machines} machines; median of {runs} "
-        "interleaved runs per size, [min-max])"
+        "interleaved rounds per size, [min-max]; runs per size in the second column)"
     )
-    print(f"{'jobs':>8}{'conjure (ms)':>24}{'bare (ms)':>24}{'ratio':>8}")
+    print(f"{'jobs':>8}{'runs':>6}{'conjure (ms)':>24}{'bare (ms)':>24}{'ratio':>8}")
     medians, ratios = [], []
     for n in sizes:
         a, b = statistics.median(ours[n]), statistics.median(bare[n])
@@ -329,7 +340,10 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
         ratios.append(a / b)
         spread_a = f"[{min(ours[n]):.2f}-{max(ours[n]):.2f}]"
         spread_b = f"[{min(bare[n]):.2f}-{max(bare[n]):.2f}]"
-        print(f"{n:>8}{a:>10.2f} {spread_a:>13}{b:>10.2f} {spread_b:>13}{a / b:>8.2f}")
+        print(
+            f"{n:>8}{len(ours[n]):>6}{a:>10.2f} {spread_a:>13}{b:>10.2f} {spread_b:>13}"
+            f"{a / b:>8.2f}"
+        )
     growth = max(medians) / min(medians)
     fixed, per_job = _fit([(n, n * c) for n in sizes for c in ours[n]])
     bare_fixed, bare_per_job = _fit([(n, n * c) for n in sizes for c in bare[n]])
@@ -608,7 +622,8 @@ def main() -> int:
         "--scaling-runs",
         type=positive_int,
         default=3,
-        help="runs per job count for the CPU-per-job row (median, spread; default 3)",
+        help="rounds of the CPU-per-job row (a size under 1,000 jobs runs 1000 // jobs times"
+        " per round, at most 10; median, spread; default 3)",
     )
     parser.add_argument(
         "--only-scaling",
