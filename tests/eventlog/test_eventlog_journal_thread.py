@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import trio.testing
 from eventlog_testtypes import Ev, Noted
 
 import eventlog
-from eventlog.journal import _ImmediateLimiter
+from eventlog.journal import GIL_SWITCH_SECONDS, _ImmediateLimiter
 
 
 async def test_the_commit_thread_starts_without_a_checkpoint() -> None:
@@ -168,3 +169,33 @@ async def test_a_flush_that_fails_in_the_commit_thread_fails_exactly_its_batch(
     assert all(isinstance(outcomes[name], eventlog.LogWriteError) for name in "abc")
     assert sorted(outcomes[name].seq for name in "de") == [1, 2]
     assert sorted(r.event.text for r in eventlog.read(path, Ev)) == ["d", "e"]
+
+
+@pytest.fixture
+def default_switch_interval() -> Any:
+    """The interpreter's default switch interval for the test, the previous one after it."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("default_switch_interval")
+async def test_a_journal_that_fsyncs_shortens_the_switch_interval(tmp_path: Path) -> None:
+    """Its commit thread needs the GIL back beside a busy loop (the convoy effect)."""
+    async with eventlog.open_journal(tmp_path / "j.log", Ev, sync="batch"):
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
+
+
+@pytest.mark.usefixtures("default_switch_interval")
+async def test_a_journal_without_fsync_leaves_the_switch_interval(tmp_path: Path) -> None:
+    """sync="none" commits on the loop: no thread waits for the GIL."""
+    async with eventlog.open_journal(tmp_path / "j.log", Ev, sync="none"):
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+@pytest.mark.usefixtures("default_switch_interval")
+async def test_a_shorter_switch_interval_is_kept(tmp_path: Path) -> None:
+    sys.setswitchinterval(GIL_SWITCH_SECONDS / 2)
+    async with eventlog.open_journal(tmp_path / "j.log", Ev, sync="batch"):
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS / 2)

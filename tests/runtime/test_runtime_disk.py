@@ -4,14 +4,21 @@ per-file errors, cancellation, answers only after the fsyncs), in both of its mo
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from conjure_actors.runtime.disk import DiskCommitter, FsyncDir, disk_committer
+from conjure_actors.runtime.disk import (
+    GIL_SWITCH_SECONDS,
+    DiskCommitter,
+    FsyncDir,
+    disk_committer,
+)
 
 MODES = [pytest.param(True, id="thread"), pytest.param(False, id="task")]
 
@@ -372,3 +379,19 @@ async def test_a_loop_that_is_never_idle_does_not_hold_the_disk_back(tmp_path: P
             assert await disk.commit(Fake(rec, tmp_path / "x")) == "x"
             done.set()
     await disk.aclose()
+
+
+@pytest.fixture
+def default_switch_interval() -> Any:
+    """The interpreter's default switch interval for the test, the previous one after it."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("default_switch_interval")
+async def test_a_committer_shortens_the_switch_interval() -> None:
+    """Its worker thread needs the GIL back after each system call, beside a busy loop."""
+    DiskCommitter()
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
