@@ -265,12 +265,12 @@ def prompt_gil_handoff() -> None:
     every scheduler pass (its ``epoll`` call), which wakes the waiter and restarts its
     wait, and takes it back before the waiter runs. So while the loop has work and passes
     more often than once per interval, the thread waits until the loop falls idle (the
-    "convoy effect", bpo-7946). Measured on a 2-core box, a loop kept busy by tasks that
-    yield every millisecond: an ``append`` with ``sync="batch"`` took a median of 15 ms, a
-    p90 of 865 ms and at worst 5.5 s (0.4 ms on an idle loop); with a 0.2 ms interval, 16,
-    19 and 21 ms. A shorter interval costs nothing while no thread waits for the GIL; when
-    one does, the holder hands it over at its next bytecode boundary (the trio thread then
-    waits for the worker's next system call, microseconds away)."""
+    "convoy effect", bpo-7946). Measured on a 2-core box (``bench/busy_loop.py``), a loop
+    kept busy by tasks that compute about a millisecond between checkpoints: an ``append``
+    with ``sync="batch"`` took a p90 of 0.9 s and at worst 6.4 s, or 58 s (0.4 ms on an
+    idle loop); with a 0.2 ms interval, a median of 16 ms and a p90 of 20-21 ms (the
+    loop's own passes). A shorter interval costs nothing while no thread waits for the GIL;
+    when one does, the loop gives it up for the microseconds the thread runs Python."""
     if sys.getswitchinterval() > GIL_SWITCH_SECONDS:
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
 

@@ -95,9 +95,10 @@ import attrs
 import outcome
 import trio
 
+from conjure_actors.runtime.threads import prompt_gil_handoff
+
 __all__ = [
     "GATHER",
-    "GIL_SWITCH_SECONDS",
     "STAGED",
     "DiskCommitter",
     "DiskStatistics",
@@ -175,29 +176,6 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-GIL_SWITCH_SECONDS: Final = 0.0002
-"""The interpreter's switch interval once a committer exists (see :func:`_prompt_gil_handoff`)."""
-
-
-def _prompt_gil_handoff() -> None:
-    """Shorten the interpreter's switch interval to :data:`GIL_SWITCH_SECONDS` (never
-    lengthen it): a batch runs in a worker thread, which needs the GIL back after each of
-    its system calls, and must get it promptly beside a busy event loop.
-
-    A thread waiting for the GIL asks its holder to drop it only after waiting a whole
-    switch interval (default 5 ms) without a wake-up; the trio thread releases the GIL at
-    every scheduler pass (its ``epoll`` call), which wakes the waiter and restarts its wait,
-    then takes it back before the waiter runs. So while the loop has work and passes more
-    often than once per interval, the thread waits until the loop falls idle (the "convoy
-    effect", bpo-7946; the journal's commit thread has the same remedy,
-    ``eventlog.journal.prompt_gil_handoff``). Measured on a 2-core box, a loop kept busy by
-    tasks that yield every millisecond: a batch of nine files took a median of 59-199 ms
-    and a p90 of 25-40 s (3 ms on an idle loop); at 0.2 ms, 29 ms and 42 ms. A shorter
-    interval costs nothing while no thread waits for the GIL."""
-    if sys.getswitchinterval() > GIL_SWITCH_SECONDS:
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
-
-
 @attrs.frozen
 class DiskStatistics:
     """Counts since the committer started: ``commits`` answered, ``batches`` run,
@@ -257,7 +235,7 @@ class DiskCommitter:
         self._fsync_dir = fsync_dir
         self._syncfs = syncfs
         self._threaded = not _mock_clock() if threaded is None else threaded
-        _prompt_gil_handoff()
+        prompt_gil_handoff()  # its batches run in a worker thread
         self._token = trio.lowlevel.current_trio_token()
         self._closed = False
         self._commits = self._batches = self._dir_fsyncs = self._largest = self._withdrawn = 0

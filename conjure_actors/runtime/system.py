@@ -46,6 +46,7 @@ from conjure_actors.runtime.supervisor import (
     SupervisorRef,
     SupervisorSpec,
 )
+from conjure_actors.runtime.threads import prompt_gil_handoff
 
 
 class ActorSystem:
@@ -187,6 +188,7 @@ async def open_actor_system(
     the block is cancelled and this raises :class:`EscalationError`. An exception raised
     alone in the block comes out as itself, not wrapped in an exception group.
     """
+    prompt_gil_handoff()  # its worker threads must not wait for the loop to fall idle
     system = ActorSystem(
         journal=journal,
         clock=clock if clock is not None else SystemWallClock(),

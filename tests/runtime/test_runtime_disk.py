@@ -13,12 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from conjure_actors.runtime.disk import (
-    GIL_SWITCH_SECONDS,
-    DiskCommitter,
-    FsyncDir,
-    disk_committer,
-)
+from conjure_actors.runtime.disk import DiskCommitter, FsyncDir, disk_committer
+from conjure_actors.runtime.threads import GIL_SWITCH_SECONDS
 
 MODES = [pytest.param(True, id="thread"), pytest.param(False, id="task")]
 

@@ -43,6 +43,7 @@ def test_public_names_are_exported() -> None:
         "sink",
         "supervisor",
         "system",
+        "threads",
     }
     assert set(runtime.__all__) == public - modules
     assert all(getattr(runtime, name) is not None for name in runtime.__all__)
