@@ -329,8 +329,8 @@ def _print_scaling(args: argparse.Namespace, out: Path) -> None:
                 d.mkdir()
                 bare[n].append(_run(_bare_overhead, n, args.machines, d)["cpu_ms"])
     print(
-        f"\n== CPU per job against job count ({args.machines} machines; median of {runs} "
-        "interleaved rounds per size, [min-max]; runs per size in the second column)"
+        f"\n== CPU per job against job count ({args.machines} machines; {runs} interleaved "
+        "rounds; median of every run of a size, [min-max]; runs per size in the second column)"
     )
     print(f"{'jobs':>8}{'runs':>6}{'conjure (ms)':>24}{'bare (ms)':>24}{'ratio':>8}")
     medians, ratios = [], []

@@ -23,6 +23,12 @@ With ``none`` (and no ``max_delay``) an append that finds nothing queued commits
 the appending task, and returns without a task switch (one in ``INLINE_STREAK`` yields, and
 every one while a bounded subscriber is subscribed).
 
+A journal that commits in its thread (``sync`` other than ``none``) shortens the
+interpreter's switch interval, process-wide and never lengthening it
+(:func:`prompt_gil_handoff`): beside a busy event loop, the thread would otherwise wait for
+the GIL until the loop falls idle. A program that wants another interval sets it after
+opening the journal.
+
 Cancellation: an append cancelled while still queued is withdrawn (never written). Once its
 batch is being written it cannot be withdrawn, so the cancel waits for that one commit (a
 bounded wait) and the call returns its record; the cancel fires at the next checkpoint. The

@@ -1,10 +1,12 @@
-"""Shared test configuration: hypothesis profiles (``ci`` fast, ``fuzz`` long), and worker
-threads run inline under the autojump clock for the folders that ask for it."""
+"""Shared test configuration: hypothesis profiles (``ci`` fast, ``fuzz`` long), worker
+threads run inline under the autojump clock for the folders that ask for it, and the
+interpreter's default switch interval for the tests of the runtime's GIL handoff."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -46,3 +48,13 @@ def inline_worker_threads_under_autojump(
     waits for threads (``Harness.settle``)."""
     if "autojump_clock" in request.fixturenames:
         monkeypatch.setattr(trio.to_thread, "run_sync", _run_inline)
+
+
+@pytest.fixture
+def default_switch_interval() -> Iterator[None]:
+    """The interpreter's default switch interval (5 ms) for the test, the previous one after
+    it (rounded to the microsecond it is stored in: setting a value read back drifts)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(round(before, 6))

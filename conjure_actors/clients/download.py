@@ -121,10 +121,15 @@ def make_dirs(folder: Path) -> None:
     (the parent of each fsynced, innermost first). For a folder made ahead of the files
     that go into it (``--out``): a file's commit makes durable only the folders it made
     itself, so a folder made before, and not yet durable, could vanish after a power loss
-    with every file a job was told was saved in it."""
+    with every file a job was told was saved in it. On failure, the folders it made are
+    removed again."""
     made: list[Path] = []
-    _make_dirs(folder, made)
-    fsync_made(made)
+    try:
+        _make_dirs(folder, made)
+        fsync_made(made)
+    except OSError:
+        unmake_dirs(made)  # nothing left behind (a name too long, a folder refused)
+        raise
 
 
 def fsync_dir(directory: Path) -> None:

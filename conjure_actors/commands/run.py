@@ -37,6 +37,7 @@ import os
 import random
 import shlex
 import signal
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -437,16 +438,24 @@ def _preflight(
 def check_out_dir(out_dir: Path) -> None:
     """--out must be a directory this process can write: made now (its new folders' names
     durable), not found wrong once a job has run on a paid machine."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: a file, not a directory: pick a directory")
+
+    def refused(why: str) -> UsageError:
+        return UsageError(f"--out {out_dir}: {why}: pick another directory")
+
     try:
-        make_dirs(out_dir)
+        try:
+            mode = out_dir.stat().st_mode
+        except FileNotFoundError:
+            if out_dir.is_symlink():
+                raise refused("a symbolic link to nothing") from None
+            make_dirs(out_dir)
+        else:
+            if not stat.S_ISDIR(mode):
+                raise refused("a file, not a directory")
     except OSError as exc:
-        raise UsageError(
-            f"--out {out_dir}: cannot create it ({exc.strerror or exc}): pick another directory"
-        ) from None
+        raise refused(f"cannot create it ({exc.strerror or exc})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out_dir}: not writable: pick another directory")
+        raise refused("not writable")
 
 
 async def _main(

@@ -210,8 +210,8 @@ def main(args: argparse.Namespace) -> int:
         require_priced_server_type(config)
     _check_budget(config)
     log_path = Path(args.log) if args.log else DEFAULT_LOG
+    check_out_dir(Path(args.out))  # as run: before the log, not after a paid job
     check_log_path(log_path, "--log")  # not a log, or not writable: one line, exit 2
-    check_out_dir(Path(args.out))  # not after a job has run on a paid machine
     try:
         return trio.run(_main, args, config, settings, log_path)
     except BaseException as exc:  # one line, as run says it (a traceback only with --debug)

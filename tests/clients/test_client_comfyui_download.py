@@ -534,6 +534,13 @@ def test_make_dirs_of_an_existing_folder_fsyncs_nothing(
     assert synced == []
 
 
+def test_make_dirs_that_fails_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """A name too long for the file system after a new folder: the new folder goes too."""
+    with pytest.raises(OSError, match="too long"):
+        download.make_dirs(tmp_path / "new" / ("x" * 300))
+    assert list(tmp_path.iterdir()) == []
+
+
 BIG = PNG + b"\0" * (MEMORY_BYTES + 1)  # streamed: past the memory bound
 BIG_OUTPUT = OutputFile("9", "", "data.bin", "final", "output")
 

@@ -3,12 +3,16 @@ to do, exit 2, before anything starts (cases from the CLI review)."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 from bad_input_support import one_line_usage_error
 
 from conjure_actors.cli import main
+from conjure_actors.commands.run import check_out_dir
+from conjure_actors.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
 
@@ -126,3 +130,18 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_resume(
     main(["run", "--resume", "done.log", "--json"])
     err = capsys.readouterr().err
     assert "nothing to resume: every job in done.log had ended" in err
+
+
+def test_an_out_that_cannot_be_looked_at_is_one_line(tmp_path: Path) -> None:
+    """Its stat refused (a folder on the way this user may not enter: not as root, so faked
+    here): a usage error, not a PermissionError traceback."""
+
+    class Refused(type(tmp_path)):  # type: ignore[misc]
+        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    with pytest.raises(UsageError) as refused:
+        check_out_dir(Refused(tmp_path / "out"))
+    assert str(refused.value) == (
+        f"--out {tmp_path / 'out'}: cannot create it (Permission denied): pick another directory"
+    )

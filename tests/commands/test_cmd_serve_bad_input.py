@@ -52,13 +52,14 @@ def test_an_unwritable_log_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
 def test_an_out_that_is_a_file_is_one_line_before_anything_starts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """serve --out FILE started and took jobs; each failed only after running on a paid
-    machine ("cannot save ... locally")."""
+    """serve --out FILE/out started and took jobs; each failed only after running on a paid
+    machine ("cannot save ... locally"). Now one line, and nothing made (not the log's new
+    folder either)."""
     (tmp_path / "notes.txt").write_text("mine")
-    code = main(["serve", "--port", "0", "--log", "s.log", "--out", "notes.txt/out"])
+    code = main(["serve", "--port", "0", "--log", "logs/new/s.log", "--out", "notes.txt/out"])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert err.startswith("error: --out notes.txt/out: cannot create it (")
-    assert not Path("s.log").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -68,7 +69,16 @@ def test_an_out_that_names_a_file_says_so(
     (tmp_path / "notes.txt").write_text("mine")
     code = main(["serve", "--port", "0", "--log", "s.log", "--out", "notes.txt"])
     err = one_line_usage_error(code, capsys.readouterr().err)
-    assert err == "error: --out notes.txt: a file, not a directory: pick a directory\n"
+    assert err == "error: --out notes.txt: a file, not a directory: pick another directory\n"
+
+
+def test_an_out_that_is_a_link_to_nothing_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    code = main(["serve", "--port", "0", "--log", "s.log", "--out", "gone"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err == "error: --out gone: a symbolic link to nothing: pick another directory\n"
 
 
 @pytest.mark.parametrize("timeout", ["nan", "inf", "-1"])

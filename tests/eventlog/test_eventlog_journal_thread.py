@@ -171,15 +171,6 @@ async def test_a_flush_that_fails_in_the_commit_thread_fails_exactly_its_batch(
     assert sorted(r.event.text for r in eventlog.read(path, Ev)) == ["d", "e"]
 
 
-@pytest.fixture
-def default_switch_interval() -> Any:
-    """The interpreter's default switch interval for the test, the previous one after it."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(0.005)
-    yield
-    sys.setswitchinterval(before)
-
-
 @pytest.mark.usefixtures("default_switch_interval")
 async def test_a_journal_that_fsyncs_shortens_the_switch_interval(tmp_path: Path) -> None:
     """Its commit thread needs the GIL back beside a busy loop (the convoy effect)."""

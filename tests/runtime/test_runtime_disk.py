@@ -7,7 +7,6 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -375,15 +374,6 @@ async def test_a_loop_that_is_never_idle_does_not_hold_the_disk_back(tmp_path: P
             assert await disk.commit(Fake(rec, tmp_path / "x")) == "x"
             done.set()
     await disk.aclose()
-
-
-@pytest.fixture
-def default_switch_interval() -> Any:
-    """The interpreter's default switch interval for the test, the previous one after it."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(0.005)
-    yield
-    sys.setswitchinterval(before)
 
 
 @pytest.mark.usefixtures("default_switch_interval")

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from conjure_actors.runtime import open_actor_system
 from conjure_actors.runtime.threads import GIL_SWITCH_SECONDS, prompt_gil_handoff
+from eventlog import journal
 
-
-@pytest.fixture(autouse=True)
-def default_switch_interval() -> Iterator[None]:
-    """The interpreter's default switch interval for the test, the previous one after it."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(0.005)
-    yield
-    sys.setswitchinterval(before)
+pytestmark = pytest.mark.usefixtures("default_switch_interval")
 
 
 def test_the_switch_interval_is_shortened() -> None:
@@ -36,3 +29,8 @@ async def test_an_actor_system_shortens_the_switch_interval() -> None:
     """Its worker threads (to_thread calls, the disk committer) beside a busy loop."""
     async with open_actor_system():
         assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
+
+
+def test_the_journal_hands_off_at_the_same_interval() -> None:
+    """eventlog keeps its own copy (it imports nothing of conjure_actors): the same value."""
+    assert journal.GIL_SWITCH_SECONDS == GIL_SWITCH_SECONDS
