@@ -23,7 +23,8 @@ With ``none`` (and no ``max_delay``) an append that finds nothing queued commits
 the appending task, and returns without a task switch (one in ``INLINE_STREAK`` yields, and
 every one while a bounded subscriber is subscribed).
 
-A journal that commits in its thread (``sync`` other than ``none``) shortens the
+A journal that commits in its thread (``sync`` other than ``none``), or writes snapshots
+(in a worker thread too), shortens the
 interpreter's switch interval, process-wide and never lengthening it
 (:func:`prompt_gil_handoff`): beside a busy event loop, the thread would otherwise wait for
 the GIL until the loop falls idle. A program that wants another interval sets it after
@@ -393,7 +394,7 @@ class Journal(Generic[E, S]):
         self._max_batch = 1 if store.sync == "always" else max_batch
         self._max_delay = max_delay
         self._threaded = isinstance(store, LogWriter) and store.sync != "none"
-        if self._threaded:
+        if self._threaded or snapshot_every:  # commits, or snapshots, in a worker thread
             prompt_gil_handoff()
         self._commit_thread: _CommitThread | None = None  # started by the first commit
         self._inline = store.sync == "none" and not max_delay

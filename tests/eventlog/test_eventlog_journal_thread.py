@@ -186,6 +186,21 @@ async def test_a_journal_without_fsync_leaves_the_switch_interval(tmp_path: Path
 
 
 @pytest.mark.usefixtures("default_switch_interval")
+async def test_a_journal_that_writes_snapshots_shortens_the_switch_interval(
+    tmp_path: Path,
+) -> None:
+    """sync="none", but its snapshots are written in a worker thread."""
+    async with eventlog.open_journal(
+        tmp_path / "j.log", Ev, sync="none", snapshot_every=10, apply=_count, initial=0
+    ):
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
+
+
+def _count(state: int, record: Any) -> int:
+    return state + 1
+
+
+@pytest.mark.usefixtures("default_switch_interval")
 async def test_a_shorter_switch_interval_is_kept(tmp_path: Path) -> None:
     sys.setswitchinterval(GIL_SWITCH_SECONDS / 2)
     async with eventlog.open_journal(tmp_path / "j.log", Ev, sync="batch"):
