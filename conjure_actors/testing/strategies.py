@@ -68,6 +68,7 @@ MODEL_FREE_CLASSES: Final = (
 # so that a drawn workflow runs in milliseconds (the simulator computes real images).
 _INT_CAPS: Final = {"width": 64, "height": 64, "batch_size": 2, "blur_radius": 5}
 _FLOAT_CAPS: Final = {"scale_by": 1.0}
+_RGB_CHANNELS: Final = ("red", "green", "blue")
 _LOAD_IMAGE_FILE: Final = "example.png"  # in every simulated ComfyUI's input folder
 _PRIMITIVES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 _TEXT: Final = st.text(
@@ -83,6 +84,10 @@ def _literal(cls: str, name: str, spec: Sequence[Any]) -> st.SearchStrategy[Any]
     opts: Mapping[str, Any] = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
     if cls == "LoadImage" and name == "image":
         return st.just(_LOAD_IMAGE_FILE)
+    if cls == "ImageToMask" and name == "channel":
+        # No executable class makes an image with an alpha channel (LoadImage and
+        # EmptyImage give RGB): ComfyUI answers "alpha" on one with an IndexError.
+        return st.sampled_from(_RGB_CHANNELS)
     if isinstance(kind, list):
         return st.sampled_from(kind) if kind else None
     if kind == "INT":

@@ -116,6 +116,24 @@ async def test_image_flip_mirrors_the_pixels(env: Env, autojump_clock: trio.abc.
     assert np.array_equal(got, want)
 
 
+async def test_image_to_mask_asked_for_the_alpha_of_an_rgb_image_fails_as_comfyui_does(
+    env: Env, autojump_clock: trio.abc.Clock
+) -> None:
+    """LoadImage gives RGB: ImageToMask's "alpha" indexes a fourth channel that is not there
+    (ComfyUI: IndexError), so the prompt ends in an execution error at that node."""
+    env.sim.add_input("in.png", png_bytes(8, 8, mode="RGBA"))
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+        "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "99": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "o"}},
+    }
+    entry = await env.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    (error,) = [m for kind, m in entry["status"]["messages"] if kind == "execution_error"]
+    assert (error["node_type"], error["exception_type"]) == ("ImageToMask", "IndexError")
+
+
 async def test_image_scale_gives_the_requested_size(
     env: Env, autojump_clock: trio.abc.Clock
 ) -> None:

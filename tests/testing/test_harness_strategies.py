@@ -33,6 +33,14 @@ def test_catalog_workflows_validate_against_the_catalog(graph: dict) -> None:
     assert json.loads(json.dumps(graph)) == graph
 
 
+@given(catalog_workflows(classes=["EmptyImage", "ImageToMask", "MaskToImage", "PreviewImage"]))
+def test_catalog_workflows_never_ask_an_rgb_image_for_its_alpha(graph: dict) -> None:
+    """No executable class makes an image with an alpha channel, so ImageToMask is never
+    drawn with "alpha" (ComfyUI fails such a prompt: the graph would not run)."""
+    channels = {n["inputs"]["channel"] for n in graph.values() if n["class_type"] == "ImageToMask"}
+    assert channels <= {"red", "green", "blue"}
+
+
 @given(valid_requests())
 def test_valid_requests_load(request: testing.JobRequest) -> None:
     """A valid request's workflow loads and expects to run."""
