@@ -328,6 +328,17 @@ def _split_prefix(prefix: str) -> tuple[str, str]:
     return posixpath.normpath(folder) if folder else "", name
 
 
+def _to_batch(array: _Array, size: int) -> _Array:
+    """``comfy.utils.repeat_to_batch_size``: the first ``size`` items, the batch repeated
+    (cyclically) when it has fewer."""
+    if array.shape[0] > size:
+        return array[:size]
+    if array.shape[0] < size:
+        reps = (math.ceil(size / array.shape[0]),) + (1,) * (array.ndim - 1)
+        return np.tile(array, reps)[:size]
+    return array
+
+
 def _image(value: object) -> _Array:
     if not isinstance(value, np.ndarray):
         raise NodeFailure("AttributeError", f"'{type(value).__name__}' has no attribute 'shape'")
@@ -594,6 +605,8 @@ def _composite(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _
     source = _image(i["source"])
     if i.get("resize_source"):
         source = _resize(source, dest.shape[2], dest.shape[1], "bilinear", "disabled")
+    # ComfyUI repeats the source (and the mask) to the destination's batch size.
+    source = _to_batch(source, dest.shape[0])
     x, y = max(0, int(i["x"])), max(0, int(i["y"]))
     h = max(0, min(source.shape[1], dest.shape[1] - y))
     w = max(0, min(source.shape[2], dest.shape[2] - x))
@@ -604,11 +617,11 @@ def _composite(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _
             m = _resize(m[..., None], source.shape[2], source.shape[1], "bilinear", "disabled")[
                 ..., 0
             ]
-        weight = m[:, :h, :w, None]
+        weight = _to_batch(m, dest.shape[0])[:, :h, :w, None]
     else:
         weight = np.ones((1, h, w, 1), dtype=np.float32)
     region = dest[:, y : y + h, x : x + w, :]
-    src = source[: dest.shape[0], :h, :w, : dest.shape[3]]
+    src = source[:, :h, :w, : dest.shape[3]]
     dest[:, y : y + h, x : x + w, :] = weight * src + (1 - weight) * region
     return (dest,), None
 

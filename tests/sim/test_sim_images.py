@@ -134,6 +134,50 @@ async def test_image_to_mask_asked_for_the_alpha_of_an_rgb_image_fails_as_comfyu
     assert (error["node_type"], error["exception_type"]) == ("ImageToMask", "IndexError")
 
 
+async def test_image_composite_masked_repeats_a_smaller_source_batch_as_comfyui_does(
+    env: Env, autojump_clock: trio.abc.Clock
+) -> None:
+    """A source batch of 2 pasted on a destination batch of 3: ComfyUI repeats the source to
+    the destination's batch size (``repeat_to_batch_size``), so the third image gets the
+    first source again (the simulator crashed on numpy's broadcast; a catalog_workflows draw
+    of two EmptyImages of batch 2 and 3 made test_catalog_workflows_from_the_whole_catalogue_run
+    fail)."""
+
+    def empty(width: int, batch: int, color: int) -> dict[str, Any]:
+        inputs = {"width": width, "height": width, "batch_size": batch, "color": color}
+        return {"class_type": "EmptyImage", "inputs": inputs}
+
+    paste = {"destination": ["1", 0], "source": ["4", 0], "x": 2, "y": 2, "resize_source": False}
+    graph = {
+        "1": empty(8, 3, 0x000000),
+        "2": empty(4, 1, 0xFF0000),
+        "3": empty(4, 1, 0x0000FF),
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
+        "5": {"class_type": "ImageCompositeMasked", "inputs": paste},
+        "99": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "o"}},
+    }
+    entry = await env.run(graph)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    pixels = []
+    for image in entry["outputs"]["99"]["images"]:
+        response = await env.http.get("/view", params=image)
+        got = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+        assert tuple(got[0, 0]) == (0, 0, 0)
+        pixels.append(tuple(int(v) for v in got[3, 3]))
+    assert pixels == [(255, 0, 0), (0, 0, 255), (255, 0, 0)]
+
+
+def test_image_composite_masked_repeats_a_smaller_mask_batch() -> None:
+    """The mask is repeated to the destination's batch too (ComfyUI repeats it to the
+    source's, already the destination's): a mask batch of 2 on a batch of 3 pastes."""
+    dest = np.zeros((3, 4, 4, 3), dtype=np.float32)
+    source = np.ones((1, 4, 4, 3), dtype=np.float32)
+    mask = np.stack([np.ones((4, 4)), np.zeros((4, 4))]).astype(np.float32)
+    inputs = {"destination": dest, "source": source, "x": 0, "y": 0, "resize_source": False}
+    ((out,), _) = NODE_FUNCTIONS["ImageCompositeMasked"]("1", {**inputs, "mask": mask}, None, b"")  # type: ignore[arg-type]
+    assert [float(out[k].mean()) for k in range(3)] == [1.0, 0.0, 1.0]
+
+
 async def test_image_scale_gives_the_requested_size(
     env: Env, autojump_clock: trio.abc.Clock
 ) -> None:
