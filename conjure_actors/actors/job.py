@@ -1708,6 +1708,13 @@ class WorkflowActor(Actor):
                     stall_timeout=self.ctx.config.downloads.stall_seconds,
                     disk=self.ctx.committer(),
                 )
+            except cerr.LocalSaveError as exc:
+                # This machine's disk, not the GPU's: running the prompt again (and paying for
+                # it) would end the same way. The job fails, saying what to fix.
+                reason = f"{exc}: free space in (or fix) the output folder and run the job again"
+                failure = AttemptFailure("fatal", reason, "LocalSaveFailed")
+                await self._report(_Failed(token, failure, suspect=False))
+                return
             except cerr.ClientError as exc:
                 await self._report(
                     _Failed(

@@ -7,7 +7,8 @@ they come (no second read of the file), and keeps the first and last bytes for t
 check. :meth:`FileSink.commit` fsyncs the file, renames it over the final name and fsyncs
 the directory (and the parent of every folder it made, so that a new job's folder survives
 a power loss too); :meth:`FileSink.abort` removes it. A local ``OSError`` (disk full, a
-directory where the file should go) becomes :class:`DownloadError`.
+directory where the file should go) becomes :class:`LocalSaveError` (a
+:class:`DownloadError`).
 
 Small bodies (most outputs: a PNG, a short mesh) stay in memory until :meth:`commit`, which
 then does all the file work at once (folder, temporary file, write, fsync, rename, folder
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from conjure_actors.clients.errors import DownloadError, DownloadTooLargeError
+from conjure_actors.clients.errors import DownloadTooLargeError, LocalSaveError
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
@@ -187,8 +188,8 @@ class FileSink:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def _local(self, exc: OSError) -> DownloadError:
-        return DownloadError(
+    def _local(self, exc: OSError) -> LocalSaveError:
+        return LocalSaveError(
             f"cannot save {self.what} locally: {exc.strerror or type(exc).__name__}"
         )
 

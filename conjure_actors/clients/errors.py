@@ -12,6 +12,7 @@
     │   ├── PromptInterruptedError    the prompt was interrupted
     │   ├── ComfyUIResponseError      an answer or frame of the wrong shape (short excerpt)
     │   └── DownloadError             an output is missing, truncated or not what it claims
+    │       ├── LocalSaveError            it arrived, but this machine could not save it
     │       ├── DownloadTooLargeError     the body went over the size cap
     │       ├── DownloadStalledError      no byte arrived for the stall timeout
     │       └── UnsafeOutputNameError     the output's subfolder/filename cannot be saved safely
@@ -102,6 +103,11 @@ class ComfyUIResponseError(ComfyUIError):
 
 class DownloadError(ComfyUIError):
     """An output could not be downloaded intact (missing, truncated, wrong signature)."""
+
+
+class LocalSaveError(DownloadError):
+    """The output arrived, but this machine could not save it (its disk full, the output
+    folder refused, read-only): the output is fine, so running the prompt again cannot help."""
 
 
 class DownloadTooLargeError(DownloadError):

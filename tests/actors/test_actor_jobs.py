@@ -4,6 +4,7 @@ actor keeps crashing, a full disk."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -403,3 +404,35 @@ async def test_every_waiter_returns_when_the_last_job_ends(
         assert all(conjure.state.jobs[j].status == "succeeded" for j in jobs)
     assert len(returned) == 3
     assert max(returned) - min(returned) < 0.5  # none was left to its 1 s timeout
+
+
+async def test_an_output_this_machine_cannot_save_fails_the_job_without_running_it_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our disk full while saving an output: the prompt is not submitted again (each retry
+    would buy the same GPU work and fail the same way); the job fails once, saying what to
+    fix."""
+    from conjure_actors.clients import download
+
+    def disk_full(*_: Any, **__: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download, "open_temp_beside", disk_full)
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now) as cloud,
+        run_conjure(cloud, log, tmp_path / "out", sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await conjure.wait_until_idle()
+        state = conjure.state
+    error = state.jobs[job].error
+    assert state.jobs[job].status == "failed"
+    assert error is not None
+    assert error.error_type == "LocalSaveFailed"
+    assert "No space left on device" in error.message
+    assert "free space" in error.message
+    assert len(_events(log, "PromptSubmitting")) == 1
+    assert _events(log, "JobRetrying") == []

@@ -25,6 +25,7 @@ from conjure_actors.clients.errors import (
     DownloadError,
     DownloadStalledError,
     DownloadTooLargeError,
+    LocalSaveError,
 )
 from conjure_actors.sim.media import write_png
 
@@ -452,14 +453,15 @@ def test_abort_of_a_held_body_leaves_nothing_and_commit_is_refused(tmp_path: Pat
         sink.commit()
 
 
-def test_a_held_body_whose_folder_cannot_be_made_fails_at_commit_as_a_download_error(
+def test_a_held_body_whose_folder_cannot_be_made_fails_at_commit_as_a_local_save_error(
     tmp_path: Path,
 ) -> None:
-    """A file where the job's folder should be: DownloadError (one line), nothing left."""
+    """A file where the job's folder should be: LocalSaveError (a DownloadError, one line:
+    this machine's fault, not the server's), nothing left."""
     (tmp_path / "job").write_bytes(b"not a folder")
     sink = FileSink(tmp_path / "job" / "x.png", max_bytes=MEMORY_BYTES, what="x.png")
     sink.write(PNG)
-    with pytest.raises(DownloadError, match=r"cannot save x\.png locally"):
+    with pytest.raises(LocalSaveError, match=r"cannot save x\.png locally"):
         sink.commit()
     sink.abort()
     assert leftovers(tmp_path) == ["job"]

@@ -13,6 +13,7 @@ import trio.testing
 
 from conjure_actors.clients import download
 from conjure_actors.clients.download import MEMORY_BYTES, FileSink
+from conjure_actors.clients.errors import LocalSaveError
 from conjure_actors.runtime.disk import DiskCommitter
 
 
@@ -52,7 +53,7 @@ def test_a_sink_failing_in_a_batch_cleans_up_in_the_batch_before_any_answer(
                 try:
                     await disk.commit(sink)
                     lines.append(f"answered {name}")
-                except download.DownloadError:
+                except LocalSaveError:
                     lines.append(f"failed {name}")
                 finally:
                     sink.abort()
