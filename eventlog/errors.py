@@ -8,6 +8,7 @@ Every message is one line that says what is wrong and what to do; the structured
     EventLogError                      root: catch this to catch everything from eventlog
     ├── LogNotFoundError               (also FileNotFoundError) reading a log that does not exist
     ├── NotALogError                   a directory, or a file without the eventlog magic
+    │   └── LogUnreadableError         (also OSError) ... or one this process may not open
     ├── UnsupportedVersionError        a log written by a newer format version
     ├── LogLockedError                 another writer holds the file's OS lock
     ├── LogClosedError                 using a writer / journal after close
@@ -49,6 +50,30 @@ class NotALogError(EventLogError):
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = os.fspath(path)
         super().__init__(f"{self.path!r} is not an event log ({reason})")
+
+
+class LogUnreadableError(NotALogError, OSError):
+    """The path exists but opening it for reading failed (no read permission, mostly).
+
+    A ``NotALogError`` (it cannot be read as a log, so whoever refuses a directory refuses
+    it too) and an ``OSError`` whose ``errno`` and ``strerror`` are the failed open's.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], error: OSError) -> None:
+        self.path = os.fspath(path)
+        hint = (
+            "give this user read access to it, or run as its owner"
+            if isinstance(error, PermissionError)
+            else "check the path"
+        )
+        EventLogError.__init__(
+            self, f"cannot read event log {self.path!r}: {error.strerror or error}; {hint}"
+        )
+        self.errno = error.errno
+        self.strerror = error.strerror
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class UnsupportedVersionError(EventLogError):

@@ -5,7 +5,8 @@ step, or one whole record if it is larger, so a long backlog does not block the 
 and yields each complete record. An unterminated frame at the end (its declared length runs
 past the end of the file) is a write in progress: it is read again on the next poll. A
 complete frame that is wrong (bad CRC, wrong seq) is damage: if it is still wrong on the next
-poll, ``CorruptLogError`` is raised. A path that does not exist yet is waited for.
+poll, ``CorruptLogError`` is raised. A path that does not exist yet is waited for; one that
+cannot be opened (no read permission) raises ``LogUnreadableError``.
 
 Polling (not inotify) keeps it portable and works under ``trio.testing.MockClock``. The file
 is opened only for the moment of each poll, so a follower that is simply dropped (a ``break``

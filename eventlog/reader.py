@@ -33,6 +33,7 @@ from .codec import EventCodec, Upcasters
 from .errors import (
     CorruptLogError,
     LogNotFoundError,
+    LogUnreadableError,
     NotALogError,
     UnsupportedVersionError,
 )
@@ -76,7 +77,8 @@ class LogStatus(msgspec.Struct, frozen=True):
                        starting at ``offset``; a writer truncates it on open
     ``corrupt``        a damaged record at ``offset`` that should carry ``seq`` (0: the file
                        header); writers refuse it, ``salvage`` copies what is intact
-    ``not-a-log``      a directory, or a file eventlog did not write
+    ``not-a-log``      a directory, a file eventlog did not write, or a file this process
+                       may not open (``LogUnreadableError``: no read permission)
     ``newer-version``  an intact header from a newer eventlog
     """
 
@@ -96,7 +98,8 @@ class LogStatus(msgspec.Struct, frozen=True):
 def inspect(path: str | os.PathLike[str]) -> LogStatus:
     """Tell what ``path`` holds, without decoding or changing anything (see :class:`LogStatus`).
 
-    Errors other than the log's own state (e.g. a permission error) propagate.
+    A file that cannot be opened (no read permission) is ``not-a-log``, its message saying
+    so; other errors of the file system (an I/O error while reading) propagate.
     """
     name = os.fspath(path)
     try:
@@ -136,6 +139,8 @@ def _open_for_read(path: str | os.PathLike[str]) -> int:
         raise LogNotFoundError(path) from None
     except IsADirectoryError:
         raise NotALogError(path, "it is a directory; pass the log file's path") from None
+    except OSError as exc:  # no read permission, a symlink loop...: typed, one line
+        raise LogUnreadableError(path, exc) from exc
     if os.path.isdir(path):
         os.close(fd)
         raise NotALogError(path, "it is a directory; pass the log file's path")

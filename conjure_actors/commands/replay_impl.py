@@ -445,6 +445,8 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
 
     try:
         trio.run(tail)
+    except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
+        raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:
         raise ReplayError(f"{exc} (follow stopped there)") from exc
     return EXIT_OK

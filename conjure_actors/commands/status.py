@@ -67,6 +67,8 @@ def _show_log(path: Path) -> None:
         raise UsageError(f"no run log at {path}")
     try:
         state = eventlog.fold(eventlog.read(path, Event), apply, initial_state())
+    except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
+        raise UsageError(str(exc)) from None
     except eventlog.EventLogError as exc:
         raise UsageError(f"cannot read run log {path}: {exc}") from None
     s = summarize(state)

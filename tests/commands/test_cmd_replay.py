@@ -16,6 +16,7 @@ import eventlog
 from conjure_actors.cli import main
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.state import SCHEMA_VERSION, State, apply, initial_state
+from tests.eventlog.eventlog_testtypes import refuse_to_open
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_v1.log"
 T0 = 1_800_000_000.0
@@ -344,3 +345,23 @@ def test_a_log_without_records_says_so(
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert "is empty (0 bytes): no record to replay" in captured.err
+
+
+@pytest.mark.parametrize(
+    "args", [["--check"], ["--diff", "{log}"], ["--follow"], [], ["--json"], ["--at", "2"]]
+)
+def test_a_log_this_user_may_not_read_is_one_line(
+    log: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """No read permission was a PermissionError traceback (exit 1) with --check, --diff and
+    --follow: every mode now says so in one line, exit 2."""
+    unreadable = log.with_name("np.log")
+    shutil.copy(log, unreadable)
+    refuse_to_open(monkeypatch, unreadable)
+    argv = [arg.format(log=log) for arg in args]
+    assert main(["replay", str(unreadable), *argv, "--poll", "0.01"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"error: cannot read event log {str(unreadable)!r}: Permission denied; give this user"
+        " read access to it, or run as its owner\n"
+    )

@@ -11,6 +11,7 @@ import eventlog
 from conjure_actors.cli import main
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
+from tests.eventlog.eventlog_testtypes import refuse_to_open
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +83,16 @@ def test_status_says_why_a_job_failed(tmp_path: Path, capsys: pytest.CaptureFixt
         "  job j1: failed: prompt_rejected: Prompt outputs failed validation Invalid image file:"
         " x.png"
     ) in lines
+
+
+def test_status_of_a_log_this_user_may_not_read_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No read permission was a PermissionError traceback (exit 1): one line, exit 2."""
+    _log(tmp_path / "r.log")
+    refuse_to_open(monkeypatch, tmp_path / "r.log")
+    assert main(["status", str(tmp_path / "r.log")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot read event log {str(tmp_path / 'r.log')!r}: Permission denied; give"
+        " this user read access to it, or run as its owner\n"
+    )

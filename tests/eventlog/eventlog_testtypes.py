@@ -1,9 +1,29 @@
-"""Event and state types shared by the eventlog tests, and hypothesis strategies for them."""
+"""Event and state types shared by the eventlog tests, hypothesis strategies for them, and
+:func:`refuse_to_open` (a file this user may not read, also used by the command tests)."""
 
 from __future__ import annotations
 
+import errno
+import os
+from typing import Any
+
 import msgspec
+import pytest
 from hypothesis import strategies as st
+
+
+def refuse_to_open(monkeypatch: pytest.MonkeyPatch, path: str | os.PathLike[str]) -> None:
+    """``os.open(path)`` fails as it does on a file without read permission (EACCES): the
+    tests run as root, who may read anything, so the refusal is faked."""
+    real_open = os.open
+    refused = os.fspath(path)
+
+    def open_or_refuse(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fspath(file) == refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), refused)
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_or_refuse)
 
 
 class Started(msgspec.Struct, frozen=True, tag="t.started"):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from eventlog_testtypes import Ev, Noted, Progressed, Started, event_lists
+from eventlog_testtypes import Ev, Noted, Progressed, Started, event_lists, refuse_to_open
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -287,6 +287,18 @@ async def test_follow_waits_for_an_unterminated_record(
     assert got == [1, 2, 3, 4]
 
 
+async def test_follow_raises_on_a_file_this_user_may_not_open(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No read permission is not waited for (as a missing file is): LogUnreadableError."""
+    path = tmp_path / "log"
+    write_log(path, SAMPLE)
+    refuse_to_open(monkeypatch, path)
+    with trio.fail_after(60), pytest.raises(eventlog.LogUnreadableError, match="Permission"):
+        async for _ in eventlog.follow(path, Ev, poll_interval=0.5):
+            pass
+
+
 # -- inspect ----------------------------------------------------------------------------------
 
 
@@ -317,6 +329,19 @@ def test_inspect_names_every_state_in_one_line(tmp_path: Path) -> None:
     assert eventlog.inspect(tmp_path).state == "not-a-log"
     for path in (log, text, tmp_path, tmp_path / "nope"):
         assert "\n" not in eventlog.inspect(path).message
+
+
+def test_inspect_says_a_file_this_user_may_not_open_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No read permission: a not-a-log status saying so in one line (it raised
+    PermissionError, a traceback in `run --resume`)."""
+    path = tmp_path / "log"
+    write_log(path, SAMPLE)
+    refuse_to_open(monkeypatch, path)
+    status = eventlog.inspect(path)
+    assert (status.state, status.has_records) == ("not-a-log", False)
+    assert status.message.startswith(f"cannot read event log {str(path)!r}: Permission denied")
 
 
 # -- the command line -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from eventlog_testtypes import Ev, Noted, Progressed, Started, event_lists
+from eventlog_testtypes import Ev, Noted, Progressed, Started, event_lists, refuse_to_open
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -132,6 +132,25 @@ def test_directory_path_is_a_clear_error(tmp_path: Path) -> None:
         list(eventlog.read(tmp_path, Ev))
 
 
+def test_a_file_this_user_may_not_open_is_a_typed_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No read permission: read and scan raise LogUnreadableError (a NotALogError and an
+    OSError with the open's errno), not a bare PermissionError."""
+    path = tmp_path / "log"
+    write_log(path, SAMPLE)
+    refuse_to_open(monkeypatch, path)
+    for attempt in (lambda: list(eventlog.read(path, Ev)), lambda: eventlog.scan(path)):
+        with pytest.raises(eventlog.LogUnreadableError) as info:
+            attempt()
+        assert isinstance(info.value, eventlog.NotALogError)
+        assert info.value.errno == errno.EACCES
+        assert str(info.value) == (
+            f"cannot read event log {str(path)!r}: Permission denied; give this user read"
+            " access to it, or run as its owner"
+        )
+
+
 def test_wrong_magic_is_not_a_log(tmp_path: Path) -> None:
     """A file that is not an event log is refused and left unchanged."""
     path = tmp_path / "notes.txt"
@@ -245,7 +264,8 @@ def test_public_names_are_exported() -> None:
         "SalvageReport", "SyncPolicy", "Upcaster", "Upcasters", "EventLogError",
         "CorruptLogError", "LogLockedError", "NotALogError", "UnsupportedVersionError",
         "UnknownEventError", "EventDecodeError", "DiskFullError", "LogWriteError",
-        "LogClosedError", "LogNotFoundError", "SnapshotError", "SubscriberOverflowError",
+        "LogClosedError", "LogNotFoundError", "LogUnreadableError", "SnapshotError",
+        "SubscriberOverflowError",
         "JournalFailedError", "RecordTooLargeError", "inspect", "LogStatus", "LogState",
         "snapshots_dir", "snapshot_file", "list_snapshots", "Listener",
     }  # fmt: skip
