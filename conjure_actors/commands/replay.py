@@ -11,8 +11,10 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
   snapshot (if any) agrees with the records; exit 1 naming the first divergence;
 - ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do).
 
-A torn tail (a crash mid-append) is reported on stderr and the replay goes on up to it;
-damage in the middle of the log exits 1 with its byte offset, never a traceback.
+A log without a record (0 bytes, or a header only) is refused in one line (exit 2) by every
+mode but ``--follow``, which waits for a run's first record as it waits for a log that does
+not exist yet. A torn tail (a crash mid-append) is reported on stderr and the replay goes on
+up to it; damage in the middle of the log exits 1 with its byte offset, never a traceback.
 
 The CLI imports this module to build the parser (``replay --help`` included), so it imports
 nothing but argparse: the work, with eventlog, the domain and msgspec, is in

@@ -579,9 +579,10 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def _refuse_a_log_without_records(path: str) -> None:
+def _refuse_a_log_without_records(path: str, to_do: str = "replay") -> None:
     """A log with no record (0 bytes, or a header only: a run that stopped before its
-    first record) has nothing to show: said in one line, exit 2, not an empty timeline."""
+    first record) has nothing to show: said in one line, exit 2, not an empty timeline (nor
+    an empty check, nor a diff against nothing)."""
     try:
         status = eventlog.inspect(path)
     except OSError as exc:
@@ -589,7 +590,7 @@ def _refuse_a_log_without_records(path: str) -> None:
     if status.state == "missing":
         raise UsageError(status.message)
     if status.state in ("empty", "header-only"):
-        raise UsageError(f"{status.message}: no record to replay")
+        raise UsageError(f"{status.message}: no record to {to_do}")
 
 
 def _refuse_a_time_before_the_log(path: str, text: str, stop_at: float) -> None:
@@ -612,9 +613,12 @@ def _main(args: argparse.Namespace) -> int:
     if len(modes) > 1:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined")
     if args.check:
+        _refuse_a_log_without_records(path, "check")
         _report_torn_tail(path)
         return _check(path, args.snapshot)
     if args.diff:
+        _refuse_a_log_without_records(path, "compare")
+        _refuse_a_log_without_records(args.diff, "compare")
         _report_torn_tail(path)
         _report_torn_tail(args.diff)
         return _diff(path, args.diff)

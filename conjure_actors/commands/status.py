@@ -66,6 +66,12 @@ def _show_log(path: Path) -> None:
     if not path.is_file():
         raise UsageError(f"no run log at {path}")
     try:
+        found = eventlog.inspect(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read run log {path}: {exc.strerror or exc}") from None
+    if found.state in ("empty", "header-only"):  # as replay says it: not a run of 0 jobs
+        raise UsageError(f"{found.message}: no run to show")
+    try:
         state = eventlog.fold(eventlog.read(path, Event), apply, initial_state())
     except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
         raise UsageError(str(exc)) from None

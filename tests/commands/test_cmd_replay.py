@@ -365,3 +365,26 @@ def test_a_log_this_user_may_not_read_is_one_line(
         f"error: cannot read event log {str(unreadable)!r}: Permission denied; give this user"
         " read access to it, or run as its owner\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "to_do"),
+    [
+        (["{empty}", "--check"], "check"),
+        (["{log}", "--diff", "{empty}"], "compare"),
+        (["{empty}", "--diff", "{log}"], "compare"),
+    ],
+)
+def test_check_and_diff_refuse_a_log_without_records(
+    log: Path, capsys: pytest.CaptureFixture[str], args: list[str], to_do: str
+) -> None:
+    """A 0-byte log passed --check ("ok: 0 records, seqs 1..0") and was diffed as a log of
+    no record; refused as plain replay refuses it (either side of --diff)."""
+    empty = log.with_name("empty.log")
+    empty.write_bytes(b"")
+    assert main(["replay", *[arg.format(log=log, empty=empty) for arg in args]]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: event log {str(empty)!r} is empty (0 bytes): no record to {to_do}\n"
+    )

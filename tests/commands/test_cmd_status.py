@@ -96,3 +96,20 @@ def test_status_of_a_log_this_user_may_not_read_is_one_line(
         f"error: cannot read event log {str(tmp_path / 'r.log')!r}: Permission denied; give"
         " this user read access to it, or run as its owner\n"
     )
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_status_of_a_log_without_records_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], header: bool
+) -> None:
+    """A 0-byte (or header-only) log printed a run of 0 jobs, exit 0; said as replay says it."""
+    path = tmp_path / "empty.log"
+    if header:
+        eventlog.open_writer(path, Event).close()
+    else:
+        path.write_bytes(b"")
+    assert main(["status", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.endswith(": no run to show\n")
