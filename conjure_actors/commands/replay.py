@@ -6,7 +6,9 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
   ledger, budget, pending intents, actors); TIME is ISO-8601 (UTC unless it says) or epoch
   seconds, compared with the events' own time; ``--job ID`` narrows to one job;
 - ``--json`` prints the state as JSON (schema in ``docs/replay-json.md``);
-- ``--follow`` tails a live log until its run stops (``SystemStopped``) or Ctrl-C;
+- ``--follow`` tails a live log until its run has stopped (``SystemStopped``) and closed the
+  log, after its last record (the actors' ``stopped`` records come after the run's), or
+  until Ctrl-C;
 - ``--check`` verifies seq contiguity, that folding twice gives equal states, and that the
   snapshot (if any) agrees with the records; exit 1 naming the first divergence;
 - ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do).
@@ -38,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job", metavar="ID", help="only this job (timeline and state)")
     parser.add_argument("--json", action="store_true", help="print the state as JSON")
     parser.add_argument(
-        "--follow", action="store_true", help="tail a live log until its run stops (or Ctrl-C)"
+        "--follow",
+        action="store_true",
+        help="tail a live log until its run stops and closes it (or Ctrl-C)",
     )
     parser.add_argument(
         "--poll", type=float, default=0.2, metavar="SECONDS", help="--follow poll interval"

@@ -23,7 +23,7 @@ import msgspec
 
 import eventlog
 from conjure_actors.domain.describe import describe, event_job_id
-from conjure_actors.domain.events import UPCASTERS, Event, SystemStopped
+from conjure_actors.domain.events import UPCASTERS, Event, SystemStarted, SystemStopped
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import (
     SCHEMA_VERSION,
@@ -434,14 +434,41 @@ def _timeline(path: str, job_id: str | None) -> int:
 
 
 def _follow(path: str, job_id: str | None, poll: float) -> int:
+    """Print the records as they are appended, until the run's log is finished.
+
+    A run's log does not end at ``SystemStopped``: the actors' ``stopped`` records (the
+    root's last) come after it, until the run closes the log. So follow ends once the run
+    has stopped (the last ``SystemStarted`` has its ``SystemStopped``) and the log's writer
+    has closed it (released its lock), after printing the last record written. A log whose
+    run has not stopped (a live run, or one that crashed and may be resumed) is followed
+    until Ctrl-C.
+    """
     import trio
 
+    last_seq = 0
+
+    def show(record: eventlog.Record[Any]) -> None:
+        nonlocal last_seq
+        last_seq = record.seq
+        if job_id is None or event_job_id(record.event) == job_id:
+            print(timeline_line(record), flush=True)
+
     async def tail() -> None:
-        async for record in eventlog.follow(path, Event, poll_interval=poll, upcasters=UPCASTERS):
-            if job_id is None or event_job_id(record.event) == job_id:
-                print(timeline_line(record), flush=True)
-            if isinstance(record.event, SystemStopped):
-                return
+        records = eventlog.follow(path, Event, poll_interval=poll, upcasters=UPCASTERS)
+        stopped = False
+        while True:
+            record = None
+            # Once the run stopped, a quiet poll interval is when to ask whether its writer
+            # is gone (the follower loses nothing to a cancel: its records wait in a deque).
+            with trio.move_on_after(poll if stopped else math.inf):
+                record = await anext(records)
+            if record is None:
+                if not _log_being_written(path):
+                    return
+                continue
+            show(record)
+            if isinstance(record.event, SystemStopped | SystemStarted):
+                stopped = isinstance(record.event, SystemStopped)
 
     try:
         trio.run(tail)
@@ -449,7 +476,29 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
         raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:
         raise ReplayError(f"{exc} (follow stopped there)") from exc
+    # The writer has closed the log: what it appended since the last poll is all there.
+    for record in _records(path, start_seq=last_seq + 1):
+        show(record)
     return EXIT_OK
+
+
+def _log_being_written(path: str) -> bool:
+    """Whether a writer still holds ``path`` open: eventlog's writers hold an exclusive
+    ``flock`` for their lifetime. Probed with a shared lock, released at once (only once the
+    run has stopped, so a writer is not starting then)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # gone or unreadable: no writer of ours to wait for
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken here
+    return False
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:

@@ -14,6 +14,7 @@ import pytest
 
 import eventlog
 from conjure_actors.cli import main
+from conjure_actors.commands import replay_impl
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.state import SCHEMA_VERSION, State, apply, initial_state
 from tests.eventlog.eventlog_testtypes import refuse_to_open
@@ -388,3 +389,54 @@ def test_check_and_diff_refuse_a_log_without_records(
     assert captured.err == (
         f"error: event log {str(empty)!r} is empty (0 bytes): no record to {to_do}\n"
     )
+
+
+def _shutdown(at: float) -> list[Any]:
+    """The actors' stopped records a run logs after its SystemStopped (the root's last)."""
+    return [
+        ev.ActorStopped(actor=name, incarnation=1, reason="shutdown", at=at)
+        for name in ("root/jobs", "root")
+    ]
+
+
+def test_follow_shows_the_records_after_the_run_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--follow ended at SystemStopped and dropped the actors' stopped records after it that
+    plain replay shows; it now prints every record of a finished log, then ends."""
+    path = write(tmp_path / "done.log", [*story(), *_shutdown(T0 + 7)])
+    assert main(["replay", str(path), "--follow", "--poll", "0.01"]) == 0
+    followed = capsys.readouterr().out
+    assert main(["replay", str(path)]) == 0
+    assert followed == capsys.readouterr().out
+    assert followed.splitlines()[-1].split()[2:5] == ["actor", "root", "stopped"]
+
+
+def test_follow_ends_once_the_stopped_run_closes_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After SystemStopped, follow waits while the run still holds the log open and prints
+    what it appends before it closes the log."""
+    path = tmp_path / "live.log"
+    writer = eventlog.open_writer(path, ev.Event, sync="none")
+    writer.append_many(story())
+    writer.flush()
+    probes: list[bool] = []
+    being_written = replay_impl._log_being_written
+
+    def the_run_finishes_at_the_first_probe(log: str) -> bool:
+        probes.append(being_written(log))
+        if len(probes) == 1:  # the run, still writing, logs its actors' ends and closes
+            writer.append_many(_shutdown(T0 + 7))
+            writer.close()
+        return probes[-1]
+
+    monkeypatch.setattr(replay_impl, "_log_being_written", the_run_finishes_at_the_first_probe)
+    try:
+        assert main(["replay", str(path), "--follow", "--poll", "0.01"]) == 0
+    finally:
+        writer.close()
+    assert probes == [True, False]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 9
+    assert lines[-1].split()[2:5] == ["actor", "root", "stopped"]
