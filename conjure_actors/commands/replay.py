@@ -5,7 +5,8 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
 - ``--at SEQ`` / ``--at TIME`` prints the whole state at that point (jobs, machines,
   ledger, budget, pending intents, actors); TIME is ISO-8601 (UTC unless it says) or epoch
   seconds, compared with the events' own time; ``--job ID`` narrows to one job;
-- ``--json`` prints the state as JSON (schema in ``docs/replay-json.md``);
+- ``--json`` prints the state as JSON, with the bill as of that point (``billed``, what the
+  text view's "cost so far" and "billed by" show; schema in ``docs/replay-json.md``);
 - ``--follow`` tails a live log until its run has stopped (``SystemStopped``) and closed the
   log, after its last record (the actors' ``stopped`` records come after the run's), or
   until Ctrl-C;

@@ -252,6 +252,13 @@ def _cost_at(m: Any, moment: float | None) -> int:
     return m.cost_micros if moment is None else machine_cost_at(m, moment)
 
 
+def billed_by(state: State, moment: float | None) -> dict[str, int]:
+    """Each machine's bill as of ``moment`` by the billing rule, by server id: the text
+    view's "cost so far" column, summed in its "billed by" figure, and ``--json``'s
+    ``billed``."""
+    return {sid: _cost_at(m, moment) for sid, m in sorted(state.machines.items())}
+
+
 def _machine_rows(state: State, rich: bool, moment: float | None) -> list[list[str]]:
     when = _short_time if rich else format_time
     return [
@@ -333,7 +340,7 @@ def print_state(
         flags = [
             name for name, on in (("warned", budget.warned), ("exceeded", budget.exceeded)) if on
         ]
-        so_far = sum(_cost_at(m, moment) for m in state.machines.values())
+        so_far = sum(billed_by(state, moment).values())
         billing = (
             f" (accrued; {format_usd(so_far)} billed by {format_time(moment)})"
             if so_far != state.ledger.total_micros
@@ -387,21 +394,31 @@ def print_state(
 
 
 def state_document(
-    state: State, *, log: str, seq: int, at: float | None, job_id: str | None
+    state: State,
+    *,
+    log: str,
+    seq: int,
+    at: float | None,
+    job_id: str | None,
+    moment: float | None = None,
 ) -> dict[str, Any]:
-    """The ``--json`` document (schema in docs/replay-json.md).
+    """The ``--json`` document (schema in docs/replay-json.md); bills as of ``moment``
+    (default ``at``), as :func:`print_state` shows them.
 
     The state stays a :class:`State` (msgspec encodes it to the very bytes its builtins
     would give, without making a million builtins first); ``job_id`` keeps one job.
     """
+    moment = at if moment is None else moment
     body = state
     if job_id is not None:
         body = attrs.evolve(state, jobs={k: v for k, v in state.jobs.items() if k == job_id})
+    machines = billed_by(state, moment)
     return {
         "schema_version": SCHEMA_VERSION,
         "log": log,
         "seq": seq,
         "at": at,
+        "billed": {"by": moment, "total_micros": sum(machines.values()), "machines": machines},
         "state": body,
     }
 
@@ -691,7 +708,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.job is not None and args.job not in state.jobs:
         raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
     if args.json:
-        document = state_document(state, log=path, seq=seq, at=at, job_id=args.job)
+        document = state_document(state, log=path, seq=seq, at=at, job_id=args.job, moment=stop_at)
         _write_bytes(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return EXIT_OK
     print_state(state, seq, at, job_id=args.job, moment=stop_at)

@@ -16,6 +16,7 @@ import eventlog
 from conjure_actors.cli import main
 from conjure_actors.commands import replay_impl
 from conjure_actors.domain import events as ev
+from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import SCHEMA_VERSION, State, apply, initial_state
 from tests.eventlog.eventlog_testtypes import refuse_to_open
 
@@ -440,3 +441,30 @@ def test_follow_ends_once_the_stopped_run_closes_its_log(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 9
     assert lines[-1].split()[2:5] == ["actor", "root", "stopped"]
+
+
+@pytest.mark.parametrize(
+    ("at", "by"),
+    [("5", T0 + 110), ("2027-01-15T08:01:50Z", T0 + 110), ("2027-01-15T08:01:00Z", T0 + 60)],
+)
+def test_json_has_the_bill_the_text_view_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], at: str, by: float
+) -> None:
+    """--json --at left out what a running machine had cost by then (the text view's "cost
+    so far" and "billed by"): its billed figures are the text view's, in micros."""
+    log = write(
+        tmp_path / "m.log",
+        [
+            *_machine_ready_at_t0_plus_10(),
+            ev.JobSubmitted(job_id="j1", workflow_sha256=WF, at=T0 + 110),
+            ev.SystemStopped(reason="done", at=T0 + 200),
+        ],
+    )
+    assert main(["replay", str(log), "--at", at]) == 0
+    text = capsys.readouterr().out
+    assert main(["replay", str(log), "--at", at, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    micros = (RATE * int(by - (T0 + 10)) + 1800) // 3600
+    assert doc["billed"] == {"by": by, "total_micros": micros, "machines": {"s1": micros}}
+    assert doc["state"]["ledger"]["total_micros"] == 0
+    assert f"$0.0000 (accrued; {format_usd(micros)} billed by" in text
