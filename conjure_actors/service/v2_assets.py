@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Any
+from typing import Any, Final
 
 import trio
 from starlette.datastructures import UploadFile
@@ -44,6 +44,8 @@ PUT_ATTEMPTS = 3
 between the store and the record."""
 URL_TTL = 3600.0
 """Seconds a content URL is announced valid (our URLs do not expire; the spec wants one)."""
+MAX_FILE_PATH: Final = 1024
+"""Characters an asset's ``file_path`` holds at most."""
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -117,6 +119,14 @@ def _text_field(form: Any, name: str, *, required: bool) -> str | None:
     return value
 
 
+def _check_file_path(file_path: str) -> None:
+    if len(file_path) > MAX_FILE_PATH:
+        raise invalid_request(
+            f"'file_path' is too long ({len(file_path)} characters): send at most"
+            f" {MAX_FILE_PATH}, e.g. photo.png"
+        )
+
+
 async def upload(request: Request) -> Response:
     service = service_of(request)
     limit = service.settings.max_upload_bytes
@@ -146,8 +156,9 @@ async def upload(request: Request) -> Response:
         expires_in = _expires_in(form.get("expires_in"))
         assert content_type is not None
         assert file_path is not None
-        if not content_type or not file_path or len(file_path) > 1024:
+        if not content_type or not file_path:
             raise invalid_request("'content_type' and 'file_path' must be non-empty")
+        _check_file_path(file_path)
         if expected is not None and parse_hash(expected) is None:
             raise invalid_request("'expected_hash' must be blake3:<64 hex digits>")
         for attempt in range(PUT_ATTEMPTS):
@@ -242,6 +253,8 @@ async def from_hash(request: Request) -> Response:
     tags = body.get("tags") or []
     if file_path is not None and not isinstance(file_path, str):
         raise invalid_request("'file_path' must be a string")
+    if file_path is not None:
+        _check_file_path(file_path)
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise invalid_request("'tags' must be a list of strings")
     expires_in = _expires_in(body.get("expires_in"))

@@ -428,3 +428,38 @@ async def test_an_upload_retried_with_its_key_is_refused_naming_the_asset_it_mad
         assert error["details"]["asset_id"] == made
     assert fetched.status_code == 200
     assert fetched.json()["id"] == made
+
+
+async def test_an_upload_s_too_long_file_path_is_refused_naming_the_limit(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A file_path over 1024 characters: 400 invalid_request saying it is too long and
+    what the limit is (was "'content_type' and 'file_path' must be non-empty")."""
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            answer = await _upload(run.client, b"bytes", "a" * 1025)
+            assets = dict(run.service.state.service.assets)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"] == (
+        "'file_path' is too long (1025 characters): send at most 1024, e.g. photo.png"
+    )
+    assert assets == {}
+
+
+async def test_from_hash_with_a_too_long_file_path_is_refused_naming_the_limit(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """from-hash holds file_path to the upload's limit: 400 naming it, no asset made."""
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            up = await _upload(run.client, b"bytes", "a.bin")
+            answer = await run.client.post(
+                "/api/v2/assets/from-hash",
+                json={"hash": up.json()["hash"], "file_path": "a" * 1025},
+            )
+            count = len(run.service.state.service.assets)
+    assert answer.status_code == 400, answer.text
+    assert "send at most 1024" in answer.json()["error"]["message"]
+    assert count == 1
