@@ -3,7 +3,9 @@
 What this module guards, outermost first (see :func:`security_middleware`):
 
 - **CORS**, only for the origins the user listed (``--cors-origin``), never ``*``: Starlette's
-  ``CORSMiddleware`` with an explicit list answers the preflights of those origins.
+  ``CORSMiddleware`` with an explicit list answers the preflights of those origins; a
+  preflight it refuses (another origin, a method or header not allowed) is 403 ``forbidden``
+  in the error envelope, as every other refusal here.
 - **The Origin check ComfyUI itself does** (its ``create_origin_only_middleware``): a browser
   request marked ``Sec-Fetch-Site: cross-site``, or whose ``Origin`` host differs from a
   loopback ``Host``, is refused 403 ``forbidden`` unless its origin is listed. That is what
@@ -34,8 +36,10 @@ from collections.abc import Collection, Iterable
 from typing import Any, Final
 
 import attrs
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.errors import UsageError
@@ -322,6 +326,40 @@ class SecurityMiddleware:
         await self._too_large(limit)(scope, receive, send)
 
 
+class _CORSMiddleware(CORSMiddleware):
+    """Starlette's, but a refused preflight is the v2 envelope (403 ``forbidden``, saying
+    what was refused and what to do), not a 400 ``text/plain`` "Disallowed CORS ..."."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code < 400:
+            return answer
+        headers = {
+            key: value
+            for key, value in answer.headers.items()
+            if key not in ("content-length", "content-type")
+        }
+        return error_response(403, "forbidden", self._why(request_headers), headers=headers)
+
+    def _why(self, request_headers: Headers) -> str:
+        if not self.is_allowed_origin(request_headers["origin"]):
+            # Never the list: which origins may call is not this page's business.
+            return "this origin may not call the service: list it with --cors-origin"
+        method = request_headers["access-control-request-method"]
+        if method not in self.allow_methods:
+            return f"method {method!r} is not allowed here: use one of {', '.join(CORS_METHODS)}"
+        asked = request_headers.get("access-control-request-headers") or ""
+        refused = [
+            h.strip() for h in asked.split(",") if h.strip().lower() not in self.allow_headers
+        ]
+        if refused:
+            return (
+                f"request header {refused[0]!r} is not allowed: send only"
+                f" {', '.join(CORS_HEADERS)} (and the CORS-safelisted ones)"
+            )
+        return "this cross-origin request is refused (private network access is not allowed)"
+
+
 def security_middleware(settings: SecuritySettings) -> list[Middleware]:
     """The middleware list for ``Starlette(middleware=...)``, outermost first: CORS for the
     listed origins (only when some are listed), then :class:`SecurityMiddleware`."""
@@ -329,7 +367,7 @@ def security_middleware(settings: SecuritySettings) -> list[Middleware]:
     if settings.cors_origins:
         stack.append(
             Middleware(
-                CORSMiddleware,
+                _CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=list(CORS_METHODS),
                 allow_headers=list(CORS_HEADERS),

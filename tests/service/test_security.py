@@ -231,6 +231,35 @@ async def test_unlisted_origin_gets_no_cors_headers() -> None:
     assert "access-control-allow-origin" not in r.headers
 
 
+async def test_preflight_of_an_unlisted_origin_is_403_forbidden_in_the_envelope() -> None:
+    """A CORS preflight from an origin not on the list: 403 ``forbidden`` in the JSON
+    envelope, no CORS grant (was Starlette's 400 text/plain "Disallowed CORS origin")."""
+    app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))
+    async with client(app) as c:
+        r = await c.options(
+            "/api/v2/jobs",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+    assert (r.status_code, r.headers["content-type"]) == (403, "application/json")
+    assert r.json()["error"]["code"] == "forbidden"
+    assert "--cors-origin" in r.json()["error"]["message"]
+    assert "app.example" not in r.text
+    assert "access-control-allow-origin" not in r.headers
+
+
+async def test_preflight_of_a_listed_origin_for_a_method_not_allowed_is_403_naming_it() -> None:
+    """A listed origin's preflight for a method the service does not take: 403
+    ``forbidden`` naming the method and the ones it takes (was 400 text/plain)."""
+    app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))
+    async with client(app) as c:
+        r = await c.options(
+            "/api/v2/jobs",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH"},
+        )
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden")
+    assert "'PATCH'" in r.json()["error"]["message"]
+
+
 def test_star_origin_is_a_usage_error() -> None:
     """``--cors-origin '*'`` is refused with a clear line."""
     with pytest.raises(UsageError, match=r"\*"):
