@@ -47,7 +47,10 @@ URL_TTL = 3600.0
 MAX_FILE_PATH: Final = 1024
 """Characters an asset's ``file_path`` holds at most."""
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
+"""One range-spec of a ``bytes`` Range header (RFC 9110 14.1.1)."""
+_FAR: Final = 10**30
+"""A byte position past the end of any blob."""
 
 
 def service_of(request: Request) -> Service:
@@ -311,25 +314,50 @@ async def delete_asset(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` inclusive for one ``bytes=`` range; None when unsatisfiable (every
-    range of an empty representation is: RFC 9110 14.1.1)."""
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or size == 0:
+def _position(digits: str) -> int:
+    """A byte position of a Range header: past ``_FAR`` it is past every blob's end (and
+    ``int`` of thousands of digits raises ValueError)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < len(str(_FAR)) else _FAR
+
+
+def _range_spec(header: str) -> tuple[int | None, int | None] | None:
+    """``(first, last)`` of a ``Range: bytes=first-last`` (either may be absent, not both;
+    ``first`` None: the ``last`` final bytes); None when the header is to be ignored and
+    the whole representation sent, as RFC 9110 14.2 says: a unit other than ``bytes``
+    (MUST be ignored), an invalid range-set (MAY), and a list of several ranges (14.2: a
+    server MAY ignore Range; this one sends no multipart/byteranges)."""
+    unit, equals, ranges = header.strip().partition("=")
+    if not equals or unit.strip().lower() != "bytes":
+        return None
+    match = _RANGE.fullmatch(ranges.strip())
+    if match is None:
         return None
     first, last = match.groups()
     if first == "" and last == "":
         return None
-    if first == "":
-        length = int(last)
-        if length == 0:
-            return None
-        return max(size - length, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
+    start = _position(first) if first else None
+    end = _position(last) if last else None
+    if start is not None and end is not None and end < start:
+        return None  # last-pos before first-pos: invalid (14.1.1), not unsatisfiable
+    return start, end
+
+
+def _byte_range(spec: tuple[int | None, int | None], size: int) -> tuple[int, int] | None:
+    """``(start, end)`` inclusive of a :func:`_range_spec` over ``size`` bytes; None when
+    unsatisfiable (416): ``first`` past the end, a zero suffix, and every range of an
+    empty representation (RFC 9110 14.1.1)."""
+    first, last = spec
+    if size == 0:
         return None
-    return start, min(end, size - 1)
+    if first is None:
+        if not last:
+            return None
+        return max(size - last, 0), size - 1
+    if first >= size:
+        return None
+    end = size - 1 if last is None else min(last, size - 1)
+    return first, end
 
 
 async def content(request: Request) -> Response:
@@ -342,9 +370,10 @@ async def content(request: Request) -> Response:
         "ETag": f'"{record.hash}"',
     }
     wanted = request.headers.get("range")
+    spec = _range_spec(wanted) if wanted is not None else None
     start, end, status = 0, size - 1, 200
-    if wanted is not None:
-        span = _byte_range(wanted, size)
+    if spec is not None:
+        span = _byte_range(spec, size)
         if span is None:
             return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
         start, end = span

@@ -17,7 +17,7 @@ from hypothesis import strategies as hs
 import eventlog
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain.events import Event
-from conjure_actors.service.v2_assets import _byte_range
+from conjure_actors.service.v2_assets import _byte_range, _range_spec
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -358,10 +358,45 @@ async def test_a_suffix_range_of_an_empty_asset_is_416(tmp_path: Path, autojump_
 @example(header="bytes=-5", size=0)
 def test_a_satisfiable_range_lies_within_the_bytes(header: str, size: int) -> None:
     """Any answered range is a non-empty span of the representation's bytes."""
-    span = _byte_range(header, size)
+    spec = _range_spec(header)
+    span = _byte_range(spec, size) if spec is not None else None
     if span is not None:
         start, end = span
         assert 0 <= start <= end < size
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["items=0-5", "bytes=abc", "bytes=10-5", "bytes=-", "bytes=0-1,3-4", "bytes 0-5"],
+)
+async def test_a_range_of_another_unit_or_invalid_is_ignored(
+    tmp_path: Path, autojump_clock: Any, header: str
+) -> None:
+    """RFC 9110 14.2: a Range of a unit the server does not know is ignored (MUST), so is
+    an invalid or multi-range one (MAY): 200 with the whole body (was 416)."""
+    data = b"0123456789abcdef"
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            up = await _upload(run.client, data, "r.bin")
+            r = await run.client.get(
+                f"/api/v2/assets/{up.json()['id']}/content", headers={"Range": header}
+            )
+    assert (r.status_code, r.content, r.headers.get("content-range")) == (200, data, None)
+
+
+@pytest.mark.parametrize("header", ["bytes=16-", "bytes=20-30", f"bytes={'9' * 5000}-"])
+async def test_a_valid_range_past_the_end_is_416(
+    tmp_path: Path, autojump_clock: Any, header: str
+) -> None:
+    """A well-formed bytes range starting past the end is unsatisfiable: 416 with
+    ``bytes */size`` (a first-pos of thousands of digits too: it was a 500)."""
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            up = await _upload(run.client, b"0123456789abcdef", "r.bin")
+            r = await run.client.get(
+                f"/api/v2/assets/{up.json()['id']}/content", headers={"Range": header}
+            )
+    assert (r.status_code, r.headers.get("content-range")) == (416, "bytes */16")
 
 
 async def test_an_upload_the_actor_never_recorded_leaves_no_blob(
