@@ -14,6 +14,7 @@ Codes (the spec's): ``invalid_request`` 400, ``unauthorized`` 401, ``forbidden``
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,11 @@ _HTTP_CODES: Mapping[int, str] = {
     413: "payload_too_large",
     429: "rate_limited",
 }
+
+
+_PART_TOO_LARGE = re.compile(r"(?:Part|Field) exceeded maximum size of (\d+)KB\.")
+"""Starlette's words (its only sign: a 400 HTTPException) for a form's text field over its
+``max_part_size``."""
 
 
 class ApiError(Exception):
@@ -65,6 +71,21 @@ def invalid_request(message: str, **details: Any) -> ApiError:
     return ApiError(400, "invalid_request", message, details=details or None)
 
 
+def part_too_large(detail: str) -> ApiError | None:
+    """413 ``payload_too_large`` when ``detail``, Starlette's word on a form it could not
+    parse, says a text field was over its size limit (None: another fault of the form)."""
+    match = _PART_TOO_LARGE.fullmatch(detail)
+    if match is None:
+        return None
+    kib = int(match.group(1))
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"a text form field is larger than {kib} KB: shorten it",
+        details={"limit_bytes": kib * 1024},
+    )
+
+
 def envelope(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -86,7 +107,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "invalid_request")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    api = ApiError(exc.status_code, code, message, headers=exc.headers)
+    too_large = part_too_large(message) if exc.status_code == 400 else None
+    api = too_large or ApiError(exc.status_code, code, message, headers=exc.headers)
     return error_response(api, head=request.method == "HEAD")
 
 

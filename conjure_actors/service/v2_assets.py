@@ -36,7 +36,7 @@ from conjure_actors.domain import service_events as se
 from conjure_actors.runtime import ActorStoppedError, MailboxFullError
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
-from conjure_actors.service.errors import ApiError, invalid_request, not_found
+from conjure_actors.service.errors import ApiError, invalid_request, not_found, part_too_large
 from conjure_actors.service.responses import JSONResponse
 
 PUT_ATTEMPTS = 3
@@ -145,7 +145,9 @@ async def upload(request: Request) -> Response:
         form = await request.form(max_files=1, max_fields=64)
     except (HTTPException, MultiPartException) as exc:  # Starlette's word for a bad body
         detail = exc.detail if isinstance(exc, HTTPException) else exc.message
-        raise invalid_request(f"malformed multipart body: {detail}") from None
+        raise part_too_large(detail) or invalid_request(
+            f"malformed multipart body: {detail}"
+        ) from None
     answer: Any = None
     stored: str | None = None  # a blob this request created
     try:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from extras_support import open_extras_service, wait_for, wait_idle
@@ -43,6 +44,33 @@ async def _upload(client: Any, data: bytes, name: str) -> Any:
         data={"content_type": "application/octet-stream", "file_path": name},
         files={"file": (name, data, "application/octet-stream")},
     )
+
+
+class _Unread(httpx.AsyncByteStream):
+    """A request body in one chunk whose iterator is not an async generator: httpx's
+    own are, and one the app left unread (a refusal) is collected with a ResourceWarning."""
+
+    def __init__(self, data: bytes) -> None:
+        self._chunks = [data]
+
+    def __aiter__(self) -> _Unread:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._chunks:
+            raise StopAsyncIteration
+        return self._chunks.pop()
+
+
+async def _post_multipart(
+    client: httpx.AsyncClient, path: str, data: dict[str, str], files: dict[str, Any]
+) -> httpx.Response:
+    built = httpx.Request("POST", "http://body.invalid/", data=data, files=files)  # the body
+    body = built.read()
+    headers = {"Content-Type": built.headers["content-type"], "Content-Length": str(len(body))}
+    request = client.build_request("POST", path, headers=headers)
+    request.stream = _Unread(body)
+    return await client.send(request)
 
 
 async def _race(run: Any, second: Any) -> tuple[Any, Any]:
@@ -498,3 +526,22 @@ async def test_from_hash_with_a_too_long_file_path_is_refused_naming_the_limit(
     assert answer.status_code == 400, answer.text
     assert "send at most 1024" in answer.json()["error"]["message"]
     assert count == 1
+
+
+async def test_an_upload_with_a_text_field_over_1_mb_is_413(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A text field of an upload over Starlette's 1 MB per field: 413 payload_too_large
+    (was 400 "malformed multipart body: Part exceeded maximum size of 1024KB."), no asset."""
+    with trio.fail_after(600):
+        async with open_extras_service(tmp_path) as run:
+            answer = await _post_multipart(
+                run.client,
+                "/api/v2/assets",
+                {"content_type": "text/plain", "file_path": "a" * (1024 * 1024 + 1)},
+                {"file": ("a.txt", b"bytes", "text/plain")},
+            )
+            assets = dict(run.service.state.service.assets)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["code"] == "payload_too_large"
+    assert assets == {}
