@@ -704,6 +704,33 @@ def _send_heads_with_bodies() -> None:
     run.TCPServer = _HeadWithBody  # type: ignore[attr-defined]
 
 
+MULTIPART_LOGGER: Final = "python_multipart"
+"""The logger of the multipart parser Starlette reads forms with."""
+
+
+class _ToDebug(logging.Handler):
+    """Hands a library's records to the service's logger, at DEBUG."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log.debug("%s: %s", record.name, record.getMessage())
+        except Exception:  # logging's protocol: a record that cannot be formatted
+            self.handleError(record)
+
+
+def _quiet_multipart_log() -> None:
+    """python-multipart logs a malformed body it parses at WARNING ("Expected boundary
+    character 45, got 103 at index 2"); with no handler configured, Python's last resort
+    printed it on serve's stderr, a line about a client's mistake the client was already
+    answered (400 ``invalid_request``). Its records go to the service's logger at DEBUG
+    instead (shown with ``--debug``); once per process."""
+    library = logging.getLogger(MULTIPART_LOGGER)
+    if any(isinstance(handler, _ToDebug) for handler in library.handlers):
+        return
+    library.addHandler(_ToDebug())
+    library.propagate = False
+
+
 async def serve_app(
     app: Any,
     *,
@@ -717,6 +744,7 @@ async def serve_app(
     accepting connections and lets open ones finish briefly)."""
     config = hypercorn_config(host, port)
     _send_heads_with_bodies()
+    _quiet_multipart_log()
     trigger = trio.sleep_forever if shutdown is None else shutdown.wait
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
