@@ -67,7 +67,7 @@ MODEL_FREE_CLASSES: Final = (
 # Inputs whose declared range is huge but whose cost grows with the value: keep them small
 # so that a drawn workflow runs in milliseconds (the simulator computes real images).
 _INT_CAPS: Final = {"width": 64, "height": 64, "batch_size": 2, "blur_radius": 5}
-_FLOAT_CAPS: Final = {"scale_by": 1.0}
+_FLOAT_CAPS: Final = {"scale_by": 1.0, "megapixels": 0.02}
 _RGB_CHANNELS: Final = ("red", "green", "blue")
 _LOAD_IMAGE_FILE: Final = "example.png"  # in every simulated ComfyUI's input folder
 _PRIMITIVES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
@@ -90,6 +90,11 @@ def _literal(cls: str, name: str, spec: Sequence[Any]) -> st.SearchStrategy[Any]
         return st.sampled_from(_RGB_CHANNELS)
     if isinstance(kind, list):
         return st.sampled_from(kind) if kind else None
+    if kind == "COMBO":  # the newer form: ("COMBO", {"options": [...], "multiselect": ...})
+        options = opts.get("options")
+        if not options or opts.get("multiselect"):
+            return None
+        return st.sampled_from(list(options))
     if kind == "INT":
         lo = int(opts.get("min", 0))
         hi = int(opts.get("max", lo + 100))

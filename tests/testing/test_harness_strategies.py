@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 
 import conjure_actors.testing as testing
 from conjure_actors.domain.workflow import catalog_from_object_info, load_workflow, validate_graph
@@ -39,6 +39,20 @@ def test_catalog_workflows_never_ask_an_rgb_image_for_its_alpha(graph: dict) -> 
     drawn with "alpha" (ComfyUI fails such a prompt: the graph would not run)."""
     channels = {n["inputs"]["channel"] for n in graph.values() if n["class_type"] == "ImageToMask"}
     assert channels <= {"red", "green", "blue"}
+
+
+def test_catalog_workflows_draw_classes_whose_choices_come_in_the_combo_form() -> None:
+    """A choice input declared ``("COMBO", {"options": [...]})`` (ImageQuantize's dither,
+    ImageBlend's blend_mode) is drawn from its options, so those classes are drawn at all."""
+    classes = ["EmptyImage", "ImageQuantize", "PreviewImage"]
+    graph = find(
+        catalog_workflows(classes=classes),
+        lambda g: any(n["class_type"] == "ImageQuantize" for n in g.values()),
+    )
+    options = OBJECT_INFO["ImageQuantize"]["input"]["required"]["dither"][1]["options"]
+    quantize = [n for n in graph.values() if n["class_type"] == "ImageQuantize"]
+    assert quantize
+    assert all(n["inputs"]["dither"] in options for n in quantize)
 
 
 @given(valid_requests())
