@@ -24,8 +24,11 @@ the same ordered shutdown and prints one line (a traceback only with ``--debug``
 log cannot take more (a full disk), the machines are stopped anyway and the line says so and
 names them.
 
-Exit: 0 when every job succeeded, 1 when one failed or was cancelled (or on an error), 2 on bad
-input, 130 on Ctrl-C (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number).
+Exit: 0 when every job succeeded (the summary's ``"ok"``: a resumed log that holds no job is
+1), 1 when one failed or was cancelled (or on an error), 2 on bad input, 130 on Ctrl-C
+(SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number). A new run whose
+start-up is refused (its ComfyUI does not answer, RunComfy rejects the credentials) leaves no
+log: the same command runs again once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NODE.INPUT=VALUE",
         help="set a node input (repeatable)",
     )
+    # (None: not given; main makes it 1 and 0, once --resume has refused them.)
     parser.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="run N jobs with different seeds"
     )
@@ -819,6 +823,61 @@ def _quit_now(conjure: Any, log_path: Path) -> str:
     )
 
 
+@asynccontextmanager
+async def _open_run_journal(
+    log_path: Path, clock: Callable[[], float], *, fresh: bool
+) -> AsyncIterator[Any]:
+    """The run's journal over ``log_path`` (``fresh``: a new run's, which ``_prepare`` found
+    free). A new run that
+    fails before it recorded anything that matters (no job, no machine, no launch, no cost:
+    its start-up checks refused, e.g. a ComfyUI that does not answer, credentials RunComfy
+    rejects) leaves no log behind: the same command can be run again once the cause is
+    fixed (the log held only its actors' start and stop, nothing to resume)."""
+    import eventlog
+    from conjure_actors.domain.events import Event
+    from conjure_actors.domain.state import apply, initial_state
+
+    journal: Any = None
+    removable = False
+    try:
+        async with eventlog.open_journal(
+            log_path,
+            Event,
+            apply=apply,
+            initial=initial_state(),
+            clock=clock,
+            snapshot_every=SNAPSHOT_EVERY,
+        ) as journal:
+            removable = fresh
+            yield journal
+    except BaseException:
+        if removable and _nothing_recorded(journal.state):
+            _remove_log(log_path)
+        raise
+
+
+def _nothing_recorded(state: Any) -> bool:
+    """Whether a run's log holds nothing that matters: no job, no machine (launched,
+    adopted or attached), no launch in flight, no cost."""
+    return not (state.jobs or state.machines or state.launch_requests or state.ledger.total_micros)
+
+
+def _remove_log(log_path: Path) -> None:
+    """Remove what the journal made of a new run's log: the file, ``LOG.index`` and
+    ``LOG.snapshots/`` (written only every SNAPSHOT_EVERY records: not there, in practice)."""
+    import shutil
+
+    import eventlog
+    from eventlog.index import index_path
+
+    try:
+        for path in (log_path, Path(index_path(log_path))):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(eventlog.snapshots_dir(log_path), ignore_errors=True)
+    except OSError as exc:  # the run's own error is the one to report
+        log.warning("could not remove the log of a run that did not start: %s", exc)
+
+
 async def _run(
     args: argparse.Namespace,
     config: Config,
@@ -832,12 +891,10 @@ async def _run(
     ws_connect: Any,
     stopping: _Stopping,
 ) -> int:
-    import eventlog
     from conjure_actors.actors.conjure import open_conjure
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
-    from conjure_actors.domain.events import Event
-    from conjure_actors.domain.state import RESUMABLE_STATUSES, apply, initial_state
+    from conjure_actors.domain.state import RESUMABLE_STATUSES
 
     wall = SystemWallClock()
     started = time.monotonic()
@@ -860,14 +917,7 @@ async def _run(
     # prompt is checked against it before its POST (a note, once, if it cannot be had).
     check = version_catalogue(config, lambda text: out.say(f"note: {text}", "run.warning"))
     try:
-        async with eventlog.open_journal(
-            log_path,
-            Event,
-            apply=apply,
-            initial=initial_state(),
-            clock=wall.now,
-            snapshot_every=SNAPSHOT_EVERY,
-        ) as journal:
+        async with _open_run_journal(log_path, wall.now, fresh=workflow is not None) as journal:
             if workflow is None:
                 refuse_runcomfy_log_elsewhere(journal.state, mode, f"--resume {_q(log_path)}")
             if workflow is None and journal.state.launch_requests and mode != "comfyui":
@@ -919,7 +969,14 @@ async def _run(
                             for j in conjure.state.jobs.values()
                             if j.status in RESUMABLE_STATUSES
                         )
-                        if not job_ids:
+                        if not conjure.state.jobs:
+                            out.say(
+                                f"nothing to resume: {_q(log_path)} holds no job (its run"
+                                " stopped before it submitted one): start a new run without"
+                                " --resume",
+                                "run.info",
+                            )
+                        elif not job_ids:
                             out.say(
                                 f"nothing to resume: every job in {_q(log_path)} had ended"
                                 " (the summary below is the log's)",
@@ -941,21 +998,20 @@ async def _run(
                 log.info("the live view could not close: %s", exc)
     summary = summarize(state, job_ids or None)
     seconds = time.monotonic() - started
+    record = summary_record(
+        state,
+        job_ids or None,
+        seconds=seconds,
+        out_dir=str(out_dir),
+        log_path=str(log_path),
+        mode=mode,
+    )
     try:
         for line in summary_lines(
             summary, seconds=seconds, out_dir=str(out_dir), log_path=str(log_path), mode=mode
         ):
             print(line, file=out.stderr if out.json_mode else out.stdout, flush=True)
-        out.record(
-            summary_record(
-                state,
-                job_ids or None,
-                seconds=seconds,
-                out_dir=str(out_dir),
-                log_path=str(log_path),
-                mode=mode,
-            )
-        )
+        out.record(record)
         if left:
             out.say("machines that may still be running: " + ", ".join(left), "run.warning")
         if summary.unfinished:
@@ -968,7 +1024,8 @@ async def _run(
         log.info("summary not printed: %s", exc)
     if stopping.signal is not None:
         return 128 + int(stopping.signal)
-    return 0 if summary.succeeded == summary.jobs else 1
+    # The exit code is the summary's "ok" (a resumed log of no job is not a success).
+    return 0 if record["ok"] else 1
 
 
 def _detach_from_terminal() -> None:

@@ -1,0 +1,74 @@
+"""The log of a new run whose start-up is refused: the retry is never blocked by a log that
+holds nothing to resume (and ``--resume`` of such a log exits as its summary says)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+import eventlog
+from conjure_actors.cli import main
+from conjure_actors.commands.run import _open_run_journal
+from conjure_actors.domain import events as ev
+
+pytestmark = pytest.mark.usefixtures("no_credentials")
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_run_whose_comfyui_does_not_answer_can_be_run_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The failed start-up left cu.log (its actors' start and stop only) and the same
+    command then said the log exists, pass --resume; now the retry says the real cause."""
+    cmd = ["run", "--comfyui-url", _closed_port_url(), "--log", "cu.log", "--json"]
+    for _ in range(2):
+        code = main(cmd)
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert (code, last.startswith("error: the ComfyUI at ")) == (2, True), last
+        assert last.endswith("does not answer /system_stats (TransportError): is it running?")
+        assert sorted(p.name for p in Path().iterdir() if p.name.startswith("cu.log")) == []
+
+
+def test_a_log_with_a_job_is_never_removed(tmp_path: Path) -> None:
+    """A new run that fails once a job is in its log keeps the log (--resume has it)."""
+
+    async def fail_after_a_job() -> None:
+        async with _open_run_journal(tmp_path / "j.log", time.time, fresh=True) as journal:
+            await journal.append(
+                ev.JobSubmitted(job_id="j1", workflow_sha256="0" * 64, at=time.time())
+            )
+            raise RuntimeError("later")
+
+    with pytest.raises(ExceptionGroup) as failed:  # (from the journal's nursery)
+        trio.run(fail_after_a_job)
+    assert failed.group_contains(RuntimeError, match="later")
+    assert (tmp_path / "j.log").is_file()
+
+
+def test_resume_of_a_log_without_a_job_exits_as_its_summary_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """run --resume of a log whose run never submitted a job exited 0 with "ok": false."""
+    with eventlog.open_writer(Path("empty.log"), ev.Event, sync="none") as writer:
+        writer.append_many(
+            [
+                ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=1.0),
+                ev.SystemStopped(reason="error", at=2.0),
+            ]
+        )
+    code = main(["run", "--resume", "empty.log", "--json"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["type"] == "run.summary"
+    assert (code, summary["ok"]) == (1, False)
+    assert "empty.log holds no job" in err
