@@ -110,15 +110,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # (None: not given; main makes it 1 and 0, once --resume has refused them.)
     parser.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="run N jobs with different seeds"
+        "--jobs", type=int, default=None, metavar="N", help="run N jobs with different seeds"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the first job")
-    parser.add_argument("--priority", type=int, default=0, help="job priority (higher first)")
+    parser.add_argument("--priority", type=int, default=None, help="job priority (higher first)")
     add_cloud_arguments(parser)
     parser.add_argument("--log", metavar="PATH", help="event log (default under ./runs/)")
     parser.add_argument("--out", metavar="DIR", default="out", help="outputs go to DIR/<job>/")
     parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    parser.add_argument("--resume", metavar="LOG", help="resume the run recorded in LOG")
+    parser.add_argument(
+        "--resume",
+        metavar="LOG",
+        help="resume the run recorded in LOG: its unfinished jobs run to the end, as they"
+        " were submitted, and the run goes on writing LOG; it takes the cloud options,"
+        " --budget, --config, --out and --json, and refuses a WORKFLOW.json, --image,"
+        " --prompt, --set, --jobs, --seed, --priority and --log (those make a new run)",
+    )
+
+
+_NEW_RUN_ONLY: Final = (
+    ("workflow", "WORKFLOW.json"),
+    ("image", "--image"),
+    ("prompt", "--prompt"),
+    ("sets", "--set"),
+    ("jobs", "--jobs"),
+    ("seed", "--seed"),
+    ("priority", "--priority"),
+)
+"""What makes a new run's jobs: a resumed run runs the jobs its log holds, so ``--resume``
+refuses each (as it refuses ``--log``: the resumed run writes the log it resumes)."""
+
+
+def refuse_new_run_options(args: argparse.Namespace) -> None:
+    """``--resume LOG`` with an option of a new run: one line (exit 2), never the option
+    dropped without a word (the run would "succeed" by summing up the old one)."""
+    resumed = _q(Path(args.resume))
+    if args.log is not None:
+        raise UsageError(
+            f"--log {_q(Path(args.log))} cannot go with --resume {resumed}: a resumed run goes"
+            f" on writing the log it resumes; leave --log out (or run without --resume)"
+        )
+    for attr, flag in _NEW_RUN_ONLY:
+        if getattr(args, attr) not in (None, []):
+            raise UsageError(
+                f"{flag} cannot go with --resume {resumed}: a resumed run runs the unfinished"
+                " jobs its log holds, as they were submitted; leave it out, or start a new run"
+                " without --resume"
+            )
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -224,6 +262,10 @@ def _default_log() -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.resume:
+        refuse_new_run_options(args)
+    args.jobs = 1 if args.jobs is None else args.jobs
+    args.priority = 0 if args.priority is None else args.priority
     if not 1 <= args.jobs <= MAX_JOBS:
         raise UsageError(f"--jobs {args.jobs}: use a number from 1 to {MAX_JOBS}")
     if not -(2**63) <= args.priority < 2**63:
