@@ -870,7 +870,8 @@ async def _open_run_journal(
     log_path: Path, clock: Callable[[], float], *, fresh: bool
 ) -> AsyncIterator[Any]:
     """The run's journal over ``log_path`` (``fresh``: a new run's, which ``_prepare`` found
-    free). A new run that
+    free). Another run that took the path in the meantime (two started at once on one new
+    ``--log``) is the same one line, exit 2, as one found by ``_prepare``. A new run that
     fails before it recorded anything that matters (no job, no machine, no launch, no cost:
     its start-up checks refused, e.g. a ComfyUI that does not answer, credentials RunComfy
     rejects) leaves no log behind: the same command can be run again once the cause is
@@ -879,8 +880,9 @@ async def _open_run_journal(
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
 
+    flag = "--log" if fresh else "--resume"
     journal: Any = None
-    removable = False
+    removable = taken = False
     try:
         async with eventlog.open_journal(
             log_path,
@@ -890,12 +892,32 @@ async def _open_run_journal(
             clock=clock,
             snapshot_every=SNAPSHOT_EVERY,
         ) as journal:
-            removable = fresh
-            yield journal
+            taken = fresh and journal.last_seq > 0  # by another run, since _prepare
+            if not taken:
+                removable = fresh
+                yield journal
+    except eventlog.LogLockedError:
+        if journal is not None:
+            raise
+        # (The words of check_log_path and of _prepare, which find it a moment later.)
+        what = (
+            "another process is writing this log (it holds its lock): stop it first, or pick"
+            " another path"
+            if fresh
+            else "another run is writing this log (it holds its lock): wait for it to end,"
+            " or stop it with Ctrl-C first"
+        )
+        raise UsageError(f"{flag} {_q(log_path)}: {what}") from None
     except BaseException:
         if removable and _nothing_recorded(journal.state):
             _remove_log(log_path)
         raise
+    if taken:  # (said once the journal is closed: as it is, not in its nursery's group)
+        raise UsageError(
+            f"--log {_q(log_path)}: another run wrote this log meanwhile and a new run never"
+            f" appends to an old one: pass --resume {_q(log_path)} to finish that run, or"
+            " another --log path"
+        )
 
 
 def _nothing_recorded(state: Any) -> bool:

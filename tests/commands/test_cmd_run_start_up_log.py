@@ -1,5 +1,5 @@
-"""The log of a new run whose start-up is refused: the retry is never blocked by a log that
-holds nothing to resume (and ``--resume`` of such a log exits as its summary says)."""
+"""The log of a new run whose start-up is refused, and of two runs started on one new
+``--log`` at once: the retry is never blocked by a log that holds nothing to resume."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import eventlog
 from conjure_actors.cli import main
 from conjure_actors.commands.run import _open_run_journal
 from conjure_actors.domain import events as ev
+from conjure_actors.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
 
@@ -53,6 +54,30 @@ def test_a_log_with_a_job_is_never_removed(tmp_path: Path) -> None:
         trio.run(fail_after_a_job)
     assert failed.group_contains(RuntimeError, match="later")
     assert (tmp_path / "j.log").is_file()
+
+
+async def test_a_run_that_loses_the_race_for_a_new_log_is_one_line(tmp_path: Path) -> None:
+    """Two runs on one new --log at once: the loser was "LogLockedError: ... (run with
+    --debug for the traceback)", exit 1; now the clean line of a log in use (exit 2)."""
+    path = tmp_path / "race.log"
+    with (
+        eventlog.open_writer(path, ev.Event, sync="none"),  # the winner holds the lock
+        pytest.raises(UsageError, match=r"is writing this log \(it holds its lock\): stop it"),
+    ):
+        async with _open_run_journal(path, time.time, fresh=True):
+            pytest.fail("opened a log another run holds")
+
+
+async def test_a_new_log_written_meanwhile_is_not_appended_to(tmp_path: Path) -> None:
+    """A run that found --log free, but another wrote it since, refuses it untouched."""
+    path = tmp_path / "race.log"
+    with eventlog.open_writer(path, ev.Event, sync="none") as writer:
+        writer.append_many([ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=1.0)])
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match="another run wrote this log meanwhile"):
+        async with _open_run_journal(path, time.time, fresh=True):
+            pytest.fail("opened a log another run wrote")
+    assert path.read_bytes() == before
 
 
 def test_resume_of_a_log_without_a_job_exits_as_its_summary_says(
