@@ -319,6 +319,9 @@ def _prepare(
                 f"--resume {shlex.quote(str(log_path))}: another run is writing this log"
                 " (it holds its lock): wait for it to end, or stop it with Ctrl-C first"
             )
+        state = read_log_state(log_path)  # (None: opening the journal says why)
+        if state is not None:  # a serve log: said before anything starts (again once open)
+            refuse_log_of_the_other_command(state, "run", f"--resume {_q(log_path)}", log_path)
     else:
         log_path = Path(args.log) if args.log else _default_log()
         if args.log and (log_path.exists() or log_path.is_symlink()):
@@ -848,6 +851,34 @@ def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
         )
 
 
+def refuse_log_of_the_other_command(state: Any, command: str, what: str, log_path: Path) -> None:
+    """``run --resume`` takes a ``run`` log, ``serve --log`` a ``serve`` log (``command``).
+    What tells them apart: every job ``serve`` takes through its API is journaled with its
+    ``ApiJobAccepted`` (``state.service.api_jobs``), as are its assets and idempotency keys;
+    a ``run`` journals none of these. So a log with a job that is no API job is a ``run``'s
+    (``serve`` would run it unseen: GET /api/v2/jobs lists none), and one with service
+    records is a ``serve``'s (``run`` would run its API jobs, which no client could poll).
+    A log with neither (no job yet) is either's."""
+    service = state.service
+    api = service.api_jobs
+    if command == "serve":
+        cli_jobs = [
+            j for j in state.jobs.values() if j.job_id not in api and j.parent_id not in api
+        ]
+        if cli_jobs:
+            raise UsageError(
+                f"{what}: that is the log of a `run` ({len(cli_jobs)} job(s) it submitted, not"
+                " through the API): serve would run them unseen; finish it with python -m"
+                f" conjure_actors run --resume {_q(log_path)}, and give serve another --log"
+            )
+    elif api or service.assets or service.idempotency:
+        raise UsageError(
+            f"{what}: that is the log of `serve` (its jobs and assets came through the API):"
+            f" start serve on it again (python -m conjure_actors serve --log {_q(log_path)})"
+            " instead of run --resume"
+        )
+
+
 def _quit_now(conjure: Any, log_path: Path) -> str:
     """What a second Ctrl-C says: the machines (and launches in flight) that may still
     bill, and the command that stops them."""
@@ -983,7 +1014,9 @@ async def _run(
     try:
         async with _open_run_journal(log_path, wall.now, fresh=workflow is not None) as journal:
             if workflow is None:
-                refuse_runcomfy_log_elsewhere(journal.state, mode, f"--resume {_q(log_path)}")
+                what = f"--resume {_q(log_path)}"
+                refuse_log_of_the_other_command(journal.state, "run", what, log_path)
+                refuse_runcomfy_log_elsewhere(journal.state, mode, what)
             if workflow is None and journal.state.launch_requests and mode != "comfyui":
                 out.say(resume_waits_for(len(journal.state.launch_requests), mode), "run.info")
             if sink is None:

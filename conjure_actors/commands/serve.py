@@ -8,7 +8,8 @@ RunComfy), through the same config layers. The log (``--log``, default
 log, ``serve`` replays it and carries on (running jobs reconciled as ``run --resume`` does,
 queued ones run, finished ones readable), from the newest snapshot of its state
 (``<log>.snapshots/``, the last two kept) plus the records after it. Asset bytes live beside
-the log (``<log>.blobs/``).
+the log (``<log>.blobs/``). A ``run``'s log is refused (one line, exit 2): its jobs are
+``run --resume``'s, and served they would run unseen by the API.
 
 SIGTERM/SIGINT: stop accepting (new connections, new jobs), let running jobs finish for
 ``--drain-timeout`` seconds, then interrupt the rest, stop every machine and exit 0.
@@ -70,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-body-mb", type=float, default=8.0, help="largest JSON request body, in MB"
     )
-    parser.add_argument("--log", metavar="PATH", help=f"event log (default {DEFAULT_LOG})")
+    parser.add_argument(
+        "--log", metavar="PATH", help=f"event log of serve (default {DEFAULT_LOG}; not a run's)"
+    )
     parser.add_argument("--out", metavar="DIR", default="out", help="job outputs go to DIR/<job>/")
     add_cloud_arguments(parser)
     parser.add_argument(
@@ -257,7 +260,12 @@ async def open_serve(
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
-    from conjure_actors.commands.run import _cloud, _dev_machine, refuse_runcomfy_log_elsewhere
+    from conjure_actors.commands.run import (
+        _cloud,
+        _dev_machine,
+        refuse_log_of_the_other_command,
+        refuse_runcomfy_log_elsewhere,
+    )
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
     from conjure_actors.service.app import create_app, open_service, serve_app
@@ -288,6 +296,7 @@ async def open_serve(
             snapshot_every=SNAPSHOT_EVERY,
             keep_snapshots=KEEP_SNAPSHOTS,
         ) as journal:
+            refuse_log_of_the_other_command(journal.state, "serve", f"--log {log_path}", log_path)
             refuse_runcomfy_log_elsewhere(journal.state, mode, f"--log {log_path}")
             async with (
                 open_service(

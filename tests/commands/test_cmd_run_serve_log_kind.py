@@ -1,0 +1,54 @@
+"""``serve --log`` refuses a ``run``'s log and ``run --resume`` a ``serve``'s (one line, exit
+2): ``serve`` ran a run log's unfinished jobs unseen (GET /api/v2/jobs listed none), and
+``run --resume`` would run a serve log's API jobs, which no client could poll."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bad_input_support import one_line_usage_error
+
+import eventlog
+from conjure_actors.cli import main
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
+
+pytestmark = pytest.mark.usefixtures("no_credentials")
+
+
+def _log(path: Path, *events: object) -> bytes:
+    with eventlog.open_writer(path, ev.Event, sync="none") as writer:
+        writer.append_many(
+            [
+                ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=1.0),
+                *events,
+                ev.SystemStopped(reason="interrupted", at=9.0),
+            ]
+        )
+    return path.read_bytes()
+
+
+def test_serve_refuses_the_log_of_a_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's job left queued in its log is not served (it would run, and bill, unseen)."""
+    before = _log(
+        Path("r.log"),
+        ev.WorkflowRegistered(sha256="0" * 64, name="wf", graph_json="{}", at=2.0),
+        ev.JobSubmitted(job_id="j1", workflow_sha256="0" * 64, at=3.0),
+        ev.JobQueued(job_id="j1", at=3.0),
+    )
+    code = main(["serve", "--port", "0", "--log", "r.log"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err.startswith("error: --log r.log: that is the log of a `run` (1 job(s) ")
+    assert "run --resume r.log" in err
+    assert Path("r.log").read_bytes() == before
+    assert not Path("r.log.blobs").exists()
+
+
+def test_run_resume_refuses_the_log_of_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    """A serve log's API records are not resumed by run (its jobs are serve's to run)."""
+    before = _log(Path("s.log"), se.ApiJobAccepted(job_id="j1", expires_at=99.0, at=2.0))
+    code = main(["run", "--resume", "s.log", "--json"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err.startswith("error: --resume s.log: that is the log of `serve` ")
+    assert Path("s.log").read_bytes() == before
