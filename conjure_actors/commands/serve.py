@@ -18,6 +18,7 @@ SIGTERM/SIGINT: stop accepting (new connections, new jobs), let running jobs fin
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import gc
 import logging
@@ -156,18 +157,33 @@ def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
 
 
 def _check_port(host: str, port: int) -> None:
-    """A port already taken is one clear line before anything starts (no cloud, no log)."""
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """``--host`` and ``--port`` said wrong in one clear line before anything starts (no
+    cloud, no log): a host name that does not resolve, an address that is not this
+    machine's, a port that is taken (port 0 is probed too: a wrong host is found as well)."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError) as exc:  # socket.gaierror; a name IDNA cannot encode
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(
+            f"--host {host}: cannot resolve it ({why}): give an address or a host name of"
+            " this machine (default 127.0.0.1)"
+        ) from None
+    family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise UsageError(
+                    f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another"
+                    " --port (0: any free one)"
+                ) from None
             raise UsageError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port"
-                " (0: any free one)"
+                f"--host {host}: cannot listen there ({exc.strerror or exc}): give an address"
+                " of this machine (default 127.0.0.1)"
             ) from None
 
 

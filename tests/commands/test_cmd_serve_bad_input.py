@@ -3,6 +3,7 @@ starts (no log written, nothing launched): cases from the CLI review."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,30 @@ def test_a_log_another_process_writes_is_one_line(
     assert "another process is writing this log" in one_line_usage_error(
         code, capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("port", ["0", "8189"])
+def test_a_host_that_does_not_resolve_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    """serve --host nonexistent.invalid --port 0 was "error: gaierror: [Errno -2] ...", exit 1
+    (and made the log); with a port, "pick another --port". Now one line naming --host."""
+
+    def unknown(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    code = main(["serve", "--host", "nonexistent.invalid", "--token", "x", "--port", port])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err == (
+        "error: --host nonexistent.invalid: cannot resolve it (Name or service not known):"
+        " give an address or a host name of this machine (default 127.0.0.1)\n"
+    )
+    assert list(Path().iterdir()) == []
+
+
+def test_a_host_that_is_not_this_machines_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve --host 192.0.2.1 (TEST-NET: no machine's address) was "pick another --port"."""
+    code = main(["serve", "--host", "192.0.2.1", "--token", "x", "--port", "0"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err.startswith("error: --host 192.0.2.1: cannot listen there (")
