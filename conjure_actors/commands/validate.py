@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -275,21 +274,6 @@ def runcomfy_target(config: Config) -> Target:
     )
 
 
-def decode_problems(data: bytes, name: str) -> list[str]:
-    """The image must decode (a header that parses is not enough: the pixels must too).
-    Pillow's decompression-bomb guard is left on: ComfyUI's Pillow would refuse it too."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # checksums (PNG's CRCs) without decoding
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # the pixels themselves, as ComfyUI's LoadImage will
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return [f"--image {show(name)}: does not decode ({show(str(exc) or type(exc).__name__)})"]
-    return []
-
-
 def check_before_launch(
     workflow: Workflow,
     target: Target,
@@ -321,8 +305,6 @@ def check_before_launch(
         )
     except WorkflowError as exc:
         problems.extend(p for p in exc.problems if p not in problems)
-    if image is not None and not any(p.startswith("--image") for p in problems):
-        problems.extend(decode_problems(image, image_name or "image"))
     raise_problems(problems, source=show(workflow.name))
     return checked.bindings
 

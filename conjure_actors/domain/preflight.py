@@ -6,7 +6,7 @@ required inputs: :func:`~conjure_actors.domain.workflow.validate_graph`), every 
 against its input's type and range (``INT``/``FLOAT`` min and max, a combo's choices,
 ``BOOLEAN``: :func:`check_values`), the seeds (:func:`check_seed`) and the input image
 (:func:`check_image`: a PNG, JPEG, WebP, GIF or BMP header with a size, under ComfyUI's upload
-limit). :func:`preflight` runs them all and reports every problem at once.
+limit, whose pixels decode). :func:`preflight` runs them all and reports every problem at once.
 
 Every problem is one line that names the node id, its class and the input (ids and names are
 quoted with :func:`~conjure_actors.domain.workflow.show` when they hold control characters).
@@ -17,11 +17,13 @@ combo), and are stricter in two places where ComfyUI would silently run somethin
 what was asked: a fraction given to an ``INT`` (``int(20.5)`` is 20) and anything but
 ``true``/``false`` given to a ``BOOLEAN`` (``bool("false")`` is True).
 
-Pure: bytes and mappings in, problems out.
+Pure: bytes and mappings in, problems out (decoding an image's pixels is CPU, not I/O: a
+service runs :func:`image_problem` in a worker thread).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import struct
@@ -56,6 +58,7 @@ __all__ = [
     "check_seed",
     "check_value",
     "check_values",
+    "decode_problem",
     "image_info",
     "image_problem",
     "preflight",
@@ -291,9 +294,34 @@ def image_info(data: bytes) -> ImageInfo | None:
     return None
 
 
+def decode_problem(data: bytes) -> str | None:
+    """Why Pillow (what ComfyUI's LoadImage opens an image with) cannot decode ``data``'s
+    pixels (None: they decode). A header that parses is not enough: a file cut short or
+    damaged past it is only found by decoding. Pillow's decompression-bomb guard is left
+    on: ComfyUI's Pillow would refuse such an image too. CPU-bound (a large image takes a
+    while): a service calls it in a worker thread."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()  # checksums (PNG's CRCs) without decoding
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # the pixels themselves, as ComfyUI's LoadImage will
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        return f"does not decode ({show(str(exc) or type(exc).__name__)})"
+    return None
+
+
 def image_problem(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES) -> str | None:
     """What is wrong with an input image's bytes (None: nothing): empty, over the upload
-    limit, not an image ComfyUI's LoadImage reads, or a header that declares no pixels.
+    limit, not an image ComfyUI's LoadImage reads, a header that declares no pixels, or
+    pixels that do not decode (:func:`decode_problem`).
     Said without naming the file (the caller says where it comes from)."""
     if not data:
         return "the file is empty"
@@ -304,7 +332,7 @@ def image_problem(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES) -> str | No
         return f"not an image ({', '.join(IMAGE_FORMATS)}) or its header is cut short"
     if info.width == 0 or info.height == 0:
         return f"the {info.format} header says {info.width}x{info.height} pixels"
-    return None
+    return decode_problem(data)
 
 
 def check_image(data: bytes, *, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> list[str]:

@@ -416,7 +416,7 @@ async def post_job(request: Request) -> Response:
         raise invalid_request("'set' fields are text: NODE.INPUT=VALUE")
     if workflow_field is not None and not isinstance(workflow_field, str):
         raise invalid_request("'workflow' is the name of a bundled workflow")
-    workflow = _preflight(
+    workflow = await _preflight(
         service, _bundled_name(workflow_field), image, prompt, [str(s) for s in sets]
     )
     key = request.headers.get("idempotency-key")
@@ -461,15 +461,17 @@ def _bundled_checked(
     return workflow, graph, values
 
 
-def _preflight(service: Service, name: str, image: bytes, prompt: str, sets: list[str]) -> Workflow:
+async def _preflight(
+    service: Service, name: str, image: bytes, prompt: str, sets: list[str]
+) -> Workflow:
     """What ``run`` checks before it launches anything (``check_before_launch``), before
-    anything is stored: the image (400 ``invalid_request``: not an image LoadImage reads),
-    then the graph, the bindings (prompt, ``set``) and every literal of the graph they
-    make, against the service's catalogue (422 ``invalid_workflow``: what ComfyUI would
-    refuse on a paid machine). The bundled graph is checked once; a submission checks
-    the nodes it binds (all of them when the graph's own literals are not clean: a
-    ``set`` may mend one)."""
-    problem = image_problem(image)
+    anything is stored: the image (400 ``invalid_request``: not an image LoadImage reads,
+    its pixels decoded in a worker thread: a large one takes a while), then the graph, the
+    bindings (prompt, ``set``) and every literal of the graph they make, against the
+    service's catalogue (422 ``invalid_workflow``: what ComfyUI would refuse on a paid
+    machine). The bundled graph is checked once; a submission checks the nodes it binds
+    (all of them when the graph's own literals are not clean: a ``set`` may mend one)."""
+    problem = await trio.to_thread.run_sync(image_problem, image)
     if problem is not None:
         raise invalid_request(f"'image': {problem}")
     workflow, problems, values = _bundled_checked(service, name)

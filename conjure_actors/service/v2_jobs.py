@@ -34,6 +34,7 @@ from conjure_actors.domain.errors import WorkflowError
 from conjure_actors.domain.preflight import (
     MAX_UPLOAD_BYTES,
     check_values,
+    decode_problem,
     image_info,
     image_problem,
 )
@@ -341,38 +342,19 @@ def _takes_an_image(service: Service, node: Mapping[str, Any], name: str) -> boo
     return cls in IMAGE_LOADER_CLASSES and name == "image"
 
 
-IMAGE_HEAD_BYTES: int = 64 * 1024
-"""What is read of an asset to find its image header (all of it for a JPEG whose frame
-header comes later, after large metadata segments)."""
-
-
 def _read_image_problem(path: Path) -> str | None:
-    """:func:`image_problem` of a stored blob, from its header: a blob over the upload
-    limit is not read, a large one only its first :data:`IMAGE_HEAD_BYTES` (all a PNG,
-    WebP, GIF or BMP header needs)."""
+    """:func:`image_problem` of a stored blob (its pixels decoded, as ``run --image`` is
+    checked: a header that parses is not enough); a blob over the upload limit is not
+    read. CPU and disk: called in a worker thread."""
     with path.open("rb") as blob:
         size = os.fstat(blob.fileno()).st_size
         if size > MAX_UPLOAD_BYTES:
             return f"{size} bytes is over ComfyUI's upload limit of {MAX_UPLOAD_BYTES} bytes"
-        data = blob.read(IMAGE_HEAD_BYTES)
-        if len(data) < size and data.startswith(b"\xff\xd8") and image_info(data) is None:
-            data += blob.read()
+        data = blob.read()
     problem = image_problem(data)
-    if problem is not None and data and image_info(data) is None and _pillow_reads(path):
-        return None  # TIFF, AVIF, TGA...: LoadImage opens whatever Pillow opens
+    if problem is not None and data and image_info(data) is None and decode_problem(data) is None:
+        return None  # TIFF, AVIF, TGA...: LoadImage opens whatever Pillow decodes
     return problem
-
-
-def _pillow_reads(path: Path) -> bool:
-    """Whether Pillow (ComfyUI's LoadImage) opens ``path`` as an image with pixels (its
-    header only: nothing is decoded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.width > 0 and image.height > 0
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False
 
 
 async def check_input_images(
@@ -391,7 +373,7 @@ async def check_input_images(
         if not _takes_an_image(service, node, name):
             continue
         record = assets.get(asset_id)
-        if record is None:  # deleted meanwhile (a header read awaited): missing_asset later
+        if record is None:  # deleted meanwhile (an image check awaited): missing_asset later
             continue
         digest = record.hash
         if digest in cache:

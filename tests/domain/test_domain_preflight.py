@@ -292,3 +292,14 @@ def test_check_prompt_names_the_first_refused_node_and_its_class() -> None:
     del prompt["1"]
     prompt["2"]["inputs"].update(width=512, height=512)
     assert check_prompt(prompt, catalog) is None
+
+
+def test_an_image_cut_short_after_its_header_does_not_decode() -> None:
+    """The sketch's first 100 bytes: a PNG header that parses, pixels that do not; refused
+    as ``run --image`` refuses it (ComfyUI's LoadImage would fail on it, on a paid machine)."""
+    from conjure_actors.domain.preflight import image_problem
+
+    problem = image_problem(example_sketch_png()[:100])
+    assert problem is not None
+    assert problem.startswith("does not decode (")
+    assert check_image(example_sketch_png()[:100], name="x.png") == [f"--image x.png: {problem}"]

@@ -318,3 +318,69 @@ async def test_v2_job_over_a_truncated_large_jpeg_is_refused(
         r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
         assert r.status_code == 422, r.text
         _nothing_stored(run.service)
+
+
+def _cut_png() -> bytes:
+    """The sketch's first 100 bytes: a PNG header that parses, pixels that do not decode."""
+    return png()[:100]
+
+
+async def test_conjure_job_with_an_image_cut_short_after_its_header_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A truncated PNG (`run --image` refuses it: it does not decode): 400 naming 'image',
+    not a 201 and a job that fails at LoadImage on a paid machine."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("t100.png", _cut_png(), "image/png")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert error["message"].startswith("'image': does not decode (")
+        _nothing_stored(run.service)
+
+
+async def test_conjure_job_decodes_its_image_in_a_worker_thread(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: Any
+) -> None:
+    """Decoding an image is CPU (a large one takes a while): not on the event loop."""
+    from conjure_actors.domain.preflight import image_problem
+
+    called: list[Any] = []
+    inline = trio.to_thread.run_sync  # tests run "threads" inline (tests/conftest.py)
+
+    async def recorded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        called.append(fn)
+        return await inline(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", recorded)
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("s.png", png(), "image/png")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 201, r.text
+        assert image_problem in called
+
+
+async def test_v2_job_whose_load_image_asset_is_cut_short_after_its_header_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A truncated PNG asset in LoadImage: its header parses, its pixels do not decode;
+    422 invalid_workflow naming the node and input, nothing stored."""
+    graph = workflow("load_scale_blur_save.json")
+    async with open_extras_service(tmp_path) as run:
+        asset = await _upload(run.client, _cut_png(), "t100.png")
+        graph["10"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": asset["id"]}}
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_workflow"
+        (entry,) = error["details"]["node_errors"]["10"]
+        assert entry["field"] == "image"
+        assert "does not decode" in entry["reason"]
+        _nothing_stored(run.service)

@@ -262,17 +262,24 @@ async def test_failed_job_carries_the_node_error(
     sim_config: Any, tmp_path: Path, sdk: Callable[[str], Any]
 ) -> None:
     """A job that fails at run time ends failed with error {code, message, node_id,
-    class_type}; result() raises JobFailed. (A PNG cut after its header: the pre-flight
-    reads the header only, ComfyUI's LoadImage fails to decode the rest.)"""
+    class_type}; result() raises JobFailed. (ImageToMask asked for the "alpha" of an RGB
+    image: a valid choice the pre-flight passes, an IndexError in ComfyUI's node.)"""
     from comfy_sdk.exceptions import JobFailed
 
-    cut = PNG[:64]
+    graph = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}},
+    }
     async with serving(sim_config, tmp_path) as served:
 
         def use() -> Any:
             with sdk(served.url) as client:
-                client._low.post_assets(_stream(cut), "image/png", "heldout_broken.png")
-                job = client.submit(client.workflows.from_json(workflow("load_broken_file.json")))
+                job = client.submit(client.workflows.from_json(graph))
                 with pytest.raises(JobFailed):
                     job.result()
                 return job
@@ -280,8 +287,8 @@ async def test_failed_job_carries_the_node_error(
         with trio.fail_after(60):
             job = await in_thread(use)
     assert job.status == "failed"
-    assert job.error.node_id == "1"
-    assert job.error.class_type == "LoadImage"
+    assert job.error.node_id == "2"
+    assert job.error.class_type == "ImageToMask"
     assert job.error.code == "node_execution_error"
     assert job.error.message
 
