@@ -4,9 +4,10 @@ A machine bills from the moment it is Ready, so a job that ComfyUI will refuse m
 refused here, for free: the graph against the node catalogue of its target (classes, links,
 required inputs: :func:`~conjure_actors.domain.workflow.validate_graph`), every literal value
 against its input's type and range (``INT``/``FLOAT`` min and max, a combo's choices,
-``BOOLEAN``: :func:`check_values`), the seeds (:func:`check_seed`) and the input image
-(:func:`check_image`: a PNG, JPEG, WebP, GIF or BMP header with a size, under ComfyUI's upload
-limit, whose pixels decode). :func:`preflight` runs them all and reports every problem at once.
+``BOOLEAN``; no literal where only a link will do: :func:`check_values`), the seeds
+(:func:`check_seed`) and the input image (:func:`check_image`: a PNG, JPEG, WebP, GIF or BMP
+header with a size, under ComfyUI's upload limit, whose pixels decode). :func:`preflight` runs
+them all and reports every problem at once.
 
 Every problem is one line that names the node id, its class and the input (ids and names are
 quoted with :func:`~conjure_actors.domain.workflow.show` when they hold control characters).
@@ -73,6 +74,15 @@ MAX_UPLOAD_BYTES: Final = 100 * 1024 * 1024
 
 IMAGE_FORMATS: Final = ("PNG", "JPEG", "WebP", "GIF", "BMP")
 
+_LITERAL_TYPES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+"""Input types that take a literal value (a widget in ComfyUI's front end)."""
+
+_OTHER_LITERALS: Final = frozenset({"*", "WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION"})
+"""Other types of core nodes whose input takes a literal: ``*`` (any type: ComfyUI passes a
+value through), WebcamCapture's ``WEBCAM`` (a file name) and Load3D's ``LOAD_3D``... (the
+views its widget rendered). Every other type (``IMAGE``, ``MODEL``, ``LATENT``...) is made
+by a node: a literal there passes ComfyUI's validation and fails the node on the machine."""
+
 _CHOICES_SHOWN: Final = 8
 _PLAIN: Final = (str, int, float, list)
 """JSON values that are not a mapping (checked first: an ABC isinstance costs more)."""
@@ -115,10 +125,23 @@ def _range(config: InputConfig, value: int | float) -> str | None:
     return None
 
 
+def _takes_a_literal(config: InputConfig) -> bool:
+    """Whether an input of ``config``'s type takes a literal value (else only a link)."""
+    return config.kind in _LITERAL_TYPES or config.kind in _OTHER_LITERALS
+
+
+def _link_to(kind: str) -> str:
+    types = [show(one.strip()) for one in kind.split(",")]  # "A,B": a link to either
+    listed = types[0] if len(types) == 1 else ", ".join(types[:-1]) + " or " + types[-1]
+    return f'a link to a node\'s {listed} output (["NODE", INDEX])'
+
+
 def check_value(value: object, config: InputConfig, *, choices: bool = True) -> str | None:
     """What is wrong with a literal ``value`` for an input described by ``config`` (None:
     nothing). ``choices=False`` skips a combo's list (a catalogue that is not the target's
-    own cannot know its model files)."""
+    own cannot know its model files). An input that only takes a link refuses any value."""
+    if not _takes_a_literal(config):
+        return f"needs {_link_to(config.kind)}, not the value {_shown(value)}"
     if not isinstance(value, _PLAIN) and isinstance(value, Mapping) and "__value__" in value:
         value = value["__value__"]
     kind = config.kind
@@ -193,6 +216,8 @@ def check_values(
             config = configs.get(name)
             if config is None or is_link(value):
                 continue
+            if value is None and name not in spec.required and not _takes_a_literal(config):
+                continue  # the node gets None, as for an optional input left unconnected
             problem = check_value(value, config, choices=choices)
             if problem is not None:
                 found.append((nid, f"{_where(nid, cls, name)}: {problem}"))

@@ -144,3 +144,16 @@ def test_image_file_is_checked_and_bound_by_name(
     path.write_bytes(example_sketch_png())
     assert main(["validate", str(CONJURE), "--image", str(path)]) == 0
     assert "1 bindings" in capsys.readouterr().out
+
+
+def test_a_value_where_only_a_link_will_do_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--set 2.image=3`` on ImageInvert (an IMAGE input): exit 2 before any machine,
+    one line naming the node, the input and the type of link it needs."""
+    invert = ROOT / "conjure_actors" / "workflows" / "invert_save.json"
+    assert main(["validate", str(invert), "--set", "2.image=3"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: invert_save.json: workflow has 1 problem: node 2 (ImageInvert) input"
+        " 'image': needs a link to a node's IMAGE output ([\"NODE\", INDEX]), not the"
+        " value 3\n"
+    )

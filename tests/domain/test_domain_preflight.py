@@ -303,3 +303,64 @@ def test_an_image_cut_short_after_its_header_does_not_decode() -> None:
     assert problem is not None
     assert problem.startswith("does not decode (")
     assert check_image(example_sketch_png()[:100], name="x.png") == [f"--image x.png: {problem}"]
+
+
+def _invert(image: object) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": image}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+    }
+
+
+def test_a_value_where_only_a_link_will_do_is_refused() -> None:
+    """A number given to an IMAGE input (in the graph or by ``--set``) passes ComfyUI's
+    validation and fails the node on the machine: refused, naming the type it needs."""
+    assert check_values(_invert(3), CATALOG) == [
+        "node 2 (ImageInvert) input 'image': needs a link to a node's IMAGE output"
+        ' (["NODE", INDEX]), not the value 3'
+    ]
+    assert check_values(_invert(["1", 0]), CATALOG) == []
+
+
+def test_a_value_where_a_link_of_several_types_will_do_names_them_all() -> None:
+    """An input that takes ``A,B`` (either type) says both in its problem."""
+    config = InputConfig("MODEL_TASK_ID,RIG_TASK_ID")
+    assert check_value("t", config) == (
+        "needs a link to a node's MODEL_TASK_ID or RIG_TASK_ID output"
+        " ([\"NODE\", INDEX]), not the value 't'"
+    )
+
+
+def test_null_on_an_optional_link_input_is_left_as_comfyui_leaves_it() -> None:
+    """ComfyUI gives a node None for a null as for an optional input left unconnected:
+    not refused there; on a required link input it is."""
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1}},
+        "2": {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["1", 0], "alpha": None}},
+        "3": {"class_type": "ImageCompositeMasked", "inputs": {"mask": None}},
+    }
+    assert check_values(graph, CATALOG) == [
+        "node 2 (JoinImageWithAlpha) input 'alpha': needs a link to a node's MASK output"
+        ' (["NODE", INDEX]), not the value null'
+    ]
+
+
+@pytest.mark.parametrize("kind", ["*", "WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION"])
+def test_core_widget_types_beyond_the_five_take_a_value(kind: str) -> None:
+    """WebcamCapture's WEBCAM, Load3D's LOAD_3D... and ``*`` (any) take a literal."""
+    assert check_value("capture.png", InputConfig(kind)) is None
+
+
+def test_bundled_workflows_pass_the_value_checks() -> None:
+    """Every bundled workflow's literals pass against the simulator's catalogue."""
+    for path in sorted((ROOT / "conjure_actors" / "workflows").glob("*.json")):
+        assert check_values(json.loads(path.read_text()), CATALOG) == [], path.name
+
+
+@given(st.data())
+def test_catalog_workflows_draw_no_value_where_a_link_is_needed(data: st.DataObject) -> None:
+    """The harness's drawn graphs (tests run them end to end) pass the value checks."""
+    from conjure_actors.testing import catalog_workflows
+
+    assert check_values(data.draw(catalog_workflows()), CATALOG) == []

@@ -384,3 +384,21 @@ async def test_v2_job_whose_load_image_asset_is_cut_short_after_its_header_is_re
         assert entry["field"] == "image"
         assert "does not decode" in entry["reason"]
         _nothing_stored(run.service)
+
+
+async def test_v2_job_with_a_value_where_a_link_is_needed_is_invalid_workflow(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """ImageInvert's image given the number 3 in the submitted graph: 422, not a job that
+    fails on the machine ("'int' object has no attribute 'shape'")."""
+    graph = workflow("invert_save.json")
+    graph["2"]["inputs"]["image"] = 3
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_workflow"
+        (entry,) = error["details"]["node_errors"]["2"]
+        assert entry["field"] == "image"
+        assert "needs a link to a node's IMAGE output" in entry["reason"]
+        _nothing_stored(run.service)
