@@ -60,9 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image",
-        metavar="PATH|NAME",
-        help="an image file (checked: it must decode, under the upload limit) or the name of"
-        " one already on the server, bound into the LoadImage",
+        metavar="PATH",
+        help="an image file, read and checked as `run --image` reads it (it must decode,"
+        " under the upload limit), bound into the LoadImage by its file name (an image"
+        " already on the server: --set NODE.image=NAME)",
     )
     parser.add_argument("--prompt", metavar="TEXT", help="bind a prompt into the text encoder")
     parser.add_argument("--seed", type=int, help="bind a seed (0 to 2**64-1) into every seed input")
@@ -372,14 +373,15 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def _image(name: str | None) -> tuple[bytes | None, str | None]:
-    """An --image that is a file is read (and checked); any other is a name on the server."""
+    """The bytes of ``--image`` and the name they are bound by, read as ``run --image``
+    reads them: a path that is not a readable file is refused (exit 2), as ``run`` refuses
+    it; it is not taken for the name of an image on the server (``run`` cannot run that:
+    ``--set NODE.image=NAME`` binds one)."""
     if name is None:
         return None, None
     path = Path(name)
     if path.is_dir():
         raise UsageError(f"--image {show(name)}: is a directory, not an image file")
-    if not path.is_file():
-        return None, name
     try:
         return path.read_bytes(), path.name
     except OSError as exc:

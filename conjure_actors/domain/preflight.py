@@ -319,6 +319,10 @@ def image_info(data: bytes) -> ImageInfo | None:
     return None
 
 
+_OBJECT_REPR: Final = re.compile(r" ?<[^<>]* (?:object )?at 0x[0-9a-fA-F]+>")
+"""A Python object's repr in an exception's text (``<_io.BytesIO object at 0x7f...>``)."""
+
+
 def decode_problem(data: bytes) -> str | None:
     """Why Pillow (what ComfyUI's LoadImage opens an image with) cannot decode ``data``'s
     pixels (None: they decode). A header that parses is not enough: a file cut short or
@@ -332,14 +336,11 @@ def decode_problem(data: bytes) -> str | None:
             image.verify()  # checksums (PNG's CRCs) without decoding
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # the pixels themselves, as ComfyUI's LoadImage will
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
-        return f"does not decode ({show(str(exc) or type(exc).__name__)})"
+    except UnidentifiedImageError:
+        return "does not decode (Pillow cannot tell what image it is: cut short or damaged?)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
+        return f"does not decode ({show(reason)})"
     return None
 
 

@@ -24,9 +24,13 @@ def test_valid_workflow_prints_one_summary_line(capsys: pytest.CaptureFixture[st
     assert "image=16 prompt=34 depth=24 mesh=33" in out[0]
 
 
-def test_bindings_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bindings_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Good --image/--prompt/--set bindings are counted in the summary."""
-    args = ["validate", str(CONJURE), "--image", "a.png", "--prompt", "fox", "--set", "20.steps=30"]
+    from conjure_actors.actors.example import example_sketch_png
+
+    (tmp_path / "a.png").write_bytes(example_sketch_png())
+    image = str(tmp_path / "a.png")
+    args = ["validate", str(CONJURE), "--image", image, "--prompt", "fox", "--set", "20.steps=30"]
     assert main(args) == 0
     assert "4 bindings" in capsys.readouterr().out
 
@@ -156,4 +160,30 @@ def test_a_value_where_only_a_link_will_do_exits_2(capsys: pytest.CaptureFixture
         "error: invert_save.json: workflow has 1 problem: node 2 (ImageInvert) input"
         " 'image': needs a link to a node's IMAGE output ([\"NODE\", INDEX]), not the"
         " value 3\n"
+    )
+
+
+def test_an_image_path_that_is_no_file_exits_2_as_run_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate --image nonexist.png says what run says (exit 2): a missing file is not
+    taken for the name of an image on the server (which run could not run)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(CONJURE), "--image", "nonexist.png"]) == 2
+    assert capsys.readouterr().err == (
+        "error: cannot read image nonexist.png: No such file or directory\n"
+    )
+
+
+def test_an_image_cut_inside_its_first_chunk_is_said_without_a_python_repr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 30-byte cut PNG (Pillow cannot identify it): one line, no ``<_io.BytesIO ...>``."""
+    from conjure_actors.actors.example import example_sketch_png
+
+    (tmp_path / "t30.png").write_bytes(example_sketch_png()[:30])
+    assert main(["validate", str(CONJURE), "--image", str(tmp_path / "t30.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --image {tmp_path / 't30.png'}: does not decode (Pillow cannot tell what"
+        " image it is: cut short or damaged?)\n"
     )

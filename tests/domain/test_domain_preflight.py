@@ -305,6 +305,16 @@ def test_an_image_cut_short_after_its_header_does_not_decode() -> None:
     assert check_image(example_sketch_png()[:100], name="x.png") == [f"--image x.png: {problem}"]
 
 
+def test_an_image_pillow_cannot_identify_is_said_without_a_python_repr() -> None:
+    """The sketch's first 30 bytes (cut inside its first chunk): Pillow's error names a
+    ``<_io.BytesIO object at 0x...>``; the problem (run, validate and serve say it) does not."""
+    from conjure_actors.domain.preflight import image_problem
+
+    assert image_problem(example_sketch_png()[:30]) == (
+        "does not decode (Pillow cannot tell what image it is: cut short or damaged?)"
+    )
+
+
 def _invert(image: object) -> dict[str, Any]:
     return {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1}},
