@@ -50,6 +50,7 @@ from conjure_actors.domain.workflow import (
     Workflow,
     apply_bindings,
     bindings_for,
+    parse_set,
     validate_graph,
     workflow_from_text,
 )
@@ -461,6 +462,14 @@ def _bundled_checked(
     return workflow, graph, values
 
 
+def _malformed_set(text: str) -> bool:
+    try:
+        parse_set(text)
+    except WorkflowError:
+        return True
+    return False
+
+
 async def _preflight(
     service: Service, name: str, image: bytes, prompt: str, sets: list[str]
 ) -> Workflow:
@@ -475,6 +484,13 @@ async def _preflight(
     if problem is not None:
         raise invalid_request(f"'image': {problem}")
     workflow, problems, values = _bundled_checked(service, name)
+    malformed = [
+        f"the form field set={text!r}: use NODE.INPUT=VALUE (e.g. set=20.steps=30)"
+        for text in sets
+        if _malformed_set(text)
+    ]
+    if malformed:  # the domain's words name --set, the CLI's flag
+        raise invalid_workflow([*problems, *malformed], workflow.graph)
     catalog = service.catalog
     try:
         bindings = bindings_for(

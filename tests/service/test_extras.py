@@ -125,6 +125,23 @@ async def test_bad_conjure_job_is_refused_and_nothing_stored(
         assert run.service.state.jobs == {}
 
 
+async def test_a_malformed_set_field_is_said_in_the_api_s_words(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A ``set`` field that is not NODE.INPUT=VALUE is 422 naming the form field, not the
+    CLI's ``--set`` flag."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT, "set": "foo"},
+        )
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "form field set='foo'" in message
+    assert "--set" not in message
+
+
 async def test_json_body_on_conjure_jobs_is_400(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
