@@ -38,6 +38,7 @@ from starlette.routing import BaseRoute
 
 from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, Retention
 from conjure_actors.domain import state as st
+from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.workflow import Catalog, Workflow
 from conjure_actors.runtime import ActorStoppedError, PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
@@ -241,6 +242,16 @@ class Service:
                 "queue_full",
                 f"{self.settings.max_queue} jobs are queued or running: retry later",
                 headers=self._retry(),
+            )
+        budget = self.state.budget
+        if budget.exceeded and budget.limit_micros is not None:
+            # No machine time may be bought: the job could only fail (no machine). Refused
+            # before anything is logged, so its Idempotency-Key stays free for the retry.
+            raise ApiError(
+                402,
+                "insufficient_credits",
+                f"the budget of {format_usd(budget.limit_micros)} is spent: raise or lift it"
+                " (PUT /api/conjure/budget), then submit again",
             )
         self._submitting += 1
         try:

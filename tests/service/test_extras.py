@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from extras_support import open_extras_service, png, wait_for, wait_idle
@@ -186,6 +187,35 @@ async def test_put_budget_sets_and_lifts_the_limit(
         r = await run.client.put("/api/conjure/budget", json={"usd": None})
         assert r.json()["budget"]["limit_micros"] is None
         assert run.service.state.budget.limit_micros is None
+
+
+async def test_a_job_submitted_once_the_budget_is_spent_is_402_and_nothing_logged(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With the budget spent no machine time may be bought: a submission is 402
+    ``insufficient_credits`` saying how to go on (not 201 and a job that fails at once);
+    raising the budget lets the next one in."""
+    async with open_extras_service(tmp_path) as run:
+
+        async def submit() -> httpx.Response:
+            return await run.client.post(
+                "/api/conjure/jobs",
+                files={"image": ("sketch.png", png(), "image/png")},
+                data={"prompt": PROMPT},
+            )
+
+        assert (await submit()).status_code == 201
+        await wait_idle(run.service)
+        await run.client.put("/api/conjure/budget", json={"usd": 0.000001})
+        await wait_for(run.service, lambda s: s.budget.exceeded)
+        jobs = dict(run.service.state.jobs)
+        r = await submit()
+        assert r.status_code == 402, r.text
+        assert r.json()["error"]["code"] == "insufficient_credits"
+        assert "PUT /api/conjure/budget" in r.json()["error"]["message"]
+        assert run.service.state.jobs == jobs
+        await run.client.put("/api/conjure/budget", json={"usd": None})
+        assert (await submit()).status_code == 201
 
 
 @pytest.mark.parametrize("body", [{"usd": -1}, {"usd": "5"}, {"usd": True}, {}, {"usd": 1, "x": 1}])
