@@ -26,6 +26,7 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
+@pytest.mark.slow  # two runs' real-time retries against a closed port (about 3 s)
 def test_a_run_whose_comfyui_does_not_answer_can_be_run_again(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
