@@ -62,6 +62,7 @@ __all__ = [
     "decode_problem",
     "image_info",
     "image_problem",
+    "output_types",
     "preflight",
     "raise_problems",
 ]
@@ -80,8 +81,10 @@ _LITERAL_TYPES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 _OTHER_LITERALS: Final = frozenset({"*", "WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION"})
 """Other types of core nodes whose input takes a literal: ``*`` (any type: ComfyUI passes a
 value through), WebcamCapture's ``WEBCAM`` (a file name) and Load3D's ``LOAD_3D``... (the
-views its widget rendered). Every other type (``IMAGE``, ``MODEL``, ``LATENT``...) is made
-by a node: a literal there passes ComfyUI's validation and fails the node on the machine."""
+views its widget rendered)."""
+
+_MADE_CACHE: Final[dict[int, tuple[Catalog, frozenset[str]]]] = {}
+_MADE_CACHE_SIZE: Final = 8
 
 _CHOICES_SHOWN: Final = 8
 _PLAIN: Final = (str, int, float, list)
@@ -125,9 +128,30 @@ def _range(config: InputConfig, value: int | float) -> str | None:
     return None
 
 
-def _takes_a_literal(config: InputConfig) -> bool:
-    """Whether an input of ``config``'s type takes a literal value (else only a link)."""
-    return config.kind in _LITERAL_TYPES or config.kind in _OTHER_LITERALS
+def _takes_a_literal(config: InputConfig, made: frozenset[str] | None) -> bool:
+    """Whether an input of ``config``'s type takes a literal value (else only a link). A
+    type some node of the catalogue outputs (``made``: ``IMAGE``, ``MODEL``, ``LATENT``...) is
+    a link's: a literal there passes ComfyUI's validation and fails the node on the machine.
+    A type no node outputs is a widget's (``COMFY_DYNAMICCOMBO_V3``, ``AUDIO_RECORD``, a
+    custom node's own), as is any type when the outputs are not known (``made`` None)."""
+    kind = config.kind
+    if kind in _LITERAL_TYPES or kind in _OTHER_LITERALS or made is None:
+        return True
+    return not any(one.strip() in made for one in kind.split(","))
+
+
+def output_types(catalog: Catalog) -> frozenset[str]:
+    """Every type some node of ``catalog`` outputs (remembered for the last few catalogues:
+    a service checks every submission against the same one)."""
+    key = id(catalog)
+    hit = _MADE_CACHE.get(key)
+    if hit is not None and hit[0] is catalog:
+        return hit[1]
+    made = frozenset(kind for spec in catalog.values() for kind in spec.outputs)
+    if len(_MADE_CACHE) >= _MADE_CACHE_SIZE:
+        _MADE_CACHE.pop(next(iter(_MADE_CACHE)))
+    _MADE_CACHE[key] = (catalog, made)
+    return made
 
 
 def _link_to(kind: str) -> str:
@@ -136,11 +160,18 @@ def _link_to(kind: str) -> str:
     return f'a link to a node\'s {listed} output (["NODE", INDEX])'
 
 
-def check_value(value: object, config: InputConfig, *, choices: bool = True) -> str | None:
+def check_value(
+    value: object,
+    config: InputConfig,
+    *,
+    choices: bool = True,
+    made: frozenset[str] | None = None,
+) -> str | None:
     """What is wrong with a literal ``value`` for an input described by ``config`` (None:
     nothing). ``choices=False`` skips a combo's list (a catalogue that is not the target's
-    own cannot know its model files). An input that only takes a link refuses any value."""
-    if not _takes_a_literal(config):
+    own cannot know its model files). ``made``: the types the catalogue's nodes output
+    (:func:`output_types`); an input of one of them only takes a link and refuses any value."""
+    if not _takes_a_literal(config, made):
         return f"needs {_link_to(config.kind)}, not the value {_shown(value)}"
     if not isinstance(value, _PLAIN) and isinstance(value, Mapping) and "__value__" in value:
         value = value["__value__"]
@@ -200,6 +231,7 @@ def check_values(
     if catalog is None:
         return []
     found: list[tuple[str, str]] = []
+    made = output_types(catalog)
     for nid, node in graph.items():
         # dict first: an ABC isinstance is ~10x the cost, and a graph is JSON (dicts)
         if not (type(node) is dict or isinstance(node, Mapping)):
@@ -216,9 +248,9 @@ def check_values(
             config = configs.get(name)
             if config is None or is_link(value):
                 continue
-            if value is None and name not in spec.required and not _takes_a_literal(config):
+            if value is None and name not in spec.required and not _takes_a_literal(config, made):
                 continue  # the node gets None, as for an optional input left unconnected
-            problem = check_value(value, config, choices=choices)
+            problem = check_value(value, config, choices=choices, made=made)
             if problem is not None:
                 found.append((nid, f"{_where(nid, cls, name)}: {problem}"))
     if len(found) > 1:  # stable: a node's problems keep their input order

@@ -23,6 +23,7 @@ from conjure_actors.domain.preflight import (
     check_value,
     check_values,
     image_info,
+    output_types,
     preflight,
 )
 from conjure_actors.domain.workflow import (
@@ -336,7 +337,8 @@ def test_a_value_where_only_a_link_will_do_is_refused() -> None:
 def test_a_value_where_a_link_of_several_types_will_do_names_them_all() -> None:
     """An input that takes ``A,B`` (either type) says both in its problem."""
     config = InputConfig("MODEL_TASK_ID,RIG_TASK_ID")
-    assert check_value("t", config) == (
+    made = frozenset({"MODEL_TASK_ID", "RIG_TASK_ID"})
+    assert check_value("t", config, made=made) == (
         "needs a link to a node's MODEL_TASK_ID or RIG_TASK_ID output"
         " ([\"NODE\", INDEX]), not the value 't'"
     )
@@ -359,7 +361,38 @@ def test_null_on_an_optional_link_input_is_left_as_comfyui_leaves_it() -> None:
 @pytest.mark.parametrize("kind", ["*", "WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION"])
 def test_core_widget_types_beyond_the_five_take_a_value(kind: str) -> None:
     """WebcamCapture's WEBCAM, Load3D's LOAD_3D... and ``*`` (any) take a literal."""
-    assert check_value("capture.png", InputConfig(kind)) is None
+    made = output_types(CATALOG) | {kind}
+    assert check_value("capture.png", InputConfig(kind), made=made) is None
+
+
+def test_a_type_no_node_outputs_takes_a_value() -> None:
+    """A widget of a type no node of the catalogue outputs (newer ComfyUI's SaveVideo
+    ``format``: COMFY_DYNAMICCOMBO_V3; RecordAudio's AUDIO_RECORD; a custom node's own) takes
+    a value: only a type some node makes needs a link."""
+    info = {
+        "LoadVideo": {"input": {"required": {"file": [["a.mp4"], {}]}}, "output": ["VIDEO"]},
+        "SaveVideo": {
+            "input": {
+                "required": {
+                    "video": ["VIDEO", {}],
+                    "format": ["COMFY_DYNAMICCOMBO_V3", {"options": []}],
+                }
+            },
+            "output": [],
+            "output_node": True,
+        },
+    }
+    catalog = catalog_from_object_info(info)
+    graph = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "a.mp4"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "format": "mp4"}},
+    }
+    assert check_values(graph, catalog) == []
+    graph["2"]["inputs"]["video"] = "a.mp4"
+    assert check_values(graph, catalog) == [
+        "node 2 (SaveVideo) input 'video': needs a link to a node's VIDEO output"
+        " ([\"NODE\", INDEX]), not the value 'a.mp4'"
+    ]
 
 
 def test_bundled_workflows_pass_the_value_checks() -> None:
