@@ -47,6 +47,7 @@ from conjure_actors.domain.workflow import (
 )
 
 __all__ = [
+    "DECODE_PIXELS",
     "IMAGE_FORMATS",
     "MAX_SEED",
     "MAX_UPLOAD_BYTES",
@@ -355,19 +356,31 @@ _OBJECT_REPR: Final = re.compile(r" ?<[^<>]* (?:object )?at 0x[0-9a-fA-F]+>")
 """A Python object's repr in an exception's text (``<_io.BytesIO object at 0x7f...>``)."""
 
 
+DECODE_PIXELS: Final = 4096 * 4096
+"""The largest image whose pixels :func:`decode_problem` decodes (about 200 MB at the peak
+for RGBA); a larger one has its structure and checksums verified only: a full decode of a
+100-megapixel PNG took 14 s and 1.2 GB, and a service checks every submission's image."""
+
+
 def decode_problem(data: bytes) -> str | None:
     """Why Pillow (what ComfyUI's LoadImage opens an image with) cannot decode ``data``'s
     pixels (None: they decode). A header that parses is not enough: a file cut short or
-    damaged past it is only found by decoding. Pillow's decompression-bomb guard is left
-    on: ComfyUI's Pillow would refuse such an image too. CPU-bound (a large image takes a
-    while): a service calls it in a worker thread."""
+    damaged past it is only found by verifying (PNG's CRCs, to its last chunk) and decoding
+    (up to :data:`DECODE_PIXELS`). Pillow's decompression-bomb limit stands (ComfyUI's Pillow
+    refuses such an image too); its warning below that limit is not printed. CPU-bound: a
+    service calls it in a worker thread."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # checksums (PNG's CRCs) without decoding
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # the pixels themselves, as ComfyUI's LoadImage will
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()  # checksums (PNG's CRCs) without decoding
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height <= DECODE_PIXELS:
+                    image.load()  # the pixels themselves, as ComfyUI's LoadImage will
     except UnidentifiedImageError:
         return "does not decode (Pillow cannot tell what image it is: cut short or damaged?)"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -60,7 +60,13 @@ from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
-from conjure_actors.service.v2_jobs import invalid_workflow, iso, job_view, service_of
+from conjure_actors.service.v2_jobs import (
+    image_decodes,
+    invalid_workflow,
+    iso,
+    job_view,
+    service_of,
+)
 
 __all__ = [
     "DEFAULT_JOB_SECONDS",
@@ -480,7 +486,7 @@ async def _preflight(
     service's catalogue (422 ``invalid_workflow``: what ComfyUI would refuse on a paid
     machine). The bundled graph is checked once; a submission checks the nodes it binds
     (all of them when the graph's own literals are not clean: a ``set`` may mend one)."""
-    problem = await trio.to_thread.run_sync(image_problem, image)
+    problem = await trio.to_thread.run_sync(image_problem, image, limiter=image_decodes())
     if problem is not None:
         raise invalid_request(f"'image': {problem}")
     workflow, problems, values = _bundled_checked(service, name)

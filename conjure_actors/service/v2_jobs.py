@@ -17,7 +17,7 @@ import re
 from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import trio
@@ -342,6 +342,23 @@ def _takes_an_image(service: Service, node: Mapping[str, Any], name: str) -> boo
     return cls in IMAGE_LOADER_CLASSES and name == "image"
 
 
+IMAGE_DECODES: Final = 2
+"""Input images checked (decoded) at once, in worker threads: each may take a few hundred
+MB at its peak (``DECODE_PIXELS``), so many uploads at once must not all decode together."""
+
+_DECODES: Final = trio.lowlevel.RunVar[trio.CapacityLimiter]("image_decodes")
+
+
+def image_decodes() -> trio.CapacityLimiter:
+    """The run's limiter of image checks (:data:`IMAGE_DECODES` at once)."""
+    try:
+        return _DECODES.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(IMAGE_DECODES)
+        _DECODES.set(limiter)
+        return limiter
+
+
 def _read_image_problem(path: Path) -> str | None:
     """:func:`image_problem` of a stored blob (its pixels decoded, as ``run --image`` is
     checked: a header that parses is not enough); a blob over the upload limit is not
@@ -383,7 +400,9 @@ async def check_input_images(
             if path is None:  # pragma: no cover - recorded hashes are well formed
                 continue
             try:
-                problem = await trio.to_thread.run_sync(_read_image_problem, path)
+                problem = await trio.to_thread.run_sync(
+                    _read_image_problem, path, limiter=image_decodes()
+                )
             except OSError:
                 continue
             if len(cache) >= IMAGE_CHECKS:

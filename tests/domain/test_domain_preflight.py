@@ -306,6 +306,32 @@ def test_an_image_cut_short_after_its_header_does_not_decode() -> None:
     assert check_image(example_sketch_png()[:100], name="x.png") == [f"--image x.png: {problem}"]
 
 
+def test_an_image_over_the_decode_limit_cut_short_is_still_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over DECODE_PIXELS the pixels are not decoded (a service checks every image), but the
+    checksums to the last chunk are: a PNG cut short is refused all the same."""
+    from conjure_actors.domain import preflight
+
+    monkeypatch.setattr(preflight, "DECODE_PIXELS", 16)
+    assert preflight.image_problem(example_sketch_png()) is None
+    problem = preflight.image_problem(example_sketch_png()[:100])
+    assert problem is not None
+    assert problem.startswith("does not decode (")
+
+
+def test_pillow_s_large_image_warning_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image over Pillow's MAX_IMAGE_PIXELS but under twice it decodes with a warning
+    (ComfyUI's LoadImage takes it): accepted, and no warning reaches the terminal (the
+    suite turns warnings into errors)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, format="PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    from conjure_actors.domain.preflight import image_problem
+
+    assert image_problem(buffer.getvalue()) is None
+
+
 def test_an_image_pillow_cannot_identify_is_said_without_a_python_repr() -> None:
     """The sketch's first 30 bytes (cut inside its first chunk): Pillow's error names a
     ``<_io.BytesIO object at 0x...>``; the problem (run, validate and serve say it) does not."""

@@ -346,14 +346,19 @@ async def test_conjure_job_with_an_image_cut_short_after_its_header_is_refused(
 async def test_conjure_job_decodes_its_image_in_a_worker_thread(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: Any
 ) -> None:
-    """Decoding an image is CPU (a large one takes a while): not on the event loop."""
+    """Decoding an image is CPU (a large one takes a while): not on the event loop, and
+    no more than IMAGE_DECODES at once (each may take a few hundred MB)."""
     from conjure_actors.domain.preflight import image_problem
+    from conjure_actors.service.v2_jobs import IMAGE_DECODES
 
     called: list[Any] = []
+    limits: list[Any] = []
     inline = trio.to_thread.run_sync  # tests run "threads" inline (tests/conftest.py)
 
     async def recorded(fn: Any, *args: Any, **kwargs: Any) -> Any:
         called.append(fn)
+        limiter = kwargs.get("limiter")
+        limits.append(None if limiter is None else limiter.total_tokens)
         return await inline(fn, *args, **kwargs)
 
     monkeypatch.setattr(trio.to_thread, "run_sync", recorded)
@@ -365,6 +370,7 @@ async def test_conjure_job_decodes_its_image_in_a_worker_thread(
         )
         assert r.status_code == 201, r.text
         assert image_problem in called
+        assert limits[called.index(image_problem)] == IMAGE_DECODES
 
 
 async def test_v2_job_whose_load_image_asset_is_cut_short_after_its_header_is_refused(
