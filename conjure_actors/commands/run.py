@@ -913,7 +913,7 @@ async def _open_run_journal(
 
     flag = "--log" if fresh else "--resume"
     journal: Any = None
-    removable = taken = False
+    taken = False
     try:
         async with eventlog.open_journal(
             log_path,
@@ -925,8 +925,15 @@ async def _open_run_journal(
         ) as journal:
             taken = fresh and journal.last_seq > 0  # by another run, since _prepare
             if not taken:
-                removable = fresh
-                yield journal
+                try:
+                    yield journal
+                finally:
+                    # However the run ends (an error, a signal during start-up), and while
+                    # the journal still holds the log's lock (no other process can have
+                    # opened it to write: nothing of another's is removed). The journal's
+                    # last records go to the unlinked file.
+                    if fresh and _nothing_recorded(journal.state):
+                        _remove_log(log_path)
     except eventlog.LogLockedError:
         if journal is not None:
             raise
@@ -939,10 +946,6 @@ async def _open_run_journal(
             " or stop it with Ctrl-C first"
         )
         raise UsageError(f"{flag} {_q(log_path)}: {what}") from None
-    except BaseException:
-        if removable and _nothing_recorded(journal.state):
-            _remove_log(log_path)
-        raise
     if taken:  # (said once the journal is closed: as it is, not in its nursery's group)
         raise UsageError(
             f"--log {_q(log_path)}: another run wrote this log meanwhile and a new run never"
@@ -1069,8 +1072,8 @@ async def _run(
                         if not conjure.state.jobs:
                             out.say(
                                 f"nothing to resume: {_q(log_path)} holds no job (its run"
-                                " stopped before it submitted one): start a new run without"
-                                " --resume",
+                                " stopped before it submitted one): start a new run with"
+                                " another --log, or remove this log first",
                                 "run.info",
                             )
                         elif not job_ids:

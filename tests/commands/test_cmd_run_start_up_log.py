@@ -57,6 +57,58 @@ def test_a_log_with_a_job_is_never_removed(tmp_path: Path) -> None:
     assert (tmp_path / "j.log").is_file()
 
 
+def _fail_after(tmp_path: Path, *events: object) -> Path:
+    """A new run's journal that appends ``events``, then fails: its log path."""
+    path = tmp_path / "j.log"
+
+    async def fail() -> None:
+        async with _open_run_journal(path, time.time, fresh=True) as journal:
+            for event in events:
+                await journal.append(event)
+            raise RuntimeError("later")
+
+    with pytest.raises(ExceptionGroup):
+        trio.run(fail)
+    return path
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ev.MachineLaunchRequested(
+            request_key="k1",
+            server_type="medium",
+            workflow_version="v",
+            estimated_duration=60,
+            at=1.0,
+        ),
+        ev.MachineAttached(server_id="comfyui-1", kind="comfyui", at=1.0),
+    ],
+    ids=["a launch in flight", "an attached machine"],
+)
+def test_a_log_with_a_machine_or_a_launch_but_no_job_is_kept(tmp_path: Path, event: object) -> None:
+    """Only a log of nothing that matters is removed: a launch in flight or a machine (a
+    RunComfy server may bill) stays for --resume, though the log holds no job."""
+    assert _fail_after(tmp_path, event).is_file()
+
+
+def test_a_new_run_that_ends_without_an_error_and_records_nothing_leaves_no_log(
+    tmp_path: Path,
+) -> None:
+    """A signal during start-up ends the run without an exception: its log (the actors'
+    start and stop only) is removed all the same, or the retry is refused ("pass --resume")
+    and the resume says there is nothing to resume."""
+    path = tmp_path / "s.log"
+
+    async def stopped() -> None:
+        async with _open_run_journal(path, time.time, fresh=True) as journal:
+            assert path.is_file()
+            assert journal.last_seq == 0
+
+    trio.run(stopped)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 async def test_a_run_that_loses_the_race_for_a_new_log_is_one_line(tmp_path: Path) -> None:
     """Two runs on one new --log at once: the loser was "LogLockedError: ... (run with
     --debug for the traceback)", exit 1; now the clean line of a log in use (exit 2)."""
