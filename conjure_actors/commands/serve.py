@@ -24,6 +24,7 @@ import gc
 import logging
 import math
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -312,8 +313,9 @@ async def open_serve(
             snapshot_every=SNAPSHOT_EVERY,
             keep_snapshots=KEEP_SNAPSHOTS,
         ) as journal:
-            refuse_log_of_the_other_command(journal.state, "serve", f"--log {log_path}", log_path)
-            refuse_runcomfy_log_elsewhere(journal.state, mode, f"--log {log_path}")
+            what = f"--log {shlex.quote(str(log_path))}"
+            refuse_log_of_the_other_command(journal.state, "serve", what, log_path)
+            refuse_runcomfy_log_elsewhere(journal.state, mode, what)
             async with (
                 open_service(
                     config,
