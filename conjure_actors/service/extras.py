@@ -51,6 +51,7 @@ from conjure_actors.domain.workflow import (
     apply_bindings,
     bindings_for,
     parse_set,
+    show,
     validate_graph,
     workflow_from_text,
 )
@@ -491,7 +492,8 @@ async def _preflight(
         raise invalid_request(f"'image': {problem}")
     workflow, problems, values = _bundled_checked(service, name)
     malformed = [
-        f"the form field set={text!r}: use NODE.INPUT=VALUE (e.g. set=20.steps=30)"
+        f"the form field set={show(text if len(text) <= 60 else text[:57] + '...')}:"
+        " use NODE.INPUT=VALUE (e.g. set=20.steps=30)"
         for text in sets
         if _malformed_set(text)
     ]

@@ -139,7 +139,7 @@ async def test_a_malformed_set_field_is_said_in_the_api_s_words(
         )
     assert r.status_code == 422, r.text
     message = r.json()["error"]["message"]
-    assert "form field set='foo'" in message
+    assert "form field set=foo:" in message
     assert "--set" not in message
 
 
