@@ -865,11 +865,19 @@ def refuse_log_of_the_other_command(state: Any, command: str, what: str, log_pat
         cli_jobs = [
             j for j in state.jobs.values() if j.job_id not in api and j.parent_id not in api
         ]
-        if cli_jobs:
+        from conjure_actors.domain.state import RESUMABLE_STATUSES
+
+        unfinished = [j for j in cli_jobs if j.status in RESUMABLE_STATUSES]
+        if unfinished:
             raise UsageError(
                 f"{what}: that is the log of a `run` ({len(cli_jobs)} job(s) it submitted, not"
                 " through the API): serve would run them unseen; finish it with python -m"
                 f" conjure_actors run --resume {_q(log_path)}, and give serve another --log"
+            )
+        if cli_jobs:
+            raise UsageError(
+                f"{what}: that is the log of a `run` ({len(cli_jobs)} job(s) it submitted, not"
+                " through the API, all ended): give serve a log of its own (another --log)"
             )
     elif api or service.assets or service.idempotency:
         raise UsageError(

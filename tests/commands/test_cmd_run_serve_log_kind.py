@@ -45,6 +45,24 @@ def test_serve_refuses_the_log_of_a_run(capsys: pytest.CaptureFixture[str]) -> N
     assert not Path("r.log.blobs").exists()
 
 
+def test_serve_refuses_the_log_of_a_finished_run_without_sending_it_to_resume(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run whose jobs all ended: nothing to resume, so the line does not say to resume it
+    (run --resume would say there is nothing to do); serve wants a log of its own."""
+    _log(
+        Path("r.log"),
+        ev.WorkflowRegistered(sha256="0" * 64, name="wf", graph_json="{}", at=2.0),
+        ev.JobSubmitted(job_id="j1", workflow_sha256="0" * 64, at=3.0),
+        ev.JobCancelled(job_id="j1", reason="user", at=4.0),
+    )
+    code = main(["serve", "--port", "0", "--log", "r.log"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err.startswith("error: --log r.log: that is the log of a `run` (1 job(s) ")
+    assert "all ended" in err
+    assert "--resume" not in err
+
+
 def test_run_resume_refuses_the_log_of_serve(capsys: pytest.CaptureFixture[str]) -> None:
     """A serve log's API records are not resumed by run (its jobs are serve's to run)."""
     before = _log(Path("s.log"), se.ApiJobAccepted(job_id="j1", expires_at=99.0, at=2.0))
