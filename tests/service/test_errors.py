@@ -3,9 +3,8 @@ with the service's exception handlers."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
+from multipart_support import post_multipart
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,37 +24,10 @@ def _form_app() -> Starlette:
     )
 
 
-class _Unread(httpx.AsyncByteStream):
-    """A request body in one chunk whose iterator is not an async generator: httpx's
-    own are, and one the app left unread (a refusal) is collected with a ResourceWarning."""
-
-    def __init__(self, data: bytes) -> None:
-        self._chunks = [data]
-
-    def __aiter__(self) -> _Unread:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if not self._chunks:
-            raise StopAsyncIteration
-        return self._chunks.pop()
-
-
-async def _post_multipart(
-    client: httpx.AsyncClient, path: str, data: dict[str, str], files: dict[str, Any]
-) -> httpx.Response:
-    built = httpx.Request("POST", "http://body.invalid/", data=data, files=files)  # the body
-    body = built.read()
-    headers = {"Content-Type": built.headers["content-type"], "Content-Length": str(len(body))}
-    request = client.build_request("POST", path, headers=headers)
-    request.stream = _Unread(body)
-    return await client.send(request)
-
-
 async def _post_form(data: dict[str, str]) -> httpx.Response:
     transport = httpx.ASGITransport(app=_form_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        return await _post_multipart(client, "/form", data, {"f": ("f.bin", b"x")})
+        return await post_multipart(client, "/form", data, {"f": ("f.bin", b"x")})
 
 
 async def test_a_text_form_field_over_starlette_s_limit_is_413_payload_too_large() -> None:

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from extras_support import open_extras_service, wait_for, wait_idle
 from hypothesis import example, given
 from hypothesis import strategies as hs
+from multipart_support import post_multipart
 
 import eventlog
 from conjure_actors.domain import service_events as se
@@ -44,33 +44,6 @@ async def _upload(client: Any, data: bytes, name: str) -> Any:
         data={"content_type": "application/octet-stream", "file_path": name},
         files={"file": (name, data, "application/octet-stream")},
     )
-
-
-class _Unread(httpx.AsyncByteStream):
-    """A request body in one chunk whose iterator is not an async generator: httpx's
-    own are, and one the app left unread (a refusal) is collected with a ResourceWarning."""
-
-    def __init__(self, data: bytes) -> None:
-        self._chunks = [data]
-
-    def __aiter__(self) -> _Unread:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if not self._chunks:
-            raise StopAsyncIteration
-        return self._chunks.pop()
-
-
-async def _post_multipart(
-    client: httpx.AsyncClient, path: str, data: dict[str, str], files: dict[str, Any]
-) -> httpx.Response:
-    built = httpx.Request("POST", "http://body.invalid/", data=data, files=files)  # the body
-    body = built.read()
-    headers = {"Content-Type": built.headers["content-type"], "Content-Length": str(len(body))}
-    request = client.build_request("POST", path, headers=headers)
-    request.stream = _Unread(body)
-    return await client.send(request)
 
 
 async def _race(run: Any, second: Any) -> tuple[Any, Any]:
@@ -535,7 +508,7 @@ async def test_an_upload_with_a_text_field_over_1_mb_is_413(
     (was 400 "malformed multipart body: Part exceeded maximum size of 1024KB."), no asset."""
     with trio.fail_after(600):
         async with open_extras_service(tmp_path) as run:
-            answer = await _post_multipart(
+            answer = await post_multipart(
                 run.client,
                 "/api/v2/assets",
                 {"content_type": "text/plain", "file_path": "a" * (1024 * 1024 + 1)},
