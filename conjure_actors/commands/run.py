@@ -28,7 +28,8 @@ Exit: 0 when every job succeeded (the summary's ``"ok"``: a resumed log that hol
 1), 1 when one failed or was cancelled (or on an error), 2 on bad input, 130 on Ctrl-C
 (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number). A new run whose
 start-up is refused (its ComfyUI does not answer, RunComfy rejects the credentials) leaves no
-log: the same command runs again once the cause is fixed.
+log (nor does one stopped by a signal before it recorded a job or a machine): the same
+command runs again once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -911,10 +912,10 @@ async def _open_run_journal(
     """The run's journal over ``log_path`` (``fresh``: a new run's, which ``_prepare`` found
     free). Another run that took the path in the meantime (two started at once on one new
     ``--log``) is the same one line, exit 2, as one found by ``_prepare``. A new run that
-    fails before it recorded anything that matters (no job, no machine, no launch, no cost:
+    ends before it recorded anything that matters (no job, no machine, no launch, no cost:
     its start-up checks refused, e.g. a ComfyUI that does not answer, credentials RunComfy
-    rejects) leaves no log behind: the same command can be run again once the cause is
-    fixed (the log held only its actors' start and stop, nothing to resume)."""
+    rejects; or a signal during start-up) leaves no log behind: the same command can be run
+    again (the log held only its actors' start and stop, nothing to resume)."""
     import eventlog
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
