@@ -41,7 +41,7 @@ from .snapshot import (
     snapshots_dir,
     write_snapshot,
 )
-from .writer import LogWriter, SyncPolicy, open_writer
+from .writer import LogWriter, SyncPolicy, being_written, open_writer
 
 if TYPE_CHECKING:
     from .journal import EventStore, Journal, JournalStatistics, Listener, open_journal
@@ -97,6 +97,7 @@ __all__ = [
     "UnsupportedVersionError",
     "Upcaster",
     "Upcasters",
+    "being_written",
     "fold",
     "follow",
     "inspect",

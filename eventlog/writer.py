@@ -482,6 +482,23 @@ class LogWriter(Generic[E]):
         return f"<LogWriter {self.path!r} sync={self.sync} last_seq={self._last_seq}>"
 
 
+def being_written(path: str | os.PathLike[str]) -> bool:
+    """Whether a live writer holds ``path`` open (a :class:`LogWriter` holds an exclusive
+    ``flock`` for its lifetime). Probed with a shared lock, released at once: False for a
+    file no writer holds, or one that cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken here
+    return False
+
+
 def open_writer(
     path: str | os.PathLike[str],
     event_type: Any,

@@ -480,7 +480,7 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
             with trio.move_on_after(poll if stopped else math.inf):
                 record = await anext(records)
             if record is None:
-                if not _log_being_written(path):
+                if not eventlog.being_written(path):
                     return
                 continue
             show(record)
@@ -497,25 +497,6 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
     for record in _records(path, start_seq=last_seq + 1):
         show(record)
     return EXIT_OK
-
-
-def _log_being_written(path: str) -> bool:
-    """Whether a writer still holds ``path`` open: eventlog's writers hold an exclusive
-    ``flock`` for their lifetime. Probed with a shared lock, released at once (only once the
-    run has stopped, so a writer is not starting then)."""
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False  # gone or unreadable: no writer of ours to wait for
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing the descriptor releases a lock taken here
-    return False
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:

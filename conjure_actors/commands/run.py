@@ -443,21 +443,10 @@ def check_log_path(path: Path, flag: str) -> None:
 
 
 def _log_in_use(path: Path) -> bool:
-    """Whether a live writer holds ``path``'s lock (eventlog's writers hold an exclusive
-    ``flock`` for their lifetime): asked before anything starts, released at once."""
-    import fcntl
+    """Whether a live writer holds ``path``'s lock: asked before anything starts."""
+    import eventlog
 
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False  # eventlog.inspect said it is a log: opening it will say the rest
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing the descriptor releases a lock taken here
-    return False
+    return eventlog.being_written(path)
 
 
 def _preflight(

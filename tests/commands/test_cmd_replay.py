@@ -14,7 +14,6 @@ import pytest
 
 import eventlog
 from conjure_actors.cli import main
-from conjure_actors.commands import replay_impl
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import SCHEMA_VERSION, State, apply, initial_state
@@ -423,7 +422,7 @@ def test_follow_ends_once_the_stopped_run_closes_its_log(
     writer.append_many(story())
     writer.flush()
     probes: list[bool] = []
-    being_written = replay_impl._log_being_written
+    being_written = eventlog.being_written
 
     def the_run_finishes_at_the_first_probe(log: str) -> bool:
         probes.append(being_written(log))
@@ -432,7 +431,7 @@ def test_follow_ends_once_the_stopped_run_closes_its_log(
             writer.close()
         return probes[-1]
 
-    monkeypatch.setattr(replay_impl, "_log_being_written", the_run_finishes_at_the_first_probe)
+    monkeypatch.setattr(eventlog, "being_written", the_run_finishes_at_the_first_probe)
     try:
         assert main(["replay", str(path), "--follow", "--poll", "0.01"]) == 0
     finally:

@@ -267,7 +267,7 @@ def test_public_names_are_exported() -> None:
         "LogClosedError", "LogNotFoundError", "LogUnreadableError", "SnapshotError",
         "SubscriberOverflowError",
         "JournalFailedError", "RecordTooLargeError", "inspect", "LogStatus", "LogState",
-        "snapshots_dir", "snapshot_file", "list_snapshots", "Listener",
+        "snapshots_dir", "snapshot_file", "list_snapshots", "Listener", "being_written",
     }  # fmt: skip
     assert set(eventlog.__all__) == expected
     assert all(hasattr(eventlog, name) for name in eventlog.__all__)
@@ -327,3 +327,18 @@ def test_damage_search_works_across_small_windows(tmp_path: Path, window: int) -
         assert (info.value.offset, info.value.seq) == (HEADER_SIZE, 1)
         path.write_bytes(good[: ends[-2] + 30])  # only a torn tail this time
         assert eventlog.scan(path).last_seq == len(SAMPLE) - 1
+
+
+def test_being_written_while_a_writer_holds_the_log(tmp_path: Path) -> None:
+    """A live writer's log is being written; once it closes, or for a file that is not
+    there, it is not (the probe takes and drops a shared lock: it never blocks a writer)."""
+    path = tmp_path / "w.log"
+    assert not eventlog.being_written(path)
+    writer = eventlog.open_writer(path, int, sync="none")
+    try:
+        assert eventlog.being_written(path)
+        writer.append(1)
+    finally:
+        writer.close()
+    assert not eventlog.being_written(path)
+    eventlog.open_writer(path, int, sync="none").close()  # the probe left no lock behind
