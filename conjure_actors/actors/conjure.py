@@ -97,6 +97,11 @@ from conjure_actors.runtime.policy import Intensity
 SIM_WORKFLOW_VERSION = "wv-conjure-flux-mesh-1"
 SHUTDOWN_DEADLINE = 60.0
 
+ATTACH_PROBE_SECONDS: Final = 45.0
+"""How long start-up waits for an attached ComfyUI's ``/system_stats``, its retries
+included. A server that accepts connections and never answers is refused in this time, not
+after every retry's full timeout (about 3 minutes), while nothing is at stake yet."""
+
 JOBS_INTENSITY: Final = Intensity(max_restarts=sys.maxsize, period=1.0)
 """The job supervisor never gives up as a whole: each WorkflowActor counts its own crashes
 and fails its job after ``job.MAX_JOB_CRASHES`` (restart intensity per job, not shared), so
@@ -1118,15 +1123,19 @@ async def _start(
     clients = {}
     for name, url in attach.items():
         client = make_comfyui_client(ctx, name, url)
-        try:
-            await client.system_stats()
-        except Exception as exc:
+        problem = ""
+        with trio.move_on_after(ATTACH_PROBE_SECONDS) as probe:
+            try:
+                await client.system_stats()
+            except Exception as exc:
+                problem = type(exc).__name__
+        if probe.cancelled_caught:
+            problem = f"no answer within {ATTACH_PROBE_SECONDS:g} s"
+        if problem:
             what = f"dev machine {name}"
             if name == "comfyui":
                 what = f"the ComfyUI at {origin_of(str(url))}"
-            raise UsageError(
-                f"{what} does not answer /system_stats ({type(exc).__name__}): is it running?"
-            ) from None
+            raise UsageError(f"{what} does not answer /system_stats ({problem}): is it running?")
         clients[name] = client
     await ctx.emit(
         ev.SystemStarted(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
 
 import eventlog
+from conjure_actors.actors.conjure import ATTACH_PROBE_SECONDS
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event, MachineLaunchRequested, SystemStarted
 from conjure_actors.domain.state import RESUMABLE_STATUSES
@@ -43,6 +46,48 @@ async def test_an_attached_comfyui_that_does_not_answer_is_the_usage_error_itsel
     assert isinstance(leaf, UsageError)
     assert str(leaf).startswith("dev machine dev does not answer /system_stats")
     assert not [r for r in log.records() if isinstance(r.event, SystemStarted)]
+
+
+class _SilentHost(httpx.AsyncBaseTransport):
+    """The cloud's transport, except for ``silent.invalid``: a server that accepts every
+    request and never answers."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "silent.invalid":
+            await trio.sleep_forever()
+        return await self.inner.handle_async_request(request)
+
+
+async def test_an_attached_comfyui_that_never_answers_is_refused_within_the_probe_time(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A dev machine that accepts and never answers is refused after ATTACH_PROBE_SECONDS,
+    saying so, not after every retry's full request timeout (minutes)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+
+    async def start() -> None:
+        async with open_test_cloud(wall.now) as cloud:
+            silent = SimpleNamespace(
+                http_transport=lambda: _SilentHost(cloud.http_transport()),
+                ws_connect=cloud.ws_connect,
+            )
+            attach = {"dev": "http://silent.invalid"}
+            async with run_conjure(silent, log, tmp_path, sim_config(cloud), wall, attach=attach):
+                pytest.fail("the run started without its dev machine")
+
+    began = trio.current_time()
+    with pytest.raises(ExceptionGroup) as raised:
+        await start()
+    leaf = meaningful(raised.value)
+    assert str(leaf) == (
+        "dev machine dev does not answer /system_stats "
+        f"(no answer within {ATTACH_PROBE_SECONDS:g} s): is it running?"
+    )
+    assert trio.current_time() - began < ATTACH_PROBE_SECONDS + 1
 
 
 async def _crash_with_a_job_queued(
