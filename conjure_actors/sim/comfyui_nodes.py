@@ -50,6 +50,7 @@ __all__ = [
     "node_function",
     "pixels_of",
     "progress_steps",
+    "scaled_size",
 ]
 
 _Array = np.ndarray[Any, np.dtype[np.float32]]
@@ -277,7 +278,7 @@ def _resize(images: _Array, width: int, height: int, method: str, crop: str) -> 
     return out
 
 
-def _scaled_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
+def scaled_size(w: int, h: int, width: int, height: int) -> tuple[int, int]:
     """ImageScale: a zero side keeps the aspect ratio; both zero keep the size."""
     if width == 0 and height == 0:
         return w, h
@@ -312,7 +313,7 @@ def _blur(images: _Array, radius: int, sigma: float) -> _Array:
         size = out.shape[axis]
         pad = [(0, 0)] * out.ndim
         pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="reflect" if size > radius else "edge")
+        padded = np.pad(out, pad, mode="reflect")
         acc = np.zeros_like(out)
         tmp = np.empty_like(out)
         for i, weight in enumerate(kernel):
@@ -321,6 +322,20 @@ def _blur(images: _Array, radius: int, sigma: float) -> _Array:
             acc += tmp
         out = acc
     return out
+
+
+def _check_reflect_pad(images: _Array, radius: int) -> None:
+    """ImageBlur and ImageSharpen pad by the radius with torch's reflect padding, which
+    needs the pad smaller than each side: ComfyUI fails the node otherwise (width first)."""
+    b, h, w, c = images.shape
+    for argument, dim, side in ((4, 3, w), (6, 2, h)):
+        if radius >= side:
+            raise NodeFailure(
+                "RuntimeError",
+                f"Argument #{argument}: Padding size should be less than the corresponding "
+                f"input dimension, but got: padding ({radius}, {radius}) at dimension {dim} "
+                f"of input [{b}, {c}, {h}, {w}]",
+            )
 
 
 def _split_prefix(prefix: str) -> tuple[str, str]:
@@ -424,7 +439,7 @@ def _invert(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Res
 
 def _image_scale(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
     src = _image(i["image"])
-    w, h = _scaled_size(src.shape[2], src.shape[1], int(i["width"]), int(i["height"]))
+    w, h = scaled_size(src.shape[2], src.shape[1], int(i["width"]), int(i["height"]))
     return (_resize(src, w, h, str(i["upscale_method"]), str(i["crop"])),), None
 
 
@@ -445,9 +460,11 @@ def _scale_to_total(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes)
 
 def _image_blur(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
     src = _image(i["image"])
-    return (
-        _blur(src, int(i["blur_radius"]), float(i["sigma"])).astype(np.float32, copy=False),
-    ), None
+    radius = int(i["blur_radius"])
+    if radius == 0:
+        return (src,), None
+    _check_reflect_pad(src, radius)
+    return (_blur(src, radius, float(i["sigma"])).astype(np.float32, copy=False),), None
 
 
 def _image_sharpen(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
@@ -456,6 +473,7 @@ def _image_sharpen(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) 
     radius = int(i["sharpen_radius"])
     if radius == 0:
         return (src,), None
+    _check_reflect_pad(src, radius)
     a = float(i["alpha"]) * 10.0
     out = (1.0 + a) * src - a * _blur(src, radius, float(i["sigma"]))
     return (np.clip(out, 0.0, 1.0).astype(np.float32, copy=False),), None
@@ -545,13 +563,23 @@ def _blend_mode(a: _Array, b: _Array, mode: str) -> _Array:
 
 
 def _image_blend(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
+    """image2 is resized to image1's size but keeps its batch; the batches then broadcast
+    as torch's do: equal, or one of them 1 (the result has the larger), else the node fails.
+    """
     a, b = _image(i["image1"]), _image(i["image2"])
     if a.shape != b.shape:
         b = _resize(b, a.shape[2], a.shape[1], "bicubic", "center")
-        if b.shape[0] != a.shape[0]:
-            b = np.resize(b, a.shape)
+    mode = str(i["blend_mode"])
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        # The first product of the two: soft_light's multiplies image2 by image1.
+        first, second = (b, a) if mode == "soft_light" else (a, b)
+        raise NodeFailure(
+            "RuntimeError",
+            f"The size of tensor a ({first.shape[0]}) must match the size of tensor b "
+            f"({second.shape[0]}) at non-singleton dimension 0",
+        )
     f = float(i["blend_factor"])
-    out = a * (1 - f) + _blend_mode(a, b, str(i["blend_mode"])) * f
+    out = a * (1 - f) + _blend_mode(a, b, mode) * f
     return (np.clip(out, 0.0, 1.0).astype(np.float32, copy=False),), None
 
 
@@ -665,7 +693,7 @@ def _latent_batch(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -
 
 def _latent_upscale(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
     s = _samples(i["samples"])
-    w, h = _scaled_size(s.shape[3] * 8, s.shape[2] * 8, int(i["width"]), int(i["height"]))
+    w, h = scaled_size(s.shape[3] * 8, s.shape[2] * 8, int(i["width"]), int(i["height"]))
     return ({"samples": _resize_latent(s, max(1, w // 8), max(1, h // 8))},), None
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from conjure_actors.sim import ComfyFaults, RunComfyFaults, write_png
 from conjure_actors.sim.catalog import OBJECT_INFO
-from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES
+from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES, scaled_size
 from conjure_actors.testing.faults import (
     Fault,
     Knobs,
@@ -70,6 +70,11 @@ _INT_CAPS: Final = {"width": 64, "height": 64, "batch_size": 2, "blur_radius": 5
 _FLOAT_CAPS: Final = {"scale_by": 1.0, "megapixels": 0.02}
 _RGB_CHANNELS: Final = ("red", "green", "blue")
 _LOAD_IMAGE_FILE: Final = "example.png"  # in every simulated ComfyUI's input folder
+_LOAD_IMAGE_SHAPE: Final = (1, 64, 64)  # its (batch, height, width)
+_RADIUS: Final = {"ImageBlur": "blur_radius", "ImageSharpen": "sharpen_radius"}
+_SAME_SHAPE: Final = frozenset(
+    {"ImageInvert", "ImageSharpen", "ImageAddNoise", "ImageBlur", "ImageQuantize", "ImageFlip"}
+)
 _PRIMITIVES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 _TEXT: Final = st.text(
     alphabet=st.characters(codec="ascii", categories=("L", "N", "Zs")), max_size=24
@@ -78,8 +83,11 @@ _TEXT: Final = st.text(
 # ------------------------------------------------------------------------------ literals
 
 
-def _literal(cls: str, name: str, spec: Sequence[Any]) -> st.SearchStrategy[Any] | None:
-    """A strategy for a widget input's literal value, or None if it must be a link."""
+def _literal(
+    cls: str, name: str, spec: Sequence[Any], most: int | None = None
+) -> st.SearchStrategy[Any] | None:
+    """A strategy for a widget input's literal value, or None if it must be a link; an INT
+    is at most ``most`` if given."""
     kind = spec[0]
     opts: Mapping[str, Any] = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
     if cls == "LoadImage" and name == "image":
@@ -99,6 +107,8 @@ def _literal(cls: str, name: str, spec: Sequence[Any]) -> st.SearchStrategy[Any]
         lo = int(opts.get("min", 0))
         hi = int(opts.get("max", lo + 100))
         hi = min(hi, lo + _INT_CAPS.get(name, 100))
+        if most is not None:
+            hi = min(hi, most)
         return st.integers(lo, max(lo, hi))
     if kind == "FLOAT":
         flo = float(opts.get("min", 0.0))
@@ -128,6 +138,59 @@ def _required(cls: str) -> Mapping[str, Any]:
     return dict(OBJECT_INFO[cls]["input"].get("required", {}))
 
 
+# ------------------------------------------------------------------------ image shapes
+
+_Shape = tuple[int, int, int]
+"""An IMAGE's (batch, height, width), as the simulator makes it."""
+
+
+def _image_shape(
+    cls: str, inputs: Mapping[str, Any], shapes: Mapping[tuple[str, int], _Shape]
+) -> _Shape | None:
+    """The shape of ``cls``'s first output (an IMAGE) from its inputs, for the classes the
+    checks of :func:`_fits` need to follow; None (unknown) for the others."""
+
+    def source(name: str) -> _Shape | None:
+        link = inputs.get(name)
+        return shapes.get((link[0], link[1])) if isinstance(link, list) else None
+
+    if cls == "EmptyImage":
+        return int(inputs["batch_size"]), int(inputs["height"]), int(inputs["width"])
+    if cls == "LoadImage":
+        return _LOAD_IMAGE_SHAPE
+    if cls == "ImageBlend":
+        first, second = source("image1"), source("image2")
+        if first is None or second is None:
+            return None
+        return max(first[0], second[0]), first[1], first[2]
+    shape = source("image")
+    if shape is None or cls in _SAME_SHAPE:
+        return shape
+    b, h, w = shape
+    if cls == "ImageScale":
+        w, h = scaled_size(w, h, int(inputs["width"]), int(inputs["height"]))
+        return b, max(1, h), max(1, w)
+    if cls == "ImageScaleBy":
+        by = float(inputs["scale_by"])
+        return b, max(1, round(h * by)), max(1, round(w * by))
+    return None
+
+
+def _fits(cls: str, name: str, shape: _Shape | None, chosen: Mapping[str, _Shape | None]) -> bool:
+    """Whether an output of ``shape`` may feed ``cls``'s input ``name`` in a graph that must
+    run, given the shapes ``chosen`` for its other inputs. ComfyUI fails ImageBlur and
+    ImageSharpen when the radius (at least 1) is not below each side (reflect padding), and
+    ImageBlend when the batches do not broadcast (equal, or one of them 1)."""
+    if cls in _RADIUS and name == "image":
+        return shape is not None and min(shape[1:]) >= 2
+    if cls == "ImageBlend" and name in ("image1", "image2"):
+        other = chosen.get("image2" if name == "image1" else "image1")
+        if shape is None:
+            return False
+        return other is None or shape[0] == other[0] or 1 in (shape[0], other[0])
+    return True
+
+
 # --------------------------------------------------------------------------- workflows
 
 
@@ -151,20 +214,37 @@ def catalog_workflows(
         raise ValueError("catalog_workflows needs at least one output class")
     graph: dict[str, Any] = {}
     available: list[tuple[str, int, str]] = []  # (node id, output index, type)
+    shapes: dict[tuple[str, int], _Shape] = {}  # the IMAGE outputs' whose shape is known
 
     def add(cls: str) -> bool:
+        required = _required(cls)
         inputs: dict[str, Any] = {}
-        for name, spec in _required(cls).items():
-            literal = _literal(cls, name, spec)
-            if literal is not None:
-                inputs[name] = draw(literal, label=f"{cls}.{name}")
+        chosen: dict[str, _Shape | None] = {}
+        # Links first: a literal may depend on what a link brings (a blur's radius on the
+        # image's size).
+        for name, spec in required.items():
+            if _literal(cls, name, spec) is not None:
                 continue
-            wanted = spec[0]
-            sources = [(nid, i) for nid, i, kind in available if kind == wanted]
+            sources = [
+                (nid, i)
+                for nid, i, kind in available
+                if kind == spec[0] and _fits(cls, name, shapes.get((nid, i)), chosen)
+            ]
             if not sources:
                 return False
             nid, index = draw(st.sampled_from(sources))
             inputs[name] = [nid, index]
+            chosen[name] = shapes.get((nid, index))
+        for name, spec in required.items():
+            if name in inputs:
+                continue
+            most = None
+            if _RADIUS.get(cls) == name and (shape := chosen.get("image")) is not None:
+                most = min(shape[1:]) - 1
+            literal = _literal(cls, name, spec, most)
+            assert literal is not None
+            inputs[name] = draw(literal, label=f"{cls}.{name}")
+        inputs = {name: inputs[name] for name in required}  # the catalogue's order
         node_id = str(len(graph) + 1)
         graph[node_id] = {"class_type": cls, "inputs": inputs}
         if draw(st.booleans()):
@@ -172,47 +252,38 @@ def catalog_workflows(
         available.extend(
             (node_id, i, kind) for i, kind in enumerate(_outputs(cls)) if kind not in _PRIMITIVES
         )
+        if _outputs(cls)[:1] == ["IMAGE"] and (shape := _image_shape(cls, inputs, shapes)):
+            shapes[node_id, 0] = shape
         return True
+
+    def servable(cls: str) -> bool:
+        """Whether each of ``cls``'s links can be served by what is already there."""
+        return all(
+            _literal(cls, name, spec) is not None
+            or any(
+                kind == spec[0] and _fits(cls, name, shapes.get((nid, i)), {})
+                for nid, i, kind in available
+            )
+            for name, spec in _required(cls).items()
+        )
 
     n = draw(st.integers(1, max(1, max_nodes - 1)))
     for _ in range(n):
-        # Only classes whose links can be served by what is already there.
-        ready = [
-            c
-            for c in producers
-            if all(
-                _literal(c, name, spec) is not None
-                or any(kind == spec[0] for _, _, kind in available)
-                for name, spec in _required(c).items()
-            )
-        ]
+        ready = [c for c in producers if servable(c)]
         if not ready:
             break
         add(draw(st.sampled_from(ready)))
-    servable = [
-        c
-        for c in sinks
-        if all(
-            _literal(c, name, spec) is not None or any(kind == spec[0] for _, _, kind in available)
-            for name, spec in _required(c).items()
-        )
-    ]
-    if not servable:
+    outputs = [c for c in sinks if servable(c)]
+    if not outputs:
         # Nothing produced what an output needs: start again from a source of images.
         graph.clear()
         available.clear()
+        shapes.clear()
         add("EmptyImage" if "EmptyImage" in classes else producers[0])
-        servable = [c for c in sinks if _servable(c, available)]
-    for cls in draw(st.lists(st.sampled_from(servable), min_size=1, max_size=2)):
+        outputs = [c for c in sinks if servable(c)]
+    for cls in draw(st.lists(st.sampled_from(outputs), min_size=1, max_size=2)):
         add(cls)
     return graph
-
-
-def _servable(cls: str, available: list[tuple[str, int, str]]) -> bool:
-    return all(
-        _literal(cls, name, spec) is not None or any(kind == spec[0] for _, _, kind in available)
-        for name, spec in _required(cls).items()
-    )
 
 
 def conjure_workflow() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from PIL import Image
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.sim.catalog import OBJECT_INFO
 from conjure_actors.sim.comfyui import ComfyUISim
-from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES, NODE_FUNCTIONS
+from conjure_actors.sim.comfyui_nodes import EXECUTABLE_CLASSES, NODE_FUNCTIONS, NodeFailure
 from conjure_actors.testing.strategies import catalog_workflows
 
 WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
@@ -165,6 +165,68 @@ async def test_image_composite_masked_repeats_a_smaller_source_batch_as_comfyui_
         assert tuple(got[0, 0]) == (0, 0, 0)
         pixels.append(tuple(int(v) for v in got[3, 3]))
     assert pixels == [(255, 0, 0), (0, 0, 255), (255, 0, 0)]
+
+
+def _execution_error(entry: dict[str, Any]) -> dict[str, Any]:
+    assert entry["status"]["status_str"] == "error", entry["status"]
+    (error,) = [m for kind, m in entry["status"]["messages"] if kind == "execution_error"]
+    return dict(error)
+
+
+@pytest.mark.parametrize(
+    ("cls", "radius", "size", "message"),
+    [
+        ("ImageBlur", 8, (8, 20), "padding (8, 8) at dimension 3 of input [1, 3, 20, 8]"),
+        ("ImageSharpen", 5, (12, 4), "padding (5, 5) at dimension 2 of input [1, 3, 4, 12]"),
+    ],
+)
+async def test_a_radius_not_below_a_side_fails_the_node_as_comfyui_does(
+    env: Env,
+    autojump_clock: trio.abc.Clock,
+    cls: str,
+    radius: int,
+    size: tuple[int, int],
+    message: str,
+) -> None:
+    """ImageBlur and ImageSharpen reflect-pad by their radius: torch refuses a pad that is
+    not smaller than the side (the width is checked first), so ComfyUI fails the node."""
+    env.sim.add_input("in.png", png_bytes(*size))
+    name = "blur_radius" if cls == "ImageBlur" else "sharpen_radius"
+    entry = await env.run(chain((cls, {name: radius, "sigma": 1.0, "alpha": 1.0})))
+    error = _execution_error(entry)
+    assert (error["node_type"], error["exception_type"]) == (cls, "RuntimeError")
+    assert error["exception_message"].endswith(message)
+
+
+def _blend(first: int, second: int, mode: str = "normal") -> tuple[Any, ...]:
+    image1 = np.full((first, 4, 4, 3), 0.25, dtype=np.float32)
+    image2 = np.full((second, 4, 4, 3), 0.75, dtype=np.float32)
+    inputs = {"image1": image1, "image2": image2, "blend_factor": 0.5, "blend_mode": mode}
+    result: tuple[Any, ...] = NODE_FUNCTIONS["ImageBlend"]("1", inputs, None, b"")  # type: ignore[arg-type]
+    return result
+
+
+@pytest.mark.parametrize(("mode", "a", "b"), [("normal", 2, 3), ("soft_light", 3, 2)])
+def test_image_blend_of_batches_that_do_not_broadcast_fails_as_torch_does(
+    mode: str, a: int, b: int
+) -> None:
+    """Batches of 2 and 3 do not broadcast: torch's message names the two operands of the
+    first product (soft_light's multiplies image2 by image1)."""
+    with pytest.raises(NodeFailure) as failed:
+        _blend(2, 3, mode)
+    assert failed.value.exception_type == "RuntimeError"
+    assert failed.value.message == (
+        f"The size of tensor a ({a}) must match the size of tensor b ({b}) "
+        "at non-singleton dimension 0"
+    )
+
+
+@pytest.mark.parametrize(("first", "second"), [(1, 3), (3, 1)])
+def test_image_blend_broadcasts_a_batch_of_one_to_the_other(first: int, second: int) -> None:
+    """A batch of 1 broadcasts against 3, whichever input it is: the result has 3 images."""
+    ((out,), _) = _blend(first, second)
+    assert out.shape == (3, 4, 4, 3)
+    assert np.allclose(out, 0.5)
 
 
 def test_image_composite_masked_repeats_a_smaller_mask_batch() -> None:
@@ -354,6 +416,19 @@ async def _run_to_history(graph: dict[str, Any]) -> dict[str, Any]:
             entry = await Env(sim, http).run(graph)
         nursery.cancel_scope.cancel()
     return entry
+
+
+SIZE_SENSITIVE = ["EmptyImage", "ImageScaleBy", "ImageBlur", "ImageSharpen", "ImageBlend"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(graph=catalog_workflows(classes=[*SIZE_SENSITIVE, "PreviewImage"], max_nodes=8))
+def test_catalog_workflows_of_size_sensitive_classes_run(graph: dict[str, Any]) -> None:
+    """Blurs, sharpens and blends over images of drawn sizes and batches: each radius is
+    below its image's sides and each blend's batches broadcast, so the graph runs."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    entry = trio.run(_run_to_history, graph, clock=clock)
+    assert entry["status"]["status_str"] == "success", entry["status"]
 
 
 @settings(max_examples=15, deadline=None)
