@@ -1,12 +1,15 @@
 """The CostActor: the ledger (accrue, approve launches and renewals, enforce budgets).
 
 It handles one message at a time and is the only writer of the cost events (``CostAccrued``,
-``BudgetSet``, ``BudgetWarning``, ``BudgetExceeded``, ``LaunchRefused``). Every decision is
+``BudgetSet``, ``BudgetWarning``, ``BudgetExceeded``, ``LaunchRefused``,
+``BudgetLimitReached``). Every decision is
 a pure function of :mod:`conjure_actors.domain.cost_policy`; the only thing that waits, the
 accrual timer, is a child task that reports ``AccrueNow`` to the actor and never emits.
 
 :class:`Ledger` is what outlives a restart of the actor: the run's context, whether the
-budget's excess was already acted upon, and the launches approved but not yet logged.
+budget's excess was already acted upon, whether the user was told that the budget stopped
+launches and renewals (``BudgetLimitReached``: once per budget set, and once more in a
+resumed run), and the launches approved but not yet logged.
 
 An approval is answered before the pool logs its ``MachineLaunchRequested``, so two asks
 close together would both be judged on the same committed figure and both approved while
@@ -54,6 +57,7 @@ class Ledger:
         self.on_exceeded = on_exceeded
         self.on_lifted = on_lifted  # the budget was raised past the spend after an excess
         self.exceeded_handled = False
+        self.limit_told = False  # BudgetLimitReached emitted since the budget was last set
         self.reservations: list[cost_policy.Reservation] = []
         self.seen_requests: set[str] | None = None  # launch requests known at the last look
 
@@ -118,7 +122,7 @@ class CostActor(Actor):
                 return await self._approve_launch(msg.job_id, msg.server_type)
             case ApproveRenewal():
                 lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
-                return cost_policy.check_renewal(
+                approved = cost_policy.check_renewal(
                     self.ctx.state,
                     msg.server_id,
                     seconds=msg.seconds,
@@ -126,12 +130,16 @@ class CostActor(Actor):
                     now=self.ctx.now(),
                     reserved=self.ledger.reserved(),
                 )
+                if not approved:
+                    await self._tell_limit_reached("renewal")
+                return approved
             case LaunchApprovalUnused():
                 self.ledger.release(msg.job_id)
                 return None
             case SetBudget():
                 limit = cost_policy.budget_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
+                self.ledger.limit_told = False
                 handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
                 lifted = self.ledger.on_lifted
@@ -162,7 +170,27 @@ class CostActor(Actor):
             self.ledger.reserve(job_id, estimate)
             return True
         await self.ctx.emit(refused)
+        await self._tell_limit_reached("launch")
         return False
+
+    async def _tell_limit_reached(self, what: str) -> None:
+        """A launch or renewal was just refused: the first time since the budget was set,
+        say so (one ``BudgetLimitReached``: the run's line, the replay's timeline). Not once
+        the budget is exceeded: ``BudgetExceeded`` says that, and every machine stops."""
+        state = self.ctx.state
+        limit = state.budget.limit_micros
+        if self.ledger.limit_told or limit is None or state.budget.exceeded:
+            return
+        await self.ctx.emit(
+            ev.BudgetLimitReached(
+                what=what,
+                spent_micros=self.ledger.spent(),
+                committed_micros=self.ledger.committed() + self.ledger.reserved(),
+                limit_micros=limit,
+                at=self.ctx.now(),
+            )
+        )
+        self.ledger.limit_told = True
 
     async def _accrue(self) -> None:
         """Accrue every billing machine up to now, then apply the budget rule."""

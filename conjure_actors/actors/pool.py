@@ -284,11 +284,14 @@ class StopAnswered:
 
 @attrs.frozen(eq=False)
 class RenewAnswered:
-    """A lease renewal ended: the server's new lease end, or ``None`` (refused, failed)."""
+    """A lease renewal ended: the server's new lease end, or ``None`` (refused, failed);
+    ``refused``: the budget refused it (the machine takes no new job, see
+    :func:`~conjure_actors.domain.machines_policy.lease_takes_job`)."""
 
     server_id: str
     until: float | None
     gone: bool = False
+    refused: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -685,6 +688,10 @@ class MachineActor(Actor):
         self._approving = 0  # launches waiting for the CostActor's answer
         self._stopping: set[str] = set()  # DELETEs in flight
         self._renewing: set[str] = set()
+        # Machines whose renewal the budget refused -> the lease end it was for: no new
+        # job while that is still their lease's end (forgotten by a restart: the next
+        # renewal, asked at the next poll, is refused again).
+        self._renewal_refused: dict[str, float] = {}
         self._health: set[str] = set()
         self._looking_up: set[str] = set()  # GET /servers/{id} of a machine left out
         # Of those, stopped machines whose DELETE did not take (recheck) -> failed lookups.
@@ -959,6 +966,8 @@ class MachineActor(Actor):
             live = lives.get(sid)
             if live is not None and live.opening:
                 continue
+            if not self._lease_takes_job(m):
+                continue  # its lease may run out under the job (the budget)
             out.append(
                 MachineView(
                     server_id=sid,
@@ -970,6 +979,21 @@ class MachineActor(Actor):
                 )
             )
         return out
+
+    def _lease_takes_job(self, m: Any) -> bool:
+        """See :func:`~conjure_actors.domain.machines_policy.lease_takes_job` (a renewal in
+        flight matters only under a budget: without one it is always approved)."""
+        sid = m.server_id
+        refused_end = self._renewal_refused.get(sid)
+        if refused_end is None and sid not in self._renewing:
+            return True
+        return policy.lease_takes_job(
+            now=self.ctx.now(),
+            estimated_stopping_at=m.estimated_stopping_at,
+            renew_margin=self.cfg.renew_margin,
+            refused_end=refused_end,
+            renewing=sid in self._renewing and self.ctx.state.budget.limit_micros is not None,
+        )
 
     def _limit(self, server_id: str) -> int:
         m = self.ctx.state.machines.get(server_id)
@@ -2472,6 +2496,14 @@ class MachineActor(Actor):
         )
         warm = {sid for sid, _ in idle} - to_stop if self.cfg.warm_pool else set()
         for m in ready:
+            if not m.leases and policy.renewal_refused(
+                refused_end=self._renewal_refused.get(m.server_id),
+                estimated_stopping_at=m.estimated_stopping_at,
+            ):
+                # The budget refused its renewal: it takes no new job, so idle it only
+                # bills until its lease ends. Stopped now, whoever waits.
+                await self._stop(m.server_id, "budget")
+                continue
             compatible = self.pool.waiting.wants(m.workflow_version) or m.server_id in warm
             if (
                 policy.should_renew(
@@ -2506,9 +2538,10 @@ class MachineActor(Actor):
             approved = await self.pool.approve_renewal(server_id, self.cfg.lease_seconds)
         except (AskTimeoutError, ActorStoppedError) as exc:
             log.warning("renewal of server %s: the budget did not answer (%s)", server_id, exc)
-            approved = False
+            await self._tell(RenewAnswered(server_id, None))  # asked again at the next poll
+            return
         if not approved:
-            await self._tell(RenewAnswered(server_id, None))
+            await self._tell(RenewAnswered(server_id, None, refused=True))
             return
         try:
             server = await self.ctx.require_runcomfy().extend(server_id, seconds)
@@ -2527,13 +2560,22 @@ class MachineActor(Actor):
             self._poll()
             return
         m = self.ctx.state.machines.get(msg.server_id)
-        if msg.until is None or m is None or m.status != M_READY:
+        if m is None or m.status != M_READY:
+            self._renewal_refused.pop(msg.server_id, None)
             return
-        await self.ctx.emit(
-            ev.LeaseRenewed(
-                server_id=msg.server_id, estimated_stopping_at=msg.until, at=self.ctx.now()
+        if msg.refused and m.estimated_stopping_at is not None:
+            # Its lease runs out where it ends now: no new job on it (the CostActor said
+            # once, BudgetLimitReached, that the budget stopped renewals).
+            self._renewal_refused[msg.server_id] = m.estimated_stopping_at
+        else:
+            self._renewal_refused.pop(msg.server_id, None)
+        if msg.until is not None:
+            await self.ctx.emit(
+                ev.LeaseRenewed(
+                    server_id=msg.server_id, estimated_stopping_at=msg.until, at=self.ctx.now()
+                )
             )
-        )
+        await self._assign()  # a job held back while the renewal was asked may go on it
 
     # ------------------------------------------------------------------ health, WebSocket
 

@@ -67,6 +67,8 @@ from conjure_actors.actors.view import (
 from conjure_actors.clients.download import make_dirs
 from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
 from conjure_actors.config import Config, load_config, require_priced_server_type
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.describe import describe as describe_event
 from conjure_actors.errgroups import describe, meaningful
 from conjure_actors.errors import ConjureError, UsageError
 
@@ -197,6 +199,16 @@ PROGRESS_INTERVAL: Final = 0.5
 
 _ENDS: Final = frozenset({"job.failed", "job.cancelled"})
 _QUIET: Final = frozenset({"actor.started", "actor.stopped"})  # the runtime's, not the run's
+_BUDGET_NOTICES: Final = (ev.BudgetWarning, ev.BudgetExceeded, ev.BudgetLimitReached)
+
+
+def budget_notice(event: Any) -> str | None:
+    """The line a run shows for a budget event (the warning, the excess, the stop of
+    launches and renewals), as the replay's timeline words it; ``None`` for the others."""
+    if not isinstance(event, _BUDGET_NOTICES):
+        return None
+    subject, summary = describe_event(event)
+    return f"{subject}: {summary}"
 
 
 class JsonSink:
@@ -204,9 +216,15 @@ class JsonSink:
     most twice a second), and a ``run.error`` record for every job that fails or is
     cancelled (docs/run-json.md)."""
 
-    def __init__(self, stream: TextIO, progress_interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        progress_interval: float = PROGRESS_INTERVAL,
+        notices: TextIO | None = None,
+    ) -> None:
         self.stream = stream
         self.progress_interval = progress_interval
+        self.notices = notices  # where a budget event's line goes too (the terminal)
         self._last_progress: dict[str, float] = {}
 
     def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
@@ -219,6 +237,8 @@ class JsonSink:
                 return
             self._last_progress[event.job_id] = ts
         self.stream.write(event_json_line(seq, ts, event) + "\n")
+        if self.notices is not None and (notice := budget_notice(event)) is not None:
+            print(notice, file=self.notices, flush=True)
         if kind in _ENDS:
             job = state.jobs.get(event.job_id) if state is not None else None
             if job is not None and job.status in ("failed", "cancelled"):
@@ -243,7 +263,8 @@ class RichSink:
         self.live.start()
 
     def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
-        return
+        if (notice := budget_notice(event)) is not None:
+            self.live.console.print(notice, markup=False, highlight=False)
 
     def tick(self, state: Any) -> None:
         from conjure_actors.actors.view import render_view
@@ -997,7 +1018,7 @@ async def _run(
     out_dir = Path(args.out)
     job_ids: list[str] = []
     state: Any = None
-    sink: Any = JsonSink(out.stdout) if out.json_mode else None
+    sink: Any = JsonSink(out.stdout, notices=out.stderr) if out.json_mode else None
     attach: dict[str, str] = {}
     if mode == "runcomfy":
         dev = await _dev_machine(config)

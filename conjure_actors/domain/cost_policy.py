@@ -190,19 +190,31 @@ def check_renewal(
     now: float,
     reserved: int = 0,
 ) -> bool:
-    """May ``server_id``'s lease be extended by ``seconds``? (``reserved``: as for
-    :func:`check_launch`.)"""
+    """May ``server_id``'s lease be renewed to run ``seconds`` from ``now``? (``reserved``:
+    as for :func:`check_launch`.)
+
+    What the renewal adds is the time past the lease's current end: the rest of the lease
+    is already committed (:func:`committed_micros`), so counting a whole lease on top
+    would refuse, near the budget, a renewal that fits (and the machine's job would lose
+    it when the lease runs out)."""
     limit = state.budget.limit_micros
     if limit is None:
         return True
     m = state.machines.get(server_id)
     if m is None or state.budget.exceeded:
         return False
+    estimate = lease_cost_micros(m.rate_micros_per_hour, seconds)
+    end = m.estimated_stopping_at
+    if m.status == M_READY and m.service_ready_at is not None and end is not None and end > now:
+        rate, ready = m.rate_micros_per_hour, m.service_ready_at
+        until = now + math.ceil(seconds)
+        extra = machine_cost_micros(rate, ready, until) - machine_cost_micros(rate, ready, end)
+        estimate = max(0, extra)
     return launch_allowed(
         limit=limit,
         spent=spent_micros(state, now),
         committed=committed_micros(state, now, lease_micros=lease_micros) + reserved,
-        estimate=lease_cost_micros(m.rate_micros_per_hour, seconds),
+        estimate=estimate,
     )
 
 

@@ -126,6 +126,11 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         f"launch for job {e.job_id} refused: needs {format_usd(e.estimate_micros)},"
         f" {format_usd(e.remaining_micros)} left"
     ),
+    ev.BudgetLimitReached: lambda e: (
+        f"limit reached: no more launches or lease renewals ({format_usd(e.spent_micros)}"
+        f" spent, {format_usd(e.committed_micros)} committed, of {format_usd(e.limit_micros)});"
+        " raise --budget (serve: PUT /api/conjure/budget)"
+    ),
     ev.SystemStarted: lambda e: f"started run {e.run_id} ({e.mode}, version {e.version})",
     ev.SystemStopped: lambda e: f"stopped ({e.reason})",
     rt.ActorStarted: lambda e: f"started (incarnation {e.incarnation})",
@@ -179,7 +184,8 @@ def event_subject(event: object) -> str:
         return f"asset {event.asset_id}"
     if isinstance(event, se.IdempotencyKeyClaimed | se.IdempotencyKeyReleased):
         return "idempotency"
-    if isinstance(event, ev.BudgetSet | ev.BudgetWarning | ev.BudgetExceeded | ev.LaunchRefused):
+    budget = ev.BudgetSet | ev.BudgetWarning | ev.BudgetExceeded | ev.LaunchRefused
+    if isinstance(event, budget | ev.BudgetLimitReached):
         return "budget"
     return "system"
 

@@ -55,6 +55,7 @@ __all__ = [
     "TAGS",
     "UPCASTERS",
     "BudgetExceeded",
+    "BudgetLimitReached",
     "BudgetSet",
     "BudgetWarning",
     "CostAccrued",
@@ -639,6 +640,22 @@ class BudgetExceeded(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget
     at: float
 
 
+class BudgetLimitReached(
+    msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_limit_reached"
+):
+    """Emitted by the CostActor the first time (per budget set) it refuses a launch or a
+    lease renewal because the budget cannot cover it: from then on, until the budget is
+    raised, no machine is launched and a machine whose renewal was refused takes no new
+    job (it runs out its lease). ``what``: ``"launch"`` or ``"renewal"``, the first refused;
+    ``committed_micros``: what the machines alive will bill beyond ``spent_micros``."""
+
+    what: str
+    spent_micros: int
+    committed_micros: int
+    limit_micros: int
+    at: float
+
+
 class LaunchRefused(msgspec.Struct, frozen=True, kw_only=True, tag="cost.launch_refused"):
     """Emitted by the CostActor when a launch for ``job_id`` would cross the budget."""
 
@@ -714,6 +731,7 @@ Event = (
     | BudgetWarning
     | BudgetExceeded
     | LaunchRefused
+    | BudgetLimitReached
     | SystemStarted
     | SystemStopped
     | ActorStarted
@@ -778,6 +796,7 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     BudgetWarning,
     BudgetExceeded,
     LaunchRefused,
+    BudgetLimitReached,
     SystemStarted,
     SystemStopped,
 )

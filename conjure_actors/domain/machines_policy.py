@@ -10,7 +10,8 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   machines still starting will offer, capped by ``max_machines``;
 - *short leases* (:func:`should_renew`, :func:`renewed_duration`): renew only while work
   remains and less than ``renew_margin`` is left, so a crashed runtime overspends by at
-  most one lease;
+  most one lease; a machine whose renewal the budget refused takes no new job and stops
+  once idle (:func:`renewal_refused`, :func:`lease_takes_job`);
 - *idle shutdown* (:func:`idle_expired`), keeping a warm pool (:func:`idle_to_stop`);
 - *hedged launches* (``hedge`` in :func:`launches_needed`, :func:`surplus_starting`): a
   job that needs a machine launches ``hedge`` of them and takes the first Ready; the others
@@ -69,6 +70,7 @@ __all__ = [
     "launch_duration",
     "launches_exhausted",
     "launches_needed",
+    "lease_takes_job",
     "machine_stopped",
     "matches_intent",
     "observe",
@@ -77,6 +79,7 @@ __all__ = [
     "prelaunch_target",
     "prelaunches_needed",
     "priority_order",
+    "renewal_refused",
     "renewed_duration",
     "should_renew",
     "surplus_starting",
@@ -247,6 +250,34 @@ def renewed_duration(*, now: float, service_ready_at: float, lease_seconds: floa
     """The new total ``estimated_duration`` (seconds from Ready) for a renewal that keeps the
     machine until ``now + lease_seconds``."""
     return max(1, int(-(-(now + lease_seconds - service_ready_at) // 1)))
+
+
+def renewal_refused(*, refused_end: float | None, estimated_stopping_at: float | None) -> bool:
+    """True while the budget's refusal to renew a machine's lease stands: ``refused_end``,
+    the lease end the refused renewal was for, is still the machine's (a renewal since, or
+    the budget raised and a renewal approved, moves it)."""
+    return refused_end is not None and refused_end == estimated_stopping_at
+
+
+def lease_takes_job(
+    *,
+    now: float,
+    estimated_stopping_at: float | None,
+    renew_margin: float,
+    refused_end: float | None,
+    renewing: bool,
+) -> bool:
+    """May a machine take a NEW job, as far as its lease goes?
+
+    Not while the budget's refusal to renew its lease stands (:func:`renewal_refused`): the
+    lease runs out with the job on it, RunComfy stops the machine, and the time paid for
+    the job is thrown away. Not while less than ``renew_margin`` is left and a renewal the
+    budget may refuse is being asked (``renewing``): the answer decides, in a moment."""
+    if renewal_refused(refused_end=refused_end, estimated_stopping_at=estimated_stopping_at):
+        return False
+    if not renewing or estimated_stopping_at is None:
+        return True
+    return estimated_stopping_at - now >= renew_margin
 
 
 def idle_expired(*, now: float, idle_since: float | None, idle_timeout: float) -> bool:

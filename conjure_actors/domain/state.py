@@ -1146,6 +1146,11 @@ def _launch_refused(s: State, e: ev.LaunchRefused) -> None:
     s.budget.launches_refused += 1
 
 
+def _budget_limit_reached(s: State, e: ev.BudgetLimitReached) -> None:
+    """A notice for the user (the run's line, the replay's timeline): no state of its own
+    (the refusals it announces are the pool's and the CostActor's decisions)."""
+
+
 # --- system & actors
 
 
@@ -1267,6 +1272,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.BudgetWarning: _budget_warning,
     ev.BudgetExceeded: _budget_exceeded,
     ev.LaunchRefused: _launch_refused,
+    ev.BudgetLimitReached: _budget_limit_reached,
     ev.SystemStarted: _system_started,
     ev.SystemStopped: _system_stopped,
     rt.ActorStarted: _actor_started,

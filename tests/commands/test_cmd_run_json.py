@@ -84,6 +84,26 @@ def test_a_failed_job_gets_a_run_error_record() -> None:
     assert lines[1]["message"] == "node 3 (X) failed: E: m"
 
 
+def test_the_budget_stopping_launches_is_one_line_on_the_terminal() -> None:
+    """A ``BudgetLimitReached`` is its JSON line on stdout and one line on the terminal
+    (stderr) saying what to do; other events print nothing there."""
+    stream, terminal = io.StringIO(), io.StringIO()
+    sink = JsonSink(stream, notices=terminal)
+    told = ev.BudgetLimitReached(
+        what="renewal", spent_micros=37_425, committed_micros=40_197, limit_micros=90_000, at=1.0
+    )
+    sink.record(1, 1.0, ev.BudgetSet(limit_micros=90_000, at=0.0), None)
+    sink.record(2, 1.0, told, None)
+    assert [json.loads(line)["type"] for line in stream.getvalue().splitlines()] == [
+        "cost.budget_set",
+        "cost.budget_limit_reached",
+    ]
+    (line,) = terminal.getvalue().splitlines()
+    assert line.startswith("budget: limit reached: no more launches or lease renewals")
+    assert "$0.09" in line
+    assert "raise --budget" in line
+
+
 @pytest.mark.slow
 def test_json_run_ends_with_a_summary_object_a_program_can_use(tmp_path: Path) -> None:
     """The embedded run in JSON mode: no runtime chatter, and the last line is run.summary

@@ -12,6 +12,7 @@ from conjure_actors.domain.cost_policy import (
     budget_events,
     budget_level,
     check_launch,
+    check_renewal,
     committed_micros,
     launch_allowed,
     spent_micros,
@@ -146,3 +147,15 @@ def test_accruals_are_cumulative_and_stop_at_the_lease_end() -> None:
     assert (b.amount_micros, b.until) == (60_000, 160.0)
     apply(state, b)
     assert accruals(state, now=600.0, at=600.0) == []
+
+
+def test_a_renewal_is_judged_on_the_time_it_adds_past_the_lease_end() -> None:
+    """$3.60/h (1000 micro-USD a second), Ready at 0, lease to 60, renewed at 40 to run 60
+    s more: it adds 40 s (the 20 s left are committed already), not a whole lease."""
+    state = initial_state()
+    _ready(state, "s1", 3_600_000, 0.0, 60.0)
+    apply(state, ev.BudgetSet(limit_micros=100_000, at=0.0))  # 40 spent + 20 committed
+    kwargs = {"seconds": 60.0, "lease_micros": 60_000, "now": 40.0}
+    assert check_renewal(state, "s1", **kwargs)  # 40 + 20 + 40 = 100: fits
+    apply(state, ev.BudgetSet(limit_micros=99_999, at=0.0))
+    assert not check_renewal(state, "s1", **kwargs)

@@ -61,6 +61,7 @@ EXPECTED_TAGS = {
     "cost.budget_warning",
     "cost.budget_exceeded",
     "cost.launch_refused",
+    "cost.budget_limit_reached",
     "system.started",
     "system.stopped",
     "actor.started",

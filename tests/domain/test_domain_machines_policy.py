@@ -23,12 +23,14 @@ from conjure_actors.domain.machines_policy import (
     launch_duration,
     launches_exhausted,
     launches_needed,
+    lease_takes_job,
     machine_stopped,
     matches_intent,
     observe,
     paid_machines,
     pick_machine,
     priority_order,
+    renewal_refused,
     renewed_duration,
     should_renew,
     surplus_starting,
@@ -583,3 +585,23 @@ def test_an_intent_matches_only_a_server_echoing_its_duration() -> None:
     assert not match("medium", "v1", None)
     assert not match("large", "v1", 583)
     assert not match("medium", "v2", 583)
+
+
+def test_a_machine_whose_renewal_the_budget_refused_takes_no_new_job() -> None:
+    """Refused for the lease ending at 100: no new job while that is its end, whatever is
+    left; once a renewal moved the end (the budget raised), it takes jobs again."""
+    kwargs = {"now": 40.0, "renew_margin": 30.0, "renewing": False}
+    assert renewal_refused(refused_end=100.0, estimated_stopping_at=100.0)
+    assert not lease_takes_job(estimated_stopping_at=100.0, refused_end=100.0, **kwargs)
+    assert not renewal_refused(refused_end=100.0, estimated_stopping_at=160.0)
+    assert lease_takes_job(estimated_stopping_at=160.0, refused_end=100.0, **kwargs)
+    assert lease_takes_job(estimated_stopping_at=100.0, refused_end=None, **kwargs)
+
+
+def test_a_machine_within_the_margin_waits_for_its_renewal_answer() -> None:
+    """While its renewal is being asked, a machine with less than the margin left takes no
+    new job (the budget may refuse it); with more left, it does."""
+    kwargs = {"renew_margin": 30.0, "refused_end": None, "renewing": True}
+    assert not lease_takes_job(now=80.0, estimated_stopping_at=100.0, **kwargs)
+    assert lease_takes_job(now=70.0, estimated_stopping_at=100.0, **kwargs)
+    assert lease_takes_job(now=80.0, estimated_stopping_at=None, **kwargs)

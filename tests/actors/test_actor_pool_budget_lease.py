@@ -1,0 +1,117 @@
+"""Near the budget: a machine whose lease renewal the budget refused takes no new job (the
+job would lose it when the lease runs out, its paid time thrown away) and is stopped once
+idle; the run says once, in a ``BudgetLimitReached``, that launches and renewals stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors.conjure import Conjure
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.events import Event
+from conjure_actors.sim.comfyui import ComfyTimings
+
+DONE = ("succeeded", "failed", "cancelled")
+
+
+def _config(cloud: Any, budget: float) -> Any:
+    """One 2x-large machine ($4.99/h) on a 60 s lease renewed 30 s before its end."""
+    config = sim_config(cloud, max_machines=1, lease_seconds=60.0, renew_margin=30.0, budget=budget)
+    return attrs.evolve(config, runcomfy=attrs.evolve(config.runcomfy, server_type="2x-large"))
+
+
+async def _submit(conjure: Conjure, n: int) -> list[str]:
+    """``n`` jobs that each run in full (distinct seeds: no cached outputs), about 50 s."""
+    graph = json.loads(bundled_workflow())
+    return [
+        await conjure.submit(graph, image=example_sketch_png(), prompt="x", seed=seed)
+        for seed in range(n)
+    ]
+
+
+def _of(log: eventlog.MemoryLog[Any], kind: type) -> list[Any]:
+    return [r.event for r in log.records() if isinstance(r.event, kind)]
+
+
+async def _run(
+    tmp_path: Path, budget: float | None, jobs: int, *, later: float | None = None
+) -> tuple[Any, list[str], Any]:
+    """Run ``jobs`` jobs under ``budget``; ``later``: the budget set (as serve's ``PUT
+    /api/conjure/budget`` does) once the first job runs."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    timings = ComfyTimings.real(scale=0.35)
+    async with (
+        open_test_cloud(wall.now, ready_delay=3.0, timings=timings) as cloud,
+        run_conjure(cloud, log, tmp_path, _config(cloud, budget), wall) as conjure,
+    ):
+        ids = await _submit(conjure, jobs)
+        with trio.fail_after(3600):
+            if later is not None:
+                await wait_for(conjure, lambda s: s.jobs[ids[0]].status == "running")
+                await conjure.set_budget(later)
+            await wait_for(conjure, lambda s: all(s.jobs[j].status in DONE for j in ids))
+        return log, ids, conjure.state
+
+
+async def test_no_job_starts_on_a_machine_whose_renewal_the_budget_refused(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """$0.09 pays for one lease, not its renewal: the second job is not leased the machine
+    whose lease runs out under it (lost, its paid time thrown away) but fails, saying the
+    budget; the machine stops once idle, before its lease's end."""
+    log, (first, second), state = await _run(tmp_path, 0.09, 2)
+    assert [e.reason for e in _of(log, ev.JobQueued) if "lost" in e.reason] == []
+    assert state.jobs[first].status == "succeeded"
+    assert state.jobs[second].status == "failed"
+    assert state.jobs[second].error.message.endswith(": budget")
+    (machine,) = state.machines.values()
+    assert machine.stop_reason == "budget"
+    assert machine.stopped_at < machine.estimated_stopping_at
+
+
+async def test_the_budget_stopping_renewals_is_told_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The refused renewal (asked again at every poll) and the refused launch give one
+    ``BudgetLimitReached``, with the figures it was refused on."""
+    log, _, _ = await _run(tmp_path, 0.09, 2)
+    (told,) = _of(log, ev.BudgetLimitReached)
+    assert (told.what, told.limit_micros) == ("renewal", 90_000)
+    assert told.spent_micros + told.committed_micros <= 90_000
+    assert len(_of(log, ev.LaunchRefused)) >= 1
+
+
+async def test_the_budget_warning_still_comes_at_its_fraction(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The machine stopped early for the budget still bills past 80% of it: the warning
+    comes, once, and the budget is not exceeded."""
+    log, _, state = await _run(tmp_path, 0.09, 2)
+    (warning,) = _of(log, ev.BudgetWarning)
+    assert warning.spent_micros >= 0.8 * 90_000
+    assert state.budget.warned
+    assert not state.budget.exceeded
+
+
+async def test_a_budget_lowered_mid_run_stops_renewals_and_says_so(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """No budget at the start, $0.09 set once the first job runs (serve's PUT): the machine
+    whose renewal it refuses takes no second job, and the stop is said after that budget."""
+    log, (first, second), state = await _run(tmp_path, None, 2, later=0.09)
+    assert state.jobs[first].status == "succeeded"
+    assert state.jobs[second].error.message.endswith(": budget")
+    assert [e.reason for e in _of(log, ev.JobQueued) if "lost" in e.reason] == []
+    kinds = [type(e) for e in _of(log, ev.BudgetSet | ev.BudgetLimitReached)]
+    assert kinds[-2:] == [ev.BudgetSet, ev.BudgetLimitReached]
