@@ -87,7 +87,7 @@ from conjure_actors.actors.messages import (
 from conjure_actors.clients import comfyui as cu
 from conjure_actors.clients import errors as cerr
 from conjure_actors.clients.comfyui import ComfyUIClient
-from conjure_actors.domain import decide
+from conjure_actors.domain import decide, machines_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.decide import AttemptFailure
@@ -824,12 +824,12 @@ class WorkflowActor(Actor):
         job = self.job
         if self._no_reattach or job.status != st.RUNNING:
             return None
-        if job.server_id is None or job.prompt_id is None or job.execution in (None, "rejected"):
-            return None
-        m = self.ctx.state.machines.get(job.server_id)
+        # The pool keeps this machine's slot for the job by the same rule (reserved_slots).
+        server_id = machines_policy.prompt_machine(job)
+        m = self.ctx.state.machines.get(server_id) if server_id is not None else None
         if m is None or m.status in st.MACHINE_GONE:
             return None
-        return job.server_id
+        return server_id
 
     async def _go(self) -> None:
         """Ask for a machine (for a new attempt, or to re-attach to a submitted prompt)."""

@@ -18,7 +18,8 @@ answer was lost is sent again when a listing shows the machine still running.
 How a lease is served (``_assign``, after every change):
 
 1. waiting requests in priority order take a Ready, healthy machine of their workflow version
-   with a free slot (reuse first);
+   with a free slot (reuse first). After a restart, a slot the log shows filled by a job's
+   submitted prompt is not free: it is kept for that job's re-attach (``reserved``);
 2. the requests left over whose job is still active are *unmet demand*: launch
    ``launches_needed(...)`` machines (each approved by the CostActor), at most
    ``max_machines`` alive, never after ``StopLaunching``, and not again once
@@ -604,6 +605,13 @@ class MachinePool:
         # Machines a listing left out whose lookup (GET /servers/{id}) failed -> failed
         # lookups so far: not proven lost; the next listing decides (_confirm_loss).
         self.unproven: dict[str, int] = {}
+        # Machines the replayed log shows with a job's submitted prompt on them -> those
+        # jobs (policy.reserved_slots): a restart's adoption drops their leases, yet each
+        # prompt still fills a slot and its job re-attaches to it (a LeaseMachine bound to
+        # the machine). Such a slot is that job's: no other job is granted it. An entry goes
+        # once its job leased the machine again, or moved on (requeued, ended), or the
+        # machine went (see MachineActor._reserved).
+        self.reserved: dict[str, set[str]] = policy.reserved_slots(ctx.state)
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -959,7 +967,8 @@ class MachineActor(Actor):
             if m.status != M_READY or not m.healthy:
                 continue
             sid = m.server_id
-            if sid in stopping or len(m.leases) >= m.max_jobs:
+            taken = len(m.leases) + (len(self._reserved(sid)) if self.pool.reserved else 0)
+            if sid in stopping or taken >= m.max_jobs:
                 continue
             if sid in self._looking_up:
                 continue  # a listing left it out: no new job until its lookup answers
@@ -974,7 +983,7 @@ class MachineActor(Actor):
                     ready=True,
                     healthy=True,
                     workflow_version=None if m.kind != "runcomfy" else m.workflow_version,
-                    leases=len(m.leases),
+                    leases=taken,
                     stopping=False,
                 )
             )
@@ -994,6 +1003,48 @@ class MachineActor(Actor):
             refused_end=refused_end,
             renewing=sid in self._renewing and self.ctx.state.budget.limit_micros is not None,
         )
+
+    def _reserved(self, server_id: str) -> set[str]:
+        """The jobs a slot of this machine is kept for (``MachinePool.reserved``) that have
+        not leased it again yet. Entries whose job moved on (its prompt no longer there to
+        follow: requeued, ended) or whose machine went are dropped here."""
+        jobs = self.pool.reserved.get(server_id)
+        if not jobs:
+            return set()
+        state = self.ctx.state
+        m = state.machines.get(server_id)
+        for job_id in list(jobs):
+            job = state.jobs.get(job_id)
+            if (
+                m is None
+                or m.status in MACHINE_GONE
+                or job is None
+                or policy.prompt_machine(job) != server_id
+            ):
+                jobs.discard(job_id)
+        if not jobs or m is None:
+            self.pool.reserved.pop(server_id, None)
+            return set()
+        return {j for j in jobs if j not in m.leases}
+
+    def _reserved_for(self, w: _Waiter) -> str | None:
+        """The machine whose slot is kept for ``w``'s job (its re-attach, bound to that
+        machine), if it can take a lease now; the slot counts as taken for everyone else."""
+        sid = w.only_server
+        if sid is None or sid not in self.pool.reserved or w.job_id not in self._reserved(sid):
+            return None
+        m = self.ctx.state.machines[sid]
+        live = self.pool.live.get(sid)
+        if (
+            m.status != M_READY
+            or not m.healthy
+            or sid in self._stopping
+            or sid in self._looking_up
+            or (live is not None and live.opening)
+            or len(m.leases) >= m.max_jobs
+        ):
+            return None
+        return sid
 
     def _limit(self, server_id: str) -> int:
         m = self.ctx.state.machines.get(server_id)
@@ -1058,7 +1109,9 @@ class MachineActor(Actor):
             if w.reply.done:
                 queue.remove(w)
                 continue
-            sid = policy.pick_machine(
+            # A re-attach takes the slot kept for it (counted taken in ``views`` already).
+            kept = self._reserved_for(w) if self.pool.reserved else None
+            sid = kept or policy.pick_machine(
                 views, w.workflow_version, self.cfg.jobs_per_machine, only_server=w.only_server
             )
             if sid is not None and len(state.machines[sid].leases) < self._limit(sid):
@@ -1074,6 +1127,12 @@ class MachineActor(Actor):
                 await self.ctx.emit(decide.lease_machine(state, sid, w.job_id, at=self.ctx.now()))
                 live = self.pool.live.setdefault(sid, _Live())
                 w.reply.set(Lease(sid, live.client, live.lost, live.events))
+                if kept is not None:
+                    reserved = self.pool.reserved.get(sid, set())
+                    reserved.discard(w.job_id)  # its slot: now a lease
+                    if not reserved:
+                        self.pool.reserved.pop(sid, None)
+                    continue
                 # Only the machine just leased changes: one more lease, or full (out).
                 for i, v in enumerate(views):
                     if v.server_id == sid:

@@ -28,7 +28,10 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
   final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready; what
   the ``DELETE``'s answer (found or 404) means for it (:func:`bill_after_delete`);
-- *the machines we pay for* (:func:`paid_machines`): RunComfy machines not stopped or lost.
+- *the machines we pay for* (:func:`paid_machines`): RunComfy machines not stopped or lost;
+- *a prompt's slot is its job's* (:func:`prompt_machine`, :func:`reserved_slots`): after a
+  restart, a machine the log shows with a job's submitted prompt on it is taken by that job
+  (reserved for its re-attach) though the adoption dropped its lease.
 """
 
 from __future__ import annotations
@@ -44,11 +47,14 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import CommandRejectedError
 from conjure_actors.domain.prices import PriceTable, billed_seconds, cost_micros
 from conjure_actors.domain.state import (
+    INTERRUPTED,
     M_READY,
     M_STARTING,
     M_STOPPED,
     M_STOPPING,
     MACHINE_GONE,
+    RUNNING,
+    Job,
     LaunchRequest,
     Machine,
     State,
@@ -79,8 +85,10 @@ __all__ = [
     "prelaunch_target",
     "prelaunches_needed",
     "priority_order",
+    "prompt_machine",
     "renewal_refused",
     "renewed_duration",
+    "reserved_slots",
     "should_renew",
     "surplus_starting",
 ]
@@ -307,6 +315,36 @@ def paid_machines(state: State) -> list[Machine]:
     return [
         m for m in state.machines.values() if m.kind == "runcomfy" and m.status not in MACHINE_GONE
     ]
+
+
+def prompt_machine(job: Job) -> str | None:
+    """The machine the log places ``job``'s submitted prompt on, while the job may still
+    follow it there (re-attach): running or interrupted, its prompt submitted and not
+    rejected. ``None`` otherwise (a resumed job without one is queued for a new attempt)."""
+    if job.status not in (RUNNING, INTERRUPTED) or job.server_id is None:
+        return None
+    if job.prompt_id is None or job.execution in (None, "rejected"):
+        return None
+    return job.server_id
+
+
+def reserved_slots(state: State) -> dict[str, set[str]]:
+    """Machine -> the jobs whose submitted prompt the log places on it (:func:`prompt_machine`),
+    for a restart: the adoption (or attachment) of the machine drops its leases, yet each
+    such prompt still fills one of its ``max_jobs`` slots, and its job re-attaches to it.
+    Those slots are the re-attaching jobs', not free for another job, until each job leases
+    the machine again or moves on. (A job the replayed log still shows leasing the machine
+    is listed too: the adoption that follows drops that lease.) Stopped or lost: none."""
+    out: dict[str, set[str]] = {}
+    for job in state.jobs.values():
+        sid = prompt_machine(job)
+        if sid is None:
+            continue
+        m = state.machines.get(sid)
+        if m is None or m.status in MACHINE_GONE:
+            continue
+        out.setdefault(sid, set()).add(job.job_id)
+    return out
 
 
 def priority_order(requests: Sequence[tuple[int, int]]) -> list[int]:

@@ -205,3 +205,79 @@ async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
             await conjure.wait_until_idle()
         assert conjure.state.jobs[job].status == "succeeded"
     assert _started(log, job) == 2
+
+
+async def test_after_a_crash_a_queued_job_never_takes_the_slot_of_a_running_prompt(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Crashed with one job's prompt running on the only slot and one queued: the restart
+    keeps the slot for the running job's re-attach; the queued one leases it only after."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    out = tmp_path / "out"
+    jobs: list[str] = []
+    async with open_test_cloud(
+        wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)
+    ) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
+
+        async def until_started(conjure: Conjure) -> None:
+            jobs.extend(await submit_sketches(conjure, 2))
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[jobs[0]].execution == "started")
+
+        await crash_when(cloud, log, out, config, wall, until_started)
+        log = log.reopen()
+        crashed_at = sum(1 for _ in log.records())
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
+    running, queued = jobs
+    after = [r.event for r in log.records()][crashed_at:]
+    leased = [e.job_id for e in after if isinstance(e, ev.MachineLeased)]
+    assert leased == [running, queued]
+    done = next(i for i, e in enumerate(after) if isinstance(e, ev.JobSucceeded))
+    first_lease_of_queued = next(
+        i for i, e in enumerate(after) if isinstance(e, ev.MachineLeased) and e.job_id == queued
+    )
+    assert after[done].job_id == running
+    assert done < first_lease_of_queued
+
+
+async def test_after_a_crash_a_job_whose_machine_went_is_requeued_not_kept_waiting(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Crashed with one job's prompt running and one queued, and the machine gone while the
+    run was down: no slot is kept for the prompt; both jobs run on a new machine."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    out = tmp_path / "out"
+    jobs: list[str] = []
+    async with open_test_cloud(
+        wall.now, ready_delay=120.0, timings=ComfyTimings(scale=100.0)
+    ) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=1)
+
+        async def until_started(conjure: Conjure) -> None:
+            jobs.extend(await submit_sketches(conjure, 2))
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[jobs[0]].execution == "started")
+
+        await crash_when(cloud, log, out, config, wall, until_started)
+        log = log.reopen()
+        crashed_at = sum(1 for _ in log.records())
+        first_machine = next(
+            r.event.server_id for r in log.records() if isinstance(r.event, ev.MachineLeased)
+        )
+        cloud.runcomfy.vanish(first_machine)
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
+    running, _ = jobs
+    after = [r.event for r in log.records()][crashed_at:]
+    assert any(isinstance(e, ev.MachineLost) and e.server_id == first_machine for e in after)
+    requeued = [e for e in after if isinstance(e, ev.JobQueued) and e.job_id == running]
+    assert [e.reason for e in requeued] == ["resumed"]
+    assert not any(isinstance(e, ev.MachineLeased) and e.server_id == first_machine for e in after)

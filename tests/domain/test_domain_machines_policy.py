@@ -32,11 +32,19 @@ from conjure_actors.domain.machines_policy import (
     priority_order,
     renewal_refused,
     renewed_duration,
+    reserved_slots,
     should_renew,
     surplus_starting,
 )
 from conjure_actors.domain.prices import billed_seconds, cost_micros, default_price_table
-from conjure_actors.domain.state import LaunchRequest, Machine, State, apply, initial_state
+from conjure_actors.domain.state import (
+    Job,
+    LaunchRequest,
+    Machine,
+    State,
+    apply,
+    initial_state,
+)
 
 TABLE = default_price_table()
 
@@ -480,6 +488,33 @@ def test_paid_machines_are_the_runcomfy_machines_not_stopped_or_lost() -> None:
     assert [m.server_id for m in paid_machines(state)] == ["s1"]
     apply(state, ev.MachineLost(server_id="s1", reason="404", at=2.0))
     assert paid_machines(state) == []
+
+
+def test_reserved_slots_are_the_submitted_prompts_on_live_machines() -> None:
+    """A running or interrupted job with a prompt submitted on a live machine keeps a slot
+    there; a queued or rejected job, one not submitted yet, or a gone machine keeps none."""
+    state = initial_state()
+    for sid, status in [("s1", "ready"), ("s2", "ready"), ("gone", "lost")]:
+        state.machines[sid] = Machine(server_id=sid, status=status, leases=["a"] * (sid == "s1"))
+    jobs = {
+        "a": ("running", "s1", "started"),  # still in the log's lease (dropped on adoption)
+        "b": ("interrupted", "s1", "submitted"),
+        "c": ("running", "s2", "submitting"),
+        "d": ("running", "s2", "rejected"),
+        "e": ("running", "s2", None),
+        "f": ("queued", "s2", "started"),
+        "g": ("running", "gone", "started"),
+    }
+    for job_id, (status, sid, execution) in jobs.items():
+        state.jobs[job_id] = Job(
+            job_id=job_id,
+            workflow_sha256="w",
+            status=status,
+            server_id=sid,
+            prompt_id=f"p-{job_id}",
+            execution=execution,
+        )
+    assert reserved_slots(state) == {"s1": {"a", "b"}, "s2": {"c"}}
 
 
 @given(
