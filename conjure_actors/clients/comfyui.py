@@ -989,12 +989,16 @@ class ComfyUIEvents:
     async def _keep_alive(
         self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope
     ) -> None:
-        """ComfyUI sends no heartbeat: ping ourselves and drop a socket that stopped answering."""
-        while True:
+        """ComfyUI sends no heartbeat: ping ourselves and drop a socket that stopped answering.
+
+        Each ping carries its own counter as payload: without one, trio-websocket draws it
+        from the global ``random`` module, which the runtime does not touch (a hypothesis
+        test drawing in another thread takes that for randomness in its strategy)."""
+        for n in itertools.count():
             await trio.sleep(self._keepalive)
             with trio.move_on_after(self._ping_timeout) as ping:
                 try:
-                    await ws.ping()
+                    await ws.ping(n.to_bytes(8, "big"))
                 except (trio_websocket.ConnectionClosed, ValueError):
                     scope.cancel()
                     return

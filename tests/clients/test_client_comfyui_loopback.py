@@ -46,7 +46,9 @@ class Loopback:
 
 
 @asynccontextmanager
-async def serve_sim(faults: ComfyFaults | None = None) -> AsyncIterator[Loopback]:
+async def serve_sim(
+    faults: ComfyFaults | None = None, keepalive: float = 1.0
+) -> AsyncIterator[Loopback]:
     """The simulator on 127.0.0.1:<free port>, a real httpx client and real WebSockets."""
     sim = ComfyUISim(faults=faults, timings=ComfyTimings(scale=0.02))
     config = hypercorn.config.Config()
@@ -64,7 +66,7 @@ async def serve_sim(faults: ComfyFaults | None = None) -> AsyncIterator[Loopback
                 policy=RetryPolicy(attempts=6, base_delay=0.01, request_timeout=5),
                 rng=random.Random(0),
             )
-            events = client.events(keepalive=1.0)
+            events = client.events(keepalive=keepalive)
             await nursery.start(events.run)
             yield Loopback(sim, client, events, url)
             nursery.cancel_scope.cancel()
@@ -94,6 +96,20 @@ async def test_conjure_job_over_loopback() -> None:
             for output in final.outputs:
                 download = await lb.client.download(output)
                 assert download.data == lb.sim.produced[output.path]
+
+
+async def test_keepalive_pings_leave_the_global_random_state_alone() -> None:
+    """The WebSocket keep-alive's pings do not draw from the global ``random`` (trio-websocket
+    does for a ping without payload): a hypothesis test drawing in a worker thread while the
+    service pings took that for randomness in its strategy (fuzz of test_schemathesis:
+    HypothesisDeprecationWarning, then FlakyFailure)."""
+    with trio.fail_after(30):
+        async with serve_sim(keepalive=0.02) as lb:
+            assert lb.events.connected
+            before = random.getstate()
+            await trio.sleep(0.3)  # ~15 pings, each answered
+            assert lb.events.connected
+            assert random.getstate() == before
 
 
 async def test_frame_over_one_mib_over_loopback() -> None:
