@@ -1143,6 +1143,7 @@ async def _start(
             version=conjure_actors.__version__,
             mode=ctx.mode,  # type: ignore[arg-type]
             at=ctx.now(),
+            out_dir=str(ctx.out_dir.absolute()),
         )
     )
     conjure.system_started = True

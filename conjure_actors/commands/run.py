@@ -83,6 +83,8 @@ MAX_JOBS: Final = 10_000
 # The journal writes the state to LOG.snapshots/ every this many events, so that `replay
 # --at SEQ` (and a resumed run) folds at most this many records after the nearest one.
 SNAPSHOT_EVERY: Final = 20_000
+# Where outputs go (OUT/<job_id>/) when --out is not given and no log says where.
+DEFAULT_OUT: Final = "out"
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """The signals that end a run in order (``128 + signum`` is the exit code)."""
@@ -119,7 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=None, help="job priority (higher first)")
     add_cloud_arguments(parser)
     parser.add_argument("--log", metavar="PATH", help="event log (default under ./runs/)")
-    parser.add_argument("--out", metavar="DIR", default="out", help="outputs go to DIR/<job>/")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="outputs go to DIR/<job>/ (default: out; a resume: where its run wrote them)",
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     parser.add_argument(
         "--resume",
@@ -361,6 +368,8 @@ def _prepare(
             "--prompt is empty: give the text for the prompt node (an unset shell variable?),"
             " or leave --prompt out"
         )
+    if args.out is None:  # a resume writes where its run wrote (the log says where)
+        args.out = (args.resume and logged_out_dir(log_path)) or DEFAULT_OUT
     check_out_dir(Path(args.out))
     if not args.resume:
         if args.image:
@@ -791,6 +800,53 @@ def read_log_state(log_path: Path) -> Any:
         return None
 
 
+def logged_out_dir(log_path: Path) -> str | None:
+    """The folder the run recorded in ``log_path`` wrote its outputs to: the ``out_dir`` of
+    its last start; in a log written before starts recorded it, the folder of its last
+    saved output (``OUT/<job_id>/...``). None when the log says neither (or cannot be read:
+    opening the journal then says why)."""
+    import eventlog
+    from conjure_actors.domain import events as ev
+
+    recorded: str | None = None
+    derived: str | None = None
+    try:
+        for record in eventlog.read(log_path, ev.Event, upcasters=ev.UPCASTERS):
+            match record.event:
+                case ev.SystemStarted(out_dir=str() as out_dir):
+                    recorded = out_dir
+                case ev.OutputSaved(job_id=job_id, path=path):
+                    derived = out_dir_of(path, job_id) or derived
+    except (OSError, eventlog.EventLogError):
+        return None
+    return recorded or derived
+
+
+def out_dir_of(path: str, job_id: str) -> str | None:
+    """The ``OUT`` of an output saved at ``OUT/<job_id>/...`` (None: not such a path)."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == job_id:
+            return str(Path(*parts[:i]))
+    return None
+
+
+def outputs_folder(state: Any, job_ids: list[str], out_dir: Path) -> str:
+    """The folder the summary says its outputs are under: the one(s) they really are in
+    (a resumed run's earlier outputs are where that run wrote them), ``out_dir`` when there
+    is none or they are all there."""
+    jobs = [state.jobs[j] for j in job_ids if j in state.jobs] if job_ids else state.jobs.values()
+    folders = {os.path.abspath(out_dir): str(out_dir)}
+    used: dict[str, str] = {}
+    for job in jobs:
+        for output in job.outputs:
+            folder = out_dir_of(output.path, job.job_id)
+            if folder is not None:
+                key = os.path.abspath(folder)
+                used.setdefault(key, folders.setdefault(key, folder))
+    return " and ".join(used.values()) or str(out_dir)
+
+
 def version_for_log(state: Any, given: str, what: str) -> str | None:
     """The RunComfy workflow version to resume ``state``'s log with (None: the log names
     none). What the log resumes (its launches in flight, its machines not gone, its
@@ -1125,9 +1181,10 @@ async def _run(
         log_path=str(log_path),
         mode=mode,
     )
+    under = outputs_folder(state, job_ids, out_dir)
     try:
         for line in summary_lines(
-            summary, seconds=seconds, out_dir=str(out_dir), log_path=str(log_path), mode=mode
+            summary, seconds=seconds, out_dir=under, log_path=str(log_path), mode=mode
         ):
             print(line, file=out.stderr if out.json_mode else out.stdout, flush=True)
         out.record(record)

@@ -669,12 +669,15 @@ class LaunchRefused(msgspec.Struct, frozen=True, kw_only=True, tag="cost.launch_
 
 
 class SystemStarted(msgspec.Struct, frozen=True, kw_only=True, tag="system.started"):
-    """Emitted by the CLI first thing in every run (also each ``--resume``)."""
+    """Emitted by the CLI first thing in every run (also each ``--resume``). ``out_dir``:
+    the absolute folder the run's outputs go to (``OUT/<job_id>/``), which a resume without
+    ``--out`` writes to again (None in logs written before it was recorded)."""
 
     run_id: str
     version: str
     mode: Literal["simulated", "runcomfy", "comfyui"]
     at: float
+    out_dir: str | None = None
 
 
 class SystemStopped(msgspec.Struct, frozen=True, kw_only=True, tag="system.stopped"):

@@ -41,7 +41,8 @@ def _stopped_everything(state: object, cloud: object) -> list[str]:
 
 async def test_sigterm_leaves_jobs_interrupted_and_resume_finishes_them(tmp_path: Path) -> None:
     """SIGTERM mid-run: exit 143, every machine stopped, jobs interrupted (not cancelled);
-    ``run --resume LOG`` from another directory runs them to the end."""
+    ``run --resume LOG`` from another directory runs them to the end, its outputs where the
+    run's went (the run's --out, recorded in the log: not the other directory's ./out)."""
     log = tmp_path / "r.log"
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -70,8 +71,9 @@ async def test_sigterm_leaves_jobs_interrupted_and_resume_finishes_them(tmp_path
         assert {j.status for j in state.jobs.values()} == {"succeeded"}
         assert _stopped_everything(state, cloud) == []
         assert _crashes(log) == []
-        outputs = [p for p in (second / "out").rglob("*") if p.is_file()]
+        outputs = [p for p in (first / "out").glob("job-*/**/*") if p.is_file()]
         assert len(outputs) == 4, outputs
+        assert not (second / "out").exists()
 
 
 async def test_sighup_with_the_terminal_gone_stops_every_machine(tmp_path: Path) -> None:
