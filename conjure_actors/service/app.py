@@ -87,6 +87,9 @@ class Settings:
 
 SUBMIT_TIMEOUT: Final = 60.0
 """Seconds a submission waits for the AssetActor's answer (its append durable) at most."""
+CLIENT_CANCEL: Final = "cancelled by the client"
+"""The reason a client's cancel (POST /api/v2/jobs/{id}/cancel) is logged with: a job
+canceled for it has no ``error`` (one canceled by the server has: v2_jobs)."""
 
 
 class KeyReusedError(Exception):
@@ -462,7 +465,7 @@ async def _carry_out_cancel_requests(conjure: Any) -> None:
             and job is not None
             and job.status not in st.TERMINAL_STATUSES
         ):
-            await conjure.cancel(api.job_id, reason="cancelled by the client")
+            await conjure.cancel(api.job_id, reason=CLIENT_CANCEL)
 
 
 @asynccontextmanager

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from conjure_actors.actors.assets import RequestCancel
+from conjure_actors.actors.cost import BUDGET_EXCEEDED
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
@@ -46,7 +47,7 @@ from conjure_actors.domain.workflow import (
     validate_graph,
 )
 from conjure_actors.errors import UsageError
-from conjure_actors.service.app import KeyReusedError, Service
+from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request, not_found
 from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
@@ -169,7 +170,9 @@ def output_view(request: Request, record: se.AssetRecord) -> dict[str, Any]:
     }
 
 
-def _error_view(service: Service, job: st.Job) -> dict[str, Any] | None:
+def _error_view(service: Service, job: st.Job, api: Any = None) -> dict[str, Any] | None:
+    if job.status == st.CANCELLED:
+        return _cancel_error(job, api)
     if job.status != st.FAILED or job.error is None:
         return None
     err = job.error
@@ -179,6 +182,31 @@ def _error_view(service: Service, job: st.Job) -> dict[str, Any] | None:
         "message": _without_server_paths(service, err.message),
         "node_id": err.node_id,
         "class_type": err.node_type,
+        "traceback": None,
+    }
+
+
+def _cancel_error(job: st.Job, api: Any) -> dict[str, Any] | None:
+    """A canceled job's ``error``: None when the client asked for the cancel (as the
+    contract's cancel leaves it), else why the server cancelled it, so that a client tells
+    it from its own: the budget was spent (``insufficient_credits``, the code a submission
+    refused for it gets) or another reason of the server's (``canceled``)."""
+    reason = job.cancel_reason or ""
+    if reason == CLIENT_CANCEL or (api is not None and api.cancel_requested_at is not None):
+        return None
+    if reason == BUDGET_EXCEEDED:
+        code = "insufficient_credits"
+        message = (
+            "canceled by the server: the budget was spent (budget exceeded): raise or lift it"
+            " (PUT /api/conjure/budget), then submit again"
+        )
+    else:
+        code, message = "canceled", f"canceled by the server: {reason or 'no reason logged'}"
+    return {
+        "code": code,
+        "message": message,
+        "node_id": None,
+        "class_type": None,
         "traceback": None,
     }
 
@@ -251,7 +279,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "queue_position": _queue_position(service, job) if status == "queued" else None,
         "progress": progress_of(service, job),
         "outputs": outputs,
-        "error": _error_view(service, job),
+        "error": _error_view(service, job, api),
         "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
         "urls": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
         "metadata": dict(api.labels) if api is not None else {},
@@ -769,7 +797,7 @@ async def cancel(request: Request) -> Response:
     job = service.state.jobs[job_id]
     if job.status not in st.TERMINAL_STATUSES:
         await service.assets.ask(RequestCancel(job_id), timeout=60)
-        await service.conjure.cancel(job_id, reason="cancelled by the client")
+        await service.conjure.cancel(job_id, reason=CLIENT_CANCEL)
     return JSONResponse(job_view(request, service, job_id))
 
 
