@@ -11,8 +11,12 @@ queued ones run, finished ones readable), from the newest snapshot of its state
 the log (``<log>.blobs/``). A ``run``'s log is refused (one line, exit 2): its jobs are
 ``run --resume``'s, and served they would run unseen by the API.
 
-SIGTERM/SIGINT: stop accepting (new connections, new jobs), let running jobs finish for
-``--drain-timeout`` seconds, then interrupt the rest, stop every machine and exit 0.
+SIGTERM/SIGINT: stop accepting new jobs (503; the health probe says ``stopping``), let
+running jobs finish for ``--drain-timeout`` seconds, then interrupt the rest, stop every
+machine, close HTTP and exit 0. Requests are answered during the drain, so an open event
+stream ends with its job's terminal status if the job ends then (else with the status the
+job is left in, ``queued`` for the next start: no terminal status, as the contract lets a
+client tell).
 """
 
 from __future__ import annotations
@@ -391,12 +395,6 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 start_up.cancel()
                 await watched.wait()  # one task at a time iterates the signals
                 service = served.service
-
-                def stop_accepting() -> None:
-                    service.accepting = False
-                    service.stopping.set()
-                    served.stop_http.set()
-
                 # The replayed state (every retained job) lives as long as the process: out
                 # of the cyclic GC's view, each full collection stops walking it again. On a
                 # log of 10,000 jobs, 1,000 more jobs spent 176-298 ms in full collections,
@@ -408,7 +406,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                     signals,
                     first=early[0] if early else None,
                     drain_timeout=args.drain_timeout,
-                    stop_accepting=stop_accepting,
+                    stop_accepting=functools.partial(_stop_accepting, service),
                     drain=functools.partial(_drain, service),
                     shutdown=functools.partial(service.conjure.shutdown, "interrupted"),
                 )
@@ -496,6 +494,14 @@ async def _stop_on_signals(
         left = await shutdown()
         nursery.cancel_scope.cancel()
     return left
+
+
+def _stop_accepting(service: Any) -> None:
+    """The drain begins: no new jobs (503, the health probe says ``stopping``). HTTP stays
+    up until the machines are stopped (open_serve's exit closes it): an open event stream
+    ends with its job's terminal status when the job ends during the drain (it was closed
+    at once, the job's end unsent), else with its status when serving stops."""
+    service.accepting = False
 
 
 async def _drain(service: Any) -> None:

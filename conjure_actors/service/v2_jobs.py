@@ -856,14 +856,16 @@ async def events(request: Request) -> Response:
                             record.event, se.AssetRecorded | ev.SystemStopped
                         ):
                             dirty = True
-                if service.stopping.is_set():
-                    return
+                # Serving stops (after the drain and the machines' stop): one last look, so
+                # that the stream ends with the job's status as serving stops: terminal if
+                # it ended, else one a client tells from it (it polls GET .../{id} later).
+                last = service.stopping.is_set()
                 payload = await previews.due()
                 if payload is not None:
                     yield frame("preview", payload)
                 if not dirty and _output_grace_ended(service, job_id, status):
                     dirty = True  # no event says so: this tick (every progress_interval) does
-                if not dirty:
+                if not dirty and not last:
                     continue
                 try:
                     view = job_view(request, service, job_id)
@@ -879,6 +881,8 @@ async def events(request: Request) -> Response:
                         yield frame("status", _status_payload(view, full=True))
                         return
                     yield frame("status", _status_payload(view))
+                if last:
+                    return
                 # Progress at most every progress_interval; a newer snapshot held back by
                 # the throttle keeps the stream dirty so it goes out on the next tick.
                 dirty = False

@@ -14,6 +14,7 @@ from extras_support import open_extras_service, sse_events, wait_for
 
 from conjure_actors.domain import state as st
 from conjure_actors.service.blobs import BlobStore
+from conjure_actors.sim.timings import ComfyTimings
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -46,3 +47,56 @@ async def test_sse_ends_when_the_output_grace_passes(
         (name, data.get("status") if isinstance(data, dict) else None) for _, name, data in got
     ]
     assert names[-1] == ("status", "succeeded"), names
+
+
+async def test_a_stream_open_at_sigterm_ends_with_the_terminal_status_of_a_drained_job(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """SIGTERM while a job runs: its open event stream lasts through the drain and ends
+    with the job's terminal status (it was closed at the signal, the job's end unsent)."""
+    from conjure_actors.commands.serve import _drain, _stop_accepting
+
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    got: list[Any] = []
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, comfy=ComfyTimings(scale=100)) as run:
+            job_id = (await run.client.post("/api/v2/jobs", json={"workflow": graph})).json()["id"]
+            await wait_for(run.service, lambda s: s.jobs[job_id].status == st.RUNNING)
+
+            async def watch() -> None:
+                got.extend(await sse_events(run.app, f"/api/v2/jobs/{job_id}/events"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await trio.sleep(0.1)  # the stream is open and has sent its snapshot
+                _stop_accepting(run.service)  # what serve does on SIGTERM, then the drain
+                await _drain(run.service)
+                await run.service.conjure.shutdown("interrupted")
+                run.service.stopping.set()  # serving stops (open_serve's exit)
+    names = [(name, data.get("status")) for _, name, data in got if name == "status"]
+    assert names[0] == ("status", "running")
+    assert names[-1] == ("status", "succeeded"), names
+
+
+async def test_a_stream_ends_with_the_jobs_status_when_serving_stops_before_it_ends(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Serving stops with the job unfinished (interrupted, queued for the next start): the
+    stream's last status is that non-terminal one, which a client tells from an end."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    got: list[Any] = []
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, comfy=ComfyTimings(scale=100)) as run:
+            job_id = (await run.client.post("/api/v2/jobs", json={"workflow": graph})).json()["id"]
+            await wait_for(run.service, lambda s: s.jobs[job_id].status == st.RUNNING)
+
+            async def watch() -> None:
+                got.extend(await sse_events(run.app, f"/api/v2/jobs/{job_id}/events"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await trio.sleep(0.1)
+                await run.service.conjure.shutdown("interrupted")  # no drain: cut short
+                run.service.stopping.set()
+    names = [(name, data.get("status")) for _, name, data in got if name == "status"]
+    assert names[-1] == ("status", "queued"), names
