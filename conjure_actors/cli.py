@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -90,6 +91,7 @@ EXAMPLES: Final[dict[str, str]] = {
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports of `yes | head`
 
 
 def command_module_name(name: str) -> str:
@@ -152,6 +154,18 @@ def _error_lines(exc: UsageError) -> list[str]:
     return [f"error: {exc}"]
 
 
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (replaced in-process): nothing to flush to
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     try:  # a Ctrl-C while the command's modules load is an interrupt, not a traceback
@@ -164,7 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(words)
     debug = bool(getattr(args, "debug", False))
     try:
-        return int(args._module.main(args))
+        code = int(args._module.main(args))
+        sys.stdout.flush()  # what is left in its buffer: the reader may have left
+        return code
+    except BrokenPipeError:
+        # `status LOG | head`: the reader of stdout left. Python's documented handling
+        # (the signal module's note on SIGPIPE): exit quietly, with stdout pointed at
+        # /dev/null so that the interpreter's last flush cannot fail again. (A run that
+        # sees it mid-run stops in order first: commands/run.py.)
+        if debug:
+            raise
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         if debug:
             raise

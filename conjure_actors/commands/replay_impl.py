@@ -617,13 +617,7 @@ def _diff(path: str, other: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return _main(args)
-    except BrokenPipeError:
-        # `replay LOG | head`: the reader left; stop quietly (and silence the final flush).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+    return _main(args)  # (`replay LOG | head`: the CLI exits quietly, as for every command)
 
 
 def _refuse_a_log_without_records(path: str, to_do: str = "replay") -> None:

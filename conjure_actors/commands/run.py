@@ -26,7 +26,8 @@ names them.
 
 Exit: 0 when every job succeeded (the summary's ``"ok"``: a resumed log that holds no job is
 1), 1 when one failed or was cancelled (or on an error), 2 on bad input, 130 on Ctrl-C
-(SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number). A new run whose
+(SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number), 141 when stdout's
+reader left (``run --json | head``: it stops in order, as on a signal). A new run whose
 start-up is refused (its ComfyUI does not answer, RunComfy rejects the credentials) leaves no
 log (nor does one stopped by a signal before it recorded a job or a machine): the same
 command runs again once the cause is fixed.
@@ -93,6 +94,7 @@ _REASONS: Final = {
     signal.SIGINT: "interrupted",
     signal.SIGTERM: "terminated",
     signal.SIGHUP: "hangup",
+    signal.SIGPIPE: "broken pipe",  # not a signal here: stdout's reader left (Out, JsonSink)
 }
 
 
@@ -175,30 +177,36 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 class Out:
-    """Where human lines and event lines go (JSON mode: events on stdout, text on stderr)."""
+    """Where human lines and event lines go (JSON mode: events on stdout, text on stderr).
+
+    ``stdout_closed``: called (instead of raising) when stdout's reader has left (``run
+    --json | head``); the run then stops in order, as on a signal (:class:`_Stopping`)."""
 
     def __init__(self, json_mode: bool, stdout: TextIO, stderr: TextIO) -> None:
         self.json_mode = json_mode
         self.stdout = stdout
         self.stderr = stderr
+        self.stdout_closed: Callable[[], None] | None = None
 
     def say(self, text: str, kind: str = "run.info", **fields: Any) -> None:
         if self.json_mode:
             print(text, file=self.stderr, flush=True)
-            import json
-
-            print(
-                json.dumps({"type": kind, "message": text, **fields}), file=self.stdout, flush=True
-            )
+            self._line(json.dumps({"type": kind, "message": text, **fields}))
         else:
-            print(text, file=self.stdout, flush=True)
+            self._line(text)
 
     def record(self, record: dict[str, Any]) -> None:
         """One JSON record on stdout (JSON mode only)."""
         if self.json_mode:
-            import json
+            self._line(json.dumps(record))
 
-            print(json.dumps(record), file=self.stdout, flush=True)
+    def _line(self, text: str) -> None:
+        try:
+            print(text, file=self.stdout, flush=True)
+        except BrokenPipeError:
+            if self.stdout_closed is None:
+                raise
+            self.stdout_closed()
 
 
 PROGRESS_INTERVAL: Final = 0.5
@@ -228,13 +236,26 @@ class JsonSink:
         stream: TextIO,
         progress_interval: float = PROGRESS_INTERVAL,
         notices: TextIO | None = None,
+        *,
+        closed: Callable[[], None] | None = None,
     ) -> None:
         self.stream = stream
         self.progress_interval = progress_interval
         self.notices = notices  # where a budget event's line goes too (the terminal)
         self._last_progress: dict[str, float] = {}
+        # Called when the stream's reader has left (the monitor would drop the sink
+        # and the run go on, unseen: it stops in order instead, as on a signal).
+        self._closed = closed
 
     def record(self, seq: int, ts: float, event: Any, state: Any) -> None:
+        try:
+            self._record(seq, ts, event, state)
+        except BrokenPipeError:
+            if self._closed is None:
+                raise
+            self._closed()
+
+    def _record(self, seq: int, ts: float, event: Any, state: Any) -> None:
         kind = type(event).__struct_config__.tag
         if kind in _QUIET:
             return
@@ -253,10 +274,15 @@ class JsonSink:
                 self.stream.write("\n")
 
     def tick(self, state: Any) -> None:
-        self.stream.flush()
+        self.close()
 
     def close(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            if self._closed is None:
+                raise
+            self._closed()
 
 
 class RichSink:
@@ -316,7 +342,9 @@ def one_line_error(exc: BaseException) -> BaseException:
     exception group; a ConjureError or an interrupt as it is; anything else (a bug, an
     unexpected OSError) as a ConjureError naming it and ``--debug``."""
     leaf = meaningful(exc)
-    if leaf is None or isinstance(leaf, ConjureError | KeyboardInterrupt | SystemExit):
+    if leaf is None or isinstance(
+        leaf, ConjureError | KeyboardInterrupt | SystemExit | BrokenPipeError
+    ):
         return leaf if leaf is not None else exc
     return ConjureError(f"{describe(leaf)} (run with --debug for the traceback)")
 
@@ -539,6 +567,7 @@ async def _main(
     # waits for start-up to end and then stops the run as one during it would; never the
     # default action that kills the process with machines left billing.
     stopping = _Stopping(config.mode)
+    out.stdout_closed = stopping.stdout_closed
     error: Exception | None = None
     code = 1
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
@@ -579,6 +608,20 @@ class _Stopping:
         self.signal: signal.Signals | None = None
         self.work = trio.CancelScope()
         self.conjure: Any = None
+
+    def stdout_closed(self) -> None:
+        """stdout's reader left (``run --json | head``; SIGPIPE itself is ignored by
+        Python): stop as on a signal, in order (machines stopped, unfinished jobs left for
+        --resume), and exit 141 (128 + SIGPIPE), as a process a pipe closed on does. The
+        records not written are in the log."""
+        if self.signal is not None:
+            return
+        self.signal = signal.SIGPIPE
+        _tell(
+            "stdout closed (broken pipe): stopping launches, leaving unfinished jobs for"
+            " --resume, stopping machines"
+        )
+        self.work.cancel()
 
 
 async def _stop_on_signals(
@@ -1074,7 +1117,11 @@ async def _run(
     out_dir = Path(args.out)
     job_ids: list[str] = []
     state: Any = None
-    sink: Any = JsonSink(out.stdout, notices=out.stderr) if out.json_mode else None
+    sink: Any = (
+        JsonSink(out.stdout, notices=out.stderr, closed=stopping.stdout_closed)
+        if out.json_mode
+        else None
+    )
     attach: dict[str, str] = {}
     if mode == "runcomfy":
         dev = await _dev_machine(config)

@@ -1,0 +1,73 @@
+"""``run --json | head``: once stdout's reader has left, the run stops in order, as on a
+signal (machines stopped, unfinished jobs left for --resume, ``SystemStopped``), and exits
+141 (128 + SIGPIPE). The broken pipe used to drop the live view and let the run go on unseen
+to its end (or, on the banner, be one ``error: BrokenPipeError`` line)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+import eventlog
+from conjure_actors.cli import main
+from conjure_actors.domain import events as ev
+
+pytestmark = pytest.mark.usefixtures("no_credentials")
+
+
+class ReaderLeaves(io.StringIO):
+    """A stdout whose reader leaves once a line with ``after`` was written to it."""
+
+    def __init__(self, after: str) -> None:
+        super().__init__()
+        self.after = after
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if self.gone:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.gone = self.after in text
+        return super().write(text)
+
+    def flush(self) -> None:
+        if self.gone:
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def _events(log: Path) -> list[ev.Event]:
+    return [r.event for r in eventlog.read(log, ev.Event)]
+
+
+@pytest.mark.slow  # ~4 s: a run on the embedded simulated cloud, up to a machine ready
+def test_a_run_whose_reader_left_stops_its_machines_and_exits_141(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Mid-run: every machine launched is stopped, the job is left for --resume."""
+    monkeypatch.setattr(sys, "stdout", ReaderLeaves('"type":"machine.ready"'))
+    code = main(["run", "--json", "--log", "r.log"])
+    err = capsys.readouterr().err
+    assert code == 141, err
+    assert "Traceback" not in err
+    assert "stdout closed (broken pipe): stopping launches" in err
+    events = _events(tmp_path / "r.log")
+    launched = {e.server_id for e in events if isinstance(e, ev.MachineLaunched)}
+    stopped = {e.server_id for e in events if isinstance(e, ev.MachineStopped)}
+    assert launched
+    assert launched == stopped
+    assert [e.reason for e in events if isinstance(e, ev.SystemStopped)] == ["broken pipe"]
+    assert any(isinstance(e, ev.JobInterrupted) for e in events)
+
+
+def test_a_run_whose_reader_left_before_it_started_launches_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On the banner (`run --json | true`): quiet, exit 141, no machine, no log left."""
+    monkeypatch.setattr(sys, "stdout", ReaderLeaves("run.banner"))
+    code = main(["run", "--json", "--log", "r.log"])
+    err = capsys.readouterr().err
+    assert code == 141, err
+    assert "error" not in err
+    assert not (tmp_path / "r.log").exists()
