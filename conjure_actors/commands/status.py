@@ -4,7 +4,8 @@
 - with RunComfy credentials: the account's machines, each with its status and cost so far
   (from the server's ``service_ready_at`` and the price table);
 - ``LOG`` (or the newest ``./runs/*.log``): the run recorded there, replayed: jobs by
-  status, machines and the bill.
+  status, machines and the bill (as ``replay`` bills it: a machine still running at the
+  log's last record costs what it had cost by then).
 
 Machine URLs are never printed (they are capabilities): machines are named by server id.
 """
@@ -59,6 +60,7 @@ def _newest_log() -> Path | None:
 def _show_log(path: Path) -> None:
     import eventlog
     from conjure_actors.actors.view import summarize
+    from conjure_actors.commands.replay_impl import billed_by
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.prices import format_usd
     from conjure_actors.domain.state import apply, initial_state
@@ -88,9 +90,14 @@ def _show_log(path: Path) -> None:
         why = job_failure(job)
         if why is not None:
             print(f"  job {job.job_id}: {job.status}: {why}")
+    # The bill as replay shows it (its ``billed``, as of the last record): a machine still
+    # running there (a crashed run) has cost more than its last accrual, maybe nothing yet.
+    billed = billed_by(state, state.last_at)
     for m in state.machines.values():
-        print(f"  machine {m.server_id} ({m.kind}): {m.status}, {format_usd(m.cost_micros)}")
-    print(f"  cost: {format_usd(s.cost_micros)}")
+        print(f"  machine {m.server_id} ({m.kind}): {m.status}, {format_usd(billed[m.server_id])}")
+    total = sum(billed.values())
+    accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
+    print(f"  cost: {format_usd(total)}{accrued}")
 
 
 def job_failure(job: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -113,3 +114,41 @@ def test_status_of_a_log_without_records_says_so(
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert captured.err.endswith(": no run to show\n")
+
+
+def test_status_of_a_crashed_run_bills_its_running_machine_as_replay_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A machine still running at the end of a crashed run's log is shown at what it had
+    cost by its last record (replay's ``billed``), not at $0 (no accrual logged yet)."""
+    path = tmp_path / "r.log"
+    with eventlog.open_writer(path, Event) as writer:
+        writer.append(ev.SystemStarted(run_id="r", version="0", mode="runcomfy", at=0.0))
+        writer.append(
+            ev.MachineLaunchRequested(
+                request_key="k",
+                server_type="medium",
+                workflow_version="wv",
+                estimated_duration=600,
+                at=0.0,
+            )
+        )
+        writer.append(ev.MachineLaunched(request_key="k", server_id="s1", at=1.0))
+        writer.append(
+            ev.MachineReady(
+                server_id="s1",
+                service_ready_at=10.0,
+                estimated_stopping_at=610.0,
+                rate_micros_per_hour=990_000,
+                price_table_version="t",
+                at=10.0,
+            )
+        )
+        writer.append(ev.MachineStopping(server_id="s1", reason="done", at=21.0))
+    assert main(["replay", str(path), "--json"]) == 0
+    billed = json.loads(capsys.readouterr().out)["billed"]
+    assert billed["total_micros"] == 3025  # 11 s at $0.99/h
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "machine s1 (runcomfy): stopping, $0.0030" in out
+    assert "cost: $0.0030 (the ledger accrued $0.0000)" in out
