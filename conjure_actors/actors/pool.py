@@ -612,6 +612,10 @@ class MachinePool:
         # once its job leased the machine again, or moved on (requeued, ended), or the
         # machine went (see MachineActor._reserved).
         self.reserved: dict[str, set[str]] = policy.reserved_slots(ctx.state)
+        # Machines a listing left out -> when (the log's clock) the first listing since one
+        # last showed them did: a loss confirmed later (a lookup's 404 comes after the
+        # client's own 404 retries) is billed to that listing, not to the confirmation.
+        self.missing_since: dict[str, float] = {}
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -1991,6 +1995,7 @@ class MachineActor(Actor):
                 continue
             if s is not None:
                 pool.unproven.pop(sid, None)
+                pool.missing_since.pop(sid, None)
             live = pool.live.setdefault(sid, _Live(launched_at=tnow))
             since_launch = tnow - live.launched_at
             if s is None and m.launched_at is not None and not live.launch_seen:
@@ -2078,11 +2083,18 @@ class MachineActor(Actor):
 
     async def _lose_observed(self, m: Any, s: Any, now: float, tnow: float) -> None:
         """``m`` is gone: absent (``s`` is None: its lookup answered 404, or failed too
-        often) or listed on its way out by itself."""
+        often) or listed on its way out by itself.
+
+        When it went nobody says. Absent, it went before the first listing that left it out
+        (``missing_since``): billed to that listing, not to the lookup that confirmed it
+        (seconds to a minute later: the client retries a 404 within its launch grace). So
+        the bill is at most the time between the last listing that showed it and the first
+        that did not (a poll interval) above the cloud's, never below it."""
         sid = m.server_id
         self.pool.unproven.pop(sid, None)
+        missing = self.pool.missing_since.pop(sid, now)
         reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
-        await self._lose(sid, reason, policy.gone_at(m, now))
+        await self._lose(sid, reason, policy.gone_at(m, min(now, missing) if s is None else now))
         if s is None:  # watched until it cannot bill any more: its lease's end
             self.pool.lost_watch[sid] = tnow + (
                 max(0.0, m.estimated_stopping_at - now)
@@ -2097,6 +2109,7 @@ class MachineActor(Actor):
         take it for lost as today, after LOSS_LOOKUPS failed lookups, or one past its lease
         end (it cannot bill on)."""
         sid = m.server_id
+        self.pool.missing_since.setdefault(sid, now)
         if self.ctx.runcomfy is None:
             return False
         failed = self.pool.unproven.get(sid, 0)
@@ -2130,6 +2143,7 @@ class MachineActor(Actor):
         m = self.ctx.state.machines.get(sid)
         if m is None or m.status in MACHINE_GONE or sid in self._stopping:
             self.pool.unproven.pop(sid, None)
+            self.pool.missing_since.pop(sid, None)
             return
         if msg.error:
             failed = self.pool.unproven[sid] = self.pool.unproven.get(sid, 0) + 1

@@ -178,3 +178,32 @@ async def test_a_machine_whose_loss_is_being_looked_up_takes_no_new_lease(
         assert lease.server_id != sid
         (lost,) = rig.events(ev.MachineLost)
         assert lost.server_id == sid
+
+
+async def test_a_vanished_machine_is_billed_to_the_listing_that_first_left_it_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Its lookup's 404 comes late (the client retries a 404 within its launch grace):
+    before, the loss was billed to that answer, ~30 s past the vanishing. Now to the first
+    listing that left it out: within a poll interval of the cloud's bill, never below."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=30.0) as rig:
+        _, sid = await _ready_machine(rig)
+        rc = rig.ctx.runcomfy
+        real_status = rc.status
+
+        async def slow_404(server_id: str) -> Any:
+            await trio.sleep(30)
+            return await real_status(server_id)
+
+        rc.status = slow_404
+        assert rig.sim.vanish(sid)
+        await rig.poll()
+        await trio.sleep(60)  # the lookup answers 404 (30 s after the listing)
+        (lost,) = rig.events(ev.MachineLost)
+        (bill,) = rig.sim.billing()
+        assert bill.reason == "vanished"
+        assert bill.stopped_at is not None
+        assert lost.at >= bill.stopped_at + 25  # confirmed ~30 s after it vanished
+        (stopped,) = rig.events(ev.MachineStopped)
+        assert bill.stopped_at <= stopped.stopped_at <= bill.stopped_at + 5.0 + 1.0
+        assert bill.billed_seconds <= stopped.billed_seconds <= bill.billed_seconds + 6
