@@ -1804,16 +1804,17 @@ class MachineActor(Actor):
 
     async def _lose(self, server_id: str, reason: str, stopped_at: float) -> None:
         """A machine vanished or stopped by itself: lost, final bill, its jobs requeued
-        (their WorkflowActors see ``Lease.lost`` and requeue themselves)."""
+        (their WorkflowActors see ``Lease.lost`` and requeue themselves). One the log never
+        saw Ready is billed by its launch's lease (``policy.lost_bill``), not $0."""
         state = self.ctx.state
         m = state.machines.get(server_id)
         if m is None or m.status in MACHINE_GONE:
             return
-        bill = policy.machine_stopped(
+        bill = policy.lost_bill(
             state,
             server_id,
-            stopped_at=stopped_at,
-            server_ready_at=None,
+            gone_at=stopped_at,
+            lease_seconds=self.cfg.lease_seconds,
             table=self.ctx.table,
             at=self.ctx.now(),
         )

@@ -28,6 +28,8 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
   final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready; what
   the ``DELETE``'s answer (found or 404) means for it (:func:`bill_after_delete`);
+- *the bill of a lost machine* (:func:`lost_bill`): one the log never saw Ready is billed
+  by the lease it was launched with, never $0 (:func:`unseen_ready_seconds`);
 - *the machines we pay for* (:func:`paid_machines`): RunComfy machines not stopped or lost;
 - *a prompt's slot is its job's* (:func:`prompt_machine`, :func:`reserved_slots`): after a
   restart, a machine the log shows with a job's submitted prompt on it is taken by that job
@@ -77,6 +79,7 @@ __all__ = [
     "launches_exhausted",
     "launches_needed",
     "lease_takes_job",
+    "lost_bill",
     "machine_stopped",
     "matches_intent",
     "observe",
@@ -91,6 +94,7 @@ __all__ = [
     "reserved_slots",
     "should_renew",
     "surplus_starting",
+    "unseen_ready_seconds",
 ]
 
 GONE_STATUSES = frozenset({"Deleting", "Stopping"})
@@ -477,6 +481,58 @@ def machine_stopped(
         service_ready_at=ready_at,
         rate_micros_per_hour=rate if ready_at is not None else 0,
         price_table_version=version if ready_at is not None else "",
+        at=at,
+    )
+
+
+def unseen_ready_seconds(m: Machine, gone_at: float, *, lease_seconds: float) -> int:
+    """The seconds to bill a machine the log never saw Ready, found gone at ``gone_at``.
+
+    It may have become Ready at any moment after its launch (it was launched Starting, and
+    no poll saw it Ready: between two polls, or while the runtime was down), then billed
+    until RunComfy stopped it at the end of its lease (the ``estimated_duration`` its
+    launch asked for: nobody renews a lease it never saw) or until it vanished, before
+    ``gone_at``. The most that is: its lease, and no more than the time from its launch to
+    ``gone_at``. A lease that ran out is billed exactly; one that vanished sooner, over
+    (the budget's safe side). ``lease_seconds`` (the configured lease, which bounds every
+    launch's duration) stands in for a machine whose launch duration the log lacks."""
+    lease = m.launch_duration if m.launch_duration is not None else math.ceil(lease_seconds)
+    if m.launched_at is None:
+        return lease
+    return min(lease, billed_seconds(m.launched_at, gone_at))
+
+
+def lost_bill(
+    state: State,
+    server_id: str,
+    *,
+    gone_at: float,
+    lease_seconds: float,
+    table: PriceTable,
+    at: float,
+) -> ev.MachineStopped:
+    """The final bill of a machine lost (vanished, stopped by itself, gone while the
+    runtime was down: no ``DELETE`` of ours answered) and gone by ``gone_at``
+    (:func:`gone_at`). Seen Ready: from its Ready time to ``gone_at``. Never seen Ready:
+    it may have billed all the same (:func:`unseen_ready_seconds`), so it is priced by the
+    table, with no Ready time (``service_ready_at`` None: nobody knows it)."""
+    m = state.machines.get(server_id)
+    if m is None:
+        raise CommandRejectedError(f"no machine {server_id}")
+    if m.service_ready_at is not None or m.server_type is None:
+        return machine_stopped(
+            state, server_id, stopped_at=gone_at, server_ready_at=None, table=table, at=at
+        )
+    seconds = unseen_ready_seconds(m, gone_at, lease_seconds=lease_seconds)
+    rate = m.rate_micros_per_hour or table.rate(m.server_type)
+    version = m.price_table_version or table.version
+    return ev.MachineStopped(
+        server_id=server_id,
+        stopped_at=gone_at,
+        billed_seconds=seconds,
+        cost_micros=cost_micros(rate, seconds),
+        rate_micros_per_hour=rate,
+        price_table_version=version,
         at=at,
     )
 

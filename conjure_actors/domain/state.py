@@ -284,6 +284,9 @@ class Machine:
     stop_reason: str | None = None
     lost_reason: str | None = None
     stop_still_up: bool = False  # its last DELETE's 200 showed it still up: billing goes on
+    # The ``estimated_duration`` its launch asked for (its first lease: RunComfy stops it
+    # that long after Ready); what a loss bills a machine the log never saw Ready by.
+    launch_duration: int | None = None
 
 
 @attrs.define(slots=True)
@@ -762,6 +765,7 @@ def _launched(s: State, e: ev.MachineLaunched) -> None:
         machine.server_type = request.server_type
         machine.workflow_version = request.workflow_version
         machine.max_jobs = request.max_jobs
+        machine.launch_duration = request.estimated_duration
 
 
 def _launch_failed(s: State, e: ev.MachineLaunchFailed) -> None:
@@ -845,6 +849,11 @@ def _stopped(s: State, e: ev.MachineStopped) -> None:
         m.rate_micros_per_hour = e.rate_micros_per_hour
         m.price_table_version = e.price_table_version
         _note_table(s, e.price_table_version)
+    elif m.service_ready_at is None and e.rate_micros_per_hour and not m.rate_micros_per_hour:
+        # Lost before the log saw it Ready, billed by its launch's lease: priced all the same.
+        m.rate_micros_per_hour = e.rate_micros_per_hour
+        m.price_table_version = e.price_table_version
+        _note_table(s, e.price_table_version)
     m.stopped_at = e.stopped_at
     m.billed_seconds = e.billed_seconds
     m.accrued_until = e.stopped_at
@@ -892,8 +901,10 @@ def _adopted(s: State, e: ev.MachineAdopted) -> None:
     if m is None:
         m = s.machines[e.server_id] = Machine(server_id=e.server_id)
     if e.request_key is not None:
-        s.launch_requests.pop(e.request_key, None)
+        request = s.launch_requests.pop(e.request_key, None)
         m.request_key = e.request_key
+        if request is not None:  # adopted by the marker it echoes: that duration
+            m.launch_duration = request.estimated_duration
     m.adopted = True
     m.server_type = e.server_type
     m.max_jobs = e.max_jobs

@@ -13,10 +13,11 @@ listing every one. Call it after every step of a test (the state machine does).
   illegal transition was ever logged);
 - ``machines``: no machine bills in the cloud that the runtime does not know (a launch whose
   answer it has not seen yet is allowed while its intent is logged);
-- ``ledger``: a stopped machine costs in the ledger exactly what the cloud billed; a running
-  one no more than the cloud billed so far; the ledger's total is the sum of its machines;
-  the cloud's bill never exceeds the budget (or the spend when the budget was lowered below
-  it) by more than one lease;
+- ``ledger``: a stopped machine costs in the ledger exactly what the cloud billed (a lost
+  one, whose end nobody tells: never less, at most up to when it was found gone; one never
+  seen Ready, by its launch's lease); a running one no more than the cloud billed so far;
+  the ledger's total is the sum of its machines; the cloud's bill never exceeds the budget
+  (or the spend when the budget was lowered below it) by more than one lease;
 - ``prompts``: every prompt a ComfyUI executed was logged (``PromptSubmitting``) before it
   was sent, no prompt id ran twice, and no job attempt ran two prompts;
 - ``slots``: no machine ever had more of our prompts in ComfyUI at once than its jobs limit;
@@ -32,7 +33,6 @@ job terminal, no machine running anywhere, and the ledger equal to the cloud's b
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -43,7 +43,7 @@ import eventlog
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain import state as st
-from conjure_actors.domain.prices import machine_cost_micros
+from conjure_actors.domain.prices import cost_micros, machine_cost_micros
 from conjure_actors.runtime.events import ActorCrashed
 
 if TYPE_CHECKING:
@@ -304,30 +304,27 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
                 if m.estimated_stopping_at is not None:
                     end = min(end, m.estimated_stopping_at)
                 seen = found_gone.get(m.server_id, now)
-                if m.cost_micros != _cost_until(m, end) or bill.cost_micros > _cost_until(m, seen):
+                to_stop, to_seen = _lost_cost(h, m, bill, end), _lost_cost(h, m, bill, seen)
+                if m.cost_micros != to_stop or bill.cost_micros > to_seen:
                     problems.append(
                         f"ledger: {m.server_id}, stopping at the crash, costs {m.cost_micros}"
-                        f" µ$ in the ledger (to its stop: {_cost_until(m, end)} µ$); the"
-                        f" cloud billed {bill.cost_micros} µ$"
+                        f" µ$ in the ledger (to its stop: {to_stop} µ$); the cloud billed"
+                        f" {bill.cost_micros} µ$"
                     )
-            elif bill.reason == "vanished" and m.service_ready_at is None:
-                # It became Ready and vanished between two polls: the runtime never saw it
-                # Ready, so it can know neither when billing started nor when it ended,
-                # and bills nothing. What it must do is find it gone within a poll or two
-                # (checked here: the cloud's bill fits between the last time the runtime
-                # saw it Starting and when it found it gone).
+            elif m.lost_reason is not None and m.service_ready_at is None:
+                # Lost, never seen Ready: it may have become Ready and vanished (or run to
+                # its lease's end) between two polls or while the runtime was down, or
+                # gone before Ready. The runtime knows neither when billing started nor
+                # when it ended, so bills the most it can have cost: its launch's lease,
+                # at most the time from its launch to when it was found gone
+                # (policy.unseen_ready_seconds). Never less than the cloud billed.
                 seen = found_gone.get(m.server_id, now)
-                since = _last_seen_starting(h, m.server_id)
-                most = (
-                    machine_cost_micros(bill.rate_micros_per_hour, since, seen)
-                    if math.isfinite(since)
-                    else 0
-                )
-                if m.cost_micros != 0 or bill.cost_micros > most:
+                most = _lost_cost(h, m, bill, seen)
+                if not bill.cost_micros <= m.cost_micros <= most:
                     problems.append(
                         f"ledger: {m.server_id}, never seen Ready, costs {m.cost_micros} µ$"
-                        f" in the ledger; the cloud billed {bill.cost_micros} µ$, more than"
-                        f" the {most} µ$ between {since:.0f} and {seen:.0f}"
+                        f" in the ledger; the cloud billed {bill.cost_micros} µ$ and its"
+                        f" launch's lease up to when it was found gone is {most} µ$"
                     )
             elif bill.reason == "vanished":
                 # Nobody can learn when a machine vanished (it is just gone: 404): the
@@ -391,23 +388,18 @@ def _found_gone_at(h: Harness) -> dict[str, float]:
     return out
 
 
-def _last_seen_starting(h: Harness, server_id: str) -> float:
-    """The last logged moment the runtime knew ``server_id`` to be starting (launched,
-    adopted, or a status observed; polls that change nothing are not logged, so this is
-    a lower bound)."""
-    at = -math.inf
-    for record in h.log.records():
-        event = record.event
-        if getattr(event, "server_id", None) == server_id and isinstance(
-            event, ev.MachineLaunched | ev.MachineAdopted | ev.MachineStatusObserved
-        ):
-            at = event.at
-    return at
-
-
 def _cost_until(m: st.Machine, until: float) -> int:
     """What ``m`` costs from its ready time to ``until`` (the billing rule)."""
     return machine_cost_micros(m.rate_micros_per_hour, m.service_ready_at, until)
+
+
+def _lost_cost(h: Harness, m: st.Machine, bill: Any, until: float) -> int:
+    """What a lost ``m`` found gone at ``until`` is billed: from its Ready time, or, never
+    seen Ready, by its launch's lease (``policy.unseen_ready_seconds``)."""
+    if m.service_ready_at is not None:
+        return _cost_until(m, until)
+    seconds = policy.unseen_ready_seconds(m, until, lease_seconds=h.settings.lease_seconds)
+    return cost_micros(m.rate_micros_per_hour or bill.rate_micros_per_hour, seconds)
 
 
 def _prompt_owners(h: Harness) -> dict[str, tuple[str, int]]:

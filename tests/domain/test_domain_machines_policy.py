@@ -24,6 +24,7 @@ from conjure_actors.domain.machines_policy import (
     launches_exhausted,
     launches_needed,
     lease_takes_job,
+    lost_bill,
     machine_stopped,
     matches_intent,
     observe,
@@ -35,6 +36,7 @@ from conjure_actors.domain.machines_policy import (
     reserved_slots,
     should_renew,
     surplus_starting,
+    unseen_ready_seconds,
 )
 from conjure_actors.domain.prices import billed_seconds, cost_micros, default_price_table
 from conjure_actors.domain.state import (
@@ -237,6 +239,54 @@ def test_a_machine_taken_for_lost_then_found_up_and_stopped_gets_its_bill_replac
     assert state.machines["s1"].cost_micros == bill.cost_micros > 0
     assert state.ledger.total_micros == bill.cost_micros
     assert state.anomalies == []
+
+
+def test_a_machine_lost_never_seen_ready_is_billed_by_its_launchs_lease() -> None:
+    """Gone while the runtime was down, never seen Ready (before: billed $0, while RunComfy
+    billed it from Ready to its lease end): billed its launch's estimated_duration, the
+    most it can have cost, priced by the table, in the ledger, with no Ready time."""
+    state = initial_state()
+    _starting_machine(state)  # launched at 1.0 with estimated_duration 600
+    apply(state, ev.MachineLost(server_id="s1", reason="gone while we were down", at=900.0))
+    bill = lost_bill(state, "s1", gone_at=900.0, lease_seconds=600.0, table=TABLE, at=900.0)
+    rate = TABLE.rate("medium")
+    assert (bill.billed_seconds, bill.cost_micros) == (600, cost_micros(rate, 600))
+    assert (bill.service_ready_at, bill.rate_micros_per_hour) == (None, rate)
+    apply(state, bill)
+    m = state.machines["s1"]
+    assert (m.status, m.cost_micros, m.rate_micros_per_hour) == ("stopped", bill.cost_micros, rate)
+    assert state.ledger.total_micros == bill.cost_micros
+    assert state.ledger.price_table_versions == [TABLE.version]
+    assert state.anomalies == []
+
+
+def test_a_machine_lost_never_seen_ready_bills_at_most_the_time_since_its_launch() -> None:
+    """Found gone 100 s after its launch: it cannot have billed more than 100 s."""
+    state = initial_state()
+    m = _starting_machine(state)
+    assert m.launch_duration == 600
+    assert unseen_ready_seconds(m, 100.5, lease_seconds=900.0) == 100  # ceil(100.5 - 1.0)
+    m.launch_duration = None  # a log without it: the configured lease bounds it
+    assert unseen_ready_seconds(m, 5000.0, lease_seconds=300.0) == 300
+
+
+def test_a_machine_lost_after_it_was_seen_ready_is_billed_from_its_ready_time() -> None:
+    """Seen Ready: from its logged Ready time to when it was found gone, as before."""
+    state = initial_state()
+    _starting_machine(state)
+    apply(
+        state,
+        ev.MachineReady(
+            server_id="s1",
+            service_ready_at=50.0,
+            estimated_stopping_at=650.0,
+            rate_micros_per_hour=3_600_000,
+            price_table_version="t",
+            at=51.0,
+        ),
+    )
+    bill = lost_bill(state, "s1", gone_at=80.0, lease_seconds=600.0, table=TABLE, at=81.0)
+    assert (bill.billed_seconds, bill.cost_micros) == (30, 30_000)
 
 
 def test_stop_bills_ceil_seconds_and_the_half_up_cost() -> None:

@@ -201,3 +201,25 @@ async def test_a_listing_that_misses_a_running_machine_does_not_lose_it(
         await _until(h, lambda: not any(cloud_tricks(h).hidden.values()))
         await _quiet(h)
         assert [m.lost_reason for m in h.state.machines.values() if m.lost_reason] == []
+
+
+async def test_a_machine_ready_and_expired_while_the_runtime_was_down_is_billed_its_lease(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The runtime dies right after a launch; the machine becomes Ready and runs to its
+    lease's end while nothing watches; the resume finds it gone. Before, its bill was $0
+    ("gone while we were down", never seen Ready) while RunComfy billed the whole lease:
+    now the ledger bills its launch's lease, the cloud's bill exactly."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1)) as h:
+        job = await h.submit(_job())
+        assert job is not None
+        await _until(h, lambda: any(m.status == "starting" for m in h.state.machines.values()))
+        await h.crash()
+        await h.advance(60.0 + 300.0 + 60.0)  # Ready, its lease (300 s) out, gone
+        await h.start()
+        lost = [m for m in h.state.machines.values() if m.lost_reason]
+        assert [m.lost_reason for m in lost] == ["gone while we were down"]
+        (bill,) = [b for b in h.cloud.billing() if b.server_id == lost[0].server_id]
+        assert bill.reason == "lease_expired"
+        assert lost[0].cost_micros == bill.cost_micros > 0
+        await _quiet(h)
