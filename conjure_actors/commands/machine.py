@@ -5,7 +5,9 @@ and answers ``/system_stats``, and records it in a state file (mode 0600, defaul
 ``~/.conjure/dev_machine.json``, config ``dev_state_file``). While it is alive, ``run``
 attaches to it instead of waiting for a new machine (and does not pay for it twice: the dev
 machine's cost is its own, shown by ``machine status``). ``machine down`` stops it and
-prints its final bill. The state file holds the machine URL, which is a capability: it is
+prints its final bill. One found gone (it vanished, or its lease ran out) is billed up to
+the first look that found it gone (``DevMachine.gone_at``), "at most": nobody tells when it
+went. The state file holds the machine URL, which is a capability: it is
 never printed.
 
 From just before its ``POST /servers`` until the machine is recorded, ``machine up`` keeps
@@ -118,9 +120,21 @@ class DevMachine:
     rate_micros_per_hour: int
     price_table_version: str
     launched_at: float
+    # When a look (``machine status``, ``down``) first found it gone (404, or stopping by
+    # itself): it went before then, at a moment nobody tells, so its bill ends there at
+    # the latest (None: not found gone yet; absent from older files).
+    gone_at: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self), indent=2)
+
+    def billed_until(self, now: float) -> float:
+        """The latest moment it can have billed to, as of ``now``: when it was first
+        found gone, and never past its lease's end (RunComfy stops it then)."""
+        until = now if self.gone_at is None else min(now, self.gone_at)
+        if self.estimated_stopping_at is not None:
+            until = min(until, self.estimated_stopping_at)
+        return until
 
     def __repr__(self) -> str:  # the URL is a capability
         return f"DevMachine(server_id={self.server_id!r}, url=<redacted>)"
@@ -345,22 +359,54 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
         print(f"no dev machine recorded in {path}")
         return 0 if args.action == "status" else 1
     if args.action == "status":
-        alive = await _alive(rc, recorded.server_id)
+        server = await _look(rc, recorded.server_id)
+        alive = _up(server)
+        if alive is not None:
+            # Up: billing runs on to now (its lease's end as RunComfy has it now, which
+            # `run` or the dashboard may have moved since it was recorded).
+            if recorded.gone_at is not None:  # a look that missed it: up after all
+                recorded = attrs.evolve(recorded, gone_at=None)
+                write_dev_machine(path, recorded)
+            recorded = attrs.evolve(recorded, estimated_stopping_at=server.estimated_stopping_at)
+        elif recorded.gone_at is None:
+            # The first look that finds it gone: its bill ends here at the latest (a
+            # later look must not bill it on), so this moment is recorded.
+            recorded = attrs.evolve(recorded, gone_at=time.time())
+            write_dev_machine(path, recorded)
         cost = machine_cost_micros(
-            recorded.rate_micros_per_hour, recorded.service_ready_at, time.time()
+            recorded.rate_micros_per_hour,
+            recorded.service_ready_at,
+            recorded.billed_until(time.time()),
         )
+        if alive is not None:
+            print(
+                f"dev machine {recorded.server_id}: {alive}; "
+                f"{recorded.server_type}; cost so far {format_usd(cost)}"
+            )
+            return 0
         print(
-            f"dev machine {recorded.server_id}: {alive or 'gone'}; "
-            f"{recorded.server_type}; cost so far {format_usd(cost)}"
+            f"dev machine {recorded.server_id}: gone (it vanished, or its lease ran out);"
+            f" {recorded.server_type}; billed at most {format_usd(cost)} (up to when it was"
+            " first found gone: when it went nobody tells); `machine down` forgets it"
         )
-        return 0 if alive else 1
+        return 1
     stopped = await rc.stop(recorded.server_id, missing_ok=True)
-    stopped_at = time.time()
-    if stopped is None and recorded.estimated_stopping_at is not None:
-        stopped_at = min(stopped_at, recorded.estimated_stopping_at)
-    cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, stopped_at)
+    # A 404: it was gone before this DELETE (it vanished, or its lease ran out), at a
+    # moment nobody tells: billed to the first look that found it gone at the latest (this
+    # one, or an earlier `machine status`), never past its lease's end.
+    now = time.time()
+    until = recorded.billed_until(now) if stopped is None else now
+    cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, until)
     await trio.Path(path).unlink(missing_ok=True)
-    print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}", flush=True)
+    if stopped is None:
+        print(
+            f"dev machine {recorded.server_id} was already gone (it vanished, or its lease"
+            f" ran out); billed at most {format_usd(cost)} (up to when it was first found"
+            " gone: when it went nobody tells)",
+            flush=True,
+        )
+    else:
+        print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}", flush=True)
     if damaged is not None:
         raise damaged
     return 0
@@ -518,10 +564,16 @@ async def _settle_pending(
         stopped_at = min(stopped_at, server.estimated_stopping_at)
     pending_path(path).unlink(missing_ok=True)
     cost = machine_cost_micros(rate, server.service_ready_at, stopped_at)
-    print(
-        f"machine {server.server_id} (launched by an interrupted `machine up`) stopped;"
-        f" cost {format_usd(cost)}"
-    )
+    if stopped is None:  # gone before the DELETE, nobody tells when: to now at the latest
+        print(
+            f"machine {server.server_id} (launched by an interrupted `machine up`) was"
+            f" already gone; billed at most {format_usd(cost)}"
+        )
+    else:
+        print(
+            f"machine {server.server_id} (launched by an interrupted `machine up`) stopped;"
+            f" cost {format_usd(cost)}"
+        )
     return server
 
 
@@ -650,17 +702,26 @@ async def launch_or_find(
     )
 
 
-async def _alive(rc: Any, server_id: str) -> str | None:
-    """The machine's status if it is still there and not going away."""
+async def _look(rc: Any, server_id: str) -> Any:
+    """The machine's record (``GET /servers/{id}``), or None once it is gone (404)."""
     from conjure_actors.clients.errors import ServerNotFoundError
 
     try:
-        server = await rc.status(server_id)
+        return await rc.status(server_id)
     except ServerNotFoundError:
         return None
-    if server.status in ("Deleting", "Stopping"):
+
+
+def _up(server: Any) -> str | None:
+    """The status of a machine's record if it is still there and not going away."""
+    if server is None or server.status in ("Deleting", "Stopping"):
         return None
     return str(server.status)
+
+
+async def _alive(rc: Any, server_id: str) -> str | None:
+    """The machine's status if it is still there and not going away."""
+    return _up(await _look(rc, server_id))
 
 
 async def attachable_dev_machine(config: Config, rc: Any) -> DevMachine | None:
