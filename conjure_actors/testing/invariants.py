@@ -447,7 +447,8 @@ _SLOT_EVENTS: Final = (ev.PromptSubmitting, ev.ExecutionStarted, ev.MachineLease
 def check_slots(h: Harness) -> list[str]:
     """No machine ever had more of our prompts in ComfyUI's hands at once than its
     ``max_jobs``: folded from the log (jobs running there whose execution is submitting,
-    submitted or started), not from the leases the pool counts, which it checks."""
+    submitted or started, leased or not: a restart's adoption drops a machine's leases
+    while a prompt still runs there), not from the leases the pool counts, which it checks."""
     state = st.initial_state()
     for record in h.log.records():
         event = record.event
@@ -463,8 +464,10 @@ def check_slots(h: Harness) -> list[str]:
             continue
         running = [
             job.job_id
-            for job in (state.jobs.get(j) for j in machine.leases)
-            if job is not None and job.status == st.RUNNING and job.execution in _IN_COMFYUI
+            for job in state.jobs.values()
+            if job.server_id == machine.server_id
+            and job.status == st.RUNNING
+            and job.execution in _IN_COMFYUI
         ]
         if len(running) > machine.max_jobs:
             return [

@@ -67,6 +67,28 @@ async def test_crash_mid_prompt_resumes_and_finishes(mock_clock: trio.testing.Mo
         assert h.crashes == 1
 
 
+async def test_a_crash_with_a_job_queued_behind_a_prompt_keeps_one_prompt_per_slot(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """One machine of one slot, a crash while job A's prompt runs and job B waits: the
+    resumed runtime re-attaches A and gives B the machine only after A's prompt ended
+    (check_slots counts the prompts a machine holds, leased or not: a restart's adoption
+    drops the leases, and B's prompt was once queued behind A's on the same machine)."""
+    async with open_harness(HarnessSettings(seed=5, max_machines=1)) as h:
+        first = await h.submit(_conjure_job(seed=1))
+        second = await h.submit(_conjure_job(seed=2))
+        assert first is not None
+        assert second is not None
+        await _wait_for(h, lambda: h.state.jobs[first].execution == "started")
+        assert h.state.jobs[second].status == "queued"
+        await h.restart()
+        assert await h.run_until_quiet()
+        check_all(h)
+        check_quiet(h)
+        assert {h.state.jobs[j].status for j in (first, second)} == {"succeeded"}
+        assert h.state.jobs[first].attempt == 1
+
+
 async def test_crash_cuts_the_dead_runtimes_network(mock_clock: trio.testing.MockClock) -> None:
     """Once crashed, an incarnation's transport refuses every request."""
     inner = httpx.MockTransport(lambda request: httpx.Response(200))
