@@ -266,7 +266,12 @@ class JsonSink:
             self._last_progress[event.job_id] = ts
         self.stream.write(event_json_line(seq, ts, event) + "\n")
         if self.notices is not None and (notice := budget_notice(event)) is not None:
-            print(notice, file=self.notices, flush=True)
+            # On its own guard: a closed stderr is not a closed stdout (whose reader
+            # leaving stops the run); the notice's event is on stdout and in the log.
+            try:
+                print(notice, file=self.notices, flush=True)
+            except OSError as exc:
+                log.info("%s (not shown: %s)", notice, exc)
         if kind in _ENDS:
             job = state.jobs.get(event.job_id) if state is not None else None
             if job is not None and job.status in ("failed", "cancelled"):

@@ -13,6 +13,7 @@ import pytest
 
 import eventlog
 from conjure_actors.cli import main
+from conjure_actors.commands.run import JsonSink
 from conjure_actors.domain import events as ev
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
@@ -71,3 +72,28 @@ def test_a_run_whose_reader_left_before_it_started_launches_nothing(
     assert code == 141, err
     assert "error" not in err
     assert not (tmp_path / "r.log").exists()
+
+
+class Closed(io.StringIO):
+    """A stream whose reader has left."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stderr_does_not_stop_the_run_as_a_closed_stdout() -> None:
+    """The budget notice's print to a closed stderr: the event's line is on stdout and the
+    run goes on (it was taken for stdout's reader leaving, and the run stopped)."""
+    stdout_closed: list[bool] = []
+    stream = io.StringIO()
+    sink = JsonSink(stream, notices=Closed(), closed=lambda: stdout_closed.append(True))
+    told = ev.BudgetLimitReached(
+        what="renewal", spent_micros=37_425, committed_micros=40_197, limit_micros=90_000, at=1.0
+    )
+    sink.record(1, 1.0, told, None)
+    sink.close()
+    assert stdout_closed == []
+    assert '"type":"cost.budget_limit_reached"' in stream.getvalue()
