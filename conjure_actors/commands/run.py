@@ -613,13 +613,16 @@ class _Stopping:
         self.signal: signal.Signals | None = None
         self.work = trio.CancelScope()
         self.conjure: Any = None
+        self.ended = False  # the work is over (the run's stop has its reason)
 
     def stdout_closed(self) -> None:
         """stdout's reader left (``run --json | head``; SIGPIPE itself is ignored by
         Python): stop as on a signal, in order (machines stopped, unfinished jobs left for
         --resume), and exit 141 (128 + SIGPIPE), as a process a pipe closed on does. The
-        records not written are in the log."""
-        if self.signal is not None:
+        records not written are in the log. Once the work has ended there is nothing to
+        stop: the rest of the output is dropped, without a word (the exit is 141 all the
+        same: ``cli.main``'s last flush finds the pipe closed)."""
+        if self.signal is not None or self.ended:
             return
         self.signal = signal.SIGPIPE
         _tell(
@@ -1213,6 +1216,7 @@ async def _run(
                         await conjure.wait_until_idle()
                 interrupted = stopping.signal
                 reason = _REASONS[interrupted] if interrupted is not None else "done"
+                stopping.ended = True
                 left = await conjure.shutdown(reason)
             state = journal.state
     finally:

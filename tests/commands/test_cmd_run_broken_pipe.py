@@ -62,6 +62,22 @@ def test_a_run_whose_reader_left_stops_its_machines_and_exits_141(
     assert any(isinstance(e, ev.JobInterrupted) for e in events)
 
 
+@pytest.mark.slow  # ~4 s: a run on the embedded simulated cloud, to its end
+def test_a_reader_that_leaves_after_the_jobs_ended_stops_nothing_and_says_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The run's work is over (it stops, reason done): the rest of the output is dropped,
+    no "stdout closed ... stopping machines" line, exit 141; the job succeeded."""
+    monkeypatch.setattr(sys, "stdout", ReaderLeaves('"type":"system.stopped"'))
+    code = main(["run", "--json", "--log", "r.log"])
+    err = capsys.readouterr().err
+    assert code == 141, err
+    assert "stdout closed" not in err
+    events = _events(tmp_path / "r.log")
+    assert [e.reason for e in events if isinstance(e, ev.SystemStopped)] == ["done"]
+    assert any(isinstance(e, ev.JobSucceeded) for e in events)
+
+
 def test_a_run_whose_reader_left_before_it_started_launches_nothing(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
