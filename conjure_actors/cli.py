@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TextIO
 
 from conjure_actors import __version__
 from conjure_actors.errors import ConjureError, UsageError
@@ -154,9 +154,33 @@ def _error_lines(exc: UsageError) -> list[str]:
     return [f"error: {exc}"]
 
 
-def _stdout_to_devnull() -> None:
+def _reader_left(stream: TextIO) -> bool:
+    """Whether ``stream`` (stdout, stderr) is a pipe whose reader has left: its flush
+    fails so, or (nothing left to flush) the pipe reports the error end (POLLERR)."""
+    import select
+
     try:
-        fd = sys.stdout.fileno()
+        stream.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):  # closed, or not a pipe
+        return False
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (replaced in-process)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _stdout_to_devnull() -> None:
+    _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream: TextIO) -> None:
+    try:
+        fd = stream.fileno()
     except (OSError, ValueError):  # not a file (replaced in-process): nothing to flush to
         return
     null = os.open(os.devnull, os.O_WRONLY)
@@ -181,15 +205,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args._module.main(args))
         sys.stdout.flush()  # what is left in its buffer: the reader may have left
         return code
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
         # `status LOG | head`: the reader of stdout left. Python's documented handling
         # (the signal module's note on SIGPIPE): exit quietly, with stdout pointed at
         # /dev/null so that the interpreter's last flush cannot fail again. (A run that
-        # sees it mid-run stops in order first: commands/run.py.)
+        # sees it mid-run stops in order first: commands/run.py.) Only then: a pipe
+        # closed under another write (a socket, a subprocess's pipe) is an error to say.
         if debug:
             raise
-        _stdout_to_devnull()
-        return EXIT_BROKEN_PIPE
+        if _reader_left(sys.stdout):
+            _stdout_to_devnull()
+            return EXIT_BROKEN_PIPE
+        if _reader_left(sys.stderr):
+            _to_devnull(sys.stderr)
+            return EXIT_BROKEN_PIPE
+        print(
+            f"error: {exc} (a connection or pipe the command wrote to closed; not stdout):"
+            " run it again, with --debug to see where",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except KeyboardInterrupt:
         if debug:
             raise

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -18,16 +19,24 @@ from conjure_actors.domain.events import Event, SystemStarted
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class Closed(io.StringIO):
+    """A stdout whose reader has left (what it holds cannot be flushed)."""
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def reader_left(args: object) -> int:
+    raise BrokenPipeError(32, "Broken pipe")
+
+
 def test_a_command_whose_reader_left_exits_141_without_a_word(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The BrokenPipeError of a command's print: no traceback, no line, exit 141, stdout
     pointed at /dev/null (so that the interpreter's last flush cannot fail again)."""
     silenced: list[bool] = []
-
-    def reader_left(args: object) -> int:
-        raise BrokenPipeError(32, "Broken pipe")
-
+    monkeypatch.setattr(sys, "stdout", Closed())
     monkeypatch.setattr(status, "main", reader_left)
     monkeypatch.setattr(cli, "_stdout_to_devnull", lambda: silenced.append(True))
     assert cli.main(["status", "x.log"]) == cli.EXIT_BROKEN_PIPE == 141
@@ -35,12 +44,36 @@ def test_a_command_whose_reader_left_exits_141_without_a_word(
     assert silenced == [True]
 
 
+def test_a_pipe_whose_reader_left_with_nothing_to_flush_is_stdout_s(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real pipe as stdout, its reader gone, nothing buffered: still quiet, exit 141 (the
+    pipe itself tells that its reader left)."""
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        monkeypatch.setattr(cli, "_stdout_to_devnull", lambda: None)
+        monkeypatch.setattr(status, "main", reader_left)
+        assert cli.main(["status", "x.log"]) == cli.EXIT_BROKEN_PIPE
+        monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_s_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BrokenPipeError of a socket or a subprocess's pipe while stdout is fine: one
+    ``error:`` line, exit 1 (it was a silent 141, as if stdout's reader had left)."""
+    monkeypatch.setattr(status, "main", reader_left)
+    monkeypatch.setattr(cli, "_stdout_to_devnull", lambda: pytest.fail("stdout is fine"))
+    assert cli.main(["status", "x.log"]) == cli.EXIT_ERROR
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: [Errno 32] Broken pipe (a connection or pipe")
+
+
 def test_debug_shows_the_broken_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
     """--debug keeps the traceback, as for every other error."""
-
-    def reader_left(args: object) -> int:
-        raise BrokenPipeError(32, "Broken pipe")
-
     monkeypatch.setattr(status, "main", reader_left)
     with pytest.raises(BrokenPipeError):
         cli.main(["--debug", "status", "x.log"])
