@@ -15,6 +15,10 @@ the launch in ``STATE.launching`` (its marker, then the server's id): interrupte
 (Ctrl-C while it looks for the machine of a launch whose answer was lost, a kill), it stops
 the machine if one look finds it, else says so, and a later ``machine down`` stops it,
 ``machine status`` reports it, ``machine up`` adopts it.
+
+A closed stdout (``machine up | head``) changes nothing of that: the lines go to stderr from
+then on and the command does its work (a broken pipe between a launch and its record used
+to leave the machine billing, recorded nowhere, exit 141 without a word).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -140,6 +145,24 @@ class DevMachine:
         return f"DevMachine(server_id={self.server_id!r}, url=<redacted>)"
 
 
+def _say(text: str) -> None:
+    """One line on stdout; once stdout's reader has left (`machine up | head`), on stderr:
+    a closed pipe must neither cut a launch off from its record or its stop (it would bill,
+    recorded nowhere) nor hide what became of a machine. The command does its work."""
+    if sys.stdout not in _READER_LEFT:
+        try:
+            print(text, flush=True)
+            return
+        except OSError:  # its reader left (EPIPE), the terminal went (EIO)
+            _READER_LEFT.append(sys.stdout)
+    with contextlib.suppress(OSError):  # no stderr either: the state files still say it
+        print(text, file=sys.stderr, flush=True)
+
+
+_READER_LEFT: list[Any] = []
+"""The stdouts found closed (by identity: tests replace ``sys.stdout``)."""
+
+
 def state_path(config: Config, override: str | None = None) -> Path:
     return Path(os.path.expanduser(override or config.dev_state_file))
 
@@ -251,7 +274,21 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "up":
         require_priced_server_type(config)
     path = state_path(config, args.state_file)
-    return trio.run(_main, args, config, path)
+    try:
+        return trio.run(_main, args, config, path)
+    finally:
+        if sys.stdout in _READER_LEFT:  # its lines went to stderr: the exit's flush must not
+            _stdout_to_devnull()  # fail on what is left in stdout's buffer
+
+
+def _stdout_to_devnull() -> None:
+    with contextlib.suppress(OSError, ValueError):  # not a file (replaced in-process)
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
@@ -328,9 +365,7 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
         if recorded is not None:
             alive = await _alive(rc, recorded.server_id)
             if alive:
-                print(
-                    f"dev machine {recorded.server_id} is already up ({alive}); state file {path}"
-                )
+                _say(f"dev machine {recorded.server_id} is already up ({alive}); state file {path}")
                 return 0
         version = config.runcomfy.workflow_version
         if not version:
@@ -342,7 +377,7 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
                 version,
                 server_type,
                 int(args.duration),
-                say=lambda text: print(text, flush=True),
+                say=_say,
                 record=lambda launch: write_pending_launch(path, launch),
             )
         except BaseException:
@@ -356,7 +391,7 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
                 return 0 if found is not None else 1
             return 0
     if recorded is None:
-        print(f"no dev machine recorded in {path}")
+        _say(f"no dev machine recorded in {path}")
         return 0 if args.action == "status" else 1
     if args.action == "status":
         server = await _look(rc, recorded.server_id)
@@ -379,12 +414,12 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
             recorded.billed_until(time.time()),
         )
         if alive is not None:
-            print(
+            _say(
                 f"dev machine {recorded.server_id}: {alive}; "
                 f"{recorded.server_type}; cost so far {format_usd(cost)}"
             )
             return 0
-        print(
+        _say(
             f"dev machine {recorded.server_id}: gone (it vanished, or its lease ran out);"
             f" {recorded.server_type}; billed at most {format_usd(cost)} (up to when it was"
             " first found gone: when it went nobody tells); `machine down` forgets it"
@@ -399,14 +434,13 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
     cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, until)
     await trio.Path(path).unlink(missing_ok=True)
     if stopped is None:
-        print(
+        _say(
             f"dev machine {recorded.server_id} was already gone (it vanished, or its lease"
             f" ran out); billed at most {format_usd(cost)} (up to when it was first found"
             " gone: when it went nobody tells)",
-            flush=True,
         )
     else:
-        print(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}", flush=True)
+        _say(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
     if damaged is not None:
         raise damaged
     return 0
@@ -422,17 +456,14 @@ async def _wait_and_record(
     table = default_price_table(config.runcomfy.plan)
     server_type = server.server_type or config.runcomfy.server_type
     version = server.workflow_version_id or config.runcomfy.workflow_version
-    print(
-        f"{how} dev machine {server.server_id} ({server_type}); waiting until it is Ready...",
-        flush=True,
-    )
-    try:
+    try:  # from here on, anything that ends the wait stops the machine
+        _say(f"{how} dev machine {server.server_id} ({server_type}); waiting until it is Ready...")
         server = await rc.wait_until_ready(server.server_id, give_up_after=args.wait, interval=2.0)
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(30):
             await rc.stop(server.server_id, missing_ok=True)
             pending_path(path).unlink(missing_ok=True)
-            print(f"stopped dev machine {server.server_id}")
+            _say(f"stopped dev machine {server.server_id}")
         raise
     machine = DevMachine(
         server_id=server.server_id,
@@ -447,8 +478,8 @@ async def _wait_and_record(
     )
     write_dev_machine(path, machine)
     pending_path(path).unlink(missing_ok=True)
-    print(f"dev machine {machine.server_id} is Ready; recorded in {path} (mode 0600)")
-    print("`run` attaches to it while it is alive; `machine down` stops it")
+    _say(f"dev machine {machine.server_id} is Ready; recorded in {path} (mode 0600)")
+    _say("`run` attaches to it while it is alive; `machine down` stops it")
     return 0
 
 
@@ -480,10 +511,9 @@ async def _find_landing(rc: Any, pending: PendingLaunch, interval: float = 5.0) 
     left = min(grace, pending.requested_at + grace - time.time())
     if server is not None or left <= 0:
         return server
-    print(
+    _say(
         "an interrupted `machine up` left a launch sent moments ago whose machine RunComfy"
         f" does not show yet: looking for it up to {left:.0f} s more...",
-        flush=True,
     )
     with trio.move_on_after(left):
         while server is None:
@@ -544,7 +574,7 @@ async def _settle_pending(
     else:
         server = await _find_landing(rc, pending)
     if server is None:
-        print("an interrupted `machine up` left a launch: no machine of it is up")
+        _say("an interrupted `machine up` left a launch: no machine of it is up")
         if action != "status":
             pending_path(path).unlink(missing_ok=True)
         return None
@@ -553,7 +583,7 @@ async def _settle_pending(
     rate = default_price_table(config.runcomfy.plan).rate(pending.server_type)
     if action == "status":
         cost = machine_cost_micros(rate, server.service_ready_at, time.time())
-        print(
+        _say(
             f"machine {server.server_id} ({server.status}), launched by an interrupted"
             f" `machine up`; cost so far {format_usd(cost)}: `machine down` stops it"
         )
@@ -565,12 +595,12 @@ async def _settle_pending(
     pending_path(path).unlink(missing_ok=True)
     cost = machine_cost_micros(rate, server.service_ready_at, stopped_at)
     if stopped is None:  # gone before the DELETE, nobody tells when: to now at the latest
-        print(
+        _say(
             f"machine {server.server_id} (launched by an interrupted `machine up`) was"
             f" already gone; billed at most {format_usd(cost)}"
         )
     else:
-        print(
+        _say(
             f"machine {server.server_id} (launched by an interrupted `machine up`) stopped;"
             f" cost {format_usd(cost)}"
         )
@@ -592,14 +622,13 @@ async def _interrupted_launch(rc: Any, path: Path) -> None:
             if server is not None:
                 await rc.stop(server.server_id, missing_ok=True)
                 pending_path(path).unlink(missing_ok=True)
-                print(f"stopped dev machine {server.server_id} (the interrupted launch's)")
+                _say(f"stopped dev machine {server.server_id} (the interrupted launch's)")
                 return
         except ClientError as exc:  # the record keeps it: said below
-            print(f"could not look for the launched machine now ({exc})", flush=True)
-    print(
+            _say(f"could not look for the launched machine now ({exc})")
+    _say(
         "the launch may have started a machine that is not found yet (it may bill): recorded"
         f" in {pending_path(path)}; `python -m conjure_actors machine down` stops it",
-        flush=True,
     )
 
 
