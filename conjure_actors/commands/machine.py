@@ -593,7 +593,12 @@ async def _settle_pending(
     if stopped is None and server.estimated_stopping_at is not None:
         stopped_at = min(stopped_at, server.estimated_stopping_at)
     pending_path(path).unlink(missing_ok=True)
-    cost = machine_cost_micros(rate, server.service_ready_at, stopped_at)
+    # The DELETE's answer is the machine as it stopped (as the pool bills it): it may have
+    # got Ready since the look, which would bill it $0.
+    ready_at = server.service_ready_at
+    if stopped is not None and stopped.service_ready_at is not None:
+        ready_at = stopped.service_ready_at
+    cost = machine_cost_micros(rate, ready_at, stopped_at)
     if stopped is None:  # gone before the DELETE, nobody tells when: to now at the latest
         _say(
             f"machine {server.server_id} (launched by an interrupted `machine up`) was"

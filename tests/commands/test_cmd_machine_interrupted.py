@@ -6,6 +6,7 @@ machine by the launch's marker and stops, reports or adopts it; nothing bills un
 from __future__ import annotations
 
 import argparse
+import types
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,18 @@ import trio
 import trio.testing
 
 from conjure_actors.clients.errors import TransportError
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.commands import machine as machine_cmd
 from conjure_actors.commands.machine import (
+    PendingLaunch,
     machine_action,
     pending_path,
     read_dev_machine,
     read_pending_launch,
+    write_pending_launch,
 )
 from conjure_actors.config import Config, RunComfyConfig
+from conjure_actors.domain.prices import format_usd
 from conjure_actors.sim.runcomfy import RunComfyFaults
 from tests.clients.test_client_runcomfy import VERSION, open_client
 
@@ -195,3 +201,50 @@ async def test_down_stops_the_recorded_machine_even_when_the_launch_record_is_da
         assert sim.running() == []
     assert f"dev machine {machine} stopped" in capsys.readouterr().out
     assert read_dev_machine(path) is None
+
+
+class _LookedBeforeReady:
+    """The RunComfy client whose look (``GET /servers/{id}``) answers as a moment before the
+    machine got Ready: Starting, no ``service_ready_at``."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def status(self, server_id: str) -> Any:
+        server = await self._client.status(server_id)
+        return attrs.evolve(server, status="Starting", service_ready_at=None)
+
+
+async def test_down_bills_the_interrupted_launchs_machine_ready_by_its_delete(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starting at the look, Ready by the DELETE: the bill is the DELETE answer's (the
+    cloud's), not $0 from the look's record."""
+    wall = TrioWallClock()
+    monkeypatch.setattr(machine_cmd, "time", types.SimpleNamespace(time=wall.now))
+    path = tmp_path / "dev.json"
+    async with open_client(wall=wall) as (sim, client):
+        server = await client.launch(VERSION, "medium", 3600)
+        write_pending_launch(
+            path,
+            PendingLaunch(
+                server_type="medium",
+                workflow_version=VERSION,
+                estimated_duration=3600,
+                known_server_ids=[],
+                requested_at=wall.now(),
+                server_id=server.server_id,
+            ),
+        )
+        await trio.sleep(90)  # Ready 60 s after its launch
+        assert await machine_action(_args("down"), CONFIG, path, _LookedBeforeReady(client)) == 0
+        (bill,) = sim.billing()
+    assert bill.cost_micros > 0
+    out = capsys.readouterr().out
+    assert f"stopped; cost {format_usd(bill.cost_micros)}" in out
