@@ -307,7 +307,7 @@ async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
 async def machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
     """``machine up|status|down`` (``args.action``) on the account of ``rc``; ``up`` and
     ``down`` one at a time per state file (another one running: a UsageError)."""
-    if args.action == "status":  # a look: changes no file
+    if args.action == "status":  # a look: no lock (what it saves: _save_look)
         return await _machine_action(args, config, path, rc)
     with _one_at_a_time(path, args.action):
         return await _machine_action(args, config, path, rc)
@@ -340,6 +340,26 @@ def _one_at_a_time(path: Path, action: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _save_look(path: Path, looked: DevMachine) -> None:
+    """Save what a ``machine status`` look found (the lease's end as RunComfy has it now,
+    the moment it was first found gone) into the state file, if it still records that
+    machine and no ``machine up|down`` holds it now (what that one writes or removes
+    stands: a look must not bring back the record of a machine just stopped). Unwritable:
+    not saved (the look's line is still right)."""
+    import fcntl
+
+    lock = path.with_name(path.name + ".lock")
+    with contextlib.suppress(OSError):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: held
+            current = read_dev_machine(path)
+            if current is not None and current.server_id == looked.server_id:
+                write_dev_machine(path, looked)
+        finally:
+            os.close(fd)
 
 
 async def _machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
@@ -399,15 +419,19 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
         if alive is not None:
             # Up: billing runs on to now (its lease's end as RunComfy has it now, which
             # `run` or the dashboard may have moved since it was recorded).
-            if recorded.gone_at is not None:  # a look that missed it: up after all
-                recorded = attrs.evolve(recorded, gone_at=None)
-                write_dev_machine(path, recorded)
-            recorded = attrs.evolve(recorded, estimated_stopping_at=server.estimated_stopping_at)
+            # Its lease's end is saved too: a later `down` answered 404 bills it up to
+            # there at the latest (the launch's end would bill a renewed lease short).
+            looked = attrs.evolve(recorded, gone_at=None)
+            if server.estimated_stopping_at is not None:
+                looked = attrs.evolve(looked, estimated_stopping_at=server.estimated_stopping_at)
+            if looked != recorded:
+                _save_look(path, looked)
+            recorded = attrs.evolve(looked, estimated_stopping_at=server.estimated_stopping_at)
         elif recorded.gone_at is None:
             # The first look that finds it gone: its bill ends here at the latest (a
             # later look must not bill it on), so this moment is recorded.
             recorded = attrs.evolve(recorded, gone_at=time.time())
-            write_dev_machine(path, recorded)
+            _save_look(path, recorded)
         cost = machine_cost_micros(
             recorded.rate_micros_per_hour,
             recorded.service_ready_at,

@@ -6,6 +6,8 @@ most", never "stopped" with a bill to the DELETE's 404."""
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import types
 from pathlib import Path
 
@@ -86,3 +88,88 @@ async def test_a_vanished_dev_machine_is_billed_to_the_first_look_that_found_it_
     assert f"billed at most {format_usd(at_look)}" in out
     assert bill.cost_micros <= at_look
     assert not path.exists()
+
+
+async def test_status_saves_a_renewed_lease_end_that_a_later_down_bills_to(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The lease renewed after `machine up` recorded it: `status` writes the new end to the
+    state file, so a `down` answered 404 after the recorded end bills up to the cloud's
+    (it capped the bill at the end recorded at launch, below the cloud's bill)."""
+    wall = TrioWallClock()
+    monkeypatch.setattr(machine_cmd, "time", types.SimpleNamespace(time=wall.now))
+    path = tmp_path / "dev.json"
+    table = default_price_table()
+    async with open_client(timings=RunComfyTimings(ready_delay=5.0), wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 600)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        write_dev_machine(
+            path,
+            DevMachine(
+                server_id=server.server_id,
+                url="",
+                server_type="medium",
+                workflow_version=VERSION,
+                service_ready_at=server.service_ready_at,
+                estimated_stopping_at=server.estimated_stopping_at,
+                rate_micros_per_hour=table.rate("medium"),
+                price_table_version=table.version,
+                launched_at=wall.now(),
+            ),
+        )
+        renewed = await rc.extend(server.server_id, 1200)
+        assert renewed.estimated_stopping_at is not None
+        assert server.estimated_stopping_at is not None
+        assert renewed.estimated_stopping_at > server.estimated_stopping_at
+        rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
+        assert await machine_action(_args("status"), CONFIG, path, rc) == 0
+        recorded = read_dev_machine(path)
+        assert recorded is not None
+        assert recorded.estimated_stopping_at == renewed.estimated_stopping_at
+        await trio.sleep(700)  # past the launch's lease end, before the renewed one
+        assert sim.vanish(server.server_id)
+        (bill,) = sim.billing()
+        at_most = machine_cost_micros(table.rate("medium"), server.service_ready_at, wall.now())
+        capsys.readouterr()
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+    assert bill.cost_micros <= at_most
+    assert f"billed at most {format_usd(at_most)}" in capsys.readouterr().out
+
+
+async def test_status_saves_nothing_while_up_or_down_holds_the_state_file(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A look during a `machine down` (its lock held) leaves the record to it: a save then
+    could bring back the record of the machine the down has just stopped."""
+    wall = TrioWallClock()
+    monkeypatch.setattr(machine_cmd, "time", types.SimpleNamespace(time=wall.now))
+    path = tmp_path / "dev.json"
+    table = default_price_table()
+    async with open_client(timings=RunComfyTimings(ready_delay=5.0), wall=wall) as (_, rc):
+        server = await rc.launch(VERSION, "medium", 600)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        machine = DevMachine(
+            server_id=server.server_id,
+            url="",
+            server_type="medium",
+            workflow_version=VERSION,
+            service_ready_at=server.service_ready_at,
+            estimated_stopping_at=server.estimated_stopping_at,
+            rate_micros_per_hour=table.rate("medium"),
+            price_table_version=table.version,
+            launched_at=wall.now(),
+        )
+        write_dev_machine(path, machine)
+        await rc.extend(server.server_id, 1200)
+        fd = os.open(tmp_path / "dev.json.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            assert await machine_action(_args("status"), CONFIG, path, rc) == 0
+        finally:
+            os.close(fd)
+    assert read_dev_machine(path) == machine
