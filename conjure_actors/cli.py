@@ -190,6 +190,16 @@ def _to_devnull(stream: TextIO) -> None:
         os.close(null)
 
 
+def _to_stderr(line: str) -> None:
+    """An error's line; a stderr that cannot be written (``2>/dev/full``, its reader gone)
+    loses it, and the exit code still says how the command ended (not a second error's
+    traceback on the same stderr)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        _to_devnull(sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     try:  # a Ctrl-C while the command's modules load is an interrupt, not a traceback
@@ -234,10 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         for line in _error_lines(exc):
-            print(line, file=sys.stderr)
+            _to_stderr(line)
         return EXIT_USAGE
     except ConjureError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _to_stderr(f"error: {exc}")
         return EXIT_ERROR

@@ -187,13 +187,33 @@ class Out:
         self.stdout = stdout
         self.stderr = stderr
         self.stdout_closed: Callable[[], None] | None = None
+        self._stderr_ok = True
 
     def say(self, text: str, kind: str = "run.info", **fields: Any) -> None:
         if self.json_mode:
-            print(text, file=self.stderr, flush=True)
+            self._note(text)
             self._line(json.dumps({"type": kind, "message": text, **fields}))
         else:
             self._line(text)
+
+    def human(self, text: str) -> None:
+        """A line for people only: stderr in JSON mode (see :meth:`_note`), else stdout."""
+        if self.json_mode:
+            self._note(text)
+        else:
+            print(text, file=self.stdout, flush=True)
+
+    def _note(self, text: str) -> None:
+        """JSON mode: a human line on stderr, beside its record on stdout. stderr is only
+        for people: when it cannot be written (its reader left, a full disk), the notes
+        stop and the run goes on, its records on stdout (``run --json 2>/dev/full``)."""
+        if not self._stderr_ok:
+            return
+        try:
+            print(text, file=self.stderr, flush=True)
+        except OSError as exc:
+            self._stderr_ok = False
+            log.info("stderr cannot be written (%s): the run's notes go to stdout only", exc)
 
     def record(self, record: dict[str, Any]) -> None:
         """One JSON record on stdout (JSON mode only)."""
@@ -207,6 +227,11 @@ class Out:
             if self.stdout_closed is None:
                 raise
             self.stdout_closed()
+        except OSError as exc:  # a full disk under a redirected stdout
+            raise ConjureError(
+                f"cannot write the run's output to stdout ({exc.strerror or exc}): free space"
+                " where stdout goes, or send it elsewhere"
+            ) from None
 
 
 PROGRESS_INTERVAL: Final = 0.5
@@ -1242,7 +1267,7 @@ async def _run(
         for line in summary_lines(
             summary, seconds=seconds, out_dir=under, log_path=str(log_path), mode=mode
         ):
-            print(line, file=out.stderr if out.json_mode else out.stdout, flush=True)
+            out.human(line)
         out.record(record)
         if left:
             out.say("machines that may still be running: " + ", ".join(left), "run.warning")

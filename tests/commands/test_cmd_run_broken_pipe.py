@@ -113,3 +113,41 @@ def test_a_closed_stderr_does_not_stop_the_run_as_a_closed_stdout() -> None:
     sink.close()
     assert stdout_closed == []
     assert '"type":"cost.budget_limit_reached"' in stream.getvalue()
+
+
+class Full(io.StringIO):
+    """A stream on a full disk (``2>/dev/full``): every write fails with ENOSPC."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.slow  # ~4 s: a run on the embedded simulated cloud, to its end
+def test_a_stderr_that_cannot_be_written_leaves_the_json_run_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``run --json 2>/dev/full``: stderr is for people only; the run goes on to its end and
+    stdout has every record, the summary last (it stopped at the banner, exit 1, nothing
+    anywhere)."""
+    stdout = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", Full())
+    code = main(["run", "--json", "--log", "r.log"])
+    assert code == 0
+    assert stdout.getvalue().splitlines()[-1].startswith('{"type": "run.summary", "ok": true')
+
+
+def test_a_stdout_that_cannot_be_written_is_one_line_naming_stdout(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``run --json >/dev/full``: one line saying stdout cannot be written and why (it was
+    "error: OSError: [Errno 28] ..."), exit 1, nothing launched, no log left."""
+    monkeypatch.setattr(sys, "stdout", Full())
+    code = main(["run", "--json", "--log", "r.log"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        "error: cannot write the run's output to stdout (No space left on device): free space"
+        " where stdout goes, or send it elsewhere"
+    )
+    assert not (tmp_path / "r.log").exists()
