@@ -111,11 +111,18 @@ def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
         return None
     classes = service.node_classes(job.workflow_sha256)
     total = max(len(classes), 1)
-    done = sum(1 for n in job.nodes.values() if n.status in (st.NODE_EXECUTED, st.NODE_CACHED))
+    # ComfyUI runs one node at a time, and says "executed" only of nodes with UI output: a
+    # node that started and is no longer the current one has finished.
+    current = job.current_node
+    done = sum(
+        1
+        for node_id, n in job.nodes.items()
+        if n.status in (st.NODE_EXECUTED, st.NODE_CACHED)
+        or (n.status == st.NODE_RUNNING and node_id != current)
+    )
     if job.status == st.SUCCEEDED:
         done = total
     done = min(done, total)
-    current = job.current_node
     step: int | None = None
     steps: int | None = None
     fraction = 0.0
