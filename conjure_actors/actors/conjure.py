@@ -1144,6 +1144,9 @@ async def _start(
             mode=ctx.mode,  # type: ignore[arg-type]
             at=ctx.now(),
             out_dir=str(ctx.out_dir.absolute()),
+            server_type=ctx.config.runcomfy.server_type,
+            max_machines=ctx.config.pool.max_machines,
+            idle_timeout=ctx.config.pool.idle_timeout,
         )
     )
     conjure.system_started = True

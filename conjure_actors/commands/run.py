@@ -134,9 +134,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="LOG",
         help="resume the run recorded in LOG: its unfinished jobs run to the end, as they"
-        " were submitted, and the run goes on writing LOG; it takes the cloud options,"
-        " --budget, --config, --out and --json, and refuses a WORKFLOW.json, --image,"
-        " --prompt, --set, --jobs, --seed, --priority and --log (those make a new run)",
+        " were submitted, and the run goes on writing LOG; it keeps the run's --out,"
+        " --server-type, --max-machines and --idle-timeout unless given again, takes the"
+        " cloud options, --budget, --config and --json, and refuses a WORKFLOW.json,"
+        " --image, --prompt, --set, --jobs, --seed, --priority and --log (those make a new"
+        " run)",
     )
 
 
@@ -349,6 +351,7 @@ def _default_log() -> Path:
 def main(args: argparse.Namespace) -> int:
     if args.resume:
         refuse_new_run_options(args)
+        keep_run_options(args)
     args.jobs = 1 if args.jobs is None else args.jobs
     args.priority = 0 if args.priority is None else args.priority
     if not 1 <= args.jobs <= MAX_JOBS:
@@ -426,8 +429,8 @@ def _prepare(
             "--prompt is empty: give the text for the prompt node (an unset shell variable?),"
             " or leave --prompt out"
         )
-    if args.out is None:  # a resume writes where its run wrote (the log says where)
-        args.out = (args.resume and logged_out_dir(log_path)) or DEFAULT_OUT
+    if args.out is None:  # (a resume's: keep_run_options took the run's, if recorded)
+        args.out = DEFAULT_OUT
     check_out_dir(Path(args.out))
     if not args.resume:
         if args.image:
@@ -881,21 +884,49 @@ def logged_out_dir(log_path: Path) -> str | None:
     its last start; in a log written before starts recorded it, the folder of its last
     saved output (``OUT/<job_id>/...``). None when the log says neither (or cannot be read:
     opening the journal then says why)."""
+    return _logged_start(log_path)[0]
+
+
+def _logged_start(log_path: Path) -> tuple[str | None, Any]:
+    """``(out folder, last SystemStarted or None)`` of the run recorded in ``log_path`` (see
+    :func:`logged_out_dir`)."""
     import eventlog
     from conjure_actors.domain import events as ev
 
-    recorded: str | None = None
+    started: Any = None
     derived: str | None = None
     try:
         for record in eventlog.read(log_path, ev.Event, upcasters=ev.UPCASTERS):
             match record.event:
-                case ev.SystemStarted(out_dir=str() as out_dir):
-                    recorded = out_dir
+                case ev.SystemStarted() as event:
+                    started = event
                 case ev.OutputSaved(job_id=job_id, path=path):
                     derived = out_dir_of(path, job_id) or derived
     except (OSError, eventlog.EventLogError):
-        return None
-    return recorded or derived
+        return None, None
+    recorded = started.out_dir if started is not None else None
+    return recorded or derived, started
+
+
+_KEPT_ON_RESUME: Final = (
+    ("server_type", "server_type"),
+    ("max_machines", "max_machines"),
+    ("idle_timeout", "idle_timeout"),
+)
+"""``(option, SystemStarted field)``: what a resume keeps of its run unless given again."""
+
+
+def keep_run_options(args: argparse.Namespace) -> None:
+    """``run --resume LOG``: the run's out folder, machine type, machine cap and idle
+    timeout, as its log recorded them, for each not given on this command line (a resume
+    of a run capped at 2 machines of a type must not launch 5 of the default one)."""
+    out, started = _logged_start(Path(args.resume))
+    if args.out is None and out is not None:
+        args.out = out
+    for option, field in _KEPT_ON_RESUME:
+        value = getattr(started, field, None) if started is not None else None
+        if getattr(args, option) is None and value is not None:
+            setattr(args, option, value)
 
 
 def out_dir_of(path: str, job_id: str) -> str | None:

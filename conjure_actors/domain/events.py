@@ -671,13 +671,18 @@ class LaunchRefused(msgspec.Struct, frozen=True, kw_only=True, tag="cost.launch_
 class SystemStarted(msgspec.Struct, frozen=True, kw_only=True, tag="system.started"):
     """Emitted by the CLI first thing in every run (also each ``--resume``). ``out_dir``:
     the absolute folder the run's outputs go to (``OUT/<job_id>/``), which a resume without
-    ``--out`` writes to again (None in logs written before it was recorded)."""
+    ``--out`` writes to again; ``server_type``, ``max_machines``, ``idle_timeout``: the
+    run's, which a resume keeps unless told otherwise (each None in logs written before it
+    was recorded)."""
 
     run_id: str
     version: str
     mode: Literal["simulated", "runcomfy", "comfyui"]
     at: float
     out_dir: str | None = None
+    server_type: str | None = None
+    max_machines: int | None = None
+    idle_timeout: float | None = None
 
 
 class SystemStopped(msgspec.Struct, frozen=True, kw_only=True, tag="system.stopped"):

@@ -4,6 +4,7 @@ and say "files under out" of outputs listed under the run's ``--out``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 import eventlog
 from conjure_actors.cli import main
-from conjure_actors.commands.run import logged_out_dir, outputs_folder
+from conjure_actors.commands.run import keep_run_options, logged_out_dir, outputs_folder
 from conjure_actors.domain import events as ev
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
@@ -93,3 +94,80 @@ def test_the_summary_names_the_folder_the_outputs_are_in() -> None:
     assert outputs_folder(state, ["job-1"], Path("out")) == "/tmp/x/o1"
     assert outputs_folder(state, [], Path("out")) == "/tmp/x/o1"
     assert outputs_folder(SimpleNamespace(jobs={}), [], Path("out")) == "out"
+
+
+def _args(resume: Path, **given: object) -> argparse.Namespace:
+    options = {"out": None, "server_type": None, "max_machines": None, "idle_timeout": None}
+    return argparse.Namespace(resume=str(resume), **{**options, **given})
+
+
+def _started_with(at: float) -> ev.SystemStarted:
+    return ev.SystemStarted(
+        run_id="r1",
+        version="0",
+        mode="runcomfy",
+        at=at,
+        out_dir="/tmp/x/o1",
+        server_type="2x-large",
+        max_machines=2,
+        idle_timeout=30.0,
+    )
+
+
+def test_a_resume_keeps_the_runs_machine_type_cap_and_idle_timeout(tmp_path: Path) -> None:
+    """A run of at most 2 2x-large machines was resumed with the defaults: 4 medium ones
+    launched at once (QA). The run's options, recorded at its start, are the resume's."""
+    log = tmp_path / "r.log"
+    _write_log(log, _started_with(1.0))
+    args = _args(log)
+    keep_run_options(args)
+    assert (args.out, args.server_type, args.max_machines, args.idle_timeout) == (
+        "/tmp/x/o1",
+        "2x-large",
+        2,
+        30.0,
+    )
+
+
+def test_an_option_given_to_the_resume_wins_over_the_runs(tmp_path: Path) -> None:
+    """--max-machines given to the resume goes first; the others still come from the log."""
+    log = tmp_path / "r.log"
+    _write_log(log, _started_with(1.0))
+    args = _args(log, max_machines=5)
+    keep_run_options(args)
+    assert (args.server_type, args.max_machines) == ("2x-large", 5)
+
+
+def test_a_log_that_recorded_no_options_leaves_the_defaults(tmp_path: Path) -> None:
+    """A start written before the options were recorded: nothing is kept (the defaults)."""
+    log = tmp_path / "old.log"
+    _write_log(log, _started(1.0))
+    args = _args(log)
+    keep_run_options(args)
+    assert (args.server_type, args.max_machines, args.idle_timeout) == (None, None, None)
+
+
+def test_the_resumed_run_records_and_uses_the_runs_options(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """End to end: the resume's own start records the options it kept from the run."""
+    started = ev.SystemStarted(
+        run_id="r1",
+        version="0",
+        mode="simulated",
+        at=time.time() - 30,
+        out_dir=str(tmp_path / "o1"),
+        server_type="large",
+        max_machines=2,
+        idle_timeout=30.0,
+    )
+    _write_log(tmp_path / "r.log", started)
+    assert main(["run", "--resume", "r.log", "--json"]) == 1  # (no job: nothing to resume)
+    capsys.readouterr()
+    starts = [r.event for r in eventlog.read(tmp_path / "r.log", ev.Event)]
+    resumed = [s for s in starts if isinstance(s, ev.SystemStarted)][-1]
+    assert (resumed.server_type, resumed.max_machines, resumed.idle_timeout) == (
+        "large",
+        2,
+        30.0,
+    )
