@@ -888,6 +888,8 @@ async def events(request: Request) -> Response:
                         yield frame("status", _status_payload(view, full=True))
                         return
                     yield frame("status", _status_payload(view))
+                elif last:  # the stream's last frame is the status the job is left in
+                    yield frame("status", _status_payload(view))
                 if last:
                     return
                 # Progress at most every progress_interval; a newer snapshot held back by

@@ -100,3 +100,6 @@ async def test_a_stream_ends_with_the_jobs_status_when_serving_stops_before_it_e
                 run.service.stopping.set()
     names = [(name, data.get("status")) for _, name, data in got if name == "status"]
     assert names[-1] == ("status", "queued"), names
+    assert got[-1][1] == "status", [
+        name for _, name, _ in got
+    ]  # the last frame: no progress after it
