@@ -616,6 +616,12 @@ class MachinePool:
         # last showed them did: a loss confirmed later (a lookup's 404 comes after the
         # client's own 404 retries) is billed to that listing, not to the confirmation.
         self.missing_since: dict[str, float] = {}
+        # Machines the log never saw Ready -> when (the log's clock) the last listing or
+        # lookup showed them Starting: RunComfy bills nothing before Ready, so one lost
+        # before a look saw it Ready is billed from that look (policy.lost_bill), not from
+        # its launch (a 3-minute boot, then gone, is not billed 3 minutes). Memory only: a
+        # restart bills one gone while it was down from its launch.
+        self.seen_starting: dict[str, float] = {}
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -1817,6 +1823,7 @@ class MachineActor(Actor):
             lease_seconds=self.cfg.lease_seconds,
             table=self.ctx.table,
             at=self.ctx.now(),
+            seen_starting_at=self.pool.seen_starting.get(server_id),
         )
         lost = ev.MachineLost(server_id=server_id, reason=reason, at=self.ctx.now())
         await self.ctx.emit(lost, bill)
@@ -2017,6 +2024,10 @@ class MachineActor(Actor):
             )
             if s is not None:
                 live.seen = True
+                if s.is_ready or s.service_ready_at is not None:
+                    pool.seen_starting.pop(sid, None)
+                elif s.status not in policy.GONE_STATUSES:
+                    pool.seen_starting[sid] = now
                 if (
                     s.status != m.observed_status
                     and not s.is_ready

@@ -29,7 +29,8 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready; what
   the ``DELETE``'s answer (found or 404) means for it (:func:`bill_after_delete`);
 - *the bill of a lost machine* (:func:`lost_bill`): one the log never saw Ready is billed
-  by the lease it was launched with, never $0 (:func:`unseen_ready_seconds`);
+  by the lease it was launched with, never $0, from the last look that showed it Starting
+  (:func:`unseen_ready_seconds`);
 - *the machines we pay for* (:func:`paid_machines`): RunComfy machines not stopped or lost;
 - *a prompt's slot is its job's* (:func:`prompt_machine`, :func:`reserved_slots`): after a
   restart, a machine the log shows with a job's submitted prompt on it is taken by that job
@@ -485,21 +486,29 @@ def machine_stopped(
     )
 
 
-def unseen_ready_seconds(m: Machine, gone_at: float, *, lease_seconds: float) -> int:
+def unseen_ready_seconds(
+    m: Machine, gone_at: float, *, lease_seconds: float, seen_starting_at: float | None = None
+) -> int:
     """The seconds to bill a machine the log never saw Ready, found gone at ``gone_at``.
 
-    It may have become Ready at any moment after its launch (it was launched Starting, and
-    no poll saw it Ready: between two polls, or while the runtime was down), then billed
-    until RunComfy stopped it at the end of its lease (the ``estimated_duration`` its
-    launch asked for: nobody renews a lease it never saw) or until it vanished, before
-    ``gone_at``. The most that is: its lease, and no more than the time from its launch to
-    ``gone_at``. A lease that ran out is billed exactly; one that vanished sooner, over
-    (the budget's safe side). ``lease_seconds`` (the configured lease, which bounds every
-    launch's duration) stands in for a machine whose launch duration the log lacks."""
+    It may have become Ready at any moment after the last look that showed it Starting
+    (``seen_starting_at``: a listing or a lookup of the runtime that watched it; RunComfy
+    bills nothing before Ready, so nothing before that look), then billed until RunComfy
+    stopped it at the end of its lease (the ``estimated_duration`` its launch asked for:
+    nobody renews a lease it never saw) or until it vanished, before ``gone_at``. The most
+    that is: its lease, and no more than the time from that look to ``gone_at``. Without
+    such a look (gone while the runtime was down: nobody looked since the launch), from its
+    launch. A lease that ran out is billed exactly; one that vanished sooner, or never
+    became Ready, over by at most the time between two looks (the budget's safe side).
+    ``lease_seconds`` (the configured lease, which bounds every launch's duration) stands
+    in for a machine whose launch duration the log lacks."""
     lease = m.launch_duration if m.launch_duration is not None else math.ceil(lease_seconds)
-    if m.launched_at is None:
+    since = m.launched_at
+    if seen_starting_at is not None and (since is None or seen_starting_at > since):
+        since = seen_starting_at
+    if since is None:
         return lease
-    return min(lease, billed_seconds(m.launched_at, gone_at))
+    return min(lease, billed_seconds(since, gone_at))
 
 
 def lost_bill(
@@ -510,12 +519,14 @@ def lost_bill(
     lease_seconds: float,
     table: PriceTable,
     at: float,
+    seen_starting_at: float | None = None,
 ) -> ev.MachineStopped:
     """The final bill of a machine lost (vanished, stopped by itself, gone while the
     runtime was down: no ``DELETE`` of ours answered) and gone by ``gone_at``
     (:func:`gone_at`). Seen Ready: from its Ready time to ``gone_at``. Never seen Ready:
-    it may have billed all the same (:func:`unseen_ready_seconds`), so it is priced by the
-    table, with no Ready time (``service_ready_at`` None: nobody knows it)."""
+    it may have billed all the same (:func:`unseen_ready_seconds`, from the last look
+    that showed it Starting, ``seen_starting_at``), so it is priced by the table, with no
+    Ready time (``service_ready_at`` None: nobody knows it)."""
     m = state.machines.get(server_id)
     if m is None:
         raise CommandRejectedError(f"no machine {server_id}")
@@ -523,7 +534,9 @@ def lost_bill(
         return machine_stopped(
             state, server_id, stopped_at=gone_at, server_ready_at=None, table=table, at=at
         )
-    seconds = unseen_ready_seconds(m, gone_at, lease_seconds=lease_seconds)
+    seconds = unseen_ready_seconds(
+        m, gone_at, lease_seconds=lease_seconds, seen_starting_at=seen_starting_at
+    )
     rate = m.rate_micros_per_hour or table.rate(m.server_type)
     version = m.price_table_version or table.version
     return ev.MachineStopped(

@@ -15,9 +15,10 @@ listing every one. Call it after every step of a test (the state machine does).
   answer it has not seen yet is allowed while its intent is logged);
 - ``ledger``: a stopped machine costs in the ledger exactly what the cloud billed (a lost
   one, whose end nobody tells: never less, at most up to when it was found gone; one never
-  seen Ready, by its launch's lease); a running one no more than the cloud billed so far;
-  the ledger's total is the sum of its machines; the cloud's bill never exceeds the budget
-  (or the spend when the budget was lowered below it) by more than one lease;
+  seen Ready, by its launch's lease from the last look that saw it Starting); a running one
+  no more than the cloud billed so far; the ledger's total is the sum of its machines; the
+  cloud's bill never exceeds the budget (or the spend when the budget was lowered below it)
+  by more than one lease;
 - ``prompts``: every prompt a ComfyUI executed was logged (``PromptSubmitting``) before it
   was sent, no prompt id ran twice, and no job attempt ran two prompts;
 - ``slots``: no machine ever had more of our prompts in ComfyUI at once than its jobs limit;
@@ -316,15 +317,17 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
                 # its lease's end) between two polls or while the runtime was down, or
                 # gone before Ready. The runtime knows neither when billing started nor
                 # when it ended, so bills the most it can have cost: its launch's lease,
-                # at most the time from its launch to when it was found gone
-                # (policy.unseen_ready_seconds). Never less than the cloud billed.
+                # at most the time from the last look that showed it Starting (else its
+                # launch) to when it was found gone (policy.unseen_ready_seconds). Never
+                # less than the cloud billed.
                 seen = found_gone.get(m.server_id, now)
                 most = _lost_cost(h, m, bill, seen)
                 if not bill.cost_micros <= m.cost_micros <= most:
                     problems.append(
                         f"ledger: {m.server_id}, never seen Ready, costs {m.cost_micros} µ$"
                         f" in the ledger; the cloud billed {bill.cost_micros} µ$ and its"
-                        f" launch's lease up to when it was found gone is {most} µ$"
+                        f" launch's lease from the last look that saw it Starting up to"
+                        f" when it was found gone is {most} µ$"
                     )
             elif bill.reason == "vanished":
                 # Nobody can learn when a machine vanished (it is just gone: 404): the
@@ -394,11 +397,18 @@ def _cost_until(m: st.Machine, until: float) -> int:
 
 
 def _lost_cost(h: Harness, m: st.Machine, bill: Any, until: float) -> int:
-    """What a lost ``m`` found gone at ``until`` is billed: from its Ready time, or, never
-    seen Ready, by its launch's lease (``policy.unseen_ready_seconds``)."""
+    """What a lost ``m`` found gone at ``until`` is billed at most: from its Ready time, or,
+    never seen Ready, by its launch's lease from the last look of this incarnation that
+    showed it Starting (``MachinePool.seen_starting``; none since a restart: its launch)
+    (``policy.unseen_ready_seconds``)."""
     if m.service_ready_at is not None:
         return _cost_until(m, until)
-    seconds = policy.unseen_ready_seconds(m, until, lease_seconds=h.settings.lease_seconds)
+    seconds = policy.unseen_ready_seconds(
+        m,
+        until,
+        lease_seconds=h.settings.lease_seconds,
+        seen_starting_at=h.conjure.pool.seen_starting.get(m.server_id),
+    )
     return cost_micros(m.rate_micros_per_hour or bill.rate_micros_per_hour, seconds)
 
 

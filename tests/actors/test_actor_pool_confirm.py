@@ -207,3 +207,26 @@ async def test_a_vanished_machine_is_billed_to_the_listing_that_first_left_it_ou
         (stopped,) = rig.events(ev.MachineStopped)
         assert bill.stopped_at <= stopped.stopped_at <= bill.stopped_at + 5.0 + 1.0
         assert bill.billed_seconds <= stopped.billed_seconds <= bill.billed_seconds + 6
+
+
+async def test_a_machine_vanished_while_starting_is_billed_from_the_last_listing_of_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Polled Starting through a 3-minute boot, then gone before Ready (the cloud bills
+    nothing): before, billed from its launch (~180 s, phantom spend against the budget).
+    Now from the last listing that showed it Starting: at most a poll interval."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, ready_delay=900.0) as rig:
+        j = await rig.job()
+        await rig.ask_lease(j)
+        await trio.sleep(180)
+        (m,) = rig.state.machines.values()
+        assert m.status == "starting"
+        assert rig.sim.vanish(m.server_id)
+        await rig.poll()
+        await trio.sleep(60)  # its lookup answers 404
+        lost = [e for e in rig.events(ev.MachineLost) if e.server_id == m.server_id]
+        assert len(lost) == 1
+        (bill,) = [b for b in rig.sim.billing() if b.server_id == m.server_id]
+        assert (bill.reason, bill.cost_micros) == ("never_ready", 0)
+        (stopped,) = [e for e in rig.events(ev.MachineStopped) if e.server_id == m.server_id]
+        assert stopped.billed_seconds <= 5 + 1

@@ -270,6 +270,26 @@ def test_a_machine_lost_never_seen_ready_bills_at_most_the_time_since_its_launch
     assert unseen_ready_seconds(m, 5000.0, lease_seconds=300.0) == 300
 
 
+def test_a_machine_lost_never_seen_ready_bills_from_the_last_look_that_saw_it_starting() -> None:
+    """Polled Starting through a 3-minute boot, last seen Starting at 180.5, found gone at
+    185.5: RunComfy billed nothing before that look, so at most 5 s (before: 185 s from
+    its launch, phantom spend against the budget); never more than its lease."""
+    state = initial_state()
+    m = _starting_machine(state)  # launched at 1.0 with estimated_duration 600
+    assert unseen_ready_seconds(m, 185.5, lease_seconds=600.0, seen_starting_at=180.5) == 5
+    assert unseen_ready_seconds(m, 5000.0, lease_seconds=600.0, seen_starting_at=180.5) == 600
+    bill = lost_bill(
+        state,
+        "s1",
+        gone_at=185.5,
+        lease_seconds=600.0,
+        table=TABLE,
+        at=186.0,
+        seen_starting_at=180.5,
+    )
+    assert (bill.billed_seconds, bill.cost_micros) == (5, cost_micros(TABLE.rate("medium"), 5))
+
+
 def test_a_machine_lost_after_it_was_seen_ready_is_billed_from_its_ready_time() -> None:
     """Seen Ready: from its logged Ready time to when it was found gone, as before."""
     state = initial_state()

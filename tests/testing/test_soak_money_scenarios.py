@@ -21,6 +21,7 @@ from conjure_actors.testing import (
     open_harness,
 )
 from conjure_actors.testing.faults import DeleteDoesNotTake, ListingMisses, cloud_tricks
+from conjure_actors.testing.invariants import check_ledger
 
 
 def _job(seed: int = 1) -> JobRequest:
@@ -223,3 +224,26 @@ async def test_a_machine_ready_and_expired_while_the_runtime_was_down_is_billed_
         assert bill.reason == "lease_expired"
         assert lost[0].cost_micros == bill.cost_micros > 0
         await _quiet(h)
+
+
+async def test_a_machine_gone_while_starting_is_billed_from_the_last_look_at_it(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Polled Starting through a 3-minute boot, then gone before Ready (the cloud bills
+    $0): before, billed 180 s from its launch (phantom spend against the budget). Now from
+    the last listing that showed it Starting (a poll interval at most), and check_ledger
+    holds the ledger to that rule."""
+    async with open_harness(HarnessSettings(seed=3, max_machines=1, ready_delay=900.0)) as h:
+        job = await h.submit(_job())
+        assert job is not None
+        await _until(h, lambda: any(m.status == "starting" for m in h.state.machines.values()))
+        await h.advance(180.0)
+        (sid,) = h.state.machines
+        assert h.cloud.runcomfy.vanish(sid)
+        await _until(h, lambda: h.state.machines[sid].lost_reason is not None)
+        (bill,) = [b for b in h.cloud.billing() if b.server_id == sid]
+        assert (bill.reason, bill.cost_micros) == ("never_ready", 0)
+        billed = h.state.machines[sid].billed_seconds
+        assert billed is not None
+        assert billed <= h.settings.poll_interval + 1
+        assert check_ledger(h) == []
