@@ -2567,11 +2567,17 @@ class MachineActor(Actor):
         ]
         # Idle (no lease, no compatible request waiting): stopped once idle_timeout has
         # passed, except for the warm pool, which is kept (and renewed) for the next job.
+        # A machine with a slot kept for a re-attaching job (``_reserved``: a restart
+        # dropped its lease while its prompt runs, and the job has not leased it again:
+        # not healthy yet, its WebSocket still opening) is neither idle nor stopped for the
+        # budget: the stop would kill that prompt. Its lease runs out, or the job leases it.
+        kept = {m.server_id for m in ready if self._reserved(m.server_id)}
         idle = [
             (m.server_id, m.idle_since)
             for m in ready
             if not m.leases
             and m.idle_since is not None
+            and m.server_id not in kept
             and not self.pool.waiting.wants(m.workflow_version)
         ]
         to_stop = set(
@@ -2581,12 +2587,17 @@ class MachineActor(Actor):
         )
         warm = {sid for sid, _ in idle} - to_stop if self.cfg.warm_pool else set()
         for m in ready:
-            if not m.leases and policy.renewal_refused(
-                refused_end=self._renewal_refused.get(m.server_id),
-                estimated_stopping_at=m.estimated_stopping_at,
+            if (
+                not m.leases
+                and m.server_id not in kept
+                and policy.renewal_refused(
+                    refused_end=self._renewal_refused.get(m.server_id),
+                    estimated_stopping_at=m.estimated_stopping_at,
+                )
             ):
                 # The budget refused its renewal: it takes no new job, so idle it only
-                # bills until its lease ends. Stopped now, whoever waits.
+                # bills until its lease ends. Stopped now, whoever waits (but not under a
+                # re-attaching job's prompt: ``kept``).
                 await self._stop(m.server_id, "budget")
                 continue
             compatible = self.pool.waiting.wants(m.workflow_version) or m.server_id in warm

@@ -12,6 +12,7 @@ import attrs
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+from test_actor_pool import _SocketNeverOpens, pool_rig
 
 import eventlog
 from conjure_actors.actors.conjure import Conjure
@@ -115,3 +116,44 @@ async def test_a_budget_lowered_mid_run_stops_renewals_and_says_so(
     assert [e.reason for e in _of(log, ev.JobQueued) if "lost" in e.reason] == []
     kinds = [type(e) for e in _of(log, ev.BudgetSet | ev.BudgetLimitReached)]
     assert kinds[-2:] == [ev.BudgetSet, ev.BudgetLimitReached]
+
+
+async def test_a_budget_refusal_does_not_stop_a_machine_kept_for_a_reattaching_prompt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As a restart finds it: the log places a job's running prompt on a Ready machine
+    whose lease the adoption dropped (its slot kept for the job's re-attach), and the
+    machine is not healthy yet (its WebSocket still opening), so the job cannot lease it
+    again; the budget refuses its renewal. Before, the next poll stopped it "budget" (no
+    lease on it) under the running prompt, thrown away though the lease was paid. Now it
+    is kept while its slot is reserved: its lease runs out, or the job leases it."""
+    async with pool_rig(
+        budget=0.017,  # one lease (60 s, $0.0165), not its renewal
+        comfy=_SocketNeverOpens,
+        ready_delay=3.0,
+        max_machines=1,
+        lease_seconds=60.0,
+        renew_margin=30.0,
+    ) as rig:
+        job = await rig.job()
+        await rig.ask_lease(job)
+        await trio.sleep(6)  # Ready at 3 s, seen by the 5 s listing; renewal due at ~8 s
+        (m,) = rig.state.machines.values()
+        sid = m.server_id
+        assert (m.status, m.healthy, m.leases) == ("ready", False, [])
+        now = rig.ctx.now()
+        await rig.ctx.emit(
+            ev.JobStarted(job_id=job, attempt=1, server_id=sid, at=now),
+            ev.PromptSubmitting(
+                job_id=job, attempt=1, prompt_id="p1", client_id="c1", server_id=sid, at=now
+            ),
+            ev.PromptSubmitted(job_id=job, prompt_id="p1", number=0.0, at=now),
+            ev.ExecutionStarted(job_id=job, prompt_id="p1", at=now),
+        )
+        rig.pool.reserved[sid] = {job}  # what policy.reserved_slots gives a restart
+        assert m.estimated_stopping_at is not None
+        await trio.sleep(m.estimated_stopping_at - rig.ctx.now() - 2.0)
+        (told,) = rig.events(ev.BudgetLimitReached)
+        assert told.what == "renewal"
+        assert [e.reason for e in rig.events(ev.MachineStopping)] == []
+        assert rig.state.machines[sid].status == "ready"
