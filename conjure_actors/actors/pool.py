@@ -2093,20 +2093,25 @@ class MachineActor(Actor):
         await self._adopt_unknown(servers)
         await self._renew_and_reap(now)
 
-    async def _lose_observed(self, m: Any, s: Any, now: float, tnow: float) -> None:
-        """``m`` is gone: absent (``s`` is None: its lookup answered 404, or failed too
-        often) or listed on its way out by itself.
+    async def _lose_observed(
+        self, m: Any, s: Any, now: float, tnow: float, *, proven: bool = False
+    ) -> None:
+        """``m`` is gone: absent (``s`` is None: its lookup answered 404, ``proven``, or
+        failed too often) or listed on its way out by itself.
 
-        When it went nobody says. Absent, it went before the first listing that left it out
-        (``missing_since``): billed to that listing, not to the lookup that confirmed it
-        (seconds to a minute later: the client retries a 404 within its launch grace). So
-        the bill is at most the time between the last listing that showed it and the first
-        that did not (a poll interval) above the cloud's, never below it."""
+        When it went nobody says. Its lookup's 404 proves it absent: it went before the first
+        listing that left it out (``missing_since``), billed to that listing, not to the
+        lookup that confirmed it (seconds to a minute later: the client retries a 404 within
+        its launch grace). So the bill is at most the time between the last listing that
+        showed it and the first that did not (a poll interval) above the cloud's, never
+        below it. Taken for lost unproven (its lookups failed, or none could be sent), it
+        may still run and bill: billed to now, the budget's safe side."""
         sid = m.server_id
         self.pool.unproven.pop(sid, None)
         missing = self.pool.missing_since.pop(sid, now)
+        end = min(now, missing) if s is None and proven else now
         reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
-        await self._lose(sid, reason, policy.gone_at(m, min(now, missing) if s is None else now))
+        await self._lose(sid, reason, policy.gone_at(m, end))
         if s is None:  # watched until it cannot bill any more: its lease's end
             self.pool.lost_watch[sid] = tnow + (
                 max(0.0, m.estimated_stopping_at - now)
@@ -2169,7 +2174,7 @@ class MachineActor(Actor):
             )
             return
         if msg.server is None:
-            await self._lose_observed(m, None, self.ctx.now(), trio.current_time())
+            await self._lose_observed(m, None, self.ctx.now(), trio.current_time(), proven=True)
         else:
             # Up (the listing missed it), or going: as if that listing had shown it.
             await self._apply_listing([msg.server], only_these=True)

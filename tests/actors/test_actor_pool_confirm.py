@@ -230,3 +230,30 @@ async def test_a_machine_vanished_while_starting_is_billed_from_the_last_listing
         assert (bill.reason, bill.cost_micros) == ("never_ready", 0)
         (stopped,) = [e for e in rig.events(ev.MachineStopped) if e.server_id == m.server_id]
         assert stopped.billed_seconds <= 5 + 1
+
+
+async def test_a_machine_taken_for_lost_after_failed_lookups_is_billed_to_then(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Listings leave it out and its lookups keep failing: nothing proves it gone (it may
+    run and bill on). Before, once taken for lost after LOSS_LOOKUPS failures, it was
+    billed to the first listing that left it out, below what the cloud bills. Now to the
+    listing that takes it for lost: the budget's safe side."""
+    async with pool_rig(lease_seconds=600.0, max_machines=1, idle_timeout=600.0) as rig:
+        _, sid = await _ready_machine(rig)
+        rc = rig.ctx.runcomfy
+
+        async def status(server_id: str) -> Any:
+            raise TransportError("no answer")
+
+        rc.status = status
+        _miss_next_listings(rig, sid, 1000)
+        first_miss = rig.ctx.now()
+        for _ in range(10):
+            await rig.poll()
+            await trio.sleep(10)
+        (lost,) = rig.events(ev.MachineLost)
+        (stopped,) = rig.events(ev.MachineStopped)
+        assert stopped.stopped_at == lost.at > first_miss + 5  # after 3 failed lookups
+        (bill,) = rig.sim.billing()
+        assert bill.stopped_at is None  # it runs on in the cloud
