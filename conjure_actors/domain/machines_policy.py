@@ -428,14 +428,23 @@ def observe(
 
 def gone_at(m: Machine, now: float, *, stop_sent: bool = False) -> float:
     """When billing most likely ended for a machine found gone at ``now`` (nobody says: a
-    gone machine is a 404). A lease that ran out ended at its end. With ``stop_sent`` (a
-    resume finds gone a machine whose stop the log shows decided: the ``DELETE`` was in
-    flight at the crash) it ended at the logged stop. Otherwise it was billing when last
-    seen, and ``now`` bounds it."""
+    gone machine is a 404). A lease that ran out ended at its end; otherwise it was billing
+    when last seen, and ``now`` bounds it.
+
+    ``stop_sent``: a resume finds gone a machine whose stop the log shows decided before the
+    crash. ``MachineStopping`` is logged before its ``DELETE`` is sent, so whether that left
+    nobody can tell from the log; but a machine gone before its lease's end was stopped
+    (by that ``DELETE``): it ended at the logged stop. Found gone after its lease's end, it
+    may have run to it (the ``DELETE`` never left): billed to its end, the safe side."""
     until = now
     if m.estimated_stopping_at is not None:
         until = min(until, m.estimated_stopping_at)
-    if stop_sent and m.status == M_STOPPING and m.stop_requested_at is not None:
+    if (
+        stop_sent
+        and m.status == M_STOPPING
+        and m.stop_requested_at is not None
+        and (m.estimated_stopping_at is None or now < m.estimated_stopping_at)
+    ):
         until = min(until, m.stop_requested_at)
     return until
 

@@ -298,13 +298,15 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
         if m.status in st.MACHINE_GONE and bill.stopped_at is not None and not billing_on:
             if m.lost_reason == "gone while we were down" and m.stop_requested_at is not None:
                 # A resume found gone a machine whose stop was decided before the crash:
-                # the runtime bills it to that stop (the DELETE was in flight; whether it
-                # landed, or the machine vanished by itself first, nobody can tell), and
-                # the cloud cannot have billed past when it was found gone.
-                end = m.stop_requested_at
-                if m.estimated_stopping_at is not None:
-                    end = min(end, m.estimated_stopping_at)
+                # gone before its lease's end, it was stopped (by that DELETE, or it
+                # vanished first: nobody can tell), and the runtime bills it to the stop;
+                # found gone after, its DELETE may never have left: billed to the lease's
+                # end, which the cloud cannot have billed past.
                 seen = found_gone.get(m.server_id, now)
+                end = m.stop_requested_at
+                lease_end = m.estimated_stopping_at
+                if lease_end is not None:
+                    end = lease_end if seen >= lease_end else min(end, lease_end)
                 to_stop, to_seen = _lost_cost(h, m, bill, end), _lost_cost(h, m, bill, seen)
                 if m.cost_micros != to_stop or bill.cost_micros > to_seen:
                     problems.append(

@@ -168,16 +168,17 @@ async def test_resume_waits_out_a_long_rate_limit(
         assert _ledger(state) == _bills(cloud)
 
 
-async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
-) -> None:
-    """A crash with an idle machine's DELETE in flight, and a resume ten minutes later that
-    finds it gone: its bill ends at the logged stop, as the cloud's does, not at the
-    resume."""
+async def _crash_while_stopping_then_resume(
+    tmp_path: Path, lease_seconds: float
+) -> tuple[Any, Any, str]:
+    """A crash with an idle machine's stop logged (its DELETE lands as the process dies) and
+    a resume 2 minutes later (about 1,000 s after the launch, the dead runtime's teardown
+    included), machines leased for ``lease_seconds``: (the resumed state, the cloud, that
+    machine)."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now) as cloud:
-        config = sim_config(cloud, idle_timeout=30.0)
+        config = sim_config(cloud, idle_timeout=30.0, lease_seconds=lease_seconds)
         stopping = ""
 
         async def until_stopping(conjure: Any) -> None:
@@ -192,13 +193,34 @@ async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
             cloud.runcomfy.vanish(stopping)  # the DELETE lands as the process dies
 
         await crash_when(cloud, log, tmp_path, config, wall, until_stopping)
-        await trio.sleep(600)
+        await trio.sleep(120)
         log = log.reopen()
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
             await conjure.shutdown()
             state = conjure.state
         assert state.machines[stopping].status in ("lost", "stopped")
-        assert _ledger(state) == _bills(cloud)
+        return state, cloud, stopping
+
+
+async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Found gone before its lease's end, a machine whose stop was logged at the crash was
+    stopped: its bill ends at the logged stop, as the cloud's does, not at the resume."""
+    state, cloud, _ = await _crash_while_stopping_then_resume(tmp_path, lease_seconds=3600)
+    assert _ledger(state) == _bills(cloud)
+
+
+async def test_resume_past_the_lease_bills_a_machine_stopped_at_the_crash_to_the_lease_end(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Found gone only after its lease's end, it may have run to it (its DELETE, logged as
+    decided before it is sent, may never have left): billed to the lease's end, above the
+    cloud's bill here, never below (QA: billed 32 s where the cloud billed 87 s)."""
+    state, cloud, sid = await _crash_while_stopping_then_resume(tmp_path, lease_seconds=600)
+    m = state.machines[sid]
+    assert m.stopped_at == m.estimated_stopping_at
+    assert _ledger(state)[sid] > _bills(cloud)[sid]
 
 
 async def test_fresh_start_and_launch_wait_out_a_long_rate_limit(
