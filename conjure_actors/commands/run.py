@@ -891,7 +891,6 @@ def _logged_start(log_path: Path) -> tuple[str | None, Any]:
     """``(out folder, last SystemStarted or None)`` of the run recorded in ``log_path`` (see
     :func:`logged_out_dir`)."""
     import eventlog
-    from conjure_actors.domain import events as ev
 
     started: Any = None
     derived: str | None = None
@@ -908,12 +907,9 @@ def _logged_start(log_path: Path) -> tuple[str | None, Any]:
     return recorded or derived, started
 
 
-_KEPT_ON_RESUME: Final = (
-    ("server_type", "server_type"),
-    ("max_machines", "max_machines"),
-    ("idle_timeout", "idle_timeout"),
-)
-"""``(option, SystemStarted field)``: what a resume keeps of its run unless given again."""
+_KEPT_ON_RESUME: Final = ("server_type", "max_machines", "idle_timeout")
+"""The options a resume keeps of its run unless given again (each a SystemStarted field of
+the same name)."""
 
 
 def keep_run_options(args: argparse.Namespace) -> None:
@@ -923,8 +919,8 @@ def keep_run_options(args: argparse.Namespace) -> None:
     out, started = _logged_start(Path(args.resume))
     if args.out is None and out is not None:
         args.out = out
-    for option, field in _KEPT_ON_RESUME:
-        value = getattr(started, field, None) if started is not None else None
+    for option in _KEPT_ON_RESUME:
+        value = getattr(started, option, None)
         if getattr(args, option) is None and value is not None:
             setattr(args, option, value)
 
