@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import Final, TextIO
 
 from conjure_actors import __version__
+from conjure_actors.commands.streams import to_devnull
 from conjure_actors.errors import ConjureError, UsageError
 
 # name -> the module's HELP (shown by ``--help`` without importing the module).
@@ -174,22 +174,6 @@ def _reader_left(stream: TextIO) -> bool:
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
-def _stdout_to_devnull() -> None:
-    _to_devnull(sys.stdout)
-
-
-def _to_devnull(stream: TextIO) -> None:
-    try:
-        fd = stream.fileno()
-    except (OSError, ValueError):  # not a file (replaced in-process): nothing to flush to
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
 def _to_stderr(line: str) -> None:
     """An error's line; a stderr that cannot be written (``2>/dev/full``, its reader gone)
     loses it, and the exit code still says how the command ended (not a second error's
@@ -197,7 +181,7 @@ def _to_stderr(line: str) -> None:
     try:
         print(line, file=sys.stderr, flush=True)
     except OSError:
-        _to_devnull(sys.stderr)
+        to_devnull(sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,10 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         if _reader_left(sys.stdout):
-            _stdout_to_devnull()
+            to_devnull(sys.stdout)
             return EXIT_BROKEN_PIPE
         if _reader_left(sys.stderr):
-            _to_devnull(sys.stderr)
+            to_devnull(sys.stderr)
             return EXIT_BROKEN_PIPE
         print(
             f"error: {exc} (a connection or pipe the command wrote to closed; not stdout):"

@@ -38,7 +38,7 @@ def test_a_command_whose_reader_left_exits_141_without_a_word(
     silenced: list[bool] = []
     monkeypatch.setattr(sys, "stdout", Closed())
     monkeypatch.setattr(status, "main", reader_left)
-    monkeypatch.setattr(cli, "_stdout_to_devnull", lambda: silenced.append(True))
+    monkeypatch.setattr(cli, "to_devnull", lambda stream: silenced.append(stream is sys.stdout))
     assert cli.main(["status", "x.log"]) == cli.EXIT_BROKEN_PIPE == 141
     assert capsys.readouterr().err == ""
     assert silenced == [True]
@@ -53,7 +53,7 @@ def test_a_pipe_whose_reader_left_with_nothing_to_flush_is_stdout_s(
     os.close(read)
     with open(write, "w") as stdout:
         monkeypatch.setattr(sys, "stdout", stdout)
-        monkeypatch.setattr(cli, "_stdout_to_devnull", lambda: None)
+        monkeypatch.setattr(cli, "to_devnull", lambda stream: None)
         monkeypatch.setattr(status, "main", reader_left)
         assert cli.main(["status", "x.log"]) == cli.EXIT_BROKEN_PIPE
         monkeypatch.undo()
@@ -66,7 +66,7 @@ def test_a_broken_pipe_that_is_not_stdout_s_is_one_error_line(
     """A BrokenPipeError of a socket or a subprocess's pipe while stdout is fine: one
     ``error:`` line, exit 1 (it was a silent 141, as if stdout's reader had left)."""
     monkeypatch.setattr(status, "main", reader_left)
-    monkeypatch.setattr(cli, "_stdout_to_devnull", lambda: pytest.fail("stdout is fine"))
+    monkeypatch.setattr(cli, "to_devnull", lambda stream: pytest.fail("stdout is fine"))
     assert cli.main(["status", "x.log"]) == cli.EXIT_ERROR
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: [Errno 32] Broken pipe (a connection or pipe")

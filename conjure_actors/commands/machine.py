@@ -38,6 +38,7 @@ import attrs
 import httpx
 import trio
 
+from conjure_actors.commands.streams import to_devnull
 from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errors import UsageError
 
@@ -278,17 +279,7 @@ def main(args: argparse.Namespace) -> int:
         return trio.run(_main, args, config, path)
     finally:
         if sys.stdout in _READER_LEFT:  # its lines went to stderr: the exit's flush must not
-            _stdout_to_devnull()  # fail on what is left in stdout's buffer
-
-
-def _stdout_to_devnull() -> None:
-    with contextlib.suppress(OSError, ValueError):  # not a file (replaced in-process)
-        fd = sys.stdout.fileno()
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
+            to_devnull(sys.stdout)  # fail on what is left in stdout's buffer
 
 
 async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
