@@ -47,7 +47,10 @@ incarnation takes the job up from its log, until ``MAX_JOB_CRASHES`` crashes fai
 Resume (from the log): an ``interrupted`` job is taken up (``JobResumed``); a job whose
 prompt was submitted on a machine still alive is *re-attached* (the prompt is looked up and
 followed, its outputs downloaded unless already saved intact); unknown to the machine, the
-attempt counts as failed and a new one starts. Nothing the log says was done is done twice.
+attempt counts as failed and a new one starts. A lookup that fails (its ComfyUI answers 5xx,
+times out) proves nothing and is tried again; a re-attach given up before any lookup answered
+gives its machine back *broken* (stopped: the prompt may still run there, see ``_release``).
+Nothing the log says was done is done twice.
 """
 
 from __future__ import annotations
@@ -200,9 +203,11 @@ class _Rejected:
 
 @attrs.frozen
 class _Found:
-    """A re-attached prompt is known to its machine (queued, running or done)."""
+    """The lookup of a re-attached prompt answered: ``where`` it is on its machine
+    (pending, running, done), or ``"unknown"`` (in neither ``/queue`` nor ``/history``)."""
 
     token: int
+    where: str = "running"
 
 
 @attrs.frozen
@@ -286,6 +291,7 @@ class _JobTimedOut:
 @attrs.frozen
 class _CancelDone:
     reason: str
+    stopped: bool = False  # the prompt's DELETE and /interrupt were both answered
 
 
 class PoolPort:
@@ -406,6 +412,9 @@ class WorkflowActor(Actor):
         self._lease: Lease | None = None
         self._reattach = False  # the current attempt follows a prompt submitted earlier
         self._no_reattach = False  # the machine of the submitted prompt is gone
+        # The re-attached prompt while no lookup has answered for it: it may be running on
+        # the machine leased for it (see _release).
+        self._unproven: str | None = None
         self._upload_name: str | None = None
         self._extra_names: dict[str, str] = {}  # NODE.INPUT -> uploaded name (extra_inputs)
         self._ending = False
@@ -531,9 +540,28 @@ class WorkflowActor(Actor):
         return self._token
 
     async def _release(self) -> None:
+        """Give the machine back. If this job re-attached to a prompt there and no lookup
+        ever answered for it (its ComfyUI failing all along), the prompt may still run
+        there, unfollowed, in a slot the pool would hand to another job (a second prompt
+        queued behind it on a one-slot machine), and no log line would place it there after
+        another crash. So the machine is given back *broken*: the pool stops it (a RunComfy
+        machine; ``MachineStopping`` is logged before the ``DELETE``), and the prompt with
+        it. Not for an interrupted job: the log keeps its prompt placed there, for the
+        resume's re-attach (``machines_policy.reserved_slots``)."""
         lease, self._lease = self._lease, None
-        if lease is not None:
-            await self.pool.release(lease.server_id, self.job_id)
+        unproven, self._unproven = self._unproven, None
+        if lease is None:
+            return
+        broken = unproven is not None and self.job.status != st.INTERRUPTED
+        if broken:
+            log.warning(
+                "job %s: prompt %s on server %s gives up its re-attach unlooked-up (it may"
+                " still run there): the machine takes no other prompt and is stopped",
+                self.job_id,
+                unproven[:8] if unproven is not None else "?",
+                lease.server_id,
+            )
+        await self.pool.release(lease.server_id, self.job_id, broken=broken)
 
     async def _release_held(self) -> None:
         """Give back every lease the log says this job holds (a crashed incarnation's, or
@@ -679,7 +707,14 @@ class WorkflowActor(Actor):
                 await self._on_leased(msg.lease)
             case _LeaseFailed():
                 await self._on_lease_failed(msg.error)
+            case _Found(where="unknown"):
+                self._unproven = None  # proven: the machine does not have it
+                sid = self._lease.server_id if self._lease is not None else "?"
+                pid = (self.job.prompt_id or "")[:8]
+                failure = AttemptFailure("retryable", f"server {sid} does not know prompt {pid}")
+                await self._on_failed(failure, True)
             case _Found():
+                self._unproven = None
                 self._spawn("follow", self._follow, self.job.prompt_id, True)
             case _ExtrasUploaded():
                 for key, node_id, name, sha256, size in msg.files:
@@ -870,6 +905,7 @@ class WorkflowActor(Actor):
             return
         self._watch(lease)
         if self._reattach:
+            self._unproven = self.job.prompt_id
             self._spawn("find", self._find, self.job.prompt_id)
             return
         started = decide.start_job(self.ctx.state, self.job_id, lease.server_id, at=self.ctx.now())
@@ -1114,6 +1150,8 @@ class WorkflowActor(Actor):
     async def _cancelled(self, msg: _CancelDone) -> None:
         if self._ending:
             return
+        if msg.stopped:  # the machine answered: the prompt is deleted or told to stop
+            self._unproven = None
         await self._release()
         if self.job.status not in st.TERMINAL_STATUSES:
             await self._emit_or_stop(
@@ -1127,22 +1165,26 @@ class WorkflowActor(Actor):
         )
 
     async def _interrupt_then(self, lease: Lease | None, prompt_id: str | None, then: Any) -> None:
-        """A child: interrupt the prompt, then report ``then`` (if any)."""
-        await self._interrupt_prompt(lease, prompt_id)
+        """A child: interrupt the prompt, then report ``then`` (if any; a ``_CancelDone``
+        says whether the machine answered the stop)."""
+        stopped = await self._interrupt_prompt(lease, prompt_id)
+        if isinstance(then, _CancelDone):
+            then = attrs.evolve(then, stopped=stopped)
         if then is not None:
             await self._report(then)
 
-    async def _interrupt_prompt(self, lease: Lease | None, prompt_id: str | None) -> None:
-        """``DELETE`` the prompt from the queue and ``/interrupt`` it (shielded, bounded)."""
+    async def _interrupt_prompt(self, lease: Lease | None, prompt_id: str | None) -> bool:
+        """``DELETE`` the prompt from the queue and ``/interrupt`` it (shielded, bounded).
+        False: the machine did not answer both (the prompt may run on)."""
         if lease is None or lease.client is None or prompt_id is None:
-            return
+            return False
         if lease.lost.is_set():  # stopped or vanished: nothing runs there any more
-            return
+            return True
         if prompt_id == self.job.prompt_id and self.job.execution == "succeeded":
             # It has run: nothing to stop (the job downloads its outputs). A /interrupt now
             # would reach whatever that ComfyUI runs next: another client's prompt, or ours
             # on a machine of several slots, if it ignores /interrupt's prompt id.
-            return
+            return True
         posting = self._posts.get(prompt_id)
         if posting is not None:  # its POST may land after a DELETE sent now: wait for it
             with trio.CancelScope(shield=True), trio.move_on_after(POST_PATIENCE) as waiting:
@@ -1162,6 +1204,7 @@ class WorkflowActor(Actor):
             # (and the next job there waits behind it). The pool's late-prompt watch looks
             # it up and stops it (retried every LATE_PROMPT_EVERY s, targeted).
             self._give_up(lease, prompt_id)
+        return done
 
     # ------------------------------------------------------------------ children (report only)
 
@@ -1252,31 +1295,33 @@ class WorkflowActor(Actor):
         return self._lease.client
 
     async def _find(self, token: int, prompt_id: str | None) -> None:
+        """Look the re-attached prompt up on its machine (``/queue``, then ``/history``).
+        Only an answer proves anything: a lookup that fails (a 5xx or a 429 past the
+        client's own retries, a timeout, a dropped connection) is tried again after a pause
+        (doubling, to 30 s) for as long as the attempt lasts. Giving the prompt up on a
+        failed lookup would free its machine's slot while it may run there (and a new
+        prompt would queue behind it)."""
         assert prompt_id is not None
-        try:
-            where = str(await self._client().find_prompt(prompt_id))
-        except cerr.ClientError as exc:
-            if self.job.execution == "submitting":  # its POST (never answered) may land yet
-                self._give_up(self._lease, prompt_id)
-            await self._report(
-                _Failed(token, AttemptFailure("retryable", f"looking up prompt: {exc}"))
-            )
-            return
+        pause = FOLLOW_RETRY_DELAY
+        while True:
+            try:
+                where = str(await self._client().find_prompt(prompt_id))
+                break
+            except cerr.ClientError as exc:
+                log.info(
+                    "job %s: looking up prompt %s failed (%s); looking again in %g s",
+                    self.job_id,
+                    prompt_id[:8],
+                    exc,
+                    pause,
+                )
+                await trio.sleep(pause)
+                pause = min(30.0, pause * 2)
         if where == "unknown":
             # The machine forgot it (restart) or it never arrived: a fresh attempt. Its POST
             # (of an earlier run) may still be on the wire: the pool watches for it.
             self._give_up(self._lease, prompt_id)
-            sid = self._lease.server_id if self._lease is not None else "?"
-            await self._report(
-                _Failed(
-                    token,
-                    AttemptFailure(
-                        "retryable", f"server {sid} does not know prompt {prompt_id[:8]}"
-                    ),
-                )
-            )
-            return
-        await self._report(_Found(token))
+        await self._report(_Found(token, where))
 
     async def _upload_extras(self, token: int) -> bool:
         """Upload ``job.extra_inputs`` (inputs beyond the input image), then report them all

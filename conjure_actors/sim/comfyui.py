@@ -99,7 +99,9 @@ class ComfyFaults:
     - ``ws_silence_rate``: chance, per socket, that it goes silent (open, answers pings,
       delivers nothing) after ``ws_silent_after`` frames.
     - ``http_429_rate``: chance, per request, that a burst of ``http_429_burst`` 429s starts
-      (each with ``Retry-After: retry_after``); ``http_5xx_rate``: chance of a 503.
+      (each with ``Retry-After: retry_after``); ``http_5xx_rate``: chance of a 503 (for a
+      request to one of ``http_5xx_paths`` only, if given: ``"/queue"`` fails the lookups
+      while the rest answers).
     - ``node_error_rate`` / ``node_error_classes``: nodes that fail at run time.
     - ``history_race_rate``: chance that history is written ``history_race_delay`` s after
       ``execution_success`` (the prompt stays "running" meanwhile).
@@ -120,6 +122,7 @@ class ComfyFaults:
     http_429_burst: int = 3
     retry_after: float = 1.0
     http_5xx_rate: float = 0.0
+    http_5xx_paths: frozenset[str] | None = None
     node_error_rate: float = 0.0
     node_error_classes: frozenset[str] = frozenset()
     history_race_rate: float = 0.0
@@ -877,7 +880,7 @@ class ComfyUISim:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _http_faults(self) -> None:
+    def _http_faults(self, path: str) -> None:
         f = self.faults
         if self._burst_left > 0:
             self._burst_left -= 1
@@ -885,7 +888,11 @@ class ComfyUISim:
         if f.http_429_rate > 0 and self._rng_http.random() < f.http_429_rate:
             self._burst_left = max(0, f.http_429_burst - 1)
             raise _HttpError(429, b"429: Too Many Requests", TEXT_TYPE)
-        if f.http_5xx_rate > 0 and self._rng_http.random() < f.http_5xx_rate:
+        if (
+            f.http_5xx_rate > 0
+            and (f.http_5xx_paths is None or path in f.http_5xx_paths)
+            and self._rng_http.random() < f.http_5xx_rate
+        ):
             raise _HttpError(503, b"503: Service Unavailable", TEXT_TYPE)
 
     async def _http(
@@ -901,7 +908,7 @@ class ComfyUISim:
             if host_name in _LOOPBACK and origin_name != host_name.strip("[]"):
                 return 403, b"", None, []
         try:
-            self._http_faults()
+            self._http_faults(path)
         except _HttpError as err:
             extra = (
                 [(b"retry-after", f"{self.faults.retry_after:g}".encode())]

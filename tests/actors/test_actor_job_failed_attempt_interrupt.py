@@ -72,8 +72,9 @@ async def test_a_resumed_job_whose_lookup_fails_stops_its_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Crash while the prompt runs; on resume the lookup of the prompt (_find) fails once
-    (a transient error): the job retries with a new prompt, and the old one must not keep
-    running on the machine."""
+    (a transient error): it is looked up again and followed (re-attached), until the
+    attempt's deadline (this prompt runs longer); the job retries with a new prompt, and the
+    old one must not keep running on the machine."""
     from actor_support import crash_when
 
     wall = TrioWallClock()
