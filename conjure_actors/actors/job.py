@@ -1584,9 +1584,32 @@ class WorkflowActor(Actor):
             scope.deadline = min(scope.deadline, until)
 
     async def _follow(self, token: int, prompt_id: str | None, use_ws: bool) -> None:
+        """Follow the prompt (``_follow_on``). A prompt re-attached after a restart was
+        submitted with the client id of the dead process's socket: ComfyUI sends its frames
+        (progress, SaveImageWebsocket images) only to a socket of that id, so it is followed
+        over a socket of its own under that id while one can be had
+        (``ComfyUIClient.open_prompt_events``: once per id, checked for P3's silence);
+        polling ``/history`` decides its outcome all the same."""
+        lease = self._lease
+        old_id = self.job.client_id
+        if (
+            use_ws
+            and self._reattach
+            and old_id
+            and lease is not None
+            and hasattr(lease.client, "open_prompt_events")
+            and (lease.events is None or lease.events.client_id != old_id)
+        ):
+            async with lease.client.open_prompt_events(old_id) as own:
+                await self._follow_on(token, prompt_id, use_ws, own)
+            return
+        await self._follow_on(token, prompt_id, use_ws, None)
+
+    async def _follow_on(self, token: int, prompt_id: str | None, use_ws: bool, own: Any) -> None:
         """Report the prompt's updates until its outcome. A transient error (a 429, a dropped
         connection) follows the *same* prompt again after a pause, by polling: submitting it
-        again would run the work twice. The attempt's deadline bounds the whole."""
+        again would run the work twice. The attempt's deadline bounds the whole. ``own``:
+        the socket to follow it over (else the machine's), while ``use_ws``."""
         assert prompt_id is not None
         poll = min(1.0, self.ctx.config.pool.poll_interval)
         pause = FOLLOW_RETRY_DELAY
@@ -1629,6 +1652,8 @@ class WorkflowActor(Actor):
         while True:
             lease = self._lease
             events = lease.events if (use_ws and lease is not None) else None
+            if use_ws and own is not None:
+                events = own
             succeeded: cu.PromptSucceeded | None = None
             try:
                 async with contextlib.aclosing(

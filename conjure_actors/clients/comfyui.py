@@ -709,13 +709,21 @@ class ComfyUIEvents:
         ping_timeout: float = 10.0,
         feature_flags: bool = True,
         hello_timeout: float = 5.0,
+        client_id: str | None = None,
+        reconnect: bool = True,
     ) -> None:
         self._client = client
         self._hello_timeout = hello_timeout
         self._keepalive = keepalive
         self._ping_timeout = ping_timeout
         self._feature_flags = feature_flags
-        self.client_id = client.ids().hex
+        # ``client_id``: the id of the first connection (an id prompts were submitted with
+        # earlier; see ComfyUIClient.open_prompt_events), whose ``status`` must then come
+        # within ``hello_timeout`` (P3: a socket under a reused id may be silenced).
+        # ``reconnect=False``: one connection only (under that id: never again).
+        self._reused = client_id is not None
+        self._reconnect = reconnect
+        self.client_id = client_id if client_id is not None else client.ids().hex
         self.connected = False
         self._up = trio.Event()  # set while connected; a fresh one after each drop
         self.generation = 0
@@ -895,12 +903,15 @@ class ComfyUIEvents:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._wake_followers)
                 await self._run(task_status)
+                nursery.cancel_scope.cancel()  # one connection only, over: wake followers
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         started = False
         delays = self._client.policy.delays(self._client.rng)
+        reused = self._reused
         while True:
-            client_id = self._client.ids().hex
+            client_id = self.client_id if reused else self._client.ids().hex
+            self._client._ws_ids.add(client_id)
             url = f"{self._client.ws_base}/ws?clientId={client_id}"
             try:
                 async with self._client.ws_connect(url) as ws:
@@ -909,7 +920,7 @@ class ComfyUIEvents:
                         # its client id (ComfyUI's handler registers it, then sends
                         # ``status`` with the ``sid``): a prompt posted in between sends its
                         # frames to nobody. Connected means the server spoke on this socket.
-                        if await self._hello(ws):
+                        if await self._hello(ws, reused=reused):
                             self.client_id = client_id
                             self.connected = True
                             self._up.set()
@@ -949,13 +960,18 @@ class ComfyUIEvents:
             if not started:
                 started = True
                 task_status.started()
+            if not self._reconnect:
+                return
+            reused = False  # every later connection under a fresh id (P3)
             await trio.sleep(next(delays))
 
-    async def _hello(self, ws: trio_websocket.WebSocketConnection) -> bool:
+    async def _hello(self, ws: trio_websocket.WebSocketConnection, *, reused: bool = False) -> bool:
         """Send our feature flags, then wait for the server's first frame (its ``status``
         with our ``sid``, sent once the socket is registered) and route it. A server that
         says nothing within ``hello_timeout`` (a silent proxy) is used anyway: following
-        polls what the socket does not bring. False: the socket closed first."""
+        polls what the socket does not bring. False: the socket closed first; or, under a
+        ``reused`` client id, its first frame was no ``status`` naming that id within
+        ``hello_timeout``: taken for silenced (P3), it is not used."""
         try:
             if self._feature_flags:
                 await ws.send_message(_FEATURE_FLAGS)
@@ -964,6 +980,20 @@ class ComfyUIEvents:
         except trio_websocket.ConnectionClosed:
             log.info("%s: WebSocket closed before its first frame; reconnecting", self._client.name)
             return False
+        if reused:
+            sid = None
+            if not waited.cancelled_caught and isinstance(message, str):
+                parsed = wire.parse_ws_message(message)
+                if isinstance(parsed, wire.StatusMsg):
+                    sid = parsed.data.sid
+            if sid != self.client_id:
+                log.info(
+                    "%s: no status within %g s on the WebSocket under a reused client id:"
+                    " taken for silenced (its prompt is followed by polling)",
+                    self._client.name,
+                    self._hello_timeout,
+                )
+                return False
         if waited.cancelled_caught:
             log.info(
                 "%s: the WebSocket said nothing for %g s after connecting; using it anyway",
@@ -1044,6 +1074,9 @@ class ComfyUIClient:
         self._urls: dict[str, httpx.URL] = {}  # the parsed URLs of _FIXED_PATHS
         self._secrets: dict[str, str] = {}
         self._queue_cache: tuple[float, QueueSnapshot] | None = None
+        # Every client id a socket of this client has connected under (this process's):
+        # open_prompt_events uses none of them again (P3).
+        self._ws_ids: set[str] = set()
         self._queue_inflight: trio.Event | None = None
         if redact is not None:
             for secret in {self._base, self.ws_base, parts.netloc, parts.hostname or ""}:
@@ -1065,6 +1098,39 @@ class ComfyUIClient:
     def events(self, **kwargs: Any) -> ComfyUIEvents:
         """A :class:`ComfyUIEvents` for this server (start its ``run`` in a nursery)."""
         return ComfyUIEvents(self, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def open_prompt_events(
+        self, client_id: str, *, hello_timeout: float = 5.0
+    ) -> AsyncGenerator[ComfyUIEvents | None, None]:
+        """A WebSocket under ``client_id``, the id prompts were submitted with by a process
+        that has since died (their frames, SaveImageWebsocket images included, go only to a
+        socket of that id), for following those prompts: one connection, no reconnect,
+        closed on exit. ``None``: not usable, follow by polling (and the machine's socket).
+
+        P3 (``comfyui.md``): while the dead process's socket handler still lives on the
+        server (a proxy may hold it open), connecting under its id works until that handler
+        ends, and then the new socket receives nothing more. So this socket carries nothing
+        but those old prompts (new prompts go over a socket of a fresh id: a silenced one
+        costs only the old prompts' progress, never a result, which polling ``/history``
+        decides); an id is used once per client, never one a socket of this process has
+        had (a second socket under it would be silenced when the first closes: ``None``);
+        and a socket whose ``status`` does not come within ``hello_timeout`` of connecting
+        is taken for silenced (``None``)."""
+        if client_id in self._ws_ids:  # ours already (this process's, or used once)
+            yield None
+            return
+        events = ComfyUIEvents(
+            self, client_id=client_id, reconnect=False, hello_timeout=hello_timeout
+        )
+        async with trio.open_nursery() as nursery:
+            # Bounded whatever ``ws_connect`` does (the default has its own 10 s timeout).
+            with trio.move_on_after(hello_timeout + 30.0):
+                await nursery.start(events.run)
+            try:
+                yield events if events.connected else None
+            finally:
+                nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ plumbing
 

@@ -1,0 +1,90 @@
+"""``ComfyUIClient.open_prompt_events``: a socket under the client id a dead process's
+prompts were submitted with. P3 (a reused id may be silenced): it must say ``status`` with
+that id promptly, it is used once per id, never under an id this process's sockets had, and
+it does not reconnect. MockClock, the ComfyUI simulator in memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import trio
+import trio.testing
+
+from conjure_actors.clients import ComfyUIClient
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.sim.comfyui import ComfyFaults, ComfyUISim
+
+BASE = "http://comfy.sim.invalid:8188"
+OLD = "0123456789abcdef0123456789abcdef"
+
+
+@asynccontextmanager
+async def _client(
+    faults: ComfyFaults | None = None,
+) -> AsyncIterator[tuple[ComfyUISim, ComfyUIClient]]:
+    sim = ComfyUISim(faults=faults or ComfyFaults(), wall=TrioWallClock().now)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.run)
+        transport = httpx.ASGITransport(app=sim.asgi)
+        async with httpx.AsyncClient(transport=transport) as http:
+            yield sim, ComfyUIClient(BASE, http=http, ws_connect=sim.open_ws_in_memory)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_socket_connects_under_the_old_client_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server's ``status`` names the old id: the socket is used, under that id."""
+    async with _client() as (sim, client), client.open_prompt_events(OLD) as events:
+        assert events is not None
+        assert events.connected
+        assert events.client_id == OLD
+        assert OLD in sim._conns
+
+
+async def test_a_socket_without_status_promptly_is_taken_for_silenced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No ``status`` within the hello timeout (the server says nothing): not used (None),
+    where the machine's own socket would be used anyway."""
+    silent = ComfyFaults(ws_silence_rate=1.0)
+    async with _client(silent) as (_, client):
+        started = trio.current_time()
+        async with client.open_prompt_events(OLD, hello_timeout=5.0) as events:
+            assert events is None
+            assert trio.current_time() - started >= 5.0
+
+
+async def test_an_old_client_id_is_used_once(autojump_clock: trio.testing.MockClock) -> None:
+    """A second socket under the same id would be silenced when the first closes: None."""
+    async with _client() as (_, client):
+        async with client.open_prompt_events(OLD) as first:
+            assert first is not None
+        async with client.open_prompt_events(OLD) as second:
+            assert second is None
+
+
+async def test_an_id_this_process_connected_under_is_not_reused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The machine's own socket's id (its old handler may live on): None."""
+    async with _client() as (_, client), trio.open_nursery() as nursery:
+        events = client.events()
+        await nursery.start(events.run)
+        assert events.connected
+        async with client.open_prompt_events(events.client_id) as again:
+            assert again is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_socket_does_not_reconnect(autojump_clock: trio.testing.MockClock) -> None:
+    """Dropped by the server, it stays down (a fresh id would get none of the old
+    prompts' frames): its followers poll."""
+    async with _client() as (sim, client), client.open_prompt_events(OLD) as events:
+        assert events is not None
+        sim._conns[OLD].scope.cancel()  # the server closes it
+        await trio.sleep(60)
+        assert not events.connected
+        assert events.generation == 1
