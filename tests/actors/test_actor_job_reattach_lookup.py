@@ -104,3 +104,27 @@ def log_state_server(log: eventlog.MemoryLog[Any], job: str) -> str:
     """The machine the log places ``job``'s last prompt on."""
     (*_, last) = (e for e in _of(log, ev.PromptSubmitting) if e.job_id == job)
     return str(last.server_id)
+
+
+async def test_a_reattach_cancelled_unlooked_up_stops_its_machine(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Cancelled while every lookup of its prompt fails (and so does the prompt's
+    ``DELETE``, ``POST /queue``): the machine, which may still run it, is stopped."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200.0)) as cloud:
+        config = sim_config(cloud, max_machines=1)
+        job = await _crash_while_running(cloud, log, tmp_path, config, wall)
+        log = log.reopen()
+        first = log_state_server(log, job)
+        cloud.machine_sim(first).faults = QUEUE_DOWN
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            await trio.sleep(60)
+            await conjure.cancel(job)
+            with trio.fail_after(7200):
+                await wait_for(conjure, lambda s: s.machines[first].status == "stopped")
+            state = conjure.state
+    assert state.jobs[job].status == "cancelled"
+    stops = [e.reason for e in _of(log, ev.MachineStopping) if e.server_id == first]
+    assert stops == ["unhealthy"]
