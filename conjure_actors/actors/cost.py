@@ -7,9 +7,10 @@ a pure function of :mod:`conjure_actors.domain.cost_policy`; the only thing that
 accrual timer, is a child task that reports ``AccrueNow`` to the actor and never emits.
 
 :class:`Ledger` is what outlives a restart of the actor: the run's context, whether the
-budget's excess was already acted upon, whether the user was told that the budget stopped
-launches and renewals (``BudgetLimitReached``: once per budget set, and once more in a
-resumed run), and the launches approved but not yet logged.
+budget's excess was already acted upon, what refusals the user was told of
+(``BudgetLimitReached``: a launch refused, a machine's renewal refused, each once until the
+budget is set again or one of its kind is granted; once more in a resumed run), and the
+launches approved but not yet logged.
 
 An approval is answered before the pool logs its ``MachineLaunchRequested``, so two asks
 close together would both be judged on the same committed figure and both approved while
@@ -45,6 +46,7 @@ APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launc
 
 OnExceeded = Callable[[str], Awaitable[None]]
 BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
+LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: "renewal <server id>")
 
 
 class Ledger:
@@ -57,7 +59,9 @@ class Ledger:
         self.on_exceeded = on_exceeded
         self.on_lifted = on_lifted  # the budget was raised past the spend after an excess
         self.exceeded_handled = False
-        self.limit_told = False  # BudgetLimitReached emitted since the budget was last set
+        # What a BudgetLimitReached told refused (LAUNCH, "renewal <server id>") since the
+        # budget was last set and that kind was last granted.
+        self.told: set[str] = set()
         self.reservations: list[cost_policy.Reservation] = []
         self.seen_requests: set[str] | None = None  # launch requests known at the last look
 
@@ -121,25 +125,14 @@ class CostActor(Actor):
             case ApproveLaunch():
                 return await self._approve_launch(msg.job_id, msg.server_type)
             case ApproveRenewal():
-                lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
-                approved = cost_policy.check_renewal(
-                    self.ctx.state,
-                    msg.server_id,
-                    seconds=msg.seconds,
-                    lease_micros=lease,
-                    now=self.ctx.now(),
-                    reserved=self.ledger.reserved(),
-                )
-                if not approved:
-                    await self._tell_limit_reached("renewal")
-                return approved
+                return await self._approve_renewal(msg.server_id, msg.seconds)
             case LaunchApprovalUnused():
                 self.ledger.release(msg.job_id)
                 return None
             case SetBudget():
                 limit = cost_policy.budget_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
-                self.ledger.limit_told = False
+                self.ledger.told.clear()
                 handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
                 lifted = self.ledger.on_lifted
@@ -157,40 +150,77 @@ class CostActor(Actor):
         """May the pool launch a machine for ``job_id``? Logs ``LaunchRefused`` when not."""
         estimate = self.ledger.lease_estimate(server_type)
         lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
+        now = self.ctx.now()
         refused = cost_policy.check_launch(
             self.ctx.state,
             job_id,
             estimate=estimate,
             lease_micros=lease,
-            now=self.ctx.now(),
-            at=self.ctx.now(),
+            now=now,
+            at=now,
             reserved=self.ledger.reserved(),
         )
         if refused is None:
             self.ledger.reserve(job_id, estimate)
+            self.ledger.told.discard(LAUNCH)  # a launch fits again: a refusal is news
             return True
         await self.ctx.emit(refused)
-        await self._tell_limit_reached("launch")
+        limit = self.ctx.state.budget.limit_micros
+        if limit is not None:
+            spent = cost_policy.spent_micros(self.ctx.state, now)
+            await self._tell_limit_reached(
+                LAUNCH,
+                cost_policy.limit_reached(
+                    what="launch",
+                    needed=estimate,
+                    spent=spent,
+                    committed=limit - spent - refused.remaining_micros,
+                    limit=limit,
+                    at=now,
+                ),
+            )
         return False
 
-    async def _tell_limit_reached(self, what: str) -> None:
-        """A launch or renewal was just refused: the first time since the budget was set,
-        say so (one ``BudgetLimitReached``: the run's line, the replay's timeline). Not once
-        the budget is exceeded: ``BudgetExceeded`` says that, and every machine stops."""
+    async def _approve_renewal(self, server_id: str, seconds: float) -> bool:
+        """May the pool renew ``server_id``'s lease to run ``seconds`` more from now?"""
         state = self.ctx.state
-        limit = state.budget.limit_micros
-        if self.ledger.limit_told or limit is None or state.budget.exceeded:
-            return
-        await self.ctx.emit(
-            ev.BudgetLimitReached(
-                what=what,
-                spent_micros=self.ledger.spent(),
-                committed_micros=self.ledger.committed() + self.ledger.reserved(),
-                limit_micros=limit,
-                at=self.ctx.now(),
-            )
+        lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
+        now = self.ctx.now()
+        reserved = self.ledger.reserved()
+        key = f"renewal {server_id}"
+        approved = cost_policy.check_renewal(
+            state, server_id, seconds=seconds, lease_micros=lease, now=now, reserved=reserved
         )
-        self.ledger.limit_told = True
+        if approved:
+            self.ledger.told.discard(key)  # renewed: a later refusal is news
+            return True
+        limit = state.budget.limit_micros
+        if limit is not None:
+            await self._tell_limit_reached(
+                key,
+                cost_policy.limit_reached(
+                    what="renewal",
+                    needed=cost_policy.renewal_estimate(state, server_id, seconds=seconds, now=now),
+                    spent=cost_policy.spent_micros(state, now),
+                    committed=cost_policy.committed_micros(state, now, lease_micros=lease)
+                    + reserved,
+                    limit=limit,
+                    at=now,
+                    server_id=server_id,
+                ),
+            )
+        return False
+
+    async def _tell_limit_reached(self, key: str, notice: ev.BudgetLimitReached) -> None:
+        """A launch or a renewal was just refused: say so (``BudgetLimitReached``: the
+        run's line, the replay's timeline) the first time since the budget was set or since
+        one of that kind (``key``: launches; one machine's renewals) was last granted, not
+        at every ask the pool repeats meanwhile. Not once the budget is exceeded:
+        ``BudgetExceeded`` says that, and every machine stops."""
+        if key in self.ledger.told or self.ctx.state.budget.exceeded:
+            return
+        await self.ctx.emit(notice)
+        self.ledger.told.add(key)
 
     async def _accrue(self) -> None:
         """Accrue every billing machine up to now, then apply the budget rule."""

@@ -42,6 +42,8 @@ __all__ = [
     "committed_micros",
     "launch_allowed",
     "lease_cost_micros",
+    "limit_reached",
+    "renewal_estimate",
     "request_keys",
     "reserved_micros",
     "settle_reservations",
@@ -181,6 +183,25 @@ def check_launch(
     )
 
 
+def renewal_estimate(state: State, server_id: str, *, seconds: float, now: float) -> int:
+    """What renewing ``server_id``'s lease to run ``seconds`` from ``now`` commits more.
+
+    The time past the lease's current end: the rest of the lease is already committed
+    (:func:`committed_micros`), so counting a whole lease on top would refuse, near the
+    budget, a renewal that fits (and the machine's job would lose it when the lease runs
+    out). A machine not Ready in its lease: a whole lease of ``seconds``."""
+    m = state.machines.get(server_id)
+    if m is None:
+        return 0
+    end = m.estimated_stopping_at
+    if m.status == M_READY and m.service_ready_at is not None and end is not None and end > now:
+        rate, ready = m.rate_micros_per_hour, m.service_ready_at
+        until = now + math.ceil(seconds)
+        extra = machine_cost_micros(rate, ready, until) - machine_cost_micros(rate, ready, end)
+        return max(0, extra)
+    return lease_cost_micros(m.rate_micros_per_hour, seconds)
+
+
 def check_renewal(
     state: State,
     server_id: str,
@@ -190,31 +211,42 @@ def check_renewal(
     now: float,
     reserved: int = 0,
 ) -> bool:
-    """May ``server_id``'s lease be renewed to run ``seconds`` from ``now``? (``reserved``:
-    as for :func:`check_launch`.)
-
-    What the renewal adds is the time past the lease's current end: the rest of the lease
-    is already committed (:func:`committed_micros`), so counting a whole lease on top
-    would refuse, near the budget, a renewal that fits (and the machine's job would lose
-    it when the lease runs out)."""
+    """May ``server_id``'s lease be renewed to run ``seconds`` from ``now``? (what it adds:
+    :func:`renewal_estimate`; ``reserved``: as for :func:`check_launch`.)"""
     limit = state.budget.limit_micros
     if limit is None:
         return True
-    m = state.machines.get(server_id)
-    if m is None or state.budget.exceeded:
+    if server_id not in state.machines or state.budget.exceeded:
         return False
-    estimate = lease_cost_micros(m.rate_micros_per_hour, seconds)
-    end = m.estimated_stopping_at
-    if m.status == M_READY and m.service_ready_at is not None and end is not None and end > now:
-        rate, ready = m.rate_micros_per_hour, m.service_ready_at
-        until = now + math.ceil(seconds)
-        extra = machine_cost_micros(rate, ready, until) - machine_cost_micros(rate, ready, end)
-        estimate = max(0, extra)
     return launch_allowed(
         limit=limit,
         spent=spent_micros(state, now),
         committed=committed_micros(state, now, lease_micros=lease_micros) + reserved,
-        estimate=estimate,
+        estimate=renewal_estimate(state, server_id, seconds=seconds, now=now),
+    )
+
+
+def limit_reached(
+    *,
+    what: str,
+    needed: int,
+    spent: int,
+    committed: int,
+    limit: int,
+    at: float,
+    server_id: str | None = None,
+) -> ev.BudgetLimitReached:
+    """The notice of a refused launch (``what="launch"``) or renewal (of ``server_id``):
+    ``needed`` did not fit in ``limit`` beyond ``spent`` and ``committed`` (the figures it
+    was refused on: the same the refusal's own event holds)."""
+    return ev.BudgetLimitReached(
+        what=what,
+        spent_micros=spent,
+        committed_micros=committed,
+        limit_micros=limit,
+        needed_micros=needed,
+        server_id=server_id,
+        at=at,
     )
 
 

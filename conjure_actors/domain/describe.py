@@ -41,6 +41,33 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
+_RAISE: Final = "raise --budget (serve: PUT /api/conjure/budget)"
+
+
+def _limit_reached(e: ev.BudgetLimitReached) -> str:
+    """What the budget refused, on what figures, and what follows: the pool asks again,
+    so nothing here says that no launch or renewal will come (one that fits later is
+    granted)."""
+    left = e.limit_micros - e.spent_micros - e.committed_micros
+    figures = (
+        f"{format_usd(left)} of the {format_usd(e.limit_micros)} budget left after"
+        f" {format_usd(e.spent_micros)} spent and {format_usd(e.committed_micros)} committed"
+    )
+    needs = "" if e.needed_micros is None else f"needs {format_usd(e.needed_micros)}, "
+    if e.what == "renewal":
+        machine = "" if e.server_id is None else f" of machine {e.server_id}"
+        return (
+            f"lease renewal{machine} refused: {needs}{figures}; the machine takes no new job"
+            " and stops once idle, or at its lease's end (a job still on it then loses it)"
+            f" unless a renewal asked again fits by then; {_RAISE}"
+        )
+    return (
+        f"launch refused: {needs}{figures}; jobs waiting for a machine wait for one running"
+        " or starting (with none, they fail), and a launch is asked again while they wait;"
+        f" {_RAISE}"
+    )
+
+
 _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ev.WorkflowRegistered: lambda e: f"workflow {e.name} registered ({e.sha256[:12]})",
     ev.JobSubmitted: lambda e: (
@@ -124,13 +151,9 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ),
     ev.LaunchRefused: lambda e: (
         f"launch for job {e.job_id} refused: needs {format_usd(e.estimate_micros)},"
-        f" {format_usd(e.remaining_micros)} left"
+        f" {format_usd(e.remaining_micros)} of the budget left after what is spent and committed"
     ),
-    ev.BudgetLimitReached: lambda e: (
-        f"limit reached: no more launches or lease renewals ({format_usd(e.spent_micros)}"
-        f" spent, {format_usd(e.committed_micros)} committed, of {format_usd(e.limit_micros)});"
-        " raise --budget (serve: PUT /api/conjure/budget)"
-    ),
+    ev.BudgetLimitReached: _limit_reached,
     ev.SystemStarted: lambda e: f"started run {e.run_id} ({e.mode}, version {e.version})",
     ev.SystemStopped: lambda e: f"stopped ({e.reason})",
     rt.ActorStarted: lambda e: f"started (incarnation {e.incarnation})",
@@ -164,6 +187,8 @@ def event_job_id(event: object) -> str | None:
 
 def event_subject(event: object) -> str:
     """What the event is about: ``job X``, ``machine Y``, ``actor Z``, ``budget``..."""
+    if isinstance(event, ev.BudgetLimitReached):
+        return "budget"  # its server_id names the machine refused, not what it is about
     if isinstance(event, ev.MachineLeased | ev.MachineReleased):
         return f"machine {event.server_id}"
     job_id = event_job_id(event)
@@ -184,8 +209,7 @@ def event_subject(event: object) -> str:
         return f"asset {event.asset_id}"
     if isinstance(event, se.IdempotencyKeyClaimed | se.IdempotencyKeyReleased):
         return "idempotency"
-    budget = ev.BudgetSet | ev.BudgetWarning | ev.BudgetExceeded | ev.LaunchRefused
-    if isinstance(event, budget | ev.BudgetLimitReached):
+    if isinstance(event, ev.BudgetSet | ev.BudgetWarning | ev.BudgetExceeded | ev.LaunchRefused):
         return "budget"
     return "system"
 

@@ -643,17 +643,27 @@ class BudgetExceeded(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget
 class BudgetLimitReached(
     msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_limit_reached"
 ):
-    """Emitted by the CostActor the first time (per budget set) it refuses a launch or a
-    lease renewal because the budget cannot cover it: from then on, until the budget is
-    raised, no machine is launched and a machine whose renewal was refused takes no new
-    job (it runs out its lease). ``what``: ``"launch"`` or ``"renewal"``, the first refused;
-    ``committed_micros``: what the machines alive will bill beyond ``spent_micros``."""
+    """Emitted by the CostActor when it refuses a launch, or a machine's lease renewal,
+    because the budget cannot cover it: the first such refusal since the budget was set or
+    since one of that kind (a launch; that machine's renewal) was last granted. It says
+    what was refused, not that nothing more will be: the pool asks again while jobs wait
+    (a launch) or the machine runs a job (a renewal), and one that fits later (a machine
+    stopped before its lease's end frees what it committed) is granted. A machine whose
+    renewal was refused takes no new job meanwhile and stops once idle.
+
+    ``what``: ``"launch"`` or ``"renewal"``; ``committed_micros``: what RunComfy will bill
+    beyond ``spent_micros`` (the rest of each lease, one lease per launch on its way);
+    ``needed_micros``: what the refused launch or renewal would have committed more;
+    ``server_id``: the machine whose renewal was refused (both None in logs written before
+    they were recorded)."""
 
     what: str
     spent_micros: int
     committed_micros: int
     limit_micros: int
     at: float
+    needed_micros: int | None = None
+    server_id: str | None = None
 
 
 class LaunchRefused(msgspec.Struct, frozen=True, kw_only=True, tag="cost.launch_refused"):

@@ -1,6 +1,6 @@
 """Near the budget: a machine whose lease renewal the budget refused takes no new job (the
 job would lose it when the lease runs out, its paid time thrown away) and is stopped once
-idle; the run says once, in a ``BudgetLimitReached``, that launches and renewals stopped."""
+idle; the run says once, in a ``BudgetLimitReached``, what the budget refused."""
 
 from __future__ import annotations
 
@@ -84,12 +84,17 @@ async def test_no_job_starts_on_a_machine_whose_renewal_the_budget_refused(
 async def test_the_budget_stopping_renewals_is_told_once(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """The refused renewal (asked again at every poll) and the refused launch give one
-    ``BudgetLimitReached``, with the figures it was refused on."""
-    log, _, _ = await _run(tmp_path, 0.09, 2)
-    (told,) = _of(log, ev.BudgetLimitReached)
-    assert (told.what, told.limit_micros) == ("renewal", 90_000)
-    assert told.spent_micros + told.committed_micros <= 90_000
+    """The refused renewal (asked again at every poll) gives one ``BudgetLimitReached``
+    naming the machine and what the renewal needed, on the figures it was refused on; the
+    refused launch after it, its own one."""
+    log, _, state = await _run(tmp_path, 0.09, 2)
+    told, launch = _of(log, ev.BudgetLimitReached)
+    (machine,) = state.machines
+    assert (told.what, told.server_id, told.limit_micros) == ("renewal", machine, 90_000)
+    assert told.needed_micros is not None
+    left = 90_000 - told.spent_micros - told.committed_micros
+    assert 0 <= left < told.needed_micros
+    assert (launch.what, launch.server_id) == ("launch", None)
     assert len(_of(log, ev.LaunchRefused)) >= 1
 
 
@@ -114,8 +119,9 @@ async def test_a_budget_lowered_mid_run_stops_renewals_and_says_so(
     assert state.jobs[first].status == "succeeded"
     assert state.jobs[second].error.message.endswith(": budget")
     assert [e.reason for e in _of(log, ev.JobQueued) if "lost" in e.reason] == []
-    kinds = [type(e) for e in _of(log, ev.BudgetSet | ev.BudgetLimitReached)]
-    assert kinds[-2:] == [ev.BudgetSet, ev.BudgetLimitReached]
+    said = _of(log, ev.BudgetSet | ev.BudgetLimitReached)
+    told = [e.what if isinstance(e, ev.BudgetLimitReached) else "set" for e in said]
+    assert told[-3:] == ["set", "renewal", "launch"]
 
 
 async def test_a_budget_refusal_does_not_stop_a_machine_kept_for_a_reattaching_prompt(

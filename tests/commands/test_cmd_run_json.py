@@ -84,9 +84,9 @@ def test_a_failed_job_gets_a_run_error_record() -> None:
     assert lines[1]["message"] == "node 3 (X) failed: E: m"
 
 
-def test_the_budget_stopping_launches_is_one_line_on_the_terminal() -> None:
+def test_a_budget_refusal_is_one_line_on_the_terminal() -> None:
     """A ``BudgetLimitReached`` is its JSON line on stdout and one line on the terminal
-    (stderr) saying what to do; other events print nothing there."""
+    (stderr) saying what was refused and what to do; other events print nothing there."""
     stream, terminal = io.StringIO(), io.StringIO()
     sink = JsonSink(stream, notices=terminal)
     told = ev.BudgetLimitReached(
@@ -99,7 +99,7 @@ def test_the_budget_stopping_launches_is_one_line_on_the_terminal() -> None:
         "cost.budget_limit_reached",
     ]
     (line,) = terminal.getvalue().splitlines()
-    assert line.startswith("budget: limit reached: no more launches or lease renewals")
+    assert line.startswith("budget: lease renewal refused: ")
     assert "$0.09" in line
     assert "raise --budget" in line
 

@@ -1,0 +1,50 @@
+"""The CostActor's ``BudgetLimitReached``: told once per kind of refusal, told again after
+one of that kind was granted, on the very figures the refusal was decided on."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from test_actor_cost_race import LEASE_SECONDS, set_budget
+from test_actor_pool import Rig, pool_rig
+
+from conjure_actors.actors.messages import ApproveLaunch, LaunchApprovalUnused
+from conjure_actors.domain import events as ev
+
+
+async def _approve(rig: Rig, job_id: str) -> bool:
+    server_type = rig.ctx.config.runcomfy.server_type
+    return bool(await rig.cost.ask(ApproveLaunch(job_id, server_type), timeout=60))
+
+
+async def test_a_launch_refused_after_one_was_granted_is_told_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Refused (told), then a launch fits again and is granted (the reservation it waited
+    on went unused), then refused again: two notices, not one per budget set (which left
+    the second refusal unsaid, after words that no launch would come)."""
+    async with pool_rig(lease_seconds=LEASE_SECONDS) as rig:
+        await rig.cost.ask(set_budget(rig), timeout=60)
+        assert await _approve(rig, "a")
+        assert not await _approve(rig, "b")
+        assert not await _approve(rig, "b")  # the pool's ask repeated: not told again
+        await rig.cost.ask(LaunchApprovalUnused("a"), timeout=60)
+        assert await _approve(rig, "c")
+        assert not await _approve(rig, "d")
+        told = rig.events(ev.BudgetLimitReached)
+        assert [e.what for e in told] == ["launch", "launch"]
+
+
+async def test_the_notice_holds_the_figures_of_its_refusal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What was needed and what was left, as the ``LaunchRefused`` beside it says them."""
+    async with pool_rig(lease_seconds=LEASE_SECONDS) as rig:
+        await rig.cost.ask(set_budget(rig), timeout=60)
+        assert await _approve(rig, "a")
+        assert not await _approve(rig, "b")
+        (refused,) = rig.events(ev.LaunchRefused)
+        (told,) = rig.events(ev.BudgetLimitReached)
+        assert told.needed_micros == refused.estimate_micros
+        left = told.limit_micros - told.spent_micros - told.committed_micros
+        assert left == refused.remaining_micros

@@ -1,0 +1,88 @@
+"""The budget's notices say what was refused, on what figures, and what follows; never that
+no launch or renewal will come (the pool asks again, and one that fits later is granted)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.describe import describe
+
+_MICROS = st.integers(min_value=0, max_value=10**9)
+
+
+@given(
+    what=st.sampled_from(["launch", "renewal"]),
+    spent=_MICROS,
+    committed=_MICROS,
+    limit=_MICROS,
+    needed=st.none() | _MICROS,
+    server_id=st.none() | st.just("s-1"),
+)
+def test_a_refusal_never_says_nothing_more_will_be_granted(
+    what: str, spent: int, committed: int, limit: int, needed: int | None, server_id: str | None
+) -> None:
+    """Whatever the figures (and in logs written before ``needed_micros``), the notice
+    promises no end of launches or renewals: it names the refusal and the way out."""
+    e = ev.BudgetLimitReached(
+        what=what,
+        spent_micros=spent,
+        committed_micros=committed,
+        limit_micros=limit,
+        needed_micros=needed,
+        server_id=server_id,
+        at=1.0,
+    )
+    subject, summary = describe(e)
+    assert subject == "budget"
+    assert "no more" not in summary
+    assert summary.startswith("launch refused" if what == "launch" else "lease renewal")
+    assert "asked again" in summary
+    assert "raise --budget" in summary
+
+
+def test_a_refused_renewal_names_its_machine_and_figures() -> None:
+    """What it needed, what was left of which budget after what spent and committed."""
+    e = ev.BudgetLimitReached(
+        what="renewal",
+        spent_micros=37_425,
+        committed_micros=40_197,
+        limit_micros=90_000,
+        needed_micros=30_000,
+        server_id="s-1",
+        at=1.0,
+    )
+    _, summary = describe(e)
+    assert summary.startswith(
+        "lease renewal of machine s-1 refused: needs $0.0300, $0.0124 of the $0.0900 budget"
+        " left after $0.0374 spent and $0.0402 committed; the machine takes no new job"
+    )
+
+
+def test_a_refused_launch_says_what_the_waiting_jobs_do() -> None:
+    """They wait for a machine running or starting, fail with none, and it is asked again."""
+    e = ev.BudgetLimitReached(
+        what="launch",
+        spent_micros=0,
+        committed_micros=165_000,
+        limit_micros=200_000,
+        needed_micros=165_000,
+        at=1.0,
+    )
+    _, summary = describe(e)
+    assert summary.startswith(
+        "launch refused: needs $0.1650, $0.0350 of the $0.2000 budget left after $0.0000"
+        " spent and $0.1650 committed; jobs waiting for a machine wait for one running or"
+        " starting (with none, they fail)"
+    )
+
+
+def test_a_launch_refused_says_left_as_the_notice_does() -> None:
+    """``LaunchRefused``'s "left" is the notice's: the budget less spent and committed."""
+    e = ev.LaunchRefused(job_id="j1", estimate_micros=165_000, remaining_micros=35_000, at=1.0)
+    assert describe(e) == (
+        "budget",
+        "launch for job j1 refused: needs $0.1650, $0.0350 of the budget left after what is"
+        " spent and committed",
+    )
