@@ -62,6 +62,10 @@ class Ledger:
         # What a BudgetLimitReached told refused (LAUNCH, "renewal <server id>") since the
         # budget was last set and that kind was last granted.
         self.told: set[str] = set()
+        # The refused launches logged (LaunchRefused) on the figures of the last one: the
+        # pool asks again at every poll (and on other news) while a job waits; a refusal
+        # is logged once per job, and again only once the figures changed.
+        self.refusals = cost_policy.RefusalsTold()
         self.reservations: list[cost_policy.Reservation] = []
         self.seen_requests: set[str] | None = None  # launch requests known at the last look
 
@@ -133,6 +137,7 @@ class CostActor(Actor):
                 limit = cost_policy.budget_micros(msg.usd)
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
                 self.ledger.told.clear()
+                self.ledger.refusals.forget()
                 handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
                 lifted = self.ledger.on_lifted
@@ -163,8 +168,10 @@ class CostActor(Actor):
         if refused is None:
             self.ledger.reserve(job_id, estimate)
             self.ledger.told.discard(LAUNCH)  # a launch fits again: a refusal is news
+            self.ledger.refusals.forget()
             return True
-        await self.ctx.emit(refused)
+        if self.ledger.refusals.is_news(refused, self.ctx.state.budget.limit_micros):
+            await self.ctx.emit(refused)
         limit = self.ctx.state.budget.limit_micros
         if limit is not None:
             spent = cost_policy.spent_micros(self.ctx.state, now)

@@ -32,6 +32,7 @@ from conjure_actors.domain.state import (
 
 __all__ = [
     "BudgetLevel",
+    "RefusalsTold",
     "Reservation",
     "accruals",
     "budget_events",
@@ -200,6 +201,34 @@ def renewal_estimate(state: State, server_id: str, *, seconds: float, now: float
         extra = machine_cost_micros(rate, ready, until) - machine_cost_micros(rate, ready, end)
         return max(0, extra)
     return lease_cost_micros(m.rate_micros_per_hour, seconds)
+
+
+@attrs.define
+class RefusalsTold:
+    """The jobs whose refused launch was logged, on the figures it was refused on.
+
+    The pool asks for a launch again while a job waits (at every poll, and on other news);
+    a refusal is news only for a job not yet told on the same figures (what a lease needs,
+    what is left after spent and committed, the limit). While machines run in their leases
+    the figures hold (what one spends, its lease's rest no longer commits); they move when
+    a machine starts, stops, or is renewed, or the budget is set."""
+
+    figures: tuple[int, int, int | None] | None = None
+    jobs: set[str] = attrs.Factory(set)
+
+    def is_news(self, refused: ev.LaunchRefused, limit: int | None) -> bool:
+        """Is ``refused`` (under ``limit``) to be logged? Remembers it if so."""
+        figures = (refused.estimate_micros, refused.remaining_micros, limit)
+        if figures != self.figures:
+            self.figures, self.jobs = figures, set()
+        if refused.job_id in self.jobs:
+            return False
+        self.jobs.add(refused.job_id)
+        return True
+
+    def forget(self) -> None:
+        """A launch was granted, or the budget set: the next refusal is news."""
+        self.figures, self.jobs = None, set()
 
 
 def check_renewal(
