@@ -170,11 +170,13 @@ class CostActor(Actor):
             self.ledger.told.discard(LAUNCH)  # a launch fits again: a refusal is news
             self.ledger.refusals.forget()
             return True
-        if self.ledger.refusals.is_news(refused, self.ctx.state.budget.limit_micros):
-            await self.ctx.emit(refused)
+        # The notice's figures are the refusal's: read before the emit (while it awaits,
+        # a machine's stop may land in the State and move what is spent).
         limit = self.ctx.state.budget.limit_micros
+        spent = cost_policy.spent_micros(self.ctx.state, now)
+        if self.ledger.refusals.is_news(refused, limit):
+            await self.ctx.emit(refused)
         if limit is not None:
-            spent = cost_policy.spent_micros(self.ctx.state, now)
             await self._tell_limit_reached(
                 LAUNCH,
                 cost_policy.limit_reached(

@@ -926,7 +926,7 @@ class WorkflowActor(Actor):
             decide.fail_job(
                 self.ctx.state,
                 self.job_id,
-                error_type="NoMachine",
+                error_type="BudgetRefused" if error.reason == "budget" else "NoMachine",
                 message=_one_line(str(error)),
                 retryable=error.retryable,
                 at=self.ctx.now(),

@@ -96,11 +96,13 @@ from conjure_actors.clients.errors import (
     ServerNotFoundError,
     TransportError,
 )
-from conjure_actors.domain import decide
+from conjure_actors.domain import cost_policy, decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import machines_policy as policy
+from conjure_actors.domain.describe import RAISE_BUDGET, budget_left
 from conjure_actors.domain.errors import DomainError
 from conjure_actors.domain.machines_policy import MachineView, Observation, Seen
+from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import (
     ACTIVE_STATUSES,
     M_READY,
@@ -1392,7 +1394,7 @@ class MachineActor(Actor):
             self._check_shutdown()
             return
         if not msg.approved:
-            self._fail_unservable("budget")
+            self._fail_unservable("budget", self._budget_refusal())
             self._check_shutdown()
             return
         if not pool.launching_allowed or self.pool.shutdown is not None:
@@ -1517,8 +1519,36 @@ class MachineActor(Actor):
         self._check_shutdown()
         await self._assign()
 
-    def _fail_unservable(self, reason: str) -> None:
-        """Fail waiting requests when nothing alive, or on its way, can ever serve them."""
+    def _budget_refusal(self) -> str:
+        """Why the budget refused a launch, on the figures the CostActor decides with (as
+        its notice says them; a job failed for it says it in its error)."""
+        state, now = self.ctx.state, self.ctx.now()
+        limit = state.budget.limit_micros
+        if limit is None:
+            return "budget"
+        if state.budget.exceeded:
+            spent = cost_policy.spent_micros(state, now)
+            return (
+                f"the budget refused its launch: {format_usd(spent)} spent, the"
+                f" {format_usd(limit)} budget is exceeded; {RAISE_BUDGET}"
+            )
+        seconds = self.cfg.lease_seconds
+        lease = cost_policy.lease_cost_micros(
+            self.ctx.table.rate(self.ctx.config.runcomfy.server_type), seconds
+        )
+        figures = budget_left(
+            needed=cost_policy.lease_cost_micros(
+                self.ctx.table.rate(self.pool.server_type), seconds
+            ),
+            spent=cost_policy.spent_micros(state, now),
+            committed=cost_policy.committed_micros(state, now, lease_micros=lease),
+            limit=limit,
+        )
+        return f"the budget refused its launch: {figures}; {RAISE_BUDGET}"
+
+    def _fail_unservable(self, reason: str, why: str | None = None) -> None:
+        """Fail waiting requests when nothing alive, or on its way, can ever serve them
+        (``reason``: the error's; ``why``: its words, if not ``reason`` itself)."""
         state = self.ctx.state
         alive = [
             m
@@ -1532,7 +1562,9 @@ class MachineActor(Actor):
                 self.pool.waiting.remove(w)
                 w.reply.fail(
                     LeaseFailedError(
-                        f"no machine for job {w.job_id}: {reason}", retryable=False, reason=reason
+                        f"no machine for job {w.job_id}: {why or reason}",
+                        retryable=False,
+                        reason=reason,
                     )
                 )
 

@@ -17,7 +17,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain.prices import format_usd
 
-__all__ = ["describe", "event_job_id", "event_subject"]
+__all__ = ["RAISE_BUDGET", "budget_left", "describe", "event_job_id", "event_subject"]
 
 
 def _one_line(text: str) -> str:
@@ -41,30 +41,43 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-_RAISE: Final = "raise --budget (serve: PUT /api/conjure/budget)"
+RAISE_BUDGET: Final = "raise --budget (serve: PUT /api/conjure/budget)"
+"""What to do about a refusal of the budget, in every line that tells one."""
+
+
+def budget_left(*, needed: int | None, spent: int, committed: int, limit: int) -> str:
+    """The figures a launch or a renewal was refused on, in the words every line about a
+    refusal uses: ``needs $N, $L of the $B budget left after $S spent and $C committed``
+    (``needed`` None: from a log written before it was recorded)."""
+    left = limit - spent - committed
+    needs = "" if needed is None else f"needs {format_usd(needed)}, "
+    return (
+        f"{needs}{format_usd(left)} of the {format_usd(limit)} budget left after"
+        f" {format_usd(spent)} spent and {format_usd(committed)} committed"
+    )
 
 
 def _limit_reached(e: ev.BudgetLimitReached) -> str:
     """What the budget refused, on what figures, and what follows: the pool asks again,
     so nothing here says that no launch or renewal will come (one that fits later is
     granted)."""
-    left = e.limit_micros - e.spent_micros - e.committed_micros
-    figures = (
-        f"{format_usd(left)} of the {format_usd(e.limit_micros)} budget left after"
-        f" {format_usd(e.spent_micros)} spent and {format_usd(e.committed_micros)} committed"
+    figures = budget_left(
+        needed=e.needed_micros,
+        spent=e.spent_micros,
+        committed=e.committed_micros,
+        limit=e.limit_micros,
     )
-    needs = "" if e.needed_micros is None else f"needs {format_usd(e.needed_micros)}, "
     if e.what == "renewal":
         machine = "" if e.server_id is None else f" of machine {e.server_id}"
         return (
-            f"lease renewal{machine} refused: {needs}{figures}; the machine takes no new job"
+            f"lease renewal{machine} refused: {figures}; the machine takes no new job"
             " and stops once idle, or at its lease's end (a job still on it then loses it)"
-            f" unless a renewal asked again fits by then; {_RAISE}"
+            f" unless a renewal asked again fits by then; {RAISE_BUDGET}"
         )
     return (
-        f"launch refused: {needs}{figures}; jobs waiting for a machine wait for one running"
+        f"launch refused: {figures}; jobs waiting for a machine wait for one running"
         " or starting (with none, they fail), and a launch is asked again while they wait;"
-        f" {_RAISE}"
+        f" {RAISE_BUDGET}"
     )
 
 

@@ -184,6 +184,8 @@ def _error_view(service: Service, job: st.Job, api: Any = None) -> dict[str, Any
         return None
     err = job.error
     code = "node_execution_error" if err.node_id is not None else _snake(err.error_type)
+    if err.error_type == "BudgetRefused":  # no machine: the budget refused its launch
+        code = "insufficient_credits"  # as a submission the budget refuses, and its cancel
     return {
         "code": code,
         "message": _without_server_paths(service, err.message),

@@ -182,7 +182,7 @@ def check_jobs(h: Harness) -> list[str]:
     return problems
 
 
-_REFUSED_WORKFLOW_ENDINGS: Final = frozenset({"PromptRejected", "NoMachine"})
+_REFUSED_WORKFLOW_ENDINGS: Final = frozenset({"PromptRejected", "NoMachine", "BudgetRefused"})
 """How a job whose workflow the server refuses may end once its prompt went out: refused, or
 with no machine to send it to again (its answer lost to a crash, the budget spent since)."""
 

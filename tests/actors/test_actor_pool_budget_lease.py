@@ -20,6 +20,7 @@ from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
+from conjure_actors.domain.prices import format_usd
 from conjure_actors.sim.comfyui import ComfyTimings
 
 DONE = ("succeeded", "failed", "cancelled")
@@ -75,7 +76,7 @@ async def test_no_job_starts_on_a_machine_whose_renewal_the_budget_refused(
     assert [e.reason for e in _of(log, ev.JobQueued) if "lost" in e.reason] == []
     assert state.jobs[first].status == "succeeded"
     assert state.jobs[second].status == "failed"
-    assert state.jobs[second].error.message.endswith(": budget")
+    assert state.jobs[second].error.error_type == "BudgetRefused"
     (machine,) = state.machines.values()
     assert machine.stop_reason == "budget"
     assert machine.stopped_at < machine.estimated_stopping_at
@@ -117,7 +118,7 @@ async def test_a_budget_lowered_mid_run_stops_renewals_and_says_so(
     whose renewal it refuses takes no second job, and the stop is said after that budget."""
     log, (first, second), state = await _run(tmp_path, None, 2, later=0.09)
     assert state.jobs[first].status == "succeeded"
-    assert state.jobs[second].error.message.endswith(": budget")
+    assert state.jobs[second].error.error_type == "BudgetRefused"
     assert [e.reason for e in _of(log, ev.JobQueued) if "lost" in e.reason] == []
     said = _of(log, ev.BudgetSet | ev.BudgetLimitReached)
     told = [e.what if isinstance(e, ev.BudgetLimitReached) else "set" for e in said]
@@ -163,3 +164,19 @@ async def test_a_budget_refusal_does_not_stop_a_machine_kept_for_a_reattaching_p
         assert told.what == "renewal"
         assert [e.reason for e in rig.events(ev.MachineStopping)] == []
         assert rig.state.machines[sid].status == "ready"
+
+
+async def test_a_job_the_budget_left_without_a_machine_says_the_refusals_figures(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Its error names what a launch needs (as the ``LaunchRefused`` logged for it), what
+    was spent (the bill, as ``status`` and the summary say it) of what budget, and what to
+    do (it said only "budget")."""
+    log, (_, second), state = await _run(tmp_path, 0.09, 2)
+    refused = [e for e in _of(log, ev.LaunchRefused) if e.job_id == second][-1]
+    (machine,) = state.machines.values()
+    message = state.jobs[second].error.message
+    assert message.startswith(f"no machine for job {second}: the budget refused its launch: ")
+    assert f"needs {format_usd(refused.estimate_micros)}, " in message
+    assert f"of the $0.0900 budget left after {format_usd(machine.cost_micros)} spent" in message
+    assert message.endswith("raise --budget (serve: PUT /api/conjure/budget)")

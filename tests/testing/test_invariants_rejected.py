@@ -19,6 +19,11 @@ def test_a_refused_workflow_that_then_found_no_machine_is_not_flagged() -> None:
     assert inv._job_problems(_failed("NoMachine"), "rejected", 0) == []
 
 
+def test_a_refused_workflow_that_then_found_the_budget_spent_is_not_flagged() -> None:
+    """No machine because the budget refused its launch: ``BudgetRefused``, as NoMachine."""
+    assert inv._job_problems(_failed("BudgetRefused"), "rejected", 0) == []
+
+
 def test_a_refused_workflow_that_ran_out_of_retries_is_flagged() -> None:
     (problem,) = inv._job_problems(_failed("RetriesExhausted"), "rejected", 1)
     assert "failed as RetriesExhausted instead of PromptRejected" in problem
