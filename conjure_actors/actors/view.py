@@ -294,6 +294,16 @@ class Summary:
     outputs: int
     failures: tuple[tuple[str, str, str], ...] = ()
     """(job id, status, why) of every failed or cancelled job, in submission order."""
+    budget_micros: int | None = None
+    budget_exceeded: bool = False
+
+
+def of_budget(limit_micros: int | None, *, exceeded: bool = False) -> str:
+    """What follows a cost where a budget is set (the live view, the run's summary,
+    ``status LOG``): `` of the $2.0000 budget``, `` (exceeded)`` once it was; "" without."""
+    if limit_micros is None:
+        return ""
+    return f" of the {format_usd(limit_micros)} budget" + (" (exceeded)" if exceeded else "")
 
 
 def _jobs_of(state: st.State, job_ids: Iterable[str] | None) -> list[st.Job]:
@@ -324,6 +334,8 @@ def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
         price_table_versions=tuple(state.ledger.price_table_versions),
         outputs=sum(len(j.outputs) for j in jobs),
         failures=tuple(failures),
+        budget_micros=state.budget.limit_micros,
+        budget_exceeded=state.budget.exceeded,
     )
 
 
@@ -350,7 +362,8 @@ def summary_lines(
         lines.append(f"  ... {more} more: python -m conjure_actors status {shlex.quote(log_path)}")
     lines += [
         f"time: {seconds:.1f} s",
-        f"cost: {format_usd(summary.cost_micros)} ({tables})",
+        f"cost: {format_usd(summary.cost_micros)}"
+        f"{of_budget(summary.budget_micros, exceeded=summary.budget_exceeded)} ({tables})",
         f"machines: {summary.machines} used ({mode})",
         f"outputs: {summary.outputs} files under {out_dir}",
         f"log: {log_path}  (python -m conjure_actors replay {shlex.quote(log_path)})",
@@ -506,8 +519,7 @@ def render_view(
         what = ", ".join(f"{count} {status}" for status, count in sorted(hidden_machines.items()))
         machines.add_row(f"... {n} more machine{'s' if n != 1 else ''} ({what})", "", "", "")
     total = f"{progress} · total cost: {format_usd(total_micros)}"
-    if state.budget.limit_micros is not None:
-        total += f" of {format_usd(state.budget.limit_micros)} budget"
+    total += of_budget(state.budget.limit_micros, exceeded=state.budget.exceeded)
     total += f" · {len(listed)} machine{'s' if len(listed) != 1 else ''}"
 
     # What fits: the head, the total, the machine table (header + rows), the job table's

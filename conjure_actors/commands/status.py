@@ -59,7 +59,7 @@ def _newest_log() -> Path | None:
 
 def _show_log(path: Path) -> None:
     import eventlog
-    from conjure_actors.actors.view import summarize
+    from conjure_actors.actors.view import of_budget, summarize
     from conjure_actors.commands.replay_impl import billed_by
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.prices import format_usd
@@ -97,7 +97,8 @@ def _show_log(path: Path) -> None:
         print(f"  machine {m.server_id} ({m.kind}): {m.status}, {format_usd(billed[m.server_id])}")
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
-    print(f"  cost: {format_usd(total)}{accrued}")
+    budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
+    print(f"  cost: {format_usd(total)}{budget}{accrued}")
 
 
 def job_failure(job: Any) -> str | None:

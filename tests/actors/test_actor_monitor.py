@@ -371,3 +371,21 @@ def test_a_stall_check_is_due_the_first_instant_the_detector_counts_it(
     due = monitor_module._stall_due(last, stall)
     assert due - last >= stall
     assert math.nextafter(due, -math.inf) - last < stall
+
+
+def test_the_summary_names_the_budget_its_cost_is_of() -> None:
+    """``cost: $X of the $Y budget`` (as the live view and ``status LOG`` say it; the JSON
+    summary's ``budget_micros``), ``(exceeded)`` once it was."""
+    state = initial_state()
+    for e in (
+        ev.BudgetSet(limit_micros=2_000, at=0.0),
+        ev.MachineStopped(
+            server_id="s", stopped_at=5.0, billed_seconds=5, cost_micros=1375, at=5.0
+        ),
+    ):
+        state = apply(state, e)
+    lines = summary_lines(summarize(state), seconds=1.0, out_dir="o", log_path="l", mode="m")
+    assert "cost: $0.0014 of the $0.0020 budget (no machine billed)" in lines
+    state = apply(state, ev.BudgetExceeded(spent_micros=2_100, limit_micros=2_000, at=6.0))
+    lines = summary_lines(summarize(state), seconds=1.0, out_dir="o", log_path="l", mode="m")
+    assert "cost: $0.0014 of the $0.0020 budget (exceeded) (no machine billed)" in lines

@@ -46,6 +46,22 @@ def test_status_of_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "$0.0028" in out
 
 
+def test_status_names_the_budget_as_the_run_summary_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run under a budget: its cost line says of what budget (it said none)."""
+    path = tmp_path / "r.log"
+    with eventlog.open_writer(path, Event) as writer:
+        writer.append(ev.BudgetSet(limit_micros=10_000, at=1.0))
+        writer.append(
+            ev.MachineStopped(
+                server_id="s1", stopped_at=10.0, billed_seconds=10, cost_micros=2750, at=10.0
+            )
+        )
+    assert main(["status", str(path)]) == 0
+    assert "  cost: $0.0028 of the $0.0100 budget\n" in capsys.readouterr().out
+
+
 def test_status_defaults_to_newest_run_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
