@@ -157,10 +157,12 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         "no budget" if e.limit_micros is None else f"budget set to {format_usd(e.limit_micros)}"
     ),
     ev.BudgetWarning: lambda e: (
-        f"warning: spent {format_usd(e.spent_micros)} of {format_usd(e.limit_micros)}"
+        f"warning: {format_usd(e.spent_micros)} of the {format_usd(e.limit_micros)} budget spent"
     ),
     ev.BudgetExceeded: lambda e: (
-        f"EXCEEDED: spent {format_usd(e.spent_micros)} of {format_usd(e.limit_micros)}"
+        f"exceeded: {format_usd(e.spent_micros)} of the {format_usd(e.limit_micros)} budget"
+        " spent; launching stops, the unfinished jobs are cancelled and every machine is"
+        f" stopped; {RAISE_BUDGET}"
     ),
     ev.LaunchRefused: lambda e: (
         f"launch for job {e.job_id} refused: needs {format_usd(e.estimate_micros)},"

@@ -86,3 +86,16 @@ def test_a_launch_refused_says_left_as_the_notice_does() -> None:
         "launch for job j1 refused: needs $0.1650, $0.0350 of the budget left after what is"
         " spent and committed",
     )
+
+
+def test_the_warning_and_the_excess_say_spent_of_the_budget_as_the_others() -> None:
+    """``$X of the $Y budget spent``, as the cost lines say it; the excess says what the
+    run does about it (it said only "EXCEEDED: spent $X of $Y")."""
+    warning = ev.BudgetWarning(spent_micros=80_000, limit_micros=100_000, at=1.0)
+    assert describe(warning)[1] == "warning: $0.0800 of the $0.1000 budget spent"
+    exceeded = ev.BudgetExceeded(spent_micros=100_500, limit_micros=100_000, at=1.0)
+    assert describe(exceeded)[1] == (
+        "exceeded: $0.1005 of the $0.1000 budget spent; launching stops, the unfinished jobs"
+        " are cancelled and every machine is stopped; raise --budget (serve: PUT"
+        " /api/conjure/budget)"
+    )
