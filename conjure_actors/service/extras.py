@@ -42,6 +42,7 @@ import conjure_actors
 from conjure_actors.actors.example import DEFAULT_WORKFLOW, bundled_workflow, bundled_workflows
 from conjure_actors.clients.comfyui import origin_of
 from conjure_actors.clients.errors import ClientError
+from conjure_actors.domain import cost_policy
 from conjure_actors.domain import state as st
 from conjure_actors.domain.errors import PriceTableError, WorkflowError
 from conjure_actors.domain.preflight import check_values, image_problem
@@ -351,7 +352,23 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
     billed = ctx.mode != "comfyui"  # a ComfyUI the user runs costs us nothing
     idle = 0.0 if warm or not billed else ctx.config.pool.idle_timeout
     micros = estimate_job_cost(ctx.table, server_type, seconds, idle_seconds=idle) if billed else 0
-    remaining = costs_view(state, _now(service))["budget"]["remaining_micros"]
+    now = _now(service)
+    remaining = costs_view(state, now)["budget"]["remaining_micros"]
+    within = remaining is None or micros <= remaining
+    limit = state.budget.limit_micros
+    if within and billed and not warm and limit is not None:
+        # No machine free: the job needs a launch, which the budget grants only if one
+        # lease fits beyond what is spent and committed (cost_policy.check_launch).
+        lease_seconds = ctx.config.pool.lease_seconds
+        default_rate = ctx.table.rate(ctx.config.runcomfy.server_type)
+        within = cost_policy.launch_allowed(
+            limit=limit,
+            spent=cost_policy.spent_micros(state, now),
+            committed=cost_policy.committed_micros(
+                state, now, lease_micros=cost_policy.lease_cost_micros(default_rate, lease_seconds)
+            ),
+            estimate=cost_policy.lease_cost_micros(rate, lease_seconds),
+        )
     return {
         "mode": ctx.mode,
         "server_type": server_type,
@@ -364,7 +381,7 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
         "estimate_micros": micros,
         "estimate_usd": _usd(micros),
         "remaining_micros": remaining,
-        "within_budget": remaining is None or micros <= remaining,
+        "within_budget": within,
     }
 
 
