@@ -1520,8 +1520,10 @@ class MachineActor(Actor):
         await self._assign()
 
     def _budget_refusal(self) -> str:
-        """Why the budget refused a launch, on the figures the CostActor decides with (as
-        its notice says them; a job failed for it says it in its error)."""
+        """Why the budget refuses a launch now (a job failed for it says so in its error),
+        on the figures the CostActor decides with, in its notice's words. Read now, not at
+        the refusal: a machine's stop landing since moves them, and the job's error must
+        hold what is true when it fails."""
         state, now = self.ctx.state, self.ctx.now()
         limit = state.budget.limit_micros
         if limit is None:
@@ -1529,8 +1531,8 @@ class MachineActor(Actor):
         if state.budget.exceeded:
             spent = cost_policy.spent_micros(state, now)
             return (
-                f"the budget refused its launch: {format_usd(spent)} spent, the"
-                f" {format_usd(limit)} budget is exceeded; {RAISE_BUDGET}"
+                f"the budget cannot cover a launch: {format_usd(spent)} of the"
+                f" {format_usd(limit)} budget spent (exceeded); {RAISE_BUDGET}"
             )
         seconds = self.cfg.lease_seconds
         lease = cost_policy.lease_cost_micros(
@@ -1544,7 +1546,7 @@ class MachineActor(Actor):
             committed=cost_policy.committed_micros(state, now, lease_micros=lease),
             limit=limit,
         )
-        return f"the budget refused its launch: {figures}; {RAISE_BUDGET}"
+        return f"the budget cannot cover a launch: {figures}; {RAISE_BUDGET}"
 
     def _fail_unservable(self, reason: str, why: str | None = None) -> None:
         """Fail waiting requests when nothing alive, or on its way, can ever serve them

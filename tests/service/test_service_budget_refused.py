@@ -30,6 +30,6 @@ async def test_a_job_whose_launch_the_budget_refused_fails_insufficient_credits(
     assert job["status"] == "failed"
     assert job["error"]["code"] == "insufficient_credits"
     message = job["error"]["message"]
-    assert "the budget refused its launch: needs $" in message
+    assert "the budget cannot cover a launch: needs $" in message
     assert "of the $0.0100 budget left after $0.0000 spent" in message
     assert message.endswith("PUT /api/conjure/budget)")
