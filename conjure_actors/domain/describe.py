@@ -164,8 +164,10 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         " spent; launching stops, the unfinished jobs are cancelled and every machine is"
         f" stopped; {RAISE_BUDGET}"
     ),
+    # A launch is for the demand, not one job: ``job_id`` names the waiting job whose ask
+    # it was, which a machine launched or running may still serve (asks race each other).
     ev.LaunchRefused: lambda e: (
-        f"launch for job {e.job_id} refused: needs {format_usd(e.estimate_micros)},"
+        f"launch refused (job {e.job_id} waiting): needs {format_usd(e.estimate_micros)},"
         f" {format_usd(e.remaining_micros)} of the budget left after what is spent and committed"
     ),
     ev.BudgetLimitReached: _limit_reached,

@@ -79,12 +79,15 @@ def test_a_refused_launch_says_what_the_waiting_jobs_do() -> None:
 
 
 def test_a_launch_refused_says_left_as_the_notice_does() -> None:
-    """``LaunchRefused``'s "left" is the notice's: the budget less spent and committed."""
+    """``LaunchRefused``'s "left" is the notice's: the budget less spent and committed; and
+    it names the job as waiting, not as the one refused a machine (a launch is for the
+    demand: the ask that named a job may lose the race to another that is granted, and
+    the job then runs; "launch for job j1 refused", then j1 ran)."""
     e = ev.LaunchRefused(job_id="j1", estimate_micros=165_000, remaining_micros=35_000, at=1.0)
     assert describe(e) == (
         "budget",
-        "launch for job j1 refused: needs $0.1650, $0.0350 of the budget left after what is"
-        " spent and committed",
+        "launch refused (job j1 waiting): needs $0.1650, $0.0350 of the budget left after"
+        " what is spent and committed",
     )
 
 
