@@ -8,7 +8,13 @@ import trio.testing
 from test_actor_cost_race import LEASE_SECONDS, set_budget
 from test_actor_pool import Rig, pool_rig
 
-from conjure_actors.actors.messages import ApproveLaunch, LaunchApprovalUnused
+from conjure_actors.actors.messages import (
+    ApproveLaunch,
+    ApproveRenewal,
+    LaunchApprovalUnused,
+    SetBudget,
+)
+from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
 
 
@@ -48,3 +54,37 @@ async def test_the_notice_holds_the_figures_of_its_refusal(
         assert told.needed_micros == refused.estimate_micros
         left = told.limit_micros - told.spent_micros - told.committed_micros
         assert left == refused.remaining_micros
+
+
+async def test_a_renewal_refused_after_one_was_granted_is_told_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A machine's renewal refused (told, naming it), then granted once a reservation went
+    unused, then refused again: told again, not left unsaid after the first notice."""
+    async with pool_rig(lease_seconds=LEASE_SECONDS) as rig:
+        lease = await rig.lease(await rig.job())
+        sid = lease.server_id
+        now = rig.ctx.now()
+        one = cost_policy.lease_cost_micros(
+            rig.ctx.table.rate(rig.ctx.config.runcomfy.server_type), LEASE_SECONDS
+        )
+        extra = cost_policy.renewal_estimate(rig.state, sid, seconds=LEASE_SECONDS, now=now)
+        spent = cost_policy.spent_micros(rig.state, now)
+        committed = cost_policy.committed_micros(rig.state, now, lease_micros=one)
+        # Room for a launch, or for the renewal; not for both (the renewal needs ``extra``).
+        assert extra >= 2
+        limit = spent + committed + one + extra // 2
+        await rig.cost.ask(SetBudget(limit / 1_000_000), timeout=60)
+
+        async def renew() -> bool:
+            return bool(await rig.cost.ask(ApproveRenewal(sid, LEASE_SECONDS), timeout=60))
+
+        assert await _approve(rig, "a")  # reserves a lease
+        assert not await renew()
+        assert not await renew()  # the pool's ask repeated: not told again
+        await rig.cost.ask(LaunchApprovalUnused("a"), timeout=60)
+        assert await renew()
+        assert await _approve(rig, "b")
+        assert not await renew()
+        told = rig.events(ev.BudgetLimitReached)
+        assert [(e.what, e.server_id) for e in told] == [("renewal", sid), ("renewal", sid)]
