@@ -24,10 +24,11 @@ the same ordered shutdown and prints one line (a traceback only with ``--debug``
 log cannot take more (a full disk), the machines are stopped anyway and the line says so and
 names them.
 
-Exit: 0 when every job succeeded (the summary's ``"ok"``: a resumed log that holds no job is
-1), 1 when one failed or was cancelled (or on an error), 2 on bad input, 130 on Ctrl-C
-(SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number), 141 when stdout's
-reader left (``run --json | head``: it stops in order, as on a signal). A new run whose
+Exit: 0 when every job succeeded (the summary's ``"ok"``; also a resume of a log that holds
+no job: nothing to resume, said in one line, its machines and launches reconciled), 1 when
+one failed or was cancelled (or on an error), 2 on bad input (a log with no record at all),
+130 on Ctrl-C (SIGINT), 143 on SIGTERM, 129 on SIGHUP (128 + the signal's number), 141 when
+stdout's reader left (``run --json | head``: it stops in order, as on a signal). A new run whose
 start-up is refused (its ComfyUI does not answer, RunComfy rejects the credentials) leaves no
 log (nor does one stopped by a signal before it recorded a job or a machine): the same
 command runs again once the cause is fixed.
@@ -1289,6 +1290,11 @@ async def _run(
         log_path=str(log_path),
         mode=mode,
     )
+    if workflow is None and not state.jobs:
+        # A resume of a run stopped before it submitted a job: nothing to resume (said in
+        # one line above), nothing failed; its machines and launches in flight, if any, were
+        # reconciled. Not a failure ("every job of this run succeeded": there is none).
+        record["ok"] = True
     under = outputs_folder(state, job_ids, out_dir)
     try:
         for line in summary_lines(
@@ -1308,7 +1314,7 @@ async def _run(
         log.info("summary not printed: %s", exc)
     if stopping.signal is not None:
         return 128 + int(stopping.signal)
-    # The exit code is the summary's "ok" (a resumed log of no job is not a success).
+    # The exit code is the summary's "ok".
     return 0 if record["ok"] else 1
 
 

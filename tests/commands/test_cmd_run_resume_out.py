@@ -162,7 +162,7 @@ def test_the_resumed_run_records_and_uses_the_runs_options(
         idle_timeout=30.0,
     )
     _write_log(tmp_path / "r.log", started)
-    assert main(["run", "--resume", "r.log", "--json"]) == 1  # (no job: nothing to resume)
+    assert main(["run", "--resume", "r.log", "--json"]) == 0  # (no job: nothing to resume)
     capsys.readouterr()
     starts = [r.event for r in eventlog.read(tmp_path / "r.log", ev.Event)]
     resumed = [s for s in starts if isinstance(s, ev.SystemStarted)][-1]

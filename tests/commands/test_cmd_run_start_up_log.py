@@ -133,10 +133,12 @@ async def test_a_new_log_written_meanwhile_is_not_appended_to(tmp_path: Path) ->
     assert path.read_bytes() == before
 
 
-def test_resume_of_a_log_without_a_job_exits_as_its_summary_says(
+def test_resume_of_a_log_without_a_job_says_nothing_to_resume_and_exits_0(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """run --resume of a log whose run never submitted a job exited 0 with "ok": false."""
+    """run --resume of a log whose run never submitted a job exited 1, as if a job had
+    failed: there is nothing to resume, said in one line, and nothing failed (exit 0, the
+    summary's "ok" true, as README's exit codes say of a run where no job failed)."""
     with eventlog.open_writer(Path("empty.log"), ev.Event, sync="none") as writer:
         writer.append_many(
             [
@@ -148,5 +150,8 @@ def test_resume_of_a_log_without_a_job_exits_as_its_summary_says(
     out, err = capsys.readouterr()
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["type"] == "run.summary"
-    assert (code, summary["ok"]) == (1, False)
-    assert "empty.log holds no job" in err
+    assert (code, summary["ok"]) == (0, True)
+    assert [line for line in err.splitlines() if "nothing to resume" in line] == [
+        "nothing to resume: empty.log holds no job (its run stopped before it submitted one):"
+        " start a new run with another --log, or remove this log first"
+    ]
