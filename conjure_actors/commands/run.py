@@ -350,9 +350,10 @@ def _default_log() -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    logged: Any = None  # a resume's log, read once (snapshot + tail): see keep_run_options
     if args.resume:
         refuse_new_run_options(args)
-        keep_run_options(args)
+        logged = keep_run_options(args)
     args.jobs = 1 if args.jobs is None else args.jobs
     args.priority = 0 if args.priority is None else args.priority
     if not 1 <= args.jobs <= MAX_JOBS:
@@ -362,9 +363,9 @@ def main(args: argparse.Namespace) -> int:
     config = _config(args)
     json_mode = config.monitor.json or not sys.stdout.isatty()
     out = Out(json_mode, sys.stdout, sys.stderr)
-    prepared = _prepare(args, config)
+    prepared = _prepare(args, config, logged)
     try:
-        return trio.run(_main, args, config, out, prepared)
+        return trio.run(_main, args, config, out, prepared, logged)
     except BaseException as exc:
         if getattr(args, "debug", False):
             raise
@@ -384,9 +385,10 @@ def one_line_error(exc: BaseException) -> BaseException:
 
 
 def _prepare(
-    args: argparse.Namespace, config: Config
+    args: argparse.Namespace, config: Config, logged: Any = None
 ) -> tuple[Path, Any, bytes | None, str | None]:
-    """Validate every input before anything is launched: log, workflow, image, budget."""
+    """Validate every input before anything is launched: log, workflow, image, budget.
+    ``logged``: a resume's log as :func:`read_log` read it (None: it could not be)."""
     from conjure_actors.domain.workflow import load_workflow, workflow_from_text
 
     workflow: Any = None
@@ -410,7 +412,7 @@ def _prepare(
                 f"--resume {shlex.quote(str(log_path))}: another run is writing this log"
                 " (it holds its lock): wait for it to end, or stop it with Ctrl-C first"
             )
-        state = read_log_state(log_path)  # (None: opening the journal says why)
+        state = logged.state if logged is not None else None  # (None: the journal says why)
         if state is not None:  # a serve log: said before anything starts (again once open)
             refuse_log_of_the_other_command(state, "run", f"--resume {_q(log_path)}", log_path)
     else:
@@ -594,6 +596,7 @@ async def _main(
     config: Config,
     out: Out,
     prepared: tuple[Path, Any, bytes | None, str | None],
+    logged: Any = None,
 ) -> int:
     log_path, workflow, image, prompt = prepared
     # Held from the very start (before the journal opens) to exit, past the run's last stop
@@ -608,7 +611,11 @@ async def _main(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, signals, stopping, log_path)
             try:
-                resumed = (log_path, f"--resume {_q(log_path)}") if workflow is None else None
+                resumed = (
+                    (log_path, f"--resume {_q(log_path)}", getattr(logged, "state", None))
+                    if workflow is None
+                    else None
+                )
                 async with _cloud(config, resumed) as (config, mode, http, ws_connect, banner):
                     out.say(banner, "run.banner", mode=mode)
                     code = await _run(
@@ -623,6 +630,7 @@ async def _main(
                         http,
                         ws_connect,
                         stopping,
+                        logged,
                     )
             except Exception as exc:  # raised as it is, not wrapped in this nursery's group
                 error = exc
@@ -778,13 +786,15 @@ def _check_budget(config: Config) -> None:
 
 @asynccontextmanager
 async def _cloud(
-    config: Config, log: tuple[Path, str] | None = None
+    config: Config, log: tuple[Path, str] | tuple[Path, str, Any] | None = None
 ) -> AsyncIterator[tuple[Config, str, Any, Any, str]]:
     """The cloud to run on: the user's ComfyUI, RunComfy, or the embedded simulator.
 
-    ``log``: the log this start resumes and how the user named it (``--resume LOG``): on
-    RunComfy its workflow version is the run's unless one is given, and one given that is
-    not the log's is refused (see ``version_for_log``), before anything starts."""
+    ``log``: the log this start resumes and how the user named it (``--resume LOG``), and
+    maybe its state as the caller read it already (None: unreadable; opening the journal
+    says why): on RunComfy its workflow version is the run's unless one is given, and one
+    given that is not the log's is refused (see ``version_for_log``), before anything
+    starts."""
     import attrs
 
     mode = config.mode
@@ -800,7 +810,11 @@ async def _cloud(
     if mode == "runcomfy":
         host = config.runcomfy.base_url.split("://", 1)[-1].split("/", 1)[0]
         banner = f"conjure_actors: running on RunComfy ({host})"
-        state = await trio.to_thread.run_sync(read_log_state, log[0]) if log else None
+        state: Any = None
+        if log is not None:
+            state = (
+                log[2] if len(log) == 3 else await trio.to_thread.run_sync(read_log_state, log[0])
+            )
         given = config.runcomfy.workflow_version
         version: str | None = given
         whose = ""
@@ -859,6 +873,15 @@ async def _cloud(
 def read_log_state(log_path: Path) -> Any:
     """The state of the log at ``log_path`` (from its newest snapshot), None when there is
     no log with records there or it cannot be read (opening the journal then says why)."""
+    logged = read_log(log_path)
+    return logged.state if logged is not None else None
+
+
+def read_log(log_path: Path) -> Any:
+    """The log at ``log_path`` folded (from its newest snapshot): an ``eventlog.ReplayResult``
+    (its ``state`` and ``last_seq``), None when there is no log with records there or it
+    cannot be read (opening the journal then says why). ``run --resume`` reads it once:
+    for the options it keeps, its checks, and the journal's start."""
     import eventlog
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.state import State, apply, initial_state
@@ -875,7 +898,7 @@ def read_log_state(log_path: Path) -> Any:
             snapshot_dir=snapshots if os.path.isdir(snapshots) else None,
             state_type=State,
             upcasters=UPCASTERS,
-        ).state
+        )
     except (OSError, eventlog.EventLogError):
         return None
 
@@ -884,13 +907,8 @@ def logged_out_dir(log_path: Path) -> str | None:
     """The folder the run recorded in ``log_path`` wrote its outputs to: the ``out_dir`` of
     its last start; in a log written before starts recorded it, the folder of its last
     saved output (``OUT/<job_id>/...``). None when the log says neither (or cannot be read:
-    opening the journal then says why)."""
-    return _logged_start(log_path)[0]
-
-
-def _logged_start(log_path: Path) -> tuple[str | None, Any]:
-    """``(out folder, last SystemStarted or None)`` of the run recorded in ``log_path`` (see
-    :func:`logged_out_dir`)."""
+    opening the journal then says why). A walk of the whole log: :func:`keep_run_options`
+    has the recorded folder from the state, and walks only a log that recorded none."""
     import eventlog
 
     started: Any = None
@@ -903,27 +921,44 @@ def _logged_start(log_path: Path) -> tuple[str | None, Any]:
                 case ev.OutputSaved(job_id=job_id, path=path):
                     derived = out_dir_of(path, job_id) or derived
     except (OSError, eventlog.EventLogError):
-        return None, None
+        return None
     recorded = started.out_dir if started is not None else None
-    return recorded or derived, started
+    return recorded or derived
 
 
 _KEPT_ON_RESUME: Final = ("server_type", "max_machines", "idle_timeout")
 """The options a resume keeps of its run unless given again (each a SystemStarted field of
-the same name)."""
+the same name, kept in ``state.system``)."""
 
 
-def keep_run_options(args: argparse.Namespace) -> None:
+def keep_run_options(args: argparse.Namespace, logged: Any = None) -> Any:
     """``run --resume LOG``: the run's out folder, machine type, machine cap and idle
     timeout, as its log recorded them, for each not given on this command line (a resume
-    of a run capped at 2 machines of a type must not launch 5 of the default one)."""
-    out, started = _logged_start(Path(args.resume))
-    if args.out is None and out is not None:
-        args.out = out
+    of a run capped at 2 machines of a type must not launch 5 of the default one).
+
+    They are its last ``SystemStarted``'s, which the state keeps (``state.system``): read
+    from the log's newest snapshot and the records after it (:func:`read_log`; ``logged``
+    if read already), not from a walk of the whole log (1 s more on a 1M-event one). A
+    start that recorded no out folder (a log written before they did) has the folder of the
+    log's last saved output, which only a walk of the log tells. Returns what
+    :func:`read_log` read (None: the log cannot be read; opening the journal says why)."""
+    log_path = Path(args.resume)
+    if logged is None:
+        logged = read_log(log_path)
+    if logged is None:
+        return None
+    system = logged.state.system
+    if args.out is None:
+        out = system.out_dir
+        if not out and any(job.outputs for job in logged.state.jobs.values()):
+            out = logged_out_dir(log_path)
+        if out:
+            args.out = out
     for option in _KEPT_ON_RESUME:
-        value = getattr(started, option, None)
+        value = getattr(system, option)
         if getattr(args, option) is None and value is not None:
             setattr(args, option, value)
+    return logged
 
 
 def out_dir_of(path: str, job_id: str) -> str | None:
@@ -1077,7 +1112,7 @@ def _quit_now(conjure: Any, log_path: Path) -> str:
 
 @asynccontextmanager
 async def _open_run_journal(
-    log_path: Path, clock: Callable[[], float], *, fresh: bool
+    log_path: Path, clock: Callable[[], float], *, fresh: bool, logged: Any = None
 ) -> AsyncIterator[Any]:
     """The run's journal over ``log_path`` (``fresh``: a new run's, which ``_prepare`` found
     free). Another run that took the path in the meantime (two started at once on one new
@@ -1085,9 +1120,13 @@ async def _open_run_journal(
     ends before it recorded anything that matters (no job, no machine, no launch, no cost:
     its start-up checks refused, e.g. a ComfyUI that does not answer, credentials RunComfy
     rejects; or a signal during start-up) leaves no log behind: the same command can be run
-    again (the log held only its actors' start and stop, nothing to resume)."""
+    again (the log held only its actors' start and stop, nothing to resume).
+
+    ``logged``: a resume's log as :func:`read_log` read it (its state at its last seq): the
+    journal starts from it and folds only the records after it, not the log a second time.
+    """
     import eventlog
-    from conjure_actors.domain.events import Event
+    from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.state import apply, initial_state
 
     flag = "--log" if fresh else "--resume"
@@ -1098,12 +1137,17 @@ async def _open_run_journal(
             log_path,
             Event,
             apply=apply,
-            initial=initial_state(),
+            initial=logged.state if logged is not None else initial_state(),
+            initial_seq=logged.last_seq if logged is not None else 0,
             clock=clock,
             snapshot_every=SNAPSHOT_EVERY,
+            upcasters=UPCASTERS,
         ) as journal:
             taken = fresh and journal.last_seq > 0  # by another run, since _prepare
-            if not taken:
+            # The log lost records since the resume read it (replaced meanwhile): the state
+            # read is not this log's. Refused untouched, as a log taken meanwhile is.
+            shrunk = logged is not None and journal.last_seq < logged.last_seq
+            if not taken and not shrunk:
                 try:
                     yield journal
                 finally:
@@ -1125,6 +1169,11 @@ async def _open_run_journal(
             " or stop it with Ctrl-C first"
         )
         raise UsageError(f"{flag} {_q(log_path)}: {what}") from None
+    if logged is not None and journal is not None and journal.last_seq < logged.last_seq:
+        raise UsageError(
+            f"--resume {_q(log_path)}: the log changed while this resume read it (it now ends"
+            f" at seq {journal.last_seq}, not {logged.last_seq}): run the command again"
+        )
     if taken:  # (said once the journal is closed: as it is, not in its nursery's group)
         raise UsageError(
             f"--log {_q(log_path)}: another run wrote this log meanwhile and a new run never"
@@ -1167,6 +1216,7 @@ async def _run(
     http: Any,
     ws_connect: Any,
     stopping: _Stopping,
+    logged: Any = None,
 ) -> int:
     from conjure_actors.actors.conjure import open_conjure
     from conjure_actors.clock import SystemWallClock
@@ -1198,7 +1248,9 @@ async def _run(
     # prompt is checked against it before its POST (a note, once, if it cannot be had).
     check = version_catalogue(config, lambda text: out.say(f"note: {text}", "run.warning"))
     try:
-        async with _open_run_journal(log_path, wall.now, fresh=workflow is not None) as journal:
+        async with _open_run_journal(
+            log_path, wall.now, fresh=workflow is not None, logged=logged
+        ) as journal:
             if workflow is None:
                 what = f"--resume {_q(log_path)}"
                 refuse_log_of_the_other_command(journal.state, "run", what, log_path)

@@ -367,6 +367,12 @@ class SystemInfo:
     stop_reason: str | None = None
     running: bool = False
     runs: int = 0
+    # The options its SystemStarted recorded, which ``run --resume`` keeps unless given
+    # again (None: not recorded, a log written before they were).
+    out_dir: str | None = None
+    server_type: str | None = None
+    max_machines: int | None = None
+    idle_timeout: float | None = None
 
 
 @attrs.define(slots=True)
@@ -1175,6 +1181,10 @@ def _system_started(s: State, e: ev.SystemStarted) -> None:
     sysinfo.stop_reason = None
     sysinfo.running = True
     sysinfo.runs += 1
+    sysinfo.out_dir = e.out_dir
+    sysinfo.server_type = e.server_type
+    sysinfo.max_machines = e.max_machines
+    sysinfo.idle_timeout = e.idle_timeout
 
 
 def _system_stopped(s: State, e: ev.SystemStopped) -> None:
