@@ -3,7 +3,8 @@
 ``inspect LOG``          one line saying what LOG holds (exit 0; 1 if it is corrupt; 2 if it
                          is missing, not a log, or from a newer eventlog)
 ``salvage SRC DST``      copy the intact records of SRC into the new log DST (payloads as
-                         they are, seqs renumbered from 1) and say what was skipped
+                         they are, each with its seq and time: the seqs lost are gaps) and
+                         say what was skipped and which seqs were lost
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"salvage failed: {exc}", file=sys.stderr)
         return EXIT_USAGE
     skipped = sum(length for _, length in report.skipped)
+    lost = _ranges(report.lost_seqs) or "none"
+    if report.damaged_tail:
+        lost += f" (and any after seq {report.last_source_seq}, in the damaged bytes at the end)"
     print(
-        f"salvaged {report.copied} records of {args.src} into {args.dst}; skipped "
-        f"{skipped} damaged bytes in {len(report.skipped)} place(s); lost seqs: "
-        f"{_ranges(report.lost_seqs) or 'none'}"
+        f"salvaged {report.copied} records of {args.src} into {args.dst}, each with its seq;"
+        f" skipped {skipped} damaged bytes in {len(report.skipped)} place(s); lost seqs: {lost}"
     )
     return EXIT_OK
 

@@ -7,6 +7,8 @@ Layout (all integers little-endian; ``docs/eventlog-format.md`` is the full writ
 
 ``crc`` is CRC32C over everything after it (length, seq, ts and payload), so a flipped bit
 anywhere in a record, including its length, is caught. ``seq`` counts from 1 without gaps.
+A record whose payload is :data:`LOST_RECORD` holds the place of one ``salvage`` lost: the
+readers skip it, so the events of a salvaged log keep their seqs, with gaps where it lost.
 
 The header is checked as a whole before its version is believed: a header whose CRC does
 not hold is damage (:class:`CorruptLogError` at offset 0), never "a newer version".
@@ -55,6 +57,12 @@ MAX_PAYLOAD: Final = 64 * 1024 * 1024
 CHUNK: Final = 4 * 1024 * 1024
 #: A magic this many bits away from ours is our magic, damaged (no other format comes close).
 _MAGIC_BIT_TOLERANCE: Final = 2
+#: The payload of a lost record's place holder: ``salvage`` writes one for each seq it could
+#: not copy, so that the copy keeps the source's seqs (the frames stay gapless; quoted seqs
+#: still point at the same events). 0xc1 is the one byte msgpack never uses: no event
+#: encodes to it. ``read`` and ``follow`` skip it (no record has that seq).
+LOST_RECORD: Final = b"\xc1"
+LOST_BYTE: Final = LOST_RECORD[0]
 
 crc32c_fn: Final = crc32c.crc32c
 

@@ -25,6 +25,7 @@ from ._format import (
     FRAME,
     FRAME_SIZE,
     HEADER_SIZE,
+    LOST_BYTE,
     MAX_PAYLOAD,
     check_header,
     crc32c_fn,
@@ -132,7 +133,9 @@ class LogFollower:
                         raise error
                     self._suspect = offset
                 break
-            if seq >= self.start_seq:
+            # (Not the place holder of a record salvage lost: it is no record.)
+            lost = length == 1 and data[p + FRAME_SIZE] == LOST_BYTE
+            if seq >= self.start_seq and not lost:
                 self._ready.append(Record(seq, ts, decode(mv[p + FRAME_SIZE : end], seq)))
             expected += 1
             p = end

@@ -24,6 +24,7 @@ from ._format import (
     FRAME,
     FRAME_SIZE,
     HEADER_SIZE,
+    LOST_BYTE,
     MAX_PAYLOAD,
     check_damage,
     check_header,
@@ -242,6 +243,9 @@ def read(
 ) -> Iterator[Record[Any]]:
     """Yield the records with ``start_seq <= seq <= stop_seq`` and ``ts <= stop_ts``.
 
+    In a log ``salvage`` wrote, the seqs it lost are skipped (their place holders are no
+    records): the seqs yielded then have gaps, each event keeping the seq it had.
+
     Stops cleanly at the last complete record (a torn tail, or a file still being written);
     raises ``CorruptLogError`` for a damaged record (the last one included) and
     ``UnknownEventError`` for an event tag nobody knows. Use :func:`scan` or :func:`inspect`
@@ -305,6 +309,10 @@ def _read_fd(
                 try:
                     event = decode(mv[p + FRAME_SIZE : end])
                 except msgspec.DecodeError:
+                    if length == 1 and data[p + FRAME_SIZE] == LOST_BYTE:
+                        seq += 1  # the place of a record salvage lost: no record there
+                        p = end
+                        continue
                     event = codec.decode_slow(mv[p + FRAME_SIZE : end], seq)
                 yield Record(seq, ts, event)
             seq += 1

@@ -531,20 +531,23 @@ def _describe_difference(left: State, right: State) -> str:
 
 
 def _check(path: str, snapshot: str | None) -> int:
-    # 1. Seq contiguity: eventlog checks frames, we check the numbering we are handed.
+    # 1. Seq order: eventlog checks frames, we check the numbering we are handed. Its only
+    # gaps are the seqs a salvage lost (their place holders, which eventlog skips): named.
     first = initial_state()
-    expected = 1
+    last = 0
     count = 0
+    lost: list[int] = []
     for record in _records(path):
-        if record.seq != expected:
-            print(f"check failed: {path}: expected seq {expected}, found seq {record.seq}")
+        if record.seq <= last:
+            print(f"check failed: {path}: expected seq {last + 1}, found seq {record.seq}")
             return EXIT_DIVERGED
+        lost.extend(range(last + 1, record.seq))
         apply(first, record.event)
-        expected += 1
+        last = record.seq
         count += 1
     # 2. The fold is deterministic: a second, independent fold gives an equal state.
     second, last_seq, _ = fold_log(path)
-    if second != first or last_seq != count:
+    if second != first or last_seq != last:
         print(
             f"check failed: {path}: folding twice gave different states:"
             f" {_describe_difference(first, second)}"
@@ -564,10 +567,10 @@ def _check(path: str, snapshot: str | None) -> int:
                 raise UsageError(f"--snapshot {snapshot}: file not found")
         else:
             snap_seq, snap_state = got
-            if snap_seq > count:
+            if snap_seq > last:
                 print(
                     f"check failed: snapshot {snapshot_path} covers seq {snap_seq}"
-                    f" but the log ends at seq {count}"
+                    f" but the log ends at seq {last}"
                 )
                 return EXIT_DIVERGED
             expected_state, _, _ = fold_log(path, stop_seq=snap_seq)
@@ -580,40 +583,55 @@ def _check(path: str, snapshot: str | None) -> int:
                 return EXIT_DIVERGED
             snap_note = f"snapshot at seq {snap_seq} agrees"
     anomalies = f", {first.anomaly_count} anomalies" if first.anomaly_count else ""
-    print(
-        f"ok: {path}: {count} records, seqs 1..{count} contiguous, fold deterministic,"
-        f" {snap_note}{anomalies}"
-    )
+    seqs = f"seqs 1..{last} contiguous"
+    if lost:
+        seqs = f"seqs 1..{last} but {_seq_ranges(lost)} (lost: it was salvaged)"
+    print(f"ok: {path}: {count} records, {seqs}, fold deterministic, {snap_note}{anomalies}")
     return EXIT_OK
 
 
+def _seq_ranges(seqs: list[int]) -> str:
+    """``[5, 6, 7, 9]`` (ascending) -> ``"5-7, 9"``."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _diff(path: str, other: str) -> int:
+    # Records are paired by seq: a salvaged log's seqs have gaps where records were lost.
     left, right = initial_state(), initial_state()
     mine, theirs = _records(path), _records(other)
-    seq = 0
+    count = 0
+    a, b = next(mine, None), next(theirs, None)
     while True:
-        a = next(mine, None)
-        b = next(theirs, None)
         if a is None and b is None:
-            print(f"identical: {path} and {other} give equal states at every one of {seq} records")
+            print(
+                f"identical: {path} and {other} give equal states at every one of {count} records"
+            )
             return EXIT_OK
-        seq += 1
-        if a is None or b is None:
-            longer, record = (other, b) if a is None else (path, a)
+        if a is None or b is None or a.seq != b.seq:
+            only_mine = b is None or (a is not None and a.seq < b.seq)
+            longer, record = (path, a) if only_mine else (other, b)
             assert record is not None
             line = timeline_line(record).strip()
-            print(f"first difference at seq {seq}: only {longer} has it: {line}")
+            print(f"first difference at seq {record.seq}: only {longer} has it: {line}")
             return EXIT_DIVERGED
+        count += 1
         apply(left, a.event)
         apply(right, b.event)
         # A deterministic fold of equal events gives equal states: compare the (cheap) events
         # first, and the states only where the events differ.
         if a.event != b.event and left != right:
-            print(f"first difference at seq {seq}:")
+            print(f"first difference at seq {a.seq}:")
             print(f"  {path}: {timeline_line(a).strip()}")
             print(f"  {other}: {timeline_line(b).strip()}")
             print(f"  state: {_describe_difference(left, right)}")
             return EXIT_DIVERGED
+        a, b = next(mine, None), next(theirs, None)
 
 
 def main(args: argparse.Namespace) -> int:
