@@ -57,7 +57,11 @@ Snapshots
 ---------
 ``snapshot_every=N`` writes ``journal.state`` to ``LOG.snapshots/`` each time the log crosses
 a multiple of N records (encoded in the trio thread after the commit, written by a snapshot
-task in a worker thread), so that ``replay`` and a reopened journal start from there.
+task in a worker thread), so that ``replay`` and a reopened journal start from there. A
+journal that opens on a log whose newest usable snapshot is N records or more behind its end
+(none was written yet, or they are all of an older state type, which a changed state type
+leaves unseen) writes one at once: else a log that grows by less than N records per run
+would be folded from the start at every open.
 
 Failures: a failed write (e.g. ``DiskFullError``) fails exactly the appends of that batch (the
 log was truncated back and stays valid) and the journal carries on. If ``apply`` raises, the
@@ -104,6 +108,7 @@ from .memory import MemoryLog
 from .reader import fold, read
 from .record import Record
 from .snapshot import (
+    list_snapshots,
     prune_snapshots,
     replay,
     snapshot_file,
@@ -998,7 +1003,9 @@ async def open_journal(
     ``LOG.snapshots``), one file per snapshot, and starts ``journal.state`` from the newest
     one that checks out (unless ``initial_seq`` is given). ``state_type`` (default
     ``type(initial)``) is what the snapshots decode as. A snapshot that cannot be written
-    is reported in ``statistics().snapshot_error``; the journal goes on.
+    is reported in ``statistics().snapshot_error``; the journal goes on. When the state it
+    starts from was folded over N records or more past the newest snapshot (its own replay,
+    or ``initial_seq`` that far past the newest snapshot's name), it writes one at once.
     ``keep_snapshots=K`` deletes all but the newest K snapshots after each one written
     (default: keep them all).
     """
@@ -1028,6 +1035,7 @@ async def open_journal(
         if snapshot_every and isinstance(store, LogWriter):
             snap_dir = os.fspath(snapshot_dir or snapshots_dir(store.path))
         state = initial
+        folded_from: int | None = None  # the seq the state was folded on from (a snapshot's)
         if (
             apply is not None
             and snap_dir
@@ -1049,10 +1057,24 @@ async def open_journal(
                 )
             )
             state = found.state
+            folded_from = found.used_snapshot_seq or 0
         elif apply is not None and store.last_seq > initial_seq:
             state = await _replay_existing(
                 store, event_type, apply, initial, initial_seq, upcasters
             )
+        if snap_dir and folded_from is None and initial_seq:
+            # A state the caller folded (a snapshot's, or its own read of the log): from the
+            # newest snapshot at or before it, as far as their names tell.
+            older = [seq for seq in list_snapshots(snap_dir, state_type) if seq <= initial_seq]
+            folded_from = older[-1] if older else 0
+        stale_ts: float | None = None  # the ts of the last record, if a snapshot is due now
+        if (
+            snapshot_every
+            and folded_from is not None
+            and isinstance(store, LogWriter)
+            and store.last_seq - folded_from >= snapshot_every
+        ):
+            stale_ts = await _last_ts(store, event_type, upcasters)
         journal: Journal[Any, Any] = Journal(
             store,
             event_type,
@@ -1066,6 +1088,8 @@ async def open_journal(
             state_type=state_type,
             keep_snapshots=keep_snapshots or 0,
         )
+        if stale_ts is not None:
+            journal._take_snapshot(stale_ts)  # written by the snapshot task, started below
         # The committer is shielded from cancellation from outside: when the scope around
         # the journal is cancelled, the body's shielded clean-up (an actor system logging
         # its shutdown) must still get its appends committed, not park forever. It stops
@@ -1103,6 +1127,22 @@ async def open_journal(
             store.flush()
     if journal._failure is not None:
         raise journal._failed_error()
+
+
+async def _last_ts(
+    store: LogWriter[Any], event_type: Any, upcasters: Upcasters | None
+) -> float | None:
+    """The ts of the log's last record (through the index), None if it holds no event (a
+    lost record's place holder, in a salvaged log)."""
+    store.flush()
+    path, seq = store.path, store.last_seq
+
+    def last() -> float | None:
+        records = read(path, event_type, start_seq=seq, stop_seq=seq, upcasters=upcasters)
+        record = next(records, None)
+        return record.ts if record is not None else None
+
+    return await trio.to_thread.run_sync(last)
 
 
 async def _replay_existing(

@@ -85,6 +85,8 @@ MAX_JOBS: Final = 10_000
 # The journal writes the state to LOG.snapshots/ every this many events, so that `replay
 # --at SEQ` (and a resumed run) folds at most this many records after the nearest one.
 SNAPSHOT_EVERY: Final = 20_000
+# A resume that folds this many records or more without a snapshot (~0.5 s) says why.
+SLOW_FOLD: Final = 250_000
 # Where outputs go (OUT/<job_id>/) when --out is not given and no log says where.
 DEFAULT_OUT: Final = "out"
 
@@ -353,7 +355,7 @@ def main(args: argparse.Namespace) -> int:
     logged: Any = None  # a resume's log, read once (snapshot + tail): see keep_run_options
     if args.resume:
         refuse_new_run_options(args)
-        logged = keep_run_options(args)
+        logged = keep_run_options(args, note=_tell)
     args.jobs = 1 if args.jobs is None else args.jobs
     args.priority = 0 if args.priority is None else args.priority
     if not 1 <= args.jobs <= MAX_JOBS:
@@ -877,19 +879,39 @@ def read_log_state(log_path: Path) -> Any:
     return logged.state if logged is not None else None
 
 
-def read_log(log_path: Path) -> Any:
+def read_log(log_path: Path, note: Callable[[str], object] | None = None) -> Any:
     """The log at ``log_path`` folded (from its newest snapshot): an ``eventlog.ReplayResult``
     (its ``state`` and ``last_seq``), None when there is no log with records there or it
     cannot be read (opening the journal then says why). ``run --resume`` reads it once:
-    for the options it keeps, its checks, and the journal's start."""
+    for the options it keeps, its checks, and the journal's start.
+
+    Snapshots are only read back as the state type that wrote them (their file names carry
+    its fingerprint): those of another version of the program (a state type without a field
+    this one folds, such as a machine's ``launch_duration``) are not used, and the log is
+    folded from the newest one of this version, or from its start. ``note`` is told so, in
+    one line, when that fold is long (:data:`SLOW_FOLD` records or more): the journal then
+    writes a snapshot at once, so it happens once."""
     import eventlog
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.state import State, apply, initial_state
 
     try:
-        if not eventlog.inspect(log_path).has_records:
+        status = eventlog.inspect(log_path)
+        if not status.has_records:
             return None
         snapshots = eventlog.snapshots_dir(log_path)
+        if note is not None and os.path.isdir(snapshots):
+            listed = eventlog.list_snapshots(snapshots, State)
+            ours = [seq for seq in listed if seq <= status.last_seq]
+            behind = status.last_seq - (ours[-1] if ours else 0)
+            others = [name for name in os.listdir(snapshots) if name.endswith(".snapshot")]
+            if behind >= SLOW_FOLD and len(others) > len(ours):
+                where = f"from seq {ours[-1]}" if ours else "from its start"
+                note(
+                    f"note: the snapshots of {_q(log_path)} are of another version of"
+                    f" conjure_actors: its {behind:,} records are folded {where} (once: a new"
+                    " snapshot is written)"
+                )
         return eventlog.replay(
             log_path,
             Event,
@@ -931,7 +953,9 @@ _KEPT_ON_RESUME: Final = ("server_type", "max_machines", "idle_timeout")
 the same name, kept in ``state.system``)."""
 
 
-def keep_run_options(args: argparse.Namespace, logged: Any = None) -> Any:
+def keep_run_options(
+    args: argparse.Namespace, logged: Any = None, note: Callable[[str], object] | None = None
+) -> Any:
     """``run --resume LOG``: the run's out folder, machine type, machine cap and idle
     timeout, as its log recorded them, for each not given on this command line (a resume
     of a run capped at 2 machines of a type must not launch 5 of the default one).
@@ -941,10 +965,11 @@ def keep_run_options(args: argparse.Namespace, logged: Any = None) -> Any:
     if read already), not from a walk of the whole log (1 s more on a 1M-event one). A
     start that recorded no out folder (a log written before they did) has the folder of the
     log's last saved output, which only a walk of the log tells. Returns what
-    :func:`read_log` read (None: the log cannot be read; opening the journal says why)."""
+    :func:`read_log` read (None: the log cannot be read; opening the journal says why);
+    ``note``: see :func:`read_log`."""
     log_path = Path(args.resume)
     if logged is None:
-        logged = read_log(log_path)
+        logged = read_log(log_path, note)
     if logged is None:
         return None
     system = logged.state.system
