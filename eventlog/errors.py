@@ -11,6 +11,7 @@ Every message is one line that says what is wrong and what to do; the structured
     │   └── LogUnreadableError         (also OSError) ... or one this process may not open
     ├── UnsupportedVersionError        a log written by a newer format version
     ├── LogLockedError                 another writer holds the file's OS lock
+    ├── LogShorterError                a journal's initial state is past the log's end (it changed)
     ├── LogClosedError                 using a writer / journal after close
     ├── CorruptLogError                a damaged record or header: .offset, .seq (never a crash)
     ├── RecordTooLargeError            (also ValueError) an event over the per-record size limit
@@ -96,6 +97,21 @@ class LogLockedError(EventLogError):
         self.path = os.fspath(path)
         super().__init__(
             f"event log {self.path!r} is locked by another writer; stop it or use another path"
+        )
+
+
+class LogShorterError(EventLogError):
+    """A journal was opened with a state folded to ``state_seq`` on a log that ends before it
+    (``last_seq``): the log was replaced or cut since the state was read, so the state is not
+    this log's. Nothing is written (a snapshot of that state would be taken for the log's)."""
+
+    def __init__(self, path: str | os.PathLike[str], state_seq: int, last_seq: int) -> None:
+        self.path = os.fspath(path)
+        self.state_seq = state_seq
+        self.last_seq = last_seq
+        super().__init__(
+            f"event log {self.path!r} ends at seq {last_seq}, before the state given (of seq"
+            f" {state_seq}): it changed since that state was read; read it again"
         )
 
 

@@ -100,6 +100,7 @@ from .codec import Upcasters
 from .errors import (
     JournalFailedError,
     LogClosedError,
+    LogShorterError,
     LogWriteError,
     SnapshotError,
     SubscriberOverflowError,
@@ -1007,7 +1008,8 @@ async def open_journal(
     starts from was folded over N records or more past the newest snapshot (its own replay,
     or ``initial_seq`` that far past the newest snapshot's name), it writes one at once.
     ``keep_snapshots=K`` deletes all but the newest K snapshots after each one written
-    (default: keep them all).
+    (default: keep them all). An ``initial_seq`` past the log's end raises
+    :class:`LogShorterError` (the log changed since that state was read) and writes nothing.
     """
     if snapshot_every is not None and snapshot_every < 1:
         raise ValueError(f"snapshot_every must be at least 1, not {snapshot_every}")
@@ -1031,6 +1033,8 @@ async def open_journal(
         if sync is not None and sync != store.sync:
             raise ValueError(f"sync={sync!r} but the store was opened with sync={store.sync!r}")
     try:
+        if initial_seq > store.last_seq:  # not this log's state: no snapshot may say it is
+            raise LogShorterError(getattr(store, "path", "<memory>"), initial_seq, store.last_seq)
         snap_dir = ""
         if snapshot_every and isinstance(store, LogWriter):
             snap_dir = os.fspath(snapshot_dir or snapshots_dir(store.path))

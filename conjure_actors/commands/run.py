@@ -1169,10 +1169,7 @@ async def _open_run_journal(
             upcasters=UPCASTERS,
         ) as journal:
             taken = fresh and journal.last_seq > 0  # by another run, since _prepare
-            # The log lost records since the resume read it (replaced meanwhile): the state
-            # read is not this log's. Refused untouched, as a log taken meanwhile is.
-            shrunk = logged is not None and journal.last_seq < logged.last_seq
-            if not taken and not shrunk:
+            if not taken:
                 try:
                     yield journal
                 finally:
@@ -1194,11 +1191,14 @@ async def _open_run_journal(
             " or stop it with Ctrl-C first"
         )
         raise UsageError(f"{flag} {_q(log_path)}: {what}") from None
-    if logged is not None and journal is not None and journal.last_seq < logged.last_seq:
+    except eventlog.LogShorterError as exc:
+        # The log lost records since the resume read it (replaced meanwhile): the state read
+        # is not this log's. Refused untouched (no snapshot of that state), as a log taken
+        # meanwhile is.
         raise UsageError(
             f"--resume {_q(log_path)}: the log changed while this resume read it (it now ends"
-            f" at seq {journal.last_seq}, not {logged.last_seq}): run the command again"
-        )
+            f" at seq {exc.last_seq}, not {exc.state_seq}): run the command again"
+        ) from None
     if taken:  # (said once the journal is closed: as it is, not in its nursery's group)
         raise UsageError(
             f"--log {_q(log_path)}: another run wrote this log meanwhile and a new run never"

@@ -17,6 +17,7 @@ import pytest
 import eventlog
 import eventlog.reader
 from conjure_actors.cli import main
+from conjure_actors.commands import run as run_mod
 from conjure_actors.commands.run import _open_run_journal, keep_run_options, read_log
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.state import State, apply, initial_state
@@ -165,3 +166,25 @@ async def test_a_log_that_lost_records_since_it_was_read_is_refused(tmp_path: Pa
     with pytest.raises(UsageError, match="the log changed while this resume read it"):
         async with _open_run_journal(log, time.time, fresh=False, logged=longer):
             pytest.fail("opened a log shorter than the state read")
+
+
+async def test_a_log_that_lost_records_since_it_was_read_gets_no_snapshot_of_that_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused, the shorter log keeps no snapshot of the longer log's state: the command run
+    again, as the refusal says, reads the log as it is (a snapshot written at the open, under
+    the shorter log's last seq, was trusted by the next resume, replay and status)."""
+    monkeypatch.setattr(run_mod, "SNAPSHOT_EVERY", 4)
+    log = tmp_path / "r.log"
+    started = ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=1.0)
+    budgets = [ev.BudgetSet(limit_micros=i, at=2.0) for i in range(1, 12)]
+    with eventlog.open_writer(log, ev.Event, sync="none") as writer:
+        writer.append_many([started, *budgets])  # seqs 1..12: the budget is 11
+    logged = read_log(log)
+    log.unlink()  # replaced by a shorter copy (seqs 1..6: the budget is 5) before the open
+    with eventlog.open_writer(log, ev.Event, sync="none") as writer:
+        writer.append_many([started, *budgets[:5]])
+    with pytest.raises(UsageError, match="the log changed while this resume read it"):
+        async with _open_run_journal(log, time.time, fresh=False, logged=logged):
+            pytest.fail("opened a log shorter than the state read")
+    assert read_log(log).state.budget.limit_micros == 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 from eventlog_testtypes import Ev, Progressed, Tally, apply_tally
 
@@ -91,3 +92,20 @@ async def test_a_state_the_caller_folded_counts_from_the_newest_snapshot(
     _log(log, 250)
     await _open_and_close(log, 100, initial=_fold(log), initial_seq=250)
     assert list_snapshots(snapshots_dir(log), Tally) == [250]
+
+
+async def test_a_state_of_more_records_than_the_log_holds_is_refused_unwritten(
+    tmp_path: Path,
+) -> None:
+    """``initial_seq`` past the log's end (the log was cut or replaced since the caller read
+    it): LogShorterError, and no snapshot of that state under the log's last seq (one was
+    written there, and the next open trusted it)."""
+    log = tmp_path / "log"
+    _log(log, 250)
+    read = _fold(log)
+    log.unlink()
+    _log(log, 120)
+    with pytest.raises(eventlog.LogShorterError) as refused:
+        await _open_and_close(log, 100, initial=read, initial_seq=250)
+    assert (refused.value.state_seq, refused.value.last_seq) == (250, 120)
+    assert list_snapshots(snapshots_dir(log), Tally) == []
