@@ -1370,8 +1370,10 @@ async def _run(
     if workflow is None and not state.jobs:
         # A resume of a run stopped before it submitted a job: nothing to resume (said in
         # one line above), nothing failed; its machines and launches in flight, if any, were
-        # reconciled. Not a failure ("every job of this run succeeded": there is none).
-        record["ok"] = True
+        # reconciled. Not a failure ("every job of this run succeeded": there is none),
+        # unless a machine may still be running (its stop not confirmed): the one thing such
+        # a resume is for.
+        record["ok"] = not left
     under = outputs_folder(state, job_ids, out_dir)
     try:
         for line in summary_lines(

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 import eventlog
+from conjure_actors.actors.conjure import Conjure
 from conjure_actors.cli import main
 from conjure_actors.commands.run import _open_run_journal
 from conjure_actors.domain import events as ev
@@ -155,3 +156,27 @@ def test_resume_of_a_log_without_a_job_says_nothing_to_resume_and_exits_0(
         "nothing to resume: empty.log holds no job (its run stopped before it submitted one):"
         " start a new run with another --log, or remove this log first"
     ]
+
+
+def test_resume_of_a_log_without_a_job_whose_machine_may_still_run_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a resume is there to reconcile the run's machines: one whose stop it could not
+    confirm is no success (exit 1, "ok" false, the machine named), not a clean exit 0."""
+
+    async def stops_nothing(self: Conjure, reason: str = "done") -> list[str]:
+        return ["m-still-up"]
+
+    monkeypatch.setattr(Conjure, "shutdown", stops_nothing)
+    with eventlog.open_writer(Path("empty.log"), ev.Event, sync="none") as writer:
+        writer.append_many(
+            [
+                ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=1.0),
+                ev.SystemStopped(reason="error", at=2.0),
+            ]
+        )
+    code = main(["run", "--resume", "empty.log", "--json"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (summary,) = [r for r in records if r["type"] == "run.summary"]
+    assert (code, summary["ok"]) == (1, False)
+    assert "machines that may still be running: m-still-up" in json.dumps(records)
