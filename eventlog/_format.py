@@ -59,8 +59,10 @@ CHUNK: Final = 4 * 1024 * 1024
 _MAGIC_BIT_TOLERANCE: Final = 2
 #: The payload of a lost record's place holder: ``salvage`` writes one for each seq it could
 #: not copy, so that the copy keeps the source's seqs (the frames stay gapless; quoted seqs
-#: still point at the same events). 0xc1 is the one byte msgpack never uses: no event
-#: encodes to it. ``read`` and ``follow`` skip it (no record has that seq).
+#: still point at the same events). 0xc1 is the one byte msgpack never uses: no Struct or
+#: union event encodes to it, and the writer refuses one that does (an event type that
+#: passes bytes through, ``msgspec.Raw``). ``read`` and ``follow`` skip it (no record has
+#: that seq).
 LOST_RECORD: Final = b"\xc1"
 LOST_BYTE: Final = LOST_RECORD[0]
 

@@ -35,7 +35,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Generic, Literal, TypeVar
 
-from ._format import FRAME, FRAME_SIZE, MAX_PAYLOAD, header_bytes
+from ._format import FRAME, FRAME_SIZE, LOST_BYTE, LOST_RECORD, MAX_PAYLOAD, header_bytes
 from ._format import crc32c_fn as _crc
 from .codec import EventCodec
 from .errors import (
@@ -60,6 +60,19 @@ _CRC: Final = struct.Struct("<I")
 _pack_frame: Final = FRAME.pack_into
 _pack_crc: Final = _CRC.pack_into
 _MAX_FRAME: Final = FRAME_SIZE + MAX_PAYLOAD
+#: The frame of a lost record's place holder (its payload ``LOST_RECORD``): no event may
+#: encode to it (one that passes bytes through, ``msgspec.Raw``, could), or readers would
+#: skip it as lost.
+_LOST_FRAME: Final = FRAME_SIZE + len(LOST_RECORD)
+
+
+def _lost_record_error() -> ValueError:
+    return ValueError(
+        f"cannot append an event that encodes to {LOST_RECORD!r}: that payload marks a record"
+        " lost by salvage, and readers skip it"
+    )
+
+
 _DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 _INDEX_MASK: Final = INDEX_EVERY - 1
 
@@ -285,6 +298,9 @@ class LogWriter(Generic[E]):
         if end - start > _MAX_FRAME:
             del buf[start:]
             raise RecordTooLargeError(end - start - FRAME_SIZE, MAX_PAYLOAD)
+        if end - start == _LOST_FRAME and buf[start + FRAME_SIZE] == LOST_BYTE:
+            del buf[start:]
+            raise _lost_record_error()
         self._last_seq = seq = self._last_seq + 1
         ts = self._clock()
         _pack_frame(buf, start, 0, end - start - FRAME_SIZE, seq, ts)
@@ -346,6 +362,8 @@ class LogWriter(Generic[E]):
                 end = len(buf)
                 if end - start > _MAX_FRAME:
                     raise RecordTooLargeError(end - start - FRAME_SIZE, MAX_PAYLOAD)
+                if end - start == _LOST_FRAME and buf[start + FRAME_SIZE] == LOST_BYTE:
+                    raise _lost_record_error()
                 seq += 1
                 pack_frame(buf, start, 0, end - start - FRAME_SIZE, seq, t)
                 pack_crc(buf, start, crc(buf[start + 4 : end]))

@@ -198,3 +198,22 @@ def test_the_salvage_command_names_the_lost_seqs_and_a_damaged_end(tmp_path: Pat
     assert "salvaged 4 records" in done.stdout
     assert "each with its seq" in done.stdout
     assert "lost seqs: 2-3 (and any after seq 6, in the damaged bytes at the end)" in done.stdout
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["append", "append_many"])
+def test_an_event_that_encodes_to_the_lost_marker_is_refused(tmp_path: Path, many: bool) -> None:
+    """An event type that passes bytes through (``msgspec.Raw``) could append the lost
+    record's marker (0xc1), which every reader then skips as lost: refused, nothing written,
+    the log still takes the next event under the next seq."""
+    path = tmp_path / "raw.log"
+    with eventlog.open_writer(path, msgspec.Raw, sync="none") as writer:
+        writer.append(msgspec.Raw(b"\x01"))
+        marker = msgspec.Raw(b"\xc1")
+        with pytest.raises(ValueError, match="marks a record lost by salvage"):
+            writer.append_many([msgspec.Raw(b"\x02"), marker]) if many else writer.append(marker)
+        writer.append(msgspec.Raw(b"\x03"))
+    assert [(r.seq, bytes(r.event)) for r in eventlog.read(path, msgspec.Raw)] == [
+        (1, b"\x01"),
+        (2, b"\x03"),
+    ]
+    assert eventlog.scan(path).last_seq == 2
