@@ -42,7 +42,7 @@ from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.workflow import Catalog, Workflow
 from conjure_actors.runtime import ActorStoppedError, PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
-from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError, restarting
+from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError, restarting, was_logged
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
 from conjure_actors.service.previews import Previews
 
@@ -696,7 +696,21 @@ class _ReadBeforeAnswer:
                     }
             await send(message)
 
-        await self.app(scope, receive_, send_)
+        try:
+            await self.app(scope, receive_, send_)
+        except Exception as exc:
+            # Starlette's ServerErrorMiddleware re-raises what it answered 500 (or 499: the
+            # client left) after its handler logged it in one line; re-raised here,
+            # hypercorn would log it again with a traceback ("Error in ASGI Framework").
+            # The traceback is the handler's to show, with --debug.
+            if not was_logged(exc):
+                log.error(
+                    "unexpected %s on %s %s",
+                    type(exc).__name__,
+                    scope.get("method"),
+                    scope.get("path"),
+                )
+                log.debug("traceback of the unexpected error", exc_info=exc)
 
 
 def _send_heads_with_bodies() -> None:

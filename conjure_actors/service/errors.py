@@ -8,18 +8,28 @@ message (the detail goes to the server's log with ``--debug``, never to the clie
 Codes (the spec's): ``invalid_request`` 400, ``unauthorized`` 401, ``forbidden`` 403,
 ``not_found`` / ``blob_not_found`` 404, ``hash_mismatch`` 409, ``payload_too_large`` 413,
 ``invalid_workflow`` / ``workflow_format_ui`` / ``missing_asset`` / ``idempotency_key_reuse``
-422, ``queue_full`` / ``too_many_streams`` 429 (+ Retry-After), ``upstream_error`` 500.
+422, ``queue_full`` / ``too_many_streams`` 429 (+ Retry-After), ``upstream_error`` 500, and
+``insufficient_storage`` 507 (+ Retry-After: the server's disk is full; not in the contract,
+whose only 5xx, ``upstream_error``, is a generic "something failed": 507 is HTTP's own word
+for it, a 5xx every client already treats as the server's fault, and the operator's fix is
+named in serve's one log line).
+
+A client that left before its request was read (``ClientDisconnect``) is no server error:
+nothing is answered to it, a debug line is logged, and the request is counted as 499 (as
+nginx's "client closed request"), never 500.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from conjure_actors.runtime import ActorStoppedError
@@ -112,7 +122,80 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(api, head=request.method == "HEAD")
 
 
+CLIENT_GONE: Final = 499
+"""The status a request whose client left is counted with (nginx's; never sent)."""
+
+
+def client_gone(request: Request) -> Response:
+    """The answer to a request whose client left before it was read: a debug line, and a
+    499 that reaches no one (the server drops what is sent on a closed connection) but
+    labels the request in the metrics."""
+    log.debug("the client left during %s %s", request.method, request.url.path)
+    return Response(status_code=CLIENT_GONE)
+
+
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClientDisconnect)
+    return client_gone(request)
+
+
+_LOGGED: Final = "_conjure_logged"
+"""The attribute :func:`handle_unexpected` marks an exception it logged with (exceptions
+have a ``__dict__``; the built-in ones take no weak reference)."""
+
+
+def was_logged(exc: BaseException) -> bool:
+    """Whether :func:`handle_unexpected` logged ``exc`` already (Starlette re-raises it
+    after its answer; the outermost layer of serve then says nothing more)."""
+    return getattr(exc, _LOGGED, False) is True
+
+
+_DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a full disk or quota."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain, not a loop
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def insufficient_storage(retry_after: int) -> ApiError:
+    """507 ``insufficient_storage``: a write of the request (its upload's blob, a form's
+    spooled file) found the server's disk full; what it wrote was removed."""
+    return ApiError(
+        507,
+        "insufficient_storage",
+        "the server's disk is full: nothing of this request was stored; retry once its"
+        " operator freed space",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Any other exception: one line (the traceback with ``--debug``) and a 500, or 507
+    for a full disk; ``exc`` is marked logged (:func:`was_logged`)."""
+    setattr(exc, _LOGGED, True)
+    if isinstance(exc, ClientDisconnect):  # raised outside the routes (a middleware)
+        return client_gone(request)
+    if _disk_full(exc):
+        # Not the client's fault nor a bug: the operator's to fix, in one line.
+        log.error(
+            "the disk is full (%s) on %s %s: answered 507 insufficient_storage; free space"
+            " on the disk of --log (its .blobs folder) or of the temporary folder",
+            os.strerror(errno.ENOSPC),
+            request.method,
+            request.url.path,
+        )
+        log.debug("traceback of the full disk", exc_info=exc)
+        service = getattr(request.app.state, "service", None)
+        retry = getattr(getattr(service, "settings", None), "retry_after", 5)
+        return error_response(insufficient_storage(retry), head=request.method == "HEAD")
     # One line by default; the traceback only when logging is at DEBUG (``--debug``).
     log.error(
         "unexpected %s on %s %s (answered 500 upstream_error)",
@@ -147,6 +230,10 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     ApiError: handle_api_error,
     ActorStoppedError: handle_actor_stopped,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
+    # Answered within the app's middleware (as ApiError is: the metrics see the status),
+    # not re-raised as the catch-all's are.
+    OSError: handle_unexpected,
     Exception: handle_unexpected,
 }
 """Pass to ``Starlette(exception_handlers=...)``."""

@@ -27,12 +27,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _untyped_go_float
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import MICROS_PER_USD
+from conjure_actors.service.errors import CLIENT_GONE
 
 __all__ = ["MetricsMiddleware", "ServiceMetrics", "queue_depth"]
 
@@ -332,15 +333,20 @@ class MetricsMiddleware:
             return
         start = self.clock()
         status = 500
+        started = False
 
         async def watched_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status, started = int(message["status"]), True
             await send(message)
 
         try:
             await self.app(scope, receive, watched_send)
+        except ClientDisconnect:
+            if not started:  # the client left before its answer: no server error
+                status = CLIENT_GONE
+            raise
         finally:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", None) or "unmatched"
