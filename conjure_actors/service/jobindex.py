@@ -56,6 +56,10 @@ class JobIndex:
         self._status: dict[str, str] = {}
         self.counts: dict[str, int] = dict.fromkeys(st.JOB_STATUSES, 0)
         """Jobs by status (every job the index was given, as last given)."""
+        self.moves = 0
+        """How many times the waiting jobs changed (one joined, left or moved): a queued
+        job's position can have changed only when this did (an event stream compares it
+        on each commit before it looks up its position)."""
         for job in jobs:
             self.update(job)
 
@@ -83,9 +87,11 @@ class JobIndex:
                 self._remove(old)
             bisect.insort(self._waiting, key)
             self._keys[job_id] = key
+            self.moves += 1
         elif old is not None:
             self._remove(old)
             del self._keys[job_id]
+            self.moves += 1
 
     def _remove(self, key: _Key) -> None:
         at = bisect.bisect_left(self._waiting, key)

@@ -819,9 +819,10 @@ def _concerns(event: Any, job_id: str) -> bool:
 
 async def events(request: Request) -> Response:
     """SSE: a ``status`` snapshot (and the latest ``progress`` and ``preview``) on connect,
-    then ``status`` on every change, ``progress`` at most every ``progress_interval``,
-    ``preview`` (the newest frame, JPEG) at most every ``preview_interval``, ``output`` as
-    each output becomes an asset, and the terminal ``status`` (the full job); then it ends."""
+    then ``status`` on every change (a queued job's ``queue_position`` too), ``progress``
+    at most every ``progress_interval``, ``preview`` (the newest frame, JPEG) at most every
+    ``preview_interval``, ``output`` as each output becomes an asset, and the terminal
+    ``status`` (the full job); then it ends."""
     service = service_of(request)
     job_id = request.path_params["id"]
     job_view(request, service, job_id)
@@ -854,6 +855,8 @@ async def events(request: Request) -> Response:
             if payload is not None:
                 yield frame("preview", payload)
             sent_outputs = {o["id"] for o in view["outputs"]}
+            sent_position = view["queue_position"]
+            moves = service.index.moves
             dirty = False
             last_progress = trio.current_time()
             while True:
@@ -874,6 +877,17 @@ async def events(request: Request) -> Response:
                     yield frame("preview", payload)
                 if not dirty and _output_grace_ended(service, job_id, status):
                     dirty = True  # no event says so: this tick (every progress_interval) does
+                if not dirty and status == "queued" and moves != service.index.moves:
+                    # Other jobs joined or left the queue: this job's position may have
+                    # moved (the contract's "queue_position updates while queued"). A
+                    # counter compare per commit, and a binary search when the queue
+                    # changed: a thousand open streams cost no job_view each per job end.
+                    moves = service.index.moves
+                    job = service.state.jobs.get(job_id)
+                    position = service.index.position(job) if job is not None else None
+                    if position is not None and position != sent_position:
+                        sent_position = position
+                        yield frame("status", {"status": status, "queue_position": position})
                 if not dirty and not last:
                     continue
                 try:
@@ -884,8 +898,9 @@ async def events(request: Request) -> Response:
                     if out["id"] not in sent_outputs:
                         sent_outputs.add(out["id"])
                         yield frame("output", out)
-                if view["status"] != status:
-                    status = view["status"]
+                moves = service.index.moves  # the view has the position as of now
+                if view["status"] != status or view["queue_position"] != sent_position:
+                    status, sent_position = view["status"], view["queue_position"]
                     if status in TERMINAL_API:
                         yield frame("status", _status_payload(view, full=True))
                         return
