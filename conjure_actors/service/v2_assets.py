@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 from typing import Any, Final
+from urllib.parse import quote
 
 import trio
 from starlette.datastructures import UploadFile
@@ -46,6 +47,19 @@ URL_TTL = 3600.0
 """Seconds a content URL is announced valid (our URLs do not expire; the spec wants one)."""
 MAX_FILE_PATH: Final = 1024
 """Characters an asset's ``file_path`` holds at most."""
+
+_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED: Final = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_MEDIA_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*", re.ASCII
+)
+"""A media type as HTTP's ``Content-Type`` carries it (RFC 9110 8.3.1: ``type/subtype``
+and ``; name=value`` parameters, a value a token or a quoted string of visible ASCII)."""
+MAX_CONTENT_TYPE: Final = 255
+"""Characters an asset's ``content_type`` holds at most."""
+INLINE_TYPES: Final = ("image/", "video/", "audio/")
+"""Content a browser may show in place (every other type, and SVG, which can run scripts,
+is sent as an attachment in a sandbox: an uploaded HTML page never runs as this origin)."""
 
 _RANGE = re.compile(r"([0-9]*)-([0-9]*)")
 """One range-spec of a ``bytes`` Range header (RFC 9110 14.1.1)."""
@@ -122,6 +136,38 @@ def _text_field(form: Any, name: str, *, required: bool) -> str | None:
     return value
 
 
+def is_media_type(text: str) -> bool:
+    """Whether ``text`` is a media type a ``Content-Type`` header may carry as it is."""
+    return len(text) <= MAX_CONTENT_TYPE and _MEDIA_TYPE.fullmatch(text) is not None
+
+
+def _check_content_type(content_type: str) -> None:
+    if not is_media_type(content_type):
+        raise invalid_request(
+            "'content_type' must be a media type, type/subtype with optional ; name=value"
+            " parameters (e.g. image/png or text/plain; charset=utf-8)"
+        )
+
+
+def content_headers(record: se.AssetRecord) -> dict[str, str]:
+    """The headers an asset's content is served with: its type (``application/octet-stream``
+    if what was recorded is not a media type: an upload from before this was checked),
+    ``nosniff`` always, and for what a browser should not render as this origin's page
+    (anything but images, video and audio; SVG) an attachment, sandboxed."""
+    kind = record.content_type if is_media_type(record.content_type) else ""
+    kind = kind or "application/octet-stream"
+    headers = {"Content-Type": kind, "X-Content-Type-Options": "nosniff"}
+    essence = kind.split(";", 1)[0].strip().lower()
+    if not essence.startswith(INLINE_TYPES) or essence == "image/svg+xml":
+        name = (record.file_path or record.asset_id).rsplit("/", 1)[-1] or record.asset_id
+        plain = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        headers["Content-Disposition"] = (
+            f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+        )
+        headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return headers
+
+
 def _check_file_path(file_path: str) -> None:
     if len(file_path) > MAX_FILE_PATH:
         raise invalid_request(
@@ -164,6 +210,7 @@ async def upload(request: Request) -> Response:
         if not content_type or not file_path:
             raise invalid_request("'content_type' and 'file_path' must be non-empty")
         _check_file_path(file_path)
+        _check_content_type(content_type)
         if expected is not None and parse_hash(expected) is None:
             raise invalid_request("'expected_hash' must be blake3:<64 hex digits>")
         for attempt in range(PUT_ATTEMPTS):
@@ -368,7 +415,7 @@ async def content(request: Request) -> Response:
     size = record.size
     headers = {
         "Accept-Ranges": "bytes",
-        "Content-Type": record.content_type,
+        **content_headers(record),
         "ETag": f'"{record.hash}"',
     }
     wanted = request.headers.get("range")
