@@ -345,8 +345,7 @@ class AssetActor(Actor):
         now = self.ctx.now()
         if msg.key is not None:
             claimed = se.claim_key("jobs", msg.key)
-            claim = self.ctx.state.service.idempotency.get(claimed)
-            if claimed in self._staged_keys or (claim is not None and claim.expires_at > now):
+            if self._key_taken(msg.key, now) is not None:
                 msg.reply.set(KeyReused())
                 return
             self._staged_keys.add(claimed)
@@ -376,6 +375,20 @@ class AssetActor(Actor):
         self._waiting.append(msg.reply)
         self._claims[msg.job_id] = msg.reply
         self._flush_soon()
+
+    def _key_taken(self, key: str, now: float) -> Any:
+        """The live claim of ``key`` by an upload or a submission (``True``: a submission's,
+        staged or being journaled), or None. One namespace, as the contract's
+        Idempotency-Key says: "any later request with the same key is rejected" (the claims
+        keep their scope: the log's events are unchanged)."""
+        claims = self.ctx.state.service.idempotency
+        if se.claim_key("jobs", key) in self._staged_keys:
+            return True
+        for scope in ("assets", "jobs"):
+            claim = claims.get(se.claim_key(scope, key))
+            if claim is not None and claim.expires_at > now:
+                return claim
+        return None
 
     def _flush_soon(self) -> None:
         """Start one flush task for whatever is staged until it runs."""
@@ -448,9 +461,9 @@ class AssetActor(Actor):
         asset_id = str(self.ctx.ids())
         claim: list[Any] = []
         if msg.key is not None:
-            found = self.ctx.state.service.idempotency.get(se.claim_key("assets", msg.key))
-            if found is not None and found.expires_at > now:
-                return KeyReused(found.asset_id)
+            found = self._key_taken(msg.key, now)
+            if found is not None:
+                return KeyReused(getattr(found, "asset_id", None))
             claim.append(
                 se.IdempotencyKeyClaimed(
                     key=msg.key,

@@ -81,6 +81,14 @@ def invalid_request(message: str, **details: Any) -> ApiError:
     return ApiError(400, "invalid_request", message, details=details or None)
 
 
+def too_deep() -> ApiError:
+    """400 for a JSON body whose arrays or objects nest deeper than the decoder goes (it
+    raises RecursionError: valid JSON, but not one any endpoint takes)."""
+    return invalid_request(
+        "the body's JSON is nested too deeply: send one whose values nest a few levels"
+    )
+
+
 def part_too_large(detail: str) -> ApiError | None:
     """413 ``payload_too_large`` when ``detail``, Starlette's word on a form it could not
     parse, says a text field was over its size limit (None: another fault of the form)."""

@@ -58,7 +58,7 @@ from conjure_actors.domain.workflow import (
 )
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import KeyReusedError, Service
-from conjure_actors.service.errors import ApiError, invalid_request
+from conjure_actors.service.errors import ApiError, invalid_request, too_deep
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
@@ -284,6 +284,8 @@ async def _json_object(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise invalid_request("the body is not JSON: send a JSON object") from None
+    except RecursionError:
+        raise too_deep() from None
     if not isinstance(body, dict):
         raise invalid_request("the body must be a JSON object")
     return body

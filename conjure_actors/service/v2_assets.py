@@ -37,7 +37,13 @@ from conjure_actors.domain import service_events as se
 from conjure_actors.runtime import ActorStoppedError, MailboxFullError
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
-from conjure_actors.service.errors import ApiError, invalid_request, not_found, part_too_large
+from conjure_actors.service.errors import (
+    ApiError,
+    invalid_request,
+    not_found,
+    part_too_large,
+    too_deep,
+)
 from conjure_actors.service.responses import JSONResponse
 
 PUT_ATTEMPTS = 3
@@ -72,14 +78,23 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def content_url(request: Request, asset_id: str) -> tuple[str, str | None]:
+def is_live(record: se.AssetRecord, now: float) -> bool:
+    """Whether an asset is still served: its ``expires_at`` not passed. The AssetActor's
+    sweep (every ``SWEEP_INTERVAL``) logs its expiry later; reads do not wait for it."""
+    return record.expires_at is None or record.expires_at > now
+
+
+def content_url(request: Request, record: se.AssetRecord) -> tuple[str, str | None]:
     """The content URL of an asset (absolute: the spec says ``format: uri``) and until when
-    it is announced valid."""
+    it is announced valid: ``URL_TTL`` from now, never past the asset's own expiry."""
     from conjure_actors.service.v2_jobs import iso
 
     base = str(request.base_url).rstrip("/")
     service = service_of(request)
-    return f"{base}/api/v2/assets/{asset_id}/content", iso(service.conjure.ctx.now() + URL_TTL)
+    until = service.conjure.ctx.now() + URL_TTL
+    if record.expires_at is not None:
+        until = min(until, record.expires_at)
+    return f"{base}/api/v2/assets/{record.asset_id}/content", iso(until)
 
 
 def asset_view(
@@ -87,7 +102,7 @@ def asset_view(
 ) -> dict[str, Any]:
     from conjure_actors.service.v2_jobs import iso
 
-    url, expires = content_url(request, record.asset_id)
+    url, expires = content_url(request, record)
     out: dict[str, Any] = {
         "id": record.asset_id,
         "hash": record.hash,
@@ -108,9 +123,19 @@ def asset_view(
 
 def _record(service: Service, asset_id: str) -> se.AssetRecord:
     record = service.state.service.assets.get(asset_id)
-    if record is None:
+    if record is None or not is_live(record, service.conjure.ctx.now()):
         raise not_found(f"no asset {asset_id}")
     return record
+
+
+def _live_blob(service: Service, hash_text: str) -> se.AssetRecord | None:
+    """A live asset over the blob ``hash_text`` (None: no blob, or only expired assets
+    over it, whose sweep will remove it)."""
+    svc = service.state.service
+    if parse_hash(hash_text) is None or hash_text not in svc.blob_refs:
+        return None
+    now = service.conjure.ctx.now()
+    return next((r for r in svc.assets.values() if r.hash == hash_text and is_live(r, now)), None)
 
 
 def _expires_in(raw: Any) -> int | None:
@@ -271,8 +296,9 @@ async def upload(request: Request) -> Response:
         raise ApiError(
             422,
             "idempotency_key_reuse",
-            "this Idempotency-Key was used before: look up the bytes by their hash"
-            " (HEAD /api/v2/assets/by-hash/{hash}) instead of uploading them again",
+            "this Idempotency-Key was used before (a key is single use, uploads and"
+            " submissions alike): send a new one, or if this upload used it, look up the bytes"
+            " by their hash (HEAD /api/v2/assets/by-hash/{hash}) instead of uploading again",
         )
     # New bytes (201) or deduped onto a live asset's (200), as the actor recorded it.
     record = _record(service, answer.asset_id)
@@ -298,6 +324,8 @@ async def from_hash(request: Request) -> Response:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         raise invalid_request('the body is not JSON: send {"hash": "blake3:..."}') from None
+    except RecursionError:
+        raise too_deep() from None
     if not isinstance(body, dict) or not isinstance(body.get("hash"), str):
         raise invalid_request("'hash' is required: blake3:<hex>")
     hash_text = body["hash"].lower()
@@ -311,17 +339,19 @@ async def from_hash(request: Request) -> Response:
         raise invalid_request("'tags' must be a list of strings")
     expires_in = _expires_in(body.get("expires_in"))
     svc = service.state.service
-    if parse_hash(hash_text) is None or hash_text not in svc.blob_refs:
+    sample = _live_blob(service, hash_text)
+    if sample is None:
         raise ApiError(404, "blob_not_found", "no blob with that hash: upload the bytes")
+    now = service.conjure.ctx.now()
     for record in svc.assets.values():  # an identical reference already exists
         if (
-            record.hash == hash_text
+            is_live(record, now)
+            and record.hash == hash_text
             and record.file_path == file_path
             and record.job_id is None
             and sorted(record.tags) == sorted(tags)
         ):
             return JSONResponse(asset_view(request, record, created_new=False))
-    sample = next(r for r in svc.assets.values() if r.hash == hash_text)
     answer = await service.assets.ask(
         RecordAsset(
             hash=hash_text,
@@ -342,8 +372,7 @@ async def from_hash(request: Request) -> Response:
 async def head_by_hash(request: Request) -> Response:
     service = service_of(request)
     hash_text = request.path_params["hash"].lower()
-    present = parse_hash(hash_text) is not None and hash_text in service.state.service.blob_refs
-    return Response(status_code=200 if present else 404)
+    return Response(status_code=200 if _live_blob(service, hash_text) is not None else 404)
 
 
 async def get_asset(request: Request) -> Response:
@@ -460,4 +489,4 @@ ROUTES = [
     Route("/api/v2/assets/{id}/content", content, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "asset_view", "content_url"]
+__all__ = ["ROUTES", "asset_view", "content_url", "is_live"]

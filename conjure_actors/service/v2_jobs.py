@@ -48,9 +48,10 @@ from conjure_actors.domain.workflow import (
 )
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service
-from conjure_actors.service.errors import ApiError, invalid_request, not_found
+from conjure_actors.service.errors import ApiError, invalid_request, not_found, too_deep
 from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
+from conjure_actors.service.v2_assets import content_url, is_live
 
 TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
 MAX_LIST: int = 500
@@ -160,9 +161,7 @@ def _output_type(kind: str | None, content_type: str) -> str:
 
 
 def output_view(request: Request, record: se.AssetRecord) -> dict[str, Any]:
-    from conjure_actors.service.v2_assets import content_url
-
-    url, expires = content_url(request, record.asset_id)
+    url, expires = content_url(request, record)
     return {
         "node_id": record.node_id or "",
         "name": record.file_path or record.asset_id,
@@ -252,19 +251,29 @@ def _snake(name: str) -> str:
     return "".join(out) or "execution_error"
 
 
+def past_retention(job: st.Job, api: Any, now: float) -> bool:
+    """Whether the API no longer serves a job: its expiry is logged, or it ended and its
+    ``expires_at`` passed (the AssetActor's sweep, every ``SWEEP_INTERVAL``, logs that
+    later: reads do not wait for it; a job still active is kept, as the sweep keeps it)."""
+    if api.expired:
+        return True
+    return bool(api.expires_at <= now and job.status in st.TERMINAL_STATUSES)
+
+
 def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
     """The v2 ``Job`` object of ``job_id`` (``ApiError`` 404 when unknown or expired)."""
     state = service.state
     job = state.jobs.get(job_id)
     svc = state.service
     api = svc.api_jobs.get(job_id)
-    if job is None or (api is not None and api.expired):
+    now = service.conjure.ctx.now()
+    if job is None or (api is not None and past_retention(job, api, now)):
         raise not_found(f"no job {job_id}")
-    status = api_status(job, api, svc, service.conjure.ctx.now())
+    status = api_status(job, api, svc, now)
     outputs = [
         output_view(request, svc.assets[asset_id])
         for asset_id in svc.job_outputs.get(job_id, {}).values()
-        if asset_id in svc.assets
+        if asset_id in svc.assets and is_live(svc.assets[asset_id], now)
     ]
     expires = (
         api.expires_at if api is not None else job.submitted_at + (service.settings.retention.jobs)
@@ -308,8 +317,10 @@ async def _json_body(request: Request) -> Any:
         # strict JSON (no NaN/Infinity), ~3x faster than json.loads; a UTF-8 BOM is
         # ignored (RFC 8259 allows it; json.loads did, as the other JSON endpoints do)
         return _decode(raw.removeprefix(b"\xef\xbb\xbf"))
-    except (msgspec.DecodeError, RecursionError):
+    except msgspec.DecodeError:
         raise invalid_request("the body is not JSON: send a JSON object") from None
+    except RecursionError:  # msgspec's (and json's) word for arrays or objects nested deeply
+        raise too_deep() from None
 
 
 CHECKED_GRAPHS: int = 64
@@ -569,6 +580,7 @@ def resolve_assets(
     LoadImage ``image`` input by the asset's file name; returns the graph and
     ``{"NODE.INPUT": asset_id}``. Unknown or malformed -> 422 ``missing_asset``."""
     assets = service.state.service.assets
+    now = service.conjure.ctx.now()
     by_path: dict[str, str] | None = None  # built on the first plain filename only
     resolved: dict[str, str] = {}
     out: dict[str, Any] = {}
@@ -583,7 +595,16 @@ def resolve_assets(
             if isinstance(value, dict) and value.get("__type") == "core/ASSET":
                 info = value.get("info")
                 ref = info.get("id") if isinstance(info, dict) else None
-                if not isinstance(ref, str) or ref not in assets:
+                if not isinstance(ref, str) or not ref:
+                    raise ApiError(
+                        422,
+                        "missing_asset",
+                        f"node {nid} input {name!r}: the core/ASSET reference has no"
+                        ' info.id: send {"__type": "core/ASSET", "info": {"id": "<asset id>"}}'
+                        " with the id an upload answered",
+                        details={"node_id": nid, "input": name},
+                    )
+                if ref not in assets or not is_live(assets[ref], now):
                     raise ApiError(
                         422,
                         "missing_asset",
@@ -596,7 +617,7 @@ def resolve_assets(
                     by_path = {
                         record.file_path: record.asset_id  # the latest wins
                         for record in assets.values()
-                        if record.file_path is not None
+                        if record.file_path is not None and is_live(record, now)
                     }
                 found = by_path.get(value)
                 if found is None:
@@ -686,7 +707,9 @@ async def submit(request: Request) -> Response:
         raise ApiError(
             422,
             "idempotency_key_reuse",
-            "this Idempotency-Key was used before: poll or list your jobs instead of resubmitting",
+            "this Idempotency-Key was used before (a key is single use, uploads and"
+            " submissions alike): send a new one, or if this submission used it, poll or list"
+            " your jobs instead of resubmitting",
         ) from None
     except WorkflowError as exc:
         raise invalid_workflow(exc.problems, graph) from None
@@ -767,11 +790,14 @@ async def list_jobs(request: Request) -> Response:
                 break
     page: list[dict[str, Any]] = []
     next_cursor = None
+    now = service.conjure.ctx.now()
     for jid in ids:
         api = svc.api_jobs.get(jid)
         if api is None:
             continue
-        if api.expired or any(api.labels.get(k) != v for k, v in wanted.items()):
+        if past_retention(state.jobs[jid], api, now):
+            continue
+        if any(api.labels.get(k) != v for k, v in wanted.items()):
             continue
         if len(page) == limit:
             next_cursor = page[-1]["id"]
@@ -990,4 +1016,4 @@ ROUTES = [
     Route("/api/v2/jobs/{id}/events", events, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "api_status", "iso", "job_view"]
+__all__ = ["ROUTES", "api_status", "iso", "job_view", "past_retention"]
