@@ -234,11 +234,16 @@ async def machines(request: Request) -> Response:
 # ------------------------------------------------------------------------------ costs
 
 
-def costs_view(state: st.State, now: float) -> dict[str, Any]:
-    """The ledger, the spend up to ``now``, the budget, and each machine's bill."""
+def costs_view(state: st.State, now: float, *, lease_micros: int) -> dict[str, Any]:
+    """The ledger, the spend up to ``now``, the budget, and each machine's bill.
+    ``lease_micros``: what one launch commits (a lease of the configured server type), for
+    the budget's ``committed``/``available``: the figures a launch or a renewal is granted
+    or refused on (``cost_policy``), as every refusal line says them."""
     spent = sum(st.machine_cost_at(m, now) for m in state.machines.values())
     limit = state.budget.limit_micros
     remaining = None if limit is None else limit - spent
+    committed = cost_policy.committed_micros(state, now, lease_micros=lease_micros)
+    available = None if limit is None else limit - spent - committed
     return {
         "spent_micros": spent,
         "spent_usd": _usd(spent),
@@ -249,6 +254,10 @@ def costs_view(state: st.State, now: float) -> dict[str, Any]:
             "limit_usd": _usd(limit),
             "remaining_micros": remaining,
             "remaining_usd": _usd(remaining),
+            "committed_micros": committed,
+            "committed_usd": _usd(committed),
+            "available_micros": available,
+            "available_usd": _usd(available),
             "warned": state.budget.warned,
             "exceeded": state.budget.exceeded,
             "launches_refused": state.budget.launches_refused,
@@ -270,10 +279,24 @@ def costs_view(state: st.State, now: float) -> dict[str, Any]:
     }
 
 
+def _lease_micros(service: Service) -> int:
+    """What one launch commits: a lease of the configured server type."""
+    config = service.conjure.ctx.config
+    try:
+        rate = service.conjure.ctx.table.rate(config.runcomfy.server_type)
+    except PriceTableError:  # (no RunComfy launch to price: a ComfyUI the user runs)
+        return 0
+    return cost_policy.lease_cost_micros(rate, config.pool.lease_seconds)
+
+
+def _costs(service: Service) -> dict[str, Any]:
+    return costs_view(service.state, _now(service), lease_micros=_lease_micros(service))
+
+
 async def costs(request: Request) -> Response:
     """``GET /api/conjure/costs``."""
     service = service_of(request)
-    return JSONResponse(costs_view(service.state, _now(service)))
+    return JSONResponse(_costs(service))
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -308,7 +331,7 @@ async def put_budget(request: Request) -> Response:
     ):
         raise invalid_request(f"'usd' must be a number from 0 to {MAX_BUDGET_USD}, or null")
     await service.conjure.set_budget(None if usd is None else float(usd))
-    return JSONResponse(costs_view(service.state, _now(service)))
+    return JSONResponse(_costs(service))
 
 
 # --------------------------------------------------------------------------- estimate
@@ -355,7 +378,9 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
     idle = 0.0 if warm or not billed else ctx.config.pool.idle_timeout
     micros = estimate_job_cost(ctx.table, server_type, seconds, idle_seconds=idle) if billed else 0
     now = _now(service)
-    remaining = costs_view(state, now)["budget"]["remaining_micros"]
+    remaining = costs_view(state, now, lease_micros=_lease_micros(service))["budget"][
+        "remaining_micros"
+    ]
     within = remaining is None or micros <= remaining
     limit = state.budget.limit_micros
     if within and billed and not warm and limit is not None:

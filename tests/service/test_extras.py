@@ -175,6 +175,27 @@ async def test_machines_and_costs_after_a_job(
     assert costs["budget"]["limit_micros"] is None
 
 
+async def test_costs_say_what_the_budget_has_available_after_spent_and_committed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The budget's ``available`` is what a launch or a renewal is granted on (limit less
+    spent and committed: the rest of a Ready machine's lease), as the refusal lines say it;
+    ``remaining`` alone (less spent) showed more than a refusal then said was left."""
+    async with open_extras_service(tmp_path) as run:
+        await run.client.put("/api/conjure/budget", json={"usd": 2.5})
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("sketch.png", png(), "image/png")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 201
+        await wait_idle(run.service)
+        budget = (await run.client.get("/api/conjure/costs")).json()["budget"]
+    assert budget["committed_micros"] > 0  # the idle machine's lease runs on
+    assert budget["available_micros"] == budget["remaining_micros"] - budget["committed_micros"]
+    assert budget["available_usd"] == pytest.approx(budget["available_micros"] / 1e6)
+
+
 async def test_put_budget_sets_and_lifts_the_limit(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
