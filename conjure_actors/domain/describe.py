@@ -51,10 +51,10 @@ def budget_left(*, needed: int | None, spent: int, committed: int, limit: int) -
     (``needed`` None: from a log written before it was recorded)."""
     left = limit - spent - committed
     needs = "" if needed is None else f"needs {format_usd(needed)}, "
-    return (
-        f"{needs}{format_usd(left)} of the {format_usd(limit)} budget left after"
-        f" {format_usd(spent)} spent and {format_usd(committed)} committed"
-    )
+    after = f"after {format_usd(spent)} spent and {format_usd(committed)} committed"
+    if left < 0:  # (the budget lowered below what is spent and committed)
+        return f"{needs}the {format_usd(limit)} budget is {format_usd(-left)} over {after}"
+    return f"{needs}{format_usd(left)} of the {format_usd(limit)} budget left {after}"
 
 
 def _limit_reached(e: ev.BudgetLimitReached) -> str:
@@ -168,7 +168,12 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     # it was, which a machine launched or running may still serve (asks race each other).
     ev.LaunchRefused: lambda e: (
         f"launch refused (job {e.job_id} waiting): needs {format_usd(e.estimate_micros)},"
-        f" {format_usd(e.remaining_micros)} of the budget left after what is spent and committed"
+        + (
+            f" {format_usd(e.remaining_micros)} of the budget left"
+            if e.remaining_micros >= 0
+            else f" the budget {format_usd(-e.remaining_micros)} over"
+        )
+        + " after what is spent and committed"
     ),
     ev.BudgetLimitReached: _limit_reached,
     ev.SystemStarted: lambda e: f"started run {e.run_id} ({e.mode}, version {e.version})",

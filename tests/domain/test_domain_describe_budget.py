@@ -102,3 +102,28 @@ def test_the_warning_and_the_excess_say_spent_of_the_budget_as_the_others() -> N
         " are cancelled and every machine is stopped; raise --budget (serve: PUT"
         " /api/conjure/budget)"
     )
+
+
+def test_a_budget_lowered_below_spent_and_committed_is_said_over_not_a_negative_left() -> None:
+    """The budget set below what is spent and committed: "$0.3000 over", in the notice and
+    in the refusal beside it, not "-$0.3000 of the $1.0000 budget left"."""
+    notice = ev.BudgetLimitReached(
+        what="launch",
+        spent_micros=900_000,
+        committed_micros=400_000,
+        limit_micros=1_000_000,
+        needed_micros=500_000,
+        at=1.0,
+    )
+    refused = ev.LaunchRefused(
+        job_id="j1", estimate_micros=500_000, remaining_micros=-300_000, at=1.0
+    )
+    assert (
+        "needs $0.5000, the $1.0000 budget is $0.3000 over after $0.9000 spent and $0.4000"
+        in (describe(notice)[1])
+    )
+    assert describe(refused)[1] == (
+        "launch refused (job j1 waiting): needs $0.5000, the budget $0.3000 over after what is"
+        " spent and committed"
+    )
+    assert "-$" not in describe(notice)[1] + describe(refused)[1]
