@@ -37,6 +37,7 @@ from conjure_actors.actors.messages import (
 )
 from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import state as st
 from conjure_actors.runtime import Actor
 
 log = logging.getLogger("conjure_actors.actors.cost")
@@ -46,7 +47,8 @@ APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launc
 
 OnExceeded = Callable[[str], Awaitable[None]]
 BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
-LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: "renewal <server id>")
+LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: RENEWAL + server id)
+RENEWAL = "renewal "
 
 
 class Ledger:
@@ -196,7 +198,7 @@ class CostActor(Actor):
         lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
         now = self.ctx.now()
         reserved = self.ledger.reserved()
-        key = f"renewal {server_id}"
+        key = RENEWAL + server_id
         approved = cost_policy.check_renewal(
             state, server_id, seconds=seconds, lease_micros=lease, now=now, reserved=reserved
         )
@@ -229,7 +231,19 @@ class CostActor(Actor):
         if key in self.ledger.told or self.ctx.state.budget.exceeded:
             return
         await self.ctx.emit(notice)
-        self.ledger.told.add(key)
+        told = self.ledger.told
+        told.add(key)
+        # A machine gone is refused nothing more: its key goes (a long serve would keep one
+        # per machine ever refused a renewal, until the budget is set again).
+        machines = self.ctx.state.machines
+        for gone in [
+            k
+            for k in told
+            if k != LAUNCH
+            and (m := machines.get(k.removeprefix(RENEWAL))) is not None
+            and m.status in st.MACHINE_GONE
+        ]:
+            told.discard(gone)
 
     async def _accrue(self) -> None:
         """Accrue every billing machine up to now, then apply the budget rule."""

@@ -12,6 +12,7 @@ from conjure_actors.actors.messages import (
     ApproveLaunch,
     ApproveRenewal,
     LaunchApprovalUnused,
+    ReleaseMachine,
     SetBudget,
 )
 from conjure_actors.domain import cost_policy
@@ -88,3 +89,30 @@ async def test_a_renewal_refused_after_one_was_granted_is_told_again(
         assert not await renew()
         told = rig.events(ev.BudgetLimitReached)
         assert [(e.what, e.server_id) for e in told] == [("renewal", sid), ("renewal", sid)]
+
+
+async def test_a_stopped_machine_s_refusal_is_forgotten_at_the_next_notice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What the notices told is kept per machine refused a renewal; a machine gone is
+    refused nothing more, so its entry goes at the next notice (a serve running for weeks
+    kept one per machine ever refused, until the budget was set again)."""
+    async with pool_rig(lease_seconds=LEASE_SECONDS) as rig:
+        job = await rig.job()
+        sid = (await rig.lease(job)).server_id
+        now = rig.ctx.now()
+        one = cost_policy.lease_cost_micros(
+            rig.ctx.table.rate(rig.ctx.config.runcomfy.server_type), LEASE_SECONDS
+        )
+        extra = cost_policy.renewal_estimate(rig.state, sid, seconds=LEASE_SECONDS, now=now)
+        spent = cost_policy.spent_micros(rig.state, now)
+        committed = cost_policy.committed_micros(rig.state, now, lease_micros=one)
+        await rig.cost.ask(SetBudget((spent + committed + extra // 2) / 1_000_000), timeout=60)
+        assert not await rig.cost.ask(ApproveRenewal(sid, LEASE_SECONDS), timeout=60)
+        assert rig.ledger.told == {f"renewal {sid}"}
+        await rig.machines.tell(ReleaseMachine(sid, job, broken=True))  # stopped
+        with trio.fail_after(600):
+            while rig.state.machines[sid].status not in ("stopped", "lost"):
+                await trio.sleep(1)
+        assert not await _approve(rig, "b")
+        assert rig.ledger.told == {"launch"}

@@ -75,6 +75,7 @@ class Rig:
     ctx: Context
     sim: RunComfySim
     log: eventlog.MemoryLog[Any]
+    ledger: Ledger
     jobs: int = 0
 
     @property
@@ -207,9 +208,8 @@ async def pool_rig(
                 async def exceeded(reason: str) -> None:
                     refs["machines"].tell_nowait(StopAllMachines(reason))
 
-                cost = await system.spawn(
-                    functools.partial(CostActor, Ledger(ctx, on_exceeded=exceeded)), name="cost"
-                )
+                ledger = Ledger(ctx, on_exceeded=exceeded)
+                cost = await system.spawn(functools.partial(CostActor, ledger), name="cost")
 
                 async def approve_launch(job_id: str, server_type: str) -> bool:
                     return bool(await cost.ask(ApproveLaunch(job_id, server_type), timeout=60))
@@ -229,7 +229,7 @@ async def pool_rig(
                 refs["machines"] = machines
                 if budget is not None:
                     await cost.ask(SetBudget(budget), timeout=60)
-                yield Rig(memory, machines, cost, ctx, sim, log)
+                yield Rig(memory, machines, cost, ctx, sim, log, ledger)
         nursery.cancel_scope.cancel()
 
 
