@@ -113,6 +113,6 @@ async def test_a_stopped_machine_s_refusal_is_forgotten_at_the_next_notice(
         await rig.machines.tell(ReleaseMachine(sid, job, broken=True))  # stopped
         with trio.fail_after(600):
             while rig.state.machines[sid].status not in ("stopped", "lost"):
-                await trio.sleep(1)
+                await rig.poll()
         assert not await _approve(rig, "b")
         assert rig.ledger.told == {"launch"}
