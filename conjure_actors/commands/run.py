@@ -904,13 +904,14 @@ def read_log(log_path: Path, note: Callable[[str], object] | None = None) -> Any
             listed = eventlog.list_snapshots(snapshots, State)
             ours = [seq for seq in listed if seq <= status.last_seq]
             behind = status.last_seq - (ours[-1] if ours else 0)
-            others = [name for name in os.listdir(snapshots) if name.endswith(".snapshot")]
-            if behind >= SLOW_FOLD and len(others) > len(ours):
+            every = [name for name in os.listdir(snapshots) if name.endswith(".snapshot")]
+            others = len(every) - len(listed)  # of another version (past the log's end: ours)
+            if behind >= SLOW_FOLD and others:
                 where = f"from seq {ours[-1]}" if ours else "from its start"
                 note(
                     f"note: the snapshots of {_q(log_path)} are of another version of"
-                    f" conjure_actors: its {behind:,} records are folded {where} (once: a new"
-                    " snapshot is written)"
+                    f" conjure_actors: its {behind:,} records are folded {where} (the resume"
+                    " writes a snapshot of this version once it has opened the log)"
                 )
         return eventlog.replay(
             log_path,

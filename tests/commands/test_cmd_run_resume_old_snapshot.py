@@ -19,7 +19,7 @@ from conjure_actors.commands.run import _open_run_journal, read_log
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import machines_policy
 from conjure_actors.domain.state import State, apply, initial_state, state_to_builtins
-from eventlog.snapshot import write_snapshot_payload
+from eventlog.snapshot import snapshot_file, write_snapshot_payload
 
 OLD_FINGERPRINT = "6c76454e40f094d7"
 """The fingerprint of the state type before ``Machine.launch_duration`` was added: the name
@@ -91,7 +91,8 @@ def test_a_long_fold_past_old_snapshots_is_said_in_one_line(
     read_log(log, said.append)
     assert said == [
         f"note: the snapshots of {log} are of another version of conjure_actors: its 23"
-        " records are folded from its start (once: a new snapshot is written)"
+        " records are folded from its start (the resume writes a snapshot of this version once it"
+        " has opened the log)"
     ]
 
 
@@ -108,3 +109,24 @@ async def test_the_resumed_journal_writes_a_snapshot_of_this_version(
     again = read_log(log)
     assert again.used_snapshot_seq == logged.last_seq
     assert again.state.machines["s1"].launch_duration == 600
+
+
+def test_a_snapshot_of_this_version_past_the_log_s_end_is_not_said_another_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot of this version at a seq the log no longer reaches (the log cut or
+    replaced) is not used, but it is not another version's: no line saying so."""
+    log = tmp_path / "r.log"
+    with eventlog.open_writer(log, ev.Event, sync="none") as writer:
+        writer.append_many(_events(20))
+    state = initial_state()
+    for record in eventlog.read(log, ev.Event):
+        apply(state, record.event)
+    directory = Path(eventlog.snapshots_dir(log))
+    directory.mkdir()
+    past = record.seq + 100
+    eventlog.write_snapshot(snapshot_file(directory, past, State), state, past, State)
+    monkeypatch.setattr(run, "SLOW_FOLD", 20)
+    said: list[str] = []
+    assert read_log(log, said.append).used_snapshot_seq is None
+    assert said == []
