@@ -45,6 +45,28 @@ class ReplayError(ConjureError):
     """The log cannot be replayed (damage in the middle, an undecodable record...)."""
 
 
+def newer_log_error(path: str | os.PathLike[str] | None, exc: Exception) -> UsageError:
+    """What to say of a log holding a record whose event tag this program does not know
+    (``eventlog.UnknownEventError``): a newer conjure_actors wrote it (the records are
+    intact: only their type is unknown), so this one cannot fold it; said in the words of a
+    log in a newer file format (``UnsupportedVersionError``): upgrade to read it. Bad input
+    (exit 2); eventlog's own message (a developer's hint: add the type or an upcaster) stays
+    on the error's cause, which ``--debug`` shows. ``path``: None when not known here."""
+    from conjure_actors import __version__
+
+    tag = getattr(exc, "tag", None)
+    seq = getattr(exc, "seq", 0)
+    log = "the event log" if path is None else f"event log {os.fspath(path)!r}"
+    if tag is None:  # a map without the tag field: no conjure_actors wrote it
+        return UsageError(
+            f"{log} holds a record (seq {seq}) that is not a conjure_actors event: pass a run's log"
+        )
+    return UsageError(
+        f"{log} was written by a newer conjure_actors (event {tag!r} at record seq {seq}; this"
+        f" is conjure_actors {__version__}): upgrade conjure_actors to read it"
+    )
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -52,6 +74,8 @@ def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
     """Records of ``path``, with eventlog's errors turned into one-line ConjureErrors."""
     try:
         yield from eventlog.read(path, Event, upcasters=UPCASTERS, **kwargs)
+    except eventlog.UnknownEventError as exc:
+        raise newer_log_error(path, exc) from exc
     except eventlog.LogNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:
@@ -147,6 +171,8 @@ def _fold_from_snapshot(path: str, stop_seq: int | None) -> tuple[State, int, fl
             stop_seq=stop_seq,
             upcasters=UPCASTERS,
         )
+    except eventlog.UnknownEventError as exc:
+        raise newer_log_error(path, exc) from exc
     except (eventlog.LogNotFoundError, eventlog.NotALogError) as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:
@@ -489,6 +515,8 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
 
     try:
         trio.run(tail)
+    except eventlog.UnknownEventError as exc:
+        raise newer_log_error(path, exc) from exc
     except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
         raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:

@@ -378,7 +378,13 @@ def one_line_error(exc: BaseException) -> BaseException:
     """What the user sees of ``exc`` (one line, through the CLI): the meaningful error of an
     exception group; a ConjureError or an interrupt as it is; anything else (a bug, an
     unexpected OSError) as a ConjureError naming it and ``--debug``."""
+    import eventlog
+
     leaf = meaningful(exc)
+    if isinstance(leaf, eventlog.UnknownEventError):  # (a log read once started: serve's)
+        from conjure_actors.commands.replay_impl import newer_log_error
+
+        return newer_log_error(None, leaf)
     if leaf is None or isinstance(
         leaf, ConjureError | KeyboardInterrupt | SystemExit | BrokenPipeError
     ):
@@ -882,8 +888,9 @@ def read_log_state(log_path: Path) -> Any:
 def read_log(log_path: Path, note: Callable[[str], object] | None = None) -> Any:
     """The log at ``log_path`` folded (from its newest snapshot): an ``eventlog.ReplayResult``
     (its ``state`` and ``last_seq``), None when there is no log with records there or it
-    cannot be read (opening the journal then says why). ``run --resume`` reads it once:
-    for the options it keeps, its checks, and the journal's start.
+    cannot be read (opening the journal then says why); a log with an event this version
+    does not know is refused (UsageError: a newer conjure_actors wrote it). ``run --resume``
+    reads it once: for the options it keeps, its checks, and the journal's start.
 
     Snapshots are only read back as the state type that wrote them (their file names carry
     its fingerprint): those of another version of the program (a state type without a field
@@ -922,6 +929,10 @@ def read_log(log_path: Path, note: Callable[[str], object] | None = None) -> Any
             state_type=State,
             upcasters=UPCASTERS,
         )
+    except eventlog.UnknownEventError as exc:  # a newer version's log: said before it starts
+        from conjure_actors.commands.replay_impl import newer_log_error
+
+        raise newer_log_error(log_path, exc) from exc
     except (OSError, eventlog.EventLogError):
         return None
 

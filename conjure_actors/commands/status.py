@@ -60,8 +60,8 @@ def _newest_log() -> Path | None:
 def _show_log(path: Path) -> None:
     import eventlog
     from conjure_actors.actors.view import of_budget, summarize
-    from conjure_actors.commands.replay_impl import billed_by
-    from conjure_actors.domain.events import Event
+    from conjure_actors.commands.replay_impl import billed_by, newer_log_error
+    from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
     from conjure_actors.domain.state import apply, initial_state
 
@@ -74,7 +74,11 @@ def _show_log(path: Path) -> None:
     if found.state in ("empty", "header-only"):  # as replay says it: not a run of 0 jobs
         raise UsageError(f"{found.message}: no run to show")
     try:
-        state = eventlog.fold(eventlog.read(path, Event), apply, initial_state())
+        state = eventlog.fold(
+            eventlog.read(path, Event, upcasters=UPCASTERS), apply, initial_state()
+        )
+    except eventlog.UnknownEventError as exc:  # as replay says it
+        raise newer_log_error(path, exc) from exc
     except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
         raise UsageError(str(exc)) from None
     except eventlog.EventLogError as exc:
