@@ -12,7 +12,10 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
   until Ctrl-C;
 - ``--check`` verifies seq contiguity, that folding twice gives equal states, and that the
   snapshot (if any) agrees with the records; exit 1 naming the first divergence;
-- ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do).
+- ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do);
+- ``--follow --json`` writes one JSON object per record (as ``run --json`` writes events),
+  ``--check --json`` its verdict as one object (docs/replay-json.md). An option the chosen
+  mode would not use (``--diff --json``, ``--follow --at``) is refused, not ignored.
 
 A log without a record (0 bytes, or a header only) is refused in one line (exit 2) by every
 mode but ``--follow``, which waits for a run's first record as it waits for a log that does
@@ -39,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print the state after record SEQ, or as of TIME (ISO-8601, or epoch seconds >= 1e9)",
     )
     parser.add_argument("--job", metavar="ID", help="only this job (timeline and state)")
-    parser.add_argument("--json", action="store_true", help="print the state as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the state as JSON (--follow: one object per record; --check: the verdict)",
+    )
     parser.add_argument(
         "--follow",
         action="store_true",

@@ -476,7 +476,7 @@ def _timeline(path: str, job_id: str | None) -> int:
     return EXIT_OK
 
 
-def _follow(path: str, job_id: str | None, poll: float) -> int:
+def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False) -> int:
     """Print the records as they are appended, until the run's log is finished.
 
     A run's log does not end at ``SystemStopped``: the actors' ``stopped`` records (the
@@ -485,8 +485,13 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
     has closed it (released its lock), after printing the last record written. A log whose
     run has not stopped (a live run, or one that crashed and may be resumed) is followed
     until Ctrl-C.
+
+    ``as_json``: each record is one JSON object on its line, as ``run --json`` writes the
+    events it journals (``seq``, ``ts``, ``type``, the event's fields: docs/run-json.md).
     """
     import trio
+
+    from conjure_actors.actors.view import event_json_line
 
     last_seq = 0
 
@@ -494,7 +499,12 @@ def _follow(path: str, job_id: str | None, poll: float) -> int:
         nonlocal last_seq
         last_seq = record.seq
         if job_id is None or event_job_id(record.event) == job_id:
-            print(timeline_line(record), flush=True)
+            line = (
+                event_json_line(record.seq, record.ts, record.event)
+                if as_json
+                else timeline_line(record)
+            )
+            print(line, flush=True)
 
     async def tail() -> None:
         records = eventlog.follow(path, Event, poll_interval=poll, upcasters=UPCASTERS)
@@ -558,7 +568,30 @@ def _describe_difference(left: State, right: State) -> str:
     return f"{where}: {x!r} != {y!r}"
 
 
-def _check(path: str, snapshot: str | None) -> int:
+def _check(path: str, snapshot: str | None, *, as_json: bool = False) -> int:
+    """Print the verdict of :func:`check_verdict`: its line, or (``as_json``) the whole
+    verdict as one JSON object; exit 0 if the log checks out, else 1."""
+    verdict = check_verdict(path, snapshot)
+    if as_json:
+        _write_bytes(msgspec.json.encode(verdict) + b"\n")
+    elif verdict["ok"]:
+        print(f"ok: {path}: {verdict['summary']}")
+    else:
+        print(f"check failed: {verdict['failure']}")
+    return EXIT_OK if verdict["ok"] else EXIT_DIVERGED
+
+
+def check_verdict(path: str, snapshot: str | None) -> dict[str, Any]:
+    """``replay --check``: the log's seqs, the fold's determinism and its snapshot, checked.
+
+    The verdict (``--check --json`` prints it; docs/replay-json.md): ``ok``, ``log``, and
+    either ``failure`` (the first thing found wrong, in one line) or ``summary`` (that line
+    of a good log), ``records``, ``last_seq``, ``lost_seqs`` (a salvage's), ``snapshot_seq``
+    (null: no snapshot) and ``anomalies``."""
+
+    def failed(why: str) -> dict[str, Any]:
+        return {"ok": False, "log": path, "failure": why}
+
     # 1. Seq order: eventlog checks frames, we check the numbering we are handed. Its only
     # gaps are the seqs a salvage lost (their place holders, which eventlog skips): named.
     first = initial_state()
@@ -567,8 +600,7 @@ def _check(path: str, snapshot: str | None) -> int:
     lost: list[int] = []
     for record in _records(path):
         if record.seq <= last:
-            print(f"check failed: {path}: expected seq {last + 1}, found seq {record.seq}")
-            return EXIT_DIVERGED
+            return failed(f"{path}: expected seq {last + 1}, found seq {record.seq}")
         lost.extend(range(last + 1, record.seq))
         apply(first, record.event)
         last = record.seq
@@ -576,46 +608,49 @@ def _check(path: str, snapshot: str | None) -> int:
     # 2. The fold is deterministic: a second, independent fold gives an equal state.
     second, last_seq, _ = fold_log(path)
     if second != first or last_seq != last:
-        print(
-            f"check failed: {path}: folding twice gave different states:"
-            f" {_describe_difference(first, second)}"
+        return failed(
+            f"{path}: folding twice gave different states: {_describe_difference(first, second)}"
         )
-        return EXIT_DIVERGED
     # 3. The snapshot (if any) equals the fold of the records it claims to cover.
     snapshot_path = snapshot or (f"{path}.snapshot" if os.path.exists(f"{path}.snapshot") else None)
     snap_note = "no snapshot"
+    snap_seq: int | None = None
     if snapshot_path is not None:
         try:
             got = eventlog.read_snapshot(snapshot_path, State)
         except eventlog.EventLogError as exc:
-            print(f"check failed: snapshot {snapshot_path}: {exc}")
-            return EXIT_DIVERGED
+            return failed(f"snapshot {snapshot_path}: {exc}")
         if got is None:
             if snapshot is not None:
                 raise UsageError(f"--snapshot {snapshot}: file not found")
         else:
             snap_seq, snap_state = got
             if snap_seq > last:
-                print(
-                    f"check failed: snapshot {snapshot_path} covers seq {snap_seq}"
-                    f" but the log ends at seq {last}"
+                return failed(
+                    f"snapshot {snapshot_path} covers seq {snap_seq} but the log ends at seq {last}"
                 )
-                return EXIT_DIVERGED
             expected_state, _, _ = fold_log(path, stop_seq=snap_seq)
             if snap_state != expected_state:
-                print(
-                    f"check failed: snapshot {snapshot_path} at seq {snap_seq} disagrees with"
+                return failed(
+                    f"snapshot {snapshot_path} at seq {snap_seq} disagrees with"
                     f" the records: {_describe_difference(snap_state, expected_state)}"
                     " (snapshot != records)"
                 )
-                return EXIT_DIVERGED
             snap_note = f"snapshot at seq {snap_seq} agrees"
     anomalies = f", {first.anomaly_count} anomalies" if first.anomaly_count else ""
     seqs = f"seqs 1..{last} contiguous"
     if lost:
         seqs = f"seqs 1..{last} but {_seq_ranges(lost)} (lost: it was salvaged)"
-    print(f"ok: {path}: {count} records, {seqs}, fold deterministic, {snap_note}{anomalies}")
-    return EXIT_OK
+    return {
+        "ok": True,
+        "log": path,
+        "summary": f"{count} records, {seqs}, fold deterministic, {snap_note}{anomalies}",
+        "records": count,
+        "last_seq": last,
+        "lost_seqs": lost,
+        "snapshot_seq": snap_seq,
+        "anomalies": first.anomaly_count,
+    }
 
 
 def _seq_ranges(seqs: list[int]) -> str:
@@ -692,6 +727,32 @@ def _refuse_a_time_before_the_log(path: str, text: str, stop_at: float) -> None:
     )
 
 
+# What each mode does not use (said in one line, not ignored): the option -> what it is for.
+_IGNORED_BY: dict[str | None, tuple[str, ...]] = {
+    None: ("snapshot",),
+    "follow": ("at", "snapshot"),
+    "check": ("at", "job"),
+    "diff": ("at", "job", "json", "snapshot"),
+}
+_USED_BY = {
+    "at": "the state at a point (replay LOG --at SEQ|TIME)",
+    "job": "the timeline, the state and --follow",
+    "json": "the state, --follow and --check",
+    "snapshot": "--check",
+}
+
+
+def _refuse_what_a_mode_ignores(args: argparse.Namespace, mode: str | None) -> None:
+    """An option the chosen mode would not use is refused in one line (exit 2), rather
+    than silently ignored (``--diff --json`` printing text)."""
+    for name in _IGNORED_BY[mode]:
+        if getattr(args, name, None) not in (None, False):
+            with_mode = f" with --{mode}" if mode else " without --check"
+            raise UsageError(
+                f"--{name} does nothing{with_mode}: it is for {_USED_BY[name]}; leave it out"
+            )
+
+
 def _main(args: argparse.Namespace) -> int:
     path = str(args.log)
     if Path(path).is_dir():
@@ -699,10 +760,11 @@ def _main(args: argparse.Namespace) -> int:
     modes = [name for name in ("follow", "check", "diff") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined")
+    _refuse_what_a_mode_ignores(args, modes[0] if modes else None)
     if args.check:
         _refuse_a_log_without_records(path, "check")
         _report_torn_tail(path)
-        return _check(path, args.snapshot)
+        return _check(path, args.snapshot, as_json=args.json)
     if args.diff:
         _refuse_a_log_without_records(path, "compare")
         _refuse_a_log_without_records(args.diff, "compare")
@@ -712,7 +774,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.follow:
         if not args.poll > 0:
             raise UsageError(f"--poll {args.poll}: give a positive number of seconds")
-        return _follow(path, args.job, args.poll)
+        return _follow(path, args.job, args.poll, as_json=args.json)
     _refuse_a_log_without_records(path)
     if args.at is None and not args.json:
         # The timeline prints every good record first, so a damaged log still shows what
