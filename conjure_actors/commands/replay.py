@@ -4,7 +4,9 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
 
 - ``--at SEQ`` / ``--at TIME`` prints the whole state at that point (jobs, machines,
   ledger, budget, pending intents, actors); TIME is ISO-8601 (UTC unless it says) or epoch
-  seconds, compared with the events' own time; ``--job ID`` narrows to one job;
+  seconds, compared with the events' own time (record numbers start at 1: ``--at -1`` or
+  ``0`` is refused, not read as a time in 1970; a SEQ past the log's end shows its last
+  state, said on stderr); ``--job ID`` narrows to one job;
 - ``--json`` prints the state as JSON, with the bill as of that point (``billed``, what the
   text view's "cost so far" and "billed by" show; schema in ``docs/replay-json.md``);
 - ``--follow`` tails a live log until its run has stopped (``SystemStopped``) and closed the

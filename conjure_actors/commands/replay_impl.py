@@ -84,7 +84,8 @@ def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
         raise ReplayError(f"{exc} (replay stopped there)") from exc
 
 
-def _report_torn_tail(path: str, *, tail_only: bool = False) -> None:
+def _report_torn_tail(path: str, *, tail_only: bool = False) -> int:
+    """Say on stderr if the log ends in a torn tail; returns its last complete seq."""
     try:
         info = eventlog.scan(path, tail_only=tail_only)
     except eventlog.LogNotFoundError as exc:
@@ -100,11 +101,18 @@ def _report_torn_tail(path: str, *, tail_only: bool = False) -> None:
             " complete records before it",
             file=sys.stderr,
         )
+    return info.last_seq
 
 
 def _parse_at(text: str) -> tuple[int | None, float | None]:
     """``--at`` as ``(seq, None)`` or ``(None, epoch_seconds)``."""
     text = text.strip()
+    # A negative number is no time (no log is from before 1970): a record number, as is 0.
+    if re.fullmatch(r"-\s*\d+(\.\d*)?|0+", text):
+        raise UsageError(
+            f"--at {text}: record numbers start at 1 (1, 2, ...): give one, or a time"
+            " (e.g. 2026-11-23T10:15:00Z or epoch seconds)"
+        )
     # Digits are a seq, unless they are as large as an epoch time (>= 1e9 s, 2001-09-09):
     # no log has a billion records, and "--at $(date +%s)" should just work.
     if text.isdigit() and int(text) < EPOCH_DIGITS_THRESHOLD:
@@ -784,8 +792,13 @@ def _main(args: argparse.Namespace) -> int:
         return code
     stop_seq, stop_at = _parse_at(args.at) if args.at is not None else (None, None)
     # By seq, only the records after the nearest snapshot are read: check only the tail.
-    _report_torn_tail(path, tail_only=stop_at is None)
+    last_seq = _report_torn_tail(path, tail_only=stop_at is None)
     state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at, use_snapshots=True)
+    if stop_seq is not None and stop_seq > last_seq:  # not shown as if it were record SEQ
+        print(
+            f"note: --at {args.at}: {path} ends at seq {last_seq}: this is its last state",
+            file=sys.stderr,
+        )
     if stop_at is not None and seq == 0:
         _refuse_a_time_before_the_log(path, args.at, stop_at)
     if args.job is not None and args.job not in state.jobs:
