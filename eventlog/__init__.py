@@ -42,7 +42,7 @@ from .snapshot import (
     snapshots_dir,
     write_snapshot,
 )
-from .writer import LogWriter, SyncPolicy, being_written, open_writer
+from .writer import LogWriter, SyncPolicy, being_written, open_writer, writer_pid
 
 if TYPE_CHECKING:
     from .journal import EventStore, Journal, JournalStatistics, Listener, open_journal
@@ -114,4 +114,5 @@ __all__ = [
     "snapshot_file",
     "snapshots_dir",
     "write_snapshot",
+    "writer_pid",
 ]

@@ -517,6 +517,35 @@ def being_written(path: str | os.PathLike[str]) -> bool:
     return False
 
 
+#: Where Linux lists the file locks held on the system (``man 5 proc``: /proc/locks).
+PROC_LOCKS: Final = "/proc/locks"
+
+
+def writer_pid(path: str | os.PathLike[str]) -> int | None:
+    """The pid of the process whose writer holds ``path``'s lock, where the OS says it
+    (Linux lists every ``flock`` in :data:`PROC_LOCKS`, by the file's device and inode);
+    None when no writer holds it, or the OS does not say who (another system; a process of
+    another pid namespace). Asks :func:`being_written` first: a pid is never named for a
+    file whose lock is free."""
+    if not being_written(path):
+        return None
+    try:
+        st = os.stat(path)
+        with open(PROC_LOCKS, encoding="ascii", errors="replace") as f:
+            listed = f.read()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 12345 fe:00:2556144 0 EOF" (major:minor in hex, inode in
+    # decimal); a process waiting for a lock is listed under it as "1: -> FLOCK ...".
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in listed.splitlines():
+        fields = line.split()
+        if fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5:6] == [file_id]:
+            pid = int(fields[4]) if fields[4].isdigit() else 0
+            return pid or None  # (0 or -1: a process this one cannot name)
+    return None
+
+
 def open_writer(
     path: str | os.PathLike[str],
     event_type: Any,

@@ -709,6 +709,16 @@ def main(args: argparse.Namespace) -> int:
     return _main(args)  # (`replay LOG | head`: the CLI exits quietly, as for every command)
 
 
+def a_directory_error(path: str) -> UsageError:
+    """A directory given for a log, in the words every command says it with (``run
+    --resume DIR`` too): a directory, not a log file, naming a log in it if there is one."""
+    import shlex
+
+    from conjure_actors.commands.run import _a_directory  # (only on this error: run is big)
+
+    return UsageError(f"{shlex.quote(path)}: {_a_directory(Path(path))}")
+
+
 def _refuse_a_log_without_records(path: str, to_do: str = "replay") -> None:
     """A log with no record (0 bytes, or a header only: a run that stopped before its
     first record) has nothing to show: said in one line, exit 2, not an empty timeline (nor
@@ -764,7 +774,7 @@ def _refuse_what_a_mode_ignores(args: argparse.Namespace, mode: str | None) -> N
 def _main(args: argparse.Namespace) -> int:
     path = str(args.log)
     if Path(path).is_dir():
-        raise UsageError(f"{path} is a directory: pass the log file (e.g. runs/<run>.log)")
+        raise a_directory_error(path)
     modes = [name for name in ("follow", "check", "diff") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined")

@@ -5,7 +5,9 @@
   (from the server's ``service_ready_at`` and the price table);
 - ``LOG`` (or the newest ``./runs/*.log``): the run recorded there, replayed: jobs by
   status, machines and the bill (as ``replay`` bills it: a machine still running at the
-  log's last record costs what it had cost by then).
+  log's last record costs what it had cost by then); and whether a process is writing the
+  log now (its pid: the process that holds the log's lock), or its run did not stop and
+  nothing writes it (a crash or a kill: what finishes it is said).
 
 Machine URLs are never printed (they are capabilities): machines are named by server id.
 """
@@ -60,19 +62,29 @@ def _newest_log() -> Path | None:
 def _show_log(path: Path) -> None:
     import eventlog
     from conjure_actors.actors.view import of_budget, summarize
-    from conjure_actors.commands.replay_impl import billed_by, newer_log_error
+    from conjure_actors.commands.replay_impl import (
+        a_directory_error,
+        billed_by,
+        newer_log_error,
+    )
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
     from conjure_actors.domain.state import apply, initial_state
 
-    if not path.is_file():
-        raise UsageError(f"no run log at {path}")
+    if path.is_dir():  # (in replay's words, as a missing file is)
+        raise a_directory_error(str(path))
     try:
         found = eventlog.inspect(path)
     except OSError as exc:
         raise UsageError(f"cannot read run log {path}: {exc.strerror or exc}") from None
+    if found.state == "missing":
+        raise UsageError(found.message)
+    if not path.is_file():
+        raise UsageError(f"no run log at {path} (not a regular file): pass a log file's path")
     if found.state in ("empty", "header-only"):  # as replay says it: not a run of 0 jobs
         raise UsageError(f"{found.message}: no run to show")
+    # Asked before the log is read: a run that ends while it is read was not a crash.
+    live = eventlog.being_written(path)
     try:
         state = eventlog.fold(
             eventlog.read(path, Event, upcasters=UPCASTERS), apply, initial_state()
@@ -84,8 +96,7 @@ def _show_log(path: Path) -> None:
     except eventlog.EventLogError as exc:
         raise UsageError(f"cannot read run log {path}: {exc}") from None
     s = summarize(state)
-    run = "running (or crashed)" if state.system.running else (state.system.stop_reason or "-")
-    print(f"run log {path}: {run}")
+    print(f"run log {path}: {_run_status(path, state, live=live)}")
     print(
         f"  jobs: {s.jobs} ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} "
         f"cancelled, {s.unfinished} unfinished)"
@@ -103,6 +114,33 @@ def _show_log(path: Path) -> None:
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
     print(f"  cost: {format_usd(total)}{budget}{accrued}")
+
+
+def _run_status(path: Path, state: Any, *, live: bool) -> str:
+    """Whether a process is writing the log (its writer holds the log's lock: the test
+    ``replay --follow`` uses), and which: a log whose last run has not stopped, and that no
+    process writes, was left by a crash or a kill, which a resume finishes. ``live``: the
+    lock was held before the log was read (else it is asked again: a run may have started
+    on the log meanwhile)."""
+    import shlex
+
+    import eventlog
+
+    if live or (state.system.running and eventlog.being_written(path)):
+        pid = eventlog.writer_pid(path)
+        return f"running (pid {pid})" if pid else "running (a process holds the log's lock)"
+    if not state.system.running:
+        return str(state.system.stop_reason or "-")
+    log = shlex.quote(str(path))
+    run, serve = f"`run --resume {log}`", f"`serve --log {log}`"
+    service = state.service
+    if service.api_jobs or service.assets or service.idempotency:
+        finish = serve  # (the log's jobs came through serve's API: run does not take it)
+    elif state.jobs:
+        finish = run
+    else:
+        finish = f"{run} / {serve}"
+    return f"not running (crashed or killed: {finish} finishes it)"
 
 
 def job_failure(job: Any) -> str | None:

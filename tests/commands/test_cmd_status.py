@@ -79,9 +79,9 @@ def test_status_with_nothing_to_show(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_status_missing_log_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A LOG that does not exist is a one-line usage error."""
+    """A LOG that does not exist is a one-line usage error (in replay's words)."""
     assert main(["status", str(tmp_path / "absent.log")]) == 2
-    assert "no run log" in capsys.readouterr().err
+    assert "absent.log' does not exist; check the path" in capsys.readouterr().err
 
 
 def test_status_says_why_a_job_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

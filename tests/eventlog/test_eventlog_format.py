@@ -269,6 +269,7 @@ def test_public_names_are_exported() -> None:
         "SubscriberOverflowError",
         "JournalFailedError", "RecordTooLargeError", "inspect", "LogStatus", "LogState",
         "snapshots_dir", "snapshot_file", "list_snapshots", "Listener", "being_written",
+        "writer_pid",
     }  # fmt: skip
     assert set(eventlog.__all__) == expected
     assert all(hasattr(eventlog, name) for name in eventlog.__all__)
