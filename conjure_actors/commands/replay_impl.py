@@ -76,6 +76,8 @@ def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
         yield from eventlog.read(path, Event, upcasters=UPCASTERS, **kwargs)
     except eventlog.UnknownEventError as exc:
         raise newer_log_error(path, exc) from exc
+    except eventlog.UnsupportedVersionError as exc:  # (nothing replayed: bad input, exit 2)
+        raise UsageError(str(exc)) from exc
     except eventlog.LogNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:
@@ -88,6 +90,8 @@ def _report_torn_tail(path: str, *, tail_only: bool = False) -> int:
     """Say on stderr if the log ends in a torn tail; returns its last complete seq."""
     try:
         info = eventlog.scan(path, tail_only=tail_only)
+    except eventlog.UnsupportedVersionError as exc:
+        raise UsageError(str(exc)) from exc
     except eventlog.LogNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:
@@ -181,6 +185,8 @@ def _fold_from_snapshot(path: str, stop_seq: int | None) -> tuple[State, int, fl
         )
     except eventlog.UnknownEventError as exc:
         raise newer_log_error(path, exc) from exc
+    except eventlog.UnsupportedVersionError as exc:  # (nothing replayed: bad input, exit 2)
+        raise UsageError(str(exc)) from exc
     except (eventlog.LogNotFoundError, eventlog.NotALogError) as exc:
         raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:
@@ -535,6 +541,8 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
         trio.run(tail)
     except eventlog.UnknownEventError as exc:
         raise newer_log_error(path, exc) from exc
+    except eventlog.UnsupportedVersionError as exc:  # (nothing replayed: bad input, exit 2)
+        raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
         raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:
@@ -727,7 +735,7 @@ def _refuse_a_log_without_records(path: str, to_do: str = "replay") -> None:
         status = eventlog.inspect(path)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if status.state == "missing":
+    if status.state in ("missing", "newer-version"):
         raise UsageError(status.message)
     if status.state in ("empty", "header-only"):
         raise UsageError(f"{status.message}: no record to {to_do}")

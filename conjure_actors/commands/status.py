@@ -77,7 +77,7 @@ def _show_log(path: Path) -> None:
         found = eventlog.inspect(path)
     except OSError as exc:
         raise UsageError(f"cannot read run log {path}: {exc.strerror or exc}") from None
-    if found.state == "missing":
+    if found.state in ("missing", "newer-version"):  # as replay says them
         raise UsageError(found.message)
     if not path.is_file():
         raise UsageError(f"no run log at {path} (not a regular file): pass a log file's path")

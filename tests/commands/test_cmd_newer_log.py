@@ -85,3 +85,40 @@ def test_an_unknown_event_met_once_started_is_said_as_a_newer_log() -> None:
     said = one_line_error(eventlog.UnknownEventError(7, "job.teleported"))
     assert str(said).startswith("the event log was written by a newer conjure_actors")
     assert "UnknownEventError" not in str(said)
+
+
+@pytest.fixture
+def newer_format(tmp_path: Path, no_credentials: None) -> Path:
+    """A good run log whose header says a newer eventlog format wrote it."""
+    from eventlog import _format
+
+    path = write(tmp_path / "run.log", story())
+    data = bytearray(path.read_bytes())
+    header = _format.header_bytes(_format.FORMAT_VERSION + 1)
+    data[: len(header)] = header
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["replay"],
+        ["replay", "--at", "3"],
+        ["replay", "--check"],
+        ["replay", "--follow"],
+        ["status"],
+    ],
+    ids=" ".join,
+)
+def test_a_newer_file_format_is_bad_input_in_one_line(
+    newer_format: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newer file format, as run --resume says it: exit 2 (replay said it exit 1, as if
+    it had stopped part way), eventlog's one line (upgrade to read it), the same for all."""
+    code = main([command[0], str(newer_format), *command[1:]])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err == (
+        f"error: event log {str(newer_format)!r} has format version 2, this eventlog reads up"
+        " to version 1; upgrade eventlog to read it\n"
+    )
