@@ -742,13 +742,16 @@ def _refuse_a_log_without_records(path: str, to_do: str = "replay") -> None:
 
 
 def _refuse_a_time_before_the_log(path: str, text: str, stop_at: float) -> None:
-    """``--at TIME`` before the first record (``-1``, ``5.5``: read as epoch seconds)."""
-    first = next(iter(_records(path, stop_seq=1)), None)
+    """``--at TIME`` before the first record (``5.5``: read as epoch seconds); the first
+    record read, whatever its seq (a salvaged log's record 1 may be lost)."""
+    records = _records(path)
+    first = next(records, None)
+    records.close()
     if first is None:
         return
     raise UsageError(
         f"--at {text}: {format_time(stop_at)} is before the log starts"
-        f" ({format_time(first.event.at)}, record 1): give a later time, or a record"
+        f" ({format_time(first.event.at)}, record {first.seq}): give a later time, or a record"
         " number (1, 2, ...)"
     )
 
@@ -815,6 +818,12 @@ def _main(args: argparse.Namespace) -> int:
     if stop_seq is not None and stop_seq > last_seq:  # not shown as if it were record SEQ
         print(
             f"note: --at {args.at}: {path} ends at seq {last_seq}: this is its last state",
+            file=sys.stderr,
+        )
+    elif stop_seq is not None and seq < stop_seq:  # (a salvaged log's lost record)
+        print(
+            f"note: --at {args.at}: record {stop_seq} of {path} was lost (the log was"
+            f" salvaged): this is the state after seq {seq}",
             file=sys.stderr,
         )
     if stop_at is not None and seq == 0:

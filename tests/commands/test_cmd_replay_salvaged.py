@@ -74,3 +74,27 @@ def test_the_timeline_of_a_salvaged_log_shows_each_event_at_its_seq(
     assert main(["replay", str(salvaged)]) == 0
     after = capsys.readouterr().out.splitlines()
     assert after == [before[0], *before[2:]]
+
+
+def test_at_a_time_before_a_salvaged_log_whose_record_1_was_lost_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A time before the first record left is refused, as on an intact log (it printed an
+    empty "state after seq 0", exit 0: the check read record 1 only, which was lost)."""
+    _, salvaged = _salvaged(tmp_path, 1)
+    assert main(["replay", str(salvaged), "--at", "5.0"]) == 2
+    err = capsys.readouterr().err
+    assert "is before the log starts" in err
+    assert "record 2)" in err
+
+
+def test_at_a_lost_seq_says_it_was_lost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--at 3 where record 3 was lost shows the state after seq 2 and says why, rather than
+    passing it off as record 3's."""
+    _, salvaged = _salvaged(tmp_path, 3)
+    assert main(["replay", str(salvaged), "--at", "3"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        f"note: --at 3: record 3 of {salvaged} was lost (the log was salvaged): this is the"
+        " state after seq 2"
+    ) in captured.err
