@@ -744,9 +744,7 @@ def _refuse_a_log_without_records(path: str, to_do: str = "replay") -> None:
 def _refuse_a_time_before_the_log(path: str, text: str, stop_at: float) -> None:
     """``--at TIME`` before the first record (``5.5``: read as epoch seconds); the first
     record read, whatever its seq (a salvaged log's record 1 may be lost)."""
-    records = _records(path)
-    first = next(records, None)
-    records.close()
+    first = next(_records(path), None)  # (the rest is not read)
     if first is None:
         return
     raise UsageError(
