@@ -85,8 +85,8 @@ class UnsupportedVersionError(EventLogError):
         self.version = version
         self.supported = supported
         super().__init__(
-            f"event log {self.path!r} has format version {version}, this eventlog reads up to "
-            f"version {supported}; upgrade eventlog to read it"
+            f"event log {self.path!r} has format version {version}, written by a newer program"
+            f" than this one (it reads up to version {supported}): upgrade it to read the log"
         )
 
 

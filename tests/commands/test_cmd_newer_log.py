@@ -119,6 +119,6 @@ def test_a_newer_file_format_is_bad_input_in_one_line(
     code = main([command[0], str(newer_format), *command[1:]])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert err == (
-        f"error: event log {str(newer_format)!r} has format version 2, this eventlog reads up"
-        " to version 1; upgrade eventlog to read it\n"
+        f"error: event log {str(newer_format)!r} has format version 2, written by a newer"
+        " program than this one (it reads up to version 1): upgrade it to read the log\n"
     )

@@ -122,7 +122,7 @@ def test_an_intact_header_of_a_newer_version_asks_for_an_upgrade(tmp_path: Path)
     path = tmp_path / "log"
     path.write_bytes(header_bytes(version=2))
     assert eventlog.inspect(path).state == "newer-version"
-    with pytest.raises(eventlog.UnsupportedVersionError, match="upgrade eventlog"):
+    with pytest.raises(eventlog.UnsupportedVersionError, match="written by a newer program"):
         list(eventlog.read(path, Ev))
 
 
