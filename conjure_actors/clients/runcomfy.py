@@ -38,6 +38,7 @@ import trio
 from conjure_actors.clients.bodies import excerpt, send_capped
 from conjure_actors.clients.errors import (
     AuthError,
+    ClientError,
     LaunchError,
     OutcomeUnknownError,
     RateLimitedError,
@@ -264,6 +265,10 @@ class RunComfyClient:
                 idempotent=False,
             )
             server = self._server(self._decode(_server_decoder, resp, what), what)
+        except LaunchError as exc:
+            if workflow_version_id and exc.status in (400, 404, 422):
+                await self._refused_version(workflow_version_id, exc)
+            raise
         except RunComfyResponseError as exc:
             # An answer we cannot read (a 2xx that is not a server, one too large to read)
             # does not say "refused": the machine may be up, its id unread, and only a
@@ -274,6 +279,28 @@ class RunComfyClient:
             ) from None
         self._launched_at[server.server_id] = trio.current_time()
         return server
+
+    async def _refused_version(self, version: str, refusal: LaunchError) -> None:
+        """A launch refused with a 4xx: if ``version`` is not among the account's workflow
+        versions (``GET /workflows``), the refusal is said as that, with the versions it
+        has (RunComfy's answer to an unknown version is not documented, so the listing,
+        not the body, tells). A listing that fails, or names the version: nothing said."""
+        try:
+            workflows = await self.list_workflows()
+        except ClientError:
+            return
+        if any(w.version_id == version for w in workflows):
+            return
+        known = ", ".join(
+            f"{w.version_id} ({w.workflow_name})" if w.workflow_name else w.version_id
+            for w in workflows[:8]
+        )
+        more = f" and {len(workflows) - 8} more" if len(workflows) > 8 else ""
+        raise LaunchError(
+            f"RunComfy does not know workflow version {version!r} (the launch was refused,"
+            f" HTTP {refusal.status}): pass one of the account's: {known or 'none'}{more}",
+            status=refusal.status,
+        ) from None
 
     async def extend(self, server_id: str, seconds: int) -> Server:
         """``update-estimated-duration``: the lease becomes ready-time + ``seconds``."""

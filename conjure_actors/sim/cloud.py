@@ -137,6 +137,7 @@ class SimulatedCloud:
             timings=self.timings.runcomfy,
             wall=wall,
             host=self,
+            any_version=False,
         )
         self._api = httpx.ASGITransport(app=self.runcomfy.asgi)
         self._standalone = ComfyUISim(

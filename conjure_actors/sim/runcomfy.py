@@ -314,6 +314,7 @@ class RunComfySim:
         prices: Mapping[str, int] | None = None,
         workflows: Iterable[SimWorkflow] = DEFAULT_WORKFLOWS,
         host: MachineHost | None = None,
+        any_version: bool = True,
     ) -> None:
         self.user_id = user_id
         self._tokens = tuple(tokens)
@@ -324,6 +325,10 @@ class RunComfySim:
         self.wall = wall
         self.prices: Mapping[str, int] = dict(prices or HOBBY_PRICES_MICROS)
         self.workflows = tuple(workflows)
+        # False: a launch of a workflow version not in ``workflows`` is refused, as RunComfy
+        # refuses it (``python -m conjure_actors sim`` and the embedded cloud); True lets a
+        # unit test launch any version without listing it.
+        self.any_version = any_version
         self.host: MachineHost = host or _NoComfyUI()
         self._rng = random.Random(seed)
         self._machines: dict[str, _Machine] = {}  # every machine ever launched, launch order
@@ -652,6 +657,18 @@ class RunComfySim:
         version = data.get("workflow_version_id")
         if not isinstance(version, str) or not version:
             raise _error(400, "invalid_request", "workflow_version_id must be a non-empty string")
+        if not self.any_version and version not in {w.version_id for w in self.workflows}:
+            # RunComfy's answer to an unknown version is not documented (protocols/
+            # runcomfy.md: any non-2xx is an error with its status and body); its documented
+            # error body elsewhere is a status, a numeric code and a message.
+            raise _Reply(
+                404,
+                {
+                    "status_code": 404,
+                    "error_code": 404001,
+                    "message": f"workflow version {version} not found",
+                },
+            )
         server_type = data.get("server_type")
         if not isinstance(server_type, str) or server_type not in self.prices:
             raise _error(

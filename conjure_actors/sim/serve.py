@@ -228,6 +228,7 @@ async def serve_cloud(
             timings=timings.runcomfy,
             wall=wall,
             host=machines,
+            any_version=False,
         )
         await nursery.start(runcomfy.run)
         base_url = await nursery.start(partial(serve_asgi, runcomfy.asgi, host=host, port=port))

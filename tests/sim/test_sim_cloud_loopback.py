@@ -39,7 +39,7 @@ async def test_cloud_over_loopback() -> None:
                     bucket=TokenBucket(rate=50, burst=50),
                     rng=random.Random(0),
                 )
-                server = await client.launch("wv-1", "medium", 600)
+                server = await client.launch("wv-core-nodes-1", "medium", 600)
                 ready = await client.wait_until_ready(server.server_id, interval=0.05)
                 assert ready.url is not None
                 url = ready.url.reveal()
@@ -99,7 +99,7 @@ async def test_prompt_on_a_rented_machine_over_loopback() -> None:
                     http=http,
                     bucket=TokenBucket(rate=50, burst=50),
                 )
-                server = await client.launch("wv-1", "medium", 600)
+                server = await client.launch("wv-core-nodes-1", "medium", 600)
                 ready = await client.wait_until_ready(server.server_id, interval=0.05)
                 assert ready.url is not None
                 comfy = ComfyUIClient(
