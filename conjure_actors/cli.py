@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Final, TextIO
+from typing import Final, NoReturn, TextIO
 
 from conjure_actors import __version__
 from conjure_actors.commands.streams import to_devnull
@@ -113,10 +113,25 @@ def dispatched_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose bad argument is one line, ``error: ...`` and where to look,
+    exit 2: argparse's default puts the usage (seven lines for ``run``) before the one line
+    that matters. Sub-parsers are made of the same class (``add_subparsers`` uses the
+    parent's), so every command and ``machine up|status|down`` says it so."""
+
+    #: Whose ``--help`` to point at (None: this parser's): the top parser reports the
+    #: command's unrecognized arguments, so it points at the command's.
+    help_prog: str | None = None
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(message.split())
+        self.exit(EXIT_USAGE, f"error: {line} (see `{self.help_prog or self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the arguments of ``command`` only (its module alone is imported;
     ``""``: no command's); ``None``: of every command (imports them all)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m conjure_actors",
         description="Run ComfyUI workflows on rented GPUs (or a simulated cloud).",
         epilog=EPILOG,
@@ -140,6 +155,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         module.add_arguments(p)
         p.set_defaults(_module=module)
+        if command is not None:
+            parser.help_prog = p.prog
     return parser
 
 
