@@ -16,6 +16,11 @@ the launch in ``STATE.launching`` (its marker, then the server's id): interrupte
 the machine if one look finds it, else says so, and a later ``machine down`` stops it,
 ``machine status`` reports it, ``machine up`` adopts it.
 
+A record file too damaged to read (truncated, edited, a disk error) does not keep its
+machine billing: ``machine down`` stops the machine whose id is left in it, or, none left,
+lists the account's machines that are up and says the command that stops one by id
+(``machine down --server-id ID``); it never stops a machine by a guess.
+
 A closed stdout (``machine up | head``) changes nothing of that: the lines go to stderr from
 then on and the command does its work (a broken pipe between a launch and its record used
 to leave the machine billing, recorded nowhere, exit 141 without a word).
@@ -28,11 +33,12 @@ import contextlib
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import httpx
@@ -110,7 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("down", "stop the dev machine and print its final bill", "down"),
     ):
         sub = action(name, help_text, f"  python -m conjure_actors machine {example}\n")
-        sub.set_defaults(server_type=None, workflow_version=None)
+        sub.set_defaults(server_type=None, workflow_version=None, server_id=None)
+        if name == "down":
+            sub.add_argument(
+                "--server-id",
+                metavar="ID",
+                help="stop this machine of the account instead (what to do when the state"
+                " file is damaged: `machine down` lists the machines that are up)",
+            )
 
 
 @attrs.frozen
@@ -168,8 +181,18 @@ def state_path(config: Config, override: str | None = None) -> Path:
     return Path(os.path.expanduser(override or config.dev_state_file))
 
 
+def _damage(exc: Exception) -> str:
+    """What is wrong with a record file, in words (never an exception's class name)."""
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or 'I/O error'}"
+    if isinstance(exc, ValueError):  # JSONDecodeError, UnicodeDecodeError
+        return "is damaged: not whole JSON"
+    return "is damaged: not a record of this version"  # fields missing or unknown
+
+
 def read_dev_machine(path: Path) -> DevMachine | None:
-    """The recorded dev machine, or None (no file); a damaged file is a UsageError."""
+    """The recorded dev machine, or None (no file); a damaged file is a UsageError
+    (``machine down`` stops the machine of a damaged file: :func:`_down`)."""
     try:
         data = json.loads(path.read_text())
         return DevMachine(**data)
@@ -177,8 +200,9 @@ def read_dev_machine(path: Path) -> DevMachine | None:
         return None
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(
-            f"dev machine state file {path} is unreadable ({type(exc).__name__}):"
-            " remove it or run `machine down`"
+            f"dev machine state file {path} {_damage(exc)}: `python -m conjure_actors machine"
+            f" down --state-file {path}` stops the machine it recorded (by the id left in it,"
+            " or it lists the account's machines)"
         ) from None
 
 
@@ -232,8 +256,9 @@ def read_pending_launch(path: Path) -> PendingLaunch | None:
         return None
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(
-            f"dev machine launch file {pending} is unreadable ({type(exc).__name__}): check"
-            " RunComfy's dashboard for a machine you do not know, then remove the file"
+            f"dev machine launch file {pending} {_damage(exc)}: `python -m conjure_actors"
+            f" machine down --state-file {path}` stops the machine that launch may have"
+            " started (by the id left in it, or it lists the account's machines)"
         ) from None
 
 
@@ -356,16 +381,10 @@ def _save_look(path: Path, looked: DevMachine) -> None:
 async def _machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
     from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
+    if args.action == "down":
+        return await _down(args, config, path, rc)
     recorded = read_dev_machine(path)
-    damaged: UsageError | None = None
-    try:
-        pending = read_pending_launch(path)
-    except UsageError as exc:
-        if args.action != "down" or recorded is None:
-            raise
-        # A damaged launch record must not keep the recorded machine billing: it is
-        # stopped first, then the record's line is said (exit 2).
-        pending, damaged = None, exc
+    pending = read_pending_launch(path)
     if args.action == "up":
         if pending is not None:
             adopted = await _settle_pending(rc, config, path, pending, "up")
@@ -395,51 +414,86 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
             await _interrupted_launch(rc, path)
             raise
         return await _wait_and_record(rc, config, path, args, server, how)
-    if pending is not None:  # status, down: the interrupted launch's machine first
+    if pending is not None:  # status: the interrupted launch's machine first
         found = await _settle_pending(rc, config, path, pending, args.action)
         if recorded is None:
-            if args.action == "status":
-                return 0 if found is not None else 1
-            return 0
+            return 0 if found is not None else 1
     if recorded is None:
         _say(f"no dev machine recorded in {path}")
-        return 0 if args.action == "status" else 1
-    if args.action == "status":
-        server = await _look(rc, recorded.server_id)
-        alive = _up(server)
-        if alive is not None:
-            # Up: billing runs on to now (its lease's end as RunComfy has it now, which
-            # `run` or the dashboard may have moved since it was recorded).
-            # Its lease's end is saved too: a later `down` answered 404 bills it up to
-            # there at the latest (the launch's end would bill a renewed lease short).
-            looked = attrs.evolve(recorded, gone_at=None)
-            if server.estimated_stopping_at is not None:
-                looked = attrs.evolve(looked, estimated_stopping_at=server.estimated_stopping_at)
-            if looked != recorded:
-                _save_look(path, looked)
-            recorded = attrs.evolve(looked, estimated_stopping_at=server.estimated_stopping_at)
-        elif recorded.gone_at is None:
-            # The first look that finds it gone: its bill ends here at the latest (a
-            # later look must not bill it on), so this moment is recorded.
-            recorded = attrs.evolve(recorded, gone_at=time.time())
-            _save_look(path, recorded)
-        cost = machine_cost_micros(
-            recorded.rate_micros_per_hour,
-            recorded.service_ready_at,
-            recorded.billed_until(time.time()),
-        )
-        if alive is not None:
-            _say(
-                f"dev machine {recorded.server_id}: {alive}; "
-                f"{recorded.server_type}; cost so far {format_usd(cost)}"
-            )
-            return 0
+        return 0
+    server = await _look(rc, recorded.server_id)
+    alive = _up(server)
+    if alive is not None:
+        # Up: billing runs on to now (its lease's end as RunComfy has it now, which
+        # `run` or the dashboard may have moved since it was recorded).
+        # Its lease's end is saved too: a later `down` answered 404 bills it up to
+        # there at the latest (the launch's end would bill a renewed lease short).
+        looked = attrs.evolve(recorded, gone_at=None)
+        if server.estimated_stopping_at is not None:
+            looked = attrs.evolve(looked, estimated_stopping_at=server.estimated_stopping_at)
+        if looked != recorded:
+            _save_look(path, looked)
+        recorded = attrs.evolve(looked, estimated_stopping_at=server.estimated_stopping_at)
+    elif recorded.gone_at is None:
+        # The first look that finds it gone: its bill ends here at the latest (a
+        # later look must not bill it on), so this moment is recorded.
+        recorded = attrs.evolve(recorded, gone_at=time.time())
+        _save_look(path, recorded)
+    cost = machine_cost_micros(
+        recorded.rate_micros_per_hour,
+        recorded.service_ready_at,
+        recorded.billed_until(time.time()),
+    )
+    if alive is not None:
         _say(
-            f"dev machine {recorded.server_id}: gone (it vanished, or its lease ran out);"
-            f" {recorded.server_type}; billed at most {format_usd(cost)} (up to when it was"
-            " first found gone: when it went nobody tells); `machine down` forgets it"
+            f"dev machine {recorded.server_id}: {alive}; "
+            f"{recorded.server_type}; cost so far {format_usd(cost)}"
         )
+        return 0
+    _say(
+        f"dev machine {recorded.server_id}: gone (it vanished, or its lease ran out);"
+        f" {recorded.server_type}; billed at most {format_usd(cost)} (up to when it was"
+        " first found gone: when it went nobody tells); `machine down` forgets it"
+    )
+    return 1
+
+
+async def _down(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
+    """``machine down``: the interrupted launch's machine, then the recorded one, stopped.
+    A record file too damaged to read must not keep its machine billing: the server id is
+    read from what is left of it (it comes first in the state file) and that machine
+    stopped; if none can be read, the account's machines that are up are listed with the
+    command that stops one by id (``--server-id``), nothing is guessed."""
+    by_id = getattr(args, "server_id", None)
+    if by_id is not None:
+        return await _down_by_id(config, path, rc, by_id)
+    damaged: list[Path] = []
+    try:
+        recorded = read_dev_machine(path)
+    except UsageError:
+        recorded, damaged = None, [path]
+    try:
+        pending = read_pending_launch(path)
+    except UsageError:
+        pending = None
+        damaged.append(pending_path(path))
+    unresolved = [file for file in damaged if not await _stop_salvaged(rc, config, file)]
+    if pending is not None:
+        await _settle_pending(rc, config, path, pending, "down")
+    if recorded is not None:
+        await _stop_recorded(rc, path, recorded)
+    if unresolved:
+        return await _unresolved(args, rc, unresolved)
+    if recorded is None and pending is None and not damaged:
+        _say(f"no dev machine recorded in {path}")
         return 1
+    return 0
+
+
+async def _stop_recorded(rc: Any, path: Path, recorded: DevMachine) -> None:
+    """Stop the recorded dev machine, forget it, say its bill."""
+    from conjure_actors.domain.prices import format_usd, machine_cost_micros
+
     stopped = await rc.stop(recorded.server_id, missing_ok=True)
     # A 404: it was gone before this DELETE (it vanished, or its lease ran out), at a
     # moment nobody tells: billed to the first look that found it gone at the latest (this
@@ -447,7 +501,7 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
     now = time.time()
     until = recorded.billed_until(now) if stopped is None else now
     cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, until)
-    await trio.Path(path).unlink(missing_ok=True)
+    _remove(path)
     if stopped is None:
         _say(
             f"dev machine {recorded.server_id} was already gone (it vanished, or its lease"
@@ -456,8 +510,156 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
         )
     else:
         _say(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
-    if damaged is not None:
-        raise damaged
+
+
+_SERVER_ID_FIELD: Final = re.compile(rb'"server_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
+
+
+def _salvaged_server_id(file: Path) -> str | None:
+    """The server id a damaged record file still holds whole (a closing quote after it),
+    or None."""
+    try:
+        found = _SERVER_ID_FIELD.search(file.read_bytes())
+    except OSError:
+        return None
+    return found.group(1).decode() if found else None
+
+
+def _bill(config: Config, server: Any, rate: int | None = None) -> str:
+    """``; cost $x`` of a machine just stopped (its DELETE's answer), or "" if unpriced."""
+    from conjure_actors.domain.errors import PriceTableError
+    from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
+
+    if rate is None:
+        try:
+            rate = default_price_table(config.runcomfy.plan).rate(server.server_type or "")
+        except PriceTableError:
+            return ""
+    return f"; cost {format_usd(machine_cost_micros(rate, server.service_ready_at, time.time()))}"
+
+
+async def _stop_salvaged(rc: Any, config: Config, file: Path) -> bool:
+    """Stop the machine whose id is left in damaged ``file``, then remove the file; False
+    if no id is left in it (the file stays)."""
+    server_id = _salvaged_server_id(file)
+    if server_id is None:
+        return False
+    stopped = await rc.stop(server_id, missing_ok=True)
+    _remove(file)
+    if stopped is None:
+        _say(
+            f"dev machine {server_id} (read from the damaged {file}, now removed) was already gone"
+        )
+    else:
+        _say(
+            f"dev machine {server_id} (read from the damaged {file}, now removed)"
+            f" stopped{_bill(config, stopped)}"
+        )
+    return True
+
+
+async def _unresolved(args: argparse.Namespace, rc: Any, files: list[Path]) -> int:
+    """Damaged record files that name no machine: the account's machines that are up are
+    listed, one line each, with the command that stops one by id (a UsageError). None up:
+    nothing bills, the files go, once a launch one of them may record (written within the
+    landing grace) has had the time to be listed (RunComfy lists a new machine late)."""
+    from conjure_actors.domain import machines_policy as policy
+
+    names = " and ".join(str(f) for f in files)
+
+    async def machines_up() -> list[Any]:
+        listed = await rc.list_servers()
+        return sorted(
+            (s for s in listed if s.status not in policy.GONE_STATUSES),
+            key=lambda s: s.server_id,
+        )
+
+    up = await machines_up()
+    left = policy.LAUNCH_LAND_GRACE - min(_age(f) for f in files)
+    if not up and left > 0:
+        _say(
+            f"{names}: damaged, naming no machine; a launch it may record could be too"
+            f" recent to be listed: looking up to {left:.0f} s more..."
+        )
+        with trio.move_on_after(left):
+            while not up:
+                await trio.sleep(5.0)
+                up = await machines_up()
+    if not up:
+        for file in files:
+            _remove(file)
+        _say(f"{names}: damaged, naming no machine; none is up on the account: removed")
+        return 0
+    for s in up:
+        ready = "" if s.service_ready_at is None else f", Ready since {_clock(s.service_ready_at)}"
+        _say(
+            f"machine {s.server_id}: {s.status}, {s.server_type or 'type unknown'}, workflow"
+            f" version {s.workflow_version_id or 'unknown'}{ready}"
+        )
+    given = getattr(args, "state_file", None)
+    state = f" --state-file {given}" if given else ""
+    raise UsageError(
+        f"{names} is damaged and names no machine; the account's {len(up)} machine(s) up are"
+        " listed above (a `run`'s may be among them): stop the dev machine with"
+        f" `python -m conjure_actors machine down --server-id ID{state}`"
+    )
+
+
+def _remove(file: Path) -> None:
+    """Remove a record file (gone already: fine). In the event loop, not a worker thread: a
+    local unlink is quick, and a thread would let a test's MockClock jump meanwhile."""
+    file.unlink(missing_ok=True)
+
+
+def _age(file: Path) -> float:
+    """Seconds since ``file`` was last written (gone: infinitely old)."""
+    try:
+        return time.time() - file.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _clock(at: float) -> str:
+    """A wall time as UTC, to the second."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+async def _down_by_id(config: Config, path: Path, rc: Any, server_id: str) -> int:
+    """``machine down --server-id ID``: stop that machine of the account. The record files
+    that name it, or are damaged (what ``--server-id`` is for), go; one that records
+    another machine stays (said)."""
+    recorded: DevMachine | None = None
+    forget: list[Path] = []
+    try:
+        recorded = read_dev_machine(path)
+    except UsageError:
+        forget.append(path)
+    try:
+        pending = read_pending_launch(path)
+    except UsageError:
+        pending = None
+        forget.append(pending_path(path))
+    if recorded is not None and recorded.server_id == server_id:
+        await _stop_recorded(rc, path, recorded)
+        recorded = None
+    else:
+        stopped = await rc.stop(server_id, missing_ok=True)
+        if stopped is None:
+            _say(f"machine {server_id} was not found on the account (already gone)")
+        else:
+            _say(f"machine {server_id} stopped{_bill(config, stopped)}")
+    if pending is not None and pending.server_id == server_id:
+        forget.append(pending_path(path))
+    for file in forget:
+        _remove(file)
+        _say(f"removed {file}")
+    if recorded is not None:
+        _say(
+            f"dev machine {recorded.server_id} is still recorded in {path}: `python -m"
+            " conjure_actors machine down` stops it"
+        )
     return 0
 
 
