@@ -69,7 +69,7 @@ from conjure_actors.actors.messages import (
 )
 from conjure_actors.actors.monitor import MonitorActor, MonitorSink
 from conjure_actors.actors.pool import MachinePool, list_servers_patiently
-from conjure_actors.clients.comfyui import ComfyUIClient, origin_of
+from conjure_actors.clients.comfyui import ComfyUIClient, base_path, origin_of, probe_problem
 from conjure_actors.clients.cookieless import CookielessClient
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.clock import SystemWallClock, WallClock
@@ -1128,14 +1128,22 @@ async def _start(
             try:
                 await client.system_stats()
             except Exception as exc:
-                problem = type(exc).__name__
+                problem = probe_problem(exc)
         if probe.cancelled_caught:
             problem = f"no answer within {ATTACH_PROBE_SECONDS:g} s"
         if problem:
-            what = f"dev machine {name}"
+            # The user's URL: its origin and path prefix (its query is refused before);
+            # a dev machine's URL is a secret: its name only.
+            what, route = f"dev machine {name}", "GET /system_stats"
             if name == "comfyui":
                 what = f"the ComfyUI at {origin_of(str(url))}"
-            raise UsageError(f"{what} does not answer /system_stats ({problem}): is it running?")
+                route = f"GET {base_path(str(url))}/system_stats"
+            if problem.startswith("HTTP "):
+                raise UsageError(
+                    f"{what} answered {route} with {problem}: is the URL its base URL (with"
+                    " the path a reverse proxy serves it under, if any)?"
+                )
+            raise UsageError(f"{what} does not answer {route} ({problem}): is it running?")
         clients[name] = client
     await ctx.emit(
         ev.SystemStarted(

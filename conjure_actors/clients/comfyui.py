@@ -135,6 +135,24 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme or 'http'}://{host}" + (f":{port}" if port else "")
 
 
+def base_path(url: str) -> str:
+    """The path prefix of a ComfyUI base URL (``""`` at the root; ``/comfy`` for one a
+    reverse proxy serves under ``/comfy``): every route is joined under it."""
+    return urlsplit(url).path.rstrip("/")
+
+
+def probe_problem(exc: Exception) -> str:
+    """Why a health check (``/system_stats``) failed, in words: the HTTP status it got, or
+    what went wrong (never an exception's class name)."""
+    if isinstance(exc, ComfyUIResponseError):
+        return "an answer that is not a ComfyUI's"
+    if isinstance(exc, ClientError) and exc.status is not None:
+        return f"HTTP {exc.status}"
+    if isinstance(exc, ClientError):
+        return "no connection"
+    return "an unexpected failure (--debug shows it)"
+
+
 def new_prompt_id() -> str:
     """A canonical lowercase hyphenated UUID4, the only form newer servers accept."""
     return str(uuid.uuid4())

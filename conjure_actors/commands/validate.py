@@ -169,6 +169,12 @@ def check_comfyui_url(url: str) -> None:
         raise UsageError(
             "--comfyui-url: not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8188)"
         )
+    if parts.query or parts.fragment:  # not shown: a token in a URL is a secret
+        raise UsageError(
+            "--comfyui-url: a query or fragment (after ? or #) is not supported and is not"
+            " shown here (it may hold a token): pass the ComfyUI's base URL, with the path a"
+            " reverse proxy serves it under if any (e.g. https://host/comfy)"
+        )
 
 
 def comfyui_target(url: str) -> Target:

@@ -44,7 +44,7 @@ async def test_an_attached_comfyui_that_does_not_answer_is_the_usage_error_itsel
         await start()
     leaf = meaningful(raised.value)
     assert isinstance(leaf, UsageError)
-    assert str(leaf).startswith("dev machine dev does not answer /system_stats")
+    assert str(leaf).startswith("dev machine dev does not answer GET /system_stats")
     assert not [r for r in log.records() if isinstance(r.event, SystemStarted)]
 
 
@@ -84,7 +84,7 @@ async def test_an_attached_comfyui_that_never_answers_is_refused_within_the_prob
         await start()
     leaf = meaningful(raised.value)
     assert str(leaf) == (
-        "dev machine dev does not answer /system_stats "
+        "dev machine dev does not answer GET /system_stats "
         f"(no answer within {ATTACH_PROBE_SECONDS:g} s): is it running?"
     )
     assert trio.current_time() - began < ATTACH_PROBE_SECONDS + 1

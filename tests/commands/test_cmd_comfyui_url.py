@@ -82,16 +82,48 @@ async def test_run_with_an_unreachable_comfyui_is_one_line(tmp_path: Path) -> No
     """A ComfyUI that does not answer: one line naming the problem, non-zero exit."""
     url = _closed_port_url()
     with trio.fail_after(120):
-        proc = await _cli(tmp_path, "run", "--comfyui-url", url + "/?token=abc", "--log", "r.log")
+        proc = await _cli(tmp_path, "run", "--comfyui-url", url, "--log", "r.log")
     err = proc.stderr.decode()
     assert proc.returncode == 2
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
-        f"error: the ComfyUI at {url} does not answer /system_stats (TransportError):"
+        f"error: the ComfyUI at {url} does not answer GET /system_stats (no connection):"
         " is it running?"
     )
-    assert "abc" not in err
     assert not (tmp_path / "r.log").exists()  # nothing to resume: the retry is not refused
+
+
+async def test_run_with_a_query_in_the_comfyui_url_is_one_line_that_hides_it(
+    tmp_path: Path,
+) -> None:
+    """``?token=...``: refused in one line before anything starts; the token is not shown."""
+    url = _closed_port_url()
+    with trio.fail_after(120):
+        proc = await _cli(
+            tmp_path, "run", "--comfyui-url", url + "/?token=s3cr3t", "--log", "r.log"
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert err.startswith("error: --comfyui-url: a query"), err
+    assert err.count("\n") == 1, err
+    assert "s3cr3t" not in err + proc.stdout.decode()
+
+
+async def test_run_on_a_wrong_path_names_the_status_and_the_path(tmp_path: Path) -> None:
+    """A ComfyUI that answers 404 under the given path prefix: the line names the status
+    and the path it asked for (not a class name, not "is it running?")."""
+    async with served_comfyui() as comfy:
+        with trio.fail_after(120):
+            proc = await _cli(
+                tmp_path, "run", "--comfyui-url", comfy.url + "/comfy", "--log", "r.log"
+            )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(
+        f"error: the ComfyUI at {comfy.url} answered GET /comfy/system_stats with HTTP 404:"
+    ), err
+    assert "Error" not in last
 
 
 async def test_status_of_a_users_comfyui(tmp_path: Path) -> None:

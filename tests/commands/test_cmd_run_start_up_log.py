@@ -38,7 +38,7 @@ def test_a_run_whose_comfyui_does_not_answer_can_be_run_again(
         code = main(cmd)
         last = capsys.readouterr().err.splitlines()[-1]
         assert (code, last.startswith("error: the ComfyUI at ")) == (2, True), last
-        assert last.endswith("does not answer /system_stats (TransportError): is it running?")
+        assert last.endswith("does not answer GET /system_stats (no connection): is it running?")
         assert sorted(p.name for p in Path().iterdir() if p.name.startswith("cu.log")) == []
 
 
