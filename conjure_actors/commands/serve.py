@@ -113,9 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from conjure_actors.commands.validate import check_comfyui_url
     from conjure_actors.config import load_config
 
-    return load_config(config_file=args.config, flags=cloud_flags(args))
+    config = load_config(config_file=args.config, flags=cloud_flags(args))
+    if config.comfyui_url:  # as run: a bad URL (or a token in its query) said in one line
+        check_comfyui_url(config.comfyui_url)
+    return config
 
 
 def _settings(args: argparse.Namespace) -> Any:

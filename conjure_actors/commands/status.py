@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config(config_file=args.config, flags={"comfyui_url": args.comfyui_url})
+    if config.comfyui_url:  # as run: a bad URL (or a token in its query) said in one line
+        from conjure_actors.commands.validate import check_comfyui_url
+
+        check_comfyui_url(config.comfyui_url)
     require_both_credentials(config.runcomfy)  # half a set is a mistake, said in one line
     shown = False
     if args.log or (not config.comfyui_url and not config.runcomfy.configured):
@@ -161,17 +165,33 @@ async def _show_cloud(config: Config) -> None:
 
 
 async def _show_comfyui(http: httpx.AsyncClient, url: str) -> None:
-    from conjure_actors.clients.comfyui import origin_of
+    from conjure_actors.clients.comfyui import base_path, origin_of
 
     base = url.rstrip("/")
-    try:
-        stats = (await http.get(f"{base}/system_stats")).json()
-        queue = (await http.get(f"{base}/queue")).json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise UsageError(
-            f"the ComfyUI at {origin_of(url)} does not answer ({type(exc).__name__}):"
-            " is it running?"
-        ) from None
+    where = f"the ComfyUI at {origin_of(url)}"
+    for route in ("/system_stats", "/queue"):
+        path = base_path(url) + route
+        try:
+            answer = await http.get(base + route)
+        except httpx.HTTPError:
+            raise UsageError(
+                f"{where} does not answer GET {path} (no connection): is it running?"
+            ) from None
+        if answer.status_code != 200:
+            raise UsageError(
+                f"{where} answered GET {path} with HTTP {answer.status_code}: is the URL its"
+                " base URL (with the path a reverse proxy serves it under, if any)?"
+            )
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise UsageError(f"{where} answered GET {path} with something not a ComfyUI's")
+        if route == "/system_stats":
+            stats = body
+        else:
+            queue = body
     system = stats.get("system", {})
     print(
         f"ComfyUI {system.get('comfyui_version', '?')} (python "

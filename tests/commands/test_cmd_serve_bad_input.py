@@ -165,3 +165,14 @@ def test_a_host_that_is_not_this_machines_is_one_line(capsys: pytest.CaptureFixt
     code = main(["serve", "--host", "192.0.2.1", "--token", "x", "--port", "0"])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert err.startswith("error: --host 192.0.2.1: cannot listen there (")
+
+
+def test_a_comfyui_url_with_a_query_is_one_line_that_does_not_show_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As run says it: refused before anything starts, the query (a token, maybe) unshown
+    (serve took it, and joined its routes after the query)."""
+    code = main(["serve", "--port", "0", "--comfyui-url", "http://127.0.0.1:1/?token=s3cret"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert "a query or fragment" in err
+    assert "s3cret" not in err

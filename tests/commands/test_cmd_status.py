@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
+from bad_input_support import one_line_usage_error
 
 import eventlog
 from conjure_actors.cli import main
@@ -168,3 +170,29 @@ def test_status_of_a_crashed_run_bills_its_running_machine_as_replay_does(
     out = capsys.readouterr().out
     assert "machine s1 (runcomfy): stopping, $0.0030" in out
     assert "cost: $0.0030 (the ledger accrued $0.0000)" in out
+
+
+def test_status_of_a_comfyui_url_with_a_query_is_one_line_that_does_not_show_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As run says it: the query (a token, maybe) is refused unshown."""
+    code = main(["status", "--comfyui-url", "http://127.0.0.1:1/?token=s3cret"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert "a query or fragment" in err
+    assert "s3cret" not in err
+
+
+def test_status_of_a_comfyui_that_does_not_answer_names_no_exception_class(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A ComfyUI not listening: what status asked and why it failed, in words (it said
+    "(ConnectError)")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # (closed: nothing listens there)
+    code = main(["status", "--comfyui-url", f"http://127.0.0.1:{port}/comfy"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err == (
+        f"error: the ComfyUI at http://127.0.0.1:{port} does not answer GET"
+        " /comfy/system_stats (no connection): is it running?\n"
+    )
