@@ -831,7 +831,13 @@ class WorkflowActor(Actor):
             case InterruptJob():
                 await self._interrupt(msg.reason)
             case JobStallNoticed():
-                if "follow" in self._scopes and self.job.prompt_id is not None:
+                if "follow" in self._scopes and self._ws_nodes():
+                    # Its SaveImageWebsocket images come only over the socket it follows on
+                    # (a prompt queued behind another on the machine is "stalled" too): off
+                    # it, they would be lost and the prompt run (and paid) again. That
+                    # follow polls /history all the same: it cannot hang.
+                    log.info("job %s stalled: still following its prompt's socket", self.job_id)
+                elif "follow" in self._scopes and self.job.prompt_id is not None:
                     log.info("job %s stalled: following its prompt by polling", self.job_id)
                     self._spawn("follow", self._follow, self.job.prompt_id, False)
             case _:

@@ -1,0 +1,44 @@
+"""A prompt with SaveImageWebsocket nodes keeps following its socket when its job is
+noticed stalled (a prompt queued behind another on its machine makes no progress for a
+while): its images come only over that socket, so following it by polling instead lost them
+and ran (and paid for) the prompt again, though the socket never went down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+from actor_support import open_test_cloud, run_conjure, sim_config
+
+import eventlog
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.events import Event
+from conjure_actors.sim.comfyui import ComfyTimings
+
+WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
+
+
+async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    graph = json.loads((WORKFLOWS / "ws_preview.json").read_text())  # node 2 sends 2 images
+    graph["1"]["inputs"].update(width=512, height=512)  # slow: the second waits > stall time
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=1_000_000.0)) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=2)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            jobs = [await conjure.submit(graph), await conjure.submit(graph)]
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            state = conjure.state
+    for j in jobs:
+        job = state.jobs[j]
+        assert (job.status, job.attempt, job.error) == ("succeeded", 1, None)
+        assert sorted(Path(o.path).name for o in job.outputs) == ["2_00000.png", "2_00001.png"]
+    submitted = [r.event for r in log.records() if isinstance(r.event, ev.PromptSubmitting)]
+    assert len(submitted) == 2  # none run twice
