@@ -1593,8 +1593,9 @@ class WorkflowActor(Actor):
         """Follow the prompt (``_follow_on``). A prompt re-attached after a restart was
         submitted with the client id of the dead process's socket: ComfyUI sends its frames
         (progress, SaveImageWebsocket images) only to a socket of that id, so it is followed
-        over a socket of its own under that id while one can be had
-        (``ComfyUIClient.open_prompt_events``: once per id, checked for P3's silence);
+        over a socket under that id while one can be had, shared with the machine's other
+        prompts re-attached under it (``ComfyUIClient.open_prompt_events``: one connection
+        per id, checked for P3's silence);
         polling ``/history`` decides its outcome all the same."""
         lease = self._lease
         old_id = self.job.client_id
@@ -1606,6 +1607,7 @@ class WorkflowActor(Actor):
             and hasattr(lease.client, "open_prompt_events")
             and (lease.events is None or lease.events.client_id != old_id)
         ):
+            # Shared with the other prompts re-attached on this machine under that id.
             async with lease.client.open_prompt_events(old_id) as own:
                 await self._follow_on(token, prompt_id, use_ws, own)
             return

@@ -929,7 +929,7 @@ class ComfyUIEvents:
         reused = self._reused
         while True:
             client_id = self.client_id if reused else self._client.ids().hex
-            self._client._ws_ids.add(client_id)
+            self._client._own_id(client_id)
             url = f"{self._client.ws_base}/ws?clientId={client_id}"
             try:
                 async with self._client.ws_connect(url) as ws:
@@ -1059,6 +1059,19 @@ class ComfyUIEvents:
 # ---------------------------------------------------------------------------- the client
 
 
+@attrs.define(eq=False)
+class _SharedEvents:
+    """A re-attach socket (:meth:`ComfyUIClient.open_prompt_events`) and its followers:
+    ``ready`` once its first connection attempt is over; ``scope`` closes it; ``closed``
+    once its task ended."""
+
+    events: ComfyUIEvents
+    users: int = 0
+    ready: trio.Event = attrs.Factory(trio.Event)
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    closed: trio.Event = attrs.Factory(trio.Event)
+
+
 class ComfyUIClient:
     """A ComfyUI server's HTTP API (+ WebSocket through :class:`ComfyUIEvents`)."""
 
@@ -1092,9 +1105,12 @@ class ComfyUIClient:
         self._urls: dict[str, httpx.URL] = {}  # the parsed URLs of _FIXED_PATHS
         self._secrets: dict[str, str] = {}
         self._queue_cache: tuple[float, QueueSnapshot] | None = None
-        # Every client id a socket of this client has connected under (this process's):
-        # open_prompt_events uses none of them again (P3).
-        self._ws_ids: set[str] = set()
+        # The client ids this process's sockets connected under, newest last (at most
+        # MAX_OWN_IDS): open_prompt_events uses none of them again (P3).
+        self._ws_ids: OrderedDict[str, None] = OrderedDict()
+        # The sockets re-attached prompts are followed over, by client id, while one of
+        # their followers uses them (open_prompt_events).
+        self._reattached: dict[str, _SharedEvents] = {}
         self._queue_inflight: trio.Event | None = None
         if redact is not None:
             for secret in {self._base, self.ws_base, parts.netloc, parts.hostname or ""}:
@@ -1117,38 +1133,107 @@ class ComfyUIClient:
         """A :class:`ComfyUIEvents` for this server (start its ``run`` in a nursery)."""
         return ComfyUIEvents(self, **kwargs)
 
+    # Client ids of this process's sockets kept (open_prompt_events refuses them): a
+    # socket's id is needed only while the server may still hold a handler of it (P3: a
+    # proxy keeping it open), minutes at most; reconnections are spaced by the retry
+    # delays, so the last 1024 (~100 KiB) cover that, however long a serve runs.
+    MAX_OWN_IDS: Final = 1024
+
+    def _own_id(self, client_id: str) -> None:
+        """A socket of this process connects under ``client_id``: remember it (bounded)."""
+        ids = self._ws_ids
+        ids[client_id] = None
+        ids.move_to_end(client_id)
+        if len(ids) > self.MAX_OWN_IDS:
+            ids.popitem(last=False)
+
     @contextlib.asynccontextmanager
     async def open_prompt_events(
         self, client_id: str, *, hello_timeout: float = 5.0
     ) -> AsyncGenerator[ComfyUIEvents | None, None]:
         """A WebSocket under ``client_id``, the id prompts were submitted with by a process
         that has since died (their frames, SaveImageWebsocket images included, go only to a
-        socket of that id), for following those prompts: one connection, no reconnect,
-        closed on exit. ``None``: not usable, follow by polling (and the machine's socket).
+        socket of that id), for following those prompts: one connection, no reconnect.
+        ``None``: not usable, follow by polling (and the machine's socket).
+
+        Every prompt the dead process sent to this server went under its one socket's id:
+        their followers share one socket (each subscribes by prompt id), opened by the
+        first, closed when the last leaves. It must outlive whichever follower opened it,
+        and this client has no nursery (a machine's re-attached jobs may be leased before
+        its own socket runs): it runs as a trio system task, which ends when its last
+        follower leaves (or the run ends).
 
         P3 (``comfyui.md``): while the dead process's socket handler still lives on the
         server (a proxy may hold it open), connecting under its id works until that handler
         ends, and then the new socket receives nothing more. So this socket carries nothing
-        but those old prompts (new prompts go over a socket of a fresh id: a silenced one
-        costs only the old prompts' progress, never a result, which polling ``/history``
-        decides); an id is used once per client, never one a socket of this process has
-        had (a second socket under it would be silenced when the first closes: ``None``);
-        and a socket whose ``status`` does not come within ``hello_timeout`` of connecting
-        is taken for silenced (``None``)."""
+        but those old prompts (new prompts go over a socket of a fresh id); an id is
+        connected under once per client, never one a socket of this process has had (a
+        second socket under it would be silenced when the first closes: ``None`` once its
+        socket closed); and a socket whose ``status`` does not come within
+        ``hello_timeout`` of connecting is taken for silenced (``None``). A silenced or
+        dropped socket costs the old prompts their progress, and SaveImageWebsocket images
+        sent meanwhile (a result: ComfyUI keeps no copy), which their follower must then
+        find short (the count each node announced) and have again by running the prompt
+        again; their outcome is decided by polling ``/history`` all the same."""
+        shared = self._reattached.get(client_id)
+        if shared is not None:
+            async with self._share(client_id, shared) as events:
+                yield events
+            return
         if client_id in self._ws_ids:  # ours already (this process's, or used once)
             yield None
             return
         events = ComfyUIEvents(
             self, client_id=client_id, reconnect=False, hello_timeout=hello_timeout
         )
-        async with trio.open_nursery() as nursery:
-            # Bounded whatever ``ws_connect`` does (the default has its own 10 s timeout).
-            with trio.move_on_after(hello_timeout + 30.0):
-                await nursery.start(events.run)
-            try:
-                yield events if events.connected else None
-            finally:
-                nursery.cancel_scope.cancel()
+        shared = self._reattached[client_id] = _SharedEvents(events)
+        trio.lowlevel.spawn_system_task(
+            self._run_shared, shared, hello_timeout, name="comfyui re-attach socket"
+        )
+        async with self._share(client_id, shared) as ready:
+            yield ready
+
+    @contextlib.asynccontextmanager
+    async def _share(
+        self, client_id: str, shared: _SharedEvents
+    ) -> AsyncGenerator[ComfyUIEvents | None, None]:
+        """One follower's use of a re-attach socket: it waits for the first connection
+        attempt's end; the last one out closes the socket."""
+        shared.users += 1
+        try:
+            await shared.ready.wait()
+            yield shared.events if shared.events.connected else None
+        finally:
+            shared.users -= 1
+            if shared.users == 0:
+                shared.scope.cancel()
+                if self._reattached.get(client_id) is shared:
+                    del self._reattached[client_id]
+
+    async def _run_shared(self, shared: _SharedEvents, hello_timeout: float) -> None:
+        """A re-attach socket's task (a system task): one connection, its first attempt
+        bounded whatever ``ws_connect`` does (the default has its own 10 s timeout). What it
+        raises beyond the socket's own errors is logged (a system task's error would end
+        the whole run): its followers then poll."""
+        try:
+            with shared.scope:
+                async with trio.open_nursery() as nursery:
+                    with trio.move_on_after(hello_timeout + 30.0):
+                        await nursery.start(shared.events.run)
+                    shared.ready.set()
+                    if not shared.events.connected:
+                        nursery.cancel_scope.cancel()
+        except Exception as exc:  # a system task's error would end the whole run
+            log.warning(
+                "%s: the WebSocket of re-attached prompts failed (%s: %s); they are followed"
+                " by polling",
+                self.name,
+                type(exc).__name__,
+                self.scrub(str(exc)),
+            )
+        finally:
+            shared.ready.set()
+            shared.closed.set()
 
     # ------------------------------------------------------------------ plumbing
 

@@ -1,12 +1,14 @@
 """``ComfyUIClient.open_prompt_events``: a socket under the client id a dead process's
 prompts were submitted with. P3 (a reused id may be silenced): it must say ``status`` with
-that id promptly, it is used once per id, never under an id this process's sockets had, and
-it does not reconnect. MockClock, the ComfyUI simulator in memory."""
+that id promptly, it connects once per id (the followers of that id's prompts share it, and
+it closes when the last leaves), never under an id this process's sockets had, and it does
+not reconnect. MockClock, the ComfyUI simulator in memory."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import trio
@@ -88,3 +90,71 @@ async def test_the_socket_does_not_reconnect(autojump_clock: trio.testing.MockCl
         await trio.sleep(60)
         assert not events.connected
         assert events.generation == 1
+
+
+async def test_followers_of_one_old_id_share_one_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every prompt the dead process sent to the server went under its one socket's id: a
+    second follower under that id gets the same socket (one connection), not None."""
+    async with _client() as (_, client):
+        connections: list[str] = []
+        connect = client.ws_connect
+
+        def counting(url: str) -> Any:
+            connections.append(url)
+            return connect(url)
+
+        client.ws_connect = counting
+        async with (
+            client.open_prompt_events(OLD) as first,
+            client.open_prompt_events(OLD) as second,
+        ):
+            assert first is not None
+            assert second is first
+            assert first.connected
+        assert len(connections) == 1
+
+
+async def test_the_shared_socket_closes_when_its_last_follower_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The follower that opened it leaves first: the socket stays for the other one (its
+    prompt's frames still come), and closes once that one leaves too."""
+    async with _client() as (sim, client), trio.open_nursery() as nursery:
+        opener_in, opener_out = trio.Event(), trio.Event()
+
+        async def opener() -> None:
+            async with client.open_prompt_events(OLD) as events:
+                assert events is not None
+                opener_in.set()
+                await opener_out.wait()
+
+        nursery.start_soon(opener)
+        await opener_in.wait()
+        async with client.open_prompt_events(OLD) as events:
+            assert events is not None
+            opener_out.set()
+            await trio.sleep(60)  # the opener is gone
+            assert events.connected
+            assert OLD in sim._conns
+            shared = client._reattached[OLD]
+        with trio.fail_after(30):  # closing takes its close handshake
+            await shared.closed.wait()
+        assert not events.connected
+        await trio.testing.wait_all_tasks_blocked()  # the server saw it close
+        assert OLD not in sim._conns
+        async with client.open_prompt_events(OLD) as again:  # closed: never reused (P3)
+            assert again is None
+
+
+def test_the_ids_of_this_process_s_sockets_are_kept_bounded() -> None:
+    """A long serve on a flaky ComfyUI reconnects without end: only the newest ids are
+    kept (an old one's handler is long gone on the server), the newest always."""
+    client = ComfyUIClient(BASE, http=httpx.AsyncClient())
+    total = ComfyUIClient.MAX_OWN_IDS + 10
+    for n in range(total):
+        client._own_id(f"{n:032x}")
+    assert len(client._ws_ids) == ComfyUIClient.MAX_OWN_IDS
+    assert f"{total - 1:032x}" in client._ws_ids
+    assert f"{0:032x}" not in client._ws_ids
