@@ -544,10 +544,12 @@ class WorkflowActor(Actor):
         ever answered for it (its ComfyUI failing all along), the prompt may still run
         there, unfollowed, in a slot the pool would hand to another job (a second prompt
         queued behind it on a one-slot machine), and no log line would place it there after
-        another crash. So the machine is given back *broken*: the pool stops it (a RunComfy
-        machine; ``MachineStopping`` is logged before the ``DELETE``), and the prompt with
-        it. Not for an interrupted job: the log keeps its prompt placed there, for the
-        resume's re-attach (``machines_policy.reserved_slots``)."""
+        another crash. So the machine is given back *broken*: the pool gives it no new job
+        and stops it (a RunComfy machine; ``MachineStopping``, reason
+        ``reattach_given_up``, is logged before the ``DELETE``), and the prompt with it,
+        once no other job holds it (their prompts there run to their end, not killed to be
+        run and paid for again). Not for an interrupted job: the log keeps its prompt placed
+        there, for the resume's re-attach (``machines_policy.reserved_slots``)."""
         lease, self._lease = self._lease, None
         unproven, self._unproven = self._unproven, None
         if lease is None:
@@ -556,7 +558,8 @@ class WorkflowActor(Actor):
         if broken:
             log.warning(
                 "job %s: prompt %s on server %s gives up its re-attach unlooked-up (it may"
-                " still run there): the machine takes no other prompt and is stopped",
+                " still run there): the machine takes no new job and is stopped once no"
+                " other job holds it",
                 self.job_id,
                 unproven[:8] if unproven is not None else "?",
                 lease.server_id,

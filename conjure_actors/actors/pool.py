@@ -138,6 +138,9 @@ Starting, ...) meanwhile was not stopped, so it is sent a ``DELETE`` again. Five
 many polls, and well within any lease (so a machine that ignores it is not billed long)."""
 
 ORPHANED_LAUNCH = "its cloud ended with the run that launched it"
+# MachineStopping's reason for a machine a job gave its re-attach up on before any lookup
+# of its prompt answered (the prompt may still run there, unfollowed).
+REATTACH_GIVEN_UP = "reattach_given_up"
 
 RECOVERY_LOOKUP_PATIENCE = 60.0
 """Seconds the recovery waits, in all, for the lookups of the machines its listing left
@@ -614,6 +617,10 @@ class MachinePool:
         # once its job leased the machine again, or moved on (requeued, ended), or the
         # machine went (see MachineActor._reserved).
         self.reserved: dict[str, set[str]] = policy.reserved_slots(ctx.state)
+        # Machines given back broken while other jobs still held them -> the reason to stop
+        # them with: no new job on them; stopped when their last lease ends (a stop at once
+        # would kill those jobs' prompts there, to run and pay for them again).
+        self.draining: dict[str, str] = {}
         # Machines a listing left out -> when (the log's clock) the first listing since one
         # last showed them did: a loss confirmed later (a lookup's 404 comes after the
         # client's own 404 retries) is billed to that listing, not to the confirmation.
@@ -925,12 +932,34 @@ class MachineActor(Actor):
         self._arm_queue_timer()
 
     async def _release(self, server_id: str, job_id: str, *, broken: bool) -> None:
+        """``broken``: the job gave up a re-attach there before any lookup answered (its
+        prompt may still run there, unfollowed): the machine takes no new job and is
+        stopped (``REATTACH_GIVEN_UP``) once no other job holds it."""
         state = self.ctx.state
         machine = state.machines.get(server_id)
         if machine is not None and job_id in machine.leases:
             await self.ctx.emit(decide.release_machine(state, server_id, job_id, at=self.ctx.now()))
+        draining = self.pool.draining
         if broken and machine is not None and machine.kind == "runcomfy":
-            await self._stop(server_id, "unhealthy")
+            draining.setdefault(server_id, REATTACH_GIVEN_UP)
+        reason = draining.get(server_id)
+        if reason is not None:
+            m = self.ctx.state.machines.get(server_id)
+            if m is None or m.status in MACHINE_GONE:
+                del draining[server_id]
+            else:
+                # A slot kept for a job that re-attaches counts as held: its prompt is there.
+                held = len(m.leases) + len(self._reserved(server_id))
+                if not held:
+                    del draining[server_id]
+                    await self._stop(server_id, reason)
+                elif broken:
+                    log.info(
+                        "machine %s: stopped once its %d other job(s) end (%s)",
+                        server_id,
+                        held,
+                        reason,
+                    )
         await self._assign()
 
     def _cancel_lease(self, job_id: str) -> None:
@@ -980,7 +1009,7 @@ class MachineActor(Actor):
                 continue
             sid = m.server_id
             taken = len(m.leases) + (len(self._reserved(sid)) if self.pool.reserved else 0)
-            if sid in stopping or taken >= m.max_jobs:
+            if sid in stopping or taken >= m.max_jobs or sid in self.pool.draining:
                 continue
             if sid in self._looking_up:
                 continue  # a listing left it out: no new job until its lookup answers

@@ -96,7 +96,7 @@ async def test_a_reattach_given_up_unlooked_up_stops_its_machine(
     assert prompts[0] == first
     assert first not in prompts[1:]
     stops = [e.reason for e in _of(log, ev.MachineStopping) if e.server_id == first]
-    assert stops == ["unhealthy"]
+    assert stops == ["reattach_given_up"]
     assert state.jobs[job].server_id != first
 
 
@@ -127,4 +127,4 @@ async def test_a_reattach_cancelled_unlooked_up_stops_its_machine(
             state = conjure.state
     assert state.jobs[job].status == "cancelled"
     stops = [e.reason for e in _of(log, ev.MachineStopping) if e.server_id == first]
-    assert stops == ["unhealthy"]
+    assert stops == ["reattach_given_up"]
