@@ -1723,7 +1723,10 @@ class WorkflowActor(Actor):
                 )
                 await trio.sleep(pause)
                 pause = min(30.0, pause * 2)
-                use_ws = False
+                # The error is HTTP's: a prompt whose SaveImageWebsocket images come only
+                # over its socket stays on it (its frames meanwhile wait, buffered by
+                # prompt id, for the next subscription); the others poll.
+                use_ws = use_ws and bool(ws_nodes)
                 continue
             if succeeded is not None:
                 # This child goes on downloading the outputs (one task, not two: issue 16);
