@@ -227,6 +227,12 @@ class MonitorActor(Actor):
                     job = self.ctx.state.jobs.get(job_id)
                     if job is None or job.status != st.RUNNING:
                         continue
+                    if _waiting_its_turn(self.ctx.state, job):  # checked again later
+                        now = trio.current_time()
+                        self.detector.alive(job_id, now)
+                        self._alive_at[job_id] = now
+                        self._wake_by(_stall_due(now, self.detector.stall_seconds))
+                        continue
                     await self.ctx.emit(
                         ev.JobStalled(job_id=job_id, idle_seconds=round(idle, 3), at=self.ctx.now())
                     )
@@ -256,6 +262,22 @@ class MonitorActor(Actor):
         except (OSError, ValueError) as exc:  # the terminal or pipe is gone (SIGHUP, EPIPE)
             log.warning("monitor: the live view stopped: %s", exc)
             self.sink = None
+
+
+def _waiting_its_turn(state: st.State, job: st.Job) -> bool:
+    """``job``'s prompt waits in its machine's queue (submitted, not started) behind a
+    prompt of another job of ours that runs there: silent, not stalled (it was said
+    "stalled: no progress for 60s" while the prompt ahead ran). Read only when a job goes
+    silent too long: the scan of the jobs is rare."""
+    if job.execution != "submitted" or job.server_id is None:
+        return False
+    return any(
+        other.server_id == job.server_id
+        and other.execution == "started"
+        and other.status == st.RUNNING
+        and other is not job
+        for other in state.jobs.values()
+    )
 
 
 def _stall_due(last: float, stall_seconds: float) -> float:

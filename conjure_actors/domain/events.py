@@ -337,7 +337,7 @@ class LeaseRenewed(msgspec.Struct, frozen=True, kw_only=True, tag="machine.lease
 
 class MachineStopping(msgspec.Struct, frozen=True, kw_only=True, tag="machine.stopping"):
     """Emitted by the MachineActor BEFORE ``DELETE /servers/{id}`` (an intent); ``reason``:
-    idle, budget, shutdown, not_ready, lost..."""
+    idle, budget, shutdown, not_ready, lost, unhealthy, reattach_given_up..."""
 
     server_id: str
     reason: str

@@ -42,3 +42,26 @@ async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
         assert sorted(Path(o.path).name for o in job.outputs) == ["2_00000.png", "2_00001.png"]
     submitted = [r.event for r in log.records() if isinstance(r.event, ev.PromptSubmitting)]
     assert len(submitted) == 2  # none run twice
+
+
+async def test_a_prompt_queued_behind_another_of_ours_is_not_said_stalled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The second prompt waits its turn behind the first on their one machine, silent for
+    longer than the stall time: no JobStalled (a "stalled: no progress" line for a prompt
+    that merely waited), and both succeed."""
+    graph = json.loads((WORKFLOWS / "ws_preview.json").read_text())
+    graph["1"]["inputs"].update(width=512, height=512)  # slow: the second waits > stall time
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=1_000_000.0)) as cloud:
+        config = sim_config(cloud, max_machines=1, jobs_per_machine=2)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            jobs = [await conjure.submit(graph), await conjure.submit(graph)]
+            with trio.fail_after(7200):
+                await conjure.wait_until_idle()
+            state = conjure.state
+    assert [state.jobs[j].status for j in jobs] == ["succeeded", "succeeded"]
+    started = [r.event.at for r in log.records() if isinstance(r.event, ev.ExecutionStarted)]
+    assert max(started) - min(started) > config.monitor.stall_seconds  # it did wait that long
+    assert [r.event for r in log.records() if isinstance(r.event, ev.JobStalled)] == []
