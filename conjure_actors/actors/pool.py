@@ -23,8 +23,14 @@ How a lease is served (``_assign``, after every change):
 2. the requests left over whose job is still active are *unmet demand*: launch
    ``launches_needed(...)`` machines (each approved by the CostActor), at most
    ``max_machines`` alive, never after ``StopLaunching``, and not again once
-   ``max_launch_attempts`` launches in a row ended without a Ready machine;
-3. a request that can never be served (refused, launching stopped, shutdown) fails.
+   ``max_launch_attempts`` launches in a row ended without a Ready machine. One launch is
+   on the wire at a time (the account's rate limit spaces them anyway): each approved launch
+   decides when its turn comes whether the demand still needs it, so a burst a Ready machine
+   drained meanwhile sends no launch;
+3. machines still Starting beyond what the waiting requests need (a Ready machine took
+   them, or their jobs were cancelled) are stopped while Starting, which RunComfy does not
+   bill (``surplus_starting``); a pre-launched machine is kept;
+4. a request that can never be served (refused, launching stopped, shutdown) fails.
 
 The waiting requests are the run's one job queue (issue 16): a job waiting for a machine
 has no actor, only its entry here (``QueueJob``: a ``_Waiter`` and its heap entries). A
@@ -37,7 +43,7 @@ incarnation, a recovery bound to one machine) wait here too, answered through th
 Predictive pre-launch (``pool.prelaunch_max`` > 0): each lease request is an arrival; from
 their rate over ``prelaunch_window`` the pool launches machines (each approved by the
 CostActor, like any launch) until ``prelaunch_target(...)`` are alive, so machines start
-before the jobs that will need them arrive. A hedge never stops a pre-launched machine as
+before the jobs that will need them arrive. A pre-launched machine is never stopped as
 surplus; one that no job takes stops by the idle timeout.
 
 Given-up prompts (``WatchLatePrompt``): a job that gave a prompt up while its ``POST /prompt``
@@ -96,6 +102,7 @@ from conjure_actors.clients.errors import (
     ServerNotFoundError,
     TransportError,
 )
+from conjure_actors.clients.ratelimit import TokenBucket
 from conjure_actors.domain import cost_policy, decide
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import machines_policy as policy
@@ -262,6 +269,11 @@ class LaunchApproved:
     approved: bool | None
     prelaunch: bool = False  # a predictive pre-launch, not a launch for unmet demand
     incarnation: int = 0
+
+
+@attrs.frozen
+class LaunchTurn:
+    """The account's bucket should have a token for the next approved launch now."""
 
 
 @attrs.frozen(eq=False)
@@ -713,6 +725,10 @@ class MachineActor(Actor):
         # would go wrong: LaunchApproved carries its incarnation (_approving).
         self._launching: set[str] = set()  # intent keys with a POST in flight
         self._approving = 0  # launches waiting for the CostActor's answer
+        # Approved launches for demand waiting for their turn on the wire (_on_approved):
+        # still counted in _approving until their turn decides whether they are sent.
+        self._deferred: list[LaunchApproved] = []
+        self._turn_at: float | None = None  # a child waits for the bucket's next token
         self._stopping: set[str] = set()  # DELETEs in flight
         self._renewing: set[str] = set()
         # Machines whose renewal the budget refused -> the lease end it was for: no new
@@ -811,6 +827,9 @@ class MachineActor(Actor):
                 await self._on_approved(msg)
             case LaunchAnswered():
                 await self._on_launch_answered(msg)
+                await self._send_deferred()
+            case LaunchTurn():
+                await self._send_deferred(turn=True)
             case StopAnswered():
                 await self._on_stop_answered(msg)
             case RenewAnswered():
@@ -1098,10 +1117,14 @@ class MachineActor(Actor):
         await self._stop_surplus()
 
     async def _stop_surplus(self) -> None:
-        """Hedged launches: stop the machines still Starting beyond what the waiting jobs
-        need (not billed before Ready), the most recently launched first."""
-        hedge = self.cfg.launch_hedge
-        if hedge <= 1 or self.ctx.runcomfy is None:
+        """Stop the machines still Starting beyond what the waiting jobs need
+        (:func:`~conjure_actors.domain.machines_policy.surplus_starting`: not billed before
+        Ready), the most recently launched first. A pre-launched one is kept (it was
+        launched for jobs not here yet), and with pre-launch on, never fewer machines than
+        its target are left alive. Only machines count: a launch still on its way is
+        not sent once nothing needs it (:meth:`_send_deferred`), and one sent is judged
+        here once it answers, so the machines furthest along are the ones kept."""
+        if self.ctx.runcomfy is None:
             return
         starting = [
             m.server_id
@@ -1115,10 +1138,15 @@ class MachineActor(Actor):
             self.pool.prelaunched.intersection_update(starting)
         n = policy.surplus_starting(
             waiting=len(self.pool.waiting.unbound),
-            starting=len(starting) + len(self._launching) + self._approving,
+            starting=len(starting),
             jobs_per_machine=self.cfg.jobs_per_machine,
-            hedge=hedge,
+            hedge=self.cfg.launch_hedge,
         )
+        target = self._prelaunch_target() if n > 0 else 0
+        if target > 0:
+            # The pre-launch wants ``target`` machines alive for the jobs on their way: a
+            # machine launched for a job that took a pre-launched one counts for it too.
+            n = min(n, max(0, self._alive_or_coming() - target))
         surplus = [sid for sid in starting[::-1] if sid not in self.pool.prelaunched]
         for sid in surplus[:n]:
             await self._stop(sid, "surplus")
@@ -1312,21 +1340,24 @@ class MachineActor(Actor):
         del arrivals[: bisect.bisect_right(arrivals, now - window)]
         arrivals.append(now)
 
-    def _prelaunches_now(self) -> int:
-        """Machines to pre-launch now: the policy's target for the arrival rate, less the
-        machines alive (Ready or Starting) and the launches on their way."""
+    def _prelaunch_target(self) -> int:
+        """The pre-launch's target for the arrival rate now (0: off, or nothing arrives)."""
         cfg = self.cfg
+        if cfg.prelaunch_max <= 0:
+            return 0
         rate = policy.arrival_rate(
             self.pool.arrivals, now=trio.current_time(), window=cfg.prelaunch_window
         )
-        target = policy.prelaunch_target(
+        return policy.prelaunch_target(
             rate=rate,
             service_seconds=cfg.prelaunch_service,
             factor=cfg.prelaunch_factor,
             cap=cfg.prelaunch_max,
         )
-        if target <= 0:
-            return 0
+
+    def _alive_or_coming(self) -> int:
+        """RunComfy machines alive (Ready or Starting, not being stopped), and the launches
+        on their way."""
         alive = sum(
             1
             for m in self.ctx.state.machines.values()
@@ -1334,10 +1365,16 @@ class MachineActor(Actor):
             and m.status not in MACHINE_GONE
             and m.server_id not in self._stopping
         )
+        return alive + len(self._launching) + self._approving
+
+    def _prelaunches_now(self) -> int:
+        """Machines to pre-launch now: the policy's target for the arrival rate, less the
+        machines alive (Ready or Starting) and the launches on their way."""
+        target = self._prelaunch_target()
+        if target <= 0:
+            return 0
         return policy.prelaunches_needed(
-            target=target,
-            alive=alive + len(self._launching) + self._approving,
-            max_machines=cfg.max_machines,
+            target=target, alive=self._alive_or_coming(), max_machines=self.cfg.max_machines
         )
 
     def _prelaunch(self, job_id: str, version: str | None) -> None:
@@ -1393,12 +1430,69 @@ class MachineActor(Actor):
                 self.start_soon(self._approval_unused_child, unused, msg.job_id, name="unused")
             await self._assign()
             return
+        if msg.approved and not msg.prelaunch:
+            # Decided at send time: see _send_deferred.
+            self._deferred.append(msg)
+            await self._send_deferred()
+            return
+        await self._act_on_approved(msg)
+
+    async def _act_on_approved(self, msg: LaunchApproved) -> None:
+        unused = self.pool.approval_unused
         launching = len(self._launching)
         await self._act_on_approval(msg)
         if msg.approved and len(self._launching) == launching and unused is not None:
             # Approved but not launched (served or cancelled meanwhile, launching stopped):
             # the CostActor stops counting the lease it reserved for it.
             self.start_soon(self._approval_unused_child, unused, msg.job_id, name="unused")
+
+    # A launch for demand is decided when it can be sent, not when it was asked for. The
+    # account's rate limit (about one request a second) spaces the POSTs of a burst by
+    # seconds, and the CostActor's approval comes first: a launch logged at once would wait
+    # in the bucket while a Ready machine takes the jobs it was for, then start a machine
+    # nobody uses (QA: four launches for a burst the warm machine drained in 1.8 s, one
+    # sent after the last job had ended). So an approved launch waits for its turn: no other
+    # launch on the wire (each answer lets the next one decide), and a token of the
+    # account's bucket free for it (waited for once, then taken as it comes). At its turn
+    # it asks _act_on_approval, which sends it only if the waiting jobs still need it, and
+    # otherwise gives the approval back. Until then it counts in ``_approving`` (a launch on
+    # its way), so no other launch is asked for the same demand.
+
+    async def _send_deferred(self, *, turn: bool = False) -> None:
+        """Act, in order, on the approved launches whose turn has come (see above);
+        ``turn``: the wait for the bucket is over (it is not waited for twice)."""
+        pool = self.pool
+        if turn:
+            self._turn_at = None
+        while self._deferred and not self._launching:
+            if pool.launching_allowed and pool.shutdown is None and not turn:
+                wait = self._bucket_wait()
+                if wait > 0:
+                    if self._turn_at is None:
+                        self._turn_at = trio.current_time() + wait
+                        self.start_soon(self._turn_child, wait, name="machine-launch-turn")
+                    return
+            turn = False
+            await self._act_on_approved(self._deferred.pop(0))
+
+    def _bucket_wait(self) -> float:
+        """Seconds until the account's rate limit lets one more request out, after the
+        callers already waiting for it (0: now)."""
+        bucket = getattr(self.ctx.runcomfy, "bucket", None)
+        if not isinstance(bucket, TokenBucket):
+            return 0.0
+        stats = bucket.statistics()
+        now = trio.current_time()
+        start, tokens = now, stats.tokens
+        if stats.paused_until is not None:
+            start, tokens = stats.paused_until, 0.0
+        short = stats.waiting + 1.0 - tokens
+        return max(0.0, start - now) + (short / stats.rate if short > 1e-6 else 0.0)
+
+    async def _turn_child(self, wait: float) -> None:
+        """Child: tell the actor when the account's bucket should have a token again."""
+        await trio.sleep(wait)
+        await self._tell(LaunchTurn())
 
     async def _approval_unused_child(self, unused: ApprovalUnusedFn, job_id: str) -> None:
         """Child: tell the CostActor an approval went unused (if it cannot hear it, the
@@ -1813,6 +1907,7 @@ class MachineActor(Actor):
             self._poll()  # intents of unknown outcome: their servers appear in a listing
         if first or reply is not None:
             self.start_soon(self._deadline_child, name="machine-stop-deadline")
+        await self._send_deferred()  # approved launches waiting for their turn: given back
         self._check_shutdown()
 
     async def _deadline_child(self) -> None:

@@ -13,10 +13,13 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   most one lease; a machine whose renewal the budget refused takes no new job and stops
   once idle (:func:`renewal_refused`, :func:`lease_takes_job`);
 - *idle shutdown* (:func:`idle_expired`), keeping a warm pool (:func:`idle_to_stop`);
-- *hedged launches* (``hedge`` in :func:`launches_needed`, :func:`surplus_starting`): a
+- *stop what starts for nobody* (:func:`surplus_starting`): a machine still Starting
+  beyond what the waiting jobs need (they were taken by a Ready machine meanwhile, or
+  cancelled) is stopped while Starting, which RunComfy does not bill (billing starts at
+  Ready), instead of billing from Ready until the idle timeout;
+- *hedged launches* (``hedge`` in :func:`launches_needed` and :func:`surplus_starting`): a
   job that needs a machine launches ``hedge`` of them and takes the first Ready; the others
-  are stopped while still Starting, which RunComfy does not bill (billing starts at Ready),
-  so a slow start-up rarely delays a job;
+  are stopped while still Starting by the rule above, so a slow start-up rarely delays a job;
 - *predictive pre-launch* (:func:`arrival_rate`, :func:`prelaunch_target`,
   :func:`prelaunches_needed`): from the rate at which jobs arrived over a sliding window,
   keep ``ceil(rate x service time x factor)`` machines (at most a cap) Ready or Starting,
@@ -173,11 +176,16 @@ def launches_needed(
 
 def surplus_starting(*, waiting: int, starting: int, jobs_per_machine: int, hedge: int) -> int:
     """How many machines still Starting to stop: those beyond ``hedge`` per machine the
-    ``waiting`` jobs need. Only hedged launches leave a surplus to stop (``hedge`` 1: none;
-    a machine launched for a job that was then cancelled is left to the idle timeout)."""
-    if hedge <= 1:
-        return 0
-    return max(0, starting - -(-waiting // jobs_per_machine) * hedge)
+    ``waiting`` jobs (the ones no Ready machine could take) need.
+
+    A machine is Starting for minutes, and RunComfy bills nothing before Ready, so one no
+    waiting job needs any more (its jobs were taken by a Ready machine that freed up, or
+    cancelled) is stopped now, for nothing, rather than billed from its Ready time until
+    the idle timeout. The machines kept are enough for every job still waiting: a job
+    that waits is never left without the machine it caused (they take the first Ready in
+    serving order, so which machine is whose does not matter). ``hedge`` 1 included: the
+    surplus of a hedged launch is the same rule, with ``hedge`` machines per one needed."""
+    return max(0, starting - -(-waiting // jobs_per_machine) * max(1, hedge))
 
 
 def arrival_rate(arrivals: Sequence[float], *, now: float, window: float) -> float:
