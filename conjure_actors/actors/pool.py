@@ -802,6 +802,7 @@ class MachineActor(Actor):
                 await self._release(msg.server_id, msg.job_id, broken=msg.broken)
             case CancelLease():
                 self._cancel_lease(msg.job_id)
+                await self._stop_surplus()  # a machine starting for it may be needed no more
             case StopMachine():
                 await self._stop(msg.server_id, msg.reason)
             case StopLaunching():

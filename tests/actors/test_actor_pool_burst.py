@@ -86,3 +86,27 @@ async def test_no_launch_is_sent_after_the_burst_left_the_queue(
         assert all(t <= queue_empty for t in launched)
         assert len(rig.events(ev.MachineLaunchRequested)) - before == len(launched)
         assert rig.state.launch_requests == {}
+
+
+async def test_a_machine_starting_for_a_cancelled_job_is_stopped_unbilled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two jobs wait, two machines start; one job is cancelled: one machine is stopped
+    while Starting (billed nothing), and the job still waiting gets the other."""
+    async with pool_rig(max_machines=4, ready_delay=60.0) as rig:
+        a, b = await rig.job(), await rig.job()
+        got = await rig.ask_lease(a)
+        await rig.ask_lease(b)
+        await trio.sleep(10)  # both launched, both Starting
+        assert [m.status for m in rig.state.machines.values()] == ["starting"] * 2
+        await rig.cancel(b)
+        await rig.poll()  # a message behind the cancel: it has been handled
+        reasons = sorted(str(m.stop_reason) for m in rig.state.machines.values())
+        assert reasons == ["None", "surplus"]  # at once, not at the next tick
+        with trio.fail_after(120):
+            lease = await got.wait()
+        await rig.release(lease.server_id, a)
+        stopped = [m for m in rig.state.machines.values() if m.server_id != lease.server_id]
+        assert [m.stop_reason for m in stopped] == ["surplus"]
+        assert {b.server_id: b.billed_seconds for b in rig.sim.billing()}[stopped[0].server_id] == 0
+        assert rig.ledger_matches_sim()
