@@ -146,7 +146,8 @@ async def test_status_of_an_unreachable_comfyui_is_one_line(tmp_path: Path) -> N
     err = proc.stderr.decode()
     assert proc.returncode == 2
     assert err.strip().splitlines() == [
-        f"error: the ComfyUI at {url} does not answer (ConnectError): is it running?"
+        f"error: the ComfyUI at {url} does not answer GET /system_stats (no connection):"
+        " is it running?"
     ]
 
 
