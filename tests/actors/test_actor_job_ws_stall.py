@@ -22,10 +22,11 @@ from conjure_actors.sim.comfyui import ComfyTimings
 WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
 
 
-async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
-) -> None:
-    graph = json.loads((WORKFLOWS / "ws_preview.json").read_text())  # node 2 sends 2 images
+async def _two_in_a_row(tmp_path: Path) -> tuple[Any, list[str], Any, float]:
+    """Two jobs of a slow SaveImageWebsocket workflow (node 2 sends 2 images) on one machine
+    of two slots: the second prompt waits in its queue longer than the stall time. Returns
+    the state, the job ids, the log and the stall time."""
+    graph = json.loads((WORKFLOWS / "ws_preview.json").read_text())
     graph["1"]["inputs"].update(width=512, height=512)  # slow: the second waits > stall time
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
@@ -35,7 +36,13 @@ async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
             jobs = [await conjure.submit(graph), await conjure.submit(graph)]
             with trio.fail_after(7200):
                 await conjure.wait_until_idle()
-            state = conjure.state
+            return conjure.state, jobs, log, config.monitor.stall_seconds
+
+
+async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    state, jobs, log, _ = await _two_in_a_row(tmp_path)
     for j in jobs:
         job = state.jobs[j]
         assert (job.status, job.attempt, job.error) == ("succeeded", 1, None)
@@ -50,18 +57,8 @@ async def test_a_prompt_queued_behind_another_of_ours_is_not_said_stalled(
     """The second prompt waits its turn behind the first on their one machine, silent for
     longer than the stall time: no JobStalled (a "stalled: no progress" line for a prompt
     that merely waited), and both succeed."""
-    graph = json.loads((WORKFLOWS / "ws_preview.json").read_text())
-    graph["1"]["inputs"].update(width=512, height=512)  # slow: the second waits > stall time
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=1_000_000.0)) as cloud:
-        config = sim_config(cloud, max_machines=1, jobs_per_machine=2)
-        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            jobs = [await conjure.submit(graph), await conjure.submit(graph)]
-            with trio.fail_after(7200):
-                await conjure.wait_until_idle()
-            state = conjure.state
+    state, jobs, log, stall_seconds = await _two_in_a_row(tmp_path)
     assert [state.jobs[j].status for j in jobs] == ["succeeded", "succeeded"]
     started = [r.event.at for r in log.records() if isinstance(r.event, ev.ExecutionStarted)]
-    assert max(started) - min(started) > config.monitor.stall_seconds  # it did wait that long
+    assert max(started) - min(started) > stall_seconds  # it did wait that long
     assert [r.event for r in log.records() if isinstance(r.event, ev.JobStalled)] == []
