@@ -15,7 +15,7 @@ import trio.testing
 
 from conjure_actors.config import Config, PoolConfig, RetryConfig, RunComfyConfig, Secret
 
-VERSION = "wv-1"
+VERSION = "wv-conjure-flux-mesh-1"  # (the simulated account has it: an unknown one is refused)
 MOCK = trio.testing.MockClock
 
 

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _mockrun import (  # noqa: E402  (bench/_mockrun.py)
+    VERSION,
     config_for,
     non_negative_int,
     non_negative_number,
@@ -224,7 +225,7 @@ async def _seeds_day(jobs: list[DayJob], out: Path) -> dict[str, float]:
 
         async def one(job: DayJob) -> None:
             await trio.sleep_until(start + job.arrival)
-            server = await rc.launch("wv-1", "medium", 3600)
+            server = await rc.launch(VERSION, "medium", 3600)
             try:
                 server = await rc.wait_until_ready(server.server_id, interval=5.0)
                 client = ComfyUIClient(server.url.reveal(), http=http, redact=server.server_id)
