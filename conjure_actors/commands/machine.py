@@ -494,22 +494,63 @@ async def _stop_recorded(rc: Any, path: Path, recorded: DevMachine) -> None:
     """Stop the recorded dev machine, forget it, say its bill."""
     from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
-    stopped = await rc.stop(recorded.server_id, missing_ok=True)
-    # A 404: it was gone before this DELETE (it vanished, or its lease ran out), at a
-    # moment nobody tells: billed to the first look that found it gone at the latest (this
-    # one, or an earlier `machine status`), never past its lease's end.
-    now = time.time()
-    until = recorded.billed_until(now) if stopped is None else now
-    cost = machine_cost_micros(recorded.rate_micros_per_hour, recorded.service_ready_at, until)
+    how, server, until = await _stop_looked(rc, recorded.server_id)
+    if how == "gone":  # to its lease's end as recorded at the latest (the look tells none)
+        until = recorded.billed_until(until)
+    elif how == "already" and recorded.gone_at is not None:  # an earlier `machine status`
+        until = min(until, recorded.gone_at)
+    ready_at = recorded.service_ready_at
+    if server is not None and server.service_ready_at is not None:
+        ready_at = server.service_ready_at
+    cost = machine_cost_micros(recorded.rate_micros_per_hour, ready_at, until)
     _remove(path)
-    if stopped is None:
+    if how == "gone":
         _say(
             f"dev machine {recorded.server_id} was already gone (it vanished, or its lease"
             f" ran out); billed at most {format_usd(cost)} (up to when it was first found"
             " gone: when it went nobody tells)",
         )
+    elif how == "already":
+        _say(
+            f"dev machine {recorded.server_id} was already stopped ({_STOPPED_BY});"
+            f" billed at most {format_usd(cost)} ({_AT_MOST})"
+        )
     else:
         _say(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
+
+
+_STOPPED_BY: Final = "its lease ran out, or it was stopped another way"
+_AT_MOST: Final = (
+    "up to when it was found stopped, never past its lease's end: when it stopped nobody tells"
+)
+
+
+async def _stop_looked(rc: Any, server_id: str) -> tuple[str, Any, float]:
+    """Stop a machine of the account if it is still up: ``(how, server, until)``. A look
+    first (``GET``): a DELETE's answer says ``Deleting`` whether this DELETE stopped it or
+    its lease (or another stop) had, so only the look tells "already stopped" from
+    "stopped". ``how``: ``gone`` (404, ``server`` None), ``already`` (found stopping:
+    nobody tells when it stopped, ``until`` is the latest it can have billed to) or
+    ``stopped`` (by this DELETE: ``until`` is when it returned). ``server`` is the last
+    answer about it; ``until`` never passes its lease's end (RunComfy stops it there, and
+    bills no further)."""
+    looked = await _look(rc, server_id)
+    if _up(looked) is not None:
+        stopped = await rc.stop(server_id, missing_ok=True)
+        if stopped is None:  # went between the look and the DELETE
+            return "gone", None, time.time()
+        return "stopped", stopped, _lease_capped(time.time(), stopped)
+    now = time.time()
+    if looked is None:
+        return "gone", None, now
+    return "already", looked, _lease_capped(now, looked)
+
+
+def _lease_capped(now: float, server: Any) -> float:
+    """``now``, never past the lease's end RunComfy gives (if its lease ran out between a
+    look and the DELETE, RunComfy stopped it, and billed it, there)."""
+    lease_end = server.estimated_stopping_at
+    return now if lease_end is None else min(now, lease_end)
 
 
 _SERVER_ID_FIELD: Final = re.compile(rb'"server_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
@@ -525,17 +566,28 @@ def _salvaged_server_id(file: Path) -> str | None:
     return found.group(1).decode() if found else None
 
 
-def _bill(config: Config, server: Any, rate: int | None = None) -> str:
-    """``; cost $x`` of a machine just stopped (its DELETE's answer), or "" if unpriced."""
+def _bill(config: Config, server: Any, until: float) -> str:
+    """``$x`` billed by a machine (as RunComfy last described it) up to ``until``, or "" if
+    unpriced."""
     from conjure_actors.domain.errors import PriceTableError
     from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
 
-    if rate is None:
-        try:
-            rate = default_price_table(config.runcomfy.plan).rate(server.server_type or "")
-        except PriceTableError:
-            return ""
-    return f"; cost {format_usd(machine_cost_micros(rate, server.service_ready_at, time.time()))}"
+    try:
+        rate = default_price_table(config.runcomfy.plan).rate(server.server_type or "")
+    except PriceTableError:
+        return ""
+    return format_usd(machine_cost_micros(rate, server.service_ready_at, until))
+
+
+def _stopped_line(config: Config, what: str, how: str, server: Any, until: float) -> str:
+    """What became of a machine :func:`_stop_looked` was given, with its bill if priced."""
+    if how == "gone":
+        return f"{what} was not found on the account (already gone)"
+    bill = _bill(config, server, until)
+    if how == "already":
+        at_most = f"; billed at most {bill} ({_AT_MOST})" if bill else ""
+        return f"{what} was already stopped ({_STOPPED_BY}){at_most}"
+    return f"{what} stopped{f'; cost {bill}' if bill else ''}"
 
 
 async def _stop_salvaged(rc: Any, config: Config, file: Path) -> bool:
@@ -544,17 +596,13 @@ async def _stop_salvaged(rc: Any, config: Config, file: Path) -> bool:
     server_id = _salvaged_server_id(file)
     if server_id is None:
         return False
-    stopped = await rc.stop(server_id, missing_ok=True)
+    how, server, until = await _stop_looked(rc, server_id)
     _remove(file)
-    if stopped is None:
-        _say(
-            f"dev machine {server_id} (read from the damaged {file}, now removed) was already gone"
-        )
+    what = f"dev machine {server_id} (read from the damaged {file}, now removed)"
+    if how == "gone":
+        _say(f"{what} was already gone")
     else:
-        _say(
-            f"dev machine {server_id} (read from the damaged {file}, now removed)"
-            f" stopped{_bill(config, stopped)}"
-        )
+        _say(_stopped_line(config, what, how, server, until))
     return True
 
 
@@ -645,11 +693,8 @@ async def _down_by_id(config: Config, path: Path, rc: Any, server_id: str) -> in
         await _stop_recorded(rc, path, recorded)
         recorded = None
     else:
-        stopped = await rc.stop(server_id, missing_ok=True)
-        if stopped is None:
-            _say(f"machine {server_id} was not found on the account (already gone)")
-        else:
-            _say(f"machine {server_id} stopped{_bill(config, stopped)}")
+        how, server, until = await _stop_looked(rc, server_id)
+        _say(_stopped_line(config, f"machine {server_id}", how, server, until))
     if pending is not None and pending.server_id == server_id:
         forget.append(pending_path(path))
     for file in forget:

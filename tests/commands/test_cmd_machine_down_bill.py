@@ -1,0 +1,145 @@
+"""``machine down`` of a machine already stopped (its lease ran out, or another stop): the
+DELETE's answer says ``Deleting`` either way, so it billed up to the call (the overbill grew
+with every second after the lease's end) and said "stopped". Now a look first tells
+"already stopped", and the bill never passes the lease's end or that look: it agrees with
+the sim's own billing, to the micro-dollar when the lease's end is when it stopped."""
+
+from __future__ import annotations
+
+import argparse
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from conjure_actors.clients.runcomfy import RunComfyClient
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.commands import machine as machine_cmd
+from conjure_actors.commands.machine import DevMachine, machine_action, write_dev_machine
+from conjure_actors.config import Config, RunComfyConfig
+from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
+from conjure_actors.sim.runcomfy import RunComfyTimings
+from tests.clients.test_client_runcomfy import BASE, TOKEN, USER, VERSION, open_client
+
+CONFIG = Config(runcomfy=RunComfyConfig(workflow_version=VERSION))
+# Stopped machines stay listed as Deleting (no 404) for the whole test.
+TIMINGS = RunComfyTimings(ready_delay=5.0, deleting_delay=3600.0)
+
+
+def _args(action: str, **more: object) -> argparse.Namespace:
+    return argparse.Namespace(action=action, duration=3600.0, wait=600.0, **more)
+
+
+def _record(path: Path, server: Any, launched_at: float) -> None:
+    """The state file of a medium dev machine, as `machine up` writes it."""
+    table = default_price_table()
+    write_dev_machine(
+        path,
+        DevMachine(
+            server_id=server.server_id,
+            url="",
+            server_type="medium",
+            workflow_version=VERSION,
+            service_ready_at=server.service_ready_at,
+            estimated_stopping_at=server.estimated_stopping_at,
+            rate_micros_per_hour=table.rate("medium"),
+            price_table_version=table.version,
+            launched_at=launched_at,
+        ),
+    )
+
+
+def _wall(monkeypatch: pytest.MonkeyPatch) -> TrioWallClock:
+    """The sim's wall clock, which the command reads too (a MockClock test)."""
+    wall = TrioWallClock()
+    monkeypatch.setattr(machine_cmd, "time", types.SimpleNamespace(time=wall.now))
+    return wall
+
+
+async def test_down_of_a_lease_expired_machine_bills_to_its_lease_end(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The QA case: the lease ran out (Deleting, not yet 404), `machine down` 100 s later
+    said "stopped; cost" up to the call; now "already stopped", the sim's exact bill."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 60)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        _record(path, server, wall.now())
+        rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
+        await trio.sleep(160)
+        (bill,) = sim.billing()
+        assert bill.reason == "lease_expired"
+        assert sim.status_of(server.server_id) == "Deleting"
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+    out = capsys.readouterr().out
+    assert "already stopped" in out
+    assert "stopped;" not in out
+    assert f"billed at most {format_usd(bill.cost_micros)} " in out
+    assert not path.exists()
+
+
+async def test_down_by_id_of_a_lease_expired_machine_bills_to_its_lease_end(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`machine down --server-id ID` (no record of it): what RunComfy says of the machine
+    (its lease's end) bounds the bill, which agrees with the sim's."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 60)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        await trio.sleep(160)
+        (bill,) = sim.billing()
+        assert bill.reason == "lease_expired"
+        args = _args("down", server_id=server.server_id)
+        assert await machine_action(args, CONFIG, path, rc) == 0
+    out = capsys.readouterr().out
+    assert f"machine {server.server_id} was already stopped" in out
+    assert "stopped;" not in out
+    assert f"billed at most {format_usd(bill.cost_micros)} " in out
+
+
+async def test_down_of_a_machine_stopped_another_way_says_already_stopped(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped by another `machine down --server-id` (another state file): this one's
+    DELETE stops nothing; it said "stopped" with a bill to the call. Now "already stopped",
+    billed at most up to its look, never below the sim's bill."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    table = default_price_table()
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 3600)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        _record(path, server, wall.now())
+        await trio.sleep(30)
+        other = _args("down", server_id=server.server_id)
+        assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
+        (bill,) = sim.billing()
+        assert bill.reason == "stopped"
+        capsys.readouterr()
+        await trio.sleep(1000)
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+        looked = wall.now()
+    (bill,) = sim.billing()
+    assert bill.reason == "stopped"
+    out = capsys.readouterr().out
+    assert f"dev machine {server.server_id} was already stopped" in out
+    assert "stopped;" not in out
+    at_most = machine_cost_micros(table.rate("medium"), server.service_ready_at, looked)
+    assert bill.cost_micros <= at_most
+    assert f"billed at most {format_usd(at_most)} " in out
