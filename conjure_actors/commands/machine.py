@@ -851,9 +851,9 @@ async def _settle_pending(
         )
         return server
     stopped = await rc.stop(server.server_id, missing_ok=True)
-    stopped_at = time.time()
-    if stopped is None and server.estimated_stopping_at is not None:
-        stopped_at = min(stopped_at, server.estimated_stopping_at)
+    # Never past its lease's end (the DELETE's, else the look's): one that ran out between
+    # the look and the DELETE stopped there.
+    stopped_at = _lease_capped(time.time(), server if stopped is None else stopped)
     pending_path(path).unlink(missing_ok=True)
     # The DELETE's answer is the machine as it stopped (as the pool bills it): it may have
     # got Ready since the look, which would bill it $0.

@@ -18,7 +18,13 @@ import trio.testing
 from conjure_actors.clients.runcomfy import RunComfyClient
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.commands import machine as machine_cmd
-from conjure_actors.commands.machine import DevMachine, machine_action, write_dev_machine
+from conjure_actors.commands.machine import (
+    DevMachine,
+    PendingLaunch,
+    machine_action,
+    write_dev_machine,
+    write_pending_launch,
+)
 from conjure_actors.config import Config, RunComfyConfig
 from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
 from conjure_actors.sim.runcomfy import RunComfyTimings
@@ -143,3 +149,69 @@ async def test_down_of_a_machine_stopped_another_way_says_already_stopped(
     at_most = machine_cost_micros(table.rate("medium"), server.service_ready_at, looked)
     assert bill.cost_micros <= at_most
     assert f"billed at most {format_usd(at_most)} " in out
+
+
+async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The look finds it Ready, its lease runs out before the DELETE (a slow network, a
+    429's back-off): RunComfy stopped it at the lease's end, and the bill ends there."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 60)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        _record(path, server, wall.now())
+        rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
+        stop = rc.stop
+
+        async def late_stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            await trio.sleep(100)
+            return await stop(server_id, missing_ok=missing_ok)
+
+        monkeypatch.setattr(rc, "stop", late_stop)
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+    (bill,) = sim.billing()
+    assert bill.reason == "lease_expired"
+    assert f"cost {format_usd(bill.cost_micros)}" in capsys.readouterr().out
+
+
+async def test_down_of_an_interrupted_launchs_machine_bills_to_its_lease_end(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The machine of an interrupted `machine up`, found Ready, its lease run out before
+    the DELETE: billed to the lease's end, as the cloud bills it, not to the DELETE."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 60)
+        write_pending_launch(
+            path,
+            PendingLaunch(
+                server_type="medium",
+                workflow_version=VERSION,
+                estimated_duration=60,
+                known_server_ids=[],
+                requested_at=wall.now(),
+                server_id=server.server_id,
+            ),
+        )
+        await rc.wait_until_ready(server.server_id, interval=1)
+        rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
+        stop = rc.stop
+
+        async def late_stop(server_id: str, *, missing_ok: bool = False) -> Any:
+            await trio.sleep(100)
+            return await stop(server_id, missing_ok=missing_ok)
+
+        monkeypatch.setattr(rc, "stop", late_stop)
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+    (bill,) = sim.billing()
+    assert bill.reason == "lease_expired"
+    assert f"cost {format_usd(bill.cost_micros)}" in capsys.readouterr().out
