@@ -119,13 +119,32 @@ class _Parser(argparse.ArgumentParser):
     that matters. Sub-parsers are made of the same class (``add_subparsers`` uses the
     parent's), so every command and ``machine up|status|down`` says it so."""
 
-    #: Whose ``--help`` to point at (None: this parser's): the top parser reports the
-    #: command's unrecognized arguments, so it points at the command's.
-    help_prog: str | None = None
-
     def error(self, message: str) -> NoReturn:
         line = " ".join(message.split())
-        self.exit(EXIT_USAGE, f"error: {line} (see `{self.help_prog or self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, f"error: {line} (see `{self.prog} --help`)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but arguments nobody took are said by the parser of the
+        (sub-)command chosen (``machine down --bogus``: see ``machine down --help``):
+        argparse reports them from the top parser, whose help does not list them."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            _chosen_parser(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _chosen_parser(
+    parser: argparse.ArgumentParser, parsed: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The deepest (sub-)parser the parsed command line chose (``machine`` -> ``down``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if isinstance(chosen, argparse.ArgumentParser):
+                return _chosen_parser(chosen, parsed)
+    return parser
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -155,8 +174,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         module.add_arguments(p)
         p.set_defaults(_module=module)
-        if command is not None:
-            parser.help_prog = p.prog
     return parser
 
 

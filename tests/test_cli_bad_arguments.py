@@ -49,3 +49,22 @@ def test_an_unknown_flag_of_any_command_is_one_line(
     pointing at that command's help."""
     err = _bad([command, "--no-such-flag"], capsys)
     assert f"`python -m conjure_actors {command} --help`" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "help_of"),
+    [
+        (["machine", "down", "--bogus"], "machine down"),
+        (["machine", "status", "--server-id", "x"], "machine status"),
+        (["machine", "up", "--no-such-flag"], "machine up"),
+    ],
+    ids=["down", "status", "up"],
+)
+def test_an_unknown_flag_of_a_sub_command_points_at_its_own_help(
+    argv: list[str], help_of: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``machine down --bogus``: argparse reports it from the top parser; the line points
+    at ``machine down --help`` (which lists down's options), not at ``machine --help``."""
+    err = _bad(argv, capsys)
+    assert "unrecognized arguments" in err
+    assert f"(see `python -m conjure_actors {help_of} --help`)" in err
