@@ -222,9 +222,31 @@ def _names_node(message: str, node_id: str) -> bool:
     return f"node {node_id} " in message or f"node {node_id}:" in message
 
 
+_IN_WORDS: Final[dict[str, str]] = {
+    # conjure_actors' own error types, said in words on a job's failure line (the log and
+    # ``--json`` keep ``error_type``); "": the message says it alone ("no machine for job
+    # ...", "its actor did not start: ..."). Other types (ComfyUI's exception classes,
+    # "torch.OutOfMemoryError") are ComfyUI's own words for what went wrong: kept.
+    "NoMachine": "",
+    "ActorStartFailed": "",
+    "BudgetRefused": "refused by the budget",
+    "RetriesExhausted": "out of retries",
+    "Timeout": "timed out",
+    "InternalError": "internal error",
+    "AttemptFailed": "attempt failed",
+}
+
+
+def _error_words(error_type: str, message: str) -> str:
+    """``error_type: message`` for a failure line, with conjure_actors' own types in words."""
+    words = _IN_WORDS.get(error_type, _flat(error_type))
+    return f"{words}: {message}" if words else message
+
+
 def job_reason(job: st.Job) -> str | None:
     """Why a failed or cancelled job ended, in one line (None for any other job): the node,
-    its class, the error's type and message (ComfyUI's details included), as logged."""
+    its class, the error (conjure_actors' own error types in words, ComfyUI's as it named
+    them) and message (ComfyUI's details included), as logged."""
     if job.status == st.CANCELLED:
         return _flat(job.cancel_reason or "cancelled")
     if job.status != st.FAILED:
@@ -237,7 +259,7 @@ def job_reason(job: st.Job) -> str | None:
     if error.node_id is not None and not _names_node(message, error.node_id):
         cls = f" ({_flat(error.node_type)})" if error.node_type else ""
         where = f"node {_flat(error.node_id)}{cls}: "
-    return f"{where}{_flat(error.error_type)}: {message}"
+    return f"{where}{_error_words(error.error_type, message)}"
 
 
 def short_reason(job: st.Job) -> str | None:
