@@ -16,7 +16,8 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
   snapshot (if any) agrees with the records; exit 1 naming the first divergence;
 - ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do);
 - ``--follow --json`` writes one JSON object per record (as ``run --json`` writes events),
-  ``--check --json`` its verdict as one object (docs/replay-json.md). An option the chosen
+  ``--check --json`` its verdict as one object, also of a log it could not check (with its
+  torn tail, if any: docs/replay-json.md). An option the chosen
   mode would not use (``--diff --json``, ``--follow --at``) is refused, not ignored.
 
 A log without a record (0 bytes, or a header only) is refused in one line (exit 2) by every

@@ -88,6 +88,12 @@ def _records(path: str, **kwargs: Any) -> Iterator[eventlog.Record[Any]]:
 
 def _report_torn_tail(path: str, *, tail_only: bool = False) -> int:
     """Say on stderr if the log ends in a torn tail; returns its last complete seq."""
+    return _scan_reporting_a_torn_tail(path, tail_only=tail_only).last_seq
+
+
+def _scan_reporting_a_torn_tail(path: str, *, tail_only: bool = False) -> eventlog.LogInfo:
+    """:func:`eventlog.scan` of ``path`` (its ``torn_bytes``, ``good_bytes``,
+    ``last_seq``), a torn tail said on stderr, eventlog's errors as ConjureErrors."""
     try:
         info = eventlog.scan(path, tail_only=tail_only)
     except eventlog.UnsupportedVersionError as exc:
@@ -105,7 +111,7 @@ def _report_torn_tail(path: str, *, tail_only: bool = False) -> int:
             " complete records before it",
             file=sys.stderr,
         )
-    return info.last_seq
+    return info
 
 
 def _parse_at(text: str) -> tuple[int | None, float | None]:
@@ -586,8 +592,25 @@ def _describe_difference(left: State, right: State) -> str:
 
 def _check(path: str, snapshot: str | None, *, as_json: bool = False) -> int:
     """Print the verdict of :func:`check_verdict`: its line, or (``as_json``) the whole
-    verdict as one JSON object; exit 0 if the log checks out, else 1."""
-    verdict = check_verdict(path, snapshot)
+    verdict as one JSON object; exit 0 if the log checks out, else 1.
+
+    With ``as_json`` the verdict is written whatever stops the check: a log that cannot be
+    read (corrupt in the middle: exit 1; missing, foreign, newer, without a record: exit 2)
+    is ``ok: false`` with the error's line as its ``failure``, and the error is still said
+    on stderr with its exit code. A torn tail is the verdict's ``torn_tail``."""
+    torn: dict[str, int] | None = None
+    try:
+        _refuse_a_log_without_records(path, "check")
+        info = _scan_reporting_a_torn_tail(path)
+        if info.torn_bytes:
+            torn = {"offset": info.good_bytes, "bytes": info.torn_bytes}
+        verdict = check_verdict(path, snapshot)
+    except ConjureError as exc:
+        if as_json:
+            failed = {"ok": False, "log": path, "failure": str(exc), "torn_tail": torn}
+            _write_bytes(msgspec.json.encode(failed) + b"\n")
+        raise
+    verdict["torn_tail"] = torn
     if as_json:
         _write_bytes(msgspec.json.encode(verdict) + b"\n")
     elif verdict["ok"]:
@@ -789,8 +812,6 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined")
     _refuse_what_a_mode_ignores(args, modes[0] if modes else None)
     if args.check:
-        _refuse_a_log_without_records(path, "check")
-        _report_torn_tail(path)
         return _check(path, args.snapshot, as_json=args.json)
     if args.diff:
         _refuse_a_log_without_records(path, "compare")

@@ -80,3 +80,50 @@ def test_an_option_the_mode_does_not_use_is_refused(
     options = [str(log) if word == "OTHER" else word for word in options]
     code = main(["replay", str(log), *options])
     assert said in one_line_usage_error(code, capsys.readouterr().err)
+
+
+def test_check_json_gives_the_verdict_of_a_corrupt_log(
+    log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flipped byte in the middle: the verdict still, ok false naming the offset, exit 1
+    (it was the text error line alone)."""
+    data = bytearray(log.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    log.write_bytes(bytes(data))
+    assert main(["replay", str(log), "--check", "--json"]) == 1
+    captured = capsys.readouterr()
+    verdict = json.loads(captured.out)
+    assert verdict["ok"] is False
+    assert verdict["log"] == str(log)
+    assert "corrupt at byte offset" in verdict["failure"]
+    assert captured.err.startswith("error: ")  # still said, as without --json
+
+
+def test_check_json_names_a_torn_tail(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A torn tail: ok (the records before it check out), exit 0, and the verdict says
+    where it starts and how long it is (it was only a warning on stderr)."""
+    size = log.stat().st_size
+    with log.open("ab") as f:
+        f.write(b"\x01\x02\x03\x04\x05")
+    assert main(["replay", str(log), "--check", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["ok"] is True
+    assert verdict["torn_tail"] == {"offset": size, "bytes": 5}
+
+
+def test_check_json_of_a_whole_log_has_no_torn_tail(
+    log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", str(log), "--check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["torn_tail"] is None
+
+
+def test_check_json_gives_the_verdict_of_a_missing_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log that cannot be checked at all: the verdict, ok false, with bad input's exit 2."""
+    missing = tmp_path / "nope.log"
+    assert main(["replay", str(missing), "--check", "--json"]) == 2
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["ok"], verdict["log"]) == (False, str(missing))
+    assert "does not exist" in verdict["failure"]
