@@ -24,6 +24,10 @@ A log without a record (0 bytes, or a header only) is refused in one line (exit 
 mode but ``--follow``, which waits for a run's first record as it waits for a log that does
 not exist yet. A torn tail (a crash mid-append) is reported on stderr and the replay goes on
 up to it; damage in the middle of the log exits 1 with its byte offset, never a traceback.
+A record a newer conjure_actors wrote is refused in one line (exit 2: upgrade conjure_actors):
+before anything is printed by the modes that fold or check the log; the timeline, a stream,
+prints the records before it (as before damage), then says it stops there (refusing first
+would read the whole log before its first line; ``--follow`` stops so where it meets one).
 
 The CLI imports this module to build the parser (``replay --help`` included), so it imports
 nothing but argparse: the work, with eventlog, the domain and msgspec, is in

@@ -485,12 +485,29 @@ def _write_bytes(data: bytes) -> None:
 
 
 def _timeline(path: str, job_id: str | None) -> int:
+    """Print the timeline as the records are read (``replay LOG | head`` shows its first
+    lines at once, whatever the log's size).
+
+    A record a newer conjure_actors wrote stops it where it is met (exit 2, upgrade), as
+    damage does (exit 1), after the records before it: each line printed is true of its
+    record, unlike a state or a verdict folded without it (the other modes refuse). Refusing
+    first would cost a read of the whole log before the first line (a tag pre-scan of a
+    1M-record log, 120 MB: 0.8-1.0 s, more than the 0.7 s of all of ``replay LOG | head``)
+    on every timeline, for a log this version cannot fully read anyway. The error line says
+    that the timeline above stops before that record."""
     count = 0
-    for record in _records(path):
-        if job_id is not None and event_job_id(record.event) != job_id:
-            continue
-        print(timeline_line(record))
-        count += 1
+    read = 0
+    try:
+        for record in _records(path):
+            read += 1
+            if job_id is not None and event_job_id(record.event) != job_id:
+                continue
+            print(timeline_line(record))
+            count += 1
+    except UsageError as exc:
+        if read and isinstance(exc.__cause__, eventlog.UnknownEventError):
+            raise UsageError(f"{exc} (the timeline above stops before it)") from exc.__cause__
+        raise
     if job_id is not None and count == 0:
         raise UsageError(f"no event in {path} is about job {job_id}: check the job id")
     return EXIT_OK

@@ -47,8 +47,27 @@ def test_replay_says_a_newer_version_wrote_the_log(
     code = main(["replay", str(newer_log), *options])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert NEWER.format(log=str(newer_log)) in err
-    assert err.rstrip().endswith("upgrade conjure_actors to read it")
+    assert "upgrade conjure_actors to read it" in err
     assert "upcaster" not in err  # the developer's hint is for --debug
+
+
+@pytest.mark.parametrize("options", [[], ["--job", "j1"]], ids=" ".join)
+def test_the_timeline_shows_the_records_before_a_newer_one_and_says_where_it_stops(
+    newer_log: Path, options: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The timeline streams (``replay LOG | head`` is not held up by a read of the whole
+    log): the records before the newer one are shown, each true of its record, then the
+    one line (exit 2) says the timeline stops there, so a partial timeline is not taken
+    for the whole."""
+    code = main(["replay", str(newer_log), *options])
+    captured = capsys.readouterr()
+    err = one_line_usage_error(code, captured.err)
+    seqs = [int(line.split()[0]) for line in captured.out.splitlines()]
+    assert seqs == ([1, 2, 3, 4, 5, 6] if not options else [3, 4, 6])
+    assert NEWER.format(log=str(newer_log)) in err
+    assert err.rstrip().endswith(
+        "upgrade conjure_actors to read it (the timeline above stops before it)"
+    )
 
 
 def test_status_says_a_newer_version_wrote_the_log(
