@@ -617,6 +617,8 @@ def _check(path: str, snapshot: str | None, *, as_json: bool = False) -> int:
     on stderr with its exit code. A torn tail is the verdict's ``torn_tail``."""
     torn: dict[str, int] | None = None
     try:
+        if Path(path).is_dir():
+            raise a_directory_error(path)
         _refuse_a_log_without_records(path, "check")
         info = _scan_reporting_a_torn_tail(path)
         if info.torn_bytes:
@@ -822,14 +824,14 @@ def _refuse_what_a_mode_ignores(args: argparse.Namespace, mode: str | None) -> N
 
 def _main(args: argparse.Namespace) -> int:
     path = str(args.log)
-    if Path(path).is_dir():
-        raise a_directory_error(path)
     modes = [name for name in ("follow", "check", "diff") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be combined")
     _refuse_what_a_mode_ignores(args, modes[0] if modes else None)
     if args.check:
         return _check(path, args.snapshot, as_json=args.json)
+    if Path(path).is_dir():
+        raise a_directory_error(path)
     if args.diff:
         _refuse_a_log_without_records(path, "compare")
         _refuse_a_log_without_records(args.diff, "compare")

@@ -127,3 +127,13 @@ def test_check_json_gives_the_verdict_of_a_missing_log(
     verdict = json.loads(capsys.readouterr().out)
     assert (verdict["ok"], verdict["log"]) == (False, str(missing))
     assert "does not exist" in verdict["failure"]
+
+
+def test_check_json_gives_the_verdict_of_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory given for the log: the verdict too (ok false), exit 2."""
+    assert main(["replay", str(tmp_path), "--check", "--json"]) == 2
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["ok"], verdict["log"]) == (False, str(tmp_path))
+    assert "directory" in verdict["failure"]
