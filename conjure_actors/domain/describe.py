@@ -186,7 +186,7 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         f"escalated: {e.child} restarted {e.restarts} times in {_num(e.window)}s"
     ),
     se.AssetRecorded: lambda e: (
-        f"asset {e.asset_id} recorded: {e.file_path or '-'} ({e.size} bytes, {e.hash[:19]})"
+        f"recorded: {e.file_path or '-'} ({e.size} bytes, {e.hash[:19]})"
         + ("" if e.created_new else ", existing blob")
     ),
     se.AssetDeleted: lambda e: "deleted",
