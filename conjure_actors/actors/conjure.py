@@ -116,7 +116,14 @@ class _FatalError(Exception):
 
 class RunStoppedError(ConjureError):
     """The run stopped on an error (an actor crash loop, a journal that refuses writes); its
-    one line says what failed and which machines the shutdown stopped."""
+    one line says what failed and which machines the shutdown stopped. ``failure``: what
+    failed; ``stops``: the line's part that says what was stopped (``serve`` words its own
+    line from them)."""
+
+    def __init__(self, note: str, *, failure: BaseException | None = None, stops: str = "") -> None:
+        super().__init__(note)
+        self.failure = failure
+        self.stops = stops
 
 
 def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> ComfyUIClient:
@@ -178,6 +185,8 @@ class Conjure:
         """``SystemStarted`` is logged: from here on, whatever ends the run shuts it down."""
         self.stop_note: str | None = None
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
+        self.stop_stops = ""
+        """:attr:`stop_note`'s part that says what was stopped."""
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
         """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
@@ -781,6 +790,10 @@ class Conjure:
         await self.cost.ask(_accrue(), timeout=10)
         await self.ctx.emit(ev.SystemStopped(reason=reason, at=self.ctx.now()))
 
+    def stop_error(self) -> RunStoppedError:
+        """The error a shutdown without a log ends the run with (:attr:`stop_note`)."""
+        return RunStoppedError(self.stop_note or "", failure=self._fatal, stops=self.stop_stops)
+
     async def _stop_without_log(self, reason: str) -> None:
         """The journal refuses writes: stop every machine anyway, then say so in one line."""
         stopped, failed = await stop_machines_directly(self.ctx, reason)
@@ -796,6 +809,7 @@ class Conjure:
         if self.state.launch_requests:
             parts.append(f"{len(self.state.launch_requests)} launch(es) in flight")
         self.stop_note = "; ".join(parts)
+        self.stop_stops = "; ".join(parts[1:])
         log.info("%s", self.stop_note)  # the same line leaves as RunStoppedError
 
     async def _on_budget_exceeded(self, reason: str) -> None:
@@ -925,12 +939,12 @@ async def open_conjure(
                                 raise  # the run never began (a usage error): nothing to stop
                             await conjure.shutdown(_reason(exc))
                             if conjure.stop_note is not None:
-                                raise RunStoppedError(conjure.stop_note) from exc
+                                raise conjure.stop_error() from exc
                             raise
                         await conjure.shutdown()
                         guard.cancel_scope.cancel()
                 if conjure.stop_note is not None:
-                    raise RunStoppedError(conjure.stop_note)
+                    raise conjure.stop_error()
         except BaseException as exc:
             # The actor system itself failed (a supervisor gave up): its actors are gone,
             # so the machines are stopped from here, without the MachineActor.
@@ -940,10 +954,9 @@ async def open_conjure(
             if conjure is not None and conjure.stop_note is not None:
                 # The shutdown ran without a log: its line says it all (the runtime's own
                 # last records failed to journal too, for the same reason).
-                raise RunStoppedError(conjure.stop_note) from exc
+                raise conjure.stop_error() from exc
             if conjure is not None and conjure.system_started and not conjure._shut_down:
-                note = await _stop_after_failure(ctx, exc)
-                raise RunStoppedError(note) from exc
+                raise await _stop_after_failure(ctx, exc) from exc
             # The ordered shutdown ran (or the run never began): the error, as itself.
             raise leaf from leaf.__cause__
     finally:
@@ -1066,9 +1079,9 @@ async def stop_machines_directly(ctx: Context, reason: str) -> tuple[list[str], 
     return sorted(stopped), sorted(failed)
 
 
-async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
+async def _stop_after_failure(ctx: Context, exc: BaseException) -> RunStoppedError:
     """The actor system failed: stop the machines, log ``SystemStopped`` if the log still
-    takes it; returns the one line that says what failed and what was stopped."""
+    takes it; returns the error whose one line says what failed and what was stopped."""
     stopped, failed = await stop_machines_directly(ctx, "error")
     with trio.CancelScope(shield=True):
         try:
@@ -1093,7 +1106,7 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> str:
         )
     note = "; ".join(parts)
     log.info("%s", note)  # the same line leaves as RunStoppedError
-    return note
+    return RunStoppedError(note, failure=leaf, stops="; ".join(parts[1:]))
 
 
 async def _start(

@@ -26,5 +26,5 @@ async def test_the_note_of_a_failed_run_names_launches_without_answer(
                 at=rig.ctx.now(),
             )
         )
-        note = await _stop_after_failure(rig.ctx, RuntimeError("boom"))
+        note = str(await _stop_after_failure(rig.ctx, RuntimeError("boom")))
     assert note.endswith("1 launch without answer may have started a machine (--resume stops it)")

@@ -243,6 +243,10 @@ async def test_a_full_disk_stops_every_machine_and_says_so_in_one_line(
     assert "\n" not in line
     assert "refused writes" in line
     assert all(m in line for m in machines), (machines, line)
+    # What failed and what was stopped, apart (serve words its own line from them).
+    assert isinstance(error.failure, eventlog.DiskFullError), error.failure
+    assert all(m in error.stops for m in machines), (machines, error.stops)
+    assert "refused writes" not in error.stops
 
 
 async def test_one_job_is_a_sequence_of_messages_and_events(
