@@ -81,7 +81,8 @@ def _show_log(path: Path) -> None:
         found = eventlog.inspect(path)
     except OSError as exc:
         raise UsageError(f"cannot read run log {path}: {exc.strerror or exc}") from None
-    if found.state in ("missing", "newer-version"):  # as replay says them
+    if found.state in ("missing", "newer-version", "corrupt"):  # as replay says them (its
+        # message names the log and what to do: no "cannot read run log" before it)
         raise UsageError(found.message)
     if not path.is_file():
         raise UsageError(f"no run log at {path} (not a regular file): pass a log file's path")
@@ -98,9 +99,9 @@ def _show_log(path: Path) -> None:
     except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
         raise UsageError(str(exc)) from None
     except eventlog.EventLogError as exc:
-        raise UsageError(f"cannot read run log {path}: {exc}") from None
+        raise UsageError(f"cannot read log {path}: {exc}") from None
     s = summarize(state)
-    print(f"run log {path}: {_run_status(path, state, live=live)}")
+    print(f"{_log_kind(state)} {path}: {_run_status(path, state, live=live)}")
     print(
         f"  jobs: {s.jobs} ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} "
         f"cancelled, {s.unfinished} unfinished)"
@@ -120,6 +121,38 @@ def _show_log(path: Path) -> None:
     print(f"  cost: {format_usd(total)}{budget}{accrued}")
 
 
+def _is_serves(state: Any) -> bool:
+    """A log ``serve`` wrote: its jobs, assets or keys came through the API (as
+    ``refuse_log_of_the_other_command`` tells the two apart)."""
+    service = state.service
+    return bool(service.api_jobs or service.assets or service.idempotency)
+
+
+def _log_kind(state: Any) -> str:
+    return "serve log" if _is_serves(state) else "run log"
+
+
+def _stopped_by_a_signal(path: Path, state: Any) -> str:
+    """A log whose last start stopped on SIGTERM/SIGINT: what is left, and what takes it
+    up (a serve drained and left its queued jobs for its next start, ``serve --log``)."""
+    import shlex
+
+    from conjure_actors.domain import state as st
+
+    left = sum(1 for j in state.jobs.values() if j.status in st.RESUMABLE_STATUSES)
+    log = shlex.quote(str(path))
+    if not _is_serves(state):
+        if not left:
+            return "interrupted (every job had ended)"
+        return f"interrupted ({left} unfinished job(s): `run --resume {log}` finishes them)"
+    if not left:
+        return "stopped by SIGTERM or Ctrl-C (every job had ended)"
+    return (
+        f"stopped by SIGTERM or Ctrl-C ({left} job(s) left unfinished:"
+        f" `serve --log {log}` resumes them)"
+    )
+
+
 def _run_status(path: Path, state: Any, *, live: bool) -> str:
     """Whether a process is writing the log (its writer holds the log's lock: the test
     ``replay --follow`` uses), and which: a log whose last run has not stopped, and that no
@@ -134,11 +167,12 @@ def _run_status(path: Path, state: Any, *, live: bool) -> str:
         pid = eventlog.writer_pid(path)
         return f"running (pid {pid})" if pid else "running (a process holds the log's lock)"
     if not state.system.running:
+        if state.system.stop_reason == "interrupted":
+            return _stopped_by_a_signal(path, state)
         return str(state.system.stop_reason or "-")
     log = shlex.quote(str(path))
     run, serve = f"`run --resume {log}`", f"`serve --log {log}`"
-    service = state.service
-    if service.api_jobs or service.assets or service.idempotency:
+    if _is_serves(state):
         finish = serve  # (the log's jobs came through serve's API: run does not take it)
     elif state.jobs:
         finish = run

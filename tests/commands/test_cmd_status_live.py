@@ -63,7 +63,7 @@ def test_a_serve_log_that_did_not_stop_is_finished_by_serve(
             ]
         )
     assert _first_line(path, capsys) == (
-        f"run log {path}: not running (crashed or killed: `serve --log {path}` finishes it)"
+        f"serve log {path}: not running (crashed or killed: `serve --log {path}` finishes it)"
     )
 
 
