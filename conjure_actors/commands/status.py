@@ -27,6 +27,10 @@ from conjure_actors.errors import UsageError
 
 HELP = "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log"
 
+BILLING_OVER = frozenset({"Deleting", "Stopping"})
+"""RunComfy statuses of a machine whose billing is over (a ``DELETE`` answered 200 ends it;
+``Stopping``: one its lease or RunComfy stopped) though it is still listed."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", nargs="?", metavar="LOG", help="a run log to summarize")
@@ -256,6 +260,7 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
     servers: list[Any] = await rc.list_servers()
     now = time.time()
     total = 0
+    bounded = False
     print(f"RunComfy: {len(servers)} machine(s)")
     for s in servers:
         cost = 0
@@ -263,7 +268,19 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
             until = now if s.estimated_stopping_at is None else min(now, s.estimated_stopping_at)
             cost = machine_cost_micros(table.rate(s.server_type), s.service_ready_at, until)
         total += cost
+        if s.status in BILLING_OVER:
+            # Its bill ended when its DELETE was answered (or its lease ran out): RunComfy's
+            # answer does not say when, so up to now is a bound, not a bill still growing.
+            bounded = bounded or cost > 0
+            spent = f"billing over, cost at most {format_usd(cost)}"
+        else:
+            spent = f"cost so far {format_usd(cost)}"
+        print(f"  {s.server_id}: {s.status}, {s.server_type or '?'}, {spent}")
+    prices = f"{table.version}, {table.plan}"
+    if bounded:
         print(
-            f"  {s.server_id}: {s.status}, {s.server_type or '?'}, cost so far {format_usd(cost)}"
+            f"  total so far: at most {format_usd(total)} ({prices}; a machine stopping was"
+            " billed up to its stop, counted here up to now)"
         )
-    print(f"  total so far: {format_usd(total)} ({table.version}, {table.plan})")
+    else:
+        print(f"  total so far: {format_usd(total)} ({prices})")
