@@ -300,7 +300,11 @@ def serve_stopped_error(exc: BaseException, log_path: Path) -> Exception | None:
         failure = leaf.failure if leaf.failure is not None else leaf
         what = describe(failure)
         todo = f"`{again}` serves again and resumes the jobs left unfinished"
-    parts = [f"serve stopped: {what}", leaf.stops or "no machine was running", todo]
+    # (The run's hint for a launch without answer, said as serve's: its next start stops it.)
+    stops = (leaf.stops or "no machine was running").replace(
+        "(--resume stops it)", f"(`{again}` stops it)"
+    )
+    parts = [f"serve stopped: {what}", stops, todo]
     return ConjureError("; ".join(parts))
 
 

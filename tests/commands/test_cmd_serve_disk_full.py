@@ -90,3 +90,14 @@ def test_a_stop_on_another_error_says_serve_and_how_to_go_on() -> None:
 
 def test_other_errors_are_left_to_the_common_wording() -> None:
     assert serve_stopped_error(ValueError("bug"), Path("s.log")) is None
+
+
+def test_a_launch_without_answer_is_left_to_serve_not_to_run_resume() -> None:
+    """The run's hint "(--resume stops it)" is not serve's: its next start stops it."""
+    stops = (
+        "stopped machines m1; 1 launch without answer may have started a machine"
+        " (--resume stops it)"
+    )
+    line = str(serve_stopped_error(_stopped(_disk_full(), stops), Path("s.log")))
+    assert "--resume" not in line
+    assert "may have started a machine (`serve --log s.log` stops it)" in line
