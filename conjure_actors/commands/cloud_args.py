@@ -14,14 +14,21 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from conjure_actors.config import Config
+from conjure_actors.config import Config, load_config
+from conjure_actors.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from conjure_actors.clients.comfyui import ComfyUIClient
     from conjure_actors.domain.preflight import PromptRefusal
     from conjure_actors.domain.workflow import Catalog
 
-__all__ = ["VersionCatalogue", "add_cloud_arguments", "cloud_flags", "version_catalogue"]
+__all__ = [
+    "VersionCatalogue",
+    "add_cloud_arguments",
+    "cloud_flags",
+    "load_cloud_config",
+    "version_catalogue",
+]
 
 
 def add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +54,31 @@ def cloud_flags(args: argparse.Namespace) -> dict[str, Any]:
         "budget.usd": args.budget,
         "pool.idle_timeout": args.idle_timeout,
     }
+
+
+def load_cloud_config(config_file: str | None, flags: dict[str, Any]) -> Config:
+    """The config (``load_config``) with ``flags`` on top; a bad value a flag gave is said by
+    that flag (``--max-machines: must be > 0, got 0``), not by the key it sets
+    (``pool.max_machines``), which the same value in the file is still said by."""
+    try:
+        return load_config(config_file=config_file, flags=flags)
+    except ConfigError as exc:
+        raise _named_by_flag(exc, flags) from None
+
+
+def _named_by_flag(exc: Exception, flags: dict[str, Any]) -> Exception:
+    """A bad value the command line gave, said by its flag (``--max-machines 0``), not by
+    the config key it sets (``pool.max_machines``): flags win over the file, so a key a
+    given flag sets holds the flag's value. Any other configuration error as it is."""
+    text = str(exc)
+    for key, value in flags.items():
+        prefix = f"bad configuration: {key}: "
+        if value is not None and text.startswith(prefix):
+            flag = (
+                "--budget" if key == "budget.usd" else "--" + key.split(".")[-1].replace("_", "-")
+            )
+            return UsageError(f"{flag}: {text.removeprefix(prefix)}")
+    return exc
 
 
 # RunComfy's API cannot list the nodes of a workflow version; a running machine of it can

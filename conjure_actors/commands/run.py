@@ -67,8 +67,8 @@ from conjure_actors.actors.view import (
     summary_record,
 )
 from conjure_actors.clients.download import make_dirs
-from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
-from conjure_actors.config import Config, load_config, require_priced_server_type
+from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags, load_cloud_config
+from conjure_actors.config import Config, require_priced_server_type
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.describe import describe as describe_event
 from conjure_actors.errgroups import describe, meaningful
@@ -178,7 +178,7 @@ def refuse_new_run_options(args: argparse.Namespace) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     flags = {**cloud_flags(args), "monitor.json": True if args.json else None}
-    return load_config(config_file=args.config, flags=flags)
+    return load_cloud_config(args.config, flags)
 
 
 class Out:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags
+from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags, load_cloud_config
 from conjure_actors.errors import UsageError
 
 if TYPE_CHECKING:
@@ -114,32 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> Any:
     from conjure_actors.commands.validate import check_comfyui_url
-    from conjure_actors.config import load_config
-    from conjure_actors.errors import ConfigError
 
-    flags = cloud_flags(args)
-    try:
-        config = load_config(config_file=args.config, flags=flags)
-    except ConfigError as exc:
-        raise _named_by_flag(exc, flags) from None
+    config = load_cloud_config(args.config, cloud_flags(args))
     if config.comfyui_url:  # as run: a bad URL (or a token in its query) said in one line
         check_comfyui_url(config.comfyui_url)
     return config
-
-
-def _named_by_flag(exc: Exception, flags: dict[str, Any]) -> Exception:
-    """A bad value the command line gave, said by its flag (``--max-machines 0``), not by
-    the config key it sets (``pool.max_machines``): flags win over the file, so a key a
-    given flag sets holds the flag's value. Any other configuration error as it is."""
-    text = str(exc)
-    for key, value in flags.items():
-        prefix = f"bad configuration: {key}: "
-        if value is not None and text.startswith(prefix):
-            flag = (
-                "--budget" if key == "budget.usd" else "--" + key.split(".")[-1].replace("_", "-")
-            )
-            return UsageError(f"{flag}: {text.removeprefix(prefix)}")
-    return exc
 
 
 def _settings(args: argparse.Namespace) -> Any:

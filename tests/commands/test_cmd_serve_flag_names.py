@@ -39,3 +39,10 @@ def test_a_bad_key_of_the_config_file_is_still_named_as_the_key(
     Path("c.toml").write_text("[pool]\nmax_machines = 0\n")
     code = main(["serve", "--port", "0", "--log", "s.log", "--config", "c.toml"])
     assert "pool.max_machines: must be > 0" in one_line_usage_error(code, capsys.readouterr().err)
+
+
+def test_run_says_a_bad_flag_by_its_flag_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """run and serve share the flags and their words (run said pool.max_machines)."""
+    code = main(["run", "--max-machines", "0"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert err == "error: --max-machines: must be > 0, got 0\n"
