@@ -371,7 +371,83 @@ def main(args: argparse.Namespace) -> int:
     except BaseException as exc:
         if getattr(args, "debug", False):
             raise
-        raise one_line_error(exc) from None
+        raise stopped_error(exc, prepared[0], "run") or one_line_error(exc) from None
+
+
+def stopped_error(exc: BaseException, log_path: Path, command: str) -> Exception | None:
+    """``command`` (``run`` or ``serve``) stopped on an error (the actor system's
+    ``RunStoppedError``: its event log refused writes, a crash loop): the one line it ends
+    with, said as that command's, without an exception class for a log that cannot be
+    appended, with what was stopped and how to go on. None: ``exc`` is not that."""
+    from conjure_actors.actors.conjure import RunStoppedError
+    from conjure_actors.errgroups import describe, meaningful
+    from conjure_actors.errors import ConjureError
+
+    leaf = meaningful(exc)
+    if not isinstance(leaf, RunStoppedError):
+        return None
+    if command == "serve":
+        again = f"serve --log {shlex.quote(str(log_path))}"
+        goes_on = f"`{again}` serves again and resumes the jobs left unfinished"
+    else:
+        again = f"run --resume {shlex.quote(str(log_path))}"
+        goes_on = f"`{again}` finishes the jobs left unfinished"
+    write_error = _log_write_error(leaf)
+    if write_error is not None:
+        import eventlog
+
+        why = (
+            "the disk holding its event log is full"
+            if isinstance(write_error, eventlog.DiskFullError)
+            else f"its event log refused writes ({_log_write_reason(write_error)})"
+        )
+        what = f"{why}; the log is unchanged (valid up to its last record)"
+        todo = (
+            "free space on that disk"
+            if isinstance(write_error, eventlog.DiskFullError)
+            else "fix that"
+        ) + f", then {goes_on}"
+    else:
+        failure = leaf.failure if leaf.failure is not None else leaf
+        what = describe(failure)
+        todo = goes_on
+    # (The hint for a launch without answer, said with the command that stops it.)
+    stops = (leaf.stops or "no machine was running").replace(
+        "(--resume stops it)", f"(`{again}` stops it)"
+    )
+    parts = [f"{command} stopped: {what}", stops, todo]
+    return ConjureError("; ".join(parts))
+
+
+def _log_write_error(exc: BaseException) -> Exception | None:
+    """The event log's failed append behind ``exc`` (its failure, causes, group members)."""
+    import eventlog
+    from conjure_actors.actors.conjure import RunStoppedError
+    from conjure_actors.errgroups import leaves
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, eventlog.LogWriteError):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(leaves(current))
+        if isinstance(current, RunStoppedError):
+            todo.append(current.failure)
+        todo.extend((current.__cause__, current.__context__))
+    return None
+
+
+def _log_write_reason(exc: BaseException) -> str:
+    """Why the log's append failed, in words (the OS's), not the exception's class."""
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return " ".join(str(exc).split())
 
 
 def one_line_error(exc: BaseException) -> BaseException:

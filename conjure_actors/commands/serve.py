@@ -220,6 +220,7 @@ def main(args: argparse.Namespace) -> int:
         check_log_path,
         check_out_dir,
         one_line_error,
+        stopped_error,
     )
     from conjure_actors.config import require_priced_server_type
     from conjure_actors.service.security import check_bind
@@ -244,78 +245,7 @@ def main(args: argparse.Namespace) -> int:
     except BaseException as exc:  # one line, as run says it (a traceback only with --debug)
         if getattr(args, "debug", False):
             raise
-        raise serve_stopped_error(exc, log_path) or one_line_error(exc) from None
-
-
-def serve_stopped_error(exc: BaseException, log_path: Path) -> Exception | None:
-    """Serving stopped on an error (the actor system's ``RunStoppedError``: its event log
-    refused writes, a crash loop): the one line ``serve`` ends with, said as serve's (not
-    "the run"), without an exception class for a log that cannot be appended, with what
-    was stopped and how to go on. None: ``exc`` is not that."""
-    from conjure_actors.actors.conjure import RunStoppedError
-    from conjure_actors.errgroups import describe, meaningful
-    from conjure_actors.errors import ConjureError
-
-    leaf = meaningful(exc)
-    if not isinstance(leaf, RunStoppedError):
-        return None
-    again = f"serve --log {shlex.quote(str(log_path))}"
-    write_error = _log_write_error(leaf)
-    if write_error is not None:
-        import eventlog
-
-        why = (
-            "the disk holding its event log is full"
-            if isinstance(write_error, eventlog.DiskFullError)
-            else f"its event log refused writes ({_log_write_reason(write_error)})"
-        )
-        what = f"{why}; the log is unchanged (valid up to its last record)"
-        todo = (
-            "free space on that disk"
-            if isinstance(write_error, eventlog.DiskFullError)
-            else "fix that"
-        ) + f", then `{again}` serves again and resumes the jobs left unfinished"
-    else:
-        failure = leaf.failure if leaf.failure is not None else leaf
-        what = describe(failure)
-        todo = f"`{again}` serves again and resumes the jobs left unfinished"
-    # (The run's hint for a launch without answer, said as serve's: its next start stops it.)
-    stops = (leaf.stops or "no machine was running").replace(
-        "(--resume stops it)", f"(`{again}` stops it)"
-    )
-    parts = [f"serve stopped: {what}", stops, todo]
-    return ConjureError("; ".join(parts))
-
-
-def _log_write_error(exc: BaseException) -> Exception | None:
-    """The event log's failed append behind ``exc`` (its failure, causes, group members)."""
-    import eventlog
-    from conjure_actors.actors.conjure import RunStoppedError
-    from conjure_actors.errgroups import leaves
-
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, eventlog.LogWriteError):
-            return current
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(leaves(current))
-        if isinstance(current, RunStoppedError):
-            todo.append(current.failure)
-        todo.extend((current.__cause__, current.__context__))
-    return None
-
-
-def _log_write_reason(exc: BaseException) -> str:
-    """Why the log's append failed, in words (the OS's), not the exception's class."""
-    cause = exc.__cause__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return " ".join(str(exc).split())
+        raise stopped_error(exc, log_path, "serve") or one_line_error(exc) from None
 
 
 @attrs.frozen
