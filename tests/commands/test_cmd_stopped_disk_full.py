@@ -12,8 +12,7 @@ import pytest
 import eventlog
 from conjure_actors.actors.conjure import RunStoppedError
 from conjure_actors.cli import main
-from conjure_actors.commands import serve
-from conjure_actors.commands import run
+from conjure_actors.commands import run, serve
 from conjure_actors.commands.run import stopped_error
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
