@@ -71,12 +71,11 @@ def _refused(proc: subprocess.CompletedProcess[str], cwd: Path) -> list[str]:
         ),
         (
             ["--budget", "nan"],
-            "error: bad configuration: budget.usd: must be a number from 0 to 1000000 (USD),"
-            " got nan",
+            "error: --budget: must be a number from 0 to 1000000 (USD), got nan",
         ),
         (
             ["--idle-timeout", "nan"],
-            "error: bad configuration: pool.idle_timeout: must be a finite number, got nan",
+            "error: --idle-timeout: must be a finite number, got nan",
         ),
         (
             ["--comfyui-url", "notaurl"],
