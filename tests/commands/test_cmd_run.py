@@ -211,8 +211,8 @@ def test_debug_shows_the_traceback(
 def test_a_full_disk_mid_run_is_one_line_naming_the_machines_it_stopped(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The log's disk fills up mid-run: no traceback; one line says the log refused writes
-    and which machines were stopped anyway; exit 1."""
+    """The log's disk fills up mid-run: no traceback; one line says the log's disk is full
+    (no exception class), which machines were stopped anyway, and how to go on; exit 1."""
     import eventlog
     from eventlog.writer import LogWriter
 
@@ -231,6 +231,7 @@ def test_a_full_disk_mid_run_is_one_line_naming_the_machines_it_stopped(
     banner, last = err.splitlines()
     assert "embedded simulated cloud" in banner
     _one_line_error(code, last + "\n")
-    assert "refused writes" in last
-    assert "No space left on device" in last
+    assert "run stopped: the disk holding its event log is full" in last
+    assert "DiskFullError" not in last
     assert "stopped machines " in last
+    assert "free space on that disk, then `run --resume " in last
