@@ -282,9 +282,19 @@ async def record_trace(
     """Run one job of ``workflow`` through the actors against the simulated cloud (in
     memory; call it under a MockClock) and return its trace and the run's final state."""
     # Under autojump, mock time leaps while a worker thread writes an output (every task
-    # is blocked): on a loaded machine far enough for a stall that is the clock's, not the
-    # job's. The live run then differs from any replay by that JobStalled: no stalls here.
-    settings = settings or HarnessSettings(seed=seed, ready_delay=1.0, stall_seconds=3600.0)
+    # is blocked, and each leap wakes the next timer: a poll, an accrual, a ping), on a
+    # loaded machine far enough for a stall, or a deadline, that is the clock's, not the
+    # job's (1 recording in 10 ended "job did not finish within 1200 s"). The live run then
+    # differs from any replay: no stalls and no deadlines a leap can reach here.
+    day = 86_400.0
+    settings = settings or HarnessSettings(
+        seed=seed,
+        ready_delay=1.0,
+        stall_seconds=day,
+        ready_timeout=day,
+        attempt_timeout=day,
+        total_timeout=day,
+    )
     timings = timings or CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=settings.ready_delay),
         comfyui=ComfyTimings(scale=0.0),
