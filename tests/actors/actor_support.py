@@ -117,6 +117,24 @@ async def crash_when(
                 pass  # appends refused by the crashed log: the dead process wrote nothing
 
 
+async def crash_while_running(
+    cloud: Any, log: eventlog.MemoryLog[Any], out_dir: Path, config: Config, wall: TrioWallClock
+) -> str:
+    """Run one job of the bundled workflow until its prompt runs, then crash (as
+    :func:`crash_when`); the job's id."""
+    job = ""
+
+    async def until_started(conjure: Conjure) -> None:
+        nonlocal job
+        graph = json.loads(bundled_workflow())
+        job = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+
+    await crash_when(cloud, log, out_dir, config, wall, until_started)
+    return job
+
+
 @asynccontextmanager
 async def open_test_cloud(
     wall: Any,

@@ -6,44 +6,31 @@ lookup answered, the machine is stopped: no other prompt is sent where that one 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
-from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    crash_while_running,
+    open_test_cloud,
+    run_conjure,
+    sim_config,
+    wait_for,
+)
 
 import eventlog
-from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.config import RetryConfig
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
 
-GRAPH = json.loads(bundled_workflow())
 QUEUE_DOWN = ComfyFaults(http_5xx_rate=1.0, http_5xx_paths=frozenset({"/queue"}))
 
 
 def _of(log: eventlog.MemoryLog[Any], kind: type) -> list[Any]:
     return [r.event for r in log.records() if isinstance(r.event, kind)]
-
-
-async def _crash_while_running(
-    cloud: Any, log: eventlog.MemoryLog[Any], tmp_path: Path, config: Any, wall: Any
-) -> str:
-    """Run one job until its prompt runs, then crash; the job's id."""
-    job = ""
-
-    async def until_started(conjure: Any) -> None:
-        nonlocal job
-        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
-        with trio.fail_after(3600):
-            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
-
-    await crash_when(cloud, log, tmp_path, config, wall, until_started)
-    return job
 
 
 async def test_a_resumed_job_whose_lookup_answers_503_for_a_while_reattaches(
@@ -55,7 +42,7 @@ async def test_a_resumed_job_whose_lookup_answers_503_for_a_while_reattaches(
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200.0)) as cloud:
         config = sim_config(cloud, max_machines=1)
-        job = await _crash_while_running(cloud, log, tmp_path, config, wall)
+        job = await crash_while_running(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         sim = cloud.machine_sim(log_state_server(log, job))
         sim.faults = QUEUE_DOWN
@@ -83,7 +70,7 @@ async def test_a_reattach_given_up_unlooked_up_stops_its_machine(
     async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200.0)) as cloud:
         retry = RetryConfig(initial=1.0, max_delay=5.0, attempt_timeout=600.0)
         config = sim_config(cloud, max_machines=1, retry=retry)
-        job = await _crash_while_running(cloud, log, tmp_path, config, wall)
+        job = await crash_while_running(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         first = log_state_server(log, job)
         cloud.machine_sim(first).faults = QUEUE_DOWN
@@ -115,7 +102,7 @@ async def test_a_reattach_cancelled_unlooked_up_stops_its_machine(
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=ComfyTimings(scale=200.0)) as cloud:
         config = sim_config(cloud, max_machines=1)
-        job = await _crash_while_running(cloud, log, tmp_path, config, wall)
+        job = await crash_while_running(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         first = log_state_server(log, job)
         cloud.machine_sim(first).faults = QUEUE_DOWN

@@ -11,34 +11,23 @@ from typing import Any
 
 import trio
 import trio.testing
-from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
+from actor_support import (
+    crash_when,
+    crash_while_running,
+    open_test_cloud,
+    run_conjure,
+    sim_config,
+    wait_for,
+)
 
 import eventlog
-from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.sim.comfyui import ComfyTimings
 
-GRAPH = json.loads(bundled_workflow())
 WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
 SLOW = ComfyTimings(scale=200.0)
-
-
-async def _crash_while_running(
-    cloud: Any, log: eventlog.MemoryLog[Any], tmp_path: Path, config: Any, wall: Any
-) -> str:
-    """Run one job until its prompt runs, then crash; the job's id."""
-    job = ""
-
-    async def until_started(conjure: Any) -> None:
-        nonlocal job
-        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
-        with trio.fail_after(3600):
-            await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
-
-    await crash_when(cloud, log, tmp_path, config, wall, until_started)
-    return job
 
 
 def _submitting(log: eventlog.MemoryLog[Any]) -> list[ev.PromptSubmitting]:
@@ -54,7 +43,7 @@ async def test_a_reattached_prompts_progress_reaches_the_log(
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=SLOW) as cloud:
         config = sim_config(cloud, max_machines=1)
-        job = await _crash_while_running(cloud, log, tmp_path, config, wall)
+        job = await crash_while_running(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         before = len(list(log.records()))
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
@@ -79,7 +68,7 @@ async def test_a_reattach_socket_silenced_by_the_old_handler_still_ends_right(
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=SLOW) as cloud:
         config = sim_config(cloud, max_machines=1)
-        job = await _crash_while_running(cloud, log, tmp_path, config, wall)
+        job = await crash_while_running(cloud, log, tmp_path, config, wall)
         log = log.reopen()
         (submitted,) = _submitting(log)
         sim = cloud.machine_sim(submitted.server_id)
