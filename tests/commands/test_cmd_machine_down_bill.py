@@ -65,6 +65,17 @@ def _wall(monkeypatch: pytest.MonkeyPatch) -> TrioWallClock:
     return wall
 
 
+def _stop_late(rc: RunComfyClient, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """``rc``'s DELETE leaves ``seconds`` late (a slow network, a 429's back-off)."""
+    stop = rc.stop
+
+    async def late_stop(server_id: str, *, missing_ok: bool = False) -> Any:
+        await trio.sleep(seconds)
+        return await stop(server_id, missing_ok=missing_ok)
+
+    monkeypatch.setattr(rc, "stop", late_stop)
+
+
 async def test_down_of_a_lease_expired_machine_bills_to_its_lease_end(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
@@ -166,13 +177,7 @@ async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
         server = await rc.wait_until_ready(server.server_id, interval=1)
         _record(path, server, wall.now())
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
-        stop = rc.stop
-
-        async def late_stop(server_id: str, *, missing_ok: bool = False) -> Any:
-            await trio.sleep(100)
-            return await stop(server_id, missing_ok=missing_ok)
-
-        monkeypatch.setattr(rc, "stop", late_stop)
+        _stop_late(rc, monkeypatch, 100)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
     (bill,) = sim.billing()
     assert bill.reason == "lease_expired"
@@ -204,13 +209,7 @@ async def test_down_of_an_interrupted_launchs_machine_bills_to_its_lease_end(
         )
         await rc.wait_until_ready(server.server_id, interval=1)
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
-        stop = rc.stop
-
-        async def late_stop(server_id: str, *, missing_ok: bool = False) -> Any:
-            await trio.sleep(100)
-            return await stop(server_id, missing_ok=missing_ok)
-
-        monkeypatch.setattr(rc, "stop", late_stop)
+        _stop_late(rc, monkeypatch, 100)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
     (bill,) = sim.billing()
     assert bill.reason == "lease_expired"
