@@ -28,6 +28,7 @@ from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.clients.runcomfy import SecretURL, Server
 from conjure_actors.clock import WallClock
 from conjure_actors.config import Config
+from conjure_actors.domain.cost_policy import lease_cost_micros
 from conjure_actors.domain.preflight import PromptRefusal
 from conjure_actors.domain.prices import PriceTable
 from conjure_actors.domain.state import State
@@ -172,6 +173,13 @@ class Context:
 
     def now(self) -> float:
         return self.wall.now()
+
+    def lease_micros(self, server_type: str | None = None) -> int:
+        """What one lease (``pool.lease_seconds``) of ``server_type`` (default the
+        configured one) commits to, at the price table's rate: the budget's unit for a
+        launch (``PriceTableError`` for a type the table does not price)."""
+        rate = self.table.rate(server_type or self.config.runcomfy.server_type)
+        return lease_cost_micros(rate, self.config.pool.lease_seconds)
 
     def committer(self) -> DiskCommitter:
         """The group committer of the run's durable file writes (a job's outputs): one per

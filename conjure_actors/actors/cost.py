@@ -96,8 +96,7 @@ class Ledger:
 
     def lease_estimate(self, server_type: str) -> int:
         """What one lease of ``server_type`` commits to."""
-        rate = self.ctx.table.rate(server_type)
-        return cost_policy.lease_cost_micros(rate, self.ctx.config.pool.lease_seconds)
+        return self.ctx.lease_micros(server_type)
 
     def spent(self) -> int:
         """Cost so far (stopped machines' bills plus running machines up to now)."""

@@ -23,10 +23,9 @@ How a lease is served (``_assign``, after every change):
 2. the requests left over whose job is still active are *unmet demand*: launch
    ``launches_needed(...)`` machines (each approved by the CostActor), at most
    ``max_machines`` alive, never after ``StopLaunching``, and not again once
-   ``max_launch_attempts`` launches in a row ended without a Ready machine. One launch is
-   on the wire at a time (the account's rate limit spaces them anyway): each approved launch
-   decides when its turn comes whether the demand still needs it, so a burst a Ready machine
-   drained meanwhile sends no launch;
+   ``max_launch_attempts`` launches in a row ended without a Ready machine. Each approved
+   launch decides when the account's rate limit lets it out whether the demand still needs
+   it, so a burst a Ready machine drained meanwhile sends (almost) no launch;
 3. machines still Starting beyond what the waiting requests need (a Ready machine took
    them, or their jobs were cancelled) are stopped while Starting, which RunComfy does not
    bill (``surplus_starting``); a pre-launched machine is kept;
@@ -1661,16 +1660,12 @@ class MachineActor(Actor):
                 f"the budget cannot cover a launch: {format_usd(spent)} of the"
                 f" {format_usd(limit)} budget spent (exceeded); {RAISE_BUDGET}"
             )
-        seconds = self.cfg.lease_seconds
-        lease = cost_policy.lease_cost_micros(
-            self.ctx.table.rate(self.ctx.config.runcomfy.server_type), seconds
-        )
         figures = budget_left(
-            needed=cost_policy.lease_cost_micros(
-                self.ctx.table.rate(self.pool.server_type), seconds
-            ),
+            needed=self.ctx.lease_micros(self.pool.server_type),
             spent=cost_policy.spent_micros(state, now),
-            committed=cost_policy.committed_micros(state, now, lease_micros=lease),
+            committed=cost_policy.committed_micros(
+                state, now, lease_micros=self.ctx.lease_micros()
+            ),
             limit=limit,
         )
         return f"the budget cannot cover a launch: {figures}; {RAISE_BUDGET}"

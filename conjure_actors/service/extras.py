@@ -281,12 +281,11 @@ def costs_view(state: st.State, now: float, *, lease_micros: int) -> dict[str, A
 
 def _lease_micros(service: Service) -> int:
     """What one launch commits: a lease of the configured server type."""
-    config = service.conjure.ctx.config
     try:
-        rate = service.conjure.ctx.table.rate(config.runcomfy.server_type)
+        lease: int = service.conjure.ctx.lease_micros()
     except PriceTableError:  # (no RunComfy launch to price: a ComfyUI the user runs)
         return 0
-    return cost_policy.lease_cost_micros(rate, config.pool.lease_seconds)
+    return lease
 
 
 def _costs(service: Service) -> dict[str, Any]:
@@ -386,15 +385,11 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
     if within and billed and not warm and limit is not None:
         # No machine free: the job needs a launch, which the budget grants only if one
         # lease fits beyond what is spent and committed (cost_policy.check_launch).
-        lease_seconds = ctx.config.pool.lease_seconds
-        default_rate = ctx.table.rate(ctx.config.runcomfy.server_type)
         within = cost_policy.launch_allowed(
             limit=limit,
             spent=cost_policy.spent_micros(state, now),
-            committed=cost_policy.committed_micros(
-                state, now, lease_micros=cost_policy.lease_cost_micros(default_rate, lease_seconds)
-            ),
-            estimate=cost_policy.lease_cost_micros(rate, lease_seconds),
+            committed=cost_policy.committed_micros(state, now, lease_micros=ctx.lease_micros()),
+            estimate=ctx.lease_micros(server_type),
         )
     return {
         "mode": ctx.mode,
