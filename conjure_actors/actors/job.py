@@ -111,7 +111,9 @@ MAX_JOB_CRASHES: Final = 3
 """Crashes of one job's actor after which the job fails (the run goes on)."""
 
 FOLLOW_RETRY_DELAY: Final = 2.0
-"""First pause before following a prompt again after a transient error (doubles, to 30 s)."""
+"""First pause before following (or looking up) a prompt again after a transient error
+(doubles, to ``FOLLOW_RETRY_MAX``)."""
+FOLLOW_RETRY_MAX: Final = 30.0
 
 WS_SAVE_CLASS: Final = "SaveImageWebsocket"
 """The node whose images come only as binary WebSocket frames (saved as outputs)."""
@@ -1325,7 +1327,7 @@ class WorkflowActor(Actor):
                     pause,
                 )
                 await trio.sleep(pause)
-                pause = min(30.0, pause * 2)
+                pause = min(FOLLOW_RETRY_MAX, pause * 2)
         if where == "unknown":
             # The machine forgot it (restart) or it never arrived: a fresh attempt. Its POST
             # (of an earlier run) may still be on the wire: the pool watches for it.
@@ -1722,7 +1724,7 @@ class WorkflowActor(Actor):
                     pause,
                 )
                 await trio.sleep(pause)
-                pause = min(30.0, pause * 2)
+                pause = min(FOLLOW_RETRY_MAX, pause * 2)
                 # The error is HTTP's: a prompt whose SaveImageWebsocket images come only
                 # over its socket stays on it (its frames meanwhile wait, buffered by
                 # prompt id, for the next subscription); the others poll.
