@@ -19,16 +19,15 @@ from conjure_actors.clients.runcomfy import RunComfyClient
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.commands import machine as machine_cmd
 from conjure_actors.commands.machine import (
-    DevMachine,
     PendingLaunch,
     machine_action,
-    write_dev_machine,
     write_pending_launch,
 )
 from conjure_actors.config import Config, RunComfyConfig
 from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
 from conjure_actors.sim.runcomfy import RunComfyTimings
 from tests.clients.test_client_runcomfy import BASE, TOKEN, USER, VERSION, open_client
+from tests.commands.test_cmd_machine_gone import record_dev_machine
 
 CONFIG = Config(runcomfy=RunComfyConfig(workflow_version=VERSION))
 # Stopped machines stay listed as Deleting (no 404) for the whole test.
@@ -37,25 +36,6 @@ TIMINGS = RunComfyTimings(ready_delay=5.0, deleting_delay=3600.0)
 
 def _args(action: str, **more: object) -> argparse.Namespace:
     return argparse.Namespace(action=action, duration=3600.0, wait=600.0, **more)
-
-
-def _record(path: Path, server: Any, launched_at: float) -> None:
-    """The state file of a medium dev machine, as `machine up` writes it."""
-    table = default_price_table()
-    write_dev_machine(
-        path,
-        DevMachine(
-            server_id=server.server_id,
-            url="",
-            server_type="medium",
-            workflow_version=VERSION,
-            service_ready_at=server.service_ready_at,
-            estimated_stopping_at=server.estimated_stopping_at,
-            rate_micros_per_hour=table.rate("medium"),
-            price_table_version=table.version,
-            launched_at=launched_at,
-        ),
-    )
 
 
 def _wall(monkeypatch: pytest.MonkeyPatch) -> TrioWallClock:
@@ -89,7 +69,7 @@ async def test_down_of_a_lease_expired_machine_bills_to_its_lease_end(
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
         server = await rc.launch(VERSION, "medium", 60)
         server = await rc.wait_until_ready(server.server_id, interval=1)
-        _record(path, server, wall.now())
+        record_dev_machine(path, server, wall.now())
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         await trio.sleep(160)
         (bill,) = sim.billing()
@@ -142,7 +122,7 @@ async def test_down_of_a_machine_stopped_another_way_says_already_stopped(
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
         server = await rc.launch(VERSION, "medium", 3600)
         server = await rc.wait_until_ready(server.server_id, interval=1)
-        _record(path, server, wall.now())
+        record_dev_machine(path, server, wall.now())
         await trio.sleep(30)
         other = _args("down", server_id=server.server_id)
         assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
@@ -175,7 +155,7 @@ async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
         server = await rc.launch(VERSION, "medium", 60)
         server = await rc.wait_until_ready(server.server_id, interval=1)
-        _record(path, server, wall.now())
+        record_dev_machine(path, server, wall.now())
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         _stop_late(rc, monkeypatch, 100)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0

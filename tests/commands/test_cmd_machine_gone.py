@@ -37,7 +37,7 @@ def _args(action: str) -> argparse.Namespace:
     return argparse.Namespace(action=action, duration=3600.0, wait=600.0)
 
 
-def _record(path: Path, server: Any, launched_at: float) -> DevMachine:
+def record_dev_machine(path: Path, server: Any, launched_at: float) -> DevMachine:
     """The state file of a medium dev machine, as `machine up` writes it (returned)."""
     table = default_price_table()
     machine = DevMachine(
@@ -71,7 +71,7 @@ async def test_a_vanished_dev_machine_is_billed_to_the_first_look_that_found_it_
     async with open_client(timings=RunComfyTimings(ready_delay=5.0), wall=wall) as (sim, rc):
         server = await rc.launch(VERSION, "medium", 3600)
         server = await rc.wait_until_ready(server.server_id, interval=1)
-        _record(path, server, wall.now())
+        record_dev_machine(path, server, wall.now())
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         await trio.sleep(30)
         assert sim.vanish(server.server_id)
@@ -112,7 +112,7 @@ async def test_status_saves_a_renewed_lease_end_that_a_later_down_bills_to(
     async with open_client(timings=RunComfyTimings(ready_delay=5.0), wall=wall) as (sim, rc):
         server = await rc.launch(VERSION, "medium", 600)
         server = await rc.wait_until_ready(server.server_id, interval=1)
-        _record(path, server, wall.now())
+        record_dev_machine(path, server, wall.now())
         renewed = await rc.extend(server.server_id, 1200)
         assert renewed.estimated_stopping_at is not None
         assert server.estimated_stopping_at is not None
@@ -145,7 +145,7 @@ async def test_status_saves_nothing_while_up_or_down_holds_the_state_file(
     async with open_client(timings=RunComfyTimings(ready_delay=5.0), wall=wall) as (_, rc):
         server = await rc.launch(VERSION, "medium", 600)
         server = await rc.wait_until_ready(server.server_id, interval=1)
-        machine = _record(path, server, wall.now())
+        machine = record_dev_machine(path, server, wall.now())
         await rc.extend(server.server_id, 1200)
         fd = os.open(tmp_path / "dev.json.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
