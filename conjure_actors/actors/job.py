@@ -320,10 +320,26 @@ class PoolPort:
         await self.ref.tell(QueueJob(job_id, version, priority, deadline))
 
     async def release(self, server_id: str, job_id: str, *, broken: bool = False) -> None:
+        """Give the machine back. ``broken``: return once the pool's decision about the
+        machine (it drains) is logged, so that the job's next event comes after it in the
+        log (a crash in between must not leave the machine fit for a resumed run's jobs);
+        at most ``LOST_CHECK_TIMEOUT`` (a pool that crashed on it never answers)."""
+        decided: Reply[None] | None = Reply() if broken else None
         try:
-            await self.ref.tell(ReleaseMachine(server_id, job_id, broken))
+            await self.ref.tell(ReleaseMachine(server_id, job_id, broken, decided))
         except ActorStoppedError:  # a stopped pool holds no lease any more
             log.debug("release of %s by %s: the pool has stopped", server_id, job_id)
+            return
+        if decided is not None:
+            with trio.move_on_after(LOST_CHECK_TIMEOUT) as waited:
+                await decided.wait()
+            if waited.cancelled_caught:
+                log.warning(
+                    "job %s: the pool did not log its decision about machine %s in %g s",
+                    job_id,
+                    server_id,
+                    LOST_CHECK_TIMEOUT,
+                )
 
     async def polled(self) -> None:
         """Return once the pool has listed the cloud afresh (machines found gone are lost)."""
@@ -550,8 +566,11 @@ class WorkflowActor(Actor):
         and stops it (a RunComfy machine; ``MachineStopping``, reason
         ``reattach_given_up``, is logged before the ``DELETE``), and the prompt with it,
         once no other job holds it (their prompts there run to their end, not killed to be
-        run and paid for again). Not for an interrupted job: the log keeps its prompt placed
-        there, for the resume's re-attach (``machines_policy.reserved_slots``)."""
+        run and paid for again). That decision is in the log (``MachineDraining``) before
+        this returns, so before the retry or failure this job logs next: a run resumed from
+        any point gives the machine no job either. Not for an interrupted job: the log keeps
+        its prompt placed there, for the resume's re-attach
+        (``machines_policy.reserved_slots``)."""
         lease, self._lease = self._lease, None
         unproven, self._unproven = self._unproven, None
         if lease is None:

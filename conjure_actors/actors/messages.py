@@ -184,11 +184,16 @@ class QueueDeadline:
 
 @attrs.frozen
 class ReleaseMachine:
-    """Give a leased machine back; ``broken`` marks it unfit (e.g. failed health) to stop it."""
+    """Give a leased machine back; ``broken`` marks it unfit (a re-attach given up there
+    unlooked-up) to drain it: no new job, stopped once no other job holds it. ``decided``
+    is answered once the pool's decision (``MachineDraining``, or ``MachineStopping``) is
+    durable: the job logs its own next step (a retry) only after it, so that no crash
+    between the two leaves a log whose resumed run gives the machine a job."""
 
     server_id: str
     job_id: str
     broken: bool = False
+    decided: Reply[None] | None = None
 
 
 @attrs.frozen

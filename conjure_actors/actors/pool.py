@@ -628,10 +628,6 @@ class MachinePool:
         # once its job leased the machine again, or moved on (requeued, ended), or the
         # machine went (see MachineActor._reserved).
         self.reserved: dict[str, set[str]] = policy.reserved_slots(ctx.state)
-        # Machines given back broken while other jobs still held them -> the reason to stop
-        # them with: no new job on them; stopped when their last lease ends (a stop at once
-        # would kill those jobs' prompts there, to run and pay for them again).
-        self.draining: dict[str, str] = {}
         # Machines a listing left out -> when (the log's clock) the first listing since one
         # last showed them did: a loss confirmed later (a lookup's 404 comes after the
         # client's own 404 retries) is billed to that listing, not to the confirmation.
@@ -798,7 +794,9 @@ class MachineActor(Actor):
             case QueueDeadline():
                 self._expire_queued()
             case ReleaseMachine():
-                await self._release(msg.server_id, msg.job_id, broken=msg.broken)
+                await self._release(
+                    msg.server_id, msg.job_id, broken=msg.broken, decided=msg.decided
+                )
             case CancelLease():
                 self._cancel_lease(msg.job_id)
                 await self._stop_surplus()  # a machine starting for it may be needed no more
@@ -950,36 +948,56 @@ class MachineActor(Actor):
         self._timer_at = math.inf
         self._arm_queue_timer()
 
-    async def _release(self, server_id: str, job_id: str, *, broken: bool) -> None:
+    async def _release(
+        self,
+        server_id: str,
+        job_id: str,
+        *,
+        broken: bool,
+        decided: Reply[None] | None = None,
+    ) -> None:
         """``broken``: the job gave up a re-attach there before any lookup answered (its
-        prompt may still run there, unfollowed): the machine takes no new job and is
-        stopped (``REATTACH_GIVEN_UP``) once no other job holds it."""
-        state = self.ctx.state
-        machine = state.machines.get(server_id)
-        if machine is not None and job_id in machine.leases:
-            await self.ctx.emit(decide.release_machine(state, server_id, job_id, at=self.ctx.now()))
-        draining = self.pool.draining
-        if broken and machine is not None and machine.kind == "runcomfy":
-            draining.setdefault(server_id, REATTACH_GIVEN_UP)
-        reason = draining.get(server_id)
-        if reason is not None:
-            m = self.ctx.state.machines.get(server_id)
-            if m is None or m.status in MACHINE_GONE:
-                del draining[server_id]
-            else:
-                # A slot kept for a job that re-attaches counts as held: its prompt is there.
-                held = len(m.leases) + len(self._reserved(server_id))
-                if not held:
-                    del draining[server_id]
-                    await self._stop(server_id, reason)
-                elif broken:
-                    log.info(
-                        "machine %s: stopped once its %d other job(s) end (%s)",
-                        server_id,
-                        held,
-                        reason,
-                    )
+        prompt may still run there, unfollowed): the machine drains (``MachineDraining``,
+        logged with the release: the log, not this memory, says so, for a resumed run
+        too): it takes no new job and is stopped (``REATTACH_GIVEN_UP``) once no other job
+        holds it. ``decided`` is answered once that is durable (the job's retry follows)."""
+        try:
+            state = self.ctx.state
+            machine = state.machines.get(server_id)
+            now = self.ctx.now()
+            events: list[Any] = []
+            if machine is not None and job_id in machine.leases:
+                events.append(decide.release_machine(state, server_id, job_id, at=now))
+            if broken:
+                drain = policy.drain_machine(state, server_id, reason=REATTACH_GIVEN_UP, at=now)
+                if drain is not None:
+                    events.append(drain)
+            if events:
+                await self.ctx.emit(*events)  # one append: the release and its decision
+            held = await self._stop_if_drained(server_id)
+            if broken and held:
+                log.info(
+                    "machine %s: stopped once its %d other job(s) end (%s)",
+                    server_id,
+                    held,
+                    REATTACH_GIVEN_UP,
+                )
+        finally:
+            if decided is not None:
+                decided.set(None)
         await self._assign()
+
+    async def _stop_if_drained(self, server_id: str) -> int:
+        """Stop a draining machine (``Machine.draining``) that no job holds any more; a slot
+        kept for a job that re-attaches counts as held (its prompt is there). How many jobs
+        still hold it (0: stopped now, or not draining)."""
+        m = self.ctx.state.machines.get(server_id)
+        if m is None or m.draining is None or m.status in MACHINE_GONE or m.status == "stopping":
+            return 0
+        held = len(m.leases) + len(self._reserved(server_id))
+        if not held:
+            await self._stop(server_id, m.draining)
+        return held
 
     def _cancel_lease(self, job_id: str) -> None:
         for live in self.pool.live.values():
@@ -1028,7 +1046,7 @@ class MachineActor(Actor):
                 continue
             sid = m.server_id
             taken = len(m.leases) + (len(self._reserved(sid)) if self.pool.reserved else 0)
-            if sid in stopping or taken >= m.max_jobs or sid in self.pool.draining:
+            if sid in stopping or taken >= m.max_jobs or m.draining is not None:
                 continue
             if sid in self._looking_up:
                 continue  # a listing left it out: no new job until its lookup answers
@@ -2749,6 +2767,11 @@ class MachineActor(Actor):
         )
         warm = {sid for sid, _ in idle} - to_stop if self.cfg.warm_pool else set()
         for m in ready:
+            if m.draining is not None and not m.leases and m.server_id not in kept:
+                # Draining, and the re-attaches it was kept for moved on (requeued, ended)
+                # without leasing it again: no release will come to stop it.
+                await self._stop(m.server_id, m.draining)
+                continue
             if (
                 not m.leases
                 and m.server_id not in kept
@@ -3058,6 +3081,10 @@ class MachineActor(Actor):
             )
             if stopping:
                 await self._stop(m.server_id, m.stop_reason or "resume")
+            else:
+                # Draining when the last run went down: stopped now unless a job's prompt
+                # still runs there (its slot kept for its re-attach), then once it ends.
+                await self._stop_if_drained(m.server_id)
         # A machine the log says stopped but listed up: its DELETE answered 200 and did not
         # take, and the run went down before a listing could see it (the recheck is not in
         # the log). It bills on: recheck it as a stop's 200 is rechecked (DELETE it again,

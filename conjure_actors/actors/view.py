@@ -532,6 +532,8 @@ def render_view(
         cost = live_cost(m, now)
         total_micros += cost
         status = "busy" if m.status == st.M_READY and m.leases else m.status
+        if m.draining is not None and m.status in (st.M_READY, st.M_STARTING):
+            status = "draining"  # no new job; stopped once its jobs end
         if i < machine_rows:
             machines.add_row(m.server_id, status, str(m.jobs_served), format_usd(cost))
         else:

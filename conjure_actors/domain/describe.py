@@ -16,8 +16,16 @@ from conjure_actors import lifecycle as rt
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain.prices import format_usd
+from conjure_actors.domain.state import M_STOPPING, MACHINE_GONE, Machine
 
-__all__ = ["RAISE_BUDGET", "budget_left", "describe", "event_job_id", "event_subject"]
+__all__ = [
+    "RAISE_BUDGET",
+    "budget_left",
+    "describe",
+    "event_job_id",
+    "event_subject",
+    "machine_status",
+]
 
 
 def _one_line(text: str) -> str:
@@ -116,6 +124,7 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ev.MachineReleased: lambda e: f"released by job {e.job_id}",
     ev.LeaseRenewed: lambda e: "lease renewed",
     ev.MachineStopping: lambda e: f"stopping ({e.reason})",
+    ev.MachineDraining: lambda e: f"draining ({e.reason}): no new job, stopped once its jobs end",
     ev.MachineStopped: lambda e: (
         f"stopped: billed {e.billed_seconds}s, {format_usd(e.cost_micros)}"
     ),
@@ -199,6 +208,16 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     se.ApiJobCancelRequested: lambda e: "cancel requested by the client",
     se.ApiJobExpired: lambda e: "expired (past its retention)",
 }
+
+
+def machine_status(machine: Machine) -> str:
+    """A machine's status as ``replay`` and the live view show it: the status, and while it
+    drains (``MachineDraining``: no new job, stopped once its jobs end) ``draining`` with the
+    reason, e.g. ``ready, draining (reattach_given_up)``."""
+    status = machine.status
+    if machine.draining is None or status in MACHINE_GONE or status == M_STOPPING:
+        return status
+    return f"{status}, draining ({machine.draining})"
 
 
 def event_job_id(event: object) -> str | None:

@@ -80,6 +80,7 @@ __all__ = [
     "LeaseRenewed",
     "MachineAdopted",
     "MachineAttached",
+    "MachineDraining",
     "MachineHealthy",
     "MachineLaunchFailed",
     "MachineLaunchRequested",
@@ -338,6 +339,19 @@ class LeaseRenewed(msgspec.Struct, frozen=True, kw_only=True, tag="machine.lease
 class MachineStopping(msgspec.Struct, frozen=True, kw_only=True, tag="machine.stopping"):
     """Emitted by the MachineActor BEFORE ``DELETE /servers/{id}`` (an intent); ``reason``:
     idle, budget, shutdown, not_ready, lost, unhealthy, reattach_given_up..."""
+
+    server_id: str
+    reason: str
+    at: float
+
+
+class MachineDraining(msgspec.Struct, frozen=True, kw_only=True, tag="machine.draining"):
+    """Emitted by the MachineActor when machine ``server_id`` is to take no new job and to be
+    stopped (``MachineStopping`` with this ``reason``) once the jobs still on it end, or at
+    once if none is: ``reattach_given_up`` (a job gave its re-attach up there before any
+    lookup of its prompt answered, so that prompt may still run there, unfollowed). Logged
+    with the job's ``MachineReleased`` and before the job's own retry, so that a run resumed
+    after a crash gives the machine no job either. Not in logs written before session 27."""
 
     server_id: str
     reason: str
@@ -725,6 +739,7 @@ Event = (
     | MachineReleased
     | LeaseRenewed
     | MachineStopping
+    | MachineDraining
     | MachineStopped
     | MachineStoppedAgain
     | MachineLost
@@ -790,6 +805,7 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     MachineReleased,
     LeaseRenewed,
     MachineStopping,
+    MachineDraining,
     MachineStopped,
     MachineStoppedAgain,
     MachineLost,

@@ -37,7 +37,9 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 - *the machines we pay for* (:func:`paid_machines`): RunComfy machines not stopped or lost;
 - *a prompt's slot is its job's* (:func:`prompt_machine`, :func:`reserved_slots`): after a
   restart, a machine the log shows with a job's submitted prompt on it is taken by that job
-  (reserved for its re-attach) though the adoption dropped its lease.
+  (reserved for its re-attach) though the adoption dropped its lease;
+- *drain a machine that may run a prompt nobody follows* (:func:`drain_machine`): it takes
+  no new job and is stopped once the jobs on it end, as the log says (a resumed run too).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ __all__ = [
     "Seen",
     "arrival_rate",
     "bill_after_delete",
+    "drain_machine",
     "gone_at",
     "idle_expired",
     "idle_to_stop",
@@ -358,6 +361,24 @@ def reserved_slots(state: State) -> dict[str, set[str]]:
             continue
         out.setdefault(sid, set()).add(job.job_id)
     return out
+
+
+def drain_machine(
+    state: State, server_id: str, *, reason: str, at: float
+) -> ev.MachineDraining | None:
+    """The decision that machine ``server_id`` takes no new job and is stopped (``reason``)
+    once the jobs on it end. None: it drains already, is stopping or gone, or is no RunComfy
+    machine (an attached ComfyUI is not ours to stop)."""
+    m = state.machines.get(server_id)
+    if (
+        m is None
+        or m.kind != "runcomfy"
+        or m.draining is not None
+        or m.status in MACHINE_GONE
+        or m.status == M_STOPPING
+    ):
+        return None
+    return ev.MachineDraining(server_id=server_id, reason=reason, at=at)
 
 
 def priority_order(requests: Sequence[tuple[int, int]]) -> list[int]:

@@ -283,6 +283,9 @@ class Machine:
     billed_seconds: int | None = None
     stop_reason: str | None = None
     lost_reason: str | None = None
+    # ``MachineDraining``'s reason: the machine takes no new job and is stopped once the
+    # jobs still on it end (None: it is not draining). Kept once it stops (why it went).
+    draining: str | None = None
     stop_still_up: bool = False  # its last DELETE's 200 showed it still up: billing goes on
     # The ``estimated_duration`` its launch asked for (its first lease: RunComfy stops it
     # that long after Ready); what a loss bills a machine the log never saw Ready by.
@@ -844,6 +847,14 @@ def _stopping(s: State, e: ev.MachineStopping) -> None:
     m.stop_requested_at = e.at
 
 
+def _draining(s: State, e: ev.MachineDraining) -> None:
+    m = _machine(s, e.server_id, "MachineDraining")
+    if m.status in MACHINE_GONE:
+        _anomaly(s, f"machine {e.server_id} draining after it was {m.status}")
+        return
+    m.draining = e.reason
+
+
 def _stopped(s: State, e: ev.MachineStopped) -> None:
     m = _machine(s, e.server_id, "MachineStopped")
     if m.status == M_STOPPED and m.lost_reason is None:
@@ -1269,6 +1280,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.MachineReleased: _released,
     ev.LeaseRenewed: _lease_renewed,
     ev.MachineStopping: _stopping,
+    ev.MachineDraining: _draining,
     ev.MachineStopped: _stopped,
     ev.MachineStoppedAgain: _stopped_again,
     ev.MachineLost: _lost,

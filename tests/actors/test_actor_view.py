@@ -235,3 +235,17 @@ def test_machines_that_do_not_fit_are_counted_by_state() -> None:
     assert len(listed) == 5
     assert any(line.startswith("... 7 more machines (7 busy)") for line in lines)
     assert any("total cost: $" in line for line in lines)
+
+
+def test_a_draining_machine_says_draining() -> None:
+    """A machine that drains (``MachineDraining``: no new job, stopped once its jobs end) is
+    listed ``draining``, busy or not; once stopped, ``stopped``."""
+    state, ids = _crowd(10, 2)
+    busy, idle = state.machines.values()
+    busy.draining = "reattach_given_up"
+    idle.leases, idle.draining = [], "reattach_given_up"
+    rows = [line for line in _render(state, ids, 130.0, 100, 30) if line.startswith("2f1c")]
+    assert [row.split()[1] for row in rows] == ["draining", "draining"]
+    idle.status = st.M_STOPPED
+    rows = [line for line in _render(state, ids, 130.0, 100, 30) if line.startswith("2f1c")]
+    assert [row.split()[1] for row in rows] == ["draining", "stopped"]

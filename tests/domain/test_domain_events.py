@@ -37,6 +37,7 @@ EXPECTED_TAGS = {
     "machine.released",
     "machine.lease_renewed",
     "machine.stopping",
+    "machine.draining",
     "machine.stopped",
     "machine.stopped_again",
     "machine.lost",
