@@ -743,6 +743,17 @@ class ComfyUIEvents:
         self._reconnect = reconnect
         self.client_id = client_id if client_id is not None else client.ids().hex
         self.connected = False
+        # Under a reused id, P3 may also silence the socket AFTER it connected (the dead
+        # process's handler ends on the server, and its cleanup drops ours): ComfyUI then
+        # sends it nothing more, yet it answers pings. ComfyUI broadcasts ``status`` to every
+        # socket at each change of its queue, so a ``status`` another socket of this client
+        # brings (a witness: ``_witness``) must come here too within ``hello_timeout``, as
+        # the first one must: else it is taken for silenced (``silenced``; not connected
+        # any more: its followers poll at their fast interval).
+        self.silenced = False
+        self._status_at = -math.inf  # trio time of the last ``status`` frame on this socket
+        self._witnessed_at: float | None = None  # a witnessed broadcast not seen here yet
+        self._silence_wait: trio.CancelScope | None = None  # _watch_silence's sleep
         self._up = trio.Event()  # set while connected; a fresh one after each drop
         self.generation = 0
         self.frames = 0
@@ -886,6 +897,8 @@ class ComfyUIEvents:
                 log.debug("%s: ignoring WebSocket frame of type %r", self._client.name, kind)
                 return
             if action == _DROP:
+                if type(msg) is wire.StatusMsg:
+                    self._on_status(msg)
                 return
             prompt_id = msg.data.prompt_id  # type: ignore[union-attr]
             # A binary frame without metadata (legacy type 1) names no prompt: it belongs
@@ -914,12 +927,73 @@ class ComfyUIEvents:
         target = frame.prompt_id or self._current_prompt
         self._route(target, frame)
 
+    def _on_status(self, msg: wire.StatusMsg) -> None:
+        """A ``status`` frame came on this socket: ComfyUI's own to it (with its ``sid``, on
+        connecting) or a broadcast (no ``sid``: its queue changed), which every socket of the
+        server gets: the client's re-attach sockets are told (``_witness``)."""
+        now = trio.current_time()
+        self._status_at = now
+        if msg.data.sid is None:
+            self._client._status_broadcast(self, now)
+
+    def _witness(self, at: float) -> None:
+        """Another socket of this server brought a broadcast ``status`` at ``at``: under a
+        reused id, this socket must bring it too within ``hello_timeout`` (else it is taken
+        for silenced: ``_watch_silence``). One that came here moments before counts."""
+        if (
+            not self._reused
+            or not self.connected
+            or self.silenced
+            or self._witnessed_at is not None
+            or self._status_at >= at - self._hello_timeout
+        ):
+            return
+        self._witnessed_at = at
+        if self._silence_wait is not None:
+            self._silence_wait.deadline = at + self._hello_timeout
+
+    async def _watch_silence(self) -> None:
+        """Under a reused id: take the socket for silenced once a broadcast ``status``
+        witnessed on another socket (``_witness``) has not come here within
+        ``hello_timeout``. Its followers are woken to look at once, then poll at their fast
+        interval (it counts as not connected); frames that may still come are routed."""
+        while True:
+            with trio.CancelScope() as wait:
+                self._silence_wait = wait
+                if self._witnessed_at is not None:
+                    wait.deadline = self._witnessed_at + self._hello_timeout
+                await trio.sleep_forever()
+            self._silence_wait = None
+            at, self._witnessed_at = self._witnessed_at, None
+            if at is None or self._status_at >= at - self._hello_timeout or not self.connected:
+                continue
+            log.info(
+                "%s: the WebSocket under a reused client id missed a status the server sent"
+                " to its other sockets %g s ago: taken for silenced (its prompts are followed"
+                " by polling)",
+                self._client.name,
+                self._hello_timeout,
+            )
+            self.silenced = True
+            self.connected = False
+            if self._up.is_set():
+                self._up = trio.Event()
+            for sub in list(self._subs.values()):
+                try:
+                    sub.send.send_nowait(None)  # as for a socket replaced: look now
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    continue  # the follower left meanwhile
+            return
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a socket open until cancelled; report started after the first attempt.
-        The followers' wake-ups (their poll times) run alongside, across reconnections."""
+        The followers' wake-ups (their poll times) run alongside, across reconnections;
+        under a reused client id, so does the watch for its silencing (``_watch_silence``)."""
         with single_error():  # what the socket's loop raises, as itself
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._wake_followers)
+                if self._reused:
+                    nursery.start_soon(self._watch_silence)
                 await self._run(task_status)
                 nursery.cancel_scope.cancel()  # one connection only, over: wake followers
 
@@ -1139,6 +1213,14 @@ class ComfyUIClient:
     # delays, so the last 1024 (~100 KiB) cover that, however long a serve runs.
     MAX_OWN_IDS: Final = 1024
 
+    def _status_broadcast(self, source: ComfyUIEvents, at: float) -> None:
+        """A socket of this client brought a broadcast ``status`` at ``at``: every socket
+        of the server got one; the re-attach sockets must have it too (P3: see
+        ``ComfyUIEvents._witness``)."""
+        for shared in self._reattached.values():
+            if shared.events is not source:
+                shared.events._witness(at)
+
     def _own_id(self, client_id: str) -> None:
         """A socket of this process connects under ``client_id``: remember it (bounded)."""
         ids = self._ws_ids
@@ -1170,7 +1252,10 @@ class ComfyUIClient:
         connected under once per client, never one a socket of this process has had (a
         second socket under it would be silenced when the first closes: ``None`` once its
         socket closed); and a socket whose ``status`` does not come within
-        ``hello_timeout`` of connecting is taken for silenced (``None``). A silenced or
+        ``hello_timeout`` of connecting is taken for silenced (``None``), and so is one that
+        later misses, by ``hello_timeout``, a ``status`` the server broadcast to this
+        client's other sockets (``ComfyUIEvents.silenced``: no longer ``connected``, its
+        followers look at once, then poll at their fast interval). A silenced or
         dropped socket costs the old prompts their progress, and SaveImageWebsocket images
         sent meanwhile (a result: ComfyUI keeps no copy), which their follower must then
         find short (the count each node announced) and have again by running the prompt

@@ -158,3 +158,69 @@ def test_the_ids_of_this_process_s_sockets_are_kept_bounded() -> None:
     assert len(client._ws_ids) == ComfyUIClient.MAX_OWN_IDS
     assert f"{total - 1:032x}" in client._ws_ids
     assert f"{0:032x}" not in client._ws_ids
+
+
+@asynccontextmanager
+async def _with_machine_socket(client: ComfyUIClient) -> AsyncIterator[Any]:
+    """The machine's own socket (a fresh id), connected: it brings the server's broadcasts."""
+    async with trio.open_nursery() as nursery:
+        events = client.events()
+        await nursery.start(events.run)
+        assert events.connected
+        yield events
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_silenced_after_it_connected_is_taken_for_silenced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """P3 after the hello: the dead process's handler, still open when the socket connected
+    under its id, closes and drops the new socket from the server's table. The next status
+    the server broadcasts (its queue changed) comes on the machine's socket, not on this
+    one: within the hello timeout it is taken for silenced, no longer connected, and its
+    followers are told to look at once (before, it counted as connected for ever: they
+    polled every 10 s)."""
+    async with _client() as (sim, client), trio.open_nursery() as nursery:
+        old = await sim.connect_ws_in_memory(nursery, f"/ws?clientId={OLD}")
+        async with (
+            _with_machine_socket(client) as machine,
+            client.open_prompt_events(OLD, hello_timeout=5.0) as events,
+        ):
+            assert events is not None
+            sub = events.subscribe("p-1")
+            await trio.sleep(30)
+            await old.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert OLD not in sim._conns  # P3: deaf from now on
+            assert events.connected  # nothing tells it yet
+            frames = machine.frames
+            sim._queue_updated()  # a status to every socket the server has
+            await trio.testing.wait_all_tasks_blocked()
+            assert machine.frames == frames + 1
+            await trio.sleep(4.9)
+            assert events.connected
+            await trio.sleep(0.2)
+            assert not events.connected
+            assert events.silenced
+            assert sub.receive.receive_nowait() is None  # "look now"
+            sub.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_that_has_the_broadcasts_stays_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The same broadcasts on both sockets (the re-attach socket is in the server's table):
+    it stays connected, however many come."""
+    async with (
+        _client() as (sim, client),
+        _with_machine_socket(client),
+        client.open_prompt_events(OLD, hello_timeout=5.0) as events,
+    ):
+        assert events is not None
+        for _ in range(5):
+            await trio.sleep(30)
+            sim._queue_updated()
+        await trio.sleep(60)
+        assert events.connected
+        assert not events.silenced
