@@ -922,6 +922,9 @@ def _adopted(s: State, e: ev.MachineAdopted) -> None:
         m.request_key = e.request_key
         if request is not None:  # adopted by the marker it echoes: that duration
             m.launch_duration = request.estimated_duration
+    # Idle in the log already (Ready, no lease): it has been idle since then, not since the
+    # restart (each restart would otherwise bill up to one more idle timeout).
+    idle_since = m.idle_since if m.status == M_READY and not m.leases else None
     m.adopted = True
     m.server_type = e.server_type
     m.max_jobs = e.max_jobs
@@ -935,7 +938,7 @@ def _adopted(s: State, e: ev.MachineAdopted) -> None:
         m.estimated_stopping_at = e.estimated_stopping_at
         m.rate_micros_per_hour = e.rate_micros_per_hour
         m.price_table_version = e.price_table_version
-        m.idle_since = e.at
+        m.idle_since = e.at if idle_since is None else min(idle_since, e.at)
         _note_table(s, e.price_table_version)
     else:
         m.status = M_STARTING
