@@ -562,6 +562,10 @@ class MachinePool:
         self.launching_allowed = True
         self.refuse_reason = ""
         self.failed_in_a_row = 0  # launches that ended without a Ready machine
+        self.last_boot_failure = ""  # how the last of them ended (its words)
+        # Launching stopped on launch failures (not the budget, not the stop): the next
+        # job queued launches again (a service lives on past a cloud's bad hour).
+        self.relaunch = False
         self.launch_errors = 0  # launch calls failed in a row (the backoff's exponent)
         self.failing_since: float | None = None  # first launch of a rate limit or outage
         self.next_launch_at = float("-inf")
@@ -803,7 +807,7 @@ class MachineActor(Actor):
             case StopMachine():
                 await self._stop(msg.server_id, msg.reason)
             case StopLaunching():
-                self._stop_launching(msg.reason)
+                self._stop_launching(msg.reason, relaunch=False)
             case ResumeLaunching():
                 self._resume_launching(msg.reason)
             case StopAllMachines():
@@ -881,6 +885,8 @@ class MachineActor(Actor):
                 else:
                     reply.set(Lease(m.server_id, live.client, live.lost, live.events))
                 return
+        if not self.pool.launching_allowed and self.pool.relaunch:
+            self._relaunch(job_id)
         seq = next(self.pool.seq)
         self.pool.waiting.append(
             _Waiter(job_id, workflow_version, priority, seq, reply, only_server, deadline)
@@ -1016,9 +1022,30 @@ class MachineActor(Actor):
                 LeaseFailedError(f"job {job_id} cancelled", retryable=False, reason="cancelled")
             )
 
-    def _stop_launching(self, reason: str) -> None:
-        self.pool.launching_allowed = False
-        self.pool.refuse_reason = reason
+    def _stop_launching(self, reason: str, *, relaunch: bool = True) -> None:
+        """No more launches; the jobs waiting for one fail with ``reason``. ``relaunch``:
+        launches failed (``max_launch_attempts`` boots, ``cloud_patience``, a refusal): a
+        job queued later starts a new series (:meth:`_relaunch`); not for the budget, the
+        run's stop or a server type the price table cannot bill, which stay stopped."""
+        pool = self.pool
+        if relaunch and (pool.launching_allowed or not pool.relaunch):
+            log.warning(
+                "launching stopped: %s; the jobs waiting for a machine fail"
+                " (a job queued later launches again)",
+                reason,
+            )
+        pool.launching_allowed = False
+        pool.refuse_reason = reason
+        pool.relaunch = relaunch
+
+    def _relaunch(self, job_id: str) -> None:
+        """A job queued after launching stopped on launch failures: launch again, a new
+        series of ``max_launch_attempts`` (the back-off after the last failed call still
+        holds; a boot that ends in Error, or is stopped while Starting, is not billed)."""
+        pool = self.pool
+        log.info("job %s: launching again (launches had stopped: %s)", job_id, pool.refuse_reason)
+        pool.launching_allowed, pool.refuse_reason, pool.relaunch = True, "", False
+        pool.failed_in_a_row, pool.failing_since = 0, None
 
     def _resume_launching(self, reason: str) -> None:
         """See :class:`ResumeLaunching`: the machines being stopped go on stopping; new
@@ -1325,14 +1352,14 @@ class MachineActor(Actor):
         try:
             self.ctx.table.rate(pool.server_type)
         except DomainError as exc:  # a server type the price table cannot bill
-            self._stop_launching(f"cannot launch: {exc}")
+            self._stop_launching(f"cannot launch: {exc}", relaunch=False)
         if pool.launching_allowed and policy.launches_exhausted(
             failed_in_a_row=pool.failed_in_a_row, max_launch_attempts=self.cfg.max_launch_attempts
         ):
             self._stop_launching(
                 f"{pool.failed_in_a_row} launches in a row never became Ready "
-                f"(failed, or stuck Starting for {self.cfg.ready_timeout:g} s); "
-                "not launching again (pool.max_launch_attempts)"
+                f"(the last: {pool.last_boot_failure or 'failed'}); "
+                "not launching again for now (pool.max_launch_attempts)"
             )
         if not pool.launching_allowed:
             self._fail_unservable(pool.refuse_reason or "launching stopped")
@@ -1581,7 +1608,7 @@ class MachineActor(Actor):
                 at=self.ctx.now(),
             )
         except DomainError as exc:  # e.g. a server type the price table cannot bill
-            self._stop_launching(f"cannot launch: {exc}")
+            self._stop_launching(f"cannot launch: {exc}", relaunch=False)
             self._fail_unservable(pool.refuse_reason)
             return
         self._launching.add(key)
@@ -2235,6 +2262,11 @@ class MachineActor(Actor):
                     self._ready_seen()
                 case Observation.STUCK:
                     pool.failed_in_a_row += 1  # a launch that never became Ready
+                    pool.last_boot_failure = (
+                        f"machine {sid} ended in status Error"
+                        if s.status == "Error"
+                        else f"machine {sid} still {s.status} after {self.cfg.ready_timeout:g} s"
+                    )
                     await self._stop(sid, "not_ready")
                     continue
                 case Observation.UNWELL:
