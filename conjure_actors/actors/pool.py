@@ -2317,7 +2317,12 @@ class MachineActor(Actor):
         self.pool.unproven.pop(sid, None)
         missing = self.pool.missing_since.pop(sid, now)
         end = min(now, missing) if s is None and proven else now
-        reason = "vanished (404)" if s is None else f"stopped by itself ({s.status})"
+        if m.estimated_stopping_at is not None and end >= m.estimated_stopping_at:
+            reason = "its lease ended"  # not renewed (the budget, or no work): no cloud fault
+        elif s is not None:
+            reason = f"stopped by itself ({s.status})"
+        else:
+            reason = "vanished (404)"
         await self._lose(sid, reason, policy.gone_at(m, end))
         if s is None:  # watched until it cannot bill any more: its lease's end
             self.pool.lost_watch[sid] = tnow + (
@@ -2818,12 +2823,22 @@ class MachineActor(Actor):
                 await self._stop(m.server_id, "budget")
                 continue
             compatible = self.pool.waiting.wants(m.workflow_version) or m.server_id in warm
+            # Idle, and kept warm past its lease's end by the idle timeout the user asked
+            # for: renewed like a busy one (its lease ran out mid-idle: a job arriving then
+            # waited a whole boot). It is still stopped at its idle timeout.
+            warm_idle = (
+                not m.leases
+                and m.idle_since is not None
+                and m.server_id not in to_stop
+                and m.estimated_stopping_at is not None
+                and m.idle_since + self.cfg.idle_timeout > m.estimated_stopping_at
+            )
             if (
                 policy.should_renew(
                     now=now,
                     estimated_stopping_at=m.estimated_stopping_at,
                     renew_margin=self.cfg.renew_margin,
-                    work_remains=bool(m.leases) or compatible,
+                    work_remains=bool(m.leases) or compatible or warm_idle,
                 )
                 and self.pool.launching_allowed
                 and m.server_id not in self._renewing

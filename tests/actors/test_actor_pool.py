@@ -287,19 +287,6 @@ async def test_lease_renewed_while_work_remains(autojump_clock: trio.testing.Moc
         assert rig.sim.running() == [lease.server_id]
 
 
-async def test_idle_lease_runs_out_without_renewal(autojump_clock: trio.testing.MockClock) -> None:
-    """With no work, the lease is not renewed: RunComfy stops it; the bill ends at the lease."""
-    async with pool_rig(lease_seconds=120.0, renew_margin=40.0, idle_timeout=10_000.0) as rig:
-        j = await rig.job()
-        lease = await rig.lease(j)
-        await rig.release(lease.server_id, j)
-        await trio.sleep(400)
-        m = rig.state.machines[lease.server_id]
-        assert m.status == "stopped"
-        assert m.stopped_at == m.estimated_stopping_at
-        assert rig.ledger_matches_sim()
-
-
 async def test_machine_stuck_in_starting_is_stopped(autojump_clock: trio.testing.MockClock) -> None:
     """A machine never Ready is stopped after ready_timeout and costs nothing."""
     faults = RunComfyFaults(stuck_starting_rate=1.0)
