@@ -1109,6 +1109,38 @@ async def _stop_after_failure(ctx: Context, exc: BaseException) -> RunStoppedErr
     return RunStoppedError(note, failure=leaf, stops="; ".join(parts[1:]))
 
 
+async def probe_comfyui(client: ComfyUIClient, name: str, url: Any) -> dict[str, Any]:
+    """An attached ComfyUI's ``/system_stats`` (the health check, its retries included,
+    within ATTACH_PROBE_SECONDS), or the UsageError that says why it failed (``status
+    --comfyui-url`` asks the user's ComfyUI through it too, in the same words)."""
+    problem = ""
+    with trio.move_on_after(ATTACH_PROBE_SECONDS) as probe:
+        try:
+            return await client.system_stats()
+        except Exception as exc:
+            problem = probe_problem(exc)
+    if probe.cancelled_caught:
+        problem = f"no answer within {ATTACH_PROBE_SECONDS:g} s"
+    raise probe_refusal(name, url, problem)
+
+
+def probe_refusal(name: str, url: Any, problem: str, route: str = "/system_stats") -> UsageError:
+    """Why asking an attached ComfyUI ``GET route`` failed (``problem``: probe_problem's
+    words), in one line that says what to check."""
+    # The user's URL: its origin and path prefix (its query is refused before); a dev
+    # machine's URL is a secret: its name only.
+    what, asked = f"dev machine {name}", f"GET {route}"
+    if name == "comfyui":
+        what = f"the ComfyUI at {origin_of(str(url))}"
+        asked = f"GET {base_path(str(url))}{route}"
+    if problem.startswith("HTTP "):
+        return UsageError(
+            f"{what} answered {asked} with {problem}: is the URL its base URL (with"
+            " the path a reverse proxy serves it under, if any)?"
+        )
+    return UsageError(f"{what} does not answer {asked} ({problem}): is it running?")
+
+
 async def _start(
     conjure: Conjure, attach: Mapping[str, Any], hold_resumed: Callable[[], bool] | None = None
 ) -> None:
@@ -1136,27 +1168,7 @@ async def _start(
     clients = {}
     for name, url in attach.items():
         client = make_comfyui_client(ctx, name, url)
-        problem = ""
-        with trio.move_on_after(ATTACH_PROBE_SECONDS) as probe:
-            try:
-                await client.system_stats()
-            except Exception as exc:
-                problem = probe_problem(exc)
-        if probe.cancelled_caught:
-            problem = f"no answer within {ATTACH_PROBE_SECONDS:g} s"
-        if problem:
-            # The user's URL: its origin and path prefix (its query is refused before);
-            # a dev machine's URL is a secret: its name only.
-            what, route = f"dev machine {name}", "GET /system_stats"
-            if name == "comfyui":
-                what = f"the ComfyUI at {origin_of(str(url))}"
-                route = f"GET {base_path(str(url))}/system_stats"
-            if problem.startswith("HTTP "):
-                raise UsageError(
-                    f"{what} answered {route} with {problem}: is the URL its base URL (with"
-                    " the path a reverse proxy serves it under, if any)?"
-                )
-            raise UsageError(f"{what} does not answer {route} ({problem}): is it running?")
+        await probe_comfyui(client, name, url)
         clients[name] = client
     await ctx.emit(
         ev.SystemStarted(

@@ -195,7 +195,9 @@ def job_failure(job: Any) -> str | None:
 
 
 async def _show_cloud(config: Config) -> None:
-    async with httpx.AsyncClient(timeout=30.0) as http:
+    from conjure_actors.clients.cookieless import CookielessClient
+
+    async with CookielessClient(timeout=30.0) as http:
         if config.comfyui_url:
             await _show_comfyui(http, config.comfyui_url)
         if config.runcomfy.configured:
@@ -203,47 +205,44 @@ async def _show_cloud(config: Config) -> None:
 
 
 async def _show_comfyui(http: httpx.AsyncClient, url: str) -> None:
-    from conjure_actors.clients.comfyui import base_path, origin_of
+    """The user's ComfyUI, asked as ``run`` asks it at start-up (the same client, health
+    check and words when it fails), then its queue."""
+    from conjure_actors.actors.conjure import ATTACH_PROBE_SECONDS, probe_comfyui, probe_refusal
+    from conjure_actors.clients.comfyui import ComfyUIClient, probe_problem
+    from conjure_actors.clients.errors import ClientError
 
-    base = url.rstrip("/")
-    where = f"the ComfyUI at {origin_of(url)}"
-    for route in ("/system_stats", "/queue"):
-        path = base_path(url) + route
+    client = ComfyUIClient(url, http=http, redact="server comfyui")
+    stats = await probe_comfyui(client, "comfyui", url)
+    queue = None
+    with trio.move_on_after(ATTACH_PROBE_SECONDS):  # (bounded as the health check is)
         try:
-            answer = await http.get(base + route)
-        except httpx.HTTPError:
-            raise UsageError(
-                f"{where} does not answer GET {path} (no connection): is it running?"
-            ) from None
-        if answer.status_code != 200:
-            raise UsageError(
-                f"{where} answered GET {path} with HTTP {answer.status_code}: is the URL its"
-                " base URL (with the path a reverse proxy serves it under, if any)?"
-            )
-        try:
-            body = answer.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise UsageError(f"{where} answered GET {path} with something not a ComfyUI's")
-        if route == "/system_stats":
-            stats = body
-        else:
-            queue = body
-    system = stats.get("system", {})
-    print(
-        f"ComfyUI {system.get('comfyui_version', '?')} (python "
-        f"{str(system.get('python_version', '?')).split()[0]})"
-    )
-    for dev in stats.get("devices", []):
-        free = dev.get("vram_free", 0) / 2**30
-        total = dev.get("vram_total", 0) / 2**30
+            queue = await client.queue()
+        except ClientError as exc:
+            raise probe_refusal("comfyui", url, probe_problem(exc), "/queue") from None
+    if queue is None:
+        problem = f"no answer within {ATTACH_PROBE_SECONDS:g} s"
+        raise probe_refusal("comfyui", url, problem, "/queue")
+    system = _mapping(stats.get("system"))
+    python = str(system.get("python_version", "?")).split() or ["?"]
+    print(f"ComfyUI {system.get('comfyui_version', '?')} (python {python[0]})")
+    devices = stats.get("devices")
+    for dev in map(_mapping, devices if isinstance(devices, list) else []):
+        free = _number(dev.get("vram_free")) / 2**30
+        total = _number(dev.get("vram_total")) / 2**30
         print(f"  device {dev.get('name')}: {free:.1f} of {total:.1f} GiB free")
-    running = queue.get("queue_running", [])
-    pending = sorted(queue.get("queue_pending", []), key=lambda item: item[0])
-    print(f"  queue: {len(running)} running, {len(pending)} pending")
-    for item in running + pending:
-        print(f"    {item[1]}")
+    print(f"  queue: {len(queue.running)} running, {len(queue.pending)} pending")
+    for item in queue.running + queue.pending:  # (pending in run order)
+        print(f"    {item.prompt_id}")
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """``value`` if a JSON object, else empty (a field of another shape shows as ``?``)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else 0.0  # type: ignore[arg-type]
 
 
 async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:

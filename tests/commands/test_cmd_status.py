@@ -12,6 +12,7 @@ from bad_input_support import one_line_usage_error
 
 import eventlog
 from conjure_actors.cli import main
+from conjure_actors.clients.retry import RetryPolicy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from tests.eventlog.eventlog_testtypes import refuse_to_open
@@ -183,10 +184,12 @@ def test_status_of_a_comfyui_url_with_a_query_is_one_line_that_does_not_show_it(
 
 
 def test_status_of_a_comfyui_that_does_not_answer_names_no_exception_class(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A ComfyUI not listening: what status asked and why it failed, in words (it said
     "(ConnectError)")."""
+    # (Its retries, as run's, without their pauses: this test asks for the words only.)
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, rng: 0.0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # (closed: nothing listens there)
