@@ -5,8 +5,10 @@ step, or one whole record if it is larger, so a long backlog does not block the 
 and yields each complete record. An unterminated frame at the end (its declared length runs
 past the end of the file) is a write in progress: it is read again on the next poll. A
 complete frame that is wrong (bad CRC, wrong seq) is damage: if it is still wrong on the next
-poll, ``CorruptLogError`` is raised. A path that does not exist yet is waited for; one that
-cannot be opened (no read permission) raises ``LogUnreadableError``.
+poll, ``CorruptLogError`` is raised. A record that does not decode (an event tag a newer
+program wrote: ``UnknownEventError``) raises its error once every record before it was
+yielded. A path that does not exist yet is waited for; one that cannot be opened (no read
+permission) raises ``LogUnreadableError``.
 
 Polling (not inotify) keeps it portable and works under ``trio.testing.MockClock``. The file
 is opened only for the moment of each poll, so a follower that is simply dropped (a ``break``
@@ -58,6 +60,9 @@ class LogFollower:
         self._header_ok = False
         self._suspect = -1  # offset of a complete but bad frame seen once (raised if seen again)
         self._ready: deque[Record[Any]] = deque()
+        # A record that did not decode (a newer program's event tag, a failing upcaster):
+        # raised once the records before it have been yielded, and again on every call.
+        self._failed: Exception | None = None
 
     def __aiter__(self) -> LogFollower:
         return self
@@ -67,9 +72,13 @@ class LogFollower:
         import trio
 
         while not self._ready:
+            if self._failed is not None:
+                raise self._failed
             more = self._poll()
             if self._ready:
                 break
+            if self._failed is not None:
+                raise self._failed
             if more:
                 await trio.lowlevel.checkpoint()
             else:
@@ -136,7 +145,13 @@ class LogFollower:
             # (Not the place holder of a record salvage lost: it is no record.)
             lost = length == 1 and data[p + FRAME_SIZE] == LOST_BYTE
             if seq >= self.start_seq and not lost:
-                self._ready.append(Record(seq, ts, decode(mv[p + FRAME_SIZE : end], seq)))
+                try:  # (no cost in 3.11+ while nothing is raised)
+                    event = decode(mv[p + FRAME_SIZE : end], seq)
+                except Exception as exc:
+                    # The records before it in this chunk are yielded first, then this.
+                    self._failed = exc
+                    break
+                self._ready.append(Record(seq, ts, event))
             expected += 1
             p = end
         self._expected = expected

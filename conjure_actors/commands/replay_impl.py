@@ -560,10 +560,14 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
             if isinstance(record.event, SystemStopped | SystemStarted):
                 stopped = isinstance(record.event, SystemStopped)
 
+    # A record a newer conjure_actors wrote ends it as it ends the timeline: after every
+    # record before it (the follower yields them first), said so that the part printed is
+    # not taken for the whole.
+    stops = " (the timeline above stops before it)"
     try:
         trio.run(tail)
     except eventlog.UnknownEventError as exc:
-        raise newer_log_error(path, exc) from exc
+        raise UsageError(f"{newer_log_error(path, exc)}{stops if last_seq else ''}") from exc
     except eventlog.UnsupportedVersionError as exc:  # (nothing replayed: bad input, exit 2)
         raise UsageError(str(exc)) from exc
     except eventlog.NotALogError as exc:  # a foreign file, or one this user may not read
@@ -571,8 +575,13 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
     except eventlog.EventLogError as exc:
         raise ReplayError(f"{exc} (follow stopped there)") from exc
     # The writer has closed the log: what it appended since the last poll is all there.
-    for record in _records(path, start_seq=last_seq + 1):
-        show(record)
+    try:
+        for record in _records(path, start_seq=last_seq + 1):
+            show(record)
+    except UsageError as exc:
+        if last_seq and isinstance(exc.__cause__, eventlog.UnknownEventError):
+            raise UsageError(f"{exc}{stops}") from exc.__cause__
+        raise
     return EXIT_OK
 
 
