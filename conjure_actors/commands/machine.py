@@ -494,29 +494,25 @@ async def _stop_recorded(rc: Any, path: Path, recorded: DevMachine) -> None:
     """Stop the recorded dev machine, forget it, say its bill."""
     from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
-    how, server, until = await _stop_looked(rc, recorded.server_id)
-    if how == "gone":  # to its lease's end as recorded at the latest (the look tells none)
+    how, server, until = await _stop(rc, recorded.server_id)
+    if how == "gone":  # to its lease's end as recorded at the latest (the DELETE tells none)
         until = recorded.billed_until(until)
-    elif how == "already" and recorded.gone_at is not None:  # an earlier `machine status`
-        until = min(until, recorded.gone_at)
+    elif recorded.gone_at is not None:  # an earlier `machine status` found it stopped
+        how, until = "found", min(until, recorded.gone_at)
     ready_at = recorded.service_ready_at
     if server is not None and server.service_ready_at is not None:
         ready_at = server.service_ready_at
     cost = machine_cost_micros(recorded.rate_micros_per_hour, ready_at, until)
     _remove(path)
+    what = f"dev machine {recorded.server_id}"
     if how == "gone":
         _say(
-            f"dev machine {recorded.server_id} was already gone (it vanished, or its lease"
-            f" ran out); billed at most {format_usd(cost)} (up to when it was first found"
-            " gone: when it went nobody tells)",
-        )
-    elif how == "already":
-        _say(
-            f"dev machine {recorded.server_id} was already stopped ({_STOPPED_BY});"
-            f" billed at most {format_usd(cost)} ({_AT_MOST})"
+            f"{what} was already gone (it vanished, or its lease ran out); billed at most"
+            f" {format_usd(cost)} (up to when it was first found gone: when it went nobody"
+            " tells)",
         )
     else:
-        _say(f"dev machine {recorded.server_id} stopped; cost {format_usd(cost)}")
+        _say(_stop_words(what, how, server, format_usd(cost)))
 
 
 _STOPPED_BY: Final = "its lease ran out, or it was stopped another way"
@@ -525,25 +521,46 @@ _AT_MOST: Final = (
 )
 
 
-async def _stop_looked(rc: Any, server_id: str) -> tuple[str, Any, float]:
-    """Stop a machine of the account if it is still up: ``(how, server, until)``. A look
-    first (``GET``): a DELETE's answer says ``Deleting`` whether this DELETE stopped it or
-    its lease (or another stop) had, so only the look tells "already stopped" from
-    "stopped". ``how``: ``gone`` (404, ``server`` None), ``already`` (found stopping:
-    nobody tells when it stopped, ``until`` is the latest it can have billed to) or
-    ``stopped`` (by this DELETE: ``until`` is when it returned). ``server`` is the last
-    answer about it; ``until`` never passes its lease's end (RunComfy stops it there, and
-    bills no further)."""
-    looked = await _look(rc, server_id)
-    if _up(looked) is not None:
-        stopped = await rc.stop(server_id, missing_ok=True)
-        if stopped is None:  # went between the look and the DELETE
-            return "gone", None, time.time()
-        return "stopped", stopped, _lease_capped(time.time(), stopped)
+async def _stop(rc: Any, server_id: str) -> tuple[str, Any, float]:
+    """Stop a machine of the account: ``(how, server, until)``, from the DELETE's answer
+    alone (one call: a look first cost one more, ~1 s at the account's rate limit, billed).
+
+    ``how``: ``gone`` (404: nobody tells when it went; ``server`` None, ``until`` now);
+    ``already`` (the answer's lease end, ``estimated_stopping_at``, had passed when the
+    DELETE was asked for: RunComfy had stopped it there, ``until``); ``ran_out`` (its lease
+    ended while the DELETE was on its way, retries and rate-limit waits included: whichever
+    came first ended its bill, by the lease's end, ``until``); ``stopped`` (by this DELETE:
+    ``until`` is when it returned, as RunComfy bills it). A machine stopped another way
+    (the dashboard, another ``machine down``) that is still listed ``Deleting`` answers as
+    one this DELETE stops (``current_status: "Deleting"``): it is said stopped, billed up
+    to now, the most it can have cost; once gone it answers 404."""
+    asked = time.time()
+    stopped = await rc.stop(server_id, missing_ok=True)
     now = time.time()
-    if looked is None:
+    if stopped is None:
         return "gone", None, now
-    return "already", looked, _lease_capped(now, looked)
+    lease_end = stopped.estimated_stopping_at
+    if lease_end is not None and lease_end <= asked:
+        return "already", stopped, lease_end
+    if lease_end is not None and lease_end <= now:
+        return "ran_out", stopped, lease_end
+    return "stopped", stopped, now
+
+
+def _stop_words(what: str, how: str, server: Any, bill: str) -> str:
+    """What became of a machine :func:`_stop` was given (not ``gone``: its callers say it
+    each in their words), with ``bill`` (formatted; "" if unpriced)."""
+    if how == "stopped":
+        return f"{what} stopped{f'; cost {bill}' if bill else ''}"
+    if how == "found":  # (an earlier look found it stopped: when, nobody tells)
+        at_most = f"; billed at most {bill} ({_AT_MOST})" if bill else ""
+        return f"{what} was already stopped ({_STOPPED_BY}){at_most}"
+    at_most = f"; billed at most {bill} (up to its lease's end)" if bill else ""
+    at = _clock(server.estimated_stopping_at)
+    if how == "already":
+        return f"{what} was already stopped: its lease ran out at {at}{at_most}"
+    first = "by the DELETE or by its lease's end, whichever came first"
+    return f"{what} stopped as its lease ran out at {at} ({first}){at_most}"
 
 
 def _lease_capped(now: float, server: Any) -> float:
@@ -580,14 +597,10 @@ def _bill(config: Config, server: Any, until: float) -> str:
 
 
 def _stopped_line(config: Config, what: str, how: str, server: Any, until: float) -> str:
-    """What became of a machine :func:`_stop_looked` was given, with its bill if priced."""
+    """What became of a machine :func:`_stop` was given, with its bill if priced."""
     if how == "gone":
         return f"{what} was not found on the account (already gone)"
-    bill = _bill(config, server, until)
-    if how == "already":
-        at_most = f"; billed at most {bill} ({_AT_MOST})" if bill else ""
-        return f"{what} was already stopped ({_STOPPED_BY}){at_most}"
-    return f"{what} stopped{f'; cost {bill}' if bill else ''}"
+    return _stop_words(what, how, server, _bill(config, server, until))
 
 
 async def _stop_salvaged(rc: Any, config: Config, file: Path) -> bool:
@@ -596,7 +609,7 @@ async def _stop_salvaged(rc: Any, config: Config, file: Path) -> bool:
     server_id = _salvaged_server_id(file)
     if server_id is None:
         return False
-    how, server, until = await _stop_looked(rc, server_id)
+    how, server, until = await _stop(rc, server_id)
     _remove(file)
     what = f"dev machine {server_id} (read from the damaged {file}, now removed)"
     if how == "gone":
@@ -693,7 +706,7 @@ async def _down_by_id(config: Config, path: Path, rc: Any, server_id: str) -> in
         await _stop_recorded(rc, path, recorded)
         recorded = None
     else:
-        how, server, until = await _stop_looked(rc, server_id)
+        how, server, until = await _stop(rc, server_id)
         _say(_stopped_line(config, f"machine {server_id}", how, server, until))
     if pending is not None and pending.server_id == server_id:
         forget.append(pending_path(path))
@@ -850,27 +863,21 @@ async def _settle_pending(
             f" `machine up`; cost so far {format_usd(cost)}: `machine down` stops it"
         )
         return server
-    stopped = await rc.stop(server.server_id, missing_ok=True)
-    # Never past its lease's end (the DELETE's, else the look's): one that ran out between
-    # the look and the DELETE stopped there.
-    stopped_at = _lease_capped(time.time(), server if stopped is None else stopped)
+    how, stopped, until = await _stop(rc, server.server_id)
+    if how == "gone":  # gone before the DELETE, nobody tells when: to now at the latest,
+        until = _lease_capped(until, server)  # never past its lease's end as listed
     pending_path(path).unlink(missing_ok=True)
     # The DELETE's answer is the machine as it stopped (as the pool bills it): it may have
     # got Ready since the look, which would bill it $0.
     ready_at = server.service_ready_at
     if stopped is not None and stopped.service_ready_at is not None:
         ready_at = stopped.service_ready_at
-    cost = machine_cost_micros(rate, ready_at, stopped_at)
-    if stopped is None:  # gone before the DELETE, nobody tells when: to now at the latest
-        _say(
-            f"machine {server.server_id} (launched by an interrupted `machine up`) was"
-            f" already gone; billed at most {format_usd(cost)}"
-        )
+    bill = format_usd(machine_cost_micros(rate, ready_at, until))
+    what = f"machine {server.server_id} (launched by an interrupted `machine up`)"
+    if how == "gone":
+        _say(f"{what} was already gone; billed at most {bill}")
     else:
-        _say(
-            f"machine {server.server_id} (launched by an interrupted `machine up`) stopped;"
-            f" cost {format_usd(cost)}"
-        )
+        _say(_stop_words(what, how, stopped, bill))
     return server
 
 

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from conjure_actors.clock import TrioWallClock
 from conjure_actors.commands.machine import (
     machine_action,
     pending_path,
@@ -39,7 +40,8 @@ async def test_down_stops_the_machine_of_a_truncated_state_file(
     """The QA case: the state file cut to 60 bytes still holds the server id: stopped, the
     file removed, exit 0."""
     path = tmp_path / "dev.json"
-    async with open_client() as (sim, client):
+    # The sim's clock starts at this process's: the command reads its leases' ends.
+    async with open_client(wall=TrioWallClock(time.time())) as (sim, client):
         assert await machine_action(_args("up"), CONFIG, path, client) == 0
         (machine,) = sim.running()
         path.write_bytes(path.read_bytes()[:60])
@@ -84,7 +86,8 @@ async def test_down_by_id_stops_that_machine_and_removes_the_damaged_file(
     """``machine down --server-id ID``, as the listing advised: stopped, the damaged state
     file removed."""
     path = tmp_path / "dev.json"
-    async with open_client() as (sim, client):
+    # The sim's clock starts at this process's: the command reads its leases' ends.
+    async with open_client(wall=TrioWallClock(time.time())) as (sim, client):
         assert await machine_action(_args("up"), CONFIG, path, client) == 0
         (machine,) = sim.running()
         path.write_text("{not json")

@@ -1,8 +1,11 @@
 """``machine down`` of a machine already stopped (its lease ran out, or another stop): the
-DELETE's answer says ``Deleting`` either way, so it billed up to the call (the overbill grew
-with every second after the lease's end) and said "stopped". Now a look first tells
-"already stopped", and the bill never passes the lease's end or that look: it agrees with
-the sim's own billing, to the micro-dollar when the lease's end is when it stopped."""
+DELETE's answer says ``Deleting`` either way. It billed up to the call (the overbill grew
+with every second after the lease's end) and said "stopped"; then a look (GET) first told
+"already stopped", one more call (~1 s at the account's rate limit) on every stop. Now the
+DELETE's answer alone: its lease's end, passed before the DELETE was asked for, says
+"already stopped", passed while it was on its way "stopped as its lease ran out", and the
+bill never passes the lease's end: it agrees with the sim's own billing, to the
+micro-dollar when the lease's end is when it stopped."""
 
 from __future__ import annotations
 
@@ -107,15 +110,15 @@ async def test_down_by_id_of_a_lease_expired_machine_bills_to_its_lease_end(
     assert f"billed at most {format_usd(bill.cost_micros)} " in out
 
 
-async def test_down_of_a_machine_stopped_another_way_says_already_stopped(
+async def test_down_of_a_machine_found_stopped_by_status_says_already_stopped(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Stopped by another `machine down --server-id` (another state file): this one's
-    DELETE stops nothing; it said "stopped" with a bill to the call. Now "already stopped",
-    billed at most up to its look, never below the sim's bill."""
+    """Stopped by another `machine down --server-id` (another state file), which `machine
+    status` then found: `down` says "already stopped", billed at most up to that look,
+    never below the sim's bill."""
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     table = default_price_table()
@@ -126,12 +129,12 @@ async def test_down_of_a_machine_stopped_another_way_says_already_stopped(
         await trio.sleep(30)
         other = _args("down", server_id=server.server_id)
         assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
-        (bill,) = sim.billing()
-        assert bill.reason == "stopped"
+        await trio.sleep(10)
+        assert await machine_action(_args("status"), CONFIG, path, rc) == 1
+        looked = wall.now()
         capsys.readouterr()
         await trio.sleep(1000)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
-        looked = wall.now()
     (bill,) = sim.billing()
     assert bill.reason == "stopped"
     out = capsys.readouterr().out
@@ -142,14 +145,45 @@ async def test_down_of_a_machine_stopped_another_way_says_already_stopped(
     assert f"billed at most {format_usd(at_most)} " in out
 
 
+async def test_down_of_a_machine_stopped_another_way_unseen_bills_no_less_than_the_cloud(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stopped another way, still listed Deleting, and not looked at since: its DELETE
+    answers as one that stops it, so it is said stopped, billed to the call: never below
+    the sim's bill (the limit of one call instead of a look and a DELETE)."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    table = default_price_table()
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 3600)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        record_dev_machine(path, server, wall.now())
+        await trio.sleep(30)
+        other = _args("down", server_id=server.server_id)
+        assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
+        capsys.readouterr()
+        await trio.sleep(20)
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+        called = wall.now()
+    (bill,) = sim.billing()
+    said = machine_cost_micros(table.rate("medium"), server.service_ready_at, called)
+    assert said >= bill.cost_micros
+    out = capsys.readouterr().out
+    assert f"dev machine {server.server_id} stopped; cost {format_usd(said)}" in out
+
+
 async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The look finds it Ready, its lease runs out before the DELETE (a slow network, a
-    429's back-off): RunComfy stopped it at the lease's end, and the bill ends there."""
+    """Its lease runs out while the DELETE is on its way (a slow network, a 429's
+    back-off): RunComfy stopped it at the lease's end if the DELETE did not first, the bill
+    ends there, and the line says so (it said "stopped; cost")."""
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
@@ -161,7 +195,10 @@ async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
     (bill,) = sim.billing()
     assert bill.reason == "lease_expired"
-    assert f"cost {format_usd(bill.cost_micros)}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"dev machine {server.server_id} stopped as its lease ran out at " in out
+    assert "stopped;" not in out
+    assert f"billed at most {format_usd(bill.cost_micros)} (up to its lease's end)" in out
 
 
 async def test_down_of_an_interrupted_launchs_machine_bills_to_its_lease_end(
@@ -170,8 +207,9 @@ async def test_down_of_an_interrupted_launchs_machine_bills_to_its_lease_end(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The machine of an interrupted `machine up`, found Ready, its lease run out before
-    the DELETE: billed to the lease's end, as the cloud bills it, not to the DELETE."""
+    """The machine of an interrupted `machine up`, found Ready, its lease run out while
+    the DELETE was on its way: billed to the lease's end, as the cloud bills it, not to the
+    DELETE, and said so (it said "stopped; cost")."""
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
@@ -193,4 +231,39 @@ async def test_down_of_an_interrupted_launchs_machine_bills_to_its_lease_end(
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
     (bill,) = sim.billing()
     assert bill.reason == "lease_expired"
-    assert f"cost {format_usd(bill.cost_micros)}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped as its lease ran out at " in out
+    assert f"billed at most {format_usd(bill.cost_micros)} (up to its lease's end)" in out
+
+
+async def test_down_of_a_machine_still_up_is_one_call(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A machine still up is stopped by its DELETE alone (a look first was one more call,
+    ~1 s at the account's rate limit, billed), and said stopped with the sim's bill."""
+    wall = _wall(monkeypatch)
+    path = tmp_path / "dev.json"
+    async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
+        server = await rc.launch(VERSION, "medium", 3600)
+        server = await rc.wait_until_ready(server.server_id, interval=1)
+        record_dev_machine(path, server, wall.now())
+        rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
+        calls: list[str] = []
+        request = rc._request
+
+        async def counted(method: str, route: str, **kwargs: Any) -> Any:
+            calls.append(f"{method} {route}")
+            return await request(method, route, **kwargs)
+
+        monkeypatch.setattr(rc, "_request", counted)
+        await trio.sleep(120)
+        assert await machine_action(_args("down"), CONFIG, path, rc) == 0
+    assert calls == [f"DELETE /servers/{server.server_id}"]
+    (bill,) = sim.billing()
+    assert bill.reason == "stopped"
+    assert bill.cost_micros > 0
+    out = capsys.readouterr().out
+    assert f"dev machine {server.server_id} stopped; cost {format_usd(bill.cost_micros)}" in out

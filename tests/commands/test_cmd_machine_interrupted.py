@@ -6,6 +6,7 @@ machine by the launch's marker and stops, reports or adopts it; nothing bills un
 from __future__ import annotations
 
 import argparse
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,8 @@ async def test_down_stops_the_recorded_machine_even_when_the_launch_record_is_da
     the damaged record, naming no machine, goes once no machine of the account is up
     (looked for over the landing grace: its launch may be listed late)."""
     path = tmp_path / "dev.json"
-    async with open_client() as (sim, client):
+    # The sim's clock starts at this process's: the command reads its leases' ends.
+    async with open_client(wall=TrioWallClock(time.time())) as (sim, client):
         assert await machine_action(_args("up"), CONFIG, path, client) == 0
         (machine,) = sim.running()
         pending_path(path).write_text("{not json")
