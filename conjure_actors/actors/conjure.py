@@ -1133,12 +1133,20 @@ def probe_refusal(name: str, url: Any, problem: str, route: str = "/system_stats
     if name == "comfyui":
         what = f"the ComfyUI at {origin_of(str(url))}"
         asked = f"GET {base_path(str(url))}{route}"
-    if problem.startswith("HTTP "):
-        return UsageError(
-            f"{what} answered {asked} with {problem}: is the URL its base URL (with"
-            " the path a reverse proxy serves it under, if any)?"
-        )
-    return UsageError(f"{what} does not answer {asked} ({problem}): is it running?")
+    # It answered (an HTTP error, or a page that is not ComfyUI's, such as a proxy's sign-in
+    # page): the user's URL is the suspect, not whether it runs. A dev machine's URL is
+    # RunComfy's, not the user's: what to check is whether it is still up.
+    answered = problem.startswith(("HTTP ", "an answer "))
+    said = (
+        f"answered {asked} with {problem}" if answered else f"does not answer {asked} ({problem})"
+    )
+    if not answered:
+        check = "is it running?"
+    elif name == "comfyui":
+        check = "is the URL its base URL (with the path a reverse proxy serves it under, if any)?"
+    else:
+        check = "is it still up? (`python -m conjure_actors machine status` says)"
+    return UsageError(f"{what} {said}: {check}")
 
 
 async def _start(

@@ -103,6 +103,13 @@ async def test_a_proxy_page_instead_of_the_stats_is_said_in_runs_words() -> None
         await _status(handler)
     said = probe_refusal("comfyui", URL, probe_problem(ComfyUIResponseError("html")))
     assert str(caught.value) == str(said)
+    # It answered: the URL is the suspect, not whether it runs (it said "does not answer
+    # GET /comfy/system_stats (an answer that is not a ComfyUI's): is it running?").
+    assert str(said) == (
+        "the ComfyUI at http://comfy.example:8188 answered GET /comfy/system_stats with an"
+        " answer that is not a ComfyUI's: is the URL its base URL (with the path a reverse"
+        " proxy serves it under, if any)?"
+    )
 
 
 async def test_a_failing_queue_names_the_queue_route(
