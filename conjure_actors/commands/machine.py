@@ -5,10 +5,10 @@ and answers ``/system_stats``, and records it in a state file (mode 0600, defaul
 ``~/.conjure/dev_machine.json``, config ``dev_state_file``). While it is alive, ``run``
 attaches to it instead of waiting for a new machine (and does not pay for it twice: the dev
 machine's cost is its own, shown by ``machine status``). ``machine down`` stops it and
-prints its final bill. One found gone (it vanished, or its lease ran out) is billed up to
-the first look that found it gone (``DevMachine.gone_at``), "at most": nobody tells when it
-went. The state file holds the machine URL, which is a capability: it is
-never printed.
+prints its final bill. One found gone (its lease ran out, it vanished, or it was stopped
+another way) is billed up to the first look that found it gone (``DevMachine.gone_at``) and
+never past its lease's end, "at most": nobody tells when it went. The state file holds the
+machine URL, which is a capability: it is never printed.
 
 From just before its ``POST /servers`` until the machine is recorded, ``machine up`` keeps
 the launch in ``STATE.launching`` (its marker, then the server's id): interrupted in between
@@ -450,12 +450,36 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
             f"{recorded.server_type}; cost so far {format_usd(cost)}"
         )
         return 0
+    why, upto = _why_gone(recorded, server, time.time())
+    state = "gone" if server is None else f"stopping ({server.status})"
     _say(
-        f"dev machine {recorded.server_id}: gone (it vanished, or its lease ran out);"
-        f" {recorded.server_type}; billed at most {format_usd(cost)} (up to when it was"
-        " first found gone: when it went nobody tells); `machine down` forgets it"
+        f"dev machine {recorded.server_id}: {state} ({why}); {recorded.server_type};"
+        f" billed at most {format_usd(cost)} ({upto}); `machine down` forgets it"
     )
     return 1
+
+
+def _why_gone(recorded: DevMachine, server: Any, now: float) -> tuple[str, str]:
+    """Why a recorded machine found gone (``server`` None: 404) or stopping went, and up to
+    when its bill can have run (``recorded.billed_until``'s bound), in words: its lease's
+    end if that had passed when it was first found so (it went then, at the latest), else
+    the moment it was found (it vanished, or was stopped another way: when, nobody tells)."""
+    found = now if recorded.gone_at is None else min(now, recorded.gone_at)
+    lease_end = recorded.estimated_stopping_at
+    if lease_end is not None and lease_end <= found:
+        return (
+            f"its lease ran out at {_clock(lease_end)}, if it did not go sooner",
+            "up to its lease's end",
+        )
+    if server is None:  # (not listed at all)
+        return (
+            "it vanished, or it was stopped another way",
+            "up to when it was first found gone: when it went nobody tells",
+        )
+    return (
+        "it was stopped another way",
+        "up to when it was first found stopping: when it stopped nobody tells",
+    )
 
 
 async def _down(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
@@ -506,11 +530,8 @@ async def _stop_recorded(rc: Any, path: Path, recorded: DevMachine) -> None:
     _remove(path)
     what = f"dev machine {recorded.server_id}"
     if how == "gone":
-        _say(
-            f"{what} was already gone (it vanished, or its lease ran out); billed at most"
-            f" {format_usd(cost)} (up to when it was first found gone: when it went nobody"
-            " tells)",
-        )
+        why, upto = _why_gone(recorded, None, until)
+        _say(f"{what} was already gone ({why}); billed at most {format_usd(cost)} ({upto})")
     else:
         _say(_stop_words(what, how, server, format_usd(cost)))
 
