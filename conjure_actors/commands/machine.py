@@ -358,6 +358,26 @@ def _one_at_a_time(path: Path, action: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _locked_by_another(path: Path) -> bool:
+    """Whether a ``machine up`` or ``down`` holds the state file's lock now (``status``,
+    a look, takes none: it asks for a shared lock for an instant, and lets it go)."""
+    import fcntl
+
+    try:
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # no lock file: nothing ever held it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (releases the shared lock, if taken)
+    return False
+
+
 def _save_look(path: Path, looked: DevMachine) -> None:
     """Save what a ``machine status`` look found (the lease's end as RunComfy has it now,
     the moment it was first found gone) into the state file, if it still records that
@@ -865,11 +885,17 @@ async def _settle_pending(
     goes (``status`` keeps it: a look, not a decision)."""
     from conjure_actors.domain.prices import default_price_table, format_usd, machine_cost_micros
 
+    # `status` takes no lock: the launch record may be that of a `machine up` running now
+    # (it holds the lock until the machine is recorded), not of an interrupted one.
+    live = action == "status" and _locked_by_another(path)
     if action == "status":  # a look, not a wait
         server = await _find_pending(rc, pending)
     else:
         server = await _find_landing(rc, pending)
     if server is None:
+        if live:
+            _say("a `machine up` running now is launching a machine (not listed yet)")
+            return None
         _say("an interrupted `machine up` left a launch: no machine of it is up")
         if action != "status":
             pending_path(path).unlink(missing_ok=True)
@@ -879,6 +905,12 @@ async def _settle_pending(
     rate = default_price_table(config.runcomfy.plan).rate(pending.server_type)
     if action == "status":
         cost = machine_cost_micros(rate, server.service_ready_at, time.time())
+        if live:
+            _say(
+                f"machine {server.server_id} ({server.status}), being launched by a `machine"
+                f" up` running now (it records it once Ready); cost so far {format_usd(cost)}"
+            )
+            return server
         _say(
             f"machine {server.server_id} ({server.status}), launched by an interrupted"
             f" `machine up`; cost so far {format_usd(cost)}: `machine down` stops it"
