@@ -525,17 +525,21 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
 
     ``as_json``: each record is one JSON object on its line, as ``run --json`` writes the
     events it journals (``seq``, ``ts``, ``type``, the event's fields: docs/run-json.md).
+    ``job_id``: only that job's records; none by the time the run has ended is said as the
+    timeline says it (exit 2: a mistyped id), not an empty output.
     """
     import trio
 
     from conjure_actors.actors.view import event_json_line
 
     last_seq = 0
+    shown = 0
 
     def show(record: eventlog.Record[Any]) -> None:
-        nonlocal last_seq
+        nonlocal last_seq, shown
         last_seq = record.seq
         if job_id is None or event_job_id(record.event) == job_id:
+            shown += 1
             line = (
                 event_json_line(record.seq, record.ts, record.event)
                 if as_json
@@ -582,6 +586,8 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
         if last_seq and isinstance(exc.__cause__, eventlog.UnknownEventError):
             raise UsageError(f"{exc}{stops}") from exc.__cause__
         raise
+    if job_id is not None and shown == 0:  # the run has ended: the job will not come now
+        raise UsageError(f"no event in {path} is about job {job_id}: check the job id")
     return EXIT_OK
 
 
