@@ -510,7 +510,7 @@ async def _down(args: argparse.Namespace, config: Config, path: Path, rc: Any) -
     command that stops one by id (``--server-id``), nothing is guessed."""
     by_id = getattr(args, "server_id", None)
     if by_id is not None:
-        return await _down_by_id(config, path, rc, by_id)
+        return await _down_by_id(args, config, path, rc, by_id)
     damaged: list[Path] = []
     try:
         recorded = read_dev_machine(path)
@@ -638,9 +638,8 @@ def _bill(config: Config, server: Any, until: float) -> str:
 
 
 def _stopped_line(config: Config, what: str, how: str, server: Any, until: float) -> str:
-    """What became of a machine :func:`_stop` was given, with its bill if priced."""
-    if how == "gone":
-        return f"{what} was not found on the account (already gone)"
+    """What became of a machine :func:`_stop` was given (not ``gone``), with its bill if
+    priced."""
     return _stop_words(what, how, server, _bill(config, server, until))
 
 
@@ -668,15 +667,7 @@ async def _unresolved(args: argparse.Namespace, rc: Any, files: list[Path]) -> i
     from conjure_actors.domain import machines_policy as policy
 
     names = " and ".join(str(f) for f in files)
-
-    async def machines_up() -> list[Any]:
-        listed = await rc.list_servers()
-        return sorted(
-            (s for s in listed if s.status not in policy.GONE_STATUSES),
-            key=lambda s: s.server_id,
-        )
-
-    up = await machines_up()
+    up = await _machines_up(rc)
     left = policy.LAUNCH_LAND_GRACE - min(_age(f) for f in files)
     if not up and left > 0:
         _say(
@@ -686,25 +677,43 @@ async def _unresolved(args: argparse.Namespace, rc: Any, files: list[Path]) -> i
         with trio.move_on_after(left):
             while not up:
                 await trio.sleep(5.0)
-                up = await machines_up()
+                up = await _machines_up(rc)
     if not up:
         for file in files:
             _remove(file)
         _say(f"{names}: damaged, naming no machine; none is up on the account: removed")
         return 0
+    _say_machines(up)
+    raise UsageError(
+        f"{names} is damaged and names no machine; the account's {len(up)} machine(s) up are"
+        " listed above (a `run`'s may be among them): stop the dev machine with"
+        f" `python -m conjure_actors machine down --server-id ID{_state_option(args)}`"
+    )
+
+
+async def _machines_up(rc: Any) -> list[Any]:
+    """The account's machines that are up (listed, not going away), by server id."""
+    from conjure_actors.domain import machines_policy as policy
+
+    listed = await rc.list_servers()
+    return sorted(
+        (s for s in listed if s.status not in policy.GONE_STATUSES), key=lambda s: s.server_id
+    )
+
+
+def _say_machines(up: list[Any]) -> None:
+    """One line per machine: its id, status, type, workflow version and Ready time."""
     for s in up:
         ready = "" if s.service_ready_at is None else f", Ready since {_clock(s.service_ready_at)}"
         _say(
             f"machine {s.server_id}: {s.status}, {s.server_type or 'type unknown'}, workflow"
             f" version {s.workflow_version_id or 'unknown'}{ready}"
         )
+
+
+def _state_option(args: argparse.Namespace) -> str:
     given = getattr(args, "state_file", None)
-    state = f" --state-file {given}" if given else ""
-    raise UsageError(
-        f"{names} is damaged and names no machine; the account's {len(up)} machine(s) up are"
-        " listed above (a `run`'s may be among them): stop the dev machine with"
-        f" `python -m conjure_actors machine down --server-id ID{state}`"
-    )
+    return f" --state-file {given}" if given else ""
 
 
 def _remove(file: Path) -> None:
@@ -728,7 +737,9 @@ def _clock(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-async def _down_by_id(config: Config, path: Path, rc: Any, server_id: str) -> int:
+async def _down_by_id(
+    args: argparse.Namespace, config: Config, path: Path, rc: Any, server_id: str
+) -> int:
     """``machine down --server-id ID``: stop that machine of the account. The record files
     that name it, or are damaged (what ``--server-id`` is for), go; one that records
     another machine stays (said)."""
@@ -748,7 +759,10 @@ async def _down_by_id(config: Config, path: Path, rc: Any, server_id: str) -> in
         recorded = None
     else:
         how, server, until = await _stop(rc, server_id)
-        _say(_stopped_line(config, f"machine {server_id}", how, server, until))
+        if how == "gone":
+            await _not_found(args, rc, server_id)
+        else:
+            _say(_stopped_line(config, f"machine {server_id}", how, server, until))
     if pending is not None and pending.server_id == server_id:
         forget.append(pending_path(path))
     for file in forget:
@@ -760,6 +774,24 @@ async def _down_by_id(config: Config, path: Path, rc: Any, server_id: str) -> in
             " conjure_actors machine down` stops it"
         )
     return 0
+
+
+async def _not_found(args: argparse.Namespace, rc: Any, server_id: str) -> None:
+    """``--server-id`` names no machine of the account: gone already, or a mistyped id (the
+    machine meant to be stopped billing on). The machines up are listed and the command
+    refused (nothing is removed: a damaged record file may be the only one naming it);
+    none up, nothing bills: said, and the command goes on."""
+    up = await _machines_up(rc)
+    said = f"machine {server_id} was not found on the account (gone already, or a mistyped id)"
+    if not up:
+        _say(f"{said}; none of its machines is up: nothing bills")
+        return
+    _say_machines(up)
+    raise UsageError(
+        f"{said}; the account's {len(up)} machine(s) up are listed above (a `run`'s may be"
+        " among them): stop yours with"
+        f" `python -m conjure_actors machine down --server-id ID{_state_option(args)}`"
+    )
 
 
 async def _wait_and_record(
