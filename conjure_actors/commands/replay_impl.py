@@ -856,6 +856,13 @@ def _main(args: argparse.Namespace) -> int:
     if args.follow:
         if not args.poll > 0:
             raise UsageError(f"--poll {args.poll}: give a positive number of seconds")
+        if not Path(path).exists():  # (waited for, as a run may create it: said, so that a
+            # mistyped path is not a silent wait)
+            print(
+                f"note: {path} does not exist yet: waiting for a run to write it (Ctrl-C stops)",
+                file=sys.stderr,
+                flush=True,
+            )
         return _follow(path, args.job, args.poll, as_json=args.json)
     _refuse_a_log_without_records(path)
     if args.at is None and not args.json:

@@ -1,10 +1,11 @@
-"""``replay --follow --job ID`` of a run that has ended without a record about that job
-says so, as the timeline does (it printed nothing and exited 0: a mistyped id looked like
-a job with nothing to show)."""
+"""``replay --follow`` says what a mistyped argument would leave silent: a job id no record
+of the ended run is about (as the timeline says it; it printed nothing and exited 0), and
+a log not there yet, waited for (it waited without a word)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,29 @@ def test_follow_of_a_job_the_log_names_ends_as_before(
     assert main(["replay", str(log), "--follow", "--poll", "0.01", "--job", "j1"]) == 0
     seqs = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()]
     assert seqs == [3, 4, 6]
+
+
+def test_follow_of_a_log_not_there_yet_says_it_waits(
+    tmp_path: Path,
+    no_credentials: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A path with no log yet is waited for (a run may create it), said on stderr first,
+    so that a mistyped path is not a silent wait (it said nothing)."""
+    import trio
+
+    log = tmp_path / "later.log"
+    run = trio.run
+
+    def run_written_meanwhile(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        write(log, story())  # (a run writes it, ends and closes it, while follow waits)
+        return run(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio, "run", run_written_meanwhile)
+    assert main(["replay", str(log), "--follow", "--poll", "0.01"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"note: {log} does not exist yet: waiting for a run to write it (Ctrl-C stops)\n"
+    )
+    assert len(captured.out.splitlines()) == len(story())
