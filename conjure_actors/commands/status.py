@@ -260,14 +260,21 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
     now = time.time()
     total = 0
     bounded = False
+    unpriced: list[str] = []  # Ready machines of a type the price table has no price for
     print(f"RunComfy: {len(servers)} machine(s)")
     for s in servers:
         cost = 0
-        if s.service_ready_at is not None and s.server_type in table.hourly_micros:
+        priced = s.server_type in table.hourly_micros
+        if s.service_ready_at is not None and priced:
             until = now if s.estimated_stopping_at is None else min(now, s.estimated_stopping_at)
             cost = machine_cost_micros(table.rate(s.server_type), s.service_ready_at, until)
         total += cost
-        if s.status in BILLING_OVER:
+        if s.service_ready_at is not None and not priced:
+            # (One launched elsewhere, of a type the table does not name: "$0" would be
+            # untrue, and so would a total without it.)
+            unpriced.append(s.server_id)
+            spent = f"cost unknown (no {table.version} price for type {s.server_type or '?'})"
+        elif s.status in BILLING_OVER:
             # Its bill ended when its DELETE was answered (or its lease ran out): RunComfy's
             # answer does not say when, so up to now is a bound, not a bill still growing.
             bounded = bounded or cost > 0
@@ -276,7 +283,13 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
             spent = f"cost so far {format_usd(cost)}"
         print(f"  {s.server_id}: {s.status}, {s.server_type or '?'}, {spent}")
     prices = f"{table.version}, {table.plan}"
-    if bounded:
+    if unpriced:
+        print(
+            f"  total so far: {format_usd(total)} and the cost of {len(unpriced)} machine(s)"
+            f" of a type without a price ({prices})"
+            + ("; a machine stopping is counted up to now" if bounded else "")
+        )
+    elif bounded:
         print(
             f"  total so far: at most {format_usd(total)} ({prices}; a machine stopping was"
             " billed up to its stop, counted here up to now)"
