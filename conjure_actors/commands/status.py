@@ -15,6 +15,7 @@ Machine URLs are never printed (they are capabilities): machines are named by se
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,12 @@ def _show_log(path: Path) -> None:
         raise UsageError(f"no run log at {path} (not a regular file): pass a log file's path")
     if found.state in ("empty", "header-only"):  # as replay says it: not a run of 0 jobs
         raise UsageError(f"{found.message}: no run to show")
+    if found.state == "torn":  # as replay warns of it: its last record was lost in a crash
+        print(
+            f"warning: {path}: torn tail at offset {found.offset} (a crash mid-append);"
+            f" showing the run as of the {found.last_seq} complete records before it",
+            file=sys.stderr,
+        )
     # Asked before the log is read: a run that ends while it is read was not a crash.
     live = eventlog.being_written(path)
     try:
