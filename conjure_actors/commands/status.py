@@ -248,6 +248,7 @@ def _mapping(value: object) -> dict[str, Any]:
 
 
 def _number(value: object) -> float:
+    """``value`` if a JSON number, else 0 (a count of bytes a ComfyUI left out)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     return float(value) if ok else 0.0  # type: ignore[arg-type]
 
