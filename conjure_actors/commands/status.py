@@ -76,6 +76,7 @@ def _show_log(path: Path) -> None:
         billed_by,
         newer_log_error,
     )
+    from conjure_actors.domain.describe import machine_status
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
     from conjure_actors.domain.state import apply, initial_state
@@ -125,7 +126,8 @@ def _show_log(path: Path) -> None:
     # running there (a crashed run) has cost more than its last accrual, maybe nothing yet.
     billed = billed_by(state, state.last_at)
     for m in state.machines.values():
-        print(f"  machine {m.server_id} ({m.kind}): {m.status}, {format_usd(billed[m.server_id])}")
+        status = machine_status(m)  # with "draining (why)", as replay shows it
+        print(f"  machine {m.server_id} ({m.kind}): {status}, {format_usd(billed[m.server_id])}")
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
