@@ -807,7 +807,7 @@ class MachineActor(Actor):
             case StopMachine():
                 await self._stop(msg.server_id, msg.reason)
             case StopLaunching():
-                self._stop_launching(msg.reason, relaunch=False)
+                self._stop_launching(msg.reason)
             case ResumeLaunching():
                 self._resume_launching(msg.reason)
             case StopAllMachines():
@@ -1022,7 +1022,7 @@ class MachineActor(Actor):
                 LeaseFailedError(f"job {job_id} cancelled", retryable=False, reason="cancelled")
             )
 
-    def _stop_launching(self, reason: str, *, relaunch: bool = True) -> None:
+    def _stop_launching(self, reason: str, *, relaunch: bool = False) -> None:
         """No more launches; the jobs waiting for one fail with ``reason``. ``relaunch``:
         launches failed (``max_launch_attempts`` boots, ``cloud_patience``, a refusal): a
         job queued later starts a new series (:meth:`_relaunch`); not for the budget, the
@@ -1352,14 +1352,15 @@ class MachineActor(Actor):
         try:
             self.ctx.table.rate(pool.server_type)
         except DomainError as exc:  # a server type the price table cannot bill
-            self._stop_launching(f"cannot launch: {exc}", relaunch=False)
+            self._stop_launching(f"cannot launch: {exc}")
         if pool.launching_allowed and policy.launches_exhausted(
             failed_in_a_row=pool.failed_in_a_row, max_launch_attempts=self.cfg.max_launch_attempts
         ):
             self._stop_launching(
                 f"{pool.failed_in_a_row} launches in a row never became Ready "
                 f"(the last: {pool.last_boot_failure or 'failed'}); "
-                "not launching again for now (pool.max_launch_attempts)"
+                "not launching again for now (pool.max_launch_attempts)",
+                relaunch=True,
             )
         if not pool.launching_allowed:
             self._fail_unservable(pool.refuse_reason or "launching stopped")
@@ -1608,7 +1609,7 @@ class MachineActor(Actor):
                 at=self.ctx.now(),
             )
         except DomainError as exc:  # e.g. a server type the price table cannot bill
-            self._stop_launching(f"cannot launch: {exc}", relaunch=False)
+            self._stop_launching(f"cannot launch: {exc}")
             self._fail_unservable(pool.refuse_reason)
             return
         self._launching.add(key)
@@ -1658,17 +1659,18 @@ class MachineActor(Actor):
                 if pool.failing_since is None:
                     pool.failing_since = now
                 if now - pool.failing_since >= self.cfg.cloud_patience:
-                    self._stop_launching(f"launch failed: {exc}")
+                    self._stop_launching(f"launch failed: {exc}", relaunch=True)
             else:
                 pool.failed_in_a_row += 1
                 if isinstance(exc, AuthError) or refused:
-                    self._stop_launching(f"launch failed: {exc}")
+                    self._stop_launching(f"launch failed: {exc}", relaunch=True)
                 elif policy.launches_exhausted(
                     failed_in_a_row=pool.failed_in_a_row,
                     max_launch_attempts=self.cfg.max_launch_attempts,
                 ):
                     self._stop_launching(
-                        f"launch failed {pool.failed_in_a_row} times in a row, last: {exc}"
+                        f"launch failed {pool.failed_in_a_row} times in a row, last: {exc}",
+                        relaunch=True,
                     )
             if not pool.launching_allowed:
                 self._fail_unservable(pool.refuse_reason)

@@ -67,3 +67,16 @@ async def test_launching_stopped_by_the_budget_stays_stopped_for_a_new_job(
         error = await _fails(rig, await rig.job())
         assert "budget" in str(error)
         assert rig.sim.billing() == []
+
+
+async def test_the_runs_own_stop_says_nothing_of_launches_stopping(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop at a run's end stops launching without the launch failures' line (it was
+    printed at the end of every run)."""
+    async with pool_rig() as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        await rig.release(lease.server_id, j)
+        await rig.stop_all("done")
+    assert "launching stopped" not in caplog.text
