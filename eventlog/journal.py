@@ -67,6 +67,29 @@ Failures: a failed write (e.g. ``DiskFullError``) fails exactly the appends of t
 log was truncated back and stays valid) and the journal carries on. If ``apply`` raises, the
 state can no longer be trusted: the journal fails, every later append raises
 :class:`JournalFailedError`, and leaving ``open_journal`` raises it too.
+
+Holding through a full disk
+---------------------------
+``open_journal(hold_full_disk=S)`` (opt-in; ``serve`` uses it): a program that lives for days
+should ride out a disk that fills for a while (a log rotation, a big upload elsewhere) rather
+than fail appends it could have made a minute later. A batch whose write finds the disk full
+(``DiskFullError``: ENOSPC or EDQUOT; the writer truncated the file back, so nothing of it is
+in the file) is then *held*: it stays at the head of the queue and is written again after
+0.5 s, 1 s, 2 s ... 5 s (trio's clock: a test's autojump clock moves it); every later append
+queues behind it (an inline commit too), so order and seqs are as if the disk had never been
+full. ``journal.held`` says since when (the journal's clock), None otherwise; snapshots are
+skipped while held (they would only fill the disk further). If the disk is still full after
+``S`` seconds, the held batch fails with its ``DiskFullError`` as it would have at once
+without the hold, and until a write succeeds again a full disk fails appends at once (the
+hold is spent: a program stopping on that error is not held again). Any other write error
+fails at once, as ever. :meth:`Journal.stop_holding` ends a hold now and holds no more (a
+program that is shutting down: whatever must happen without the log, like stopping paid
+machines, must not wait for the disk); closing the journal does it too.
+
+An appender cancelled while its batch is held is withdrawn: its events are taken out of the
+batch before the next attempt (one cancelled while an attempt is in flight waits for that
+attempt only: written, it returns its record; refused, it is withdrawn then). So the file and
+``journal.state`` always agree on what was appended, whatever was cancelled.
 """
 
 from __future__ import annotations
@@ -98,6 +121,7 @@ import trio
 
 from .codec import Upcasters
 from .errors import (
+    DiskFullError,
     JournalFailedError,
     LogClosedError,
     LogShorterError,
@@ -127,6 +151,10 @@ _park: Final = trio.lowlevel.wait_task_rescheduled
 _partial: Final = functools.partial
 #: Snapshots encoded but not yet written, at most (see Journal._take_snapshot).
 _MAX_PENDING_SNAPSHOTS: Final = 4
+HOLD_FIRST_RETRY: Final = 0.5
+"""Seconds a batch held by a full disk waits before its first new attempt (then doubling)."""
+HOLD_MAX_RETRY: Final = 5.0
+"""The longest wait between two attempts of a held batch."""
 INLINE_STREAK: Final = 64
 """Inline commits (``sync="none"``, nothing queued) made back to back before one of them
 is also a schedule point (see ``Journal._append_many_inline``)."""
@@ -171,6 +199,8 @@ class JournalStatistics(msgspec.Struct, frozen=True):
     failed: bool
     snapshots: int = 0  # snapshots written (open_journal(snapshot_every=N))
     snapshot_error: str | None = None  # why the last snapshot could not be written, if so
+    held_since: float | None = None  # when a full disk began holding appends (journal.held)
+    holds: int = 0  # times a full disk held appends (open_journal(hold_full_disk=S))
 
 
 class _Batch:
@@ -183,7 +213,17 @@ class _Batch:
     so each appender knows its own from the moment it joins.
     """
 
-    __slots__ = ("aborts", "count", "events", "starts", "taken", "tasks", "ts", "withdrawn")
+    __slots__ = (
+        "aborts",
+        "cancels",
+        "count",
+        "events",
+        "starts",
+        "taken",
+        "tasks",
+        "ts",
+        "withdrawn",
+    )
 
     def __init__(self) -> None:
         # Entry k's abort callback (a cancel while parked), made once per slot and kept
@@ -196,6 +236,9 @@ class _Batch:
         self.count = 0  # events of the entries still in the batch
         self.withdrawn = 0  # entries withdrawn by a cancel while the batch was open
         self.taken = False  # the committer has it: no entry may leave any more
+        # Entries cancelled while the batch was being written (k, trio's raise_cancel): a
+        # held batch withdraws them once that attempt failed (see Journal._hold).
+        self.cancels: list[tuple[int, Any]] = []
 
     def reset(self) -> None:
         """Empty again, for reuse once every appender of the batch has been answered."""
@@ -206,6 +249,7 @@ class _Batch:
         self.count = 0
         self.withdrawn = 0
         self.taken = False
+        self.cancels.clear()
 
     def span(self, k: int) -> tuple[int, int]:
         """Where entry ``k``'s events are: (start, end) in ``events``."""
@@ -386,6 +430,7 @@ class Journal(Generic[E, S]):
         snapshot_dir: str = "",
         state_type: Any = None,
         keep_snapshots: int = 0,
+        hold_full_disk: float | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -434,6 +479,16 @@ class Journal(Generic[E, S]):
         self._snap_wakeup = trio.Event()
         self._snapshots = 0
         self._snapshot_error: str | None = None
+        # Holding through a full disk (see the module docstring): seconds a held batch may
+        # wait (None: no hold), the batch held now, since when (the journal's clock), the
+        # event that wakes the hold early (stop_holding, closing) and the last seq when a
+        # hold was spent (no new hold until a write succeeded after it).
+        self._hold_patience = hold_full_disk
+        self._held_batch: _Batch | None = None
+        self._held_since: float | None = None
+        self._hold_wakeup: trio.Event | None = None
+        self._hold_spent_at: int | None = None
+        self._holds = 0
 
     # -- public -----------------------------------------------------------------------------
 
@@ -446,6 +501,20 @@ class Journal(Generic[E, S]):
     def last_seq(self) -> int:
         """The seq of the last durable (and applied, and published) record."""
         return self._last_seq
+
+    @property
+    def held(self) -> float | None:
+        """Since when (the journal's clock) a full disk holds the appends, or None (see
+        "Holding through a full disk"): while it does, nothing new becomes durable."""
+        return self._held_since
+
+    def stop_holding(self) -> None:
+        """Hold no more: from now on a full disk fails its appends at once (as without
+        ``hold_full_disk``), and a hold in progress ends now, its appends failing with the
+        ``DiskFullError`` that held them. For a program that is shutting down."""
+        self._hold_patience = None
+        if self._hold_wakeup is not None:
+            self._hold_wakeup.set()
 
     @property
     def notice(self) -> str | None:
@@ -466,6 +535,8 @@ class Journal(Generic[E, S]):
             failed=self._failure is not None,
             snapshots=self._snapshots,
             snapshot_error=self._snapshot_error,
+            held_since=self._held_since,
+            holds=self._holds,
         )
 
     async def append(self, event: E) -> Record[E]:
@@ -524,7 +595,14 @@ class Journal(Generic[E, S]):
         await trio.lowlevel.checkpoint_if_cancelled()
         now = self._clock()
         records = self._store.stage_many(events, ts=[now] * len(events))
-        self._store.flush()
+        try:
+            self._store.flush()
+        except DiskFullError:
+            if not self._may_hold():
+                raise
+            # Nothing of it is in the file (the store rolled back): it becomes the head of
+            # the queue, which the committer holds until the disk takes it.
+            return await self._append_queued(events)
         if not self._complete(records):
             raise self._failed_error()
         self._inline_streak += 1
@@ -571,6 +649,28 @@ class Journal(Generic[E, S]):
             _reschedule(committer)
         records: list[Record[E]] = await _park(abort)
         return records[start : start + n]
+
+    async def _append_queued(self, events: Sequence[E]) -> list[Record[E]]:
+        """``events`` as one entry of the open batch (a new one if none is open), parked
+        until it is committed: an inline commit the disk refused, held from then on."""
+        batches = self._batches
+        batch = batches[-1] if batches else None
+        if batch is None or (batch.count and batch.count + len(events) > self._max_batch):
+            batch = self._open_batch()
+        start = len(batch.events)
+        k = len(batch.tasks)
+        abort = batch.aborts[k] if k < len(batch.aborts) else self._new_abort(batch)
+        batch.tasks.append(_current_task())
+        batch.starts.append(start)
+        batch.events.extend(events)
+        batch.ts.extend([self._clock()] * len(events))
+        batch.count += len(events)
+        committer = self._idle_committer
+        if committer is not None:
+            self._idle_committer = None
+            _reschedule(committer)
+        records: list[Record[E]] = await _park(abort)
+        return records[start : start + len(events)]
 
     @asynccontextmanager
     async def subscribe(
@@ -636,8 +736,10 @@ class Journal(Generic[E, S]):
             self._spare_batches.append(batch)
 
     def _queued_events(self) -> int:
-        """Events waiting for a commit (the open batches' entries not withdrawn)."""
-        return sum(batch.count for batch in self._batches)
+        """Events waiting for a commit (the open batches' and the held batch's entries not
+        withdrawn)."""
+        held = self._held_batch
+        return sum(batch.count for batch in self._batches) + (held.count if held else 0)
 
     def _refuse(self) -> None:
         """No more appends: the journal failed or is closing (see append's check)."""
@@ -646,7 +748,9 @@ class Journal(Generic[E, S]):
     def _withdraw(self, batch: _Batch, k: int, _: Any = None) -> trio.lowlevel.Abort:
         """Entry ``k`` of ``batch`` is cancelled while parked: withdrawn if still queued."""
         if batch.taken:
-            # Being written: it cannot be withdrawn; it waits for that one commit.
+            # Being written: it cannot be withdrawn; it waits for that one commit (a held
+            # batch withdraws it if that attempt fails: see _hold).
+            batch.cancels.append((k, _))
             return trio.lowlevel.Abort.FAILED
         start, end = batch.span(k)
         batch.tasks[k] = None
@@ -722,8 +826,13 @@ class Journal(Generic[E, S]):
         try:
             records = await self._persist(events, stamps)
         except LogWriteError as exc:
-            self._answer_all(tasks, exc)
-            return
+            if not (isinstance(exc, DiskFullError) and self._may_hold()):
+                self._answer_all(tasks, exc)
+                return
+            held = await self._hold(batch, exc)
+            if held is None:
+                return  # answered otherwise (its patience ran out), or every entry left
+            keep, records = held
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt and the like: nobody may stay parked forever.
@@ -759,6 +868,107 @@ class Journal(Generic[E, S]):
                 if task is not None:
                     reschedule(task, answer)
         self._recycle(batch)
+
+    # -- holding through a full disk ------------------------------------------------------------
+
+    def _may_hold(self) -> bool:
+        """Whether a batch the disk refused is held (see "Holding through a full disk"):
+        opted in, not stopped, not closing, and no hold spent since the last write."""
+        return (
+            self._hold_patience is not None
+            and not self._closing
+            and (self._hold_spent_at is None or self._last_seq > self._hold_spent_at)
+        )
+
+    async def _hold(
+        self, batch: _Batch, exc: DiskFullError
+    ) -> tuple[list[int] | None, list[Record[Any]]] | None:
+        """Write ``batch`` again, with a growing pause, until the disk takes it: then its
+        ``(keep, records)`` (the positions written, None for all, as in _commit_one_batch).
+        None once it was answered otherwise: its patience ran out or the hold was stopped
+        (its appenders get ``exc``, the last refusal), or every appender left.
+
+        The batch is not in the queue meanwhile, and the inline path is closed, so every
+        later append waits behind it. Between two attempts its entries may be withdrawn
+        (``taken`` is False then); one cancelled while an attempt was in flight is withdrawn
+        once that attempt failed (``batch.cancels``)."""
+        patience = self._hold_patience
+        assert patience is not None
+        self._held_batch = batch
+        self._held_since = self._clock()
+        self._holds += 1
+        inline, self._inline = self._inline, False
+        wakeup = self._hold_wakeup = trio.Event()
+        started = trio.current_time()
+        deadline = started + patience
+        delay = HOLD_FIRST_RETRY
+        log.warning(
+            "event log %r: the disk is full; holding %d append(s), written again for up to"
+            " %g s (free space on that disk)",
+            exc.path,
+            batch.count,
+            patience,
+        )
+        try:
+            while True:
+                self._withdraw_cancelled(batch)
+                if not batch.count:
+                    return None  # every appender left: nothing to write
+                if self._hold_patience is None or self._closing or trio.current_time() >= deadline:
+                    self._hold_spent_at = self._last_seq
+                    self._answer_all(batch.tasks, exc)
+                    return None
+                batch.taken = False  # withdrawable while it waits
+                with trio.move_on_at(min(deadline, trio.current_time() + delay)):
+                    await wakeup.wait()
+                batch.taken = True
+                delay = min(2 * delay, HOLD_MAX_RETRY)
+                if not batch.count or self._hold_patience is None or self._closing:
+                    continue  # said above
+                keep: list[int] | None = None
+                events, stamps = batch.events, batch.ts
+                if batch.withdrawn:
+                    keep = [
+                        i
+                        for k, t in enumerate(batch.tasks)
+                        if t is not None
+                        for i in range(*batch.span(k))
+                    ]
+                    events = [events[i] for i in keep]
+                    stamps = [stamps[i] for i in keep]
+                try:
+                    records = await self._persist(events, stamps)
+                except DiskFullError as again:
+                    exc = again
+                    continue
+                except Exception as other:  # another write error, not the disk's fullness
+                    self._answer_all(batch.tasks, other)
+                    return None
+                log.warning(
+                    "event log %r: written again after %.1f s on a full disk; appends go on",
+                    exc.path,
+                    trio.current_time() - started,
+                )
+                return keep, records
+        finally:
+            self._held_batch = None
+            self._held_since = None
+            self._hold_wakeup = None
+            self._inline = inline
+
+    def _withdraw_cancelled(self, batch: _Batch) -> None:
+        """Withdraw the entries of a held batch cancelled while an attempt was in flight
+        (that attempt failed: nothing of them is in the file) and deliver their cancel."""
+        for k, raise_cancel in batch.cancels:
+            task = batch.tasks[k]
+            if task is None:
+                continue
+            start, end = batch.span(k)
+            batch.tasks[k] = None
+            batch.withdrawn += 1
+            batch.count -= end - start
+            _reschedule(task, outcome.capture(raise_cancel))
+        batch.cancels.clear()
 
     async def _commit_one_by_one(self, batch: _Batch, exc: Exception) -> None:
         """A batch failed with ``exc``, not the disk's fault: commit its entries one by one,
@@ -885,6 +1095,10 @@ class Journal(Generic[E, S]):
                 await self._snap_wakeup.wait()
                 self._snap_wakeup = trio.Event()
             seq, last_ts, payload = pending.popleft()
+            if self._held_since is not None:
+                # The log's disk is full: a snapshot would only fill it further.
+                self._snapshot_error = f"snapshot at seq {seq} skipped: the disk is full"
+                continue
             try:
                 await trio.to_thread.run_sync(self._write_snapshot, seq, last_ts, payload)
             except (OSError, SnapshotError) as exc:
@@ -991,6 +1205,7 @@ async def open_journal(
     snapshot_dir: str | os.PathLike[str] | None = None,
     state_type: Any = None,
     keep_snapshots: int | None = None,
+    hold_full_disk: float | None = None,
 ) -> AsyncIterator[Journal[Any, Any]]:
     """Open a journal over a log path (opened and closed here) or an open store.
 
@@ -1010,7 +1225,13 @@ async def open_journal(
     ``keep_snapshots=K`` deletes all but the newest K snapshots after each one written
     (default: keep them all). An ``initial_seq`` past the log's end raises
     :class:`LogShorterError` (the log changed since that state was read) and writes nothing.
+
+    ``hold_full_disk=S``: a batch the disk refuses for being full is held and written again
+    for up to ``S`` seconds before its appends fail (see "Holding through a full disk";
+    :data:`HOLD_FIRST_RETRY`, :data:`HOLD_MAX_RETRY`). None (the default): they fail at once.
     """
+    if hold_full_disk is not None and not hold_full_disk >= 0:
+        raise ValueError(f"hold_full_disk must be a number of seconds >= 0, not {hold_full_disk}")
     if snapshot_every is not None and snapshot_every < 1:
         raise ValueError(f"snapshot_every must be at least 1, not {snapshot_every}")
     if snapshot_every and apply is None:
@@ -1091,6 +1312,7 @@ async def open_journal(
             snapshot_dir=snap_dir,
             state_type=state_type,
             keep_snapshots=keep_snapshots or 0,
+            hold_full_disk=hold_full_disk,
         )
         if stale_ts is not None:
             journal._take_snapshot(stale_ts)  # written by the snapshot task, started below
@@ -1114,6 +1336,7 @@ async def open_journal(
             finally:
                 journal._closing = True
                 journal._refuse()
+                journal.stop_holding()  # a held batch fails now: the process is going away
                 committer.cancel()
                 # The snapshot task writes what it was given, then returns.
                 journal._snap_wakeup.set()

@@ -19,7 +19,8 @@ Appends are encoded into an in-process buffer (one ``Encoder.encode_into`` and o
 
 If a write or fsync fails (a full disk, an I/O error) the file is truncated back to the last
 durable record, the pending records are forgotten (``last_seq`` goes back with them) and
-``LogWriteError``/``DiskFullError`` is raised: the log stays valid.
+``LogWriteError``/``DiskFullError`` is raised: the log stays valid. (Should that truncation
+fail too, the next write truncates first: a retry never leaves part of a torn write behind.)
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ class LogWriter(Generic[E]):
             raise
         self._durable_seq = self._last_seq  # last seq in the file (written)
         self._durable_size = self._size
+        # A roll-back whose truncation failed: the file may hold a torn record past _size,
+        # cut off before the next write (which may be shorter: see _write_out).
+        self._torn = False
         self._closed = False
         self._open_index()
 
@@ -432,6 +436,11 @@ class LogWriter(Generic[E]):
         self._pending = 0
         written = 0
         try:
+            if self._torn:
+                # A write a full disk cut short was not truncated away then: now, or this
+                # write (shorter than the torn one, say) would leave part of it in the file.
+                os.ftruncate(self._fd, self._size)
+                self._torn = False
             while written < len(data):
                 written += os.pwrite(self._fd, data[written:], self._size + written)
         except OSError as exc:
@@ -469,6 +478,7 @@ class LogWriter(Generic[E]):
         try:
             os.ftruncate(self._fd, self._durable_size)
         except OSError as trunc_exc:
+            self._torn = True
             exc.add_note(f"truncating back to {self._durable_size} bytes also failed: {trunc_exc}")
         cls = DiskFullError if exc.errno in _DISK_FULL else LogWriteError
         err = cls(self.path, os.strerror(exc.errno) if exc.errno else str(exc))
