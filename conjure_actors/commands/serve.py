@@ -11,10 +11,20 @@ queued ones run, finished ones readable), from the newest snapshot of its state
 the log (``<log>.blobs/``). A ``run``'s log is refused (one line, exit 2): its jobs are
 ``run --resume``'s, and served they would run unseen by the API.
 
+A full disk under the log does not stop ``serve`` at once: the journal holds its appends and
+writes them again (``eventlog``'s hold) for up to ``--disk-full-patience`` seconds, new jobs
+and uploads get 507 ``insufficient_storage`` meanwhile (reads go on; the health probe says
+``degraded``), and once the disk takes the log again everything goes on, nothing lost. Only
+a disk that stays full that long stops ``serve`` (one line; machines stopped). ``run`` does
+not hold: it has no clients to keep, a machine bills while it would wait, and ``run
+--resume`` goes on from its log.
+
 SIGTERM/SIGINT: stop accepting new jobs (503; the health probe says ``stopping``), let
 running jobs finish for ``--drain-timeout`` seconds, then interrupt the rest, stop every
-machine, close HTTP and exit 0. Requests are answered during the drain, so an open event
-stream ends with its job's terminal status if the job ends then (else with the status the
+machine, close HTTP and exit 0. The stop of the machines never waits for a full disk: the
+journal stops holding when it begins (a machine would bill meanwhile), so they are stopped
+without logging it if the disk is still full. Requests are answered during the drain, so an
+open event stream ends with its job's terminal status if the job ends then (else with the status the
 job is left in, ``queued`` for the next start: no terminal status, as the contract lets a
 client tell).
 """
@@ -55,6 +65,9 @@ SNAPSHOT_EVERY = 20_000
 reads the newest snapshot and folds at most this many records after it, not the whole log."""
 KEEP_SNAPSHOTS = 2
 """Snapshots kept (the newest; older ones are deleted as each new one is written)."""
+DISK_FULL_PATIENCE = 600.0
+"""``--disk-full-patience``: seconds the journal holds its appends on a full disk (new work
+507) before ``serve`` stops as it would have at once without the hold."""
 SYNC_CHOICES = ("batch", "always", "none")
 """``--journal-sync``: the journal's sync policies (``eventlog.SyncPolicy``)."""
 
@@ -102,6 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="when a submission is durable before its 201: 'batch' (default) fsyncs it"
         " (shared by concurrent ones), 'always' fsyncs every append alone, 'none' hands it"
         " to the OS unsynced (survives a crash of serve, not a power loss)",
+    )
+    parser.add_argument(
+        "--disk-full-patience",
+        type=float,
+        default=DISK_FULL_PATIENCE,
+        metavar="S",
+        help="when the disk of the log is full, seconds to wait for space (new jobs get 507"
+        f" meanwhile) before serve stops (default {DISK_FULL_PATIENCE:g}; 0: stop at once)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -207,6 +228,12 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--drain-timeout {args.drain_timeout:g}: use a number of seconds >= 0 (default 30)"
         )
+    patience = args.disk_full_patience
+    if not math.isfinite(patience) or patience < 0:
+        raise UsageError(
+            f"--disk-full-patience {patience:g}: use a number of seconds >= 0"
+            f" (default {DISK_FULL_PATIENCE:g}; 0: stop at once)"
+        )
     if args.token is not None and not (args.token and all("!" <= c <= "~" for c in args.token)):
         raise UsageError(  # never the value: it is the token
             "--token (or CONJURE_TOKEN) is blank or holds whitespace or a character that is not"
@@ -272,6 +299,7 @@ async def open_serve(
     cloud: Callable[[Any], Any] | None = None,
     sync: SyncPolicy = "batch",
     hold_resumed: Callable[[], bool] | None = None,
+    disk_full_patience: float = DISK_FULL_PATIENCE,
 ) -> AsyncIterator[Served]:
     """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
     journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
@@ -281,7 +309,10 @@ async def open_serve(
     cloud to run on (default: as ``run`` chooses it; tests pass a faster simulated one).
     ``sync``: the journal's sync policy (``--journal-sync``). ``hold_resumed``: True once
     serving is to stop before it began (a signal during start-up): the unfinished jobs of
-    the log are then not started again (``open_conjure``'s), so launch no machine."""
+    the log are then not started again (``open_conjure``'s), so launch no machine.
+    ``disk_full_patience``: seconds the journal holds its appends on a full disk
+    (``--disk-full-patience``; 0: none). Leaving the block ends a hold at once: the shutdown
+    that follows stops the machines without waiting for the disk."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
@@ -320,6 +351,7 @@ async def open_serve(
             clock=wall.now,
             snapshot_every=SNAPSHOT_EVERY,
             keep_snapshots=KEEP_SNAPSHOTS,
+            hold_full_disk=disk_full_patience or None,
         ) as journal:
             what = f"--log {shlex.quote(str(log_path))}"
             refuse_log_of_the_other_command(journal.state, "serve", what, log_path)
@@ -356,6 +388,7 @@ async def open_serve(
                     service.accepting = False
                     service.stopping.set()
                     stop_http.set()
+                    journal.stop_holding()  # the shutdown (open_service's) must not wait
 
 
 def _note(text: str) -> None:
@@ -395,6 +428,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 app_factory=lambda service: build_app(service, args),
                 sync=args.journal_sync,
                 hold_resumed=lambda: bool(early),
+                disk_full_patience=args.disk_full_patience,
             ) as served:
                 start_up.cancel()
                 await watched.wait()  # one task at a time iterates the signals
@@ -412,7 +446,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                     drain_timeout=args.drain_timeout,
                     stop_accepting=functools.partial(_stop_accepting, service),
                     drain=functools.partial(_drain, service),
-                    shutdown=functools.partial(service.conjure.shutdown, "interrupted"),
+                    shutdown=functools.partial(shut_down, service),
                 )
                 closing.start_soon(_while_closing, signals)
             closing.cancel_scope.cancel()
@@ -497,6 +531,17 @@ async def _stop_on_signals(
         draining.cancel()  # from here on, a signal is answered with the line above
         left = await shutdown()
         nursery.cancel_scope.cancel()
+    return left
+
+
+async def shut_down(service: Any) -> list[str]:
+    """After the drain: every machine stopped (``Conjure.shutdown``'s answer: those that may
+    still run). The journal holds no more first: on a full disk, the events of the stop
+    (jobs interrupted, ``MachineStopping``) would wait for the disk up to the patience while
+    the machines bill; they fail at once instead, and the shutdown stops the machines without
+    logging it (and says so), as it does on a disk that stays full."""
+    service.journal.stop_holding()
+    left: list[str] = await service.conjure.shutdown("interrupted")
     return left
 
 

@@ -42,7 +42,13 @@ from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.workflow import Catalog, Workflow
 from conjure_actors.runtime import ActorStoppedError, PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
-from conjure_actors.service.errors import EXCEPTION_HANDLERS, ApiError, restarting, was_logged
+from conjure_actors.service.errors import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    insufficient_storage,
+    restarting,
+    was_logged,
+)
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
 from conjure_actors.service.previews import Previews
 
@@ -178,6 +184,22 @@ class Service:
         return self.conjure.journal
 
     @property
+    def held_since(self) -> float | None:
+        """Since when (the runtime's wall clock) the journal holds its appends because the
+        disk of the log is full (``serve``'s ``--disk-full-patience``), or None."""
+        held: float | None = self.conjure.journal.held
+        return held
+
+    def refuse_while_held(self) -> None:
+        """507 ``insufficient_storage`` while the journal holds its appends on a full disk:
+        a request that must log something (a job, an upload, a cancel, a budget, an asset's
+        deletion) could not be recorded before the disk frees, so it is refused at once,
+        nothing stored, instead of waiting out its timeout (reads and the work already
+        accepted go on)."""
+        if self.conjure.journal.held is not None:
+            raise insufficient_storage(self.settings.retry_after)
+
+    @property
     def gate(self) -> PriorityGate | None:
         """The actor system's gate requests hold while in flight (None: no actor system)."""
         system = getattr(self.conjure, "system", None)
@@ -234,11 +256,13 @@ class Service:
         ONE append (by the AssetActor): concurrent submissions share its fsync, and a key is
         claimed exactly when its job exists. A submission the runtime refuses (bad
         bindings, shutting down) logs nothing. Raises :class:`KeyReusedError`, ``ApiError``
-        (queue full, shutting down) and ``UsageError``/``WorkflowError`` (refused)."""
+        (queue full, shutting down, the log's disk full) and ``UsageError``/``WorkflowError``
+        (refused)."""
         if not self.accepting:
             raise ApiError(
                 503, "unavailable", "the job service is shutting down", headers=self._retry()
             )
+        self.refuse_while_held()
         if self.active_jobs() + self._submitting >= self.settings.max_queue:
             raise ApiError(
                 429,

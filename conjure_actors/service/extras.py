@@ -103,13 +103,24 @@ def _now(service: Service) -> float:
 
 
 async def health(request: Request) -> Response:
-    """``GET /api/v2/health``: ``ok`` while accepting jobs, ``stopping`` during shutdown."""
+    """``GET /api/v2/health``: ``ok`` while accepting jobs, ``stopping`` during shutdown,
+    ``degraded`` (still 200: reads work, and a restart would not free the disk) with its
+    ``reason`` while the log's full disk holds the journal (new work is 507)."""
     service = service_of(request)
-    status = "ok" if service.accepting else "stopping"
-    return JSONResponse(
-        {"status": status, "version": conjure_actors.__version__},
-        status_code=200 if service.accepting else 503,
-    )
+    held = service.held_since
+    if not service.accepting:
+        body: dict[str, Any] = {"status": "stopping"}
+    elif held is not None:
+        body = {
+            "status": "degraded",
+            "reason": "the disk of the event log is full: new jobs, uploads and changes get"
+            " 507 insufficient_storage, work already accepted waits; free space on that disk",
+            "held_since": iso(held),
+        }
+    else:
+        body = {"status": "ok"}
+    body["version"] = conjure_actors.__version__
+    return JSONResponse(body, status_code=200 if service.accepting else 503)
 
 
 # ------------------------------------------------------------------------------- mode
@@ -316,6 +327,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 async def put_budget(request: Request) -> Response:
     """``PUT /api/conjure/budget`` ``{"usd": 5.0}`` (``null``: unlimited)."""
     service = service_of(request)
+    service.refuse_while_held()
     body = await _json_object(request)
     unknown = sorted(k for k in body if k != "usd")
     if unknown or "usd" not in body:
@@ -604,6 +616,7 @@ def extras_for(service: Service, security: SecuritySettings) -> Extras:
         open_streams=lambda: int(service.open_streams),
         max_queued=service.settings.max_queue,
         last_seq=lambda: int(service.journal.last_seq),
+        held_since=lambda: service.held_since,
         gate_stats=service.gate.statistics if service.gate is not None else None,
         job_counts=lambda: service.index.counts,
     )

@@ -5,8 +5,9 @@ Two kinds of figures:
 - **read from the state at scrape time** (a custom collector over the fold of the log, so they
   are never out of step with ``GET /api/v2/jobs``; jobs by status and the queue depth from the
   service's job index, which the same commits update): jobs by status, queue depth, machines by
-  state, spend and budget, open event streams, the log's last seq, the runtime's gate (requests
-  in flight, job work waiting, its waits and releases);
+  state, spend and budget, open event streams, the log's last seq, whether a full disk holds
+  the journal (and for how long), the runtime's gate (requests in flight, job work waiting,
+  its waits and releases);
 - **observed as they happen**: request latency (an ASGI middleware, labelled by the route's
   endpoint name so the label set stays bounded) and journal append latency (from the append
   call, stamped in the record, to its publication, measured by a journal subscriber).
@@ -119,6 +120,18 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(
                 "conjure_journal_last_seq", "Seq of the last durable record.", value=last_seq
             )
+        if self._m.held_since is not None:
+            held = self._m.held_since()
+            yield GaugeMetricFamily(
+                "conjure_journal_held",
+                "1 while the log's full disk holds the journal's appends (new work is 507).",
+                value=0 if held is None else 1,
+            )
+            yield GaugeMetricFamily(
+                "conjure_journal_held_seconds",
+                "Seconds the log's full disk has held the journal's appends (0: not held).",
+                value=0.0 if held is None else max(0.0, now - held),
+            )
         if self._m.gate_stats is not None:
             yield from _gate_metrics(self._m.gate_stats())
 
@@ -166,9 +179,12 @@ class ServiceMetrics:
         last_seq: Callable[[], int | None] = lambda: None,
         gate_stats: Callable[[], Any] | None = None,
         job_counts: Callable[[], Mapping[str, int]] | None = None,
+        held_since: Callable[[], float | None] | None = None,
     ) -> None:
         """``job_counts``: the jobs by status, kept up to date event by event (the service's
-        ``JobIndex.counts``); None: counted from the state at each scrape."""
+        ``JobIndex.counts``); None: counted from the state at each scrape. ``held_since``:
+        since when (``now``'s clock) a full disk holds the journal, or None (the service's
+        ``held_since``); not given: no such gauges."""
         self.get_state = get_state
         self.job_counts = job_counts
         self.gate_stats = gate_stats
@@ -176,6 +192,7 @@ class ServiceMetrics:
         self.open_streams = open_streams
         self.max_queued = max_queued
         self.last_seq = last_seq
+        self.held_since = held_since
         self.registry = CollectorRegistry()
         self.request_seconds = Histogram(
             "conjure_http_request_duration_seconds",

@@ -203,6 +203,7 @@ def _check_file_path(file_path: str) -> None:
 
 async def upload(request: Request) -> Response:
     service = service_of(request)
+    service.refuse_while_held()  # 507 before the body is spooled to the (full) disk
     limit = service.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -320,6 +321,7 @@ def _drop_if_unused(service: Service, hash_text: str) -> None:
 
 async def from_hash(request: Request) -> Response:
     service = service_of(request)
+    service.refuse_while_held()
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
@@ -384,6 +386,7 @@ async def delete_asset(request: Request) -> Response:
     service = service_of(request)
     asset_id = request.path_params["id"]
     _record(service, asset_id)
+    service.refuse_while_held()
     answer = await service.assets.ask(DeleteAsset(asset_id), timeout=60)
     if isinstance(answer, AssetInUse):  # the spec's word: the body never says which hold
         raise ApiError(409, "asset_in_use", "this asset cannot be deleted now")

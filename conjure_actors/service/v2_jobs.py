@@ -831,6 +831,7 @@ async def cancel(request: Request) -> Response:
     job_view(request, service, job_id)
     job = service.state.jobs[job_id]
     if job.status not in st.TERMINAL_STATUSES:
+        service.refuse_while_held()  # the cancel could not be logged before the disk frees
         await service.assets.ask(RequestCancel(job_id), timeout=60)
         await service.conjure.cancel(job_id, reason=CLIENT_CANCEL)
     return JSONResponse(job_view(request, service, job_id))

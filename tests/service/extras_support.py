@@ -62,12 +62,14 @@ async def open_extras_service(
     comfy: ComfyTimings | None = None,
     catalog: Any = None,
     hold_resumed: Any = None,
+    hold_full_disk: float | None = None,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
     ``wrap_http``: ``transport -> transport`` around the cloud's (to record requests);
     ``comfy``: the simulated nodes' timings; ``catalog``: the node catalogue submissions
-    are checked against (default: the simulator's); ``hold_resumed``: open_conjure's."""
+    are checked against (default: the simulator's); ``hold_resumed``: open_conjure's;
+    ``hold_full_disk``: the journal's (``serve --disk-full-patience``)."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5),
@@ -89,7 +91,12 @@ async def open_extras_service(
         )
         async with (
             eventlog.open_journal(
-                log, Event, apply=apply, initial=initial_state(), clock=wall.now
+                log,
+                Event,
+                apply=apply,
+                initial=initial_state(),
+                clock=wall.now,
+                hold_full_disk=hold_full_disk,
             ) as journal,
             open_service(
                 config,
