@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import yaml
 from extras_support import Running, open_extras_service, png, wait_for, wait_idle
 
 import eventlog
@@ -28,6 +29,7 @@ from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.errgroups import meaningful
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+SERVICE = WORKFLOWS.parent / "service"
 _real_pwrite = os.pwrite
 
 
@@ -43,6 +45,12 @@ class FullDisk:
         if fd == self.fd and self.full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return _real_pwrite(fd, data, offset)
+
+
+def _health_schema() -> dict[str, Any]:
+    spec = yaml.safe_load((SERVICE / "openapi_extras.yaml").read_text())
+    schema: dict[str, Any] = spec["components"]["schemas"]["Health"]
+    return schema
 
 
 def _graph() -> dict[str, Any]:
@@ -169,6 +177,9 @@ async def test_health_and_metrics_say_the_journal_is_held(
     assert "disk of the event log is full" in body["reason"]
     assert "507" in body["reason"]
     assert body["held_since"].endswith("Z")
+    schema = _health_schema()  # the extras' contract says this answer
+    assert body["status"] in schema["properties"]["status"]["enum"]
+    assert set(body) <= set(schema["properties"])
     assert "conjure_journal_held 1.0" in metrics
     held_for = next(
         float(line.split()[1])
