@@ -85,6 +85,8 @@ hold is spent: a program stopping on that error is not held again). Any other wr
 fails at once, as ever. :meth:`Journal.stop_holding` ends a hold now and holds no more (a
 program that is shutting down: whatever must happen without the log, like stopping paid
 machines, must not wait for the disk); closing the journal does it too.
+:meth:`Journal.start_holding` turns the hold on later (a program that holds only once it is
+up: a full disk during its start-up then fails at once).
 
 An appender cancelled while its batch is held is withdrawn: its events are taken out of the
 batch before the next attempt (one cancelled while an attempt is in flight waits for that
@@ -507,6 +509,15 @@ class Journal(Generic[E, S]):
         """Since when (the journal's clock) a full disk holds the appends, or None (see
         "Holding through a full disk"): while it does, nothing new becomes durable."""
         return self._held_since
+
+    def start_holding(self, patience: float) -> None:
+        """Hold from now on: a batch the disk refuses for being full is written again for
+        up to ``patience`` seconds before its appends fail (as ``open_journal``'s
+        ``hold_full_disk``; for a program that holds only once it is up)."""
+        if not patience >= 0:
+            raise ValueError(f"patience must be a number of seconds >= 0, not {patience}")
+        if not self._closing:
+            self._hold_patience = patience
 
     def stop_holding(self) -> None:
         """Hold no more: from now on a full disk fails its appends at once (as without

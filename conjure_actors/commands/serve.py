@@ -12,12 +12,14 @@ the log (``<log>.blobs/``). A ``run``'s log is refused (one line, exit 2): its j
 ``run --resume``'s, and served they would run unseen by the API.
 
 A full disk under the log does not stop ``serve`` at once: the journal holds its appends and
-writes them again (``eventlog``'s hold) for up to ``--disk-full-patience`` seconds, new jobs
-and uploads get 507 ``insufficient_storage`` meanwhile (reads go on; the health probe says
-``degraded``), and once the disk takes the log again everything goes on, nothing lost. Only
-a disk that stays full that long stops ``serve`` (one line; machines stopped). ``run`` does
-not hold: it has no clients to keep, a machine bills while it would wait, and ``run
---resume`` goes on from its log.
+writes them again (``eventlog``'s hold) for up to ``--disk-full-patience`` seconds; requests
+that must log something (a job, an upload, a cancel, a budget) get 507
+``insufficient_storage`` meanwhile (reads go on; the health probe says ``degraded``), and
+once the disk takes the log again everything goes on, nothing lost. Only a disk that stays
+full that long stops ``serve`` (one line; machines stopped), and so does one full during
+start-up, at once (nothing is served yet; machines adopted by the reconcile would bill while
+it waits, deaf to a signal). ``run`` does not hold: it has no clients to keep, a machine
+bills while it would wait, and ``run --resume`` goes on from its log.
 
 SIGTERM/SIGINT: stop accepting new jobs (503; the health probe says ``stopping``), let
 running jobs finish for ``--drain-timeout`` seconds, then interrupt the rest, stop every
@@ -310,9 +312,9 @@ async def open_serve(
     ``sync``: the journal's sync policy (``--journal-sync``). ``hold_resumed``: True once
     serving is to stop before it began (a signal during start-up): the unfinished jobs of
     the log are then not started again (``open_conjure``'s), so launch no machine.
-    ``disk_full_patience``: seconds the journal holds its appends on a full disk
-    (``--disk-full-patience``; 0: none). Leaving the block ends a hold at once: the shutdown
-    that follows stops the machines without waiting for the disk."""
+    ``disk_full_patience``: seconds the journal holds its appends on a full disk, once
+    start-up is done (``--disk-full-patience``; 0: none). Leaving the block ends a hold at
+    once: the shutdown that follows stops the machines without waiting for the disk."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
@@ -351,7 +353,6 @@ async def open_serve(
             clock=wall.now,
             snapshot_every=SNAPSHOT_EVERY,
             keep_snapshots=KEEP_SNAPSHOTS,
-            hold_full_disk=disk_full_patience or None,
         ) as journal:
             what = f"--log {shlex.quote(str(log_path))}"
             refuse_log_of_the_other_command(journal.state, "serve", what, log_path)
@@ -377,6 +378,11 @@ async def open_serve(
                 ) as service,
                 trio.open_nursery() as nursery,
             ):
+                # Held only from here, once start-up is done: a full disk during start-up
+                # (its reconcile may adopt paid machines; a signal then waits for it to end)
+                # stops serve at once, as before.
+                if disk_full_patience:
+                    journal.start_holding(disk_full_patience)
                 stop_http = trio.Event()
                 app = (app_factory or create_app)(service)
                 url = await nursery.start(

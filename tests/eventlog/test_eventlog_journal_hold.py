@@ -312,6 +312,28 @@ async def test_stop_holding_fails_the_held_appends_now_and_holds_no_more(
     assert _file(tmp_path / "log") == []
 
 
+async def test_start_holding_turns_the_hold_on_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A journal opened without the hold fails a full disk at once until
+    ``start_holding(S)`` (a program that holds only once it is up); then it holds."""
+    disk = FullDisk(refusals=1)
+    monkeypatch.setattr(os, "pwrite", disk)
+    with trio.fail_after(60):
+        async with eventlog.open_journal(tmp_path / "log", Ev) as journal:
+            disk.watch(journal)
+            with pytest.raises(eventlog.DiskFullError):
+                await journal.append(Noted("lost"))
+            journal.start_holding(600)
+            disk.refusals = 1
+            start = trio.current_time()
+            record = await journal.append(Noted("held, then kept"))
+            assert trio.current_time() - start == pytest.approx(0.5)
+    assert [(r.seq, r.event) for r in _file(tmp_path / "log")] == [
+        (record.seq, Noted("held, then kept"))
+    ]
+
+
 async def test_closing_the_journal_ends_a_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:

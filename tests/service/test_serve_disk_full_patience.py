@@ -52,3 +52,42 @@ async def test_serves_journal_holds_a_full_disk_and_goes_on_once_it_frees(
         jobs = served.service.state.jobs
     assert [a.status_code for a in answers] == [201]
     assert answers[0].json()["id"] in jobs
+
+
+async def test_a_disk_full_during_start_up_stops_serve_at_once(
+    sim_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hold begins once serve is up: a disk full from the start fails start-up at once
+    with the full disk (as before), instead of holding it deaf to signals for 600 s."""
+    real_pwrite = os.pwrite
+    log = str(tmp_path / "serve.log")
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if offset > 0 and os.readlink(f"/proc/self/fd/{fd}") == log:  # records, not the header
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    start = trio.current_time()
+    with trio.fail_after(60), pytest.raises(BaseException) as caught:  # noqa: PT011
+        async with serving(sim_config, tmp_path):
+            pass
+    assert trio.current_time() - start < 30
+    assert _disk_full_in(caught.value), caught.value
+
+
+def _disk_full_in(exc: BaseException | None) -> bool:
+    """Whether a DiskFullError is ``exc``, a member of its groups or a cause."""
+    import eventlog
+
+    seen: list[BaseException | None] = [exc]
+    while seen:
+        current = seen.pop()
+        if current is None:
+            continue
+        if isinstance(current, eventlog.DiskFullError):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            seen.extend(current.exceptions)
+        seen.extend([current.__cause__, current.__context__])
+    return False
