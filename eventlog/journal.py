@@ -846,13 +846,7 @@ class Journal(Generic[E, S]):
             keep, records = held
         except BaseException as exc:
             if not isinstance(exc, Exception):
-                # KeyboardInterrupt and the like: nobody may stay parked forever.
-                self._fail(exc)
-                self._answer_all(tasks, self._failed_error())
-                for queued in self._batches:
-                    queued.taken = True
-                    self._answer_all(queued.tasks, self._failed_error())
-                self._batches.clear()
+                self._fail_everyone(exc, tasks)
                 raise
             # Not the disk: most likely one event that does not encode. Commit the entries
             # one by one so that only the culprit's append fails.
@@ -955,6 +949,9 @@ class Journal(Generic[E, S]):
                 except Exception as other:  # another write error, not the disk's fullness
                     self._answer_all(batch.tasks, other)
                     return None
+                except BaseException as fatal:
+                    self._fail_everyone(fatal, batch.tasks)
+                    raise
                 log.warning(
                     "event log %r: written again after %.1f s on a full disk; appends go on",
                     exc.path,
@@ -966,6 +963,16 @@ class Journal(Generic[E, S]):
             self._held_since = None
             self._hold_wakeup = None
             self._inline = inline
+
+    def _fail_everyone(self, exc: BaseException, tasks: list[trio.lowlevel.Task | None]) -> None:
+        """KeyboardInterrupt and the like during a commit: the journal fails, and nobody may
+        stay parked forever (``tasks``, the batch's, and every queued batch's)."""
+        self._fail(exc)
+        self._answer_all(tasks, self._failed_error())
+        for queued in self._batches:
+            queued.taken = True
+            self._answer_all(queued.tasks, self._failed_error())
+        self._batches.clear()
 
     def _withdraw_cancelled(self, batch: _Batch) -> None:
         """Withdraw the entries of a held batch cancelled while an attempt was in flight

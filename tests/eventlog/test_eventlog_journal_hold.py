@@ -334,6 +334,47 @@ async def test_start_holding_turns_the_hold_on_later(
     ]
 
 
+class _Interrupted(BaseException):
+    """Stands for KeyboardInterrupt (pytest would end the session on the real one)."""
+
+
+async def test_an_interrupt_during_a_held_attempt_answers_every_appender(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A BaseException (KeyboardInterrupt and the like) in an attempt of a held batch fails
+    the journal: the held appender and the one queued behind it get JournalFailedError,
+    none is left parked."""
+    disk = FullDisk(refusals=1)
+    real = disk.__call__
+
+    def refuse_then_interrupt(fd: int, data: bytes, offset: int) -> int:
+        if fd == disk.fd and disk.refused:
+            raise _Interrupted
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", refuse_then_interrupt)
+    failed: list[str] = []
+
+    async def append(journal: Any, name: str) -> None:
+        try:
+            await journal.append(Noted(name))
+        except eventlog.JournalFailedError:
+            failed.append(name)
+
+    with trio.fail_after(60), pytest.raises(BaseExceptionGroup) as caught:  # noqa: PT012
+        async with (
+            trio.open_nursery() as nursery,
+            eventlog.open_journal(tmp_path / "log", Ev, hold_full_disk=600) as journal,
+        ):
+            disk.watch(journal)
+            nursery.start_soon(append, journal, "held")
+            await trio.sleep(0.1)
+            nursery.start_soon(append, journal, "queued")
+            await trio.sleep(5)
+    assert caught.group_contains(_Interrupted)
+    assert sorted(failed) == ["held", "queued"]
+
+
 async def test_closing_the_journal_ends_a_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
