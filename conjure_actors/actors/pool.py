@@ -28,7 +28,9 @@ How a lease is served (``_assign``, after every change):
    it, so a burst a Ready machine drained meanwhile sends (almost) no launch;
 3. machines still Starting beyond what the waiting requests need (a Ready machine took
    them, or their jobs were cancelled) are stopped while Starting, which RunComfy does not
-   bill (``surplus_starting``); a pre-launched machine is kept;
+   bill (``surplus_starting``); a pre-launched machine is kept. After a restart the jobs
+   the log re-queues count as waiting until they ask (``MachinePool.resumed``): the
+   recovery adopts the machines still Starting before those jobs are queued again;
 4. a request that can never be served (refused, launching stopped, shutdown) fails.
 
 The waiting requests are the run's one job queue (issue 16): a job waiting for a machine
@@ -642,6 +644,12 @@ class MachinePool:
         # its launch (a 3-minute boot, then gone, is not billed 3 minutes). Memory only: a
         # restart bills one gone while it was down from its launch.
         self.seen_starting: dict[str, float] = {}
+        # Jobs the replayed log says will ask for a new machine (policy.awaits_machine)
+        # that have not asked yet: the recovery (Reconcile) adopts the machines still
+        # Starting before those jobs are queued again, and a machine judged surplus then
+        # was stopped for want of the very jobs it was launched for (a whole boot lost per
+        # restart). They count as waiting (_stop_surplus) until they ask, or end.
+        self.resumed: set[str] = set()
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -868,6 +876,8 @@ class MachineActor(Actor):
         *,
         deadline: float = math.inf,
     ) -> None:
+        if self.pool.resumed:
+            self.pool.resumed.discard(job_id)  # it asks now: counted in the queue
         if self.pool.shutdown is not None:
             reason = self.pool.shutdown.reason
             reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
@@ -1006,6 +1016,7 @@ class MachineActor(Actor):
         return held
 
     def _cancel_lease(self, job_id: str) -> None:
+        self.pool.resumed.discard(job_id)
         for live in self.pool.live.values():
             parked = [r for j, r in live.returns if j == job_id]
             if parked:
@@ -1182,7 +1193,7 @@ class MachineActor(Actor):
         if self.pool.prelaunched:
             self.pool.prelaunched.intersection_update(starting)
         n = policy.surplus_starting(
-            waiting=len(self.pool.waiting.unbound),
+            waiting=len(self.pool.waiting.unbound) + self._resumed_waiting(),
             starting=len(starting),
             jobs_per_machine=self.cfg.jobs_per_machine,
             hedge=self.cfg.launch_hedge,
@@ -1195,6 +1206,20 @@ class MachineActor(Actor):
         surplus = [sid for sid in starting[::-1] if sid not in self.pool.prelaunched]
         for sid in surplus[:n]:
             await self._stop(sid, "surplus")
+
+    def _resumed_waiting(self) -> int:
+        """How many jobs of a resumed log have not asked for the machine they will need yet
+        (``MachinePool.resumed``); those that ended meanwhile, or now re-attach to a
+        machine still there, are dropped here."""
+        resumed = self.pool.resumed
+        if not resumed:
+            return 0
+        state = self.ctx.state
+        for job_id in list(resumed):
+            job = state.jobs.get(job_id)
+            if job is None or not policy.awaits_machine(state, job):
+                resumed.discard(job_id)
+        return len(resumed)
 
     async def _serve_waiters(self) -> None:
         state = self.ctx.state
@@ -3007,6 +3032,13 @@ class MachineActor(Actor):
         launch intents without outcome are matched to unknown servers (or closed)."""
         rc = self.ctx.runcomfy
         state = self.ctx.state
+        # The jobs the log re-queues once this is over: until they ask, they are the demand
+        # of the machines still Starting (adopted, or in the log), never their surplus.
+        self.pool.resumed = {
+            job.job_id
+            for job in state.jobs.values()
+            if policy.awaits_machine(state, job) and not self.pool.waiting.of_job(job.job_id)
+        }
         doubtful = policy.paid_machines(state)
         if rc is not None:
             self._watch_logged_losses()

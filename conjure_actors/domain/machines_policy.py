@@ -39,7 +39,10 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   restart, a machine the log shows with a job's submitted prompt on it is taken by that job
   (reserved for its re-attach) though the adoption dropped its lease;
 - *drain a machine that may run a prompt nobody follows* (:func:`drain_machine`): it takes
-  no new job and is stopped once the jobs on it end, as the log says (a resumed run too).
+  no new job and is stopped once the jobs on it end, as the log says (a resumed run too);
+- *a restart's jobs are demand before they ask* (:func:`awaits_machine`): the recovery
+  adopts the machines still Starting before the jobs the log re-queues ask for a lease;
+  those jobs count as waiting for them, so none is stopped as surplus meanwhile.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from conjure_actors.domain.state import (
     M_STOPPED,
     M_STOPPING,
     MACHINE_GONE,
+    RESUMABLE_STATUSES,
     RUNNING,
     Job,
     LaunchRequest,
@@ -77,6 +81,7 @@ __all__ = [
     "Observation",
     "Seen",
     "arrival_rate",
+    "awaits_machine",
     "bill_after_delete",
     "drain_machine",
     "gone_at",
@@ -361,6 +366,23 @@ def reserved_slots(state: State) -> dict[str, set[str]]:
             continue
         out.setdefault(sid, set()).add(job.job_id)
     return out
+
+
+def awaits_machine(state: State, job: Job) -> bool:
+    """Whether ``job``, as the log leaves it, will ask the pool for a new machine once its
+    run resumes: unfinished, and not re-attaching to its submitted prompt on a machine that
+    is still there (:func:`prompt_machine`; a job whose machine went is queued again).
+
+    A restart adopts the machines still Starting before the resumed jobs ask for a lease
+    (they are queued once the recovery's listing is over): until they do, they are the
+    demand those machines were launched for, not a reason to stop them as surplus."""
+    if job.status not in RESUMABLE_STATUSES:
+        return False
+    sid = prompt_machine(job)
+    if sid is None:
+        return True
+    m = state.machines.get(sid)
+    return m is None or m.status in MACHINE_GONE
 
 
 def drain_machine(
