@@ -10,7 +10,8 @@ idempotent: a timeout, a lost connection or a 5xx after it was sent raise
 :class:`OutcomeUnknownError` and the caller reconciles with :meth:`RunComfyClient.list_servers`
 instead of launching blindly again. A 404 for a server this client launched moments ago is
 retried for ``not_found_grace`` seconds (RunComfy has been seen answering 404 right after a
-launch).
+launch), until an answer of RunComfy showed that server (a listing, or its own lookup): from
+then on RunComfy knows it, and a 404 means it is gone.
 
 Secrets: the API token and each machine's ``main_service_url`` never appear in a log line,
 an exception message or a repr. The URL lives in a :class:`SecretURL` whose repr and str are
@@ -176,7 +177,8 @@ class RunComfyPolicy:
 
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     not_found_grace: float = 60.0
-    """Retry 404s for a server this client launched less than this many seconds ago."""
+    """Retry 404s for a server this client launched less than this many seconds ago and
+    that no answer has shown since (a listing, a lookup): the lag is over once one has."""
     default_retry_after: float = 2.0
     """Pause after a 429 that carried no usable ``Retry-After``."""
 
@@ -208,6 +210,8 @@ class RunComfyClient:
         self.bucket = bucket or TokenBucket(rate=1.0, burst=2)
         self.policy = policy or RunComfyPolicy()
         self._rng = rng or random.Random()
+        # Servers this client launched that no answer has shown since -> when (trio time):
+        # a 404 for one within ``not_found_grace`` is RunComfy's lag, retried (_in_grace).
         self._launched_at: dict[str, float] = {}
         # Machine hosts seen, to scrub from error bodies: the newest MAX_HOSTS only, so that
         # a client that outlives thousands of machines does not keep every name.
@@ -236,16 +240,22 @@ class RunComfyClient:
     async def list_servers(self) -> list[Server]:
         """``GET /servers``: every machine of the account."""
         resp = await self._request("GET", "/servers", what="list servers")
-        return [
+        servers = [
             self._server(w, "list servers")
             for w in self._decode(_servers_decoder, resp, "list servers")
         ]
+        if self._launched_at:
+            for server in servers:
+                self._shown(server.server_id)
+        return servers
 
     async def status(self, server_id: str) -> Server:
         """``GET /servers/{id}``; 404 -> :class:`ServerNotFoundError` (after the launch grace)."""
         what = f"status of server {server_id}"
         resp = await self._request("GET", f"/servers/{server_id}", what=what, server_id=server_id)
-        return self._server(self._decode(_server_decoder, resp, what), what)
+        server = self._server(self._decode(_server_decoder, resp, what), what)
+        self._shown(server_id)
+        return server
 
     async def launch(
         self, workflow_version_id: str, server_type: str, estimated_duration: int
@@ -471,6 +481,12 @@ class RunComfyClient:
             )
             if wait > 0:
                 await trio.sleep(wait)
+
+    def _shown(self, server_id: str) -> None:
+        """An answer of RunComfy showed ``server_id``: its launch's 404 grace is over (a
+        machine listed, or seen Ready, then answering 404 is gone: retrying that 404 until
+        the grace ran out took a machine that vanished for lost up to a minute late)."""
+        self._launched_at.pop(server_id, None)
 
     def _in_grace(self, server_id: str | None) -> bool:
         if server_id is None or server_id not in self._launched_at:
