@@ -28,9 +28,11 @@ How a lease is served (``_assign``, after every change):
    it, so a burst a Ready machine drained meanwhile sends (almost) no launch;
 3. machines still Starting beyond what the waiting requests need (a Ready machine took
    them, or their jobs were cancelled) are stopped while Starting, which RunComfy does not
-   bill (``surplus_starting``); a pre-launched machine is kept. After a restart the jobs
-   the log re-queues count as waiting until they ask (``MachinePool.resumed``): the
-   recovery adopts the machines still Starting before those jobs are queued again;
+   bill (``surplus_starting``); a pre-launched machine is kept. Those Starting beyond
+   ``max_machines`` alive (a launch of unknown outcome that landed late) are stopped too.
+   After a restart the jobs the log re-queues count as waiting until they ask
+   (``MachinePool.resumed``): the recovery adopts the machines still Starting before those
+   jobs are queued again;
 4. a request that can never be served (refused, launching stopped, shutdown) fails.
 
 The waiting requests are the run's one job queue (issue 16): a job waiting for a machine
@@ -577,8 +579,9 @@ class MachinePool:
         self.arrivals: list[float] = []  # trio times of lease requests (pre-launch's rate)
         self.prelaunch_keys: set[str] = set()  # pre-launch intents not answered yet
         # Open launch intents -> when (trio time) a listing without their server may close
-        # them: LAUNCH_LAND_GRACE after this process's POST ended in an unknown outcome
-        # (``unknown``: such a launch most likely started a machine), NOT_VISIBLE_GRACE
+        # them: policy.landing_grace after this process's POST ended in an unknown outcome
+        # (``unknown``: LAUNCH_LAND_GRACE without an answer, NOT_VISIBLE_GRACE after a
+        # 5xx in hand: such a launch may have started a machine), NOT_VISIBLE_GRACE
         # after this process first looked at one left by a crashed run (its POSTs ended
         # with it, so what they started is listed within that grace).
         self.landing: dict[str, float] = {}
@@ -691,6 +694,22 @@ class MachinePool:
         return [
             f"a launch without answer ({k[:8]})" for k in sorted(self.ctx.state.launch_requests)
         ]
+
+
+def _unknown_launch_line(key: str, status: int | None, grace: float) -> str:
+    """The user's line for a launch of unknown outcome: what RunComfy answered, what it
+    means for the queued jobs, and how long they wait (``grace``, policy.landing_grace)."""
+    if status is not None and status >= 500 and status != policy.GATEWAY_TIMEOUT:
+        what = f"RunComfy answered HTTP {status} to launch {key[:8]}"
+    elif status is not None and status < 300:
+        what = f"RunComfy's answer to launch {key[:8]} (HTTP {status}) could not be read"
+    else:
+        what = f"RunComfy did not answer launch {key[:8]} (timeout or connection lost)"
+    return (
+        f"{what}: it may have started a machine; the jobs waiting for it wait up to"
+        f" {grace:g} s for a listing to show one (used if it does) before a machine is"
+        " launched again"
+    )
 
 
 def _may_be_landing(m: Any, now: float) -> bool:
@@ -1179,14 +1198,23 @@ class MachineActor(Actor):
         launched for jobs not here yet), and with pre-launch on, never fewer machines than
         its target are left alive. Only machines count: a launch still on its way is
         not sent once nothing needs it (:meth:`_send_deferred`), and one sent is judged
-        here once it answers, so the machines furthest along are the ones kept."""
+        here once it answers, so the machines furthest along are the ones kept.
+
+        Beyond ``max_machines`` alive, the Starting ones over it are stopped too, needed or
+        not: a launch of unknown outcome closed after its landing grace (a replacement was
+        launched) may start a machine that a listing shows later still, and it is adopted
+        (it would bill unaccounted otherwise); the cap the user set holds, unbilled."""
         if self.ctx.runcomfy is None:
             return
-        starting = [
-            m.server_id
-            for m in self.ctx.state.machines.values()
-            if m.kind == "runcomfy" and m.status == M_STARTING and m.server_id not in self._stopping
-        ]
+        starting = []
+        alive = 0
+        stopping = self._stopping
+        for m in self.ctx.state.machines.values():
+            if m.kind != "runcomfy" or m.status in MACHINE_GONE or m.server_id in stopping:
+                continue
+            alive += 1
+            if m.status == M_STARTING:
+                starting.append(m.server_id)
         if not starting:
             self.pool.prelaunched.clear()
             return
@@ -1203,8 +1231,11 @@ class MachineActor(Actor):
             # The pre-launch wants ``target`` machines alive for the jobs on their way: a
             # machine launched for a job that took a pre-launched one counts for it too.
             n = min(n, max(0, self._alive_or_coming() - target))
-        surplus = [sid for sid in starting[::-1] if sid not in self.pool.prelaunched]
-        for sid in surplus[:n]:
+        surplus = [sid for sid in starting[::-1] if sid not in self.pool.prelaunched][:n]
+        over = alive - self.cfg.max_machines - len(surplus)
+        if over > 0:
+            surplus += [sid for sid in starting[::-1] if sid not in surplus][:over]
+        for sid in surplus:
             await self._stop(sid, "surplus")
 
     def _resumed_waiting(self) -> int:
@@ -1329,8 +1360,8 @@ class MachineActor(Actor):
             and m.server_id not in self._stopping
         ]
         # Launches on their way: POSTs in flight, and this process's intents of unknown
-        # outcome (a POST whose answer was lost most likely started a machine, which shows
-        # in a listing within LAUNCH_LAND_GRACE: launching another for the same demand
+        # outcome (a POST whose answer was lost may have started a machine, which shows
+        # in a listing within its landing grace: launching another for the same demand
         # meanwhile would pay for two, past max_machines). An intent left by a crashed run
         # is not counted: most were never sent (it is logged before the POST).
         open_unknown = self.pool.unknown & set(self.ctx.state.launch_requests)
@@ -1663,9 +1694,11 @@ class MachineActor(Actor):
         if exc is not None:
             if isinstance(exc, OutcomeUnknownError):
                 # An unknown outcome stays an open intent: the next listing adopts what it
-                # started, or closes it.
-                log.warning("launch %s: outcome unknown; reconciling by listing", msg.key)
-                pool.landing[msg.key] = trio.current_time() + policy.LAUNCH_LAND_GRACE
+                # started, or closes it once its landing grace is over (from what the
+                # answer proves: policy.landing_grace).
+                grace = policy.landing_grace(exc.status)
+                log.warning("%s", _unknown_launch_line(msg.key, exc.status, grace))
+                pool.landing[msg.key] = trio.current_time() + grace
                 pool.unknown.add(msg.key)
                 self._poll()
                 return

@@ -28,6 +28,8 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   timeout like any other;
 - *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
 - *give up on launches that never become Ready* (:func:`launches_exhausted`);
+- *how long a launch of unknown outcome may still land* (:func:`landing_grace`): from what
+  its answer proves (a 5xx in hand, or no answer at all);
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
   final record (the ``DELETE``'s answer) says, even when no poll ever saw it Ready; what
   the ``DELETE``'s answer (found or 404) means for it (:func:`bill_after_delete`);
@@ -73,6 +75,7 @@ from conjure_actors.domain.state import (
 )
 
 __all__ = [
+    "GATEWAY_TIMEOUT",
     "GONE_STATUSES",
     "LAUNCH_LAND_GRACE",
     "LAUNCH_MARKER_SPREAD",
@@ -87,6 +90,7 @@ __all__ = [
     "gone_at",
     "idle_expired",
     "idle_to_stop",
+    "landing_grace",
     "launch_duration",
     "launches_exhausted",
     "launches_needed",
@@ -116,12 +120,35 @@ NOT_VISIBLE_GRACE = 60.0
 """Seconds after a launch during which a 404 means "not listed yet", not "gone"."""
 
 LAUNCH_LAND_GRACE = 180.0
-"""Seconds after a ``POST /servers`` ended in an unknown outcome during which a listing
-that does not show its server leaves the launch intent open. The POST answers with the
-server at once, but one whose answer we lost (a timeout after the client's 30 s request
-timeout, a connection dropped after it was sent) may still be creating it on RunComfy's
-side, and RunComfy has been seen to answer 404 for a server right after its launch
-(``NOT_VISIBLE_GRACE``, 60 s): 30 s + 60 s, doubled for margin (a slow API)."""
+"""Seconds after a ``POST /servers`` went unanswered during which a listing that does not
+show its server leaves the launch intent open. The POST answers with the server at once,
+but one whose answer we lost (a timeout after the client's 30 s request timeout, a
+connection dropped after it was sent, a gateway's 504) may still be creating it on
+RunComfy's side, and RunComfy has been seen to answer 404 for a server right after its
+launch (``NOT_VISIBLE_GRACE``, 60 s): 30 s + 60 s, doubled for margin (a slow API). A
+launch that was answered, if not readably, waits less (:func:`landing_grace`)."""
+
+GATEWAY_TIMEOUT = 504
+"""The one 5xx that is no answer from the service: a gateway that gave up waiting for it."""
+
+
+def landing_grace(answered_status: int | None) -> float:
+    """Seconds a launch whose outcome is unknown stays open while listings do not show its
+    server (it counts against ``max_machines`` and as the machine its jobs will get
+    meanwhile), from what its answer proves. ``answered_status``: the HTTP status RunComfy
+    answered the ``POST /servers`` with (a 5xx, or a 2xx that could not be read); ``None``:
+    no answer (a timeout, a connection lost after the request was sent).
+
+    No answer, or a gateway's timeout (504): RunComfy may still be creating the server,
+    :data:`LAUNCH_LAND_GRACE`. An answer (a 500, 502 or 503 in milliseconds, QA's F3):
+    RunComfy is done with the request, so a server it started exists already and only the
+    listing's lag (:data:`NOT_VISIBLE_GRACE`) can hide it; waiting the 180 s a lost answer
+    needs stalled every queued job for three minutes after one 5xx. A server that shows up
+    after all once the intent is closed is adopted, and stopped while Starting (unbilled)
+    if no job needs it (:func:`surplus_starting`)."""
+    if answered_status is None or answered_status == GATEWAY_TIMEOUT:
+        return LAUNCH_LAND_GRACE
+    return NOT_VISIBLE_GRACE
 
 
 @attrs.frozen
