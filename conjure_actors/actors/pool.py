@@ -1068,6 +1068,23 @@ class MachineActor(Actor):
         pool.refuse_reason = reason
         pool.relaunch = relaunch
 
+    def _unknown_launch_closed(self, now: float) -> None:
+        """A launch of this run whose answer proved nothing (a 5xx, a timeout) started no
+        machine the listings show: a failure that waiting cures, like a 5xx on any other
+        call, waited out for ``cloud_patience`` from the first of them; then launching stops
+        and the waiting jobs fail saying so (a lasting outage relaunched every minute, for
+        ever, without a word)."""
+        pool = self.pool
+        since = pool.failing_since if pool.failing_since is not None else now
+        pool.failing_since = since
+        if pool.launching_allowed and now - since >= self.cfg.cloud_patience:
+            self._stop_launching(
+                f"launches keep failing: RunComfy answered none of them for {now - since:.0f} s"
+                " with a machine (errors, or no answer, and no machine listed)",
+                relaunch=True,
+            )
+            self._fail_unservable(pool.refuse_reason)
+
     def _relaunch(self, job_id: str) -> None:
         """A job queued after launching stopped on launch failures: launch again, a new
         series of ``max_launch_attempts`` (the back-off after the last failed call still
@@ -1700,6 +1717,8 @@ class MachineActor(Actor):
                 log.warning("%s", _unknown_launch_line(msg.key, exc.status, grace))
                 pool.landing[msg.key] = trio.current_time() + grace
                 pool.unknown.add(msg.key)
+                if pool.failing_since is None:  # an outage, if no listing shows its machine
+                    pool.failing_since = trio.current_time()
                 self._poll()
                 return
             await self.ctx.emit(
@@ -2742,7 +2761,11 @@ class MachineActor(Actor):
                     req,
                     tnow + self.cfg.ready_timeout + self.cfg.lease_seconds,
                 )
+                if not orphaned and key in self.pool.unknown:
+                    self._unknown_launch_closed(tnow)
                 continue
+            if key in self.pool.unknown:  # the launch did start a machine: no outage
+                self.pool.failing_since = None
             await self._adopt(
                 match,
                 request_key=key,
