@@ -187,6 +187,9 @@ class Conjure:
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.stop_stops = ""
         """:attr:`stop_note`'s part that says what was stopped."""
+        self.launch_problem: str | None = None
+        """Why launching stopped on launch failures (the jobs waiting then failed; the next
+        job queued launches again), until it goes again: serve's health probe says it."""
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
         """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
@@ -1010,6 +1013,7 @@ async def _assemble(
         make_client=functools.partial(make_comfyui_client, ctx),
         on_granted=lambda job_id, lease: holder["c"]._granted(job_id, lease),
         on_refused=lambda job_id, error: holder["c"]._refused(job_id, error),
+        on_launching=lambda problem: setattr(holder["c"], "launch_problem", problem),
         fresh_cloud=fresh_cloud and ctx.mode == "simulated",
     )
     machines_ref = await system.spawn(

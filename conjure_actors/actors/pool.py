@@ -547,6 +547,7 @@ class MachinePool:
         approval_unused: ApprovalUnusedFn | None = None,
         on_granted: Callable[[str, Lease], None] | None = None,
         on_refused: Callable[[str, LeaseFailedError], None] | None = None,
+        on_launching: Callable[[str | None], None] | None = None,
         fresh_cloud: bool = False,
     ) -> None:
         self.ctx = ctx
@@ -560,6 +561,9 @@ class MachinePool:
         self.waiting = _WaitQueue()
         self.on_granted = on_granted  # a queued job got its machine: start its actor
         self.on_refused = on_refused  # a queued job cannot be served, or timed out
+        # Launching stopped on launch failures (the reason), or going again (None): for
+        # serve's health probe (a service that refuses jobs must say so).
+        self.on_launching = on_launching
         self.deadlines: list[tuple[float, int]] = []  # (deadline, seq) of queued jobs, a heap
         self.seq = itertools.count()
         self.live: dict[str, _Live] = {}
@@ -1067,6 +1071,8 @@ class MachineActor(Actor):
         pool.launching_allowed = False
         pool.refuse_reason = reason
         pool.relaunch = relaunch
+        if relaunch and pool.on_launching is not None:
+            pool.on_launching(reason)
 
     def _unknown_launch_closed(self, now: float) -> None:
         """A launch of this run whose answer proved nothing (a 5xx, a timeout) started no
@@ -1093,6 +1099,8 @@ class MachineActor(Actor):
         log.info("job %s: launching again (launches had stopped: %s)", job_id, pool.refuse_reason)
         pool.launching_allowed, pool.refuse_reason, pool.relaunch = True, "", False
         pool.failed_in_a_row, pool.failing_since = 0, None
+        if pool.on_launching is not None:
+            pool.on_launching(None)
 
     def _resume_launching(self, reason: str) -> None:
         """See :class:`ResumeLaunching`: the machines being stopped go on stopping; new

@@ -105,9 +105,12 @@ def _now(service: Service) -> float:
 async def health(request: Request) -> Response:
     """``GET /api/v2/health``: ``ok`` while accepting jobs, ``stopping`` during shutdown,
     ``degraded`` (still 200: reads work, and a restart would not free the disk) with its
-    ``reason`` while the log's full disk holds the journal (new work is 507)."""
+    ``reason`` while the log's full disk holds the journal (new work is 507), or while
+    launching is stopped because launches kept failing (the jobs waiting then failed; the
+    next job tries again)."""
     service = service_of(request)
     held = service.held_since
+    launch_problem = service.conjure.launch_problem
     if not service.accepting:
         body: dict[str, Any] = {"status": "stopping"}
     elif held is not None:
@@ -116,6 +119,12 @@ async def health(request: Request) -> Response:
             "reason": "the disk of the event log is full: new jobs, uploads and changes get"
             " 507 insufficient_storage, work already accepted waits; free space on that disk",
             "held_since": iso(held),
+        }
+    elif launch_problem is not None:
+        body = {
+            "status": "degraded",
+            "reason": f"{launch_problem}: the jobs waiting for a machine failed; the next job"
+            " submitted launches again",
         }
     else:
         body = {"status": "ok"}
