@@ -21,6 +21,7 @@ import email.utils
 import logging
 import math
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
@@ -35,6 +36,8 @@ from conjure_actors.runtime.gate import background_checkpoint
 __all__ = [
     "RETRYABLE_STATUSES",
     "RetryPolicy",
+    "connect_problem",
+    "lost_problem",
     "parse_retry_after",
     "send_with_retry",
 ]
@@ -99,6 +102,32 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
+def connect_problem(exc: BaseException) -> str:
+    """Why a connection could not be made, in words: ``cannot connect (the host name does
+    not resolve)``. Never an exception's class name, nor httpx's text (which may name the
+    host of a machine's secret URL): the caller says where it tried to connect, if it may."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "cannot connect (no answer to the connection)"
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return "cannot connect (the host name does not resolve)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "cannot connect (connection refused)"
+        cause = cause.__cause__ or cause.__context__
+    return "cannot connect"
+
+
+def lost_problem(exc: httpx.TransportError, scrub: Callable[[str], str]) -> str:
+    """Why a request sent got no answer, in words (never an exception's class name)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time"
+    detail = scrub(str(exc))
+    return f"connection lost ({detail})" if detail else "connection lost"
+
+
 def _identity(text: str) -> str:
     return text
 
@@ -139,14 +168,14 @@ async def send_with_retry(
                     response = await attempt()
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     # Nothing reached the server: always safe to retry.
-                    last_problem = f"cannot connect ({type(exc).__name__}: {scrub(str(exc))})"
+                    last_problem = connect_problem(exc)
                 except httpx.TransportError as exc:
                     # Sent (maybe) but no answer: the outcome is unknown for a non-idempotent
                     # call.
-                    last_problem = f"{type(exc).__name__}: {scrub(str(exc))}"
+                    last_problem = lost_problem(exc, scrub)
                     if not idempotent:
                         raise OutcomeUnknownError(
-                            f"{what}: connection lost before an answer ({last_problem}); "
+                            f"{what}: sent, but {last_problem}; "
                             "look the request up before sending it again"
                         ) from None
         finally:

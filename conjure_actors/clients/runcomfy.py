@@ -37,6 +37,7 @@ import msgspec
 import trio
 
 from conjure_actors.clients.bodies import excerpt, send_capped
+from conjure_actors.clients.comfyui import origin_of
 from conjure_actors.clients.errors import (
     AuthError,
     ClientError,
@@ -49,7 +50,12 @@ from conjure_actors.clients.errors import (
     TransportError,
 )
 from conjure_actors.clients.ratelimit import TokenBucket
-from conjure_actors.clients.retry import RetryPolicy, parse_retry_after
+from conjure_actors.clients.retry import (
+    RetryPolicy,
+    connect_problem,
+    lost_problem,
+    parse_retry_after,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -203,6 +209,7 @@ class RunComfyClient:
                 "set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
             )
         self._root = f"{base_url.rstrip('/')}/prod/api/users/{user_id}"
+        self._origin = origin_of(base_url)  # for messages: no path (the user id), no query
         self._user_id = user_id
         self._token = token
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -409,12 +416,14 @@ class RunComfyClient:
                         headers=self._headers,
                     )
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    problem = f"cannot connect ({type(exc).__name__})"
+                    problem = connect_problem(exc).replace(
+                        "cannot connect", f"cannot connect to {self._origin}", 1
+                    )
                 except httpx.TransportError as exc:
-                    problem = f"connection lost ({type(exc).__name__})"
+                    problem = lost_problem(exc, self.scrub)
                     if not idempotent:
                         raise OutcomeUnknownError(
-                            f"RunComfy {what}: {problem} before an answer; list servers "
+                            f"RunComfy {what}: sent, but {problem}; list servers "
                             "before trying again"
                         ) from None
             if scope.cancelled_caught:
@@ -468,7 +477,14 @@ class RunComfyClient:
                     )
                 if response is not None:
                     self._raise_for(response, what, server_id, launch=not idempotent)
-                raise TransportError(f"RunComfy {what} failed after {failures} attempts: {problem}")
+                raise TransportError(
+                    f"RunComfy {what} failed after {failures} attempts: {problem}: "
+                    + (
+                        "check the network, and RUNCOMFY_API_BASE_URL (runcomfy.base_url)"
+                        if problem.startswith("cannot connect")
+                        else "RunComfy may be down or slow; try again later"
+                    )
+                )
             if wait is None:
                 wait = policy.delay(failures - 1, self._rng)
             log.info(
