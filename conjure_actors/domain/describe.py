@@ -90,7 +90,9 @@ def _limit_reached(e: ev.BudgetLimitReached) -> str:
 
 
 _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
-    ev.WorkflowRegistered: lambda e: f"workflow {e.name} registered ({e.sha256[:12]})",
+    # The subject of a line already names what it is about (``workflow``, ``budget``,
+    # ``launch K``: event_subject): a summary does not say it again.
+    ev.WorkflowRegistered: lambda e: f"{e.name} registered ({e.sha256[:12]})",
     ev.JobSubmitted: lambda e: (
         f"submitted (workflow {e.workflow_sha256[:12]}, priority {e.priority}"
         + (f", seed {e.seed}" if e.seed is not None else "")
@@ -110,11 +112,10 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ev.JobResumed: lambda e: "resumed",
     ev.JobStalled: lambda e: f"stalled: no progress for {_num(e.idle_seconds)}s",
     ev.MachineLaunchRequested: lambda e: (
-        f"launch requested: {e.server_type}, version {e.workflow_version},"
-        f" lease {e.estimated_duration}s (key {e.request_key})"
+        f"requested: {e.server_type}, version {e.workflow_version}, lease {e.estimated_duration}s"
     ),
     ev.MachineLaunched: lambda e: f"launched (key {e.request_key}), starting",
-    ev.MachineLaunchFailed: lambda e: f"launch failed: {e.reason}",
+    ev.MachineLaunchFailed: lambda e: f"failed: {e.reason}",
     ev.MachineStatusObserved: lambda e: f"status {e.status}",
     ev.MachineReady: lambda e: (
         f"ready; billing at {_rate(e.rate_micros_per_hour)} ({e.price_table_version})"
@@ -163,7 +164,9 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ),
     ev.CostAccrued: lambda e: f"cost so far {format_usd(e.amount_micros)}",
     ev.BudgetSet: lambda e: (
-        "no budget" if e.limit_micros is None else f"budget set to {format_usd(e.limit_micros)}"
+        "none set (no spending limit)"
+        if e.limit_micros is None
+        else f"set to {format_usd(e.limit_micros)}"
     ),
     ev.BudgetWarning: lambda e: (
         f"warning: {format_usd(e.spent_micros)} of the {format_usd(e.limit_micros)} budget spent"

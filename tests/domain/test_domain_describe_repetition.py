@@ -1,0 +1,56 @@
+"""A timeline line says what it is about once: its subject (``launch K``, ``budget``,
+``workflow``) is not said again by its summary ("launch K launch requested: ... (key K)")."""
+
+from __future__ import annotations
+
+from domain_strategies import event_strategy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain.describe import describe
+
+KEY = "9466fdf10b6845b8b4c13041e7071f71"
+
+
+@settings(max_examples=8)
+@given(st.data())
+def test_no_summary_starts_with_its_subjects_kind(data: st.DataObject) -> None:
+    """``budget  budget set to $5``, ``workflow  workflow x registered``, ``launch K  launch
+    failed``: the kind of the subject said twice in a row."""
+    for cls in ev.EVENT_TYPES:
+        subject, summary = describe(data.draw(event_strategy(cls)))
+        kind = subject.split()[0]
+        assert not summary.startswith(f"{kind} "), (subject, summary)
+
+
+def test_a_launch_request_names_its_key_once() -> None:
+    requested = ev.MachineLaunchRequested(
+        request_key=KEY,
+        server_type="medium",
+        workflow_version="wv-1",
+        estimated_duration=592,
+        at=0,
+    )
+    subject, summary = describe(requested)
+    assert f"{subject}  {summary}" == (f"launch {KEY}  requested: medium, version wv-1, lease 592s")
+
+
+def test_a_failed_launch_names_its_key_once() -> None:
+    failed = ev.MachineLaunchFailed(request_key=KEY, reason="HTTP 400 unknown version", at=0)
+    assert describe(failed) == (f"launch {KEY}", "failed: HTTP 400 unknown version")
+
+
+def test_budget_lines_say_budget_once() -> None:
+    assert describe(ev.BudgetSet(limit_micros=5_000_000, at=0)) == ("budget", "set to $5.0000")
+    assert describe(ev.BudgetSet(limit_micros=None, at=0)) == (
+        "budget",
+        "none set (no spending limit)",
+    )
+
+
+def test_a_workflow_line_says_workflow_once() -> None:
+    registered = ev.WorkflowRegistered(
+        sha256="0a4557ac9451" + "0" * 52, name="x.json", graph_json="{}", at=0
+    )
+    assert describe(registered) == ("workflow", "x.json registered (0a4557ac9451)")
