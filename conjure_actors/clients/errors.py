@@ -22,6 +22,7 @@
         ├── ServerNotFoundError       404 for a server id (gone, or not yet visible)
         ├── RunComfyResponseError     an answer of the wrong shape (short excerpt)
         └── LaunchError               the launch call failed or the machine never got Ready
+            └── UnknownWorkflowVersionError  refused: the account has no such workflow version
 
 Messages never carry the API token or a machine's URL: say ``server <id>`` instead.
 """
@@ -146,3 +147,9 @@ class RunComfyResponseError(RunComfyError):
 
 class LaunchError(RunComfyError):
     """A machine could not be launched or never became Ready."""
+
+
+class UnknownWorkflowVersionError(LaunchError):
+    """A launch refused because the account has no such workflow version (its listing of
+    workflows does not name it): bad input, not a failure of RunComfy; nothing launched.
+    The message names the account's versions."""

@@ -48,6 +48,7 @@ from conjure_actors.clients.errors import (
     RunComfyResponseError,
     ServerNotFoundError,
     TransportError,
+    UnknownWorkflowVersionError,
 )
 from conjure_actors.clients.ratelimit import TokenBucket
 from conjure_actors.clients.retry import (
@@ -313,7 +314,7 @@ class RunComfyClient:
             for w in workflows[:8]
         )
         more = f" and {len(workflows) - 8} more" if len(workflows) > 8 else ""
-        raise LaunchError(
+        raise UnknownWorkflowVersionError(
             f"RunComfy does not know workflow version {version!r} (the launch was refused,"
             f" HTTP {refusal.status}): pass one of the account's: {known or 'none'}{more}",
             status=refusal.status,

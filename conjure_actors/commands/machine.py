@@ -399,6 +399,7 @@ def _save_look(path: Path, looked: DevMachine) -> None:
 
 
 async def _machine_action(args: argparse.Namespace, config: Config, path: Path, rc: Any) -> int:
+    from conjure_actors.clients.errors import UnknownWorkflowVersionError
     from conjure_actors.domain.prices import format_usd, machine_cost_micros
 
     if args.action == "down":
@@ -430,6 +431,9 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
                 say=_say,
                 record=lambda launch: write_pending_launch(path, launch),
             )
+        except UnknownWorkflowVersionError as exc:  # refused: nothing launched, bad input
+            await _interrupted_launch(rc, path)
+            raise UsageError(str(exc)) from None
         except BaseException:
             await _interrupted_launch(rc, path)
             raise
