@@ -17,10 +17,11 @@ Environment variables: ``RUNCOMFY_USER_ID``, ``RUNCOMFY_API_TOKEN``,
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -381,11 +382,13 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: object) -> None:
     node[parts[-1]] = value
 
 
-_SECTIONS: Final = {
-    f.name
+_SECTION_TYPES: Final[dict[str, type[Any]]] = {
+    f.name: f.type
     for f in attrs.fields(attrs.resolve_types(Config))
     if isinstance(f.type, type) and attrs.has(f.type)
 }
+_SECTIONS: Final = set(_SECTION_TYPES)
+_FIELDS: Final = frozenset(f.name for f in attrs.fields(Config))
 
 
 NOT_SETTINGS: Final = frozenset({"CONJURE_TOKEN", "CONJURE_HARNESS_FAILURES"})
@@ -408,10 +411,28 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         rest = name[len("CONJURE_") :].lower()
         key = _env_key(rest)
-        if key is None:
-            raise ConfigError(f"environment variable {name}: unknown setting")
+        if key is None or not _env_known(key):
+            raise ConfigError(
+                f"environment variable {name}: unknown setting"
+                + _did_you_mean(rest, _ENV_NAMES, lambda n: f"CONJURE_{n.upper()}")
+            )
         _set_dotted(out, key, value)
     return out
+
+
+def _env_known(dotted: str) -> bool:
+    section, _, name = dotted.partition(".")
+    kind = _SECTION_TYPES.get(section)
+    if kind is None:
+        return dotted in _FIELDS
+    return name in {f.name for f in attrs.fields(kind)}
+
+
+_ENV_NAMES: Final = sorted(
+    [f"{s}_{f.name}" for s, kind in _SECTION_TYPES.items() for f in attrs.fields(kind)]
+    + [name for name in _FIELDS if name not in _SECTION_TYPES]
+)
+"""Every ``CONJURE_*`` setting's name after the prefix, lowercase (``pool_max_machines``)."""
 
 
 def _env_key(rest: str) -> str | None:
@@ -449,6 +470,7 @@ def _format_exc(exc: BaseException, type_: type | None) -> str:
 
 def structure_config(tree: Mapping[str, Any]) -> Config:
     """Structure a nested dict of settings into a :class:`Config`, or raise ConfigError."""
+    _check_names(tree, "bad configuration")
     for section in _SECTIONS:
         if section in tree and not isinstance(tree[section], Mapping):
             raise ConfigError(f"bad configuration: {section}: expected a table of settings")
@@ -461,16 +483,68 @@ def structure_config(tree: Mapping[str, Any]) -> Config:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    """Read a TOML config file; a missing or malformed file is a ConfigError, and so is a
+    section or a setting it names that does not exist (named with the file)."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            tree = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config file {path} is a directory: pass a TOML file (--config PATH)"
+        ) from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes first: a binary file
+        raise ConfigError(
+            f"config file {path} is not valid TOML: not UTF-8 text (byte {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    _check_names(tree, f"config file {path}")
+    return tree
+
+
+def _did_you_mean(name: str, choices: list[str], shown: Callable[[str], str] = repr) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``; else `` (one of: a, b)``
+    when they are few, or where they are listed."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {shown(close[0])}?)"
+    if len(choices) <= 12:
+        return f" (one of: {', '.join(shown(c) for c in sorted(choices))})"
+    return " (docs/config.md lists every setting)"
+
+
+def _check_names(tree: Mapping[str, Any], where: str) -> None:
+    """Every section and setting ``tree`` names exists; else one line saying which does
+    not, where it was (``where``) and the closest name (or the names there are)."""
+    for key, value in tree.items():
+        if key not in _FIELDS:
+            if isinstance(value, Mapping):
+                what = f"unknown section [{key}]"
+                hint = _did_you_mean(key, list(_SECTION_TYPES), lambda n: f"[{n}]")
+            else:
+                what = f"unknown top-level setting {key!r}"
+                homes = [n for n, kind in _SECTION_TYPES.items() if key in attrs.fields_dict(kind)]
+                top = sorted(_FIELDS - set(_SECTION_TYPES))
+                if homes:
+                    hint = f" (it goes in {' or '.join(f'[{h}]' for h in homes)})"
+                else:
+                    hint = _did_you_mean(key, top)
+                    if hint.startswith(" (one of"):
+                        hint = hint[:-1] + "; the others go in a [section])"
+            raise ConfigError(f"{where}: {what}{hint}")
+        section = _SECTION_TYPES.get(key)
+        if section is None or not isinstance(value, Mapping):
+            continue  # a value of the wrong type: structuring names it
+        names = [f.name for f in attrs.fields(section)]
+        for name in value:
+            if name not in names:
+                raise ConfigError(
+                    f"{where}: [{key}] has no setting {name!r}" + _did_you_mean(name, names)
+                )
 
 
 def load_config(
@@ -490,7 +564,9 @@ def load_config(
         tree = _merge(tree, read_toml(Path(config_file)))
     else:
         default = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
-        if default.is_file():
+        # A directory there (a container's mount of a file that was missing makes one) is
+        # said, not skipped: its settings would be silently missing from the run.
+        if default.is_file() or default.is_dir():
             tree = _merge(tree, read_toml(default))
     tree = _merge(tree, _env_overrides(os.environ if env is None else env))
     over: dict[str, Any] = {}

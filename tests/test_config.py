@@ -66,10 +66,10 @@ def test_token_never_in_repr(tmp_path: Path) -> None:
     ("tree", "expected"),
     [
         ({"pool": {"max_machines": "many"}}, "pool.max_machines: expected an integer"),
-        ({"pool": {"nope": 1}}, "pool: unknown key(s) nope"),
+        ({"pool": {"nope": 1}}, "[pool] has no setting 'nope'"),
         ({"pool": {"max_machines": 0}}, "pool.max_machines: must be > 0"),
         ({"budget": {"usd": -1}}, "budget.usd: must be a number from 0 to 1000000"),
-        ({"zzz": 1}, "config: unknown key(s) zzz"),
+        ({"zzz": 1}, "unknown top-level setting 'zzz'"),
         ({"runcomfy": {"plan": "gold"}}, "runcomfy.plan: must be one of hobby, pro"),
         ({"pool": 3}, "pool: expected a table"),
     ],
@@ -85,7 +85,11 @@ def test_bad_value_names_the_key(tree: dict[str, object], expected: str) -> None
 
 def test_unknown_conjure_env_var_is_an_error(tmp_path: Path) -> None:
     """A misspelt CONJURE_* variable is reported, not ignored."""
-    with pytest.raises(ConfigError, match=r"pool: unknown key\(s\) max_machinez"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^environment variable CONJURE_POOL_MAX_MACHINEZ: unknown setting \(did you mean"
+        r" CONJURE_POOL_MAX_MACHINES\?\)$",
+    ):
         load_config(env={"CONJURE_POOL_MAX_MACHINEZ": "2"}, cwd=tmp_path)
 
 

@@ -1,0 +1,85 @@
+"""A config file's mistakes are said in one line that names the file, the section and the
+setting, with the closest right name: it said "bad configuration: runcomfy: unknown key(s)
+server_typ" (which file? which names are there?) and "config: unknown key(s) runcomfyy";
+a binary file was a UnicodeDecodeError traceback; a directory named ./conjure.toml was
+skipped without a word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conjure_actors.config import load_config
+from conjure_actors.errors import ConfigError
+
+
+def _error(tmp_path: Path, text: str | bytes) -> str:
+    path = tmp_path / "conjure.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file=path, env={})
+    message = str(info.value)
+    assert "\n" not in message
+    return message.replace(str(path), "FILE")
+
+
+def test_a_typo_in_a_setting_names_the_file_section_and_closest_setting(tmp_path: Path) -> None:
+    assert _error(tmp_path, '[runcomfy]\nserver_typ = "medium"\n') == (
+        "config file FILE: [runcomfy] has no setting 'server_typ' (did you mean 'server_type'?)"
+    )
+
+
+def test_a_setting_far_from_any_lists_those_of_a_small_section(tmp_path: Path) -> None:
+    assert _error(tmp_path, "[budget]\nlimit = 5\n") == (
+        "config file FILE: [budget] has no setting 'limit' (one of: 'usd', 'warn_fraction')"
+    )
+
+
+def test_a_typo_in_a_section_names_the_closest_section(tmp_path: Path) -> None:
+    assert _error(tmp_path, "[runcomfyy]\nx = 1\n") == (
+        "config file FILE: unknown section [runcomfyy] (did you mean [runcomfy]?)"
+    )
+
+
+def test_a_section_setting_at_the_top_says_which_section_it_goes_in(tmp_path: Path) -> None:
+    assert _error(tmp_path, "max_machines = 2\n") == (
+        "config file FILE: unknown top-level setting 'max_machines' (it goes in [pool])"
+    )
+
+
+def test_a_binary_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    assert _error(tmp_path, b"\xff\xfe[pool]\n") == (
+        "config file FILE is not valid TOML: not UTF-8 text (byte 0)"
+    )
+
+
+def test_a_directory_given_as_the_config_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file=tmp_path, env={})
+    assert str(info.value) == (
+        f"config file {tmp_path} is a directory: pass a TOML file (--config PATH)"
+    )
+
+
+def test_a_directory_named_conjure_toml_in_the_cwd_is_not_skipped(tmp_path: Path) -> None:
+    (tmp_path / "conjure.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"conjure\.toml is a directory"):
+        load_config(env={}, cwd=tmp_path)
+
+
+def test_an_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "conjure.toml"
+    path.write_text("")
+    assert load_config(config_file=path, env={}) == load_config(env={}, cwd=tmp_path / "none")
+
+
+def test_an_env_var_far_from_any_setting_says_where_they_are_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"CONJURE_ZORK": "1"}, cwd=Path("/nonexistent-dir-for-test"))
+    assert str(info.value) == (
+        "environment variable CONJURE_ZORK: unknown setting (docs/config.md lists every setting)"
+    )
