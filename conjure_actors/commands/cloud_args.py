@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from conjure_actors.config import Config, load_config
+from conjure_actors.config import Config, load_config, require_priced_server_type
 from conjure_actors.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -61,9 +61,12 @@ def load_cloud_config(config_file: str | None, flags: dict[str, Any]) -> Config:
     that flag (``--max-machines: must be > 0, got 0``), not by the key it sets
     (``pool.max_machines``), which the same value in the file is still said by."""
     try:
-        return load_config(config_file=config_file, flags=flags)
+        config = load_config(config_file=config_file, flags=flags)
+        if config.mode != "comfyui":  # (run and serve check it again: the same answer)
+            require_priced_server_type(config)  # --server-type bogus: said by the flag
     except ConfigError as exc:
         raise _named_by_flag(exc, flags) from None
+    return config
 
 
 def _named_by_flag(exc: Exception, flags: dict[str, Any]) -> Exception:
@@ -145,7 +148,7 @@ class VersionCatalogue:
             )
             self._note(
                 f"workflow version {self.version}: its machine did not give its node catalogue"
-                f" ({type(exc).__name__}: {why}); the jobs run without that check"
+                f" ({why}); the jobs run without that check"
             )
             return
         if not catalog:

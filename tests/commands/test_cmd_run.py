@@ -171,7 +171,7 @@ def test_unpriced_server_type_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     """A server type the price table cannot bill: refused before anything starts."""
     code, err = _run_cli(["--server-type", "gigantic"], capsys)
     _one_line_error(code, err)
-    assert "runcomfy.server_type" in err
+    assert err.startswith("error: --server-type: no price for server type 'gigantic'")
     assert "medium" in err
 
 

@@ -77,7 +77,7 @@ async def test_a_failed_fetch_is_a_note_and_the_prompts_go_unchecked(tmp_path: P
     assert await check.refusal(machine, bad) is None  # type: ignore[arg-type]
     assert machine.fetches == 1
     assert notes == [
-        "workflow version wv-1: its machine did not give its node catalogue (TransportError:"
-        " GET /object_info: connection refused); the jobs run without that check"
+        "workflow version wv-1: its machine did not give its node catalogue"
+        " (GET /object_info: connection refused); the jobs run without that check"
     ]
     assert not path.exists()
