@@ -533,7 +533,10 @@ async def _down(args: argparse.Namespace, config: Config, path: Path, rc: Any) -
     if unresolved:
         return await _unresolved(args, rc, unresolved)
     if recorded is None and pending is None and not damaged:
-        _say(f"no dev machine recorded in {path}")
+        _say(
+            f"no dev machine recorded in {path}: nothing stopped (`python -m conjure_actors"
+            f" machine down --server-id ID{_state_option(args)}` stops one by its id)"
+        )
         return 1
     return 0
 
