@@ -34,6 +34,7 @@ import json
 import os
 import random
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -415,6 +416,16 @@ async def _machine_action(args: argparse.Namespace, config: Config, path: Path, 
                 )
         if recorded is not None:
             alive = await _alive(rc, recorded.server_id)
+            wanted = config.runcomfy.workflow_version
+            if alive and wanted and wanted != recorded.workflow_version:
+                # "already up" would be untrue of what was asked: `run` of `wanted` does
+                # not attach to it. A state file records one dev machine.
+                raise UsageError(
+                    f"dev machine {recorded.server_id} is already up ({alive}) with workflow"
+                    f" version {recorded.workflow_version}, not {wanted}: stop it first"
+                    f" (`python -m conjure_actors machine down{_state_option(args)}`), or"
+                    " pass another --state-file for a second dev machine"
+                )
             if alive:
                 _say(f"dev machine {recorded.server_id} is already up ({alive}); state file {path}")
                 return 0
@@ -834,7 +845,15 @@ async def _wait_and_record(
     write_dev_machine(path, machine)
     pending_path(path).unlink(missing_ok=True)
     _say(f"dev machine {machine.server_id} is Ready; recorded in {path} (mode 0600)")
-    _say("`run` attaches to it while it is alive; `machine down` stops it")
+    if getattr(args, "state_file", None) and path != state_path(config):
+        # `run` reads the config's dev_state_file, not this command's --state-file.
+        _say(
+            f"`run` attaches to it while it is alive if its dev_state_file is {path}"
+            f" (CONJURE_DEV_STATE_FILE={shlex.quote(str(path))}); `python -m conjure_actors machine"
+            f" down{_state_option(args)}` stops it"
+        )
+    else:
+        _say("`run` attaches to it while it is alive; `machine down` stops it")
     return 0
 
 
