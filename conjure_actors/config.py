@@ -107,12 +107,8 @@ MAX_RETRY_ATTEMPTS: Final = 100
 """Caps on the retry schedule (``initial * factor ** (attempt - 1)`` must stay a float)."""
 MAX_PRELAUNCH_FACTOR: Final = 100.0
 
-# The environment variable each credential setting comes from (said with its error).
-_CREDENTIAL_VARIABLES: Final = {
-    "user_id": "RUNCOMFY_USER_ID",
-    "api_token": "RUNCOMFY_API_TOKEN",
-    "base_url": "RUNCOMFY_API_BASE_URL",
-}
+# (A bad value is said with where it came from, the file or the environment variable:
+# load_config's _named_by_source.)
 
 
 def _header_safe(attribute: attrs.Attribute[Any], value: str) -> None:
@@ -121,8 +117,7 @@ def _header_safe(attribute: attrs.Attribute[Any], value: str) -> None:
     if value and not all("!" <= c <= "~" for c in value):
         raise ValueError(
             f"{attribute.name}: holds whitespace or a character that is not printable ASCII"
-            f" (a pasted newline?): set {_CREDENTIAL_VARIABLES[attribute.name]} (or"
-            f" runcomfy.{attribute.name} in the config file) to the value alone"
+            " (a pasted newline?): set it to the value alone"
         )
 
 
@@ -139,8 +134,7 @@ def _http_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> 
         ok = False
     if not ok or any(c.isspace() for c in value):
         raise ValueError(
-            f"{attribute.name}: not an http:// or https:// URL with a host"
-            f" ({_CREDENTIAL_VARIABLES[attribute.name]} in the environment, if set): give one"
+            f"{attribute.name}: not an http:// or https:// URL with a host: give one"
             " like https://api.runcomfy.net or http://127.0.0.1:8300"
         )
 
@@ -396,8 +390,12 @@ NOT_SETTINGS: Final = frozenset({"CONJURE_TOKEN", "CONJURE_HARNESS_FAILURES"})
 the stateful harness's directory of failing logs (read where they are used)."""
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(env: Mapping[str, str], source: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings ``env`` gives; ``source`` (if given) maps each one's dotted key to
+    ``environment variable NAME``."""
     out: dict[str, Any] = {}
+    if source is None:
+        source = {}
     direct = {
         "RUNCOMFY_USER_ID": "runcomfy.user_id",
         "RUNCOMFY_API_TOKEN": "runcomfy.api_token",
@@ -406,6 +404,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     for name, dotted in direct.items():
         if env.get(name):
             _set_dotted(out, dotted, env[name])
+            source[dotted] = f"environment variable {name}"
     for name, value in env.items():
         if not name.startswith("CONJURE_") or name in NOT_SETTINGS:
             continue
@@ -417,6 +416,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                 + _did_you_mean(rest, _ENV_NAMES, lambda n: f"CONJURE_{n.upper()}")
             )
         _set_dotted(out, key, value)
+        source[key] = f"environment variable {name}"
     return out
 
 
@@ -560,21 +560,52 @@ def load_config(
     skipped (a flag the user did not give).
     """
     tree: dict[str, Any] = {}
-    if config_file is not None:
-        tree = _merge(tree, read_toml(Path(config_file)))
-    else:
+    source: dict[str, str] = {}  # dotted key -> where its value came from, for a bad one
+    path: Path | None = Path(config_file) if config_file is not None else None
+    if path is None:
         default = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
         # A directory there (a container's mount of a file that was missing makes one) is
         # said, not skipped: its settings would be silently missing from the run.
         if default.is_file() or default.is_dir():
-            tree = _merge(tree, read_toml(default))
-    tree = _merge(tree, _env_overrides(os.environ if env is None else env))
+            path = default
+    if path is not None:
+        tree = _merge(tree, read_toml(path))
+        source.update(dict.fromkeys(_dotted_keys(tree), f"config file {path}"))
+    env_tree = _env_overrides(os.environ if env is None else env, source)
+    tree = _merge(tree, env_tree)
     over: dict[str, Any] = {}
     for dotted, value in (flags or {}).items():
         if value is not None:
             _set_dotted(over, dotted, value)
+            source.pop(dotted, None)  # said by its flag (commands/cloud_args.py)
     tree = _merge(tree, over)
-    return structure_config(tree)
+    try:
+        return structure_config(tree)
+    except ConfigError as exc:
+        raise _named_by_source(exc, source) from None
+
+
+def _dotted_keys(tree: Mapping[str, Any]) -> list[str]:
+    """``{"pool": {"max_machines": 2}, "comfyui_url": ...}`` -> ``pool.max_machines``, ..."""
+    keys: list[str] = []
+    for key, value in tree.items():
+        if key in _SECTION_TYPES and isinstance(value, Mapping):
+            keys.extend(f"{key}.{name}" for name in value)
+        else:
+            keys.append(key)
+    return keys
+
+
+def _named_by_source(exc: ConfigError, source: Mapping[str, str]) -> ConfigError:
+    """``bad configuration: pool.max_machines: ...`` said with where that value came from,
+    ``(set by environment variable CONJURE_POOL_MAX_MACHINES)`` or ``(set in config file
+    F)``: where a user looks for it. Any other error as it is."""
+    text = str(exc)
+    for key, where in source.items():
+        if text.startswith(f"bad configuration: {key}: "):
+            how = "by" if where.startswith("environment") else "in"
+            return ConfigError(f"{text} (set {how} {where})")
+    return exc
 
 
 def require_both_credentials(runcomfy: RunComfyConfig) -> None:

@@ -83,3 +83,41 @@ def test_an_env_var_far_from_any_setting_says_where_they_are_listed() -> None:
     assert str(info.value) == (
         "environment variable CONJURE_ZORK: unknown setting (docs/config.md lists every setting)"
     )
+
+
+def test_a_bad_value_from_the_environment_names_its_variable(tmp_path: Path) -> None:
+    """It said "bad configuration: pool.max_machines: ..." and no more: a user looked for
+    that key in the config file."""
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"CONJURE_POOL_MAX_MACHINES": "many"}, cwd=tmp_path)
+    assert str(info.value) == (
+        "bad configuration: pool.max_machines: expected an integer, got 'many'"
+        " (set by environment variable CONJURE_POOL_MAX_MACHINES)"
+    )
+
+
+def test_a_bad_value_from_the_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "conjure.toml"
+    path.write_text("[pool]\nmax_machines = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, cwd=tmp_path)
+    assert str(info.value) == (
+        f"bad configuration: pool.max_machines: must be > 0, got 0 (set in config file {path})"
+    )
+
+
+def test_a_bad_value_the_environment_overrides_in_the_file_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "conjure.toml"
+    path.write_text("[pool]\nmax_machines = 0\n")
+    config = load_config(env={"CONJURE_POOL_MAX_MACHINES": "2"}, cwd=tmp_path)
+    assert config.pool.max_machines == 2
+
+
+def test_a_bad_base_url_names_its_variable_once(tmp_path: Path) -> None:
+    """It said "(RUNCOMFY_API_BASE_URL in the environment, if set)": a guess."""
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"RUNCOMFY_API_BASE_URL": "notaurl"}, cwd=tmp_path)
+    message = str(info.value)
+    assert message.endswith("(set by environment variable RUNCOMFY_API_BASE_URL)")
+    assert message.count("RUNCOMFY_API_BASE_URL") == 1
+    assert "notaurl" not in message
