@@ -197,8 +197,11 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     rt.SupervisorEscalated: lambda e: (
         f"escalated: {e.child} restarted {e.restarts} times in {_num(e.window)}s"
     ),
+    # A job's output is said under its job (event_subject): which asset it became is
+    # said then, or the line names no asset at all.
     se.AssetRecorded: lambda e: (
-        f"recorded: {e.file_path or '-'} ({e.size} bytes, {e.hash[:19]})"
+        ("recorded" if e.job_id is None else f"output recorded as asset {e.asset_id}")
+        + f": {e.file_path or '-'} ({e.size} bytes, {e.hash[:19]})"
         + ("" if e.created_new else ", existing blob")
     ),
     se.AssetDeleted: lambda e: "deleted",
