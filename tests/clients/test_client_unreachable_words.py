@@ -38,6 +38,7 @@ async def _list_servers_error(handler: object, base: str) -> str:
 
 
 async def test_runcomfy_that_refuses_says_where_and_what_to_check(autojump_clock: object) -> None:
+    """The API's scheme, host and port (no path: the user id; no query), then what to check."""
     message = await _list_servers_error(_refusing, "https://api.example.test:8443/base?sig=abc")
     assert message == (
         "RunComfy list servers failed after 5 attempts: cannot connect to"
@@ -47,6 +48,7 @@ async def test_runcomfy_that_refuses_says_where_and_what_to_check(autojump_clock
 
 
 async def test_runcomfy_whose_host_does_not_resolve_says_so(autojump_clock: object) -> None:
+    """A host name that does not resolve is said so, with no class name, token or user id."""
     message = await _list_servers_error(_unresolvable, "https://api.example.test")
     assert "cannot connect to https://api.example.test (the host name does not resolve)" in message
     assert "Error" not in message  # no exception class name
@@ -57,6 +59,8 @@ async def test_runcomfy_whose_host_does_not_resolve_says_so(autojump_clock: obje
 async def test_runcomfy_that_loses_the_connection_names_no_exception_class(
     autojump_clock: object,
 ) -> None:
+    """A connection lost is said in words, with what to do (not a class name)."""
+
     def lost(request: httpx.Request) -> httpx.Response:
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
 
@@ -89,6 +93,8 @@ async def test_a_comfyui_post_whose_connection_is_lost_says_so_once(autojump_clo
 
 
 async def test_a_comfyui_that_refuses_names_no_exception_class(autojump_clock: object) -> None:
+    """ComfyUI's connect failure: no class name, and no host (a machine's URL is secret)."""
+
     async def attempt() -> httpx.Response:
         raise httpx.ConnectError("all attempts to connect to 10.9.8.7:8188 failed")
 

@@ -14,6 +14,7 @@ from conjure_actors.errors import ConfigError, UsageError
 def test_a_server_type_without_a_price_is_said_by_its_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """--server-type bogus: said by the flag, not by runcomfy.server_type."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError) as info:
         load_cloud_config(None, {"runcomfy.server_type": "bogus"})
@@ -23,6 +24,7 @@ def test_a_server_type_without_a_price_is_said_by_its_flag(
 def test_the_same_type_in_the_file_is_said_by_its_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The same type from the config file is still said by its key."""
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "c.toml"
     path.write_text('[runcomfy]\nserver_type = "bogus"\n')

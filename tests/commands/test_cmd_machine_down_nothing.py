@@ -18,6 +18,7 @@ from tests.commands.test_cmd_machine_damaged_state import CONFIG
 async def test_down_with_nothing_recorded_says_how_to_stop_one_by_id(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Nothing recorded: nothing stopped, exit 1, and the command that stops one by id."""
     path = tmp_path / "dev.json"
     down = argparse.Namespace(action="down", duration=3600.0, wait=600.0, server_id=None)
     async with open_client() as (_sim, rc):

@@ -19,6 +19,7 @@ from tests.clients.test_client_runcomfy import open_client
 async def test_up_of_an_unknown_version_is_a_usage_error_naming_the_known_ones(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    """Nothing launched, nothing recorded: a UsageError naming the account's versions."""
     up = argparse.Namespace(action="up", duration=3600.0, wait=600.0)
     config = Config(runcomfy=RunComfyConfig(workflow_version="wv-nope"))
     path = tmp_path / "dev.json"

@@ -25,6 +25,7 @@ def _up(**more: object) -> argparse.Namespace:
 async def test_up_of_another_version_than_the_one_up_is_refused_saying_both(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    """Another version than the dev machine's: refused naming both; the machine stays up."""
     path = tmp_path / "dev.json"
     other = Config(runcomfy=RunComfyConfig(workflow_version="wv-other"))
     async with open_client() as (sim, rc):
@@ -43,6 +44,7 @@ async def test_up_of_another_version_than_the_one_up_is_refused_saying_both(
 async def test_up_of_the_same_version_is_already_up(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The same version: 'already up', exit 0 (unchanged)."""
     path = tmp_path / "dev.json"
     async with open_client() as (sim, rc):
         assert await machine_action(_up(), CONFIG, path, rc) == 0
@@ -57,6 +59,7 @@ async def test_up_of_the_same_version_is_already_up(
 async def test_up_with_a_state_file_says_how_run_finds_it(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """With --state-file: how `run` finds that file, and `machine down --state-file`."""
     path = tmp_path / "dev.json"
     config = attrs.evolve(CONFIG, dev_state_file=str(tmp_path / "elsewhere.json"))
     async with open_client() as (_sim, rc):

@@ -18,6 +18,7 @@ def test_status_against_an_unreachable_runcomfy_is_one_line_with_a_next_step(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
+    """status: one `error:` line naming the API's address and what to check, exit 1."""
     monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, rng: 0.0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

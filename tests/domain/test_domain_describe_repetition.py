@@ -25,6 +25,7 @@ def test_no_summary_starts_with_its_subjects_kind(data: st.DataObject) -> None:
 
 
 def test_a_launch_request_names_its_key_once() -> None:
+    """The subject ``launch K`` names the key: the summary says neither again."""
     requested = ev.MachineLaunchRequested(
         request_key=KEY,
         server_type="medium",
@@ -37,11 +38,13 @@ def test_a_launch_request_names_its_key_once() -> None:
 
 
 def test_a_failed_launch_names_its_key_once() -> None:
+    """A failed launch: 'launch K  failed: ...', not 'launch K  launch failed: ...'."""
     failed = ev.MachineLaunchFailed(request_key=KEY, reason="HTTP 400 unknown version", at=0)
     assert describe(failed) == (f"launch {KEY}", "failed: HTTP 400 unknown version")
 
 
 def test_budget_lines_say_budget_once() -> None:
+    """'budget  set to $5', not 'budget  budget set to $5'."""
     assert describe(ev.BudgetSet(limit_micros=5_000_000, at=0)) == ("budget", "set to $5.0000")
     assert describe(ev.BudgetSet(limit_micros=None, at=0)) == (
         "budget",
@@ -50,6 +53,7 @@ def test_budget_lines_say_budget_once() -> None:
 
 
 def test_a_workflow_line_says_workflow_once() -> None:
+    """'workflow  x.json registered', not 'workflow  workflow x.json registered'."""
     registered = ev.WorkflowRegistered(
         sha256="0a4557ac9451" + "0" * 52, name="x.json", graph_json="{}", at=0
     )
