@@ -135,7 +135,12 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ),
     ev.MachineLost: lambda e: f"lost ({e.reason})",
     ev.MachineAdopted: lambda e: f"adopted after restart ({e.server_type}, {e.status})",
-    ev.MachineAttached: lambda e: f"attached ({e.kind}, {e.max_jobs} job(s) at a time)",
+    # (A ComfyUI's server_id is "comfyui": "machine comfyui  attached (comfyui, ...)" said
+    # it twice and not what it is.)
+    ev.MachineAttached: lambda e: (
+        f"attached ({'a ComfyUI you run' if e.kind == 'comfyui' else 'the dev machine'},"
+        f" {e.max_jobs} job(s) at a time)"
+    ),
     ev.LatePromptStopped: lambda e: (
         f"prompt {e.prompt_id}, given up, arrived late on {e.server_id}: "
         + ("stopped" if e.confirmed is not False else "stop sent, not confirmed")

@@ -58,3 +58,14 @@ def test_a_workflow_line_says_workflow_once() -> None:
         sha256="0a4557ac9451" + "0" * 52, name="x.json", graph_json="{}", at=0
     )
     assert describe(registered) == ("workflow", "x.json registered (0a4557ac9451)")
+
+
+def test_an_attached_comfyui_says_what_it_is_not_its_name_again() -> None:
+    """'machine comfyui  attached (comfyui, 1 job(s) at a time)' said the name twice."""
+    attached = ev.MachineAttached(server_id="comfyui", kind="comfyui", max_jobs=1, at=0)
+    assert describe(attached) == (
+        "machine comfyui",
+        "attached (a ComfyUI you run, 1 job(s) at a time)",
+    )
+    dev = ev.MachineAttached(server_id="s-1", kind="dev", max_jobs=2, at=0)
+    assert describe(dev) == ("machine s-1", "attached (the dev machine, 2 job(s) at a time)")
