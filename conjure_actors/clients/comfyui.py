@@ -930,7 +930,12 @@ class ComfyUIEvents:
     def _on_status(self, msg: wire.StatusMsg) -> None:
         """A ``status`` frame came on this socket: ComfyUI's own to it (with its ``sid``, on
         connecting) or a broadcast (no ``sid``: its queue changed), which every socket of the
-        server gets: the client's re-attach sockets are told (``_witness``)."""
+        server gets: the client's re-attach sockets are told (``_witness``). Only a socket
+        under a reused id, or one whose client has re-attach sockets, needs the time: the
+        machine's own socket, alone, reads no clock (nor needs a run: a frame's decoding is
+        tested outside one)."""
+        if not self._reused and not self._client._reattached:
+            return
         now = trio.current_time()
         self._status_at = now
         if msg.data.sid is None:
