@@ -318,6 +318,18 @@ class Summary:
     """(job id, status, why) of every failed or cancelled job, in submission order."""
     budget_micros: int | None = None
     budget_exceeded: bool = False
+    machines_idle: int = 0
+    """Of :attr:`machines`, those that ran no job (a hedge spare, a launch stopped while
+    Starting, a machine lost before its first job)."""
+
+
+def machines_line(summary: Summary, mode: str) -> str:
+    """The summary's ``machines:`` figure: ``2 used`` when every one ran a job, else ``3
+    (2 ran jobs)`` (a launched machine that ran none was not "used")."""
+    n, idle = summary.machines, summary.machines_idle
+    if idle and n:
+        return f"machines: {n} ({n - idle} ran jobs; {mode})"
+    return f"machines: {n} used ({mode})"
 
 
 def of_budget(limit_micros: int | None, *, exceeded: bool = False) -> str:
@@ -352,6 +364,7 @@ def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
         cancelled=count[st.CANCELLED],
         unfinished=sum(count[s] for s in st.RESUMABLE_STATUSES),
         machines=len(state.machines),
+        machines_idle=sum(1 for m in state.machines.values() if not m.jobs_served),
         cost_micros=state.ledger.total_micros,
         price_table_versions=tuple(state.ledger.price_table_versions),
         outputs=sum(len(j.outputs) for j in jobs),
@@ -386,7 +399,7 @@ def summary_lines(
         f"time: {seconds:.1f} s",
         f"cost: {format_usd(summary.cost_micros)}"
         f"{of_budget(summary.budget_micros, exceeded=summary.budget_exceeded)} ({tables})",
-        f"machines: {summary.machines} used ({mode})",
+        machines_line(summary, mode),
         f"outputs: {summary.outputs} files under {out_dir}",
         f"log: {log_path}  (python -m conjure_actors replay {shlex.quote(log_path)})",
     ]

@@ -9,9 +9,11 @@ simulated RunComfy API each get their own ComfyUI on their own loopback port.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import signal
+import socket
 import sys
 from functools import partial
 
@@ -205,9 +207,22 @@ def main(args: argparse.Namespace) -> int:
             print("sim: stopped", file=sys.stderr)
             return 0
         if isinstance(inner, OSError):
-            raise UsageError(
-                f"cannot listen on {args.host} ({inner.strerror or inner}): pick other ports"
-            ) from inner
+            raise UsageError(_listen_problem(args, inner)) from inner
         raise
     print("sim: stopped", file=sys.stderr)
     return 0
+
+
+def _listen_problem(args: argparse.Namespace, exc: OSError) -> str:
+    """Why the simulator cannot listen, and what to change: the address (it does not
+    resolve, or is not this machine's) or the ports (taken, or privileged)."""
+    why = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {args.host} ({why}): give --host an address of this machine"
+            " (default 127.0.0.1)"
+        )
+    return (
+        f"cannot listen on {args.host} ({why}): pick other ports"
+        " (--port, --comfyui-port; 0: any free one)"
+    )

@@ -50,9 +50,8 @@ def _config(host: str, port: int) -> hypercorn.config.Config:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Raise ``OSError`` now if ``host:port`` cannot be bound (hypercorn would leak a socket)."""
-    if port == 0:
-        return
+    """Raise ``OSError`` now if ``host:port`` cannot be bound (hypercorn would leak a socket):
+    a port taken, or (port 0 too) a host that does not resolve or is not this machine's."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -74,10 +76,30 @@ def test_busy_port_is_a_usage_error() -> None:
         port = busy.getsockname()[1]
         args = build_parser().parse_args(["sim", "--port", str(port)])
         try:
-            with pytest.raises(UsageError, match="cannot listen"):
+            with pytest.raises(UsageError, match=r"cannot listen.*pick other ports"):
                 sim.main(args)
         finally:
             sim_logger.setLevel(level)
+
+
+def test_a_host_that_does_not_resolve_names_host_not_ports() -> None:
+    """A host that does not resolve: the line says to change ``--host`` (it said "pick
+    other ports", which could never help)."""
+    sim_logger = logging.getLogger("conjure_actors.sim")
+    level = sim_logger.level
+    args = build_parser().parse_args(["sim", "--host", "999.1.1.1"])
+    try:
+        with pytest.raises(UsageError, match="give --host an address of this machine"):
+            sim.main(args)
+    finally:
+        sim_logger.setLevel(level)
+
+
+def test_an_address_not_of_this_machine_names_host_not_ports() -> None:
+    """EADDRNOTAVAIL (an address of another machine) is the host's fault too."""
+    args = build_parser().parse_args(["sim", "--host", "192.0.2.1"])
+    exc = OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+    assert "give --host an address of this machine" in sim._listen_problem(args, exc)
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])
