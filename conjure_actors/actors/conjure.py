@@ -740,6 +740,10 @@ class Conjure:
             return self.running_machines() + self.pool.launches_unanswered()
         self._shut_down = True
         self._stop_why = "shutdown" if reason == "done" else reason
+        # A journal holding a full disk (serve's) holds no more: the stop's events would
+        # wait for the disk while the machines bill; they fail at once instead, and the
+        # machines are stopped without a log (below), whoever called this.
+        self.ctx.journal.stop_holding()
         # The stops may wait out a rate limit for up to ``pool.stop_patience``.
         patience = SHUTDOWN_DEADLINE + self.ctx.config.pool.stop_patience
         with trio.CancelScope(shield=True), trio.move_on_after(patience):

@@ -49,7 +49,8 @@ production; the test harness passes a seeded one so that a run replays exactly."
 
 class Journal(Protocol):
     """What the actors use of an ``eventlog.Journal`` opened with the domain's ``apply``:
-    append (persist -> apply -> publish), the folded state, and a live feed of records."""
+    append (persist -> apply -> publish), the folded state, a live feed of records, and the
+    end of a full-disk hold."""
 
     @property
     def state(self) -> State: ...
@@ -65,6 +66,10 @@ class Journal(Protocol):
     def listen(
         self, fn: Callable[[list[Record[Any]]], None], /
     ) -> AbstractContextManager[eventlog.Listener]: ...
+
+    def stop_holding(self) -> None:
+        """End a full-disk hold (and hold no more): the runtime's shutdown must not wait
+        for the disk while machines bill."""
 
 
 class RunComfy(Protocol):

@@ -251,3 +251,24 @@ async def test_a_sigterm_during_a_hold_stops_the_machines_without_waiting_for_th
     # that "may still run"; the cloud says it is stopped.)
     assert seen["running"] == []
     assert isinstance(meaningful(stopped), RunStoppedError), stopped
+
+
+async def test_the_runtimes_own_shutdown_never_waits_for_a_held_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """``Conjure.shutdown`` itself (not only serve's ``shut_down``) ends a hold first: any
+    caller's stop of the machines is well under the patience (it waited all of it)."""
+    seen: dict[str, Any] = {}
+
+    async def stop_on_a_full_disk() -> None:
+        async with _serving(tmp_path, monkeypatch, patience=600) as (run, disk):
+            await _running_job_then_full(run, disk)
+            start = trio.current_time()
+            await run.service.conjure.shutdown("interrupted")
+            seen["took"] = trio.current_time() - start
+            seen["running"] = run.cloud.runcomfy.running()
+
+    with trio.fail_after(3600):
+        await _stopped(stop_on_a_full_disk)
+    assert seen["took"] < 60
+    assert seen["running"] == []
