@@ -156,6 +156,11 @@ RECOVERY_LOOKUP_PATIENCE = 60.0
 """Seconds the recovery waits, in all, for the lookups of the machines its listing left
 out (_look_up_unlisted): the start-up of a resumed run waits for them."""
 
+REAP_WITHOUT_LISTING = 2.5
+"""Poll intervals without a successful listing after which each tick runs the idle stops
+and lease renewals from what the pool knows (``_renew_and_reap``: they ran only after a
+listing, so a listing outage kept idle machines billing and let busy ones' leases run out)."""
+
 LOSS_LOOKUPS = 3
 """Failed ``GET /servers/{id}`` (5xx, timeout, 429) of a machine a listing left out after
 which it is taken for lost as if the lookup had answered 404 (see _confirm_loss): an
@@ -570,6 +575,7 @@ class MachinePool:
         self.launching_allowed = True
         self.refuse_reason = ""
         self.failed_in_a_row = 0  # launches that ended without a Ready machine
+        self.reaped_at = float("-inf")  # trio time of the last idle/renewal pass
         self.last_boot_failure = ""  # how the last of them ended (its words)
         # Launching stopped on launch failures (not the budget, not the stop): the next
         # job queued launches again (a service lives on past a cloud's bad hour).
@@ -850,6 +856,13 @@ class MachineActor(Actor):
             case Tick():
                 self._poll()
                 await self._assign()  # a launch backing off after a failure comes back here
+                if trio.current_time() - self.pool.reaped_at > REAP_WITHOUT_LISTING * (
+                    self.cfg.poll_interval
+                ):
+                    # The listings fail (429s, 5xx): idle stops and lease renewals go on from
+                    # what is known (an idle machine billed on past its timeout; a busy one's
+                    # lease ran out mid-prompt, its job re-run on a new paid machine).
+                    await self._renew_and_reap(self.ctx.now())
             case ServerPolled():
                 await self._on_polled(msg)
             case Reconcile():
@@ -2867,6 +2880,7 @@ class MachineActor(Actor):
             self._start_health(s.server_id)
 
     async def _renew_and_reap(self, now: float) -> None:
+        self.pool.reaped_at = trio.current_time()
         state = self.ctx.state
         ready = [
             m
