@@ -458,7 +458,27 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
             closing.cancel_scope.cancel()
     if left:
         print("machines that may still be running: " + ", ".join(left), file=sys.stderr)
+    _say(closing_line(service.state, log_path))
     return 0
+
+
+def closing_line(state: Any, log_path: Path) -> str:
+    """serve's last line: what its log holds now (the jobs by outcome, those left for the
+    next start) and what was spent, with the command that says more (``run`` ends with its
+    summary; serve ended without a word on either)."""
+    import shlex
+
+    from conjure_actors.actors.view import of_budget, summarize
+    from conjure_actors.domain.prices import format_usd
+
+    s = summarize(state)
+    jobs = f"{s.jobs} jobs ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
+    if s.unfinished:
+        jobs += f", {s.unfinished} unfinished: the next serve --log on this log runs them"
+    jobs += ")"
+    cost = format_usd(s.cost_micros) + of_budget(s.budget_micros, exceeded=s.budget_exceeded)
+    log = shlex.quote(str(log_path))
+    return f"serve stopped: {jobs}; cost {cost}; python -m conjure_actors status {log} says more"
 
 
 async def _first_signal_during_start_up(
@@ -513,7 +533,8 @@ async def _stop_on_signals(
             break
     _say(
         "stopping: no new jobs; running jobs get "
-        f"{drain_timeout:g} s to finish, then machines stop (a second signal: at once)"
+        f"{drain_timeout:g} s to finish, then machines stop (a second signal cuts the drain"
+        " short)"
     )
     stop_accepting()
     draining = trio.CancelScope(deadline=trio.current_time() + drain_timeout)
