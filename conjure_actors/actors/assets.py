@@ -14,9 +14,16 @@ pipelined batches (see ``AssetActor._accept``).
 HTTP handlers (``conjure_actors.service``) ask it; it decides from the state, emits, and
 answers. Work that waits runs in child tasks that report back by message: a timer asks for
 an expiry sweep, a journal subscriber reports each ``OutputSaved`` so the output becomes an
-asset (its bytes copied into the blob store BEFORE ``AssetRecorded`` is logged). On start it
-catches up: outputs the log saved but never recorded as assets (a crash in between) are
-recorded then.
+asset (its bytes copied into the blob store BEFORE ``AssetRecorded`` is logged), and each
+job's end, so its retention runs from then (``ApiJobExpiryMoved``). On start it catches up:
+outputs the log saved but never recorded as assets (a crash in between) are recorded then,
+and jobs that ended without their ``ApiJobExpiryMoved`` get it.
+
+Retention runs from a job's end, never from its submission: a job may wait in the queue
+longer than the retention (a slow boot) and still run, and a client paid for what it made.
+Until its end is logged, a job, its input assets and its outputs are kept (the sweep skips
+them: ``service_events.held_assets``); then all of them live at least until its end + the
+retention.
 
 Answers are values, never exceptions (an exception in ``receive`` is a crash):
 :class:`Claimed` / :class:`KeyReused`, :class:`Recorded` / :class:`BlobGone`, ``True``/``False``.
@@ -156,6 +163,13 @@ class RequestCancel:
 
 
 @attrs.frozen
+class JobsEnded:
+    """From the journal watcher: these jobs ended (their retention runs from now)."""
+
+    job_ids: tuple[str, ...]
+
+
+@attrs.frozen
 class OutputSeen:
     """From the journal watcher: a job saved an output file."""
 
@@ -227,22 +241,26 @@ class AssetActor(Actor):
         self.start_soon(self._watch_outputs, ready, name="asset-output-watch")
         await ready.wait()
         self.start_soon(self._timer, name="asset-expiry-timer")
-        # Catch up: outputs saved (maybe before a crash) that are not assets yet.
+        # Catch up: outputs saved (maybe before a crash) that are not assets yet; then the
+        # ends not logged yet (a crash in between, or a log older than ApiJobExpiryMoved).
         for job in list(self.ctx.state.jobs.values()):
             for out in job.outputs:
                 await self._record_output(job.job_id, out.node_id, out.filename, out.path, out.kind)
+        await self._move_expiries(None)
 
     async def _watch_outputs(self, ready: trio.Event) -> None:
         # A journal listener picks the outputs out of each commit as it is applied (no task
         # step per commit: outputs are a few of a job's ~18 records); this task wakes only
         # for a commit that saved one, and tells the actor (which may wait on its mailbox).
         seen: list[ev.OutputSaved] = []
+        ended: list[str] = []
         wake = trio.Event()
         broken: list[Exception] = []
 
         claims = self._claims
         accepted = se.ApiJobAccepted
         output_saved = ev.OutputSaved
+        job_ends = (ev.JobSucceeded, ev.JobFailed, ev.JobCancelled)
 
         def on_records(records: list[Any]) -> None:
             try:
@@ -258,12 +276,16 @@ class AssetActor(Actor):
                             reply.set(Claimed())
                     elif isinstance(event, output_saved):
                         found.append(event)
+                    elif isinstance(event, job_ends):
+                        ended.append(event.job_id)
             except Exception as exc:  # raised in this task below, not dropped silently
                 broken.append(exc)
                 wake.set()
                 raise
             if found:
                 seen.extend(found)
+                wake.set()
+            elif ended:
                 wake.set()
 
         with self.ctx.journal.listen(on_records):
@@ -277,6 +299,11 @@ class AssetActor(Actor):
                 seen.clear()
                 for event in taken:
                     await self.ref.tell(OutputSeen(event))
+                if ended:
+                    # After the outputs: the end's move then covers them (see _move_expiries).
+                    done = tuple(ended)
+                    ended.clear()
+                    await self.ref.tell(JobsEnded(done))
 
     async def _timer(self) -> None:
         while True:
@@ -314,6 +341,10 @@ class AssetActor(Actor):
                 return None
             case OutputSeen():
                 self._store_output(msg.event)
+                return None
+            case JobsEnded():
+                await self._settle()
+                await self._move_expiries(msg.job_ids)
                 return None
             case _OutputStored():
                 self._output_stored(msg)
@@ -596,6 +627,14 @@ class AssetActor(Actor):
         created: bool,
     ) -> se.AssetRecorded:
         api = self.ctx.state.service.api_jobs.get(job_id)
+        now = self.ctx.now()
+        expires_at = None
+        if api is not None:
+            # A job not ended yet moves its outputs' deadline with its own when it ends;
+            # until then an output is announced live for at least a retention from now.
+            expires_at = api.expires_at
+            if not api.ended:
+                expires_at = max(expires_at, now + self.retention.jobs)
         return se.AssetRecorded(
             asset_id=str(self.ctx.ids()),
             hash=hash_text,
@@ -608,8 +647,8 @@ class AssetActor(Actor):
             kind=kind,
             source_path=path,
             created_new=created,
-            expires_at=api.expires_at if api is not None else None,
-            at=self.ctx.now(),
+            expires_at=expires_at,
+            at=now,
         )
 
     async def _record_output(
@@ -628,12 +667,22 @@ class AssetActor(Actor):
             self._asset_recorded(job_id, node_id, filename, path, kind, hash_text, size, created)
         )
 
+    async def _move_expiries(self, job_ids: Any) -> None:
+        """Log the end of the jobs ``job_ids`` (None: every job) that ended: their retention
+        (and their assets') runs from then. Called with nothing staged (after ``_settle``),
+        so every output recorded before is in the state the move applies to, and every
+        output recorded after reads the job's new deadline (``_asset_recorded``)."""
+        moves = se.expiry_moves(self.ctx.state, self.retention.jobs, self.ctx.now(), job_ids)
+        if moves:
+            await self.ctx.emit(*moves)
+
     async def _sweep(self) -> None:
+        await self._move_expiries(None)  # an end the watcher has not told yet: not expired
         now = self.ctx.now()
         state = self.ctx.state
         for api in list(state.service.api_jobs.values()):
             job = state.jobs.get(api.job_id)
-            if api.expired or job is None or job.status not in st.TERMINAL_STATUSES:
+            if api.expired or not api.ended or job is None:
                 continue
             if api.expires_at <= now:
                 await self.ctx.emit(se.ApiJobExpired(job_id=api.job_id, at=now))
@@ -644,7 +693,10 @@ class AssetActor(Actor):
                         key=claim.key, scope=claim.scope, reason="expired", at=now
                     )
                 )
+        held = se.held_assets(state)
         for record in list(state.service.assets.values()):
+            if record.asset_id in held:
+                continue
             if record.expires_at is not None and record.expires_at <= now:
                 await self.ctx.emit(se.AssetExpired(asset_id=record.asset_id, at=now))
                 self._drop_blob_if_unused(record.hash)

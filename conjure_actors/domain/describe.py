@@ -218,6 +218,7 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ),
     se.ApiJobCancelRequested: lambda e: "cancel requested by the client",
     se.ApiJobExpired: lambda e: "expired (past its retention)",
+    se.ApiJobExpiryMoved: lambda e: "ended: kept until its end + the retention",
 }
 
 

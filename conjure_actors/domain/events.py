@@ -34,6 +34,7 @@ from conjure_actors.domain.service_events import (
     ApiJobAccepted,
     ApiJobCancelRequested,
     ApiJobExpired,
+    ApiJobExpiryMoved,
     AssetDeleted,
     AssetExpired,
     AssetRecorded,
@@ -780,6 +781,7 @@ Event = (
     | ApiJobAccepted
     | ApiJobCancelRequested
     | ApiJobExpired
+    | ApiJobExpiryMoved
 )
 """Every event a log may hold: pass it to ``eventlog`` as the ``event_type``."""
 

@@ -30,6 +30,7 @@ __all__ = [
     "ApiJobAccepted",
     "ApiJobCancelRequested",
     "ApiJobExpired",
+    "ApiJobExpiryMoved",
     "AssetDeleted",
     "AssetExpired",
     "AssetRecord",
@@ -38,6 +39,8 @@ __all__ = [
     "IdempotencyKeyClaimed",
     "IdempotencyKeyReleased",
     "ServiceState",
+    "expiry_moves",
+    "held_assets",
 ]
 
 
@@ -140,6 +143,19 @@ class ApiJobExpired(msgspec.Struct, frozen=True, kw_only=True, tag="service.job_
     at: float
 
 
+class ApiJobExpiryMoved(msgspec.Struct, frozen=True, kw_only=True, tag="service.job_expiry_moved"):
+    """Emitted by the AssetActor once a job of the API ended (succeeded, failed, cancelled):
+    its retention runs from its end, not from its submission, so a job that waited in the
+    queue longer than the retention is still read, with its outputs, after it ran (a client
+    paid for it). ``expires_at`` (its end + the retention) is the job's new deadline, and
+    that of its outputs and of its input assets, where it is later than theirs (a deadline
+    never moves earlier)."""
+
+    job_id: str
+    expires_at: float
+    at: float
+
+
 SERVICE_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     AssetRecorded,
     AssetDeleted,
@@ -149,6 +165,7 @@ SERVICE_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     ApiJobAccepted,
     ApiJobCancelRequested,
     ApiJobExpired,
+    ApiJobExpiryMoved,
 )
 """The service's event classes, in a stable order."""
 
@@ -212,6 +229,9 @@ class ApiJob:
     expires_at: float
     cancel_requested_at: float | None = None
     expired: bool = False
+    ended: bool = False
+    """Its end is logged (:class:`ApiJobExpiryMoved`): ``expires_at`` counts from it. Until
+    then the job, its inputs and its outputs are kept whatever ``expires_at`` says."""
 
 
 @attrs.define(slots=True)
@@ -341,6 +361,19 @@ def _job_accepted(s: Any, e: ApiJobAccepted) -> None:
     )
 
 
+def _expiry_moved(s: Any, e: ApiJobExpiryMoved) -> None:
+    svc: ServiceState = s.service
+    job = svc.api_jobs.get(e.job_id)
+    if job is None or job.ended:
+        return
+    job.ended = True
+    job.expires_at = max(job.expires_at, e.expires_at)
+    for asset_id in (*job.input_assets.values(), *svc.job_outputs.get(e.job_id, {}).values()):
+        record = svc.assets.get(asset_id)
+        if record is not None and record.expires_at is not None:
+            record.expires_at = max(record.expires_at, e.expires_at)
+
+
 def _cancel_requested(s: Any, e: ApiJobCancelRequested) -> None:
     job = s.service.api_jobs.get(e.job_id)
     if job is not None and job.cancel_requested_at is None:
@@ -362,5 +395,46 @@ SERVICE_HANDLERS: Final[dict[type[Any], Callable[[Any, Any], None]]] = {
     ApiJobAccepted: _job_accepted,
     ApiJobCancelRequested: _cancel_requested,
     ApiJobExpired: _job_expired,
+    ApiJobExpiryMoved: _expiry_moved,
 }
 """Event class -> its apply step (``State.service`` is what it changes)."""
+
+
+# ---------------------------------------------------------------------------- decisions
+
+ENDED: Final = frozenset({"succeeded", "failed", "cancelled"})
+"""A job's statuses once it ended (``state.TERMINAL_STATUSES``; ``state`` imports this
+module, so the set is spelled here and a test checks they agree)."""
+
+
+def expiry_moves(
+    state: Any, keep: float, now: float, job_ids: Any = None
+) -> list[ApiJobExpiryMoved]:
+    """The :class:`ApiJobExpiryMoved` due for the API jobs ``job_ids`` (None: all): each job
+    that ended and whose end is not logged yet gets the deadline ``its end + keep`` (never
+    earlier than the one it has)."""
+    svc: ServiceState = state.service
+    moves = []
+    for job_id in svc.api_jobs if job_ids is None else job_ids:
+        api = svc.api_jobs.get(job_id)
+        if api is None or api.ended or api.expired:
+            continue
+        job = state.jobs.get(job_id)
+        if job is None or job.status not in ENDED or job.finished_at is None:
+            continue
+        until = max(api.expires_at, job.finished_at + keep)
+        moves.append(ApiJobExpiryMoved(job_id=api.job_id, expires_at=until, at=now))
+    return moves
+
+
+def held_assets(state: Any) -> set[str]:
+    """The assets a job of the API whose end is not logged yet holds (its inputs and its
+    outputs so far): none of them expires before that job's end + the retention."""
+    svc: ServiceState = state.service
+    held: set[str] = set()
+    for api in svc.api_jobs.values():
+        if api.ended or api.expired or api.job_id not in state.jobs:
+            continue
+        held.update(api.input_assets.values())
+        held.update(svc.job_outputs.get(api.job_id, {}).values())
+    return held

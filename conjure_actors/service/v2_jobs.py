@@ -252,12 +252,13 @@ def _snake(name: str) -> str:
 
 
 def past_retention(job: st.Job, api: Any, now: float) -> bool:
-    """Whether the API no longer serves a job: its expiry is logged, or it ended and its
-    ``expires_at`` passed (the AssetActor's sweep, every ``SWEEP_INTERVAL``, logs that
-    later: reads do not wait for it; a job still active is kept, as the sweep keeps it)."""
+    """Whether the API no longer serves a job: its expiry is logged, or its end is logged
+    (its retention runs from then) and its ``expires_at`` passed (the AssetActor's sweep,
+    every ``SWEEP_INTERVAL``, logs that later: reads do not wait for it). A job whose end
+    is not logged yet is kept, as the sweep keeps it, however long it waited."""
     if api.expired:
         return True
-    return bool(api.expires_at <= now and job.status in st.TERMINAL_STATUSES)
+    return bool(api.ended and api.expires_at <= now and job.status in st.TERMINAL_STATUSES)
 
 
 def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
@@ -275,9 +276,13 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         for asset_id in svc.job_outputs.get(job_id, {}).values()
         if asset_id in svc.assets and is_live(svc.assets[asset_id], now)
     ]
-    expires = (
-        api.expires_at if api is not None else job.submitted_at + (service.settings.retention.jobs)
-    )
+    keep = service.settings.retention.jobs
+    if api is None:
+        expires = job.submitted_at + keep
+    elif api.ended:
+        expires = api.expires_at
+    else:  # kept until its end + the retention: at least a retention from now
+        expires = max(api.expires_at, now + keep)
     started = job.execution_started_at
     finished = job.finished_at if status in TERMINAL_API else None
     queue_ms = None

@@ -78,6 +78,7 @@ EXPECTED_TAGS = {
     "service.job_accepted",
     "service.job_cancel_requested",
     "service.job_expired",
+    "service.job_expiry_moved",
 }
 
 

@@ -20,6 +20,7 @@ GENERATORS = {
     "make_golden.py": "golden_v1.log",
     "make_golden_v2_jobs.py": "golden_v2_jobs.log",
     "make_golden_v3_service.py": "golden_v3_service.log",
+    "make_golden_v9_retention.py": "golden_v9_retention.log",
 }
 
 

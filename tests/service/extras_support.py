@@ -63,16 +63,18 @@ async def open_extras_service(
     catalog: Any = None,
     hold_resumed: Any = None,
     hold_full_disk: float | None = None,
+    ready_delay: float = 1.0,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
     ``wrap_http``: ``transport -> transport`` around the cloud's (to record requests);
     ``comfy``: the simulated nodes' timings; ``catalog``: the node catalogue submissions
     are checked against (default: the simulator's); ``hold_resumed``: open_conjure's;
-    ``hold_full_disk``: the journal's (``serve --disk-full-patience``)."""
+    ``hold_full_disk``: the journal's (``serve --disk-full-patience``); ``ready_delay``: the
+    seconds a simulated machine boots."""
     wall = TrioWallClock()
     timings = CloudTimings(
-        runcomfy=RunComfyTimings(ready_delay=1.0, deleting_delay=0.5),
+        runcomfy=RunComfyTimings(ready_delay=ready_delay, deleting_delay=0.5),
         comfyui=comfy or ComfyTimings(),
     )
     log = log if log is not None else eventlog.MemoryLog(Event)

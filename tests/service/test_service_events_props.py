@@ -53,6 +53,7 @@ service_events = st.one_of(
     ),
     st.builds(se.ApiJobCancelRequested, job_id=JOBS, at=TIMES),
     st.builds(se.ApiJobExpired, job_id=JOBS, at=TIMES),
+    st.builds(se.ApiJobExpiryMoved, job_id=JOBS, expires_at=TIMES, at=TIMES),
 )
 
 
@@ -103,4 +104,5 @@ def test_service_event_tags_are_stable() -> None:
         "service.job_accepted",
         "service.job_cancel_requested",
         "service.job_expired",
+        "service.job_expiry_moved",
     ]
