@@ -211,6 +211,21 @@ async def list_servers_patiently(
         delay = min(60.0, delay * 2)
 
 
+POLL_FAILURES_SAID = 4
+"""Failed listings in a row before serve says so (fewer are a hiccup the next poll
+recovers from: a debug line each); its recovery is said too."""
+
+
+def _stop_retry_line(server_id: str, exc: ClientError, until: float) -> str:
+    """The one line a stop that RunComfy fails to answer says before its retries."""
+    left = max(1.0, until - trio.current_time())
+    if exc.status is not None:
+        what = f"RunComfy answers HTTP {exc.status} to the stop of machine {server_id}"
+    else:
+        what = f"the stop of machine {server_id} gets no answer from RunComfy"
+    return f"{what}; retrying for up to {left:.0f} s: it bills until stopped"
+
+
 class _FirstAttempt:
     """The ``task_status`` of a machine's socket task: sets ``over`` once its first attempt
     to connect is over (connected or not)."""
@@ -777,6 +792,8 @@ class MachineActor(Actor):
         self._recheck_lookups: dict[str, int] = {}
         self._polling = False
         self._poll_queued = False
+        # Listings failed in a row (a hiccup of RunComfy is said once it lasts: F9).
+        self._poll_failures = 0
         self._poll_waiters: list[Reply[None]] = []
         self._reconciling = False
         self._timer_at = math.inf  # when the queue timer (one child) wakes next
@@ -1875,6 +1892,7 @@ class MachineActor(Actor):
         404 too with ``record_if_gone``: a lost machine listed without a Ready time)."""
         rc = self.ctx.require_runcomfy()
         delay = 1.0
+        said = False
         while True:
             try:
                 server = await rc.stop(server_id, missing_ok=True)
@@ -1883,7 +1901,10 @@ class MachineActor(Actor):
                 if not _passing(exc) or trio.current_time() + delay > until:
                     await self._tell(StopAnswered(server_id, error=str(exc)))
                     return
-                log.warning("stop of server %s: %s; trying again in %g s", server_id, exc, delay)
+                if not said:  # one line per stop; each retry is a debug line
+                    said = True
+                    log.warning("%s", _stop_retry_line(server_id, exc, until))
+                log.debug("stop of server %s: %s; trying again in %g s", server_id, exc, delay)
             await trio.sleep(delay)
             delay = min(30.0, delay * 2)
         stopped_at = self.ctx.now()
@@ -2273,8 +2294,24 @@ class MachineActor(Actor):
         self._polling = False
         try:
             if msg.servers is None:
-                log.warning("listing servers failed: %s", msg.error)
+                self._poll_failures += 1
+                if self._poll_failures == POLL_FAILURES_SAID:
+                    log.warning(
+                        "listing RunComfy's servers failed %d times in a row (%s); machine"
+                        " states are not updated until it answers again (retrying every %g s)",
+                        self._poll_failures,
+                        msg.error,
+                        self.cfg.poll_interval,
+                    )
+                else:
+                    log.debug("listing servers failed: %s", msg.error)
             else:
+                if self._poll_failures >= POLL_FAILURES_SAID:
+                    log.warning(
+                        "listing RunComfy's servers works again (after %d failed listings)",
+                        self._poll_failures,
+                    )
+                self._poll_failures = 0
                 self.pool.polls += 1
                 await self._apply_listing(msg.servers)
         finally:

@@ -530,7 +530,24 @@ class RunComfyClient:
             raise RateLimitedError(f"RunComfy {what}: rate limited (HTTP 429)", status=429)
         if launch:
             raise LaunchError(f"RunComfy refused the {what} (HTTP {code}): {body}", status=code)
-        raise RunComfyError(f"RunComfy {what} answered HTTP {code}: {body}", status=code)
+        raise RunComfyError(
+            f"RunComfy {what} answered HTTP {code}: {self._reason(response)}", status=code
+        )
+
+    def _reason(self, response: httpx.Response) -> str:
+        """A short reason from an error answer: its JSON ``message`` (or ``detail``,
+        ``error``) when it has one, else its text; scrubbed, one line, truncated (a raw JSON
+        body on serve's terminal says nothing more, and twice as long)."""
+        try:
+            data = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            data = None
+        if isinstance(data, dict):
+            for key in ("message", "detail", "error"):
+                value = data.get(key)
+                if isinstance(value, str) and value.strip():
+                    return self.scrub(value)
+        return self.scrub(response.text)
 
     def _decode(
         self, decoder: msgspec.json.Decoder[Any], response: httpx.Response, what: str
