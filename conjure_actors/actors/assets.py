@@ -152,7 +152,8 @@ class DeleteAsset:
 class AssetInUse:
     """``DeleteAsset`` answer: a job's output; it goes with its job (its expiry), not alone.
     Its job's outputs name it, and a deletion would turn the succeeded job back to running
-    (an output not an asset) and be undone by the next start's catch-up."""
+    (an output not an asset) and be undone by the next start's catch-up. Or an input of a
+    job not ended yet: the job reads its bytes when it runs (``service_events.held_assets``)."""
 
 
 @attrs.frozen
@@ -524,7 +525,7 @@ class AssetActor(Actor):
         record = self.ctx.state.service.assets.get(asset_id)
         if record is None:
             return False
-        if record.source_path is not None:
+        if record.source_path is not None or asset_id in se.held_assets(self.ctx.state):
             return AssetInUse()
         await self.ctx.emit(se.AssetDeleted(asset_id=asset_id, at=self.ctx.now()))
         self._drop_blob_if_unused(record.hash)

@@ -130,3 +130,23 @@ async def test_a_restart_keeps_the_deadline_a_job_s_end_moved(
     assert folded.service.api_jobs[job_id].expires_at == finished + 60.0
     assert [e.job_id for e in moved] == [job_id]
     assert view.status_code == 200, view.text
+
+
+async def test_an_input_asset_of_a_job_not_ended_cannot_be_deleted_until_it_ends(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """DELETE of the input of a queued job: 409 asset_in_use (the job reads its bytes when
+    it runs); once the job ended, 204."""
+    with trio.fail_after(900):
+        async with open_extras_service(tmp_path, settings=SETTINGS, ready_delay=SLOW_BOOT) as run:
+            asset_id = await _upload(run.client)
+            job_id = await _submit(run.client)
+            held = await run.client.delete(f"/api/v2/assets/{asset_id}")
+            await wait_idle(run.service)
+            status = run.service.state.jobs[job_id].status
+            await wait_for(run.service, lambda s: s.service.api_jobs[job_id].ended)
+            after = await run.client.delete(f"/api/v2/assets/{asset_id}")
+    assert held.status_code == 409, held.text
+    assert held.json()["error"]["code"] == "asset_in_use"
+    assert status == "succeeded"
+    assert after.status_code == 204, after.text
