@@ -218,7 +218,9 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ),
     se.ApiJobCancelRequested: lambda e: "cancel requested by the client",
     se.ApiJobExpired: lambda e: "expired (past its retention)",
-    se.ApiJobExpiryMoved: lambda e: "ended: kept until its end + the retention",
+    se.ApiJobExpiryMoved: lambda e: (
+        f"ended: kept {_num(round(e.expires_at - e.at))}s more (its retention runs from its end)"
+    ),
 }
 
 

@@ -79,3 +79,11 @@ def test_a_job_s_end_moves_its_deadlines_later_never_earlier(
     else:
         assert record.expires_at == max(asset_expires, api.expires_at)
     assert se.expiry_moves(state, keep, ended_at) == [], "logged once"
+
+
+def test_replay_says_how_long_an_ended_job_is_kept() -> None:
+    """The line of a job's logged end names the job and the seconds it is kept."""
+    from conjure_actors.domain.describe import describe
+
+    line = describe(se.ApiJobExpiryMoved(job_id=JOB, expires_at=160.0, at=100.0))
+    assert line == (f"job {JOB}", "ended: kept 60s more (its retention runs from its end)")
