@@ -108,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=7 * 86400.0,
         metavar="S",
-        help="seconds a job and its assets stay readable (default 7 days)",
+        help="seconds a job and its outputs stay readable after it ends, and an uploaded"
+        " asset after its upload (or after the last job using it ends; default 7 days)",
     )
     parser.add_argument(
         "--journal-sync",
