@@ -122,8 +122,15 @@ def asset_view(
 
 
 def _record(service: Service, asset_id: str) -> se.AssetRecord:
+    """The asset ``asset_id`` as its reads serve it: live, or past its ``expires_at`` but
+    held by a job not ended yet (its input waiting for a machine: the sweep keeps it, so
+    reads do too; the scan of the jobs runs only for such an asset)."""
     record = service.state.service.assets.get(asset_id)
-    if record is None or not is_live(record, service.conjure.ctx.now()):
+    if record is None:
+        raise not_found(f"no asset {asset_id}")
+    if not is_live(record, service.conjure.ctx.now()) and asset_id not in se.held_assets(
+        service.state
+    ):
         raise not_found(f"no asset {asset_id}")
     return record
 

@@ -150,3 +150,20 @@ async def test_an_input_asset_of_a_job_not_ended_cannot_be_deleted_until_it_ends
     assert held.json()["error"]["code"] == "asset_in_use"
     assert status == "succeeded"
     assert after.status_code == 204, after.text
+
+
+async def test_an_input_asset_of_a_queued_job_reads_200_past_its_own_retention(
+    tmp_path: Path, autojump_clock: Any, no_sweep: None
+) -> None:
+    """Its own ``expires_at`` passed while the job waits for a machine: GET answers it (the
+    sweep keeps it, and the job will read it; it answered 404 until the job ended)."""
+    with trio.fail_after(900):
+        async with open_extras_service(
+            tmp_path, settings=SETTINGS, ready_delay=2 * SLOW_BOOT
+        ) as run:
+            asset_id = await _upload(run.client)
+            job_id = await _submit(run.client)
+            await trio.sleep(70)
+            assert run.service.state.jobs[job_id].status == "queued"
+            answer = await run.client.get(f"/api/v2/assets/{asset_id}")
+    assert answer.status_code == 200, answer.text
