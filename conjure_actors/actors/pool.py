@@ -32,7 +32,8 @@ How a lease is served (``_assign``, after every change):
    ``max_machines`` alive (a launch of unknown outcome that landed late) are stopped too.
    After a restart the jobs the log re-queues count as waiting until they ask
    (``MachinePool.resumed``): the recovery adopts the machines still Starting before those
-   jobs are queued again;
+   jobs are queued again; and the log's machines are not judged at all before the
+   recovery's listing has shown what they are now (``MachinePool.unreconciled``);
 4. a request that can never be served (refused, launching stopped, shutdown) fails.
 
 The waiting requests are the run's one job queue (issue 16): a job waiting for a machine
@@ -678,6 +679,14 @@ class MachinePool:
         # was stopped for want of the very jobs it was launched for (a whole boot lost per
         # restart). They count as waiting (_stop_surplus) until they ask, or end.
         self.resumed: set[str] = set()
+        # The log's machines still Starting when this process began, until the recovery's
+        # listing (Reconcile) has shown what they are now: the log's "Starting" is stale (one
+        # may be Ready, billing, for the jobs the log re-queues), so none is judged surplus
+        # before (the poll timer ticks while the start-up's or the recovery's listing is
+        # retried through a rate limit or an outage).
+        self.unreconciled: set[str] = {
+            m.server_id for m in policy.paid_machines(ctx.state) if m.status == M_STARTING
+        }
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -1258,17 +1267,21 @@ class MachineActor(Actor):
         Beyond ``max_machines`` alive, the Starting ones over it are stopped too, needed or
         not: a launch of unknown outcome closed after its landing grace (a replacement was
         launched) may start a machine that a listing shows later still, and it is adopted
-        (it would bill unaccounted otherwise); the cap the user set holds, unbilled."""
+        (it would bill unaccounted otherwise); the cap the user set holds, unbilled.
+
+        The log's machines are left alone until the recovery has listed them
+        (``MachinePool.unreconciled``): the log's "Starting" may be Ready, billing."""
         if self.ctx.runcomfy is None:
             return
         starting = []
         alive = 0
         stopping = self._stopping
+        unreconciled = self.pool.unreconciled
         for m in self.ctx.state.machines.values():
             if m.kind != "runcomfy" or m.status in MACHINE_GONE or m.server_id in stopping:
                 continue
             alive += 1
-            if m.status == M_STARTING:
+            if m.status == M_STARTING and m.server_id not in unreconciled:
                 starting.append(m.server_id)
         if not starting:
             self.pool.prelaunched.clear()
@@ -3164,6 +3177,7 @@ class MachineActor(Actor):
             and not self._stopped_in_lease()
             and not any(m.stop_still_up and m.status == M_STOPPED for m in state.machines.values())
         ):
+            self.pool.unreconciled.clear()  # nothing of the log to list
             reply.set(None)
             return
         self._reconciling = True
@@ -3255,6 +3269,7 @@ class MachineActor(Actor):
         state = self.ctx.state
         by_id = {s.server_id: s for s in msg.servers}
         now = self.ctx.now()
+        self.pool.unreconciled.clear()  # listed now: judged on what the cloud says
         doubtful = policy.paid_machines(state)
         for m in doubtful:
             s = by_id.get(m.server_id)
