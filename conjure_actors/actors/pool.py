@@ -61,7 +61,9 @@ Billing: a stop's bill comes from the server's final record (the ``DELETE``'s an
 ``GET`` after it), so a machine stopped while the log still said Starting, or that became
 Ready between two polls, is billed from the server's Ready time, as RunComfy bills it. A
 machine still listed up after its ``DELETE`` answered 200 is sent one again, and the answer
-to that one ends its bill (``MachineStoppedAgain``): RunComfy billed it until then.
+to that one ends its bill (``MachineStoppedAgain``): RunComfy billed it until then. A
+``DELETE`` answered 404 ends the bill at the first listing that left the machine out, when
+one did (``missing_since``), as a loss does: the answer may come long after.
 """
 
 from __future__ import annotations
@@ -665,7 +667,8 @@ class MachinePool:
         self.reserved: dict[str, set[str]] = policy.reserved_slots(ctx.state)
         # Machines a listing left out -> when (the log's clock) the first listing since one
         # last showed them did: a loss confirmed later (a lookup's 404 comes after the
-        # client's own 404 retries) is billed to that listing, not to the confirmation.
+        # client's own 404 retries) is billed to that listing, not to the confirmation;
+        # so is a stop whose DELETE answers 404 (kept while the stop is on its way).
         self.missing_since: dict[str, float] = {}
         # Machines the log never saw Ready -> when (the log's clock) the last listing or
         # lookup showed them Starting: RunComfy bills nothing before Ready, so one lost
@@ -1979,6 +1982,9 @@ class MachineActor(Actor):
                     msg.error,
                 )
             else:
+                # A 404: gone by the first listing that left it out, if one did (a 200:
+                # that listing missed it).
+                missing = self.pool.missing_since.pop(msg.server_id, None)
                 event = policy.bill_after_delete(
                     state,
                     msg.server_id,
@@ -1987,6 +1993,7 @@ class MachineActor(Actor):
                     server_ready_at=msg.server_ready_at,
                     table=self.ctx.table,
                     at=self.ctx.now(),
+                    missing_since=None if msg.found else missing,
                 )
                 if m.service_ready_at is None and event.service_ready_at is not None:
                     self._ready_seen()  # it did become Ready: not a stuck launch
@@ -2356,6 +2363,10 @@ class MachineActor(Actor):
             if s is not None:
                 pool.unproven.pop(sid, None)
                 pool.missing_since.pop(sid, None)
+            elif sid in self._stopping:
+                # Left out while its DELETE is on its way: if that answers 404, it was gone
+                # by this listing at the latest (its bill ends here, not at the answer).
+                pool.missing_since.setdefault(sid, now)
             live = pool.live.setdefault(sid, _Live(launched_at=tnow))
             since_launch = tnow - live.launched_at
             if s is None and m.launched_at is not None and not live.launch_seen:
@@ -2520,9 +2531,17 @@ class MachineActor(Actor):
             self._check_shutdown()
             return
         m = self.ctx.state.machines.get(sid)
-        if m is None or m.status in MACHINE_GONE or sid in self._stopping:
+        if m is None or m.status in MACHINE_GONE:
             self.pool.unproven.pop(sid, None)
             self.pool.missing_since.pop(sid, None)
+            return
+        if sid in self._stopping:
+            # Its stop's answer decides. The listing that left it out is kept for that
+            # answer's bill (a 404: gone by then, see _on_stop_answered), unless this
+            # lookup found it up after all (that listing missed it).
+            self.pool.unproven.pop(sid, None)
+            if msg.server is not None:
+                self.pool.missing_since.pop(sid, None)
             return
         if msg.error:
             failed = self.pool.unproven[sid] = self.pool.unproven.get(sid, 0) + 1

@@ -688,21 +688,27 @@ def bill_after_delete(
     server_ready_at: float | None,
     table: PriceTable,
     at: float,
+    missing_since: float | None = None,
 ) -> ev.MachineStopped:
     """The final bill once the stop's ``DELETE`` answered at ``answered_at``.
 
     ``found``: the server was there and billing ended then, from ``server_ready_at`` (its
     final record; ``None``: the logged Ready time). Not found (404): it was gone before the
     ``DELETE`` arrived, at a moment nobody tells (:func:`gone_at`), billed from the logged
-    Ready time.
+    Ready time to the first listing that left it out (``missing_since``, the log's clock)
+    when there is one, as a machine that vanished is (its lookup's 404 proves it absent
+    then too), else to the answer. The answer may come long after (the ``DELETE`` retried
+    through rate limits or an outage): billed to it, a vanished machine was billed for
+    time the cloud did not bill.
     """
     m = state.machines.get(server_id)
     if m is None:
         raise CommandRejectedError(f"no machine {server_id}")
+    gone = answered_at if missing_since is None else min(answered_at, missing_since)
     return machine_stopped(
         state,
         server_id,
-        stopped_at=answered_at if found else gone_at(m, answered_at),
+        stopped_at=answered_at if found else gone_at(m, gone),
         server_ready_at=server_ready_at if found else None,
         table=table,
         at=at,

@@ -486,6 +486,36 @@ def test_a_delete_answered_404_bills_to_the_lease_end_from_the_logged_ready_time
     assert event.billed_seconds == billed_seconds(100.0, 700.0)
 
 
+def test_a_delete_answered_404_bills_to_the_first_listing_that_left_the_machine_out() -> None:
+    """Not found, and a listing left it out before (it vanished): billed to that listing,
+    not to the (late) answer; a 200 is billed to its answer whatever a listing said."""
+    state = initial_state()
+    _ready_machine(state, ready=100.0, lease_end=700.0)
+    gone = bill_after_delete(
+        state,
+        "s1",
+        found=False,
+        answered_at=400.0,
+        server_ready_at=None,
+        table=TABLE,
+        at=401.0,
+        missing_since=150.0,
+    )
+    assert gone.stopped_at == 150.0
+    assert gone.billed_seconds == billed_seconds(100.0, 150.0)
+    found = bill_after_delete(
+        state,
+        "s1",
+        found=True,
+        answered_at=400.0,
+        server_ready_at=None,
+        table=TABLE,
+        at=401.0,
+        missing_since=150.0,
+    )
+    assert found.stopped_at == 400.0
+
+
 def _stopped_at_200(state: State) -> None:
     """s1 Ready at 100, lease to 700, its first DELETE answered 200 at 200."""
     _ready_machine(state, ready=100.0, lease_end=700.0)
