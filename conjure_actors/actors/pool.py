@@ -33,7 +33,10 @@ How a lease is served (``_assign``, after every change):
    After a restart the jobs the log re-queues count as waiting until they ask
    (``MachinePool.resumed``): the recovery adopts the machines still Starting before those
    jobs are queued again; and the log's machines are not judged at all before the
-   recovery's listing has shown what they are now (``MachinePool.unreconciled``);
+   recovery's listing has shown what they are now (``MachinePool.unreconciled``). The
+   spares of a hedged launch (``launch_hedge`` > 1) that are Ready already when another
+   machine took their job are stopped too, unless the warm pool keeps them
+   (``_stop_hedge_spares``);
 4. a request that can never be served (refused, launching stopped, shutdown) fails.
 
 The waiting requests are the run's one job queue (issue 16): a job waiting for a machine
@@ -640,6 +643,10 @@ class MachinePool:
         # Their markers (estimated_duration): a new launch asks for none of them.
         self.foreign_markers: set[int] = set()
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
+        # Machines this process launched for waiting jobs with ``launch_hedge`` > 1 that have
+        # served no job yet: once Ready with no job waiting for them (another machine took
+        # it), they are a hedge's spares, stopped at once (_stop_hedge_spares).
+        self.hedged: set[str] = set()
         self.late: dict[str, _LateWatch] = {}  # prompt id -> its watch (WatchLatePrompt)
         # Machines taken for lost because no listing showed them (not visible past
         # NOT_VISIBLE_GRACE after their launch, or vanished) -> until when (trio time:
@@ -1257,6 +1264,7 @@ class MachineActor(Actor):
         await self._serve_waiters()
         self._launch_for_demand()
         await self._stop_surplus()
+        await self._stop_hedge_spares()
 
     async def _stop_surplus(self) -> None:
         """Stop the machines still Starting beyond what the waiting jobs need
@@ -1307,6 +1315,50 @@ class MachineActor(Actor):
         if over > 0:
             surplus += [sid for sid in starting[::-1] if sid not in surplus][:over]
         for sid in surplus:
+            await self._stop(sid, "surplus")
+
+    async def _stop_hedge_spares(self) -> None:
+        """Stop the spares of hedged launches (``MachinePool.hedged``) that are Ready with no
+        job waiting that they could serve: the job they were launched for took another
+        machine (their boots ended within a poll, so no listing saw them Starting after
+        it), and left to the idle timeout they would bill minutes for nothing
+        (:func:`~conjure_actors.domain.machines_policy.hedge_spares_to_stop`). The warm pool
+        keeps those it wants, and with pre-launch on, never fewer than its target are left
+        alive. One that took a job is a plain machine from then on (its idle timeout)."""
+        pool = self.pool
+        if not pool.hedged:
+            return
+        state = self.ctx.state
+        spares = []
+        for sid in list(pool.hedged):
+            m = state.machines.get(sid)
+            if m is None or m.status in MACHINE_GONE or m.leases or m.jobs_served:
+                pool.hedged.discard(sid)  # gone, or it took a job: no spare
+                continue
+            if (
+                m.status != M_READY
+                or sid in self._stopping
+                or m.draining is not None
+                or pool.waiting.wants(m.workflow_version)  # a job may take it (health...)
+            ):
+                continue
+            spares.append(sid)
+        if not spares:
+            return
+        idle = sum(
+            1
+            for m in state.machines.values()
+            if m.status == M_READY
+            and not m.leases
+            and m.server_id not in self._stopping
+            and m.draining is None
+        )
+        n = policy.hedge_spares_to_stop(spares=len(spares), idle=idle, warm_pool=self.cfg.warm_pool)
+        target = self._prelaunch_target() if n > 0 else 0
+        if target > 0:
+            n = min(n, max(0, self._alive_or_coming() - target))
+        for sid in spares[::-1][:n]:  # the latest launched first
+            pool.hedged.discard(sid)
             await self._stop(sid, "surplus")
 
     def _resumed_waiting(self) -> int:
@@ -1817,6 +1869,8 @@ class MachineActor(Actor):
         pool.live[server.server_id] = _Live(launched_at=trio.current_time(), launch_seen=True)
         if prelaunched:
             pool.prelaunched.add(server.server_id)
+        elif self.cfg.launch_hedge > 1:
+            pool.hedged.add(server.server_id)
         if self.pool.shutdown is not None:
             # The launch completed after the stop of every machine began: stop it too.
             await self._stop(server.server_id, self.pool.shutdown.reason)

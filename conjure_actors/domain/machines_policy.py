@@ -20,6 +20,8 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
 - *hedged launches* (``hedge`` in :func:`launches_needed` and :func:`surplus_starting`): a
   job that needs a machine launches ``hedge`` of them and takes the first Ready; the others
   are stopped while still Starting by the rule above, so a slow start-up rarely delays a job;
+  one Ready already when the job is taken (two boots ended within a poll) is stopped as soon
+  as nothing waits for it, unless the warm pool keeps it (:func:`hedge_spares_to_stop`);
 - *predictive pre-launch* (:func:`arrival_rate`, :func:`prelaunch_target`,
   :func:`prelaunches_needed`): from the rate at which jobs arrived over a sliding window,
   keep ``ceil(rate x service time x factor)`` machines (at most a cap) Ready or Starting,
@@ -88,6 +90,7 @@ __all__ = [
     "bill_after_delete",
     "drain_machine",
     "gone_at",
+    "hedge_spares_to_stop",
     "idle_expired",
     "idle_to_stop",
     "landing_grace",
@@ -221,6 +224,20 @@ def surplus_starting(*, waiting: int, starting: int, jobs_per_machine: int, hedg
     serving order, so which machine is whose does not matter). ``hedge`` 1 included: the
     surplus of a hedged launch is the same rule, with ``hedge`` machines per one needed."""
     return max(0, starting - -(-waiting // jobs_per_machine) * max(1, hedge))
+
+
+def hedge_spares_to_stop(*, spares: int, idle: int, warm_pool: int) -> int:
+    """How many of a hedged launch's ``spares`` (machines launched for a job another machine
+    took, Ready now, that never served a job, with no job waiting that they could serve) to
+    stop now: all of them, except those the warm pool keeps (``idle``: the Ready machines
+    without a job, spares included; ``warm_pool`` of them stay).
+
+    The spare of a hedge is stopped while Starting (:func:`surplus_starting`), unbilled; one
+    whose boot ended within a poll interval of the first one's is Ready already when the
+    job is taken. Billed from its Ready time, it would bill until the idle timeout for
+    nothing: stopped at once, it bills the seconds since its Ready. A machine that served a
+    job is no spare: it keeps its idle timeout."""
+    return max(0, min(spares, idle - max(0, warm_pool)))
 
 
 def arrival_rate(arrivals: Sequence[float], *, now: float, window: float) -> float:
