@@ -14,6 +14,13 @@ for the CONJURE workflow rather than a bare install:
 - ``DepthAnythingV2Preprocessor`` (the ``comfyui_controlnet_aux`` custom node the workflow
   uses) is added, in the shape a V1 custom node has.
 
+That is the catalogue of a ``wv-conjure-flux-mesh-1`` machine. A workflow version is a machine
+image, so a machine of another version has another catalogue (:func:`image_for`):
+``wv-core-nodes-1`` ("Model-free core nodes") is the bare install of the capture, ComfyUI's
+own nodes (``python_module`` ``nodes``, ``comfy_extras.*``, ``comfy_api_nodes.*`` and the
+bundled ``custom_nodes.websocket_image_save``) with no model files. A prompt naming a class
+its machine lacks is refused as the real server refuses it (400 ``invalid_prompt``).
+
 ``LoadImage``'s and ``LoadImageMask``'s combo lists are the simulator's current input folder,
 so they are filled in at request time (see :func:`object_info`).
 """
@@ -28,16 +35,22 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+import attrs
 import msgspec
 
 from conjure_actors.domain.workflow import Catalog, catalog_from_object_info
 
 __all__ = [
+    "CONJURE_IMAGE",
+    "CORE_IMAGE",
+    "CORE_OBJECT_INFO",
     "LOADER_FOLDERS",
     "MODEL_FILES",
     "OBJECT_INFO",
     "SAMPLERS",
     "SCHEDULERS",
+    "MachineImage",
+    "image_for",
     "node_catalog",
     "object_info",
     "output_nodes",
@@ -98,9 +111,14 @@ _DEPTH_ANYTHING: Final[_JSON] = {
 }
 
 
-def _load() -> dict[str, _JSON]:
+def _capture() -> dict[str, _JSON]:
     raw = importlib.resources.files("conjure_actors.sim").joinpath("data/object_info.json.gz")
     catalog: dict[str, _JSON] = msgspec.json.decode(gzip.decompress(raw.read_bytes()))
+    return catalog
+
+
+def _load() -> dict[str, _JSON]:
+    catalog = _capture()
     for (cls, name), folder in LOADER_FOLDERS.items():
         spec = catalog[cls]["input"]["required"][name]
         # The real list holds the folder's files, then any built-in choices (VAELoader's
@@ -111,6 +129,40 @@ def _load() -> dict[str, _JSON]:
 
 
 OBJECT_INFO: Final[dict[str, _JSON]] = _load()
+
+#: The catalogue of a bare ComfyUI with no model files: the capture as it is.
+CORE_OBJECT_INFO: Final[dict[str, _JSON]] = _capture()
+
+
+@attrs.frozen
+class MachineImage:
+    """What a machine of one workflow version has: its node classes and its model files."""
+
+    name: str
+    object_info: Mapping[str, _JSON] = attrs.field(repr=False)
+    model_files: Mapping[str, tuple[str, ...]] = attrs.field(repr=False)
+
+
+#: A machine set up for the CONJURE workflow (also the standalone ComfyUI's).
+CONJURE_IMAGE: Final = MachineImage("CONJURE FLUX depth + mesh", OBJECT_INFO, MODEL_FILES)
+#: A bare ComfyUI: core nodes only, empty model folders.
+CORE_IMAGE: Final = MachineImage(
+    "core nodes", CORE_OBJECT_INFO, {folder: () for folder in MODEL_FILES}
+)
+
+_IMAGES: Final[Mapping[str, MachineImage]] = {
+    "wv-conjure-flux-mesh-1": CONJURE_IMAGE,
+    "wv-core-nodes-1": CORE_IMAGE,
+}
+
+
+def image_for(workflow_version: str | None) -> MachineImage:
+    """The machine image of a workflow version. A version the simulated account does not
+    list (a unit test's sim launching any version) gets the CONJURE one."""
+    if workflow_version is None:
+        return CONJURE_IMAGE
+    return _IMAGES.get(workflow_version, CONJURE_IMAGE)
+
 
 SAMPLERS: Final[list[str]] = list(OBJECT_INFO["KSampler"]["input"]["required"]["sampler_name"][0])
 SCHEDULERS: Final[list[str]] = list(OBJECT_INFO["KSampler"]["input"]["required"]["scheduler"][0])
@@ -124,17 +176,23 @@ def output_nodes() -> frozenset[str]:
     return frozenset(name for name, info in OBJECT_INFO.items() if info["output_node"])
 
 
-def object_info(input_files: Iterable[str], only: str | None = None) -> _JSON:
-    """The ``/object_info`` body (or ``/object_info/{only}``), with the input folder's files.
+def object_info(
+    input_files: Iterable[str],
+    only: str | None = None,
+    *,
+    catalog: Mapping[str, _JSON] = OBJECT_INFO,
+) -> _JSON:
+    """The ``/object_info`` body (or ``/object_info/{only}``) of ``catalog`` (a machine
+    image's), with the input folder's files.
 
-    Entries are shared with :data:`OBJECT_INFO` (only the ones with a file list are copied):
-    the caller serialises the answer and must not change it.
+    Entries are shared with ``catalog`` (only the ones with a file list are copied): the
+    caller serialises the answer and must not change it.
     """
-    names = [only] if only is not None else list(OBJECT_INFO)
+    names = [only] if only is not None else list(catalog)
     files = sorted(input_files)
     out: _JSON = {}
     for name in names:
-        info = OBJECT_INFO.get(name)
+        info = catalog.get(name)
         if info is None:
             continue
         for cls, field in _INPUT_LISTS:

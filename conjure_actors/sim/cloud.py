@@ -218,14 +218,16 @@ class SimulatedCloud:
 
     # ------------------------------------------------------------------ MachineHost
 
-    async def start_machine(self, server_id: str) -> str:
-        """Boot the machine's own ComfyUI in the cloud's nursery; return its URL."""
+    async def start_machine(self, server_id: str, workflow_version: str) -> str:
+        """Boot the machine's own ComfyUI (with its version's nodes) in the cloud's nursery;
+        return its URL."""
         sim = ComfyUISim(
             seed=machine_seed(self.seed, len(self._all) + 1),
             faults=self.faults.comfyui,
             timings=self.timings.comfyui,
             wall=self.wall,
             name=f"server {server_id}",
+            workflow_version=workflow_version,
         )
         scope = trio.CancelScope()
 

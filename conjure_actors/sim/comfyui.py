@@ -17,7 +17,9 @@ simulated time.
 Every fault is drawn from random generators seeded by ``seed`` (one stream per fault family
 so that turning one knob does not reshuffle the others).
 
-The catalogue is the real server's ``/object_info`` (:mod:`conjure_actors.sim.catalog`);
+The catalogue is the real server's ``/object_info`` (:mod:`conjure_actors.sim.catalog`), that
+of the machine image of the server's workflow version (a core-nodes machine lacks the CONJURE
+custom node and model files, and refuses a prompt using them);
 model-free nodes compute their images for real and model nodes stand in with outputs of the
 right type and size (:mod:`conjure_actors.sim.comfyui_nodes`); nodes take the time of a
 per-class cost model (:mod:`conjure_actors.sim.timings`), or longer if computing them here
@@ -56,7 +58,7 @@ import trio_websocket
 from PIL import Image, UnidentifiedImageError
 
 from conjure_actors.sim import ws as simws
-from conjure_actors.sim.catalog import MODEL_FILES, OBJECT_INFO, object_info, output_nodes
+from conjure_actors.sim.catalog import image_for, object_info, output_nodes
 from conjure_actors.sim.comfyui_nodes import (
     NodeFailure,
     node_function,
@@ -219,8 +221,13 @@ class ComfyUISim:
         timings: ComfyTimings | None = None,
         wall: Callable[[], float] = time.time,
         name: str = "comfyui",
+        workflow_version: str | None = None,
     ) -> None:
         self.name = name
+        #: The workflow version this server's machine runs (``None``: not a RunComfy machine).
+        self.workflow_version = workflow_version
+        #: Its node classes and model files (see :func:`~conjure_actors.sim.catalog.image_for`).
+        self.image = image_for(workflow_version)
         self.faults = faults if faults is not None else ComfyFaults()
         self.timings = timings if timings is not None else ComfyTimings()
         self._wall = wall
@@ -704,7 +711,7 @@ class ComfyUISim:
                 resolved[name] = values[str(value[0])][int(value[1])]
             else:
                 resolved[name] = value
-        info = OBJECT_INFO[class_type]
+        info = self.image.object_info[class_type]
         own = self.timings.node_seconds(class_type, pixels_of(resolved), info["category"])
         if class_type in self.faults.node_error_classes or (
             self.faults.node_error_rate > 0
@@ -949,9 +956,10 @@ class ComfyUISim:
         if route == ("GET", "/system_stats"):
             return self._ok(self._system_stats())
         if route == ("GET", "/object_info"):
-            return self._ok(object_info(self._input_files()))
+            return self._ok(object_info(self._input_files(), catalog=self.image.object_info))
         if method == "GET" and path.startswith("/object_info/"):
-            return self._ok(object_info(self._input_files(), path[len("/object_info/") :]))
+            only = path[len("/object_info/") :]
+            return self._ok(object_info(self._input_files(), only, catalog=self.image.object_info))
         if route == ("GET", "/features"):
             return self._ok({"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD})
         if route == ("POST", "/free"):
@@ -961,9 +969,9 @@ class ComfyUISim:
         if route == ("GET", "/extensions"):
             return self._ok([])
         if route == ("GET", "/models"):
-            return self._ok(sorted(MODEL_FILES))
+            return self._ok(sorted(self.image.model_files))
         if method == "GET" and path.startswith("/models/"):
-            files = MODEL_FILES.get(path[len("/models/") :])
+            files = self.image.model_files.get(path[len("/models/") :])
             if files is None:
                 return 404, b"404: Not Found", TEXT_TYPE, []
             return self._ok(sorted(files))
@@ -1063,7 +1071,7 @@ class ComfyUISim:
         try:
             outcome = validate_prompt(
                 prompt,
-                catalog=OBJECT_INFO,
+                catalog=self.image.object_info,
                 output_classes=_OUTPUT_CLASSES,
                 custom={"LoadImage": self._validate_load_image},
                 partial_targets=[str(p) for p in partial] if isinstance(partial, list) else None,

@@ -217,8 +217,9 @@ class BillingRecord:
 class MachineHost(Protocol):
     """Starts and stops the ComfyUI behind each machine (the cloud implements this)."""
 
-    async def start_machine(self, server_id: str) -> str:
-        """Start the machine's ComfyUI; return its ``main_service_url``."""
+    async def start_machine(self, server_id: str, workflow_version: str) -> str:
+        """Start the machine's ComfyUI (the image of ``workflow_version``); return its
+        ``main_service_url``."""
         ...
 
     async def stop_machine(self, server_id: str) -> None:
@@ -229,7 +230,7 @@ class MachineHost(Protocol):
 class _NoComfyUI:
     """A :class:`MachineHost` with no ComfyUI behind the URLs (RunComfy-only tests)."""
 
-    async def start_machine(self, server_id: str) -> str:
+    async def start_machine(self, server_id: str, workflow_version: str) -> str:
         return f"https://{server_id}-comfyui.sim.invalid"
 
     async def stop_machine(self, server_id: str) -> None:
@@ -435,7 +436,7 @@ class RunComfySim:
             m.status = ERROR
             log.info("server %s failed to start (status Error)", m.server_id)
             return
-        url = await self.host.start_machine(m.server_id)
+        url = await self.host.start_machine(m.server_id, m.workflow_version_id)
         if m.stopped_at is not None:  # stopped while its ComfyUI was booting
             await self.host.stop_machine(m.server_id)
             return

@@ -149,13 +149,14 @@ class _LoopbackMachines:
         self.machines: dict[str, ComfyUISim] = {}
         self._running: dict[str, tuple[trio.CancelScope, trio.Event, trio.Event]] = {}
 
-    async def start_machine(self, server_id: str) -> str:
+    async def start_machine(self, server_id: str, workflow_version: str) -> str:
         sim = ComfyUISim(
             seed=machine_seed(self._seed, len(self.machines) + 1),
             faults=self._faults,
             timings=self._timings,
             wall=self._wall,
             name=f"server {server_id}",
+            workflow_version=workflow_version,
         )
         scope = trio.CancelScope()
         shutdown = trio.Event()

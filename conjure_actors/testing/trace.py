@@ -598,7 +598,7 @@ class TraceCloud:
 
     # ------------------------------------------------------------------ MachineHost
 
-    async def start_machine(self, server_id: str) -> str:
+    async def start_machine(self, server_id: str, workflow_version: str) -> str:
         self._machines[server_id] = _Machine(self)
         await trio.lowlevel.checkpoint()
         return f"https://{server_id}{_MACHINE_SUFFIX}"

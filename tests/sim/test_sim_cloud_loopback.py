@@ -21,6 +21,7 @@ from conjure_actors.sim.runcomfy import RunComfyTimings
 from conjure_actors.sim.serve import ServedCloud, ServedComfyUI, serve_cloud, serve_comfyui
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+_CUSTOM = "DepthAnythingV2Preprocessor"  # the CONJURE workflow's custom node
 FAST = CloudTimings(runcomfy=RunComfyTimings(ready_delay=0.05, deleting_delay=0.05, burst=50))
 
 
@@ -58,6 +59,33 @@ async def test_cloud_over_loopback() -> None:
                 assert served.runcomfy.running() == []
                 assert server.server_id in served.machines
             nursery.cancel_scope.cancel()
+
+
+async def test_a_loopback_machine_has_its_versions_nodes() -> None:
+    """``python -m conjure_actors sim``'s machines have their workflow version's nodes too: a
+    core-nodes machine has no CONJURE custom node, a CONJURE one has it."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            served: ServedCloud = await nursery.start(partial(serve_cloud, timings=FAST))
+            async with httpx.AsyncClient() as http:
+                client = RunComfyClient(
+                    served.base_url,
+                    served.user_id,
+                    served.token,
+                    http=http,
+                    bucket=TokenBucket(rate=50, burst=50),
+                    rng=random.Random(0),
+                )
+                found: dict[str, bool] = {}
+                for version in ("wv-core-nodes-1", "wv-conjure-flux-mesh-1"):
+                    server = await client.launch(version, "medium", 600)
+                    ready = await client.wait_until_ready(server.server_id, interval=0.05)
+                    assert ready.url is not None
+                    answer = await http.get(ready.url.reveal() + "/object_info/" + _CUSTOM)
+                    found[version] = _CUSTOM in answer.json()
+                    await client.stop(server.server_id)
+            nursery.cancel_scope.cancel()
+    assert found == {"wv-core-nodes-1": False, "wv-conjure-flux-mesh-1": True}
 
 
 async def test_bad_token_over_loopback() -> None:

@@ -48,7 +48,7 @@ class RecordingHost:
         self.started: list[str] = []
         self.stopped: list[str] = []
 
-    async def start_machine(self, server_id: str) -> str:
+    async def start_machine(self, server_id: str, workflow_version: str) -> str:
         self.started.append(server_id)
         return f"https://{server_id}-comfyui.example.invalid"
 

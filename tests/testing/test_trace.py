@@ -197,7 +197,7 @@ async def test_a_stopped_machine_closes_its_sockets_and_refuses_new_ones() -> No
     its WebSocket nor its HTTP host answers any more."""
     with trio.fail_after(10):
         async with open_trace_cloud([_tiny_trace()]) as cloud:
-            url = await cloud.start_machine("s1")
+            url = await cloud.start_machine("s1", "wv-core-nodes-1")
             ws_url = url.replace("https", "wss") + "/ws?clientId=c1"
             async with cloud.ws_connect(ws_url) as ws:
                 await cloud.stop_machine("s1")
