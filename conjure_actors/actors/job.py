@@ -1492,11 +1492,15 @@ class WorkflowActor(Actor):
             answer = await self._post_settled(client, prompt, prompt_id, client_id, extra)
         except cerr.PromptRejectedError as exc:
             first = exc.node_errors[0] if exc.node_errors else None
+            message = str(exc)
+            if exc.error_type == "invalid_prompt" and machine and machine.workflow_version:
+                # A class the server lacks: a workflow version is a machine image, say which.
+                message = f"workflow version {machine.workflow_version}'s machine: {message}"
             await self._report(
                 _Rejected(
                     token,
                     exc.error_type,
-                    str(exc),
+                    message,
                     node_id=first.node_id if first is not None else None,
                     class_type=first.class_type or None if first is not None else None,
                 )
