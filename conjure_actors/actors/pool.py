@@ -1918,7 +1918,7 @@ class MachineActor(Actor):
                 self.pool.waiting.remove(w)
                 w.reply.fail(
                     LeaseFailedError(
-                        f"no machine for job {w.job_id}: {why or reason}",
+                        f"no machine: {why or reason}",  # (its job's line names the job)
                         retryable=False,
                         reason=reason,
                     )

@@ -224,7 +224,7 @@ def _names_node(message: str, node_id: str) -> bool:
 
 _IN_WORDS: Final[dict[str, str]] = {
     # conjure_actors' own error types, said in words on a job's failure line (the log and
-    # ``--json`` keep ``error_type``); "": the message says it alone ("no machine for job
+    # ``--json`` keep ``error_type``); "": the message says it alone ("no machine:
     # ...", "its actor did not start: ..."). Other types (ComfyUI's exception classes,
     # "torch.OutOfMemoryError") are ComfyUI's own words for what went wrong: kept.
     "NoMachine": "",
