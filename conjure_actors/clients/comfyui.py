@@ -1548,8 +1548,16 @@ class ComfyUIClient:
         if not summary:
             summary = f"{error.get('message', 'rejected')} {error.get('details', '')}".strip()
         more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        # ComfyUI's refusal of a class it has not ("Cannot execute because node X does not
+        # exist."): no input fixes it; the machine's image lacks the node.
+        missing = not errors and "does not exist" in str(error.get("message", ""))
+        fix = (
+            "run it on a workflow version whose machines have that node, or drop it"
+            if missing
+            else "fix the workflow inputs"
+        )
         return PromptRejectedError(
-            f"{self.name} rejected prompt {prompt_id}: {summary}{more}; fix the workflow inputs",
+            f"{self.name} rejected prompt {prompt_id}: {summary}{more}; {fix}",
             error_type=str(error.get("type", "")),
             node_errors=errors,
         )

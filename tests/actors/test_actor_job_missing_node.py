@@ -52,3 +52,24 @@ async def test_a_job_using_a_node_its_version_lacks_fails_once_naming_class_and_
     assert MISSING in failed.message
     assert CORE in failed.message
     assert "\n" not in failed.message
+
+
+async def test_comfyuis_refusal_of_a_missing_node_says_what_fixes_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """No input fixes a node the machine lacks: the line says to use a version whose machines
+    have it (it said "fix the workflow inputs")."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud)
+        config = attrs.evolve(config, runcomfy=attrs.evolve(config.runcomfy, workflow_version=CORE))
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            await conjure.submit(
+                json.loads(bundled_workflow()), image=example_sketch_png(), prompt="a fox"
+            )
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+    (failed,) = [r.event for r in log.records() if isinstance(r.event, ev.JobFailed)]
+    assert "a workflow version whose machines have that node" in failed.message
+    assert "fix the workflow inputs" not in failed.message
