@@ -641,29 +641,12 @@ class Journal(Generic[E, S]):
             # As append's: nothing queued, nothing to group, so no trip through the
             # committer (a task switch and a wake-up less per append_many).
             return await self._append_many_inline(events)
-        now = self._clock()
-        n = len(events)
-        batch = batches[-1] if batches else None
-        if batch is None or (batch.count and batch.count + n > self._max_batch):
-            batch = self._open_batch()
-        start = len(batch.events)
-        k = len(batch.tasks)
-        abort = batch.aborts[k] if k < len(batch.aborts) else self._new_abort(batch)
-        batch.tasks.append(_current_task())
-        batch.starts.append(start)
-        batch.events.extend(events)
-        batch.ts.extend([now] * n)
-        batch.count += n
-        committer = self._idle_committer
-        if committer is not None:
-            self._idle_committer = None
-            _reschedule(committer)
-        records: list[Record[E]] = await _park(abort)
-        return records[start : start + n]
+        return await self._append_queued(events)
 
     async def _append_queued(self, events: Sequence[E]) -> list[Record[E]]:
         """``events`` as one entry of the open batch (a new one if none is open), parked
-        until it is committed: an inline commit the disk refused, held from then on."""
+        until it is committed (``append_many``'s queued path, and an inline commit the disk
+        refused, held from then on)."""
         batches = self._batches
         batch = batches[-1] if batches else None
         if batch is None or (batch.count and batch.count + len(events) > self._max_batch):
