@@ -167,6 +167,10 @@ REAP_WITHOUT_LISTING = 2.5
 and lease renewals from what the pool knows (``_renew_and_reap``: they ran only after a
 listing, so a listing outage kept idle machines billing and let busy ones' leases run out)."""
 
+RESUMED_IDLE_HOLD = 30.0
+"""Seconds after the recovery during which the jobs it re-queues, until they ask for a
+machine, hold the idle stops (they ask within moments; one that never does must not)."""
+
 LOSS_LOOKUPS = 3
 """Failed ``GET /servers/{id}`` (5xx, timeout, 429) of a machine a listing left out after
 which it is taken for lost as if the lookup had answered 404 (see _confirm_loss): an
@@ -697,6 +701,11 @@ class MachinePool:
         self.unreconciled: set[str] = {
             m.server_id for m in policy.paid_machines(ctx.state) if m.status == M_STARTING
         }
+        # The log has paid machines the recovery's listing has not shown yet: the ticks'
+        # idle stops and renewals (REAP_WITHOUT_LISTING) wait for it (the log's state is
+        # stale: an idle machine there is the one a re-queued job is about to take).
+        self.recovering = bool(policy.paid_machines(ctx.state))
+        self.reconciled_at = float("-inf")  # trio time the recovery's listing was applied
 
     def attach(self, server_id: str, client: ComfyUIClient) -> None:
         """Register the live client of a machine we do not launch (comfyui/dev), before
@@ -892,8 +901,9 @@ class MachineActor(Actor):
             case Tick():
                 self._poll()
                 await self._assign()  # a launch backing off after a failure comes back here
-                if trio.current_time() - self.pool.reaped_at > REAP_WITHOUT_LISTING * (
-                    self.cfg.poll_interval
+                if not self.pool.recovering and (
+                    trio.current_time() - self.pool.reaped_at
+                    > REAP_WITHOUT_LISTING * self.cfg.poll_interval
                 ):
                     # The listings fail (429s, 5xx): idle stops and lease renewals go on from
                     # what is known (an idle machine billed on past its timeout; a busy one's
@@ -3017,12 +3027,22 @@ class MachineActor(Actor):
         # not healthy yet, its WebSocket still opening) is neither idle nor stopped for the
         # budget: the stop would kill that prompt. Its lease runs out, or the job leases it.
         kept = {m.server_id for m in ready if self._reserved(m.server_id)}
+        # Before the recovery has listed the log's machines (``recovering``: a poll may
+        # list them first while its own listing is rate-limited), and while jobs it
+        # re-queues have not asked yet (``resumed``; for RESUMED_IDLE_HOLD at most: they
+        # ask at once, and a job that never does must not keep machines billing), no idle
+        # stop: one idle in the log is the machine such a job is about to take.
+        hold_idle = self.pool.recovering or (
+            trio.current_time() < self.pool.reconciled_at + RESUMED_IDLE_HOLD
+            and self._resumed_waiting() > 0
+        )
         idle = [
             (m.server_id, m.idle_since)
             for m in ready
             if not m.leases
             and m.idle_since is not None
             and m.server_id not in kept
+            and not hold_idle
             and not self.pool.waiting.wants(m.workflow_version)
         ]
         to_stop = set(
@@ -3251,6 +3271,7 @@ class MachineActor(Actor):
             and not any(m.stop_still_up and m.status == M_STOPPED for m in state.machines.values())
         ):
             self.pool.unreconciled.clear()  # nothing of the log to list
+            self.pool.recovering = False
             reply.set(None)
             return
         self._reconciling = True
@@ -3343,6 +3364,8 @@ class MachineActor(Actor):
         by_id = {s.server_id: s for s in msg.servers}
         now = self.ctx.now()
         self.pool.unreconciled.clear()  # listed now: judged on what the cloud says
+        self.pool.recovering = False
+        self.pool.reconciled_at = trio.current_time()
         doubtful = policy.paid_machines(state)
         for m in doubtful:
             s = by_id.get(m.server_id)
