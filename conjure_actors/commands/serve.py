@@ -67,9 +67,13 @@ SNAPSHOT_EVERY = 20_000
 reads the newest snapshot and folds at most this many records after it, not the whole log."""
 KEEP_SNAPSHOTS = 2
 """Snapshots kept (the newest; older ones are deleted as each new one is written)."""
-DISK_FULL_PATIENCE = 600.0
+DISK_FULL_PATIENCE = 120.0
 """``--disk-full-patience``: seconds the journal holds its appends on a full disk (new work
-507) before ``serve`` stops as it would have at once without the hold."""
+507) before ``serve`` stops as it would have at once without the hold. Meanwhile the
+machines' own decisions wait too (an idle stop or a lease renewal is logged before it is
+sent): the default keeps that under the default idle timeout (120 s) and well under the
+lease renewal margin (180 s), so a hold adds at most its patience to an idle machine's bill
+and never lets a busy machine's lease run out."""
 SYNC_CHOICES = ("batch", "always", "none")
 """``--journal-sync``: the journal's sync policies (``eventlog.SyncPolicy``)."""
 
@@ -596,5 +600,8 @@ async def _drain(service: Any) -> None:
         )
 
     async with service.journal.subscribe(max_buffer=math.inf) as records:
-        while running():
-            await records.receive()
+        while running() and service.held_since is None:
+            # A full disk holding the journal (no job can log its progress): the machines
+            # are stopped now, not after the drain, as they would bill meanwhile.
+            with trio.move_on_after(1.0):
+                await records.receive()

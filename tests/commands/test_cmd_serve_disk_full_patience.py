@@ -14,10 +14,11 @@ from conjure_actors.commands.serve import DISK_FULL_PATIENCE
 pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
-def test_the_patience_defaults_to_ten_minutes() -> None:
-    """Without the flag serve holds a full disk's appends for 600 s."""
+def test_the_patience_defaults_to_two_minutes() -> None:
+    """Without the flag serve holds a full disk's appends for 120 s (under the idle timeout
+    and the lease renewal margin: a hold delays their decisions)."""
     args = build_parser("serve").parse_args(["serve"])
-    assert args.disk_full_patience == DISK_FULL_PATIENCE == 600.0
+    assert args.disk_full_patience == DISK_FULL_PATIENCE == 120.0
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])

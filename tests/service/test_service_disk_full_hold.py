@@ -272,3 +272,25 @@ async def test_the_runtimes_own_shutdown_never_waits_for_a_held_disk(
         await _stopped(stop_on_a_full_disk)
     assert seen["took"] < 60
     assert seen["running"] == []
+
+
+async def test_the_drain_does_not_wait_for_a_job_that_a_hold_keeps_from_going_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """SIGTERM's drain (``--drain-timeout``) during a hold: the running job cannot log its
+    progress, so the drain ends within a second instead of waiting its timeout while the
+    machines bill."""
+    seen: dict[str, Any] = {}
+
+    async def drain_on_a_full_disk() -> None:
+        async with _serving(tmp_path, monkeypatch, patience=600) as (run, disk):
+            await _running_job_then_full(run, disk)
+            start = trio.current_time()
+            with trio.move_on_after(30):
+                await serve._drain(run.service)
+            seen["took"] = trio.current_time() - start
+            await serve.shut_down(run.service)
+
+    with trio.fail_after(3600):
+        await _stopped(drain_on_a_full_disk)
+    assert seen["took"] <= 1.5
