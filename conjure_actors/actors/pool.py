@@ -1130,8 +1130,8 @@ class MachineActor(Actor):
         pool.launching_allowed = False
         pool.refuse_reason = reason
         pool.relaunch = relaunch
-        if relaunch and pool.on_launching is not None:
-            pool.on_launching(reason)
+        if pool.on_launching is not None:  # the launch failures' problem, or none (another
+            pool.on_launching(reason if relaunch else None)  # stop, said its own way)
 
     def _unknown_launch_closed(self, now: float) -> None:
         """A launch of this run whose answer proved nothing (a 5xx, a timeout) started no
@@ -1173,6 +1173,9 @@ class MachineActor(Actor):
         pool.shutdown = None
         pool.launching_allowed = True
         pool.refuse_reason = ""
+        # A new series of launches, as after launch failures (_relaunch): failures counted
+        # before the budget's stop would stop it again at once, with their old reason.
+        pool.failed_in_a_row, pool.failing_since = 0, None
 
     def _free_views(self) -> list[MachineView]:
         """A view of each machine that can take a lease now: Ready, healthy, not stopping,
