@@ -1040,14 +1040,16 @@ async def launch_or_find(
 ) -> tuple[Any, str]:
     """``POST /servers`` for a ``lease``-second machine: (the server, "launched"); if its
     answer was lost, (the server it started, "found the launched") once a listing shows it,
-    or :class:`LaunchError` if none did within ``grace`` seconds (default: from what the
-    lost answer proves, ``machines_policy.landing_grace``: 60 s after a 5xx in hand, 180 s
-    after no answer). ``record``: given the launch (with its marker) before the POST,
+    or :class:`LaunchError` if none did within ``grace`` seconds (default
+    ``LAUNCH_LAND_GRACE``). ``record``: given the launch (with its marker) before the POST,
     again with the server's id once known, None once refused (nothing launched): ``machine
     up`` keeps it on disk, so that an interruption in between leaves it findable."""
     from conjure_actors.clients.errors import ClientError, LaunchError, OutcomeUnknownError
     from conjure_actors.domain import machines_policy as policy
     from conjure_actors.domain.state import LaunchRequest
+
+    if grace is None:
+        grace = policy.LAUNCH_LAND_GRACE
 
     before = await rc.list_servers()
     known = {s.server_id for s in before}
@@ -1069,8 +1071,6 @@ async def launch_or_find(
             record(attrs.evolve(launch, server_id=server.server_id))
         return server, "launched"
     except OutcomeUnknownError as exc:
-        if grace is None:
-            grace = policy.landing_grace(exc.status)
         say(
             f"{exc}; looking for the machine it may have started"
             f" (up to {grace:g} s, so that it does not bill unrecorded)..."
