@@ -3101,6 +3101,17 @@ class MachineActor(Actor):
                     service_ready_at=m.service_ready_at,
                     lease_seconds=self.cfg.lease_seconds,
                 )
+                if warm_idle and not (m.leases or compatible) and m.idle_since is not None:
+                    # Kept only for its idle timeout: renewed to just past it, not a whole
+                    # lease (a crash meanwhile would leave it billing to that lease's end).
+                    seconds = min(
+                        seconds,
+                        policy.renewed_duration(
+                            now=m.idle_since + self.cfg.idle_timeout,
+                            service_ready_at=m.service_ready_at,
+                            lease_seconds=self.cfg.renew_margin,
+                        ),
+                    )
                 self.start_soon(
                     self._renew_child,
                     m.server_id,

@@ -63,3 +63,24 @@ async def test_a_machine_that_reaches_its_lease_end_is_said_to_have_done_so(
         assert (m.status, m.lost_reason) == ("stopped", "its lease ended")
         assert m.stopped_at == m.estimated_stopping_at
         assert rig.ledger_matches_sim()
+
+
+async def test_an_idle_machines_renewal_reaches_just_past_its_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Released 200 s before its lease's end with an idle timeout of 300 s: renewed, to the
+    idle timeout's end plus the renewal margin, not a whole lease (a crash meanwhile would
+    leave it billing to that lease's end)."""
+    async with pool_rig(lease_seconds=3600.0, renew_margin=40.0, idle_timeout=300.0) as rig:
+        j = await rig.job()
+        lease = await rig.lease(j)
+        m = rig.state.machines[lease.server_id]
+        assert m.estimated_stopping_at is not None
+        await trio.sleep(m.estimated_stopping_at - 200 - rig.ctx.now())
+        await rig.release(lease.server_id, j)
+        released = rig.ctx.now()
+        await trio.sleep(250)  # past the renewal (40 s before the first lease's end)
+        m = rig.state.machines[lease.server_id]
+        assert m.status == "ready"
+        assert m.estimated_stopping_at is not None
+        assert released + 300 < m.estimated_stopping_at <= released + 300 + 40 + 2
