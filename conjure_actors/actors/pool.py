@@ -820,7 +820,7 @@ class MachineActor(Actor):
         self._recheck_lookups: dict[str, int] = {}
         self._polling = False
         self._poll_queued = False
-        # Listings failed in a row (a hiccup of RunComfy is said once it lasts: F9).
+        # Listings failed in a row (a hiccup of RunComfy is said once it lasts).
         self._poll_failures = 0
         self._poll_waiters: list[Reply[None]] = []
         self._reconciling = False

@@ -143,7 +143,7 @@ def landing_grace(answered_status: int | None) -> float:
     no answer (a timeout, a connection lost after the request was sent).
 
     No answer, or a gateway's timeout (504): RunComfy may still be creating the server,
-    :data:`LAUNCH_LAND_GRACE`. An answer (a 500, 502 or 503 in milliseconds, QA's F3):
+    :data:`LAUNCH_LAND_GRACE`. An answer (a 500, 502 or 503 in milliseconds):
     RunComfy is done with the request, so a server it started exists already and only the
     listing's lag (:data:`NOT_VISIBLE_GRACE`) can hide it; waiting the 180 s a lost answer
     needs stalled every queued job for three minutes after one 5xx. A server that shows up
