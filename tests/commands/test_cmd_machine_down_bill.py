@@ -59,6 +59,15 @@ def _stop_late(rc: RunComfyClient, monkeypatch: pytest.MonkeyPatch, seconds: flo
     monkeypatch.setattr(rc, "stop", late_stop)
 
 
+async def _up(rc: RunComfyClient, path: Path, wall: TrioWallClock, lease: int) -> Any:
+    """A medium machine of ``lease`` seconds launched, Ready, and recorded in ``path`` as
+    `machine up` records it (the server, as Ready)."""
+    server = await rc.launch(VERSION, "medium", lease)
+    server = await rc.wait_until_ready(server.server_id, interval=1)
+    record_dev_machine(path, server, wall.now())
+    return server
+
+
 async def test_down_of_a_lease_expired_machine_bills_to_its_lease_end(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
@@ -70,9 +79,7 @@ async def test_down_of_a_lease_expired_machine_bills_to_its_lease_end(
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
-        server = await rc.launch(VERSION, "medium", 60)
-        server = await rc.wait_until_ready(server.server_id, interval=1)
-        record_dev_machine(path, server, wall.now())
+        server = await _up(rc, path, wall, 60)
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         await trio.sleep(160)
         (bill,) = sim.billing()
@@ -123,9 +130,7 @@ async def test_down_of_a_machine_found_stopped_by_status_says_already_stopped(
     path = tmp_path / "dev.json"
     table = default_price_table()
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
-        server = await rc.launch(VERSION, "medium", 3600)
-        server = await rc.wait_until_ready(server.server_id, interval=1)
-        record_dev_machine(path, server, wall.now())
+        server = await _up(rc, path, wall, 3600)
         await trio.sleep(30)
         other = _args("down", server_id=server.server_id)
         assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
@@ -158,9 +163,7 @@ async def test_down_of_a_machine_stopped_another_way_unseen_bills_no_less_than_t
     path = tmp_path / "dev.json"
     table = default_price_table()
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
-        server = await rc.launch(VERSION, "medium", 3600)
-        server = await rc.wait_until_ready(server.server_id, interval=1)
-        record_dev_machine(path, server, wall.now())
+        server = await _up(rc, path, wall, 3600)
         await trio.sleep(30)
         other = _args("down", server_id=server.server_id)
         assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
@@ -187,9 +190,7 @@ async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
-        server = await rc.launch(VERSION, "medium", 60)
-        server = await rc.wait_until_ready(server.server_id, interval=1)
-        record_dev_machine(path, server, wall.now())
+        server = await _up(rc, path, wall, 60)
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         _stop_late(rc, monkeypatch, 100)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
@@ -247,9 +248,7 @@ async def test_down_of_a_machine_still_up_is_one_call(
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
-        server = await rc.launch(VERSION, "medium", 3600)
-        server = await rc.wait_until_ready(server.server_id, interval=1)
-        record_dev_machine(path, server, wall.now())
+        server = await _up(rc, path, wall, 3600)
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         calls: list[str] = []
         request = rc._request
