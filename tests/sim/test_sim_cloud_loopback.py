@@ -25,6 +25,18 @@ _CUSTOM = "DepthAnythingV2Preprocessor"  # the CONJURE workflow's custom node
 FAST = CloudTimings(runcomfy=RunComfyTimings(ready_delay=0.05, deleting_delay=0.05, burst=50))
 
 
+def _client(served: ServedCloud, http: httpx.AsyncClient) -> RunComfyClient:
+    """A RunComfy client of the served cloud's account (its rate limit raised for tests)."""
+    return RunComfyClient(
+        served.base_url,
+        served.user_id,
+        served.token,
+        http=http,
+        bucket=TokenBucket(rate=50, burst=50),
+        rng=random.Random(0),
+    )
+
+
 async def test_cloud_over_loopback() -> None:
     """Launch over real sockets: the machine's ComfyUI gets its own port, and stops with it."""
     with trio.fail_after(20):
@@ -32,14 +44,7 @@ async def test_cloud_over_loopback() -> None:
             served: ServedCloud = await nursery.start(partial(serve_cloud, timings=FAST))
             assert served.base_url.startswith("http://127.0.0.1:")
             async with httpx.AsyncClient() as http:
-                client = RunComfyClient(
-                    served.base_url,
-                    served.user_id,
-                    served.token,
-                    http=http,
-                    bucket=TokenBucket(rate=50, burst=50),
-                    rng=random.Random(0),
-                )
+                client = _client(served, http)
                 server = await client.launch("wv-core-nodes-1", "medium", 600)
                 ready = await client.wait_until_ready(server.server_id, interval=0.05)
                 assert ready.url is not None
@@ -68,14 +73,7 @@ async def test_a_loopback_machine_has_its_versions_nodes() -> None:
         async with trio.open_nursery() as nursery:
             served: ServedCloud = await nursery.start(partial(serve_cloud, timings=FAST))
             async with httpx.AsyncClient() as http:
-                client = RunComfyClient(
-                    served.base_url,
-                    served.user_id,
-                    served.token,
-                    http=http,
-                    bucket=TokenBucket(rate=50, burst=50),
-                    rng=random.Random(0),
-                )
+                client = _client(served, http)
                 found: dict[str, bool] = {}
                 for version in ("wv-core-nodes-1", "wv-conjure-flux-mesh-1"):
                     server = await client.launch(version, "medium", 600)
@@ -120,13 +118,7 @@ async def test_prompt_on_a_rented_machine_over_loopback() -> None:
         async with trio.open_nursery() as nursery:
             served: ServedCloud = await nursery.start(partial(serve_cloud, timings=FAST))
             async with httpx.AsyncClient() as http:
-                client = RunComfyClient(
-                    served.base_url,
-                    served.user_id,
-                    served.token,
-                    http=http,
-                    bucket=TokenBucket(rate=50, burst=50),
-                )
+                client = _client(served, http)
                 server = await client.launch("wv-core-nodes-1", "medium", 600)
                 ready = await client.wait_until_ready(server.server_id, interval=0.05)
                 assert ready.url is not None
