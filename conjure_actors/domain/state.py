@@ -233,6 +233,7 @@ class Job:
     prompt_number: float | None = None
     execution: str | None = None  # None, submitting, submitted, started, succeeded, failed...
     execution_started_at: float | None = None  # when the current prompt began executing
+    started_at: float | None = None  # when the current attempt got its machine (JobStarted)
     current_node: str | None = None
     nodes: dict[str, NodeState] = attrs.Factory(dict)
     inputs: list[InputFile] = attrs.Factory(list)
@@ -686,6 +687,7 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
         job.prompt_number = None
         job.execution = None
         job.execution_started_at = None
+        job.started_at = e.at
         job.current_node = None
         job.nodes = EMPTY_DICT
         job.retry_delay = None

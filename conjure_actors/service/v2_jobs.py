@@ -283,14 +283,20 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         expires = api.expires_at
     else:  # kept until its end + the retention: at least a retention from now
         expires = max(api.expires_at, now + keep)
-    started = job.execution_started_at
+    # Running since its machine took it (inputs uploaded, then ComfyUI's own queue, then
+    # the execution): a job said "running" has a start. The metrics time the execution
+    # itself once ComfyUI has said it began.
+    started = job.started_at if status != "queued" else None
+    began = started
+    if started is not None and job.execution_started_at is not None:
+        began = job.execution_started_at
     finished = job.finished_at if status in TERMINAL_API else None
     queue_ms = None
-    if started is not None:
-        queue_ms = int((started - job.submitted_at) * 1000)
+    if began is not None:
+        queue_ms = int((began - job.submitted_at) * 1000)
     execution_ms = None
-    if started is not None and finished is not None:
-        execution_ms = int((finished - started) * 1000)
+    if began is not None and finished is not None:
+        execution_ms = int((finished - began) * 1000)
     base = f"/api/v2/jobs/{job_id}"
     return {
         "id": job_id,

@@ -334,6 +334,7 @@ _VOLATILE: Final = frozenset(
         "updated_at",
         "finished_at",
         "execution_started_at",
+        "started_at",
         "workflow_version",  # the RunComfy machine's: none on an attached ComfyUI
     }
 )

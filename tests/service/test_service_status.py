@@ -89,3 +89,51 @@ def test_a_job_error_names_the_server_s_folders_instead_of_spelling_them(
         f"'<data>/serve.log', '<cwd>/{tmp_path.name}/work/x', '~/.cache/y', '/app/ComfyUI/z.py'"
     )
     assert str(tmp_path) not in view["message"]
+
+
+def _viewed(job: st.Job, now: float) -> dict[str, Any]:
+    """``job_view`` of ``job``, the only job of a service whose clock reads ``now``."""
+    from types import SimpleNamespace
+
+    from conjure_actors.service.v2_jobs import job_view
+
+    state = st.State()
+    state.jobs[job.job_id] = job
+    service: Any = SimpleNamespace(
+        state=state,
+        conjure=SimpleNamespace(ctx=SimpleNamespace(now=lambda: now)),
+        settings=SimpleNamespace(retention=SimpleNamespace(jobs=3600.0)),
+        index=SimpleNamespace(position=lambda job: 0),
+        node_classes=lambda sha: {},
+    )
+    return job_view(SimpleNamespace(), service, job.job_id)
+
+
+def test_a_running_job_has_a_start_before_comfyui_executes_it() -> None:
+    """A job whose machine took it (inputs uploading, or in ComfyUI's own queue) reads
+    running with the time it got its machine: never running without a start."""
+    job = _job(st.RUNNING)
+    job.submitted_at, job.started_at = 100.0, 130.0
+    view = _viewed(job, now=140.0)
+    assert view["status"] == "running"
+    assert view["started_at"] is not None
+    assert view["metrics"] == {"queue_ms": 30_000, "execution_ms": None}
+
+
+def test_the_metrics_time_comfyui_s_execution_once_it_began() -> None:
+    """Once ComfyUI said the prompt began, queue_ms runs to that moment and execution_ms
+    from it to the job's end."""
+    job = _job(st.SUCCEEDED, finished_at=200.0)
+    job.submitted_at, job.started_at, job.execution_started_at = 100.0, 130.0, 150.0
+    view = _viewed(job, now=210.0)
+    assert view["status"] == "succeeded"
+    assert view["metrics"] == {"queue_ms": 50_000, "execution_ms": 50_000}
+
+
+def test_a_job_requeued_after_a_start_reads_queued_without_one() -> None:
+    """A job back in the queue (its machine lost) has no start until a machine takes it again."""
+    job = _job(st.QUEUED)
+    job.submitted_at, job.started_at = 100.0, 130.0
+    view = _viewed(job, now=140.0)
+    assert (view["status"], view["started_at"]) == ("queued", None)
+    assert view["metrics"]["queue_ms"] is None
