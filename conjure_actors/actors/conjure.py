@@ -871,6 +871,7 @@ async def open_conjure(
     prompt_check: PromptCheck | None = None,
     hold_resumed: Callable[[], bool] | None = None,
     fresh_cloud: bool = False,
+    checks: trio.CancelScope | None = None,
 ) -> AsyncIterator[Conjure]:
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
@@ -884,6 +885,10 @@ async def open_conjure(
     ``fresh_cloud``: the cloud began with this process and ends with it (the embedded
     simulated one): the launch intents the log holds went to a cloud that is gone, so they
     are closed at the reconcile instead of after ``NOT_VISIBLE_GRACE``. Never for RunComfy.
+    ``checks``: the scope of start-up's checks (RunComfy's credentials, which an outage makes
+    it retry for up to a minute on a fresh start; the attached ComfyUIs), before the log says
+    the run started: the caller cancels it to stop a start-up that has nothing to stop yet,
+    and entering the block then raises :class:`StartUpStopped`.
 
     Whatever ends the block runs the ordered shutdown (:meth:`Conjure.shutdown`): a normal
     exit, an exception in the block or in the runtime (a job's failure is only that job's),
@@ -937,7 +942,7 @@ async def open_conjure(
                         guard.start_soon(conjure._run_starter)
                         guard.start_soon(conjure._run_machine_tells)
                         try:
-                            await _start(conjure, attach or {}, hold_resumed)
+                            await _start(conjure, attach or {}, hold_resumed, checks)
                             yield conjure
                         except BaseException as exc:
                             if meaningful(exc) is None and conjure._fatal is None:
@@ -1157,35 +1162,47 @@ def probe_refusal(name: str, url: Any, problem: str, route: str = "/system_stats
     return UsageError(f"{what} {said}: {check}")
 
 
+class StartUpStopped(Exception):
+    """Start-up's checks were stopped (``open_conjure(checks=...)`` cancelled) before the
+    log said the run started: nothing was launched, nothing is to stop."""
+
+
 async def _start(
-    conjure: Conjure, attach: Mapping[str, Any], hold_resumed: Callable[[], bool] | None = None
+    conjure: Conjure,
+    attach: Mapping[str, Any],
+    hold_resumed: Callable[[], bool] | None = None,
+    checks: trio.CancelScope | None = None,
 ) -> None:
-    """Check what the run depends on (credentials, attached ComfyUIs), then
+    """Check what the run depends on (credentials, attached ComfyUIs: in ``checks``), then
     ``SystemStarted``, attach, budget, reconcile and resume jobs (unless ``hold_resumed``
     says the run is stopping: see :func:`open_conjure`)."""
     ctx = conjure.ctx
     state = ctx.state
     resuming = bool(state.jobs or state.machines or state.launch_requests)
-    if ctx.runcomfy is not None:
-        # Check the credentials first: a wrong token is one clear error, not a failed job.
-        # A rate limit is waited out (the account is there, and busy); so is an outage on a
-        # resume (it must reach the cloud to stop what the crashed run left running), but
-        # for a minute at most on a fresh start, where nothing is at stake yet.
-        await list_servers_patiently(
-            ctx.runcomfy,
-            ctx.config.pool.cloud_patience,
-            what="start-up",
-            outage_patience=None if resuming else 60.0,
-        )
     if ctx.mode == "comfyui" and ctx.config.comfyui_url:
         attach = {"comfyui": ctx.config.comfyui_url, **attach}
-    # An attached ComfyUI that does not answer is a usage error, found before the log says
-    # the run started.
     clients = {}
-    for name, url in attach.items():
-        client = make_comfyui_client(ctx, name, url)
-        await probe_comfyui(client, name, url)
-        clients[name] = client
+    checks = checks if checks is not None else trio.CancelScope()
+    with checks:
+        if ctx.runcomfy is not None:
+            # Check the credentials first: a wrong token is one clear error, not a failed
+            # job. A rate limit is waited out (the account is there, and busy); so is an
+            # outage on a resume (it must reach the cloud to stop what the crashed run left
+            # running), but for a minute at most on a fresh start, where nothing is at stake.
+            await list_servers_patiently(
+                ctx.runcomfy,
+                ctx.config.pool.cloud_patience,
+                what="start-up",
+                outage_patience=None if resuming else 60.0,
+            )
+        # An attached ComfyUI that does not answer is a usage error, found before the log
+        # says the run started.
+        for name, url in attach.items():
+            client = make_comfyui_client(ctx, name, url)
+            await probe_comfyui(client, name, url)
+            clients[name] = client
+    if checks.cancelled_caught:
+        raise StartUpStopped("start-up stopped before the run began")
     await ctx.emit(
         ev.SystemStarted(
             run_id=conjure.run_id,

@@ -401,7 +401,9 @@ def summary_lines(
         f"{of_budget(summary.budget_micros, exceeded=summary.budget_exceeded)} ({tables})",
         machines_line(summary, mode),
         f"outputs: {summary.outputs} files under {out_dir}",
-        f"log: {log_path}  (python -m conjure_actors replay {shlex.quote(log_path)})",
+        f"log: {log_path}  (python -m conjure_actors replay {shlex.quote(log_path)})"
+        if log_path
+        else "log: none (the run recorded nothing to replay or resume: no job, no machine)",
     ]
     return lines
 

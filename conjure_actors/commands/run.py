@@ -16,7 +16,9 @@ Ctrl-C, SIGTERM, SIGHUP (the terminal closed): stop launching, leave every unfin
 ``interrupted`` (``run --resume LOG`` runs it to the end; a job the user cancelled stays
 cancelled), stop every machine this run launched or adopted (shielded, with a deadline), log
 ``SystemStopped``, print the summary (if the terminal is still there); one during start-up
-(replay, reconcile, resumed jobs relaunching) does so once start-up is done. A second Ctrl-C
+(replay, reconcile, resumed jobs relaunching) does so once start-up is done, unless nothing
+was launched or adopted yet (no machine, no launch in flight): start-up is then stopped at
+once (a RunComfy that does not answer is not retried for a minute first). A second Ctrl-C
 exits at once and names the machines (and launches in flight) that may still be running, and
 the ``--resume LOG`` that stops them (during start-up: the log that has them; on the embedded
 simulated cloud, that nothing is left: it ends with the process). An error anywhere runs
@@ -71,6 +73,7 @@ from conjure_actors.commands.cloud_args import add_cloud_arguments, cloud_flags,
 from conjure_actors.config import Config, require_priced_server_type
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.describe import describe as describe_event
+from conjure_actors.domain.machines_policy import paid_machines
 from conjure_actors.errgroups import describe, meaningful
 from conjure_actors.errors import ConjureError, UsageError
 
@@ -734,6 +737,10 @@ class _Stopping:
         self.signal: signal.Signals | None = None
         self.work = trio.CancelScope()
         self.conjure: Any = None
+        # Start-up's scope, cancelled by a signal while start-up holds nothing that could
+        # bill (``nothing_to_stop``: no machine, no launch in flight): it is not waited for.
+        self.start_up = trio.CancelScope()
+        self.nothing_to_stop: Callable[[], bool] = lambda: False
         self.ended = False  # the work is over (the run's stop has its reason)
 
     def stdout_closed(self) -> None:
@@ -772,6 +779,13 @@ async def _stop_on_signals(
             stopping.signal = received
             if received == signal.SIGHUP:
                 for_detach()
+            if stopping.conjure is None and stopping.nothing_to_stop():
+                # Nothing launched or adopted yet: start-up (its retries against an
+                # unreachable RunComfy, say) is not worth waiting for.
+                _tell(f"{_REASONS[received]}: stopping now (nothing was launched yet)")
+                stopping.start_up.cancel()
+                stopping.work.cancel()
+                continue
             when = "stopping once start-up is done: then " if stopping.conjure is None else ""
             _tell(
                 f"{_REASONS[received]}: {when}stopping launches, leaving unfinished jobs for"
@@ -1331,7 +1345,7 @@ async def _run(
     stopping: _Stopping,
     logged: Any = None,
 ) -> int:
-    from conjure_actors.actors.conjure import open_conjure
+    from conjure_actors.actors.conjure import StartUpStopped, open_conjure
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
     from conjure_actors.domain.state import RESUMABLE_STATUSES
@@ -1372,70 +1386,83 @@ async def _run(
                 out.say(resume_waits_for(len(journal.state.launch_requests), mode), "run.info")
             if sink is None:
                 sink = RichSink(job_ids)
-            # The nursery holds no task now (the signal loop is _main's): it keeps the
-            # errors of open_conjure grouped as they were, for main's one-line report.
-            async with (
-                trio.open_nursery(),
-                open_conjure(
-                    config,
-                    journal=journal,
-                    http=http,
-                    ws_connect=ws_connect,
-                    wall=wall,
-                    out_dir=out_dir,
-                    monitor=sink,
-                    mode=mode,
-                    attach=attach,
-                    prompt_check=check,
-                    # A signal already here when start-up would relaunch resumed jobs: they
-                    # stay for --resume instead of launching machines the stop would stop.
-                    hold_resumed=lambda: stopping.signal is not None,
-                    # The embedded simulated cloud began with this process: the launches
-                    # in flight a resumed log holds went to one that is gone (closed now).
-                    fresh_cloud=mode == "simulated",
-                ) as conjure,
-            ):
-                stopping.conjure = conjure
-                # A signal during start-up has cancelled this scope already: nothing is
-                # submitted and no job waited for; the stop below is the run's.
-                with stopping.work:
-                    if workflow is not None and stopping.signal is None:
-                        base = args.seed if args.seed is not None else random.randrange(2**31)
-                        for i in range(args.jobs):
-                            job_id = await conjure.submit(
-                                workflow,
-                                image=image,
-                                prompt=prompt,
-                                sets=args.sets,
-                                priority=args.priority,
-                                seed=base + i if (args.jobs > 1 or args.seed is not None) else None,
+            left: list[str] = []
+            stopping.nothing_to_stop = lambda: (
+                not paid_machines(journal.state) and not journal.state.launch_requests
+            )
+            try:
+                # The nursery holds no task now (the signal loop is _main's): it keeps the
+                # errors of open_conjure grouped as they were, for main's one-line report.
+                async with (
+                    trio.open_nursery(),
+                    open_conjure(
+                        config,
+                        journal=journal,
+                        http=http,
+                        ws_connect=ws_connect,
+                        wall=wall,
+                        out_dir=out_dir,
+                        monitor=sink,
+                        mode=mode,
+                        attach=attach,
+                        prompt_check=check,
+                        # A signal already here when start-up would relaunch resumed jobs: they
+                        # stay for --resume instead of launching machines the stop would stop.
+                        hold_resumed=lambda: stopping.signal is not None,
+                        # The embedded simulated cloud began with this process: the launches
+                        # in flight a resumed log holds went to one that is gone (closed now).
+                        fresh_cloud=mode == "simulated",
+                        # A signal during start-up's checks, nothing launched yet: not waited.
+                        checks=stopping.start_up,
+                    ) as conjure,
+                ):
+                    stopping.conjure = conjure
+                    # A signal during start-up has cancelled this scope already: nothing is
+                    # submitted and no job waited for; the stop below is the run's.
+                    with stopping.work:
+                        if workflow is not None and stopping.signal is None:
+                            base = args.seed if args.seed is not None else random.randrange(2**31)
+                            for i in range(args.jobs):
+                                job_id = await conjure.submit(
+                                    workflow,
+                                    image=image,
+                                    prompt=prompt,
+                                    sets=args.sets,
+                                    priority=args.priority,
+                                    seed=base + i
+                                    if (args.jobs > 1 or args.seed is not None)
+                                    else None,
+                                )
+                                job_ids.append(job_id)
+                        elif workflow is None:
+                            job_ids.extend(
+                                j.job_id
+                                for j in conjure.state.jobs.values()
+                                if j.status in RESUMABLE_STATUSES
                             )
-                            job_ids.append(job_id)
-                    elif workflow is None:
-                        job_ids.extend(
-                            j.job_id
-                            for j in conjure.state.jobs.values()
-                            if j.status in RESUMABLE_STATUSES
-                        )
-                        if not conjure.state.jobs:
-                            out.say(
-                                f"nothing to resume: {_q(log_path)} holds no job (its run"
-                                " stopped before it submitted one): start a new run with"
-                                " another --log, or remove this log first",
-                                "run.info",
-                            )
-                        elif not job_ids:
-                            out.say(
-                                f"nothing to resume: every job in {_q(log_path)} had ended"
-                                " (the summary below is the log's)",
-                                "run.info",
-                            )
-                    if stopping.signal is None:
-                        await conjure.wait_until_idle()
-                interrupted = stopping.signal
-                reason = _REASONS[interrupted] if interrupted is not None else "done"
-                stopping.ended = True
-                left = await conjure.shutdown(reason)
+                            if not conjure.state.jobs:
+                                out.say(
+                                    f"nothing to resume: {_q(log_path)} holds no job (its run"
+                                    " stopped before it submitted one): start a new run with"
+                                    " another --log, or remove this log first",
+                                    "run.info",
+                                )
+                            elif not job_ids:
+                                out.say(
+                                    f"nothing to resume: every job in {_q(log_path)} had ended"
+                                    " (the summary below is the log's)",
+                                    "run.info",
+                                )
+                        if stopping.signal is None:
+                            await conjure.wait_until_idle()
+                    interrupted = stopping.signal
+                    reason = _REASONS[interrupted] if interrupted is not None else "done"
+                    stopping.ended = True
+                    left = await conjure.shutdown(reason)
+            except BaseException as exc:
+                # Start-up stopped by a signal before the run began (nothing to stop).
+                if not isinstance(meaningful(exc), StartUpStopped):
+                    raise
             state = journal.state
     finally:
         if sink is not None:
@@ -1447,14 +1474,18 @@ async def _run(
                 log.info("the live view could not close: %s", exc)
     summary = summarize(state, job_ids or None)
     seconds = time.monotonic() - started
+    # A new run that recorded nothing left no log (_open_run_journal): none to name.
+    kept_log = "" if workflow is not None and _nothing_recorded(state) else str(log_path)
     record = summary_record(
         state,
         job_ids or None,
         seconds=seconds,
         out_dir=str(out_dir),
-        log_path=str(log_path),
+        log_path=kept_log,
         mode=mode,
     )
+    if not kept_log:
+        record["log"] = None
     if workflow is None and not state.jobs:
         # A resume of a run stopped before it submitted a job: nothing to resume (said in
         # one line above), nothing failed; its machines and launches in flight, if any, were
@@ -1465,7 +1496,7 @@ async def _run(
     under = outputs_folder(state, job_ids, out_dir)
     try:
         for line in summary_lines(
-            summary, seconds=seconds, out_dir=under, log_path=str(log_path), mode=mode
+            summary, seconds=seconds, out_dir=under, log_path=kept_log, mode=mode
         ):
             out.human(line)
         out.record(record)

@@ -77,6 +77,24 @@ async def test_a_signal_during_start_up_stops_the_run_once_it_is_up(
     err = capsys.readouterr().err
     assert err.startswith("terminated: stopping once start-up is done")
     assert "Ctrl-C again to quit at once" in err
+    assert not loop.stopping.start_up.cancel_called
+
+
+async def test_a_signal_during_a_start_up_that_launched_nothing_stops_it_at_once(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing launched or adopted yet (a fresh run whose RunComfy does not answer, say):
+    start-up is cancelled at once instead of waited for (its retries could take a minute)."""
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery)
+        loop.stopping.nothing_to_stop = lambda: True
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    assert loop.stopping.signal == signal.SIGINT
+    assert loop.stopping.start_up.cancel_called
+    assert loop.stopping.work.cancel_called
+    assert loop.quits == []
+    assert capsys.readouterr().err == "interrupted: stopping now (nothing was launched yet)\n"
 
 
 async def test_a_signal_during_the_run_stops_it_at_once(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -92,3 +93,31 @@ async def test_sigint_at_the_banner_of_a_fresh_run_exits_130_with_the_log_closed
         state = _state(log)
         assert _stopped_everything(state, cloud) == []
         assert state.system.stop_reason == "interrupted"
+
+
+async def test_sigint_while_runcomfy_does_not_answer_stops_a_fresh_run_at_once(
+    tmp_path: Path,
+) -> None:
+    """A fresh run whose RunComfy refuses connections retries its start-up listing (2, 4,
+    8, 16 s apart): Ctrl-C then stops it at once, nothing being launched yet, exit 130, no
+    log left, and the summary says there is none."""
+    import socket
+    from types import SimpleNamespace
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    nowhere: Any = SimpleNamespace(base_url=f"http://127.0.0.1:{port}", user_id="u", token="t")
+    log = tmp_path / "r.log"
+    run = await start_run(nowhere, tmp_path, "--log", str(log))
+    with trio.fail_after(60):
+        await run.until_stderr(b"start-up: listing servers failed")
+    run.process.send_signal(signal.SIGINT)
+    with trio.fail_after(10):  # the retries alone would take 30 s more
+        summary = await run.until(_is("run.summary"))
+        code = await run.finish()
+    assert code == 128 + signal.SIGINT, run.stderr.decode()
+    assert b"interrupted: stopping now (nothing was launched yet)" in run.stderr
+    assert not log.exists()
+    assert b"log: none" in run.stderr
+    assert summary["log"] is None
