@@ -94,6 +94,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a browser origin allowed to call the service (repeatable; '*' is refused)",
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name answered besides loopback ones, e.g. a local reverse proxy's"
+        " (repeatable). Without a token any other Host is refused (403), against DNS"
+        " rebinding; with one, Host is free unless this is given",
+    )
+    parser.add_argument(
         "--max-body-mb", type=float, default=8.0, help="largest JSON request body, in MB"
     )
     parser.add_argument(
@@ -179,7 +188,8 @@ def build_app(service: Any, args: argparse.Namespace) -> Any:
 
 
 def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
-    """Token, CORS origins and body limits (``--token``, ``--cors-origin``, ``--max-body-mb``)."""
+    """Token, CORS origins, body limits and Host names (``--token``, ``--cors-origin``,
+    ``--max-body-mb``, ``--allowed-host``)."""
     from conjure_actors.service.security import SecuritySettings
 
     if args.max_body_mb <= 0:
@@ -189,6 +199,7 @@ def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
         cors_origins=tuple(args.cors_origin),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_upload_bytes=max_upload_bytes,
+        allowed_hosts=tuple(args.allowed_host),
     )
 
 

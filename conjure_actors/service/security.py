@@ -2,6 +2,15 @@
 
 What this module guards, outermost first (see :func:`security_middleware`):
 
+- **The Host a request names** (:class:`HostMiddleware`). Without a token ``serve`` listens
+  on loopback only, and answers only requests whose ``Host`` is a loopback name
+  (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``[::1]``) or one listed with
+  ``--allowed-host``: anything else is 403 ``forbidden``. That is what stops DNS rebinding
+  (a page of ``http://evil.example:8189`` whose name is re-resolved to 127.0.0.1 is
+  same-origin to the browser: no CORS, no preflight, an ``Origin`` matching its ``Host``);
+  Jupyter and webpack-dev-server keep the same list. A request without ``Host`` (HTTP/1.0)
+  names none and passes. With a token, the bearer check guards and ``Host`` is free (a
+  reverse proxy may rename it), unless ``--allowed-host`` is given.
 - **CORS**, only for the origins the user listed (``--cors-origin``), never ``*``: Starlette's
   ``CORSMiddleware`` with an explicit list answers the preflights of those origins; a
   preflight it refuses (another origin, a method or header not allowed) is 403 ``forbidden``
@@ -10,7 +19,8 @@ What this module guards, outermost first (see :func:`security_middleware`):
   request marked ``Sec-Fetch-Site: cross-site``, or whose ``Origin`` host differs from a
   loopback ``Host``, is refused 403 ``forbidden`` unless its origin is listed. That is what
   stops a web page open in the user's browser from driving a loopback service (drive-by
-  requests, DNS rebinding). Requests without ``Origin`` (curl, the SDK) are not browsers'.
+  requests; not DNS rebinding, whose Origin matches its Host: the Host check above stops
+  it). Requests without ``Origin`` (curl, the SDK) are not browsers'.
 - **A bearer token** (``--token``), compared in constant time; 401 ``unauthorized``.
   ``GET /api/v2/health`` stays open so probes need no credential.
 - **Request size limits**: 413 ``payload_too_large`` (the v2 error envelope), from the
@@ -24,13 +34,16 @@ And :func:`check_bind`: a non-loopback ``--host`` without a token is refused bef
 socket is opened.
 
 Secrets (the token, RunComfy credentials, machine URLs) never enter a response or a log line:
-the refusals below say what was wrong, never what was presented.
+the refusals below say what was wrong, never a credential presented (a refused Host is
+named: it is what the address bar shows, no secret).
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
+import re
 import urllib.parse
 from collections.abc import Collection, Iterable
 from typing import Any, Final
@@ -48,11 +61,14 @@ from conjure_actors.service.responses import JSONResponse
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "HostMiddleware",
     "SecurityMiddleware",
     "SecuritySettings",
     "check_bind",
     "error_response",
     "is_loopback_host",
+    "is_loopback_name",
+    "normalize_allowed_host",
     "normalize_origin",
     "security_middleware",
 ]
@@ -113,6 +129,70 @@ def _normalize_origins(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(normalize_origin(v) for v in values)
 
 
+_NAME: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+"""A host name as a Host header may carry it (letters, digits, ``-``, ``_``; a final dot)."""
+
+
+def _host_name_of(authority: str) -> str | None:
+    """The name of a Host header's ``host[:port]``: lower case, IPv6 without brackets, a
+    final dot dropped; None when it is not a well-formed authority (no userinfo, path,
+    space or stray character: such a Host names nothing this service answers)."""
+    value = authority.strip().lower()
+    if value.startswith("["):
+        inside, bracket, rest = value[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inside)
+        except ValueError:
+            return None
+        port = rest.removeprefix(":")
+        ok = bool(bracket) and (
+            rest == "" or (rest[0] == ":" and port.isascii() and port.isdigit())
+        )
+        return inside if ok else None
+    name, colon, port = value.partition(":")
+    if colon and not (port.isascii() and port.isdigit()):
+        return None
+    if not name or not _NAME.fullmatch(name):
+        return None
+    return name.removesuffix(".")
+
+
+def is_loopback_name(name: str) -> bool:
+    """Whether a Host name can only mean this machine: ``localhost`` and its subdomains
+    (RFC 6761: browsers resolve them to loopback themselves), ``127.0.0.0/8`` and ``::1``.
+    ``name`` as :func:`_host_name_of` gives it."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_allowed_host(value: str) -> str:
+    """``"Comfy.LAN."`` -> ``"comfy.lan"``: an ``--allowed-host`` name as Host names are
+    compared (any port). ``*``, a port, a scheme or a path are usage errors."""
+    raw = value.strip()
+    candidate = raw
+    if raw.startswith("["):
+        port_given = not raw.endswith("]")
+    elif raw.count(":") > 1:  # a bare IPv6 address
+        candidate, port_given = f"[{raw}]", False
+    else:
+        port_given = ":" in raw
+    name = None if port_given else _host_name_of(candidate)
+    if name is None:
+        raise UsageError(
+            f"--allowed-host {raw!r} is not a host name: give the name alone, as the browser"
+            " sends it in Host (e.g. comfy.lan; no scheme, port, path or '*')"
+        )
+    return name
+
+
+def _normalize_allowed_hosts(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(normalize_allowed_host(v) for v in values)
+
+
 @attrs.frozen
 class SecuritySettings:
     """The limits and credentials ``serve`` runs with (``--token``, ``--cors-origin``...)."""
@@ -121,6 +201,17 @@ class SecuritySettings:
     cors_origins: tuple[str, ...] = attrs.field(default=(), converter=_normalize_origins)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    allowed_hosts: frozenset[str] = attrs.field(
+        default=frozenset(), converter=_normalize_allowed_hosts
+    )
+    """``--allowed-host``: Host names answered besides the loopback ones."""
+
+    @property
+    def checks_host(self) -> bool:
+        """Whether a request's Host must be a loopback name or an allowed one: always
+        without a token (loopback only then; DNS rebinding), with one only when
+        ``--allowed-host`` lists names."""
+        return self.token is None or bool(self.allowed_hosts)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -209,7 +300,8 @@ def origin_refusal(
     host_name, host_port = _host_name(host)
     if not is_loopback_host(host_name.strip("[]")):
         # As ComfyUI does: only a loopback Host is checked, so a reverse proxy that
-        # rewrites Host in front of a real deployment keeps working.
+        # rewrites Host in front of a real deployment keeps working. (Without a token,
+        # HostMiddleware has refused every other Host already.)
         return None
     parsed = urllib.parse.urlsplit(origin)
     origin_name = (parsed.hostname or "").lower()
@@ -230,6 +322,64 @@ def _authorized(headers: dict[bytes, str], token: str) -> bool:
     # compare_digest on bytes: a non-ASCII token is compared, not refused with TypeError.
     ok = hmac.compare_digest(presented.strip().encode(), token.encode())
     return ok and scheme.lower() == "bearer"
+
+
+@functools.lru_cache(maxsize=256)
+def _answers(authority: str, allowed: frozenset[str]) -> bool:
+    """Whether a Host (``host[:port]``) names this service: loopback or ``allowed``."""
+    name = _host_name_of(authority)
+    return name is not None and (is_loopback_name(name) or name in allowed)
+
+
+class HostMiddleware:
+    """Pure ASGI: which Host a request may name (the module docstring says why and when);
+    only in the stack when :attr:`SecuritySettings.checks_host`."""
+
+    def __init__(self, app: ASGIApp, *, settings: SecuritySettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = None
+        for key, value in scope.get("headers", ()):
+            if key == b"host":  # the first wins, as in _checked_headers
+                host = bytes(value).decode("latin-1")
+                break
+        if host is not None and not _answers(host, self.settings.allowed_hosts):
+            await self._refusal(scope, host)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, host: str) -> JSONResponse:
+        shown = host if len(host) <= 80 else host[:80] + "..."
+        if self.settings.token is not None:
+            why = (
+                f"Host {shown!r} is not one this service answers: use a loopback name or one"
+                " listed with --allowed-host"
+            )
+        else:
+            why = (
+                f"Host {shown!r} is not this service's (it listens on loopback and answers"
+                f" loopback names only, against DNS rebinding): use {_loopback_url(scope)},"
+                " list the name with --allowed-host NAME (a local reverse proxy's), or start"
+                " serve with --token"
+            )
+        return error_response(403, "forbidden", why)
+
+
+def _loopback_url(scope: Scope) -> str:
+    """``http://127.0.0.1:<port>``: where this service answers (its bound port)."""
+    server = scope.get("server")
+    if not server or server[1] is None:
+        return "http://127.0.0.1:<port>"
+    host = str(server[0])
+    name = _host_name_of(f"[{host}]" if ":" in host else host)
+    if name is None or not is_loopback_name(name):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{server[1]}" if ":" in host else f"http://{host}:{server[1]}"
 
 
 class SecurityMiddleware:
@@ -361,9 +511,12 @@ class _CORSMiddleware(CORSMiddleware):
 
 
 def security_middleware(settings: SecuritySettings) -> list[Middleware]:
-    """The middleware list for ``Starlette(middleware=...)``, outermost first: CORS for the
-    listed origins (only when some are listed), then :class:`SecurityMiddleware`."""
+    """The middleware list for ``Starlette(middleware=...)``, outermost first: the Host
+    check (only when there is a Host to check), CORS for the listed origins (only when
+    some are listed), then :class:`SecurityMiddleware`."""
     stack: list[Middleware] = []
+    if settings.checks_host:
+        stack.append(Middleware(HostMiddleware, settings=settings))
     if settings.cors_origins:
         stack.append(
             Middleware(

@@ -28,7 +28,7 @@ HALF_SENT = {
 async def _half_send(port: int, path: str) -> None:
     kind, part = HALF_SENT[path]
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n".encode()
         + b"Content-Type: "
         + kind
         + b"\r\n\r\n"
