@@ -103,6 +103,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " rebinding; with one, Host is free unless this is given",
     )
     parser.add_argument(
+        "--forwarded-allow-ips",
+        action="append",
+        default=[],
+        metavar="IPS",
+        help="reverse proxies (comma-separated addresses or networks, e.g. 127.0.0.1,::1)"
+        " whose X-Forwarded-Proto/-Host (or Forwarded) set the scheme and host of the URLs"
+        " in responses; ignored from other peers. The forwarded host must pass the Host"
+        " check too (--allowed-host)",
+    )
+    parser.add_argument(
         "--max-body-mb", type=float, default=8.0, help="largest JSON request body, in MB"
     )
     parser.add_argument(
@@ -188,8 +198,8 @@ def build_app(service: Any, args: argparse.Namespace) -> Any:
 
 
 def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
-    """Token, CORS origins, body limits and Host names (``--token``, ``--cors-origin``,
-    ``--max-body-mb``, ``--allowed-host``)."""
+    """Token, CORS origins, body limits, Host names and proxies (``--token``,
+    ``--cors-origin``, ``--max-body-mb``, ``--allowed-host``, ``--forwarded-allow-ips``)."""
     from conjure_actors.service.security import SecuritySettings
 
     if args.max_body_mb <= 0:
@@ -200,6 +210,7 @@ def _security(args: argparse.Namespace, max_upload_bytes: int) -> Any:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_upload_bytes=max_upload_bytes,
         allowed_hosts=tuple(args.allowed_host),
+        forwarded_allow_ips=tuple(args.forwarded_allow_ips),
     )
 
 

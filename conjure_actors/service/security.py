@@ -11,6 +11,13 @@ What this module guards, outermost first (see :func:`security_middleware`):
   Jupyter and webpack-dev-server keep the same list. A request without ``Host`` (HTTP/1.0)
   names none and passes. With a token, the bearer check guards and ``Host`` is free (a
   reverse proxy may rename it), unless ``--allowed-host`` is given.
+- **Forwarded headers from a trusted proxy** (also :class:`HostMiddleware`, only with
+  ``--forwarded-allow-ips``): from those peers ``X-Forwarded-Proto``/``X-Forwarded-Host``
+  (or, without them, the last element of ``Forwarded``) set the scheme and host of the
+  URLs the API builds (``https://`` behind a TLS proxy); from any other peer they are
+  ignored. The forwarded host is checked as ``Host`` is, and so is the ``Host`` the
+  proxy sent: every name a request carries must be allowed (a page could add an
+  ``X-Forwarded-Host: 127.0.0.1`` itself, so the forwarded one alone proves nothing).
 - **CORS**, only for the origins the user listed (``--cors-origin``), never ``*``: Starlette's
   ``CORSMiddleware`` with an explicit list answers the preflights of those origins; a
   preflight it refuses (another origin, a method or header not allowed) is 403 ``forbidden``
@@ -46,7 +53,7 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Collection, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 from starlette.datastructures import Headers
@@ -70,6 +77,7 @@ __all__ = [
     "is_loopback_name",
     "normalize_allowed_host",
     "normalize_origin",
+    "parse_forwarded_allow_ips",
     "security_middleware",
 ]
 
@@ -193,6 +201,27 @@ def _normalize_allowed_hosts(values: Iterable[str]) -> frozenset[str]:
     return frozenset(normalize_allowed_host(v) for v in values)
 
 
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_forwarded_allow_ips(values: Iterable[str]) -> tuple[Network, ...]:
+    """``["127.0.0.1,::1", "10.0.0.0/8"]`` -> those networks (an address is a /32 or /128):
+    the peers whose forwarded headers are trusted (``--forwarded-allow-ips``)."""
+    networks: list[Network] = []
+    for value in values:
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+            except ValueError:
+                raise UsageError(
+                    f"--forwarded-allow-ips {item!r} is not an address or a network: give"
+                    " the reverse proxy's, e.g. 127.0.0.1,::1 (or 10.0.0.0/8)"
+                ) from None
+    return tuple(networks)
+
+
 @attrs.frozen
 class SecuritySettings:
     """The limits and credentials ``serve`` runs with (``--token``, ``--cors-origin``...)."""
@@ -205,6 +234,10 @@ class SecuritySettings:
         default=frozenset(), converter=_normalize_allowed_hosts
     )
     """``--allowed-host``: Host names answered besides the loopback ones."""
+    forwarded_allow_ips: tuple[Network, ...] = attrs.field(
+        default=(), converter=parse_forwarded_allow_ips
+    )
+    """``--forwarded-allow-ips``: peers whose X-Forwarded-*/Forwarded headers are trusted."""
 
     @property
     def checks_host(self) -> bool:
@@ -324,6 +357,49 @@ def _authorized(headers: dict[bytes, str], token: str) -> bool:
     return ok and scheme.lower() == "bearer"
 
 
+_FORWARDED_PAIR: Final = re.compile(
+    r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)=("(?:[^"\\]|\\.)*"|[^;,"\s]*)\s*([;,]|$)"""
+)
+"""One ``key=value`` of a ``Forwarded`` element (RFC 7239), and the separator after it."""
+
+
+def _forwarded_last(value: str) -> dict[str, str]:
+    """The pairs of the last element of a ``Forwarded`` header (the one the nearest proxy
+    added), keys in lower case; empty when the header does not parse."""
+    elements: list[dict[str, str]] = [{}]
+    pos, value = 0, value.strip()
+    while pos < len(value):
+        match = _FORWARDED_PAIR.match(value, pos)
+        if match is None or match.end() == pos:
+            return {}
+        key, raw, sep = match.groups()
+        if raw.startswith('"'):
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        elements[-1][key.lower()] = raw
+        if sep == ",":
+            elements.append({})
+        pos = match.end()
+    return elements[-1]
+
+
+def forwarded_address(headers: dict[bytes, str]) -> tuple[str | None, str | None]:
+    """The scheme and host a proxy says the browser used: the last ``X-Forwarded-Proto``
+    and ``X-Forwarded-Host`` values (the nearest proxy's), or, when it sends neither, the
+    ``proto``/``host`` of the last ``Forwarded`` element (a proxy that sets the X- ones may
+    pass a client's ``Forwarded`` through untouched). A scheme other than http(s) is None;
+    the host is returned as sent (:class:`HostMiddleware` checks it)."""
+    proto = headers.get(b"x-forwarded-proto")
+    host = headers.get(b"x-forwarded-host")
+    if proto is None and host is None:
+        pairs = _forwarded_last(headers.get(b"forwarded") or "")
+        proto, host = pairs.get("proto"), pairs.get("host")
+    else:
+        proto = proto.rsplit(",", 1)[-1].strip() if proto is not None else None
+        host = host.rsplit(",", 1)[-1].strip() if host is not None else None
+    scheme = proto.lower() if proto and proto.lower() in ("http", "https") else None
+    return scheme, host
+
+
 @functools.lru_cache(maxsize=256)
 def _answers(authority: str, allowed: frozenset[str]) -> bool:
     """Whether a Host (``host[:port]``) names this service: loopback or ``allowed``."""
@@ -331,9 +407,23 @@ def _answers(authority: str, allowed: frozenset[str]) -> bool:
     return name is not None and (is_loopback_name(name) or name in allowed)
 
 
+@functools.lru_cache(maxsize=256)
+def _peer_trusted(peer: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer.strip("[]"))
+    except ValueError:  # a Unix socket's path, or no address at all
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in trusted)
+
+
+_ADDRESSING: Final = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+
+
 class HostMiddleware:
-    """Pure ASGI: which Host a request may name (the module docstring says why and when);
-    only in the stack when :attr:`SecuritySettings.checks_host`."""
+    """Pure ASGI: which Host a request may name, and, from a trusted proxy, the scheme and
+    host its URLs are built with (the module docstring says why and when)."""
 
     def __init__(self, app: ASGIApp, *, settings: SecuritySettings) -> None:
         self.app = app
@@ -343,14 +433,36 @@ class HostMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = None
+        headers: dict[bytes, str] = {}
         for key, value in scope.get("headers", ()):
-            if key == b"host":  # the first wins, as in _checked_headers
-                host = bytes(value).decode("latin-1")
-                break
-        if host is not None and not _answers(host, self.settings.allowed_hosts):
-            await self._refusal(scope, host)(scope, receive, send)
-            return
+            if key in _ADDRESSING:
+                text = bytes(value).decode("latin-1")
+                # Repeated: Host's first wins (as _checked_headers), the forwarded ones add up.
+                if key == b"host":
+                    headers.setdefault(key, text)
+                else:
+                    headers[key] = f"{headers[key]},{text}" if key in headers else text
+        scheme = forwarded_host = None
+        client = scope.get("client")
+        trusted = self.settings.forwarded_allow_ips
+        if trusted and client and _peer_trusted(str(client[0]), trusted):
+            scheme, forwarded_host = forwarded_address(headers)
+        if self.settings.checks_host:
+            for host in (headers.get(b"host"), forwarded_host):
+                if host is not None and not _answers(host, self.settings.allowed_hosts):
+                    await self._refusal(scope, host)(scope, receive, send)
+                    return
+        if forwarded_host is not None and _host_name_of(forwarded_host) is None:
+            forwarded_host = None  # not a host: the URLs keep the request's own
+        if scheme is not None or forwarded_host is not None:
+            scope = dict(scope)
+            if scheme is not None:
+                scope["scheme"] = scheme
+            if forwarded_host is not None:
+                scope["headers"] = [
+                    *((k, v) for k, v in scope["headers"] if k != b"host"),
+                    (b"host", forwarded_host.encode("latin-1")),
+                ]
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope, host: str) -> JSONResponse:
@@ -512,10 +624,11 @@ class _CORSMiddleware(CORSMiddleware):
 
 def security_middleware(settings: SecuritySettings) -> list[Middleware]:
     """The middleware list for ``Starlette(middleware=...)``, outermost first: the Host
-    check (only when there is a Host to check), CORS for the listed origins (only when
-    some are listed), then :class:`SecurityMiddleware`."""
+    check and forwarded headers (only when there is a Host to check or a proxy to trust),
+    CORS for the listed origins (only when some are listed), then
+    :class:`SecurityMiddleware`."""
     stack: list[Middleware] = []
-    if settings.checks_host:
+    if settings.checks_host or settings.forwarded_allow_ips:
         stack.append(Middleware(HostMiddleware, settings=settings))
     if settings.cors_origins:
         stack.append(

@@ -1,5 +1,5 @@
-"""``serve --allowed-host``: a bad value is one line, exit 2, before anything starts;
-``serve --help`` says what it does."""
+"""``serve --allowed-host`` and ``--forwarded-allow-ips``: a bad value is one line, exit 2,
+before anything starts; ``serve --help`` says what each does."""
 
 from __future__ import annotations
 
@@ -22,10 +22,23 @@ def test_a_bad_allowed_host_is_one_line(capsys: pytest.CaptureFixture[str], valu
     assert not Path("s.log").exists()
 
 
-def test_help_says_what_allowed_host_does(capsys: pytest.CaptureFixture[str]) -> None:
-    """serve --help names the DNS rebinding refusal."""
+@pytest.mark.parametrize("value", ["proxy.lan", "127.0.0.1/33", "*"])
+def test_a_bad_forwarded_allow_ips_is_one_line(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """--forwarded-allow-ips takes addresses or networks, nothing else."""
+    code = main(["serve", "--port", "0", "--log", "s.log", "--forwarded-allow-ips", value])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert "--forwarded-allow-ips" in err
+    assert not Path("s.log").exists()
+
+
+def test_help_says_what_the_host_flags_do(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve --help names the DNS rebinding refusal and the proxy headers trusted."""
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at "-"
     assert "--allowed-host NAME" in text
     assert "DNS rebinding" in text
+    assert "--forwarded-allow-ips IPS" in text
+    assert "X-Forwarded-Proto" in text
