@@ -6,6 +6,13 @@ It handles one message at a time and is the only writer of the cost events (``Co
 a pure function of :mod:`conjure_actors.domain.cost_policy`; the only thing that waits, the
 accrual timer, is a child task that reports ``AccrueNow`` to the actor and never emits.
 
+The timer wakes when the next budget event falls due (:func:`~conjure_actors.domain.
+cost_policy.budget_due_at`: the warning's crossing, then the limit's, from the running
+machines' rates), and at the latest ``interval`` after its last wake. It plans again whenever
+a machine's or the budget's event lands (a machine Ready, renewed or stopped, the budget set,
+an accrual), so the excess is seen when the spend reaches the limit, not up to an interval
+later (when a launch or a lease could still go out on a spent budget).
+
 :class:`Ledger` is what outlives a restart of the actor: the run's context, whether the
 budget's excess was already acted upon, what refusals the user was told of
 (``BudgetLimitReached``: a launch refused, a machine's renewal refused, each once until the
@@ -22,6 +29,7 @@ the run no approval is in flight) until its launch shows in the State, the pool 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,13 +50,30 @@ from conjure_actors.runtime import Actor
 
 log = logging.getLogger("conjure_actors.actors.cost")
 
-ACCRUE_INTERVAL = 30.0
+ACCRUE_INTERVAL = 30.0  # seconds at most between accruals (the budget's own times: sooner)
+MIN_WAKE = 0.01  # seconds at least between two budget wakes of the timer (no busy loop)
 APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launch logged
 
 OnExceeded = Callable[[str], Awaitable[None]]
 BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
 LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: RENEWAL + server id)
 RENEWAL = "renewal "
+# The events that move when the next budget event falls due: a machine's (Ready, renewed,
+# stopped, lost, adopted: its billing) and the ledger's own (the budget set, an accrual, a
+# warning, an excess).
+REPLAN_ON = (
+    ev.MachineReady,
+    ev.LeaseRenewed,
+    ev.MachineStopping,
+    ev.MachineStopped,
+    ev.MachineStoppedAgain,
+    ev.MachineLost,
+    ev.MachineAdopted,
+    ev.CostAccrued,
+    ev.BudgetSet,
+    ev.BudgetWarning,
+    ev.BudgetExceeded,
+)
 
 
 class Ledger:
@@ -120,10 +145,36 @@ class CostActor(Actor):
         self.start_soon(self._timer, name="cost-accrual-timer")
 
     async def _timer(self) -> None:
-        """Child task: every ``interval``, tell the actor to accrue (it never emits)."""
-        while True:
-            await trio.sleep(self.interval)
-            await self.ref.tell(AccrueNow())
+        """Child task: tell the actor to accrue when the next budget event falls due, or
+        ``interval`` after the last accrual it asked for; plan again at every event of a
+        machine or of the ledger (it reads the state, it never emits)."""
+        replan = trio.Event()
+
+        def on_records(records: list[Any]) -> None:
+            if not replan.is_set() and any(isinstance(r.event, REPLAN_ON) for r in records):
+                replan.set()
+
+        with self.ctx.journal.listen(on_records):
+            tick = trio.current_time() + self.interval
+            last_wake = -math.inf
+            while True:
+                wake_at = tick
+                due = cost_policy.budget_due_at(
+                    self.ctx.state,
+                    now=self.ctx.now(),
+                    warn_fraction=self.ctx.config.budget.warn_fraction,
+                )
+                if due is not None:
+                    at = trio.current_time() + max(0.0, due - self.ctx.now())
+                    wake_at = min(tick, max(at, last_wake + MIN_WAKE))
+                with trio.move_on_at(wake_at):
+                    await replan.wait()
+                if replan.is_set():
+                    replan = trio.Event()
+                    continue
+                last_wake = trio.current_time()
+                tick = last_wake + self.interval
+                await self.ref.tell(AccrueNow())
 
     async def receive(self, msg: Any) -> Any:
         match msg:

@@ -11,6 +11,10 @@ launched. Budget rule:
   crashed runtime cannot spend more than the limit plus one lease;
 - a warning once spending reaches ``warn_fraction`` of the limit (``budget.warn_fraction``);
 - at 100% the budget is exceeded: every machine is stopped.
+
+Spending between two events is known in advance (each running machine's rate, its lease's
+end): :func:`budget_due_at` says when the next budget event falls due, so the CostActor looks
+then, not at a fixed period that would see the limit up to that period late.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from conjure_actors.domain.state import (
     M_READY,
     M_STARTING,
     M_STOPPING,
+    MACHINE_GONE,
     State,
     machine_cost_at,
 )
@@ -35,6 +40,7 @@ __all__ = [
     "RefusalsTold",
     "Reservation",
     "accruals",
+    "budget_due_at",
     "budget_events",
     "budget_level",
     "budget_micros",
@@ -295,6 +301,61 @@ def budget_events(
     if level is BudgetLevel.EXCEEDED and not state.budget.exceeded:
         out.append(ev.BudgetExceeded(spent_micros=spent, limit_micros=limit, at=at))
     return out
+
+
+DUE_PRECISION = 0.001
+"""Seconds: :func:`budget_due_at` is at most this late after the spend's own crossing."""
+DUE_HORIZON = 7 * 24 * 3600.0
+"""Seconds: a crossing further ahead than this is not planned (the periodic accrual and
+any change of the machines re-plan long before)."""
+
+
+def budget_due_at(state: State, *, now: float, warn_fraction: float) -> float | None:
+    """When the next budget event (:func:`budget_events`) falls due if the machines go on as
+    the state has them: the first time from ``now`` at which the spend reaches the warning
+    (not yet warned) or else the limit (not yet exceeded); ``now`` if it already has;
+    ``None`` if it never will (no limit, already exceeded, nothing billing, or the leases
+    end first). Each running machine bills at its rate to its lease's end (the billing
+    rule: whole seconds from its Ready time), so the spend is a known non-decreasing step
+    function of time; the answer is its crossing, at most ``DUE_PRECISION`` after it.
+    The warning is due at its own crossing, before the excess's, never skipped for it."""
+    limit = state.budget.limit_micros
+    if limit is None or state.budget.exceeded:
+        return None
+    target = BudgetLevel.EXCEEDED if state.budget.warned else BudgetLevel.WARN
+    fixed, running = 0, []
+    for m in state.machines.values():
+        gone = m.status in MACHINE_GONE and not m.stop_still_up
+        if m.service_ready_at is None or gone:
+            fixed += m.cost_micros
+        else:
+            running.append(m)
+
+    def reached(t: float) -> bool:
+        spent = fixed + sum(machine_cost_at(m, t) for m in running)
+        level = budget_level(spent=spent, limit=limit, warn_fraction=warn_fraction)
+        return level is BudgetLevel.EXCEEDED or level is target
+
+    if reached(now):
+        return now
+    ends = [m.estimated_stopping_at for m in running]
+    if any(end is None for end in ends):
+        horizon = now + DUE_HORIZON  # (a machine bills with no end known)
+    else:
+        last = max((end for end in ends if end is not None), default=now)
+        if last <= now:
+            return None  # nothing bills on past now
+        horizon = min(now + DUE_HORIZON, last)
+    if not reached(horizon):
+        return None
+    lo, hi = now, horizon  # not reached at lo, reached at hi
+    while hi - lo > DUE_PRECISION:
+        mid = (lo + hi) / 2
+        if reached(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def accruals(state: State, *, now: float, at: float) -> list[ev.CostAccrued]:

@@ -162,6 +162,7 @@ async def pool_rig(
     comfy: type[_HealthyComfy] = _HealthyComfy,
     ready_delay: float = 60.0,
     warn_fraction: float = 0.8,
+    server_type: str = "medium",
     **pool: Any,
 ) -> AsyncIterator[Rig]:
     wall = TrioWallClock()
@@ -174,6 +175,7 @@ async def pool_rig(
             api_token=Secret("sim-token"),
             base_url="http://rc.sim.invalid",
             workflow_version="v1",
+            server_type=server_type,
         ),
         pool=PoolConfig(**{"poll_interval": 5.0, **pool}),
         budget=BudgetConfig(warn_fraction=warn_fraction),
