@@ -1399,6 +1399,11 @@ class MachineActor(Actor):
         views = self._free_views()
         if not views and not queue.bound:
             return
+        if views and cost_policy.lease_refused(state, now=self.ctx.now()):
+            # The spend reached the limit: the machines are about to be stopped. A waiting
+            # job fails as one whose launch the budget refused, unpaid.
+            self._fail_waiting("budget", self._budget_refusal())
+            views = []
         bound = sorted(queue.bound.values(), key=_serving_key)
         bi = 0
         skipped: list[_Waiter] = []
@@ -1899,15 +1904,15 @@ class MachineActor(Actor):
         limit = state.budget.limit_micros
         if limit is None:
             return "budget"
-        if state.budget.exceeded:
-            spent = cost_policy.spent_micros(state, now)
+        spent = cost_policy.spent_micros(state, now)
+        if state.budget.exceeded or spent >= limit:
             return (
                 f"the budget cannot cover a launch: {format_usd(spent)} of the"
                 f" {format_usd(limit)} budget spent (exceeded); {RAISE_BUDGET}"
             )
         figures = budget_left(
             needed=self.ctx.lease_micros(self.pool.server_type),
-            spent=cost_policy.spent_micros(state, now),
+            spent=spent,
             committed=cost_policy.committed_micros(
                 state, now, lease_micros=self.ctx.lease_micros()
             ),
@@ -1926,6 +1931,10 @@ class MachineActor(Actor):
         ]
         if alive or self._launching or self._approving:
             return  # they will be served by a machine that exists
+        self._fail_waiting(reason, why)
+
+    def _fail_waiting(self, reason: str, why: str | None = None) -> None:
+        """Fail every waiting request not bound to one machine (see _fail_unservable)."""
         for w in list(self.pool.waiting):
             if w.only_server is None:
                 self.pool.waiting.remove(w)

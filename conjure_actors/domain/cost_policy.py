@@ -10,7 +10,8 @@ launched. Budget rule:
   within the limit: since RunComfy stops a machine by itself when its lease ends, even a
   crashed runtime cannot spend more than the limit plus one lease;
 - a warning once spending reaches ``warn_fraction`` of the limit (``budget.warn_fraction``);
-- at 100% the budget is exceeded: every machine is stopped.
+- at 100% the budget is exceeded: every machine is stopped, and no waiting job is leased a
+  machine (:func:`lease_refused`).
 
 Spending between two events is known in advance (each running machine's rate, its lease's
 end): :func:`budget_due_at` says when the next budget event falls due, so the CostActor looks
@@ -49,6 +50,7 @@ __all__ = [
     "committed_micros",
     "launch_allowed",
     "lease_cost_micros",
+    "lease_refused",
     "limit_reached",
     "renewal_estimate",
     "request_keys",
@@ -356,6 +358,17 @@ def budget_due_at(state: State, *, now: float, warn_fraction: float) -> float | 
         else:
             lo = mid
     return hi
+
+
+def lease_refused(state: State, *, now: float) -> bool:
+    """May a waiting job no longer be leased a Ready machine? Once the spend reached the
+    limit (the budget exceeded, or about to be said so): the machine is about to be stopped.
+    A lease on a machine in its paid lease commits nothing more (its renewal is asked for on
+    its own), so short of the limit it is not refused, as a launch would be."""
+    limit = state.budget.limit_micros
+    if limit is None:
+        return False
+    return state.budget.exceeded or spent_micros(state, now) >= limit
 
 
 def accruals(state: State, *, now: float, at: float) -> list[ev.CostAccrued]:

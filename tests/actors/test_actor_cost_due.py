@@ -1,6 +1,7 @@
 """The CostActor sees the budget's warning and its excess when the running machines' rates
 say the spend reaches them, not at its next periodic accrual (up to 30 s late, the warning
-skipped into the excess's instant)."""
+skipped into the excess's instant); and the pool leases no waiting job a machine once the
+spend reached the limit (the job fails as one whose launch the budget refused)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 from test_actor_pool import Rig, pool_rig
 
-from conjure_actors.actors.messages import SetBudget
+from conjure_actors.actors.messages import LeaseFailedError, SetBudget
 from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import cost_micros, default_price_table, machine_cost_micros
@@ -101,6 +102,55 @@ async def test_a_budget_changed_replans_the_excess(
         (exceeded,) = rig.events(ev.BudgetExceeded)
         assert crossing - 0.001 <= exceeded.at < crossing + 1.0
         assert exceeded.limit_micros == limit
+
+
+async def test_no_waiting_job_is_leased_a_machine_once_the_budget_is_spent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The excess's stop not yet through (here: never), a machine freed after the spend
+    reached the limit is not leased to the job waiting for one: that job fails as one whose
+    launch the budget refused ("budget", BudgetRefused), and no lease is logged for it."""
+    async with pool_rig(idle_timeout=3600.0, lease_seconds=3600.0, max_machines=1) as rig:
+
+        async def stop_never(reason: str) -> None:
+            return None
+
+        rig.ledger.on_exceeded = stop_never
+        first = await rig.job()
+        lease = await rig.lease(first)
+        m = rig.state.machines[lease.server_id]
+        second = await rig.job()
+        waiting = await rig.ask_lease(second)
+        await _set_budget_ahead(rig, m, 20)
+        with trio.fail_after(120):
+            await _until(rig, lambda s: s.budget.exceeded)
+        await rig.release(lease.server_id, first)
+        with trio.fail_after(60), pytest.raises(LeaseFailedError) as failed:
+            await waiting.wait()
+        assert (failed.value.reason, failed.value.retryable) == ("budget", False)
+        assert "budget spent (exceeded); raise --budget" in str(failed.value)
+        assert [e.job_id for e in rig.events(ev.MachineLeased)] == [first]
+
+
+async def test_a_waiting_job_is_leased_a_paid_machine_short_of_the_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Warned, the limit not reached: a freed machine (in its paid lease) is leased to the
+    waiting job, though the job's run may not fit in what is left: the lease commits
+    nothing a launch would (the machine's renewal is asked for on its own)."""
+    async with pool_rig(idle_timeout=3600.0, lease_seconds=3600.0, max_machines=1) as rig:
+        first = await rig.job()
+        lease = await rig.lease(first)
+        m = rig.state.machines[lease.server_id]
+        second = await rig.job()
+        waiting = await rig.ask_lease(second)
+        await _set_budget_ahead(rig, m, 30)
+        with trio.fail_after(120):
+            await _until(rig, lambda s: s.budget.warned)
+        await rig.release(lease.server_id, first)
+        with trio.fail_after(60):
+            assert (await waiting.wait()).server_id == lease.server_id
+        assert not rig.state.budget.exceeded
 
 
 def _spent_at(machines: list[Any], t: float) -> int:

@@ -1,5 +1,6 @@
 """When the budget's next event falls due (``cost_policy.budget_due_at``: the CostActor's
-timer waits for it)."""
+timer waits for it) and when a waiting job is no longer leased a machine
+(``cost_policy.lease_refused``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from conjure_actors.domain.cost_policy import (
     DUE_PRECISION,
     budget_due_at,
     budget_events,
+    lease_refused,
     spent_micros,
 )
 from conjure_actors.domain.state import State, apply, initial_state
@@ -144,3 +146,15 @@ def test_a_crossing_already_past_is_due_now() -> None:
     state = _state([(3_600_000, 100.0, None)], 100)  # $1/s for 100 s: 100_000 > 100
     assert _due(state) == ["BudgetWarning", "BudgetExceeded"]
     assert budget_due_at(state, now=NOW, warn_fraction=WARN) == NOW
+
+
+def test_a_waiting_job_is_refused_a_lease_once_the_spend_reaches_the_limit() -> None:
+    """Before the limit, a lease (in a paid lease) is not refused; at it, it is, even
+    before the excess is logged; once logged, too; without a limit, never."""
+    state = _state([(3_600_000, 0.0, None)], 10_000)  # 1_000 micro-USD a second
+    assert not lease_refused(state, now=NOW + 9.0)  # 9 s billed
+    assert lease_refused(state, now=NOW + 9.5)  # 10 s billed (whole seconds): the limit
+    apply(state, ev.BudgetExceeded(spent_micros=10_000, limit_micros=10_000, at=NOW + 10))
+    assert lease_refused(state, now=NOW + 10.0)
+    apply(state, ev.BudgetSet(limit_micros=None, at=NOW + 11))
+    assert not lease_refused(state, now=NOW + 20.0)
