@@ -19,6 +19,7 @@ from conjure_actors.actors.messages import LeaseFailedError, SetBudget
 from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.prices import cost_micros, default_price_table, machine_cost_micros
+from conjure_actors.domain.state import apply, initial_state
 
 
 async def _until(rig: Rig, predicate: Callable[[Any], bool]) -> None:
@@ -168,7 +169,8 @@ def _check_overshoot(
     after they run, ``ahead`` seconds of their bills ahead: the excess is seen within a
     second of the crossing, and the spend at the stops exceeds the limit by at most what
     the machines bill over each stop's own latency (from the excess to its 200), plus the
-    billing's one second (it bills whole seconds)."""
+    billing's one second (it bills whole seconds). The log, read again, gives the same
+    bill and the same budget state (warned, exceeded)."""
 
     async def main() -> None:
         async with pool_rig(
@@ -202,6 +204,13 @@ def _check_overshoot(
             )
             assert over <= slack
             assert rig.ledger_matches_sim()
+            replayed = initial_state()  # the log read again: the same bill, the same budget
+            for record in rig.log.records():
+                apply(replayed, record.event)
+            assert replayed.budget == rig.state.budget
+            assert replayed.ledger == rig.state.ledger
+            bills = {sid: m.cost_micros for sid, m in replayed.machines.items()}
+            assert bills == {m.server_id: m.cost_micros for m in ran}
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
