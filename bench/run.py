@@ -9,8 +9,9 @@ download, no actors, no journal). The simulated day
 (cost efficiency, issue 16) is ``bench/day.py``.
 
 Every figure is the median of ``--repeats`` rounds (each round runs the pipeline, then the
-bare loop, then the bare loop with durable outputs) and is printed beside its baseline with
-the ratio; the verdict takes the median of the rounds' own ratios.
+bare loop, then the bare loop with durable outputs, then the bare loop out of step) and is
+printed beside its baseline with the ratio; the verdict takes the median of the rounds' own
+ratios (against the plain bare loop).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import gc
 import json
 import math
+import random
 import re
 import resource
 import statistics
@@ -202,8 +204,18 @@ async def _ours_overhead(
     }
 
 
+OUT_OF_STEP: Final = 8
+"""``_bare_overhead(out_of_step=True)``: before each prompt, a worker yields to the scheduler
+0 to this many times (seeded, 4 on average): its machines no longer move in lock step."""
+
+
 async def _bare_overhead(
-    n: int, machines: int, out: Path, counts: Counts | None = None, durable: bool = False
+    n: int,
+    machines: int,
+    out: Path,
+    counts: Counts | None = None,
+    durable: bool = False,
+    out_of_step: bool = False,
 ) -> dict[str, float]:
     """The same prompts through the ComfyUI client alone, on already launched machines:
     the same HTTP calls (POST /prompt, the WebSocket, /history, /view) and the same output
@@ -215,7 +227,18 @@ async def _bare_overhead(
     plus the one guarantee that puts a worker thread in every job. It shows what that
     guarantee costs the loop by itself when each file has its own thread call: the thread's
     answer comes back at a time of its own, so the machines no longer move in step, and the
-    event loop runs more, smaller scheduler batches per job."""
+    event loop runs more, smaller scheduler batches per job.
+
+    ``out_of_step``: each worker yields to the scheduler a few times (``OUT_OF_STEP``, seeded)
+    before each prompt, the same loop otherwise. With zero-duration nodes and identical
+    machines, the plain loop's ten workers move in lock step: each scheduler batch runs the
+    same step of ten jobs one after another (the same code, hot in the CPU's caches), a
+    schedule no real run has (nodes take their own time) and conjure's pipeline does not
+    keep. Out of step, the same work (144,064 Python bytecodes per job against 144,219;
+    +4 task steps) costs the trio thread a fifth more (session 28, 1,000 jobs, median of 3
+    rounds: 2.71 -> 3.28 ms per job; counted per task, the simulator's own tasks +15-35%, as
+    much as in conjure's run): the row shows how much of the gap to conjure is the lock
+    step's."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, rate_per_second=1000, burst=1000),
@@ -235,6 +258,7 @@ async def _bare_overhead(
             )
             for s in ready
         ]
+        rng = random.Random(1)  # the same yields in every run
         queue_send, queue_recv = trio.open_memory_channel[int](math.inf)
         for i in range(n):
             queue_send.send_nowait(i)
@@ -252,6 +276,9 @@ async def _bare_overhead(
                         async for i in queue_recv:
                             prompt = apply_bindings(wf.graph, {"1.color": str(i)})
                             pid = f"00000000-0000-4000-8000-{i:012d}"
+                            if out_of_step:
+                                for _ in range(rng.randint(0, OUT_OF_STEP)):
+                                    await trio.lowlevel.checkpoint()
                             await client.submit(prompt, pid, events.client_id)
                             done = await client.wait(pid, events=events, poll_interval=1.0)
                             for output in done.outputs:
@@ -652,8 +679,9 @@ def main() -> int:
         ours: list[dict[str, float]] = []
         bare: list[dict[str, float]] = []
         durable: list[dict[str, float]] = []
+        unstepped: list[dict[str, float]] = []
         for r in range(args.repeats):
-            for d in (out / f"b{r}", out / f"d{r}"):
+            for d in (out / f"b{r}", out / f"d{r}", out / f"u{r}"):
                 d.mkdir()
             gc.collect()
             ours.append(_run(_ours_overhead, args.jobs, args.machines, out / f"o{r}"))
@@ -662,6 +690,10 @@ def main() -> int:
             gc.collect()
             durable.append(
                 _run(_bare_overhead, args.jobs, args.machines, out / f"d{r}", None, True)
+            )
+            gc.collect()
+            unstepped.append(
+                _run(_bare_overhead, args.jobs, args.machines, out / f"u{r}", None, False, True)
             )
         mem, retained = _run(_memory_per_job, max(100, args.jobs // 5), args.machines, out / "m")
 
@@ -694,6 +726,16 @@ def main() -> int:
             a, b = med(ours, key), med(durable, key)
             print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
         print(
+            "  beside the bare loop out of step (its machines not in lock step, as no real run's"
+            " are: _bare_overhead's out_of_step):"
+        )
+        for label, key, fmt in (
+            ("  jobs/s, bare out of step", "jobs_s", "{:.0f}"),
+            ("  trio thread (ms), out of step", "main_ms", "{:.2f}"),
+        ):
+            a, b = med(ours, key), med(unstepped, key)
+            print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
+        print(
             f"{'events/s (WS->journal->state->UI)':<34}{med(ours, 'events_s'):>14.0f}"
             f"{'-':>14}{'':>8}"
         )
@@ -706,6 +748,14 @@ def main() -> int:
             f"{'jobs/s ratio, round by round':<34}"
             + " ".join(f"{a['jobs_s'] / b['jobs_s']:.2f}" for a, b in zip(ours, bare, strict=True))
             + f"  (median {jobs_ratio:.2f})"
+        )
+        steps = sorted(a["jobs_s"] / b["jobs_s"] for a, b in zip(ours, unstepped, strict=True))
+        print(
+            f"{'  the same, bare out of step':<34}"
+            + " ".join(
+                f"{a['jobs_s'] / b['jobs_s']:.2f}" for a, b in zip(ours, unstepped, strict=True)
+            )
+            + f"  (median {statistics.median(steps):.2f})"
         )
         print(
             f"target (jobs/s >= 0.80 of the bare client's, median of the rounds' ratios): "
