@@ -107,6 +107,10 @@ JOBS_INTENSITY: Final = Intensity(max_restarts=sys.maxsize, period=1.0)
 and fails its job after ``job.MAX_JOB_CRASHES`` (restart intensity per job, not shared), so
 one job's crash loop cannot stop the run."""
 
+START_TOGETHER: Final = 64
+"""At most this many queue answers are taken together by the starter (their jobs' actors
+start in one scheduler pass: ``Conjure._run_starter``)."""
+
 log = logging.getLogger("conjure_actors.actors.conjure")
 
 
@@ -162,9 +166,10 @@ class Conjure:
         self.pool = pool
         self.jobs = jobs
         self._job_refs: dict[str, ActorRef] = {}
-        # Only the starter task (_run_starter) spawns job actors, one at a time: one slot.
-        self._starting: str | None = None  # the job whose actor is being spawned
-        self._ended_starting = False  # ... and it ended in its on_start
+        # Only the starter task (_run_starter) spawns job actors, those it took together
+        # at a time.
+        self._starting: set[str] = set()  # the jobs whose actors are being spawned
+        self._ended_starting: set[str] = set()  # ... those of them that ended in on_start
         # The cancels asked for jobs not ended yet (job -> reason): kept here, not only in
         # a mailbox, so a request never depends on which side of the hand-off the job is
         # (an actor that puts its job back into the queue drops its mail; _job_done
@@ -404,34 +409,66 @@ class Conjure:
             self._starts[0].send_nowait((job_id, error))
 
     async def _run_starter(self) -> None:
-        """Start the job actors, one at a time, as the queue answers queued jobs (and for
-        the resumed and the cancelled ones): the only task that starts a job's actor. A job
-        has one actor: what comes for a job whose actor runs goes to it, or is given back.
-        Once the run stops no actor starts: a queued job is interrupted (or cancelled, if
-        that was asked) here. An error starting one job is logged; the others go on."""
+        """Start the job actors as the queue answers queued jobs (and for the resumed and
+        the cancelled ones): the only task that starts a job's actor. A job has one actor:
+        what comes for a job whose actor runs goes to it, or is given back. Once the run
+        stops no actor starts: a queued job is interrupted (or cancelled, if that was asked)
+        here. An error starting one job is logged; the others go on.
+
+        What the queue answered meanwhile is taken together, in order, under one hold of
+        the start lock: the jobs to start among it (up to :data:`START_TOGETHER`, each
+        once) start together (``spawn_many``: their actors' ``on_start`` s in one scheduler
+        pass). One after another, each start was a round trip through the job supervisor
+        (five scheduler passes): ten machines freed together started their next jobs five
+        passes apart, and never ran in step again (issue 16)."""
         port = PoolPort(self.machines, self._tell_machines)
         lock = self._start_lock
-        async for job_id, first in self._starts[1]:
+        starts = self._starts[1]
+        async for item in starts:
+            items = [item]
+            while len(items) < START_TOGETHER:
+                try:
+                    items.append(starts.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):  # (the loop then ends)
+                    break
+            # The lock is nearly always free: taken without a schedule point, one task
+            # step and one scheduler pass less on every job's way to its actor (issue 16).
+            try:
+                lock.acquire_nowait()
+            except trio.WouldBlock:
+                await lock.acquire()
+            try:
+                await self._start_items(port, items)
+            finally:
+                lock.release()
+
+    async def _start_items(self, port: PoolPort, items: list[tuple[str, Any]]) -> None:
+        """The starter's step for what it took together (holding the start lock), in order:
+        the jobs to start are gathered and started together, before anything that comes
+        after them for the same job (or a ``_wait_starts`` mark)."""
+        group: list[tuple[str, Lease | LeaseFailedError | CancelJob | None]] = []
+        for job_id, first in items:
             if isinstance(first, trio.Event):  # see _wait_starts
+                await self._start_jobs(port, group)
                 first.set()
                 continue
+            if any(job_id == started for started, _ in group):
+                await self._start_jobs(port, group)
             try:
-                # The lock is nearly always free: taken without a schedule point, one task
-                # step and one scheduler pass less on every job's way to its actor (issue 16).
-                try:
-                    lock.acquire_nowait()
-                except trio.WouldBlock:
-                    await lock.acquire()
-                try:
-                    await self._start_one(port, job_id, first)
-                finally:
-                    lock.release()
+                start, first = await self._check_one(port, job_id, first)
             except Exception as exc:  # not this run's end: the next job must still start
-                log.error("job %s: its actor did not start: %s", job_id, describe(exc))
-                log.debug("job %s: start traceback", job_id, exc_info=True)
-                if isinstance(first, Lease):
-                    await port.release(first.server_id, job_id)
-                await self._fail_unstarted(job_id, exc)
+                await self._not_started(port, job_id, first, exc)
+                continue
+            if start:
+                group.append((job_id, first))
+        await self._start_jobs(port, group)
+
+    async def _not_started(self, port: PoolPort, job_id: str, first: Any, exc: Exception) -> None:
+        log.error("job %s: its actor did not start: %s", job_id, describe(exc))
+        log.debug("job %s: start traceback", job_id, exc_info=True)
+        if isinstance(first, Lease):
+            await port.release(first.server_id, job_id)
+        await self._fail_unstarted(job_id, exc)
 
     async def _run_machine_tells(self) -> None:
         """Deliver to the MachineActor what :meth:`_tell_machines` queued, in order,
@@ -482,54 +519,73 @@ class Conjure:
         self._starts[0].send_nowait(("", handled))
         await handled.wait()
 
-    async def _start_one(
+    async def _check_one(
         self, port: PoolPort, job_id: str, first: Lease | LeaseFailedError | CancelJob | None
-    ) -> None:
-        """The starter's step for one answer (holding the start lock)."""
+    ) -> tuple[bool, Lease | LeaseFailedError | CancelJob | None]:
+        """The starter's look at one answer (holding the start lock): whether the job's
+        actor is to start, and with what (``first``, or a cancel asked meanwhile); False:
+        dealt with here (its lease given back, its message delivered, the job ended)."""
         ref = self._job_refs.get(job_id)
         job = self.state.jobs.get(job_id)
         if job is None or job.status not in st.RESUMABLE_STATUSES:
             self._cancels.pop(job_id, None)
             if isinstance(first, Lease):
                 await port.release(first.server_id, job_id)
-            return
+            return False, first
         if ref is not None:
             if isinstance(first, Lease):
                 await port.release(first.server_id, job_id)
             elif isinstance(first, CancelJob):
                 with contextlib.suppress(ActorStoppedError):  # it ended: _job_done re-sends
                     await ref.tell(first)
-            return
+            return False, first
         if self._shut_down:
             if isinstance(first, Lease):
                 await port.release(first.server_id, job_id)
             await self._end_queued([job_id], self._stop_why)
-            return
+            return False, first
         if job.status == st.INTERRUPTED and first is not None and not isinstance(first, CancelJob):
             if isinstance(first, Lease):  # interrupted while its lease was on its way
                 await port.release(first.server_id, job_id)
-            return
+            return False, first
         if job_id in self._cancels:  # cancelled while its machine was on its way: not run
             if isinstance(first, Lease):
                 await port.release(first.server_id, job_id)
             first = CancelJob(job_id, self._cancels[job_id])
-        # An actor that put its job back into the queue may still be ending.
-        await self.jobs.wait_child_ended(job_id)
-        try:
-            await self._start_job(job_id, first)
-        except ActorStoppedError as exc:  # the job supervisor is stopping: the run ends
-            log.info("job %s not started: %s", job_id, exc)
-            if isinstance(first, Lease):
-                await port.release(first.server_id, job_id)
+        return True, first
+
+    async def _start_jobs(
+        self, port: PoolPort, group: list[tuple[str, Lease | LeaseFailedError | CancelJob | None]]
+    ) -> None:
+        """Start the actors of ``group`` (jobs checked by ``_check_one``) together, then
+        empty it."""
+        if not group:
             return
-        ref = self._job_refs.get(job_id)
-        if self._shut_down and ref is not None:
-            # The run's stop began while this actor started (the stop waits for the lock):
-            # its interruption goes in now, ahead of what its first steps report.
-            try:
-                ref.tell_nowait(InterruptJob(job_id, self._stop_why))
-            except (ActorStoppedError, MailboxFullError) as exc:  # the stop tells it again
-                log.debug("job %s: interruption not delivered at its start: %s", job_id, exc)
+        jobs, group[:] = list(group), []
+        for job_id, _ in jobs:
+            # An actor that put its job back into the queue may still be ending.
+            await self.jobs.wait_child_ended(job_id)
+        try:
+            answers = await self._start_job(jobs)
+        except Exception as exc:  # ActorStoppedError: the job supervisor is stopping
+            answers = [exc] * len(jobs)
+        for (job_id, first), answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, ActorStoppedError):
+                log.info("job %s not started: %s", job_id, answer)
+                if isinstance(first, Lease):
+                    await port.release(first.server_id, job_id)
+                continue
+            if isinstance(answer, Exception):
+                await self._not_started(port, job_id, first, answer)
+                continue
+            ref = self._job_refs.get(job_id)
+            if self._shut_down and ref is not None:
+                # The run's stop began while this actor started (the stop waits for the
+                # lock): its interruption goes in now, ahead of what its first steps report.
+                try:
+                    ref.tell_nowait(InterruptJob(job_id, self._stop_why))
+                except (ActorStoppedError, MailboxFullError) as exc:  # the stop tells it again
+                    log.debug("job %s: interruption not delivered at its start: %s", job_id, exc)
 
     def _stopping(self) -> str | None:
         """For the job actors: the reason their jobs are interrupted once the stop began."""
@@ -556,40 +612,52 @@ class Conjure:
             self._wake_waiters()
 
     async def _start_job(
-        self, job_id: str, first: Lease | LeaseFailedError | CancelJob | None = None
-    ) -> None:
-        """Spawn the job's actor (the starter only, holding the start lock)."""
+        self, jobs: list[tuple[str, Lease | LeaseFailedError | CancelJob | None]]
+    ) -> list[ActorRef | Exception]:
+        """Spawn the jobs' actors together (the starter only, holding the start lock); each
+        one's ref, or why it did not start, in order."""
         port = PoolPort(self.machines, self._tell_machines)
-        self._starting, self._ended_starting = job_id, False
+        self._starting = {job_id for job_id, _ in jobs}
+        self._ended_starting = set()
         try:
-            ref = await self.jobs.spawn(
-                functools.partial(
-                    WorkflowActor,
-                    self.ctx,
-                    job_id,
-                    port,
-                    self._job_done,
-                    self.fail_run,
-                    side=self.side,
-                    first=first,
-                    stopping=self._stopping,
-                ),
-                name=job_id,
+            answers = await self.jobs.spawn_many(
+                [
+                    (
+                        job_id,
+                        functools.partial(
+                            WorkflowActor,
+                            self.ctx,
+                            job_id,
+                            port,
+                            self._job_done,
+                            self.fail_run,
+                            side=self.side,
+                            first=first,
+                            stopping=self._stopping,
+                        ),
+                    )
+                    for job_id, first in jobs
+                ],
                 restart=Restart.TRANSIENT,
                 shutdown_timeout=20.0,
             )
+            ended = self._ended_starting
         finally:
-            self._starting = None
-        if not self._ended_starting:  # not already done in its on_start (a job that ended)
-            self._job_refs[job_id] = ref
+            self._starting = set()
+            self._ended_starting = set()
+        for (job_id, _), ref in zip(jobs, answers, strict=True):
+            # Not already done in its on_start (a job that ended).
+            if isinstance(ref, ActorRef) and job_id not in ended:
+                self._job_refs[job_id] = ref
+        return answers
 
     def _job_done(self, job_id: str) -> None:
         """From a job's actor: it needs its actor no more (ended, or put back into the
         queue). A job still active got no answer to a cancel or an interruption that may
         have reached that actor too late: the starter delivers it again."""
         self._job_refs.pop(job_id, None)
-        if job_id == self._starting:
-            self._ended_starting = True
+        if job_id in self._starting:
+            self._ended_starting.add(job_id)
         job = self.state.jobs.get(job_id)
         if job is None or job.status in st.TERMINAL_STATUSES:
             self._cancels.pop(job_id, None)

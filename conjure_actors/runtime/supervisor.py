@@ -5,7 +5,9 @@ spec. It runs every child's current incarnation as a task in its own nursery and
 code that changes its set of children: every change (a child ended, a backoff timer fired, a
 ``start_child``/``stop_child`` request) arrives as a message on its control channel and is
 handled by one loop, one at a time, so there are no races between a crash, a restart and a
-request.
+request. ``spawn_many`` is one request for several actor children: launched together, their
+``on_start`` s run in one scheduler pass (a job supervisor's freed machines start their next
+jobs in step), each answered on its own.
 
 Restart, in order (see :mod:`~conjure_actors.runtime.policy` for the vocabulary):
 
@@ -152,6 +154,13 @@ class _RestartDue:
 @attrs.frozen
 class _StartChild:
     spec: ChildSpec
+
+
+@attrs.frozen
+class _StartChildren:
+    """Several actor children started together (``SupervisorRef.spawn_many``)."""
+
+    specs: tuple[ActorSpec, ...]
 
 
 @attrs.frozen
@@ -370,6 +379,8 @@ class Supervisor:
                 if child.exc is not None
                 else ActorStoppedError(f"actor {child.path} stopped while starting")
             )
+        elif isinstance(cmd, _StartChildren):
+            req.resolve(await self._start_together(cmd.specs))
         elif isinstance(cmd, _StopChild):
             found = self.children.get(cmd.name)
             if found is None:
@@ -382,6 +393,37 @@ class Supervisor:
             self.children.pop(cmd.name, None)
             self._forget(found)
             req.resolve(True)
+
+    async def _start_together(self, specs: tuple[ActorSpec, ...]) -> list[ActorRef | Exception]:
+        """Add and launch every child of ``specs`` at once, then wait for each to start: one
+        scheduler pass for all their ``on_start`` s, not a request's round trip each. Each
+        gets its own answer, in order: its ref, or why it did not start (a name taken, its
+        ``on_start`` failed: that child alone, as with ``_StartChild``)."""
+        answers: list[ActorRef | Exception | None] = [None] * len(specs)
+        added: list[tuple[int, _Child]] = []
+        for i, spec in enumerate(specs):
+            try:
+                added.append((i, self._add(spec)))
+            except NameTakenError as exc:
+                answers[i] = exc
+        for _, child in added:
+            self._launch(child)
+        for i, child in added:
+            if await self._started(child):
+                ref = child.unit.ref
+                assert isinstance(ref, ActorRef)
+                answers[i] = ref
+                continue
+            self.children.pop(child.spec.name, None)
+            await self._report_crash(child)
+            await self._stopped_event(child, "failed")
+            self._forget(child)
+            answers[i] = (
+                child.exc
+                if isinstance(child.exc, Exception)
+                else ActorStoppedError(f"actor {child.path} stopped while starting")
+            )
+        return [a for a in answers if a is not None]
 
     def _abort_request(self, req: _Ask) -> None:
         """Settle a start/stop request this incarnation was handling when it ended.
@@ -400,6 +442,17 @@ class Supervisor:
             req.fail(
                 ActorStoppedError(
                     f"supervisor {self.path} stopped before {cmd.spec.name!r} started; retry"
+                )
+            )
+        elif isinstance(cmd, _StartChildren):
+            for spec in cmd.specs:
+                child = self.children.get(spec.name)
+                if child is not None and child.spec is spec:
+                    self.children.pop(spec.name, None)
+                    self._forget(child)
+            req.fail(
+                ActorStoppedError(
+                    f"supervisor {self.path} stopped before its children started; retry"
                 )
             )
         elif isinstance(cmd, _StopChild):
@@ -551,6 +604,11 @@ class Supervisor:
 
     async def _start(self, child: _Child) -> bool:
         """Launch one incarnation and wait until it started (True) or ended trying (False)."""
+        self._launch(child)
+        return await self._started(child)
+
+    def _launch(self, child: _Child) -> None:
+        """Launch one incarnation of ``child`` (``_started`` waits for its start)."""
         assert self._nursery is not None
         self._next_run += 1
         child.run_id = self._next_run
@@ -565,6 +623,9 @@ class Supervisor:
         child.forced = False
         child.unit.prepare()
         self._nursery.start_soon(self._runner, child, child.run_id, name=child.path)
+
+    async def _started(self, child: _Child) -> bool:
+        """Wait until the incarnation ``_launch`` launched started (True) or ended trying."""
         await child.settled.wait()
         child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
         await self._announce(child)
@@ -749,6 +810,29 @@ class SupervisorRef:
         return await self.start_child(
             ActorSpec(factory, name, restart, mailbox_size, shutdown_timeout)
         )
+
+    async def spawn_many(
+        self,
+        factories: Sequence[tuple[str, Callable[[], Actor]]],
+        *,
+        restart: Restart = Restart.PERMANENT,
+        mailbox_size: float = DEFAULT_MAILBOX,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> list[ActorRef | Exception]:
+        """Start several actor children together, ``(name, factory)`` each: their
+        ``on_start`` s run in one scheduler pass, not one request's round trip after
+        another. Returns, in order, each one's ref, or the exception that kept it from
+        starting (``NameTakenError``, what its ``on_start`` raised): one failing leaves the
+        others started. Raises ``ActorStoppedError`` if the supervisor stops first."""
+        specs = tuple(
+            ActorSpec(factory, name, restart, mailbox_size, shutdown_timeout)
+            for name, factory in factories
+        )
+        if not specs:
+            await trio.lowlevel.checkpoint()
+            return []
+        answers: list[ActorRef | Exception] = await self._call(_StartChildren(specs))
+        return answers
 
     async def spawn_supervisor(
         self,

@@ -103,15 +103,33 @@ async def test_a_shutdown_while_the_actor_requeues_its_job_interrupts_it_at_once
 
 
 def _on_spawn(monkeypatch: pytest.MonkeyPatch, hook: Callable[[str], None]) -> None:
-    """Call ``hook(name)`` each time a job actor is about to be spawned."""
+    """Call ``hook(name)`` each time a job actor is about to be spawned (what it raises is
+    that actor's failure to start)."""
     spawn = SupervisorRef.spawn
+    spawn_many = SupervisorRef.spawn_many
 
     async def spawning(self: SupervisorRef, factory: Any, **kw: Any) -> ActorRef:
         if self.path.endswith("/jobs"):
             hook(kw["name"])
         return await spawn(self, factory, **kw)
 
+    async def spawning_many(
+        self: SupervisorRef, factories: list[tuple[str, Any]], **kw: Any
+    ) -> list[ActorRef | Exception]:
+        if not self.path.endswith("/jobs"):
+            return await spawn_many(self, factories, **kw)
+        failed: dict[str, Exception] = {}
+        for name, _ in factories:
+            try:
+                hook(name)
+            except Exception as exc:
+                failed[name] = exc
+        kept = [(name, factory) for name, factory in factories if name not in failed]
+        answers = iter(await spawn_many(self, kept, **kw))
+        return [failed[name] if name in failed else next(answers) for name, _ in factories]
+
     monkeypatch.setattr(SupervisorRef, "spawn", spawning)
+    monkeypatch.setattr(SupervisorRef, "spawn_many", spawning_many)
 
 
 async def test_a_shutdown_during_an_actor_start_interrupts_the_job_once_without_a_prompt(
