@@ -233,12 +233,12 @@ async def _bare_overhead(
     before each prompt, the same loop otherwise. With zero-duration nodes and identical
     machines, the plain loop's ten workers move in lock step: each scheduler batch runs the
     same step of ten jobs one after another (the same code, hot in the CPU's caches), a
-    schedule no real run has (nodes take their own time) and conjure's pipeline does not
-    keep. Out of step, the same work (144,064 Python bytecodes per job against 144,219;
-    +4 task steps) costs the trio thread a fifth more (session 28, 1,000 jobs, median of 3
-    rounds: 2.71 -> 3.28 ms per job; counted per task, the simulator's own tasks +15-35%, as
-    much as in conjure's run): the row shows how much of the gap to conjure is the lock
-    step's."""
+    schedule no real run has (nodes take their own time). Out of step, the same work
+    (144,064 Python bytecodes per job against 144,219; +4 task steps) costs the trio thread
+    a fifth more (session 28, 1,000 jobs, median of 3 rounds: 2.71 -> 3.28 ms per job;
+    counted per task, the simulator's own tasks +15-35%, as much as in conjure's run while
+    its starter started one job at a time, which kept its machines five scheduler passes
+    apart): the row shows how much of a gap to conjure is the lock step's."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=1.0, rate_per_second=1000, burst=1000),
