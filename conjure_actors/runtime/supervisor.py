@@ -43,6 +43,7 @@ import trio
 from conjure_actors.errgroups import unwrap
 from conjure_actors.runtime.actor import (
     _STOPPED_ERRORS,
+    BATCH,
     DEFAULT_MAILBOX,
     Actor,
     ActorCell,
@@ -343,20 +344,32 @@ class Supervisor:
     # -- the control loop --------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        # Drained without a schedule point per message (as an actor's mailbox, ActorCell):
+        # ten jobs' actors ending in one pass are journaled in that pass, not one per pass.
+        # It awaits when empty, and checkpoints every BATCH messages (after one is handled:
+        # a cancel there loses none).
         receive = self.ctl_recv.receive
+        receive_nowait = self.ctl_recv.receive_nowait
+        budget = BATCH
         while True:
-            msg = await receive()
+            try:
+                msg = receive_nowait()
+            except trio.WouldBlock:
+                budget = BATCH
+                msg = await receive()
             if isinstance(msg, _Exit):
                 await self._on_exit(msg)
             elif isinstance(msg, _RestartDue):
                 await self._restart_due(msg.token)
-            elif isinstance(msg, _Ask):
-                if msg.abandoned:
-                    continue
+            elif isinstance(msg, _Ask) and not msg.abandoned:
                 # Not cleared on failure: run()'s cleanup fails a request left half done.
                 self._inflight = msg
                 await self._on_request(msg)
                 self._inflight = None
+            budget -= 1
+            if not budget:
+                budget = BATCH
+                await trio.lowlevel.checkpoint()
 
     async def _on_request(self, req: _Ask) -> None:
         cmd = req.msg
@@ -626,7 +639,8 @@ class Supervisor:
 
     async def _started(self, child: _Child) -> bool:
         """Wait until the incarnation ``_launch`` launched started (True) or ended trying."""
-        await child.settled.wait()
+        if not child.settled.is_set():  # (a set Event's wait is still a schedule point:
+            await child.settled.wait()  # one pass per child of a spawn_many)
         child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
         await self._announce(child)
         return child.start_ok

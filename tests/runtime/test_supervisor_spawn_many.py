@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 import trio
+import trio.testing
 
 from conjure_actors.runtime import (
     Actor,
@@ -111,3 +112,58 @@ async def test_a_stopped_supervisor_refuses_them() -> None:
             await system.root.stop_child("jobs")
             with pytest.raises(ActorStoppedError):
                 await jobs.spawn_many([("x", Noting)])
+
+
+class _PassSink(ListSink):
+    """Notes the scheduler pass each event is journaled in."""
+
+    def __init__(self, passes: _Passes) -> None:
+        super().__init__()
+        self.passes = passes
+        self.at: list[tuple[str, str, int]] = []
+
+    async def append(self, event: Any, /) -> object:
+        self.at.append((type(event).__name__, getattr(event, "actor", ""), self.passes.passes))
+        return await super().append(event)
+
+
+class Stopping(Actor):
+    async def receive(self, msg: object) -> object:
+        self.stop()
+        return msg
+
+
+async def test_their_starts_are_journaled_in_one_pass() -> None:
+    """The children's ActorStarted go in together (a started child's wait was a schedule
+    point: one pass per child)."""
+    passes = _Passes()
+    trio.lowlevel.add_instrument(passes)
+    sink = _PassSink(passes)
+    with trio.fail_after(CAP):
+        async with open_actor_system(sink) as system:
+            jobs = await system.spawn_supervisor("jobs")
+            await jobs.spawn_many([(f"j{i}", Stopping) for i in range(5)])
+    started = {p for name, actor, p in sink.at if name == "ActorStarted" and "/jobs/" in actor}
+    assert len(started) == 1, sink.at
+
+
+async def test_children_ending_together_are_journaled_in_one_pass() -> None:
+    """Five children that end in one pass: their ActorStopped in one pass too (the
+    supervisor's control loop took one message per pass)."""
+    passes = _Passes()
+    trio.lowlevel.add_instrument(passes)
+    sink = _PassSink(passes)
+    with trio.fail_after(CAP):
+        async with open_actor_system(sink) as system:
+            jobs = await system.spawn_supervisor("jobs")
+            refs = await jobs.spawn_many(
+                [(f"j{i}", Stopping) for i in range(5)], restart=Restart.TRANSIENT
+            )
+            for ref in refs:
+                assert isinstance(ref, ActorRef)
+                ref.tell_nowait("stop")
+            await trio.testing.wait_all_tasks_blocked()
+            assert jobs.children() == []
+    stopped = [p for name, actor, p in sink.at if name == "ActorStopped" and "/jobs/" in actor]
+    assert len(stopped) == 5
+    assert len(set(stopped)) == 1, sink.at
