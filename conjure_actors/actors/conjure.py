@@ -79,7 +79,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
 from conjure_actors.domain.cost_policy import budget_micros
 from conjure_actors.domain.errors import CommandRejectedError, DomainError
-from conjure_actors.domain.prices import default_price_table
+from conjure_actors.domain.prices import default_price_table, format_usd
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
 from conjure_actors.errgroups import describe, meaningful, single_error
 from conjure_actors.errors import ConjureError, UsageError
@@ -1287,6 +1287,20 @@ async def _start(
     budget = ctx.config.budget.usd
     limit = budget_micros(budget)
     if budget is not None and state.budget.limit_micros != limit:
+        logged = state.budget.limit_micros
+        if logged is not None and limit is not None:
+            # The log's budget may be one set at run time (PUT /api/conjure/budget: a serve
+            # restarted by its supervisor with its usual --budget would undo it, unsaid).
+            # The configured one still wins: it is what the operator gave this start, and
+            # the log does not say which start or request set its own. Said, with the way
+            # to keep the log's.
+            log.warning(
+                "budget: --budget %s replaces the %s budget this log ends with (set at run"
+                " time, e.g. PUT /api/conjure/budget, or by an earlier start); start"
+                " without --budget to keep the log's",
+                format_usd(limit),
+                format_usd(logged),
+            )
         await conjure.set_budget(budget)
     for m in list(state.machines.values()):
         # An attached machine of an earlier run that is not attached now cannot be reached.
