@@ -195,6 +195,9 @@ class Conjure:
         self.launch_problem: str | None = None
         """Why launching stopped on launch failures (the jobs waiting then failed; the next
         job queued launches again), until it goes again: serve's health probe says it."""
+        self.budget_problem: str | None = None
+        """The budget's refusal of launches, in its notice's words, from the first refusal
+        until a launch is granted or the budget is set again: serve's health probe says it."""
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
         """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
@@ -1070,7 +1073,12 @@ async def _assemble(
             holder["c"]._notify_stall(job_id)
 
     await system.spawn(functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor")
-    ledger = Ledger(ctx, on_exceeded=on_exceeded, on_lifted=on_lifted)
+
+    def on_refusing(line: str | None) -> None:
+        if "c" in holder:
+            holder["c"].budget_problem = line
+
+    ledger = Ledger(ctx, on_exceeded=on_exceeded, on_lifted=on_lifted, on_refusing=on_refusing)
     cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
 
     async def approve_launch(job_id: str, server_type: str) -> bool:

@@ -46,6 +46,7 @@ from conjure_actors.actors.messages import (
 from conjure_actors.domain import cost_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
+from conjure_actors.domain.describe import describe
 from conjure_actors.runtime import Actor
 
 log = logging.getLogger("conjure_actors.actors.cost")
@@ -55,6 +56,7 @@ MIN_WAKE = 0.01  # seconds at least between two budget wakes of the timer (no bu
 APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launch logged
 
 OnExceeded = Callable[[str], Awaitable[None]]
+OnRefusing = Callable[[str | None], None]
 BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
 LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: RENEWAL + server id)
 RENEWAL = "renewal "
@@ -80,11 +82,19 @@ class Ledger:
     """The CostActor's long-lived memory, and the read-only figures of the bill."""
 
     def __init__(
-        self, ctx: Context, *, on_exceeded: OnExceeded, on_lifted: OnExceeded | None = None
+        self,
+        ctx: Context,
+        *,
+        on_exceeded: OnExceeded,
+        on_lifted: OnExceeded | None = None,
+        on_refusing: OnRefusing | None = None,
     ) -> None:
         self.ctx = ctx
         self.on_exceeded = on_exceeded
         self.on_lifted = on_lifted  # the budget was raised past the spend after an excess
+        # Told the launch refusal's line when the budget starts refusing launches, and
+        # None once one is granted or the budget is set again (serve's health says it).
+        self.on_refusing = on_refusing
         self.exceeded_handled = False
         # What a BudgetLimitReached told refused (LAUNCH, "renewal <server id>") since the
         # budget was last set and that kind was last granted.
@@ -95,6 +105,11 @@ class Ledger:
         self.refusals = cost_policy.RefusalsTold()
         self.reservations: list[cost_policy.Reservation] = []
         self.seen_requests: set[str] | None = None  # launch requests known at the last look
+
+    def refusing(self, line: str | None) -> None:
+        """Launches are refused by the budget (``line``: the notice's words) or no longer."""
+        if self.on_refusing is not None:
+            self.on_refusing(line)
 
     def reserved(self) -> int:
         """What the approvals still pending commit, after settling them against the State
@@ -190,6 +205,7 @@ class CostActor(Actor):
                 await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
                 self.ledger.told.clear()
                 self.ledger.refusals.forget()
+                self.ledger.refusing(None)  # the next ask says again if it still refuses
                 handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
                 lifted = self.ledger.on_lifted
@@ -219,6 +235,8 @@ class CostActor(Actor):
         )
         if refused is None:
             self.ledger.reserve(job_id, estimate)
+            if LAUNCH in self.ledger.told:
+                self.ledger.refusing(None)
             self.ledger.told.discard(LAUNCH)  # a launch fits again: a refusal is news
             self.ledger.refusals.forget()
             return True
@@ -280,6 +298,8 @@ class CostActor(Actor):
         ``BudgetExceeded`` says that, and every machine stops."""
         if key in self.ledger.told or self.ctx.state.budget.exceeded:
             return
+        if key == LAUNCH:  # said before its event lands: whoever reads that sees it
+            self.ledger.refusing(describe(notice)[1])
         await self.ctx.emit(notice)
         told = self.ledger.told
         told.add(key)

@@ -34,6 +34,7 @@ client tell).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import gc
@@ -47,7 +48,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 import trio
@@ -428,6 +429,22 @@ def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr, flush=True)
 
 
+def budget_lines(stream: TextIO) -> Callable[[list[Any]], None]:
+    """A journal listener that writes to ``stream`` the line ``run`` shows for each budget
+    event logged (the warning, the excess, a launch's or a renewal's refusal: that one
+    once until one of its kind is granted or the budget is set again, not per job)."""
+    from conjure_actors.commands.run import budget_notice
+
+    def on_records(records: list[Any]) -> None:
+        for record in records:
+            if (line := budget_notice(record.event)) is not None:
+                # A terminal gone: the log has the line; serving goes on.
+                with contextlib.suppress(OSError):
+                    print(line, file=stream, flush=True)
+
+    return on_records
+
+
 def _runcomfy_catalog(config: Any) -> Any:
     """The node catalogue of the RunComfy workflow version, when one was recorded (``machine
     up`` of that version records it) or a dev machine of it answers: submissions are then
@@ -473,14 +490,15 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 gc.freeze()
                 print(f"serving the Comfy API v2 on {served.url}", flush=True)
                 print(served.banner, file=sys.stderr, flush=True)
-                left = await _stop_on_signals(
-                    signals,
-                    first=early[0] if early else None,
-                    drain_timeout=args.drain_timeout,
-                    stop_accepting=functools.partial(_stop_accepting, service),
-                    drain=functools.partial(_drain, service),
-                    shutdown=functools.partial(shut_down, service),
-                )
+                with service.conjure.journal.listen(budget_lines(sys.stderr)):
+                    left = await _stop_on_signals(
+                        signals,
+                        first=early[0] if early else None,
+                        drain_timeout=args.drain_timeout,
+                        stop_accepting=functools.partial(_stop_accepting, service),
+                        drain=functools.partial(_drain, service),
+                        shutdown=functools.partial(shut_down, service),
+                    )
                 closing.start_soon(_while_closing, signals)
             closing.cancel_scope.cancel()
     if left:

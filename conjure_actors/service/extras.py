@@ -107,7 +107,8 @@ async def health(request: Request) -> Response:
     ``degraded`` (still 200: reads work, and a restart would not free the disk) with its
     ``reason`` while the log's full disk holds the journal (new work is 507), or while
     launching is stopped because launches kept failing (the jobs waiting then failed; the
-    next job tries again)."""
+    next job tries again), while the budget is exceeded, or while it refuses launches (from
+    its first refusal until a launch is granted or the budget is set again)."""
     service = service_of(request)
     held = service.held_since
     launch_problem = service.conjure.launch_problem
@@ -125,6 +126,17 @@ async def health(request: Request) -> Response:
             "status": "degraded",
             "reason": f"{launch_problem}: the jobs waiting for a machine failed; the next job"
             " submitted launches again",
+        }
+    elif service.conjure.state.budget.exceeded:
+        body = {
+            "status": "degraded",
+            "reason": "the budget is exceeded: every machine stopped, new jobs get 402"
+            " insufficient_credits; raise it (PUT /api/conjure/budget)",
+        }
+    elif (refusing := service.conjure.budget_problem) is not None:
+        body = {
+            "status": "degraded",
+            "reason": f"the budget refuses launches: {refusing}",
         }
     else:
         body = {"status": "ok"}

@@ -1,0 +1,83 @@
+"""serve's health probe is ``degraded`` while the budget refuses launches (QA G8: it said
+``ok`` while jobs waited because the budget refused a second machine), with the refusal's
+words, and ``ok`` again once the budget is raised and a launch fits."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+from extras_support import open_extras_service, wait_for
+
+from conjure_actors.commands.serve import budget_lines
+from conjure_actors.config import BudgetConfig, Config, PoolConfig
+from conjure_actors.domain import state as st
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+
+
+def _graph() -> dict[str, Any]:
+    graph: dict[str, Any] = json.loads((WORKFLOWS / "slow_blur_chain.json").read_text())
+    return graph
+
+
+async def test_health_is_degraded_while_the_budget_refuses_launches(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    # One lease fits $0.20, a second does not.
+    config = Config(pool=PoolConfig(max_machines=2), budget=BudgetConfig(usd=0.2))
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, config=config) as run:
+            jobs = [
+                (await run.client.post("/api/v2/jobs", json={"workflow": _graph()})).json()["id"]
+                for _ in range(2)
+            ]
+            conjure = run.service.conjure
+            await wait_for(run.service, lambda s: conjure.budget_problem is not None)
+            degraded = (await run.client.get("/api/v2/health")).json()
+            put = await run.client.put("/api/conjure/budget", json={"usd": 5.0})
+            assert put.status_code == 200
+            await wait_for(
+                run.service, lambda s: all(s.jobs[j].status == st.SUCCEEDED for j in jobs)
+            )
+            healthy = (await run.client.get("/api/v2/health")).json()
+    assert degraded["status"] == "degraded"
+    assert degraded["reason"].startswith("the budget refuses launches: launch refused: needs")
+    assert healthy["status"] == "ok"
+
+
+async def test_serve_says_a_launch_refusal_once_on_its_terminal_not_per_job(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """QA G8: serve's stderr had only its banner while the budget refused launches; now the
+    line run shows, once for the episode (three jobs wait, one machine fits)."""
+    config = Config(pool=PoolConfig(max_machines=3), budget=BudgetConfig(usd=0.2))
+    terminal = io.StringIO()
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, config=config) as run:
+            conjure = run.service.conjure
+            with conjure.journal.listen(budget_lines(terminal)):
+                for _ in range(3):
+                    await run.client.post("/api/v2/jobs", json={"workflow": _graph()})
+                await wait_for(run.service, lambda s: s.budget.launches_refused >= 2)
+    lines = [line for line in terminal.getvalue().splitlines() if "launch refused" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("budget: launch refused: needs $0.1650")
+
+
+async def test_health_is_degraded_while_the_budget_is_exceeded(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    config = Config(pool=PoolConfig(max_machines=1), budget=BudgetConfig(usd=1.0))
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, config=config) as run:
+            job = (await run.client.post("/api/v2/jobs", json={"workflow": _graph()})).json()
+            await wait_for(run.service, lambda s: s.jobs[job["id"]].status == st.SUCCEEDED)
+            await run.client.put("/api/conjure/budget", json={"usd": 0.0001})
+            await wait_for(run.service, lambda s: s.budget.exceeded)
+            degraded = (await run.client.get("/api/v2/health")).json()
+    assert degraded["status"] == "degraded"
+    assert degraded["reason"].startswith("the budget is exceeded")
