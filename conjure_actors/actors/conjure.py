@@ -1084,8 +1084,9 @@ async def _assemble(
     async def approve_launch(job_id: str, server_type: str) -> bool:
         return bool(await cost_ref.ask(ApproveLaunch(job_id, server_type), timeout=60))
 
-    async def approve_renewal(server_id: str, seconds: float) -> bool:
-        return bool(await cost_ref.ask(ApproveRenewal(server_id, seconds), timeout=60))
+    async def approve_renewal(server_id: str, seconds: float) -> float | None:
+        granted = await cost_ref.ask(ApproveRenewal(server_id, seconds), timeout=60)
+        return None if granted is None else float(granted)
 
     async def approval_unused(job_id: str) -> None:
         await cost_ref.tell(LaunchApprovalUnused(job_id))

@@ -260,8 +260,10 @@ class CostActor(Actor):
             )
         return False
 
-    async def _approve_renewal(self, server_id: str, seconds: float) -> bool:
-        """May the pool renew ``server_id``'s lease to run ``seconds`` more from now?"""
+    async def _approve_renewal(self, server_id: str, seconds: float) -> float | None:
+        """May the pool renew ``server_id``'s lease to run ``seconds`` more from now? The
+        seconds granted (``seconds``; fewer, for a machine running a job when the whole
+        renewal does not fit: what the budget still covers), or ``None``."""
         state = self.ctx.state
         lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
         now = self.ctx.now()
@@ -272,7 +274,22 @@ class CostActor(Actor):
         )
         if approved:
             self.ledger.told.discard(key)  # renewed: a later refusal is news
-            return True
+            return seconds
+        # A busy machine is renewed for what the budget still covers: its job may finish
+        # (at its lease's end it would lose all its work, the budget left unused); the
+        # excess still stops it at the limit.
+        partial = cost_policy.partial_renewal(
+            state, server_id, seconds=seconds, lease_micros=lease, now=now, reserved=reserved
+        )
+        if partial > 0:
+            self.ledger.told.discard(key)
+            log.warning(
+                "budget: lease renewal of machine %s cut to %d s (a whole one does not fit):"
+                " its job runs on until then, or until the budget's stop",
+                server_id,
+                partial,
+            )
+            return float(partial)
         limit = state.budget.limit_micros
         if limit is not None:
             await self._tell_limit_reached(
@@ -288,7 +305,7 @@ class CostActor(Actor):
                     server_id=server_id,
                 ),
             )
-        return False
+        return None
 
     async def _tell_limit_reached(self, key: str, notice: ev.BudgetLimitReached) -> None:
         """A launch or a renewal was just refused: say so (``BudgetLimitReached``: the

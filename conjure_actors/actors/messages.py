@@ -280,7 +280,9 @@ class LaunchApprovalUnused:
 
 @attrs.frozen
 class ApproveRenewal:
-    """Ask: may the pool extend ``server_id``'s lease by ``seconds``? Answers a bool."""
+    """Ask: may the pool extend ``server_id``'s lease to run ``seconds`` from now? Answers
+    the seconds from now granted: ``seconds`` (all of it), fewer (what the budget still
+    covers, for a machine running a job), or ``None`` (refused)."""
 
     server_id: str
     seconds: float

@@ -559,7 +559,9 @@ class _Shutdown:
 
 
 ApproveLaunchFn = Callable[[str, str], Awaitable[bool]]
-ApproveRenewalFn = Callable[[str, float], Awaitable[bool]]
+ApproveRenewalFn = Callable[[str, float], Awaitable[float | None]]
+"""The budget's answer to a lease renewal to run so many seconds from now: the seconds
+granted (all, or fewer: what it still covers), ``None`` if refused."""
 ApprovalUnusedFn = Callable[[str], Awaitable[None]]
 
 
@@ -3134,14 +3136,24 @@ class MachineActor(Actor):
     async def _renew_child(self, server_id: str, seconds: int, fallback_until: float) -> None:
         """Child: ask the CostActor, then ``update-estimated-duration``; report it."""
         try:
-            approved = await self.pool.approve_renewal(server_id, self.cfg.lease_seconds)
+            granted = await self.pool.approve_renewal(server_id, self.cfg.lease_seconds)
         except (AskTimeoutError, ActorStoppedError) as exc:
             log.warning("renewal of server %s: the budget did not answer (%s)", server_id, exc)
             await self._tell(RenewAnswered(server_id, None))  # asked again at the next poll
             return
-        if not approved:
+        if granted is None or granted <= 0:
             await self._tell(RenewAnswered(server_id, None, refused=True))
             return
+        if granted < self.cfg.lease_seconds:
+            # What the budget still covers (a busy machine): renewed to then, not further.
+            ready_at = fallback_until - seconds
+            seconds = min(
+                seconds,
+                policy.renewed_duration(
+                    now=self.ctx.now(), service_ready_at=ready_at, lease_seconds=granted
+                ),
+            )
+            fallback_until = ready_at + seconds
         try:
             server = await self.ctx.require_runcomfy().extend(server_id, seconds)
         except ServerNotFoundError:

@@ -263,6 +263,59 @@ def check_renewal(
     )
 
 
+MIN_PARTIAL_RENEWAL = 10
+"""Seconds past a busy machine's lease end a partial renewal must reach at least to be
+asked for (less is not worth an extend call: its job would lose it all the same)."""
+
+
+def partial_renewal(
+    state: State,
+    server_id: str,
+    *,
+    seconds: float,
+    lease_micros: int,
+    now: float,
+    reserved: int = 0,
+    minimum: int = MIN_PARTIAL_RENEWAL,
+) -> int:
+    """When a whole renewal does not fit: the whole seconds from ``now`` (fewer than
+    ``seconds``) that ``server_id``'s lease may still be renewed to within the budget, so
+    the job on it can finish before the budget's own stop; ``0`` if none (a machine with no
+    job on it, not Ready in a lease, the budget exceeded or unlimited, or less than
+    ``minimum`` seconds past its lease's end would fit). The most that fits: the excess
+    rule still stops it at the limit."""
+    limit = state.budget.limit_micros
+    m = state.machines.get(server_id)
+    if limit is None or state.budget.exceeded or m is None or not m.leases:
+        return 0
+    end = m.estimated_stopping_at
+    if m.status != M_READY or m.service_ready_at is None or end is None or end <= now:
+        return 0
+    left = (
+        limit
+        - spent_micros(state, now)
+        - committed_micros(state, now, lease_micros=lease_micros)
+        - reserved
+    )
+    low, high = math.ceil(end - now), math.ceil(seconds) - 1  # whole seconds from now
+    if left <= 0 or high < low + minimum:
+        return 0
+
+    def fits(s: int) -> bool:
+        return renewal_estimate(state, server_id, seconds=s, now=now) <= left
+
+    if not fits(low + minimum):
+        return 0
+    low += minimum
+    while low < high:  # the largest that fits (what it adds grows with the seconds)
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def limit_reached(
     *,
     what: str,

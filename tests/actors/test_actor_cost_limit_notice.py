@@ -72,9 +72,10 @@ async def test_a_renewal_refused_after_one_was_granted_is_told_again(
         extra = cost_policy.renewal_estimate(rig.state, sid, seconds=LEASE_SECONDS, now=now)
         spent = cost_policy.spent_micros(rig.state, now)
         committed = cost_policy.committed_micros(rig.state, now, lease_micros=one)
-        # Room for a launch, or for the renewal; not for both (the renewal needs ``extra``).
+        # Room for a launch, or for the renewal; not for both (the renewal needs ``extra``),
+        # nor for a partial renewal of the busy machine (MIN_PARTIAL_RENEWAL s: 2750 micro-$).
         assert extra >= 2
-        limit = spent + committed + one + extra // 2
+        limit = spent + committed + one + min(extra // 2, 1000)
         await rig.cost.ask(SetBudget(limit / 1_000_000), timeout=60)
 
         async def renew() -> bool:
@@ -107,7 +108,9 @@ async def test_a_stopped_machine_s_refusal_is_forgotten_at_the_next_notice(
         extra = cost_policy.renewal_estimate(rig.state, sid, seconds=LEASE_SECONDS, now=now)
         spent = cost_policy.spent_micros(rig.state, now)
         committed = cost_policy.committed_micros(rig.state, now, lease_micros=one)
-        await rig.cost.ask(SetBudget((spent + committed + extra // 2) / 1_000_000), timeout=60)
+        # No room for the renewal, nor for a partial one (MIN_PARTIAL_RENEWAL s: 2750 micro-$).
+        room = min(extra // 2, 1000)
+        await rig.cost.ask(SetBudget((spent + committed + room) / 1_000_000), timeout=60)
         assert not await rig.cost.ask(ApproveRenewal(sid, LEASE_SECONDS), timeout=60)
         assert rig.ledger.told == {f"renewal {sid}"}
         await rig.machines.tell(ReleaseMachine(sid, job, broken=True))  # stopped

@@ -216,8 +216,9 @@ async def pool_rig(
                 async def approve_launch(job_id: str, server_type: str) -> bool:
                     return bool(await cost.ask(ApproveLaunch(job_id, server_type), timeout=60))
 
-                async def approve_renewal(server_id: str, seconds: float) -> bool:
-                    return bool(await cost.ask(ApproveRenewal(server_id, seconds), timeout=60))
+                async def approve_renewal(server_id: str, seconds: float) -> float | None:
+                    granted = await cost.ask(ApproveRenewal(server_id, seconds), timeout=60)
+                    return None if granted is None else float(granted)
 
                 memory = MachinePool(
                     ctx,
