@@ -66,6 +66,7 @@ from conjure_actors.actors.messages import (
     SetBudget,
     StopAllMachines,
     StopLaunching,
+    StopMachine,
 )
 from conjure_actors.actors.monitor import MonitorActor, MonitorSink
 from conjure_actors.actors.pool import MachinePool, list_servers_patiently
@@ -1078,7 +1079,17 @@ async def _assemble(
         if "c" in holder:
             holder["c"].budget_problem = line
 
-    ledger = Ledger(ctx, on_exceeded=on_exceeded, on_lifted=on_lifted, on_refusing=on_refusing)
+    async def on_over_budget(server_ids: list[str]) -> None:
+        # Told, not asked: the CostActor must not wait on the MachineActor.
+        holder["c"]._tell_machines(*(StopMachine(sid, "budget") for sid in server_ids))
+
+    ledger = Ledger(
+        ctx,
+        on_exceeded=on_exceeded,
+        on_lifted=on_lifted,
+        on_refusing=on_refusing,
+        on_over_budget=on_over_budget,
+    )
     cost_ref = await system.spawn(functools.partial(CostActor, ledger), name="cost")
 
     async def approve_launch(job_id: str, server_type: str) -> bool:

@@ -57,6 +57,7 @@ APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launc
 
 OnExceeded = Callable[[str], Awaitable[None]]
 OnRefusing = Callable[[str | None], None]
+OnOverBudget = Callable[[list[str]], Awaitable[None]]
 BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
 LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: RENEWAL + server id)
 RENEWAL = "renewal "
@@ -88,6 +89,7 @@ class Ledger:
         on_exceeded: OnExceeded,
         on_lifted: OnExceeded | None = None,
         on_refusing: OnRefusing | None = None,
+        on_over_budget: OnOverBudget | None = None,
     ) -> None:
         self.ctx = ctx
         self.on_exceeded = on_exceeded
@@ -95,6 +97,9 @@ class Ledger:
         # Told the launch refusal's line when the budget starts refusing launches, and
         # None once one is granted or the budget is set again (serve's health says it).
         self.on_refusing = on_refusing
+        # Told the machines still Starting to stop (unbilled) when a change of the budget
+        # leaves no room for their first lease.
+        self.on_over_budget = on_over_budget
         self.exceeded_handled = False
         # What a BudgetLimitReached told refused (LAUNCH, "renewal <server id>") since the
         # budget was last set and that kind was last granted.
@@ -211,6 +216,7 @@ class CostActor(Actor):
                 lifted = self.ledger.on_lifted
                 if handled and not self.ctx.state.budget.exceeded and lifted is not None:
                     await lifted(BUDGET_EXCEEDED)
+                await self._rejudge_starting()
                 return None
             case AccrueNow():
                 await self._accrue()
@@ -218,6 +224,26 @@ class CostActor(Actor):
             case _:
                 log.warning("CostActor: unknown message %s", type(msg).__name__)
                 return None
+
+    async def _rejudge_starting(self) -> None:
+        """After a change of the budget: the machines still Starting whose first lease it
+        no longer covers are stopped before they turn Ready (RunComfy bills from Ready),
+        as if their launch had been refused; the jobs waiting for them then ask a launch,
+        which the budget refuses (``BudgetRefused``), unpaid."""
+        over = self.ledger.on_over_budget
+        if over is None:
+            return
+        lease = self.ledger.lease_estimate(self.ctx.config.runcomfy.server_type)
+        stop = cost_policy.starting_over_budget(
+            self.ctx.state, lease_micros=lease, now=self.ctx.now(), reserved=self.ledger.reserved()
+        )
+        if stop:
+            log.warning(
+                "budget: stopping %d machine(s) still starting (not billed yet): the budget"
+                " set no longer covers their first lease",
+                len(stop),
+            )
+            await over(stop)
 
     async def _approve_launch(self, job_id: str, server_type: str) -> bool:
         """May the pool launch a machine for ``job_id``? Logs ``LaunchRefused`` when not."""

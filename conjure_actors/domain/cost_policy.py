@@ -263,6 +263,33 @@ def check_renewal(
     )
 
 
+def starting_over_budget(
+    state: State, *, lease_micros: int, now: float, reserved: int = 0
+) -> list[str]:
+    """The machines still Starting (unbilled: RunComfy bills from Ready, so free to stop)
+    whose first lease the budget no longer covers, after a change of it: the most recently
+    launched first, as many as it takes for what is spent and committed (each Starting one:
+    a lease) to fit the limit again. None without a limit or once it is exceeded (then
+    every machine stops)."""
+    limit = state.budget.limit_micros
+    if limit is None or state.budget.exceeded:
+        return []
+    over = (
+        spent_micros(state, now)
+        + committed_micros(state, now, lease_micros=lease_micros)
+        + reserved
+        - limit
+    )
+    stop: list[str] = []
+    for m in reversed(list(state.machines.values())):
+        if over <= 0:
+            break
+        if m.kind == "runcomfy" and m.status == M_STARTING:
+            stop.append(m.server_id)
+            over -= lease_micros
+    return stop
+
+
 MIN_PARTIAL_RENEWAL = 10
 """Seconds past a busy machine's lease end a partial renewal must reach at least to be
 asked for (less is not worth an extend call: its job would lose it all the same)."""
