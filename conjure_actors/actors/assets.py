@@ -25,6 +25,13 @@ Until its end is logged, a job, its input assets and its outputs are kept (the s
 them: ``service_events.held_assets``); then all of them live at least until its end + the
 retention.
 
+A job's expiry (``ApiJobExpired``) is the fact; the removal of its folder of outputs under
+``serve --out`` (OUT/<job>/, the copies the job downloaded; its assets' bytes are blobs)
+follows it: after the sweep logged the expiry, and again on start for every job the log says
+expired (a crash between the event and the removal, or in the middle of it, is finished
+then; removing what is gone already is a no-op). Nothing a client can still read goes: an
+expired job and its outputs answer 404.
+
 Answers are values, never exceptions (an exception in ``receive`` is a crash):
 :class:`Claimed` / :class:`KeyReused`, :class:`Recorded` / :class:`BlobGone`, ``True``/``False``.
 Only this actor removes blobs (when no asset refers to them any more), and it checks a blob
@@ -34,7 +41,9 @@ is stored as it records an asset over it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -248,6 +257,9 @@ class AssetActor(Actor):
             for out in job.outputs:
                 await self._record_output(job.job_id, out.node_id, out.filename, out.path, out.kind)
         await self._move_expiries(None)
+        # Expired jobs whose folders a crash (or an older version) left: removed now.
+        expired = [a.job_id for a in self.ctx.state.service.api_jobs.values() if a.expired]
+        await self._remove_outputs(expired)
 
     async def _watch_outputs(self, ready: trio.Event) -> None:
         # A journal listener picks the outputs out of each commit as it is applied (no task
@@ -681,12 +693,15 @@ class AssetActor(Actor):
         await self._move_expiries(None)  # an end the watcher has not told yet: not expired
         now = self.ctx.now()
         state = self.ctx.state
+        expired: list[str] = []
         for api in list(state.service.api_jobs.values()):
             job = state.jobs.get(api.job_id)
             if api.expired or not api.ended or job is None:
                 continue
             if api.expires_at <= now:
                 await self.ctx.emit(se.ApiJobExpired(job_id=api.job_id, at=now))
+                expired.append(api.job_id)
+        await self._remove_outputs(expired)
         for claim in list(state.service.idempotency.values()):
             if claim.expires_at <= now:
                 await self.ctx.emit(
@@ -701,6 +716,43 @@ class AssetActor(Actor):
             if record.expires_at is not None and record.expires_at <= now:
                 await self.ctx.emit(se.AssetExpired(asset_id=record.asset_id, at=now))
                 self._drop_blob_if_unused(record.hash)
+
+    async def _remove_outputs(self, job_ids: list[str]) -> None:
+        """Remove the output folders of jobs whose expiry is logged (idempotent)."""
+        folders: set[Path] = set()
+        for job_id in job_ids:
+            job = self.ctx.state.jobs.get(job_id)
+            paths = [o.path for o in job.outputs] if job is not None else []
+            folders.update(job_folders(self.ctx.out_dir, job_id, paths))
+        if folders:
+            await trio.to_thread.run_sync(remove_folders, sorted(folders))
+
+
+def job_folders(out_dir: Path, job_id: str, paths: Iterable[str]) -> set[Path]:
+    """The folders holding a job's outputs: OUT/<job>/ of this ``--out``, and that of each
+    output saved under another (a restart with another ``--out``): the output path's
+    ancestor named after the job (``job.py`` saves OUT/<job>/<subfolder>/<file>)."""
+    folders = {out_dir / job_id}
+    for path in paths:
+        for parent in Path(path).parents:
+            if parent.name == job_id:
+                folders.add(parent)
+                break
+    return folders
+
+
+def remove_folders(folders: Iterable[Path]) -> None:
+    """Remove each folder and what it holds; one gone already is no error, one that cannot
+    go is a warning (the next start tries again)."""
+    for folder in folders:
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("expired outputs in %s not removed: %s", folder, exc)
+            continue
+        log.debug("expired outputs removed: %s", folder)
 
 
 _TYPES = {

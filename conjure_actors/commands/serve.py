@@ -119,7 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log", metavar="PATH", help=f"event log of serve (default {DEFAULT_LOG}; not a run's)"
     )
-    parser.add_argument("--out", metavar="DIR", default="out", help="job outputs go to DIR/<job>/")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="out",
+        help="job outputs go to DIR/<job>/, removed when the job expires (--retention)",
+    )
     add_cloud_arguments(parser)
     parser.add_argument(
         "--max-queue", type=int, default=1000, help="jobs queued or running at most (then 429)"
