@@ -86,36 +86,53 @@ def _named_by_flag(exc: Exception, flags: dict[str, Any]) -> Exception:
 
 # RunComfy's API cannot list the nodes of a workflow version; a running machine of it can
 # (its ComfyUI's /object_info). `machine up` records the catalogue from the dev machine; a
-# run (or serve) without one records it from its own first machine: the first prompt about
-# to be submitted fetches it from the machine it goes to, keeps it where `machine up` does,
-# and every prompt of the run is checked against it before its POST. So a workflow the
-# version cannot run fails with the pre-flight's line without the GPU running it, and the
-# next runs refuse it before launching anything. The fetch failing fails no job: said once,
-# the run goes on unchecked, as before.
+# run (or serve) records it from its own first machine: the first prompt about to be
+# submitted fetches it from the machine it goes to, keeps it where `machine up` does, and
+# every prompt of the run is checked against it before its POST. So a workflow the version
+# cannot run fails with the pre-flight's line without the GPU running it, and the next runs
+# refuse it before launching anything. A kept catalogue is checked too: the machine is the
+# truth for its version, so one that differs from it (kept by an older run, or the version's
+# image changed) is replaced at once, and the run's prompts are checked against the
+# machine's. The fetch failing fails no job: said once, the run goes on with the kept
+# catalogue if there is one, else unchecked, as before.
 
 
 class VersionCatalogue:
-    """The node catalogue of RunComfy workflow ``version``, fetched from its first machine
-    (``refusal`` is the actors' ``PromptCheck``). ``note`` says a failed fetch, once."""
+    """The node catalogue of RunComfy workflow ``version``: the one ``kept`` (an earlier
+    run's) until the version's first machine of this run gave its own, then that one
+    (``refusal`` is the actors' ``PromptCheck``). ``note`` says a failed fetch, once, and a
+    kept catalogue the machine's replaced."""
 
-    def __init__(self, path: Path, version: str, note: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        version: str,
+        note: Callable[[str], None],
+        kept: dict[str, Any] | None = None,
+    ) -> None:
+        from conjure_actors.domain.workflow import catalog_from_object_info
+
         self.path = path
         self.version = version
         self._note = note
-        self._catalog: Catalog | None = None
+        self._kept = kept
+        self._catalog: Catalog | None = catalog_from_object_info(kept) if kept else None
+        self._fetched = False
         self._given_up = False
         self._lock = trio.Lock()
 
     def __repr__(self) -> str:
-        return f"VersionCatalogue({self.version!r}, fetched={self._catalog is not None})"
+        return f"VersionCatalogue({self.version!r}, fetched={self._fetched})"
 
     @property
     def fetched(self) -> bool:
-        return self._catalog is not None
+        """Whether a machine of the version gave its catalogue in this run."""
+        return self._fetched
 
     @property
     def catalog(self) -> Catalog | None:
-        """The catalogue fetched from the version's first machine (None until then)."""
+        """The catalogue prompts are checked against: the machine's once fetched, else the
+        kept one (None: neither)."""
         return self._catalog
 
     async def refusal(self, client: ComfyUIClient, prompt: dict[str, Any]) -> PromptRefusal | None:
@@ -123,14 +140,15 @@ class VersionCatalogue:
         from conjure_actors.domain.preflight import check_prompt
 
         async with self._lock:  # one fetch, whatever the jobs waiting on it
-            if self._catalog is None and not self._given_up:
+            if not self._fetched and not self._given_up:
                 await self._fetch(client)
         if self._catalog is None:
             return None
         refused = check_prompt(prompt, self._catalog)
         if refused is None:
             return None
-        by = f"workflow version {self.version}'s node catalogue (from its machine)"
+        source = "from its machine" if self._fetched else "kept from an earlier run"
+        by = f"workflow version {self.version}'s node catalogue ({source})"
         return attrs.evolve(refused, by=by)
 
     async def _fetch(self, client: ComfyUIClient) -> None:
@@ -138,6 +156,11 @@ class VersionCatalogue:
         from conjure_actors.commands.validate import write_catalogue
         from conjure_actors.domain.workflow import catalog_from_object_info
 
+        fallback = (
+            "the jobs are checked against the one kept from an earlier run"
+            if self._catalog is not None
+            else "the jobs run without that check"
+        )
         try:
             info = await client.object_info()
             catalog = catalog_from_object_info(info)
@@ -148,29 +171,36 @@ class VersionCatalogue:
             )
             self._note(
                 f"workflow version {self.version}: its machine did not give its node catalogue"
-                f" ({why}); the jobs run without that check"
+                f" ({why}); {fallback}"
             )
             return
         if not catalog:
             self._given_up = True
             self._note(
                 f"workflow version {self.version}: its machine's node catalogue is empty;"
-                " the jobs run without that check"
+                f" {fallback}"
             )
             return
-        await trio.to_thread.run_sync(write_catalogue, self.path, info)
+        if info != self._kept:
+            await trio.to_thread.run_sync(write_catalogue, self.path, info)
+            if self._kept is not None:
+                self._note(
+                    f"workflow version {self.version}: its machine's node catalogue differs"
+                    " from the one kept from an earlier run; the machine's replaces it (jobs"
+                    " are checked against it)"
+                )
+        self._kept = None  # not needed any more
         self._catalog = catalog
+        self._fetched = True
 
 
 def version_catalogue(config: Config, note: Callable[[str], None]) -> VersionCatalogue | None:
-    """For a RunComfy run whose workflow version has no recorded catalogue: the check that
-    records it from the first machine (None: another target, or one is recorded)."""
+    """For a RunComfy run: the check against the version's catalogue, the kept one (if any)
+    until the run's first machine gives its own (None: another target, or no version)."""
     from conjure_actors.commands.validate import catalogue_path, read_catalogue
 
     version = config.runcomfy.workflow_version
     if config.mode != "runcomfy" or not version:
         return None
     path = catalogue_path(config, version)
-    if read_catalogue(path) is not None:
-        return None
-    return VersionCatalogue(path, version, note)
+    return VersionCatalogue(path, version, note, read_catalogue(path))

@@ -207,14 +207,26 @@ CATALOGS_DIR: Final = "catalogs"
 
 
 def catalogue_path(config: Config, version: str) -> Path:
-    """Where the catalogue of workflow ``version`` is kept (a safe file name for any id)."""
+    """Where the catalogue of workflow ``version`` is kept (a safe file name for any id).
+    RunComfy's own versions are kept as CATALOGS_DIR/<version>.json; those of another
+    service (a simulator's, on its loopback URL) under a folder of their own, keyed by the
+    service's host and account: a simulated version never overwrites RunComfy's of the same
+    id (the port is left out: a simulator's changes from run to run)."""
     import hashlib
+    from urllib.parse import urlsplit
 
     from conjure_actors.commands.machine import state_path
+    from conjure_actors.config import DEFAULT_RUNCOMFY_BASE_URL
 
     safe = version if version.replace("-", "").replace("_", "").isalnum() else None
     name = safe or hashlib.sha256(version.encode()).hexdigest()[:32]
-    return state_path(config).parent / CATALOGS_DIR / f"{name}.json"
+    folder = state_path(config).parent / CATALOGS_DIR
+    base = config.runcomfy.base_url
+    if base.rstrip("/") != DEFAULT_RUNCOMFY_BASE_URL:
+        parts = urlsplit(base)
+        where = f"{parts.scheme}://{(parts.hostname or '').lower()}|{config.runcomfy.user_id}"
+        folder = folder / hashlib.sha256(where.encode()).hexdigest()[:16]
+    return folder / f"{name}.json"
 
 
 def _dev_machine_of(config: Config, version: str | None) -> tuple[str, str] | None:

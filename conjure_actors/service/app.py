@@ -157,14 +157,17 @@ class Service:
     @property
     def catalog(self) -> Catalog | None:
         """The node catalogue submissions are validated with, strictly (None: structure
-        only). On RunComfy with no catalogue recorded at start, the one the version's first
-        machine gave (the prompt check fetches and keeps it) counts from then on: a graph it
-        refuses gets its 422 at submission instead of failing later as a job."""
-        if self._catalog is None:
-            check = getattr(getattr(self.conjure, "ctx", None), "prompt_check", None)
+        only). On RunComfy, the one the version's first machine gave (the prompt check
+        fetches and keeps it) counts from then on, also over one kept at start that it
+        contradicts: a graph it refuses gets its 422 at submission instead of failing later
+        as a job."""
+        check = getattr(getattr(self.conjure, "ctx", None), "prompt_check", None)
+        if getattr(check, "fetched", False):
             learned: Catalog | None = getattr(check, "catalog", None)
             if learned is not None:
                 self._catalog = learned
+        elif self._catalog is None:
+            self._catalog = getattr(check, "catalog", None)
         return self._catalog
 
     def job_ended(self, job_id: str) -> None:

@@ -11,10 +11,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 import eventlog
+from conjure_actors.commands.validate import catalogue_path
+from conjure_actors.config import Config
 from conjure_actors.domain import events as ev
 from conjure_actors.sim.cloud import CloudTimings
 from conjure_actors.sim.runcomfy import RunComfyTimings
@@ -37,6 +40,17 @@ async def served() -> AsyncIterator[ServedCloud]:
         cloud: ServedCloud = await nursery.start(partial(serve_cloud, timings=timings, seed=3))
         yield cloud
         nursery.cancel_scope.cancel()
+
+
+def _kept(cloud: ServedCloud, cwd: Path) -> Path:
+    """Where the CLI keeps VERSION's catalogue (the simulator's own key, not RunComfy's)."""
+    base = Config()
+    config = attrs.evolve(
+        base,
+        dev_state_file=str(cwd / "state" / "dev.json"),
+        runcomfy=attrs.evolve(base.runcomfy, base_url=cloud.base_url, user_id=cloud.user_id),
+    )
+    return catalogue_path(config, VERSION)
 
 
 async def _cli(cloud: ServedCloud, cwd: Path, *args: str) -> tuple[int, str]:
@@ -71,7 +85,7 @@ async def test_version_catalogue_is_recorded_then_used_without_a_machine(tmp_pat
         code, err = await _cli(cloud, tmp_path, "run", *bad)
         assert code == 2, err
         assert "node 20 (KSampler) input 'scheduler': 'nope' is not one of:" in err
-        kept = tmp_path / "state" / "catalogs" / f"{VERSION}.json"
+        kept = _kept(cloud, tmp_path)
         assert kept.stat().st_mode & 0o777 == 0o600
         code, err = await _cli(cloud, tmp_path, "machine", "down")
         assert code == 0, err
@@ -130,9 +144,9 @@ async def test_first_run_records_the_catalogue_from_its_machine_and_checks_befor
     and the prompt it refuses (a class the version lacks) is never POSTed: the job fails
     with the pre-flight's line. The next run refuses it before launching any machine."""
     (tmp_path / "w.json").write_text(CUSTOM)
-    kept = tmp_path / "state" / "catalogs" / f"{VERSION}.json"
     line = "node 1: unknown class 'MyCustomNode' (not in the node catalog)"
     async with served() as cloud:
+        kept = _kept(cloud, tmp_path)
         code, err = await _cli(
             cloud, tmp_path, "run", "w.json", "--workflow-version", VERSION, "--log", "1.log"
         )
