@@ -27,6 +27,7 @@ import itertools
 import logging
 import math
 import random
+import re
 import uuid
 import weakref
 from collections import OrderedDict, deque
@@ -414,6 +415,33 @@ def outputs_from_ui(node_id: str, ui: object, *, strict: bool = False) -> tuple[
 def _text(value: object) -> str | None:
     """``value`` if it is a string, else ``None`` (a field of another type is no text)."""
     return value if isinstance(value, str) else None
+
+
+_NODE_ID_DETAILS: Final = re.compile(r"Node ID '#([^']+)'")
+_MISSING_CLASS: Final = re.compile(r"because node (.+) does not exist")
+
+
+def _missing_node(error: Mapping[str, Any]) -> NodeError | None:
+    """The node a refusal of a class the server lacks names (None: it names none)."""
+    extra = error.get("extra_info")
+    extra = extra if isinstance(extra, dict) else {}
+    message = str(error.get("message", ""))
+    details = str(error.get("details", ""))
+    node_id = extra.get("node_id")
+    if node_id is None and (found := _NODE_ID_DETAILS.search(details)) is not None:
+        node_id = found.group(1)
+    if node_id is None:
+        return None
+    class_type = extra.get("class_type")
+    if class_type is None and (cls := _MISSING_CLASS.search(message)) is not None:
+        class_type = cls.group(1)
+    return NodeError(
+        node_id=str(node_id),
+        class_type=str(class_type or ""),
+        type=str(error.get("type", "")),
+        message=message,
+        details=details,
+    )
 
 
 def _node_errors(raw: object) -> list[NodeError]:
@@ -1549,8 +1577,18 @@ class ComfyUIClient:
             summary = f"{error.get('message', 'rejected')} {error.get('details', '')}".strip()
         more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
         # ComfyUI's refusal of a class it has not ("Cannot execute because node X does not
-        # exist."): no input fixes it; the machine's image lacks the node.
-        missing = not errors and "does not exist" in str(error.get("message", ""))
+        # exist."; newer ones: type missing_node_type): no input fixes it; the machine's
+        # image lacks the node.
+        missing = not errors and (
+            "does not exist" in str(error.get("message", ""))
+            or error.get("type") == "missing_node_type"
+        )
+        if missing:
+            # Its node_errors are empty: the node it names (in ``details``, "Node ID '#17'",
+            # or ``extra_info``) becomes the one entry, so the job's error names it too.
+            named = _missing_node(error)
+            if named is not None:
+                errors = [named]
         fix = (
             "run it on a workflow version whose machines have that node, or drop it"
             if missing

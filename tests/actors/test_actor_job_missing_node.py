@@ -73,3 +73,26 @@ async def test_comfyuis_refusal_of_a_missing_node_says_what_fixes_it(
     (failed,) = [r.event for r in log.records() if isinstance(r.event, ev.JobFailed)]
     assert "a workflow version whose machines have that node" in failed.message
     assert "fix the workflow inputs" not in failed.message
+
+
+async def test_comfyuis_refusal_of_a_missing_node_names_it_in_the_job_s_error(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """ComfyUI names the node only in its ``details`` ("Node ID '#17'"): the rejection and
+    the job's error carry its id and class (QA G12: both were null)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud)
+        config = attrs.evolve(config, runcomfy=attrs.evolve(config.runcomfy, workflow_version=CORE))
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            job = await conjure.submit(
+                json.loads(bundled_workflow()), image=example_sketch_png(), prompt="a fox"
+            )
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            error = conjure.state.jobs[job].error
+    (rejected,) = [r.event for r in log.records() if isinstance(r.event, ev.PromptRejected)]
+    assert (rejected.node_id, rejected.class_type) == ("17", MISSING)
+    assert error is not None
+    assert (error.node_id, error.node_type) == ("17", MISSING)

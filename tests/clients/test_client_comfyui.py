@@ -204,17 +204,19 @@ async def test_rejected_prompt_lists_every_node_error(autojump_clock: trio.abc.C
     assert "\n" not in str(err)
 
 
-async def test_unknown_class_is_rejected_without_node_errors(
+async def test_unknown_class_is_rejected_naming_the_node(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    """invalid_prompt comes with empty node_errors; the message says what is wrong."""
+    """invalid_prompt comes with empty node_errors; the node its ``details`` names ("Node ID
+    '#2'") and the class its message names are the error's one entry (QA G12: they were
+    lost, and the job's error had node_id/class_type null)."""
     graph = workflow("invert_save")
     graph["2"]["class_type"] = "NoSuchNode"
     async with open_env() as env:
         with pytest.raises(PromptRejectedError) as info:
             await env.client.submit(graph, new_prompt_id(), None)
     assert info.value.error_type == "invalid_prompt"
-    assert info.value.node_errors == []
+    assert [(e.node_id, e.class_type) for e in info.value.node_errors] == [("2", "NoSuchNode")]
     assert "NoSuchNode" in str(info.value)
 
 
