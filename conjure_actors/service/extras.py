@@ -642,7 +642,10 @@ def extras_for(service: Service, security: SecuritySettings) -> Extras:
         job_counts=lambda: service.index.counts,
     )
     routes: list[BaseRoute] = [*ROUTES, Route("/metrics", metrics.endpoint, methods=["GET"])]
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics), *security_middleware(security)]
+    middleware = [
+        Middleware(MetricsMiddleware, metrics=metrics),
+        *security_middleware(security, now=service.conjure.ctx.now),
+    ]
     return Extras(routes, middleware, metrics)
 
 

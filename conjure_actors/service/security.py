@@ -30,6 +30,16 @@ What this module guards, outermost first (see :func:`security_middleware`):
   it). Requests without ``Origin`` (curl, the SDK) are not browsers'.
 - **A bearer token** (``--token``), compared in constant time; 401 ``unauthorized``.
   ``GET /api/v2/health`` stays open so probes need no credential.
+- **Signed URLs** (:class:`UrlSigner`, only with a token): a browser can send no
+  ``Authorization`` header with ``<img src>`` or ``EventSource``, so the content URLs the API
+  returns (an asset's or output's ``url``) and a job's ``urls.events`` carry
+  ``?expires=<epoch s>&sig=<HMAC-SHA256>`` over that path and expiry (``expires`` is the
+  ``url_expires_at`` announced). A GET or HEAD of exactly that path with a valid signature
+  not past its expiry is served without the token; an altered, expired or foreign one is
+  401 saying to get a fresh URL. The key is derived from the token with a fixed label
+  (never the token itself), so a new token voids every URL signed before. No access log
+  is written, and the service's own log lines name a request's path only, never its
+  query: the signatures reach no log.
 - **Request size limits**: 413 ``payload_too_large`` (the v2 error envelope), from the
   ``Content-Length`` before a byte is read, or as the body streams in when it has none.
 
@@ -47,12 +57,16 @@ named: it is what the address bar shows, no secret).
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import hmac
 import ipaddress
+import logging
 import re
+import time
 import urllib.parse
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -71,6 +85,7 @@ __all__ = [
     "HostMiddleware",
     "SecurityMiddleware",
     "SecuritySettings",
+    "UrlSigner",
     "check_bind",
     "error_response",
     "is_loopback_host",
@@ -79,6 +94,7 @@ __all__ = [
     "normalize_origin",
     "parse_forwarded_allow_ips",
     "security_middleware",
+    "url_signer",
 ]
 
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
@@ -266,6 +282,106 @@ def check_bind(host: str, token: str | None) -> None:
             f"refusing to listen on {host or 'every interface'!r} without a token: pass"
             " --token (or set CONJURE_TOKEN), or keep the default --host 127.0.0.1"
         )
+
+
+# ------------------------------------------------------------------------- signed URLs
+
+SIGNING_LABEL: Final = b"conjure-actors signed URL v1"
+"""What the URL-signing key is derived with from the token (HMAC-SHA256(token, label)): a
+signature never carries or reveals the token, and a new token voids every URL signed."""
+SIGNED_PATHS: Final = re.compile(r"/api/v2/(?:assets/[^/]+/content|jobs/[^/]+/events)")
+"""The paths a signed URL may open (what a browser loads with no header: an ``<img src>``,
+an ``EventSource``): an asset's bytes and a job's events, nothing else."""
+SIGNED_QUERY: Final = ("expires", "sig")
+_EXPIRES_DIGITS: Final = 12
+"""Digits of an ``expires`` at most (epoch seconds; past the year 33000)."""
+_SIGNER_KEY: Final = "conjure.url_signer"
+"""Where :class:`SecurityMiddleware` leaves the signer in a request's scope."""
+
+
+@attrs.frozen
+class UrlSigner:
+    """Signs and checks the capability URLs of :data:`SIGNED_PATHS` (module docstring)."""
+
+    key: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def from_token(cls, token: str) -> UrlSigner:
+        return cls(hmac.new(token.encode(), SIGNING_LABEL, hashlib.sha256).digest())
+
+    def signature(self, path: str, expires: str) -> str:
+        """base64url (no padding) of HMAC-SHA256 over ``path`` and ``expires`` as sent."""
+        mac = hmac.new(self.key, f"{path}\n{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def sign(self, path: str, expires: int) -> str:
+        """``path?expires=...&sig=...``: ``path`` opened without a token until ``expires``."""
+        stamp = str(int(expires))
+        return f"{path}?expires={stamp}&sig={self.signature(path, stamp)}"
+
+    def refusal(self, path: str, query: bytes, now: float) -> str | None:
+        """Why a request for ``path`` with this query string is not a valid signed one
+        (None: it is). The signature is checked over the ``expires`` exactly as sent, so
+        any change of path, expiry or signature is refused."""
+        found: dict[str, list[str]] = {}
+        for key, value in urllib.parse.parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if key in SIGNED_QUERY:
+                found.setdefault(key, []).append(value)
+        expires, sig = found.get("expires", []), found.get("sig", [])
+        stamp = expires[0] if len(expires) == 1 else ""
+        ok = (
+            len(sig) == 1
+            and SIGNED_PATHS.fullmatch(path) is not None
+            and 0 < len(stamp) <= _EXPIRES_DIGITS
+            and stamp.isascii()
+            and stamp.isdigit()
+        )
+        # compare_digest on bytes: a presented signature of any characters is compared.
+        presented = sig[0].encode() if len(sig) == 1 else b""
+        expected = self.signature(path, stamp).encode()
+        if not hmac.compare_digest(presented, expected) or not ok:
+            return (
+                "this signed URL is not valid (altered, or signed under another token): get"
+                " a fresh one from the API (GET the asset or the job with the bearer token),"
+                " or send Authorization: Bearer <token>"
+            )
+        if int(stamp) <= now:
+            return (
+                "this signed URL has expired: get a fresh one from the API (GET the asset or"
+                " the job with the bearer token), or send Authorization: Bearer <token>"
+            )
+        return None
+
+
+_SIG_IN_TEXT: Final = re.compile(r"(?<![A-Za-z0-9_])sig=[^&\s\"'<>]*")
+
+
+class _RedactSignatures(logging.Filter):
+    """Replaces every ``sig=...`` of a log line by ``sig=REDACTED``: no access log is
+    written by ``serve``, but an embedder may turn one on (``hypercorn.access``), an SSE
+    body logged at DEBUG (``sse_starlette``) carries the job's signed URLs, and so does
+    a client's request line (``httpx``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "sig=" in message:
+            record.msg, record.args = _SIG_IN_TEXT.sub("sig=REDACTED", message), None
+        return True
+
+
+_REDACT_SIGNATURES: Final = _RedactSignatures()
+for _name in ("hypercorn.access", "uvicorn.access", "sse_starlette.sse", "httpx"):
+    logging.getLogger(_name).addFilter(_REDACT_SIGNATURES)
+
+
+def url_signer(scope: Scope) -> UrlSigner | None:
+    """The signer of the service this request reached (None: no token, URLs stay plain)."""
+    signer: UrlSigner | None = scope.get(_SIGNER_KEY)
+    return signer
+
+
+def _asks_signed(query: bytes) -> bool:
+    return b"sig=" in query or b"expires=" in query
 
 
 # ------------------------------------------------------------------------------ errors
@@ -495,11 +611,16 @@ def _loopback_url(scope: Scope) -> str:
 
 
 class SecurityMiddleware:
-    """Pure ASGI (so SSE streams pass untouched): origin check, token, body size."""
+    """Pure ASGI (so SSE streams pass untouched): origin check, token (or a signed URL),
+    body size. ``now``: the clock the signed URLs' expiries are in (the service's)."""
 
-    def __init__(self, app: ASGIApp, *, settings: SecuritySettings) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: SecuritySettings, now: Callable[[], float] = time.time
+    ) -> None:
         self.app = app
         self.settings = settings
+        self.now = now
+        self.signer = UrlSigner.from_token(settings.token) if settings.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -511,9 +632,17 @@ class SecurityMiddleware:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        if self.signer is not None:
+            scope = {**scope, _SIGNER_KEY: self.signer}
         await self._limited(scope, receive, send, limit)
 
     def _refuse(self, scope: Scope, headers: dict[bytes, str], limit: int) -> JSONResponse | None:
+        signed = self._signed_refusal(scope)
+        if signed is None:
+            # A valid signed URL is a credential, not an ambient request: it opens from any
+            # page it was given to (an <img> of another site sends no Origin, and
+            # Sec-Fetch-Site: cross-site), as the bearer token would.
+            return None
         why = origin_refusal(scope, self.settings.cors_origins, headers)
         if why is not None:
             return error_response(403, "forbidden", why)
@@ -527,13 +656,23 @@ class SecurityMiddleware:
             return error_response(
                 401,
                 "unauthorized",
-                "missing or wrong bearer token: send Authorization: Bearer <token>",
+                signed or "missing or wrong bearer token: send Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         length = headers.get(b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
             return self._too_large(limit)
         return None
+
+    def _signed_refusal(self, scope: Scope) -> str | None:
+        """For a request presenting a signed URL: None when it is a GET/HEAD of a valid one,
+        else why not; ``""`` when it presents none (or there is no token: no signer)."""
+        query = scope.get("query_string", b"")
+        if self.signer is None or not _asks_signed(query):
+            return ""
+        if scope["method"] not in ("GET", "HEAD"):
+            return "a signed URL opens only with GET or HEAD: send Authorization: Bearer <token>"
+        return self.signer.refusal(scope["path"], query, self.now())
 
     def _limit(self, headers: dict[bytes, str]) -> int:
         ctype = (headers.get(b"content-type") or "").lower()
@@ -622,11 +761,13 @@ class _CORSMiddleware(CORSMiddleware):
         return "this cross-origin request is refused (private network access is not allowed)"
 
 
-def security_middleware(settings: SecuritySettings) -> list[Middleware]:
+def security_middleware(
+    settings: SecuritySettings, *, now: Callable[[], float] = time.time
+) -> list[Middleware]:
     """The middleware list for ``Starlette(middleware=...)``, outermost first: the Host
     check and forwarded headers (only when there is a Host to check or a proxy to trust),
     CORS for the listed origins (only when some are listed), then
-    :class:`SecurityMiddleware`."""
+    :class:`SecurityMiddleware` (``now``: the clock of the signed URLs' expiries)."""
     stack: list[Middleware] = []
     if settings.checks_host or settings.forwarded_allow_ips:
         stack.append(Middleware(HostMiddleware, settings=settings))
@@ -641,5 +782,5 @@ def security_middleware(settings: SecuritySettings) -> list[Middleware]:
                 allow_credentials=True,
             )
         )
-    stack.append(Middleware(SecurityMiddleware, settings=settings))
+    stack.append(Middleware(SecurityMiddleware, settings=settings, now=now))
     return stack

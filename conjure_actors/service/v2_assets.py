@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from typing import Any, Final
 from urllib.parse import quote
@@ -45,12 +46,14 @@ from conjure_actors.service.errors import (
     too_deep,
 )
 from conjure_actors.service.responses import JSONResponse
+from conjure_actors.service.security import url_signer
 
 PUT_ATTEMPTS = 3
 """Times an upload stores its bytes: again when the blob went (its last asset deleted)
 between the store and the record."""
 URL_TTL = 3600.0
-"""Seconds a content URL is announced valid (our URLs do not expire; the spec wants one)."""
+"""Seconds a content URL is announced valid: with a token, its signature expires then
+(:class:`~conjure_actors.service.security.UrlSigner`); without one it does not expire."""
 MAX_FILE_PATH: Final = 1024
 """Characters an asset's ``file_path`` holds at most."""
 
@@ -86,7 +89,8 @@ def is_live(record: se.AssetRecord, now: float) -> bool:
 
 def content_url(request: Request, record: se.AssetRecord) -> tuple[str, str | None]:
     """The content URL of an asset (absolute: the spec says ``format: uri``) and until when
-    it is announced valid: ``URL_TTL`` from now, never past the asset's own expiry."""
+    it is valid: ``URL_TTL`` from now, never past the asset's own expiry, in whole seconds.
+    With a token the URL is signed until then (a browser opens it without the header)."""
     from conjure_actors.service.v2_jobs import iso
 
     base = str(request.base_url).rstrip("/")
@@ -94,7 +98,15 @@ def content_url(request: Request, record: se.AssetRecord) -> tuple[str, str | No
     until = service.conjure.ctx.now() + URL_TTL
     if record.expires_at is not None:
         until = min(until, record.expires_at)
-    return f"{base}/api/v2/assets/{record.asset_id}/content", iso(until)
+    path = signed_path(request, f"/api/v2/assets/{record.asset_id}/content", until)
+    return f"{base}{path}", iso(math.floor(until))
+
+
+def signed_path(request: Request, path: str, until: float) -> str:
+    """``path``, signed until ``until`` (floored to whole seconds) when the service has a
+    token; unchanged without one."""
+    signer = url_signer(request.scope)
+    return path if signer is None else signer.sign(path, math.floor(until))
 
 
 def asset_view(
@@ -499,4 +511,4 @@ ROUTES = [
     Route("/api/v2/assets/{id}/content", content, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "asset_view", "content_url", "is_live"]
+__all__ = ["ROUTES", "URL_TTL", "asset_view", "content_url", "is_live", "signed_path"]

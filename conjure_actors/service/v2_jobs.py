@@ -51,7 +51,7 @@ from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service
 from conjure_actors.service.errors import ApiError, invalid_request, not_found, too_deep
 from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
-from conjure_actors.service.v2_assets import content_url, is_live
+from conjure_actors.service.v2_assets import URL_TTL, content_url, is_live, signed_path
 
 TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
 MAX_LIST: int = 500
@@ -310,7 +310,12 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "outputs": outputs,
         "error": _error_view(service, job, api),
         "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
-        "urls": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
+        "urls": {
+            "self": base,
+            # With a token, signed for URL_TTL: an EventSource sends no Authorization.
+            "events": signed_path(request, f"{base}/events", now + URL_TTL),
+            "cancel": f"{base}/cancel",
+        },
         "metadata": dict(api.labels) if api is not None else {},
     }
 

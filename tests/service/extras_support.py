@@ -152,8 +152,9 @@ def png() -> bytes:
 async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[float, str, Any]]:
     """Drive ``app`` with one SSE request to ``path`` until the stream ends; returns
     ``(trio time the frame was sent, event name, decoded data)`` per event (pings skipped).
-    httpx's ASGI transport hands the body over only once it is complete: this keeps when
-    each frame left."""
+    ``path`` may carry a query (a signed ``urls.events``); no Authorization is sent, as
+    an ``EventSource`` sends none. httpx's ASGI transport hands the body over only once
+    it is complete: this keeps when each frame left."""
     import json
 
     sent: list[tuple[float, bytes]] = []
@@ -173,6 +174,7 @@ async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[flo
             if not message.get("more_body", False):
                 done.set()
 
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -181,7 +183,7 @@ async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[flo
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(b"host", b"127.0.0.1:8189"), (b"accept", b"text/event-stream")],
         "client": ("127.0.0.1", 50000),

@@ -106,7 +106,7 @@ def _viewed(job: st.Job, now: float) -> dict[str, Any]:
         index=SimpleNamespace(position=lambda job: 0),
         node_classes=lambda sha: {},
     )
-    return job_view(SimpleNamespace(), service, job.job_id)
+    return job_view(SimpleNamespace(scope={}), service, job.job_id)
 
 
 def test_a_running_job_has_a_start_before_comfyui_executes_it() -> None:
