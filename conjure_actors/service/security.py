@@ -109,7 +109,16 @@ OPEN_PATHS: Final = frozenset({"/api/v2/health"})
 
 
 CORS_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
-CORS_HEADERS: Final = ("Authorization", "Content-Type", "Idempotency-Key", "Range")
+CORS_HEADERS: Final = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Range",
+    "Last-Event-ID",
+    "Cache-Control",
+)
+"""The request headers a listed origin may send: the API's own, and the two fetch-based
+SSE readers add (``Last-Event-ID`` on a reconnect, ``Cache-Control: no-cache``)."""
 CORS_EXPOSE: Final = ("Retry-After", "Content-Range", "Accept-Ranges", "Location")
 
 
@@ -738,7 +747,9 @@ class _CORSMiddleware(CORSMiddleware):
         headers = {
             key: value
             for key, value in answer.headers.items()
-            if key not in ("content-length", "content-type")
+            # Starlette grants private network access on a refused preflight too: a
+            # refusal grants nothing.
+            if key not in ("content-length", "content-type", "access-control-allow-private-network")
         }
         return error_response(403, "forbidden", self._why(request_headers), headers=headers)
 
@@ -780,6 +791,9 @@ def security_middleware(
                 allow_headers=list(CORS_HEADERS),
                 expose_headers=list(CORS_EXPOSE),
                 allow_credentials=True,
+                # A page of a listed (public) origin calling serve on a loopback or private
+                # address: Chromium's Private Network Access preflight asks for this.
+                allow_private_network=True,
             )
         )
     stack.append(Middleware(SecurityMiddleware, settings=settings, now=now))
