@@ -17,8 +17,8 @@ import trio
 from extras_support import open_extras_service, sse_events, wait_for
 
 from conjure_actors.domain import state as st
+from conjure_actors.service import v2_assets
 from conjure_actors.service.security import UrlSigner
-from conjure_actors.service.v2_assets import URL_TTL
 
 TOKEN = "tok-9a7c1e5b3d2f4608"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,8 +41,9 @@ def _epoch(text: str) -> int:
 
 
 async def test_a_signed_asset_url_is_served_without_the_header_until_url_expires_at(
-    tmp_path: Path, autojump_clock: Any
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(v2_assets, "URL_TTL", 60.0)  # a minute of the simulated cloud, not an hour
     async with open_extras_service(tmp_path, token=TOKEN) as run:
         asset = await _upload(run.client, headers=AUTH)
         url = asset["url"]
@@ -51,7 +52,7 @@ async def test_a_signed_asset_url_is_served_without_the_header_until_url_expires
         assert query["expires"] == [str(_epoch(asset["url_expires_at"]))]
         served = await run.client.get(url)
         assert (served.status_code, served.content) == (200, b"\x89PNG not really")
-        await trio.sleep(URL_TTL + 1)
+        await trio.sleep(61)
         expired = await run.client.get(url)
         fresh = (await run.client.get(f"/api/v2/assets/{asset['id']}", headers=AUTH)).json()
         again = await run.client.get(fresh["url"])
