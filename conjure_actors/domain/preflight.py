@@ -5,8 +5,9 @@ refused here, for free: the graph against the node catalogue of its target (clas
 required inputs: :func:`~conjure_actors.domain.workflow.validate_graph`), every literal value
 against its input's type and range (``INT``/``FLOAT`` min and max, a combo's choices,
 ``BOOLEAN``; no literal where only a link will do: :func:`check_values`), the seeds
-(:func:`check_seed`) and the input image (:func:`check_image`: a PNG, JPEG, WebP, GIF or BMP
-header with a size, under ComfyUI's upload limit, whose pixels decode). :func:`preflight` runs
+(:func:`check_seed`) and the input image (:func:`check_image`: an image Pillow, what ComfyUI's
+LoadImage opens it with, decodes (PNG, JPEG, WebP, GIF, BMP, TIFF...), under ComfyUI's upload
+limit). :func:`preflight` runs
 them all and reports every problem at once.
 
 Every problem is one line that names the node id, its class and the input (ids and names are
@@ -75,6 +76,14 @@ MAX_UPLOAD_BYTES: Final = 100 * 1024 * 1024
 """ComfyUI's default ``max_upload_size`` (``GET /features``): a larger upload is refused."""
 
 IMAGE_FORMATS: Final = ("PNG", "JPEG", "WebP", "GIF", "BMP")
+"""The formats whose header :func:`image_info` reads without Pillow (their declared size is
+checked first); any other format Pillow decodes (TIFF, AVIF, TGA...) is accepted too, as
+ComfyUI's LoadImage opens whatever Pillow opens."""
+
+_UNIDENTIFIED: Final = (
+    "not an image ComfyUI's LoadImage reads (PNG, JPEG, WebP, GIF, BMP, TIFF...),"
+    " or one cut short or damaged"
+)
 
 _LITERAL_TYPES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 """Input types that take a literal value (a widget in ComfyUI's front end)."""
@@ -382,7 +391,7 @@ def decode_problem(data: bytes) -> str | None:
                 if image.width * image.height <= DECODE_PIXELS:
                     image.load()  # the pixels themselves, as ComfyUI's LoadImage will
     except UnidentifiedImageError:
-        return "does not decode (Pillow cannot tell what image it is: cut short or damaged?)"
+        return _UNIDENTIFIED
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
         return f"does not decode ({show(reason)})"
@@ -391,17 +400,17 @@ def decode_problem(data: bytes) -> str | None:
 
 def image_problem(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES) -> str | None:
     """What is wrong with an input image's bytes (None: nothing): empty, over the upload
-    limit, not an image ComfyUI's LoadImage reads, a header that declares no pixels, or
-    pixels that do not decode (:func:`decode_problem`).
-    Said without naming the file (the caller says where it comes from)."""
+    limit, a header that declares no pixels, or not an image whose pixels Pillow decodes
+    (:func:`decode_problem`). One rule for every door (``run --image``, ``validate``, both
+    APIs): what ComfyUI's LoadImage opens (it opens with Pillow) is accepted, whatever its
+    format (TIFF, AVIF, TGA... too). Said without naming the file (the caller says where it
+    comes from)."""
     if not data:
         return "the file is empty"
     if len(data) > max_bytes:
         return f"{len(data)} bytes is over ComfyUI's upload limit of {max_bytes} bytes"
     info = image_info(data)
-    if info is None:
-        return f"not an image ({', '.join(IMAGE_FORMATS)}) or its header is cut short"
-    if info.width == 0 or info.height == 0:
+    if info is not None and (info.width == 0 or info.height == 0):
         return f"the {info.format} header says {info.width}x{info.height} pixels"
     return decode_problem(data)
 

@@ -35,8 +35,6 @@ from conjure_actors.domain.errors import WorkflowError
 from conjure_actors.domain.preflight import (
     MAX_UPLOAD_BYTES,
     check_values,
-    decode_problem,
-    image_info,
     image_problem,
 )
 from conjure_actors.domain.workflow import (
@@ -432,10 +430,7 @@ def _read_image_problem(path: Path) -> str | None:
         if size > MAX_UPLOAD_BYTES:
             return f"{size} bytes is over ComfyUI's upload limit of {MAX_UPLOAD_BYTES} bytes"
         data = blob.read()
-    problem = image_problem(data)
-    if problem is not None and data and image_info(data) is None and decode_problem(data) is None:
-        return None  # TIFF, AVIF, TGA...: LoadImage opens whatever Pillow decodes
-    return problem
+    return image_problem(data)  # one rule with run --image: what Pillow (LoadImage) decodes
 
 
 async def check_input_images(

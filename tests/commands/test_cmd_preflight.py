@@ -99,7 +99,8 @@ def test_several_bad_flags_are_said_as_the_inputs_problems(tmp_path: Path) -> No
     assert _refused(proc, tmp_path) == [
         "error: the inputs have 2 problems:",
         "  - --seed -1: a seed is an integer from 0 to 18446744073709551615",
-        "  - --image x.png: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+        "  - --image x.png: not an image ComfyUI's LoadImage reads"
+        " (PNG, JPEG, WebP, GIF, BMP, TIFF...), or one cut short or damaged",
     ]
 
 
@@ -110,7 +111,8 @@ def test_every_problem_is_its_own_line(tmp_path: Path) -> None:
     assert _refused(proc, tmp_path) == [
         "error: conjure_flux_mesh.json: workflow has 3 problems:",
         "  - --seed -1: a seed is an integer from 0 to 18446744073709551615",
-        "  - --image x.png: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+        "  - --image x.png: not an image ComfyUI's LoadImage reads"
+        " (PNG, JPEG, WebP, GIF, BMP, TIFF...), or one cut short or damaged",
         "  - node 20 (KSampler) input 'cfg': 1000000000.0 is above the maximum 100.0",
     ]
 

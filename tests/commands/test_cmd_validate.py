@@ -184,6 +184,6 @@ def test_an_image_cut_inside_its_first_chunk_is_said_without_a_python_repr(
     (tmp_path / "t30.png").write_bytes(example_sketch_png()[:30])
     assert main(["validate", str(CONJURE), "--image", str(tmp_path / "t30.png")]) == 2
     assert capsys.readouterr().err == (
-        f"error: --image {tmp_path / 't30.png'}: does not decode (Pillow cannot tell what"
-        " image it is: cut short or damaged?)\n"
+        f"error: --image {tmp_path / 't30.png'}: not an image ComfyUI's LoadImage reads"
+        " (PNG, JPEG, WebP, GIF, BMP, TIFF...), or one cut short or damaged\n"
     )

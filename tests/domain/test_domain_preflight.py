@@ -34,6 +34,10 @@ from conjure_actors.domain.workflow import (
 from conjure_actors.sim.catalog import OBJECT_INFO
 
 ROOT = Path(__file__).resolve().parents[2]
+UNIDENTIFIED = (
+    "not an image ComfyUI's LoadImage reads (PNG, JPEG, WebP, GIF, BMP, TIFF...),"
+    " or one cut short or damaged"
+)
 CATALOG = catalog_from_object_info(OBJECT_INFO)
 CONJURE = workflow_from_mapping(
     json.loads((ROOT / "conjure_actors" / "workflows" / "conjure_flux_mesh.json").read_text()),
@@ -156,11 +160,11 @@ def test_a_lossless_webp_is_read() -> None:
         (b"", "--image x: the file is empty"),
         (
             b"hello",
-            "--image x: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+            "--image x: " + UNIDENTIFIED,
         ),
         (
             b"\x89PNG\r\n\x1a\n",
-            "--image x: not an image (PNG, JPEG, WebP, GIF, BMP) or its header is cut short",
+            "--image x: " + UNIDENTIFIED,
         ),
     ],
 )
@@ -337,9 +341,26 @@ def test_an_image_pillow_cannot_identify_is_said_without_a_python_repr() -> None
     ``<_io.BytesIO object at 0x...>``; the problem (run, validate and serve say it) does not."""
     from conjure_actors.domain.preflight import image_problem
 
-    assert image_problem(example_sketch_png()[:30]) == (
-        "does not decode (Pillow cannot tell what image it is: cut short or damaged?)"
-    )
+    assert image_problem(example_sketch_png()[:30]) == UNIDENTIFIED
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "TGA", "PPM"])
+def test_an_image_pillow_decodes_is_accepted_whatever_its_format(fmt: str) -> None:
+    """ComfyUI's LoadImage opens whatever Pillow decodes: a whole TIFF (TGA, PPM...) is
+    accepted by run --image, validate and /api/conjure/jobs, as by /api/v2/jobs (G3)."""
+    assert check_image(_image(fmt, (320, 240)), name="a.tiff") == []
+
+
+def test_a_tiff_cut_short_is_refused_without_blaming_a_header() -> None:
+    """A TIFF cut short is refused (one line, no Python repr); a whole one never hears that
+    its header is cut short."""
+    from conjure_actors.domain.preflight import image_problem
+
+    whole = _image("TIFF", (320, 240))
+    problem = image_problem(whole[: len(whole) // 2])
+    assert problem is not None
+    assert "\n" not in problem
+    assert " at 0x" not in problem
 
 
 def _invert(image: object) -> dict[str, Any]:

@@ -78,6 +78,26 @@ async def test_conjure_job_with_a_non_image_is_refused(
         assert not run.service.state.machines
 
 
+async def test_conjure_job_with_a_tiff_is_accepted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A whole TIFF (ComfyUI's LoadImage opens what Pillow decodes) is taken by the front
+    end's call as by /api/v2/jobs and run --image: one image rule for every door (G3)."""
+    import io
+
+    from PIL import Image
+
+    tiff = io.BytesIO()
+    Image.new("RGB", (32, 24), "red").save(tiff, "TIFF")
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post(
+            "/api/conjure/jobs",
+            files={"image": ("a.tiff", tiff.getvalue(), "image/tiff")},
+            data={"prompt": PROMPT},
+        )
+        assert r.status_code == 201, r.text
+
+
 async def test_conjure_job_with_a_bad_set_value_is_invalid_workflow(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
