@@ -388,8 +388,15 @@ def _open_input(name: str, ctx: NodeContext) -> Image.Image:
     return img
 
 
+_SINGLE_IMAGE_FORMATS: Final = frozenset({"MPO"})
+"""nodes.LoadImage's ``excluded_formats``: a file of several frames in one of these formats
+gives its first frame only, not a batch (an MPO is a phone photo with its preview or depth
+frames, not an animation)."""
+
+
 def _load_image(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> _Result:
-    """nodes.LoadImage: every frame of the input's size, RGB; mask = 1 - alpha."""
+    """nodes.LoadImage: every frame of the input's size, RGB, as a batch (the first frame
+    only for an MPO); mask = 1 - alpha."""
     img = _open_input(str(i["image"]), ctx)
     images: list[_Array] = []
     masks: list[_Array] = []
@@ -410,6 +417,8 @@ def _load_image(node_id: str, i: dict[str, Any], ctx: NodeContext, d: bytes) -> 
             masks.append(1.0 - _from_pil(frame.convert("RGBA").getchannel("A")))
         else:
             masks.append(np.zeros((64, 64), dtype=np.float32))
+    if img.format in _SINGLE_IMAGE_FORMATS:  # output_images[0]: no torch.cat at all
+        images, masks = images[:1], masks[:1]
     if len({m.shape for m in masks}) > 1:  # torch.cat of masks of different sizes
         raise NodeFailure("RuntimeError", "Sizes of tensors must match except in dimension 0")
     return (
