@@ -134,6 +134,14 @@ log = logging.getLogger("conjure_actors.actors.pool")
 
 HEALTH_ATTEMPTS = 5
 
+ATTACHED_MISSES = 3
+"""An attached ComfyUI (``--comfyui-url``, the dev machine: nothing we launch or pay for)
+is asked ``/system_stats`` at every poll; this many failed in a row and it is taken for down
+(``MachineUnhealthy``): its jobs are queued again, in their place, and wait for it."""
+
+ATTACHED_CHECK_TIMEOUT = 10.0
+"""How long one ``/system_stats`` of an attached ComfyUI may take (its retries included)."""
+
 LATE_PROMPT_EVERY = 10.0
 """Seconds between two lookups of a prompt its job gave up on (``WatchLatePrompt``)."""
 
@@ -380,6 +388,19 @@ class LossChecked:
     error: str = ""
 
 
+def attached_name(kind: str, server_id: str) -> str:
+    """An attached machine as a user knows it (never its URL)."""
+    return "the ComfyUI of --comfyui-url" if kind == "comfyui" else f"the dev machine {server_id}"
+
+
+@attrs.frozen(eq=False)
+class AttachedChecked:
+    """The ``/system_stats`` of an attached ComfyUI answered (``answered``) or not."""
+
+    server_id: str
+    answered: bool
+
+
 @attrs.frozen(eq=False)
 class ShutdownDeadline:
     """``stop_patience`` has passed since ``StopAllMachines``: answer with what still runs."""
@@ -598,6 +619,10 @@ class MachinePool:
         self.on_launching = on_launching
         self.deadlines: list[tuple[float, int]] = []  # (deadline, seq) of queued jobs, a heap
         self.seq = itertools.count()
+        # The queue place (seq) a job was served from, while it holds its lease; and the
+        # place a job whose attached ComfyUI went down gets back when it asks again.
+        self.served_seq: dict[str, int] = {}
+        self.keep_place: dict[str, int] = {}
         self.live: dict[str, _Live] = {}
         self.launching_allowed = True
         self.refuse_reason = ""
@@ -817,6 +842,8 @@ class MachineActor(Actor):
         # renewal, asked at the next poll, is refused again).
         self._renewal_refused: dict[str, float] = {}
         self._health: set[str] = set()
+        self._attached_checks: set[str] = set()  # /system_stats of attached ComfyUIs in flight
+        self._attached_misses: Counter[str] = Counter()  # ... failed in a row
         self._looking_up: set[str] = set()  # GET /servers/{id} of a machine left out
         # Of those, stopped machines whose DELETE did not take (recheck) -> failed lookups.
         self._recheck_lookups: dict[str, int] = {}
@@ -902,6 +929,7 @@ class MachineActor(Actor):
                 self._poll()
             case Tick():
                 self._poll()
+                self._check_attached()
                 await self._assign()  # a launch backing off after a failure comes back here
                 if not self.pool.recovering and (
                     trio.current_time() - self.pool.reaped_at
@@ -939,6 +967,8 @@ class MachineActor(Actor):
                     await self._assign()
             case LossChecked():
                 await self._on_loss_checked(msg)
+            case AttachedChecked():
+                await self._on_attached_checked(msg)
             case ShutdownDeadline():
                 self._on_shutdown_deadline()
             case WatchLatePrompt():
@@ -981,7 +1011,9 @@ class MachineActor(Actor):
                 return
         if not self.pool.launching_allowed and self.pool.relaunch:
             self._relaunch(job_id)
-        seq = next(self.pool.seq)
+        seq = self.pool.keep_place.pop(job_id, None)
+        if seq is None or self.pool.waiting.get(seq) is not None:
+            seq = next(self.pool.seq)
         self.pool.waiting.append(
             _Waiter(job_id, workflow_version, priority, seq, reply, only_server, deadline)
         )
@@ -1066,6 +1098,7 @@ class MachineActor(Actor):
             machine = state.machines.get(server_id)
             now = self.ctx.now()
             events: list[Any] = []
+            self.pool.served_seq.pop(job_id, None)
             if machine is not None and job_id in machine.leases:
                 events.append(decide.release_machine(state, server_id, job_id, at=now))
             if broken:
@@ -1101,6 +1134,7 @@ class MachineActor(Actor):
 
     def _cancel_lease(self, job_id: str) -> None:
         self.pool.resumed.discard(job_id)
+        self.pool.keep_place.pop(job_id, None)
         for live in self.pool.live.values():
             parked = [r for j, r in live.returns if j == job_id]
             if parked:
@@ -1440,6 +1474,7 @@ class MachineActor(Actor):
                 await self.ctx.emit(decide.lease_machine(state, sid, w.job_id, at=self.ctx.now()))
                 live = self.pool.live.setdefault(sid, _Live())
                 w.reply.set(Lease(sid, live.client, live.lost, live.events))
+                self.pool.served_seq[w.job_id] = w.seq
                 if kept is not None:
                     reserved = self.pool.reserved.get(sid, set())
                     reserved.discard(w.job_id)  # its slot: now a lease
@@ -3280,6 +3315,70 @@ class MachineActor(Actor):
         if not m.healthy:
             await self.ctx.emit(ev.MachineHealthy(server_id=msg.server_id, at=self.ctx.now()))
         await self._assign()
+
+    # ------------------------------------------------------------------ attached ComfyUIs
+
+    def _check_attached(self) -> None:
+        """Ask every attached ComfyUI (not launched, not paid for: it may go away at any
+        time, with nothing of the cloud to say so) ``/system_stats``, one at a time each."""
+        for m in self.ctx.state.machines.values():
+            sid = m.server_id
+            if m.kind == "runcomfy" or m.status in MACHINE_GONE or sid in self._attached_checks:
+                continue
+            live = self.pool.live.get(sid)
+            if live is None or live.client is None:
+                continue
+            self._attached_checks.add(sid)
+            self.start_soon(self._attached_child, sid, live.client, name="machine-attached")
+
+    async def _attached_child(self, server_id: str, client: ComfyUIClient) -> None:
+        answered = False
+        with trio.move_on_after(ATTACHED_CHECK_TIMEOUT):
+            try:
+                await client.system_stats()
+                answered = True
+            except ClientError as exc:
+                log.info("health check of %s failed: %s", server_id, type(exc).__name__)
+        await self._tell(AttachedChecked(server_id, answered))
+
+    async def _on_attached_checked(self, msg: AttachedChecked) -> None:
+        """An attached ComfyUI that stopped answering is unhealthy (said once): its jobs are
+        queued again in their place (their prompts' fate is looked up no more: a ComfyUI
+        that went away lost them) and every job waits, up to its timeouts, for it to answer
+        again; then it is healthy (said once) and serves them in their order."""
+        sid = msg.server_id
+        self._attached_checks.discard(sid)
+        m = self.ctx.state.machines.get(sid)
+        live = self.pool.live.get(sid)
+        if m is None or live is None or m.kind == "runcomfy" or m.status in MACHINE_GONE:
+            return
+        if msg.answered:
+            self._attached_misses.pop(sid, None)
+            if not m.healthy and not live.opening:
+                log.warning(
+                    "%s answers again: the jobs waiting for it go on", attached_name(m.kind, sid)
+                )
+                await self.ctx.emit(ev.MachineHealthy(server_id=sid, at=self.ctx.now()))
+                await self._assign()
+            return
+        self._attached_misses[sid] += 1
+        misses = self._attached_misses[sid]
+        if not m.healthy or misses < ATTACHED_MISSES:
+            return
+        log.warning(
+            "%s does not answer: its jobs are queued again and wait for it (up to their timeouts)",
+            attached_name(m.kind, sid),
+        )
+        reason = f"/system_stats failed {misses} times in a row"
+        await self.ctx.emit(ev.MachineUnhealthy(server_id=sid, reason=reason, at=self.ctx.now()))
+        for job_id in m.leases:
+            seq = self.pool.served_seq.get(job_id)
+            if seq is not None:
+                self.pool.keep_place[job_id] = seq
+        # Its jobs see their lease lost and queue themselves again; the ComfyUI stays, with
+        # a new signal for the leases it gives once it answers.
+        lost, live.lost = live.lost, LostSignal()
+        lost.set()
 
     # ------------------------------------------------------------------ recovery
 

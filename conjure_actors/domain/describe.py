@@ -121,6 +121,7 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         f"ready; billing at {_rate(e.rate_micros_per_hour)} ({e.price_table_version})"
     ),
     ev.MachineHealthy: lambda e: "healthy (ComfyUI answered)",
+    ev.MachineUnhealthy: lambda e: f"unhealthy ({e.reason}): jobs wait for it",
     ev.MachineLeased: lambda e: f"leased to job {e.job_id}",
     ev.MachineReleased: lambda e: f"released by job {e.job_id}",
     ev.LeaseRenewed: lambda e: "lease renewed",

@@ -94,6 +94,7 @@ __all__ = [
     "MachineStopped",
     "MachineStoppedAgain",
     "MachineStopping",
+    "MachineUnhealthy",
     "NodeCached",
     "NodeExecuted",
     "NodeProgress",
@@ -309,6 +310,16 @@ class MachineHealthy(msgspec.Struct, frozen=True, kw_only=True, tag="machine.hea
     """Emitted by the MachineActor once ComfyUI's ``/system_stats`` answered on the machine."""
 
     server_id: str
+    at: float
+
+
+class MachineUnhealthy(msgspec.Struct, frozen=True, kw_only=True, tag="machine.unhealthy"):
+    """Emitted by the MachineActor when an attached ComfyUI (a machine we do not pay for:
+    ``--comfyui-url``, the dev machine) stopped answering ``/system_stats``: it takes no job
+    until it answers again (``MachineHealthy``); the jobs on it are queued again."""
+
+    server_id: str
+    reason: str
     at: float
 
 
@@ -736,6 +747,7 @@ Event = (
     | MachineStatusObserved
     | MachineReady
     | MachineHealthy
+    | MachineUnhealthy
     | MachineLeased
     | MachineReleased
     | LeaseRenewed
@@ -803,6 +815,7 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     MachineStatusObserved,
     MachineReady,
     MachineHealthy,
+    MachineUnhealthy,
     MachineLeased,
     MachineReleased,
     LeaseRenewed,

@@ -808,6 +808,10 @@ def _healthy(s: State, e: ev.MachineHealthy) -> None:
     _machine(s, e.server_id, "MachineHealthy").healthy = True
 
 
+def _unhealthy(s: State, e: ev.MachineUnhealthy) -> None:
+    _machine(s, e.server_id, "MachineUnhealthy").healthy = False
+
+
 def _leased(s: State, e: ev.MachineLeased) -> None:
     m = _machine(s, e.server_id, "MachineLeased")
     if m.status != M_READY:
@@ -1281,6 +1285,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.MachineStatusObserved: _status_observed,
     ev.MachineReady: _ready,
     ev.MachineHealthy: _healthy,
+    ev.MachineUnhealthy: _unhealthy,
     ev.MachineLeased: _leased,
     ev.MachineReleased: _released,
     ev.LeaseRenewed: _lease_renewed,

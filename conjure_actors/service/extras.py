@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 
 import conjure_actors
 from conjure_actors.actors.example import DEFAULT_WORKFLOW, bundled_workflow, bundled_workflows
+from conjure_actors.actors.pool import attached_name
 from conjure_actors.clients.comfyui import origin_of
 from conjure_actors.clients.errors import ClientError
 from conjure_actors.domain import cost_policy
@@ -105,7 +106,8 @@ def _now(service: Service) -> float:
 async def health(request: Request) -> Response:
     """``GET /api/v2/health``: ``ok`` while accepting jobs, ``stopping`` during shutdown,
     ``degraded`` (still 200: reads work, and a restart would not free the disk) with its
-    ``reason`` while the log's full disk holds the journal (new work is 507), or while
+    ``reason`` while the log's full disk holds the journal (new work is 507), while an
+    attached ComfyUI does not answer (its jobs wait for it), or while
     launching is stopped because launches kept failing (the jobs waiting then failed; the
     next job tries again), while the budget is exceeded, or while it refuses launches (from
     its first refusal until a launch is granted or the budget is set again)."""
@@ -120,6 +122,12 @@ async def health(request: Request) -> Response:
             "reason": "the disk of the event log is full: new jobs, uploads and changes get"
             " 507 insufficient_storage, work already accepted waits; free space on that disk",
             "held_since": iso(held),
+        }
+    elif down := _attached_down(service):
+        body = {
+            "status": "degraded",
+            "reason": f"{down[0]} does not answer: jobs wait for it (up to their timeouts);"
+            " start it again, or check its network",
         }
     elif launch_problem is not None:
         body = {
@@ -142,6 +150,15 @@ async def health(request: Request) -> Response:
         body = {"status": "ok"}
     body["version"] = conjure_actors.__version__
     return JSONResponse(body, status_code=200 if service.accepting else 503)
+
+
+def _attached_down(service: Service) -> list[str]:
+    """The attached ComfyUIs (``--comfyui-url``, the dev machine) the pool found down."""
+    return [
+        attached_name(m.kind, m.server_id)
+        for m in service.state.machines.values()
+        if m.kind != "runcomfy" and m.status not in st.MACHINE_GONE and not m.healthy
+    ]
 
 
 # ------------------------------------------------------------------------------- mode
@@ -197,6 +214,7 @@ async def mode(request: Request) -> Response:
         {
             "mode": ctx.mode,
             "comfyui_url": comfyui,
+            "comfyui_answers": None if comfyui is None else not _attached_down(service),
             "runcomfy": {
                 "used": ctx.runcomfy is not None,
                 "simulated": ctx.mode == "simulated",

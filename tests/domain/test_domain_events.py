@@ -33,6 +33,7 @@ EXPECTED_TAGS = {
     "machine.status_observed",
     "machine.ready",
     "machine.healthy",
+    "machine.unhealthy",
     "machine.leased",
     "machine.released",
     "machine.lease_renewed",

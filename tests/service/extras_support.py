@@ -64,6 +64,7 @@ async def open_extras_service(
     hold_resumed: Any = None,
     hold_full_disk: float | None = None,
     ready_delay: float = 1.0,
+    attached: bool = False,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
@@ -71,7 +72,8 @@ async def open_extras_service(
     ``comfy``: the simulated nodes' timings; ``catalog``: the node catalogue submissions
     are checked against (default: the simulator's); ``hold_resumed``: open_conjure's;
     ``hold_full_disk``: the journal's (``serve --disk-full-patience``); ``ready_delay``: the
-    seconds a simulated machine boots."""
+    seconds a simulated machine boots; ``attached``: ``--comfyui-url`` mode, on the
+    simulated cloud's standalone ComfyUI."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=ready_delay, deleting_delay=0.5),
@@ -91,6 +93,8 @@ async def open_extras_service(
             ),
             pool=attrs.evolve(base.pool, poll_interval=0.2),
         )
+        if attached:
+            config = attrs.evolve(config, comfyui_url=cloud.standalone_comfyui()[0])
         async with (
             eventlog.open_journal(
                 log,
@@ -110,7 +114,7 @@ async def open_extras_service(
                 ws_connect=cloud.ws_connect,
                 wall=wall,
                 out_dir=tmp_path / "out",
-                mode="simulated",
+                mode="comfyui" if attached else "simulated",
                 seed=3,
                 hold_resumed=hold_resumed,
             ) as service,

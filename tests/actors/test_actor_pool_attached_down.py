@@ -1,0 +1,100 @@
+"""An attached ComfyUI (``--comfyui-url``) that goes away mid-job (G11): the pool's health
+check finds it down (``MachineUnhealthy``, said once), its job is queued again at once
+(not left "running" until the attempt timeout), every job waits for it, and once it
+answers again (``MachineHealthy``) the jobs run in their submission order."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.domain.events import Event
+from conjure_actors.sim.cloud import STANDALONE_HOST
+
+GRAPH = json.loads(bundled_workflow())
+
+
+def _take_down(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standalone ComfyUI's process dies: its prompt and sockets are gone, and nothing
+    answers at its address (until the test undoes the patch)."""
+    transport_for, sim_for = cloud._transport_for, cloud._sim_for
+
+    def no_transport(host: str) -> Any:
+        return None if host == STANDALONE_HOST else transport_for(host)
+
+    def no_sim(host: str | None) -> Any:
+        return None if host == STANDALONE_HOST else sim_for(host)
+
+    monkeypatch.setattr(cloud, "_transport_for", no_transport)
+    monkeypatch.setattr(cloud, "_sim_for", no_sim)
+    cloud.standalone_comfyui()[1].restart()
+
+
+async def test_a_comfyui_gone_mid_job_is_unhealthy_and_its_job_waits_in_its_place(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Down mid-job: unhealthy within a few polls, said once on the terminal (no URL), the
+    job queued again at once, still ahead of the job submitted after it; both run once the
+    ComfyUI answers again (said once), the first one first."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    caplog.set_level(logging.WARNING, logger="conjure_actors.actors.pool")
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            first, second = await _go_away_and_back(cloud, conjure, monkeypatch)
+    leased = [
+        r.event.job_id
+        for r in log.records()
+        if type(r.event).__name__ == "MachineLeased" and r.event.job_id in (first, second)
+    ]
+    assert leased == [first, first, second]  # back in its place: before the later job
+    names = [type(r.event).__name__ for r in log.records()]
+    assert names.count("MachineUnhealthy") == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("does not answer" in line for line in said) == 1
+    assert sum("answers again" in line for line in said) == 1
+    assert not any(STANDALONE_HOST in line for line in said)
+
+
+async def _go_away_and_back(
+    cloud: Any, conjure: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """One job running when the ComfyUI goes away, a second queued behind it; both wait
+    5 min, then the ComfyUI answers again and both run."""
+    first = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="first")
+    with trio.fail_after(600):
+        await wait_for(conjure, lambda s: s.jobs[first].execution == "started")
+    second = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="second")
+    with monkeypatch.context() as down:
+        _take_down(cloud, down)
+        started = trio.current_time()
+        with trio.fail_after(120):  # a few polls, far from the 30 min attempt timeout
+            await wait_for(conjure, lambda s: not s.machines["comfyui"].healthy)
+            await wait_for(conjure, lambda s: s.jobs[first].status == "queued")
+        assert trio.current_time() - started < 120
+        await trio.sleep(300)  # down for 5 min: both wait, neither fails nor runs
+        assert conjure.state.jobs[first].status == "queued"
+        assert conjure.state.jobs[second].status == "queued"
+        assert not conjure.state.machines["comfyui"].leases
+    with trio.fail_after(3600):
+        await conjure.wait_until_idle()
+    assert conjure.state.jobs[first].status == "succeeded"
+    assert conjure.state.jobs[second].status == "succeeded"
+    assert conjure.state.machines["comfyui"].healthy
+    return first, second
