@@ -3371,7 +3371,8 @@ class MachineActor(Actor):
         )
         reason = f"/system_stats failed {misses} times in a row"
         await self.ctx.emit(ev.MachineUnhealthy(server_id=sid, reason=reason, at=self.ctx.now()))
-        for job_id in m.leases:
+        jobs = list(m.leases)
+        for job_id in jobs:
             seq = self.pool.served_seq.get(job_id)
             if seq is not None:
                 self.pool.keep_place[job_id] = seq
@@ -3379,6 +3380,12 @@ class MachineActor(Actor):
         # a new signal for the leases it gives once it answers.
         lost, live.lost = live.lost, LostSignal()
         lost.set()
+        # Only cut off (not restarted), it may still run their prompts when it answers
+        # again: watched, and stopped there if so (the jobs run theirs again, once).
+        for job_id in jobs:
+            job = self.ctx.state.jobs.get(job_id)
+            if job is not None and job.prompt_id is not None:
+                self._watch_late_prompt(WatchLatePrompt(sid, job.prompt_id, job_id))
 
     # ------------------------------------------------------------------ recovery
 

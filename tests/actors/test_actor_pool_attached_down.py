@@ -21,6 +21,7 @@ from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
 from conjure_actors.sim.cloud import STANDALONE_HOST
+from conjure_actors.sim.timings import ComfyTimings
 
 GRAPH = json.loads(bundled_workflow())
 
@@ -28,16 +29,7 @@ GRAPH = json.loads(bundled_workflow())
 def _take_down(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The standalone ComfyUI's process dies: its prompt and sockets are gone, and nothing
     answers at its address (until the test undoes the patch)."""
-    transport_for, sim_for = cloud._transport_for, cloud._sim_for
-
-    def no_transport(host: str) -> Any:
-        return None if host == STANDALONE_HOST else transport_for(host)
-
-    def no_sim(host: str | None) -> Any:
-        return None if host == STANDALONE_HOST else sim_for(host)
-
-    monkeypatch.setattr(cloud, "_transport_for", no_transport)
-    monkeypatch.setattr(cloud, "_sim_for", no_sim)
+    _cut_off(cloud, monkeypatch)
     cloud.standalone_comfyui()[1].restart()
 
 
@@ -98,3 +90,44 @@ async def _go_away_and_back(
     assert conjure.state.jobs[second].status == "succeeded"
     assert conjure.state.machines["comfyui"].healthy
     return first, second
+
+
+def _cut_off(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standalone ComfyUI is cut off (its network, not its process): it runs on."""
+    transport_for, sim_for = cloud._transport_for, cloud._sim_for
+    monkeypatch.setattr(
+        cloud,
+        "_transport_for",
+        lambda host: None if host == STANDALONE_HOST else transport_for(host),
+    )
+    monkeypatch.setattr(
+        cloud, "_sim_for", lambda host: None if host == STANDALONE_HOST else sim_for(host)
+    )
+
+
+async def test_a_prompt_still_running_on_a_comfyui_cut_off_is_stopped_when_it_answers(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut off (not restarted) mid-job, a prompt of minutes: the job is queued again, and
+    when the ComfyUI answers again its old prompt, still running there, is stopped
+    (LatePromptStopped): the job's new prompt does not wait behind it, nor is it run to
+    the end for nothing."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=100.0)) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            old = conjure.state.jobs[job].prompt_id
+            with monkeypatch.context() as off:
+                _cut_off(cloud, off)
+                with trio.fail_after(120):
+                    await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+    stopped = [r.event for r in log.records() if type(r.event).__name__ == "LatePromptStopped"]
+    assert [(e.prompt_id, e.job_id) for e in stopped] == [(old, job)]
