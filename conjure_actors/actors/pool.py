@@ -3343,9 +3343,9 @@ class MachineActor(Actor):
 
     async def _on_attached_checked(self, msg: AttachedChecked) -> None:
         """An attached ComfyUI that stopped answering is unhealthy (said once): its jobs are
-        queued again in their place (their prompts' fate is looked up no more: a ComfyUI
-        that went away lost them) and every job waits, up to its timeouts, for it to answer
-        again; then it is healthy (said once) and serves them in their order."""
+        queued again in their place (their prompts are watched as given up: stopped there
+        if it still runs them when it answers) and every job waits, up to its timeouts, for
+        it to answer again; then it is healthy (said once) and serves them in their order."""
         sid = msg.server_id
         self._attached_checks.discard(sid)
         m = self.ctx.state.machines.get(sid)
