@@ -240,6 +240,7 @@ async def test_fresh_start_and_launch_wait_out_a_long_rate_limit(
         assert cloud.running() == []
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_budget_stops_launching_and_every_job_ends(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ async def test_an_unknown_outcome_whose_lookup_fails_stops_its_prompt(
             await assert_prompt_stopped(cloud, conjure, job, first)
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_resumed_job_whose_lookup_fails_stops_its_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
@@ -55,6 +56,7 @@ def _submitting(log: eventlog.MemoryLog[Any]) -> list[ev.PromptSubmitting]:
     return [r.event for r in log.records() if isinstance(r.event, ev.PromptSubmitting)]
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_two_reattached_prompts_on_one_machine_both_log_their_progress(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

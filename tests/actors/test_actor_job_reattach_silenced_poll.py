@@ -28,6 +28,7 @@ WORKFLOWS = Path(__file__).parents[2] / "conjure_actors" / "workflows"
 INVERT = json.loads((WORKFLOWS / "invert_save.json").read_text())
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_reattach_socket_silenced_later_is_polled_fast(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

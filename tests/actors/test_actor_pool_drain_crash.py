@@ -108,6 +108,7 @@ def _after(log: eventlog.MemoryLog[Any], seq: int, kind: type) -> list[Any]:
     return [r.event for r in log.records(start_seq=seq + 1) if isinstance(r.event, kind)]
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_machine_draining_at_a_crash_takes_no_job_after_the_resume(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -147,6 +148,7 @@ async def test_a_machine_draining_at_a_crash_takes_no_job_after_the_resume(
     assert stops == ["reattach_given_up"]
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_crash_after_the_give_up_retry_never_reuses_the_machine(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

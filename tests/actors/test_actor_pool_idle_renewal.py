@@ -6,6 +6,7 @@ vanished."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from test_actor_pool import pool_rig
@@ -65,6 +66,7 @@ async def test_a_machine_that_reaches_its_lease_end_is_said_to_have_done_so(
         assert rig.ledger_matches_sim()
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_an_idle_machines_renewal_reaches_just_past_its_idle_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

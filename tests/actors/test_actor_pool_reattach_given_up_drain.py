@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, wait_for
@@ -29,6 +30,7 @@ def _of(log: eventlog.MemoryLog[Any], kind: type) -> list[Any]:
     return [r.event for r in log.records() if isinstance(r.event, kind)]
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_machine_given_back_broken_is_stopped_after_its_other_job(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import (
@@ -60,6 +61,7 @@ async def test_a_queued_job_has_no_actor_and_no_task(
     assert [_started(log, j) for j in jobs] == [1, 1]
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_cancelled_queued_job_ends_cancelled_and_never_leases(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -268,6 +268,7 @@ def _bytes_per_job(build: Any, jobs: int) -> float:
     return held / jobs
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 def test_memory_per_finished_job_stays_small() -> None:
     """A finished API job costs the folded state under 2,300 bytes (1,910; 3,670 before)."""
     jobs = 200

@@ -301,6 +301,7 @@ def foreign_hosts(draw: Any) -> str:
     return name + draw(_PORT)
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 @given(host=foreign_hosts())
 def test_any_foreign_host_is_refused(host: str) -> None:
     """Without a token, any Host that is not a loopback name is 403 ``forbidden``."""

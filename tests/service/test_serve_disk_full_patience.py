@@ -14,6 +14,7 @@ import trio
 from service_helpers import serving, workflow
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_serves_journal_holds_a_full_disk_and_goes_on_once_it_frees(
     sim_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

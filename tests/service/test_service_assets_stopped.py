@@ -85,6 +85,7 @@ async def test_a_crash_answers_the_submissions_it_held_503_at_once(
     assert max(took for took, _ in answers.values()) < 1
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_submission_queued_behind_a_crash_is_taken_by_the_restarted_actor(
     tmp_path: Path, autojump_clock: Any, crashable: None
 ) -> None:

@@ -27,6 +27,7 @@ def _graph() -> dict[str, Any]:
     return graph
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_submission_whose_answer_timed_out_still_runs_once_it_lands(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
@@ -39,6 +40,7 @@ async def test_a_submission_whose_answer_timed_out_still_runs_once_it_lands(
             assert await _settled_statuses(run.service) == ["succeeded"]
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_a_submission_whose_client_went_away_still_runs_once_it_lands(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -37,6 +37,7 @@ def _client(served: ServedCloud, http: httpx.AsyncClient) -> RunComfyClient:
     )
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_cloud_over_loopback() -> None:
     """Launch over real sockets: the machine's ComfyUI gets its own port, and stops with it."""
     with trio.fail_after(20):

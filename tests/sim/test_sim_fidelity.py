@@ -340,6 +340,7 @@ async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[ComfyUISim, httpx
 WS_CAPTURES = sorted(p.name for p in CAPTURES.glob("ws_*.jsonl") if "history_race" not in p.name)
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 @pytest.mark.parametrize("name", WS_CAPTURES)
 async def test_ws_capture_replays_with_the_same_frames_statuses_and_shapes(
     served: tuple[ComfyUISim, httpx.AsyncClient],
@@ -634,6 +635,7 @@ async def test_upload_answers_match_the_capture(
         assert response.json() == want[key]["body"], key
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 async def test_big_frame_closes_a_default_client_and_reaches_a_raised_one(
     served: tuple[ComfyUISim, httpx.AsyncClient],
     nursery: trio.Nursery,

@@ -60,6 +60,7 @@ _writes = st.lists(st.tuples(_pids, _entries), min_size=1, max_size=8)
 
 # Generating nested JSON is most of this property's cost (~40 ms an example): the inner loop
 # runs 15 examples, the slow tests 200.
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 @settings(max_examples=15, deadline=None)
 @given(writes=_writes)
 def test_history_entries_read_back_byte_identical_to_what_was_written(

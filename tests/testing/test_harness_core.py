@@ -120,6 +120,7 @@ def _seeded_run(seed: int, out: Path, faults: CloudFaults | None = None) -> list
     return trio.run(_run_once, seed, out, faults, clock=trio.testing.MockClock())
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 def test_same_seed_same_log(tmp_path: Path) -> None:
     """Two runs with the same seed write identical logs (events and timestamps)."""
     first = _seeded_run(5, tmp_path / "a")
@@ -129,6 +130,7 @@ def test_same_seed_same_log(tmp_path: Path) -> None:
     assert first == second
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 def test_same_seed_same_log_through_comfyui_retries(tmp_path: Path) -> None:
     """The ComfyUI clients' retry and reconnect jitter comes from the run's seed: with 5xx
     answers to retry, one seed still writes one log (else a hypothesis failure does not

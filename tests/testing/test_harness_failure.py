@@ -24,6 +24,7 @@ class NeverSubmitMachine(ConjureStateMachine):
             assert self.h.job_ids() == [], "a job was accepted"
 
 
+@pytest.mark.slow  # ~0.3 s or more: the inner loop runs without it, CI with it
 def test_failure_saves_a_replayable_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shrunk failure's event log is saved under $CONJURE_HARNESS_FAILURES."""
     monkeypatch.setenv(FAILURES_ENV, str(tmp_path))
