@@ -73,6 +73,7 @@ async def test_a_prompt_answered_by_a_gateway_after_queueing_runs_once(
     assert sorted(runs) == sorted(submitted)  # each ran once, nothing else ran
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_gateway_errors_on_uploads_and_prompts_never_run_a_prompt_twice(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

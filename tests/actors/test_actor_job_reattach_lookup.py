@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import (
@@ -59,6 +60,7 @@ async def test_a_resumed_job_whose_lookup_answers_503_for_a_while_reattaches(
     assert len(sim.prompts_run) == 1
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_a_reattach_given_up_unlooked_up_stops_its_machine(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import (
@@ -58,6 +59,7 @@ async def test_a_reattached_prompts_progress_reaches_the_log(
     assert all(e.job_id == job for e in progress)
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_a_reattach_socket_silenced_by_the_old_handler_still_ends_right(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

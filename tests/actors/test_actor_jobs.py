@@ -34,6 +34,7 @@ def _events(log: eventlog.MemoryLog[Any], name: str) -> list[Any]:
     return [r.event for r in log.records() if type(r.event).__name__ == name]
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_rate_limit_while_following_keeps_following_the_same_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -33,6 +33,7 @@ def _take_down(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     cloud.standalone_comfyui()[1].restart()
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_a_comfyui_gone_mid_job_is_unhealthy_and_its_job_waits_in_its_place(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,

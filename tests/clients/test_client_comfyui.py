@@ -499,6 +499,7 @@ async def test_previews_reach_the_follower(autojump_clock: trio.abc.Clock) -> No
     assert all(p.node == "2" for p in previews)
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_frame_over_one_mib_does_not_break_the_socket(
     autojump_clock: trio.abc.Clock,
 ) -> None:

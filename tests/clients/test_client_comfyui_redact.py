@@ -16,6 +16,7 @@ def make_client(http: httpx.AsyncClient, n: int) -> ComfyUIClient:
     return ComfyUIClient(f"https://m{n}.secret.invalid:8443", http=http, redact=f"server {n}")
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_the_filter_does_not_grow_with_clients_that_are_gone() -> None:
     """100 clients made and dropped one after another: the filter holds no more secrets."""
     gc.collect()

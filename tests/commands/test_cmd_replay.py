@@ -222,6 +222,7 @@ def test_follow_tails_until_the_run_stops(
     assert len(capsys.readouterr().out.splitlines()) == 7
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 def test_golden_log_replays_from_the_command_line(tmp_path: Path) -> None:
     """The real entry point (a subprocess) replays the golden log and checks it."""
     log = shutil.copy(GOLDEN, tmp_path / "golden.log")

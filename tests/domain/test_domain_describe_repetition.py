@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from domain_strategies import event_strategy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from conjure_actors.domain.describe import describe
 KEY = "9466fdf10b6845b8b4c13041e7071f71"
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 @settings(max_examples=8)
 @given(st.data())
 def test_no_summary_starts_with_its_subjects_kind(data: st.DataObject) -> None:

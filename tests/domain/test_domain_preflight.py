@@ -448,6 +448,7 @@ def test_bundled_workflows_pass_the_value_checks() -> None:
         assert check_values(json.loads(path.read_text()), CATALOG) == [], path.name
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 @given(st.data())
 def test_catalog_workflows_draw_no_value_where_a_link_is_needed(data: st.DataObject) -> None:
     """The harness's drawn graphs (tests run them end to end) pass the value checks."""

@@ -280,6 +280,7 @@ def test_memory_per_finished_job_stays_small() -> None:
     assert _bytes_per_job(build, jobs) < 2300
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 def test_memory_per_finished_job_decoded_from_a_snapshot_stays_small() -> None:
     """So does one decoded from a snapshot of that state (2,140 bytes now; 4,660 before)."""
     jobs = 200

@@ -358,6 +358,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 def test_the_salvage_command_in_the_error_message_works(tmp_path: Path) -> None:
     """The command a CorruptLogError names copies every intact record into a new log."""
     log = tmp_path / "run log"

@@ -52,6 +52,7 @@ def test_any_event_sequence_round_trips(
     assert [r.seq for r in got] == list(range(1, len(evs) + 1))
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 def test_truncation_at_every_offset_yields_the_longest_complete_prefix(tmp_path: Path) -> None:
     """Cutting the file at any byte and reopening gives exactly the complete records before it."""
     src = tmp_path / "full"

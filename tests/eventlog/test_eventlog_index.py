@@ -54,6 +54,7 @@ def test_writer_notes_every_index_every_th_record(tmp_path: Path) -> None:
     assert walked == offsets
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 @given(start=st.integers(1, N + 5), length=st.integers(0, 2 * INDEX_EVERY))
 def test_read_from_any_seq_equals_the_full_read(indexed_log: Path, start: int, length: int) -> None:
     """read(start_seq, stop_seq) through the index gives exactly the records of a full read."""

@@ -145,6 +145,7 @@ plans = st.lists(
 )
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 @given(plans=plans, max_batch=st.integers(1, 16))
 def test_every_returned_append_is_in_the_file_once_in_order(
     plans: list[tuple[int, float | None]], max_batch: int

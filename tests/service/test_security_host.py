@@ -327,6 +327,7 @@ def host_names(draw: Any) -> str:
     )
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 @given(name=host_names(), port=_PORT)
 def test_a_listed_host_is_served_with_any_port(name: str, port: str) -> None:
     """A name listed with --allowed-host is served whatever its port and case."""

@@ -156,6 +156,7 @@ async def test_a_held_journal_refuses_a_change_it_could_not_log(
     assert state.budget.limit_micros is None
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_health_and_metrics_say_the_journal_is_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
 ) -> None:

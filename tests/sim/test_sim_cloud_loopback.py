@@ -67,6 +67,7 @@ async def test_cloud_over_loopback() -> None:
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_a_loopback_machine_has_its_versions_nodes() -> None:
     """``python -m conjure_actors sim``'s machines have their workflow version's nodes too: a
     core-nodes machine has no CONJURE custom node, a CONJURE one has it."""

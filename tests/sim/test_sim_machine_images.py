@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -47,6 +48,7 @@ async def _machine_url(cloud: SimulatedCloud, http: httpx.AsyncClient, version: 
     return server.url.reveal()
 
 
+@pytest.mark.slow  # ~0.2 s or more: the inner loop runs without it, CI with it
 async def test_a_core_nodes_machine_lacks_the_conjure_custom_node(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
