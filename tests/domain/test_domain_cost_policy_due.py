@@ -8,6 +8,7 @@ import math
 
 from hypothesis import given
 from hypothesis import strategies as st
+from test_domain_cost_policy import _ready  # a machine Ready at a rate, until a lease end
 
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.cost_policy import (
@@ -22,31 +23,6 @@ from conjure_actors.domain.state import State, apply, initial_state
 
 NOW = 1_000.0
 WARN = 0.8
-
-
-def _ready(state: State, sid: str, rate: int, ready: float, end: float | None) -> None:
-    apply(
-        state,
-        ev.MachineLaunchRequested(
-            request_key=f"k-{sid}",
-            server_type="medium",
-            workflow_version="v1",
-            estimated_duration=600,
-            at=0.0,
-        ),
-    )
-    apply(state, ev.MachineLaunched(request_key=f"k-{sid}", server_id=sid, at=0.0))
-    apply(
-        state,
-        ev.MachineReady(
-            server_id=sid,
-            service_ready_at=ready,
-            estimated_stopping_at=end,
-            rate_micros_per_hour=rate,
-            price_table_version="t",
-            at=ready,
-        ),
-    )
 
 
 def _state(specs: list[tuple[int, float, float | None]], limit: int) -> State:
