@@ -166,10 +166,10 @@ _NAME: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 """A host name as a Host header may carry it (letters, digits, ``-``, ``_``; a final dot)."""
 
 
-def _host_name_of(authority: str) -> str | None:
-    """The name of a Host header's ``host[:port]``: lower case, IPv6 without brackets, a
-    final dot dropped; None when it is not a well-formed authority (no userinfo, path,
-    space or stray character: such a Host names nothing this service answers)."""
+def _authority_of(authority: str) -> tuple[str, int | None] | None:
+    """A Host header's ``host[:port]`` as (name, port): the name in lower case, IPv6 without
+    brackets, a final dot dropped; None when it is not a well-formed authority (no userinfo,
+    path, space or stray character: such a Host names nothing this service answers)."""
     value = authority.strip().lower()
     if value.startswith("["):
         inside, bracket, rest = value[1:].partition("]")
@@ -181,13 +181,19 @@ def _host_name_of(authority: str) -> str | None:
         ok = bool(bracket) and (
             rest == "" or (rest[0] == ":" and port.isascii() and port.isdigit())
         )
-        return inside if ok else None
+        return (inside, int(port) if port else None) if ok else None
     name, colon, port = value.partition(":")
     if colon and not (port.isascii() and port.isdigit()):
         return None
     if not name or not _NAME.fullmatch(name):
         return None
-    return name.removesuffix(".")
+    return name.removesuffix("."), int(port) if colon else None
+
+
+def _host_name_of(authority: str) -> str | None:
+    """The name of a Host header's ``host[:port]`` (:func:`_authority_of`), or None."""
+    parsed = _authority_of(authority)
+    return parsed[0] if parsed is not None else None
 
 
 def is_loopback_name(name: str) -> bool:
@@ -431,15 +437,6 @@ def _checked_headers(scope: Scope) -> dict[bytes, str]:
     return found
 
 
-def _host_name(authority: str) -> tuple[str, int | None]:
-    parsed = urllib.parse.urlsplit("//" + authority)
-    try:
-        port = parsed.port
-    except ValueError:
-        port = None
-    return (parsed.hostname or "").lower(), port
-
-
 def origin_refusal(
     scope: Scope, allowed: Collection[str], headers: dict[bytes, str] | None = None
 ) -> str | None:
@@ -455,19 +452,23 @@ def origin_refusal(
     host = headers.get(b"host")
     if origin is None or host is None:
         return None
-    host_name, host_port = _host_name(host)
-    if not is_loopback_host(host_name.strip("[]")):
+    authority = _authority_of(host)
+    if authority is None:  # names nothing: a page's request is not taken on trust
+        return "the request's Host header is not a well-formed host[:port]"
+    host_name, host_port = authority
+    if not is_loopback_name(host_name):
         # As ComfyUI does: only a loopback Host is checked, so a reverse proxy that
         # rewrites Host in front of a real deployment keeps working. (Without a token,
-        # HostMiddleware has refused every other Host already.)
+        # HostMiddleware has refused every other Host already.) Loopback as the Host
+        # check reads it: *.localhost too, which browsers resolve to this machine.
         return None
     parsed = urllib.parse.urlsplit(origin)
-    origin_name = (parsed.hostname or "").lower()
+    origin_name = (parsed.hostname or "").lower().removesuffix(".")
     try:
         origin_port = parsed.port
     except ValueError:
         origin_port = None
-    same_host = origin_name == host_name.strip("[]")
+    same_host = origin_name == host_name
     same_port = origin_port is None or host_port is None or origin_port == host_port
     if same_host and same_port:
         return None
