@@ -926,6 +926,10 @@ def _accrue() -> Any:
     return AccrueNow()
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(path).absolute()
+
+
 @asynccontextmanager
 async def open_conjure(
     config: Config,
@@ -968,7 +972,9 @@ async def open_conjure(
     stopped from here. Only a pure cancellation (a test's simulated kill -9) skips it.
     """
     wall = wall or SystemWallClock()
-    out = Path(out_dir)
+    # Absolute: the outputs' paths in the log must not depend on the directory a later
+    # resume or replay runs in (a resume reads its folder back absolute: QA H1).
+    out = _absolute(out_dir)  # one getcwd at start-up
     mode = mode or config.mode
     own_client = not isinstance(http, httpx.AsyncClient)
     client = (

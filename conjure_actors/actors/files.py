@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -243,3 +243,22 @@ def output_path(job_dir: Path, subfolder: str, filename: str) -> Path:
             f"output {_shown(subfolder)}/{_shown(filename)} would land outside its folder"
         )
     return path
+
+
+def remove_outputs(job_dir: Path, paths: Iterable[str]) -> int:
+    """Remove the files at ``paths`` that lie inside ``job_dir`` (a job's output folder; any
+    other path is left alone, e.g. under another run's ``--out``): those an abandoned
+    attempt of the job saved. Blocking (a worker thread's); a file already gone or that
+    cannot be removed is skipped. How many were removed."""
+    root = os.path.realpath(job_dir)
+    removed = 0
+    for path in paths:
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root or real == root:
+            continue
+        try:
+            os.unlink(real)
+        except OSError:
+            continue
+        removed += 1
+    return removed

@@ -938,6 +938,10 @@ class WorkflowActor(Actor):
             self._unproven = self.job.prompt_id
             self._spawn("find", self._find, self.job.prompt_id)
             return
+        stale = [o.path for o in self.job.outputs]
+        if stale:  # an earlier attempt's files: not this job's outputs (the fold drops them)
+            job_dir = self.ctx.out_dir / self.job_id
+            await trio.to_thread.run_sync(files.remove_outputs, job_dir, stale)
         started = decide.start_job(self.ctx.state, self.job_id, lease.server_id, at=self.ctx.now())
         if self.job.image_path is not None or self.job.extra_inputs:
             await self.emit(started)

@@ -691,6 +691,9 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
         job.current_node = None
         job.nodes = EMPTY_DICT
         job.retry_delay = None
+        # A new attempt: what an earlier one saved is not this job's output (its files are
+        # removed as the attempt starts: WorkflowActor._on_leased).
+        job.outputs = EMPTY_LIST
 
 
 def _job_retrying(s: State, e: ev.JobRetrying) -> None:
@@ -1141,6 +1144,8 @@ def _output_saved(s: State, e: ev.OutputSaved) -> None:
         )
         if job.outputs is EMPTY_LIST:
             job.outputs = [new]  # sized exactly: most jobs have one or two
+        elif any(o.path == e.path for o in job.outputs):  # saved again (a re-attach)
+            job.outputs = [new if o.path == e.path else o for o in job.outputs]
         else:
             job.outputs.append(new)
 
