@@ -9,9 +9,10 @@
   whether RunComfy answers (asked at most every :data:`PROBE_TTL` seconds).
 - ``GET /api/conjure/machines``, ``GET /api/conjure/costs``: read from the state; a
   machine's URL is never in it, so never in an answer.
-- ``POST /api/conjure/estimate``: what one more job would cost before it is submitted
-  (``prices.estimate_job_cost``: its run time, from the history of the same workflow, plus
-  the idle tail of a machine launched for it when no warm one is free).
+- ``POST /api/conjure/estimate``: what one more job would typically cost before it is
+  submitted (``prices.estimate_job_cost``: its machine time, from the history of the same
+  workflow, plus, when no warm machine is free, what the machine launched for it bills
+  around it: :func:`cold_overheads`).
 - ``PUT /api/conjure/budget``: ``Conjure.set_budget``; answers the costs.
 - ``GET /api/v2/health``: for probes, answered without a token.
 - ``GET /api/conjure/openapi.yaml`` (this surface's contract) and ``GET /api/v2/openapi.yaml``
@@ -76,6 +77,7 @@ __all__ = [
     "PROBE_TTL",
     "ROUTES",
     "Extras",
+    "cold_overheads",
     "estimate",
     "extras_for",
     "job_seconds_of",
@@ -388,16 +390,21 @@ async def put_budget(request: Request) -> Response:
 
 
 def job_seconds_of(state: st.State, workflow_name: str | None) -> tuple[float, str]:
-    """The mean run time of the finished jobs of ``workflow_name`` (of every workflow when
-    None), and its basis: ``history`` or ``default`` (:data:`DEFAULT_JOB_SECONDS`)."""
+    """The mean machine time of the succeeded jobs of ``workflow_name`` (of every job when
+    None), and its basis: ``history`` or ``default`` (:data:`DEFAULT_JOB_SECONDS`).
+
+    A job's machine time runs from when it took its machine (``JobStarted``, its lease) to
+    its end (its release follows at once): the input uploads, ComfyUI's queue and run, and
+    the output downloads, all billed while the job holds the machine, not only the prompt's
+    execution."""
     shas = None
     if workflow_name is not None:
         shas = {sha for sha, w in state.workflows.items() if w.name == workflow_name}
     runs = [
-        job.finished_at - job.execution_started_at
+        job.finished_at - job.started_at
         for job in state.jobs.values()
         if job.status == st.SUCCEEDED
-        and job.execution_started_at is not None
+        and job.started_at is not None
         and job.finished_at is not None
         and (shas is None or job.workflow_sha256 in shas)
     ]
@@ -413,6 +420,19 @@ def _warm(state: st.State) -> bool:
     )
 
 
+def cold_overheads(poll_interval: float, idle_timeout: float) -> tuple[float, float]:
+    """``(start, idle)``: the seconds a machine launched for one job bills beyond the job's
+    own machine time, as the pool's code makes them (typical values, not bounds).
+
+    Billing starts at the server's Ready, but the pool sees it at its next listing (every
+    ``poll_interval``): on average half an interval later (``start``; at most one). After
+    the job's release the idle reaper stops the machine at the first listing past
+    ``idle_timeout`` (``idle``: the timeout plus half an interval on average, at most one).
+    The listing's and the stop's round trips (tenths of a second each) are not counted."""
+    half = poll_interval / 2
+    return half, idle_timeout + half
+
+
 def estimate(service: Service, workflow: str | None, server_type: str | None) -> dict[str, Any]:
     """What one more job would add to the bill now (see the module docstring)."""
     ctx = service.conjure.ctx
@@ -425,8 +445,15 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
     seconds, basis = job_seconds_of(state, workflow)
     warm = _warm(state)
     billed = ctx.mode != "comfyui"  # a ComfyUI the user runs costs us nothing
-    idle = 0.0 if warm or not billed else ctx.config.pool.idle_timeout
-    micros = estimate_job_cost(ctx.table, server_type, seconds, idle_seconds=idle) if billed else 0
+    pool = ctx.config.pool
+    start, idle = (0.0, 0.0)
+    if billed and not warm:
+        start, idle = cold_overheads(pool.poll_interval, pool.idle_timeout)
+    micros = (
+        estimate_job_cost(ctx.table, server_type, start + seconds, idle_seconds=idle)
+        if billed
+        else 0
+    )
     now = _now(service)
     remaining = costs_view(state, now, lease_micros=_lease_micros(service))["budget"][
         "remaining_micros"
@@ -450,7 +477,10 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
         "job_seconds": seconds,
         "basis": basis,
         "warm_machine": warm,
+        "start_seconds": start,
         "idle_seconds": idle,
+        "estimate_seconds": math.ceil(start + seconds + idle) if billed else 0,
+        "estimate_is": "typical",
         "estimate_micros": micros,
         "estimate_usd": _usd(micros),
         "remaining_micros": remaining,

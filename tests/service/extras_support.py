@@ -65,6 +65,7 @@ async def open_extras_service(
     hold_full_disk: float | None = None,
     ready_delay: float = 1.0,
     attached: bool = False,
+    poll_interval: float = 0.2,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
@@ -73,7 +74,7 @@ async def open_extras_service(
     are checked against (default: the simulator's); ``hold_resumed``: open_conjure's;
     ``hold_full_disk``: the journal's (``serve --disk-full-patience``); ``ready_delay``: the
     seconds a simulated machine boots; ``attached``: ``--comfyui-url`` mode, on the
-    simulated cloud's standalone ComfyUI."""
+    simulated cloud's standalone ComfyUI; ``poll_interval``: the pool's."""
     wall = TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=ready_delay, deleting_delay=0.5),
@@ -91,7 +92,7 @@ async def open_extras_service(
                 base_url=cloud.base_url,
                 workflow_version=SIM_VERSION,
             ),
-            pool=attrs.evolve(base.pool, poll_interval=0.2),
+            pool=attrs.evolve(base.pool, poll_interval=poll_interval),
         )
         if attached:
             config = attrs.evolve(config, comfyui_url=cloud.standalone_comfyui()[0])

@@ -12,7 +12,7 @@ from extras_support import open_extras_service, png, wait_for, wait_idle
 
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import default_price_table, estimate_job_cost
-from conjure_actors.service.extras import DEFAULT_JOB_SECONDS
+from conjure_actors.service.extras import DEFAULT_JOB_SECONDS, cold_overheads
 
 PROMPT = "a carved wooden fox"
 
@@ -255,7 +255,8 @@ async def test_bad_budget_is_400_and_nothing_logged(
 async def test_estimate_before_any_job_uses_the_default_and_an_idle_tail(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """With no history and no warm machine: the default run time plus the idle timeout."""
+    """With no history and no warm machine: the default run time, plus what a machine
+    launched for it bills around it (Ready seen at a poll; the idle reaper's tail)."""
     async with open_extras_service(tmp_path) as run:
         r = await run.client.post("/api/conjure/estimate", json={})
         config = run.service.conjure.ctx.config
@@ -264,11 +265,9 @@ async def test_estimate_before_any_job_uses_the_default_and_an_idle_tail(
     assert body["basis"] == "default"
     assert body["warm_machine"] is False
     table = default_price_table(config.runcomfy.plan)
+    start, idle = cold_overheads(config.pool.poll_interval, config.pool.idle_timeout)
     expected = estimate_job_cost(
-        table,
-        config.runcomfy.server_type,
-        DEFAULT_JOB_SECONDS,
-        idle_seconds=config.pool.idle_timeout,
+        table, config.runcomfy.server_type, DEFAULT_JOB_SECONDS + start, idle_seconds=idle
     )
     assert body["estimate_micros"] == expected
     assert body["within_budget"] is True
@@ -277,8 +276,8 @@ async def test_estimate_before_any_job_uses_the_default_and_an_idle_tail(
 async def test_estimate_after_a_job_uses_its_history_and_the_warm_machine(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """After a job of the workflow, its run time is the basis, and a warm machine means no
-    idle tail."""
+    """After a job of the workflow, its machine time (lease to end) is the basis, and a warm
+    machine means no start nor idle tail."""
     async with open_extras_service(tmp_path) as run:
         r = await run.client.post(
             "/api/conjure/jobs",
@@ -296,9 +295,9 @@ async def test_estimate_after_a_job_uses_its_history_and_the_warm_machine(
         name = run.service.state.workflows[job.workflow_sha256].name
         body = (await run.client.post("/api/conjure/estimate", json={"workflow": name})).json()
     assert body["basis"] == "history"
-    assert body["job_seconds"] == pytest.approx(job.finished_at - job.execution_started_at)
+    assert body["job_seconds"] == pytest.approx(job.finished_at - job.started_at)
     assert body["warm_machine"] is True
-    assert body["idle_seconds"] == 0
+    assert body["start_seconds"] == body["idle_seconds"] == 0
 
 
 async def test_estimate_of_an_unknown_server_type_is_400(
