@@ -12,7 +12,8 @@
 - ``POST /api/conjure/estimate``: what one more job would typically cost before it is
   submitted (``prices.estimate_job_cost``: its machine time, from the history of the same
   workflow, plus, when no warm machine is free, what the machine launched for it bills
-  around it: :func:`cold_overheads`).
+  around it: :func:`cold_overheads`). A workflow is named by a bundled name or a v2 job's
+  ``metadata`` label :data:`WORKFLOW_LABEL`; an unknown name is 400.
 - ``PUT /api/conjure/budget``: ``Conjure.set_budget``; answers the costs.
 - ``GET /api/v2/health``: for probes, answered without a token.
 - ``GET /api/conjure/openapi.yaml`` (this surface's contract) and ``GET /api/v2/openapi.yaml``
@@ -76,12 +77,16 @@ __all__ = [
     "DEFAULT_JOB_SECONDS",
     "PROBE_TTL",
     "ROUTES",
+    "WORKFLOW_LABEL",
     "Extras",
     "cold_overheads",
     "estimate",
     "extras_for",
     "job_seconds_of",
+    "job_workflow_name",
+    "known_workflow_names",
     "metrics_lifespan",
+    "unknown_workflow",
 ]
 
 DEFAULT_JOB_SECONDS: Final = 60.0
@@ -389,24 +394,82 @@ async def put_budget(request: Request) -> Response:
 # --------------------------------------------------------------------------- estimate
 
 
+WORKFLOW_LABEL: Final = "workflow"
+"""The ``metadata`` label by which a ``POST /api/v2/jobs`` names its workflow for the
+estimate (the Comfy API v2 has no name field: every v2 graph registers as ``api``)."""
+UNNAMED: Final = frozenset({"api"})
+"""Registration names that name no workflow: ``api`` is every v2 graph's."""
+MAX_NAMES_SAID: Final = 20
+"""Known workflow names an unknown name's 400 lists (the rest are counted)."""
+
+
+def _stem(name: str) -> str:
+    return name.removesuffix(".json")
+
+
+def job_workflow_name(state: st.State, job: st.Job) -> str | None:
+    """The name ``job``'s workflow goes by for the estimate: its ``metadata`` label
+    :data:`WORKFLOW_LABEL` (a v2 client's), else the name it registered under without
+    ``.json`` (a bundled workflow's), None for an unnamed v2 graph."""
+    api = state.service.api_jobs.get(job.job_id)
+    label = api.labels.get(WORKFLOW_LABEL) if api is not None else None
+    if label:
+        return _stem(label)
+    record = state.workflows.get(job.workflow_sha256)
+    if record is None or record.name in UNNAMED:
+        return None
+    return _stem(record.name)
+
+
+def known_workflow_names(state: st.State) -> set[str]:
+    """The names the estimate knows: the bundled workflows' and those of the log's jobs."""
+    names = {_stem(n) for n in bundled_workflows()}
+    for job in state.jobs.values():
+        name = job_workflow_name(state, job)
+        if name is not None:
+            names.add(name)
+    return names
+
+
+def _said(name: str, *, quote: bool = False) -> str:
+    """``name`` for a one-line message: quoted (escaped) unless plain, at most 64 chars (a
+    label is the client's text: it may hold a line break, or be long)."""
+    if len(name) > 64:
+        name = name[:61] + "..."
+    return repr(name) if quote or not name.isprintable() or "," in name else name
+
+
+def unknown_workflow(name: str, known: set[str]) -> ApiError:
+    """The 400 for a ``workflow`` the estimate knows no job or bundled workflow of; its
+    ``details.workflows`` lists every known name (the message the first ones)."""
+    ordered = sorted(known)
+    said = ", ".join(_said(n) for n in ordered[:MAX_NAMES_SAID])
+    if len(ordered) > MAX_NAMES_SAID:
+        said += f" and {len(ordered) - MAX_NAMES_SAID} more"
+    return invalid_request(
+        f"no workflow {_said(name, quote=True)}: send one of {said}, or none for every"
+        f' job\'s mean (a v2 job is named by its metadata label {{"{WORKFLOW_LABEL}": "<name>"}})',
+        workflows=ordered,
+    )
+
+
 def job_seconds_of(state: st.State, workflow_name: str | None) -> tuple[float, str]:
     """The mean machine time of the succeeded jobs of ``workflow_name`` (of every job when
-    None), and its basis: ``history`` or ``default`` (:data:`DEFAULT_JOB_SECONDS`).
+    None; the name as :func:`job_workflow_name` gives it, ``.json`` or not), and its basis:
+    ``history`` or ``default`` (:data:`DEFAULT_JOB_SECONDS`).
 
     A job's machine time runs from when it took its machine (``JobStarted``, its lease) to
     its end (its release follows at once): the input uploads, ComfyUI's queue and run, and
     the output downloads, all billed while the job holds the machine, not only the prompt's
     execution."""
-    shas = None
-    if workflow_name is not None:
-        shas = {sha for sha, w in state.workflows.items() if w.name == workflow_name}
+    wanted = None if workflow_name is None else _stem(workflow_name)
     runs = [
         job.finished_at - job.started_at
         for job in state.jobs.values()
         if job.status == st.SUCCEEDED
         and job.started_at is not None
         and job.finished_at is not None
-        and (shas is None or job.workflow_sha256 in shas)
+        and (wanted is None or job_workflow_name(state, job) == wanted)
     ]
     if not runs:
         return DEFAULT_JOB_SECONDS, "default"
@@ -434,9 +497,14 @@ def cold_overheads(poll_interval: float, idle_timeout: float) -> tuple[float, fl
 
 
 def estimate(service: Service, workflow: str | None, server_type: str | None) -> dict[str, Any]:
-    """What one more job would add to the bill now (see the module docstring)."""
+    """What one more job would add to the bill now (see the module docstring); 400 for a
+    ``workflow`` name no bundled workflow nor job of the log has (:func:`unknown_workflow`)."""
     ctx = service.conjure.ctx
     state = service.state
+    if workflow is not None:
+        known = known_workflow_names(state)
+        if _stem(workflow) not in known:
+            raise unknown_workflow(workflow, known)
     server_type = server_type or ctx.config.runcomfy.server_type
     try:
         rate = ctx.table.rate(server_type)

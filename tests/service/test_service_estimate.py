@@ -1,6 +1,8 @@
 """``POST /api/conjure/estimate`` against what jobs really cost: a cold job's estimate
 counts the machine time the pool bills around it (Ready seen at a poll, the idle reaper's
-tail), and a job's history is its machine time (lease to end)."""
+tail), a job's history is its machine time (lease to end), and a workflow is named by a
+bundled name, a job's registered name, or a v2 job's ``metadata`` label ``workflow``; any
+other name is 400."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 import yaml
 from extras_support import open_extras_service, wait_for
@@ -19,7 +22,7 @@ from hypothesis import strategies as hs
 
 from conjure_actors.config import Config
 from conjure_actors.domain import state as st
-from conjure_actors.service.extras import job_seconds_of
+from conjure_actors.service.extras import WORKFLOW_LABEL, job_seconds_of, unknown_workflow
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -79,6 +82,71 @@ def test_a_jobs_history_is_its_machine_time_not_its_prompts() -> None:
         finished_at=110.0,
     )
     assert job_seconds_of(state, None) == (10.0, "history")
+
+
+async def test_an_unknown_workflow_name_is_400_saying_which_names_exist(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A misspelt name is 400 invalid_request naming the known ones and how a v2 job gets
+    one, not the 60 s default with no word."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/conjure/estimate", json={"workflow": "nonexistent"})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert "'nonexistent'" in error["message"]
+    assert "conjure_flux_mesh" in error["message"]
+    assert WORKFLOW_LABEL in error["message"]
+    assert "\n" not in error["message"]
+    assert "conjure_flux_mesh" in error["details"]["workflows"]
+
+
+def test_an_unknown_names_message_stays_one_line_whatever_the_labels() -> None:
+    """A client's label with a line break, or a long one, is escaped and cut in the 400's
+    message (every name whole in ``details.workflows``)."""
+    known = {"a\nb", "x" * 500, "plain"}
+    error = unknown_workflow("c\r\nd", known)
+    assert "\n" not in error.message
+    assert "\r" not in error.message
+    assert len(error.message) < 400
+    assert error.details == {"workflows": sorted(known)}
+
+
+@pytest.mark.parametrize("name", ["conjure_flux_mesh", "conjure_flux_mesh.json"])
+async def test_a_bundled_workflow_name_is_known_before_any_job(
+    tmp_path: Path, autojump_clock: Any, name: str
+) -> None:
+    """A bundled workflow's name, with or without ``.json``, is estimated (on the default
+    run time until one of its jobs ends), not refused."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/conjure/estimate", json={"workflow": name})
+    assert r.status_code == 200
+    assert r.json()["basis"] == "default"
+
+
+async def test_a_v2_job_names_its_workflow_by_its_metadata_label(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A v2 job submitted with ``metadata: {"workflow": "inv"}`` gives the history of
+    ``inv``; another v2 graph without the label does not count for it."""
+    with trio.fail_after(900):
+        async with open_extras_service(tmp_path) as run:
+            named = await run.client.post(
+                "/api/v2/jobs", json={"workflow": _graph(), "metadata": {WORKFLOW_LABEL: "inv"}}
+            )
+            blur = _graph("slow_blur_chain")  # longer than invert_save, small enough
+            blur["1"]["inputs"].update(width=128, height=128, batch_size=1)
+            other = await run.client.post("/api/v2/jobs", json={"workflow": blur})
+            ids = [named.json()["id"], other.json()["id"]]
+            await wait_for(
+                run.service, lambda s: all(s.jobs[i].status in st.TERMINAL_STATUSES for i in ids)
+            )
+            body = (await run.client.post("/api/conjure/estimate", json={"workflow": "inv"})).json()
+            named_job, other_job = (run.service.state.jobs[i] for i in ids)
+    assert body["basis"] == "history"
+    seconds = [(j.finished_at or 0) - (j.started_at or 0) for j in (named_job, other_job)]
+    assert seconds[0] != pytest.approx(seconds[1])
+    assert body["job_seconds"] == pytest.approx(seconds[0])
 
 
 ESTIMATE_FIELDS = frozenset(
