@@ -85,6 +85,7 @@ __all__ = [
     "job_seconds_of",
     "job_workflow_name",
     "known_workflow_names",
+    "measured_waits",
     "metrics_lifespan",
     "unknown_workflow",
 ]
@@ -483,17 +484,69 @@ def _warm(state: st.State) -> bool:
     )
 
 
-def cold_overheads(poll_interval: float, idle_timeout: float) -> tuple[float, float]:
+OVERHEAD_SAMPLES: Final = 20
+"""The most recent idle-stopped machines a cold job's start and stop waits are measured on."""
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def measured_waits(state: st.State) -> tuple[list[float], list[float]]:
+    """What the log's machines stopped by the idle reaper (the :data:`OVERHEAD_SAMPLES`
+    last) billed around their jobs: ``starts``, from the server's Ready to its first job
+    taking it (one that waited for it: submitted by then), and ``stops``, from the stop's
+    decision to the ``DELETE``'s answer (billing ends there)."""
+    first: dict[str, st.Job] = {}  # server id -> the job that took it first
+    for job in state.jobs.values():
+        if job.server_id is None or job.started_at is None:
+            continue
+        seen = first.get(job.server_id)
+        if seen is None or job.started_at < (seen.started_at or 0.0):
+            first[job.server_id] = job
+    machines = [
+        m
+        for m in state.machines.values()
+        if m.kind == "runcomfy"
+        and m.status == st.M_STOPPED
+        and m.stop_reason == "idle"
+        and m.lost_reason is None
+        and not m.stop_still_up
+        and m.service_ready_at is not None
+    ][-OVERHEAD_SAMPLES:]
+    starts: list[float] = []
+    stops: list[float] = []
+    for m in machines:
+        ready = m.service_ready_at
+        taker = first.get(m.server_id)
+        if ready is not None and taker is not None and taker.submitted_at <= ready:
+            starts.append(max(0.0, (taker.started_at or ready) - ready))
+        if m.stopped_at is not None and m.stop_requested_at is not None:
+            stops.append(max(0.0, m.stopped_at - m.stop_requested_at))
+    return starts, stops
+
+
+def cold_overheads(
+    state: st.State, *, poll_interval: float, idle_timeout: float
+) -> tuple[float, float]:
     """``(start, idle)``: the seconds a machine launched for one job bills beyond the job's
-    own machine time, as the pool's code makes them (typical values, not bounds).
+    own machine time (typical values, not bounds).
 
     Billing starts at the server's Ready, but the pool sees it at its next listing (every
-    ``poll_interval``): on average half an interval later (``start``; at most one). After
-    the job's release the idle reaper stops the machine at the first listing past
-    ``idle_timeout`` (``idle``: the timeout plus half an interval on average, at most one).
-    The listing's and the stop's round trips (tenths of a second each) are not counted."""
+    ``poll_interval``, or slower when the listings are rate-limited), checks its ComfyUI,
+    then gives it the job: ``start`` is the median of that wait on the log's machines
+    (:func:`measured_waits`), half a poll interval without any. After the job's release
+    the idle reaper decides the stop at the first listing past ``idle_timeout`` (half an
+    interval later on average) and the bill ends when the ``DELETE`` answers: ``idle`` is
+    the timeout, half an interval, and the median of that answer's wait on the log's
+    machines (0 without any)."""
+    starts, stops = measured_waits(state)
     half = poll_interval / 2
-    return half, idle_timeout + half
+    start = _median(starts) if starts else half
+    stop = _median(stops) if stops else 0.0
+    return start, idle_timeout + half + stop
 
 
 def estimate(service: Service, workflow: str | None, server_type: str | None) -> dict[str, Any]:
@@ -516,7 +569,9 @@ def estimate(service: Service, workflow: str | None, server_type: str | None) ->
     pool = ctx.config.pool
     start, idle = (0.0, 0.0)
     if billed and not warm:
-        start, idle = cold_overheads(pool.poll_interval, pool.idle_timeout)
+        start, idle = cold_overheads(
+            state, poll_interval=pool.poll_interval, idle_timeout=pool.idle_timeout
+        )
     micros = (
         estimate_job_cost(ctx.table, server_type, start + seconds, idle_seconds=idle)
         if billed

@@ -265,7 +265,11 @@ async def test_estimate_before_any_job_uses_the_default_and_an_idle_tail(
     assert body["basis"] == "default"
     assert body["warm_machine"] is False
     table = default_price_table(config.runcomfy.plan)
-    start, idle = cold_overheads(config.pool.poll_interval, config.pool.idle_timeout)
+    start, idle = cold_overheads(
+        st.initial_state(),
+        poll_interval=config.pool.poll_interval,
+        idle_timeout=config.pool.idle_timeout,
+    )
     expected = estimate_job_cost(
         table, config.runcomfy.server_type, DEFAULT_JOB_SECONDS + start, idle_seconds=idle
     )
