@@ -282,6 +282,7 @@ def _estimate_or_typed_error(answer: httpx.Response) -> None:
     assert "\n" not in error["message"]
 
 
+@pytest.mark.slow  # 0.2 s: just test keeps under 30 s; CI and just check run it
 async def test_any_estimate_body_is_an_estimate_or_a_typed_error(tmp_path: Path) -> None:
     """POST /api/conjure/estimate with any bytes, any JSON or any mix of its two fields:
     an estimate with every documented field, or a one-line 400 ``invalid_request``; never
