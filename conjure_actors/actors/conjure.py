@@ -38,6 +38,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,9 +79,9 @@ from conjure_actors.config import Config
 from conjure_actors.domain import decide, machines_policy
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import state as st
-from conjure_actors.domain.cost_policy import budget_micros
+from conjure_actors.domain.cost_policy import StartBudget, budget_micros, start_budget
 from conjure_actors.domain.errors import CommandRejectedError, DomainError
-from conjure_actors.domain.prices import default_price_table, format_usd
+from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.workflow import Workflow, bindings_for, load_workflow
 from conjure_actors.errgroups import describe, meaningful, single_error
 from conjure_actors.errors import ConjureError, UsageError
@@ -1256,6 +1257,58 @@ def probe_refusal(name: str, url: Any, problem: str, route: str = "/system_stats
     return UsageError(f"{what} {said}: {check}")
 
 
+async def _start_budget(conjure: Conjure) -> None:
+    """The start's budget (``--budget``, ``budget.usd``) against the log's: kept, set or
+    replaced by :func:`~conjure_actors.domain.cost_policy.start_budget`'s rule, in one line
+    when the two differ."""
+    ctx = conjure.ctx
+    budget = ctx.config.budget.usd
+    limit = budget_micros(budget)
+    logged = ctx.state.budget.limit_micros
+    started = ctx.state.budget.start_micros
+    rule = start_budget(ctx.state.budget, limit)
+    if rule is StartBudget.NONE or limit is None:
+        return
+    if rule is StartBudget.KEEP:
+        # A restart (serve's supervisor) passes the --budget it always passes: a budget
+        # set at run time since (PUT /api/conjure/budget) is the operator's, and stays.
+        if limit != logged:
+            log.warning(
+                "budget: keeping %s set at run time (PUT /api/conjure/budget); --budget %s"
+                " is what this log was started with: pass a different --budget to replace it",
+                "no limit, as" if logged is None else f"the {_usd(logged)}",
+                _usd(limit, sign=""),
+            )
+        return
+    if logged is not None and limit != logged:
+        if started is None:
+            # A log that does not say which budget its last start had: the rule of its
+            # time, the configured budget wins. Said, with the way to keep the log's.
+            log.warning(
+                "budget: --budget %s replaces the %s budget this log ends with (set at run"
+                " time, e.g. PUT /api/conjure/budget, or by an earlier start); start"
+                " without --budget to keep the log's",
+                _usd(limit, sign=""),
+                _usd(logged),
+            )
+        else:
+            log.warning(
+                "budget: --budget %s replaces the %s budget this log ends with (its last"
+                " start had --budget %s); start without --budget to keep the log's",
+                _usd(limit, sign=""),
+                _usd(logged),
+                _usd(started, sign=""),
+            )
+    await conjure.cost.ask(SetBudget(budget, from_start=True), timeout=60)
+
+
+def _usd(micros: int, *, sign: str = "$") -> str:
+    """``30000`` -> ``$0.03``: a budget as one would type it (cents, more places if any)."""
+    amount = Decimal(micros) / 1_000_000
+    cents = amount.quantize(Decimal("0.01"))
+    return sign + format(cents if cents == amount else amount.normalize(), "f")
+
+
 class StartUpStopped(Exception):
     """Start-up's checks were stopped (``open_conjure(checks=...)`` cancelled) before the
     log said the run started: nothing was launched, nothing is to stop."""
@@ -1310,24 +1363,7 @@ async def _start(
         )
     )
     conjure.system_started = True
-    budget = ctx.config.budget.usd
-    limit = budget_micros(budget)
-    if budget is not None and state.budget.limit_micros != limit:
-        logged = state.budget.limit_micros
-        if logged is not None and limit is not None:
-            # The log's budget may be one set at run time (PUT /api/conjure/budget: a serve
-            # restarted by its supervisor with its usual --budget would undo it, unsaid).
-            # The configured one still wins: it is what the operator gave this start, and
-            # the log does not say which start or request set its own. Said, with the way
-            # to keep the log's.
-            log.warning(
-                "budget: --budget %s replaces the %s budget this log ends with (set at run"
-                " time, e.g. PUT /api/conjure/budget, or by an earlier start); start"
-                " without --budget to keep the log's",
-                format_usd(limit),
-                format_usd(logged),
-            )
-        await conjure.set_budget(budget)
+    await _start_budget(conjure)
     for m in list(state.machines.values()):
         # An attached machine of an earlier run that is not attached now cannot be reached.
         if m.kind != "runcomfy" and m.status not in st.MACHINE_GONE and m.server_id not in attach:

@@ -207,7 +207,12 @@ class CostActor(Actor):
                 return None
             case SetBudget():
                 limit = cost_policy.budget_micros(msg.usd)
-                await self.ctx.emit(ev.BudgetSet(limit_micros=limit, at=self.ctx.now()))
+                unchanged = limit == self.ctx.state.budget.limit_micros
+                await self.ctx.emit(
+                    ev.BudgetSet(limit_micros=limit, at=self.ctx.now(), from_start=msg.from_start)
+                )
+                if msg.from_start and unchanged:
+                    return None  # a start's budget recorded: the one in force is the same
                 self.ledger.told.clear()
                 self.ledger.refusals.forget()
                 self.ledger.refusing(None)  # the next ask says again if it still refuses

@@ -290,9 +290,11 @@ class ApproveRenewal:
 
 @attrs.frozen
 class SetBudget:
-    """Set or change the budget (``None``: no limit); emits ``BudgetSet``."""
+    """Set or change the budget (``None``: no limit); emits ``BudgetSet``. ``from_start``:
+    the budget a start was configured with (``BudgetSet.from_start``)."""
 
     usd: float | None
+    from_start: bool = False
 
 
 @attrs.frozen

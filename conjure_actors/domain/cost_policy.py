@@ -32,6 +32,7 @@ from conjure_actors.domain.state import (
     M_STARTING,
     M_STOPPING,
     MACHINE_GONE,
+    Budget,
     State,
     machine_cost_at,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "BudgetLevel",
     "RefusalsTold",
     "Reservation",
+    "StartBudget",
     "accruals",
     "budget_due_at",
     "budget_events",
@@ -57,6 +59,7 @@ __all__ = [
     "reserved_micros",
     "settle_reservations",
     "spent_micros",
+    "start_budget",
 ]
 
 
@@ -77,6 +80,34 @@ def budget_micros(usd: float | None) -> int | None:
     if not math.isfinite(usd) or usd < 0:
         raise ValueError(f"not a budget: {usd!r}")
     return round(usd * 1_000_000)
+
+
+class StartBudget(enum.Enum):
+    """What a start does with the budget it was configured with (:func:`start_budget`)."""
+
+    NONE = "none"
+    """None configured: the log's budget is kept."""
+    KEEP = "keep"
+    """The same as the log's last start's: the log's budget (set at run time) is kept."""
+    SET = "set"
+    """Another than the log's last start's, or none recorded: set (``BudgetSet`` with
+    ``from_start``, also when it is the log's budget already: that records it)."""
+
+
+def start_budget(budget: Budget, configured: int | None) -> StartBudget:
+    """A start on a log, configured with the budget ``configured`` (micro-USD; None: no
+    ``--budget``), and the log's ``budget``: keep the log's, or set the configured one?
+
+    A restart by a supervisor passes the flags it always passes: a budget changed at run
+    time (``PUT /api/conjure/budget``) must outlive it. So the configured budget wins only
+    when the operator changed it since the log's last start given one (the log records that
+    one: :attr:`Budget.start_micros`); a log that does not record it (written before it
+    was) keeps the rule of its time: the configured one wins."""
+    if configured is None:
+        return StartBudget.NONE
+    if budget.start_micros is not None and budget.start_micros == configured:
+        return StartBudget.KEEP
+    return StartBudget.SET
 
 
 def lease_cost_micros(rate_micros_per_hour: int, lease_seconds: float) -> int:

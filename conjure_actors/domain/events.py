@@ -644,10 +644,18 @@ class CostAccrued(msgspec.Struct, frozen=True, kw_only=True, tag="cost.accrued")
 
 
 class BudgetSet(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_set"):
-    """Emitted by the CLI/CostActor when a budget is set or changed (None: no budget)."""
+    """Emitted by the CostActor when a budget is set or changed (None: no budget).
+
+    ``from_start``: the budget a start was configured with (``--budget``, ``budget.usd``),
+    set because it differs from the one the log's last start given a budget had (or the
+    log did not record that one); its ``limit_micros`` is that start's budget, which a later
+    start given the same keeps the log's budget over (one set at run time). Such an event
+    whose limit is the one in force only records it. False: set at run time (``PUT
+    /api/conjure/budget``), or a log written before it was recorded."""
 
     limit_micros: int | None
     at: float
+    from_start: bool = False
 
 
 class BudgetWarning(msgspec.Struct, frozen=True, kw_only=True, tag="cost.budget_warning"):

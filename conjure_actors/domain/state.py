@@ -310,6 +310,9 @@ class Budget:
     warned: bool = False
     exceeded: bool = False
     launches_refused: int = 0
+    # The budget the log's last start given one was configured with (``BudgetSet`` with
+    # ``from_start``): a start given the same keeps ``limit_micros`` (None: none recorded).
+    start_micros: int | None = None
 
 
 @attrs.define(slots=True)
@@ -1170,6 +1173,10 @@ def _cost_accrued(s: State, e: ev.CostAccrued) -> None:
 
 
 def _budget_set(s: State, e: ev.BudgetSet) -> None:
+    if e.from_start:
+        s.budget.start_micros = e.limit_micros
+        if e.limit_micros == s.budget.limit_micros:
+            return  # the start's budget recorded, the one in force unchanged
     s.budget.limit_micros = e.limit_micros
     s.budget.warned = False
     s.budget.exceeded = False
