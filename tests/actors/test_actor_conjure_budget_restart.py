@@ -73,6 +73,27 @@ async def test_every_restart_with_the_same_budget_flag_keeps_it(
                 assert conjure.state.budget.limit_micros == budget_micros(0.03)
 
 
+async def test_a_restart_with_the_same_budget_flag_keeps_no_limit_set_at_run_time(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget lifted at run time (PUT null) stays lifted across a restart, said."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    with trio.fail_after(600):
+        async with open_test_cloud(wall.now) as cloud:
+            config = sim_config(cloud, budget=1.0)
+            async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+                await conjure.set_budget(None)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger=LOGGER):
+                async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+                    assert conjure.state.budget.limit_micros is None
+    assert _budget_lines(caplog) == [
+        "budget: keeping no limit, as set at run time (PUT /api/conjure/budget); --budget"
+        " 1.00 is what this log was started with: pass a different --budget to replace it"
+    ]
+
+
 async def test_a_restart_with_another_budget_flag_replaces_the_budget_set_at_run_time(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -178,6 +199,12 @@ async def test_an_upgraded_log_restarted_with_its_own_budget_records_it(
             async with run_conjure(cloud, old, tmp_path, config, wall) as conjure:
                 assert conjure.state.budget.limit_micros == budget_micros(1.0)
                 await conjure.set_budget(0.03)
+            sets = [r.event for r in old.records() if isinstance(r.event, ev.BudgetSet)]
+            assert [(e.limit_micros, e.from_start) for e in sets] == [
+                (budget_micros(1.0), False),
+                (budget_micros(1.0), True),  # the restart's record, the budget unchanged
+                (budget_micros(0.03), False),
+            ]
             async with run_conjure(cloud, old, tmp_path, config, wall) as conjure:
                 assert conjure.state.budget.limit_micros == budget_micros(0.03)
 
