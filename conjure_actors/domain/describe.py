@@ -170,9 +170,12 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ),
     ev.CostAccrued: lambda e: f"cost so far {format_usd(e.amount_micros)}",
     ev.BudgetSet: lambda e: (
-        "none set (no spending limit)"
-        if e.limit_micros is None
-        else f"set to {format_usd(e.limit_micros)}"
+        (
+            "none set (no spending limit)"
+            if e.limit_micros is None
+            else f"set to {format_usd(e.limit_micros)}"
+        )
+        + (" (--budget at start)" if e.from_start else "")
     ),
     ev.BudgetWarning: lambda e: (
         f"warning: {format_usd(e.spent_micros)} of the {format_usd(e.limit_micros)} budget spent"

@@ -127,3 +127,10 @@ def test_a_budget_lowered_below_spent_and_committed_is_said_over_not_a_negative_
         " spent and committed"
     )
     assert "-$" not in describe(notice)[1] + describe(refused)[1]
+
+
+def test_a_budget_a_start_set_is_told_apart_from_one_set_at_run_time() -> None:
+    at_start = describe(ev.BudgetSet(limit_micros=1_000_000, at=1.0, from_start=True))
+    at_run_time = describe(ev.BudgetSet(limit_micros=30_000, at=2.0))
+    assert at_start == ("budget", "set to $1.0000 (--budget at start)")
+    assert at_run_time == ("budget", "set to $0.0300")
