@@ -430,6 +430,10 @@ class WorkflowActor(Actor):
         self._lease: Lease | None = None
         self._reattach = False  # the current attempt follows a prompt submitted earlier
         self._no_reattach = False  # the machine of the submitted prompt is gone
+        # The re-attach follows an outage of an attached ComfyUI (--comfyui-url, the dev
+        # machine), not a restart of this run: a prompt it does not know then was lost
+        # with a restart of that ComfyUI, not this job's fault (see _reattach_attached).
+        self._outage = False
         # The re-attached prompt while no lookup has answered for it: it may be running on
         # the machine leased for it (see _release).
         self._unproven: str | None = None
@@ -731,6 +735,9 @@ class WorkflowActor(Actor):
                 await self._on_leased(msg.lease)
             case _LeaseFailed():
                 await self._on_lease_failed(msg.error)
+            case _Found(where="unknown") if self._outage:
+                self._unproven = None  # the attached ComfyUI restarted while it was away
+                await self._start_again_after_outage()
             case _Found(where="unknown"):
                 self._unproven = None  # proven: the machine does not have it
                 sid = self._lease.server_id if self._lease is not None else "?"
@@ -739,6 +746,7 @@ class WorkflowActor(Actor):
                 await self._on_failed(failure, True)
             case _Found():
                 self._unproven = None
+                self._outage = False
                 self._spawn("follow", self._follow, self.job.prompt_id, True)
             case _ExtrasUploaded():
                 for key, node_id, name, sha256, size in msg.files:
@@ -895,6 +903,60 @@ class WorkflowActor(Actor):
         if m is None or m.status in st.MACHINE_GONE:
             return None
         return server_id
+
+    async def _reattach_attached(self) -> bool:
+        """The attached ComfyUI (``--comfyui-url``, the dev machine) of this job's submitted
+        prompt stopped answering (the pool's health check: ``MachineUnhealthy``). It may
+        only be cut off (its network), and run the prompt on, or finish it, meanwhile: so
+        the job keeps it, as a resumed run does (``_reattach_target``), and waits, in its
+        place in the queue, for that ComfyUI to answer again; then it looks the prompt up
+        and follows it (downloads its outputs if it finished), or, if that ComfyUI forgot
+        it (a restart), submits it again on that lease (``_start_again_after_outage``).
+        False: not such a case (the lost machine is judged as usual)."""
+        lease = self._lease
+        if lease is None or self._no_reattach:
+            return False
+        m = self.ctx.state.machines.get(lease.server_id)
+        if m is None or m.kind == "runcomfy" or m.status in st.MACHINE_GONE:
+            return False
+        # An attached machine still there whose lease was lost: taken for down (it may be
+        # back already, before this job heard of it: it asks it again all the same).
+        if not lease.lost.is_set():
+            return False
+        if self._reattach_target() != lease.server_id:
+            return False  # no prompt there (yet): queued again like any job of a lost machine
+        log.info(
+            "job %s: waits for its prompt %s on %s to answer again",
+            self.job_id,
+            (self.job.prompt_id or "")[:8],
+            lease.server_id,
+        )
+        # Not a broken release: the lookup that did not answer was the outage's, and the
+        # job asks that machine again (its slot: the place the pool kept for it).
+        self._unproven = None
+        self._outage = True
+        await self._go()
+        return True
+
+    async def _start_again_after_outage(self) -> None:
+        """The attached ComfyUI answers again without the job's prompt (it restarted): a
+        new attempt on the lease the job holds, in its place (queued again and started in
+        one step: not a failure of the job, no backoff, no other job before it)."""
+        assert self._lease is not None
+        self._outage = False
+        self._reattach = False
+        sid = self._lease.server_id
+        lost = (self.job.prompt_id or "")[:8]
+        reason = f"server {sid} restarted: it lost prompt {lost}"
+        await self.emit(
+            decide.queue_job(self.ctx.state, self.job_id, reason=reason, at=self.ctx.now())
+        )
+        started = decide.start_job(self.ctx.state, self.job_id, sid, at=self.ctx.now())
+        if self.job.image_path is not None or self.job.extra_inputs:
+            await self.emit(started)
+            self._spawn("upload", self._upload, self._graph())
+        else:
+            await self._submit(started)
 
     async def _go(self) -> None:
         """Ask for a machine (for a new attempt, or to re-attach to a submitted prompt)."""
@@ -1136,6 +1198,8 @@ class WorkflowActor(Actor):
         lease = self._lease
         if failure.kind != "machine_lost" and lease is not None and self._machine_gone(lease):
             failure = AttemptFailure("machine_lost", f"machine {lease.server_id} lost")
+        if failure.kind == "machine_lost" and await self._reattach_attached():
+            return
         await self._release()
         job = self.job
         event = decide.judge_failure(

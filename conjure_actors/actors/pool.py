@@ -137,7 +137,8 @@ HEALTH_ATTEMPTS = 5
 ATTACHED_MISSES = 3
 """An attached ComfyUI (``--comfyui-url``, the dev machine: nothing we launch or pay for)
 is asked ``/system_stats`` at every poll; this many failed in a row and it is taken for down
-(``MachineUnhealthy``): its jobs are queued again, in their place, and wait for it."""
+(``MachineUnhealthy``): its jobs wait for it, in their place (a job whose prompt it has
+keeps that prompt, to follow it there again: it may only have been cut off)."""
 
 ATTACHED_CHECK_TIMEOUT = 10.0
 """How long one ``/system_stats`` of an attached ComfyUI may take (its retries included)."""
@@ -3342,10 +3343,12 @@ class MachineActor(Actor):
         await self._tell(AttachedChecked(server_id, answered))
 
     async def _on_attached_checked(self, msg: AttachedChecked) -> None:
-        """An attached ComfyUI that stopped answering is unhealthy (said once): its jobs are
-        queued again in their place (their prompts are watched as given up: stopped there
-        if it still runs them when it answers) and every job waits, up to its timeouts, for
-        it to answer again; then it is healthy (said once) and serves them in their order."""
+        """An attached ComfyUI that stopped answering is unhealthy (said once): its jobs
+        wait for it in their place (each asks it again; a job without a prompt there is
+        queued again, one with a prompt there keeps it, to look it up and follow it, or
+        download its outputs, once it answers: ``WorkflowActor._reattach_attached``) and
+        every job waits, up to its timeouts, for it to answer again; then it is healthy
+        (said once) and serves them in their order."""
         sid = msg.server_id
         self._attached_checks.discard(sid)
         m = self.ctx.state.machines.get(sid)
@@ -3366,7 +3369,7 @@ class MachineActor(Actor):
         if not m.healthy or misses < ATTACHED_MISSES:
             return
         log.warning(
-            "%s does not answer: its jobs are queued again and wait for it (up to their timeouts)",
+            "%s does not answer: its jobs wait for it, in their place (up to their timeouts)",
             attached_name(m.kind, sid),
         )
         reason = f"/system_stats failed {misses} times in a row"
@@ -3376,12 +3379,14 @@ class MachineActor(Actor):
             seq = self.pool.served_seq.get(job_id)
             if seq is not None:
                 self.pool.keep_place[job_id] = seq
-        # Its jobs see their lease lost and queue themselves again; the ComfyUI stays, with
-        # a new signal for the leases it gives once it answers.
+        # Its jobs see their lease lost and ask again (bound to it, to re-attach, or queued
+        # again); the ComfyUI stays, with a new signal for the leases it gives once it
+        # answers.
         lost, live.lost = live.lost, LostSignal()
         lost.set()
         # Only cut off (not restarted), it may still run their prompts when it answers
-        # again: watched, and stopped there if so (the jobs run theirs again, once).
+        # again: watched, and stopped there if their job no longer follows them (it
+        # re-attaches to them, unless it ended meanwhile, e.g. timed out).
         for job_id in jobs:
             job = self.ctx.state.jobs.get(job_id)
             if job is not None and job.prompt_id is not None:

@@ -316,7 +316,8 @@ class MachineHealthy(msgspec.Struct, frozen=True, kw_only=True, tag="machine.hea
 class MachineUnhealthy(msgspec.Struct, frozen=True, kw_only=True, tag="machine.unhealthy"):
     """Emitted by the MachineActor when an attached ComfyUI (a machine we do not pay for:
     ``--comfyui-url``, the dev machine) stopped answering ``/system_stats``: it takes no job
-    until it answers again (``MachineHealthy``); the jobs on it are queued again."""
+    until it answers again (``MachineHealthy``); the jobs on it wait for it (queued again,
+    or, with a prompt there, to re-attach to it)."""
 
     server_id: str
     reason: str

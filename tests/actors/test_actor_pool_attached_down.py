@@ -79,16 +79,18 @@ async def _go_away_and_back(
         started = trio.current_time()
         with trio.fail_after(120):  # a few polls, far from the 30 min attempt timeout
             await wait_for(conjure, lambda s: not s.machines["comfyui"].healthy)
-            await wait_for(conjure, lambda s: s.jobs[first].status == "queued")
+            await wait_for(conjure, lambda s: not s.machines["comfyui"].leases)
         assert trio.current_time() - started < 120
         await trio.sleep(300)  # down for 5 min: both wait, neither fails nor runs
-        assert conjure.state.jobs[first].status == "queued"
+        # The first keeps its prompt (to look it up there once it answers), unleased.
+        assert conjure.state.jobs[first].status == "running"
         assert conjure.state.jobs[second].status == "queued"
         assert not conjure.state.machines["comfyui"].leases
     with trio.fail_after(3600):
         await conjure.wait_until_idle()
     assert conjure.state.jobs[first].status == "succeeded"
     assert conjure.state.jobs[second].status == "succeeded"
+    assert conjure.state.jobs[first].failures == 0  # its ComfyUI's restart: not its failure
     assert conjure.state.machines["comfyui"].healthy
     return first, second
 
@@ -106,17 +108,17 @@ def _cut_off(cloud: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-async def test_a_prompt_still_running_on_a_comfyui_cut_off_is_stopped_when_it_answers(
+@pytest.mark.slow  # ~0.25 s: the finished-prompt case below runs without it
+async def test_a_prompt_still_running_on_a_comfyui_cut_off_is_followed_again_when_it_answers(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cut off (not restarted) mid-job, a prompt of minutes: the job is queued again, and
-    when the ComfyUI answers again its old prompt, still running there, is stopped
-    (LatePromptStopped): the job's new prompt does not wait behind it, nor is it run to
-    the end for nothing."""
+    """Cut off (not restarted) mid-job, a prompt of minutes: when the ComfyUI answers again
+    the job re-attaches to its prompt still running there and follows it to its end; it is
+    neither stopped nor run a second time."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
     async with open_test_cloud(wall.now, timings=ComfyTimings(scale=100.0)) as cloud:
-        url, _ = cloud.standalone_comfyui()
+        url, sim = cloud.standalone_comfyui()
         config = attrs.evolve(sim_config(cloud), comfyui_url=url)
         async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
             job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
@@ -126,9 +128,43 @@ async def test_a_prompt_still_running_on_a_comfyui_cut_off_is_stopped_when_it_an
             with monkeypatch.context() as off:
                 _cut_off(cloud, off)
                 with trio.fail_after(120):
-                    await wait_for(conjure, lambda s: s.jobs[job].status == "queued")
+                    await wait_for(conjure, lambda s: not s.machines["comfyui"].leases)
             with trio.fail_after(3600):
                 await conjure.wait_until_idle()
             assert conjure.state.jobs[job].status == "succeeded"
-    stopped = [r.event for r in log.records() if type(r.event).__name__ == "LatePromptStopped"]
-    assert [(e.prompt_id, e.job_id) for e in stopped] == [(old, job)]
+            assert conjure.state.jobs[job].prompt_id == old
+    assert sim.prompts_run == [old]
+    names = [type(r.event).__name__ for r in log.records()]
+    assert "LatePromptStopped" not in names
+    assert names.count("PromptSubmitting") == 1
+
+
+async def test_a_prompt_that_finished_on_a_comfyui_cut_off_is_not_run_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut off (not restarted) mid-job, and its prompt finishes there meanwhile: when the
+    ComfyUI answers again the job re-attaches to that prompt and downloads its outputs; the
+    prompt is not submitted a second time."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now, timings=ComfyTimings(scale=10.0)) as cloud:
+        url, sim = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(600):
+                await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+            old = conjure.state.jobs[job].prompt_id
+            with monkeypatch.context() as off:
+                _cut_off(cloud, off)
+                with trio.fail_after(120):
+                    await wait_for(conjure, lambda s: not s.machines["comfyui"].healthy)
+                await trio.sleep(600)  # down for 10 min: the prompt finishes there, unseen
+                assert sim.queue_remaining == 0
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+            assert conjure.state.jobs[job].prompt_id == old
+    assert sim.prompts_run == [old]
+    submitting = [r.event for r in log.records() if type(r.event).__name__ == "PromptSubmitting"]
+    assert len(submitting) == 1
