@@ -50,7 +50,7 @@ import eventlog
 from conjure_actors.actors import files
 from conjure_actors.actors.actors import CostActor, MachineActor, _Reconcile
 from conjure_actors.actors.context import Context, Ids, Journal, PromptCheck, WsConnect
-from conjure_actors.actors.cost import Ledger
+from conjure_actors.actors.cost import LaunchWaitsOver, Ledger
 from conjure_actors.actors.job import JobSide, PoolPort, WorkflowActor
 from conjure_actors.actors.messages import (
     ApproveLaunch,
@@ -148,6 +148,11 @@ def make_comfyui_client(ctx: Context, server_id: str, url: Any) -> ComfyUIClient
     return ComfyUIClient(raw, **kwargs)
 
 
+_WAITS_FOR_MACHINE: Final = frozenset({st.PENDING, st.QUEUED, st.RETRYING})
+"""The statuses of a job that will ask the pool for a machine (a retrying one, after its
+pause): while one waits, a launch the budget refused may still be asked for it."""
+
+
 class Conjure:
     """A running runtime: submit, cancel, budget, wait, shut down. Made by open_conjure."""
 
@@ -199,7 +204,13 @@ class Conjure:
         job queued launches again), until it goes again: serve's health probe says it."""
         self.budget_problem: str | None = None
         """The budget's refusal of launches, in its notice's words, from the first refusal
-        until a launch is granted or the budget is set again: serve's health probe says it."""
+        until a launch is granted, the budget is set again, or no job waits for a machine
+        any more (the refused ones failed, or a running machine took them): serve's health
+        probe says it (see :meth:`_budget_refusing`)."""
+        # While it does: the jobs that wait for a machine, kept by a journal listener
+        # (registered for the episode only), and that listener.
+        self._refusal_waiters: set[str] | None = None
+        self._refusal_listener = contextlib.ExitStack()
         self.run_id = ctx.ids().hex[:12]
         self.side = JobSide()
         """Per-job facts that are never logged (a prompt's ``extra_data``, previews)."""
@@ -913,6 +924,63 @@ class Conjure:
             self._starts[0].send_nowait((job_id, CancelJob(job_id, self._cancels[job_id])))
         self._tell_machines(StopAllMachines(reason))
 
+    # The budget's refusal of launches is an episode: from its first refusal (said once on
+    # the terminal by its BudgetLimitReached) until a launch is granted, the budget is set
+    # again, or no job waits for a machine any more. The CostActor knows the first two; the
+    # last is read from the log: the jobs waiting when it began, and those queued since,
+    # are followed by a journal listener (one look per job event, only during an episode)
+    # until none is left waiting. Its end is said once too, and serve's health is ok again.
+
+    def _budget_refusing(self, line: str | None, why: str) -> None:
+        """From the CostActor: the budget refuses launches (``line``: its notice's words),
+        or no longer (``None``, ``why``)."""
+        if line is None:
+            self._end_refusal(why)
+            return
+        self.budget_problem = line
+        if self._refusal_waiters is not None:
+            return
+        self._refusal_waiters = {
+            j.job_id for j in self.state.jobs.values() if j.status in _WAITS_FOR_MACHINE
+        }
+        try:
+            self._refusal_listener.enter_context(self.journal.listen(self._on_refusal_records))
+        except eventlog.EventLogError as exc:  # the run is ending: nothing more is decided
+            log.debug("budget: the refusal's end is not watched: %s", exc)
+
+    def _end_refusal(self, why: str) -> None:
+        self._refusal_waiters = None
+        self._refusal_listener.close()
+        was, self.budget_problem = self.budget_problem, None
+        # Not once the budget is exceeded: that was said, and so is its lifting.
+        if was is not None and not self.state.budget.exceeded:
+            log.warning("budget: launches are no longer refused: %s", why)
+
+    def _on_refusal_records(self, records: list[Any]) -> None:
+        """Journal listener, during an episode of refused launches: follow the jobs that
+        wait for a machine; once none is left, the episode is over."""
+        waiters = self._refusal_waiters
+        if waiters is None:
+            return
+        jobs = self.state.jobs
+        for record in records:
+            job_id = getattr(record.event, "job_id", None)
+            if job_id is None:
+                continue
+            job = jobs.get(job_id)
+            if job is not None and job.status in _WAITS_FOR_MACHINE:
+                waiters.add(job_id)
+            else:
+                waiters.discard(job_id)
+        if waiters:
+            return
+        self._end_refusal("no job waits for a machine any more")
+        # The next refusal is news again (said, health degraded), not one told before.
+        try:
+            self.cost.tell_nowait(LaunchWaitsOver())
+        except (ActorStoppedError, MailboxFullError) as exc:  # the run ends, or next time
+            log.debug("budget: LaunchWaitsOver not told: %s", exc)
+
     def _on_budget_lifted(self, reason: str) -> None:
         """From the CostActor: the budget was raised past the spend after it stopped every
         machine (``serve`` runs on): new jobs get machines again, unless the run is
@@ -1082,9 +1150,9 @@ async def _assemble(
 
     await system.spawn(functools.partial(MonitorActor, ctx, monitor, notify_stall), name="monitor")
 
-    def on_refusing(line: str | None) -> None:
+    def on_refusing(line: str | None, why: str) -> None:
         if "c" in holder:
-            holder["c"].budget_problem = line
+            holder["c"]._budget_refusing(line, why)
 
     async def on_over_budget(server_ids: list[str]) -> None:
         # Told, not asked: the CostActor must not wait on the MachineActor.

@@ -56,7 +56,7 @@ MIN_WAKE = 0.01  # seconds at least between two budget wakes of the timer (no bu
 APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launch logged
 
 OnExceeded = Callable[[str], Awaitable[None]]
-OnRefusing = Callable[[str | None], None]
+OnRefusing = Callable[[str | None, str], None]
 OnOverBudget = Callable[[list[str]], Awaitable[None]]
 BUDGET_EXCEEDED = "budget exceeded"  # the reason every machine is stopped for
 LAUNCH = "launch"  # Ledger.told's key for launches (a renewal's: RENEWAL + server id)
@@ -79,6 +79,12 @@ REPLAN_ON = (
 )
 
 
+class LaunchWaitsOver:
+    """No job waits for a launch any more (told by the Conjure that watches its episode of
+    refused launches end): a refusal of the next launch is news again (said, and serve's
+    health degraded again), not one of a refusal told before."""
+
+
 class Ledger:
     """The CostActor's long-lived memory, and the read-only figures of the bill."""
 
@@ -95,7 +101,8 @@ class Ledger:
         self.on_exceeded = on_exceeded
         self.on_lifted = on_lifted  # the budget was raised past the spend after an excess
         # Told the launch refusal's line when the budget starts refusing launches, and
-        # None once one is granted or the budget is set again (serve's health says it).
+        # None (with why) once one is granted or the budget is set again (serve's health
+        # says it; the Conjure also ends it once no job waits: LaunchWaitsOver).
         self.on_refusing = on_refusing
         # Told the machines still Starting to stop (unbilled) when a change of the budget
         # leaves no room for their first lease.
@@ -111,10 +118,11 @@ class Ledger:
         self.reservations: list[cost_policy.Reservation] = []
         self.seen_requests: set[str] | None = None  # launch requests known at the last look
 
-    def refusing(self, line: str | None) -> None:
-        """Launches are refused by the budget (``line``: the notice's words) or no longer."""
+    def refusing(self, line: str | None, why: str = "") -> None:
+        """Launches are refused by the budget (``line``: the notice's words) or no longer
+        (``None``, ``why``)."""
         if self.on_refusing is not None:
-            self.on_refusing(line)
+            self.on_refusing(line, why)
 
     def reserved(self) -> int:
         """What the approvals still pending commit, after settling them against the State
@@ -215,7 +223,8 @@ class CostActor(Actor):
                     return None  # a start's budget recorded: the one in force is the same
                 self.ledger.told.clear()
                 self.ledger.refusals.forget()
-                self.ledger.refusing(None)  # the next ask says again if it still refuses
+                # The next ask says again if it still refuses.
+                self.ledger.refusing(None, "the budget was set again")
                 handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
                 lifted = self.ledger.on_lifted
@@ -225,6 +234,9 @@ class CostActor(Actor):
                 return None
             case AccrueNow():
                 await self._accrue()
+                return None
+            case LaunchWaitsOver():
+                self.ledger.told.discard(LAUNCH)
                 return None
             case _:
                 log.warning("CostActor: unknown message %s", type(msg).__name__)
@@ -267,7 +279,7 @@ class CostActor(Actor):
         if refused is None:
             self.ledger.reserve(job_id, estimate)
             if LAUNCH in self.ledger.told:
-                self.ledger.refusing(None)
+                self.ledger.refusing(None, "a launch was granted")
             self.ledger.told.discard(LAUNCH)  # a launch fits again: a refusal is news
             self.ledger.refusals.forget()
             return True

@@ -118,7 +118,8 @@ async def health(request: Request) -> Response:
     attached ComfyUI does not answer (its jobs wait for it), or while
     launching is stopped because launches kept failing (the jobs waiting then failed; the
     next job tries again), while the budget is exceeded, or while it refuses launches (from
-    its first refusal until a launch is granted or the budget is set again)."""
+    its first refusal until a launch is granted, the budget is set again, or no job waits
+    for a machine any more: ``Conjure.budget_problem``)."""
     service = service_of(request)
     held = service.held_since
     launch_problem = service.conjure.launch_problem
