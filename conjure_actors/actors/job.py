@@ -341,10 +341,11 @@ class PoolPort:
                     LOST_CHECK_TIMEOUT,
                 )
 
-    async def polled(self) -> None:
-        """Return once the pool has listed the cloud afresh (machines found gone are lost)."""
+    async def polled(self, server_id: str | None = None) -> None:
+        """Return once the pool has listed the cloud afresh (machines found gone are lost);
+        ``server_id``: the machine a request to failed (an attached one is checked too)."""
         reply: Reply[None] = Reply()
-        await self.ref.tell(PollNow(reply))
+        await self.ref.tell(PollNow(reply, server_id))
         await reply.wait()
 
     def cancel_lease(self, job_id: str) -> None:
@@ -1381,9 +1382,10 @@ class WorkflowActor(Actor):
     async def _look(self, token: int, failure: AttemptFailure) -> None:
         """Ask the pool for a fresh listing, so a vanished machine is known before a failure
         is counted (or the machine leased again)."""
+        lease = self._lease
         with trio.move_on_after(LOST_CHECK_TIMEOUT):
             try:
-                await self.pool.polled()
+                await self.pool.polled(lease.server_id if lease is not None else None)
             except (ActorStoppedError, ConjureError) as exc:  # judge by what is known
                 log.info("job %s: no fresh look at the cloud: %s", self.job_id, exc)
         await self._report(_Judge(token, failure))

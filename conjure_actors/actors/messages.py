@@ -253,9 +253,12 @@ class ResumeLaunching:
 class PollNow:
     """Poll the cloud now rather than at the next tick (tests, stalls, recovery); ``reply``,
     when given, is answered once a poll that began after this request has ended (a job
-    asks whether its machine still exists before it counts a failure)."""
+    asks whether its machine still exists before it counts a failure). ``server_id``: that
+    machine, whose request failed (an attached ComfyUI is then checked at once, and the
+    reply waits for that check)."""
 
     reply: Reply[None] | None = None
+    server_id: str | None = None
 
 
 # ------------------------------------------------------------------------------ CostActor

@@ -136,7 +136,8 @@ HEALTH_ATTEMPTS = 5
 
 ATTACHED_MISSES = 3
 """An attached ComfyUI (``--comfyui-url``, the dev machine: nothing we launch or pay for)
-is asked ``/system_stats`` at every poll; this many failed in a row and it is taken for down
+is asked ``/system_stats`` at every poll; this many failed in a row (or one, checked at once
+when a job's own request to it failed: see ``_on_attached_checked``) and it is taken for down
 (``MachineUnhealthy``): its jobs wait for it, in their place (a job whose prompt it has
 keeps that prompt, to follow it there again: it may only have been cut off)."""
 
@@ -845,6 +846,12 @@ class MachineActor(Actor):
         self._health: set[str] = set()
         self._attached_checks: set[str] = set()  # /system_stats of attached ComfyUIs in flight
         self._attached_misses: Counter[str] = Counter()  # ... failed in a row
+        # The replies of jobs whose request to an attached ComfyUI failed (PollNow with its
+        # server id), answered once the check that follows has been judged.
+        self._attached_word: dict[str, list[Reply[None]]] = {}
+        # Attached ComfyUIs back from down: the checks still to answer in a row before a
+        # job's failed request counts again (see _on_attached_checked: no flapping).
+        self._attached_shaky: Counter[str] = Counter()
         self._looking_up: set[str] = set()  # GET /servers/{id} of a machine left out
         # Of those, stopped machines whose DELETE did not take (recheck) -> failed lookups.
         self._recheck_lookups: dict[str, int] = {}
@@ -924,6 +931,12 @@ class MachineActor(Actor):
                 self._resume_launching(msg.reason)
             case StopAllMachines():
                 await self._stop_all(msg.reason, msg.reply)
+            case PollNow(reply=Reply() as reply, server_id=str() as sid) if self._attached_up(sid):
+                # A job's request to an attached ComfyUI failed: it is checked now, and the
+                # job answered once that check is judged (see _on_attached_checked).
+                self._attached_word.setdefault(sid, []).append(reply)
+                self._check_attached(only=sid)
+                self._poll()
             case PollNow(reply=reply):
                 if reply is not None:
                     self._poll_waiters.append(reply)
@@ -3319,11 +3332,26 @@ class MachineActor(Actor):
 
     # ------------------------------------------------------------------ attached ComfyUIs
 
-    def _check_attached(self) -> None:
+    def _attached_up(self, server_id: str | None) -> bool:
+        """Whether ``server_id`` is an attached ComfyUI taken for up (checked at each poll)."""
+        m = self.ctx.state.machines.get(server_id) if server_id is not None else None
+        return (
+            m is not None
+            and m.kind != "runcomfy"
+            and m.status not in MACHINE_GONE
+            and m.healthy
+            and (live := self.pool.live.get(m.server_id)) is not None
+            and live.client is not None
+        )
+
+    def _check_attached(self, only: str | None = None) -> None:
         """Ask every attached ComfyUI (not launched, not paid for: it may go away at any
-        time, with nothing of the cloud to say so) ``/system_stats``, one at a time each."""
+        time, with nothing of the cloud to say so) ``/system_stats``, one at a time each
+        (``only``: that one, now)."""
         for m in self.ctx.state.machines.values():
             sid = m.server_id
+            if only is not None and sid != only:
+                continue
             if m.kind == "runcomfy" or m.status in MACHINE_GONE or sid in self._attached_checks:
                 continue
             live = self.pool.live.get(sid)
@@ -3343,6 +3371,14 @@ class MachineActor(Actor):
         await self._tell(AttachedChecked(server_id, answered))
 
     async def _on_attached_checked(self, msg: AttachedChecked) -> None:
+        word = self._attached_word.pop(msg.server_id, [])
+        try:
+            await self._judge_attached(msg, corroborated=bool(word))
+        finally:
+            for reply in word:  # the jobs judge their failure on what is known now
+                reply.set(None)
+
+    async def _judge_attached(self, msg: AttachedChecked, *, corroborated: bool) -> None:
         """An attached ComfyUI that stopped answering is unhealthy (said once): its jobs
         wait for it in their place (each asks it again; a job without a prompt there is
         queued again, one with a prompt there keeps it, to look it up and follow it, or
@@ -3357,22 +3393,42 @@ class MachineActor(Actor):
             return
         if msg.answered:
             self._attached_misses.pop(sid, None)
+            if self._attached_shaky[sid] > 1:
+                self._attached_shaky[sid] -= 1
+            else:
+                self._attached_shaky.pop(sid, None)
             if not m.healthy and not live.opening:
                 log.warning(
                     "%s answers again: the jobs waiting for it go on", attached_name(m.kind, sid)
                 )
+                self._attached_shaky[sid] = ATTACHED_MISSES
                 await self.ctx.emit(ev.MachineHealthy(server_id=sid, at=self.ctx.now()))
                 await self._assign()
             return
         self._attached_misses[sid] += 1
         misses = self._attached_misses[sid]
-        if not m.healthy or misses < ATTACHED_MISSES:
+        # One failed check is not enough on its own (a slow answer, a blip): it takes
+        # ATTACHED_MISSES in a row (a poll apart, unless a job's failure asked for one),
+        # during which jobs are still sent there, and fail, and use their attempts up in
+        # retries against a dead ComfyUI (a job failed for good that way). So when a job's
+        # own request to it failed too (after its client's retries) and this check, made
+        # then, failed as well, two independent failures agree: it is taken for down now,
+        # before the job's failure is counted (it waits, or re-attaches, in its place).
+        # Not if it came back less than ATTACHED_MISSES answered checks ago: a ComfyUI that
+        # answers on and off takes the slow way then, rather than going down and up again
+        # at every job's failure (each an event, a terminal line, its jobs moved).
+        fast = corroborated and self._attached_shaky[sid] == 0
+        if not m.healthy or (misses < ATTACHED_MISSES and not fast):
             return
         log.warning(
             "%s does not answer: its jobs wait for it, in their place (up to their timeouts)",
             attached_name(m.kind, sid),
         )
-        reason = f"/system_stats failed {misses} times in a row"
+        reason = (
+            f"/system_stats failed {misses} times in a row"
+            if misses >= ATTACHED_MISSES
+            else "/system_stats failed, and a job's request to it failed too"
+        )
         await self.ctx.emit(ev.MachineUnhealthy(server_id=sid, reason=reason, at=self.ctx.now()))
         jobs = list(m.leases)
         for job_id in jobs:

@@ -168,3 +168,66 @@ async def test_a_prompt_that_finished_on_a_comfyui_cut_off_is_not_run_again(
     assert sim.prompts_run == [old]
     submitting = [r.event for r in log.records() if type(r.event).__name__ == "PromptSubmitting"]
     assert len(submitting) == 1
+
+
+async def test_a_job_sent_to_a_comfyui_just_gone_has_it_marked_down_at_once_not_failed(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ComfyUI goes away between two checks (polls of 30 s) and a job is sent to it: its
+    request fails, the pool checks at once, fails too, and marks it down then (not 3 polls
+    later): the job waits for it in its place, no attempt counted as failed."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud, poll_interval=30.0), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            with monkeypatch.context() as down:
+                _take_down(cloud, down)
+                gone = trio.current_time()
+                job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+                with trio.fail_after(3600):
+                    await wait_for(conjure, lambda s: not s.machines["comfyui"].healthy)
+                assert trio.current_time() - gone < 30.0  # before the next poll's check
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert conjure.state.jobs[job].status == "succeeded"
+            assert conjure.state.jobs[job].failures == 0
+    names = [type(r.event).__name__ for r in log.records()]
+    assert "JobRetrying" not in names
+
+
+@pytest.mark.slow  # ~0.3 s: the inner loop runs the one above
+async def test_a_comfyui_just_back_is_not_marked_down_again_on_one_job_failure(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No flapping: marked down at once on a job's failed request, back, then gone again
+    right away: this time one failed check after a job's failed request is not enough, it
+    takes 3 failed checks in a row (the polls', or those the job's failures ask for)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        url, _ = cloud.standalone_comfyui()
+        config = attrs.evolve(sim_config(cloud, poll_interval=30.0), comfyui_url=url)
+        async with run_conjure(cloud, log, tmp_path, config, wall, mode="comfyui") as conjure:
+            with monkeypatch.context() as down:
+                _take_down(cloud, down)
+                await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+                with trio.fail_after(3600):
+                    await wait_for(conjure, lambda s: not s.machines["comfyui"].healthy)
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.machines["comfyui"].healthy)
+            with monkeypatch.context() as down:
+                _take_down(cloud, down)
+                await conjure.submit(GRAPH, image=example_sketch_png(), prompt="y")
+                with trio.fail_after(3600):
+                    await wait_for(conjure, lambda s: not s.machines["comfyui"].healthy)
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+    reasons = [
+        r.event.reason for r in log.records() if type(r.event).__name__ == "MachineUnhealthy"
+    ]
+    assert reasons == [
+        "/system_stats failed, and a job's request to it failed too",
+        "/system_stats failed 3 times in a row",
+    ]
