@@ -954,7 +954,7 @@ class Conjure:
         was, self.budget_problem = self.budget_problem, None
         # Not once the budget is exceeded: that was said, and so is its lifting.
         if was is not None and not self.state.budget.exceeded:
-            log.warning("budget: launches are no longer refused: %s", why)
+            log.warning("budget: %s", why)
 
     def _on_refusal_records(self, records: list[Any]) -> None:
         """Journal listener, during an episode of refused launches: follow the jobs that
@@ -974,7 +974,11 @@ class Conjure:
                 waiters.discard(job_id)
         if waiters:
             return
-        self._end_refusal("no job waits for a machine any more")
+        # Not "no longer refused": the budget would refuse the next launch all the same.
+        self._end_refusal(
+            "no job waits on a refused launch any more; a new job's launch is judged against"
+            " the budget again"
+        )
         # The next refusal is news again (said, health degraded), not one told before.
         try:
             self.cost.tell_nowait(LaunchWaitsOver())

@@ -224,7 +224,9 @@ class CostActor(Actor):
                 self.ledger.told.clear()
                 self.ledger.refusals.forget()
                 # The next ask says again if it still refuses.
-                self.ledger.refusing(None, "the budget was set again")
+                self.ledger.refusing(
+                    None, "launches are no longer refused: the budget was set again"
+                )
                 handled, self.ledger.exceeded_handled = self.ledger.exceeded_handled, False
                 await self._accrue()
                 lifted = self.ledger.on_lifted
@@ -279,7 +281,7 @@ class CostActor(Actor):
         if refused is None:
             self.ledger.reserve(job_id, estimate)
             if LAUNCH in self.ledger.told:
-                self.ledger.refusing(None, "a launch was granted")
+                self.ledger.refusing(None, "launches are no longer refused: a launch was granted")
             self.ledger.told.discard(LAUNCH)  # a launch fits again: a refusal is news
             self.ledger.refusals.forget()
             return True

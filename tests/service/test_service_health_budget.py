@@ -144,8 +144,13 @@ async def test_the_end_of_a_launch_refusal_is_said_once_and_the_next_one_said_ag
                     )
                     await wait_for(run.service, lambda s: conjure.budget_problem is None)
     refused = [line for line in terminal.getvalue().splitlines() if "launch refused" in line]
-    over = [r.getMessage() for r in caplog.records if "no longer refused" in r.getMessage()]
+    over = [r.getMessage() for r in caplog.records if "refused launch" in r.getMessage()]
     assert len(refused) == 2
     assert (
-        over == ["budget: launches are no longer refused: no job waits for a machine any more"] * 2
+        over
+        == [
+            "budget: no job waits on a refused launch any more; a new job's launch is judged"
+            " against the budget again"
+        ]
+        * 2
     )
