@@ -41,8 +41,9 @@ is stored as it records an asset over it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -258,8 +259,7 @@ class AssetActor(Actor):
                 await self._record_output(job.job_id, out.node_id, out.filename, out.path, out.kind)
         await self._move_expiries(None)
         # Expired jobs whose folders a crash (or an older version) left: removed now.
-        expired = [a.job_id for a in self.ctx.state.service.api_jobs.values() if a.expired]
-        await self._remove_outputs(expired)
+        await self._remove_expired_outputs()
 
     async def _watch_outputs(self, ready: trio.Event) -> None:
         # A journal listener picks the outputs out of each commit as it is applied (no task
@@ -717,6 +717,37 @@ class AssetActor(Actor):
                 await self.ctx.emit(se.AssetExpired(asset_id=record.asset_id, at=now))
                 self._drop_blob_if_unused(record.hash)
 
+    async def _remove_expired_outputs(self) -> None:
+        """On start: remove the folders every expired job left (a crash between its
+        ``ApiJobExpired`` and the removal, or in the middle of it; an older version).
+
+        A serve lives for months and its log keeps every expired job, nearly all of whose
+        folders went long ago: a probe per expired job (the sweep's way, for the few it
+        expires) would make every start slower with the log's age (20,000 expired jobs:
+        half a second of syscalls). So each ``--out`` the expired jobs' outputs were saved
+        under is listed once, and only its entries named after an expired job go: the
+        filesystem work is bounded by what is on disk, not by the log."""
+        state = self.ctx.state
+        expired = {a.job_id for a in state.service.api_jobs.values() if a.expired}
+        if not expired:
+            return
+        # The --out of each output (OUT/<job>/<subfolder>/<file>; a restart may have had
+        # another --out): found by string search, as Path objects for 20,000 jobs cost more
+        # than the listings they spare.
+        out_dirs = {str(self.ctx.out_dir)}
+        sep = os.sep
+        for job_id in expired:
+            job = state.jobs.get(job_id)
+            if job is None:
+                continue
+            needle = f"{sep}{job_id}{sep}"
+            for out in job.outputs:
+                at = out.path.rfind(needle)
+                if at > 0:
+                    out_dirs.add(out.path[:at])
+        folders = sorted(Path(d) for d in out_dirs)
+        await trio.to_thread.run_sync(remove_listed_folders, folders, expired)
+
     async def _remove_outputs(self, job_ids: list[str]) -> None:
         """Remove the output folders of jobs whose expiry is logged (idempotent)."""
         folders: set[Path] = set()
@@ -753,6 +784,26 @@ def remove_folders(folders: Iterable[Path]) -> None:
             log.warning("expired outputs in %s not removed: %s", folder, exc)
             continue
         log.debug("expired outputs removed: %s", folder)
+
+
+def remove_listed_folders(out_dirs: Iterable[Path], job_ids: Set[str]) -> None:
+    """List each of ``out_dirs`` once and remove its folders named after one of ``job_ids``
+    (:func:`remove_folders`); an ``out_dir`` that is gone or unreadable holds nothing to
+    remove (a warning for the latter)."""
+    folders: list[Path] = []
+    for out_dir in out_dirs:
+        try:
+            with os.scandir(out_dir) as entries:
+                folders.extend(
+                    out_dir / e.name
+                    for e in entries
+                    if e.name in job_ids and e.is_dir(follow_symlinks=False)
+                )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("expired outputs in %s not looked for: %s", out_dir, exc)
+    remove_folders(folders)
 
 
 _TYPES = {
