@@ -61,6 +61,13 @@ log = logging.getLogger("conjure_actors.actors.assets")
 
 SWEEP_INTERVAL = 30.0
 """Seconds between two expiry sweeps."""
+EXPIRY_MOVES_PER_APPEND = 500
+"""The most ``ApiJobExpiryMoved`` one append holds: the catch-up of a log older than that
+event moves every API job it holds, and one append of them all would be one unit as large
+as the log's history of jobs (the journal never splits an ``append_many``: one write and
+fsync past its ``max_batch``, held in memory whole, and every appender waits behind it). The
+moves are independent: a crash between two appends leaves the rest to the next start's
+catch-up."""
 INLINE_BYTES = 64 * 1024
 """An output up to this size whose bytes are stored already becomes an asset on the actor's
 own task (read and hashed in tens of microseconds): a worker thread, a child task and a
@@ -686,8 +693,8 @@ class AssetActor(Actor):
         so every output recorded before is in the state the move applies to, and every
         output recorded after reads the job's new deadline (``_asset_recorded``)."""
         moves = se.expiry_moves(self.ctx.state, self.retention.jobs, self.ctx.now(), job_ids)
-        if moves:
-            await self.ctx.emit(*moves)
+        for start in range(0, len(moves), EXPIRY_MOVES_PER_APPEND):
+            await self.ctx.emit(*moves[start : start + EXPIRY_MOVES_PER_APPEND])
 
     async def _sweep(self) -> None:
         await self._move_expiries(None)  # an end the watcher has not told yet: not expired
