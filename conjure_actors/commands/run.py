@@ -857,6 +857,64 @@ async def _dev_machine(config: Config) -> Any:
         return await attachable_dev_machine(config, rc)
 
 
+VERSION_CHECK_SECONDS = 15.0
+"""The most the check of a new run's workflow version waits for RunComfy's listing (two
+attempts, no long rate-limit wait): a listing that fails or is late checks nothing, and
+the run's own start-up says what is wrong with RunComfy, in its words."""
+
+
+async def _check_workflow_version(config: Config) -> None:
+    """A new run's workflow version must be one of the account's: said now, as ``machine
+    up`` says it (a UsageError, exit 2, naming the versions the account has), rather than
+    as a refused launch that fails the jobs (exit 1, as if RunComfy had failed)."""
+    import httpx
+
+    from conjure_actors.clients.retry import RetryPolicy
+    from conjure_actors.clients.runcomfy import RunComfyClient, RunComfyPolicy
+
+    retry = RetryPolicy(attempts=2, request_timeout=VERSION_CHECK_SECONDS, max_retry_after=5.0)
+    async with httpx.AsyncClient(timeout=VERSION_CHECK_SECONDS) as http:
+        rc = RunComfyClient(
+            config.runcomfy.base_url,
+            config.runcomfy.user_id,
+            config.runcomfy.api_token.reveal(),
+            http=http,
+            policy=RunComfyPolicy(retry=retry),
+        )
+        await refuse_unknown_version(rc, config.runcomfy.workflow_version)
+
+
+async def refuse_unknown_version(rc: Any, version: str | None) -> None:
+    """UsageError if the account's workflows (``GET /workflows``) do not hold ``version``. A
+    listing that fails, or takes more than :data:`VERSION_CHECK_SECONDS`, says nothing (the
+    launch is the judge then, as before): it never stops a run that could go."""
+    from conjure_actors.clients.errors import ClientError
+
+    if not version:
+        return
+    workflows = None
+    with trio.move_on_after(VERSION_CHECK_SECONDS):
+        try:
+            workflows = await rc.list_workflows()
+        except ClientError as exc:
+            log.info("workflow version %s not checked: %s", version, exc)
+            return
+    if workflows is None:
+        log.info("workflow version %s not checked: RunComfy's listing was late", version)
+        return
+    if any(w.version_id == version for w in workflows):
+        return
+    known = ", ".join(
+        f"{w.version_id} ({w.workflow_name})" if w.workflow_name else w.version_id
+        for w in workflows[:8]
+    )
+    more = f" and {len(workflows) - 8} more" if len(workflows) > 8 else ""
+    raise UsageError(
+        f"RunComfy does not know workflow version {version!r}: pass one of the account's"
+        f" with --workflow-version: {known or 'none'}{more}"
+    )
+
+
 def _dev_workflow_version(config: Config) -> str | None:
     """The workflow version of the dev machine ``machine up`` recorded, if any."""
     from conjure_actors.commands.machine import read_dev_machine, state_path
@@ -892,7 +950,8 @@ async def _cloud(
     maybe its state as the caller read it already (None: unreadable; opening the journal
     says why): on RunComfy its workflow version is the run's unless one is given, and one
     given that is not the log's is refused (see ``version_for_log``), before anything
-    starts."""
+    starts. A new run's version the account does not have is refused too
+    (``refuse_unknown_version``)."""
     import attrs
 
     mode = config.mode
@@ -934,6 +993,8 @@ async def _cloud(
                 config, runcomfy=attrs.evolve(config.runcomfy, workflow_version=version)
             )
             banner += f", workflow version {version} ({whose})"
+        if log is None:  # a resume may have machines to stop: never refused for this
+            await _check_workflow_version(config)
         yield config, mode, None, None, banner
         return
     from conjure_actors.clock import SystemWallClock
