@@ -199,6 +199,9 @@ class Conjure:
         """After a shutdown without a log (a full disk): what was stopped, in one line."""
         self.stop_stops = ""
         """:attr:`stop_note`'s part that says what was stopped."""
+        self._stopped_unlogged: set[str] = set()
+        """Machines a shutdown without a log stopped: the state, which never heard of it,
+        still has them running; they are not among those that may still run."""
         self.launch_problem: str | None = None
         """Why launching stopped on launch failures (the jobs waiting then failed; the next
         job queued launches again), until it goes again: serve's health probe says it."""
@@ -737,7 +740,7 @@ class Conjure:
         return [j.job_id for j in self.state.jobs.values() if j.status in st.ACTIVE_STATUSES]
 
     def running_machines(self) -> list[str]:
-        return self.pool.still_running()
+        return [m for m in self.pool.still_running() if m not in self._stopped_unlogged]
 
     async def wait_until_idle(self, *, machines_stopped: bool = False) -> None:
         """Return once every job is terminal (and, if asked, every machine we pay for has
@@ -888,6 +891,7 @@ class Conjure:
     async def _stop_without_log(self, reason: str) -> None:
         """The journal refuses writes: stop every machine anyway, then say so in one line."""
         stopped, failed = await stop_machines_directly(self.ctx, reason)
+        self._stopped_unlogged.update(stopped)
         what = describe(self._fatal) if self._fatal is not None else "unknown error"
         parts = [f"the event log refused writes ({what})"]
         parts.append(

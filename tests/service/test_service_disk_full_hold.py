@@ -241,16 +241,17 @@ async def test_a_sigterm_during_a_hold_stops_the_machines_without_waiting_for_th
             await _running_job_then_full(run, disk)
             assert run.cloud.runcomfy.running() != []
             start = trio.current_time()
-            await serve.shut_down(run.service)
+            seen["left"] = await serve.shut_down(run.service)
             seen["took"] = trio.current_time() - start
             seen["running"] = run.cloud.runcomfy.running()
 
     with trio.fail_after(3600):
         stopped = await _stopped(stop_on_a_full_disk)
     assert seen["took"] < 60
-    # (Stopped without logging it: the state still has it, so shutdown names it among those
-    # that "may still run"; the cloud says it is stopped.)
+    # Stopped without logging it (the state still has it running): not among those that
+    # "may still run", which serve prints.
     assert seen["running"] == []
+    assert seen["left"] == []
     assert isinstance(meaningful(stopped), RunStoppedError), stopped
 
 
