@@ -580,20 +580,38 @@ _AT_MOST: Final = (
 )
 
 
-async def _stop(rc: Any, server_id: str) -> tuple[str, Any, float]:
-    """Stop a machine of the account: ``(how, server, until)``, from the DELETE's answer
-    alone (one call: a look first cost one more, ~1 s at the account's rate limit, billed).
+_UNSEEN: Final = object()
+"""``_stop``'s ``looked`` when the caller has no fresh look at the machine."""
+
+
+async def _stop(rc: Any, server_id: str, looked: Any = _UNSEEN) -> tuple[str, Any, float]:
+    """Stop a machine of the account: ``(how, server, until)``.
+
+    A look first (``GET``, unless the caller just had one: ``looked``): a DELETE's answer
+    says ``Deleting`` whether this DELETE stopped the machine or another stop had (the
+    dashboard, another ``machine down``), so only a look tells "already stopped" from
+    "stopped" (a fresh process has the two requests' tokens: no rate-limit wait, one round
+    trip more before the DELETE of a machine still up). A machine the look finds stopping
+    gets no DELETE.
 
     ``how``: ``gone`` (404: nobody tells when it went; ``server`` None, ``until`` now);
-    ``already`` (the answer's lease end, ``estimated_stopping_at``, had passed when the
-    DELETE was asked for: RunComfy had stopped it there, ``until``); ``ran_out`` (its lease
-    ended while the DELETE was on its way, retries and rate-limit waits included: whichever
-    came first ended its bill, by the lease's end, ``until``); ``stopped`` (by this DELETE:
-    ``until`` is when it returned, as RunComfy bills it). A machine stopped another way
-    (the dashboard, another ``machine down``) that is still listed ``Deleting`` answers as
-    one this DELETE stops (``current_status: "Deleting"``): it is said stopped, billed up
-    to now, the most it can have cost; once gone it answers 404."""
+    ``already`` (its lease's end, ``estimated_stopping_at``, had passed when this command
+    asked: RunComfy had stopped it there, ``until``); ``elsewhere`` (found stopping before
+    its lease's end: stopped another way, nobody tells when; ``until`` is the look, the
+    latest it can have billed to); ``ran_out`` (its lease ended while the DELETE was on its
+    way, retries and rate-limit waits included: whichever came first ended its bill, by the
+    lease's end, ``until``); ``stopped`` (by this DELETE: ``until`` is when it returned, as
+    RunComfy bills it)."""
     asked = time.time()
+    if looked is _UNSEEN:
+        looked = await _look(rc, server_id)
+    if looked is None:
+        return "gone", None, time.time()
+    if _up(looked) is None:
+        lease_end = looked.estimated_stopping_at
+        if lease_end is not None and lease_end <= asked:
+            return "already", looked, lease_end
+        return "elsewhere", looked, _lease_capped(time.time(), looked)
     stopped = await rc.stop(server_id, missing_ok=True)
     now = time.time()
     if stopped is None:
@@ -614,6 +632,9 @@ def _stop_words(what: str, how: str, server: Any, bill: str) -> str:
     if how == "found":  # (an earlier look found it stopped: when, nobody tells)
         at_most = f"; billed at most {bill} ({_AT_MOST})" if bill else ""
         return f"{what} was already stopped ({_STOPPED_BY}){at_most}"
+    if how == "elsewhere":  # (found stopping before its lease's end: when, nobody tells)
+        at_most = f"; billed at most {bill} ({_AT_MOST})" if bill else ""
+        return f"{what} was already stopped (it was stopped another way){at_most}"
     at_most = f"; billed at most {bill} (up to its lease's end)" if bill else ""
     at = _clock(server.estimated_stopping_at)
     if how == "already":
@@ -974,7 +995,7 @@ async def _settle_pending(
             f" `machine up`; cost so far {format_usd(cost)}: `machine down` stops it"
         )
         return server
-    how, stopped, until = await _stop(rc, server.server_id)
+    how, stopped, until = await _stop(rc, server.server_id, looked=server)
     if how == "gone":  # gone before the DELETE, nobody tells when: to now at the latest,
         until = _lease_capped(until, server)  # never past its lease's end as listed
     pending_path(path).unlink(missing_ok=True)

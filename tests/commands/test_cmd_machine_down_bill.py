@@ -1,11 +1,12 @@
 """``machine down`` of a machine already stopped (its lease ran out, or another stop): the
 DELETE's answer says ``Deleting`` either way. It billed up to the call (the overbill grew
 with every second after the lease's end) and said "stopped"; then a look (GET) first told
-"already stopped", one more call (~1 s at the account's rate limit) on every stop. Now the
-DELETE's answer alone: its lease's end, passed before the DELETE was asked for, says
-"already stopped", passed while it was on its way "stopped as its lease ran out", and the
+"already stopped". Now: its lease's end, passed before the command asked, says "already
+stopped", passed while the DELETE was on its way "stopped as its lease ran out", and the
 bill never passes the lease's end: it agrees with the sim's own billing, to the
-micro-dollar when the lease's end is when it stopped."""
+micro-dollar when the lease's end is when it stopped. The look stays, for one thing only
+it tells: a machine stopped another way before its lease's end (the DELETE's answer says
+``Deleting`` for it too) "was already stopped"."""
 
 from __future__ import annotations
 
@@ -150,15 +151,16 @@ async def test_down_of_a_machine_found_stopped_by_status_says_already_stopped(
     assert f"billed at most {format_usd(at_most)} " in out
 
 
-async def test_down_of_a_machine_stopped_another_way_unseen_bills_no_less_than_the_cloud(
+async def test_down_of_a_machine_stopped_another_way_says_it_was_already_stopped(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Stopped another way, still listed Deleting, and not looked at since: its DELETE
-    answers as one that stops it, so it is said stopped, billed to the call: never below
-    the sim's bill (the limit of one call instead of a look and a DELETE)."""
+    answers as one that stops it, and it was said "stopped; cost". The look first tells:
+    "was already stopped (it was stopped another way)", billed at most up to the look, never
+    below the sim's bill, and no second DELETE."""
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     table = default_price_table()
@@ -169,13 +171,25 @@ async def test_down_of_a_machine_stopped_another_way_unseen_bills_no_less_than_t
         assert await machine_action(other, CONFIG, tmp_path / "other.json", rc) == 0
         capsys.readouterr()
         await trio.sleep(20)
+        deletes: list[str] = []
+        stop = rc.stop
+
+        async def counted(server_id: str, *, missing_ok: bool = False) -> Any:
+            deletes.append(server_id)
+            return await stop(server_id, missing_ok=missing_ok)
+
+        monkeypatch.setattr(rc, "stop", counted)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
         called = wall.now()
     (bill,) = sim.billing()
-    said = machine_cost_micros(table.rate("medium"), server.service_ready_at, called)
-    assert said >= bill.cost_micros
+    at_most = machine_cost_micros(table.rate("medium"), server.service_ready_at, called)
+    assert at_most >= bill.cost_micros
     out = capsys.readouterr().out
-    assert f"dev machine {server.server_id} stopped; cost {format_usd(said)}" in out
+    assert f"dev machine {server.server_id} was already stopped (it was stopped another way)" in out
+    assert "stopped;" not in out
+    assert f"billed at most {format_usd(at_most)} " in out
+    assert deletes == []
+    assert not path.exists()
 
 
 async def test_a_delete_sent_after_the_lease_ran_out_bills_to_the_lease_end(
@@ -237,30 +251,35 @@ async def test_down_of_an_interrupted_launchs_machine_bills_to_its_lease_end(
     assert f"billed at most {format_usd(bill.cost_micros)} (up to its lease's end)" in out
 
 
-async def test_down_of_a_machine_still_up_is_one_call(
+async def test_down_of_a_machine_still_up_is_a_look_then_its_delete_without_a_wait(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A machine still up is stopped by its DELETE alone (a look first was one more call,
-    ~1 s at the account's rate limit, billed), and said stopped with the sim's bill."""
+    """A machine still up: one look (it alone tells a machine stopped another way), then
+    its DELETE, with no rate-limit wait between them (a new process has the bucket's two
+    tokens: the look costs one round trip, billed), and it is said stopped with the sim's
+    bill."""
     wall = _wall(monkeypatch)
     path = tmp_path / "dev.json"
     async with open_client(timings=TIMINGS, wall=wall) as (sim, rc):
         server = await _up(rc, path, wall, 3600)
         rc = RunComfyClient(BASE, USER, TOKEN, http=rc._http)  # `machine ...`: a new process
         calls: list[str] = []
+        times: list[float] = []
         request = rc._request
 
         async def counted(method: str, route: str, **kwargs: Any) -> Any:
             calls.append(f"{method} {route}")
+            times.append(trio.current_time())
             return await request(method, route, **kwargs)
 
         monkeypatch.setattr(rc, "_request", counted)
         await trio.sleep(120)
         assert await machine_action(_args("down"), CONFIG, path, rc) == 0
-    assert calls == [f"DELETE /servers/{server.server_id}"]
+    assert calls == [f"GET /servers/{server.server_id}", f"DELETE /servers/{server.server_id}"]
+    assert times[1] == times[0]
     (bill,) = sim.billing()
     assert bill.reason == "stopped"
     assert bill.cost_micros > 0
