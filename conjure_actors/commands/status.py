@@ -33,6 +33,28 @@ BILLING_OVER = frozenset({"Deleting", "Stopping"})
 ``Stopping``: one its lease or RunComfy stopped) though it is still listed."""
 
 
+SHOWN_UNIT = 100
+"""Micro-dollars in the last place a cost is shown in (``format_usd``'s 4 decimals)."""
+
+
+def shown_shares(costs: list[int]) -> list[int]:
+    """The machines' costs (micro-dollars) as shown beside their total: whole
+    :data:`SHOWN_UNIT` s that add up to the total shown (their exact sum rounded half up, as
+    ``format_usd`` rounds it, and as ``run``'s summary and ``replay`` show it).
+
+    Each cost rounded on its own would not add up (three machines of $0.000275 show $0.0003
+    each, under a total of $0.0008): each is rounded down, and the units the total has more
+    than their sum go one each to the largest remainders (the first of equal ones, in the
+    order listed). So each share is within one unit of its cost."""
+    total_units = (sum(costs) + SHOWN_UNIT // 2) // SHOWN_UNIT
+    shares = [cost // SHOWN_UNIT for cost in costs]
+    left = total_units - sum(shares)
+    by_remainder = sorted(range(len(costs)), key=lambda i: -(costs[i] % SHOWN_UNIT))
+    for i in by_remainder[:left]:
+        shares[i] += 1
+    return [units * SHOWN_UNIT for units in shares]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", nargs="?", metavar="LOG", help="a run log to summarize")
     parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI to ask")
@@ -125,9 +147,11 @@ def _show_log(path: Path) -> None:
     # The bill as replay shows it (its ``billed``, as of the last record): a machine still
     # running there (a crashed run) has cost more than its last accrual, maybe nothing yet.
     billed = billed_by(state, state.last_at)
-    for m in state.machines.values():
+    machines = list(state.machines.values())
+    shares = shown_shares([billed[m.server_id] for m in machines])  # add up to the total
+    for m, share in zip(machines, shares, strict=True):
         status = machine_status(m)  # with "draining (why)", as replay shows it
-        print(f"  machine {m.server_id} ({m.kind}): {status}, {format_usd(billed[m.server_id])}")
+        print(f"  machine {m.server_id} ({m.kind}): {status}, {format_usd(share)}")
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
@@ -268,17 +292,20 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
     table = default_price_table(config.runcomfy.plan)
     servers: list[Any] = await rc.list_servers()
     now = time.time()
-    total = 0
     bounded = False
     unpriced: list[str] = []  # Ready machines of a type the price table has no price for
     print(f"RunComfy: {len(servers)} machine(s)")
+    costs: list[int] = []
     for s in servers:
         cost = 0
-        priced = s.server_type in table.hourly_micros
-        if s.service_ready_at is not None and priced:
+        if s.service_ready_at is not None and s.server_type in table.hourly_micros:
             until = now if s.estimated_stopping_at is None else min(now, s.estimated_stopping_at)
             cost = machine_cost_micros(table.rate(s.server_type), s.service_ready_at, until)
-        total += cost
+        costs.append(cost)
+    total = sum(costs)
+    shares = shown_shares(costs)  # add up to the total
+    for s, cost, share in zip(servers, costs, shares, strict=True):
+        priced = s.server_type in table.hourly_micros
         if s.service_ready_at is not None and not priced:
             # (One launched elsewhere, of a type the table does not name: "$0" would be
             # untrue, and so would a total without it.)
@@ -288,9 +315,9 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
             # Its bill ended when its DELETE was answered (or its lease ran out): RunComfy's
             # answer does not say when, so up to now is a bound, not a bill still growing.
             bounded = bounded or cost > 0
-            spent = f"billing over, cost at most {format_usd(cost)}"
+            spent = f"billing over, cost at most {format_usd(share)}"
         else:
-            spent = f"cost so far {format_usd(cost)}"
+            spent = f"cost so far {format_usd(share)}"
         print(f"  {s.server_id}: {s.status}, {s.server_type or '?'}, {spent}")
     prices = f"{table.version}, {table.plan}"
     if unpriced:
