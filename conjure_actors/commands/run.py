@@ -703,7 +703,10 @@ async def _main(
                     if workflow is None
                     else None
                 )
-                async with _cloud(config, resumed) as (config, mode, http, ws_connect, banner):
+                if workflow is not None:  # a fresh run: nothing can bill before its start-up
+                    stopping.nothing_to_stop = lambda: True
+                opened = _cloud(config, resumed, checks=stopping.pre_start)
+                async with opened as (config, mode, http, ws_connect, banner):
                     out.say(banner, "run.banner", mode=mode)
                     code = await _run(
                         args,
@@ -740,6 +743,9 @@ class _Stopping:
         # Start-up's scope, cancelled by a signal while start-up holds nothing that could
         # bill (``nothing_to_stop``: no machine, no launch in flight): it is not waited for.
         self.start_up = trio.CancelScope()
+        # A fresh run's checks before start-up (its workflow version's listing): nothing is
+        # launched yet, so a signal cancels them too.
+        self.pre_start = trio.CancelScope()
         self.nothing_to_stop: Callable[[], bool] = lambda: False
         self.ended = False  # the work is over (the run's stop has its reason)
 
@@ -783,6 +789,7 @@ async def _stop_on_signals(
                 # Nothing launched or adopted yet: start-up (its retries against an
                 # unreachable RunComfy, say) is not worth waiting for.
                 _tell(f"{_REASONS[received]}: stopping now (nothing was launched yet)")
+                stopping.pre_start.cancel()
                 stopping.start_up.cancel()
                 stopping.work.cancel()
                 continue
@@ -942,7 +949,10 @@ def _check_budget(config: Config) -> None:
 
 @asynccontextmanager
 async def _cloud(
-    config: Config, log: tuple[Path, str] | tuple[Path, str, Any] | None = None
+    config: Config,
+    log: tuple[Path, str] | tuple[Path, str, Any] | None = None,
+    *,
+    checks: trio.CancelScope | None = None,
 ) -> AsyncIterator[tuple[Config, str, Any, Any, str]]:
     """The cloud to run on: the user's ComfyUI, RunComfy, or the embedded simulator.
 
@@ -951,7 +961,8 @@ async def _cloud(
     says why): on RunComfy its workflow version is the run's unless one is given, and one
     given that is not the log's is refused (see ``version_for_log``), before anything
     starts. A new run's version the account does not have is refused too
-    (``refuse_unknown_version``)."""
+    (``refuse_unknown_version``), a check ``checks`` cancels (a signal: nothing is launched
+    yet, and a RunComfy slow to answer is not waited for)."""
     import attrs
 
     mode = config.mode
@@ -994,7 +1005,8 @@ async def _cloud(
             )
             banner += f", workflow version {version} ({whose})"
         if log is None:  # a resume may have machines to stop: never refused for this
-            await _check_workflow_version(config)
+            with checks if checks is not None else trio.CancelScope():
+                await _check_workflow_version(config)
         yield config, mode, None, None, banner
         return
     from conjure_actors.clock import SystemWallClock

@@ -92,6 +92,7 @@ async def test_a_signal_during_a_start_up_that_launched_nothing_stops_it_at_once
         nursery.cancel_scope.cancel()
     assert loop.stopping.signal == signal.SIGINT
     assert loop.stopping.start_up.cancel_called
+    assert loop.stopping.pre_start.cancel_called  # a fresh run's version check too
     assert loop.stopping.work.cancel_called
     assert loop.quits == []
     assert capsys.readouterr().err == "interrupted: stopping now (nothing was launched yet)\n"

@@ -97,3 +97,27 @@ async def test_run_with_an_unknown_version_exits_2_in_one_line_and_leaves_no_log
     assert "wv-conjure-flux-mesh-1" in err
     assert not (tmp_path / "run.log").exists()
     assert launched == []
+
+
+async def test_a_signal_during_the_version_check_does_not_wait_for_it(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check runs in the scope a stop signal cancels (a fresh run has launched nothing):
+    a RunComfy slow to answer is not waited for, the run goes on to stop at once."""
+    from conjure_actors.commands import run as run_mod
+    from conjure_actors.config import Config, RunComfyConfig, Secret
+
+    async def hangs(config: Any) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(run_mod, "_check_workflow_version", hangs)
+    config = Config(
+        runcomfy=RunComfyConfig(
+            user_id="u", api_token=Secret("t"), workflow_version="wv-1", base_url="http://x"
+        )
+    )
+    checks = trio.CancelScope()
+    checks.cancel()  # the signal came
+    with trio.fail_after(1):
+        async with run_mod._cloud(config, checks=checks) as (_, mode, *_rest):
+            assert mode == "runcomfy"
