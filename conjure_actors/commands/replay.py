@@ -13,7 +13,10 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
   log, after its last record (the actors' ``stopped`` records come after the run's), or
   until Ctrl-C;
 - ``--check`` verifies seq contiguity, that folding twice gives equal states, and that the
-  snapshot (if any) agrees with the records; exit 1 naming the first divergence;
+  snapshots a restart starts from (``LOG.snapshots/``, and ``LOG.snapshot`` if any) agree
+  with the records, saying how many it checked; exit 1 naming the first divergence. On a
+  log a run or serve is writing it checks the records written when it read the log, and
+  says so;
 - ``--diff OTHER`` prints where two logs' states first differ (exit 1 if they do);
 - ``--follow --json`` writes one JSON object per record (as ``run --json`` writes events),
   ``--check --json`` its verdict as one object, also of a log it could not check (with its
@@ -66,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--snapshot",
         metavar="PATH",
-        help="snapshot to verify with --check (default: LOG.snapshot if it exists)",
+        help="snapshot to verify with --check (default: those a restart starts from, in"
+        " LOG.snapshots/, and LOG.snapshot if it exists)",
     )
     parser.add_argument("--diff", metavar="OTHER", help="where this log and OTHER first differ")
 

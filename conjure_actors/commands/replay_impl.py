@@ -34,6 +34,7 @@ from conjure_actors.domain.state import (
     state_to_builtins,
 )
 from conjure_actors.errors import ConjureError, UsageError
+from eventlog.snapshot import read_snapshot_full  # (with the ts a restart checks)
 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
@@ -655,15 +656,40 @@ def _check(path: str, snapshot: str | None, *, as_json: bool = False) -> int:
 
 
 def check_verdict(path: str, snapshot: str | None) -> dict[str, Any]:
-    """``replay --check``: the log's seqs, the fold's determinism and its snapshot, checked.
+    """``replay --check``: the log's seqs, the fold's determinism and its snapshots, checked.
 
     The verdict (``--check --json`` prints it; docs/replay-json.md): ``ok``, ``log``, and
     either ``failure`` (the first thing found wrong, in one line) or ``summary`` (that line
     of a good log), ``records``, ``last_seq``, ``lost_seqs`` (a salvage's), ``snapshot_seq``
-    (null: no snapshot) and ``anomalies``."""
+    (the newest snapshot checked; null: none), ``snapshots_checked`` (how many agree),
+    ``being_written`` (a run or serve held the log's lock: the records checked are those
+    it had written when the check read it) and ``anomalies``.
+
+    The snapshots checked are those a restart starts from (``LOG.snapshots/``, of this
+    version's state type: :func:`eventlog.list_snapshots`), and ``LOG.snapshot`` if there
+    is one; ``snapshot`` (``--snapshot PATH``) checks that file only. Each must fold to the
+    state of the records up to its seq; it is compared when the fold reaches that seq (one
+    fold of the log, however many snapshots)."""
 
     def failed(why: str) -> dict[str, Any]:
         return {"ok": False, "log": path, "failure": why}
+
+    # Asked before the log is read: a run or serve appending to it meanwhile is why the
+    # second fold stops at the first one's last seq, and why a snapshot past it is not due.
+    writing = eventlog.being_written(path)
+    try:
+        due = _snapshots_to_check(path, snapshot)
+    except _SnapshotFailure as exc:
+        return failed(str(exc))
+    checked: list[int] = []
+
+    def compare(seq: int, ts: float | None, state: State) -> str | None:
+        for where in due.pop(seq, []):
+            why = _check_snapshot(where, seq, ts, state, path)
+            if why is not None:
+                return why
+            checked.append(seq)
+        return None
 
     # 1. Seq order: eventlog checks frames, we check the numbering we are handed. Its only
     # gaps are the seqs a salvage lost (their place holders, which eventlog skips): named.
@@ -671,59 +697,126 @@ def check_verdict(path: str, snapshot: str | None) -> dict[str, Any]:
     last = 0
     count = 0
     lost: list[int] = []
+    why = compare(0, None, first)
+    if why is not None:
+        return failed(why)
     for record in _records(path):
         if record.seq <= last:
             return failed(f"{path}: expected seq {last + 1}, found seq {record.seq}")
-        lost.extend(range(last + 1, record.seq))
+        if record.seq != last + 1:
+            lost.extend(range(last + 1, record.seq))
+            for gone in sorted(seq for seq in due if last < seq < record.seq):
+                return failed(
+                    f"snapshot {due[gone][0]} covers seq {gone}, a record {path} lost (it was"
+                    " salvaged): a restart does not use it (delete it)"
+                )
         apply(first, record.event)
         last = record.seq
         count += 1
-    # 2. The fold is deterministic: a second, independent fold gives an equal state.
-    second, last_seq, _ = fold_log(path)
+        if last in due:
+            why = compare(last, record.ts, first)
+            if why is not None:
+                return failed(why)
+    writing = writing or eventlog.being_written(path)
+    # 2. The fold is deterministic: a second, independent fold of the same records (up to
+    # the first one's last: a live log has more by now) gives an equal state.
+    second, last_seq, _ = fold_log(path, stop_seq=last)
     if second != first or last_seq != last:
         return failed(
             f"{path}: folding twice gave different states: {_describe_difference(first, second)}"
         )
-    # 3. The snapshot (if any) equals the fold of the records it claims to cover.
-    snapshot_path = snapshot or (f"{path}.snapshot" if os.path.exists(f"{path}.snapshot") else None)
+    # 3. A snapshot past the records read: written since (a live log), or of a longer log.
+    if due and not writing:
+        seq = min(due)
+        return failed(f"snapshot {due[seq][0]} covers seq {seq} but the log ends at seq {last}")
     snap_note = "no snapshot"
-    snap_seq: int | None = None
-    if snapshot_path is not None:
-        try:
-            got = eventlog.read_snapshot(snapshot_path, State)
-        except eventlog.EventLogError as exc:
-            return failed(f"snapshot {snapshot_path}: {exc}")
-        if got is None:
-            if snapshot is not None:
-                raise UsageError(f"--snapshot {snapshot}: file not found")
-        else:
-            snap_seq, snap_state = got
-            if snap_seq > last:
-                return failed(
-                    f"snapshot {snapshot_path} covers seq {snap_seq} but the log ends at seq {last}"
-                )
-            expected_state, _, _ = fold_log(path, stop_seq=snap_seq)
-            if snap_state != expected_state:
-                return failed(
-                    f"snapshot {snapshot_path} at seq {snap_seq} disagrees with"
-                    f" the records: {_describe_difference(snap_state, expected_state)}"
-                    " (snapshot != records)"
-                )
-            snap_note = f"snapshot at seq {snap_seq} agrees"
+    if len(checked) == 1:
+        snap_note = f"snapshot at seq {checked[0]} agrees"
+    elif checked:
+        snap_note = f"{len(checked)} snapshots agree (seqs {_seq_list(checked)})"
     anomalies = f", {first.anomaly_count} anomalies" if first.anomaly_count else ""
     seqs = f"seqs 1..{last} contiguous"
     if lost:
         seqs = f"seqs 1..{last} but {_seq_ranges(lost)} (lost: it was salvaged)"
+    live = ""
+    if writing:
+        live = f"; checked records 1..{last}: the log is being written (it has more by now)"
     return {
         "ok": True,
         "log": path,
-        "summary": f"{count} records, {seqs}, fold deterministic, {snap_note}{anomalies}",
+        "summary": f"{count} records, {seqs}, fold deterministic, {snap_note}{anomalies}{live}",
         "records": count,
         "last_seq": last,
         "lost_seqs": lost,
-        "snapshot_seq": snap_seq,
+        "snapshot_seq": max(checked) if checked else None,
+        "snapshots_checked": len(checked),
+        "being_written": writing,
         "anomalies": first.anomaly_count,
     }
+
+
+def _snapshots_to_check(path: str, snapshot: str | None) -> dict[int, list[str]]:
+    """The snapshot files ``--check`` compares with the records, by the seq they cover:
+    ``snapshot`` (``--snapshot PATH``) alone, else ``LOG.snapshot`` if it exists and every
+    one in ``LOG.snapshots/`` a restart may start from (named for this version's state
+    type; those of another version are not read by this one)."""
+    due: dict[int, list[str]] = {}
+    single = snapshot or (f"{path}.snapshot" if os.path.exists(f"{path}.snapshot") else None)
+    if single is not None:
+        try:
+            got = read_snapshot_full(single, State)
+        except eventlog.EventLogError as exc:
+            raise _SnapshotFailure(f"snapshot {single}: {exc}") from exc
+        if got is None:
+            if snapshot is not None:
+                raise UsageError(f"--snapshot {snapshot}: file not found")
+        else:
+            due.setdefault(got[0], []).append(single)
+    if snapshot is None:
+        directory = eventlog.snapshots_dir(path)
+        for seq in eventlog.list_snapshots(directory, State):
+            due.setdefault(seq, []).append(eventlog.snapshot_file(directory, seq, State))
+    return due
+
+
+class _SnapshotFailure(ReplayError):
+    """A snapshot to check cannot be read (damaged): the check fails (exit 1)."""
+
+
+def _check_snapshot(where: str, seq: int, ts: float | None, state: State, path: str) -> str | None:
+    """Why the snapshot file ``where`` (named or found to cover ``seq``) does not agree
+    with ``state``, the fold of the records up to ``seq`` (record ``seq`` appended at
+    ``ts``); None if it agrees, or if it is gone (a live serve deletes its older ones as it
+    writes new ones): what a restart checks of it (:func:`eventlog.replay`), and more."""
+    try:
+        got = read_snapshot_full(where, State)
+    except eventlog.EventLogError as exc:
+        return f"snapshot {where}: {exc} (a restart skips it: delete it)"
+    if got is None:
+        return None
+    snap_seq, snap_ts, snap_state = got
+    if snap_seq != seq:
+        return f"snapshot {where} is named for seq {seq} but covers seq {snap_seq} (delete it)"
+    if snap_ts is not None and ts is not None and snap_ts != ts:
+        return (
+            f"snapshot {where} at seq {seq} does not belong to {path} (record {seq} has"
+            " another time): a restart does not use it (delete it)"
+        )
+    if snap_state != state:
+        return (
+            f"snapshot {where} at seq {seq} disagrees with"
+            f" the records: {_describe_difference(snap_state, state)}"
+            " (snapshot != records)"
+        )
+    return None
+
+
+def _seq_list(seqs: list[int]) -> str:
+    """``[20000, 40000, 60000]`` -> ``"20000, 40000, 60000"``; more than 4 are elided."""
+    shown = sorted(seqs)
+    if len(shown) <= 4:
+        return ", ".join(map(str, shown))
+    return f"{shown[0]}, {shown[1]}, ..., {shown[-1]}"
 
 
 def _seq_ranges(seqs: list[int]) -> str:
