@@ -488,7 +488,9 @@ def _prepare(
         import eventlog
 
         status = eventlog.inspect(log_path)  # damaged, foreign or empty: one line, exit 2
-        if status.state in ("corrupt", "not-a-log", "newer-version"):
+        if status.state == "corrupt" or _unreadable(log_path, status):
+            raise refuse_a_log_to_take_up(log_path, "--resume", status, "run --resume")
+        if status.state in ("not-a-log", "newer-version"):
             raise UsageError(f"--resume {log_path}: {status.message}")
         if not status.has_records:
             raise UsageError(f"{log_path} holds no run to resume; run without --resume")
@@ -538,7 +540,10 @@ def _prepare(
     if config.mode != "comfyui":
         require_priced_server_type(config)
     _check_budget(config)
-    check_log_path(log_path, "--resume" if args.resume else "--log")
+    if args.resume:
+        check_log_path(log_path, "--resume", again="run --resume")
+    else:
+        check_log_path(log_path, "--log")
     return log_path, workflow, image, prompt
 
 
@@ -578,10 +583,15 @@ def _refuse_existing_log(path: Path) -> None:
     )
 
 
-def check_log_path(path: Path, flag: str) -> None:
+def check_log_path(path: Path, flag: str, *, again: str | None = None) -> None:
     """The event log at ``path`` can be written, said now (exit 2) rather than once the run
     (or the service) has started: its directory is made; a file there must be an event log
-    this process can open for writing; a new one is created and removed again."""
+    this process can open for writing; a new one is created and removed again.
+
+    ``again``: the command that takes an existing log up (``run --resume``, ``serve
+    --log``). Such a log is the only record of its run's jobs and machines: what is wrong
+    with it is said with how to fix it, and the machines it may have left billing, never
+    "pick another path" (that is for a new log only)."""
     import eventlog
 
     if path.is_dir():
@@ -601,6 +611,10 @@ def check_log_path(path: Path, flag: str) -> None:
             raise UsageError(
                 f"{flag} {_q(path)}: cannot read it ({exc.strerror or exc}): pick another path"
             ) from None
+        if again is not None and (status.state == "corrupt" or _unreadable(path, status)):
+            raise refuse_a_log_to_take_up(path, flag, status, again)
+        if again is not None and status.state == "newer-version":  # (it says: upgrade)
+            raise UsageError(f"{flag} {_q(path)}: {status.message}")
         if status.state in ("corrupt", "not-a-log", "newer-version"):
             raise UsageError(f"{flag} {_q(path)}: {status.message}: pick another path")
         if _log_in_use(path):
@@ -617,10 +631,122 @@ def check_log_path(path: Path, flag: str) -> None:
             if isinstance(exc, FileNotFoundError)
             else exc.strerror or str(exc)
         )
+        if exists and again is not None:
+            raise unwritable_log_error(path, flag, exc, again) from None
         raise UsageError(f"{flag} {_q(path)}: cannot write it ({why}): pick another path") from None
     os.close(fd)
     if not exists:
         path.unlink(missing_ok=True)
+
+
+def _take_up(again: str, path: Path, then: str = "") -> str:
+    """The command line that takes the log at ``path`` up (``again``: ``run --resume`` or
+    ``serve --log``), ``then`` after it (serve's other options are not in its log)."""
+    others = " (with the same other options)" if again.startswith("serve") else ""
+    return f"`python -m conjure_actors {again} {_q(path)}`{then}{others}"
+
+
+def _unreadable(path: Path, status: Any) -> bool:
+    """Whether ``inspect`` found ``path`` ``not-a-log`` because it cannot be opened for
+    reading (another user's, mostly), not because it is another kind of file."""
+    if status.state != "not-a-log" or not path.is_file():
+        return False
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+    except OSError:
+        return True
+    return False
+
+
+def refuse_a_log_to_take_up(path: Path, flag: str, status: Any, again: str) -> UsageError:
+    """A log ``again`` (``run --resume``, ``serve --log``) must take up is damaged
+    (``corrupt``) or cannot be read: what to do (salvage, then take the copy up; get read
+    access) and the machines its run may have left billing meanwhile."""
+    if status.state == "corrupt":  # its message ends with the salvage command (to .salvaged)
+        salvaged = Path(f"{path}.salvaged")
+        return UsageError(
+            f"{flag} {_q(path)}: {status.message}, then take the copy up with"
+            f" {_take_up(again, salvaged)}; {_q(path)} stays as it is"
+            + machines_left_billing(path, damaged=True)
+        )
+    return UsageError(
+        f"{flag} {_q(path)}: {status.message}, then {_take_up(again, path, ' again')};"
+        " meanwhile the machines of its run may be billing:"
+        f" `python -m conjure_actors status {_q(path)}`, run as its owner, lists them"
+    )
+
+
+def unwritable_log_error(path: Path, flag: str, exc: OSError, again: str) -> UsageError:
+    """A log ``again`` must take up can be read but not written (another user's, read-only,
+    immutable): why, how to fix it, and the machines its run may have left billing."""
+    import errno
+
+    q = _q(path)
+    if exc.errno == errno.EACCES:
+        why = f"{exc.strerror}: it is read-only, or another user's"
+        fix = f"give this user write access to it (chmod u+w {q}, or chown) or run as its owner"
+    elif exc.errno == errno.EPERM:
+        why = f"{exc.strerror}: it is immutable or append-only (lsattr {q}), or another user's"
+        fix = f"lift that (chattr -i -a {q}, as root) or run as its owner"
+    elif exc.errno == errno.EROFS:
+        why = str(exc.strerror)
+        fix = f"remount it read-write, or copy {q} with {q}.snapshots to a writable disk"
+    else:
+        why, fix = exc.strerror or str(exc), "fix that"
+    return UsageError(
+        f"{flag} {q}: cannot write it ({why}): {fix}, then {_take_up(again, path, ' again')}"
+        + machines_left_billing(path)
+    )
+
+
+def machines_left_billing(path: Path, *, damaged: bool = False) -> str:
+    """``"; ..."``: the RunComfy machines the log at ``path`` says may still be running (as
+    ``status LOG`` shows them: their status; a resume's own list, ``pending_intents``) and
+    its launches of unknown outcome, with how to stop them; ``""`` when there are none, or
+    its run was on the simulated cloud (that ended with its process). ``damaged``: the log
+    is read up to its damage (what its intact records before it say)."""
+    import eventlog
+    from conjure_actors.domain.decide import pending_intents
+    from conjure_actors.domain.describe import machine_status
+    from conjure_actors.domain.state import apply, initial_state
+
+    q = _q(path)
+    state = initial_state()
+    try:
+        for record in eventlog.read(path, ev.Event, upcasters=ev.UPCASTERS):
+            apply(state, record.event)
+    except eventlog.CorruptLogError:
+        pass  # (the records before the damage: all that can be read in order)
+    except (OSError, eventlog.EventLogError):
+        return (
+            "; meanwhile the machines of its run may be billing:"
+            f" `python -m conjure_actors status {q}` lists them"
+        )
+    if state.system.mode == "simulated":
+        return ""
+    pending = pending_intents(state)
+    said = []
+    if pending.machines:
+        shown = [f"{sid} ({machine_status(state.machines[sid])})" for sid in pending.machines[:5]]
+        more = len(pending.machines) - len(shown)
+        listed = ", ".join(shown) + (
+            f" and {more} more (`python -m conjure_actors status {q}` lists them)" if more else ""
+        )
+        said.append(
+            f"meanwhile the machines of its run may be billing: {listed}"
+            + (" (as its records before the damage tell)" if damaged else "")
+            + ": stop each with `python -m conjure_actors machine down --server-id ID`,"
+            f" or take the {'copy' if damaged else 'log'} up (it adopts them)"
+        )
+    if pending.launch_requests:
+        n = len(pending.launch_requests)
+        launches = "1 launch of its run has" if n == 1 else f"{n} launches of its run have"
+        said.append(
+            f"{launches} no outcome logged: a machine started so is not named in the log"
+            " (`python -m conjure_actors status` with the RunComfy credentials lists the"
+            " account's machines)"
+        )
+    return "".join(f"; {part}" for part in said)
 
 
 def _log_in_use(path: Path) -> bool:

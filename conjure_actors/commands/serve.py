@@ -301,7 +301,9 @@ def main(args: argparse.Namespace) -> int:
     _check_budget(config)
     log_path = Path(args.log) if args.log else DEFAULT_LOG
     check_out_dir(Path(args.out))  # as run: before the log, not after a paid job
-    check_log_path(log_path, "--log")  # not a log, or not writable: one line, exit 2
+    # Not a log, or not writable: one line, exit 2 (an existing one: how to fix it, not
+    # "pick another path": it holds the service's jobs, assets and machines).
+    check_log_path(log_path, "--log", again="serve --log")
     try:
         return trio.run(_main, args, config, settings, log_path)
     except BaseException as exc:  # one line, as run says it (a traceback only with --debug)
