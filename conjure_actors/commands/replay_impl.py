@@ -686,9 +686,10 @@ def check_verdict(path: str, snapshot: str | None) -> dict[str, Any]:
     def compare(seq: int, ts: float | None, state: State) -> str | None:
         for where in due.pop(seq, []):
             why = _check_snapshot(where, seq, ts, state, path)
-            if why is not None:
+            if why is None:
+                checked.append(seq)
+            elif why:  # ("": gone since it was listed, deleted by a live serve)
                 return why
-            checked.append(seq)
         return None
 
     # 1. Seq order: eventlog checks frames, we check the numbering we are handed. Its only
@@ -786,14 +787,14 @@ class _SnapshotFailure(ReplayError):
 def _check_snapshot(where: str, seq: int, ts: float | None, state: State, path: str) -> str | None:
     """Why the snapshot file ``where`` (named or found to cover ``seq``) does not agree
     with ``state``, the fold of the records up to ``seq`` (record ``seq`` appended at
-    ``ts``); None if it agrees, or if it is gone (a live serve deletes its older ones as it
-    writes new ones): what a restart checks of it (:func:`eventlog.replay`), and more."""
+    ``ts``): what a restart checks of it (:func:`eventlog.replay`), and its state. None if
+    it agrees; ``""`` if it is gone (a live serve deletes older ones as it writes new ones)."""
     try:
         got = read_snapshot_full(where, State)
     except eventlog.EventLogError as exc:
         return f"snapshot {where}: {exc} (a restart skips it: delete it)"
     if got is None:
-        return None
+        return ""
     snap_seq, snap_ts, snap_state = got
     if snap_seq != seq:
         return f"snapshot {where} is named for seq {seq} but covers seq {snap_seq} (delete it)"

@@ -201,3 +201,26 @@ def test_check_of_a_finished_log_names_a_snapshot_past_its_end(
     assert main(["replay", str(path), "--check"]) == 1
     out = capsys.readouterr().out
     assert out == f"check failed: snapshot {file} covers seq 8 but the log ends at seq 6\n"
+
+
+def test_check_does_not_count_a_snapshot_deleted_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live serve deletes its older snapshots as it writes new ones: one gone between
+    the listing and its seq is neither a failure nor counted as agreeing."""
+    path = tmp_path / "run.log"
+    events = start()
+    ts = write_log(path, events)
+    gone = journal_snapshot(path, events, 2, ts[1])
+    journal_snapshot(path, events, 4, ts[3])
+    listing = replay_impl._snapshots_to_check
+
+    def listed_then_pruned(*args: Any) -> dict[int, list[str]]:
+        due = listing(*args)
+        gone.unlink()
+        return due
+
+    monkeypatch.setattr(replay_impl, "_snapshots_to_check", listed_then_pruned)
+    assert main(["replay", str(path), "--check", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["snapshots_checked"], verdict["snapshot_seq"]) == (1, 4)
