@@ -664,6 +664,18 @@ def refuse_a_log_to_take_up(path: Path, flag: str, status: Any, again: str) -> U
     access) and the machines its run may have left billing meanwhile."""
     if status.state == "corrupt":  # its message ends with the salvage command (to .salvaged)
         salvaged = Path(f"{path}.salvaged")
+        if again.startswith("serve"):
+            # serve keeps its assets' bytes beside its log (LOG.blobs/): served from
+            # LOG.salvaged, every output and upload would be "no asset" (QA H6). The copy
+            # takes the log's place instead; the damaged log is kept aside.
+            aside = Path(f"{path}.corrupt")
+            return UsageError(
+                f"{flag} {_q(path)}: {status.message}, then put the copy in its place"
+                f" (`mv {_q(path)} {_q(aside)} && mv {_q(salvaged)} {_q(path)}`: its assets'"
+                f" bytes stay in {_q(Path(f'{path}.blobs'))}, which serve reads beside its"
+                f" log) and {_take_up(again, path, ' again')}"
+                + machines_left_billing(path, damaged=True)
+            )
         return UsageError(
             f"{flag} {_q(path)}: {status.message}, then take the copy up with"
             f" {_take_up(again, salvaged)}; {_q(path)} stays as it is"

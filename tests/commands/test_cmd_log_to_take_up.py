@@ -152,31 +152,36 @@ def test_a_simulated_runs_log_names_no_machine(
     assert err.rstrip().endswith("`python -m conjure_actors run --resume kc.log` again")
 
 
-@pytest.mark.parametrize(
-    ("command", "take_up"),
-    [
-        (["run", "--resume"], "`python -m conjure_actors run --resume f11.log.salvaged`;"),
-        (
-            SERVE,
-            "`python -m conjure_actors serve --log f11.log.salvaged`"
-            " (with the same other options);",
-        ),
-    ],
-    ids=["run-resume", "serve-log"],
-)
-def test_a_corrupt_log_says_to_take_the_salvaged_copy_up(
-    capsys: pytest.CaptureFixture[str], command: list[str], take_up: str
+def test_a_corrupt_run_log_says_to_take_the_salvaged_copy_up(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """serve --log said "salvage f11.log f11.log.salvaged: pick another path", and neither
-    said what to do with the copy."""
+    """run --resume said "salvage f11.log f11.log.salvaged: pick another path", and not
+    what to do with the copy."""
     log = left_billing(Path("f11.log"))
     damage(log)
-    err = one_line_usage_error(main([*command, "f11.log"]), capsys.readouterr().err)
+    err = one_line_usage_error(main(["run", "--resume", "f11.log"]), capsys.readouterr().err)
     assert "pick another path" not in err
     assert "python -m eventlog salvage f11.log f11.log.salvaged, then take the copy up with" in err
-    assert take_up in err
+    assert "`python -m conjure_actors run --resume f11.log.salvaged`;" in err
     assert "f11.log stays as it is; meanwhile the machines of its run may be billing:" in err
     # (The damaged record was 77c0ffee's stop: the records before it leave it running.)
+    assert "5a9414b8 (ready), 77c0ffee (ready) (as its records before the damage tell)" in err
+
+
+def test_a_corrupt_serve_log_says_to_put_the_salvaged_copy_in_its_place(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """serve keeps its assets' bytes in LOG.blobs/: served from LOG.salvaged every output
+    and upload was 404 "no asset" (QA H6), so the copy must take the log's place."""
+    log = left_billing(Path("f11.log"))
+    damage(log)
+    err = one_line_usage_error(main([*SERVE, "f11.log"]), capsys.readouterr().err)
+    assert "pick another path" not in err
+    assert "serve --log f11.log.salvaged" not in err
+    assert "python -m eventlog salvage f11.log f11.log.salvaged, then put the copy in" in err
+    assert "`mv f11.log f11.log.corrupt && mv f11.log.salvaged f11.log`" in err
+    assert "stay in f11.log.blobs" in err
+    assert "`python -m conjure_actors serve --log f11.log` again (with the same other" in err
     assert "5a9414b8 (ready), 77c0ffee (ready) (as its records before the damage tell)" in err
 
 
