@@ -5,14 +5,26 @@ renamed to its hash (and the directory fsynced), so a blob that exists under its
 complete: the event that records an asset is logged only after :meth:`BlobStore.put`
 returned. Assets are records over blobs (:mod:`conjure_actors.domain.service_events`);
 several assets may share one blob.
+
+A blob can still be damaged afterwards, by the disk or by hand: its file gone, cut short,
+grown, or its bytes changed. :meth:`BlobStore.open_checked` refuses to serve a blob whose
+file is missing or not its recorded size (a stat of the open file: free), and a read of a
+whole blob hashes the bytes as they go and fails before its last chunk when they no longer
+hash to the blob's name; either way the damage is remembered (:meth:`BlobStore.damaged`,
+memory only) until the same bytes are stored again, which replaces the damaged file
+(:meth:`BlobStore.put_stream`), or the file is changed or removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -20,13 +32,67 @@ import blake3
 
 from conjure_actors.clients.download import fsync_dir
 
+log = logging.getLogger("conjure_actors.service")
+
 HASH_PREFIX: Final = "blake3:"
 _HEX = re.compile(r"[0-9a-f]{64}")
 CHUNK: Final = 1 << 20
 
+MISSING: Final = "missing"
+SHORT: Final = "short"
+LONG: Final = "long"
+CHANGED: Final = "changed"
+
 
 class BlobTooLargeError(Exception):
     """The bytes exceed the store's limit for one blob."""
+
+
+@dataclass(frozen=True)
+class BlobDamage:
+    """What is wrong with a stored blob: ``problem`` is :data:`MISSING` (no file),
+    :data:`SHORT` or :data:`LONG` (the file's size, ``on_disk``, is not the ``size`` its
+    assets record) or :data:`CHANGED` (the size is right, the bytes no longer hash to the
+    blob's name)."""
+
+    problem: str
+    size: int
+    on_disk: int | None
+
+    def describe(self) -> str:
+        """What happened, to follow "the stored bytes of asset X ..."."""
+        if self.problem == MISSING:
+            return "are gone from the server's disk"
+        if self.problem == CHANGED:
+            return "are damaged: they no longer match their blake3 hash"
+        if self.problem == SHORT:
+            return f"are damaged: only {self.on_disk} of its {self.size} bytes are on the disk"
+        return f"are damaged: {self.on_disk} bytes are on the disk where {self.size} were stored"
+
+
+def _size_damage(size: int, on_disk: int) -> BlobDamage:
+    """The damage of a file of ``on_disk`` bytes where ``size`` were stored (not equal)."""
+    return BlobDamage(SHORT if on_disk < size else LONG, size, on_disk)
+
+
+class BlobDamagedError(Exception):
+    """A blob is damaged (:class:`BlobDamage`); ``first``: this is when it was found (not a
+    damage found before and remembered)."""
+
+    def __init__(self, hash_text: str, damage: BlobDamage, *, first: bool) -> None:
+        super().__init__(f"{hash_text} {damage.describe()}")
+        self.hash_text = hash_text
+        self.damage = damage
+        self.first = first
+
+
+_FileKey = tuple[int, int, int]
+"""``(inode, size, mtime)`` of a blob's file: a damage found in a file is remembered for that
+file only (one put back by hand, or stored again, is a different file)."""
+
+
+def _key(info: os.stat_result) -> _FileKey:
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def parse_hash(text: str) -> str | None:
@@ -45,9 +111,16 @@ def blake3_of(data: bytes) -> str:
 class BlobStore:
     """Blobs under ``root/<hex>`` (mode 0600)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, max_bytes: int | None = None, chunk: int = CHUNK
+    ) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.chunk = chunk
+        # Damage found (blake3:<hex> -> the damage, and the file it was found in; None: no
+        # file). Read and written from worker threads: a lock keeps each change whole.
+        self._damage: dict[str, tuple[BlobDamage, _FileKey | None]] = {}
+        self._lock = threading.Lock()
         missing = [p for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
         # A folder's name is durable only once its parent is fsynced: without it, a power
@@ -63,6 +136,40 @@ class BlobStore:
     def has(self, hash_text: str) -> bool:
         path = self.path_of(hash_text)
         return path is not None and path.is_file()
+
+    def holds(self, hash_text: str, size: int) -> bool:
+        """Whether the blob is stored whole, as far as a stat tells: its file of ``size``
+        bytes, not found damaged before (a damaged one is replaced by the next store of the
+        same bytes)."""
+        path = self.path_of(hash_text)
+        try:
+            info = os.stat(path) if path is not None else None
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if info is None or info.st_size != size:
+            return False
+        with self._lock:
+            known = self._damage.get(hash_text)
+        return known is None or known[1] != _key(info)
+
+    def damaged(self) -> dict[str, BlobDamage]:
+        """The blobs found damaged (``blake3:<hex>`` -> what is wrong), memory only: found
+        by :meth:`open_checked` and the reads it returns, forgotten once the blob is stored
+        again, changed (put back by hand: its next read checks it) or removed."""
+        with self._lock:
+            return {h: damage for h, (damage, _) in self._damage.items()}
+
+    def _found(self, hash_text: str, damage: BlobDamage, key: _FileKey | None) -> bool:
+        """Remember a damage; True when it is new (not the same one found before)."""
+        with self._lock:
+            before = self._damage.get(hash_text)
+            self._damage[hash_text] = (damage, key)
+        return before != (damage, key)
+
+    def _forget(self, hash_text: str) -> BlobDamage | None:
+        with self._lock:
+            known = self._damage.pop(hash_text, None)
+        return None if known is None else known[0]
 
     def put_stream(self, source: BinaryIO) -> tuple[str, int, bool]:
         """Copy ``source`` into the store; returns ``(blake3:<hex>, size, created_new)``.
@@ -84,21 +191,35 @@ class BlobStore:
                 os.fsync(out.fileno())
             hash_text = HASH_PREFIX + hasher.hexdigest()
             target = self.root / hash_text[len(HASH_PREFIX) :]
-            if target.is_file():
+            if self.holds(hash_text, size):
                 os.unlink(tmp)
                 return hash_text, size, False
             os.chmod(tmp, 0o600)
+            created = True
             try:
                 # link, not replace: of two stores of the same new bytes at once, exactly
                 # one creates the blob (the AssetActor and uploads rely on 'created').
                 os.link(tmp, target)
             except FileExistsError:  # stored meanwhile by another: its name made durable
-                self._sync_dir()
-                return hash_text, size, False
+                created = False
+                if not self.holds(hash_text, size):
+                    # The name holds damaged bytes (cut, grown, changed): these bytes, whole
+                    # and hashed, replace them at once for every asset over them (a read
+                    # that opened the damaged file keeps it, and fails as it would have).
+                    on_disk = os.stat(target).st_size
+                    os.replace(tmp, target)
+                    damage = self._forget(hash_text) or _size_damage(size, on_disk)
+                    log.warning(
+                        "the stored bytes of blob %s %s: the same bytes, stored again now,"
+                        " replaced them",
+                        hash_text,
+                        damage.describe(),
+                    )
             finally:
-                os.unlink(tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
             self._sync_dir()
-            return hash_text, size, True
+            return hash_text, size, created
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -114,7 +235,7 @@ class BlobStore:
         if len(data) > limit or (self.max_bytes is not None and len(data) > self.max_bytes):
             return None
         hash_text = blake3_of(data)
-        return (hash_text, len(data)) if self.has(hash_text) else None
+        return (hash_text, len(data)) if self.holds(hash_text, len(data)) else None
 
     def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int, bool]:
         """:meth:`put_stream` of a file's bytes; a file whose blob is already stored is only
@@ -127,26 +248,53 @@ class BlobStore:
                 size += len(chunk)
                 hasher.update(chunk)
             hash_text = HASH_PREFIX + hasher.hexdigest()
-            if (self.max_bytes is None or size <= self.max_bytes) and self.has(hash_text):
+            if (self.max_bytes is None or size <= self.max_bytes) and self.holds(hash_text, size):
                 return hash_text, size, False
             source.seek(0)
             return self.put_stream(source)
 
-    def open_range(self, hash_text: str, start: int, end: int) -> BlobRange:
-        """The bytes ``start..end`` (inclusive) of a blob, in chunks, from a file opened
-        now: ``FileNotFoundError`` here when the blob is gone, and once open the bytes stay
-        readable though the blob is removed meanwhile (removal unlinks the name). Close it
-        if it is not read to its end."""
+    def open_checked(self, hash_text: str, size: int, start: int, end: int) -> BlobRange:
+        """The bytes ``start..end`` (inclusive) of a blob of ``size`` bytes, in chunks, from
+        a file opened now; :class:`BlobDamagedError` at once when the file is gone, is not
+        ``size`` bytes long (a stat of the open file) or was found damaged before. A read of
+        the whole blob hashes it as it goes: its last chunk is never returned when the
+        bytes do not hash to the blob's name (:class:`BlobDamagedError` instead; so too
+        when the file is cut while read). Once open the bytes stay readable though the blob
+        is removed meanwhile (removal unlinks the name). Close it if it is not read to its
+        end. Blocking (an open and a stat)."""
         path = self.path_of(hash_text)
-        if path is None:
-            raise FileNotFoundError(hash_text)
-        return BlobRange(open(path, "rb"), start, end)  # BlobRange closes it
+        try:
+            if path is None:
+                raise FileNotFoundError(hash_text)
+            source = open(path, "rb")  # noqa: SIM115 (BlobRange closes it)
+        except (FileNotFoundError, NotADirectoryError):
+            damage = BlobDamage(MISSING, size, None)
+            raise BlobDamagedError(
+                hash_text, damage, first=self._found(hash_text, damage, None)
+            ) from None
+        try:
+            key = _key(os.fstat(source.fileno()))
+            with self._lock:
+                known = self._damage.get(hash_text)
+            if known is not None and known[1] == key:  # found in this very file before
+                raise BlobDamagedError(hash_text, known[0], first=False)
+            if known is not None:  # another file now (stored again, or put back by hand)
+                self._forget(hash_text)
+            if key[1] != size:
+                damage = _size_damage(size, key[1])
+                raise BlobDamagedError(hash_text, damage, first=self._found(hash_text, damage, key))
+            blob = _Blob(self, hash_text, size, key)
+            return BlobRange(source, start, end, blob=blob, verify=start == 0 and end == size - 1)
+        except BaseException:
+            source.close()
+            raise
 
     def remove(self, hash_text: str) -> None:
         """Delete a blob no asset refers to any more (missing is fine)."""
         path = self.path_of(hash_text)
         if path is not None:
             path.unlink(missing_ok=True)
+        self._forget(hash_text)
 
     def _sync_dir(self) -> None:
         fd = os.open(self.root, os.O_RDONLY)
@@ -156,25 +304,56 @@ class BlobStore:
             os.close(fd)
 
 
-class BlobRange:
-    """An open blob's bytes ``start..end`` (inclusive), in chunks (blocking reads); the file
-    is closed at the end or by :meth:`close`."""
+@dataclass(frozen=True)
+class _Blob:
+    """The blob a :class:`BlobRange` reads: its name, recorded size and file."""
 
-    def __init__(self, source: BinaryIO, start: int, end: int) -> None:
+    store: BlobStore
+    hash_text: str
+    size: int
+    key: _FileKey
+
+
+class BlobRange:
+    """An open blob's bytes ``start..end`` (inclusive), in chunks of at most the store's
+    ``chunk`` bytes (blocking reads); the file is closed at the end or by :meth:`close`. A read of
+    the whole blob (``verify``) hashes the bytes as they are read and gives its last chunk
+    only if they hash to the blob's name; a file that ends early fails too. Either raises
+    :class:`BlobDamagedError`, the damage remembered by the store."""
+
+    def __init__(
+        self, source: BinaryIO, start: int, end: int, *, blob: _Blob, verify: bool
+    ) -> None:
         self._source = source
         source.seek(start)
         self._left = end - start + 1
+        self._end = end
+        self._blob = blob
+        self._hasher = blake3.blake3() if verify else None
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        chunk = self._source.read(min(CHUNK, self._left)) if self._left > 0 else b""
+        blob = self._blob
+        chunk = self._source.read(min(blob.store.chunk, self._left)) if self._left > 0 else b""
         if not chunk:
             self.close()
+            if self._left > 0:  # the file was cut while it was read
+                self._damaged(BlobDamage(SHORT, blob.size, self._end + 1 - self._left))
             raise StopIteration
         self._left -= len(chunk)
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+            if self._left == 0 and HASH_PREFIX + self._hasher.hexdigest() != blob.hash_text:
+                self.close()
+                self._damaged(BlobDamage(CHANGED, blob.size, blob.size))
         return chunk
+
+    def _damaged(self, damage: BlobDamage) -> None:
+        blob = self._blob
+        first = blob.store._found(blob.hash_text, damage, blob.key)
+        raise BlobDamagedError(blob.hash_text, damage, first=first)
 
     def close(self) -> None:
         self._source.close()

@@ -6,12 +6,20 @@ The bytes go to the blob store (temp file, fsync, rename) BEFORE the AssetActor 
 that no asset refers to (the AssetActor, the only one that removes blobs, drops it). The
 actor records an asset only over a blob still stored; an upload whose blob went between
 its store and its record stores it again.
+
+The content route serves only whole bytes: a blob whose file is gone or not its recorded
+size is answered 500 ``asset_damaged`` before any header (a stat of the open file); one
+whose bytes changed in place is found by hashing a whole-blob read as it is sent, and the
+answer is cut before its last bytes (the client sees a failed transfer, never a complete
+wrong file; a blob of one chunk, 1 MiB, is read before the headers and so gets the error
+object).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 from typing import Any, Final
@@ -37,7 +45,11 @@ from conjure_actors.actors.assets import (
 from conjure_actors.domain import service_events as se
 from conjure_actors.runtime import ActorStoppedError, MailboxFullError
 from conjure_actors.service.app import Service
-from conjure_actors.service.blobs import BlobTooLargeError, parse_hash
+from conjure_actors.service.blobs import (
+    BlobDamagedError,
+    BlobTooLargeError,
+    parse_hash,
+)
 from conjure_actors.service.errors import (
     ApiError,
     invalid_request,
@@ -47,6 +59,8 @@ from conjure_actors.service.errors import (
 )
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import url_signer
+
+log = logging.getLogger("conjure_actors.service")
 
 PUT_ATTEMPTS = 3
 """Times an upload stores its bytes: again when the blob went (its last asset deleted)
@@ -460,6 +474,65 @@ def _byte_range(spec: tuple[int | None, int | None], size: int) -> tuple[int, in
     return first, end
 
 
+class _Cut(Exception):
+    """A blob's bytes were found damaged while they were sent (:class:`_BlobResponse`)."""
+
+
+class _BlobResponse(StreamingResponse):
+    """A blob's bytes, streamed; when they are found damaged on the way (:class:`_Cut`)
+    the body ends without its last message, so the server closes the connection short of
+    the Content-Length: the client sees a failed transfer, and nothing is logged as a
+    server error (the route logged the damage)."""
+
+    async def stream_response(self, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except _Cut:
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _remedy(record: se.AssetRecord) -> str:
+    """What to do about an asset whose stored bytes are damaged."""
+    if record.job_id is not None:
+        return f"re-run the job that made it ({record.job_id}), or upload the same bytes again"
+    return "upload the same bytes again (that restores it)"
+
+
+def damaged_error(record: se.AssetRecord, exc: BlobDamagedError) -> ApiError:
+    """500 ``asset_damaged``: the asset exists, its stored bytes do not (whole)."""
+    damage = exc.damage
+    return ApiError(
+        500,
+        "asset_damaged",
+        f"the stored bytes of asset {record.asset_id} {damage.describe()}: {_remedy(record)}",
+        details={
+            "asset_id": record.asset_id,
+            "hash": record.hash,
+            "size_bytes": record.size,
+            "bytes_on_disk": damage.on_disk,
+            "problem": damage.problem,
+        },
+    )
+
+
+def _log_damage(record: se.AssetRecord, exc: BlobDamagedError, answer: str) -> None:
+    """One line when a damage is found (at debug level when it was known already)."""
+    log.log(
+        logging.ERROR if exc.first else logging.DEBUG,
+        "the stored bytes of asset %s (blob %s) %s: %s; %s",
+        record.asset_id,
+        record.hash,
+        exc.damage.describe(),
+        answer,
+        _remedy(record),
+    )
+
+
 async def content(request: Request) -> Response:
     service = service_of(request)
     record = _record(service, request.path_params["id"])
@@ -480,26 +553,39 @@ async def content(request: Request) -> Response:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(max(end - start + 1, 0))
-    if size == 0:
-        return Response(b"", status_code=status, headers=headers)
     try:
         # Opened before the answer starts: a DELETE landing meanwhile removes the blob's
-        # name, not the bytes this answer's head promises.
-        chunks = service.blobs.open_range(record.hash, start, end)
-    except FileNotFoundError:
-        raise not_found(f"no asset {record.asset_id}") from None
+        # name, not the bytes this answer's head promises; a file gone or of another size
+        # is answered here. Its first chunk is read before the head too: a blob of one
+        # chunk is then checked whole (hashed) before anything is sent.
+        chunks = service.blobs.open_checked(record.hash, size, start, end)
+        try:
+            first = await trio.to_thread.run_sync(next, chunks, None)
+        except BaseException:
+            chunks.close()
+            raise
+    except BlobDamagedError as exc:
+        _log_damage(record, exc, "answered 500 asset_damaged")
+        raise damaged_error(record, exc) from None
+    if first is None:  # nothing to send (an empty blob)
+        return Response(b"", status_code=status, headers=headers)
 
     async def body() -> Any:
         try:
+            yield first
             while True:
-                chunk = await trio.to_thread.run_sync(next, chunks, None)
+                try:
+                    chunk = await trio.to_thread.run_sync(next, chunks, None)
+                except BlobDamagedError as exc:
+                    _log_damage(record, exc, "its transfer was cut before its end")
+                    raise _Cut from None
                 if chunk is None:
                     return
                 yield chunk
         finally:
             chunks.close()
 
-    return StreamingResponse(body(), status_code=status, headers=headers)
+    return _BlobResponse(body(), status_code=status, headers=headers)
 
 
 ROUTES = [
@@ -511,4 +597,12 @@ ROUTES = [
     Route("/api/v2/assets/{id}/content", content, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "URL_TTL", "asset_view", "content_url", "is_live", "signed_path"]
+__all__ = [
+    "ROUTES",
+    "URL_TTL",
+    "asset_view",
+    "content_url",
+    "damaged_error",
+    "is_live",
+    "signed_path",
+]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conjure_actors.service import blobs
-from conjure_actors.service.blobs import BlobStore, BlobTooLargeError
+from conjure_actors.service.blobs import BlobDamagedError, BlobStore, BlobTooLargeError
 
 
 def test_put_file_of_known_bytes_writes_nothing(tmp_path: Path) -> None:
@@ -71,22 +71,22 @@ def test_a_new_store_folder_s_name_is_made_durable(
 
 
 def test_an_open_range_reads_its_bytes_though_the_blob_is_removed(tmp_path: Path) -> None:
-    """open_range opens the file at once: a removal after it takes the name, not the bytes
+    """open_checked opens the file at once: a removal after it takes the name, not the bytes
     (a download answered 200 gets every byte its Content-Length announced)."""
     store = BlobStore(tmp_path / "blobs")
     data = bytes(range(256)) * 10_000
     hash_text, _, _ = store.put_stream(io.BytesIO(data))
-    chunks = store.open_range(hash_text, 10, len(data) - 1)
+    chunks = store.open_checked(hash_text, len(data), 10, len(data) - 1)
     store.remove(hash_text)
     assert b"".join(chunks) == data[10:]
 
 
-def test_open_range_of_a_removed_blob_raises_at_once(tmp_path: Path) -> None:
+def test_open_checked_of_a_removed_blob_raises_at_once(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "blobs")
     hash_text, _, _ = store.put_stream(io.BytesIO(b"bytes"))
     store.remove(hash_text)
-    with pytest.raises(FileNotFoundError):
-        store.open_range(hash_text, 0, 4)
+    with pytest.raises(BlobDamagedError):
+        store.open_checked(hash_text, 5, 0, 4)
 
 
 def test_two_concurrent_stores_of_the_same_new_bytes_create_it_once(
