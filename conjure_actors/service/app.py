@@ -540,6 +540,9 @@ async def open_service(
             await nursery.start(
                 functools.partial(follow_jobs, journal, service.index, on_end=service.job_ended)
             )
+            from conjure_actors.service.v2_assets import check_blobs
+
+            nursery.start_soon(check_blobs, service)  # damaged blobs: found and reported
             try:
                 yield service
             finally:

@@ -65,6 +65,7 @@ from conjure_actors.service.errors import ApiError, invalid_request, too_deep
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
+from conjure_actors.service.v2_assets import damaged_reason
 from conjure_actors.service.v2_jobs import (
     image_decodes,
     invalid_workflow,
@@ -119,7 +120,8 @@ async def health(request: Request) -> Response:
     launching is stopped because launches kept failing (the jobs waiting then failed; the
     next job tries again), while the budget is exceeded, or while it refuses launches (from
     its first refusal until a launch is granted, the budget is set again, or no job waits
-    for a machine any more: ``Conjure.budget_problem``)."""
+    for a machine any more: ``Conjure.budget_problem``), or while the stored bytes of an
+    asset are known gone or damaged (:func:`damaged_reason`)."""
     service = service_of(request)
     held = service.held_since
     launch_problem = service.conjure.launch_problem
@@ -155,6 +157,8 @@ async def health(request: Request) -> Response:
             "status": "degraded",
             "reason": f"the budget refuses launches: {refusing}",
         }
+    elif (damaged := damaged_reason(service)) is not None:
+        body = {"status": "degraded", "reason": damaged}
     else:
         body = {"status": "ok"}
     body["version"] = conjure_actors.__version__

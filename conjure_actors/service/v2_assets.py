@@ -12,7 +12,8 @@ size is answered 500 ``asset_damaged`` before any header (a stat of the open fil
 whose bytes changed in place is found by hashing a whole-blob read as it is sent, and the
 answer is cut before its last bytes (the client sees a failed transfer, never a complete
 wrong file; a blob of one chunk, 1 MiB, is read before the headers and so gets the error
-object).
+object). :func:`check_blobs` checks every blob once at start-up, in the background, and
+``GET /api/v2/health`` is ``degraded`` while a damaged blob is known (:func:`damaged_reason`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from conjure_actors.actors.assets import (
     Recorded,
 )
 from conjure_actors.domain import service_events as se
-from conjure_actors.runtime import ActorStoppedError, MailboxFullError
+from conjure_actors.runtime import ActorStoppedError, MailboxFullError, background_checkpoint
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import (
     BlobDamagedError,
@@ -588,6 +589,58 @@ async def content(request: Request) -> Response:
     return _BlobResponse(body(), status_code=status, headers=headers)
 
 
+def damaged_reason(service: Service) -> str | None:
+    """Why ``GET /api/v2/health`` is ``degraded`` while blobs of live assets are known
+    damaged (None: none known)."""
+    damaged = service.blobs.damaged()
+    if not damaged:
+        return None
+    svc = service.state.service
+    hit = [r for r in svc.assets.values() if r.hash in damaged]
+    if not hit:
+        return None
+    named = ", ".join(r.asset_id for r in hit[:3]) + (", ..." if len(hit) > 3 else "")
+    return (
+        f"the stored bytes of {len(hit)} asset(s) are gone or damaged ({named}): their"
+        " content is answered 500 asset_damaged, which says what happened; upload the same"
+        " bytes again, or re-run the jobs that made them"
+    )
+
+
+async def check_blobs(service: Service) -> None:
+    """Check every blob live assets refer to, once, in the background (serve's start):
+    first their files' sizes (a stat each), then their bytes (read whole and hashed, a
+    chunk at a time, each read waiting for its turn behind requests in flight). A damage
+    found is logged (one line naming an asset over it) and remembered: its content answers
+    500 ``asset_damaged`` and ``GET /api/v2/health`` is ``degraded`` (see
+    :func:`damaged_reason`)."""
+    gate = service.gate
+    with gate.background() if gate is not None else contextlib.nullcontext():
+        sizes = dict(service.state.service.blob_sizes)
+        for hashing in (False, True):
+            for hash_text, size in sizes.items():
+                await background_checkpoint()
+                await _check_blob(service, hash_text, size, hashing=hashing)
+
+
+async def _check_blob(service: Service, hash_text: str, size: int, *, hashing: bool) -> None:
+    """One blob: its file's size, or (``hashing``) its bytes."""
+    if hash_text not in service.state.service.blob_refs:  # its last asset went meanwhile
+        return
+    try:
+        chunks = service.blobs.open_checked(hash_text, size, 0, size - 1)
+        try:
+            while hashing and await trio.to_thread.run_sync(next, chunks, None) is not None:
+                await background_checkpoint()
+        finally:
+            chunks.close()
+    except BlobDamagedError as exc:
+        assets = service.state.service.assets.values()
+        record = next((r for r in assets if r.hash == hash_text), None)
+        if record is not None:
+            _log_damage(record, exc, "found at start-up; its content is answered 500 asset_damaged")
+
+
 ROUTES = [
     Route("/api/v2/assets", upload, methods=["POST"]),
     Route("/api/v2/assets/from-hash", from_hash, methods=["POST"]),
@@ -601,8 +654,10 @@ __all__ = [
     "ROUTES",
     "URL_TTL",
     "asset_view",
+    "check_blobs",
     "content_url",
     "damaged_error",
+    "damaged_reason",
     "is_live",
     "signed_path",
 ]
