@@ -337,6 +337,11 @@ async def upload(request: Request) -> Response:
         )
     # New bytes (201) or deduped onto a live asset's (200), as the actor recorded it.
     record = _record(service, answer.asset_id)
+    if service.image_checks.get(record.hash) is not None:
+        # A submission found these bytes were no image: maybe their blob was damaged then,
+        # and this upload stored it whole again (BlobStore.put_stream); the next submission
+        # decodes them afresh rather than refusing them for good.
+        del service.image_checks[record.hash]
     status = 201 if answer.created_new else 200
     return JSONResponse(
         asset_view(request, record, created_new=answer.created_new), status_code=status

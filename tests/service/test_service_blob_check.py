@@ -5,6 +5,7 @@ changed blob)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -12,17 +13,19 @@ from typing import Any
 
 import pytest
 import trio.testing
-from extras_support import open_extras_service
+from extras_support import open_extras_service, png
 
 import eventlog
 from conjure_actors.domain.events import Event
 
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
-async def _upload(client: Any, data: bytes) -> dict[str, Any]:
+
+async def _upload(client: Any, data: bytes, *, file_path: str = "x.png") -> dict[str, Any]:
     made = await client.post(
         "/api/v2/assets",
-        data={"content_type": "image/png", "file_path": "x.png"},
-        files={"file": ("x.png", data, "application/octet-stream")},
+        data={"content_type": "image/png", "file_path": file_path},
+        files={"file": (file_path, data, "application/octet-stream")},
     )
     assert made.status_code in (200, 201), made.text  # 200: deduped onto a live asset
     body: dict[str, Any] = made.json()
@@ -98,3 +101,21 @@ async def test_a_damaged_blob_no_asset_refers_to_any_more_is_not_reported(
         assert (await run.client.delete(f"/api/v2/assets/{made['id']}")).status_code == 204
         health = (await run.client.get("/api/v2/health")).json()
     assert health["status"] == "ok"
+
+
+async def test_a_job_input_refused_as_a_cut_image_is_taken_once_uploaded_again(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A cut input image is refused (422, it does not decode); uploaded again, its blob is
+    whole and the same submission is taken (the refusal was remembered for the bytes'
+    hash until serve restarted, so "upload it again" did not help)."""
+    graph = json.loads((WORKFLOWS / "load_scale_blur_save.json").read_text())
+    async with open_extras_service(tmp_path) as run:
+        made = await _upload(run.client, png(), file_path="heldout_input.png")
+        path = _file(run, made["hash"])
+        os.truncate(path, path.stat().st_size // 2)
+        refused = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        await _upload(run.client, png(), file_path="heldout_input.png")
+        taken = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+    assert refused.status_code == 422, refused.text
+    assert taken.status_code == 201, taken.text
