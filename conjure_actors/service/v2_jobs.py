@@ -433,6 +433,26 @@ def _read_image_problem(path: Path) -> str | None:
     return image_problem(data)  # one rule with run --image: what Pillow (LoadImage) decodes
 
 
+def refuse_damaged_inputs(service: Service, inputs: Mapping[str, str]) -> None:
+    """An input asset whose stored bytes are gone, cut, grown, or found changed
+    (``Blobs.holds``: a stat, and what reads found) is 422 ``missing_asset`` before its job
+    takes a paid machine: its image check would blame the workflow ("does not decode"), and
+    a change that still decodes would run the job on the wrong bytes. Uploading the same
+    bytes again repairs it."""
+    assets = service.state.service.assets
+    for binding, asset_id in inputs.items():
+        record = assets.get(asset_id)
+        if record is None:  # deleted meanwhile: the submission says missing_asset
+            continue
+        if not service.blobs.holds(record.hash, record.size):
+            raise ApiError(
+                422,
+                "missing_asset",
+                f"{binding}: the stored bytes of asset {asset_id} are gone or damaged on the"
+                " server's disk: upload the same file again (it repairs them), then submit",
+            )
+
+
 async def check_input_images(
     service: Service, graph: Mapping[str, Any], inputs: Mapping[str, str]
 ) -> None:
@@ -671,6 +691,7 @@ async def submit(request: Request) -> Response:
         )
     graph, inputs = resolve_assets(service, graph)
     workflow = checked_workflow(service, graph, inputs)
+    refuse_damaged_inputs(service, inputs)
     await check_input_images(service, graph, inputs)
     # The input-image node's asset goes as the job's image; every other resolved input as
     # an extra input file: all are uploaded to the machine before the prompt.

@@ -119,3 +119,39 @@ async def test_a_job_input_refused_as_a_cut_image_is_taken_once_uploaded_again(
         taken = await run.client.post("/api/v2/jobs", json={"workflow": graph})
     assert refused.status_code == 422, refused.text
     assert taken.status_code == 201, taken.text
+
+
+async def test_a_job_whose_input_bytes_were_cut_is_refused_as_missing_asset(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Refused before it takes a machine, saying the server's copy is damaged and how to
+    repair it (its image check said the workflow's image "does not decode")."""
+    graph = json.loads((WORKFLOWS / "load_scale_blur_save.json").read_text())
+    async with open_extras_service(tmp_path) as run:
+        made = await _upload(run.client, png(), file_path="heldout_input.png")
+        path = _file(run, made["hash"])
+        os.truncate(path, path.stat().st_size // 2)
+        refused = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+        jobs = dict(run.service.state.jobs)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "missing_asset"
+    assert made["id"] in error["message"]
+    assert "upload the same file again" in error["message"]
+    assert jobs == {}
+
+
+async def test_a_job_whose_input_bytes_a_read_found_changed_is_refused(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A flipped byte a stat cannot see, once a read found it: the job would run (and be
+    paid for) on the wrong bytes."""
+    graph = json.loads((WORKFLOWS / "load_scale_blur_save.json").read_text())
+    async with open_extras_service(tmp_path) as run:
+        made = await _upload(run.client, png(), file_path="heldout_input.png")
+        _flip(_file(run, made["hash"]), 40)
+        read = await run.client.get(f"/api/v2/assets/{made['id']}/content")
+        refused = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+    assert read.status_code == 500, read.text
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "missing_asset"
