@@ -445,11 +445,14 @@ def refuse_damaged_inputs(service: Service, inputs: Mapping[str, str]) -> None:
         if record is None:  # deleted meanwhile: the submission says missing_asset
             continue
         if not service.blobs.holds(record.hash, record.size):
+            nid, _, name = binding.rpartition(".")
             raise ApiError(
                 422,
                 "missing_asset",
-                f"{binding}: the stored bytes of asset {asset_id} are gone or damaged on the"
-                " server's disk: upload the same file again (it repairs them), then submit",
+                f"node {nid} input {name!r}: the stored bytes of asset {asset_id} are gone or"
+                " damaged on the server's disk: upload the same file again (it repairs"
+                " them), then submit",
+                details={"node_id": nid, "input": name},
             )
 
 
