@@ -259,6 +259,19 @@ class _FirstAttempt:
         self.over.set()
 
 
+def _listed(s: Any) -> policy.Listed:
+    """A listing entry as the recovery's policies judge it (no URL)."""
+    return policy.Listed(
+        server_id=s.server_id,
+        status=s.status,
+        server_type=s.server_type,
+        workflow_version_id=s.workflow_version_id,
+        estimated_duration=s.estimated_duration,
+        service_ready_at=s.service_ready_at,
+        estimated_stopping_at=s.estimated_stopping_at,
+    )
+
+
 def _seen(s: Any) -> Seen:
     return Seen(
         status=s.status,
@@ -300,6 +313,7 @@ class Reconciled:
     servers: list[Any] | None
     reply: Reply[None]
     error: BaseException | None = None
+    look_only: bool = False  # the log holds nothing to reconcile: listed to name the unknown
 
 
 @attrs.frozen(eq=False)
@@ -656,6 +670,9 @@ class MachinePool:
         self.orphaned: set[str] = set(ctx.state.launch_requests) if fresh_cloud else set()
         self.unknown: set[str] = set()
         self.foreign: set[str] = set()  # unknown servers no intent matched (logged once)
+        # What the recovery's listing showed up on the account that the log does not know
+        # (policy.unknown_servers): run and serve name each once start-up is done.
+        self.unknown_listed: list[policy.UnknownServer] = []
         # Machines whose DELETE answered 200 -> until when (trio time) listings are checked
         # for them: one still listed up (not Deleting/Stopping) is sent a DELETE again.
         self.recheck: dict[str, float] = {}
@@ -3465,19 +3482,26 @@ class MachineActor(Actor):
         doubtful = policy.paid_machines(state)
         if rc is not None:
             self._watch_logged_losses()
-        if rc is None or (
+        if rc is None:
+            self.pool.unreconciled.clear()  # nothing of the log to list
+            self.pool.recovering = False
+            reply.set(None)
+            return
+        # Listed even when the log holds nothing that may bill: a log that lost its last
+        # records (cut short, salvaged) does not know the machine its run launched last,
+        # which bills on; the listing names every server the log does not know.
+        look_only = (
             not doubtful
             and not state.launch_requests
             and not self.pool.lost_watch
             and not self._stopped_in_lease()
             and not any(m.stop_still_up and m.status == M_STOPPED for m in state.machines.values())
-        ):
-            self.pool.unreconciled.clear()  # nothing of the log to list
+        )
+        if look_only:
+            self.pool.unreconciled.clear()
             self.pool.recovering = False
-            reply.set(None)
-            return
         self._reconciling = True
-        self.start_soon(self._reconcile_child, reply, name="machine-reconcile")
+        self.start_soon(self._reconcile_child, reply, look_only, name="machine-reconcile")
 
     def _stopped_in_lease(self) -> list[Any]:
         """Machines the log says stopped whose lease had not ended yet: if a DELETE's 200
@@ -3519,16 +3543,26 @@ class MachineActor(Actor):
             if end > now:
                 self.pool.lost_watch.setdefault(m.server_id, tnow + (end - now))
 
-    async def _reconcile_child(self, reply: Reply[None]) -> None:
+    async def _reconcile_child(self, reply: Reply[None], look_only: bool = False) -> None:
         try:
             servers = await list_servers_patiently(
                 self.ctx.runcomfy, self.cfg.cloud_patience, what="recovery"
             )
         except ClientError as exc:
-            await self._tell(Reconciled(None, reply, exc))
+            await self._tell(Reconciled(None, reply, exc, look_only))
             return
         servers = list(servers) + await self._look_up_unlisted(servers)
-        await self._tell(Reconciled(servers, reply))
+        await self._tell(Reconciled(servers, reply, look_only=look_only))
+
+    def _name_unknown(self, servers: list[Any]) -> None:
+        """Keep (for run and serve to name) the servers the recovery's listing shows up
+        that the log does not know (``policy.unknown_servers``): never stopped here."""
+        now = self.ctx.now()
+        self.pool.unknown_listed = policy.unknown_servers(
+            self.ctx.state, [_listed(s) for s in servers], now=now, table=self.ctx.table
+        )
+        for u in self.pool.unknown_listed:
+            log.info("%s", policy.unknown_server_line(u, now=now))
 
     async def _look_up_unlisted(self, servers: list[Any]) -> list[Any]:
         """The machines of the log the recovery's listing left out (past their landing
@@ -3560,7 +3594,21 @@ class MachineActor(Actor):
         self._reconciling = False
         if msg.servers is None:
             assert msg.error is not None
-            msg.reply.fail(msg.error)
+            if msg.look_only:
+                # Nothing of the log was at stake: the resume goes on, unknown servers unnamed.
+                log.warning(
+                    "could not list RunComfy's machines to look for ones this log does not"
+                    " know: %s",
+                    msg.error,
+                )
+                msg.reply.set(None)
+            else:
+                msg.reply.fail(msg.error)
+            return
+        if msg.look_only:
+            self._name_unknown(msg.servers)
+            msg.reply.set(None)
+            await self._after_reconcile()
             return
         state = self.ctx.state
         by_id = {s.server_id: s for s in msg.servers}
@@ -3584,7 +3632,11 @@ class MachineActor(Actor):
             stopping = m.status == "stopping"
             await self._adopt(
                 s,
-                request_key=None,
+                # A salvaged log may have lost its launch record: that launch intent, still
+                # open, is this machine's (else it waits for a server of its own, then fails).
+                request_key=policy.launch_of(
+                    state, m, _listed(s), unknown=[_listed(u) for u in msg.servers]
+                ),
                 server_type=m.server_type or self.pool.server_type,
                 workflow_version=m.workflow_version,
             )
@@ -3625,7 +3677,12 @@ class MachineActor(Actor):
         self._watch_logged_losses()  # the ones just lost too: not listed may be a lag
         await self._stop_found_after_loss(msg.servers, trio.current_time())
         await self._adopt_unknown(msg.servers)
+        self._name_unknown(msg.servers)
         msg.reply.set(None)
+        await self._after_reconcile()
+
+    async def _after_reconcile(self) -> None:
+        """The polls and leases that waited for the recovery's listing."""
         if self._poll_queued:
             self._poll_queued = False
             self._poll()

@@ -975,6 +975,18 @@ def resume_waits_for(launches: int, mode: str) -> str:
     )
 
 
+def unknown_machine_notes(conjure: Any) -> list[tuple[str, str]]:
+    """(server id, line) of each server the recovery's listing showed up on the account
+    that the log does not know: another client's, or one a run launched after its log's
+    last record (a log cut short or salvaged loses it), billing until its lease ends.
+    Named with the command that stops it, never stopped by a guess
+    (``machines_policy.unknown_servers`` says why)."""
+    from conjure_actors.domain.machines_policy import unknown_server_line
+
+    now = conjure.ctx.now()
+    return [(u.server_id, unknown_server_line(u, now=now)) for u in conjure.pool.unknown_listed]
+
+
 def _quit_during_start_up(log_path: Path) -> str:
     """What a second Ctrl-C during start-up says: the machines it may have launched or
     adopted are not known here; the log has them, and ``--resume`` stops them."""
@@ -1628,6 +1640,8 @@ async def _run(
                     ) as conjure,
                 ):
                     stopping.conjure = conjure
+                    for server_id, line in unknown_machine_notes(conjure):
+                        out.say(f"note: {line}", "run.warning", server_id=server_id)
                     # A signal during start-up has cancelled this scope already: nothing is
                     # submitted and no job waited for; the stop below is the run's.
                     with stopping.work:

@@ -463,6 +463,8 @@ def _runcomfy_catalog(config: Any) -> Any:
 
 
 async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:
+    from conjure_actors.commands.run import unknown_machine_notes
+
     # Held from start to exit, over open_serve's closing too (as ``run`` holds its own): a
     # second SIGTERM/SIGINT during the drain or the stop of every machine must not kill
     # the process at its default action with machines left billing. One during start-up
@@ -497,6 +499,8 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 gc.freeze()
                 print(f"serving the Comfy API v2 on {served.url}", flush=True)
                 print(served.banner, file=sys.stderr, flush=True)
+                for _, line in unknown_machine_notes(service.conjure):
+                    _note(line)
                 with service.conjure.journal.listen(budget_lines(sys.stderr)):
                     left = await _stop_on_signals(
                         signals,

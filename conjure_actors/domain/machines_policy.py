@@ -46,21 +46,29 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   no new job and is stopped once the jobs on it end, as the log says (a resumed run too);
 - *a restart's jobs are demand before they ask* (:func:`awaits_machine`): the recovery
   adopts the machines still Starting before the jobs the log re-queues ask for a lease;
-  those jobs count as waiting for them, so none is stopped as surplus meanwhile.
+  those jobs count as waiting for them, so none is stopped as surplus meanwhile;
+- *name what the log does not know, stop none of it* (:func:`unknown_servers`,
+  :func:`unknown_server_line`): servers the account lists up that the log does not know
+  (another client's, or one launched after the last record of a log cut short) are named
+  with their bill and the command that stops them, never stopped by a guess;
+- *a salvaged machine answers its launch* (:func:`launch_of`): a machine the log knows from
+  its Ready only (its launch record lost) closes the open launch intent it answers.
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime
 import enum
 import math
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 import attrs
 
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import CommandRejectedError
-from conjure_actors.domain.prices import PriceTable, billed_seconds, cost_micros
+from conjure_actors.domain.prices import PriceTable, billed_seconds, cost_micros, format_usd
 from conjure_actors.domain.state import (
     INTERRUPTED,
     M_READY,
@@ -81,10 +89,13 @@ __all__ = [
     "GONE_STATUSES",
     "LAUNCH_LAND_GRACE",
     "LAUNCH_MARKER_SPREAD",
+    "LAUNCH_TIE_SKEW",
     "NOT_VISIBLE_GRACE",
+    "Listed",
     "MachineView",
     "Observation",
     "Seen",
+    "UnknownServer",
     "arrival_rate",
     "awaits_machine",
     "bill_after_delete",
@@ -95,6 +106,7 @@ __all__ = [
     "idle_to_stop",
     "landing_grace",
     "launch_duration",
+    "launch_of",
     "launches_exhausted",
     "launches_needed",
     "lease_takes_job",
@@ -113,6 +125,8 @@ __all__ = [
     "reserved_slots",
     "should_renew",
     "surplus_starting",
+    "unknown_server_line",
+    "unknown_servers",
     "unseen_ready_seconds",
 ]
 
@@ -730,3 +744,165 @@ def bill_after_delete(
         table=table,
         at=at,
     )
+
+
+# ------------------------------------------------------------------- the account's others
+
+
+@attrs.frozen
+class Listed:
+    """What one listing entry said about a server, as the recovery judges it (no URL)."""
+
+    server_id: str
+    status: str
+    server_type: str | None = None
+    workflow_version_id: str | None = None
+    estimated_duration: int | None = None
+    service_ready_at: float | None = None
+    estimated_stopping_at: float | None = None
+
+
+@attrs.frozen
+class UnknownServer:
+    """A server the account lists up (it may bill) that the log does not know.
+
+    ``cost_micros``: what it has cost so far by the price table (None: not Ready yet, so
+    not billed, or a server type the table has no price for)."""
+
+    server_id: str
+    status: str
+    server_type: str | None
+    service_ready_at: float | None
+    estimated_stopping_at: float | None
+    cost_micros: int | None
+
+
+def unknown_servers(
+    state: State, listed: Iterable[Listed], *, now: float, table: PriceTable
+) -> list[UnknownServer]:
+    """The listed servers a recovery names as unknown: not a machine of the log (in any
+    status: one it stopped has its own recheck), not on its way out (billing has ended),
+    and not one an open launch intent of the log may still adopt (it echoes that intent's
+    marker: the listings that follow decide, see ``matches_intent``).
+
+    They are another client's, or one the crashed run launched after the log's last
+    record (a log cut short, or salvaged, lost that launch): nothing on the server tells
+    them apart (its object carries no name of ours, and the marker of a launch, its
+    ``estimated_duration``, is drawn from a range every run of this program with the same
+    lease uses), so a recovery names them and never stops them: stopping another
+    client's machine would end its work, while ours bills at most until its lease ends
+    (nobody renews it)."""
+    found: list[UnknownServer] = []
+    for s in listed:
+        if s.server_id in state.machines or s.status in GONE_STATUSES:
+            continue
+        if any(
+            matches_intent(
+                req,
+                server_type=s.server_type,
+                workflow_version_id=s.workflow_version_id,
+                estimated_duration=s.estimated_duration,
+            )
+            for req in state.launch_requests.values()
+        ):
+            continue
+        cost: int | None = None
+        if s.service_ready_at is not None and s.server_type in table.hourly_micros:
+            cost = cost_micros(
+                table.hourly_micros[s.server_type], billed_seconds(s.service_ready_at, now)
+            )
+        found.append(
+            UnknownServer(
+                server_id=s.server_id,
+                status=s.status,
+                server_type=s.server_type,
+                service_ready_at=s.service_ready_at,
+                estimated_stopping_at=s.estimated_stopping_at,
+                cost_micros=cost,
+            )
+        )
+    return found
+
+
+def _clock_time(at: float, now: float) -> str:
+    """``15:12:24 UTC`` (with its date when not ``now``'s day)."""
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    same_day = moment.date() == datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+    return moment.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M:%S UTC")
+
+
+def unknown_server_line(u: UnknownServer, *, now: float) -> str:
+    """The one line that names an unknown server (:func:`unknown_servers`): what it is,
+    what it has cost, whose it may be, and the command that stops it."""
+    kind = f" ({u.server_type})" if u.server_type else ""
+    if u.service_ready_at is not None:
+        billed = "cost not known" if u.cost_micros is None else f"{format_usd(u.cost_micros)}"
+        how = f"{u.status} since {_clock_time(u.service_ready_at, now)}, {billed} so far"
+        if u.estimated_stopping_at is not None:
+            how += f", billing until {_clock_time(u.estimated_stopping_at, now)} unless stopped"
+    else:
+        how = f"{u.status}, not billed until Ready"
+    return (
+        f"RunComfy lists a machine this log does not know: {u.server_id}{kind}, {how}:"
+        " another client's, or one the run launched after the log's last record (a log cut"
+        " short loses it); if it is not another client's,"
+        f" `python -m conjure_actors machine down --server-id {u.server_id}` stops it"
+    )
+
+
+LAUNCH_TIE_SKEW: Final = 60.0
+"""Seconds a server's Ready time (its clock) may read before the launch intent's time (ours)
+and still be that launch's machine: the two clocks differ a little."""
+
+
+def launch_of(
+    state: State, m: Machine, seen: Listed | None, *, unknown: Iterable[Listed] = ()
+) -> str | None:
+    """The open launch intent whose machine ``m`` is, for a machine of the log whose launch
+    record the log lost (``m.request_key`` None: a salvaged log keeps its Ready, not its
+    ``MachineLaunched``): adopting it closes that intent, instead of the intent waiting for
+    a server of its own until its landing grace ends and failing then.
+
+    An intent is ``m``'s when its server type and workflow version match ``m``'s (as the
+    log or ``seen``, its listing entry, says) and it was logged before ``m`` was Ready;
+    of several, the one whose marker (``estimated_duration``) ``m`` echoes (in its
+    listing, or in its logged Ready: its lease end minus its Ready time, before any
+    renewal). One intent matching without a marker is ``m``'s unless an ``unknown``
+    listed server echoes that intent's marker (that one is its server)."""
+    if m.request_key is not None or not state.launch_requests:
+        return None
+    server_type = m.server_type or (seen.server_type if seen is not None else None)
+    version = m.workflow_version or (seen.workflow_version_id if seen is not None else None)
+    ready_at = m.service_ready_at
+    if ready_at is None and seen is not None:
+        ready_at = seen.service_ready_at
+    candidates = [
+        req
+        for req in state.launch_requests.values()
+        if server_type in (None, req.server_type)
+        and version in (None, req.workflow_version)
+        and (ready_at is None or req.at <= ready_at + LAUNCH_TIE_SKEW)
+    ]
+    marks = set()
+    if seen is not None and seen.estimated_duration is not None:
+        marks.add(seen.estimated_duration)
+    if m.service_ready_at is not None and m.estimated_stopping_at is not None:
+        marks.add(round(m.estimated_stopping_at - m.service_ready_at))
+    marked = [req for req in candidates if req.estimated_duration in marks]
+    if len(marked) == 1:
+        return marked[0].request_key
+    if marked or len(candidates) != 1:
+        return None
+    req = candidates[0]
+    others = [
+        s
+        for s in unknown
+        if s.server_id not in state.machines
+        and matches_intent(
+            req,
+            server_type=s.server_type,
+            workflow_version_id=s.workflow_version_id,
+            estimated_duration=s.estimated_duration,
+        )
+    ]
+    return None if others else req.request_key
