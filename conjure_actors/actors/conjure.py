@@ -1401,7 +1401,9 @@ async def _start(
     says the run is stopping: see :func:`open_conjure`)."""
     ctx = conjure.ctx
     state = ctx.state
-    resuming = bool(state.jobs or state.machines or state.launch_requests)
+    # Any earlier run: a log cut short may have lost its job and launch records, not the
+    # machine that launch started (the reconcile's listing names it).
+    resuming = bool(state.jobs or state.machines or state.launch_requests or state.system.runs)
     if ctx.mode == "comfyui" and ctx.config.comfyui_url:
         attach = {"comfyui": ctx.config.comfyui_url, **attach}
     clients = {}

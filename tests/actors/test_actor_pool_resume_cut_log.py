@@ -96,3 +96,23 @@ async def test_a_resume_of_a_salvaged_log_that_lost_its_launch_record_does_not_w
     adopted = [e for e in after if isinstance(e, ev.MachineAdopted)]
     assert [(e.server_id, e.request_key) for e in adopted] == [(machine, key)]
     assert [e for e in after if isinstance(e, ev.MachineLaunchFailed)] == []
+
+
+async def test_a_resume_on_a_log_cut_before_its_first_job_names_the_machine_it_does_not_know(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The log lost its job too (only the run's start is left): the resume has nothing to
+    run, and still lists the account and names the killed run's machine; before, it did not
+    reconcile at all (no job, no machine, no launch in the log)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with open_test_cloud(wall.now) as cloud:
+        config = sim_config(cloud)
+        await crash_while_running(cloud, log, tmp_path, config, wall)
+        (orphan,) = cloud.running()
+        cut = _seq_of(log, ev.JobSubmitted)
+        log = _rewritten(log, lambda r: r.seq < cut)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            named = [u.server_id for u in conjure.pool.unknown_listed]
+        assert orphan in cloud.running()
+    assert named == [orphan]
