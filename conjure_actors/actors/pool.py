@@ -3554,15 +3554,26 @@ class MachineActor(Actor):
         servers = list(servers) + await self._look_up_unlisted(servers)
         await self._tell(Reconciled(servers, reply, look_only=look_only))
 
-    def _name_unknown(self, servers: list[Any]) -> None:
-        """Keep (for run and serve to name) the servers the recovery's listing shows up
-        that the log does not know (``policy.unknown_servers``): never stopped here."""
+    async def _name_unknown(self, servers: list[Any]) -> None:
+        """The servers the recovery's listing shows up that the log does not know
+        (``policy.unknown_servers``): logged (``MachineUnknownListed``) and kept for run
+        and serve to name; never adopted nor stopped."""
         now = self.ctx.now()
         self.pool.unknown_listed = policy.unknown_servers(
             self.ctx.state, [_listed(s) for s in servers], now=now, table=self.ctx.table
         )
         for u in self.pool.unknown_listed:
-            log.info("%s", policy.unknown_server_line(u, now=now))
+            await self.ctx.emit(
+                ev.MachineUnknownListed(
+                    server_id=u.server_id,
+                    status=u.status,
+                    server_type=u.server_type,
+                    service_ready_at=u.service_ready_at,
+                    estimated_stopping_at=u.estimated_stopping_at,
+                    cost_micros=u.cost_micros,
+                    at=now,
+                )
+            )
 
     async def _look_up_unlisted(self, servers: list[Any]) -> list[Any]:
         """The machines of the log the recovery's listing left out (past their landing
@@ -3606,7 +3617,7 @@ class MachineActor(Actor):
                 msg.reply.fail(msg.error)
             return
         if msg.look_only:
-            self._name_unknown(msg.servers)
+            await self._name_unknown(msg.servers)
             msg.reply.set(None)
             await self._after_reconcile()
             return
@@ -3677,7 +3688,7 @@ class MachineActor(Actor):
         self._watch_logged_losses()  # the ones just lost too: not listed may be a lag
         await self._stop_found_after_loss(msg.servers, trio.current_time())
         await self._adopt_unknown(msg.servers)
-        self._name_unknown(msg.servers)
+        await self._name_unknown(msg.servers)
         msg.reply.set(None)
         await self._after_reconcile()
 

@@ -117,6 +117,11 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     ev.MachineLaunched: lambda e: f"launched (key {e.request_key}), starting",
     ev.MachineLaunchFailed: lambda e: f"failed: {e.reason}",
     ev.MachineStatusObserved: lambda e: f"status {e.status}",
+    ev.MachineUnknownListed: lambda e: (
+        f"listed {e.status}, {e.server_type or 'type unknown'}, unknown to this log"
+        + ("" if e.cost_micros is None else f", {format_usd(e.cost_micros)} so far")
+        + ": left running (another client's, or launched after the log's end)"
+    ),
     ev.MachineReady: lambda e: (
         f"ready; billing at {_rate(e.rate_micros_per_hour)} ({e.price_table_version})"
     ),

@@ -95,6 +95,7 @@ __all__ = [
     "MachineStoppedAgain",
     "MachineStopping",
     "MachineUnhealthy",
+    "MachineUnknownListed",
     "NodeCached",
     "NodeExecuted",
     "NodeProgress",
@@ -288,6 +289,23 @@ class MachineStatusObserved(
 
     server_id: str
     status: str
+    at: float
+
+
+class MachineUnknownListed(msgspec.Struct, frozen=True, kw_only=True, tag="machine.unknown_listed"):
+    """Emitted by the MachineActor after a recovery's listing (``run --resume``, serve's
+    start), once per server the account lists up that the log does not know: another
+    client's, or one launched after the log's last record (a log cut short or salvaged
+    lost its launch). Named, never adopted nor stopped (``machines_policy.unknown_servers``
+    says why). ``cost_micros``: its cost so far by the price table (None: not Ready, or a
+    server type the table has no price for). Changes no state: what was seen, and when."""
+
+    server_id: str
+    status: str
+    server_type: str | None = None
+    service_ready_at: float | None = None
+    estimated_stopping_at: float | None = None
+    cost_micros: int | None = None
     at: float
 
 
@@ -754,6 +772,7 @@ Event = (
     | MachineLaunched
     | MachineLaunchFailed
     | MachineStatusObserved
+    | MachineUnknownListed
     | MachineReady
     | MachineHealthy
     | MachineUnhealthy
@@ -822,6 +841,7 @@ DOMAIN_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     MachineLaunched,
     MachineLaunchFailed,
     MachineStatusObserved,
+    MachineUnknownListed,
     MachineReady,
     MachineHealthy,
     MachineUnhealthy,

@@ -794,6 +794,10 @@ def _status_observed(s: State, e: ev.MachineStatusObserved) -> None:
     _machine(s, e.server_id, "MachineStatusObserved").observed_status = e.status
 
 
+def _unknown_listed(s: State, e: ev.MachineUnknownListed) -> None:
+    """A server the log does not know, named: not one of the log's machines."""
+
+
 def _ready(s: State, e: ev.MachineReady) -> None:
     m = _machine(s, e.server_id, "MachineReady")
     if m.status in MACHINE_GONE:
@@ -1295,6 +1299,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[State, Any], None]]] = {
     ev.MachineLaunched: _launched,
     ev.MachineLaunchFailed: _launch_failed,
     ev.MachineStatusObserved: _status_observed,
+    ev.MachineUnknownListed: _unknown_listed,
     ev.MachineReady: _ready,
     ev.MachineHealthy: _healthy,
     ev.MachineUnhealthy: _unhealthy,

@@ -61,6 +61,11 @@ async def test_a_resume_on_a_log_cut_before_its_launch_names_the_machine_it_does
                 await conjure.wait_until_idle()
         assert orphan in cloud.running()  # left alone: named, never stopped by a guess
     assert [u.server_id for u in named] == [orphan]
+    logged = [r.event for r in log.records() if isinstance(r.event, ev.MachineUnknownListed)]
+    assert [(e.server_id, e.status, e.cost_micros) for e in logged] == [
+        (orphan, "Ready", named[0].cost_micros)
+    ]
+    assert orphan not in conjure.state.machines  # a fact of the log, not a machine of it
     assert named[0].status == "Ready"
     assert named[0].cost_micros is not None
     assert named[0].cost_micros > 0

@@ -31,6 +31,7 @@ EXPECTED_TAGS = {
     "machine.launched",
     "machine.launch_failed",
     "machine.status_observed",
+    "machine.unknown_listed",
     "machine.ready",
     "machine.healthy",
     "machine.unhealthy",
