@@ -52,6 +52,10 @@ subscriber gets them, before the appenders resume): no task of its own, so no wa
 no task switch per commit. For cheap bookkeeping that must see everything (a live view,
 counters): ``fn`` must neither block nor raise. One that raises is dropped (logged) and the
 commit goes on; ``listener.active`` turns False once it is dropped or the journal closes.
+``listen(fn, on_end=g)`` also calls ``g(error)`` once when the journal fails (its apply
+raised: ``JournalFailedError``) or closes (``LogClosedError``): the records stop there, as a
+subscription's channel ends (a waiter that follows the records through a listener learns
+that no more will come).
 
 Snapshots
 ---------
@@ -398,13 +402,24 @@ class Listener:
     """A synchronous subscriber (see :meth:`Journal.listen`); ``active`` is False once the
     journal dropped it (it raised: ``error``) or closed."""
 
-    __slots__ = ("_raised", "active", "error", "fn")
+    __slots__ = ("_raised", "active", "error", "fn", "on_end")
 
-    def __init__(self, fn: Callable[[list[Record[Any]]], None]) -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Record[Any]]], None],
+        on_end: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.fn = fn
+        self.on_end = on_end
         self.active = True
         self.error: Exception | None = None
         self._raised = trio.Event()
+
+    def _end(self, error: Exception) -> None:
+        """No more records will come (the journal failed or closed): tell ``on_end`` once."""
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end(error)
 
     async def wait_raised(self) -> NoReturn:
         """Wait until ``fn`` raises (the journal then drops it) and raise its error here: a
@@ -686,12 +701,18 @@ class Journal(Generic[E, S]):
             raise SubscriberOverflowError(sub.missed_seq, max_buffer)
 
     @contextmanager
-    def listen(self, fn: Callable[[list[Record[E]]], None]) -> Iterator[Listener]:
+    def listen(
+        self,
+        fn: Callable[[list[Record[E]]], None],
+        on_end: Callable[[Exception], None] | None = None,
+    ) -> Iterator[Listener]:
         """Call ``fn(records)`` with every batch of records made durable from now on, in the
         committing task right after they are applied (see "Listeners"): it must neither
-        block nor raise, nor keep or change the list."""
+        block nor raise, nor keep or change the list. ``on_end(error)``, if given, is called
+        once if the journal fails or closes while listened to (it must not block or raise
+        either)."""
         self._check_usable()
-        listener = Listener(fn)
+        listener = Listener(fn, on_end)
         self._listeners.append(listener)
         try:
             yield listener
@@ -1175,6 +1196,10 @@ class Journal(Generic[E, S]):
         self._refuse()
         for sub in list(self._subscribers):
             self._drop_subscriber(sub)
+        # The listeners stay (the journal publishes nothing more); those that asked learn
+        # that no more records will come.
+        for listener in list(self._listeners):
+            listener._end(self._failed_error())
 
     async def _drain(self) -> None:
         """Commit whatever is still queued (called once the committer has stopped)."""
@@ -1186,6 +1211,7 @@ class Journal(Generic[E, S]):
             self._drop_subscriber(sub)
         for listener in self._listeners:
             listener.active = False
+            listener._end(LogClosedError("the journal is closed"))
         self._listeners.clear()
 
 

@@ -64,7 +64,10 @@ class Journal(Protocol):
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Record[Any]]]: ...
 
     def listen(
-        self, fn: Callable[[list[Record[Any]]], None], /
+        self,
+        fn: Callable[[list[Record[Any]]], None],
+        /,
+        on_end: Callable[[Exception], None] | None = None,
     ) -> AbstractContextManager[eventlog.Listener]: ...
 
     def stop_holding(self) -> None:

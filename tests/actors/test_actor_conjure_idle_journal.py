@@ -65,3 +65,34 @@ async def test_wait_until_idle_ends_when_the_journal_fails(
     except eventlog.JournalFailedError:
         pass  # closing a failed journal says so
     assert outcome, f"wait_until_idle still waiting {waited:.0f} s after the journal failed"
+
+
+async def test_wait_until_idle_follows_the_records_without_a_subscription(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The waiter takes each published record into account with a journal listener (issue
+    16: no channel fed with every record of the run): it holds no subscription while it
+    waits, and a record that may make the run idle (a machine's or the system's stop) wakes
+    it at once, before its timeout's full check."""
+    from conjure_actors.domain.events import SystemStopped
+
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    running = ["m1"]
+    returned_at: list[float] = []
+    async with eventlog.open_journal(log, Event) as journal:
+        conjure = _fake(journal)
+        conjure.running_machines = lambda: list(running)
+
+        async def wait() -> None:
+            await Conjure.wait_until_idle(conjure, machines_stopped=True)
+            returned_at.append(trio.current_time())
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                await trio.sleep(0.5)
+                assert journal.statistics().subscribers == 0
+                running.clear()
+                await journal.append(SystemStopped(reason="done", at=0.0))
+                stopped_at = trio.current_time()
+    assert returned_at == [stopped_at]
