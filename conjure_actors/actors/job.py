@@ -478,11 +478,14 @@ class WorkflowActor(Actor):
         their cancel scope: a child cut by it reports the timeout (_child), so no task of its
         own watches the attempt (issue 16). Any other child but the lease wait (which waits
         until the job's deadline itself: _lease_child) needs the job's timer task."""
-        scope = trio.CancelScope()
+        # The deadline is given to the constructor: a scope's deadline setter costs a
+        # context manager of trio's each time (issue 16).
         if self._attempt_on:
-            scope.deadline = self._watch_at
-        elif role != "lease":
-            self._start_timer()
+            scope = trio.CancelScope(deadline=self._watch_at)
+        else:
+            scope = trio.CancelScope()
+            if role != "lease":
+                self._start_timer()
         old = self._scopes.pop(role, None)
         if old is not None:
             old.cancel()
@@ -1648,14 +1651,16 @@ class WorkflowActor(Actor):
         try:
             # Not cut by the attempt's end; bounded by the client's own timeouts and retries
             # while the attempt lives, and by POST_PATIENCE from its end (_bound_posts).
-            with trio.CancelScope(shield=True) as shield:
+            # A cap for a forced stop (no _bound_posts): past the client's longest wait. The
+            # deadline is given to the constructor, once (a scope's deadline setter costs a
+            # context manager of trio's each time, issue 16).
+            deadline = trio.current_time() + POST_CAP
+            if self._attempt_on:  # its deadline (the attempt's or the job's) ends it too
+                deadline = min(deadline, self._watch_at + POST_PATIENCE)
+            with trio.CancelScope(shield=True, deadline=deadline) as shield:
                 self._post_scopes[prompt_id] = shield
-                # A cap for a forced stop (no _bound_posts): past the client's longest wait.
-                shield.deadline = trio.current_time() + POST_CAP
                 if not self._attempt_on:  # the attempt ended already
                     self._bound_posts()
-                else:  # its deadline (the attempt's or the job's) ends it too, unseen here
-                    shield.deadline = min(shield.deadline, self._watch_at + POST_PATIENCE)
                 # The machine stopped or vanished: nothing can run there, stop waiting.
                 if lost is not None:
                     lost.watch(posted, shield.cancel)
