@@ -61,8 +61,14 @@ def crash_message(exc: BaseException, scrub: Scrubber) -> tuple[str, str]:
 
 async def emit(sink: EventSink | None, event: Any) -> None:
     """Append ``event`` to ``sink``, shielded: a lifecycle event is never half-written because
-    the supervisor that emits it was being cancelled (the journal's own deadlines apply)."""
+    the supervisor that emits it was being cancelled (the journal's own deadlines apply).
+    A sink with ``append_shielded`` (``eventlog.Journal``) is trusted to do that itself,
+    cheaper than a scope around every append (issue 16)."""
     if sink is None:
+        return
+    append_shielded = getattr(sink, "append_shielded", None)
+    if append_shielded is not None:
+        await append_shielded(event)
         return
     with trio.CancelScope(shield=True):
         await sink.append(event)
