@@ -1688,9 +1688,12 @@ class WorkflowActor(Actor):
     def _bound_posts(self) -> None:
         """The attempt (or the incarnation) ended: a POST still on the wire may take
         POST_PATIENCE more, no longer."""
+        if not self._post_scopes:  # the usual case: no clock read (issue 16)
+            return
         until = trio.current_time() + POST_PATIENCE
         for scope in self._post_scopes.values():
-            scope.deadline = min(scope.deadline, until)
+            if until < scope.deadline:  # (the setter runs a context manager of trio's)
+                scope.deadline = until
 
     async def _follow(self, token: int, prompt_id: str | None, use_ws: bool) -> None:
         """Follow the prompt (``_follow_on``). A prompt re-attached after a restart was
