@@ -1167,6 +1167,8 @@ class MachineActor(Actor):
         self.pool.resumed.discard(job_id)
         self.pool.keep_place.pop(job_id, None)
         for live in self.pool.live.values():
+            if not live.returns:  # the usual case (once per job's end: issue 16)
+                continue
             parked = [r for j, r in live.returns if j == job_id]
             if parked:
                 live.returns = [(j, r) for j, r in live.returns if j != job_id]
