@@ -1366,11 +1366,30 @@ class MachineActor(Actor):
         (``MachinePool.unreconciled``): the log's "Starting" may be Ready, billing."""
         if self.ctx.runcomfy is None:
             return
+        machines = self.ctx.state.machines
+        pool = self.pool
+        if (
+            not pool.prelaunched
+            and not pool.resumed
+            and len(machines) <= self.cfg.max_machines
+            and policy.surplus_starting(
+                waiting=len(pool.waiting.unbound),
+                starting=len(machines),
+                jobs_per_machine=self.cfg.jobs_per_machine,
+                hedge=self.cfg.launch_hedge,
+            )
+            <= 0
+        ):
+            # Nothing can be surplus, without a look at each machine (this runs at every
+            # assignment, issue 16): the jobs waiting need more machines than there are
+            # (the surplus only grows with the Starting ones, all of them at most), and
+            # none is over max_machines.
+            return
         starting = []
         alive = 0
         stopping = self._stopping
-        unreconciled = self.pool.unreconciled
-        for m in self.ctx.state.machines.values():
+        unreconciled = pool.unreconciled
+        for m in machines.values():
             if m.kind != "runcomfy" or m.status in MACHINE_GONE or m.server_id in stopping:
                 continue
             alive += 1
