@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -77,6 +77,7 @@ REPLAN_ON = (
     ev.BudgetWarning,
     ev.BudgetExceeded,
 )
+_REPLAN_TYPES: Final = frozenset(REPLAN_ON)
 
 
 class LaunchWaitsOver:
@@ -179,8 +180,14 @@ class CostActor(Actor):
         replan = trio.Event()
 
         def on_records(records: list[Any]) -> None:
-            if not replan.is_set() and any(isinstance(r.event, REPLAN_ON) for r in records):
-                replan.set()
+            # Called for every batch of the run: a set lookup per record, no generator
+            # (events are final classes, issue 16).
+            if replan.is_set():
+                return
+            for record in records:
+                if type(record.event) in _REPLAN_TYPES:
+                    replan.set()
+                    return
 
         with self.ctx.journal.listen(on_records):
             tick = trio.current_time() + self.interval
