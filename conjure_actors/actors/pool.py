@@ -1254,11 +1254,14 @@ class MachineActor(Actor):
         out = []
         stopping = self._stopping
         lives = self.pool.live
+        reserved = self.pool.reserved
         for m in self.ctx.state.machines.values():
-            if m.status != M_READY or not m.healthy:
+            # A machine whose slots its leases fill (most of them while jobs run) is out
+            # whatever else holds: tested first, with no more than its lease count (issue 16).
+            if len(m.leases) >= m.max_jobs or m.status != M_READY or not m.healthy:
                 continue
             sid = m.server_id
-            taken = len(m.leases) + (len(self._reserved(sid)) if self.pool.reserved else 0)
+            taken = len(m.leases) + (len(self._reserved(sid)) if reserved else 0)
             if sid in stopping or taken >= m.max_jobs or m.draining is not None:
                 continue
             if sid in self._looking_up:
