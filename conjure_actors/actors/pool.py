@@ -1599,6 +1599,10 @@ class MachineActor(Actor):
         # is not counted: most were never sent (it is logged before the POST).
         open_unknown = self.pool.unknown & set(self.ctx.state.launch_requests)
         in_flight = len(self._launching | open_unknown) + self._approving
+        if len(alive) + in_flight >= self.cfg.max_machines:
+            # At the cap: no launch, however many are starting (the usual case once the pool
+            # is up, a few times per job: the counts below are not needed, issue 16).
+            return 0
         # Machines that will take jobs soon: still starting, or Ready with the health check
         # in progress.
         starting = (
