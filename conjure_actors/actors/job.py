@@ -136,6 +136,11 @@ POST_PATIENCE: Final = 30.0
 request cut on our side may still reach ComfyUI after the attempt's cleanup); then its
 outcome is unknown."""
 
+DOWNLOAD_GRACE: Final = 20.0
+"""When the run stops while a job downloads the outputs of a prompt that has run (paid), the
+seconds its download may go on before the job is interrupted: a resume would run the whole
+prompt again on a new machine. Within the ordered stop's wait for the jobs (25 s)."""
+
 
 def _one_line(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
@@ -282,6 +287,13 @@ class _AttemptTimedOut:
 
 @attrs.frozen
 class _RetryDue:
+    token: int
+
+
+@attrs.frozen
+class _GraceOver:
+    """``DOWNLOAD_GRACE`` has passed since the run asked this downloading job to stop."""
+
     token: int
 
 
@@ -438,6 +450,9 @@ class WorkflowActor(Actor):
         # The re-attached prompt while no lookup has answered for it: it may be running on
         # the machine leased for it (see _release).
         self._unproven: str | None = None
+        # The run asked this job to stop while it downloaded a run prompt's outputs (the
+        # reason): they come down first, within DOWNLOAD_GRACE (see InterruptJob).
+        self._stop_after_download: str | None = None
         self._upload_name: str | None = None
         self._extra_names: dict[str, str] = {}  # NODE.INPUT -> uploaded name (extra_inputs)
         self._ending = False
@@ -732,6 +747,12 @@ class WorkflowActor(Actor):
         if type(msg) is _Progress:  # most of a job's messages: before the match's chain
             await self._on_progress(msg.update)
             return
+        stop = self._stop_after_download
+        if stop is not None and not isinstance(msg, _Saved | _Downloaded | CancelJob):
+            # The run stops and this job was downloading: anything but its outputs (the
+            # grace over, the download failed, its machine lost) interrupts it now.
+            await self._interrupt(stop)
+            return
         match msg:
             case _Go():
                 await self._go()
@@ -865,6 +886,21 @@ class WorkflowActor(Actor):
                     name=f"{self.job_id}-cancel",
                 )
             case InterruptJob():
+                if (
+                    self._stop_after_download is None
+                    and "download" in self._scopes
+                    and self.job.execution == "succeeded"
+                ):
+                    # Its prompt has run (paid for): its outputs come down first, for up to
+                    # DOWNLOAD_GRACE, rather than a resume running the prompt again (QA H12).
+                    self._stop_after_download = msg.reason
+                    log.info(
+                        "job %s: downloading its outputs before it stops (up to %g s)",
+                        self.job_id,
+                        DOWNLOAD_GRACE,
+                    )
+                    self._spawn("grace", self._sleep_then, DOWNLOAD_GRACE, _GraceOver)
+                    return
                 await self._interrupt(msg.reason)
             case JobStallNoticed():
                 if "follow" in self._scopes and self._ws_nodes():
