@@ -69,14 +69,27 @@ def main(args: argparse.Namespace) -> int:
         check_comfyui_url(config.comfyui_url)
     require_both_credentials(config.runcomfy)  # half a set is a mistake, said in one line
     shown = False
-    if args.log or (not config.comfyui_url and not config.runcomfy.configured):
+    cloud = bool(config.comfyui_url or config.runcomfy.configured)
+    log_problem: UsageError | None = None
+    if args.log or not cloud:
         log = Path(args.log) if args.log else _newest_log()
         if log is not None:
-            _show_log(log)
+            try:
+                _show_log(log)
+            except UsageError as exc:
+                if not cloud:
+                    raise
+                # A damaged (or missing) log: the account's machines are what its user
+                # needs most now (which bill?), so they are listed all the same; the log's
+                # problem is said first, and the exit is still the bad input's (QA H3b).
+                log_problem = exc
+                print(f"error: {exc}", file=sys.stderr)
             shown = True
-    if config.comfyui_url or config.runcomfy.configured:
+    if cloud:
         trio.run(_show_cloud, config)
         shown = True
+    if log_problem is not None:
+        return 2
     if not shown:
         print(
             "nothing to show: no run log under ./runs/, no --comfyui-url and no RunComfy "
