@@ -23,7 +23,9 @@ How a lease is served (``_assign``, after every change):
 2. the requests left over whose job is still active are *unmet demand*: launch
    ``launches_needed(...)`` machines (each approved by the CostActor), at most
    ``max_machines`` alive, never after ``StopLaunching``, and not again once
-   ``max_launch_attempts`` launches in a row ended without a Ready machine. Each approved
+   ``max_launch_attempts`` launches in a row ended without a Ready machine, nor a workflow
+   version held because as many of its machines in a row were Ready but their ComfyUI never
+   answered (``MachinePool.unanswered``: its waiting jobs fail, saying so). Each approved
    launch decides when the account's rate limit lets it out whether the demand still needs
    it, so a burst a Ready machine drained meanwhile sends (almost) no launch;
 3. machines still Starting beyond what the waiting requests need (a Ready machine took
@@ -194,6 +196,27 @@ def _followed(state: Any, job_id: str, prompt_id: str) -> bool:
     prompt up and then re-attached to it after a restart of its actor): not stopped then."""
     job = state.jobs.get(job_id)
     return job is not None and job.status == RUNNING and job.prompt_id == prompt_id
+
+
+def _unanswered_words(exc: ClientError | None) -> str:
+    """How a ComfyUI's health check failed, in words for a line (never its message: it may
+    hold the machine's URL)."""
+    if exc is None:
+        return "no answer"
+    if exc.status is not None:
+        return f"HTTP {exc.status}"
+    if isinstance(exc, OutcomeUnknownError):
+        return "no answer in time"
+    if isinstance(exc, TransportError):
+        return "no connection"
+    return "an answer that is not ComfyUI's"
+
+
+def _minutes(seconds: float) -> str:
+    """``seconds`` for a line: "10 min", "45 s"."""
+    if seconds >= 90:
+        return f"{round(seconds / 60):d} min"
+    return f"{max(0, round(seconds)):d} s"
 
 
 def _passing(exc: ClientError) -> bool:
@@ -377,6 +400,7 @@ class HealthAnswered:
     healthy: bool
     events: Any = None
     scope: trio.CancelScope | None = None
+    what: str = ""  # unhealthy: how its last check failed, in words ("HTTP 503")
 
 
 @attrs.frozen(eq=False)
@@ -643,6 +667,12 @@ class MachinePool:
         self.launching_allowed = True
         self.refuse_reason = ""
         self.failed_in_a_row = 0  # launches that ended without a Ready machine
+        # Workflow version -> its machines in a row that were Ready (billed) but stopped as
+        # unhealthy before serving a job: their ComfyUI never answered (a custom node that
+        # breaks its start, a proxy's 502). Each is a failed launch of that version; at
+        # ``max_launch_attempts`` its waiting jobs fail and it is held (policy.version_held),
+        # other versions launching on. A machine of it that answers ends its series.
+        self.unanswered: dict[str, policy.Unanswered] = {}
         self.reaped_at = float("-inf")  # trio time of the last idle/renewal pass
         self.last_boot_failure = ""  # how the last of them ended (its words)
         # Launching stopped on launch failures (not the budget, not the stop): the next
@@ -1639,6 +1669,8 @@ class MachineActor(Actor):
         pool = self.pool
         if self.ctx.runcomfy is None:
             return
+        if pool.unanswered:
+            self._fail_held()
         n, demand = self._launches_for_demand()
         if n <= 0:
             return
@@ -1730,6 +1762,7 @@ class MachineActor(Actor):
             or not pool.launching_allowed
             or pool.shutdown is not None
             or trio.current_time() < pool.next_launch_at
+            or self._held(version)
             or policy.launches_exhausted(
                 failed_in_a_row=pool.failed_in_a_row,
                 max_launch_attempts=self.cfg.max_launch_attempts,
@@ -1873,7 +1906,7 @@ class MachineActor(Actor):
     async def _request_launch(self, version: str, *, prelaunch: bool = False) -> None:
         """Log the launch intent, then ``POST /servers`` in a child."""
         pool = self.pool
-        if not pool.launching_allowed:
+        if not pool.launching_allowed or self._held(version):
             return
         key = self.ctx.ids().hex
         # Its lease, a few seconds shorter: the marker by which a listing tells its server
@@ -3293,17 +3326,19 @@ class MachineActor(Actor):
 
     async def _health_child(self, server_id: str, client: ComfyUIClient) -> None:
         """Child: ``/system_stats`` before the first prompt, then the machine's WebSocket."""
+        failure: ClientError | None = None
         for attempt in range(HEALTH_ATTEMPTS):
             try:
                 await client.system_stats()
             except ClientError as exc:
+                failure = exc
                 log.info("health check %d of server %s failed: %s", attempt + 1, server_id, exc)
                 await trio.sleep(min(30.0, 1.0 * 2**attempt))
                 continue
             events, scope = await self._open_events(client)
             await self._tell(HealthAnswered(server_id, True, events, scope))
             return
-        await self._tell(HealthAnswered(server_id, False))
+        await self._tell(HealthAnswered(server_id, False, what=_unanswered_words(failure)))
 
     async def _open_events(self, client: ComfyUIClient) -> tuple[Any, trio.CancelScope | None]:
         """Open the machine's shared WebSocket (followers fall back to polling without it):
@@ -3370,10 +3405,105 @@ class MachineActor(Actor):
         if not msg.healthy:
             if m.kind == "runcomfy":
                 await self._stop(msg.server_id, "unhealthy")
+                self._unanswered(m, msg.what)
             return
+        if m.kind == "runcomfy" and m.workflow_version is not None:
+            self.pool.unanswered.pop(m.workflow_version, None)  # its ComfyUI answers
         if not m.healthy:
             await self.ctx.emit(ev.MachineHealthy(server_id=msg.server_id, at=self.ctx.now()))
         await self._assign()
+
+    # A workflow version whose ComfyUI never answers (issue H10): RunComfy says Ready and
+    # bills, every ComfyUI request fails, and the machine is stopped as unhealthy after its
+    # health check's ~44 s. It was Ready, so max_launch_attempts (boots that never became
+    # Ready) did not count it, and the pool launched the next one at once, in silence, until
+    # the job's total_timeout: ~47 paid machines for one job. Such a stop is a failed launch
+    # of its version (policy.unanswered_counts), said once on the terminal; at the limit the
+    # version's waiting jobs fail with one line and the version is held for
+    # policy.UNANSWERED_HOLD (its jobs fail at once, no launch), other versions unaffected.
+
+    def _unanswered(self, m: Any, what: str) -> None:
+        """Machine ``m`` (stopping) was Ready but its ComfyUI never answered (``what``)."""
+        pool = self.pool
+        if not policy.unanswered_counts(kind=m.kind, jobs_served=m.jobs_served):
+            return
+        version = m.workflow_version or ""
+        limit = self.cfg.max_launch_attempts
+        before = pool.unanswered.get(version)
+        series = policy.unanswered_stop(
+            before, what=what, now=trio.current_time(), max_launch_attempts=limit
+        )
+        pool.unanswered[version] = series
+        ready_at = m.service_ready_at if m.service_ready_at is not None else self.ctx.now()
+        head = (
+            f"machine {m.server_id}: Ready but its ComfyUI does not answer ({what} on"
+            f" /system_stats); stopped after {max(0.0, self.ctx.now() - ready_at):.0f} s"
+        )
+        if series.held_at is None:
+            more = (
+                f", launching another ({series.count + 1} of {limit})"
+                if self._waits_for(version)
+                else f" ({series.count} of {limit} in a row for workflow version {version})"
+            )
+            log.warning("%s%s", head, more)
+            return
+        if before is None or before.held_at != series.held_at:  # it reached the limit now
+            log.warning(
+                "%s: %d in a row; workflow version %s is not launched again for %s",
+                head,
+                series.count,
+                version,
+                _minutes(policy.UNANSWERED_HOLD),
+            )
+        else:
+            log.warning("%s (workflow version %s is held: not launched)", head, version)
+        self._fail_held()
+
+    def _waits_for(self, version: str) -> bool:
+        """Whether a job waits that a launch of ``version`` would be for."""
+        default = self.pool.default_version or ""
+        return any(
+            (w.workflow_version or default) == version
+            for w in self.pool.waiting.unbound.values()
+            if not w.reply.done
+        )
+
+    def _held(self, version: str | None) -> bool:
+        """Whether ``version`` is held (see _unanswered): launch nothing for it."""
+        unanswered = self.pool.unanswered
+        if not unanswered:
+            return False
+        key = version or self.pool.default_version or ""
+        return policy.version_held(unanswered.get(key), now=trio.current_time())
+
+    def _fail_held(self) -> None:
+        """Fail the waiting jobs of held versions (one line each: why, and what to look at);
+        forget the series whose hold is over (a job of that version launches anew)."""
+        pool = self.pool
+        now = trio.current_time()
+        for version, run in list(pool.unanswered.items()):
+            if run.held_at is not None and not policy.version_held(run, now=now):
+                del pool.unanswered[version]  # its hold is over: a new series may launch
+        if not any(run.held_at is not None for run in pool.unanswered.values()):
+            return
+        default = pool.default_version or ""
+        for w in list(pool.waiting.unbound.values()):
+            version = w.workflow_version or default
+            series = pool.unanswered.get(version)
+            if series is None or series.held_at is None:
+                continue
+            pool.waiting.remove(w)
+            left = series.held_at + policy.UNANSWERED_HOLD - now
+            w.reply.fail(
+                LeaseFailedError(
+                    f"no machine: {series.count} machines of workflow version {version} were"
+                    f" Ready but their ComfyUI never answered ({series.what} on /system_stats):"
+                    " is the workflow version's ComfyUI starting? see its logs on RunComfy"
+                    f" (not launched again for {_minutes(left)})",
+                    retryable=False,
+                    reason="unanswered",
+                )
+            )
 
     # ------------------------------------------------------------------ attached ComfyUIs
 

@@ -30,6 +30,11 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   timeout like any other;
 - *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
 - *give up on launches that never become Ready* (:func:`launches_exhausted`);
+- *give up on a workflow version whose ComfyUI never answers* (:class:`Unanswered`,
+  :func:`unanswered_stop`, :func:`version_held`): machines of it Ready (billed) but stopped
+  as unhealthy before serving a job count as failed launches, per version; after
+  ``max_launch_attempts`` of them in a row its jobs fail and it is not launched again for
+  :data:`UNANSWERED_HOLD`;
 - *how long a launch of unknown outcome may still land* (:func:`landing_grace`): from what
   its answer proves (a 5xx in hand, or no answer at all);
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
@@ -91,10 +96,12 @@ __all__ = [
     "LAUNCH_MARKER_SPREAD",
     "LAUNCH_TIE_SKEW",
     "NOT_VISIBLE_GRACE",
+    "UNANSWERED_HOLD",
     "Listed",
     "MachineView",
     "Observation",
     "Seen",
+    "Unanswered",
     "UnknownServer",
     "arrival_rate",
     "awaits_machine",
@@ -125,9 +132,12 @@ __all__ = [
     "reserved_slots",
     "should_renew",
     "surplus_starting",
+    "unanswered_counts",
+    "unanswered_stop",
     "unknown_server_line",
     "unknown_servers",
     "unseen_ready_seconds",
+    "version_held",
 ]
 
 GONE_STATUSES = frozenset({"Deleting", "Stopping"})
@@ -322,6 +332,66 @@ def launches_exhausted(*, failed_in_a_row: int, max_launch_attempts: int) -> boo
     """True once ``max_launch_attempts`` launches in a row ended without a Ready machine
     (refused, or stuck Starting past ``ready_timeout``): launching again would loop."""
     return failed_in_a_row >= max_launch_attempts
+
+
+UNANSWERED_HOLD = 600.0
+"""Seconds a workflow version is held after ``max_launch_attempts`` of its machines in a row
+were Ready but their ComfyUI never answered: its jobs queued meanwhile fail at once, with
+no launch; the first one queued after that starts a new series. A time, not "the next job
+launches again" (as after boots that never became Ready): a client that resubmits a failed
+job at once (the Comfy API's clients, a script's retry loop) would pay a new series of
+paid machines per resubmission; held, one version costs at most ``max_launch_attempts``
+machines per ten minutes, and a fix made on RunComfy meanwhile (a rebuilt version, a
+missing node installed) is tried again without a restart of ``serve``."""
+
+
+@attrs.frozen
+class Unanswered:
+    """One workflow version's machines that were Ready but whose ComfyUI never answered,
+    in a row: ``count`` of them, the last one's failure in words (``what``: "HTTP 503",
+    "no connection"...), and when (the actor's trio time) the series reached
+    ``max_launch_attempts`` (``held_at``; None: not yet)."""
+
+    count: int = 0
+    what: str = ""
+    held_at: float | None = None
+
+
+def unanswered_counts(*, kind: str, jobs_served: int) -> bool:
+    """Whether a machine stopped because its ComfyUI did not answer its health check counts
+    as a failed launch of its workflow version: a RunComfy machine (billed from Ready) that
+    never served a job. One that served jobs had a ComfyUI that answered (it died since:
+    not the version's fault); an attached ComfyUI is nobody's launch."""
+    return kind == "runcomfy" and jobs_served == 0
+
+
+def unanswered_stop(
+    series: Unanswered | None,
+    *,
+    what: str,
+    now: float,
+    max_launch_attempts: int,
+    hold: float = UNANSWERED_HOLD,
+) -> Unanswered:
+    """The series after one more such machine. ``series``: None, or one whose hold is over,
+    starts anew; one still held stays held from when it was (a machine launched before the
+    hold does not lift it). It is held from the stop that reaches ``max_launch_attempts``."""
+    if series is None or (series.held_at is not None and now >= series.held_at + hold):
+        series = Unanswered()
+    count = series.count + 1
+    held_at = series.held_at
+    if held_at is None and launches_exhausted(
+        failed_in_a_row=count, max_launch_attempts=max_launch_attempts
+    ):
+        held_at = now
+    return Unanswered(count=count, what=what, held_at=held_at)
+
+
+def version_held(series: Unanswered | None, *, now: float, hold: float = UNANSWERED_HOLD) -> bool:
+    """True while a version whose series reached the limit must not be launched (its jobs
+    fail at once): ``hold`` seconds from the stop that reached it. A machine of the version
+    that answers ends the series (the caller drops it), hold or not."""
+    return series is not None and series.held_at is not None and now < series.held_at + hold
 
 
 def should_renew(

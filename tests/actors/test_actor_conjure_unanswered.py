@@ -1,0 +1,61 @@
+"""The whole runtime on the simulated cloud whose ComfyUI answers every request 503 (QA H10:
+``run`` launched, billed ~44 s, stopped "unhealthy" and launched again until the job's
+total_timeout, ~47 paid machines, without a word): the job fails after
+``max_launch_attempts`` machines with one line saying why, each stop said once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
+
+import eventlog
+from conjure_actors.actors.example import bundled_workflow, example_sketch_png
+from conjure_actors.clock import TrioWallClock
+from conjure_actors.domain.events import Event
+from conjure_actors.sim.comfyui import ComfyFaults
+
+DONE = ("succeeded", "failed", "cancelled")
+
+
+async def test_a_comfyui_that_answers_503_fails_the_job_after_three_machines(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three paid machines, three lines, then the job's one-line error; nothing left up."""
+    caplog.set_level("WARNING", logger="conjure_actors.actors.pool")
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, comfy_faults=ComfyFaults(http_5xx_rate=1.0)) as cloud,
+        run_conjure(
+            cloud, log, tmp_path, sim_config(cloud, max_machines=1, max_launch_attempts=3), wall
+        ) as conjure,
+    ):
+        job = await conjure.submit(
+            json.loads(bundled_workflow()), image=example_sketch_png(), prompt="x"
+        )
+        with trio.fail_after(3600):
+            await wait_for(conjure, lambda s: s.jobs[job].status in DONE)
+            await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+        state = conjure.state
+    error = state.jobs[job].error
+    assert state.jobs[job].status == "failed"
+    assert error.error_type == "NoMachine"
+    assert error.message.startswith(
+        "no machine: 3 machines of workflow version wv-conjure-flux-mesh-1 were Ready but"
+        " their ComfyUI never answered (HTTP 503 on /system_stats): is the workflow"
+        " version's ComfyUI starting? see its logs on RunComfy"
+    )
+    machines = list(state.machines.values())
+    assert len(machines) == 3
+    assert all(m.stop_reason == "unhealthy" and m.cost_micros > 0 for m in machines)
+    said = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(said) == 3
+    assert all(m.server_id in line for m, line in zip(machines, said, strict=True))
+    assert "http://" not in caplog.text
+    assert "ws://" not in caplog.text
