@@ -211,7 +211,9 @@ class PoolConfig:
     # must list the account's machines before anything else) before giving up.
     cloud_patience: float = attrs.field(default=600.0, validator=_seconds(positive=False))
     # Launches in a row that may end without a Ready machine (refused, or stuck Starting
-    # past ready_timeout) before the waiting jobs fail instead of launching again.
+    # past ready_timeout) before the waiting jobs fail instead of launching again; and, per
+    # workflow version, machines Ready whose ComfyUI never answered (stopped unhealthy
+    # before serving), after which that version is not launched for UNANSWERED_HOLD.
     max_launch_attempts: int = attrs.field(default=3, validator=_positive)
     # How long a stop (DELETE) keeps trying through rate limits and outages (never past the
     # machine's lease, when RunComfy stops it by itself); shutdown waits this long at most.
