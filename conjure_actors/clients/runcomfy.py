@@ -27,7 +27,7 @@ import math
 import random
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -66,6 +66,7 @@ __all__ = [
     "Server",
     "Workflow",
     "parse_timestamp",
+    "versions_said",
 ]
 
 log = logging.getLogger("conjure_actors.clients.runcomfy")
@@ -105,6 +106,17 @@ class SecretURL:
 
     def __hash__(self) -> int:
         return hash(self._url)
+
+
+def versions_said(workflows: Sequence[Any]) -> str:
+    """The account's workflow versions for a one-line message: the first 8 (each with its
+    workflow's name when it has one), how many more, or "none"."""
+    known = ", ".join(
+        f"{w.version_id} ({w.workflow_name})" if w.workflow_name else w.version_id
+        for w in workflows[:8]
+    )
+    more = f" and {len(workflows) - 8} more" if len(workflows) > 8 else ""
+    return f"{known or 'none'}{more}"
 
 
 @attrs.frozen
@@ -309,14 +321,9 @@ class RunComfyClient:
             return
         if any(w.version_id == version for w in workflows):
             return
-        known = ", ".join(
-            f"{w.version_id} ({w.workflow_name})" if w.workflow_name else w.version_id
-            for w in workflows[:8]
-        )
-        more = f" and {len(workflows) - 8} more" if len(workflows) > 8 else ""
         raise UnknownWorkflowVersionError(
             f"RunComfy does not know workflow version {version!r} (the launch was refused,"
-            f" HTTP {refusal.status}): pass one of the account's: {known or 'none'}{more}",
+            f" HTTP {refusal.status}): pass one of the account's: {versions_said(workflows)}",
             status=refusal.status,
         ) from None
 

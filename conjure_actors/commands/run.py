@@ -1061,14 +1061,11 @@ async def refuse_unknown_version(rc: Any, version: str | None) -> None:
         return
     if any(w.version_id == version for w in workflows):
         return
-    known = ", ".join(
-        f"{w.version_id} ({w.workflow_name})" if w.workflow_name else w.version_id
-        for w in workflows[:8]
-    )
-    more = f" and {len(workflows) - 8} more" if len(workflows) > 8 else ""
+    from conjure_actors.clients.runcomfy import versions_said
+
     raise UsageError(
         f"RunComfy does not know workflow version {version!r}: pass one of the account's"
-        f" with --workflow-version: {known or 'none'}{more}"
+        f" with --workflow-version: {versions_said(workflows)}"
     )
 
 
