@@ -502,8 +502,13 @@ def _prepare(
                 " (it holds its lock): wait for it to end, or stop it with Ctrl-C first"
             )
         state = logged.state if logged is not None else None  # (None: the journal says why)
-        if state is not None:  # a serve log: said before anything starts (again once open)
-            refuse_log_of_the_other_command(state, "run", f"--resume {_q(log_path)}", log_path)
+        if state is not None:  # said before anything starts (again once the log is open):
+            what = f"--resume {_q(log_path)}"
+            refuse_log_of_the_other_command(state, "run", what, log_path)  # a serve log
+            if "comfyui" in (state.system.mode, config.mode):  # another cloud's, before the
+                # banner (RunComfy vs the simulator once the log is open: a log that cannot
+                # be written says first which of its machines may be billing)
+                refuse_runcomfy_log_elsewhere(state, config.mode, what)
     else:
         log_path = Path(args.log) if args.log else _default_log()
         if args.log and (log_path.exists() or log_path.is_symlink()):
@@ -1381,27 +1386,53 @@ def newest_log_version(state: Any) -> str | None:
     return logged[-1] if logged else None
 
 
+NO_COMFYUI_URL: Final = (
+    "without a ComfyUI URL (no --comfyui-url, comfyui_url in the config or CONJURE_COMFYUI_URL)"
+)
+
+
 def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
-    """A log is resumed on RunComfy only if its run was on RunComfy, and the other way
-    round: a RunComfy run's machines and launches are there, maybe billing (the simulated
-    cloud would close them as failed), and another run's launches in flight, resumed on
-    RunComfy, would be matched against the account's machines by their marker alone."""
+    """A log is resumed where its run ran (``mode``: the cloud this start runs on; the log's
+    last start recorded its own), and refused in one line, exit 2, anywhere else:
+
+    - a RunComfy run's machines and launches are there, maybe billing (the simulated cloud
+      would close them as failed, a ComfyUI would not stop them);
+    - a run on the user's ComfyUI (``--comfyui-url``) resumed without it would run its jobs
+      on the embedded simulated cloud (placeholder images reported as its results) or on
+      RunComfy (machines the user never asked for);
+    - a simulated run's launches in flight, resumed on RunComfy, would be matched against
+      the account's machines by their marker alone, and its jobs, resumed on a ComfyUI, were
+      made for the simulator.
+    A log no start has recorded a mode in yet (none) may be resumed anywhere."""
     logged = state.system.mode
-    if logged == "runcomfy" and mode != "runcomfy":
+    if logged is None or logged == mode:
+        return
+    if logged == "runcomfy":
         versions = sorted(
             {r.workflow_version for r in state.launch_requests.values()}
             | {m.workflow_version for m in state.machines.values() if m.workflow_version}
         )
         version = f" and --workflow-version {versions[-1]}" if len(versions) == 1 else ""
+        where = f" {NO_COMFYUI_URL}," if mode == "comfyui" else ""
         raise UsageError(
-            f"{what}: that run was on RunComfy: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
-            f" (as it had them){version} to resume it and stop its machines"
+            f"{what}: that run was on RunComfy: resume it{where} with RUNCOMFY_USER_ID and"
+            f" RUNCOMFY_API_TOKEN set (as it had them){version} to run its jobs there and"
+            " stop its machines"
         )
-    if logged is not None and logged != "runcomfy" and mode == "runcomfy":
+    if logged == "comfyui":
+        instead = "RunComfy" if mode == "runcomfy" else "the embedded simulated cloud"
         raise UsageError(
-            f"{what}: that run was not on RunComfy ({logged}): resume it as it ran, without"
-            " RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN set"
+            f"{what}: that run used your ComfyUI (--comfyui-url): pass --comfyui-url URL to"
+            f" resume it there (without it, its jobs would run on {instead})"
         )
+    unset = (
+        "without RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN set"
+        if mode == "runcomfy"
+        else NO_COMFYUI_URL
+    )
+    raise UsageError(
+        f"{what}: that run was on the embedded simulated cloud: resume it as it ran, {unset}"
+    )
 
 
 def refuse_log_of_the_other_command(state: Any, command: str, what: str, log_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_resume_of_a_simulated_log_on_runcomfy_is_refused(
     code = main(["run", "--resume", "sim.log", "--workflow-version", "wv-1"])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "that run was not on RunComfy (simulated)" in err
+    assert "that run was on the embedded simulated cloud: resume it as it ran, without" in err
     assert "tok-123" not in err
     state, _, _ = fold_log(str(tmp_path / "sim.log"))
     assert "k1" in state.launch_requests
