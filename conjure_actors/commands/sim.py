@@ -1,9 +1,11 @@
 """`python -m conjure_actors sim`: serve the simulated cloud on loopback until Ctrl-C.
 
 It prints shell ``export`` lines for a RunComfy account the simulator accepts (base URL, user
-id, token: a local simulator token, so printing it is fine) and the URL of a standalone
-ComfyUI simulator, then serves both until interrupted. Machines launched through the
-simulated RunComfy API each get their own ComfyUI on their own loopback port.
+id, token: a local simulator token, so printing it is fine) and a workflow version it has
+(the CONJURE workflow's: pasted into another shell, a bare ``run`` works), a comment naming
+every version it accepts, and the URL of a standalone ComfyUI simulator, then serves both
+until interrupted. Machines launched through the simulated RunComfy API each get their own
+ComfyUI on their own loopback port.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import socket
 import sys
 from functools import partial
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -23,6 +26,9 @@ from conjure_actors.errors import UsageError
 from conjure_actors.sim.cloud import CloudFaults, CloudTimings
 from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
 from conjure_actors.sim.runcomfy import RunComfyFaults, RunComfyTimings
+
+if TYPE_CHECKING:
+    from conjure_actors.sim.serve import ServedCloud
 
 HELP = "serve a simulated RunComfy account and ComfyUI on loopback until Ctrl-C"
 
@@ -157,7 +163,7 @@ def _configure(args: argparse.Namespace) -> tuple[CloudFaults, CloudTimings]:
 
 
 async def _serve(args: argparse.Namespace, faults: CloudFaults, timings: CloudTimings) -> None:
-    from conjure_actors.sim.serve import ServedCloud, serve_cloud
+    from conjure_actors.sim.serve import serve_cloud
 
     # Ctrl-C (SIGINT) or SIGTERM ends the serve loop through trio, so every server shuts down
     # through cancellation and the process exits 0 instead of dying in a KeyboardInterrupt.
@@ -177,15 +183,38 @@ async def _serve(args: argparse.Namespace, faults: CloudFaults, timings: CloudTi
                 )
             )
             print(f"# conjure_actors simulated cloud (seed {args.seed}); a local simulator token")
-            print(f"export RUNCOMFY_API_BASE_URL={served.base_url}")
-            print(f"export RUNCOMFY_USER_ID={served.user_id}")
-            print(f"export RUNCOMFY_API_TOKEN={served.token}")
+            for line in exports(served):
+                print(line)
             print(f"# standalone ComfyUI simulator: {served.comfyui_url}")
             print(f"#   use it with: run --comfyui-url {served.comfyui_url}")
             print("# press Ctrl-C to stop", flush=True)
             async for _ in signals:
                 break
             nursery.cancel_scope.cancel()
+
+
+CONJURE_VERSION: Final = "wv-conjure-flux-mesh-1"
+"""The simulator's workflow version of the CONJURE workflow (``run`` without a workflow)."""
+
+
+def exports(served: ServedCloud) -> list[str]:
+    """The lines that point ``run`` (in another shell) at ``served``: the account and a
+    workflow version it accepts (RunComfy needs one: ``CONJURE_RUNCOMFY_WORKFLOW_VERSION``,
+    the CONJURE workflow's, so that a bare ``run`` works), then a comment naming every
+    version the simulator accepts and what each runs."""
+    workflows = served.runcomfy.workflows
+    versions = [w.version_id for w in workflows]
+    default = CONJURE_VERSION if CONJURE_VERSION in versions else versions[0]
+    named = ", ".join(f"{w.version_id} ({w.workflow_name})" for w in workflows)
+    other = next((v for v in versions if v != default), default)
+    return [
+        f"export RUNCOMFY_API_BASE_URL={served.base_url}",
+        f"export RUNCOMFY_USER_ID={served.user_id}",
+        f"export RUNCOMFY_API_TOKEN={served.token}",
+        f"export CONJURE_RUNCOMFY_WORKFLOW_VERSION={default}",
+        f"# workflow versions it accepts: {named}; another one: run WORKFLOW.json"
+        f" --workflow-version {other}",
+    ]
 
 
 def _single(exc: BaseException) -> BaseException:

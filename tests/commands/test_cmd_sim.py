@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,12 @@ from conjure_actors.cli import build_parser
 from conjure_actors.commands import sim
 from conjure_actors.errors import UsageError
 
-EXPORTS = ("RUNCOMFY_API_BASE_URL", "RUNCOMFY_USER_ID", "RUNCOMFY_API_TOKEN")
+EXPORTS = (
+    "RUNCOMFY_API_BASE_URL",
+    "RUNCOMFY_USER_ID",
+    "RUNCOMFY_API_TOKEN",
+    "CONJURE_RUNCOMFY_WORKFLOW_VERSION",
+)
 
 
 async def _read_until_ready(proc: trio.Process) -> str:
@@ -126,3 +132,29 @@ def test_a_port_out_of_range_or_a_nan_rate_is_refused(args: list[str], message: 
     """sim --port 99999 was an OverflowError traceback from bind (as serve's was)."""
     with pytest.raises(UsageError, match=message):
         sim.main(build_parser().parse_args(["sim", *args]))
+
+
+async def test_the_exports_sim_prints_give_run_a_workflow_version_it_accepts() -> None:
+    """`sim --help`'s example (its exports, then a bare `run`) failed with "RunComfy needs a
+    workflow version": the exports now set one the simulator accepts (the CONJURE
+    workflow's), and a comment names every version it accepts."""
+    from functools import partial
+
+    from conjure_actors.config import load_config
+    from conjure_actors.sim.serve import serve_cloud
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            served = await nursery.start(partial(serve_cloud, port=0, comfyui_port=0))
+            lines = sim.exports(served)
+            nursery.cancel_scope.cancel()
+    env = dict(
+        line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export ")
+    )
+    config = load_config(env=env, cwd=Path("/nonexistent"))
+    accepted = {w.version_id for w in served.runcomfy.workflows}
+    assert config.mode == "runcomfy"
+    assert config.runcomfy.workflow_version == "wv-conjure-flux-mesh-1"
+    comment = [line for line in lines if line.startswith("# workflow versions")]
+    assert comment, lines
+    assert all(version in comment[0] for version in accepted)
