@@ -139,6 +139,36 @@ def _http_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> 
         )
 
 
+def comfyui_url_problem(url: str) -> str | None:
+    """What is wrong with a ComfyUI URL (``--comfyui-url``, ``comfyui_url``), None if
+    nothing: it must be an http(s) URL with a host. The words show no path, query or
+    credentials of it: they may hold a token."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        return "the port is not a number from 0 to 65535 (e.g. http://127.0.0.1:8188)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8188)"
+    if parts.query or parts.fragment:  # not shown: a token in a URL is a secret
+        return (
+            "a query or fragment (after ? or #) is not supported and is not shown here (it"
+            " may hold a token): pass the ComfyUI's base URL, with the path a reverse proxy"
+            " serves it under if any (e.g. https://host/comfy)"
+        )
+    return None
+
+
+def _comfyui_url(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    """A bad ``comfyui_url`` is said by where it came from (the file, the environment
+    variable; ``--comfyui-url`` by its flag: commands/cloud_args.py), as every setting is."""
+    problem = comfyui_url_problem(value) if value else None
+    if problem is not None:
+        raise ValueError(f"{attribute.name}: {problem}")
+
+
 def _one_of(*choices: str) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
         if value not in choices:
@@ -274,7 +304,7 @@ class Config:
     budget: BudgetConfig = BudgetConfig()
     monitor: MonitorConfig = MonitorConfig()
     downloads: DownloadsConfig = DownloadsConfig()
-    comfyui_url: str | None = None
+    comfyui_url: str | None = attrs.field(default=None, validator=_comfyui_url)
     dev_state_file: str = "~/.conjure/dev_machine.json"
 
     @property
@@ -555,11 +585,15 @@ def load_config(
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    sources: dict[str, str] | None = None,
 ) -> Config:
     """Merge defaults < TOML (``config_file`` or ``./conjure.toml``) < ``env`` < ``flags``.
 
     ``flags`` maps dotted keys (``"pool.max_machines"``) to values; ``None`` values are
-    skipped (a flag the user did not give).
+    skipped (a flag the user did not give). ``sources`` (if given) is filled with where each
+    setting the file or the environment gave came from (``"runcomfy.api_token"`` ->
+    ``"environment variable CONJURE_RUNCOMFY_API_TOKEN"``), for messages that name it
+    (:func:`require_both_credentials`).
     """
     tree: dict[str, Any] = {}
     source: dict[str, str] = {}  # dotted key -> where its value came from, for a bad one
@@ -581,6 +615,8 @@ def load_config(
             _set_dotted(over, dotted, value)
             source.pop(dotted, None)  # said by its flag (commands/cloud_args.py)
     tree = _merge(tree, over)
+    if sources is not None:
+        sources.update(source)
     try:
         return structure_config(tree)
     except ConfigError as exc:
@@ -610,18 +646,27 @@ def _named_by_source(exc: ConfigError, source: Mapping[str, str]) -> ConfigError
     return exc
 
 
-def require_both_credentials(runcomfy: RunComfyConfig) -> None:
+def require_both_credentials(
+    runcomfy: RunComfyConfig, source: Mapping[str, str] | None = None
+) -> None:
     """Half a credential set is a mistake, not a wish for the simulated cloud: say which
-    half is missing (never its value) instead of silently running somewhere else."""
+    half is missing (never its value) instead of silently running somewhere else. The half
+    that is set is named as the user set it (``source``: :func:`load_config`'s map of where
+    each setting came from): ``CONJURE_RUNCOMFY_API_TOKEN``, or the key in a config file."""
     if bool(runcomfy.user_id) == bool(runcomfy.api_token):
         return
-    have, missing = (
-        ("RUNCOMFY_USER_ID", "RUNCOMFY_API_TOKEN")
-        if runcomfy.user_id
-        else ("RUNCOMFY_API_TOKEN", "RUNCOMFY_USER_ID")
-    )
+    have, missing = ("user_id", "api_token") if runcomfy.user_id else ("api_token", "user_id")
+    where = (source or {}).get(f"runcomfy.{have}", "")
+    if where.startswith("config file "):
+        said = f"runcomfy.{have} (in {where})"
+        wanted = f"runcomfy.{missing}"
+    elif where.startswith("environment variable CONJURE_"):
+        said = where.removeprefix("environment variable ")
+        wanted = f"CONJURE_RUNCOMFY_{missing.upper()} (or RUNCOMFY_{missing.upper()})"
+    else:
+        said, wanted = f"RUNCOMFY_{have.upper()}", f"RUNCOMFY_{missing.upper()}"
     raise ConfigError(
-        f"{have} is set but {missing} is not (runcomfy.user_id and runcomfy.api_token in a"
+        f"{said} is set but {wanted} is not (runcomfy.user_id and runcomfy.api_token in a"
         " config file): set both to use RunComfy (docs/runcomfy.md says where to find them),"
         " or neither for the simulated cloud"
     )

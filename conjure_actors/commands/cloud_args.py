@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from conjure_actors.config import Config, load_config, require_priced_server_type
+from conjure_actors.config import (
+    Config,
+    load_config,
+    require_both_credentials,
+    require_priced_server_type,
+)
 from conjure_actors.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -60,8 +65,11 @@ def load_cloud_config(config_file: str | None, flags: dict[str, Any]) -> Config:
     """The config (``load_config``) with ``flags`` on top; a bad value a flag gave is said by
     that flag (``--max-machines: must be > 0, got 0``), not by the key it sets
     (``pool.max_machines``), which the same value in the file is still said by."""
+    sources: dict[str, str] = {}
     try:
-        config = load_config(config_file=config_file, flags=flags)
+        config = load_config(config_file=config_file, flags=flags, sources=sources)
+        if not config.comfyui_url:  # half a credential set: named as the user set it
+            require_both_credentials(config.runcomfy, sources)
         if config.mode != "comfyui":  # (run and serve check it again: the same answer)
             require_priced_server_type(config)  # --server-type bogus: said by the flag
     except ConfigError as exc:

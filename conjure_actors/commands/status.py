@@ -24,7 +24,7 @@ import httpx
 import trio
 
 from conjure_actors.config import Config, load_config, require_both_credentials
-from conjure_actors.errors import UsageError
+from conjure_actors.errors import ConfigError, UsageError
 
 HELP = "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log"
 
@@ -62,12 +62,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = load_config(config_file=args.config, flags={"comfyui_url": args.comfyui_url})
+    flags = {"comfyui_url": args.comfyui_url}
+    sources: dict[str, str] = {}
+    try:
+        config = load_config(config_file=args.config, flags=flags, sources=sources)
+    except ConfigError as exc:  # a bad --comfyui-url said by its flag, as run says it
+        from conjure_actors.commands.cloud_args import _named_by_flag
+
+        raise _named_by_flag(exc, flags) from None
     if config.comfyui_url:  # as run: a bad URL (or a token in its query) said in one line
         from conjure_actors.commands.validate import check_comfyui_url
 
         check_comfyui_url(config.comfyui_url)
-    require_both_credentials(config.runcomfy)  # half a set is a mistake, said in one line
+    require_both_credentials(config.runcomfy, sources)  # half a set: said in one line
     shown = False
     cloud = bool(config.comfyui_url or config.runcomfy.configured)
     log_problem: UsageError | None = None

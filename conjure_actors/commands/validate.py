@@ -156,25 +156,11 @@ def bundled_target(why: str) -> Target:
 def check_comfyui_url(url: str) -> None:
     """A ``--comfyui-url`` must be an http(s) URL with a host (said before anything starts;
     the message shows no path, query or credentials: they may hold a token)."""
-    from urllib.parse import urlsplit
+    from conjure_actors.config import comfyui_url_problem
 
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 (a bad port raises here)
-    except ValueError:
-        raise UsageError(
-            "--comfyui-url: the port is not a number from 0 to 65535 (e.g. http://127.0.0.1:8188)"
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            "--comfyui-url: not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8188)"
-        )
-    if parts.query or parts.fragment:  # not shown: a token in a URL is a secret
-        raise UsageError(
-            "--comfyui-url: a query or fragment (after ? or #) is not supported and is not"
-            " shown here (it may hold a token): pass the ComfyUI's base URL, with the path a"
-            " reverse proxy serves it under if any (e.g. https://host/comfy)"
-        )
+    problem = comfyui_url_problem(url)
+    if problem is not None:
+        raise UsageError(f"--comfyui-url: {problem}")
 
 
 def comfyui_target(url: str) -> Target:
