@@ -1435,14 +1435,22 @@ def refuse_runcomfy_log_elsewhere(state: Any, mode: str, what: str) -> None:
     )
 
 
+def serve_data_dir(log_path: Path) -> Path:
+    """Where ``serve --log LOG`` keeps its assets' bytes (``LOG.blobs/``): made when it
+    starts, so it tells a serve log from a run's even before a job or an asset is in it."""
+    return Path(str(log_path) + ".blobs")
+
+
 def refuse_log_of_the_other_command(state: Any, command: str, what: str, log_path: Path) -> None:
     """``run --resume`` takes a ``run`` log, ``serve --log`` a ``serve`` log (``command``).
     What tells them apart: every job ``serve`` takes through its API is journaled with its
     ``ApiJobAccepted`` (``state.service.api_jobs``), as are its assets and idempotency keys;
     a ``run`` journals none of these. So a log with a job that is no API job is a ``run``'s
     (``serve`` would run it unseen: GET /api/v2/jobs lists none), and one with service
-    records is a ``serve``'s (``run`` would run its API jobs, which no client could poll).
-    A log with neither (no job yet) is either's."""
+    records is a ``serve``'s (``run`` would run its API jobs, which no client could poll),
+    and so is one beside its ``LOG.blobs/`` (:func:`serve_data_dir`): ``run`` would append a
+    run's start to it, whose options a later ``serve`` start would keep. A log with none of
+    these (no job yet) is either's."""
     service = state.service
     api = service.api_jobs
     if command == "serve":
@@ -1463,9 +1471,14 @@ def refuse_log_of_the_other_command(state: Any, command: str, what: str, log_pat
                 f"{what}: that is the log of a `run` ({len(cli_jobs)} job(s) it submitted, not"
                 " through the API, all ended): give serve a log of its own (another --log)"
             )
-    elif api or service.assets or service.idempotency:
+    elif api or service.assets or service.idempotency or serve_data_dir(log_path).is_dir():
+        why = (
+            " (its jobs and assets came through the API)"
+            if api or service.assets or service.idempotency
+            else ""
+        )
         raise UsageError(
-            f"{what}: that is the log of `serve` (its jobs and assets came through the API):"
+            f"{what}: that is the log of `serve`{why}:"
             f" start serve on it again (python -m conjure_actors serve --log {_q(log_path)})"
             " instead of run --resume"
         )

@@ -358,6 +358,7 @@ async def open_serve(
         _dev_machine,
         refuse_log_of_the_other_command,
         refuse_runcomfy_log_elsewhere,
+        serve_data_dir,
     )
     from conjure_actors.domain.events import Event
     from conjure_actors.domain.state import apply, initial_state
@@ -396,7 +397,7 @@ async def open_serve(
                 open_service(
                     config,
                     journal=journal,
-                    data_dir=Path(str(log_path) + ".blobs"),
+                    data_dir=serve_data_dir(log_path),
                     settings=settings,
                     catalog=catalog,
                     http=http,

@@ -70,3 +70,18 @@ def test_run_resume_refuses_the_log_of_serve(capsys: pytest.CaptureFixture[str])
     err = one_line_usage_error(code, capsys.readouterr().err)
     assert err.startswith("error: --resume s.log: that is the log of `serve` ")
     assert Path("s.log").read_bytes() == before
+
+
+def test_run_resume_refuses_a_serve_log_without_a_job_or_an_asset_yet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A serve log with no job and no asset yet (its LOG.blobs/ beside it, which serve makes
+    when it starts): run --resume appended a run's start to it and said "start a new run
+    with another --log"; it is refused, saying serve --log LOG, the log left as it was."""
+    before = _log(Path("s.log"))
+    (Path("s.log.blobs") / "blobs").mkdir(parents=True)
+    code = main(["run", "--resume", "s.log"])
+    err = one_line_usage_error(code, capsys.readouterr().err)
+    assert "that is the log of `serve`: start serve on it again" in err, err
+    assert "python -m conjure_actors serve --log s.log" in err, err
+    assert Path("s.log").read_bytes() == before
