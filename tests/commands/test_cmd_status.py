@@ -199,3 +199,27 @@ def test_status_of_a_comfyui_that_does_not_answer_names_no_exception_class(
         f"error: the ComfyUI at http://127.0.0.1:{port} does not answer GET"
         " /comfy/system_stats (no connection): is it running?\n"
     )
+
+
+def test_status_labels_a_machine_of_the_embedded_simulated_cloud_simulated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A simulated run's machine was listed "(runcomfy)" while the run's own summary says
+    "machines: 1 used (simulated)": status says "(simulated)" too."""
+    path = tmp_path / "r.log"
+    with eventlog.open_writer(path, Event) as writer:
+        writer.append(ev.SystemStarted(run_id="r", version="0", mode="simulated", at=0.0))
+        writer.append(
+            ev.MachineLaunchRequested(
+                request_key="k",
+                server_type="medium",
+                workflow_version="wv",
+                estimated_duration=600,
+                at=0.0,
+            )
+        )
+        writer.append(ev.MachineLaunched(request_key="k", server_id="s1", at=1.0))
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "machine s1 (simulated): " in out, out
+    assert "(runcomfy)" not in out, out
