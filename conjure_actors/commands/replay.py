@@ -26,7 +26,9 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
 A log without a record (0 bytes, or a header only) is refused in one line (exit 2) by every
 mode but ``--follow``, which waits for a run's first record as it waits for a log that does
 not exist yet. A torn tail (a crash mid-append) is reported on stderr and the replay goes on
-up to it; damage in the middle of the log exits 1 with its byte offset, never a traceback.
+up to it; damage in the middle of the log exits 1 with its byte offset, never a traceback
+(``status LOG`` exits 1 too), but ``--at`` a point before the damage answers from the intact
+records before it, the damage said on stderr.
 A record a newer conjure_actors wrote is refused in one line (exit 2: upgrade conjure_actors):
 before anything is printed by the modes that fold or check the log; the timeline, a stream,
 prints the records before it (as before damage), then says it stops there (refusing first

@@ -171,6 +171,8 @@ def fold_log(
         apply(state, event)
         last_seq = record.seq
         last_at = event.at
+        if stop_seq is not None and last_seq >= stop_seq:
+            break  # (the next record is not read: damage right after stop_seq is no error)
     return state, last_seq, last_at
 
 
@@ -967,8 +969,20 @@ def _main(args: argparse.Namespace) -> int:
         return code
     stop_seq, stop_at = _parse_at(args.at) if args.at is not None else (None, None)
     # By seq, only the records after the nearest snapshot are read: check only the tail.
-    last_seq = _report_torn_tail(path, tail_only=stop_at is None)
-    state, seq, at = fold_log(path, stop_seq=stop_seq, stop_at=stop_at, use_snapshots=True)
+    damage: eventlog.CorruptLogError | None = None
+    try:
+        last_seq = _report_torn_tail(path, tail_only=stop_at is None)
+    except ReplayError as exc:
+        # Damage after the point asked for (garbage appended, a bad record later on): the
+        # intact records before it answer, read from the start (a snapshot's replay would
+        # read on into the damage); a time past them: the fold meets the damage and says it.
+        damage = exc.__cause__ if isinstance(exc.__cause__, eventlog.CorruptLogError) else None
+        if damage is None or damage.seq <= 1 or (stop_seq is not None and stop_seq >= damage.seq):
+            raise
+        last_seq = damage.seq - 1
+    state, seq, at = fold_log(
+        path, stop_seq=stop_seq, stop_at=stop_at, use_snapshots=damage is None
+    )
     if stop_seq is not None and stop_seq > last_seq:  # not shown as if it were record SEQ
         print(
             f"note: --at {args.at}: {path} ends at seq {last_seq}: this is its last state",
@@ -984,6 +998,14 @@ def _main(args: argparse.Namespace) -> int:
         _refuse_a_time_before_the_log(path, args.at, stop_at)
     if args.job is not None and args.job not in state.jobs:
         raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
+    if damage is not None:  # (answered: said on stderr, as a torn tail is)
+        print(
+            f"warning: {path}: corrupt at byte offset {damage.offset} (record seq"
+            f" {damage.seq}: {damage.reason}): this is the state after seq {seq}, from the"
+            f" intact records before it; {eventlog.errors.salvage_command(path)} copies"
+            " them to a new log",
+            file=sys.stderr,
+        )
     if args.json:
         document = state_document(state, log=path, seq=seq, at=at, job_id=args.job, moment=stop_at)
         _write_bytes(msgspec.json.format(msgspec.json.encode(document)) + b"\n")

@@ -114,6 +114,7 @@ def _show_log(path: Path) -> None:
     import eventlog
     from conjure_actors.actors.view import of_budget, summarize
     from conjure_actors.commands.replay_impl import (
+        ReplayError,
         a_directory_error,
         billed_by,
         newer_log_error,
@@ -131,6 +132,8 @@ def _show_log(path: Path) -> None:
         raise UsageError(f"cannot read run log {path}: {exc.strerror or exc}") from None
     if found.state in ("missing", "newer-version", "corrupt"):  # as replay says them (its
         # message names the log and what to do: no "cannot read run log" before it)
+        if found.state == "corrupt":  # a damaged log exits 1, as replay's (documented)
+            raise ReplayError(found.message)
         raise UsageError(found.message)
     if not path.is_file():
         raise UsageError(f"no run log at {path} (not a regular file): pass a log file's path")

@@ -51,3 +51,31 @@ def test_the_last_record_or_a_later_time_says_nothing_more(
     time), is no mistake: nothing on stderr."""
     assert main(["replay", str(log), "--at", at]) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("at", ["2", "7"], ids=["early", "last intact"])
+def test_garbage_after_the_end_leaves_the_state_at_an_intact_record(
+    log: Path, at: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Garbage appended after the last record (seq 8 would start there): --at 2 failed with
+    "corrupt at ... seq 8" although records 1..7 are intact. It answers from them, warning
+    of the damage on stderr."""
+    with log.open("ab") as fh:
+        fh.write(b"\x7f" * 64)
+    assert main(["replay", str(log), "--at", at]) == 0
+    captured = capsys.readouterr()
+    assert f"state after seq {at} " in captured.out
+    assert captured.err.startswith(f"warning: {log}: corrupt at byte offset "), captured.err
+    assert "(record seq 8: " in captured.err
+    assert "eventlog salvage" in captured.err
+
+
+def test_a_record_at_or_past_the_damage_is_still_refused(
+    log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--at 8 on that log: the record is the damaged one, so the damage is the answer
+    (exit 1, as replay exits on a damaged log), not a state passed off as seq 8's."""
+    with log.open("ab") as fh:
+        fh.write(b"\x7f" * 64)
+    assert main(["replay", str(log), "--at", "8"]) == 1
+    assert "is corrupt at byte offset" in capsys.readouterr().err

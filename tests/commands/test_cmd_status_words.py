@@ -13,7 +13,6 @@ import eventlog
 from conjure_actors.cli import main
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.service_events import ApiJobAccepted
-from tests.commands.bad_input_support import one_line_usage_error
 from tests.commands.test_cmd_replay import T0, WF, story
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
@@ -56,7 +55,10 @@ def test_a_corrupt_log_is_said_as_replay_says_it(
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    err = one_line_usage_error(main(["status", str(path)]), capsys.readouterr().err)
+    code = main(["status", str(path)])
+    err = capsys.readouterr().err
+    assert code == 1, err  # as replay exits on a damaged log (documented), not 2 (bad input)
+    assert err.count("\n") == 1, err
     assert err.startswith(f"error: event log {str(path)!r} is corrupt at byte offset"), err
     assert "eventlog salvage" in err
     assert "cannot read" not in err
