@@ -77,26 +77,28 @@ def main(args: argparse.Namespace) -> int:
     require_both_credentials(config.runcomfy, sources)  # half a set: said in one line
     shown = False
     cloud = bool(config.comfyui_url or config.runcomfy.configured)
-    log_problem: UsageError | None = None
+    code = 0
     if args.log or not cloud:
+        from conjure_actors.commands.replay_impl import ReplayError
+
         log = Path(args.log) if args.log else _newest_log()
         if log is not None:
             try:
                 _show_log(log)
-            except UsageError as exc:
+            except (UsageError, ReplayError) as exc:
                 if not cloud:
                     raise
                 # A damaged (or missing) log: the account's machines are what its user
                 # needs most now (which bill?), so they are listed all the same; the log's
-                # problem is said first, and the exit is still the bad input's (QA H3b).
-                log_problem = exc
+                # problem is said first, and the exit is still its own (QA H3b).
+                code = 2 if isinstance(exc, UsageError) else 1
                 print(f"error: {exc}", file=sys.stderr)
             shown = True
     if cloud:
         trio.run(_show_cloud, config)
         shown = True
-    if log_problem is not None:
-        return 2
+    if code:
+        return code
     if not shown:
         print(
             "nothing to show: no run log under ./runs/, no --comfyui-url and no RunComfy "
