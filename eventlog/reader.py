@@ -295,6 +295,8 @@ def _read_fd(
         mv = memoryview(data)
         want = CHUNK
         while p + FRAME_SIZE <= n:
+            if seq > last:  # done: what lies past stop_seq (damage too) is not this read's
+                return
             crc, length, rseq, ts = unpack(data, p)
             end = p + FRAME_SIZE + length
             if end > n and not at_eof and 0 < length <= MAX_PAYLOAD:
@@ -318,7 +320,7 @@ def _read_fd(
             seq += 1
             p = end
         if at_eof:
-            if p < n:
+            if p < n and seq <= last:
                 check_damage(path, fd, pos_abs + p, size, seq)
             return
 

@@ -385,3 +385,25 @@ def test_salvage_reads_past_a_damaged_header(tmp_path: Path) -> None:
     report = eventlog.salvage(log, tmp_path / "copy", Ev)
     assert (report.copied, report.skipped) == (len(SAMPLE), [(0, HEADER_SIZE)])
     assert [r.event for r in eventlog.read(tmp_path / "copy", Ev)] == SAMPLE
+
+
+@given(evs=event_lists.filter(lambda evs: len(evs) >= 2), data=st.data())
+def test_a_read_that_stops_before_the_damage_reads_the_prefix(
+    tmp_path_factory: pytest.TempPathFactory, evs: list[Ev], data: st.DataObject
+) -> None:
+    """``read(stop_seq=N)`` on a log damaged after record N gives records 1..N, whatever
+    the damage (a flipped bit, garbage appended): it never reads past N (it raised
+    CorruptLogError, found by the QA round's replay --at)."""
+    path = tmp_path_factory.mktemp("damage") / "log"
+    offsets = write_log(path, evs)
+    stop = data.draw(st.integers(min_value=1, max_value=len(evs) - 1), label="stop")
+    if data.draw(st.booleans(), label="garbage appended"):
+        with path.open("ab") as f:
+            f.write(b"\x01garbage after the end" * 3)
+        stop = len(evs)
+    else:  # a bit flipped in a record after ``stop``
+        start = offsets[stop]
+        end = offsets[stop + 1] if stop + 1 < len(offsets) else path.stat().st_size
+        flip(path, 8 * data.draw(st.integers(min_value=start, max_value=end - 1), label="at"))
+    read = [r.event for r in eventlog.read(path, Ev, stop_seq=stop)]
+    assert read == evs[:stop]
