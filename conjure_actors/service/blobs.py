@@ -13,11 +13,19 @@ whole blob hashes the bytes as they go and fails before its last chunk when they
 hash to the blob's name; either way the damage is remembered (:meth:`BlobStore.damaged`,
 memory only) until the same bytes are stored again, which replaces the damaged file
 (:meth:`BlobStore.put_stream`), or the file is changed or removed.
+
+The store's folder may refuse writes: its disk full, read-only (remounted after errors), or
+not the server's to write (another owner, immutable). A store that a write found so raises
+:class:`StoreRefusedError` (an ``OSError``), logs one line naming the folder as the refusal
+starts (not one per write) and remembers it (:meth:`BlobStore.refusal`, memory only) until a
+write succeeds again (:meth:`BlobStore.probe_write` tries one: the health probe's way to
+see it recover); nothing of the refused write is left in the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -46,6 +54,43 @@ CHANGED: Final = "changed"
 
 class BlobTooLargeError(Exception):
     """The bytes exceed the store's limit for one blob."""
+
+
+DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+"""The errors of a write on a full disk (or over its quota)."""
+REFUSALS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, *DISK_FULL})
+"""The errors of a write the folder refuses, whatever is written: full, read-only, not
+writable by the server. Fixed by the operator, never by the client's retry alone."""
+
+
+@dataclass(frozen=True)
+class StoreRefusal:
+    """Why the store's folder refuses writes: the ``errno`` of the write that found it."""
+
+    errno: int
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in DISK_FULL
+
+    @property
+    def cause(self) -> str:
+        """The system's words for it ("Permission denied", "Read-only file system")."""
+        return os.strerror(self.errno)
+
+    def remedy(self) -> str:
+        """What the operator does about it."""
+        if self.disk_full:
+            return "free space on its disk"
+        return "make it writable by the server (its owner, its mode, the disk mounted read-write)"
+
+
+class StoreRefusedError(OSError):
+    """The store's folder refused a write (:class:`StoreRefusal`); nothing was stored."""
+
+    def __init__(self, refusal: StoreRefusal, root: Path) -> None:
+        super().__init__(refusal.errno, refusal.cause, str(root))
+        self.refusal = refusal
 
 
 @dataclass(frozen=True)
@@ -121,6 +166,8 @@ class BlobStore:
         # file). Read and written from worker threads: a lock keeps each change whole.
         self._damage: dict[str, tuple[BlobDamage, _FileKey | None]] = {}
         self._lock = threading.Lock()
+        # The refusal of the last write (None: it succeeded, or none was tried).
+        self._refusal: StoreRefusal | None = None
         missing = [p for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
         # A folder's name is durable only once its parent is fsynced: without it, a power
@@ -171,11 +218,74 @@ class BlobStore:
             known = self._damage.pop(hash_text, None)
         return None if known is None else known[0]
 
+    def refusal(self) -> StoreRefusal | None:
+        """Why the folder refuses writes, as the last write (or probe) found it; None once
+        one succeeded (or before any was tried)."""
+        with self._lock:
+            return self._refusal
+
+    def _wrote(self, refusal: StoreRefusal | None) -> None:
+        """Remember how a write went; one line as a refusal starts (or its cause changes)
+        and one as writes succeed again."""
+        with self._lock:
+            before, self._refusal = self._refusal, refusal
+        if refusal == before:
+            return
+        if refusal is not None:
+            log.error(
+                "cannot write the blob store %s (%s): uploads and job outputs fail until it"
+                " takes writes again; %s",
+                self.root,
+                refusal.cause,
+                refusal.remedy(),
+            )
+        elif before is not None:
+            log.warning("the blob store %s takes writes again", self.root)
+
+    def _refused(self, exc: OSError) -> OSError:
+        """``exc`` as the store's caller sees it: :class:`StoreRefusedError` for a refusal
+        (remembered), else unchanged."""
+        if exc.errno is None or exc.errno not in REFUSALS:
+            return exc
+        refusal = StoreRefusal(exc.errno)
+        self._wrote(refusal)
+        return StoreRefusedError(refusal, self.root)
+
+    def probe_write(self) -> StoreRefusal | None:
+        """Write one byte to a temporary file in the folder and remove it: whether it takes
+        writes now (remembered, as a store's write would be). Blocking."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            try:
+                os.write(fd, b"\0")
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as exc:
+            error = self._refused(exc)
+            if isinstance(error, StoreRefusedError):
+                return error.refusal
+            raise
+        self._wrote(None)
+        return None
+
     def put_stream(self, source: BinaryIO) -> tuple[str, int, bool]:
         """Copy ``source`` into the store; returns ``(blake3:<hex>, size, created_new)``.
 
         Blocking (file I/O): run it in a worker thread. Raises :class:`BlobTooLargeError`
-        past ``max_bytes`` (nothing is kept)."""
+        past ``max_bytes``, :class:`StoreRefusedError` when the folder refuses the write
+        (nothing is kept either way)."""
+        try:
+            stored = self._put_stream(source)
+        except OSError as exc:
+            error = self._refused(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._wrote(None)
+        return stored
+
+    def _put_stream(self, source: BinaryIO) -> tuple[str, int, bool]:
         hasher = blake3.blake3()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
@@ -221,7 +331,7 @@ class BlobStore:
             self._sync_dir()
             return hash_text, size, created
         except BaseException:
-            if os.path.exists(tmp):
+            with contextlib.suppress(OSError):  # the error raised says more than this one
                 os.unlink(tmp)
             raise
 

@@ -25,6 +25,7 @@ for display (``*_usd``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import AsyncIterator
@@ -65,7 +66,7 @@ from conjure_actors.service.errors import ApiError, invalid_request, too_deep
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
-from conjure_actors.service.v2_assets import damaged_reason
+from conjure_actors.service.v2_assets import damaged_reason, store_problem
 from conjure_actors.service.v2_jobs import (
     image_decodes,
     invalid_workflow,
@@ -121,8 +122,11 @@ async def health(request: Request) -> Response:
     next job tries again), while the budget is exceeded, or while it refuses launches (from
     its first refusal until a launch is granted, the budget is set again, or no job waits
     for a machine any more: ``Conjure.budget_problem``), or while the stored bytes of an
-    asset are known gone or damaged (:func:`damaged_reason`)."""
+    asset are known gone or damaged (:func:`damaged_reason`), or while the blob store refuses
+    writes (:func:`store_problem`; a write is tried again at most every
+    :data:`STORE_PROBE_INTERVAL`, so the probe sees it recover without an upload)."""
     service = service_of(request)
+    await _probe_store(service)
     held = service.held_since
     launch_problem = service.conjure.launch_problem
     if not service.accepting:
@@ -134,6 +138,8 @@ async def health(request: Request) -> Response:
             " 507 insufficient_storage, work already accepted waits; free space on that disk",
             "held_since": iso(held),
         }
+    elif (refused := store_problem(service)) is not None:
+        body = {"status": "degraded", "reason": refused}
     elif down := _attached_down(service):
         body = {
             "status": "degraded",
@@ -163,6 +169,25 @@ async def health(request: Request) -> Response:
         body = {"status": "ok"}
     body["version"] = conjure_actors.__version__
     return JSONResponse(body, status_code=200 if service.accepting else 503)
+
+
+STORE_PROBE_INTERVAL: Final = 1.0
+"""Seconds between two writes the health probe tries in a blob store that refused one (the
+probe needs no token: a flood of them costs one tiny file a second)."""
+
+
+async def _probe_store(service: Service) -> None:
+    """While the blob store refuses writes, try one (at most every
+    :data:`STORE_PROBE_INTERVAL`): once it takes it, health says so at once."""
+    if service.blobs.refusal() is None:
+        return
+    now = trio.current_time()
+    last: float = getattr(service, "_store_probed_at", -math.inf)
+    if now - last < STORE_PROBE_INTERVAL:
+        return
+    service._store_probed_at = now  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError):  # another error: the refusal stays, as it was
+        await trio.to_thread.run_sync(service.blobs.probe_write)
 
 
 def _attached_down(service: Service) -> list[str]:

@@ -49,10 +49,13 @@ from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import (
     BlobDamagedError,
     BlobTooLargeError,
+    StoreRefusal,
+    StoreRefusedError,
     parse_hash,
 )
 from conjure_actors.service.errors import (
     ApiError,
+    insufficient_storage,
     invalid_request,
     not_found,
     part_too_large,
@@ -227,6 +230,39 @@ def content_headers(record: se.AssetRecord) -> dict[str, str]:
     return headers
 
 
+def store_refused(service: Service, refusal: StoreRefusal) -> ApiError:
+    """507 for an upload whose bytes the blob store's folder refused (nothing was stored):
+    ``insufficient_storage`` when its disk is full, as for the log's full disk; else
+    ``storage_not_writable`` (read-only, or not the server's to write). Both are the
+    operator's to fix (serve logged one line naming the folder); a retry after the
+    ``Retry-After`` succeeds once it is fixed, and ``GET /api/v2/health`` says ``degraded``
+    until then."""
+    retry = service.settings.retry_after
+    if refusal.disk_full:
+        return insufficient_storage(retry)
+    return ApiError(
+        507,
+        "storage_not_writable",
+        f"the server cannot write its asset store ({refusal.cause}): nothing of this request"
+        " was stored; retry once its operator made it writable",
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def store_problem(service: Service) -> str | None:
+    """Why ``GET /api/v2/health`` is ``degraded`` while the blob store refuses writes (None:
+    the last write succeeded)."""
+    refusal = service.blobs.refusal()
+    if refusal is None:
+        return None
+    what = "its disk is full" if refusal.disk_full else refusal.cause
+    return (
+        f"the asset store refuses writes ({what}): uploads get 507, and the outputs of jobs"
+        " that end meanwhile are not stored (those jobs fail); the server's log names the"
+        " folder to fix"
+    )
+
+
 def _check_file_path(file_path: str) -> None:
     if len(file_path) > MAX_FILE_PATH:
         raise invalid_request(
@@ -282,6 +318,8 @@ async def upload(request: Request) -> Response:
                 )
                 if created:
                     stored = hash_text
+            except StoreRefusedError as exc:
+                raise store_refused(service, exc.refusal) from None
             except BlobTooLargeError:
                 raise ApiError(
                     413, "payload_too_large", f"an upload is at most {limit} bytes"

@@ -2,9 +2,11 @@
 
 Our job statuses map onto the API's: pending/queued/interrupted -> ``queued``;
 running/retrying -> ``running``; succeeded -> ``succeeded`` once every output is an asset
-(until then ``running``: the outputs must be downloadable when the client sees success);
-failed -> ``failed``; cancelled -> ``canceled``; an active job whose cancel was requested ->
-``canceling``. A job past its retention is gone (404).
+(until then ``running``: the outputs must be downloadable when the client sees success; an
+output still not an asset :data:`OUTPUT_GRACE` after the end, its bytes refused by the blob
+store or its file gone, makes it ``failed`` with the error ``outputs_not_stored``: a client
+never sees a success that lacks outputs); failed -> ``failed``; cancelled -> ``canceled``;
+an active job whose cancel was requested -> ``canceling``. A job past its retention is gone (404).
 """
 
 from __future__ import annotations
@@ -74,7 +76,16 @@ def service_of(request: Request) -> Service:
 
 OUTPUT_GRACE: float = 60.0
 """Seconds a succeeded job may read ``running`` while its outputs become assets; past
-that, an output that could not be kept (its file gone) no longer holds the job back."""
+that, an output that could not be stored (the blob store refused its bytes, its file went)
+makes it read ``failed`` (``outputs_not_stored``)."""
+OUTPUTS_NOT_STORED: Final = "outputs_not_stored"
+"""The error code of a job that ran to its end but whose outputs could not all be stored."""
+
+
+def _unstored(job: st.Job, svc: se.ServiceState) -> int:
+    """How many of a job's outputs are not assets (yet)."""
+    done = svc.job_outputs.get(job.job_id, {})
+    return sum(1 for o in job.outputs if o.path not in done)
 
 
 def api_status(
@@ -83,11 +94,10 @@ def api_status(
     """The API status of ``job`` (see the module docstring); ``now`` bounds the wait for
     its outputs to become assets (None: wait for all of them)."""
     if job.status == st.SUCCEEDED:
-        done = svc.job_outputs.get(job.job_id, {})
-        if all(o.path in done for o in job.outputs):
+        if not _unstored(job, svc):
             return "succeeded"
         if now is not None and job.finished_at is not None:
-            return "succeeded" if now - job.finished_at > OUTPUT_GRACE else "running"
+            return "failed" if now - job.finished_at > OUTPUT_GRACE else "running"
         return "running"
     if job.status == st.FAILED:
         return "failed"
@@ -174,9 +184,13 @@ def output_view(request: Request, record: se.AssetRecord) -> dict[str, Any]:
     }
 
 
-def _error_view(service: Service, job: st.Job, api: Any = None) -> dict[str, Any] | None:
+def _error_view(
+    service: Service, job: st.Job, api: Any = None, status: str | None = None
+) -> dict[str, Any] | None:
     if job.status == st.CANCELLED:
         return _cancel_error(job, api)
+    if job.status == st.SUCCEEDED and status == "failed":
+        return _unstored_error(service, job)
     if job.status != st.FAILED or job.error is None:
         return None
     err = job.error
@@ -188,6 +202,29 @@ def _error_view(service: Service, job: st.Job, api: Any = None) -> dict[str, Any
         "message": _without_server_paths(service, err.message),
         "node_id": err.node_id,
         "class_type": err.node_type,
+        "traceback": None,
+    }
+
+
+def _unstored_error(service: Service, job: st.Job) -> dict[str, Any]:
+    """The error of a job that ran but whose outputs could not all be stored as assets: how
+    many, why (when the blob store refuses writes now), and where the files are (on the
+    server, for its operator: a client cannot fetch them)."""
+    missing = _unstored(job, service.state.service)
+    refusal = service.blobs.refusal()
+    why = (
+        f"the server's asset store refuses writes: {refusal.cause}"
+        if refusal is not None
+        else "the server's log says why"
+    )
+    return {
+        "code": OUTPUTS_NOT_STORED,
+        "message": f"the job ran, but {missing} of its {len(job.outputs)} outputs could not"
+        f" be stored ({why}); their files are on the server, in its output folder (serve"
+        f" --out) under {job.job_id}/, until the job expires: ask its operator, or submit"
+        " the job again once the server is fixed",
+        "node_id": None,
+        "class_type": None,
         "traceback": None,
     }
 
@@ -306,7 +343,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "queue_position": _queue_position(service, job) if status == "queued" else None,
         "progress": progress_of(service, job),
         "outputs": outputs,
-        "error": _error_view(service, job, api),
+        "error": _error_view(service, job, api, status),
         "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
         "urls": {
             "self": base,
@@ -989,7 +1026,7 @@ async def events(request: Request) -> Response:
 
 def _output_grace_ended(service: Service, job_id: str, status: str) -> bool:
     """Whether ``job_id``, sent as ``running`` though it succeeded (an output did not become
-    an asset), now reads ``succeeded``: :data:`OUTPUT_GRACE` passed since it finished."""
+    an asset), now reads ``failed``: :data:`OUTPUT_GRACE` passed since it finished."""
     if status != "running":
         return False
     job = service.state.jobs.get(job_id)

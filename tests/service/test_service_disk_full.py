@@ -51,6 +51,7 @@ async def test_an_upload_on_a_full_disk_is_507_and_stores_nothing(
         assert again.status_code == 201, again.text
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
-    assert "507 insufficient_storage" in errors[0].getMessage()
+    assert "cannot write the blob store" in errors[0].getMessage()
+    assert "free space on its disk" in errors[0].getMessage()
     assert errors[0].exc_info is None
     assert 'route="upload",status="507"' in metrics

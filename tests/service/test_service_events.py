@@ -1,5 +1,5 @@
 """The SSE stream of a job ends with the terminal status even when no event marks it: a job
-whose output could not become an asset reads ``succeeded`` once OUTPUT_GRACE passed, and
+whose output could not become an asset reads ``failed`` once OUTPUT_GRACE passed, and
 its stream sends that and ends then (it held a stream slot open forever before)."""
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ async def test_sse_ends_when_the_output_grace_passes(
             except trio.TooSlowError:
                 got = [(0.0, "STREAM STILL OPEN after 600 s", None)]
             polled = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()["status"]
-    assert polled == "succeeded"
+    assert polled == "failed"
     names = [
         (name, data.get("status") if isinstance(data, dict) else None) for _, name, data in got
     ]
-    assert names[-1] == ("status", "succeeded"), names
+    assert names[-1] == ("status", "failed"), names
 
 
 async def test_a_stream_open_at_sigterm_ends_with_the_terminal_status_of_a_drained_job(

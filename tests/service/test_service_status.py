@@ -49,12 +49,13 @@ def test_cancel_requested_reads_canceling_until_terminal() -> None:
 
 
 def test_success_waits_for_outputs_to_become_assets_within_a_grace() -> None:
-    """A succeeded job reads running until its outputs are assets, at most OUTPUT_GRACE."""
+    """A succeeded job reads running until its outputs are assets, at most OUTPUT_GRACE;
+    then failed (an output not stored: outputs_not_stored)."""
     job = _job(st.SUCCEEDED, outputs=2, finished_at=100.0)
     svc = se.ServiceState()
     svc.job_outputs["j"] = {"/o/0": "a0"}
     assert api_status(job, None, svc, now=101.0) == "running"
-    assert api_status(job, None, svc, now=100.0 + OUTPUT_GRACE + 1) == "succeeded"
+    assert api_status(job, None, svc, now=100.0 + OUTPUT_GRACE + 1) == "failed"
     svc.job_outputs["j"]["/o/1"] = "a1"
     assert api_status(job, None, svc, now=101.0) == "succeeded"
 

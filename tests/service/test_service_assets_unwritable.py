@@ -1,0 +1,110 @@
+"""serve with a blob store that refuses writes (QA's H13/H13b): an upload is a 507 that says
+what is wrong, nothing stored; health is ``degraded`` until the store takes a write again;
+a job whose outputs could not be stored reads ``failed`` (``outputs_not_stored``), never
+``succeeded`` with no outputs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from extras_support import open_extras_service, sse_events, wait_for
+from test_service_blobs_unwritable import refuse_writes
+
+from conjure_actors.domain import state as st
+from conjure_actors.service.v2_jobs import OUTPUT_GRACE
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
+
+
+def _form(data: bytes) -> dict[str, Any]:
+    return {
+        "files": {"file": ("x.png", data, "image/png")},
+        "data": {"content_type": "image/png", "file_path": "x.png"},
+    }
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.EROFS])
+async def test_an_upload_to_an_unwritable_store_is_507_storage_not_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any, code: int
+) -> None:
+    """507 ``storage_not_writable`` with the cause and Retry-After; no asset, no file."""
+    async with open_extras_service(tmp_path) as run:
+        refuse_writes(monkeypatch, run.service.blobs.root, code)
+        answer = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
+        assert answer.status_code == 507, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "storage_not_writable"
+        assert os.strerror(code) in error["message"]
+        assert str(tmp_path) not in error["message"]
+        assert answer.headers["retry-after"].isdigit()
+        assert run.service.state.service.assets == {}
+        assert list(run.service.blobs.root.iterdir()) == []
+
+
+async def test_an_upload_to_a_full_store_is_507_insufficient_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """The store's disk full (found by the blob's first write): the full disk's 507."""
+    async with open_extras_service(tmp_path) as run:
+        refuse_writes(monkeypatch, run.service.blobs.root, errno.ENOSPC)
+        answer = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
+        assert answer.status_code == 507, answer.text
+        assert answer.json()["error"]["code"] == "insufficient_storage"
+
+
+async def test_health_is_degraded_while_the_store_refuses_and_recovers_without_an_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """A refused upload makes health ``degraded`` with the reason; once the folder takes
+    writes again the probe says ``ok`` (it tries one itself), and uploads succeed."""
+    async with open_extras_service(tmp_path) as run:
+        refuse_writes(monkeypatch, run.service.blobs.root, errno.EROFS)
+        await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
+        await trio.sleep(5)
+        health = (await run.client.get("/api/v2/health")).json()
+        assert health["status"] == "degraded", health
+        assert "asset store refuses writes (Read-only file system)" in health["reason"]
+        monkeypatch.undo()
+        await trio.sleep(5)
+        health = (await run.client.get("/api/v2/health")).json()
+        assert health["status"] == "ok", health
+        answer = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
+        assert answer.status_code == 201, answer.text
+
+
+async def test_a_job_whose_outputs_the_store_refuses_reads_failed_with_where_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """The job runs; its output cannot be stored: ``running`` within OUTPUT_GRACE, then
+    ``failed`` with ``outputs_not_stored``, the cause and where the files are (named, not
+    spelled: no server path), and its event stream ends with that."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            refuse_writes(monkeypatch, run.service.blobs.root, errno.EPERM)
+            answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            assert answer.status_code == 201, answer.text
+            job_id = answer.json()["id"]
+            await wait_for(run.service, lambda s: s.jobs[job_id].status == st.SUCCEEDED)
+            polled = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
+            assert polled["status"] == "running"
+            got = await sse_events(run.app, f"/api/v2/jobs/{job_id}/events", within=600)
+            job = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
+    assert job["status"] == "failed", job
+    assert job["outputs"] == []
+    assert job["error"]["code"] == "outputs_not_stored"
+    message = job["error"]["message"]
+    assert "1 of its 1 outputs could not be stored" in message
+    assert os.strerror(errno.EPERM) in message
+    assert f"under {job_id}/" in message
+    assert str(tmp_path) not in message
+    assert job["completed_at"] is not None
+    last = got[-1]
+    assert (last[1], last[2]["status"]) == ("status", "failed"), got[-3:]
+    assert last[0] >= OUTPUT_GRACE
