@@ -68,6 +68,11 @@ as the log's history of jobs (the journal never splits an ``append_many``: one w
 fsync past its ``max_batch``, held in memory whole, and every appender waits behind it). The
 moves are independent: a crash between two appends leaves the rest to the next start's
 catch-up."""
+STORE_ATTEMPTS = 4
+STORE_RETRY_DELAY = 10.0
+"""An output the blob store refuses is tried ``STORE_ATTEMPTS`` times, this many seconds
+apart: the last try comes 30 s after the first, within the 60 s the API waits after a
+job's end for its outputs (``service.v2_jobs.OUTPUT_GRACE``) before it reads failed."""
 INLINE_BYTES = 64 * 1024
 """An output up to this size whose bytes are stored already becomes an asset on the actor's
 own task (read and hashed in tens of microseconds): a worker thread, a child task and a
@@ -579,13 +584,33 @@ class AssetActor(Actor):
         self.start_soon(self._put_blob, e, name="asset-store-output")
 
     async def _put_blob(self, e: ev.OutputSaved) -> None:
-        try:
-            hash_text, size, created = await trio.to_thread.run_sync(self.blobs.put_file, e.path)
-        except OSError as exc:
-            log.warning("output %s of job %s not kept as an asset: %s", e.filename, e.job_id, exc)
-            await self.ref.tell(_OutputStored(e, None))
+        """Copy an output into the blob store; a store that refuses it (its folder
+        read-only, not the server's, full) is tried again every :data:`STORE_RETRY_DELAY`,
+        :data:`STORE_ATTEMPTS` times in all, all within the API's grace for a job's outputs:
+        a folder fixed meanwhile still makes the job a success with its outputs. A file
+        that went is given up at once."""
+        for attempt in range(STORE_ATTEMPTS):
+            if attempt:
+                await trio.sleep(STORE_RETRY_DELAY)
+            try:
+                stored = await trio.to_thread.run_sync(self.blobs.put_file, e.path)
+            except FileNotFoundError as exc:
+                failure: OSError = exc
+                break
+            except OSError as exc:
+                failure = exc
+                continue
+            await self.ref.tell(_OutputStored(e, *stored))
             return
-        await self.ref.tell(_OutputStored(e, hash_text, size, created))
+        log.warning(
+            "output %s of job %s not kept as an asset (the API says the job failed,"
+            " outputs_not_stored; the file stays at %s until the job expires): %s",
+            e.filename,
+            e.job_id,
+            e.path,
+            failure,
+        )
+        await self.ref.tell(_OutputStored(e, None))
 
     def _output_stored(self, msg: _OutputStored) -> None:
         e = msg.event

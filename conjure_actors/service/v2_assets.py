@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -47,6 +48,7 @@ from conjure_actors.domain import service_events as se
 from conjure_actors.runtime import ActorStoppedError, MailboxFullError, background_checkpoint
 from conjure_actors.service.app import Service
 from conjure_actors.service.blobs import (
+    REFUSALS,
     BlobDamagedError,
     BlobTooLargeError,
     StoreRefusal,
@@ -230,7 +232,9 @@ def content_headers(record: se.AssetRecord) -> dict[str, str]:
     return headers
 
 
-def store_refused(service: Service, refusal: StoreRefusal) -> ApiError:
+def store_refused(
+    service: Service, refusal: StoreRefusal, *, folder: str = "its asset store"
+) -> ApiError:
     """507 for an upload whose bytes the blob store's folder refused (nothing was stored):
     ``insufficient_storage`` when its disk is full, as for the log's full disk; else
     ``storage_not_writable`` (read-only, or not the server's to write). Both are the
@@ -243,10 +247,25 @@ def store_refused(service: Service, refusal: StoreRefusal) -> ApiError:
     return ApiError(
         507,
         "storage_not_writable",
-        f"the server cannot write its asset store ({refusal.cause}): nothing of this request"
+        f"the server cannot write {folder} ({refusal.cause}): nothing of this request"
         " was stored; retry once its operator made it writable",
         headers={"Retry-After": str(retry)},
     )
+
+
+def _spool_refused(service: Service, refusal: StoreRefusal) -> ApiError:
+    """The 507 of an upload whose file the temporary folder (where a form's file past 1 MiB
+    is spooled) refused; one ERROR line naming the folder as such refusals start."""
+    if getattr(service, "_spool_refusal", None) != refusal:
+        service._spool_refusal = refusal  # type: ignore[attr-defined]
+        log.error(
+            "cannot write the temporary folder %s (%s): uploads larger than 1 MiB fail"
+            " (507) until it takes writes again; %s (or set TMPDIR to another folder)",
+            tempfile.gettempdir(),
+            refusal.cause,
+            refusal.remedy(),
+        )
+    return store_refused(service, refusal, folder="its temporary folder")
 
 
 def store_problem(service: Service) -> str | None:
@@ -290,6 +309,11 @@ async def upload(request: Request) -> Response:
         raise part_too_large(detail) or invalid_request(
             f"malformed multipart body: {detail}"
         ) from None
+    except OSError as exc:  # the file's spool (past 1 MiB: the temporary folder) refused
+        if exc.errno is None or exc.errno not in REFUSALS:
+            raise
+        raise _spool_refused(service, StoreRefusal(exc.errno)) from None
+    service._spool_refusal = None  # type: ignore[attr-defined]
     answer: Any = None
     stored: str | None = None  # a blob this request created
     try:
@@ -656,7 +680,11 @@ async def check_blobs(service: Service) -> None:
     chunk at a time, each read waiting for its turn behind requests in flight). A damage
     found is logged (one line naming an asset over it) and remembered: its content answers
     500 ``asset_damaged`` and ``GET /api/v2/health`` is ``degraded`` (see
-    :func:`damaged_reason`)."""
+    :func:`damaged_reason`). First, one write is tried in the store: a folder that refuses
+    writes from the start is logged and reported by health (:func:`store_problem`) before
+    an upload or a job's output finds it."""
+    with contextlib.suppress(OSError):  # another error: the first real write will tell
+        await trio.to_thread.run_sync(service.blobs.probe_write)
     gate = service.gate
     with gate.background() if gate is not None else contextlib.nullcontext():
         sizes = dict(service.state.service.blob_sizes)

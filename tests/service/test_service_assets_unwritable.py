@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from extras_support import open_extras_service, sse_events, wait_for
+from multipart_support import post_multipart
 from test_service_blobs_unwritable import refuse_writes
 
 from conjure_actors.domain import state as st
@@ -108,3 +111,67 @@ async def test_a_job_whose_outputs_the_store_refuses_reads_failed_with_where_the
     last = got[-1]
     assert (last[1], last[2]["status"]) == ("status", "failed"), got[-3:]
     assert last[0] >= OUTPUT_GRACE
+
+
+async def test_an_upload_the_temporary_folder_refuses_is_507_naming_it_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    autojump_clock: Any,
+) -> None:
+    """An upload past 1 MiB is spooled to the temporary folder: refused there, it is 507
+    ``storage_not_writable`` naming that folder, and one ERROR line for two uploads."""
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    async with open_extras_service(tmp_path) as run:
+        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+        form = _form(b"\x89PNG" * 600_000)
+        answers = [
+            await post_multipart(run.client, "/api/v2/assets", form["data"], form["files"])
+            for _ in range(2)
+        ]
+        monkeypatch.undo()
+        for answer in answers:
+            assert answer.status_code == 507, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "storage_not_writable"
+            assert "temporary folder (Read-only file system)" in error["message"]
+        assert run.service.state.service.assets == {}
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "cannot write the temporary folder" in errors[0]
+
+
+async def test_a_store_that_refuses_writes_from_the_start_is_degraded_before_any_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """serve starts on a read-only blobs folder: health says so before an upload or a job
+    output tries it."""
+    refuse_writes(monkeypatch, tmp_path / "blobs" / "blobs", errno.EROFS)
+    async with open_extras_service(tmp_path) as run:
+        await trio.sleep(1)
+        health = (await run.client.get("/api/v2/health")).json()
+    assert health["status"] == "degraded", health
+    assert "Read-only file system" in health["reason"]
+
+
+async def test_a_store_fixed_within_the_grace_still_makes_the_job_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """The output is refused as the job ends, and the folder is fixed 15 s later: the
+    output is stored on a later try, and the job reads succeeded with it."""
+    graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            refuse_writes(monkeypatch, run.service.blobs.root, errno.EROFS)
+            answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
+            job_id = answer.json()["id"]
+            await wait_for(run.service, lambda s: s.jobs[job_id].status == st.SUCCEEDED)
+            await trio.sleep(15)
+            monkeypatch.undo()
+            await trio.sleep(OUTPUT_GRACE)
+            job = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
+    assert job["status"] == "succeeded", job
+    assert len(job["outputs"]) == 1
