@@ -604,7 +604,8 @@ class AssetActor(Actor):
             return
         log.warning(
             "output %s of job %s not kept as an asset (the API says the job failed,"
-            " outputs_not_stored; the file stays at %s until the job expires): %s",
+            " outputs_not_stored; the file stays at %s until the job expires, and serve's"
+            " next start stores it once the blob store takes writes): %s",
             e.filename,
             e.job_id,
             e.path,
