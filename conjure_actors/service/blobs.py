@@ -274,16 +274,36 @@ class BlobStore:
 
         Blocking (file I/O): run it in a worker thread. Raises :class:`BlobTooLargeError`
         past ``max_bytes``, :class:`StoreRefusedError` when the folder refuses the write
-        (nothing is kept either way)."""
+        (nothing is kept either way) unless the bytes are stored already (a seekable
+        ``source`` is hashed then: an upload of known bytes needs no write)."""
         try:
             stored = self._put_stream(source)
         except OSError as exc:
             error = self._refused(exc)
             if error is exc:
                 raise
+            known = self._stored_already(source)
+            if known is not None:  # nothing to write: the refusal does not matter
+                return known
             raise error from exc
         self._wrote(None)
         return stored
+
+    def _stored_already(self, source: BinaryIO) -> tuple[str, int, bool] | None:
+        """``(blake3:<hex>, size, False)`` when the bytes of ``source`` (seekable: an
+        upload's spooled file) are stored whole already; None otherwise."""
+        if not source.seekable():
+            return None
+        source.seek(0)
+        hasher = blake3.blake3()
+        size = 0
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if self.max_bytes is not None and size > self.max_bytes:
+                return None
+            hasher.update(chunk)
+        hash_text = HASH_PREFIX + hasher.hexdigest()
+        return (hash_text, size, False) if self.holds(hash_text, size) else None
 
     def _put_stream(self, source: BinaryIO) -> tuple[str, int, bool]:
         hasher = blake3.blake3()

@@ -175,3 +175,17 @@ async def test_a_store_fixed_within_the_grace_still_makes_the_job_succeed(
             job = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
     assert job["status"] == "succeeded", job
     assert len(job["outputs"]) == 1
+
+
+async def test_an_upload_of_known_bytes_is_taken_while_the_store_refuses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """Bytes stored already need no write: their upload is 200 (deduplicated) though the
+    folder refuses writes."""
+    async with open_extras_service(tmp_path) as run:
+        first = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
+        assert first.status_code == 201, first.text
+        refuse_writes(monkeypatch, run.service.blobs.root, errno.EROFS)
+        again = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
+    assert again.status_code == 200, again.text
+    assert again.json()["hash"] == first.json()["hash"]

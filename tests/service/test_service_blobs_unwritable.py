@@ -117,3 +117,17 @@ def test_probe_write_sees_the_folder_recover(
     assert store.probe_write() is None
     assert store.refusal() is None
     assert list(store.root.iterdir()) == []
+
+
+def test_known_bytes_are_answered_though_the_folder_refuses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload of bytes stored already needs no write: put_stream of a seekable source
+    answers the stored blob (created_new False) while the folder refuses writes; new bytes
+    are still refused."""
+    store = BlobStore(tmp_path / "blobs")
+    hash_text, size, _ = store.put_stream(io.BytesIO(b"known bytes"))
+    refuse_writes(monkeypatch, store.root, errno.EROFS)
+    assert store.put_stream(io.BytesIO(b"known bytes")) == (hash_text, size, False)
+    with pytest.raises(StoreRefusedError):
+        store.put_stream(io.BytesIO(b"new bytes"))
