@@ -79,7 +79,7 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -722,6 +722,9 @@ class MachinePool:
         self.first_listed: dict[str, float] = {}
         # Their markers (estimated_duration): a new launch asks for none of them.
         self.foreign_markers: set[int] = set()
+        # Open launch intents whose marker several listed servers echo -> those servers
+        # (policy.launch_candidates): none adopted; said once, named when the intent closes.
+        self.ambiguous: dict[str, tuple[str, ...]] = {}
         self.prelaunched: set[str] = set()  # pre-launched machines (never a hedge's surplus)
         # Machines this process launched for waiting jobs with ``launch_hedge`` > 1 that have
         # served no job yet: once Ready with no job waiting for them (another machine took
@@ -3009,15 +3012,14 @@ class MachineActor(Actor):
         for key in sorted(state.launch_requests, key=lambda k: state.launch_requests[k].at):
             req = state.launch_requests[key]
             unknown = [s for s in unknown if s.server_id not in state.machines]
+            by_id = {s.server_id: s for s in unknown}
             matches = [
-                s
-                for s in unknown
-                if self._may_be_from(s, req)
-                and policy.matches_intent(
+                by_id[c.server_id]
+                for c in policy.launch_candidates(
                     req,
-                    server_type=s.server_type,
-                    workflow_version_id=s.workflow_version_id,
-                    estimated_duration=s.estimated_duration,
+                    [_listed(s) for s in unknown],
+                    known=state.machines,
+                    first_listed=self.pool.first_listed,
                 )
             ]
             # Open intents that ask for the very same server (a log written before the
@@ -3029,12 +3031,18 @@ class MachineActor(Actor):
                 if (r.server_type, r.workflow_version, r.estimated_duration)
                 == (req.server_type, req.workflow_version, req.estimated_duration)
             )
-            if len(matches) > twins:
+            ambiguous = tuple(s.server_id for s in matches) if len(matches) > twins else ()
+            if ambiguous and self.pool.ambiguous.get(key) != ambiguous:
+                # Said once (each listing looks again until the landing grace ends).
                 log.warning(
                     "launch %s: servers %s all match it; adopting none (not provably ours)",
                     key,
-                    ", ".join(s.server_id for s in matches),
+                    ", ".join(ambiguous),
                 )
+            if ambiguous:
+                self.pool.ambiguous[key] = ambiguous
+            else:
+                self.pool.ambiguous.pop(key, None)
             match = matches[0] if 0 < len(matches) <= twins else None
             if match is None:
                 orphaned = key in self.pool.orphaned
@@ -3043,19 +3051,27 @@ class MachineActor(Actor):
                 until = self.pool.landing.setdefault(key, tnow + grace)
                 if tnow < until:
                     continue  # its POST may still be landing: the next listings look again
+                candidates = self.pool.ambiguous.pop(key, ())
+                if orphaned:
+                    reason = ORPHANED_LAUNCH
+                elif candidates:
+                    reason = policy.ambiguous_launch_reason(candidates)
+                else:
+                    reason = "no server found for this launch"
                 await self.ctx.emit(
-                    ev.MachineLaunchFailed(
-                        request_key=key,
-                        reason=ORPHANED_LAUNCH if orphaned else "no server found for this launch",
-                        at=self.ctx.now(),
+                    ev.MachineLaunchFailed(request_key=key, reason=reason, at=self.ctx.now())
+                )
+                if candidates:
+                    # Listed already, named: one of them left alone later (the other
+                    # stopped) is no more provably ours, so no landing late is watched for.
+                    await self._name_candidates(candidates, by_id)
+                else:
+                    # Its POST may have started a server that the listings show later
+                    # still (it would bill until its lease ends, unknown to the run).
+                    self.pool.given_up[key] = (
+                        req,
+                        tnow + self.cfg.ready_timeout + self.cfg.lease_seconds,
                     )
-                )
-                # Its POST may have started a server that the listings show later still
-                # (it would bill until its lease ends, unknown to the run): watch for it.
-                self.pool.given_up[key] = (
-                    req,
-                    tnow + self.cfg.ready_timeout + self.cfg.lease_seconds,
-                )
                 if not orphaned and key in self.pool.unknown:
                     self._unknown_launch_closed(tnow)
                 continue
@@ -3077,11 +3093,28 @@ class MachineActor(Actor):
                     s.estimated_duration,
                 )
 
-    def _may_be_from(self, s: Any, req: Any) -> bool:
-        """May listed server ``s`` be the answer to launch intent ``req``? Not when a
-        listing showed it before the intent was logged (another client's machine that
-        happens to echo the marker: no POST of that intent had been sent yet)."""
-        return bool(self.pool.first_listed.get(s.server_id, req.at) >= req.at)
+    async def _name_candidates(self, candidates: Sequence[str], by_id: dict[str, Any]) -> None:
+        """The servers a closed launch intent's marker matched, none adopted (not provably
+        ours, one may be): logged (``MachineUnknownListed``) and kept for run and serve to
+        name with the command that stops each (``pool.unknown_listed``), never stopped."""
+        now = self.ctx.now()
+        listed = [_listed(by_id[sid]) for sid in candidates if sid in by_id]
+        named = {u.server_id for u in self.pool.unknown_listed}
+        for u in policy.unknown_servers(self.ctx.state, listed, now=now, table=self.ctx.table):
+            if u.server_id in named:
+                continue
+            self.pool.unknown_listed.append(u)
+            await self.ctx.emit(
+                ev.MachineUnknownListed(
+                    server_id=u.server_id,
+                    status=u.status,
+                    server_type=u.server_type,
+                    service_ready_at=u.service_ready_at,
+                    estimated_stopping_at=u.estimated_stopping_at,
+                    cost_micros=u.cost_micros,
+                    at=now,
+                )
+            )
 
     async def _adopt_landed_late(self, servers: list[Any]) -> None:
         """A server of a launch intent closed for want of a server (``pool.given_up``)
@@ -3099,16 +3132,14 @@ class MachineActor(Actor):
             if tnow > until:
                 del self.pool.given_up[key]
                 continue
+            by_id = {s.server_id: s for s in unknown}
             matches = [
-                s
-                for s in unknown
-                if s.server_id not in state.machines
-                and self._may_be_from(s, req)
-                and policy.matches_intent(
+                by_id[c.server_id]
+                for c in policy.launch_candidates(
                     req,
-                    server_type=s.server_type,
-                    workflow_version_id=s.workflow_version_id,
-                    estimated_duration=s.estimated_duration,
+                    [_listed(s) for s in unknown],
+                    known=state.machines,
+                    first_listed=self.pool.first_listed,
                 )
             ]
             if len(matches) != 1:

@@ -1651,6 +1651,10 @@ async def _run(
             if sink is None:
                 sink = RichSink(job_ids)
             left: list[str] = []
+            # Servers named once start-up is done, and those named later (a launch in
+            # flight whose marker several servers echo, none adopted): the summary names these.
+            named: set[str] = set()
+            late_notes: list[tuple[str, str]] = []
             stopping.nothing_to_stop = lambda: (
                 not paid_machines(journal.state) and not journal.state.launch_requests
             )
@@ -1682,6 +1686,7 @@ async def _run(
                 ):
                     stopping.conjure = conjure
                     for server_id, line in unknown_machine_notes(conjure):
+                        named.add(server_id)
                         out.say(f"note: {line}", "run.warning", server_id=server_id)
                     # A signal during start-up has cancelled this scope already: nothing is
                     # submitted and no job waited for; the stop below is the run's.
@@ -1725,6 +1730,7 @@ async def _run(
                     reason = _REASONS[interrupted] if interrupted is not None else "done"
                     stopping.ended = True
                     left = await conjure.shutdown(reason)
+                    late_notes = [n for n in unknown_machine_notes(conjure) if n[0] not in named]
             except BaseException as exc:
                 # Start-up stopped by a signal before the run began (nothing to stop).
                 if not isinstance(meaningful(exc), StartUpStopped):
@@ -1768,6 +1774,8 @@ async def _run(
         out.record(record)
         if left:
             out.say("machines that may still be running: " + ", ".join(left), "run.warning")
+        for server_id, line in late_notes:
+            out.say(f"note: {line}", "run.warning", server_id=server_id)
         if summary.unfinished:
             out.say(
                 f"{summary.unfinished} unfinished job(s): python -m conjure_actors run "

@@ -57,7 +57,10 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   (another client's, or one launched after the last record of a log cut short) are named
   with their bill and the command that stops them, never stopped by a guess;
 - *a salvaged machine answers its launch* (:func:`launch_of`): a machine the log knows from
-  its Ready only (its launch record lost) closes the open launch intent it answers.
+  its Ready only (its launch record lost) closes the open launch intent it answers;
+- *which servers may be a launch in flight's* (:func:`launch_candidates`,
+  :func:`ambiguous_launch_reason`): the marker, and nothing the log knows or that was up
+  before the launch was asked for; of several, none is adopted, each is named.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ import bisect
 import datetime
 import enum
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -93,6 +96,7 @@ __all__ = [
     "GATEWAY_TIMEOUT",
     "GONE_STATUSES",
     "LAUNCH_LAND_GRACE",
+    "LAUNCH_MARKER_SHARE",
     "LAUNCH_MARKER_SPREAD",
     "LAUNCH_TIE_SKEW",
     "NOT_VISIBLE_GRACE",
@@ -103,6 +107,7 @@ __all__ = [
     "Seen",
     "Unanswered",
     "UnknownServer",
+    "ambiguous_launch_reason",
     "arrival_rate",
     "awaits_machine",
     "bill_after_delete",
@@ -112,6 +117,7 @@ __all__ = [
     "idle_expired",
     "idle_to_stop",
     "landing_grace",
+    "launch_candidates",
     "launch_duration",
     "launch_of",
     "launches_exhausted",
@@ -291,19 +297,28 @@ def prelaunches_needed(*, target: int, alive: int, max_machines: int) -> int:
 
 
 LAUNCH_MARKER_SPREAD = 60
-"""How many distinct ``estimated_duration`` values a launch picks from (the lease, up to
-59 s shorter): the one field of a server we choose that RunComfy echoes back (its object
-has no name or tag of ours), so a launch intent recognises its own server among the
+"""How many distinct ``estimated_duration`` values a launch picks from at least (the lease,
+up to 59 s shorter): the one field of a server we choose that RunComfy echoes back (its
+object has no name or tag of ours), so a launch intent recognises its own server among the
 account's (another run, the web UI) by it."""
+
+LAUNCH_MARKER_SHARE = 5
+"""Percent of a lease its marker may take off when that is more than
+:data:`LAUNCH_MARKER_SPREAD` (a lease of over 20 minutes draws from more values: a one-hour
+lease from 179, so two runs on one account draw the same three times less often): the
+lease stays within that share of its configured length, shorter only (a lease is the bound
+a crashed run overspends by, never longer)."""
 
 
 def launch_duration(lease: int, *, taken: Iterable[int], draw: float) -> int:
-    """The ``estimated_duration`` of a new launch: ``lease`` minus 1..59 s picked by
-    ``draw`` (uniform in [0, 1), drawn by the caller: the domain draws nothing), never
-    longer than the lease (the budget's bound holds), and not one an open intent uses.
-    Never the lease itself: the round figure another client on the account most likely
-    asks for would make its machine look like ours."""
-    spread = max(1, min(LAUNCH_MARKER_SPREAD, lease // 2))
+    """The ``estimated_duration`` of a new launch: ``lease`` minus 1 s up to the larger of
+    59 s and :data:`LAUNCH_MARKER_SHARE` % of it (less 1 s), picked by ``draw`` (uniform in [0, 1),
+    drawn by the caller: the domain draws nothing), never longer than the lease (the
+    budget's bound holds), and not one an open intent uses. Never the lease itself: the
+    round figure another client on the account most likely asks for would make its machine
+    look like ours. (Only the intent's own value is matched, so a log written with any
+    spread resumes alike.)"""
+    spread = max(1, min(max(LAUNCH_MARKER_SPREAD, lease * LAUNCH_MARKER_SHARE // 100), lease // 2))
     used = set(taken)
     free = [lease - k for k in range(1, spread) if lease - k not in used] or [lease]
     return free[min(len(free) - 1, int(draw * len(free)))]
@@ -867,12 +882,7 @@ def unknown_servers(
         if s.server_id in state.machines or s.status in GONE_STATUSES:
             continue
         if any(
-            matches_intent(
-                req,
-                server_type=s.server_type,
-                workflow_version_id=s.workflow_version_id,
-                estimated_duration=s.estimated_duration,
-            )
+            launch_candidates(req, [s], known=state.machines, first_listed={})
             for req in state.launch_requests.values()
         ):
             continue
@@ -976,3 +986,54 @@ def launch_of(
         )
     ]
     return None if others else req.request_key
+
+
+def launch_candidates(
+    req: LaunchRequest,
+    listed: Iterable[Listed],
+    *,
+    known: Container[str],
+    first_listed: Mapping[str, float],
+) -> list[Listed]:
+    """The listed servers that may be the one launch intent ``req`` started (a launch in
+    flight: its answer lost, or the log ended before it): those that echo its marker
+    (:func:`matches_intent`), less every server that provably is not its:
+
+    - one the log knows (``known``: its machines, in any status): it is another launch's;
+    - one on its way out (``GONE_STATUSES``): it bills no more, nothing to adopt;
+    - one a listing showed before the intent was logged (``first_listed``: server id ->
+      when, the log's clock): no POST of that intent had been sent yet;
+    - one Ready before the intent was logged (its ``service_ready_at``, RunComfy's clock,
+      more than :data:`LAUNCH_TIE_SKEW` before ``req.at``): a machine is Ready minutes
+      after its launch, never before it.
+
+    In listing order. One candidate is adopted for the intent; of several, none is (see
+    :func:`ambiguous_launch_reason`): adopting another client's machine would use it and
+    stop it under that client."""
+    return [
+        s
+        for s in listed
+        if s.server_id not in known
+        and s.status not in GONE_STATUSES
+        and matches_intent(
+            req,
+            server_type=s.server_type,
+            workflow_version_id=s.workflow_version_id,
+            estimated_duration=s.estimated_duration,
+        )
+        and first_listed.get(s.server_id, req.at) >= req.at
+        and (s.service_ready_at is None or s.service_ready_at >= req.at - LAUNCH_TIE_SKEW)
+    ]
+
+
+def ambiguous_launch_reason(server_ids: Sequence[str]) -> str:
+    """Why a launch intent whose marker several servers echo (:func:`launch_candidates`)
+    is closed with none adopted, naming each and the command that stops the one that is
+    this run's (it bills until its lease ends otherwise)."""
+    ids = " or ".join(server_ids)
+    return (
+        f"{len(server_ids)} servers matched; not provably ours: {ids} may be this launch's"
+        " machine, billing until its lease ends unless stopped:"
+        " `python -m conjure_actors machine down --server-id ID` stops the one that is"
+        " yours (`status` lists them)"
+    )

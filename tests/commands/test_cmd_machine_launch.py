@@ -10,7 +10,11 @@ import trio.testing
 
 from conjure_actors.clients.errors import LaunchError
 from conjure_actors.commands.machine import launch_or_find
-from conjure_actors.domain.machines_policy import LAUNCH_LAND_GRACE
+from conjure_actors.domain.machines_policy import (
+    LAUNCH_LAND_GRACE,
+    LAUNCH_MARKER_SHARE,
+    LAUNCH_MARKER_SPREAD,
+)
 from conjure_actors.sim.runcomfy import RunComfyFaults
 from tests.clients.test_client_runcomfy import VERSION, open_client
 
@@ -24,12 +28,14 @@ def _quiet(text: str) -> None:
 async def test_a_launch_answered_is_taken_with_a_marked_lease(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """An answered launch: that server, with a lease at most 59 s shorter (the marker)."""
+    """An answered launch: that server, with a lease a little shorter (the marker: up to
+    59 s, or LAUNCH_MARKER_SHARE % of a long lease)."""
     async with open_client() as (_sim, client):
         server, how = await launch_or_find(client, VERSION, "medium", LEASE, say=_quiet)
     assert how == "launched"
     assert server.estimated_duration is not None
-    assert LEASE - 60 < server.estimated_duration <= LEASE
+    widest = max(LAUNCH_MARKER_SPREAD, LEASE * LAUNCH_MARKER_SHARE // 100)
+    assert LEASE - widest < server.estimated_duration <= LEASE
 
 
 async def test_a_lost_launch_answer_finds_the_new_machine_not_an_older_one(

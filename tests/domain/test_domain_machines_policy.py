@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import CommandRejectedError
 from conjure_actors.domain.machines_policy import (
+    LAUNCH_MARKER_SHARE,
     LAUNCH_MARKER_SPREAD,
     MachineView,
     Observation,
@@ -694,12 +695,14 @@ def test_launch_duration_is_a_free_marker_never_past_the_lease(
     lease: int, taken: set[int], draw: float
 ) -> None:
     """A launch's estimated_duration is at most its lease, less than LAUNCH_MARKER_SPREAD
-    seconds short of it, not one an open intent uses while one is free, and not the lease
-    itself (the round figure another client most likely asks for) while one is free."""
+    seconds (or LAUNCH_MARKER_SHARE % of a long lease) short of it, not one an open intent
+    uses while one is free, and not the lease itself (the round figure another client most
+    likely asks for) while one is free."""
     d = launch_duration(lease, taken=taken, draw=draw)
     assert 0 < d <= lease
-    assert lease - d < LAUNCH_MARKER_SPREAD
-    spread = max(1, min(LAUNCH_MARKER_SPREAD, lease // 2))
+    widest = max(LAUNCH_MARKER_SPREAD, lease * LAUNCH_MARKER_SHARE // 100)
+    assert lease - d < widest
+    spread = max(1, min(widest, lease // 2))
     if any(lease - k not in taken for k in range(1, spread)):
         assert d not in taken
         assert d != lease

@@ -58,7 +58,10 @@ def test_servers_of_the_log_on_their_way_out_or_of_an_open_intent_are_not_named(
     """The log's own machine (any status), a server Deleting (billing over) and one that
     echoes an open launch intent's marker (the listings that follow may adopt it) are not
     unknown; a Starting one is, unbilled yet."""
-    state = _state(Machine(server_id="ours", status="stopped"), intents=(_intent("k", 583, NOW),))
+    # The intent logged before the server was Ready (one Ready before it is not its server).
+    state = _state(
+        Machine(server_id="ours", status="stopped"), intents=(_intent("k", 583, NOW - 900),)
+    )
     listed = [
         _ready("ours"),
         Listed(server_id="going", status="Deleting", server_type="medium"),
@@ -151,3 +154,11 @@ def test_a_machine_with_its_launch_record_or_two_matching_intents_ties_none() ->
     m = _logged_ready("m", 1200)
     two = (_intent("k1", 583, NOW - 900), _intent("k2", 571, NOW - 900))
     assert launch_of(_state(m, intents=two), m, _ready("m", 1200)) is None
+
+
+def test_a_server_echoing_an_intent_but_ready_before_it_is_named() -> None:
+    """Ready before the launch was asked for, it is not that launch's server (a machine is
+    Ready minutes after its launch), however well it echoes the marker: it is named."""
+    state = _state(intents=(_intent("k", 583, NOW),))
+    named = unknown_servers(state, [_ready("theirs", duration=583)], now=NOW, table=TABLE)
+    assert [u.server_id for u in named] == ["theirs"]
