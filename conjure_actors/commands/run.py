@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import shlex
@@ -937,9 +938,11 @@ async def _stop_on_signals(
                 stopping.work.cancel()
                 continue
             when = "stopping once start-up is done: then " if stopping.conjure is None else ""
+            waits = launch_wait_note(stopping.conjure) if stopping.conjure is not None else ""
             _tell(
                 f"{_REASONS[received]}: {when}stopping launches, leaving unfinished jobs for"
-                " --resume, stopping machines (Ctrl-C again to quit at once)"
+                " --resume, stopping machines"
+                + (f"; {waits}" if waits else " (Ctrl-C again to quit at once)")
             )
             stopping.work.cancel()
         elif received == signal.SIGINT:
@@ -977,6 +980,27 @@ def resume_waits_for(launches: int, mode: str) -> str:
     return (
         f"resuming: {what}: waiting up to {NOT_VISIBLE_GRACE:g} s for RunComfy to list their"
         " machines (each one listed is adopted; one not listed is closed as failed)"
+    )
+
+
+def launch_wait_note(conjure: Any) -> str:
+    """What the stop of a run waits for besides its machines: launches in flight whose
+    machine RunComfy has not listed yet (a resumed log's, or a POST of unknown outcome),
+    each until its landing grace ends (the stop adopts, then stops, one listed meanwhile):
+    up to how long, and what a second Ctrl-C leaves. "" when none is waited for."""
+    pool = getattr(conjure, "pool", None)
+    landing = getattr(pool, "landing", None)
+    if not landing:
+        return ""
+    now = trio.current_time()
+    left = [until - now for key, until in landing.items() if key in conjure.state.launch_requests]
+    if not left:
+        return ""
+    n = len(left)
+    return (
+        f"waiting up to {max(1, math.ceil(max(left)))} s more for RunComfy to list the"
+        f" machine of {n} launch{'es' if n > 1 else ''} in flight (Ctrl-C again: quit now;"
+        " `status` then lists it)"
     )
 
 

@@ -239,3 +239,25 @@ def test_a_resume_says_what_its_launches_in_flight_wait_for(mode: str) -> None:
     assert ("60 s" in line) == (mode == "runcomfy")
     assert ("closed as failed at once" in line) == (mode == "simulated")
     assert ("simulated cloud, which ended with it" in line) == (mode == "simulated")
+
+
+async def test_a_stop_that_waits_for_a_launch_in_flight_says_for_what_and_how_long(
+    autojump_clock: trio.abc.Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A resumed run's launch in flight is waited for (its landing grace: RunComfy may list
+    its machine, which the stop then stops): the first Ctrl-C said only "stopping
+    machines", then nothing for up to a minute (QA session 29, H9b)."""
+    conjure = _conjure([], 1)
+    conjure.state.launch_requests = {"k1": None}
+    conjure.pool = SimpleNamespace(landing={"k1": trio.current_time() + 58, "closed": 0.0})
+    async with trio.open_nursery() as nursery:
+        loop = await _loop(nursery, conjure)
+        await loop.signal(signal.SIGINT)
+        nursery.cancel_scope.cancel()
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: stopping launches")
+    assert (
+        "waiting up to 58 s more for RunComfy to list the machine of 1 launch in flight"
+        " (Ctrl-C again: quit now; `status` then lists it)"
+    ) in err
+    assert loop.quits == []
