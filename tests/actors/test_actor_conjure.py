@@ -26,6 +26,7 @@ def _graph() -> dict[str, Any]:
     return json.loads(CONJURE)
 
 
+@pytest.mark.slow
 async def test_one_conjure_job_end_to_end(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -118,6 +119,7 @@ async def _run_to_the_end(conjure: Any, limit: float = 3600) -> Any:
     return conjure.state
 
 
+@pytest.mark.slow
 async def test_resume_after_crash_mid_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -148,6 +150,7 @@ async def test_resume_after_crash_mid_prompt(
         assert _ledger(state) == _bills(cloud)
 
 
+@pytest.mark.slow
 async def test_resume_waits_out_a_long_rate_limit(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -202,6 +205,7 @@ async def _crash_while_stopping_then_resume(
         return state, cloud, stopping
 
 
+@pytest.mark.slow
 async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -223,6 +227,7 @@ async def test_resume_past_the_lease_bills_a_machine_stopped_at_the_crash_to_the
     assert _ledger(state)[sid] > _bills(cloud)[sid]
 
 
+@pytest.mark.slow
 async def test_fresh_start_and_launch_wait_out_a_long_rate_limit(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -284,6 +289,7 @@ async def test_cancel_running_job(autojump_clock: trio.testing.MockClock, tmp_pa
         assert all(not m.leases for m in state.machines.values())
 
 
+@pytest.mark.slow
 async def test_lost_machine_requeues_its_job(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

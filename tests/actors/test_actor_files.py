@@ -39,6 +39,7 @@ def _inside(base: Path, path: Path) -> bool:
     return os.path.commonpath([base_s, path_s]) == base_s and path_s != base_s
 
 
+@pytest.mark.slow
 @given(subfolder=_hostile_text, filename=_hostile_text)
 @example(subfolder="../..", filename="x.png")
 @example(subfolder="/etc", filename="passwd")

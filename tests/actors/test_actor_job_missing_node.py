@@ -27,6 +27,7 @@ CORE = "wv-core-nodes-1"
 MISSING = "DepthAnythingV2Preprocessor"  # the CONJURE workflow's custom node
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checked", [False, True], ids=["comfyui_refuses", "catalogue_refuses"])
 async def test_a_job_using_a_node_its_version_lacks_fails_once_naming_class_and_version(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, checked: bool

@@ -34,6 +34,7 @@ def _of(log: eventlog.MemoryLog[Any], kind: type) -> list[Any]:
     return [r.event for r in log.records() if isinstance(r.event, kind)]
 
 
+@pytest.mark.slow
 async def test_a_resumed_job_whose_lookup_answers_503_for_a_while_reattaches(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

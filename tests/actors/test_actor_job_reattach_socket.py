@@ -35,6 +35,7 @@ def _submitting(log: eventlog.MemoryLog[Any]) -> list[ev.PromptSubmitting]:
     return [r.event for r in log.records() if isinstance(r.event, ev.PromptSubmitting)]
 
 
+@pytest.mark.slow
 async def test_a_reattached_prompts_progress_reaches_the_log(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

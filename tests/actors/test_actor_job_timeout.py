@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import (
@@ -51,6 +52,7 @@ async def test_a_job_waiting_for_a_machine_fails_at_its_total_timeout(
     assert "JobStarted" not in event_names(log, job)
 
 
+@pytest.mark.slow
 async def test_a_running_job_fails_at_its_total_timeout(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -89,6 +91,7 @@ async def test_a_queued_job_runs_no_task_of_its_own(
             assert conjure.state.jobs[job].status == "succeeded"
 
 
+@pytest.mark.slow
 async def test_a_running_attempt_watches_the_job_deadline_in_its_child(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from conjure_actors.testing import open_simulated_conjure
 SLOW = json.loads(bundled_workflow())
 
 
+@pytest.mark.slow
 async def test_a_crash_mid_attempt_leaves_no_watch_and_the_job_succeeds(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
@@ -51,6 +52,7 @@ async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
     assert len(submitted) == 2  # none run twice
 
 
+@pytest.mark.slow
 async def test_a_prompt_queued_behind_another_of_ours_is_not_said_stalled(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

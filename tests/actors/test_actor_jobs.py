@@ -124,6 +124,7 @@ async def test_missing_input_on_resume_fails_that_job_naming_the_file(
     assert "\n" not in error.message
 
 
+@pytest.mark.slow
 async def test_shutdown_interrupts_and_resume_finishes_but_cancelled_stays_cancelled(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -353,6 +354,7 @@ async def test_an_unexpected_answer_fails_the_attempt_not_the_actor(
     assert len(_events(log, "JobRetrying")) == 2
 
 
+@pytest.mark.slow
 async def test_an_interrupted_prompt_on_a_users_comfyui_is_reattached_not_run_again(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -381,6 +383,7 @@ async def test_an_interrupted_prompt_on_a_users_comfyui_is_reattached_not_run_ag
     assert len(sim.prompts_run) == 1
 
 
+@pytest.mark.slow
 async def test_every_waiter_returns_when_the_last_job_ends(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config
@@ -239,6 +240,7 @@ class _Recording:
         """Nothing to close."""
 
 
+@pytest.mark.slow
 async def test_the_sink_is_shown_every_record_once_in_order(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -654,6 +654,7 @@ def _check_ledger_whenever_the_stop_comes(
     poll_interval=hst.floats(1.0, 30.0),
     interrupt_after=hst.floats(0.0, 150.0),
 )
+@pytest.mark.slow
 def test_early_interrupt_leaves_no_machine_billing(
     jobs: int, ready_delay: float, poll_interval: float, interrupt_after: float
 ) -> None:
@@ -829,6 +830,7 @@ async def test_a_lease_asked_after_the_stop_of_every_machine_fails_at_once(
         assert rig.sim.billing() == []
 
 
+@pytest.mark.slow
 async def test_budget_warning_comes_at_the_configured_fraction(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -147,6 +147,7 @@ async def test_a_restart_with_the_sockets_report_in_the_mailbox_ignores_that_rep
     assert "NodeStarted" in names
 
 
+@pytest.mark.slow
 async def test_a_restart_before_a_runcomfy_machines_first_socket_report_opens_it_again(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,6 +190,7 @@ async def test_a_restart_before_a_runcomfy_machines_first_socket_report_opens_it
     assert "NodeStarted" in names
 
 
+@pytest.mark.slow
 async def test_a_lease_asked_back_while_the_socket_reopens_waits_for_the_socket(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -139,6 +139,7 @@ async def test_a_prompt_still_running_on_a_comfyui_cut_off_is_followed_again_whe
     assert names.count("PromptSubmitting") == 1
 
 
+@pytest.mark.slow
 async def test_a_prompt_that_finished_on_a_comfyui_cut_off_is_not_run_again(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,6 +171,7 @@ async def test_a_prompt_that_finished_on_a_comfyui_cut_off_is_not_run_again(
     assert len(submitting) == 1
 
 
+@pytest.mark.slow
 async def test_a_job_sent_to_a_comfyui_just_gone_has_it_marked_down_at_once_not_failed(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,6 +94,7 @@ async def test_two_servers_echoing_a_launch_in_flight_are_named_and_neither_adop
     assert logged == {ours, theirs}
 
 
+@pytest.mark.slow
 async def test_a_resume_whose_launch_in_flight_two_servers_echo_adopts_neither_and_names_both(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import crash_while_running, open_test_cloud, run_conjure, sim_config
@@ -40,6 +41,7 @@ def _seq_of(log: eventlog.MemoryLog[Any], kind: type) -> int:
     return next(r.seq for r in log.records() if isinstance(r.event, kind))
 
 
+@pytest.mark.slow
 async def test_a_resume_on_a_log_cut_before_its_launch_names_the_machine_it_does_not_know(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

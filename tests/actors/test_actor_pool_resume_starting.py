@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import crash_when, open_test_cloud, run_conjure, sim_config, submit_sketches
@@ -53,6 +54,7 @@ def _after(log: eventlog.MemoryLog[Any], seq: int, kind: type) -> list[Any]:
     return [r.event for r in log.records() if r.seq > seq and isinstance(r.event, kind)]
 
 
+@pytest.mark.slow
 async def test_a_resume_during_a_boot_keeps_the_adopted_machines_for_the_queued_jobs(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from test_actor_pool import Rig, pool_rig
@@ -60,6 +61,7 @@ async def _ends_billed_as_the_cloud_bills(rig: Rig, sid: str) -> None:
     assert rig.ledger_matches_sim(), (bills, ours.billed_seconds, ours.cost_micros)
 
 
+@pytest.mark.slow
 async def test_a_machine_whose_delete_did_not_take_left_out_of_a_listing_is_not_forgotten(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

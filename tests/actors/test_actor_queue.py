@@ -108,6 +108,7 @@ async def test_queued_jobs_time_out_on_one_timer(
         assert event_names(log, job) == ["JobSubmitted", "JobQueued", "JobFailed"]
 
 
+@pytest.mark.slow
 async def test_queued_jobs_start_by_priority_then_in_order(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -154,6 +155,7 @@ async def test_a_queued_job_goes_back_into_the_queue_after_a_crash(
         assert event_names(log, job).count("JobQueued") == 1
 
 
+@pytest.mark.slow
 async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_them(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -181,6 +183,7 @@ async def test_a_shutdown_interrupts_the_queued_jobs_and_the_next_run_finishes_t
         assert "JobResumed" in event_names(log, job)
 
 
+@pytest.mark.slow
 async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -209,6 +212,7 @@ async def test_a_job_requeued_after_its_machine_is_lost_waits_without_an_actor(
     assert _started(log, job) == 2
 
 
+@pytest.mark.slow
 async def test_after_a_crash_a_queued_job_never_takes_the_slot_of_a_running_prompt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -247,6 +251,7 @@ async def test_after_a_crash_a_queued_job_never_takes_the_slot_of_a_running_prom
     assert done < first_lease_of_queued
 
 
+@pytest.mark.slow
 async def test_after_a_crash_a_job_whose_machine_went_is_requeued_not_kept_waiting(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import random
 
 import attrs
 import httpx
+import pytest
 import trio
 import trio.testing
 from hypothesis import given
@@ -57,6 +58,7 @@ operation = st.one_of(
     faults=faults_strategy,
     ops=st.lists(operation, max_size=25),
 )
+@pytest.mark.slow
 def test_random_calls_under_faults(
     seed: int, faults: RunComfyFaults, ops: list[tuple[object, ...]]
 ) -> None:

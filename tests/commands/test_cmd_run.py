@@ -141,6 +141,7 @@ def test_runcomfy_without_a_workflow_version_is_one_line(
     assert "machine up" in err
 
 
+@pytest.mark.slow
 async def test_runcomfy_takes_the_dev_machines_workflow_version(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

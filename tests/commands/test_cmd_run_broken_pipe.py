@@ -137,6 +137,7 @@ def test_a_stderr_that_cannot_be_written_leaves_the_json_run_whole(
     assert stdout.getvalue().splitlines()[-1].startswith('{"type": "run.summary", "ok": true')
 
 
+@pytest.mark.slow
 def test_a_stdout_that_cannot_be_written_is_one_line_naming_stdout(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

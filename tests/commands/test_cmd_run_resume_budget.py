@@ -62,6 +62,7 @@ def test_resume_with_the_same_budget_keeps_the_one_set_at_run_time(
     ]
 
 
+@pytest.mark.slow
 def test_resume_with_another_budget_replaces_the_one_set_at_run_time(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

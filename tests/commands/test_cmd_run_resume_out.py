@@ -147,6 +147,7 @@ def test_a_log_that_recorded_no_options_leaves_the_defaults(tmp_path: Path) -> N
     assert (args.server_type, args.max_machines, args.idle_timeout) == (None, None, None)
 
 
+@pytest.mark.slow
 def test_the_resumed_run_records_and_uses_the_runs_options(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

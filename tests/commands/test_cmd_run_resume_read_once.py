@@ -122,6 +122,7 @@ def test_a_resume_of_a_resume_keeps_the_first_runs_options(tmp_path: Path) -> No
     )
 
 
+@pytest.mark.slow
 def test_a_resume_of_a_resume_runs_with_the_first_runs_options(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

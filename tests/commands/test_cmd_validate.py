@@ -138,6 +138,7 @@ def test_image_whose_pixels_do_not_decode_is_refused(
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_image_file_is_checked_and_bound_by_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

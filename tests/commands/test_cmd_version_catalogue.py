@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from conjure_actors.actors.example import bundled_workflow
@@ -39,6 +40,7 @@ def _conjure() -> dict[str, Any]:
     return graph
 
 
+@pytest.mark.slow
 async def test_the_catalogue_is_fetched_once_kept_and_refuses_a_bad_value(
     tmp_path: Path,
 ) -> None:

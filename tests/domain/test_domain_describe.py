@@ -17,6 +17,7 @@ def test_every_event_type_has_a_summary() -> None:
 
 
 # Each example draws one event of every type: the inner loop runs a few, the slow tests many.
+@pytest.mark.slow
 @settings(max_examples=4)
 @given(st.data())
 def test_descriptions_are_one_line(data: st.DataObject) -> None:

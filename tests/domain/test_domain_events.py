@@ -114,6 +114,7 @@ def test_every_event_has_a_wall_time() -> None:
 
 # Each example draws one event of every type (generation is nearly all the cost): the inner
 # loop runs a few examples, the slow tests many.
+@pytest.mark.slow
 @settings(max_examples=5)
 @given(st.data())
 def test_every_event_type_round_trips_through_msgpack(data: st.DataObject) -> None:
@@ -138,6 +139,7 @@ def _check_msgpack_round_trip(data: st.DataObject) -> None:
         assert decoder.decode(msgspec.msgpack.encode(event)) == event
 
 
+@pytest.mark.slow
 @settings(max_examples=4)
 @given(st.data())
 def test_every_event_type_round_trips_through_the_log(data: st.DataObject) -> None:

@@ -3,6 +3,7 @@ and the marker a new launch draws (``launch_duration``): QA session 29, H9."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -111,6 +112,7 @@ def test_the_reason_of_an_ambiguous_launch_names_each_server_and_the_stop_comman
     lease=st.integers(min_value=2400, max_value=86_400),
     draw=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
 )
+@pytest.mark.slow
 def test_a_long_lease_draws_its_marker_from_a_share_of_it(lease: int, draw: float) -> None:
     """A one-hour lease draws from 179 values, not 59 (two runs of one account on the same
     lease collide 3x less often), and stays within LAUNCH_MARKER_SHARE % of the lease."""

@@ -228,6 +228,7 @@ _VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text
         max_size=4,
     )
 )
+@pytest.mark.slow
 def test_value_problems_of_any_graph_are_one_line(graph: dict[str, Any]) -> None:
     """Issue 17 for values: whatever ids, names and values, each problem is one line."""
     for problem in check_values(graph, CATALOG):

@@ -39,6 +39,7 @@ def fold(events: list[Any]) -> State:
     return state
 
 
+@pytest.mark.slow
 @given(st.lists(any_event(), max_size=60))
 def test_apply_is_total_on_any_event_sequence(events: list[Any]) -> None:
     """No sequence of logged events, however absurd, makes apply raise."""

@@ -234,6 +234,7 @@ def test_job_records_share_values_as_they_are_decoded() -> None:
     assert a.status is b.status
 
 
+@pytest.mark.slow
 @given(st.lists(any_event(), max_size=40))
 def test_decoding_a_state_changes_no_value(events: list[Any]) -> None:
     """Whatever the log, a state decoded from its encoding is equal and encodes the same."""

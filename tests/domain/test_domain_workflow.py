@@ -316,6 +316,7 @@ def test_newline_node_id_gives_one_line_problems() -> None:
     assert all(len(p.splitlines()) == 1 for p in problems)
 
 
+@pytest.mark.slow
 @given(_GRAPH, st.booleans())
 def test_every_problem_of_any_graph_is_one_line(graph: dict[str, Any], strict: bool) -> None:
     """Whatever ids, classes, names and values a graph holds, each problem is one line."""

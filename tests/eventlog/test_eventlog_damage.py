@@ -62,6 +62,7 @@ def follow_for_a_while(path: Path) -> list[Any]:
     return got
 
 
+@pytest.mark.slow
 @given(evs=event_lists.filter(bool), data=st.data())
 def test_any_flip_or_cut_gives_an_exact_prefix_or_corruption_at_or_before_it(
     tmp_path_factory: pytest.TempPathFactory, evs: list[Ev], data: st.DataObject
@@ -185,6 +186,7 @@ def test_a_damaged_length_in_the_last_record_is_corruption(tmp_path: Path) -> No
 # -- record sizes -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_append_refuses_an_event_over_the_limit_and_appends_nothing(tmp_path: Path) -> None:
     """An event over MAX_PAYLOAD raises RecordTooLargeError from every writer; nothing lands."""
     path = tmp_path / "log"
@@ -387,6 +389,7 @@ def test_salvage_reads_past_a_damaged_header(tmp_path: Path) -> None:
     assert [r.event for r in eventlog.read(tmp_path / "copy", Ev)] == SAMPLE
 
 
+@pytest.mark.slow
 @given(evs=event_lists.filter(lambda evs: len(evs) >= 2), data=st.data())
 def test_a_read_that_stops_before_the_damage_reads_the_prefix(
     tmp_path_factory: pytest.TempPathFactory, evs: list[Ev], data: st.DataObject

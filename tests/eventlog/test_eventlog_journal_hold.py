@@ -483,6 +483,7 @@ plans = st.lists(
     max_batch=st.integers(1, 8),
     sync=st.sampled_from(["batch", "none"]),
 )
+@pytest.mark.slow
 def test_the_file_and_the_state_agree_whatever_the_refusals_and_cancels(
     plans: list[tuple[int, float | None]],
     refusals: int,

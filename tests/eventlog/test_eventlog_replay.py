@@ -32,6 +32,7 @@ def write(path: Path, evs: list[Any], event_type: Any = Ev) -> None:
         w.append_many(evs)
 
 
+@pytest.mark.slow
 @given(evs=summable_event_lists, data=st.data())
 def test_snapshot_plus_tail_equals_full_replay(
     tmp_path_factory: pytest.TempPathFactory, evs: list[Ev], data: st.DataObject

@@ -158,6 +158,7 @@ def test_the_place_holder_is_no_event_msgspec_encodes() -> None:
         msgspec.msgpack.decode(LOST_RECORD)
 
 
+@pytest.mark.slow
 @given(evs=event_lists.filter(lambda evs: len(evs) >= 2), data=st.data())
 def test_every_salvaged_record_is_the_sources_at_its_seq(evs: list[Ev], data: Any) -> None:
     """Whatever records are damaged, each record of the copy is the source's record of the

@@ -186,6 +186,7 @@ def test_bad_timings_are_refused(knob: str, value: float) -> None:
     max_wait=st.integers(1, 30),
     linger=st.integers(0, 5),
 )
+@pytest.mark.slow
 def test_no_background_wait_exceeds_the_bound_and_an_open_gate_never_waits(
     requests: list[tuple[int, int]], arrivals: list[int], max_wait: int, linger: int
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
@@ -83,6 +84,7 @@ ops = st.lists(
     delay=st.sampled_from([0.0, 0.3]),
     nested=st.booleans(),
 )
+@pytest.mark.slow
 def test_lifecycle_events_form_legal_sequences(
     strategy: Strategy,
     restarts: list[Restart],

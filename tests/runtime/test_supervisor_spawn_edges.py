@@ -50,6 +50,7 @@ class SlowStart(Actor):
         return self.incarnation
 
 
+@pytest.mark.slow
 async def test_a_spawn_is_answered_when_the_journal_fails_while_the_child_starts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -39,6 +39,7 @@ async def test_mode_on_the_simulated_cloud(
     assert body["runcomfy"]["answers"] is True
 
 
+@pytest.mark.slow
 async def test_post_conjure_job_returns_the_v2_job_and_runs_it(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -239,6 +240,7 @@ async def test_a_job_submitted_once_the_budget_is_spent_is_402_and_nothing_logge
         assert (await submit()).status_code == 201
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body", [{"usd": -1}, {"usd": "5"}, {"usd": True}, {}, {"usd": 1, "x": 1}])
 async def test_bad_budget_is_400_and_nothing_logged(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, body: dict

@@ -122,6 +122,7 @@ _JSON = hs.recursive(
     ),
     hs.lists(hs.integers(0, 2), max_size=4),
 )
+@pytest.mark.slow
 def test_the_answer_is_the_fresh_validations(graph: dict[str, Any], order: list[int]) -> None:
     """Whatever was checked before, a graph is accepted exactly when validate_graph finds
     no problem in it (remembered answers never differ from a fresh one)."""

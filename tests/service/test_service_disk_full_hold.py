@@ -203,6 +203,7 @@ async def _stopped(body: Any) -> BaseException:
     raise AssertionError("serve did not stop")
 
 
+@pytest.mark.slow
 async def test_a_disk_still_full_after_the_patience_stops_serve_as_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,6 +78,7 @@ def test_apply_is_total_and_keeps_blob_counts_exact(events: list[Any]) -> None:
         _check(state)
 
 
+@pytest.mark.slow
 @given(events=st.lists(service_events, max_size=25))
 def test_events_round_trip_through_the_log(tmp_path_factory: Any, events: list[Any]) -> None:
     """Logged and read back, the service events fold to the same state as applied live."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from extras_support import open_extras_service, sse_events, wait_for
@@ -20,6 +21,7 @@ from conjure_actors.sim.timings import ComfyTimings
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
 
+@pytest.mark.slow
 async def test_a_queued_jobs_stream_sends_each_new_queue_position(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from service_helpers import serving, workflow
 
@@ -34,6 +35,7 @@ async def test_cursor_pages_cover_every_job_once_newest_first(
     assert [jid for p in pages for jid in p] == list(reversed(ids))
 
 
+@pytest.mark.slow
 async def test_unknown_cursor_is_422(sim_config: Any, tmp_path: Path) -> None:
     """A cursor that names no job of ours is 422 invalid_cursor."""
     async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:

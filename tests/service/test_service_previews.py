@@ -123,6 +123,7 @@ async def test_sse_delivers_the_running_jobs_preview(
     assert seen[-1][2]["status"] == "succeeded"
 
 
+@pytest.mark.slow
 async def test_sse_progress_is_throttled_to_about_two_per_second(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

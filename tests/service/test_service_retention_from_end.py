@@ -58,6 +58,7 @@ def _outputs_recorded(state: Any, job_id: str) -> bool:
     return all(out.path in done for out in state.jobs[job_id].outputs)
 
 
+@pytest.mark.slow
 async def test_a_job_queued_past_its_retention_is_read_with_its_outputs_after_it_ends(
     tmp_path: Path, autojump_clock: Any, no_sweep: None
 ) -> None:
@@ -81,6 +82,7 @@ async def test_a_job_queued_past_its_retention_is_read_with_its_outputs_after_it
     assert set(fetched) == {200}
 
 
+@pytest.mark.slow
 async def test_an_input_asset_of_a_queued_job_is_not_swept(
     tmp_path: Path, autojump_clock: Any, no_sweep: None
 ) -> None:

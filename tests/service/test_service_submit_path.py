@@ -123,6 +123,7 @@ async def _post_raw(run: Any, body: bytes) -> Any:
     )
 
 
+@pytest.mark.slow
 async def test_concurrent_submissions_share_their_appends(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -113,6 +113,7 @@ async def test_standalone_comfyui_over_loopback() -> None:
     assert resp.json() == {"queue_running": [], "queue_pending": []}
 
 
+@pytest.mark.slow
 async def test_prompt_on_a_rented_machine_over_loopback() -> None:
     """End to end over real sockets: launch, Ready, WebSocket + submit + follow, download."""
     graph = json.loads((WORKFLOWS / "invert_save.json").read_text())

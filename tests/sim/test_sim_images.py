@@ -421,6 +421,7 @@ async def _run_to_history(graph: dict[str, Any]) -> dict[str, Any]:
 SIZE_SENSITIVE = ["EmptyImage", "ImageScaleBy", "ImageBlur", "ImageSharpen", "ImageBlend"]
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(graph=catalog_workflows(classes=[*SIZE_SENSITIVE, "PreviewImage"], max_nodes=8))
 def test_catalog_workflows_of_size_sensitive_classes_run(graph: dict[str, Any]) -> None:

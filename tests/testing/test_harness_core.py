@@ -47,6 +47,7 @@ async def _wait_for(h: Harness, predicate: Any, limit: float = 3600.0) -> None:
             waited += 1.0
 
 
+@pytest.mark.slow
 async def test_crash_mid_prompt_resumes_and_finishes(mock_clock: trio.testing.MockClock) -> None:
     """A crash while the prompt runs loses nothing acknowledged; the resumed runtime
     follows the prompt (no second run) and the job succeeds with an exact ledger."""
@@ -67,6 +68,7 @@ async def test_crash_mid_prompt_resumes_and_finishes(mock_clock: trio.testing.Mo
         assert h.crashes == 1
 
 
+@pytest.mark.slow
 async def test_a_crash_with_a_job_queued_behind_a_prompt_keeps_one_prompt_per_slot(
     mock_clock: trio.testing.MockClock,
 ) -> None:

@@ -22,6 +22,7 @@ _runs = {
 }
 
 
+@pytest.mark.slow
 @_RUN
 @given(**_runs)
 def test_early_interrupt_leaves_nothing_billing_and_an_exact_ledger(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -60,6 +61,7 @@ async def _delete_not_taking(h: Harness, seconds: float) -> None:
     cloud_tricks(h).deletes_ignored = 0
 
 
+@pytest.mark.slow
 async def test_a_machine_whose_delete_did_not_take_is_billed_to_its_lease_end(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -71,6 +73,7 @@ async def test_a_machine_whose_delete_did_not_take_is_billed_to_its_lease_end(
         await _quiet(h)
 
 
+@pytest.mark.slow
 async def test_a_delete_that_keeps_not_taking_past_the_recheck_is_still_sent_again(
     mock_clock: trio.testing.MockClock,
 ) -> None:
