@@ -282,6 +282,20 @@ class _FirstAttempt:
         self.over.set()
 
 
+def _unknown_listed(u: policy.UnknownServer, now: float) -> ev.MachineUnknownListed:
+    """The record of a server the account lists and the log does not know (named, never
+    adopted nor stopped: ``policy.unknown_servers``)."""
+    return ev.MachineUnknownListed(
+        server_id=u.server_id,
+        status=u.status,
+        server_type=u.server_type,
+        service_ready_at=u.service_ready_at,
+        estimated_stopping_at=u.estimated_stopping_at,
+        cost_micros=u.cost_micros,
+        at=now,
+    )
+
+
 def _listed(s: Any) -> policy.Listed:
     """A listing entry as the recovery's policies judge it (no URL)."""
     return policy.Listed(
@@ -3104,17 +3118,7 @@ class MachineActor(Actor):
             if u.server_id in named:
                 continue
             self.pool.unknown_listed.append(u)
-            await self.ctx.emit(
-                ev.MachineUnknownListed(
-                    server_id=u.server_id,
-                    status=u.status,
-                    server_type=u.server_type,
-                    service_ready_at=u.service_ready_at,
-                    estimated_stopping_at=u.estimated_stopping_at,
-                    cost_micros=u.cost_micros,
-                    at=now,
-                )
-            )
+            await self.ctx.emit(_unknown_listed(u, now))
 
     async def _adopt_landed_late(self, servers: list[Any]) -> None:
         """A server of a launch intent closed for want of a server (``pool.given_up``)
@@ -3752,17 +3756,7 @@ class MachineActor(Actor):
             self.ctx.state, [_listed(s) for s in servers], now=now, table=self.ctx.table
         )
         for u in self.pool.unknown_listed:
-            await self.ctx.emit(
-                ev.MachineUnknownListed(
-                    server_id=u.server_id,
-                    status=u.status,
-                    server_type=u.server_type,
-                    service_ready_at=u.service_ready_at,
-                    estimated_stopping_at=u.estimated_stopping_at,
-                    cost_micros=u.cost_micros,
-                    at=now,
-                )
-            )
+            await self.ctx.emit(_unknown_listed(u, now))
 
     async def _look_up_unlisted(self, servers: list[Any]) -> list[Any]:
         """The machines of the log the recovery's listing left out (past their landing
