@@ -22,7 +22,7 @@ import attrs
 import msgspec
 
 import eventlog
-from conjure_actors.domain.describe import describe, event_job_id, machine_status
+from conjure_actors.domain.describe import describe, event_job_id, machine_kind, machine_status
 from conjure_actors.domain.events import UPCASTERS, Event, SystemStarted, SystemStopped
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import (
@@ -313,7 +313,7 @@ def _machine_rows(state: State, rich: bool, moment: float | None) -> list[list[s
     return [
         [
             sid,
-            m.kind,
+            machine_kind(m, state.system.mode),
             m.server_type or "-",
             machine_status(m) + (" (adopted)" if m.adopted else ""),
             ",".join(m.leases) or "-",

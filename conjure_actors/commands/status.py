@@ -121,7 +121,7 @@ def _show_log(path: Path) -> None:
         billed_by,
         newer_log_error,
     )
-    from conjure_actors.domain.describe import machine_status
+    from conjure_actors.domain.describe import machine_kind, machine_status
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
     from conjure_actors.domain.state import apply, initial_state
@@ -176,20 +176,12 @@ def _show_log(path: Path) -> None:
     shares = shown_shares([billed[m.server_id] for m in machines])  # add up to the total
     for m, share in zip(machines, shares, strict=True):
         status = machine_status(m)  # with "draining (why)", as replay shows it
-        print(f"  machine {m.server_id} ({_machine_kind(state, m)}): {status}, {format_usd(share)}")
+        kind = machine_kind(m, state.system.mode)  # "simulated" as the run's summary says
+        print(f"  machine {m.server_id} ({kind}): {status}, {format_usd(share)}")
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
     print(f"  cost: {format_usd(total)}{budget}{accrued}")
-
-
-def _machine_kind(state: Any, machine: Any) -> str:
-    """Where a machine ran, as the run's summary says it (``machines: 1 used (simulated)``):
-    a RunComfy machine of the embedded simulated cloud is ``simulated`` (a log is resumed
-    only where its run ran, so its last start's mode is every start's)."""
-    if machine.kind == "runcomfy" and state.system.mode == "simulated":
-        return "simulated"
-    return str(machine.kind)
 
 
 def _is_serves(state: Any) -> bool:

@@ -24,6 +24,7 @@ __all__ = [
     "describe",
     "event_job_id",
     "event_subject",
+    "machine_kind",
     "machine_status",
 ]
 
@@ -241,6 +242,16 @@ def machine_status(machine: Machine) -> str:
     if machine.draining is None or status in MACHINE_GONE or status == M_STOPPING:
         return status
     return f"{status}, draining ({machine.draining})"
+
+
+def machine_kind(machine: Machine, mode: str | None) -> str:
+    """Where a machine ran, as the run's summary says it (``machines: 1 used (simulated)``):
+    a RunComfy machine of a log whose run was on the embedded simulated cloud (``mode``,
+    the log's ``system.mode``) is ``simulated`` (a log is resumed only where its run ran, so
+    its last start's mode is every start's)."""
+    if machine.kind == "runcomfy" and mode == "simulated":
+        return "simulated"
+    return str(machine.kind)
 
 
 def event_job_id(event: object) -> str | None:

@@ -223,3 +223,26 @@ def test_status_labels_a_machine_of_the_embedded_simulated_cloud_simulated(
     out = capsys.readouterr().out
     assert "machine s1 (simulated): " in out, out
     assert "(runcomfy)" not in out, out
+
+
+def test_replay_labels_a_machine_of_the_embedded_simulated_cloud_simulated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """replay's machines table said "runcomfy" for a simulated run's machine, as status did."""
+    path = tmp_path / "r.log"
+    with eventlog.open_writer(path, Event) as writer:
+        writer.append(ev.SystemStarted(run_id="r", version="0", mode="simulated", at=0.0))
+        writer.append(
+            ev.MachineLaunchRequested(
+                request_key="k",
+                server_type="medium",
+                workflow_version="wv",
+                estimated_duration=600,
+                at=0.0,
+            )
+        )
+        writer.append(ev.MachineLaunched(request_key="k", server_id="s1", at=1.0))
+    assert main(["replay", str(path), "--at", "3"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["s1"])
+    assert row.split()[1] == "simulated", out
