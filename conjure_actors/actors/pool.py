@@ -212,6 +212,23 @@ def _unanswered_words(exc: ClientError | None) -> str:
     return "an answer that is not ComfyUI's"
 
 
+def _unanswered_on_trio_clock(ctx: Any) -> dict[str, policy.Unanswered]:
+    """The versions' series of unanswered machines as the log leaves them
+    (``policy.unanswered_from_log``), their holds moved from the log's clock to trio's."""
+    found = policy.unanswered_from_log(
+        ctx.state, max_launch_attempts=ctx.config.pool.max_launch_attempts
+    )
+    if not found:
+        return {}
+    shift = trio.current_time() - ctx.now()
+    return {
+        version: attrs.evolve(
+            series, held_at=None if series.held_at is None else series.held_at + shift
+        )
+        for version, series in found.items()
+    }
+
+
 def _minutes(seconds: float) -> str:
     """``seconds`` for a line: "10 min", "45 s"."""
     if seconds >= 90:
@@ -686,7 +703,8 @@ class MachinePool:
         # breaks its start, a proxy's 502). Each is a failed launch of that version; at
         # ``max_launch_attempts`` its waiting jobs fail and it is held (policy.version_held),
         # other versions launching on. A machine of it that answers ends its series.
-        self.unanswered: dict[str, policy.Unanswered] = {}
+        # Rebuilt from the log at a restart (a version held stays held), on trio's clock.
+        self.unanswered: dict[str, policy.Unanswered] = _unanswered_on_trio_clock(ctx)
         self.reaped_at = float("-inf")  # trio time of the last idle/renewal pass
         self.last_boot_failure = ""  # how the last of them ended (its words)
         # Launching stopped on launch failures (not the budget, not the stop): the next

@@ -139,6 +139,7 @@ __all__ = [
     "should_renew",
     "surplus_starting",
     "unanswered_counts",
+    "unanswered_from_log",
     "unanswered_stop",
     "unknown_server_line",
     "unknown_servers",
@@ -400,6 +401,41 @@ def unanswered_stop(
     ):
         held_at = now
     return Unanswered(count=count, what=what, held_at=held_at)
+
+
+def unanswered_from_log(
+    state: State, *, max_launch_attempts: int, hold: float = UNANSWERED_HOLD
+) -> dict[str, Unanswered]:
+    """Each workflow version's series as the log leaves it, for a restart (the pool keeps it
+    in memory: a serve restarted on a version held would otherwise pay for up to
+    ``max_launch_attempts`` more machines). Its RunComfy machines in the order their stops
+    were decided: one stopped ``unhealthy`` that never served a job nor answered a health
+    check is one more of the series (:func:`unanswered_stop`, on the log's clock); one that
+    answered or served ends it. ``held_at`` is on the log's clock: the caller moves it to
+    its own. The words of the failure are not in the log (``what`` stays empty)."""
+    machines: dict[str, list[Machine]] = {}
+    for m in state.machines.values():
+        if m.kind != "runcomfy" or m.workflow_version is None:
+            continue
+        machines.setdefault(m.workflow_version, []).append(m)
+    out: dict[str, Unanswered] = {}
+    for version, ms in machines.items():
+        series: Unanswered | None = None
+        stops = sorted(
+            (m for m in ms if m.stop_requested_at is not None or m.healthy or m.jobs_served),
+            key=lambda m: m.stop_requested_at if m.stop_requested_at is not None else math.inf,
+        )
+        for m in stops:
+            if m.stop_reason == "unhealthy" and not m.jobs_served and not m.healthy:
+                at = m.stop_requested_at if m.stop_requested_at is not None else 0.0
+                series = unanswered_stop(
+                    series, what="", now=at, max_launch_attempts=max_launch_attempts, hold=hold
+                )
+            else:
+                series = None  # its ComfyUI answered: the version starts
+        if series is not None:
+            out[version] = series
+    return out
 
 
 def version_held(series: Unanswered | None, *, now: float, hold: float = UNANSWERED_HOLD) -> bool:

@@ -59,3 +59,33 @@ async def test_a_comfyui_that_answers_503_fails_the_job_after_three_machines(
     assert all(m.server_id in line for m, line in zip(machines, said, strict=True))
     assert "http://" not in caplog.text
     assert "ws://" not in caplog.text
+
+
+async def test_a_restart_during_the_hold_keeps_the_version_held(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The series lived in the pool's memory: a serve restarted on a held version paid for
+    up to three more machines. It is rebuilt from the log: a job of the held version fails
+    at once after a restart, and no machine is launched for it."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    graph = json.loads(bundled_workflow())
+    async with open_test_cloud(wall.now, comfy_faults=ComfyFaults(http_5xx_rate=1.0)) as cloud:
+        config = sim_config(cloud, max_machines=1, max_launch_attempts=3)
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            first = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[first].status in DONE)
+                await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+        log.close()
+        log = log.reopen()
+        async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+            again = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(60):
+                await wait_for(conjure, lambda s: s.jobs[again].status in DONE)
+            state = conjure.state
+    error = state.jobs[again].error
+    assert state.jobs[again].status == "failed"
+    assert error is not None
+    assert "were Ready but their ComfyUI never answered" in error.message
+    assert len(state.machines) == 3  # none launched after the restart

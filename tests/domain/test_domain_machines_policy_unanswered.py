@@ -4,9 +4,12 @@ before serving a job): its failed launches are counted per version, and once
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain.machines_policy import (
     UNANSWERED_HOLD,
     Unanswered,
@@ -14,6 +17,7 @@ from conjure_actors.domain.machines_policy import (
     unanswered_stop,
     version_held,
 )
+from conjure_actors.domain.state import Machine, initial_state
 
 
 def test_only_a_runcomfy_machine_that_served_nothing_counts() -> None:
@@ -95,3 +99,45 @@ def test_paid_launches_of_a_version_are_bounded_until_a_reset(
             series, launched = None, 0
         else:
             now += dt
+
+
+def _machine(sid: str, stopped: float | None, *, reason: str = "unhealthy", **kw: Any) -> Any:
+    return Machine(
+        server_id=sid,
+        status="stopped" if stopped is not None else "ready",
+        kind="runcomfy",
+        workflow_version=str(kw.pop("version", "v1")),
+        stop_requested_at=stopped,
+        stop_reason=reason if stopped is not None else None,
+        **kw,
+    )
+
+
+def _log_state(*machines: Any) -> Any:
+    state = initial_state()
+    for m in machines:
+        state.machines[m.server_id] = m
+    return state
+
+
+def test_the_series_is_rebuilt_from_the_logs_machines_in_the_order_they_stopped() -> None:
+    state = _log_state(_machine("c", 300.0), _machine("a", 100.0), _machine("b", 200.0))
+    (series,) = policy.unanswered_from_log(state, max_launch_attempts=3).values()
+    assert (series.count, series.held_at) == (3, 300.0)
+
+
+def test_a_machine_that_answered_or_served_ends_the_series_in_the_log() -> None:
+    state = _log_state(
+        _machine("a", 100.0),
+        _machine("b", 200.0, reason="idle", healthy=True),
+        _machine("c", 300.0),
+        _machine("d", 400.0, reason="unhealthy", jobs_served=2),
+        _machine("e", 500.0),
+    )
+    (series,) = policy.unanswered_from_log(state, max_launch_attempts=3).values()
+    assert (series.count, series.held_at) == (1, None)
+
+
+def test_a_running_machine_that_answered_leaves_no_series() -> None:
+    state = _log_state(_machine("a", 100.0), _machine("b", None, healthy=True))
+    assert policy.unanswered_from_log(state, max_launch_attempts=3) == {}
