@@ -135,14 +135,10 @@ def test_status_of_a_log_without_records_says_so(
     assert captured.err.endswith(": no run to show\n")
 
 
-def test_status_of_a_crashed_run_bills_its_running_machine_as_replay_does(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A machine still running at the end of a crashed run's log is shown at what it had
-    cost by its last record (replay's ``billed``), not at $0 (no accrual logged yet)."""
-    path = tmp_path / "r.log"
+def _launched_s1(path: Path, mode: str) -> Path:
+    """A log of a run on ``mode`` that launched machine ``s1`` (a medium, lease 600 s)."""
     with eventlog.open_writer(path, Event) as writer:
-        writer.append(ev.SystemStarted(run_id="r", version="0", mode="runcomfy", at=0.0))
+        writer.append(ev.SystemStarted(run_id="r", version="0", mode=mode, at=0.0))
         writer.append(
             ev.MachineLaunchRequested(
                 request_key="k",
@@ -153,6 +149,16 @@ def test_status_of_a_crashed_run_bills_its_running_machine_as_replay_does(
             )
         )
         writer.append(ev.MachineLaunched(request_key="k", server_id="s1", at=1.0))
+    return path
+
+
+def test_status_of_a_crashed_run_bills_its_running_machine_as_replay_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A machine still running at the end of a crashed run's log is shown at what it had
+    cost by its last record (replay's ``billed``), not at $0 (no accrual logged yet)."""
+    path = _launched_s1(tmp_path / "r.log", "runcomfy")
+    with eventlog.open_writer(path, Event) as writer:
         writer.append(
             ev.MachineReady(
                 server_id="s1",
@@ -206,19 +212,7 @@ def test_status_labels_a_machine_of_the_embedded_simulated_cloud_simulated(
 ) -> None:
     """A simulated run's machine was listed "(runcomfy)" while the run's own summary says
     "machines: 1 used (simulated)": status says "(simulated)" too."""
-    path = tmp_path / "r.log"
-    with eventlog.open_writer(path, Event) as writer:
-        writer.append(ev.SystemStarted(run_id="r", version="0", mode="simulated", at=0.0))
-        writer.append(
-            ev.MachineLaunchRequested(
-                request_key="k",
-                server_type="medium",
-                workflow_version="wv",
-                estimated_duration=600,
-                at=0.0,
-            )
-        )
-        writer.append(ev.MachineLaunched(request_key="k", server_id="s1", at=1.0))
+    path = _launched_s1(tmp_path / "r.log", "simulated")
     assert main(["status", str(path)]) == 0
     out = capsys.readouterr().out
     assert "machine s1 (simulated): " in out, out
@@ -229,19 +223,7 @@ def test_replay_labels_a_machine_of_the_embedded_simulated_cloud_simulated(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """replay's machines table said "runcomfy" for a simulated run's machine, as status did."""
-    path = tmp_path / "r.log"
-    with eventlog.open_writer(path, Event) as writer:
-        writer.append(ev.SystemStarted(run_id="r", version="0", mode="simulated", at=0.0))
-        writer.append(
-            ev.MachineLaunchRequested(
-                request_key="k",
-                server_type="medium",
-                workflow_version="wv",
-                estimated_duration=600,
-                at=0.0,
-            )
-        )
-        writer.append(ev.MachineLaunched(request_key="k", server_id="s1", at=1.0))
+    path = _launched_s1(tmp_path / "r.log", "simulated")
     assert main(["replay", str(path), "--at", "3"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.split()[:1] == ["s1"])
