@@ -214,7 +214,8 @@ def _unanswered_words(exc: ClientError | None) -> str:
 
 def _unanswered_on_trio_clock(ctx: Any) -> dict[str, policy.Unanswered]:
     """The versions' series of unanswered machines as the log leaves them
-    (``policy.unanswered_from_log``), their holds moved from the log's clock to trio's."""
+    (``policy.unanswered_from_log``), their times (hold, last stop) moved from the log's
+    clock to trio's."""
     found = policy.unanswered_from_log(
         ctx.state, max_launch_attempts=ctx.config.pool.max_launch_attempts
     )
@@ -223,7 +224,9 @@ def _unanswered_on_trio_clock(ctx: Any) -> dict[str, policy.Unanswered]:
     shift = trio.current_time() - ctx.now()
     return {
         version: attrs.evolve(
-            series, held_at=None if series.held_at is None else series.held_at + shift
+            series,
+            held_at=None if series.held_at is None else series.held_at + shift,
+            last_at=None if series.last_at is None else series.last_at + shift,
         )
         for version, series in found.items()
     }

@@ -34,7 +34,8 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   :func:`unanswered_stop`, :func:`version_held`): machines of it Ready (billed) but stopped
   as unhealthy before serving a job count as failed launches, per version; after
   ``max_launch_attempts`` of them in a row its jobs fail and it is not launched again for
-  :data:`UNANSWERED_HOLD`;
+  :data:`UNANSWERED_HOLD`; a series whose last stop is :data:`UNANSWERED_SERIES_GAP` old
+  is over (a later one is a new failure, not the same one going on);
 - *how long a launch of unknown outcome may still land* (:func:`landing_grace`): from what
   its answer proves (a 5xx in hand, or no answer at all);
 - *the final bill* (:func:`machine_stopped`): billed from the SERVER's Ready time as its
@@ -101,6 +102,7 @@ __all__ = [
     "LAUNCH_TIE_SKEW",
     "NOT_VISIBLE_GRACE",
     "UNANSWERED_HOLD",
+    "UNANSWERED_SERIES_GAP",
     "Listed",
     "MachineView",
     "Observation",
@@ -136,6 +138,7 @@ __all__ = [
     "renewal_refused",
     "renewed_duration",
     "reserved_slots",
+    "series_over",
     "should_renew",
     "surplus_starting",
     "unanswered_counts",
@@ -361,16 +364,28 @@ machines per ten minutes, and a fix made on RunComfy meanwhile (a rebuilt versio
 missing node installed) is tried again without a restart of ``serve``."""
 
 
+UNANSWERED_SERIES_GAP = 1800.0
+"""Seconds after the last machine of a series (Ready, its ComfyUI never answered) after which
+the series is over and the next such machine starts a new one. Machines of one failure come
+minutes apart (the next is launched at the stop, Ready within ``ready_timeout``, given up
+after its health check); two that died a day apart with no job of the version between them
+are two failures (a RunComfy incident that passed), and must not add up to a hold: a
+version that failed twice on Monday was held by Tuesday's first failure (found by review of
+issue H10's fix)."""
+
+
 @attrs.frozen
 class Unanswered:
     """One workflow version's machines that were Ready but whose ComfyUI never answered,
     in a row: ``count`` of them, the last one's failure in words (``what``: "HTTP 503",
-    "no connection"...), and when (the actor's trio time) the series reached
-    ``max_launch_attempts`` (``held_at``; None: not yet)."""
+    "no connection"...), when (the actor's trio time) the series reached
+    ``max_launch_attempts`` (``held_at``; None: not yet), and when its last machine was
+    stopped (``last_at``: a series :data:`UNANSWERED_SERIES_GAP` old is over)."""
 
     count: int = 0
     what: str = ""
     held_at: float | None = None
+    last_at: float | None = None
 
 
 def unanswered_counts(*, kind: str, jobs_served: int) -> bool:
@@ -388,11 +403,13 @@ def unanswered_stop(
     now: float,
     max_launch_attempts: int,
     hold: float = UNANSWERED_HOLD,
+    gap: float = UNANSWERED_SERIES_GAP,
 ) -> Unanswered:
-    """The series after one more such machine. ``series``: None, or one whose hold is over,
-    starts anew; one still held stays held from when it was (a machine launched before the
-    hold does not lift it). It is held from the stop that reaches ``max_launch_attempts``."""
-    if series is None or (series.held_at is not None and now >= series.held_at + hold):
+    """The series after one more such machine. ``series``: None, one whose hold is over, or
+    one not held whose last machine stopped ``gap`` seconds ago or more, starts anew; one
+    still held stays held from when it was (a machine launched before the hold does not lift
+    it). It is held from the stop that reaches ``max_launch_attempts``."""
+    if series is None or series_over(series, now=now, hold=hold, gap=gap):
         series = Unanswered()
     count = series.count + 1
     held_at = series.held_at
@@ -400,7 +417,21 @@ def unanswered_stop(
         failed_in_a_row=count, max_launch_attempts=max_launch_attempts
     ):
         held_at = now
-    return Unanswered(count=count, what=what, held_at=held_at)
+    return Unanswered(count=count, what=what, held_at=held_at, last_at=now)
+
+
+def series_over(
+    series: Unanswered,
+    *,
+    now: float,
+    hold: float = UNANSWERED_HOLD,
+    gap: float = UNANSWERED_SERIES_GAP,
+) -> bool:
+    """Whether ``series`` is over at ``now``: its hold ran out, or (not held) its last
+    machine stopped ``gap`` seconds ago or more. The next such machine starts a new one."""
+    if series.held_at is not None:
+        return now >= series.held_at + hold
+    return series.last_at is not None and now >= series.last_at + gap
 
 
 def unanswered_from_log(

@@ -89,3 +89,32 @@ async def test_a_restart_during_the_hold_keeps_the_version_held(
     assert error is not None
     assert "were Ready but their ComfyUI never answered" in error.message
     assert len(state.machines) == 3  # none launched after the restart
+
+
+async def test_a_partial_series_in_the_log_is_over_a_day_later(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Two unanswered machines, then a restart a day later: the next job's machines are a new
+    series (three more before it fails), not the third of Monday's (one more, then held)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    graph = json.loads(bundled_workflow())
+    async with open_test_cloud(wall.now, comfy_faults=ComfyFaults(http_5xx_rate=1.0)) as cloud:
+        two = sim_config(cloud, max_machines=1, max_launch_attempts=2)
+        async with run_conjure(cloud, log, tmp_path, two, wall) as conjure:
+            first = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[first].status in DONE)
+                await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+        log.close()
+        await trio.sleep(86_400)
+        log = log.reopen()
+        three = sim_config(cloud, max_machines=1, max_launch_attempts=3)
+        async with run_conjure(cloud, log, tmp_path, three, wall) as conjure:
+            again = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
+            with trio.fail_after(3600):
+                await wait_for(conjure, lambda s: s.jobs[again].status in DONE)
+                await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+            state = conjure.state
+    assert state.jobs[again].status == "failed"
+    assert len(state.machines) == 2 + 3

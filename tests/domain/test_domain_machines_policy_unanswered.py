@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain.machines_policy import (
     UNANSWERED_HOLD,
+    UNANSWERED_SERIES_GAP,
     Unanswered,
     unanswered_counts,
     unanswered_stop,
@@ -34,7 +35,7 @@ def test_the_series_is_held_from_the_stop_that_reaches_the_limit() -> None:
         s = unanswered_stop(s, what="HTTP 503", now=now, max_launch_attempts=3)
         assert not version_held(s, now=now)
     s = unanswered_stop(s, what="HTTP 502", now=30.0, max_launch_attempts=3)
-    assert s == Unanswered(count=3, what="HTTP 502", held_at=30.0)
+    assert s == Unanswered(count=3, what="HTTP 502", held_at=30.0, last_at=30.0)
     assert version_held(s, now=30.0 + UNANSWERED_HOLD - 1)
     assert not version_held(s, now=30.0 + UNANSWERED_HOLD)
 
@@ -43,14 +44,33 @@ def test_a_straggler_during_the_hold_does_not_lift_it() -> None:
     """A machine launched before the hold, stopped during it, keeps the hold where it was."""
     held = Unanswered(count=3, what="HTTP 503", held_at=100.0)
     s = unanswered_stop(held, what="no connection", now=150.0, max_launch_attempts=3)
-    assert s == Unanswered(count=4, what="no connection", held_at=100.0)
+    assert s == Unanswered(count=4, what="no connection", held_at=100.0, last_at=150.0)
 
 
 def test_a_stop_after_the_hold_starts_a_new_series() -> None:
     """Once the hold is over, the next such machine is the first of a new series."""
     held = Unanswered(count=3, what="HTTP 503", held_at=100.0)
-    s = unanswered_stop(held, what="HTTP 503", now=100.0 + UNANSWERED_HOLD, max_launch_attempts=3)
-    assert s == Unanswered(count=1, what="HTTP 503", held_at=None)
+    now = 100.0 + UNANSWERED_HOLD
+    s = unanswered_stop(held, what="HTTP 503", now=now, max_launch_attempts=3)
+    assert s == Unanswered(count=1, what="HTTP 503", held_at=None, last_at=now)
+
+
+def test_a_stop_long_after_the_last_one_starts_a_new_series() -> None:
+    """Two such machines a day apart are two failures: the second does not add to the first
+    (before: a version that failed twice on Monday was held by Tuesday's first failure)."""
+    s = None
+    for now in (10.0, 20.0):
+        s = unanswered_stop(s, what="HTTP 503", now=now, max_launch_attempts=3)
+    s = unanswered_stop(s, what="HTTP 503", now=20.0 + 86_400.0, max_launch_attempts=3)
+    assert (s.count, s.held_at) == (1, None)
+
+
+def test_a_stop_within_the_gap_continues_the_series() -> None:
+    """Machines of one failure come minutes apart: the gap is measured from the last stop."""
+    s = None
+    for now in (0.0, UNANSWERED_SERIES_GAP - 1, 2 * UNANSWERED_SERIES_GAP - 2):
+        s = unanswered_stop(s, what="HTTP 503", now=now, max_launch_attempts=3)
+    assert (s.count, s.held_at) == (3, 2 * UNANSWERED_SERIES_GAP - 2)
 
 
 _ACTIONS = st.lists(
@@ -58,7 +78,7 @@ _ACTIONS = st.lists(
         st.just(("launch", 0.0)),
         st.just(("dead", 0.0)),
         st.just(("answers", 0.0)),
-        st.tuples(st.just("wait"), st.floats(0.0, 2 * UNANSWERED_HOLD)),
+        st.tuples(st.just("wait"), st.floats(0.0, 2 * UNANSWERED_SERIES_GAP)),
     ),
     max_size=80,
 )
@@ -70,8 +90,9 @@ def test_paid_launches_of_a_version_are_bounded_until_a_reset(
 ) -> None:
     """The pool's loop for one version (launch while not held, at most ``max_machines`` at
     once; each machine dies unanswered or answers): between two resets (a machine that
-    answers, a hold that ran out) at most ``limit + max_machines - 1`` machines launch, and
-    with one machine at a time at most ``limit`` (before: no bound but the job's timeout)."""
+    answers, a hold that ran out, a series whose last stop is ``UNANSWERED_SERIES_GAP`` old) at
+    most ``limit + max_machines - 1`` machines launch, and with one machine at a time at most
+    ``limit`` (before: no bound but the job's timeout)."""
     series: Unanswered | None = None
     now = 0.0
     in_flight = 0
@@ -93,6 +114,12 @@ def test_paid_launches_of_a_version_are_bounded_until_a_reset(
                 assert launched <= limit
         elif action == "dead" and in_flight:
             in_flight -= 1
+            if (
+                series is not None
+                and series.held_at is None
+                and policy.series_over(series, now=now)
+            ):
+                launched = 0  # its last stop is long past: this one starts a new series
             series = unanswered_stop(series, what="HTTP 503", now=now, max_launch_attempts=limit)
         elif action == "answers" and in_flight:
             in_flight -= 1
@@ -136,6 +163,14 @@ def test_a_machine_that_answered_or_served_ends_the_series_in_the_log() -> None:
     )
     (series,) = policy.unanswered_from_log(state, max_launch_attempts=3).values()
     assert (series.count, series.held_at) == (1, None)
+
+
+def test_a_series_of_the_log_ends_at_a_long_gap_between_stops() -> None:
+    """The restart's rebuild keeps the gap rule: two stops a day before one are not its series."""
+    day = 86_400.0
+    state = _log_state(_machine("a", 100.0), _machine("b", 200.0), _machine("c", 200.0 + day))
+    (series,) = policy.unanswered_from_log(state, max_launch_attempts=3).values()
+    assert (series.count, series.held_at, series.last_at) == (1, None, 200.0 + day)
 
 
 def test_a_running_machine_that_answered_leaves_no_series() -> None:
