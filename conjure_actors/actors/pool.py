@@ -701,6 +701,7 @@ class MachinePool:
         self.launching_allowed = True
         self.refuse_reason = ""
         self.failed_in_a_row = 0  # launches that ended without a Ready machine
+        self.failed_at: float | None = None  # trio time of the last of them (a series ends)
         # Workflow version -> its machines in a row that were Ready (billed) but stopped as
         # unhealthy before serving a job: their ComfyUI never answered (a custom node that
         # breaks its start, a proxy's 502). Each is a failed launch of that version; at
@@ -2029,7 +2030,7 @@ class MachineActor(Actor):
                 if now - pool.failing_since >= self.cfg.cloud_patience:
                     self._stop_launching(f"launch failed: {exc}", relaunch=True)
             else:
-                pool.failed_in_a_row += 1
+                self._launch_failed()
                 if isinstance(exc, AuthError) or refused:
                     self._stop_launching(f"launch failed: {exc}", relaunch=True)
                 elif policy.launches_exhausted(
@@ -2310,6 +2311,16 @@ class MachineActor(Actor):
 
     def _ready_seen(self) -> None:
         self.pool.failed_in_a_row = 0
+
+    def _launch_failed(self) -> None:
+        """One more launch in a row ended without a Ready machine (a series whose last
+        failure is ``policy.FAILURE_SERIES_GAP`` old starts anew)."""
+        pool = self.pool
+        now = trio.current_time()
+        pool.failed_in_a_row = policy.launches_in_a_row(
+            pool.failed_in_a_row, last_at=pool.failed_at, now=now
+        )
+        pool.failed_at = now
 
     async def _stop_all(self, reason: str, reply: Reply[list[str]] | None) -> None:
         """Stop launching and every machine we pay for; ``reply`` once none is left (or
@@ -2665,7 +2676,7 @@ class MachineActor(Actor):
                     )
                     self._ready_seen()
                 case Observation.STUCK:
-                    pool.failed_in_a_row += 1  # a launch that never became Ready
+                    self._launch_failed()  # a launch that never became Ready
                     pool.last_boot_failure = (
                         f"machine {sid} ended in status Error"
                         if s.status == "Error"

@@ -29,12 +29,14 @@ what to do (events to emit, or a decision it acts on). Each rule is tested on it
   machines are busy on average); a pre-launched machine nobody takes stops by the idle
   timeout like any other;
 - *what a listing means for one machine* (:func:`observe`): Ready, lost, stuck, renewed...;
-- *give up on launches that never become Ready* (:func:`launches_exhausted`);
+- *give up on launches that never become Ready* (:func:`launches_exhausted`,
+  :func:`launches_in_a_row`: a series whose last failure is :data:`FAILURE_SERIES_GAP` old
+  is over);
 - *give up on a workflow version whose ComfyUI never answers* (:class:`Unanswered`,
   :func:`unanswered_stop`, :func:`version_held`): machines of it Ready (billed) but stopped
   as unhealthy before serving a job count as failed launches, per version; after
   ``max_launch_attempts`` of them in a row its jobs fail and it is not launched again for
-  :data:`UNANSWERED_HOLD`; a series whose last stop is :data:`UNANSWERED_SERIES_GAP` old
+  :data:`UNANSWERED_HOLD`; a series whose last stop is :data:`FAILURE_SERIES_GAP` old
   is over (a later one is a new failure, not the same one going on);
 - *how long a launch of unknown outcome may still land* (:func:`landing_grace`): from what
   its answer proves (a 5xx in hand, or no answer at all);
@@ -94,6 +96,7 @@ from conjure_actors.domain.state import (
 )
 
 __all__ = [
+    "FAILURE_SERIES_GAP",
     "GATEWAY_TIMEOUT",
     "GONE_STATUSES",
     "LAUNCH_LAND_GRACE",
@@ -102,7 +105,6 @@ __all__ = [
     "LAUNCH_TIE_SKEW",
     "NOT_VISIBLE_GRACE",
     "UNANSWERED_HOLD",
-    "UNANSWERED_SERIES_GAP",
     "Listed",
     "MachineView",
     "Observation",
@@ -123,6 +125,7 @@ __all__ = [
     "launch_duration",
     "launch_of",
     "launches_exhausted",
+    "launches_in_a_row",
     "launches_needed",
     "lease_takes_job",
     "lost_bill",
@@ -364,14 +367,25 @@ machines per ten minutes, and a fix made on RunComfy meanwhile (a rebuilt versio
 missing node installed) is tried again without a restart of ``serve``."""
 
 
-UNANSWERED_SERIES_GAP = 1800.0
-"""Seconds after the last machine of a series (Ready, its ComfyUI never answered) after which
-the series is over and the next such machine starts a new one. Machines of one failure come
-minutes apart (the next is launched at the stop, Ready within ``ready_timeout``, given up
-after its health check); two that died a day apart with no job of the version between them
-are two failures (a RunComfy incident that passed), and must not add up to a hold: a
-version that failed twice on Monday was held by Tuesday's first failure (found by review of
-issue H10's fix)."""
+FAILURE_SERIES_GAP = 1800.0
+"""Seconds after the last failure of a series of failed launches "in a row" (boots that never
+became Ready: :func:`launches_in_a_row`; a version's machines whose ComfyUI never answered:
+:func:`unanswered_stop`) after which the series is over and the next failure starts a new
+one. The failures of one cause come minutes apart (the next launch goes at once, Ready or
+given up within ``ready_timeout``, a health check's ~44 s); two a day apart, with nothing
+launched between them, are two failures (a RunComfy incident that passed), and must not
+add up to ``max_launch_attempts``: two on Monday made Tuesday's first one fail the waiting
+jobs (found by review of issue H10's fix)."""
+
+
+def launches_in_a_row(
+    failed_in_a_row: int, *, last_at: float | None, now: float, gap: float = FAILURE_SERIES_GAP
+) -> int:
+    """Failed launches in a row after one more at ``now``; ``last_at``: when the one before
+    failed (None: none did). A series whose last failure is ``gap`` old starts anew."""
+    if last_at is not None and now >= last_at + gap:
+        failed_in_a_row = 0
+    return failed_in_a_row + 1
 
 
 @attrs.frozen
@@ -380,7 +394,7 @@ class Unanswered:
     in a row: ``count`` of them, the last one's failure in words (``what``: "HTTP 503",
     "no connection"...), when (the actor's trio time) the series reached
     ``max_launch_attempts`` (``held_at``; None: not yet), and when its last machine was
-    stopped (``last_at``: a series :data:`UNANSWERED_SERIES_GAP` old is over)."""
+    stopped (``last_at``: a series :data:`FAILURE_SERIES_GAP` old is over)."""
 
     count: int = 0
     what: str = ""
@@ -403,7 +417,7 @@ def unanswered_stop(
     now: float,
     max_launch_attempts: int,
     hold: float = UNANSWERED_HOLD,
-    gap: float = UNANSWERED_SERIES_GAP,
+    gap: float = FAILURE_SERIES_GAP,
 ) -> Unanswered:
     """The series after one more such machine. ``series``: None, one whose hold is over, or
     one not held whose last machine stopped ``gap`` seconds ago or more, starts anew; one
@@ -425,7 +439,7 @@ def series_over(
     *,
     now: float,
     hold: float = UNANSWERED_HOLD,
-    gap: float = UNANSWERED_SERIES_GAP,
+    gap: float = FAILURE_SERIES_GAP,
 ) -> bool:
     """Whether ``series`` is over at ``now``: its hold ran out, or (not held) its last
     machine stopped ``gap`` seconds ago or more. The next such machine starts a new one."""

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain.errors import CommandRejectedError
 from conjure_actors.domain.machines_policy import (
     LAUNCH_MARKER_SHARE,
@@ -447,6 +448,32 @@ def test_launches_exhausted_after_the_bounded_number_of_tries() -> None:
     """Launching stops once ``max_launch_attempts`` launches in a row never became Ready."""
     assert not launches_exhausted(failed_in_a_row=2, max_launch_attempts=3)
     assert launches_exhausted(failed_in_a_row=3, max_launch_attempts=3)
+
+
+def test_a_failed_launch_long_after_the_last_starts_a_new_series() -> None:
+    """Two boots that never became Ready on Monday and one on Tuesday are not three in a row
+    (before, Tuesday's first failure stopped launching and failed the waiting jobs)."""
+    assert policy.launches_in_a_row(2, last_at=100.0, now=200.0) == 3
+    assert policy.launches_in_a_row(2, last_at=100.0, now=100.0 + 86_400.0) == 1
+    assert policy.launches_in_a_row(0, last_at=None, now=5.0) == 1
+
+
+@given(
+    gaps=st.lists(st.floats(0.0, 3 * policy.FAILURE_SERIES_GAP), min_size=1, max_size=30),
+)
+def test_launches_in_a_row_count_the_failures_since_the_last_long_gap(gaps: list[float]) -> None:
+    """The count after each failure is the failures since the last gap of
+    ``FAILURE_SERIES_GAP`` or more between two of them (the first failure starts it)."""
+    count, last, now = 0, None, 0.0
+    since = 0
+    for gap in gaps:
+        now += gap
+        if last is not None and gap >= policy.FAILURE_SERIES_GAP:
+            since = 0
+        since += 1
+        count = policy.launches_in_a_row(count, last_at=last, now=now)
+        last = now
+        assert count == since
 
 
 def _ready_machine(state: State, *, ready: float, lease_end: float) -> None:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from conjure_actors.domain import machines_policy as policy
 from conjure_actors.domain.machines_policy import (
+    FAILURE_SERIES_GAP,
     UNANSWERED_HOLD,
-    UNANSWERED_SERIES_GAP,
     Unanswered,
     unanswered_counts,
     unanswered_stop,
@@ -68,9 +68,9 @@ def test_a_stop_long_after_the_last_one_starts_a_new_series() -> None:
 def test_a_stop_within_the_gap_continues_the_series() -> None:
     """Machines of one failure come minutes apart: the gap is measured from the last stop."""
     s = None
-    for now in (0.0, UNANSWERED_SERIES_GAP - 1, 2 * UNANSWERED_SERIES_GAP - 2):
+    for now in (0.0, FAILURE_SERIES_GAP - 1, 2 * FAILURE_SERIES_GAP - 2):
         s = unanswered_stop(s, what="HTTP 503", now=now, max_launch_attempts=3)
-    assert (s.count, s.held_at) == (3, 2 * UNANSWERED_SERIES_GAP - 2)
+    assert (s.count, s.held_at) == (3, 2 * FAILURE_SERIES_GAP - 2)
 
 
 _ACTIONS = st.lists(
@@ -78,7 +78,7 @@ _ACTIONS = st.lists(
         st.just(("launch", 0.0)),
         st.just(("dead", 0.0)),
         st.just(("answers", 0.0)),
-        st.tuples(st.just("wait"), st.floats(0.0, 2 * UNANSWERED_SERIES_GAP)),
+        st.tuples(st.just("wait"), st.floats(0.0, 2 * FAILURE_SERIES_GAP)),
     ),
     max_size=80,
 )
@@ -90,7 +90,7 @@ def test_paid_launches_of_a_version_are_bounded_until_a_reset(
 ) -> None:
     """The pool's loop for one version (launch while not held, at most ``max_machines`` at
     once; each machine dies unanswered or answers): between two resets (a machine that
-    answers, a hold that ran out, a series whose last stop is ``UNANSWERED_SERIES_GAP`` old) at
+    answers, a hold that ran out, a series whose last stop is ``FAILURE_SERIES_GAP`` old) at
     most ``limit + max_machines - 1`` machines launch, and with one machine at a time at most
     ``limit`` (before: no bound but the job's timeout)."""
     series: Unanswered | None = None
