@@ -601,16 +601,54 @@ def _log_damage(record: se.AssetRecord, exc: BlobDamagedError, answer: str) -> N
     )
 
 
+#: How a browser may keep an asset's content: the bytes behind an asset id never change, but
+#: the asset may be deleted and a token-protected serve's answers are one user's, so a cache
+#: keeps them privately and asks again each time, which ``If-None-Match`` answers with a
+#: bodiless 304 (a page's gallery or mesh viewer revalidating pays a round trip, not the bytes).
+_CONTENT_CACHE_CONTROL: Final = "private, no-cache"
+
+
+def _entity_tags(header: str) -> list[str]:
+    """The entity tags of an ``If-None-Match`` / ``If-Range`` value (``*`` as itself), each
+    without its weakness prefix: ``If-None-Match`` compares weakly (RFC 9110 13.1.2)."""
+    return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (or is ``*``): the client has these bytes."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = _entity_tags(header)
+    return "*" in tags or etag in tags
+
+
+def _range_applies(request: Request, etag: str) -> bool:
+    """Whether a ``Range`` may be answered with part of these bytes: no ``If-Range``, or one
+    that names ``etag`` exactly (a strong comparison); a date or another tag means the
+    client's copy may be other bytes, so it gets the whole content (RFC 9110 13.1.5)."""
+    header = request.headers.get("if-range")
+    return header is None or header.strip() == etag
+
+
 async def content(request: Request) -> Response:
     service = service_of(request)
     record = _record(service, request.path_params["id"])
     size = record.size
+    etag = f'"{record.hash}"'
+    if _not_modified(request, etag):
+        return Response(
+            status_code=304, headers={"ETag": etag, "Cache-Control": _CONTENT_CACHE_CONTROL}
+        )
     headers = {
         "Accept-Ranges": "bytes",
         **content_headers(record),
-        "ETag": f'"{record.hash}"',
+        "ETag": etag,
+        "Cache-Control": _CONTENT_CACHE_CONTROL,
     }
     wanted = request.headers.get("range")
+    if wanted is not None and not _range_applies(request, etag):
+        wanted = None
     spec = _range_spec(wanted) if wanted is not None else None
     start, end, status = 0, size - 1, 200
     if spec is not None:
@@ -712,12 +750,19 @@ async def _check_blob(service: Service, hash_text: str, size: int, *, hashing: b
             _log_damage(record, exc, "found at start-up; its content is answered 500 asset_damaged")
 
 
+async def asset(request: Request) -> Response:
+    """``/api/v2/assets/{id}``: one route for its methods, so that a 405 there lists them all
+    in ``Allow`` (two routes on one path each answered 405 with only their own)."""
+    if request.method == "DELETE":
+        return await delete_asset(request)
+    return await get_asset(request)
+
+
 ROUTES = [
     Route("/api/v2/assets", upload, methods=["POST"]),
     Route("/api/v2/assets/from-hash", from_hash, methods=["POST"]),
     Route("/api/v2/assets/by-hash/{hash}", head_by_hash, methods=["HEAD"]),
-    Route("/api/v2/assets/{id}", get_asset, methods=["GET"]),
-    Route("/api/v2/assets/{id}", delete_asset, methods=["DELETE"]),
+    Route("/api/v2/assets/{id}", asset, methods=["GET", "DELETE"]),
     Route("/api/v2/assets/{id}/content", content, methods=["GET"]),
 ]
 

@@ -715,9 +715,10 @@ async def submit(request: Request) -> Response:
     for field in _RESERVED:
         if field in body:
             raise invalid_request(f"'{field}' is reserved and not accepted yet")
-    unknown = sorted(k for k in body if k not in ("workflow", "extra_data", "metadata"))
-    if unknown:
-        raise invalid_request(f"unknown fields {unknown}")
+    # Other fields are left out, not refused: the contract's body is an open object
+    # ("additive changes only within v2"), so a newer client's optional field is valid (a
+    # 400 refused schema-valid requests). The reserved ones above are refused: a client that
+    # sends them relies on what they do.
     graph = body.get("workflow")
     if not isinstance(graph, dict):
         raise invalid_request("'workflow' is required: an API-format graph (a JSON object)")

@@ -121,6 +121,20 @@ async def test_hash_mismatch_is_refused(sim_config: Any, tmp_path: Path) -> None
         assert not list((tmp_path / "serve.log.blobs" / "blobs").iterdir())
 
 
+async def test_a_field_of_a_newer_client_is_left_out_not_refused(
+    sim_config: Any, tmp_path: Path
+) -> None:
+    """The contract's body is open ("additive changes only within v2"): an optional field a
+    newer client sends is ignored (was 400 unknown fields); a reserved one is still refused."""
+    body = {"workflow": workflow("invert_save.json"), "priority": 5}
+    async with serving(sim_config, tmp_path) as served, httpx.AsyncClient() as http:
+        newer = await _post_job(http, served.url, json=body)
+        reserved = await _post_job(http, served.url, json={**body, "webhook_url": "http://x"})
+    assert newer.status_code == 201, newer.text
+    assert reserved.status_code == 400
+    assert "webhook_url" in reserved.json()["error"]["message"]
+
+
 async def test_reused_idempotency_key_is_refused(sim_config: Any, tmp_path: Path) -> None:
     """The same Idempotency-Key twice: the second is 422 idempotency_key_reuse, one job."""
     body = {"workflow": workflow("invert_save.json")}
