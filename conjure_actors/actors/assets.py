@@ -223,9 +223,14 @@ class Claimed:
 @attrs.frozen
 class KeyReused:
     """``AcceptJob`` / ``RecordAsset`` answer: the key was claimed before and has not
-    expired; ``asset_id``: the asset an upload's key made, when the claim names it."""
+    expired; ``asset_id``: the asset an upload's key made, when the claim names it;
+    ``job_id``: the job of a submission with the key still being journaled, and
+    ``settled``: that submission's own reply, answered once it is durable (or failed: then
+    nothing of it was logged, and the key is free again)."""
 
     asset_id: str | None = None
+    job_id: str | None = None
+    settled: Reply[Any] | None = attrs.field(default=None, eq=False)
 
 
 # ------------------------------------------------------------------------------ the actor
@@ -241,12 +246,13 @@ class AssetActor(Actor):
         # Decisions not applied yet (see _accept): the events staged for the next append
         # and their replies; the replies of every acceptance not applied yet, by job id (the
         # journal listener answers each as its ApiJobAccepted is applied: _watch_outputs);
-        # the keys claimed by events staged or being journaled (a key used twice before its
-        # first claim is applied is still refused).
+        # the keys claimed by events staged or being journaled, with the submission that
+        # claimed each (a key used twice before its first claim is applied is still refused,
+        # naming the job once the first is durable).
         self._staged: list[Any] = []
         self._waiting: list[Reply[Any]] = []
         self._claims: dict[str, Reply[Any]] = {}
-        self._staged_keys: set[str] = set()
+        self._staged_keys: dict[str, AcceptJob] = {}
         # A flush task is started and has not taken the staged events yet (at most one, so
         # the appends go in the order of the decisions); flush tasks whose append is not
         # done, and an event set once there are none (see _settle).
@@ -401,10 +407,16 @@ class AssetActor(Actor):
         now = self.ctx.now()
         if msg.key is not None:
             claimed = se.claim_key("jobs", msg.key)
-            if self._key_taken(msg.key, now) is not None:
+            taken = self._key_taken(msg.key, now)
+            if isinstance(taken, AcceptJob):
+                # A duplicate while the first is still being journaled (a browser's retry
+                # after a short timeout): it names the first's job once that is durable.
+                msg.reply.set(KeyReused(job_id=taken.job_id, settled=taken.reply))
+                return
+            if taken is not None:
                 msg.reply.set(KeyReused())
                 return
-            self._staged_keys.add(claimed)
+            self._staged_keys[claimed] = msg
             self._staged.append(
                 se.IdempotencyKeyClaimed(
                     key=msg.key,
@@ -433,13 +445,14 @@ class AssetActor(Actor):
         self._flush_soon()
 
     def _key_taken(self, key: str, now: float) -> Any:
-        """The live claim of ``key`` by an upload or a submission (``True``: a submission's,
-        staged or being journaled), or None. One namespace, as the contract's
+        """The live claim of ``key`` by an upload or a submission (an ``AcceptJob``: a
+        submission's, staged or being journaled), or None. One namespace, as the contract's
         Idempotency-Key says: "any later request with the same key is rejected" (the claims
         keep their scope: the log's events are unchanged)."""
         claims = self.ctx.state.service.idempotency
-        if se.claim_key("jobs", key) in self._staged_keys:
-            return True
+        staged = self._staged_keys.get(se.claim_key("jobs", key))
+        if staged is not None:
+            return staged
         for scope in ("assets", "jobs"):
             claim = claims.get(se.claim_key(scope, key))
             if claim is not None and claim.expires_at > now:
@@ -493,7 +506,7 @@ class AssetActor(Actor):
             if kind is se.ApiJobAccepted:
                 self._claims.pop(event.job_id, None)
             elif kind is se.IdempotencyKeyClaimed:
-                self._staged_keys.discard(se.claim_key(event.scope, event.key))
+                self._staged_keys.pop(se.claim_key(event.scope, event.key), None)
             elif kind is se.AssetRecorded and event.source_path is not None:
                 self._staged_outputs.discard(event.source_path)
         self._journaling -= 1

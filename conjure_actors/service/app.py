@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, Retention
+from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, KeyReused, Retention
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.workflow import Catalog, Workflow
@@ -99,7 +99,35 @@ canceled for it has no ``error`` (one canceled by the server has: v2_jobs)."""
 
 
 class KeyReusedError(Exception):
-    """The ``Idempotency-Key`` was claimed before (422 ``idempotency_key_reuse``)."""
+    """The ``Idempotency-Key`` was claimed before (422 ``idempotency_key_reuse``); ``job_id``:
+    the job its submission made, when it is known (:func:`key_reused`)."""
+
+    def __init__(self, key: str | None, job_id: str | None = None) -> None:
+        super().__init__(key)
+        self.job_id = job_id
+
+
+def key_reused(service: Service, exc: KeyReusedError, key: str | None) -> ApiError:
+    """The 422 for a submission whose ``Idempotency-Key`` was used: single use, no replay
+    (the spec), but the key's first submission may have been accepted though its answer
+    never reached the client (a 5xx, a lost connection, a timeout), so the refusal names the
+    job it made, which the client then polls (``details.job_id``, ``details.url``)."""
+    made = exc.job_id or (service.job_of_key(key) if key is not None else None)
+    if made is not None:
+        return ApiError(
+            422,
+            "idempotency_key_reuse",
+            f"this Idempotency-Key was used before, by the submission of job {made}:"
+            " poll it instead of resubmitting",
+            details={"job_id": made, "url": f"/api/v2/jobs/{made}"},
+        )
+    return ApiError(
+        422,
+        "idempotency_key_reuse",
+        "this Idempotency-Key was used before (a key is single use, uploads and"
+        " submissions alike): send a new one, or if this submission used it, poll or list"
+        " your jobs instead of resubmitting",
+    )
 
 
 class Service:
@@ -343,6 +371,14 @@ class Service:
                 await self.assets.tell(accept)
                 told = True
                 answer = await accept.reply.wait()
+                if isinstance(answer, KeyReused) and answer.settled is not None:
+                    # The key's first submission is still being journaled: answer once it
+                    # is durable, naming its job (a retry racing its own first try).
+                    try:
+                        await answer.settled.wait()
+                    except Exception:
+                        # Nothing of the first was logged: its key is free; a retry is safe.
+                        raise restarting(self.settings.retry_after) from None
             if waited.cancelled_caught:
                 raise trio.TooSlowError
         except BaseException as exc:
@@ -356,7 +392,7 @@ class Service:
                 raise restarting(self.settings.retry_after) from None
             raise
         if not isinstance(answer, Claimed):
-            raise KeyReusedError(idempotency_key)
+            raise KeyReusedError(idempotency_key, getattr(answer, "job_id", None))
         # Counted here too (the index's journal listener counted it as the commit applied;
         # updating again is harmless), so that max_queue holds whatever ran first.
         self.index.update(self.state.jobs[job_id])

@@ -61,7 +61,7 @@ from conjure_actors.domain.workflow import (
     workflow_from_text,
 )
 from conjure_actors.errors import UsageError
-from conjure_actors.service.app import KeyReusedError, Service
+from conjure_actors.service.app import KeyReusedError, Service, key_reused
 from conjure_actors.service.errors import ApiError, invalid_request, too_deep
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
@@ -71,6 +71,7 @@ from conjure_actors.service.v2_jobs import (
     image_decodes,
     invalid_workflow,
     iso,
+    job_labels,
     job_view,
     service_of,
 )
@@ -671,15 +672,20 @@ def _bundled_name(raw: str | None) -> str:
 
 
 async def post_job(request: Request) -> Response:
-    """``POST /api/conjure/jobs``: multipart ``image``, ``prompt``, ``set``*, ``workflow``."""
+    """``POST /api/conjure/jobs``: multipart ``image``, ``prompt``, ``set``*, ``workflow``,
+    ``metadata`` (a JSON object of string labels, as a v2 job's: a page finds its jobs by
+    them in ``GET /api/v2/jobs?metadata[k]=v``)."""
     service = service_of(request)
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise invalid_request("send multipart/form-data with an 'image' file and a 'prompt'")
     async with request.form(max_files=1, max_fields=MAX_SETS + 8) as form:
-        unknown = sorted({k for k in form if k not in ("image", "prompt", "set", "workflow")})
+        fields = ("image", "prompt", "set", "workflow", "metadata")
+        unknown = sorted({k for k in form if k not in fields})
         if unknown:
-            raise invalid_request(f"unknown fields {unknown}: send image, prompt, set, workflow")
+            raise invalid_request(
+                f"unknown fields {unknown}: send image, prompt, set, workflow, metadata"
+            )
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise invalid_request("'image' is required: the input picture, as a file")
@@ -691,6 +697,8 @@ async def post_job(request: Request) -> Response:
             raise invalid_request(f"'prompt' is longer than {MAX_PROMPT_CHARS} characters")
         sets = form.getlist("set")
         workflow_field = form.get("workflow")
+        metadata_field = form.get("metadata")
+    labels = _form_labels(metadata_field)
     if not image:
         raise invalid_request("'image' is empty")
     if not all(isinstance(s, str) for s in sets):
@@ -709,19 +717,32 @@ async def post_job(request: Request) -> Response:
             image=image,
             prompt=prompt,
             sets=[str(s) for s in sets],
+            labels=labels,
             idempotency_key=key,
         )
-    except KeyReusedError:
-        raise ApiError(
-            422,
-            "idempotency_key_reuse",
-            "this Idempotency-Key was used before: poll your job instead of resubmitting",
-        ) from None
+    except KeyReusedError as exc:
+        raise key_reused(service, exc, key) from None
     except WorkflowError as exc:
         raise invalid_workflow(exc.problems) from None
     except UsageError as exc:
         raise invalid_request(str(exc)) from None
     return JSONResponse(job_view(request, service, job_id), status_code=201)
+
+
+def _form_labels(field: Any) -> dict[str, str]:
+    """A form's ``metadata`` field: a JSON object of string labels (as a v2 job's
+    ``metadata``: 422 ``metadata_invalid`` past its limits), or none."""
+    if field is None:
+        return {}
+    if not isinstance(field, str):
+        raise invalid_request("'metadata' is text: a JSON object of string labels")
+    try:
+        raw = json.loads(field)
+    except ValueError:
+        raise invalid_request(
+            '\'metadata\' is not JSON: send an object of string labels, e.g. {"tab": "3"}'
+        ) from None
+    return job_labels(raw)
 
 
 def _bundled_checked(

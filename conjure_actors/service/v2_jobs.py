@@ -47,7 +47,7 @@ from conjure_actors.domain.workflow import (
     validate_graph,
 )
 from conjure_actors.errors import UsageError
-from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service
+from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service, key_reused
 from conjure_actors.service.errors import ApiError, invalid_request, not_found, too_deep
 from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
@@ -537,7 +537,7 @@ async def check_input_images(
 MAX_LABELS: int = 16
 
 
-def _labels(raw: Any) -> dict[str, str]:
+def job_labels(raw: Any) -> dict[str, str]:
     """The job's ``metadata`` labels: at most 16 string pairs (422 ``metadata_invalid``)."""
     if raw is None:
         return {}
@@ -723,7 +723,7 @@ async def submit(request: Request) -> Response:
     if not isinstance(graph, dict):
         raise invalid_request("'workflow' is required: an API-format graph (a JSON object)")
     extra_data = _check_extra_data(body.get("extra_data"))
-    labels = _labels(body.get("metadata"))
+    labels = job_labels(body.get("metadata"))
     if isinstance(graph.get("nodes"), list) and isinstance(graph.get("links"), list):
         raise ApiError(
             422,
@@ -764,26 +764,8 @@ async def submit(request: Request) -> Response:
             extra_data=extra_data,
             checked=True,  # checked_workflow above, against the service's catalogue
         )
-    except KeyReusedError:
-        # Single use, no replay (the spec): the key's first submission may have been
-        # accepted though its answer never reached the client (a 5xx, a lost connection),
-        # so the refusal names the job it made, which the client then polls.
-        made = service.job_of_key(key) if key is not None else None
-        if made is not None:
-            raise ApiError(
-                422,
-                "idempotency_key_reuse",
-                f"this Idempotency-Key was used before, by the submission of job {made}:"
-                " poll it instead of resubmitting",
-                details={"job_id": made, "url": f"/api/v2/jobs/{made}"},
-            ) from None
-        raise ApiError(
-            422,
-            "idempotency_key_reuse",
-            "this Idempotency-Key was used before (a key is single use, uploads and"
-            " submissions alike): send a new one, or if this submission used it, poll or list"
-            " your jobs instead of resubmitting",
-        ) from None
+    except KeyReusedError as exc:
+        raise key_reused(service, exc, key) from None
     except WorkflowError as exc:
         raise invalid_workflow(exc.problems, graph) from None
     except UsageError as exc:
