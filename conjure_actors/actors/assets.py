@@ -15,9 +15,14 @@ HTTP handlers (``conjure_actors.service``) ask it; it decides from the state, em
 answers. Work that waits runs in child tasks that report back by message: a timer asks for
 an expiry sweep, a journal subscriber reports each ``OutputSaved`` so the output becomes an
 asset (its bytes copied into the blob store BEFORE ``AssetRecorded`` is logged), and each
-job's end, so its retention runs from then (``ApiJobExpiryMoved``). On start it catches up:
-outputs the log saved but never recorded as assets (a crash in between) are recorded then,
-and jobs that ended without their ``ApiJobExpiryMoved`` get it.
+job's end, so its retention runs from then (``ApiJobExpiryMoved``). An output the store
+refuses on every try (or whose file went) is given up; once each output of a job that
+succeeded is stored or given up, some given up, it logs the job's
+``ApiJobOutputsNotStored`` (the API reads it failed, for good: its other outputs are never
+stored later). On start it catches up: outputs the log saved but never recorded as assets
+(a crash in between) are recorded then, or tried and given up as above, unless their job's
+``ApiJobOutputsNotStored`` is logged; and jobs that ended without their
+``ApiJobExpiryMoved`` get it.
 
 Retention runs from a job's end, never from its submission: a job may wait in the queue
 longer than the retention (a slow boot) and still run, and a client paid for what it made.
@@ -71,8 +76,9 @@ catch-up."""
 STORE_ATTEMPTS = 4
 STORE_RETRY_DELAY = 10.0
 """An output the blob store refuses is tried ``STORE_ATTEMPTS`` times, this many seconds
-apart: the last try comes 30 s after the first, within the 60 s the API waits after a
-job's end for its outputs (``service.v2_jobs.OUTPUT_GRACE``) before it reads failed."""
+apart (the last try 30 s after the first), then given up: a job that succeeded reads
+``running`` until then, and ``failed`` (``ApiJobOutputsNotStored``) once each of its
+outputs is stored or given up, some given up."""
 INLINE_BYTES = 64 * 1024
 """An output up to this size whose bytes are stored already becomes an asset on the actor's
 own task (read and hashed in tens of microseconds): a worker thread, a child task and a
@@ -201,13 +207,14 @@ class OutputSeen:
 
 @attrs.frozen
 class _OutputStored:
-    """From a child: an output's bytes are in the blob store (``hash_text`` None: the file
-    could not be read); the actor logs its ``AssetRecorded``."""
+    """From a child: an output's bytes are in the blob store (``hash_text`` None: given up,
+    ``reason`` says why); the actor logs its ``AssetRecorded``."""
 
     event: ev.OutputSaved
     hash_text: str | None
     size: int = 0
     created: bool = False
+    reason: str = ""
 
 
 @attrs.frozen
@@ -264,17 +271,23 @@ class AssetActor(Actor):
         # whose AssetRecorded is staged or being journaled.
         self._storing: set[str] = set()
         self._staged_outputs: set[str] = set()
+        # Outputs given up (by job, path -> why), until their job's ApiJobOutputsNotStored
+        # is decided; the jobs whose one is staged or being journaled.
+        self._given_up: dict[str, dict[str, str]] = {}
+        self._staged_unstored: set[str] = set()
 
     async def on_start(self) -> None:
         ready = trio.Event()
         self.start_soon(self._watch_outputs, ready, name="asset-output-watch")
         await ready.wait()
         self.start_soon(self._timer, name="asset-expiry-timer")
-        # Catch up: outputs saved (maybe before a crash) that are not assets yet; then the
-        # ends not logged yet (a crash in between, or a log older than ApiJobExpiryMoved).
+        # Catch up: outputs saved (maybe before a crash) that are not assets yet (an output
+        # the store refuses now is tried again by a child, then given up as it would have
+        # been); then the ends not logged yet (a crash in between, or a log older than
+        # ApiJobExpiryMoved).
         for job in list(self.ctx.state.jobs.values()):
             for out in job.outputs:
-                await self._record_output(job.job_id, out.node_id, out.filename, out.path, out.kind)
+                await self._record_output(job, out)
         await self._move_expiries(None)
         # Expired jobs whose folders a crash (or an older version) left: removed now.
         await self._remove_expired_outputs()
@@ -376,6 +389,8 @@ class AssetActor(Actor):
             case JobsEnded():
                 await self._settle()
                 await self._move_expiries(msg.job_ids)
+                for job_id in msg.job_ids:
+                    self._decide_unstored(job_id)
                 return None
             case _OutputStored():
                 self._output_stored(msg)
@@ -509,6 +524,8 @@ class AssetActor(Actor):
                 self._staged_keys.pop(se.claim_key(event.scope, event.key), None)
             elif kind is se.AssetRecorded and event.source_path is not None:
                 self._staged_outputs.discard(event.source_path)
+            elif kind is se.ApiJobOutputsNotStored:
+                self._staged_unstored.discard(event.job_id)
         self._journaling -= 1
         if not self._journaling:
             self._settled.set()
@@ -592,6 +609,7 @@ class AssetActor(Actor):
                         e.job_id, e.node_id, e.filename, e.path, e.kind, *known, False
                     ),
                 )
+                self._decide_unstored(e.job_id)
                 return
         self._storing.add(e.path)
         self.start_soon(self._put_blob, e, name="asset-store-output")
@@ -616,24 +634,34 @@ class AssetActor(Actor):
             await self.ref.tell(_OutputStored(e, *stored))
             return
         log.warning(
-            "output %s of job %s not kept as an asset (the API says the job failed,"
-            " outputs_not_stored; the file stays at %s until the job expires, and serve's"
-            " next start stores it once the blob store takes writes): %s",
+            "output %s of job %s not kept as an asset (if the job succeeded, it reads failed,"
+            " outputs_not_stored, for good; the file stays at %s until the job expires): %s",
             e.filename,
             e.job_id,
             e.path,
             failure,
         )
-        await self.ref.tell(_OutputStored(e, None))
+        await self.ref.tell(_OutputStored(e, None, reason=not_stored_reason(failure)))
 
     def _output_stored(self, msg: _OutputStored) -> None:
         e = msg.event
         self._storing.discard(e.path)
-        if msg.hash_text is None or self._pending_output(e.job_id, e.path):
+        self._output_settled(msg)
+        self._decide_unstored(e.job_id)
+
+    def _output_settled(self, msg: _OutputStored) -> None:
+        e = msg.event
+        if self._pending_output(e.job_id, e.path):
+            return
+        if msg.hash_text is None:
+            self._given_up.setdefault(e.job_id, {})[e.path] = msg.reason
             return
         if not self.blobs.has(msg.hash_text):
             if msg.created:  # it wrote the blob, which no asset had: removed by hand
                 log.warning("output %s of job %s not kept: its blob went", e.filename, e.job_id)
+                self._given_up.setdefault(e.job_id, {})[e.path] = (
+                    "its bytes went from the server's asset store as they were stored"
+                )
                 return
             # The child found the bytes stored, and the last asset over them went since
             # (this actor removed the blob): store them again (this time it writes them).
@@ -660,19 +688,65 @@ class AssetActor(Actor):
         self._flush_soon()
 
     def _pending_output(self, job_id: str, path: str) -> bool:
-        """Whether an output is being stored, staged, recorded, or its job expired."""
+        """Whether an output is being stored, staged, recorded, or needs storing no more
+        (its job expired, or reads failed for outputs not stored)."""
         return (
             path in self._storing
             or path in self._staged_outputs
+            or job_id in self._staged_unstored
             or self._recorded_or_expired(job_id, path)
         )
 
     def _recorded_or_expired(self, job_id: str, path: str) -> bool:
         svc = self.ctx.state.service
-        if path in svc.job_outputs.get(job_id, {}):
+        if path in svc.job_outputs.get(job_id, {}) or job_id in svc.outputs_not_stored:
             return True
         api = svc.api_jobs.get(job_id)
         return api is not None and api.expired
+
+    def _decide_unstored(self, job_id: str) -> None:
+        """Stage the ``ApiJobOutputsNotStored`` of a job that succeeded once each of its
+        outputs is recorded (or staged) or given up, some given up. Until then (an output
+        being stored, or not seen yet) nothing: the last one's outcome decides. A job that
+        did not succeed needs none (it reads what its end says)."""
+        given_up = self._given_up.get(job_id)
+        if not given_up:
+            return
+        job = self.ctx.state.jobs.get(job_id)
+        svc = self.ctx.state.service
+        api = svc.api_jobs.get(job_id)
+        if (
+            job is None
+            or job.status in (st.FAILED, st.CANCELLED)
+            or job_id in svc.outputs_not_stored
+            or (api is not None and api.expired)
+        ):
+            del self._given_up[job_id]  # nothing to decide
+            return
+        if job.status != st.SUCCEEDED or job_id in self._staged_unstored:
+            return  # not ended yet (its end decides), or decided
+        done = svc.job_outputs.get(job_id, {})
+        missing: list[str] = []
+        for out in job.outputs:
+            path = out.path
+            if path in done or path in self._staged_outputs:
+                continue
+            if path not in given_up:
+                return  # being stored, or its OutputSeen is still on its way
+            missing.append(path)
+        del self._given_up[job_id]
+        if not missing:
+            return
+        self._staged_unstored.add(job_id)
+        self._staged.append(
+            se.ApiJobOutputsNotStored(
+                job_id=job.job_id,
+                paths=tuple(missing),
+                reason=given_up[missing[0]],
+                at=self.ctx.now(),
+            )
+        )
+        self._flush_soon()
 
     def _asset_recorded(
         self,
@@ -710,20 +784,33 @@ class AssetActor(Actor):
             at=now,
         )
 
-    async def _record_output(
-        self, job_id: str, node_id: str, filename: str, path: str, kind: str
-    ) -> None:
-        """The catch-up on start: record one output at once (inline)."""
-        if self._recorded_or_expired(job_id, path):
+    async def _record_output(self, job: st.Job, out: st.OutputFile) -> None:
+        """The catch-up on start: record one output at once (inline); one the store
+        refuses (or whose file went) goes to a child that tries it as a live output is
+        tried, then gives it up (and the job reads failed, :meth:`_decide_unstored`)."""
+        job_id, path = job.job_id, out.path
+        if self._pending_output(job_id, path):
             return
         try:
             hash_text, size, created = await trio.to_thread.run_sync(self.blobs.put_file, path)
-        except OSError as exc:
-            # The file went (deleted by hand): the job keeps its OutputSaved; no asset.
-            log.warning("output %s of job %s not kept as an asset: %s", filename, job_id, exc)
+        except OSError:
+            self._storing.add(path)
+            saved = ev.OutputSaved(
+                job_id=job_id,
+                node_id=out.node_id,
+                filename=out.filename,
+                path=path,
+                size=out.size,
+                sha256=out.sha256,
+                kind=out.kind,
+                at=self.ctx.now(),
+            )
+            self.start_soon(self._put_blob, saved, name="asset-store-output")
             return
         await self.ctx.emit(
-            self._asset_recorded(job_id, node_id, filename, path, kind, hash_text, size, created)
+            self._asset_recorded(
+                job_id, out.node_id, out.filename, path, out.kind, hash_text, size, created
+            )
         )
 
     async def _move_expiries(self, job_ids: Any) -> None:
@@ -803,6 +890,20 @@ class AssetActor(Actor):
             folders.update(job_folders(self.ctx.out_dir, job_id, paths))
         if folders:
             await trio.to_thread.run_sync(remove_folders, sorted(folders))
+
+
+def not_stored_reason(error: OSError) -> str:
+    """Why an output could not be stored, in a client's words (no path of the server): the
+    blob store's refusal (its ``StoreRefusedError`` carries it), the file gone, or the
+    system's words for the error."""
+    refusal = getattr(error, "refusal", None)
+    if refusal is not None:
+        return f"the server's asset store refuses writes: {refusal.cause}"
+    if isinstance(error, FileNotFoundError):
+        return "its file went from the server's output folder"
+    if error.strerror:
+        return f"it could not be copied into the server's asset store: {error.strerror}"
+    return "it could not be copied into the server's asset store"
 
 
 def job_folders(out_dir: Path, job_id: str, paths: Iterable[str]) -> set[Path]:

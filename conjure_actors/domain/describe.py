@@ -231,6 +231,9 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
     se.ApiJobExpiryMoved: lambda e: (
         f"ended: kept {_num(round(e.expires_at - e.at))}s more (its retention runs from its end)"
     ),
+    se.ApiJobOutputsNotStored: lambda e: (
+        f"failed: {len(e.paths)} output(s) not stored as assets ({_one_line(e.reason)})"
+    ),
 }
 
 

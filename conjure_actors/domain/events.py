@@ -35,6 +35,7 @@ from conjure_actors.domain.service_events import (
     ApiJobCancelRequested,
     ApiJobExpired,
     ApiJobExpiryMoved,
+    ApiJobOutputsNotStored,
     AssetDeleted,
     AssetExpired,
     AssetRecorded,
@@ -822,6 +823,7 @@ Event = (
     | ApiJobCancelRequested
     | ApiJobExpired
     | ApiJobExpiryMoved
+    | ApiJobOutputsNotStored
 )
 """Every event a log may hold: pass it to ``eventlog`` as the ``event_type``."""
 

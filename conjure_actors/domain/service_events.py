@@ -31,6 +31,7 @@ __all__ = [
     "ApiJobCancelRequested",
     "ApiJobExpired",
     "ApiJobExpiryMoved",
+    "ApiJobOutputsNotStored",
     "AssetDeleted",
     "AssetExpired",
     "AssetRecord",
@@ -38,9 +39,11 @@ __all__ = [
     "IdempotencyClaim",
     "IdempotencyKeyClaimed",
     "IdempotencyKeyReleased",
+    "OutputsNotStored",
     "ServiceState",
     "expiry_moves",
     "held_assets",
+    "served_status",
 ]
 
 
@@ -156,6 +159,24 @@ class ApiJobExpiryMoved(msgspec.Struct, frozen=True, kw_only=True, tag="service.
     at: float
 
 
+class ApiJobOutputsNotStored(
+    msgspec.Struct, frozen=True, kw_only=True, tag="service.job_outputs_not_stored"
+):
+    """Emitted by the AssetActor once a job that succeeded has each of its outputs either
+    recorded as an asset or given up (the blob store refused its bytes on every try, or its
+    file went): ``paths`` are the ``OutputSaved`` paths not stored, ``reason`` why, in a
+    client's words (no path of the server). The job reads ``failed`` (``outputs_not_stored``)
+    from then on, for good: none of its outputs is stored later (a restart on a fixed store
+    included), so a client that read it failed never reads it succeeded. One event per job,
+    logged after every output was tried: a crash before it leaves the outputs not stored to
+    the next start, which tries them again and decides then."""
+
+    job_id: str
+    paths: tuple[str, ...]
+    reason: str
+    at: float
+
+
 SERVICE_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     AssetRecorded,
     AssetDeleted,
@@ -166,6 +187,7 @@ SERVICE_EVENTS: Final[tuple[type[msgspec.Struct], ...]] = (
     ApiJobCancelRequested,
     ApiJobExpired,
     ApiJobExpiryMoved,
+    ApiJobOutputsNotStored,
 )
 """The service's event classes, in a stable order."""
 
@@ -235,10 +257,21 @@ class ApiJob:
 
 
 @attrs.define(slots=True)
+class OutputsNotStored:
+    """Why a job that succeeded reads failed: its outputs in ``paths`` could not be stored
+    (:class:`ApiJobOutputsNotStored`)."""
+
+    paths: list[str]
+    reason: str
+    at: float
+
+
+@attrs.define(slots=True)
 class ServiceState:
     """The service's part of the state. ``blob_refs`` counts live assets per hash (a blob
     with none may be removed); ``job_outputs`` maps a job to its output assets by the
-    ``OutputSaved`` path they came from."""
+    ``OutputSaved`` path they came from; ``outputs_not_stored``: the jobs that succeeded but
+    whose outputs could not all be stored (they read failed)."""
 
     assets: dict[str, AssetRecord] = attrs.Factory(dict)
     blob_refs: dict[str, int] = attrs.Factory(dict)
@@ -246,6 +279,7 @@ class ServiceState:
     idempotency: dict[str, IdempotencyClaim] = attrs.Factory(dict)
     api_jobs: dict[str, ApiJob] = attrs.Factory(dict)
     job_outputs: dict[str, dict[str, str]] = attrs.Factory(dict)
+    outputs_not_stored: dict[str, OutputsNotStored] = attrs.Factory(dict)
 
 
 def claim_key(scope: str, key: str) -> str:
@@ -386,6 +420,16 @@ def _job_expired(s: Any, e: ApiJobExpired) -> None:
         job.expired = True
 
 
+def _outputs_not_stored(s: Any, e: ApiJobOutputsNotStored) -> None:
+    job = s.jobs.get(e.job_id)
+    svc: ServiceState = s.service
+    if job is None or job.job_id in svc.outputs_not_stored or not e.paths:
+        return
+    svc.outputs_not_stored[job.job_id] = OutputsNotStored(
+        paths=list(e.paths), reason=e.reason, at=e.at
+    )
+
+
 SERVICE_HANDLERS: Final[dict[type[Any], Callable[[Any, Any], None]]] = {
     AssetRecorded: _asset_recorded,
     AssetDeleted: _asset_deleted,
@@ -396,6 +440,7 @@ SERVICE_HANDLERS: Final[dict[type[Any], Callable[[Any, Any], None]]] = {
     ApiJobCancelRequested: _cancel_requested,
     ApiJobExpired: _job_expired,
     ApiJobExpiryMoved: _expiry_moved,
+    ApiJobOutputsNotStored: _outputs_not_stored,
 }
 """Event class -> its apply step (``State.service`` is what it changes)."""
 
@@ -405,6 +450,16 @@ SERVICE_HANDLERS: Final[dict[type[Any], Callable[[Any, Any], None]]] = {
 ENDED: Final = frozenset({"succeeded", "failed", "cancelled"})
 """A job's statuses once it ended (``state.TERMINAL_STATUSES``; ``state`` imports this
 module, so the set is spelled here and a test checks they agree)."""
+
+
+def served_status(state: Any, job: Any) -> str:
+    """``job``'s status as the service counts it: ``failed`` for a job that succeeded but
+    whose outputs could not all be stored (:class:`ApiJobOutputsNotStored`: the API reads it
+    failed), else its own."""
+    status: str = job.status
+    if status == "succeeded" and job.job_id in state.service.outputs_not_stored:
+        return "failed"
+    return status
 
 
 def expiry_moves(

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import trio
 
 from conjure_actors.domain import state as st
+from conjure_actors.domain.service_events import served_status
 
 __all__ = ["JobIndex", "follow_jobs", "take_ready"]
 
@@ -63,17 +64,19 @@ class JobIndex:
         for job in jobs:
             self.update(job)
 
-    def update(self, job: st.Job) -> None:
-        """Take ``job``'s current status into account (idempotent)."""
+    def update(self, job: st.Job, counted: str | None = None) -> None:
+        """Take ``job``'s current status into account (idempotent); ``counted``: the status
+        it is counted under, when not its own (``service_events.served_status``)."""
         job_id = job.job_id
         status = job.status
+        counted = status if counted is None else counted
         old_status = self._status.get(job_id)
-        if status != old_status:
+        if counted != old_status:
             counts = self.counts
             if old_status is not None:
                 counts[old_status] -= 1
-            counts[status] = counts.get(status, 0) + 1
-            self._status[job_id] = status
+            counts[counted] = counts.get(counted, 0) + 1
+            self._status[job_id] = counted
         if status in st.TERMINAL_STATUSES:
             self.active.discard(job_id)
         else:
@@ -122,18 +125,20 @@ async def follow_jobs(
     pass as the submission's answer)."""
 
     def on_records(records: list[Any]) -> None:
-        jobs = journal.state.jobs
+        state = journal.state
+        jobs = state.jobs
         for record in records:
             job_id = getattr(record.event, "job_id", None)
             if job_id is not None:
                 job = jobs.get(job_id)
                 if job is not None:
-                    index.update(job)
+                    index.update(job, served_status(state, job))
                     if on_end is not None and job.status in st.TERMINAL_STATUSES:
                         on_end(job_id)
 
     with journal.listen(on_records) as listener:
-        for job in journal.state.jobs.values():
-            index.update(job)
+        state = journal.state
+        for job in state.jobs.values():
+            index.update(job, served_status(state, job))
         task_status.started()
         await listener.wait_raised()  # a failure of on_records fails this task (found by review)

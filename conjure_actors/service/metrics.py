@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import MICROS_PER_USD
+from conjure_actors.domain.service_events import served_status
 from conjure_actors.service.errors import CLIENT_GONE
 
 __all__ = ["MetricsMiddleware", "ServiceMetrics", "queue_depth"]
@@ -66,7 +67,8 @@ class _StateCollector(Collector):
             waiting = sum(counts.get(status, 0) for status in _WAITING)
         else:
             for job in state.jobs.values():
-                counts[job.status] = counts.get(job.status, 0) + 1
+                status = served_status(state, job)
+                counts[status] = counts.get(status, 0) + 1
             waiting = queue_depth(state)
         for status, n in counts.items():
             jobs.add_metric([status], n)

@@ -2,11 +2,13 @@
 
 Our job statuses map onto the API's: pending/queued/interrupted -> ``queued``;
 running/retrying -> ``running``; succeeded -> ``succeeded`` once every output is an asset
-(until then ``running``: the outputs must be downloadable when the client sees success; an
-output still not an asset :data:`OUTPUT_GRACE` after the end, its bytes refused by the blob
-store or its file gone, makes it ``failed`` with the error ``outputs_not_stored``: a client
-never sees a success that lacks outputs); failed -> ``failed``; cancelled -> ``canceled``;
-an active job whose cancel was requested -> ``canceling``. A job past its retention is gone (404).
+(until then ``running``: the outputs must be downloadable when the client sees success); a
+succeeded job whose outputs could not all be stored (the blob store refused their bytes on
+every try, or a file went: the AssetActor logs it, ``ApiJobOutputsNotStored``) is ``failed``
+with the error ``outputs_not_stored``, for good (a restart reads it so: a client never sees a
+success that lacks outputs, nor a failure turn into a success); failed -> ``failed``;
+cancelled -> ``canceled``; an active job whose cancel was requested -> ``canceling``. A job
+past its retention is gone (404).
 """
 
 from __future__ import annotations
@@ -74,10 +76,6 @@ def service_of(request: Request) -> Service:
 # ----------------------------------------------------------------------------- the view
 
 
-OUTPUT_GRACE: float = 60.0
-"""Seconds a succeeded job may read ``running`` while its outputs become assets; past
-that, an output that could not be stored (the blob store refused its bytes, its file went)
-makes it read ``failed`` (``outputs_not_stored``)."""
 OUTPUTS_NOT_STORED: Final = "outputs_not_stored"
 """The error code of a job that ran to its end but whose outputs could not all be stored."""
 
@@ -88,17 +86,12 @@ def _unstored(job: st.Job, svc: se.ServiceState) -> int:
     return sum(1 for o in job.outputs if o.path not in done)
 
 
-def api_status(
-    job: st.Job, api: se.ApiJob | None, svc: se.ServiceState, now: float | None = None
-) -> str:
-    """The API status of ``job`` (see the module docstring); ``now`` bounds the wait for
-    its outputs to become assets (None: wait for all of them)."""
+def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
+    """The API status of ``job`` (see the module docstring)."""
     if job.status == st.SUCCEEDED:
-        if not _unstored(job, svc):
-            return "succeeded"
-        if now is not None and job.finished_at is not None:
-            return "failed" if now - job.finished_at > OUTPUT_GRACE else "running"
-        return "running"
+        if job.job_id in svc.outputs_not_stored:
+            return "failed"
+        return "running" if _unstored(job, svc) else "succeeded"
     if job.status == st.FAILED:
         return "failed"
     if job.status == st.CANCELLED:
@@ -208,21 +201,16 @@ def _error_view(
 
 def _unstored_error(service: Service, job: st.Job) -> dict[str, Any]:
     """The error of a job that ran but whose outputs could not all be stored as assets: how
-    many, why (when the blob store refuses writes now), and where the files are (on the
-    server, for its operator: a client cannot fetch them)."""
-    missing = _unstored(job, service.state.service)
-    refusal = service.blobs.refusal()
-    why = (
-        f"the server's asset store refuses writes: {refusal.cause}"
-        if refusal is not None
-        else "the server's log says why"
-    )
+    many, why, and where the files are (on the server, for its operator: a client cannot
+    fetch them). All of it from the log (``ApiJobOutputsNotStored``): a restart reads the
+    same."""
+    fact = service.state.service.outputs_not_stored[job.job_id]
     return {
         "code": OUTPUTS_NOT_STORED,
-        "message": f"the job ran, but {missing} of its {len(job.outputs)} outputs could not"
-        f" be stored ({why}); their files are on the server, in its output folder (serve"
-        f" --out) under {job.job_id}/, until the job expires: ask its operator, or submit"
-        " the job again once the server is fixed",
+        "message": f"the job ran, but {len(fact.paths)} of its {len(job.outputs)} outputs"
+        f" could not be stored ({fact.reason}); their files are on the server, in its output"
+        f" folder (serve --out) under {job.job_id}/, until the job expires: ask its operator,"
+        " or submit the job again once the server is fixed",
         "node_id": None,
         "class_type": None,
         "traceback": None,
@@ -305,7 +293,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
     now = service.conjure.ctx.now()
     if job is None or (api is not None and past_retention(job, api, now)):
         raise not_found(f"no job {job_id}")
-    status = api_status(job, api, svc, now)
+    status = api_status(job, api, svc)
     outputs = [
         output_view(request, svc.assets[asset_id])
         for asset_id in svc.job_outputs.get(job_id, {}).values()
@@ -957,8 +945,6 @@ async def events(request: Request) -> Response:
                 payload = await previews.due()
                 if payload is not None:
                     yield frame("preview", payload)
-                if not dirty and _output_grace_ended(service, job_id, status):
-                    dirty = True  # no event says so: this tick (every progress_interval) does
                 if not dirty and status == "queued" and moves != service.index.moves:
                     # Other jobs joined or left the queue: this job's position may have
                     # moved (the contract's "queue_position updates while queued"). A
@@ -1005,18 +991,6 @@ async def events(request: Request) -> Response:
 
     service.open_streams += 1
     return _CountedStream(service, stream(), ping=15, send_timeout=30)
-
-
-def _output_grace_ended(service: Service, job_id: str, status: str) -> bool:
-    """Whether ``job_id``, sent as ``running`` though it succeeded (an output did not become
-    an asset), now reads ``failed``: :data:`OUTPUT_GRACE` passed since it finished."""
-    if status != "running":
-        return False
-    job = service.state.jobs.get(job_id)
-    if job is None or job.status != st.SUCCEEDED or job.finished_at is None:
-        return False
-    now: float = service.conjure.ctx.now()
-    return now - job.finished_at > OUTPUT_GRACE
 
 
 class _PreviewThrottle:

@@ -81,6 +81,7 @@ EXPECTED_TAGS = {
     "service.job_cancel_requested",
     "service.job_expired",
     "service.job_expiry_moved",
+    "service.job_outputs_not_stored",
 }
 
 

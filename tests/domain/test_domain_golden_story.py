@@ -21,6 +21,7 @@ GENERATORS = {
     "make_golden_v2_jobs.py": "golden_v2_jobs.log",
     "make_golden_v3_service.py": "golden_v3_service.log",
     "make_golden_v9_retention.py": "golden_v9_retention.log",
+    "make_golden_v13_outputs_not_stored.py": "golden_v13_outputs_not_stored.log",
 }
 
 

@@ -1,5 +1,5 @@
-"""The SSE stream of a job ends with the terminal status even when no event marks it: a job
-whose output could not become an asset reads ``failed`` once OUTPUT_GRACE passed, and
+"""The SSE stream of a job ends with the terminal status: a job whose output could not become
+an asset reads ``failed`` once the AssetActor gave it up (``ApiJobOutputsNotStored``), and
 its stream sends that and ends then (it held a stream slot open forever before)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from conjure_actors.sim.timings import ComfyTimings
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
 
-async def test_sse_ends_when_the_output_grace_passes(
+async def test_sse_ends_when_the_output_is_given_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
 ) -> None:
     def unreadable(self: BlobStore, path: Any) -> Any:
@@ -35,7 +35,7 @@ async def test_sse_ends_when_the_output_grace_passes(
             job_id = answer.json()["id"]
             await wait_for(run.service, lambda s: s.jobs[job_id].status == st.SUCCEEDED)
             polled = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()["status"]
-            assert polled == "running"  # within the grace
+            assert polled == "running"  # its output is still being tried
             got: list[Any] = []
             try:
                 got = await sse_events(run.app, f"/api/v2/jobs/{job_id}/events", within=600)

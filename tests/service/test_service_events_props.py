@@ -55,6 +55,13 @@ service_events = st.one_of(
     st.builds(se.ApiJobCancelRequested, job_id=JOBS, at=TIMES),
     st.builds(se.ApiJobExpired, job_id=JOBS, at=TIMES),
     st.builds(se.ApiJobExpiryMoved, job_id=JOBS, expires_at=TIMES, at=TIMES),
+    st.builds(
+        se.ApiJobOutputsNotStored,
+        job_id=JOBS,
+        paths=st.lists(st.sampled_from(["/o/1.png", "/o/2.png"]), max_size=2).map(tuple),
+        reason=st.just("x"),
+        at=TIMES,
+    ),
 )
 
 
@@ -107,4 +114,5 @@ def test_service_event_tags_are_stable() -> None:
         "service.job_cancel_requested",
         "service.job_expired",
         "service.job_expiry_moved",
+        "service.job_outputs_not_stored",
     ]

@@ -9,7 +9,7 @@ import pytest
 
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
-from conjure_actors.service.v2_jobs import OUTPUT_GRACE, api_status
+from conjure_actors.service.v2_jobs import api_status
 
 
 def _job(status: str, *, outputs: int = 0, finished_at: float | None = None) -> st.Job:
@@ -48,16 +48,18 @@ def test_cancel_requested_reads_canceling_until_terminal() -> None:
     assert api_status(_job(st.CANCELLED), api, se.ServiceState()) == "canceled"
 
 
-def test_success_waits_for_outputs_to_become_assets_within_a_grace() -> None:
-    """A succeeded job reads running until its outputs are assets, at most OUTPUT_GRACE;
-    then failed (an output not stored: outputs_not_stored)."""
+def test_success_waits_for_outputs_to_become_assets_and_fails_once_given_up() -> None:
+    """A succeeded job reads running until its outputs are assets, however long that takes;
+    once the log says some were not stored, failed (outputs_not_stored), even if they all
+    became assets later: never both."""
     job = _job(st.SUCCEEDED, outputs=2, finished_at=100.0)
     svc = se.ServiceState()
     svc.job_outputs["j"] = {"/o/0": "a0"}
-    assert api_status(job, None, svc, now=101.0) == "running"
-    assert api_status(job, None, svc, now=100.0 + OUTPUT_GRACE + 1) == "failed"
+    assert api_status(job, None, svc) == "running"
     svc.job_outputs["j"]["/o/1"] = "a1"
-    assert api_status(job, None, svc, now=101.0) == "succeeded"
+    assert api_status(job, None, svc) == "succeeded"
+    svc.outputs_not_stored["j"] = se.OutputsNotStored(paths=["/o/1"], reason="r", at=101.0)
+    assert api_status(job, None, svc) == "failed"
 
 
 def test_a_job_error_names_the_server_s_folders_instead_of_spelling_them(
