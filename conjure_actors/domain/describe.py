@@ -232,7 +232,8 @@ _SUMMARIES: Final[dict[type[Any], Callable[[Any], str]]] = {
         f"ended: kept {_num(round(e.expires_at - e.at))}s more (its retention runs from its end)"
     ),
     se.ApiJobOutputsNotStored: lambda e: (
-        f"failed: {len(e.paths)} output(s) not stored as assets ({_one_line(e.reason)})"
+        f"{len(e.paths)} output(s) not stored as assets ({_one_line(e.reason)}):"
+        " the job service reads it failed (outputs_not_stored)"
     ),
 }
 
