@@ -263,10 +263,15 @@ RATIO_TARGET = 1.25  # billed / useful GPU-seconds at most
 
 def _grid(main: Knobs) -> list[Knobs]:
     """The curve's points: reuse alone, hedged launches, longer idle timeouts, a warm pool,
-    predictive pre-launch; and the point the flags chose."""
+    predictive pre-launch; and the point the flags chose. Wider hedges cost launches, not
+    money (no charge until Ready; the spares still Starting when one is Ready are stopped
+    unbilled): each launch is slow (3 min) half the time, so with 5 per machine needed the
+    p95 of the wait is the fast start-up's (1 in 32 jobs waits for a slow one)."""
     grid = [
         Knobs(60.0, 0, 1),
         Knobs(60.0, 0, 2),
+        Knobs(60.0, 0, 3),
+        Knobs(60.0, 0, 5),
         Knobs(60.0, 1, 2),
         Knobs(60.0, 0, 2, prelaunch_max=3, prelaunch_factor=2.0),
         Knobs(180.0, 0, 2, prelaunch_max=2),
