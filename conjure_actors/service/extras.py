@@ -125,7 +125,9 @@ async def health(request: Request) -> Response:
     for a machine any more: ``Conjure.budget_problem``), or while the stored bytes of an
     asset are known gone or damaged (:func:`damaged_reason`), or while the blob store refuses
     writes (:func:`store_problem`; a write is tried again at most every
-    :data:`STORE_PROBE_INTERVAL`, so the probe sees it recover without an upload)."""
+    :data:`STORE_PROBE_INTERVAL`, so the probe sees it recover without an upload, and one is
+    tried at most every :data:`STORE_CHECK_INTERVAL` while it takes them, so a store that
+    turns unwritable while serve is idle is seen before a job's outputs meet it)."""
     service = service_of(request)
     await _probe_store(service)
     held = service.held_since
@@ -173,18 +175,22 @@ async def health(request: Request) -> Response:
 
 
 STORE_PROBE_INTERVAL: Final = 1.0
+#: Seconds between two probes of a blob store that took its last write (by a health check):
+#: a folder remounted read-only or filled while nothing was uploaded is seen by a monitor
+#: polling health, not first by the next job, whose outputs then fail to be stored.
+STORE_CHECK_INTERVAL: Final = 10.0
 """Seconds between two writes the health probe tries in a blob store that refused one (the
 probe needs no token: a flood of them costs one tiny file a second)."""
 
 
 async def _probe_store(service: Service) -> None:
-    """While the blob store refuses writes, try one (at most every
-    :data:`STORE_PROBE_INTERVAL`): once it takes it, health says so at once."""
-    if service.blobs.refusal() is None:
-        return
+    """Try a write to the blob store: at most every :data:`STORE_PROBE_INTERVAL` while it
+    refuses writes (once it takes one, health says so at once), every
+    :data:`STORE_CHECK_INTERVAL` while it takes them (one refused since is seen)."""
     now = trio.current_time()
     last: float = getattr(service, "_store_probed_at", -math.inf)
-    if now - last < STORE_PROBE_INTERVAL:
+    every = STORE_PROBE_INTERVAL if service.blobs.refusal() is not None else STORE_CHECK_INTERVAL
+    if now - last < every:
         return
     service._store_probed_at = now  # type: ignore[attr-defined]
     with contextlib.suppress(OSError):  # another error: the refusal stays, as it was

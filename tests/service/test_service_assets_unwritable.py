@@ -189,3 +189,18 @@ async def test_an_upload_of_known_bytes_is_taken_while_the_store_refuses_writes(
         again = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 1000))
     assert again.status_code == 200, again.text
     assert again.json()["hash"] == first.json()["hash"]
+
+
+async def test_health_sees_a_store_that_turned_unwritable_while_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """No upload, no job: a monitor polling health learns that the store refuses writes
+    (it said ok until a job's outputs met the refusal and the job failed)."""
+    async with open_extras_service(tmp_path) as run:
+        await trio.sleep(30)  # the start-up's blob check (it tries a write) is over
+        assert (await run.client.get("/api/v2/health")).json()["status"] == "ok"
+        refuse_writes(monkeypatch, run.service.blobs.root, errno.EROFS)
+        await trio.sleep(15)
+        health = (await run.client.get("/api/v2/health")).json()
+    assert health["status"] == "degraded", health
+    assert "asset store refuses writes (Read-only file system)" in health["reason"]
