@@ -4,7 +4,9 @@ A machine bills from the moment it is Ready, so a job that ComfyUI will refuse m
 refused here, for free: the graph against the node catalogue of its target (classes, links,
 required inputs: :func:`~conjure_actors.domain.workflow.validate_graph`), every literal value
 against its input's type and range (``INT``/``FLOAT`` min and max, a combo's choices,
-``BOOLEAN``; no literal where only a link will do: :func:`check_values`), the seeds
+``BOOLEAN``; no literal where only a link will do; a save node's ``filename_prefix`` that
+leaves the output folder, which ComfyUI refuses only when that node runs, at the end of a
+paid graph: :func:`check_values`), the seeds
 (:func:`check_seed`) and the input image (:func:`check_image`: an image Pillow, what ComfyUI's
 LoadImage opens it with, decodes (PNG, JPEG, WebP, GIF, BMP, TIFF...), under ComfyUI's upload
 limit). :func:`preflight` runs
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import posixpath
 import re
 import struct
 from collections.abc import Mapping, Sequence
@@ -52,6 +55,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "MAX_SEED",
     "MAX_UPLOAD_BYTES",
+    "OUTPUT_PREFIX",
     "ImageInfo",
     "InputError",
     "Preflight",
@@ -64,6 +68,7 @@ __all__ = [
     "decode_problem",
     "image_info",
     "image_problem",
+    "output_prefix_problem",
     "output_types",
     "preflight",
     "raise_problems",
@@ -232,16 +237,37 @@ def check_value(
     return None
 
 
+OUTPUT_PREFIX: Final = "filename_prefix"
+"""The input by which ComfyUI's save nodes (SaveImage, SaveAnimatedWEBP, SaveGLB, SaveAudio,
+SaveLatent...) name their files, relative to its output folder."""
+
+
+def output_prefix_problem(prefix: str) -> str | None:
+    """What is wrong with a save node's ``filename_prefix`` (None: nothing): ComfyUI's
+    ``get_save_image_path`` takes the folder of its normalized path under the output folder
+    and raises "Saving image outside the output folder is not allowed" when that folder is
+    absolute or climbs out with ``..`` (``a/../b`` stays inside). It does so when the node
+    runs: after every node before it ran, on a billed machine."""
+    folder = posixpath.dirname(posixpath.normpath(prefix))
+    if posixpath.isabs(folder) or folder == ".." or folder.startswith("../"):
+        return (
+            f"{_shown(prefix)} saves outside ComfyUI's output folder, which it refuses only"
+            " when this node runs, after the rest of the graph: use a relative name inside"
+            " it, e.g. 'conjure/result'"
+        )
+    return None
+
+
 def check_values(
     graph: Mapping[str, Any], catalog: Catalog | None, *, choices: bool = True
 ) -> list[str]:
     """One problem per literal input whose value its class's input would refuse (type,
-    range, combo choice); classes the catalogue does not know are not checked here.
-    Problems come in node order (:func:`node_sort_key`), then input order."""
-    if catalog is None:
-        return []
+    range, combo choice; classes the catalogue does not know are not checked), and per save
+    node's ``filename_prefix`` that leaves the output folder (:func:`output_prefix_problem`,
+    with or without a catalogue). Problems come in node order (:func:`node_sort_key`), then
+    input order."""
     found: list[tuple[str, str]] = []
-    made = output_types(catalog)
+    made = output_types(catalog) if catalog is not None else frozenset()
     for nid, node in graph.items():
         # dict first: an ABC isinstance is ~10x the cost, and a graph is JSON (dicts)
         if not (type(node) is dict or isinstance(node, Mapping)):
@@ -249,6 +275,11 @@ def check_values(
         cls = node.get("class_type")
         inputs = node.get("inputs")
         if not isinstance(cls, str) or not (type(inputs) is dict or isinstance(inputs, Mapping)):
+            continue
+        prefix = inputs.get(OUTPUT_PREFIX)
+        if isinstance(prefix, str) and (bad := output_prefix_problem(prefix)) is not None:
+            found.append((nid, f"{_where(nid, cls, OUTPUT_PREFIX)}: {bad}"))
+        if catalog is None:
             continue
         spec = catalog.get(cls)
         if spec is None:
