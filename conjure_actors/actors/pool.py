@@ -123,6 +123,7 @@ from conjure_actors.domain.machines_policy import MachineView, Observation, Seen
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.state import (
     ACTIVE_STATUSES,
+    LOST_WHILE_DOWN,
     M_READY,
     M_STARTING,
     M_STOPPED,
@@ -3851,9 +3852,13 @@ class MachineActor(Actor):
                 # from the logged launch (_apply_listing), then see it, or lose it.
                 continue
             if s is None or s.status in policy.GONE_STATUSES:
-                await self._lose(
-                    m.server_id, "gone while we were down", policy.gone_at(m, now, stop_sent=True)
-                )
+                # A stop in flight at the crash: its bill's end is a bound (gone_at says
+                # which), said on the terminal beside what it most likely cost.
+                in_flight = m.status == "stopping"
+                gone = policy.gone_at(m, now, stop_in_flight=in_flight)
+                await self._lose(m.server_id, LOST_WHILE_DOWN, gone)
+                if in_flight:
+                    self._tell_unanswered_stop(m.server_id, now)
                 continue
             stopping = m.status == "stopping"
             await self._adopt(
@@ -3906,6 +3911,14 @@ class MachineActor(Actor):
         await self._name_unknown(msg.servers)
         msg.reply.set(None)
         await self._after_reconcile()
+
+    def _tell_unanswered_stop(self, server_id: str, now: float) -> None:
+        """One line on the terminal for a machine whose stop was in flight when the run
+        went down and that the resume found gone: its bill is a bound (what it most likely
+        cost beside it), as ``cost_policy.unanswered_stops`` says."""
+        for u in cost_policy.unanswered_stops(self.ctx.state):
+            if u.server_id == server_id:
+                log.warning("%s", cost_policy.unanswered_stop_line(u, now=now))
 
     async def _after_reconcile(self) -> None:
         """The polls and leases that waited for the recovery's listing."""

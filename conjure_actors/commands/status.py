@@ -121,6 +121,7 @@ def _show_log(path: Path) -> None:
         billed_by,
         newer_log_error,
     )
+    from conjure_actors.domain.cost_policy import unanswered_stops
     from conjure_actors.domain.describe import machine_kind, machine_status
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
@@ -174,14 +175,45 @@ def _show_log(path: Path) -> None:
     billed = billed_by(state, state.last_at)
     machines = list(state.machines.values())
     shares = shown_shares([billed[m.server_id] for m in machines])  # add up to the total
+    unanswered = {u.server_id: u for u in unanswered_stops(state)}
     for m, share in zip(machines, shares, strict=True):
         status = machine_status(m)  # with "draining (why)", as replay shows it
         kind = machine_kind(m, state.system.mode)  # "simulated" as the run's summary says
-        print(f"  machine {m.server_id} ({kind}): {status}, {format_usd(share)}")
+        u = unanswered.get(m.server_id)
+        cost = format_usd(share) if u is None else _unanswered_cost(format_usd(share), u)
+        print(f"  machine {m.server_id} ({kind}): {status}, {cost}")
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
-    print(f"  cost: {format_usd(total)}{budget}{accrued}")
+    # A bill to a lease's end that may not have run (cost_policy.unanswered_stops): the
+    # total is the most the run can have cost.
+    at_most = "at most " if any(u.upto == "lease_end" for u in unanswered.values()) else ""
+    print(f"  cost: {at_most}{format_usd(total)}{budget}{accrued}")
+
+
+def _unanswered_cost(cost: str, u: Any) -> str:
+    """A machine's cost as ``status LOG`` shows it when its stop was not answered before
+    the run went down and the resume found it gone (``cost_policy.UnansweredStop``): what
+    its figure is, in the words of the resume's line; RunComfy's bill is the exact one."""
+    from conjure_actors.domain.machines_policy import STOP_SETTLE
+    from conjure_actors.domain.prices import format_usd
+
+    head = "its stop not answered before the run went down"
+    if u.upto == "lease_end":
+        likely = (
+            ""
+            if u.at_decision_micros is None
+            else f"; if its DELETE left in time, about {format_usd(u.at_decision_micros)}"
+        )
+        return (
+            f"at most {cost} ({head}: billed to its lease's end{likely}; RunComfy's bill is exact)"
+        )
+    if u.upto == "settle":
+        return (
+            f"{cost} ({head}, gone before its lease's end: billed {STOP_SETTLE:g} s past"
+            " that stop; RunComfy's bill is exact)"
+        )
+    return f"{cost} ({head}: billed to when the resume found it gone; RunComfy's bill is exact)"
 
 
 def _is_serves(state: Any) -> bool:

@@ -16,20 +16,28 @@ launched. Budget rule:
 Spending between two events is known in advance (each running machine's rate, its lease's
 end): :func:`budget_due_at` says when the next budget event falls due, so the CostActor looks
 then, not at a fixed period that would see the limit up to that period late.
+
+A bill is the most RunComfy can have billed when nobody tells when a machine stopped: one a
+resume finds gone while its stop was in flight (:func:`unanswered_stops`) is billed to when
+it was found gone, or its lease's end, and says so beside the figure it most likely cost.
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
 import math
 
 import attrs
 
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.prices import cost_micros, machine_cost_micros
+from conjure_actors.domain.machines_policy import STOP_SETTLE, earliest_lease_end
+from conjure_actors.domain.prices import cost_micros, format_usd, machine_cost_micros
 from conjure_actors.domain.state import (
+    LOST_WHILE_DOWN,
     M_READY,
     M_STARTING,
+    M_STOPPED,
     M_STOPPING,
     MACHINE_GONE,
     Budget,
@@ -42,6 +50,7 @@ __all__ = [
     "RefusalsTold",
     "Reservation",
     "StartBudget",
+    "UnansweredStop",
     "accruals",
     "budget_due_at",
     "budget_events",
@@ -60,6 +69,8 @@ __all__ = [
     "settle_reservations",
     "spent_micros",
     "start_budget",
+    "unanswered_stop_line",
+    "unanswered_stops",
 ]
 
 
@@ -507,3 +518,95 @@ def accruals(state: State, *, now: float, at: float) -> list[ev.CostAccrued]:
             )
         )
     return out
+
+
+@attrs.frozen
+class UnansweredStop:
+    """A machine whose stop was decided (``MachineStopping``) before the process went down,
+    with no answer of it in the log, that the resume found gone: billed to ``billed_until``
+    (``cost_micros``), as :func:`~conjure_actors.domain.machines_policy.gone_at` says, which
+    ``upto`` names: ``lease_end`` (found gone after it: whether its ``DELETE`` left nobody
+    can tell, so the most it can have cost), ``settle`` (found gone before it: stopped by
+    its ``DELETE``, answered within ``STOP_SETTLE`` of the decision) or ``found_gone`` (the
+    resume came sooner than that). ``at_decision_micros``: what it had cost at the decision,
+    about its bill if the ``DELETE`` took at once (None: never seen Ready, nobody knows from
+    when it billed)."""
+
+    server_id: str
+    decided_at: float
+    billed_until: float
+    upto: str
+    cost_micros: int
+    at_decision_micros: int | None
+
+
+def unanswered_stops(state: State) -> list[UnansweredStop]:
+    """The machines of ``state`` billed as :class:`UnansweredStop` says, in log order."""
+    found: list[UnansweredStop] = []
+    for m in state.machines.values():
+        decided, until = m.stop_requested_at, m.stopped_at
+        if (
+            m.kind != "runcomfy"
+            or m.status != M_STOPPED
+            or m.lost_reason != LOST_WHILE_DOWN
+            or decided is None
+            or until is None
+        ):
+            continue
+        lease_end = earliest_lease_end(m)
+        if lease_end is not None and until >= lease_end:
+            upto = "lease_end"
+        elif until >= decided + STOP_SETTLE:
+            upto = "settle"
+        else:
+            upto = "found_gone"
+        at_decision = None
+        if m.service_ready_at is not None:
+            at_decision = machine_cost_micros(m.rate_micros_per_hour, m.service_ready_at, decided)
+        found.append(
+            UnansweredStop(
+                server_id=m.server_id,
+                decided_at=decided,
+                billed_until=until,
+                upto=upto,
+                cost_micros=m.cost_micros,
+                at_decision_micros=at_decision,
+            )
+        )
+    return found
+
+
+def _clock_time(at: float, now: float) -> str:
+    """``15:12:24 UTC`` (with its date when not ``now``'s day)."""
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    same_day = moment.date() == datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+    return moment.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M:%S UTC")
+
+
+def unanswered_stop_line(u: UnansweredStop, *, now: float) -> str:
+    """The one line that tells an :class:`UnansweredStop`: what it is billed, up to when and
+    why, and what it most likely cost; RunComfy's own bill is the exact one."""
+    head = (
+        f"machine {u.server_id}: its stop, decided at {_clock_time(u.decided_at, now)}, was"
+        " not answered before the run went down, and RunComfy no longer has the machine"
+    )
+    usd = format_usd(u.cost_micros)
+    if u.upto == "lease_end":
+        likely = (
+            ""
+            if u.at_decision_micros is None
+            else f"; if it did, about {format_usd(u.at_decision_micros)}"
+        )
+        why = (
+            f"billed at most {usd}, to its lease's end, when RunComfy stops it by itself"
+            " (it went before this resume, but whether its DELETE left nobody can tell from"
+            f" the log{likely})"
+        )
+    elif u.upto == "settle":
+        why = (
+            f"billed {usd}, to {STOP_SETTLE:g} s after that decision (it went before its"
+            " lease's end: stopped by that DELETE, answered within a request's timeout)"
+        )
+    else:
+        why = f"billed {usd}, to when this resume found it gone"
+    return f"{head}: {why}; RunComfy's bill is exact"

@@ -104,6 +104,7 @@ __all__ = [
     "LAUNCH_MARKER_SPREAD",
     "LAUNCH_TIE_SKEW",
     "NOT_VISIBLE_GRACE",
+    "STOP_SETTLE",
     "UNANSWERED_HOLD",
     "Listed",
     "MachineView",
@@ -116,6 +117,7 @@ __all__ = [
     "awaits_machine",
     "bill_after_delete",
     "drain_machine",
+    "earliest_lease_end",
     "gone_at",
     "hedge_spares_to_stop",
     "idle_expired",
@@ -701,27 +703,60 @@ def observe(
     return Observation.NOTHING
 
 
-def gone_at(m: Machine, now: float, *, stop_sent: bool = False) -> float:
-    """When billing most likely ended for a machine found gone at ``now`` (nobody says: a
-    gone machine is a 404). A lease that ran out ended at its end; otherwise it was billing
-    when last seen, and ``now`` bounds it.
+STOP_SETTLE: Final = 30.0
+"""Seconds after a stop's decision (``MachineStopping``, written just before its ``DELETE``
+is sent) within which a ``DELETE`` that stopped the machine at its first attempt was
+answered, billing ending there: one request's timeout (the RunComfy client's; the
+account's rate limit holds stops decided together a second apart, well within it). What
+:func:`gone_at` bills a machine a resume finds gone before its lease's end, with its stop
+unanswered in the log."""
 
-    ``stop_sent``: a resume finds gone a machine whose stop the log shows decided before the
-    crash. ``MachineStopping`` is logged before its ``DELETE`` is sent, so whether that left
-    nobody can tell from the log; but a machine gone before its lease's end was stopped
-    (by that ``DELETE``): it ended at the logged stop. Found gone after its lease's end, it
-    may have run to it (the ``DELETE`` never left): billed to its end, the safe side."""
+
+def gone_at(m: Machine, now: float, *, stop_in_flight: bool = False) -> float:
+    """When billing ended at the latest for a machine found gone at ``now`` (nobody says: a
+    gone machine is a 404): ``now``, or its lease's end if that came first (RunComfy stops
+    it then).
+
+    ``stop_in_flight``: a resume finds gone a machine whose stop the log shows decided
+    before the crash, and not answered. ``MachineStopping`` is written before the
+    ``DELETE`` is sent, and billing ended at that ``DELETE``'s answer, after the decision
+    (a bill to the decision was under the cloud's by that wait).
+
+    - Found gone before its lease's end, it was stopped, by that ``DELETE``: billed to
+      :data:`STOP_SETTLE` past the decision (or to ``now``, if sooner). Not to ``now``: that
+      would add the time the run was down, minutes to most of a lease, to every such bill
+      for the rare one that went otherwise (a ``DELETE`` retried through 429s for longer,
+      or answered 429 and never sent again, and a machine that went by itself before the
+      resume); nothing in the log or the listing tells those apart.
+    - Found gone only after its lease's end, nothing tells that the ``DELETE`` left: it
+      waits for the account's rate limit (a second a request: the third of three stops
+      decided together leaves two seconds after the decision), or a 429 answered it and
+      the process died before sending it again. It may have billed to its lease's end,
+      and is billed so: the budget's safe side, though it most likely cost what it had by
+      the decision (``cost_policy.unanswered_stops`` says both).
+
+    Never seen Ready, its lease ends at the earliest its launch's duration after the launch
+    (:func:`earliest_lease_end`)."""
     until = now
     if m.estimated_stopping_at is not None:
         until = min(until, m.estimated_stopping_at)
-    if (
-        stop_sent
-        and m.status == M_STOPPING
-        and m.stop_requested_at is not None
-        and (m.estimated_stopping_at is None or now < m.estimated_stopping_at)
-    ):
-        until = min(until, m.stop_requested_at)
+    if not stop_in_flight or m.status != M_STOPPING or m.stop_requested_at is None:
+        return until
+    lease_end = earliest_lease_end(m)
+    if lease_end is None or now < lease_end:
+        until = min(until, m.stop_requested_at + STOP_SETTLE)
     return until
+
+
+def earliest_lease_end(m: Machine) -> float | None:
+    """When ``m``'s lease ends (RunComfy stops it then), at the earliest: its
+    ``estimated_stopping_at``, or, never seen Ready, its launch's duration after the launch
+    (it bills from Ready, later); None if the log does not tell."""
+    if m.estimated_stopping_at is not None:
+        return m.estimated_stopping_at
+    if m.launched_at is not None and m.launch_duration is not None:
+        return m.launched_at + m.launch_duration
+    return None
 
 
 # ------------------------------------------------------------------------------ billing

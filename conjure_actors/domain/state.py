@@ -43,6 +43,7 @@ __all__ = [
     "INTERRUPTED",
     "JOB_STATUSES",
     "LEGAL_TRANSITIONS",
+    "LOST_WHILE_DOWN",
     "MACHINE_GONE",
     "MAX_ANOMALIES",
     "M_LOST",
@@ -155,6 +156,10 @@ M_STOPPING: Final = "stopping"
 M_STOPPED: Final = "stopped"
 M_LOST: Final = "lost"
 MACHINE_GONE: Final = frozenset({M_STOPPED, M_LOST})
+
+LOST_WHILE_DOWN: Final = "gone while we were down"
+"""``MachineLost.reason`` of a machine of the log that a resume (``run --resume``, a serve
+restart) finds gone: when it went, and why, nobody tells."""
 
 MAX_ANOMALIES: Final = 1000
 """Anomaly messages kept (the count goes on); a damaged log must not eat the memory."""

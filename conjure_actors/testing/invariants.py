@@ -296,17 +296,19 @@ def check_ledger(h: Harness, *, exact: bool = False) -> list[str]:
         # quiet, ``exact``, it must match).
         billing_on = m.stop_still_up and not exact
         if m.status in st.MACHINE_GONE and bill.stopped_at is not None and not billing_on:
-            if m.lost_reason == "gone while we were down" and m.stop_requested_at is not None:
+            if m.lost_reason == st.LOST_WHILE_DOWN and m.stop_requested_at is not None:
                 # A resume found gone a machine whose stop was decided before the crash:
-                # gone before its lease's end, it was stopped (by that DELETE, or it
-                # vanished first: nobody can tell), and the runtime bills it to the stop;
+                # gone before its lease's end, it was stopped (by that DELETE, answered
+                # within STOP_SETTLE of the decision), and the runtime bills it to there;
                 # found gone after, its DELETE may never have left: billed to the lease's
                 # end, which the cloud cannot have billed past.
                 seen = found_gone.get(m.server_id, now)
-                end = m.stop_requested_at
-                lease_end = m.estimated_stopping_at
-                if lease_end is not None:
-                    end = lease_end if seen >= lease_end else min(end, lease_end)
+                end = seen
+                if m.estimated_stopping_at is not None:
+                    end = min(end, m.estimated_stopping_at)
+                lease_end = policy.earliest_lease_end(m)  # (never Ready: from its launch)
+                if lease_end is None or seen < lease_end:
+                    end = min(end, m.stop_requested_at + policy.STOP_SETTLE)
                 to_stop, to_seen = _lost_cost(h, m, bill, end), _lost_cost(h, m, bill, seen)
                 if m.cost_micros != to_stop or bill.cost_micros > to_seen:
                     problems.append(

@@ -15,6 +15,7 @@ import eventlog
 from conjure_actors.actors.example import bundled_workflow, example_sketch_png
 from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
+from conjure_actors.domain.machines_policy import STOP_SETTLE
 from conjure_actors.sim.comfyui import ComfyFaults, ComfyTimings
 
 CONJURE = bundled_workflow().decode()
@@ -210,9 +211,16 @@ async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """Found gone before its lease's end, a machine whose stop was logged at the crash was
-    stopped: its bill ends at the logged stop, as the cloud's does, not at the resume."""
-    state, cloud, _ = await _crash_while_stopping_then_resume(tmp_path, lease_seconds=3600)
-    assert _ledger(state) == _bills(cloud)
+    stopped: its bill ends STOP_SETTLE past the logged stop (its DELETE's answer, where the
+    cloud's ends, comes after the stop), never below the cloud's, not at the resume."""
+    state, cloud, sid = await _crash_while_stopping_then_resume(tmp_path, lease_seconds=3600)
+    m = state.machines[sid]
+    assert m.stop_requested_at is not None
+    assert m.stopped_at == m.stop_requested_at + STOP_SETTLE
+    assert _ledger(state)[sid] >= _bills(cloud)[sid]
+    assert {k: v for k, v in _ledger(state).items() if k != sid} == {
+        k: v for k, v in _bills(cloud).items() if k != sid
+    }
 
 
 async def test_resume_past_the_lease_bills_a_machine_stopped_at_the_crash_to_the_lease_end(

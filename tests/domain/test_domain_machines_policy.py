@@ -424,14 +424,12 @@ def test_observe_stopping_machine_still_up_is_stopped_again() -> None:
 
 
 def test_gone_at_bounds_the_bill() -> None:
-    """A machine found gone bills up to when it was found, its lease's end, or (a stop
-    decided at a crash, found gone before its lease's end: it was stopped) its logged
-    stop, whichever came first."""
+    """A machine found gone bills up to when it was found, or its lease's end, whichever
+    came first (a stop in flight at a crash: tests/domain/test_domain_stop_in_flight.py)."""
     m = Machine(server_id="s", status="stopping", estimated_stopping_at=500.0)
     m.stop_requested_at = 300.0
     assert gone_at(m, 400.0) == 400.0
     assert gone_at(m, 900.0) == 500.0
-    assert gone_at(m, 400.0, stop_sent=True) == 300.0
     assert math.isclose(gone_at(Machine(server_id="t"), 12.5), 12.5)
 
 
@@ -441,7 +439,7 @@ def test_a_stop_decided_at_a_crash_found_gone_past_the_lease_bills_to_the_lease_
     the cloud's 87 s). The bill goes to the lease's end, never below the cloud's."""
     m = Machine(server_id="s", status="stopping", estimated_stopping_at=500.0)
     m.stop_requested_at = 300.0
-    assert gone_at(m, 900.0, stop_sent=True) == 500.0
+    assert gone_at(m, 900.0, stop_in_flight=True) == 500.0
 
 
 def test_launches_exhausted_after_the_bounded_number_of_tries() -> None:
