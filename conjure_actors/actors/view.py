@@ -17,6 +17,7 @@ import attrs
 import msgspec
 
 from conjure_actors.domain import state as st
+from conjure_actors.domain.cost_policy import unanswered_stops
 from conjure_actors.domain.prices import format_usd
 
 _json = msgspec.json.Encoder()
@@ -324,6 +325,10 @@ class Summary:
     machines_idle: int = 0
     """Of :attr:`machines`, those that ran no job (a hedge spare, a launch stopped while
     Starting, a machine lost before its first job)."""
+    cost_at_most: bool = False
+    """:attr:`cost_micros` is the most the run can have cost: a machine in it is billed to
+    its lease's end, its stop unanswered when a run went down
+    (``cost_policy.unanswered_stops``), though it most likely cost less."""
 
 
 def machines_line(summary: Summary, mode: str) -> str:
@@ -374,6 +379,7 @@ def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
         failures=tuple(failures),
         budget_micros=state.budget.limit_micros,
         budget_exceeded=state.budget.exceeded,
+        cost_at_most=any(u.upto == "lease_end" for u in unanswered_stops(state)),
     )
 
 
@@ -400,7 +406,7 @@ def summary_lines(
         lines.append(f"  ... {more} more: python -m conjure_actors status {shlex.quote(log_path)}")
     lines += [
         f"time: {seconds:.1f} s",
-        f"cost: {format_usd(summary.cost_micros)}"
+        f"cost: {'at most ' if summary.cost_at_most else ''}{format_usd(summary.cost_micros)}"
         f"{of_budget(summary.budget_micros, exceeded=summary.budget_exceeded)} ({tables})",
         machines_line(summary, mode),
         f"outputs: {summary.outputs} files under {out_dir}",

@@ -22,6 +22,7 @@ import attrs
 import msgspec
 
 import eventlog
+from conjure_actors.domain.cost_policy import unanswered_stops
 from conjure_actors.domain.describe import describe, event_job_id, machine_kind, machine_status
 from conjure_actors.domain.events import UPCASTERS, Event, SystemStarted, SystemStopped
 from conjure_actors.domain.prices import format_usd
@@ -395,8 +396,11 @@ def print_state(
             if so_far != state.ledger.total_micros
             else ""
         )
+        # A bill to a lease's end whose stop went unanswered at a crash: the most it can
+        # have cost (cost_policy.unanswered_stops), as status LOG and the summary say.
+        at_most = "at most " if any(u.upto == "lease_end" for u in unanswered_stops(state)) else ""
         print(
-            f"ledger: total {format_usd(state.ledger.total_micros)}{billing}"
+            f"ledger: total {at_most}{format_usd(state.ledger.total_micros)}{billing}"
             f" over {len(state.machines)} machines; budget {limit}"
             + (f" ({', '.join(flags)})" if flags else "")
             + (f"; {budget.launches_refused} launches refused" if budget.launches_refused else "")

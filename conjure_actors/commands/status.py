@@ -185,9 +185,7 @@ def _show_log(path: Path) -> None:
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
-    # A bill to a lease's end that may not have run (cost_policy.unanswered_stops): the
-    # total is the most the run can have cost.
-    at_most = "at most " if any(u.upto == "lease_end" for u in unanswered.values()) else ""
+    at_most = "at most " if s.cost_at_most else ""  # (as the run's summary says it)
     print(f"  cost: {at_most}{format_usd(total)}{budget}{accrued}")
 
 

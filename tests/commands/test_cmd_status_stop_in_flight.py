@@ -1,6 +1,7 @@
-"""``status LOG`` of a log whose machine's stop was not answered before the run went down,
-and that the resume found gone: its figure is said for what it is (the most it can have
-cost, to its lease's end; or a settle time past the stop), as the resume's line says it."""
+"""``status LOG`` and ``replay LOG --at`` of a log whose machine's stop was not answered
+before the run went down, and that the resume found gone: its figure is said for what it
+is (the most it can have cost, to its lease's end; or a settle time past the stop), as the
+resume's line says it."""
 
 from __future__ import annotations
 
@@ -91,3 +92,13 @@ def test_a_bill_past_the_stop_says_so_and_the_total_is_the_bill(
     assert "s1 (runcomfy): stopped, $0.0132 (its stop not answered before the run went down," in out
     assert "billed 30 s past that stop; RunComfy's bill is exact)" in out
     assert "  cost: $0.0132\n" in out
+
+
+def test_replays_ledger_says_a_bill_to_the_lease_end_is_the_most_it_can_have_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay LOG --at SEQ``: the ledger's total is "at most", as status and the run's
+    summary say it."""
+    path = _resumed(tmp_path / "r.log", stopped_at=556.0, billed_seconds=546, cost=150_150)
+    assert main(["replay", str(path), "--at", "8"]) == 0
+    assert "ledger: total at most $0.1502 over 1 machines;" in capsys.readouterr().out
