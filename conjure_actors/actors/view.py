@@ -459,6 +459,7 @@ def summary_record(
             "usd": format_usd(summary.cost_micros),
             "price_tables": list(summary.price_table_versions),
             "budget_micros": state.budget.limit_micros,
+            "at_most": summary.cost_at_most,
         },
         "machines": [
             {

@@ -339,11 +339,15 @@ def costs_view(state: st.State, now: float, *, lease_micros: int) -> dict[str, A
     remaining = None if limit is None else limit - spent
     committed = cost_policy.committed_micros(state, now, lease_micros=lease_micros)
     available = None if limit is None else limit - spent - committed
+    # Bills that are the most a machine can have cost (its stop unanswered at a crash, found
+    # gone after its lease's end: cost_policy.unanswered_stops), as status and the summary say.
+    at_most = {u.server_id for u in cost_policy.unanswered_stops(state) if u.upto == "lease_end"}
     return {
         "spent_micros": spent,
         "spent_usd": _usd(spent),
         "ledger_micros": state.ledger.total_micros,
         "ledger_usd": _usd(state.ledger.total_micros),
+        "ledger_at_most": bool(at_most),
         "budget": {
             "limit_micros": limit,
             "limit_usd": _usd(limit),
@@ -366,6 +370,7 @@ def costs_view(state: st.State, now: float, *, lease_micros: int) -> dict[str, A
                 "rate_micros_per_hour": m.rate_micros_per_hour,
                 "billed_seconds": m.billed_seconds,
                 "cost_micros": st.machine_cost_at(m, now),
+                "cost_at_most": m.server_id in at_most,
                 "cost_usd": _usd(st.machine_cost_at(m, now)),
             }
             for m in sorted(state.machines.values(), key=lambda m: m.server_id)

@@ -150,7 +150,7 @@ def test_summary_record_has_jobs_outputs_cost_machines_and_log() -> None:
             "kind": "image",
         }
     ]
-    assert set(record["cost"]) == {"micros", "usd", "price_tables", "budget_micros"}
+    assert set(record["cost"]) == {"micros", "usd", "price_tables", "budget_micros", "at_most"}
     assert record["machines"] == []
     assert record["log"] == "r.log"
     errors = {e["job_id"]: e for e in record["errors"]}

@@ -59,3 +59,20 @@ def test_a_bill_past_the_stop_is_the_runs_cost() -> None:
     """Gone before its lease's end, billed a settle time past its stop: no "at most"."""
     state = _resumed(stopped_at=58.0, billed_seconds=48, cost=13_200)
     assert _cost_line(state) == "cost: $0.0132 (t)"
+
+
+def test_the_json_summary_and_the_costs_endpoint_flag_a_bill_at_most() -> None:
+    """Machine-readable outputs carry the bound too (they gave the figure without it)."""
+    from conjure_actors.actors.view import summary_record
+    from conjure_actors.service.extras import costs_view
+
+    bound = _resumed(stopped_at=556.0, billed_seconds=546, cost=150_150)
+    exact = _resumed(stopped_at=58.0, billed_seconds=48, cost=13_200)
+    record = summary_record(bound, None, seconds=1.0, out_dir="o", log_path="r.log", mode="x")
+    assert record["cost"]["at_most"] is True
+    record = summary_record(exact, None, seconds=1.0, out_dir="o", log_path="r.log", mode="x")
+    assert record["cost"]["at_most"] is False
+    view = costs_view(bound, 1000.0, lease_micros=0)
+    assert view["ledger_at_most"] is True
+    assert [m["cost_at_most"] for m in view["machines"]] == [True]
+    assert costs_view(exact, 1000.0, lease_micros=0)["ledger_at_most"] is False
