@@ -624,6 +624,12 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
 
     _head: bytes | None = None
     _expect_head = True
+    #: Seconds a client may take none of a piece (:data:`SEND_PIECE` bytes) of what is sent to
+    #: it before its connection is dropped (QA F8: one that stopped reading a download or a
+    #: large answer held ~2 MB of serve's memory, two fds and a request "in flight" until it
+    #: closed, possibly never; a suspended browser tab, a fetch dropped without an abort).
+    #: Per piece, so a slow client that makes progress (1 KiB/s) is never cut.
+    stall_timeout: float = 60.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -642,7 +648,6 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
             data = event.data
             if self._head is not None:
                 data, self._head = self._head + data, None
-                event = hypercorn.events.RawData(data=data, address=event.address)
             elif self._expect_head and not data.startswith(b"HTTP/1.1 1"):  # 1xx: not held
                 # The first bytes of an answer are its head; a body's bytes never are, even
                 # when they look like one.
@@ -650,12 +655,45 @@ class _HeadWithBody(hypercorn.trio.tcp_server.TCPServer):
                 if data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
                     self._head = data
                     return
+            await self._send_raw(data)
+            return
         elif isinstance(event, hypercorn.events.Updated) and not event.idle:
             self._expect_head = True  # a request came: its answer's head is next
         elif self._head is not None and isinstance(event, hypercorn.events.Closed):
             head, self._head = self._head, None
-            await super().protocol_send(hypercorn.events.RawData(data=head))
+            await self._send_raw(head)
         await super().protocol_send(event)
+
+    async def _send_raw(self, data: bytes) -> None:
+        """hypercorn's write of ``data`` (under its send lock, not cut by a cancel from
+        outside), in pieces each of which the client must take within
+        :attr:`stall_timeout`, else the connection is dropped (as a client that left)."""
+        async with self.send_lock:
+            try:
+                view = memoryview(data)
+                for start in range(0, max(len(view), 1), SEND_PIECE):
+                    with trio.CancelScope(shield=True) as piece:
+                        piece.deadline = trio.current_time() + self.stall_timeout
+                        await self.stream.send_all(view[start : start + SEND_PIECE])
+                    if piece.cancelled_caught:
+                        _client_stalled(self, self.stall_timeout)
+                        await self.protocol.handle(hypercorn.events.Closed())
+                        await self.stream.aclose()
+                        return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(hypercorn.events.Closed())
+
+
+SEND_PIECE: Final = 64 * 1024
+"""Bytes a client must take within ``_HeadWithBody.stall_timeout`` (see there)."""
+
+
+def _client_stalled(server: Any, timeout: float) -> None:
+    """One line: a client took nothing for ``timeout`` seconds; its connection is dropped."""
+    log.info(
+        "a client took none of its answer for %g s (it stopped reading): its connection is closed",
+        timeout,
+    )
 
 
 class _KeepAliveTimer:

@@ -556,11 +556,18 @@ class _BlobResponse(StreamingResponse):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        body = self.body_iterator
         try:
-            async for chunk in self.body_iterator:
+            async for chunk in body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except _Cut:
             return
+        finally:
+            # A client dropped mid-transfer (it stopped reading: serve's stall timeout)
+            # ends the loop by an error: the blob's file is closed now, not by the GC.
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
