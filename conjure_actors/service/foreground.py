@@ -23,8 +23,8 @@ __all__ = ["ForegroundMiddleware", "yielding_http"]
 
 
 class ForegroundMiddleware:
-    """Pure ASGI: ``gate.enter()`` as an HTTP request arrives, ``gate.leave()`` once its
-    response's first bytes are sent (the first body message is handed to the server: the
+    """Pure ASGI: ``gate.enter()`` as an HTTP request arrives, ``gate.leave()`` as its
+    response's first body bytes are sent (the first body message is handed to the server: the
     head alone would leave the client waiting, through more scheduler passes, for the rest),
     or as the app ends without one; never a schedule point of its own. While the app waits
     for the request's body the gate is left: that is waiting on the client (a slow or
@@ -64,12 +64,15 @@ class ForegroundMiddleware:
 
         async def started_send(message: Message) -> None:
             nonlocal held, answered
-            await send(message)
             if message["type"] == "http.response.body":
+                # Left as the first body bytes are handed over, not once they are written:
+                # a client that does not read would otherwise hold the job actors back for
+                # as long as it stalls (QA F8).
                 answered = True
                 if held:
                     held = False
                     gate.leave()
+            await send(message)
 
         try:
             await self.app(scope, gated_receive, started_send)

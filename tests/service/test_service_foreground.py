@@ -74,6 +74,28 @@ async def test_a_stream_releases_the_gate_after_its_first_chunk() -> None:
     assert seen == [("after first chunk", False)]
 
 
+async def test_a_body_the_client_does_not_take_does_not_hold_the_gate() -> None:
+    """A client that stops reading blocks the server's send of the body: the gate is left
+    as the body is handed over, so the job actors do not wait on that client (QA F8)."""
+    gate = PriorityGate()
+    during: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": False})
+
+    async def stalled_send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            during.append(gate.busy)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    middleware = ForegroundMiddleware(app, gate=gate)
+    await middleware({"type": "http", "method": "GET", "path": "/"}, receive, stalled_send)
+    assert during == [False]
+
+
 async def test_a_request_whose_handler_fails_releases_the_gate() -> None:
     """A handler that raises (a 500) does not leave the gate held."""
     gate = PriorityGate()
