@@ -109,35 +109,76 @@ def _queue_position(service: Service, job: st.Job) -> int:
 
 
 def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
+    """The v2 ``Progress`` of ``job`` (see :func:`job_progress`)."""
+    return job_progress(job, service.node_classes(job.workflow_sha256))
+
+
+WAITING: Final = frozenset({st.PENDING, st.QUEUED, st.INTERRUPTED})
+"""Job statuses with no machine running the job (the API's ``queued``)."""
+
+
+def job_progress(job: st.Job, classes: Mapping[str, str]) -> dict[str, Any] | None:
+    """The v2 ``Progress`` of ``job`` (``classes``: its graph's ``node id -> class_type``).
+
+    A job waiting for its first machine has none (null). A job queued again after an
+    attempt ran (its machine was lost, the server restarted) shows none of that attempt's
+    progress: value 0, and ``message`` says why it waits again (a page shows "restarting"
+    rather than a stale bar, then a bar that drops to 0). While an attempt runs, the value
+    never goes down (for ComfyUI's event order: a node's steps count up) and a node counts
+    done once it executed, was cached, or another node started after it; the node an attempt
+    stopped in (interrupted, failed, its machine lost) is never counted done."""
+    total = max(len(classes), 1)
+    if job.status in WAITING:
+        if job.attempt == 0:
+            return None
+        return _progress(0.0, 0, total, message=_waiting_again(job))
     if job.prompt_id is None and job.status not in st.TERMINAL_STATUSES:
         return None
-    classes = service.node_classes(job.workflow_sha256)
-    total = max(len(classes), 1)
-    # ComfyUI runs one node at a time, and says "executed" only of nodes with UI output: a
-    # node that started and is no longer the current one has finished.
+    nodes = job.nodes
     current = job.current_node
-    done = sum(
-        1
-        for node_id, n in job.nodes.items()
-        if n.status in (st.NODE_EXECUTED, st.NODE_CACHED)
-        or (n.status == st.NODE_RUNNING and node_id != current)
-    )
+    finished = job.status == st.SUCCEEDED or job.execution == "succeeded"
+    # ComfyUI runs one node at a time and says "executed" only of nodes with UI output: a
+    # node that started has finished once another one started after it. With no current
+    # node, the last one to start is where the attempt is (between two nodes, it executed)
+    # or where it stopped (interrupted, failed, lost): not done unless the prompt finished.
+    last = current
+    if last is None and not finished and nodes:
+        last = next(reversed(nodes))
+    done = 0
+    for node_id, n in nodes.items():
+        if n.status in (st.NODE_EXECUTED, st.NODE_CACHED) or (
+            n.status == st.NODE_RUNNING and node_id != last
+        ):
+            done += 1
     if job.status == st.SUCCEEDED:
         done = total
     done = min(done, total)
+    fraction = 0.0
+    node = nodes.get(last) if last is not None else None
+    if node is not None and node.status not in (st.NODE_EXECUTED, st.NODE_CACHED) and node.max > 0:
+        fraction = min(max(node.value / node.max, 0.0), 1.0)
     step: int | None = None
     steps: int | None = None
-    fraction = 0.0
-    if current is not None and current in job.nodes:
-        node = job.nodes[current]
-        if node.max > 0:
-            step, steps = int(node.value), int(node.max)
-            fraction = min(node.value / node.max, 1.0)
+    if current is not None and node is not None and node.max > 0:
+        step, steps = int(node.value), int(node.max)
     value = min((done + (fraction if done < total else 0.0)) / total, 1.0)
     cls = classes.get(current) if current is not None else None
     message = None
     if cls is not None:
         message = f"{cls} {step}/{steps}" if step is not None else cls
+    return _progress(value, done, total, current, cls, step, steps, message)
+
+
+def _progress(
+    value: float,
+    done: int,
+    total: int,
+    current: str | None = None,
+    cls: str | None = None,
+    step: int | None = None,
+    steps: int | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     return {
         "value": value,
         "nodes_done": done,
@@ -148,6 +189,23 @@ def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
         "steps": steps,
         "message": message,
     }
+
+
+def _waiting_again(job: st.Job) -> str:
+    """Why a job that ran waits for a machine again, for a client (the progress's
+    ``message``): the log's reason names machines and prompts, which a client never sees."""
+    reason = job.queue_reason or ""
+    if job.status == st.INTERRUPTED:
+        why = "the server stopped while this job ran"
+    elif reason == "resumed":
+        why = "the server restarted while this job ran"
+    elif reason.startswith("server ") and " restarted" in reason:
+        why = "the ComfyUI running this job restarted and lost it"
+    elif reason.endswith(" lost") or "no client" in reason:
+        why = "the machine running this job was lost"
+    else:
+        why = "its attempt stopped"
+    return f"{why}: it waits for a machine to run it again (attempt {job.attempt + 1})"
 
 
 def _output_type(kind: str | None, content_type: str) -> str:
@@ -1046,4 +1104,4 @@ ROUTES = [
     Route("/api/v2/jobs/{id}/events", events, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "api_status", "iso", "job_view", "past_retention"]
+__all__ = ["ROUTES", "api_status", "iso", "job_progress", "job_view", "past_retention"]
