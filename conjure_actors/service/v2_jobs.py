@@ -923,7 +923,40 @@ async def get_workflow(request: Request) -> Response:
     if record is None:
         raise not_found(f"no workflow for job {job_id}")
     graph = apply_bindings(json.loads(record.graph_json), job.bindings)
+    api = service.state.service.api_jobs.get(job_id)
+    if api is not None:
+        graph = _with_asset_refs(service, graph, api.input_assets)
     return JSONResponse({"workflow": graph, "format": "api"})
+
+
+def asset_ref(service: Service, asset_id: str) -> dict[str, Any]:
+    """The ``core/ASSET`` reference to asset ``asset_id`` (its hash and file path while
+    the asset is recorded): a submission naming it runs on the same bytes, or is 422
+    ``missing_asset`` once the asset is gone."""
+    info: dict[str, Any] = {"id": asset_id}
+    record = service.state.service.assets.get(asset_id)
+    if record is not None:
+        info["hash"] = record.hash
+        if record.file_path is not None:
+            info["file_path"] = record.file_path
+    return {"__type": "core/ASSET", "info": info}
+
+
+def _with_asset_refs(
+    service: Service, graph: dict[str, Any], input_assets: Mapping[str, str]
+) -> dict[str, Any]:
+    """``graph`` with each input a job's asset was bound to (``"NODE.INPUT"`` -> asset id)
+    holding that asset's ``core/ASSET`` reference, as the job ran it: the stored graph
+    names the asset's file, which a later upload of the same name would take over (a
+    plain name resolves to the newest), and a ``/api/conjure/jobs`` job's image is not in
+    its graph at all. A node gets a new inputs dict (the graph's nodes are not shared)."""
+    for binding, asset_id in input_assets.items():
+        nid, _, name = binding.rpartition(".")
+        node = graph.get(nid)
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            continue
+        graph[nid] = {**node, "inputs": {**node["inputs"], name: asset_ref(service, asset_id)}}
+    return graph
 
 
 async def cancel(request: Request) -> Response:
@@ -1104,4 +1137,4 @@ ROUTES = [
     Route("/api/v2/jobs/{id}/events", events, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "api_status", "iso", "job_progress", "job_view", "past_retention"]
+__all__ = ["ROUTES", "api_status", "asset_ref", "iso", "job_progress", "job_view", "past_retention"]
