@@ -104,8 +104,11 @@ def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
 
 
 def _queue_position(service: Service, job: st.Job) -> int:
-    """How many waiting jobs go before ``job`` (priority first, then submission order)."""
-    return service.index.position(job)
+    """A queued job's place in line: 1 for the next job to run, then 2... (as the peer
+    comfy-api-proxy counts: how many waiting jobs go before it, plus one; priority first,
+    then submission order). 1-based so that a page's ``if (job.queue_position)`` and its
+    "#N in line" hold for the next job too."""
+    return service.index.position(job) + 1
 
 
 def progress_of(service: Service, job: st.Job) -> dict[str, Any] | None:
@@ -1043,7 +1046,7 @@ async def events(request: Request) -> Response:
                     # changed: a thousand open streams cost no job_view each per job end.
                     moves = service.index.moves
                     job = service.state.jobs.get(job_id)
-                    position = service.index.position(job) if job is not None else None
+                    position = _queue_position(service, job) if job is not None else None
                     if position is not None and position != sent_position:
                         sent_position = position
                         yield frame("status", {"status": status, "queue_position": position})

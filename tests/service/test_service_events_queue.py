@@ -25,7 +25,7 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 async def test_a_queued_jobs_stream_sends_each_new_queue_position(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
-    """One machine, five jobs: the last one's stream says 3, 2, 1, 0 as the three queued
+    """One machine, five jobs: the last one's stream says 4, 3, 2, 1 as the three queued
     before it are canceled one by one, then ``running`` once the first is canceled."""
     graph = json.loads((WORKFLOWS / "slow_blur_chain.json").read_text())
     config = Config()
@@ -63,15 +63,15 @@ async def test_a_queued_jobs_stream_sends_each_new_queue_position(
                 await trio.testing.wait_all_tasks_blocked()  # the stream's turn
                 await run.client.post(f"/api/v2/jobs/{last}/cancel")
     assert [(p["status"], p["queue_position"]) for p in polled] == [
-        ("queued", 2),
-        ("queued", 1),
-        ("queued", 0),
-    ]
-    statuses = [(d["status"], d["queue_position"]) for _, name, d in got if name == "status"]
-    assert statuses[:5] == [
         ("queued", 3),
         ("queued", 2),
         ("queued", 1),
-        ("queued", 0),
+    ]
+    statuses = [(d["status"], d["queue_position"]) for _, name, d in got if name == "status"]
+    assert statuses[:5] == [
+        ("queued", 4),
+        ("queued", 3),
+        ("queued", 2),
+        ("queued", 1),
         ("running", None),
     ], statuses
