@@ -51,7 +51,7 @@ from conjure_actors.domain.workflow import (
 from conjure_actors.errors import UsageError
 from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service, key_reused
 from conjure_actors.service.errors import ApiError, invalid_request, not_found, too_deep
-from conjure_actors.service.jobindex import take_ready
+from conjure_actors.service.jobindex import ENDED_HORIZON, take_ready
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.v2_assets import URL_TTL, content_url, is_live, signed_path
 
@@ -867,31 +867,92 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+API_STATUSES: Final = (
+    "queued",
+    "running",
+    "succeeded",
+    "canceling",
+    "canceled",
+    "failed",
+    "expired",
+)
+"""The v2 ``JobStatus`` enum (the list's ``status`` filter takes these)."""
+ACTIVE_API: Final = frozenset({"queued", "running", "canceling"})
+"""The API statuses of a job the index keeps (active, or succeeded lately): a ``status``
+filter within these is answered from it, without a walk over every job."""
+
+
+def _status_filter(request: Request) -> frozenset[str] | None:
+    """The ``status`` filter (a comma list of v2 job statuses, the parameter repeatable):
+    None when absent; an empty or unknown value is 400 ``invalid_request``."""
+    raw = request.query_params.getlist("status")
+    if not raw:
+        return None
+    wanted = {s.strip() for value in raw for s in value.split(",")}
+    unknown = sorted(s for s in wanted if s not in API_STATUSES)
+    if unknown or not wanted:
+        shown = ", ".join(repr(s[:40]) for s in unknown[:3]) or "nothing"
+        raise invalid_request(
+            f"'status' names {shown}: use a comma list of {', '.join(API_STATUSES)}"
+            " (e.g. status=queued,running)"
+        )
+    return frozenset(wanted)
+
+
+def _newest_first(service: Service, statuses: frozenset[str] | None) -> list[str] | None:
+    """The ids a ``status`` filter within :data:`ACTIVE_API` can match, newest first (the
+    active jobs and those that succeeded within the index's ``ENDED_HORIZON``: their outputs
+    may still be becoming assets, which reads ``running`` until the AssetActor decided, in
+    about 30 s), from the index; None: every job (no filter, or one that names an ended
+    status)."""
+    if statuses is None or not statuses <= ACTIVE_API:
+        return None
+    index = service.index
+    since = service.conjure.ctx.now() - ENDED_HORIZON
+    ids = (
+        index.active.union(index.succeeded_since(since)) if "running" in statuses else index.active
+    )
+    order = index.order
+    return sorted(ids, key=lambda jid: order(jid) or 0, reverse=True)
+
+
 async def list_jobs(request: Request) -> Response:
     """``GET /api/v2/jobs``: newest first; ``metadata[k]=v`` filters (all must match),
-    ``limit`` (1..500, default 50), ``cursor`` (the last id of the previous page)."""
+    ``status`` (a comma list of the v2 job statuses: any may match), ``limit`` (1..500,
+    default 50), ``cursor`` (the last id of the previous page). A ``status`` filter within
+    queued, running and canceling is answered from the job index (no walk over every job);
+    any filter is applied before a job's view is built."""
     service = service_of(request)
     limit = _int_param(request, "limit", DEFAULT_LIST, 1, MAX_LIST)
     wanted: dict[str, str] = {}
     for k, v in request.query_params.multi_items():
         if k.startswith("metadata[") and k.endswith("]"):
             wanted[k[len("metadata[") : -1]] = v
-        elif k not in ("limit", "cursor"):
+        elif k not in ("limit", "cursor", "status"):
             raise invalid_request(f"unknown query parameter {k!r}")
     if len(wanted) > MAX_LABELS or any(not k for k in wanted):
         raise ApiError(422, "invalid_metadata_filter", f"at most {MAX_LABELS} non-empty keys")
+    statuses = _status_filter(request)
     cursor = request.query_params.get("cursor")
     state = service.state
     svc = state.service
+    if cursor is not None and (cursor not in svc.api_jobs or cursor not in state.jobs):
+        raise ApiError(422, "invalid_cursor", "this cursor was not issued here")
     # Newest first, walked lazily: a page costs what it skips and shows, not a scan and
     # copy of every job.
-    ids = reversed(state.jobs)
-    if cursor is not None:
-        if cursor not in svc.api_jobs or cursor not in state.jobs:
-            raise ApiError(422, "invalid_cursor", "this cursor was not issued here")
-        for jid in ids:
-            if jid == cursor:
-                break
+    candidates = _newest_first(service, statuses)
+    ids: Any
+    if candidates is None:
+        ids = reversed(state.jobs)
+        if cursor is not None:
+            for jid in ids:
+                if jid == cursor:
+                    break
+    else:
+        ids = iter(candidates)
+        if cursor is not None:
+            after = service.index.order(cursor)
+            ids = (jid for jid in candidates if (service.index.order(jid) or 0) < (after or 0))
     page: list[dict[str, Any]] = []
     next_cursor = None
     now = service.conjure.ctx.now()
@@ -899,15 +960,17 @@ async def list_jobs(request: Request) -> Response:
         api = svc.api_jobs.get(jid)
         if api is None:
             continue
-        if past_retention(state.jobs[jid], api, now):
+        job = state.jobs.get(jid)
+        if job is None or past_retention(job, api, now):
             continue
         if any(api.labels.get(k) != v for k, v in wanted.items()):
+            continue
+        if statuses is not None and api_status(job, api, svc) not in statuses:
             continue
         if len(page) == limit:
             next_cursor = page[-1]["id"]
             break
         item = job_view(request, service, jid)
-        job = state.jobs[jid]
         item["create_time"] = item["created_at"]
         item["update_time"] = iso(job.updated_at or job.submitted_at)
         page.append(item)
