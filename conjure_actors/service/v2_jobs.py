@@ -126,7 +126,8 @@ def job_progress(job: st.Job, classes: Mapping[str, str]) -> dict[str, Any] | No
     A job waiting for its first machine has none (null). A job queued again after an
     attempt ran (its machine was lost, the server restarted) shows none of that attempt's
     progress: value 0, and ``message`` says why it waits again (a page shows "restarting"
-    rather than a stale bar, then a bar that drops to 0). While an attempt runs, the value
+    rather than a stale bar, then a bar that drops to 0), until its next attempt's prompt
+    is sent (value 0, "starting again"). While an attempt runs, the value
     never goes down (for ComfyUI's event order: a node's steps count up) and a node counts
     done once it executed, was cached, or another node started after it; the node an attempt
     stopped in (interrupted, failed, its machine lost) is never counted done."""
@@ -136,7 +137,10 @@ def job_progress(job: st.Job, classes: Mapping[str, str]) -> dict[str, Any] | No
             return None
         return _progress(0.0, 0, total, message=_waiting_again(job))
     if job.prompt_id is None and job.status not in st.TERMINAL_STATUSES:
-        return None
+        if job.attempt <= 1:
+            return None
+        # A new attempt on its machine, its prompt not sent yet: the wait's message is over.
+        return _progress(0.0, 0, total, message=f"starting again (attempt {job.attempt})")
     nodes = job.nodes
     current = job.current_node
     finished = job.status == st.SUCCEEDED or job.execution == "succeeded"

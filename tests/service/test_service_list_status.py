@@ -88,7 +88,7 @@ _STATUS_STEPS = hs.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_STATUS_STEPS, hs.floats(0, 2000))
 def test_the_indexs_candidates_cover_the_active_and_lately_succeeded_jobs(
     steps: list[tuple[int, str, float]], since: float

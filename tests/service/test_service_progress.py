@@ -86,6 +86,21 @@ def test_a_job_whose_machine_was_lost_shows_no_stale_progress_and_says_why() -> 
     assert "s1" not in progress["message"]  # the log's reason names the machine: not a client's
 
 
+def test_a_job_started_again_says_so_until_its_prompt_is_sent() -> None:
+    """The next attempt got a machine: the wait's message gives way (the event stream sends
+    no null progress, so a page would keep "it waits for a machine" while it runs)."""
+    state = st.apply_all(
+        _running_in_node_3(),
+        [
+            ev.JobQueued(job_id=JOB, reason="machine s1 lost", at=3.0),
+            ev.JobStarted(job_id=JOB, attempt=2, server_id="s2", at=4.0),
+        ],
+    )
+    progress = job_progress(state.jobs[JOB], CLASSES)
+    assert progress is not None
+    assert (progress["value"], progress["message"]) == (0.0, "starting again (attempt 2)")
+
+
 def test_a_job_queued_again_on_a_restart_says_the_server_restarted() -> None:
     state = st.apply(_running_in_node_3(), ev.JobQueued(job_id=JOB, reason="resumed", at=3.0))
     progress = job_progress(state.jobs[JOB], CLASSES)
@@ -178,7 +193,7 @@ def _job_events(draw: Any) -> list[Any]:
     return events
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_job_events())
 def test_progress_is_null_or_zero_while_queued_and_never_goes_down_in_an_attempt(
     events: list[Any],
