@@ -730,6 +730,10 @@ async def post_job(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise invalid_request("Idempotency-Key must be 1 to 255 characters")
+    if key is not None and (made := service.job_of_key(key)) is not None:
+        # A retry of a submission that was made (its answer lost): refused before its image
+        # becomes one more asset record (the submission would refuse it the same way).
+        raise key_reused(service, KeyReusedError(key, made), key)
     role = workflow.roles().input_image
     input_assets = {} if role is None else {f"{role}.image": await _image_asset(service, image)}
     try:

@@ -93,3 +93,15 @@ async def test_metadata_past_its_limits_is_refused_as_a_v2_job_s(
     async with open_extras_service(tmp_path) as run:
         r = await _post(run, metadata=json.dumps({"tab": 3}))
     assert (r.status_code, r.json()["error"]["code"]) == (422, "metadata_invalid")
+
+
+async def test_a_retry_with_the_key_records_no_asset(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The image of a refused retry does not become one more asset record in the log."""
+    async with open_extras_service(tmp_path) as run:
+        await _post(run, "lost-answer")
+        before = len(run.service.state.service.assets)
+        await _post(run, "lost-answer")
+        after = len(run.service.state.service.assets)
+    assert after == before
