@@ -456,6 +456,14 @@ def checked_workflow(
     problems = validate_graph(graph, catalog, strict=catalog is not None)
     if not problems:
         problems = check_values(_without(graph, resolved), catalog)
+        # The inputs an asset was given to are checked too, but for a combo's choices (an
+        # upload's file name is not in the catalogue's list): an asset where only a link
+        # will do ran to the machine's own refusal, after a launch (QA F11).
+        problems += [
+            p
+            for p in check_values(_only(graph, resolved), catalog, choices=False)
+            if p not in problems
+        ]
     if problems:
         raise invalid_workflow(problems, graph)
     workflow = Workflow(graph, "api")
@@ -476,6 +484,17 @@ def _without(graph: dict[str, Any], resolved: Collection[str]) -> dict[str, Any]
         nid, _, name = binding.rpartition(".")
         node = out[nid]
         out[nid] = {**node, "inputs": {k: v for k, v in node["inputs"].items() if k != name}}
+    return out
+
+
+def _only(graph: dict[str, Any], resolved: Collection[str]) -> dict[str, Any]:
+    """The nodes of ``graph`` with an input in ``resolved``, with those inputs only."""
+    out: dict[str, Any] = {}
+    for binding in resolved:
+        nid, _, name = binding.rpartition(".")
+        node = graph[nid]
+        kept = out.get(nid, {}).get("inputs", {})
+        out[nid] = {**node, "inputs": {**kept, name: node["inputs"][name]}}
     return out
 
 
@@ -753,6 +772,17 @@ def resolve_assets(
                     )
                 asset_id = found
             if asset_id is not None:
+                if "." in name:
+                    # Bindings are "NODE.INPUT", split at the last dot (node ids may hold
+                    # dots): an input whose name holds one cannot be bound (it was a 500).
+                    raise invalid_workflow(
+                        [
+                            f"node {show(nid)} ({show(str(node.get('class_type')))}) input"
+                            f" {name!r}: an asset cannot be given to an input whose name holds"
+                            " a dot: give it to the node's image input, or rename the input"
+                        ],
+                        graph,
+                    )
                 record = assets[asset_id]
                 inputs[name] = record.file_path or f"{asset_id}.png"
                 resolved[f"{nid}.{name}"] = asset_id
