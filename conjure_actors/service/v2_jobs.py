@@ -1228,9 +1228,16 @@ def _status_payload(view: Mapping[str, Any], *, full: bool = False) -> dict[str,
     return {"status": view["status"], "queue_position": view["queue_position"]}
 
 
+async def jobs(request: Request) -> Response:
+    """``/api/v2/jobs``: one route for its methods, so that a 405 there lists them all in
+    ``Allow`` (two routes on one path each answered 405 with only their own)."""
+    if request.method == "POST":
+        return await submit(request)
+    return await list_jobs(request)
+
+
 ROUTES = [
-    Route("/api/v2/jobs", submit, methods=["POST"]),
-    Route("/api/v2/jobs", list_jobs, methods=["GET"]),
+    Route("/api/v2/jobs", jobs, methods=["GET", "POST"]),
     Route("/api/v2/jobs/{id}", get_job, methods=["GET"]),
     Route("/api/v2/jobs/{id}/workflow", get_workflow, methods=["GET"]),
     Route("/api/v2/jobs/{id}/cancel", cancel, methods=["POST"]),
