@@ -37,17 +37,22 @@ async def _run_inline(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
 
 
 @pytest.fixture
-def inline_worker_threads_under_autojump(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def inline_worker_threads_under_autojump(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under the autojump clock a task waiting on a worker thread (an output's fsync, an
     input's write, a JPEG encoding) counts as idle, so mock time leaps ahead while the thread
     works: on a loaded machine far enough to reach a stall, a job timeout or an ask's
     deadline. Tests about logic in mock time (tests/actors, tests/service use this
     autouse) run that blocking work inline instead; the harness, which drives time itself,
-    waits for threads (``Harness.settle``)."""
-    if "autojump_clock" in request.fixturenames:
-        monkeypatch.setattr(trio.to_thread, "run_sync", _run_inline)
+    waits for threads (``Harness.settle``).
+
+    Patched with a MonkeyPatch of its own, not the test's ``monkeypatch``: a test that calls
+    ``monkeypatch.undo()`` (a store that takes writes again) would undo this too, and from
+    then on its threads are real and mock time leaps while one works (a job read before
+    its output, stored by then, was recorded)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if "autojump_clock" in request.fixturenames:
+            patch.setattr(trio.to_thread, "run_sync", _run_inline)
+        yield
 
 
 @pytest.fixture

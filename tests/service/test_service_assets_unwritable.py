@@ -21,6 +21,7 @@ from test_service_blobs_unwritable import refuse_writes
 
 from conjure_actors.actors.assets import STORE_ATTEMPTS, STORE_RETRY_DELAY
 from conjure_actors.domain import state as st
+from conjure_actors.service.v2_jobs import api_status
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
 
@@ -161,7 +162,8 @@ async def test_a_store_fixed_while_an_output_is_tried_still_makes_the_job_succee
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
 ) -> None:
     """The output is refused as the job ends, and the folder is fixed 15 s later: the
-    output is stored on a later try, and the job reads succeeded with it."""
+    output is stored on a later try, and the job reads succeeded with it (decided within
+    the tries, waited for: not a sleep as long as the tries, which a late record outlasts)."""
     graph = json.loads((WORKFLOWS / "invert_save.json").read_text())
     with trio.fail_after(3600):
         async with open_extras_service(tmp_path) as run:
@@ -169,9 +171,14 @@ async def test_a_store_fixed_while_an_output_is_tried_still_makes_the_job_succee
             answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
             job_id = answer.json()["id"]
             await wait_for(run.service, lambda s: s.jobs[job_id].status == st.SUCCEEDED)
+            assert (await run.client.get(f"/api/v2/jobs/{job_id}")).json()["status"] == "running"
             await trio.sleep(15)
             monkeypatch.undo()
-            await trio.sleep(STORE_ATTEMPTS * STORE_RETRY_DELAY)
+            await wait_for(
+                run.service,
+                lambda s: api_status(s.jobs[job_id], None, s.service) != "running",
+                within=STORE_ATTEMPTS * STORE_RETRY_DELAY,
+            )
             job = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
     assert job["status"] == "succeeded", job
     assert len(job["outputs"]) == 1
