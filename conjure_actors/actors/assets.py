@@ -217,6 +217,35 @@ class _OutputStored:
     reason: str = ""
 
 
+def _output_at(state: Any, job_id: str, path: str) -> st.OutputFile | None:
+    """The job's current output at ``path`` (its attempt's), if any."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        return None
+    return next((o for o in job.outputs if o.path == path), None)
+
+
+def _current_output(state: Any, e: ev.OutputSaved) -> st.OutputFile | None:
+    """The job's current output ``e`` saved (same path, same bytes), or None: ``e`` was an
+    earlier attempt's (a new attempt started since and saved its own, or none yet)."""
+    out = _output_at(state, e.job_id, e.path)
+    return out if out is not None and out.sha256 == e.sha256 else None
+
+
+def _saved(job_id: str, out: st.OutputFile, at: float) -> ev.OutputSaved:
+    """An ``OutputSaved`` for a job's current output (to store it as one seen live)."""
+    return ev.OutputSaved(
+        job_id=job_id,
+        node_id=out.node_id,
+        filename=out.filename,
+        path=out.path,
+        size=out.size,
+        sha256=out.sha256,
+        kind=out.kind,
+        at=at,
+    )
+
+
 @attrs.frozen
 class SweepNow:
     """From the timer (or a test): expire what passed its retention."""
@@ -271,9 +300,9 @@ class AssetActor(Actor):
         # whose AssetRecorded is staged or being journaled.
         self._storing: set[str] = set()
         self._staged_outputs: set[str] = set()
-        # Outputs given up (by job, path -> why), until their job's ApiJobOutputsNotStored
-        # is decided; the jobs whose one is staged or being journaled.
-        self._given_up: dict[str, dict[str, str]] = {}
+        # Outputs given up (by job, path -> (the output's sha256, why)), until their job's
+        # ApiJobOutputsNotStored is decided; the jobs whose one is staged or being journaled.
+        self._given_up: dict[str, dict[str, tuple[str, str]]] = {}
         self._staged_unstored: set[str] = set()
 
     async def on_start(self) -> None:
@@ -594,8 +623,9 @@ class AssetActor(Actor):
         stages its ``AssetRecorded`` with the next flush. The mailbox never waits on the
         copy nor on a journal commit of its own, so a submission's ``AcceptJob`` (its 201)
         is not held behind the outputs of running jobs. A small output whose bytes are
-        stored already is staged at once (see :data:`INLINE_BYTES`)."""
-        if self._pending_output(e.job_id, e.path):
+        stored already is staged at once (see :data:`INLINE_BYTES`). One of an attempt given
+        up since (a new attempt started) is not the job's output: left out."""
+        if self._pending_output(e.job_id, e.path) or _current_output(self.ctx.state, e) is None:
             return
         if e.size <= INLINE_BYTES:
             try:
@@ -646,6 +676,15 @@ class AssetActor(Actor):
     def _output_stored(self, msg: _OutputStored) -> None:
         e = msg.event
         self._storing.discard(e.path)
+        current = _current_output(self.ctx.state, e)
+        if current is None:
+            # Its attempt was given up while it was being stored (a machine lost: a new
+            # attempt starts and removes its files): not this job's output. One the new
+            # attempt saved at the same path meanwhile was skipped as being stored: now.
+            replaced = _output_at(self.ctx.state, e.job_id, e.path)
+            if replaced is not None:
+                self._store_output(_saved(e.job_id, replaced, self.ctx.now()))
+            return
         self._output_settled(msg)
         self._decide_unstored(e.job_id)
 
@@ -654,13 +693,14 @@ class AssetActor(Actor):
         if self._pending_output(e.job_id, e.path):
             return
         if msg.hash_text is None:
-            self._given_up.setdefault(e.job_id, {})[e.path] = msg.reason
+            self._given_up.setdefault(e.job_id, {})[e.path] = (e.sha256, msg.reason)
             return
         if not self.blobs.has(msg.hash_text):
             if msg.created:  # it wrote the blob, which no asset had: removed by hand
                 log.warning("output %s of job %s not kept: its blob went", e.filename, e.job_id)
                 self._given_up.setdefault(e.job_id, {})[e.path] = (
-                    "its bytes went from the server's asset store as they were stored"
+                    e.sha256,
+                    "its bytes went from the server's asset store as they were stored",
                 )
                 return
             # The child found the bytes stored, and the last asset over them went since
@@ -731,8 +771,11 @@ class AssetActor(Actor):
             path = out.path
             if path in done or path in self._staged_outputs:
                 continue
-            if path not in given_up:
-                return  # being stored, or its OutputSeen is still on its way
+            gone = given_up.get(path)
+            if gone is None or gone[0] != out.sha256:
+                # Being stored, or its OutputSeen is still on its way (an earlier attempt's
+                # output at the same path, given up, is not this one).
+                return
             missing.append(path)
         del self._given_up[job_id]
         if not missing:
@@ -742,7 +785,7 @@ class AssetActor(Actor):
             se.ApiJobOutputsNotStored(
                 job_id=job.job_id,
                 paths=tuple(missing),
-                reason=given_up[missing[0]],
+                reason=given_up[missing[0]][1],
                 at=self.ctx.now(),
             )
         )

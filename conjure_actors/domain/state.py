@@ -700,8 +700,11 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
         job.nodes = EMPTY_DICT
         job.retry_delay = None
         # A new attempt: what an earlier one saved is not this job's output (its files are
-        # removed as the attempt starts: WorkflowActor._on_leased).
+        # removed as the attempt starts: WorkflowActor._on_leased), nor are the assets the
+        # job service made of them (their records stay, no longer the job's outputs: the new
+        # attempt's outputs, saved at the same paths, become assets of their own).
         job.outputs = EMPTY_LIST
+        s.service.job_outputs.pop(e.job_id, None)
 
 
 def _job_retrying(s: State, e: ev.JobRetrying) -> None:

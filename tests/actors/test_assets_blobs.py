@@ -18,6 +18,7 @@ from conjure_actors.actors.assets import (
 )
 from conjure_actors.domain import events as ev
 from conjure_actors.domain import service_events as se
+from conjure_actors.domain.state import apply
 from conjure_actors.runtime import open_actor_system
 
 RECORD = RecordAsset(hash=HASH, size=1, content_type="image/png", file_path="a.png", tags=())
@@ -63,6 +64,20 @@ SAVED = ev.OutputSaved(
 )
 
 
+def saved_by_the_job(journal: HeldJournal, *saved: ev.OutputSaved, attempt: int = 1) -> None:
+    """``journal``'s state: job-a running attempt ``attempt``, its outputs ``saved`` (the
+    AssetActor records only the outputs of a job's current attempt)."""
+    events: list[Any] = []
+    if attempt == 1:
+        events += [
+            ev.JobSubmitted(job_id="job-a", workflow_sha256="0" * 64, at=990.0),
+            ev.JobQueued(job_id="job-a", at=990.0),
+        ]
+    events += [ev.JobStarted(job_id="job-a", attempt=attempt, server_id="s1", at=995.0), *saved]
+    for event in events:
+        apply(journal.state, event)
+
+
 class StoringBlobs(FakeBlobs):
     """``put_file`` stores the bytes (as ``HASH``) and counts its calls."""
 
@@ -84,6 +99,7 @@ async def test_an_output_whose_blob_went_after_its_store_is_stored_again() -> No
     with trio.fail_after(10):
         async with open_actor_system() as system:
             ref = await spawn(journal, system, blobs)
+            saved_by_the_job(journal, SAVED)
             await ref.tell(_OutputStored(SAVED, HASH, 5, False))
             await journal.wait_appends(1)
             assert blobs.puts == 1
@@ -121,6 +137,7 @@ async def test_an_output_whose_new_blob_went_is_not_recorded_nor_stored_again() 
     with trio.fail_after(10):
         async with open_actor_system() as system:
             ref = await spawn(journal, system, blobs)
+            saved_by_the_job(journal, SAVED)
             await ref.tell(_OutputStored(SAVED, HASH, 5, True))
             await trio.testing.wait_all_tasks_blocked()
             assert blobs.puts == 0

@@ -593,3 +593,43 @@ class TestLegalRunOverManyExamples(LegalRun.TestCase):
     """The same state machine as TestLegalRun, over many more runs."""
 
     settings = settings(max_examples=_MANY, stateful_step_count=40, deadline=None)
+
+
+def test_a_new_attempt_leaves_out_the_assets_of_the_earlier_ones_outputs() -> None:
+    """The job service's assets of attempt 1's outputs are not attempt 2's outputs (their
+    files are removed as it starts; it saves its own at the same paths)."""
+    from conjure_actors.domain import service_events as se
+
+    state = initial_state()
+    for event in (
+        ev.JobSubmitted(job_id="j", workflow_sha256="0" * 64, at=1.0),
+        ev.JobQueued(job_id="j", at=1.0),
+        ev.JobStarted(job_id="j", attempt=1, server_id="s", at=2.0),
+        ev.OutputSaved(
+            job_id="j",
+            node_id="9",
+            filename="o.png",
+            path="/o/j/o.png",
+            size=1,
+            sha256="0" * 64,
+            kind="image",
+            at=3.0,
+        ),
+        se.AssetRecorded(
+            asset_id="a1",
+            hash="blake3:" + "0" * 64,
+            size=1,
+            content_type="image/png",
+            job_id="j",
+            node_id="9",
+            kind="image",
+            source_path="/o/j/o.png",
+            expires_at=99.0,
+            at=4.0,
+        ),
+        ev.JobRetrying(job_id="j", attempt=1, delay=1.0, reason="machine lost", at=5.0),
+        ev.JobStarted(job_id="j", attempt=2, server_id="s", at=6.0),
+    ):
+        apply(state, event)
+    assert state.service.job_outputs.get("j", {}) == {}
+    assert "a1" in state.service.assets  # its record stays (no longer the job's output)
