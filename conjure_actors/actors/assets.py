@@ -121,6 +121,7 @@ class AcceptJob:
     input_assets: Mapping[str, str]
     submitted: ev.JobSubmitted
     key: str | None = None
+    extra_data_keys: tuple[str, ...] = ()
     reply: Reply[Any] = attrs.field(factory=Reply, eq=False)
 
     def undelivered(self, error: BaseException) -> None:
@@ -475,6 +476,7 @@ class AssetActor(Actor):
                 labels=dict(msg.labels),
                 idempotency_key=msg.key,
                 input_assets=dict(msg.input_assets),
+                extra_data_keys=msg.extra_data_keys,
                 expires_at=now + self.retention.jobs,
                 at=now,
             )

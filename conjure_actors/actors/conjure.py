@@ -1046,6 +1046,7 @@ async def open_conjure(
     hold_resumed: Callable[[], bool] | None = None,
     fresh_cloud: bool = False,
     checks: trio.CancelScope | None = None,
+    not_resumable: Callable[[st.State, st.Job], str | None] | None = None,
 ) -> AsyncIterator[Conjure]:
     """Run the runtime over ``journal`` (an ``eventlog.Journal`` opened with the domain's
     ``apply``). ``http``: a transport (the simulated cloud's) or a ready client.
@@ -1056,6 +1057,8 @@ async def open_conjure(
     started again: True leaves it (and the rest) as the log has it, unfinished, for a later
     ``--resume``; the caller's way to say "stopping" (a signal during start-up) before a
     resumed job launches a machine that the stop would only stop again (a paid start).
+    ``not_resumable``: asked on a resume for each unfinished job: why it cannot run again (it
+    fails with that, ``NotResumable``, before anything is launched for it), or None.
     ``fresh_cloud``: the cloud began with this process and ends with it (the embedded
     simulated one): the launch intents the log holds went to a cloud that is gone, so they
     are closed at the reconcile instead of after ``NOT_VISIBLE_GRACE``. Never for RunComfy.
@@ -1118,7 +1121,7 @@ async def open_conjure(
                         guard.start_soon(conjure._run_starter)
                         guard.start_soon(conjure._run_machine_tells)
                         try:
-                            await _start(conjure, attach or {}, hold_resumed, checks)
+                            await _start(conjure, attach or {}, hold_resumed, checks, not_resumable)
                             yield conjure
                         except BaseException as exc:
                             if meaningful(exc) is None and conjure._fatal is None:
@@ -1416,6 +1419,7 @@ async def _start(
     attach: Mapping[str, Any],
     hold_resumed: Callable[[], bool] | None = None,
     checks: trio.CancelScope | None = None,
+    not_resumable: Callable[[st.State, st.Job], str | None] | None = None,
 ) -> None:
     """Check what the run depends on (credentials, attached ComfyUIs: in ``checks``), then
     ``SystemStarted``, attach, budget, reconcile and resume jobs (unless ``hold_resumed``
@@ -1500,6 +1504,17 @@ async def _start(
                 log.info("stopping during start-up: unfinished jobs left for --resume")
                 conjure.held = frozenset(unfinished[i:])
                 break
+            why = not_resumable(ctx.state, job) if not_resumable is not None else None
+            if why is not None:
+                # It has no actor yet: the start-up ends it, as Conjure ends a job without
+                # one at a shutdown (cancel), before a machine is launched for it.
+                log.warning("job %s: failed: %s", job_id, why)
+                await ctx.emit(
+                    decide.fail_job(
+                        ctx.state, job_id, error_type="NotResumable", message=why, at=ctx.now()
+                    )
+                )
+                continue
             await conjure._queue(job_id)  # queued again, or its actor for the rest
         # The resumed actors run (an interrupted job is active again) before the run's
         # body starts: its wait_until_idle sees them.

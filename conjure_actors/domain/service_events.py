@@ -43,6 +43,7 @@ __all__ = [
     "ServiceState",
     "expiry_moves",
     "held_assets",
+    "not_resumable",
     "served_status",
 ]
 
@@ -118,12 +119,15 @@ class ApiJobAccepted(msgspec.Struct, frozen=True, kw_only=True, tag="service.job
     """Emitted by the AssetActor for ``POST /api/v2/jobs`` in the same append as the job's
     ``JobSubmitted``, just before it (an old log may hold one without its ``JobSubmitted``:
     that job does not exist). ``labels`` are the
-    request's ``metadata``; ``input_assets`` maps ``NODE.INPUT`` to the asset bound there."""
+    request's ``metadata``; ``input_assets`` maps ``NODE.INPUT`` to the asset bound there;
+    ``extra_data_keys`` names the keys of the request's ``extra_data`` (never their values:
+    a credential is never logged), so a restart knows the job cannot run as submitted."""
 
     job_id: str
     labels: dict[str, str] = {}
     idempotency_key: str | None = None
     input_assets: dict[str, str] = {}
+    extra_data_keys: tuple[str, ...] = ()
     expires_at: float
     at: float
 
@@ -252,6 +256,8 @@ class ApiJob:
     cancel_requested_at: float | None = None
     expired: bool = False
     ended: bool = False
+    extra_data_keys: list[str] = attrs.Factory(list)
+    """The keys of its ``extra_data`` (kept in memory only: :func:`not_resumable`)."""
     """Its end is logged (:class:`ApiJobExpiryMoved`): ``expires_at`` counts from it. Until
     then the job, its inputs and its outputs are kept whatever ``expires_at`` says."""
 
@@ -392,6 +398,24 @@ def _job_accepted(s: Any, e: ApiJobAccepted) -> None:
         input_assets=dict_or_empty(e.input_assets),
         accepted_at=e.at,
         expires_at=e.expires_at,
+        extra_data_keys=list(e.extra_data_keys) if e.extra_data_keys else EMPTY_LIST,
+    )
+
+
+def not_resumable(state: Any, job: Any) -> str | None:
+    """Why an unfinished job of the job service cannot run again after a restart (None: it
+    can). Its ``extra_data`` (a partner nodes' API key) lived in memory only, as the contract
+    wants (never persisted), so a prompt not yet sent would go without it: the partner node
+    fails, after a machine was paid for. A job whose prompt is on its machine already is
+    re-attached (the prompt carries it); one that has to send a new prompt fails at once,
+    before anything is launched, saying why."""
+    api = state.service.api_jobs.get(job.job_id)
+    if api is None or not api.extra_data_keys or job.prompt_id is not None:
+        return None
+    return (
+        f"its extra_data ({', '.join(api.extra_data_keys)}) was kept in the server's memory"
+        " only (a credential is never written to disk) and the server restarted before its"
+        " prompt was sent: submit the job again"
     )
 
 

@@ -37,6 +37,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, KeyReused, Retention
+from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.workflow import Catalog, Workflow
@@ -280,8 +281,9 @@ class Service:
         ``checked``: the caller validated the graph (the runtime does not walk it again).
 
         ``extra_data`` goes with the job's prompts to ComfyUI and nowhere else: never
-        logged (it may hold a credential), not part of the idempotency comparison, and gone
-        after a restart (the job then runs without it).
+        logged (it may hold a credential; its keys are, in ``ApiJobAccepted``), not part of
+        the idempotency comparison, and gone after a restart: a job whose prompt was not
+        sent then fails (``service_events.not_resumable``) instead of running without it.
 
         The key claim, the job's API facts, its ``JobSubmitted`` and its ``JobQueued`` are
         ONE append (by the AssetActor): concurrent submissions share its fsync, and a key is
@@ -362,6 +364,7 @@ class Service:
             input_assets=dict(input_assets or {}),
             submitted=submitted,
             key=idempotency_key,
+            extra_data_keys=tuple(sorted(extra_data or {})),
         )
         told = False
         try:
@@ -557,7 +560,7 @@ async def open_service(
         if http is not given:
             stack.push_async_callback(http.aclose)
         conjure = await stack.enter_async_context(
-            open_conjure(config, journal=journal, **conjure_kwargs)
+            open_conjure(config, journal=journal, not_resumable=se.not_resumable, **conjure_kwargs)
         )
         conjure.system.gate.tune(
             max_wait=settings.background_max_wait,
