@@ -122,6 +122,13 @@ class Counts(trio.abc.Instrument):
         self.cpu: dict[str, float] = {}
         self.task_steps: dict[str, int] = {}  # the same, in steps
         self._t0 = 0.0
+        # The cyclic GC's passes by generation, the objects they freed, and their CPU: a
+        # pass runs after every 700 new tracked objects not yet freed (a cycle's are freed
+        # only by a pass), and a full one walks every object of the process.
+        self.gc_passes = [0, 0, 0]
+        self.gc_freed = 0
+        self.gc_cpu = 0.0
+        self._gc0 = 0.0
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         self.spawns += self.on
@@ -143,15 +150,25 @@ class Counts(trio.abc.Instrument):
         self.batches += self._busy
         self._busy = False
 
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc0 = time.thread_time()
+        elif self.on:
+            self.gc_cpu += time.thread_time() - self._gc0
+            self.gc_passes[info["generation"]] += 1
+            self.gc_freed += info["collected"]
+
     def start(self) -> None:
         self.on = True
         self._switches0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+        gc.callbacks.append(self._gc)
 
     def stop(self) -> None:
         self.on = False
         # The trio thread's involuntary context switches (it was runnable, another thread
         # ran): a worker thread taking the GIL and the core from the loop, mostly.
         self.switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - self._switches0
+        gc.callbacks.remove(self._gc)
 
     def threaded(self, run_sync: Any) -> Any:
         """``trio.to_thread.run_sync`` counting its calls while on."""
@@ -483,6 +500,11 @@ def _print_counts(args: argparse.Namespace, out: Path) -> None:
         ("scheduler batches", ours.batches, bare.batches, durable.batches),
         ("worker-thread calls", ours.threads, bare.threads, durable.threads),
         ("trio thread preempted", ours.switches, bare.switches, durable.switches),
+        ("cyclic GC passes, young (gen 0)", *(c.gc_passes[0] for c in (ours, bare, durable))),
+        ("cyclic GC passes, gen 1", *(c.gc_passes[1] for c in (ours, bare, durable))),
+        ("cyclic GC passes, full (gen 2)", *(c.gc_passes[2] for c in (ours, bare, durable))),
+        ("objects the cyclic GC freed", ours.gc_freed, bare.gc_freed, durable.gc_freed),
+        ("cyclic GC's CPU (us)", *(1e6 * c.gc_cpu for c in (ours, bare, durable))),
     ):
         ratio = f"{a / b:8.2f}" if b else f"{'-':>8}"
         print(f"{label:<34}{a / n:>14.2f}{b / n:>14.2f}{ratio}{c / n:>14.2f}")
@@ -534,30 +556,128 @@ class Opcodes(trio.abc.Instrument):
         sys.settrace(None)
 
 
+SCHEDULER: Final = "<trio's scheduler>"
+"""``WholeThread``'s name for the bytecodes run outside every task step."""
+
+
+class WholeThread(trio.abc.Instrument):
+    """Every Python bytecode the trio thread executes between :meth:`start` and :meth:`stop`,
+    the scheduler's own included (``--opcodes``, beside ``Opcodes``): trio's run loop is Python
+    too (its batches, wake-ups, cancel scopes' deliveries, deadlines, the MockClock), and
+    ``Opcodes`` counts only what runs inside a task's step. Each bytecode is put on the task
+    whose step runs it (the run loop's few around the step's ``send`` included), or on
+    ``SCHEDULER`` outside every step; and each task's steps are counted
+    (``before_task_step``). The MockClock driver's own steps (``.drive``, the benchmark's, not
+    the run's) are counted apart and left out of the totals. This instrument's own methods
+    and trio's dispatch to them are not traced (the run loop's test and call that reach them
+    are, a few bytecodes per step). Exact, the same from run to run; slow (a run of its own)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.ops: dict[str, int] = {}
+        self.steps: dict[str, int] = {}
+        self._name = SCHEDULER
+        self._hooked = False  # in one of this instrument's hooks: what it calls is not traced
+        from trio._core import _instrumentation
+
+        # Frames never traced: this instrument's hooks, and trio's loop that calls them.
+        self._untraced = {
+            getattr(type(self), name).__code__
+            for name in ("before_task_step", "after_task_step", "_trace_call", "_trace_op")
+        } | {_instrumentation.Instruments.call.__code__}
+
+    def _trace_call(self, frame: Any, event: str, arg: Any) -> Any:
+        if self._hooked or frame.f_code in self._untraced:
+            return None
+        frame.f_trace_opcodes = True
+        return self._trace_op
+
+    def _trace_op(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            self.ops[self._name] = self.ops.get(self._name, 0) + 1
+        return self._trace_op
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.on:
+            self._hooked = True  # (re.sub calls back into Python)
+            self._name = _JOB_TASK.sub(r"\1<job>\2", task.name)
+            self.steps[self._name] = self.steps.get(self._name, 0) + 1
+            self._hooked = False
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._name = SCHEDULER
+
+    def start(self) -> None:
+        """Called from a task's step: the frames already running (the run loop's, this
+        task's) are traced from here on too (``sys.settrace`` reaches only frames entered
+        after it)."""
+        self.on = True
+        self._name = _JOB_TASK.sub(r"\1<job>\2", trio.lowlevel.current_task().name)
+        frame = sys._getframe(1)
+        while frame is not None:
+            frame.f_trace = self._trace_op
+            frame.f_trace_opcodes = True
+            frame = frame.f_back
+        sys.settrace(self._trace_call)
+
+    def stop(self) -> None:
+        self.on = False
+        sys.settrace(None)
+        frame = sys._getframe(1)
+        while frame is not None:
+            frame.f_trace = None
+            frame = frame.f_back
+
+    def total(self, counted: dict[str, int]) -> int:
+        """``counted``'s sum, the MockClock driver's steps left out."""
+        return sum(v for name, v in counted.items() if not name.endswith(".drive"))
+
+
 def _print_opcodes(args: argparse.Namespace, out: Path) -> None:
     """Per job, the Python bytecodes each task executes, conjure beside the bare loop (one
-    run each, ``Opcodes``)."""
+    run each, ``Opcodes``); then the whole trio thread's, scheduler included, and the trio
+    task steps, by task (one more run each, ``WholeThread``)."""
     n = args.opcodes
     rows = []
+    wholes = []
     for label, fn in (("conjure", _ours_overhead), ("bare client", _bare_overhead)):
-        counted = Opcodes()
-        folder = out / f"op-{label.split()[0]}"
-        folder.mkdir()
-        run_on_mock(
-            fn,
-            n,
-            args.machines,
-            folder,
-            counted,
-            on_drive=lambda counted=counted: trio.lowlevel.add_instrument(counted),
-        )
-        rows.append((label, counted))
+        for kind, rows_of_kind in ((Opcodes, rows), (WholeThread, wholes)):
+            counted = kind()
+            folder = out / f"op-{label.split()[0]}-{kind.__name__}"
+            folder.mkdir()
+            run_on_mock(
+                fn,
+                n,
+                args.machines,
+                folder,
+                counted,
+                on_drive=lambda counted=counted: trio.lowlevel.add_instrument(counted),
+            )
+            rows_of_kind.append((label, counted))
     print(f"\n== Python bytecodes per job, by task ({n} jobs, {args.machines} machines; exact)")
     for label, counted in rows:
         total = sum(counted.ops.values())
         print(f"  {label}: {total / n:,.0f} in all")
         for name, ops in sorted(counted.ops.items(), key=lambda kv: -kv[1])[:10]:
             print(f"{ops / n:>12,.0f}  {name[-70:]}")
+    (_, ours), (_, bare) = wholes
+    print(
+        f"\n== the whole trio thread per job, trio's scheduler included ({n} jobs; exact;"
+        " WholeThread)"
+    )
+    print(f"{'figure':<34}{'conjure':>14}{'bare client':>14}{'ratio':>8}")
+    for label, a, b in (
+        ("bytecodes, whole trio thread", ours.total(ours.ops), bare.total(bare.ops)),
+        ("  of them trio's scheduler", ours.ops.get(SCHEDULER, 0), bare.ops.get(SCHEDULER, 0)),
+        ("trio task steps", ours.total(ours.steps), bare.total(bare.steps)),
+    ):
+        print(f"{label:<34}{a / n:>14,.1f}{b / n:>14,.1f}{a / b:>8.2f}")
+    for label, counted in wholes:
+        print(f"  {label}: per job, by task: task steps, bytecodes (their steps' and the loop's)")
+        names = [name for name in counted.ops.keys() | counted.steps.keys()]
+        for name in sorted(names, key=lambda k: -counted.ops.get(k, 0))[:14]:
+            steps, ops = counted.steps.get(name, 0) / n, counted.ops.get(name, 0) / n
+            print(f"{steps:>10.2f}{ops:>12,.0f}  {name[-66:]}")
 
 
 class IOCounts:
@@ -689,7 +809,8 @@ def main() -> int:
         nargs="?",
         const=100,
         default=0,
-        help="jobs for a run that counts each task's Python bytecodes per job (exact, slow;"
+        help="jobs for the runs that count each task's Python bytecodes per job, then the"
+        " whole trio thread's (its scheduler included) and the trio task steps (exact, slow;"
         " 0 to skip, the default; alone: 100)",
     )
     parser.add_argument(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 BENCH = Path(__file__).resolve().parent.parent.parent / "bench"
 
@@ -45,3 +46,43 @@ def test_the_bare_loop_out_of_step_writes_the_same_outputs(
         )
     assert len(written[0]) == 8 + 3
     assert written[0] == written[1]
+
+
+async def _two_tasks(whole: object, names: tuple[str, str], steps: int) -> None:
+    async def stepper() -> None:
+        for _ in range(steps):
+            await trio.lowlevel.checkpoint()
+
+    whole.start()  # type: ignore[attr-defined]
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(stepper, name=name)
+    whole.stop()  # type: ignore[attr-defined]
+
+
+def _counted(bench_run: object, names: tuple[str, str], steps: int) -> object:
+    whole = bench_run.WholeThread()  # type: ignore[attr-defined]
+    trio._core._run._r.seed(0)  # the scheduler's coin tosses alike in every run
+    trio.run(_two_tasks, whole, names, steps, instruments=[whole])
+    return whole
+
+
+def test_whole_thread_counts_each_tasks_steps_and_the_schedulers_bytecodes(
+    bench_run: object,
+) -> None:
+    """Two tasks of five checkpoints: six steps each (the last one ends the task), and the
+    run loop's own bytecodes on the scheduler."""
+    whole = _counted(bench_run, ("a", "b"), 5)
+    assert whole.steps["a"] == whole.steps["b"] == 6  # type: ignore[attr-defined]
+    assert whole.ops[bench_run.SCHEDULER] > 0  # type: ignore[attr-defined]
+    assert whole.ops["a"] > 0  # type: ignore[attr-defined]
+    assert whole.ops["b"] > 0  # type: ignore[attr-defined]
+
+
+def test_whole_thread_does_not_count_its_own_hooks(bench_run: object) -> None:
+    """A job's task name is folded (``<job>``) by a regular expression whose substitution
+    calls back into Python: those bytecodes are the instrument's, not the run's."""
+    plain = _counted(bench_run, ("a", "b"), 5)
+    folded = _counted(bench_run, ("job-0a1b-submit", "job-2c3d-submit"), 5)
+    assert folded.steps["<job>-submit"] == 12  # type: ignore[attr-defined]
+    assert folded.total(folded.ops) == plain.total(plain.ops)  # type: ignore[attr-defined]
