@@ -59,6 +59,23 @@ def crash_message(exc: BaseException, scrub: Scrubber) -> tuple[str, str]:
     return type(exc).__name__, text
 
 
+async def emit_many(sink: EventSink | None, events: list[Any]) -> None:
+    """Append ``events`` in order, shielded as :func:`emit`: in one append where the sink
+    takes a batch (``append_many``: ``eventlog.Journal``), one by one elsewhere."""
+    if sink is None or not events:
+        return
+    if len(events) == 1:
+        await emit(sink, events[0])
+        return
+    append_many = getattr(sink, "append_many", None)
+    with trio.CancelScope(shield=True):
+        if append_many is not None:
+            await append_many(events)
+            return
+        for event in events:
+            await sink.append(event)
+
+
 async def emit(sink: EventSink | None, event: Any) -> None:
     """Append ``event`` to ``sink``, shielded: a lifecycle event is never half-written because
     the supervisor that emits it was being cancelled (the journal's own deadlines apply).

@@ -254,6 +254,11 @@ class Supervisor:
         self._next_run = 0
         self._next_token = 0
         self._moved: trio.Event | None = None  # see moved(): made only when someone waits
+        # Lifecycle events held to be journaled together (one append, not one per child:
+        # issue 16), in order, while the control loop drains exits or spawn_many announces
+        # children already started (_lifecycle); None: each is journaled at once. None is
+        # held across a wait for a child, nor past the drain that made it.
+        self._held: list[Any] | None = None
         for child_spec in spec.children:
             self._add(child_spec)
 
@@ -348,28 +353,56 @@ class Supervisor:
         # ten jobs' actors ending in one pass are journaled in that pass, not one per pass.
         # It awaits when empty, and checkpoints every BATCH messages (after one is handled:
         # a cancel there loses none).
+        # The ActorStopped of the exits drained in one pass are journaled in one append when
+        # the mailbox is empty (or before any other message): ten jobs' ends, one append.
         receive = self.ctl_recv.receive
         receive_nowait = self.ctl_recv.receive_nowait
         budget = BATCH
-        while True:
-            try:
-                msg = receive_nowait()
-            except trio.WouldBlock:
-                budget = BATCH
-                msg = await receive()
-            if isinstance(msg, _Exit):
-                await self._on_exit(msg)
-            elif isinstance(msg, _RestartDue):
-                await self._restart_due(msg.token)
-            elif isinstance(msg, _Ask) and not msg.abandoned:
-                # Not cleared on failure: run()'s cleanup fails a request left half done.
-                self._inflight = msg
-                await self._on_request(msg)
-                self._inflight = None
-            budget -= 1
-            if not budget:
-                budget = BATCH
-                await trio.lowlevel.checkpoint()
+        try:
+            while True:
+                try:
+                    msg = receive_nowait()
+                except trio.WouldBlock:
+                    await self._release_held()
+                    budget = BATCH
+                    msg = await receive()
+                if isinstance(msg, _Exit):
+                    if self._held is None:
+                        self._held = []
+                    await self._on_exit(msg)
+                else:
+                    await self._release_held()
+                    if isinstance(msg, _RestartDue):
+                        await self._restart_due(msg.token)
+                    elif isinstance(msg, _Ask) and not msg.abandoned:
+                        # Not cleared on failure: run()'s cleanup fails a request left half
+                        # done.
+                        self._inflight = msg
+                        await self._on_request(msg)
+                        self._inflight = None
+                budget -= 1
+                if not budget:
+                    budget = BATCH
+                    await self._release_held()
+                    await trio.lowlevel.checkpoint()
+        finally:
+            await self._release_held()  # (shielded: before _stop_all's events, in order)
+
+    async def _lifecycle(self, event: Any) -> None:
+        """Journal a lifecycle event of a child: held if events are being held, else now."""
+        held = self._held
+        if held is not None:
+            held.append(event)
+            return
+        await self.system._emit(event)
+
+    async def _release_held(self, *, keep: bool = False) -> None:
+        """Journal the held events, in order, in one append; go on holding only if ``keep``
+        (and events were being held)."""
+        held = self._held
+        self._held = [] if keep and held is not None else None
+        if held:
+            await self.system._emit_many(held)
 
     async def _on_request(self, req: _Ask) -> None:
         cmd = req.msg
@@ -421,21 +454,27 @@ class Supervisor:
                 answers[i] = exc
         for _, child in added:
             self._launch(child)
-        for i, child in added:
-            if await self._started(child):
-                ref = child.unit.ref
-                assert isinstance(ref, ActorRef)
-                answers[i] = ref
-                continue
-            self.children.pop(child.spec.name, None)
-            await self._report_crash(child)
-            await self._stopped_event(child, "failed")
-            self._forget(child)
-            answers[i] = (
-                child.exc
-                if isinstance(child.exc, Exception)
-                else ActorStoppedError(f"actor {child.path} stopped while starting")
-            )
+        # The children found started together are announced in one append (_started
+        # journals what it held before it waits for a child).
+        self._held = []
+        try:
+            for i, child in added:
+                if await self._started(child):
+                    ref = child.unit.ref
+                    assert isinstance(ref, ActorRef)
+                    answers[i] = ref
+                    continue
+                self.children.pop(child.spec.name, None)
+                await self._report_crash(child)
+                await self._stopped_event(child, "failed")
+                self._forget(child)
+                answers[i] = (
+                    child.exc
+                    if isinstance(child.exc, Exception)
+                    else ActorStoppedError(f"actor {child.path} stopped while starting")
+                )
+        finally:
+            await self._release_held()
         return [a for a in answers if a is not None]
 
     def _abort_request(self, req: _Ask) -> None:
@@ -495,6 +534,7 @@ class Supervisor:
                 await self._stopped_event(child, "crashed")
             self._forget(child)
             return
+        await self._release_held()  # (a restart waits for children: nothing held across it)
         await self._restart(child)
 
     def _first_crash(self, exc: BaseException | None) -> str:
@@ -516,7 +556,7 @@ class Supervisor:
         while window and window[0] <= now - period:
             window.popleft()
         if len(window) > self.spec.intensity.max_restarts:
-            await self.system._emit(
+            await self._lifecycle(
                 SupervisorEscalated(
                     supervisor=self.path,
                     child=failed.path,
@@ -565,7 +605,7 @@ class Supervisor:
             member.unit.restarts += 1
             member.unit.status = Status.RESTARTING
             member.open = True
-            await self.system._emit(
+            await self._lifecycle(
                 ActorRestarted(
                     actor=member.path,
                     incarnation=member.unit.incarnation + 1,
@@ -640,7 +680,8 @@ class Supervisor:
     async def _started(self, child: _Child) -> bool:
         """Wait until the incarnation ``_launch`` launched started (True) or ended trying."""
         if not child.settled.is_set():  # (a set Event's wait is still a schedule point:
-            await child.settled.wait()  # one pass per child of a spawn_many)
+            await self._release_held(keep=True)  # one pass per child of a spawn_many)
+            await child.settled.wait()
         child.settled = _SETTLED  # let the per-run event go (memory per idle actor)
         await self._announce(child)
         return child.start_ok
@@ -651,7 +692,7 @@ class Supervisor:
         if child.start_ok and child.announced != child.run_id:
             child.announced = child.run_id
             child.open = True
-            await self.system._emit(
+            await self._lifecycle(
                 ActorStarted(
                     actor=child.path, incarnation=child.unit.incarnation, at=self.system._now()
                 )
@@ -744,7 +785,7 @@ class Supervisor:
         child.exc_reported = True
         child.open = True
         error_type, message = crash_message(child.exc, self.system._scrub)
-        await self.system._emit(
+        await self._lifecycle(
             ActorCrashed(
                 actor=child.path,
                 incarnation=child.unit.incarnation,
@@ -760,7 +801,7 @@ class Supervisor:
         if not child.open:
             return  # never announced (start interrupted), or already journaled as stopped
         child.open = False
-        await self.system._emit(
+        await self._lifecycle(
             ActorStopped(
                 actor=child.path,
                 incarnation=child.unit.incarnation,

@@ -38,7 +38,7 @@ from conjure_actors.runtime.policy import (
     Restart,
     Strategy,
 )
-from conjure_actors.runtime.sink import EventSink, Scrubber, default_scrub, emit
+from conjure_actors.runtime.sink import EventSink, Scrubber, default_scrub, emit, emit_many
 from conjure_actors.runtime.supervisor import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     ChildSpec,
@@ -139,6 +139,9 @@ class ActorSystem:
 
     async def _emit(self, event: Any) -> None:
         await emit(self.journal, event)
+
+    async def _emit_many(self, events: list[Any]) -> None:
+        await emit_many(self.journal, events)
 
     async def _serve_root(self, root: Supervisor, *, task_status: Any) -> None:
         reason = "shutdown"
