@@ -114,6 +114,7 @@ class Counts(trio.abc.Instrument):
     def __init__(self) -> None:
         self.on = False
         self.spawns = self.steps = self.batches = self.threads = self.switches = 0
+        self.thread_wall = 0.0  # real seconds from each worker-thread call to its answer
         self._switches0 = 0
         self._busy = False
         # The trio thread's CPU in each task's steps, by task (a job's own tasks together):
@@ -175,7 +176,12 @@ class Counts(trio.abc.Instrument):
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             self.threads += self.on
-            return await run_sync(*args, **kwargs)
+            t0 = time.perf_counter()
+            try:
+                return await run_sync(*args, **kwargs)
+            finally:
+                if self.on:
+                    self.thread_wall += time.perf_counter() - t0
 
         return counted
 
@@ -230,6 +236,7 @@ async def _ours_overhead(
         "events_s": events / elapsed,
         "cpu_ms": 1000 * cpu / n,
         "main_ms": 1000 * trio_cpu / n,
+        "wait_ms": 1000 * (elapsed - cpu) / n,
         "events": events,
         "ui_events": sink.events - ui0,
         "retained_kib": retained / n / 1024,
@@ -377,7 +384,12 @@ async def _bare_overhead(
             counts.stop()
         for s in ready:
             await rc.stop(s.server_id)
-    return {"jobs_s": n / elapsed, "cpu_ms": 1000 * cpu / n, "main_ms": 1000 * trio_cpu / n}
+    return {
+        "jobs_s": n / elapsed,
+        "cpu_ms": 1000 * cpu / n,
+        "main_ms": 1000 * trio_cpu / n,
+        "wait_ms": 1000 * (elapsed - cpu) / n,
+    }
 
 
 async def _memory_per_job(n: int, machines: int, out: Path) -> tuple[float, float]:
@@ -499,6 +511,10 @@ def _print_counts(args: argparse.Namespace, out: Path) -> None:
         ("task steps", ours.steps, bare.steps, durable.steps),
         ("scheduler batches", ours.batches, bare.batches, durable.batches),
         ("worker-thread calls", ours.threads, bare.threads, durable.threads),
+        (
+            "  their wall time, call to answer (us)",
+            *(1e6 * c.thread_wall for c in (ours, bare, durable)),
+        ),
         ("trio thread preempted", ours.switches, bare.switches, durable.switches),
         ("cyclic GC passes, young (gen 0)", *(c.gc_passes[0] for c in (ours, bare, durable))),
         ("cyclic GC passes, gen 1", *(c.gc_passes[1] for c in (ours, bare, durable))),
@@ -894,9 +910,16 @@ def main() -> int:
             # pipeline's output writes and fsyncs run in a worker thread; the bare loop has
             # none, it writes on the loop without fsync).
             ("  of it the trio thread (ms)", "main_ms", "{:.2f}"),
+            # Wall time per job minus CPU per job: waiting on no CPU (the pipeline, for its
+            # outputs' fsyncs: the job ends, and its machine takes the next, once they are
+            # durable; or preempted by another program). On a shared disk it moved this
+            # table's jobs/s ratio between 0.35 and 0.92 from run to run (session 30) while
+            # the CPU ratios held: read the CPU rows for a cut, this one for the disk.
+            ("wait on no CPU per job (ms)", "wait_ms", "{:.2f}"),
         ):
             a, b = med(ours, key), med(bare, key)
-            print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{a / b:>8.2f}")
+            ratio = f"{a / b:8.2f}" if b > 0 else f"{'-':>8}"
+            print(f"{label:<34}{fmt.format(a):>14}{fmt.format(b):>14}{ratio}")
         print(
             "  beside the bare loop with durable outputs (temporary file, fsync, rename,"
             " directory fsync), one worker-thread call per output:"
