@@ -208,6 +208,10 @@ async def _ours_overhead(
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_exit(opened)
             await _machines_up(conjure, wf, machines)
+            # As `run` does once started (commands/run.py): thawed again at the end, so that
+            # the bare loop's runs in this process walk what they would alone.
+            gc.freeze()
+            stack.callback(gc.unfreeze)
             events0, ui0 = log.last_seq, sink.events
             tracing = tracemalloc.is_tracing()
             if tracing:
