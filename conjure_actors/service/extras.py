@@ -69,6 +69,7 @@ from conjure_actors.service.errors import ApiError, invalid_request, too_deep
 from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
+from conjure_actors.service.streams import events as followed_events
 from conjure_actors.service.v2_assets import (
     PUT_ATTEMPTS,
     damaged_reason,
@@ -918,6 +919,7 @@ ROUTES = [
     Route("/api/conjure/estimate", post_estimate, methods=["POST"]),
     Route("/api/conjure/budget", put_budget, methods=["PUT"]),
     Route("/api/conjure/jobs", post_job, methods=["POST"]),
+    Route("/api/conjure/events", followed_events, methods=["GET"]),
 ]
 
 

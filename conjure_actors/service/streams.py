@@ -1,0 +1,348 @@
+"""``GET /api/conjure/events``: one SSE stream that follows many jobs.
+
+A browser opens at most 6 HTTP/1.1 connections to a host, across all its tabs, and ``serve``
+on loopback speaks HTTP/1.1 to a browser (browsers do HTTP/2 over TLS only): a page with one
+``EventSource`` per job (``/api/v2/jobs/{id}/events``) hangs once 6 are open, its next
+submission, polls and downloads queued behind them. This stream follows the jobs named
+(``?job=<id>``, repeatable) and every job whose labels match (``?metadata[k]=v``, those
+submitted after it opened included) on one connection, one slot of ``max_streams``.
+
+Its frames are the per-job stream's (``status``, ``progress``, ``output``), each with the
+job's ``job_id`` (an ``output`` has it already; its ``id`` is the asset's, so the job's id
+cannot go there), built the same way from ``job_view``: a snapshot of each job as it is
+followed, then ``status`` on every change (a queued job's ``queue_position`` too), ``progress``
+at most every ``progress_interval`` per job, ``output`` as each output becomes an asset, and
+the job's terminal ``status`` (the full job) once; then that job is no longer followed. No
+``preview``: a page opens the per-job stream of the one job it shows big. With ``job`` only,
+the stream ends once every job it follows ended; with ``metadata`` it stays open (keep-alive
+pings) until the client leaves or serving stops (then, as the per-job stream, one last look:
+each followed job's status as serving stops).
+
+Cost: per commit, only the followed jobs its records name are looked at, plus, when jobs
+joined or left the queue, the followed queued jobs behind the first of them (only their
+``queue_position`` can have moved: :class:`QueueWatch`); a stream that follows a thousand jobs
+does not build a thousand job views per commit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Final
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
+from conjure_actors.domain import state as st
+from conjure_actors.service.app import Service
+from conjure_actors.service.errors import ApiError, invalid_request
+from conjure_actors.service.jobindex import WAITING as INDEX_WAITING
+from conjure_actors.service.jobindex import take_ready
+from conjure_actors.service.v2_jobs import (
+    MAX_LABELS,
+    TERMINAL_API,
+    _CountedStream,
+    _queue_position,
+    _status_payload,
+    job_view,
+    service_of,
+)
+
+__all__ = ["MAX_JOB_IDS", "QueueWatch", "events", "serving_key"]
+
+MAX_JOB_IDS: Final = 100
+"""``job=`` ids one stream follows at most (more: a metadata label)."""
+
+_Key = tuple[int, float, str]
+
+
+def serving_key(job: st.Job) -> _Key:
+    """``job``'s place in the queue's order (the job index's: priority first, then
+    submission time)."""
+    return (-job.priority, job.submitted_at, job.job_id)
+
+
+class QueueWatch:
+    """Which followed queued jobs' ``queue_position`` may have moved, per batch of records.
+
+    A queued job's position is how many waiting jobs go before it in serving order: it moves
+    only when a job before it joins or leaves the waiting jobs. The watch keeps the ids of the
+    waiting jobs as it last saw them (the index's, from the connect on) and the serving keys
+    of the followed queued jobs, sorted; a batch's jobs whose waiting changed give the first
+    key that moved, and only the followed queued jobs after it are returned: a submission
+    (which joins at the end) or a running job's progress returns none, the head of the queue
+    starting returns them all (each then has a new position to send anyway)."""
+
+    def __init__(self, waiting: Iterable[str]) -> None:
+        self.waiting: set[str] = set(waiting)
+        self.queued: list[_Key] = []  # the followed jobs the stream says are queued, sorted
+
+    def follow(self, key: _Key) -> None:
+        at = bisect.bisect_left(self.queued, key)
+        if at == len(self.queued) or self.queued[at] != key:
+            self.queued.insert(at, key)
+
+    def forget(self, key: _Key) -> None:
+        at = bisect.bisect_left(self.queued, key)
+        if at < len(self.queued) and self.queued[at] == key:
+            del self.queued[at]
+
+    def moved(self, jobs: Mapping[str, st.Job], touched: Iterable[str]) -> list[str]:
+        """The followed queued jobs behind the first of ``touched`` (the job ids of a batch
+        of records) whose waiting changed since the last call, in serving order."""
+        first: _Key | None = None
+        waiting = self.waiting
+        for job_id in touched:
+            job = jobs.get(job_id)
+            now = job is not None and job.status in INDEX_WAITING
+            if now == (job_id in waiting):
+                continue
+            if now:
+                waiting.add(job_id)
+            else:
+                waiting.discard(job_id)
+            if job is not None:
+                key = serving_key(job)
+                first = key if first is None or key < first else first
+        if first is None:
+            return []
+        return [key[2] for key in self.queued[bisect.bisect_right(self.queued, first) :]]
+
+
+class _Follower:
+    """What the stream sent of one job (the per-job stream's locals in ``v2_jobs.events``)."""
+
+    __slots__ = ("job_id", "key", "last_progress", "n", "outputs", "position", "progress", "status")
+
+    def __init__(self, job_id: str, n: int, key: _Key) -> None:
+        self.job_id = job_id
+        self.n = n  # the order it was followed in: a look goes through jobs in that order
+        self.key = key
+        self.status = ""
+        self.position: int | None = None
+        self.progress: Any = None
+        self.outputs: set[str] = set()
+        self.last_progress = -math.inf
+
+    def snapshot(self, view: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], bool]:
+        """The frames on following the job, and whether that was its end."""
+        self.status = view["status"]
+        self.position = view["queue_position"]
+        ended = self.status in TERMINAL_API
+        frames: list[tuple[str, Any]] = [("status", _status_payload(view, full=ended))]
+        self.progress = view["progress"]
+        if self.progress is not None:
+            frames.append(("progress", self.progress))
+        self.outputs = {o["id"] for o in view["outputs"]}
+        self.last_progress = trio.current_time()
+        return frames, ended
+
+    def look(
+        self, view: Mapping[str, Any], *, last: bool, interval: float
+    ) -> tuple[list[tuple[str, Any]], bool, bool]:
+        """The frames of a look at the job's ``view``, whether a newer progress is held back
+        by the throttle (look again on the next tick), and whether the job is done with:
+        ended, or serving stops (``last``: its status as serving stops is sent)."""
+        frames: list[tuple[str, Any]] = []
+        for out in view["outputs"]:
+            if out["id"] not in self.outputs:
+                self.outputs.add(out["id"])
+                frames.append(("output", out))
+        if view["status"] != self.status or view["queue_position"] != self.position:
+            self.status, self.position = view["status"], view["queue_position"]
+            if self.status in TERMINAL_API:
+                frames.append(("status", _status_payload(view, full=True)))
+                return frames, False, True
+            frames.append(("status", _status_payload(view)))
+        elif last:
+            frames.append(("status", _status_payload(view)))
+        if last:
+            return frames, False, True
+        progress = view["progress"]
+        if progress is not None and progress != self.progress:
+            now = trio.current_time()
+            if now - self.last_progress < interval:
+                return frames, True, False
+            self.last_progress, self.progress = now, progress
+            frames.append(("progress", progress))
+        return frames, False, False
+
+
+def _frame(name: str, job_id: str, data: Mapping[str, Any]) -> dict[str, str]:
+    payload = {**data, "job_id": job_id} if "job_id" in data else {"job_id": job_id, **data}
+    return {"event": name, "data": json.dumps(payload, separators=(",", ":"))}
+
+
+def _wanted(request: Request) -> tuple[list[str], dict[str, str]]:
+    """The ``job`` ids (in order, once each) and the ``metadata`` labels asked for."""
+    ids: dict[str, None] = {}
+    labels: dict[str, str] = {}
+    for k, v in request.query_params.multi_items():
+        if k == "job":
+            if not v:
+                raise invalid_request("'job' must name a job: job=<id>")
+            ids[v] = None
+        elif k.startswith("metadata[") and k.endswith("]"):
+            labels[k[len("metadata[") : -1]] = v
+        else:
+            raise invalid_request(
+                f"unknown query parameter {k!r}: follow jobs with job=<id> (repeatable)"
+                " and/or metadata[KEY]=VALUE"
+            )
+    if len(ids) > MAX_JOB_IDS:
+        raise invalid_request(
+            f"{len(ids)} job ids: one stream follows at most {MAX_JOB_IDS} by id; follow more"
+            " by a label of theirs (metadata[KEY]=VALUE)"
+        )
+    if len(labels) > MAX_LABELS or any(not k for k in labels):
+        raise ApiError(422, "invalid_metadata_filter", f"at most {MAX_LABELS} non-empty keys")
+    if not ids and not labels:
+        raise invalid_request(
+            "say which jobs to follow: job=<id> (repeatable) and/or metadata[KEY]=VALUE"
+        )
+    return list(ids), labels
+
+
+def _matches(have: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in wanted.items())
+
+
+async def events(request: Request) -> Response:
+    """``GET /api/conjure/events``: the jobs of ``job`` and ``metadata`` on one SSE stream
+    (module docstring); 404 for an unknown or expired ``job``, as the per-job stream."""
+    service = service_of(request)
+    ids, labels = _wanted(request)
+    for job_id in ids:
+        job_view(request, service, job_id)
+    if service.open_streams >= service.settings.max_streams:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"{service.settings.max_streams} event streams are open: close one, or poll"
+            " GET /api/v2/jobs?metadata[KEY]=VALUE",
+            headers={"Retry-After": str(service.settings.retry_after)},
+        )
+    service.open_streams += 1
+    return _CountedStream(service, _stream(request, service, ids, labels), ping=15, send_timeout=30)
+
+
+async def _stream(
+    request: Request, service: Service, ids: list[str], labels: dict[str, str]
+) -> AsyncIterator[dict[str, str]]:
+    interval = service.settings.progress_interval
+    followed: dict[str, _Follower] = {}
+    watch = QueueWatch(service.index.waiting())
+    held: set[str] = set()  # jobs whose newer progress the throttle holds back
+    count = 0
+
+    def done(job_id: str) -> None:
+        follower = followed.pop(job_id, None)
+        if follower is not None:
+            watch.forget(follower.key)
+        held.discard(job_id)
+
+    def follow(job_id: str) -> list[dict[str, str]]:
+        """Follow ``job_id``: the frames of its snapshot (none if it is not served)."""
+        nonlocal count
+        job = service.state.jobs.get(job_id)
+        if job is None or job_id in followed:
+            return []
+        try:
+            view = job_view(request, service, job_id)
+        except ApiError:
+            return []  # expired meanwhile
+        count += 1
+        follower = _Follower(job_id, count, serving_key(job))
+        frames, ended = follower.snapshot(view)
+        if not ended:
+            followed[job_id] = follower
+            if follower.status == "queued":
+                watch.follow(follower.key)
+        return [_frame(name, job_id, data) for name, data in frames]
+
+    async with service.journal.subscribe(max_buffer=math.inf) as records:
+        # Subscribed first, then the snapshot: a record after it is seen by the loop. A job
+        # accepted up to ``scanned`` is in the snapshot already.
+        scanned = service.journal.last_seq
+        wanted = list(ids)
+        if labels:
+            known = set(ids)
+            wanted += [
+                job_id
+                for job_id, api in service.state.service.api_jobs.items()
+                if job_id not in known and _matches(api.labels, labels)
+            ]
+        for job_id in wanted:
+            for frame in follow(job_id):
+                yield frame
+        while labels or followed:
+            touched: dict[str, None] = {}
+            new: list[str] = []
+            stopped = False
+            with trio.move_on_after(interval):
+                first = await records.receive()
+                # The rest of the commit at once: one wake-up per commit, not per record.
+                for record in (first, *take_ready(records)):
+                    event = record.event
+                    about: str | None = getattr(event, "job_id", None)
+                    if about is not None:
+                        touched[about] = None
+                        if (
+                            labels
+                            and isinstance(event, se.ApiJobAccepted)
+                            and record.seq > scanned
+                            and _matches(event.labels, labels)
+                        ):
+                            new.append(about)
+                    elif isinstance(event, ev.SystemStopped):
+                        stopped = True
+            # Serving stops (after the drain and the machines' stop): one last look at each
+            # job, which ends the stream with the status each is left in (as the per-job one).
+            last = service.stopping.is_set()
+            for job_id in new:
+                for frame in follow(job_id):
+                    yield frame
+            looked = set(new)
+            dirty = [j for j in touched if j in followed and j not in looked]
+            for job_id in watch.moved(service.state.jobs, touched):
+                follower = followed[job_id]
+                if job_id in touched or job_id in held or last or stopped:
+                    continue  # looked at whole below
+                job = service.state.jobs.get(job_id)
+                position = _queue_position(service, job) if job is not None else None
+                if position is not None and position != follower.position:
+                    follower.position = position
+                    yield _frame(
+                        "status", job_id, {"status": follower.status, "queue_position": position}
+                    )
+            if last or stopped:
+                look: Iterable[str] = list(followed)
+            else:
+                look = sorted({*dirty, *held}, key=lambda j: followed[j].n)
+            for job_id in look:
+                follower = followed[job_id]
+                try:
+                    view = job_view(request, service, job_id)
+                except ApiError:
+                    done(job_id)  # expired meanwhile
+                    continue
+                was_queued = follower.status == "queued"
+                frames, holding, ended = follower.look(view, last=last, interval=interval)
+                for name, data in frames:
+                    yield _frame(name, job_id, data)
+                if ended:
+                    done(job_id)
+                    continue
+                if holding:
+                    held.add(job_id)
+                else:
+                    held.discard(job_id)
+                if was_queued != (follower.status == "queued"):
+                    (watch.follow if follower.status == "queued" else watch.forget)(follower.key)
+            if last:
+                return
