@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as hs
 from streams_support import by_job, read_stream
 
+from conjure_actors.actors.assets import Retention
 from conjure_actors.config import Config
 from conjure_actors.domain import state as st
 from conjure_actors.service import streams
@@ -231,6 +232,45 @@ async def test_a_stream_naming_an_unknown_job_is_404(tmp_path: Path, autojump_cl
         assert answer.json()["error"]["code"] == "not_found"
         assert "nope" in answer.json()["error"]["message"]
         assert run.service.open_streams == 0
+
+
+async def test_an_expired_job_is_404_by_id_and_left_out_of_a_label_stream(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A job past its retention: ``job=`` it is 404, as its own stream is; a label stream
+    that matches it sends only the jobs still kept."""
+    settings = Settings(retention=Retention(jobs=60.0, assets=60.0))
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, settings=settings) as run:
+            old = await submit(run, {"tab": "1"})
+            await wait_for(run.service, served(old))
+            await trio.sleep(61)  # past its retention
+            kept = await submit(run, {"tab": "1"})
+            by_id = await run.client.get(f"/api/conjure/events?job={old}")
+            own = await run.client.get(f"/api/v2/jobs/{old}/events")
+            leave = trio.Event()
+            opened = trio.Event()
+            got: list[Any] = []
+
+            async def watch() -> None:
+                got.extend(
+                    await read_stream(
+                        run.app,
+                        "/api/conjure/events?metadata%5Btab%5D=1",
+                        leave=leave,
+                        opened=opened,
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await opened.wait()
+                await wait_for(run.service, served(kept))
+                await trio.testing.wait_all_tasks_blocked()
+                leave.set()
+    assert (by_id.status_code, own.status_code) == (404, 404)
+    assert by_id.json()["error"]["code"] == "not_found"
+    assert set(by_job(got)) == {kept}
 
 
 async def test_a_stream_of_many_jobs_takes_one_slot_of_max_streams(
