@@ -46,11 +46,11 @@ from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.v2_jobs import (
     MAX_LABELS,
     TERMINAL_API,
-    _CountedStream,
-    _queue_position,
-    _status_payload,
+    CountedStream,
     job_view,
+    queue_position_of,
     service_of,
+    status_payload,
 )
 
 __all__ = ["MAX_JOB_IDS", "QueueWatch", "events", "serving_key"]
@@ -134,7 +134,7 @@ class _Follower:
         self.status = view["status"]
         self.position = view["queue_position"]
         ended = self.status in TERMINAL_API
-        frames: list[tuple[str, Any]] = [("status", _status_payload(view, full=ended))]
+        frames: list[tuple[str, Any]] = [("status", status_payload(view, full=ended))]
         self.progress = view["progress"]
         if self.progress is not None:
             frames.append(("progress", self.progress))
@@ -156,11 +156,11 @@ class _Follower:
         if view["status"] != self.status or view["queue_position"] != self.position:
             self.status, self.position = view["status"], view["queue_position"]
             if self.status in TERMINAL_API:
-                frames.append(("status", _status_payload(view, full=True)))
+                frames.append(("status", status_payload(view, full=True)))
                 return frames, False, True
-            frames.append(("status", _status_payload(view)))
+            frames.append(("status", status_payload(view)))
         elif last:
-            frames.append(("status", _status_payload(view)))
+            frames.append(("status", status_payload(view)))
         if last:
             return frames, False, True
         progress = view["progress"]
@@ -228,7 +228,7 @@ async def events(request: Request) -> Response:
             headers={"Retry-After": str(service.settings.retry_after)},
         )
     service.open_streams += 1
-    return _CountedStream(service, _stream(request, service, ids, labels), ping=15, send_timeout=30)
+    return CountedStream(service, _stream(request, service, ids, labels), ping=15, send_timeout=30)
 
 
 async def _stream(
@@ -314,7 +314,7 @@ async def _stream(
                 if job_id in touched or job_id in held or last or stopped:
                     continue  # looked at whole below
                 job = service.state.jobs.get(job_id)
-                position = _queue_position(service, job) if job is not None else None
+                position = queue_position_of(service, job) if job is not None else None
                 if position is not None and position != follower.position:
                     follower.position = position
                     yield _frame(

@@ -103,7 +103,7 @@ def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
     return "queued"
 
 
-def _queue_position(service: Service, job: st.Job) -> int:
+def queue_position_of(service: Service, job: st.Job) -> int:
     """A queued job's place in line: 1 for the next job to run, then 2... (as the peer
     comfy-api-proxy counts: how many waiting jobs go before it, plus one; priority first,
     then submission order). 1-based so that a page's ``if (job.queue_position)`` and its
@@ -393,7 +393,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "started_at": iso(started),
         "completed_at": iso(finished),
         "expires_at": iso(expires),
-        "queue_position": _queue_position(service, job) if status == "queued" else None,
+        "queue_position": queue_position_of(service, job) if status == "queued" else None,
         "progress": progress_of(service, job),
         "outputs": outputs,
         "error": _error_view(service, job, api, status),
@@ -1103,7 +1103,7 @@ async def events(request: Request) -> Response:
         async with service.journal.subscribe(max_buffer=math.inf) as records:
             view = job_view(request, service, job_id)
             status = view["status"]
-            yield frame("status", _status_payload(view, full=status in TERMINAL_API))
+            yield frame("status", status_payload(view, full=status in TERMINAL_API))
             sent_progress = view["progress"]
             if sent_progress is not None:
                 yield frame("progress", sent_progress)
@@ -1143,7 +1143,7 @@ async def events(request: Request) -> Response:
                     # changed: a thousand open streams cost no job_view each per job end.
                     moves = service.index.moves
                     job = service.state.jobs.get(job_id)
-                    position = _queue_position(service, job) if job is not None else None
+                    position = queue_position_of(service, job) if job is not None else None
                     if position is not None and position != sent_position:
                         sent_position = position
                         yield frame("status", {"status": status, "queue_position": position})
@@ -1161,11 +1161,11 @@ async def events(request: Request) -> Response:
                 if view["status"] != status or view["queue_position"] != sent_position:
                     status, sent_position = view["status"], view["queue_position"]
                     if status in TERMINAL_API:
-                        yield frame("status", _status_payload(view, full=True))
+                        yield frame("status", status_payload(view, full=True))
                         return
-                    yield frame("status", _status_payload(view))
+                    yield frame("status", status_payload(view))
                 elif last:  # the stream's last frame is the status the job is left in
-                    yield frame("status", _status_payload(view))
+                    yield frame("status", status_payload(view))
                 if last:
                     return
                 # Progress at most every progress_interval; a newer snapshot held back by
@@ -1181,7 +1181,7 @@ async def events(request: Request) -> Response:
                         dirty = True
 
     service.open_streams += 1
-    return _CountedStream(service, stream(), ping=15, send_timeout=30)
+    return CountedStream(service, stream(), ping=15, send_timeout=30)
 
 
 class _PreviewThrottle:
@@ -1207,7 +1207,7 @@ class _PreviewThrottle:
         return await self.previews.payload(preview)
 
 
-class _CountedStream(EventSourceResponse):
+class CountedStream(EventSourceResponse):
     """An SSE response that frees its slot of ``max_streams`` however it ends (the stream
     ran out, the client left, the server stopped), even if it never started."""
 
@@ -1222,7 +1222,7 @@ class _CountedStream(EventSourceResponse):
             self._service.open_streams -= 1
 
 
-def _status_payload(view: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:
+def status_payload(view: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:
     if full:
         return {**view, "queue_position": view["queue_position"]}
     return {"status": view["status"], "queue_position": view["queue_position"]}
@@ -1244,4 +1244,16 @@ ROUTES = [
     Route("/api/v2/jobs/{id}/events", events, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "api_status", "asset_ref", "iso", "job_progress", "job_view", "past_retention"]
+__all__ = [
+    "ROUTES",
+    "CountedStream",
+    "api_status",
+    "asset_ref",
+    "iso",
+    "job_labels",
+    "job_progress",
+    "job_view",
+    "past_retention",
+    "queue_position_of",
+    "status_payload",
+]
