@@ -840,16 +840,7 @@ class AssetActor(Actor):
             hash_text, size, created = await trio.to_thread.run_sync(self.blobs.put_file, path)
         except OSError:
             self._storing.add(path)
-            saved = ev.OutputSaved(
-                job_id=job_id,
-                node_id=out.node_id,
-                filename=out.filename,
-                path=path,
-                size=out.size,
-                sha256=out.sha256,
-                kind=out.kind,
-                at=self.ctx.now(),
-            )
+            saved = _saved(job_id, out, self.ctx.now())
             self.start_soon(self._put_blob, saved, name="asset-store-output")
             return
         await self.ctx.emit(
