@@ -47,6 +47,7 @@ from conjure_actors.service.v2_jobs import (
     MAX_LABELS,
     TERMINAL_API,
     CountedStream,
+    check_stream_slot,
     job_view,
     queue_position_of,
     service_of,
@@ -219,14 +220,7 @@ async def events(request: Request) -> Response:
     ids, labels = _wanted(request)
     for job_id in ids:
         job_view(request, service, job_id)
-    if service.open_streams >= service.settings.max_streams:
-        raise ApiError(
-            429,
-            "too_many_streams",
-            f"{service.settings.max_streams} event streams are open: close one, or poll"
-            " GET /api/v2/jobs?metadata[KEY]=VALUE",
-            headers={"Retry-After": str(service.settings.retry_after)},
-        )
+    check_stream_slot(service, "GET /api/v2/jobs?metadata[KEY]=VALUE")
     service.open_streams += 1
     return CountedStream(service, _stream(request, service, ids, labels), ping=15, send_timeout=30)
 

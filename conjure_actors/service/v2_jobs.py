@@ -1074,6 +1074,18 @@ async def cancel(request: Request) -> Response:
 # ----------------------------------------------------------------------------- events
 
 
+def check_stream_slot(service: Service, poll: str) -> None:
+    """429 ``too_many_streams`` once ``max_streams`` event streams are open (``poll``: what
+    the client polls instead)."""
+    if service.open_streams >= service.settings.max_streams:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"{service.settings.max_streams} event streams are open: close one, or poll {poll}",
+            headers={"Retry-After": str(service.settings.retry_after)},
+        )
+
+
 def _concerns(event: Any, job_id: str) -> bool:
     return getattr(event, "job_id", None) == job_id
 
@@ -1087,14 +1099,7 @@ async def events(request: Request) -> Response:
     service = service_of(request)
     job_id = request.path_params["id"]
     job_view(request, service, job_id)
-    if service.open_streams >= service.settings.max_streams:
-        raise ApiError(
-            429,
-            "too_many_streams",
-            f"{service.settings.max_streams} event streams are open: close one, or poll"
-            " GET /api/v2/jobs/{id}",
-            headers={"Retry-After": str(service.settings.retry_after)},
-        )
+    check_stream_slot(service, "GET /api/v2/jobs/{id}")
 
     def frame(name: str, data: Mapping[str, Any]) -> dict[str, str]:
         return {"event": name, "data": json.dumps(data, separators=(",", ":"))}
@@ -1249,6 +1254,7 @@ __all__ = [
     "CountedStream",
     "api_status",
     "asset_ref",
+    "check_stream_slot",
     "iso",
     "job_labels",
     "job_progress",
