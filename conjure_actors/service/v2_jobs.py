@@ -349,6 +349,21 @@ def past_retention(job: st.Job, api: Any, now: float) -> bool:
     return bool(api.ended and api.expires_at <= now and job.status in st.TERMINAL_STATUSES)
 
 
+def job_expires_at(job: st.Job, api: Any, *, keep: float, now: float) -> float:
+    """When ``job`` expires: its logged deadline once its end is logged; an ended job whose
+    end is not logged yet (a moment) what that record will say (its end + ``keep``:
+    ``service_events.expiry_moves``), not a "now"-based figure that its terminal status
+    frame, sent once, would carry for good (QA); a job still going at least ``keep`` from
+    now."""
+    if api is None:
+        return float(job.submitted_at + keep)
+    if api.ended:
+        return float(api.expires_at)
+    if job.status in se.ENDED and job.finished_at is not None:
+        return float(max(api.expires_at, job.finished_at + keep))
+    return float(max(api.expires_at, now + keep))
+
+
 def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
     """The v2 ``Job`` object of ``job_id`` (``ApiError`` 404 when unknown or expired)."""
     state = service.state
@@ -364,13 +379,7 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         for asset_id in svc.job_outputs.get(job_id, {}).values()
         if asset_id in svc.assets and is_live(svc.assets[asset_id], now)
     ]
-    keep = service.settings.retention.jobs
-    if api is None:
-        expires = job.submitted_at + keep
-    elif api.ended:
-        expires = api.expires_at
-    else:  # kept until its end + the retention: at least a retention from now
-        expires = max(api.expires_at, now + keep)
+    expires = job_expires_at(job, api, keep=service.settings.retention.jobs, now=now)
     # Running since its machine took it (inputs uploaded, then ComfyUI's own queue, then
     # the execution): a job said "running" has a start. The metrics time the execution
     # itself once ComfyUI has said it began.
