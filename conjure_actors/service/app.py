@@ -291,6 +291,28 @@ class Service:
         bindings, shutting down) logs nothing. Raises :class:`KeyReusedError`, ``ApiError``
         (queue full, shutting down, the log's disk full) and ``UsageError``/``WorkflowError``
         (refused)."""
+        self.check_accepting()
+        self._submitting += 1
+        try:
+            return await self._submit(
+                workflow,
+                image=image,
+                images=images,
+                prompt=prompt,
+                sets=sets,
+                labels=labels,
+                input_assets=input_assets,
+                idempotency_key=idempotency_key,
+                extra_data=extra_data,
+                checked=checked,
+            )
+        finally:
+            self._submitting -= 1
+
+    def check_accepting(self) -> None:
+        """Raise the ``ApiError`` a submission gets now, whatever it is (shutting down, the
+        log's disk full, the queue full, the budget spent), or nothing: a caller that must
+        store something for a submission (its image) asks first, so a refusal stores none."""
         if not self.accepting:
             raise ApiError(
                 503, "unavailable", "the job service is shutting down", headers=self._retry()
@@ -313,22 +335,6 @@ class Service:
                 f"the budget of {format_usd(budget.limit_micros)} is spent: raise or lift it"
                 " (PUT /api/conjure/budget), then submit again",
             )
-        self._submitting += 1
-        try:
-            return await self._submit(
-                workflow,
-                image=image,
-                images=images,
-                prompt=prompt,
-                sets=sets,
-                labels=labels,
-                input_assets=input_assets,
-                idempotency_key=idempotency_key,
-                extra_data=extra_data,
-                checked=checked,
-            )
-        finally:
-            self._submitting -= 1
 
     async def _submit(
         self,

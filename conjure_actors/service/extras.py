@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,7 +44,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 import conjure_actors
-from conjure_actors.actors.assets import RecordAsset, Recorded
+from conjure_actors.actors.assets import DeleteAsset, RecordAsset, Recorded
 from conjure_actors.actors.example import DEFAULT_WORKFLOW, bundled_workflow, bundled_workflows
 from conjure_actors.actors.pool import attached_name
 from conjure_actors.clients.comfyui import origin_of
@@ -84,6 +85,8 @@ from conjure_actors.service.v2_jobs import (
     job_view,
     service_of,
 )
+
+log = logging.getLogger("conjure_actors.service")
 
 __all__ = [
     "DEFAULT_JOB_SECONDS",
@@ -736,6 +739,7 @@ async def post_job(request: Request) -> Response:
         # becomes one more asset record (the submission would refuse it the same way).
         raise key_reused(service, KeyReusedError(key, made), key)
     role = workflow.roles().input_image
+    service.check_accepting()  # a refusal known now stores no image
     input_assets = {} if role is None else {f"{role}.image": await _image_asset(service, image)}
     try:
         job_id = await service.submit_job(
@@ -747,13 +751,28 @@ async def post_job(request: Request) -> Response:
             input_assets=input_assets,
             idempotency_key=key,
         )
-    except KeyReusedError as exc:
-        raise key_reused(service, exc, key) from None
-    except WorkflowError as exc:
-        raise invalid_workflow(exc.problems) from None
-    except UsageError as exc:
-        raise invalid_request(str(exc)) from None
+    except (KeyReusedError, WorkflowError, UsageError, ApiError) as exc:
+        # Refused (nothing of the job was logged): its image is no asset of anyone's. Not
+        # on a cancel or a timeout: the submission may still land (then the job holds it).
+        for asset_id in input_assets.values():
+            await _drop_input_asset(service, asset_id)
+        if isinstance(exc, KeyReusedError):
+            raise key_reused(service, exc, key) from None
+        if isinstance(exc, WorkflowError):
+            raise invalid_workflow(exc.problems) from None
+        if isinstance(exc, UsageError):
+            raise invalid_request(str(exc)) from None
+        raise
     return JSONResponse(job_view(request, service, job_id), status_code=201)
+
+
+async def _drop_input_asset(service: Service, asset_id: str) -> None:
+    """Delete the input asset of a refused submission (its blob goes with it if no other
+    asset has those bytes); a failure to is logged, not the client's answer."""
+    try:
+        await service.assets.ask(DeleteAsset(asset_id), timeout=60)
+    except Exception as exc:  # the refusal is what the client must hear
+        log.warning("the image of a refused submission is kept as asset %s: %s", asset_id, exc)
 
 
 def _form_labels(field: Any) -> dict[str, str]:

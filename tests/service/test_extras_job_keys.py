@@ -105,3 +105,42 @@ async def test_a_retry_with_the_key_records_no_asset(
         await _post(run, "lost-answer")
         after = len(run.service.state.service.assets)
     assert after == before
+
+
+def _live_assets(run: Any) -> int:
+    return len(run.service.state.service.assets)
+
+
+async def test_a_submission_refused_for_a_full_queue_stores_no_image(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A page retrying on 429 added one asset record (and a blob) per try (QA7 F2)."""
+    from conjure_actors.service.app import Settings
+
+    settings = Settings(max_queue=1)
+    async with open_extras_service(tmp_path, settings=settings, ready_delay=86_400) as run:
+        first = await _post(run)
+        before = _live_assets(run)
+        refused = await _post(run)
+        after = _live_assets(run)
+    assert (first.status_code, refused.status_code) == (201, 429)
+    assert after == before
+
+
+async def test_duplicates_racing_the_first_leave_no_image_behind(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each refused duplicate's image asset is deleted: the job's one input asset stays."""
+    async with open_extras_service(tmp_path) as run:
+
+        async def post() -> None:
+            await _post(run, "racing")
+
+        with trio.fail_after(600):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(post)
+        (job_id,) = run.service.state.service.api_jobs
+        held = set(run.service.state.service.api_jobs[job_id].input_assets.values())
+        left = set(run.service.state.service.assets)
+    assert left == held
