@@ -526,12 +526,29 @@ def closing_line(state: Any, log_path: Path) -> str:
     import shlex
 
     from conjure_actors.actors.view import of_budget, summarize
+    from conjure_actors.domain import service_events as se
+    from conjure_actors.domain import state as st
     from conjure_actors.domain.prices import format_usd
 
     s = summarize(state)
     jobs = f"{s.jobs} jobs ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
     if s.unfinished:
-        jobs += f", {s.unfinished} unfinished: the next serve --log on this log runs them"
+        # Those whose extra_data was in memory only and whose prompt was not sent: the next
+        # start fails them (service_events.not_resumable); the operator hears it now.
+        lost = sum(
+            1
+            for job in state.jobs.values()
+            if job.status in st.RESUMABLE_STATUSES and se.not_resumable(state, job) is not None
+        )
+        if not lost:
+            jobs += f", {s.unfinished} unfinished: the next serve --log on this log runs them"
+        else:
+            runs = f"runs {s.unfinished - lost} and " if s.unfinished > lost else ""
+            jobs += (
+                f", {s.unfinished} unfinished: the next serve --log on this log {runs}fails"
+                f" {lost} not_resumable (their extra_data was in this server's memory only:"
+                " their clients must submit them again)"
+            )
     jobs += ")"
     cost = format_usd(s.cost_micros) + of_budget(s.budget_micros, exceeded=s.budget_exceeded)
     log = shlex.quote(str(log_path))

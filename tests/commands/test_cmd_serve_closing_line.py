@@ -31,3 +31,22 @@ def test_unfinished_jobs_are_said_to_run_at_the_next_start() -> None:
     line = closing_line(_state([st.QUEUED]), Path("my runs/s.log"))
     assert "1 unfinished: the next serve --log on this log runs them" in line
     assert "status 'my runs/s.log'" in line
+
+
+def test_unfinished_jobs_whose_extra_data_is_lost_are_said_to_fail_at_the_next_start() -> None:
+    """Two queued, one with extra_data (in memory only): the operator hears before a restart
+    that the next start fails it not_resumable (QA7 F3: it promised to run all of them)."""
+    from conjure_actors.domain import service_events as se
+
+    state = _state([st.QUEUED, st.QUEUED])
+    state.service.api_jobs["j1"] = se.ApiJob(
+        job_id="j1",
+        labels={},
+        idempotency_key=None,
+        input_assets={},
+        accepted_at=0.0,
+        expires_at=1.0,
+        extra_data_keys=["api_key_comfy_org"],
+    )
+    line = closing_line(state, Path("s.log"))
+    assert "2 unfinished: the next serve --log on this log runs 1 and fails 1 not_resumable" in line
