@@ -71,6 +71,7 @@ from conjure_actors.service.metrics import MetricsMiddleware, ServiceMetrics
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.security import SecuritySettings, security_middleware
 from conjure_actors.service.streams import events as followed_events
+from conjure_actors.service.streams import events_url as followed_events_url
 from conjure_actors.service.v2_assets import (
     PUT_ATTEMPTS,
     damaged_reason,
@@ -939,6 +940,7 @@ ROUTES = [
     Route("/api/conjure/budget", put_budget, methods=["PUT"]),
     Route("/api/conjure/jobs", post_job, methods=["POST"]),
     Route("/api/conjure/events", followed_events, methods=["GET"]),
+    Route("/api/conjure/events/url", followed_events_url, methods=["GET"]),
 ]
 
 

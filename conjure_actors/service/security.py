@@ -66,7 +66,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -304,9 +304,15 @@ def check_bind(host: str, token: str | None) -> None:
 SIGNING_LABEL: Final = b"conjure-actors signed URL v1"
 """What the URL-signing key is derived with from the token (HMAC-SHA256(token, label)): a
 signature never carries or reveals the token, and a new token voids every URL signed."""
-SIGNED_PATHS: Final = re.compile(r"/api/v2/(?:assets/[^/]+/content|jobs/[^/]+/events)")
+SIGNED_PATHS: Final = re.compile(
+    r"/api/v2/(?:assets/[^/]+/content|jobs/[^/]+/events)|/api/conjure/events"
+)
 """The paths a signed URL may open (what a browser loads with no header: an ``<img src>``,
-an ``EventSource``): an asset's bytes and a job's events, nothing else."""
+an ``EventSource``): an asset's bytes, a job's events and the many-jobs stream, nothing
+else."""
+QUERY_SIGNED_PATHS: Final = re.compile(r"/api/conjure/events")
+"""Signed paths whose query is signed too (which jobs the stream follows): a URL signed for
+some jobs opens no other's."""
 SIGNED_QUERY: Final = ("expires", "sig")
 _EXPIRES_DIGITS: Final = 12
 """Digits of an ``expires`` at most (epoch seconds; past the year 33000)."""
@@ -324,15 +330,21 @@ class UrlSigner:
     def from_token(cls, token: str) -> UrlSigner:
         return cls(hmac.new(token.encode(), SIGNING_LABEL, hashlib.sha256).digest())
 
-    def signature(self, path: str, expires: str) -> str:
-        """base64url (no padding) of HMAC-SHA256 over ``path`` and ``expires`` as sent."""
-        mac = hmac.new(self.key, f"{path}\n{expires}".encode(), hashlib.sha256).digest()
+    def signature(self, path: str, expires: str, rest: str = "") -> str:
+        """base64url (no padding) of HMAC-SHA256 over ``path``, ``expires`` as sent, and
+        (for :data:`QUERY_SIGNED_PATHS`) ``rest``, the rest of the query (:func:`_rest`)."""
+        text = f"{path}\n{expires}" + (f"\n{rest}" if rest else "")
+        mac = hmac.new(self.key, text.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def sign(self, path: str, expires: int) -> str:
-        """``path?expires=...&sig=...``: ``path`` opened without a token until ``expires``."""
+    def sign(self, path: str, expires: int, query: Sequence[tuple[str, str]] = ()) -> str:
+        """``path?[query&]expires=...&sig=...``: ``path`` (with ``query``, signed too for
+        :data:`QUERY_SIGNED_PATHS`) opened without a token until ``expires``."""
         stamp = str(int(expires))
-        return f"{path}?expires={stamp}&sig={self.signature(path, stamp)}"
+        rest = urllib.parse.urlencode(sorted(query))
+        signed = rest if QUERY_SIGNED_PATHS.fullmatch(path) else ""
+        head = f"{path}?{rest}&" if rest else f"{path}?"
+        return f"{head}expires={stamp}&sig={self.signature(path, stamp, signed)}"
 
     def refusal(self, path: str, query: bytes, now: float) -> str | None:
         """Why a request for ``path`` with this query string is not a valid signed one
@@ -353,7 +365,8 @@ class UrlSigner:
         )
         # compare_digest on bytes: a presented signature of any characters is compared.
         presented = sig[0].encode() if len(sig) == 1 else b""
-        expected = self.signature(path, stamp).encode()
+        rest = _rest(query) if QUERY_SIGNED_PATHS.fullmatch(path) else ""
+        expected = self.signature(path, stamp, rest).encode()
         if not hmac.compare_digest(presented, expected) or not ok:
             return (
                 "this signed URL is not valid (altered, or signed under another token): get"
@@ -393,6 +406,13 @@ def url_signer(scope: Scope) -> UrlSigner | None:
     """The signer of the service this request reached (None: no token, URLs stay plain)."""
     signer: UrlSigner | None = scope.get(_SIGNER_KEY)
     return signer
+
+
+def _rest(query: bytes) -> str:
+    """A query without ``expires`` and ``sig``, as :meth:`UrlSigner.sign` wrote it (its
+    pairs sorted, encoded alike): what a query-signed path's signature covers."""
+    pairs = urllib.parse.parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return urllib.parse.urlencode(sorted((k, v) for k, v in pairs if k not in SIGNED_QUERY))
 
 
 def _asks_signed(query: bytes) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Final
 
@@ -43,18 +44,22 @@ from conjure_actors.service.app import Service
 from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.jobindex import WAITING as INDEX_WAITING
 from conjure_actors.service.jobindex import take_ready
+from conjure_actors.service.responses import JSONResponse
+from conjure_actors.service.security import SIGNED_QUERY, url_signer
+from conjure_actors.service.v2_assets import URL_TTL
 from conjure_actors.service.v2_jobs import (
     MAX_LABELS,
     TERMINAL_API,
     CountedStream,
     check_stream_slot,
+    iso,
     job_view,
     queue_position_of,
     service_of,
     status_payload,
 )
 
-__all__ = ["MAX_JOB_IDS", "QueueWatch", "events", "serving_key"]
+__all__ = ["MAX_JOB_IDS", "STREAM_PATH", "QueueWatch", "events", "events_url", "serving_key"]
 
 MAX_JOB_IDS: Final = 100
 """``job=`` ids one stream follows at most (more: a metadata label)."""
@@ -184,6 +189,8 @@ def _wanted(request: Request) -> tuple[list[str], dict[str, str]]:
     ids: dict[str, None] = {}
     labels: dict[str, str] = {}
     for k, v in request.query_params.multi_items():
+        if k in SIGNED_QUERY:
+            continue  # a signed URL's (the security layer checked them)
         if k == "job":
             if not v:
                 raise invalid_request("'job' must name a job: job=<id>")
@@ -207,6 +214,30 @@ def _wanted(request: Request) -> tuple[list[str], dict[str, str]]:
             "say which jobs to follow: job=<id> (repeatable) and/or metadata[KEY]=VALUE"
         )
     return list(ids), labels
+
+
+async def events_url(request: Request) -> Response:
+    """``GET /api/conjure/events/url``: the URL of the stream of these jobs (the same query
+    as ``GET /api/conjure/events``), signed when serve has a token, so that a page opens it
+    with an ``EventSource``, which sends no Authorization: ``{"url", "expires_at"}``. The
+    signature covers the query (a URL for some jobs opens no other's) and holds until
+    ``expires_at`` (``URL_TTL``), by when a stream must have been opened (an open one goes
+    on); without a token the URL is plain and ``expires_at`` null."""
+    service = service_of(request)
+    ids, labels = _wanted(request)
+    for job_id in ids:
+        job_view(request, service, job_id)  # 404: as the stream would answer
+    query = [("job", job_id) for job_id in ids]
+    query += [(f"metadata[{k}]", v) for k, v in labels.items()]
+    signer = url_signer(request.scope)
+    if signer is None:
+        url = f"{STREAM_PATH}?{urllib.parse.urlencode(query)}"
+        return JSONResponse({"url": url, "expires_at": None})
+    until = math.floor(service.conjure.ctx.now() + URL_TTL)
+    return JSONResponse({"url": signer.sign(STREAM_PATH, until, query), "expires_at": iso(until)})
+
+
+STREAM_PATH: Final = "/api/conjure/events"
 
 
 def _matches(have: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
