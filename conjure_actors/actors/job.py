@@ -92,6 +92,7 @@ from conjure_actors.clients import errors as cerr
 from conjure_actors.clients.comfyui import ComfyUIClient
 from conjure_actors.domain import decide, machines_policy
 from conjure_actors.domain import events as ev
+from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
 from conjure_actors.domain.decide import AttemptFailure
 from conjure_actors.domain.retry import Backoff
@@ -1596,8 +1597,16 @@ class WorkflowActor(Actor):
                 )
             )
             return
+        extra = self.side.extra_data.get(self.job_id) if self.side is not None else None
+        api = self.ctx.state.service.api_jobs.get(self.job_id)
+        if extra is None and api is not None and api.extra_data_keys:
+            # Its extra_data (a credential, in memory only) went with a restart, and this
+            # prompt is new (its machine lost, a retry): not sent without it, whose partner
+            # node would fail on this paid machine (the restart fails the others first).
+            lost = se.extra_data_lost(api.extra_data_keys)
+            await self._report(_Rejected(token, "not_resumable", lost, failed_as="NotResumable"))
+            return
         try:
-            extra = self.side.extra_data.get(self.job_id) if self.side is not None else None
             answer = await self._post_settled(client, prompt, prompt_id, client_id, extra)
         except cerr.PromptRejectedError as exc:
             first = exc.node_errors[0] if exc.node_errors else None

@@ -42,6 +42,7 @@ __all__ = [
     "OutputsNotStored",
     "ServiceState",
     "expiry_moves",
+    "extra_data_lost",
     "held_assets",
     "not_resumable",
     "served_status",
@@ -402,20 +403,37 @@ def _job_accepted(s: Any, e: ApiJobAccepted) -> None:
     )
 
 
+_REATTACHED: Final = frozenset({"submitting", "submitted", "started"})
+"""A prompt's executions a resume re-attaches to (its prompt is on its machine, or may be)."""
+
+
 def not_resumable(state: Any, job: Any) -> str | None:
     """Why an unfinished job of the job service cannot run again after a restart (None: it
     can). Its ``extra_data`` (a partner nodes' API key) lived in memory only, as the contract
-    wants (never persisted), so a prompt not yet sent would go without it: the partner node
-    fails, after a machine was paid for. A job whose prompt is on its machine already is
-    re-attached (the prompt carries it); one that has to send a new prompt fails at once,
-    before anything is launched, saying why."""
+    wants (never persisted), so a new prompt would go without it: the partner node fails,
+    after a machine was paid for. A job whose current prompt is on its machine is
+    re-attached (the prompt carries it); one that has to send a new prompt (never sent,
+    its machine lost, a retry) fails at once, before anything is launched, saying why."""
     api = state.service.api_jobs.get(job.job_id)
-    if api is None or not api.extra_data_keys or job.prompt_id is not None:
+    if api is None or not api.extra_data_keys:
         return None
+    if (
+        job.status in ("running", "interrupted")
+        and job.prompt_id is not None
+        and job.server_id is not None
+        and job.execution in _REATTACHED
+    ):
+        return None
+    return extra_data_lost(api.extra_data_keys)
+
+
+def extra_data_lost(keys: Any) -> str:
+    """The words of a job whose ``extra_data`` (``keys``) is gone and that needs a new
+    prompt: why it fails (``not_resumable``) and what to do."""
     return (
-        f"its extra_data ({', '.join(api.extra_data_keys)}) was kept in the server's memory"
-        " only (a credential is never written to disk) and the server restarted before its"
-        " prompt was sent: submit the job again"
+        f"its extra_data ({', '.join(keys)}) was kept in the server's memory only (a"
+        " credential is never written to disk) and the server restarted before the prompt"
+        " that needs it was sent: submit the job again"
     )
 
 

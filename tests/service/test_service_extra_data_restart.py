@@ -46,10 +46,20 @@ async def test_a_queued_job_whose_extra_data_a_restart_lost_fails_before_a_launc
 
 
 def test_a_job_whose_prompt_was_sent_is_resumable() -> None:
-    """Its prompt is on its machine with the key: re-attached, not failed."""
+    """Its prompt is on its machine with the key: re-attached, not failed; a job that never
+    sent one is not resumable."""
     state = st.initial_state()
-    state.service.api_jobs["j"] = se.ApiJob(
-        job_id="j",
+    _api_job_with_extra_data(state)
+    job = st.Job("j", workflow_sha256="w", status=st.RUNNING)
+    job.prompt_id, job.execution, job.server_id = "p-1", "started", "s1"
+    assert se.not_resumable(state, job) is None
+    job.status, job.prompt_id, job.execution, job.server_id = st.QUEUED, None, None, None
+    assert se.not_resumable(state, job) is not None
+
+
+def _api_job_with_extra_data(state: Any, job_id: str = "j") -> None:
+    state.service.api_jobs[job_id] = se.ApiJob(
+        job_id=job_id,
         labels={},
         idempotency_key=None,
         input_assets={},
@@ -57,7 +67,31 @@ def test_a_job_whose_prompt_was_sent_is_resumable() -> None:
         expires_at=1.0,
         extra_data_keys=["api_key_comfy_org"],
     )
-    job: Any = type("J", (), {"job_id": "j", "prompt_id": "p-1"})()
-    assert se.not_resumable(state, job) is None
-    job.prompt_id = None
+
+
+def test_a_job_queued_again_after_its_machine_was_lost_is_not_resumable() -> None:
+    """Its last prompt's id stays in the state (JobQueued keeps it), but it needs a new one
+    (QA7 F7: it passed the check and sent its next prompt without the key)."""
+    state = st.initial_state()
+    _api_job_with_extra_data(state)
+    job = st.Job("j", workflow_sha256="w", status=st.QUEUED)
+    job.prompt_id, job.execution, job.server_id = "p-1", "started", None
     assert se.not_resumable(state, job) is not None
+    job.status, job.server_id = st.INTERRUPTED, "s1"  # interrupted while its prompt ran
+    assert se.not_resumable(state, job) is None
+
+
+async def test_a_new_prompt_is_not_sent_without_its_lost_extra_data(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The backstop: whatever makes a job send a new prompt after its extra_data went (a
+    machine lost after the restart), it fails not_resumable instead of sending it."""
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path, ready_delay=60) as run:
+            r = await run.client.post("/api/v2/jobs", json=BODY)
+            job_id = r.json()["id"]
+            run.service.conjure.side.extra_data.pop(job_id)  # as a restart loses it
+            await wait_for(run.service, lambda s: s.jobs[job_id].status in st.TERMINAL_STATUSES)
+            view = (await run.client.get(f"/api/v2/jobs/{job_id}")).json()
+    assert view["status"] == "failed", view
+    assert view["error"]["code"] == "not_resumable"
