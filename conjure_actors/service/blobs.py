@@ -59,6 +59,10 @@ class BlobTooLargeError(Exception):
 DISK_FULL: Final = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 """The errors of a write on a full disk (or over its quota)."""
 REFUSALS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, *DISK_FULL})
+GONE: Final = frozenset({errno.ENOENT, errno.ENOTDIR})
+"""The errors of a write in a folder that is not there (removed, replaced by a file, its
+disk not mounted): a refusal too when it is the store's own folder that went (QA7: it
+read healthy, uploads got 500, and every output failed at once, blamed on its own file)."""
 """The errors of a write the folder refuses, whatever is written: full, read-only, not
 writable by the server. Fixed by the operator, never by the client's retry alone."""
 
@@ -82,6 +86,8 @@ class StoreRefusal:
         """What the operator does about it."""
         if self.disk_full:
             return "free space on its disk"
+        if self.errno in GONE:
+            return "put the folder back (create it, or mount its disk), writable by the server"
         return "make it writable by the server (its owner, its mode, the disk mounted read-write)"
 
 
@@ -245,6 +251,10 @@ class BlobStore:
     def _refused(self, exc: OSError) -> OSError:
         """``exc`` as the store's caller sees it: :class:`StoreRefusedError` for a refusal
         (remembered), else unchanged."""
+        if exc.errno in GONE and not self.root.is_dir():
+            refusal = StoreRefusal(exc.errno)
+            self._wrote(refusal)
+            return StoreRefusedError(refusal, self.root)
         if exc.errno is None or exc.errno not in REFUSALS:
             return exc
         refusal = StoreRefusal(exc.errno)

@@ -211,3 +211,23 @@ async def test_health_sees_a_store_that_turned_unwritable_while_idle(
         health = (await run.client.get("/api/v2/health")).json()
     assert health["status"] == "degraded", health
     assert "asset store refuses writes (Read-only file system)" in health["reason"]
+
+
+def _move_away(folder: Path) -> None:
+    folder.rename(folder.with_name(folder.name + ".moved"))
+
+
+async def test_a_store_whose_folder_went_reads_degraded_and_uploads_get_507(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """An operator's clean-up moved the store's folder: health says so (it read ok), and an
+    upload is 507 storage_not_writable (it was a 500)."""
+    async with open_extras_service(tmp_path) as run:
+        await trio.sleep(30)  # the start-up's blob check is over
+        _move_away(run.service.blobs.root)
+        await trio.sleep(15)
+        health = (await run.client.get("/api/v2/health")).json()
+        upload = await run.client.post("/api/v2/assets", **_form(b"\x89PNG" * 10))
+    assert health["status"] == "degraded", health
+    assert "No such file or directory" in health["reason"]
+    assert (upload.status_code, upload.json()["error"]["code"]) == (507, "storage_not_writable")

@@ -131,3 +131,28 @@ def test_known_bytes_are_answered_though_the_folder_refuses_writes(
     assert store.put_stream(io.BytesIO(b"known bytes")) == (hash_text, size, False)
     with pytest.raises(StoreRefusedError):
         store.put_stream(io.BytesIO(b"new bytes"))
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced by a file"])
+def test_a_store_whose_folder_went_refuses_writes(tmp_path: Path, how: str) -> None:
+    """The store's folder removed (or a file in its place): a refusal, remembered, with what
+    to do, as a read-only one (QA7 F4: health read ok, uploads got 500 and every output
+    failed at once, blamed on its own file)."""
+    store = BlobStore(tmp_path / "blobs")
+    store.root.rmdir()
+    if how == "replaced by a file":
+        store.root.write_bytes(b"not a folder")
+    with pytest.raises(StoreRefusedError):
+        store.put_stream(io.BytesIO(b"bytes"))
+    refusal = store.refusal()
+    assert refusal is not None
+    assert "put the folder back" in refusal.remedy()
+    assert store.probe_write() is not None
+
+
+def test_a_missing_output_file_is_not_a_refusal(tmp_path: Path) -> None:
+    """The store's folder is there: an output file that went is that file's problem."""
+    store = BlobStore(tmp_path / "blobs")
+    with pytest.raises(FileNotFoundError):
+        store.put_file(tmp_path / "no-such-output.png")
+    assert store.refusal() is None
