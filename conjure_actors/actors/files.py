@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from conjure_actors.clients.download import fsync_dir, open_temp_beside, unmake_dirs
 from conjure_actors.clients.errors import UnsafeOutputNameError
+from conjure_actors.domain.output_names import (
+    MAX_COMPONENT_BYTES,
+    MAX_RELATIVE_BYTES,
+    UnsafeName,
+    relative_parts,
+    shown_name,
+)
 
 if TYPE_CHECKING:
     from conjure_actors.runtime.disk import DiskCommitter
@@ -48,15 +53,7 @@ __all__ = [
     "write_atomic",
 ]
 
-# NAME_MAX is 255 bytes on every filesystem we care about; a temporary file beside a
-# component adds a prefix and a suffix, so components stay well below it.
-MAX_COMPONENT_BYTES: Final = 200
-MAX_RELATIVE_BYTES: Final = 1024
 _CHUNK: Final = 1024 * 1024
-_DRIVE: Final = re.compile(r"^[A-Za-z]:")
-# Control characters, lone surrogates, line and paragraph separators: a name holding one
-# is either an attack or a bug, and would garble every terminal line that shows it.
-_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def read_bytes(path: Path) -> bytes:
@@ -176,57 +173,14 @@ def intact(path: Path, sha256: str) -> bool:
         return False
 
 
-def _check_component(component: str, what: str) -> str:
-    if component in (".", ".."):
-        raise UnsafeOutputNameError(f"{what} {component!r} leaves the output folder")
-    if _DRIVE.match(component):
-        raise UnsafeOutputNameError(f"{what} {_shown(component)} names a drive")
-    # Printable ASCII (nearly every name) holds none of the refused characters: the
-    # per-character look-up is for the rest.
-    if not (component.isascii() and component.isprintable()):
-        for char in component:
-            if unicodedata.category(char) in _REFUSED_CATEGORIES:
-                raise UnsafeOutputNameError(
-                    f"{what} {_shown(component)} holds a control character (U+{ord(char):04X})"
-                )
-    if len(component.encode("utf-8")) > MAX_COMPONENT_BYTES:
-        raise UnsafeOutputNameError(
-            f"{what} {_shown(component)} is longer than {MAX_COMPONENT_BYTES} bytes"
-        )
-    return component
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """A name fit for a one-line message: escaped (``ascii``) and cut short."""
-    shown = ascii(text)
-    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
-
-
-def _split(text: str) -> Iterator[str]:
-    for part in re.split(r"[/\\]", text):
-        if part not in ("", "."):
-            yield part
-
-
 def safe_relative_parts(subfolder: str, filename: str) -> tuple[str, ...]:
-    """The path components of an output under its job's folder: the subfolder's, then the
-    filename. Raises :class:`UnsafeOutputNameError` for anything that is not a plain
-    relative name: NUL or other control characters, ``..``, an absolute subfolder, a drive
-    letter, a separator inside the filename, an empty filename, an over-long name."""
-    if subfolder.startswith(("/", "\\")):
-        raise UnsafeOutputNameError(f"subfolder {_shown(subfolder)} is an absolute path")
-    if not filename or filename in (".", ".."):
-        raise UnsafeOutputNameError(f"filename {_shown(filename)} is not a file name")
-    if "/" in filename or "\\" in filename:
-        raise UnsafeOutputNameError(f"filename {_shown(filename)} holds a path separator")
-    parts = [_check_component(p, "subfolder") for p in _split(subfolder)]
-    parts.append(_check_component(filename, "filename"))
-    if len("/".join(parts).encode("utf-8")) > MAX_RELATIVE_BYTES:
-        raise UnsafeOutputNameError(
-            f"output {_shown(subfolder)}/{_shown(filename)} is longer than "
-            f"{MAX_RELATIVE_BYTES} bytes"
-        )
-    return tuple(parts)
+    """The path components of an output under its job's folder (``domain.output_names``:
+    :func:`~conjure_actors.domain.output_names.relative_parts`); raises
+    :class:`UnsafeOutputNameError` for anything that is not a plain relative name."""
+    try:
+        return relative_parts(subfolder, filename)
+    except UnsafeName as exc:
+        raise UnsafeOutputNameError(str(exc)) from None
 
 
 def output_path(job_dir: Path, subfolder: str, filename: str) -> Path:
@@ -240,7 +194,7 @@ def output_path(job_dir: Path, subfolder: str, filename: str) -> Path:
     joined = os.path.normpath(path)
     if os.path.commonpath([base, joined]) != base or joined == base:
         raise UnsafeOutputNameError(
-            f"output {_shown(subfolder)}/{_shown(filename)} would land outside its folder"
+            f"output {shown_name(subfolder)}/{shown_name(filename)} would land outside its folder"
         )
     return path
 

@@ -38,6 +38,7 @@ from typing import Any, Final
 import attrs
 
 from conjure_actors.domain.errors import WorkflowError
+from conjure_actors.domain.output_names import UnsafeName, relative_parts
 from conjure_actors.domain.workflow import (
     Catalog,
     InputConfig,
@@ -248,12 +249,29 @@ def output_prefix_problem(prefix: str) -> str | None:
     and raises "Saving image outside the output folder is not allowed" when that folder is
     absolute or climbs out with ``..`` (``a/../b`` stays inside). It does so when the node
     runs: after every node before it ran, on a billed machine."""
-    folder = posixpath.dirname(posixpath.normpath(prefix))
+    normal = posixpath.normpath(prefix)
+    folder, name = posixpath.dirname(normal), posixpath.basename(normal)
     if posixpath.isabs(folder) or folder == ".." or folder.startswith("../"):
         return (
             f"{_shown(prefix)} saves outside ComfyUI's output folder, which it refuses only"
             " when this node runs, after the rest of the graph: use a relative name inside"
             " it, e.g. 'conjure/result'"
+        )
+    if ".." in name:
+        # ComfyUI saves it, then its /view refuses any file name holding "..": the output
+        # could never be downloaded (each attempt a whole paid run).
+        return (
+            f"{_shown(prefix)}: ComfyUI would save the file, but its /view refuses a file name"
+            " holding '..', so the output could never be downloaded: use another name"
+        )
+    try:
+        # As the download will check the name ComfyUI gives the file (its prefix, a counter,
+        # an extension): a drive, a separator in the file name, a control character...
+        relative_parts(folder, f"{name}_00001_.png")
+    except UnsafeName as exc:
+        return (
+            f"{_shown(prefix)}: its outputs could not be saved ({exc}), which is found only"
+            " once the graph ran: use a plain relative name, e.g. 'conjure/result'"
         )
     return None
 

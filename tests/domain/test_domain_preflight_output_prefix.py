@@ -20,6 +20,25 @@ def test_a_prefix_outside_the_output_folder_is_a_problem(prefix: str) -> None:
     assert "outside ComfyUI's output folder" in problem
 
 
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        ("C:/x", "names a drive"),
+        ("a\\b", "path separator"),
+        ("..\\x", "'..'"),
+        ("my..render", "'..'"),
+        ("..", "'..'"),
+        ("a/b\x01c", "control character"),
+    ],
+)
+def test_a_prefix_the_download_would_refuse_is_a_problem(prefix: str, why: str) -> None:
+    """What the outputs' own checks refuse after the paid run (QA7 F5: these ran the whole
+    graph, then failed unsafe_output_name, or were retried three times on a /view 400)."""
+    problem = output_prefix_problem(prefix)
+    assert problem is not None
+    assert why in problem
+
+
 @pytest.mark.parametrize("prefix", ["ComfyUI", "a/../b", "conjure/result", "x/", "..x/y", "./x"])
 def test_a_prefix_inside_the_output_folder_is_fine(prefix: str) -> None:
     assert output_prefix_problem(prefix) is None
@@ -31,13 +50,15 @@ _PARTS = st.lists(st.sampled_from(["a", "b", "..", ".", "c.png", "..x"]), min_si
 @given(parts=_PARTS, absolute=st.booleans())
 def test_the_rule_is_comfyuis_commonpath_check(parts: list[str], absolute: bool) -> None:
     """As ComfyUI's get_save_image_path: the normalized prefix's folder, joined to the output
-    folder, must stay under it."""
+    folder, must stay under it; and its /view refuses a file name holding '..'."""
     prefix = ("/" if absolute else "") + "/".join(parts)
     out = "/srv/comfyui/output"
-    folder = posixpath.dirname(posixpath.normpath(prefix))
+    normal = posixpath.normpath(prefix)
+    folder = posixpath.dirname(normal)
     full = posixpath.abspath(posixpath.join(out, folder))
     inside = posixpath.commonpath((out, full)) == out
-    assert (output_prefix_problem(prefix) is None) == inside
+    downloadable = ".." not in posixpath.basename(normal)  # ComfyUI's /view refuses the rest
+    assert (output_prefix_problem(prefix) is None) == (inside and downloadable)
 
 
 def test_check_values_names_the_node_and_input_without_a_catalogue() -> None:
