@@ -466,12 +466,21 @@ def state_document(
     if job_id is not None:
         body = attrs.evolve(state, jobs={k: v for k, v in state.jobs.items() if k == job_id})
     machines = billed_by(state, moment)
+    # The bills that are the most a machine can have cost (cost_policy.unanswered_stops), as
+    # the text view's "at most" says them (QA7 F6: a tool read the worst case as exact).
+    at_most = sorted(u.server_id for u in unanswered_stops(state) if u.upto == "lease_end")
+    billed = {
+        "by": moment,
+        "total_micros": sum(machines.values()),
+        "machines": machines,
+        "at_most": at_most,
+    }
     return {
         "schema_version": SCHEMA_VERSION,
         "log": log,
         "seq": seq,
         "at": at,
-        "billed": {"by": moment, "total_micros": sum(machines.values()), "machines": machines},
+        "billed": billed,
         "state": body,
     }
 

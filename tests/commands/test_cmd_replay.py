@@ -466,6 +466,11 @@ def test_json_has_the_bill_the_text_view_shows(
     assert main(["replay", str(log), "--at", at, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     micros = (RATE * int(by - (T0 + 10)) + 1800) // 3600
-    assert doc["billed"] == {"by": by, "total_micros": micros, "machines": {"s1": micros}}
+    assert doc["billed"] == {
+        "by": by,
+        "total_micros": micros,
+        "machines": {"s1": micros},
+        "at_most": [],
+    }
     assert doc["state"]["ledger"]["total_micros"] == 0
     assert f"$0.0000 (accrued; {format_usd(micros)} billed by" in text

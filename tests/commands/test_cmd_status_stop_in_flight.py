@@ -102,3 +102,18 @@ def test_replays_ledger_says_a_bill_to_the_lease_end_is_the_most_it_can_have_cos
     path = _resumed(tmp_path / "r.log", stopped_at=556.0, billed_seconds=546, cost=150_150)
     assert main(["replay", str(path), "--at", "8"]) == 0
     assert "ledger: total at most $0.1502 over 1 machines;" in capsys.readouterr().out
+
+
+def test_replays_json_names_the_bills_that_are_the_most_they_can_have_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay --json``: ``billed.at_most`` lists them, as the text says "at most" (QA7 F6:
+    a tool read the worst case as the exact bill)."""
+    import json
+
+    path = _resumed(tmp_path / "r.log", stopped_at=556.0, billed_seconds=546, cost=150_150)
+    assert main(["replay", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["billed"]["at_most"] == ["s1"]
+    exact = _resumed(tmp_path / "e.log", stopped_at=58.0, billed_seconds=48, cost=13_200)
+    assert main(["replay", str(exact), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["billed"]["at_most"] == []
