@@ -258,6 +258,10 @@ class RetryConfig:
     factor: float = attrs.field(default=2.0, validator=[_positive, _at_most(MAX_RETRY_FACTOR)])
     max_delay: float = attrs.field(default=60.0, validator=_seconds(positive=False))
     max_attempts: int = attrs.field(default=3, validator=[_positive, _at_most(MAX_RETRY_ATTEMPTS)])
+    # Machines lost under one job (a requeue each, not a failed attempt) before it fails.
+    max_lost_machines: int = attrs.field(
+        default=3, validator=[_positive, _at_most(MAX_RETRY_ATTEMPTS)]
+    )
     attempt_timeout: float = attrs.field(default=1800.0, validator=_seconds())
     total_timeout: float = attrs.field(default=2100.0, validator=_seconds())  # 35 min
 

@@ -1250,6 +1250,7 @@ class WorkflowActor(Actor):
             max_attempts=self.backoff.max_attempts,
             delay=self.backoff.delay(job.failures + 1),
             at=self.ctx.now(),
+            max_lost=self.ctx.config.retry.max_lost_machines,
         )
         if event is None:
             if job.status in st.TERMINAL_STATUSES:

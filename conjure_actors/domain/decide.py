@@ -230,6 +230,10 @@ class AttemptFailure:
     error_type: str = "AttemptFailed"
 
 
+MAX_LOST_MACHINES: Final = 3
+"""Machines lost under one job before it fails (``retry.max_lost_machines``'s default)."""
+
+
 def judge_failure(
     state: State,
     job_id: str,
@@ -238,17 +242,31 @@ def judge_failure(
     max_attempts: int,
     delay: float,
     at: float,
+    max_lost: int = MAX_LOST_MACHINES,
 ) -> ev.JobQueued | ev.JobRetrying | ev.JobFailed | ev.JobCancelled | None:
-    """The job's next step after a failed attempt: requeue (machine lost), retry after
-    ``delay`` s, cancel (stopped by someone else), or fail (fatal, or the ``max_attempts``-th
-    failure). None: the job already
-    ended or is not running (nothing to decide)."""
+    """The job's next step after a failed attempt: requeue (machine lost, up to the
+    ``max_lost``-th loss), retry after ``delay`` s, cancel (stopped by someone else), or
+    fail (fatal, the ``max_attempts``-th failure, the ``max_lost``-th machine lost). None:
+    the job already ended or is not running (nothing to decide)."""
     job = _job(state, job_id)
     if job.status in TERMINAL or job.status == INTERRUPTED:
         return None
     if failure.kind == "machine_lost":
         if job.status != RUNNING:
             return None
+        if job.machines_lost + 1 >= max_lost:
+            # A machine lost now and then is the cloud's; one lost under the same job again
+            # and again is most likely the job's (a node that brings ComfyUI down, memory):
+            # each loss was a paid boot and the graph up to it (QA7 F8: 17 machines).
+            return ev.JobFailed(
+                job_id=job_id,
+                error_type="MachineLost",
+                message=f"the machine running it was lost {job.machines_lost + 1} times (the"
+                f" last: {failure.reason}): not run on another; does the workflow bring"
+                " ComfyUI down (a node that crashes it, out of memory)? (retry.max_lost_machines)",
+                retryable=True,
+                at=at,
+            )
         return ev.JobQueued(job_id=job_id, reason=failure.reason, at=at)
     if failure.kind == "cancelled":
         return cancel_job(state, job_id, reason=failure.reason, at=at)

@@ -232,6 +232,7 @@ class Job:
     finished_at: float | None = None
     attempt: int = 0
     failures: int = 0  # failed attempts (JobRetrying); a requeue after a lost machine is not one
+    machines_lost: int = 0  # attempts whose machine was lost (a requeue: JobQueued from running)
     server_id: str | None = None
     prompt_id: str | None = None
     client_id: str | None = None
@@ -676,7 +677,10 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
 
 def _job_queued(s: State, e: ev.JobQueued) -> None:
     job = _job_for(s, e.job_id, "JobQueued")
+    running = job is not None and job.status == RUNNING
     if job is not None and _move(s, job, QUEUED, "JobQueued", e.at):
+        if running:  # its machine was lost (decide.judge_failure): requeued
+            job.machines_lost += 1
         job.queue_reason = share(SHARED, e.reason) if e.reason else None
         job.server_id = None
         job.current_node = None

@@ -298,3 +298,33 @@ def test_a_resumed_job_gets_its_whole_time_from_the_run_that_resumes_it() -> Non
     assert decide.job_deadline(state, "j1", total_timeout=100.0) == 101.0
     apply(state, ev.SystemStarted(run_id="r2", version="0", mode="simulated", at=5000.0))
     assert decide.job_deadline(state, "j1", total_timeout=100.0) == 5100.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(max_lost=hyp.integers(1, 5), losses=hyp.integers(1, 8))
+def test_machines_lost_requeue_up_to_the_limit_then_fail(max_lost: int, losses: int) -> None:
+    """Each lost machine requeues the job (counted in ``machines_lost``) until the
+    ``max_lost``-th, which fails it ``MachineLost``; nothing is requeued past it."""
+    state = running()
+    for k in range(1, losses + 1):
+        event = decide.judge_failure(
+            state,
+            "j1",
+            decide.AttemptFailure("machine_lost", f"machine s{k} lost"),
+            max_attempts=3,
+            delay=1.0,
+            at=20.0 + k,
+            max_lost=max_lost,
+        )
+        if k < max_lost:
+            assert isinstance(event, ev.JobQueued)
+            apply(state, event)
+            assert state.jobs["j1"].machines_lost == k
+            apply(
+                state, ev.JobStarted(job_id="j1", attempt=k + 1, server_id=f"s{k + 1}", at=20.5 + k)
+            )
+        else:
+            assert isinstance(event, ev.JobFailed)
+            assert event.error_type == "MachineLost"
+            break
+    assert state.anomaly_count == 0
