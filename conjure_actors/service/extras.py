@@ -675,10 +675,11 @@ async def post_estimate(request: Request) -> Response:
         raise invalid_request(f"unknown fields {unknown}: send workflow and/or server_type")
     workflow = body.get("workflow")
     server_type = body.get("server_type")
-    if workflow is not None and not isinstance(workflow, str):
-        raise invalid_request("'workflow' must be the name of a workflow")
-    if server_type is not None and not isinstance(server_type, str):
-        raise invalid_request("'server_type' must be a string")
+    # Given, a field is what its spec says (a string); null is not "left out" (QA7 F9).
+    if "workflow" in body and not isinstance(workflow, str):
+        raise invalid_request("'workflow' must be the name of a workflow (or left out)")
+    if "server_type" in body and not isinstance(server_type, str):
+        raise invalid_request("'server_type' must be a string (or left out)")
     return JSONResponse(estimate(service, workflow, server_type))
 
 

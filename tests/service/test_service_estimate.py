@@ -303,3 +303,11 @@ async def test_any_estimate_body_is_an_estimate_or_a_typed_error(tmp_path: Path)
 
         with trio.fail_after(120):
             await trio.to_thread.run_sync(prop)
+
+
+async def test_an_estimate_with_a_null_workflow_is_400(tmp_path: Path, autojump_clock: Any) -> None:
+    """Given, a field is a string, as the spec says; null is not "left out" (QA7 F9)."""
+    async with open_extras_service(tmp_path) as run:
+        r = await run.client.post("/api/conjure/estimate", json={"workflow": None})
+    assert r.status_code == 400
+    assert "'workflow' must be the name of a workflow" in r.json()["error"]["message"]
