@@ -223,6 +223,7 @@ async def test_resume_bills_a_machine_stopped_at_the_crash_to_its_stop(
     }
 
 
+@pytest.mark.slow
 async def test_resume_past_the_lease_bills_a_machine_stopped_at_the_crash_to_the_lease_end(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -225,6 +225,7 @@ _OVERSHOOT = {
 }
 
 
+@pytest.mark.slow
 @_FEW
 @given(**_OVERSHOOT)
 def test_the_spend_at_the_stop_exceeds_the_limit_only_by_the_stops_latency(

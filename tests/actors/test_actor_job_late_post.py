@@ -245,6 +245,7 @@ async def test_a_job_whose_post_is_answered_gives_no_prompt_up(
     assert (watched, watches, _stopped(log)) == ([], {}, [])
 
 
+@pytest.mark.slow
 async def test_a_failing_lookup_of_a_given_up_prompt_is_tried_again(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from test_actor_pool import pool_rig
@@ -15,6 +16,7 @@ from conjure_actors.clients.errors import TransportError
 from conjure_actors.domain import events as ev
 
 
+@pytest.mark.slow
 async def test_slow_recovery_lookups_do_not_hold_start_up_one_after_another(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -36,6 +36,7 @@ async def _stalled_download(served: Any, asset_id: str, stalled: trio.Event) -> 
     return got
 
 
+@pytest.mark.slow
 async def test_a_client_that_stops_reading_is_dropped(
     sim_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -78,6 +78,7 @@ async def test_a_stream_open_at_sigterm_ends_with_the_terminal_status_of_a_drain
     assert names[-1] == ("status", "succeeded"), names
 
 
+@pytest.mark.slow
 async def test_a_stream_ends_with_the_jobs_status_when_serving_stops_before_it_ends(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from extras_support import open_extras_service, wait_for
 from hypothesis import given, settings
@@ -88,6 +89,7 @@ _STATUS_STEPS = hs.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(_STATUS_STEPS, hs.floats(0, 2000))
 def test_the_indexs_candidates_cover_the_active_and_lately_succeeded_jobs(

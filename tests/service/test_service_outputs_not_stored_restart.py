@@ -104,6 +104,7 @@ async def test_the_list_and_the_metrics_count_a_job_failed_for_outputs_not_store
     assert (counts["failed"], counts["succeeded"]) == (1, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixed", [True, False], ids=["store-fixed", "store-still-refusing"])
 async def test_a_job_failed_for_outputs_not_stored_reads_the_same_after_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any, fixed: bool

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
@@ -193,6 +194,7 @@ def _job_events(draw: Any) -> list[Any]:
     return events
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(_job_events())
 def test_progress_is_null_or_zero_while_queued_and_never_goes_down_in_an_attempt(

@@ -438,6 +438,7 @@ plans = hs.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, suppress_health_check=list(HealthCheck))
 @example(plan=[("slow_blur_chain.json", None)] * 4, machines=1, opened_after=0.0)
 @given(plan=plans, machines=hs.sampled_from([1, 3]), opened_after=hs.sampled_from([0.0, 0.5, 2.0]))

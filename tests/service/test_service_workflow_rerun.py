@@ -95,6 +95,7 @@ async def test_a_run_again_after_its_input_asset_was_deleted_is_missing_asset(
     assert again.json()["error"]["code"] == "missing_asset"
 
 
+@pytest.mark.slow
 async def test_a_conjure_jobs_workflow_names_the_image_it_ran_on(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -144,6 +144,7 @@ def test_same_seed_same_log_through_comfyui_retries(tmp_path: Path) -> None:
     assert first == second
 
 
+@pytest.mark.slow
 async def test_lost_machine_requeues_its_job(mock_clock: trio.testing.MockClock) -> None:
     """A machine that vanishes mid-job is marked lost and its job still succeeds."""
     async with open_harness(HarnessSettings(seed=3)) as h:

@@ -86,6 +86,7 @@ def test_images_are_pngs(data: bytes) -> None:
     assert data.startswith(PNG_SIGNATURE)
 
 
+@pytest.mark.slow
 @given(fault_schedules())
 def test_fault_schedules_are_sorted_in_time(schedule: list) -> None:
     """Scheduled faults come in time order, within the horizon."""
