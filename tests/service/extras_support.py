@@ -160,7 +160,6 @@ async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[flo
     ``path`` may carry a query (a signed ``urls.events``); no Authorization is sent, as
     an ``EventSource`` sends none. httpx's ASGI transport hands the body over only once
     it is complete: this keeps when each frame left."""
-    import json
 
     sent: list[tuple[float, bytes]] = []
     done = trio.Event()
@@ -179,8 +178,15 @@ async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[flo
             if not message.get("more_body", False):
                 done.set()
 
+    with trio.fail_after(within):
+        await app(sse_scope(path), receive, send)
+    return sse_frames(sent)
+
+
+def sse_scope(path: str) -> dict[str, Any]:
+    """The ASGI scope of a browser's ``EventSource`` GET of ``path`` (a query allowed)."""
     path, _, query = path.partition("?")
-    scope = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -195,8 +201,13 @@ async def sse_events(app: Any, path: str, within: float = 900) -> list[tuple[flo
         "server": ("127.0.0.1", 8189),
         "state": {},
     }
-    with trio.fail_after(within):
-        await app(scope, receive, send)
+
+
+def sse_frames(sent: list[tuple[float, bytes]]) -> list[tuple[float, str, Any]]:
+    """``(when sent, event name, decoded data)`` of each SSE frame in the bodies ``sent``
+    (pings and comments skipped)."""
+    import json
+
     out: list[tuple[float, str, Any]] = []
     for at, chunk in sent:
         for block in chunk.decode().replace("\r\n", "\n").split("\n\n"):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
+from extras_support import sse_frames, sse_scope
 
 
 async def read_stream(
@@ -47,31 +47,9 @@ async def read_stream(
             if not message.get("more_body", False):
                 done.set()
 
-    path, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8189"), (b"accept", b"text/event-stream")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8189),
-        "state": {},
-    }
     with trio.fail_after(within):
-        await app(scope, receive, send)
-    out: list[tuple[float, str, Any]] = []
-    for at, chunk in sent:
-        for block in chunk.decode().replace("\r\n", "\n").split("\n\n"):
-            fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-            if "event" in fields:
-                out.append((at, fields["event"], json.loads(fields.get("data", "null"))))
-    return out
+        await app(sse_scope(path), receive, send)
+    return sse_frames(sent)
 
 
 def by_job(frames: list[tuple[float, str, Any]]) -> dict[str, list[tuple[str, Any]]]:
