@@ -24,14 +24,13 @@ it was found gone, or its lease's end, and says so beside the figure it most lik
 
 from __future__ import annotations
 
-import datetime
 import enum
 import math
 
 import attrs
 
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.machines_policy import STOP_SETTLE, earliest_lease_end
+from conjure_actors.domain.machines_policy import STOP_SETTLE, clock_time, earliest_lease_end
 from conjure_actors.domain.prices import cost_micros, format_usd, machine_cost_micros
 from conjure_actors.domain.state import (
     LOST_WHILE_DOWN,
@@ -576,18 +575,11 @@ def unanswered_stops(state: State) -> list[UnansweredStop]:
     return found
 
 
-def _clock_time(at: float, now: float) -> str:
-    """``15:12:24 UTC`` (with its date when not ``now``'s day)."""
-    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
-    same_day = moment.date() == datetime.datetime.fromtimestamp(now, datetime.UTC).date()
-    return moment.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M:%S UTC")
-
-
 def unanswered_stop_line(u: UnansweredStop, *, now: float) -> str:
     """The one line that tells an :class:`UnansweredStop`: what it is billed, up to when and
     why, and what it most likely cost; RunComfy's own bill is the exact one."""
     head = (
-        f"machine {u.server_id}: its stop, decided at {_clock_time(u.decided_at, now)}, was"
+        f"machine {u.server_id}: its stop, decided at {clock_time(u.decided_at, now)}, was"
         " not answered before the run went down, and RunComfy no longer has the machine"
     )
     usd = format_usd(u.cost_micros)

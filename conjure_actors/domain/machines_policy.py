@@ -116,6 +116,7 @@ __all__ = [
     "arrival_rate",
     "awaits_machine",
     "bill_after_delete",
+    "clock_time",
     "drain_machine",
     "earliest_lease_end",
     "gone_at",
@@ -1020,7 +1021,7 @@ def unknown_servers(
     return found
 
 
-def _clock_time(at: float, now: float) -> str:
+def clock_time(at: float, now: float) -> str:
     """``15:12:24 UTC`` (with its date when not ``now``'s day)."""
     moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
     same_day = moment.date() == datetime.datetime.fromtimestamp(now, datetime.UTC).date()
@@ -1033,9 +1034,9 @@ def unknown_server_line(u: UnknownServer, *, now: float) -> str:
     kind = f" ({u.server_type})" if u.server_type else ""
     if u.service_ready_at is not None:
         billed = "cost not known" if u.cost_micros is None else f"{format_usd(u.cost_micros)}"
-        how = f"{u.status} since {_clock_time(u.service_ready_at, now)}, {billed} so far"
+        how = f"{u.status} since {clock_time(u.service_ready_at, now)}, {billed} so far"
         if u.estimated_stopping_at is not None:
-            how += f", billing until {_clock_time(u.estimated_stopping_at, now)} unless stopped"
+            how += f", billing until {clock_time(u.estimated_stopping_at, now)} unless stopped"
     else:
         how = f"{u.status}, not billed until Ready"
     return (
