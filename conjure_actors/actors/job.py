@@ -1949,6 +1949,15 @@ class WorkflowActor(Actor):
                 await self._report(_Failed(token, failure, suspect=False))
                 return
             except cerr.ClientError as exc:
+                if isinstance(exc, cerr.DownloadError) and exc.status in REFUSED_NAME_STATUSES:
+                    # ComfyUI's /view refuses the name itself (a file name holding "..", a
+                    # subfolder outside its output folder): every attempt would run the whole
+                    # paid graph to the same answer (QA7: three attempts, three runs).
+                    reason = f"download of {filename} refused: {exc}; the file's name is not one"
+                    reason += " ComfyUI gives out: name its save node's outputs plainly"
+                    failure = AttemptFailure("fatal", reason, "DownloadRefused")
+                    await self._report(_Failed(token, failure, suspect=False))
+                    return
                 await self._report(
                     _Failed(
                         token, AttemptFailure("retryable", f"download of {filename} failed: {exc}")
@@ -1959,6 +1968,11 @@ class WorkflowActor(Actor):
         # The last file saved comes with the end (its OutputSaved and JobSucceeded then go
         # in one append); those before it were reported as each was saved.
         await self._report(_Downloaded(token, last))
+
+
+REFUSED_NAME_STATUSES: Final = frozenset({400, 403})
+"""What ComfyUI's ``/view`` answers for a name it will never give out (400: a file name
+holding ``..``, an empty one; 403: a subfolder outside its output folder)."""
 
 
 def _streamed_events(updates: Iterable[Any], jid: str, pid: str, now: float) -> list[Any]:
