@@ -322,6 +322,7 @@ async def test_lost_machine_requeues_its_job(
         assert state.jobs[job].failures == 0
 
 
+@pytest.mark.slow
 async def test_machine_lost_between_polls_costs_no_attempt(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

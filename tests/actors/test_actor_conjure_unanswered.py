@@ -91,6 +91,7 @@ async def test_a_restart_during_the_hold_keeps_the_version_held(
     assert len(state.machines) == 3  # none launched after the restart
 
 
+@pytest.mark.slow
 async def test_a_partial_series_in_the_log_is_over_a_day_later(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

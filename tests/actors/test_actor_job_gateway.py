@@ -48,6 +48,7 @@ async def _run_behind_a_gateway(
     return log, state, jobs, sims
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("statuses", [(502, 504), (503,)])
 async def test_a_prompt_answered_by_a_gateway_after_queueing_runs_once(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, statuses: tuple[int, ...]

@@ -28,6 +28,7 @@ SLOW = json.loads(bundled_workflow())
 @pytest.mark.parametrize(
     "seed", [*range(6), *(pytest.param(s, marks=pytest.mark.slow) for s in range(6, 20))]
 )
+@pytest.mark.slow
 async def test_a_post_whose_attempt_ended_before_it_started_is_not_sent(
     autojump_clock: trio.testing.MockClock,
     tmp_path: Path,

@@ -85,6 +85,7 @@ async def test_two_reattached_prompts_on_one_machine_both_log_their_progress(
         assert any(isinstance(e, ev.NodeProgress) and e.job_id == j for e in after), j
 
 
+@pytest.mark.slow
 async def test_two_reattached_ws_prompts_on_one_machine_keep_their_images(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

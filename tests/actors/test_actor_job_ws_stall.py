@@ -40,6 +40,7 @@ async def _two_in_a_row(tmp_path: Path) -> tuple[Any, list[str], Any, float]:
             return conjure.state, jobs, log, config.monitor.stall_seconds
 
 
+@pytest.mark.slow
 async def test_a_ws_prompt_queued_behind_another_keeps_its_images(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

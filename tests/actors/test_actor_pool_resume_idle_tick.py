@@ -26,6 +26,7 @@ IDLE = 60.0
 DOWN = 100.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skip", [None, -1, 0])
 async def test_resumed_job_gets_the_idle_adopted_machine(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, skip: int | None

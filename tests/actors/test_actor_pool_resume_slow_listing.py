@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import (
@@ -88,6 +89,7 @@ async def _resume_with_slow_listings(tmp_path: Path, *, skip: int) -> None:
     assert state.jobs[job].server_id == booted
 
 
+@pytest.mark.slow
 async def test_a_tick_while_the_start_up_listing_is_rate_limited_stops_no_machine_of_the_log(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

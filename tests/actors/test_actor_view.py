@@ -162,6 +162,7 @@ def test_on_80x20_with_30_jobs_machines_and_total_cost_are_visible() -> None:
 
 # Building and rendering a crowd is ~25 ms an example: the inner loop runs 15, the slow
 # tests 200.
+@pytest.mark.slow
 @given(jobs=hyp.integers(1, 60), machines=hyp.integers(0, 8), height=hyp.integers(14, 40))
 @settings(max_examples=15, deadline=None)
 def test_the_view_fits_any_terminal_and_keeps_cost_visible(

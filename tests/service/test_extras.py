@@ -154,6 +154,7 @@ async def test_json_body_on_conjure_jobs_is_400(
     assert "multipart" in r.json()["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_machines_and_costs_after_a_job(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

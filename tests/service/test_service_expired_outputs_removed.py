@@ -44,6 +44,7 @@ async def _run_one(run: Any) -> str:
     return job_id
 
 
+@pytest.mark.slow
 async def test_a_job_s_output_folder_stays_while_readable_and_goes_when_it_expires(
     tmp_path: Path, autojump_clock: Any, no_sweep: None
 ) -> None:

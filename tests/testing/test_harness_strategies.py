@@ -26,6 +26,7 @@ from conjure_actors.testing import (
 CATALOG = catalog_from_object_info(OBJECT_INFO)
 
 
+@pytest.mark.slow
 @given(catalog_workflows())
 def test_catalog_workflows_validate_against_the_catalog(graph: dict) -> None:
     """Every drawn graph is valid for the simulator's node catalogue."""
