@@ -6,9 +6,12 @@ start's budget keeps the old rule (the flag wins, said). Each says so in one lin
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgspec
 import pytest
 import trio
@@ -29,28 +32,46 @@ def _budget_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget:")]
 
 
-async def _started_then_lowered(
-    cloud: Any, log: eventlog.MemoryLog[Any], tmp_path: Path, wall: TrioWallClock
-) -> None:
-    """A run started with --budget 1.00 whose budget was lowered to 0.03 at run time."""
-    async with run_conjure(cloud, log, tmp_path, sim_config(cloud, budget=1.0), wall) as c:
-        await c.set_budget(0.03)  # PUT /api/conjure/budget
+@attrs.frozen
+class _Restarts:
+    """One simulated cloud and one log that runs start on, one after another."""
+
+    cloud: Any
+    log: eventlog.MemoryLog[Any]
+    tmp_path: Path
+    wall: TrioWallClock
+
+    def run(
+        self, budget: float | None = None, log: eventlog.MemoryLog[Any] | None = None
+    ) -> AbstractAsyncContextManager[Any]:
+        """A start with ``--budget budget`` (none: no flag) on the log (or on ``log``)."""
+        config = sim_config(self.cloud) if budget is None else sim_config(self.cloud, budget=budget)
+        return run_conjure(self.cloud, log or self.log, self.tmp_path, config, self.wall)
+
+    async def started_then_lowered(self) -> None:
+        """A run started with --budget 1.00 whose budget was lowered to 0.03 at run time."""
+        async with self.run(budget=1.0) as conjure:
+            await conjure.set_budget(0.03)  # PUT /api/conjure/budget
+
+
+@asynccontextmanager
+async def _restarts(tmp_path: Path) -> AsyncIterator[_Restarts]:
+    wall = TrioWallClock()
+    with trio.fail_after(600):
+        async with open_test_cloud(wall.now) as cloud:
+            yield _Restarts(cloud, eventlog.MemoryLog(Event), tmp_path, wall)
 
 
 async def test_a_restart_with_the_same_budget_flag_keeps_the_budget_set_at_run_time(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """serve restarted with its usual --budget 1.00 keeps the $0.03 set at run time."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            caplog.clear()
-            with caplog.at_level(logging.WARNING, logger=LOGGER):
-                config = sim_config(cloud, budget=1.0)
-                async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                    assert conjure.state.budget.limit_micros == budget_micros(0.03)
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with r.run(budget=1.0) as conjure:
+                assert conjure.state.budget.limit_micros == budget_micros(0.03)
     assert _budget_lines(caplog) == [
         "budget: keeping the $0.03 set at run time (PUT /api/conjure/budget); --budget 1.00"
         " is what this log was started with: pass a different --budget to replace it"
@@ -61,33 +82,25 @@ async def test_every_restart_with_the_same_budget_flag_keeps_it(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """A second restart with the same --budget still keeps the run-time budget."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            config = sim_config(cloud, budget=1.0)
-            async with run_conjure(cloud, log, tmp_path, config, wall):
-                pass
-            async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                assert conjure.state.budget.limit_micros == budget_micros(0.03)
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        async with r.run(budget=1.0):
+            pass
+        async with r.run(budget=1.0) as conjure:
+            assert conjure.state.budget.limit_micros == budget_micros(0.03)
 
 
 async def test_a_restart_with_the_same_budget_flag_keeps_no_limit_set_at_run_time(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A budget lifted at run time (PUT null) stays lifted across a restart, said."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            config = sim_config(cloud, budget=1.0)
-            async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                await conjure.set_budget(None)
-            caplog.clear()
-            with caplog.at_level(logging.WARNING, logger=LOGGER):
-                async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                    assert conjure.state.budget.limit_micros is None
+    async with _restarts(tmp_path) as r:
+        async with r.run(budget=1.0) as conjure:
+            await conjure.set_budget(None)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with r.run(budget=1.0) as conjure:
+                assert conjure.state.budget.limit_micros is None
     assert _budget_lines(caplog) == [
         "budget: keeping no limit, as set at run time (PUT /api/conjure/budget); --budget"
         " 1.00 is what this log was started with: pass a different --budget to replace it"
@@ -98,17 +111,13 @@ async def test_a_restart_with_another_budget_flag_replaces_the_budget_set_at_run
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A --budget changed since the log's last start wins over the run-time budget."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            caplog.clear()
-            with caplog.at_level(logging.WARNING, logger=LOGGER):
-                config = sim_config(cloud, budget=0.5)
-                async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                    assert conjure.state.budget.limit_micros == budget_micros(0.5)
-                    assert conjure.state.budget.start_micros == budget_micros(0.5)
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with r.run(budget=0.5) as conjure:
+                assert conjure.state.budget.limit_micros == budget_micros(0.5)
+                assert conjure.state.budget.start_micros == budget_micros(0.5)
     assert _budget_lines(caplog) == [
         "budget: --budget 0.50 replaces the $0.03 budget this log ends with (its last start"
         " had --budget 1.00); start without --budget to keep the log's"
@@ -119,31 +128,24 @@ async def test_a_restart_back_to_an_earlier_budget_flag_replaces_the_log_budget(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """--budget 1.00, then 0.50, then 1.00 again: the last start changed the flag, it wins."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            async with run_conjure(cloud, log, tmp_path, sim_config(cloud, budget=0.5), wall):
-                pass
-            config = sim_config(cloud, budget=1.0)
-            async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                assert conjure.state.budget.limit_micros == budget_micros(1.0)
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        async with r.run(budget=0.5):
+            pass
+        async with r.run(budget=1.0) as conjure:
+            assert conjure.state.budget.limit_micros == budget_micros(1.0)
 
 
 async def test_a_restart_without_a_budget_flag_keeps_the_logs_budget_silently(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No --budget: the log's budget, as before, and no line."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            caplog.clear()
-            with caplog.at_level(logging.WARNING, logger=LOGGER):
-                async with run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as c:
-                    assert c.state.budget.limit_micros == budget_micros(0.03)
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with r.run() as c:
+                assert c.state.budget.limit_micros == budget_micros(0.03)
     assert _budget_lines(caplog) == []
 
 
@@ -163,19 +165,15 @@ async def test_a_restart_on_a_log_without_the_record_lets_the_flag_win_and_says_
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An older version's log does not say its last start's budget: the flag wins, said."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            old = _as_written_before_the_record(log)
-            caplog.clear()
-            with caplog.at_level(logging.WARNING, logger=LOGGER):
-                config = sim_config(cloud, budget=1.0)
-                async with run_conjure(cloud, old, tmp_path, config, wall) as conjure:
-                    assert conjure.state.budget.limit_micros == budget_micros(1.0)
-                    # From now on the log records it: the next restart keeps a later change.
-                    assert conjure.state.budget.start_micros == budget_micros(1.0)
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        old = _as_written_before_the_record(r.log)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with r.run(budget=1.0, log=old) as conjure:
+                assert conjure.state.budget.limit_micros == budget_micros(1.0)
+                # From now on the log records it: the next restart keeps a later change.
+                assert conjure.state.budget.start_micros == budget_micros(1.0)
     assert _budget_lines(caplog) == [
         "budget: --budget 1.00 replaces the $0.03 budget this log ends with (set at run"
         " time, e.g. PUT /api/conjure/budget, or by an earlier start); start without"
@@ -188,43 +186,35 @@ async def test_an_upgraded_log_restarted_with_its_own_budget_records_it(
 ) -> None:
     """An old log whose budget is the flag's: the restart records the flag, so a run-time
     change after the upgrade outlives the next restart."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            config = sim_config(cloud, budget=1.0)
-            async with run_conjure(cloud, log, tmp_path, config, wall):
-                pass
-            old = _as_written_before_the_record(log)
-            async with run_conjure(cloud, old, tmp_path, config, wall) as conjure:
-                assert conjure.state.budget.limit_micros == budget_micros(1.0)
-                await conjure.set_budget(0.03)
-            sets = [r.event for r in old.records() if isinstance(r.event, ev.BudgetSet)]
-            assert [(e.limit_micros, e.from_start) for e in sets] == [
-                (budget_micros(1.0), False),
-                (budget_micros(1.0), True),  # the restart's record, the budget unchanged
-                (budget_micros(0.03), False),
-            ]
-            async with run_conjure(cloud, old, tmp_path, config, wall) as conjure:
-                assert conjure.state.budget.limit_micros == budget_micros(0.03)
+    async with _restarts(tmp_path) as r:
+        async with r.run(budget=1.0):
+            pass
+        old = _as_written_before_the_record(r.log)
+        async with r.run(budget=1.0, log=old) as conjure:
+            assert conjure.state.budget.limit_micros == budget_micros(1.0)
+            await conjure.set_budget(0.03)
+        sets = [r.event for r in old.records() if isinstance(r.event, ev.BudgetSet)]
+        assert [(e.limit_micros, e.from_start) for e in sets] == [
+            (budget_micros(1.0), False),
+            (budget_micros(1.0), True),  # the restart's record, the budget unchanged
+            (budget_micros(0.03), False),
+        ]
+        async with r.run(budget=1.0, log=old) as conjure:
+            assert conjure.state.budget.limit_micros == budget_micros(0.03)
 
 
 async def test_a_restart_with_the_logs_own_budget_says_nothing(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same --budget as the budget in force: no line, no new BudgetSet."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            config = sim_config(cloud, budget=1.0)
-            async with run_conjure(cloud, log, tmp_path, config, wall):
+    async with _restarts(tmp_path) as r:
+        async with r.run(budget=1.0):
+            pass
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with r.run(budget=1.0):
                 pass
-            with caplog.at_level(logging.WARNING, logger=LOGGER):
-                async with run_conjure(cloud, log, tmp_path, config, wall):
-                    pass
     assert not _budget_lines(caplog)
-    sets = [r.event for r in log.records() if isinstance(r.event, ev.BudgetSet)]
+    sets = [r.event for r in r.log.records() if isinstance(r.event, ev.BudgetSet)]
     assert len(sets) == 1
 
 
@@ -232,15 +222,11 @@ async def test_the_log_of_restarts_replays_to_the_live_state(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """After restarts that keep and that replace, the log's replay is the live state."""
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    with trio.fail_after(600):
-        async with open_test_cloud(wall.now) as cloud:
-            await _started_then_lowered(cloud, log, tmp_path, wall)
-            async with run_conjure(cloud, log, tmp_path, sim_config(cloud, budget=1.0), wall):
-                pass
-            config = sim_config(cloud, budget=0.5)
-            async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-                live = state_to_builtins(conjure.state)
-                replayed = apply_all(initial_state(), [r.event for r in log.records()])
-                assert state_to_builtins(replayed) == live
+    async with _restarts(tmp_path) as r:
+        await r.started_then_lowered()
+        async with r.run(budget=1.0):
+            pass
+        async with r.run(budget=0.5) as conjure:
+            live = state_to_builtins(conjure.state)
+            replayed = apply_all(initial_state(), [r.event for r in r.log.records()])
+            assert state_to_builtins(replayed) == live
