@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +42,22 @@ from conjure_actors.sim.comfyui import ComfyTimings
 from conjure_actors.testing.runtime import open_simulated_conjure
 
 SLOW = json.loads(bundled_workflow())
+
+
+@asynccontextmanager
+async def _one_job(
+    tmp_path: Path, *, scale: float
+) -> AsyncIterator[tuple[Any, eventlog.MemoryLog[Any], Any, str]]:
+    """A run on a simulated cloud whose nodes take ``scale`` times their time, with one job
+    of the bundled workflow submitted: (cloud, log, conjure, job)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    async with (
+        open_test_cloud(wall.now, timings=ComfyTimings(scale=scale)) as cloud,
+        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
+    ):
+        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+        yield cloud, log, conjure, job
 
 
 class SlowNetwork:
@@ -118,13 +136,7 @@ async def test_a_post_landing_after_its_job_was_cancelled_is_stopped(
 ) -> None:
     """D3: the POST lands 31 s after it was sent, past POST_PATIENCE after the cancel."""
     net = SlowNetwork(monkeypatch, 31.0)
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with (
-        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+    async with _one_job(tmp_path, scale=10_000.0) as (cloud, log, conjure, job):
         with trio.fail_after(3600):
             await net.sent.wait()
             await conjure.cancel(job)
@@ -146,13 +158,7 @@ async def test_a_post_given_up_then_landing_beside_the_retry_is_stopped_not_the_
     the job retries with a fresh prompt; attempt 1's lands later: it is stopped (queued
     behind attempt 2's), attempt 2's runs on."""
     net = SlowNetwork(monkeypatch, 31.0, cut_after=5.0)
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with (
-        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+    async with _one_job(tmp_path, scale=10_000.0) as (cloud, log, conjure, job):
         with trio.fail_after(3600):
             await wait_for(
                 conjure, lambda s: len(net.pids) > 1 and s.jobs[job].execution == "submitted"
@@ -230,13 +236,7 @@ async def test_a_job_whose_post_is_answered_gives_no_prompt_up(
 ) -> None:
     """The happy path: no watch is asked for, none runs, nothing is logged about one."""
     watched = _record_watches(monkeypatch)
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with (
-        open_test_cloud(wall.now, timings=ComfyTimings(scale=1.0)) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+    async with _one_job(tmp_path, scale=1.0) as (_cloud, log, conjure, job):
         with trio.fail_after(3600):
             await conjure.wait_until_idle()
         watches = dict(conjure.pool.late)
@@ -263,13 +263,7 @@ async def test_a_failing_lookup_of_a_given_up_prompt_is_tried_again(
         return await real_find(client, prompt_id, **kwargs)
 
     monkeypatch.setattr(ComfyUIClient, "find_prompt", find_prompt)
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with (
-        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+    async with _one_job(tmp_path, scale=10_000.0) as (cloud, log, conjure, job):
         with trio.fail_after(3600):
             await net.sent.wait()
             await conjure.cancel(job)
@@ -298,13 +292,7 @@ async def test_the_watch_of_a_given_up_prompt_ends_with_its_machine(
         return await real_find(client, prompt_id, **kwargs)
 
     monkeypatch.setattr(ComfyUIClient, "find_prompt", find_prompt)
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with (
-        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+    async with _one_job(tmp_path, scale=10_000.0) as (_cloud, log, conjure, job):
         with trio.fail_after(3600):
             await net.sent.wait()
             await conjure.cancel(job)
@@ -417,13 +405,7 @@ async def test_a_prompt_given_up_while_the_pool_mailbox_is_full_is_still_watched
         real(self, msg)
 
     monkeypatch.setattr(ActorRef, "tell_nowait", full_for_watches)
-    wall = TrioWallClock()
-    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    async with (
-        open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud,
-        run_conjure(cloud, log, tmp_path, sim_config(cloud), wall) as conjure,
-    ):
-        job = await conjure.submit(SLOW, image=example_sketch_png(), prompt="x")
+    async with _one_job(tmp_path, scale=10_000.0) as (cloud, log, conjure, job):
         with trio.fail_after(3600):
             await net.sent.wait()
             await conjure.cancel(job)
