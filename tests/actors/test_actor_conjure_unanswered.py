@@ -23,6 +23,18 @@ from conjure_actors.sim.comfyui import ComfyFaults
 DONE = ("succeeded", "failed", "cancelled")
 
 
+async def _one_job_to_its_end(conjure: Any) -> tuple[str, Any]:
+    """Submit one job of the bundled workflow and wait until it ended and every machine
+    stopped: (its id, the state then)."""
+    job = await conjure.submit(
+        json.loads(bundled_workflow()), image=example_sketch_png(), prompt="x"
+    )
+    with trio.fail_after(3600):
+        await wait_for(conjure, lambda s: s.jobs[job].status in DONE)
+        await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+    return job, conjure.state
+
+
 async def test_a_comfyui_that_answers_503_fails_the_job_after_three_machines(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -36,13 +48,7 @@ async def test_a_comfyui_that_answers_503_fails_the_job_after_three_machines(
             cloud, log, tmp_path, sim_config(cloud, max_machines=1, max_launch_attempts=3), wall
         ) as conjure,
     ):
-        job = await conjure.submit(
-            json.loads(bundled_workflow()), image=example_sketch_png(), prompt="x"
-        )
-        with trio.fail_after(3600):
-            await wait_for(conjure, lambda s: s.jobs[job].status in DONE)
-            await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
-        state = conjure.state
+        job, state = await _one_job_to_its_end(conjure)
     error = state.jobs[job].error
     assert state.jobs[job].status == "failed"
     assert error.error_type == "NoMachine"
@@ -73,10 +79,7 @@ async def test_a_restart_during_the_hold_keeps_the_version_held(
     async with open_test_cloud(wall.now, comfy_faults=ComfyFaults(http_5xx_rate=1.0)) as cloud:
         config = sim_config(cloud, max_machines=1, max_launch_attempts=3)
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
-            first = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await wait_for(conjure, lambda s: s.jobs[first].status in DONE)
-                await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+            await _one_job_to_its_end(conjure)
         log.close()
         log = log.reopen()
         async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
@@ -99,23 +102,15 @@ async def test_a_partial_series_in_the_log_is_over_a_day_later(
     series (three more before it fails), not the third of Monday's (one more, then held)."""
     wall = TrioWallClock()
     log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
-    graph = json.loads(bundled_workflow())
     async with open_test_cloud(wall.now, comfy_faults=ComfyFaults(http_5xx_rate=1.0)) as cloud:
         two = sim_config(cloud, max_machines=1, max_launch_attempts=2)
         async with run_conjure(cloud, log, tmp_path, two, wall) as conjure:
-            first = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await wait_for(conjure, lambda s: s.jobs[first].status in DONE)
-                await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
+            await _one_job_to_its_end(conjure)
         log.close()
         await trio.sleep(86_400)
         log = log.reopen()
         three = sim_config(cloud, max_machines=1, max_launch_attempts=3)
         async with run_conjure(cloud, log, tmp_path, three, wall) as conjure:
-            again = await conjure.submit(graph, image=example_sketch_png(), prompt="x")
-            with trio.fail_after(3600):
-                await wait_for(conjure, lambda s: s.jobs[again].status in DONE)
-                await wait_for(conjure, lambda s: all(m.stopped_at for m in s.machines.values()))
-            state = conjure.state
+            again, state = await _one_job_to_its_end(conjure)
     assert state.jobs[again].status == "failed"
     assert len(state.machines) == 2 + 3
