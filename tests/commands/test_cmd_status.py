@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
@@ -17,13 +16,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from tests.eventlog.eventlog_testtypes import refuse_to_open
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("RUNCOMFY_", "CONJURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
 def _log(path: Path) -> None:

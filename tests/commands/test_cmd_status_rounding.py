@@ -5,7 +5,6 @@ shares of it, each within $0.0001 of its cost."""
 
 from __future__ import annotations
 
-import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -24,13 +23,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.prices import format_usd
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("RUNCOMFY_", "CONJURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
 def _dollars(text: str) -> Decimal:

@@ -5,7 +5,6 @@ resume's line says it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.state import LOST_WHILE_DOWN
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("RUNCOMFY_", "CONJURE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_credentials")
 
 
 def _resumed(path: Path, *, stopped_at: float, billed_seconds: int, cost: int) -> Path:
