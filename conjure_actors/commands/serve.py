@@ -400,6 +400,7 @@ async def open_serve(
                     data_dir=serve_data_dir(log_path),
                     settings=settings,
                     catalog=catalog,
+                    history=functools.partial(eventlog.read, log_path, Event),
                     http=http,
                     ws_connect=ws_connect,
                     wall=wall,

@@ -52,6 +52,7 @@ from conjure_actors.service.errors import (
 )
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
 from conjure_actors.service.previews import Previews
+from conjure_actors.service.resume import History, JobChanges
 
 __all__ = ["Service", "Settings", "create_app", "open_service", "serve_app"]
 
@@ -179,6 +180,9 @@ class Service:
         self._starter = False
         # The newest preview of each running job (memory only; the job's actor feeds it).
         self.previews = Previews()
+        # Which jobs changed since a seq: what a resumed event stream sends (open_service
+        # runs its listener and gives it the log to read back from; see service.resume).
+        self.changes = JobChanges()
         side = getattr(conjure, "side", None)
         if side is not None:
             side.on_preview = self.previews.put
@@ -548,12 +552,15 @@ async def open_service(
     data_dir: str | os.PathLike[str],
     settings: Settings | None = None,
     catalog: Catalog | None = None,
+    history: History | None = None,
     **conjure_kwargs: Any,
 ) -> AsyncIterator[Service]:
     """Run the runtime (``open_conjure``) and the AssetActor over ``journal``; blobs live
     under ``data_dir/blobs``. ``catalog``: the node catalogue to validate submissions
-    with, strictly (default: the one :func:`_node_catalog` finds). Leaving the block shuts
-    the runtime down in order."""
+    with, strictly (default: the one :func:`_node_catalog` finds). ``history``: the log's
+    records by seq (``service.resume.History``), for an event stream resumed from before
+    this start (None: such a resume gets the full snapshot). Leaving the block shuts the
+    runtime down in order."""
     from conjure_actors.actors.conjure import open_conjure
     from conjure_actors.service.foreground import yielding_http
 
@@ -585,6 +592,8 @@ async def open_service(
             await nursery.start(
                 functools.partial(follow_jobs, journal, service.index, on_end=service.job_ended)
             )
+            service.changes.history = history
+            await nursery.start(service.changes.follow, journal)
             from conjure_actors.service.v2_assets import check_blobs
 
             nursery.start_soon(check_blobs, service)  # damaged blobs: found and reported

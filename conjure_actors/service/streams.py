@@ -18,6 +18,13 @@ the stream ends once every job it follows ended; with ``metadata`` it stays open
 pings) until the client leaves or serving stops (then, as the per-job stream, one last look:
 each followed job's status as serving stops).
 
+Resuming (``service.resume``): each frame has an ``id`` (a journal seq); a reconnect with
+``Last-Event-ID`` (or ``?last_event_id=``) gets a snapshot of the live jobs and of the jobs
+that ended after that id only, not of every ended job of the label again (QA F10: 95 of them,
+247 kB, on each reconnect). ``?ended=false`` leaves the ended jobs out of a first connect. A
+stream that sent nothing while the log went on sends an id-only frame every
+:data:`CHECKPOINT_EVERY` seconds at most; a ``job``-only resume with nothing left is 204.
+
 Cost: per commit, only the followed jobs its records name are looked at, plus, when jobs
 joined or left the queue, the followed queued jobs behind the first of them (only their
 ``queue_position`` can have moved: :class:`QueueWatch`); a stream that follows a thousand jobs
@@ -30,7 +37,7 @@ import bisect
 import json
 import math
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import trio
@@ -45,16 +52,19 @@ from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.jobindex import WAITING as INDEX_WAITING
 from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
+from conjure_actors.service.resume import LAST_EVENT_ID, last_event_id, stamp
 from conjure_actors.service.security import SIGNED_QUERY, url_signer
 from conjure_actors.service.v2_assets import URL_TTL
 from conjure_actors.service.v2_jobs import (
     MAX_LABELS,
     TERMINAL_API,
     CountedStream,
+    api_status,
     check_stream_slot,
     iso,
     job_view,
     queue_position_of,
+    retry_ms,
     service_of,
     status_payload,
 )
@@ -179,19 +189,28 @@ class _Follower:
         return frames, False, False
 
 
-def _frame(name: str, job_id: str, data: Mapping[str, Any]) -> dict[str, str]:
+def _frame(name: str, job_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
     payload = {**data, "job_id": job_id} if "job_id" in data else {"job_id": job_id, **data}
     return {"event": name, "data": json.dumps(payload, separators=(",", ":"))}
 
 
-def _wanted(request: Request) -> tuple[list[str], dict[str, str]]:
-    """The ``job`` ids (in order, once each) and the ``metadata`` labels asked for."""
+def _wanted(request: Request) -> tuple[list[str], dict[str, str], bool]:
+    """The ``job`` ids (in order, once each) and the ``metadata`` labels asked for, and
+    whether jobs that had ended are sent on a first connect (``ended``)."""
     ids: dict[str, None] = {}
     labels: dict[str, str] = {}
+    ended = True
     for k, v in request.query_params.multi_items():
-        if k in SIGNED_QUERY:
-            continue  # a signed URL's (the security layer checked them)
-        if k == "job":
+        if k in SIGNED_QUERY or k == LAST_EVENT_ID:
+            continue  # a signed URL's (the security layer checked them); resume's
+        if k == "ended":
+            if v not in ("true", "false"):
+                raise invalid_request(
+                    f"ended={v!r}: say ended=false to leave out the jobs that had ended"
+                    " (or ended=true, the default)"
+                )
+            ended = v == "true"
+        elif k == "job":
             if not v:
                 raise invalid_request("'job' must name a job: job=<id>")
             ids[v] = None
@@ -200,7 +219,7 @@ def _wanted(request: Request) -> tuple[list[str], dict[str, str]]:
         else:
             raise invalid_request(
                 f"unknown query parameter {k!r}: follow jobs with job=<id> (repeatable)"
-                " and/or metadata[KEY]=VALUE"
+                " and/or metadata[KEY]=VALUE (and ended=false, last_event_id=<id>)"
             )
     if len(ids) > MAX_JOB_IDS:
         raise invalid_request(
@@ -213,22 +232,28 @@ def _wanted(request: Request) -> tuple[list[str], dict[str, str]]:
         raise invalid_request(
             "say which jobs to follow: job=<id> (repeatable) and/or metadata[KEY]=VALUE"
         )
-    return list(ids), labels
+    return list(ids), labels, ended
 
 
 async def events_url(request: Request) -> Response:
     """``GET /api/conjure/events/url``: the URL of the stream of these jobs (the same query
-    as ``GET /api/conjure/events``), signed when serve has a token, so that a page opens it
-    with an ``EventSource``, which sends no Authorization: ``{"url", "expires_at"}``. The
-    signature covers the query (a URL for some jobs opens no other's) and holds until
-    ``expires_at`` (``URL_TTL``), by when a stream must have been opened (an open one goes
-    on); without a token the URL is plain and ``expires_at`` null."""
+    as ``GET /api/conjure/events``, ``ended`` and ``last_event_id`` included), signed when
+    serve has a token, so that a page opens it with an ``EventSource``, which sends no
+    Authorization: ``{"url", "expires_at"}``. The signature covers the query (a URL for
+    some jobs opens no other's) and holds until ``expires_at`` (``URL_TTL``), by when a
+    stream must have been opened (an open one goes on); without a token the URL is plain and
+    ``expires_at`` null."""
     service = service_of(request)
-    ids, labels = _wanted(request)
+    ids, labels, ended = _wanted(request)
     for job_id in ids:
         job_view(request, service, job_id)  # 404: as the stream would answer
     query = [("job", job_id) for job_id in ids]
     query += [(f"metadata[{k}]", v) for k, v in labels.items()]
+    if not ended:
+        query.append(("ended", "false"))
+    resume = request.query_params.get(LAST_EVENT_ID)
+    if resume is not None:
+        query.append((LAST_EVENT_ID, resume))
     signer = url_signer(request.scope)
     if signer is None:
         url = f"{STREAM_PATH}?{urllib.parse.urlencode(query)}"
@@ -248,17 +273,57 @@ async def events(request: Request) -> Response:
     """``GET /api/conjure/events``: the jobs of ``job`` and ``metadata`` on one SSE stream
     (module docstring); 404 for an unknown or expired ``job``, as the per-job stream."""
     service = service_of(request)
-    ids, labels = _wanted(request)
+    ids, labels, ended = _wanted(request)
     for job_id in ids:
         job_view(request, service, job_id)
+    resume = last_event_id(request, service.journal.last_seq)
+    if not labels and all(map(await _sent_before(service, resume, ended), ids)):
+        # Nothing to send and no job to follow: the stream would end at once, and an
+        # EventSource whose stream ends reconnects (for ever); on a 204 it stops.
+        return Response(status_code=204)
     check_stream_slot(service, "GET /api/v2/jobs?metadata[KEY]=VALUE")
     service.open_streams += 1
-    return CountedStream(service, _stream(request, service, ids, labels), ping=15, send_timeout=30)
+    content = _stream(request, service, ids, labels, resume, ended)
+    return CountedStream(service, content, ping=15, send_timeout=30)
+
+
+async def _sent_before(service: Service, resume: int | None, ended: bool) -> Callable[[str], bool]:
+    """Which jobs a snapshot leaves out: on a resume (``resume``: the client's id), the
+    jobs that ended up to it (it had their terminal status); else, with ``ended=false``,
+    the jobs that ended; else none. A resume from an id not known (too old): none."""
+    changed = await service.changes.since(resume) if resume is not None else None
+    if changed is not None:
+        return lambda job_id: job_id not in changed and _ended(service, job_id)
+    if resume is None and not ended:
+        return lambda job_id: _ended(service, job_id)
+    return lambda job_id: False
+
+
+def _ended(service: Service, job_id: str) -> bool:
+    """Whether ``job_id``'s API status is terminal (no job view built)."""
+    state = service.state
+    job = state.jobs.get(job_id)
+    svc = state.service
+    return job is not None and api_status(job, svc.api_jobs.get(job_id), svc) in TERMINAL_API
+
+
+CHECKPOINT_EVERY: Final = 15.0
+"""Seconds between two id-only frames of a stream that sent nothing while the log went on
+(the keep-alive pings are comments, which carry no id): a client resumes from near the log's
+end, not from the id of its last job's frame, maybe days of records back (the log is read
+back from it then, at most ``resume.RESUME_WINDOW`` records)."""
 
 
 async def _stream(
-    request: Request, service: Service, ids: list[str], labels: dict[str, str]
-) -> AsyncIterator[dict[str, str]]:
+    request: Request,
+    service: Service,
+    ids: list[str],
+    labels: dict[str, str],
+    resume: int | None,
+    ended: bool,
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream; ``resume``: the id the client has (None: none, or not one of this log),
+    ``ended``: whether a first connect's snapshot has the jobs that ended."""
     interval = service.settings.progress_interval
     followed: dict[str, _Follower] = {}
     watch = QueueWatch(service.index.waiting())
@@ -271,7 +336,7 @@ async def _stream(
             watch.forget(follower.key)
         held.discard(job_id)
 
-    def follow(job_id: str) -> list[dict[str, str]]:
+    def follow(job_id: str) -> list[dict[str, Any]]:
         """Follow ``job_id``: the frames of its snapshot (none if it is not served)."""
         nonlocal count
         job = service.state.jobs.get(job_id)
@@ -292,7 +357,9 @@ async def _stream(
 
     async with service.journal.subscribe(max_buffer=math.inf) as records:
         # Subscribed first, then the snapshot: a record after it is seen by the loop. A job
-        # accepted up to ``scanned`` is in the snapshot already.
+        # accepted up to ``scanned`` is in the snapshot already; one that ended after the
+        # client's id, before ``scanned``, is in ``sent_before``'s changes.
+        sent_before = await _sent_before(service, resume, ended)
         scanned = service.journal.last_seq
         wanted = list(ids)
         if labels:
@@ -302,10 +369,19 @@ async def _stream(
                 for job_id, api in service.state.service.api_jobs.items()
                 if job_id not in known and _matches(api.labels, labels)
             ]
-        for job_id in wanted:
-            for frame in follow(job_id):
-                yield frame
+        # Each wake's frames go out together, with their ids (resume.stamp): ``sent`` the
+        # id the client has, ``seen`` the seq of the last record the stream took.
+        out = [frame for job_id in wanted if not sent_before(job_id) for frame in follow(job_id)]
+        if not out:  # the retry (and where the client is) on a frame of its own
+            out.append({})
+        out[0]["retry"] = retry_ms(service)
+        seen = scanned
+        for frame in stamp(out, resume or 0, seen):
+            yield frame
+        sent = seen
+        checkpoint = trio.current_time()
         while labels or followed:
+            out = []
             touched: dict[str, None] = {}
             new: list[str] = []
             stopped = False
@@ -313,6 +389,7 @@ async def _stream(
                 first = await records.receive()
                 # The rest of the commit at once: one wake-up per commit, not per record.
                 for record in (first, *take_ready(records)):
+                    seen = record.seq
                     event = record.event
                     about: str | None = getattr(event, "job_id", None)
                     if about is not None:
@@ -330,8 +407,7 @@ async def _stream(
             # job, which ends the stream with the status each is left in (as the per-job one).
             last = service.stopping.is_set()
             for job_id in new:
-                for frame in follow(job_id):
-                    yield frame
+                out += follow(job_id)
             looked = set(new)
             dirty = [j for j in touched if j in followed and j not in looked]
             for job_id in watch.moved(service.state.jobs, touched):
@@ -342,8 +418,12 @@ async def _stream(
                 position = queue_position_of(service, job) if job is not None else None
                 if position is not None and position != follower.position:
                     follower.position = position
-                    yield _frame(
-                        "status", job_id, {"status": follower.status, "queue_position": position}
+                    out.append(
+                        _frame(
+                            "status",
+                            job_id,
+                            {"status": follower.status, "queue_position": position},
+                        )
                     )
             if last or stopped:
                 look: Iterable[str] = list(followed)
@@ -358,8 +438,7 @@ async def _stream(
                     continue
                 was_queued = follower.status == "queued"
                 frames, holding, ended = follower.look(view, last=last, interval=interval)
-                for name, data in frames:
-                    yield _frame(name, job_id, data)
+                out += [_frame(name, job_id, data) for name, data in frames]
                 if ended:
                     done(job_id)
                     continue
@@ -369,5 +448,12 @@ async def _stream(
                     held.discard(job_id)
                 if was_queued != (follower.status == "queued"):
                     (watch.follow if follower.status == "queued" else watch.forget)(follower.key)
+            now = trio.current_time()
+            if not out and seen > sent and now - checkpoint >= CHECKPOINT_EVERY:
+                out.append({})  # an id-only frame: the client's place moves on (no event)
+            for frame in stamp(out, sent, seen):
+                yield frame
+            if out:
+                sent, checkpoint = seen, now
             if last:
                 return

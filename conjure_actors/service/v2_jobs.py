@@ -53,6 +53,7 @@ from conjure_actors.service.app import CLIENT_CANCEL, KeyReusedError, Service, k
 from conjure_actors.service.errors import ApiError, invalid_request, not_found, too_deep
 from conjure_actors.service.jobindex import ENDED_HORIZON, take_ready
 from conjure_actors.service.responses import JSONResponse
+from conjure_actors.service.resume import last_event_id, stamp
 from conjure_actors.service.v2_assets import URL_TTL, content_url, is_live, signed_path
 
 TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
@@ -1104,41 +1105,62 @@ async def events(request: Request) -> Response:
     then ``status`` on every change (a queued job's ``queue_position`` too), ``progress``
     at most every ``progress_interval``, ``preview`` (the newest frame, JPEG) at most every
     ``preview_interval``, ``output`` as each output becomes an asset, and the terminal
-    ``status`` (the full job); then it ends."""
+    ``status`` (the full job); then it ends. Each frame has an ``id:`` (a journal seq,
+    ``service.resume``); a reconnect with ``Last-Event-ID`` (or ``?last_event_id=``) at or
+    past the job's last change, once it ended, is answered 204 No Content: the client had
+    its terminal status, and an ``EventSource`` stops reconnecting on a 204 (it would
+    otherwise fetch the whole job again every few seconds after the stream ended)."""
     service = service_of(request)
     job_id = request.path_params["id"]
-    job_view(request, service, job_id)
+    resume = last_event_id(request, service.journal.last_seq)
+    if job_view(request, service, job_id)["status"] in TERMINAL_API and resume is not None:
+        changed = await service.changes.since(resume)
+        if changed is not None and job_id not in changed:
+            return Response(status_code=204)
     check_stream_slot(service, "GET /api/v2/jobs/{id}")
 
-    def frame(name: str, data: Mapping[str, Any]) -> dict[str, str]:
+    def frame(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"event": name, "data": json.dumps(data, separators=(",", ":"))}
 
-    async def stream() -> AsyncIterator[dict[str, str]]:
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        # The frames of each wake go out together, with their ids (resume.stamp): ``sent``
+        # the id the client has, ``seen`` the seq of the last record the stream took.
         async with service.journal.subscribe(max_buffer=math.inf) as records:
+            seen = service.journal.last_seq
+            sent = resume or 0
+            out: list[dict[str, Any]] = []
             view = job_view(request, service, job_id)
             status = view["status"]
-            yield frame("status", status_payload(view, full=status in TERMINAL_API))
+            out.append(frame("status", status_payload(view, full=status in TERMINAL_API)))
+            out[0]["retry"] = retry_ms(service)
             sent_progress = view["progress"]
             if sent_progress is not None:
-                yield frame("progress", sent_progress)
+                out.append(frame("progress", sent_progress))
             if status in TERMINAL_API:
+                for sse in stamp(out, sent, seen):
+                    yield sse
                 return
             # The newest preview on connect, then at most every preview_interval, looked
             # at on every wake (a preview is no event, but the job's events follow it).
             previews = _PreviewThrottle(service, job_id)
             payload = await previews.due()
             if payload is not None:
-                yield frame("preview", payload)
+                out.append(frame("preview", payload))
+            for sse in stamp(out, sent, seen):
+                yield sse
+            sent = seen
             sent_outputs = {o["id"] for o in view["outputs"]}
             sent_position = view["queue_position"]
             moves = service.index.moves
             dirty = False
             last_progress = trio.current_time()
             while True:
+                out = []
                 with trio.move_on_after(service.settings.progress_interval):
                     first = await records.receive()
                     # The rest of the commit at once: one wake-up per commit, not per record.
                     for record in (first, *take_ready(records)):
+                        seen = record.seq
                         if _concerns(record.event, job_id) or isinstance(
                             record.event, se.AssetRecorded | ev.SystemStopped
                         ):
@@ -1149,7 +1171,7 @@ async def events(request: Request) -> Response:
                 last = service.stopping.is_set()
                 payload = await previews.due()
                 if payload is not None:
-                    yield frame("preview", payload)
+                    out.append(frame("preview", payload))
                 if not dirty and status == "queued" and moves != service.index.moves:
                     # Other jobs joined or left the queue: this job's position may have
                     # moved (the contract's "queue_position updates while queued"). A
@@ -1160,42 +1182,53 @@ async def events(request: Request) -> Response:
                     position = queue_position_of(service, job) if job is not None else None
                     if position is not None and position != sent_position:
                         sent_position = position
-                        yield frame("status", {"status": status, "queue_position": position})
-                if not dirty and not last:
-                    continue
-                try:
-                    view = job_view(request, service, job_id)
-                except ApiError:
-                    return  # expired meanwhile
-                for out in view["outputs"]:
-                    if out["id"] not in sent_outputs:
-                        sent_outputs.add(out["id"])
-                        yield frame("output", out)
-                moves = service.index.moves  # the view has the position as of now
-                if view["status"] != status or view["queue_position"] != sent_position:
-                    status, sent_position = view["status"], view["queue_position"]
-                    if status in TERMINAL_API:
-                        yield frame("status", status_payload(view, full=True))
-                        return
-                    yield frame("status", status_payload(view))
-                elif last:  # the stream's last frame is the status the job is left in
-                    yield frame("status", status_payload(view))
-                if last:
+                        out.append(frame("status", {"status": status, "queue_position": position}))
+                expired = False
+                if dirty or last:
+                    try:
+                        view = job_view(request, service, job_id)
+                    except ApiError:
+                        expired = True  # the stream ends (with what this wake has)
+                if (dirty or last) and not expired:
+                    for output in view["outputs"]:
+                        if output["id"] not in sent_outputs:
+                            sent_outputs.add(output["id"])
+                            out.append(frame("output", output))
+                    moves = service.index.moves  # the view has the position as of now
+                    if view["status"] != status or view["queue_position"] != sent_position:
+                        status, sent_position = view["status"], view["queue_position"]
+                        ended = status in TERMINAL_API
+                        out.append(frame("status", status_payload(view, full=ended)))
+                        last = last or ended
+                    elif last:  # the stream's last frame is the status the job is left in
+                        out.append(frame("status", status_payload(view)))
+                    # Progress at most every progress_interval; a newer snapshot held back
+                    # by the throttle keeps the stream dirty so it goes out on the next tick.
+                    dirty = False
+                    progress = view["progress"]
+                    if not last and progress is not None and progress != sent_progress:
+                        now = trio.current_time()
+                        if now - last_progress >= service.settings.progress_interval:
+                            last_progress, sent_progress = now, progress
+                            out.append(frame("progress", progress))
+                        else:
+                            dirty = True
+                for sse in stamp(out, sent, seen):
+                    yield sse
+                if out:
+                    sent = seen
+                if last or expired:
                     return
-                # Progress at most every progress_interval; a newer snapshot held back by
-                # the throttle keeps the stream dirty so it goes out on the next tick.
-                dirty = False
-                progress = view["progress"]
-                if progress is not None and progress != sent_progress:
-                    now = trio.current_time()
-                    if now - last_progress >= service.settings.progress_interval:
-                        last_progress, sent_progress = now, progress
-                        yield frame("progress", progress)
-                    else:
-                        dirty = True
 
     service.open_streams += 1
     return CountedStream(service, stream(), ping=15, send_timeout=30)
+
+
+def retry_ms(service: Service) -> int:
+    """The ``retry:`` of a stream's first frame: an ``EventSource`` reconnects that many
+    milliseconds after a cut (``retry_after``, as a 429 or 503 asks: not the browsers' 3 s
+    from every page at once when ``serve`` restarts)."""
+    return int(service.settings.retry_after * 1000)
 
 
 class _PreviewThrottle:
@@ -1270,5 +1303,6 @@ __all__ = [
     "job_view",
     "past_retention",
     "queue_position_of",
+    "retry_ms",
     "status_payload",
 ]

@@ -111,6 +111,7 @@ async def open_extras_service(
                 data_dir=tmp_path / "blobs",
                 settings=settings,
                 catalog=catalog,
+                history=log.records if isinstance(log, eventlog.MemoryLog) else None,
                 http=wrap_http(cloud.http_transport()) if wrap_http else cloud.http_transport(),
                 ws_connect=cloud.ws_connect,
                 wall=wall,

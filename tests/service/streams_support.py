@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 from extras_support import sse_frames, sse_scope
 
 
-async def read_stream(
+async def _drive(
     app: Any,
-    path: str,
-    *,
-    leave: trio.Event | None = None,
-    opened: trio.Event | None = None,
-    within: float = 3600,
-) -> list[tuple[float, str, Any]]:
-    """Drive ``app`` with one SSE request to ``path`` until the stream ends or the client
-    leaves (``leave`` is set: the request's ``http.disconnect``); returns ``(trio time the
-    frame was sent, event name, decoded data)`` per event (pings skipped). ``opened`` is set
-    once the response started (its first frames are sent)."""
+    scope: dict[str, Any],
+    leave: trio.Event | None,
+    opened: trio.Event | None,
+    within: float,
+) -> tuple[int, list[tuple[float, bytes]]]:
+    """Drive ``app`` with one request until its answer ends or the client leaves: the
+    status and ``(trio time, body)`` of each body message."""
     sent: list[tuple[float, bytes]] = []
+    status: list[int] = []
     done = trio.Event()
     asked: list[bool] = []
 
@@ -40,6 +39,8 @@ async def read_stream(
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
         if message["type"] == "http.response.body":
             sent.append((trio.current_time(), message.get("body", b"")))
             if opened is not None:
@@ -48,8 +49,63 @@ async def read_stream(
                 done.set()
 
     with trio.fail_after(within):
-        await app(sse_scope(path), receive, send)
+        await app(scope, receive, send)
+    return status[0], sent
+
+
+async def read_stream(
+    app: Any,
+    path: str,
+    *,
+    leave: trio.Event | None = None,
+    opened: trio.Event | None = None,
+    within: float = 3600,
+) -> list[tuple[float, str, Any]]:
+    """Drive ``app`` with one SSE request to ``path`` until the stream ends or the client
+    leaves (``leave`` is set: the request's ``http.disconnect``); returns ``(trio time the
+    frame was sent, event name, decoded data)`` per event (pings skipped). ``opened`` is set
+    once the response started (its first frames are sent)."""
+    _, sent = await _drive(app, sse_scope(path), leave, opened, within)
     return sse_frames(sent)
+
+
+async def read_blocks(
+    app: Any,
+    path: str,
+    *,
+    last_event_id: str | bytes | None = None,
+    leave: trio.Event | None = None,
+    opened: trio.Event | None = None,
+    within: float = 3600,
+) -> tuple[int, list[dict[str, str]]]:
+    """As :func:`read_stream`, with ``Last-Event-ID: last_event_id`` sent (an
+    ``EventSource``'s reconnect): the status and the fields of every block (an ``id``- or
+    ``retry``-only one too; comments, the pings, skipped)."""
+    scope = sse_scope(path)
+    if last_event_id is not None:
+        value = last_event_id if isinstance(last_event_id, bytes) else last_event_id.encode()
+        scope["headers"] = [*scope["headers"], (b"last-event-id", value)]
+    status, sent = await _drive(app, scope, leave, opened, within)
+    blocks: list[dict[str, str]] = []
+    for _, chunk in sent:
+        for block in chunk.decode().replace("\r\n", "\n").split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            fields.pop("", None)  # a comment (": ping")
+            if fields:
+                blocks.append(fields)
+    return status, blocks
+
+
+def ids_of(blocks: Sequence[dict[str, str]]) -> list[int]:
+    """The ``id`` of every block, in order (each must have one)."""
+    return [int(block["id"]) for block in blocks]
+
+
+def events_of(blocks: Sequence[dict[str, str]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(event name, decoded data)`` of the blocks that are events."""
+    import json
+
+    return [(b["event"], json.loads(b["data"])) for b in blocks if "event" in b]
 
 
 def by_job(frames: list[tuple[float, str, Any]]) -> dict[str, list[tuple[str, Any]]]:
