@@ -127,15 +127,18 @@ class JobChanges:
         (``seq`` more than :data:`RESUME_WINDOW` records before the start, or the log
         unreadable): the caller then sends everything."""
         changed: set[str] = set()
-        for job_id in reversed(self.last):
-            if self.last[job_id] <= seq:
+        if seq < self.started:
+            if not await self._read_back(seq):
+                return None
+            changed.update(j for j, at in self.before.items() if at > seq)
+        # After the read, with no checkpoint until the caller's: a record applied meanwhile
+        # is in the answer (a stream reads the log's end right after it, and takes the
+        # records past that end from its subscription).
+        last = self.last
+        for job_id in reversed(last):
+            if last[job_id] <= seq:
                 break
             changed.add(job_id)
-        if seq >= self.started:
-            return changed
-        if not await self._read_back(seq):
-            return None
-        changed.update(j for j, at in self.before.items() if at > seq)
         return changed
 
     async def _read_back(self, seq: int) -> bool:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as hs
 
@@ -82,3 +83,17 @@ async def test_a_seq_more_than_the_window_before_the_start_is_not_known(
     changes = JobChanges(functools.partial(eventlog.read, path, Event))
     changes.started = changes.known_from = 4
     assert await changes.since(1) == ({"b", "c", "d"} if window == 3 else None)
+
+
+async def test_a_record_applied_while_the_log_is_read_back_is_in_the_answer() -> None:
+    """The read runs in a thread: a job that ends meanwhile must be in the answer (the
+    stream that asked takes only the records past the log's end as it reads it after)."""
+    changes = JobChanges()
+
+    def history(start_seq: int, stop_seq: int) -> list[Any]:
+        trio.from_thread.run_sync(since_start, changes, 4, [accepted("late")])
+        return [SimpleNamespace(seq=2, event=accepted("b"))]
+
+    changes.history = history
+    changes.started = changes.known_from = 4
+    assert await changes.since(1) == {"b", "late"}
