@@ -359,23 +359,41 @@ def dropped_outputs(problems: list[str]) -> AttemptFailure:
 
 
 def job_deadline(state: State, job_id: str, *, total_timeout: float) -> float:
-    """The wall time at which the job times out: ``total_timeout`` after its submission, or
-    after the start of this run for a job an earlier run submitted (a resume, days later
-    maybe, gives the job its whole time again rather than failing it at once)."""
+    """The wall time at which the job times out: when the time it has spent inside runs
+    reaches ``total_timeout``. It counts from its submission, or from the start of this run
+    for a job an earlier run submitted, less what it used in earlier runs (``time_used``: a
+    restart gives it what it had left, never its whole time again, and the days no process
+    was alive do not count). Behind the run's start when it has used it all."""
     job = _job(state, job_id)
-    started = state.system.started_at
+    started = state.system.started_at  # (_counting_since, inline: once per job and start)
     since = job.submitted_at if started is None else max(job.submitted_at, started)
-    return since + total_timeout
+    return since + total_timeout - job.time_used
+
+
+def _counting_since(state: State, job: Job) -> float:
+    """When this run began counting the job's time: its submission or the run's start."""
+    started = state.system.started_at
+    return job.submitted_at if started is None else max(job.submitted_at, started)
 
 
 def time_out_job(state: State, job_id: str, *, total_timeout: float, at: float) -> ev.JobFailed:
-    """The job ran past its ``total_timeout`` (from submission): it fails, retryable."""
+    """The job's time inside runs reached its ``total_timeout``: it fails, retryable. One
+    that ran in earlier runs says how long over how many, and the setting to raise."""
     job = _job(state, job_id)
     check_transition(job_id, job.status, FAILED)
+    message = f"job did not finish within {total_timeout:g} s"
+    if job.runs_used:
+        now = max(0.0, at - _counting_since(state, job))
+        used, runs = job.time_used + now, job.runs_used + (now > 0)
+        message += (
+            f": it ran {used:.0f} s over {runs} run{'s' if runs != 1 else ''} (the time"
+            " between runs does not count); raise retry.total_timeout"
+            " (CONJURE_RETRY_TOTAL_TIMEOUT) to give it more"
+        )
     return ev.JobFailed(
         job_id=job_id,
         error_type="Timeout",
-        message=f"job did not finish within {total_timeout:g} s",
+        message=message,
         retryable=True,
         at=at,
     )

@@ -250,6 +250,11 @@ class Job:
     queue_reason: str | None = None
     cancel_reason: str | None = None
     stalls: int = 0
+    # The seconds it spent inside earlier runs of the log (``retry.total_timeout`` counts
+    # them, never the time no process was alive), and how many runs that was: added up at
+    # each SystemStarted while it is unfinished (:func:`_system_started`).
+    time_used: float = 0.0
+    runs_used: int = 0
     # "NODE.INPUT" -> kept path of input files beyond image_path (JobSubmitted).
     extra_inputs: dict[str, str] = attrs.Factory(dict)
 
@@ -386,6 +391,12 @@ class SystemInfo:
     server_type: str | None = None
     max_machines: int | None = None
     idle_timeout: float | None = None
+    # The runtime's events (an actor started, stopped...) in a row at the log's end: the
+    # ``events_applied`` of the last one, and the ``at`` of the event before the first. A
+    # process writes its actors' starts before its SystemStarted: the end of a run that
+    # crashed is the last event before them (:func:`_count_run_time`), not their time.
+    runtime_seq: int = 0
+    before_runtime_at: float | None = None
 
 
 @attrs.define(slots=True)
@@ -1221,6 +1232,8 @@ def _budget_limit_reached(s: State, e: ev.BudgetLimitReached) -> None:
 
 def _system_started(s: State, e: ev.SystemStarted) -> None:
     sysinfo = s.system
+    if sysinfo.started_at is not None:
+        _count_run_time(s, sysinfo.started_at)
     sysinfo.run_id = e.run_id
     sysinfo.version = e.version
     sysinfo.mode = e.mode
@@ -1235,13 +1248,51 @@ def _system_started(s: State, e: ev.SystemStarted) -> None:
     sysinfo.idle_timeout = e.idle_timeout
 
 
+def _count_run_time(s: State, run_start: float) -> None:
+    """Add the run that just ended (the one before this SystemStarted) to the time each
+    unfinished job spent inside runs: from its submission, or the run's start if later, to
+    the run's end. That end is its SystemStopped, or for a run that crashed the last event
+    it wrote (``last_at``: :func:`apply` moves it on after the handler). Once per run, over
+    the jobs: a job's ``retry.total_timeout`` is then what it has left, not its whole time
+    again at every restart (a serve restarted every 30 min, a job hanging on a paid machine
+    ran for ever), while the days between a crash and its resume still count for nothing."""
+    sysinfo = s.system
+    if not sysinfo.running and sysinfo.stopped_at is not None:
+        end: float | None = sysinfo.stopped_at
+    elif sysinfo.runtime_seq == s.events_applied - 1:
+        # Actors' starts just before this SystemStarted: this process's, which may come
+        # days after the crash. The crashed run's own last actor events go with them (it
+        # is counted a little short, never across the gap).
+        end = sysinfo.before_runtime_at
+    else:
+        end = s.last_at
+    if end is None or end <= run_start:
+        return
+    for job in s.jobs.values():
+        if job.status in TERMINAL_STATUSES:
+            continue
+        used = end - max(job.submitted_at, run_start)
+        if used > 0:
+            job.time_used += used
+            job.runs_used += 1
+
+
 def _system_stopped(s: State, e: ev.SystemStopped) -> None:
     s.system.running = False
     s.system.stopped_at = e.at
     s.system.stop_reason = e.reason
 
 
+def _runtime_event(s: State) -> None:
+    """Note a runtime event (see ``SystemInfo.runtime_seq``): once per such event."""
+    sysinfo = s.system
+    if sysinfo.runtime_seq != s.events_applied - 1:  # the first of a row
+        sysinfo.before_runtime_at = s.last_at
+    sysinfo.runtime_seq = s.events_applied
+
+
 def _actor(s: State, name: str) -> ActorHealth:
+    _runtime_event(s)
     health = s.actors.get(name)
     if health is None:
         health = s.actors[name] = ActorHealth(status="unknown")
@@ -1281,6 +1332,7 @@ def _actor_stopped(s: State, e: rt.ActorStopped) -> None:
         old = s.actors.get(e.actor)
         if old is None or not (old.crashes or old.restarts or old.last_error):
             s.actors.pop(e.actor, None)
+            _runtime_event(s)  # (else _actor notes it)
             return
     h = _actor(s, e.actor)
     h.status = "stopped"
@@ -1362,7 +1414,6 @@ _NodeProgress: Final = ev.NodeProgress
 def apply(state: State, event: ev.Event) -> State:
     """Apply one event to ``state`` IN PLACE and return it. Never raises for a logged event."""
     state.events_applied += 1
-    state.last_at = event.at
     # Fast path for the event that is 80% of a log: progress of a node we already know, in
     # the job's current prompt. Anything unusual falls through to the full handler.
     if type(event) is _NodeProgress:
@@ -1372,13 +1423,16 @@ def apply(state: State, event: ev.Event) -> State:
             if node is not None:
                 node.value = event.value
                 node.max = event.max
-                job.updated_at = event.at
+                state.last_at = job.updated_at = event.at
                 return state
     handler = _HANDLERS.get(type(event))
     if handler is None:
         _anomaly(state, f"unhandled event type {type(event).__name__}")
     else:
         handler(state, event)
+    # After the handler: a SystemStarted's sees the at of the event before it (the last one
+    # of a run that crashed: _count_run_time).
+    state.last_at = event.at
     return state
 
 
@@ -1388,7 +1442,6 @@ def apply_all(state: State, events: Any) -> State:
     jobs = state.jobs
     for event in events:
         state.events_applied += 1
-        state.last_at = event.at
         if type(event) is _NodeProgress:  # the fast path of apply, inlined
             job = jobs.get(event.job_id)
             if job is not None and job.prompt_id == event.prompt_id:
@@ -1396,11 +1449,12 @@ def apply_all(state: State, events: Any) -> State:
                 if node is not None:
                     node.value = event.value
                     node.max = event.max
-                    job.updated_at = event.at
+                    state.last_at = job.updated_at = event.at
                     continue
         handler = handlers.get(type(event))
         if handler is None:
             _anomaly(state, f"unhandled event type {type(event).__name__}")
         else:
             handler(state, event)
+        state.last_at = event.at  # after the handler, as in apply
     return state

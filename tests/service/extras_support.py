@@ -66,6 +66,7 @@ async def open_extras_service(
     ready_delay: float = 1.0,
     attached: bool = False,
     poll_interval: float = 0.2,
+    wall: TrioWallClock | None = None,
     **flags: Any,
 ) -> AsyncIterator[Running]:
     """The service on a simulated cloud (wall time follows trio's clock: use autojump).
@@ -74,8 +75,9 @@ async def open_extras_service(
     are checked against (default: the simulator's); ``hold_resumed``: open_conjure's;
     ``hold_full_disk``: the journal's (``serve --disk-full-patience``); ``ready_delay``: the
     seconds a simulated machine boots; ``attached``: ``--comfyui-url`` mode, on the
-    simulated cloud's standalone ComfyUI; ``poll_interval``: the pool's."""
-    wall = TrioWallClock()
+    simulated cloud's standalone ComfyUI; ``poll_interval``: the pool's; ``wall``: the
+    wall clock (one passed to each service of a restart goes on, not back to its epoch)."""
+    wall = wall if wall is not None else TrioWallClock()
     timings = CloudTimings(
         runcomfy=RunComfyTimings(ready_delay=ready_delay, deleting_delay=0.5),
         comfyui=comfy or ComfyTimings(),
