@@ -1386,6 +1386,10 @@ class WorkflowActor(Actor):
         job's (``_JobTimedOut``, unless the job's timer task runs already), whichever comes
         first (the deadline is on each child of the attempt: _spawn, _child)."""
         attempt_at = trio.current_time() + self.ctx.config.retry.attempt_timeout
+        if self._reattach:
+            # An attempt a restart re-attaches to its prompt has the time it had left, not
+            # its whole time again (a serve restarted every 30 min never timed one out).
+            attempt_at -= self.job.attempt_time_used
         job_at = math.inf if self._timer_started else self._timeout_at
         self._attempt_on = True
         self._watch_at = min(attempt_at, job_at)

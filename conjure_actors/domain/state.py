@@ -255,6 +255,9 @@ class Job:
     # each SystemStarted while it is unfinished (:func:`_system_started`).
     time_used: float = 0.0
     runs_used: int = 0
+    # The same for its current attempt (from its JobStarted): ``retry.attempt_timeout``
+    # counts it when a restart re-attaches the attempt to its prompt.
+    attempt_time_used: float = 0.0
     # "NODE.INPUT" -> kept path of input files beyond image_path (JobSubmitted).
     extra_inputs: dict[str, str] = attrs.Factory(dict)
 
@@ -711,6 +714,7 @@ def _job_started(s: State, e: ev.JobStarted) -> None:
         job.execution = None
         job.execution_started_at = None
         job.started_at = e.at
+        job.attempt_time_used = 0.0
         job.current_node = None
         job.nodes = EMPTY_DICT
         job.retry_delay = None
@@ -1275,6 +1279,10 @@ def _count_run_time(s: State, run_start: float) -> None:
         if used > 0:
             job.time_used += used
             job.runs_used += 1
+        if job.status == RUNNING and job.started_at is not None:
+            attempt = end - max(job.started_at, run_start)
+            if attempt > 0:
+                job.attempt_time_used += attempt
 
 
 def _system_stopped(s: State, e: ev.SystemStopped) -> None:

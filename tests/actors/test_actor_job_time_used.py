@@ -27,10 +27,14 @@ GRAPH = json.loads(bundled_workflow())
 DAY = 86_400.0
 
 
-def _launches_after_last_start(log: eventlog.MemoryLog[Any]) -> list[Any]:
+def _events_after_last_start(log: eventlog.MemoryLog[Any]) -> list[Any]:
     events = [r.event for r in log.records()]
     last = max(i for i, e in enumerate(events) if isinstance(e, ev.SystemStarted))
-    return [e for e in events[last:] if isinstance(e, ev.MachineLaunchRequested)]
+    return events[last:]
+
+
+def _launches_after_last_start(log: eventlog.MemoryLog[Any]) -> list[Any]:
+    return [e for e in _events_after_last_start(log) if isinstance(e, ev.MachineLaunchRequested)]
 
 
 async def test_a_restart_gives_a_waiting_job_only_the_time_it_had_left(
@@ -140,3 +144,36 @@ async def test_a_crashed_run_counts_up_to_its_last_event_not_to_the_restart(
     assert used > 300.0
     # (less its start-up before the wait began; more when its last event came before the end)
     assert 600.0 - used - 10.0 <= elapsed <= 600.0 - used + 30.0, (elapsed, used)
+
+
+async def test_an_attempt_re_attached_after_a_crash_has_only_the_time_it_had_left(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Its prompt ran 300 s of a 400 s attempt_timeout, then the process died: the restart
+    re-attaches to the prompt, and the attempt times out ~100 s later, not 400 s (a serve
+    restarted more often than attempt_timeout never timed one out)."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    job = ""
+    retry = RetryConfig(attempt_timeout=400.0, total_timeout=5000.0)
+
+    async def runs_300_s(conjure: Conjure) -> None:
+        nonlocal job
+        job = await conjure.submit(GRAPH, image=example_sketch_png(), prompt="x")
+        await wait_for(conjure, lambda s: s.jobs[job].execution == "started")
+        await trio.sleep(300.0)
+
+    with trio.fail_after(3 * DAY):
+        async with open_test_cloud(wall.now, timings=ComfyTimings(scale=10_000.0)) as cloud:
+            config = sim_config(cloud, max_machines=1, retry=retry)
+            await crash_when(cloud, log, tmp_path, config, wall, runs_300_s)
+            await trio.sleep(30.0)  # no process alive: not counted
+            log = log.reopen()
+            async with run_conjure(cloud, log, tmp_path, config, wall) as conjure:
+                t0 = trio.current_time()
+                await wait_for(conjure, lambda s: s.jobs[job].status == "retrying")
+                elapsed = trio.current_time() - t0
+    resumed = [e for e in _events_after_last_start(log) if isinstance(e, ev.JobRetrying)]
+    assert [e.reason for e in resumed] == ["attempt timed out after 400 s"]
+    assert [e for e in _events_after_last_start(log) if isinstance(e, ev.JobStarted)] == []
+    assert 90.0 <= elapsed <= 130.0, elapsed

@@ -172,3 +172,37 @@ def test_a_run_with_no_event_after_its_start_counts_nothing(crashed: bool) -> No
     state = fold(submitted(0.0), started("r1", 50.0), *end, started("r2", 600.0))
     assert state.jobs["j1"].time_used == 0.0
     assert decide.job_deadline(state, "j1", total_timeout=TOTAL) == 600.0 + TOTAL
+
+
+def attempt_started(at: float, attempt: int = 1) -> ev.JobStarted:
+    return ev.JobStarted(job_id="j1", attempt=attempt, server_id="s1", at=at)
+
+
+def test_a_running_attempt_keeps_the_time_it_used_in_a_crashed_run() -> None:
+    """Its attempt started at 250 and the run crashed at 1000: 750 s of attempt_timeout
+    are used (the job's time_used counts from its submission: 900 s)."""
+    state = fold(
+        started("r1", 0.0),
+        submitted(100.0),
+        ev.JobQueued(job_id="j1", at=100.0),
+        attempt_started(250.0),
+        last_event(1000.0),
+        started("r2", 90_000.0),
+    )
+    job = state.jobs["j1"]
+    assert (job.attempt_time_used, job.time_used) == (750.0, 900.0)
+
+
+def test_a_new_attempt_starts_with_its_whole_attempt_timeout() -> None:
+    """An attempt's time from earlier runs goes with it: the next attempt has none used."""
+    state = fold(
+        started("r1", 0.0),
+        submitted(100.0),
+        ev.JobQueued(job_id="j1", at=100.0),
+        attempt_started(250.0),
+        last_event(1000.0),
+        started("r2", 90_000.0),
+        ev.JobQueued(job_id="j1", reason="resumed", at=90_001.0),
+        attempt_started(90_010.0, attempt=2),
+    )
+    assert state.jobs["j1"].attempt_time_used == 0.0
