@@ -7,6 +7,8 @@ The page (:data:`FOLLOW_PAGE`) opens one ``EventSource`` on the URL of its ``?sr
 records what the browser gives it in ``window.followed.log``: every event with its
 ``lastEventId``, every ``open`` and ``error`` with the source's ``readyState``, each with the
 page's clock (ms). It has no reconnect code: what it gets after a cut is the browser's doing.
+Opened again in the same tab, it passes the id of the last event it got as
+``?last_event_id=`` (the README's way for a page reloaded).
 """
 
 from __future__ import annotations
@@ -51,13 +53,20 @@ FOLLOW_PAGE: Final = b"""<!doctype html>
 <title>follow</title>
 <script>
   const log = [];
-  const source = new EventSource(new URLSearchParams(location.search).get("src"));
-  window.followed = { log, source };
+  // A page opened again (a reload, a return to it) resumes where it was, as the README says:
+  // the lastEventId of the last event it got, as ?last_event_id= (an EventSource has no
+  // lastEventId of its own: it is the events').
+  const src = new URL(new URLSearchParams(location.search).get("src"));
+  const had = sessionStorage.getItem("last-event-id");
+  if (had !== null) src.searchParams.set("last_event_id", had);
+  const source = new EventSource(src);
+  window.followed = { log, source, had };
   for (const name of ["status", "progress", "output"]) {
     source.addEventListener(name, (e) => {
       const data = JSON.parse(e.data);
       log.push({ event: name, id: e.lastEventId, job: data.job_id ?? null,
                  status: data.status ?? null, at: performance.now() });
+      sessionStorage.setItem("last-event-id", e.lastEventId);
     });
   }
   source.onopen = () => log.push({ event: "open", at: performance.now() });

@@ -130,3 +130,28 @@ def test_a_job_stream_ended_is_answered_204_and_the_browser_stops_reconnecting(
     assert (cut["state"], closed["state"]) == (0, 2)  # CONNECTING (reconnects), then CLOSED
     assert closed["at"] - cut["at"] >= 4500, log
     assert answers == [(None, 200), (frames[-1]["id"], 204)]
+
+
+def test_a_page_opened_again_resumes_from_the_last_event_id_it_got(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The README's way for a page reloaded: the lastEventId of the last event it got, as
+    ?last_event_id= on its new EventSource: it gets the job that ended while it was away,
+    not the one it had."""
+    with page_origin() as origin, serving(tmp_path, tmp_path / "s.log", origin) as serve:
+        page = browser.new_page()
+        url = follow_url(origin, serve.url + LABEL)
+        page.goto(url)
+        before = serve.submit({"browser": "1"})
+        wait_ended_on_page(page, before["id"])
+        had = log_of(page)[-1]["id"]
+        page.goto("about:blank")
+        away = serve.submit({"browser": "1"})
+        assert serve.wait_ended(away["id"]) == "succeeded"
+        page.goto(url)
+        wait_ended_on_page(page, away["id"])
+        got = log_of(page)
+        sent = page.evaluate("window.followed.had")
+        page.close()
+    assert sent == had
+    assert {e["job"] for e in got if e["event"] in FRAMES} == {away["id"]}
