@@ -1,9 +1,10 @@
-"""A real browser's ``EventSource`` against a real ``serve`` (QA: "use a real client where a
-user would"): the web page that ``serve`` backs follows its jobs with the browser's own
-``EventSource``, which reconnects by itself, sends ``Last-Event-ID``, honours ``retry:`` and
-stops reconnecting on a 204, behaviours our own SSE parser in the other stream tests only
-stands in for. Debian's Chromium, headless, through Playwright (``browser_support``); the
-page is on an origin of its own, listed with ``--cors-origin``, as a front end is.
+"""A real browser's ``EventSource`` against a real ``serve`` (the project's rule: "use a real
+client where a user would"): the web page that ``serve`` backs follows its jobs with the
+browser's own ``EventSource``, which reconnects by itself, sends ``Last-Event-ID``, honours
+``retry:`` and stops reconnecting on a 204, behaviours our own SSE parser in the other stream
+tests only stands in for. Debian's Chromium, headless, through Playwright
+(``browser_support``); the page is on an origin of its own, listed with ``--cors-origin``, as
+a front end is.
 
 Real time (a real browser and a real server), but no fixed sleep: each wait is on a state
 of the page (``wait_for_function``) or of a job, bounded."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from browser_support import TERMINAL, follow_url, page_origin, serving
 
@@ -106,16 +108,19 @@ def test_a_page_resumes_by_itself_across_a_restart_of_serve_on_the_same_port(
     assert int(had) > 0
 
 
+@pytest.mark.parametrize("stream", ["job", "conjure"])
 def test_a_job_stream_ended_is_answered_204_and_the_browser_stops_reconnecting(
-    browser: Any, tmp_path: Path
+    browser: Any, tmp_path: Path, stream: str
 ) -> None:
-    """The per-job stream ends after the terminal status; the browser reconnects once, after
-    the stream's retry (5 s, not its own 3 s), with the terminal frame's id, gets 204 and
-    closes the EventSource: no reconnect loop."""
+    """The per-job stream (and a ``?job=`` one) ends after the terminal status; the browser
+    reconnects once, after the stream's retry (5 s, not its own 3 s), with the terminal
+    frame's id, gets 204 and closes the EventSource: no reconnect loop."""
     with page_origin() as origin, serving(tmp_path, tmp_path / "s.log", origin) as serve:
         job = serve.submit()
         page = browser.new_page()
-        events = job["urls"]["events"]
+        events = (
+            job["urls"]["events"] if stream == "job" else f"/api/conjure/events?job={job['id']}"
+        )
         connects = stream_requests(page, events)
         page.goto(follow_url(origin, serve.url + events))
         page.wait_for_function(
@@ -130,6 +135,40 @@ def test_a_job_stream_ended_is_answered_204_and_the_browser_stops_reconnecting(
     assert (cut["state"], closed["state"]) == (0, 2)  # CONNECTING (reconnects), then CLOSED
     assert closed["at"] - cut["at"] >= 4500, log
     assert answers == [(None, 200), (frames[-1]["id"], 204)]
+
+
+def test_a_quiet_page_resumes_from_the_id_of_a_frame_with_no_event(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A label with no job: its stream's first frame has an id and no event (as the id-only
+    frames that move a quiet stream's id on); the browser keeps that id, and sends it on its
+    reconnect after a restart of serve on the same port: it resumes from where the log was,
+    not with a full snapshot."""
+    quiet = "/api/conjure/events?metadata%5Bbrowser%5D=quiet"
+    log = tmp_path / "s.log"
+    with page_origin() as origin:
+        with serving(tmp_path, log, origin) as serve:
+            port = serve.port
+            page = browser.new_page()
+            connects = stream_requests(page, quiet)
+            page.goto(follow_url(origin, serve.url + quiet))
+            page.wait_for_function("window.followed.log.some((e) => e.event === 'open')")
+            with httpx.stream("GET", serve.url + quiet, timeout=30) as first:
+                lines = first.iter_lines()
+                block = next(lines), next(lines)  # "id: N", "retry: 5000"
+            serve.stop()
+        with serving(tmp_path, log, origin, port=port):
+            page.wait_for_function(
+                "window.followed.log.filter((e) => e.event === 'open').length === 2",
+                timeout=WAIT_MS,
+            )
+            resumed = [r.all_headers().get("last-event-id") for r in connects]
+            got = log_of(page)
+            page.close()
+    sent = dict(line.split(": ", 1) for line in block)
+    assert not [e for e in got if e["event"] in FRAMES]
+    assert resumed[0] is None
+    assert resumed[-1] == sent["id"]
 
 
 def test_a_page_opened_again_resumes_from_the_last_event_id_it_got(
