@@ -153,7 +153,9 @@ class _Follower:
         frames: list[tuple[str, Any]] = [("status", status_payload(view, full=ended))]
         self.progress = view["progress"]
         if self.progress is not None:
-            frames.append(("progress", self.progress))
+            # An ended job's terminal status comes last, as on a live stream (a page may
+            # stop following a job at its terminal status).
+            frames.insert(len(frames) - ended, ("progress", self.progress))
         self.outputs = {o["id"] for o in view["outputs"]}
         self.last_progress = trio.current_time()
         return frames, ended

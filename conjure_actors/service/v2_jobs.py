@@ -1131,12 +1131,15 @@ async def events(request: Request) -> Response:
             out: list[dict[str, Any]] = []
             view = job_view(request, service, job_id)
             status = view["status"]
-            out.append(frame("status", status_payload(view, full=status in TERMINAL_API)))
-            out[0]["retry"] = retry_ms(service)
+            ended = status in TERMINAL_API
             sent_progress = view["progress"]
-            if sent_progress is not None:
+            if sent_progress is not None and ended:
+                out.append(frame("progress", sent_progress))  # the terminal status comes last
+            out.append(frame("status", status_payload(view, full=ended)))
+            if sent_progress is not None and not ended:
                 out.append(frame("progress", sent_progress))
-            if status in TERMINAL_API:
+            out[0]["retry"] = retry_ms(service)
+            if ended:
                 for sse in stamp(out, sent, seen):
                     yield sse
                 return

@@ -185,7 +185,8 @@ async def test_a_job_stream_resumed_after_its_end_is_answered_204(
     assert events_of(blocks)[-1][1]["status"] == "succeeded"
     assert resumed == (204, [])
     assert early[0] == 200
-    assert events_of(early[1])[0][1]["status"] == "succeeded"
+    (name, data) = events_of(early[1])[-1]  # the terminal status last, as on a live stream
+    assert (name, data["status"]) == ("status", "succeeded")
 
 
 async def test_a_stream_of_job_ids_that_all_ended_before_the_id_is_answered_204(
@@ -318,3 +319,18 @@ async def test_any_last_event_id_gets_a_stream_never_an_error(
                 expected = {j for j, end in ends.items() if end > seq}
                 assert got[0] == (200 if expected else 204), (given, got)
                 assert ended_jobs(got[1]) == expected, given
+
+
+async def test_an_ended_jobs_terminal_status_is_its_last_frame_in_a_label_snapshot(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A page stops following a job at its terminal status: a snapshot's ended job has its
+    progress before it, not after (it came after, so the page missed it or saw it as news)."""
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            job = await submit(run, {"bulk": "1"})
+            await wait_for(run.service, served(job))
+            blocks = await visit(run, LABEL)
+    frames = [(name, data) for name, data in events_of(blocks) if data["job_id"] == job]
+    assert [name for name, _ in frames] == ["progress", "status"]
+    assert frames[-1][1]["status"] == "succeeded"
