@@ -92,6 +92,7 @@ from conjure_actors.runtime import (
     Restart,
     SupervisorRef,
     open_actor_system,
+    this_process,
 )
 from conjure_actors.runtime.errors import ActorStoppedError, MailboxFullError
 from conjure_actors.runtime.policy import Intensity
@@ -1453,6 +1454,7 @@ async def _start(
             clients[name] = client
     if checks.cancelled_caught:
         raise StartUpStopped("start-up stopped before the run began")
+    writer = this_process()  # (a start on a copy of the log asks whether it still runs)
     await ctx.emit(
         ev.SystemStarted(
             run_id=conjure.run_id,
@@ -1463,6 +1465,10 @@ async def _start(
             server_type=ctx.config.runcomfy.server_type,
             max_machines=ctx.config.pool.max_machines,
             idle_timeout=ctx.config.pool.idle_timeout,
+            writer_host=writer.host,
+            writer_pid=writer.pid,
+            writer_started=writer.started,
+            writer_boot_id=writer.boot_id,
         )
     )
     conjure.system_started = True

@@ -478,6 +478,7 @@ def _prepare(
 ) -> tuple[Path, Any, bytes | None, str | None]:
     """Validate every input before anything is launched: log, workflow, image, budget.
     ``logged``: a resume's log as :func:`read_log` read it (None: it could not be)."""
+    from conjure_actors.commands.live_copy import refuse_a_live_writers_copy
     from conjure_actors.domain.workflow import load_workflow, workflow_from_text
 
     workflow: Any = None
@@ -506,6 +507,8 @@ def _prepare(
         state = logged.state if logged is not None else None  # (None: the journal says why)
         if state is not None:  # said before anything starts (again once the log is open):
             what = f"--resume {_q(log_path)}"
+            # (a copy of a log another process of this host writes: no lock of its own)
+            refuse_a_live_writers_copy(state, what, "start a new run on another --log")
             refuse_log_of_the_other_command(state, "run", what, log_path)  # a serve log
             if "comfyui" in (state.system.mode, config.mode):  # another cloud's, before the
                 # banner (RunComfy vs the simulator once the log is open: a log that cannot

@@ -277,6 +277,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from conjure_actors.commands.live_copy import refuse_a_live_writers_copy_at
     from conjure_actors.commands.run import (
         _check_budget,
         check_log_path,
@@ -300,6 +301,11 @@ def main(args: argparse.Namespace) -> int:
         require_priced_server_type(config)
     _check_budget(config)
     log_path = Path(args.log) if args.log else DEFAULT_LOG
+    # A copy of a log another serve of this host still writes (its machines are that
+    # serve's): refused before anything is made or asked of the cloud.
+    refuse_a_live_writers_copy_at(
+        log_path, f"--log {shlex.quote(str(log_path))}", "start serve on an empty --log"
+    )
     check_out_dir(Path(args.out))  # as run: before the log, not after a paid job
     # Not a log, or not writable: one line, exit 2 (an existing one: how to fix it, not
     # "pick another path": it holds the service's jobs, assets and machines).

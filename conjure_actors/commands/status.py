@@ -259,6 +259,13 @@ def _run_status(path: Path, state: Any, *, live: bool) -> str:
     if live or (state.system.running and eventlog.being_written(path)):
         pid = eventlog.writer_pid(path)
         return f"running (pid {pid})" if pid else "running (a process holds the log's lock)"
+    from conjure_actors.commands.live_copy import live_writer_of
+
+    if (writer := live_writer_of(state)) is not None:  # no lock: a copy of the log it writes
+        return (
+            f"a copy of a log that pid {writer} on this host is still writing (take it up"
+            " only once that process has stopped)"
+        )
     if not state.system.running:
         if state.system.stop_reason == "interrupted":
             return _stopped_by_a_signal(path, state)

@@ -737,7 +737,11 @@ class SystemStarted(msgspec.Struct, frozen=True, kw_only=True, tag="system.start
     the absolute folder the run's outputs go to (``OUT/<job_id>/``), which a resume without
     ``--out`` writes to again; ``server_type``, ``max_machines``, ``idle_timeout``: the
     run's, which a resume keeps unless told otherwise (each None in logs written before it
-    was recorded)."""
+    was recorded). ``writer_host``, ``writer_pid``, ``writer_started``, ``writer_boot_id``:
+    the process that writes the run (its host name, pid, start in clock ticks after boot and
+    boot id: ``runtime.process.ProcessId``), so that a start on a copy of the log made while
+    that process runs can tell it still does, and refuse to drive its machines too (None in
+    logs written before they were recorded; the last two where the OS does not say them)."""
 
     run_id: str
     version: str
@@ -747,6 +751,10 @@ class SystemStarted(msgspec.Struct, frozen=True, kw_only=True, tag="system.start
     server_type: str | None = None
     max_machines: int | None = None
     idle_timeout: float | None = None
+    writer_host: str | None = None
+    writer_pid: int | None = None
+    writer_started: int | None = None
+    writer_boot_id: str | None = None
 
 
 class SystemStopped(msgspec.Struct, frozen=True, kw_only=True, tag="system.stopped"):

@@ -394,6 +394,13 @@ class SystemInfo:
     server_type: str | None = None
     max_machines: int | None = None
     idle_timeout: float | None = None
+    # The process that writes the run (its SystemStarted's ``writer_*``: host name, pid,
+    # start in clock ticks after boot, boot id; None: not recorded), which a start on a
+    # copy of the log asks whether it still runs.
+    writer_host: str | None = None
+    writer_pid: int | None = None
+    writer_started: int | None = None
+    writer_boot_id: str | None = None
     # The runtime's events (an actor started, stopped...) in a row at the log's end: the
     # ``events_applied`` of the last one, and the ``at`` of the event before the first. A
     # process writes its actors' starts before its SystemStarted: the end of a run that
@@ -1250,6 +1257,10 @@ def _system_started(s: State, e: ev.SystemStarted) -> None:
     sysinfo.server_type = e.server_type
     sysinfo.max_machines = e.max_machines
     sysinfo.idle_timeout = e.idle_timeout
+    sysinfo.writer_host = e.writer_host
+    sysinfo.writer_pid = e.writer_pid
+    sysinfo.writer_started = e.writer_started
+    sysinfo.writer_boot_id = e.writer_boot_id
 
 
 def _count_run_time(s: State, run_start: float) -> None:

@@ -10,6 +10,8 @@
 - Lifecycle events (:mod:`~conjure_actors.runtime.events`) go to an :class:`EventSink`.
 - :class:`DiskCommitter` (:func:`disk_committer`: the run's): group commit of durable file
   writes (:class:`FileCommit`), one worker thread, one wake-up per batch.
+- :func:`this_process`, :func:`process_id` / :class:`ProcessId`: who writes a log, and
+  :func:`process_running` whether that process still runs (a copy of a live log is refused).
 - Errors: :class:`ActorError` and its subclasses (:mod:`~conjure_actors.runtime.errors`).
 """
 
@@ -63,6 +65,12 @@ from conjure_actors.runtime.policy import (
     Restart,
     Strategy,
 )
+from conjure_actors.runtime.process import (
+    ProcessId,
+    process_id,
+    process_running,
+    this_process,
+)
 from conjure_actors.runtime.sink import MAX_MESSAGE, EventSink, ListSink, default_scrub
 from conjure_actors.runtime.supervisor import (
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -111,6 +119,7 @@ __all__ = [
     "MailboxFullError",
     "NameTakenError",
     "PriorityGate",
+    "ProcessId",
     "Reply",
     "Restart",
     "Status",
@@ -124,5 +133,8 @@ __all__ = [
     "disk_committer",
     "fsync_dir",
     "open_actor_system",
+    "process_id",
+    "process_running",
     "shielded",
+    "this_process",
 ]

@@ -40,6 +40,7 @@ def test_public_names_are_exported() -> None:
         "events",
         "gate",
         "policy",
+        "process",
         "sink",
         "supervisor",
         "system",
