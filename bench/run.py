@@ -104,12 +104,13 @@ _JOB_TASK: Final = re.compile(r"(^|/)job-[0-9a-f]+(-|$)")
 
 class Counts(trio.abc.Instrument):
     """What the event loop does (``--counts``): task spawns and steps, scheduler batches,
-    and worker-thread calls, counted between :meth:`start` and :meth:`stop` (the measured
-    window). Spawns and steps are exact, where the timings on a noisy box are not. A batch is
-    one pass of the scheduler that ran a task other than the MockClock driver's (whose
-    passes while a worker thread runs and nothing else can are idle waits, not work:
-    ``_mockrun.run_on_mock``); how the work falls into batches still depends on when the
-    worker threads' answers arrive (about +-1 batch per job from run to run)."""
+    worker-thread calls, and the wall time it sat idle, counted between :meth:`start` and
+    :meth:`stop` (the measured window). Spawns and steps are exact, where the timings on a
+    noisy box are not. A batch is one pass of the scheduler that ran a task other than the
+    MockClock driver's (whose passes while a worker thread runs and nothing else can are
+    idle waits, not work: ``_mockrun.run_on_mock``); how the work falls into batches still
+    depends on when the worker threads' answers arrive (about +-1 batch per job from run to
+    run)."""
 
     def __init__(self) -> None:
         self.on = False
@@ -130,6 +131,14 @@ class Counts(trio.abc.Instrument):
         self.gc_freed = 0
         self.gc_cpu = 0.0
         self._gc0 = 0.0
+        # Real seconds the trio thread sat blocked in its I/O wait (nothing to run), and of
+        # them with a worker thread in flight: a token of the default thread limiter borrowed
+        # (under MockClock the disk committer holds one while a batch is open, the bare
+        # durable loop one per output's thread call). In conjure's run every such wait was a
+        # batch of outputs being made durable (issue 16, session 31).
+        self.idle = self.idle_thread = 0.0
+        self._idle0 = 0.0
+        self._thread_in_flight = False
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         self.spawns += self.on
@@ -150,6 +159,18 @@ class Counts(trio.abc.Instrument):
     def before_io_wait(self, timeout: float) -> None:
         self.batches += self._busy
         self._busy = False
+        if self.on and timeout > 0:
+            limiter = trio.to_thread.current_default_thread_limiter()
+            self._thread_in_flight = bool(limiter.statistics().borrowed_tokens)
+            self._idle0 = time.perf_counter()
+
+    def after_io_wait(self, timeout: float) -> None:
+        if self._idle0:
+            wall = time.perf_counter() - self._idle0
+            self._idle0 = 0.0
+            self.idle += wall
+            if self._thread_in_flight:
+                self.idle_thread += wall
 
     def _gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -518,6 +539,11 @@ def _print_counts(args: argparse.Namespace, out: Path) -> None:
         (
             "  their wall time, call to answer (us)",
             *(1e6 * c.thread_wall for c in (ours, bare, durable)),
+        ),
+        ("loop idle, wall (us)", *(1e6 * c.idle for c in (ours, bare, durable))),
+        (
+            "  of it a worker thread in flight (us)",
+            *(1e6 * c.idle_thread for c in (ours, bare, durable)),
         ),
         ("trio thread preempted", ours.switches, bare.switches, durable.switches),
         ("cyclic GC passes, young (gen 0)", *(c.gc_passes[0] for c in (ours, bare, durable))),

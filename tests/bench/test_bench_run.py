@@ -90,3 +90,31 @@ def test_whole_thread_does_not_count_its_own_hooks(bench_run: object) -> None:
     folded = _counted(bench_run, ("job-0a1b-submit", "job-2c3d-submit"), 5)
     assert folded.steps["<job>-submit"] == 12  # type: ignore[attr-defined]
     assert folded.total(folded.ops) == plain.total(plain.ops)  # type: ignore[attr-defined]
+
+
+def _idle_of(bench_run: object, wait: object) -> object:
+    counts = bench_run.Counts()  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        counts.start()
+        await wait()  # type: ignore[operator]
+        counts.stop()
+
+    trio.run(main, instruments=[counts])
+    return counts
+
+
+def test_counts_time_the_loop_idle_and_whether_a_worker_thread_was_in_flight(
+    bench_run: object,
+) -> None:
+    """The idle rows of --counts: the loop blocked 20 ms on a worker thread (a durable
+    write's) counts as idle with a thread in flight; blocked on a timer, as idle alone."""
+    import functools
+    import time
+
+    on_thread = _idle_of(bench_run, functools.partial(trio.to_thread.run_sync, time.sleep, 0.02))
+    assert on_thread.idle >= 0.015  # type: ignore[attr-defined]
+    assert on_thread.idle_thread == on_thread.idle  # type: ignore[attr-defined]
+    on_timer = _idle_of(bench_run, functools.partial(trio.sleep, 0.02))
+    assert on_timer.idle >= 0.015  # type: ignore[attr-defined]
+    assert on_timer.idle_thread == 0  # type: ignore[attr-defined]
