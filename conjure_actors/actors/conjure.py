@@ -28,6 +28,7 @@ a test harness) does not: nothing more is journaled, as after a kill -9.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -115,6 +116,13 @@ START_TOGETHER: Final = 64
 start in one scheduler pass: ``Conjure._run_starter``)."""
 
 log = logging.getLogger("conjure_actors.actors.conjure")
+
+
+def _disk_full_error(journal: Any) -> eventlog.DiskFullError:
+    """The error of a journal whose hold a shutdown ended (the disk was full at its last
+    try), as its held appends get it; the log's path when it is a file."""
+    path = getattr(getattr(journal, "_store", None), "path", None) or "the event log"
+    return eventlog.DiskFullError(path, f"{os.strerror(errno.ENOSPC)} (held)")
 
 
 class _FatalError(Exception):
@@ -851,8 +859,15 @@ class Conjure:
         self._stop_why = "shutdown" if reason == "done" else reason
         # A journal holding a full disk (serve's) holds no more: the stop's events would
         # wait for the disk while the machines bill; they fail at once instead, and the
-        # machines are stopped without a log (below), whoever called this.
+        # machines are stopped without a log (below), whoever called this. A hold in
+        # progress means the disk refused the log at its last try (at most 5 s ago): the
+        # ordered stop would wait for answers that a refused event never gives (the pool's
+        # MachineStopping, a supervisor's record: 25 s to 10 min while the machines bill),
+        # so the machines are stopped without a log at once.
+        held = getattr(self.ctx.journal, "held", None) is not None  # a file journal's
         self.ctx.journal.stop_holding()
+        if held and self._fatal is None:
+            self.fail_run(_disk_full_error(self.ctx.journal))
         # The stops may wait out a rate limit for up to ``pool.stop_patience``.
         patience = SHUTDOWN_DEADLINE + self.ctx.config.pool.stop_patience
         with trio.CancelScope(shield=True), trio.move_on_after(patience):
