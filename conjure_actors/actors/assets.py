@@ -319,8 +319,18 @@ class AssetActor(Actor):
             for out in job.outputs:
                 await self._record_output(job, out)
         await self._move_expiries(None)
+        await self._release_torn_claims()
         # Expired jobs whose folders a crash (or an older version) left: removed now.
         await self._remove_expired_outputs()
+
+    async def _release_torn_claims(self) -> None:
+        """On start: the submissions' keys claimed with no job (a write torn by a power
+        loss between the claim and its ``ApiJobAccepted``) are released, so that their
+        clients' retries are accepted (``service_events.claims_without_job``)."""
+        released = se.claims_without_job(self.ctx.state, self.ctx.now())
+        if released:
+            log.warning("%d Idempotency-Key(s) claimed by no job released", len(released))
+            await self.ctx.emit(*released)
 
     async def _watch_outputs(self, ready: trio.Event) -> None:
         # A journal listener picks the outputs out of each commit as it is applied (no task

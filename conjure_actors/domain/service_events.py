@@ -108,7 +108,9 @@ class IdempotencyKeyReleased(
     msgspec.Struct, frozen=True, kw_only=True, tag="service.idempotency_released"
 ):
     """Emitted by the AssetActor when the submission that claimed ``key`` definitely created
-    nothing (validation refused it): a retry with the same key may proceed."""
+    nothing (validation refused it; or, at a start, the log ends before its job: a write
+    torn by a power loss, ``reason`` :data:`KEY_NOT_ACCEPTED`), or when the claim expired:
+    a retry with the same key may proceed."""
 
     key: str
     scope: str
@@ -522,6 +524,34 @@ def expiry_moves(
         until = max(api.expires_at, job.finished_at + keep)
         moves.append(ApiJobExpiryMoved(job_id=api.job_id, expires_at=until, at=now))
     return moves
+
+
+KEY_NOT_ACCEPTED: Final = "not accepted: the log ends before its job"
+"""The reason of an :class:`IdempotencyKeyReleased` for a claim :func:`claims_without_job`
+found."""
+
+
+def claims_without_job(state: Any, now: float) -> list[IdempotencyKeyReleased]:
+    """The releases due at a start for the submissions' keys claimed with no job: a claim
+    and its ``ApiJobAccepted`` are one append, but a power loss can tear that write between
+    the two records (the log's repair keeps the claim), leaving the key taken by nothing;
+    its client's retry, which never got its 201, would be refused for ever. A key whose
+    job was accepted at or after its claim is the claim's own (an older job of the same
+    key, its claim expired and released, does not count)."""
+    svc: ServiceState = state.service
+    claims = [c for c in svc.idempotency.values() if c.scope == "jobs"]
+    if not claims:
+        return []
+    accepted: dict[str, float] = {}  # key -> its latest job's acceptance
+    for api in svc.api_jobs.values():
+        key = api.idempotency_key
+        if key is not None and api.accepted_at >= accepted.get(key, api.accepted_at):
+            accepted[key] = api.accepted_at
+    return [
+        IdempotencyKeyReleased(key=c.key, scope=c.scope, reason=KEY_NOT_ACCEPTED, at=now)
+        for c in claims
+        if c.key not in accepted or accepted[c.key] < c.claimed_at
+    ]
 
 
 def held_assets(state: Any) -> set[str]:
