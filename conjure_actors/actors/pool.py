@@ -3859,6 +3859,8 @@ class MachineActor(Actor):
                 await self._lose(m.server_id, LOST_WHILE_DOWN, gone)
                 if in_flight:
                     self._tell_unanswered_stop(m.server_id, now)
+                else:
+                    self._tell_unknown_end(m.server_id, now)
                 continue
             stopping = m.status == "stopping"
             await self._adopt(
@@ -3919,6 +3921,14 @@ class MachineActor(Actor):
         for u in cost_policy.unanswered_stops(self.ctx.state):
             if u.server_id == server_id:
                 log.warning("%s", cost_policy.unanswered_stop_line(u, now=now))
+
+    def _tell_unknown_end(self, server_id: str, now: float) -> None:
+        """One line on the terminal for a machine the resume found gone with no stop of it
+        in the log (one stopped without logging it, on a full disk): its bill is the most it
+        can have cost, as ``cost_policy.unknown_ends`` says."""
+        for u in cost_policy.unknown_ends(self.ctx.state):
+            if u.server_id == server_id:
+                log.warning("%s", cost_policy.unknown_end_line(u, now=now))
 
     async def _after_reconcile(self) -> None:
         """The polls and leases that waited for the recovery's listing."""

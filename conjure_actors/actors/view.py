@@ -17,7 +17,7 @@ import attrs
 import msgspec
 
 from conjure_actors.domain import state as st
-from conjure_actors.domain.cost_policy import unanswered_stops
+from conjure_actors.domain.cost_policy import at_most_bills
 from conjure_actors.domain.prices import format_usd
 
 _json = msgspec.json.Encoder()
@@ -327,8 +327,9 @@ class Summary:
     Starting, a machine lost before its first job)."""
     cost_at_most: bool = False
     """:attr:`cost_micros` is the most the run can have cost: a machine in it is billed to
-    its lease's end, its stop unanswered when a run went down
-    (``cost_policy.unanswered_stops``), though it most likely cost less."""
+    its lease's end, its stop unanswered when a run went down, or to when a resume found it
+    gone with no stop of it in the log (``cost_policy.at_most_bills``), though it most
+    likely cost less."""
 
 
 def machines_line(summary: Summary, mode: str) -> str:
@@ -379,7 +380,7 @@ def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
         failures=tuple(failures),
         budget_micros=state.budget.limit_micros,
         budget_exceeded=state.budget.exceeded,
-        cost_at_most=any(u.upto == "lease_end" for u in unanswered_stops(state)),
+        cost_at_most=bool(at_most_bills(state)),
     )
 
 

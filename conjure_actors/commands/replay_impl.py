@@ -22,7 +22,7 @@ import attrs
 import msgspec
 
 import eventlog
-from conjure_actors.domain.cost_policy import unanswered_stops
+from conjure_actors.domain.cost_policy import at_most_bills
 from conjure_actors.domain.describe import describe, event_job_id, machine_kind, machine_status
 from conjure_actors.domain.events import UPCASTERS, Event, SystemStarted, SystemStopped
 from conjure_actors.domain.prices import format_usd
@@ -396,9 +396,10 @@ def print_state(
             if so_far != state.ledger.total_micros
             else ""
         )
-        # A bill to a lease's end whose stop went unanswered at a crash: the most it can
-        # have cost (cost_policy.unanswered_stops), as status LOG and the summary say.
-        at_most = "at most " if any(u.upto == "lease_end" for u in unanswered_stops(state)) else ""
+        # A bill to a lease's end whose stop went unanswered at a crash, or of a machine a
+        # resume found gone with no stop in the log: the most it can have cost
+        # (cost_policy.at_most_bills), as status LOG and the summary say.
+        at_most = "at most " if at_most_bills(state) else ""
         print(
             f"ledger: total {at_most}{format_usd(state.ledger.total_micros)}{billing}"
             f" over {len(state.machines)} machines; budget {limit}"
@@ -466,9 +467,9 @@ def state_document(
     if job_id is not None:
         body = attrs.evolve(state, jobs={k: v for k, v in state.jobs.items() if k == job_id})
     machines = billed_by(state, moment)
-    # The bills that are the most a machine can have cost (cost_policy.unanswered_stops), as
+    # The bills that are the most a machine can have cost (cost_policy.at_most_bills), as
     # the text view's "at most" says them (QA7 F6: a tool read the worst case as exact).
-    at_most = sorted(u.server_id for u in unanswered_stops(state) if u.upto == "lease_end")
+    at_most = sorted(at_most_bills(state))
     billed = {
         "by": moment,
         "total_micros": sum(machines.values()),

@@ -121,7 +121,7 @@ def _show_log(path: Path) -> None:
         billed_by,
         newer_log_error,
     )
-    from conjure_actors.domain.cost_policy import unanswered_stops
+    from conjure_actors.domain.cost_policy import unanswered_stops, unknown_ends
     from conjure_actors.domain.describe import machine_kind, machine_status
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
@@ -176,17 +176,31 @@ def _show_log(path: Path) -> None:
     machines = list(state.machines.values())
     shares = shown_shares([billed[m.server_id] for m in machines])  # add up to the total
     unanswered = {u.server_id: u for u in unanswered_stops(state)}
+    unknown = {u.server_id: u for u in unknown_ends(state)}
     for m, share in zip(machines, shares, strict=True):
         status = machine_status(m)  # with "draining (why)", as replay shows it
         kind = machine_kind(m, state.system.mode)  # "simulated" as the run's summary says
         u = unanswered.get(m.server_id)
         cost = format_usd(share) if u is None else _unanswered_cost(format_usd(share), u)
+        if m.server_id in unknown:
+            cost = _unknown_end_cost(format_usd(share), unknown[m.server_id])
         print(f"  machine {m.server_id} ({kind}): {status}, {cost}")
     total = sum(billed.values())
     accrued = f" (the ledger accrued {format_usd(s.cost_micros)})" if total != s.cost_micros else ""
     budget = of_budget(s.budget_micros, exceeded=s.budget_exceeded)  # as run's summary says it
     at_most = "at most " if s.cost_at_most else ""  # (as the run's summary says it)
     print(f"  cost: {at_most}{format_usd(total)}{budget}{accrued}")
+
+
+def _unknown_end_cost(cost: str, u: Any) -> str:
+    """A machine's cost as ``status LOG`` shows it when a resume found it gone with no stop
+    of it in the log (``cost_policy.UnknownEnd``): the most it can have cost."""
+    to = "its lease's end" if u.upto == "lease_end" else "when the resume found it gone"
+    return (
+        f"at most {cost} (gone while the run was down, no stop of it in the log: billed to"
+        f" {to}; stopped without logging it, as on a full disk, it cost less; RunComfy's"
+        " bill is exact)"
+    )
 
 
 def _unanswered_cost(cost: str, u: Any) -> str:

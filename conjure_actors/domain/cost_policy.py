@@ -19,7 +19,9 @@ then, not at a fixed period that would see the limit up to that period late.
 
 A bill is the most RunComfy can have billed when nobody tells when a machine stopped: one a
 resume finds gone while its stop was in flight (:func:`unanswered_stops`) is billed to when
-it was found gone, or its lease's end, and says so beside the figure it most likely cost.
+it was found gone, or its lease's end, and says so beside the figure it most likely cost;
+one a resume finds gone with no stop of it in the log (:func:`unknown_ends`: a stop made
+without logging it, on a full disk) likewise. :func:`at_most_bills` names them all.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ __all__ = [
     "Reservation",
     "StartBudget",
     "UnansweredStop",
+    "UnknownEnd",
     "accruals",
+    "at_most_bills",
     "budget_due_at",
     "budget_events",
     "budget_level",
@@ -70,6 +74,8 @@ __all__ = [
     "start_budget",
     "unanswered_stop_line",
     "unanswered_stops",
+    "unknown_end_line",
+    "unknown_ends",
 ]
 
 
@@ -573,6 +579,63 @@ def unanswered_stops(state: State) -> list[UnansweredStop]:
             )
         )
     return found
+
+
+@attrs.frozen
+class UnknownEnd:
+    """A machine a resume found gone with no stop of it in the log (no ``MachineStopping``):
+    nothing tells when it went between its last record and that look. A stop made without
+    logging it (``serve`` or ``run`` stopping its machines on a full disk: the exit line
+    says which) ended its bill sooner; one made elsewhere, or none (its lease ran out), at
+    another time. Billed to ``billed_until``, when it was found gone or its lease's end if
+    that came first (``cost_micros``; ``machines_policy.gone_at``): the most it can have
+    cost. ``upto``: ``lease_end`` or ``found_gone``."""
+
+    server_id: str
+    billed_until: float
+    upto: str
+    cost_micros: int
+
+
+def unknown_ends(state: State) -> list[UnknownEnd]:
+    """The machines of ``state`` billed as :class:`UnknownEnd` says, in log order."""
+    found: list[UnknownEnd] = []
+    for m in state.machines.values():
+        until = m.stopped_at
+        if (
+            m.kind != "runcomfy"
+            or m.status != M_STOPPED
+            or m.lost_reason != LOST_WHILE_DOWN
+            or m.stop_requested_at is not None  # an unanswered stop: unanswered_stops
+            or until is None
+        ):
+            continue
+        lease_end = earliest_lease_end(m)
+        upto = "lease_end" if lease_end is not None and until >= lease_end else "found_gone"
+        found.append(UnknownEnd(m.server_id, until, upto, m.cost_micros))
+    return found
+
+
+def at_most_bills(state: State) -> set[str]:
+    """The machines whose bill is the most they can have cost, not their exact bill (a
+    total over them is an upper bound: say "at most"): a stop unanswered when the run went
+    down, found gone after its lease's end (:func:`unanswered_stops`), and every machine
+    found gone with no stop of it in the log (:func:`unknown_ends`)."""
+    bounds = {u.server_id for u in unanswered_stops(state) if u.upto == "lease_end"}
+    bounds.update(u.server_id for u in unknown_ends(state))
+    return bounds
+
+
+def unknown_end_line(u: UnknownEnd, *, now: float) -> str:
+    """The one line that tells an :class:`UnknownEnd`: what it is billed, up to when, and
+    why that is a bound; RunComfy's bill is the exact one."""
+    to = "its lease's end" if u.upto == "lease_end" else "when this start found it gone"
+    return (
+        f"machine {u.server_id}: RunComfy no longer has it, and the log does not say when it"
+        f" went (stopped without logging it, as on a full disk, it cost less):"
+        f" billed at most {format_usd(u.cost_micros)}, to {to} at"
+        f" {clock_time(u.billed_until, now)}; RunComfy's bill is exact"
+    )
 
 
 def unanswered_stop_line(u: UnansweredStop, *, now: float) -> str:

@@ -353,8 +353,9 @@ def costs_view(state: st.State, now: float, *, lease_micros: int) -> dict[str, A
     committed = cost_policy.committed_micros(state, now, lease_micros=lease_micros)
     available = None if limit is None else limit - spent - committed
     # Bills that are the most a machine can have cost (its stop unanswered at a crash, found
-    # gone after its lease's end: cost_policy.unanswered_stops), as status and the summary say.
-    at_most = {u.server_id for u in cost_policy.unanswered_stops(state) if u.upto == "lease_end"}
+    # gone after its lease's end; found gone with no stop in the log: cost_policy.at_most_bills),
+    # as status and the summary say.
+    at_most = cost_policy.at_most_bills(state)
     return {
         "spent_micros": spent,
         "spent_usd": _usd(spent),
