@@ -86,6 +86,7 @@ import attrs
 import msgspec
 import trio
 
+import eventlog
 from conjure_actors.actors.context import Context
 from conjure_actors.actors.messages import (
     CancelLease,
@@ -2341,8 +2342,17 @@ class MachineActor(Actor):
             self.pool.shutdown = _Shutdown(reason)
         if reply is not None:
             self.pool.shutdown.replies.append(reply)
-        for sid in self.pool.still_running():
-            await self._stop(sid, reason)
+        try:
+            for sid in self.pool.still_running():
+                await self._stop(sid, reason)
+        except eventlog.EventLogError as exc:
+            # The log refused a stop's intent (a disk full with no hold in progress): those
+            # waiting hear it now, not after stop_patience while the machines bill (the
+            # shutdown then stops them without a log); this actor fails as before.
+            for waiting in self.pool.shutdown.replies:
+                waiting.fail(exc)
+            self.pool.shutdown.replies.clear()
+            raise
         if set(self.ctx.state.launch_requests) - self._launching:
             self._poll()  # intents of unknown outcome: their servers appear in a listing
         if first or reply is not None:

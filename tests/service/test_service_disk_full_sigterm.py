@@ -1,6 +1,7 @@
-"""SIGTERM to ``serve`` while its journal holds appends on a full disk: the machines are
-stopped within a second or two of the signal, without the drain and without waiting for
-answers a refused event never gives (a deploy's SIGKILL comes 10 s after its SIGTERM)."""
+"""SIGTERM to ``serve`` while its journal holds appends on a full disk (or on a disk that
+filled with no hold in progress yet): the machines are stopped within a second or two of the
+signal, without the drain and without waiting for answers a refused event never gives (a
+deploy's SIGKILL comes 10 s after its SIGTERM)."""
 
 from __future__ import annotations
 
@@ -91,4 +92,26 @@ async def test_a_sigterm_while_a_record_of_no_job_is_held_stops_the_machine_at_o
     2 s of the SIGTERM (the shutdown waited for the pool's answer, up to its stop patience
     plus 25 s: 10 minutes)."""
     took = await _stopped_after_sigterm(tmp_path, monkeypatch, _idle_machine_then_full)
+    assert took <= 2
+
+
+async def _idle_machine_then_full_unheld(run: Running, disk: FullDisk) -> None:
+    """A job succeeds, its machine idles; the disk fills with nothing to write yet: no hold
+    is in progress when the signal comes."""
+    r = await run.client.post("/api/v2/jobs", json={"workflow": _graph()})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    await wait_for(run.service, lambda state: state.jobs[job_id].status == st.SUCCEEDED)
+    await trio.sleep(5)
+    disk.full = True
+    assert run.service.held_since is None
+
+
+async def test_a_sigterm_on_a_disk_full_with_no_hold_yet_stops_the_machine_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """The shutdown's first record is the pool's stop intent, refused: the idle machine is
+    stopped within 2 s of the SIGTERM (the shutdown waited for the pool's answer for 10
+    minutes, and the machine, never DELETEd, billed until its lease ran out)."""
+    took = await _stopped_after_sigterm(tmp_path, monkeypatch, _idle_machine_then_full_unheld)
     assert took <= 2
