@@ -517,6 +517,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                         stop_accepting=functools.partial(_stop_accepting, service),
                         drain=functools.partial(_drain, service),
                         shutdown=functools.partial(shut_down, service),
+                        held=lambda: service.held_since is not None,
                     )
                 closing.start_soon(_while_closing, signals)
             closing.cancel_scope.cancel()
@@ -603,20 +604,28 @@ async def _stop_on_signals(
     stop_accepting: Callable[[], None],
     drain: Callable[[], Awaitable[None]],
     shutdown: Callable[[], Awaitable[list[str]]],
+    held: Callable[[], bool] = lambda: False,
 ) -> list[str]:
     """Wait for a first signal (``first``: one came already, during start-up); then no new
     jobs, the running ones get ``drain_timeout`` s, and every machine is stopped
     (``shutdown``'s answer: those that may still run). Signals keep coming here meanwhile:
     a second one cuts the drain short; later ones are answered with a line, never by
-    skipping the machines' stop."""
+    skipping the machines' stop. ``held()``: the journal holds its appends (a full disk):
+    no job can go on, so the drain ends at once (``drain`` sees it), and the line says so."""
     if first is None:
         async for _ in signals:
             break
-    _say(
-        "stopping: no new jobs; running jobs get "
-        f"{drain_timeout:g} s to finish, then machines stop (a second signal cuts the drain"
-        " short)"
-    )
+    if held():
+        _say(
+            "stopping: the disk of the log is full: no drain (no job can go on); every"
+            " machine stops now"
+        )
+    else:
+        _say(
+            "stopping: no new jobs; running jobs get "
+            f"{drain_timeout:g} s to finish, then machines stop (a second signal cuts the"
+            " drain short)"
+        )
     stop_accepting()
     draining = trio.CancelScope(deadline=trio.current_time() + drain_timeout)
 

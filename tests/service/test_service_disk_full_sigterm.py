@@ -37,6 +37,7 @@ async def _sigterm(run: Running) -> None:
         stop_accepting=functools.partial(serve._stop_accepting, run.service),
         drain=functools.partial(serve._drain, run.service),
         shutdown=functools.partial(serve.shut_down, run.service),
+        held=lambda: run.service.held_since is not None,
     )
 
 
@@ -115,3 +116,14 @@ async def test_a_sigterm_on_a_disk_full_with_no_hold_yet_stops_the_machine_at_on
     minutes, and the machine, never DELETEd, billed until its lease ran out)."""
     took = await _stopped_after_sigterm(tmp_path, monkeypatch, _idle_machine_then_full_unheld)
     assert took <= 2
+
+
+async def test_the_line_of_a_sigterm_during_a_hold_says_no_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any, capsys: Any
+) -> None:
+    """The signal's line says the machines stop now, not that running jobs get the drain's
+    seconds (QA8 Q3 saw "running jobs get 30 s to finish" during a hold)."""
+    await _stopped_after_sigterm(tmp_path, monkeypatch, _running_job_then_full)
+    err = capsys.readouterr().err
+    assert "stopping: the disk of the log is full: no drain" in err, err
+    assert "s to finish" not in err, err
