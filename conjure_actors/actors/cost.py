@@ -51,7 +51,9 @@ from conjure_actors.runtime import Actor
 
 log = logging.getLogger("conjure_actors.actors.cost")
 
-ACCRUE_INTERVAL = 30.0  # seconds at most between accruals (the budget's own times: sooner)
+# Seconds at most between accruals (the budget's own times: sooner); the fold counts a
+# crashed run's time up to this past its last record (st.ACCRUE_INTERVAL).
+ACCRUE_INTERVAL = st.ACCRUE_INTERVAL
 MIN_WAKE = 0.01  # seconds at least between two budget wakes of the timer (no busy loop)
 APPROVAL_TTL = 60.0  # seconds (trio clock) an approval counts without its launch logged
 

@@ -386,8 +386,8 @@ def time_out_job(state: State, job_id: str, *, total_timeout: float, at: float) 
         now = max(0.0, at - _counting_since(state, job))
         used, runs = job.time_used + now, job.runs_used + (now > 0)
         message += (
-            f": it ran {used:.0f} s over {runs} run{'s' if runs != 1 else ''} (the time"
-            " between runs does not count); raise retry.total_timeout"
+            f": it ran about {used:.0f} s over {runs} run{'s' if runs != 1 else ''} (the"
+            " time between runs does not count); raise retry.total_timeout"
             " (CONJURE_RETRY_TOTAL_TIMEOUT) to give it more"
         )
     return ev.JobFailed(

@@ -37,6 +37,7 @@ from conjure_actors.domain.service_events import SERVICE_HANDLERS, ServiceState
 from conjure_actors.domain.sharing import EMPTY_DICT, EMPTY_LIST, SHARED, dict_or_empty, share
 
 __all__ = [
+    "ACCRUE_INTERVAL",
     "ACTIVE_STATUSES",
     "CANCELLED",
     "FAILED",
@@ -1244,7 +1245,7 @@ def _budget_limit_reached(s: State, e: ev.BudgetLimitReached) -> None:
 def _system_started(s: State, e: ev.SystemStarted) -> None:
     sysinfo = s.system
     if sysinfo.started_at is not None:
-        _count_run_time(s, sysinfo.started_at)
+        _count_run_time(s, sysinfo.started_at, e.at)
     sysinfo.run_id = e.run_id
     sysinfo.version = e.version
     sysinfo.mode = e.mode
@@ -1263,24 +1264,35 @@ def _system_started(s: State, e: ev.SystemStarted) -> None:
     sysinfo.writer_boot_id = e.writer_boot_id
 
 
-def _count_run_time(s: State, run_start: float) -> None:
-    """Add the run that just ended (the one before this SystemStarted) to the time each
-    unfinished job spent inside runs: from its submission, or the run's start if later, to
-    the run's end. That end is its SystemStopped, or for a run that crashed the last event
-    it wrote (``last_at``: :func:`apply` moves it on after the handler). Once per run, over
-    the jobs: a job's ``retry.total_timeout`` is then what it has left, not its whole time
-    again at every restart (a serve restarted every 30 min, a job hanging on a paid machine
-    ran for ever), while the days between a crash and its resume still count for nothing."""
+ACCRUE_INTERVAL: Final = 30.0
+"""Seconds at most between two accruals of a billing machine's cost (the CostActor's
+period): a run with a machine billing logs a record at least this often, so a run that
+crashed ended at most this long after its last record."""
+
+
+def _count_run_time(s: State, run_start: float, next_start: float) -> None:
+    """Add the run that just ended (the one before this SystemStarted, at ``next_start``)
+    to the time each unfinished job spent inside runs: from its submission, or the run's
+    start if later, to the run's end. That end is its SystemStopped; for a run that crashed,
+    :data:`ACCRUE_INTERVAL` past the last record it wrote (``last_at``: :func:`apply` moves
+    it on after the handler), or the next start if sooner: a crashed run logs nothing while
+    a node runs long, and a crash loop faster than its records was counted as nothing (QA:
+    a 30 s total_timeout let a job run 74 s over 8 runs killed 7 s apart). Once per run,
+    over the jobs: a job's ``retry.total_timeout`` is then what it has left, not its whole
+    time again at every restart (a serve restarted every 30 min, a job hanging on a paid
+    machine ran for ever), while the days between a crash and its resume count for nothing
+    (at most :data:`ACCRUE_INTERVAL` of them)."""
     sysinfo = s.system
     if not sysinfo.running and sysinfo.stopped_at is not None:
         end: float | None = sysinfo.stopped_at
-    elif sysinfo.runtime_seq == s.events_applied - 1:
-        # Actors' starts just before this SystemStarted: this process's, which may come
-        # days after the crash. The crashed run's own last actor events go with them (it
-        # is counted a little short, never across the gap).
-        end = sysinfo.before_runtime_at
     else:
-        end = s.last_at
+        if sysinfo.runtime_seq == s.events_applied - 1:
+            # Actors' starts just before this SystemStarted: this process's, which may come
+            # days after the crash; the crashed run's last record is the one before them.
+            last = sysinfo.before_runtime_at
+        else:
+            last = s.last_at
+        end = None if last is None else min(last + ACCRUE_INTERVAL, max(last, next_start))
     if end is None or end <= run_start:
         return
     for job in s.jobs.values():

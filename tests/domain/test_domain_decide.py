@@ -13,6 +13,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.errors import CommandRejectedError, IllegalTransitionError
 from conjure_actors.domain.prices import default_price_table
 from conjure_actors.domain.state import (
+    ACCRUE_INTERVAL,
     ACTIVE_STATUSES,
     JOB_STATUSES,
     LEGAL_TRANSITIONS,
@@ -291,13 +292,16 @@ def test_judged_events_always_apply_cleanly(failures: int, kind: str, max_attemp
     assert state.jobs["j1"].failures < max_attempts
 
 
-def test_a_resumed_job_gets_its_whole_time_from_the_run_that_resumes_it() -> None:
-    """The total timeout counts from submission, or from the start of a later run."""
+def test_a_resumed_job_gets_what_it_had_left_from_the_run_that_resumes_it() -> None:
+    """The total timeout counts from submission, then from the start of a later run, less
+    what the job used before: here a run that crashed with its last record at 0.5 s, which
+    may have lived ACCRUE_INTERVAL more (the 5000 s gap after it is not counted)."""
     state = base()
     apply(state, ev.SystemStarted(run_id="r1", version="0", mode="simulated", at=0.5))
     assert decide.job_deadline(state, "j1", total_timeout=100.0) == 101.0
     apply(state, ev.SystemStarted(run_id="r2", version="0", mode="simulated", at=5000.0))
-    assert decide.job_deadline(state, "j1", total_timeout=100.0) == 5100.0
+    used = 0.5 + ACCRUE_INTERVAL - 1.0  # its submission at 1.0 to the crashed run's end
+    assert decide.job_deadline(state, "j1", total_timeout=100.0) == 5100.0 - used
 
 
 @settings(max_examples=60, deadline=None)

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as hyp
 
 from conjure_actors import lifecycle as rt
 from conjure_actors.domain import decide
 from conjure_actors.domain import events as ev
-from conjure_actors.domain.state import State, apply, initial_state
+from conjure_actors.domain.state import ACCRUE_INTERVAL, State, apply, initial_state
 
 WF = "e" * 64
 TOTAL = 2100.0
+TAIL = ACCRUE_INTERVAL
 
 
 def fold(*events: Any) -> State:
@@ -40,9 +40,10 @@ def last_event(at: float) -> ev.BudgetWarning:
 
 
 def test_a_job_resumed_after_a_crash_keeps_only_the_time_it_had_left() -> None:
-    """2000 s in run 1 (crashed, its last event at 2100): run 2 gives it 100 s, not 2100."""
+    """2000 s in run 1 (crashed, its last event at 2100: it may have lived ACCRUE_INTERVAL
+    more, unlogged): run 2 gives it 70 s, not 2100."""
     state = fold(started("r1", 0.0), submitted(100.0), last_event(2100.0), started("r2", 5000.0))
-    assert decide.job_deadline(state, "j1", total_timeout=TOTAL) == 5100.0
+    assert decide.job_deadline(state, "j1", total_timeout=TOTAL) == 5000.0 + 100.0 - TAIL
 
 
 def test_the_next_process_actor_starts_do_not_end_a_crashed_run() -> None:
@@ -56,7 +57,7 @@ def test_the_next_process_actor_starts_do_not_end_a_crashed_run() -> None:
         rt.ActorStarted("root/jobs", 1, 90_000.0),
         started("r2", 90_000.0),
     )
-    assert state.jobs["j1"].time_used == 300.0
+    assert state.jobs["j1"].time_used == 300.0 + TAIL
 
 
 def test_a_cleanly_stopped_run_counts_up_to_its_stop() -> None:
@@ -135,15 +136,21 @@ def test_the_time_counted_is_the_time_inside_runs_since_submission(
     runs: list[tuple[int, int, bool, bool]], data: hyp.DataObject
 ) -> None:
     """Whatever the runs and the gaps between them (and a process's actors starting before
-    its run): the time counted is exactly the job's time inside runs (never a gap), so
-    never more than the wall time inside runs."""
+    its run): the time counted is the job's time inside runs, a crashed run's counted up to
+    ACCRUE_INTERVAL past its last record (it may have lived that long unlogged), never more
+    of a gap than that."""
     first = data.draw(hyp.integers(0, len(runs) - 1), label="run submitting the job")
     fraction = data.draw(hyp.integers(0, 100), label="when in that run (%)")
+    starts, now = [], 0
+    for gap, length, _, _ in runs:
+        starts.append(now + gap)
+        now += gap + length
+    starts.append(now + 1)  # the next process's
     state = initial_state()
-    now = 0
-    inside = expected = 0
-    for i, (gap, length, crashed, actors) in enumerate(runs):
-        start = now + gap
+    inside = expected = 0.0
+    crashes = 0
+    for i, (_, length, crashed, actors) in enumerate(runs):
+        start = starts[i]
         end = start + length
         if actors:
             apply(state, rt.ActorStarted("root/machines", 1, float(start)))
@@ -152,26 +159,46 @@ def test_the_time_counted_is_the_time_inside_runs_since_submission(
             at = start + length * fraction // 100
             apply(state, submitted(float(at)))
         if i >= first:
-            expected += end - max(start, at)
-            inside += length
+            counted = min(end + TAIL, starts[i + 1]) if crashed else end
+            expected += counted - max(start, at)
+            inside += end - max(start, at)
+            crashes += crashed
         apply(state, last_event(float(end)) if crashed else ev.SystemStopped(reason="x", at=end))
-        now = end
-    apply(state, rt.ActorStarted("root/machines", 1, float(now + 1)))
-    apply(state, started("next", float(now + 1)))
+    apply(state, rt.ActorStarted("root/machines", 1, float(starts[-1])))
+    apply(state, started("next", float(starts[-1])))
     job = state.jobs["j1"]
     assert job.time_used == expected
-    assert job.time_used <= inside
+    assert inside <= job.time_used <= inside + crashes * TAIL
     deadline = decide.job_deadline(state, "j1", total_timeout=TOTAL)
-    assert deadline == now + 1 + TOTAL - expected
+    assert deadline == starts[-1] + TOTAL - expected
 
 
-@pytest.mark.parametrize("crashed", [False, True])
-def test_a_run_with_no_event_after_its_start_counts_nothing(crashed: bool) -> None:
-    """A run that ended at its start (stopped at once, or crashed before any other event)."""
-    end: Any = [] if crashed else [ev.SystemStopped(reason="x", at=50.0)]
-    state = fold(submitted(0.0), started("r1", 50.0), *end, started("r2", 600.0))
+def test_a_run_stopped_at_its_start_counts_nothing() -> None:
+    """A run that stopped at once (its SystemStopped at its start)."""
+    state = fold(
+        submitted(0.0),
+        started("r1", 50.0),
+        ev.SystemStopped(reason="x", at=50.0),
+        started("r2", 600.0),
+    )
     assert state.jobs["j1"].time_used == 0.0
     assert decide.job_deadline(state, "j1", total_timeout=TOTAL) == 600.0 + TOTAL
+
+
+def test_a_run_crashed_after_its_start_counts_what_it_may_have_lived_unlogged() -> None:
+    """A run that crashed with no record after its start: it may have run ACCRUE_INTERVAL
+    (a long node logs nothing; a crash loop faster than its records was counted as nothing)."""
+    state = fold(submitted(0.0), started("r1", 50.0), started("r2", 600.0))
+    assert state.jobs["j1"].time_used == TAIL
+
+
+def test_a_crash_loop_faster_than_its_records_counts_each_run() -> None:
+    """Eight runs killed 7 s after their start, each logging only its start: each counts its
+    7 s (up to the next start), not nothing (QA: a 30 s total_timeout let a job run 74 s)."""
+    events: list[Any] = [started("r0", 0.0), submitted(0.0)]
+    events += [started(f"r{i}", 7.0 * i) for i in range(1, 9)]
+    state = fold(*events)
+    assert state.jobs["j1"].time_used == 7.0 * 8
 
 
 def attempt_started(at: float, attempt: int = 1) -> ev.JobStarted:
@@ -190,7 +217,7 @@ def test_a_running_attempt_keeps_the_time_it_used_in_a_crashed_run() -> None:
         started("r2", 90_000.0),
     )
     job = state.jobs["j1"]
-    assert (job.attempt_time_used, job.time_used) == (750.0, 900.0)
+    assert (job.attempt_time_used, job.time_used) == (750.0 + TAIL, 900.0 + TAIL)
 
 
 def test_a_new_attempt_starts_with_its_whole_attempt_timeout() -> None:
