@@ -63,6 +63,7 @@ from conjure_actors.service.v2_jobs import (
     check_stream_slot,
     iso,
     job_view,
+    past_retention,
     queue_position_of,
     retry_ms,
     service_of,
@@ -273,12 +274,19 @@ def _matches(have: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 
 async def events(request: Request) -> Response:
     """``GET /api/conjure/events``: the jobs of ``job`` and ``metadata`` on one SSE stream
-    (module docstring); 404 for an unknown or expired ``job``, as the per-job stream."""
+    (module docstring); 404 for an unknown or expired ``job``, as the per-job stream, but on
+    a resume (``Last-Event-ID``) an expired one is left out (204 once none is left)."""
     service = service_of(request)
     ids, labels, ended = _wanted(request)
-    for job_id in ids:
-        job_view(request, service, job_id)
     resume = last_event_id(request, service.journal.last_seq)
+    if resume is None:
+        for job_id in ids:
+            job_view(request, service, job_id)  # 404
+    else:
+        # A reconnect: the jobs were there when the stream opened; one that expired since
+        # (its terminal status sent before) is left out, not a 404 that would close the
+        # EventSource for good on the jobs still running beside it.
+        ids = [job_id for job_id in ids if _retained(service, job_id)]
     if not labels and all(map(await _sent_before(service, resume, ended), ids)):
         # Nothing to send and no job to follow: the stream would end at once, and an
         # EventSource whose stream ends reconnects (for ever); on a 204 it stops.
@@ -299,6 +307,16 @@ async def _sent_before(service: Service, resume: int | None, ended: bool) -> Cal
     if resume is None and not ended:
         return lambda job_id: _ended(service, job_id)
     return lambda job_id: False
+
+
+def _retained(service: Service, job_id: str) -> bool:
+    """Whether ``job_id`` is a job GET still shows (known, not past its retention)."""
+    state = service.state
+    job = state.jobs.get(job_id)
+    api = state.service.api_jobs.get(job_id)
+    if job is None:
+        return False
+    return api is None or not past_retention(job, api, service.conjure.ctx.now())
 
 
 def _ended(service: Service, job_id: str) -> bool:

@@ -20,8 +20,10 @@ from streams_support import events_of, ids_of, read_blocks
 from test_service_streams import TERMINAL, graph, one_machine, served, submit
 
 import eventlog
+from conjure_actors.actors.assets import Retention
 from conjure_actors.domain.events import Event
 from conjure_actors.service import streams
+from conjure_actors.service.app import Settings
 from conjure_actors.sim.timings import ComfyTimings
 
 LABEL = "/api/conjure/events?metadata%5Bbulk%5D=1"
@@ -334,3 +336,26 @@ async def test_an_ended_jobs_terminal_status_is_its_last_frame_in_a_label_snapsh
     frames = [(name, data) for name, data in events_of(blocks) if data["job_id"] == job]
     assert [name for name, _ in frames] == ["progress", "status"]
     assert frames[-1][1]["status"] == "succeeded"
+
+
+async def test_a_resumed_job_stream_leaves_out_a_job_expired_since_and_follows_the_others(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """``?job=A&job=B``, A ended and sent, then past its retention: the EventSource's
+    reconnect is 200 with B (it was 404 for A: the browser closed the stream for good and
+    the page never learnt B's end, QA9 F3)."""
+    minute = Settings(retention=Retention(jobs=60.0, assets=60.0))
+    with trio.fail_after(36_000):
+        async with open_extras_service(
+            tmp_path, settings=minute, comfy=ComfyTimings(scale=100)
+        ) as run:
+            a = await submit(run)
+            await wait_for(run.service, served(a))
+            b = await submit(run, name="slow_blur_chain.json")
+            path = f"/api/conjure/events?job={a}&job={b}"
+            first = await visit(run, path)
+            await trio.sleep(61)  # A past its retention; B ended since, or runs
+            gone = await run.client.get(f"/api/v2/jobs/{a}")
+            again = await visit(run, path, last_event_id=first[-1]["id"])
+    assert gone.status_code == 404
+    assert {data["job_id"] for _, data in events_of(again)} == {b}
