@@ -63,3 +63,18 @@ def default_switch_interval() -> Iterator[None]:
     sys.setswitchinterval(0.005)
     yield
     sys.setswitchinterval(round(before, 6))
+
+
+@pytest.fixture(autouse=True)
+def _log_locks_of_the_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test's host-wide log locks (``runtime.process.LOCK_DIR``) in a folder of its
+    own: tests that run at once under a fake clock write logs whose first records are
+    alike (the same identity), which must not block one another. Patched with a
+    MonkeyPatch of its own, not the test's ``monkeypatch``: an autouse fixture that takes it
+    sets it up first, so that it would be undone last, after the other fixtures' own
+    patches (it would put back what a test patched over them)."""
+    from conjure_actors.runtime import process
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(process, "LOCK_DIR", str(tmp_path_factory.mktemp("log-locks")))
+        yield

@@ -1,4 +1,5 @@
-"""A copy of a log that another process of this host still writes: told, and refused.
+"""A log that another process of this host writes under another path (a copy of it, or the
+log it was copied from): told, and refused.
 
 The log a process writes holds its lock (``eventlog.being_written``), so a second ``run
 --resume`` or ``serve --log`` on the same path is refused. A copy of it (a backup or rsync of
@@ -6,23 +7,46 @@ The log a process writes holds its lock (``eventlog.being_written``), so a secon
 instance before the old one is gone, a copy for debugging) has a path, and no lock, of its
 own: its resume would adopt the first process's machines (the log says they are its own),
 follow the same prompts, stop a machine it sees idle that the first has just leased to a new
-job, and both ledgers would bill them. The log's last ``SystemStarted`` names the process that
-writes its run (host name, pid, start time, boot: ``runtime.process``); while that run has
-not stopped and that process runs, a start on the log is refused before anything starts.
+job, and both ledgers would bill them.
 
-What is told: a writer on this host (its pid, start time and boot, so that a reused pid or a
-reboot is not taken for it). What is not: a writer on another host (a log copied to another
-machine), and one that recorded no start time (logs written before it was recorded, an OS
-without ``/proc``); those resume as any crashed run's log does.
+So a log has an identity that every copy keeps: its first record, as its bytes are on disk
+(:func:`log_identity`; the frame's CRC covers the record's time and event). The process that
+writes a log holds a host-wide lock named by it (``runtime.process.hold_lock``, in a folder
+of the temporary directory shared by every user) for as long as its journal is open
+(:func:`holding_the_logs_identity`): taken with the journal of a log that has records, and
+right after the first record of a new one. A start on a log whose identity's lock another
+process holds is refused (one line, exit 2) before anything is written or asked of the cloud
+(:func:`refuse_a_copy_being_written`), whichever of the two is the original, whatever the
+last run of either recorded (a crash and restart of the writer, a copy whose last run
+stopped): F1 and F1b of QA9. The lock goes with its process (a crash, a ``kill -9``).
+
+Kept beside it, for a writer that predates the lock (a process of the previous version still
+running on the original): the process each run's ``SystemStarted`` records (host name, pid,
+start time and boot: ``runtime.process``); while the copy's last run has not stopped and
+that process runs, the start is refused the same way (:func:`live_writer_of`).
+
+What is not told: a writer on another host (a log copied to another machine, or a container
+with a /tmp of its own), and a previous version's writer once its log's last run stopped or
+it was restarted; those resume as any crashed run's log does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
 from conjure_actors.domain import events as ev
 from conjure_actors.errors import UsageError
+
+HEAD: Final = struct.Struct("<8sI4sIIQd")
+"""A log's header (magic, version, CRC) and its first record's frame (CRC, length, seq,
+time): docs/eventlog-format.md, "Layout"."""
+MAGIC: Final = b"\x89EVL\r\n\x1a\n"
 
 TAIL: Final = 256
 """The records at a log's end in which :func:`refuse_a_live_writers_copy_at` looks for the
@@ -68,14 +92,16 @@ def refuse_a_live_writers_copy(state: Any, what: str, instead: str) -> None:
 
 
 def refuse_a_live_writers_copy_at(path: Path, what: str, instead: str) -> None:
-    """:func:`refuse_a_live_writers_copy` of the log at ``path``, read here (``serve``
-    reads its log only once its cloud is open). A log whose last run stopped, what a
-    restart mostly finds, is told by its last records alone, not read whole twice. A log
-    that is not one, cannot be read, or whose lock is held (it is the log being written,
-    no copy) is left to the checks that say so."""
+    """:func:`refuse_a_copy_being_written`, then :func:`refuse_a_live_writers_copy` of the
+    log at ``path``, read here (``serve`` reads its log only once its cloud is open). A log
+    whose last run stopped, what a restart mostly finds, is told by its last records alone,
+    not read whole twice (the lock is asked first: it tells a copy whatever its last run
+    recorded). A log that is not one, cannot be read, or whose lock is held (it is the log
+    being written, no copy) is left to the checks that say so."""
     import eventlog
     from conjure_actors.commands.run import read_log_state
 
+    refuse_a_copy_being_written(path, what, instead)
     try:
         if not path.is_file() or eventlog.being_written(path):
             return
@@ -94,3 +120,112 @@ def refuse_a_live_writers_copy_at(path: Path, what: str, instead: str) -> None:
     state = read_log_state(path)
     if state is not None:
         refuse_a_live_writers_copy(state, what, instead)
+
+
+# -- the log's identity and its host-wide lock --------------------------------------------------
+
+
+def log_identity(path: Path) -> str | None:
+    """The identity of the log at ``path``, which every copy of it keeps: a hash of its
+    first record's frame as it is on disk (its CRC covers the record's time and event).
+    None if it has no record yet, is no log (of format version 1) or cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD.size)
+    except OSError:
+        return None
+    if len(head) < HEAD.size:
+        return None
+    magic, version, _, _, length, seq, _ = HEAD.unpack(head)
+    if magic != MAGIC or version != 1 or seq != 1 or not length:
+        return None
+    return hashlib.sha256(b"conjure_actors log\0" + head[16:]).hexdigest()[:40]
+
+
+def copy_writer_of(path: Path) -> int | None:
+    """The pid of a process of this host that writes a log of the same identity as the
+    one at ``path`` (:func:`log_identity`) under another path: its copy, or the log it
+    was copied from (0 if its pid cannot be read). None if none does, if the log at
+    ``path`` itself is being written (its own lock says so: left to the checks that tell
+    it), or if it cannot be told."""
+    import eventlog
+    from conjure_actors.runtime.process import lock_holder
+
+    try:
+        if not path.is_file() or eventlog.being_written(path):
+            return None
+    except OSError:
+        return None
+    identity = log_identity(path)
+    if identity is None:
+        return None
+    holder = lock_holder(identity)
+    return None if holder == os.getpid() else holder
+
+
+def _copy_refusal(pid: int, mode: str | None, what: str, instead: str) -> UsageError:
+    who = f"process {pid} on this host" if pid else "another process of this host"
+    machines = "paid machines" if mode == "runcomfy" else "machines"
+    return UsageError(
+        f"{what}: {who} is still writing a copy of this log, or the log it was copied from"
+        f" (the same jobs and {machines}): two processes would drive them; stop that"
+        f" process first, or {instead}"
+    )
+
+
+def refuse_a_copy_being_written(
+    path: Path, what: str, instead: str, mode: str | None = None
+) -> None:
+    """A log of which a process of this host writes a copy, or the original
+    (:func:`copy_writer_of`): refused in one line (UsageError, exit 2), before anything
+    is written or asked of the cloud. ``mode``: the log's (its machines are paid ones
+    under ``runcomfy``)."""
+    pid = copy_writer_of(path)
+    if pid is not None:
+        raise _copy_refusal(pid, mode, what, instead)
+
+
+@contextmanager
+def holding_the_logs_identity(journal: Any, path: Path, what: str, instead: str) -> Iterator[None]:
+    """Hold the host-wide lock of the identity of the log at ``path`` (:func:`log_identity`)
+    while ``journal``, open on it, is written: at once for a log with records (another
+    process holding it, a copy's writer or the original's: refused as
+    :func:`refuse_a_copy_being_written` refuses, the journal left untouched), right after
+    its first record for a new one. Released on exit (and with the process). A lock that
+    cannot be made (the temporary directory not writable) is not held: nothing refused."""
+    from conjure_actors.runtime.process import LockHeldError, hold_lock
+
+    held: list[int] = []
+
+    def take(*, strict: bool) -> bool:
+        identity = log_identity(path)
+        if identity is None:
+            return False
+        try:
+            held.append(hold_lock(identity))
+        except LockHeldError as exc:
+            if strict:
+                raise _copy_refusal(
+                    exc.pid or 0, journal.state.system.mode, what, instead
+                ) from None
+        except OSError:
+            pass
+        return True
+
+    try:
+        if journal.last_seq > 0:
+            take(strict=True)
+            yield
+        else:
+            taken = False
+
+            def on_records(_: Any) -> None:
+                nonlocal taken
+                if not taken:  # (a new log: no copy of it can be written yet)
+                    taken = take(strict=False)
+
+            with journal.listen(on_records):
+                yield
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -478,7 +478,10 @@ def _prepare(
 ) -> tuple[Path, Any, bytes | None, str | None]:
     """Validate every input before anything is launched: log, workflow, image, budget.
     ``logged``: a resume's log as :func:`read_log` read it (None: it could not be)."""
-    from conjure_actors.commands.live_copy import refuse_a_live_writers_copy
+    from conjure_actors.commands.live_copy import (
+        refuse_a_copy_being_written,
+        refuse_a_live_writers_copy,
+    )
     from conjure_actors.domain.workflow import load_workflow, workflow_from_text
 
     workflow: Any = None
@@ -508,7 +511,9 @@ def _prepare(
         if state is not None:  # said before anything starts (again once the log is open):
             what = f"--resume {_q(log_path)}"
             # (a copy of a log another process of this host writes: no lock of its own)
-            refuse_a_live_writers_copy(state, what, "start a new run on another --log")
+            instead = "start a new run on another --log"
+            refuse_a_copy_being_written(log_path, what, instead, state.system.mode)
+            refuse_a_live_writers_copy(state, what, instead)
             refuse_log_of_the_other_command(state, "run", what, log_path)  # a serve log
             if "comfyui" in (state.system.mode, config.mode):  # another cloud's, before the
                 # banner (RunComfy vs the simulator once the log is open: a log that cannot
@@ -1545,6 +1550,7 @@ async def _open_run_journal(
     journal starts from it and folds only the records after it, not the log a second time.
     """
     import eventlog
+    from conjure_actors.commands.live_copy import holding_the_logs_identity
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.state import apply, initial_state
 
@@ -1565,7 +1571,15 @@ async def _open_run_journal(
             taken = fresh and journal.last_seq > 0  # by another run, since _prepare
             if not taken:
                 try:
-                    yield journal
+                    # (the lock of the log's identity, which its copies share: held as the
+                    # journal's, from its first record; a copy's writer found now refused)
+                    with holding_the_logs_identity(
+                        journal,
+                        log_path,
+                        f"{flag} {_q(log_path)}",
+                        "start a new run on another --log",
+                    ):
+                        yield journal
                 finally:
                     # However the run ends (an error, a signal during start-up), and while
                     # the journal still holds the log's lock (no other process can have

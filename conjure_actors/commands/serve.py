@@ -359,6 +359,7 @@ async def open_serve(
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
+    from conjure_actors.commands.live_copy import holding_the_logs_identity
     from conjure_actors.commands.run import (
         _cloud,
         _dev_machine,
@@ -399,45 +400,49 @@ async def open_serve(
             what = f"--log {shlex.quote(str(log_path))}"
             refuse_log_of_the_other_command(journal.state, "serve", what, log_path)
             refuse_runcomfy_log_elsewhere(journal.state, mode, what)
-            async with (
-                open_service(
-                    config,
-                    journal=journal,
-                    data_dir=serve_data_dir(log_path),
-                    settings=settings,
-                    catalog=catalog,
-                    history=functools.partial(eventlog.read, log_path, Event),
-                    http=http,
-                    ws_connect=ws_connect,
-                    wall=wall,
-                    out_dir=out_dir,
-                    mode=mode,
-                    attach=attach,
-                    prompt_check=version_catalogue(config, _note),
-                    hold_resumed=hold_resumed,
-                    # the embedded simulated cloud began with this process: a resumed log's
-                    # launches in flight went to one that ended with the run that made them
-                    fresh_cloud=mode == "simulated" and cloud is None,
-                ) as service,
-                trio.open_nursery() as nursery,
-            ):
-                # Held only from here, once start-up is done: a full disk during start-up
-                # (its reconcile may adopt paid machines; a signal then waits for it to end)
-                # stops serve at once, as before.
-                if disk_full_patience:
-                    journal.start_holding(disk_full_patience)
-                stop_http = trio.Event()
-                app = (app_factory or create_app)(service)
-                url = await nursery.start(
-                    functools.partial(serve_app, app, host=host, port=port, shutdown=stop_http)
-                )
-                try:
-                    yield Served(url, service, banner, stop_http)
-                finally:
-                    service.accepting = False
-                    service.stopping.set()
-                    stop_http.set()
-                    journal.stop_holding()  # the shutdown (open_service's) must not wait
+            # (the lock of the log's identity, which its copies share: held as the
+            # journal's, from its first record; a copy's writer found now refused)
+            instead = "start serve on an empty --log"
+            with holding_the_logs_identity(journal, log_path, what, instead):
+                async with (
+                    open_service(
+                        config,
+                        journal=journal,
+                        data_dir=serve_data_dir(log_path),
+                        settings=settings,
+                        catalog=catalog,
+                        history=functools.partial(eventlog.read, log_path, Event),
+                        http=http,
+                        ws_connect=ws_connect,
+                        wall=wall,
+                        out_dir=out_dir,
+                        mode=mode,
+                        attach=attach,
+                        prompt_check=version_catalogue(config, _note),
+                        hold_resumed=hold_resumed,
+                        # the embedded simulated cloud began with this process: a resumed log's
+                        # launches in flight went to one that ended with the run that made them
+                        fresh_cloud=mode == "simulated" and cloud is None,
+                    ) as service,
+                    trio.open_nursery() as nursery,
+                ):
+                    # Held only from here, once start-up is done: a full disk during start-up
+                    # (its reconcile may adopt paid machines; a signal then waits for it to end)
+                    # stops serve at once, as before.
+                    if disk_full_patience:
+                        journal.start_holding(disk_full_patience)
+                    stop_http = trio.Event()
+                    app = (app_factory or create_app)(service)
+                    url = await nursery.start(
+                        functools.partial(serve_app, app, host=host, port=port, shutdown=stop_http)
+                    )
+                    try:
+                        yield Served(url, service, banner, stop_http)
+                    finally:
+                        service.accepting = False
+                        service.stopping.set()
+                        stop_http.set()
+                        journal.stop_holding()  # the shutdown (open_service's) must not wait
 
 
 def _note(text: str) -> None:

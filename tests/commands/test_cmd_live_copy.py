@@ -5,7 +5,8 @@ both ledgers would bill them). A writer that ended, another host's, a reused pid
 that recorded no writer resume as before.
 
 The writer is a real child process (``sleep``) whose pid, start time and boot the test
-writes into the ``SystemStarted`` of the log it builds."""
+writes into the ``SystemStarted`` of the log it builds: what tells a writer of an earlier
+version, which takes no lock of the log's identity (that lock: test_cmd_log_identity_lock)."""
 
 from __future__ import annotations
 
