@@ -273,8 +273,14 @@ def _run_status(path: Path, state: Any, *, live: bool) -> str:
     if live or (state.system.running and eventlog.being_written(path)):
         pid = eventlog.writer_pid(path)
         return f"running (pid {pid})" if pid else "running (a process holds the log's lock)"
-    from conjure_actors.commands.live_copy import live_writer_of
+    from conjure_actors.commands.live_copy import copy_writer_of, live_writer_of
 
+    if (other := copy_writer_of(path)) is not None:  # its identity's lock: a copy's writer
+        who = f"pid {other}" if other else "another process"
+        return (
+            f"a copy of a log that {who} on this host is still writing, or the original of"
+            " one (take it up only once that process has stopped)"
+        )
     if (writer := live_writer_of(state)) is not None:  # no lock: a copy of the log it writes
         return (
             f"a copy of a log that pid {writer} on this host is still writing (take it up"

@@ -297,3 +297,17 @@ async def test_a_resume_is_refused_at_its_journals_opening_too(
     error = refusal(RUN, "c.log", original.pid).removeprefix("error: ")
     assert str(one_line_error(refused.value)) == error
     assert await trio.Path("c.log").read_bytes() == before
+
+
+def test_status_says_a_copy_whose_original_is_written_is_one(
+    capsys: pytest.CaptureFixture[str], writing: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    """status LOG names the process that writes the original (restarted: the copy's last
+    run named another), not "crashed"."""
+    copy(a_log(Path("a.log")), Path("c.log"))
+    original = writing(Path("a.log"))
+    assert main(["status", "c.log"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"run log c.log: a copy of a log that pid {original.pid} on this host is still"
+        " writing, or the original of one (take it up only once that process has stopped)"
+    )
