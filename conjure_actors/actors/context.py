@@ -152,6 +152,9 @@ class Context:
     ids: Ids = uuid.uuid4
     prompt_check: PromptCheck | None = None  # a prompt checked before its POST (None: not)
     disk: DiskCommitter | None = None  # writes output files (None: the trio run's shared one)
+    # While it returns True, no waiting job is given a machine nor one launched for it (the
+    # job service's output folder refusing writes: each would run, paid, to fail at the save).
+    hold_jobs: Callable[[], bool] | None = None
     _graphs: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False, repr=False)
     _derived: dict[tuple[str, str], Any] = attrs.field(factory=dict, init=False, repr=False)
 

@@ -56,11 +56,13 @@ Nothing the log says was done is done twice.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import math
 import mimetypes
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -391,6 +393,10 @@ class JobSide:
     def __init__(self) -> None:
         self.extra_data: dict[str, dict[str, Any]] = {}
         self.on_preview: Callable[[str, str | None, str | None, bytes], None] | None = None
+        # Told the errno when a job's output could not be saved because the output folder
+        # refuses writes (its disk full, over quota, read-only): the job service then
+        # refuses new jobs until a probe finds the folder writable again (QA9 F4).
+        self.on_output_refused: Callable[[int], None] | None = None
 
     def __repr__(self) -> str:  # never the extra_data
         return f"<JobSide of {len(self.extra_data)} jobs>"
@@ -398,6 +404,10 @@ class JobSide:
     def preview(self, job_id: str, node: str | None, image_type: str | None, data: bytes) -> None:
         if self.on_preview is not None:
             self.on_preview(job_id, node, image_type, data)
+
+    def output_refused(self, code: int) -> None:
+        if self.on_output_refused is not None:
+            self.on_output_refused(code)
 
 
 class _LogFailedError(Exception):
@@ -1907,7 +1917,7 @@ class WorkflowActor(Actor):
                 return  # an earlier attempt saved this very image (a re-run sends them all)
             await files.commit_atomic(self.ctx.committer(), path, image.data)
         except (OSError, cerr.UnsafeOutputNameError) as exc:
-            failure = AttemptFailure("fatal", f"node {node_id}: cannot save {filename}: {exc}")
+            failure = self._save_failure(exc, f"node {node_id}: cannot save {filename}: {exc}")
             await self._report(_Failed(token, failure, suspect=False))
             return
         await self._report(
@@ -1949,7 +1959,7 @@ class WorkflowActor(Actor):
                 # This machine's disk, not the GPU's: running the prompt again (and paying for
                 # it) would end the same way. The job fails, saying what to fix.
                 reason = f"{exc}: free space in (or fix) the output folder and run the job again"
-                failure = AttemptFailure("fatal", reason, "LocalSaveFailed")
+                failure = self._save_failure(exc, reason, "LocalSaveFailed")
                 await self._report(_Failed(token, failure, suspect=False))
                 return
             except cerr.ClientError as exc:
@@ -1972,6 +1982,48 @@ class WorkflowActor(Actor):
         # The last file saved comes with the end (its OutputSaved and JobSucceeded then go
         # in one append); those before it were reported as each was saved.
         await self._report(_Downloaded(token, last))
+
+    def _save_failure(
+        self, exc: BaseException, reason: str, error_type: str | None = None
+    ) -> AttemptFailure:
+        """The failure of a job whose output could not be saved here: when the output
+        folder's disk refused it (:data:`FOLDER_REFUSALS`, not a problem of this one file),
+        ``OutputFolderRefused``, said as the server operator's problem, and the job service
+        is told (``JobSide.output_refused``); else ``reason`` (and ``error_type``)."""
+        code = _folder_refusal(exc)
+        if code is None:
+            if error_type is None:
+                return AttemptFailure("fatal", reason)
+            return AttemptFailure("fatal", reason, error_type)
+        if self.side is not None:
+            self.side.output_refused(code)
+        cause = os.strerror(code)
+        return AttemptFailure(
+            "fatal",
+            f"the server's output folder refuses writes ({cause}): the outputs of this job"
+            " could not be saved; the server's operator must free space on its disk (or make"
+            " it writable), then submit the job again",
+            "OutputFolderRefused",
+        )
+
+
+FOLDER_REFUSALS: Final = frozenset(
+    {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}
+)
+"""The errors of a save that the output folder's disk refuses whatever the file (full, over
+quota, read-only), as opposed to one file's problem (a bad name, a file in the way)."""
+
+
+def _folder_refusal(exc: BaseException) -> int | None:
+    """The errno of :data:`FOLDER_REFUSALS` behind ``exc`` (itself or a cause), or None."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in FOLDER_REFUSALS:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 REFUSED_NAME_STATUSES: Final = frozenset({400, 403})

@@ -1411,6 +1411,11 @@ class MachineActor(Actor):
             return None
         return sid
 
+    def _jobs_held(self) -> bool:
+        """Whether waiting jobs are held back from machines (``Context.hold_jobs``)."""
+        hold = self.ctx.hold_jobs
+        return hold is not None and hold()
+
     def _limit(self, server_id: str) -> int:
         m = self.ctx.state.machines.get(server_id)
         return m.max_jobs if m is not None else self.cfg.jobs_per_machine
@@ -1569,8 +1574,11 @@ class MachineActor(Actor):
         bound = sorted(queue.bound.values(), key=_serving_key)
         bi = 0
         skipped: list[_Waiter] = []
+        # Held (Context.hold_jobs): a job not bound to a machine waits; a re-attach goes on
+        # (its prompt ran already on the machine it is bound to).
+        unbound = bool(views) and not self._jobs_held()
         while True:
-            top = queue.peek() if views else None
+            top = queue.peek() if unbound else None
             nb = bound[bi] if bi < len(bound) else None
             if nb is not None and (top is None or _serving_key(nb) < _serving_key(top)):
                 w, bi = nb, bi + 1
@@ -1712,6 +1720,8 @@ class MachineActor(Actor):
             return
         if pool.unanswered:
             self._fail_held()
+        if self._jobs_held():
+            return  # the ticker comes back once the hold ends
         n, demand = self._launches_for_demand()
         if n <= 0:
             return
@@ -3255,6 +3265,9 @@ class MachineActor(Actor):
             trio.current_time() < self.pool.reconciled_at + RESUMED_IDLE_HOLD
             and self._resumed_waiting() > 0
         )
+        # Jobs held back (``Context.hold_jobs``) do not keep a machine: it would bill idle
+        # for as long as the hold lasts.
+        held = self._jobs_held()
         idle = [
             (m.server_id, m.idle_since)
             for m in ready
@@ -3262,7 +3275,7 @@ class MachineActor(Actor):
             and m.idle_since is not None
             and m.server_id not in kept
             and not hold_idle
-            and not self.pool.waiting.wants(m.workflow_version)
+            and (held or not self.pool.waiting.wants(m.workflow_version))
         ]
         to_stop = set(
             policy.idle_to_stop(

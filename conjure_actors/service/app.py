@@ -51,6 +51,7 @@ from conjure_actors.service.errors import (
     was_logged,
 )
 from conjure_actors.service.jobindex import JobIndex, follow_jobs
+from conjure_actors.service.outfolder import OutputFolder
 from conjure_actors.service.previews import Previews
 from conjure_actors.service.resume import History, JobChanges
 
@@ -183,9 +184,17 @@ class Service:
         # Which jobs changed since a seq: what a resumed event stream sends (open_service
         # runs its listener and gives it the log to read back from; see service.resume).
         self.changes = JobChanges()
+        # The output folder's refusal of writes (QA9 F4), None without one (a test's fake).
+        out_dir = getattr(getattr(conjure, "ctx", None), "out_dir", None)
+        self.outputs = OutputFolder(Path(out_dir)) if out_dir is not None else None
         side = getattr(conjure, "side", None)
         if side is not None:
             side.on_preview = self.previews.put
+            if self.outputs is not None:
+                side.on_output_refused = self.outputs.save_refused
+        if self.outputs is not None:
+            # Queued jobs wait, no machine given or launched, while the folder refuses.
+            conjure.ctx.hold_jobs = self.outputs.refuses
 
     @property
     def catalog(self) -> Catalog | None:
@@ -315,13 +324,16 @@ class Service:
 
     def check_accepting(self) -> None:
         """Raise the ``ApiError`` a submission gets now, whatever it is (shutting down, the
-        log's disk full, the queue full, the budget spent), or nothing: a caller that must
+        log's disk full, the output folder refusing writes, the queue full, the budget
+        spent), or nothing: a caller that must
         store something for a submission (its image) asks first, so a refusal stores none."""
         if not self.accepting:
             raise ApiError(
                 503, "unavailable", "the job service is shutting down", headers=self._retry()
             )
         self.refuse_while_held()
+        if self.outputs is not None:
+            self.outputs.check(self.settings.retry_after)
         if self.active_jobs() + self._submitting >= self.settings.max_queue:
             raise ApiError(
                 429,
@@ -597,6 +609,9 @@ async def open_service(
             from conjure_actors.service.v2_assets import check_blobs
 
             nursery.start_soon(check_blobs, service)  # damaged blobs: found and reported
+            if service.outputs is not None:  # probed now, and every 10 s while it refuses
+                await trio.to_thread.run_sync(service.outputs.probe_write)
+                nursery.start_soon(service.outputs.watch)
             try:
                 yield service
             finally:

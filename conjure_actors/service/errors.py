@@ -13,7 +13,8 @@ Codes (the spec's): ``invalid_request`` 400, ``unauthorized`` 401, ``forbidden``
 whose only 5xx, ``upstream_error``, is a generic "something failed": 507 is HTTP's own word
 for it, a 5xx every client already treats as the server's fault, and the operator's fix is
 named in serve's one log line), ``storage_not_writable`` 507 (+ Retry-After: the blob store
-refuses writes for another reason, permissions or a read-only disk), ``asset_damaged`` 500 (an
+refuses writes for another reason, permissions or a read-only disk; or a job while the output
+folder's disk is read-only: ``service.outfolder``), ``asset_damaged`` 500 (an
 asset's stored bytes are gone, cut or changed; ``details`` say which and how).
 
 A client that left before its request was read (``ClientDisconnect``) is no server error:

@@ -136,7 +136,8 @@ async def health(request: Request) -> Response:
     next job tries again), while the budget is exceeded, or while it refuses launches (from
     its first refusal until a launch is granted, the budget is set again, or no job waits
     for a machine any more: ``Conjure.budget_problem``), or while the stored bytes of an
-    asset are known gone or damaged (:func:`damaged_reason`), or while the blob store refuses
+    asset are known gone or damaged (:func:`damaged_reason`), or while the output folder
+    refuses writes (``service.outputs``: new jobs are 507), or while the blob store refuses
     writes (:func:`store_problem`; a write is tried again at most every
     :data:`STORE_PROBE_INTERVAL`, so the probe sees it recover without an upload, and one is
     tried at most every :data:`STORE_CHECK_INTERVAL` while it takes them, so a store that
@@ -156,6 +157,8 @@ async def health(request: Request) -> Response:
         }
     elif (refused := store_problem(service)) is not None:
         body = {"status": "degraded", "reason": refused}
+    elif service.outputs is not None and (unsaved := service.outputs.problem()) is not None:
+        body = {"status": "degraded", "reason": unsaved}
     elif down := _attached_down(service):
         body = {
             "status": "degraded",

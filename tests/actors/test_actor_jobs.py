@@ -439,7 +439,7 @@ async def test_an_output_this_machine_cannot_save_fails_the_job_without_running_
     error = state.jobs[job].error
     assert state.jobs[job].status == "failed"
     assert error is not None
-    assert error.error_type == "LocalSaveFailed"
+    assert error.error_type == "OutputFolderRefused"  # the folder's disk, not this file
     assert "No space left on device" in error.message
     assert "free space" in error.message
     assert len(_events(log, "PromptSubmitting")) == 1
