@@ -39,6 +39,10 @@ log = logging.getLogger("conjure_actors.service")
 PROBE_INTERVAL: Final = 10.0
 """Seconds between two probes of an output folder that refuses writes."""
 
+FREE_HEADROOM: Final = 16 * 1024 * 1024
+"""Bytes the disk must have free for a probe to end a full disk's refusal (a save found it
+full: the probe's own small file may fit where the next job's outputs would not)."""
+
 FOLDER_REFUSALS: Final = frozenset(
     {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}
 )
@@ -87,7 +91,8 @@ class OutputFolder:
 
     def probe_write(self) -> StoreRefusal | None:
         """Write, fsync and remove a small temporary file in the folder (made if missing):
-        whether it takes writes now, remembered. Blocking (a worker thread's). An error
+        whether it takes writes now, remembered (a full disk's refusal ends only with
+        :data:`FREE_HEADROOM` free as well). Blocking (a worker thread's). An error
         that is no refusal of the folder's disk leaves what was known as it was."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -100,6 +105,13 @@ class OutputFolder:
                     os.close(fd)
             finally:
                 os.unlink(tmp)
+            known = self.refusal()
+            if known is not None and known.disk_full:
+                # A small file fits on a disk a job's outputs filled up: space is back once
+                # some headroom is (else each probe would let one more paid job fail).
+                info = os.statvfs(self.root)
+                if info.f_bavail * info.f_frsize < FREE_HEADROOM:
+                    return known
         except OSError as exc:
             if exc.errno is not None and exc.errno in FOLDER_REFUSALS:
                 self.refused(exc.errno)

@@ -18,6 +18,7 @@ from test_service_blobs_unwritable import refuse_writes
 from conjure_actors.clients import download
 from conjure_actors.config import Config, PoolConfig
 from conjure_actors.domain import state as st
+from conjure_actors.service import outfolder
 from conjure_actors.service.outfolder import PROBE_INTERVAL
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "conjure_actors" / "workflows"
@@ -172,6 +173,31 @@ async def test_the_probe_clears_the_refusal_once_the_folder_takes_writes(
             answer = await run.client.post("/api/v2/jobs", json={"workflow": graph})
     assert health["status"] == "ok", health
     assert answer.status_code == 201, answer.text
+
+
+async def test_a_probe_keeps_a_full_disk_refused_while_little_space_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+) -> None:
+    """The probe's small file fits, but less than the headroom is free: still refused (a
+    cleared refusal would let the next queued job run, paid, to fail the same way)."""
+    real = os.statvfs
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path) as run:
+            fill_output_folder(monkeypatch, tmp_path / "out", errno.ENOSPC)
+            await _fail_one_job(run)
+            monkeypatch.undo()
+            monkeypatch.setattr(
+                outfolder.os,
+                "statvfs",
+                lambda path: type("V", (), {"f_bavail": 100, "f_frsize": 4096})(),
+            )
+            await trio.sleep(3 * PROBE_INTERVAL)
+            still = run.service.outputs.refusal()
+            monkeypatch.setattr(outfolder.os, "statvfs", real)
+            await trio.sleep(PROBE_INTERVAL + 1)
+            after = run.service.outputs.refusal()
+    assert still is not None
+    assert after is None
 
 
 async def test_an_output_folder_that_refuses_writes_at_start_up_is_degraded_at_once(
