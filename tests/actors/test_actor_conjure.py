@@ -423,6 +423,7 @@ async def test_concurrent_first_submissions_of_a_workflow_register_it_once(
         assert len(registered) == 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_machine_still_up_after_its_stop_at_a_crash_is_stopped_again_on_resume(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_retried_job_keeps_only_the_outputs_of_the_attempt_that_succeeded(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

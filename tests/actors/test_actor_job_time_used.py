@@ -38,6 +38,7 @@ def _launches_after_last_start(log: eventlog.MemoryLog[Any]) -> list[Any]:
     return [e for e in _events_after_last_start(log) if isinstance(e, ev.MachineLaunchRequested)]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_restart_gives_a_waiting_job_only_the_time_it_had_left(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -62,6 +63,7 @@ async def test_a_restart_gives_a_waiting_job_only_the_time_it_had_left(
     assert "over 2 runs" in error.message
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_queued_job_with_no_time_left_fails_at_the_restart_before_a_launch(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -87,6 +89,7 @@ async def test_a_queued_job_with_no_time_left_fails_at_the_restart_before_a_laun
     assert "retry.total_timeout" in error.message
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_running_job_with_no_time_left_fails_at_the_restart_before_a_launch(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -148,6 +151,7 @@ async def test_a_crashed_run_counts_up_to_its_last_event_not_to_the_restart(
     assert 600.0 - used - ACCRUE_INTERVAL - 10.0 <= elapsed <= 600.0 - used, (elapsed, used)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_an_attempt_re_attached_after_a_crash_has_only_the_time_it_had_left(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

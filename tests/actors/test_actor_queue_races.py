@@ -62,6 +62,7 @@ async def _requeueing(
     monkeypatch.setattr(job_module.PoolPort, "queue", queue)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_cancel_sent_while_the_actor_requeues_its_job_ends_it_cancelled(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,6 +182,7 @@ async def test_a_cancel_just_before_a_shutdown_ends_the_queued_job_cancelled(
     assert event_names(log, jobs[1]) == ["JobSubmitted", "JobQueued", "JobCancelled"]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_every_job_actor_is_started_by_the_starter_task(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

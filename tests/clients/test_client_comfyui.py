@@ -705,6 +705,7 @@ def test_signature_check_accepts_sim_files_and_rejects_truncations(
     truncated=st.sampled_from([0.0, 0.3]),
     jobs=st.integers(1, 3),
 )
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_jobs_succeed_once_whatever_the_transient_faults(
     seed: int, drop: float, rate_5xx: float, race: float, truncated: float, jobs: int
 ) -> None:

@@ -155,6 +155,7 @@ def test_a_copy_is_refused_while_its_original_restarted_is_written(
     assert started == []
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @COMMANDS
 def test_a_copy_whose_last_run_stopped_is_refused_while_its_original_is_written(
     capsys: pytest.CaptureFixture[str],
@@ -171,6 +172,7 @@ def test_a_copy_whose_last_run_stopped_is_refused_while_its_original_is_written(
     assert started == []
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @COMMANDS
 def test_the_original_is_refused_while_a_copy_is_written(
     capsys: pytest.CaptureFixture[str],
@@ -186,6 +188,7 @@ def test_the_original_is_refused_while_a_copy_is_written(
     assert started == []
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @COMMANDS
 def test_a_copy_resumes_once_its_original_stopped_for_good(
     writing: Callable[[Path], subprocess.Popen[str]], started: list[Any], command: list[str]
@@ -199,6 +202,7 @@ def test_a_copy_resumes_once_its_original_stopped_for_good(
     assert len(started) == 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @COMMANDS
 def test_an_unrelated_log_is_not_held_up(
     writing: Callable[[Path], subprocess.Popen[str]], started: list[Any], command: list[str]
@@ -212,6 +216,7 @@ def test_an_unrelated_log_is_not_held_up(
     assert len(started) == 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_the_lock_goes_with_its_process_killed() -> None:
     """``kill -9`` of the writer frees its identity's lock (the OS drops its flock)."""
     a_log(Path("a.log"))
@@ -281,6 +286,7 @@ async def test_a_new_log_is_locked_right_after_its_first_record() -> None:
     assert process.lock_holder(identity) is None
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_resume_is_refused_at_its_journals_opening_too(
     writing: Callable[[Path], subprocess.Popen[str]],
 ) -> None:
@@ -299,6 +305,7 @@ async def test_a_resume_is_refused_at_its_journals_opening_too(
     assert await trio.Path("c.log").read_bytes() == before
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_status_says_a_copy_whose_original_is_written_is_one(
     capsys: pytest.CaptureFixture[str], writing: Callable[[Path], subprocess.Popen[str]]
 ) -> None:

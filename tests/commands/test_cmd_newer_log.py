@@ -90,6 +90,7 @@ def test_resume_refuses_a_newer_versions_log_before_it_starts(
     assert "running on" not in captured.out + captured.err
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_debug_keeps_the_developers_hint(newer_log: Path) -> None:
     """--debug: the traceback's cause is eventlog's error (add the type, or an upcaster)."""
     with pytest.raises(UsageError) as raised:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 from conjure_actors.actors.example import bundled_workflow
@@ -62,6 +63,7 @@ def _conjure() -> dict[str, Any]:
     return graph
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_kept_catalogue_the_machine_contradicts_is_replaced_and_refuses(
     tmp_path: Path,
 ) -> None:

@@ -177,6 +177,7 @@ async def test_machines_and_costs_after_a_job(
     assert costs["budget"]["limit_micros"] is None
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_costs_say_what_the_budget_has_available_after_spent_and_committed(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -19,6 +19,7 @@ from conjure_actors.errors import UsageError
 from conjure_actors.runtime import process
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_copy_of_a_served_log_is_refused_at_its_journals_opening(
     sim_config: Any, tmp_path: Path
 ) -> None:

@@ -99,6 +99,7 @@ async def test_a_submission_after_a_refused_save_is_507_with_retry_after(
     assert jobs == 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_queued_job_gets_no_machine_while_the_folder_refuses_then_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
 ) -> None:

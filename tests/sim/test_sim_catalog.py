@@ -56,6 +56,7 @@ def _ours(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_object_info_is_the_real_answer(
     sim_http: tuple[ComfyUISim, httpx.AsyncClient], autojump_clock: trio.abc.Clock
 ) -> None:

@@ -223,6 +223,7 @@ async def test_harness_refuses_a_real_clock() -> None:
             pass
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_saved_log_replays_with_the_cli(tmp_path: Path) -> None:
     """``save_log`` writes an event-log file ``python -m conjure_actors replay`` reads."""
     with run_harness(HarnessSettings(seed=9)) as h:

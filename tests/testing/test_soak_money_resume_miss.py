@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from test_soak_money_scenarios import _job, _quiet, _ready, _until
@@ -12,6 +13,7 @@ from conjure_actors.testing import HarnessSettings, open_harness
 from conjure_actors.testing.faults import DeleteDoesNotTake, ListingMisses, cloud_tricks
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_machine_whose_delete_did_not_take_missed_by_the_resumes_listing_is_stopped(
     mock_clock: trio.testing.MockClock,
 ) -> None:

@@ -90,6 +90,7 @@ async def test_a_delete_that_keeps_not_taking_past_the_recheck_is_still_sent_aga
         assert bill.stopped_at < h.now() - trio.current_time() + stopped_again + 60, bill
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_machine_whose_delete_did_not_take_and_that_vanished_is_billed_past_the_200(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -149,6 +150,7 @@ async def test_a_delete_that_did_not_take_before_a_crash_is_billed_to_the_lease_
         await _quiet(h)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_launch_whose_answer_is_lost_and_that_lands_after_the_grace_is_not_left_running(
     mock_clock: trio.testing.MockClock,
 ) -> None:
