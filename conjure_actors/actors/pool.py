@@ -1576,9 +1576,11 @@ class MachineActor(Actor):
         skipped: list[_Waiter] = []
         # Held (Context.hold_jobs): a job not bound to a machine waits; a re-attach goes on
         # (its prompt ran already on the machine it is bound to).
-        unbound = bool(views) and not self._jobs_held()
+        held = self._jobs_held()
         while True:
-            top = queue.peek() if unbound else None
+            # ``views`` empties as machines fill: then no waiter can be served (issue 16: the
+            # queue is not walked for nothing).
+            top = queue.peek() if views and not held else None
             nb = bound[bi] if bi < len(bound) else None
             if nb is not None and (top is None or _serving_key(nb) < _serving_key(top)):
                 w, bi = nb, bi + 1
