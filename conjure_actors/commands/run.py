@@ -848,6 +848,7 @@ async def _main(
     error: Exception | None = None
     code = 1
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        stopping.note_signals()  # (trio's receiver puts its own handlers back as it closes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, signals, stopping, log_path)
             try:
@@ -901,6 +902,30 @@ class _Stopping:
         self.pre_start = trio.CancelScope()
         self.nothing_to_stop: Callable[[], bool] = lambda: False
         self.ended = False  # the work is over (the run's stop has its reason)
+        # A stop signal delivered to the process, before the signal loop's task has run
+        # (:meth:`note_signals`): start-up's synchronous stretches (the log's replay, the
+        # reconcile) must not relaunch resumed jobs in that gap.
+        self.delivered = False
+
+    def note_signals(self) -> None:
+        """Note each stop signal as it is delivered (the Python-level handler, run at once
+        in the main thread), then hand it on to trio's receiver as before: the signal loop
+        only sees it at start-up's next checkpoint, and a resumed run SIGTERMed at its
+        banner launched its jobs' machines in between under load (CI)."""
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if not callable(handler):
+                continue
+
+            def noted(sig: int, frame: Any, _handler: Callable[..., Any] = handler) -> None:
+                self.delivered = True
+                _handler(sig, frame)
+
+            signal.signal(signum, noted)
+
+    def stop_asked(self) -> bool:
+        """Whether a stop signal came, seen by the signal loop or only delivered."""
+        return self.signal is not None or self.delivered
 
     def stdout_closed(self) -> None:
         """stdout's reader left (``run --json | head``; SIGPIPE itself is ignored by
@@ -1718,7 +1743,7 @@ async def _run(
                         prompt_check=check,
                         # A signal already here when start-up would relaunch resumed jobs: they
                         # stay for --resume instead of launching machines the stop would stop.
-                        hold_resumed=lambda: stopping.signal is not None,
+                        hold_resumed=stopping.stop_asked,
                         # The embedded simulated cloud began with this process: the launches
                         # in flight a resumed log holds went to one that is gone (closed now).
                         fresh_cloud=mode == "simulated",
