@@ -64,6 +64,7 @@ def test_output_path_is_inside_the_job_folder_or_refused(subfolder: str, filenam
     assert path.name == filename
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @given(subfolder=_hostile_text, filename=_hostile_text)
 def test_an_accepted_output_name_can_be_written_where_it_says(
     subfolder: str, filename: str
@@ -286,6 +287,7 @@ async def test_outputs_keep_their_subfolder_under_the_job_folder(
         assert files.hash_file(path) == (output.size, output.sha256)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_download_that_never_answers_fails_the_job_instead_of_hanging(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -160,6 +160,7 @@ def test_summary_record_has_jobs_outputs_cost_machines_and_log() -> None:
     json.dumps(record)  # plain JSON
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_silent_websocket_is_noticed_as_a_stall(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -306,6 +307,7 @@ async def test_the_monitor_shows_records_without_a_wake_up_per_commit(
     assert counter.steps <= 1  # at most a tick, never one per commit
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_an_idle_run_without_a_view_never_wakes_the_monitor(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -796,6 +796,7 @@ async def test_a_429_storm_past_the_patience_names_the_machines_still_billing(
         assert len(left) == 2
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_launches_stuck_in_starting_fail_the_job_after_bounded_tries(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

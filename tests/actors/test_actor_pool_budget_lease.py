@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
@@ -66,6 +67,7 @@ async def _run(
         return log, ids, conjure.state
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_no_job_starts_on_a_machine_whose_renewal_the_budget_refused(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -99,6 +101,7 @@ async def test_the_budget_stopping_renewals_is_told_once(
     assert len(_of(log, ev.LaunchRefused)) >= 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_the_budget_warning_still_comes_at_its_fraction(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

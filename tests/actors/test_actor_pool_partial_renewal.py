@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import open_test_cloud, run_conjure, sim_config, wait_for
@@ -23,6 +24,7 @@ from conjure_actors.sim.comfyui import ComfyTimings
 DONE = ("succeeded", "failed", "cancelled")
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_busy_machine_is_renewed_for_what_the_budget_covers_and_its_job_finishes(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -84,6 +84,7 @@ async def test_a_resume_during_a_boot_keeps_the_adopted_machines_for_the_queued_
     assert {state.jobs[j].server_id for j in jobs} == booted
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_resume_during_a_boot_stops_the_adopted_machines_no_job_needs(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

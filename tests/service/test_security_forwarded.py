@@ -73,6 +73,7 @@ async def test_a_trusted_proxy_sets_the_scheme_and_host_of_the_urls(
     assert fetched.status_code == 200
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_job_s_output_urls_follow_the_proxy(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

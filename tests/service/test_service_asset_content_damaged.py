@@ -325,6 +325,7 @@ def _damage(path: Path, data: bytes, how: str, n: int) -> bytes | None:
     chunk=hs.sampled_from([7, 16, 1 << 20]),
     whole_range=hs.booleans(),
 )
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_a_complete_full_answer_is_always_the_stored_bytes(
     data: bytes, damage: tuple[str, int], chunk: int, whole_range: bool
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from extras_support import open_extras_service, png, wait_for, wait_idle
@@ -24,6 +25,7 @@ async def _submit(run: Any) -> str:
     return job_id
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_raised_budget_lets_new_jobs_run_after_one_was_exceeded(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

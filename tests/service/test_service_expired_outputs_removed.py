@@ -64,6 +64,7 @@ async def test_a_job_s_output_folder_stays_while_readable_and_goes_when_it_expir
     assert not folder.exists(), "an expired job's outputs leave --out"
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_restart_removes_the_folder_of_a_job_the_log_says_expired(
     tmp_path: Path, autojump_clock: Any, no_sweep: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

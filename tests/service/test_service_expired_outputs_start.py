@@ -46,6 +46,7 @@ async def _run_and_expire(run: Any) -> str:
     return job_id
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_start_probes_no_folder_of_an_expired_job_that_is_gone(
     tmp_path: Path, autojump_clock: Any, no_sweep: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,6 +72,7 @@ async def test_a_start_probes_no_folder_of_an_expired_job_that_is_gone(
     assert removals == []
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_start_with_another_out_removes_the_folder_left_under_the_first(
     tmp_path: Path, autojump_clock: Any, no_sweep: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

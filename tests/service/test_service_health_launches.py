@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from extras_support import open_extras_service, wait_for
 
@@ -23,6 +24,7 @@ def _graph() -> dict[str, Any]:
     return graph
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_health_is_degraded_while_launches_keep_failing(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

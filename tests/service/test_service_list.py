@@ -12,6 +12,7 @@ import trio
 from service_helpers import serving, workflow
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_cursor_pages_cover_every_job_once_newest_first(
     sim_config: Any, tmp_path: Path
 ) -> None:

@@ -104,6 +104,7 @@ async def test_an_input_asset_of_a_queued_job_is_not_swept(
     assert status == "succeeded"
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_restart_keeps_the_deadline_a_job_s_end_moved(
     tmp_path: Path, autojump_clock: Any, no_sweep: None
 ) -> None:
@@ -134,6 +135,7 @@ async def test_a_restart_keeps_the_deadline_a_job_s_end_moved(
     assert view.status_code == 200, view.text
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_an_input_asset_of_a_job_not_ended_cannot_be_deleted_until_it_ends(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

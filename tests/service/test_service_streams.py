@@ -78,6 +78,7 @@ def one_machine() -> Config:
     return machines_at_most(1)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_many_jobs_on_one_stream_reach_their_terminal_status_with_their_outputs(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
@@ -168,6 +169,7 @@ async def test_a_label_stream_stays_open_after_its_jobs_ended(
             assert run.service.open_streams == 0
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_job_id_stream_ends_after_the_last_of_its_jobs_ended(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -4,6 +4,7 @@ queued jobs behind the jobs that joined or left the queue, and misses none that 
 from __future__ import annotations
 
 import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
@@ -34,6 +35,7 @@ batches = hs.lists(
     followed=hs.frozensets(hs.integers(0, 7)),
     steps=batches,
 )
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_every_followed_queued_job_whose_position_moved_is_returned(
     start: list[int], followed: frozenset[int], steps: list[list[tuple[int, str, int, float]]]
 ) -> None:

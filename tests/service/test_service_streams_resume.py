@@ -338,6 +338,7 @@ async def test_an_ended_jobs_terminal_status_is_its_last_frame_in_a_label_snapsh
     assert frames[-1][1]["status"] == "succeeded"
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_resumed_job_stream_leaves_out_a_job_expired_since_and_follows_the_others(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -432,6 +432,7 @@ def test_catalog_workflows_of_size_sensitive_classes_run(graph: dict[str, Any]) 
     assert entry["status"]["status_str"] == "success", entry["status"]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @settings(max_examples=15, deadline=None)
 @given(graph=catalog_workflows(classes=sorted(OBJECT_INFO), max_nodes=8))
 def test_catalog_workflows_from_the_whole_catalogue_run(graph: dict[str, Any]) -> None:

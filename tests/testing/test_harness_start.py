@@ -3,6 +3,7 @@ gave up on an outage, as it does by design after a minute; a resume must start a
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -24,6 +25,7 @@ async def test_a_fresh_start_through_an_outage_longer_than_a_minute_starts_on_it
         assert len(h.start_failures) == 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_run_until_quiet_watches_a_few_listings_past_the_quiet_moment(
     mock_clock: trio.testing.MockClock,
 ) -> None:

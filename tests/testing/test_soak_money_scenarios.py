@@ -109,6 +109,7 @@ async def test_a_machine_whose_delete_did_not_take_and_that_vanished_is_billed_p
         await _quiet(h)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_the_ledger_may_lag_a_stopped_machine_still_up_until_it_is_found_gone(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -131,6 +132,7 @@ async def test_the_ledger_may_lag_a_stopped_machine_still_up_until_it_is_found_g
         await _quiet(h)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_delete_that_did_not_take_before_a_crash_is_billed_to_the_lease_end_at_resume(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -193,6 +195,7 @@ async def test_a_budget_stop_whose_deletes_do_not_take_still_stops_and_bills_eve
         assert cloud_tricks(h).ignored
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_listing_that_misses_a_running_machine_does_not_lose_it(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -209,6 +212,7 @@ async def test_a_listing_that_misses_a_running_machine_does_not_lose_it(
         assert [m.lost_reason for m in h.state.machines.values() if m.lost_reason] == []
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_machine_ready_and_expired_while_the_runtime_was_down_is_billed_its_lease(
     mock_clock: trio.testing.MockClock,
 ) -> None:
