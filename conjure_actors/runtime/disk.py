@@ -11,32 +11,31 @@ Group commit
 ------------
 The work of a file is split in three (:class:`FileCommit`): ``stage`` (the temporary file
 written, not yet fsynced), ``put_in_place`` (fsync, rename) and ``make_durable`` (the
-directory fsyncs, through a function the committer gives). The committer takes the commits
-queued as one group and runs it in ONE long-lived worker thread: every file staged (up to
-:data:`STAGED` at a time), then each fsynced and renamed, then every ``make_durable``, whose
-directory fsyncs are shared (each distinct directory is fsynced once per group, after every
-rename into it); the groups of a batch (see "When a batch is taken") are answered together
-with one wake-up of the trio thread (one ``TrioToken.run_sync_soon`` that reschedules every
-waiter). Writing every file before the first fsync matters: one thread fsyncing file after
-file waits for the disk once per file, but the files' data written first goes to disk
-together with the first fsync's journal commit (ext4; 10 files of 20 KB on this box: 6.9 ms
-written and fsynced one by one, 2.2 ms staged first, 3.3 ms in ten threads of their own). A
-caller is answered only once its file, its rename and its directories are fsynced: exactly
-what it waited for before.
+directory fsyncs, through a function the committer gives). The committer takes every commit
+queued so far as one batch and runs it in ONE long-lived worker thread: every file staged
+(up to :data:`STAGED` at a time), then each fsynced and renamed, then every
+``make_durable``, whose directory fsyncs are shared (each distinct directory is fsynced once
+per batch, after every rename into it), then it answers the whole batch with one wake-up of
+the trio thread (one ``TrioToken.run_sync_soon`` that reschedules every waiter). Writing
+every file before the first fsync matters: one thread fsyncing file after file waits for
+the disk once per file, but the files' data written first goes to disk together with the
+first fsync's journal commit (ext4; 10 files of 20 KB on this box: 6.9 ms written and
+fsynced one by one, 2.2 ms staged first, 3.3 ms in ten threads of their own). A caller is
+answered only once its file, its rename and its directories are fsynced: exactly what it
+waited for before.
 Errors are per file: one file's failure (or its directory's) fails that caller only.
 
-One flush per group
+One flush per batch
 -------------------
 Where a flush reports its errors (``syncfs(2)`` on Linux 5.17 and later, :func:`system_syncfs`;
 on ext4, xfs or btrfs, whose flush commits their journal and returns its error: not FUSE,
-whose flush may do nothing, nor a network file system), each group of a batch (see "When a
-batch is taken") flushes each file system it writes to twice: once a chunk of its files is
-staged (their data to disk in one journal commit, so that each file's own fsync that follows
-is cheap), and once every file is renamed (the renames and new files durable in one call,
-instead of a fsync of each file's directory). A batch of nine outputs (``FileSink`` s),
-each in a new folder of its own, on this box: 4.9-6.4 ms with a fsync per file and per
-directory, 2.4-2.7 ms so (two flushes, nine cheap file fsyncs, one fsync of the folders'
-parent, one of the flushed directory).
+whose flush may do nothing, nor a network file system), a batch flushes each file system it
+writes to twice: once a chunk of its files is staged (their data to disk in one journal
+commit, so that each file's own fsync that follows is cheap), and once every file is renamed
+(the renames and new files durable in one call, instead of a fsync of each file's
+directory). A batch of nine outputs (``FileSink`` s), each in a new folder of its own, on
+this box: 4.9-6.4 ms with a fsync per file and per directory, 2.4-2.7 ms so (two flushes,
+nine cheap file fsyncs, one fsync of the folders' parent, one of the flushed directory).
 In ``bench/run.py``'s pipeline (strace, 1,000 jobs): 1.32 s in fsync calls before, 0.09 s
 in syncfs and fsync calls after.
 
@@ -51,42 +50,30 @@ in syncfs and fsync calls after.
 - A file system whose flush failed has its directories fsynced one by one, each error its
   callers' own.
 - A folder made for a file (maybe long before the batch, by a streamed download) has its
-  parent fsynced, once per group: a flush may not report a write-back error an earlier one
+  parent fsynced, once per batch: a flush may not report a write-back error an earlier one
   saw.
 - The cost: a flush also writes other programs' pending data on that file system.
 
-When a batch is taken: the committer's task opens a batch as soon as a commit is queued,
-and runs every commit queued so far as one group at once (each file staged, data flushed,
-fsynced, renamed, its directories fsynced or flushed: durable), then again for those queued
-meanwhile, while the event loop runs on; once the loop is idle (every other task blocked), at
-most :data:`GATHER` after the batch opened, it answers every caller of the batch with one
-wake-up. One batch at a time (the commits queued once it ended wait for the next). Ten
-machines finishing jobs in step reach their commits a few scheduler passes apart, and the
-loop is idle only once every one of them waits for its file. Answering each group as soon as
-it is durable made batches of ~3 files and no fewer scheduler batches (issue 16: 0.30 thread
-calls and 21.5 scheduler batches per job; answered at idle, 0.11 and 15.0), and ran the
-machines out of step. But a batch taken only once the loop was idle left the loop idle for
-its whole disk work, ten jobs' worth (issue 16: every idle wait of the trio thread in
-``bench/run.py``'s pipeline was one such batch). Made durable as they come and answered at
-idle, the files' disk work overlaps the loop's (a group of ten outputs starts 3.5-10 ms
-before the loop falls idle), and the callers still move on together. ``bench/run.py
---counts``, 500 jobs, the disk loaded by other programs, three runs each: the loop idle 1.6,
-2.3, 1.6 ms per job taken at idle, 1.3, 1.4, 1.0 so; on a quieter disk the table's wait on
-no CPU 0.36 ms per job, 0.25 so.
+When a batch is taken: the committer's task takes every commit queued once the event loop
+is idle (every other task blocked), at most :data:`GATHER` after the batch could start, and
+one batch runs at a time (the commits that come meanwhile wait for the next). Ten machines
+finishing jobs in step reach their commits a few scheduler passes apart: taking the first at
+once made batches of ~3 files and no fewer scheduler batches (issue 16: 0.30 thread calls
+and 21.5 scheduler batches per job; taken at idle, 0.11 and 15.0).
 
 Under trio's MockClock (tests, the harness, the benchmarks) a task waiting on a thread the
 scheduler does not know of counts as idle, and the clock may leap ahead while the disk works;
-there, as the journal does, the task runs each group through ``trio.to_thread.run_sync``
+there, as the journal does, the task runs each batch through ``trio.to_thread.run_sync``
 (which the tests' fixtures run inline, and whose default limiter the harness and the
 benchmarks watch to know that a thread is in flight), holding a token of that limiter from
-the batch's opening to its answer: one thread call per group, and the same moment to answer
-(mock time stands still until the loop is idle, so GATHER never passes first).
+its wait for idle to the answer: still one thread call and one wake-up per batch, and the
+same moment to take it (mock time stands still until the loop is idle, so GATHER never
+passes first).
 
 Cancellation: a commit still queued is withdrawn (its file never touched: the caller's own
-clean-up, such as ``FileSink.abort``, removes what it wrote before). Once taken into a batch
-(at once, unless its group waits for the one before to be durable), it cannot be withdrawn
-(a half-done rename is no state to leave): the cancel waits for the batch's answer (a
-bounded wait, as with ``to_thread.run_sync``) and fires at the next checkpoint.
+clean-up, such as ``FileSink.abort``, removes what it wrote before). Once its batch runs, it
+cannot be withdrawn (a half-done rename is no state to leave): the cancel waits for that
+batch (a bounded wait, as with ``to_thread.run_sync``) and fires at the next checkpoint.
 
 One committer per trio run (:func:`disk_committer`), shared by every job of the process; its
 thread and its task end with the run.
@@ -147,7 +134,7 @@ class FileCommit(Protocol[T_co]):
     def make_durable(self, fsync_dir: FsyncDir) -> T_co:
         """Make the file's name durable: ``fsync_dir`` its directory (and the parent of
         each folder made for it); return the caller's answer. ``fsync_dir`` fsyncs each
-        directory once per group (later calls raise the same ``OSError`` again)."""
+        directory once per batch (later calls raise the same ``OSError`` again)."""
 
 
 def system_syncfs() -> Syncfs | None:
@@ -204,11 +191,11 @@ class DiskStatistics:
 
 
 STAGED: Final = 64
-"""At most this many files of a group are staged (an open file each) before their fsyncs."""
+"""At most this many files of a batch are staged (an open file each) before their fsyncs."""
 GATHER: Final = 0.002
-"""Seconds a batch stays open, at most, waiting for the loop to be idle before its callers
-are answered (a loop that is never idle must not hold them back). Idle comes first whenever
-nothing else runs: under MockClock (time stands still until the loop is idle) always."""
+"""Seconds a batch waits, at most, for the loop to be idle before it is taken (a loop that is
+never idle must not hold the disk back). Idle comes first whenever nothing else runs: under
+MockClock (time stands still until the loop is idle) always."""
 
 _QUEUED: Final = 0
 _RUNNING: Final = 1
@@ -229,7 +216,7 @@ class DiskCommitter:
     """Runs queued :class:`FileCommit` s in batches (see the module doc).
 
     ``fsync_dir``: how a directory is fsynced (tests pass one that records the order).
-    ``syncfs``: how a file system is flushed in one call (see "One flush per group" in the
+    ``syncfs``: how a file system is flushed in one call (see "One flush per batch" in the
     module doc); ``"auto"`` is :func:`system_syncfs` (chosen at the first batch), ``None``
     fsyncs each file and directory alone.
     ``threaded``: ``None`` picks the long-lived thread, except under trio's MockClock (a
@@ -255,7 +242,7 @@ class DiskCommitter:
         self._syncfs_calls = 0
         self._in_flight = 0  # commits queued or running, not yet answered
         self._idle: trio.Event | None = None  # set when _in_flight drops to 0 (aclose)
-        # The queue of the worker thread: (runner task, group), None ends it.
+        # The queue of the worker thread: (runner task, batch), None ends it.
         self._jobs: queue.SimpleQueue[tuple[trio.lowlevel.Task, list[_Entry]] | None] = (
             queue.SimpleQueue()
         )
@@ -355,12 +342,12 @@ class DiskCommitter:
     # ------------------------------------------------------------------ the runner
 
     async def _run_batches(self) -> None:
-        """The committer's task: once commits wait, open a batch, make its files durable
-        group by group as they come, answer them all once the loop is idle (or GATHER after
-        it opened): see "When a batch is taken". Its groups run in the long-lived worker
-        thread, or under MockClock through ``trio.to_thread.run_sync`` (holding a token of
-        the default limiter from the opening to the answer, so that mock time does not move
-        meanwhile)."""
+        """The committer's task: once commits wait and the loop is idle (or GATHER after
+        the batch could start), take them all as a batch and run it: in the long-lived
+        worker thread, or under MockClock through ``trio.to_thread.run_sync`` (holding a
+        token of the default limiter from the wait to the answer, so that mock time does
+        not move meanwhile); then answer the batch. One batch at a time: the commits that
+        come while one runs wait for the next."""
         from trio.testing import wait_all_tasks_blocked  # what trio's loop offers for idle
 
         try:
@@ -385,56 +372,32 @@ class DiskCommitter:
                 if limiter is not None:
                     await limiter.acquire_on_behalf_of(self)
                 try:
-                    await self._one_batch(wait_idle)
+                    with trio.move_on_after(GATHER):
+                        await wait_idle()
+                    batch, self._pending = self._pending, []
+                    kept = self._take(batch)
+                    if not kept:
+                        continue
+                    try:
+                        if limiter is not None:
+                            if self._own_limiter is None:
+                                self._own_limiter = trio.CapacityLimiter(1)
+                            counts = await trio.to_thread.run_sync(
+                                self._run_batch, kept, limiter=self._own_limiter
+                            )
+                        else:
+                            counts = await self._in_thread(kept)
+                    except Exception as exc:  # a defect: still, every caller gets an answer
+                        for entry in kept:
+                            if entry.result is None:
+                                entry.result = outcome.Error(exc)
+                        counts = (0, 0)
+                    self._answer(kept, *counts)
                 finally:
                     if limiter is not None:
                         limiter.release_on_behalf_of(self)
         except _Stop:
             return
-
-    async def _one_batch(self, wait_idle: Callable[[], Any]) -> None:
-        """Open a batch: run each group of commits queued as it comes (every file made
-        durable, in the worker) while the loop runs on; answer them all once the loop is
-        idle, or GATHER after the batch opened (see "When a batch is taken" in the module
-        doc)."""
-        entries: list[_Entry] = []
-        dir_fsyncs = syncfs_calls = 0
-        end = trio.current_time() + GATHER
-        late = False  # GATHER passed while a group ran: the commits queued meanwhile run too
-        while True:
-            group = self._take(self._pending)
-            self._pending = []
-            if group:
-                entries += group
-                try:
-                    fsyncs, flushes = await self._run(group)
-                except Exception as exc:  # a defect: still, every caller gets an answer
-                    for entry in group:
-                        if entry.result is None:
-                            entry.result = outcome.Error(exc)
-                else:
-                    dir_fsyncs += fsyncs
-                    syncfs_calls += flushes
-            if self._pending and not late:
-                late = trio.current_time() >= end
-                continue
-            if late or trio.current_time() >= end:
-                break
-            with trio.move_on_at(end):
-                await wait_idle()
-            if not self._pending:
-                break
-        if entries:
-            self._answer(entries, dir_fsyncs, syncfs_calls)
-
-    async def _run(self, group: list[_Entry]) -> tuple[int, int]:
-        """:meth:`_run_batch` on ``group`` in the worker thread (or, under MockClock, through
-        ``trio.to_thread.run_sync``); a cancel waits for it."""
-        if self._threaded:
-            return await self._in_thread(group)
-        if self._own_limiter is None:
-            self._own_limiter = trio.CapacityLimiter(1)
-        return await trio.to_thread.run_sync(self._run_batch, group, limiter=self._own_limiter)
 
     def _unpark(self, _: Any) -> trio.lowlevel.Abort:
         self._parked = None
@@ -443,13 +406,13 @@ class DiskCommitter:
     # ------------------------------------------------------------------- thread mode
 
     async def _in_thread(self, kept: list[_Entry]) -> tuple[int, int]:
-        """Run a group in the long-lived worker thread; its answer wakes this task once."""
+        """Run a batch in the long-lived worker thread; its answer wakes this task once."""
         if self._thread is None:
             thread = threading.Thread(target=self._work, name="disk committer", daemon=True)
             thread.start()
             self._thread = thread
         self._jobs.put((trio.lowlevel.current_task(), kept))
-        # A group that runs cannot be withdrawn (a half-done rename is no state to leave):
+        # A batch that runs cannot be withdrawn (a half-done rename is no state to leave):
         # a cancel (the run ending) waits for its answer.
         counts: tuple[int, int] = await trio.lowlevel.wait_task_rescheduled(_wait_for_the_disk)
         return counts
@@ -470,9 +433,9 @@ class DiskCommitter:
     # ------------------------------------------------------------ the batch (blocking)
 
     def _run_batch(self, entries: list[_Entry]) -> tuple[int, int]:
-        """One group of a batch: every file put in place, then made durable with shared
-        directory fsyncs (or one flush of each file system); each entry's result set.
-        Returns the number of directory fsyncs and of flushes made."""
+        """Every file put in place, then made durable with shared directory fsyncs (or one
+        flush of each file system); each entry's result set. Returns the number of
+        directory fsyncs and of flushes made."""
         if self._syncfs == "auto":
             self._syncfs = system_syncfs()
         flush = _Flush(self._syncfs)
@@ -514,7 +477,7 @@ class DiskCommitter:
             def fsync_dir(directory: Path, own: str = own, ok: bool = flushed_here) -> None:
                 # Only the file's own folder (renamed into after the flush's descriptor was
                 # opened) counts as flushed: a folder made for it, maybe long before the batch
-                # (a streamed download), has its parent fsynced, once per group.
+                # (a streamed download), has its parent fsynced, once per batch.
                 once(directory, ok and os.fspath(directory) == own)
 
             entry.result = outcome.capture(entry.item.make_durable, fsync_dir)
@@ -553,9 +516,9 @@ def _file_system_type(device: int) -> str | None:
 
 
 class _Flush:
-    """One group's flushes of whole file systems (``syncfs``), when the committer has one.
+    """One batch's flushes of whole file systems (``syncfs``), when the committer has one.
 
-    A directory descriptor per file system of the group is opened after the first chunk of
+    A directory descriptor per file system of the batch is opened after the first chunk of
     its files is staged and before any of its renames (so that a flush reports every
     write-back error of the names since), then:
 

