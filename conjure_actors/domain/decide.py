@@ -365,9 +365,7 @@ def job_deadline(state: State, job_id: str, *, total_timeout: float) -> float:
     restart gives it what it had left, never its whole time again, and the days no process
     was alive do not count). Behind the run's start when it has used it all."""
     job = _job(state, job_id)
-    started = state.system.started_at  # (_counting_since, inline: once per job and start)
-    since = job.submitted_at if started is None else max(job.submitted_at, started)
-    return since + total_timeout - job.time_used
+    return _counting_since(state, job) + total_timeout - job.time_used
 
 
 def _counting_since(state: State, job: Job) -> float:

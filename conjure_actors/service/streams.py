@@ -61,9 +61,9 @@ from conjure_actors.service.v2_jobs import (
     CountedStream,
     api_status,
     check_stream_slot,
+    is_shown,
     iso,
     job_view,
-    past_retention,
     queue_position_of,
     retry_ms,
     service_of,
@@ -286,7 +286,8 @@ async def events(request: Request) -> Response:
         # A reconnect: the jobs were there when the stream opened; one that expired since
         # (its terminal status sent before) is left out, not a 404 that would close the
         # EventSource for good on the jobs still running beside it.
-        ids = [job_id for job_id in ids if _retained(service, job_id)]
+        now = service.conjure.ctx.now()
+        ids = [job_id for job_id in ids if is_shown(service, job_id, now)]
     if not labels and all(map(await _sent_before(service, resume, ended), ids)):
         # Nothing to send and no job to follow: the stream would end at once, and an
         # EventSource whose stream ends reconnects (for ever); on a 204 it stops.
@@ -307,16 +308,6 @@ async def _sent_before(service: Service, resume: int | None, ended: bool) -> Cal
     if resume is None and not ended:
         return lambda job_id: _ended(service, job_id)
     return lambda job_id: False
-
-
-def _retained(service: Service, job_id: str) -> bool:
-    """Whether ``job_id`` is a job GET still shows (known, not past its retention)."""
-    state = service.state
-    job = state.jobs.get(job_id)
-    api = state.service.api_jobs.get(job_id)
-    if job is None:
-        return False
-    return api is None or not past_retention(job, api, service.conjure.ctx.now())
 
 
 def _ended(service: Service, job_id: str) -> bool:

@@ -365,15 +365,22 @@ def job_expires_at(job: st.Job, api: Any, *, keep: float, now: float) -> float:
     return float(max(api.expires_at, now + keep))
 
 
+def is_shown(service: Service, job_id: str, now: float) -> bool:
+    """Whether the API shows ``job_id``: known, and not past its retention."""
+    job = service.state.jobs.get(job_id)
+    api = service.state.service.api_jobs.get(job_id)
+    return job is not None and (api is None or not past_retention(job, api, now))
+
+
 def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
     """The v2 ``Job`` object of ``job_id`` (``ApiError`` 404 when unknown or expired)."""
+    now = service.conjure.ctx.now()
+    if not is_shown(service, job_id, now):
+        raise not_found(f"no job {job_id}")
     state = service.state
-    job = state.jobs.get(job_id)
+    job = state.jobs[job_id]
     svc = state.service
     api = svc.api_jobs.get(job_id)
-    now = service.conjure.ctx.now()
-    if job is None or (api is not None and past_retention(job, api, now)):
-        raise not_found(f"no job {job_id}")
     status = api_status(job, api, svc)
     outputs = [
         output_view(request, svc.assets[asset_id])
@@ -1300,6 +1307,7 @@ __all__ = [
     "api_status",
     "asset_ref",
     "check_stream_slot",
+    "is_shown",
     "iso",
     "job_labels",
     "job_progress",
