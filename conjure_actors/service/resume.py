@@ -2,9 +2,14 @@
 
 An ``EventSource`` reconnects by itself (a network change, a laptop's sleep, a restart of
 ``serve``) and sends the ``id:`` of the last frame it got as ``Last-Event-ID``. The id of a
-frame of either event stream is a journal seq: every change up to that seq was on the frames
-up to that one. It survives a restart on the same log (a seq is the log's, not a counter of
-the process) and grows along a stream.
+frame of either event stream is a journal seq and the log's tag, ``SEQ-TAG``: every change
+up to that seq was on the frames up to that one. It survives a restart on the same log (a
+seq is the log's, not a counter of the process) and its seq grows along a stream. The tag
+(:func:`log_tag`: a hash of the log's first record, which a restart on the same log reads
+again) tells an id of another log: a page that followed another ``serve`` on the same
+address, or this one before its in-memory log was new, would otherwise resume past that
+log's jobs whenever the other log was longer. A bare seq (the ids of versions before the
+tag) is taken as this log's.
 
 The frames of one wake of a stream (one commit's, or a snapshot) reflect records up to the
 same seq, so they cannot all carry it: a client cut off after the first of them would resume
@@ -20,6 +25,8 @@ answered from the log itself, read once from that seq to the start (at most
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -35,6 +42,7 @@ __all__ = [
     "History",
     "JobChanges",
     "last_event_id",
+    "log_tag",
     "stamp",
 ]
 
@@ -59,30 +67,44 @@ History = Callable[..., Iterable[Any]]
 path, ``MemoryLog.records``)."""
 
 
-def last_event_id(request: Request, last_seq: int) -> int | None:
+def log_tag(first: Any | None) -> str:
+    """The tag of a log's stream ids (module docstring): a hash of its first record's time
+    and event type (``first``; None for a log whose first record cannot be read back, an
+    in-memory one: a tag of this process alone, as the log is)."""
+    if first is None:
+        return secrets.token_hex(4)
+    seen = f"{first.seq}|{first.ts!r}|{type(first.event).__name__}".encode()
+    return hashlib.blake2b(seen, digest_size=4).hexdigest()
+
+
+def last_event_id(request: Request, last_seq: int, tag: str) -> int | None:
     """The seq a client resumes from (``Last-Event-ID``, else ``?last_event_id=``), or None:
-    none given, or one that is no seq of this log (not a decimal number, or past its last
-    record: another log's): the stream then starts with the full snapshot, as a first
-    connect does. Never an error: an ``EventSource`` cannot be told to drop it."""
+    none given, or one that is no seq of this log (not ``SEQ-TAG`` with this log's ``tag``
+    or a bare seq, or past its last record): the stream then starts with the full snapshot,
+    as a first connect does. Never an error: an ``EventSource`` cannot be told to drop it."""
     given = request.headers.get("last-event-id")
     if given is None:
         given = request.query_params.get(LAST_EVENT_ID)
     if given is None:
         return None
-    given = given.strip(" \t")
-    if not (0 < len(given) <= _MAX_DIGITS and given.isascii() and given.isdigit()):
+    digits, dash, theirs = given.strip(" \t").partition("-")
+    if dash and theirs != tag:
+        return None  # another log's
+    if not (0 < len(digits) <= _MAX_DIGITS and digits.isascii() and digits.isdigit()):
         return None
-    seq = int(given)
+    seq = int(digits)
     return seq if 0 < seq <= last_seq else None
 
 
-def stamp(frames: list[dict[str, Any]], before: int, after: int) -> list[dict[str, Any]]:
-    """``frames`` of one wake with their ids: ``before`` (the id the stream had) on all but
-    the last, ``after`` (the seq they reflect) on the last (module docstring)."""
+def stamp(frames: list[dict[str, Any]], before: int, after: int, tag: str) -> list[dict[str, Any]]:
+    """``frames`` of one wake with their ids (``SEQ-TAG``): ``before`` (the seq the stream
+    had) on all but the last, ``after`` (the seq they reflect) on the last (module
+    docstring)."""
     if frames:
+        had = f"{before}-{tag}"
         for frame in frames[:-1]:
-            frame["id"] = str(before)
-        frames[-1]["id"] = str(after)
+            frame["id"] = had
+        frames[-1]["id"] = f"{after}-{tag}"
     return frames
 
 
@@ -92,6 +114,7 @@ class JobChanges:
 
     def __init__(self, history: History | None = None) -> None:
         self.history = history
+        self._tag: str | None = None  # the log's tag in stream ids (see tag())
         self.started = 0  # the log's last seq when following began
         # Job id -> the seq of its last record since the start, oldest first (a job moves
         # to the end on each record: a resume reads back from the end only as far as its
@@ -140,6 +163,33 @@ class JobChanges:
                 break
             changed.add(job_id)
         return changed
+
+    async def tag(self) -> str:
+        """The log's tag in stream ids (:func:`log_tag`), read back once, at the first stream
+        (not at the start: a read of the log there would move every task's first steps)."""
+        if self._tag is None:
+            async with self._reading:
+                if self._tag is None:
+                    self._tag = log_tag(await self._first_record())
+        return self._tag
+
+    async def _first_record(self) -> Any | None:
+        """The log's first record, read back (None: no history, or it cannot be read)."""
+        history = self.history
+        if history is None:
+            return None
+
+        def read() -> Any | None:
+            records = iter(history(start_seq=1, stop_seq=1))
+            try:
+                return next(records, None)
+            finally:
+                getattr(records, "close", lambda: None)()  # a file's reader lets it go
+
+        try:
+            return await trio.to_thread.run_sync(read)
+        except (OSError, eventlog.EventLogError):
+            return None
 
     async def _read_back(self, seq: int) -> bool:
         """Make sure the records from ``seq`` on are known (False: they cannot be)."""

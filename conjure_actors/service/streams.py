@@ -18,11 +18,11 @@ the stream ends once every job it follows ended; with ``metadata`` it stays open
 pings) until the client leaves or serving stops (then, as the per-job stream, one last look:
 each followed job's status as serving stops).
 
-Resuming (``service.resume``): each frame has an ``id`` (a journal seq); a reconnect with
-``Last-Event-ID`` (or ``?last_event_id=``) gets a snapshot of the live jobs and of the jobs
-that ended after that id only, not of every ended job of the label again (QA F10: 95 of them,
-247 kB, on each reconnect). ``?ended=false`` leaves the ended jobs out of a first connect. A
-stream that sent nothing while the log went on sends an id-only frame every
+Resuming (``service.resume``): each frame has an ``id`` (a journal seq and the log's tag); a
+reconnect with ``Last-Event-ID`` (or ``?last_event_id=``) gets a snapshot of the live jobs
+and of the jobs that ended after that id only, not of every ended job of the label again (QA
+F10: 95 of them, 247 kB, on each reconnect). ``?ended=false`` leaves the ended jobs out of a
+first connect. A stream that sent nothing while the log went on sends an id-only frame every
 :data:`CHECKPOINT_EVERY` seconds at most; a ``job``-only resume with nothing left is 204.
 
 Cost: per commit, only the followed jobs its records name are looked at, plus, when jobs
@@ -278,7 +278,8 @@ async def events(request: Request) -> Response:
     a resume (``Last-Event-ID``) an expired one is left out (204 once none is left)."""
     service = service_of(request)
     ids, labels, ended = _wanted(request)
-    resume = last_event_id(request, service.journal.last_seq)
+    tag = await service.changes.tag()
+    resume = last_event_id(request, service.journal.last_seq, tag)
     if resume is None:
         for job_id in ids:
             job_view(request, service, job_id)  # 404
@@ -294,7 +295,7 @@ async def events(request: Request) -> Response:
         return Response(status_code=204)
     check_stream_slot(service, "GET /api/v2/jobs?metadata[KEY]=VALUE")
     service.open_streams += 1
-    content = _stream(request, service, ids, labels, resume, ended)
+    content = _stream(request, service, ids, labels, (resume, tag), ended)
     return CountedStream(service, content, ping=15, send_timeout=30)
 
 
@@ -330,11 +331,13 @@ async def _stream(
     service: Service,
     ids: list[str],
     labels: dict[str, str],
-    resume: int | None,
+    place: tuple[int | None, str],
     ended: bool,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The stream; ``resume``: the id the client has (None: none, or not one of this log),
-    ``ended``: whether a first connect's snapshot has the jobs that ended."""
+    """The stream; ``place``: the seq the client has (None: none, or not one of this log)
+    and the log's tag (``resume.stamp``), ``ended``: whether a first connect's snapshot has
+    the jobs that ended."""
+    resume, tag = place
     interval = service.settings.progress_interval
     followed: dict[str, _Follower] = {}
     watch = QueueWatch(service.index.waiting())
@@ -387,7 +390,7 @@ async def _stream(
             out.append({})
         out[0]["retry"] = retry_ms(service)
         seen = scanned
-        for frame in stamp(out, resume or 0, seen):
+        for frame in stamp(out, resume or 0, seen, tag):
             yield frame
         sent = seen
         checkpoint = trio.current_time()
@@ -462,7 +465,7 @@ async def _stream(
             now = trio.current_time()
             if not out and seen > sent and now - checkpoint >= CHECKPOINT_EVERY:
                 out.append({})  # an id-only frame: the client's place moves on (no event)
-            for frame in stamp(out, sent, seen):
+            for frame in stamp(out, sent, seen, tag):
                 yield frame
             if out:
                 sent, checkpoint = seen, now

@@ -1112,14 +1112,15 @@ async def events(request: Request) -> Response:
     then ``status`` on every change (a queued job's ``queue_position`` too), ``progress``
     at most every ``progress_interval``, ``preview`` (the newest frame, JPEG) at most every
     ``preview_interval``, ``output`` as each output becomes an asset, and the terminal
-    ``status`` (the full job); then it ends. Each frame has an ``id:`` (a journal seq,
-    ``service.resume``); a reconnect with ``Last-Event-ID`` (or ``?last_event_id=``) at or
-    past the job's last change, once it ended, is answered 204 No Content: the client had
+    ``status`` (the full job); then it ends. Each frame has an ``id:`` (a journal seq and the
+    log's tag, ``service.resume``); a reconnect with ``Last-Event-ID`` (or ``?last_event_id=``)
+    at or past the job's last change, once it ended, is answered 204 No Content: the client had
     its terminal status, and an ``EventSource`` stops reconnecting on a 204 (it would
     otherwise fetch the whole job again every few seconds after the stream ended)."""
     service = service_of(request)
     job_id = request.path_params["id"]
-    resume = last_event_id(request, service.journal.last_seq)
+    tag = await service.changes.tag()
+    resume = last_event_id(request, service.journal.last_seq, tag)
     if job_view(request, service, job_id)["status"] in TERMINAL_API and resume is not None:
         changed = await service.changes.since(resume)
         if changed is not None and job_id not in changed:
@@ -1147,7 +1148,7 @@ async def events(request: Request) -> Response:
                 out.append(frame("progress", sent_progress))
             out[0]["retry"] = retry_ms(service)
             if ended:
-                for sse in stamp(out, sent, seen):
+                for sse in stamp(out, sent, seen, tag):
                     yield sse
                 return
             # The newest preview on connect, then at most every preview_interval, looked
@@ -1156,7 +1157,7 @@ async def events(request: Request) -> Response:
             payload = await previews.due()
             if payload is not None:
                 out.append(frame("preview", payload))
-            for sse in stamp(out, sent, seen):
+            for sse in stamp(out, sent, seen, tag):
                 yield sse
             sent = seen
             sent_outputs = {o["id"] for o in view["outputs"]}
@@ -1223,7 +1224,7 @@ async def events(request: Request) -> Response:
                             out.append(frame("progress", progress))
                         else:
                             dirty = True
-                for sse in stamp(out, sent, seen):
+                for sse in stamp(out, sent, seen, tag):
                     yield sse
                 if out:
                     sent = seen

@@ -96,9 +96,14 @@ async def read_blocks(
     return status, blocks
 
 
+def seq_of(sse_id: str) -> int:
+    """The journal seq of a stream id (``SEQ-TAG``, ``service.resume``)."""
+    return int(sse_id.partition("-")[0])
+
+
 def ids_of(blocks: Sequence[dict[str, str]]) -> list[int]:
-    """The ``id`` of every block, in order (each must have one)."""
-    return [int(block["id"]) for block in blocks]
+    """The seq of the ``id`` of every block, in order (each must have one)."""
+    return [seq_of(block["id"]) for block in blocks]
 
 
 def events_of(blocks: Sequence[dict[str, str]]) -> list[tuple[str, dict[str, Any]]]:

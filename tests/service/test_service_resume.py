@@ -65,8 +65,9 @@ async def test_an_expired_job_is_forgotten() -> None:
 def test_stamped_ids_never_go_back_and_the_last_is_the_new_seq(
     frames: int, before: int, step: int
 ) -> None:
-    out = stamp([{"event": "x"} for _ in range(frames)], before, before + step)
-    ids = [int(frame["id"]) for frame in out]
+    out = stamp([{"event": "x"} for _ in range(frames)], before, before + step, "ab12cd34")
+    assert all(frame["id"].endswith("-ab12cd34") for frame in out)
+    ids = [int(frame["id"].partition("-")[0]) for frame in out]
     assert ids == sorted(ids)
     assert ids[-1:] == ([before + step] if frames else [])
 

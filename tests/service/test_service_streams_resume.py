@@ -16,11 +16,12 @@ import trio
 from extras_support import open_extras_service, wait_for, wait_idle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from streams_support import events_of, ids_of, read_blocks
+from streams_support import events_of, ids_of, read_blocks, seq_of
 from test_service_streams import TERMINAL, graph, one_machine, served, submit
 
 import eventlog
 from conjure_actors.actors.assets import Retention
+from conjure_actors.clock import TrioWallClock
 from conjure_actors.domain.events import Event
 from conjure_actors.service import streams
 from conjure_actors.service.app import Settings
@@ -122,7 +123,7 @@ async def test_ids_stay_valid_across_a_restart_of_serve_on_the_same_log(
             await wait_for(run.service, served(after))
         log.close()
         async with open_extras_service(tmp_path, log=log.reopen()) as run:
-            assert run.service.changes.started > int(first[-1]["id"])
+            assert run.service.changes.started > seq_of(first[-1]["id"])
             again = await visit(run, LABEL, last_event_id=first[-1]["id"])
     assert ended_jobs(first) == {before}
     assert ended_jobs(again) == {after}
@@ -148,6 +149,26 @@ async def test_an_id_not_of_this_log_gets_the_full_snapshot(
         assert (status, ended_jobs(blocks)) == (200, set(ids)), sent
 
 
+async def test_an_id_of_another_log_gets_the_full_snapshot(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A page that followed another serve on the same address (another log, whose seq is
+    one of this longer log's too) resumes on this one from nothing, not past its jobs."""
+    wall = TrioWallClock()  # the second log starts later, as a real one does
+    with trio.fail_after(3600):
+        async with open_extras_service(tmp_path / "other", wall=wall) as run:
+            for _ in range(2):
+                await wait_for(run.service, served(await submit(run, {"bulk": "1"})))
+            other = await visit(run, LABEL)
+        async with open_extras_service(tmp_path / "this", wall=wall) as run:
+            jobs = [await submit(run, {"bulk": "1"}) for _ in range(4)]
+            await wait_for(run.service, served(*jobs))
+            ends = sorted(run.service.changes.last.values())
+            assert ends[0] < seq_of(other[-1]["id"]) < ends[-1]  # it would leave some out
+            again = await visit(run, LABEL, last_event_id=other[-1]["id"])
+    assert ended_jobs(again) == set(jobs)
+
+
 async def test_an_id_older_than_the_resume_window_gets_the_full_snapshot(
     tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,7 +182,7 @@ async def test_an_id_older_than_the_resume_window_gets_the_full_snapshot(
             await wait_for(run.service, served(later))
         log.close()
         async with open_extras_service(tmp_path, log=log.reopen()) as run:
-            window = run.service.changes.started - int(first[-1]["id"]) - 1
+            window = run.service.changes.started - seq_of(first[-1]["id"]) - 1
             monkeypatch.setattr("conjure_actors.service.resume.RESUME_WINDOW", window)
             again = await visit(run, LABEL, last_event_id=first[-1]["id"])
     assert ended_jobs(again) == {early, later}
@@ -280,16 +301,30 @@ async def test_a_quiet_stream_moves_its_id_on_with_id_only_frames(
     _, blocks = got[0]
     assert not events_of(blocks)
     assert blocks[0]["retry"] == "5000"
-    assert int(blocks[-1]["id"]) >= end
+    assert seq_of(blocks[-1]["id"]) >= end
     assert_monotonic(ids_of(blocks))
 
 
+OWN_TAG = "{own}"  # replaced by the log's tag once the service runs
 ids_given = hs.one_of(
     hs.text(hs.characters(blacklist_characters="\r\n\x00"), max_size=30),
     hs.integers(-5, 10**25).map(str),
     hs.integers(0, 200).map(lambda n: f" {n}\t"),
     hs.integers(0, 200).map(lambda n: f"\u2003{n}"),
+    hs.tuples(hs.integers(0, 200), hs.sampled_from([OWN_TAG, "0badc0de", ""])).map(
+        lambda t: f"{t[0]}-{t[1]}"
+    ),
 )
+
+
+def expected_seq(given: str, tag: str, last: int) -> int:
+    """The seq a stream resumes from for ``given`` (0: none): ``SEQ-TAG`` with this log's
+    tag or a bare seq, within the log."""
+    digits, dash, theirs = given.strip(" \t").partition("-")
+    if dash and theirs != tag:
+        return 0
+    seq = int(digits) if digits.isascii() and digits.isdigit() else 0
+    return seq if 0 < seq <= last else 0
 
 
 @settings(max_examples=EXAMPLES, suppress_health_check=list(HealthCheck), deadline=None)
@@ -306,8 +341,9 @@ async def test_any_last_event_id_gets_a_stream_never_an_error(
             query = "&".join(f"job={job_id}" for job_id in ids)
             path = f"/api/conjure/events?{query}"
             ends = {j: run.service.changes.last[j] for j in ids}
+            tag = await run.service.changes.tag()
             for _ in range(8):
-                given = data.draw(ids_given)
+                given = data.draw(ids_given).replace(OWN_TAG, tag)
                 last = run.service.journal.last_seq  # as the stream reads it
                 if data.draw(hs.booleans()):
                     got = await read_blocks(run.app, path, last_event_id=given)
@@ -315,9 +351,7 @@ async def test_any_last_event_id_gets_a_stream_never_an_error(
                     got = await read_blocks(
                         run.app, f"{path}&{urlencode({'last_event_id': given})}"
                     )
-                digits = given.strip(" \t")
-                seq = int(digits) if digits.isascii() and digits.isdigit() else 0
-                seq = seq if 0 < seq <= last else 0
+                seq = expected_seq(given, tag, last)
                 expected = {j for j, end in ends.items() if end > seq}
                 assert got[0] == (200 if expected else 204), (given, got)
                 assert ended_jobs(got[1]) == expected, given
