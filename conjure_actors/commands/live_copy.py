@@ -40,17 +40,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from conjure_actors.domain import events as ev
 from conjure_actors.errors import UsageError
 
 HEAD: Final = struct.Struct("<8sI4sIIQd")
 """A log's header (magic, version, CRC) and its first record's frame (CRC, length, seq,
 time): docs/eventlog-format.md, "Layout"."""
 MAGIC: Final = b"\x89EVL\r\n\x1a\n"
-
-TAIL: Final = 256
-"""The records at a log's end in which :func:`refuse_a_live_writers_copy_at` looks for the
-last run's stop (after it come only the stops of its actors)."""
 
 
 def live_writer_of(state: Any) -> int | None:
@@ -89,37 +84,6 @@ def refuse_a_live_writers_copy(state: Any, what: str, instead: str) -> None:
         f" writing (its run has not stopped): two processes would drive the same jobs and"
         f" {machines}; stop that process first, or {instead}"
     )
-
-
-def refuse_a_live_writers_copy_at(path: Path, what: str, instead: str) -> None:
-    """:func:`refuse_a_copy_being_written`, then :func:`refuse_a_live_writers_copy` of the
-    log at ``path``, read here (``serve`` reads its log only once its cloud is open). A log
-    whose last run stopped, what a restart mostly finds, is told by its last records alone,
-    not read whole twice (the lock is asked first: it tells a copy whatever its last run
-    recorded). A log that is not one, cannot be read, or whose lock is held (it is the log
-    being written, no copy) is left to the checks that say so."""
-    import eventlog
-    from conjure_actors.commands.run import read_log_state
-
-    refuse_a_copy_being_written(path, what, instead)
-    try:
-        if not path.is_file() or eventlog.being_written(path):
-            return
-        last_seq = eventlog.scan(path, tail_only=True).last_seq
-        if not last_seq:
-            return
-        last: Any = None
-        start = max(1, last_seq - TAIL)
-        for record in eventlog.read(path, ev.Event, start_seq=start, upcasters=ev.UPCASTERS):
-            if isinstance(record.event, ev.SystemStarted | ev.SystemStopped):
-                last = record.event
-    except (OSError, eventlog.EventLogError):
-        return
-    if isinstance(last, ev.SystemStopped):
-        return
-    state = read_log_state(path)
-    if state is not None:
-        refuse_a_live_writers_copy(state, what, instead)
 
 
 # -- the log's identity and its host-wide lock --------------------------------------------------

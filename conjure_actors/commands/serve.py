@@ -277,7 +277,10 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from conjure_actors.commands.live_copy import refuse_a_live_writers_copy_at
+    from conjure_actors.commands.live_copy import (
+        refuse_a_copy_being_written,
+        refuse_a_live_writers_copy,
+    )
     from conjure_actors.commands.run import (
         _check_budget,
         check_log_path,
@@ -302,20 +305,39 @@ def main(args: argparse.Namespace) -> int:
     _check_budget(config)
     log_path = Path(args.log) if args.log else DEFAULT_LOG
     # A copy of a log another serve of this host still writes (its machines are that
-    # serve's): refused before anything is made or asked of the cloud.
-    refuse_a_live_writers_copy_at(
-        log_path, f"--log {shlex.quote(str(log_path))}", "start serve on an empty --log"
-    )
+    # serve's): refused before anything is made or asked of the cloud. The log is read
+    # here once (snapshot + tail), for that check, the cloud's and the journal's start.
+    what = f"--log {shlex.quote(str(log_path))}"
+    instead = "start serve on an empty --log"
+    refuse_a_copy_being_written(log_path, what, instead)
+    logged = _read_log(log_path)
+    if logged is not None:
+        refuse_a_live_writers_copy(logged.state, what, instead)
     check_out_dir(Path(args.out))  # as run: before the log, not after a paid job
     # Not a log, or not writable: one line, exit 2 (an existing one: how to fix it, not
     # "pick another path": it holds the service's jobs, assets and machines).
     check_log_path(log_path, "--log", again="serve --log")
     try:
-        return trio.run(_main, args, config, settings, log_path)
+        return trio.run(_main, args, config, settings, log_path, logged)
     except BaseException as exc:  # one line, as run says it (a traceback only with --debug)
         if getattr(args, "debug", False):
             raise
         raise stopped_error(exc, log_path, "serve") or one_line_error(exc) from None
+
+
+def _read_log(log_path: Path) -> Any:
+    """The log at ``log_path`` folded (``run.read_log``: from its newest snapshot), or None:
+    none there, it cannot be read, or another process writes it (the checks and the
+    journal that follow say why, in one line)."""
+    import eventlog
+    from conjure_actors.commands.run import read_log
+
+    try:
+        if not log_path.is_file() or eventlog.being_written(log_path):
+            return None
+    except OSError:
+        return None
+    return read_log(log_path, _note)
 
 
 @attrs.frozen
@@ -343,6 +365,7 @@ async def open_serve(
     sync: SyncPolicy = "batch",
     hold_resumed: Callable[[], bool] | None = None,
     disk_full_patience: float = DISK_FULL_PATIENCE,
+    logged: Any = None,
 ) -> AsyncIterator[Served]:
     """The whole of ``serve`` but the signals: the cloud (as ``run`` chooses it), the
     journal, the runtime and the AssetActor, and the HTTP server. Leaving the block stops
@@ -355,7 +378,9 @@ async def open_serve(
     the log are then not started again (``open_conjure``'s), so launch no machine.
     ``disk_full_patience``: seconds the journal holds its appends on a full disk, once
     start-up is done (``--disk-full-patience``; 0: none). Leaving the block ends a hold at
-    once: the shutdown that follows stops the machines without waiting for the disk."""
+    once: the shutdown that follows stops the machines without waiting for the disk.
+    ``logged``: the log as ``run.read_log`` read it (its state at its last seq; None: read
+    here): the cloud's checks and the journal start from it, not from a second read."""
     import eventlog
     from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.cloud_args import version_catalogue
@@ -367,12 +392,14 @@ async def open_serve(
         refuse_runcomfy_log_elsewhere,
         serve_data_dir,
     )
-    from conjure_actors.domain.events import Event
+    from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.state import apply, initial_state
     from conjure_actors.service.app import create_app, open_service, serve_app
 
     wall = wall or SystemWallClock()
-    log = (log_path, f"--log {log_path}")
+    log: Any = (log_path, f"--log {log_path}")
+    if logged is not None:
+        log = (*log, logged.state)
     opened = cloud(config) if cloud is not None else _cloud(config, log)
     async with opened as (config, mode, http, ws_connect, banner):
         attach: dict[str, str] = {}
@@ -392,10 +419,12 @@ async def open_serve(
             Event,
             sync=sync,
             apply=apply,
-            initial=initial_state(),
+            initial=logged.state if logged is not None else initial_state(),
+            initial_seq=logged.last_seq if logged is not None else 0,
             clock=wall.now,
             snapshot_every=SNAPSHOT_EVERY,
             keep_snapshots=KEEP_SNAPSHOTS,
+            upcasters=UPCASTERS,
         ) as journal:
             what = f"--log {shlex.quote(str(log_path))}"
             refuse_log_of_the_other_command(journal.state, "serve", what, log_path)
@@ -475,7 +504,9 @@ def _runcomfy_catalog(config: Any) -> Any:
     return target.catalog if target.strict else None
 
 
-async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: Path) -> int:
+async def _main(
+    args: argparse.Namespace, config: Any, settings: Any, log_path: Path, logged: Any = None
+) -> int:
     from conjure_actors.commands.run import unknown_machine_notes
 
     # Held from start to exit, over open_serve's closing too (as ``run`` holds its own): a
@@ -501,6 +532,7 @@ async def _main(args: argparse.Namespace, config: Any, settings: Any, log_path: 
                 sync=args.journal_sync,
                 hold_resumed=lambda: bool(early),
                 disk_full_patience=args.disk_full_patience,
+                logged=logged,
             ) as served:
                 start_up.cancel()
                 await watched.wait()  # one task at a time iterates the signals

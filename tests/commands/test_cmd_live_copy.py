@@ -226,3 +226,29 @@ def test_status_says_a_copy_whose_writer_runs_is_one(
         f"run log copy.log: a copy of a log that pid {writer.pid} on this host is still"
         " writing (take it up only once that process has stopped)"
     )
+
+
+@COMMANDS
+def test_a_crashed_log_is_read_once_and_handed_to_the_start(
+    monkeypatch: pytest.MonkeyPatch, writer: subprocess.Popen[bytes], command: list[str]
+) -> None:
+    """The live-writer check reads the log (snapshot + tail) and the start (the cloud's
+    checks, the journal) takes that read on, not a second (serve read a crashed log twice)."""
+    from conjure_actors.commands import run
+
+    copy_of(Path("crashed.log"), process_id(writer.pid), mode="simulated")
+    writer.kill()
+    writer.wait()
+    reads: list[Path] = []
+    read_log = run.read_log
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> Any:
+        reads.append(path)
+        return read_log(path, *args, **kwargs)
+
+    given: list[Any] = []
+    monkeypatch.setattr(run, "read_log", counted)
+    monkeypatch.setattr(trio, "run", lambda fn, *args: given.extend(args) or 0)
+    assert main([*command, "crashed.log"]) == 0
+    assert reads == [Path("crashed.log")]
+    assert [arg.last_seq for arg in given if isinstance(arg, eventlog.ReplayResult)] == [4]
