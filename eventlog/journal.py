@@ -543,6 +543,12 @@ class Journal(Generic[E, S]):
             self._hold_wakeup.set()
 
     @property
+    def path(self) -> str | None:
+        """The log file's path, or None for a log of another kind (in memory)."""
+        path: str | None = getattr(self._store, "path", None)
+        return path
+
+    @property
     def notice(self) -> str | None:
         """One line to show the user if opening the log repaired it (a torn tail), else None."""
         notice: str | None = getattr(self._store, "notice", None)

@@ -121,7 +121,7 @@ log = logging.getLogger("conjure_actors.actors.conjure")
 def _disk_full_error(journal: Any) -> eventlog.DiskFullError:
     """The error of a journal whose hold a shutdown ended (the disk was full at its last
     try), as its held appends get it; the log's path when it is a file."""
-    path = getattr(getattr(journal, "_store", None), "path", None) or "the event log"
+    path = getattr(journal, "path", None) or "the event log"
     return eventlog.DiskFullError(path, f"{os.strerror(errno.ENOSPC)} (held)")
 
 

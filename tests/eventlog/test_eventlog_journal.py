@@ -406,3 +406,8 @@ async def test_shielded_appends_outlive_a_cancel_of_the_journals_scope(backend: 
                     await journal.append(Noted("teardown 2"))
     events = [r.event for r in all_records(backend)]
     assert events == [Noted("teardown 1"), Noted("teardown 2")]
+
+
+async def test_a_journal_tells_its_log_files_path_and_none_in_memory(backend: Any) -> None:
+    async with eventlog.open_journal(backend, Ev) as journal:
+        assert journal.path == (None if isinstance(backend, eventlog.MemoryLog) else str(backend))
