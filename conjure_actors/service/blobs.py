@@ -91,6 +91,37 @@ class StoreRefusal:
         return "make it writable by the server (its owner, its mode, the disk mounted read-write)"
 
 
+class RefusalWatch:
+    """Whether a folder refuses writes, as the last write (or probe) found it, read and set
+    from trio and from worker threads; one log line as a refusal starts (or its cause
+    changes), one as writes succeed again. ``started``: the first line (``%s``: the folder,
+    the cause, the remedy); ``ended``: the second (``%s``: the folder). The blob store's
+    and the output folder's (``service.outfolder``)."""
+
+    def __init__(self, root: Path, started: str, ended: str) -> None:
+        self.root = root
+        self._started = started
+        self._ended = ended
+        self._lock = threading.Lock()
+        self._refusal: StoreRefusal | None = None
+
+    def get(self) -> StoreRefusal | None:
+        """The refusal (None: the last write or probe succeeded, or none was tried)."""
+        with self._lock:
+            return self._refusal
+
+    def set(self, refusal: StoreRefusal | None) -> None:
+        """How the last write (or probe) went."""
+        with self._lock:
+            before, self._refusal = self._refusal, refusal
+        if refusal == before:
+            return
+        if refusal is not None:
+            log.error(self._started, self.root, refusal.cause, refusal.remedy())
+        else:
+            log.warning(self._ended, self.root)
+
+
 class StoreRefusedError(OSError):
     """The store's folder refused a write (:class:`StoreRefusal`); nothing was stored."""
 
@@ -173,7 +204,12 @@ class BlobStore:
         self._damage: dict[str, tuple[BlobDamage, _FileKey | None]] = {}
         self._lock = threading.Lock()
         # The refusal of the last write (None: it succeeded, or none was tried).
-        self._refusal: StoreRefusal | None = None
+        self._refusal = RefusalWatch(
+            self.root,
+            "cannot write the blob store %s (%s): uploads and job outputs fail until it takes"
+            " writes again; %s",
+            "the blob store %s takes writes again",
+        )
         missing = [p for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
         # A folder's name is durable only once its parent is fsynced: without it, a power
@@ -227,38 +263,19 @@ class BlobStore:
     def refusal(self) -> StoreRefusal | None:
         """Why the folder refuses writes, as the last write (or probe) found it; None once
         one succeeded (or before any was tried)."""
-        with self._lock:
-            return self._refusal
-
-    def _wrote(self, refusal: StoreRefusal | None) -> None:
-        """Remember how a write went; one line as a refusal starts (or its cause changes)
-        and one as writes succeed again."""
-        with self._lock:
-            before, self._refusal = self._refusal, refusal
-        if refusal == before:
-            return
-        if refusal is not None:
-            log.error(
-                "cannot write the blob store %s (%s): uploads and job outputs fail until it"
-                " takes writes again; %s",
-                self.root,
-                refusal.cause,
-                refusal.remedy(),
-            )
-        elif before is not None:
-            log.warning("the blob store %s takes writes again", self.root)
+        return self._refusal.get()
 
     def _refused(self, exc: OSError) -> OSError:
         """``exc`` as the store's caller sees it: :class:`StoreRefusedError` for a refusal
         (remembered), else unchanged."""
         if exc.errno in GONE and not self.root.is_dir():
             refusal = StoreRefusal(exc.errno)
-            self._wrote(refusal)
+            self._refusal.set(refusal)
             return StoreRefusedError(refusal, self.root)
         if exc.errno is None or exc.errno not in REFUSALS:
             return exc
         refusal = StoreRefusal(exc.errno)
-        self._wrote(refusal)
+        self._refusal.set(refusal)
         return StoreRefusedError(refusal, self.root)
 
     def probe_write(self) -> StoreRefusal | None:
@@ -276,7 +293,7 @@ class BlobStore:
             if isinstance(error, StoreRefusedError):
                 return error.refusal
             raise
-        self._wrote(None)
+        self._refusal.set(None)
         return None
 
     def put_stream(self, source: BinaryIO) -> tuple[str, int, bool]:
@@ -296,7 +313,7 @@ class BlobStore:
             if known is not None:  # nothing to write: the refusal does not matter
                 return known
             raise error from exc
-        self._wrote(None)
+        self._refusal.set(None)
         return stored
 
     def _stored_already(self, source: BinaryIO) -> tuple[str, int, bool] | None:

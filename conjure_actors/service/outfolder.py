@@ -20,21 +20,17 @@ job can be submitted again (accepted once health is ``ok``).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Final
 
 import trio
 
-from conjure_actors.service.blobs import StoreRefusal
+from conjure_actors.service.blobs import RefusalWatch, StoreRefusal
 from conjure_actors.service.errors import ApiError
 
 __all__ = ["FOLDER_REFUSALS", "PROBE_INTERVAL", "OutputFolder"]
-
-log = logging.getLogger("conjure_actors.service")
 
 PROBE_INTERVAL: Final = 10.0
 """Seconds between two probes of an output folder that refuses writes."""
@@ -54,14 +50,18 @@ class OutputFolder:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._lock = threading.Lock()
-        self._refusal: StoreRefusal | None = None
+        self._refusal = RefusalWatch(
+            root,
+            "cannot save job outputs in the output folder %s (%s): new jobs get 507 and"
+            f" queued jobs wait until it takes writes again (probed every {PROBE_INTERVAL:g}"
+            " s); %s",
+            "the output folder %s takes writes again: new jobs are accepted",
+        )
         self._changed = trio.Event()
 
     def refusal(self) -> StoreRefusal | None:
         """Why the folder refuses writes (None: the last save or probe wrote there)."""
-        with self._lock:
-            return self._refusal
+        return self._refusal.get()
 
     def refuses(self) -> bool:
         """Whether the folder refuses writes (``Context.hold_jobs``: queued jobs wait)."""
@@ -70,24 +70,7 @@ class OutputFolder:
     def refused(self, code: int) -> None:
         """A save (or a probe) found the folder refusing writes with ``code``. Called from
         trio (a job's failure) or a worker thread (a probe)."""
-        self._set(StoreRefusal(code))
-
-    def _set(self, refusal: StoreRefusal | None) -> None:
-        with self._lock:
-            before, self._refusal = self._refusal, refusal
-        if refusal == before:
-            return
-        if refusal is not None:
-            log.error(
-                "cannot save job outputs in the output folder %s (%s): new jobs get 507 and"
-                " queued jobs wait until it takes writes again (probed every %d s); %s",
-                self.root,
-                refusal.cause,
-                PROBE_INTERVAL,
-                refusal.remedy(),
-            )
-        else:
-            log.warning("the output folder %s takes writes again: new jobs are accepted", self.root)
+        self._refusal.set(StoreRefusal(code))
 
     def probe_write(self) -> StoreRefusal | None:
         """Write, fsync and remove a small temporary file in the folder (made if missing):
@@ -116,7 +99,7 @@ class OutputFolder:
             if exc.errno is not None and exc.errno in FOLDER_REFUSALS:
                 self.refused(exc.errno)
             return self.refusal()
-        self._set(None)
+        self._refusal.set(None)
         return None
 
     def check(self, retry_after: int) -> None:
