@@ -114,12 +114,28 @@ CORS_HEADERS: Final = (
     "Content-Type",
     "Idempotency-Key",
     "Range",
+    "If-Range",
+    "If-None-Match",
+    "If-Match",
+    "If-Modified-Since",
     "Last-Event-ID",
     "Cache-Control",
 )
-"""The request headers a listed origin may send: the API's own, and the two fetch-based
-SSE readers add (``Last-Event-ID`` on a reconnect, ``Cache-Control: no-cache``)."""
-CORS_EXPOSE: Final = ("Retry-After", "Content-Range", "Accept-Ranges", "Location")
+"""The request headers a listed origin may send: the API's own, the conditional ones a
+page's ``fetch`` of a file sends (a download resumed with ``Range`` + ``If-Range``, a
+revalidation with ``If-None-Match``: QA10 F1, a preflight asking for them was 403), and the
+two fetch-based SSE readers add (``Last-Event-ID`` on a reconnect, ``Cache-Control``)."""
+CORS_EXPOSE: Final = (
+    "Retry-After",
+    "Content-Range",
+    "Accept-Ranges",
+    "Location",
+    "ETag",
+    "Content-Disposition",
+)
+"""The response headers a listed origin's script may read beyond the safelisted ones: a
+file's validators (``ETag``, which ``If-Range`` / ``If-None-Match`` send back) and its name
+(``Content-Disposition``, to save a GLB under it), besides the API's own."""
 
 
 # ----------------------------------------------------------------------------- settings

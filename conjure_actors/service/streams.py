@@ -54,7 +54,7 @@ from conjure_actors.service.jobindex import take_ready
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.resume import LAST_EVENT_ID, last_event_id, stamp
 from conjure_actors.service.security import SIGNED_QUERY, url_signer
-from conjure_actors.service.v2_assets import URL_TTL
+from conjure_actors.service.v2_assets import url_until
 from conjure_actors.service.v2_jobs import (
     MAX_LABELS,
     TERMINAL_API,
@@ -243,9 +243,9 @@ async def events_url(request: Request) -> Response:
     as ``GET /api/conjure/events``, ``ended`` and ``last_event_id`` included), signed when
     serve has a token, so that a page opens it with an ``EventSource``, which sends no
     Authorization: ``{"url", "expires_at"}``. The signature covers the query (a URL for
-    some jobs opens no other's) and holds until ``expires_at`` (``URL_TTL``), by when a
-    stream must have been opened (an open one goes on); without a token the URL is plain and
-    ``expires_at`` null."""
+    some jobs opens no other's) and holds until ``expires_at`` (``url_until``: an hour at
+    least), by when a stream must have been opened (an open one goes on); without a token the
+    URL is plain and ``expires_at`` null."""
     service = service_of(request)
     ids, labels, ended = _wanted(request)
     for job_id in ids:
@@ -261,7 +261,7 @@ async def events_url(request: Request) -> Response:
     if signer is None:
         url = f"{STREAM_PATH}?{urllib.parse.urlencode(query)}"
         return JSONResponse({"url": url, "expires_at": None})
-    until = math.floor(service.conjure.ctx.now() + URL_TTL)
+    until = url_until(service.conjure.ctx.now())
     return JSONResponse({"url": signer.sign(STREAM_PATH, until, query), "expires_at": iso(until)})
 
 

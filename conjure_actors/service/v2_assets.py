@@ -72,8 +72,13 @@ PUT_ATTEMPTS = 3
 """Times an upload stores its bytes: again when the blob went (its last asset deleted)
 between the store and the record."""
 URL_TTL = 3600.0
-"""Seconds a content URL is announced valid: with a token, its signature expires then
-(:class:`~conjure_actors.service.security.UrlSigner`); without one it does not expire."""
+"""Seconds a content URL is announced valid at least: with a token, its signature expires
+then (:class:`~conjure_actors.service.security.UrlSigner`); without one it does not expire."""
+URL_GRID: Final = 600
+"""Seconds to which a signed URL's expiry is rounded up (:func:`url_until`): every answer
+within those seconds hands out the same URL for a file, so a page that polls its job and
+shows ``<img src="{url}">`` hits its cache (a 304 on revalidation) instead of fetching the
+file again under a new URL each poll (QA10 F2)."""
 MAX_FILE_PATH: Final = 1024
 """Characters an asset's ``file_path`` holds at most."""
 
@@ -109,17 +114,23 @@ def is_live(record: se.AssetRecord, now: float) -> bool:
 
 def content_url(request: Request, record: se.AssetRecord) -> tuple[str, str | None]:
     """The content URL of an asset (absolute: the spec says ``format: uri``) and until when
-    it is valid: ``URL_TTL`` from now, never past the asset's own expiry, in whole seconds.
+    it is valid: :func:`url_until`, never past the asset's own expiry, in whole seconds.
     With a token the URL is signed until then (a browser opens it without the header)."""
     from conjure_actors.service.v2_jobs import iso
 
     base = str(request.base_url).rstrip("/")
     service = service_of(request)
-    until = service.conjure.ctx.now() + URL_TTL
+    until: float = url_until(service.conjure.ctx.now())
     if record.expires_at is not None:
         until = min(until, record.expires_at)
     path = signed_path(request, f"/api/v2/assets/{record.asset_id}/content", until)
     return f"{base}{path}", iso(math.floor(until))
+
+
+def url_until(now: float) -> int:
+    """Until when a URL handed out at ``now`` is valid: :data:`URL_TTL` at least, rounded
+    up to :data:`URL_GRID` (the same URL for every answer in those seconds)."""
+    return math.ceil((now + URL_TTL) / URL_GRID) * URL_GRID
 
 
 def signed_path(request: Request, path: str, until: float) -> str:
@@ -775,6 +786,7 @@ ROUTES = [
 
 __all__ = [
     "ROUTES",
+    "URL_GRID",
     "URL_TTL",
     "asset_view",
     "check_blobs",
@@ -783,4 +795,5 @@ __all__ = [
     "damaged_reason",
     "is_live",
     "signed_path",
+    "url_until",
 ]

@@ -54,7 +54,7 @@ from conjure_actors.service.errors import ApiError, invalid_request, not_found, 
 from conjure_actors.service.jobindex import ENDED_HORIZON, take_ready
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.resume import last_event_id, stamp
-from conjure_actors.service.v2_assets import URL_TTL, content_url, is_live, signed_path
+from conjure_actors.service.v2_assets import content_url, is_live, signed_path, url_until
 
 TERMINAL_API: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "expired"})
 MAX_LIST: int = 500
@@ -417,8 +417,8 @@ def job_view(request: Request, service: Service, job_id: str) -> dict[str, Any]:
         "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
         "urls": {
             "self": base,
-            # With a token, signed for URL_TTL: an EventSource sends no Authorization.
-            "events": signed_path(request, f"{base}/events", now + URL_TTL),
+            # With a token, signed (url_until): an EventSource sends no Authorization.
+            "events": signed_path(request, f"{base}/events", url_until(now)),
             "cancel": f"{base}/cancel",
         },
         "metadata": dict(api.labels) if api is not None else {},

@@ -222,6 +222,34 @@ async def test_listed_origin_gets_cors_headers() -> None:
     assert pre.headers["access-control-allow-origin"] == "https://app.example"
 
 
+@pytest.mark.parametrize("asked", ["range, if-range", "if-none-match"])
+async def test_a_listed_origin_may_send_a_files_conditional_headers(asked: str) -> None:
+    """A page resumes a download (Range + If-Range) or revalidates (If-None-Match) with
+    fetch: its preflight passes (QA10 F1: 403, and the browser blocked the request)."""
+    app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))
+    async with client(app) as c:
+        pre = await c.options(
+            "/api/v2/jobs",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+    assert pre.status_code == 200, pre.text
+    allowed = pre.headers["access-control-allow-headers"].lower()
+    assert all(name.strip() in allowed for name in asked.split(","))
+
+
+async def test_a_listed_origins_script_reads_a_files_etag_and_name() -> None:
+    """ETag (the validator a page sends back) and Content-Disposition are exposed."""
+    app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))
+    async with client(app) as c:
+        r = await c.post("/api/v2/jobs", content=b"{}", headers={"Origin": "https://app.example"})
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert {"etag", "content-disposition"} <= exposed
+
+
 async def test_unlisted_origin_gets_no_cors_headers() -> None:
     """An origin not on the list is refused and gets no CORS header."""
     app, _ = make_app(SecuritySettings(cors_origins=("https://app.example",)))

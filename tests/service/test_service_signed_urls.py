@@ -52,13 +52,34 @@ async def test_a_signed_asset_url_is_served_without_the_header_until_url_expires
         assert query["expires"] == [str(_epoch(asset["url_expires_at"]))]
         served = await run.client.get(url)
         assert (served.status_code, served.content) == (200, b"\x89PNG not really")
-        await trio.sleep(61)
+        await trio.sleep(_epoch(asset["url_expires_at"]) - run.service.conjure.ctx.now() + 1)
         expired = await run.client.get(url)
         fresh = (await run.client.get(f"/api/v2/assets/{asset['id']}", headers=AUTH)).json()
         again = await run.client.get(fresh["url"])
     assert expired.status_code == 401
     assert "expired" in expired.json()["error"]["message"]
     assert again.status_code == 200
+
+
+async def test_a_signed_url_stays_the_same_across_polls(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A page polling its asset within one URL_GRID gets one URL (its <img> cache works:
+    QA10 F2, a new ?expires= every second fetched the file again on every poll), valid
+    URL_TTL at least from each answer."""
+    async with open_extras_service(tmp_path, token=TOKEN) as run:
+        asset = await _upload(run.client, headers=AUTH)
+        path = f"/api/v2/assets/{asset['id']}"
+        start = run.service.conjure.ctx.now()
+        await trio.sleep(v2_assets.URL_GRID - (start + v2_assets.URL_TTL) % v2_assets.URL_GRID)
+        seen = []
+        for _ in range(5):
+            await trio.sleep(v2_assets.URL_GRID / 6)
+            now = run.service.conjure.ctx.now()
+            got = (await run.client.get(path, headers=AUTH)).json()
+            seen.append(got["url"])
+            assert _epoch(got["url_expires_at"]) >= now + v2_assets.URL_TTL
+    assert len(set(seen)) == 1, seen
 
 
 async def test_a_signed_url_does_not_open_another_asset(
