@@ -130,6 +130,15 @@ class AcceptJob:
 
 
 @attrs.frozen
+class AssetsGone:
+    """An :class:`AcceptJob` refused, nothing logged: its input assets ``asset_ids`` were
+    deleted (or expired) after the submission resolved them (QA10 F3: the DELETE's 204 and
+    the job's 201 both came, the job logged after its input's deletion)."""
+
+    asset_ids: tuple[str, ...]
+
+
+@attrs.frozen
 class RecordAsset:
     """Log an asset over a blob already durable in the store; answers :class:`Recorded`,
     or :class:`KeyReused` when ``key`` (an upload's ``Idempotency-Key``) was claimed before,
@@ -459,6 +468,14 @@ class AssetActor(Actor):
         answered as its ``ApiJobAccepted`` is applied (the listener in _watch_outputs).
         The claim check sees the keys staged or being journaled too, so a key used twice
         before its first claim is applied is still refused the second time."""
+        # An input deleted since the request resolved it (its deletion is applied: the
+        # actor takes no message while it logs one): refused, as an unknown one is. Once
+        # staged, a job's inputs are held (a DeleteAsset settles first, then sees them).
+        assets = self.ctx.state.service.assets
+        gone = tuple(a for a in msg.input_assets.values() if a not in assets)
+        if gone:
+            msg.reply.set(AssetsGone(gone))
+            return
         now = self.ctx.now()
         if msg.key is not None:
             claimed = se.claim_key("jobs", msg.key)

@@ -36,11 +36,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from conjure_actors.actors.assets import AcceptJob, AssetActor, Claimed, KeyReused, Retention
+from conjure_actors.actors.assets import (
+    AcceptJob,
+    AssetActor,
+    AssetsGone,
+    Claimed,
+    KeyReused,
+    Retention,
+)
 from conjure_actors.domain import service_events as se
 from conjure_actors.domain import state as st
 from conjure_actors.domain.prices import format_usd
 from conjure_actors.domain.workflow import Catalog, Workflow
+from conjure_actors.errors import UsageError
 from conjure_actors.runtime import ActorStoppedError, PriorityGate, background_checkpoint
 from conjure_actors.service.blobs import BlobStore
 from conjure_actors.service.errors import (
@@ -416,6 +424,8 @@ class Service:
                 # The AssetActor stopped (or restarts) before logging it: nothing was logged.
                 raise restarting(self.settings.retry_after) from None
             raise
+        if isinstance(answer, AssetsGone):  # deleted since resolved: 422 missing_asset
+            raise UsageError(f"input asset {answer.asset_ids[0]} was deleted meanwhile")
         if not isinstance(answer, Claimed):
             raise KeyReusedError(idempotency_key, getattr(answer, "job_id", None))
         # Counted here too (the index's journal listener counted it as the commit applied;
