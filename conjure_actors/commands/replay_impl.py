@@ -26,6 +26,7 @@ from conjure_actors.domain.cost_policy import at_most_bills
 from conjure_actors.domain.describe import describe, event_job_id, machine_kind, machine_status
 from conjure_actors.domain.events import UPCASTERS, Event, SystemStarted, SystemStopped
 from conjure_actors.domain.prices import format_usd
+from conjure_actors.domain.service_events import served_status
 from conjure_actors.domain.state import (
     SCHEMA_VERSION,
     State,
@@ -274,6 +275,8 @@ def _job_rows(state: State, job_id: str | None) -> list[list[str]]:
             why = f"{job.error.error_type}: {job.error.message}"
         elif job.status == "retrying" and job.retry_reason:
             why = f"retry: {job.retry_reason}"
+        elif (unstored := not_stored_reason(state, job)) is not None:
+            why = unstored  # (succeeded, but the API reads it failed: its clients were told so)
         rows.append(
             [
                 jid,
@@ -288,6 +291,21 @@ def _job_rows(state: State, job_id: str | None) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def not_stored_reason(state: State, job: Any) -> str | None:
+    """Why the API reads ``job`` failed though it ran to its end (its outputs could not all
+    be stored as assets: ``ApiJobOutputsNotStored``), in one line, for its operator: how
+    many, why, and where their files are; None for any other job."""
+    if served_status(state, job) == job.status:
+        return None
+    fact = state.service.outputs_not_stored[job.job_id]
+    reason = " ".join(str(fact.reason).split())
+    return (
+        f"outputs_not_stored: {len(fact.paths)} of its {len(job.outputs)} outputs could not"
+        f" be stored ({reason}); their files are in serve's output folder (--out) under"
+        f" {job.job_id}/"
+    )
 
 
 def _short_time(at: float | None) -> str:

@@ -570,12 +570,13 @@ def closing_line(state: Any, log_path: Path) -> str:
     summary; serve ended without a word on either)."""
     import shlex
 
-    from conjure_actors.actors.view import of_budget, summarize
+    from conjure_actors.actors.view import of_budget
+    from conjure_actors.commands.status import served_summary
     from conjure_actors.domain import service_events as se
     from conjure_actors.domain import state as st
     from conjure_actors.domain.prices import format_usd
 
-    s = summarize(state)
+    s = served_summary(state)  # (a job whose outputs were not stored: failed, as the API says)
     jobs = f"{s.jobs} jobs ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled"
     if s.unfinished:
         # Those whose extra_data was in memory only and whose prompt was not sent: the next

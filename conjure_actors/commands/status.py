@@ -18,13 +18,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
 
 from conjure_actors.config import Config, load_config, require_both_credentials
 from conjure_actors.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from conjure_actors.actors.view import Summary
 
 HELP = "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log"
 
@@ -114,7 +117,7 @@ def _newest_log() -> Path | None:
 
 def _show_log(path: Path) -> None:
     import eventlog
-    from conjure_actors.actors.view import of_budget, summarize
+    from conjure_actors.actors.view import of_budget
     from conjure_actors.commands.replay_impl import (
         ReplayError,
         a_directory_error,
@@ -125,6 +128,7 @@ def _show_log(path: Path) -> None:
     from conjure_actors.domain.describe import machine_kind, machine_status
     from conjure_actors.domain.events import UPCASTERS, Event
     from conjure_actors.domain.prices import format_usd
+    from conjure_actors.domain.service_events import served_status
     from conjure_actors.domain.state import apply, initial_state
 
     if path.is_dir():  # (in replay's words, as a missing file is)
@@ -160,16 +164,16 @@ def _show_log(path: Path) -> None:
         raise UsageError(str(exc)) from None
     except eventlog.EventLogError as exc:
         raise UsageError(f"cannot read log {path}: {exc}") from None
-    s = summarize(state)
+    s = served_summary(state)
     print(f"{_log_kind(state)} {path}: {_run_status(path, state, live=live)}")
     print(
         f"  jobs: {s.jobs} ({s.succeeded} succeeded, {s.failed} failed, {s.cancelled} "
         f"cancelled, {s.unfinished} unfinished)"
     )
     for job in state.jobs.values():
-        why = job_failure(job)
+        why = job_failure(job, state)
         if why is not None:
-            print(f"  job {job.job_id}: {job.status}: {why}")
+            print(f"  job {job.job_id}: {served_status(state, job)}: {why}")
     # The bill as replay shows it (its ``billed``, as of the last record): a machine still
     # running there (a crashed run) has cost more than its last accrual, maybe nothing yet.
     billed = billed_by(state, state.last_at)
@@ -301,13 +305,47 @@ def _run_status(path: Path, state: Any, *, live: bool) -> str:
     return f"not running (crashed or killed: {finish} finishes it)"
 
 
-def job_failure(job: Any) -> str | None:
+def job_failure(job: Any, state: Any = None) -> str | None:
     """Why a failed or cancelled job ended, in one line (None for any other job): the node
     and its class (the fields the log recorded: a rejection's first node too), the error's
-    type and message, said as the live view and the summary say it."""
+    type and message, said as the live view and the summary say it. With the ``state`` it
+    is in, a job that succeeded but whose outputs could not all be stored (the API reads it
+    failed, ``outputs_not_stored``) gets its reason too: its operator hears what its client
+    was told."""
     from conjure_actors.actors.view import job_reason
+    from conjure_actors.commands.replay_impl import not_stored_reason
 
+    if state is not None and (unstored := not_stored_reason(state, job)) is not None:
+        return unstored
     return job_reason(job)
+
+
+def served_summary(state: Any) -> Summary:
+    """``summarize(state)`` with each job counted as its clients were told: one that
+    succeeded but whose outputs could not all be stored is failed (the API reads it so,
+    ``outputs_not_stored``), its reason among the failures (``status LOG`` and serve's
+    closing line count as the API answers; the log's fold keeps its own status)."""
+    import attrs
+
+    from conjure_actors.actors.view import summarize
+    from conjure_actors.commands.replay_impl import not_stored_reason
+    from conjure_actors.domain.service_events import served_status
+
+    s = summarize(state)
+    unstored = sum(1 for job in state.jobs.values() if not_stored_reason(state, job) is not None)
+    if not unstored:
+        return s
+    failures = tuple(  # (summarize's, with theirs among them, in the jobs' order)
+        (job.job_id, served_status(state, job), why)
+        for job in state.jobs.values()
+        if (why := job_failure(job, state)) is not None
+    )
+    return attrs.evolve(
+        s,
+        succeeded=s.succeeded - unstored,
+        failed=s.failed + unstored,
+        failures=failures,
+    )
 
 
 async def _show_cloud(config: Config) -> None:
