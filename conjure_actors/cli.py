@@ -27,7 +27,7 @@ COMMANDS: Final[dict[str, str]] = {
     "run": "run a workflow (default: the CONJURE example on the embedded simulated cloud)",
     "replay": "replay an event log: timeline, state at any point, JSON, follow, check, diff",
     "validate": "check a workflow (and its input bindings) without running it",
-    "status": "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log",
+    "status": "summarize a run log; or a ComfyUI's queue, the RunComfy account's machines and cost",
     "generate": "write the bundled example workflows and the example sketch image into DIR",
     "machine": "launch, inspect or stop a dev machine that `run` attaches to (RunComfy)",
     "sim": "serve a simulated RunComfy account and ComfyUI on loopback until Ctrl-C",
@@ -65,8 +65,10 @@ EXAMPLES: Final[dict[str, str]] = {
   python -m conjure_actors validate my_workflow.json --comfyui-url http://127.0.0.1:8188
 """,
     "status": """
-  python -m conjure_actors status                   the newest run under ./runs/
-  python -m conjure_actors status runs/run-20260101-120000-42.log
+  python -m conjure_actors status                   the account's machines (RunComfy
+                                                    credentials), else the newest run log
+  python -m conjure_actors status runs/run-20260101-120000-42.log     the log only
+  python -m conjure_actors status runs/serve.log --account            and the account
   python -m conjure_actors status --comfyui-url http://127.0.0.1:8188
 """,
     "generate": """

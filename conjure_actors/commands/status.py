@@ -1,13 +1,18 @@
 """``python -m conjure_actors status``: what is running, and what it costs.
 
 - ``--comfyui-url URL``: that ComfyUI's system stats and queue;
-- with RunComfy credentials: the account's machines, each with its status and cost so far
-  (from the server's ``service_ready_at`` and the price table);
-- ``LOG`` (or the newest ``./runs/*.log``): the run recorded there, replayed: jobs by
-  status, machines and the bill (as ``replay`` bills it: a machine still running at the
-  log's last record costs what it had cost by then); and whether a process is writing the
-  log now (its pid: the process that holds the log's lock), or its run did not stop and
-  nothing writes it (a crash or a kill: what finishes it is said).
+- with RunComfy credentials and no LOG (or ``--account``): the account's machines, each
+  with its status and cost so far (from the server's ``service_ready_at`` and the price
+  table);
+- ``LOG`` (or, with no cloud to ask, the newest ``./runs/*.log``): the run recorded there,
+  replayed, and nothing else (no request to RunComfy: a check of a healthy log does not fail
+  when the account is rate limited, nor spend the rate limit a serve needs): jobs by status
+  (a job whose outputs could not be stored counts failed, as the API reads it), machines
+  and the bill (as ``replay`` bills it: a machine still running at the log's last record
+  costs what it had cost by then); and whether a process is writing the log now (its pid:
+  the process that holds the log's lock), or its run did not stop and nothing writes it (a
+  crash or a kill: what finishes it is said). A log that cannot be read is said, then the
+  account's machines are listed if credentials are set (which bill is what matters then).
 
 Machine URLs are never printed (they are capabilities): machines are named by server id.
 """
@@ -15,6 +20,7 @@ Machine URLs are never printed (they are capabilities): machines are named by se
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -29,7 +35,7 @@ from conjure_actors.errors import ConfigError, UsageError
 if TYPE_CHECKING:
     from conjure_actors.actors.view import Summary
 
-HELP = "show a ComfyUI's queue, the RunComfy account's machines and costs, or a run log"
+HELP = "summarize a run log; or a ComfyUI's queue, the RunComfy account's machines and cost"
 
 BILLING_OVER = frozenset({"Deleting", "Stopping"})
 """RunComfy statuses of a machine whose billing is over (a ``DELETE`` answered 200 ends it;
@@ -59,8 +65,21 @@ def shown_shares(costs: list[int]) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("log", nargs="?", metavar="LOG", help="a run log to summarize")
+    parser.add_argument(
+        "log",
+        nargs="?",
+        metavar="LOG",
+        help="a run log to summarize: the log alone, no request to RunComfy (--account adds"
+        " the account's machines)",
+    )
     parser.add_argument("--comfyui-url", metavar="URL", help="a ComfyUI to ask")
+    parser.add_argument(
+        "--account",
+        action="store_true",
+        help="list the RunComfy account's machines and their cost (without LOG, the default"
+        " when credentials are set): up to 5 requests on the account's rate limit, which a"
+        " running serve shares",
+    )
     parser.add_argument("--config", metavar="PATH", help="TOML config (default ./conjure.toml)")
 
 
@@ -73,13 +92,24 @@ def main(args: argparse.Namespace) -> int:
         from conjure_actors.commands.cloud_args import _named_by_flag
 
         raise _named_by_flag(exc, flags) from None
-    if config.comfyui_url:  # as run: a bad URL (or a token in its query) said in one line
+    require_both_credentials(config.runcomfy, sources)  # half a set: said in one line
+    if args.account and not config.runcomfy.configured:
+        raise UsageError(
+            "--account: no RunComfy credentials: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"
+            " (or [runcomfy] user_id and api_token in the config file)"
+        )
+    # ``status LOG`` summarizes the log alone: a check (``status LOG || alert``) or a
+    # ``watch`` of it must not fail when the account is rate limited, nor spend the account's
+    # 1 request/s that a serve on it needs for its polls, renewals and stops (QA11 F3). The
+    # account and a ComfyUI are asked for with LOG only when named: --account, --comfyui-url.
+    comfyui = (args.comfyui_url and config.comfyui_url) if args.log else config.comfyui_url
+    account = args.account or (not args.log and config.runcomfy.configured)
+    if comfyui:  # as run: a bad URL (or a token in its query) said in one line
         from conjure_actors.commands.validate import check_comfyui_url
 
-        check_comfyui_url(config.comfyui_url)
-    require_both_credentials(config.runcomfy, sources)  # half a set: said in one line
+        check_comfyui_url(comfyui)
     shown = False
-    cloud = bool(config.comfyui_url or config.runcomfy.configured)
+    cloud = bool(comfyui or account)
     code = 0
     if args.log or not cloud:
         from conjure_actors.commands.replay_impl import ReplayError
@@ -89,16 +119,18 @@ def main(args: argparse.Namespace) -> int:
             try:
                 _show_log(log)
             except (UsageError, ReplayError) as exc:
-                if not cloud:
+                if not (cloud or config.runcomfy.configured):
                     raise
                 # A damaged (or missing) log: the account's machines are what its user
                 # needs most now (which bill?), so they are listed all the same; the log's
                 # problem is said first, and the exit is still its own (QA H3b).
                 code = 2 if isinstance(exc, UsageError) else 1
                 print(f"error: {exc}", file=sys.stderr)
+                account = config.runcomfy.configured
+                cloud = True
             shown = True
     if cloud:
-        trio.run(_show_cloud, config)
+        trio.run(functools.partial(_show_cloud, config, comfyui=comfyui or None, account=account))
         shown = True
     if code:
         return code
@@ -348,13 +380,14 @@ def served_summary(state: Any) -> Summary:
     )
 
 
-async def _show_cloud(config: Config) -> None:
+async def _show_cloud(config: Config, *, comfyui: str | None, account: bool) -> None:
+    """``comfyui``'s stats and queue, and with ``account`` the RunComfy account's machines."""
     from conjure_actors.clients.cookieless import CookielessClient
 
     async with CookielessClient(timeout=30.0) as http:
-        if config.comfyui_url:
-            await _show_comfyui(http, config.comfyui_url)
-        if config.runcomfy.configured:
+        if comfyui:
+            await _show_comfyui(http, comfyui)
+        if account:
             await _show_runcomfy(http, config)
 
 

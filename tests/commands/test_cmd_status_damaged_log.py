@@ -22,7 +22,7 @@ def test_a_damaged_log_still_lists_the_accounts_machines(
     monkeypatch.setenv("RUNCOMFY_API_TOKEN", "token")
     listed: list[Any] = []
 
-    async def show_cloud(config: Any) -> None:
+    async def show_cloud(config: Any, **asked: Any) -> None:
         listed.append(config)
         print("RunComfy: 1 machine(s)")
 
