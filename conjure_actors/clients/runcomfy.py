@@ -29,7 +29,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import attrs
 import httpx
@@ -202,6 +202,16 @@ class RunComfyPolicy:
     """Pause after a 429 that carried no usable ``Retry-After``."""
 
 
+def _server_path(server_id: str, tail: str = "") -> str:
+    """``/servers/{id}`` (+ ``tail``) with the id quoted as one path segment: an id that
+    came from a command line cannot name another route (``a/b``, ``x?y``, ``x#y``). An id
+    that is no segment at all ("", ``.``, ``..``: the account's list once the path is
+    normalized) is refused before any request."""
+    if not server_id.strip("."):
+        raise RunComfyError(f"not a RunComfy server id: {server_id!r}")
+    return f"/servers/{quote(server_id, safe='')}{tail}"
+
+
 class RunComfyClient:
     """One RunComfy account. Share one instance (or one ``bucket``) per account."""
 
@@ -272,7 +282,7 @@ class RunComfyClient:
     async def status(self, server_id: str) -> Server:
         """``GET /servers/{id}``; 404 -> :class:`ServerNotFoundError` (after the launch grace)."""
         what = f"status of server {server_id}"
-        resp = await self._request("GET", f"/servers/{server_id}", what=what, server_id=server_id)
+        resp = await self._request("GET", _server_path(server_id), what=what, server_id=server_id)
         server = self._server(self._decode(_server_decoder, resp, what), what)
         self._shown(server_id)
         return server
@@ -332,7 +342,7 @@ class RunComfyClient:
         what = f"lease update of server {server_id}"
         resp = await self._request(
             "POST",
-            f"/servers/{server_id}/update-estimated-duration",
+            _server_path(server_id, "/update-estimated-duration"),
             what=what,
             json={"update_estimated_duration": int(seconds)},
             server_id=server_id,
@@ -345,7 +355,7 @@ class RunComfyClient:
         what = f"stop of server {server_id}"
         try:
             resp = await self._request(
-                "DELETE", f"/servers/{server_id}", what=what, server_id=server_id
+                "DELETE", _server_path(server_id), what=what, server_id=server_id
             )
         except ServerNotFoundError:
             if missing_ok:

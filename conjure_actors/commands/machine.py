@@ -63,6 +63,24 @@ def _seconds(text: str) -> float:
     return value
 
 
+SERVER_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""What a RunComfy server id can be (a UUID; the characters a record file's id is salvaged
+by, :data:`_SERVER_ID_FIELD`)."""
+
+
+def _server_id(text: str) -> str:
+    """``--server-id``: a plausible RunComfy server id, else a usage error: the id goes in
+    the URL path of a DELETE (QA11 F4: "" and ``../servers`` reached the account's list, a
+    ``/`` another route, a space a "not found" that stopped nothing)."""
+    if SERVER_ID.fullmatch(text) is None or ".." in text or text == ".":
+        shown = repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+        raise argparse.ArgumentTypeError(
+            f"not a RunComfy server id: {shown} (an id is letters, digits, '-', '_', '.' and"
+            " ':', as `python -m conjure_actors machine down` lists them)"
+        )
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # One sub-parser per action, so that `machine up --help` is up's own help.
     common = argparse.ArgumentParser(add_help=False)
@@ -121,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "down":
             sub.add_argument(
                 "--server-id",
+                type=_server_id,
                 metavar="ID",
                 help="stop this machine of the account instead (what to do when the state"
                 " file is damaged: `machine down` lists the machines that are up)",
