@@ -43,7 +43,9 @@ class SystemWallClock:
     and a step forward would bill time the cloud never charged. So the wall time is taken
     at the first reading (shared by every instance of the process: their times agree) and
     advanced by ``CLOCK_BOOTTIME``. A resumed run reads the wall afresh: a step between two
-    runs shows in neither. A constant offset from RunComfy's clock is not corrected here.
+    runs shows in neither. A constant offset from RunComfy's clock is not corrected here:
+    the RunComfy client measures it (``Date`` headers) and moves RunComfy's times onto
+    this clock (``conjure_actors.clients.runcomfy``).
     """
 
     def now(self) -> float:

@@ -1111,6 +1111,7 @@ async def open_conjure(
                 config.runcomfy.api_token.reveal(),
                 http=client,
                 rng=random.Random(seed),
+                wall=wall.now,  # RunComfy's times in the clock the runtime reads
             )
         ctx = Context(
             config=config,

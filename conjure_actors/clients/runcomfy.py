@@ -17,17 +17,27 @@ Secrets: the API token and each machine's ``main_service_url`` never appear in a
 an exception message or a repr. The URL lives in a :class:`SecretURL` whose repr and str are
 redacted (``reveal()`` returns it); error bodies are truncated and scrubbed of the token,
 of URLs and of every machine host this client has seen.
+
+Clocks: RunComfy's times (``service_ready_at``, ``estimated_stopping_at``) are on RunComfy's
+clock, the runtime's (leases, bills, budget) on the local one. Every answer's ``Date`` header
+is a sample of RunComfy's clock (:class:`ClockOffset`); each time this client hands over is
+moved into the local clock's basis (RunComfy's time minus the offset), so that a host clock
+that disagrees with RunComfy's bills, renews and budgets as a synced one does. An offset
+within :data:`CLOCK_CORRECTION_THRESHOLD` is not corrected (``Date`` has whole seconds);
+one above :data:`CLOCK_NOTE_THRESHOLD` is told once per process (a warning on this logger).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import logging
 import math
 import random
 import re
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+import statistics
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
@@ -59,12 +69,17 @@ from conjure_actors.clients.retry import (
 )
 
 __all__ = [
+    "CLOCK_CORRECTION_THRESHOLD",
+    "CLOCK_NOTE_THRESHOLD",
     "DEFAULT_BASE_URL",
     "KNOWN_STATUSES",
+    "ClockOffset",
     "RunComfyClient",
     "SecretURL",
     "Server",
     "Workflow",
+    "clock_note",
+    "parse_http_date",
     "parse_timestamp",
     "versions_said",
 ]
@@ -190,6 +205,86 @@ def parse_timestamp(value: str | int | float | None) -> float | None:
     return (when - _EPOCH) / dt.timedelta(seconds=1)
 
 
+CLOCK_CORRECTION_THRESHOLD: Final = 2.0
+"""Seconds: a smaller offset of RunComfy's clock is not corrected (``Date`` has whole
+seconds, so a synced host measures up to about a second; it behaves exactly as before)."""
+CLOCK_NOTE_THRESHOLD: Final = 5.0
+"""Seconds: a larger offset is told to the operator (once per process)."""
+_CLOCK_SAMPLES: Final = 15
+# Offsets already told, per RunComfy origin: once per process, not once per client (``run``
+# makes a short-lived client to check the workflow version before the runtime's own).
+_clock_told: set[str] = set()
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP ``Date`` (RFC 9110: IMF-fixdate, or an obsolete form) -> epoch seconds;
+    ``None`` for no value or one that is not a date."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, source unknown
+        when = when.replace(tzinfo=dt.UTC)
+    try:
+        return (when - _EPOCH) / dt.timedelta(seconds=1)
+    except OverflowError:
+        return None
+
+
+def clock_note(offset: float) -> str:
+    """The operator's line for RunComfy's clock running ``offset`` s ahead of this host's."""
+    where = "behind" if offset > 0 else "ahead of"
+    return (
+        f"this host's clock is {abs(offset):.0f} s {where} RunComfy's: its times are "
+        "corrected by that; sync the clock (NTP)"
+    )
+
+
+class ClockOffset:
+    """How far RunComfy's clock runs ahead of the local one, from its answers' ``Date``.
+
+    ``Date`` has whole seconds: when it says ``D``, RunComfy's time at the answer was in
+    ``[D, D + 1)``; the answer left between the local send and receive times, so the
+    sample is ``D + 0.5 - (sent + received) / 2``, off by at most half a second plus half
+    the round trip (an asymmetric path). The estimate is the median of the last
+    :data:`_CLOCK_SAMPLES` samples: one slow or odd answer does not move it.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: float = CLOCK_CORRECTION_THRESHOLD,
+        samples: int = _CLOCK_SAMPLES,
+    ) -> None:
+        self.threshold = threshold
+        self._samples: deque[float] = deque(maxlen=samples)
+        self._estimate: float | None = None
+
+    def sample(self, date: float, sent: float, received: float) -> None:
+        """One answer dated ``date`` (whole seconds, RunComfy's clock), sent and received at
+        the local ``sent`` and ``received``."""
+        value = date + 0.5 - (sent + received) / 2
+        if not math.isfinite(value):
+            return
+        self._samples.append(value)
+        self._estimate = statistics.median(self._samples)
+
+    @property
+    def estimate(self) -> float | None:
+        """Seconds RunComfy's clock runs ahead (negative: behind); ``None`` before a sample."""
+        return self._estimate
+
+    @property
+    def correction(self) -> float:
+        """What to subtract from RunComfy's times: the estimate, or 0 within the threshold."""
+        estimate = self._estimate
+        if estimate is None or abs(estimate) < self.threshold:
+            return 0.0
+        return estimate
+
+
 @attrs.frozen
 class RunComfyPolicy:
     """Retry policy plus RunComfy specifics."""
@@ -225,7 +320,12 @@ class RunComfyClient:
         bucket: TokenBucket | None = None,
         policy: RunComfyPolicy | None = None,
         rng: random.Random | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
+        """``wall``: the local clock the caller compares RunComfy's times with (the
+        runtime's :class:`~conjure_actors.clock.SystemWallClock`, ``time.time`` for a
+        command's look): they are corrected into its basis. ``None``: handed over as they are
+        (a caller with no clock of its own, or one that shares the simulator's)."""
         if not user_id or not token:
             raise AuthError(
                 "RunComfy needs a user id and an API token: "
@@ -240,6 +340,9 @@ class RunComfyClient:
         self.bucket = bucket or TokenBucket(rate=1.0, burst=2)
         self.policy = policy or RunComfyPolicy()
         self._rng = rng or random.Random()
+        self._wall = wall
+        #: RunComfy's clock against ``wall``, from every answer's ``Date``.
+        self.clock = ClockOffset()
         # Servers this client launched that no answer has shown since -> when (trio time):
         # a 404 for one within ``not_found_grace`` is RunComfy's lag, retried (_in_grace).
         self._launched_at: dict[str, float] = {}
@@ -420,6 +523,7 @@ class RunComfyClient:
             await self.bucket.acquire()
             response: httpx.Response | None = None
             problem = ""
+            sent = None if self._wall is None else self._wall()
             with trio.move_on_after(policy.request_timeout) as scope:
                 try:
                     response = await send_capped(
@@ -452,6 +556,8 @@ class RunComfyClient:
                     )
             wait: float | None = None
             if response is not None:
+                if self._wall is not None and sent is not None:
+                    self._measure_clock(response, sent, self._wall())
                 code = response.status_code
                 log.debug("RunComfy %s -> HTTP %d", what, code)
                 if code < 300:
@@ -516,6 +622,23 @@ class RunComfyClient:
             if wait > 0:
                 await trio.sleep(wait)
 
+    def _measure_clock(self, response: httpx.Response, sent: float, received: float) -> None:
+        """A sample of RunComfy's clock from the answer's ``Date`` (none, several or a
+        malformed one: no sample); the operator is told of a large offset once."""
+        dates = response.headers.get_list("date")
+        date = parse_http_date(dates[0]) if len(dates) == 1 else None
+        if date is None:
+            return
+        self.clock.sample(date, sent, received)
+        estimate = self.clock.estimate
+        if (
+            estimate is not None
+            and abs(estimate) > CLOCK_NOTE_THRESHOLD
+            and self._origin not in _clock_told
+        ):
+            _clock_told.add(self._origin)
+            log.warning("%s", clock_note(estimate))
+
     def _shown(self, server_id: str) -> None:
         """An answer of RunComfy showed ``server_id``: its launch's 404 grace is over (a
         machine listed, or seen Ready, then answering 404 is gone: retrying that 404 until
@@ -579,10 +702,14 @@ class RunComfyClient:
             ) from None
 
     def _time(self, value: str | int | float | None, what: str) -> float | None:
+        """A time of RunComfy's, in the local clock's basis (see the module's docstring)."""
         try:
-            return parse_timestamp(value)
+            when = parse_timestamp(value)
         except (ValueError, OverflowError):
             raise RunComfyResponseError(f"RunComfy {what}: unreadable timestamp") from None
+        if when is None:
+            return None
+        return when - self.clock.correction
 
     def _server(self, wire: _ServerWire, what: str) -> Server:
         url = None

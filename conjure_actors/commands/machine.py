@@ -336,6 +336,7 @@ async def _main(args: argparse.Namespace, config: Config, path: Path) -> int:
             config.runcomfy.user_id,
             config.runcomfy.api_token.reveal(),
             http=http,
+            wall=time.time,  # RunComfy's times in the clock this command compares them with
         )
         return await machine_action(args, config, path, rc)
 

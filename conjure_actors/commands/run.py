@@ -1065,6 +1065,7 @@ async def _dev_machine(config: Config) -> Any:
     import httpx
 
     from conjure_actors.clients.runcomfy import RunComfyClient
+    from conjure_actors.clock import SystemWallClock
     from conjure_actors.commands.machine import attachable_dev_machine
 
     async with httpx.AsyncClient(timeout=30.0) as http:
@@ -1073,6 +1074,7 @@ async def _dev_machine(config: Config) -> Any:
             config.runcomfy.user_id,
             config.runcomfy.api_token.reveal(),
             http=http,
+            wall=SystemWallClock().now,
         )
         return await attachable_dev_machine(config, rc)
 
@@ -1091,6 +1093,7 @@ async def _check_workflow_version(config: Config) -> None:
 
     from conjure_actors.clients.retry import RetryPolicy
     from conjure_actors.clients.runcomfy import RunComfyClient, RunComfyPolicy
+    from conjure_actors.clock import SystemWallClock
 
     retry = RetryPolicy(attempts=2, request_timeout=VERSION_CHECK_SECONDS, max_retry_after=5.0)
     async with httpx.AsyncClient(timeout=VERSION_CHECK_SECONDS) as http:
@@ -1100,6 +1103,7 @@ async def _check_workflow_version(config: Config) -> None:
             config.runcomfy.api_token.reveal(),
             http=http,
             policy=RunComfyPolicy(retry=retry),
+            wall=SystemWallClock().now,  # the first answer tells of a host clock off
         )
         await refuse_unknown_version(rc, config.runcomfy.workflow_version)
 

@@ -47,6 +47,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
@@ -79,6 +86,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=1.0, help="account rate limit, requests/s (default 1)"
     )
     parser.add_argument("--burst", type=int, default=3, help="requests allowed at once (default 3)")
+    parser.add_argument(
+        "--clock-offset",
+        type=_finite,
+        default=0.0,
+        metavar="S",
+        help=(
+            "run the simulated RunComfy's clock S seconds ahead of this host's (negative:"
+            " behind): its Date headers, machine times and bills (default 0)"
+        ),
+    )
     parser.add_argument(
         "--node-scale",
         type=_non_negative,
@@ -156,6 +173,7 @@ def _configure(args: argparse.Namespace) -> tuple[CloudFaults, CloudTimings]:
             deleting_delay=args.deleting_delay,
             rate_per_second=args.rate,
             burst=args.burst,
+            clock_offset=args.clock_offset,
         ),
         comfyui=ComfyTimings.real(scale=args.node_scale),
     )

@@ -442,6 +442,7 @@ async def _show_runcomfy(http: httpx.AsyncClient, config: Config) -> None:
         config.runcomfy.user_id,
         config.runcomfy.api_token.reveal(),
         http=http,
+        wall=time.time,  # RunComfy's times in the clock this look compares them with
     )
     table = default_price_table(config.runcomfy.plan)
     servers: list[Any] = await rc.list_servers()

@@ -21,6 +21,11 @@ bills from. A stop time is never published: a ``DELETE`` stops billing at the si
 ``wall()`` reading, the same value a client reading the same clock when the call returns
 gets; a lease expiry stops it at the published ``estimated_stopping_at``.
 
+Every answer carries a ``Date`` header (RFC 9110, whole seconds) on the sim's clock, as
+RunComfy's do. That clock is ``wall`` shifted by ``RunComfyTimings.clock_offset``: an offset
+plays a host whose clock disagrees with RunComfy's (its ``Date``, its published times and its
+billing records are all on the shifted clock, :attr:`RunComfySim.wall`).
+
 Every wait is a ``trio.sleep`` and every wall time comes from the injectable ``wall``
 callable, so the whole cloud runs under ``trio.testing.MockClock`` (pass a wall clock that
 follows trio's clock, e.g. ``conjure_actors.clock.TrioWallClock().now``). The ~1 request/s
@@ -32,6 +37,7 @@ Fault knobs (:class:`RunComfyFaults`) are drawn from one ``random.Random(seed)``
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hmac
 import logging
 import math
@@ -117,6 +123,12 @@ def _from_us(us: int) -> float:
     return us / _US
 
 
+def _shifted(wall: Callable[[], float], offset: float) -> Callable[[], float]:
+    if not offset:
+        return wall
+    return lambda: wall() + offset
+
+
 def format_iso(us: int) -> str:
     """ISO-8601 UTC with microseconds and a ``Z``: ``2026-11-23T09:00:00.000000Z``."""
     when = _EPOCH + dt.timedelta(microseconds=us)
@@ -135,6 +147,9 @@ class RunComfyTimings:
     """The account's request rate limit."""
     burst: int = 3
     """Requests the account may send at once before the rate applies."""
+    clock_offset: float = 0.0
+    """Seconds RunComfy's clock runs ahead of the host's (``wall``): negative, behind.
+    Its ``Date`` headers, published times and billing records all follow it."""
 
     @classmethod
     def realistic(cls) -> RunComfyTimings:
@@ -323,7 +338,8 @@ class RunComfySim:
             raise ValueError("RunComfySim needs at least one accepted API token")
         self.faults = faults or RunComfyFaults()
         self.timings = timings or RunComfyTimings()
-        self.wall = wall
+        #: The sim's (RunComfy's) clock: ``wall`` shifted by ``timings.clock_offset``.
+        self.wall = _shifted(wall, self.timings.clock_offset)
         self.prices: Mapping[str, int] = dict(prices or HOBBY_PRICES_MICROS)
         self.workflows = tuple(workflows)
         # False: a launch of a workflow version not in ``workflows`` is refused, as RunComfy
@@ -524,6 +540,7 @@ class RunComfySim:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(data)).encode()),
+                    (b"date", email.utils.formatdate(self.wall(), usegmt=True).encode()),
                     *headers,
                 ],
             }

@@ -46,6 +46,9 @@ def _config(host: str, port: int) -> hypercorn.config.Config:
     config.loglevel = "WARNING"
     config.websocket_max_message_size = _WS_MAX_MESSAGE
     config.graceful_timeout = 0.5
+    # The apps date their own answers (the RunComfy sim's Date follows its clock, which may
+    # run at an offset): a second Date from hypercorn's clock would make the header unreadable.
+    config.include_date_header = False
     return config
 
 
