@@ -25,6 +25,7 @@ moved into the local clock's basis (RunComfy's time minus the offset), so that a
 that disagrees with RunComfy's bills, renews and budgets as a synced one does. An offset
 within :data:`CLOCK_CORRECTION_THRESHOLD` is not corrected (``Date`` has whole seconds);
 one above :data:`CLOCK_NOTE_THRESHOLD` is told once per process (a warning on this logger).
+A client made without a local clock (``wall``) corrects nothing.
 """
 
 from __future__ import annotations
@@ -246,10 +247,14 @@ class ClockOffset:
     """How far RunComfy's clock runs ahead of the local one, from its answers' ``Date``.
 
     ``Date`` has whole seconds: when it says ``D``, RunComfy's time at the answer was in
-    ``[D, D + 1)``; the answer left between the local send and receive times, so the
-    sample is ``D + 0.5 - (sent + received) / 2``, off by at most half a second plus half
-    the round trip (an asymmetric path). The estimate is the median of the last
-    :data:`_CLOCK_SAMPLES` samples: one slow or odd answer does not move it.
+    ``[D, D + 1)``, and the answer was made between the local send and receive times, so
+    the offset lies in ``[D - received, D + 1 - sent]``. One answer alone tells the
+    offset to half a second plus half the round trip (the middle of that interval). The
+    answers' intervals all hold the true offset, and answers made at different fractions
+    of a second cut each other down: the estimate is the middle of the intersection of
+    the last :data:`_CLOCK_SAMPLES` intervals, good to about half a round trip after a few
+    answers. When they do not meet (an answer dated by another clock, RunComfy's clock
+    stepped), it is the median of their middles instead: one odd answer does not move it.
     """
 
     def __init__(
@@ -259,17 +264,22 @@ class ClockOffset:
         samples: int = _CLOCK_SAMPLES,
     ) -> None:
         self.threshold = threshold
-        self._samples: deque[float] = deque(maxlen=samples)
+        self._bounds: deque[tuple[float, float]] = deque(maxlen=samples)
         self._estimate: float | None = None
 
     def sample(self, date: float, sent: float, received: float) -> None:
         """One answer dated ``date`` (whole seconds, RunComfy's clock), sent and received at
         the local ``sent`` and ``received``."""
-        value = date + 0.5 - (sent + received) / 2
-        if not math.isfinite(value):
+        low, high = date - max(sent, received), date + 1 - min(sent, received)
+        if not (math.isfinite(low) and math.isfinite(high)):
             return
-        self._samples.append(value)
-        self._estimate = statistics.median(self._samples)
+        self._bounds.append((low, high))
+        low = max(b[0] for b in self._bounds)
+        high = min(b[1] for b in self._bounds)
+        if low <= high:
+            self._estimate = (low + high) / 2
+        else:
+            self._estimate = statistics.median((b[0] + b[1]) / 2 for b in self._bounds)
 
     @property
     def estimate(self) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -144,6 +145,38 @@ def test_clock_offset_estimate_is_within_a_second_and_a_half(offset: float, rtt:
         clock.sample(float(int(remote)), sent, sent + rtt)
     assert clock.estimate is not None
     assert abs(clock.estimate - offset) <= 1.5
+
+
+@given(
+    offset=st.floats(-86_400.0, 86_400.0),
+    phases=st.lists(st.floats(0.0, 0.999), min_size=8, max_size=15),  # exact at 1.8e9 s
+)
+def test_answers_at_different_fractions_of_a_second_narrow_the_estimate(
+    offset: float, phases: list[float]
+) -> None:
+    """Answers with a short round trip (20 ms), dated at fractions of RunComfy's second
+    spread over it: the intervals they give cut each other down to what the fractions
+    leave open (about the round trip when they cover the second)."""
+    clock = ClockOffset()
+    for i, phase in enumerate(phases):
+        remote = 1_795_000_000.0 + 10 * i + phase  # RunComfy's time at the answer
+        sent = remote - 0.01 - offset
+        clock.sample(float(math.floor(remote)), sent, sent + 0.02)
+    assert clock.estimate is not None
+    spread = max(phases) - min(phases)
+    assert abs(clock.estimate - offset) <= (1 - spread) / 2 + 0.02
+
+
+def test_a_step_of_runcomfy_s_clock_is_followed() -> None:
+    """RunComfy's clock steps 10 s: the old answers' intervals no longer meet the new
+    ones; the estimate moves to the new offset once those are the most (median)."""
+    clock = ClockOffset()
+    for i in range(15):
+        clock.sample(1_000.0 + 10 * i + 60, 1_000.0 + 10 * i, 1_000.0 + 10 * i)
+    for i in range(15, 23):
+        clock.sample(1_000.0 + 10 * i + 70, 1_000.0 + 10 * i, 1_000.0 + 10 * i)
+    assert clock.estimate is not None
+    assert abs(clock.estimate - 70.5) < 0.01
 
 
 def test_one_odd_answer_does_not_move_the_estimate() -> None:
