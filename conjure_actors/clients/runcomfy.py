@@ -208,7 +208,9 @@ def parse_timestamp(value: str | int | float | None) -> float | None:
 
 CLOCK_CORRECTION_THRESHOLD: Final = 2.0
 """Seconds: a smaller offset of RunComfy's clock is not corrected (``Date`` has whole
-seconds, so a synced host measures up to about a second; it behaves exactly as before)."""
+seconds, so a synced host measures up to about a second; it behaves exactly as before).
+Once corrected, an offset is corrected until it falls under half of this: an estimate near
+the threshold must not switch the correction on and off between two times of one machine."""
 CLOCK_NOTE_THRESHOLD: Final = 5.0
 """Seconds: a larger offset is told to the operator (once per process)."""
 _CLOCK_SAMPLES: Final = 15
@@ -266,6 +268,7 @@ class ClockOffset:
         self.threshold = threshold
         self._bounds: deque[tuple[float, float]] = deque(maxlen=samples)
         self._estimate: float | None = None
+        self._correcting = False  # see CLOCK_CORRECTION_THRESHOLD (on at it, off at half)
 
     def sample(self, date: float, sent: float, received: float) -> None:
         """One answer dated ``date`` (whole seconds, RunComfy's clock), sent and received at
@@ -277,9 +280,14 @@ class ClockOffset:
         low = max(b[0] for b in self._bounds)
         high = min(b[1] for b in self._bounds)
         if low <= high:
-            self._estimate = (low + high) / 2
+            estimate = (low + high) / 2
         else:
-            self._estimate = statistics.median((b[0] + b[1]) / 2 for b in self._bounds)
+            estimate = statistics.median((b[0] + b[1]) / 2 for b in self._bounds)
+        self._estimate = estimate
+        if abs(estimate) >= self.threshold:
+            self._correcting = True
+        elif abs(estimate) < self.threshold / 2:
+            self._correcting = False
 
     @property
     def estimate(self) -> float | None:
@@ -288,9 +296,10 @@ class ClockOffset:
 
     @property
     def correction(self) -> float:
-        """What to subtract from RunComfy's times: the estimate, or 0 within the threshold."""
+        """What to subtract from RunComfy's times: the estimate, or 0 within the threshold
+        (once past it, until under half of it)."""
         estimate = self._estimate
-        if estimate is None or abs(estimate) < self.threshold:
+        if estimate is None or not self._correcting:
             return 0.0
         return estimate
 

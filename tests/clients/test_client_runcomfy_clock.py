@@ -179,6 +179,21 @@ def test_a_step_of_runcomfy_s_clock_is_followed() -> None:
     assert abs(clock.estimate - 70.5) < 0.01
 
 
+def test_an_offset_near_the_threshold_is_corrected_steadily() -> None:
+    """Estimates around 2 s (2.1, 1.8, 2.2...): once corrected, every time of a machine is
+    (the correction switched off and on between its Ready and its stop: a bill 2 s off)."""
+    clock = ClockOffset()
+    corrections = []
+    for i, offset in enumerate([2.1, 1.8, 2.2, 1.6, 1.9]):
+        clock._bounds.clear()  # each answer alone: its own estimate
+        clock.sample(1_000.0 + i + offset - 0.5, 1_000.0 + i, 1_000.0 + i)
+        corrections.append(clock.correction)
+    assert all(c != 0.0 for c in corrections), corrections
+    clock._bounds.clear()
+    clock.sample(1_100.0 + 0.4 - 0.5, 1_100.0, 1_100.0)
+    assert clock.correction == 0.0  # under half the threshold: synced again
+
+
 def test_one_odd_answer_does_not_move_the_estimate() -> None:
     """A single answer dated an hour off (a proxy's clock) among good ones: the median holds."""
     clock = ClockOffset()
