@@ -92,7 +92,8 @@ def main(args: argparse.Namespace) -> int:
         from conjure_actors.commands.cloud_args import _named_by_flag
 
         raise _named_by_flag(exc, flags) from None
-    require_both_credentials(config.runcomfy, sources)  # half a set: said in one line
+    if args.account or not args.log:  # (a log alone asks no account: half a set is no matter)
+        require_both_credentials(config.runcomfy, sources)  # half a set: said in one line
     if args.account and not config.runcomfy.configured:
         raise UsageError(
             "--account: no RunComfy credentials: set RUNCOMFY_USER_ID and RUNCOMFY_API_TOKEN"

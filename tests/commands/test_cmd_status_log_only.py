@@ -60,3 +60,17 @@ def test_account_without_credentials_is_a_usage_error(capsys: pytest.CaptureFixt
     _log(Path("r.log"))
     err = one_line_usage_error(main(["status", "r.log", "--account"]), capsys.readouterr().err)
     assert "--account: no RunComfy credentials" in err
+
+
+@pytest.mark.usefixtures("no_credentials")
+def test_half_a_credential_set_is_no_matter_for_a_log_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RUNCOMFY_USER_ID without its token: a status of a log (which asks no account) reads
+    it; the half set is said when the account is asked for (--account)."""
+    monkeypatch.setenv("RUNCOMFY_USER_ID", "u")
+    _log(Path("r.log"))
+    assert main(["status", "r.log"]) == 0
+    assert "1 failed" in capsys.readouterr().out
+    assert main(["status", "r.log", "--account"]) == 2
+    assert "RUNCOMFY_API_TOKEN is not" in capsys.readouterr().err
