@@ -463,7 +463,15 @@ async def open_serve(
                     stop_http = trio.Event()
                     app = (app_factory or create_app)(service)
                     url = await nursery.start(
-                        functools.partial(serve_app, app, host=host, port=port, shutdown=stop_http)
+                        functools.partial(
+                            serve_app,
+                            app,
+                            host=host,
+                            port=port,
+                            shutdown=stop_http,
+                            # the drain began: every answer says Connection: close (QA10 F9)
+                            closing=lambda: not service.accepting,
+                        )
                     )
                     try:
                         yield Served(url, service, banner, stop_http)

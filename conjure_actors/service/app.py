@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -809,10 +809,16 @@ class _ReadBeforeAnswer:
     before ``request.form()``): the rest of a small body (``DRAIN_MAX``, within 1 s) is
     read first; otherwise the answer says ``Connection: close``. hypercorn closes such a
     connection after the answer without saying so, and a client (httpx) sends its next
-    request on it: lost ('Server disconnected without sending a response')."""
+    request on it: lost ('Server disconnected without sending a response').
 
-    def __init__(self, app: Any) -> None:
+    So does every answer that starts once ``closing()`` (serve's drain began, QA10 F9):
+    hypercorn closes the connections when serving stops, and a client that kept one sent its
+    next request as it closed. Told to close, it connects again: answered while the drain
+    lasts (a new job 503 with ``Retry-After``), refused once serve stopped listening."""
+
+    def __init__(self, app: Any, closing: Callable[[], bool] = lambda: False) -> None:
         self.app = app
+        self.closing = closing
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -831,16 +837,13 @@ class _ReadBeforeAnswer:
             return message
 
         async def send_(message: Any) -> None:
-            if message["type"] == "http.response.start" and not done:
-                if not chunked and declared.isdigit() and int(declared) <= DRAIN_MAX:
+            if message["type"] == "http.response.start":
+                if not done and not chunked and declared.isdigit() and int(declared) <= DRAIN_MAX:
                     with trio.move_on_after(1.0):
                         while not done:
                             await receive_()
-                if not done:
-                    message = {
-                        **message,
-                        "headers": [*message.get("headers", []), (b"connection", b"close")],
-                    }
+                if not done or self.closing():
+                    message = _closing(message)
             await send(message)
 
         try:
@@ -858,6 +861,14 @@ class _ReadBeforeAnswer:
                     scope.get("path"),
                 )
                 log.debug("traceback of the unexpected error", exc_info=exc)
+
+
+def _closing(start: Any) -> Any:
+    """An ``http.response.start`` whose headers say ``Connection: close`` (once)."""
+    headers = list(start.get("headers", []))
+    if any(name.lower() == b"connection" for name, _ in headers):
+        headers = [(n, v) for n, v in headers if n.lower() != b"connection"]
+    return {**start, "headers": [*headers, (b"connection", b"close")]}
 
 
 def _send_heads_with_bodies() -> None:
@@ -912,19 +923,28 @@ async def serve_app(
     host: str = "127.0.0.1",
     port: int = 0,
     shutdown: trio.Event | None = None,
+    closing: Callable[[], bool] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with hypercorn's trio worker; reports ``http://host:port`` (the real
     port) once listening. Runs until cancelled or ``shutdown`` is set (then it stops
-    accepting connections and lets open ones finish briefly)."""
+    accepting connections and lets open ones finish briefly). Every answer that starts
+    once ``closing()`` (default: ``app.state.service`` no longer accepts jobs, serve's
+    drain began) says ``Connection: close``."""
     config = hypercorn_config(host, port)
+    if closing is None:
+        service = getattr(getattr(app, "state", None), "service", None)
+        closing = lambda: not getattr(service, "accepting", True)  # noqa: E731
     _send_heads_with_bodies()
     _quiet_multipart_log()
     trigger = trio.sleep_forever if shutdown is None else shutdown.wait
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             functools.partial(
-                hypercorn.trio.serve, _ReadBeforeAnswer(app), config, shutdown_trigger=trigger
+                hypercorn.trio.serve,
+                _ReadBeforeAnswer(app, closing),
+                config,
+                shutdown_trigger=trigger,
             )
         )
         task_status.started(binds[0])

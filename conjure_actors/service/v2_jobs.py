@@ -1267,10 +1267,19 @@ class _PreviewThrottle:
 
 class CountedStream(EventSourceResponse):
     """An SSE response that frees its slot of ``max_streams`` however it ends (the stream
-    ran out, the client left, the server stopped), even if it never started."""
+    ran out, the client left, the server stopped), even if it never started.
+
+    Its head says ``Connection: close`` (sse-starlette's says ``keep-alive``): a stream ends
+    when its job ends or serving stops, and its head went out long before, so it is the one
+    place that can tell the client not to reuse the connection. Kept alive, a stream ended
+    by serve's stop left the connection to the client, which sent its next request (comfy-sdk
+    polls the job at once) as serve closed it: lost, "Server disconnected without sending a
+    response" (QA10 F9). A new connection instead is answered, or refused once serve stopped
+    listening. The cost: one connect per ended stream."""
 
     def __init__(self, service: Service, content: Any, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
+        self.headers["Connection"] = "close"
         self._service = service
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
