@@ -124,7 +124,9 @@ WAITING: Final = frozenset({st.PENDING, st.QUEUED, st.INTERRUPTED})
 def job_progress(job: st.Job, classes: Mapping[str, str]) -> dict[str, Any] | None:
     """The v2 ``Progress`` of ``job`` (``classes``: its graph's ``node id -> class_type``).
 
-    A job waiting for its first machine has none (null). A job queued again after an
+    A job no machine ever ran has none (null): waiting for its first machine, or ended
+    without one (canceled while queued, failed ``no_machine`` or ``not_resumable``: it showed
+    0 % of nodes it never ran, QA10 F4). A job queued again after an
     attempt ran (its machine was lost, the server restarted) shows none of that attempt's
     progress: value 0, and ``message`` says why it waits again (a page shows "restarting"
     rather than a stale bar, then a bar that drops to 0), until its next attempt's prompt
@@ -132,6 +134,8 @@ def job_progress(job: st.Job, classes: Mapping[str, str]) -> dict[str, Any] | No
     never goes down (for ComfyUI's event order: a node's steps count up) and a node counts
     done once it executed, was cached, or another node started after it; the node an attempt
     stopped in (interrupted, failed, its machine lost) is never counted done."""
+    if job.attempt == 0 and job.prompt_id is None and not job.nodes:  # never started
+        return None
     total = max(len(classes), 1)
     if job.status in WAITING:
         if job.attempt == 0:

@@ -64,6 +64,22 @@ def test_a_job_queued_for_its_first_machine_has_no_progress() -> None:
     assert job_progress(state.jobs[JOB], CLASSES) is None
 
 
+@pytest.mark.parametrize(
+    "end",
+    [
+        ev.JobCancelled(job_id=JOB, reason="canceled by the user", at=2.0),
+        ev.JobFailed(job_id=JOB, error_type="no_machine", message="no machine", at=2.0),
+        ev.JobFailed(job_id=JOB, error_type="not_resumable", message="extra_data", at=2.0),
+    ],
+)
+def test_a_job_that_ended_before_any_machine_ran_it_has_no_progress(end: Any) -> None:
+    """QA10 F4: it ended with value 0 of N nodes, a "0 %" bar on a job that never started."""
+    state, _ = _submitted()
+    state = st.apply(state, end)
+    assert state.jobs[JOB].status in st.TERMINAL_STATUSES
+    assert job_progress(state.jobs[JOB], CLASSES) is None
+
+
 def test_a_running_job_counts_the_nodes_before_the_current_one_done() -> None:
     progress = job_progress(_running_in_node_3().jobs[JOB], CLASSES)
     assert progress is not None
