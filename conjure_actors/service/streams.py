@@ -56,10 +56,10 @@ from conjure_actors.service.resume import LAST_EVENT_ID, last_event_id, stamp
 from conjure_actors.service.security import SIGNED_QUERY, url_signer
 from conjure_actors.service.v2_assets import url_until
 from conjure_actors.service.v2_jobs import (
-    MAX_LABELS,
     TERMINAL_API,
     CountedStream,
     api_status,
+    check_metadata_filter,
     check_stream_slot,
     is_shown,
     iso,
@@ -229,8 +229,7 @@ def _wanted(request: Request) -> tuple[list[str], dict[str, str], bool]:
             f"{len(ids)} job ids: one stream follows at most {MAX_JOB_IDS} by id; follow more"
             " by a label of theirs (metadata[KEY]=VALUE)"
         )
-    if len(labels) > MAX_LABELS or any(not k for k in labels):
-        raise ApiError(422, "invalid_metadata_filter", f"at most {MAX_LABELS} non-empty keys")
+    check_metadata_filter(labels)
     if not ids and not labels:
         raise invalid_request(
             "say which jobs to follow: job=<id> (repeatable) and/or metadata[KEY]=VALUE"

@@ -971,6 +971,22 @@ def _newest_first(service: Service, statuses: frozenset[str] | None) -> list[str
     return sorted(ids, key=lambda jid: order(jid) or 0, reverse=True)
 
 
+def check_metadata_filter(labels: Mapping[str, str]) -> None:
+    """A ``metadata[KEY]=VALUE`` filter's keys: none empty, at most :data:`MAX_LABELS`
+    (else 422 ``invalid_metadata_filter`` saying which: an empty key was told "at most 16
+    non-empty keys", as if it were one too many, QA10 F6)."""
+    if any(not key for key in labels):
+        raise ApiError(
+            422, "invalid_metadata_filter", "metadata filter key is empty: use metadata[KEY]=VALUE"
+        )
+    if len(labels) > MAX_LABELS:
+        raise ApiError(
+            422,
+            "invalid_metadata_filter",
+            f"{len(labels)} metadata filter keys: at most {MAX_LABELS}",
+        )
+
+
 async def list_jobs(request: Request) -> Response:
     """``GET /api/v2/jobs``: newest first; ``metadata[k]=v`` filters (all must match),
     ``status`` (a comma list of the v2 job statuses: any may match), ``limit`` (1..500,
@@ -985,8 +1001,7 @@ async def list_jobs(request: Request) -> Response:
             wanted[k[len("metadata[") : -1]] = v
         elif k not in ("limit", "cursor", "status"):
             raise invalid_request(f"unknown query parameter {k!r}")
-    if len(wanted) > MAX_LABELS or any(not k for k in wanted):
-        raise ApiError(422, "invalid_metadata_filter", f"at most {MAX_LABELS} non-empty keys")
+    check_metadata_filter(wanted)
     statuses = _status_filter(request)
     cursor = request.query_params.get("cursor")
     state = service.state
@@ -1320,6 +1335,7 @@ __all__ = [
     "CountedStream",
     "api_status",
     "asset_ref",
+    "check_metadata_filter",
     "check_stream_slot",
     "is_shown",
     "iso",
