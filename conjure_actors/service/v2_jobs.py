@@ -726,7 +726,10 @@ def invalid_workflow(
     problems: tuple[str, ...] | list[str], node_ids: Collection[str] = ()
 ) -> ApiError:
     """422 ``invalid_workflow``: the first problem (and how many more) as the message,
-    ``details.node_errors`` per node and every line in ``details.problems``."""
+    ``details.node_errors`` per node and every line in ``details.problems``, each once (a
+    check of the graph and one of its bindings may find the same problem: it said "(and 1
+    more)" of itself, QA10 F5)."""
+    problems = list(dict.fromkeys(problems))
     first = problems[0] if problems else "invalid workflow"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return ApiError(

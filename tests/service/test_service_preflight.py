@@ -168,6 +168,27 @@ async def test_conjure_job_over_a_literal_the_server_lacks_is_refused_unless_set
         assert mended.status_code == 201, mended.text
 
 
+async def test_conjure_job_over_a_class_the_server_lacks_says_it_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bundled workflow's node whose class the server lacks: one problem, said once (QA10
+    F5: the graph's check and the prompt's binding each found it: "(and 1 more)" of itself,
+    the same line twice in ``node_errors`` and ``problems``)."""
+    graph = workflow_from_text(bundled_workflow().decode()).graph
+    lacked = "DepthAnythingV2Preprocessor"
+    (node_id,) = [n for n, node in graph.items() if node["class_type"] == lacked]
+    catalog = {cls: spec for cls, spec in node_catalog().items() if cls != lacked}
+    image = {"image": ("sketch.png", png(), "image/png")}
+    async with open_extras_service(tmp_path, catalog=catalog) as run:
+        refused = await run.client.post("/api/conjure/jobs", files=image, data={"prompt": PROMPT})
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert len(error["details"]["problems"]) == 1
+    assert error["message"] == error["details"]["problems"][0]
+    assert lacked in error["message"]
+    assert len(error["details"]["node_errors"][node_id]) == 1
+
+
 async def test_conjure_job_checks_against_the_catalogue_the_service_has_now(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
