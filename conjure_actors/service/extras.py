@@ -26,6 +26,7 @@ for display (``*_usd``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -55,6 +56,7 @@ from conjure_actors.domain.errors import PriceTableError, WorkflowError
 from conjure_actors.domain.preflight import check_values, image_problem
 from conjure_actors.domain.prices import MAX_BUDGET_USD, MICROS_PER_USD, estimate_job_cost
 from conjure_actors.domain.workflow import (
+    TEXT_ENCODER_INPUTS,
     Workflow,
     apply_bindings,
     bindings_for,
@@ -690,13 +692,55 @@ async def post_estimate(request: Request) -> Response:
 # ------------------------------------------------------------------------------- jobs
 
 
+def _form_gaps(workflow: Workflow) -> list[str]:
+    """The form fields (``image``, ``prompt``) ``workflow`` has no node to take."""
+    roles = workflow.roles()
+    gaps = [] if roles.input_image is not None else ["image"]
+    prompt_class = workflow.class_of(roles.prompt) if roles.prompt is not None else None
+    if not TEXT_ENCODER_INPUTS.get(prompt_class or ""):
+        gaps.append("prompt")
+    return gaps
+
+
+@functools.cache
+def form_workflows() -> tuple[str, ...]:
+    """The bundled workflows ``POST /api/conjure/jobs`` can run: those with a node for its
+    ``image`` and one for its ``prompt`` (both required); names without ``.json``."""
+    return tuple(
+        name.removesuffix(".json")
+        for name, text in bundled_workflows().items()
+        if not _form_gaps(workflow_from_text(text.decode(), name=name))
+    )
+
+
+_NODE_FOR: Final = {"image": "LoadImage", "prompt": "text-encode"}
+
+
 def _bundled_name(raw: str | None) -> str:
+    """The bundled workflow a form names (default :data:`DEFAULT_WORKFLOW`): an unknown one
+    is 400, one that cannot take the form's ``image`` and ``prompt`` 422 ``invalid_workflow``
+    (QA10 F8: the list offered them all, each then refused in the CLI's words, "--prompt"),
+    both naming the workflows that can."""
     name = raw or DEFAULT_WORKFLOW
     if not name.endswith(".json"):
         name += ".json"
+    runnable = ", ".join(form_workflows())
     if name not in bundled_workflows():
-        known = ", ".join(n.removesuffix(".json") for n in bundled_workflows())
-        raise invalid_request(f"no bundled workflow {raw!r}: use one of {known}")
+        raise invalid_request(
+            f"no bundled workflow {raw!r}: use one of {runnable} (those that take an image"
+            " and a prompt)"
+        )
+    stem = name.removesuffix(".json")
+    if stem not in form_workflows():
+        workflow = workflow_from_text(bundled_workflow(name).decode(), name=name)
+        gaps = _form_gaps(workflow)
+        raise invalid_workflow(
+            [
+                f"{field!r}: the workflow {stem!r} has no {_NODE_FOR[field]} node to take it;"
+                f" use one of {runnable}"
+                for field in gaps
+            ]
+        )
     return name
 
 
