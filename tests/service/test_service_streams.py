@@ -472,7 +472,10 @@ async def test_for_any_jobs_each_jobs_frames_are_its_own_streams_with_its_id(
                 mine.extend(await read_stream(run.app, f"/api/conjure/events?{query}"))
 
             async def cancel(job_id: str, after: float) -> None:
-                await trio.sleep(after)
+                # Once every stream took its snapshot (opening takes no time on this clock):
+                # a cancel at 0 landed between two streams' snapshots, one saw the job
+                # queued, the other canceling, and their frames differed by that alone.
+                await trio.sleep(after + 0.001)
                 await run.client.post(f"/api/v2/jobs/{job_id}/cancel")
 
             async with trio.open_nursery() as nursery:
