@@ -622,9 +622,49 @@ def load_config(
     if sources is not None:
         sources.update(source)
     try:
-        return structure_config(tree)
+        config = structure_config(tree)
     except ConfigError as exc:
         raise _named_by_source(exc, source) from None
+    flagged = {dotted for dotted, value in (flags or {}).items() if value is not None}
+    _refuse_contradictions(config.pool, source, flagged)
+    return config
+
+
+def _said(key: str, value: float, source: Mapping[str, str], flagged: set[str]) -> str:
+    """``pool.renew_margin = 700 (set in config file F)``: a setting, its value and where
+    that came from (the file, the environment variable, a flag, or the default)."""
+    if key in flagged:
+        where = "given by its flag"
+    elif key in source:
+        how = "by" if source[key].startswith("environment") else "in"
+        where = f"set {how} {source[key]}"
+    else:
+        where = "the default"
+    return f"{key} = {value:g} ({where})"
+
+
+def _refuse_contradictions(pool: PoolConfig, source: Mapping[str, str], flagged: set[str]) -> None:
+    """Settings each valid alone that contradict each other: one line naming each, its
+    value and where it was set (ConfigError, exit 2).
+
+    The pool renews a machine's lease at a listing (every ``poll_interval``) that finds
+    less than ``renew_margin`` left on it, for ``lease_seconds`` from then: a margin as
+    long as the lease finds it at every listing (a RunComfy request per machine per poll,
+    the account's 1 request/s spent on them).
+    """
+
+    def said(key: str) -> str:
+        return _said(f"pool.{key}", getattr(pool, key), source, flagged)
+
+    lease, margin = pool.lease_seconds, pool.renew_margin
+    if margin >= lease:
+        raise ConfigError(
+            f"bad configuration: {said('renew_margin')} is not less than"
+            f" {said('lease_seconds')}: a lease always has less than the margin left, so"
+            " every poll would renew every machine's lease (a RunComfy request each, the"
+            " account's rate limit spent on them): set pool.renew_margin below"
+            " pool.lease_seconds (defaults 180 and 600)"
+        )
 
 
 def _dotted_keys(tree: Mapping[str, Any]) -> list[str]:

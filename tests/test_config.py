@@ -216,8 +216,13 @@ def test_a_base_url_that_is_not_http_is_refused_at_once(url: str) -> None:
 
 @given(st.floats(min_value=1, max_value=86400))
 def test_any_lease_up_to_a_day_loads(lease: float) -> None:
-    """Every finite lease from 1 s to a day is a valid setting."""
-    env = {"CONJURE_POOL_LEASE_SECONDS": repr(lease)}
+    """Every finite lease from 1 s to a day is a valid setting (with a renewal margin and a
+    poll interval that fit in it: tests/test_config_pairs.py)."""
+    env = {
+        "CONJURE_POOL_LEASE_SECONDS": repr(lease),
+        "CONJURE_POOL_RENEW_MARGIN": repr(lease / 3),
+        "CONJURE_POOL_POLL_INTERVAL": repr(lease / 4),
+    }
     assert load_config(env=env, cwd=Path("/nonexistent")).pool.lease_seconds == lease
 
 
