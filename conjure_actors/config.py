@@ -29,6 +29,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from conjure_actors.domain.machines_policy import launch_duration
 from conjure_actors.domain.prices import MAX_BUDGET_USD
 from conjure_actors.errors import ConfigError
 
@@ -648,15 +649,19 @@ def _refuse_contradictions(pool: PoolConfig, source: Mapping[str, str], flagged:
     value and where it was set (ConfigError, exit 2).
 
     The pool renews a machine's lease at a listing (every ``poll_interval``) that finds
-    less than ``renew_margin`` left on it, for ``lease_seconds`` from then: a margin as
-    long as the lease finds it at every listing (a RunComfy request per machine per poll,
-    the account's 1 request/s spent on them).
+    less than ``renew_margin`` left on it, for ``lease_seconds`` from then. So the margin
+    must be shorter than the lease, and the polls closer together than both the margin
+    (else a lease can run out between two polls under a job) and what a renewed lease
+    has left before its margin (else every poll renews every machine: a RunComfy request
+    each, the account's 1 request/s spent on them). Pairs that are only odd (a warm pool
+    larger than ``max_machines``, an attempt timeout beyond the job's: the smaller
+    applies) are not refused: docs/config.md says so.
     """
 
     def said(key: str) -> str:
         return _said(f"pool.{key}", getattr(pool, key), source, flagged)
 
-    lease, margin = pool.lease_seconds, pool.renew_margin
+    lease, margin, poll = pool.lease_seconds, pool.renew_margin, pool.poll_interval
     if margin >= lease:
         raise ConfigError(
             f"bad configuration: {said('renew_margin')} is not less than"
@@ -664,6 +669,30 @@ def _refuse_contradictions(pool: PoolConfig, source: Mapping[str, str], flagged:
             " every poll would renew every machine's lease (a RunComfy request each, the"
             " account's rate limit spent on them): set pool.renew_margin below"
             " pool.lease_seconds (defaults 180 and 600)"
+        )
+    if poll >= lease - margin:
+        # A launch asks for a little less than the lease (its marker): up to about half.
+        first = launch_duration(int(lease), taken=(), draw=1.0)
+        unseen = (
+            ", and a machine's first lease can end before a poll sees it Ready (billed,"
+            " never used, launched again)"
+            if poll >= first
+            else ""
+        )
+        raise ConfigError(
+            f"bad configuration: {said('poll_interval')} is not less than pool.lease_seconds"
+            f" - pool.renew_margin = {lease - margin:g}, with {said('lease_seconds')} and"
+            f" {said('renew_margin')}: every poll would find each lease within its margin and"
+            f" renew it (a RunComfy request per machine per poll){unseen}: poll more often,"
+            " lengthen the lease or lower the margin"
+        )
+    if poll >= margin:
+        raise ConfigError(
+            f"bad configuration: {said('poll_interval')} is not less than"
+            f" {said('renew_margin')}: a lease is renewed by a poll that finds less than the"
+            " margin left, so with polls further apart it can run out between two polls"
+            " with a job on its machine (the job loses it): poll more often or raise"
+            " pool.renew_margin"
         )
 
 
