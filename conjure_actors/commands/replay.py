@@ -11,7 +11,14 @@ Without options it prints the timeline (seq, time, job or machine, one-line summ
   text view's "cost so far" and "billed by" show; schema in ``docs/replay-json.md``);
 - ``--follow`` tails a live log until its run has stopped (``SystemStopped``) and closed the
   log, after its last record (the actors' ``stopped`` records come after the run's), or
-  until Ctrl-C;
+  until Ctrl-C. A log that no process writes although its run has not stopped (its writer
+  crashed or was killed: a ``kill -9``, an OOM kill) is not waited on for ever: once its
+  lock is free (at start, or after a quiet poll), its last records are printed, then one
+  line names the process that was writing it, says it is gone and what finishes the log
+  (``serve --log LOG`` or ``run --resume LOG``, as ``status LOG`` says it), exit 1; a
+  restart that took the log up meanwhile is followed on, a later one is not (follow again).
+  A copy of a log that a live process writes is said so, exit 1. A run started on another
+  host is followed on, said once on stderr (its process and lock are not seen from here);
 - ``--check`` verifies seq contiguity, that folding twice gives equal states, and that the
   snapshots a restart starts from (``LOG.snapshots/``, and ``LOG.snapshot`` if any) agree
   with the records, saying how many it checked; exit 1 naming the first divergence. On a
@@ -62,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--follow",
         action="store_true",
-        help="tail a live log until its run stops and closes it (or Ctrl-C)",
+        help="tail a live log until its run stops and closes it (or Ctrl-C); exit 1,"
+        " saying what finishes it, once its writer is gone with its run not stopped"
+        " (crashed or killed)",
     )
     parser.add_argument(
         "--poll", type=float, default=0.2, metavar="SECONDS", help="--follow poll interval"

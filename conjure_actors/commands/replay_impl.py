@@ -555,8 +555,12 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
     root's last) come after it, until the run closes the log. So follow ends once the run
     has stopped (the last ``SystemStarted`` has its ``SystemStopped``) and the log's writer
     has closed it (released its lock), after printing the last record written. A log whose
-    run has not stopped (a live run, or one that crashed and may be resumed) is followed
-    until Ctrl-C.
+    run has not stopped is followed while its writer holds it (a live run): once no process
+    does (QA11 7: a crash, a kill, an OOM kill left the follow waiting forever, silent),
+    the records it wrote last are printed and one line says which process was writing it,
+    that it is gone and what finishes the log (exit 1; :func:`_writer_gone`). A writer that
+    took the log up again meanwhile (a restart) is followed on. Nothing is asked before a
+    run's first record (a log a run has yet to write is waited for).
 
     ``as_json``: each record is one JSON object on its line, as ``run --json`` writes the
     events it journals (``seq``, ``ts``, ``type``, the event's fields: docs/run-json.md).
@@ -569,10 +573,15 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
 
     last_seq = 0
     shown = 0
+    stopped = False
+    started: SystemStarted | None = None  # the last run's start, once one is read
 
     def show(record: eventlog.Record[Any]) -> None:
-        nonlocal last_seq, shown
+        nonlocal last_seq, shown, stopped, started
         last_seq = record.seq
+        if isinstance(record.event, SystemStopped | SystemStarted):
+            stopped = isinstance(record.event, SystemStopped)
+            started = record.event if isinstance(record.event, SystemStarted) else started
         if job_id is None or event_job_id(record.event) == job_id:
             shown += 1
             line = (
@@ -582,29 +591,51 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
             )
             print(line, flush=True)
 
-    async def tail() -> None:
+    async def tail() -> str | None:
         records = eventlog.follow(path, Event, poll_interval=poll, upcasters=UPCASTERS)
-        stopped = False
+        unknown_said = False
         while True:
             record = None
-            # Once the run stopped, a quiet poll interval is when to ask whether its writer
-            # is gone (the follower loses nothing to a cancel: its records wait in a deque).
-            with trio.move_on_after(poll if stopped else math.inf):
+            # Once a record was read, a quiet poll interval is when to ask whether the log's
+            # writer is gone (the follower loses nothing to a cancel: its records wait in a
+            # deque): it closed the log after its run stopped (the end), or it died under
+            # a run that did not stop.
+            with trio.move_on_after(poll if last_seq else math.inf):
                 record = await anext(records)
-            if record is None:
-                if not eventlog.being_written(path):
-                    return
+            if record is not None:
+                if record.seq > last_seq:  # (not one read below when the lock was free)
+                    show(record)
                 continue
-            show(record)
-            if isinstance(record.event, SystemStopped | SystemStarted):
-                stopped = isinstance(record.event, SystemStopped)
+            if eventlog.being_written(path):
+                continue
+            if stopped:
+                return None
+            # No process writes the log, and its last run has not stopped: what it wrote
+            # last first (the follower may not have read it yet), then whether it stopped.
+            for rest in _records(path, start_seq=last_seq + 1):
+                show(rest)
+            if stopped:
+                return None
+            gone = _writer_gone(path, started)
+            if gone is None and not unknown_said:
+                unknown_said = True
+                host = started.writer_host if started else None
+                print(
+                    f"note: {path} is written from host {host}: whether its"
+                    " writer still runs cannot be told from here; following on (Ctrl-C"
+                    " stops)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif gone:
+                return gone
 
     # A record a newer conjure_actors wrote ends it as it ends the timeline: after every
     # record before it (the follower yields them first), said so that the part printed is
     # not taken for the whole.
     stops = " (the timeline above stops before it)"
     try:
-        trio.run(tail)
+        gone = trio.run(tail)
     except eventlog.UnknownEventError as exc:
         raise UsageError(f"{newer_log_error(path, exc)}{stops if last_seq else ''}") from exc
     except eventlog.UnsupportedVersionError as exc:  # (nothing replayed: bad input, exit 2)
@@ -613,6 +644,8 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
         raise UsageError(str(exc)) from exc
     except eventlog.EventLogError as exc:
         raise ReplayError(f"{exc} (follow stopped there)") from exc
+    if gone:
+        raise ReplayError(gone)
     # The writer has closed the log: what it appended since the last poll is all there.
     try:
         for record in _records(path, start_seq=last_seq + 1):
@@ -624,6 +657,51 @@ def _follow(path: str, job_id: str | None, poll: float, *, as_json: bool = False
     if job_id is not None and shown == 0:  # the run has ended: the job will not come now
         raise UsageError(f"no event in {path} is about job {job_id}: check the job id")
     return EXIT_OK
+
+
+def _writer_gone(path: str, started: SystemStarted | None) -> str | None:
+    """What ``replay --follow`` says of a log that no process writes (its lock is free)
+    although its last run (``started``) has not stopped, as ``status LOG`` tells it: its
+    writer crashed or was killed, naming that process and what finishes the log; or the
+    log is a copy of one a live process writes. ``""`` when a process holds the log again
+    (a restart took it up: followed on); None when it cannot be told (the run was started
+    on another host, whose processes and locks are not seen from here). ``started``: None
+    when the writer died before it logged its run's start."""
+    import platform
+
+    from conjure_actors.commands.live_copy import copy_writer_of, live_writer_of
+    from conjure_actors.commands.status import what_finishes
+    from conjure_actors.domain.machines_policy import paid_machines
+
+    host = started.writer_host if started else None
+    if host is not None and host != platform.node():
+        return None
+    state, _, _ = fold_log(path, use_snapshots=True)
+    if eventlog.being_written(path):
+        return ""
+    copied = copy_writer_of(Path(path))
+    if copied is None:
+        copied = live_writer_of(state)
+    if copied is not None:
+        who = f"process {copied}" if copied else "another process"
+        return (
+            f"{path} is a copy of a log that {who} on this host is still writing (or the"
+            " log it was copied from): nothing writes this one; follow that process's log"
+        )
+    details = []
+    if started is not None and started.writer_pid is not None:
+        details.append(f"pid {started.writer_pid}")
+    if started is not None:
+        details.append(f"started {format_time(started.at)}")
+    who = f" ({', '.join(details)})" if details else ""
+    billing = ""
+    paid = len(paid_machines(state)) if state.system.mode == "runcomfy" else 0
+    if paid:  # (the simulated cloud's machines bill nobody)
+        billing = f"; its {paid} machine(s) may bill until then (or their lease's end)"
+    return (
+        f"the process that was writing {path}{who} is gone: crashed or killed, its run not"
+        f" stopped; {what_finishes(Path(path), state)} finishes it{billing}"
+    )
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:

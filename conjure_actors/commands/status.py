@@ -303,8 +303,6 @@ def _run_status(path: Path, state: Any, *, live: bool) -> str:
     process writes, was left by a crash or a kill, which a resume finishes. ``live``: the
     lock was held before the log was read (else it is asked again: a run may have started
     on the log meanwhile)."""
-    import shlex
-
     import eventlog
 
     if live or (state.system.running and eventlog.being_written(path)):
@@ -327,15 +325,22 @@ def _run_status(path: Path, state: Any, *, live: bool) -> str:
         if state.system.stop_reason == "interrupted":
             return _stopped_by_a_signal(path, state)
         return str(state.system.stop_reason or "-")
+    return f"not running (crashed or killed: {what_finishes(path, state)} finishes it)"
+
+
+def what_finishes(path: Path, state: Any) -> str:
+    """The command that finishes the log at ``path`` (its ``state``) whose run did not stop
+    and that no process writes (a crash, a kill): ```serve --log LOG``` for serve's,
+    ```run --resume LOG``` for run's (``replay --follow`` says it too)."""
+    import shlex
+
     log = shlex.quote(str(path))
     run, serve = f"`run --resume {log}`", f"`serve --log {log}`"
     if _is_serves(state):
-        finish = serve  # (the log's jobs came through serve's API: run does not take it)
-    elif state.jobs:
-        finish = run
-    else:
-        finish = f"{run} / {serve}"
-    return f"not running (crashed or killed: {finish} finishes it)"
+        return serve  # (the log's jobs came through serve's API: run does not take it)
+    if state.jobs:
+        return run
+    return f"{run} / {serve}"
 
 
 def job_failure(job: Any, state: Any = None) -> str | None:
