@@ -591,6 +591,7 @@ def load_config(
     flags: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
     sources: dict[str, str] | None = None,
+    pool_checked: bool = True,
 ) -> Config:
     """Merge defaults < TOML (``config_file`` or ``./conjure.toml``) < ``env`` < ``flags``.
 
@@ -598,7 +599,10 @@ def load_config(
     skipped (a flag the user did not give). ``sources`` (if given) is filled with where each
     setting the file or the environment gave came from (``"runcomfy.api_token"`` ->
     ``"environment variable CONJURE_RUNCOMFY_API_TOKEN"``), for messages that name it
-    (:func:`require_both_credentials`).
+    (:func:`require_both_credentials`). ``pool_checked``: refuse pool settings that
+    contradict each other (False for a command that runs no pool: ``machine``, ``status``,
+    so that a contradictory ``conjure.toml`` never stands between an operator and the stop
+    of a billing machine).
     """
     tree: dict[str, Any] = {}
     source: dict[str, str] = {}  # dotted key -> where its value came from, for a bad one
@@ -627,7 +631,8 @@ def load_config(
     except ConfigError as exc:
         raise _named_by_source(exc, source) from None
     flagged = {dotted for dotted, value in (flags or {}).items() if value is not None}
-    _refuse_contradictions(config.pool, source, flagged)
+    if pool_checked:
+        _refuse_contradictions(config.pool, source, flagged)
     return config
 
 

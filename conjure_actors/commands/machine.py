@@ -306,6 +306,7 @@ def _config(args: argparse.Namespace) -> Config:
             "runcomfy.server_type": args.server_type,
             "runcomfy.workflow_version": args.workflow_version,
         },
+        pool_checked=False,  # no pool runs here (machine down must never be refused for it)
     )
     if not config.runcomfy.configured:
         raise UsageError(

@@ -87,7 +87,9 @@ def main(args: argparse.Namespace) -> int:
     flags = {"comfyui_url": args.comfyui_url}
     sources: dict[str, str] = {}
     try:
-        config = load_config(config_file=args.config, flags=flags, sources=sources)
+        config = load_config(
+            config_file=args.config, flags=flags, sources=sources, pool_checked=False
+        )
     except ConfigError as exc:  # a bad --comfyui-url said by its flag, as run says it
         from conjure_actors.commands.cloud_args import _named_by_flag
 
