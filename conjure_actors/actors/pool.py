@@ -78,6 +78,7 @@ import heapq
 import itertools
 import logging
 import math
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -130,6 +131,7 @@ from conjure_actors.domain.state import (
     M_STOPPED,
     MACHINE_GONE,
     RUNNING,
+    queue_key,
 )
 from conjure_actors.runtime import Actor, ActorRef
 from conjure_actors.runtime.errors import ActorStoppedError, AskTimeoutError
@@ -485,15 +487,21 @@ class ShutdownDeadline:
 # --------------------------------------------------------------------------------- memory
 
 
+NO_ORDER = sys.maxsize
+"""The submission order of a request whose job the state does not hold (after every job
+of its priority that it does)."""
+
+
 @attrs.define(eq=False)
 class _Waiter:
     job_id: str
     workflow_version: str | None
     priority: int
-    seq: int
+    seq: int  # the request's own number (its arrival): its id in the queue, a last tie-break
     reply: Reply[Lease] | _Admission
     only_server: str | None = None
     deadline: float = math.inf  # trio time; a queued job's (QueueJob), else none
+    order: int = NO_ORDER  # its job's submission order (``Job.order``)
 
 
 class _Admission:
@@ -523,9 +531,20 @@ class _Admission:
         return True
 
 
-def _serving_key(w: _Waiter) -> tuple[int, int]:
-    """Serving order (the policy's): higher priority first, then first come first served."""
-    return (-w.priority, w.seq)
+def _serving_key(w: _Waiter) -> tuple[int, int, int]:
+    """Serving order: the job's place in the queue (``state.queue_key``: higher priority
+    first, then submission order, the order ``queue_position`` counts), then arrival."""
+    return (-w.priority, w.order, w.seq)
+
+
+def _queue_place(job: Any, priority: int) -> tuple[int, int]:
+    """(priority, submission order) of a lease request of ``job``: its job's place in the
+    queue (``state.queue_key``), or after its priority's jobs when the state has no such job
+    (``priority``: the request's)."""
+    if job is None:
+        return priority, NO_ORDER
+    neg_priority, order = queue_key(job)
+    return -neg_priority, order
 
 
 class _WaitQueue:
@@ -540,7 +559,7 @@ class _WaitQueue:
     def __init__(self) -> None:
         self.unbound: dict[int, _Waiter] = {}
         self.bound: dict[int, _Waiter] = {}
-        self._heap: list[tuple[int, int]] = []
+        self._heap: list[tuple[int, int, int]] = []
         self._versions: Counter[str | None] = Counter()
         self._by_job: dict[str, list[_Waiter]] = {}
 
@@ -592,7 +611,7 @@ class _WaitQueue:
         """The next unbound request in serving order (left queued)."""
         heap = self._heap
         while heap:
-            w = self.unbound.get(heap[0][1])
+            w = self.unbound.get(heap[0][2])
             if w is not None:
                 return w
             heapq.heappop(heap)
@@ -695,10 +714,6 @@ class MachinePool:
         self.on_launching = on_launching
         self.deadlines: list[tuple[float, int]] = []  # (deadline, seq) of queued jobs, a heap
         self.seq = itertools.count()
-        # The queue place (seq) a job was served from, while it holds its lease; and the
-        # place a job whose attached ComfyUI went down gets back when it asks again.
-        self.served_seq: dict[str, int] = {}
-        self.keep_place: dict[str, int] = {}
         self.live: dict[str, _Live] = {}
         self.launching_allowed = True
         self.refuse_reason = ""
@@ -1113,11 +1128,13 @@ class MachineActor(Actor):
                 return
         if not self.pool.launching_allowed and self.pool.relaunch:
             self._relaunch(job_id)
-        seq = self.pool.keep_place.pop(job_id, None)
-        if seq is None or self.pool.waiting.get(seq) is not None:
-            seq = next(self.pool.seq)
+        # Its place in the queue is its job's (state.queue_key), whatever brought it here:
+        # a job queued again (its machine lost, a retry, a restart's resume, its attached
+        # ComfyUI down) waits in its place, as queue_position says, not behind later jobs.
+        seq = next(self.pool.seq)
+        priority, order = _queue_place(self.ctx.state.jobs.get(job_id), priority)
         self.pool.waiting.append(
-            _Waiter(job_id, workflow_version, priority, seq, reply, only_server, deadline)
+            _Waiter(job_id, workflow_version, priority, seq, reply, only_server, deadline, order)
         )
         if deadline != math.inf:
             heapq.heappush(self.pool.deadlines, (deadline, seq))
@@ -1200,7 +1217,6 @@ class MachineActor(Actor):
             machine = state.machines.get(server_id)
             now = self.ctx.now()
             events: list[Any] = []
-            self.pool.served_seq.pop(job_id, None)
             if machine is not None and job_id in machine.leases:
                 events.append(decide.release_machine(state, server_id, job_id, at=now))
             if broken:
@@ -1236,7 +1252,6 @@ class MachineActor(Actor):
 
     def _cancel_lease(self, job_id: str) -> None:
         self.pool.resumed.discard(job_id)
-        self.pool.keep_place.pop(job_id, None)
         for live in self.pool.live.values():
             if not live.returns:  # the usual case (once per job's end: issue 16)
                 continue
@@ -1610,7 +1625,6 @@ class MachineActor(Actor):
                 await self.ctx.emit(decide.lease_machine(state, sid, w.job_id, at=self.ctx.now()))
                 live = self.pool.live.setdefault(sid, _Live())
                 w.reply.set(Lease(sid, live.client, live.lost, live.events))
-                self.pool.served_seq[w.job_id] = w.seq
                 if kept is not None:
                     reserved = self.pool.reserved.get(sid, set())
                     reserved.discard(w.job_id)  # its slot: now a lease
@@ -1745,9 +1759,9 @@ class MachineActor(Actor):
             return
         if trio.current_time() < pool.next_launch_at:
             return  # backing off after a failed launch; the poll timer comes back
-        order = policy.priority_order([(w.priority, w.seq) for w in demand])
+        demand.sort(key=_serving_key)
         for k in range(n):
-            w = demand[order[k % len(order)]]
+            w = demand[k % len(demand)]
             version = w.workflow_version or pool.default_version or ""
             self._approving += 1
             self.start_soon(self._approve_child, w.job_id, version, name="machine-approve")
@@ -3699,10 +3713,6 @@ class MachineActor(Actor):
         )
         await self.ctx.emit(ev.MachineUnhealthy(server_id=sid, reason=reason, at=self.ctx.now()))
         jobs = list(m.leases)
-        for job_id in jobs:
-            seq = self.pool.served_seq.get(job_id)
-            if seq is not None:
-                self.pool.keep_place[job_id] = seq
         # Its jobs see their lease lost and ask again (bound to it, to re-attach, or queued
         # again); the ComfyUI stays, with a new signal for the leases it gives once it
         # answers.

@@ -139,7 +139,6 @@ __all__ = [
     "pick_machine",
     "prelaunch_target",
     "prelaunches_needed",
-    "priority_order",
     "prompt_machine",
     "renewal_refused",
     "renewed_duration",
@@ -628,12 +627,6 @@ def drain_machine(
     ):
         return None
     return ev.MachineDraining(server_id=server_id, reason=reason, at=at)
-
-
-def priority_order(requests: Sequence[tuple[int, int]]) -> list[int]:
-    """Indices of ``(priority, arrival)`` pairs in serving order: higher priority first,
-    then first come first served."""
-    return sorted(range(len(requests)), key=lambda i: (-requests[i][0], requests[i][1]))
 
 
 # ------------------------------------------------------------------------- observation

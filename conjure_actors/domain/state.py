@@ -85,6 +85,7 @@ __all__ = [
     "initial_state",
     "is_legal",
     "machine_cost_at",
+    "queue_key",
     "state_from_builtins",
     "state_to_builtins",
 ]
@@ -136,6 +137,15 @@ LEGAL_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     CANCELLED: frozenset(),
 }
 """from-status -> the statuses a job may move to. Terminal statuses lead nowhere."""
+
+
+def queue_key(job: Job) -> tuple[int, int]:
+    """Where ``job`` waits in the one queue of jobs waiting for a machine: higher priority
+    first, then submission order (:attr:`Job.order`). The pool serves its waiting jobs in
+    this order and the service's ``queue_position`` counts by it, whatever brought a job
+    there (its submission, a requeue after a lost machine or a retry, a restart's resume):
+    a job queued again keeps its place."""
+    return (-job.priority, job.order)
 
 
 def is_legal(from_status: str, to_status: str) -> bool:
@@ -229,6 +239,10 @@ class Job:
     workflow_version: str | None = None
     children: list[str] = attrs.Factory(list)
     submitted_at: float = 0.0
+    # Its place in the log's order of submissions (0: the log's first job), set by the fold:
+    # the queue's tie-break within a priority (:func:`queue_key`), which the clock's
+    # ``submitted_at`` cannot be (jobs submitted in the same instant, a clock set back).
+    order: int = 0
     updated_at: float = 0.0
     finished_at: float | None = None
     attempt: int = 0
@@ -678,6 +692,7 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         workflow_version=None if e.workflow_version is None else sys.intern(e.workflow_version),
         children=EMPTY_LIST,
         submitted_at=e.at,
+        order=len(s.jobs),  # jobs are never removed from the state
         updated_at=e.at,
         nodes=EMPTY_DICT,
         inputs=EMPTY_LIST,

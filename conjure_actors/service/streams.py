@@ -50,7 +50,7 @@ from conjure_actors.domain import state as st
 from conjure_actors.service.app import Service
 from conjure_actors.service.errors import ApiError, invalid_request
 from conjure_actors.service.jobindex import WAITING as INDEX_WAITING
-from conjure_actors.service.jobindex import take_ready
+from conjure_actors.service.jobindex import ServingKey, serving_key, take_ready
 from conjure_actors.service.responses import JSONResponse
 from conjure_actors.service.resume import LAST_EVENT_ID, last_event_id, stamp
 from conjure_actors.service.security import SIGNED_QUERY, url_signer
@@ -75,13 +75,7 @@ __all__ = ["MAX_JOB_IDS", "STREAM_PATH", "QueueWatch", "events", "events_url", "
 MAX_JOB_IDS: Final = 100
 """``job=`` ids one stream follows at most (more: a metadata label)."""
 
-_Key = tuple[int, float, str]
-
-
-def serving_key(job: st.Job) -> _Key:
-    """``job``'s place in the queue's order (the job index's: priority first, then
-    submission time)."""
-    return (-job.priority, job.submitted_at, job.job_id)
+_Key = ServingKey  # serving_key: the job index's (the pool's order), not a copy of it
 
 
 class QueueWatch:

@@ -106,9 +106,10 @@ def api_status(job: st.Job, api: se.ApiJob | None, svc: se.ServiceState) -> str:
 
 def queue_position_of(service: Service, job: st.Job) -> int:
     """A queued job's place in line: 1 for the next job to run, then 2... (as the peer
-    comfy-api-proxy counts: how many waiting jobs go before it, plus one; priority first,
-    then submission order). 1-based so that a page's ``if (job.queue_position)`` and its
-    "#N in line" hold for the next job too."""
+    comfy-api-proxy counts: how many waiting jobs go before it, plus one; in the order the
+    pool serves them, ``state.queue_key``: priority first, then submission order, a job
+    queued again keeping its place). 1-based so that a page's ``if (job.queue_position)``
+    and its "#N in line" hold for the next job too."""
     return service.index.position(job) + 1
 
 

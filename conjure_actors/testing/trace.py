@@ -331,6 +331,7 @@ _VOLATILE: Final = frozenset(
         "client_id",
         "image_path",
         "submitted_at",
+        "order",
         "updated_at",
         "finished_at",
         "execution_started_at",

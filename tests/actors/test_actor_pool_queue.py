@@ -7,32 +7,35 @@ from hypothesis import strategies as hst
 
 from conjure_actors.actors.messages import Reply
 from conjure_actors.actors.pool import _Waiter, _WaitQueue
-from conjure_actors.domain import machines_policy as policy
+from conjure_actors.domain import state as st
 
 
 def waiter(
-    seq: int, priority: int, version: str | None = "v1", bound: str | None = None
+    seq: int, priority: int, version: str | None = "v1", bound: str | None = None, order: int = 0
 ) -> _Waiter:
-    """A waiting lease request."""
-    return _Waiter(f"job-{seq}", version, priority, seq, Reply(), bound)
+    """A waiting lease request (of a job submitted ``order``-th)."""
+    return _Waiter(f"job-{seq}", version, priority, seq, Reply(), bound, order=order)
 
 
 ops = hst.lists(
-    hst.tuples(hst.sampled_from(["add", "add", "remove", "serve"]), hst.integers(0, 3)),
+    hst.tuples(
+        hst.sampled_from(["add", "add", "remove", "serve"]), hst.integers(0, 3), hst.integers(0, 9)
+    ),
     max_size=60,
 )
 
 
 @given(ops)
-def test_queue_serves_in_the_policys_priority_order(steps: list[tuple[str, int]]) -> None:
-    """Whatever was added, removed or popped and pushed back, the queue serves the
-    remaining unbound requests in policy.priority_order, and counts them right."""
+def test_queue_serves_in_the_jobs_queue_order(steps: list[tuple[str, int, int]]) -> None:
+    """Whatever was added (in any order of arrival), removed or popped and pushed back, the
+    queue serves the remaining unbound requests in their jobs' queue order
+    (``state.queue_key``: priority, then submission order; arrival last), and counts them."""
     queue = _WaitQueue()
     alive: list[_Waiter] = []
     seq = 0
-    for op, k in steps:
+    for op, k, order in steps:
         if op == "add":
-            w = waiter(seq, k, bound="m1" if k == 3 else None)
+            w = waiter(seq, k, bound="m1" if k == 3 else None, order=order)
             seq += 1
             queue.append(w)
             alive.append(w)
@@ -48,7 +51,13 @@ def test_queue_serves_in_the_policys_priority_order(steps: list[tuple[str, int]]
     for w in alive:
         assert w in queue.of_job(w.job_id)
     assert sorted(queue.bound) == sorted(w.seq for w in alive if w.only_server is not None)
-    expected = [unbound[i] for i in policy.priority_order([(w.priority, w.seq) for w in unbound])]
+    expected = sorted(
+        unbound,
+        key=lambda w: (
+            *st.queue_key(st.Job(w.job_id, "wf", priority=w.priority, order=w.order)),
+            w.seq,
+        ),
+    )
     served = []
     while (w := queue.pop()) is not None:
         queue.remove(w)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conjure_actors.domain import cost_policy, machines_policy
 from conjure_actors.domain.events import EVENT_TYPES
-from conjure_actors.domain.state import M_READY, State
+from conjure_actors.domain.state import M_READY, State, queue_key
 
 IDS = st.sampled_from(["a", "b", "c", "m1", "p1"])
 SMALL_INT = st.integers(min_value=-1, max_value=5)
@@ -210,13 +210,11 @@ class LegalRunner:
 
     def dispatch(self) -> None:
         d = self.decide
+        # The pool's serving order: higher priority first, then submission order.
         queued = sorted(
-            (j for j in self.state.jobs.values() if j.status == "queued"),
-            key=lambda j: (j.submitted_at, j.job_id),
+            (j for j in self.state.jobs.values() if j.status == "queued"), key=queue_key
         )
-        # The pool's serving order: higher priority first, then first come.
-        order = machines_policy.priority_order([(j.priority, i) for i, j in enumerate(queued)])
-        waiting = [queued[i].job_id for i in order] + self.jobs_in("retrying")
+        waiting = [j.job_id for j in queued] + self.jobs_in("retrying")
         server = free_machine(self.state, "v1")
         if waiting and server:
             job = waiting[0]

@@ -32,7 +32,6 @@ from conjure_actors.domain.machines_policy import (
     observe,
     paid_machines,
     pick_machine,
-    priority_order,
     renewal_refused,
     renewed_duration,
     reserved_slots,
@@ -141,11 +140,6 @@ def test_idle_expiry() -> None:
     assert idle_expired(now=200, idle_since=80, idle_timeout=120)
     assert not idle_expired(now=199, idle_since=80, idle_timeout=120)
     assert not idle_expired(now=1e9, idle_since=None, idle_timeout=1)
-
-
-def test_priority_order_higher_first_then_fifo() -> None:
-    """Higher priority first; ties in arrival order."""
-    assert priority_order([(0, 1), (5, 2), (0, 0), (5, 3)]) == [1, 3, 2, 0]
 
 
 def _starting_machine(state: State, sid: str = "s1") -> Machine:

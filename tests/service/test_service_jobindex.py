@@ -24,7 +24,7 @@ changes = hs.lists(
         hs.integers(0, 7),  # which job
         hs.sampled_from(st.JOB_STATUSES),
         hs.integers(-1, 1),  # priority
-        hs.sampled_from([1.0, 2.0, 3.0]),  # submitted_at (ties on purpose)
+        hs.sampled_from([1.0, 2.0, 3.0]),  # submitted_at (ties on purpose: not the order)
     ),
     max_size=60,
 )
@@ -33,20 +33,23 @@ changes = hs.lists(
 @given(changes)
 def test_index_matches_a_full_scan(steps: list[tuple[int, str, int, float]]) -> None:
     """After every change: active = the non-terminal jobs; waiting order and each waiting
-    job's position = the sort of every waiting job by (priority desc, submitted_at, id);
+    job's position = the sort of every waiting job by the pool's serving order
+    (``state.queue_key``: priority desc, submission order, whatever its clock time);
     the counts by status = a count of every job's status (an update repeated included)."""
     jobs: dict[str, st.Job] = {}
     index = JobIndex()
     for n, status, priority, at in steps:
         job_id = f"job-{n}"
-        job = jobs.get(job_id) or st.Job(job_id, "wf", priority=priority, submitted_at=at)
+        job = jobs.get(job_id) or st.Job(
+            job_id, "wf", priority=priority, submitted_at=at, order=(7 - n) * 10
+        )
         jobs[job_id] = attrs.evolve(job, status=status)
         index.update(jobs[job_id])
         if n % 2:
             index.update(jobs[job_id])  # updating again changes nothing
         expected = sorted(
             (j for j in jobs.values() if j.status in WAITING),
-            key=lambda j: (-j.priority, j.submitted_at, j.job_id),
+            key=st.queue_key,
         )
         assert index.waiting() == [j.job_id for j in expected]
         assert all(index.position(j) == i for i, j in enumerate(expected))
@@ -59,12 +62,13 @@ def test_index_matches_a_full_scan(steps: list[tuple[int, str, int, float]]) -> 
 
 
 def test_index_built_from_existing_jobs() -> None:
-    """A JobIndex over the jobs of a replayed state starts with them indexed."""
+    """A JobIndex over the jobs of a replayed state starts with them indexed (the waiting
+    ones in submission order, whatever their clock times say)."""
     jobs = [
-        st.Job("a", "wf", status=st.QUEUED, submitted_at=2.0),
-        st.Job("b", "wf", status=st.QUEUED, submitted_at=1.0),
-        st.Job("c", "wf", status=st.SUCCEEDED, submitted_at=0.5),
-        st.Job("d", "wf", status=st.RUNNING, submitted_at=0.1),
+        st.Job("a", "wf", status=st.QUEUED, submitted_at=2.0, order=3),
+        st.Job("b", "wf", status=st.QUEUED, submitted_at=3.0, order=1),
+        st.Job("c", "wf", status=st.SUCCEEDED, submitted_at=0.5, order=2),
+        st.Job("d", "wf", status=st.RUNNING, submitted_at=0.1, order=0),
     ]
     index = JobIndex(jobs)
     assert index.waiting() == ["b", "a"]
