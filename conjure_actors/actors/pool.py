@@ -17,9 +17,13 @@ answer was lost is sent again when a listing shows the machine still running.
 
 How a lease is served (``_assign``, after every change):
 
-1. waiting requests in priority order take a Ready, healthy machine of their workflow version
-   with a free slot (reuse first). After a restart, a slot the log shows filled by a job's
-   submitted prompt is not free: it is kept for that job's re-attach (``reserved``);
+1. waiting requests in their jobs' queue order (``state.queue_key``: priority, then
+   submission order, the order ``queue_position`` counts; a job queued again keeps its
+   place) take a Ready, healthy machine of their workflow version with a free slot (reuse
+   first). After a restart, a slot the log shows filled by a job's submitted prompt is not
+   free: it is kept for that job's re-attach (``reserved``); and the jobs the restart
+   re-queues that have not asked yet hold their places: no job behind the first of them
+   is served before it asks (``MachinePool.unasked``, for ``RESUMED_IDLE_HOLD`` at most);
 2. the requests left over whose job is still active are *unmet demand*: launch
    ``launches_needed(...)`` machines (each approved by the CostActor), at most
    ``max_machines`` alive, never after ``StopLaunching``, and not again once
@@ -130,6 +134,7 @@ from conjure_actors.domain.state import (
     M_STARTING,
     M_STOPPED,
     MACHINE_GONE,
+    RETRYING,
     RUNNING,
     queue_key,
 )
@@ -185,7 +190,8 @@ listing, so a listing outage kept idle machines billing and let busy ones' lease
 
 RESUMED_IDLE_HOLD = 30.0
 """Seconds after the recovery during which the jobs it re-queues, until they ask for a
-machine, hold the idle stops (they ask within moments; one that never does must not)."""
+machine, hold the idle stops and the jobs queued behind them (they ask within moments; one
+that never does must not)."""
 
 LOSS_LOOKUPS = 3
 """Failed ``GET /servers/{id}`` (5xx, timeout, 429) of a machine a listing left out after
@@ -825,6 +831,17 @@ class MachinePool:
         # was stopped for want of the very jobs it was launched for (a whole boot lost per
         # restart). They count as waiting (_stop_surplus) until they ask, or end.
         self.resumed: set[str] = set()
+        # The jobs the restart re-queues that ask at once (all but one in its retry's
+        # backoff), as the recovery's listing left them (a job whose machine it found gone
+        # is one), until they ask; and their places in the queue (state.queue_key, job id),
+        # a heap: until the first of them asks, no job queued behind it is served
+        # (``_first_unasked``), so a restart serves its jobs in their order, not in the
+        # order their actors reach the pool (a job that was running requeues itself, last).
+        # Until ``unasked_until`` (trio time) at most: one that never asks must not hold
+        # the queue.
+        self.unasked: set[str] = set()
+        self.unasked_heap: list[tuple[tuple[int, int], str]] = []
+        self.unasked_until = float("-inf")
         # The log's machines still Starting when this process began, until the recovery's
         # listing (Reconcile) has shown what they are now: the log's "Starting" is stale (one
         # may be Ready, billing, for the jobs the log re-queues), so none is judged surplus
@@ -1109,6 +1126,8 @@ class MachineActor(Actor):
     ) -> None:
         if self.pool.resumed:
             self.pool.resumed.discard(job_id)  # it asks now: counted in the queue
+        if self.pool.unasked:
+            self.pool.unasked.discard(job_id)
         if self.pool.shutdown is not None:
             reason = self.pool.shutdown.reason
             reply.fail(LeaseFailedError(f"no machine: {reason}", retryable=False, reason=reason))
@@ -1252,6 +1271,7 @@ class MachineActor(Actor):
 
     def _cancel_lease(self, job_id: str) -> None:
         self.pool.resumed.discard(job_id)
+        self.pool.unasked.discard(job_id)
         for live in self.pool.live.values():
             if not live.returns:  # the usual case (once per job's end: issue 16)
                 continue
@@ -1570,6 +1590,27 @@ class MachineActor(Actor):
                 resumed.discard(job_id)
         return len(resumed)
 
+    def _first_unasked(self) -> tuple[int, int] | None:
+        """The queue place of the first job a restart re-queues that has not asked for a
+        machine yet (``MachinePool.unasked``), None if none is left (or the wait for them
+        is over): the jobs queued behind it wait for it. Those that asked, or ended, or
+        now re-attach are dropped as they reach the top (O(log n) each, once)."""
+        pool = self.pool
+        heap = pool.unasked_heap
+        if trio.current_time() >= pool.unasked_until:
+            heap.clear()
+            pool.unasked.clear()
+            return None
+        state = self.ctx.state
+        while heap:
+            key, job_id = heap[0]
+            job = state.jobs.get(job_id)
+            if job_id in pool.unasked and job is not None and policy.awaits_machine(state, job):
+                return key
+            heapq.heappop(heap)
+            pool.unasked.discard(job_id)
+        return None
+
     async def _serve_waiters(self) -> None:
         state = self.ctx.state
         queue = self.pool.waiting
@@ -1592,10 +1633,18 @@ class MachineActor(Actor):
         # Held (Context.hold_jobs): a job not bound to a machine waits; a re-attach goes on
         # (its prompt ran already on the machine it is bound to).
         held = self._jobs_held()
+        # After a restart, the jobs queued behind one that has not asked yet wait for it.
+        first_unasked = self._first_unasked() if self.pool.unasked_heap else None
         while True:
             # ``views`` empties as machines fill: then no waiter can be served (issue 16: the
             # queue is not walked for nothing).
             top = queue.peek() if views and not held else None
+            if (
+                first_unasked is not None
+                and top is not None
+                and (-top.priority, top.order) > first_unasked
+            ):
+                top = None  # it and every unbound request after it wait
             nb = bound[bi] if bi < len(bound) else None
             if nb is not None and (top is None or _serving_key(nb) < _serving_key(top)):
                 w, bi = nb, bi + 1
@@ -3746,6 +3795,7 @@ class MachineActor(Actor):
         if rc is None:
             self.pool.unreconciled.clear()  # nothing of the log to list
             self.pool.recovering = False
+            self._hold_for_unasked()
             reply.set(None)
             return
         # Listed even when the log holds nothing that may bill: a log that lost its last
@@ -3863,6 +3913,7 @@ class MachineActor(Actor):
                     " know: %s",
                     msg.error,
                 )
+                self._hold_for_unasked()
                 msg.reply.set(None)
             else:
                 msg.reply.fail(msg.error)
@@ -3965,8 +4016,23 @@ class MachineActor(Actor):
             if u.server_id == server_id:
                 log.warning("%s", cost_policy.unknown_end_line(u, now=now))
 
+    def _hold_for_unasked(self) -> None:
+        """The recovery is over, its jobs about to ask: see ``MachinePool.unasked``."""
+        state, pool = self.ctx.state, self.pool
+        pool.unasked = {
+            job.job_id
+            for job in state.jobs.values()
+            if job.status != RETRYING
+            and policy.awaits_machine(state, job)
+            and not pool.waiting.of_job(job.job_id)
+        }
+        pool.unasked_heap = [(queue_key(state.jobs[j]), j) for j in pool.unasked]
+        heapq.heapify(pool.unasked_heap)
+        pool.unasked_until = trio.current_time() + RESUMED_IDLE_HOLD
+
     async def _after_reconcile(self) -> None:
         """The polls and leases that waited for the recovery's listing."""
+        self._hold_for_unasked()
         if self._poll_queued:
             self._poll_queued = False
             self._poll()

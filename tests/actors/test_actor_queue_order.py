@@ -12,7 +12,14 @@ from typing import Any
 
 import trio
 import trio.testing
-from actor_support import open_test_cloud, run_conjure, sim_config, submit_sketches, wait_for
+from actor_support import (
+    crash_when,
+    open_test_cloud,
+    run_conjure,
+    sim_config,
+    submit_sketches,
+    wait_for,
+)
 from hypothesis import given
 from hypothesis import strategies as hst
 
@@ -24,6 +31,7 @@ from conjure_actors.domain import events as ev
 from conjure_actors.domain.events import Event
 from conjure_actors.domain.state import apply, initial_state
 from conjure_actors.service.jobindex import JobIndex
+from conjure_actors.sim.comfyui import ComfyTimings
 
 
 def leases_in_queue_order(log: eventlog.MemoryLog[Any]) -> list[str]:
@@ -119,3 +127,54 @@ def test_the_pool_serves_in_the_order_queue_position_counts(
     assert served == JobIndex(state.jobs.values()).waiting()
     by_priority = sorted(range(len(jobs)), key=lambda n: (-jobs[n][0], n))
     assert served == [ids[n] for n in by_priority]
+
+
+async def test_a_restart_keeps_a_free_machine_for_the_first_job_until_it_asks(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A crash while J1 runs (its machine then gone) and J2 waits, with a machine Ready and
+    idle: at the restart J2 reaches the pool at once, J1 only once its actor requeued it;
+    the idle machine goes to J1, submitted first, not to J2."""
+    wall = TrioWallClock()
+    log: eventlog.MemoryLog[Any] = eventlog.MemoryLog(Event)
+    out = tmp_path / "out"
+    jobs: list[str] = []
+    slow = ComfyTimings(scale=100.0)  # J1 still runs once J2's first attempt was cancelled
+    async with open_test_cloud(wall.now, ready_delay=120.0, timings=slow) as cloud:
+        config = sim_config(cloud, max_machines=2, jobs_per_machine=1, idle_timeout=600.0)
+
+        async def until_one_runs_and_one_waits(conjure: Any) -> None:
+            first, spare = await submit_sketches(conjure, 2)
+            with trio.fail_after(3600):
+                await wait_for(
+                    conjure,
+                    lambda s: s.jobs[first].execution == "started" and s.jobs[spare].execution,
+                )
+            await conjure.cancel(spare)  # its machine stays, idle
+            with trio.fail_after(3600):
+                await wait_for(
+                    conjure,
+                    lambda s: sum(not m.leases for m in s.machines.values() if m.idle_since) == 1,
+                )
+            jobs.append(first)
+            jobs.extend(await submit_sketches(conjure))
+
+        await crash_when(cloud, log, out, config, wall, until_one_runs_and_one_waits)
+        log = log.reopen()
+        state = log_state(log)
+        assert [state.jobs[j].status for j in jobs] == ["running", "queued"]
+        cloud.runcomfy.vanish(state.jobs[jobs[0]].server_id)
+        before = sum(isinstance(r.event, ev.MachineLeased) for r in log.records())
+        async with run_conjure(cloud, log, out, config, wall) as conjure:
+            with trio.fail_after(3600):
+                await conjure.wait_until_idle()
+            assert [conjure.state.jobs[j].status for j in jobs] == ["succeeded"] * 2
+    assert leases_in_queue_order(log)[before:] == jobs
+
+
+def log_state(log: eventlog.MemoryLog[Any]) -> Any:
+    """The state ``log`` folds to."""
+    state = initial_state()
+    for record in log.records():
+        apply(state, record.event)
+    return state
