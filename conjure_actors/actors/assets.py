@@ -771,7 +771,7 @@ class AssetActor(Actor):
         if path in svc.job_outputs.get(job_id, {}) or job_id in svc.outputs_not_stored:
             return True
         api = svc.api_jobs.get(job_id)
-        return api is not None and api.expired
+        return job_id in svc.expired_jobs or (api is not None and api.expired)
 
     def _decide_unstored(self, job_id: str) -> None:
         """Stage the ``ApiJobOutputsNotStored`` of a job that succeeded once each of its
@@ -889,14 +889,14 @@ class AssetActor(Actor):
         await self._move_expiries(None)  # an end the watcher has not told yet: not expired
         now = self.ctx.now()
         state = self.ctx.state
-        expired: list[str] = []
+        expired: dict[str, list[str]] = {}  # job id -> its outputs' paths
         for api in list(state.service.api_jobs.values()):
             job = state.jobs.get(api.job_id)
             if api.expired or not api.ended or job is None:
                 continue
             if api.expires_at <= now:
+                expired[api.job_id] = [o.path for o in job.outputs]  # the job leaves the state
                 await self.ctx.emit(se.ApiJobExpired(job_id=api.job_id, at=now))
-                expired.append(api.job_id)
         await self._remove_outputs(expired)
         for claim in list(state.service.idempotency.values()):
             if claim.expires_at <= now:
@@ -924,32 +924,24 @@ class AssetActor(Actor):
         under is listed once, and only its entries named after an expired job go: the
         filesystem work is bounded by what is on disk, not by the log."""
         state = self.ctx.state
-        expired = {a.job_id for a in state.service.api_jobs.values() if a.expired}
+        # An expired job leaves the state, its tombstone (service_events.ExpiredJob) stays
+        # a while: long enough for this start after a crash in between.
+        tombs = state.service.expired_jobs
+        expired = set(tombs)
         if not expired:
             return
-        # The --out of each output (OUT/<job>/<subfolder>/<file>; a restart may have had
-        # another --out): found by string search, as Path objects for 20,000 jobs cost more
-        # than the listings they spare.
+        # The --out of each job's outputs (OUT/<job>/<subfolder>/<file>; a restart may have
+        # had another --out), as its tombstone recorded it.
         out_dirs = {str(self.ctx.out_dir)}
-        sep = os.sep
-        for job_id in expired:
-            job = state.jobs.get(job_id)
-            if job is None:
-                continue
-            needle = f"{sep}{job_id}{sep}"
-            for out in job.outputs:
-                at = out.path.rfind(needle)
-                if at > 0:
-                    out_dirs.add(out.path[:at])
+        out_dirs.update(t.out_dir for t in tombs.values() if t.out_dir is not None)
         folders = sorted(Path(d) for d in out_dirs)
         await trio.to_thread.run_sync(remove_listed_folders, folders, expired)
 
-    async def _remove_outputs(self, job_ids: list[str]) -> None:
-        """Remove the output folders of jobs whose expiry is logged (idempotent)."""
+    async def _remove_outputs(self, jobs: dict[str, list[str]]) -> None:
+        """Remove the output folders of jobs whose expiry is logged (idempotent): ``jobs``
+        maps each to its outputs' paths."""
         folders: set[Path] = set()
-        for job_id in job_ids:
-            job = self.ctx.state.jobs.get(job_id)
-            paths = [o.path for o in job.outputs] if job is not None else []
+        for job_id, paths in jobs.items():
             folders.update(job_folders(self.ctx.out_dir, job_id, paths))
         if folders:
             await trio.to_thread.run_sync(remove_folders, sorted(folders))

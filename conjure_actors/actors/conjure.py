@@ -722,8 +722,8 @@ class Conjure:
         if self._shut_down:  # no actor starts any more: the job's own, or Conjure ends it
             async with self._start_lock:
                 ref = self._job_refs.get(job_id)
-                job = self.state.jobs[job_id]
-                if ref is None and job.status not in st.TERMINAL_STATUSES:
+                job = self.state.jobs.get(job_id)  # (None: it ended and expired meanwhile)
+                if ref is None and job is not None and job.status not in st.TERMINAL_STATUSES:
                     await self.ctx.emit(
                         decide.cancel_job(self.state, job_id, reason=reason, at=self.ctx.now())
                     )

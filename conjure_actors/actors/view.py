@@ -361,13 +361,18 @@ def summarize(state: st.State, job_ids: Iterable[str] | None = None) -> Summary:
     count = {s: 0 for s in st.JOB_STATUSES}
     for job in jobs:
         count[job.status] += 1
+    expired = 0
+    if not job_ids:  # the whole log: its expired jobs left the state, their tally stays
+        for status, n in state.service.expired_tally.items():
+            count[status] = count.get(status, 0) + n
+            expired += n
     failures = []
     for job in jobs:
         why = job_reason(job)
         if why is not None:
             failures.append((job.job_id, job.status, why))
     return Summary(
-        jobs=len(jobs),
+        jobs=len(jobs) + expired,
         succeeded=count[st.SUCCEEDED],
         failed=count[st.FAILED],
         cancelled=count[st.CANCELLED],

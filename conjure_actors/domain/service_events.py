@@ -14,6 +14,7 @@ total (a nonsensical event changes nothing), no clock.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, Final
@@ -24,6 +25,7 @@ import msgspec
 from conjure_actors.domain.sharing import EMPTY_LIST, SHARED, dict_or_empty, share
 
 __all__ = [
+    "EXPIRED_KEPT",
     "SERVICE_EVENTS",
     "SERVICE_HANDLERS",
     "ApiJob",
@@ -36,6 +38,7 @@ __all__ = [
     "AssetExpired",
     "AssetRecord",
     "AssetRecorded",
+    "ExpiredJob",
     "IdempotencyClaim",
     "IdempotencyKeyClaimed",
     "IdempotencyKeyReleased",
@@ -244,6 +247,9 @@ class IdempotencyClaim:
     claimed_at: float
     expires_at: float
     asset_id: str | None = None
+    job_id: str | None = None
+    """The job a ``jobs`` key made (its ``ApiJobAccepted``): the claim outlives the job's
+    own record, which goes when the job expires (:func:`claims_without_job`)."""
 
 
 @attrs.define(slots=True)
@@ -266,6 +272,30 @@ class ApiJob:
 
 
 @attrs.define(slots=True)
+class ExpiredJob:
+    """What is left of an expired job (its tombstone) for :data:`EXPIRED_KEPT` seconds:
+    when it expired, when it was submitted, and the ``--out`` its outputs were saved under
+    (None: none saved), so a start after a crash between its ``ApiJobExpired`` and the
+    removal of its folder still removes it. The job itself (its ``Job``, its API facts, its
+    outputs) leaves the state as it expires: a serve's state holds the jobs it retains, not
+    every job it ran."""
+
+    at: float
+    out_dir: str | None = None
+    submitted_at: float | None = None
+    """When it was submitted: ``GET /api/v2/jobs?cursor=`` of a page that ended with it
+    goes on with the jobs submitted before it."""
+
+
+EXPIRED_KEPT: Final = 3600.0
+"""Seconds an :class:`ExpiredJob` stays (counted in the log's time: the fold drops the
+older ones as a later job expires). The sweep removes a job's folder right after its
+expiry is logged, so only a crash in between needs one, and a start that follows reads
+it before any later expiry. The API tells an expired job from an unknown one by neither:
+both are 404, before and after."""
+
+
+@attrs.define(slots=True)
 class OutputsNotStored:
     """Why a job that succeeded reads failed: its outputs in ``paths`` could not be stored
     (:class:`ApiJobOutputsNotStored`)."""
@@ -280,7 +310,13 @@ class ServiceState:
     """The service's part of the state. ``blob_refs`` counts live assets per hash (a blob
     with none may be removed); ``job_outputs`` maps a job to its output assets by the
     ``OutputSaved`` path they came from; ``outputs_not_stored``: the jobs that succeeded but
-    whose outputs could not all be stored (they read failed)."""
+    whose outputs could not all be stored (they read failed).
+
+    An expired job leaves every map here and ``State.jobs`` (:func:`_job_expired`): what
+    outlives it is its idempotency claim (until its own expiry), its tombstone in
+    ``expired_jobs`` (:data:`EXPIRED_KEPT`) and one count in ``expired_tally`` (the
+    expired jobs by the status the service counted them under, :func:`served_status`:
+    ``/metrics`` and the summaries count every job the log ran, retained or not)."""
 
     assets: dict[str, AssetRecord] = attrs.Factory(dict)
     blob_refs: dict[str, int] = attrs.Factory(dict)
@@ -289,6 +325,8 @@ class ServiceState:
     api_jobs: dict[str, ApiJob] = attrs.Factory(dict)
     job_outputs: dict[str, dict[str, str]] = attrs.Factory(dict)
     outputs_not_stored: dict[str, OutputsNotStored] = attrs.Factory(dict)
+    expired_jobs: dict[str, ExpiredJob] = attrs.Factory(dict)
+    expired_tally: dict[str, int] = attrs.Factory(dict)
 
 
 def claim_key(scope: str, key: str) -> str:
@@ -350,7 +388,8 @@ def _asset_recorded(s: Any, e: AssetRecorded) -> None:
     )
     svc.blob_refs[digest] = svc.blob_refs.get(digest, 0) + 1
     svc.blob_sizes[digest] = e.size
-    if job_id is not None and source_path is not None:
+    if job_id is not None and source_path is not None and (job is not None or api_job):
+        # (an output recorded after its job expired is no job's output any more)
         svc.job_outputs.setdefault(job_id, {})[source_path] = e.asset_id
 
 
@@ -394,6 +433,10 @@ def _job_accepted(s: Any, e: ApiJobAccepted) -> None:
     svc: ServiceState = s.service
     if e.job_id in svc.api_jobs:
         return
+    if e.idempotency_key is not None:
+        claim = svc.idempotency.get(claim_key("jobs", e.idempotency_key))
+        if claim is not None and claim.job_id is None and claim.claimed_at <= e.at:
+            claim.job_id = e.job_id
     svc.api_jobs[e.job_id] = ApiJob(
         job_id=e.job_id,
         labels=dict_or_empty(e.labels),
@@ -459,9 +502,54 @@ def _cancel_requested(s: Any, e: ApiJobCancelRequested) -> None:
 
 
 def _job_expired(s: Any, e: ApiJobExpired) -> None:
-    job = s.service.api_jobs.get(e.job_id)
+    svc: ServiceState = s.service
+    api = svc.api_jobs.get(e.job_id)
+    if api is None:
+        return
+    job = s.jobs.get(e.job_id)
+    if job is not None and job.status not in ENDED:
+        api.expired = True  # nonsensical (the sweep expires ended jobs): the run goes on
+        return
+    # The job leaves the state: nothing it held is read again (the API answers 404 as
+    # for an unknown job), so a serve's memory, snapshots and start-up follow the jobs
+    # it retains, not every job it ran.
+    del svc.api_jobs[e.job_id]
+    svc.job_outputs.pop(e.job_id, None)
+    out_dir = submitted_at = None
     if job is not None:
-        job.expired = True
+        submitted_at = job.submitted_at
+        status = served_status(s, job)
+        svc.expired_tally[status] = svc.expired_tally.get(status, 0) + 1
+        out_dir = _out_dir(job)
+        del s.jobs[e.job_id]
+        if s.submitting:
+            for prompt_id in [p for p, v in s.submitting.items() if v.job_id == e.job_id]:
+                del s.submitting[prompt_id]
+        # Its actor's record (``.../<job id>``), kept when it crashed or was restarted.
+        suffix = f"/{e.job_id}"
+        for name in [n for n in s.actors if n.endswith(suffix)]:
+            del s.actors[name]
+    svc.outputs_not_stored.pop(e.job_id, None)
+    tombs = svc.expired_jobs
+    tombs.pop(e.job_id, None)
+    tombs[api.job_id] = ExpiredJob(at=e.at, out_dir=out_dir, submitted_at=submitted_at)
+    # Oldest first (the log's order): the ones past EXPIRED_KEPT go.
+    horizon = e.at - EXPIRED_KEPT
+    while tombs:
+        oldest = next(iter(tombs))
+        if tombs[oldest].at >= horizon:
+            break
+        del tombs[oldest]
+
+
+def _out_dir(job: Any) -> str | None:
+    """The ``--out`` ``job``'s outputs were saved under (``OUT/<job>/...``), or None."""
+    needle = f"{os.sep}{job.job_id}{os.sep}"
+    for out in job.outputs:
+        at = out.path.rfind(needle)
+        if at > 0:
+            return share(SHARED, out.path[:at])
+    return None
 
 
 def _outputs_not_stored(s: Any, e: ApiJobOutputsNotStored) -> None:
@@ -539,7 +627,7 @@ def claims_without_job(state: Any, now: float) -> list[IdempotencyKeyReleased]:
     job was accepted at or after its claim is the claim's own (an older job of the same
     key, its claim expired and released, does not count)."""
     svc: ServiceState = state.service
-    claims = [c for c in svc.idempotency.values() if c.scope == "jobs"]
+    claims = [c for c in svc.idempotency.values() if c.scope == "jobs" and c.job_id is None]
     if not claims:
         return []
     accepted: dict[str, float] = {}  # key -> its latest job's acceptance

@@ -5,8 +5,8 @@ queue position; scanning (and sorting) every job of the state for each request m
 submission O(jobs). :class:`JobIndex` keeps the active job ids and the waiting jobs in
 serving order (the pool's, ``state.queue_key``: priority first, then submission order),
 updated from each job event: a change costs O(log n) to find (plus a C-level list shift), a
-position is one binary search. It also
-counts the jobs by status, so ``GET /metrics`` reads them instead of scanning every job of the
+position is one binary search. It also counts the jobs by status (those the state retains: an
+expired job leaves it), so ``GET /metrics`` reads them instead of scanning every job of the
 state twice per scrape (0.3 ms at 2,400 jobs, polled every 20 ms by ``bench/serve.py``).
 ``GET /api/v2/jobs?status=queued,running`` lists the active jobs and those that succeeded
 lately (their outputs may still be becoming assets: the API says ``running``) in the log's
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import trio
 
 from conjure_actors.domain import state as st
-from conjure_actors.domain.service_events import served_status
+from conjure_actors.domain.service_events import ApiJobExpired, served_status
 
 __all__ = ["JobIndex", "ServingKey", "follow_jobs", "serving_key", "take_ready"]
 
@@ -78,6 +78,7 @@ class JobIndex:
         job's position can have changed only when this did (an event stream compares it
         on each commit before it looks up its position)."""
         self._order: dict[str, int] = {}  # job id -> its place in the log (first update)
+        self._seen = 0  # jobs ever indexed
         self._succeeded: list[tuple[float, str]] = []  # (finished_at, id), sorted; recent
         for job in jobs:
             self.update(job)
@@ -94,7 +95,8 @@ class JobIndex:
             if old_status is not None:
                 counts[old_status] -= 1
             else:
-                self._order[job_id] = len(self._order)
+                self._order[job_id] = self._seen  # (not len(_order): forget() shrinks it)
+                self._seen += 1
             counts[counted] = counts.get(counted, 0) + 1
             self._status[job_id] = counted
             if status == st.SUCCEEDED and job.finished_at is not None:
@@ -117,6 +119,22 @@ class JobIndex:
             self._remove(old)
             del self._keys[job_id]
             self.moves += 1
+
+    def forget(self, job_id: str) -> None:
+        """Drop ``job_id`` (it expired: it left the state). Its count goes with it: the
+        state's ``expired_tally`` counts it from then on (``/metrics`` adds the two)."""
+        counted = self._status.pop(job_id, None)
+        if counted is None:
+            return
+        self.counts[counted] -= 1
+        self._order.pop(job_id, None)
+        self.active.discard(job_id)
+        old = self._keys.pop(job_id, None)
+        if old is not None:
+            self._remove(old)
+            self.moves += 1
+        if any(jid == job_id for _, jid in self._succeeded):  # (lately: ENDED_HORIZON)
+            self._succeeded = [e for e in self._succeeded if e[1] != job_id]
 
     def _remove(self, key: _Key) -> None:
         at = bisect.bisect_left(self._waiting, key)
@@ -171,6 +189,8 @@ async def follow_jobs(
                     index.update(job, served_status(state, job))
                     if on_end is not None and job.status in st.TERMINAL_STATUSES:
                         on_end(job_id)
+                elif isinstance(record.event, ApiJobExpired):
+                    index.forget(job_id)  # it left the state
 
     with journal.listen(on_records) as listener:
         state = journal.state

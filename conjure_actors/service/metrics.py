@@ -60,6 +60,8 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self._m.get_state()
         now = self._m.now()
+        # Every job the log ran, by status: those the state retains plus the tally of
+        # those that expired (and left it), so the figures never go down with an expiry.
         jobs = GaugeMetricFamily("conjure_jobs", "Jobs by status.", labels=["status"])
         counts = dict.fromkeys(st.JOB_STATUSES, 0)
         if self._m.job_counts is not None:
@@ -70,6 +72,8 @@ class _StateCollector(Collector):
                 status = served_status(state, job)
                 counts[status] = counts.get(status, 0) + 1
             waiting = queue_depth(state)
+        for status, n in state.service.expired_tally.items():
+            counts[status] = counts.get(status, 0) + n
         for status, n in counts.items():
             jobs.add_metric([status], n)
         yield jobs

@@ -1010,13 +1010,28 @@ async def list_jobs(request: Request) -> Response:
     cursor = request.query_params.get("cursor")
     state = service.state
     svc = state.service
-    if cursor is not None and (cursor not in svc.api_jobs or cursor not in state.jobs):
+    # A cursor that expired since (it left the state): the jobs submitted before it follow
+    # (and any submitted in the same instant: one listed twice rather than one skipped).
+    gone = svc.expired_jobs.get(cursor) if cursor is not None else None
+    before = None if gone is None else gone.submitted_at
+    if (
+        before is None
+        and cursor is not None
+        and (cursor not in svc.api_jobs or cursor not in state.jobs)
+    ):
         raise ApiError(422, "invalid_cursor", "this cursor was not issued here")
     # Newest first, walked lazily: a page costs what it skips and shows, not a scan and
     # copy of every job.
     candidates = _newest_first(service, statuses)
     ids: Any
-    if candidates is None:
+    if before is not None:
+        jobs = state.jobs
+        ids = (
+            jid
+            for jid in (reversed(jobs) if candidates is None else candidates)
+            if jid in jobs and jobs[jid].submitted_at <= before
+        )
+    elif candidates is None:
         ids = reversed(state.jobs)
         if cursor is not None:
             for jid in ids:

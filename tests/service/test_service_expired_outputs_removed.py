@@ -57,7 +57,7 @@ async def test_a_job_s_output_folder_stays_while_readable_and_goes_when_it_expir
             kept = folder.is_dir() and all(p.is_file() for p in outputs)
             await trio.sleep(61)
             await run.service.assets.ask(SweepNow(), timeout=30)
-            expired = run.service.state.service.api_jobs[job_id].expired
+            expired = job_id in run.service.state.service.expired_jobs
     assert outputs
     assert kept, "a job still readable keeps its files"
     assert expired
@@ -78,7 +78,7 @@ async def test_a_restart_removes_the_folder_of_a_job_the_log_says_expired(
             with monkeypatch.context() as crashed:
                 crashed.setattr(assets_actor, "remove_folders", lambda folders: None)
                 await run.service.assets.ask(SweepNow(), timeout=30)
-            assert run.service.state.service.api_jobs[job_id].expired
+            assert job_id in run.service.state.service.expired_jobs
         folder = tmp_path / "out" / job_id
         left = folder.is_dir()
         log.close()

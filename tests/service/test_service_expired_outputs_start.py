@@ -68,7 +68,7 @@ async def test_a_start_probes_no_folder_of_an_expired_job_that_is_gone(
         log.close()
         async with open_extras_service(tmp_path, log=log.reopen(), settings=SETTINGS) as run:
             await run.service.assets.ask(SweepNow(), timeout=30)
-            assert run.service.state.service.api_jobs[job_id].expired
+            assert job_id in run.service.state.service.expired_jobs
     assert removals == []
 
 

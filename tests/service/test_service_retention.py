@@ -68,7 +68,8 @@ async def test_expired_job_outputs_and_assets_are_gone_even_after_restart(
             )
         ]
         svc = served.service.state.service
-        assert svc.api_jobs[job["id"]].expired
+        assert job["id"] in svc.expired_jobs
+        assert job["id"] not in svc.api_jobs
         assert not svc.assets
     assert gone == [404, 404, 404]
     async with open_serve(sim_config, **kwargs) as served, httpx.AsyncClient() as http:
