@@ -1107,7 +1107,16 @@ def _main(args: argparse.Namespace) -> int:
     if stop_at is not None and seq == 0:
         _refuse_a_time_before_the_log(path, args.at, stop_at)
     if args.job is not None and args.job not in state.jobs:
-        raise UsageError(f"no job {args.job} in {path} at seq {seq}: check the job id")
+        # A job of serve that expired left the state (its records stay in the log).
+        why = "check the job id"
+        if state.service.expired_tally:  # (a tombstone goes an hour after the expiry)
+            gone = args.job in state.service.expired_jobs
+            why = "it expired" if gone else "check the job id; or it expired"
+            why += (
+                " (past serve's --retention) and left the state: give --at a record before"
+                " its expiry (`replay LOG --job ID` lists its records)"
+            )
+        raise UsageError(f"no job {args.job} in {path} at seq {seq}: {why}")
     if damage is not None:  # (answered: said on stderr, as a torn tail is)
         print(
             f"warning: {path}: corrupt at byte offset {damage.offset} (record seq"

@@ -30,3 +30,13 @@ def test_status_counts_the_job_that_expired(capsys: pytest.CaptureFixture[str]) 
     assert main(["status", str(LOG)]) == 0
     out = capsys.readouterr().out
     assert "  jobs: 2 (1 succeeded, 0 failed, 1 cancelled, 0 unfinished)" in out.splitlines()
+
+
+def test_replay_json_of_the_expired_job_says_it_expired(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--job`` of a job that expired (its state is gone, not its records): one line that
+    says so and how to see it, not "check the job id"."""
+    assert main(["replay", str(LOG), "--job", EXPIRED, "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"no job {EXPIRED} in {LOG} at seq 29: it expired (past serve's --retention)" in err
+    assert "give --at a record before its expiry" in err
