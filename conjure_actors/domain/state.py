@@ -438,6 +438,9 @@ class State:
     submitting: dict[str, PendingPrompt] = attrs.Factory(dict)
     system: SystemInfo = attrs.Factory(SystemInfo)
     events_applied: int = 0
+    # Jobs ever submitted: the next job's ``order`` (not ``len(jobs)``: an expired job
+    # leaves ``jobs``, and a count of what is left would give two jobs one place).
+    jobs_submitted: int = 0
     last_at: float | None = None
     anomaly_count: int = 0
     anomalies: list[str] = attrs.Factory(list)
@@ -692,13 +695,14 @@ def _job_submitted(s: State, e: ev.JobSubmitted) -> None:
         workflow_version=None if e.workflow_version is None else sys.intern(e.workflow_version),
         children=EMPTY_LIST,
         submitted_at=e.at,
-        order=len(s.jobs),  # jobs are never removed from the state
+        order=s.jobs_submitted,
         updated_at=e.at,
         nodes=EMPTY_DICT,
         inputs=EMPTY_LIST,
         outputs=EMPTY_LIST,
         extra_inputs=dict_or_empty(e.extra_inputs),
     )
+    s.jobs_submitted += 1
     if workflow is not None:
         job.workflow_sha256 = workflow.sha256  # the WorkflowRecord's own object
     if e.parent_id is not None:

@@ -268,3 +268,18 @@ def test_a_folded_log_up_to_before_the_expiry_still_holds_the_job() -> None:
         apply(before, event)
     assert before.jobs[_job_id(0)].status == "succeeded"
     assert _job_id(0) in before.service.api_jobs
+
+
+def test_a_job_submitted_after_an_expiry_takes_a_place_no_other_job_has() -> None:
+    """A job's ``order`` (its place in the serving order) is the count of jobs ever
+    submitted, not of those the state still holds: after an expiry, ``len(jobs)`` gave the
+    next job the place of a job still queued."""
+    state, log = _base(), []
+    _run_job(state, log, 9, ("succeeded", 0, False), 0.0)
+    for i in range(3):
+        _emit(state, log, decide.submit_job(state, job_id=_job_id(i), workflow_sha256=WF, at=i))
+    _expire(state, log, _job_id(9), RETENTION + 100)
+    _emit(state, log, decide.submit_job(state, job_id=_job_id(4), workflow_sha256=WF, at=20.0))
+    orders = [job.order for job in state.jobs.values()]
+    assert _job_id(9) not in state.jobs
+    assert sorted(orders) == [1, 2, 3, 4]

@@ -27,6 +27,7 @@ def test_a_forgotten_job_leaves_the_index(changes: list[tuple[int, str, float]])
     forgotten job has no place in the log's order, and every job indexed has its own."""
     jobs: dict[str, st.Job] = {}
     index = JobIndex()
+    submitted = 0  # the fold's jobs_submitted: each new job's order
     for n, status, at in changes:
         job_id = f"job-{n}"
         if status == "forget":
@@ -34,12 +35,15 @@ def test_a_forgotten_job_leaves_the_index(changes: list[tuple[int, str, float]])
             index.forget(job_id)
             assert index.order(job_id) is None
         else:
-            job = jobs.get(job_id) or st.Job(job_id, "wf", submitted_at=at)
+            job = jobs.get(job_id)
+            if job is None:
+                job = st.Job(job_id, "wf", submitted_at=at, order=submitted)
+                submitted += 1
             jobs[job_id] = attrs.evolve(job, status=status, finished_at=at)
             index.update(jobs[job_id])
         waiting = sorted(
             (j for j in jobs.values() if j.status in WAITING),
-            key=lambda j: (-j.priority, j.submitted_at, j.job_id),
+            key=st.queue_key,
         )
         assert index.waiting() == [j.job_id for j in waiting]
         assert index.active == {
