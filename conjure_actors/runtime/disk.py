@@ -11,31 +11,32 @@ Group commit
 ------------
 The work of a file is split in three (:class:`FileCommit`): ``stage`` (the temporary file
 written, not yet fsynced), ``put_in_place`` (fsync, rename) and ``make_durable`` (the
-directory fsyncs, through a function the committer gives). The committer takes every commit
-queued so far as one batch and runs it in ONE long-lived worker thread: every file staged
-(up to :data:`STAGED` at a time), then each fsynced and renamed, then every
-``make_durable``, whose directory fsyncs are shared (each distinct directory is fsynced once
-per batch, after every rename into it), then it answers the whole batch with one wake-up of
-the trio thread (one ``TrioToken.run_sync_soon`` that reschedules every waiter). Writing
-every file before the first fsync matters: one thread fsyncing file after file waits for
-the disk once per file, but the files' data written first goes to disk together with the
-first fsync's journal commit (ext4; 10 files of 20 KB on this box: 6.9 ms written and
-fsynced one by one, 2.2 ms staged first, 3.3 ms in ten threads of their own). A caller is
-answered only once its file, its rename and its directories are fsynced: exactly what it
-waited for before.
+directory fsyncs, through a function the committer gives). The committer takes the commits
+queued as one group and runs it in ONE long-lived worker thread: every file staged (up to
+:data:`STAGED` at a time), then each fsynced and renamed, then every ``make_durable``, whose
+directory fsyncs are shared (each distinct directory is fsynced once per group, after every
+rename into it); the groups of a batch (see "When a batch is taken") are answered together
+with one wake-up of the trio thread (one ``TrioToken.run_sync_soon`` that reschedules every
+waiter). Writing every file before the first fsync matters: one thread fsyncing file after
+file waits for the disk once per file, but the files' data written first goes to disk
+together with the first fsync's journal commit (ext4; 10 files of 20 KB on this box: 6.9 ms
+written and fsynced one by one, 2.2 ms staged first, 3.3 ms in ten threads of their own). A
+caller is answered only once its file, its rename and its directories are fsynced: exactly
+what it waited for before.
 Errors are per file: one file's failure (or its directory's) fails that caller only.
 
-One flush per batch
+One flush per group
 -------------------
 Where a flush reports its errors (``syncfs(2)`` on Linux 5.17 and later, :func:`system_syncfs`;
 on ext4, xfs or btrfs, whose flush commits their journal and returns its error: not FUSE,
-whose flush may do nothing, nor a network file system), a batch flushes each file system it
-writes to twice: once a chunk of its files is staged (their data to disk in one journal
-commit, so that each file's own fsync that follows is cheap), and once every file is renamed
-(the renames and new files durable in one call, instead of a fsync of each file's
-directory). A batch of nine outputs (``FileSink`` s), each in a new folder of its own, on
-this box: 4.9-6.4 ms with a fsync per file and per directory, 2.4-2.7 ms so (two flushes,
-nine cheap file fsyncs, one fsync of the folders' parent, one of the flushed directory).
+whose flush may do nothing, nor a network file system), each group of a batch (see "When a
+batch is taken") flushes each file system it writes to twice: once a chunk of its files is
+staged (their data to disk in one journal commit, so that each file's own fsync that follows
+is cheap), and once every file is renamed (the renames and new files durable in one call,
+instead of a fsync of each file's directory). A batch of nine outputs (``FileSink`` s),
+each in a new folder of its own, on this box: 4.9-6.4 ms with a fsync per file and per
+directory, 2.4-2.7 ms so (two flushes, nine cheap file fsyncs, one fsync of the folders'
+parent, one of the flushed directory).
 In ``bench/run.py``'s pipeline (strace, 1,000 jobs): 1.32 s in fsync calls before, 0.09 s
 in syncfs and fsync calls after.
 
@@ -50,30 +51,56 @@ in syncfs and fsync calls after.
 - A file system whose flush failed has its directories fsynced one by one, each error its
   callers' own.
 - A folder made for a file (maybe long before the batch, by a streamed download) has its
-  parent fsynced, once per batch: a flush may not report a write-back error an earlier one
+  parent fsynced, once per group: a flush may not report a write-back error an earlier one
   saw.
 - The cost: a flush also writes other programs' pending data on that file system.
 
-When a batch is taken: the committer's task takes every commit queued once the event loop
-is idle (every other task blocked), at most :data:`GATHER` after the batch could start, and
-one batch runs at a time (the commits that come meanwhile wait for the next). Ten machines
-finishing jobs in step reach their commits a few scheduler passes apart: taking the first at
-once made batches of ~3 files and no fewer scheduler batches (issue 16: 0.30 thread calls
-and 21.5 scheduler batches per job; taken at idle, 0.11 and 15.0).
+When a batch is taken: the committer's task opens a batch as soon as a commit is queued
+and hands every commit queued so far to the worker thread, then each commit made while the
+batch is open, at once; the worker makes durable, as one group, every commit handed to it
+since its last group (each file staged, data flushed, fsynced, renamed, its directories
+fsynced or flushed), while the event loop runs on. Once the loop is idle (every other task
+blocked), at most :data:`GATHER` after the batch opened, the batch closes: the task waits
+until the worker made every commit of the batch durable, then answers them all with one
+wake-up. One batch at a time: the commits queued once it closed wait for the next. Ten
+machines finishing jobs in step reach their commits a few scheduler passes apart, and the
+loop is idle only once every one of them waits for its file. Answering each group as soon as
+it is durable made batches of ~3 files and no fewer scheduler batches (issue 16: 0.30 thread
+calls and 21.5 scheduler batches per job; answered at idle, 0.11 and 15.0), and ran the
+machines out of step. But a batch whose disk work started only once the loop was idle left
+the loop idle for that whole work, ten jobs' worth (issue 16: every idle wait of the trio
+thread in ``bench/run.py``'s pipeline was one such batch). Made durable as they come and
+answered at idle, the files' disk work overlaps the loop's, and the callers still move on
+together. ``bench/run.py --counts 500``, seven runs each, back to back on a shared box: the
+loop idle 0.70 ms per job (median; 0.56-2.06) with the work started at idle, 0.56 ms (0.32-1.45,
+one run 5.6 under another program's disk load) so. Less than the whole batch: beside a busy
+loop the worker gets the GIL back only a switch interval after each of its system calls, so
+at the batch's close most of its files are still being staged.
+
+Every step of the committer's task comes from the loop's state alone (a commit queued, the
+loop idle), never from when the worker finished: the worker never wakes the loop while the
+batch is open, so the passes of the loop (which task runs with which) and the moment each
+caller is answered are the same however fast the disk is. The worker's speed decides only
+how long the task's last wait lasts, while the loop has nothing else to run. Under MockClock
+this keeps a seeded run to one log (hypothesis replays a failure from its seed): the first
+version of this overlap answered each group's thread call as it returned, so whether a
+commit joined the running group or the next, and between which passes of the other tasks
+the committer's steps fell, followed the thread's speed (CI: an OutputSaved 1 s of mock time
+apart between two runs of one seed).
 
 Under trio's MockClock (tests, the harness, the benchmarks) a task waiting on a thread the
 scheduler does not know of counts as idle, and the clock may leap ahead while the disk works;
-there, as the journal does, the task runs each batch through ``trio.to_thread.run_sync``
-(which the tests' fixtures run inline, and whose default limiter the harness and the
-benchmarks watch to know that a thread is in flight), holding a token of that limiter from
-its wait for idle to the answer: still one thread call and one wake-up per batch, and the
-same moment to take it (mock time stands still until the loop is idle, so GATHER never
-passes first).
+there the task holds a token of the default thread limiter (which the harness and the
+benchmarks watch to know that a thread is in flight: mock time stands still) from the batch's
+opening to its answer, and waits for the worker through one ``trio.to_thread.run_sync`` per
+batch (which the tests' fixtures run inline, and whose answer releases the benchmarks'
+driver); GATHER never passes first (mock time stands still until the loop is idle).
 
 Cancellation: a commit still queued is withdrawn (its file never touched: the caller's own
-clean-up, such as ``FileSink.abort``, removes what it wrote before). Once its batch runs, it
-cannot be withdrawn (a half-done rename is no state to leave): the cancel waits for that
-batch (a bounded wait, as with ``to_thread.run_sync``) and fires at the next checkpoint.
+clean-up, such as ``FileSink.abort``, removes what it wrote before). Once handed to the
+worker (at the batch's opening, or at once while a batch is open), it cannot be withdrawn (a
+half-done rename is no state to leave): the cancel waits for the batch's answer (a bounded
+wait, as with ``to_thread.run_sync``) and fires at the next checkpoint.
 
 One committer per trio run (:func:`disk_committer`), shared by every job of the process; its
 thread and its task end with the run.
@@ -134,7 +161,7 @@ class FileCommit(Protocol[T_co]):
     def make_durable(self, fsync_dir: FsyncDir) -> T_co:
         """Make the file's name durable: ``fsync_dir`` its directory (and the parent of
         each folder made for it); return the caller's answer. ``fsync_dir`` fsyncs each
-        directory once per batch (later calls raise the same ``OSError`` again)."""
+        directory once per group (later calls raise the same ``OSError`` again)."""
 
 
 def system_syncfs() -> Syncfs | None:
@@ -191,11 +218,12 @@ class DiskStatistics:
 
 
 STAGED: Final = 64
-"""At most this many files of a batch are staged (an open file each) before their fsyncs."""
+"""At most this many files of a group are staged (an open file each) before their fsyncs."""
 GATHER: Final = 0.002
-"""Seconds a batch waits, at most, for the loop to be idle before it is taken (a loop that is
-never idle must not hold the disk back). Idle comes first whenever nothing else runs: under
-MockClock (time stands still until the loop is idle) always."""
+"""Seconds a batch stays open, at most, waiting for the loop to be idle before it closes
+and its callers are answered once durable (a loop that is never idle must not hold them
+back). Idle comes first whenever nothing else runs: under MockClock (time stands still until
+the loop is idle) always."""
 
 _QUEUED: Final = 0
 _RUNNING: Final = 1
@@ -216,13 +244,15 @@ class DiskCommitter:
     """Runs queued :class:`FileCommit` s in batches (see the module doc).
 
     ``fsync_dir``: how a directory is fsynced (tests pass one that records the order).
-    ``syncfs``: how a file system is flushed in one call (see "One flush per batch" in the
+    ``syncfs``: how a file system is flushed in one call (see "One flush per group" in the
     module doc); ``"auto"`` is :func:`system_syncfs` (chosen at the first batch), ``None``
     fsyncs each file and directory alone.
-    ``threaded``: ``None`` picks the long-lived thread, except under trio's MockClock (a
-    system task and ``trio.to_thread.run_sync`` per batch); True/False force one or the
-    other. Use it inside the trio run that made it; :meth:`aclose` (or the end of the run)
-    stops it.
+    ``threaded``: how the runner waits, at idle, for the worker thread to have made its
+    batch durable: ``None`` picks a wake-up from the worker, except under trio's MockClock
+    (a token of the default limiter held while a batch is open, and one
+    ``trio.to_thread.run_sync`` per batch at idle: see "Under trio's MockClock"); True/False
+    force one or the other. Use it inside the trio run that made it; :meth:`aclose` (or the
+    end of the run) stops it.
     """
 
     def __init__(
@@ -242,15 +272,27 @@ class DiskCommitter:
         self._syncfs_calls = 0
         self._in_flight = 0  # commits queued or running, not yet answered
         self._idle: trio.Event | None = None  # set when _in_flight drops to 0 (aclose)
-        # The queue of the worker thread: (runner task, batch), None ends it.
-        self._jobs: queue.SimpleQueue[tuple[trio.lowlevel.Task, list[_Entry]] | None] = (
-            queue.SimpleQueue()
-        )
+        # The queue of the worker thread: entries handed to it, None ends it.
+        self._jobs: queue.SimpleQueue[list[_Entry] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        # The entries queued, and the runner task while it waits for one.
+        # The entries queued (not yet handed to the worker), and the runner task while it
+        # waits for one.
         self._pending: list[_Entry] = []
         self._parked: trio.lowlevel.Task | None = None
         self._runner_started = False
+        # A batch is open (from the runner's opening to its wait for idle): a commit made
+        # meanwhile goes to the worker at once. The entries handed to it since the last
+        # answer, and how many in all (the worker makes them durable in that order).
+        self._open = False
+        self._handed: list[_Entry] = []
+        self._sent = 0
+        # Shared with the worker thread, under _lock: how many entries it made durable, the
+        # directory fsyncs and flushes it made, and the runner task waiting (thread mode)
+        # until ``_finished`` reaches a count.
+        self._lock = threading.Condition(threading.Lock())
+        self._finished = 0
+        self._worker_fsyncs = self._worker_flushes = 0
+        self._waiter: tuple[trio.lowlevel.Task, int] | None = None
         # Under MockClock the runner holds a token of the default limiter (mock time must
         # not move) while its thread call runs: the call takes its token from this one.
         self._own_limiter: trio.CapacityLimiter | None = None
@@ -271,10 +313,13 @@ class DiskCommitter:
         if not self._runner_started:
             self._runner_started = True
             trio.lowlevel.spawn_system_task(self._run_batches, name="disk committer")
-        self._pending.append(entry)
-        if self._parked is not None:
-            task, self._parked = self._parked, None
-            trio.lowlevel.reschedule(task)
+        if self._open:
+            self._hand([entry])
+        else:
+            self._pending.append(entry)
+            if self._parked is not None:
+                task, self._parked = self._parked, None
+                trio.lowlevel.reschedule(task)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             if entry.state != _QUEUED:
@@ -322,14 +367,22 @@ class DiskCommitter:
             trio.lowlevel.reschedule(entry.task, entry.result)
         self._done(len(entries))
 
-    def _take(self, batch: list[_Entry]) -> list[_Entry]:
-        """The entries of ``batch`` not withdrawn, marked running (from then on a cancel
-        waits for them). In the trio thread, as a cancel's abort: the worker thread never
-        reads an entry's state."""
-        kept = [e for e in batch if e.state == _QUEUED]
+    def _hand(self, entries: list[_Entry]) -> None:
+        """Hand ``entries`` to the worker thread (started at the first), marked running:
+        from then on a cancel waits for their answer. In the trio thread, as a cancel's
+        abort: the worker thread never reads an entry's state."""
+        kept = [e for e in entries if e.state == _QUEUED]
+        if not kept:
+            return
         for entry in kept:
             entry.state = _RUNNING
-        return kept
+        if self._thread is None:
+            thread = threading.Thread(target=self._work, name="disk committer", daemon=True)
+            thread.start()
+            self._thread = thread
+        self._handed += kept
+        self._sent += len(kept)
+        self._jobs.put(kept)
 
     def _stop(self) -> None:
         if self._thread is not None:
@@ -342,12 +395,11 @@ class DiskCommitter:
     # ------------------------------------------------------------------ the runner
 
     async def _run_batches(self) -> None:
-        """The committer's task: once commits wait and the loop is idle (or GATHER after
-        the batch could start), take them all as a batch and run it: in the long-lived
-        worker thread, or under MockClock through ``trio.to_thread.run_sync`` (holding a
-        token of the default limiter from the wait to the answer, so that mock time does
-        not move meanwhile); then answer the batch. One batch at a time: the commits that
-        come while one runs wait for the next."""
+        """The committer's task: once commits wait, open a batch (the worker makes its files
+        durable as they come), close it once the loop is idle (or GATHER after it opened),
+        answer it once durable: see "When a batch is taken". Under MockClock it holds a token
+        of the default limiter from the opening to the answer, so that mock time does not
+        move meanwhile."""
         from trio.testing import wait_all_tasks_blocked  # what trio's loop offers for idle
 
         try:
@@ -360,7 +412,7 @@ class DiskCommitter:
     async def _run_batches_until_stopped(self, wait_idle: Callable[[], Any]) -> None:
         try:
             while True:
-                if not self._pending:
+                if not self._pending and not self._handed:
                     if self._closed:
                         return
                     self._parked = trio.lowlevel.current_task()
@@ -372,70 +424,119 @@ class DiskCommitter:
                 if limiter is not None:
                     await limiter.acquire_on_behalf_of(self)
                 try:
-                    with trio.move_on_after(GATHER):
-                        await wait_idle()
-                    batch, self._pending = self._pending, []
-                    kept = self._take(batch)
-                    if not kept:
-                        continue
-                    try:
-                        if limiter is not None:
-                            if self._own_limiter is None:
-                                self._own_limiter = trio.CapacityLimiter(1)
-                            counts = await trio.to_thread.run_sync(
-                                self._run_batch, kept, limiter=self._own_limiter
-                            )
-                        else:
-                            counts = await self._in_thread(kept)
-                    except Exception as exc:  # a defect: still, every caller gets an answer
-                        for entry in kept:
-                            if entry.result is None:
-                                entry.result = outcome.Error(exc)
-                        counts = (0, 0)
-                    self._answer(kept, *counts)
+                    await self._one_batch(wait_idle)
                 finally:
+                    self._open = False
                     if limiter is not None:
                         limiter.release_on_behalf_of(self)
         except _Stop:
             return
 
+    async def _one_batch(self, wait_idle: Callable[[], Any]) -> None:
+        """Open a batch: hand the commits queued to the worker, and each commit made while
+        it is open at once; once the loop is idle (or GATHER after the opening), close it,
+        wait until the worker made every commit handed to it durable, answer them all (see
+        "When a batch is taken" in the module doc). Every step of this task, and so every
+        moment a caller can see, comes from the loop's own state: the worker's speed decides
+        only how long the last wait lasts, a wait with the loop otherwise idle."""
+        self._open = True
+        pending, self._pending = self._pending, []
+        self._hand(pending)
+        with trio.move_on_after(GATHER):
+            await wait_idle()
+        self._open = False
+        batch, self._handed = self._handed, []
+        if not batch:
+            return  # every commit queued was withdrawn
+        target = self._sent
+        if self._threaded:
+            await self._durable_through(target)
+        else:
+            if self._own_limiter is None:
+                self._own_limiter = trio.CapacityLimiter(1)
+            await trio.to_thread.run_sync(
+                self._wait_for_the_worker, batch, target, limiter=self._own_limiter
+            )
+        with self._lock:
+            fsyncs, self._worker_fsyncs = self._worker_fsyncs, 0
+            flushes, self._worker_flushes = self._worker_flushes, 0
+        self._answer(batch, fsyncs, flushes)
+
+    async def _durable_through(self, target: int) -> None:
+        """Thread mode: return once the worker made the first ``target`` entries handed to
+        it durable (its wake-up reschedules this task); a cancel waits for it."""
+        with self._lock:
+            if self._finished >= target:
+                return
+            self._waiter = (trio.lowlevel.current_task(), target)
+        # A batch that runs cannot be withdrawn (a half-done rename is no state to leave):
+        # a cancel (the run ending) waits for its answer.
+        await trio.lowlevel.wait_task_rescheduled(_wait_for_the_disk)
+
+    def _wait_for_the_worker(self, batch: list[_Entry], target: int) -> None:
+        """MockClock mode, in a thread of trio's (or inline, as tests run it): block until
+        the worker made the first ``target`` entries handed to it (``batch`` their last)
+        durable."""
+        with self._lock:
+            while self._finished < target:
+                self._lock.wait()
+
     def _unpark(self, _: Any) -> trio.lowlevel.Abort:
         self._parked = None
         return trio.lowlevel.Abort.SUCCEEDED  # the run ends: nothing is left to answer
 
-    # ------------------------------------------------------------------- thread mode
-
-    async def _in_thread(self, kept: list[_Entry]) -> tuple[int, int]:
-        """Run a batch in the long-lived worker thread; its answer wakes this task once."""
-        if self._thread is None:
-            thread = threading.Thread(target=self._work, name="disk committer", daemon=True)
-            thread.start()
-            self._thread = thread
-        self._jobs.put((trio.lowlevel.current_task(), kept))
-        # A batch that runs cannot be withdrawn (a half-done rename is no state to leave):
-        # a cancel (the run ending) waits for its answer.
-        counts: tuple[int, int] = await trio.lowlevel.wait_task_rescheduled(_wait_for_the_disk)
-        return counts
+    # ------------------------------------------------------------------- the worker
 
     def _work(self) -> None:
+        """The worker thread: each time, every entry handed to it so far as one group,
+        made durable (:meth:`_run_batch`); then the count of entries done raised, and the
+        runner woken if it waits for that count."""
         jobs = self._jobs
         while True:
             job = jobs.get()
             if job is None:
                 return
-            runner, kept = job
-            answer = outcome.capture(self._run_batch, kept)
-            try:
-                self._token.run_sync_soon(trio.lowlevel.reschedule, runner, answer)
-            except trio.RunFinishedError:
-                return  # the run ended: nobody is left to answer
+            group = list(job)
+            last = False
+            while True:
+                try:
+                    more = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    last = True
+                    break
+                group += more
+            answer = outcome.capture(self._run_batch, group)
+            fsyncs = flushes = 0
+            if isinstance(answer, outcome.Error):  # a defect: still, every caller an answer
+                for entry in group:
+                    if entry.result is None:
+                        entry.result = outcome.Error(answer.error)
+            else:
+                fsyncs, flushes = answer.value
+            waiter = None
+            with self._lock:
+                self._finished += len(group)
+                self._worker_fsyncs += fsyncs
+                self._worker_flushes += flushes
+                self._lock.notify_all()
+                if self._waiter is not None and self._finished >= self._waiter[1]:
+                    waiter, self._waiter = self._waiter[0], None
+            if waiter is not None:
+                try:
+                    self._token.run_sync_soon(trio.lowlevel.reschedule, waiter)
+                except trio.RunFinishedError:
+                    return  # the run ended: nobody is left to answer
+            if last:
+                return
 
     # ------------------------------------------------------------ the batch (blocking)
 
     def _run_batch(self, entries: list[_Entry]) -> tuple[int, int]:
-        """Every file put in place, then made durable with shared directory fsyncs (or one
-        flush of each file system); each entry's result set. Returns the number of
-        directory fsyncs and of flushes made."""
+        """One group of a batch: every file put in place, then made durable with shared
+        directory fsyncs (or one flush of each file system); each entry's result set.
+        Returns the number of directory fsyncs and of flushes made."""
         if self._syncfs == "auto":
             self._syncfs = system_syncfs()
         flush = _Flush(self._syncfs)
@@ -477,7 +578,7 @@ class DiskCommitter:
             def fsync_dir(directory: Path, own: str = own, ok: bool = flushed_here) -> None:
                 # Only the file's own folder (renamed into after the flush's descriptor was
                 # opened) counts as flushed: a folder made for it, maybe long before the batch
-                # (a streamed download), has its parent fsynced, once per batch.
+                # (a streamed download), has its parent fsynced, once per group.
                 once(directory, ok and os.fspath(directory) == own)
 
             entry.result = outcome.capture(entry.item.make_durable, fsync_dir)
@@ -516,9 +617,9 @@ def _file_system_type(device: int) -> str | None:
 
 
 class _Flush:
-    """One batch's flushes of whole file systems (``syncfs``), when the committer has one.
+    """One group's flushes of whole file systems (``syncfs``), when the committer has one.
 
-    A directory descriptor per file system of the batch is opened after the first chunk of
+    A directory descriptor per file system of the group is opened after the first chunk of
     its files is staged and before any of its renames (so that a flush reports every
     write-back error of the names since), then:
 
