@@ -78,3 +78,15 @@ def _log_locks_of_the_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(process, "LOCK_DIR", str(tmp_path_factory.mktemp("log-locks")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _home_of_the_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test's ``~`` a folder of its own: the dev machine's record and the node
+    catalogues kept beside it (``~/.conjure``) are per user, so tests that run at once (and
+    test runs of other checkouts) shared them, and one's kept catalogue made another print a
+    note it did not expect; nor does a test write into the user's home. (Its own
+    MonkeyPatch: see ``_log_locks_of_the_test``.)"""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        yield
