@@ -280,6 +280,7 @@ async def test_budget_stops_launching_and_every_job_ends(
         assert _ledger(state) == _bills(cloud)
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_cancel_running_job(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
     """Cancelling a running job interrupts it: JobCancelled, the machine is free again."""
     wall = TrioWallClock()
@@ -370,6 +371,7 @@ async def test_rejected_prompt_is_not_retried(
         assert state.jobs[job].attempt == 1
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_node_errors_are_retried_then_fail(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -78,6 +78,7 @@ async def _one_job(
     return state, bills, [r.event for r in log.records()]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @pytest.mark.parametrize("offset", OFFSETS)
 async def test_a_job_under_a_skewed_clock_keeps_its_machine_and_is_billed_as_runcomfy_bills(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, offset: float
@@ -107,6 +108,7 @@ def _story(events: list[Any]) -> list[str]:
     return [type(e).__name__ for e in events if isinstance(e, kinds)]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @pytest.mark.parametrize("offset", OFFSETS)
 async def test_the_budget_under_a_skewed_clock_is_enforced_as_with_a_synced_one(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, offset: float

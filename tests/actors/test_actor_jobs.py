@@ -251,6 +251,7 @@ async def test_a_full_disk_stops_every_machine_and_says_so_in_one_line(
     assert "refused writes" not in error.stops
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_one_job_is_a_sequence_of_messages_and_events(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -84,6 +84,7 @@ async def test_no_job_starts_on_a_machine_whose_renewal_the_budget_refused(
     assert machine.stopped_at < machine.estimated_stopping_at
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_the_budget_stopping_renewals_is_told_once(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

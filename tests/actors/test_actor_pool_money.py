@@ -615,6 +615,7 @@ async def test_a_lost_machine_whose_stop_gave_up_and_that_went_since_does_not_ho
         assert first not in rig.pool.still_running()
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_lost_machine_found_up_after_a_restart_is_stopped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

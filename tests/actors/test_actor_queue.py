@@ -127,6 +127,7 @@ async def test_queued_jobs_start_by_priority_then_in_order(
     assert started == [high, low1, low2]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_queued_job_goes_back_into_the_queue_after_a_crash(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

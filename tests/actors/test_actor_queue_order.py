@@ -10,6 +10,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from actor_support import (
@@ -129,6 +130,7 @@ def test_the_pool_serves_in_the_order_queue_position_counts(
     assert served == [ids[n] for n in by_priority]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_restart_keeps_a_free_machine_for_the_first_job_until_it_asks(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 import trio.testing
 from test_assets_blobs import SAVED, StoringBlobs, saved_by_the_job
@@ -40,6 +41,7 @@ async def test_an_earlier_attempts_store_ending_late_stores_the_current_output()
     assert kinds(journal.appends[0].events) == [se.AssetRecorded]
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_an_output_given_up_for_an_earlier_attempt_does_not_fail_the_retry() -> None:
     """Attempt 1's store was given up; attempt 2 saved the same path and succeeded while its
     own store runs: no ApiJobOutputsNotStored (the job would read failed for good)."""

@@ -138,6 +138,7 @@ async def conjure_graph(env: Env) -> dict[str, Any]:
     return graph
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_conjure_job_downloads_a_verified_png_and_glb(autojump_clock: trio.abc.Clock) -> None:
     """The CONJURE workflow: upload, submit, follow, download node 24's PNG and 33's GLB."""
     async with open_env() as env:

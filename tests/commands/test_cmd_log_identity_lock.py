@@ -139,6 +139,7 @@ def refusal(command: list[str], path: str, pid: int) -> str:
     )
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 @COMMANDS
 def test_a_copy_is_refused_while_its_original_restarted_is_written(
     capsys: pytest.CaptureFixture[str],

@@ -130,6 +130,7 @@ def _runcomfy_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CONJURE_DEV_STATE_FILE", str(tmp_path / "dev.json"))
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 def test_runcomfy_without_a_workflow_version_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

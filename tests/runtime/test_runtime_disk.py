@@ -206,6 +206,9 @@ async def test_a_commit_cancelled_while_queued_is_withdrawn_and_never_written(
             first = Fake(rec, tmp_path / "first", gate=gate)
             nursery.start_soon(disk.commit, first)
             await trio.to_thread.run_sync(first.started.wait)  # the worker is busy with it
+            # ... and its batch closed (at idle): a commit made while a batch is open is
+            # handed to the worker at once, and cannot be withdrawn (runtime/disk.py).
+            await trio.testing.wait_all_tasks_blocked()
             scope = trio.CancelScope()
 
             async def queued() -> None:

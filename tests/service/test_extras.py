@@ -213,6 +213,7 @@ async def test_put_budget_sets_and_lifts_the_limit(
         assert run.service.state.budget.limit_micros is None
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_job_submitted_once_the_budget_is_spent_is_402_and_nothing_logged(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -242,6 +242,7 @@ async def _submit_over_lost_bytes(tmp_path: Path, lie: bool) -> Any:
             return answer
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_job_over_an_asset_whose_bytes_are_gone_is_missing_asset(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from extras_support import open_extras_service, wait_for
 
@@ -23,6 +24,7 @@ BODY = {"workflow": json.loads((WORKFLOWS / "invert_save.json").read_text())}
 DAY = 86_400.0
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_job_that_used_its_time_gets_no_machine_after_a_serve_restart(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

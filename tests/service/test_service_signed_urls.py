@@ -61,6 +61,7 @@ async def test_a_signed_asset_url_is_served_without_the_header_until_url_expires
     assert again.status_code == 200
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_a_signed_url_stays_the_same_across_polls(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -243,6 +243,7 @@ async def test_ended_false_leaves_out_the_jobs_that_had_ended_on_a_first_connect
     assert bad.status_code == 400
 
 
+@pytest.mark.slow  # (just test <= 30 s: CI and just check run it)
 async def test_the_last_event_id_query_parameter_resumes_as_the_header_does(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
